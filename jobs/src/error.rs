@@ -1,0 +1,51 @@
+//! Errors of the job runtime.
+
+use std::path::PathBuf;
+
+/// Why a job could not run or finish.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    /// The spec file cannot be read or parsed.
+    #[error("failed to read job spec `{path}`: {reason}")]
+    Spec {
+        /// The spec file.
+        path: PathBuf,
+        /// What was wrong.
+        reason: String,
+    },
+    /// The spec names something this runtime cannot run.
+    #[error("job spec `{path}`: key `{key}`: {reason}")]
+    SpecValue {
+        /// The spec file.
+        path: PathBuf,
+        /// The offending key.
+        key: String,
+        /// What was wrong.
+        reason: String,
+    },
+    /// Loading or calling the algorithm plugin failed.
+    #[error(transparent)]
+    Plugin(#[from] drover_plugin_host::LoadError),
+    /// A call into the plugin failed (panic, error, NaN...).
+    #[error(transparent)]
+    PluginCall(#[from] drover_plugin_host::CallError),
+    /// A kernel or the device failed.
+    #[error("kernel error: {0}")]
+    Kernel(#[from] drover_kernels::KernelError),
+    /// Writing an output file failed.
+    #[error("failed to write `{path}`: {source}")]
+    Io {
+        /// The file being written.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// Writing the Parquet metrics failed.
+    #[error("failed to write metrics parquet `{path}`: {reason}")]
+    Parquet {
+        /// The file being written.
+        path: PathBuf,
+        /// The underlying error.
+        reason: String,
+    },
+}

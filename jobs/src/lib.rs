@@ -1,0 +1,14 @@
+//! The per-job runtime of drover: reads one `JobSpec`, loads the algorithm plugin, trains on the
+//! kernels' `Engine`, and writes metrics, the summary and the exit marker of one run.
+
+pub mod error;
+pub mod exit_codes;
+pub mod fsio;
+pub mod metrics;
+pub mod signals;
+pub mod spec;
+pub mod summary;
+pub mod train;
+
+pub use error::JobError;
+pub use spec::JobSpec;

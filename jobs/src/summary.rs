@@ -1,0 +1,141 @@
+//! `summary.json` and `exit.json`: the final record of a run and its exit marker (written last).
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use crate::metrics::MetricsRow;
+
+/// On-disk format of `summary.json` and `exit.json`.
+pub const SUMMARY_FORMAT_VERSION: u32 = 1;
+
+/// Which plugin a run used (provenance).
+#[derive(Debug, Clone, Serialize)]
+pub struct PluginRecord {
+    /// Plugin name.
+    pub name: String,
+    /// Plugin version.
+    pub version: String,
+    /// Plugin interface version, `major.minor`.
+    pub interface_version: String,
+    /// Path of the `.so`.
+    pub path: PathBuf,
+    /// SHA-256 of the `.so`, hex.
+    pub sha256: String,
+}
+
+/// The final record of a completed run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    /// Always [`SUMMARY_FORMAT_VERSION`].
+    pub format_version: u32,
+    /// Run id.
+    pub run_id: String,
+    /// Config id (run without its seed).
+    pub config_id: String,
+    /// Axis label.
+    pub label: String,
+    /// Run seed.
+    pub seed: u64,
+    /// Environment steps taken.
+    pub total_steps: i64,
+    /// Iterations run.
+    pub iterations: i64,
+    /// Job wall time in seconds.
+    pub wall_time_s: f64,
+    /// Mean episodic return over the last 10 iterations that finished episodes.
+    pub final_return: Option<f64>,
+    /// Best iteration mean return.
+    pub best_return: Option<f64>,
+    /// First global step whose iteration mean return reached `success_return`.
+    pub steps_to_threshold: Option<i64>,
+    /// The threshold.
+    pub success_return: f64,
+    /// Plugin provenance.
+    pub plugin: PluginRecord,
+}
+
+/// How the run ended.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ExitStatus {
+    /// Trained to the end; summary and metrics are complete.
+    Completed,
+    /// Stopped by an error.
+    Failed,
+    /// Stopped by a signal.
+    Cancelled,
+}
+
+/// `exit.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExitMarker {
+    /// Always [`SUMMARY_FORMAT_VERSION`].
+    pub format_version: u32,
+    /// Run id.
+    pub run_id: String,
+    /// How it ended.
+    pub status: ExitStatus,
+    /// Why, when not completed.
+    pub reason: Option<String>,
+    /// Unix seconds.
+    pub finished_at: u64,
+}
+
+impl ExitMarker {
+    /// A marker stamped now.
+    pub fn now(run_id: &str, status: ExitStatus, reason: Option<String>) -> Self {
+        let finished_at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        Self { format_version: SUMMARY_FORMAT_VERSION, run_id: run_id.to_string(), status, reason, finished_at }
+    }
+}
+
+/// Statistics over the metric rows: (final_return, best_return, steps_to_threshold).
+pub fn return_stats(rows: &[MetricsRow], threshold: f64) -> (Option<f64>, Option<f64>, Option<i64>) {
+    let with_eps: Vec<(i64, f64)> =
+        rows.iter().filter_map(|r| r.episodic_return_mean.map(|v| (r.global_step, v))).collect();
+    let tail = &with_eps[with_eps.len().saturating_sub(10)..];
+    let final_return =
+        (!tail.is_empty()).then(|| tail.iter().map(|(_, v)| v).sum::<f64>() / tail.len() as f64);
+    let best = with_eps.iter().map(|(_, v)| *v).reduce(f64::max);
+    let reached = with_eps.iter().find(|(_, v)| *v >= threshold).map(|(s, _)| *s);
+    (final_return, best, reached)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(step: i64, ret: Option<f64>) -> MetricsRow {
+        MetricsRow {
+            iteration: step,
+            global_step: step,
+            episodic_return_mean: ret,
+            episodes: 1,
+            policy_loss: None,
+            value_loss: None,
+            entropy: None,
+            approx_kl: None,
+            clip_frac: None,
+            lr: 0.0,
+            steps_per_sec: 0.0,
+            wall_time_s: 0.0,
+            extra: Default::default(),
+        }
+    }
+
+    #[test]
+    fn return_stats_hand_computed() {
+        // 12 rows with episodes (returns 10, 20, ..., 120) and one without.
+        let mut rows: Vec<_> = (1..=12).map(|i| row(i * 100, Some(10.0 * i as f64))).collect();
+        rows.insert(3, row(350, None));
+        let (fin, best, reached) = return_stats(&rows, 95.0);
+        // Last 10 with episodes: 30..=120, mean 75.
+        assert_eq!(fin, Some(75.0));
+        assert_eq!(best, Some(120.0));
+        assert_eq!(reached, Some(1000));
+        assert_eq!(return_stats(&[row(1, None)], 1.0), (None, None, None));
+    }
+}

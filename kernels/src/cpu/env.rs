@@ -1,0 +1,116 @@
+//! Structure-of-arrays CartPole-v1 (SEMANTICS.md section 2) for a contiguous range of envs.
+//! The step loop is branch-free per lane so it vectorizes; resets are rare and scalar.
+
+use crate::math::sincos;
+use crate::reference::cartpole::*;
+use crate::rng::{uniform, STREAM_RESET};
+
+/// State of `len` envs whose global indices start at `first_env`.
+#[derive(Debug, Clone)]
+pub(crate) struct CartPoleSoa {
+    pub first_env: u32,
+    pub x: Vec<f32>,
+    pub x_dot: Vec<f32>,
+    pub theta: Vec<f32>,
+    pub theta_dot: Vec<f32>,
+    pub steps: Vec<u32>,
+}
+
+impl CartPoleSoa {
+    /// `len` envs, each reset with reset counter 0 (the first reset of a run).
+    pub fn new(key: u32, first_env: u32, len: usize) -> Self {
+        let mut s = Self {
+            first_env,
+            x: vec![0.0; len],
+            x_dot: vec![0.0; len],
+            theta: vec![0.0; len],
+            theta_dot: vec![0.0; len],
+            steps: vec![0; len],
+        };
+        for i in 0..len {
+            s.reset(key, i, 0);
+        }
+        s
+    }
+
+    /// Number of envs.
+    pub fn len(&self) -> usize {
+        self.x.len()
+    }
+
+    /// Resets local env `i` with reset counter `counter`.
+    pub fn reset(&mut self, key: u32, i: usize, counter: u32) {
+        let env = self.first_env.wrapping_add(i as u32);
+        let c = counter.wrapping_mul(4);
+        let comp = |k: u32| uniform(key, STREAM_RESET, env, c.wrapping_add(k)) * 0.1 - 0.05;
+        self.x[i] = comp(0);
+        self.x_dot[i] = comp(1);
+        self.theta[i] = comp(2);
+        self.theta_dot[i] = comp(3);
+        self.steps[i] = 0;
+    }
+
+    /// Writes local env `i`'s observation `(x, x_dot, theta, theta_dot)` into `out[..4]`.
+    #[inline]
+    pub fn obs(&self, i: usize, out: &mut [f32]) {
+        out[0] = self.x[i];
+        out[1] = self.x_dot[i];
+        out[2] = self.theta[i];
+        out[3] = self.theta_dot[i];
+    }
+
+    /// Steps every env with `actions`, writing reward and done flags; no reset.
+    pub fn step(
+        &mut self,
+        actions: &[u32],
+        rewards: &mut [f32],
+        term: &mut [u8],
+        trunc: &mut [u8],
+    ) {
+        let n = self.len();
+        // Equal lengths up front let LLVM drop the per-element bounds checks and vectorize.
+        let (x, xd, th, thd, st) = (
+            &mut self.x[..n],
+            &mut self.x_dot[..n],
+            &mut self.theta[..n],
+            &mut self.theta_dot[..n],
+            &mut self.steps[..n],
+        );
+        let (actions, rewards, term, trunc) = (
+            &actions[..n],
+            &mut rewards[..n],
+            &mut term[..n],
+            &mut trunc[..n],
+        );
+        for i in 0..n {
+            // Same expression order as `reference::cartpole_step` (no FMA, left to right).
+            let force = if actions[i] == 1 {
+                FORCE_MAG
+            } else {
+                -FORCE_MAG
+            };
+            let (s, c) = sincos(th[i]);
+            let temp = (force + POLEMASS_LENGTH * thd[i] * thd[i] * s) / TOTAL_MASS;
+            let theta_acc = (GRAVITY * s - c * temp)
+                / (HALF_LENGTH * (FOUR_THIRDS - MASS_POLE * c * c / TOTAL_MASS));
+            let x_acc = temp - POLEMASS_LENGTH * theta_acc * c / TOTAL_MASS;
+            let nx = x[i] + TAU * xd[i];
+            xd[i] += TAU * x_acc;
+            let nth = th[i] + TAU * thd[i];
+            thd[i] += TAU * theta_acc;
+            x[i] = nx;
+            th[i] = nth;
+            st[i] += 1;
+            // Comparisons exactly as SEMANTICS.md writes them (`!range.contains` would turn a
+            // NaN state into a termination, which the reference does not do).
+            #[allow(clippy::manual_range_contains)]
+            let t = (nx < -X_THRESHOLD)
+                | (nx > X_THRESHOLD)
+                | (nth < -THETA_THRESHOLD)
+                | (nth > THETA_THRESHOLD);
+            term[i] = t as u8;
+            trunc[i] = (!t & (st[i] >= MAX_STEPS)) as u8;
+            rewards[i] = 1.0;
+        }
+    }
+}

@@ -1,0 +1,275 @@
+//! `CpuEngine` against `ReferenceEngine` with the same config and seed.
+//!
+//! Tolerances: actions, rewards and done flags exact, except that an env whose action differs
+//! where the uniform draw is within 1e-5 of the action boundary (GEMM rounding may legally flip
+//! it) is dropped from the comparison from then on; floats within `1e-5 * max(1, |ref|)`
+//! (per-sample) and gradients within `1e-4 * max |ref grad|` (sums over samples).
+
+// Time-major `t * num_envs + env` indexing reads clearer as index loops.
+#![allow(clippy::needless_range_loop)]
+
+use drover_kernels::cpu::CpuEngine;
+use drover_kernels::reference::ReferenceEngine;
+use drover_kernels::rng::{run_key, uniform, STREAM_ACTION};
+use drover_kernels::{Engine, EngineConfig, MinibatchEval, ParamLayout, Rollout};
+
+use crate::common::{balancing_actor, config};
+
+fn close(a: f32, b: f32, what: &str, s: usize) {
+    assert!(
+        (a - b).abs() <= 1e-5 * b.abs().max(1.0),
+        "{what}[{s}]: cpu {a} vs reference {b}"
+    );
+}
+
+/// Compares one rollout; `diverged[env]` marks envs whose trajectories legally split.
+fn compare_rollout(
+    cpu: &Rollout,
+    rf: &Rollout,
+    key: u32,
+    step0: u64,
+    env_offset: usize,
+    diverged: &mut [bool],
+) {
+    let (nt, ne) = (rf.num_steps, rf.num_envs);
+    assert_eq!((cpu.num_steps, cpu.num_envs), (nt, ne));
+    for v in [
+        cpu.actions.len(),
+        cpu.logp.len(),
+        cpu.entropy.len(),
+        cpu.values.len(),
+        cpu.next_values.len(),
+    ] {
+        assert_eq!(v, nt * ne);
+    }
+    for t in 0..nt {
+        for e in 0..ne {
+            let s = t * ne + e;
+            if diverged[e] {
+                continue;
+            }
+            if cpu.actions[s] != rf.actions[s] {
+                let u = uniform(
+                    key,
+                    STREAM_ACTION,
+                    (env_offset + e) as u32,
+                    (step0 + t as u64) as u32,
+                );
+                let p_taken = rf.logp[s].exp();
+                let p0 = if rf.actions[s] == 0 {
+                    p_taken
+                } else {
+                    1.0 - p_taken
+                };
+                assert!(
+                    (u - p0).abs() < 1e-5,
+                    "action differs at t {t} env {e}: u {u}, p0 {p0}"
+                );
+                diverged[e] = true;
+                continue;
+            }
+            close(cpu.logp[s], rf.logp[s], "logp", s);
+            close(cpu.entropy[s], rf.entropy[s], "entropy", s);
+            close(cpu.values[s], rf.values[s], "values", s);
+            close(cpu.next_values[s], rf.next_values[s], "next_values", s);
+            assert_eq!(cpu.rewards[s], rf.rewards[s]);
+            assert_eq!(
+                (cpu.terminated[s], cpu.truncated[s]),
+                (rf.terminated[s], rf.truncated[s]),
+                "done at {s}"
+            );
+        }
+    }
+    if !diverged.iter().any(|&d| d) {
+        assert_eq!(cpu.finished_lengths, rf.finished_lengths);
+        assert_eq!(cpu.finished_returns, rf.finished_returns);
+    }
+}
+
+/// Runs `rollouts` rollouts on both engines and compares them; returns the engines.
+fn run_pair(
+    cfg: EngineConfig,
+    balanced: bool,
+    rollouts: usize,
+) -> (CpuEngine, ReferenceEngine, Rollout, Vec<bool>) {
+    let mut cpu = CpuEngine::new(cfg.clone()).expect("cpu engine");
+    let mut rf = ReferenceEngine::new(cfg.clone()).expect("reference engine");
+    let init = rf.params().expect("params");
+    assert_eq!(
+        cpu.params().expect("params"),
+        init,
+        "both engines initialise on the host identically"
+    );
+    if balanced {
+        let mut p = init;
+        balancing_actor(rf.layout(), &mut p);
+        cpu.set_params(&p).expect("set");
+        rf.set_params(&p).expect("set");
+    }
+    let key = run_key(cfg.seed);
+    let mut diverged = vec![false; cfg.num_envs];
+    let (mut a, mut b) = (Rollout::default(), Rollout::default());
+    let mut stats = (0usize, 0usize);
+    for _ in 0..rollouts {
+        let step0 = rf.global_step();
+        cpu.rollout(&mut a).expect("cpu rollout");
+        rf.rollout(&mut b).expect("reference rollout");
+        assert_eq!(cpu.global_step(), rf.global_step());
+        compare_rollout(&a, &b, key, step0, cfg.env_offset, &mut diverged);
+        stats.0 += b.terminated.iter().filter(|&&d| d == 1).count();
+        stats.1 += b.truncated.iter().filter(|&&d| d == 1).count();
+    }
+    if balanced && cfg.num_steps * rollouts >= 500 {
+        assert!(
+            stats.1 > 0,
+            "the balancing policy should reach the time limit: {stats:?}"
+        );
+    } else if !balanced {
+        assert!(
+            stats.0 > 0,
+            "the random policy should terminate episodes: {stats:?}"
+        );
+    }
+    (cpu, rf, b, diverged)
+}
+
+#[test]
+fn rollout_random_policy_16x600() {
+    // Two rollouts of 300 so per-env episode accumulators carry across rollouts.
+    run_pair(config(16, 300, 64, 1, 1), false, 2);
+}
+
+#[test]
+fn rollout_balancing_policy_covers_truncation() {
+    // 16 x 600 steps: every surviving episode truncates at 500, with V(final obs) bootstrapped.
+    let (_, _, ro, _) = run_pair(config(16, 600, 64, 2, 1), true, 1);
+    let trunc = ro.truncated.iter().filter(|&&d| d == 1).count();
+    assert!(
+        trunc >= 8,
+        "expected most envs to hit the time limit, got {trunc}"
+    );
+    assert!(ro.finished_lengths.contains(&500));
+}
+
+#[test]
+fn rollout_threaded_chunks_with_env_offset() {
+    // 96 envs over 3 threads (3 env chunks), ranks-style env offset; two rollouts.
+    let mut cfg = config(96, 70, 16, 3, 3);
+    cfg.env_offset = 96 * 2;
+    let mut cpu = CpuEngine::new(cfg.clone()).expect("cpu engine");
+    let mut rf = ReferenceEngine::new(cfg.clone()).expect("reference engine");
+    assert_eq!(cpu.threads(), 3);
+    let key = run_key(cfg.seed);
+    let mut diverged = vec![false; 96];
+    let (mut a, mut b) = (Rollout::default(), Rollout::default());
+    for _ in 0..2 {
+        let step0 = rf.global_step();
+        cpu.rollout(&mut a).expect("cpu rollout");
+        rf.rollout(&mut b).expect("reference rollout");
+        // RNG streams use the global env index, so a wrong offset shows as action mismatches.
+        compare_rollout(&a, &b, key, step0, cfg.env_offset, &mut diverged);
+    }
+}
+
+/// Samples of the last rollout on non-diverged envs, with repeats, in a scrambled order.
+fn pick_samples(ro: &Rollout, diverged: &[bool], count: usize) -> Vec<u32> {
+    let n = ro.num_steps * ro.num_envs;
+    (0..count)
+        .map(|i| ((i as u64 * 7919 + 13) % n as u64) as u32)
+        .filter(|&s| !diverged[s as usize % ro.num_envs])
+        .collect()
+}
+
+fn compare_grads(cpu: &mut dyn Engine, rf: &mut dyn Engine) {
+    let mut g_cpu = Vec::new();
+    let mut g_ref = Vec::new();
+    cpu.reduce_grads(&mut |g| g_cpu = g.to_vec())
+        .expect("reduce");
+    rf.reduce_grads(&mut |g| g_ref = g.to_vec())
+        .expect("reduce");
+    let scale = g_ref.iter().fold(0.0f32, |m, g| m.max(g.abs()));
+    assert!(scale > 0.0, "the reference gradient is zero");
+    for (i, (a, b)) in g_cpu.iter().zip(&g_ref).enumerate() {
+        assert!(
+            (a - b).abs() <= 1e-4 * scale,
+            "grad[{i}]: cpu {a} vs reference {b} (scale {scale})"
+        );
+    }
+}
+
+fn evaluate_and_backward(cpu: &mut dyn Engine, rf: &mut dyn Engine, samples: &[u32]) {
+    let (mut a, mut b) = (MinibatchEval::default(), MinibatchEval::default());
+    cpu.evaluate(samples, &mut a).expect("cpu evaluate");
+    rf.evaluate(samples, &mut b).expect("reference evaluate");
+    assert_eq!(a.logp.len(), samples.len());
+    for s in 0..samples.len() {
+        close(a.logp[s], b.logp[s], "eval logp", s);
+        close(a.entropy[s], b.entropy[s], "eval entropy", s);
+        close(a.values[s], b.values[s], "eval values", s);
+    }
+    let n = samples.len();
+    let d_logp: Vec<f32> = (0..n).map(|i| ((i % 7) as f32 - 3.0) / n as f32).collect();
+    let d_value: Vec<f32> = (0..n).map(|i| ((i % 5) as f32 - 1.5) / n as f32).collect();
+    let d_ent: Vec<f32> = (0..n)
+        .map(|i| -0.01 * (1.0 + (i % 3) as f32) / n as f32)
+        .collect();
+    cpu.accumulate_grad(&d_logp, &d_value, &d_ent)
+        .expect("cpu backward");
+    rf.accumulate_grad(&d_logp, &d_value, &d_ent)
+        .expect("reference backward");
+}
+
+#[test]
+fn evaluate_and_accumulate_grad_match_reference() {
+    for (threads, balanced) in [(1, false), (2, true)] {
+        let (mut cpu, mut rf, ro, diverged) = run_pair(config(16, 64, 64, 4, threads), balanced, 1);
+        let samples = pick_samples(&ro, &diverged, 700);
+        // Two minibatches accumulate into the same gradient before it is read.
+        evaluate_and_backward(&mut cpu, &mut rf, &samples[..300]);
+        evaluate_and_backward(&mut cpu, &mut rf, &samples[300..]);
+        compare_grads(&mut cpu, &mut rf);
+    }
+}
+
+#[test]
+fn apply_grads_matches_reference_adam_and_clipping() {
+    let cfg = config(4, 8, 32, 5, 1);
+    let mut cpu = CpuEngine::new(cfg.clone()).expect("cpu engine");
+    let mut rf = ReferenceEngine::new(cfg).expect("reference engine");
+    let np = cpu.num_params();
+    let layout: ParamLayout = rf.layout().clone();
+    assert_eq!(np, layout.num_params);
+    for step in 0..6u32 {
+        // A gradient with norm ~2-4: clipped to 0.5 on even steps, unclipped on odd ones.
+        let g: Vec<f32> = (0..np)
+            .map(|i| (((i as u32).wrapping_mul(2654435761u32) ^ step) % 1000) as f32 / 1000.0 - 0.5)
+            .collect();
+        let g: Vec<f32> = g.iter().map(|v| v * 0.06).collect();
+        cpu.reduce_grads(&mut |buf| buf.copy_from_slice(&g))
+            .expect("set grads");
+        rf.reduce_grads(&mut |buf| buf.copy_from_slice(&g))
+            .expect("set grads");
+        let clip = if step % 2 == 0 { Some(0.5) } else { None };
+        let (na, nb) = (
+            cpu.apply_grads(1e-2, clip).expect("apply"),
+            rf.apply_grads(1e-2, clip).expect("apply"),
+        );
+        assert!((na - nb).abs() <= 1e-6 * nb, "norm {na} vs {nb}");
+        if step % 2 == 0 {
+            assert!(nb > 0.5, "the test gradient should be clipped: norm {nb}");
+        }
+        let (pa, pb) = (cpu.params().expect("params"), rf.params().expect("params"));
+        for i in 0..np {
+            assert!(
+                (pa[i] - pb[i]).abs() <= 1e-6,
+                "step {step} param {i}: {} vs {}",
+                pa[i],
+                pb[i]
+            );
+        }
+        let mut zero = true;
+        cpu.reduce_grads(&mut |buf| zero = buf.iter().all(|&v| v == 0.0))
+            .expect("read grads");
+        assert!(zero, "apply_grads must zero the gradient");
+    }
+}

@@ -1,0 +1,98 @@
+//! The `Algorithm` trait object and the `AlgorithmMod` root module every plugin exports.
+#![expect(
+    non_local_definitions,
+    reason = "abi_stable 0.11's `#[sabi_trait]` emits impls inside a const"
+)]
+#![expect(
+    non_camel_case_types,
+    reason = "abi_stable names the prefix reference `AlgorithmMod_Ref`"
+)]
+
+use abi_stable::{
+    declare_root_module_statics,
+    library::RootModule,
+    sabi_trait,
+    sabi_types::VersionStrings,
+    std_types::{RBox, RResult, RSlice, RSliceMut, RStr, RString, RVec},
+    StableAbi,
+};
+
+use crate::{
+    error::PluginError,
+    types::{IterationControl, IterationInfo, Metric, PluginInfo},
+    version::ROOT_MODULE_VERSION,
+    views::{LossViewRef, RolloutViewRef},
+};
+
+/// One instance of an algorithm, created by [`AlgorithmMod::new`].
+///
+/// Methods are appended below `keep_group` (the last method of interface 1.0) with a default
+/// body; a host calling such a method on an older plugin gets the default.
+/// Plugin authors do not implement this directly: they implement
+/// [`AlgorithmImpl`](crate::AlgorithmImpl) and call [`export_algorithm!`](crate::export_algorithm).
+#[sabi_trait]
+pub trait Algorithm: Send {
+    /// Advantage stage: fills `advantages` and `returns` (both `B·T`) from a rollout batch.
+    /// Returns metrics to log.
+    fn compute_advantages(
+        &mut self,
+        batch: RolloutViewRef<'_>,
+        advantages: RSliceMut<'_, f32>,
+        returns: RSliceMut<'_, f32>,
+    ) -> RResult<RVec<Metric>, PluginError>;
+
+    /// Loss stage: for each token `i` of the minibatch writes `loss[i]`, and the derivatives of
+    /// the total `L = Σ_i loss[i]` w.r.t. token `i`'s new log-prob, value and entropy, with the
+    /// aggregation weights already folded in (the host sums, never re-weights).
+    fn loss(
+        &mut self,
+        mb: LossViewRef<'_>,
+        loss: RSliceMut<'_, f32>,
+        d_logp: RSliceMut<'_, f32>,
+        d_value: RSliceMut<'_, f32>,
+        d_entropy: RSliceMut<'_, f32>,
+    ) -> RResult<RVec<Metric>, PluginError>;
+
+    /// Called after each update epoch with that epoch's mean metrics; `false` stops the
+    /// remaining epochs of this iteration (CleanRL's `target_kl`).
+    fn on_epoch_end(
+        &mut self,
+        epoch: u32,
+        metrics: RSlice<'_, Metric>,
+    ) -> RResult<bool, PluginError>;
+
+    /// Called after each iteration; adapts coefficients, may resize groups or stop training.
+    fn on_iteration(&mut self, info: IterationInfo<'_>) -> RResult<IterationControl, PluginError>;
+
+    /// Group predicate for dynamic sampling (DAPO): keep a group with these rewards?
+    #[sabi(last_prefix_field)]
+    fn keep_group(&self, rewards: RSlice<'_, f32>) -> RResult<bool, PluginError>;
+}
+
+/// An owned algorithm instance as it crosses the ABI.
+pub type AlgorithmBox = Algorithm_TO<'static, RBox<()>>;
+
+/// The root module of an algorithm plugin.
+///
+/// A prefix type: a host built against a newer minor version sees `None` from the accessors
+/// of fields appended after `new`, and an older host simply never reads them.
+#[repr(C)]
+#[derive(StableAbi)]
+#[sabi(kind(Prefix(prefix_ref = AlgorithmMod_Ref)))]
+pub struct AlgorithmMod {
+    /// Describes the plugin and its parameters.
+    pub info: extern "C" fn() -> RResult<PluginInfo, PluginError>,
+    /// Validates a params JSON object and returns it with defaults filled in, as JSON text,
+    /// without creating an instance (for up-front checks of a whole sweep).
+    pub resolve_params: extern "C" fn(params_json: RStr<'_>) -> RResult<RString, PluginError>,
+    /// Creates an instance from a params JSON object and a seed.
+    #[sabi(last_prefix_field)]
+    pub new: extern "C" fn(params_json: RStr<'_>, seed: u64) -> RResult<AlgorithmBox, PluginError>,
+}
+
+impl RootModule for AlgorithmMod_Ref {
+    declare_root_module_statics! {AlgorithmMod_Ref}
+    const BASE_NAME: &'static str = "drover_algorithm";
+    const NAME: &'static str = "drover algorithm plugin";
+    const VERSION_STRINGS: VersionStrings = VersionStrings::new(ROOT_MODULE_VERSION);
+}

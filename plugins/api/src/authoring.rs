@@ -1,0 +1,647 @@
+//! What a plugin author implements (`AlgorithmImpl`, on plain Rust slices) and the adapter the
+//! `export_algorithm!` macro uses to turn it into an ABI-stable `Algorithm` trait object.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use abi_stable::{
+    prefix_type::PrefixTypeTrait,
+    sabi_trait::TD_Opaque,
+    std_types::{RResult, RSlice, RSliceMut, RStr, RString, RVec},
+};
+
+use crate::{
+    algorithm::{Algorithm, AlgorithmBox, AlgorithmMod, AlgorithmMod_Ref, Algorithm_TO},
+    error::PluginError,
+    params::Params,
+    types::{IterationControl, IterationInfo, Metric, PluginInfo},
+    views::{LossViewRef, RolloutViewRef},
+};
+
+/// An algorithm, written against plain Rust slices. Export it with
+/// [`export_algorithm!`](crate::export_algorithm); `plugins/ppo` is the reference example.
+///
+/// Inputs have been shape-checked (see [`Rollout::check`], [`Minibatch::check`]) and outputs
+/// zeroed before a method is called. Panics are caught and reported as
+/// [`PluginErrorKind::Panic`](crate::PluginErrorKind::Panic); after one, the instance refuses
+/// further calls.
+pub trait AlgorithmImpl: Sized + Send + 'static {
+    /// Name, version, description and parameters.
+    fn info() -> PluginInfo;
+
+    /// Creates an instance from validated params (defaults filled in) and a seed.
+    ///
+    /// # Errors
+    /// A [`PluginError`], typically `invalid_params` for combinations the specs cannot express.
+    fn new(params: &Params, seed: u64) -> Result<Self, PluginError>;
+
+    /// Fills `advantages` and `returns` (`B·T`, sequence-major) for `batch`.
+    ///
+    /// # Errors
+    /// A [`PluginError`] when the batch lacks a buffer the algorithm needs.
+    fn compute_advantages(
+        &mut self,
+        batch: &Rollout<'_>,
+        advantages: &mut [f32],
+        returns: &mut [f32],
+    ) -> Result<Vec<Metric>, PluginError>;
+
+    /// Per-token loss and derivatives of `Σ loss` w.r.t. each token's new log-prob, value and
+    /// entropy, aggregation weights folded in.
+    ///
+    /// # Errors
+    /// A [`PluginError`] when the minibatch lacks a buffer the algorithm needs.
+    fn loss(
+        &mut self,
+        mb: &Minibatch<'_>,
+        out: &mut LossOutputs<'_>,
+    ) -> Result<Vec<Metric>, PluginError>;
+
+    /// After each update epoch, with its mean metrics; `Ok(false)` stops the iteration's
+    /// remaining epochs. Default: continue.
+    ///
+    /// # Errors
+    /// A [`PluginError`] if the hook fails.
+    fn on_epoch_end(&mut self, epoch: u32, metrics: &[Metric]) -> Result<bool, PluginError> {
+        let _ = (epoch, metrics);
+        Ok(true)
+    }
+
+    /// After each iteration. Default: change nothing.
+    ///
+    /// # Errors
+    /// A [`PluginError`] if the hook fails.
+    fn on_iteration(&mut self, info: &IterationInfo<'_>) -> Result<IterationControl, PluginError> {
+        let _ = info;
+        Ok(IterationControl::default())
+    }
+
+    /// Keep a group with these rewards (dynamic sampling)? Default: always.
+    ///
+    /// # Errors
+    /// A [`PluginError`] if the predicate fails.
+    fn keep_group(&self, rewards: &[f32]) -> Result<bool, PluginError> {
+        let _ = rewards;
+        Ok(true)
+    }
+}
+
+/// A rollout batch as plain slices; see [`RolloutView`](crate::RolloutView) for each field.
+///
+/// `#[non_exhaustive]` because fields are added with the interface: build one with
+/// [`Rollout::new`] and assign the fields you need.
+#[non_exhaustive]
+#[derive(Debug, Clone)]
+pub struct Rollout<'a> {
+    /// `B`.
+    pub num_sequences: usize,
+    /// `T`.
+    pub seq_len: usize,
+    /// `[B·T]`, 1 valid, 0 padding.
+    pub mask: &'a [f32],
+    /// `[B·T]`.
+    pub rewards: &'a [f32],
+    /// `[B·T]` 0/1, or empty.
+    pub terminated: &'a [f32],
+    /// `[B·T]` 0/1, or empty.
+    pub truncated: &'a [f32],
+    /// `[B·T]`, or empty.
+    pub values: &'a [f32],
+    /// `[B·T]` V(s_{t+1}), 0 where terminated, or empty.
+    pub next_values: &'a [f32],
+    /// `[B·T]`, or empty.
+    pub logp_old: &'a [f32],
+    /// `[B·T]`, or empty.
+    pub logp_ref: &'a [f32],
+    /// `[B·T]`, or empty.
+    pub entropy_old: &'a [f32],
+    /// `[B]`, or empty.
+    pub group_ids: &'a [u32],
+    /// `[B]`, or empty.
+    pub sample_weights: &'a [f32],
+    /// Named per-sequence columns, each `[B]`.
+    pub metadata: Vec<(String, &'a [f32])>,
+    /// Seed for this batch.
+    pub seed: u64,
+}
+
+impl<'a> Rollout<'a> {
+    /// A batch of `num_sequences × seq_len` with every buffer empty.
+    pub fn new(num_sequences: usize, seq_len: usize) -> Self {
+        Self {
+            num_sequences,
+            seq_len,
+            mask: &[],
+            rewards: &[],
+            terminated: &[],
+            truncated: &[],
+            values: &[],
+            next_values: &[],
+            logp_old: &[],
+            logp_ref: &[],
+            entropy_old: &[],
+            group_ids: &[],
+            sample_weights: &[],
+            metadata: Vec::new(),
+            seed: 0,
+        }
+    }
+
+    /// A per-sequence metadata column by name.
+    pub fn metadata(&self, key: &str) -> Option<&'a [f32]> {
+        self.metadata
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| *v)
+    }
+
+    /// Checks every buffer has its documented length (`B·T` or 0, `B` or 0, `mask` and
+    /// `rewards` required).
+    ///
+    /// # Errors
+    /// An `invalid_input` error naming the first bad buffer.
+    pub fn check(&self) -> Result<(), PluginError> {
+        let bt = self
+            .num_sequences
+            .checked_mul(self.seq_len)
+            .ok_or_else(|| PluginError::invalid_input("num_sequences × seq_len overflows"))?;
+        let b = self.num_sequences;
+        let per_token = [
+            ("terminated", self.terminated.len()),
+            ("truncated", self.truncated.len()),
+            ("values", self.values.len()),
+            ("next_values", self.next_values.len()),
+            ("logp_old", self.logp_old.len()),
+            ("logp_ref", self.logp_ref.len()),
+            ("entropy_old", self.entropy_old.len()),
+        ];
+        for (name, len) in [("mask", self.mask.len()), ("rewards", self.rewards.len())] {
+            check_len(name, len, bt, false)?;
+        }
+        for (name, len) in per_token {
+            check_len(name, len, bt, true)?;
+        }
+        check_len("group_ids", self.group_ids.len(), b, true)?;
+        check_len("sample_weights", self.sample_weights.len(), b, true)?;
+        for (name, col) in &self.metadata {
+            check_len(&format!("metadata `{name}`"), col.len(), b, false)?;
+        }
+        Ok(())
+    }
+
+    /// A required per-token buffer: errors with a message naming it when it is empty.
+    ///
+    /// # Errors
+    /// `invalid_input` "`<algorithm>` needs `<name>`" when `buf` is empty.
+    pub fn require(algorithm: &str, name: &str, buf: &'a [f32]) -> Result<&'a [f32], PluginError> {
+        if buf.is_empty() {
+            Err(PluginError::invalid_input(format!(
+                "{algorithm} needs `{name}` in the rollout batch"
+            )))
+        } else {
+            Ok(buf)
+        }
+    }
+}
+
+fn check_len(
+    name: &str,
+    len: usize,
+    expected: usize,
+    may_be_empty: bool,
+) -> Result<(), PluginError> {
+    if len == expected || (may_be_empty && len == 0) {
+        Ok(())
+    } else {
+        let or_empty = if may_be_empty { " or 0" } else { "" };
+        Err(PluginError::invalid_input(format!(
+            "`{name}` has length {len}, expected {expected}{or_empty}"
+        )))
+    }
+}
+
+/// A loss minibatch as plain slices; see [`LossView`](crate::LossView) for each field.
+#[non_exhaustive]
+#[derive(Debug, Clone)]
+pub struct Minibatch<'a> {
+    /// `[M]`.
+    pub logp_new: &'a [f32],
+    /// `[M]`.
+    pub logp_old: &'a [f32],
+    /// `[M]`, or empty.
+    pub logp_ref: &'a [f32],
+    /// `[M]`.
+    pub advantages: &'a [f32],
+    /// `[M]`, or empty.
+    pub returns: &'a [f32],
+    /// `[M]`, or empty.
+    pub values_new: &'a [f32],
+    /// `[M]`, or empty.
+    pub values_old: &'a [f32],
+    /// `[M]`, or empty.
+    pub entropy_new: &'a [f32],
+    /// `[M]`.
+    pub token_weights: &'a [f32],
+    /// `[M]`, each `< num_sequences`.
+    pub seq_index: &'a [u32],
+    /// Sequences in the minibatch.
+    pub num_sequences: usize,
+    /// `[num_sequences]`.
+    pub seq_lengths: &'a [u32],
+    /// `[num_sequences]`, or empty.
+    pub seq_group_ids: &'a [u32],
+    /// Seed for this minibatch.
+    pub seed: u64,
+}
+
+impl<'a> Minibatch<'a> {
+    /// A minibatch with every buffer empty; assign the fields you need.
+    pub fn new() -> Self {
+        Self {
+            logp_new: &[],
+            logp_old: &[],
+            logp_ref: &[],
+            advantages: &[],
+            returns: &[],
+            values_new: &[],
+            values_old: &[],
+            entropy_new: &[],
+            token_weights: &[],
+            seq_index: &[],
+            num_sequences: 0,
+            seq_lengths: &[],
+            seq_group_ids: &[],
+            seed: 0,
+        }
+    }
+
+    /// `M`, the number of tokens.
+    pub fn len(&self) -> usize {
+        self.logp_new.len()
+    }
+
+    /// Whether the minibatch has no tokens.
+    pub fn is_empty(&self) -> bool {
+        self.logp_new.is_empty()
+    }
+
+    /// Checks lengths (per-token `M`, optional ones `M` or 0, per-sequence `num_sequences`)
+    /// and that every `seq_index` is in range.
+    ///
+    /// # Errors
+    /// An `invalid_input` error naming the first bad buffer.
+    pub fn check(&self) -> Result<(), PluginError> {
+        let m = self.len();
+        for (name, len) in [
+            ("logp_old", self.logp_old.len()),
+            ("advantages", self.advantages.len()),
+            ("token_weights", self.token_weights.len()),
+            ("seq_index", self.seq_index.len()),
+        ] {
+            check_len(name, len, m, false)?;
+        }
+        for (name, len) in [
+            ("logp_ref", self.logp_ref.len()),
+            ("returns", self.returns.len()),
+            ("values_new", self.values_new.len()),
+            ("values_old", self.values_old.len()),
+            ("entropy_new", self.entropy_new.len()),
+        ] {
+            check_len(name, len, m, true)?;
+        }
+        check_len(
+            "seq_lengths",
+            self.seq_lengths.len(),
+            self.num_sequences,
+            true,
+        )?;
+        check_len(
+            "seq_group_ids",
+            self.seq_group_ids.len(),
+            self.num_sequences,
+            true,
+        )?;
+        if let Some(i) = self
+            .seq_index
+            .iter()
+            .position(|&s| s as usize >= self.num_sequences)
+        {
+            return Err(PluginError::invalid_input(format!(
+                "`seq_index[{i}]` is {}, but the minibatch has {} sequences",
+                self.seq_index[i], self.num_sequences
+            )));
+        }
+        Ok(())
+    }
+
+    /// A required per-token buffer: errors with a message naming it when it is empty.
+    ///
+    /// # Errors
+    /// `invalid_input` "`<algorithm>` needs `<name>`" when `buf` is empty.
+    pub fn require(algorithm: &str, name: &str, buf: &'a [f32]) -> Result<&'a [f32], PluginError> {
+        if buf.is_empty() {
+            Err(PluginError::invalid_input(format!(
+                "{algorithm} needs `{name}` in the loss minibatch"
+            )))
+        } else {
+            Ok(buf)
+        }
+    }
+}
+
+impl Default for Minibatch<'_> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The loss outputs, each `[M]`, zeroed before [`AlgorithmImpl::loss`] is called.
+#[derive(Debug)]
+pub struct LossOutputs<'a> {
+    /// Per-token loss, weights folded in: the host's total is `Σ loss`.
+    pub loss: &'a mut [f32],
+    /// ∂(Σ loss)/∂logp_new.
+    pub d_logp: &'a mut [f32],
+    /// ∂(Σ loss)/∂values_new.
+    pub d_value: &'a mut [f32],
+    /// ∂(Σ loss)/∂entropy_new.
+    pub d_entropy: &'a mut [f32],
+}
+
+/// Wraps an [`AlgorithmImpl`] as an [`Algorithm`]; every method catches panics.
+#[doc(hidden)]
+pub struct Adapter<T> {
+    inner: T,
+    /// Set by a caught panic: the instance's state may be half-updated, so later calls fail.
+    poisoned: Option<String>,
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic with a non-string payload".to_owned()
+    }
+}
+
+/// Runs `f`, turning a panic into `PluginError::Panic` (a panic must not unwind into the
+/// `extern "C"` shims abi_stable generates: they abort the whole process).
+fn guarded<R>(f: impl FnOnce() -> Result<R, PluginError>) -> RResult<R, PluginError> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(r) => r.into(),
+        Err(payload) => RResult::RErr(PluginError::panic(panic_message(&*payload))),
+    }
+}
+
+impl<T: AlgorithmImpl> Adapter<T> {
+    /// Like [`guarded`], but refuses to run after an earlier panic and records a new one.
+    fn call<R>(
+        &mut self,
+        f: impl FnOnce(&mut T) -> Result<R, PluginError>,
+    ) -> RResult<R, PluginError> {
+        if let Some(msg) = &self.poisoned {
+            return RResult::RErr(PluginError::internal(format!(
+                "refusing the call: an earlier call panicked ({msg})"
+            )));
+        }
+        let inner = &mut self.inner;
+        let r = guarded(|| f(inner));
+        if let RResult::RErr(e) = &r {
+            if e.kind() == Some(crate::PluginErrorKind::Panic) {
+                self.poisoned = Some(e.message().to_owned());
+            }
+        }
+        r
+    }
+}
+
+fn rollout_from_view<'v>(view: &'v RolloutViewRef<'_>) -> Rollout<'v> {
+    let metadata = view
+        .metadata_keys()
+        .into_iter()
+        .filter_map(|k| {
+            let col = view.metadata(k.as_rstr()).into_option()?;
+            Some((k.into_string(), col.as_slice()))
+        })
+        .collect();
+    Rollout {
+        num_sequences: view.num_sequences(),
+        seq_len: view.seq_len(),
+        mask: view.mask().as_slice(),
+        rewards: view.rewards().as_slice(),
+        terminated: view.terminated().as_slice(),
+        truncated: view.truncated().as_slice(),
+        values: view.values().as_slice(),
+        next_values: view.next_values().as_slice(),
+        logp_old: view.logp_old().as_slice(),
+        logp_ref: view.logp_ref().as_slice(),
+        entropy_old: view.entropy_old().as_slice(),
+        group_ids: view.group_ids().as_slice(),
+        sample_weights: view.sample_weights().as_slice(),
+        metadata,
+        seed: view.seed(),
+    }
+}
+
+fn minibatch_from_view<'v>(view: &'v LossViewRef<'_>) -> Minibatch<'v> {
+    Minibatch {
+        logp_new: view.logp_new().as_slice(),
+        logp_old: view.logp_old().as_slice(),
+        logp_ref: view.logp_ref().as_slice(),
+        advantages: view.advantages().as_slice(),
+        returns: view.returns().as_slice(),
+        values_new: view.values_new().as_slice(),
+        values_old: view.values_old().as_slice(),
+        entropy_new: view.entropy_new().as_slice(),
+        token_weights: view.token_weights().as_slice(),
+        seq_index: view.seq_index().as_slice(),
+        num_sequences: view.num_sequences(),
+        seq_lengths: view.seq_lengths().as_slice(),
+        seq_group_ids: view.seq_group_ids().as_slice(),
+        seed: view.seed(),
+    }
+}
+
+fn check_out(name: &str, out: &[f32], expected: usize) -> Result<(), PluginError> {
+    check_len(&format!("output `{name}`"), out.len(), expected, false)
+}
+
+impl<T: AlgorithmImpl> Algorithm for Adapter<T> {
+    fn compute_advantages(
+        &mut self,
+        batch: RolloutViewRef<'_>,
+        mut advantages: RSliceMut<'_, f32>,
+        mut returns: RSliceMut<'_, f32>,
+    ) -> RResult<RVec<Metric>, PluginError> {
+        self.call(|alg| {
+            // Reading the view runs host code only; still inside the guard for uniformity.
+            let rollout = rollout_from_view(&batch);
+            rollout.check()?;
+            let n = rollout.num_sequences * rollout.seq_len;
+            let (adv, ret) = (&mut *advantages, &mut *returns);
+            check_out("advantages", adv, n)?;
+            check_out("returns", ret, n)?;
+            adv.fill(0.0);
+            ret.fill(0.0);
+            alg.compute_advantages(&rollout, adv, ret).map(RVec::from)
+        })
+    }
+
+    fn loss(
+        &mut self,
+        mb: LossViewRef<'_>,
+        mut loss: RSliceMut<'_, f32>,
+        mut d_logp: RSliceMut<'_, f32>,
+        mut d_value: RSliceMut<'_, f32>,
+        mut d_entropy: RSliceMut<'_, f32>,
+    ) -> RResult<RVec<Metric>, PluginError> {
+        self.call(|alg| {
+            let mb = minibatch_from_view(&mb);
+            mb.check()?;
+            let mut out = LossOutputs {
+                loss: &mut loss,
+                d_logp: &mut d_logp,
+                d_value: &mut d_value,
+                d_entropy: &mut d_entropy,
+            };
+            let m = mb.len();
+            for (name, buf) in [
+                ("loss", &mut *out.loss),
+                ("d_logp", &mut *out.d_logp),
+                ("d_value", &mut *out.d_value),
+                ("d_entropy", &mut *out.d_entropy),
+            ] {
+                check_out(name, buf, m)?;
+                buf.fill(0.0);
+            }
+            alg.loss(&mb, &mut out).map(RVec::from)
+        })
+    }
+
+    fn on_epoch_end(
+        &mut self,
+        epoch: u32,
+        metrics: RSlice<'_, Metric>,
+    ) -> RResult<bool, PluginError> {
+        self.call(|alg| alg.on_epoch_end(epoch, metrics.as_slice()))
+    }
+
+    fn on_iteration(&mut self, info: IterationInfo<'_>) -> RResult<IterationControl, PluginError> {
+        self.call(|alg| alg.on_iteration(&info))
+    }
+
+    fn keep_group(&self, rewards: RSlice<'_, f32>) -> RResult<bool, PluginError> {
+        if let Some(msg) = &self.poisoned {
+            return RResult::RErr(PluginError::internal(format!(
+                "refusing the call: an earlier call panicked ({msg})"
+            )));
+        }
+        guarded(|| self.inner.keep_group(rewards.as_slice()))
+    }
+}
+
+extern "C" fn info_entry<T: AlgorithmImpl>() -> RResult<PluginInfo, PluginError> {
+    guarded(|| Ok(T::info()))
+}
+
+extern "C" fn resolve_params_entry<T: AlgorithmImpl>(
+    params_json: RStr<'_>,
+) -> RResult<RString, PluginError> {
+    guarded(|| {
+        let params = Params::parse(&T::info().params, params_json.as_str())?;
+        Ok(RString::from(params.json().to_string()))
+    })
+}
+
+extern "C" fn new_entry<T: AlgorithmImpl>(
+    params_json: RStr<'_>,
+    seed: u64,
+) -> RResult<AlgorithmBox, PluginError> {
+    guarded(|| {
+        let params = Params::parse(&T::info().params, params_json.as_str())?;
+        let inner = T::new(&params, seed)?;
+        Ok(Algorithm_TO::from_value(
+            Adapter {
+                inner,
+                poisoned: None,
+            },
+            TD_Opaque,
+        ))
+    })
+}
+
+/// Builds the root module for `T`; called once per loaded library by the code
+/// [`export_algorithm!`](crate::export_algorithm) generates.
+#[doc(hidden)]
+pub fn root_module<T: AlgorithmImpl>() -> AlgorithmMod_Ref {
+    AlgorithmMod {
+        info: info_entry::<T>,
+        resolve_params: resolve_params_entry::<T>,
+        new: new_entry::<T>,
+    }
+    .leak_into_prefix()
+}
+
+/// Exports `$ty` (an [`AlgorithmImpl`]) as this `cdylib`'s drover algorithm plugin.
+///
+/// Generates the `#[no_mangle]` interface-version function the host checks first, and the
+/// abi_stable root module (what `#[export_root_module]` would write; spelled out here so the
+/// plugin crate needs no direct `abi_stable` dependency). Use it once, at the crate root.
+#[macro_export]
+macro_rules! export_algorithm {
+    ($ty:ty) => {
+        $crate::export_algorithm!(@interface_version $ty, $crate::INTERFACE_VERSION);
+    };
+    // Hidden arm for drover's own tests (`tests/plugins/bad_version`): record another version.
+    (@interface_version $ty:ty, $version:expr) => {
+        /// The drover plugin interface version this plugin was built against (packed
+        /// `major << 32 | minor`); read by the host before anything else.
+        #[no_mangle]
+        pub extern "C" fn drover_plugin_interface_version() -> u64 {
+            let v: $crate::InterfaceVersion = $version;
+            v.to_bits()
+        }
+
+        #[doc(hidden)]
+        fn __drover_root_module() -> $crate::AlgorithmMod_Ref {
+            $crate::__private::root_module::<$ty>()
+        }
+
+        // The symbol name is abi_stable's mangled `ROOT_MODULE_LOADER_NAME`; the api crate
+        // asserts at compile time that the two agree.
+        #[doc(hidden)]
+        #[no_mangle]
+        #[allow(non_upper_case_globals)] // the name is fixed by abi_stable's loader
+        pub static _1as_0lib_1header_0root_bmodule_bloader: $crate::__private::abi_stable::library::LibHeader = {
+            extern "C" fn __drover_erased_root_module() -> $crate::__private::abi_stable::library::RootModuleResult {
+                $crate::__private::abi_stable::library::__call_root_module_loader(__drover_root_module)
+            }
+            // SAFETY: the constructor returns the prefix reference of an `AlgorithmMod_Ref`,
+            // which is the module type named here, as `from_constructor` requires.
+            unsafe {
+                $crate::__private::abi_stable::library::LibHeader::from_constructor::<$crate::AlgorithmMod_Ref>(
+                    __drover_erased_root_module,
+                    $crate::__private::abi_stable::library::CheckTypeLayout::Yes,
+                )
+            }
+        };
+    };
+}
+
+/// The abi_stable symbol name the macro above hard-codes.
+pub(crate) const EXPORTED_ROOT_MODULE_SYMBOL: &str = "_1as_0lib_1header_0root_bmodule_bloader";
+
+const _: () = {
+    // If abi_stable ever changes its mangling, fail the build of this crate, not at load time.
+    let (a, b) = (
+        EXPORTED_ROOT_MODULE_SYMBOL.as_bytes(),
+        abi_stable::library::ROOT_MODULE_LOADER_NAME.as_bytes(),
+    );
+    assert!(a.len() == b.len());
+    let mut i = 0;
+    while i < a.len() {
+        assert!(a[i] == b[i]);
+        i += 1;
+    }
+};

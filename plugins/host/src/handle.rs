@@ -1,0 +1,261 @@
+//! `AlgorithmHandle`: one plugin algorithm instance, called with host-side batches; every
+//! result is checked for plugin errors and non-finite outputs.
+
+use abi_stable::{sabi_trait::TD_Opaque, std_types::RResult};
+use drover_plugin_api::{AlgorithmBox, LossView_TO, RSlice, RString, RVec, RolloutView_TO};
+
+use crate::{
+    batch::{LossBatch, LossBatchView, RolloutBatch},
+    error::{CallError, CallErrorKind},
+};
+
+/// A named scalar (host-side copy of `drover_plugin_api::Metric`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Metric {
+    /// Column name.
+    pub name: String,
+    /// Value.
+    pub value: f64,
+}
+
+impl Metric {
+    /// Makes a metric.
+    pub fn new(name: impl Into<String>, value: f64) -> Self {
+        Self {
+            name: name.into(),
+            value,
+        }
+    }
+}
+
+/// What `on_iteration` asks of the job runtime.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct IterationControl {
+    /// Rollouts per group next iteration; empty: unchanged.
+    pub group_sizes: Vec<u32>,
+    /// Stop training after this iteration.
+    pub stop: bool,
+    /// Metrics to log for this iteration.
+    pub metrics: Vec<Metric>,
+}
+
+/// One algorithm instance. `Send`, not `Sync`: call it from one thread at a time.
+pub struct AlgorithmHandle {
+    inner: AlgorithmBox,
+    plugin: String,
+    version: String,
+}
+
+impl std::fmt::Debug for AlgorithmHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AlgorithmHandle")
+            .field("plugin", &self.plugin)
+            .field("version", &self.version)
+            .finish_non_exhaustive()
+    }
+}
+
+fn to_abi_metrics(metrics: &[Metric]) -> RVec<drover_plugin_api::Metric> {
+    metrics
+        .iter()
+        .map(|m| drover_plugin_api::Metric {
+            name: RString::from(m.name.as_str()),
+            value: m.value,
+        })
+        .collect()
+}
+
+fn from_abi_metrics(metrics: RVec<drover_plugin_api::Metric>) -> Vec<Metric> {
+    metrics
+        .into_iter()
+        .map(|m| Metric {
+            name: m.name.into_string(),
+            value: m.value,
+        })
+        .collect()
+}
+
+fn first_non_finite(output: &'static str, buf: &[f32]) -> Result<(), CallErrorKind> {
+    match buf.iter().position(|x| !x.is_finite()) {
+        Some(index) => Err(CallErrorKind::NonFinite {
+            output,
+            index,
+            value: buf[index],
+        }),
+        None => Ok(()),
+    }
+}
+
+fn check_out_len(name: &str, len: usize, expected: usize) -> Result<(), CallErrorKind> {
+    if len == expected {
+        Ok(())
+    } else {
+        Err(CallErrorKind::InvalidBatch(format!(
+            "output `{name}` has length {len}, expected {expected}"
+        )))
+    }
+}
+
+impl AlgorithmHandle {
+    pub(crate) fn new(inner: AlgorithmBox, plugin: String, version: String) -> Self {
+        Self {
+            inner,
+            plugin,
+            version,
+        }
+    }
+
+    /// The plugin's name.
+    pub fn plugin_name(&self) -> &str {
+        &self.plugin
+    }
+
+    /// The plugin's version.
+    pub fn plugin_version(&self) -> &str {
+        &self.version
+    }
+
+    fn err(&self, call: &'static str, kind: CallErrorKind) -> CallError {
+        CallError {
+            plugin: self.plugin.clone(),
+            version: self.version.clone(),
+            call,
+            kind,
+        }
+    }
+
+    fn wrap<T>(&self, call: &'static str, r: Result<T, CallErrorKind>) -> Result<T, CallError> {
+        r.map_err(|kind| self.err(call, kind))
+    }
+
+    /// Advantage stage: fills `advantages` and `returns` (each `B·T`) from `batch`.
+    ///
+    /// # Errors
+    /// Invalid batch, a plugin error or panic, or a non-finite output (first bad index named).
+    pub fn compute_advantages(
+        &mut self,
+        batch: &RolloutBatch<'_>,
+        advantages: &mut [f32],
+        returns: &mut [f32],
+    ) -> Result<Vec<Metric>, CallError> {
+        const CALL: &str = "compute_advantages";
+        let checked = batch
+            .validate()
+            .map_err(CallErrorKind::InvalidBatch)
+            .and_then(|()| {
+                let n = batch.num_sequences * batch.seq_len;
+                check_out_len("advantages", advantages.len(), n)?;
+                check_out_len("returns", returns.len(), n)
+            });
+        self.wrap(CALL, checked)?;
+        let view = RolloutView_TO::from_ptr(batch, TD_Opaque);
+        let r = self
+            .inner
+            .compute_advantages(view, advantages.into(), returns.into());
+        let metrics = match r {
+            RResult::ROk(m) => m,
+            RResult::RErr(e) => return Err(self.err(CALL, CallErrorKind::Plugin(Box::new(e)))),
+        };
+        self.wrap(
+            CALL,
+            first_non_finite("advantages", advantages)
+                .and_then(|()| first_non_finite("returns", returns)),
+        )?;
+        Ok(from_abi_metrics(metrics))
+    }
+
+    /// Loss stage: per-token loss and the derivatives of `Σ loss` w.r.t. each token's new
+    /// log-prob, value and entropy (each output `M` long). Sum them; do not re-weight.
+    ///
+    /// # Errors
+    /// Invalid batch, a plugin error or panic, or a non-finite output (first bad index named).
+    pub fn loss(
+        &mut self,
+        mb: &LossBatch<'_>,
+        loss: &mut [f32],
+        d_logp: &mut [f32],
+        d_value: &mut [f32],
+        d_entropy: &mut [f32],
+    ) -> Result<Vec<Metric>, CallError> {
+        const CALL: &str = "loss";
+        let m = mb.len();
+        let checked = mb
+            .validate()
+            .map_err(CallErrorKind::InvalidBatch)
+            .and_then(|()| {
+                check_out_len("loss", loss.len(), m)?;
+                check_out_len("d_logp", d_logp.len(), m)?;
+                check_out_len("d_value", d_value.len(), m)?;
+                check_out_len("d_entropy", d_entropy.len(), m)
+            });
+        self.wrap(CALL, checked)?;
+        let view = LossBatchView::new(mb);
+        let r = self.inner.loss(
+            LossView_TO::from_ptr(&view, TD_Opaque),
+            loss.into(),
+            d_logp.into(),
+            d_value.into(),
+            d_entropy.into(),
+        );
+        let metrics = match r {
+            RResult::ROk(m) => m,
+            RResult::RErr(e) => return Err(self.err(CALL, CallErrorKind::Plugin(Box::new(e)))),
+        };
+        let finite = first_non_finite("loss", loss)
+            .and_then(|()| first_non_finite("d_logp", d_logp))
+            .and_then(|()| first_non_finite("d_value", d_value))
+            .and_then(|()| first_non_finite("d_entropy", d_entropy));
+        self.wrap(CALL, finite)?;
+        Ok(from_abi_metrics(metrics))
+    }
+
+    /// After update epoch `epoch` (0-based) with that epoch's mean metrics: `Ok(false)` means
+    /// skip the remaining epochs of this iteration.
+    ///
+    /// # Errors
+    /// A plugin error or panic.
+    pub fn on_epoch_end(&mut self, epoch: u32, metrics: &[Metric]) -> Result<bool, CallError> {
+        let abi = to_abi_metrics(metrics);
+        match self.inner.on_epoch_end(epoch, abi.as_rslice()) {
+            RResult::ROk(go_on) => Ok(go_on),
+            RResult::RErr(e) => Err(self.err("on_epoch_end", CallErrorKind::Plugin(Box::new(e)))),
+        }
+    }
+
+    /// After iteration `iteration` (1-based), with its metrics.
+    ///
+    /// # Errors
+    /// A plugin error or panic.
+    pub fn on_iteration(
+        &mut self,
+        iteration: u64,
+        global_step: u64,
+        metrics: &[Metric],
+    ) -> Result<IterationControl, CallError> {
+        let abi = to_abi_metrics(metrics);
+        let info = drover_plugin_api::IterationInfo {
+            iteration,
+            global_step,
+            metrics: abi.as_rslice(),
+        };
+        match self.inner.on_iteration(info) {
+            RResult::ROk(c) => Ok(IterationControl {
+                group_sizes: c.group_sizes.into_vec(),
+                stop: c.stop,
+                metrics: from_abi_metrics(c.metrics),
+            }),
+            RResult::RErr(e) => Err(self.err("on_iteration", CallErrorKind::Plugin(Box::new(e)))),
+        }
+    }
+
+    /// Whether to keep a group with these rewards (dynamic sampling).
+    ///
+    /// # Errors
+    /// A plugin error or panic.
+    pub fn keep_group(&self, rewards: &[f32]) -> Result<bool, CallError> {
+        match self.inner.keep_group(RSlice::from(rewards)) {
+            RResult::ROk(keep) => Ok(keep),
+            RResult::RErr(e) => Err(self.err("keep_group", CallErrorKind::Plugin(Box::new(e)))),
+        }
+    }
+}

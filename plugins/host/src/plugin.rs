@@ -1,0 +1,250 @@
+//! `Plugin`: a loaded, version-checked plugin library and its description.
+
+use std::path::{Path, PathBuf};
+
+use abi_stable::library::{lib_header_from_raw_library, LibraryError, RawLibrary};
+use drover_plugin_api::{
+    AlgorithmMod_Ref, InterfaceVersion, ParamKind, INTERFACE_VERSION, VERSION_SYMBOL,
+};
+use sha2::{Digest, Sha256};
+
+use crate::{
+    error::{CallError, CallErrorKind, LoadError},
+    handle::AlgorithmHandle,
+};
+
+/// One parameter a plugin accepts (host-side copy of `drover_plugin_api::ParamSpec`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParamInfo {
+    /// JSON key.
+    pub name: String,
+    /// `float`, `int`, `bool`, `string`, or `unknown` for a kind newer than this host.
+    pub kind: &'static str,
+    /// Default as JSON text (`null`: optional).
+    pub default: String,
+    /// Documentation.
+    pub doc: String,
+    /// Inclusive lower bound.
+    pub min: Option<f64>,
+    /// Inclusive upper bound.
+    pub max: Option<f64>,
+}
+
+/// What a plugin says about itself (host-side copy of `drover_plugin_api::PluginInfo`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PluginInfo {
+    /// Short name, e.g. `ppo`.
+    pub name: String,
+    /// The plugin's version.
+    pub version: String,
+    /// One line.
+    pub description: String,
+    /// Its parameters.
+    pub params: Vec<ParamInfo>,
+}
+
+impl PluginInfo {
+    fn from_abi(info: drover_plugin_api::PluginInfo) -> Self {
+        let params = info
+            .params
+            .iter()
+            .map(|p| ParamInfo {
+                name: p.name.to_string(),
+                kind: p.kind().map_or("unknown", ParamKind::name),
+                default: p.default.to_string(),
+                doc: p.doc.to_string(),
+                min: p.min.into_option(),
+                max: p.max.into_option(),
+            })
+            .collect();
+        Self {
+            name: info.name.into_string(),
+            version: info.version.into_string(),
+            description: info.description.into_string(),
+            params,
+        }
+    }
+}
+
+/// A loaded algorithm plugin. Libraries are never unloaded (abi_stable's model: objects and
+/// error vtables may point into them), so `Plugin` can be dropped while instances live.
+pub struct Plugin {
+    path: PathBuf,
+    module: AlgorithmMod_Ref,
+    info: PluginInfo,
+    interface_version: InterfaceVersion,
+    sha256: String,
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin")
+            .field("path", &self.path)
+            .field("info", &self.info)
+            .field("interface_version", &self.interface_version)
+            .field("sha256", &self.sha256)
+            .finish_non_exhaustive()
+    }
+}
+
+fn render(e: &LibraryError) -> String {
+    // abi_stable's messages span several indented lines; keep them on one.
+    e.to_string()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+impl Plugin {
+    /// Loads the plugin at `path`: hashes the file, checks drover's interface version (so a
+    /// mismatch is reported with both versions), then abi_stable's version and layout checks,
+    /// and finally asks the plugin for its info.
+    ///
+    /// # Errors
+    /// A [`LoadError`] naming `path` and the reason.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self, LoadError> {
+        let path = path.as_ref().to_path_buf();
+        let bytes = std::fs::read(&path).map_err(|source| LoadError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let sha256 = Sha256::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>();
+
+        let raw = RawLibrary::load_at(&path).map_err(|e| LoadError::Open {
+            path: path.clone(),
+            reason: render(&e),
+        })?;
+        let symbol = format!("{VERSION_SYMBOL}\0");
+        // SAFETY: `export_algorithm!` defines this symbol as `extern "C" fn() -> u64`; a library
+        // exporting the name with another type is not a drover plugin and is outside our contract.
+        let version_fn =
+            unsafe { raw.get::<extern "C" fn() -> u64>(symbol.as_bytes()) }.map_err(|_| {
+                LoadError::NotAPlugin {
+                    path: path.clone(),
+                    symbol: VERSION_SYMBOL,
+                }
+            })?;
+        let plugin_version = InterfaceVersion::from_bits(version_fn());
+        if !INTERFACE_VERSION.can_load(plugin_version) {
+            let rule = if plugin_version.major == INTERFACE_VERSION.major {
+                "the plugin's minor version must not exceed drover's"
+            } else {
+                "same major required"
+            };
+            return Err(LoadError::IncompatibleInterface {
+                path,
+                plugin: plugin_version,
+                host: INTERFACE_VERSION,
+                rule,
+            });
+        }
+
+        // SAFETY: `lib_header_from_raw_library` reads abi_stable's own header symbol, whose type
+        // abi_stable checks itself (`InvalidAbiHeader`) before trusting anything else.
+        let header = unsafe { lib_header_from_raw_library(&raw) }.map_err(|e| LoadError::Abi {
+            path: path.clone(),
+            reason: render(&e),
+        })?;
+        let module = header
+            .init_root_module::<AlgorithmMod_Ref>()
+            .map_err(|e| LoadError::Abi {
+                path: path.clone(),
+                reason: render(&e),
+            })?;
+        // Never unload: the module, trait objects and their vtables live in the library.
+        std::mem::forget(raw);
+
+        let info = match (module.info())() {
+            abi_stable::std_types::RResult::ROk(info) => PluginInfo::from_abi(info),
+            abi_stable::std_types::RResult::RErr(source) => {
+                return Err(LoadError::Info { path, source })
+            }
+        };
+        Ok(Self {
+            path,
+            module,
+            info,
+            interface_version: plugin_version,
+            sha256,
+        })
+    }
+
+    /// The path it was loaded from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Name, version, description, parameters.
+    pub fn info(&self) -> &PluginInfo {
+        &self.info
+    }
+
+    /// The interface version the plugin was built against.
+    pub fn interface_version(&self) -> InterfaceVersion {
+        self.interface_version
+    }
+
+    /// Lowercase hex SHA-256 of the library file as read at load time.
+    pub fn sha256(&self) -> &str {
+        &self.sha256
+    }
+
+    /// The file name of the plugin library for `crate_name` on this platform, e.g.
+    /// `libdrover_plugin_ppo.so`.
+    pub fn library_file_name(crate_name: &str) -> String {
+        format!(
+            "{}{}{}",
+            std::env::consts::DLL_PREFIX,
+            crate_name.replace('-', "_"),
+            std::env::consts::DLL_SUFFIX
+        )
+    }
+
+    fn call_error(&self, call: &'static str, kind: CallErrorKind) -> CallError {
+        CallError {
+            plugin: self.info.name.clone(),
+            version: self.info.version.clone(),
+            call,
+            kind,
+        }
+    }
+
+    /// Validates `params_json` and returns it with defaults filled in (canonical JSON).
+    ///
+    /// # Errors
+    /// A [`CallError`] for call `resolve_params`, e.g. an unknown key.
+    pub fn resolve_params(&self, params_json: &str) -> Result<serde_json::Value, CallError> {
+        match (self.module.resolve_params())(params_json.into()) {
+            abi_stable::std_types::RResult::ROk(text) => serde_json::from_str(text.as_str())
+                .map_err(|e| {
+                    self.call_error(
+                        "resolve_params",
+                        CallErrorKind::MalformedJson(e.to_string()),
+                    )
+                }),
+            abi_stable::std_types::RResult::RErr(e) => {
+                Err(self.call_error("resolve_params", CallErrorKind::Plugin(Box::new(e))))
+            }
+        }
+    }
+
+    /// Creates an algorithm instance from a params JSON object (spec.json's `params`) and a seed.
+    ///
+    /// # Errors
+    /// A [`CallError`] for call `new`: invalid params, or the plugin's constructor failed.
+    pub fn instantiate(&self, params_json: &str, seed: u64) -> Result<AlgorithmHandle, CallError> {
+        match (self.module.new())(params_json.into(), seed) {
+            abi_stable::std_types::RResult::ROk(inner) => Ok(AlgorithmHandle::new(
+                inner,
+                self.info.name.clone(),
+                self.info.version.clone(),
+            )),
+            abi_stable::std_types::RResult::RErr(e) => {
+                Err(self.call_error("new", CallErrorKind::Plugin(Box::new(e))))
+            }
+        }
+    }
+}

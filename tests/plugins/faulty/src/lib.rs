@@ -1,0 +1,93 @@
+//! Test fixture: a plugin that fails on demand, chosen by its `fail` parameter.
+//!
+//! `fail` = `none` | `panic_in_loss` | `nan_in_loss` | `error_in_new` | `panic_in_advantages`.
+//! `plugins/host/tests/plugins.rs` checks each failure reaches the host as a `CallError`
+//! naming the plugin, the call and the reason, and that a panic does not abort the process.
+
+use drover_plugin_api::{
+    AlgorithmImpl, LossOutputs, Metric, Minibatch, ParamSpec, Params, PluginError, PluginInfo,
+    Rollout,
+};
+
+/// The failure modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fail {
+    None,
+    PanicInLoss,
+    NanInLoss,
+    PanicInAdvantages,
+}
+
+/// An algorithm whose only purpose is to fail as asked.
+pub struct Faulty {
+    fail: Fail,
+}
+
+impl AlgorithmImpl for Faulty {
+    fn info() -> PluginInfo {
+        PluginInfo::new(
+            "faulty",
+            env!("CARGO_PKG_VERSION"),
+            "test fixture: fails on demand",
+        )
+        .param(ParamSpec::string(
+            "fail",
+            "none",
+            "none | panic_in_loss | nan_in_loss | error_in_new | panic_in_advantages",
+        ))
+    }
+
+    fn new(params: &Params, _seed: u64) -> Result<Self, PluginError> {
+        let fail = match params.str("fail")? {
+            "none" => Fail::None,
+            "panic_in_loss" => Fail::PanicInLoss,
+            "nan_in_loss" => Fail::NanInLoss,
+            "panic_in_advantages" => Fail::PanicInAdvantages,
+            "error_in_new" => return Err(PluginError::internal("asked to fail in `new`")),
+            other => {
+                return Err(PluginError::invalid_params(
+                    "fail",
+                    format!("unknown failure mode `{other}`"),
+                ))
+            }
+        };
+        Ok(Self { fail })
+    }
+
+    fn compute_advantages(
+        &mut self,
+        batch: &Rollout<'_>,
+        advantages: &mut [f32],
+        returns: &mut [f32],
+    ) -> Result<Vec<Metric>, PluginError> {
+        if self.fail == Fail::PanicInAdvantages {
+            panic!("faulty plugin: deliberate panic in compute_advantages");
+        }
+        advantages.copy_from_slice(batch.rewards);
+        returns.copy_from_slice(batch.rewards);
+        Ok(Vec::new())
+    }
+
+    fn loss(
+        &mut self,
+        mb: &Minibatch<'_>,
+        out: &mut LossOutputs<'_>,
+    ) -> Result<Vec<Metric>, PluginError> {
+        match self.fail {
+            Fail::PanicInLoss => panic!("faulty plugin: deliberate panic in loss"),
+            Fail::NanInLoss => {
+                if let Some(x) = out.loss.get_mut(1) {
+                    *x = f32::NAN;
+                }
+            }
+            Fail::None | Fail::PanicInAdvantages => {
+                for (d, &a) in out.d_logp.iter_mut().zip(mb.advantages) {
+                    *d = -a;
+                }
+            }
+        }
+        Ok(vec![Metric::new("faulty_calls", 1.0)])
+    }
+}
+
+drover_plugin_api::export_algorithm!(Faulty);

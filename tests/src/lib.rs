@@ -1,0 +1,65 @@
+//! Helpers for drover's cross-crate end-to-end tests: where the built binaries and plugins are,
+//! and small sweep files written into temporary directories.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The cargo profile directory the tests were built into (`target/debug`), found from the
+/// test executable itself (`target/debug/deps/it-<hash>`), so `CARGO_TARGET_DIR` is respected.
+pub fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("test executable lives in <profile>/deps")
+        .to_path_buf()
+}
+
+/// Path of a built workspace artifact; panics with the command to run when it is missing,
+/// because `scripts/test.sh` builds the workspace before testing.
+pub fn artifact(name: &str) -> PathBuf {
+    let path = profile_dir().join(name);
+    assert!(
+        path.exists(),
+        "`{}` is missing: build the workspace first (`cargo build --workspace`, as scripts/test.sh does)",
+        path.display()
+    );
+    path
+}
+
+/// The `drover` binary.
+pub fn drover() -> Command {
+    let mut cmd = Command::new(artifact("drover"));
+    cmd.env("CI", "true").env_remove("DROVER_PLUGIN_PATH");
+    cmd
+}
+
+/// Runs a command and returns its output, with both streams in the panic message on failure.
+pub fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("spawn");
+    assert!(
+        out.status.success(),
+        "command {cmd:?} failed with {}\n--- stdout\n{}\n--- stderr\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Reads and parses a JSON file.
+pub fn read_json(path: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("cannot read `{}`: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("bad JSON in `{}`: {e}", path.display()))
+}
+
+/// Directories of all runs under a results directory.
+pub fn run_dirs(results: &Path) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(results.join("runs"))
+        .expect("runs/ exists")
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| p.is_dir())
+        .collect();
+    dirs.sort();
+    dirs
+}
