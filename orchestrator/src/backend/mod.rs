@@ -1,0 +1,61 @@
+//! Backends launch prepared runs: `local` (child processes) now, `slurm` later as a sibling.
+//!
+//! Preparing the results directory (`prepare`) is shared by every backend; a backend only
+//! launches the `PendingRun`s it is given and reports how each ended.
+
+pub mod local;
+mod prepare;
+
+use std::path::PathBuf;
+
+pub use prepare::{prepare, run_state, PendingRun, Prepared, RunState};
+
+use crate::error::RunError;
+
+/// Why a sweep stopped early; ordered by severity (a later, stronger reason replaces a weaker one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum CancelReason {
+    /// The first SIGINT/SIGTERM: stop launching, ask running jobs to stop (SIGTERM), wait a grace period.
+    Signal,
+    /// The grace period ran out: remaining jobs get SIGKILL.
+    GraceExpired,
+    /// A second SIGINT/SIGTERM: SIGKILL at once.
+    SecondSignal,
+}
+
+/// A run that did not complete.
+#[derive(Debug, Clone)]
+pub struct FailedRun {
+    /// The run id.
+    pub run_id: String,
+    /// Its configuration label.
+    pub label: String,
+    /// Why (from `exit.json`, or the exit status when the job wrote none).
+    pub reason: String,
+    /// The job's stderr log of this attempt.
+    pub stderr_log: PathBuf,
+}
+
+/// What a backend did with the runs it was given.
+#[derive(Debug, Clone, Default)]
+pub struct LaunchReport {
+    /// Runs whose `exit.json` says completed.
+    pub completed: Vec<String>,
+    /// Runs that ended without completing (not counting those stopped by cancellation).
+    pub failed: Vec<FailedRun>,
+    /// Runs stopped by cancellation.
+    pub cancelled: Vec<String>,
+    /// Runs never started because of cancellation.
+    pub not_started: usize,
+    /// Set when the sweep was cancelled, with the strongest reason seen.
+    pub cancel: Option<CancelReason>,
+}
+
+/// A way to run jobs. Small on purpose: the local backend and a future Slurm backend differ in how
+/// they launch and watch jobs, not in what they launch.
+pub trait Backend {
+    /// Short name for logs (`local`, `slurm`).
+    fn name(&self) -> &'static str;
+    /// Launches `pending` (already prepared on disk) and waits for them or for cancellation.
+    fn launch(&mut self, pending: Vec<PendingRun>) -> Result<LaunchReport, RunError>;
+}

@@ -1,0 +1,212 @@
+//! `SweepFile`: the serde mirror of the sweep TOML, as figment extracts it (no validation beyond types).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::de::{self, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// The whole sweep file after merging the TOML, `DROVER_*` env vars and `--set` overrides.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SweepFile {
+    /// Sweep name; names the default results directory `results/<name>`.
+    pub name: String,
+    /// Where results go, instead of `results/<name>`.
+    #[serde(default)]
+    pub results_dir: Option<PathBuf>,
+    /// How many runs at once on the local backend (default: number of cores).
+    #[serde(default)]
+    pub max_parallel: Option<usize>,
+    /// Extra plugin search directories, searched before the defaults.
+    #[serde(default)]
+    pub plugin_path: Vec<PathBuf>,
+    /// The base configuration of every run.
+    pub run: RunConfig,
+    /// Algorithm parameters, passed to the plugin verbatim.
+    #[serde(default)]
+    pub params: BTreeMap<String, serde_json::Value>,
+    /// The sweep axes.
+    #[serde(default)]
+    pub sweep: SweepAxesFile,
+}
+
+/// Compute device of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Device {
+    /// CPU kernels.
+    Cpu,
+    /// CUDA kernels; the job fails if no GPU is usable.
+    Cuda,
+    /// CUDA when a GPU is usable, CPU otherwise (decided by the job).
+    Auto,
+}
+
+/// The `[run]` table: the known, typed keys of one run (the job runtime reads them from spec.json).
+///
+/// `env` and `plugin` have no useful default and are checked to be non-empty by `Sweep::validate`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunConfig {
+    /// Environment id, e.g. `CartPole-v1`.
+    pub env: String,
+    /// Algorithm plugin: a name or a path to a `.so`.
+    pub plugin: String,
+    /// Parallel environments per job.
+    pub num_envs: u32,
+    /// Steps per environment per iteration.
+    pub num_steps: u32,
+    /// Environment steps of the whole run.
+    pub total_steps: u64,
+    /// Hidden layer widths.
+    pub hidden: Vec<u32>,
+    /// Compute device.
+    pub device: Device,
+    /// CPU threads of the job.
+    pub threads: u32,
+    /// Seed; replaced by each of `sweep.seeds`.
+    pub seed: u64,
+    /// Learning rate.
+    pub lr: f64,
+    /// Anneal the learning rate linearly to zero.
+    pub anneal_lr: bool,
+    /// Adam epsilon.
+    pub adam_eps: f64,
+    /// Gradient clipping norm.
+    pub max_grad_norm: f64,
+    /// Optimization epochs per iteration.
+    pub update_epochs: u32,
+    /// Minibatches per epoch.
+    pub num_minibatches: u32,
+    /// Return that counts as solved (steps-to-threshold in analysis).
+    pub success_return: f64,
+    /// Stop the run once `success_return` is reached.
+    pub stop_at_success: bool,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        // CleanRL's PPO CartPole defaults: a sweep file only lists what it changes.
+        RunConfig {
+            env: String::new(),
+            plugin: String::new(),
+            num_envs: 8,
+            num_steps: 128,
+            total_steps: 500_000,
+            hidden: vec![64, 64],
+            device: Device::Cpu,
+            threads: 1,
+            seed: 0,
+            lr: 2.5e-4,
+            anneal_lr: true,
+            adam_eps: 1e-5,
+            max_grad_norm: 0.5,
+            update_epochs: 4,
+            num_minibatches: 4,
+            success_return: 475.0,
+            stop_at_success: false,
+        }
+    }
+}
+
+impl RunConfig {
+    /// The keys of `[run]`, for "unknown key" messages and axis checks.
+    pub const KEYS: &'static [&'static str] = &[
+        "env",
+        "plugin",
+        "num_envs",
+        "num_steps",
+        "total_steps",
+        "hidden",
+        "device",
+        "threads",
+        "seed",
+        "lr",
+        "anneal_lr",
+        "adam_eps",
+        "max_grad_norm",
+        "update_epochs",
+        "num_minibatches",
+        "success_return",
+        "stop_at_success",
+    ];
+}
+
+/// The `[sweep]` table.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SweepAxesFile {
+    /// Seeds; without it every run uses `run.seed`.
+    #[serde(default)]
+    pub seeds: Option<SeedsFile>,
+    /// Grid axes: dotted key → values; the runs take the cartesian product.
+    #[serde(default)]
+    pub grid: BTreeMap<String, Vec<serde_json::Value>>,
+    /// Explicit cases: each a table of dotted key → value.
+    #[serde(default)]
+    pub cases: Option<Vec<BTreeMap<String, serde_json::Value>>>,
+}
+
+/// `sweep.seeds`: an explicit list or a `{ count, start }` range.
+///
+/// Deserialized by hand rather than with `#[serde(untagged)]`, so a wrong shape gets a message
+/// that names both accepted forms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SeedsFile {
+    /// `seeds = [1, 2, 3]`.
+    List(Vec<u64>),
+    /// `seeds = { count = 3, start = 1 }` → 1, 2, 3.
+    Range {
+        /// How many seeds.
+        count: u64,
+        /// The first seed.
+        start: u64,
+    },
+}
+
+impl SeedsFile {
+    /// The seeds in order; `None` when a range would overflow `u64`.
+    pub fn seeds(&self) -> Option<Vec<u64>> {
+        match self {
+            SeedsFile::List(list) => Some(list.clone()),
+            SeedsFile::Range { count, start } => {
+                start.checked_add(count.saturating_sub(1))?;
+                Some((0..*count).map(|i| start + i).collect())
+            }
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for SeedsFile {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct SeedsVisitor;
+        impl<'de> Visitor<'de> for SeedsVisitor {
+            type Value = SeedsFile;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a list of seeds like [1, 2, 3] or a table like { count = 3, start = 1 }")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<SeedsFile, A::Error> {
+                let mut list = Vec::new();
+                while let Some(seed) = seq.next_element::<u64>()? {
+                    list.push(seed);
+                }
+                Ok(SeedsFile::List(list))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<SeedsFile, A::Error> {
+                let (mut count, mut start) = (None, None);
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.as_str() {
+                        "count" => count = Some(map.next_value::<u64>()?),
+                        "start" => start = Some(map.next_value::<u64>()?),
+                        _ => return Err(de::Error::unknown_field(&key, &["count", "start"])),
+                    }
+                }
+                let count = count.ok_or_else(|| de::Error::missing_field("count"))?;
+                Ok(SeedsFile::Range { count, start: start.unwrap_or(0) })
+            }
+        }
+        d.deserialize_any(SeedsVisitor)
+    }
+}

@@ -1,0 +1,229 @@
+//! Loading a `SweepFile` with figment: the TOML file, then `DROVER_*` env vars, then `--set` args.
+
+use std::path::Path;
+
+use figment::error::Kind;
+use figment::providers::{Format, Serialized, Toml};
+use figment::value::{Dict, Map};
+use figment::{Figment, Metadata, Profile, Provider};
+
+use crate::config::file::SweepFile;
+use crate::error::{ConfigError, ConfigErrorKind};
+
+/// One parsed `--set key=value` argument.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SetArg {
+    /// The argument as given, for messages.
+    pub raw: String,
+    /// The key path; after `sweep.grid` the rest of the dotted key is one segment (the axis name).
+    pub path: Vec<String>,
+    /// The value, parsed as TOML.
+    pub value: toml::Value,
+}
+
+/// Top-level keys that `DROVER_<KEY>` may set; sections are set with `DROVER_<SECTION>__<KEY>`.
+const ENV_TOP_KEYS: &[&str] = &["name", "results_dir", "max_parallel"];
+const ENV_SECTIONS: &[&str] = &["run__", "params__", "sweep__"];
+
+/// Parses `key=value`; the value as TOML, or as a plain string when it is a bare word.
+///
+/// `file` is only used to name the sweep file in the error.
+pub fn parse_set(raw: &str, file: &Path) -> Result<SetArg, ConfigError> {
+    let bad = |key: &str, reason: String| {
+        ConfigError::new(file, key, ConfigErrorKind::BadSet(reason)).with_origin(format!("`--set {raw}`"))
+    };
+    let Some((key, value)) = raw.split_once('=') else {
+        return Err(ConfigError::whole_file(file, ConfigErrorKind::BadSet(format!("`{raw}` is not of the form key=value"))));
+    };
+    let key = key.trim();
+    let value = value.trim();
+    let segments: Vec<&str> = key.split('.').collect();
+    if key.is_empty() || segments.iter().any(|s| s.is_empty()) {
+        return Err(ConfigError::whole_file(
+            file,
+            ConfigErrorKind::BadSet(format!("`{raw}`: the key must be dotted names like run.lr")),
+        ));
+    }
+    let path: Vec<String> = if segments.len() > 2 && segments[0] == "sweep" && segments[1] == "grid" {
+        // Grid axes are themselves dotted ("params.clip_coef"): keep them one segment.
+        vec!["sweep".into(), "grid".into(), segments[2..].join(".")]
+    } else {
+        segments.iter().map(|s| s.to_string()).collect()
+    };
+    if value.is_empty() {
+        return Err(bad(key, "the value is empty (quote an empty string: key='')".into()));
+    }
+    let value = match format!("v = {value}").parse::<toml::Table>() {
+        Ok(mut table) => match table.remove("v") {
+            Some(v) => v,
+            None => return Err(bad(key, format!("cannot parse `{value}`"))),
+        },
+        // A bare word such as `Acrobot-v1` is a string; anything with TOML punctuation that
+        // failed to parse is a typo the user should see.
+        Err(_) if is_bare_word(value) => toml::Value::String(value.to_string()),
+        Err(e) => return Err(bad(key, format!("cannot parse `{value}` as a TOML value: {}", e.message()))),
+    };
+    Ok(SetArg { raw: raw.to_string(), path, value })
+}
+
+fn is_bare_word(s: &str) -> bool {
+    s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:+@".contains(c))
+}
+
+/// A figment provider for one `--set` argument, so errors can name the argument.
+struct SetProvider<'a>(&'a SetArg);
+
+impl Provider for SetProvider<'_> {
+    fn metadata(&self) -> Metadata {
+        let name = format!("`--set {}`", self.0.raw);
+        Metadata::named(name.clone()).interpolater(move |_profile, _keys| name.clone())
+    }
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        let mut value = self.0.value.clone();
+        for segment in self.0.path.iter().rev() {
+            let mut table = toml::Table::new();
+            table.insert(segment.clone(), value);
+            value = toml::Value::Table(table);
+        }
+        Serialized::defaults(value).data()
+    }
+}
+
+/// Reads `file` and merges env vars (`env`, pairs as from `std::env::vars()`) and `--set` args.
+///
+/// The environment is a parameter so tests do not depend on (or mutate) the process environment.
+pub fn load(
+    file: &Path,
+    env: &[(String, String)],
+    sets: &[SetArg],
+) -> Result<(SweepFile, String), ConfigError> {
+    let text = std::fs::read_to_string(file).map_err(|e| ConfigError::whole_file(file, ConfigErrorKind::Read(e)))?;
+    let parsed = load_str(file, &text, env, sets)?;
+    Ok((parsed, text))
+}
+
+/// `load` without the file read: `text` is the content of `file`.
+pub fn load_str(file: &Path, text: &str, env: &[(String, String)], sets: &[SetArg]) -> Result<SweepFile, ConfigError> {
+    // Parse once with `toml` for a precise syntax message (line and column); figment would wrap it.
+    if let Err(e) = text.parse::<toml::Table>() {
+        return Err(ConfigError::whole_file(file, ConfigErrorKind::Syntax(e.to_string().trim().replace('\n', " "))));
+    }
+    let mut figment = Figment::new().merge(Toml::string(text)).merge(EnvSnapshot(env.to_vec()));
+    for set in sets {
+        figment = figment.merge(SetProvider(set));
+    }
+    figment.extract().map_err(|e| convert_figment_error(file, e))
+}
+
+/// A snapshot of `DROVER_*` variables as a figment provider (figment's `Env` reads the process env).
+struct EnvSnapshot(Vec<(String, String)>);
+
+impl Provider for EnvSnapshot {
+    fn metadata(&self) -> Metadata {
+        Metadata::named("environment variable").interpolater(|_profile, keys| {
+            let key = keys.iter().map(|k| k.to_ascii_uppercase()).collect::<Vec<_>>().join("__");
+            format!("environment variable `DROVER_{key}`")
+        })
+    }
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        let mut dict = Dict::new();
+        for (name, value) in &self.0 {
+            let Some(key) = name.strip_prefix("DROVER_") else { continue };
+            let key = key.to_ascii_lowercase();
+            if !(ENV_TOP_KEYS.contains(&key.as_str()) || ENV_SECTIONS.iter().any(|s| key.starts_with(s))) {
+                continue;
+            }
+            let path: Vec<&str> = key.split("__").collect();
+            // figment's own env value grammar: TOML-like scalars and arrays, else a string.
+            let parsed: figment::value::Value = match value.parse() {
+                Ok(v) => v,
+                Err(never) => match never {},
+            };
+            let mut nested = parsed;
+            for segment in path.iter().rev() {
+                let mut d = Dict::new();
+                d.insert(segment.to_string(), nested);
+                nested = d.into();
+            }
+            if let Some(d) = nested.into_dict() {
+                dict = merge_dicts(dict, d);
+            }
+        }
+        Ok(Profile::Default.collect(dict))
+    }
+}
+
+fn merge_dicts(mut a: Dict, b: Dict) -> Dict {
+    for (k, v) in b {
+        let merged = match (a.remove(&k), v) {
+            (Some(figment::value::Value::Dict(_, da)), figment::value::Value::Dict(tag, db)) => {
+                figment::value::Value::Dict(tag, merge_dicts(da, db))
+            }
+            (_, v) => v,
+        };
+        a.insert(k, merged);
+    }
+    a
+}
+
+/// Maps figment's error (path + kind + metadata) to a `ConfigError` naming the key and origin.
+fn convert_figment_error(file: &Path, e: figment::Error) -> ConfigError {
+    let mut key_path = e.path.clone();
+    let kind = match &e.kind {
+        Kind::UnknownField(field, expected) => {
+            // figment usually ends the path with the field already; do not name it twice.
+            if key_path.last() != Some(field) {
+                key_path.push(field.clone());
+            }
+            ConfigErrorKind::UnknownKey { expected: expected.iter().map(|s| s.to_string()).collect() }
+        }
+        Kind::MissingField(field) => {
+            if key_path.last().map(String::as_str) != Some(field.as_ref()) {
+                key_path.push(field.to_string());
+            }
+            ConfigErrorKind::Missing
+        }
+        Kind::InvalidType(actual, expected) => ConfigErrorKind::WrongType(format!("found {actual}, expected {expected}")),
+        Kind::InvalidValue(actual, expected) => {
+            ConfigErrorKind::InvalidValue(format!("found {actual}, expected {expected}"))
+        }
+        Kind::InvalidLength(n, expected) => ConfigErrorKind::InvalidValue(format!("length {n}, expected {expected}")),
+        Kind::UnknownVariant(v, expected) => {
+            ConfigErrorKind::InvalidValue(format!("`{v}`, expected one of: {}", expected.join(", ")))
+        }
+        other => ConfigErrorKind::InvalidValue(other.to_string()),
+    };
+    let key = if key_path.is_empty() { None } else { Some(key_path.join(".")) };
+    // The file is the default origin; name the env var or `--set` argument when it was one of them.
+    let origin = e
+        .metadata
+        .as_ref()
+        .filter(|m| m.name != "TOML source string")
+        .map(|m| m.interpolate(&Profile::Default, &e.path));
+    ConfigError { file: file.to_path_buf(), key, origin, kind }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_values_parse_as_toml_or_bare_words() {
+        let f = Path::new("s.toml");
+        let cases: &[(&str, &str)] = &[
+            ("run.lr=1e-3", "run.lr = 0.001"),
+            ("sweep.seeds=[1,2]", "sweep.seeds = [1, 2]"),
+            ("run.env=Acrobot-v1", "run.env = \"Acrobot-v1\""),
+            ("run.env=\"a b\"", "run.env = \"a b\""),
+            ("sweep.grid.params.clip_coef=[0.1]", "sweep.grid.params.clip_coef = [0.1]"),
+            ("run.anneal_lr=false", "run.anneal_lr = false"),
+        ];
+        for (raw, expected) in cases {
+            let set = parse_set(raw, f).unwrap_or_else(|e| panic!("{raw}: {e}"));
+            let shown = format!("{} = {}", set.path.join("."), set.value);
+            assert_eq!(&shown, expected, "{raw}");
+        }
+        let grid = parse_set("sweep.grid.params.clip_coef=[0.1]", f).unwrap();
+        assert_eq!(grid.path, ["sweep", "grid", "params.clip_coef"]);
+    }
+}

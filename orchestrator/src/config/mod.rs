@@ -1,0 +1,79 @@
+//! Sweep configuration in stages: `SweepFile` (serde mirror) → `Sweep` (validated) → `Vec<RunSpec>`.
+//!
+//! # The sweep file
+//!
+//! ```toml
+//! name = "cartpole-ppo"          # required; [A-Za-z0-9._-]; results go to results/<name> by default
+//! # results_dir = "results/x"    # optional; relative paths are relative to the current directory
+//! # max_parallel = 3             # optional; default: number of cores; `drover run -j N` wins
+//! # plugin_path = ["/opt/drover-plugins"]   # extra plugin search dirs, searched first
+//!
+//! [run]                          # base config of every run; every key below is known, others are errors
+//! env = "CartPole-v1"            # required
+//! plugin = "ppo"                 # required: a name, or a path (contains `/` or ends in `.so`)
+//! num_envs = 8                   # the rest have the defaults shown here
+//! num_steps = 128
+//! total_steps = 500000
+//! hidden = [64, 64]
+//! device = "cpu"                 # cpu | cuda | auto
+//! threads = 1
+//! seed = 0                       # used only when there is no `sweep.seeds`
+//! lr = 2.5e-4
+//! anneal_lr = true
+//! adam_eps = 1e-5
+//! max_grad_norm = 0.5
+//! update_epochs = 4
+//! num_minibatches = 4
+//! success_return = 475.0
+//! stop_at_success = false
+//!
+//! [params]                       # free-form; passed to the plugin verbatim, which validates it
+//! gamma = 0.99
+//!
+//! [sweep]
+//! seeds = [1, 2, 3]              # or { count = 3, start = 1 } (start defaults to 0)
+//! [sweep.grid]                   # cartesian product; keys are `run.<known key>` or `params.<any>`
+//! "params.clip_coef" = [0.1, 0.2]
+//! [[sweep.cases]]                # explicit list of cases, each combined with grid × seeds
+//! "params.ent_coef" = 0.0
+//! ```
+//!
+//! Runs = cases (one empty case when there is no `sweep.cases`) × grid product × seeds.
+//! A key may not be both a grid axis and set in a case, and `run.seed` may not be an axis
+//! (use `sweep.seeds`). Values of `run.*` axes are type-checked against the `[run]` schema.
+//!
+//! # Overrides, lowest to highest precedence
+//!
+//! 1. the TOML file;
+//! 2. environment variables `DROVER_<SECTION>__<KEY>`, the double underscore separating levels:
+//!    `DROVER_RUN__NUM_ENVS=16` sets `run.num_envs`, `DROVER_MAX_PARALLEL=4` sets `max_parallel`.
+//!    Values parse like TOML (`DROVER_SWEEP__SEEDS=[1,2]`). Only `DROVER_NAME`,
+//!    `DROVER_RESULTS_DIR`, `DROVER_MAX_PARALLEL` and `DROVER_{RUN,PARAMS,SWEEP}__*` are read;
+//!    other `DROVER_*` variables (`DROVER_PLUGIN_PATH`, `DROVER_JOB_BIN`, ...) belong to the runtime.
+//!    Grid axes have dots in their names, which env var names cannot hold: use `--set` for them;
+//! 3. `--set key=value`, the value parsed as TOML (`--set run.lr=1e-3`, `--set sweep.seeds=[1,2]`,
+//!    `--set 'sweep.grid.params.clip_coef=[0.1,0.3]'`); a bare word that is not TOML is taken as a
+//!    string (`--set run.env=Acrobot-v1`). After `sweep.grid.` the whole rest is the axis name.
+//!
+//! # Ids
+//!
+//! `RunId` / `ConfigId`: first 16 hex digits of SHA-256 over the canonical JSON (sorted keys, no
+//! whitespace) of `{"params": .., "plugin": .., "run": ..}` with and without `run.seed`
+//! (docs/design/results-layout.md). Values are normalized through the typed schema first, so
+//! `lr = 1` and `lr = 1.0` give the same id.
+
+mod expand;
+mod file;
+mod ids;
+mod load;
+mod plugin;
+mod sweep;
+#[cfg(test)]
+mod tests;
+
+pub use expand::RunSpec;
+pub use file::{Device, RunConfig, SeedsFile, SweepAxesFile, SweepFile};
+pub use ids::{canonical_json, ConfigId, RunId};
+pub use load::{load, load_str, parse_set, SetArg};
+pub use plugin::PluginSearch;
+pub use sweep::{AxisKey, Sweep, MAX_RUNS};

@@ -1,0 +1,306 @@
+//! Data-driven tests of loading, validation and expansion: each case is input text → expected output.
+
+use std::path::Path;
+
+use crate::config::{load_str, parse_set, Sweep};
+
+const FILE: &str = "configs/x.toml";
+
+const BASE: &str = r#"
+name = "t"
+[run]
+env = "CartPole-v1"
+plugin = "ppo"
+[params]
+gamma = 0.99
+"#;
+
+fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+/// Loads + validates; returns the sweep or the error's message.
+fn sweep(text: &str, env_pairs: &[(&str, &str)], sets: &[&str]) -> Result<Sweep, String> {
+    let file = Path::new(FILE);
+    let sets = sets.iter().map(|s| parse_set(s, file)).collect::<Result<Vec<_>, _>>().map_err(|e| e.to_string())?;
+    let parsed = load_str(file, text, &env(env_pairs), &sets).map_err(|e| e.to_string())?;
+    Sweep::validate(parsed, file).map_err(|e| e.to_string())
+}
+
+#[test]
+fn errors_name_file_key_and_reason() {
+    let cases: &[(&str, &str, &[(&str, &str)], &[&str], &str)] = &[
+        (
+            "unknown run key",
+            "name = \"t\"\n[run]\nenv = \"E\"\nplugin = \"p\"\nlearning_rate = 1.0\n",
+            &[],
+            &[],
+            "failed to load sweep file `configs/x.toml`: key `run.learning_rate`: unknown key, expected one of: env, plugin,",
+        ),
+        (
+            "unknown top-level key",
+            "name = \"t\"\nfoo = 1\n[run]\nenv = \"E\"\nplugin = \"p\"\n",
+            &[],
+            &[],
+            "failed to load sweep file `configs/x.toml`: key `foo`: unknown key",
+        ),
+        (
+            "wrong type",
+            "name = \"t\"\n[run]\nenv = \"E\"\nplugin = \"p\"\nnum_envs = \"eight\"\n",
+            &[],
+            &[],
+            "failed to load sweep file `configs/x.toml`: key `run.num_envs`: wrong type: found string \"eight\", expected u32",
+        ),
+        (
+            "missing required key",
+            "name = \"t\"\n[run]\nenv = \"E\"\n",
+            &[],
+            &[],
+            "failed to load sweep file `configs/x.toml`: key `run.plugin`: required key is missing",
+        ),
+        (
+            "missing run table",
+            "name = \"t\"\n",
+            &[],
+            &[],
+            "failed to load sweep file `configs/x.toml`: key `run`: required key is missing",
+        ),
+        (
+            "empty grid axis",
+            "[sweep.grid]\n\"params.lr\" = []\n",
+            &[],
+            &[],
+            "failed to load sweep file `configs/x.toml`: key `sweep.grid.params.lr`: axis is empty",
+        ),
+        (
+            "empty seeds",
+            "[sweep]\nseeds = []\n",
+            &[],
+            &[],
+            "failed to load sweep file `configs/x.toml`: key `sweep.seeds`: axis is empty",
+        ),
+        (
+            "zero seed count",
+            "[sweep]\nseeds = { count = 0 }\n",
+            &[],
+            &[],
+            "key `sweep.seeds`: axis is empty",
+        ),
+        (
+            "empty cases",
+            "[sweep]\ncases = []\n",
+            &[],
+            &[],
+            "failed to load sweep file `configs/x.toml`: key `sweep.cases`: axis is empty",
+        ),
+        (
+            "unknown grid key",
+            "[sweep.grid]\n\"run.learning_rate\" = [1.0]\n",
+            &[],
+            &[],
+            "key `sweep.grid.run.learning_rate`: unknown key, expected one of: run.env,",
+        ),
+        (
+            "wrong type in grid",
+            "[sweep.grid]\n\"run.num_envs\" = [4, \"x\"]\n",
+            &[],
+            &[],
+            "key `sweep.grid.run.num_envs`: wrong type: invalid type: string \"x\", expected u32",
+        ),
+        (
+            "bad range in grid",
+            "[sweep.grid]\n\"run.threads\" = [0]\n",
+            &[],
+            &[],
+            "key `sweep.grid.run.threads`: invalid value: must be at least 1",
+        ),
+        (
+            "seed as axis",
+            "[sweep.grid]\n\"run.seed\" = [1, 2]\n",
+            &[],
+            &[],
+            "key `sweep.grid.run.seed`: conflict: seeds are swept with `sweep.seeds`",
+        ),
+        (
+            "duplicate grid value after normalization",
+            "[sweep.grid]\n\"run.lr\" = [1, 1.0]\n",
+            &[],
+            &[],
+            "key `sweep.grid.run.lr`: duplicate: value 1.0 appears twice",
+        ),
+        (
+            "case key also in grid",
+            "[sweep.grid]\n\"params.a\" = [1]\n[[sweep.cases]]\n\"params.a\" = 2\n",
+            &[],
+            &[],
+            "key `sweep.cases[0].params.a`: conflict: `params.a` is also a grid axis",
+        ),
+        (
+            "duplicate case",
+            "[[sweep.cases]]\n\"params.gamma\" = 0.99\n[[sweep.cases]]\n",
+            &[],
+            &[],
+            "key `sweep.cases[1]`: duplicate: same configuration as `sweep.cases[0]`",
+        ),
+        (
+            "bad seeds shape",
+            "[sweep]\nseeds = \"1,2\"\n",
+            &[],
+            &[],
+            "key `sweep.seeds`: wrong type: found string \"1,2\", expected a list of seeds like [1, 2, 3] or a table",
+        ),
+        (
+            "bad device",
+            "[sweep.grid]\n\"run.device\" = [\"tpu\"]\n",
+            &[],
+            &[],
+            "key `sweep.grid.run.device`: wrong type: unknown variant `tpu`, expected one of `cpu`, `cuda`, `auto`",
+        ),
+        (
+            "wrong type from env",
+            "",
+            &[("DROVER_RUN__NUM_ENVS", "many")],
+            &[],
+            "key `run.num_envs` (from environment variable `DROVER_RUN__NUM_ENVS`): wrong type: found string \"many\", expected u32",
+        ),
+        (
+            "unknown key from env",
+            "",
+            &[("DROVER_RUN__NUM_ENV", "3")],
+            &[],
+            "key `run.num_env` (from environment variable `DROVER_RUN__NUM_ENV`): unknown key",
+        ),
+        (
+            "wrong type from --set",
+            "",
+            &[],
+            &["run.lr=fast"],
+            "key `run.lr` (from `--set run.lr=fast`): wrong type: found string \"fast\", expected f64",
+        ),
+        ("bad --set: no =", "", &[], &["run.lr"], "bad --set syntax: `run.lr` is not of the form key=value"),
+        ("bad --set: empty key segment", "", &[], &["run..lr=1"], "bad --set syntax: `run..lr=1`: the key must be dotted"),
+        (
+            "bad --set: broken TOML",
+            "",
+            &[],
+            &["sweep.seeds=[1,"],
+            "key `sweep.seeds` (from `--set sweep.seeds=[1,`): bad --set syntax: cannot parse `[1,` as a TOML value",
+        ),
+        (
+            "bad --set: empty value",
+            "",
+            &[],
+            &["run.env="],
+            "key `run.env` (from `--set run.env=`): bad --set syntax: the value is empty",
+        ),
+        ("bad name", "name = \"a/b\"\n[run]\nenv = \"E\"\nplugin = \"p\"\n", &[], &[], "key `name`: invalid value: `a/b`"),
+        ("zero parallel", "max_parallel = 0\n", &[], &[], "key `max_parallel`: invalid value: must be at least 1"),
+        ("toml syntax", "[run\n", &[], &[], "failed to load sweep file `configs/x.toml`: invalid TOML:"),
+        (
+            "too many runs",
+            "[sweep]\nseeds = { count = 1000 }\n[sweep.grid]\n\"params.a\" = [1,2,3,4,5,6,7,8,9,10]\n\"params.b\" = [1,2,3,4,5,6,7,8,9,10,11]\n",
+            &[],
+            &[],
+            "key `sweep`: invalid value: expands to more than 100000 runs",
+        ),
+    ];
+    for (name, extra, env_pairs, sets, expected) in cases {
+        // Top-level keys must precede tables in TOML, so a case's text goes before or after BASE.
+        let text = if extra.starts_with("name") {
+            extra.to_string()
+        } else if extra.starts_with('[') {
+            format!("{BASE}{extra}")
+        } else {
+            format!("{extra}{BASE}")
+        };
+        match sweep(&text, env_pairs, sets) {
+            Ok(_) => panic!("{name}: expected an error containing {expected:?}, got a valid sweep"),
+            Err(msg) => assert!(msg.contains(expected), "{name}:\n  got      {msg}\n  expected {expected}"),
+        }
+    }
+}
+
+#[test]
+fn run_counts_are_cases_times_grid_times_seeds() {
+    let cases: &[(&str, &str, usize)] = &[
+        ("no axes: one run with run.seed", "", 1),
+        ("seed list", "[sweep]\nseeds = [1, 2, 3]\n", 3),
+        ("seed range", "[sweep]\nseeds = { count = 5, start = 10 }\n", 5),
+        ("grid 2x3", "[sweep.grid]\n\"params.a\" = [1, 2]\n\"run.lr\" = [0.1, 0.2, 0.3]\n", 6),
+        (
+            "grid x cases x seeds",
+            "[sweep]\nseeds = [1, 2]\n[sweep.grid]\n\"params.a\" = [1, 2]\n\"run.lr\" = [0.1, 0.2, 0.3]\n[[sweep.cases]]\n\"params.b\" = 0\n[[sweep.cases]]\n\"params.b\" = 1\n[[sweep.cases]]\n\"run.num_envs\" = 4\n",
+            2 * 6 * 3,
+        ),
+    ];
+    for (name, extra, expected) in cases {
+        let sweep = sweep(&format!("{BASE}{extra}"), &[], &[]).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let runs = sweep.expand();
+        assert_eq!(runs.len(), *expected, "{name}");
+        assert_eq!(sweep.run_count(), *expected, "{name}");
+        let ids: std::collections::BTreeSet<_> = runs.iter().map(|r| r.run_id.clone()).collect();
+        assert_eq!(ids.len(), runs.len(), "{name}: run ids must be distinct");
+    }
+}
+
+/// Renders an expansion compactly: one line per run.
+fn render(sweep: &Sweep) -> String {
+    sweep
+        .expand()
+        .iter()
+        .map(|r| format!("{} seed={} lr={} gamma={}", r.label, r.seed, r.run["lr"], r.params["gamma"]))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn expansion_order_labels_and_values() {
+    let text = format!(
+        "{BASE}[sweep]\nseeds = {{ count = 2, start = 7 }}\n[sweep.grid]\n\"run.lr\" = [1, 0.5]\n[[sweep.cases]]\n[[sweep.cases]]\n\"params.gamma\" = 0.9\n"
+    );
+    let s = sweep(&text, &[], &[]).unwrap();
+    let expected = "\
+run.lr=1.0 seed=7 lr=1.0 gamma=0.99
+run.lr=1.0 seed=8 lr=1.0 gamma=0.99
+run.lr=0.5 seed=7 lr=0.5 gamma=0.99
+run.lr=0.5 seed=8 lr=0.5 gamma=0.99
+params.gamma=0.9,run.lr=1.0 seed=7 lr=1.0 gamma=0.9
+params.gamma=0.9,run.lr=1.0 seed=8 lr=1.0 gamma=0.9
+params.gamma=0.9,run.lr=0.5 seed=7 lr=0.5 gamma=0.9
+params.gamma=0.9,run.lr=0.5 seed=8 lr=0.5 gamma=0.9";
+    assert_eq!(render(&s), expected);
+    let runs = s.expand();
+    // Seeds share the config id; configs do not.
+    assert_eq!(runs[0].config_id, runs[1].config_id);
+    assert_ne!(runs[0].run_id, runs[1].run_id);
+    assert_ne!(runs[0].config_id, runs[2].config_id);
+}
+
+#[test]
+fn ids_are_stable_under_key_reordering_and_number_spelling() {
+    let a = "name = \"t\"\n[run]\nenv = \"CartPole-v1\"\nplugin = \"ppo\"\nlr = 0.001\nnum_envs = 4\n[params]\ngamma = 0.99\nclip = 0.2\n[sweep]\nseeds = [1, 2]\n";
+    let b = "[sweep]\nseeds = [1, 2]\n[params]\nclip = 0.2\ngamma = 0.99\n[run]\nnum_envs = 4\nlr = 1e-3\nplugin = \"ppo\"\nenv = \"CartPole-v1\"\n";
+    let b = format!("name = \"other-name\"\n{b}");
+    let ids = |text: &str| sweep(text, &[], &[]).unwrap().expand().into_iter().map(|r| r.run_id).collect::<Vec<_>>();
+    assert_eq!(ids(a), ids(&b));
+    // Overrides that give the same resolved config give the same ids, too.
+    let via_set = sweep(BASE, &[], &["run.lr=1e-3", "run.num_envs=4", "params.clip=0.2", "sweep.seeds=[1,2]"]).unwrap();
+    assert_eq!(via_set.expand().into_iter().map(|r| r.run_id).collect::<Vec<_>>(), ids(a));
+    // And a different value gives a different id.
+    let c = a.replace("lr = 0.001", "lr = 0.002");
+    assert_ne!(ids(a), ids(&c));
+}
+
+#[test]
+fn overrides_apply_in_order_file_env_set() {
+    let text = format!("{BASE}[sweep]\nseeds = [1]\n");
+    let s = sweep(&text, &[("DROVER_RUN__NUM_ENVS", "16"), ("DROVER_JOB_BIN", "/x"), ("DROVER_PLUGIN_PATH", "/y")], &[])
+        .unwrap();
+    assert_eq!(s.expand()[0].run["num_envs"], 16);
+    let s = sweep(&text, &[("DROVER_RUN__NUM_ENVS", "16")], &["run.num_envs=32", "sweep.seeds=[4,5]"]).unwrap();
+    let runs = s.expand();
+    assert_eq!(runs[0].run["num_envs"], 32);
+    assert_eq!(runs.iter().map(|r| r.seed).collect::<Vec<_>>(), [4, 5]);
+    let s = sweep(&text, &[], &["sweep.grid.params.clip=[0.1,0.3]"]).unwrap();
+    assert_eq!(s.expand().iter().map(|r| r.label.as_str()).collect::<Vec<_>>(), ["params.clip=0.1", "params.clip=0.3"]);
+}

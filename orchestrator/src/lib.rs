@@ -1,0 +1,16 @@
+//! The drover library: sweep config → runs → backends → analysis; `main.rs` is a thin CLI over it.
+//!
+//! Data flow: `config::load` (figment: TOML + `DROVER_*` env + `--set`) gives a `SweepFile`,
+//! `Sweep::validate` checks it, `Sweep::expand` gives `Vec<RunSpec>` (pure), `plan::Plan` adds the
+//! I/O-bound facts (plugin paths, results directory), a `backend::Backend` launches the runs, and
+//! `analyze` reads the results directory back with Polars.
+
+pub mod analyze;
+pub mod backend;
+pub mod config;
+pub mod error;
+pub mod exit_codes;
+pub mod layout;
+pub mod plan;
+
+pub use error::{AnalyzeError, ConfigError, ConfigErrorKind, RunError};

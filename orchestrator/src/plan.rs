@@ -1,0 +1,82 @@
+//! `Plan`: a validated sweep plus the facts that need I/O (plugin files, results dir, parallelism).
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+
+use crate::config::{self, PluginSearch, RunSpec, Sweep};
+use crate::error::ConfigError;
+use crate::layout::{JobSpec, ResultsDir};
+
+/// Inputs of `plan` gathered by the CLI (kept explicit so tests need no process-global state).
+#[derive(Debug, Clone, Default)]
+pub struct PlanOptions {
+    /// The sweep file.
+    pub sweep_file: PathBuf,
+    /// `--set key=value` arguments, unparsed.
+    pub sets: Vec<String>,
+    /// The process environment (only `DROVER_*` matters).
+    pub env: Vec<(String, String)>,
+    /// `--results DIR`.
+    pub results: Option<PathBuf>,
+    /// `--jobs N`.
+    pub jobs: Option<NonZeroUsize>,
+    /// The directory of the drover binary, searched for plugins.
+    pub exe_dir: Option<PathBuf>,
+}
+
+/// Everything a backend needs to launch a sweep.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The validated sweep.
+    pub sweep: Sweep,
+    /// The sweep file's text, copied to `sweep.toml`.
+    pub source_text: String,
+    /// The runs, in expansion order.
+    pub runs: Vec<RunSpec>,
+    /// `run.plugin` value → absolute plugin path.
+    pub plugins: BTreeMap<String, PathBuf>,
+    /// Where results go.
+    pub results: ResultsDir,
+    /// Runs at once (local backend).
+    pub max_parallel: NonZeroUsize,
+}
+
+impl Plan {
+    /// The `spec.json` record of `run`.
+    pub fn job_spec(&self, run: &RunSpec) -> JobSpec {
+        let path = self.plugins.get(run.plugin()).map(PathBuf::as_path).unwrap_or(Path::new(run.plugin()));
+        JobSpec::new(run, &self.sweep.name, path)
+    }
+}
+
+/// Loads, validates and expands the sweep, resolves plugins and picks the results directory.
+pub fn plan(opts: &PlanOptions) -> Result<Plan, ConfigError> {
+    let file = opts.sweep_file.as_path();
+    let sets = opts.sets.iter().map(|s| config::parse_set(s, file)).collect::<Result<Vec<_>, _>>()?;
+    let (parsed, source_text) = config::load(file, &opts.env, &sets)?;
+    let sweep = Sweep::validate(parsed, file)?;
+
+    let env_plugin_path: Option<OsString> =
+        opts.env.iter().find(|(k, _)| k == "DROVER_PLUGIN_PATH").map(|(_, v)| OsString::from(v));
+    let search = PluginSearch::new(&sweep.plugin_path, env_plugin_path.as_deref(), opts.exe_dir.as_deref());
+    let mut plugins = BTreeMap::new();
+    for name in sweep.plugins() {
+        let path = search.resolve(&name, file)?;
+        plugins.insert(name, path);
+    }
+
+    let results = opts
+        .results
+        .clone()
+        .or_else(|| sweep.results_dir.clone())
+        .unwrap_or_else(|| Path::new("results").join(&sweep.name));
+    let max_parallel = opts
+        .jobs
+        .or(sweep.max_parallel)
+        .or_else(|| std::thread::available_parallelism().ok())
+        .unwrap_or(NonZeroUsize::MIN);
+    let runs = sweep.expand();
+    Ok(Plan { sweep, source_text, runs, plugins, results: ResultsDir::new(results), max_parallel })
+}

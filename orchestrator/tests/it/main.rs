@@ -1,0 +1,190 @@
+//! End-to-end tests of the `drover` binary with a fake `drover-job` (a shell script via DROVER_JOB_BIN).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The fake job: logs its run id, marks itself started, sleeps or fails on the seeds named by
+/// FAKE_SLEEP_SEED / FAKE_FAIL_SEED, and otherwise writes a completed exit.json (tmp + rename).
+const FAKE_JOB: &str = r#"#!/bin/sh
+while [ $# -gt 0 ]; do
+  case "$1" in --spec) spec="$2"; shift 2;; --out) out="$2"; shift 2;; *) shift;; esac
+done
+id=$(basename "$out")
+seed=$(grep -o '"seed": *[0-9]*' "$spec" | head -n 1 | grep -o '[0-9]*$')
+echo "$id" >> "$FAKE_LOG"
+echo "started" > "$out/metrics.jsonl"
+echo "fake job $id seed $seed"
+if [ "$seed" = "${FAKE_SLEEP_SEED:-none}" ]; then sleep 60; fi
+if [ "$seed" = "${FAKE_FAIL_SEED:-none}" ]; then echo "boom: seed $seed" >&2; exit 3; fi
+printf '{"format_version":1,"run_id":"%s","status":"completed","reason":null,"finished_at":"0"}' "$id" > "$out/exit.json.tmp"
+mv "$out/exit.json.tmp" "$out/exit.json"
+"#;
+
+struct Fixture {
+    _tmp: tempfile::TempDir,
+    root: PathBuf,
+}
+
+impl Fixture {
+    fn new(seeds: &str) -> Fixture {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().to_path_buf();
+        let job = root.join("fake-job.sh");
+        std::fs::write(&job, FAKE_JOB).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&job, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::create_dir(root.join("plugins")).unwrap();
+        std::fs::write(root.join("plugins/libdrover_plugin_fake.so"), b"").unwrap();
+        let sweep = format!(
+            "name = \"it\"\nplugin_path = [\"{}\"]\n[run]\nenv = \"CartPole-v1\"\nplugin = \"fake\"\n[sweep]\nseeds = {seeds}\n",
+            root.join("plugins").display()
+        );
+        std::fs::write(root.join("sweep.toml"), sweep).unwrap();
+        Fixture { _tmp: tmp, root }
+    }
+
+    fn results(&self) -> PathBuf {
+        self.root.join("results")
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_drover"));
+        cmd.arg("run")
+            .arg(self.root.join("sweep.toml"))
+            .arg("--results")
+            .arg(self.results())
+            .args(args)
+            .env("DROVER_JOB_BIN", self.root.join("fake-job.sh"))
+            .env("FAKE_LOG", self.root.join("launches.log"))
+            .env_remove("FAKE_SLEEP_SEED")
+            .env_remove("FAKE_FAIL_SEED")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    fn launches(&self) -> usize {
+        std::fs::read_to_string(self.root.join("launches.log")).map(|s| s.lines().count()).unwrap_or(0)
+    }
+
+    /// Run dirs whose exit.json says completed.
+    fn completed(&self) -> Vec<String> {
+        let mut done: Vec<String> = run_dirs(&self.results())
+            .into_iter()
+            .filter(|d| std::fs::read_to_string(d.join("exit.json")).is_ok_and(|s| s.contains("\"completed\"")))
+            .map(|d| d.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        done.sort();
+        done
+    }
+}
+
+fn run_dirs(results: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(results.join("runs")).map(|rd| rd.map(|e| e.unwrap().path()).collect()).unwrap_or_default()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn run_writes_the_layout_and_a_rerun_skips_completed_runs() {
+    let fx = Fixture::new("[1, 2, 3]");
+    let out = fx.command(&["-j", "2"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(fx.launches(), 3);
+    assert_eq!(fx.completed().len(), 3);
+    let results = fx.results();
+    assert!(results.join("sweep.toml").is_file());
+    let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(results.join("sweep.json")).unwrap()).unwrap();
+    assert_eq!(manifest["format_version"], 1);
+    assert_eq!(manifest["runs"].as_array().unwrap().len(), 3);
+    let dir = &run_dirs(&results)[0];
+    let spec: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("spec.json")).unwrap()).unwrap();
+    assert_eq!(spec["run_id"].as_str().unwrap(), dir.file_name().unwrap().to_str().unwrap());
+    assert!(spec["plugin_path"].as_str().unwrap().ends_with("plugins/libdrover_plugin_fake.so"));
+    assert!(dir.join("attempt-1.stdout.log").is_file() && dir.join("attempt-1.stderr.log").is_file());
+
+    let again = fx.command(&[]).output().unwrap();
+    assert_eq!(again.status.code(), Some(0), "{}", stderr(&again));
+    assert_eq!(fx.launches(), 3, "a rerun must not relaunch completed runs");
+    assert!(stderr(&again).contains("3 already completed, launching 0"), "{}", stderr(&again));
+}
+
+#[test]
+fn a_failing_run_does_not_stop_the_others_and_is_rerun_later() {
+    let fx = Fixture::new("[1, 2, 3]");
+    let out = fx.command(&["-j", "1"]).env("FAKE_FAIL_SEED", "2").output().unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(4), "RUNS_FAILED expected: {err}");
+    assert_eq!(fx.launches(), 3, "the runs after the failing one still ran");
+    assert_eq!(fx.completed().len(), 2);
+    assert!(err.contains("failed: exit code 3 without writing exit.json"), "{err}");
+    assert!(err.contains("attempt-1.stderr.log"), "{err}");
+
+    // The rerun launches only the failed run; its first attempt's files are kept aside.
+    let again = fx.command(&[]).output().unwrap();
+    assert_eq!(again.status.code(), Some(0), "{}", stderr(&again));
+    assert_eq!(fx.launches(), 4);
+    assert_eq!(fx.completed().len(), 3);
+    let redone = run_dirs(&fx.results())
+        .into_iter()
+        .find(|d| d.join("attempt-2.stdout.log").exists())
+        .expect("the failed run has a second attempt");
+    assert!(redone.join("attempt-1/metrics.jsonl").is_file(), "partial files moved to attempt-1/");
+    assert!(std::fs::read_to_string(redone.join("attempt-1.stderr.log")).unwrap().contains("boom"));
+}
+
+#[test]
+fn ctrl_c_keeps_finished_runs_and_exits_interrupted() {
+    let fx = Fixture::new("[1, 2, 3]");
+    let child = fx
+        .command(&["-j", "3"])
+        .env("FAKE_SLEEP_SEED", "3")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the two quick runs finished and the slow one started.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !(fx.completed().len() == 2 && fx.launches() == 3) {
+        assert!(Instant::now() < deadline, "runs did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let sent = Instant::now();
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let out = child.wait_with_output().unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(130), "INTERRUPTED expected: {err}");
+    assert!(sent.elapsed() < Duration::from_secs(8), "SIGTERM should stop the job well before the grace period");
+    assert!(err.contains("2 completed") && err.contains("1 cancelled"), "{err}");
+    assert_eq!(fx.completed().len(), 2, "finished runs are kept");
+
+    // Continue: only the interrupted run is launched again.
+    let again = fx.command(&[]).output().unwrap();
+    assert_eq!(again.status.code(), Some(0), "{}", stderr(&again));
+    assert_eq!(fx.launches(), 4);
+    assert_eq!(fx.completed().len(), 3);
+}
+
+#[test]
+fn config_errors_exit_3_and_dry_run_lists_runs() {
+    let fx = Fixture::new("[1, 2]");
+    let out = fx.command(&["--set", "sweep.seeds=[]"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let err = stderr(&out);
+    assert!(err.contains("sweep.toml`: key `sweep.seeds`: axis is empty"), "{err}");
+    assert!(!fx.results().exists(), "nothing is written for a bad config");
+
+    let out = fx.command(&["--set", "run.plugin=nope"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert!(stderr(&out).contains("key `run.plugin`: plugin `nope` not found; searched"), "{}", stderr(&out));
+
+    let out = fx.command(&["--dry-run", "--set", "sweep.grid.params.clip=[0.1,0.2]"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(listing.lines().filter(|l| l.contains("params.clip=")).count(), 4, "{listing}");
+    assert!(listing.lines().skip(1).all(|l| l.contains(" new ")), "{listing}");
+    assert_eq!(fx.launches(), 0);
+}
