@@ -3,5 +3,9 @@
 # inputs of the end-to-end tests), then runs all tests in the dev profile.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --workspace --locked
-cargo test --workspace --locked
+# Multi-rank tests need OpenMPI (and libclang to build the `mpi` crate's bindings).
+./scripts/install-mpi.sh
+# The Slurm tests run against a real single-node Slurm (installed and started if missing).
+./scripts/slurm-up.sh
+cargo build --workspace --locked --features drover-job/mpi
+cargo test --workspace --locked --features drover-job/mpi

@@ -32,6 +32,9 @@ pub enum JobError {
     /// A kernel or the device failed.
     #[error("kernel error: {0}")]
     Kernel(#[from] drover_kernels::KernelError),
+    /// The ranks of the job do not fit the spec, or they diverged.
+    #[error("multi-rank job: {0}")]
+    Ranks(String),
     /// Writing an output file failed.
     #[error("failed to write `{path}`: {source}")]
     Io {
@@ -39,6 +42,14 @@ pub enum JobError {
         path: PathBuf,
         /// The underlying error.
         source: std::io::Error,
+    },
+    /// A checkpoint cannot be used to resume (another run, unknown format, inconsistent).
+    #[error("cannot resume from checkpoint `{path}`: {reason}")]
+    Checkpoint {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// Why it was refused.
+        reason: String,
     },
     /// Writing the Parquet metrics failed.
     #[error("failed to write metrics parquet `{path}`: {reason}")]

@@ -1,10 +1,15 @@
 //! The per-job runtime of drover: reads one `JobSpec`, loads the algorithm plugin, trains on the
 //! kernels' `Engine`, and writes metrics, the summary and the exit marker of one run.
 
+pub mod checkpoint;
+pub mod bench;
+pub mod bench_allreduce;
+pub mod comm;
 pub mod error;
 pub mod exit_codes;
 pub mod fsio;
 pub mod metrics;
+pub mod plugin_cmd;
 pub mod signals;
 pub mod spec;
 pub mod summary;

@@ -5,6 +5,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use drover_job::summary::{ExitMarker, ExitStatus};
+use drover_job::comm::{Communicator, Solo};
+use drover_job::checkpoint::{self, AfterStop};
+use drover_job::signals::StopCause;
 use drover_job::{exit_codes, fsio, signals::CancelFlag, train, JobSpec};
 
 /// Runs one drover run: the orchestrator starts one of these per run (per MPI rank).
@@ -17,6 +20,16 @@ struct Args {
     /// The run's output directory (defaults to the spec's directory).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Checkpoint and stop on this signal (`USR1`, `USR2`, ...) and on SIGTERM, and resume from
+    /// the checkpoint when started again: what the Slurm backend's batch script passes.
+    #[arg(long, value_name = "SIGNAL")]
+    checkpoint_signal: Option<String>,
+    /// With `--checkpoint-signal`: time-limit stops allowed before the run counts as failed.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    max_timeouts: u32,
+    /// With `--checkpoint-signal`: SIGTERM stops (preemptions) allowed before the run counts as failed.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    max_preemptions: u32,
 }
 
 fn main() -> ExitCode {
@@ -27,6 +40,14 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    // `drover-job plugin info|check <file.so>` (see `plugin_cmd`); every other command line is a run.
+    if let Some(code) = drover_job::plugin_cmd::run_if_requested() {
+        return ExitCode::from(code);
+    }
+    // `drover-job bench rollout ...` (see `bench`), what `drover bench` runs.
+    if let Some(code) = drover_job::bench::run_if_requested() {
+        return ExitCode::from(code);
+    }
     let args = Args::parse();
     let spec = match JobSpec::load(&args.spec) {
         Ok(spec) => spec,
@@ -43,16 +64,87 @@ fn main() -> ExitCode {
         eprintln!("drover-job: cannot create output directory `{}`: {e}", out.display());
         return ExitCode::from(exit_codes::USAGE);
     }
-    let cancel = match CancelFlag::install() {
+    let installed = match &args.checkpoint_signal {
+        None => CancelFlag::install(),
+        Some(name) => match drover_job::signals::checkpoint_signal_number(name) {
+            Some(sig) => CancelFlag::install_checkpointing(sig),
+            None => {
+                eprintln!("drover-job: --checkpoint-signal `{name}`: expected one of USR1, USR2, HUP, ALRM, URG, XCPU");
+                return ExitCode::from(exit_codes::USAGE);
+            }
+        },
+    };
+    let budgets = checkpoint::Budgets { max_timeouts: args.max_timeouts, max_preemptions: args.max_preemptions };
+    let cancel = match installed {
         Ok(c) => c,
         Err(e) => {
             eprintln!("drover-job: cannot install signal handlers: {e}");
             return ExitCode::from(exit_codes::FAILED);
         }
     };
-    let (marker, code) = match train::run(&spec, &out, &cancel) {
+    // MPI is initialised only for multi-rank specs; the Universe lives here and drops last,
+    // which finalizes MPI after every rank has written what it writes.
+    #[cfg(feature = "mpi")]
+    let universe = if spec.run.ranks > 1 {
+        match mpi::initialize() {
+            Some(u) => Some(u),
+            None => {
+                eprintln!("drover-job: MPI was already initialised");
+                return ExitCode::from(exit_codes::FAILED);
+            }
+        }
+    } else {
+        None
+    };
+    #[cfg(feature = "mpi")]
+    let mpi_comm = universe.as_ref().map(drover_job::comm::Mpi::new);
+    #[cfg(feature = "mpi")]
+    let comm: &dyn Communicator = match &mpi_comm {
+        Some(c) => c,
+        None => &Solo,
+    };
+    #[cfg(not(feature = "mpi"))]
+    let comm: &dyn Communicator = &Solo;
+    if spec.run.ranks > 1 && comm.size() == 1 {
+        eprintln!(
+            "drover-job: run {} asks for {} ranks, but this drover-job was built without MPI \
+             (rebuild with `--features drover-job/mpi`, see scripts/install-mpi.sh)",
+            spec.run_id, spec.run.ranks
+        );
+        return ExitCode::from(exit_codes::USAGE);
+    }
+    let rank0 = comm.rank() == 0;
+    if let Some(reason) = cancel.checkpointing().then(|| checkpoint::preemption_budget_spent(&out, budgets)).flatten() {
+        eprintln!("drover-job: run {}: {reason}; giving up", spec.run_id);
+        let marker = ExitMarker::now(&spec.run_id, ExitStatus::Failed, Some(reason));
+        if rank0 {
+            if let Err(e) = fsio::write_json_atomic(&out.join("exit.json"), &marker) {
+                eprintln!("drover-job: {e:#}");
+            }
+        }
+        return ExitCode::from(exit_codes::FAILED);
+    }
+
+    let (marker, code) = match train::run(&spec, &out, &cancel, comm) {
         Ok(outcome) if outcome.status == ExitStatus::Completed => {
             (ExitMarker::now(&spec.run_id, ExitStatus::Completed, None), exit_codes::COMPLETED)
+        }
+        // Under Slurm a stop with a checkpoint interrupts the run rather than ending it.
+        Ok(train::TrainOutcome { checkpoint: Some(iteration), .. }) if cancel.checkpointing() => {
+            let cause = cancel.cause().unwrap_or(StopCause::Terminate);
+            match checkpoint::after_stop(&out, cause, iteration, budgets) {
+                Ok(AfterStop::Requeue) => {
+                    eprintln!("drover-job: run {}: time limit near: checkpointed at iteration {iteration}, requeueing", spec.run_id);
+                    return ExitCode::from(exit_codes::REQUEUE);
+                }
+                Ok(AfterStop::Cancelled(reason)) => {
+                    (ExitMarker::now(&spec.run_id, ExitStatus::Cancelled, Some(reason)), exit_codes::CANCELLED)
+                }
+                Ok(AfterStop::Failed(reason)) => {
+                    (ExitMarker::now(&spec.run_id, ExitStatus::Failed, Some(reason)), exit_codes::FAILED)
+                }
+                Err(e) => (ExitMarker::now(&spec.run_id, ExitStatus::Failed, Some(format!("{e:#}"))), exit_codes::FAILED),
+            }
         }
         Ok(outcome) => (
             ExitMarker::now(&spec.run_id, outcome.status, Some("stopped by a signal".into())),
@@ -60,16 +152,22 @@ fn main() -> ExitCode {
         ),
         Err(e) => {
             let reason = anyhow::Error::from(e);
-            eprintln!("drover-job: run {} failed: {reason:#}", spec.run_id);
+            eprintln!("drover-job: run {} failed on rank {}: {reason:#}", spec.run_id, comm.rank());
             (
                 ExitMarker::now(&spec.run_id, ExitStatus::Failed, Some(format!("{reason:#}"))),
                 exit_codes::FAILED,
             )
         }
     };
-    if let Err(e) = fsio::write_json_atomic(&out.join("exit.json"), &marker) {
-        eprintln!("drover-job: {e:#}");
-        return ExitCode::from(exit_codes::FAILED);
+    if rank0 {
+        if let Err(e) = fsio::write_json_atomic(&out.join("exit.json"), &marker) {
+            eprintln!("drover-job: {e:#}");
+            return ExitCode::from(exit_codes::FAILED);
+        }
+    }
+    if code == exit_codes::FAILED && comm.size() > 1 {
+        // The other ranks may be waiting in a collective: take the whole job down now.
+        comm.abort(i32::from(code));
     }
     ExitCode::from(code)
 }

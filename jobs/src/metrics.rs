@@ -11,12 +11,12 @@ use parquet::data_type::{DoubleType, Int64Type};
 use parquet::file::properties::WriterProperties;
 use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::types::Type;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::JobError;
 
 /// One training iteration's metrics (columns documented in docs/design/results-layout.md).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MetricsRow {
     /// 1-based iteration.
     pub iteration: i64,

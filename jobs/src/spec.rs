@@ -55,6 +55,9 @@ pub struct RunSettings {
     pub hidden: Vec<usize>,
     /// `cpu`, `cuda` or `auto`.
     pub device: String,
+    /// MPI ranks of the job (1: no MPI).
+    #[serde(default = "one")]
+    pub ranks: usize,
     /// CPU threads for the engine (0 = all cores).
     #[serde(default)]
     pub threads: usize,
@@ -83,6 +86,9 @@ pub struct RunSettings {
     pub stop_at_success: bool,
 }
 
+fn one() -> usize {
+    1
+}
 fn yes() -> bool {
     true
 }
@@ -137,6 +143,12 @@ impl JobSpec {
             return Err(bad(
                 "run.num_minibatches",
                 format!("num_envs * num_steps = {batch} is not divisible by num_minibatches = {}", r.num_minibatches),
+            ));
+        }
+        if r.ranks == 0 || r.num_envs % r.ranks != 0 {
+            return Err(bad(
+                "run.ranks",
+                format!("ranks = {} must be at least 1 and divide num_envs = {}", r.ranks, r.num_envs),
             ));
         }
         if r.hidden.is_empty() || r.hidden.contains(&0) {

@@ -51,6 +51,10 @@ pub struct Summary {
     pub steps_to_threshold: Option<i64>,
     /// The threshold.
     pub success_return: f64,
+    /// MPI ranks the run used.
+    pub ranks: usize,
+    /// FNV-1a hash of the final parameters' bits (equal on every rank, checked).
+    pub param_hash: String,
     /// Plugin provenance.
     pub plugin: PluginRecord,
 }

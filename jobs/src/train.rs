@@ -4,19 +4,29 @@
 //! Layout note: the engine's rollout is time-major (`t * N + env`); the plugin sees
 //! sequence-major batches (`env * T + t`, one sequence per environment), as LLM-style
 //! algorithms expect. The conversion happens here and only here.
+//!
+//! Ranks: each rank steps its own slice of the environments (global env index = rank offset +
+//! local index, so RNG streams are those of a one-rank run) and does forward/backward only for
+//! its own samples. The per-sample scalars of the rollout and of each minibatch are gathered so
+//! that every rank calls the plugin on the *global* batch (cheap: a few floats per sample), and
+//! the gradient is one in-place SUM all-reduce of the flat buffer. Hence a 2-rank run computes
+//! the same algorithm as a 1-rank run with the same total batch, and all ranks take identical
+//! Adam steps (checked by a parameter hash).
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
 
 use drover_kernels::{
-    create_engine, rng, AdamConfig, DeviceRequest, Engine, EngineConfig, MinibatchEval, NetShape,
+    create_engine, rng, AdamConfig, DeviceRequest, Engine, EngineConfig, EngineState, MinibatchEval, NetShape,
     Rollout,
 };
 use drover_plugin_host::{AlgorithmHandle, LossBatch, Metric, Plugin, RolloutBatch};
 
+use crate::comm::Communicator;
 use crate::metrics::{MetricsLog, MetricsRow};
-use crate::signals::CancelFlag;
+use crate::checkpoint;
+use crate::signals::{CancelFlag, StopCause};
 use crate::spec::JobSpec;
 use crate::summary::{return_stats, ExitStatus, PluginRecord, Summary, SUMMARY_FORMAT_VERSION};
 use crate::{fsio, JobError};
@@ -35,12 +45,34 @@ pub struct TrainOutcome {
     pub status: ExitStatus,
     /// The summary, when completed.
     pub summary: Option<Summary>,
+    /// Iterations completed at the checkpoint saved when a signal stopped a checkpointing job.
+    pub checkpoint: Option<u64>,
 }
 
 /// Runs one job: trains, and writes `metrics.jsonl`, `metrics.parquet` and `summary.json` in
 /// `out_dir` (the caller writes `exit.json`).
-pub fn run(spec: &JobSpec, out_dir: &Path, cancel: &CancelFlag) -> Result<TrainOutcome, JobError> {
+pub fn run(
+    spec: &JobSpec,
+    out_dir: &Path,
+    cancel: &CancelFlag,
+    comm: &dyn Communicator,
+) -> Result<TrainOutcome, JobError> {
     let started = Instant::now();
+    let r = &spec.run;
+    let (rank, size) = (comm.rank(), comm.size());
+    if size != r.ranks {
+        return Err(JobError::Ranks(format!(
+            "the spec asks for {} ranks but the job was launched with {size}",
+            r.ranks
+        )));
+    }
+    if r.num_envs % size != 0 {
+        return Err(JobError::Ranks(format!(
+            "run.num_envs = {} is not divisible by {size} ranks",
+            r.num_envs
+        )));
+    }
+    let local_envs = r.num_envs / size;
     let plugin = Plugin::load(&spec.plugin_path)?;
     let info = plugin.info();
     let record = PluginRecord {
@@ -54,7 +86,6 @@ pub fn run(spec: &JobSpec, out_dir: &Path, cancel: &CancelFlag) -> Result<TrainO
     let key = rng::run_key(spec.run.seed);
     let mut algo = plugin.instantiate(&params, u64::from(rng::draw(key, rng::STREAM_PLUGIN, 0, 0)))?;
 
-    let r = &spec.run;
     let device = match r.device.as_str() {
         "cuda" => DeviceRequest::Cuda,
         "auto" => DeviceRequest::Auto,
@@ -63,29 +94,66 @@ pub fn run(spec: &JobSpec, out_dir: &Path, cancel: &CancelFlag) -> Result<TrainO
     let mut engine = create_engine(
         device,
         EngineConfig {
-            num_envs: r.num_envs,
-            env_offset: 0,
+            num_envs: local_envs,
+            env_offset: rank * local_envs,
             num_steps: r.num_steps,
             seed: r.seed,
             shape: NetShape { obs_dim: CARTPOLE_OBS, hidden: r.hidden.clone(), n_actions: CARTPOLE_ACTIONS },
             adam: AdamConfig { eps: r.adam_eps as f32, ..AdamConfig::default() },
             threads: r.threads,
-            cuda_ordinal: 0,
+            cuda_ordinal: comm.local_rank(),
         },
     )?;
     tracing::info!(
         run = %spec.run_id, plugin = %info.name, device = ?engine.device(),
-        params = engine.num_params(), "training starts"
+        params = engine.num_params(), rank, ranks = size, "training starts"
     );
 
-    let mut log = MetricsLog::create(out_dir)?;
-    let mut trainer = Trainer::new(spec, key);
+    // Rank 0 alone writes files.
+    let mut log = if rank == 0 { Some(MetricsLog::create(out_dir)?) } else { None };
+    let mut trainer = Trainer::new(spec, key, comm, local_envs);
+    // A requeued Slurm job continues right after its last checkpointed iteration.
+    let checkpointing = cancel.checkpointing() && size == 1;
+    if cancel.checkpointing() && size > 1 {
+        tracing::warn!("checkpointing of multi-rank runs is not supported yet: a stop restarts this run from scratch");
+    }
+    let (mut first, mut wall_offset, mut checkpoint) = (1, 0.0, None);
+    if checkpointing {
+        if let Some(ck) = checkpoint::load(out_dir, &spec.run_id)? {
+            if ck.perm.len() != trainer.perm.len() {
+                return Err(JobError::Checkpoint {
+                    path: out_dir.join(checkpoint::CHECKPOINT_JSON),
+                    reason: format!("{} samples per rollout, the spec has {}", ck.perm.len(), trainer.perm.len()),
+                });
+            }
+            engine.load_state(&EngineState::from(&ck.engine))?;
+            trainer.perm.clone_from(&ck.perm);
+            let rows = ck.metrics_rows().map_err(|reason| JobError::Checkpoint {
+                path: out_dir.join(checkpoint::CHECKPOINT_JSON),
+                reason,
+            })?;
+            if let Some(log) = log.as_mut() {
+                for row in rows {
+                    log.push(row)?;
+                }
+            }
+            (first, wall_offset) = (ck.iteration + 1, ck.wall_time_s);
+            tracing::info!(run = %spec.run_id, iteration = ck.iteration, "resumed from checkpoint");
+        }
+    }
     let batch = r.num_envs * r.num_steps;
     let iterations = (r.total_steps / batch as u64).max(1);
     let mut status = ExitStatus::Completed;
-    for iteration in 1..=iterations {
+    for iteration in first..=iterations {
         if cancel.is_raised() {
             status = ExitStatus::Cancelled;
+            if checkpointing && cancel.cause() != Some(StopCause::Interrupt) {
+                let rows = log.as_ref().map_or(&[][..], MetricsLog::rows);
+                let wall = wall_offset + started.elapsed().as_secs_f64();
+                if checkpoint::take(out_dir, &spec.run_id, iteration - 1, engine.as_ref(), &trainer.perm, rows, wall)? {
+                    checkpoint = Some(iteration - 1);
+                }
+            }
             break;
         }
         let lr = if r.anneal_lr {
@@ -93,15 +161,17 @@ pub fn run(spec: &JobSpec, out_dir: &Path, cancel: &CancelFlag) -> Result<TrainO
         } else {
             r.lr
         };
+        if iteration == 2 && fault_kill_rank() == Some(rank) {
+            tracing::error!(rank, "DROVER_FAULT_KILL_RANK: aborting this rank on purpose");
+            std::process::abort();
+        }
         let t0 = Instant::now();
         let stats = trainer.iterate(engine.as_mut(), &mut algo, iteration, lr as f32)?;
         let global_step = (iteration * batch as u64) as i64;
         let iteration_metrics: Vec<Metric> = stats.iter().map(|(k, v)| Metric::new(k.as_str(), *v)).collect();
         let control = algo.on_iteration(iteration, global_step as u64, &iteration_metrics)?;
-        let episodes = trainer.rollout.finished_returns.len();
-        let episodic_return_mean = (episodes > 0).then(|| {
-            trainer.rollout.finished_returns.iter().map(|&x| f64::from(x)).sum::<f64>() / episodes as f64
-        });
+        let (return_sum, episodes) = trainer.episode_totals();
+        let episodic_return_mean = (episodes > 0).then(|| return_sum / episodes as f64);
         let mut extra: BTreeMap<String, f64> = stats
             .iter()
             .filter(|(k, _)| !FIXED_METRICS.contains(&k.as_str()))
@@ -120,20 +190,29 @@ pub fn run(spec: &JobSpec, out_dir: &Path, cancel: &CancelFlag) -> Result<TrainO
             clip_frac: stats.get("clip_frac").copied(),
             lr,
             steps_per_sec: batch as f64 / t0.elapsed().as_secs_f64().max(1e-9),
-            wall_time_s: started.elapsed().as_secs_f64(),
+            wall_time_s: wall_offset + started.elapsed().as_secs_f64(),
             extra,
         };
         tracing::debug!(iteration, global_step, ?episodic_return_mean, "iteration done");
-        log.push(row)?;
+        if cfg!(debug_assertions) {
+            check_params_agree(engine.as_ref(), comm)?;
+        }
+        if let Some(log) = log.as_mut() {
+            log.push(row)?;
+        }
         let solved = episodic_return_mean.is_some_and(|m| m >= r.success_return);
         if control.stop || (r.stop_at_success && solved) {
             break;
         }
     }
 
+    let param_hash = check_params_agree(engine.as_ref(), comm)?;
+    let Some(log) = log else {
+        return Ok(TrainOutcome { status, checkpoint, summary: None });
+    };
     log.write_parquet(&out_dir.join("metrics.parquet"))?;
     if status != ExitStatus::Completed {
-        return Ok(TrainOutcome { status, summary: None });
+        return Ok(TrainOutcome { status, checkpoint, summary: None });
     }
     let rows = log.rows();
     let (final_return, best_return, steps_to_threshold) = return_stats(rows, r.success_return);
@@ -145,27 +224,72 @@ pub fn run(spec: &JobSpec, out_dir: &Path, cancel: &CancelFlag) -> Result<TrainO
         seed: r.seed,
         total_steps: rows.last().map_or(0, |row| row.global_step),
         iterations: rows.len() as i64,
-        wall_time_s: started.elapsed().as_secs_f64(),
+        wall_time_s: wall_offset + started.elapsed().as_secs_f64(),
         final_return,
         best_return,
         steps_to_threshold,
         success_return: r.success_return,
+        ranks: size,
+        param_hash: format!("{param_hash:016x}"),
         plugin: record,
     };
     fsio::write_json_atomic(&out_dir.join("summary.json"), &summary)?;
+    checkpoint::remove(out_dir);
     tracing::info!(run = %spec.run_id, ?final_return, ?steps_to_threshold, "training done");
-    Ok(TrainOutcome { status, summary: Some(summary) })
+    Ok(TrainOutcome { status, checkpoint, summary: Some(summary) })
 }
 
+/// Fault injection for the multi-rank failure test: `DROVER_FAULT_KILL_RANK=<rank>` makes that
+/// rank abort (like a crash) at iteration 2.
+fn fault_kill_rank() -> Option<usize> {
+    std::env::var("DROVER_FAULT_KILL_RANK").ok()?.parse().ok()
+}
+
+/// FNV-1a over the bit patterns of the parameters: equal hashes on all ranks mean the ranks
+/// hold bit-identical parameters. Returns the hash; an error when ranks disagree.
+fn check_params_agree(engine: &dyn Engine, comm: &dyn Communicator) -> Result<u64, JobError> {
+    let params = engine.params()?;
+    let hash = params.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, p| {
+        (h ^ u64::from(p.to_bits())).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    if comm.size() == 1 {
+        return Ok(hash);
+    }
+    // Each rank writes its hash, as two exact 32-bit halves, into its own slots.
+    let mut all = vec![0.0f64; 2 * comm.size()];
+    all[2 * comm.rank()] = (hash >> 32) as f64;
+    all[2 * comm.rank() + 1] = (hash & 0xffff_ffff) as f64;
+    comm.all_reduce_sum_f64(&mut all);
+    let hashes: Vec<u64> = all.chunks(2).map(|c| ((c[0] as u64) << 32) | c[1] as u64).collect();
+    if hashes.iter().any(|&h| h != hash) {
+        return Err(JobError::Ranks(format!(
+            "parameters differ between ranks (hashes {hashes:016x?})"
+        )));
+    }
+    Ok(hash)
+}
+
+/// Channels of the gathered rollout, in buffer order.
+const ROLLOUT_CHANNELS: usize = 7;
+
 /// Buffers reused across iterations, so the loop allocates nothing after the first one.
-struct Trainer {
+struct Trainer<'c> {
+    comm: &'c dyn Communicator,
+    /// Environments of the whole job (all ranks).
     num_envs: usize,
+    /// Environments of this rank, and the global index of its first one.
+    local_envs: usize,
+    env_offset: usize,
     num_steps: usize,
     epochs: usize,
     minibatch: usize,
     max_grad_norm: Option<f32>,
     key: u32,
     rollout: Rollout,
+    /// The whole job's rollout scalars, time-major, `ROLLOUT_CHANNELS` channels of `T * N`.
+    gathered: Vec<f32>,
+    /// Sum and count of the returns of episodes finished this iteration, over all ranks.
+    episodes: [f64; 2],
     // Sequence-major copies for the plugin.
     seq: SeqBuffers,
     advantages: Vec<f32>,
@@ -197,24 +321,37 @@ struct MinibatchBuffers {
     values_old: Vec<f32>,
     weights: Vec<f32>,
     seq_index: Vec<u32>,
+    /// This rank's samples of the minibatch: engine-local indices and minibatch positions.
+    local_samples: Vec<u32>,
+    local_pos: Vec<usize>,
+    /// Gathered `[logp_new | values_new | entropy_new]` of the whole minibatch.
+    new: Vec<f32>,
+    local_d_logp: Vec<f32>,
+    local_d_value: Vec<f32>,
+    local_d_entropy: Vec<f32>,
     loss: Vec<f32>,
     d_logp: Vec<f32>,
     d_value: Vec<f32>,
     d_entropy: Vec<f32>,
 }
 
-impl Trainer {
-    fn new(spec: &JobSpec, key: u32) -> Self {
+impl<'c> Trainer<'c> {
+    fn new(spec: &JobSpec, key: u32, comm: &'c dyn Communicator, local_envs: usize) -> Self {
         let r = &spec.run;
         let batch = r.num_envs * r.num_steps;
         Self {
+            comm,
             num_envs: r.num_envs,
+            local_envs,
+            env_offset: comm.rank() * local_envs,
             num_steps: r.num_steps,
             epochs: r.update_epochs,
             minibatch: batch / r.num_minibatches,
             max_grad_norm: (r.max_grad_norm > 0.0).then_some(r.max_grad_norm as f32),
             key,
             rollout: Rollout::default(),
+            gathered: vec![0.0; ROLLOUT_CHANNELS * batch],
+            episodes: [0.0; 2],
             seq: SeqBuffers {
                 mask: vec![1.0; batch],
                 group_ids: (0..r.num_envs as u32).collect(),
@@ -238,6 +375,7 @@ impl Trainer {
         lr: f32,
     ) -> Result<BTreeMap<String, f64>, JobError> {
         engine.rollout(&mut self.rollout)?;
+        self.gather_rollout();
         self.to_sequence_major();
         let seed = u64::from(rng::draw(self.key, rng::STREAM_PLUGIN, 1, iteration as u32));
         let s = &self.seq;
@@ -301,9 +439,31 @@ impl Trainer {
         lr: f32,
     ) -> Result<Vec<Metric>, JobError> {
         let samples = &self.perm[range.clone()];
-        engine.evaluate(samples, &mut self.eval)?;
         let m = samples.len();
         let mb = &mut self.mb;
+        // This rank's share of the global minibatch.
+        mb.local_samples.clear();
+        mb.local_pos.clear();
+        for (i, &s) in samples.iter().enumerate() {
+            let (t, env) = (s as usize / self.num_envs, s as usize % self.num_envs);
+            if (self.env_offset..self.env_offset + self.local_envs).contains(&env) {
+                mb.local_samples.push((t * self.local_envs + env - self.env_offset) as u32);
+                mb.local_pos.push(i);
+            }
+        }
+        mb.new.clear();
+        mb.new.resize(3 * m, 0.0);
+        if !mb.local_samples.is_empty() {
+            engine.evaluate(&mb.local_samples, &mut self.eval)?;
+            for (j, &i) in mb.local_pos.iter().enumerate() {
+                mb.new[i] = self.eval.logp[j];
+                mb.new[m + i] = self.eval.values[j];
+                mb.new[2 * m + i] = self.eval.entropy[j];
+            }
+        }
+        if self.comm.size() > 1 {
+            self.comm.all_reduce_sum_f32(&mut mb.new);
+        }
         for buf in [
             &mut mb.logp_old,
             &mut mb.advantages,
@@ -337,14 +497,14 @@ impl Trainer {
         ));
         let mut metrics = algo.loss(
             &LossBatch {
-                logp_new: &self.eval.logp,
+                logp_new: &mb.new[..m],
                 logp_old: &mb.logp_old,
                 logp_ref: &[],
                 advantages: &mb.advantages,
                 returns: &mb.returns,
-                values_new: &self.eval.values,
+                values_new: &mb.new[m..2 * m],
                 values_old: &mb.values_old,
-                entropy_new: &self.eval.entropy,
+                entropy_new: &mb.new[2 * m..],
                 token_weights: &mb.weights,
                 seq_index: &mb.seq_index,
                 num_sequences: self.num_envs,
@@ -355,7 +515,20 @@ impl Trainer {
             &mut mb.d_value,
             &mut mb.d_entropy,
         )?;
-        engine.accumulate_grad(&mb.d_logp, &mb.d_value, &mb.d_entropy)?;
+        if !mb.local_samples.is_empty() {
+            let own = |all: &[f32], out: &mut Vec<f32>| {
+                out.clear();
+                out.extend(mb.local_pos.iter().map(|&i| all[i]));
+            };
+            own(&mb.d_logp, &mut mb.local_d_logp);
+            own(&mb.d_value, &mut mb.local_d_value);
+            own(&mb.d_entropy, &mut mb.local_d_entropy);
+            engine.accumulate_grad(&mb.local_d_logp, &mb.local_d_value, &mb.local_d_entropy)?;
+        }
+        if self.comm.size() > 1 {
+            let comm = self.comm;
+            engine.reduce_grads(&mut |grads: &mut [f32]| comm.all_reduce_sum_f32(grads))?;
+        }
         let grad_norm = engine.apply_grads(lr, self.max_grad_norm)?;
         metrics.push(Metric::new("grad_norm", f64::from(grad_norm)));
         Ok(metrics)
@@ -372,17 +545,60 @@ impl Trainer {
         }
     }
 
+    /// Writes this rank's rollout scalars into its slots of the job-wide buffer and sums it over
+    /// ranks, so every rank holds the whole job's rollout; likewise the episode totals.
+    fn gather_rollout(&mut self) {
+        let (n, nl, t_len, off) = (self.num_envs, self.local_envs, self.num_steps, self.env_offset);
+        let ro = &self.rollout;
+        let plane = n * t_len;
+        if self.comm.size() > 1 {
+            self.gathered.fill(0.0);
+        }
+        for t in 0..t_len {
+            for e in 0..nl {
+                let (src, dst) = (t * nl + e, t * n + off + e);
+                let g = &mut self.gathered;
+                g[dst] = ro.rewards[src];
+                g[plane + dst] = f32::from(ro.terminated[src]);
+                g[2 * plane + dst] = f32::from(ro.truncated[src]);
+                g[3 * plane + dst] = ro.values[src];
+                g[4 * plane + dst] = ro.next_values[src];
+                g[5 * plane + dst] = ro.logp[src];
+                g[6 * plane + dst] = ro.entropy[src];
+            }
+        }
+        self.episodes =
+            [ro.finished_returns.iter().map(|&x| f64::from(x)).sum(), ro.finished_returns.len() as f64];
+        if self.comm.size() > 1 {
+            self.comm.all_reduce_sum_f32(&mut self.gathered);
+            self.comm.all_reduce_sum_f64(&mut self.episodes);
+        }
+    }
+
+    /// Sum of the returns of the episodes finished this iteration, and their number (all ranks).
+    fn episode_totals(&self) -> (f64, usize) {
+        (self.episodes[0], self.episodes[1] as usize)
+    }
+
     fn to_sequence_major(&mut self) {
         let (n, t) = (self.num_envs, self.num_steps);
-        let ro = &self.rollout;
+        let plane = n * t;
+        let g = &self.gathered;
         let s = &mut self.seq;
-        transpose(&ro.rewards, n, t, &mut s.rewards, |x| x);
-        transpose(&ro.terminated, n, t, &mut s.terminated, f32::from);
-        transpose(&ro.truncated, n, t, &mut s.truncated, f32::from);
-        transpose(&ro.values, n, t, &mut s.values, |x| x);
-        transpose(&ro.next_values, n, t, &mut s.next_values, |x| x);
-        transpose(&ro.logp, n, t, &mut s.logp, |x| x);
-        transpose(&ro.entropy, n, t, &mut s.entropy, |x| x);
+        for (c, dst) in [
+            &mut s.rewards,
+            &mut s.terminated,
+            &mut s.truncated,
+            &mut s.values,
+            &mut s.next_values,
+            &mut s.logp,
+            &mut s.entropy,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            transpose(&g[c * plane..(c + 1) * plane], n, t, dst, |x| x);
+        }
     }
 }
 

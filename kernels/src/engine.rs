@@ -144,6 +144,47 @@ pub trait Engine: Send {
     fn params(&self) -> Result<Vec<f32>, KernelError>;
     /// Replaces the flat parameter buffer.
     fn set_params(&mut self, params: &[f32]) -> Result<(), KernelError>;
+    /// Snapshots everything needed to continue exactly from here (checkpointing): parameters,
+    /// Adam moments and step, every env's state and episode accumulators, and the global step.
+    /// Engines that cannot do this yet keep the default, an error saying so.
+    fn save_state(&self) -> Result<EngineState, KernelError> {
+        Err(KernelError::InvalidConfig(format!("checkpointing is unsupported on the {:?} engine", self.device())))
+    }
+    /// Restores a [`Engine::save_state`] snapshot taken by an engine of the same configuration
+    /// (any device or thread count); the next `rollout` continues as if never interrupted.
+    fn load_state(&mut self, state: &EngineState) -> Result<(), KernelError> {
+        let _ = state;
+        Err(KernelError::InvalidConfig(format!("resuming from a checkpoint is unsupported on the {:?} engine", self.device())))
+    }
+}
+
+/// A device-independent snapshot of an engine, in global env order (see [`Engine::save_state`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EngineState {
+    /// The flat parameter buffer.
+    pub params: Vec<f32>,
+    /// Adam first moments.
+    pub adam_m: Vec<f32>,
+    /// Adam second moments.
+    pub adam_v: Vec<f32>,
+    /// Adam steps taken (bias correction).
+    pub adam_t: u64,
+    /// Vectorized steps taken so far ([`Engine::global_step`]).
+    pub step: u64,
+    /// CartPole state per env: cart position.
+    pub x: Vec<f32>,
+    /// Cart velocity.
+    pub x_dot: Vec<f32>,
+    /// Pole angle.
+    pub theta: Vec<f32>,
+    /// Pole angular velocity.
+    pub theta_dot: Vec<f32>,
+    /// Steps of the current episode (time limit).
+    pub env_steps: Vec<u32>,
+    /// Return accumulated by the current episode.
+    pub ep_return: Vec<f32>,
+    /// Length of the current episode.
+    pub ep_len: Vec<u32>,
 }
 
 /// Creates the engine for `request`; `Auto` picks CUDA when a GPU is usable.

@@ -5,6 +5,7 @@
 //! against it. The job runtime talks to one [`Engine`] chosen once at start ([`create_engine`]).
 #![warn(missing_docs)]
 
+pub mod bench;
 pub mod cpu;
 pub mod cuda;
 mod engine;
@@ -15,7 +16,7 @@ pub mod reference;
 pub mod rng;
 
 pub use engine::{
-    create_engine, AdamConfig, DeviceKind, DeviceRequest, Engine, EngineConfig, MinibatchEval,
+    create_engine, AdamConfig, DeviceKind, DeviceRequest, Engine, EngineConfig, EngineState, MinibatchEval,
     NetShape, Rollout,
 };
 pub use error::KernelError;

@@ -59,6 +59,43 @@ pub fn tanh(x: f32) -> f32 {
     }
 }
 
+/// [`tanh`] on 16 lanes with AVX-512: the same operations in the same order (separate
+/// multiplies and adds, a true division), so every lane equals the scalar result bit for bit.
+///
+/// # Safety
+/// The CPU must support `avx512f` (checked by the caller, e.g. `SimdLevel::is_supported`).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+pub unsafe fn tanh_avx512(
+    x: core::arch::x86_64::__m512,
+) -> core::arch::x86_64::__m512 {
+    use core::arch::x86_64::*;
+    let s = _mm512_set1_ps;
+    // min(C, x) is `C < x ? C : x` and returns x when x is NaN, exactly the scalar select.
+    let xc = _mm512_min_ps(s(TANH_CLAMP), x);
+    let xc = _mm512_max_ps(s(-TANH_CLAMP), xc);
+    let x2 = _mm512_mul_ps(xc, xc);
+    let step = |acc: __m512, c: f32| _mm512_add_ps(_mm512_mul_ps(acc, x2), s(c));
+    let mut p = _mm512_add_ps(_mm512_mul_ps(s(TANH_A13), x2), s(TANH_A11));
+    p = step(p, TANH_A9);
+    p = step(p, TANH_A7);
+    p = step(p, TANH_A5);
+    p = step(p, TANH_A3);
+    p = step(p, TANH_A1);
+    p = _mm512_mul_ps(p, xc);
+    let mut q = _mm512_add_ps(_mm512_mul_ps(s(TANH_B6), x2), s(TANH_B4));
+    q = step(q, TANH_B2);
+    q = step(q, TANH_B0);
+    let r = _mm512_div_ps(p, q);
+    let ax = _mm512_castsi512_ps(_mm512_and_si512(
+        _mm512_castps_si512(x),
+        _mm512_set1_epi32(0x7fff_ffff),
+    ));
+    let tiny = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(ax, s(TANH_TINY));
+    _mm512_mask_blend_ps(tiny, r, x)
+}
+
 /// `2/pi` rounded to f32; the reduction's quotient estimate.
 const FRAC_2_PI: f32 = core::f32::consts::FRAC_2_PI;
 /// `1.5 * 2^23`: adding and subtracting it rounds an f32 of magnitude < 2^22 to the nearest
@@ -144,6 +181,42 @@ mod tests {
             assert!((tanh(x) - 1.0).abs() < 2e-6 && (tanh(-x) + 1.0).abs() < 2e-6);
         }
         assert!(tanh(f32::NAN).is_nan());
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn tanh_avx512_equals_scalar_bit_for_bit() {
+        if !std::arch::is_x86_feature_detected!("avx512f") {
+            println!("skipped: this CPU has no AVX-512");
+            return;
+        }
+        let mut xs: Vec<f32> = (-200_000..200_000).map(|i| i as f32 * 5e-5).collect();
+        xs.extend([
+            0.0, -0.0, 3.9e-4, 4e-4, -4e-4, 7.9, 7.906, -7.906, 50.0, -1e30,
+            f32::INFINITY, f32::NEG_INFINITY, f32::NAN, f32::MIN_POSITIVE,
+        ]);
+        while !xs.len().is_multiple_of(16) {
+            xs.push(1.0);
+        }
+        let mut checked = 0;
+        for c in xs.chunks_exact(16) {
+            let mut out = [0.0f32; 16];
+            // SAFETY: AVX-512F was detected above; the pointers cover 16 f32 each.
+            unsafe {
+                use core::arch::x86_64::*;
+                let v = tanh_avx512(_mm512_loadu_ps(c.as_ptr()));
+                _mm512_storeu_ps(out.as_mut_ptr(), v);
+            }
+            for (&x, &y) in c.iter().zip(&out) {
+                let want = tanh(x);
+                assert!(
+                    y.to_bits() == want.to_bits() || (y.is_nan() && want.is_nan()),
+                    "x = {x}: avx512 {y} vs scalar {want}"
+                );
+                checked += 1;
+            }
+        }
+        assert!(checked >= 400_000);
     }
 
     #[test]

@@ -109,6 +109,24 @@ pub enum ConfigErrorKind {
         /// Every file that was tried, in order.
         searched: Vec<PathBuf>,
     },
+    /// `run.plugin` names a library that `drover-job plugin info` refused or could not inspect.
+    #[error("plugin `{name}` cannot be used: {reason}")]
+    PluginUnusable {
+        /// The plugin name or path as written.
+        name: String,
+        /// Why (names the library, and both interface versions on a version mismatch).
+        reason: String,
+    },
+    /// A `[params]` value (base table or sweep axis) that the plugin's description rejects.
+    #[error("rejected by plugin `{plugin}` {version}: {reason}")]
+    PluginParam {
+        /// The plugin's name.
+        plugin: String,
+        /// The plugin's version.
+        version: String,
+        /// Unknown parameter, wrong type, or out of range.
+        reason: String,
+    },
 }
 
 fn expected_list(expected: &[String]) -> String {
@@ -157,6 +175,23 @@ pub enum RunError {
     /// Installing the SIGINT/SIGTERM handlers failed.
     #[error("cannot install signal handlers")]
     Signals(#[source] io::Error),
+    /// Talking to Slurm failed.
+    #[error(transparent)]
+    Slurm(#[from] SlurmError),
+    /// The Slurm ledger (`slurm/submissions.jsonl`) is unreadable or of an unknown version.
+    #[error("bad Slurm ledger `{}`: {reason}", path.display())]
+    Ledger {
+        /// The ledger file.
+        path: PathBuf,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// The directory is not a results directory of a Slurm sweep.
+    #[error("`{}` has no Slurm submissions (no `slurm/submissions.jsonl`): was it run with `--backend slurm`?", dir.display())]
+    NotSlurm {
+        /// The directory given.
+        dir: PathBuf,
+    },
     /// Serializing a record for the results directory failed (a bug rather than a user error).
     #[error("cannot serialize `{}`", path.display())]
     Serialize {
@@ -165,6 +200,51 @@ pub enum RunError {
         /// The cause.
         #[source]
         source: serde_json::Error,
+    },
+}
+
+/// A Slurm command (`sbatch`, `squeue`, `scontrol`, `scancel`) that did not do its job.
+///
+/// Every variant keeps the command line, and the ones where Slurm answered keep its stderr.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SlurmError {
+    /// The program could not be started (Slurm not installed, not on PATH).
+    #[error("cannot run `{command}` (is Slurm installed and on PATH?)")]
+    Spawn {
+        /// The command line.
+        command: String,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The command ran past its timeout (a busy or stalled controller) on every attempt.
+    #[error("`{command}` timed out after {attempts} attempt(s) of {timeout_s} s each")]
+    Timeout {
+        /// The command line.
+        command: String,
+        /// Attempts made.
+        attempts: u32,
+        /// Seconds allowed per attempt.
+        timeout_s: f64,
+    },
+    /// Slurm refused (nonzero exit); `stderr` is Slurm's own message.
+    #[error("`{command}` failed ({status}): {}", stderr.trim())]
+    Refused {
+        /// The command line.
+        command: String,
+        /// The exit status.
+        status: String,
+        /// Slurm's message.
+        stderr: String,
+    },
+    /// The output was not what this drover understands.
+    #[error("cannot understand the output of `{command}`: {reason}")]
+    Parse {
+        /// The command line.
+        command: String,
+        /// What was wrong.
+        reason: String,
     },
 }
 
@@ -205,6 +285,23 @@ pub enum AnalyzeError {
         /// Why it was refused.
         reason: String,
     },
+    /// A `--where`, `--group-by` or `--compare` expression of `drover analyze` is malformed or
+    /// names no known column.
+    #[error("bad expression `{expr}`: {reason}")]
+    Query {
+        /// The expression as given.
+        expr: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Drawing a plot failed.
+    #[error("cannot draw `{}`: {reason}", path.display())]
+    Plot {
+        /// The plot file.
+        path: PathBuf,
+        /// The drawing backend's reason.
+        reason: String,
+    },
     /// Polars failed while reading, computing or writing a table.
     #[error("polars failed while {action}")]
     Polars {
@@ -213,5 +310,87 @@ pub enum AnalyzeError {
         /// The cause.
         #[source]
         source: polars::error::PolarsError,
+    },
+}
+
+/// Inspecting a plugin library through `drover-job plugin info|check` failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PluginProbeError {
+    /// `drover-job` could not be started.
+    #[error(
+        "cannot run `{}` to inspect plugins (build it with `cargo build -p drover-job`, or point DROVER_JOB_BIN at it)",
+        job_bin.display()
+    )]
+    Spawn {
+        /// The runtime binary.
+        job_bin: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The library was refused (not a plugin, incompatible interface, ...).
+    #[error("{message}")]
+    Refused {
+        /// The library.
+        path: PathBuf,
+        /// `not_a_plugin`, `incompatible_interface`, `open`, `abi`, `info` or `read`.
+        kind: String,
+        /// The runtime's message (names the path, and both versions on a mismatch).
+        message: String,
+    },
+    /// The runtime's answer was not a report this drover reads (crash, old runtime, ...).
+    #[error("`{} plugin {command} {}` gave no usable report: {reason}; its stderr: {stderr}", job_bin.display(), path.display())]
+    BadReport {
+        /// The runtime binary.
+        job_bin: PathBuf,
+        /// `info` or `check`.
+        command: &'static str,
+        /// The library.
+        path: PathBuf,
+        /// What was wrong with the answer.
+        reason: String,
+        /// The runtime's stderr, kept for the diagnosis.
+        stderr: String,
+    },
+}
+
+/// A failure of `drover plugin new|list|check` itself.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PluginCmdError {
+    /// Inspecting a library failed.
+    #[error(transparent)]
+    Probe(#[from] PluginProbeError),
+    /// A plugin name was not found on the search path.
+    #[error("{0}")]
+    NotFound(ConfigErrorKind),
+    /// `drover plugin new` was given a name that cannot be a crate or plugin name.
+    #[error("invalid plugin name `{name}`: {reason}")]
+    BadName {
+        /// The name given.
+        name: String,
+        /// Why it is refused.
+        reason: &'static str,
+    },
+    /// `drover plugin new` never overwrites: the target directory already has files.
+    #[error("`{}` already exists and is not empty (choose another `--dir`)", dir.display())]
+    DirNotEmpty {
+        /// The directory.
+        dir: PathBuf,
+    },
+    /// `--params` is not a JSON object.
+    #[error("`--params` must be a JSON object: {0}")]
+    BadParams(String),
+    /// Writing the new project failed.
+    #[error("cannot {action} `{}`", path.display())]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
     },
 }

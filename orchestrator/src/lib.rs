@@ -12,5 +12,7 @@ pub mod error;
 pub mod exit_codes;
 pub mod layout;
 pub mod plan;
+pub mod plugin_cmd;
+pub mod status;
 
-pub use error::{AnalyzeError, ConfigError, ConfigErrorKind, RunError};
+pub use error::{AnalyzeError, ConfigError, ConfigErrorKind, PluginCmdError, PluginProbeError, RunError, SlurmError};

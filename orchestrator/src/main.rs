@@ -8,11 +8,12 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use drover::backend::local::LocalBackend;
-use drover::backend::{self, Backend, RunState};
+use drover::backend::slurm_cmd::Slurm;
+use drover::backend::slurm_config::BackendKind;
+use drover::backend::{self, slurm, Backend, RunState};
 use drover::exit_codes;
 use drover::plan::{self, PlanOptions};
 use drover::{analyze, AnalyzeError, ConfigError};
-use polars::prelude::IntoLazy;
 
 /// Expand RL sweeps into runs, launch them, and analyze the results.
 #[derive(Debug, Parser)]
@@ -37,17 +38,45 @@ enum Command {
         /// Results directory (default: `results_dir` of the sweep file, else `results/<name>`).
         #[arg(long = "results", value_name = "DIR")]
         results: Option<PathBuf>,
-        /// List the runs (id, state, label, seed) without launching anything.
+        /// List the runs (id, state, label, seed) without launching anything; with the Slurm
+        /// backend, also print the batch scripts that would be submitted.
         #[arg(long)]
         dry_run: bool,
-    },
-    /// Summarize a results directory per configuration; writes `<dir>/tables/`.
-    Analyze {
-        /// The results directory of a sweep.
-        results: PathBuf,
-        /// Print the optimized Polars plan of the summary instead of computing it.
+        /// Where runs go: `local` (child processes) or `slurm` (job arrays); default: the sweep
+        /// file's `backend`, else local.
+        #[arg(long, value_enum, value_name = "BACKEND")]
+        backend: Option<BackendArg>,
+        /// Slurm: return once submitted instead of waiting for the runs (`drover status` follows them).
         #[arg(long)]
-        explain: bool,
+        no_wait: bool,
+    },
+    /// Where each run of a Slurm sweep stands (one `squeue` call plus the runs' markers).
+    Status {
+        /// The results directory of the sweep.
+        results: PathBuf,
+        /// Print JSON (format_version 1) for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cancel every queued and running job of a Slurm sweep; finished runs are kept.
+    Cancel {
+        /// The results directory of the sweep.
+        results: PathBuf,
+    },
+    /// Algorithm plugins: create one, list those on the search path, check a built one.
+    Plugin {
+        #[command(subcommand)]
+        command: drover::plugin_cmd::PluginCommand,
+    },
+    /// Summarize results per configuration (or per `--group-by` keys) with bootstrap confidence
+    /// intervals; writes `tables/` (CSV, Parquet, Markdown) and `plots/` (PNG, SVG).
+    Analyze(AnalyzeArgs),
+    /// Kernel throughput on this machine: `drover bench rollout [--device cpu|cuda]
+    /// [--envs 1024,4096,...] [--threads N] [--json]` (runs `drover-job bench`, which links the kernels).
+    Bench {
+        /// Arguments passed to `drover-job bench` (`rollout --help` lists them).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "ARGS")]
+        args: Vec<std::ffi::OsString>,
     },
 }
 
@@ -67,8 +96,14 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {
-        Command::Run { sweep, sets, jobs, results, dry_run } => run(sweep, sets, jobs, results, dry_run),
-        Command::Analyze { results, explain } => analyze_cmd(&results, explain),
+        Command::Run { sweep, sets, jobs, results, dry_run, backend, no_wait } => {
+            run(sweep, sets, jobs, results, dry_run, backend, no_wait)
+        }
+        Command::Status { results, json } => slurm_status(&results, json),
+        Command::Cancel { results } => slurm_cancel(&results),
+        Command::Analyze(args) => analyze_cmd(args),
+        Command::Plugin { command } => plugin_cmd(command),
+        Command::Bench { args } => bench_cmd(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -82,6 +117,8 @@ fn main() -> ExitCode {
                 exit_codes::CONFIG_INVALID
             } else if matches!(e.downcast_ref::<AnalyzeError>(), Some(AnalyzeError::NoCompletedRuns { .. })) {
                 exit_codes::NO_RESULTS
+            } else if matches!(e.downcast_ref::<AnalyzeError>(), Some(AnalyzeError::Query { .. })) {
+                exit_codes::USAGE
             } else {
                 exit_codes::FAILURE
             };
@@ -100,8 +137,19 @@ fn run(
     jobs: Option<NonZeroUsize>,
     results: Option<PathBuf>,
     dry_run: bool,
+    backend: Option<BackendArg>,
+    no_wait: bool,
 ) -> anyhow::Result<u8> {
-    let opts = PlanOptions { sweep_file: sweep, sets, env: std::env::vars().collect(), results, jobs, exe_dir: exe_dir() };
+    let job_bin = LocalBackend::default_job_bin(std::env::var_os("DROVER_JOB_BIN").map(PathBuf::from), exe_dir().as_deref());
+    let opts = PlanOptions {
+        sweep_file: sweep,
+        sets,
+        env: std::env::vars().collect(),
+        results,
+        jobs,
+        exe_dir: exe_dir(),
+        job_bin: Some(job_bin.clone()),
+    };
     let plan = plan::plan(&opts)?;
 
     if dry_run {
@@ -117,10 +165,17 @@ fn run(
             };
             writeln!(out, "{}  {state:<4}  seed={:<6} {}", run.run_id, run.seed, run.label)?;
         }
+        if use_slurm(backend, &plan) {
+            for (name, text) in slurm::dry_run_scripts(&plan, &slurm_options(job_bin, !no_wait))? {
+                writeln!(out, "\n--- {name} (not submitted)\n{text}")?;
+            }
+        }
         return Ok(exit_codes::SUCCESS);
     }
+    if use_slurm(backend, &plan) {
+        return slurm_run(&plan, job_bin, !no_wait);
+    }
 
-    let job_bin = LocalBackend::default_job_bin(std::env::var_os("DROVER_JOB_BIN").map(PathBuf::from), exe_dir().as_deref());
     let show_progress = std::io::stderr().is_terminal() && std::env::var_os("CI").is_none_or(|v| v == "false");
     // Signal handlers go in before anything is written, so Ctrl-C is always handled in order.
     let mut backend = LocalBackend::new(job_bin, plan.max_parallel.get(), show_progress)?;
@@ -155,30 +210,181 @@ fn run(
     Ok(if report.failed.is_empty() { exit_codes::SUCCESS } else { exit_codes::RUNS_FAILED })
 }
 
-fn analyze_cmd(dir: &Path, explain: bool) -> anyhow::Result<u8> {
-    let loaded = analyze::load_results(dir)?;
-    for (run, why) in &loaded.left_out {
-        tracing::warn!(run = %run, "left out of the analysis: {why}");
-    }
-    if explain {
-        let plan = analyze::per_config(analyze::per_run(loaded.metrics, loaded.runs));
-        println!("{}", plan.explain(true).context("cannot explain the plan")?);
+fn plugin_cmd(command: drover::plugin_cmd::PluginCommand) -> anyhow::Result<u8> {
+    let env = drover::plugin_cmd::PluginEnv {
+        job_bin: LocalBackend::default_job_bin(std::env::var_os("DROVER_JOB_BIN").map(PathBuf::from), exe_dir().as_deref()),
+        plugin_path_env: std::env::var_os("DROVER_PLUGIN_PATH"),
+        exe_dir: exe_dir(),
+    };
+    Ok(drover::plugin_cmd::run(command, &env, &mut std::io::stdout().lock())?)
+}
+
+/// Runs `drover-job bench <args>` with inherited stdio and returns its exit code: the
+/// orchestrator never links the kernels it measures.
+fn bench_cmd(args: Vec<std::ffi::OsString>) -> anyhow::Result<u8> {
+    let job_bin = LocalBackend::default_job_bin(std::env::var_os("DROVER_JOB_BIN").map(PathBuf::from), exe_dir().as_deref());
+    let status = std::process::Command::new(&job_bin)
+        .arg("bench")
+        .args(&args)
+        .status()
+        .with_context(|| format!("cannot start `{}` (set DROVER_JOB_BIN or build drover-job)", job_bin.display()))?;
+    Ok(status.code().and_then(|c| u8::try_from(c).ok()).unwrap_or(exit_codes::FAILURE))
+}
+
+/// Arguments of `drover analyze`; the slice syntax is in `docs/analysis.md`.
+#[derive(Debug, clap::Args)]
+struct AnalyzeArgs {
+    /// Results directories (one per sweep; several are analyzed together).
+    #[arg(required = true, value_name = "RESULTS_DIR")]
+    results: Vec<PathBuf>,
+    /// Keep only runs where KEY OP VALUE holds (OP: = != < <= > >=; `=` takes a,b,c lists); repeatable.
+    #[arg(long = "where", value_name = "KEY OP VALUE")]
+    filters: Vec<String>,
+    /// Group runs by these keys (comma-separated) instead of by configuration.
+    #[arg(long, value_name = "KEY[,KEY...]", conflicts_with = "compare")]
+    group_by: Option<String>,
+    /// Rank the values of KEY (e.g. `algo`, `lr`) by IQM, with the probability that the best improves on each.
+    #[arg(long, value_name = "KEY")]
+    compare: Option<String>,
+    /// Where `tables/` and `plots/` go (default: the results directory; required with several).
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Target return of the optimality gap (default: each run's `success_return`).
+    #[arg(long, value_name = "RETURN")]
+    target: Option<f64>,
+    /// Bootstrap resamples for the confidence intervals.
+    #[arg(long, default_value_t = 5000, value_name = "N")]
+    reps: usize,
+    /// Bootstrap resamples for each point of the curve and profile bands.
+    #[arg(long, default_value_t = 1000, value_name = "N")]
+    band_reps: usize,
+    /// Seed of the bootstrap (same seed, same intervals).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Learning-curve bins over the steps axis.
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    bins: u32,
+    /// Write tables only, no plots.
+    #[arg(long)]
+    no_plots: bool,
+    /// Print the optimized Polars plans instead of computing them.
+    #[arg(long)]
+    explain: bool,
+}
+
+fn analyze_cmd(args: AnalyzeArgs) -> anyhow::Result<u8> {
+    let out = match (&args.out, args.results.as_slice()) {
+        (Some(out), _) => out.clone(),
+        (None, [one]) => one.clone(),
+        (None, _) => anyhow::bail!("`--out DIR` is needed when analyzing several results directories together"),
+    };
+    anyhow::ensure!(args.reps > 0 && args.band_reps > 0, "`--reps` and `--band-reps` must be at least 1");
+    let opts = analyze::Options {
+        dirs: args.results,
+        out,
+        filters: args.filters,
+        group_by: args.group_by,
+        compare: args.compare,
+        target: args.target,
+        bootstrap: analyze::Bootstrap { reps: args.reps, band_reps: args.band_reps, seed: args.seed, confidence: 0.95 },
+        bins: args.bins,
+        profile_points: 101,
+        plots: !args.no_plots,
+    };
+    if args.explain {
+        print!("{}", analyze::explain(&opts)?);
         return Ok(exit_codes::SUCCESS);
     }
-    // The one place where the lazy plans are executed.
-    let mut runs = analyze::per_run(loaded.metrics, loaded.runs).collect().context("cannot compute the per-run table")?;
-    let mut summary = analyze::per_config(runs.clone().lazy()).collect().context("cannot compute the summary")?;
-    let tables = drover::layout::ResultsDir::new(dir).tables_dir();
-    let written = analyze::write_tables(&tables, &mut summary, &mut runs)?;
-    print!("{}", analyze::render_table(&summary)?);
+    let outcome = analyze::analyze(&opts)?;
+    for (run, why) in &outcome.left_out {
+        tracing::warn!(run = %run, "left out of the analysis: {why}");
+    }
+    print!("{}", outcome.table);
     println!(
-        "{} completed runs ({} left out: unfinished or failed); final return = mean of the last {} iterations with episodes",
-        loaded.completed,
-        loaded.left_out.len(),
+        "{} runs analyzed ({} completed, {} left out: unfinished, failed or duplicate); final return = mean of the last {} iterations with episodes",
+        outcome.analyzed,
+        outcome.completed,
+        outcome.left_out.len(),
         analyze::FINAL_WINDOW
     );
-    for path in written {
+    if let Some(best) = &outcome.best {
+        println!("best by IQM: {best}");
+    }
+    for path in outcome.written {
         println!("wrote {}", path.display());
+    }
+    Ok(exit_codes::SUCCESS)
+}
+
+/// `--backend`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum BackendArg {
+    /// Child processes on this machine.
+    Local,
+    /// Job arrays on a Slurm cluster.
+    Slurm,
+}
+
+fn use_slurm(arg: Option<BackendArg>, plan: &plan::Plan) -> bool {
+    match arg {
+        Some(b) => b == BackendArg::Slurm,
+        None => plan.sweep.backend == Some(BackendKind::Slurm),
+    }
+}
+
+fn slurm_options(job_bin: PathBuf, wait: bool) -> slurm::SlurmOptions {
+    // The batch script runs on compute nodes with another working directory.
+    let job_bin = std::path::absolute(&job_bin).unwrap_or(job_bin);
+    slurm::SlurmOptions { job_bin, wait, slurm: Slurm::default(), quiet: false }
+}
+
+fn slurm_run(plan: &plan::Plan, job_bin: PathBuf, wait: bool) -> anyhow::Result<u8> {
+    if !job_bin.is_file() {
+        return Err(drover::RunError::JobBinaryMissing { path: job_bin }.into());
+    }
+    let report = slurm::run_sweep(plan, &slurm_options(job_bin, wait))?;
+    eprintln!(
+        "drover: {} skipped (completed), {} re-attached, {} submitted in {:.3} s{}",
+        report.skipped,
+        report.attached,
+        report.submitted,
+        report.submit_seconds,
+        if report.job_ids.is_empty() { String::new() } else { format!(" (jobs {})", report.job_ids.join(", ")) }
+    );
+    if report.interrupted {
+        eprintln!("drover: stopped waiting; the jobs go on (`drover status` follows them, `drover cancel` stops them)");
+        return Ok(exit_codes::INTERRUPTED);
+    }
+    let Some(status) = report.status else { return Ok(exit_codes::SUCCESS) };
+    let failed: Vec<_> = status.runs.iter().filter(|r| r.state != drover::status::RunState::Done).collect();
+    for r in &failed {
+        eprintln!("  {} {} ({}): {}", r.state.as_str(), r.run_id, r.label, r.reason.as_deref().unwrap_or("-"));
+        if let Some(log) = r.logs.last() {
+            eprintln!("    log: {}", log.display());
+        }
+    }
+    Ok(if failed.is_empty() { exit_codes::SUCCESS } else { exit_codes::RUNS_FAILED })
+}
+
+fn slurm_status(results: &Path, json: bool) -> anyhow::Result<u8> {
+    use std::io::Write;
+    let report = slurm::status(results, &Slurm::default())?;
+    let mut out = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer_pretty(&mut out, &report)?;
+        writeln!(out)?;
+    } else {
+        write!(out, "{}", report.render())?;
+    }
+    Ok(exit_codes::SUCCESS)
+}
+
+fn slurm_cancel(results: &Path) -> anyhow::Result<u8> {
+    let ids = slurm::cancel(results, &Slurm::default())?;
+    if ids.is_empty() {
+        eprintln!("drover: nothing queued or running; the sweep is marked cancelled");
+    } else {
+        eprintln!("drover: cancelled job(s) {}; unfinished runs are marked cancelled", ids.join(", "));
     }
     Ok(exit_codes::SUCCESS)
 }

@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 
 use crate::config::{self, PluginSearch, RunSpec, Sweep};
 use crate::error::ConfigError;
+use crate::error::ConfigErrorKind;
 use crate::layout::{JobSpec, ResultsDir};
+use crate::plugin_cmd::{validate_params, PluginProbe};
 
 /// Inputs of `plan` gathered by the CLI (kept explicit so tests need no process-global state).
 #[derive(Debug, Clone, Default)]
@@ -24,6 +26,9 @@ pub struct PlanOptions {
     pub jobs: Option<NonZeroUsize>,
     /// The directory of the drover binary, searched for plugins.
     pub exe_dir: Option<PathBuf>,
+    /// `drover-job`, asked to describe each plugin so every run's `[params]` is checked
+    /// before launch; `None` skips that check (tests of planning alone).
+    pub job_bin: Option<PathBuf>,
 }
 
 /// Everything a backend needs to launch a sweep.
@@ -66,6 +71,10 @@ pub fn plan(opts: &PlanOptions) -> Result<Plan, ConfigError> {
         let path = search.resolve(&name, file)?;
         plugins.insert(name, path);
     }
+    let runs = sweep.expand();
+    if let Some(job_bin) = &opts.job_bin {
+        check_plugin_params(&PluginProbe::new(job_bin), &plugins, &runs, file)?;
+    }
 
     let results = opts
         .results
@@ -77,6 +86,41 @@ pub fn plan(opts: &PlanOptions) -> Result<Plan, ConfigError> {
         .or(sweep.max_parallel)
         .or_else(|| std::thread::available_parallelism().ok())
         .unwrap_or(NonZeroUsize::MIN);
-    let runs = sweep.expand();
     Ok(Plan { sweep, source_text, runs, plugins, results: ResultsDir::new(results), max_parallel })
+}
+
+/// Describes each distinct plugin once (in a `drover-job plugin info` subprocess) and checks
+/// every run's `[params]` against it, so nothing is launched with a parameter the plugin would
+/// refuse. The error names the sweep file, the `params.<key>`, the plugin and the reason.
+fn check_plugin_params(
+    probe: &PluginProbe,
+    plugins: &BTreeMap<String, PathBuf>,
+    runs: &[RunSpec],
+    file: &Path,
+) -> Result<(), ConfigError> {
+    let mut described = BTreeMap::new();
+    for (name, path) in plugins {
+        let desc = probe.info(path).map_err(|e| {
+            ConfigError::new(file, "run.plugin", ConfigErrorKind::PluginUnusable { name: name.clone(), reason: e.to_string() })
+        })?;
+        described.insert(name.as_str(), desc);
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for run in runs {
+        let Some(desc) = described.get(run.plugin()) else { continue };
+        if !seen.insert((run.plugin(), config::canonical_json(&serde_json::Value::Object(run.params.clone())))) {
+            continue;
+        }
+        if let Err(problem) = validate_params(desc, &run.params) {
+            let key = format!("params.{}", problem.key);
+            let kind =
+                ConfigErrorKind::PluginParam { plugin: desc.name.clone(), version: desc.version.clone(), reason: problem.reason };
+            let mut err = ConfigError::new(file, key.as_str(), kind);
+            if run.axes.contains_key(&key) {
+                err = err.with_origin(format!("the sweep axis value of run `{}`", run.label));
+            }
+            return Err(err);
+        }
+    }
+    Ok(())
 }

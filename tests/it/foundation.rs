@@ -123,7 +123,7 @@ fn plugin_built_against_another_interface_version_is_refused_naming_both() {
         }
     }
     assert!(
-        text.contains("99.0") && text.contains("1.0") && text.contains("interface"),
+        text.contains("interface 99.0") && text.contains("provides 1.1"),
         "expected both interface versions named:\n{text}"
     );
 }

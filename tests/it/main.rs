@@ -4,5 +4,13 @@
 
 /// Issue 2: sweep → jobs → plugin → kernels → metrics → analysis.
 mod foundation;
+/// Issue 10: plugin authors' path (`drover plugin new|list|check`) and the plugin boundary's errors.
+mod plugin_sdk;
+/// Issue 4: multi-rank jobs over MPI.
+mod mpi;
+/// Issue 5: `drover analyze` comparisons, slices, plots and Parquet read back.
+mod analyze;
+/// Issue 9: the Slurm backend on the real local Slurm (arrays, status, retries, resume).
+mod slurm;
 /// Repository-wide style rules (module docs).
 mod tidy;

@@ -4,13 +4,15 @@
 
 use rayon::prelude::*;
 
-use super::env::CartPoleSoa;
-use super::mlp::{entropy, sample, NetCache};
+use super::env::{collect_done, CartPoleSoa};
+use super::fused::{BlockNet, BLOCK};
+use super::mlp::{entropy, log_softmax, sample, NetCache};
+use super::simd::SimdLevel;
 use super::optim::{adam_step_and_zero, clip_grad_norm};
 use crate::layout::{validate_config, ParamLayout};
 use crate::reference::init_params;
 use crate::rng::{run_key, uniform, STREAM_ACTION};
-use crate::{DeviceKind, Engine, EngineConfig, KernelError, MinibatchEval, Rollout};
+use crate::{DeviceKind, Engine, EngineConfig, EngineState, KernelError, MinibatchEval, Rollout};
 
 /// Fewest envs worth a thread of their own: below it, spawn and merge cost more than the work.
 const MIN_ENVS_PER_CHUNK: usize = 32;
@@ -33,7 +35,16 @@ struct EnvChunk {
     env: CartPoleSoa,
     ep_return: Vec<f32>,
     ep_len: Vec<u32>,
-    net: NetCache,
+    block: BlockNet,
+    /// Action-sampling uniforms of the current step, one per env.
+    uniforms: Vec<f32>,
+    /// Envs that finished at the current step.
+    done: Vec<u32>,
+    /// Post-step states of the envs truncated at the current step (for V(final obs)).
+    trunc_obs: Vec<[f32; 4]>,
+    /// Head scratch: one row's logits and log-probabilities.
+    head_lg: Vec<f32>,
+    head_lp: Vec<f32>,
     obs: Vec<f32>,
     actions: Vec<u32>,
     logp: Vec<f32>,
@@ -43,6 +54,7 @@ struct EnvChunk {
     term: Vec<u8>,
     trunc: Vec<u8>,
     next_values: Vec<f32>,
+    last_values: Vec<f32>,
     finished: Vec<Finished>,
     trunc_rows: Vec<usize>,
 }
@@ -56,14 +68,18 @@ impl EnvChunk {
         len: usize,
         nt: usize,
     ) -> Self {
-        let mut net = NetCache::new(layout);
-        net.ensure(layout, len);
+        let na = layout.shape.n_actions;
         Self {
             start,
             env: CartPoleSoa::new(key, global_start, len),
             ep_return: vec![0.0; len],
             ep_len: vec![0; len],
-            net,
+            block: BlockNet::new(layout),
+            uniforms: vec![0.0; len],
+            done: Vec::with_capacity(len),
+            trunc_obs: Vec::with_capacity(len),
+            head_lg: vec![0.0; na],
+            head_lp: vec![0.0; na],
             obs: vec![0.0; nt * len * 4],
             actions: vec![0; nt * len],
             logp: vec![0.0; nt * len],
@@ -73,6 +89,7 @@ impl EnvChunk {
             term: vec![0; nt * len],
             trunc: vec![0; nt * len],
             next_values: vec![0.0; nt * len],
+            last_values: vec![0.0; len],
             // An env finishes at most once per step; reserve one episode per env and let
             // the rare longer list grow once.
             finished: Vec::with_capacity(len * 2),
@@ -80,8 +97,46 @@ impl EnvChunk {
         }
     }
 
+    /// Loads envs `start..start + len` (`len <= BLOCK`) into the block input, zero-padded.
+    fn load_block(&mut self, start: usize, len: usize) {
+        let e = &self.env;
+        let inp = &mut self.block.input;
+        for (k, src) in [&e.x, &e.x_dot, &e.theta, &e.theta_dot].into_iter().enumerate() {
+            let row = &mut inp[k * BLOCK..(k + 1) * BLOCK];
+            row[..len].copy_from_slice(&src[start..start + len]);
+            row[len..].iter_mut().for_each(|v| *v = 0.0);
+        }
+    }
+
+    /// Critic values of the staged truncation states, into `next_values[base + i]`.
+    fn truncation_values(&mut self, layout: &ParamLayout, params: &[f32], simd: SimdLevel, base: usize) {
+        for (g, rows) in self.trunc_obs.chunks(BLOCK).enumerate() {
+            let inp = &mut self.block.input;
+            inp.iter_mut().for_each(|v| *v = 0.0);
+            for (e, o) in rows.iter().enumerate() {
+                for k in 0..4 {
+                    inp[k * BLOCK + e] = o[k];
+                }
+            }
+            self.block.forward(layout, params, simd, false);
+            for (e, &v) in self.block.values()[..rows.len()].iter().enumerate() {
+                let i = self.trunc_rows[g * BLOCK + e];
+                self.next_values[base + i] = v;
+            }
+        }
+    }
+
     /// Rolls this chunk's envs `nt` steps starting at global step `step0`.
-    fn rollout(&mut self, layout: &ParamLayout, params: &[f32], key: u32, step0: u64, nt: usize) {
+    #[allow(clippy::too_many_arguments)]
+    fn rollout(
+        &mut self,
+        layout: &ParamLayout,
+        params: &[f32],
+        key: u32,
+        step0: u64,
+        nt: usize,
+        simd: SimdLevel,
+    ) {
         let n = self.env.len();
         let na = layout.shape.n_actions;
         self.finished.clear();
@@ -89,41 +144,65 @@ impl EnvChunk {
             // The RNG counter is the low 32 bits of the global step (wraps after 2^32 steps).
             let gt = step0.wrapping_add(t as u64) as u32;
             let base = t * n;
-            for i in 0..n {
-                self.env.obs(i, &mut self.net.input[i * 4..i * 4 + 4]);
+            fill_uniforms(simd, key, self.env.first_env, gt, &mut self.uniforms[..n]);
+            {
+                let e = &self.env;
+                let obs = &mut self.obs[base * 4..(base + n) * 4];
+                for (i, o) in obs.chunks_exact_mut(4).enumerate() {
+                    o[0] = e.x[i];
+                    o[1] = e.x_dot[i];
+                    o[2] = e.theta[i];
+                    o[3] = e.theta_dot[i];
+                }
             }
-            self.obs[base * 4..(base + n) * 4].copy_from_slice(&self.net.input[..n * 4]);
-            self.net.forward(layout, params, n);
-            let values = self.net.values();
-            for (i, &value) in values[..n].iter().enumerate() {
-                let lp = &self.net.logp[i * na..(i + 1) * na];
-                let env = self.env.first_env.wrapping_add(i as u32);
-                let a = sample(lp, uniform(key, STREAM_ACTION, env, gt));
-                self.actions[base + i] = a;
-                self.logp[base + i] = lp[a as usize];
-                self.entropy[base + i] = entropy(lp);
-                self.values[base + i] = value;
+            for b0 in (0..n).step_by(BLOCK) {
+                let len = BLOCK.min(n - b0);
+                self.load_block(b0, len);
+                self.block.forward(layout, params, simd, true);
+                let (logits, values) = (self.block.logits(), self.block.values());
+                for e in 0..len {
+                    for a in 0..na {
+                        self.head_lg[a] = logits[a * BLOCK + e];
+                    }
+                    log_softmax(&self.head_lg, &mut self.head_lp);
+                    let s = base + b0 + e;
+                    let a = sample(&self.head_lp, self.uniforms[b0 + e]);
+                    self.actions[s] = a;
+                    self.logp[s] = self.head_lp[a as usize];
+                    self.entropy[s] = entropy(&self.head_lp);
+                    self.values[s] = values[e];
+                }
             }
             let r = base..base + n;
             self.env.step(
+                simd,
                 &self.actions[r.clone()],
                 &mut self.rewards[r.clone()],
                 &mut self.term[r.clone()],
-                &mut self.trunc[r],
+                &mut self.trunc[r.clone()],
             );
+            for ((ret, len), &rw) in self
+                .ep_return
+                .iter_mut()
+                .zip(self.ep_len.iter_mut())
+                .zip(&self.rewards[r.clone()])
+            {
+                *ret += rw;
+                *len += 1;
+            }
+            self.done.clear();
+            collect_done(&self.term[r.clone()], &self.trunc[r], &mut self.done);
+            if self.done.is_empty() {
+                continue;
+            }
             self.trunc_rows.clear();
-            for i in 0..n {
-                self.ep_return[i] += self.rewards[base + i];
-                self.ep_len[i] += 1;
-                let (term, trunc) = (self.term[base + i] != 0, self.trunc[base + i] != 0);
-                if !(term || trunc) {
-                    continue;
-                }
-                if trunc {
-                    // The final state is needed for V(final obs); the input rows of this step
-                    // are consumed, so stage it there.
-                    let row = self.trunc_rows.len();
-                    self.env.obs(i, &mut self.net.input[row * 4..row * 4 + 4]);
+            self.trunc_obs.clear();
+            for &i in &self.done {
+                let i = i as usize;
+                if self.trunc[base + i] != 0 {
+                    let mut o = [0.0f32; 4];
+                    self.env.obs(i, &mut o);
+                    self.trunc_obs.push(o);
                     self.trunc_rows.push(i);
                 }
                 self.finished.push(Finished {
@@ -133,21 +212,19 @@ impl EnvChunk {
                 });
                 self.ep_return[i] = 0.0;
                 self.ep_len[i] = 0;
-                self.env.reset(key, i, gt.wrapping_add(1));
             }
+            self.env.reset_many(key, &self.done, gt.wrapping_add(1));
             if !self.trunc_rows.is_empty() {
-                self.net
-                    .forward_critic(layout, params, self.trunc_rows.len());
-                for (row, &i) in self.trunc_rows.iter().enumerate() {
-                    self.next_values[base + i] = self.net.values()[row];
-                }
+                self.truncation_values(layout, params, simd, base);
             }
         }
         // Bootstrap values of the observations after the last step.
-        for i in 0..n {
-            self.env.obs(i, &mut self.net.input[i * 4..i * 4 + 4]);
+        for b0 in (0..n).step_by(BLOCK) {
+            let len = BLOCK.min(n - b0);
+            self.load_block(b0, len);
+            self.block.forward(layout, params, simd, false);
+            self.last_values[b0..b0 + len].copy_from_slice(&self.block.values()[..len]);
         }
-        self.net.forward_critic(layout, params, n);
         for t in 0..nt {
             for i in 0..n {
                 let s = t * n + i;
@@ -158,10 +235,31 @@ impl EnvChunk {
                 } else if t + 1 < nt {
                     self.next_values[s] = self.values[s + n];
                 } else {
-                    self.next_values[s] = self.net.values()[i];
+                    self.next_values[s] = self.last_values[i];
                 }
             }
         }
+    }
+}
+
+/// `u[i] = uniform(key, STREAM_ACTION, first_env + i, counter)`, vectorized at `simd` width.
+fn fill_uniforms(simd: SimdLevel, key: u32, first_env: u32, counter: u32, u: &mut [f32]) {
+    #[inline(always)]
+    fn body(key: u32, first_env: u32, counter: u32, u: &mut [f32]) {
+        for (i, v) in u.iter_mut().enumerate() {
+            *v = uniform(key, STREAM_ACTION, first_env.wrapping_add(i as u32), counter);
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl,avx2,fma")]
+    unsafe fn avx512(key: u32, first_env: u32, counter: u32, u: &mut [f32]) {
+        body(key, first_env, counter, u)
+    }
+    match simd {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: an `Avx512` level exists only where `SimdLevel::is_supported` holds.
+        SimdLevel::Avx512 => unsafe { avx512(key, first_env, counter, u) },
+        _ => body(key, first_env, counter, u),
     }
 }
 
@@ -186,6 +284,7 @@ impl EvalChunk {
         samples: &[u32],
         obs: &[f32],
         actions: &[u32],
+        simd: SimdLevel,
     ) {
         let n = self.len;
         let na = layout.shape.n_actions;
@@ -195,7 +294,7 @@ impl EvalChunk {
             self.net.input[r * 4..r * 4 + 4].copy_from_slice(&obs[s * 4..s * 4 + 4]);
             self.net.actions[r] = actions[s];
         }
-        self.net.forward(layout, params, n);
+        self.net.forward(layout, params, n, simd);
         self.logp.resize(n, 0.0);
         self.entropy.resize(n, 0.0);
         self.values.resize(n, 0.0);
@@ -226,6 +325,7 @@ pub struct CpuEngine {
     adam_t: u64,
     step: u64,
     threads: usize,
+    simd: SimdLevel,
     pool: Option<rayon::ThreadPool>,
     envs: Vec<EnvChunk>,
     evals: Vec<EvalChunk>,
@@ -248,6 +348,7 @@ impl std::fmt::Debug for CpuEngine {
             .field("num_steps", &self.cfg.num_steps)
             .field("num_params", &self.layout.num_params)
             .field("threads", &self.threads)
+            .field("simd", &self.simd)
             .field("step", &self.step)
             .finish_non_exhaustive()
     }
@@ -265,18 +366,7 @@ impl CpuEngine {
                 .unwrap_or(1),
             n => n,
         };
-        let pool = if threads > 1 {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .thread_name(|i| format!("drover-cpu-{i}"))
-                .build()
-                .map_err(|e| {
-                    KernelError::InvalidConfig(format!("cannot start {threads} threads: {e}"))
-                })?;
-            Some(pool)
-        } else {
-            None
-        };
+        let pool = super::threads::pool(threads)?;
         let (ne, nt) = (config.num_envs, config.num_steps);
         let n_chunks = threads.min(ne / MIN_ENVS_PER_CHUNK).max(1);
         let envs = (0..n_chunks)
@@ -306,6 +396,7 @@ impl CpuEngine {
             adam_t: 0,
             step: 0,
             threads,
+            simd: SimdLevel::detect(),
             pool,
             envs,
             evals,
@@ -330,6 +421,24 @@ impl CpuEngine {
     pub fn threads(&self) -> usize {
         self.threads
     }
+
+    /// The instruction set of the hot loops (the best the CPU supports, unless set).
+    pub fn simd_level(&self) -> SimdLevel {
+        self.simd
+    }
+
+    /// Chooses the instruction set of the hot loops (tests and benchmarks compare levels);
+    /// an error when this CPU cannot run `level`.
+    pub fn set_simd_level(&mut self, level: SimdLevel) -> Result<(), KernelError> {
+        if !level.is_supported() {
+            return Err(KernelError::InvalidConfig(format!(
+                "this CPU does not support the `{}` instruction set",
+                level.name()
+            )));
+        }
+        self.simd = level;
+        Ok(())
+    }
 }
 
 impl Engine for CpuEngine {
@@ -347,17 +456,18 @@ impl Engine for CpuEngine {
 
     fn rollout(&mut self, out: &mut Rollout) -> Result<(), KernelError> {
         let (ne, nt) = (self.cfg.num_envs, self.cfg.num_steps);
-        let (layout, params, key, step0) = (&self.layout, &self.params[..], self.key, self.step);
+        let (layout, params, key, step0, simd) =
+            (&self.layout, &self.params[..], self.key, self.step, self.simd);
         match (&self.pool, self.envs.len()) {
             (Some(pool), n) if n > 1 => pool.install(|| {
                 self.envs
                     .par_iter_mut()
-                    .for_each(|c| c.rollout(layout, params, key, step0, nt))
+                    .for_each(|c| c.rollout(layout, params, key, step0, nt, simd))
             }),
             _ => self
                 .envs
                 .iter_mut()
-                .for_each(|c| c.rollout(layout, params, key, step0, nt)),
+                .for_each(|c| c.rollout(layout, params, key, step0, nt, simd)),
         }
         self.step += nt as u64;
 
@@ -425,22 +535,23 @@ impl Engine for CpuEngine {
             e.start = c * rows / n_chunks;
             e.len = (c + 1) * rows / n_chunks - e.start;
         }
-        let (layout, params, obs, actions) = (
+        let (layout, params, obs, actions, simd) = (
             &self.layout,
             &self.params[..],
             &self.obs[..],
             &self.actions[..],
+            self.simd,
         );
         let active = &mut self.evals[..n_chunks];
         match &self.pool {
             Some(pool) if n_chunks > 1 => pool.install(|| {
                 active
                     .par_iter_mut()
-                    .for_each(|e| e.evaluate(layout, params, samples, obs, actions))
+                    .for_each(|e| e.evaluate(layout, params, samples, obs, actions, simd))
             }),
             _ => active
                 .iter_mut()
-                .for_each(|e| e.evaluate(layout, params, samples, obs, actions)),
+                .for_each(|e| e.evaluate(layout, params, samples, obs, actions, simd)),
         }
         out.logp.clear();
         out.entropy.clear();
@@ -552,6 +663,67 @@ impl Engine for CpuEngine {
             });
         }
         self.params.copy_from_slice(params);
+        self.eval_active = 0;
+        Ok(())
+    }
+
+    fn save_state(&self) -> Result<EngineState, KernelError> {
+        let mut st = EngineState {
+            params: self.params.clone(),
+            adam_m: self.adam_m.clone(),
+            adam_v: self.adam_v.clone(),
+            adam_t: self.adam_t,
+            step: self.step,
+            ..EngineState::default()
+        };
+        // Chunks cover increasing env ranges, so concatenation is global env order.
+        for c in &self.envs {
+            st.x.extend_from_slice(&c.env.x);
+            st.x_dot.extend_from_slice(&c.env.x_dot);
+            st.theta.extend_from_slice(&c.env.theta);
+            st.theta_dot.extend_from_slice(&c.env.theta_dot);
+            st.env_steps.extend_from_slice(&c.env.steps);
+            st.ep_return.extend_from_slice(&c.ep_return);
+            st.ep_len.extend_from_slice(&c.ep_len);
+        }
+        Ok(st)
+    }
+
+    fn load_state(&mut self, st: &EngineState) -> Result<(), KernelError> {
+        let (np, ne) = (self.params.len(), self.cfg.num_envs);
+        for (name, got, expected) in [
+            ("params", st.params.len(), np),
+            ("adam_m", st.adam_m.len(), np),
+            ("adam_v", st.adam_v.len(), np),
+            ("x", st.x.len(), ne),
+            ("x_dot", st.x_dot.len(), ne),
+            ("theta", st.theta.len(), ne),
+            ("theta_dot", st.theta_dot.len(), ne),
+            ("env_steps", st.env_steps.len(), ne),
+            ("ep_return", st.ep_return.len(), ne),
+            ("ep_len", st.ep_len.len(), ne),
+        ] {
+            if got != expected {
+                return Err(KernelError::Length { name, got, expected });
+            }
+        }
+        self.params.copy_from_slice(&st.params);
+        self.adam_m.copy_from_slice(&st.adam_m);
+        self.adam_v.copy_from_slice(&st.adam_v);
+        self.adam_t = st.adam_t;
+        self.step = st.step;
+        self.grads.iter_mut().for_each(|g| *g = 0.0);
+        for c in &mut self.envs {
+            let r = c.start..c.start + c.env.len();
+            c.env.x.copy_from_slice(&st.x[r.clone()]);
+            c.env.x_dot.copy_from_slice(&st.x_dot[r.clone()]);
+            c.env.theta.copy_from_slice(&st.theta[r.clone()]);
+            c.env.theta_dot.copy_from_slice(&st.theta_dot[r.clone()]);
+            c.env.steps.copy_from_slice(&st.env_steps[r.clone()]);
+            c.ep_return.copy_from_slice(&st.ep_return[r.clone()]);
+            c.ep_len.copy_from_slice(&st.ep_len[r]);
+        }
+        self.has_rollout = false;
         self.eval_active = 0;
         Ok(())
     }

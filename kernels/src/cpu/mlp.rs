@@ -3,6 +3,7 @@
 
 use super::gemm::{sgemm, View};
 use crate::layout::{LayerLayout, ParamLayout};
+use super::simd::SimdLevel;
 use crate::math::tanh;
 
 /// Per-row buffers of one batch: inputs, every layer's outputs, policy head and backward
@@ -62,9 +63,9 @@ impl NetCache {
 
     /// Forward of the actor and the critic on the first `rows` input rows, then the
     /// `log_softmax` of every row's logits into `logp`.
-    pub fn forward(&mut self, layout: &ParamLayout, params: &[f32], rows: usize) {
-        mlp_forward(&layout.actor, params, &self.input, rows, &mut self.actor);
-        mlp_forward(&layout.critic, params, &self.input, rows, &mut self.critic);
+    pub fn forward(&mut self, layout: &ParamLayout, params: &[f32], rows: usize, simd: SimdLevel) {
+        mlp_forward(&layout.actor, params, &self.input, rows, &mut self.actor, simd);
+        mlp_forward(&layout.critic, params, &self.input, rows, &mut self.critic, simd);
         let a = layout.shape.n_actions;
         let logits = &self.actor[self.actor.len() - 1];
         for (lg, lp) in logits[..rows * a]
@@ -73,11 +74,6 @@ impl NetCache {
         {
             log_softmax(lg, lp);
         }
-    }
-
-    /// Critic-only forward on the first `rows` input rows; values end up in [`NetCache::values`].
-    pub fn forward_critic(&mut self, layout: &ParamLayout, params: &[f32], rows: usize) {
-        mlp_forward(&layout.critic, params, &self.input, rows, &mut self.critic);
     }
 
     /// Critic values of the last forward.
@@ -183,6 +179,7 @@ fn mlp_forward(
     input: &[f32],
     rows: usize,
     acts: &mut [Vec<f32>],
+    simd: SimdLevel,
 ) {
     for (l, layer) in layers.iter().enumerate() {
         let (prev, cur) = acts.split_at_mut(l);
@@ -214,9 +211,7 @@ fn mlp_forward(
             fo,
         );
         if l + 1 < layers.len() {
-            for v in y.iter_mut() {
-                *v = tanh(*v);
-            }
+            tanh_in_place(simd, y);
         }
     }
 }
@@ -293,4 +288,28 @@ fn mlp_backward(
             std::mem::swap(dy, dx);
         }
     }
+}
+
+/// `v = tanh(v)` over a slice; 16 lanes at a time on AVX-512 (`math::tanh_avx512`, the same
+/// bits as the scalar function), scalar elsewhere and for the tail.
+fn tanh_in_place(simd: SimdLevel, y: &mut [f32]) {
+    match simd {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: an `Avx512` level exists only where `SimdLevel::is_supported` confirmed it.
+        SimdLevel::Avx512 => unsafe { tanh_avx512_slice(y) },
+        _ => y.iter_mut().for_each(|v| *v = tanh(*v)),
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn tanh_avx512_slice(y: &mut [f32]) {
+    use core::arch::x86_64::*;
+    let mut chunks = y.chunks_exact_mut(16);
+    for c in &mut chunks {
+        // `c` holds exactly 16 f32 for the unaligned load and store.
+        let v = crate::math::tanh_avx512(_mm512_loadu_ps(c.as_ptr()));
+        _mm512_storeu_ps(c.as_mut_ptr(), v);
+    }
+    chunks.into_remainder().iter_mut().for_each(|v| *v = tanh(*v));
 }

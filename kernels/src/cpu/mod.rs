@@ -1,10 +1,17 @@
-//! The CPU engine: structure-of-arrays CartPole, batched GEMM forward/backward over whole env
-//! batches and minibatches, vectorized clipping and Adam, optional threads over chunks.
+//! The CPU engine: structure-of-arrays CartPole, a fused feature-major policy forward for the
+//! rollout (AVX-512 micro-kernels when the CPU has them), batched GEMM forward/backward over
+//! minibatches, vectorized clipping and Adam, threads over env chunks.
 
 mod engine;
 mod env;
+mod envonly;
+mod fused;
 mod gemm;
 mod mlp;
 mod optim;
+mod simd;
+mod threads;
 
 pub use engine::CpuEngine;
+pub use envonly::EnvOnly;
+pub use simd::SimdLevel;

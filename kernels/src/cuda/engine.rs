@@ -4,21 +4,26 @@ use std::sync::Arc;
 
 use cudarc::driver::sys::{CUdevice_attribute, CUfunction_attribute};
 use cudarc::driver::{
-    CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, DeviceRepr, DriverError,
-    LaunchConfig, PushKernelArg,
+    result as cu, CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, DeviceRepr,
+    DriverError, LaunchConfig, PinnedHostSlice, PushKernelArg,
 };
+use rayon::prelude::*;
 
 use super::modules::{self, ModuleId, ShapeDims};
 use crate::layout::ParamLayout;
 use crate::{
-    reference, rng, DeviceKind, Engine, EngineConfig, KernelError, MinibatchEval, Rollout,
+    reference, rng, DeviceKind, Engine, EngineConfig, EngineState, KernelError, MinibatchEval,
+    Rollout,
 };
 
 const MODE_STORE: i32 = 1;
 const MODE_CRITIC: i32 = 2;
 
 fn cuda_err(context: &'static str) -> impl Fn(DriverError) -> KernelError {
-    move |e| KernelError::Cuda { context, message: e.to_string() }
+    move |e| KernelError::Cuda {
+        context,
+        message: e.to_string(),
+    }
 }
 
 /// The kernels of the three modules.
@@ -130,6 +135,10 @@ pub struct CudaEngine {
     mb: Option<MinibatchBufs>,
     evaluated: usize,
     host_grads: Vec<f32>,
+    /// Page-locked staging for large transfers (None until first use).
+    staging: Option<PinnedHostSlice<u32>>,
+    /// Staging choice: None = by size ([`PINNED_MIN_BYTES`]), Some(true/false) = forced.
+    pinned: Option<bool>,
 }
 
 impl std::fmt::Debug for CudaEngine {
@@ -159,6 +168,73 @@ fn grid_1d(n: usize, threads: u32) -> LaunchConfig {
     }
 }
 
+/// Transfers of at least this many bytes go through page-locked staging by default. Measured on
+/// an H100 machine (README.md): for 8 MB arrays the pageable copy was faster (2.1e8 vs 1.6e8
+/// rollout steps/s to the host), from 64 MB arrays on the staged copy was (2.5e8 vs 2.1e8).
+const PINNED_MIN_BYTES: usize = 32 << 20;
+
+fn use_pinned(choice: Option<bool>, bytes: usize) -> bool {
+    choice.unwrap_or(bytes >= PINNED_MIN_BYTES)
+}
+
+/// Page-locked staging of at least `bytes`, reallocated when too small.
+fn staging_ptr(
+    ctx: &Arc<CudaContext>,
+    staging: &mut Option<PinnedHostSlice<u32>>,
+    bytes: usize,
+) -> Result<*mut u8, KernelError> {
+    let words = bytes.div_ceil(4).max(1 << 20);
+    if staging.as_ref().is_none_or(|s| s.len() < words) {
+        *staging = None;
+        // SAFETY: the buffer is only read after a device copy into it has completed.
+        let fresh = unsafe { ctx.alloc_pinned_with_flags::<u32>(words, 0) }
+            .map_err(cuda_err("cuMemHostAlloc"))?;
+        *staging = Some(fresh);
+    }
+    let s = staging.as_mut().expect("allocated above");
+    Ok(s.as_mut_ptr().map_err(cuda_err("pinned staging"))? as *mut u8)
+}
+
+/// Copies the first `len` elements of `src` into `dst` (resized to `len`): through page-locked
+/// staging and a parallel host copy when [`use_pinned`] says so, else into pageable memory.
+fn download<T: DeviceRepr + Copy + Default + Send + Sync>(
+    ctx: &Arc<CudaContext>,
+    stream: &Arc<CudaStream>,
+    staging: &mut Option<PinnedHostSlice<u32>>,
+    pinned: Option<bool>,
+    src: &CudaSlice<T>,
+    len: usize,
+    dst: &mut Vec<T>,
+) -> Result<(), KernelError> {
+    assert!(len <= src.len());
+    if dst.len() != len {
+        dst.clear();
+        dst.resize(len, T::default());
+    }
+    if len == 0 {
+        return Ok(());
+    }
+    let dl = cuda_err("download");
+    if !use_pinned(pinned, len * std::mem::size_of::<T>()) {
+        return stream
+            .memcpy_dtoh(&src.slice(..len), dst.as_mut_slice())
+            .map_err(&dl);
+    }
+    let ptr = staging_ptr(ctx, staging, len * std::mem::size_of::<T>())? as *mut T;
+    // SAFETY: the staging buffer holds at least len * size_of::<T>() bytes, is page-aligned, and
+    // nothing else uses it until this function returns.
+    let stage = unsafe { std::slice::from_raw_parts_mut(ptr, len) };
+    let (sp, _sync) = src.device_ptr(stream);
+    // SAFETY: src holds at least len elements; the copy completes before the synchronize returns.
+    unsafe { cu::memcpy_dtoh_async(stage, sp, stream.cu_stream()) }.map_err(&dl)?;
+    stream.synchronize().map_err(&dl)?;
+    const CHUNK: usize = 1 << 16;
+    dst.par_chunks_mut(CHUNK)
+        .zip(stage.par_chunks(CHUNK))
+        .for_each(|(d, s)| d.copy_from_slice(s));
+    Ok(())
+}
+
 impl CudaEngine {
     /// Starts the engine on device `cfg.cuda_ordinal`: compiles (or reuses) the kernels, uploads
     /// [`reference::init_params`] and resets every env with reset counter 0.
@@ -166,16 +242,18 @@ impl CudaEngine {
     pub fn new(cfg: EngineConfig) -> Result<Self, KernelError> {
         super::probe().map_err(KernelError::CudaUnavailable)?;
         let layout = ParamLayout::new(&cfg.shape)?;
-        if cfg.shape.obs_dim != 4 {
+        if cfg.shape.obs_dim != 4 || cfg.shape.n_actions != 2 {
             return Err(KernelError::InvalidConfig(format!(
-                "CartPole has 4 observation features, the network expects {}",
-                cfg.shape.obs_dim
+                "CartPole needs obs_dim 4 and n_actions 2, got {} and {}",
+                cfg.shape.obs_dim, cfg.shape.n_actions
             )));
         }
         if cfg.num_envs == 0 || cfg.num_steps == 0 {
-            return Err(KernelError::InvalidConfig("num_envs and num_steps must be >= 1".into()));
+            return Err(KernelError::InvalidConfig(
+                "num_envs and num_steps must be >= 1".into(),
+            ));
         }
-        let samples = cfg.num_envs.checked_mul(cfg.num_steps).unwrap_or(usize::MAX);
+        let samples = cfg.num_envs.saturating_mul(cfg.num_steps);
         if samples > u32::MAX as usize || cfg.num_envs > i32::MAX as usize {
             return Err(KernelError::InvalidConfig(format!(
                 "the CUDA engine indexes samples with u32: num_envs * num_steps = {samples} is too large"
@@ -189,17 +267,21 @@ impl CudaEngine {
             )));
         }
         let dims = ShapeDims::new(&cfg.shape);
-        let ctx = CudaContext::new(cfg.cuda_ordinal).map_err(cuda_err("cuCtx (primary context)"))?;
+        let ctx =
+            CudaContext::new(cfg.cuda_ordinal).map_err(cuda_err("cuCtx (primary context)"))?;
         // One stream, ordered work: cudarc's per-buffer events would only add overhead.
         // SAFETY: nothing has been allocated on this context by this engine yet, and the engine
         // uses a single stream for every buffer it owns.
         unsafe { ctx.disable_event_tracking() };
         let stream = ctx.default_stream();
-        let cc = ctx.compute_capability().map_err(cuda_err("compute capability"))?;
+        let cc = ctx
+            .compute_capability()
+            .map_err(cuda_err("compute capability"))?;
         let attr = |a| ctx.attribute(a).map_err(cuda_err("device attribute"));
         let num_sms = attr(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)? as usize;
         let smem_optin =
-            attr(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)? as usize;
+            attr(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)?
+                as usize;
         let fw_need = 4 * (dims.fw_floats + dims.warp_floats);
         let bw_need = 4 * (dims.bw_floats + dims.bw_warp_floats);
         if fw_need.max(bw_need) > smem_optin {
@@ -212,10 +294,16 @@ impl CudaEngine {
 
         let load = |id: ModuleId| -> Result<Vec<CudaFunction>, KernelError> {
             let ptx = modules::ptx(id, &dims, cc)?;
-            let module = ctx.load_module(ptx).map_err(cuda_err("cuModuleLoadData (PTX JIT)"))?;
+            let module = ctx
+                .load_module(ptx)
+                .map_err(cuda_err("cuModuleLoadData (PTX JIT)"))?;
             id.functions()
                 .iter()
-                .map(|name| module.load_function(name).map_err(cuda_err("cuModuleGetFunction")))
+                .map(|name| {
+                    module
+                        .load_function(name)
+                        .map_err(cuda_err("cuModuleGetFunction"))
+                })
                 .collect()
         };
         let mut r = load(ModuleId::Rollout)?.into_iter();
@@ -237,7 +325,8 @@ impl CudaEngine {
         };
         let dyn_attr = CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES;
         for f in [&k.rollout, &k.evaluate_fwd, &k.backward_deltas] {
-            f.set_attribute(dyn_attr, smem_optin as i32).map_err(cuda_err("cuFuncSetAttribute"))?;
+            f.set_attribute(dyn_attr, smem_optin as i32)
+                .map_err(cuda_err("cuFuncSetAttribute"))?;
         }
 
         // The device's own shape arithmetic must agree with the host's.
@@ -260,14 +349,19 @@ impl CudaEngine {
         if info[..6] != want {
             return Err(KernelError::Cuda {
                 context: "shape check",
-                message: format!("device layout {:?} differs from host layout {want:?}", &info[..6]),
+                message: format!(
+                    "device layout {:?} differs from host layout {want:?}",
+                    &info[..6]
+                ),
             });
         }
 
         let key = rng::run_key(cfg.seed);
         let n = layout.num_params;
         let init = reference::init_params(&layout, key);
-        let params = stream.clone_htod(&init).map_err(cuda_err("upload params"))?;
+        let params = stream
+            .clone_htod(&init)
+            .map_err(cuda_err("upload params"))?;
         let zeros = |len: usize| stream.alloc_zeros::<f32>(len).map_err(cuda_err("alloc"));
         let ne = cfg.num_envs;
         let env = EnvBufs {
@@ -301,6 +395,8 @@ impl CudaEngine {
             mb: None,
             evaluated: 0,
             host_grads: vec![0.0; n],
+            staging: None,
+            pinned: None,
             stream,
             ctx,
             cfg,
@@ -327,6 +423,12 @@ impl CudaEngine {
             s.push_str(&format!("; {label}: {regs} regs, {local} B local"));
         }
         s
+    }
+
+    /// Forces host transfers through page-locked staging (`Some(true)`) or straight to pageable
+    /// memory (`Some(false)`); `None` (the default) picks by size. Benchmarks compare the two.
+    pub fn set_pinned_staging(&mut self, choice: Option<bool>) {
+        self.pinned = choice;
     }
 
     /// Forces the warps per block of the warp-tiled kernels (benchmarks); `None` = automatic.
@@ -356,11 +458,20 @@ impl CudaEngine {
         let e = &mut self.env;
         let (n, off) = (self.cfg.num_envs as i32, self.cfg.env_offset as u32);
         let mut b = self.stream.launch_builder(&self.k.env_reset_all);
-        b.arg(&mut e.x).arg(&mut e.x_dot).arg(&mut e.theta).arg(&mut e.theta_dot);
-        b.arg(&mut e.steps).arg(&mut e.ep_ret).arg(&n).arg(&off).arg(&self.key).arg(&counter);
+        b.arg(&mut e.x)
+            .arg(&mut e.x_dot)
+            .arg(&mut e.theta)
+            .arg(&mut e.theta_dot);
+        b.arg(&mut e.steps)
+            .arg(&mut e.ep_ret)
+            .arg(&n)
+            .arg(&off)
+            .arg(&self.key)
+            .arg(&counter);
         // SAFETY: matches `env_reset_all(float*, float*, float*, float*, u32*, float*, int, u32,
         // u32, u32)` of rollout.cu; every buffer holds num_envs elements.
-        unsafe { b.launch(grid_1d(self.cfg.num_envs, 256)) }.map_err(cuda_err("launch env_reset_all"))?;
+        unsafe { b.launch(grid_1d(self.cfg.num_envs, 256)) }
+            .map_err(cuda_err("launch env_reset_all"))?;
         Ok(())
     }
 
@@ -401,17 +512,38 @@ impl CudaEngine {
         );
         let ro = self.ro.as_mut().expect("allocated above");
         let e = &mut self.env;
-        let (n, off, t0, nt) =
-            (self.cfg.num_envs as i32, self.cfg.env_offset as u32, self.step, steps as i32);
+        let (n, off, t0, nt) = (
+            self.cfg.num_envs as i32,
+            self.cfg.env_offset as u32,
+            self.step,
+            steps as i32,
+        );
         let mut b = self.stream.launch_builder(&self.k.rollout);
         b.arg(&self.params);
-        b.arg(&mut e.x).arg(&mut e.x_dot).arg(&mut e.theta).arg(&mut e.theta_dot);
+        b.arg(&mut e.x)
+            .arg(&mut e.x_dot)
+            .arg(&mut e.theta)
+            .arg(&mut e.theta_dot);
         b.arg(&mut e.steps).arg(&mut e.ep_ret);
-        b.arg(&n).arg(&off).arg(&self.key).arg(&t0).arg(&nt).arg(&mode);
-        b.arg(&mut ro.obs).arg(&mut ro.actions).arg(&mut ro.logp).arg(&mut ro.entropy);
-        b.arg(&mut ro.values).arg(&mut ro.rewards).arg(&mut ro.terminated).arg(&mut ro.truncated);
+        b.arg(&n)
+            .arg(&off)
+            .arg(&self.key)
+            .arg(&t0)
+            .arg(&nt)
+            .arg(&mode);
+        b.arg(&mut ro.obs)
+            .arg(&mut ro.actions)
+            .arg(&mut ro.logp)
+            .arg(&mut ro.entropy);
+        b.arg(&mut ro.values)
+            .arg(&mut ro.rewards)
+            .arg(&mut ro.terminated)
+            .arg(&mut ro.truncated);
         b.arg(&mut ro.next_values);
-        b.arg(&mut ro.fin_count).arg(&mut ro.fin_key).arg(&mut ro.fin_ret).arg(&mut ro.fin_len);
+        b.arg(&mut ro.fin_count)
+            .arg(&mut ro.fin_key)
+            .arg(&mut ro.fin_ret)
+            .arg(&mut ro.fin_len);
         b.arg(&mut self.ep_stats);
         // SAFETY: matches `rollout(...)` of rollout.cu argument for argument. With MODE_STORE the
         // kernel writes t * n + i for t < steps <= num_steps, within the num_steps * num_envs
@@ -427,7 +559,9 @@ impl CudaEngine {
     pub fn rollout_on_device(&mut self) -> Result<(), KernelError> {
         self.ensure_rollout_bufs()?;
         let ro = self.ro.as_mut().expect("allocated");
-        self.stream.memset_zeros(&mut ro.fin_count).map_err(cuda_err("memset"))?;
+        self.stream
+            .memset_zeros(&mut ro.fin_count)
+            .map_err(cuda_err("memset"))?;
         self.launch_rollout(self.cfg.num_steps, MODE_STORE | MODE_CRITIC)?;
         self.has_rollout = true;
         self.synchronize()
@@ -436,15 +570,25 @@ impl CudaEngine {
     /// Policy inference only (actor, sampling, env step; no critic, no per-step arrays) for
     /// `steps` vectorized steps in one launch; advances the env state and the global step.
     pub fn run_inference(&mut self, steps: usize) -> Result<InferenceStats, KernelError> {
-        self.stream.memset_zeros(&mut self.ep_stats).map_err(cuda_err("memset"))?;
+        self.stream
+            .memset_zeros(&mut self.ep_stats)
+            .map_err(cuda_err("memset"))?;
         self.launch_rollout(steps, 0)?;
-        let s = self.stream.clone_dtoh(&self.ep_stats).map_err(cuda_err("download"))?;
-        Ok(InferenceStats { episodes: s[0], return_sum: s[1] })
+        let s = self
+            .stream
+            .clone_dtoh(&self.ep_stats)
+            .map_err(cuda_err("download"))?;
+        Ok(InferenceStats {
+            episodes: s[0],
+            return_sum: s[1],
+        })
     }
 
     /// Waits for all work queued on the engine's stream.
     pub fn synchronize(&self) -> Result<(), KernelError> {
-        self.stream.synchronize().map_err(cuda_err("cuStreamSynchronize"))
+        self.stream
+            .synchronize()
+            .map_err(cuda_err("cuStreamSynchronize"))
     }
 
     /// One vectorized env step with the given actions (no policy), with the same autoreset and
@@ -452,7 +596,11 @@ impl CudaEngine {
     pub fn step_with_actions(&mut self, actions: &[u32]) -> Result<EnvStep, KernelError> {
         let n = self.cfg.num_envs;
         if actions.len() != n {
-            return Err(KernelError::Length { name: "actions", got: actions.len(), expected: n });
+            return Err(KernelError::Length {
+                name: "actions",
+                got: actions.len(),
+                expected: n,
+            });
         }
         let s = &self.stream;
         let acts = s.clone_htod(actions).map_err(cuda_err("upload actions"))?;
@@ -464,14 +612,31 @@ impl CudaEngine {
         let e = &mut self.env;
         let (ni, off, t) = (n as i32, self.cfg.env_offset as u32, self.step);
         let mut b = s.launch_builder(&self.k.env_step_actions);
-        b.arg(&mut e.x).arg(&mut e.x_dot).arg(&mut e.theta).arg(&mut e.theta_dot);
-        b.arg(&mut e.steps).arg(&mut e.ep_ret).arg(&ni).arg(&off).arg(&self.key).arg(&t);
-        b.arg(&acts).arg(&mut obs).arg(&mut fin).arg(&mut rew).arg(&mut term).arg(&mut trunc);
+        b.arg(&mut e.x)
+            .arg(&mut e.x_dot)
+            .arg(&mut e.theta)
+            .arg(&mut e.theta_dot);
+        b.arg(&mut e.steps)
+            .arg(&mut e.ep_ret)
+            .arg(&ni)
+            .arg(&off)
+            .arg(&self.key)
+            .arg(&t);
+        b.arg(&acts)
+            .arg(&mut obs)
+            .arg(&mut fin)
+            .arg(&mut rew)
+            .arg(&mut term)
+            .arg(&mut trunc);
         // SAFETY: matches `env_step_actions(...)` of rollout.cu; every buffer holds num_envs
         // elements (float4 ones 4 * num_envs floats).
         unsafe { b.launch(grid_1d(n, 256)) }.map_err(cuda_err("launch env_step_actions"))?;
         self.step += 1;
-        let quads = |v: Vec<f32>| v.chunks_exact(4).map(|c| [c[0], c[1], c[2], c[3]]).collect();
+        let quads = |v: Vec<f32>| {
+            v.chunks_exact(4)
+                .map(|c| [c[0], c[1], c[2], c[3]])
+                .collect()
+        };
         let dl = cuda_err("download");
         Ok(EnvStep {
             obs: quads(s.clone_dtoh(&obs).map_err(&dl)?),
@@ -484,9 +649,17 @@ impl CudaEngine {
 
     /// Observations of the last rollout, `[t * num_envs + env][4]` (tests and debugging).
     pub fn rollout_observations(&self) -> Result<Vec<[f32; 4]>, KernelError> {
-        let ro = self.ro.as_ref().ok_or_else(|| KernelError::InvalidConfig("no rollout yet".into()))?;
-        let v = self.stream.clone_dtoh(&ro.obs).map_err(cuda_err("download"))?;
-        Ok(v.chunks_exact(4).map(|c| [c[0], c[1], c[2], c[3]]).collect())
+        let ro = self
+            .ro
+            .as_ref()
+            .ok_or_else(|| KernelError::InvalidConfig("no rollout yet".into()))?;
+        let v = self
+            .stream
+            .clone_dtoh(&ro.obs)
+            .map_err(cuda_err("download"))?;
+        Ok(v.chunks_exact(4)
+            .map(|c| [c[0], c[1], c[2], c[3]])
+            .collect())
     }
 
     /// Current env observations `[N][4]` (tests and debugging).
@@ -499,7 +672,9 @@ impl CudaEngine {
             self.stream.clone_dtoh(&e.theta).map_err(&dl)?,
             self.stream.clone_dtoh(&e.theta_dot).map_err(&dl)?,
         );
-        Ok((0..self.cfg.num_envs).map(|i| [x[i], xd[i], th[i], thd[i]]).collect())
+        Ok((0..self.cfg.num_envs)
+            .map(|i| [x[i], xd[i], th[i], thd[i]])
+            .collect())
     }
 
     /// The parameter layout.
@@ -527,7 +702,9 @@ impl CudaEngine {
             self.mb = Some(MinibatchBufs {
                 cap,
                 cache: f(row_sum * cap)?,
-                slots: s.alloc_zeros::<u64>(rows.len()).map_err(cuda_err("alloc"))?,
+                slots: s
+                    .alloc_zeros::<u64>(rows.len())
+                    .map_err(cuda_err("alloc"))?,
                 slot_offsets: Vec::new(),
                 slots_bp: 0,
                 samples: s.alloc_zeros::<u32>(cap).map_err(cuda_err("alloc"))?,
@@ -552,7 +729,8 @@ impl CudaEngine {
                     o
                 })
                 .collect();
-            s.memcpy_htod(&mb.slot_offsets, &mut mb.slots).map_err(cuda_err("upload slots"))?;
+            s.memcpy_htod(&mb.slot_offsets, &mut mb.slots)
+                .map_err(cuda_err("upload slots"))?;
             mb.slots_bp = bp;
         }
         Ok(())
@@ -580,12 +758,22 @@ impl CudaEngine {
         let d = dptr(&mb.cache, s, mb.slot_offsets[d_slot] as usize);
         let (ni, no, bpi, ch) = (n_in as i32, n_out as i32, bp as i32, chunk as i32);
         let cfg = LaunchConfig {
-            grid_dim: ((n_in + 1).div_ceil(64) as u32, n_out.div_ceil(64) as u32, n_chunks as u32),
+            grid_dim: (
+                (n_in + 1).div_ceil(64) as u32,
+                n_out.div_ceil(64) as u32,
+                n_chunks as u32,
+            ),
             block_dim: (256, 1, 1),
             shared_mem_bytes: 0,
         };
         let mut b = s.launch_builder(&self.k.grad_partial);
-        b.arg(&x).arg(&d).arg(&ni).arg(&no).arg(&bpi).arg(&ch).arg(&mut mb.partial);
+        b.arg(&x)
+            .arg(&d)
+            .arg(&ni)
+            .arg(&no)
+            .arg(&bpi)
+            .arg(&ch)
+            .arg(&mut mb.partial);
         // SAFETY: matches `grad_partial(const float* X, const float* D, int n_in, int n_out,
         // int bp, int chunk, float* partial)` of train.cu. X has n_in rows and D n_out rows of bp
         // floats inside the cache (slots sized by slot_rows); partial holds n_chunks x
@@ -625,24 +813,15 @@ impl Engine for CudaEngine {
         out.num_steps = nt;
         out.num_envs = ne;
         let len = nt * ne;
-        fn fill<T: DeviceRepr + Default + Clone>(
-            s: &Arc<CudaStream>,
-            src: &CudaSlice<T>,
-            dst: &mut Vec<T>,
-            len: usize,
-        ) -> Result<(), DriverError> {
-            dst.clear();
-            dst.resize(len, T::default());
-            s.memcpy_dtoh(src, dst.as_mut_slice())
-        }
-        fill(s, &ro.actions, &mut out.actions, len).map_err(&dl)?;
-        fill(s, &ro.logp, &mut out.logp, len).map_err(&dl)?;
-        fill(s, &ro.entropy, &mut out.entropy, len).map_err(&dl)?;
-        fill(s, &ro.values, &mut out.values, len).map_err(&dl)?;
-        fill(s, &ro.rewards, &mut out.rewards, len).map_err(&dl)?;
-        fill(s, &ro.terminated, &mut out.terminated, len).map_err(&dl)?;
-        fill(s, &ro.truncated, &mut out.truncated, len).map_err(&dl)?;
-        fill(s, &ro.next_values, &mut out.next_values, len).map_err(&dl)?;
+        let (c, st, pin) = (&self.ctx, &mut self.staging, self.pinned);
+        download(c, s, st, pin, &ro.actions, len, &mut out.actions)?;
+        download(c, s, st, pin, &ro.logp, len, &mut out.logp)?;
+        download(c, s, st, pin, &ro.entropy, len, &mut out.entropy)?;
+        download(c, s, st, pin, &ro.values, len, &mut out.values)?;
+        download(c, s, st, pin, &ro.rewards, len, &mut out.rewards)?;
+        download(c, s, st, pin, &ro.terminated, len, &mut out.terminated)?;
+        download(c, s, st, pin, &ro.truncated, len, &mut out.truncated)?;
+        download(c, s, st, pin, &ro.next_values, len, &mut out.next_values)?;
         let count = s.clone_dtoh(&ro.fin_count).map_err(&dl)?[0] as usize;
         out.finished_returns.clear();
         out.finished_lengths.clear();
@@ -661,7 +840,9 @@ impl Engine for CudaEngine {
 
     fn evaluate(&mut self, samples: &[u32], out: &mut MinibatchEval) -> Result<(), KernelError> {
         if !self.has_rollout {
-            return Err(KernelError::InvalidConfig("evaluate called before rollout".into()));
+            return Err(KernelError::InvalidConfig(
+                "evaluate called before rollout".into(),
+            ));
         }
         let total = self.cfg.num_envs * self.cfg.num_steps;
         if let Some(&bad) = samples.iter().find(|&&s| s as usize >= total) {
@@ -687,19 +868,24 @@ impl Engine for CudaEngine {
         // gradient inputs are zero.
         let mut padded = samples.to_vec();
         padded.resize(bp, samples[0]);
-        s.memcpy_htod(&padded, &mut mb.samples).map_err(cuda_err("upload samples"))?;
+        s.memcpy_htod(&padded, &mut mb.samples)
+            .map_err(cuda_err("upload samples"))?;
         let bpi = bp as i32;
         let mut lb = s.launch_builder(&self.k.evaluate_fwd);
-        lb.arg(&self.params).arg(&ro.obs).arg(&ro.actions).arg(&mb.samples).arg(&bpi);
+        lb.arg(&self.params)
+            .arg(&ro.obs)
+            .arg(&ro.actions)
+            .arg(&mb.samples)
+            .arg(&bpi);
         lb.arg(&mut mb.cache).arg(&mb.slots).arg(&mut mb.act_g);
         lb.arg(&mut mb.logp).arg(&mut mb.entropy).arg(&mut mb.value);
         // SAFETY: matches `evaluate_fwd(...)` of train.cu. Every sample index is < T * N (checked
         // above), the cache slots were laid out for bp, and the per-sample buffers hold cap >= bp.
         unsafe { lb.launch(cfg) }.map_err(cuda_err("launch evaluate_fwd"))?;
-        let dl = cuda_err("download evaluate");
-        out.logp = s.clone_dtoh(&mb.logp.slice(..b)).map_err(&dl)?;
-        out.entropy = s.clone_dtoh(&mb.entropy.slice(..b)).map_err(&dl)?;
-        out.values = s.clone_dtoh(&mb.value.slice(..b)).map_err(&dl)?;
+        let (c, st, pin) = (&self.ctx, &mut self.staging, self.pinned);
+        download(c, s, st, pin, &mb.logp, b, &mut out.logp)?;
+        download(c, s, st, pin, &mb.entropy, b, &mut out.entropy)?;
+        download(c, s, st, pin, &mb.value, b, &mut out.values)?;
         self.synchronize()
     }
 
@@ -710,11 +896,17 @@ impl Engine for CudaEngine {
         d_entropy: &[f32],
     ) -> Result<(), KernelError> {
         let b = self.evaluated;
-        for (name, got) in
-            [("d_logp", d_logp.len()), ("d_value", d_value.len()), ("d_entropy", d_entropy.len())]
-        {
+        for (name, got) in [
+            ("d_logp", d_logp.len()),
+            ("d_value", d_value.len()),
+            ("d_entropy", d_entropy.len()),
+        ] {
             if got != b {
-                return Err(KernelError::Length { name, got, expected: b });
+                return Err(KernelError::Length {
+                    name,
+                    got,
+                    expected: b,
+                });
             }
         }
         if b == 0 {
@@ -726,14 +918,37 @@ impl Engine for CudaEngine {
             let mb = self.mb.as_mut().expect("evaluate ran");
             let s = &self.stream;
             let up = cuda_err("upload loss derivatives");
-            let mut staging = vec![0.0f32; bp];
-            for (src, dst) in [(d_logp, &mut mb.d_logp), (d_value, &mut mb.d_value), (d_entropy, &mut mb.d_entropy)] {
-                staging[..b].copy_from_slice(src);
-                s.memcpy_htod(&staging, dst).map_err(&up)?;
+            let srcs = [d_logp, d_value, d_entropy];
+            let dsts = [&mut mb.d_logp, &mut mb.d_value, &mut mb.d_entropy];
+            if use_pinned(self.pinned, 3 * bp * 4) {
+                let ptr = staging_ptr(&self.ctx, &mut self.staging, 3 * bp * 4)? as *mut f32;
+                // SAFETY: the staging buffer holds 3 * bp floats and is not in use (every earlier
+                // transfer through it was synchronised); the copies below finish before the
+                // synchronize at the end of this block.
+                let stage = unsafe { std::slice::from_raw_parts_mut(ptr, 3 * bp) };
+                for (k, (src, dst)) in srcs.into_iter().zip(dsts).enumerate() {
+                    let part = &mut stage[k * bp..(k + 1) * bp];
+                    part[..b].copy_from_slice(src);
+                    part[b..].fill(0.0);
+                    let (dp, _sync) = dst.device_ptr(s);
+                    // SAFETY: dst holds cap >= bp floats.
+                    unsafe { cu::memcpy_htod_async(dp, &*part, s.cu_stream()) }.map_err(&up)?;
+                }
+                s.synchronize().map_err(&up)?;
+            } else {
+                let mut staging = vec![0.0f32; bp];
+                for (src, dst) in srcs.into_iter().zip(dsts) {
+                    staging[..b].copy_from_slice(src);
+                    s.memcpy_htod(&staging, dst).map_err(&up)?;
+                }
             }
             let bpi = bp as i32;
             let mut lb = s.launch_builder(&self.k.backward_deltas);
-            lb.arg(&self.params).arg(&bpi).arg(&mut mb.cache).arg(&mb.slots).arg(&mb.act_g);
+            lb.arg(&self.params)
+                .arg(&bpi)
+                .arg(&mut mb.cache)
+                .arg(&mb.slots)
+                .arg(&mb.act_g);
             lb.arg(&mb.d_logp).arg(&mb.d_value).arg(&mb.d_entropy);
             // SAFETY: matches `backward_deltas(...)` of train.cu; the cache and act_g were filled
             // by evaluate_fwd for the same bp; the d_* buffers hold bp floats, zero past b.
@@ -747,7 +962,14 @@ impl Engine for CudaEngine {
         for (layers, h0, d0) in [(&actor, slot_ah, slot_ad), (&critic, slot_ch, slot_cd)] {
             for (l, layer) in layers.iter().enumerate() {
                 let x_slot = if l == 0 { 0 } else { h0 + l - 1 };
-                self.grad_reduce_layer(x_slot, d0 + l, layer.fan_in, layer.fan_out, layer.weight, bp)?;
+                self.grad_reduce_layer(
+                    x_slot,
+                    d0 + l,
+                    layer.fan_in,
+                    layer.fan_out,
+                    layer.weight,
+                    bp,
+                )?;
             }
         }
         Ok(())
@@ -782,19 +1004,114 @@ impl Engine for CudaEngine {
             None => (0i32, 0.0f32),
         };
         let mut b = s.launch_builder(&self.k.adam_step);
-        b.arg(&mut self.params).arg(&mut self.grads).arg(&mut self.adam_m).arg(&mut self.adam_v);
-        b.arg(&n).arg(&lr).arg(&adam.beta1).arg(&adam.beta2).arg(&adam.eps).arg(&bc1).arg(&bc2);
-        b.arg(&clip).arg(&max_norm).arg(&self.sqnorm).arg(&mut self.norm);
+        b.arg(&mut self.params)
+            .arg(&mut self.grads)
+            .arg(&mut self.adam_m)
+            .arg(&mut self.adam_v);
+        b.arg(&n)
+            .arg(&lr)
+            .arg(&adam.beta1)
+            .arg(&adam.beta2)
+            .arg(&adam.eps)
+            .arg(&bc1)
+            .arg(&bc2);
+        b.arg(&clip)
+            .arg(&max_norm)
+            .arg(&self.sqnorm)
+            .arg(&mut self.norm);
         // SAFETY: matches `adam_step(...)` of optim.cu; p, g, m, v hold num_params floats.
-        unsafe { b.launch(grid_1d(self.layout.num_params, 256)) }.map_err(cuda_err("launch adam_step"))?;
-        let norm = s.clone_dtoh(&self.norm).map_err(cuda_err("download norm"))?[0];
+        unsafe { b.launch(grid_1d(self.layout.num_params, 256)) }
+            .map_err(cuda_err("launch adam_step"))?;
+        let norm = s
+            .clone_dtoh(&self.norm)
+            .map_err(cuda_err("download norm"))?[0];
         Ok(norm)
     }
 
     fn params(&self) -> Result<Vec<f32>, KernelError> {
-        let p = self.stream.clone_dtoh(&self.params).map_err(cuda_err("download params"))?;
+        let p = self
+            .stream
+            .clone_dtoh(&self.params)
+            .map_err(cuda_err("download params"))?;
         self.synchronize()?;
         Ok(p)
+    }
+
+    fn save_state(&self) -> Result<EngineState, KernelError> {
+        let s = &self.stream;
+        let dl = cuda_err("download state");
+        let e = &self.env;
+        let steps = s.clone_dtoh(&e.steps).map_err(&dl)?;
+        let st = EngineState {
+            params: s.clone_dtoh(&self.params).map_err(&dl)?,
+            adam_m: s.clone_dtoh(&self.adam_m).map_err(&dl)?,
+            adam_v: s.clone_dtoh(&self.adam_v).map_err(&dl)?,
+            adam_t: self.adam_t,
+            step: self.step,
+            x: s.clone_dtoh(&e.x).map_err(&dl)?,
+            x_dot: s.clone_dtoh(&e.x_dot).map_err(&dl)?,
+            theta: s.clone_dtoh(&e.theta).map_err(&dl)?,
+            theta_dot: s.clone_dtoh(&e.theta_dot).map_err(&dl)?,
+            ep_return: s.clone_dtoh(&e.ep_ret).map_err(&dl)?,
+            // An episode's length is its env step counter (both restart at every reset).
+            ep_len: steps.clone(),
+            env_steps: steps,
+        };
+        self.synchronize()?;
+        Ok(st)
+    }
+
+    fn load_state(&mut self, st: &EngineState) -> Result<(), KernelError> {
+        let (np, ne) = (self.layout.num_params, self.cfg.num_envs);
+        for (name, got, expected) in [
+            ("params", st.params.len(), np),
+            ("adam_m", st.adam_m.len(), np),
+            ("adam_v", st.adam_v.len(), np),
+            ("x", st.x.len(), ne),
+            ("x_dot", st.x_dot.len(), ne),
+            ("theta", st.theta.len(), ne),
+            ("theta_dot", st.theta_dot.len(), ne),
+            ("env_steps", st.env_steps.len(), ne),
+            ("ep_return", st.ep_return.len(), ne),
+            ("ep_len", st.ep_len.len(), ne),
+        ] {
+            if got != expected {
+                return Err(KernelError::Length {
+                    name,
+                    got,
+                    expected,
+                });
+            }
+        }
+        if st.ep_len != st.env_steps {
+            return Err(KernelError::InvalidConfig(
+                "the CUDA engine keeps an episode's length in its env step counter; this snapshot has ep_len != env_steps".into(),
+            ));
+        }
+        let s = &self.stream;
+        let up = cuda_err("upload state");
+        s.memcpy_htod(st.params.as_slice(), &mut self.params)
+            .map_err(&up)?;
+        s.memcpy_htod(st.adam_m.as_slice(), &mut self.adam_m)
+            .map_err(&up)?;
+        s.memcpy_htod(st.adam_v.as_slice(), &mut self.adam_v)
+            .map_err(&up)?;
+        s.memset_zeros(&mut self.grads).map_err(&up)?;
+        let e = &mut self.env;
+        s.memcpy_htod(st.x.as_slice(), &mut e.x).map_err(&up)?;
+        s.memcpy_htod(st.x_dot.as_slice(), &mut e.x_dot)
+            .map_err(&up)?;
+        s.memcpy_htod(st.theta.as_slice(), &mut e.theta)
+            .map_err(&up)?;
+        s.memcpy_htod(st.theta_dot.as_slice(), &mut e.theta_dot)
+            .map_err(&up)?;
+        s.memcpy_htod(st.env_steps.as_slice(), &mut e.steps)
+            .map_err(&up)?;
+        s.memcpy_htod(st.ep_return.as_slice(), &mut e.ep_ret)
+            .map_err(&up)?;
+        self.adam_t = st.adam_t;
+        self.step = st.step;
+        self.synchronize()
     }
 
     fn set_params(&mut self, params: &[f32]) -> Result<(), KernelError> {
@@ -805,7 +1122,9 @@ impl Engine for CudaEngine {
                 expected: self.layout.num_params,
             });
         }
-        self.stream.memcpy_htod(params, &mut self.params).map_err(cuda_err("upload params"))?;
+        self.stream
+            .memcpy_htod(params, &mut self.params)
+            .map_err(cuda_err("upload params"))?;
         self.synchronize()
     }
 }

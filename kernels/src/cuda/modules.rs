@@ -56,7 +56,12 @@ impl ModuleId {
     pub(crate) fn functions(self) -> &'static [&'static str] {
         match self {
             ModuleId::Rollout => &["rollout", "env_reset_all", "env_step_actions", "shape_info"],
-            ModuleId::Train => &["evaluate_fwd", "backward_deltas", "grad_partial", "grad_sum"],
+            ModuleId::Train => &[
+                "evaluate_fwd",
+                "backward_deltas",
+                "grad_partial",
+                "grad_sum",
+            ],
             ModuleId::Optim => &["grad_sqnorm", "adam_step"],
         }
     }
@@ -88,13 +93,34 @@ pub(crate) struct ShapeDims {
 impl ShapeDims {
     pub(crate) fn new(shape: &NetShape) -> Self {
         let nh = shape.hidden.len();
-        let in_dim = |l: usize| if l == 0 { shape.obs_dim } else { shape.hidden[l - 1] };
+        let in_dim = |l: usize| {
+            if l == 0 {
+                shape.obs_dim
+            } else {
+                shape.hidden[l - 1]
+            }
+        };
         let hidp = |l: usize| pad8(shape.hidden[l]);
         let fw_off = |l: usize| (0..l).map(|i| (in_dim(i) + 1) * hidp(i)).sum::<usize>();
         let fw_net = |nout: usize| pad8(fw_off(nh) + (in_dim(nh) + 1) * nout);
-        let bw_off = |l: usize| (1..l).map(|i| shape.hidden[i] * pad8(in_dim(i))).sum::<usize>();
-        let bw_net = |nout: usize| if nh == 0 { 0 } else { pad8(bw_off(nh) + nout * pad8(in_dim(nh))) };
-        let maxr = (0..nh).map(hidp).max().unwrap_or(0).max(shape.n_actions).max(1);
+        let bw_off = |l: usize| {
+            (1..l)
+                .map(|i| shape.hidden[i] * pad8(in_dim(i)))
+                .sum::<usize>()
+        };
+        let bw_net = |nout: usize| {
+            if nh == 0 {
+                0
+            } else {
+                pad8(bw_off(nh) + nout * pad8(in_dim(nh)))
+            }
+        };
+        let maxr = (0..nh)
+            .map(hidp)
+            .max()
+            .unwrap_or(0)
+            .max(shape.n_actions)
+            .max(1);
         Self {
             obs_dim: shape.obs_dim,
             n_actions: shape.n_actions,
@@ -132,7 +158,10 @@ impl ShapeDims {
         for (l, w) in self.hidden.iter().enumerate().rev() {
             expr = format!("l == {l} ? {w} : ({expr})");
         }
-        let _ = writeln!(s, "__host__ __device__ constexpr int hid(int l) {{ return {expr}; }}");
+        let _ = writeln!(
+            s,
+            "__host__ __device__ constexpr int hid(int l) {{ return {expr}; }}"
+        );
         s
     }
 }
@@ -160,7 +189,15 @@ fn cache() -> &'static Mutex<HashMap<CacheKey, Ptx>> {
 /// PTX of `id` for `dims` on a device of compute capability `cc`, compiled on first use.
 pub(crate) fn ptx(id: ModuleId, dims: &ShapeDims, cc: (i32, i32)) -> Result<Ptx, KernelError> {
     let src = source(id, dims);
-    let key = (id, if id == ModuleId::Optim { String::new() } else { dims.prelude() }, cc);
+    let key = (
+        id,
+        if id == ModuleId::Optim {
+            String::new()
+        } else {
+            dims.prelude()
+        },
+        cc,
+    );
     if let Some(p) = cache().lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
         return Ok(p.clone());
     }
@@ -175,27 +212,44 @@ pub(crate) fn ptx(id: ModuleId, dims: &ShapeDims, cc: (i32, i32)) -> Result<Ptx,
         ftz: Some(false),
         prec_div: Some(true),
         prec_sqrt: Some(true),
-        options: vec![format!("--gpu-architecture=compute_{}{}", cc.0, cc.1), "--std=c++17".into()],
+        options: vec![
+            format!("--gpu-architecture=compute_{}{}", cc.0, cc.1),
+            "--std=c++17".into(),
+        ],
         name: Some(id.name().into()),
         ..Default::default()
     };
     let started = std::time::Instant::now();
     let ptx = compile_ptx_with_opts(&src, opts).map_err(|e| compile_error(id, e))?;
-    tracing::debug!(module = id.name(), secs = started.elapsed().as_secs_f64(), "NVRTC compiled");
-    cache().lock().unwrap_or_else(|e| e.into_inner()).insert(key, ptx.clone());
+    tracing::debug!(
+        module = id.name(),
+        secs = started.elapsed().as_secs_f64(),
+        "NVRTC compiled"
+    );
+    cache()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(key, ptx.clone());
     Ok(ptx)
 }
 
 fn compile_error(id: ModuleId, e: CompileError) -> KernelError {
     let message = match e {
-        CompileError::CompileError { nvrtc, options, log } => format!(
+        CompileError::CompileError {
+            nvrtc,
+            options,
+            log,
+        } => format!(
             "{} failed ({nvrtc:?}) with options {options:?}; NVRTC log:\n{}",
             id.name(),
             log.to_string_lossy()
         ),
         other => format!("{}: {other:?}", id.name()),
     };
-    KernelError::Cuda { context: "NVRTC compile", message }
+    KernelError::Cuda {
+        context: "NVRTC compile",
+        message,
+    }
 }
 
 #[cfg(test)]
@@ -204,22 +258,39 @@ mod tests {
 
     #[test]
     fn dims_of_64_64_by_hand() {
-        let d = ShapeDims::new(&NetShape { obs_dim: 4, hidden: vec![64, 64], n_actions: 2 });
+        let d = ShapeDims::new(&NetShape {
+            obs_dim: 4,
+            hidden: vec![64, 64],
+            n_actions: 2,
+        });
         // actor (4+1)*64 + (64+1)*64 + (64+1)*2 = 4610 -> 4616; critic 4545 -> 4552.
         assert_eq!(d.fw_floats, 4616 + 4552);
         // transposed: actor 64*64 + 2*64 = 4224; critic 64*64 + 64 = 4160.
         assert_eq!(d.bw_floats, 4224 + 4160);
         assert_eq!(d.maxr, 64);
-        assert_eq!(d.slot_rows(), vec![4, 64, 64, 64, 64, 64, 64, 2, 64, 64, 1, 2]);
-        assert!(d.prelude().contains("return l == 0 ? 64 : (l == 1 ? 64 : (0));"));
+        assert_eq!(
+            d.slot_rows(),
+            vec![4, 64, 64, 64, 64, 64, 64, 2, 64, 64, 1, 2]
+        );
+        assert!(d
+            .prelude()
+            .contains("return l == 0 ? 64 : (l == 1 ? 64 : (0));"));
     }
 
     #[test]
     fn dims_pad_odd_widths_and_allow_no_hidden_layer() {
-        let d = ShapeDims::new(&NetShape { obs_dim: 4, hidden: vec![5, 3], n_actions: 3 });
+        let d = ShapeDims::new(&NetShape {
+            obs_dim: 4,
+            hidden: vec![5, 3],
+            n_actions: 3,
+        });
         assert_eq!(d.maxr, 8);
         assert_eq!(d.slot_rows(), vec![4, 8, 8, 8, 8, 8, 8, 3, 8, 8, 1, 3]);
-        let lin = ShapeDims::new(&NetShape { obs_dim: 4, hidden: vec![], n_actions: 2 });
+        let lin = ShapeDims::new(&NetShape {
+            obs_dim: 4,
+            hidden: vec![],
+            n_actions: 2,
+        });
         assert_eq!(lin.bw_floats, 0);
         assert!(lin.prelude().contains("return 0;"));
     }

@@ -273,3 +273,41 @@ fn apply_grads_matches_reference_adam_and_clipping() {
         assert!(zero, "apply_grads must zero the gradient");
     }
 }
+
+/// The portable instruction-set level sums every dense layer in the reference's order with no
+/// FMA, so its rollouts equal the reference's bit for bit (no divergence allowance), threaded
+/// or not; the AVX-512 level is covered by the tolerance tests above.
+#[test]
+fn portable_level_rollout_equals_reference_exactly() {
+    use drover_kernels::cpu::SimdLevel;
+    for (threads, balanced) in [(1, false), (2, true)] {
+        let cfg = config(40, 260, 64, 11, threads);
+        let mut cpu = CpuEngine::new(cfg.clone()).expect("cpu engine");
+        cpu.set_simd_level(SimdLevel::Portable).expect("portable is always supported");
+        let mut rf = ReferenceEngine::new(cfg).expect("reference engine");
+        if balanced {
+            let mut p = rf.params().expect("params");
+            balancing_actor(rf.layout(), &mut p);
+            cpu.set_params(&p).expect("set");
+            rf.set_params(&p).expect("set");
+        }
+        let (mut a, mut b) = (Rollout::default(), Rollout::default());
+        for _ in 0..2 {
+            cpu.rollout(&mut a).expect("cpu rollout");
+            rf.rollout(&mut b).expect("reference rollout");
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(a.actions, b.actions);
+            assert_eq!((&a.terminated, &a.truncated), (&b.terminated, &b.truncated));
+            assert_eq!(bits(&a.logp), bits(&b.logp));
+            assert_eq!(bits(&a.entropy), bits(&b.entropy));
+            assert_eq!(bits(&a.values), bits(&b.values));
+            assert_eq!(bits(&a.next_values), bits(&b.next_values));
+            assert_eq!(a.finished_returns, b.finished_returns);
+            assert_eq!(a.finished_lengths, b.finished_lengths);
+        }
+        assert!(!b.finished_lengths.is_empty(), "episodes should finish");
+        if balanced {
+            assert!(b.truncated.contains(&1), "the balancing policy should reach the time limit");
+        }
+    }
+}

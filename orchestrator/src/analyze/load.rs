@@ -1,8 +1,11 @@
-//! Reading a results directory: `runs/*/spec.json` + `exit.json` → a runs frame, `metrics.parquet` → metrics.
+//! Reading results directories: `runs/*/spec.json` + `exit.json` → a runs frame with one column
+//! per resolved hyperparameter, `metrics.parquet` → one lazy metrics frame over every run.
 
-use std::path::Path;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
 
 use polars::prelude::*;
+use serde_json::Value;
 
 use crate::error::AnalyzeError;
 use crate::layout::{self, ExitRecord, ExitStatus, JobSpec, ResultsDir, EXIT_JSON, METRICS_PARQUET, SPEC_JSON};
@@ -10,26 +13,120 @@ use crate::layout::{self, ExitRecord, ExitStatus, JobSpec, ResultsDir, EXIT_JSON
 /// The inputs of the statistics, still lazy.
 #[must_use]
 pub struct Loaded {
-    /// One row per completed run: run_id, config_id, label, seed, success_return.
+    /// One row per completed run: `run_id, config_id, sweep, label, seed, success_return,
+    /// results`, then one column per hyperparameter (see `hyperparameters`).
     pub runs: LazyFrame,
     /// All metrics rows of completed runs (the columns the statistics need) with their run_id.
     pub metrics: LazyFrame,
+    /// The hyperparameter columns of `runs`, sorted: `run.<key>` and `params.<key>` (nested
+    /// tables flattened with dots), the seed excluded since runs of one configuration differ in it.
+    pub hyperparameters: Vec<String>,
     /// Completed runs found.
     pub completed: usize,
-    /// Run directories that were left out (not completed), with the reason.
+    /// Run directories that were left out (not completed, or a duplicate), with the reason.
     pub left_out: Vec<(String, String)>,
 }
 
-fn polars_err(action: impl Into<String>) -> impl FnOnce(PolarsError) -> AnalyzeError {
+pub(crate) fn polars_err(action: impl Into<String>) -> impl FnOnce(PolarsError) -> AnalyzeError {
     let action = action.into();
     move |source| AnalyzeError::Polars { action, source }
 }
 
-/// Loads every completed run of the results directory `dir`.
+/// One completed run as read from disk.
+struct RunRecord {
+    spec: JobSpec,
+    results: String,
+    metrics_path: PathBuf,
+}
+
+/// Loads every completed run of the results directories `dirs` (one sweep each, or several).
 ///
 /// Runs that did not complete are left out (their partial metrics would bias the statistics) and
-/// listed in `Loaded::left_out`. A record of an unknown format version is an error, not a skip.
-pub fn load_results(dir: &Path) -> Result<Loaded, AnalyzeError> {
+/// listed in `Loaded::left_out`; so is a run found a second time in a later directory (same
+/// run id: same configuration and seed). A record of an unknown format version is an error.
+/// When the directories hold more than one sweep, labels become `<sweep>:<label>`.
+pub fn load_results(dirs: &[PathBuf]) -> Result<Loaded, AnalyzeError> {
+    let mut records = Vec::new();
+    let mut left_out = Vec::new();
+    let mut seen: HashMap<String, String> = HashMap::new();
+    let mut found = 0;
+    for dir in dirs {
+        let (completed, skipped, dir_found) = read_dir_runs(dir)?;
+        found += dir_found;
+        left_out.extend(skipped);
+        for record in completed {
+            if let Some(first) = seen.get(&record.spec.run_id) {
+                left_out.push((record.spec.run_id.clone(), format!("duplicate of the same run in `{first}`")));
+                continue;
+            }
+            seen.insert(record.spec.run_id.clone(), record.results.clone());
+            records.push(record);
+        }
+    }
+    if records.is_empty() {
+        let dir = dirs.first().cloned().unwrap_or_default();
+        return Err(AnalyzeError::NoCompletedRuns { dir, found });
+    }
+    let sweeps: BTreeSet<&str> = records.iter().map(|r| r.spec.sweep.as_str()).collect();
+    let prefix_sweep = sweeps.len() > 1;
+
+    let mut flat: Vec<BTreeMap<String, Value>> = Vec::with_capacity(records.len());
+    for record in &records {
+        let mut row = BTreeMap::new();
+        flatten("run", &Value::Object(record.spec.run.clone()), &mut row);
+        flatten("params", &Value::Object(record.spec.params.clone()), &mut row);
+        row.remove("run.seed");
+        flat.push(row);
+    }
+    let hyperparameters: Vec<String> =
+        flat.iter().flat_map(|row| row.keys().cloned()).collect::<BTreeSet<_>>().into_iter().collect();
+
+    let mut columns = vec![
+        Column::new("run_id".into(), records.iter().map(|r| r.spec.run_id.as_str()).collect::<Vec<_>>()),
+        Column::new("config_id".into(), records.iter().map(|r| r.spec.config_id.as_str()).collect::<Vec<_>>()),
+        Column::new("sweep".into(), records.iter().map(|r| r.spec.sweep.as_str()).collect::<Vec<_>>()),
+        Column::new(
+            "label".into(),
+            records
+                .iter()
+                .map(|r| if prefix_sweep { format!("{}:{}", r.spec.sweep, r.spec.label) } else { r.spec.label.clone() })
+                .collect::<Vec<_>>(),
+        ),
+        Column::new("seed".into(), records.iter().map(|r| r.spec.run.get("seed").and_then(Value::as_i64)).collect::<Vec<_>>()),
+        Column::new(
+            "success_return".into(),
+            records.iter().map(|r| r.spec.run.get("success_return").and_then(Value::as_f64)).collect::<Vec<_>>(),
+        ),
+        Column::new("results".into(), records.iter().map(|r| r.results.as_str()).collect::<Vec<_>>()),
+    ];
+    for name in &hyperparameters {
+        let values: Vec<Option<&Value>> = flat.iter().map(|row| row.get(name).filter(|v| !v.is_null())).collect();
+        columns.push(typed_column(name, &values));
+    }
+    let runs = DataFrame::new(records.len(), columns).map_err(polars_err("building the runs table"))?.lazy();
+
+    let mut metrics = Vec::with_capacity(records.len());
+    for record in &records {
+        let path_str = record.metrics_path.to_string_lossy().into_owned();
+        let frame = LazyFrame::scan_parquet(PlRefPath::new(path_str.as_str()), ScanArgsParquet::default())
+            .map_err(polars_err(format!("scanning `{path_str}`")))?
+            .select([
+                col("iteration").cast(DataType::Int64),
+                col("global_step").cast(DataType::Int64),
+                col("episodic_return_mean").cast(DataType::Float64),
+                col("episodes").cast(DataType::Int64),
+            ])
+            .with_column(lit(record.spec.run_id.clone()).alias("run_id"));
+        metrics.push(frame);
+    }
+    let metrics = concat(metrics, UnionArgs::default()).map_err(polars_err("combining metrics files"))?;
+    Ok(Loaded { runs, metrics, hyperparameters, completed: records.len(), left_out })
+}
+
+/// The completed runs of one results directory, the left-out ones, and how many run directories exist.
+type DirRuns = (Vec<RunRecord>, Vec<(String, String)>, usize);
+
+fn read_dir_runs(dir: &Path) -> Result<DirRuns, AnalyzeError> {
     let results = ResultsDir::new(dir);
     let runs_dir = results.runs_dir();
     if !runs_dir.is_dir() {
@@ -49,8 +146,7 @@ pub fn load_results(dir: &Path) -> Result<Loaded, AnalyzeError> {
         .collect();
     entries.sort();
 
-    let (mut run_ids, mut config_ids, mut labels, mut seeds, mut thresholds) = (vec![], vec![], vec![], vec![], vec![]);
-    let mut metrics = Vec::new();
+    let mut completed = Vec::new();
     let mut left_out = Vec::new();
     for run_dir in &entries {
         let name = run_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -76,38 +172,41 @@ pub fn load_results(dir: &Path) -> Result<Loaded, AnalyzeError> {
         if !metrics_path.is_file() {
             return Err(bad(&metrics_path, "the run completed but its metrics file is missing".into()));
         }
-        let seed = spec.run.get("seed").and_then(|v| v.as_i64());
-        let threshold = spec.run.get("success_return").and_then(|v| v.as_f64());
-        let path_str = metrics_path.to_string_lossy().into_owned();
-        let frame = LazyFrame::scan_parquet(PlRefPath::new(path_str.as_str()), ScanArgsParquet::default())
-            .map_err(polars_err(format!("scanning `{path_str}`")))?
-            .select([
-                col("iteration").cast(DataType::Int64),
-                col("global_step").cast(DataType::Int64),
-                col("episodic_return_mean").cast(DataType::Float64),
-                col("episodes").cast(DataType::Int64),
-            ])
-            .with_column(lit(spec.run_id.clone()).alias("run_id"));
-        metrics.push(frame);
-        run_ids.push(spec.run_id);
-        config_ids.push(spec.config_id);
-        labels.push(spec.label);
-        seeds.push(seed);
-        thresholds.push(threshold);
+        completed.push(RunRecord { spec, results: dir.display().to_string(), metrics_path });
     }
-    if run_ids.is_empty() {
-        return Err(AnalyzeError::NoCompletedRuns { dir: dir.to_path_buf(), found: entries.len() });
+    Ok((completed, left_out, entries.len()))
+}
+
+/// Flattens nested JSON objects into `prefix.key.subkey` entries; other values stay whole.
+fn flatten(prefix: &str, value: &Value, out: &mut BTreeMap<String, Value>) {
+    match value {
+        Value::Object(map) => {
+            for (key, v) in map {
+                flatten(&format!("{prefix}.{key}"), v, out);
+            }
+        }
+        other => {
+            out.insert(prefix.to_string(), other.clone());
+        }
     }
-    let completed = run_ids.len();
-    let runs = df!(
-        "run_id" => run_ids,
-        "config_id" => config_ids,
-        "label" => labels,
-        "seed" => seeds,
-        "success_return" => thresholds,
-    )
-    .map_err(polars_err("building the runs table"))?
-    .lazy();
-    let metrics = concat(metrics, UnionArgs::default()).map_err(polars_err("combining metrics files"))?;
-    Ok(Loaded { runs, metrics, completed, left_out })
+}
+
+/// A column of the narrowest type that holds every value: bool, i64, f64 or text (arrays and
+/// mixed values become their JSON text, so `hidden = [64, 64]` groups as `"[64,64]"`).
+fn typed_column(name: &str, values: &[Option<&Value>]) -> Column {
+    let present = || values.iter().flatten();
+    let name: PlSmallStr = name.into();
+    if present().all(|v| v.is_boolean()) && present().next().is_some() {
+        Column::new(name, values.iter().map(|v| v.and_then(Value::as_bool)).collect::<Vec<_>>())
+    } else if present().all(|v| v.is_i64()) && present().next().is_some() {
+        Column::new(name, values.iter().map(|v| v.and_then(Value::as_i64)).collect::<Vec<_>>())
+    } else if present().all(|v| v.is_number()) && present().next().is_some() {
+        Column::new(name, values.iter().map(|v| v.and_then(Value::as_f64)).collect::<Vec<_>>())
+    } else {
+        let text = |v: &Value| match v {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        Column::new(name, values.iter().map(|v| v.map(text)).collect::<Vec<_>>())
+    }
 }

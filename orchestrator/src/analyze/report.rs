@@ -1,88 +1,225 @@
-//! Output of `drover analyze`: the CSV/Parquet tables and the table printed on the terminal.
+//! Output of `drover analyze`: the summary joined with its intervals, CSV/Parquet/Markdown files,
+//! the table printed on the terminal, and the frames → plot data conversions.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use polars::prelude::*;
 
+use super::load::polars_err;
+use super::plot::{Bar, Line};
 use crate::error::AnalyzeError;
 
-/// Writes `summary.{csv,parquet}` and `runs.{csv,parquet}` into `tables_dir`; returns their paths.
-///
-/// Each file goes through a temporary name and a rename, so an interrupted write leaves no torn table.
-pub fn write_tables(tables_dir: &Path, summary: &mut DataFrame, runs: &mut DataFrame) -> Result<Vec<PathBuf>, AnalyzeError> {
-    std::fs::create_dir_all(tables_dir)
-        .map_err(|source| AnalyzeError::Io { action: "create directory", path: tables_dir.to_path_buf(), source })?;
+/// The per-group summary with the bootstrap intervals (and, when given, the probability that
+/// the best group improves on each) joined on, columns in reading order.
+pub fn with_intervals(summary: LazyFrame, intervals: DataFrame, improvement: Option<DataFrame>, keys: &[String]) -> LazyFrame {
+    let mut frame = summary.left_join(intervals.lazy(), col("group"), col("group"));
+    let mut order: Vec<Expr> = keys.iter().map(|k| col(k.as_str())).collect();
+    order.push(col("group"));
+    for name in [
+        "runs",
+        "strata",
+        "final_return_iqm",
+        "final_return_iqm_lo",
+        "final_return_iqm_hi",
+        "final_return_mean",
+        "final_return_mean_lo",
+        "final_return_mean_hi",
+        "final_return_std",
+        "final_return_median",
+        "final_return_median_lo",
+        "final_return_median_hi",
+        "optimality_gap",
+        "optimality_gap_lo",
+        "optimality_gap_hi",
+        "target",
+        "auc_mean",
+        "auc_mean_lo",
+        "auc_mean_hi",
+        "steps_to_threshold_mean",
+        "reached",
+    ] {
+        order.push(col(name));
+    }
+    if let Some(improvement) = improvement {
+        frame = frame.left_join(improvement.lazy(), col("group"), col("group"));
+        order.extend([col("p_best_better"), col("p_best_better_lo"), col("p_best_better_hi")]);
+    }
+    frame.select(order)
+}
+
+/// Writes `df` as `<dir>/<stem>.{csv,parquet}` (and `.md` when `markdown` is given); returns the
+/// paths. The Parquet file is uncompressed (see the comment below). Each file goes through a temporary name and a rename, so an interrupted write leaves
+/// no torn table.
+pub fn write_frame(dir: &Path, stem: &str, df: &mut DataFrame, markdown: Option<&str>) -> Result<Vec<PathBuf>, AnalyzeError> {
+    std::fs::create_dir_all(dir).map_err(|source| AnalyzeError::Io { action: "create directory", path: dir.to_path_buf(), source })?;
     let mut written = Vec::new();
-    for (stem, df) in [("summary", summary), ("runs", runs)] {
-        for ext in ["csv", "parquet"] {
-            let path = tables_dir.join(format!("{stem}.{ext}"));
-            let tmp = tables_dir.join(format!(".{stem}.{ext}.tmp"));
-            let io = |source| AnalyzeError::Io { action: "write", path: tmp.clone(), source };
-            let mut file = File::create(&tmp).map_err(io)?;
-            let result = if ext == "csv" {
-                CsvWriter::new(&mut file).finish(df)
-            } else {
-                ParquetWriter::new(&mut file).finish(df).map(|_| ())
-            };
-            result.map_err(|source| AnalyzeError::Polars { action: format!("writing `{}`", path.display()), source })?;
-            std::fs::rename(&tmp, &path).map_err(|source| AnalyzeError::Io { action: "write", path: path.clone(), source })?;
-            written.push(path);
-        }
+    for ext in ["csv", "parquet"] {
+        let path = dir.join(format!("{stem}.{ext}"));
+        let tmp = dir.join(format!(".{stem}.{ext}.tmp"));
+        let io = |source| AnalyzeError::Io { action: "write", path: tmp.clone(), source };
+        let mut file = File::create(&tmp).map_err(io)?;
+        let result = if ext == "csv" {
+            CsvWriter::new(&mut file).finish(df)
+        } else {
+            // Uncompressed: these tables are small, and every Parquet reader (pandas with either
+            // engine, Python polars, DuckDB, arrow-rs without codec features) reads it.
+            ParquetWriter::new(&mut file).with_compression(ParquetCompression::Uncompressed).finish(df).map(|_| ())
+        };
+        result.map_err(polars_err(format!("writing `{}`", path.display())))?;
+        std::fs::rename(&tmp, &path).map_err(|source| AnalyzeError::Io { action: "write", path: path.clone(), source })?;
+        written.push(path);
+    }
+    if let Some(md) = markdown {
+        let path = dir.join(format!("{stem}.md"));
+        crate::layout::write_atomic(&path, md.as_bytes())
+            .map_err(|source| AnalyzeError::Io { action: "write", path: path.clone(), source })?;
+        written.push(path);
     }
     Ok(written)
 }
 
-/// A fixed-width text table of the per-configuration summary.
-pub fn render_table(summary: &DataFrame) -> Result<String, AnalyzeError> {
-    let err = |source| AnalyzeError::Polars { action: "formatting the summary".into(), source };
-    let label = summary.column("label").and_then(|c| c.str().cloned()).map_err(err)?;
-    let f64col = |name: &str| summary.column(name).and_then(|c| c.f64().cloned()).map_err(err);
-    let i64col = |name: &str| summary.column(name).and_then(|c| c.i64().cloned()).map_err(err);
-    let (mean, std, iqm, steps, thr) = (
-        f64col("final_return_mean")?,
-        f64col("final_return_std")?,
-        f64col("final_return_iqm")?,
-        f64col("steps_to_threshold_mean")?,
-        f64col("success_return")?,
-    );
-    let (seeds, reached) = (i64col("seeds")?, i64col("seeds_reached")?);
-    let num = |v: Option<f64>, prec: usize| v.map_or("-".to_string(), |v| format!("{v:.prec$}"));
+fn f64_values(df: &DataFrame, name: &str) -> Result<Vec<Option<f64>>, AnalyzeError> {
+    let c = df
+        .column(name)
+        .and_then(|c| c.cast(&DataType::Float64))
+        .map_err(polars_err(format!("reading column `{name}`")))?;
+    let c = c.f64().map_err(polars_err(format!("reading column `{name}`")))?;
+    Ok((0..c.len()).map(|i| c.get(i)).collect())
+}
 
-    let header = ["config", "seeds", "final return", "± std", "IQM", "threshold", "reached", "steps to threshold"];
-    let mut rows: Vec<[String; 8]> = Vec::with_capacity(summary.height());
-    for i in 0..summary.height() {
-        rows.push([
-            label.get(i).unwrap_or("").to_string(),
-            seeds.get(i).map_or("-".into(), |v| v.to_string()),
-            num(mean.get(i), 2),
-            num(std.get(i), 2),
-            num(iqm.get(i), 2),
-            num(thr.get(i), 1),
-            format!("{}/{}", reached.get(i).unwrap_or(0), seeds.get(i).unwrap_or(0)),
-            num(steps.get(i), 0),
-        ]);
+fn str_values(df: &DataFrame, name: &str) -> Result<Vec<String>, AnalyzeError> {
+    let c = df.column(name).and_then(|c| c.str().cloned()).map_err(polars_err(format!("reading column `{name}`")))?;
+    Ok((0..c.len()).map(|i| c.get(i).unwrap_or("").to_string()).collect())
+}
+
+/// The summary as rows of text cells, with the header first.
+fn cells(summary: &DataFrame) -> Result<Vec<Vec<String>>, AnalyzeError> {
+    let num = |v: Option<f64>, prec: usize| v.filter(|v| v.is_finite()).map_or("-".to_string(), |v| format!("{v:.prec$}"));
+    let ci = |p: Option<f64>, lo: Option<f64>, hi: Option<f64>, prec: usize| match (lo, hi) {
+        (Some(_), Some(_)) => format!("{} [{}, {}]", num(p, prec), num(lo, prec), num(hi, prec)),
+        _ => num(p, prec),
+    };
+    let group = str_values(summary, "group")?;
+    let get = |name: &str| f64_values(summary, name);
+    let (runs, reached) = (get("runs")?, get("reached")?);
+    let (iqm, iqm_lo, iqm_hi) = (get("final_return_iqm")?, get("final_return_iqm_lo")?, get("final_return_iqm_hi")?);
+    let (mean, std, median) = (get("final_return_mean")?, get("final_return_std")?, get("final_return_median")?);
+    let (gap, gap_lo, gap_hi) = (get("optimality_gap")?, get("optimality_gap_lo")?, get("optimality_gap_hi")?);
+    let (auc, steps) = (get("auc_mean")?, get("steps_to_threshold_mean")?);
+    let improvement = summary.column("p_best_better").is_ok();
+    let (p, p_lo, p_hi) = if improvement {
+        (get("p_best_better")?, get("p_best_better_lo")?, get("p_best_better_hi")?)
+    } else {
+        (vec![], vec![], vec![])
+    };
+    let mut header: Vec<String> =
+        ["group", "runs", "IQM [95% CI]", "mean ± std", "median", "optimality gap [95% CI]", "AUC", "reached", "steps to threshold"]
+            .map(String::from)
+            .to_vec();
+    if improvement {
+        header.push("P(best > this) [95% CI]".into());
     }
-    let mut widths = header.map(str::len);
+    let mut rows = vec![header];
+    for i in 0..summary.height() {
+        let mut row = vec![
+            group[i].clone(),
+            num(runs[i], 0),
+            ci(iqm[i], iqm_lo[i], iqm_hi[i], 1),
+            format!("{} ± {}", num(mean[i], 1), num(std[i], 1)),
+            num(median[i], 1),
+            ci(gap[i], gap_lo[i], gap_hi[i], 1),
+            num(auc[i], 1),
+            format!("{}/{}", num(reached[i], 0), num(runs[i], 0)),
+            num(steps[i], 0),
+        ];
+        if improvement {
+            row.push(ci(p[i], p_lo[i], p_hi[i], 2));
+        }
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+/// A fixed-width text table of the summary (first column left-aligned, the rest right-aligned).
+pub fn render_table(summary: &DataFrame) -> Result<String, AnalyzeError> {
+    let rows = cells(summary)?;
+    let mut widths = vec![0; rows[0].len()];
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
     }
     let mut out = String::new();
-    let mut line = |cells: &[String]| {
-        let parts: Vec<String> = cells
+    for row in &rows {
+        let parts: Vec<String> = row
             .iter()
-            .zip(widths)
+            .zip(&widths)
             .enumerate()
-            .map(|(j, (c, w))| if j == 0 { format!("{c:<w$}") } else { format!("{c:>w$}") })
+            .map(|(j, (c, &w))| if j == 0 { format!("{c:<w$}") } else { format!("{c:>w$}") })
             .collect();
         out.push_str(parts.join("  ").trim_end());
         out.push('\n');
-    };
-    line(&header.map(String::from));
-    for row in &rows {
-        line(row);
     }
     Ok(out)
+}
+
+/// The summary as a Markdown (GitHub) table.
+pub fn render_markdown(summary: &DataFrame) -> Result<String, AnalyzeError> {
+    let rows = cells(summary)?;
+    let escape = |c: &str| c.replace('|', "\\|");
+    let mut out = String::new();
+    for (i, row) in rows.iter().enumerate() {
+        out.push_str(&format!("| {} |\n", row.iter().map(|c| escape(c)).collect::<Vec<_>>().join(" | ")));
+        if i == 0 {
+            let align: Vec<&str> = (0..row.len()).map(|j| if j == 0 { ":--" } else { "--:" }).collect();
+            out.push_str(&format!("| {} |\n", align.join(" | ")));
+        }
+    }
+    Ok(out)
+}
+
+/// Bars of the summary's IQM with its interval, in the summary's order.
+pub fn bars(summary: &DataFrame) -> Result<Vec<Bar>, AnalyzeError> {
+    let group = str_values(summary, "group")?;
+    let (v, lo, hi) = (
+        f64_values(summary, "final_return_iqm")?,
+        f64_values(summary, "final_return_iqm_lo")?,
+        f64_values(summary, "final_return_iqm_hi")?,
+    );
+    Ok((0..group.len())
+        .map(|i| Bar {
+            name: group[i].clone(),
+            value: v[i].unwrap_or(f64::NAN),
+            lo: lo[i].unwrap_or(f64::NAN),
+            hi: hi[i].unwrap_or(f64::NAN),
+        })
+        .collect())
+}
+
+/// Lines of a `(group, x, y, lo, hi)` frame for the groups in `groups`, in that order.
+fn lines(df: &DataFrame, groups: &[String], [x, y, lo, hi]: [&str; 4]) -> Result<Vec<Line>, AnalyzeError> {
+    let name = str_values(df, "group")?;
+    let (xs, ys, los, his) = (f64_values(df, x)?, f64_values(df, y)?, f64_values(df, lo)?, f64_values(df, hi)?);
+    Ok(groups
+        .iter()
+        .map(|g| {
+            let mut points: Vec<(f64, f64, f64, f64)> = (0..name.len())
+                .filter(|&i| &name[i] == g)
+                .filter_map(|i| Some((xs[i]?, ys[i]?, los[i].unwrap_or(f64::NAN), his[i].unwrap_or(f64::NAN))))
+                .collect();
+            points.sort_by(|a, b| a.0.total_cmp(&b.0));
+            Line { name: g.clone(), points }
+        })
+        .collect())
+}
+
+/// Learning-curve lines (IQM over runs, with its band) of `bootstrap::curves`' frame.
+pub fn curve_lines(curves: &DataFrame, groups: &[String]) -> Result<Vec<Line>, AnalyzeError> {
+    lines(curves, groups, ["step", "iqm", "iqm_lo", "iqm_hi"])
+}
+
+/// Performance-profile lines of `bootstrap::profiles`' frame.
+pub fn profile_lines(profiles: &DataFrame, groups: &[String]) -> Result<Vec<Line>, AnalyzeError> {
+    lines(profiles, groups, ["tau", "fraction", "fraction_lo", "fraction_hi"])
 }

@@ -1,9 +1,42 @@
-//! Statistics as Polars expressions: final return per run, steps to threshold, per-config aggregates.
+//! Statistics as Polars expressions: per-run scores (final return, AUC, steps to threshold,
+//! optimality gap), grouping, and per-group aggregates. The resampling statistics are in `bootstrap`.
 
 use polars::prelude::*;
 
 /// How many of a run's last iterations with finished episodes make its final return.
 pub const FINAL_WINDOW: usize = 10;
+
+/// How runs are put together for the statistics.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Grouping {
+    /// One group per configuration (`config_id`), named by its label; the default.
+    Config,
+    /// One group per distinct combination of these runs-table columns (`--group-by`, `--compare`).
+    Keys(Vec<String>),
+}
+
+impl Grouping {
+    /// The columns that a per-group table carries besides the statistics.
+    pub fn key_columns(&self) -> Vec<String> {
+        match self {
+            Grouping::Config => vec!["config_id".into(), "label".into()],
+            Grouping::Keys(keys) => keys.clone(),
+        }
+    }
+
+    /// A file-name-safe tag: empty for `Config`, `-by-<keys>` otherwise.
+    pub fn file_tag(&self) -> String {
+        match self {
+            Grouping::Config => String::new(),
+            Grouping::Keys(keys) => {
+                let joined = keys.join("+");
+                let safe: String =
+                    joined.chars().map(|c| if c.is_ascii_alphanumeric() || "._+-".contains(c) { c } else { '_' }).collect();
+                format!("-by-{safe}")
+            }
+        }
+    }
+}
 
 /// Interquartile mean: the mean of the values left after dropping `k = floor(n/4)` from each end
 /// of the sorted values (as `scipy.stats.trim_mean(x, 0.25)` and rliable do). Nulls are ignored.
@@ -15,18 +48,40 @@ pub fn iqm(x: Expr) -> Expr {
     sorted.slice(k.clone(), n - k.clone() - k).mean()
 }
 
+/// Optimality gap (rliable's `aggregate_optimality_gap`): the mean of `max(target - score, 0)`,
+/// how far the runs fall short of `target` on average, where scores above it count as `target`.
+pub fn optimality_gap(score: Expr, target: Expr) -> Expr {
+    let short = target - score;
+    when(short.clone().gt(lit(0.0))).then(short.clone()).otherwise(lit(0.0).cast(DataType::Float64)).mean()
+}
+
+/// Normalized area under the learning curve (in an aggregation context): the trapezoidal
+/// integral of `value` over `step` divided by the span of `step`, i.e. the mean return over
+/// training, in the units of the return. One point: that point's value.
+pub fn auc(step: Expr, value: Expr) -> Expr {
+    let x = step.clone().cast(DataType::Float64).sort_by([step.clone()], SortMultipleOptions::default());
+    let y = value.sort_by([step.clone()], SortMultipleOptions::default());
+    let dx = x.clone() - x.clone().shift(lit(1));
+    let area = ((y.clone() + y.clone().shift(lit(1))) * dx / lit(2.0)).sum();
+    // The span must not be built from `x`: Polars 0.55 drops the sort under `max`/`min` and its
+    // common-subexpression pass then reuses that unsorted node for `x` too (wrong `dx`).
+    let span = step.clone().max().cast(DataType::Float64) - step.min().cast(DataType::Float64);
+    when(span.clone().gt(lit(0.0))).then(area / span).otherwise(y.first())
+}
+
 /// An iteration counts for returns only if episodes finished in it (its return is NaN otherwise;
 /// NaN also compares greater than any number in Polars, so it must never reach a threshold test).
-fn finished_episodes() -> Expr {
+pub fn finished_episodes() -> Expr {
     col("episodes")
         .gt(lit(0i64))
         .and(col("episodic_return_mean").is_not_null())
         .and(col("episodic_return_mean").is_not_nan())
 }
 
-/// One row per run: `runs`' columns plus `final_return`, `steps_to_threshold` (null: never
-/// reached), `iterations` and `last_step`.
-pub fn per_run(metrics: LazyFrame, runs: LazyFrame) -> LazyFrame {
+/// One row per run: `runs`' columns plus `final_return`, `auc`, `steps_to_threshold` (null:
+/// never reached), `iterations`, `last_step`, `target` (`target`, else the run's
+/// `success_return`) and `gap` (`max(target - final_return, 0)`).
+pub fn per_run(metrics: LazyFrame, runs: LazyFrame, target: Option<f64>) -> LazyFrame {
     let progress = metrics.clone().group_by([col("run_id")]).agg([
         col("iteration").max().alias("iterations"),
         col("global_step").max().alias("last_step"),
@@ -46,29 +101,94 @@ pub fn per_run(metrics: LazyFrame, runs: LazyFrame) -> LazyFrame {
                 .tail(Some(FINAL_WINDOW))
                 .mean()
                 .alias("final_return"),
+            auc(col("global_step"), col("episodic_return_mean")).alias("auc"),
             col("global_step")
                 .filter(col("episodic_return_mean").gt_eq(col("success_return")))
                 .min()
                 .alias("steps_to_threshold"),
         ]);
+    let target_expr = match target {
+        Some(t) => lit(t),
+        None => col("success_return"),
+    };
+    let short = col("target") - col("final_return");
     runs.left_join(returns, col("run_id"), col("run_id"))
         .left_join(progress, col("run_id"), col("run_id"))
+        .with_column(target_expr.cast(DataType::Float64).alias("target"))
+        .with_column(when(short.clone().gt(lit(0.0))).then(short).otherwise(lit(0.0)).alias("gap"))
         .sort(["label", "seed"], SortMultipleOptions::default())
 }
 
-/// One row per configuration (`config_id`, `label`): seeds, mean/std (unbiased)/IQM of the final
-/// return, mean steps to threshold over the seeds that reached it, and how many did.
-pub fn per_config(per_run: LazyFrame) -> LazyFrame {
-    per_run
-        .group_by([col("config_id"), col("label")])
+/// `key=value` text of one column (null as `null`), for group names and strata.
+fn key_text(name: &str) -> Expr {
+    lit(format!("{name}=")) + col(name).cast(DataType::String).fill_null(lit("null"))
+}
+
+fn join_text(parts: Vec<Expr>, sep: &str) -> Expr {
+    parts.into_iter().reduce(|a, b| a + lit(sep.to_string()) + b).unwrap_or(lit(""))
+}
+
+/// Adds the `group` (the name a table row and a plot line get) and `stratum` columns to the
+/// per-run frame.
+///
+/// A stratum is what rliable calls a task: runs are resampled within their stratum only. For
+/// `Config` it is the configuration; for `Keys` it is the combination of every other
+/// hyperparameter, so comparing `params.lr` across environments resamples within each environment
+/// and the probability of improvement compares like with like.
+pub fn annotate(per_run: LazyFrame, grouping: &Grouping, hyperparameters: &[String]) -> LazyFrame {
+    let (group, stratum) = match grouping {
+        Grouping::Config => (col("label"), col("config_id")),
+        Grouping::Keys(keys) => {
+            let group = join_text(keys.iter().map(|k| key_text(k)).collect(), ", ");
+            let rest: Vec<Expr> = hyperparameters.iter().filter(|h| !keys.contains(h)).map(|h| key_text(h)).collect();
+            let stratum = if rest.is_empty() { lit("all") } else { join_text(rest, "|") };
+            (group, stratum)
+        }
+    };
+    per_run.with_columns([group.alias("group"), stratum.alias("stratum")])
+}
+
+/// One row per group (see `annotate`): its key columns, `runs`, `strata`, and over the runs'
+/// final returns `final_return_{mean,std,median,iqm}` (std unbiased), `optimality_gap`,
+/// `auc_mean`, `steps_to_threshold_mean` over the runs that reached the threshold, `reached`.
+pub fn per_group(annotated: LazyFrame, grouping: &Grouping) -> LazyFrame {
+    let mut aggs: Vec<Expr> = grouping.key_columns().iter().map(|k| col(k.as_str()).first()).collect();
+    aggs.extend([
+        col("run_id").count().cast(DataType::Int64).alias("runs"),
+        col("stratum").n_unique().cast(DataType::Int64).alias("strata"),
+        col("final_return").mean().alias("final_return_mean"),
+        col("final_return").std(1).alias("final_return_std"),
+        col("final_return").median().alias("final_return_median"),
+        iqm(col("final_return")).alias("final_return_iqm"),
+        optimality_gap(col("final_return"), col("target")).alias("optimality_gap"),
+        col("auc").mean().alias("auc_mean"),
+        col("steps_to_threshold").cast(DataType::Float64).mean().alias("steps_to_threshold_mean"),
+        col("steps_to_threshold").is_not_null().sum().cast(DataType::Int64).alias("reached"),
+        col("target").first().alias("target"),
+    ]);
+    annotated.group_by([col("group")]).agg(aggs).sort(["group"], SortMultipleOptions::default())
+}
+
+/// Per run and learning-curve bin: the run's mean return over the iterations of that bin. The
+/// steps axis (the largest `global_step` of all runs) is cut into `bins` equal bins, so runs of
+/// different lengths share one axis. Columns: `group, stratum, run_id, bin, step, value` where
+/// `step` is the mean `global_step` of the bin's iterations.
+pub fn curve_points(metrics: LazyFrame, annotated: LazyFrame, bins: u32) -> LazyFrame {
+    let bins = i64::from(bins.max(1));
+    let raw = col("global_step") * lit(bins) / col("global_step").max();
+    metrics
+        .filter(finished_episodes())
+        .join(
+            annotated.select([col("run_id"), col("group"), col("stratum")]),
+            [col("run_id")],
+            [col("run_id")],
+            JoinArgs::new(JoinType::Inner),
+        )
+        .with_column(when(raw.clone().gt_eq(lit(bins))).then(lit(bins - 1)).otherwise(raw).alias("bin"))
+        .group_by([col("group"), col("stratum"), col("run_id"), col("bin")])
         .agg([
-            col("run_id").count().cast(DataType::Int64).alias("seeds"),
-            col("final_return").mean().alias("final_return_mean"),
-            col("final_return").std(1).alias("final_return_std"),
-            iqm(col("final_return")).alias("final_return_iqm"),
-            col("steps_to_threshold").cast(DataType::Float64).mean().alias("steps_to_threshold_mean"),
-            col("steps_to_threshold").is_not_null().sum().cast(DataType::Int64).alias("seeds_reached"),
-            col("success_return").first().alias("success_return"),
+            col("global_step").cast(DataType::Float64).mean().alias("step"),
+            col("episodic_return_mean").mean().alias("value"),
         ])
-        .sort(["label", "config_id"], SortMultipleOptions::default())
+        .sort(["group", "bin", "run_id"], SortMultipleOptions::default())
 }

@@ -1,23 +1,24 @@
-//! Analysis on synthetic run directories with hand-computed expectations.
+//! Analysis on synthetic run directories and small tables with hand-computed expectations.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use polars::prelude::*;
 use serde_json::json;
 
-use super::{load_results, per_config, per_run, render_table, write_tables};
+use super::*;
 
 /// Writes one run directory: spec.json, metrics.parquet and (if `completed`) exit.json.
 ///
 /// Metrics: iteration 1 returns -1000 (outside the last-10 window), iterations 2..=6 return
 /// `r - 1`, 7..=11 return `r + 1` (so the final return is exactly `r`), and iteration 12 finishes
 /// no episode (NaN), which must neither count for the final return nor reach the threshold.
-fn write_run(root: &Path, run_id: &str, config_id: &str, label: &str, seed: u64, r: f64, completed: bool) {
+fn write_run(root: &Path, run_id: &str, config_id: &str, label: &str, seed: u64, r: f64, params: serde_json::Value, completed: bool) {
     let dir = root.join("runs").join(run_id);
     std::fs::create_dir_all(&dir).unwrap();
     let spec = json!({
         "format_version": 1, "run_id": run_id, "config_id": config_id, "sweep": "t", "label": label,
-        "axes": {}, "run": {"seed": seed, "success_return": 30.0}, "params": {}, "plugin_path": "/x.so"
+        "axes": {}, "run": {"seed": seed, "success_return": 30.0, "env": "CartPole-v1", "lr": 0.001, "hidden": [4, 4]},
+        "params": params, "plugin_path": "/x.so"
     });
     std::fs::write(dir.join("spec.json"), spec.to_string()).unwrap();
     let iteration: Vec<i64> = (1..=12).collect();
@@ -47,66 +48,85 @@ fn write_run(root: &Path, run_id: &str, config_id: &str, label: &str, seed: u64,
     }
 }
 
+/// Config A (x=1): final returns 10, 20, 30, 100; config B (x=2): 1, 2, 6; plus an unfinished
+/// run of B with a huge return that must be left out.
+fn two_configs(root: &Path) {
+    for (i, r) in [10.0, 20.0, 30.0, 100.0].into_iter().enumerate() {
+        write_run(root, &format!("a{i}"), "cfgA", "params.x=1", i as u64, r, json!({"x": 1, "k": true}), true);
+    }
+    for (i, r) in [1.0, 2.0, 6.0].into_iter().enumerate() {
+        write_run(root, &format!("b{i}"), "cfgB", "params.x=2", i as u64, r, json!({"x": 2, "k": true}), true);
+    }
+    write_run(root, "b9", "cfgB", "params.x=2", 9, 1e6, json!({"x": 2, "k": true}), false);
+}
+
 fn close(a: Option<f64>, b: f64) -> bool {
     a.is_some_and(|a| (a - b).abs() < 1e-9)
+}
+
+fn options(dirs: Vec<PathBuf>, out: &Path) -> Options {
+    Options {
+        dirs,
+        out: out.to_path_buf(),
+        filters: vec![],
+        group_by: None,
+        compare: None,
+        target: None,
+        bootstrap: Bootstrap { reps: 2000, band_reps: 200, seed: 7, confidence: 0.95 },
+        bins: 4,
+        profile_points: 11,
+        plots: false,
+    }
+}
+
+fn f(df: &DataFrame, name: &str, row: usize) -> Option<f64> {
+    df.column(name).unwrap().cast(&DataType::Float64).unwrap().f64().unwrap().get(row)
 }
 
 #[test]
 fn summary_matches_hand_computed_statistics() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
-    // Config A, 4 seeds, final returns 10, 20, 30, 100:
-    //   mean 40; unbiased std sqrt((900+400+100+3600)/3) = sqrt(5000/3); IQM (drop 1 each end) 25;
-    //   threshold 30: r=30 first reaches 31 at iteration 7 (7000), r=100 reaches 99 at iteration 2
-    //   (2000); r=10, r=20 never (their NaN iteration 12 must not count) → 2 of 4, mean 4500.
-    for (i, r) in [10.0, 20.0, 30.0, 100.0].into_iter().enumerate() {
-        write_run(root, &format!("a{i}"), "cfgA", "params.x=1", i as u64, r, true);
-    }
-    // Config B, 3 seeds, final returns 1, 2, 6: mean 3, std sqrt((4+1+9)/2) = sqrt(7), IQM (n=3,
-    // nothing dropped) 3, nobody reaches 30.
-    for (i, r) in [1.0, 2.0, 6.0].into_iter().enumerate() {
-        write_run(root, &format!("b{i}"), "cfgB", "params.x=2", i as u64, r, true);
-    }
-    // An unfinished run of config B with a huge return: must be left out.
-    write_run(root, "b9", "cfgB", "params.x=2", 9, 1e6, false);
-
-    let loaded = load_results(root).unwrap();
+    two_configs(root);
+    let loaded = load_results(&[root.to_path_buf()]).unwrap();
     assert_eq!(loaded.completed, 7);
     assert_eq!(loaded.left_out, vec![("b9".to_string(), "unfinished".to_string())]);
-    let mut runs = per_run(loaded.metrics, loaded.runs).collect().unwrap();
-    let mut summary = per_config(runs.clone().lazy()).collect().unwrap();
+    assert_eq!(loaded.hyperparameters, ["params.k", "params.x", "run.env", "run.hidden", "run.lr", "run.success_return"]);
+    let runs = per_run(loaded.metrics, loaded.runs, None).collect().unwrap();
+    // Resolved hyperparameters are typed columns; arrays become their JSON text.
+    assert_eq!(runs.column("params.x").unwrap().dtype(), &DataType::Int64);
+    assert_eq!(runs.column("params.k").unwrap().dtype(), &DataType::Boolean);
+    assert_eq!(runs.column("run.hidden").unwrap().str().unwrap().get(0), Some("[4,4]"));
+    let annotated = annotate(runs.lazy(), &Grouping::Config, &[]);
+    let summary = per_group(annotated, &Grouping::Config).collect().unwrap();
     assert_eq!(summary.height(), 2);
 
-    let f = |name: &str, row: usize| summary.column(name).unwrap().f64().unwrap().get(row);
+    // Config A, final returns 10, 20, 30, 100: mean 40; unbiased std sqrt(5000/3); median 25;
+    // IQM (drop 1 each end) 25; optimality gap to 30: (20+10+0+0)/4 = 7.5; threshold 30: r=30
+    // first reaches 31 at iteration 7 (7000), r=100 reaches 99 at iteration 2 (2000); r=10, r=20
+    // never (their NaN iteration 12 must not count) → 2 of 4, mean 4500.
+    // AUC over steps 1000..=11000 (span 10000): trapezoids (-1000 + r-1)/2·1000 + 4·(r-1)·1000
+    // + (r-1 + r+1)/2·1000 + 4·(r+1)·1000 = -500500 + 9500·r → -50.05 + 0.95·r; mean r 40 → -12.05.
     let i = |name: &str, row: usize| summary.column(name).unwrap().i64().unwrap().get(row);
-    assert_eq!(summary.column("label").unwrap().str().unwrap().get(0), Some("params.x=1"));
-    assert_eq!(i("seeds", 0), Some(4));
-    assert!(close(f("final_return_mean", 0), 40.0), "{:?}", f("final_return_mean", 0));
-    assert!(close(f("final_return_std", 0), (5000.0f64 / 3.0).sqrt()), "{:?}", f("final_return_std", 0));
-    assert!(close(f("final_return_iqm", 0), 25.0), "{:?}", f("final_return_iqm", 0));
-    assert_eq!(i("seeds_reached", 0), Some(2));
-    assert!(close(f("steps_to_threshold_mean", 0), 4500.0), "{:?}", f("steps_to_threshold_mean", 0));
+    assert_eq!(summary.column("group").unwrap().str().unwrap().get(0), Some("params.x=1"));
+    assert_eq!(i("runs", 0), Some(4));
+    assert!(close(f(&summary, "final_return_mean", 0), 40.0));
+    assert!(close(f(&summary, "final_return_std", 0), (5000.0f64 / 3.0).sqrt()));
+    assert!(close(f(&summary, "final_return_median", 0), 25.0));
+    assert!(close(f(&summary, "final_return_iqm", 0), 25.0));
+    assert!(close(f(&summary, "optimality_gap", 0), 7.5), "{:?}", f(&summary, "optimality_gap", 0));
+    assert!(close(f(&summary, "auc_mean", 0), -50.05 + 0.95 * 40.0), "{:?}", f(&summary, "auc_mean", 0));
+    assert_eq!(i("reached", 0), Some(2));
+    assert!(close(f(&summary, "steps_to_threshold_mean", 0), 4500.0));
 
-    assert_eq!(i("seeds", 1), Some(3));
-    assert!(close(f("final_return_mean", 1), 3.0));
-    assert!(close(f("final_return_std", 1), 7.0f64.sqrt()));
-    assert!(close(f("final_return_iqm", 1), 3.0));
-    assert_eq!(i("seeds_reached", 1), Some(0));
-    assert_eq!(f("steps_to_threshold_mean", 1), None);
-
-    let table = render_table(&summary).unwrap();
-    assert!(table.contains("params.x=1      4         40.00   40.82  25.00       30.0      2/4                4500"), "{table}");
-    assert!(table.contains("params.x=2      3          3.00    2.65   3.00       30.0      0/3                   -"), "{table}");
-
-    let written = write_tables(&root.join("tables"), &mut summary, &mut runs).unwrap();
-    assert_eq!(written.len(), 4);
-    let back = LazyFrame::scan_parquet(PlRefPath::new(root.join("tables/summary.parquet").to_str().unwrap()), Default::default())
-        .unwrap()
-        .collect()
-        .unwrap();
-    assert_eq!(back.shape(), summary.shape());
-    let csv = std::fs::read_to_string(root.join("tables/runs.csv")).unwrap();
-    assert_eq!(csv.lines().count(), 1 + 7, "{csv}");
+    // Config B, 1, 2, 6: mean 3, std sqrt(7), IQM (n=3, nothing dropped) 3, gap (29+28+24)/3 = 27.
+    assert_eq!(i("runs", 1), Some(3));
+    assert!(close(f(&summary, "final_return_mean", 1), 3.0));
+    assert!(close(f(&summary, "final_return_std", 1), 7.0f64.sqrt()));
+    assert!(close(f(&summary, "final_return_iqm", 1), 3.0));
+    assert!(close(f(&summary, "optimality_gap", 1), 27.0));
+    assert_eq!(i("reached", 1), Some(0));
+    assert_eq!(f(&summary, "steps_to_threshold_mean", 1), None);
 }
 
 #[test]
@@ -119,27 +139,258 @@ fn iqm_drops_a_quarter_from_each_end() {
                 Some(7.0), None],
     )
     .unwrap();
-    let out = df
-        .lazy()
-        .group_by([col("g")])
-        .agg([super::iqm(col("x")).alias("iqm")])
-        .sort(["g"], Default::default())
-        .collect()
-        .unwrap();
-    let col = out.column("iqm").unwrap().f64().unwrap().clone();
-    let iqm: Vec<Option<f64>> = (0..col.len()).map(|i| col.get(i)).collect();
-    assert_eq!(iqm, vec![Some((2.0 + 3.0 + 5.0) / 3.0), Some((3.0 + 4.0 + 5.0 + 6.0) / 4.0), Some(7.0)]);
+    let out = df.lazy().group_by([col("g")]).agg([iqm(col("x")).alias("iqm")]).sort(["g"], Default::default()).collect().unwrap();
+    let got: Vec<Option<f64>> = (0..3).map(|i| f(&out, "iqm", i)).collect();
+    let want = [(2.0 + 3.0 + 5.0) / 3.0, (3.0 + 4.0 + 5.0 + 6.0) / 4.0, 7.0];
+    assert_eq!(got, want.map(Some));
+    // The eager IQM of the bootstrap agrees with the expression.
+    assert_eq!(iqm_of(&mut [5.0, 1.0, 100.0, 2.0, 3.0]), want[0]);
+    assert_eq!(iqm_of(&mut [80.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 70.0]), want[1]);
 }
 
 #[test]
-fn not_a_results_dir_and_no_completed_runs_are_named_errors() {
+fn auc_and_optimality_gap_expressions() {
+    // Steps 0, 10, 20 with returns 0, 10, 10 (given out of order): area 50 + 100 over 20 → 7.5.
+    // Gap to 475 of 100, 300, 500: (375 + 175 + 0) / 3.
+    let df = df!(
+        "step" => [20i64, 0, 10],
+        "ret" => [10.0, 0.0, 10.0],
+        "score" => [100.0, 300.0, 500.0],
+    )
+    .unwrap();
+    let out = df
+        .lazy()
+        .select([auc(col("step"), col("ret")).alias("auc"), optimality_gap(col("score"), lit(475.0)).alias("gap")])
+        .collect()
+        .unwrap();
+    assert!(close(f(&out, "auc", 0), 7.5), "{out}");
+    assert!(close(f(&out, "gap", 0), 550.0 / 3.0), "{out}");
+}
+
+#[test]
+fn percentiles_and_probability_of_improvement_by_hand() {
+    // NumPy's linear interpolation: position q·(n-1).
+    assert_eq!(quantile_sorted(&[1.0, 2.0, 3.0, 4.0], 0.25), 1.75);
+    assert_eq!(percentile_interval(&mut [5.0, 1.0, 4.0, 2.0, 3.0], 0.5), (2.0, 4.0));
+    assert_eq!(median_of(&mut [4.0, 1.0, 3.0, 2.0]), 2.5);
+    // Pairs of (3,5) against (1,3): 3>1, 3=3 (half), 5>1, 5>3 → 3.5 of 4.
+    assert_eq!(prob_greater(&[3.0, 5.0], &[1.0, 3.0]), 0.875);
+    // Equal samples: exactly one half, as rliable special-cases.
+    assert_eq!(prob_greater(&[1.0, 2.0], &[1.0, 2.0]), 0.5);
+    // Average over strata: (1,2) vs (2,3) → (0 + 0 + 0.5 + 0) / 4; (5) vs (4) → 1.
+    let pairs = vec![(vec![1.0, 2.0], vec![2.0, 3.0]), (vec![5.0], vec![4.0])];
+    assert_eq!(probability_of_improvement(&pairs), (0.125 + 1.0) / 2.0);
+}
+
+fn per_run_frame(rows: &[(&str, &str, f64)]) -> DataFrame {
+    df!(
+        "group" => rows.iter().map(|r| r.0).collect::<Vec<_>>(),
+        "stratum" => rows.iter().map(|r| r.1).collect::<Vec<_>>(),
+        "final_return" => rows.iter().map(|r| r.2).collect::<Vec<_>>(),
+        "gap" => rows.iter().map(|r| (30.0 - r.2).max(0.0)).collect::<Vec<_>>(),
+        "auc" => rows.iter().map(|r| r.2 / 2.0).collect::<Vec<_>>(),
+    )
+    .unwrap()
+}
+
+#[test]
+fn bootstrap_intervals_match_the_exact_bootstrap_distribution() {
+    let opts = Bootstrap { reps: 5000, band_reps: 100, seed: 1, confidence: 0.95 };
+    // Group "one": one stratum {0, 10}. The resampled mean is 0, 5, 10 with probability 1/4,
+    // 1/2, 1/4, so the 95% percentile interval is [0, 10] and the 40% one is [5, 5].
+    // Group "strat": two strata of one run each (3 and 7). Stratified resampling always draws
+    // both, so every statistic has a zero-width interval at its point (IQM of {3, 7} = 5);
+    // a plain bootstrap would give [3, 7].
+    let runs = per_run_frame(&[("one", "s", 0.0), ("one", "s", 10.0), ("strat", "a", 3.0), ("strat", "b", 7.0)]);
+    let ci = intervals(&runs, &opts).unwrap();
+    assert_eq!(ci.column("group").unwrap().str().unwrap().get(0), Some("one"));
+    assert_eq!((f(&ci, "final_return_mean_lo", 0), f(&ci, "final_return_mean_hi", 0)), (Some(0.0), Some(10.0)));
+    assert_eq!((f(&ci, "final_return_iqm_lo", 1), f(&ci, "final_return_iqm_hi", 1)), (Some(5.0), Some(5.0)));
+    assert_eq!((f(&ci, "optimality_gap_lo", 1), f(&ci, "optimality_gap_hi", 1)), (Some(25.0), Some(25.0)));
+    let narrow = intervals(&runs, &Bootstrap { confidence: 0.4, ..opts }).unwrap();
+    assert_eq!((f(&narrow, "final_return_mean_lo", 0), f(&narrow, "final_return_mean_hi", 0)), (Some(5.0), Some(5.0)));
+
+    // Reproducible: the same seed gives the same table; another seed changes a wide interval;
+    // removing a group leaves the others' intervals as they were.
+    let wide = per_run_frame(&[("w", "s", 1.0), ("w", "s", 4.0), ("w", "s", 9.0), ("w", "s", 20.0), ("w", "s", 33.0), ("one", "s", 0.0)]);
+    let a = intervals(&wide, &opts).unwrap();
+    assert!(a.equals_missing(&intervals(&wide, &opts).unwrap()));
+    let b = intervals(&wide, &Bootstrap { seed: 2, reps: 50, ..opts }).unwrap();
+    let c = intervals(&wide, &Bootstrap { seed: 3, reps: 50, ..opts }).unwrap();
+    assert!(!b.equals_missing(&c), "{b}\n{c}");
+    let only_w = intervals(&wide.filter(&wide.column("group").unwrap().str().unwrap().equal("w")).unwrap(), &opts).unwrap();
+    assert_eq!(f(&only_w, "final_return_iqm_lo", 0), f(&a, "final_return_iqm_lo", 1));
+}
+
+#[test]
+fn probability_of_improvement_pairs_strata_and_has_an_interval() {
+    let opts = Bootstrap { reps: 3000, band_reps: 100, seed: 1, confidence: 0.95 };
+    // Stratum e1: best (1, 2) vs other (2, 3) → 0.125; stratum e2: (5) vs (4) → 1. Stratum e3
+    // exists only for "other" and must be ignored. Expected (0.125 + 1) / 2.
+    let runs = per_run_frame(&[
+        ("best", "e1", 1.0),
+        ("best", "e1", 2.0),
+        ("best", "e2", 5.0),
+        ("other", "e1", 2.0),
+        ("other", "e1", 3.0),
+        ("other", "e2", 4.0),
+        ("other", "e3", 100.0),
+        ("alone", "e9", 1.0),
+    ]);
+    let p = improvement_over(&runs, "best", &opts).unwrap();
+    let name = |i| p.column("group").unwrap().str().unwrap().get(i).map(str::to_string);
+    assert_eq!((name(0), name(1), name(2)), (Some("alone".into()), Some("best".into()), Some("other".into())));
+    assert_eq!(f(&p, "p_best_better", 0), None, "no common stratum");
+    assert_eq!(f(&p, "p_best_better", 1), None, "best against itself");
+    assert_eq!(f(&p, "p_best_better", 2), Some(0.5625));
+    // e1's resampled P ranges over 0..=0.5 (both resamples all 2s) and e2's is always 1: the
+    // interval lies in [0.5, 0.75].
+    let (lo, hi) = (f(&p, "p_best_better_lo", 2).unwrap(), f(&p, "p_best_better_hi", 2).unwrap());
+    assert!(0.5 <= lo && lo < 0.5625 && 0.5625 < hi && hi <= 0.75, "[{lo}, {hi}]");
+    assert_eq!(best_by_iqm(&runs).unwrap().as_deref(), Some("other"));
+}
+
+#[test]
+fn curves_and_profiles_by_hand() {
+    let opts = Bootstrap { reps: 100, band_reps: 500, seed: 1, confidence: 0.95 };
+    // Bin 0 of group g: four runs with 1, 2, 3, 10 → IQM 2.5 (drop 1 and 10), mean 4.
+    let points = df!(
+        "group" => ["g", "g", "g", "g"],
+        "stratum" => ["s", "s", "s", "s"],
+        "run_id" => ["r1", "r2", "r3", "r4"],
+        "bin" => [0i64, 0, 0, 0],
+        "step" => [100.0, 100.0, 120.0, 120.0],
+        "value" => [1.0, 2.0, 3.0, 10.0],
+    )
+    .unwrap();
+    let c = curves(&points, &opts).unwrap();
+    assert_eq!(c.height(), 1);
+    assert_eq!((f(&c, "iqm", 0), f(&c, "mean", 0), f(&c, "step", 0), f(&c, "runs", 0)), (Some(2.5), Some(4.0), Some(110.0), Some(4.0)));
+    let (lo, hi) = (f(&c, "iqm_lo", 0).unwrap(), f(&c, "iqm_hi", 0).unwrap());
+    assert!(lo < 2.5 && 2.5 < hi && lo >= 1.0 && hi <= 10.0, "[{lo}, {hi}]");
+
+    // Scores 0 and 10: τ runs from -0.5 to 10.5 in steps of 1; the fraction above τ is 1, then
+    // 0.5 for τ = 0.5 ..= 9.5, then 0.
+    let runs = per_run_frame(&[("g", "s", 0.0), ("g", "s", 10.0)]);
+    let prof = profiles(&runs, 12, &opts).unwrap();
+    let taus: Vec<f64> = (0..12).map(|i| f(&prof, "tau", i).unwrap()).collect();
+    let fracs: Vec<f64> = (0..12).map(|i| f(&prof, "fraction", i).unwrap()).collect();
+    assert!(taus.iter().zip((0..12).map(|i| i as f64 - 0.5)).all(|(a, b)| (a - b).abs() < 1e-12), "{taus:?}");
+    let mut want = vec![0.5; 12];
+    (want[0], want[11]) = (1.0, 0.0);
+    assert_eq!(fracs, want);
+}
+
+#[test]
+fn where_and_group_by_expressions() {
+    let df = df!(
+        "run_id" => ["r1", "r2", "r3", "r4"],
+        "run.lr" => [1e-3, 2.5e-4, 1e-3, 3e-3],
+        "run.env" => ["CartPole-v1", "CartPole-v1", "Acrobot-v1", "Pendulum-v1"],
+        "run.anneal_lr" => [true, false, true, true],
+        "params.clip_coef" => [0.1, 0.2, 0.2, 0.3],
+        "params.lr" => [1.0, 1.0, 1.0, 1.0],
+        "run.num_envs" => [8i64, 8, 16, 16],
+    )
+    .unwrap();
+    let schema = df.schema().clone();
+    let kept = |exprs: &[&str]| -> Vec<String> {
+        let mut lf = df.clone().lazy();
+        for e in exprs {
+            lf = lf.filter(parse_where(e, &schema).unwrap());
+        }
+        let out = lf.collect().unwrap();
+        let ids = out.column("run_id").unwrap().str().unwrap().clone();
+        (0..ids.len()).map(|i| ids.get(i).unwrap_or("").to_string()).collect()
+    };
+    assert_eq!(kept(&["run.lr=1e-3"]), ["r1", "r3"]);
+    assert_eq!(kept(&["clip_coef >= 0.2", "env != Pendulum-v1"]), ["r2", "r3"]);
+    assert_eq!(kept(&["env=CartPole-v1,Acrobot-v1"]), ["r1", "r2", "r3"]);
+    assert_eq!(kept(&["anneal_lr == false"]), ["r2"]);
+    assert_eq!(kept(&["num_envs<16"]), ["r1", "r2"]);
+    assert_eq!(parse_keys("env, clip_coef", &schema).unwrap(), ["run.env", "params.clip_coef"]);
+    assert_eq!(resolve_key("algo", "algo", &schema).err().unwrap().to_string().contains("unknown key `algo`"), true);
+
+    let err = |e: &str| parse_where(e, &schema).err().map(|e| e.to_string()).unwrap_or_default();
+    assert_eq!(err("run.lr<abc"), "bad expression `run.lr<abc`: `abc` is not a number (key `run.lr` is numeric)");
+    assert!(err("lr=1").starts_with("bad expression `lr=1`: key `lr` is ambiguous: params.lr, run.lr"), "{}", err("lr=1"));
+    assert!(err("gamma=0.9").starts_with("bad expression `gamma=0.9`: unknown key `gamma`; known keys: sweep, label"), "{}", err("gamma=0.9"));
+    assert_eq!(err("env>Cart"), "bad expression `env>Cart`: key `run.env` is text: only = and != apply");
+    assert_eq!(err("anneal_lr=yes"), "bad expression `anneal_lr=yes`: `yes` is not true or false (key `run.anneal_lr` is true/false)");
+    assert_eq!(err("clip_coef 0.2"), "bad expression `clip_coef 0.2`: expected KEY OP VALUE with OP one of =, ==, !=, <, <=, >, >=");
+    assert_eq!(err("clip_coef="), "bad expression `clip_coef=`: no value after the operator");
+    assert_eq!(err("=3"), "bad expression `=3`: no key before the operator");
+    assert_eq!(err("clip_coef!3"), "bad expression `clip_coef!3`: `!` must be followed by `=`");
+    assert_eq!(
+        parse_keys("env,run.env", &schema).err().unwrap().to_string(),
+        "bad expression `env,run.env`: key `run.env` is named twice"
+    );
+}
+
+#[test]
+fn compare_ranks_groups_across_directories_with_probability_of_improvement() {
     let tmp = tempfile::tempdir().unwrap();
-    let err = load_results(tmp.path()).err().unwrap().to_string();
-    assert!(err.contains("is not a results directory (it has no `runs/` folder)"), "{err}");
-    write_run(tmp.path(), "r1", "c", "base", 1, 1.0, false);
-    let err = load_results(tmp.path()).err().unwrap().to_string();
-    assert!(err.contains("no completed run with metrics in") && err.contains("(1 run directories found)"), "{err}");
-    std::fs::write(tmp.path().join("runs/r1/exit.json"), r#"{"format_version": 9, "status": "completed"}"#).unwrap();
-    let err = load_results(tmp.path()).err().unwrap().to_string();
-    assert!(err.contains("exit.json`: unknown format_version 9"), "{err}");
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    two_configs(&a);
+    // The second directory repeats run a0 (left out as a duplicate) and adds x=3: 0, 0, 0.
+    write_run(&b, "a0", "cfgA", "params.x=1", 0, 10.0, json!({"x": 1, "k": true}), true);
+    for (i, r) in [0.0, 0.0, 0.0].into_iter().enumerate() {
+        write_run(&b, &format!("c{i}"), "cfgC", "params.x=3", i as u64, r, json!({"x": 3, "k": true}), true);
+    }
+    let out = tmp.path().join("out");
+    let opts = Options { compare: Some("x".into()), plots: true, ..options(vec![a, b], &out) };
+    let outcome = analyze(&opts).unwrap();
+    assert_eq!(outcome.completed, 10);
+    assert_eq!(outcome.analyzed, 10);
+    assert!(outcome.left_out.contains(&("a0".to_string(), format!("duplicate of the same run in `{}`", tmp.path().join("a").display()))));
+    assert_eq!(outcome.best.as_deref(), Some("params.x=1"));
+    let s = &outcome.summary;
+    let groups: Vec<String> = (0..3).map(|i| s.column("group").unwrap().str().unwrap().get(i).unwrap().to_string()).collect();
+    assert_eq!(groups, ["params.x=1", "params.x=2", "params.x=3"], "ranked by IQM: 25, 3, 0");
+    assert_eq!((0..3).map(|i| f(s, "rank", i)).collect::<Vec<_>>(), [Some(1.0), Some(2.0), Some(3.0)]);
+    // All other hyperparameters are equal: one common stratum. A (10, 20, 30, 100) beats B
+    // (1, 2, 6) and C (0, 0, 0) in all 12 pairs.
+    assert_eq!((f(s, "p_best_better", 0), f(s, "p_best_better", 1), f(s, "p_best_better", 2)), (None, Some(1.0), Some(1.0)));
+    assert!(outcome.table.contains("P(best > this) [95% CI]"), "{}", outcome.table);
+    let md = std::fs::read_to_string(out.join("tables/compare-params.x.md")).unwrap();
+    assert!(md.starts_with("| group | runs | IQM [95% CI] |") && md.contains("| params.x=2 | 3 | 3.0 ["), "{md}");
+    for name in ["compare-params.x.csv", "compare-params.x.parquet", "runs.parquet", "curves-by-params.x.parquet", "profiles-by-params.x.csv"] {
+        assert!(out.join("tables").join(name).is_file(), "{name}");
+    }
+    for name in ["curves-by-params.x", "profile-by-params.x", "final-by-params.x"] {
+        assert!(out.join("plots").join(format!("{name}.png")).is_file() && out.join("plots").join(format!("{name}.svg")).is_file(), "{name}");
+    }
+
+    // A slice: only x >= 2, grouped by configuration.
+    let opts = Options { filters: vec!["x>=2".into()], ..options(vec![tmp.path().join("a"), tmp.path().join("b")], &out) };
+    let outcome = analyze(&opts).unwrap();
+    assert_eq!(outcome.analyzed, 6);
+    assert_eq!(outcome.summary.height(), 2);
+    let opts = Options { filters: vec!["x>5".into()], ..opts };
+    assert_eq!(analyze(&opts).err().unwrap().to_string(), "bad expression `x>5`: no completed run matches (of 10)");
+}
+
+#[test]
+fn plots_are_drawn_with_the_embedded_font() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lines = vec![
+        Line { name: "first".into(), points: (0..20).map(|i| (i as f64 * 1000.0, i as f64, i as f64 - 2.0, i as f64 + 2.0)).collect() },
+        Line { name: "second".into(), points: (0..20).map(|i| (i as f64 * 1000.0, 10.0, 8.0, 12.0)).collect() },
+    ];
+    let chart = LineChart { title: "Title", x_desc: "environment steps", y_desc: "episodic return", legend_low: true };
+    let written = render(&tmp.path().join("c"), &Chart::Lines(chart, &lines)).unwrap();
+    assert_eq!(written, [tmp.path().join("c.png"), tmp.path().join("c.svg")]);
+    let bytes = std::fs::read(&written[0]).unwrap();
+    let mut reader = png::Decoder::new(std::io::Cursor::new(bytes)).read_info().unwrap();
+    let mut pixels = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut pixels).unwrap();
+    assert_eq!((info.width, info.height), (1000, 620));
+    let rgb: Vec<[u8; 3]> = pixels.chunks(3).map(|p| [p[0], p[1], p[2]]).collect();
+    // The first line's colour (Tableau blue) is drawn, and the title row has dark text pixels:
+    // with no font the text would be blank.
+    assert!(rgb.iter().filter(|p| **p == [31, 119, 180]).count() > 500);
+    let title_dark = rgb[..1000 * 40].iter().filter(|p| p.iter().all(|&c| c < 100)).count();
+    assert!(title_dark > 30, "{title_dark} dark pixels in the title band");
+    let svg = std::fs::read_to_string(&written[1]).unwrap();
+    assert!(svg.contains("environment steps") && svg.contains("second") && svg.contains("<polygon"), "{svg}");
 }

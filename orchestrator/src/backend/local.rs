@@ -179,7 +179,7 @@ impl Backend for LocalBackend {
 fn spawn(job_bin: &Path, run: &PendingRun) -> Result<std::process::Child, String> {
     let stdout = File::create(run.stdout_log()).map_err(|e| format!("cannot create `{}`: {e}", run.stdout_log().display()))?;
     let stderr = File::create(run.stderr_log()).map_err(|e| format!("cannot create `{}`: {e}", run.stderr_log().display()))?;
-    Command::new(job_bin)
+    job_command(job_bin, run.ranks)
         .arg("--spec")
         .arg(&run.spec_path)
         .arg("--out")
@@ -190,6 +190,27 @@ fn spawn(job_bin: &Path, run: &PendingRun) -> Result<std::process::Child, String
         .process_group(0)
         .spawn()
         .map_err(|e| format!("cannot start `{}`: {e}", job_bin.display()))
+}
+
+/// `drover-job` itself for one rank; `mpirun -np N drover-job` for more. `DROVER_MPIRUN`
+/// overrides the launcher's path. Root needs `--allow-run-as-root`, and more ranks than cores
+/// need `--oversubscribe`; neither is passed where it is not needed.
+fn job_command(job_bin: &Path, ranks: u32) -> Command {
+    if ranks <= 1 {
+        return Command::new(job_bin);
+    }
+    let mut cmd = Command::new(std::env::var_os("DROVER_MPIRUN").unwrap_or_else(|| "mpirun".into()));
+    cmd.arg("-np").arg(ranks.to_string());
+    // SAFETY: geteuid(2) has no preconditions and touches no memory.
+    if unsafe { libc::geteuid() } == 0 {
+        cmd.arg("--allow-run-as-root");
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if ranks as usize > cores {
+        cmd.arg("--oversubscribe");
+    }
+    cmd.arg(job_bin);
+    cmd
 }
 
 fn signal_all(running: &HashMap<usize, Running>, signal: i32) {

@@ -1,10 +1,14 @@
-//! Backends launch prepared runs: `local` (child processes) now, `slurm` later as a sibling.
+//! Backends launch prepared runs: `local` (child processes) and `slurm` (job arrays).
 //!
 //! Preparing the results directory (`prepare`) is shared by every backend; a backend only
 //! launches the `PendingRun`s it is given and reports how each ended.
 
 pub mod local;
 mod prepare;
+pub mod slurm;
+pub mod slurm_cmd;
+pub mod slurm_config;
+pub mod slurm_script;
 
 use std::path::PathBuf;
 

@@ -19,6 +19,8 @@ pub struct PendingRun {
     pub spec_path: PathBuf,
     /// The attempt number (1 for a first launch); names the log files.
     pub attempt: u32,
+    /// MPI ranks of the job (`run.ranks`).
+    pub ranks: u32,
 }
 
 impl PendingRun {
@@ -111,7 +113,8 @@ pub fn prepare(plan: &Plan) -> Result<Prepared, RunError> {
         }
         let spec_path = dir.join(SPEC_JSON);
         layout::write_atomic(&spec_path, &to_json(&spec, &spec_path)?).map_err(io_err("write", &spec_path))?;
-        prepared.pending.push(PendingRun { run_id: spec.run_id, label: spec.label, dir, spec_path, attempt });
+        let ranks = run.run.get("ranks").and_then(serde_json::Value::as_u64).map_or(1, |r| r as u32);
+        prepared.pending.push(PendingRun { run_id: spec.run_id, label: spec.label, dir, spec_path, attempt, ranks });
     }
     Ok(prepared)
 }
@@ -124,7 +127,7 @@ fn attempt_number(name: &str) -> Option<u32> {
 }
 
 /// Moves every file of the last attempt into `attempt-<n>/`; returns the next attempt's number.
-fn archive_partial(dir: &Path) -> Result<u32, RunError> {
+pub(crate) fn archive_partial(dir: &Path) -> Result<u32, RunError> {
     let entries = std::fs::read_dir(dir).map_err(io_err("read directory", dir))?;
     let mut last = 0;
     let mut partial = Vec::new();

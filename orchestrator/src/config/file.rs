@@ -30,6 +30,12 @@ pub struct SweepFile {
     /// The sweep axes.
     #[serde(default)]
     pub sweep: SweepAxesFile,
+    /// Which backend runs the sweep (`local` unless `drover run --backend` says otherwise).
+    #[serde(default)]
+    pub backend: Option<crate::backend::slurm_config::BackendKind>,
+    /// Settings of the Slurm backend (`docs/design/slurm.md`).
+    #[serde(default)]
+    pub slurm: Option<crate::backend::slurm_config::SlurmFile>,
 }
 
 /// Compute device of a run.
@@ -64,6 +70,9 @@ pub struct RunConfig {
     pub hidden: Vec<u32>,
     /// Compute device.
     pub device: Device,
+    /// MPI ranks of each run (1: a plain process; more: `mpirun`/`srun` launches that many,
+    /// each stepping `num_envs / ranks` environments).
+    pub ranks: u32,
     /// CPU threads of the job.
     pub threads: u32,
     /// Seed; replaced by each of `sweep.seeds`.
@@ -97,6 +106,7 @@ impl Default for RunConfig {
             total_steps: 500_000,
             hidden: vec![64, 64],
             device: Device::Cpu,
+            ranks: 1,
             threads: 1,
             seed: 0,
             lr: 2.5e-4,
@@ -121,6 +131,7 @@ impl RunConfig {
         "total_steps",
         "hidden",
         "device",
+        "ranks",
         "threads",
         "seed",
         "lr",

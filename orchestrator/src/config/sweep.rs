@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
+use crate::backend::slurm_config::{BackendKind, SlurmSettings};
 use crate::config::file::{RunConfig, SweepFile};
 use crate::config::ids::canonical_json;
 use crate::error::{ConfigError, ConfigErrorKind};
@@ -74,6 +75,10 @@ pub struct Sweep {
     pub(crate) grid: Vec<(AxisKey, Vec<Value>)>,
     /// Cases (at least one; one empty case when the file has none), values normalized.
     pub(crate) cases: Vec<Vec<(AxisKey, Value)>>,
+    /// `backend` from the file, if any.
+    pub backend: Option<BackendKind>,
+    /// The validated `[slurm]` table (defaults when absent).
+    pub slurm: SlurmSettings,
 }
 
 impl Sweep {
@@ -194,7 +199,16 @@ impl Sweep {
             ));
         }
 
+        let mut axis_keys: Vec<String> = grid.iter().map(|(k, _)| k.to_string()).collect();
+        axis_keys.extend(cases.iter().flatten().map(|(k, _)| k.to_string()));
+        axis_keys.sort();
+        axis_keys.dedup();
+        let slurm = SlurmSettings::validate(file.slurm.unwrap_or_default(), &axis_keys)
+            .map_err(|(key, kind)| err(&key, kind))?;
+
         Ok(Sweep {
+            backend: file.backend,
+            slurm,
             name: file.name,
             source: source.to_path_buf(),
             results_dir: file.results_dir,
@@ -294,6 +308,7 @@ fn check_run(run: &RunConfig) -> Result<(), (&'static str, ConfigErrorKind)> {
         ("num_envs", run.num_envs),
         ("num_steps", run.num_steps),
         ("threads", run.threads),
+        ("ranks", run.ranks),
         ("update_epochs", run.update_epochs),
         ("num_minibatches", run.num_minibatches),
     ] {
@@ -303,6 +318,9 @@ fn check_run(run: &RunConfig) -> Result<(), (&'static str, ConfigErrorKind)> {
     }
     if run.total_steps == 0 {
         return invalid("total_steps", "must be at least 1");
+    }
+    if run.num_envs % run.ranks != 0 {
+        return invalid("ranks", "must divide num_envs (each rank steps num_envs / ranks environments)");
     }
     if run.hidden.is_empty() || run.hidden.contains(&0) {
         return invalid("hidden", "must be a non-empty list of positive widths");

@@ -4,9 +4,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// The fake job: logs its run id, marks itself started, sleeps or fails on the seeds named by
-/// FAKE_SLEEP_SEED / FAKE_FAIL_SEED, and otherwise writes a completed exit.json (tmp + rename).
+/// The fake job: answers `plugin info` with a one-parameter (`clip`) plugin report (the orchestrator
+/// validates params through it before launching), logs its run id, marks itself started, sleeps
+/// or fails on the seeds named by FAKE_SLEEP_SEED / FAKE_FAIL_SEED, and otherwise writes a
+/// completed exit.json (tmp + rename).
 const FAKE_JOB: &str = r#"#!/bin/sh
+if [ "$1" = "plugin" ]; then
+  printf '{"format_version":1,"plugin":{"path":"%s","name":"fake","version":"0.1.0","description":"","interface_version":"1.1","host_interface_version":"1.1","sha256":"","params":[{"name":"clip","kind":"float","default":0.2,"doc":"","min":0,"max":null}]}}\n' "$3"
+  exit 0
+fi
 while [ $# -gt 0 ]; do
   case "$1" in --spec) spec="$2"; shift 2;; --out) out="$2"; shift 2;; *) shift;; esac
 done

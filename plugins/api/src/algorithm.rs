@@ -13,12 +13,13 @@ use abi_stable::{
     library::RootModule,
     sabi_trait,
     sabi_types::VersionStrings,
-    std_types::{RBox, RResult, RSlice, RSliceMut, RStr, RString, RVec},
+    std_types::{RBox, ROption, RResult, RSlice, RSliceMut, RStr, RString, RVec},
     StableAbi,
 };
 
 use crate::{
     error::PluginError,
+    ext::Extension,
     types::{IterationControl, IterationInfo, Metric, PluginInfo},
     version::ROOT_MODULE_VERSION,
     views::{LossViewRef, RolloutViewRef},
@@ -26,8 +27,10 @@ use crate::{
 
 /// One instance of an algorithm, created by [`AlgorithmMod::new`].
 ///
-/// Methods are appended below `keep_group` (the last method of interface 1.0) with a default
-/// body; a host calling such a method on an older plugin gets the default.
+/// **Frozen for major 1**: no method is ever added, removed or changed within interface 1.x.
+/// abi_stable refuses a library whose vtable has fewer methods than the host's, so appending
+/// one would lock out every plugin built before; per-instance capabilities of a later minor
+/// version are extension tables instead (see [`crate::ext`]).
 /// Plugin authors do not implement this directly: they implement
 /// [`AlgorithmImpl`](crate::AlgorithmImpl) and call [`export_algorithm!`](crate::export_algorithm).
 #[sabi_trait]
@@ -74,8 +77,10 @@ pub type AlgorithmBox = Algorithm_TO<'static, RBox<()>>;
 
 /// The root module of an algorithm plugin.
 ///
-/// A prefix type: a host built against a newer minor version sees `None` from the accessors
-/// of fields appended after `new`, and an older host simply never reads them.
+/// **Frozen for major 1**: abi_stable's layout check lets a library's prefix type have more
+/// fields than the host's, never fewer, so a field appended in 1.1 would refuse every 1.0
+/// plugin. New capabilities come through [`extension`](AlgorithmMod::extension) instead; the
+/// layout is pinned by `plugins/api/tests/v1_layout.rs`.
 #[repr(C)]
 #[derive(StableAbi)]
 #[sabi(kind(Prefix(prefix_ref = AlgorithmMod_Ref)))]
@@ -86,8 +91,11 @@ pub struct AlgorithmMod {
     /// without creating an instance (for up-front checks of a whole sweep).
     pub resolve_params: extern "C" fn(params_json: RStr<'_>) -> RResult<RString, PluginError>,
     /// Creates an instance from a params JSON object and a seed.
-    #[sabi(last_prefix_field)]
     pub new: extern "C" fn(params_json: RStr<'_>, seed: u64) -> RResult<AlgorithmBox, PluginError>,
+    /// Looks up an extension table by [`ExtensionTable::NAME`](crate::ext::ExtensionTable::NAME):
+    /// `RNone` when the plugin does not provide it (or does not know the name, being older).
+    #[sabi(last_prefix_field)]
+    pub extension: extern "C" fn(name: RStr<'_>) -> ROption<Extension>,
 }
 
 impl RootModule for AlgorithmMod_Ref {

@@ -3,19 +3,34 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
+use std::marker::PhantomData;
+
 use abi_stable::{
     prefix_type::PrefixTypeTrait,
-    sabi_trait::TD_Opaque,
-    std_types::{RResult, RSlice, RSliceMut, RStr, RString, RVec},
+    sabi_trait::TD_CanDowncast,
+    std_types::{ROption, RResult, RSlice, RSliceMut, RStr, RString, RVec},
 };
 
 use crate::{
     algorithm::{Algorithm, AlgorithmBox, AlgorithmMod, AlgorithmMod_Ref, Algorithm_TO},
     error::PluginError,
+    ext::{v1_1, Extension, ExtensionTable},
     params::Params,
     types::{IterationControl, IterationInfo, Metric, PluginInfo},
     views::{LossViewRef, RolloutViewRef},
 };
+
+/// The author's side of [`v1_1::SequenceLoss`]: given a minibatch of whole sequences and each
+/// sequence's log-ratio `Δ_s` (`log_ratio`, one per sequence), writes each sequence's loss and
+/// `∂(Σ loss)/∂Δ_s` (`loss`, `d_log_ratio`, zeroed, one per sequence) and returns metrics.
+/// Set [`AlgorithmImpl::SEQUENCE_LOSS`] to `Some(Self::your_fn)` to export it.
+pub type SequenceLossFn<T> = fn(
+    this: &mut T,
+    mb: &Minibatch<'_>,
+    log_ratio: &[f32],
+    loss: &mut [f32],
+    d_log_ratio: &mut [f32],
+) -> Result<Vec<Metric>, PluginError>;
 
 /// An algorithm, written against plain Rust slices. Export it with
 /// [`export_algorithm!`](crate::export_algorithm); `plugins/ppo` is the reference example.
@@ -25,6 +40,11 @@ use crate::{
 /// [`PluginErrorKind::Panic`](crate::PluginErrorKind::Panic); after one, the instance refuses
 /// further calls.
 pub trait AlgorithmImpl: Sized + Send + 'static {
+    /// Interface 1.1 extension [`v1_1::SequenceLoss`] (sequence-level objectives). `None`, the
+    /// default: not provided, and a host asking for it is told so. Like every extension, it is
+    /// exported by [`export_algorithm!`](crate::export_algorithm) only when set here.
+    const SEQUENCE_LOSS: Option<SequenceLossFn<Self>> = None;
+
     /// Name, version, description and parameters.
     fn info() -> PluginInfo;
 
@@ -561,24 +581,98 @@ extern "C" fn new_entry<T: AlgorithmImpl>(
     guarded(|| {
         let params = Params::parse(&T::info().params, params_json.as_str())?;
         let inner = T::new(&params, seed)?;
+        // `TD_CanDowncast`: extension functions take the instance and downcast it back to
+        // `Adapter<T>`, refusing an instance made by another library.
         Ok(Algorithm_TO::from_value(
             Adapter {
                 inner,
                 poisoned: None,
             },
-            TD_Opaque,
+            TD_CanDowncast,
         ))
     })
 }
 
-/// Builds the root module for `T`; called once per loaded library by the code
-/// [`export_algorithm!`](crate::export_algorithm) generates.
+fn sequence_loss_entry<T: AlgorithmImpl>(
+    instance: &mut AlgorithmBox,
+    mb: LossViewRef<'_>,
+    log_ratio: RSlice<'_, f32>,
+    mut loss: RSliceMut<'_, f32>,
+    mut d_log_ratio: RSliceMut<'_, f32>,
+) -> RResult<RVec<Metric>, PluginError> {
+    let Ok(adapter) = instance.obj.downcast_as_mut::<Adapter<T>>() else {
+        return RResult::RErr(PluginError::internal(
+            "call `sequence_loss`: the instance was created by another plugin library",
+        ));
+    };
+    let Some(f) = T::SEQUENCE_LOSS else {
+        // Unreachable through `extension_entry`, which only hands out provided tables.
+        return RResult::RErr(PluginError::internal("`sequence_loss` is not provided"));
+    };
+    adapter.call(|alg| {
+        let mb = minibatch_from_view(&mb);
+        mb.check()?;
+        let s = mb.num_sequences;
+        check_len("log_ratio", log_ratio.len(), s, false)?;
+        let (loss, d) = (&mut *loss, &mut *d_log_ratio);
+        check_out("loss", loss, s)?;
+        check_out("d_log_ratio", d, s)?;
+        loss.fill(0.0);
+        d.fill(0.0);
+        f(alg, &mb, log_ratio.as_slice(), loss, d).map(RVec::from)
+    })
+}
+
+extern "C" fn sequence_loss_shim<T: AlgorithmImpl>(
+    instance: &mut AlgorithmBox,
+    mb: LossViewRef<'_>,
+    log_ratio: RSlice<'_, f32>,
+    loss: RSliceMut<'_, f32>,
+    d_log_ratio: RSliceMut<'_, f32>,
+) -> RResult<RVec<Metric>, PluginError> {
+    // The downcast and the length checks run outside `Adapter::call`; guard them too.
+    match catch_unwind(AssertUnwindSafe(|| {
+        sequence_loss_entry::<T>(instance, mb, log_ratio, loss, d_log_ratio)
+    })) {
+        Ok(r) => r,
+        Err(payload) => RResult::RErr(PluginError::panic(panic_message(&*payload))),
+    }
+}
+
+/// The `'static` extension tables of plugin type `T` (one per table type and `T`).
+struct Tables<T>(PhantomData<T>);
+
+impl<T: AlgorithmImpl> Tables<T> {
+    const SEQUENCE_LOSS: &'static v1_1::SequenceLoss = &v1_1::SequenceLoss {
+        sequence_loss: sequence_loss_shim::<T>,
+    };
+}
+
+/// The root module's `extension` entry for `T`: every table `T` provides, by name.
 #[doc(hidden)]
-pub fn root_module<T: AlgorithmImpl>() -> AlgorithmMod_Ref {
+pub extern "C" fn extension_entry<T: AlgorithmImpl>(name: RStr<'_>) -> ROption<Extension> {
+    // Nothing here should panic, but a panic must not unwind into the host: report "absent".
+    catch_unwind(|| match name.as_str() {
+        v1_1::SequenceLoss::NAME if T::SEQUENCE_LOSS.is_some() => {
+            ROption::RSome(Extension::new(Tables::<T>::SEQUENCE_LOSS))
+        }
+        _ => ROption::RNone,
+    })
+    .unwrap_or(ROption::RNone)
+}
+
+/// Builds the root module for `T`; called once per loaded library by the code
+/// [`export_algorithm!`](crate::export_algorithm) generates. `extension` is
+/// [`extension_entry::<T>`] except in drover's own fixtures.
+#[doc(hidden)]
+pub fn root_module<T: AlgorithmImpl>(
+    extension: extern "C" fn(RStr<'_>) -> ROption<Extension>,
+) -> AlgorithmMod_Ref {
     AlgorithmMod {
         info: info_entry::<T>,
         resolve_params: resolve_params_entry::<T>,
         new: new_entry::<T>,
+        extension,
     }
     .leak_into_prefix()
 }
@@ -593,8 +687,14 @@ macro_rules! export_algorithm {
     ($ty:ty) => {
         $crate::export_algorithm!(@interface_version $ty, $crate::INTERFACE_VERSION);
     };
-    // Hidden arm for drover's own tests (`tests/plugins/bad_version`): record another version.
+    // Hidden arms for drover's own fixtures (`tests/plugins/*`): record another interface
+    // version, and (`@custom_extensions`) answer extension look-ups with another function.
     (@interface_version $ty:ty, $version:expr) => {
+        $crate::export_algorithm!(
+            @custom_extensions $ty, $version, $crate::__private::extension_entry::<$ty>
+        );
+    };
+    (@custom_extensions $ty:ty, $version:expr, $extension:expr) => {
         /// The drover plugin interface version this plugin was built against (packed
         /// `major << 32 | minor`); read by the host before anything else.
         #[no_mangle]
@@ -605,7 +705,7 @@ macro_rules! export_algorithm {
 
         #[doc(hidden)]
         fn __drover_root_module() -> $crate::AlgorithmMod_Ref {
-            $crate::__private::root_module::<$ty>()
+            $crate::__private::root_module::<$ty>($extension)
         }
 
         // The symbol name is abi_stable's mangled `ROOT_MODULE_LOADER_NAME`; the api crate

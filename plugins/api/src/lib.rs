@@ -7,13 +7,15 @@
 //! reference plugin; `docs/writing-a-plugin.md` the guide; `docs/design/plugin-abi.md` the
 //! design and the version policy.
 //!
-//! **API Boundary.** Everything public here is the contract third parties build against:
-//! change it only additively (see [`INTERFACE_VERSION`]).
+//! **API Boundary.** Everything public here is the contract third parties build against. The
+//! v1 types that cross the ABI are frozen for major 1; a minor version adds extension tables
+//! in [`ext`] (see [`INTERFACE_VERSION`]).
 #![warn(missing_docs)]
 
 mod algorithm;
 mod authoring;
 mod error;
+pub mod ext;
 mod params;
 mod rng;
 #[cfg(feature = "testing")]
@@ -26,7 +28,7 @@ pub use abi_stable::std_types::{ROption, RResult, RSlice, RSliceMut, RStr, RStri
 
 pub use crate::{
     algorithm::{Algorithm, AlgorithmBox, AlgorithmMod, AlgorithmMod_Ref, Algorithm_TO},
-    authoring::{AlgorithmImpl, LossOutputs, Minibatch, Rollout},
+    authoring::{AlgorithmImpl, LossOutputs, Minibatch, Rollout, SequenceLossFn},
     error::{PluginError, PluginErrorKind, PluginErrorKind_NE},
     params::Params,
     rng::CounterRng,
@@ -40,6 +42,6 @@ pub use crate::{
 /// Items the export macro and the host use; not part of the author-facing API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::authoring::{root_module, Adapter};
+    pub use crate::authoring::{extension_entry, root_module, Adapter};
     pub use abi_stable;
 }

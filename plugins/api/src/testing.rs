@@ -1,9 +1,114 @@
-//! Test helpers for plugin authors (feature `testing`): finite-difference checks of `loss`.
+//! The test harness for plugin authors (feature `testing`): finite-difference checks of the
+//! loss derivatives, finiteness, determinism and padding invariance, on synthetic batches.
+//!
+//! Call [`check_algorithm`] from your plugin's own `cargo test`:
+//!
+//! ```
+//! # use drover_plugin_api::*;
+//! # struct MyAlgo;
+//! # impl AlgorithmImpl for MyAlgo {
+//! #     fn info() -> PluginInfo { PluginInfo::new("my_algo", "0.1.0", "doc example") }
+//! #     fn new(_: &Params, _: u64) -> Result<Self, PluginError> { Ok(Self) }
+//! #     fn compute_advantages(&mut self, b: &Rollout<'_>, adv: &mut [f32], ret: &mut [f32])
+//! #         -> Result<Vec<Metric>, PluginError> {
+//! #         for i in 0..adv.len() { adv[i] = b.rewards[i] * b.mask[i]; ret[i] = adv[i]; }
+//! #         Ok(vec![])
+//! #     }
+//! #     fn loss(&mut self, mb: &Minibatch<'_>, out: &mut LossOutputs<'_>)
+//! #         -> Result<Vec<Metric>, PluginError> {
+//! #         for i in 0..mb.len() {
+//! #             let w = mb.token_weights[i];
+//! #             out.loss[i] = -w * mb.advantages[i] * mb.logp_new[i];
+//! #             out.d_logp[i] = -w * mb.advantages[i];
+//! #         }
+//! #         Ok(vec![])
+//! #     }
+//! # }
+//! let report = drover_plugin_api::testing::check_algorithm::<MyAlgo>("{}");
+//! report.assert_passed(); // panics listing every failed check
+//! ```
+//!
+//! `drover plugin check <file.so>` runs the very same checks ([`run_checks`]) on a built
+//! library, through the ABI, so what passes here passes there.
+
+use std::fmt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use crate::{
-    authoring::{AlgorithmImpl, LossOutputs, Minibatch},
+    authoring::{AlgorithmImpl, LossOutputs, Minibatch, Rollout},
     error::PluginError,
+    params::Params,
+    rng::CounterRng,
+    types::Metric,
 };
+
+/// An algorithm instance under test: in-process (every [`AlgorithmImpl`] is one) or a loaded
+/// library behind the host's guard (`drover-plugin-host` implements it for its handle).
+pub trait Subject {
+    /// As [`AlgorithmImpl::compute_advantages`]; outputs are `B·T` long.
+    ///
+    /// # Errors
+    /// Whatever the algorithm reports (a caught panic is a `Panic` error).
+    fn compute_advantages(
+        &mut self,
+        batch: &Rollout<'_>,
+        advantages: &mut [f32],
+        returns: &mut [f32],
+    ) -> Result<Vec<Metric>, PluginError>;
+
+    /// As [`AlgorithmImpl::loss`]; outputs are `M` long.
+    ///
+    /// # Errors
+    /// Whatever the algorithm reports (a caught panic is a `Panic` error).
+    fn loss(
+        &mut self,
+        mb: &Minibatch<'_>,
+        out: &mut LossOutputs<'_>,
+    ) -> Result<Vec<Metric>, PluginError>;
+}
+
+fn panic_to_error<R>(f: impl FnOnce() -> Result<R, PluginError>) -> Result<R, PluginError> {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|payload| {
+        let msg = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "panic with a non-string payload".to_owned());
+        Err(PluginError::panic(msg))
+    })
+}
+
+impl<T: AlgorithmImpl> Subject for T {
+    fn compute_advantages(
+        &mut self,
+        batch: &Rollout<'_>,
+        advantages: &mut [f32],
+        returns: &mut [f32],
+    ) -> Result<Vec<Metric>, PluginError> {
+        // Same contract as the export adapter: checked input, zeroed outputs.
+        batch.check()?;
+        advantages.fill(0.0);
+        returns.fill(0.0);
+        panic_to_error(|| AlgorithmImpl::compute_advantages(self, batch, advantages, returns))
+    }
+
+    fn loss(
+        &mut self,
+        mb: &Minibatch<'_>,
+        out: &mut LossOutputs<'_>,
+    ) -> Result<Vec<Metric>, PluginError> {
+        mb.check()?;
+        for buf in [
+            &mut *out.loss,
+            &mut *out.d_logp,
+            &mut *out.d_value,
+            &mut *out.d_entropy,
+        ] {
+            buf.fill(0.0);
+        }
+        panic_to_error(|| AlgorithmImpl::loss(self, mb, out))
+    }
+}
 
 /// Which input a derivative is taken with respect to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,11 +146,28 @@ pub struct FdReport {
     pub mismatches: Vec<Mismatch>,
 }
 
-/// Outputs of one `loss` call, owned.
-fn run_loss<T: AlgorithmImpl>(
-    alg: &mut T,
-    mb: &Minibatch<'_>,
-) -> Result<[Vec<f32>; 4], PluginError> {
+/// The four loss outputs of one call, owned.
+#[derive(Debug, Clone, PartialEq)]
+struct LossOut {
+    loss: Vec<f32>,
+    d_logp: Vec<f32>,
+    d_value: Vec<f32>,
+    d_entropy: Vec<f32>,
+    metrics: Vec<Metric>,
+}
+
+impl LossOut {
+    fn named(&self) -> [(&'static str, &[f32]); 4] {
+        [
+            ("loss", &self.loss),
+            ("d_logp", &self.d_logp),
+            ("d_value", &self.d_value),
+            ("d_entropy", &self.d_entropy),
+        ]
+    }
+}
+
+fn run_loss<S: Subject + ?Sized>(alg: &mut S, mb: &Minibatch<'_>) -> Result<LossOut, PluginError> {
     let m = mb.len();
     let (mut loss, mut d_logp, mut d_value, mut d_entropy) =
         (vec![0.0; m], vec![0.0; m], vec![0.0; m], vec![0.0; m]);
@@ -55,12 +177,18 @@ fn run_loss<T: AlgorithmImpl>(
         d_value: &mut d_value,
         d_entropy: &mut d_entropy,
     };
-    alg.loss(mb, &mut out)?;
-    Ok([loss, d_logp, d_value, d_entropy])
+    let metrics = alg.loss(mb, &mut out)?;
+    Ok(LossOut {
+        loss,
+        d_logp,
+        d_value,
+        d_entropy,
+        metrics,
+    })
 }
 
-fn total<T: AlgorithmImpl>(alg: &mut T, mb: &Minibatch<'_>) -> Result<f64, PluginError> {
-    Ok(run_loss(alg, mb)?[0].iter().map(|&x| f64::from(x)).sum())
+fn total<S: Subject + ?Sized>(alg: &mut S, mb: &Minibatch<'_>) -> Result<f64, PluginError> {
+    Ok(run_loss(alg, mb)?.loss.iter().map(|&x| f64::from(x)).sum())
 }
 
 /// Compares every derivative `loss` reports on `mb` with a central difference of `Σ loss`,
@@ -70,20 +198,20 @@ fn total<T: AlgorithmImpl>(alg: &mut T, mb: &Minibatch<'_>) -> Result<f64, Plugi
 ///
 /// # Errors
 /// Whatever `loss` returns.
-pub fn check_loss_derivatives<T: AlgorithmImpl>(
-    alg: &mut T,
+pub fn check_loss_derivatives<S: Subject + ?Sized>(
+    alg: &mut S,
     mb: &Minibatch<'_>,
     h: f32,
     atol: f64,
     rtol: f64,
 ) -> Result<FdReport, PluginError> {
     mb.check()?;
-    let [_, d_logp, d_value, d_entropy] = run_loss(alg, mb)?;
+    let base_out = run_loss(alg, mb)?;
     let mut report = FdReport::default();
     for (wrt, analytic) in [
-        (Wrt::LogpNew, &d_logp),
-        (Wrt::ValuesNew, &d_value),
-        (Wrt::EntropyNew, &d_entropy),
+        (Wrt::LogpNew, &base_out.d_logp),
+        (Wrt::ValuesNew, &base_out.d_value),
+        (Wrt::EntropyNew, &base_out.d_entropy),
     ] {
         let base: Vec<f32> = match wrt {
             Wrt::LogpNew => mb.logp_new,
@@ -128,10 +256,559 @@ pub fn check_loss_derivatives<T: AlgorithmImpl>(
     Ok(report)
 }
 
+/// Settings of [`run_checks`]; `Default` is what `drover plugin check` uses.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckOptions {
+    /// Seed of the synthetic batches and of the instances.
+    pub seed: u64,
+    /// Sequences in the synthetic rollout.
+    pub num_sequences: usize,
+    /// Steps per sequence.
+    pub seq_len: usize,
+    /// Finite-difference step.
+    pub fd_step: f32,
+    /// Absolute tolerance of the derivative check.
+    pub fd_atol: f64,
+    /// Relative tolerance of the derivative check.
+    pub fd_rtol: f64,
+}
+
+impl Default for CheckOptions {
+    fn default() -> Self {
+        Self {
+            seed: 7,
+            num_sequences: 4,
+            seq_len: 12,
+            fd_step: 1e-3,
+            fd_atol: 1e-4,
+            fd_rtol: 1e-2,
+        }
+    }
+}
+
+/// One named check and its outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    /// Stable name, e.g. `loss_derivatives`.
+    pub name: &'static str,
+    /// Whether it passed.
+    pub passed: bool,
+    /// What was checked, or why it failed.
+    pub detail: String,
+}
+
+/// Every check [`run_checks`] ran, in order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CheckReport {
+    /// The checks.
+    pub checks: Vec<Check>,
+}
+
+impl CheckReport {
+    /// Whether every check passed.
+    pub fn passed(&self) -> bool {
+        self.checks.iter().all(|c| c.passed)
+    }
+
+    /// The failed checks.
+    pub fn failures(&self) -> impl Iterator<Item = &Check> {
+        self.checks.iter().filter(|c| !c.passed)
+    }
+
+    /// Panics with every failed check when one failed (for `#[test]` functions).
+    #[track_caller]
+    pub fn assert_passed(&self) {
+        assert!(self.passed(), "plugin checks failed:\n{self}");
+    }
+
+    fn push(&mut self, name: &'static str, outcome: Result<String, String>) {
+        let (passed, detail) = match outcome {
+            Ok(d) => (true, d),
+            Err(d) => (false, d),
+        };
+        self.checks.push(Check {
+            name,
+            passed,
+            detail,
+        });
+    }
+}
+
+impl fmt::Display for CheckReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for c in &self.checks {
+            let status = if c.passed { "ok  " } else { "FAIL" };
+            writeln!(f, "{status} {:<28} {}", c.name, c.detail)?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs every check on `T` in-process, with `params_json` (e.g. `"{}"` for the defaults) and
+/// [`CheckOptions::default`].
+pub fn check_algorithm<T: AlgorithmImpl>(params_json: &str) -> CheckReport {
+    let specs = T::info().params;
+    run_checks(
+        |seed| {
+            let params = Params::parse(&specs, params_json)?;
+            panic_to_error(|| T::new(&params, seed))
+        },
+        &CheckOptions::default(),
+    )
+}
+
+/// A synthetic rollout: owned buffers a [`Rollout`] borrows.
+#[derive(Debug, Clone)]
+struct RolloutData {
+    b: usize,
+    t: usize,
+    mask: Vec<f32>,
+    rewards: Vec<f32>,
+    terminated: Vec<f32>,
+    truncated: Vec<f32>,
+    values: Vec<f32>,
+    next_values: Vec<f32>,
+    logp_old: Vec<f32>,
+    entropy_old: Vec<f32>,
+    group_ids: Vec<u32>,
+    seed: u64,
+}
+
+impl RolloutData {
+    /// CartPole-like: reward 1 per step, rare terminations and truncations, and the last two
+    /// sequences ending early (trailing padding), as the host sends them.
+    fn synthetic(b: usize, t: usize, seed: u64) -> Self {
+        let mut rng = CounterRng::with_stream(seed, 1);
+        let mut u = move |lo: f64, hi: f64| (lo + (hi - lo) * rng.next_f64()) as f32;
+        let n = b * t;
+        let mut d = Self {
+            b,
+            t,
+            mask: vec![1.0; n],
+            rewards: vec![0.0; n],
+            terminated: vec![0.0; n],
+            truncated: vec![0.0; n],
+            values: vec![0.0; n],
+            next_values: vec![0.0; n],
+            logp_old: vec![0.0; n],
+            entropy_old: vec![0.0; n],
+            group_ids: (0..b as u32).collect(),
+            seed,
+        };
+        for s in 0..b {
+            let valid = if s + 2 >= b && t > 3 { t - 1 - s % 3 } else { t };
+            for k in 0..t {
+                let i = s * t + k;
+                if k >= valid {
+                    d.mask[i] = 0.0;
+                    continue;
+                }
+                d.rewards[i] = u(0.0, 1.0);
+                d.values[i] = u(-1.0, 1.0);
+                d.terminated[i] = if u(0.0, 1.0) < 0.08 { 1.0 } else { 0.0 };
+                d.truncated[i] = if d.terminated[i] == 0.0 && u(0.0, 1.0) < 0.04 {
+                    1.0
+                } else {
+                    0.0
+                };
+                d.next_values[i] = if d.terminated[i] > 0.0 {
+                    0.0
+                } else {
+                    u(-1.0, 1.0)
+                };
+                d.logp_old[i] = u(-2.0, -0.05);
+                d.entropy_old[i] = u(0.1, 0.7);
+            }
+        }
+        d
+    }
+
+    /// The same sequences with `extra` more padding steps each, filled with garbage the
+    /// algorithm must ignore.
+    fn padded(&self, extra: usize) -> Self {
+        let t2 = self.t + extra;
+        let mut p = Self {
+            t: t2,
+            mask: vec![0.0; self.b * t2],
+            ..self.clone()
+        };
+        let garbage = |k: usize| 1.0e3 + k as f32;
+        for buf in [
+            &mut p.rewards,
+            &mut p.values,
+            &mut p.next_values,
+            &mut p.logp_old,
+            &mut p.entropy_old,
+        ] {
+            *buf = (0..self.b * t2).map(garbage).collect();
+        }
+        p.terminated = vec![1.0; self.b * t2];
+        p.truncated = vec![1.0; self.b * t2];
+        for s in 0..self.b {
+            for k in 0..self.t {
+                let (i, j) = (s * self.t + k, s * t2 + k);
+                p.mask[j] = self.mask[i];
+                if self.mask[i] <= 0.0 {
+                    continue; // padding already: keep the garbage
+                }
+                p.rewards[j] = self.rewards[i];
+                p.values[j] = self.values[i];
+                p.next_values[j] = self.next_values[i];
+                p.logp_old[j] = self.logp_old[i];
+                p.entropy_old[j] = self.entropy_old[i];
+                p.terminated[j] = self.terminated[i];
+                p.truncated[j] = self.truncated[i];
+            }
+        }
+        p
+    }
+
+    fn view(&self) -> Rollout<'_> {
+        let mut r = Rollout::new(self.b, self.t);
+        r.mask = &self.mask;
+        r.rewards = &self.rewards;
+        r.terminated = &self.terminated;
+        r.truncated = &self.truncated;
+        r.values = &self.values;
+        r.next_values = &self.next_values;
+        r.logp_old = &self.logp_old;
+        r.entropy_old = &self.entropy_old;
+        r.group_ids = &self.group_ids;
+        r.seed = self.seed;
+        r
+    }
+}
+
+/// A synthetic minibatch: owned buffers a [`Minibatch`] borrows.
+#[derive(Debug, Clone)]
+struct MinibatchData {
+    logp_new: Vec<f32>,
+    logp_old: Vec<f32>,
+    advantages: Vec<f32>,
+    returns: Vec<f32>,
+    values_new: Vec<f32>,
+    values_old: Vec<f32>,
+    entropy_new: Vec<f32>,
+    token_weights: Vec<f32>,
+    seq_index: Vec<u32>,
+    num_sequences: usize,
+    seq_lengths: Vec<u32>,
+    seed: u64,
+}
+
+impl MinibatchData {
+    /// `m` tokens over `m / 8 + 1` sequences; every seventh token has weight 0 (padding).
+    /// Probability ratios stay within e^±0.3, values near their targets.
+    fn synthetic(m: usize, seed: u64, advantages: Option<(&[f32], &[f32])>) -> Self {
+        let mut rng = CounterRng::with_stream(seed, 2);
+        let mut u = move |lo: f64, hi: f64| (lo + (hi - lo) * rng.next_f64()) as f32;
+        let logp_old: Vec<f32> = (0..m).map(|_| u(-2.0, -0.1)).collect();
+        let logp_new: Vec<f32> = logp_old.iter().map(|&l| l + u(-0.3, 0.3)).collect();
+        let (adv, ret): (Vec<f32>, Vec<f32>) = match advantages {
+            Some((a, r)) if !a.is_empty() => (0..m)
+                .map(|i| (a[i % a.len()], r[i % r.len()]))
+                .unzip(),
+            _ => (0..m).map(|_| (u(-2.0, 2.0), u(-1.0, 1.0))).unzip(),
+        };
+        let values_old: Vec<f32> = ret.iter().map(|&r| r + u(-0.5, 0.5)).collect();
+        let values_new: Vec<f32> = values_old.iter().map(|&v| v + u(-0.3, 0.3)).collect();
+        let entropy_new: Vec<f32> = (0..m).map(|_| u(0.1, 0.7)).collect();
+        let token_weights: Vec<f32> = (0..m).map(|i| if i % 7 == 6 { 0.0 } else { 1.0 }).collect();
+        let seq_index: Vec<u32> = (0..m as u32).map(|i| i / 8).collect();
+        let num_sequences = m / 8 + 1;
+        let mut seq_lengths = vec![0u32; num_sequences];
+        for (&s, &w) in seq_index.iter().zip(&token_weights) {
+            if w > 0.0 {
+                seq_lengths[s as usize] += 1;
+            }
+        }
+        Self {
+            logp_new,
+            logp_old,
+            advantages: adv,
+            returns: ret,
+            values_new,
+            values_old,
+            entropy_new,
+            token_weights,
+            seq_index,
+            num_sequences,
+            seq_lengths,
+            seed,
+        }
+    }
+
+    fn view(&self) -> Minibatch<'_> {
+        let mut mb = Minibatch::new();
+        mb.logp_new = &self.logp_new;
+        mb.logp_old = &self.logp_old;
+        mb.advantages = &self.advantages;
+        mb.returns = &self.returns;
+        mb.values_new = &self.values_new;
+        mb.values_old = &self.values_old;
+        mb.entropy_new = &self.entropy_new;
+        mb.token_weights = &self.token_weights;
+        mb.seq_index = &self.seq_index;
+        mb.num_sequences = self.num_sequences;
+        mb.seq_lengths = &self.seq_lengths;
+        mb.seed = self.seed;
+        mb
+    }
+
+    /// The same minibatch with garbage in every input of its zero-weight tokens.
+    fn with_garbage_padding(&self) -> Self {
+        let mut g = self.clone();
+        for i in 0..g.token_weights.len() {
+            if g.token_weights[i] <= 0.0 {
+                for buf in [
+                    &mut g.logp_new,
+                    &mut g.logp_old,
+                    &mut g.advantages,
+                    &mut g.returns,
+                    &mut g.values_new,
+                    &mut g.values_old,
+                    &mut g.entropy_new,
+                ] {
+                    buf[i] = 37.0 + i as f32;
+                }
+            }
+        }
+        g
+    }
+}
+
+fn first_non_finite(named: &[(&str, &[f32])]) -> Result<(), String> {
+    for (name, buf) in named {
+        if let Some(i) = buf.iter().position(|x| !x.is_finite()) {
+            return Err(format!("output `{name}` is {} at index {i}", buf[i]));
+        }
+    }
+    Ok(())
+}
+
+fn check_metrics(call: &str, metrics: &[Metric]) -> Result<(), String> {
+    for m in metrics {
+        if m.name.is_empty() {
+            return Err(format!("`{call}` returned a metric with an empty name"));
+        }
+        if !m.value.is_finite() {
+            return Err(format!(
+                "`{call}` returned metric `{}` = {}",
+                m.name, m.value
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn close(a: f32, b: f32) -> bool {
+    (a - b).abs() <= 1e-5 * (1.0 + a.abs().max(b.abs()))
+}
+
+type AdvOut = (Vec<f32>, Vec<f32>, Vec<Metric>);
+
+fn advantages_of<S: Subject + ?Sized>(alg: &mut S, data: &RolloutData) -> Result<AdvOut, String> {
+    let n = data.b * data.t;
+    let (mut adv, mut ret) = (vec![0.0; n], vec![0.0; n]);
+    let metrics = alg
+        .compute_advantages(&data.view(), &mut adv, &mut ret)
+        .map_err(|e| format!("`compute_advantages` failed: {e}"))?;
+    Ok((adv, ret, metrics))
+}
+
+/// Runs every check on instances made by `make(seed)`:
+///
+/// - `advantages_finite`: `compute_advantages` succeeds on a synthetic rollout (terminations,
+///   truncations, trailing padding), writes only finite values and finite, named metrics;
+/// - `advantages_deterministic`: two instances with the same seed give identical outputs;
+/// - `advantages_padding_invariant`: more trailing padding (full of garbage) changes no
+///   valid position's advantage or return;
+/// - `loss_finite`: `loss` succeeds on a minibatch built from those advantages, and on a
+///   single-token minibatch, with finite outputs and metrics;
+/// - `loss_deterministic`: same seed, same minibatch, identical outputs;
+/// - `loss_padding_invariant`: zero-weight tokens get zero outputs, and garbage in their
+///   inputs changes nothing;
+/// - `loss_derivatives`: [`check_loss_derivatives`] finds no mismatch.
+///
+/// Output lengths are the caller's (slices cannot be resized); the host additionally refuses
+/// non-finite outputs at run time, naming the output and index.
+pub fn run_checks<S, F>(mut make: F, opts: &CheckOptions) -> CheckReport
+where
+    S: Subject,
+    F: FnMut(u64) -> Result<S, PluginError>,
+{
+    let mut report = CheckReport::default();
+    let mut instance = |what: &str| {
+        make(opts.seed).map_err(|e| format!("creating the {what} instance failed: {e}"))
+    };
+    let rollout = RolloutData::synthetic(opts.num_sequences.max(1), opts.seq_len.max(1), opts.seed);
+    let n = rollout.b * rollout.t;
+
+    // Advantage stage.
+    let first = instance("first").and_then(|mut alg| {
+        let out = advantages_of(&mut alg, &rollout)?;
+        Ok((alg, out))
+    });
+    let mut first_alg = None;
+    let adv_out = match first {
+        Ok((alg, out)) => {
+            first_alg = Some(alg);
+            let finite = first_non_finite(&[("advantages", &out.0), ("returns", &out.1)])
+                .and_then(|()| check_metrics("compute_advantages", &out.2))
+                .map(|()| {
+                    format!(
+                        "{}x{} rollout with terminations, truncations and padding",
+                        rollout.b, rollout.t
+                    )
+                });
+            let ok = finite.is_ok();
+            report.push("advantages_finite", finite);
+            ok.then_some(out)
+        }
+        Err(e) => {
+            report.push("advantages_finite", Err(e));
+            None
+        }
+    };
+    if let Some((adv, ret, metrics)) = &adv_out {
+        let det = instance("second")
+            .and_then(|mut alg| advantages_of(&mut alg, &rollout))
+            .and_then(|(a2, r2, m2)| {
+                let same = a2.iter().zip(adv).all(|(x, y)| x.to_bits() == y.to_bits())
+                    && r2.iter().zip(ret).all(|(x, y)| x.to_bits() == y.to_bits())
+                    && m2 == *metrics;
+                if same {
+                    Ok("two instances, same seed: identical outputs".to_owned())
+                } else {
+                    Err("two instances with the same seed gave different outputs".to_owned())
+                }
+            });
+        report.push("advantages_deterministic", det);
+
+        let padded = rollout.padded(3);
+        let pad = instance("padding")
+            .and_then(|mut alg| advantages_of(&mut alg, &padded))
+            .and_then(|(a2, r2, _)| {
+                for s in 0..rollout.b {
+                    for k in 0..rollout.t {
+                        let (i, j) = (s * rollout.t + k, s * padded.t + k);
+                        if rollout.mask[i] <= 0.0 {
+                            continue;
+                        }
+                        if !close(adv[i], a2[j]) || !close(ret[i], r2[j]) {
+                            return Err(format!(
+                                "sequence {s} step {k}: advantage {} / return {} became {} / {} \
+                                 after 3 padding steps were appended",
+                                adv[i], ret[i], a2[j], r2[j]
+                            ));
+                        }
+                    }
+                }
+                Ok("3 extra padding steps full of garbage change nothing".to_owned())
+            });
+        report.push("advantages_padding_invariant", pad);
+    }
+
+    // Loss stage, on the advantages just computed when there are some.
+    let m = (n / 2).clamp(8, 64);
+    let mb_data = MinibatchData::synthetic(
+        m,
+        opts.seed,
+        adv_out.as_ref().map(|(a, r, _)| (a.as_slice(), r.as_slice())),
+    );
+    let one = MinibatchData::synthetic(1, opts.seed ^ 1, None);
+    let mut alg = match first_alg {
+        Some(alg) => Ok(alg),
+        None => instance("loss"),
+    };
+    let base = alg.as_mut().map_err(|e| e.clone()).and_then(|alg| {
+        let out = run_loss(alg, &mb_data.view()).map_err(|e| format!("`loss` failed: {e}"))?;
+        first_non_finite(&out.named())?;
+        check_metrics("loss", &out.metrics)?;
+        let single =
+            run_loss(alg, &one.view()).map_err(|e| format!("`loss` on one token failed: {e}"))?;
+        first_non_finite(&single.named())
+            .map_err(|e| format!("single-token minibatch: {e}"))?;
+        Ok(out)
+    });
+    report.push(
+        "loss_finite",
+        base.as_ref()
+            .map(|_| format!("{m}-token minibatch and a 1-token minibatch"))
+            .map_err(Clone::clone),
+    );
+    let Ok(base) = base else {
+        return report;
+    };
+    let det = instance("second loss").and_then(|mut alg2| {
+        let out = run_loss(&mut alg2, &mb_data.view()).map_err(|e| format!("`loss` failed: {e}"))?;
+        if out == base {
+            Ok("two instances, same seed: identical outputs".to_owned())
+        } else {
+            Err("two instances with the same seed gave different outputs".to_owned())
+        }
+    });
+    report.push("loss_deterministic", det);
+
+    let garbage = mb_data.with_garbage_padding();
+    let pad = alg.as_mut().map_err(|e| e.clone()).and_then(|alg| {
+        let out = run_loss(alg, &garbage.view()).map_err(|e| format!("`loss` failed: {e}"))?;
+        for (i, &w) in mb_data.token_weights.iter().enumerate() {
+            for ((name, a), (_, b)) in base.named().iter().zip(out.named()) {
+                if w <= 0.0 && b[i] != 0.0 {
+                    return Err(format!(
+                        "output `{name}` is {} at zero-weight token {i}, expected 0",
+                        b[i]
+                    ));
+                }
+                if w > 0.0 && !close(a[i], b[i]) {
+                    return Err(format!(
+                        "output `{name}` at token {i} changed from {} to {} when only \
+                         zero-weight tokens' inputs changed",
+                        a[i], b[i]
+                    ));
+                }
+            }
+        }
+        Ok("zero-weight tokens get zero outputs and do not affect the others".to_owned())
+    });
+    report.push("loss_padding_invariant", pad);
+
+    let fd = alg.as_mut().map_err(|e| e.clone()).and_then(|alg| {
+        let r = check_loss_derivatives(
+            alg,
+            &mb_data.view(),
+            opts.fd_step,
+            opts.fd_atol,
+            opts.fd_rtol,
+        )
+        .map_err(|e| format!("`loss` failed: {e}"))?;
+        match r.mismatches.first() {
+            None if r.checked == 0 => Err("no derivative could be checked (all at kinks)".into()),
+            None => Ok(format!(
+                "{} derivatives match finite differences ({} skipped at kinks)",
+                r.checked, r.skipped_kinks
+            )),
+            Some(x) => Err(format!(
+                "{} of {} derivatives disagree with finite differences; first: d/d{:?} at \
+                 token {}: reported {:.6}, numeric {:.6}",
+                r.mismatches.len(),
+                r.checked,
+                x.wrt,
+                x.index,
+                x.analytic,
+                x.numeric
+            )),
+        }
+    });
+    report.push("loss_derivatives", fd);
+    report
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Metric, Params, PluginInfo, Rollout};
+    use crate::{ParamSpec, PluginInfo};
 
     /// `loss_i = w·logp_i²`, reporting `d_logp = factor·w·logp_i` (correct for factor 2).
     struct Square {
@@ -141,16 +818,23 @@ mod tests {
     impl AlgorithmImpl for Square {
         fn info() -> PluginInfo {
             PluginInfo::new("square", "0.0.0", "test")
+                .param(ParamSpec::float("factor", 2.0, "derivative factor"))
         }
-        fn new(_: &Params, _: u64) -> Result<Self, PluginError> {
-            Ok(Self { factor: 2.0 })
+        fn new(p: &Params, _: u64) -> Result<Self, PluginError> {
+            Ok(Self {
+                factor: p.f64("factor")? as f32,
+            })
         }
         fn compute_advantages(
             &mut self,
-            _: &Rollout<'_>,
-            _: &mut [f32],
-            _: &mut [f32],
+            b: &Rollout<'_>,
+            adv: &mut [f32],
+            ret: &mut [f32],
         ) -> Result<Vec<Metric>, PluginError> {
+            for i in 0..adv.len() {
+                adv[i] = b.rewards[i] * b.mask[i];
+                ret[i] = adv[i];
+            }
             Ok(Vec::new())
         }
         fn loss(
@@ -159,8 +843,47 @@ mod tests {
             out: &mut LossOutputs<'_>,
         ) -> Result<Vec<Metric>, PluginError> {
             for (i, &l) in mb.logp_new.iter().enumerate() {
-                out.loss[i] = 0.5 * l * l;
-                out.d_logp[i] = self.factor * 0.5 * l;
+                let w = mb.token_weights[i];
+                out.loss[i] = w * 0.5 * l * l;
+                out.d_logp[i] = w * self.factor * 0.5 * l;
+            }
+            Ok(Vec::new())
+        }
+    }
+
+    /// Sums rewards over the whole row, padding included: not padding-invariant.
+    struct Leaky;
+
+    impl AlgorithmImpl for Leaky {
+        fn info() -> PluginInfo {
+            PluginInfo::new("leaky", "0.0.0", "test")
+        }
+        fn new(_: &Params, _: u64) -> Result<Self, PluginError> {
+            Ok(Self)
+        }
+        fn compute_advantages(
+            &mut self,
+            b: &Rollout<'_>,
+            adv: &mut [f32],
+            _: &mut [f32],
+        ) -> Result<Vec<Metric>, PluginError> {
+            for s in 0..b.num_sequences {
+                let row = &b.rewards[s * b.seq_len..(s + 1) * b.seq_len];
+                let sum: f32 = row.iter().sum();
+                adv[s * b.seq_len..(s + 1) * b.seq_len].fill(sum * 1e-3);
+            }
+            Ok(Vec::new())
+        }
+        fn loss(
+            &mut self,
+            mb: &Minibatch<'_>,
+            out: &mut LossOutputs<'_>,
+        ) -> Result<Vec<Metric>, PluginError> {
+            // Ignores the weights, and divides by zero on a one-token minibatch.
+            let inv = 1.0 / (mb.len() as f32 - 1.0);
+            for i in 0..mb.len() {
+                out.loss[i] = mb.logp_new[i] * inv;
+                out.d_logp[i] = inv;
             }
             Ok(Vec::new())
         }
@@ -185,5 +908,45 @@ mod tests {
             .expect("runs");
         assert_eq!(wrong.mismatches.len(), 3, "{wrong:?}");
         assert_eq!(wrong.mismatches[0].wrt, Wrt::LogpNew);
+    }
+
+    #[test]
+    fn a_correct_algorithm_passes_every_check() {
+        let report = check_algorithm::<Square>("{}");
+        report.assert_passed();
+        let names: Vec<&str> = report.checks.iter().map(|c| c.name).collect();
+        assert_eq!(
+            names,
+            [
+                "advantages_finite",
+                "advantages_deterministic",
+                "advantages_padding_invariant",
+                "loss_finite",
+                "loss_deterministic",
+                "loss_padding_invariant",
+                "loss_derivatives"
+            ]
+        );
+    }
+
+    #[test]
+    fn each_defect_fails_its_own_check() {
+        let wrong = check_algorithm::<Square>(r#"{"factor": 1.0}"#);
+        let failed: Vec<&str> = wrong.failures().map(|c| c.name).collect();
+        assert_eq!(failed, ["loss_derivatives"], "{wrong}");
+
+        let leaky = check_algorithm::<Leaky>("{}");
+        let failed: Vec<&str> = leaky.failures().map(|c| c.name).collect();
+        assert_eq!(
+            failed,
+            ["advantages_padding_invariant", "loss_finite"],
+            "{leaky}"
+        );
+        let text = leaky.to_string();
+        assert!(text.contains("single-token minibatch: output `loss` is"), "{text}");
+
+        let bad = check_algorithm::<Square>(r#"{"nope": 1}"#);
+        assert!(!bad.passed());
+        assert!(bad.to_string().contains("key `nope`"), "{bad}");
     }
 }

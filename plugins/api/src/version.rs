@@ -7,15 +7,15 @@ use abi_stable::StableAbi;
 /// A drover plugin interface version, `major.minor`.
 ///
 /// This is the version of the *interface* (the types in this crate that cross the ABI), not of
-/// any crate. Additive changes (a field appended to a prefix type, a method appended to a
-/// `#[sabi_trait]`, a variant added to a non-exhaustive enum) bump `minor`; anything else bumps
-/// `major`. See `docs/design/plugin-abi.md`.
+/// any crate. Within a major the v1 types are frozen; additive changes (a new extension table
+/// in [`crate::ext`], a variant added to a non-exhaustive enum) bump `minor`; anything else
+/// bumps `major`. See `docs/design/plugin-abi.md`.
 #[repr(C)]
 #[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct InterfaceVersion {
     /// Incremented on a breaking change; a host loads only plugins of its own major.
     pub major: u32,
-    /// Incremented on an additive change; a host loads plugins whose minor is at most its own.
+    /// Incremented on an additive change; a host loads plugins of any minor of its major.
     pub minor: u32,
 }
 
@@ -43,11 +43,12 @@ impl InterfaceVersion {
 
     /// Whether a host providing `self` can load a plugin built against `plugin`.
     ///
-    /// Same major, and the plugin's minor is at most the host's: the host then knows every
-    /// type, method and variant the plugin may use, while methods the plugin lacks (appended
-    /// after it was built) fall back to their defaults.
+    /// Same major, any minor: the root module, `Algorithm` and the views are frozen within a
+    /// major, so their layouts agree. What differs between minors is the set of extension
+    /// tables: a host asking an older plugin for a newer table gets "not provided", and a
+    /// newer plugin's extra tables are never asked for.
     pub const fn can_load(self, plugin: InterfaceVersion) -> bool {
-        self.major == plugin.major && plugin.minor <= self.minor
+        self.major == plugin.major
     }
 }
 
@@ -58,7 +59,9 @@ impl fmt::Display for InterfaceVersion {
 }
 
 /// The interface version this crate defines, and that `export_algorithm!` records in a plugin.
-pub const INTERFACE_VERSION: InterfaceVersion = InterfaceVersion::new(1, 0);
+///
+/// 1.0: the frozen v1 types and the `extension` look-up. 1.1: [`crate::ext::v1_1::SequenceLoss`].
+pub const INTERFACE_VERSION: InterfaceVersion = InterfaceVersion::new(1, 1);
 
 /// Name of the `#[no_mangle] extern "C" fn() -> u64` every plugin exports (see
 /// [`InterfaceVersion::to_bits`]). The host reads it before abi_stable's own checks so that a
@@ -71,6 +74,24 @@ pub const VERSION_SYMBOL: &str = "drover_plugin_interface_version";
 /// whose semver rule is "same minor").
 pub(crate) const ROOT_MODULE_VERSION: &str = "1.0.0";
 
+const fn parse_u32(s: &str) -> u32 {
+    let b = s.as_bytes();
+    let (mut i, mut n) = (0, 0u32);
+    while i < b.len() {
+        n = n * 10 + (b[i] - b'0') as u32;
+        i += 1;
+    }
+    n
+}
+
+const _: () = {
+    // abi_stable's layout check compares the package version of every type it meets (for 0.x,
+    // the minors must be equal; for x ≥ 1, the majors), so this crate's version must not move
+    // independently of the interface: crate `M.m.p` is interface `M.m`.
+    assert!(parse_u32(env!("CARGO_PKG_VERSION_MAJOR")) == INTERFACE_VERSION.major);
+    assert!(parse_u32(env!("CARGO_PKG_VERSION_MINOR")) == INTERFACE_VERSION.minor);
+};
+
 const _: () = {
     // `ROOT_MODULE_VERSION` must start with the interface major; checked at compile time.
     let b = ROOT_MODULE_VERSION.as_bytes();
@@ -82,11 +103,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn policy_same_major_plugin_minor_not_newer() {
+    fn policy_same_major_any_minor() {
         let host = InterfaceVersion::new(1, 2);
         assert!(host.can_load(InterfaceVersion::new(1, 0)));
         assert!(host.can_load(InterfaceVersion::new(1, 2)));
-        assert!(!host.can_load(InterfaceVersion::new(1, 3)));
+        assert!(host.can_load(InterfaceVersion::new(1, 3)));
         assert!(!host.can_load(InterfaceVersion::new(2, 0)));
         assert!(!host.can_load(InterfaceVersion::new(0, 2)));
     }

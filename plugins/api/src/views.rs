@@ -1,8 +1,10 @@
 //! Host-implemented views of a rollout batch and of a loss minibatch.
 //!
-//! They are `#[sabi_trait]` objects rather than structs so that a later minor version can
-//! append accessors (a new buffer) without changing any layout a shipped plugin relies on.
-//! Every accessor borrows host memory; nothing is copied.
+//! Every accessor borrows host memory; nothing is copied. **Frozen for major 1**: the host
+//! implements these vtables and the plugin calls them, so an accessor added on either side
+//! would be refused by abi_stable's check or missing at the call. No accessor is ever added;
+//! a later minor version passes new buffers to the functions of an extension table (see
+//! [`crate::ext`]).
 #![expect(
     non_local_definitions,
     reason = "abi_stable 0.11's `#[sabi_trait]` emits impls inside a const"

@@ -47,8 +47,8 @@ pub enum LoadError {
         plugin: InterfaceVersion,
         /// This host's interface version.
         host: InterfaceVersion,
-        /// Which half of the policy failed.
-        rule: &'static str,
+        /// The range this host loads, and what to do.
+        rule: String,
     },
     /// abi_stable refused the library (its version or layout check, or the root module
     /// constructor failed).
@@ -57,6 +57,26 @@ pub enum LoadError {
         /// The plugin path.
         path: PathBuf,
         /// abi_stable's `LibraryError`, rendered (it is not `Send` in general).
+        reason: String,
+    },
+    /// The plugin provides an extension table whose layout does not match this host's: using
+    /// it would be undefined behaviour, so the extension is refused (the plugin itself loaded).
+    #[error(
+        "plugin `{path}` (interface {plugin}): extension `{name}` (added in interface {since}) \
+         does not match the one this drover (interface {host}) expects: {reason}"
+    )]
+    Extension {
+        /// The plugin path.
+        path: PathBuf,
+        /// The extension's name, e.g. `drover.sequence_loss`.
+        name: &'static str,
+        /// The interface version that introduced the extension.
+        since: InterfaceVersion,
+        /// The plugin's interface version.
+        plugin: InterfaceVersion,
+        /// This host's interface version.
+        host: InterfaceVersion,
+        /// abi_stable's description of the layout mismatch.
         reason: String,
     },
     /// The plugin's `info` entry failed.

@@ -7,6 +7,7 @@ use drover_plugin_api::{AlgorithmBox, LossView_TO, RSlice, RString, RVec, Rollou
 use crate::{
     batch::{LossBatch, LossBatchView, RolloutBatch},
     error::{CallError, CallErrorKind},
+    plugin::SequenceLoss,
 };
 
 /// A named scalar (host-side copy of `drover_plugin_api::Metric`).
@@ -206,6 +207,67 @@ impl AlgorithmHandle {
             .and_then(|()| first_non_finite("d_value", d_value))
             .and_then(|()| first_non_finite("d_entropy", d_entropy));
         self.wrap(CALL, finite)?;
+        Ok(from_abi_metrics(metrics))
+    }
+
+    /// Sequence-level loss (interface 1.1 extension, from [`Plugin::sequence_loss`](crate::Plugin::sequence_loss)
+    /// of the plugin that made this instance): for a minibatch of **whole sequences**, computes
+    /// each sequence's log-ratio `Δ_s = Σ_{valid t ∈ s} (logp_new − logp_old)`, lets the plugin
+    /// write `seq_loss[s]` and `∂(Σ loss)/∂Δ_s`, and writes the chain rule into `d_logp`
+    /// (`∂/∂logp_new,t = ∂/∂Δ_s` for valid tokens, 0 for padding). The caller adds these to
+    /// whatever the per-token [`loss`](Self::loss) contributes, if it calls that too.
+    ///
+    /// # Errors
+    /// Invalid batch or output lengths, a plugin error or panic (an instance of another plugin
+    /// is refused by the plugin), or a non-finite output.
+    pub fn sequence_loss(
+        &mut self,
+        ext: SequenceLoss,
+        mb: &LossBatch<'_>,
+        seq_loss: &mut [f32],
+        d_logp: &mut [f32],
+    ) -> Result<Vec<Metric>, CallError> {
+        const CALL: &str = "sequence_loss";
+        let (m, s) = (mb.len(), mb.num_sequences);
+        let checked = mb
+            .validate()
+            .map_err(CallErrorKind::InvalidBatch)
+            .and_then(|()| {
+                check_out_len("seq_loss", seq_loss.len(), s)?;
+                check_out_len("d_logp", d_logp.len(), m)
+            });
+        self.wrap(CALL, checked)?;
+        let mut log_ratio = vec![0.0f32; s];
+        for i in 0..m {
+            if mb.token_weights[i] > 0.0 {
+                log_ratio[mb.seq_index[i] as usize] += mb.logp_new[i] - mb.logp_old[i];
+            }
+        }
+        let mut d_log_ratio = vec![0.0f32; s];
+        let view = LossBatchView::new(mb);
+        let r = (ext.table.sequence_loss)(
+            &mut self.inner,
+            LossView_TO::from_ptr(&view, TD_Opaque),
+            RSlice::from(&log_ratio[..]),
+            (&mut *seq_loss).into(),
+            (&mut d_log_ratio[..]).into(),
+        );
+        let metrics = match r {
+            RResult::ROk(m) => m,
+            RResult::RErr(e) => return Err(self.err(CALL, CallErrorKind::Plugin(Box::new(e)))),
+        };
+        self.wrap(
+            CALL,
+            first_non_finite("seq_loss", seq_loss)
+                .and_then(|()| first_non_finite("d_log_ratio", &d_log_ratio)),
+        )?;
+        for (i, d) in d_logp.iter_mut().enumerate() {
+            *d = if mb.token_weights[i] > 0.0 {
+                d_log_ratio[mb.seq_index[i] as usize]
+            } else {
+                0.0
+            };
+        }
         Ok(from_abi_metrics(metrics))
     }
 

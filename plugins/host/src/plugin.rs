@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use abi_stable::library::{lib_header_from_raw_library, LibraryError, RawLibrary};
 use drover_plugin_api::{
+    ext::{v1_1, ExtensionTable},
     AlgorithmMod_Ref, InterfaceVersion, ParamKind, INTERFACE_VERSION, VERSION_SYMBOL,
 };
 use sha2::{Digest, Sha256};
@@ -63,6 +64,19 @@ impl PluginInfo {
             description: info.description.into_string(),
             params,
         }
+    }
+}
+
+/// The sequence-level loss extension (interface 1.1) of one loaded plugin, from
+/// [`Plugin::sequence_loss`]. Valid for the process lifetime (libraries are never unloaded).
+#[derive(Clone, Copy)]
+pub struct SequenceLoss {
+    pub(crate) table: &'static v1_1::SequenceLoss,
+}
+
+impl std::fmt::Debug for SequenceLoss {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SequenceLoss")
     }
 }
 
@@ -129,11 +143,11 @@ impl Plugin {
             })?;
         let plugin_version = InterfaceVersion::from_bits(version_fn());
         if !INTERFACE_VERSION.can_load(plugin_version) {
-            let rule = if plugin_version.major == INTERFACE_VERSION.major {
-                "the plugin's minor version must not exceed drover's"
-            } else {
-                "same major required"
-            };
+            let rule = format!(
+                "it loads plugins built against any interface {}.x: rebuild the plugin against \
+                 a drover-plugin-api of that major",
+                INTERFACE_VERSION.major
+            );
             return Err(LoadError::IncompatibleInterface {
                 path,
                 plugin: plugin_version,
@@ -185,6 +199,45 @@ impl Plugin {
     /// The interface version the plugin was built against.
     pub fn interface_version(&self) -> InterfaceVersion {
         self.interface_version
+    }
+
+    /// Looks up extension table `E` (see `drover_plugin_api::ext`).
+    ///
+    /// `Ok(None)` when the plugin does not provide it, e.g. because it was built against an
+    /// interface minor older than `E::SINCE`: the caller degrades (or fails the run with its
+    /// own message if it needs the feature). The plugin's table is used only after abi_stable
+    /// has found its layout compatible with this host's.
+    ///
+    /// # Errors
+    /// [`LoadError::Extension`] naming the extension and both interface versions when the
+    /// plugin's table has another layout.
+    pub fn extension<E: ExtensionTable>(&self) -> Result<Option<&'static E>, LoadError> {
+        let found = match (self.module.extension())(E::NAME.into()) {
+            abi_stable::std_types::ROption::RSome(found) => found,
+            abi_stable::std_types::ROption::RNone => return Ok(None),
+        };
+        found
+            .get::<E>()
+            .map(Some)
+            .map_err(|reason| LoadError::Extension {
+                path: self.path.clone(),
+                name: E::NAME,
+                since: E::SINCE,
+                plugin: self.interface_version,
+                host: INTERFACE_VERSION,
+                reason,
+            })
+    }
+
+    /// The interface 1.1 sequence-level loss, if the plugin provides it; call it with
+    /// [`AlgorithmHandle::sequence_loss`].
+    ///
+    /// # Errors
+    /// As [`Plugin::extension`].
+    pub fn sequence_loss(&self) -> Result<Option<SequenceLoss>, LoadError> {
+        Ok(self
+            .extension::<v1_1::SequenceLoss>()?
+            .map(|table| SequenceLoss { table }))
     }
 
     /// Lowercase hex SHA-256 of the library file as read at load time.

@@ -1,11 +1,13 @@
-//! Loads the real plugin libraries (`plugins/ppo`, `tests/plugins/{faulty,bad_version}`)
-//! through the host and checks the version gate, marshalling, and error reporting.
+//! Loads the real plugin libraries (`plugins/ppo`, `tests/plugins/{faulty,bad_version,v1_0,
+//! sequence,ext_mismatch}`) through the host and checks the version gate, extensions,
+//! marshalling, and error reporting.
 //!
 //! How the `.so` files are found: `cargo test` does not produce `cdylib` artifacts, so build
 //! them first, into the same target directory as this test:
 //!
 //! ```sh
-//! cargo build -p drover-plugin-ppo -p drover-test-plugin-faulty -p drover-test-plugin-bad-version
+//! cargo build -p drover-plugin-ppo -p drover-test-plugin-faulty -p drover-test-plugin-bad-version \
+//!   -p drover-test-plugin-v1-0 -p drover-test-plugin-sequence -p drover-test-plugin-ext-mismatch
 //! cargo test -p drover-plugin-host
 //! ```
 //!
@@ -16,7 +18,11 @@
 
 use std::path::PathBuf;
 
-use drover_plugin_host::{CallErrorKind, LoadError, LossBatch, Metric, Plugin, RolloutBatch};
+use drover_plugin_api::ext::{v1_1, ExtensionTable};
+use drover_plugin_host::{
+    CallErrorKind, InterfaceVersion, LoadError, LossBatch, Metric, Plugin, RolloutBatch,
+    INTERFACE_VERSION,
+};
 
 fn plugin_path(crate_name: &str) -> PathBuf {
     let dir = match std::env::var_os("DROVER_PLUGIN_DIR") {
@@ -33,7 +39,9 @@ fn plugin_path(crate_name: &str) -> PathBuf {
     assert!(
         path.is_file(),
         "{} not found; build the plugins first: cargo build -p drover-plugin-ppo \
-         -p drover-test-plugin-faulty -p drover-test-plugin-bad-version",
+         -p drover-test-plugin-faulty -p drover-test-plugin-bad-version \
+         -p drover-test-plugin-v1-0 -p drover-test-plugin-sequence \
+         -p drover-test-plugin-ext-mismatch",
         path.display()
     );
     path
@@ -206,10 +214,196 @@ fn a_plugin_from_another_interface_major_is_refused_with_both_versions() {
     assert_eq!(
         e.to_string(),
         format!(
-            "plugin `{}` was built against drover plugin interface 99.0, but this drover provides 1.0 (same major required)",
+            "plugin `{}` was built against drover plugin interface 99.0, but this drover provides 1.1 \
+             (it loads plugins built against any interface 1.x: rebuild the plugin against a \
+             drover-plugin-api of that major)",
             path.display()
         )
     );
+}
+
+/// A minibatch of two whole sequences: tokens 0–1 are sequence 0, tokens 2–4 sequence 1, and
+/// token 4 is padding (weight 0).
+struct TwoSequences {
+    logp_new: [f32; 5],
+    logp_old: [f32; 5],
+    advantages: [f32; 5],
+    zeros: [f32; 5],
+    weights: [f32; 5],
+}
+
+impl TwoSequences {
+    fn new() -> Self {
+        Self {
+            logp_new: [-1.0, -0.5, -2.0, -1.0, -9.0],
+            logp_old: [-1.0, -1.0, -1.5, -1.0, -1.0],
+            advantages: [2.0, 4.0, -1.0, -3.0, 100.0],
+            zeros: [0.0; 5],
+            weights: [1.0, 1.0, 1.0, 1.0, 0.0],
+        }
+    }
+
+    fn batch(&self) -> LossBatch<'_> {
+        LossBatch {
+            logp_new: &self.logp_new,
+            logp_old: &self.logp_old,
+            logp_ref: &[],
+            advantages: &self.advantages,
+            returns: &self.zeros,
+            values_new: &self.zeros,
+            values_old: &self.zeros,
+            entropy_new: &self.zeros,
+            token_weights: &self.weights,
+            seq_index: &[0, 0, 1, 1, 1],
+            num_sequences: 2,
+            seed: 0,
+        }
+    }
+}
+
+/// The two-builds test of issue 10: a plugin built against interface 1.0 loads in this 1.1
+/// host, runs the v1 calls, and reports the 1.1 extension as absent (not as an error).
+///
+/// `tests/plugins/v1_0` stands for a build against the 1.0 api crate: it records 1.0 and
+/// implements no extension, and its root module has the layout of a real 1.0 build because
+/// the v1 types are frozen, which `plugins/api/tests/frozen_layout.rs` pins (see the fixture's
+/// doc). The host meanwhile knows a newer extension, `ext::v1_1::SequenceLoss`.
+#[test]
+fn a_plugin_built_against_interface_1_0_loads_in_a_1_1_host_without_the_1_1_extension() {
+    assert_eq!(INTERFACE_VERSION, InterfaceVersion::new(1, 1));
+    assert_eq!(v1_1::SequenceLoss::NAME, "drover.sequence_loss");
+    let plugin = load("drover-test-plugin-v1-0");
+    assert_eq!(plugin.interface_version(), InterfaceVersion::new(1, 0));
+    assert_eq!(plugin.info().name, "v1_0");
+
+    let data = TwoSequences::new();
+    let mut alg = plugin.instantiate("{}", 0).expect("instantiate");
+    let (mut loss, mut d_logp, mut d_value, mut d_entropy) =
+        ([0.0; 5], [0.0; 5], [0.0; 5], [0.0; 5]);
+    let metrics = alg
+        .loss(
+            &data.batch(),
+            &mut loss,
+            &mut d_logp,
+            &mut d_value,
+            &mut d_entropy,
+        )
+        .expect("v1 loss across minors");
+    assert_eq!(d_logp, [-2.0, -4.0, 1.0, 3.0, 0.0]);
+    assert_eq!(metrics, [Metric::new("from_1_0", 1.0)]);
+
+    assert!(plugin.sequence_loss().expect("no mismatch").is_none());
+    assert!(plugin
+        .extension::<v1_1::SequenceLoss>()
+        .expect("no mismatch")
+        .is_none());
+    // PPO (built against 1.1) does not implement the extension either: same answer.
+    assert!(load("drover-plugin-ppo")
+        .sequence_loss()
+        .expect("no mismatch")
+        .is_none());
+}
+
+/// A 1.1 plugin that implements `SequenceLoss` exposes it; the host computes each sequence's
+/// log-ratio and spreads ∂L/∂Δ_s over its valid tokens.
+#[test]
+fn a_plugin_implementing_the_1_1_extension_exposes_it_and_the_host_calls_it() {
+    let plugin = load("drover-test-plugin-sequence");
+    assert_eq!(plugin.interface_version(), InterfaceVersion::new(1, 1));
+    let ext = plugin
+        .sequence_loss()
+        .expect("layouts match")
+        .expect("the fixture provides it");
+    let mut alg = plugin.instantiate("{}", 0).expect("instantiate");
+
+    let data = TwoSequences::new();
+    let (mut seq_loss, mut d_logp) = ([f32::NAN; 2], [f32::NAN; 5]);
+    let metrics = alg
+        .sequence_loss(ext, &data.batch(), &mut seq_loss, &mut d_logp)
+        .expect("sequence loss");
+    // Δ_0 = 0 + 0.5 = 0.5, Ā_0 = 3; Δ_1 = −0.5 + 0 = −0.5 (token 4 is padding), Ā_1 = −2.
+    let expected = [-3.0 * 0.5f32.exp(), 2.0 * (-0.5f32).exp()];
+    assert!(
+        seq_loss
+            .iter()
+            .zip(expected)
+            .all(|(a, e)| (a - e).abs() < 1e-6),
+        "{seq_loss:?} vs {expected:?}"
+    );
+    let d = [expected[0], expected[0], expected[1], expected[1], 0.0];
+    assert!(
+        d_logp.iter().zip(d).all(|(a, e)| (a - e).abs() < 1e-6),
+        "{d_logp:?} vs {d:?}"
+    );
+    assert_eq!(metrics.len(), 1);
+    assert_eq!(metrics[0].name, "seq_ratio_mean");
+    let ratio_mean = (f64::from(0.5f32.exp()) + f64::from((-0.5f32).exp())) / 2.0;
+    assert!((metrics[0].value - ratio_mean).abs() < 1e-6, "{metrics:?}");
+
+    // The table belongs to its library: an instance from another plugin is refused by the
+    // plugin, not reinterpreted.
+    let mut other = load("drover-test-plugin-v1-0")
+        .instantiate("{}", 0)
+        .expect("instantiate");
+    let e = other
+        .sequence_loss(ext, &data.batch(), &mut seq_loss, &mut d_logp)
+        .expect_err("foreign instance");
+    assert_eq!(
+        e.to_string(),
+        "plugin `v1_0` 0.1.0: call `sequence_loss`: internal error: call `sequence_loss`: \
+         the instance was created by another plugin library"
+    );
+
+    // Output lengths are checked before the call.
+    let e = alg
+        .sequence_loss(ext, &data.batch(), &mut [0.0; 3], &mut d_logp)
+        .expect_err("wrong length");
+    assert!(matches!(e.kind, CallErrorKind::InvalidBatch(_)), "{e}");
+    assert!(
+        e.to_string()
+            .contains("output `seq_loss` has length 3, expected 2"),
+        "{e}"
+    );
+}
+
+/// A plugin from a newer minor (1.2) loads, but its `drover.sequence_loss` table has another
+/// layout: the host refuses that extension, naming it and both versions, and never calls it
+/// (the fixture's function aborts the process if called).
+#[test]
+fn an_extension_with_an_incompatible_layout_is_refused_naming_it_and_both_versions() {
+    let path = plugin_path("drover-test-plugin-ext-mismatch");
+    let plugin = Plugin::load(&path).expect("a newer minor loads");
+    assert_eq!(plugin.interface_version(), InterfaceVersion::new(1, 2));
+    plugin
+        .instantiate("{}", 0)
+        .expect("the v1 part still works");
+
+    let e = plugin.sequence_loss().expect_err("layout mismatch");
+    assert!(
+        matches!(
+            e,
+            LoadError::Extension {
+                name: "drover.sequence_loss",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    let text = e.to_string();
+    let head = format!(
+        "plugin `{}` (interface 1.2): extension `drover.sequence_loss` (added in interface 1.1) \
+         does not match the one this drover (interface 1.1) expects: ",
+        path.display()
+    );
+    assert!(text.starts_with(&head), "{text}");
+    assert!(
+        text.contains("SequenceLoss"),
+        "abi_stable's reason names the type: {text}"
+    );
+    assert!(matches!(
+        plugin.extension::<v1_1::SequenceLoss>(),
+        Err(LoadError::Extension { .. })
+    ));
 }
 
 #[test]
@@ -338,5 +532,33 @@ fn faulty_plugin_errors_become_call_errors_and_panics_do_not_abort() {
         e.to_string()
             .contains("key `fail`: unknown failure mode `sometimes`"),
         "{e}"
+    );
+}
+
+/// `drover plugin check` runs the authors' harness through the ABI: PPO passes every check, and
+/// a NaN-writing instance fails `loss_finite`, naming the plugin, the call and the output.
+#[test]
+fn the_authors_harness_runs_on_a_loaded_library() {
+    let opts = drover_plugin_host::CheckOptions::default();
+    let report = load("drover-plugin-ppo").check("{}", &opts);
+    report.assert_passed();
+    assert_eq!(report.checks.len(), 7, "{report}");
+
+    let faulty = load("drover-test-plugin-faulty");
+    let report = faulty.check(r#"{"fail": "nan_in_loss"}"#, &opts);
+    let failed: Vec<&str> = report.failures().map(|c| c.name).collect();
+    assert_eq!(failed, ["loss_finite"], "{report}");
+    assert!(
+        report.to_string().contains(
+            "plugin `faulty` 0.1.0: call `loss`: output `loss` is not finite at index 1 (value NaN)"
+        ),
+        "{report}"
+    );
+    let report = faulty.check(r#"{"fail": "panic_in_advantages"}"#, &opts);
+    assert!(
+        report
+            .to_string()
+            .contains("call `compute_advantages`: panic: faulty plugin: deliberate panic"),
+        "{report}"
     );
 }

@@ -1,0 +1,428 @@
+//! Checkpoints for exact resume: written when Slurm warns of the time limit or preempts the job,
+//! read when the requeued job starts again (docs/design/slurm.md, "Preemption and resume").
+//!
+//! A checkpoint is taken between iterations and holds everything the next iteration depends on:
+//! the engine's state (parameters, Adam moments and step, every env's state and episode
+//! accumulators, the global step), the trainer's minibatch permutation (shuffled in place from
+//! one iteration to the next), the metrics rows so far and the wall time used. Floats are stored
+//! as their bit patterns, so a resumed run continues bit for bit. Plugin-internal state is not
+//! covered: the plugin ABI has no state hook yet (PPO keeps none across iterations).
+
+use std::io::Write;
+use std::path::Path;
+
+use drover_kernels::{Engine, EngineState};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::metrics::MetricsRow;
+use crate::signals::StopCause;
+use crate::{fsio, JobError};
+
+/// `checkpoint.json` in the run directory.
+pub const CHECKPOINT_JSON: &str = "checkpoint.json";
+/// `interruptions.jsonl`: one line per checkpoint-and-stop, the retry budgets count them.
+pub const INTERRUPTIONS_JSONL: &str = "interruptions.jsonl";
+/// On-disk format of both files.
+pub const CHECKPOINT_FORMAT_VERSION: u32 = 1;
+
+/// `checkpoint.json` (format_version 1).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// Always [`CHECKPOINT_FORMAT_VERSION`].
+    pub format_version: u32,
+    /// The run it belongs to; a checkpoint of another run is refused.
+    pub run_id: String,
+    /// Iterations completed; training continues with `iteration + 1`.
+    pub iteration: u64,
+    /// Wall time used by the attempts so far, so `wall_time_s` keeps growing across attempts.
+    pub wall_time_s: f64,
+    /// The engine's state, floats as bit patterns.
+    pub engine: EngineRecord,
+    /// The trainer's minibatch permutation.
+    pub perm: Vec<u32>,
+    /// Metrics rows of iterations `1..=iteration`, floats as bit patterns (see `encode_row`).
+    pub rows: Vec<serde_json::Map<String, Value>>,
+}
+
+impl Checkpoint {
+    /// The metrics rows, exactly as they were.
+    pub fn metrics_rows(&self) -> Result<Vec<MetricsRow>, String> {
+        self.rows.iter().map(decode_row).collect()
+    }
+}
+
+/// A metrics row as JSON with every float as a `"0x<bits>"` string: serde_json's default float
+/// parser may be off by one ulp, which would make a resumed run's metrics differ in the last digit.
+fn encode_row(row: &MetricsRow) -> Result<serde_json::Map<String, Value>, String> {
+    let Value::Object(map) = serde_json::to_value(row).map_err(|e| e.to_string())? else {
+        return Err("a metrics row is not a JSON object".into());
+    };
+    Ok(map
+        .into_iter()
+        .map(|(k, v)| match v.as_f64().filter(|_| v.is_f64()) {
+            Some(f) => (k, Value::String(format!("0x{:016x}", f.to_bits()))),
+            None => (k, v),
+        })
+        .collect())
+}
+
+fn decode_row(map: &serde_json::Map<String, Value>) -> Result<MetricsRow, String> {
+    let mut out = serde_json::Map::new();
+    for (k, v) in map {
+        let v = match v {
+            Value::String(s) => {
+                let bits = s.strip_prefix("0x").and_then(|h| u64::from_str_radix(h, 16).ok());
+                let f = bits.map(f64::from_bits).ok_or_else(|| format!("`{k}`: bad float `{s}`"))?;
+                serde_json::Number::from_f64(f).map(Value::Number).unwrap_or(Value::Null)
+            }
+            other => other.clone(),
+        };
+        out.insert(k.clone(), v);
+    }
+    serde_json::from_value(Value::Object(out)).map_err(|e| e.to_string())
+}
+
+/// [`EngineState`] on disk: every `f32` as `f32::to_bits`, so the round trip is exact.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EngineRecord {
+    params: Vec<u32>,
+    adam_m: Vec<u32>,
+    adam_v: Vec<u32>,
+    adam_t: u64,
+    step: u64,
+    x: Vec<u32>,
+    x_dot: Vec<u32>,
+    theta: Vec<u32>,
+    theta_dot: Vec<u32>,
+    env_steps: Vec<u32>,
+    ep_return: Vec<u32>,
+    ep_len: Vec<u32>,
+}
+
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+fn floats(v: &[u32]) -> Vec<f32> {
+    v.iter().map(|&b| f32::from_bits(b)).collect()
+}
+
+impl From<&EngineState> for EngineRecord {
+    fn from(s: &EngineState) -> Self {
+        EngineRecord {
+            params: bits(&s.params),
+            adam_m: bits(&s.adam_m),
+            adam_v: bits(&s.adam_v),
+            adam_t: s.adam_t,
+            step: s.step,
+            x: bits(&s.x),
+            x_dot: bits(&s.x_dot),
+            theta: bits(&s.theta),
+            theta_dot: bits(&s.theta_dot),
+            env_steps: s.env_steps.clone(),
+            ep_return: bits(&s.ep_return),
+            ep_len: s.ep_len.clone(),
+        }
+    }
+}
+
+impl From<&EngineRecord> for EngineState {
+    fn from(r: &EngineRecord) -> Self {
+        EngineState {
+            params: floats(&r.params),
+            adam_m: floats(&r.adam_m),
+            adam_v: floats(&r.adam_v),
+            adam_t: r.adam_t,
+            step: r.step,
+            x: floats(&r.x),
+            x_dot: floats(&r.x_dot),
+            theta: floats(&r.theta),
+            theta_dot: floats(&r.theta_dot),
+            env_steps: r.env_steps.clone(),
+            ep_return: floats(&r.ep_return),
+            ep_len: r.ep_len.clone(),
+        }
+    }
+}
+
+/// Writes `dir/checkpoint.json` atomically (a crash mid-write leaves the previous one).
+pub fn save(dir: &Path, checkpoint: &Checkpoint) -> Result<(), JobError> {
+    let path = dir.join(CHECKPOINT_JSON);
+    let bytes = serde_json::to_vec(checkpoint).map_err(|e| JobError::Io { path: path.clone(), source: std::io::Error::other(e) })?;
+    fsio::write_atomic(&path, &bytes)
+}
+
+/// Reads `dir/checkpoint.json` of run `run_id`; `Ok(None)` when there is none.
+pub fn load(dir: &Path, run_id: &str) -> Result<Option<Checkpoint>, JobError> {
+    let path = dir.join(CHECKPOINT_JSON);
+    let bad = |reason: String| JobError::Checkpoint { path: path.clone(), reason };
+    let text = match std::fs::read(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(JobError::Io { path, source: e }),
+    };
+    let value: serde_json::Value = serde_json::from_slice(&text).map_err(|e| bad(e.to_string()))?;
+    let version = value.get("format_version").and_then(serde_json::Value::as_u64);
+    if version != Some(u64::from(CHECKPOINT_FORMAT_VERSION)) {
+        return Err(bad(format!("format_version {version:?}, this drover-job reads {CHECKPOINT_FORMAT_VERSION}")));
+    }
+    let checkpoint: Checkpoint = serde_json::from_value(value).map_err(|e| bad(e.to_string()))?;
+    if checkpoint.run_id != run_id {
+        return Err(bad(format!("it belongs to run {}, not {run_id}", checkpoint.run_id)));
+    }
+    if checkpoint.rows.len() as u64 != checkpoint.iteration {
+        return Err(bad(format!("{} metrics rows for {} iterations", checkpoint.rows.len(), checkpoint.iteration)));
+    }
+    Ok(Some(checkpoint))
+}
+
+/// Saves a checkpoint after `iteration` completed iterations; `Ok(false)` when the engine
+/// cannot snapshot its state (then the next attempt starts the run over).
+pub fn take(
+    dir: &Path,
+    run_id: &str,
+    iteration: u64,
+    engine: &dyn Engine,
+    perm: &[u32],
+    rows: &[MetricsRow],
+    wall_time_s: f64,
+) -> Result<bool, JobError> {
+    let state = match engine.save_state() {
+        Ok(state) => state,
+        Err(e) => {
+            tracing::warn!("no checkpoint: {e}");
+            return Ok(false);
+        }
+    };
+    let checkpoint = Checkpoint {
+        format_version: CHECKPOINT_FORMAT_VERSION,
+        run_id: run_id.to_string(),
+        iteration,
+        wall_time_s,
+        engine: EngineRecord::from(&state),
+        perm: perm.to_vec(),
+        rows: rows.iter().map(encode_row).collect::<Result<_, _>>().map_err(|reason| JobError::Checkpoint {
+            path: dir.join(CHECKPOINT_JSON),
+            reason,
+        })?,
+    };
+    save(dir, &checkpoint)?;
+    tracing::info!(run = %run_id, iteration, "checkpoint saved");
+    Ok(true)
+}
+
+/// Removes the checkpoint once the run has completed (it is large and no longer needed).
+pub fn remove(dir: &Path) {
+    let _ = std::fs::remove_file(dir.join(CHECKPOINT_JSON));
+}
+
+/// Why a job stopped with a checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Interruption {
+    /// The checkpoint signal (`--signal=B:USR1@<s>`): the time limit is near; the job requeues itself.
+    TimeLimit,
+    /// SIGTERM: Slurm preempted or requeued the job (or it was cancelled).
+    Terminated,
+}
+
+/// One line of `interruptions.jsonl`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InterruptionRecord {
+    /// Always [`CHECKPOINT_FORMAT_VERSION`].
+    pub format_version: u32,
+    /// What stopped the job.
+    pub reason: Interruption,
+    /// Iterations completed at the checkpoint.
+    pub iteration: u64,
+    /// Slurm's job id of the stopped attempt, when under Slurm.
+    pub slurm_job_id: Option<String>,
+    /// Unix seconds.
+    pub at: String,
+}
+
+/// Appends an interruption to `dir/interruptions.jsonl`.
+pub fn record_interruption(dir: &Path, reason: Interruption, iteration: u64) -> Result<(), JobError> {
+    let path = dir.join(INTERRUPTIONS_JSONL);
+    let record = InterruptionRecord {
+        format_version: CHECKPOINT_FORMAT_VERSION,
+        reason,
+        iteration,
+        slurm_job_id: std::env::var("SLURM_JOB_ID").ok(),
+        at: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs().to_string())
+            .unwrap_or_default(),
+    };
+    let io = |source| JobError::Io { path: path.clone(), source };
+    let mut line = serde_json::to_vec(&record).map_err(|e| io(std::io::Error::other(e)))?;
+    line.push(b'\n');
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(io)?;
+    f.write_all(&line).map_err(io)?;
+    f.sync_all().map_err(io)
+}
+
+/// How many interruptions of kind `reason` the run has had (unreadable lines are skipped).
+pub fn count_interruptions(dir: &Path, reason: Interruption) -> u32 {
+    let Ok(text) = std::fs::read_to_string(dir.join(INTERRUPTIONS_JSONL)) else { return 0 };
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<InterruptionRecord>(l).ok())
+        .filter(|r| r.reason == reason)
+        .count() as u32
+}
+
+/// How many interruptions of each kind a run may have before it counts as failed.
+#[derive(Debug, Clone, Copy)]
+pub struct Budgets {
+    /// Time-limit stops (checkpoint signal) allowed.
+    pub max_timeouts: u32,
+    /// SIGTERM stops (preemptions, requeues) allowed.
+    pub max_preemptions: u32,
+}
+
+/// What a checkpointing job does after a stop with a checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AfterStop {
+    /// Exit with `exit_codes::REQUEUE` and no `exit.json`: the batch script requeues the job.
+    Requeue,
+    /// Write `exit.json` cancelled with this reason (Slurm requeues a preempted job by itself).
+    Cancelled(String),
+    /// Write `exit.json` failed with this reason: a retry budget is spent.
+    Failed(String),
+}
+
+/// Records the stop in `interruptions.jsonl` and decides what comes next.
+pub fn after_stop(dir: &Path, cause: StopCause, iteration: u64, budgets: Budgets) -> Result<AfterStop, JobError> {
+    match cause {
+        StopCause::CheckpointSignal => {
+            record_interruption(dir, Interruption::TimeLimit, iteration)?;
+            let n = count_interruptions(dir, Interruption::TimeLimit);
+            Ok(if n > budgets.max_timeouts {
+                AfterStop::Failed(format!(
+                    "reached the time limit {n} times (max_timeouts = {}); checkpoint at iteration {iteration}",
+                    budgets.max_timeouts
+                ))
+            } else {
+                AfterStop::Requeue
+            })
+        }
+        StopCause::Terminate => {
+            record_interruption(dir, Interruption::Terminated, iteration)?;
+            Ok(AfterStop::Cancelled(format!(
+                "SIGTERM (preempted, requeued or cancelled); checkpoint at iteration {iteration}"
+            )))
+        }
+        StopCause::Interrupt => Ok(AfterStop::Cancelled("stopped by SIGINT".into())),
+    }
+}
+
+/// At start: the reason to give up when the run was preempted more often than allowed.
+pub fn preemption_budget_spent(dir: &Path, budgets: Budgets) -> Option<String> {
+    let n = count_interruptions(dir, Interruption::Terminated);
+    (n > budgets.max_preemptions)
+        .then(|| format!("preempted {n} times (max_preemptions = {})", budgets.max_preemptions))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn engine_state_round_trips_bit_for_bit() {
+        let state = EngineState {
+            params: vec![0.1, -0.0, f32::MIN_POSITIVE, 1.0e-45, 3.4e38],
+            adam_m: vec![1.0 / 3.0],
+            adam_v: vec![2.0f32.sqrt()],
+            adam_t: 7,
+            step: 1024,
+            x: vec![0.012_345_678],
+            x_dot: vec![-0.3],
+            theta: vec![0.2],
+            theta_dot: vec![1e-7],
+            env_steps: vec![17],
+            ep_return: vec![17.0],
+            ep_len: vec![17],
+        };
+        let record = EngineRecord::from(&state);
+        let json = serde_json::to_string(&record).unwrap();
+        let back: EngineRecord = serde_json::from_str(&json).unwrap();
+        let restored = EngineState::from(&back);
+        assert_eq!(bits(&restored.params), bits(&state.params), "-0.0 and subnormals survive");
+        assert_eq!(restored, state);
+    }
+
+    #[test]
+    fn metrics_rows_round_trip_exactly() {
+        let row = MetricsRow {
+            iteration: 4,
+            global_step: 4096,
+            episodic_return_mean: Some(27.736842105263158),
+            episodes: 19,
+            policy_loss: None,
+            value_loss: Some(0.1 + 0.2),
+            entropy: Some(std::f64::consts::LN_2),
+            approx_kl: Some(1e-300),
+            clip_frac: Some(0.0),
+            lr: 0.00023711340206185566,
+            steps_per_sec: 1.0,
+            wall_time_s: 2.5,
+            extra: std::collections::BTreeMap::from([("grad_norm".to_string(), 12.193056583404541)]),
+        };
+        let encoded = encode_row(&row).unwrap();
+        let text = serde_json::to_string(&encoded).unwrap();
+        let back = decode_row(&serde_json::from_str(&text).unwrap()).unwrap();
+        assert_eq!(serde_json::to_value(&back).unwrap(), serde_json::to_value(&row).unwrap());
+        assert_eq!(back.lr.to_bits(), row.lr.to_bits());
+        assert_eq!(back.iteration, 4);
+        assert_eq!(back.policy_loss, None);
+    }
+
+    #[test]
+    fn checkpoint_of_another_run_or_version_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(load(dir.path(), "a").unwrap().is_none());
+        let ck = Checkpoint {
+            format_version: CHECKPOINT_FORMAT_VERSION,
+            run_id: "a".into(),
+            iteration: 0,
+            wall_time_s: 0.0,
+            engine: EngineRecord::from(&EngineState::default()),
+            perm: vec![1, 0],
+            rows: Vec::new(),
+        };
+        save(dir.path(), &ck).unwrap();
+        assert_eq!(load(dir.path(), "a").unwrap().unwrap().perm, vec![1, 0]);
+        let err = load(dir.path(), "b").unwrap_err().to_string();
+        assert!(err.contains("belongs to run a, not b"), "{err}");
+        let text = std::fs::read_to_string(dir.path().join(CHECKPOINT_JSON)).unwrap();
+        std::fs::write(dir.path().join(CHECKPOINT_JSON), text.replace("\"format_version\":1", "\"format_version\":9")).unwrap();
+        let err = load(dir.path(), "a").unwrap_err().to_string();
+        assert!(err.contains("format_version Some(9)"), "{err}");
+    }
+
+    #[test]
+    fn interruptions_are_counted_per_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        record_interruption(dir.path(), Interruption::TimeLimit, 3).unwrap();
+        record_interruption(dir.path(), Interruption::Terminated, 5).unwrap();
+        record_interruption(dir.path(), Interruption::TimeLimit, 8).unwrap();
+        assert_eq!(count_interruptions(dir.path(), Interruption::TimeLimit), 2);
+        assert_eq!(count_interruptions(dir.path(), Interruption::Terminated), 1);
+    }
+
+    #[test]
+    fn budgets_are_separate_for_time_limits_and_preemptions() {
+        let dir = tempfile::tempdir().unwrap();
+        let budgets = Budgets { max_timeouts: 1, max_preemptions: 1 };
+        assert_eq!(after_stop(dir.path(), StopCause::CheckpointSignal, 2, budgets).unwrap(), AfterStop::Requeue);
+        assert!(matches!(after_stop(dir.path(), StopCause::Terminate, 3, budgets).unwrap(), AfterStop::Cancelled(_)));
+        assert_eq!(preemption_budget_spent(dir.path(), budgets), None, "one preemption is within budget");
+        let second = after_stop(dir.path(), StopCause::CheckpointSignal, 4, budgets).unwrap();
+        assert_eq!(
+            second,
+            AfterStop::Failed("reached the time limit 2 times (max_timeouts = 1); checkpoint at iteration 4".into())
+        );
+        after_stop(dir.path(), StopCause::Terminate, 5, budgets).unwrap();
+        assert_eq!(preemption_budget_spent(dir.path(), budgets).as_deref(), Some("preempted 2 times (max_preemptions = 1)"));
+    }
+}

@@ -1,0 +1,374 @@
+//! Compares the CPU emulation of the CUDA kernels (see ../README.md) with the reference.
+use drover_kernels::reference::{self, ReferenceEngine};
+use drover_kernels::rng::{self, uniform};
+use drover_kernels::{AdamConfig, Engine, EngineConfig, NetShape, ParamLayout, Rollout};
+use std::io::{Read, Write};
+use std::process::Command;
+
+fn w<T: Copy>(f: &mut Vec<u8>, v: &[T]) {
+    let b =
+        unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, std::mem::size_of_val(v)) };
+    f.extend_from_slice(b);
+}
+struct R {
+    b: Vec<u8>,
+    p: usize,
+}
+impl R {
+    fn take<T: Copy + Default>(&mut self, n: usize) -> Vec<T> {
+        let sz = std::mem::size_of::<T>() * n;
+        let mut v = vec![T::default(); n];
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                self.b[self.p..self.p + sz].as_ptr(),
+                v.as_mut_ptr() as *mut u8,
+                sz,
+            )
+        };
+        self.p += sz;
+        v
+    }
+}
+fn run(bin: &str, mode: &str, input: &[u8]) -> R {
+    std::fs::write(
+        &format!("{}/in.bin", std::env::var("EMU_BIN_DIR").unwrap()),
+        input,
+    )
+    .unwrap();
+    let st = Command::new(bin)
+        .args([
+            mode,
+            &format!("{}/in.bin", std::env::var("EMU_BIN_DIR").unwrap()),
+            &format!("{}/out.bin", std::env::var("EMU_BIN_DIR").unwrap()),
+        ])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let mut b = Vec::new();
+    std::fs::File::open(&format!(
+        "{}/out.bin",
+        std::env::var("EMU_BIN_DIR").unwrap()
+    ))
+    .unwrap()
+    .read_to_end(&mut b)
+    .unwrap();
+    R { b, p: 0 }
+}
+fn close(a: f32, b: f32, abs: f32, rel: f32) -> bool {
+    (a - b).abs() <= abs + rel * b.abs()
+}
+
+fn rollout_check(bin: &str, hidden: Vec<usize>, n_act: usize, n: usize, t: usize, warps: i32) {
+    let shape = NetShape {
+        obs_dim: 4,
+        hidden,
+        n_actions: n_act,
+    };
+    let cfg = EngineConfig {
+        num_envs: n,
+        env_offset: 7,
+        num_steps: t,
+        seed: 5,
+        shape: shape.clone(),
+        adam: AdamConfig::default(),
+        threads: 1,
+        cuda_ordinal: 0,
+    };
+    let mut re = ReferenceEngine::new(cfg.clone()).unwrap();
+    let params = re.params().unwrap();
+    let key = rng::run_key(5);
+    let mut inp = Vec::new();
+    w(
+        &mut inp,
+        &[
+            n as i32,
+            t as i32,
+            7,
+            key as i32,
+            params.len() as i32,
+            warps,
+        ],
+    );
+    w(&mut inp, &params);
+    let mut r = run(bin, "rollout", &inp);
+    let l = n * t;
+    let obs: Vec<f32> = r.take(4 * l);
+    let act: Vec<u32> = r.take(l);
+    let lp: Vec<f32> = r.take(l);
+    let en: Vec<f32> = r.take(l);
+    let val: Vec<f32> = r.take(l);
+    let rew: Vec<f32> = r.take(l);
+    let te: Vec<u8> = r.take(l);
+    let tr: Vec<u8> = r.take(l);
+    let nv: Vec<f32> = r.take(l);
+    let fc: Vec<u32> = r.take(1);
+    let fk: Vec<u32> = r.take(fc[0] as usize);
+    let fr: Vec<f32> = r.take(fc[0] as usize);
+    let fl: Vec<u32> = r.take(fc[0] as usize);
+    let mut ro = Rollout::default();
+    re.rollout(&mut ro).unwrap();
+    let mut bad = 0;
+    let mut worst = 0f32;
+    for i in 0..l {
+        if act[i] != ro.actions[i] {
+            bad += 1;
+            if bad < 5 {
+                println!("action mismatch at {i}: {} vs {}", act[i], ro.actions[i]);
+            }
+        }
+        for (name, a, b) in [
+            ("logp", lp[i], ro.logp[i]),
+            ("ent", en[i], ro.entropy[i]),
+            ("value", val[i], ro.values[i]),
+            ("next_value", nv[i], ro.next_values[i]),
+            ("reward", rew[i], ro.rewards[i]),
+        ] {
+            worst = worst.max((a - b).abs() / (1e-6 + b.abs()));
+            if !close(a, b, 1e-5, 1e-5) {
+                bad += 1;
+                if bad < 10 {
+                    println!("{name} at {i}: {a} vs {b}");
+                }
+            }
+        }
+        if te[i] != ro.terminated[i] || tr[i] != ro.truncated[i] {
+            bad += 1;
+            println!("flags at {i}");
+        }
+    }
+    // observations: reference keeps them private; compare by re-deriving from reset + steps is implicit via
+    // actions/flags; check the first step's obs against cartpole_reset directly.
+    for e in 0..n {
+        let s = reference::cartpole_reset(key, 7 + e as u32, 0);
+        for k in 0..4 {
+            if obs[4 * e + k].to_bits() != s[k].to_bits() {
+                bad += 1;
+                println!("reset obs env {e}");
+            }
+        }
+    }
+    let mut order: Vec<usize> = (0..fk.len()).collect();
+    order.sort_by_key(|&i| fk[i]);
+    let rets: Vec<f32> = order.iter().map(|&i| fr[i]).collect();
+    let lens: Vec<u32> = order.iter().map(|&i| fl[i]).collect();
+    if rets != ro.finished_returns || lens != ro.finished_lengths {
+        bad += 1;
+        println!(
+            "finished episodes differ: {} vs {}",
+            rets.len(),
+            ro.finished_returns.len()
+        );
+    }
+    println!("rollout {:?} n={n} t={t} warps={warps}: {} episodes, worst rel {worst:e}, mismatches {bad}", shape.hidden, rets.len());
+    // trajectory bit-identity: replay reference env with emulated actions
+    let mut st: Vec<[f32; 4]> = (0..n)
+        .map(|e| reference::cartpole_reset(key, 7 + e as u32, 0))
+        .collect();
+    let mut steps = vec![0u32; n];
+    let mut obad = 0;
+    for tt in 0..t {
+        for e in 0..n {
+            let i = tt * n + e;
+            for k in 0..4 {
+                if obs[4 * i + k].to_bits() != st[e][k].to_bits() {
+                    obad += 1;
+                }
+            }
+            let (_, term, trunc) = reference::cartpole_step(&mut st[e], &mut steps[e], act[i]);
+            if term || trunc {
+                st[e] = reference::cartpole_reset(key, 7 + e as u32, tt as u32 + 1);
+                steps[e] = 0;
+            }
+        }
+    }
+    println!("  obs bit mismatches vs reference replay: {obad}");
+}
+
+fn train_check(bin: &str, hidden: Vec<usize>, n_act: usize, b: usize, warps: i32) {
+    let shape = NetShape {
+        obs_dim: 4,
+        hidden,
+        n_actions: n_act,
+    };
+    let layout = ParamLayout::new(&shape).unwrap();
+    let key = rng::run_key(11);
+    let mut p = reference::init_params(&layout, key);
+    for (i, v) in p.iter_mut().enumerate() {
+        *v += 0.3 * (uniform(key, 9, 0, i as u32) - 0.5);
+    }
+    let tn = 300usize;
+    let obs: Vec<[f32; 4]> = (0..tn)
+        .map(|i| {
+            let u = |k: u32| uniform(key, 10, i as u32, k) * 2.0 - 1.0;
+            [u(0) * 2.0, u(1), u(2) * 0.2, u(3)]
+        })
+        .collect();
+    let acts: Vec<u32> = (0..tn).map(|i| draw_act(key, i, n_act)).collect();
+    let samples: Vec<u32> = (0..b)
+        .map(|i| (rng::draw(key, 12, 0, i as u32) % tn as u32))
+        .collect();
+    let d = |s: u32| -> Vec<f32> { (0..b).map(|i| uniform(key, s, 0, i as u32) - 0.5).collect() };
+    let (dl, dv, de) = (d(13), d(14), d(15));
+    let mut inp = Vec::new();
+    w(&mut inp, &[p.len() as i32, tn as i32, b as i32, warps]);
+    w(&mut inp, &p);
+    w(&mut inp, &obs);
+    w(&mut inp, &acts);
+    w(&mut inp, &samples);
+    w(&mut inp, &dl);
+    w(&mut inp, &dv);
+    w(&mut inp, &de);
+    let mut r = run(bin, "train", &inp);
+    let olp: Vec<f32> = r.take(b);
+    let oen: Vec<f32> = r.take(b);
+    let ov: Vec<f32> = r.take(b);
+    let g: Vec<f32> = r.take(p.len());
+    let mut bad = 0;
+    let mut gref = vec![0.0f32; p.len()];
+    for (i, &s) in samples.iter().enumerate() {
+        let s = s as usize;
+        let (logits, v) = reference::forward(&layout, &p, &obs[s]);
+        let lp = reference::log_softmax(&logits);
+        for (name, a, bb) in [
+            ("logp", olp[i], lp[acts[s] as usize]),
+            ("ent", oen[i], reference::entropy(&lp)),
+            ("value", ov[i], v),
+        ] {
+            if !close(a, bb, 1e-5, 1e-5) {
+                bad += 1;
+                if bad < 10 {
+                    println!("{name} {i}: {a} vs {bb}");
+                }
+            }
+        }
+        reference::backward(
+            &layout, &p, &obs[s], acts[s], dl[i], dv[i], de[i], &mut gref,
+        );
+    }
+    let scale = gref.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let mut worst = 0f32;
+    for i in 0..p.len() {
+        let e = (g[i] - gref[i]).abs() / (scale + gref[i].abs());
+        worst = worst.max(e);
+        if !g[i].is_finite() || !close(g[i], gref[i], 1e-5 * scale, 1e-4) {
+            bad += 1;
+            if bad < 20 {
+                println!("grad {i}: {} vs {}", g[i], gref[i]);
+            }
+        }
+    }
+    println!("train {:?} n_act={n_act} b={b} warps={warps}: grad scale {scale:e}, worst mixed err {worst:e}, mismatches {bad}", shape.hidden);
+}
+fn draw_act(key: u32, i: usize, n: usize) -> u32 {
+    rng::draw(key, 16, 0, i as u32) % n as u32
+}
+
+/// Path of an emulator binary built by ../run.sh.
+fn emu(name: &str) -> String {
+    format!(
+        "{}/{name}",
+        std::env::var("EMU_BIN_DIR").expect("EMU_BIN_DIR (set by run.sh)")
+    )
+}
+
+fn truncation_check(bin: &str) {
+    // Every env starts 490 steps into its episode: survivors truncate within the rollout.
+    let (n, t) = (64usize, 30usize);
+    let shape = NetShape {
+        obs_dim: 4,
+        hidden: vec![64, 64],
+        n_actions: 2,
+    };
+    let cfg = EngineConfig {
+        num_envs: n,
+        env_offset: 7,
+        num_steps: t,
+        seed: 5,
+        shape,
+        adam: AdamConfig::default(),
+        threads: 1,
+        cuda_ordinal: 0,
+    };
+    let mut cpu =
+        drover_kernels::create_engine(drover_kernels::DeviceRequest::Cpu, cfg.clone()).unwrap();
+    let mut st = cpu.save_state().unwrap();
+    st.env_steps.iter_mut().for_each(|s| *s = 490);
+    st.ep_len.iter_mut().for_each(|s| *s = 490);
+    st.ep_return.iter_mut().for_each(|s| *s = 490.0);
+    cpu.load_state(&st).unwrap();
+    let params = cpu.params().unwrap();
+    let key = rng::run_key(5);
+    let mut inp = Vec::new();
+    w(
+        &mut inp,
+        &[n as i32, t as i32, 7, key as i32, params.len() as i32, 2],
+    );
+    w(&mut inp, &params);
+    std::env::set_var("EMU_START_STEPS", "490");
+    let mut r = run(bin, "rollout", &inp);
+    std::env::remove_var("EMU_START_STEPS");
+    let l = n * t;
+    let _obs: Vec<f32> = r.take(4 * l);
+    let act: Vec<u32> = r.take(l);
+    let lp: Vec<f32> = r.take(l);
+    let _en: Vec<f32> = r.take(l);
+    let val: Vec<f32> = r.take(l);
+    let _rew: Vec<f32> = r.take(l);
+    let te: Vec<u8> = r.take(l);
+    let tr: Vec<u8> = r.take(l);
+    let nv: Vec<f32> = r.take(l);
+    let fc: Vec<u32> = r.take(1);
+    let fk: Vec<u32> = r.take(fc[0] as usize);
+    let fr: Vec<f32> = r.take(fc[0] as usize);
+    let fl: Vec<u32> = r.take(fc[0] as usize);
+    let mut ro = Rollout::default();
+    cpu.rollout(&mut ro).unwrap();
+    let mut bad = 0;
+    for i in 0..l {
+        if act[i] != ro.actions[i] || te[i] != ro.terminated[i] || tr[i] != ro.truncated[i] {
+            bad += 1;
+        }
+        if !close(lp[i], ro.logp[i], 1e-5, 1e-5)
+            || !close(val[i], ro.values[i], 1e-5, 1e-5)
+            || !close(nv[i], ro.next_values[i], 1e-5, 1e-5)
+        {
+            bad += 1;
+            if bad < 10 {
+                println!(
+                    "t {} env {}: nv {} vs {} (trunc {})",
+                    i / n,
+                    i % n,
+                    nv[i],
+                    ro.next_values[i],
+                    tr[i]
+                );
+            }
+        }
+    }
+    let mut order: Vec<usize> = (0..fk.len()).collect();
+    order.sort_by_key(|&i| fk[i]);
+    let rets: Vec<f32> = order.iter().map(|&i| fr[i]).collect();
+    let lens: Vec<u32> = order.iter().map(|&i| fl[i]).collect();
+    if rets != ro.finished_returns || lens != ro.finished_lengths {
+        bad += 1;
+        println!("finished differ");
+    }
+    let truncs = tr.iter().filter(|&&x| x == 1).count();
+    println!(
+        "truncation check (vs CPU engine): {truncs} truncations, {} episodes, mismatches {bad}",
+        rets.len()
+    );
+}
+
+fn main() {
+    truncation_check(&emu("emu64"));
+    let _ = std::io::stdout().flush();
+    rollout_check(&emu("emu64"), vec![64, 64], 2, 80, 40, 2);
+    rollout_check(&emu("emu52"), vec![5, 3], 2, 40, 30, 1);
+    train_check(&emu("emu53"), vec![5, 3], 3, 70, 2);
+    train_check(&emu("emu64"), vec![64, 64], 2, 70, 1);
+    rollout_check(&emu("emu7216"), vec![72, 16], 2, 50, 20, 2);
+    train_check(&emu("emu7216"), vec![72, 16], 2, 45, 2);
+    rollout_check(&emu("emulin"), vec![], 2, 33, 20, 1);
+    train_check(&emu("emulin"), vec![], 2, 33, 1);
+}

@@ -1,0 +1,407 @@
+//! Stratified bootstrap confidence intervals, probability of improvement and performance
+//! profiles, after rliable (Agarwal et al., 2021, "Deep RL at the Edge of the Statistical Precipice").
+//!
+//! This is the one eager module of the analysis: resampling needs the runs' scores in memory.
+//! Its inputs are frames collected at the CLI edge; its outputs are frames joined back lazily.
+//! Every random draw comes from a generator seeded by (`Bootstrap::seed`, the group's name, the
+//! statistic), so results are reproducible and a group's interval does not change when other
+//! groups are filtered out or added.
+
+use std::collections::BTreeMap;
+
+use polars::prelude::*;
+
+use super::load::polars_err;
+use crate::error::AnalyzeError;
+
+/// Settings of the resampling.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Bootstrap {
+    /// Resamples for the aggregate intervals and the probability of improvement.
+    pub reps: usize,
+    /// Resamples for each point of a learning curve and a performance profile (bands only).
+    pub band_reps: usize,
+    /// Seed of every generator.
+    pub seed: u64,
+    /// Coverage of the intervals (0.95: 95%).
+    pub confidence: f64,
+}
+
+impl Default for Bootstrap {
+    fn default() -> Self {
+        Bootstrap { reps: 5000, band_reps: 1000, seed: 0, confidence: 0.95 }
+    }
+}
+
+/// SplitMix64 (Steele, Lea and Flood 2014): tiny, fast, and fixed forever, so a seed gives the
+/// same intervals in every version of drover (a library generator may change its stream).
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator for `seed`, the group name `name` and the statistic `purpose`.
+    pub fn new(seed: u64, name: &str, purpose: &str) -> Self {
+        // FNV-1a over the name and purpose: stable across runs and platforms.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in name.bytes().chain([0xff]).chain(purpose.bytes()) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        Rng(seed ^ h)
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (Lemire's multiply-shift; the bias is below 2^-54 for any n here).
+    pub fn below(&mut self, n: usize) -> usize {
+        ((u128::from(self.next_u64()) * n as u128) >> 64) as usize
+    }
+}
+
+/// IQM of `values` (sorted in place): the mean after dropping `floor(n/4)` values from each end.
+pub fn iqm_of(values: &mut [f64]) -> f64 {
+    values.sort_unstable_by(f64::total_cmp);
+    let k = values.len() / 4;
+    mean_of(&values[k..values.len() - k])
+}
+
+/// Mean of `values` (NaN when empty).
+pub fn mean_of(values: &[f64]) -> f64 {
+    values.iter().sum::<f64>() / values.len() as f64
+}
+
+/// Median of `values` (sorted in place; the mean of the two middle values for even n).
+pub fn median_of(values: &mut [f64]) -> f64 {
+    values.sort_unstable_by(f64::total_cmp);
+    let n = values.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    if n % 2 == 1 { values[n / 2] } else { (values[n / 2 - 1] + values[n / 2]) / 2.0 }
+}
+
+/// The `q`-quantile of sorted values with linear interpolation (NumPy's default `percentile`,
+/// which the `arch` package behind rliable's percentile intervals uses).
+pub fn quantile_sorted(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let pos = q * (sorted.len() - 1) as f64;
+    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+    sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
+}
+
+/// The percentile interval of bootstrap estimates (sorted in place) at coverage `confidence`.
+pub fn percentile_interval(estimates: &mut [f64], confidence: f64) -> (f64, f64) {
+    estimates.sort_unstable_by(f64::total_cmp);
+    let tail = (1.0 - confidence) / 2.0;
+    (quantile_sorted(estimates, tail), quantile_sorted(estimates, 1.0 - tail))
+}
+
+/// For strata laid end to end (in map order), the indices of each stratum's items.
+fn strata_indices<T>(strata: &BTreeMap<String, Vec<T>>) -> Vec<Vec<usize>> {
+    let mut offset = 0;
+    strata
+        .values()
+        .map(|s| {
+            let v = (offset..offset + s.len()).collect();
+            offset += s.len();
+            v
+        })
+        .collect()
+}
+
+/// Appends to `out` one stratified resample of `strata` (indices into each stratum, drawn with
+/// replacement, as many as the stratum holds): rliable's `StratifiedBootstrap` over runs.
+fn resample_indices(strata: &[Vec<usize>], rng: &mut Rng, out: &mut Vec<usize>) {
+    out.clear();
+    for stratum in strata {
+        for _ in 0..stratum.len() {
+            out.push(stratum[rng.below(stratum.len())]);
+        }
+    }
+}
+
+/// P(X > Y) for two samples, ties counting one half: the Mann-Whitney U statistic over `n·m`
+/// (rliable's per-task `probability_of_improvement`; equal samples give exactly 0.5).
+pub fn prob_greater(x: &[f64], y: &[f64]) -> f64 {
+    let mut u = 0.0;
+    for &a in x {
+        for &b in y {
+            u += if a > b {
+                1.0
+            } else if a == b {
+                0.5
+            } else {
+                0.0
+            };
+        }
+    }
+    u / (x.len() * y.len()) as f64
+}
+
+/// Probability of improvement of X over Y: `prob_greater` per stratum, averaged over the strata
+/// (`pairs` holds each stratum's X and Y scores).
+pub fn probability_of_improvement(pairs: &[(Vec<f64>, Vec<f64>)]) -> f64 {
+    pairs.iter().map(|(x, y)| prob_greater(x, y)).sum::<f64>() / pairs.len() as f64
+}
+
+/// Runs of one group, by stratum: (final return, gap, auc) of each run with a final return.
+type Strata = BTreeMap<String, Vec<[f64; 3]>>;
+
+fn str_col<'a>(df: &'a DataFrame, name: &str) -> Result<&'a StringChunked, AnalyzeError> {
+    df.column(name).and_then(|c| c.str()).map_err(polars_err(format!("reading column `{name}`")))
+}
+
+fn f64_col(df: &DataFrame, name: &str) -> Result<Float64Chunked, AnalyzeError> {
+    df.column(name)
+        .and_then(|c| c.cast(&DataType::Float64))
+        .and_then(|c| c.f64().cloned())
+        .map_err(polars_err(format!("reading column `{name}`")))
+}
+
+/// Groups the per-run frame (`group`, `stratum`, `final_return`, `gap`, `auc`) by group and stratum.
+fn group_strata(per_run: &DataFrame) -> Result<BTreeMap<String, Strata>, AnalyzeError> {
+    let (group, stratum) = (str_col(per_run, "group")?, str_col(per_run, "stratum")?);
+    let (score, gap, auc) = (f64_col(per_run, "final_return")?, f64_col(per_run, "gap")?, f64_col(per_run, "auc")?);
+    let mut out: BTreeMap<String, Strata> = BTreeMap::new();
+    for i in 0..per_run.height() {
+        let (Some(g), Some(s), Some(r)) = (group.get(i), stratum.get(i), score.get(i)) else { continue };
+        if r.is_nan() {
+            continue;
+        }
+        let row = [r, gap.get(i).unwrap_or(f64::NAN), auc.get(i).unwrap_or(f64::NAN)];
+        out.entry(g.to_string()).or_default().entry(s.to_string()).or_default().push(row);
+    }
+    Ok(out)
+}
+
+/// The statistics resampled for the aggregate intervals, in this order: IQM, mean and median
+/// of the final return, optimality gap (mean gap), mean AUC.
+const STATS: [&str; 5] = ["final_return_iqm", "final_return_mean", "final_return_median", "optimality_gap", "auc_mean"];
+
+fn statistics(rows: &[[f64; 3]], scratch: &mut Vec<f64>) -> [f64; 5] {
+    scratch.clear();
+    scratch.extend(rows.iter().map(|r| r[0]));
+    let mean = mean_of(scratch);
+    let iqm = iqm_of(scratch);
+    let median = median_of(scratch);
+    let gap = mean_of(&rows.iter().map(|r| r[1]).collect::<Vec<_>>());
+    let auc = mean_of(&rows.iter().map(|r| r[2]).collect::<Vec<_>>());
+    [iqm, mean, median, gap, auc]
+}
+
+/// Stratified bootstrap intervals per group: columns `group` and `<stat>_lo`, `<stat>_hi` for
+/// `final_return_{iqm,mean,median}`, `optimality_gap`, `auc_mean`.
+pub fn intervals(per_run: &DataFrame, opts: &Bootstrap) -> Result<DataFrame, AnalyzeError> {
+    let groups = group_strata(per_run)?;
+    let mut names = Vec::new();
+    let mut bounds: Vec<Vec<Option<f64>>> = vec![Vec::new(); 2 * STATS.len()];
+    let (mut idx, mut rows, mut scratch) = (Vec::new(), Vec::new(), Vec::new());
+    for (name, strata) in &groups {
+        let all: Vec<[f64; 3]> = strata.values().flatten().copied().collect();
+        let strata_idx = strata_indices(strata);
+        let mut rng = Rng::new(opts.seed, name, "aggregate");
+        let mut estimates: Vec<Vec<f64>> = vec![Vec::with_capacity(opts.reps); STATS.len()];
+        for _ in 0..opts.reps {
+            resample_indices(&strata_idx, &mut rng, &mut idx);
+            rows.clear();
+            rows.extend(idx.iter().map(|&i| all[i]));
+            for (e, v) in estimates.iter_mut().zip(statistics(&rows, &mut scratch)) {
+                e.push(v);
+            }
+        }
+        names.push(name.clone());
+        for (k, e) in estimates.iter_mut().enumerate() {
+            let (lo, hi) = if e.is_empty() { (f64::NAN, f64::NAN) } else { percentile_interval(e, opts.confidence) };
+            bounds[2 * k].push(Some(lo).filter(|v| !v.is_nan()));
+            bounds[2 * k + 1].push(Some(hi).filter(|v| !v.is_nan()));
+        }
+    }
+    let mut columns = vec![Column::new("group".into(), names)];
+    for (k, stat) in STATS.iter().enumerate() {
+        columns.push(Column::new(format!("{stat}_lo").into(), std::mem::take(&mut bounds[2 * k])));
+        columns.push(Column::new(format!("{stat}_hi").into(), std::mem::take(&mut bounds[2 * k + 1])));
+    }
+    DataFrame::new_infer_height(columns).map_err(polars_err("building the interval table"))
+}
+
+/// The group with the highest IQM of final returns (ties: the first by name), if any.
+pub fn best_by_iqm(per_run: &DataFrame) -> Result<Option<String>, AnalyzeError> {
+    let groups = group_strata(per_run)?;
+    let mut best: Option<(String, f64)> = None;
+    for (name, strata) in &groups {
+        let v = iqm_of(&mut strata.values().flatten().map(|r| r[0]).collect::<Vec<_>>());
+        if best.as_ref().is_none_or(|(_, b)| v > *b) {
+            best = Some((name.clone(), v));
+        }
+    }
+    Ok(best.map(|(name, _)| name))
+}
+
+/// Probability that `best` improves on each group (rliable's average probability of
+/// improvement, with its `StratifiedIndependentBootstrap` interval: X and Y are resampled
+/// independently within each stratum). Only strata present in both groups count; a group that
+/// shares none with `best` gets nulls. Columns: `group`, `p_best_better`, `_lo`, `_hi`.
+pub fn improvement_over(per_run: &DataFrame, best: &str, opts: &Bootstrap) -> Result<DataFrame, AnalyzeError> {
+    let groups = group_strata(per_run)?;
+    let scores = |strata: &Strata, key: &str| -> Vec<f64> { strata.get(key).map(|rows| rows.iter().map(|r| r[0]).collect()).unwrap_or_default() };
+    let (mut names, mut point, mut lo, mut hi) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let empty = Strata::new();
+    let best_strata = groups.get(best).unwrap_or(&empty);
+    for (name, strata) in &groups {
+        names.push(name.clone());
+        let pairs: Vec<(Vec<f64>, Vec<f64>)> = best_strata
+            .keys()
+            .filter(|k| strata.contains_key(*k))
+            .map(|k| (scores(best_strata, k), scores(strata, k)))
+            .collect();
+        if name == best || pairs.is_empty() {
+            point.push(None);
+            lo.push(None);
+            hi.push(None);
+            continue;
+        }
+        let mut rng = Rng::new(opts.seed, name, &format!("improvement over {best}"));
+        let mut estimates = Vec::with_capacity(opts.reps);
+        let mut resampled = pairs.clone();
+        for _ in 0..opts.reps {
+            for ((x, y), (rx, ry)) in pairs.iter().zip(resampled.iter_mut()) {
+                for v in rx.iter_mut() {
+                    *v = x[rng.below(x.len())];
+                }
+                for v in ry.iter_mut() {
+                    *v = y[rng.below(y.len())];
+                }
+            }
+            estimates.push(probability_of_improvement(&resampled));
+        }
+        let (l, h) = percentile_interval(&mut estimates, opts.confidence);
+        point.push(Some(probability_of_improvement(&pairs)));
+        lo.push(Some(l));
+        hi.push(Some(h));
+    }
+    DataFrame::new_infer_height(vec![
+        Column::new("group".into(), names),
+        Column::new("p_best_better".into(), point),
+        Column::new("p_best_better_lo".into(), lo),
+        Column::new("p_best_better_hi".into(), hi),
+    ])
+    .map_err(polars_err("building the improvement table"))
+}
+
+/// Learning curves: per group and bin of `curve_points`' frame, the IQM over runs of the runs'
+/// bin values with its stratified bootstrap interval, the mean, and how many runs have the bin.
+/// Columns: `group, bin, step, runs, mean, iqm, iqm_lo, iqm_hi`.
+pub fn curves(points: &DataFrame, opts: &Bootstrap) -> Result<DataFrame, AnalyzeError> {
+    let (group, stratum) = (str_col(points, "group")?, str_col(points, "stratum")?);
+    let (bin, step, value) = (f64_col(points, "bin")?, f64_col(points, "step")?, f64_col(points, "value")?);
+    // (group, bin) → stratum → (step, value) of each run.
+    let mut cells: BTreeMap<(String, i64), BTreeMap<String, Vec<(f64, f64)>>> = BTreeMap::new();
+    for i in 0..points.height() {
+        let (Some(g), Some(s), Some(b), Some(x), Some(y)) = (group.get(i), stratum.get(i), bin.get(i), step.get(i), value.get(i))
+        else {
+            continue;
+        };
+        cells.entry((g.to_string(), b as i64)).or_default().entry(s.to_string()).or_default().push((x, y));
+    }
+    let mut out: [Vec<f64>; 5] = Default::default();
+    let (mut names, mut bins, mut runs) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut idx, mut sample) = (Vec::new(), Vec::new());
+    for ((name, b), strata) in &cells {
+        let values: Vec<f64> = strata.values().flatten().map(|p| p.1).collect();
+        let steps: Vec<f64> = strata.values().flatten().map(|p| p.0).collect();
+        let strata_idx = strata_indices(strata);
+        let mut rng = Rng::new(opts.seed, name, &format!("curve bin {b}"));
+        let mut estimates = Vec::with_capacity(opts.band_reps);
+        for _ in 0..opts.band_reps {
+            resample_indices(&strata_idx, &mut rng, &mut idx);
+            sample.clear();
+            sample.extend(idx.iter().map(|&i| values[i]));
+            estimates.push(iqm_of(&mut sample));
+        }
+        let (l, h) = percentile_interval(&mut estimates, opts.confidence);
+        names.push(name.clone());
+        bins.push(*b);
+        runs.push(values.len() as i64);
+        out[0].push(mean_of(&steps));
+        out[1].push(mean_of(&values));
+        out[2].push(iqm_of(&mut values.clone()));
+        out[3].push(l);
+        out[4].push(h);
+    }
+    let [s, m, q, l, h] = out;
+    DataFrame::new_infer_height(vec![
+        Column::new("group".into(), names),
+        Column::new("bin".into(), bins),
+        Column::new("step".into(), s),
+        Column::new("runs".into(), runs),
+        Column::new("mean".into(), m),
+        Column::new("iqm".into(), q),
+        Column::new("iqm_lo".into(), l),
+        Column::new("iqm_hi".into(), h),
+    ])
+    .map_err(polars_err("building the learning-curve table"))
+}
+
+/// Performance profiles (rliable's score distributions): for each group and each of `points`
+/// thresholds τ evenly spaced over the range of all final returns (widened by 5% of it on each side), the fraction of runs whose
+/// final return is above τ, with a stratified bootstrap band. Columns: `group, tau, fraction,
+/// fraction_lo, fraction_hi`.
+pub fn profiles(per_run: &DataFrame, points: usize, opts: &Bootstrap) -> Result<DataFrame, AnalyzeError> {
+    let groups = group_strata(per_run)?;
+    let all: Vec<f64> = groups.values().flat_map(|s| s.values().flatten().map(|r| r[0])).collect();
+    let (min, max) = all.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+    let points = points.max(2);
+    let taus: Vec<f64> = if all.is_empty() {
+        Vec::new()
+    } else {
+        // 5% beyond the scores on each side, so each profile starts at 1 and ends at 0.
+        let pad = if max > min { (max - min) * 0.05 } else { 1.0 };
+        let (lo, hi) = (min - pad, max + pad);
+        (0..points).map(|i| lo + (hi - lo) * i as f64 / (points - 1) as f64).collect()
+    };
+    // Fraction of sorted values strictly above tau.
+    let above = |sorted: &[f64], tau: f64| (sorted.len() - sorted.partition_point(|&v| v <= tau)) as f64 / sorted.len() as f64;
+    let (mut names, mut tau_col, mut frac, mut lo, mut hi) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut idx, mut sample) = (Vec::new(), Vec::new());
+    for (name, strata) in &groups {
+        let values: Vec<f64> = strata.values().flatten().map(|r| r[0]).collect();
+        let strata_idx = strata_indices(strata);
+        let mut rng = Rng::new(opts.seed, name, "profile");
+        let mut estimates: Vec<Vec<f64>> = vec![Vec::with_capacity(opts.band_reps); taus.len()];
+        for _ in 0..opts.band_reps {
+            resample_indices(&strata_idx, &mut rng, &mut idx);
+            sample.clear();
+            sample.extend(idx.iter().map(|&i| values[i]));
+            sample.sort_unstable_by(f64::total_cmp);
+            for (e, &tau) in estimates.iter_mut().zip(&taus) {
+                e.push(above(&sample, tau));
+            }
+        }
+        let mut sorted = values.clone();
+        sorted.sort_unstable_by(f64::total_cmp);
+        for (e, &tau) in estimates.iter_mut().zip(&taus) {
+            let (l, h) = percentile_interval(e, opts.confidence);
+            names.push(name.clone());
+            tau_col.push(tau);
+            frac.push(above(&sorted, tau));
+            lo.push(l);
+            hi.push(h);
+        }
+    }
+    DataFrame::new_infer_height(vec![
+        Column::new("group".into(), names),
+        Column::new("tau".into(), tau_col),
+        Column::new("fraction".into(), frac),
+        Column::new("fraction_lo".into(), lo),
+        Column::new("fraction_hi".into(), hi),
+    ])
+    .map_err(polars_err("building the performance-profile table"))
+}

@@ -1,0 +1,357 @@
+//! Plots of `drover analyze` (plotters): learning curves and performance profiles as lines with
+//! bootstrap bands, final scores as bars with interval whiskers; each written as PNG and SVG.
+//!
+//! Text is drawn with a DejaVu Sans subset embedded in the binary (`fonts/`), so plots look the
+//! same on a cluster login node without any system font.
+
+use std::path::{Path, PathBuf};
+use std::sync::Once;
+
+use ab_glyph::{Font, FontRef, ScaleFont};
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters_backend::text_anchor::{HPos, VPos};
+use plotters_backend::{BackendColor, BackendCoord, BackendTextStyle, DrawingErrorKind};
+
+use crate::error::AnalyzeError;
+
+const FONT: &[u8] = include_bytes!("fonts/DejaVuSans-subset.ttf");
+const FAMILY: &str = "sans-serif";
+const SIZE: (u32, u32) = (1000, 620);
+
+/// Tableau 10: distinguishable, and readable for the common forms of colour blindness.
+const PALETTE: [RGBColor; 10] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
+];
+
+/// One line with its band: `(x, y, lower, upper)` points in increasing x.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Line {
+    /// The legend entry.
+    pub name: String,
+    /// The points.
+    pub points: Vec<(f64, f64, f64, f64)>,
+}
+
+/// One bar with its interval.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Bar {
+    /// The axis label.
+    pub name: String,
+    /// The bar's length.
+    pub value: f64,
+    /// Lower end of the whisker.
+    pub lo: f64,
+    /// Upper end of the whisker.
+    pub hi: f64,
+}
+
+/// Titles and legend placement of a line chart.
+#[derive(Clone, Debug)]
+pub struct LineChart<'a> {
+    /// Caption above the chart.
+    pub title: &'a str,
+    /// X axis label.
+    pub x_desc: &'a str,
+    /// Y axis label.
+    pub y_desc: &'a str,
+    /// Legend in the lower right (rising curves) or the upper right (falling ones).
+    pub legend_low: bool,
+}
+
+fn register_font() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // The font is compiled in and known to parse (a unit test draws with it), so failure
+        // here would be a build defect; text then renders blank rather than aborting the analysis.
+        let _ = plotters::style::register_font(FAMILY, FontStyle::Normal, FONT);
+    });
+}
+
+/// Compact tick labels: 500000 → 500k, 1500000 → 1.5M.
+fn short_number(v: f64) -> String {
+    let a = v.abs();
+    let trim = |s: String| if s.contains('.') { s.trim_end_matches('0').trim_end_matches('.').to_string() } else { s };
+    if a >= 1e6 {
+        format!("{}M", trim(format!("{:.2}", v / 1e6)))
+    } else if a >= 1e3 {
+        format!("{}k", trim(format!("{:.1}", v / 1e3)))
+    } else if a >= 10.0 || a == 0.0 {
+        format!("{v:.0}")
+    } else {
+        trim(format!("{v:.2}"))
+    }
+}
+
+/// Range `[lo, hi]` of finite values padded by 5% (a unit range around a single value).
+fn padded(values: impl Iterator<Item = f64>) -> (f64, f64) {
+    let (lo, hi) = values.filter(|v| v.is_finite()).fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
+    if !lo.is_finite() {
+        return (0.0, 1.0);
+    }
+    let pad = if hi > lo { (hi - lo) * 0.05 } else { lo.abs().max(1.0) * 0.5 };
+    (lo - pad, hi + pad)
+}
+
+fn draw_lines<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, chart: &LineChart<'_>, lines: &[Line]) -> Result<(), String> {
+    let e = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
+    root.fill(&WHITE).map_err(e)?;
+    let (x0, x1) = padded(lines.iter().flat_map(|l| l.points.iter().map(|p| p.0)));
+    let (y0, y1) = padded(lines.iter().flat_map(|l| l.points.iter().flat_map(|p| [p.1, p.2, p.3])));
+    let mut ctx = ChartBuilder::on(root)
+        .caption(chart.title, (FAMILY, 22))
+        .margin(18)
+        .x_label_area_size(50)
+        .y_label_area_size(70)
+        .build_cartesian_2d(x0..x1, y0..y1)
+        .map_err(e)?;
+    ctx.configure_mesh()
+        .x_desc(chart.x_desc)
+        .y_desc(chart.y_desc)
+        .axis_desc_style((FAMILY, 17))
+        .label_style((FAMILY, 14))
+        .x_label_formatter(&|v| short_number(*v))
+        .y_label_formatter(&|v| short_number(*v))
+        .light_line_style(RGBColor(244, 244, 244))
+        .draw()
+        .map_err(e)?;
+    for (i, line) in lines.iter().enumerate() {
+        let color = PALETTE[i % PALETTE.len()];
+        let band: Vec<(f64, f64)> = line
+            .points
+            .iter()
+            .map(|p| (p.0, p.3))
+            .chain(line.points.iter().rev().map(|p| (p.0, p.2)))
+            .filter(|p| p.1.is_finite())
+            .collect();
+        if band.len() > 2 {
+            ctx.draw_series(std::iter::once(Polygon::new(band, color.mix(0.2).filled()))).map_err(e)?;
+        }
+        ctx.draw_series(LineSeries::new(line.points.iter().map(|p| (p.0, p.1)), color.stroke_width(2)))
+            .map_err(e)?
+            .label(line.name.as_str())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], color.stroke_width(3)));
+    }
+    ctx.configure_series_labels()
+        .position(if chart.legend_low { SeriesLabelPosition::LowerRight } else { SeriesLabelPosition::UpperRight })
+        .label_font((FAMILY, 15))
+        .background_style(WHITE.mix(0.85))
+        .border_style(RGBColor(160, 160, 160))
+        .draw()
+        .map_err(e)?;
+    root.present().map_err(e)
+}
+
+fn draw_bars<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, title: &str, x_desc: &str, bars: &[Bar]) -> Result<(), String> {
+    let e = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
+    root.fill(&WHITE).map_err(e)?;
+    let (lo, hi) = padded(bars.iter().flat_map(|b| [b.value, b.lo, b.hi]).chain([0.0]));
+    let longest = bars.iter().map(|b| b.name.chars().count()).max().unwrap_or(1) as u32;
+    let n = bars.len() as i32;
+    // Bar k (the first on top) spans y = c-1 .. c+1 around its centre c = 2(n-1-k); the odd
+    // integers between bars are gaps, the even ones carry the names.
+    let centre = |k: usize| 2 * (n - 1 - k as i32);
+    let mut ctx = ChartBuilder::on(root)
+        .caption(title, (FAMILY, 22))
+        .margin(18)
+        .x_label_area_size(50)
+        .y_label_area_size((longest * 8 + 20).clamp(60, 420))
+        .build_cartesian_2d(lo.min(0.0)..hi, -1..2 * n - 1)
+        .map_err(e)?;
+    let names: Vec<String> = bars.iter().map(|b| b.name.clone()).collect();
+    let label = move |y: &i32| match (*y % 2, (2 * (n - 1) - *y) / 2) {
+        (0, k) if *y >= 0 && k >= 0 => names.get(k as usize).cloned().unwrap_or_default(),
+        _ => String::new(),
+    };
+    ctx.configure_mesh()
+        .x_desc(x_desc)
+        .axis_desc_style((FAMILY, 17))
+        .label_style((FAMILY, 14))
+        .x_label_formatter(&|v| short_number(*v))
+        .y_label_formatter(&label)
+        .y_labels((2 * n + 1) as usize)
+        .disable_y_mesh()
+        .light_line_style(RGBColor(244, 244, 244))
+        .draw()
+        .map_err(e)?;
+    for (k, bar) in bars.iter().enumerate() {
+        let color = PALETTE[k % PALETTE.len()];
+        let c = centre(k);
+        let mut rect = Rectangle::new([(0.0, c - 1), (bar.value, c + 1)], color.mix(0.75).filled());
+        rect.set_margin(6, 6, 0, 0);
+        ctx.draw_series(std::iter::once(rect)).map_err(e)?;
+        if bar.lo.is_finite() && bar.hi.is_finite() {
+            let whisker = BLACK.stroke_width(2);
+            ctx.draw_series([PathElement::new(vec![(bar.lo, c), (bar.hi, c)], whisker)]).map_err(e)?;
+            for end in [bar.lo, bar.hi] {
+                // Caps: short vertical strokes at the ends, as pixel offsets from the centre line.
+                ctx.draw_series(std::iter::once(EmptyElement::at((end, c)) + PathElement::new(vec![(0, -7), (0, 7)], whisker)))
+                    .map_err(e)?;
+            }
+        }
+    }
+    root.present().map_err(e)
+}
+
+fn plot_err(path: &Path, reason: impl Into<String>) -> AnalyzeError {
+    AnalyzeError::Plot { path: path.to_path_buf(), reason: reason.into() }
+}
+
+/// `BitMapBackend` with its own text drawing. plotters 0.3.7's `ab_glyph` text drops each
+/// glyph's left side bearing (`px_bounds().min.x`), which misplaces narrow glyphs ("cl" reads
+/// as "d"); this places every glyph at its outline bounds and puts the baseline at the font's
+/// ascent. Layout (advances and kerning) is the same as plotters', so its boxes still fit.
+struct Bitmap<'a> {
+    inner: BitMapBackend<'a>,
+    font: FontRef<'static>,
+}
+
+type BitmapError = <BitMapBackend<'static> as DrawingBackend>::ErrorType;
+
+impl DrawingBackend for Bitmap<'_> {
+    type ErrorType = BitmapError;
+
+    fn get_size(&self) -> (u32, u32) {
+        self.inner.get_size()
+    }
+    fn ensure_prepared(&mut self) -> Result<(), DrawingErrorKind<BitmapError>> {
+        self.inner.ensure_prepared()
+    }
+    fn present(&mut self) -> Result<(), DrawingErrorKind<BitmapError>> {
+        self.inner.present()
+    }
+    fn draw_pixel(&mut self, point: BackendCoord, color: BackendColor) -> Result<(), DrawingErrorKind<BitmapError>> {
+        self.inner.draw_pixel(point, color)
+    }
+    fn draw_line<S: plotters_backend::BackendStyle>(&mut self, from: BackendCoord, to: BackendCoord, style: &S) -> Result<(), DrawingErrorKind<BitmapError>> {
+        self.inner.draw_line(from, to, style)
+    }
+    fn draw_rect<S: plotters_backend::BackendStyle>(
+        &mut self,
+        upper_left: BackendCoord,
+        bottom_right: BackendCoord,
+        style: &S,
+        fill: bool,
+    ) -> Result<(), DrawingErrorKind<BitmapError>> {
+        self.inner.draw_rect(upper_left, bottom_right, style, fill)
+    }
+    fn draw_path<S: plotters_backend::BackendStyle, I: IntoIterator<Item = BackendCoord>>(&mut self, path: I, style: &S) -> Result<(), DrawingErrorKind<BitmapError>> {
+        self.inner.draw_path(path, style)
+    }
+    fn draw_circle<S: plotters_backend::BackendStyle>(&mut self, center: BackendCoord, radius: u32, style: &S, fill: bool) -> Result<(), DrawingErrorKind<BitmapError>> {
+        self.inner.draw_circle(center, radius, style, fill)
+    }
+    fn fill_polygon<S: plotters_backend::BackendStyle, I: IntoIterator<Item = BackendCoord>>(&mut self, vert: I, style: &S) -> Result<(), DrawingErrorKind<BitmapError>> {
+        self.inner.fill_polygon(vert, style)
+    }
+    fn draw_text<T: BackendTextStyle>(&mut self, text: &str, style: &T, pos: BackendCoord) -> Result<(), DrawingErrorKind<BitmapError>> {
+        let color = style.color();
+        if color.alpha == 0.0 {
+            return Ok(());
+        }
+        let size = style.size() as f32;
+        let font = self.font.as_scaled(size);
+        let (mut x, mut prev, mut glyphs) = (0f32, None, Vec::new());
+        for c in text.chars() {
+            let id = font.glyph_id(c);
+            if let Some(p) = prev {
+                x += font.kern(p, id);
+            }
+            glyphs.push(id.with_scale_and_position(size, ab_glyph::point(x, font.ascent())));
+            x += font.h_advance(id);
+            prev = Some(id);
+        }
+        // The box plotters lays this text out in: its width, and a height of size / 1.24.
+        let (width, height) = (x as i32, (style.size() / 1.24) as i32);
+        let anchor = style.anchor();
+        let dx = match anchor.h_pos {
+            HPos::Left => 0,
+            HPos::Right => -width,
+            HPos::Center => -width / 2,
+        };
+        let dy = match anchor.v_pos {
+            VPos::Top => 0,
+            VPos::Center => -height / 2,
+            VPos::Bottom => -height,
+        };
+        let transform = style.transform();
+        let (w, h) = self.get_size();
+        let mut pixels = Vec::new();
+        for glyph in glyphs {
+            if let Some(outline) = font.outline_glyph(glyph) {
+                let bounds = outline.px_bounds();
+                let (x0, y0) = (bounds.min.x as i32, bounds.min.y as i32);
+                outline.draw(|px, py, coverage| pixels.push((x0 + px as i32, y0 + py as i32, coverage)));
+            }
+        }
+        for (gx, gy, coverage) in pixels {
+            let (tx, ty) = transform.transform(gx + dx, gy + dy);
+            let (px, py) = (pos.0 + tx, pos.1 + ty);
+            if coverage > 0.0 && px >= 0 && py >= 0 && px < w as i32 && py < h as i32 {
+                let alpha = color.alpha * f64::from(coverage.min(1.0));
+                self.inner.draw_pixel((px, py), BackendColor { alpha, rgb: color.rgb })?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A chart to draw.
+#[derive(Clone, Debug)]
+pub enum Chart<'a> {
+    /// Lines with bands (learning curves, performance profiles).
+    Lines(LineChart<'a>, &'a [Line]),
+    /// Horizontal bars with whiskers: title, x axis label, bars from top to bottom.
+    Bars(&'a str, &'a str, &'a [Bar]),
+}
+
+fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, chart: &Chart<'_>) -> Result<(), String> {
+    match chart {
+        Chart::Lines(spec, lines) => draw_lines(root, spec, lines),
+        Chart::Bars(title, x_desc, bars) => draw_bars(root, title, x_desc, bars),
+    }
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> Result<(), AnalyzeError> {
+    crate::layout::write_atomic(path, bytes).map_err(|source| AnalyzeError::Io { action: "write", path: path.to_path_buf(), source })
+}
+
+/// Draws `chart` into `<stem>.png` and `<stem>.svg` (each written to a temporary name and
+/// renamed); returns both paths.
+pub fn render(stem: &Path, chart: &Chart<'_>) -> Result<Vec<PathBuf>, AnalyzeError> {
+    register_font();
+    let png_path = PathBuf::from(format!("{}.png", stem.display()));
+    let svg_path = PathBuf::from(format!("{}.svg", stem.display()));
+    let (w, h) = SIZE;
+    let mut pixels = vec![0u8; (w * h * 3) as usize];
+    {
+        let font = FontRef::try_from_slice(FONT).map_err(|e| plot_err(&png_path, format!("the embedded font: {e}")))?;
+        let root = Bitmap { inner: BitMapBackend::with_buffer(&mut pixels, SIZE), font }.into_drawing_area();
+        draw(&root, chart).map_err(|r| plot_err(&png_path, r))?;
+    }
+    let mut png_bytes = Vec::new();
+    {
+        let mut encoder = png::Encoder::new(&mut png_bytes, w, h);
+        encoder.set_color(png::ColorType::Rgb);
+        encoder.set_depth(png::BitDepth::Eight);
+        let mut writer = encoder.write_header().map_err(|e| plot_err(&png_path, e.to_string()))?;
+        writer.write_image_data(&pixels).map_err(|e| plot_err(&png_path, e.to_string()))?;
+    }
+    write_file(&png_path, &png_bytes)?;
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
+        draw(&root, chart).map_err(|r| plot_err(&svg_path, r))?;
+    }
+    write_file(&svg_path, svg.as_bytes())?;
+    Ok(vec![png_path, svg_path])
+}

@@ -1,0 +1,168 @@
+//! The slice syntax of `drover analyze`: `--where KEY OP VALUE` filters and `--group-by`/`--compare` keys.
+//!
+//! A key is a column of the runs table: a hyperparameter (`params.clip_coef`, `run.lr`), one of
+//! `sweep`, `label`, `config_id`, `seed`, or a unique suffix of a hyperparameter (`clip_coef`,
+//! `lr`); `algo` means `run.plugin` and `env` means `run.env`. OP is one of `=` (or `==`), `!=`,
+//! `<`, `<=`, `>`, `>=`. For `=` and `!=` the value may be a comma-separated list (any of / none of).
+//! Numbers compare as numbers, `true`/`false` as booleans, anything else as text.
+
+use polars::prelude::*;
+
+use crate::error::AnalyzeError;
+
+/// Columns of the runs table that can be named besides the hyperparameters.
+pub const RUN_COLUMNS: [&str; 5] = ["sweep", "label", "config_id", "seed", "run_id"];
+
+/// A comparison operator of `--where`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// `=` or `==`: equal to one of the values.
+    Eq,
+    /// `!=`: equal to none of the values.
+    Ne,
+    /// `<`.
+    Lt,
+    /// `<=`.
+    Le,
+    /// `>`.
+    Gt,
+    /// `>=`.
+    Ge,
+}
+
+fn query_err(expr: &str, reason: impl Into<String>) -> AnalyzeError {
+    AnalyzeError::Query { expr: expr.to_string(), reason: reason.into() }
+}
+
+/// Resolves a user-given key to a column of `schema` (see the module doc for the rules).
+pub fn resolve_key(key: &str, expr: &str, schema: &Schema) -> Result<String, AnalyzeError> {
+    let key = key.trim();
+    let alias = match key {
+        "algo" | "algorithm" => "run.plugin",
+        "env" => "run.env",
+        other => other,
+    };
+    if schema.contains(alias) {
+        return Ok(alias.to_string());
+    }
+    let hyper = || schema.iter_names().filter(|n| n.starts_with("run.") || n.starts_with("params."));
+    let suffix = format!(".{key}");
+    let mut matches: Vec<String> = hyper().filter(|n| n.ends_with(&suffix)).map(|n| n.to_string()).collect();
+    matches.sort();
+    match matches.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => {
+            let known: Vec<String> =
+                RUN_COLUMNS.iter().map(|s| s.to_string()).chain(hyper().map(|n| n.to_string())).collect();
+            Err(query_err(expr, format!("unknown key `{key}`; known keys: {}", known.join(", "))))
+        }
+        many => Err(query_err(expr, format!("key `{key}` is ambiguous: {}", many.join(", ")))),
+    }
+}
+
+/// Parses a comma-separated `--group-by` list into resolved column names (duplicates refused).
+pub fn parse_keys(text: &str, schema: &Schema) -> Result<Vec<String>, AnalyzeError> {
+    let mut keys = Vec::new();
+    for part in text.split(',') {
+        if part.trim().is_empty() {
+            return Err(query_err(text, "empty key in the list"));
+        }
+        let key = resolve_key(part, text, schema)?;
+        if keys.contains(&key) {
+            return Err(query_err(text, format!("key `{key}` is named twice")));
+        }
+        keys.push(key);
+    }
+    Ok(keys)
+}
+
+/// Splits `KEY OP VALUE` at its first operator.
+fn split(expr: &str) -> Result<(&str, Op, &str), AnalyzeError> {
+    let at = expr.find(['=', '!', '<', '>']).ok_or_else(|| {
+        query_err(expr, "expected KEY OP VALUE with OP one of =, ==, !=, <, <=, >, >=")
+    })?;
+    let rest = &expr[at..];
+    let (op, len) = if rest.starts_with("==") {
+        (Op::Eq, 2)
+    } else if rest.starts_with("!=") {
+        (Op::Ne, 2)
+    } else if rest.starts_with("<=") {
+        (Op::Le, 2)
+    } else if rest.starts_with(">=") {
+        (Op::Ge, 2)
+    } else if rest.starts_with('=') {
+        (Op::Eq, 1)
+    } else if rest.starts_with('<') {
+        (Op::Lt, 1)
+    } else if rest.starts_with('>') {
+        (Op::Gt, 1)
+    } else {
+        return Err(query_err(expr, "`!` must be followed by `=`"));
+    };
+    let (key, value) = (expr[..at].trim(), rest[len..].trim());
+    if key.is_empty() {
+        return Err(query_err(expr, "no key before the operator"));
+    }
+    if value.is_empty() {
+        return Err(query_err(expr, "no value after the operator"));
+    }
+    Ok((key, op, value))
+}
+
+/// Parses one `--where` expression against the runs table's `schema` into a filter predicate.
+pub fn parse_where(expr: &str, schema: &Schema) -> Result<Expr, AnalyzeError> {
+    let (key, op, value) = split(expr)?;
+    let column = resolve_key(key, expr, schema)?;
+    let dtype = schema.get(&column).cloned().unwrap_or(DataType::Null);
+    let values: Vec<&str> = if matches!(op, Op::Eq | Op::Ne) { value.split(',').map(str::trim).collect() } else { vec![value] };
+    if values.iter().any(|v| v.is_empty()) {
+        return Err(query_err(expr, "empty value in the list"));
+    }
+    let target = col(column.as_str());
+    let literals: Vec<Expr> = if dtype.is_primitive_numeric() {
+        values
+            .iter()
+            .map(|v| {
+                v.parse::<f64>()
+                    .map(lit)
+                    .map_err(|_| query_err(expr, format!("`{v}` is not a number (key `{column}` is numeric)")))
+            })
+            .collect::<Result<_, _>>()?
+    } else if dtype == DataType::Boolean {
+        if !matches!(op, Op::Eq | Op::Ne) {
+            return Err(query_err(expr, format!("key `{column}` is true/false: only = and != apply")));
+        }
+        values
+            .iter()
+            .map(|v| match *v {
+                "true" => Ok(lit(true)),
+                "false" => Ok(lit(false)),
+                other => Err(query_err(expr, format!("`{other}` is not true or false (key `{column}` is true/false)"))),
+            })
+            .collect::<Result<_, _>>()?
+    } else {
+        if !matches!(op, Op::Eq | Op::Ne) {
+            return Err(query_err(expr, format!("key `{column}` is text: only = and != apply")));
+        }
+        values.iter().map(|v| lit(v.to_string())).collect()
+    };
+    let target = if dtype.is_primitive_numeric() { target.cast(DataType::Float64) } else { target };
+    let any_equal = || {
+        literals
+            .iter()
+            .cloned()
+            .map(|l| target.clone().eq(l))
+            .reduce(|a, b| a.or(b))
+            .unwrap_or(lit(false))
+    };
+    // A missing value (null) never matches; `fill_null` keeps `!=` from letting it through as null.
+    let predicate = match op {
+        Op::Eq => any_equal(),
+        Op::Ne => any_equal().not(),
+        Op::Lt => target.lt(literals[0].clone()),
+        Op::Le => target.lt_eq(literals[0].clone()),
+        Op::Gt => target.gt(literals[0].clone()),
+        Op::Ge => target.gt_eq(literals[0].clone()),
+    };
+    Ok(predicate.fill_null(lit(false)))
+}

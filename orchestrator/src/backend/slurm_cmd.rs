@@ -1,0 +1,341 @@
+//! The one place that runs Slurm's commands: every call has a timeout, is retried with
+//! exponential backoff when the controller is busy or stalled, and fails with a `SlurmError`
+//! that keeps the command line and Slurm's stderr.
+//!
+//! `sbatch` is never simply retried: a timed-out `sbatch` may have submitted the job after all,
+//! so `Slurm::submit` first looks for it by job name and comment (`squeue`), and retries only
+//! when it is not there.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::error::SlurmError;
+
+/// Timeouts and retries of Slurm calls.
+#[derive(Debug, Clone)]
+pub struct CallPolicy {
+    /// How long one call may take.
+    pub timeout: Duration,
+    /// Attempts per call (1 = no retry).
+    pub attempts: u32,
+    /// Wait before the second attempt; doubled for each further one.
+    pub backoff: Duration,
+}
+
+impl Default for CallPolicy {
+    fn default() -> Self {
+        CallPolicy { timeout: Duration::from_secs(30), attempts: 4, backoff: Duration::from_millis(500) }
+    }
+}
+
+/// Slurm's error messages that mean "busy, try again" rather than "no".
+const TRANSIENT: &[&str] = &[
+    "Socket timed out",
+    "Unable to contact slurm controller",
+    "Zero Bytes were transmitted or received",
+    "Resource temporarily unavailable",
+    "Connection refused",
+    "slurm_persist_conn",
+    "Communication connection failure",
+];
+
+/// How to reach Slurm: the command directory (empty: `PATH`) and the call policy.
+#[derive(Debug, Clone, Default)]
+pub struct Slurm {
+    /// Directory holding `sbatch`, `squeue`, ... (`None`: found on `PATH`).
+    pub bin_dir: Option<PathBuf>,
+    /// Timeouts and retries.
+    pub policy: CallPolicy,
+}
+
+/// One line of `squeue`: an array task of one of our submissions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueEntry {
+    /// The array's job id (`%F`).
+    pub array_job_id: String,
+    /// The task index (`%K`), `None` for a job that is not an array task.
+    pub task: Option<u32>,
+    /// Slurm's state name (`PENDING`, `RUNNING`, `COMPLETED`, `TIMEOUT`, ...).
+    pub state: String,
+    /// Slurm's reason (`None`, `Priority`, `BeginTime`, ...).
+    pub reason: String,
+    /// The job comment, where drover stores the submission number.
+    pub comment: String,
+}
+
+/// The output of one call.
+struct Finished {
+    status: std::process::ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+/// Outcome of a single attempt.
+enum Attempt {
+    Done(Finished),
+    TimedOut,
+}
+
+impl Slurm {
+    fn program(&self, name: &str) -> PathBuf {
+        match &self.bin_dir {
+            Some(dir) => dir.join(name),
+            None => PathBuf::from(name),
+        }
+    }
+
+    fn command_line(program: &str, args: &[String]) -> String {
+        let mut line = program.to_string();
+        for a in args {
+            line.push(' ');
+            line.push_str(&crate::backend::slurm_script::shell_quote(a));
+        }
+        line
+    }
+
+    /// Runs `program args` once, killing it at the timeout.
+    fn attempt(&self, program: &str, args: &[String], cwd: Option<&Path>) -> Result<Attempt, SlurmError> {
+        let line = Self::command_line(program, args);
+        let mut cmd = Command::new(self.program(program));
+        // Its own process group, so a timeout kills whatever it started too (a wrapper script's
+        // children would otherwise hold the pipes open).
+        cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
+        if let Some(dir) = cwd {
+            cmd.current_dir(dir);
+        }
+        let mut child = cmd.spawn().map_err(|source| SlurmError::Spawn { command: line.clone(), source })?;
+        // Readers on threads, so a chatty command cannot block on a full pipe while we wait.
+        let mut out = child.stdout.take();
+        let mut err = child.stderr.take();
+        let out_thread = std::thread::spawn(move || {
+            let mut s = String::new();
+            if let Some(o) = out.as_mut() {
+                let _ = o.read_to_string(&mut s);
+            }
+            s
+        });
+        let err_thread = std::thread::spawn(move || {
+            let mut s = String::new();
+            if let Some(e) = err.as_mut() {
+                let _ = e.read_to_string(&mut s);
+            }
+            s
+        });
+        let deadline = Instant::now() + self.policy.timeout;
+        let mut sleep = Duration::from_millis(1);
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(status)) => break Some(status),
+                Ok(None) if Instant::now() >= deadline => {
+                    // SAFETY: kill(2) on the child's process group (its pid, as set above); the
+                    // child is not reaped yet, so the group id cannot have been reused.
+                    unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break None;
+                }
+                Ok(None) => {
+                    std::thread::sleep(sleep);
+                    sleep = (sleep * 2).min(Duration::from_millis(50));
+                }
+                Err(source) => return Err(SlurmError::Spawn { command: line, source }),
+            }
+        };
+        let stdout = out_thread.join().unwrap_or_default();
+        let stderr = err_thread.join().unwrap_or_default();
+        Ok(match status {
+            Some(status) => Attempt::Done(Finished { status, stdout, stderr }),
+            None => Attempt::TimedOut,
+        })
+    }
+
+    /// Runs a read-only or idempotent command with timeout and retries; stdout on success.
+    pub fn call(&self, program: &str, args: &[String]) -> Result<String, SlurmError> {
+        let line = Self::command_line(program, args);
+        let mut wait = self.policy.backoff;
+        let attempts = self.policy.attempts.max(1);
+        for n in 1..=attempts {
+            match self.attempt(program, args, None)? {
+                Attempt::Done(f) if f.status.success() => return Ok(f.stdout),
+                Attempt::Done(f) => {
+                    let transient = TRANSIENT.iter().any(|t| f.stderr.contains(t));
+                    if !transient || n == attempts {
+                        return Err(SlurmError::Refused { command: line, status: f.status.to_string(), stderr: f.stderr });
+                    }
+                    tracing::warn!(command = %line, "Slurm is busy ({}); retrying in {:?}", f.stderr.trim(), wait);
+                }
+                Attempt::TimedOut if n == attempts => {
+                    return Err(SlurmError::Timeout { command: line, attempts, timeout_s: self.policy.timeout.as_secs_f64() });
+                }
+                Attempt::TimedOut => tracing::warn!(command = %line, "timed out; retrying in {:?}", wait),
+            }
+            std::thread::sleep(wait);
+            wait *= 2;
+        }
+        unreachable!("the last attempt returns")
+    }
+
+    /// `MaxArraySize` from `scontrol show config` (arrays may use indices `0..MaxArraySize-1`).
+    pub fn max_array_size(&self) -> Result<u32, SlurmError> {
+        let args = vec!["show".to_string(), "config".to_string()];
+        let out = self.call("scontrol", &args)?;
+        parse_max_array_size(&out).ok_or_else(|| SlurmError::Parse {
+            command: Self::command_line("scontrol", &args),
+            reason: "no `MaxArraySize = <n>` line".into(),
+        })
+    }
+
+    /// Every task of the jobs named `job_name`, in any state Slurm still remembers: one call.
+    pub fn queue(&self, job_name: &str) -> Result<Vec<QueueEntry>, SlurmError> {
+        let args: Vec<String> = ["--noheader", "--array", "--states=all", "--format=%F|%K|%T|%r|%k"]
+            .iter()
+            .map(|s| s.to_string())
+            .chain([format!("--name={job_name}")])
+            .collect();
+        let out = self.call("squeue", &args)?;
+        out.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                parse_queue_line(l).ok_or_else(|| SlurmError::Parse {
+                    command: Self::command_line("squeue", &args),
+                    reason: format!("unexpected line `{l}`"),
+                })
+            })
+            .collect()
+    }
+
+    /// Submits `script` (run from `cwd`), never twice: after a timeout the queue is searched
+    /// for `job_name` + `comment` before trying again. Returns the array's job id.
+    pub fn submit(&self, script: &Path, cwd: &Path, job_name: &str, comment: &str) -> Result<String, SlurmError> {
+        let args = vec!["--parsable".to_string(), script.display().to_string()];
+        let line = Self::command_line("sbatch", &args);
+        let mut wait = self.policy.backoff;
+        let attempts = self.policy.attempts.max(1);
+        for n in 1..=attempts {
+            match self.attempt("sbatch", &args, Some(cwd))? {
+                Attempt::Done(f) if f.status.success() => {
+                    // `--parsable` prints `<jobid>[;<cluster>]`.
+                    let id = f.stdout.trim().split(';').next().unwrap_or_default().to_string();
+                    if id.is_empty() || !id.chars().all(|c| c.is_ascii_digit()) {
+                        return Err(SlurmError::Parse { command: line, reason: format!("no job id in `{}`", f.stdout.trim()) });
+                    }
+                    return Ok(id);
+                }
+                Attempt::Done(f) => {
+                    let transient = TRANSIENT.iter().any(|t| f.stderr.contains(t));
+                    if !transient || n == attempts {
+                        return Err(SlurmError::Refused { command: line, status: f.status.to_string(), stderr: f.stderr });
+                    }
+                    tracing::warn!(command = %line, "Slurm is busy ({}); retrying in {:?}", f.stderr.trim(), wait);
+                }
+                Attempt::TimedOut => {
+                    // The controller may have accepted it: look before submitting again.
+                    if let Some(id) = self.find_submitted(job_name, comment)? {
+                        tracing::warn!(command = %line, job = %id, "sbatch timed out but the job was submitted");
+                        return Ok(id);
+                    }
+                    if n == attempts {
+                        return Err(SlurmError::Timeout { command: line, attempts, timeout_s: self.policy.timeout.as_secs_f64() });
+                    }
+                    tracing::warn!(command = %line, "sbatch timed out and the job is not queued; retrying in {:?}", wait);
+                }
+            }
+            std::thread::sleep(wait);
+            wait *= 2;
+        }
+        unreachable!("the last attempt returns")
+    }
+
+    /// The job id of submission `comment` of `job_name`, if Slurm has it.
+    pub fn find_submitted(&self, job_name: &str, comment: &str) -> Result<Option<String>, SlurmError> {
+        Ok(self.queue(job_name)?.into_iter().find(|e| e.comment == comment).map(|e| e.array_job_id))
+    }
+
+    /// `scancel` of whole arrays (their pending and running tasks).
+    pub fn cancel(&self, job_ids: &[String]) -> Result<(), SlurmError> {
+        if job_ids.is_empty() {
+            return Ok(());
+        }
+        self.call("scancel", job_ids).map(|_| ())
+    }
+}
+
+/// `MaxArraySize             = 1001` → 1001.
+pub fn parse_max_array_size(config: &str) -> Option<u32> {
+    config.lines().find_map(|l| {
+        let (k, v) = l.split_once('=')?;
+        (k.trim() == "MaxArraySize").then(|| v.trim().parse().ok()).flatten()
+    })
+}
+
+/// `123|4|RUNNING|None|drover:abc:0` → an entry (`%K` is `N/A` for non-array jobs).
+pub fn parse_queue_line(line: &str) -> Option<QueueEntry> {
+    let mut parts = line.trim().splitn(5, '|');
+    let array_job_id = parts.next()?.trim().to_string();
+    let task = parts.next()?.trim();
+    let state = parts.next()?.trim().to_string();
+    let reason = parts.next()?.trim().to_string();
+    let comment = parts.next().unwrap_or("").trim().to_string();
+    if array_job_id.is_empty() || state.is_empty() {
+        return None;
+    }
+    Some(QueueEntry { array_job_id, task: task.parse().ok(), state, reason, comment })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_scontrol_and_squeue_output() {
+        let config = "Configuration data as of 2026-01-01\nMaxArraySize            = 1001\nMaxJobCount = 10000\n";
+        assert_eq!(parse_max_array_size(config), Some(1001));
+        assert_eq!(parse_max_array_size("nothing"), None);
+        let e = parse_queue_line("123|4|PENDING|JobArrayTaskLimit|drover:ab12:0").expect("entry");
+        assert_eq!(
+            e,
+            QueueEntry {
+                array_job_id: "123".into(),
+                task: Some(4),
+                state: "PENDING".into(),
+                reason: "JobArrayTaskLimit".into(),
+                comment: "drover:ab12:0".into()
+            }
+        );
+        assert_eq!(parse_queue_line("77|N/A|RUNNING|None|").expect("entry").task, None);
+        assert_eq!(parse_queue_line("garbage"), None);
+    }
+
+    #[test]
+    fn a_stalled_command_times_out_and_keeps_the_command_line() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fake = dir.path().join("squeue");
+        std::fs::write(&fake, "#!/bin/sh\nsleep 5\n").expect("write");
+        std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+        let slurm = Slurm {
+            bin_dir: Some(dir.path().to_path_buf()),
+            policy: CallPolicy { timeout: Duration::from_millis(100), attempts: 2, backoff: Duration::from_millis(10) },
+        };
+        let t0 = Instant::now();
+        let err = slurm.queue("x").expect_err("times out");
+        assert!(t0.elapsed() < Duration::from_secs(3), "the child is killed at the timeout");
+        let text = err.to_string();
+        assert!(text.starts_with("`squeue --noheader --array --states=all '--format=%F|%K|%T|%r|%k' --name=x` timed out after 2 attempt(s)"), "{text}");
+    }
+
+    #[test]
+    fn a_refusal_keeps_slurms_message_and_is_not_retried() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let count = dir.path().join("count");
+        let fake = dir.path().join("sbatch");
+        std::fs::write(&fake, format!("#!/bin/sh\necho x >> {}\necho 'sbatch: error: invalid partition specified: nope' >&2\nexit 1\n", count.display())).expect("write");
+        std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+        let slurm = Slurm { bin_dir: Some(dir.path().to_path_buf()), policy: CallPolicy::default() };
+        let err = slurm.submit(Path::new("a.sbatch"), dir.path(), "n", "c").expect_err("refused");
+        assert!(err.to_string().ends_with("sbatch: error: invalid partition specified: nope"), "{err}");
+        assert_eq!(std::fs::read_to_string(&count).expect("count").lines().count(), 1, "a refusal is final");
+    }
+}

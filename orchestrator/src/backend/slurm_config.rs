@@ -1,0 +1,520 @@
+//! The `[slurm]` table of a sweep file: `SlurmFile` (serde mirror) → `SlurmSettings` (validated).
+//!
+//! ```toml
+//! backend = "slurm"                 # or `drover run --backend slurm`
+//! [slurm]
+//! partition = "debug"               # account, qos, constraint likewise (Slurm names)
+//! time = "00:10:00"                 # [D-]HH:MM:SS, MM:SS or minutes
+//! nodes = 1
+//! ntasks_per_node = 1
+//! cpus_per_task = 1
+//! gpus_per_task = 1                 # or gres = "gpu:a100:1"
+//! mem = "2G"
+//! extra = ["--exclusive"]           # raw `#SBATCH` options, one per line
+//! throttle = 4                      # `--array=...%4`: at most 4 runs at once
+//! max_retries = 2                   # failed runs are resubmitted this often
+//! max_timeouts = 3                  # time-limit requeues before a run counts as failed
+//! max_preemptions = 10              # preemptions before a run counts as failed
+//! signal = "USR1"                   # checkpoint signal: `--signal=B:USR1@<signal_seconds>`
+//! signal_seconds = 120
+//! max_array_size = 1000             # cap below the cluster's MaxArraySize (never above it)
+//! [[slurm.overrides]]               # per-axis resources: runs whose axes match get these
+//! when = { "run.num_envs" = 64 }
+//! mem = "8G"
+//! ```
+//!
+//! Validation is pure (no I/O) and strict: every value that reaches the batch script is checked
+//! against the characters Slurm accepts for it, so no value can end a line or run a command.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::error::ConfigErrorKind;
+
+/// Which backend runs the sweep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// Child processes on this machine.
+    #[default]
+    Local,
+    /// A Slurm job array per sweep.
+    Slurm,
+}
+
+impl fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            BackendKind::Local => "local",
+            BackendKind::Slurm => "slurm",
+        })
+    }
+}
+
+/// Resource keys, as written in the file (all optional).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourcesFile {
+    /// `--partition`.
+    pub partition: Option<String>,
+    /// `--account`.
+    pub account: Option<String>,
+    /// `--qos`.
+    pub qos: Option<String>,
+    /// `--time`.
+    pub time: Option<String>,
+    /// `--nodes`.
+    pub nodes: Option<u32>,
+    /// `--ntasks-per-node`.
+    pub ntasks_per_node: Option<u32>,
+    /// `--cpus-per-task`.
+    pub cpus_per_task: Option<u32>,
+    /// `--gpus-per-task`.
+    pub gpus_per_task: Option<u32>,
+    /// `--gres`.
+    pub gres: Option<String>,
+    /// `--mem`.
+    pub mem: Option<String>,
+    /// `--constraint`.
+    pub constraint: Option<String>,
+    /// Raw `#SBATCH` options.
+    pub extra: Option<Vec<String>>,
+}
+
+/// `[[slurm.overrides]]`: resources for the runs whose axis values match `when`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OverrideFile {
+    /// Dotted axis key → value; all must match.
+    pub when: BTreeMap<String, Value>,
+    /// `--partition`.
+    pub partition: Option<String>,
+    /// `--account`.
+    pub account: Option<String>,
+    /// `--qos`.
+    pub qos: Option<String>,
+    /// `--time`.
+    pub time: Option<String>,
+    /// `--nodes`.
+    pub nodes: Option<u32>,
+    /// `--ntasks-per-node`.
+    pub ntasks_per_node: Option<u32>,
+    /// `--cpus-per-task`.
+    pub cpus_per_task: Option<u32>,
+    /// `--gpus-per-task`.
+    pub gpus_per_task: Option<u32>,
+    /// `--gres`.
+    pub gres: Option<String>,
+    /// `--mem`.
+    pub mem: Option<String>,
+    /// `--constraint`.
+    pub constraint: Option<String>,
+    /// Raw `#SBATCH` options.
+    pub extra: Option<Vec<String>>,
+}
+
+impl OverrideFile {
+    fn resources(&self) -> ResourcesFile {
+        ResourcesFile {
+            partition: self.partition.clone(),
+            account: self.account.clone(),
+            qos: self.qos.clone(),
+            time: self.time.clone(),
+            nodes: self.nodes,
+            ntasks_per_node: self.ntasks_per_node,
+            cpus_per_task: self.cpus_per_task,
+            gpus_per_task: self.gpus_per_task,
+            gres: self.gres.clone(),
+            mem: self.mem.clone(),
+            constraint: self.constraint.clone(),
+            extra: self.extra.clone(),
+        }
+    }
+}
+
+/// The `[slurm]` table as written.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlurmFile {
+    /// `--partition`.
+    pub partition: Option<String>,
+    /// `--account`.
+    pub account: Option<String>,
+    /// `--qos`.
+    pub qos: Option<String>,
+    /// `--time`.
+    pub time: Option<String>,
+    /// `--nodes`.
+    pub nodes: Option<u32>,
+    /// `--ntasks-per-node`.
+    pub ntasks_per_node: Option<u32>,
+    /// `--cpus-per-task`.
+    pub cpus_per_task: Option<u32>,
+    /// `--gpus-per-task`.
+    pub gpus_per_task: Option<u32>,
+    /// `--gres`.
+    pub gres: Option<String>,
+    /// `--mem`.
+    pub mem: Option<String>,
+    /// `--constraint`.
+    pub constraint: Option<String>,
+    /// Raw `#SBATCH` options.
+    pub extra: Option<Vec<String>>,
+    /// Runs at once (`%N` of `--array`); default: the sweep's `max_parallel`, else unlimited.
+    pub throttle: Option<u32>,
+    /// Resubmissions of a failed run.
+    pub max_retries: Option<u32>,
+    /// Time-limit requeues of a run.
+    pub max_timeouts: Option<u32>,
+    /// Preemptions of a run.
+    pub max_preemptions: Option<u32>,
+    /// The checkpoint signal's name.
+    pub signal: Option<String>,
+    /// Seconds before the time limit at which Slurm sends `signal`.
+    pub signal_seconds: Option<u32>,
+    /// Largest array this sweep submits (the cluster's `MaxArraySize - 1` caps it too).
+    pub max_array_size: Option<u32>,
+    /// Seconds between two `squeue` polls while `drover run` waits.
+    pub poll_seconds: Option<f64>,
+    /// Per-axis resource overrides.
+    #[serde(default)]
+    pub overrides: Vec<OverrideFile>,
+}
+
+/// Validated resources of one job array.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Resources {
+    /// `(option, value)` pairs in a fixed order, e.g. `("partition", "debug")`.
+    pub options: Vec<(&'static str, String)>,
+    /// Raw `#SBATCH` options.
+    pub extra: Vec<String>,
+}
+
+impl Resources {
+    /// The `#SBATCH` lines.
+    pub fn sbatch_lines(&self) -> Vec<String> {
+        let mut lines: Vec<String> = self.options.iter().map(|(k, v)| format!("#SBATCH --{k}={v}")).collect();
+        lines.extend(self.extra.iter().map(|e| format!("#SBATCH {e}")));
+        lines
+    }
+}
+
+/// A validated per-axis override.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Override {
+    /// Axis key → value that a run must have.
+    pub when: BTreeMap<String, Value>,
+    /// What it sets (merged over the sweep's resources).
+    pub set: ResourcesFile,
+}
+
+/// The checkpoint signals drover can ask for: none is taken by NCCL or common launchers
+/// (NCCL and PyTorch's elastic agent handle SIGTERM/SIGINT; USR1 is free by default).
+pub const SIGNALS: &[&str] = &["USR1", "USR2", "HUP", "ALRM", "URG", "XCPU"];
+
+/// The validated `[slurm]` settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SlurmSettings {
+    /// Resources of every run before overrides.
+    pub base: ResourcesFile,
+    /// Per-axis overrides, in file order (later ones win).
+    pub overrides: Vec<Override>,
+    /// `%N`, if any.
+    pub throttle: Option<u32>,
+    /// Resubmissions of a failed run.
+    pub max_retries: u32,
+    /// Time-limit requeues of a run.
+    pub max_timeouts: u32,
+    /// Preemptions of a run.
+    pub max_preemptions: u32,
+    /// Checkpoint signal name (one of [`SIGNALS`]).
+    pub signal: String,
+    /// Seconds before the time limit.
+    pub signal_seconds: u32,
+    /// Cap on the array size.
+    pub max_array_size: Option<u32>,
+    /// Seconds between polls.
+    pub poll_seconds: f64,
+}
+
+impl Default for SlurmSettings {
+    fn default() -> Self {
+        SlurmSettings {
+            base: ResourcesFile::default(),
+            overrides: Vec::new(),
+            throttle: None,
+            max_retries: 2,
+            max_timeouts: 3,
+            max_preemptions: 10,
+            signal: "USR1".into(),
+            signal_seconds: 120,
+            max_array_size: None,
+            poll_seconds: 2.0,
+        }
+    }
+}
+
+type KeyError = (String, ConfigErrorKind);
+
+fn invalid(key: impl Into<String>, why: impl Into<String>) -> KeyError {
+    (key.into(), ConfigErrorKind::InvalidValue(why.into()))
+}
+
+/// A Slurm name (partition, account, qos, constraint expression, gres): no whitespace, no
+/// quotes, nothing a shell or sbatch's option parser would give meaning to.
+fn check_name(key: &str, value: &str, extra_chars: &str) -> Result<(), KeyError> {
+    let ok = !value.is_empty()
+        && value.len() <= 256
+        && value.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c) || extra_chars.contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            key,
+            format!("`{value}`: only letters, digits and `_-.{extra_chars}` are allowed in this Slurm value"),
+        ))
+    }
+}
+
+/// `--time`: minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS.
+fn check_time(key: &str, value: &str) -> Result<(), KeyError> {
+    let (days, rest) = match value.split_once('-') {
+        Some((d, rest)) => (Some(d), rest),
+        None => (None, value),
+    };
+    let numeric = |s: &str| !s.is_empty() && s.len() <= 6 && s.chars().all(|c| c.is_ascii_digit());
+    let parts: Vec<&str> = rest.split(':').collect();
+    let ok = days.is_none_or(numeric) && parts.len() <= 3 && parts.iter().all(|p| numeric(p));
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(key, format!("`{value}`: expected a Slurm time such as 30, 10:00, 01:30:00 or 2-00:00:00")))
+    }
+}
+
+/// `--mem`: a number with an optional K/M/G/T unit.
+fn check_mem(key: &str, value: &str) -> Result<(), KeyError> {
+    let digits = value.trim_end_matches(['K', 'M', 'G', 'T']);
+    let ok = !digits.is_empty() && digits.len() <= 12 && digits.chars().all(|c| c.is_ascii_digit()) && value.len() - digits.len() <= 1;
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(key, format!("`{value}`: expected a size such as 2000, 500M or 8G")))
+    }
+}
+
+/// A raw `#SBATCH` option: one line, starting with `-`, printable ASCII without quotes or
+/// backslashes (sbatch parses these lines itself; they never reach a shell).
+fn check_extra(key: &str, value: &str) -> Result<(), KeyError> {
+    let ok = value.starts_with('-')
+        && value.len() <= 512
+        && value.chars().all(|c| c.is_ascii_graphic() && !"\"'\\`$".contains(c) || c == ' ');
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            key,
+            format!("`{value}`: an extra #SBATCH option starts with `-` and is one line of printable characters without quotes, `\\`, `` ` `` or `$`"),
+        ))
+    }
+}
+
+fn check_positive(key: &str, value: Option<u32>) -> Result<(), KeyError> {
+    match value {
+        Some(0) => Err(invalid(key, "must be at least 1")),
+        _ => Ok(()),
+    }
+}
+
+fn check_resources(prefix: &str, r: &ResourcesFile) -> Result<(), KeyError> {
+    let k = |name: &str| format!("{prefix}.{name}");
+    for (name, value, extra) in [
+        ("partition", &r.partition, ","),
+        ("account", &r.account, ""),
+        ("qos", &r.qos, ""),
+        ("gres", &r.gres, ":,"),
+        ("constraint", &r.constraint, ":,&|*[]()"),
+    ] {
+        if let Some(v) = value {
+            check_name(&k(name), v, extra)?;
+        }
+    }
+    if let Some(t) = &r.time {
+        check_time(&k("time"), t)?;
+    }
+    if let Some(m) = &r.mem {
+        check_mem(&k("mem"), m)?;
+    }
+    for (name, v) in [
+        ("nodes", r.nodes),
+        ("ntasks_per_node", r.ntasks_per_node),
+        ("cpus_per_task", r.cpus_per_task),
+        ("gpus_per_task", r.gpus_per_task),
+    ] {
+        check_positive(&k(name), v)?;
+    }
+    for (i, e) in r.extra.iter().flatten().enumerate() {
+        check_extra(&format!("{prefix}.extra[{i}]"), e)?;
+    }
+    Ok(())
+}
+
+impl SlurmSettings {
+    /// Validates the `[slurm]` table; `axes` are the sweep's axis keys (for `overrides.when`).
+    /// The error is `(dotted key, reason)`; the caller adds the file.
+    pub fn validate(file: SlurmFile, axes: &[String]) -> Result<SlurmSettings, KeyError> {
+        let base = ResourcesFile {
+            partition: file.partition,
+            account: file.account,
+            qos: file.qos,
+            time: file.time,
+            nodes: file.nodes,
+            ntasks_per_node: file.ntasks_per_node,
+            cpus_per_task: file.cpus_per_task,
+            gpus_per_task: file.gpus_per_task,
+            gres: file.gres,
+            mem: file.mem,
+            constraint: file.constraint,
+            extra: file.extra,
+        };
+        check_resources("slurm", &base)?;
+        let mut overrides = Vec::new();
+        for (i, o) in file.overrides.iter().enumerate() {
+            let prefix = format!("slurm.overrides[{i}]");
+            if o.when.is_empty() {
+                return Err((format!("{prefix}.when"), ConfigErrorKind::Missing));
+            }
+            for key in o.when.keys() {
+                if !axes.contains(key) {
+                    return Err((
+                        format!("{prefix}.when.{key}"),
+                        ConfigErrorKind::UnknownKey { expected: axes.to_vec() },
+                    ));
+                }
+            }
+            let set = o.resources();
+            check_resources(&prefix, &set)?;
+            overrides.push(Override { when: o.when.clone(), set });
+        }
+        check_positive("slurm.throttle", file.throttle)?;
+        check_positive("slurm.max_array_size", file.max_array_size)?;
+        let signal = file.signal.unwrap_or_else(|| "USR1".into());
+        let bare = signal.trim_start_matches("SIG").to_string();
+        if !SIGNALS.contains(&bare.as_str()) {
+            return Err(invalid("slurm.signal", format!("`{signal}`: expected one of {}", SIGNALS.join(", "))));
+        }
+        let poll_seconds = file.poll_seconds.unwrap_or(2.0);
+        if !(poll_seconds.is_finite() && (0.05..=3600.0).contains(&poll_seconds)) {
+            return Err(invalid("slurm.poll_seconds", "must be between 0.05 and 3600"));
+        }
+        let d = SlurmSettings::default();
+        Ok(SlurmSettings {
+            base,
+            overrides,
+            throttle: file.throttle,
+            max_retries: file.max_retries.unwrap_or(d.max_retries),
+            max_timeouts: file.max_timeouts.unwrap_or(d.max_timeouts),
+            max_preemptions: file.max_preemptions.unwrap_or(d.max_preemptions),
+            signal: bare,
+            signal_seconds: file.signal_seconds.unwrap_or(d.signal_seconds),
+            max_array_size: file.max_array_size,
+            poll_seconds,
+        })
+    }
+
+    /// The resources of a run with these axis values: the base, then each matching override.
+    pub fn resources_for(&self, axes: &BTreeMap<String, Value>) -> Resources {
+        let mut r = self.base.clone();
+        for o in &self.overrides {
+            if o.when.iter().all(|(k, v)| axes.get(k) == Some(v)) {
+                let s = &o.set;
+                macro_rules! take {
+                    ($($f:ident),*) => { $( if s.$f.is_some() { r.$f = s.$f.clone(); } )* };
+                }
+                take!(partition, account, qos, time, nodes, ntasks_per_node, cpus_per_task, gpus_per_task, gres, mem, constraint, extra);
+            }
+        }
+        let mut options = Vec::new();
+        let mut push = |k: &'static str, v: Option<String>| {
+            if let Some(v) = v {
+                options.push((k, v));
+            }
+        };
+        push("partition", r.partition);
+        push("account", r.account);
+        push("qos", r.qos);
+        push("time", r.time);
+        push("nodes", r.nodes.map(|n| n.to_string()));
+        push("ntasks-per-node", r.ntasks_per_node.map(|n| n.to_string()));
+        push("cpus-per-task", r.cpus_per_task.map(|n| n.to_string()));
+        push("gpus-per-task", r.gpus_per_task.map(|n| n.to_string()));
+        push("gres", r.gres);
+        push("mem", r.mem);
+        push("constraint", r.constraint);
+        Resources { options, extra: r.extra.unwrap_or_default() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(toml_text: &str) -> SlurmFile {
+        toml::from_str(toml_text).expect("valid slurm table")
+    }
+
+    #[test]
+    fn values_that_could_run_commands_are_refused_with_their_key() {
+        let cases = [
+            ("partition = \"a; rm -rf ~\"", "slurm.partition"),
+            ("account = \"$(id)\"", "slurm.account"),
+            ("time = \"10:00\\n#SBATCH --x\"", "slurm.time"),
+            ("mem = \"8G; reboot\"", "slurm.mem"),
+            ("extra = [\"--comment=`id`\"]", "slurm.extra[0]"),
+            ("extra = [\"x\"]", "slurm.extra[0]"),
+            ("extra = [\"--a\\n--b\"]", "slurm.extra[0]"),
+            ("signal = \"TERM\"", "slurm.signal"),
+            ("throttle = 0", "slurm.throttle"),
+            ("[[overrides]]\nwhen = { \"params.x\" = 1 }\nqos = \"a b\"", "slurm.overrides[0].qos"),
+            ("[[overrides]]\nwhen = { \"params.nope\" = 1 }", "slurm.overrides[0].when.params.nope"),
+        ];
+        for (text, key) in cases {
+            let err = SlurmSettings::validate(file(text), &["params.x".to_string()]).expect_err(text);
+            assert_eq!(err.0, key, "{text}: {}", err.1);
+        }
+    }
+
+    #[test]
+    fn overrides_apply_to_matching_runs_only() {
+        let s = SlurmSettings::validate(
+            file("partition = \"debug\"\nmem = \"1G\"\ntime = \"10\"\nextra = [\"--exclusive\"]\n[[overrides]]\nwhen = { \"params.x\" = 2 }\nmem = \"8G\"\ngpus_per_task = 1"),
+            &["params.x".to_string()],
+        )
+        .expect("valid");
+        let one = s.resources_for(&BTreeMap::from([("params.x".to_string(), Value::from(1))]));
+        let two = s.resources_for(&BTreeMap::from([("params.x".to_string(), Value::from(2))]));
+        assert_eq!(
+            one.sbatch_lines(),
+            ["#SBATCH --partition=debug", "#SBATCH --time=10", "#SBATCH --mem=1G", "#SBATCH --exclusive"]
+        );
+        assert_eq!(
+            two.sbatch_lines(),
+            ["#SBATCH --partition=debug", "#SBATCH --time=10", "#SBATCH --gpus-per-task=1", "#SBATCH --mem=8G", "#SBATCH --exclusive"]
+        );
+        assert_eq!(s.signal, "USR1");
+        assert_eq!((s.max_retries, s.max_timeouts, s.max_preemptions), (2, 3, 10));
+    }
+
+    #[test]
+    fn slurm_time_formats() {
+        for ok in ["30", "10:00", "01:30:00", "2-00", "2-00:00:00"] {
+            assert!(check_time("t", ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "1h", "1:2:3:4", "-5", "10:00 "] {
+            assert!(check_time("t", bad).is_err(), "{bad}");
+        }
+    }
+}

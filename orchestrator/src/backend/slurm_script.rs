@@ -1,0 +1,143 @@
+//! The batch script of one job array, rendered from `slurm_template.sbatch`.
+//!
+//! Values reach the script in two ways only: `#SBATCH` lines (validated in `slurm_config`, never
+//! seen by a shell) and shell variables, which are always single-quoted by `shell_quote`. Run
+//! configurations (axis values, labels) never appear in the script at all: a task finds its run
+//! id (16 hex digits) in the tasks file.
+
+use std::path::Path;
+
+use crate::backend::slurm_config::Resources;
+
+/// The template, compiled in so the binary needs no data files.
+pub const TEMPLATE: &str = include_str!("slurm_template.sbatch");
+
+/// Quotes `s` for a POSIX shell: `'...'`, with each `'` written as `'\''`. Strings made only of
+/// characters no shell treats specially are returned as they are.
+pub fn shell_quote(s: &str) -> String {
+    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,%@+".contains(c)) {
+        return s.to_string();
+    }
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// Everything one batch script says.
+#[derive(Debug, Clone)]
+pub struct ScriptParams<'a> {
+    /// The sweep name.
+    pub sweep: &'a str,
+    /// Submission number within the sweep.
+    pub submission: u32,
+    /// Number of array tasks.
+    pub count: usize,
+    /// The script's file name (for the header).
+    pub script_name: &'a str,
+    /// `--job-name`.
+    pub job_name: &'a str,
+    /// `--comment`.
+    pub comment: &'a str,
+    /// Runs at once (`%N`).
+    pub throttle: Option<u32>,
+    /// Checkpoint signal name (validated).
+    pub signal: &'a str,
+    /// Seconds before the time limit.
+    pub signal_seconds: u32,
+    /// Resources of the array.
+    pub resources: &'a Resources,
+    /// The tasks file (absolute).
+    pub tasks: &'a Path,
+    /// `runs/` (absolute).
+    pub runs: &'a Path,
+    /// The `drover-job` binary (absolute).
+    pub job_bin: &'a Path,
+    /// Time-limit requeues allowed.
+    pub max_timeouts: u32,
+    /// Preemptions allowed.
+    pub max_preemptions: u32,
+}
+
+/// Renders the template.
+pub fn render(p: &ScriptParams<'_>) -> String {
+    let last = p.count.saturating_sub(1);
+    let array = match p.throttle {
+        Some(t) => format!("0-{last}%{t}"),
+        None => format!("0-{last}"),
+    };
+    let mut resources = p.resources.sbatch_lines().join("\n");
+    if resources.is_empty() {
+        resources = "# (no resources set: the cluster's defaults apply)".into();
+    }
+    let vars: [(&str, String); 16] = [
+        ("version", env!("CARGO_PKG_VERSION").to_string()),
+        ("sweep", p.sweep.to_string()),
+        ("submission", p.submission.to_string()),
+        ("count", p.count.to_string()),
+        ("script_name", p.script_name.to_string()),
+        ("job_name", p.job_name.to_string()),
+        ("comment", p.comment.to_string()),
+        ("array", array),
+        ("signal", p.signal.to_string()),
+        ("signal_seconds", p.signal_seconds.to_string()),
+        ("resources", resources),
+        ("tasks", shell_quote(&p.tasks.display().to_string())),
+        ("runs", shell_quote(&p.runs.display().to_string())),
+        ("job_bin", shell_quote(&p.job_bin.display().to_string())),
+        ("max_timeouts", p.max_timeouts.to_string()),
+        ("max_preemptions", p.max_preemptions.to_string()),
+    ];
+    let mut out = TEMPLATE.to_string();
+    for (k, v) in vars {
+        out = out.replace(&format!("{{{{{k}}}}}"), &v);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting_keeps_every_value_one_inert_word() {
+        assert_eq!(shell_quote("/abs/path-1.2"), "/abs/path-1.2");
+        assert_eq!(shell_quote("a; rm -rf ~"), "'a; rm -rf ~'");
+        assert_eq!(shell_quote("it's $(id) `x`"), r"'it'\''s $(id) `x`'");
+        assert_eq!(shell_quote(""), "''");
+        // The shell itself agrees: each quoted value comes back as exactly one argument.
+        for value in ["a; rm -rf ~", "it's", "$(touch /nonexistent/x)", "new\nline", "*", "~"] {
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(format!("printf '%s' {}", shell_quote(value)))
+                .output()
+                .expect("sh");
+            assert_eq!(String::from_utf8_lossy(&out.stdout), value);
+        }
+    }
+
+    #[test]
+    fn render_fills_every_placeholder() {
+        let resources = Resources { options: vec![("partition", "debug".into())], extra: vec!["--exclusive".into()] };
+        let script = render(&ScriptParams {
+            sweep: "s",
+            submission: 2,
+            count: 12,
+            script_name: "array-2.sbatch",
+            job_name: "drover-s-0123abcd",
+            comment: "drover:0123abcd:2",
+            throttle: Some(4),
+            signal: "USR1",
+            signal_seconds: 90,
+            resources: &resources,
+            tasks: Path::new("/r/slurm/array-2.tasks"),
+            runs: Path::new("/r dir/runs"),
+            job_bin: Path::new("/bin/drover-job"),
+            max_timeouts: 3,
+            max_preemptions: 10,
+        });
+        assert!(!script.contains("{{"), "{script}");
+        assert!(script.contains("#SBATCH --array=0-11%4\n"));
+        assert!(script.contains("#SBATCH --signal=B:USR1@90\n"));
+        assert!(script.contains("#SBATCH --partition=debug\n#SBATCH --exclusive\n"));
+        assert!(script.contains("runs='/r dir/runs'\n"));
+        assert!(script.contains("trap 'kill -s USR1 \"$child\" 2>/dev/null' USR1"));
+    }
+}

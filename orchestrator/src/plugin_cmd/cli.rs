@@ -1,0 +1,233 @@
+//! `drover plugin new|list|check`: argument types (clap) and what each command prints.
+
+use std::collections::BTreeSet;
+use std::ffi::OsString;
+use std::fmt::Write as _;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use clap::Subcommand;
+
+use super::probe::{CheckResult, PluginDescription, PluginProbe};
+use super::template::{create_project, ApiDependency, NewPluginSpec};
+use crate::config::PluginSearch;
+use crate::error::{PluginCmdError, PluginProbeError};
+use crate::exit_codes;
+
+/// `drover plugin ...`.
+#[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// Write a new standalone plugin project (REINFORCE with a learned baseline, tests, README).
+    New {
+        /// Plugin name (`[a-z][a-z0-9_]*`); the crate is `drover-plugin-<name>`.
+        name: String,
+        /// Project directory (default: `./<name>`); must not exist or be empty.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Depend on `drover-plugin-api` at this path (default: drover's source tree when
+        /// it is still where drover was built, else the released version).
+        #[arg(long, value_name = "DIR")]
+        api_path: Option<PathBuf>,
+    },
+    /// List the plugins on the search path: name, versions, provenance and parameters.
+    List {
+        /// Extra directories, searched first (like `plugin_path` in a sweep file).
+        #[arg(long = "plugin-path", value_name = "DIR")]
+        plugin_path: Vec<PathBuf>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the plugin test harness on a built plugin (a name on the search path, or a path).
+    Check {
+        /// Plugin name or path to its `.so`.
+        plugin: String,
+        /// Parameters (a JSON object) for the instances under test; default: the defaults.
+        #[arg(long, default_value = "{}")]
+        params: String,
+        /// Extra directories, searched first.
+        #[arg(long = "plugin-path", value_name = "DIR")]
+        plugin_path: Vec<PathBuf>,
+    },
+}
+
+/// The process facts the commands need (explicit, so tests need no global state).
+#[derive(Debug, Clone, Default)]
+pub struct PluginEnv {
+    /// `drover-job`, which inspects plugins.
+    pub job_bin: PathBuf,
+    /// `DROVER_PLUGIN_PATH`.
+    pub plugin_path_env: Option<OsString>,
+    /// The drover binary's directory.
+    pub exe_dir: Option<PathBuf>,
+}
+
+/// Runs one `drover plugin` command, printing to `out`; returns the exit code.
+///
+/// # Errors
+/// A [`PluginCmdError`]; failed checks are an exit code, not an error.
+pub fn run(command: PluginCommand, env: &PluginEnv, out: &mut dyn Write) -> Result<u8, PluginCmdError> {
+    let io = |source| PluginCmdError::Io { action: "write to", path: PathBuf::from("<stdout>"), source };
+    match command {
+        PluginCommand::New { name, dir, api_path } => {
+            let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
+            let api = match api_path {
+                Some(p) => ApiDependency::Path(p.canonicalize().unwrap_or(p)),
+                None => ApiDependency::detect(),
+            };
+            // With a path dependency, start from drover's own lock file: same versions as drover.
+            let lockfile = match &api {
+                ApiDependency::Path(p) => p.parent().and_then(Path::parent).map(|root| root.join("Cargo.lock")),
+                ApiDependency::Version(_) => None,
+            };
+            let spec = NewPluginSpec { name: name.clone(), dir: dir.clone(), api: api.clone(), lockfile };
+            create_project(&spec)?;
+            let dep = match &api {
+                ApiDependency::Path(p) => format!("path {}", p.display()),
+                ApiDependency::Version(v) => format!("version {v}"),
+            };
+            writeln!(
+                out,
+                "created plugin `{name}` in {} (drover-plugin-api: {dep})\nnext: cd {} && cargo test && cargo build --release && drover run sweep.toml",
+                dir.display(),
+                dir.display()
+            )
+            .map_err(io)?;
+            Ok(exit_codes::SUCCESS)
+        }
+        PluginCommand::List { plugin_path, json } => {
+            let probe = PluginProbe::new(&env.job_bin);
+            let search = PluginSearch::new(&plugin_path, env.plugin_path_env.as_deref(), env.exe_dir.as_deref());
+            let listing = list(&probe, search.dirs())?;
+            if json {
+                let text = serde_json::to_string_pretty(&listing.plugins)
+                    .map_err(|e| PluginCmdError::Io { action: "serialize", path: "<stdout>".into(), source: e.into() })?;
+                writeln!(out, "{text}").map_err(io)?;
+            } else {
+                out.write_all(render_list(&listing, search.dirs()).as_bytes()).map_err(io)?;
+            }
+            Ok(exit_codes::SUCCESS)
+        }
+        PluginCommand::Check { plugin, params, plugin_path } => {
+            match serde_json::from_str::<serde_json::Value>(&params) {
+                Ok(serde_json::Value::Object(_)) => {}
+                Ok(other) => return Err(PluginCmdError::BadParams(format!("got {other}"))),
+                Err(e) => return Err(PluginCmdError::BadParams(e.to_string())),
+            }
+            let search = PluginSearch::new(&plugin_path, env.plugin_path_env.as_deref(), env.exe_dir.as_deref());
+            let path = search.resolve(&plugin, Path::new("<command line>")).map_err(|e| PluginCmdError::NotFound(e.kind))?;
+            let result = PluginProbe::new(&env.job_bin).check(&path, &params)?;
+            out.write_all(render_check(&result).as_bytes()).map_err(io)?;
+            Ok(if result.passed() { exit_codes::SUCCESS } else { exit_codes::FAILURE })
+        }
+    }
+}
+
+/// What `drover plugin list` found.
+#[derive(Debug, Clone, Default)]
+pub struct Listing {
+    /// Loadable plugins, in search order.
+    pub plugins: Vec<PluginDescription>,
+    /// Plugin libraries drover-job refused (path, reason).
+    pub refused: Vec<(PathBuf, String)>,
+    /// Shared libraries that are not drover plugins.
+    pub not_plugins: usize,
+}
+
+fn list(probe: &PluginProbe, dirs: &[PathBuf]) -> Result<Listing, PluginCmdError> {
+    let mut listing = Listing::default();
+    let mut seen = BTreeSet::new();
+    for dir in dirs {
+        let Ok(entries) = std::fs::read_dir(dir) else { continue };
+        let mut files: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.is_file()
+                    && p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                        n.starts_with(std::env::consts::DLL_PREFIX) && n.ends_with(std::env::consts::DLL_SUFFIX)
+                    })
+            })
+            .collect();
+        files.sort();
+        for file in files {
+            let file = file.canonicalize().unwrap_or(file);
+            if !seen.insert(file.clone()) {
+                continue;
+            }
+            match probe.info(&file) {
+                Ok(desc) => listing.plugins.push(desc),
+                Err(PluginProbeError::Refused { kind, .. }) if kind == "not_a_plugin" => listing.not_plugins += 1,
+                Err(PluginProbeError::Refused { message, .. }) => listing.refused.push((file, message)),
+                Err(e @ PluginProbeError::Spawn { .. }) => return Err(e.into()),
+                Err(e) => listing.refused.push((file, e.to_string())),
+            }
+        }
+    }
+    Ok(listing)
+}
+
+fn range(min: Option<f64>, max: Option<f64>) -> String {
+    match (min, max) {
+        (Some(a), Some(b)) => format!("[{a}, {b}]"),
+        (Some(a), None) => format!(">= {a}"),
+        (None, Some(b)) => format!("<= {b}"),
+        (None, None) => String::new(),
+    }
+}
+
+/// The text of `drover plugin list`.
+pub fn render_list(listing: &Listing, dirs: &[PathBuf]) -> String {
+    let mut s = String::new();
+    for p in &listing.plugins {
+        let _ = writeln!(s, "{} {}  (interface {}) — {}", p.name, p.version, p.interface_version, p.description);
+        let _ = writeln!(s, "  path    {}", p.path.display());
+        let _ = writeln!(s, "  host    drover-job of interface {}", p.host_interface_version);
+        let _ = writeln!(s, "  sha256  {}", p.sha256);
+        if p.params.is_empty() {
+            let _ = writeln!(s, "  params  none");
+        }
+        for q in &p.params {
+            let _ = writeln!(
+                s,
+                "  {:<14} {:<6} default {:<8} {:<12} {}",
+                q.name,
+                q.kind,
+                q.default.to_string(),
+                range(q.min, q.max),
+                q.doc
+            );
+        }
+        let _ = writeln!(s);
+    }
+    for (path, why) in &listing.refused {
+        let _ = writeln!(s, "refused {}: {why}\n", path.display());
+    }
+    let dirs: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+    let _ = writeln!(
+        s,
+        "{} plugins, {} refused, {} other libraries skipped; searched: {}",
+        listing.plugins.len(),
+        listing.refused.len(),
+        listing.not_plugins,
+        if dirs.is_empty() { "no directory".to_string() } else { dirs.join(", ") }
+    );
+    s
+}
+
+/// The text of `drover plugin check`.
+pub fn render_check(result: &CheckResult) -> String {
+    let p = &result.plugin;
+    let mut s = format!("{} {} (interface {}) at {}\n", p.name, p.version, p.interface_version, p.path.display());
+    for c in &result.checks {
+        let status = if c.passed { "ok  " } else { "FAIL" };
+        let _ = writeln!(s, "{status} {:<30} {}", c.name, c.detail);
+    }
+    let failed = result.checks.iter().filter(|c| !c.passed).count();
+    let _ = writeln!(
+        s,
+        "{}: {} checks, {failed} failed",
+        if failed == 0 { "passed" } else { "FAILED" },
+        result.checks.len()
+    );
+    s
+}

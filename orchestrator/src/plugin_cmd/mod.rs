@@ -1,0 +1,16 @@
+//! Plugins seen from the orchestrator: `drover plugin new|list|check`, and the check of every
+//! run's `[params]` against its plugin's description before anything is launched.
+//!
+//! **Architecture Invariant:** nothing here loads a plugin. Every question about a library is
+//! asked of a `drover-job plugin info|check <file>` subprocess (`probe.rs`), whose JSON answer
+//! is this module's own boundary type; a plugin that crashes takes only that subprocess down.
+
+mod cli;
+mod probe;
+mod template;
+mod validate;
+
+pub use cli::{run, PluginCommand, PluginEnv};
+pub use probe::{CheckRecord, CheckResult, ParamDescription, PluginDescription, PluginProbe, PLUGIN_REPORT_FORMAT_VERSION};
+pub use template::{create_project, ApiDependency, NewPluginSpec};
+pub use validate::{validate_params, ParamProblem};

@@ -1,0 +1,167 @@
+//! `PluginProbe`: asks `drover-job plugin info|check <file>` about a library and parses its JSON
+//! report (format in `jobs/src/plugin_cmd.rs`, `format_version` 1).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::PluginProbeError;
+
+/// The report format this drover reads.
+pub const PLUGIN_REPORT_FORMAT_VERSION: u32 = 1;
+
+/// One parameter of a plugin, as the plugin declares it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ParamDescription {
+    /// JSON key (`[params]` key in a sweep file).
+    pub name: String,
+    /// `float`, `int`, `bool`, `string`, or `unknown` (a kind newer than this drover-job).
+    pub kind: String,
+    /// The default; `null` makes the parameter optional.
+    pub default: serde_json::Value,
+    /// One or two sentences.
+    pub doc: String,
+    /// Inclusive lower bound (numeric kinds).
+    pub min: Option<f64>,
+    /// Inclusive upper bound (numeric kinds).
+    pub max: Option<f64>,
+}
+
+/// What a library says about itself, plus its provenance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PluginDescription {
+    /// The library (absolute when it came from the search path).
+    #[serde(default)]
+    pub path: PathBuf,
+    /// Plugin name.
+    pub name: String,
+    /// Plugin version.
+    pub version: String,
+    /// One line.
+    pub description: String,
+    /// Interface version the plugin was built against.
+    pub interface_version: String,
+    /// Interface version of the drover-job that inspected it.
+    pub host_interface_version: String,
+    /// SHA-256 of the library, hex.
+    pub sha256: String,
+    /// Its parameters.
+    pub params: Vec<ParamDescription>,
+}
+
+/// One check of the plugin author's harness.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckRecord {
+    /// Stable name, e.g. `loss_derivatives`.
+    pub name: String,
+    /// Whether it passed.
+    pub passed: bool,
+    /// What was checked, or why it failed.
+    pub detail: String,
+}
+
+/// `drover-job plugin check`'s answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckResult {
+    /// The plugin checked.
+    pub plugin: PluginDescription,
+    /// Every check, in order.
+    pub checks: Vec<CheckRecord>,
+}
+
+impl CheckResult {
+    /// Whether every check passed.
+    pub fn passed(&self) -> bool {
+        self.checks.iter().all(|c| c.passed)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct Report {
+    format_version: u32,
+    plugin: Option<PluginDescription>,
+    error: Option<Failure>,
+    checks: Option<Vec<CheckRecord>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Failure {
+    kind: String,
+    message: String,
+}
+
+/// Runs `drover-job plugin ...` subprocesses.
+#[derive(Debug, Clone)]
+pub struct PluginProbe {
+    job_bin: PathBuf,
+}
+
+impl PluginProbe {
+    /// Uses the runtime at `job_bin`.
+    pub fn new(job_bin: impl Into<PathBuf>) -> Self {
+        PluginProbe { job_bin: job_bin.into() }
+    }
+
+    /// Loads `path` in a `drover-job plugin info` subprocess and returns its description.
+    ///
+    /// # Errors
+    /// The runtime cannot start, refuses the library (with its reason), or answers garbage.
+    pub fn info(&self, path: &Path) -> Result<PluginDescription, PluginProbeError> {
+        let report = self.ask("info", path, &[])?;
+        self.description(report, "info", path).map(|(d, _)| d)
+    }
+
+    /// Runs the author's harness on `path` with `params_json` in a `drover-job plugin check`
+    /// subprocess.
+    ///
+    /// # Errors
+    /// As [`PluginProbe::info`]; failed checks are not errors but part of the result.
+    pub fn check(&self, path: &Path, params_json: &str) -> Result<CheckResult, PluginProbeError> {
+        let report = self.ask("check", path, &["--params", params_json])?;
+        let (plugin, checks) = self.description(report, "check", path)?;
+        let checks = checks.ok_or_else(|| self.bad("check", path, "the report has no `checks`".into(), String::new()))?;
+        Ok(CheckResult { plugin, checks })
+    }
+
+    fn bad(&self, command: &'static str, path: &Path, reason: String, stderr: String) -> PluginProbeError {
+        PluginProbeError::BadReport { job_bin: self.job_bin.clone(), command, path: path.to_path_buf(), reason, stderr }
+    }
+
+    fn ask(&self, command: &'static str, path: &Path, extra: &[&str]) -> Result<(Report, String), PluginProbeError> {
+        let out = Command::new(&self.job_bin)
+            .arg("plugin")
+            .arg(command)
+            .arg(path)
+            .args(extra)
+            .output()
+            .map_err(|source| PluginProbeError::Spawn { job_bin: self.job_bin.clone(), source })?;
+        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        let report: Report = serde_json::from_slice(&out.stdout).map_err(|e| {
+            self.bad(command, path, format!("exit status {}, stdout is not a report ({e})", out.status), stderr.clone())
+        })?;
+        if report.format_version != PLUGIN_REPORT_FORMAT_VERSION {
+            return Err(self.bad(
+                command,
+                path,
+                format!("report format {} (this drover reads {PLUGIN_REPORT_FORMAT_VERSION})", report.format_version),
+                stderr,
+            ));
+        }
+        Ok((report, stderr))
+    }
+
+    fn description(
+        &self,
+        (report, stderr): (Report, String),
+        command: &'static str,
+        path: &Path,
+    ) -> Result<(PluginDescription, Option<Vec<CheckRecord>>), PluginProbeError> {
+        if let Some(f) = report.error {
+            return Err(PluginProbeError::Refused { path: path.to_path_buf(), kind: f.kind, message: f.message });
+        }
+        let mut plugin = report.plugin.ok_or_else(|| self.bad(command, path, "the report has neither `plugin` nor `error`".into(), stderr))?;
+        plugin.path = path.to_path_buf();
+        Ok((plugin, report.checks))
+    }
+}

@@ -1,0 +1,123 @@
+//! A run's `[params]` checked against its plugin's description (from `drover-job plugin info`),
+//! so a typo or an out-of-range value stops `drover run` before anything is launched.
+//!
+//! The rules mirror `drover_plugin_api::Params::parse`, which the plugin applies again when the
+//! job starts: unknown key, wrong type, out of range, `null` for a non-optional parameter.
+
+use serde_json::{Map, Value};
+
+use super::probe::{ParamDescription, PluginDescription};
+
+/// The first problem found: the `[params]` key and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParamProblem {
+    /// The key within `[params]`.
+    pub key: String,
+    /// Why it is refused (lowercase fragment).
+    pub reason: String,
+}
+
+fn problem(key: &str, reason: String) -> ParamProblem {
+    ParamProblem { key: key.to_string(), reason }
+}
+
+/// Checks `params` (one run's resolved `[params]` table) against `plugin`'s parameters.
+///
+/// # Errors
+/// The first offending key, in the order unknown keys first, then declared parameters in the
+/// plugin's order.
+pub fn validate_params(plugin: &PluginDescription, params: &Map<String, Value>) -> Result<(), ParamProblem> {
+    if let Some(unknown) = params.keys().find(|k| !plugin.params.iter().any(|p| &p.name == *k)) {
+        let known: Vec<&str> = plugin.params.iter().map(|p| p.name.as_str()).collect();
+        let known = if known.is_empty() { "it takes none".to_string() } else { format!("known: {}", known.join(", ")) };
+        return Err(problem(unknown, format!("unknown parameter ({known})")));
+    }
+    for spec in &plugin.params {
+        let value = params.get(&spec.name).unwrap_or(&spec.default);
+        check_value(spec, value)?;
+    }
+    Ok(())
+}
+
+/// An integer, accepting floats with no fractional part (TOML → JSON may give `4.0`).
+fn as_integer(v: &Value) -> Option<i64> {
+    v.as_i64().or_else(|| v.as_f64().filter(|x| x.fract() == 0.0 && x.abs() < 9.0e15).map(|x| x as i64))
+}
+
+fn check_value(spec: &ParamDescription, value: &Value) -> Result<(), ParamProblem> {
+    let name = spec.name.as_str();
+    if value.is_null() {
+        return if spec.default.is_null() { Ok(()) } else { Err(problem(name, "expected a value, got null".into())) };
+    }
+    let wrong = || problem(name, format!("expected {}, got {value}", spec.kind));
+    let number = match spec.kind.as_str() {
+        "float" => Some(value.as_f64().ok_or_else(wrong)?),
+        "int" => Some(as_integer(value).ok_or_else(wrong)? as f64),
+        "bool" => value.as_bool().map(|_| None).ok_or_else(wrong)?,
+        "string" => value.as_str().map(|_| None).ok_or_else(wrong)?,
+        // A kind newer than the drover-job that described it: the plugin itself will judge.
+        _ => None,
+    };
+    if let Some(x) = number {
+        if let Some(min) = spec.min.filter(|&min| x < min) {
+            return Err(problem(name, format!("must be at least {min}, got {x}")));
+        }
+        if let Some(max) = spec.max.filter(|&max| x > max) {
+            return Err(problem(name, format!("must be at most {max}, got {x}")));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plugin() -> PluginDescription {
+        let p = |name: &str, kind: &str, default: Value, min, max| ParamDescription {
+            name: name.into(),
+            kind: kind.into(),
+            default,
+            doc: String::new(),
+            min,
+            max,
+        };
+        PluginDescription {
+            path: "/x.so".into(),
+            name: "ppo".into(),
+            version: "0.1.0".into(),
+            description: String::new(),
+            interface_version: "1.0".into(),
+            host_interface_version: "1.0".into(),
+            sha256: String::new(),
+            params: vec![
+                p("gamma", "float", 0.99.into(), Some(0.0), Some(1.0)),
+                p("target_kl", "float", Value::Null, Some(0.0), None),
+                p("k", "int", 4.into(), Some(1.0), None),
+                p("flag", "bool", true.into(), None, None),
+                p("mode", "string", "a".into(), None, None),
+            ],
+        }
+    }
+
+    fn check(json: Value) -> Result<(), (String, String)> {
+        let Value::Object(map) = json else { panic!("object expected") };
+        validate_params(&plugin(), &map).map_err(|p| (p.key, p.reason))
+    }
+
+    #[test]
+    fn valid_params_pass_and_each_problem_names_its_key() {
+        check(serde_json::json!({})).expect("defaults");
+        check(serde_json::json!({"gamma": 1, "k": 2.0, "target_kl": null, "mode": "b"})).expect("valid");
+        assert_eq!(
+            check(serde_json::json!({"gama": 0.9})),
+            Err(("gama".into(), "unknown parameter (known: gamma, target_kl, k, flag, mode)".into()))
+        );
+        assert_eq!(check(serde_json::json!({"gamma": "x"})), Err(("gamma".into(), "expected float, got \"x\"".into())));
+        assert_eq!(check(serde_json::json!({"gamma": 1.5})), Err(("gamma".into(), "must be at most 1, got 1.5".into())));
+        assert_eq!(check(serde_json::json!({"k": 0})), Err(("k".into(), "must be at least 1, got 0".into())));
+        assert_eq!(check(serde_json::json!({"k": 1.5})).map_err(|e| e.0), Err("k".into()));
+        assert_eq!(check(serde_json::json!({"flag": 1})).map_err(|e| e.0), Err("flag".into()));
+        assert_eq!(check(serde_json::json!({"gamma": null})).map_err(|e| e.0), Err("gamma".into()));
+    }
+}

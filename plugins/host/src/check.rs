@@ -1,0 +1,108 @@
+//! The plugin author's test harness (`drover_plugin_api::testing`) run on a loaded library:
+//! `AlgorithmHandle` as a `testing::Subject`, so `drover plugin check` and a plugin's own
+//! `cargo test` run the very same checks.
+
+use drover_plugin_api::{
+    testing::{run_checks, CheckOptions, CheckReport, Subject},
+    LossOutputs, Minibatch, PluginError, PluginErrorKind, Rollout,
+};
+
+use crate::{
+    batch::{LossBatch, RolloutBatch},
+    error::{CallError, CallErrorKind},
+    handle::{AlgorithmHandle, Metric},
+    plugin::Plugin,
+};
+
+/// Keeps the host's full message ("plugin `x` 0.1.0: call `loss`: …") and the plugin's kind.
+fn to_plugin_error(e: CallError) -> PluginError {
+    let kind = match &e.kind {
+        CallErrorKind::Plugin(p) => p.kind().unwrap_or(PluginErrorKind::Internal),
+        CallErrorKind::NonFinite { .. } => PluginErrorKind::Numerical,
+        CallErrorKind::InvalidBatch(_) => PluginErrorKind::InvalidInput,
+        CallErrorKind::MalformedJson(_) => PluginErrorKind::Internal,
+    };
+    PluginError::new(kind, e.to_string())
+}
+
+fn to_abi_metrics(metrics: Vec<Metric>) -> Vec<drover_plugin_api::Metric> {
+    metrics
+        .into_iter()
+        .map(|m| drover_plugin_api::Metric::new(&m.name, m.value))
+        .collect()
+}
+
+impl Subject for AlgorithmHandle {
+    fn compute_advantages(
+        &mut self,
+        batch: &Rollout<'_>,
+        advantages: &mut [f32],
+        returns: &mut [f32],
+    ) -> Result<Vec<drover_plugin_api::Metric>, PluginError> {
+        let metadata: Vec<(&str, &[f32])> =
+            batch.metadata.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        let host = RolloutBatch {
+            num_sequences: batch.num_sequences,
+            seq_len: batch.seq_len,
+            mask: batch.mask,
+            rewards: batch.rewards,
+            terminated: batch.terminated,
+            truncated: batch.truncated,
+            values: batch.values,
+            next_values: batch.next_values,
+            logp_old: batch.logp_old,
+            logp_ref: batch.logp_ref,
+            entropy_old: batch.entropy_old,
+            group_ids: batch.group_ids,
+            sample_weights: batch.sample_weights,
+            metadata: &metadata,
+            seed: batch.seed,
+        };
+        AlgorithmHandle::compute_advantages(self, &host, advantages, returns)
+            .map(to_abi_metrics)
+            .map_err(to_plugin_error)
+    }
+
+    fn loss(
+        &mut self,
+        mb: &Minibatch<'_>,
+        out: &mut LossOutputs<'_>,
+    ) -> Result<Vec<drover_plugin_api::Metric>, PluginError> {
+        // `seq_lengths` is derived by the host from the weights, as in a real run.
+        let host = LossBatch {
+            logp_new: mb.logp_new,
+            logp_old: mb.logp_old,
+            logp_ref: mb.logp_ref,
+            advantages: mb.advantages,
+            returns: mb.returns,
+            values_new: mb.values_new,
+            values_old: mb.values_old,
+            entropy_new: mb.entropy_new,
+            token_weights: mb.token_weights,
+            seq_index: mb.seq_index,
+            num_sequences: mb.num_sequences,
+            seed: mb.seed,
+        };
+        AlgorithmHandle::loss(
+            self,
+            &host,
+            out.loss,
+            out.d_logp,
+            out.d_value,
+            out.d_entropy,
+        )
+        .map(to_abi_metrics)
+        .map_err(to_plugin_error)
+    }
+}
+
+impl Plugin {
+    /// Runs the author's harness (`drover_plugin_api::testing::run_checks`) on instances of
+    /// this plugin made with `params_json`, through the ABI and the host's guard.
+    pub fn check(&self, params_json: &str, opts: &CheckOptions) -> CheckReport {
+        run_checks(
+            |seed| self.instantiate(params_json, seed).map_err(to_plugin_error),
+            opts,
+        )
+    }
+}

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Installs Debian's OpenMPI (runtime + headers) and libclang (bindgen for the `mpi` crate).
+# Idempotent: does nothing when everything is already there.
+set -euo pipefail
+need=()
+command -v mpirun >/dev/null 2>&1 || need+=(openmpi-bin)
+[ -e /usr/include/x86_64-linux-gnu/openmpi/mpi.h ] || [ -e /usr/lib/x86_64-linux-gnu/openmpi/include/mpi.h ] || need+=(libopenmpi-dev)
+# bindgen needs libclang itself (libclang-cpp, which other packages pull in, is not enough).
+compgen -G '/usr/lib/llvm-*/lib/libclang.so*' >/dev/null || compgen -G '/usr/lib/x86_64-linux-gnu/libclang-[0-9]*.so*' >/dev/null || need+=(libclang-dev)
+if [ ${#need[@]} -gt 0 ]; then
+    echo "install-mpi: installing ${need[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+mpirun --version | head -1

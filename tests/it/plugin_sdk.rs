@@ -1,0 +1,202 @@
+//! Issue 10 (third-party plugin authors) end to end: `drover plugin new` → `cargo build` and
+//! `cargo test` of the new project outside the repository → `drover plugin list|check` →
+//! `drover run` on CartPole; and the clear errors of the plugin boundary (incompatible
+//! interface, panics, NaN, rejected parameters) through the real binaries.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use drover_tests::{artifact, drover, read_json, run_dirs, run_ok};
+
+fn write_sweep(dir: &Path, body: &str) -> PathBuf {
+    let path = dir.join("sweep.toml");
+    std::fs::write(&path, body).expect("write sweep");
+    path
+}
+
+fn stderr_of(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A target directory under the system temp dir, shared by every run of this test, so only
+/// the first build of a generated plugin compiles its dependencies.
+fn shared_plugin_target() -> PathBuf {
+    std::env::temp_dir().join("drover-plugin-sdk-target")
+}
+
+fn cargo(project: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.args(args)
+        .current_dir(project)
+        .env("CARGO_TARGET_DIR", shared_plugin_target())
+        // The project is standalone: nothing of this workspace's build may leak in.
+        .env_remove("CARGO_MANIFEST_DIR")
+        .env_remove("CARGO_PRIMARY_PACKAGE")
+        .env_remove("RUSTC_WRAPPER");
+    cmd
+}
+
+/// The bar of issue 10: a new author's whole path, in a temporary directory outside the repo.
+#[test]
+fn a_new_plugin_builds_passes_its_tests_and_trains_cartpole() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let project = tmp.path().join("sdk_reinforce");
+    let out = run_ok(drover().args(["plugin", "new", "sdk_reinforce", "--dir"]).arg(&project));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("created plugin `sdk_reinforce`"), "{said}");
+    let manifest = std::fs::read_to_string(project.join("Cargo.toml")).expect("Cargo.toml");
+    let api = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("repo").join("plugins/api");
+    let api = api.canonicalize().expect("plugins/api");
+    assert!(
+        manifest.contains(&format!("drover-plugin-api = {{ path = \"{}\" }}", api.display())),
+        "a drover that knows its source tree depends on it by path:\n{manifest}"
+    );
+    for file in ["src/lib.rs", "src/tests.rs", "README.md", "sweep.toml", "Cargo.lock"] {
+        assert!(project.join(file).is_file(), "{file} missing");
+    }
+
+    run_ok(&mut cargo(&project, &["build"]));
+    let out = run_ok(&mut cargo(&project, &["test"]));
+    let tests = String::from_utf8_lossy(&out.stdout);
+    assert!(tests.contains("passes_drovers_plugin_harness ... ok"), "{tests}");
+    assert!(tests.contains("returns_by_hand ... ok"), "{tests}");
+
+    let lib_dir = shared_plugin_target().join("debug");
+    let so = lib_dir.join("libdrover_plugin_sdk_reinforce.so");
+    assert!(so.is_file(), "{} not built", so.display());
+
+    let out = run_ok(drover().args(["plugin", "list", "--plugin-path"]).arg(&lib_dir));
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(listing.contains("sdk_reinforce 0.1.0  (interface 1.1)"), "{listing}");
+    assert!(listing.contains(&format!("path    {}", so.canonicalize().expect("so").display())), "{listing}");
+    assert!(listing.contains("gamma") && listing.contains("default 0.99") && listing.contains("[0, 1]"), "{listing}");
+    assert!(listing.contains("Discount factor"), "{listing}");
+    let out = run_ok(drover().args(["plugin", "list", "--json", "--plugin-path"]).arg(&lib_dir));
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).expect("list --json");
+    let mine = listed
+        .as_array()
+        .expect("array")
+        .iter()
+        .find(|p| p["name"] == "sdk_reinforce")
+        .expect("listed")
+        .clone();
+    assert_eq!(mine["sha256"].as_str().map(str::len), Some(64), "{mine}");
+    assert_eq!(mine["params"].as_array().map(Vec::len), Some(4), "{mine}");
+
+    let out = run_ok(drover().args(["plugin", "check", "sdk_reinforce", "--plugin-path"]).arg(&lib_dir));
+    let checked = String::from_utf8_lossy(&out.stdout);
+    assert!(checked.contains("passed: 7 checks, 0 failed"), "{checked}");
+    assert!(checked.contains("ok   loss_derivatives"), "{checked}");
+
+    let sweep = write_sweep(
+        tmp.path(),
+        &format!(
+            "name = \"sdk\"\nplugin_path = [{:?}]\n[run]\nenv = \"CartPole-v1\"\nplugin = \"sdk_reinforce\"\n\
+             num_envs = 4\nnum_steps = 64\ntotal_steps = 1024\nupdate_epochs = 1\nnum_minibatches = 2\n\
+             [params]\ngamma = 0.95\n[sweep]\nseeds = [1]\n",
+            lib_dir.display().to_string()
+        ),
+    );
+    let results = tmp.path().join("results");
+    run_ok(drover().arg("run").arg(&sweep).arg("--results").arg(&results));
+    let runs = run_dirs(&results);
+    assert_eq!(runs.len(), 1);
+    assert_eq!(read_json(&runs[0].join("exit.json"))["status"], "completed");
+    let summary = read_json(&runs[0].join("summary.json"));
+    assert_eq!(summary["iterations"], 4, "1024 steps / (4 envs x 64 steps)");
+    assert_eq!(summary["plugin"]["name"], "sdk_reinforce");
+    assert_eq!(summary["plugin"]["version"], "0.1.0");
+    assert_eq!(summary["plugin"]["interface_version"], "1.1");
+    assert_eq!(summary["plugin"]["sha256"], mine["sha256"], "provenance matches `plugin list`");
+}
+
+#[test]
+fn parameters_are_checked_against_the_plugin_before_anything_starts() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let results = tmp.path().join("results");
+    let base = "name = \"bad-params\"\n[run]\nenv = \"CartPole-v1\"\nplugin = \"ppo\"\ntotal_steps = 1024\n";
+    let cases = [
+        ("[params]\ngama = 0.9\n", "key `params.gama`: rejected by plugin `ppo` 0.1.0: unknown parameter (known: gamma,"),
+        ("[params]\ngamma = \"high\"\n", "key `params.gamma`: rejected by plugin `ppo` 0.1.0: expected float, got \"high\""),
+        (
+            "[sweep.grid]\n\"params.clip_coef\" = [0.1, -1.0]\n",
+            "key `params.clip_coef` (from the sweep axis value of run `params.clip_coef=-1.0`): rejected by plugin `ppo` 0.1.0: must be at least 0, got -1",
+        ),
+    ];
+    for (params, expected) in cases {
+        let sweep = write_sweep(tmp.path(), &format!("{base}{params}"));
+        let out = drover().arg("run").arg(&sweep).arg("--results").arg(&results).output().expect("spawn");
+        let err = stderr_of(&out);
+        assert_eq!(out.status.code(), Some(3), "config errors exit with CONFIG_INVALID:\n{err}");
+        assert!(err.contains(&format!("failed to load sweep file `{}`", sweep.display())), "{err}");
+        assert!(err.contains(expected), "expected `{expected}` in:\n{err}");
+        assert!(!results.exists(), "nothing may be written before the parameters are valid");
+    }
+}
+
+#[test]
+fn a_panicking_or_nan_plugin_fails_its_run_naming_plugin_call_and_reason_and_the_others_finish() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let plugin = artifact("libdrover_test_plugin_faulty.so");
+    let sweep = write_sweep(
+        tmp.path(),
+        &format!(
+            "name = \"faulty\"\n[run]\nenv = \"CartPole-v1\"\nplugin = \"{}\"\nnum_envs = 4\nnum_steps = 32\n\
+             total_steps = 256\nnum_minibatches = 2\nupdate_epochs = 1\n[sweep.grid]\n\
+             \"params.fail\" = [\"none\", \"panic_in_loss\", \"nan_in_loss\"]\n",
+            plugin.display()
+        ),
+    );
+    let results = tmp.path().join("results");
+    let out = drover().arg("run").arg(&sweep).arg("--results").arg(&results).args(["-j", "1"]).output().expect("spawn");
+    assert_eq!(out.status.code(), Some(4), "RUNS_FAILED:\n{}", stderr_of(&out));
+    let mut reasons = std::collections::BTreeMap::new();
+    for run in run_dirs(&results) {
+        let spec = read_json(&run.join("spec.json"));
+        let exit = read_json(&run.join("exit.json"));
+        let mode = spec["params"]["fail"].as_str().expect("fail").to_string();
+        reasons.insert(mode, (exit["status"].as_str().unwrap_or("").to_string(), exit["reason"].as_str().unwrap_or("").to_string()));
+    }
+    assert_eq!(reasons["none"].0, "completed", "the healthy run finishes: {reasons:?}");
+    assert!(results.join("runs").read_dir().expect("runs").count() == 3);
+    assert_eq!(reasons["panic_in_loss"].0, "failed");
+    assert!(
+        reasons["panic_in_loss"].1.contains("plugin `faulty` 0.1.0: call `loss`: panic: faulty plugin: deliberate panic in loss"),
+        "{reasons:?}"
+    );
+    assert_eq!(reasons["nan_in_loss"].0, "failed");
+    assert!(
+        reasons["nan_in_loss"].1.contains("plugin `faulty` 0.1.0: call `loss`: output `loss` is not finite at index 1 (value NaN)"),
+        "{reasons:?}"
+    );
+    let err = stderr_of(&out);
+    assert!(err.contains("1 completed") && err.contains("2 failed"), "{err}");
+}
+
+#[test]
+fn an_incompatible_interface_is_refused_by_check_list_and_run_naming_both_versions() {
+    let bad = artifact("libdrover_test_plugin_bad_version.so");
+    let expected = format!(
+        "plugin `{}` was built against drover plugin interface 99.0, but this drover provides 1.1",
+        bad.display()
+    );
+    let out = drover().args(["plugin", "check"]).arg(&bad).output().expect("spawn");
+    assert!(!out.status.success());
+    assert!(stderr_of(&out).contains(&expected), "{}", stderr_of(&out));
+
+    let dir = bad.parent().expect("profile dir");
+    let out = run_ok(drover().args(["plugin", "list", "--plugin-path"]).arg(dir));
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(listing.contains(&format!("refused {}:", bad.canonicalize().expect("so").display())), "{listing}");
+    assert!(listing.contains("interface 99.0") && listing.contains("ppo 0.1.0  (interface 1.1)"), "{listing}");
+
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let sweep = write_sweep(
+        tmp.path(),
+        &format!("name = \"bad-version\"\n[run]\nenv = \"CartPole-v1\"\nplugin = \"{}\"\n", bad.display()),
+    );
+    let out = drover().arg("run").arg(&sweep).arg("--results").arg(tmp.path().join("r")).output().expect("spawn");
+    assert_eq!(out.status.code(), Some(3), "{}", stderr_of(&out));
+    assert!(stderr_of(&out).contains("key `run.plugin`: plugin"), "{}", stderr_of(&out));
+    assert!(stderr_of(&out).contains(&expected), "{}", stderr_of(&out));
+}

@@ -1,0 +1,306 @@
+//! Issue 9: the Slurm backend against the real single-node Slurm that `scripts/slurm-up.sh`
+//! installs and starts (the tests call it; it is fast when Slurm is already up). Covers the
+//! shipped 12-run sweep, status after Slurm forgets jobs, retries, quoting of hostile values,
+//! sbatch refusals, splitting at `MaxArraySize`, re-attaching after `drover run` is killed,
+//! cancellation, and exact resume after a time-limit signal and after `scontrol requeue`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use drover_tests::{artifact, drover, read_json, run_dirs, run_ok};
+use serde_json::Value;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("repo root").to_path_buf()
+}
+
+/// Starts the test cluster once per test binary; a test fails (never skips) without it.
+fn slurm_up() {
+    static UP: OnceLock<Result<(), String>> = OnceLock::new();
+    let up = UP.get_or_init(|| {
+        let out = Command::new(repo().join("scripts/slurm-up.sh")).output().map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+        }
+    });
+    if let Err(e) = up {
+        panic!("scripts/slurm-up.sh failed; the Slurm tests need the local cluster it starts:\n{e}");
+    }
+}
+
+fn text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+fn status_json(results: &Path) -> Value {
+    let out = run_ok(drover().arg("status").arg(results).arg("--json"));
+    serde_json::from_slice(&out.stdout).expect("status --json is JSON")
+}
+
+fn states(status: &Value) -> Vec<String> {
+    status["runs"].as_array().expect("runs").iter().map(|r| r["state"].as_str().expect("state").to_string()).collect()
+}
+
+fn ledger(results: &Path) -> Vec<Value> {
+    std::fs::read_to_string(results.join("slurm/submissions.jsonl"))
+        .expect("ledger")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("ledger line"))
+        .collect()
+}
+
+fn ledger_kinds(results: &Path, kind: &str) -> Vec<Value> {
+    ledger(results).into_iter().filter(|l| l["kind"] == kind).collect()
+}
+
+fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !done() {
+        assert!(t0.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn metrics(run: &Path) -> Vec<Value> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+fn squeue_names(name: &str) -> String {
+    let out = Command::new("squeue").args(["--noheader", "--states=all", "--format=%i %T"]).arg(format!("--name={name}")).output().expect("squeue");
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// The shipped sweep completes as one job array; `drover status` stays right once Slurm has
+/// forgotten the jobs (MinJobAge), and a second `drover run` submits nothing.
+#[test]
+fn shipped_slurm_sweep_completes_and_status_outlives_slurms_memory() {
+    slurm_up();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let results = tmp.path().join("results");
+    let out = run_ok(drover().arg("run").arg(repo().join("configs/cartpole-ppo-slurm.toml")).arg("--results").arg(&results));
+    assert!(text(&out).contains("12 submitted in"), "{}", text(&out));
+    let submissions = ledger_kinds(&results, "intent");
+    assert_eq!(submissions.len(), 1, "one sweep is one job array");
+    assert_eq!(submissions[0]["runs"].as_array().map(Vec::len), Some(12));
+    let script = std::fs::read_to_string(results.join("slurm/array-0.sbatch")).expect("script saved beside the results");
+    assert!(script.contains("#SBATCH --array=0-11%4\n"), "{script}");
+    assert!(script.contains("#SBATCH --signal=B:USR1@60\n"), "{script}");
+    let provenance = &submissions[0]["provenance"];
+    assert_eq!(provenance["plugins"]["ppo"][1].as_str().map(str::len), Some(64), "plugin SHA-256: {provenance}");
+
+    let status = status_json(&results);
+    assert_eq!(status["format_version"], 1);
+    assert_eq!(states(&status), vec!["done"; 12]);
+    for run in run_dirs(&results) {
+        assert_eq!(read_json(&run.join("exit.json"))["status"], "completed");
+        let attempt: Value = serde_json::from_str(std::fs::read_to_string(run.join("attempts.jsonl")).expect("attempts").lines().next().expect("line")).expect("json");
+        assert!(attempt["slurm_job_id"].as_str().is_some_and(|s| !s.is_empty()), "{attempt}");
+        assert!(attempt["host"].as_str().is_some_and(|s| !s.is_empty()), "{attempt}");
+    }
+
+    let again = run_ok(drover().arg("run").arg(repo().join("configs/cartpole-ppo-slurm.toml")).arg("--results").arg(&results));
+    assert!(text(&again).contains("12 skipped (completed), 0 re-attached, 0 submitted in"), "{}", text(&again));
+    assert_eq!(ledger_kinds(&results, "intent").len(), 1);
+
+    // MinJobAge is 30 s on the test cluster: wait until Slurm lists none of the jobs.
+    let name = submissions[0]["job_name"].as_str().expect("job name").to_string();
+    wait_until("Slurm to forget the sweep's jobs", Duration::from_secs(150), || squeue_names(&name).trim().is_empty());
+    let status = status_json(&results);
+    assert_eq!(states(&status), vec!["done"; 12], "{status}");
+}
+
+/// A wrapper around drover-job that crashes (no exit.json) on each run's first attempt; its
+/// memory of which runs failed is kept outside the run directories, which retries archive.
+fn flaky_job_bin(dir: &Path) -> PathBuf {
+    let path = dir.join("flaky-drover-job");
+    let seen = dir.join("failed-once");
+    std::fs::create_dir_all(&seen).expect("mkdir");
+    let body = format!(
+        "#!/bin/sh\nout=''\nprev=''\nfor a in \"$@\"; do [ \"$prev\" = --out ] && out=\"$a\"; prev=\"$a\"; done\n\
+         marker={}/$(basename \"$out\")\n\
+         if [ ! -e \"$marker\" ]; then touch \"$marker\"; echo 'flaky: failing on purpose' >&2; exit 3; fi\n\
+         exec {} \"$@\"\n",
+        seen.display(),
+        artifact("drover-job").display()
+    );
+    std::fs::write(&path, body).expect("write wrapper");
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    path
+}
+
+/// A run that fails once succeeds on retry, with both attempts' logs and the reason kept;
+/// hostile strings in an axis value and in the results path stay inert.
+#[test]
+fn failed_run_is_retried_and_hostile_values_never_run() {
+    slurm_up();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let canary = tmp.path().join("canary");
+    // An axis value with shell syntax: a plugin path whose directory name is a command.
+    let evil_dir = tmp.path().join(format!("p; touch {}; echo '", canary.display()));
+    std::fs::create_dir_all(&evil_dir).expect("mkdir");
+    let evil_plugin = evil_dir.join("libppo_copy.so");
+    std::fs::copy(artifact("libdrover_plugin_ppo.so"), &evil_plugin).expect("copy plugin");
+    let results = tmp.path().join("r dir's $(touch x); a");
+    let sweep = tmp.path().join("s.toml");
+    std::fs::write(
+        &sweep,
+        format!(
+            "name = \"flaky\"\nbackend = \"slurm\"\n[run]\nenv = \"CartPole-v1\"\nplugin = \"ppo\"\nnum_envs = 4\nnum_steps = 64\ntotal_steps = 2048\n\
+             [sweep.grid]\n\"run.plugin\" = [\"ppo\", {:?}]\n[slurm]\nmax_retries = 1\npoll_seconds = 0.5\n",
+            evil_plugin.display().to_string()
+        ),
+    )
+    .expect("sweep");
+    let wrapper = flaky_job_bin(tmp.path());
+    let out = run_ok(drover().arg("run").arg(&sweep).arg("--results").arg(&results).env("DROVER_JOB_BIN", &wrapper));
+    let status = status_json(&results);
+    assert_eq!(states(&status), ["done", "done"], "{}\n{status}", text(&out));
+    assert!(!canary.exists(), "a value from the sweep ran as a command");
+    assert!(!tmp.path().join("x").exists(), "the results path ran as a command");
+    let retries = ledger_kinds(&results, "retry");
+    assert_eq!(retries.len(), 2, "each run failed once: {retries:?}");
+    assert!(retries[0]["reason"].as_str().is_some_and(|r| r.contains("exit.json")), "{retries:?}");
+    for run in status["runs"].as_array().expect("runs") {
+        assert_eq!(run["submissions"], 2);
+        let logs: Vec<String> = run["logs"].as_array().expect("logs").iter().map(|l| l.as_str().expect("path").to_string()).collect();
+        assert_eq!(logs.len(), 4, "stdout and stderr of both attempts: {logs:?}");
+        let first_err = std::fs::read_to_string(&logs[0].replace("stdout", "stderr")).expect("attempt-1 stderr");
+        assert!(first_err.contains("flaky: failing on purpose"), "{first_err}");
+    }
+    let script = std::fs::read_to_string(results.join("slurm/array-0.sbatch")).expect("script");
+    assert!(script.contains(&format!("runs='{}/runs'", results.canonicalize().expect("abs").display().to_string().replace('\'', r"'\''"))), "{script}");
+}
+
+/// Bad resources never reach Slurm; ones that only Slurm can judge come back with its message
+/// and the runs are not recorded as submitted.
+#[test]
+fn bad_resources_are_refused_with_the_key_or_slurms_message() {
+    slurm_up();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let sweep = repo().join("configs/cartpole-ppo-slurm.toml");
+    let results = tmp.path().join("r");
+    let out = drover().arg("run").arg(&sweep).arg("--results").arg(&results).arg("--set").arg("slurm.partition='a; rm -rf ~'").output().expect("run");
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(text(&out).contains("key `slurm.partition`"), "{}", text(&out));
+
+    let out = drover().arg("run").arg(&sweep).arg("--results").arg(&results).args(["--set", "slurm.partition=nope"]).output().expect("run");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("invalid partition"), "Slurm's own message is shown: {}", text(&out));
+    assert_eq!(ledger_kinds(&results, "refused").len(), 1);
+    assert!(ledger_kinds(&results, "submitted").is_empty());
+    let status = status_json(&results);
+    assert_eq!(states(&status), vec!["not_submitted"; 12]);
+}
+
+/// Six runs with `max_array_size = 4` become two arrays; killing `drover run` while it waits
+/// and running it again re-attaches: no run is submitted twice. Then `drover cancel`.
+#[test]
+fn killed_drover_run_reattaches_without_submitting_twice_and_cancel_stops_the_rest() {
+    slurm_up();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let sweep = tmp.path().join("s.toml");
+    std::fs::write(
+        &sweep,
+        "name = \"reattach\"\nbackend = \"slurm\"\n[run]\nenv = \"CartPole-v1\"\nplugin = \"ppo\"\nnum_envs = 4\nnum_steps = 64\ntotal_steps = 40960\n\
+         [sweep]\nseeds = { count = 6, start = 1 }\n[slurm]\nthrottle = 2\nmax_array_size = 4\npoll_seconds = 0.5\n",
+    )
+    .expect("sweep");
+    let results = tmp.path().join("r");
+    let mut first = drover().arg("run").arg(&sweep).arg("--results").arg(&results).spawn().expect("spawn");
+    wait_until("two submissions", Duration::from_secs(60), || {
+        results.join("slurm/submissions.jsonl").exists() && ledger_kinds(&results, "submitted").len() == 2
+    });
+    first.kill().expect("kill drover run");
+    let _ = first.wait();
+    let intents = ledger_kinds(&results, "intent");
+    assert_eq!(intents.iter().map(|i| i["runs"].as_array().map_or(0, Vec::len)).collect::<Vec<_>>(), [4, 2]);
+
+    let out = run_ok(drover().arg("run").arg(&sweep).arg("--results").arg(&results));
+    assert!(text(&out).contains("0 submitted"), "{}", text(&out));
+    assert_eq!(ledger_kinds(&results, "intent").len(), 2, "nothing submitted twice");
+    assert_eq!(states(&status_json(&results)), vec!["done"; 6]);
+    for run in run_dirs(&results) {
+        let attempts = std::fs::read_to_string(run.join("attempts.jsonl")).expect("attempts");
+        assert_eq!(attempts.lines().count(), 1, "each run ran once: {}", run.display());
+    }
+
+    // Cancel: a long sweep, submitted without waiting, then cancelled as a whole.
+    let long = tmp.path().join("long.toml");
+    std::fs::write(&long, std::fs::read_to_string(&sweep).expect("sweep").replace("total_steps = 40960", "total_steps = 50000000").replace("name = \"reattach\"", "name = \"cancelme\"")).expect("write");
+    let results = tmp.path().join("long");
+    run_ok(drover().arg("run").arg(&long).arg("--results").arg(&results).arg("--no-wait"));
+    wait_until("a running task", Duration::from_secs(60), || states(&status_json(&results)).iter().any(|s| s == "running"));
+    run_ok(drover().arg("cancel").arg(&results));
+    wait_until("every run cancelled", Duration::from_secs(60), || states(&status_json(&results)).iter().all(|s| s == "cancelled"));
+}
+
+/// A run sent its time-limit signal, then requeued with `scontrol requeue` (SIGTERM), resumes
+/// from its checkpoint both times: its metrics have no gap and no duplicate, and equal an
+/// uninterrupted run of the same spec in everything but timing.
+#[test]
+fn requeued_run_resumes_exactly_from_its_checkpoint() {
+    slurm_up();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let sweep = tmp.path().join("s.toml");
+    std::fs::write(
+        &sweep,
+        "name = \"resume\"\nbackend = \"slurm\"\n[run]\nenv = \"CartPole-v1\"\nplugin = \"ppo\"\nnum_envs = 8\nnum_steps = 128\ntotal_steps = 1500000\n\
+         [sweep]\nseeds = [5]\n[slurm]\npoll_seconds = 0.5\n",
+    )
+    .expect("sweep");
+    let results = tmp.path().join("r");
+    run_ok(drover().arg("run").arg(&sweep).arg("--results").arg(&results).arg("--no-wait"));
+    let job = ledger_kinds(&results, "submitted")[0]["job_id"].as_str().expect("job id").to_string();
+    let task = format!("{job}_0");
+    // The batch script creates the run's directory when the task starts.
+    wait_until("the run directory", Duration::from_secs(60), || results.join("runs").read_dir().is_ok_and(|mut d| d.next().is_some()));
+    let run = run_dirs(&results).pop().expect("run dir");
+    let interruptions = |reason: &str| {
+        std::fs::read_to_string(run.join("interruptions.jsonl")).unwrap_or_default().lines().filter(|l| l.contains(reason)).count()
+    };
+
+    wait_until("20 iterations", Duration::from_secs(120), || metrics(&run).len() >= 20);
+    run_ok(Command::new("scancel").args(["--batch", "--signal=USR1", &task]));
+    wait_until("the time-limit checkpoint", Duration::from_secs(60), || interruptions("time_limit") == 1);
+    wait_until("the second attempt", Duration::from_secs(120), || run.join("attempt-2.stdout.log").exists());
+    let resumed_at = metrics(&run).len();
+    wait_until("progress after the resume", Duration::from_secs(120), || metrics(&run).len() >= resumed_at + 20);
+    run_ok(Command::new("scontrol").args(["requeue", &task]));
+    wait_until("the SIGTERM checkpoint", Duration::from_secs(60), || interruptions("terminated") == 1);
+    wait_until("the run to finish", Duration::from_secs(300), || states(&status_json(&results)) == ["done"]);
+
+    let status = status_json(&results);
+    assert_eq!(status["runs"][0]["time_limit_requeues"], 1);
+    assert_eq!(status["runs"][0]["preemptions"], 1);
+    assert!(run.join("attempt-3.stdout.log").exists(), "three attempts");
+    let resumed = metrics(&run);
+    let steps: Vec<i64> = resumed.iter().map(|r| r["global_step"].as_i64().expect("step")).collect();
+    let iterations = 1_500_000 / 1024;
+    assert_eq!(steps, (1..=iterations).map(|i| i * 1024).collect::<Vec<i64>>(), "no gap, no duplicate");
+
+    // The same spec trained without interruption, outside Slurm.
+    let plain = tmp.path().join("plain");
+    std::fs::create_dir_all(&plain).expect("mkdir");
+    std::fs::copy(run.join("spec.json"), plain.join("spec.json")).expect("copy spec");
+    run_ok(Command::new(artifact("drover-job")).arg("--spec").arg(plain.join("spec.json")).arg("--out").arg(&plain));
+    let reference = metrics(&plain);
+    assert_eq!(reference.len(), resumed.len());
+    for (a, b) in reference.iter().zip(&resumed) {
+        let (mut a, mut b) = (a.clone(), b.clone());
+        for v in [&mut a, &mut b] {
+            let row = v.as_object_mut().expect("row");
+            row.remove("steps_per_sec");
+            row.remove("wall_time_s");
+        }
+        assert_eq!(a, b, "resumed metrics equal the uninterrupted run's");
+    }
+    assert_eq!(read_json(&plain.join("summary.json"))["param_hash"], read_json(&run.join("summary.json"))["param_hash"]);
+}
