@@ -323,10 +323,39 @@ pub fn rollout(args: &RolloutArgs, out: &mut dyn Write) -> Result<(), BenchError
             BenchDevice::Cuda => {
                 let mut e: Box<dyn Engine> =
                     create_engine(DeviceRequest::Cuda, engine_config(envs, args.num_steps, args.hidden, 1))?;
-                let m = bench::rollout(e.as_mut(), args.seconds)?;
-                emit(out, record("policy", 1, m, ref_policy, None))?;
-                let m = bench::learn(e.as_mut(), minibatch, args.seconds)?;
-                emit(out, record("learn", 1, m, ref_learn, None))?;
+                let cuda_policy = bench::rollout(e.as_mut(), args.seconds)?;
+                emit(out, record("policy", 1, cuda_policy, ref_policy, None))?;
+                let cuda_learn = bench::learn(e.as_mut(), minibatch, args.seconds)?;
+                emit(out, record("learn", 1, cuda_learn, ref_learn, None))?;
+                drop(e);
+                // The CPU engine on every core, same run, as the ratio's baseline. Past 64k envs
+                // the CPU figure no longer grows, so it is measured at 64k to keep the run short.
+                let cpu_envs = envs.min(1 << 16);
+                let mut c = CpuEngine::new(engine_config(cpu_envs, args.num_steps, args.hidden, cores))?;
+                let cpu_policy = bench::rollout(&mut c, args.seconds)?;
+                let cpu_learn = bench::learn(&mut c, (cpu_envs * args.num_steps / 4).max(1), args.seconds)?;
+                if !args.json {
+                    writeln!(
+                        out,
+                        "  cpu engine ({cores} threads, {cpu_envs} envs, this run): policy {} ({:.1}x slower), learn {} ({:.1}x slower)",
+                        si(cpu_policy.per_second()),
+                        cuda_policy.per_second() / cpu_policy.per_second(),
+                        si(cpu_learn.per_second()),
+                        cuda_learn.per_second() / cpu_learn.per_second(),
+                    )?;
+                } else {
+                    let cpu_record = |kind, m: Measurement, reference| BenchRecord {
+                        device: "cpu",
+                        isa: simd.name(),
+                        envs: cpu_envs,
+                        threads: cores,
+                        ..record(kind, cores, m, reference, None)
+                    };
+                    let r = cpu_record("policy", cpu_policy, ref_policy);
+                    emit(out, r)?;
+                    let r = cpu_record("learn", cpu_learn, ref_learn);
+                    emit(out, r)?;
+                }
             }
         }
     }

@@ -29,8 +29,9 @@ pub enum JobError {
     /// A call into the plugin failed (panic, error, NaN...).
     #[error(transparent)]
     PluginCall(#[from] drover_plugin_host::CallError),
-    /// A kernel or the device failed.
-    #[error("kernel error: {0}")]
+    /// A kernel or the device failed (transparent: the kernel error already says what failed,
+    /// and an `{:#}` chain would otherwise print it twice).
+    #[error(transparent)]
     Kernel(#[from] drover_kernels::KernelError),
     /// The ranks of the job do not fit the spec, or they diverged.
     #[error("multi-rank job: {0}")]

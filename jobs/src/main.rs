@@ -39,6 +39,8 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only on a terminal: job logs are files the user greps.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     // `drover-job plugin info|check <file.so>` (see `plugin_cmd`); every other command line is a run.
     if let Some(code) = drover_job::plugin_cmd::run_if_requested() {

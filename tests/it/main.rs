@@ -6,6 +6,8 @@
 mod foundation;
 /// Issue 10: plugin authors' path (`drover plugin new|list|check`) and the plugin boundary's errors.
 mod plugin_sdk;
+/// Issue 6: device selection (`auto` fallback, `cuda` without a GPU).
+mod devices;
 /// Issue 4: multi-rank jobs over MPI.
 mod mpi;
 /// Issue 5: `drover analyze` comparisons, slices, plots and Parquet read back.

@@ -105,3 +105,32 @@ fn a_dying_rank_fails_the_job_fast() {
     assert!(!status.contains("completed"), "{status}");
     assert!(!run.join("summary.json").exists());
 }
+
+/// The same 2-rank job through the real local Slurm: one array task with 2 tasks, launched by
+/// the batch script as `srun --mpi=pmix`; it finishes and its ranks agree on the parameters.
+#[test]
+fn two_ranks_run_under_slurm_with_srun_pmix() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("repo root");
+    let up = std::process::Command::new(repo.join("scripts/slurm-up.sh")).output().expect("slurm-up");
+    assert!(up.status.success(), "scripts/slurm-up.sh: {}", String::from_utf8_lossy(&up.stderr));
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let results = tmp.path().join("results");
+    let out = run_ok(
+        drover()
+            .arg("run")
+            .arg(sweep(tmp.path(), "[2]", 8192))
+            .args(["--backend", "slurm", "--results"])
+            .arg(&results),
+    );
+    let runs = run_dirs(&results);
+    assert_eq!(runs.len(), 1);
+    let script = std::fs::read_dir(results.join("slurm"))
+        .expect("slurm dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|x| x == "sbatch"))
+        .expect("saved batch script");
+    assert!(std::fs::read_to_string(script).expect("script").contains("#SBATCH --ntasks=2"));
+    let summary = read_json(&runs[0].join("summary.json"));
+    assert_eq!(summary["ranks"], 2, "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(read_json(&runs[0].join("exit.json"))["status"], "completed");
+}

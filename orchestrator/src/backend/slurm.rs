@@ -461,6 +461,19 @@ pub struct ArrayPlan {
 }
 
 /// Groups runs by resources (first appearance order) and splits groups at `max_array`.
+/// A run's Slurm resources: the sweep's `[slurm]` settings with their overrides, plus one task
+/// per MPI rank (`run.ranks`), which the batch script launches with `srun --mpi=pmix`. Runs with
+/// different rank counts land in different arrays, since arrays are split by resources.
+fn run_resources(settings: &SlurmSettings, run: &crate::config::RunSpec) -> Resources {
+    let mut r = settings.resources_for(&run.axes);
+    let ranks = run.run.get("ranks").and_then(serde_json::Value::as_u64).unwrap_or(1);
+    if ranks > 1 {
+        r.options.retain(|(k, _)| *k != "ntasks");
+        r.options.push(("ntasks", ranks.to_string()));
+    }
+    r
+}
+
 pub fn plan_arrays(runs: &[(String, Resources)], max_array: usize) -> Vec<ArrayPlan> {
     let mut groups: Vec<(Resources, Vec<String>)> = Vec::new();
     for (id, res) in runs {
@@ -508,7 +521,7 @@ pub fn dry_run_scripts(plan: &Plan, opts: &SlurmOptions) -> Result<Vec<(String, 
             let spec = plan.job_spec(r);
             crate::backend::run_state(&plan.results.run_dir(&spec.run_id), &spec) != crate::backend::RunState::Completed
         })
-        .map(|r| (r.run_id.to_string(), settings.resources_for(&r.axes)))
+        .map(|r| (r.run_id.to_string(), run_resources(settings, r)))
         .collect();
     let (name, token) = job_name(&plan.sweep.name, &root);
     let mut out = Vec::new();
@@ -704,7 +717,7 @@ fn prepare_runs(
                 // A stopped run with a checkpoint resumes; a failed or new one starts over.
                 let resume = matches!(s, RunState::Cancelled | RunState::TimedOut | RunState::Preempted);
                 ready_run_dir(plan, run, resume)?;
-                to_submit.push((run.run_id.to_string(), settings.resources_for(&run.axes)));
+                to_submit.push((run.run_id.to_string(), run_resources(settings, run)));
             }
         }
     }
@@ -819,7 +832,7 @@ pub fn run_sweep(plan: &Plan, opts: &SlurmOptions) -> Result<SlurmReport, RunErr
             ledger.append(LedgerEvent::Retry { run_id: st.run_id.clone(), retry: kind, reason })?;
             if let Some(run) = axes.get(&st.run_id) {
                 ready_run_dir(plan, run, kind != RetryKind::Failed)?;
-                retry.push((st.run_id.clone(), settings.resources_for(&run.axes)));
+                retry.push((st.run_id.clone(), run_resources(settings, run)));
             }
         }
         if !retry.is_empty() {

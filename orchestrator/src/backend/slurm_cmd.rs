@@ -327,6 +327,30 @@ mod tests {
     }
 
     #[test]
+    fn a_timed_out_sbatch_that_did_submit_is_found_by_comment_not_resubmitted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let calls = dir.path().join("calls");
+        let write = |name: &str, body: String| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, body).expect("write");
+            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+        };
+        // A stalled controller: sbatch queues the job, then hangs past the timeout.
+        write("sbatch", format!("#!/bin/sh\necho sbatch >> {0}\ntouch {0}.queued\nsleep 5\n", calls.display()));
+        write(
+            "squeue",
+            format!("#!/bin/sh\n[ -e {0}.queued ] && echo '77|0|PENDING|None|drover:tok:3'\necho '12|0|RUNNING|None|drover:tok:2'\n", calls.display()),
+        );
+        let slurm = Slurm {
+            bin_dir: Some(dir.path().to_path_buf()),
+            policy: CallPolicy { timeout: Duration::from_millis(300), attempts: 3, backoff: Duration::from_millis(10) },
+        };
+        let id = slurm.submit(Path::new("a.sbatch"), dir.path(), "n", "drover:tok:3").expect("found in the queue");
+        assert_eq!(id, "77");
+        assert_eq!(std::fs::read_to_string(&calls).expect("calls").lines().count(), 1, "sbatch ran once");
+    }
+
+    #[test]
     fn a_refusal_keeps_slurms_message_and_is_not_retried() {
         let dir = tempfile::tempdir().expect("tempdir");
         let count = dir.path().join("count");
