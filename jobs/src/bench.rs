@@ -78,7 +78,8 @@ pub struct RolloutArgs {
 pub struct BenchRecord {
     /// Always [`BENCH_FORMAT_VERSION`].
     pub format_version: u32,
-    /// `env_only`, `policy` or `learn`.
+    /// `env_only`, `policy` (rollout copied to the host) or `learn`; CUDA adds `inference`
+    /// (fused actor + sampling + env step, nothing stored) and `on_device` (rollout kept on the GPU).
     pub kind: &'static str,
     /// `cpu` or `cuda`.
     pub device: &'static str,
@@ -328,6 +329,20 @@ pub fn rollout(args: &RolloutArgs, out: &mut dyn Write) -> Result<(), BenchError
                 let cuda_learn = bench::learn(e.as_mut(), minibatch, args.seconds)?;
                 emit(out, record("learn", 1, cuda_learn, ref_learn, None))?;
                 drop(e);
+                // The fused kernel's own figures: inference only (actor + sampling + env step,
+                // nothing stored, 64 steps per launch) and the training rollout kept on the device.
+                let mut ce = drover_kernels::cuda::CudaEngine::new(engine_config(envs, args.num_steps, args.hidden, 1))?;
+                let inference = bench::time_until(args.seconds, || {
+                    ce.run_inference(64)?;
+                    Ok((envs * 64) as u64)
+                })?;
+                emit(out, record("inference", 1, inference, ref_policy, None))?;
+                let on_device = bench::time_until(args.seconds, || {
+                    ce.rollout_on_device()?;
+                    Ok((envs * args.num_steps) as u64)
+                })?;
+                emit(out, record("on_device", 1, on_device, ref_policy, None))?;
+                drop(ce);
                 // The CPU engine on every core, same run, as the ratio's baseline. Past 64k envs
                 // the CPU figure no longer grows, so it is measured at 64k to keep the run short.
                 let cpu_envs = envs.min(1 << 16);
@@ -337,9 +352,10 @@ pub fn rollout(args: &RolloutArgs, out: &mut dyn Write) -> Result<(), BenchError
                 if !args.json {
                     writeln!(
                         out,
-                        "  cpu engine ({cores} threads, {cpu_envs} envs, this run): policy {} ({:.1}x slower), learn {} ({:.1}x slower)",
+                        "  cpu engine ({cores} threads, {cpu_envs} envs, this run): policy {} (cuda/cpu: to host {:.1}x, inference {:.1}x), learn {} (cuda/cpu {:.1}x)",
                         si(cpu_policy.per_second()),
                         cuda_policy.per_second() / cpu_policy.per_second(),
+                        inference.per_second() / cpu_policy.per_second(),
                         si(cpu_learn.per_second()),
                         cuda_learn.per_second() / cpu_learn.per_second(),
                     )?;

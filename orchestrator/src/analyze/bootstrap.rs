@@ -64,6 +64,17 @@ impl Rng {
     }
 }
 
+/// `f` over `items` on all cores (scoped threads over contiguous chunks), results in order.
+fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(items.len().max(1));
+    let chunk = items.len().div_ceil(threads).max(1);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = items.chunks(chunk).map(|part| scope.spawn(|| part.iter().map(&f).collect::<Vec<R>>())).collect();
+        // A panic in a worker is a bug here; resume it on this thread rather than hide it.
+        handles.into_iter().flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect()
+    })
+}
+
 /// IQM of `values` (sorted in place): the mean after dropping `floor(n/4)` values from each end.
 pub fn iqm_of(values: &mut [f64]) -> f64 {
     values.sort_unstable_by(f64::total_cmp);
@@ -311,14 +322,15 @@ pub fn curves(points: &DataFrame, opts: &Bootstrap) -> Result<DataFrame, Analyze
         };
         cells.entry((g.to_string(), b as i64)).or_default().entry(s.to_string()).or_default().push((x, y));
     }
-    let mut out: [Vec<f64>; 5] = Default::default();
-    let (mut names, mut bins, mut runs) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut idx, mut sample) = (Vec::new(), Vec::new());
-    for ((name, b), strata) in &cells {
+    let cells: Vec<_> = cells.into_iter().collect();
+    // One cell is one band point; cells are independent (each has its own generator), so they
+    // are computed in parallel and the result does not depend on the thread count.
+    let rows = par_map(&cells, |((name, b), strata)| {
         let values: Vec<f64> = strata.values().flatten().map(|p| p.1).collect();
         let steps: Vec<f64> = strata.values().flatten().map(|p| p.0).collect();
         let strata_idx = strata_indices(strata);
         let mut rng = Rng::new(opts.seed, name, &format!("curve bin {b}"));
+        let (mut idx, mut sample) = (Vec::new(), Vec::new());
         let mut estimates = Vec::with_capacity(opts.band_reps);
         for _ in 0..opts.band_reps {
             resample_indices(&strata_idx, &mut rng, &mut idx);
@@ -327,14 +339,17 @@ pub fn curves(points: &DataFrame, opts: &Bootstrap) -> Result<DataFrame, Analyze
             estimates.push(iqm_of(&mut sample));
         }
         let (l, h) = percentile_interval(&mut estimates, opts.confidence);
+        (values.len() as i64, [mean_of(&steps), mean_of(&values), iqm_of(&mut values.clone()), l, h])
+    });
+    let mut out: [Vec<f64>; 5] = Default::default();
+    let (mut names, mut bins, mut runs) = (Vec::new(), Vec::new(), Vec::new());
+    for (((name, b), _), (n, row)) in cells.iter().zip(rows) {
         names.push(name.clone());
         bins.push(*b);
-        runs.push(values.len() as i64);
-        out[0].push(mean_of(&steps));
-        out[1].push(mean_of(&values));
-        out[2].push(iqm_of(&mut values.clone()));
-        out[3].push(l);
-        out[4].push(h);
+        runs.push(n);
+        for (column, v) in out.iter_mut().zip(row) {
+            column.push(v);
+        }
     }
     let [s, m, q, l, h] = out;
     DataFrame::new_infer_height(vec![
