@@ -187,6 +187,31 @@ pub struct EngineState {
     pub ep_len: Vec<u32>,
 }
 
+impl EngineState {
+    /// Checks every buffer's length against an engine of `num_params` parameters and
+    /// `num_envs` environments, before any of it is loaded.
+    pub fn check_sizes(&self, num_params: usize, num_envs: usize) -> Result<(), KernelError> {
+        let (np, ne) = (num_params, num_envs);
+        for (name, got, expected) in [
+            ("params", self.params.len(), np),
+            ("adam_m", self.adam_m.len(), np),
+            ("adam_v", self.adam_v.len(), np),
+            ("x", self.x.len(), ne),
+            ("x_dot", self.x_dot.len(), ne),
+            ("theta", self.theta.len(), ne),
+            ("theta_dot", self.theta_dot.len(), ne),
+            ("env_steps", self.env_steps.len(), ne),
+            ("ep_return", self.ep_return.len(), ne),
+            ("ep_len", self.ep_len.len(), ne),
+        ] {
+            if got != expected {
+                return Err(KernelError::Length { name, got, expected });
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Creates the engine for `request`; `Auto` picks CUDA when a GPU is usable.
 pub fn create_engine(
     request: DeviceRequest,

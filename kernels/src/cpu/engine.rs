@@ -690,23 +690,7 @@ impl Engine for CpuEngine {
     }
 
     fn load_state(&mut self, st: &EngineState) -> Result<(), KernelError> {
-        let (np, ne) = (self.params.len(), self.cfg.num_envs);
-        for (name, got, expected) in [
-            ("params", st.params.len(), np),
-            ("adam_m", st.adam_m.len(), np),
-            ("adam_v", st.adam_v.len(), np),
-            ("x", st.x.len(), ne),
-            ("x_dot", st.x_dot.len(), ne),
-            ("theta", st.theta.len(), ne),
-            ("theta_dot", st.theta_dot.len(), ne),
-            ("env_steps", st.env_steps.len(), ne),
-            ("ep_return", st.ep_return.len(), ne),
-            ("ep_len", st.ep_len.len(), ne),
-        ] {
-            if got != expected {
-                return Err(KernelError::Length { name, got, expected });
-            }
-        }
+        st.check_sizes(self.params.len(), self.cfg.num_envs)?;
         self.params.copy_from_slice(&st.params);
         self.adam_m.copy_from_slice(&st.adam_m);
         self.adam_v.copy_from_slice(&st.adam_v);

@@ -1062,27 +1062,7 @@ impl Engine for CudaEngine {
     }
 
     fn load_state(&mut self, st: &EngineState) -> Result<(), KernelError> {
-        let (np, ne) = (self.layout.num_params, self.cfg.num_envs);
-        for (name, got, expected) in [
-            ("params", st.params.len(), np),
-            ("adam_m", st.adam_m.len(), np),
-            ("adam_v", st.adam_v.len(), np),
-            ("x", st.x.len(), ne),
-            ("x_dot", st.x_dot.len(), ne),
-            ("theta", st.theta.len(), ne),
-            ("theta_dot", st.theta_dot.len(), ne),
-            ("env_steps", st.env_steps.len(), ne),
-            ("ep_return", st.ep_return.len(), ne),
-            ("ep_len", st.ep_len.len(), ne),
-        ] {
-            if got != expected {
-                return Err(KernelError::Length {
-                    name,
-                    got,
-                    expected,
-                });
-            }
-        }
+        st.check_sizes(self.layout.num_params, self.cfg.num_envs)?;
         if st.ep_len != st.env_steps {
             return Err(KernelError::InvalidConfig(
                 "the CUDA engine keeps an episode's length in its env step counter; this snapshot has ep_len != env_steps".into(),

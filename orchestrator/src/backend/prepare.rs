@@ -75,6 +75,22 @@ fn to_json<T: serde::Serialize>(value: &T, path: &Path) -> Result<Vec<u8>, RunEr
     serde_json::to_vec_pretty(value).map_err(|source| RunError::Serialize { path: path.to_path_buf(), source })
 }
 
+/// Writes `sweep.toml` (the input as given) and the `sweep.json` manifest into `root`; every
+/// backend starts with this.
+pub(crate) fn write_sweep_files(plan: &Plan, root: &Path) -> Result<(), RunError> {
+    let toml_path = root.join(SWEEP_TOML);
+    layout::write_atomic(&toml_path, plan.source_text.as_bytes()).map_err(io_err("write", &toml_path))?;
+    let manifest = SweepManifest {
+        format_version: layout::FORMAT_VERSION,
+        name: plan.sweep.name.clone(),
+        source: plan.sweep.source.clone(),
+        runs: plan.runs.iter().map(|r| r.run_id.to_string()).collect(),
+        created_at: layout::unix_now(),
+    };
+    let manifest_path = root.join(SWEEP_JSON);
+    layout::write_atomic(&manifest_path, &to_json(&manifest, &manifest_path)?).map_err(io_err("write", &manifest_path))
+}
+
 /// Writes `sweep.toml`, `sweep.json` and each run's `spec.json`; decides which runs to launch.
 ///
 /// Finished runs are never touched. Unfinished ones have their files moved into
@@ -86,17 +102,7 @@ pub fn prepare(plan: &Plan) -> Result<Prepared, RunError> {
     let root = plan.results.root().canonicalize().map_err(io_err("resolve", plan.results.root()))?;
     let results = layout::ResultsDir::new(&root);
 
-    let toml_path = root.join(SWEEP_TOML);
-    layout::write_atomic(&toml_path, plan.source_text.as_bytes()).map_err(io_err("write", &toml_path))?;
-    let manifest = SweepManifest {
-        format_version: layout::FORMAT_VERSION,
-        name: plan.sweep.name.clone(),
-        source: plan.sweep.source.clone(),
-        runs: plan.runs.iter().map(|r| r.run_id.to_string()).collect(),
-        created_at: layout::unix_now(),
-    };
-    let manifest_path = root.join(SWEEP_JSON);
-    layout::write_atomic(&manifest_path, &to_json(&manifest, &manifest_path)?).map_err(io_err("write", &manifest_path))?;
+    write_sweep_files(plan, &root)?;
 
     let mut prepared = Prepared::default();
     for run in &plan.runs {

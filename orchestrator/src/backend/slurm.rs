@@ -22,7 +22,7 @@ use crate::backend::slurm_cmd::{QueueEntry, Slurm};
 use crate::backend::slurm_config::{Resources, SlurmSettings};
 use crate::backend::slurm_script::{self, ScriptParams};
 use crate::error::RunError;
-use crate::layout::{self, ExitRecord, JobSpec, SweepManifest, EXIT_JSON, SPEC_JSON, SWEEP_JSON, SWEEP_TOML};
+use crate::layout::{self, ExitRecord, JobSpec, SweepManifest, EXIT_JSON, SPEC_JSON, SWEEP_JSON};
 use crate::plan::Plan;
 use crate::status::{classify, RunState, RunStatus, SlurmView, StatusReport, STATUS_FORMAT_VERSION};
 
@@ -665,21 +665,6 @@ impl Submitter<'_> {
     }
 }
 
-/// Writes `sweep.toml` and `sweep.json` like the local backend does.
-fn write_sweep_files(plan: &Plan, root: &Path) -> Result<(), RunError> {
-    let toml_path = root.join(SWEEP_TOML);
-    layout::write_atomic(&toml_path, plan.source_text.as_bytes()).map_err(io_err("write", &toml_path))?;
-    let manifest = SweepManifest {
-        format_version: layout::FORMAT_VERSION,
-        name: plan.sweep.name.clone(),
-        source: plan.sweep.source.clone(),
-        runs: plan.runs.iter().map(|r| r.run_id.to_string()).collect(),
-        created_at: layout::unix_now(),
-    };
-    let path = root.join(SWEEP_JSON);
-    let bytes = serde_json::to_vec_pretty(&manifest).map_err(|source| RunError::Serialize { path: path.clone(), source })?;
-    layout::write_atomic(&path, &bytes).map_err(io_err("write", &path))
-}
 
 /// Gets a run's directory ready for a (re)submission: a run with a checkpoint keeps its files
 /// and resumes; any other unfinished run has its files moved to `attempt-<n>/` first. New runs
@@ -747,7 +732,7 @@ pub fn run_sweep(plan: &Plan, opts: &SlurmOptions) -> Result<SlurmReport, RunErr
     std::fs::create_dir_all(&runs_dir).map_err(io_err("create directory", &runs_dir))?;
     let root = plan.results.root().canonicalize().map_err(io_err("resolve", plan.results.root()))?;
     let plan = &Plan { results: layout::ResultsDir::new(&root), ..plan.clone() };
-    write_sweep_files(plan, &root)?;
+    crate::backend::prepare::write_sweep_files(plan, &root)?;
     let settings = &plan.sweep.slurm;
     let (job_name, token) = job_name(&plan.sweep.name, &root);
     let dir = SweepDir { root: root.clone(), name: plan.sweep.name.clone(), runs: plan.runs.iter().map(|r| r.run_id.to_string()).collect(), job_name: job_name.clone() };
