@@ -108,8 +108,17 @@ impl PluginProbe {
     /// # Errors
     /// The runtime cannot start, refuses the library (with its reason), or answers garbage.
     pub fn info(&self, path: &Path) -> Result<PluginDescription, PluginProbeError> {
+        let cache = InfoCache::for_probe(&self.job_bin, path);
+        if let Some(mut cached) = cache.as_ref().and_then(InfoCache::read) {
+            cached.path = path.to_path_buf();
+            return Ok(cached);
+        }
         let report = self.ask("info", path, &[])?;
-        self.description(report, "info", path).map(|(d, _)| d)
+        let description = self.description(report, "info", path).map(|(d, _)| d)?;
+        if let Some(cache) = cache {
+            cache.write(&description);
+        }
+        Ok(description)
     }
 
     /// Runs the author's harness on `path` with `params_json` in a `drover-job plugin check`
@@ -163,5 +172,97 @@ impl PluginProbe {
         let mut plugin = report.plugin.ok_or_else(|| self.bad(command, path, "the report has neither `plugin` nor `error`".into(), stderr))?;
         plugin.path = path.to_path_buf();
         Ok((plugin, report.checks))
+    }
+}
+
+/// Descriptions of plugins already probed, so a sweep's plan does not start a `drover-job`
+/// subprocess for a library it has seen (on a 1,000-run Slurm submission that subprocess was
+/// about half of `drover run`'s time). The key is the identity of both files (canonical path,
+/// size, modification time in nanoseconds) of the library and of the `drover-job` that probed
+/// it, as `make` would judge staleness; a replaced file always changes it. Directory:
+/// `$DROVER_CACHE_DIR`, else `$XDG_CACHE_HOME/drover`, else `~/.cache/drover`; `plugin-info/`
+/// below it. Every cache failure falls back to probing: the cache can only save time.
+struct InfoCache {
+    file: PathBuf,
+}
+
+/// On-disk format of a cached description; bumped with any change to `PluginDescription`.
+const INFO_CACHE_VERSION: u32 = 1;
+
+#[derive(Serialize, Deserialize)]
+struct CachedInfo {
+    format_version: u32,
+    description: PluginDescription,
+}
+
+impl InfoCache {
+    fn for_probe(job_bin: &Path, plugin: &Path) -> Option<InfoCache> {
+        let dir = std::env::var_os("DROVER_CACHE_DIR")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("drover")))
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/drover")))?;
+        let identity = |p: &Path| -> Option<String> {
+            let canonical = p.canonicalize().ok()?;
+            let meta = std::fs::metadata(&canonical).ok()?;
+            let mtime = meta.modified().ok()?.duration_since(std::time::UNIX_EPOCH).ok()?.as_nanos();
+            Some(format!("{}\0{}\0{mtime}", canonical.display(), meta.len()))
+        };
+        use sha2::Digest;
+        let key = sha2::Sha256::digest(format!("{}\0{}", identity(job_bin)?, identity(plugin)?).as_bytes());
+        let hex: String = key.iter().take(16).map(|b| format!("{b:02x}")).collect();
+        Some(InfoCache { file: dir.join("plugin-info").join(format!("{hex}.json")) })
+    }
+
+    fn read(&self) -> Option<PluginDescription> {
+        let cached: CachedInfo = serde_json::from_slice(&std::fs::read(&self.file).ok()?).ok()?;
+        (cached.format_version == INFO_CACHE_VERSION).then_some(cached.description)
+    }
+
+    fn write(&self, description: &PluginDescription) {
+        let record = CachedInfo { format_version: INFO_CACHE_VERSION, description: description.clone() };
+        let (Some(dir), Ok(bytes)) = (self.file.parent(), serde_json::to_vec(&record)) else { return };
+        if std::fs::create_dir_all(dir).is_ok() {
+            if let Err(e) = crate::layout::write_atomic(&self.file, &bytes) {
+                tracing::debug!("cannot cache the plugin description in `{}`: {e}", self.file.display());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod cache_tests {
+    use super::*;
+
+    /// A fake `drover-job` that counts its invocations and answers `plugin info`.
+    fn fake_job(dir: &Path) -> PathBuf {
+        let job = dir.join("fake-job.sh");
+        let script = format!(
+            "#!/bin/sh\necho x >> {}\nprintf '{{\"format_version\":1,\"plugin\":{{\"name\":\"fake\",\"version\":\"0.1.0\",\"description\":\"\",\"interface_version\":\"1.1\",\"host_interface_version\":\"1.1\",\"sha256\":\"\",\"params\":[]}}}}'\n",
+            dir.join("calls").display()
+        );
+        std::fs::write(&job, script).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&job, std::fs::Permissions::from_mode(0o755)).unwrap();
+        job
+    }
+
+    fn calls(dir: &Path) -> usize {
+        std::fs::read_to_string(dir.join("calls")).map_or(0, |s| s.lines().count())
+    }
+
+    #[test]
+    fn a_probed_plugin_is_not_probed_again_until_its_file_changes() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::env::set_var("DROVER_CACHE_DIR", tmp.path().join("cache"));
+        let so = tmp.path().join("libdrover_plugin_fake.so");
+        std::fs::write(&so, b"one").unwrap();
+        let probe = PluginProbe::new(fake_job(tmp.path()));
+        assert_eq!(probe.info(&so).unwrap().name, "fake");
+        assert_eq!(probe.info(&so).unwrap().path, so);
+        assert_eq!(calls(tmp.path()), 1, "the second description comes from the cache");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(&so, b"changed").unwrap();
+        probe.info(&so).unwrap();
+        assert_eq!(calls(tmp.path()), 2, "a changed library is probed again");
     }
 }
