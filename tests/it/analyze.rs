@@ -26,8 +26,7 @@ seeds = [1, 2]
 "#;
 
 fn sweep_results(dir: &Path) -> PathBuf {
-    let sweep = dir.join("sweep.toml");
-    std::fs::write(&sweep, SWEEP).expect("write sweep");
+    let sweep = drover_tests::write_sweep(dir, SWEEP);
     let results = dir.join("results");
     run_ok(drover().arg("run").arg(&sweep).arg("--results").arg(&results).args(["-j", "2"]));
     results

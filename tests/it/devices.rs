@@ -7,16 +7,13 @@ use std::path::Path;
 use drover_tests::{drover, read_json, run_dirs};
 
 fn sweep(dir: &Path, device: &str) -> std::path::PathBuf {
-    let path = dir.join("sweep.toml");
-    std::fs::write(
-        &path,
-        format!(
+    drover_tests::write_sweep(
+        dir,
+        &format!(
             "name = \"dev\"\n[run]\nenv = \"CartPole-v1\"\nplugin = \"ppo\"\ndevice = \"{device}\"\n\
              num_envs = 4\nnum_steps = 64\ntotal_steps = 512\n"
         ),
     )
-    .expect("write sweep");
-    path
 }
 
 fn job_stderr(results: &Path) -> String {

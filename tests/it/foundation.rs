@@ -3,13 +3,7 @@
 
 use std::path::Path;
 
-use drover_tests::{artifact, drover, read_json, run_dirs, run_ok};
-
-fn write_sweep(dir: &Path, body: &str) -> std::path::PathBuf {
-    let path = dir.join("sweep.toml");
-    std::fs::write(&path, body).expect("write sweep");
-    path
-}
+use drover_tests::{artifact, drover, read_json, run_dirs, run_ok, write_sweep};
 
 const SMALL_SWEEP: &str = r#"
 name = "e2e-small"

@@ -8,7 +8,6 @@ use std::path::Path;
 use drover_tests::{drover, read_json, run_dirs, run_ok};
 
 fn sweep(dir: &Path, ranks_axis: &str, total_steps: u64) -> std::path::PathBuf {
-    let path = dir.join("sweep.toml");
     let text = format!(
         r#"
 name = "mpi"
@@ -24,8 +23,7 @@ seeds = [1]
 "run.ranks" = {ranks_axis}
 "#
     );
-    std::fs::write(&path, text).expect("write sweep");
-    path
+    drover_tests::write_sweep(dir, &text)
 }
 
 fn rows(run: &Path) -> Vec<serde_json::Value> {

@@ -6,13 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use drover_tests::{artifact, drover, read_json, run_dirs, run_ok};
-
-fn write_sweep(dir: &Path, body: &str) -> PathBuf {
-    let path = dir.join("sweep.toml");
-    std::fs::write(&path, body).expect("write sweep");
-    path
-}
+use drover_tests::{artifact, drover, read_json, run_dirs, run_ok, write_sweep};
 
 fn stderr_of(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()

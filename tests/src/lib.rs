@@ -46,6 +46,13 @@ pub fn run_ok(cmd: &mut Command) -> Output {
     out
 }
 
+/// Writes `body` as `dir/sweep.toml` and returns its path.
+pub fn write_sweep(dir: &Path, body: &str) -> PathBuf {
+    let path = dir.join("sweep.toml");
+    std::fs::write(&path, body).unwrap_or_else(|e| panic!("cannot write `{}`: {e}", path.display()));
+    path
+}
+
 /// Reads and parses a JSON file.
 pub fn read_json(path: &Path) -> serde_json::Value {
     let text = std::fs::read_to_string(path)
