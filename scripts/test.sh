@@ -7,5 +7,9 @@ cd "$(dirname "$0")/.."
 ./scripts/install-mpi.sh
 # The Slurm tests run against a real single-node Slurm (installed and started if missing).
 ./scripts/slurm-up.sh
+# A clean checkout gains nothing from incremental caches; they only cost disk.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+df -h . | sed 's/^/disk before build: /'
 cargo build --workspace --locked --features drover-job/mpi
 cargo test --workspace --locked --features drover-job/mpi
+df -h . | sed 's/^/disk after tests: /'

@@ -23,6 +23,8 @@ fn cargo(project: &Path, args: &[&str]) -> Command {
     cmd.args(args)
         .current_dir(project)
         .env("CARGO_TARGET_DIR", shared_plugin_target())
+        // As in the workspace's own profile: no debuginfo for dependencies, to spare CI's disk.
+        .env("CARGO_PROFILE_DEV_DEBUG", "false")
         // The project is standalone: nothing of this workspace's build may leak in.
         .env_remove("CARGO_MANIFEST_DIR")
         .env_remove("CARGO_PRIMARY_PACKAGE")
