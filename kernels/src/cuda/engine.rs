@@ -293,10 +293,19 @@ impl CudaEngine {
         }
 
         let load = |id: ModuleId| -> Result<Vec<CudaFunction>, KernelError> {
-            let ptx = modules::ptx(id, &dims, cc)?;
-            let module = ctx
-                .load_module(ptx)
-                .map_err(cuda_err("cuModuleLoadData (PTX JIT)"))?;
+            let src = modules::ptx(id, &dims, cc)?;
+            let module = match (ctx.load_module(src.ptx), src.cache_file) {
+                (Ok(m), _) => m,
+                // A cached file the driver refuses (damaged, or from a newer toolkit than this
+                // driver) is dropped and compiled afresh, once.
+                (Err(e), Some(file)) => {
+                    tracing::warn!(file, error = ?e, "the driver refused cached PTX; compiling again");
+                    modules::forget(id, &dims, cc, &file);
+                    ctx.load_module(modules::ptx(id, &dims, cc)?.ptx)
+                        .map_err(cuda_err("cuModuleLoadData (PTX JIT)"))?
+                }
+                (Err(e), None) => return Err(cuda_err("cuModuleLoadData (PTX JIT)")(e)),
+            };
             id.functions()
                 .iter()
                 .map(|name| {

@@ -1,5 +1,5 @@
 //! The CUDA engine: the kernels of SEMANTICS.md as `.cu` sources (embedded, compiled with NVRTC
-//! at first use and cached per kernel module and network shape), driven through cudarc with
+//! at first use and cached per kernel module and network shape, in the process and on disk), driven through cudarc with
 //! dynamic loading, so a build without CUDA installed is whole and fails only at run time, with
 //! [`KernelError::CudaUnavailable`](crate::KernelError::CudaUnavailable).
 //!
@@ -7,6 +7,7 @@
 //! device; only per-sample scalars cross to the host. See `README.md` beside this file for the
 //! kernel design and measured figures.
 
+mod disk_cache;
 mod engine;
 mod modules;
 mod probe;

@@ -3,7 +3,8 @@
 //! Each [`ModuleId`] is a list of embedded `.cu` files; the network shape is baked in through a
 //! generated prelude (widths as compile-time constants, so register tiles and loops are fixed
 //! at compile time). PTX is cached per (module, shape, architecture) for the whole process, so
-//! engines after the first skip the compile.
+//! engines after the first skip the compile, and on disk (see [`crate::cuda::disk_cache`]), so
+//! later processes skip NVRTC too: its first compile costs seconds per job.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -186,20 +187,18 @@ fn cache() -> &'static Mutex<HashMap<CacheKey, Ptx>> {
     CACHE.get_or_init(|| Mutex::new(HashMap::new()))
 }
 
-/// PTX of `id` for `dims` on a device of compute capability `cc`, compiled on first use.
-pub(crate) fn ptx(id: ModuleId, dims: &ShapeDims, cc: (i32, i32)) -> Result<Ptx, KernelError> {
+fn cache_key(id: ModuleId, dims: &ShapeDims, cc: (i32, i32)) -> CacheKey {
+    let shape = if id == ModuleId::Optim { String::new() } else { dims.prelude() };
+    (id, shape, cc)
+}
+
+/// PTX of `id` for `dims` on a device of compute capability `cc`: from the process cache, else
+/// the disk cache, else compiled by NVRTC (and then stored in both).
+pub(crate) fn ptx(id: ModuleId, dims: &ShapeDims, cc: (i32, i32)) -> Result<PtxSource, KernelError> {
     let src = source(id, dims);
-    let key = (
-        id,
-        if id == ModuleId::Optim {
-            String::new()
-        } else {
-            dims.prelude()
-        },
-        cc,
-    );
+    let key = cache_key(id, dims, cc);
     if let Some(p) = cache().lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
-        return Ok(p.clone());
+        return Ok(PtxSource { ptx: p.clone(), cache_file: None });
     }
     // SAFETY: a dlopen of libnvrtc by its usual names; compile_ptx panics when it is missing.
     if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
@@ -207,8 +206,69 @@ pub(crate) fn ptx(id: ModuleId, dims: &ShapeDims, cc: (i32, i32)) -> Result<Ptx,
             "libnvrtc (the CUDA runtime compiler) was not found; add the CUDA toolkit's lib64 to LD_LIBRARY_PATH".into(),
         ));
     }
-    let opts = CompileOptions {
-        fmad: Some(id.fmad()),
+    let options = id.options(cc);
+    let disk_key = super::disk_cache::key(&[
+        src.as_bytes(),
+        format!("{options:?}").as_bytes(),
+        nvrtc_version().as_bytes(),
+    ]);
+    let file = format!("{}-sm{}{}-{disk_key}.ptx", id.name().trim_end_matches(".cu"), cc.0, cc.1);
+    let (text, from_disk) = super::disk_cache::get_or_create(&file, || {
+        let started = std::time::Instant::now();
+        let ptx = compile_ptx_with_opts(&src, options.clone()).map_err(|e| compile_error(id, e))?;
+        tracing::debug!(
+            module = id.name(),
+            secs = started.elapsed().as_secs_f64(),
+            "NVRTC compiled"
+        );
+        Ok(ptx.to_src())
+    })?;
+    if from_disk {
+        tracing::debug!(module = id.name(), file, "PTX from the kernel cache");
+    }
+    let ptx = Ptx::from_src(text);
+    cache()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(key, ptx.clone());
+    Ok(PtxSource { ptx, cache_file: from_disk.then_some(file) })
+}
+
+/// PTX for a module, and the kernel-cache file it was read from (if it was).
+pub(crate) struct PtxSource {
+    /// The PTX text.
+    pub ptx: Ptx,
+    /// Set when the PTX came from disk: the driver refusing it means a stale or damaged entry,
+    /// which the caller removes ([`forget`]) before compiling afresh.
+    pub cache_file: Option<String>,
+}
+
+/// Drops a module from both caches, after the driver refused PTX read from `cache_file`.
+pub(crate) fn forget(id: ModuleId, dims: &ShapeDims, cc: (i32, i32), cache_file: &str) {
+    cache()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&cache_key(id, dims, cc));
+    super::disk_cache::remove(cache_file);
+}
+
+/// `major.minor` of the loaded libnvrtc, part of the disk-cache key (a new NVRTC may emit
+/// different PTX for the same source).
+fn nvrtc_version() -> String {
+    let (mut major, mut minor) = (0, 0);
+    // SAFETY: libnvrtc is loaded (checked by the caller); the call writes two ints.
+    let ok = unsafe { cudarc::nvrtc::sys::nvrtcVersion(&mut major, &mut minor) };
+    if ok == cudarc::nvrtc::sys::nvrtcResult::NVRTC_SUCCESS {
+        format!("{major}.{minor}")
+    } else {
+        "unknown".to_owned()
+    }
+}
+
+impl ModuleId {
+    fn options(self, cc: (i32, i32)) -> CompileOptions {
+        CompileOptions {
+        fmad: Some(self.fmad()),
         ftz: Some(false),
         prec_div: Some(true),
         prec_sqrt: Some(true),
@@ -216,21 +276,10 @@ pub(crate) fn ptx(id: ModuleId, dims: &ShapeDims, cc: (i32, i32)) -> Result<Ptx,
             format!("--gpu-architecture=compute_{}{}", cc.0, cc.1),
             "--std=c++17".into(),
         ],
-        name: Some(id.name().into()),
+        name: Some(self.name().into()),
         ..Default::default()
-    };
-    let started = std::time::Instant::now();
-    let ptx = compile_ptx_with_opts(&src, opts).map_err(|e| compile_error(id, e))?;
-    tracing::debug!(
-        module = id.name(),
-        secs = started.elapsed().as_secs_f64(),
-        "NVRTC compiled"
-    );
-    cache()
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(key, ptx.clone());
-    Ok(ptx)
+        }
+    }
 }
 
 fn compile_error(id: ModuleId, e: CompileError) -> KernelError {
