@@ -110,17 +110,25 @@ impl ParamLayout {
     }
 }
 
-/// Checks everything an engine needs from `cfg` (CartPole sizes, counts that index with u32,
-/// Adam settings) and returns the parameter layout. Every engine calls this first.
+/// Checks everything a CartPole engine needs from `cfg` (CartPole sizes, then
+/// [`validate_sizes`]) and returns the parameter layout. Every CartPole engine calls this first.
 pub fn validate_config(cfg: &EngineConfig) -> Result<ParamLayout, KernelError> {
-    let bad = |m: String| Err(KernelError::InvalidConfig(m));
     let layout = ParamLayout::new(&cfg.shape)?;
     if cfg.shape.obs_dim != 4 || cfg.shape.n_actions != 2 {
-        return bad(format!(
+        return Err(KernelError::InvalidConfig(format!(
             "CartPole needs obs_dim 4 and n_actions 2, got {} and {}",
             cfg.shape.obs_dim, cfg.shape.n_actions
-        ));
+        )));
     }
+    validate_sizes(cfg)?;
+    Ok(layout)
+}
+
+/// The environment-independent checks of `cfg` (counts that index with u32, Adam settings),
+/// shared by the CartPole engines and the sequence engine (`seq`), which check their own
+/// observation and action sizes first.
+pub fn validate_sizes(cfg: &EngineConfig) -> Result<(), KernelError> {
+    let bad = |m: String| Err(KernelError::InvalidConfig(m));
     if cfg.num_envs == 0 || cfg.num_steps == 0 {
         return bad(format!(
             "num_envs ({}) and num_steps ({}) must be >= 1",
@@ -151,7 +159,7 @@ pub fn validate_config(cfg: &EngineConfig) -> Result<ParamLayout, KernelError> {
     if !(beta_ok(a.beta1) && beta_ok(a.beta2) && a.eps > 0.0 && a.eps.is_finite()) {
         return bad(format!("Adam needs 0 <= beta < 1 and eps > 0, got {a:?}"));
     }
-    Ok(layout)
+    Ok(())
 }
 
 #[cfg(test)]

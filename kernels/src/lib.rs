@@ -14,6 +14,7 @@ pub mod layout;
 pub mod math;
 pub mod reference;
 pub mod rng;
+pub mod seq;
 
 pub use engine::{
     create_engine, AdamConfig, DeviceKind, DeviceRequest, Engine, EngineConfig, EngineState, MinibatchEval,
@@ -21,3 +22,4 @@ pub use engine::{
 };
 pub use error::KernelError;
 pub use layout::{LayerLayout, ParamLayout};
+pub use seq::{create_seq_engine, SeqTask, TaskFamily};

@@ -12,6 +12,9 @@ pub const STREAM_INIT: u32 = 2;
 pub const STREAM_SHUFFLE: u32 = 3;
 /// Stream whose draws seed algorithm plugins.
 pub const STREAM_PLUGIN: u32 = 4;
+/// Stream of sequence-task prompts (`env` = global group index,
+/// `counter = rollout * prompt_len + position`; SEMANTICS.md section 6).
+pub const STREAM_PROMPT: u32 = 5;
 
 /// `2^-24`: maps the top 24 bits of a draw onto `[0, 1)` exactly (an f32 mantissa holds 24 bits).
 const INV_2_24: f32 = 1.0 / 16_777_216.0;
@@ -37,6 +40,13 @@ pub fn run_key(seed: u64) -> u32 {
 #[inline(always)]
 pub fn draw(key: u32, stream: u32, env: u32, counter: u32) -> u32 {
     hash32(key ^ hash32(stream ^ hash32(env ^ hash32(counter))))
+}
+
+/// A uniform integer in `[0, n)`: the high 32 bits of `draw * n` (multiply-shift; the bias is
+/// below `n / 2^32`, and it needs no division, so CUDA computes it with `__umulhi`).
+#[inline(always)]
+pub fn below(key: u32, stream: u32, env: u32, counter: u32, n: u32) -> u32 {
+    ((draw(key, stream, env, counter) as u64 * n as u64) >> 32) as u32
 }
 
 /// A uniform `f32` in `[0, 1)` with 24 random bits: `(draw >> 8) * 2^-24`.
@@ -100,6 +110,23 @@ mod tests {
             // Expected 20000 per bucket, sd ~134; 6 sigma bound.
             assert!((*b as i64 - 20_000).abs() < 800, "bucket {i} has {b}");
         }
+    }
+
+    #[test]
+    fn below_is_the_high_word_and_covers_the_range() {
+        let key = run_key(3);
+        let d = draw(key, STREAM_PROMPT, 2, 9);
+        // By hand: the high word of the 64-bit product.
+        assert_eq!(below(key, STREAM_PROMPT, 2, 9, 10), ((d as u128 * 10) >> 32) as u32);
+        let mut seen = [0u32; 7];
+        for c in 0..7000 {
+            let v = below(key, STREAM_PROMPT, 0, c, 7);
+            assert!(v < 7, "v = {v}");
+            seen[v as usize] += 1;
+        }
+        // 1000 expected per value, sd ~29; 6 sigma bound.
+        assert!(seen.iter().all(|&k| (k as i64 - 1000).abs() < 180), "{seen:?}");
+        assert_eq!(below(key, STREAM_PROMPT, 0, 0, 1), 0);
     }
 
     #[test]

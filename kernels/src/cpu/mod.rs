@@ -7,10 +7,10 @@ mod env;
 mod envonly;
 mod fused;
 mod gemm;
-mod mlp;
-mod optim;
+pub(crate) mod mlp;
+pub(crate) mod optim;
 mod simd;
-mod threads;
+pub(crate) mod threads;
 
 pub use engine::CpuEngine;
 pub use envonly::EnvOnly;

@@ -8,3 +8,5 @@ mod cpu_vs_reference;
 mod errors;
 // End-to-end: the CPU engine learns CartPole with a minimal PPO loop.
 mod train;
+// Sequence tasks: SeqEngine against its reference, groups/ranks/checkpoints, errors, learning.
+mod seq;

@@ -1,0 +1,627 @@
+//! `SeqEngine`: the sequence tasks behind the `Engine` seam on the CPU. One env is one
+//! response; each rollout draws fresh prompts and generates every response token by token,
+//! one batched GEMM forward over all envs per token (SEMANTICS.md section 6).
+
+use rayon::prelude::*;
+
+use super::task::SeqTask;
+use crate::cpu::mlp::{entropy, sample, NetCache};
+use crate::cpu::optim::{adam_step_and_zero, clip_grad_norm};
+use crate::cpu::SimdLevel;
+use crate::layout::{validate_sizes, ParamLayout};
+use crate::reference::init_params;
+use crate::rng::{run_key, uniform, STREAM_ACTION};
+use crate::{
+    DeviceKind, DeviceRequest, Engine, EngineConfig, EngineState, KernelError, MinibatchEval,
+    Rollout,
+};
+
+/// Fewest envs worth a thread of their own during a rollout.
+const MIN_ENVS_PER_CHUNK: usize = 32;
+/// Fewest minibatch rows worth a thread of their own.
+const MIN_ROWS_PER_CHUNK: usize = 128;
+
+/// Creates the engine of a sequence task. Sequence tasks run on the CPU engine only: `Cpu`
+/// and `Auto` give a [`SeqEngine`] (`Auto` says so in one log line), `Cuda` is an error.
+pub fn create_seq_engine(
+    request: DeviceRequest,
+    config: EngineConfig,
+    task: SeqTask,
+) -> Result<Box<dyn Engine>, KernelError> {
+    match request {
+        DeviceRequest::Cpu => Ok(Box::new(SeqEngine::new(config, task)?)),
+        DeviceRequest::Auto => {
+            tracing::info!(
+                "device = \"auto\": sequence task `{}` runs on the CPU engine (no CUDA port yet)",
+                task.family
+            );
+            Ok(Box::new(SeqEngine::new(config, task)?))
+        }
+        DeviceRequest::Cuda => Err(KernelError::InvalidConfig(
+            "sequence tasks have no CUDA engine yet; use device = \"cpu\" or \"auto\"".into(),
+        )),
+    }
+}
+
+/// Checks `config` against `task` (SEMANTICS.md section 6) and returns the parameter layout.
+fn validate(config: &EngineConfig, task: &SeqTask) -> Result<ParamLayout, KernelError> {
+    task.validate()?;
+    let bad = |m: String| Err(KernelError::InvalidConfig(m));
+    let family = task.family;
+    if config.shape.obs_dim != task.obs_dim() || config.shape.n_actions != task.vocab {
+        return bad(format!(
+            "sequence task `{family}` needs obs_dim {} and n_actions {} (= vocab), got {} and {}",
+            task.obs_dim(),
+            task.vocab,
+            config.shape.obs_dim,
+            config.shape.n_actions
+        ));
+    }
+    if config.num_steps != task.response_len() {
+        return bad(format!(
+            "num_steps ({}) must equal the response length of sequence task `{family}` ({})",
+            config.num_steps,
+            task.response_len()
+        ));
+    }
+    let g = task.group_size;
+    if !config.num_envs.is_multiple_of(g) || !config.env_offset.is_multiple_of(g) {
+        return bad(format!(
+            "num_envs ({}) and env_offset ({}) must be multiples of group_size ({g}): a group's \
+             responses share one prompt and live on one rank",
+            config.num_envs, config.env_offset
+        ));
+    }
+    let layout = ParamLayout::new(&config.shape)?;
+    validate_sizes(config)?;
+    Ok(layout)
+}
+
+/// A contiguous range of envs and its chunk-local, time-major (`[t * len + i]`) outputs.
+#[derive(Debug)]
+struct GenChunk {
+    start: usize,
+    len: usize,
+    net: NetCache,
+    uniforms: Vec<f32>,
+    /// Responses so far, env-major `[i * nt + t]` (the prefix of each observation).
+    resp: Vec<u32>,
+    actions: Vec<u32>,
+    logp: Vec<f32>,
+    entropy: Vec<f32>,
+    values: Vec<f32>,
+    /// Verifier outcome per env.
+    correct: Vec<bool>,
+}
+
+/// What every chunk reads during a rollout.
+#[derive(Clone, Copy)]
+struct GenCtx<'a> {
+    layout: &'a ParamLayout,
+    params: &'a [f32],
+    task: &'a SeqTask,
+    /// Prompts of the local groups, `[group][prompt_len]`.
+    prompts: &'a [u32],
+    key: u32,
+    env_offset: usize,
+    step0: u64,
+    nt: usize,
+    simd: SimdLevel,
+}
+
+impl GenChunk {
+    fn new(layout: &ParamLayout, start: usize, len: usize, nt: usize) -> Self {
+        let mut net = NetCache::new(layout);
+        net.ensure(layout, len);
+        Self {
+            start,
+            len,
+            net,
+            uniforms: vec![0.0; len],
+            resp: vec![0; len * nt],
+            actions: vec![0; nt * len],
+            logp: vec![0.0; nt * len],
+            entropy: vec![0.0; nt * len],
+            values: vec![0.0; nt * len],
+            correct: vec![false; len],
+        }
+    }
+
+    fn generate(&mut self, c: GenCtx<'_>) {
+        let (n, nt, od) = (self.len, c.nt, c.task.obs_dim());
+        let (pl, g) = (c.task.prompt_len, c.task.group_size);
+        let na = c.layout.shape.n_actions;
+        for t in 0..nt {
+            // The RNG counter is the low 32 bits of the global step, as in the CartPole engines.
+            let gt = c.step0.wrapping_add(t as u64) as u32;
+            for i in 0..n {
+                let env = self.start + i;
+                let prompt = &c.prompts[env / g * pl..(env / g + 1) * pl];
+                let prefix = &self.resp[i * nt..i * nt + t];
+                c.task
+                    .observation(prompt, prefix, t, &mut self.net.input[i * od..(i + 1) * od]);
+                let global = (c.env_offset + env) as u32;
+                self.uniforms[i] = uniform(c.key, STREAM_ACTION, global, gt);
+            }
+            self.net.forward(c.layout, c.params, n, c.simd);
+            for (i, &value) in self.net.values()[..n].iter().enumerate() {
+                let lp = &self.net.logp[i * na..(i + 1) * na];
+                let a = sample(lp, self.uniforms[i]);
+                let s = t * n + i;
+                self.actions[s] = a;
+                self.logp[s] = lp[a as usize];
+                self.entropy[s] = entropy(lp);
+                self.values[s] = value;
+                self.resp[i * nt + t] = a;
+            }
+        }
+        for i in 0..n {
+            let env = self.start + i;
+            let prompt = &c.prompts[env / g * pl..(env / g + 1) * pl];
+            self.correct[i] = c.task.verify(prompt, &self.resp[i * nt..(i + 1) * nt]);
+        }
+    }
+}
+
+/// A row range of the current minibatch with its cached activations and private gradient.
+#[derive(Debug)]
+struct EvalChunk {
+    start: usize,
+    len: usize,
+    net: NetCache,
+    /// Private gradient (only used when more than one chunk is active).
+    grads: Vec<f32>,
+    prefix: Vec<u32>,
+    logp: Vec<f32>,
+    entropy: Vec<f32>,
+    values: Vec<f32>,
+}
+
+/// What every chunk reads during `evaluate`.
+#[derive(Clone, Copy)]
+struct EvalCtx<'a> {
+    layout: &'a ParamLayout,
+    params: &'a [f32],
+    task: &'a SeqTask,
+    prompts: &'a [u32],
+    /// Actions of the last rollout, `[t * num_envs + env]`.
+    actions: &'a [u32],
+    samples: &'a [u32],
+    ne: usize,
+    simd: SimdLevel,
+}
+
+impl EvalChunk {
+    fn evaluate(&mut self, c: EvalCtx<'_>) {
+        let n = self.len;
+        let (od, na) = (c.task.obs_dim(), c.layout.shape.n_actions);
+        let (pl, g) = (c.task.prompt_len, c.task.group_size);
+        self.net.ensure(c.layout, n);
+        for (r, &s) in c.samples[self.start..self.start + n].iter().enumerate() {
+            let s = s as usize;
+            let (t, env) = (s / c.ne, s % c.ne);
+            self.prefix.clear();
+            self.prefix
+                .extend((0..t).map(|j| c.actions[j * c.ne + env]));
+            let prompt = &c.prompts[env / g * pl..(env / g + 1) * pl];
+            c.task.observation(
+                prompt,
+                &self.prefix,
+                t,
+                &mut self.net.input[r * od..(r + 1) * od],
+            );
+            self.net.actions[r] = c.actions[s];
+        }
+        self.net.forward(c.layout, c.params, n, c.simd);
+        self.logp.resize(n, 0.0);
+        self.entropy.resize(n, 0.0);
+        self.values.resize(n, 0.0);
+        for r in 0..n {
+            let lp = &self.net.logp[r * na..(r + 1) * na];
+            self.logp[r] = lp[self.net.actions[r] as usize];
+            self.entropy[r] = entropy(lp);
+            self.values[r] = self.net.values()[r];
+        }
+    }
+}
+
+/// The CPU engine of the sequence tasks (SEMANTICS.md section 6), tested against
+/// `seq::reference::SeqReferenceEngine`.
+///
+/// Rollout `r` (0-based, `global_step / num_steps`) draws the prompts of rollout index `r`.
+/// Envs are split into contiguous chunks (one rayon task each) for the rollout, minibatch rows
+/// into ranges with private gradients for `evaluate`/`accumulate_grad`; a row's numbers do
+/// not depend on the split. `accumulate_grad` needs an `evaluate` since the last `rollout`,
+/// `apply_grads` or `set_params`.
+pub struct SeqEngine {
+    cfg: EngineConfig,
+    task: SeqTask,
+    layout: ParamLayout,
+    key: u32,
+    params: Vec<f32>,
+    grads: Vec<f32>,
+    adam_m: Vec<f32>,
+    adam_v: Vec<f32>,
+    adam_t: u64,
+    step: u64,
+    threads: usize,
+    simd: SimdLevel,
+    pool: Option<rayon::ThreadPool>,
+    gens: Vec<GenChunk>,
+    evals: Vec<EvalChunk>,
+    /// Prompts of the last rollout, `[local group][prompt_len]`.
+    prompts: Vec<u32>,
+    /// Actions of the last rollout, `[t * num_envs + env]`.
+    actions: Vec<u32>,
+    has_rollout: bool,
+    eval_active: usize,
+    eval_rows: usize,
+}
+
+impl std::fmt::Debug for SeqEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SeqEngine")
+            .field("task", &self.task)
+            .field("num_envs", &self.cfg.num_envs)
+            .field("num_params", &self.layout.num_params)
+            .field("threads", &self.threads)
+            .field("step", &self.step)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SeqEngine {
+    /// Validates `config` against `task` (shape `task.net_shape(..)`, `num_steps` equal to the
+    /// response length, `num_envs` and `env_offset` multiples of the group size) and
+    /// initialises the parameters (`reference::init_params`). `threads = 0` uses every core.
+    pub fn new(config: EngineConfig, task: SeqTask) -> Result<Self, KernelError> {
+        let layout = validate(&config, &task)?;
+        let key = run_key(config.seed);
+        let threads = match config.threads {
+            0 => std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+            n => n,
+        };
+        let pool = crate::cpu::threads::pool(threads)?;
+        let (ne, nt) = (config.num_envs, config.num_steps);
+        let n_chunks = threads.min(ne / MIN_ENVS_PER_CHUNK).max(1);
+        let gens = (0..n_chunks)
+            .map(|c| {
+                let (start, end) = (c * ne / n_chunks, (c + 1) * ne / n_chunks);
+                GenChunk::new(&layout, start, end - start, nt)
+            })
+            .collect();
+        let evals = (0..threads)
+            .map(|_| EvalChunk {
+                start: 0,
+                len: 0,
+                net: NetCache::new(&layout),
+                grads: Vec::new(),
+                prefix: Vec::with_capacity(nt),
+                logp: Vec::new(),
+                entropy: Vec::new(),
+                values: Vec::new(),
+            })
+            .collect();
+        let np = layout.num_params;
+        Ok(Self {
+            params: init_params(&layout, key),
+            grads: vec![0.0; np],
+            adam_m: vec![0.0; np],
+            adam_v: vec![0.0; np],
+            adam_t: 0,
+            step: 0,
+            threads,
+            simd: SimdLevel::detect(),
+            pool,
+            gens,
+            evals,
+            prompts: vec![0; ne / task.group_size * task.prompt_len],
+            actions: vec![0; ne * nt],
+            has_rollout: false,
+            eval_active: 0,
+            eval_rows: 0,
+            key,
+            layout,
+            task,
+            cfg: config,
+        })
+    }
+
+    /// The task this engine generates responses for.
+    pub fn task(&self) -> &SeqTask {
+        &self.task
+    }
+
+    /// The parameter layout of the flat buffer.
+    pub fn layout(&self) -> &ParamLayout {
+        &self.layout
+    }
+
+    /// Threads this engine uses (after resolving `threads = 0`).
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// Prompts of the last rollout, `[local group][prompt_len]` (local group `k` is global
+    /// group `env_offset / group_size + k`); zeros before the first rollout.
+    pub fn prompts(&self) -> &[u32] {
+        &self.prompts
+    }
+}
+
+impl Engine for SeqEngine {
+    fn device(&self) -> DeviceKind {
+        DeviceKind::Cpu
+    }
+
+    fn num_params(&self) -> usize {
+        self.layout.num_params
+    }
+
+    fn global_step(&self) -> u64 {
+        self.step
+    }
+
+    fn rollout(&mut self, out: &mut Rollout) -> Result<(), KernelError> {
+        let (ne, nt) = (self.cfg.num_envs, self.cfg.num_steps);
+        let (pl, g) = (self.task.prompt_len, self.task.group_size);
+        // `step` is always a multiple of `num_steps` (only rollouts advance it; `load_state`
+        // checks), so this is the count of rollouts so far.
+        let rollout = (self.step / nt as u64) as u32;
+        let first_group = self.cfg.env_offset / g;
+        for (k, p) in self.prompts.chunks_exact_mut(pl).enumerate() {
+            self.task
+                .prompt(self.key, rollout, (first_group + k) as u32, p);
+        }
+        let ctx = GenCtx {
+            layout: &self.layout,
+            params: &self.params,
+            task: &self.task,
+            prompts: &self.prompts,
+            key: self.key,
+            env_offset: self.cfg.env_offset,
+            step0: self.step,
+            nt,
+            simd: self.simd,
+        };
+        match (&self.pool, self.gens.len()) {
+            (Some(pool), n) if n > 1 => {
+                pool.install(|| self.gens.par_iter_mut().for_each(|c| c.generate(ctx)))
+            }
+            _ => self.gens.iter_mut().for_each(|c| c.generate(ctx)),
+        }
+        self.step += nt as u64;
+
+        let total = ne * nt;
+        out.num_steps = nt;
+        out.num_envs = ne;
+        out.actions.resize(total, 0);
+        out.logp.resize(total, 0.0);
+        out.entropy.resize(total, 0.0);
+        out.values.resize(total, 0.0);
+        out.rewards.clear();
+        out.rewards.resize(total, 0.0);
+        out.terminated.clear();
+        out.terminated.resize(total, 0);
+        out.truncated.clear();
+        out.truncated.resize(total, 0);
+        out.next_values.resize(total, 0.0);
+        out.finished_returns.clear();
+        out.finished_lengths.clear();
+        for c in &self.gens {
+            let n = c.len;
+            for t in 0..nt {
+                let (src, dst) = (t * n..(t + 1) * n, t * ne + c.start..t * ne + c.start + n);
+                out.actions[dst.clone()].copy_from_slice(&c.actions[src.clone()]);
+                out.logp[dst.clone()].copy_from_slice(&c.logp[src.clone()]);
+                out.entropy[dst.clone()].copy_from_slice(&c.entropy[src.clone()]);
+                out.values[dst.clone()].copy_from_slice(&c.values[src.clone()]);
+                self.actions[dst].copy_from_slice(&c.actions[src]);
+            }
+        }
+        let last = (nt - 1) * ne;
+        // V of the next token's state inside a response; 0 after its last token (terminal).
+        out.next_values[..last].copy_from_slice(&out.values[ne..]);
+        out.next_values[last..].iter_mut().for_each(|v| *v = 0.0);
+        out.terminated[last..].iter_mut().for_each(|d| *d = 1);
+        // Every response finishes at the last step: (t, env) order is env order.
+        for c in &self.gens {
+            for (i, &ok) in c.correct.iter().enumerate() {
+                let r = if ok { 1.0 } else { 0.0 };
+                out.rewards[last + c.start + i] = r;
+                out.finished_returns.push(r);
+                out.finished_lengths.push(nt as u32);
+            }
+        }
+        self.has_rollout = true;
+        self.eval_active = 0;
+        Ok(())
+    }
+
+    fn evaluate(&mut self, samples: &[u32], out: &mut MinibatchEval) -> Result<(), KernelError> {
+        if !self.has_rollout {
+            return Err(KernelError::InvalidConfig(
+                "evaluate called before the first rollout".into(),
+            ));
+        }
+        let total = self.cfg.num_envs * self.cfg.num_steps;
+        if let Some(&bad) = samples.iter().find(|&&s| s as usize >= total) {
+            return Err(KernelError::InvalidConfig(format!(
+                "sample index {bad} out of range: the rollout has {total} samples"
+            )));
+        }
+        let rows = samples.len();
+        let n_chunks = self.threads.min(rows / MIN_ROWS_PER_CHUNK).max(1);
+        for (c, e) in self.evals.iter_mut().enumerate().take(n_chunks) {
+            e.start = c * rows / n_chunks;
+            e.len = (c + 1) * rows / n_chunks - e.start;
+        }
+        let ctx = EvalCtx {
+            layout: &self.layout,
+            params: &self.params,
+            task: &self.task,
+            prompts: &self.prompts,
+            actions: &self.actions,
+            samples,
+            ne: self.cfg.num_envs,
+            simd: self.simd,
+        };
+        let active = &mut self.evals[..n_chunks];
+        match &self.pool {
+            Some(pool) if n_chunks > 1 => {
+                pool.install(|| active.par_iter_mut().for_each(|e| e.evaluate(ctx)))
+            }
+            _ => active.iter_mut().for_each(|e| e.evaluate(ctx)),
+        }
+        out.logp.clear();
+        out.entropy.clear();
+        out.values.clear();
+        for e in &self.evals[..n_chunks] {
+            out.logp.extend_from_slice(&e.logp[..e.len]);
+            out.entropy.extend_from_slice(&e.entropy[..e.len]);
+            out.values.extend_from_slice(&e.values[..e.len]);
+        }
+        self.eval_active = n_chunks;
+        self.eval_rows = rows;
+        Ok(())
+    }
+
+    fn accumulate_grad(
+        &mut self,
+        d_logp: &[f32],
+        d_value: &[f32],
+        d_entropy: &[f32],
+    ) -> Result<(), KernelError> {
+        if self.eval_active == 0 {
+            return Err(KernelError::InvalidConfig(
+                "accumulate_grad needs an evaluate since the last rollout, apply_grads or set_params"
+                    .into(),
+            ));
+        }
+        let n = self.eval_rows;
+        for (name, got) in [
+            ("d_logp", d_logp.len()),
+            ("d_value", d_value.len()),
+            ("d_entropy", d_entropy.len()),
+        ] {
+            if got != n {
+                return Err(KernelError::Length {
+                    name,
+                    got,
+                    expected: n,
+                });
+            }
+        }
+        let (layout, params) = (&self.layout, &self.params[..]);
+        let np = layout.num_params;
+        let back = |e: &mut EvalChunk, grads: &mut [f32]| {
+            let r = e.start..e.start + e.len;
+            e.net.backward(
+                layout,
+                params,
+                e.len,
+                &d_logp[r.clone()],
+                &d_value[r.clone()],
+                &d_entropy[r],
+                grads,
+            );
+        };
+        if self.eval_active == 1 {
+            back(&mut self.evals[0], &mut self.grads);
+            return Ok(());
+        }
+        let active = &mut self.evals[..self.eval_active];
+        let run = |e: &mut EvalChunk| {
+            e.grads.resize(np, 0.0);
+            e.grads.iter_mut().for_each(|g| *g = 0.0);
+            let mut g = std::mem::take(&mut e.grads);
+            back(e, &mut g);
+            e.grads = g;
+        };
+        match &self.pool {
+            Some(pool) => pool.install(|| active.par_iter_mut().for_each(run)),
+            None => active.iter_mut().for_each(run),
+        }
+        for e in active.iter() {
+            for (g, &v) in self.grads.iter_mut().zip(&e.grads) {
+                *g += v;
+            }
+        }
+        Ok(())
+    }
+
+    fn reduce_grads(&mut self, reduce: &mut dyn FnMut(&mut [f32])) -> Result<(), KernelError> {
+        reduce(&mut self.grads);
+        Ok(())
+    }
+
+    fn apply_grads(&mut self, lr: f32, max_grad_norm: Option<f32>) -> Result<f32, KernelError> {
+        let norm = clip_grad_norm(&mut self.grads, max_grad_norm);
+        self.adam_t += 1;
+        adam_step_and_zero(
+            &mut self.params,
+            &mut self.grads,
+            &mut self.adam_m,
+            &mut self.adam_v,
+            self.adam_t,
+            lr,
+            &self.cfg.adam,
+        );
+        self.eval_active = 0;
+        Ok(norm)
+    }
+
+    fn params(&self) -> Result<Vec<f32>, KernelError> {
+        Ok(self.params.clone())
+    }
+
+    fn set_params(&mut self, params: &[f32]) -> Result<(), KernelError> {
+        if params.len() != self.params.len() {
+            return Err(KernelError::Length {
+                name: "params",
+                got: params.len(),
+                expected: self.params.len(),
+            });
+        }
+        self.params.copy_from_slice(params);
+        self.eval_active = 0;
+        Ok(())
+    }
+
+    /// Parameters, Adam state and the step: no env state survives a rollout, so the CartPole
+    /// vectors of [`EngineState`] stay empty.
+    fn save_state(&self) -> Result<EngineState, KernelError> {
+        Ok(EngineState {
+            params: self.params.clone(),
+            adam_m: self.adam_m.clone(),
+            adam_v: self.adam_v.clone(),
+            adam_t: self.adam_t,
+            step: self.step,
+            ..EngineState::default()
+        })
+    }
+
+    fn load_state(&mut self, st: &EngineState) -> Result<(), KernelError> {
+        // Zero envs of CartPole state: a CartPole snapshot is refused by its `x` length.
+        st.check_sizes(self.params.len(), 0)?;
+        let nt = self.cfg.num_steps as u64;
+        if !st.step.is_multiple_of(nt) {
+            return Err(KernelError::InvalidConfig(format!(
+                "checkpoint step {} is not a multiple of num_steps ({nt}): it was not taken by a \
+                 sequence engine of this task",
+                st.step
+            )));
+        }
+        self.params.copy_from_slice(&st.params);
+        self.adam_m.copy_from_slice(&st.adam_m);
+        self.adam_v.copy_from_slice(&st.adam_v);
+        self.adam_t = st.adam_t;
+        self.step = st.step;
+        self.grads.iter_mut().for_each(|g| *g = 0.0);
+        self.has_rollout = false;
+        self.eval_active = 0;
+        Ok(())
+    }
+}

@@ -1,0 +1,583 @@
+//! The sequence tasks' `SeqEngine` against `SeqReferenceEngine`, its layout contracts (groups,
+//! ranks, threads, checkpoints), its config errors, and a learnability smoke test.
+//!
+//! Tolerances as in `cpu_vs_reference`: actions exact, except that a response whose token
+//! differs where the uniform draw is within 1e-5 of a cumulative-probability boundary (GEMM
+//! rounding may legally flip it) is dropped from the comparison; floats within
+//! `1e-5 * max(1, |ref|)`; gradients within `1e-4 * max |ref grad|`.
+
+// Time-major `t * num_envs + env` indexing reads clearer as index loops.
+#![allow(clippy::needless_range_loop)]
+
+use drover_kernels::reference::{forward, log_softmax};
+use drover_kernels::rng::{run_key, uniform, STREAM_ACTION};
+use drover_kernels::seq::reference::{observation, prompt, SeqReferenceEngine};
+use drover_kernels::seq::SeqEngine;
+use drover_kernels::{
+    create_seq_engine, AdamConfig, DeviceRequest, Engine, EngineConfig, EngineState, MinibatchEval,
+    Rollout, SeqTask, TaskFamily,
+};
+
+fn task(family: TaskFamily, vocab: usize, prompt_len: usize, group_size: usize) -> SeqTask {
+    SeqTask {
+        family,
+        vocab,
+        prompt_len,
+        group_size,
+    }
+}
+
+fn seq_config(
+    task: &SeqTask,
+    num_envs: usize,
+    hidden: Vec<usize>,
+    seed: u64,
+    threads: usize,
+) -> EngineConfig {
+    EngineConfig {
+        num_envs,
+        env_offset: 0,
+        num_steps: task.response_len(),
+        seed,
+        shape: task.net_shape(hidden),
+        adam: AdamConfig::default(),
+        threads,
+        cuda_ordinal: 0,
+    }
+}
+
+fn close(a: f32, b: f32, what: &str, s: usize) {
+    assert!(
+        (a - b).abs() <= 1e-5 * b.abs().max(1.0),
+        "{what}[{s}]: engine {a} vs reference {b}"
+    );
+}
+
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+/// Sharpens the initial policy (the actor output starts at gain 0.01, nearly uniform) so that
+/// tokens depend on the prompt and prefix and the comparison exercises real logits.
+fn sharpen(engine: &mut dyn Engine, rf: &mut dyn Engine) {
+    let mut p = engine.params().expect("params");
+    for (i, v) in p.iter_mut().enumerate() {
+        *v = *v * 3.0 + 0.3 * (((i * 7919) % 13) as f32 / 13.0 - 0.5);
+    }
+    engine.set_params(&p).expect("set");
+    rf.set_params(&p).expect("set");
+}
+
+/// Compares one rollout of both engines; `diverged[env]` marks responses that legally split.
+fn compare_rollout(
+    a: &Rollout,
+    b: &Rollout,
+    task: &SeqTask,
+    cfg: &EngineConfig,
+    params: &[f32],
+    step0: u64,
+    diverged: &mut [bool],
+) {
+    let (nt, ne) = (b.num_steps, b.num_envs);
+    assert_eq!((a.num_steps, a.num_envs), (nt, ne));
+    let key = run_key(cfg.seed);
+    let layout = drover_kernels::ParamLayout::new(&cfg.shape).expect("layout");
+    for e in 0..ne {
+        for t in 0..nt {
+            let s = t * ne + e;
+            if a.actions[s] != b.actions[s] {
+                // Recompute the reference distribution there: the draw must sit on a boundary.
+                let rollout = (step0 / nt as u64) as u32;
+                let pr = prompt(
+                    task,
+                    key,
+                    rollout,
+                    ((cfg.env_offset + e) / task.group_size) as u32,
+                );
+                let prefix: Vec<u32> = (0..t).map(|j| b.actions[j * ne + e]).collect();
+                let (logits, _) = forward(&layout, params, &observation(task, &pr, &prefix, t));
+                let u = uniform(
+                    key,
+                    STREAM_ACTION,
+                    (cfg.env_offset + e) as u32,
+                    (step0 + t as u64) as u32,
+                );
+                let mut cum = 0.0f32;
+                let near = log_softmax(&logits).iter().any(|lp| {
+                    cum += lp.exp();
+                    (u - cum).abs() < 1e-5
+                });
+                assert!(
+                    near,
+                    "token differs at t {t} env {e}: u {u} is not on a boundary"
+                );
+                diverged[e] = true;
+                break;
+            }
+            close(a.logp[s], b.logp[s], "logp", s);
+            close(a.entropy[s], b.entropy[s], "entropy", s);
+            close(a.values[s], b.values[s], "values", s);
+            close(a.next_values[s], b.next_values[s], "next_values", s);
+            assert_eq!(a.rewards[s], b.rewards[s], "reward at {s}");
+            assert_eq!(
+                (a.terminated[s], a.truncated[s]),
+                (b.terminated[s], b.truncated[s]),
+                "flags at {s}"
+            );
+        }
+        if !diverged[e] {
+            assert_eq!(a.finished_returns[e], b.finished_returns[e]);
+        }
+    }
+    assert_eq!(a.finished_lengths, vec![nt as u32; ne]);
+    assert_eq!(a.finished_returns.len(), ne);
+}
+
+#[test]
+fn seq_engine_matches_reference_rollout_evaluate_and_grad() {
+    for (family, threads) in [
+        (TaskFamily::Reverse, 1),
+        (TaskFamily::Add, 2),
+        (TaskFamily::Sort, 3),
+    ] {
+        let tk = task(family, 5, 4, 4);
+        let cfg = seq_config(&tk, 96, vec![16, 16], 5, threads);
+        let mut eng = SeqEngine::new(cfg.clone(), tk).expect("engine");
+        let mut rf = SeqReferenceEngine::new(cfg.clone(), tk).expect("reference");
+        assert_eq!(
+            eng.params().expect("p"),
+            rf.params().expect("p"),
+            "same initialisation"
+        );
+        sharpen(&mut eng, &mut rf);
+        let (mut a, mut b) = (Rollout::default(), Rollout::default());
+        let mut diverged = vec![false; cfg.num_envs];
+        let nt = tk.response_len();
+        for r in 0..3u64 {
+            let params = rf.params().expect("p");
+            eng.rollout(&mut a).expect("rollout");
+            rf.rollout(&mut b).expect("reference rollout");
+            assert_eq!(eng.global_step(), (r + 1) * nt as u64);
+            assert_eq!(rf.global_step(), eng.global_step());
+            compare_rollout(&a, &b, &tk, &cfg, &params, r * nt as u64, &mut diverged);
+        }
+        assert!(
+            diverged.iter().filter(|&&d| d).count() <= 2,
+            "{family}: too many splits"
+        );
+        // The sharpened policy must not be trivially constant: several distinct tokens occur.
+        let distinct = (0..5u32).filter(|v| b.actions.contains(v)).count();
+        assert!(distinct >= 3, "{family}: only {distinct} distinct tokens");
+
+        // Evaluate a shuffled subset on both, twice into one gradient, then compare.
+        let n = nt * cfg.num_envs;
+        let samples: Vec<u32> = (0..n)
+            .map(|i| ((i * 37 + 11) % n) as u32)
+            .filter(|&s| !diverged[s as usize % cfg.num_envs])
+            .collect();
+        for part in [&samples[..samples.len() / 3], &samples[samples.len() / 3..]] {
+            let (mut ea, mut eb) = (MinibatchEval::default(), MinibatchEval::default());
+            eng.evaluate(part, &mut ea).expect("evaluate");
+            rf.evaluate(part, &mut eb).expect("reference evaluate");
+            for j in 0..part.len() {
+                close(ea.logp[j], eb.logp[j], "eval logp", j);
+                close(ea.entropy[j], eb.entropy[j], "eval entropy", j);
+                close(ea.values[j], eb.values[j], "eval values", j);
+            }
+            let m = part.len();
+            let d_logp: Vec<f32> = (0..m).map(|i| ((i % 7) as f32 - 3.0) / m as f32).collect();
+            let d_value: Vec<f32> = (0..m).map(|i| ((i % 5) as f32 - 1.5) / m as f32).collect();
+            let d_ent: Vec<f32> = (0..m)
+                .map(|i| -0.01 * (1.0 + (i % 3) as f32) / m as f32)
+                .collect();
+            eng.accumulate_grad(&d_logp, &d_value, &d_ent)
+                .expect("backward");
+            rf.accumulate_grad(&d_logp, &d_value, &d_ent)
+                .expect("reference backward");
+        }
+        let (mut ga, mut gb) = (Vec::new(), Vec::new());
+        eng.reduce_grads(&mut |g| ga = g.to_vec()).expect("reduce");
+        rf.reduce_grads(&mut |g| gb = g.to_vec()).expect("reduce");
+        let scale = gb.iter().fold(0.0f32, |m, g| m.max(g.abs()));
+        assert!(scale > 0.0, "the reference gradient is zero");
+        for (i, (x, y)) in ga.iter().zip(&gb).enumerate() {
+            assert!(
+                (x - y).abs() <= 1e-4 * scale,
+                "{family} grad[{i}]: {x} vs {y}"
+            );
+        }
+        // One Adam step with clipping on both gives the same parameters.
+        let na = eng.apply_grads(1e-2, Some(0.5)).expect("apply");
+        let nb = rf.apply_grads(1e-2, Some(0.5)).expect("apply");
+        assert!((na - nb).abs() <= 1e-5 * nb, "norm {na} vs {nb}");
+        for (x, y) in eng
+            .params()
+            .expect("p")
+            .iter()
+            .zip(&rf.params().expect("p"))
+        {
+            assert!((x - y).abs() <= 1e-5, "params after Adam: {x} vs {y}");
+        }
+    }
+}
+
+#[test]
+fn evaluate_reproduces_rollout_logp_exactly() {
+    let tk = task(TaskFamily::Add, 4, 6, 8);
+    for threads in [1, 2] {
+        let cfg = seq_config(&tk, 160, vec![32], 9, threads);
+        let mut eng = SeqEngine::new(cfg.clone(), tk).expect("engine");
+        let mut ro = Rollout::default();
+        eng.rollout(&mut ro).expect("rollout");
+        let n = (ro.num_steps * ro.num_envs) as u32;
+        // Reverse order, so rows land in other chunks and other GEMM positions than in the rollout.
+        let samples: Vec<u32> = (0..n).rev().collect();
+        let mut ev = MinibatchEval::default();
+        eng.evaluate(&samples, &mut ev).expect("evaluate");
+        for (j, &s) in samples.iter().enumerate() {
+            let s = s as usize;
+            assert_eq!(ev.logp[j].to_bits(), ro.logp[s].to_bits(), "logp at {s}");
+            assert_eq!(
+                ev.entropy[j].to_bits(),
+                ro.entropy[s].to_bits(),
+                "entropy at {s}"
+            );
+            assert_eq!(
+                ev.values[j].to_bits(),
+                ro.values[s].to_bits(),
+                "value at {s}"
+            );
+        }
+    }
+}
+
+/// `sum d_logp * logp + d_value * V + d_entropy * H` over `samples` at the current parameters.
+fn loss(eng: &mut dyn Engine, samples: &[u32], d: &[[f32; 3]]) -> f64 {
+    let mut ev = MinibatchEval::default();
+    eng.evaluate(samples, &mut ev).expect("evaluate");
+    (0..samples.len())
+        .map(|j| (d[j][0] * ev.logp[j] + d[j][1] * ev.values[j] + d[j][2] * ev.entropy[j]) as f64)
+        .sum()
+}
+
+#[test]
+fn accumulate_grad_matches_finite_differences() {
+    let tk = task(TaskFamily::Reverse, 3, 2, 2);
+    let cfg = seq_config(&tk, 8, vec![4], 21, 1);
+    let mut eng = SeqEngine::new(cfg, tk).expect("engine");
+    let mut p0 = eng.params().expect("p");
+    // Larger actor output weights than the initialisation, so the log-probabilities curve.
+    p0.iter_mut()
+        .enumerate()
+        .for_each(|(i, v)| *v = *v * 4.0 + 0.2 * ((i % 5) as f32 - 2.0));
+    eng.set_params(&p0).expect("set");
+    eng.rollout(&mut Rollout::default()).expect("rollout");
+    let samples: Vec<u32> = (0..16).collect();
+    let d: Vec<[f32; 3]> = (0..16)
+        .map(|i| {
+            [
+                ((i % 5) as f32 - 2.0) * 0.3,
+                ((i % 3) as f32 - 1.0) * 0.2,
+                0.1 * ((i % 2) as f32 - 0.5),
+            ]
+        })
+        .collect();
+    let mut ev = MinibatchEval::default();
+    eng.evaluate(&samples, &mut ev).expect("evaluate");
+    let col = |k: usize| d.iter().map(|x| x[k]).collect::<Vec<f32>>();
+    eng.accumulate_grad(&col(0), &col(1), &col(2))
+        .expect("backward");
+    let mut grad = Vec::new();
+    eng.reduce_grads(&mut |g| grad = g.to_vec())
+        .expect("reduce");
+    let eps = 1e-2f32;
+    let mut checked = 0;
+    for i in 0..p0.len() {
+        let mut p = p0.clone();
+        p[i] = p0[i] + eps;
+        eng.set_params(&p).expect("set");
+        let up = loss(&mut eng, &samples, &d);
+        p[i] = p0[i] - eps;
+        eng.set_params(&p).expect("set");
+        let down = loss(&mut eng, &samples, &d);
+        let fd = ((up - down) / (2.0 * eps as f64)) as f32;
+        assert!(
+            (fd - grad[i]).abs() <= 2e-3 + 2e-2 * fd.abs(),
+            "param {i}: finite difference {fd} vs backward {}",
+            grad[i]
+        );
+        if grad[i].abs() > 1e-3 {
+            checked += 1;
+        }
+    }
+    assert!(
+        checked > p0.len() / 3,
+        "too few non-zero gradients: {checked} of {}",
+        p0.len()
+    );
+}
+
+#[test]
+fn groups_share_prompts_and_ranks_split_exactly() {
+    let tk = task(TaskFamily::Reverse, 4, 3, 8);
+    let whole_cfg = seq_config(&tk, 64, vec![16], 3, 1);
+    let mut whole = SeqEngine::new(whole_cfg.clone(), tk).expect("engine");
+    let mut ranks: Vec<SeqEngine> = (0..2)
+        .map(|r| {
+            let cfg = EngineConfig {
+                num_envs: 32,
+                env_offset: 32 * r,
+                threads: 1 + r,
+                ..whole_cfg.clone()
+            };
+            SeqEngine::new(cfg, tk).expect("rank engine")
+        })
+        .collect();
+    let (mut w, mut parts) = (Rollout::default(), [Rollout::default(), Rollout::default()]);
+    let mut previous = Vec::new();
+    for _ in 0..3 {
+        whole.rollout(&mut w).expect("rollout");
+        for (e, p) in ranks.iter_mut().zip(parts.iter_mut()) {
+            e.rollout(p).expect("rank rollout");
+        }
+        // Prompts: rank r holds global groups 4r..4r+4, identical to the whole run's.
+        let pl = tk.prompt_len;
+        assert_eq!(whole.prompts().len(), 8 * pl);
+        assert_eq!(ranks[0].prompts(), &whole.prompts()[..4 * pl]);
+        assert_eq!(ranks[1].prompts(), &whole.prompts()[4 * pl..]);
+        let groups: Vec<&[u32]> = whole.prompts().chunks(pl).collect();
+        assert!(
+            groups.iter().any(|g| *g != groups[0]),
+            "all groups drew the same prompt"
+        );
+        assert_ne!(
+            whole.prompts(),
+            &previous[..],
+            "a new rollout draws new prompts"
+        );
+        previous = whole.prompts().to_vec();
+        // Every response's reward is the verifier's verdict on its group's prompt.
+        let (nt, ne) = (w.num_steps, w.num_envs);
+        let mut correct = 0;
+        for e in 0..ne {
+            let resp: Vec<u32> = (0..nt).map(|t| w.actions[t * ne + e]).collect();
+            let ok = tk.verify(groups[e / 8], &resp);
+            assert_eq!(w.rewards[(nt - 1) * ne + e], if ok { 1.0 } else { 0.0 });
+            correct += ok as usize;
+            for t in 0..nt - 1 {
+                assert_eq!(w.rewards[t * ne + e], 0.0);
+                assert_eq!(w.terminated[t * ne + e], 0);
+                assert_eq!(w.next_values[t * ne + e], w.values[(t + 1) * ne + e]);
+            }
+            assert_eq!(
+                (
+                    w.terminated[(nt - 1) * ne + e],
+                    w.next_values[(nt - 1) * ne + e]
+                ),
+                (1, 0.0)
+            );
+        }
+        assert!(w.truncated.iter().all(|&x| x == 0));
+        assert_eq!(w.finished_returns.iter().sum::<f32>() as usize, correct);
+        // The two ranks' rollouts, side by side, are the whole run's, bit for bit.
+        for t in 0..nt {
+            for (r, p) in parts.iter().enumerate() {
+                let (src, dst) = (t * 32..(t + 1) * 32, t * ne + 32 * r..t * ne + 32 * (r + 1));
+                assert_eq!(p.actions[src.clone()], w.actions[dst.clone()]);
+                assert_eq!(bits(&p.logp[src.clone()]), bits(&w.logp[dst.clone()]));
+                assert_eq!(bits(&p.entropy[src.clone()]), bits(&w.entropy[dst.clone()]));
+                assert_eq!(bits(&p.values[src.clone()]), bits(&w.values[dst]));
+            }
+        }
+    }
+}
+
+#[test]
+fn checkpoint_resumes_exactly() {
+    let tk = task(TaskFamily::Sort, 4, 3, 4);
+    let cfg = seq_config(&tk, 32, vec![16], 8, 1);
+    let mut a = SeqEngine::new(cfg.clone(), tk).expect("engine");
+    let mut ro = Rollout::default();
+    let mut ev = MinibatchEval::default();
+    let step = |e: &mut SeqEngine, ro: &mut Rollout, ev: &mut MinibatchEval| {
+        e.rollout(ro).expect("rollout");
+        let s: Vec<u32> = (0..96).collect();
+        e.evaluate(&s, ev).expect("evaluate");
+        let d: Vec<f32> = ro.rewards.iter().map(|r| -(r - 0.2) / 96.0).collect();
+        e.accumulate_grad(&d, &vec![0.0; 96], &vec![0.0; 96])
+            .expect("backward");
+        e.apply_grads(1e-2, None).expect("apply");
+    };
+    step(&mut a, &mut ro, &mut ev);
+    let st = a.save_state().expect("save");
+    assert!(
+        st.x.is_empty() && st.ep_len.is_empty(),
+        "no env state survives a rollout"
+    );
+    assert_eq!(st.step, 3);
+    let mut b = SeqEngine::new(
+        EngineConfig {
+            threads: 2,
+            ..cfg.clone()
+        },
+        tk,
+    )
+    .expect("engine");
+    b.load_state(&st).expect("load");
+    let mut rb = Rollout::default();
+    for _ in 0..2 {
+        step(&mut a, &mut ro, &mut ev);
+        step(&mut b, &mut rb, &mut ev);
+        assert_eq!(ro.actions, rb.actions);
+        assert_eq!(bits(&ro.logp), bits(&rb.logp));
+    }
+    assert_eq!(bits(&a.params().expect("p")), bits(&b.params().expect("p")));
+    // A CartPole snapshot (env state present) and a step between rollouts are refused.
+    let cartpole = EngineState {
+        x: vec![0.0; 32],
+        ..st.clone()
+    };
+    assert!(b
+        .load_state(&cartpole)
+        .map_err(|e| e.to_string())
+        .err()
+        .unwrap_or_default()
+        .contains("`x`"));
+    let mid = EngineState { step: 4, ..st };
+    let msg = b
+        .load_state(&mid)
+        .map_err(|e| e.to_string())
+        .err()
+        .unwrap_or_default();
+    assert!(msg.contains("not a multiple of num_steps (3)"), "{msg}");
+}
+
+#[test]
+fn config_errors_name_the_field() {
+    let tk = task(TaskFamily::Add, 10, 4, 4);
+    let good = seq_config(&tk, 16, vec![8], 1, 1);
+    let err = |cfg: EngineConfig, t: SeqTask, req: DeviceRequest| {
+        create_seq_engine(req, cfg, t)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+            .err()
+            .unwrap_or_default()
+    };
+    assert!(create_seq_engine(DeviceRequest::Cpu, good.clone(), tk).is_ok());
+    let auto =
+        create_seq_engine(DeviceRequest::Auto, good.clone(), tk).expect("auto runs on the CPU");
+    assert_eq!(auto.device(), drover_kernels::DeviceKind::Cpu);
+    let cuda = err(good.clone(), tk, DeviceRequest::Cuda);
+    assert!(
+        cuda.contains("sequence tasks have no CUDA engine yet; use device = \"cpu\" or \"auto\""),
+        "{cuda}"
+    );
+    let m = err(
+        EngineConfig {
+            num_steps: 4,
+            ..good.clone()
+        },
+        tk,
+        DeviceRequest::Cpu,
+    );
+    assert!(
+        m.contains("num_steps (4) must equal the response length of sequence task `add` (3)"),
+        "{m}"
+    );
+    let m = err(
+        EngineConfig {
+            num_envs: 18,
+            ..good.clone()
+        },
+        tk,
+        DeviceRequest::Cpu,
+    );
+    assert!(
+        m.contains("num_envs (18)") && m.contains("group_size (4)"),
+        "{m}"
+    );
+    let m = err(
+        EngineConfig {
+            env_offset: 2,
+            ..good.clone()
+        },
+        tk,
+        DeviceRequest::Cpu,
+    );
+    assert!(m.contains("env_offset (2)"), "{m}");
+    let m = err(
+        EngineConfig {
+            shape: tk.net_shape(vec![8]),
+            ..good.clone()
+        },
+        SeqTask { vocab: 9, ..tk },
+        DeviceRequest::Cpu,
+    );
+    assert!(m.contains("needs obs_dim 66 and n_actions 9"), "{m}");
+    let m = err(
+        good,
+        SeqTask {
+            prompt_len: 5,
+            ..tk
+        },
+        DeviceRequest::Cpu,
+    );
+    assert!(m.contains("`prompt_len` must be even"), "{m}");
+    let mut eng = SeqEngine::new(seq_config(&tk, 8, vec![8], 1, 1), tk).expect("engine");
+    let mut ev = MinibatchEval::default();
+    assert!(
+        eng.evaluate(&[0], &mut ev).is_err(),
+        "evaluate before a rollout"
+    );
+    eng.rollout(&mut Rollout::default()).expect("rollout");
+    let m = eng
+        .evaluate(&[24], &mut ev)
+        .map_err(|e| e.to_string())
+        .err()
+        .unwrap_or_default();
+    assert!(m.contains("sample index 24 out of range"), "{m}");
+}
+
+#[test]
+fn reinforce_with_group_baseline_learns_reverse() {
+    let tk = task(TaskFamily::Reverse, 4, 2, 8);
+    let cfg = seq_config(&tk, 64, vec![64, 64], 1, 1);
+    let mut eng = create_seq_engine(DeviceRequest::Cpu, cfg, tk).expect("engine");
+    let (mut ro, mut ev) = (Rollout::default(), MinibatchEval::default());
+    let (nt, ne, g) = (tk.response_len(), 64, tk.group_size);
+    let samples: Vec<u32> = (0..(nt * ne) as u32).collect();
+    let n = samples.len() as f32;
+    let mut acc = Vec::new();
+    for _ in 0..300 {
+        eng.rollout(&mut ro).expect("rollout");
+        let r = &ro.finished_returns;
+        acc.push(r.iter().sum::<f32>() / ne as f32);
+        eng.evaluate(&samples, &mut ev).expect("evaluate");
+        let d_logp: Vec<f32> = samples
+            .iter()
+            .map(|&s| {
+                let e = s as usize % ne;
+                let grp = &r[e / g * g..(e / g + 1) * g];
+                -(r[e] - grp.iter().sum::<f32>() / g as f32) / n
+            })
+            .collect();
+        eng.accumulate_grad(
+            &d_logp,
+            &vec![0.0; samples.len()],
+            &vec![0.0; samples.len()],
+        )
+        .expect("backward");
+        eng.apply_grads(3e-3, Some(1.0)).expect("apply");
+    }
+    let first: f32 = acc[..20].iter().sum::<f32>() / 20.0;
+    let last: f32 = acc[acc.len() - 20..].iter().sum::<f32>() / 20.0;
+    // Chance is 1/16 for a uniform policy over 4^2 responses.
+    assert!(
+        first < 0.15,
+        "the initial policy should be near chance: {first}"
+    );
+    assert!(
+        last > 0.6,
+        "accuracy should rise well above chance: first {first}, last {last}"
+    );
+}
