@@ -16,6 +16,7 @@ mod algorithm;
 mod authoring;
 mod error;
 pub mod ext;
+pub mod llm;
 mod params;
 mod rng;
 #[cfg(feature = "testing")]

@@ -1,0 +1,38 @@
+//! Building blocks for LLM-style policy optimization on outcome rewards (GRPO, RLOO, Dr. GRPO,
+//! DAPO, Clip-Cov, KL-Cov), as pure functions on plain slices.
+//!
+//! None of this crosses the plugin ABI: these are helpers a plugin compiles in, so a third
+//! party writing a variant gets the same definitions as drover's bundled `grpo`, `rloo`,
+//! `clip_cov` and `kl_cov` plugins. Definitions and defaults follow verl's
+//! `verl/trainer/ppo/core_algos.py` as transcribed in ALGORITHMS.md §0–§4:
+//!
+//! - advantage stage ([`outcome_advantages`], built from [`sequence_scores`],
+//!   [`group_normalized_advantages`], [`rloo_advantages`], [`broadcast_to_tokens`]): one score
+//!   per response, a baseline from its prompt group, the sequence advantage copied onto the
+//!   response's valid tokens;
+//! - loss stage: [`LossAggMode`] and [`aggregation_weights`] (verl's `agg_loss` as per-token
+//!   weights), the clipped surrogate [`clipped_surrogate`], the k3 KL to a reference [`k3_kl`],
+//!   the token covariance [`token_covariance`] that Clip-Cov and KL-Cov select by, and
+//!   [`clipped_policy_loss`], the whole GRPO/RLOO/DAPO token loss written into
+//!   [`LossOutputs`](crate::LossOutputs).
+//!
+//! Every function computes in `f64` and takes the `f32` buffers the host hands over.
+
+mod advantage;
+mod aggregate;
+mod cov;
+mod kl;
+mod policy_loss;
+mod surrogate;
+
+pub use self::{
+    advantage::{
+        broadcast_to_tokens, group_ids, group_normalized_advantages, group_stats,
+        outcome_advantages, rloo_advantages, sequence_scores, Baseline, GroupStats, GRPO_EPS,
+    },
+    aggregate::{aggregation_weights, valid_token_mean, LossAggMode},
+    cov::token_covariance,
+    kl::{approx_kl, k3_kl, K3_EXPONENT_CLAMP, K3_VALUE_CLAMP},
+    policy_loss::{clipped_policy_loss, require_reference, PolicyLossConfig, PolicyLossStats},
+    surrogate::{clipped_surrogate, ClipRange, Surrogate, LOG_RATIO_CLAMP},
+};

@@ -1,0 +1,282 @@
+//! Clip-Cov's parameters and its `AlgorithmImpl`: GRPO advantages, then [`clip_cov_loss`].
+
+use drover_plugin_api::{
+    llm::{outcome_advantages, Baseline, ClipRange, LossAggMode},
+    AlgorithmImpl, LossOutputs, Metric, Minibatch, ParamSpec, Params, PluginError, PluginInfo,
+    Rollout,
+};
+
+use crate::loss::{clip_cov_loss, ClipCovConfig, CovBand};
+
+const NAME: &str = "clip_cov";
+
+/// The Clip-Cov algorithm instance.
+#[derive(Debug, Clone)]
+pub struct ClipCov {
+    /// Divide group-centred scores by the group's std (GRPO).
+    norm_adv_by_std: bool,
+    config: ClipCovConfig,
+}
+
+impl ClipCov {
+    /// An instance with GRPO advantages (`norm_adv_by_std`) and the loss `config`.
+    pub fn with_config(norm_adv_by_std: bool, config: ClipCovConfig) -> Self {
+        Self {
+            norm_adv_by_std,
+            config,
+        }
+    }
+
+    /// The loss settings.
+    pub fn config(&self) -> &ClipCovConfig {
+        &self.config
+    }
+
+    fn from_params(p: &Params) -> Result<Self, PluginError> {
+        let eps = p.f64("clip_ratio")?;
+        let ratio = p.f64("clip_cov_ratio")?;
+        if ratio <= 0.0 {
+            return Err(PluginError::invalid_params(
+                "clip_cov_ratio",
+                format!("must be greater than 0 (verl asserts it), got {ratio}"),
+            ));
+        }
+        let (lb, ub) = (p.f64("clip_cov_lb")?, p.f64("clip_cov_ub")?);
+        if lb >= ub {
+            return Err(PluginError::invalid_params(
+                "clip_cov_ub",
+                format!("must be greater than clip_cov_lb ({lb}), got {ub}"),
+            ));
+        }
+        let loss_scale_factor = p.opt_f64("loss_scale_factor")?;
+        if let Some(c) = loss_scale_factor {
+            if c <= 0.0 {
+                return Err(PluginError::invalid_params(
+                    "loss_scale_factor",
+                    format!("must be positive, got {c}"),
+                ));
+            }
+        }
+        Ok(Self::with_config(
+            p.bool("norm_adv_by_std")?,
+            ClipCovConfig {
+                clip: ClipRange {
+                    low: eps,
+                    high: p.opt_f64("clip_ratio_high")?.unwrap_or(eps),
+                    dual_clip: None,
+                },
+                band: CovBand {
+                    ratio,
+                    lb,
+                    ub,
+                    deterministic: p.bool("deterministic")?,
+                },
+                agg: LossAggMode::from_params(p, "loss_agg_mode")?,
+                loss_scale_factor,
+                ent_coef: p.f64("ent_coef")?,
+            },
+        ))
+    }
+}
+
+impl AlgorithmImpl for ClipCov {
+    fn info() -> PluginInfo {
+        PluginInfo::new(
+            NAME,
+            env!("CARGO_PKG_VERSION"),
+            "Clip-Cov (Cui et al. 2025, arXiv 2505.22617): GRPO advantages, PPO loss with the gradient of a random few high-covariance tokens cut (verl)",
+        )
+        .param(
+            ParamSpec::float(
+                "clip_ratio",
+                0.2,
+                "PPO clip range ε (ε_low, and ε_high unless clip_ratio_high is set); verl's 0.2. The paper's runs used 1.0 for both (ρ clamped to [0, 2], PPO clipping essentially off).",
+            )
+            .range(0.0, 1.0),
+        )
+        .param(
+            ParamSpec::optional_float(
+                "clip_ratio_high",
+                "Upper clip range ε_high; null: equal to clip_ratio (verl; the paper's runs: 1.0).",
+            )
+            .min(0.0),
+        )
+        .param(
+            ParamSpec::float(
+                "clip_cov_ratio",
+                2e-4,
+                "Fraction r of the minibatch's valid tokens whose gradient is cut, n = max(⌊r·N⌋, 1) (paper and verl clip_cov_ratio: 2e-4).",
+            )
+            .range(0.0, 1.0),
+        )
+        .param(ParamSpec::float(
+            "clip_cov_lb",
+            1.0,
+            "Exclusive lower bound of the token covariance band (paper and verl clip_cov_lb: 1.0); absolute, so small vocabularies may leave no candidate (see the cov_candidates metric).",
+        ))
+        .param(ParamSpec::float(
+            "clip_cov_ub",
+            5.0,
+            "Exclusive upper bound of the token covariance band (paper and verl clip_cov_ub: 5.0).",
+        ))
+        .param(ParamSpec::bool(
+            "deterministic",
+            false,
+            "Cut the n candidates of largest covariance instead of n uniformly random ones (verl: random); a drover deviation for reproducibility studies.",
+        ))
+        .param(ParamSpec::string(
+            "loss_agg_mode",
+            "token-mean",
+            "Loss aggregation: token-mean (verl default and the paper's runs), seq-mean-token-mean, seq-mean-token-sum, or seq-mean-token-sum-norm (with loss_scale_factor).",
+        ))
+        .param(
+            ParamSpec::optional_float(
+                "loss_scale_factor",
+                "Divisor C of seq-mean-token-sum-norm; null: the padded response length T, as verl.",
+            )
+            .min(0.0),
+        )
+        .param(ParamSpec::bool(
+            "norm_adv_by_std",
+            true,
+            "GRPO advantages divided by the group's unbiased std + 1e-6 (the paper's runs); false: r − mean (Dr. GRPO).",
+        ))
+        .param(
+            ParamSpec::float(
+                "ent_coef",
+                0.0,
+                "Entropy bonus coefficient (0 in the paper's runs; the entropy is never cut).",
+            )
+            .min(0.0),
+        )
+    }
+
+    fn new(params: &Params, _seed: u64) -> Result<Self, PluginError> {
+        // The token selection draws from each minibatch's own seed, not from the instance's.
+        Self::from_params(params)
+    }
+
+    fn compute_advantages(
+        &mut self,
+        batch: &Rollout<'_>,
+        advantages: &mut [f32],
+        returns: &mut [f32],
+    ) -> Result<Vec<Metric>, PluginError> {
+        let baseline = Baseline::GroupNormalized {
+            norm_by_std: self.norm_adv_by_std,
+        };
+        outcome_advantages(NAME, batch, baseline, advantages, returns)
+    }
+
+    fn loss(
+        &mut self,
+        mb: &Minibatch<'_>,
+        out: &mut LossOutputs<'_>,
+    ) -> Result<Vec<Metric>, PluginError> {
+        let stats = clip_cov_loss(&self.config, mb, out)?;
+        Ok(stats.map(|s| s.metrics()).unwrap_or_default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use drover_plugin_api::{testing, CounterRng};
+
+    use super::*;
+
+    fn make(json: &str) -> Result<ClipCov, PluginError> {
+        let params = Params::parse(&ClipCov::info().params, json)?;
+        ClipCov::new(&params, 0)
+    }
+
+    #[test]
+    fn defaults_are_the_papers_band_and_bad_params_name_the_key() {
+        let c = make("{}").expect("defaults");
+        assert_eq!(
+            c.config().band,
+            CovBand {
+                ratio: 2e-4,
+                lb: 1.0,
+                ub: 5.0,
+                deterministic: false
+            }
+        );
+        assert_eq!(c.config().clip, ClipRange::symmetric(0.2));
+        assert_eq!(c.config().agg, LossAggMode::TokenMean);
+        assert!(c.norm_adv_by_std);
+        for (json, key) in [
+            (r#"{"clip_cov_ratio": 0}"#, "clip_cov_ratio"),
+            (r#"{"clip_cov_lb": 5, "clip_cov_ub": 1}"#, "clip_cov_ub"),
+            (r#"{"loss_agg_mode": "x"}"#, "loss_agg_mode"),
+            (r#"{"clip_ratio_c": 3}"#, "clip_ratio_c"),
+        ] {
+            let e = make(json).expect_err(json);
+            assert_eq!(e.key(), Some(key), "{json}: {e}");
+        }
+    }
+
+    #[test]
+    fn passes_drovers_plugin_harness() {
+        testing::check_algorithm::<ClipCov>("{}").assert_passed();
+        // Many tokens cut, random and deterministic, with the entropy bonus.
+        testing::check_algorithm::<ClipCov>(
+            r#"{"clip_cov_ratio": 0.2, "clip_cov_lb": 0.0, "ent_coef": 0.01}"#,
+        )
+        .assert_passed();
+        testing::check_algorithm::<ClipCov>(
+            r#"{"clip_cov_ratio": 0.2, "clip_cov_lb": 0.0, "deterministic": true, "loss_agg_mode": "seq-mean-token-mean"}"#,
+        )
+        .assert_passed();
+    }
+
+    /// Finite differences with a wide band, so that many tokens are cut: cut tokens must report
+    /// derivative 0 and the others −Aρ·w. Selection flips inside the step are discontinuities,
+    /// which the check skips as kinks.
+    #[test]
+    fn derivatives_match_finite_differences() {
+        let mut rng = CounterRng::new(21);
+        let m = 48;
+        let mut draw = |lo: f64, hi: f64| (lo + (hi - lo) * rng.next_f64()) as f32;
+        let logp_old: Vec<f32> = (0..m).map(|_| draw(-3.0, -0.1)).collect();
+        let logp_new: Vec<f32> = logp_old.iter().map(|&l| l + draw(-0.5, 0.5)).collect();
+        let advantages: Vec<f32> = (0..m)
+            .map(|i| [1.2f32, -0.8, 0.4, -1.5, 0.9, -0.2][i / 8])
+            .collect();
+        let entropy: Vec<f32> = (0..m).map(|_| draw(0.1, 2.0)).collect();
+        let weights: Vec<f32> = (0..m).map(|i| if i % 8 == 7 { 0.0 } else { 1.0 }).collect();
+        let seq_index: Vec<u32> = (0..m as u32).map(|i| i / 8).collect();
+        let mut mb = Minibatch::new();
+        mb.logp_new = &logp_new;
+        mb.logp_old = &logp_old;
+        mb.advantages = &advantages;
+        mb.entropy_new = &entropy;
+        mb.token_weights = &weights;
+        mb.seq_index = &seq_index;
+        mb.num_sequences = 6;
+        mb.seed = 3;
+        let mut c = make(
+            r#"{"clip_cov_ratio": 0.3, "clip_cov_lb": 0.0, "clip_cov_ub": 10.0, "ent_coef": 0.02}"#,
+        )
+        .expect("valid");
+        let m_out = {
+            let (mut l, mut d, mut v, mut h) =
+                (vec![0.0; m], vec![0.0; m], vec![0.0; m], vec![0.0; m]);
+            let mut out = LossOutputs {
+                loss: &mut l,
+                d_logp: &mut d,
+                d_value: &mut v,
+                d_entropy: &mut h,
+            };
+            AlgorithmImpl::loss(&mut c, &mb, &mut out).expect("runs")
+        };
+        let selected = m_out
+            .iter()
+            .find(|x| x.name.as_str() == "cov_selected")
+            .map(|x| x.value)
+            .expect("reported");
+        assert!(selected >= 5.0, "{selected}");
+        let r = testing::check_loss_derivatives(&mut c, &mb, 1e-3, 1e-5, 1e-2).expect("runs");
+        assert!(r.mismatches.is_empty(), "{:#?}", r.mismatches);
+        assert!(r.checked >= 2 * m - 8, "{r:?}");
+    }
+}

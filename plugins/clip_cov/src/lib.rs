@@ -1,0 +1,19 @@
+//! Clip-Cov, from "The Entropy Mechanism of Reinforcement Learning for Reasoning Language
+//! Models" (Cui et al. 2025, arXiv 2505.22617), as a drover algorithm plugin: GRPO's
+//! group-normalized advantages, then the PPO clipped loss in which a small random set of tokens
+//! whose advantage/log-prob covariance lies in a band get no gradient at all (verl
+//! `compute_policy_loss_clip_cov`).
+//!
+//! `algorithm.rs` holds the parameters and the [`AlgorithmImpl`](drover_plugin_api::AlgorithmImpl),
+//! `loss.rs` the token selection and the loss. This file only declares them and exports the
+//! plugin.
+
+mod algorithm;
+mod loss;
+
+pub use crate::{
+    algorithm::ClipCov,
+    loss::{clip_cov_loss, select_clip_cov, ClipCovConfig, ClipCovStats, CovBand},
+};
+
+drover_plugin_api::export_algorithm!(crate::ClipCov);

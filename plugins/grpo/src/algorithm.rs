@@ -1,0 +1,395 @@
+//! GRPO's parameters and its `AlgorithmImpl`: group-normalized outcome advantages, then verl's
+//! clipped policy loss with an optional k3 KL penalty to the reference policy.
+
+use drover_plugin_api::{
+    llm::{
+        clipped_policy_loss, outcome_advantages, require_reference, Baseline, ClipRange,
+        LossAggMode, PolicyLossConfig,
+    },
+    AlgorithmImpl, LossOutputs, Metric, Minibatch, ParamSpec, Params, PluginError, PluginInfo,
+    Rollout,
+};
+
+const NAME: &str = "grpo";
+
+/// GRPO's hyper-parameters (verl defaults). Learning rate, epochs and minibatches are the
+/// host's; so are the group size and the reference policy (`run.reference_policy`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GrpoConfig {
+    /// Divide group-centred scores by the group's std (false: Dr. GRPO).
+    pub norm_adv_by_std: bool,
+    /// The token loss: clip range, aggregation, entropy bonus, KL coefficient.
+    pub loss: PolicyLossConfig,
+}
+
+impl Default for GrpoConfig {
+    fn default() -> Self {
+        Self {
+            norm_adv_by_std: true,
+            loss: PolicyLossConfig {
+                clip: ClipRange::symmetric(0.2),
+                agg: LossAggMode::TokenMean,
+                loss_scale_factor: None,
+                ent_coef: 0.0,
+                kl_coef: 0.0,
+            },
+        }
+    }
+}
+
+impl GrpoConfig {
+    fn from_params(p: &Params) -> Result<Self, PluginError> {
+        let eps = p.f64("clip_ratio")?;
+        let dual_clip = p.opt_f64("clip_ratio_c")?;
+        if let Some(c) = dual_clip {
+            if c <= 1.0 {
+                return Err(PluginError::invalid_params(
+                    "clip_ratio_c",
+                    format!("the dual-clip constant must be greater than 1, got {c}"),
+                ));
+            }
+        }
+        let loss_scale_factor = p.opt_f64("loss_scale_factor")?;
+        if let Some(c) = loss_scale_factor {
+            if c <= 0.0 {
+                return Err(PluginError::invalid_params(
+                    "loss_scale_factor",
+                    format!("must be positive, got {c}"),
+                ));
+            }
+        }
+        Ok(Self {
+            norm_adv_by_std: p.bool("norm_adv_by_std")?,
+            loss: PolicyLossConfig {
+                clip: ClipRange {
+                    low: eps,
+                    high: p.opt_f64("clip_ratio_high")?.unwrap_or(eps),
+                    dual_clip,
+                },
+                agg: LossAggMode::from_params(p, "loss_agg_mode")?,
+                loss_scale_factor,
+                ent_coef: p.f64("ent_coef")?,
+                kl_coef: p.f64("kl_coef")?,
+            },
+        })
+    }
+}
+
+/// The GRPO algorithm instance.
+#[derive(Debug, Clone)]
+pub struct Grpo {
+    config: GrpoConfig,
+}
+
+impl Grpo {
+    /// An instance with `config`.
+    pub fn with_config(config: GrpoConfig) -> Self {
+        Self { config }
+    }
+}
+
+impl AlgorithmImpl for Grpo {
+    fn info() -> PluginInfo {
+        PluginInfo::new(
+            NAME,
+            env!("CARGO_PKG_VERSION"),
+            "GRPO: group-normalized outcome advantage, clipped ratio, optional k3 KL to a reference (verl conventions)",
+        )
+        .param(
+            ParamSpec::float(
+                "clip_ratio",
+                0.2,
+                "Clip range ε of the probability ratio (ε_low, and ε_high unless clip_ratio_high is set); 0.2 in the GRPO paper and verl.",
+            )
+            .range(0.0, 1.0),
+        )
+        .param(
+            ParamSpec::optional_float(
+                "clip_ratio_high",
+                "Upper clip range ε_high for clip-higher (DAPO, arXiv 2503.14476: 0.28); null: equal to clip_ratio.",
+            )
+            .min(0.0),
+        )
+        .param(
+            ParamSpec::optional_float(
+                "clip_ratio_c",
+                "Dual-clip constant c > 1 capping negative-advantage token losses at −A·c (verl clip_ratio_c, 3.0 there; DAPO recipes 10); null: no dual clip, as in the GRPO paper.",
+            )
+            .min(1.0),
+        )
+        .param(
+            ParamSpec::float(
+                "kl_coef",
+                0.0,
+                "β of the k3 KL penalty to the reference policy (verl kl_loss_coef, low_var_kl); 0 as in verl and TRL, the GRPO paper used 0.04; > 0 needs run.reference_policy = \"initial\".",
+            )
+            .min(0.0),
+        )
+        .param(ParamSpec::string(
+            "loss_agg_mode",
+            "token-mean",
+            "Loss aggregation: token-mean (verl default, DAPO), seq-mean-token-mean (the GRPO paper), seq-mean-token-sum, or seq-mean-token-sum-norm (Dr. GRPO, with loss_scale_factor).",
+        ))
+        .param(
+            ParamSpec::optional_float(
+                "loss_scale_factor",
+                "Divisor C of seq-mean-token-sum-norm (Dr. GRPO, arXiv 2503.20783: the generation budget); null: the padded response length T, as verl.",
+            )
+            .min(0.0),
+        )
+        .param(ParamSpec::bool(
+            "norm_adv_by_std",
+            true,
+            "Divide group-centred scores by the group's unbiased std + 1e-6 (GRPO; verl norm_adv_by_std_in_grpo); false gives Dr. GRPO's r − mean.",
+        ))
+        .param(
+            ParamSpec::float(
+                "ent_coef",
+                0.0,
+                "Entropy bonus coefficient (verl entropy_coeff; 0 in verl's GRPO examples).",
+            )
+            .min(0.0),
+        )
+    }
+
+    fn new(params: &Params, _seed: u64) -> Result<Self, PluginError> {
+        // GRPO draws no random numbers: sampling and minibatch shuffling are the host's.
+        Ok(Self::with_config(GrpoConfig::from_params(params)?))
+    }
+
+    fn compute_advantages(
+        &mut self,
+        batch: &Rollout<'_>,
+        advantages: &mut [f32],
+        returns: &mut [f32],
+    ) -> Result<Vec<Metric>, PluginError> {
+        // Fail at the first call, not after a whole rollout's first minibatch.
+        require_reference(NAME, self.config.loss.kl_coef, batch.logp_ref)?;
+        let baseline = Baseline::GroupNormalized {
+            norm_by_std: self.config.norm_adv_by_std,
+        };
+        outcome_advantages(NAME, batch, baseline, advantages, returns)
+    }
+
+    fn loss(
+        &mut self,
+        mb: &Minibatch<'_>,
+        out: &mut LossOutputs<'_>,
+    ) -> Result<Vec<Metric>, PluginError> {
+        let stats = clipped_policy_loss(NAME, &self.config.loss, mb, out)?;
+        Ok(stats.map(|s| s.metrics()).unwrap_or_default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use drover_plugin_api::{testing, CounterRng};
+
+    use super::*;
+
+    fn make(json: &str) -> Result<Grpo, PluginError> {
+        let params = Params::parse(&Grpo::info().params, json)?;
+        Grpo::new(&params, 0)
+    }
+
+    struct Outs {
+        loss: Vec<f32>,
+        d_logp: Vec<f32>,
+        d_value: Vec<f32>,
+        d_entropy: Vec<f32>,
+    }
+
+    fn run_loss(alg: &mut Grpo, mb: &Minibatch<'_>) -> Result<(Outs, Vec<Metric>), PluginError> {
+        let m = mb.len();
+        let mut o = Outs {
+            loss: vec![0.0; m],
+            d_logp: vec![0.0; m],
+            d_value: vec![0.0; m],
+            d_entropy: vec![0.0; m],
+        };
+        let mut out = LossOutputs {
+            loss: &mut o.loss,
+            d_logp: &mut o.d_logp,
+            d_value: &mut o.d_value,
+            d_entropy: &mut o.d_entropy,
+        };
+        let metrics = AlgorithmImpl::loss(alg, mb, &mut out)?;
+        Ok((o, metrics))
+    }
+
+    fn metric(ms: &[Metric], name: &str) -> Option<f64> {
+        ms.iter().find(|m| m.name.as_str() == name).map(|m| m.value)
+    }
+
+    #[test]
+    fn defaults_are_verls_and_bad_params_name_the_key() {
+        let g = make("{}").expect("defaults are valid");
+        assert_eq!(g.config, GrpoConfig::default());
+        let g = make(r#"{"clip_ratio_high": 0.28, "clip_ratio_c": 3.0, "loss_agg_mode": "seq-mean-token-mean"}"#)
+            .expect("valid");
+        assert_eq!(
+            g.config.loss.clip,
+            ClipRange {
+                low: 0.2,
+                high: 0.28,
+                dual_clip: Some(3.0)
+            }
+        );
+        assert_eq!(g.config.loss.agg, LossAggMode::SeqMeanTokenMean);
+        for (json, key) in [
+            (r#"{"loss_agg_mode": "mean"}"#, "loss_agg_mode"),
+            (r#"{"clip_ratio_c": 1.0}"#, "clip_ratio_c"),
+            (r#"{"loss_scale_factor": 0}"#, "loss_scale_factor"),
+            (r#"{"kl_coef": -0.1}"#, "kl_coef"),
+            (r#"{"clip_ratio": 1.5}"#, "clip_ratio"),
+        ] {
+            let e = make(json).expect_err(json);
+            assert_eq!(e.key(), Some(key), "{json}: {e}");
+        }
+    }
+
+    /// Two prompts × 3 responses, 2 steps each; rewards on the last step.
+    /// Prompt 0: [1, 0, 0] → mean ⅓, std sqrt(⅓) → A = [1.1547, −0.5774, −0.5774];
+    /// prompt 1: [1, 1, 1] → A = 0.
+    #[test]
+    fn advantages_by_hand() {
+        let mut g = make("{}").expect("defaults");
+        let mask = [1.0f32; 12];
+        let rewards = [0., 1., 0., 0., 0., 0., 0., 1., 0., 1., 0., 1.];
+        let ids = [0u32, 0, 0, 1, 1, 1];
+        let mut batch = Rollout::new(6, 2);
+        batch.mask = &mask;
+        batch.rewards = &rewards;
+        batch.group_ids = &ids;
+        let (mut adv, mut ret) = ([0.0f32; 12], [0.0f32; 12]);
+        let m =
+            AlgorithmImpl::compute_advantages(&mut g, &batch, &mut adv, &mut ret).expect("runs");
+        let (hi, lo) = (
+            (2.0 / 3.0) / (1.0f64 / 3.0).sqrt(),
+            -(1.0 / 3.0) / (1.0f64 / 3.0).sqrt(),
+        );
+        let expect = [hi, hi, lo, lo, lo, lo, 0., 0., 0., 0., 0., 0.];
+        for (a, e) in adv.iter().zip(expect) {
+            assert!((f64::from(*a) - e).abs() < 1e-5, "{adv:?}");
+        }
+        assert!((hi - 1.154_700_5).abs() < 1e-6);
+        assert_eq!(ret, adv);
+        assert_eq!(metric(&m, "score_mean"), Some(4.0 / 6.0));
+        assert_eq!(metric(&m, "uniform_group_frac"), Some(0.5));
+    }
+
+    #[test]
+    fn kl_without_a_reference_policy_is_a_clear_error_at_the_first_call() {
+        let mut g = make(r#"{"kl_coef": 0.04}"#).expect("valid");
+        let mask = [1.0f32; 2];
+        let mut batch = Rollout::new(2, 1);
+        batch.mask = &mask;
+        batch.rewards = &mask;
+        batch.group_ids = &[0, 0];
+        let e = AlgorithmImpl::compute_advantages(&mut g, &batch, &mut [0.0; 2], &mut [0.0; 2])
+            .expect_err("no logp_ref");
+        assert_eq!(e.key(), Some("kl_coef"));
+        assert!(
+            e.message().contains("run.reference_policy = \"initial\""),
+            "{e}"
+        );
+        let logp_ref = [-1.0f32; 2];
+        batch.logp_ref = &logp_ref;
+        AlgorithmImpl::compute_advantages(&mut g, &batch, &mut [0.0; 2], &mut [0.0; 2])
+            .expect("with a reference");
+    }
+
+    /// Token-mean over 3 valid tokens (the 4th is padding): ρ = [1.1, 1.5, 0.5], A = [1, 1, −1]
+    /// → surrogates [−1.1, −1.2 (clipped), 0.8 (clipped)], derivatives [−1.1, 0, 0], each ⅓.
+    #[test]
+    fn loss_by_hand_token_mean() {
+        let mut g = make("{}").expect("defaults");
+        let logp_new = [1.1f32.ln() - 1.0, 1.5f32.ln() - 1.0, 0.5f32.ln() - 1.0, 7.0];
+        let logp_old = [-1.0f32, -1.0, -1.0, 3.0];
+        let adv = [1.0f32, 1.0, -1.0, 50.0];
+        let entropy = [0.5f32, 0.7, 0.9, 4.0];
+        let mut mb = Minibatch::new();
+        mb.logp_new = &logp_new;
+        mb.logp_old = &logp_old;
+        mb.advantages = &adv;
+        mb.entropy_new = &entropy;
+        mb.token_weights = &[1.0, 1.0, 1.0, 0.0];
+        mb.seq_index = &[0, 0, 1, 1];
+        mb.num_sequences = 2;
+        let (o, m) = run_loss(&mut g, &mb).expect("runs");
+        let t = 1.0 / 3.0;
+        let expect_loss = [-1.1 * t, -1.2 * t, 0.8 * t, 0.0];
+        let expect_d = [-1.1 * t, 0.0, 0.0, 0.0];
+        for i in 0..4 {
+            assert!(
+                (f64::from(o.loss[i]) - expect_loss[i]).abs() < 1e-6,
+                "{:?}",
+                o.loss
+            );
+            assert!(
+                (f64::from(o.d_logp[i]) - expect_d[i]).abs() < 1e-6,
+                "{:?}",
+                o.d_logp
+            );
+        }
+        assert_eq!(o.d_value, [0.0; 4]);
+        assert_eq!(o.d_entropy, [0.0; 4]);
+        // (−1.1 − 1.2 + 0.8)/3 = −0.5.
+        assert!((metric(&m, "policy_loss").expect("reported") + 0.5).abs() < 1e-6);
+        assert!((metric(&m, "entropy").expect("reported") - 0.7).abs() < 1e-6);
+        assert!((metric(&m, "clip_frac").expect("reported") - 2.0 / 3.0).abs() < 1e-9);
+        assert!(metric(&m, "approx_kl").is_some());
+    }
+
+    #[test]
+    fn passes_drovers_plugin_harness() {
+        testing::check_algorithm::<Grpo>("{}").assert_passed();
+        testing::check_algorithm::<Grpo>(
+            r#"{"norm_adv_by_std": false, "loss_agg_mode": "seq-mean-token-mean", "ent_coef": 0.01, "clip_ratio_high": 0.28, "clip_ratio_c": 3.0}"#,
+        )
+        .assert_passed();
+        testing::check_algorithm::<Grpo>(r#"{"loss_agg_mode": "seq-mean-token-sum-norm"}"#)
+            .assert_passed();
+    }
+
+    /// Finite differences of Σ loss wrt logp_new with the KL term, dual clip, entropy bonus and
+    /// each aggregation mode.
+    #[test]
+    fn derivatives_match_finite_differences_with_kl() {
+        let mut rng = CounterRng::new(11);
+        let m = 40;
+        let mut draw = |lo: f64, hi: f64| (lo + (hi - lo) * rng.next_f64()) as f32;
+        let logp_old: Vec<f32> = (0..m).map(|_| draw(-3.0, -0.1)).collect();
+        let logp_new: Vec<f32> = logp_old.iter().map(|&l| l + draw(-0.6, 0.6)).collect();
+        let logp_ref: Vec<f32> = logp_old.iter().map(|&l| l + draw(-1.0, 1.0)).collect();
+        let advantages: Vec<f32> = (0..m)
+            .map(|i| [1.2f32, -0.8, 0.4, -1.5, 0.9][i / 8])
+            .collect();
+        let entropy: Vec<f32> = (0..m).map(|_| draw(0.1, 2.0)).collect();
+        let weights: Vec<f32> = (0..m).map(|i| if i % 8 == 7 { 0.0 } else { 1.0 }).collect();
+        let seq_index: Vec<u32> = (0..m as u32).map(|i| i / 8).collect();
+        let mut mb = Minibatch::new();
+        mb.logp_new = &logp_new;
+        mb.logp_old = &logp_old;
+        mb.logp_ref = &logp_ref;
+        mb.advantages = &advantages;
+        mb.entropy_new = &entropy;
+        mb.token_weights = &weights;
+        mb.seq_index = &seq_index;
+        mb.num_sequences = 5;
+        for mode in LossAggMode::NAMES {
+            let json = format!(
+                r#"{{"kl_coef": 0.5, "clip_ratio_c": 1.5, "ent_coef": 0.1, "loss_agg_mode": "{mode}"}}"#
+            );
+            let mut g = make(&json).expect("valid");
+            let r = testing::check_loss_derivatives(&mut g, &mb, 1e-3, 1e-5, 1e-2).expect("runs");
+            assert!(r.mismatches.is_empty(), "{mode}: {:#?}", r.mismatches);
+            assert!(r.checked >= 2 * m - 4, "{mode}: {r:?}");
+            // The KL term must be in the derivative: without it the check fails.
+            let (o, _) = run_loss(&mut g, &mb).expect("runs");
+            let mut no_kl = make(&json.replace("0.5", "0.0")).expect("valid");
+            let (o2, _) = run_loss(&mut no_kl, &mb).expect("runs");
+            assert_ne!(o.d_logp, o2.d_logp);
+        }
+    }
+}

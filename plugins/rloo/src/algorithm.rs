@@ -1,0 +1,238 @@
+//! RLOO's parameters and its `AlgorithmImpl`: leave-one-out outcome advantages, then verl's
+//! clipped policy loss (no KL term, no critic).
+
+use drover_plugin_api::{
+    llm::{
+        clipped_policy_loss, outcome_advantages, Baseline, ClipRange, LossAggMode, PolicyLossConfig,
+    },
+    AlgorithmImpl, LossOutputs, Metric, Minibatch, ParamSpec, Params, PluginError, PluginInfo,
+    Rollout,
+};
+
+const NAME: &str = "rloo";
+
+/// RLOO's hyper-parameters (verl defaults for the token loss).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RlooConfig {
+    /// The token loss: clip range, aggregation, entropy bonus (its `kl_coef` is always 0).
+    pub loss: PolicyLossConfig,
+}
+
+impl Default for RlooConfig {
+    fn default() -> Self {
+        Self {
+            loss: PolicyLossConfig {
+                clip: ClipRange::symmetric(0.2),
+                agg: LossAggMode::TokenMean,
+                loss_scale_factor: None,
+                ent_coef: 0.0,
+                kl_coef: 0.0,
+            },
+        }
+    }
+}
+
+impl RlooConfig {
+    fn from_params(p: &Params) -> Result<Self, PluginError> {
+        let eps = p.f64("clip_ratio")?;
+        let dual_clip = p.opt_f64("clip_ratio_c")?;
+        if let Some(c) = dual_clip {
+            if c <= 1.0 {
+                return Err(PluginError::invalid_params(
+                    "clip_ratio_c",
+                    format!("the dual-clip constant must be greater than 1, got {c}"),
+                ));
+            }
+        }
+        let loss_scale_factor = p.opt_f64("loss_scale_factor")?;
+        if let Some(c) = loss_scale_factor {
+            if c <= 0.0 {
+                return Err(PluginError::invalid_params(
+                    "loss_scale_factor",
+                    format!("must be positive, got {c}"),
+                ));
+            }
+        }
+        Ok(Self {
+            loss: PolicyLossConfig {
+                clip: ClipRange {
+                    low: eps,
+                    high: p.opt_f64("clip_ratio_high")?.unwrap_or(eps),
+                    dual_clip,
+                },
+                agg: LossAggMode::from_params(p, "loss_agg_mode")?,
+                loss_scale_factor,
+                ent_coef: p.f64("ent_coef")?,
+                kl_coef: 0.0,
+            },
+        })
+    }
+}
+
+/// The RLOO algorithm instance.
+#[derive(Debug, Clone)]
+pub struct Rloo {
+    config: RlooConfig,
+}
+
+impl Rloo {
+    /// An instance with `config`.
+    pub fn with_config(config: RlooConfig) -> Self {
+        Self { config }
+    }
+}
+
+impl AlgorithmImpl for Rloo {
+    fn info() -> PluginInfo {
+        PluginInfo::new(
+            NAME,
+            env!("CARGO_PKG_VERSION"),
+            "RLOO: leave-one-out outcome baseline k/(k−1)(r − mean), PPO clipped token loss (verl, LOOP)",
+        )
+        .param(
+            ParamSpec::float(
+                "clip_ratio",
+                0.2,
+                "Clip range ε of the probability ratio (ε_low, and ε_high unless clip_ratio_high is set); verl's 0.2 (the RLOO paper itself uses no ratio: one update per batch makes ρ = 1).",
+            )
+            .range(0.0, 1.0),
+        )
+        .param(
+            ParamSpec::optional_float(
+                "clip_ratio_high",
+                "Upper clip range ε_high for clip-higher (DAPO, arXiv 2503.14476: 0.28); null: equal to clip_ratio.",
+            )
+            .min(0.0),
+        )
+        .param(
+            ParamSpec::optional_float(
+                "clip_ratio_c",
+                "Dual-clip constant c > 1 capping negative-advantage token losses at −A·c (verl clip_ratio_c); null: no dual clip.",
+            )
+            .min(1.0),
+        )
+        .param(ParamSpec::string(
+            "loss_agg_mode",
+            "token-mean",
+            "Loss aggregation: token-mean (verl default), seq-mean-token-mean, seq-mean-token-sum, or seq-mean-token-sum-norm (with loss_scale_factor).",
+        ))
+        .param(
+            ParamSpec::optional_float(
+                "loss_scale_factor",
+                "Divisor C of seq-mean-token-sum-norm (the generation budget); null: the padded response length T, as verl.",
+            )
+            .min(0.0),
+        )
+        .param(
+            ParamSpec::float(
+                "ent_coef",
+                0.0,
+                "Entropy bonus coefficient (verl entropy_coeff; LOOP uses none).",
+            )
+            .min(0.0),
+        )
+    }
+
+    fn new(params: &Params, _seed: u64) -> Result<Self, PluginError> {
+        Ok(Self::with_config(RlooConfig::from_params(params)?))
+    }
+
+    fn compute_advantages(
+        &mut self,
+        batch: &Rollout<'_>,
+        advantages: &mut [f32],
+        returns: &mut [f32],
+    ) -> Result<Vec<Metric>, PluginError> {
+        outcome_advantages(NAME, batch, Baseline::LeaveOneOut, advantages, returns)
+    }
+
+    fn loss(
+        &mut self,
+        mb: &Minibatch<'_>,
+        out: &mut LossOutputs<'_>,
+    ) -> Result<Vec<Metric>, PluginError> {
+        let stats = clipped_policy_loss(NAME, &self.config.loss, mb, out)?;
+        Ok(stats.map(|s| s.metrics()).unwrap_or_default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use drover_plugin_api::{testing, CounterRng};
+
+    use super::*;
+
+    fn make(json: &str) -> Result<Rloo, PluginError> {
+        let params = Params::parse(&Rloo::info().params, json)?;
+        Rloo::new(&params, 0)
+    }
+
+    #[test]
+    fn defaults_and_bad_params() {
+        assert_eq!(make("{}").expect("valid").config, RlooConfig::default());
+        let e = make(r#"{"kl_coef": 0.1}"#).expect_err("rloo has no KL term");
+        assert_eq!(e.key(), Some("kl_coef"));
+        let e = make(r#"{"loss_agg_mode": "sum"}"#).expect_err("unknown mode");
+        assert_eq!(e.key(), Some("loss_agg_mode"));
+    }
+
+    /// Prompt 0 has 4 responses scoring [1, 0, 0, 0] → A = 4/3·(s − ¼) = [1, −⅓, −⅓, −⅓]
+    /// (= s_i − mean of the other three); prompt 1 has one response scoring 1 → A = 1.
+    /// Response 2 is 1 step long, its padding holds garbage.
+    #[test]
+    fn leave_one_out_advantages_by_hand() {
+        let mut r = make("{}").expect("defaults");
+        let mask = [1., 1., 1., 1., 1., 0., 1., 1., 1., 1.];
+        let rewards = [0., 1., 0., 0., 0., 9., 0., 0., 0., 1.];
+        let ids = [0u32, 0, 0, 0, 1];
+        let mut batch = Rollout::new(5, 2);
+        batch.mask = &mask;
+        batch.rewards = &rewards;
+        batch.group_ids = &ids;
+        let (mut adv, mut ret) = ([0.0f32; 10], [0.0f32; 10]);
+        AlgorithmImpl::compute_advantages(&mut r, &batch, &mut adv, &mut ret).expect("runs");
+        let t = -1.0 / 3.0;
+        let expect = [1.0, 1.0, t, t, t, 0.0, t, t, 1.0, 1.0];
+        for (a, e) in adv.iter().zip(expect) {
+            assert!((f64::from(*a) - e).abs() < 1e-6, "{adv:?}");
+        }
+        assert_eq!(ret, adv);
+    }
+
+    #[test]
+    fn passes_drovers_plugin_harness() {
+        testing::check_algorithm::<Rloo>("{}").assert_passed();
+        testing::check_algorithm::<Rloo>(
+            r#"{"loss_agg_mode": "seq-mean-token-sum", "ent_coef": 0.01, "clip_ratio_c": 3.0}"#,
+        )
+        .assert_passed();
+    }
+
+    #[test]
+    fn derivatives_match_finite_differences() {
+        let mut rng = CounterRng::new(5);
+        let m = 32;
+        let mut draw = |lo: f64, hi: f64| (lo + (hi - lo) * rng.next_f64()) as f32;
+        let logp_old: Vec<f32> = (0..m).map(|_| draw(-3.0, -0.1)).collect();
+        let logp_new: Vec<f32> = logp_old.iter().map(|&l| l + draw(-0.5, 0.5)).collect();
+        let advantages: Vec<f32> = (0..m)
+            .map(|i| [1.0f32, -1.0 / 3.0, 0.5, -0.5][i / 8])
+            .collect();
+        let entropy: Vec<f32> = (0..m).map(|_| draw(0.1, 2.0)).collect();
+        let weights: Vec<f32> = (0..m).map(|i| if i % 8 >= 6 { 0.0 } else { 1.0 }).collect();
+        let seq_index: Vec<u32> = (0..m as u32).map(|i| i / 8).collect();
+        let mut mb = Minibatch::new();
+        mb.logp_new = &logp_new;
+        mb.logp_old = &logp_old;
+        mb.advantages = &advantages;
+        mb.entropy_new = &entropy;
+        mb.token_weights = &weights;
+        mb.seq_index = &seq_index;
+        mb.num_sequences = 4;
+        let mut r =
+            make(r#"{"ent_coef": 0.05, "loss_agg_mode": "seq-mean-token-mean"}"#).expect("valid");
+        let rep = testing::check_loss_derivatives(&mut r, &mb, 1e-3, 1e-5, 1e-2).expect("runs");
+        assert!(rep.mismatches.is_empty(), "{:#?}", rep.mismatches);
+        assert!(rep.checked >= 2 * m - 4, "{rep:?}");
+    }
+}
