@@ -266,6 +266,9 @@ struct AnalyzeArgs {
     /// Learning-curve bins over the steps axis.
     #[arg(long, default_value_t = 100, value_name = "N")]
     bins: u32,
+    /// Also draw learning curves of these metrics columns (default: `token_entropy`, `accuracy` when present; `''` for none).
+    #[arg(long, value_name = "COLUMN[,COLUMN...]", value_delimiter = ',')]
+    curves: Option<Vec<String>>,
     /// Write tables only, no plots.
     #[arg(long)]
     no_plots: bool,
@@ -292,6 +295,7 @@ fn analyze_cmd(args: AnalyzeArgs) -> anyhow::Result<u8> {
         bins: args.bins,
         profile_points: 101,
         plots: !args.no_plots,
+        curves: args.curves,
     };
     if args.explain {
         print!("{}", analyze::explain(&opts)?);
@@ -302,6 +306,10 @@ fn analyze_cmd(args: AnalyzeArgs) -> anyhow::Result<u8> {
         tracing::warn!(run = %run, "left out of the analysis: {why}");
     }
     print!("{}", outcome.table);
+    if let Some(law) = &outcome.law_table {
+        println!("\nentropy-performance law R = -a*exp(H) + b, fitted per run (H = {}, R = {}); mean over runs:", analyze::LAW_ENTROPY, analyze::LAW_REWARD);
+        print!("{law}");
+    }
     println!(
         "{} runs analyzed ({} completed, {} left out: unfinished, failed or duplicate); final return = mean of the last {} iterations with episodes",
         outcome.analyzed,

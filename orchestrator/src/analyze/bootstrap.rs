@@ -365,6 +365,59 @@ pub fn curves(points: &DataFrame, opts: &Bootstrap) -> Result<DataFrame, Analyze
     .map_err(polars_err("building the learning-curve table"))
 }
 
+/// Per group of `per_run` (columns `group`, `stratum` and each of `columns`): the mean over the
+/// group's runs of each column with its stratified bootstrap interval, as `<column>_mean`,
+/// `<column>_lo`, `<column>_hi`. Each column's mean is over the runs where it is a finite number
+/// (a run whose fit failed does not count as a zero); a group with none gets nulls. Used for
+/// the entropy-performance law's a, b, R² across seeds.
+pub fn mean_intervals(per_run: &DataFrame, columns: &[&str], opts: &Bootstrap) -> Result<DataFrame, AnalyzeError> {
+    let (group, stratum) = (str_col(per_run, "group")?, str_col(per_run, "stratum")?);
+    let values = columns.iter().map(|c| f64_col(per_run, c)).collect::<Result<Vec<_>, _>>()?;
+    let mut names: Vec<String> = (0..per_run.height()).filter_map(|i| group.get(i).map(str::to_string)).collect();
+    names.sort();
+    names.dedup();
+    let mut out: Vec<[Vec<Option<f64>>; 3]> = (0..columns.len()).map(|_| Default::default()).collect();
+    let (mut idx, mut sample) = (Vec::new(), Vec::new());
+    for name in &names {
+        for ((column, values), [mean, lo, hi]) in columns.iter().zip(&values).zip(out.iter_mut()) {
+            let mut strata: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+            for i in 0..per_run.height() {
+                let (Some(g), Some(s), Some(v)) = (group.get(i), stratum.get(i), values.get(i)) else { continue };
+                if g == name && v.is_finite() {
+                    strata.entry(s.to_string()).or_default().push(v);
+                }
+            }
+            let all: Vec<f64> = strata.values().flatten().copied().collect();
+            if all.is_empty() {
+                mean.push(None);
+                lo.push(None);
+                hi.push(None);
+                continue;
+            }
+            let strata_idx = strata_indices(&strata);
+            let mut rng = Rng::new(opts.seed, name, &format!("mean of {column}"));
+            let mut estimates = Vec::with_capacity(opts.reps);
+            for _ in 0..opts.reps {
+                resample_indices(&strata_idx, &mut rng, &mut idx);
+                sample.clear();
+                sample.extend(idx.iter().map(|&i| all[i]));
+                estimates.push(mean_of(&sample));
+            }
+            let (l, h) = percentile_interval(&mut estimates, opts.confidence);
+            mean.push(Some(mean_of(&all)));
+            lo.push(Some(l));
+            hi.push(Some(h));
+        }
+    }
+    let mut frame = vec![Column::new("group".into(), names)];
+    for (column, [mean, lo, hi]) in columns.iter().zip(out) {
+        frame.push(Column::new(format!("{column}_mean").into(), mean));
+        frame.push(Column::new(format!("{column}_lo").into(), lo));
+        frame.push(Column::new(format!("{column}_hi").into(), hi));
+    }
+    DataFrame::new_infer_height(frame).map_err(polars_err("building the mean-interval table"))
+}
+
 /// Performance profiles (rliable's score distributions): for each group and each of `points`
 /// thresholds τ evenly spaced over the range of all final returns (widened by 5% of it on each side), the fraction of runs whose
 /// final return is above τ, with a stratified bootstrap band. Columns: `group, tau, fraction,

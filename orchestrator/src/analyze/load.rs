@@ -16,8 +16,14 @@ pub struct Loaded {
     /// One row per completed run: `run_id, config_id, sweep, label, seed, success_return,
     /// results`, then one column per hyperparameter (see `hyperparameters`).
     pub runs: LazyFrame,
-    /// All metrics rows of completed runs (the columns the statistics need) with their run_id.
+    /// All metrics rows of completed runs (the columns the statistics need, then `extra`) with
+    /// their run_id.
     pub metrics: LazyFrame,
+    /// The columns asked for by `load_results`' `extra` that at least one run's metrics have, in
+    /// the order asked; each is a Float64 column of `metrics`, null in the rows of runs without it.
+    pub extra: Vec<String>,
+    /// Every column name found in the metrics files read for `extra` (empty when none was asked).
+    pub metric_columns: BTreeSet<String>,
     /// The hyperparameter columns of `runs`, sorted: `run.<key>` and `params.<key>` (nested
     /// tables flattened with dots), the seed excluded since runs of one configuration differ in it.
     pub hyperparameters: Vec<String>,
@@ -45,7 +51,12 @@ struct RunRecord {
 /// listed in `Loaded::left_out`; so is a run found a second time in a later directory (same
 /// run id: same configuration and seed). A record of an unknown format version is an error.
 /// When the directories hold more than one sweep, labels become `<sweep>:<label>`.
-pub fn load_results(dirs: &[PathBuf]) -> Result<Loaded, AnalyzeError> {
+///
+/// `extra` names further metrics columns to load (learning curves of `token_entropy`, the
+/// entropy-performance law); those no run has are left out of `Loaded::extra`, and a column that
+/// is there but not numeric is an error naming the file. Only when `extra` is non-empty are the
+/// files' schemas read beforehand (their footers), so plain CartPole analyses cost what they did.
+pub fn load_results(dirs: &[PathBuf], extra: &[String]) -> Result<Loaded, AnalyzeError> {
     let mut records = Vec::new();
     let mut left_out = Vec::new();
     let mut seen: HashMap<String, String> = HashMap::new();
@@ -105,23 +116,55 @@ pub fn load_results(dirs: &[PathBuf]) -> Result<Loaded, AnalyzeError> {
     }
     let runs = DataFrame::new(records.len(), columns).map_err(polars_err("building the runs table"))?.lazy();
 
-    let mut metrics = Vec::with_capacity(records.len());
+    let extra: Vec<&String> = extra.iter().filter(|c| !FIXED_COLUMNS.contains(&c.as_str())).collect();
+    let mut scans = Vec::with_capacity(records.len());
+    let mut metric_columns = BTreeSet::new();
+    let mut present: BTreeSet<&str> = BTreeSet::new();
     for record in &records {
         let path_str = record.metrics_path.to_string_lossy().into_owned();
-        let frame = LazyFrame::scan_parquet(PlRefPath::new(path_str.as_str()), ScanArgsParquet::default())
-            .map_err(polars_err(format!("scanning `{path_str}`")))?
-            .select([
-                col("iteration").cast(DataType::Int64),
-                col("global_step").cast(DataType::Int64),
-                col("episodic_return_mean").cast(DataType::Float64),
-                col("episodes").cast(DataType::Int64),
-            ])
-            .with_column(lit(record.spec.run_id.clone()).alias("run_id"));
-        metrics.push(frame);
+        let scan = LazyFrame::scan_parquet(PlRefPath::new(path_str.as_str()), ScanArgsParquet::default())
+            .map_err(polars_err(format!("scanning `{path_str}`")))?;
+        let mut has = Vec::new();
+        if !extra.is_empty() {
+            let schema = scan.clone().collect_schema().map_err(polars_err(format!("reading the schema of `{path_str}`")))?;
+            metric_columns.extend(schema.iter_names().map(|n| n.to_string()));
+            for &name in &extra {
+                let Some(dtype) = schema.get(name) else { continue };
+                if !dtype.is_primitive_numeric() {
+                    return Err(AnalyzeError::BadRecord {
+                        path: record.metrics_path.clone(),
+                        reason: format!("metrics column `{name}` holds {dtype}, not numbers"),
+                    });
+                }
+                present.insert(name.as_str());
+                has.push(name.as_str());
+            }
+        }
+        scans.push((record, scan, has));
+    }
+    // Only columns some run has become columns at all: CartPole runs analyzed with the default
+    // `token_entropy`/`accuracy` request give exactly the frame they gave before.
+    let extra: Vec<String> = extra.into_iter().filter(|c| present.contains(c.as_str())).cloned().collect();
+    let mut metrics = Vec::with_capacity(records.len());
+    for (record, scan, has) in scans {
+        let mut select = vec![
+            col("iteration").cast(DataType::Int64),
+            col("global_step").cast(DataType::Int64),
+            col("episodic_return_mean").cast(DataType::Float64),
+            col("episodes").cast(DataType::Int64),
+        ];
+        for name in &extra {
+            let column = if has.contains(&name.as_str()) { col(name.as_str()) } else { lit(NULL) };
+            select.push(column.cast(DataType::Float64).alias(name.as_str()));
+        }
+        metrics.push(scan.select(select).with_column(lit(record.spec.run_id.clone()).alias("run_id")));
     }
     let metrics = concat(metrics, UnionArgs::default()).map_err(polars_err("combining metrics files"))?;
-    Ok(Loaded { runs, metrics, hyperparameters, completed: records.len(), left_out })
+    Ok(Loaded { runs, metrics, extra, metric_columns, hyperparameters, completed: records.len(), left_out })
 }
+
+/// The metrics columns every analysis loads; `extra` columns are loaded besides them.
+pub(crate) const FIXED_COLUMNS: [&str; 4] = ["iteration", "global_step", "episodic_return_mean", "episodes"];
 
 /// The completed runs of one results directory, the left-out ones, and how many run directories exist.
 type DirRuns = (Vec<RunRecord>, Vec<(String, String)>, usize);

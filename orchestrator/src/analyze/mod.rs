@@ -1,6 +1,9 @@
 //! `drover analyze`: load results directories into Polars, summarize per configuration (or per
 //! `--group-by` keys), compare with bootstrap intervals, and write tables and plots.
 //!
+//! Runs of sequence tasks also get learning curves of their `token_entropy` and `accuracy`
+//! columns (any metrics column with `--curves`) and a per-run fit of the entropy-performance law.
+//!
 //! Functions return `LazyFrame`s; the CLI collects at its edge. Statistics are `Expr` builders
 //! (`stats`), except the resampling ones, which are eager and all live in `bootstrap`.
 //! Definitions and where they differ from rliable: `docs/analysis.md`.
@@ -14,14 +17,20 @@ mod report;
 mod stats;
 
 pub use bootstrap::{
-    best_by_iqm, curves, improvement_over, intervals, iqm_of, median_of, percentile_interval, prob_greater, probability_of_improvement,
-    profiles, quantile_sorted, Bootstrap, Rng,
+    best_by_iqm, curves, improvement_over, intervals, iqm_of, mean_intervals, median_of, percentile_interval, prob_greater,
+    probability_of_improvement, profiles, quantile_sorted, Bootstrap, Rng,
 };
 pub use load::{load_results, Loaded};
-pub use pipeline::{analyze, explain, Options, Outcome};
-pub use plot::{render, Bar, Chart, Line, LineChart};
+pub use pipeline::{analyze, explain, Options, Outcome, DEFAULT_CURVES};
+pub use plot::{render, Bar, Chart, Line, LineChart, Scatter};
 pub use query::{parse_keys, parse_where, resolve_key};
-pub use report::{bars, curve_lines, profile_lines, render_markdown, render_table, with_intervals, write_frame};
-pub use stats::{annotate, auc, curve_points, iqm, optimality_gap, per_group, per_run, Grouping, FINAL_WINDOW};
+pub use report::{
+    bars, curve_lines, law_scatter, profile_lines, render_law_markdown, render_law_table, render_markdown, render_table, with_intervals,
+    write_frame, LAW_STATS,
+};
+pub use stats::{
+    annotate, auc, curve_points, iqm, law_fits, law_per_run, law_rows, metric_points, optimality_gap, per_group, per_run, Grouping,
+    FINAL_WINDOW, LAW_ENTROPY, LAW_MIN_POINTS, LAW_REWARD,
+};
 #[cfg(test)]
 mod tests;

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use polars::prelude::*;
 
 use super::bootstrap::{self, Bootstrap};
-use super::load::{load_results, polars_err};
+use super::load::{self, load_results, polars_err};
 use super::plot::{self, Chart, LineChart};
 use super::query;
 use super::report;
@@ -39,7 +39,13 @@ pub struct Options {
     pub profile_points: usize,
     /// Draw plots (PNG and SVG).
     pub plots: bool,
+    /// Metrics columns to draw learning curves of besides the return (`--curves`); `None`: those
+    /// of `DEFAULT_CURVES` that the runs have.
+    pub curves: Option<Vec<String>>,
 }
+
+/// Metric curves drawn by default when the runs' metrics have these columns (sequence tasks).
+pub const DEFAULT_CURVES: [&str; 2] = [stats::LAW_ENTROPY, stats::LAW_REWARD];
 
 /// What a finished analysis reports.
 #[derive(Debug)]
@@ -58,6 +64,13 @@ pub struct Outcome {
     pub written: Vec<PathBuf>,
     /// The best group by IQM when comparing.
     pub best: Option<String>,
+    /// The metrics columns learning curves were drawn of besides the return.
+    pub curves: Vec<String>,
+    /// The entropy-performance law per group (mean a, b, R², ceiling over runs with intervals),
+    /// when the runs have `token_entropy` and `accuracy`.
+    pub law: Option<DataFrame>,
+    /// `law` as a text table.
+    pub law_table: Option<String>,
 }
 
 /// The lazy plans of an analysis before anything is executed.
@@ -69,10 +82,38 @@ struct Plans {
     grouping: Grouping,
     completed: usize,
     left_out: Vec<(String, String)>,
+    /// Metrics columns to draw curves of, all present in `metrics`.
+    curves: Vec<String>,
+    /// Whether `metrics` has the law's two columns.
+    law: bool,
 }
 
 fn plans(opts: &Options) -> Result<Plans, AnalyzeError> {
-    let loaded = load_results(&opts.dirs)?;
+    let mut asked: Vec<String> = Vec::new();
+    let names: Vec<String> = match &opts.curves {
+        Some(names) => names.iter().map(|n| n.trim().to_string()).filter(|n| !n.is_empty()).collect(),
+        None => DEFAULT_CURVES.map(String::from).to_vec(),
+    };
+    for name in names {
+        if !asked.contains(&name) {
+            asked.push(name);
+        }
+    }
+    let mut extra = asked.clone();
+    extra.extend([stats::LAW_ENTROPY, stats::LAW_REWARD].map(String::from).into_iter().filter(|c| !asked.contains(c)));
+    let loaded = load_results(&opts.dirs, &extra)?;
+    let has = |c: &str| loaded.extra.iter().any(|e| e == c) || load::FIXED_COLUMNS.contains(&c);
+    if opts.curves.is_some() {
+        if let Some(missing) = asked.iter().find(|c| !has(c)) {
+            let known: Vec<&str> = loaded.metric_columns.iter().map(String::as_str).collect();
+            return Err(AnalyzeError::Query {
+                expr: format!("--curves {}", asked.join(",")),
+                reason: format!("no run's metrics have a column `{missing}`; columns: {}", known.join(", ")),
+            });
+        }
+    }
+    let curves: Vec<String> = asked.into_iter().filter(|c| has(c)).collect();
+    let law = has(stats::LAW_ENTROPY) && has(stats::LAW_REWARD);
     let schema = loaded.runs.clone().collect_schema().map_err(polars_err("reading the runs table's schema"))?;
     let mut runs = loaded.runs;
     for filter in &opts.filters {
@@ -90,6 +131,8 @@ fn plans(opts: &Options) -> Result<Plans, AnalyzeError> {
         grouping,
         completed: loaded.completed,
         left_out: loaded.left_out,
+        curves,
+        law,
     })
 }
 
@@ -146,7 +189,7 @@ pub fn analyze(opts: &Options) -> Result<Outcome, AnalyzeError> {
     let mut summary = summary.collect().map_err(polars_err("computing the summary"))?;
     phase("summary collected");
 
-    let points = stats::curve_points(metrics, runs.clone().lazy(), opts.bins)
+    let points = stats::curve_points(metrics.clone(), runs.clone().lazy(), opts.bins)
         .collect()
         .map_err(polars_err("binning the learning curves"))?;
     phase("curve bins collected");
@@ -168,9 +211,34 @@ pub fn analyze(opts: &Options) -> Result<Outcome, AnalyzeError> {
     written.extend(report::write_frame(&tables, &format!("curves{tag}"), &mut curves, None)?);
     written.extend(report::write_frame(&tables, &format!("profiles{tag}"), &mut profiles, None)?);
 
+    let mut metric_curves = Vec::new();
+    for name in &p.curves {
+        let points = stats::metric_points(metrics.clone(), runs.clone().lazy(), opts.bins, name)
+            .collect()
+            .map_err(polars_err(format!("binning the `{name}` curves")))?;
+        let mut frame = bootstrap::curves(&points, &opts.bootstrap)?;
+        written.extend(report::write_frame(&tables, &format!("curves-{}{tag}", file_safe(name)), &mut frame, None)?);
+        metric_curves.push((name.clone(), frame));
+    }
+    phase("metric curves");
+    let law = if p.law { Some(law(metrics, &runs, &p.grouping, opts)?) } else { None };
+    let law_table = match &law {
+        Some(law) => {
+            let mut per_run = law.per_run.clone();
+            let mut summary = law.summary.clone();
+            let markdown = report::render_law_markdown(&summary)?;
+            written.extend(report::write_frame(&tables, "entropy_law", &mut per_run, None)?);
+            written.extend(report::write_frame(&tables, &format!("entropy_law_summary{tag}"), &mut summary, Some(&markdown))?);
+            Some(report::render_law_table(&summary)?)
+        }
+        None => None,
+    };
+    phase("entropy law");
+
     phase("tables written");
     if opts.plots {
         written.extend(draw_plots(opts, &summary, &curves, &profiles, &tag)?);
+        written.extend(draw_metric_plots(opts, &summary, &metric_curves, law.as_ref(), &tag)?);
         phase("plots drawn");
     }
     Ok(Outcome {
@@ -181,11 +249,135 @@ pub fn analyze(opts: &Options) -> Result<Outcome, AnalyzeError> {
         written,
         best,
         summary,
+        curves: p.curves,
+        law: law.map(|l| l.summary),
+        law_table,
     })
+}
+
+/// The entropy-performance law of an analysis: the per-run fits, their per-group summary, and
+/// the (group, H, R) points behind them.
+struct Law {
+    per_run: DataFrame,
+    summary: DataFrame,
+    points: DataFrame,
+}
+
+/// Fits the law per run (`stats::law_fits`) and summarizes a, b, R² and the ceiling per group
+/// with stratified bootstrap intervals over the group's runs.
+fn law(metrics: LazyFrame, runs: &DataFrame, grouping: &Grouping, opts: &Options) -> Result<Law, AnalyzeError> {
+    let rows = stats::law_rows(metrics, stats::LAW_ENTROPY, stats::LAW_REWARD);
+    let keys = grouping.key_columns();
+    let per_run = stats::law_per_run(runs.clone().lazy(), stats::law_fits(rows.clone()), &keys)
+        .collect()
+        .map_err(polars_err("fitting the entropy-performance law"))?;
+    let means = bootstrap::mean_intervals(&per_run, &report::LAW_STATS, &opts.bootstrap)?;
+    let mut aggs: Vec<Expr> = keys.iter().map(|k| col(k.as_str()).first()).collect();
+    aggs.extend([
+        col("run_id").count().cast(DataType::Int64).alias("runs"),
+        col("a").is_not_null().sum().cast(DataType::Int64).alias("fitted"),
+    ]);
+    let mut order: Vec<Expr> = keys.iter().map(|k| col(k.as_str())).collect();
+    order.extend([col("group"), col("runs"), col("fitted")]);
+    for stat in report::LAW_STATS {
+        order.extend(["mean", "lo", "hi"].map(|s| col(format!("{stat}_{s}"))));
+    }
+    let summary = per_run
+        .clone()
+        .lazy()
+        .group_by([col("group")])
+        .agg(aggs)
+        .left_join(means.lazy(), col("group"), col("group"))
+        .select(order)
+        .sort(["group"], SortMultipleOptions::default())
+        .collect()
+        .map_err(polars_err("summarizing the entropy-performance law"))?;
+    let points = rows
+        .join(runs.clone().lazy().select([col("run_id"), col("group")]), [col("run_id")], [col("run_id")], JoinArgs::new(JoinType::Inner))
+        .select([col("group"), col("h"), col("r")])
+        .collect()
+        .map_err(polars_err("collecting the entropy-performance points"))?;
+    Ok(Law { per_run, summary, points })
+}
+
+/// A metrics column name as a file-name part (other characters become `_`).
+fn file_safe(name: &str) -> String {
+    name.chars().map(|c| if c.is_ascii_alphanumeric() || "._+-".contains(c) { c } else { '_' }).collect()
 }
 
 /// At most this many lines per chart; beyond it a chart shows the best groups by IQM.
 const MAX_LINES: usize = 10;
+
+/// The groups a chart shows and how its title says so.
+struct Shown {
+    /// The best `MAX_LINES` groups by IQM of the final return, best first.
+    groups: Vec<String>,
+    /// " (best 10 of N by IQM)" when groups were left out, else empty.
+    note: String,
+    /// " by KEY" for `--group-by`/`--compare`, else empty.
+    what: String,
+}
+
+fn shown_groups(opts: &Options, summary: &DataFrame) -> Result<Shown, AnalyzeError> {
+    let bars = report::bars(summary)?;
+    let mut ranked: Vec<&plot::Bar> = bars.iter().collect();
+    ranked.sort_by(|a, b| b.value.total_cmp(&a.value));
+    let groups = ranked.iter().take(MAX_LINES).map(|b| b.name.clone()).collect();
+    let note = if bars.len() > MAX_LINES { format!(" (best {MAX_LINES} of {} by IQM)", bars.len()) } else { String::new() };
+    let what = match (&opts.compare, &opts.group_by) {
+        (Some(k), _) | (None, Some(k)) => format!(" by {k}"),
+        _ => String::new(),
+    };
+    Ok(Shown { groups, note, what })
+}
+
+fn plot_dir(opts: &Options) -> Result<PathBuf, AnalyzeError> {
+    let dir = opts.out.join("plots");
+    std::fs::create_dir_all(&dir).map_err(|source| AnalyzeError::Io { action: "create directory", path: dir.clone(), source })?;
+    Ok(dir)
+}
+
+/// Learning curves of the metrics columns (`curves-<column>*`) and the law's scatter plot
+/// (`entropy_law*`), for the groups the other charts show.
+fn draw_metric_plots(
+    opts: &Options,
+    summary: &DataFrame,
+    metric_curves: &[(String, DataFrame)],
+    law: Option<&Law>,
+    tag: &str,
+) -> Result<Vec<PathBuf>, AnalyzeError> {
+    if metric_curves.is_empty() && law.is_none() {
+        return Ok(Vec::new());
+    }
+    let dir = plot_dir(opts)?;
+    let Shown { groups, note, what } = shown_groups(opts, summary)?;
+    let mut written = Vec::new();
+    for (name, frame) in metric_curves {
+        let lines = report::curve_lines(frame, &groups)?;
+        // Legend where the curves are not: low when they mostly rise (accuracy), high when they
+        // mostly fall (entropy).
+        let (mut rising, mut falling) = (0, 0);
+        for line in &lines {
+            match (line.points.first(), line.points.last()) {
+                (Some(f), Some(l)) if l.1 > f.1 => rising += 1,
+                (Some(_), Some(_)) => falling += 1,
+                _ => {}
+            }
+        }
+        let title = format!("{name}{what}: IQM over runs, 95% bootstrap CI{note}");
+        let chart = LineChart { title: &title, x_desc: "environment steps", y_desc: name, legend_low: rising >= falling };
+        written.extend(plot::render(&dir.join(format!("curves-{}{tag}", file_safe(name))), &Chart::Lines(chart, &lines))?);
+    }
+    if let Some(law) = law {
+        let groups = report::law_scatter(&law.points, &law.summary, &groups)?;
+        let title = format!("Entropy-performance law R = -a·exp(H) + b{what}: iterations, mean fit{note}");
+        let x_desc = format!("policy entropy H ({}, nats)", stats::LAW_ENTROPY);
+        let y_desc = format!("R ({})", stats::LAW_REWARD);
+        let chart = LineChart { title: &title, x_desc: &x_desc, y_desc: &y_desc, legend_low: false };
+        written.extend(plot::render(&dir.join(format!("entropy_law{tag}")), &Chart::Scatter(chart, &groups))?);
+    }
+    Ok(written)
+}
 
 fn draw_plots(
     opts: &Options,
@@ -194,17 +386,9 @@ fn draw_plots(
     profiles: &DataFrame,
     tag: &str,
 ) -> Result<Vec<PathBuf>, AnalyzeError> {
-    let dir = opts.out.join("plots");
-    std::fs::create_dir_all(&dir).map_err(|source| AnalyzeError::Io { action: "create directory", path: dir.clone(), source })?;
+    let dir = plot_dir(opts)?;
     let bars = report::bars(summary)?;
-    let mut ranked: Vec<&plot::Bar> = bars.iter().collect();
-    ranked.sort_by(|a, b| b.value.total_cmp(&a.value));
-    let shown: Vec<String> = ranked.iter().take(MAX_LINES).map(|b| b.name.clone()).collect();
-    let note = if bars.len() > MAX_LINES { format!(" (best {MAX_LINES} of {} by IQM)", bars.len()) } else { String::new() };
-    let what = match (&opts.compare, &opts.group_by) {
-        (Some(k), _) | (None, Some(k)) => format!(" by {k}"),
-        _ => String::new(),
-    };
+    let Shown { groups: shown, note, what } = shown_groups(opts, summary)?;
 
     let mut written = Vec::new();
     let title = format!("Learning curves{what}: IQM over runs, 95% bootstrap CI{note}");

@@ -1,5 +1,6 @@
 //! Plots of `drover analyze` (plotters): learning curves and performance profiles as lines with
-//! bootstrap bands, final scores as bars with interval whiskers; each written as PNG and SVG.
+//! bootstrap bands, final scores as bars with interval whiskers, the entropy-performance law as
+//! points with fitted curves; each written as PNG and SVG.
 //!
 //! Text is drawn with a DejaVu Sans subset embedded in the binary (`fonts/`), so plots look the
 //! same on a cluster login node without any system font.
@@ -15,7 +16,7 @@ use plotters_backend::{BackendColor, BackendCoord, BackendTextStyle, DrawingErro
 
 use crate::error::AnalyzeError;
 
-const FONT: &[u8] = include_bytes!("fonts/DejaVuSans-subset.ttf");
+pub(super) const FONT: &[u8] = include_bytes!("fonts/DejaVuSans-subset.ttf");
 const FAMILY: &str = "sans-serif";
 const SIZE: (u32, u32) = (1000, 620);
 
@@ -53,6 +54,17 @@ pub struct Bar {
     pub lo: f64,
     /// Upper end of the whisker.
     pub hi: f64,
+}
+
+/// One group of a scatter chart: its points and the curve fitted to them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Scatter {
+    /// The legend entry.
+    pub name: String,
+    /// The points, drawn as dots.
+    pub points: Vec<(f64, f64)>,
+    /// The fitted curve, drawn as a line in increasing x (may be empty: nothing was fitted).
+    pub curve: Vec<(f64, f64)>,
 }
 
 /// Titles and legend placement of a line chart.
@@ -140,6 +152,52 @@ fn draw_lines<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, chart: &LineCha
             .map_err(e)?
             .label(line.name.as_str())
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], color.stroke_width(3)));
+    }
+    ctx.configure_series_labels()
+        .position(if chart.legend_low { SeriesLabelPosition::LowerRight } else { SeriesLabelPosition::UpperRight })
+        .label_font((FAMILY, 15))
+        .background_style(WHITE.mix(0.85))
+        .border_style(RGBColor(160, 160, 160))
+        .draw()
+        .map_err(e)?;
+    root.present().map_err(e)
+}
+
+fn draw_scatter<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, chart: &LineChart<'_>, groups: &[Scatter]) -> Result<(), String> {
+    let e = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
+    root.fill(&WHITE).map_err(e)?;
+    let all = || groups.iter().flat_map(|g| g.points.iter().chain(&g.curve));
+    let (x0, x1) = padded(all().map(|p| p.0));
+    let (y0, y1) = padded(all().map(|p| p.1));
+    let mut ctx = ChartBuilder::on(root)
+        .caption(chart.title, (FAMILY, 22))
+        .margin(18)
+        .x_label_area_size(50)
+        .y_label_area_size(70)
+        .build_cartesian_2d(x0..x1, y0..y1)
+        .map_err(e)?;
+    ctx.configure_mesh()
+        .x_desc(chart.x_desc)
+        .y_desc(chart.y_desc)
+        .axis_desc_style((FAMILY, 17))
+        .label_style((FAMILY, 14))
+        .x_label_formatter(&|v| short_number(*v))
+        .y_label_formatter(&|v| short_number(*v))
+        .light_line_style(RGBColor(244, 244, 244))
+        .draw()
+        .map_err(e)?;
+    for (i, group) in groups.iter().enumerate() {
+        let color = PALETTE[i % PALETTE.len()];
+        let dots = group.points.iter().filter(|p| p.0.is_finite() && p.1.is_finite());
+        ctx.draw_series(dots.map(|&p| Circle::new(p, 2, color.mix(0.35).filled()))).map_err(e)?;
+        // The curve carries the legend entry; a group without a fit gets a dot in the legend.
+        let series = ctx.draw_series(LineSeries::new(group.curve.iter().copied(), color.stroke_width(3))).map_err(e)?;
+        series.label(group.name.as_str());
+        if group.curve.is_empty() {
+            series.legend(move |(x, y)| Circle::new((x + 12, y), 4, color.filled()));
+        } else {
+            series.legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], color.stroke_width(3)));
+        }
     }
     ctx.configure_series_labels()
         .position(if chart.legend_low { SeriesLabelPosition::LowerRight } else { SeriesLabelPosition::UpperRight })
@@ -312,12 +370,15 @@ pub enum Chart<'a> {
     Lines(LineChart<'a>, &'a [Line]),
     /// Horizontal bars with whiskers: title, x axis label, bars from top to bottom.
     Bars(&'a str, &'a str, &'a [Bar]),
+    /// Points with a fitted curve per group (the entropy-performance law).
+    Scatter(LineChart<'a>, &'a [Scatter]),
 }
 
 fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, chart: &Chart<'_>) -> Result<(), String> {
     match chart {
         Chart::Lines(spec, lines) => draw_lines(root, spec, lines),
         Chart::Bars(title, x_desc, bars) => draw_bars(root, title, x_desc, bars),
+        Chart::Scatter(spec, groups) => draw_scatter(root, spec, groups),
     }
 }
 

@@ -1,5 +1,6 @@
 //! Output of `drover analyze`: the summary joined with its intervals, CSV/Parquet/Markdown files,
-//! the table printed on the terminal, and the frames → plot data conversions.
+//! the tables printed on the terminal (summary, entropy-performance law), and the frames → plot
+//! data conversions.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -7,7 +8,7 @@ use std::path::{Path, PathBuf};
 use polars::prelude::*;
 
 use super::load::polars_err;
-use super::plot::{Bar, Line};
+use super::plot::{Bar, Line, Scatter};
 use crate::error::AnalyzeError;
 
 /// The per-group summary with the bootstrap intervals (and, when given, the probability that
@@ -143,15 +144,63 @@ fn cells(summary: &DataFrame) -> Result<Vec<Vec<String>>, AnalyzeError> {
 
 /// A fixed-width text table of the summary (first column left-aligned, the rest right-aligned).
 pub fn render_table(summary: &DataFrame) -> Result<String, AnalyzeError> {
-    let rows = cells(summary)?;
-    let mut widths = vec![0; rows[0].len()];
-    for row in &rows {
+    Ok(text_table(&cells(summary)?))
+}
+
+/// The summary as a Markdown (GitHub) table.
+pub fn render_markdown(summary: &DataFrame) -> Result<String, AnalyzeError> {
+    Ok(markdown_table(&cells(summary)?))
+}
+
+/// The entropy-performance law's per-group summary (`law_summary` columns) as a text table.
+pub fn render_law_table(summary: &DataFrame) -> Result<String, AnalyzeError> {
+    Ok(text_table(&law_cells(summary)?))
+}
+
+/// The entropy-performance law's per-group summary as a Markdown table.
+pub fn render_law_markdown(summary: &DataFrame) -> Result<String, AnalyzeError> {
+    Ok(markdown_table(&law_cells(summary)?))
+}
+
+/// The law summary as rows of text cells, header first: fitted runs of all, then the mean over
+/// runs of a, b, R² and the ceiling b − a, each with its 95% interval.
+fn law_cells(summary: &DataFrame) -> Result<Vec<Vec<String>>, AnalyzeError> {
+    let num = |v: Option<f64>| v.filter(|v| v.is_finite()).map_or("-".to_string(), |v| format!("{v:.3}"));
+    let group = str_values(summary, "group")?;
+    let (runs, fitted) = (f64_values(summary, "runs")?, f64_values(summary, "fitted")?);
+    let mut stats = Vec::new();
+    for stat in LAW_STATS {
+        stats.push([f64_values(summary, &format!("{stat}_mean"))?, f64_values(summary, &format!("{stat}_lo"))?, f64_values(summary, &format!("{stat}_hi"))?]);
+    }
+    let header = ["group", "fitted", "a [95% CI]", "b [95% CI]", "R² [95% CI]", "R(H=0) = b − a [95% CI]"];
+    let mut rows = vec![header.map(String::from).to_vec()];
+    for i in 0..summary.height() {
+        let count = |v: Option<f64>| v.map_or(0, |v| v as i64);
+        let mut row = vec![group[i].clone(), format!("{}/{}", count(fitted[i]), count(runs[i]))];
+        for [mean, lo, hi] in &stats {
+            row.push(match (mean[i], lo[i], hi[i]) {
+                (Some(m), Some(l), Some(h)) => format!("{} [{}, {}]", num(Some(m)), num(Some(l)), num(Some(h))),
+                (m, _, _) => num(m),
+            });
+        }
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+/// The law statistics summarized per group, in table order.
+pub const LAW_STATS: [&str; 4] = ["a", "b", "r2", "ceiling"];
+
+/// Rows of cells as a fixed-width text table (first column left-aligned, the rest right-aligned).
+fn text_table(rows: &[Vec<String>]) -> String {
+    let mut widths = vec![0; rows.first().map_or(0, Vec::len)];
+    for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
     }
     let mut out = String::new();
-    for row in &rows {
+    for row in rows {
         let parts: Vec<String> = row
             .iter()
             .zip(&widths)
@@ -161,12 +210,11 @@ pub fn render_table(summary: &DataFrame) -> Result<String, AnalyzeError> {
         out.push_str(parts.join("  ").trim_end());
         out.push('\n');
     }
-    Ok(out)
+    out
 }
 
-/// The summary as a Markdown (GitHub) table.
-pub fn render_markdown(summary: &DataFrame) -> Result<String, AnalyzeError> {
-    let rows = cells(summary)?;
+/// Rows of cells (header first) as a Markdown (GitHub) table.
+fn markdown_table(rows: &[Vec<String>]) -> String {
     let escape = |c: &str| c.replace('|', "\\|");
     let mut out = String::new();
     for (i, row) in rows.iter().enumerate() {
@@ -176,7 +224,7 @@ pub fn render_markdown(summary: &DataFrame) -> Result<String, AnalyzeError> {
             out.push_str(&format!("| {} |\n", align.join(" | ")));
         }
     }
-    Ok(out)
+    out
 }
 
 /// Bars of the summary's IQM with its interval, in the summary's order.
@@ -222,4 +270,36 @@ pub fn curve_lines(curves: &DataFrame, groups: &[String]) -> Result<Vec<Line>, A
 /// Performance-profile lines of `bootstrap::profiles`' frame.
 pub fn profile_lines(profiles: &DataFrame, groups: &[String]) -> Result<Vec<Line>, AnalyzeError> {
     lines(profiles, groups, ["tau", "fraction", "fraction_lo", "fraction_hi"])
+}
+
+/// Most dots per group in the law's scatter plot: beyond it every k-th point is drawn, which
+/// keeps the SVG small while the cloud keeps its shape.
+const MAX_DOTS: usize = 2000;
+
+/// The law's scatter plot data for the groups in `groups`, in that order: each group's (H, R)
+/// points of `points` (columns `group, h, r`) and the curve R = −ā·exp(H) + b̄ over the points'
+/// range of H, with ā, b̄ the group's means in `summary`. Since the law is linear in a and b,
+/// that curve is the average of the runs' fitted curves.
+pub fn law_scatter(points: &DataFrame, summary: &DataFrame, groups: &[String]) -> Result<Vec<Scatter>, AnalyzeError> {
+    let (name, h, r) = (str_values(points, "group")?, f64_values(points, "h")?, f64_values(points, "r")?);
+    let (summary_group, a, b) = (str_values(summary, "group")?, f64_values(summary, "a_mean")?, f64_values(summary, "b_mean")?);
+    Ok(groups
+        .iter()
+        .map(|g| {
+            let all: Vec<(f64, f64)> = (0..name.len())
+                .filter(|&i| &name[i] == g)
+                .filter_map(|i| Some((h[i]?, r[i]?)))
+                .filter(|p| p.0.is_finite() && p.1.is_finite())
+                .collect();
+            let stride = all.len().div_ceil(MAX_DOTS).max(1);
+            let shown: Vec<(f64, f64)> = all.iter().step_by(stride).copied().collect();
+            let fit = summary_group.iter().position(|s| s == g).and_then(|k| Some((a[k]?, b[k]?)));
+            let (lo, hi) = all.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(l, u), p| (l.min(p.0), u.max(p.0)));
+            let curve = match fit {
+                Some((a, b)) if lo <= hi => (0..=50).map(|k| lo + (hi - lo) * f64::from(k) / 50.0).map(|x| (x, -a * x.exp() + b)).collect(),
+                _ => Vec::new(),
+            };
+            Scatter { name: g.clone(), points: shown, curve }
+        })
+        .collect())
 }

@@ -1,5 +1,6 @@
 //! Statistics as Polars expressions: per-run scores (final return, AUC, steps to threshold,
-//! optimality gap), grouping, and per-group aggregates. The resampling statistics are in `bootstrap`.
+//! optimality gap), grouping, per-group aggregates, learning-curve bins of any metric, and the
+//! per-run fit of the entropy-performance law. The resampling statistics are in `bootstrap`.
 
 use polars::prelude::*;
 
@@ -174,21 +175,114 @@ pub fn per_group(annotated: LazyFrame, grouping: &Grouping) -> LazyFrame {
 /// different lengths share one axis. Columns: `group, stratum, run_id, bin, step, value` where
 /// `step` is the mean `global_step` of the bin's iterations.
 pub fn curve_points(metrics: LazyFrame, annotated: LazyFrame, bins: u32) -> LazyFrame {
+    binned(metrics.filter(finished_episodes()), annotated, bins, col("episodic_return_mean"))
+}
+
+/// `curve_points` for any numeric metrics column (`token_entropy`, `accuracy`, `entropy`, ...):
+/// per run and bin, the mean of the column over the bin's iterations where it is a number. Runs
+/// whose metrics lack the column (null there) have no points.
+pub fn metric_points(metrics: LazyFrame, annotated: LazyFrame, bins: u32, column: &str) -> LazyFrame {
+    let value = col(column).cast(DataType::Float64);
+    binned(metrics.filter(value.clone().is_not_null().and(value.clone().is_not_nan())), annotated, bins, value)
+}
+
+fn binned(rows: LazyFrame, annotated: LazyFrame, bins: u32, value: Expr) -> LazyFrame {
     let bins = i64::from(bins.max(1));
     let raw = col("global_step") * lit(bins) / col("global_step").max();
+    rows.join(
+        annotated.select([col("run_id"), col("group"), col("stratum")]),
+        [col("run_id")],
+        [col("run_id")],
+        JoinArgs::new(JoinType::Inner),
+    )
+    .with_column(when(raw.clone().gt_eq(lit(bins))).then(lit(bins - 1)).otherwise(raw).alias("bin"))
+    .group_by([col("group"), col("stratum"), col("run_id"), col("bin")])
+    .agg([col("global_step").cast(DataType::Float64).mean().alias("step"), value.mean().alias("value")])
+    .sort(["group", "bin", "run_id"], SortMultipleOptions::default())
+}
+
+/// Metrics column of the policy entropy the entropy-performance law is fitted on (H, nats).
+pub const LAW_ENTROPY: &str = "token_entropy";
+/// Metrics column of the performance the law is fitted on (R: mean verifier reward).
+pub const LAW_REWARD: &str = "accuracy";
+/// Fewest points a fit of the law is made from: two determine a line exactly (R² = 1 whatever
+/// the data), so a fit is only evidence from three on.
+pub const LAW_MIN_POINTS: i64 = 3;
+
+/// The rows of the law's points: `metrics` rows where both `entropy` and `reward` are present
+/// (not null), with `h` and `r` as Float64 columns. A run whose metrics lack either column has
+/// no rows here and no fit.
+pub fn law_rows(metrics: LazyFrame, entropy: &str, reward: &str) -> LazyFrame {
+    let (h, r) = (col(entropy).cast(DataType::Float64), col(reward).cast(DataType::Float64));
     metrics
-        .filter(finished_episodes())
-        .join(
-            annotated.select([col("run_id"), col("group"), col("stratum")]),
-            [col("run_id")],
-            [col("run_id")],
-            JoinArgs::new(JoinType::Inner),
-        )
-        .with_column(when(raw.clone().gt_eq(lit(bins))).then(lit(bins - 1)).otherwise(raw).alias("bin"))
-        .group_by([col("group"), col("stratum"), col("run_id"), col("bin")])
-        .agg([
-            col("global_step").cast(DataType::Float64).mean().alias("step"),
-            col("episodic_return_mean").mean().alias("value"),
-        ])
-        .sort(["group", "bin", "run_id"], SortMultipleOptions::default())
+        .filter(h.clone().is_not_null().and(r.clone().is_not_null()))
+        .select([col("run_id"), col("iteration"), h.alias("h"), r.alias("r")])
+}
+
+/// The entropy-performance law `R = −a·exp(H) + b` (Cui et al. 2025, "The Entropy Mechanism of
+/// Reinforcement Learning for Reasoning Language Models") fitted per run by ordinary least
+/// squares of R on x = e^H, over `law_rows`' points where H and R are finite numbers.
+///
+/// Columns: `run_id, points` (the finite points used), `a, b, r2, ceiling` (= R(H=0) = b − a)
+/// and `reason`. With fewer than `LAW_MIN_POINTS` points or a constant H (no slope can be
+/// fitted) `a, b, r2, ceiling` are null and `reason` says why; with a constant R the fit is flat
+/// (a = 0, b = R) and only `r2` is null (0/0). Otherwise `reason` is null.
+pub fn law_fits(rows: LazyFrame) -> LazyFrame {
+    let ok = col("h").is_finite().and(col("r").is_finite()).and(lit(std::f64::consts::E).pow(col("h")).is_finite());
+    let x = lit(std::f64::consts::E).pow(col("h")).filter(ok.clone());
+    let y = col("r").filter(ok.clone());
+    // Centred sums (two passes) rather than Σx² − n·x̄²: the raw form cancels catastrophically
+    // when H barely moves, which is exactly the collapsed-entropy regime this law is about.
+    let dx = x.clone() - x.clone().mean();
+    let dy = y.clone() - y.clone().mean();
+    let sums = rows.group_by([col("run_id")]).agg([
+        ok.sum().cast(DataType::Int64).alias("points"),
+        x.clone().mean().alias("x_mean"),
+        y.clone().mean().alias("y_mean"),
+        (dx.clone() * dx.clone()).sum().alias("sxx"),
+        (dx * dy.clone()).sum().alias("sxy"),
+        (dy.clone() * dy).sum().alias("syy"),
+        // Constancy is tested exactly on the values: a mean of equal values can differ from them
+        // in the last bit, which would leave a tiny non-zero sxx and a meaningless slope.
+        x.clone().max().eq(x.min()).alias("x_constant"),
+        y.clone().max().eq(y.min()).alias("y_constant"),
+    ]);
+    let too_few = col("points").lt(lit(LAW_MIN_POINTS));
+    let fitted = too_few.clone().not().and(col("x_constant").not());
+    let slope = col("sxy") / col("sxx");
+    let null = || lit(NULL).cast(DataType::Float64);
+    let a = when(fitted.clone()).then(lit(0.0) - slope.clone()).otherwise(null());
+    let b = when(fitted.clone()).then(col("y_mean") - slope * col("x_mean")).otherwise(null());
+    let r2 = when(fitted.and(col("y_constant").not()))
+        .then(col("sxy") * col("sxy") / (col("sxx") * col("syy")))
+        .otherwise(null());
+    let reason = when(too_few)
+        .then(lit(format!("fewer than {LAW_MIN_POINTS} points with finite entropy and reward")))
+        .when(col("x_constant"))
+        .then(lit("constant entropy: no slope to fit"))
+        .when(col("y_constant"))
+        .then(lit("constant reward: R² undefined"))
+        .otherwise(lit(NULL).cast(DataType::String));
+    sums.select([
+        col("run_id"),
+        col("points"),
+        a.alias("a"),
+        b.alias("b"),
+        r2.alias("r2"),
+        reason.alias("reason"),
+    ])
+    .with_column((col("b") - col("a")).alias("ceiling"))
+    .select([col("run_id"), col("points"), col("a"), col("b"), col("r2"), col("ceiling"), col("reason")])
+}
+
+/// One row per run with a law fit: the run's identity (`run_id, config_id, sweep, label`, the
+/// grouping's `keys` not among them, `group, stratum, seed`) then `law_fits`' columns.
+pub fn law_per_run(annotated: LazyFrame, fits: LazyFrame, keys: &[String]) -> LazyFrame {
+    let mut identity: Vec<Expr> = ["run_id", "config_id", "sweep", "label"].map(col).to_vec();
+    identity.extend(keys.iter().filter(|k| !["config_id", "label"].contains(&k.as_str())).map(|k| col(k.as_str())));
+    identity.extend(["group", "stratum", "seed"].map(col));
+    annotated
+        .select(identity)
+        .join(fits, [col("run_id")], [col("run_id")], JoinArgs::new(JoinType::Inner))
+        .sort(["group", "label", "seed", "run_id"], SortMultipleOptions::default())
 }

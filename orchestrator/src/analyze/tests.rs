@@ -76,6 +76,7 @@ fn options(dirs: Vec<PathBuf>, out: &Path) -> Options {
         bins: 4,
         profile_points: 11,
         plots: false,
+        curves: None,
     }
 }
 
@@ -88,7 +89,7 @@ fn summary_matches_hand_computed_statistics() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
     two_configs(root);
-    let loaded = load_results(&[root.to_path_buf()]).unwrap();
+    let loaded = load_results(&[root.to_path_buf()], &[]).unwrap();
     assert_eq!(loaded.completed, 7);
     assert_eq!(loaded.left_out, vec![("b9".to_string(), "unfinished".to_string())]);
     assert_eq!(loaded.hyperparameters, ["params.k", "params.x", "run.env", "run.hidden", "run.lr", "run.success_return"]);
@@ -393,4 +394,256 @@ fn plots_are_drawn_with_the_embedded_font() {
     assert!(title_dark > 30, "{title_dark} dark pixels in the title band");
     let svg = std::fs::read_to_string(&written[1]).unwrap();
     assert!(svg.contains("environment steps") && svg.contains("second") && svg.contains("<polygon"), "{svg}");
+}
+
+/// Writes one run of a sequence task: 20 iterations whose `token_entropy` H falls from 1.44 to
+/// 0.30 and whose `accuracy` (also the return) is exactly `-a·exp(H) + b`; `constant_h` keeps H
+/// at 1.0 instead (a run the law cannot be fitted to).
+fn write_seq_run(root: &Path, run_id: &str, config_id: &str, label: &str, seed: u64, (a, b): (f64, f64), constant_h: bool) {
+    let dir = root.join("runs").join(run_id);
+    std::fs::create_dir_all(&dir).unwrap();
+    let spec = json!({
+        "format_version": 1, "run_id": run_id, "config_id": config_id, "sweep": "seq", "label": label,
+        "axes": {}, "run": {"seed": seed, "success_return": 0.9, "env": "arith", "plugin": label},
+        "params": {}, "plugin_path": "/x.so"
+    });
+    std::fs::write(dir.join("spec.json"), spec.to_string()).unwrap();
+    let iteration: Vec<i64> = (1..=20).collect();
+    let h: Vec<f64> = iteration.iter().map(|&i| if constant_h { 1.0 } else { 1.5 - 0.06 * i as f64 }).collect();
+    let acc: Vec<f64> = h.iter().map(|h| -a * h.exp() + b).collect();
+    let mut df = df!(
+        "iteration" => &iteration,
+        "global_step" => iteration.iter().map(|i| i * 100).collect::<Vec<_>>(),
+        "episodic_return_mean" => &acc,
+        "episodes" => vec![8i64; 20],
+        "entropy" => &h,
+        "accuracy" => &acc,
+        "token_entropy" => &h,
+    )
+    .unwrap();
+    let file = std::fs::File::create(dir.join("metrics.parquet")).unwrap();
+    ParquetWriter::new(file).finish(&mut df).unwrap();
+    let exit = json!({"format_version": 1, "run_id": run_id, "status": "completed", "reason": null, "finished_at": "0"});
+    std::fs::write(dir.join("exit.json"), exit.to_string()).unwrap();
+}
+
+/// The law fitted to one run's (H, R) points, as `law_fits` gives it: (points, a, b, r2,
+/// ceiling, reason).
+type Fit = (i64, Option<f64>, Option<f64>, Option<f64>, Option<f64>, Option<String>);
+
+fn fits(runs: &[(&str, Vec<(f64, f64)>)]) -> Vec<Fit> {
+    let ids: Vec<&str> = runs.iter().flat_map(|(id, p)| std::iter::repeat_n(*id, p.len())).collect();
+    let h: Vec<f64> = runs.iter().flat_map(|(_, p)| p.iter().map(|q| q.0)).collect();
+    let r: Vec<f64> = runs.iter().flat_map(|(_, p)| p.iter().map(|q| q.1)).collect();
+    let frame = df!("run_id" => ids, "h" => h, "r" => r).unwrap();
+    let out = law_fits(frame.lazy()).sort(["run_id"], Default::default()).collect().unwrap();
+    assert_eq!(column_names(&out), ["run_id", "points", "a", "b", "r2", "ceiling", "reason"]);
+    let reason = out.column("reason").unwrap().str().unwrap().clone();
+    (0..out.height())
+        .map(|i| {
+            let points = out.column("points").unwrap().i64().unwrap().get(i).unwrap();
+            (points, f(&out, "a", i), f(&out, "b", i), f(&out, "r2", i), f(&out, "ceiling", i), reason.get(i).map(str::to_string))
+        })
+        .collect()
+}
+
+#[test]
+fn entropy_law_fit_recovers_a_known_law_exactly() {
+    // R = -0.3·exp(H) + 0.9 at 30 entropies from 2.0 down to 0.26: OLS on x = e^H is exact.
+    let points: Vec<(f64, f64)> = (0..30).map(|i| 2.0 - 0.06 * f64::from(i)).map(|h| (h, -0.3 * h.exp() + 0.9)).collect();
+    let [(n, a, b, r2, ceiling, reason)] = fits(&[("r", points)]).try_into().unwrap();
+    assert_eq!(n, 30);
+    assert!(close(a, 0.3) && close(b, 0.9), "{a:?} {b:?}");
+    assert!(close(r2, 1.0) && close(ceiling, 0.6), "{r2:?} {ceiling:?}");
+    assert_eq!(reason, None);
+}
+
+#[test]
+fn entropy_law_fit_matches_a_hand_computed_three_point_case() {
+    // x = e^H = 1, 2, 3 and R = 0.9, 0.6, 0.4: x̄ = 2, R̄ = 19/30, deviations of R 8/30, -1/30,
+    // -7/30; Sxx = 2, Sxy = -15/30 = -1/2, Syy = 114/900. Slope -1/4 → a = 1/4,
+    // b = 19/30 + 2/4 = 17/15, R² = Sxy² / (Sxx·Syy) = 225/228, ceiling b - a = 53/60.
+    let points = vec![(0.0, 0.9), (2f64.ln(), 0.6), (3f64.ln(), 0.4)];
+    let [(n, a, b, r2, ceiling, reason)] = fits(&[("r", points)]).try_into().unwrap();
+    assert_eq!((n, reason), (3, None));
+    assert!(close(a, 0.25) && close(b, 17.0 / 15.0), "{a:?} {b:?}");
+    assert!(close(r2, 225.0 / 228.0) && close(ceiling, 53.0 / 60.0), "{r2:?} {ceiling:?}");
+}
+
+#[test]
+fn entropy_law_fit_of_noisy_points_agrees_with_a_plain_recomputation() {
+    // 200 noisy points; the expected values come from the raw normal equations and
+    // R² = 1 - SSres/SStot, not from the centred sums and Sxy²/(Sxx·Syy) the fit uses.
+    let mut rng = Rng::new(3, "noisy", "law");
+    let points: Vec<(f64, f64)> = (0..200)
+        .map(|i| {
+            let h = 0.2 + 1.6 * f64::from(i) / 199.0;
+            let noise = (rng.below(1_000_001) as f64 / 1e6 - 0.5) * 0.2;
+            (h, -0.15 * h.exp() + 0.95 + noise)
+        })
+        .collect();
+    let [(n, a, b, r2, _, reason)] = fits(&[("r", points.clone())]).try_into().unwrap();
+    let m = points.len() as f64;
+    let (sx, sy) = (points.iter().map(|p| p.0.exp()).sum::<f64>(), points.iter().map(|p| p.1).sum::<f64>());
+    let sxx = points.iter().map(|p| p.0.exp() * p.0.exp()).sum::<f64>();
+    let sxy = points.iter().map(|p| p.0.exp() * p.1).sum::<f64>();
+    let slope = (m * sxy - sx * sy) / (m * sxx - sx * sx);
+    let intercept = (sy - slope * sx) / m;
+    let ss_res: f64 = points.iter().map(|p| (p.1 - (slope * p.0.exp() + intercept)).powi(2)).sum();
+    let ss_tot: f64 = points.iter().map(|p| (p.1 - sy / m).powi(2)).sum();
+    assert_eq!((n, reason), (200, None));
+    assert!(close(a, -slope) && close(b, intercept), "{a:?} {b:?} vs {} {intercept}", -slope);
+    assert!(close(r2, 1.0 - ss_res / ss_tot), "{r2:?} vs {}", 1.0 - ss_res / ss_tot);
+    // The noise is real: the fit is good but not perfect, and a is near the generating 0.15.
+    let (r2, a) = (r2.unwrap(), a.unwrap());
+    assert!(0.5 < r2 && r2 < 0.999 && (a - 0.15).abs() < 0.03, "r2 {r2}, a {a}");
+}
+
+#[test]
+fn entropy_law_fit_of_degenerate_runs_gives_nulls_with_a_reason() {
+    let law = |h: f64| -0.2 * h.exp() + 1.0;
+    let fitted = fits(&[
+        ("a_two_points", vec![(1.0, 0.5), (0.5, 0.6)]),
+        ("b_constant_h", vec![(0.7, 0.1), (0.7, 0.5), (0.7, 0.9), (0.7, 0.2)]),
+        ("c_constant_r", vec![(1.0, 0.5), (0.8, 0.5), (0.6, 0.5)]),
+        // NaN, infinite and overflowing (e^800) points are left out: three finite ones remain.
+        ("d_non_finite", vec![(1.0, law(1.0)), (f64::NAN, 0.3), (0.5, f64::INFINITY), (800.0, 0.1), (0.6, law(0.6)), (0.2, law(0.2))]),
+        ("e_all_nan", vec![(f64::NAN, 0.5), (f64::NAN, 0.5), (f64::NAN, 0.5)]),
+    ]);
+    let few = Some(format!("fewer than {LAW_MIN_POINTS} points with finite entropy and reward"));
+    assert_eq!(fitted[0], (2, None, None, None, None, few.clone()));
+    assert_eq!(fitted[1], (4, None, None, None, None, Some("constant entropy: no slope to fit".into())));
+    // A flat fit: a = 0, b = 0.5, nothing explained and nothing to explain.
+    let (n, a, b, r2, ceiling, reason) = fitted[2].clone();
+    assert_eq!((n, r2, reason), (3, None, Some("constant reward: R² undefined".into())));
+    assert!(close(a.map(f64::abs), 0.0) && close(b, 0.5) && close(ceiling, 0.5), "{:?}", fitted[2]);
+    let (n, a, b, r2, _, reason) = fitted[3].clone();
+    assert_eq!((n, reason), (3, None));
+    assert!(close(a, 0.2) && close(b, 1.0) && close(r2, 1.0), "{:?}", fitted[3]);
+    assert_eq!(fitted[4], (0, None, None, None, None, few));
+}
+
+#[test]
+fn mean_intervals_skip_missing_values_and_resample_within_strata() {
+    let opts = Bootstrap { reps: 3000, band_reps: 10, seed: 4, confidence: 0.95 };
+    // Group g: a = 0, 10 (one stratum) and a failed fit (NaN): mean 5, interval [0, 10].
+    // Group h: a = 3 and 7 in two strata: stratified resampling always draws both → [5, 5].
+    // Group z: no finite value → nulls.
+    let frame = df!(
+        "group" => ["g", "g", "g", "h", "h", "z"],
+        "stratum" => ["s", "s", "s", "p", "q", "s"],
+        "a" => [0.0, 10.0, f64::NAN, 3.0, 7.0, f64::NAN],
+    )
+    .unwrap();
+    let out = mean_intervals(&frame, &["a"], &opts).unwrap();
+    assert_eq!(column_names(&out), ["group", "a_mean", "a_lo", "a_hi"]);
+    assert_eq!((f(&out, "a_mean", 0), f(&out, "a_lo", 0), f(&out, "a_hi", 0)), (Some(5.0), Some(0.0), Some(10.0)));
+    assert_eq!((f(&out, "a_mean", 1), f(&out, "a_lo", 1), f(&out, "a_hi", 1)), (Some(5.0), Some(5.0), Some(5.0)));
+    assert_eq!((f(&out, "a_mean", 2), f(&out, "a_lo", 2)), (None, None));
+}
+
+fn column_names(df: &DataFrame) -> Vec<String> {
+    df.get_column_names().into_iter().map(|n| n.to_string()).collect()
+}
+
+fn csv_header(path: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    text.lines().next().unwrap_or("").split(',').map(str::to_string).collect()
+}
+
+#[test]
+fn analyze_writes_entropy_curves_and_the_law_for_sequence_runs_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let seq = tmp.path().join("seq");
+    // grpo: a = 0.20, 0.21, 0.22 over seeds, b = 1; cov: a = 0.1, b = 0.8, and a third run with
+    // a constant entropy that cannot be fitted.
+    for seed in 0..3u64 {
+        write_seq_run(&seq, &format!("g{seed}"), "cfgG", "grpo", seed, (0.2 + 0.01 * seed as f64, 1.0), false);
+    }
+    write_seq_run(&seq, "c0", "cfgC", "cov", 0, (0.1, 0.8), false);
+    write_seq_run(&seq, "c1", "cfgC", "cov", 1, (0.1, 0.8), false);
+    write_seq_run(&seq, "c2", "cfgC", "cov", 2, (0.1, 0.8), true);
+    let out = tmp.path().join("out");
+    let outcome = analyze(&Options { plots: true, ..options(vec![seq.clone()], &out) }).unwrap();
+    assert_eq!(outcome.curves, ["token_entropy", "accuracy"]);
+
+    let per_run = csv_header(&out.join("tables/entropy_law.csv"));
+    assert_eq!(
+        per_run,
+        ["run_id", "config_id", "sweep", "label", "group", "stratum", "seed", "points", "a", "b", "r2", "ceiling", "reason"]
+    );
+    let text = std::fs::read_to_string(out.join("tables/entropy_law.csv")).unwrap();
+    let rows: Vec<Vec<&str>> = text.lines().skip(1).map(|l| l.split(',').collect()).collect();
+    assert_eq!(rows.len(), 6, "{text}");
+    // Sorted by group then seed: cov c0, c1, c2, then grpo g0..g2.
+    let num = |s: &str| s.parse::<f64>().ok();
+    assert_eq!((rows[0][0], rows[2][0], rows[5][0]), ("c0", "c2", "g2"));
+    assert!(close(num(rows[0][8]), 0.1) && close(num(rows[0][9]), 0.8) && close(num(rows[0][10]), 1.0), "{text}");
+    assert!(close(num(rows[5][8]), 0.22) && close(num(rows[5][11]), 0.78), "{text}");
+    assert_eq!((rows[2][7], rows[2][8], rows[2][12]), ("20", "", "constant entropy: no slope to fit"), "{text}");
+
+    let law = outcome.law.as_ref().expect("law summary");
+    let names = column_names(law);
+    assert_eq!(&names[..6], ["config_id", "label", "group", "runs", "fitted", "a_mean"]);
+    // cov: 2 of 3 runs fitted, both a = 0.1; grpo: a mean 0.21 within [0.20, 0.22].
+    assert_eq!((f(law, "runs", 0), f(law, "fitted", 0)), (Some(3.0), Some(2.0)));
+    assert!(close(f(law, "a_mean", 0), 0.1) && close(f(law, "a_lo", 0), 0.1) && close(f(law, "ceiling_mean", 0), 0.7), "{law}");
+    assert!(close(f(law, "a_mean", 1), 0.21) && close(f(law, "b_mean", 1), 1.0) && close(f(law, "r2_mean", 1), 1.0), "{law}");
+    let (lo, hi) = (f(law, "a_lo", 1).unwrap(), f(law, "a_hi", 1).unwrap());
+    assert!(0.2 - 1e-9 <= lo && lo < 0.21 && 0.21 < hi && hi <= 0.22 + 1e-9, "[{lo}, {hi}]");
+    let table = outcome.law_table.as_deref().unwrap_or("");
+    assert!(table.starts_with("group") && table.contains("R² [95% CI]") && table.contains("2/3"), "{table}");
+    let md = std::fs::read_to_string(out.join("tables/entropy_law_summary.md")).unwrap();
+    assert!(md.contains("| grpo | 3/3 | 0.210 ["), "{md}");
+    assert!(out.join("tables/entropy_law.parquet").is_file() && out.join("tables/entropy_law_summary.parquet").is_file());
+
+    // Entropy curves: bins of 100 steps-ish; grpo's first bin averages high entropies.
+    let curves = csv_header(&out.join("tables/curves-token_entropy.csv"));
+    assert_eq!(curves, ["group", "bin", "step", "runs", "mean", "iqm", "iqm_lo", "iqm_hi"]);
+    for name in ["curves-token_entropy", "curves-accuracy", "entropy_law", "curves", "final", "profile"] {
+        for ext in ["png", "svg"] {
+            assert!(out.join("plots").join(format!("{name}.{ext}")).is_file(), "{name}.{ext}");
+        }
+    }
+    let svg = std::fs::read_to_string(out.join("plots/entropy_law.svg")).unwrap();
+    assert!(svg.contains("<circle") && svg.contains("grpo") && svg.contains("token_entropy"), "scatter with legend");
+
+    // CartPole-style runs (no such columns): exactly the old outputs, no law, no extra curves.
+    let cart = tmp.path().join("cart");
+    two_configs(&cart);
+    let outcome = analyze(&Options { plots: true, ..options(vec![cart.clone()], &cart) }).unwrap();
+    assert!(outcome.curves.is_empty() && outcome.law.is_none() && outcome.law_table.is_none());
+    let mut files: Vec<String> = outcome.written.iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
+    files.sort();
+    assert!(files.iter().all(|f| !f.contains("entropy") && !f.contains("accuracy")), "{files:?}");
+    assert!(!cart.join("tables/entropy_law.csv").exists() && !cart.join("plots/entropy_law.png").exists());
+    assert_eq!(files.len(), 4 * 2 + 1 + 3 * 2, "{files:?}");
+
+    // Any metrics column can be asked for; one that no run has is refused with the columns known.
+    let opts = Options { curves: Some(vec!["policy_loss".into()]), ..options(vec![cart.clone()], &cart) };
+    let outcome = analyze(&opts).unwrap();
+    assert_eq!(outcome.curves, ["policy_loss"]);
+    assert!(cart.join("tables/curves-policy_loss.csv").is_file());
+    let opts = Options { curves: Some(vec!["token_entropy".into()]), ..opts };
+    let err = analyze(&opts).err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(err.starts_with("bad expression `--curves token_entropy`: no run's metrics have a column `token_entropy`; columns: episodes, episodic_return_mean, global_step, iteration, policy_loss"), "{err}");
+}
+
+#[test]
+fn law_plot_text_has_glyphs_in_the_embedded_font() {
+    use ab_glyph::Font;
+    // A missing glyph would draw as an empty box in the PNG.
+    let font = ab_glyph::FontRef::try_from_slice(super::plot::FONT).unwrap();
+    for c in "Entropy-performance law R = -a·exp(H) + b: iterations, mean fit policy entropy H (token_entropy, nats) accuracy".chars() {
+        assert_ne!(font.glyph_id(c).0, 0, "glyph for {c:?}");
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let groups = vec![
+        Scatter { name: "fit".into(), points: vec![(0.1, 0.9), (1.0, 0.5), (1.5, 0.1)], curve: vec![(0.1, 0.88), (1.5, 0.12)] },
+        Scatter { name: "none".into(), points: vec![(0.5, 0.5)], curve: vec![] },
+    ];
+    let chart = LineChart { title: "law", x_desc: "H", y_desc: "R", legend_low: false };
+    let written = render(&tmp.path().join("law"), &Chart::Scatter(chart, &groups)).unwrap();
+    let svg = std::fs::read_to_string(&written[1]).unwrap();
+    assert_eq!(svg.matches("<circle").count(), 4 + 1, "four dots and the legend dot of the unfitted group: {svg}");
 }
