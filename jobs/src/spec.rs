@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use drover_kernels::{SeqTask, TaskFamily};
 use serde::Deserialize;
 
 use crate::JobError;
@@ -41,7 +42,7 @@ pub struct JobSpec {
 /// The `run` table: everything drover itself (not the plugin) needs to train.
 #[derive(Debug, Clone, Deserialize)]
 pub struct RunSettings {
-    /// Environment id; only `CartPole-v1` exists so far.
+    /// Environment id: `CartPole-v1` or a sequence task (`SeqReverse-v0`, `SeqSort-v0`, `SeqAdd-v0`).
     pub env: String,
     /// Plugin name or path, as written in the sweep file.
     pub plugin: String,
@@ -84,6 +85,47 @@ pub struct RunSettings {
     /// Stop training once the threshold is reached.
     #[serde(default)]
     pub stop_at_success: bool,
+    /// Sequence tasks: responses per prompt (default 8).
+    #[serde(default)]
+    pub group_size: Option<usize>,
+    /// Sequence tasks: vocabulary size (default 8).
+    #[serde(default)]
+    pub vocab: Option<usize>,
+    /// Sequence tasks: prompt length (default 3).
+    #[serde(default)]
+    pub prompt_len: Option<usize>,
+    /// `none` (default) or `initial`: the frozen initial policy gives plugins `logp_ref`.
+    #[serde(default)]
+    pub reference_policy: Option<String>,
+}
+
+impl RunSettings {
+    /// The sequence task `env` names, with the defaults the orchestrator documents; `None` for
+    /// CartPole; an error for an unknown environment.
+    pub fn task(&self) -> Result<Option<SeqTask>, String> {
+        let family = match self.env.as_str() {
+            "CartPole-v1" => return Ok(None),
+            "SeqReverse-v0" => TaskFamily::Reverse,
+            "SeqSort-v0" => TaskFamily::Sort,
+            "SeqAdd-v0" => TaskFamily::Add,
+            other => {
+                return Err(format!(
+                    "unknown environment `{other}` (known: CartPole-v1, SeqReverse-v0, SeqSort-v0, SeqAdd-v0)"
+                ))
+            }
+        };
+        Ok(Some(SeqTask {
+            family,
+            vocab: self.vocab.unwrap_or(8),
+            prompt_len: self.prompt_len.unwrap_or(3),
+            group_size: self.group_size.unwrap_or(8),
+        }))
+    }
+
+    /// Whether plugins get `logp_ref` from the frozen initial policy.
+    pub fn initial_reference(&self) -> bool {
+        self.reference_policy.as_deref() == Some("initial")
+    }
 }
 
 fn one() -> usize {
@@ -129,8 +171,29 @@ impl JobSpec {
             ));
         }
         let r = &self.run;
-        if r.env != "CartPole-v1" {
-            return Err(bad("run.env", format!("unknown environment `{}` (known: CartPole-v1)", r.env)));
+        let task = r.task().map_err(|reason| bad("run.env", reason))?;
+        if let Some(task) = task {
+            task.validate().map_err(|e| bad("run.env", e.to_string()))?;
+            if r.num_steps != task.response_len() {
+                return Err(bad(
+                    "run.num_steps",
+                    format!("must equal the response length {} of {}", task.response_len(), r.env),
+                ));
+            }
+            if (r.num_envs / r.ranks.max(1)) % task.group_size != 0 || r.num_envs % r.num_minibatches != 0 {
+                return Err(bad(
+                    "run.group_size",
+                    format!(
+                        "num_envs / ranks must be a multiple of group_size = {} and num_envs of num_minibatches = {}",
+                        task.group_size, r.num_minibatches
+                    ),
+                ));
+            }
+        } else if r.group_size.is_some() || r.vocab.is_some() || r.prompt_len.is_some() {
+            return Err(bad("run.env", format!("group_size, vocab and prompt_len are for sequence tasks, not {}", r.env)));
+        }
+        if !matches!(r.reference_policy.as_deref(), None | Some("none" | "initial")) {
+            return Err(bad("run.reference_policy", "expected `none` or `initial`".into()));
         }
         if r.num_envs == 0 || r.num_steps == 0 {
             return Err(bad("run.num_envs", "num_envs and num_steps must be at least 1".into()));

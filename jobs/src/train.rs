@@ -18,8 +18,8 @@ use std::path::Path;
 use std::time::Instant;
 
 use drover_kernels::{
-    create_engine, rng, AdamConfig, DeviceRequest, Engine, EngineConfig, EngineState, MinibatchEval, NetShape,
-    Rollout,
+    create_engine, create_seq_engine, rng, AdamConfig, DeviceRequest, Engine, EngineConfig, EngineState,
+    MinibatchEval, NetShape, Rollout,
 };
 use drover_plugin_host::{AlgorithmHandle, LossBatch, Metric, Plugin, RolloutBatch};
 
@@ -91,19 +91,25 @@ pub fn run(
         "auto" => DeviceRequest::Auto,
         _ => DeviceRequest::Cpu,
     };
-    let mut engine = create_engine(
-        device,
-        EngineConfig {
-            num_envs: local_envs,
-            env_offset: rank * local_envs,
-            num_steps: r.num_steps,
-            seed: r.seed,
-            shape: NetShape { obs_dim: CARTPOLE_OBS, hidden: r.hidden.clone(), n_actions: CARTPOLE_ACTIONS },
-            adam: AdamConfig { eps: r.adam_eps as f32, ..AdamConfig::default() },
-            threads: r.threads,
-            cuda_ordinal: comm.local_rank(),
+    // Checked when the spec was read.
+    let task = r.task().map_err(JobError::Ranks)?;
+    let config = EngineConfig {
+        num_envs: local_envs,
+        env_offset: rank * local_envs,
+        num_steps: r.num_steps,
+        seed: r.seed,
+        shape: match &task {
+            Some(task) => task.net_shape(r.hidden.clone()),
+            None => NetShape { obs_dim: CARTPOLE_OBS, hidden: r.hidden.clone(), n_actions: CARTPOLE_ACTIONS },
         },
-    )?;
+        adam: AdamConfig { eps: r.adam_eps as f32, ..AdamConfig::default() },
+        threads: r.threads,
+        cuda_ordinal: comm.local_rank(),
+    };
+    let mut engine = match task {
+        Some(task) => create_seq_engine(device, config, task)?,
+        None => create_engine(device, config)?,
+    };
     tracing::info!(
         run = %spec.run_id, plugin = %info.name, device = ?engine.device(),
         params = engine.num_params(), rank, ranks = size, "training starts"
@@ -112,6 +118,11 @@ pub fn run(
     // Rank 0 alone writes files.
     let mut log = if rank == 0 { Some(MetricsLog::create(out_dir)?) } else { None };
     let mut trainer = Trainer::new(spec, key, comm, local_envs);
+    // The frozen reference policy: the initial parameters, taken before any checkpoint is
+    // loaded (initialisation is a pure function of the seed, so a resumed run gets the same).
+    if r.initial_reference() {
+        trainer.reference = Some(engine.params()?);
+    }
     // A requeued Slurm job continues right after its last checkpointed iteration.
     let checkpointing = cancel.checkpointing() && size == 1;
     if cancel.checkpointing() && size > 1 {
@@ -172,11 +183,11 @@ pub fn run(
         let control = algo.on_iteration(iteration, global_step as u64, &iteration_metrics)?;
         let (return_sum, episodes) = trainer.episode_totals();
         let episodic_return_mean = (episodes > 0).then(|| return_sum / episodes as f64);
-        let mut extra: BTreeMap<String, f64> = stats
+        let mut extra: BTreeMap<String, f64> = trainer.sequence_metrics().into_iter().collect();
+        extra.extend(stats
             .iter()
             .filter(|(k, _)| !FIXED_METRICS.contains(&k.as_str()))
-            .map(|(k, v)| (k.clone(), *v))
-            .collect();
+            .map(|(k, v)| (k.clone(), *v)));
         extra.extend(control.metrics.iter().map(|m| (m.name.clone(), m.value)));
         let row = MetricsRow {
             iteration: iteration as i64,
@@ -269,8 +280,9 @@ fn check_params_agree(engine: &dyn Engine, comm: &dyn Communicator) -> Result<u6
     Ok(hash)
 }
 
-/// Channels of the gathered rollout, in buffer order.
-const ROLLOUT_CHANNELS: usize = 7;
+/// Channels of the gathered rollout, in buffer order (the last is `logp_ref`, zero without a
+/// reference policy).
+const ROLLOUT_CHANNELS: usize = 8;
 
 /// Buffers reused across iterations, so the loop allocates nothing after the first one.
 struct Trainer<'c> {
@@ -285,6 +297,13 @@ struct Trainer<'c> {
     minibatch: usize,
     max_grad_norm: Option<f32>,
     key: u32,
+    /// Responses per prompt of a sequence task; `None` for CartPole. Sequence tasks group
+    /// sequences by prompt and train on minibatches of whole sequences.
+    group_size: Option<usize>,
+    /// Parameters of the frozen reference policy (`run.reference_policy = "initial"`).
+    reference: Option<Vec<f32>>,
+    /// This rank's `logp_ref` of the last rollout, time-major.
+    local_logp_ref: Vec<f32>,
     rollout: Rollout,
     /// The whole job's rollout scalars, time-major, `ROLLOUT_CHANNELS` channels of `T * N`.
     gathered: Vec<f32>,
@@ -311,6 +330,7 @@ struct SeqBuffers {
     entropy: Vec<f32>,
     group_ids: Vec<u32>,
     sample_weights: Vec<f32>,
+    logp_ref: Vec<f32>,
 }
 
 #[derive(Default)]
@@ -319,8 +339,13 @@ struct MinibatchBuffers {
     advantages: Vec<f32>,
     returns: Vec<f32>,
     values_old: Vec<f32>,
+    logp_ref: Vec<f32>,
     weights: Vec<f32>,
     seq_index: Vec<u32>,
+    /// Minibatch-local index of each job-wide sequence (`u32::MAX`: not in this minibatch).
+    seq_slot: Vec<u32>,
+    seq_envs: Vec<u32>,
+    seq_group_ids: Vec<u32>,
     /// This rank's samples of the minibatch: engine-local indices and minibatch positions.
     local_samples: Vec<u32>,
     local_pos: Vec<usize>,
@@ -339,6 +364,8 @@ impl<'c> Trainer<'c> {
     fn new(spec: &JobSpec, key: u32, comm: &'c dyn Communicator, local_envs: usize) -> Self {
         let r = &spec.run;
         let batch = r.num_envs * r.num_steps;
+        let group_size = r.task().ok().flatten().map(|t| t.group_size);
+        let group = group_size.unwrap_or(1) as u32;
         Self {
             comm,
             num_envs: r.num_envs,
@@ -349,12 +376,15 @@ impl<'c> Trainer<'c> {
             minibatch: batch / r.num_minibatches,
             max_grad_norm: (r.max_grad_norm > 0.0).then_some(r.max_grad_norm as f32),
             key,
+            group_size,
+            reference: None,
+            local_logp_ref: Vec::new(),
             rollout: Rollout::default(),
             gathered: vec![0.0; ROLLOUT_CHANNELS * batch],
             episodes: [0.0; 2],
             seq: SeqBuffers {
                 mask: vec![1.0; batch],
-                group_ids: (0..r.num_envs as u32).collect(),
+                group_ids: (0..r.num_envs as u32).map(|env| env / group).collect(),
                 sample_weights: vec![1.0; r.num_envs],
                 ..SeqBuffers::default()
             },
@@ -362,8 +392,36 @@ impl<'c> Trainer<'c> {
             returns: vec![0.0; batch],
             perm: (0..batch as u32).collect(),
             eval: MinibatchEval::default(),
-            mb: MinibatchBuffers::default(),
+            mb: MinibatchBuffers { seq_slot: vec![u32::MAX; r.num_envs], ..MinibatchBuffers::default() },
         }
+    }
+
+    /// Host metrics of a sequence task's iteration: `accuracy` (mean verifier reward of the
+    /// responses) and `token_entropy` (mean policy entropy over the generated tokens).
+    fn sequence_metrics(&self) -> Vec<(String, f64)> {
+        if self.group_size.is_none() {
+            return Vec::new();
+        }
+        let (sum, n) = self.episode_totals();
+        let entropy = &self.seq.entropy;
+        let token_entropy = entropy.iter().map(|&h| f64::from(h)).sum::<f64>() / entropy.len().max(1) as f64;
+        vec![("accuracy".into(), sum / n.max(1) as f64), ("token_entropy".into(), token_entropy)]
+    }
+
+    /// `logp_ref` of every local sample of the last rollout under the reference parameters;
+    /// the engine's own parameters are put back afterwards (Adam state is untouched).
+    fn evaluate_reference(&mut self, engine: &mut dyn Engine) -> Result<(), JobError> {
+        let Some(reference) = &self.reference else {
+            return Ok(());
+        };
+        let current = engine.params()?;
+        engine.set_params(reference)?;
+        let samples: Vec<u32> = (0..(self.local_envs * self.num_steps) as u32).collect();
+        let evaluated = engine.evaluate(&samples, &mut self.eval);
+        engine.set_params(&current)?;
+        evaluated?;
+        self.local_logp_ref.clone_from(&self.eval.logp);
+        Ok(())
     }
 
     /// One iteration; returns the mean of every metric the plugin reported, plus `grad_norm`.
@@ -375,6 +433,7 @@ impl<'c> Trainer<'c> {
         lr: f32,
     ) -> Result<BTreeMap<String, f64>, JobError> {
         engine.rollout(&mut self.rollout)?;
+        self.evaluate_reference(engine)?;
         self.gather_rollout();
         self.to_sequence_major();
         let seed = u64::from(rng::draw(self.key, rng::STREAM_PLUGIN, 1, iteration as u32));
@@ -390,7 +449,7 @@ impl<'c> Trainer<'c> {
                 values: &s.values,
                 next_values: &s.next_values,
                 logp_old: &s.logp,
-                logp_ref: &[],
+                logp_ref: if self.reference.is_some() { &s.logp_ref } else { &[] },
                 entropy_old: &s.entropy,
                 group_ids: &s.group_ids,
                 sample_weights: &s.sample_weights,
@@ -469,6 +528,7 @@ impl<'c> Trainer<'c> {
             &mut mb.advantages,
             &mut mb.returns,
             &mut mb.values_old,
+            &mut mb.logp_ref,
             &mut mb.loss,
             &mut mb.d_logp,
             &mut mb.d_value,
@@ -480,6 +540,8 @@ impl<'c> Trainer<'c> {
         mb.weights.clear();
         mb.weights.resize(m, 1.0);
         mb.seq_index.clear();
+        mb.seq_envs.clear();
+        mb.seq_group_ids.clear();
         for (i, &s) in samples.iter().enumerate() {
             let (t, env) = (s as usize / self.num_envs, s as usize % self.num_envs);
             let q = env * self.num_steps + t;
@@ -487,7 +549,17 @@ impl<'c> Trainer<'c> {
             mb.advantages[i] = self.advantages[q];
             mb.returns[i] = self.returns[q];
             mb.values_old[i] = self.seq.values[q];
-            mb.seq_index.push(env as u32);
+            mb.logp_ref[i] = self.seq.logp_ref[q];
+            // Sequences are numbered within the minibatch, in order of first appearance.
+            if mb.seq_slot[env] == u32::MAX {
+                mb.seq_slot[env] = mb.seq_envs.len() as u32;
+                mb.seq_envs.push(env as u32);
+                mb.seq_group_ids.push(self.seq.group_ids[env]);
+            }
+            mb.seq_index.push(mb.seq_slot[env]);
+        }
+        for &env in &mb.seq_envs {
+            mb.seq_slot[env as usize] = u32::MAX;
         }
         let seed = u64::from(rng::draw(
             self.key,
@@ -499,7 +571,7 @@ impl<'c> Trainer<'c> {
             &LossBatch {
                 logp_new: &mb.new[..m],
                 logp_old: &mb.logp_old,
-                logp_ref: &[],
+                logp_ref: if self.reference.is_some() { &mb.logp_ref } else { &[] },
                 advantages: &mb.advantages,
                 returns: &mb.returns,
                 values_new: &mb.new[m..2 * m],
@@ -507,7 +579,8 @@ impl<'c> Trainer<'c> {
                 entropy_new: &mb.new[2 * m..],
                 token_weights: &mb.weights,
                 seq_index: &mb.seq_index,
-                num_sequences: self.num_envs,
+                num_sequences: mb.seq_envs.len(),
+                seq_group_ids: if self.group_size.is_some() { &mb.seq_group_ids } else { &[] },
                 seed,
             },
             &mut mb.loss,
@@ -534,14 +607,30 @@ impl<'c> Trainer<'c> {
         Ok(metrics)
     }
 
-    /// Fisher-Yates over all samples with the counter-based RNG (stream `STREAM_SHUFFLE`), so the
-    /// minibatch order is a pure function of (seed, iteration, epoch).
+    /// Fisher-Yates with the counter-based RNG (stream `STREAM_SHUFFLE`), so the minibatch
+    /// order is a function of (seed, iteration, epoch): over all samples for CartPole, over
+    /// whole sequences (each followed by its tokens) for sequence tasks, whose losses
+    /// normalise per sequence and whose minibatches must hold every token of a response.
     fn shuffle(&mut self, iteration: u64, epoch: usize) {
         let stream_env = (iteration as u32).wrapping_mul(64).wrapping_add(epoch as u32);
-        for i in (1..self.perm.len()).rev() {
-            let r = rng::draw(self.key, rng::STREAM_SHUFFLE, stream_env, i as u32);
-            let j = ((u64::from(r) * (i as u64 + 1)) >> 32) as usize;
-            self.perm.swap(i, j);
+        let fisher_yates = |perm: &mut [u32]| {
+            for i in (1..perm.len()).rev() {
+                let r = rng::draw(self.key, rng::STREAM_SHUFFLE, stream_env, i as u32);
+                let j = ((u64::from(r) * (i as u64 + 1)) >> 32) as usize;
+                perm.swap(i, j);
+            }
+        };
+        if self.group_size.is_none() {
+            fisher_yates(&mut self.perm);
+            return;
+        }
+        let mut sequences: Vec<u32> = (0..self.num_envs as u32).collect();
+        fisher_yates(&mut sequences);
+        let (n, t_len) = (self.num_envs as u32, self.num_steps);
+        for (k, &env) in sequences.iter().enumerate() {
+            for t in 0..t_len {
+                self.perm[k * t_len + t] = t as u32 * n + env;
+            }
         }
     }
 
@@ -565,6 +654,7 @@ impl<'c> Trainer<'c> {
                 g[4 * plane + dst] = ro.next_values[src];
                 g[5 * plane + dst] = ro.logp[src];
                 g[6 * plane + dst] = ro.entropy[src];
+                g[7 * plane + dst] = self.local_logp_ref.get(src).copied().unwrap_or(0.0);
             }
         }
         self.episodes =
@@ -593,6 +683,7 @@ impl<'c> Trainer<'c> {
             &mut s.next_values,
             &mut s.logp,
             &mut s.entropy,
+            &mut s.logp_ref,
         ]
         .into_iter()
         .enumerate()

@@ -5,7 +5,7 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use drover_tests::{drover, run_ok};
+use drover_tests::{csv_rows, drover, run_ok};
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use parquet::record::Field;
 
@@ -30,32 +30,6 @@ fn sweep_results(dir: &Path) -> PathBuf {
     let results = dir.join("results");
     run_ok(drover().arg("run").arg(&sweep).arg("--results").arg(&results).args(["-j", "2"]));
     results
-}
-
-/// Splits one CSV line: fields may be quoted (`"a,b"`, with `""` for a quote inside).
-fn csv_fields(line: &str) -> Vec<String> {
-    let (mut fields, mut cur, mut quoted) = (Vec::new(), String::new(), false);
-    let mut chars = line.chars().peekable();
-    while let Some(c) = chars.next() {
-        match (c, quoted) {
-            ('"', true) if chars.peek() == Some(&'"') => {
-                cur.push('"');
-                chars.next();
-            }
-            ('"', _) => quoted = !quoted,
-            (',', false) => fields.push(std::mem::take(&mut cur)),
-            (c, _) => cur.push(c),
-        }
-    }
-    fields.push(cur);
-    fields
-}
-
-fn csv_rows(path: &Path) -> (Vec<String>, Vec<Vec<String>>) {
-    let text = std::fs::read_to_string(path).expect("csv");
-    let mut lines = text.lines();
-    let header = csv_fields(lines.next().expect("header"));
-    (header, lines.map(csv_fields).collect())
 }
 
 /// Reads `<stem>.parquet` with arrow-rs and checks it holds exactly `<stem>.csv`; returns the rows.

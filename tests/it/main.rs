@@ -12,6 +12,8 @@ mod devices;
 mod mpi;
 /// Issue 5: `drover analyze` comparisons, slices, plots and Parquet read back.
 mod analyze;
+/// Issue 7: LLM-style algorithms on the sequence task, the entropy bars and the law fit.
+mod entropy_mechanism;
 /// Issue 9: the Slurm backend on the real local Slurm (arrays, status, retries, resume).
 mod slurm;
 /// Repository-wide style rules (module docs).

@@ -70,3 +70,30 @@ pub fn run_dirs(results: &Path) -> Vec<PathBuf> {
     dirs.sort();
     dirs
 }
+
+/// Splits one CSV line: fields may be quoted (`"a,b"`, with `""` for a quote inside).
+pub fn csv_fields(line: &str) -> Vec<String> {
+    let (mut fields, mut cur, mut quoted) = (Vec::new(), String::new(), false);
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, quoted) {
+            ('"', true) if chars.peek() == Some(&'"') => {
+                cur.push('"');
+                chars.next();
+            }
+            ('"', _) => quoted = !quoted,
+            (',', false) => fields.push(std::mem::take(&mut cur)),
+            (c, _) => cur.push(c),
+        }
+    }
+    fields.push(cur);
+    fields
+}
+
+/// Reads a CSV file written by `drover analyze`: its header and rows.
+pub fn csv_rows(path: &Path) -> (Vec<String>, Vec<Vec<String>>) {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read `{}`: {e}", path.display()));
+    let mut lines = text.lines();
+    let header = csv_fields(lines.next().expect("header"));
+    (header, lines.map(csv_fields).collect())
+}

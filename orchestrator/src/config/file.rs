@@ -93,6 +93,77 @@ pub struct RunConfig {
     pub success_return: f64,
     /// Stop the run once `success_return` is reached.
     pub stop_at_success: bool,
+    /// Sequence tasks: responses sampled per prompt (G). Absent for other environments, so
+    /// their run ids are those of earlier drover versions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group_size: Option<u32>,
+    /// Sequence tasks: token vocabulary size.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vocab: Option<u32>,
+    /// Sequence tasks: prompt length in tokens.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prompt_len: Option<u32>,
+    /// Reference policy for KL terms: `none` (absent) or `initial` (the policy at iteration 0).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reference_policy: Option<ReferencePolicy>,
+}
+
+/// Which policy the job evaluates `logp_ref` with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReferencePolicy {
+    /// No reference: plugins see an empty `logp_ref`.
+    None,
+    /// The initial parameters, frozen (GRPO's π_ref).
+    Initial,
+}
+
+/// An environment the job runtime knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnvKind {
+    /// Gymnasium's `CartPole-v1`.
+    CartPole,
+    /// A verifiable-reward sequence task of `drover_kernels::seq` (`family` as the job names it).
+    Sequence {
+        /// `reverse`, `sort` or `add`.
+        family: &'static str,
+    },
+}
+
+impl EnvKind {
+    /// Every known `run.env` id.
+    pub const IDS: &'static [&'static str] = &["CartPole-v1", "SeqReverse-v0", "SeqSort-v0", "SeqAdd-v0"];
+
+    /// The environment `id` names, if known.
+    pub fn parse(id: &str) -> Option<EnvKind> {
+        Some(match id {
+            "CartPole-v1" => EnvKind::CartPole,
+            "SeqReverse-v0" => EnvKind::Sequence { family: "reverse" },
+            "SeqSort-v0" => EnvKind::Sequence { family: "sort" },
+            "SeqAdd-v0" => EnvKind::Sequence { family: "add" },
+            _ => return None,
+        })
+    }
+}
+
+/// Defaults of the sequence-task keys (the job applies the same ones).
+pub const DEFAULT_GROUP_SIZE: u32 = 8;
+/// Default `run.vocab`.
+pub const DEFAULT_VOCAB: u32 = 8;
+/// Default `run.prompt_len`.
+pub const DEFAULT_PROMPT_LEN: u32 = 3;
+
+impl RunConfig {
+    /// Tokens per response of a sequence task: the prompt length, or half of it plus a carry
+    /// digit for `add` (mirrors `drover_kernels::seq::SeqTask::response_len`, which the
+    /// cross-crate tests compare it with).
+    pub fn response_len(family: &str, prompt_len: u32) -> u32 {
+        if family == "add" {
+            prompt_len / 2 + 1
+        } else {
+            prompt_len
+        }
+    }
 }
 
 impl Default for RunConfig {
@@ -117,6 +188,10 @@ impl Default for RunConfig {
             num_minibatches: 4,
             success_return: 475.0,
             stop_at_success: false,
+            group_size: None,
+            vocab: None,
+            prompt_len: None,
+            reference_policy: None,
         }
     }
 }
@@ -142,6 +217,10 @@ impl RunConfig {
         "num_minibatches",
         "success_return",
         "stop_at_success",
+        "group_size",
+        "vocab",
+        "prompt_len",
+        "reference_policy",
     ];
 }
 

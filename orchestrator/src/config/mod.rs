@@ -9,7 +9,7 @@
 //! # plugin_path = ["/opt/drover-plugins"]   # extra plugin search dirs, searched first
 //!
 //! [run]                          # base config of every run; every key below is known, others are errors
-//! env = "CartPole-v1"            # required
+//! env = "CartPole-v1"            # required: CartPole-v1, or a sequence task SeqReverse-v0 | SeqSort-v0 | SeqAdd-v0
 //! plugin = "ppo"                 # required: a name, or a path (contains `/` or ends in `.so`)
 //! num_envs = 8                   # the rest have the defaults shown here
 //! num_steps = 128
@@ -26,6 +26,11 @@
 //! num_minibatches = 4
 //! success_return = 475.0
 //! stop_at_success = false
+//! # reference_policy = "initial" # none | initial: the frozen initial policy gives plugins `logp_ref` (GRPO's KL)
+//! # Sequence tasks only (defaults shown); num_steps must equal the response length:
+//! # group_size = 8               # responses per prompt; divides num_envs / ranks
+//! # vocab = 8                    # tokens
+//! # prompt_len = 3               # response length = prompt_len (reverse, sort), prompt_len / 2 + 1 (add)
 //!
 //! [params]                       # free-form; passed to the plugin verbatim, which validates it
 //! gamma = 0.99
@@ -72,7 +77,7 @@ mod sweep;
 mod tests;
 
 pub use expand::RunSpec;
-pub use file::{Device, RunConfig, SeedsFile, SweepAxesFile, SweepFile};
+pub use file::{Device, EnvKind, ReferencePolicy, RunConfig, SeedsFile, SweepAxesFile, SweepFile};
 pub use ids::{canonical_json, ConfigId, RunId};
 pub use load::{load, load_str, parse_set, SetArg};
 pub use plugin::PluginSearch;

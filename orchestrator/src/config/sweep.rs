@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value};
 
 use crate::backend::slurm_config::{BackendKind, SlurmSettings};
-use crate::config::file::{RunConfig, SweepFile};
+use crate::config::file::{EnvKind, RunConfig, SweepFile, DEFAULT_GROUP_SIZE, DEFAULT_PROMPT_LEN, DEFAULT_VOCAB};
 use crate::config::ids::canonical_json;
 use crate::error::{ConfigError, ConfigErrorKind};
 
@@ -332,6 +332,53 @@ fn check_run(run: &RunConfig) -> Result<(), (&'static str, ConfigErrorKind)> {
     }
     if !run.success_return.is_finite() {
         return invalid("success_return", "must be a finite number");
+    }
+    check_env(run)
+}
+
+/// The environment is known, and the sequence-task keys fit it.
+fn check_env(run: &RunConfig) -> Result<(), (&'static str, ConfigErrorKind)> {
+    let invalid = |key, why: String| Err((key, ConfigErrorKind::InvalidValue(why)));
+    let Some(kind) = EnvKind::parse(&run.env) else {
+        return invalid("env", format!("unknown environment `{}` (known: {})", run.env, EnvKind::IDS.join(", ")));
+    };
+    let seq_keys = [("group_size", run.group_size), ("vocab", run.vocab), ("prompt_len", run.prompt_len)];
+    let EnvKind::Sequence { family } = kind else {
+        if let Some((key, _)) = seq_keys.iter().find(|(_, v)| v.is_some()) {
+            return invalid(key, format!("is a sequence-task setting; `{}` has no use for it", run.env));
+        }
+        return Ok(());
+    };
+    let group = run.group_size.unwrap_or(DEFAULT_GROUP_SIZE);
+    let vocab = run.vocab.unwrap_or(DEFAULT_VOCAB);
+    let prompt_len = run.prompt_len.unwrap_or(DEFAULT_PROMPT_LEN);
+    if group == 0 || prompt_len == 0 {
+        return invalid(if group == 0 { "group_size" } else { "prompt_len" }, "must be at least 1".into());
+    }
+    if vocab < 2 {
+        return invalid("vocab", format!("must be at least 2, got {vocab}"));
+    }
+    if family == "add" && prompt_len % 2 != 0 {
+        return invalid("prompt_len", format!("`{}` adds two numbers of prompt_len / 2 digits: use an even length, got {prompt_len}", run.env));
+    }
+    if (run.num_envs / run.ranks) % group != 0 {
+        return invalid(
+            "group_size",
+            format!("num_envs / ranks = {} is not a multiple of group_size = {group} (a prompt's group stays on one rank)", run.num_envs / run.ranks),
+        );
+    }
+    let len = RunConfig::response_len(family, prompt_len);
+    if run.num_steps != len {
+        return invalid(
+            "num_steps",
+            format!("`{}` with prompt_len = {prompt_len} generates {len}-token responses and a rollout is one response per env: set num_steps = {len}", run.env),
+        );
+    }
+    if run.num_envs % run.num_minibatches != 0 {
+        return invalid(
+            "num_minibatches",
+            format!("must divide num_envs = {} (sequence tasks train on minibatches of whole responses)", run.num_envs),
+        );
     }
     Ok(())
 }

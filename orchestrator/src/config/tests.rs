@@ -304,3 +304,45 @@ fn overrides_apply_in_order_file_env_set() {
     let s = sweep(&text, &[], &["sweep.grid.params.clip=[0.1,0.3]"]).unwrap();
     assert_eq!(s.expand().iter().map(|r| r.label.as_str()).collect::<Vec<_>>(), ["params.clip=0.1", "params.clip=0.3"]);
 }
+
+#[test]
+fn environment_and_sequence_task_keys_are_checked() {
+    let seq = |extra: &str| {
+        format!(
+            "name = \"t\"\n[run]\nenv = \"SeqAdd-v0\"\nplugin = \"grpo\"\nnum_envs = 64\nnum_minibatches = 4\n{extra}"
+        )
+    };
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "unknown env",
+            BASE.replace("CartPole-v1", "Acrobot-v1"),
+            "key `run.env`: invalid value: unknown environment `Acrobot-v1` (known: CartPole-v1, SeqReverse-v0",
+        ),
+        (
+            "sequence key on CartPole",
+            BASE.replace("[params]", "vocab = 4\n[params]"),
+            "key `run.vocab`: invalid value: is a sequence-task setting; `CartPole-v1` has no use for it",
+        ),
+        (
+            "num_steps is the response length",
+            seq("prompt_len = 4\nnum_steps = 128\n"),
+            "key `run.num_steps`: invalid value: `SeqAdd-v0` with prompt_len = 4 generates 3-token responses and a rollout is one response per env: set num_steps = 3",
+        ),
+        ("add needs an even prompt", seq("prompt_len = 3\nnum_steps = 2\n"), "key `run.prompt_len`: invalid value: `SeqAdd-v0` adds two numbers"),
+        ("groups fit the ranks", seq("prompt_len = 4\nnum_steps = 3\ngroup_size = 24\n"), "key `run.group_size`: invalid value: num_envs / ranks = 64 is not a multiple of group_size = 24"),
+        ("vocab", seq("prompt_len = 4\nnum_steps = 3\nvocab = 1\n"), "key `run.vocab`: invalid value: must be at least 2, got 1"),
+        ("reference policy", seq("prompt_len = 4\nnum_steps = 3\nreference_policy = \"sft\"\n"), "key `run.reference_policy`: invalid value: `sft`, expected one of: none, initial"),
+    ];
+    for (name, text, expected) in cases {
+        match sweep(&text, &[], &[]) {
+            Ok(_) => panic!("{name}: expected an error containing {expected:?}, got a valid sweep"),
+            Err(msg) => assert!(msg.contains(expected), "{name}:\n  got      {msg}\n  expected {expected}"),
+        }
+    }
+    let ok = sweep(&seq("prompt_len = 4\nnum_steps = 3\nreference_policy = \"initial\"\n"), &[], &[]).expect("valid");
+    let run = &ok.expand()[0].run;
+    assert_eq!((run["env"].as_str(), run["num_steps"].as_u64(), run["reference_policy"].as_str()), (Some("SeqAdd-v0"), Some(3), Some("initial")));
+    // Unset sequence keys stay out of the resolved run, so CartPole run ids are unchanged.
+    let cartpole = sweep(BASE, &[], &[]).expect("valid");
+    assert!(cartpole.expand()[0].run.keys().all(|k| !["vocab", "group_size", "prompt_len", "reference_policy"].contains(&k.as_str())));
+}

@@ -177,6 +177,8 @@ pub struct LossBatch<'a> {
     pub seq_index: &'a [u32],
     /// Sequences in the minibatch.
     pub num_sequences: usize,
+    /// Group (prompt) id of each sequence of the minibatch, or empty when the host has none.
+    pub seq_group_ids: &'a [u32],
     /// Seed for the loss stage.
     pub seed: u64,
 }
@@ -211,6 +213,7 @@ impl LossBatch<'_> {
         ] {
             check_len(name, buf.len(), m, true)?;
         }
+        check_len("seq_group_ids", self.seq_group_ids.len(), self.num_sequences, true)?;
         if let Some(i) = self
             .seq_index
             .iter()
@@ -288,8 +291,7 @@ impl LossView for LossBatchView<'_> {
         self.seq_lengths.as_slice().into()
     }
     fn seq_group_ids(&self) -> RSlice<'_, u32> {
-        // `LossBatch` carries no group ids yet (interface 1.0 hosts report none).
-        RSlice::default()
+        self.batch.seq_group_ids.into()
     }
     fn seed(&self) -> u64 {
         self.batch.seed

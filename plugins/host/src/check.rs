@@ -81,6 +81,7 @@ impl Subject for AlgorithmHandle {
             token_weights: mb.token_weights,
             seq_index: mb.seq_index,
             num_sequences: mb.num_sequences,
+            seq_group_ids: mb.seq_group_ids,
             seed: mb.seed,
         };
         AlgorithmHandle::loss(

@@ -146,6 +146,7 @@ fn ppo_loads_and_computes_through_the_abi() {
         token_weights: &weights,
         seq_index: &[0, 0, 1, 1],
         num_sequences: 2,
+        seq_group_ids: &[],
         seed: 3,
     };
     let mut alg = plugin
@@ -256,6 +257,7 @@ impl TwoSequences {
             token_weights: &self.weights,
             seq_index: &[0, 0, 1, 1, 1],
             num_sequences: 2,
+            seq_group_ids: &[],
             seed: 0,
         }
     }
@@ -427,6 +429,7 @@ fn faulty_loss_batch<'a>(zeros: &'a [f32; 3], weights: &'a [f32; 3]) -> LossBatc
         token_weights: weights,
         seq_index: &[0, 0, 0],
         num_sequences: 1,
+        seq_group_ids: &[],
         seed: 0,
     }
 }
