@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use drover_tests::{csv_rows, drover, read_json, run_dirs, run_ok};
+use drover_tests::{csv_rows, drover, read_json, run_dirs, run_ok, write_sweep};
 
 /// One run's per-iteration `(global_step, token_entropy, accuracy)`.
 struct Curve {
@@ -110,4 +110,50 @@ fn shipped_entropy_mechanism_sweep_meets_the_bars_and_fits_the_law() {
         // Accuracy falls as entropy rises on every run (a > 0), and the fit explains something.
         assert!(a > 0.0 && b.is_finite() && (0.05..=1.0).contains(&r2), "law fit {row:?}");
     }
+}
+
+/// GRPO's KL term needs `run.reference_policy = "initial"`: with it the job hands the frozen
+/// initial policy's log-probs to the plugin (which reports `kl_ref`), without it the run fails
+/// naming the key. RLOO runs on the same task through the real loader.
+#[test]
+fn reference_policy_feeds_grpos_kl_and_its_absence_is_a_clear_error() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let base = "[run]\nenv = \"SeqReverse-v0\"\nplugin = \"grpo\"\nvocab = 4\nprompt_len = 2\nnum_steps = 2\n\
+                group_size = 4\nnum_envs = 64\nnum_minibatches = 2\nupdate_epochs = 2\ntotal_steps = 640\nlr = 3e-3\n";
+    let sweep = write_sweep(
+        tmp.path(),
+        &format!(
+            "name = \"ref\"\n{base}reference_policy = \"initial\"\n[sweep]\nseeds = [1]\n\
+             [[sweep.cases]]\n\"params.kl_coef\" = 0.04\n[[sweep.cases]]\n\"run.plugin\" = \"rloo\"\n"
+        ),
+    );
+    let results = tmp.path().join("results");
+    run_ok(drover().arg("run").arg(&sweep).arg("--results").arg(&results));
+    for run in run_dirs(&results) {
+        let plugin = read_json(&run.join("summary.json"))["plugin"]["name"].as_str().expect("name").to_owned();
+        let text = std::fs::read_to_string(run.join("metrics.jsonl")).expect("metrics");
+        let rows: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).expect("row")).collect();
+        assert_eq!(rows.len(), 5, "{plugin}: 640 steps of 64 responses x 2 tokens");
+        if plugin == "grpo" {
+            // The policy starts as the reference (KL 0 at the first minibatch) and moves away.
+            let kl: Vec<f64> = rows.iter().map(|r| r["kl_ref"].as_f64().expect("kl_ref")).collect();
+            assert!(kl[0] >= 0.0 && kl[0] < kl[4], "kl_ref per iteration: {kl:?}");
+        } else {
+            assert_eq!(plugin, "rloo");
+            assert!(rows.iter().all(|r| r["accuracy"].as_f64().is_some_and(|a| (0.0..=1.0).contains(&a))));
+        }
+    }
+
+    let dir = tmp.path().join("no-ref");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let sweep = write_sweep(&dir, &format!("name = \"no-ref\"\n{base}[params]\nkl_coef = 0.04\n"));
+    let out = drover().arg("run").arg(&sweep).arg("--results").arg(dir.join("results")).output().expect("spawn");
+    assert!(!out.status.success(), "GRPO's KL without a reference policy must fail");
+    let mut text = String::from_utf8_lossy(&out.stderr).into_owned();
+    for run in run_dirs(&dir.join("results")) {
+        for entry in std::fs::read_dir(&run).expect("run dir") {
+            text += &std::fs::read_to_string(entry.expect("entry").path()).unwrap_or_default();
+        }
+    }
+    assert!(text.contains("set run.reference_policy = \"initial\""), "{text}");
 }
