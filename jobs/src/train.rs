@@ -331,6 +331,8 @@ struct SeqBuffers {
     group_ids: Vec<u32>,
     sample_weights: Vec<f32>,
     logp_ref: Vec<f32>,
+    /// Valid tokens of each sequence (the `length` metadata column of sequence tasks).
+    lengths: Vec<f32>,
 }
 
 #[derive(Default)]
@@ -408,6 +410,27 @@ impl<'c> Trainer<'c> {
         vec![("accuracy".into(), sum / n.max(1) as f64), ("token_entropy".into(), token_entropy)]
     }
 
+    /// Sequence tasks: asks the plugin's group predicate (`keep_group`, DAPO's dynamic-sampling
+    /// filter) about each prompt group's scores and gives the sequences of refused groups weight
+    /// 0, so they add nothing to the loss. Returns the fraction of groups kept; `None` for CartPole.
+    fn filter_groups(&mut self, algo: &AlgorithmHandle) -> Result<Option<f64>, JobError> {
+        let Some(g) = self.group_size else {
+            return Ok(None);
+        };
+        let t_len = self.num_steps;
+        let s = &mut self.seq;
+        let scores: Vec<f32> = s.rewards.chunks(t_len).map(|r| r.iter().sum()).collect();
+        s.lengths.clear();
+        s.lengths.extend(s.mask.chunks(t_len).map(|m| m.iter().sum::<f32>()));
+        let mut kept = 0;
+        for (group, weights) in scores.chunks(g).zip(s.sample_weights.chunks_mut(g)) {
+            let keep = algo.keep_group(group)?;
+            weights.fill(if keep { 1.0 } else { 0.0 });
+            kept += usize::from(keep);
+        }
+        Ok(Some(kept as f64 / (self.num_envs / g) as f64))
+    }
+
     /// `logp_ref` of every local sample of the last rollout under the reference parameters;
     /// the engine's own parameters are put back afterwards (Adam state is untouched).
     fn evaluate_reference(&mut self, engine: &mut dyn Engine) -> Result<(), JobError> {
@@ -436,8 +459,10 @@ impl<'c> Trainer<'c> {
         self.evaluate_reference(engine)?;
         self.gather_rollout();
         self.to_sequence_major();
+        let kept = self.filter_groups(algo)?;
         let seed = u64::from(rng::draw(self.key, rng::STREAM_PLUGIN, 1, iteration as u32));
         let s = &self.seq;
+        let length = [("length", s.lengths.as_slice())];
         let advantage_metrics = algo.compute_advantages(
             &RolloutBatch {
                 num_sequences: self.num_envs,
@@ -453,7 +478,7 @@ impl<'c> Trainer<'c> {
                 entropy_old: &s.entropy,
                 group_ids: &s.group_ids,
                 sample_weights: &s.sample_weights,
-                metadata: &[],
+                metadata: if self.group_size.is_some() { &length } else { &[] },
                 seed,
             },
             &mut self.advantages,
@@ -462,7 +487,12 @@ impl<'c> Trainer<'c> {
 
         let mut sums: BTreeMap<String, (f64, u32)> =
             advantage_metrics.into_iter().map(|m| (m.name, (m.value, 1))).collect();
-        for epoch in 0..self.epochs {
+        if let Some(kept) = kept {
+            sums.insert("kept_group_frac".into(), (kept, 1));
+        }
+        // Every group filtered out: nothing to learn from this rollout.
+        let epochs = if kept == Some(0.0) { 0 } else { self.epochs };
+        for epoch in 0..epochs {
             let mut epoch_sums: BTreeMap<String, (f64, u32)> = BTreeMap::new();
             self.shuffle(iteration, epoch);
             for start in (0..self.perm.len()).step_by(self.minibatch) {
@@ -539,6 +569,11 @@ impl<'c> Trainer<'c> {
         }
         mb.weights.clear();
         mb.weights.resize(m, 1.0);
+        if self.group_size.is_some() {
+            for (w, &s) in mb.weights.iter_mut().zip(samples) {
+                *w = self.seq.sample_weights[s as usize % self.num_envs];
+            }
+        }
         mb.seq_index.clear();
         mb.seq_envs.clear();
         mb.seq_group_ids.clear();

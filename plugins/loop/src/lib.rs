@@ -1,0 +1,12 @@
+//! LOOP (Chen et al. 2025, arXiv 2502.01600) as a drover algorithm plugin: leave-one-out
+//! advantages without std normalization and the PPO clipped token loss, no critic, no KL.
+//!
+//! `algorithm.rs` holds the parameters and the [`AlgorithmImpl`](drover_plugin_api::AlgorithmImpl);
+//! the advantage and the loss are `drover_plugin_api::llm`'s `outcome_advantages` and
+//! `clipped_policy_loss`. This file only declares it and exports the plugin.
+
+mod algorithm;
+
+pub use crate::algorithm::{Loop, LoopConfig};
+
+drover_plugin_api::export_algorithm!(crate::Loop);
