@@ -11,6 +11,7 @@ pub mod config;
 pub mod error;
 pub mod exit_codes;
 pub mod layout;
+pub mod lock;
 pub mod plan;
 pub mod plugin_cmd;
 pub mod status;

@@ -174,6 +174,8 @@ fn run(
         }
         return Ok(exit_codes::SUCCESS);
     }
+    // Held until this function returns: a second `drover run` on these results is refused.
+    let _lock = drover::lock::acquire(plan.results.root(), &format!("drover run {}", opts.sweep_file.display()))?;
     if use_slurm(backend, &plan) {
         return slurm_run(&plan, job_bin, !no_wait);
     }

@@ -121,3 +121,37 @@ fn plugin_built_against_another_interface_version_is_refused_naming_both() {
         "expected both interface versions named:\n{text}"
     );
 }
+
+/// Issue 12 (concurrent use): while one `drover run` works on a results directory, a second is
+/// refused at once naming the first's pid and command; once the first has stopped, the
+/// directory is free again.
+#[test]
+fn second_drover_run_on_the_same_results_is_refused_naming_the_holder() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let sweep = write_sweep(
+        tmp.path(),
+        "name = \"busy\"\nmax_parallel = 1\n[run]\nenv = \"CartPole-v1\"\nplugin = \"ppo\"\ntotal_steps = 2000000\n[sweep]\nseeds = [1, 2]\n",
+    );
+    let results = tmp.path().join("results");
+    let mut first = drover().arg("run").arg(&sweep).arg("--results").arg(&results).spawn().expect("spawn");
+    let lock = results.join(".drover.lock");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !std::fs::read_to_string(&lock).is_ok_and(|t| t.contains("command")) {
+        assert!(std::time::Instant::now() < deadline, "the first run never took the lock");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let second = drover().arg("run").arg(&sweep).arg("--results").arg(&results).output().expect("spawn");
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success(), "a second run must be refused");
+    assert!(
+        stderr.contains("is in use by another `drover run`")
+            && stderr.contains(&format!("pid {}", first.id()))
+            && stderr.contains("command drover run"),
+        "{stderr}"
+    );
+    run_ok(std::process::Command::new("kill").args(["-INT", &first.id().to_string()]));
+    let status = first.wait().expect("wait");
+    assert!(!status.success(), "the interrupted run reports the interruption");
+    // Free again: a short variant of the sweep (new run ids) completes in the same directory.
+    run_ok(drover().arg("run").arg(&sweep).args(["--set", "run.total_steps=1024", "--results"]).arg(&results));
+}

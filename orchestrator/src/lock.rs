@@ -1,0 +1,115 @@
+//! The results-directory lock: one `drover run` writes a results directory at a time.
+//!
+//! Two runs of the same sweep at once would archive each other's unfinished runs and launch
+//! every job twice. `drover run` therefore holds an exclusive `flock` on `<results>/.drover.lock`
+//! for as long as it lives, and writes who it is (pid, host, start time, command) into the file
+//! so that a refused second run can name the holder. The kernel releases the lock when the
+//! holder exits however it exits (`SIGKILL` included), so a stale lock cannot outlive its
+//! process; the file stays behind with the last holder's details and is simply reused. The
+//! descriptor is close-on-exec, so jobs never inherit the lock.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, Write};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+/// Name of the lock file inside a results directory.
+pub const LOCK_FILE: &str = ".drover.lock";
+
+/// Why the results directory could not be locked.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    /// Another process holds the lock.
+    #[error(
+        "results directory `{dir}` is in use by another `drover run` ({holder}); wait for it to finish \
+         or stop it (Ctrl-C in its terminal, or `kill` its pid), then run this command again"
+    )]
+    Busy {
+        /// The results directory.
+        dir: PathBuf,
+        /// What the holder wrote about itself.
+        holder: String,
+    },
+    /// The lock file could not be created, locked or written.
+    #[error("cannot lock `{}`: {source}", path.display())]
+    Io {
+        /// The lock file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// The held lock; released when dropped (or when the process ends).
+#[derive(Debug)]
+pub struct RunLock {
+    _file: File,
+    path: PathBuf,
+}
+
+impl RunLock {
+    /// The lock file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Takes the lock of the results directory `dir` (created if missing), describing the holder
+/// as `command`; refuses at once, without waiting, when another process holds it.
+pub fn acquire(dir: &Path, command: &str) -> Result<RunLock, LockError> {
+    let path = dir.join(LOCK_FILE);
+    let io = |source| LockError::Io { path: path.clone(), source };
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(io)?;
+    // SAFETY: flock on a descriptor this function owns; no memory is passed.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
+            return Err(io(err));
+        }
+        let mut holder = String::new();
+        let _ = file.read_to_string(&mut holder);
+        let holder = holder.lines().collect::<Vec<_>>().join(", ");
+        let holder = if holder.is_empty() { "a process that has not written its details yet".into() } else { holder };
+        return Err(LockError::Busy { dir: dir.to_path_buf(), holder });
+    }
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let text = format!("pid {}\nhost {}\nsince {since} (unix seconds)\ncommand {command}\n", std::process::id(), hostname());
+    file.set_len(0).and_then(|()| file.rewind()).and_then(|()| file.write_all(text.as_bytes())).map_err(io)?;
+    Ok(RunLock { _file: file, path })
+}
+
+fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most `buf.len()` bytes into `buf`.
+    if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } != 0 {
+        return "unknown".into();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn second_holder_is_refused_naming_the_first_and_the_lock_is_freed_on_drop() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("results");
+        let first = acquire(&dir, "drover run a.toml").expect("first");
+        // flock locks belong to the open file description, so a second open in the same
+        // process conflicts exactly as another process would.
+        let err = acquire(&dir, "drover run b.toml").expect_err("second must be refused");
+        let msg = err.to_string();
+        assert!(
+            msg.contains(&format!("pid {}", std::process::id())) && msg.contains("command drover run a.toml"),
+            "{msg}"
+        );
+        assert!(msg.contains("is in use by another `drover run`"), "{msg}");
+        drop(first);
+        let again = acquire(&dir, "drover run b.toml").expect("free after drop");
+        let text = std::fs::read_to_string(again.path()).expect("read");
+        assert!(text.contains("command drover run b.toml") && !text.contains("a.toml"), "{text}");
+    }
+}
