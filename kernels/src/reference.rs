@@ -342,6 +342,180 @@ pub fn adam_step(
     }
 }
 
+/// `Engine::accumulate_grad`'s length contract: one upstream gradient per evaluated row.
+pub(crate) fn check_grad_lengths(
+    rows: usize,
+    d_logp: &[f32],
+    d_value: &[f32],
+    d_entropy: &[f32],
+) -> Result<(), KernelError> {
+    for (name, got) in [
+        ("d_logp", d_logp.len()),
+        ("d_value", d_value.len()),
+        ("d_entropy", d_entropy.len()),
+    ] {
+        if got != rows {
+            return Err(KernelError::Length {
+                name,
+                got,
+                expected: rows,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// `Engine::set_params`: copies `src` over `params` when the lengths agree.
+pub(crate) fn copy_params(params: &mut [f32], src: &[f32]) -> Result<(), KernelError> {
+    if src.len() != params.len() {
+        return Err(KernelError::Length {
+            name: "params",
+            got: src.len(),
+            expected: params.len(),
+        });
+    }
+    params.copy_from_slice(src);
+    Ok(())
+}
+
+/// The learning half of the reference engines (`ReferenceEngine` and
+/// `seq::reference::SeqReferenceEngine`): parameters, gradients, Adam state and the last
+/// rollout's observations and actions (`[t * N + env]`), evaluated one row at a time.
+#[derive(Debug)]
+pub(crate) struct RefLearner<O> {
+    pub(crate) params: Vec<f32>,
+    grads: Vec<f32>,
+    adam_m: Vec<f32>,
+    adam_v: Vec<f32>,
+    adam_t: u64,
+    /// Observations of the last rollout, filled by the engine.
+    pub(crate) obs: Vec<O>,
+    /// Actions of the last rollout, filled by the engine.
+    pub(crate) actions: Vec<u32>,
+    /// Samples of the last `evaluate`; `None` once a rollout, `apply_grads` or `set_params`
+    /// made them stale (as in the CPU engine).
+    pub(crate) evaluated: Option<Vec<u32>>,
+}
+
+impl<O: AsRef<[f32]>> RefLearner<O> {
+    /// Parameters from [`init_params`], zero gradient and Adam state, no rollout.
+    pub(crate) fn new(layout: &ParamLayout, key: u32) -> Self {
+        let n = layout.num_params;
+        Self {
+            params: init_params(layout, key),
+            grads: vec![0.0; n],
+            adam_m: vec![0.0; n],
+            adam_v: vec![0.0; n],
+            adam_t: 0,
+            obs: Vec::new(),
+            actions: Vec::new(),
+            evaluated: None,
+        }
+    }
+
+    /// The current parameters.
+    pub(crate) fn params(&self) -> &[f32] {
+        &self.params
+    }
+
+    /// `Engine::evaluate` over the stored rollout.
+    pub(crate) fn evaluate(
+        &mut self,
+        layout: &ParamLayout,
+        samples: &[u32],
+        out: &mut MinibatchEval,
+    ) -> Result<(), KernelError> {
+        out.logp.clear();
+        out.entropy.clear();
+        out.values.clear();
+        for &s in samples {
+            let s = s as usize;
+            if s >= self.obs.len() {
+                return Err(KernelError::InvalidConfig(format!(
+                    "sample {s} out of range (rollout has {})",
+                    self.obs.len()
+                )));
+            }
+            let (logits, value) = forward(layout, &self.params, self.obs[s].as_ref());
+            let logp = log_softmax(&logits);
+            out.logp.push(logp[self.actions[s] as usize]);
+            out.entropy.push(entropy(&logp));
+            out.values.push(value);
+        }
+        self.evaluated = Some(samples.to_vec());
+        Ok(())
+    }
+
+    /// `Engine::accumulate_grad`: row-by-row backward of the last `evaluate`.
+    pub(crate) fn accumulate_grad(
+        &mut self,
+        layout: &ParamLayout,
+        d_logp: &[f32],
+        d_value: &[f32],
+        d_entropy: &[f32],
+    ) -> Result<(), KernelError> {
+        let Some(evaluated) = &self.evaluated else {
+            return Err(KernelError::InvalidConfig(
+                "accumulate_grad needs an evaluate since the last rollout, apply_grads or set_params"
+                    .into(),
+            ));
+        };
+        check_grad_lengths(evaluated.len(), d_logp, d_value, d_entropy)?;
+        for (i, &s) in evaluated.iter().enumerate() {
+            let s = s as usize;
+            backward(
+                layout,
+                &self.params,
+                self.obs[s].as_ref(),
+                self.actions[s],
+                d_logp[i],
+                d_value[i],
+                d_entropy[i],
+                &mut self.grads,
+            );
+        }
+        Ok(())
+    }
+
+    /// `Engine::reduce_grads`.
+    pub(crate) fn reduce_grads(&mut self, reduce: &mut dyn FnMut(&mut [f32])) {
+        reduce(&mut self.grads);
+    }
+
+    /// `Engine::apply_grads`: clip, one Adam step, zero the gradient; the pre-clip norm.
+    pub(crate) fn apply_grads(
+        &mut self,
+        lr: f32,
+        max_grad_norm: Option<f32>,
+        adam: &AdamConfig,
+    ) -> f32 {
+        let norm = match max_grad_norm {
+            Some(max) => clip_grad_norm(&mut self.grads, max),
+            None => grad_norm(&self.grads),
+        };
+        self.adam_t += 1;
+        adam_step(
+            &mut self.params,
+            &self.grads,
+            &mut self.adam_m,
+            &mut self.adam_v,
+            self.adam_t,
+            lr,
+            adam,
+        );
+        self.grads.iter_mut().for_each(|g| *g = 0.0);
+        self.evaluated = None;
+        norm
+    }
+
+    /// `Engine::set_params` (length-checked).
+    pub(crate) fn set_params(&mut self, params: &[f32]) -> Result<(), KernelError> {
+        copy_params(&mut self.params, params)?;
+        self.evaluated = None;
+        Ok(())
+    }
+}
+
 /// The reference as an [`Engine`]: per-env, per-sample loops over the functions above.
 /// Slow; meant for tests of other engines (same config, same seed, compare outputs).
 #[derive(Debug)]
@@ -349,23 +523,13 @@ pub struct ReferenceEngine {
     cfg: EngineConfig,
     layout: ParamLayout,
     key: u32,
-    params: Vec<f32>,
-    grads: Vec<f32>,
-    adam_m: Vec<f32>,
-    adam_v: Vec<f32>,
-    adam_t: u64,
+    learn: RefLearner<[f32; 4]>,
     step: u64,
     state: Vec<[f32; 4]>,
     steps: Vec<u32>,
     ep_return: Vec<f32>,
     ep_len: Vec<u32>,
-    /// Observations of the last rollout, `[t * N + env]`.
-    obs: Vec<[f32; 4]>,
-    actions: Vec<u32>,
     has_rollout: bool,
-    /// Samples of the last `evaluate`; `None` once a rollout, `apply_grads` or `set_params`
-    /// made them stale (as in the CPU engine).
-    evaluated: Option<Vec<u32>>,
 }
 
 impl ReferenceEngine {
@@ -373,27 +537,18 @@ impl ReferenceEngine {
     pub fn new(cfg: EngineConfig) -> Result<Self, KernelError> {
         let layout = crate::layout::validate_config(&cfg)?;
         let key = crate::rng::run_key(cfg.seed);
-        let params = init_params(&layout, key);
-        let n = layout.num_params;
         let state = (0..cfg.num_envs)
             .map(|i| cartpole_reset(key, (cfg.env_offset + i) as u32, 0))
             .collect();
         Ok(Self {
             key,
-            params,
-            grads: vec![0.0; n],
-            adam_m: vec![0.0; n],
-            adam_v: vec![0.0; n],
-            adam_t: 0,
+            learn: RefLearner::new(&layout, key),
             step: 0,
             state,
             steps: vec![0; cfg.num_envs],
             ep_return: vec![0.0; cfg.num_envs],
             ep_len: vec![0; cfg.num_envs],
-            obs: Vec::new(),
-            actions: Vec::new(),
             has_rollout: false,
-            evaluated: None,
             layout,
             cfg,
         })
@@ -425,8 +580,8 @@ impl Engine for ReferenceEngine {
             num_envs: ne,
             ..Rollout::default()
         };
-        self.obs.clear();
-        self.actions.clear();
+        self.learn.obs.clear();
+        self.learn.actions.clear();
         // V(final obs) of a truncation, filled in once known.
         let mut final_values = vec![None; nt * ne];
         for t in 0..nt {
@@ -434,11 +589,11 @@ impl Engine for ReferenceEngine {
             for i in 0..ne {
                 let env = (self.cfg.env_offset + i) as u32;
                 let obs = self.state[i];
-                let (logits, value) = forward(&self.layout, &self.params, &obs);
+                let (logits, value) = forward(&self.layout, &self.learn.params, &obs);
                 let logp = log_softmax(&logits);
                 let a = sample(&logp, uniform(self.key, STREAM_ACTION, env, gt));
-                self.obs.push(obs);
-                self.actions.push(a);
+                self.learn.obs.push(obs);
+                self.learn.actions.push(a);
                 out.actions.push(a);
                 out.logp.push(logp[a as usize]);
                 out.entropy.push(entropy(&logp));
@@ -452,7 +607,7 @@ impl Engine for ReferenceEngine {
                 if term || trunc {
                     if trunc {
                         final_values[t * ne + i] =
-                            Some(value_of(&self.layout, &self.params, &self.state[i]));
+                            Some(value_of(&self.layout, &self.learn.params, &self.state[i]));
                     }
                     out.finished_returns.push(self.ep_return[i]);
                     out.finished_lengths.push(self.ep_len[i]);
@@ -474,13 +629,13 @@ impl Engine for ReferenceEngine {
                 } else if t + 1 < nt {
                     out.values[s + ne]
                 } else {
-                    value_of(&self.layout, &self.params, &self.state[i])
+                    value_of(&self.layout, &self.learn.params, &self.state[i])
                 };
                 out.next_values.push(nv);
             }
         }
         self.has_rollout = true;
-        self.evaluated = None;
+        self.learn.evaluated = None;
         Ok(())
     }
 
@@ -490,110 +645,10 @@ impl Engine for ReferenceEngine {
                 "evaluate called before rollout".into(),
             ));
         }
-        out.logp.clear();
-        out.entropy.clear();
-        out.values.clear();
-        for &s in samples {
-            let s = s as usize;
-            if s >= self.obs.len() {
-                return Err(KernelError::InvalidConfig(format!(
-                    "sample {s} out of range (rollout has {})",
-                    self.obs.len()
-                )));
-            }
-            let (logits, value) = forward(&self.layout, &self.params, &self.obs[s]);
-            let logp = log_softmax(&logits);
-            out.logp.push(logp[self.actions[s] as usize]);
-            out.entropy.push(entropy(&logp));
-            out.values.push(value);
-        }
-        self.evaluated = Some(samples.to_vec());
-        Ok(())
+        self.learn.evaluate(&self.layout, samples, out)
     }
 
-    fn accumulate_grad(
-        &mut self,
-        d_logp: &[f32],
-        d_value: &[f32],
-        d_entropy: &[f32],
-    ) -> Result<(), KernelError> {
-        let Some(evaluated) = &self.evaluated else {
-            return Err(KernelError::InvalidConfig(
-                "accumulate_grad needs an evaluate since the last rollout, apply_grads or set_params"
-                    .into(),
-            ));
-        };
-        let n = evaluated.len();
-        for (name, got) in [
-            ("d_logp", d_logp.len()),
-            ("d_value", d_value.len()),
-            ("d_entropy", d_entropy.len()),
-        ] {
-            if got != n {
-                return Err(KernelError::Length {
-                    name,
-                    got,
-                    expected: n,
-                });
-            }
-        }
-        for (i, &s) in evaluated.iter().enumerate() {
-            let s = s as usize;
-            backward(
-                &self.layout,
-                &self.params,
-                &self.obs[s],
-                self.actions[s],
-                d_logp[i],
-                d_value[i],
-                d_entropy[i],
-                &mut self.grads,
-            );
-        }
-        Ok(())
-    }
-
-    fn reduce_grads(&mut self, reduce: &mut dyn FnMut(&mut [f32])) -> Result<(), KernelError> {
-        reduce(&mut self.grads);
-        Ok(())
-    }
-
-    fn apply_grads(&mut self, lr: f32, max_grad_norm: Option<f32>) -> Result<f32, KernelError> {
-        let norm = match max_grad_norm {
-            Some(max) => clip_grad_norm(&mut self.grads, max),
-            None => grad_norm(&self.grads),
-        };
-        self.adam_t += 1;
-        adam_step(
-            &mut self.params,
-            &self.grads,
-            &mut self.adam_m,
-            &mut self.adam_v,
-            self.adam_t,
-            lr,
-            &self.cfg.adam,
-        );
-        self.grads.iter_mut().for_each(|g| *g = 0.0);
-        self.evaluated = None;
-        Ok(norm)
-    }
-
-    fn params(&self) -> Result<Vec<f32>, KernelError> {
-        Ok(self.params.clone())
-    }
-
-    fn set_params(&mut self, params: &[f32]) -> Result<(), KernelError> {
-        if params.len() != self.params.len() {
-            return Err(KernelError::Length {
-                name: "params",
-                got: params.len(),
-                expected: self.params.len(),
-            });
-        }
-        self.params.copy_from_slice(params);
-        self.evaluated = None;
-        Ok(())
-    }
+    crate::cpu::learner::delegate_learning!();
 }
 
 fn value_of(layout: &ParamLayout, params: &[f32], state: &[f32; 4]) -> f32 {

@@ -6,18 +6,15 @@ use rayon::prelude::*;
 
 use super::env::{collect_done, CartPoleSoa};
 use super::fused::{BlockNet, BLOCK};
-use super::mlp::{entropy, log_softmax, sample, NetCache};
+use super::learner::Learner;
+use super::mlp::{entropy, log_softmax, sample};
 use super::simd::SimdLevel;
-use super::optim::{adam_step_and_zero, clip_grad_norm};
 use crate::layout::{validate_config, ParamLayout};
-use crate::reference::init_params;
 use crate::rng::{run_key, uniform, STREAM_ACTION};
 use crate::{DeviceKind, Engine, EngineConfig, EngineState, KernelError, MinibatchEval, Rollout};
 
 /// Fewest envs worth a thread of their own: below it, spawn and merge cost more than the work.
 const MIN_ENVS_PER_CHUNK: usize = 32;
-/// Fewest minibatch rows worth a thread of their own.
-const MIN_ROWS_PER_CHUNK: usize = 128;
 
 /// An episode that ended at rollout step `t` (entries kept in `(t, env)` order).
 #[derive(Debug, Clone, Copy)]
@@ -263,50 +260,6 @@ fn fill_uniforms(simd: SimdLevel, key: u32, first_env: u32, counter: u32, u: &mu
     }
 }
 
-/// A row range of the current minibatch with its cached activations and private gradient.
-#[derive(Debug)]
-struct EvalChunk {
-    start: usize,
-    len: usize,
-    net: NetCache,
-    /// Private gradient (only used when more than one chunk is active).
-    grads: Vec<f32>,
-    logp: Vec<f32>,
-    entropy: Vec<f32>,
-    values: Vec<f32>,
-}
-
-impl EvalChunk {
-    fn evaluate(
-        &mut self,
-        layout: &ParamLayout,
-        params: &[f32],
-        samples: &[u32],
-        obs: &[f32],
-        actions: &[u32],
-        simd: SimdLevel,
-    ) {
-        let n = self.len;
-        let na = layout.shape.n_actions;
-        self.net.ensure(layout, n);
-        for (r, &s) in samples[self.start..self.start + n].iter().enumerate() {
-            let s = s as usize;
-            self.net.input[r * 4..r * 4 + 4].copy_from_slice(&obs[s * 4..s * 4 + 4]);
-            self.net.actions[r] = actions[s];
-        }
-        self.net.forward(layout, params, n, simd);
-        self.logp.resize(n, 0.0);
-        self.entropy.resize(n, 0.0);
-        self.values.resize(n, 0.0);
-        for r in 0..n {
-            let lp = &self.net.logp[r * na..(r + 1) * na];
-            self.logp[r] = lp[self.net.actions[r] as usize];
-            self.entropy[r] = entropy(lp);
-            self.values[r] = self.net.values()[r];
-        }
-    }
-}
-
 /// The CPU implementation of [`Engine`] (SEMANTICS.md), tested against `reference`.
 ///
 /// Workspaces are sized at construction (rollout) or by the largest minibatch seen so far
@@ -318,27 +271,16 @@ pub struct CpuEngine {
     cfg: EngineConfig,
     layout: ParamLayout,
     key: u32,
-    params: Vec<f32>,
-    grads: Vec<f32>,
-    adam_m: Vec<f32>,
-    adam_v: Vec<f32>,
-    adam_t: u64,
+    learn: Learner,
     step: u64,
-    threads: usize,
     simd: SimdLevel,
-    pool: Option<rayon::ThreadPool>,
     envs: Vec<EnvChunk>,
-    evals: Vec<EvalChunk>,
     /// Observations of the last rollout, `[t * num_envs + env][4]`.
     obs: Vec<f32>,
     /// Actions of the last rollout, `[t * num_envs + env]`.
     actions: Vec<u32>,
-    has_rollout: bool,
     /// Per-chunk read positions while merging finished episodes.
     merge_cursor: Vec<usize>,
-    /// Chunks holding the activations of the last `evaluate` (0 = nothing to backward).
-    eval_active: usize,
-    eval_rows: usize,
 }
 
 impl std::fmt::Debug for CpuEngine {
@@ -347,7 +289,7 @@ impl std::fmt::Debug for CpuEngine {
             .field("num_envs", &self.cfg.num_envs)
             .field("num_steps", &self.cfg.num_steps)
             .field("num_params", &self.layout.num_params)
-            .field("threads", &self.threads)
+            .field("threads", &self.learn.threads())
             .field("simd", &self.simd)
             .field("step", &self.step)
             .finish_non_exhaustive()
@@ -360,13 +302,8 @@ impl CpuEngine {
     pub fn new(config: EngineConfig) -> Result<Self, KernelError> {
         let layout = validate_config(&config)?;
         let key = run_key(config.seed);
-        let threads = match config.threads {
-            0 => std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1),
-            n => n,
-        };
-        let pool = super::threads::pool(threads)?;
+        let learn = Learner::new(&layout, key, config.threads, 0)?;
+        let threads = learn.threads();
         let (ne, nt) = (config.num_envs, config.num_steps);
         let n_chunks = threads.min(ne / MIN_ENVS_PER_CHUNK).max(1);
         let envs = (0..n_chunks)
@@ -376,36 +313,14 @@ impl CpuEngine {
                 EnvChunk::new(&layout, key, global, start, end - start, nt)
             })
             .collect();
-        let np = layout.num_params;
-        let evals = (0..threads)
-            .map(|_| EvalChunk {
-                start: 0,
-                len: 0,
-                net: NetCache::new(&layout),
-                grads: Vec::new(),
-                logp: Vec::new(),
-                entropy: Vec::new(),
-                values: Vec::new(),
-            })
-            .collect();
         Ok(Self {
-            params: init_params(&layout, key),
-            grads: vec![0.0; np],
-            adam_m: vec![0.0; np],
-            adam_v: vec![0.0; np],
-            adam_t: 0,
+            learn,
             step: 0,
-            threads,
             simd: SimdLevel::detect(),
-            pool,
             envs,
-            evals,
             obs: vec![0.0; ne * nt * 4],
             actions: vec![0; ne * nt],
-            has_rollout: false,
             merge_cursor: vec![0; n_chunks],
-            eval_active: 0,
-            eval_rows: 0,
             key,
             layout,
             cfg: config,
@@ -419,7 +334,7 @@ impl CpuEngine {
 
     /// Threads this engine uses (after resolving `threads = 0`).
     pub fn threads(&self) -> usize {
-        self.threads
+        self.learn.threads()
     }
 
     /// The instruction set of the hot loops (the best the CPU supports, unless set).
@@ -456,9 +371,9 @@ impl Engine for CpuEngine {
 
     fn rollout(&mut self, out: &mut Rollout) -> Result<(), KernelError> {
         let (ne, nt) = (self.cfg.num_envs, self.cfg.num_steps);
-        let (layout, params, key, step0, simd) =
-            (&self.layout, &self.params[..], self.key, self.step, self.simd);
-        match (&self.pool, self.envs.len()) {
+        let params = self.learn.params();
+        let (layout, key, step0, simd) = (&self.layout, self.key, self.step, self.simd);
+        match (self.learn.pool(), self.envs.len()) {
             (Some(pool), n) if n > 1 => pool.install(|| {
                 self.envs
                     .par_iter_mut()
@@ -512,170 +427,25 @@ impl Engine for CpuEngine {
                 }
             }
         }
-        self.has_rollout = true;
-        self.eval_active = 0;
+        self.learn.rolled_out();
         Ok(())
     }
 
     fn evaluate(&mut self, samples: &[u32], out: &mut MinibatchEval) -> Result<(), KernelError> {
-        if !self.has_rollout {
-            return Err(KernelError::InvalidConfig(
-                "evaluate called before the first rollout".into(),
-            ));
-        }
         let total = self.cfg.num_envs * self.cfg.num_steps;
-        if let Some(&bad) = samples.iter().find(|&&s| s as usize >= total) {
-            return Err(KernelError::InvalidConfig(format!(
-                "sample index {bad} out of range: the rollout has {total} samples"
-            )));
-        }
-        let rows = samples.len();
-        let n_chunks = self.threads.min(rows / MIN_ROWS_PER_CHUNK).max(1);
-        for (c, e) in self.evals.iter_mut().enumerate().take(n_chunks) {
-            e.start = c * rows / n_chunks;
-            e.len = (c + 1) * rows / n_chunks - e.start;
-        }
-        let (layout, params, obs, actions, simd) = (
-            &self.layout,
-            &self.params[..],
-            &self.obs[..],
-            &self.actions[..],
-            self.simd,
-        );
-        let active = &mut self.evals[..n_chunks];
-        match &self.pool {
-            Some(pool) if n_chunks > 1 => pool.install(|| {
-                active
-                    .par_iter_mut()
-                    .for_each(|e| e.evaluate(layout, params, samples, obs, actions, simd))
-            }),
-            _ => active
-                .iter_mut()
-                .for_each(|e| e.evaluate(layout, params, samples, obs, actions, simd)),
-        }
-        out.logp.clear();
-        out.entropy.clear();
-        out.values.clear();
-        for e in &self.evals[..n_chunks] {
-            out.logp.extend_from_slice(&e.logp[..e.len]);
-            out.entropy.extend_from_slice(&e.entropy[..e.len]);
-            out.values.extend_from_slice(&e.values[..e.len]);
-        }
-        self.eval_active = n_chunks;
-        self.eval_rows = rows;
-        Ok(())
-    }
-
-    fn accumulate_grad(
-        &mut self,
-        d_logp: &[f32],
-        d_value: &[f32],
-        d_entropy: &[f32],
-    ) -> Result<(), KernelError> {
-        if self.eval_active == 0 {
-            return Err(KernelError::InvalidConfig(
-                "accumulate_grad needs an evaluate since the last rollout, apply_grads or set_params".into(),
-            ));
-        }
-        let n = self.eval_rows;
-        for (name, got) in [
-            ("d_logp", d_logp.len()),
-            ("d_value", d_value.len()),
-            ("d_entropy", d_entropy.len()),
-        ] {
-            if got != n {
-                return Err(KernelError::Length {
-                    name,
-                    got,
-                    expected: n,
-                });
-            }
-        }
-        let (layout, params) = (&self.layout, &self.params[..]);
-        let np = layout.num_params;
-        let back = |e: &mut EvalChunk, grads: &mut [f32]| {
-            let r = e.start..e.start + e.len;
-            e.net.backward(
-                layout,
-                params,
-                e.len,
-                &d_logp[r.clone()],
-                &d_value[r.clone()],
-                &d_entropy[r],
-                grads,
-            );
+        let obs = &self.obs[..];
+        let fill = |s: usize, row: &mut [f32], _: &mut Vec<u32>| {
+            row.copy_from_slice(&obs[s * 4..s * 4 + 4]);
         };
-        if self.eval_active == 1 {
-            back(&mut self.evals[0], &mut self.grads);
-            return Ok(());
-        }
-        let active = &mut self.evals[..self.eval_active];
-        let run = |e: &mut EvalChunk| {
-            e.grads.resize(np, 0.0);
-            e.grads.iter_mut().for_each(|g| *g = 0.0);
-            let mut g = std::mem::take(&mut e.grads);
-            back(e, &mut g);
-            e.grads = g;
-        };
-        match &self.pool {
-            Some(pool) => pool.install(|| active.par_iter_mut().for_each(run)),
-            None => active.iter_mut().for_each(run),
-        }
-        for e in active.iter() {
-            for (g, &v) in self.grads.iter_mut().zip(&e.grads) {
-                *g += v;
-            }
-        }
-        Ok(())
+        let (layout, simd, actions) = (&self.layout, self.simd, &self.actions[..]);
+        self.learn
+            .evaluate(layout, simd, samples, total, actions, fill, out)
     }
 
-    fn reduce_grads(&mut self, reduce: &mut dyn FnMut(&mut [f32])) -> Result<(), KernelError> {
-        reduce(&mut self.grads);
-        Ok(())
-    }
-
-    fn apply_grads(&mut self, lr: f32, max_grad_norm: Option<f32>) -> Result<f32, KernelError> {
-        let norm = clip_grad_norm(&mut self.grads, max_grad_norm);
-        self.adam_t += 1;
-        adam_step_and_zero(
-            &mut self.params,
-            &mut self.grads,
-            &mut self.adam_m,
-            &mut self.adam_v,
-            self.adam_t,
-            lr,
-            &self.cfg.adam,
-        );
-        self.eval_active = 0;
-        Ok(norm)
-    }
-
-    fn params(&self) -> Result<Vec<f32>, KernelError> {
-        Ok(self.params.clone())
-    }
-
-    fn set_params(&mut self, params: &[f32]) -> Result<(), KernelError> {
-        if params.len() != self.params.len() {
-            return Err(KernelError::Length {
-                name: "params",
-                got: params.len(),
-                expected: self.params.len(),
-            });
-        }
-        self.params.copy_from_slice(params);
-        self.eval_active = 0;
-        Ok(())
-    }
+    crate::cpu::learner::delegate_learning!();
 
     fn save_state(&self) -> Result<EngineState, KernelError> {
-        let mut st = EngineState {
-            params: self.params.clone(),
-            adam_m: self.adam_m.clone(),
-            adam_v: self.adam_v.clone(),
-            adam_t: self.adam_t,
-            step: self.step,
-            ..EngineState::default()
-        };
+        let mut st = self.learn.save_state(self.step);
         // Chunks cover increasing env ranges, so concatenation is global env order.
         for c in &self.envs {
             st.x.extend_from_slice(&c.env.x);
@@ -690,13 +460,9 @@ impl Engine for CpuEngine {
     }
 
     fn load_state(&mut self, st: &EngineState) -> Result<(), KernelError> {
-        st.check_sizes(self.params.len(), self.cfg.num_envs)?;
-        self.params.copy_from_slice(&st.params);
-        self.adam_m.copy_from_slice(&st.adam_m);
-        self.adam_v.copy_from_slice(&st.adam_v);
-        self.adam_t = st.adam_t;
+        st.check_sizes(self.layout.num_params, self.cfg.num_envs)?;
+        self.learn.load_state(st);
         self.step = st.step;
-        self.grads.iter_mut().for_each(|g| *g = 0.0);
         for c in &mut self.envs {
             let r = c.start..c.start + c.env.len();
             c.env.x.copy_from_slice(&st.x[r.clone()]);
@@ -707,8 +473,6 @@ impl Engine for CpuEngine {
             c.ep_return.copy_from_slice(&st.ep_return[r.clone()]);
             c.ep_len.copy_from_slice(&st.ep_len[r]);
         }
-        self.has_rollout = false;
-        self.eval_active = 0;
         Ok(())
     }
 }

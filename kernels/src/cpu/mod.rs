@@ -7,6 +7,7 @@ mod env;
 mod envonly;
 mod fused;
 mod gemm;
+pub(crate) mod learner;
 pub(crate) mod mlp;
 pub(crate) mod optim;
 mod simd;

@@ -5,11 +5,10 @@
 use rayon::prelude::*;
 
 use super::task::SeqTask;
+use crate::cpu::learner::Learner;
 use crate::cpu::mlp::{entropy, sample, NetCache};
-use crate::cpu::optim::{adam_step_and_zero, clip_grad_norm};
 use crate::cpu::SimdLevel;
 use crate::layout::{validate_sizes, ParamLayout};
-use crate::reference::init_params;
 use crate::rng::{run_key, uniform, STREAM_ACTION};
 use crate::{
     DeviceKind, DeviceRequest, Engine, EngineConfig, EngineState, KernelError, MinibatchEval,
@@ -18,8 +17,6 @@ use crate::{
 
 /// Fewest envs worth a thread of their own during a rollout.
 const MIN_ENVS_PER_CHUNK: usize = 32;
-/// Fewest minibatch rows worth a thread of their own.
-const MIN_ROWS_PER_CHUNK: usize = 128;
 
 /// Creates the engine of a sequence task. Sequence tasks run on the CPU engine only: `Cpu`
 /// and `Auto` give a [`SeqEngine`] (`Auto` says so in one log line), `Cuda` is an error.
@@ -163,68 +160,6 @@ impl GenChunk {
     }
 }
 
-/// A row range of the current minibatch with its cached activations and private gradient.
-#[derive(Debug)]
-struct EvalChunk {
-    start: usize,
-    len: usize,
-    net: NetCache,
-    /// Private gradient (only used when more than one chunk is active).
-    grads: Vec<f32>,
-    prefix: Vec<u32>,
-    logp: Vec<f32>,
-    entropy: Vec<f32>,
-    values: Vec<f32>,
-}
-
-/// What every chunk reads during `evaluate`.
-#[derive(Clone, Copy)]
-struct EvalCtx<'a> {
-    layout: &'a ParamLayout,
-    params: &'a [f32],
-    task: &'a SeqTask,
-    prompts: &'a [u32],
-    /// Actions of the last rollout, `[t * num_envs + env]`.
-    actions: &'a [u32],
-    samples: &'a [u32],
-    ne: usize,
-    simd: SimdLevel,
-}
-
-impl EvalChunk {
-    fn evaluate(&mut self, c: EvalCtx<'_>) {
-        let n = self.len;
-        let (od, na) = (c.task.obs_dim(), c.layout.shape.n_actions);
-        let (pl, g) = (c.task.prompt_len, c.task.group_size);
-        self.net.ensure(c.layout, n);
-        for (r, &s) in c.samples[self.start..self.start + n].iter().enumerate() {
-            let s = s as usize;
-            let (t, env) = (s / c.ne, s % c.ne);
-            self.prefix.clear();
-            self.prefix
-                .extend((0..t).map(|j| c.actions[j * c.ne + env]));
-            let prompt = &c.prompts[env / g * pl..(env / g + 1) * pl];
-            c.task.observation(
-                prompt,
-                &self.prefix,
-                t,
-                &mut self.net.input[r * od..(r + 1) * od],
-            );
-            self.net.actions[r] = c.actions[s];
-        }
-        self.net.forward(c.layout, c.params, n, c.simd);
-        self.logp.resize(n, 0.0);
-        self.entropy.resize(n, 0.0);
-        self.values.resize(n, 0.0);
-        for r in 0..n {
-            let lp = &self.net.logp[r * na..(r + 1) * na];
-            self.logp[r] = lp[self.net.actions[r] as usize];
-            self.entropy[r] = entropy(lp);
-            self.values[r] = self.net.values()[r];
-        }
-    }
-}
-
 /// The CPU engine of the sequence tasks (SEMANTICS.md section 6), tested against
 /// `seq::reference::SeqReferenceEngine`.
 ///
@@ -238,24 +173,14 @@ pub struct SeqEngine {
     task: SeqTask,
     layout: ParamLayout,
     key: u32,
-    params: Vec<f32>,
-    grads: Vec<f32>,
-    adam_m: Vec<f32>,
-    adam_v: Vec<f32>,
-    adam_t: u64,
+    learn: Learner,
     step: u64,
-    threads: usize,
     simd: SimdLevel,
-    pool: Option<rayon::ThreadPool>,
     gens: Vec<GenChunk>,
-    evals: Vec<EvalChunk>,
     /// Prompts of the last rollout, `[local group][prompt_len]`.
     prompts: Vec<u32>,
     /// Actions of the last rollout, `[t * num_envs + env]`.
     actions: Vec<u32>,
-    has_rollout: bool,
-    eval_active: usize,
-    eval_rows: usize,
 }
 
 impl std::fmt::Debug for SeqEngine {
@@ -264,7 +189,7 @@ impl std::fmt::Debug for SeqEngine {
             .field("task", &self.task)
             .field("num_envs", &self.cfg.num_envs)
             .field("num_params", &self.layout.num_params)
-            .field("threads", &self.threads)
+            .field("threads", &self.learn.threads())
             .field("step", &self.step)
             .finish_non_exhaustive()
     }
@@ -277,14 +202,10 @@ impl SeqEngine {
     pub fn new(config: EngineConfig, task: SeqTask) -> Result<Self, KernelError> {
         let layout = validate(&config, &task)?;
         let key = run_key(config.seed);
-        let threads = match config.threads {
-            0 => std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1),
-            n => n,
-        };
-        let pool = crate::cpu::threads::pool(threads)?;
         let (ne, nt) = (config.num_envs, config.num_steps);
+        // Each eval chunk's scratch holds a response prefix (at most `nt` tokens).
+        let learn = Learner::new(&layout, key, config.threads, nt)?;
+        let threads = learn.threads();
         let n_chunks = threads.min(ne / MIN_ENVS_PER_CHUNK).max(1);
         let gens = (0..n_chunks)
             .map(|c| {
@@ -292,36 +213,13 @@ impl SeqEngine {
                 GenChunk::new(&layout, start, end - start, nt)
             })
             .collect();
-        let evals = (0..threads)
-            .map(|_| EvalChunk {
-                start: 0,
-                len: 0,
-                net: NetCache::new(&layout),
-                grads: Vec::new(),
-                prefix: Vec::with_capacity(nt),
-                logp: Vec::new(),
-                entropy: Vec::new(),
-                values: Vec::new(),
-            })
-            .collect();
-        let np = layout.num_params;
         Ok(Self {
-            params: init_params(&layout, key),
-            grads: vec![0.0; np],
-            adam_m: vec![0.0; np],
-            adam_v: vec![0.0; np],
-            adam_t: 0,
+            learn,
             step: 0,
-            threads,
             simd: SimdLevel::detect(),
-            pool,
             gens,
-            evals,
             prompts: vec![0; ne / task.group_size * task.prompt_len],
             actions: vec![0; ne * nt],
-            has_rollout: false,
-            eval_active: 0,
-            eval_rows: 0,
             key,
             layout,
             task,
@@ -341,7 +239,7 @@ impl SeqEngine {
 
     /// Threads this engine uses (after resolving `threads = 0`).
     pub fn threads(&self) -> usize {
-        self.threads
+        self.learn.threads()
     }
 
     /// Prompts of the last rollout, `[local group][prompt_len]` (local group `k` is global
@@ -377,7 +275,7 @@ impl Engine for SeqEngine {
         }
         let ctx = GenCtx {
             layout: &self.layout,
-            params: &self.params,
+            params: self.learn.params(),
             task: &self.task,
             prompts: &self.prompts,
             key: self.key,
@@ -386,7 +284,7 @@ impl Engine for SeqEngine {
             nt,
             simd: self.simd,
         };
-        match (&self.pool, self.gens.len()) {
+        match (self.learn.pool(), self.gens.len()) {
             (Some(pool), n) if n > 1 => {
                 pool.install(|| self.gens.par_iter_mut().for_each(|c| c.generate(ctx)))
             }
@@ -435,177 +333,38 @@ impl Engine for SeqEngine {
                 out.finished_lengths.push(nt as u32);
             }
         }
-        self.has_rollout = true;
-        self.eval_active = 0;
+        self.learn.rolled_out();
         Ok(())
     }
 
     fn evaluate(&mut self, samples: &[u32], out: &mut MinibatchEval) -> Result<(), KernelError> {
-        if !self.has_rollout {
-            return Err(KernelError::InvalidConfig(
-                "evaluate called before the first rollout".into(),
-            ));
-        }
-        let total = self.cfg.num_envs * self.cfg.num_steps;
-        if let Some(&bad) = samples.iter().find(|&&s| s as usize >= total) {
-            return Err(KernelError::InvalidConfig(format!(
-                "sample index {bad} out of range: the rollout has {total} samples"
-            )));
-        }
-        let rows = samples.len();
-        let n_chunks = self.threads.min(rows / MIN_ROWS_PER_CHUNK).max(1);
-        for (c, e) in self.evals.iter_mut().enumerate().take(n_chunks) {
-            e.start = c * rows / n_chunks;
-            e.len = (c + 1) * rows / n_chunks - e.start;
-        }
-        let ctx = EvalCtx {
-            layout: &self.layout,
-            params: &self.params,
-            task: &self.task,
-            prompts: &self.prompts,
-            actions: &self.actions,
-            samples,
-            ne: self.cfg.num_envs,
-            simd: self.simd,
+        let ne = self.cfg.num_envs;
+        let total = ne * self.cfg.num_steps;
+        let (task, prompts, actions) = (&self.task, &self.prompts[..], &self.actions[..]);
+        let (pl, g) = (task.prompt_len, task.group_size);
+        // Sample `s` is token `t` of env `env`: its prefix is that env's first `t` actions.
+        let fill = |s: usize, row: &mut [f32], prefix: &mut Vec<u32>| {
+            let (t, env) = (s / ne, s % ne);
+            prefix.clear();
+            prefix.extend((0..t).map(|j| actions[j * ne + env]));
+            let prompt = &prompts[env / g * pl..(env / g + 1) * pl];
+            task.observation(prompt, prefix, t, row);
         };
-        let active = &mut self.evals[..n_chunks];
-        match &self.pool {
-            Some(pool) if n_chunks > 1 => {
-                pool.install(|| active.par_iter_mut().for_each(|e| e.evaluate(ctx)))
-            }
-            _ => active.iter_mut().for_each(|e| e.evaluate(ctx)),
-        }
-        out.logp.clear();
-        out.entropy.clear();
-        out.values.clear();
-        for e in &self.evals[..n_chunks] {
-            out.logp.extend_from_slice(&e.logp[..e.len]);
-            out.entropy.extend_from_slice(&e.entropy[..e.len]);
-            out.values.extend_from_slice(&e.values[..e.len]);
-        }
-        self.eval_active = n_chunks;
-        self.eval_rows = rows;
-        Ok(())
+        self.learn
+            .evaluate(&self.layout, self.simd, samples, total, actions, fill, out)
     }
 
-    fn accumulate_grad(
-        &mut self,
-        d_logp: &[f32],
-        d_value: &[f32],
-        d_entropy: &[f32],
-    ) -> Result<(), KernelError> {
-        if self.eval_active == 0 {
-            return Err(KernelError::InvalidConfig(
-                "accumulate_grad needs an evaluate since the last rollout, apply_grads or set_params"
-                    .into(),
-            ));
-        }
-        let n = self.eval_rows;
-        for (name, got) in [
-            ("d_logp", d_logp.len()),
-            ("d_value", d_value.len()),
-            ("d_entropy", d_entropy.len()),
-        ] {
-            if got != n {
-                return Err(KernelError::Length {
-                    name,
-                    got,
-                    expected: n,
-                });
-            }
-        }
-        let (layout, params) = (&self.layout, &self.params[..]);
-        let np = layout.num_params;
-        let back = |e: &mut EvalChunk, grads: &mut [f32]| {
-            let r = e.start..e.start + e.len;
-            e.net.backward(
-                layout,
-                params,
-                e.len,
-                &d_logp[r.clone()],
-                &d_value[r.clone()],
-                &d_entropy[r],
-                grads,
-            );
-        };
-        if self.eval_active == 1 {
-            back(&mut self.evals[0], &mut self.grads);
-            return Ok(());
-        }
-        let active = &mut self.evals[..self.eval_active];
-        let run = |e: &mut EvalChunk| {
-            e.grads.resize(np, 0.0);
-            e.grads.iter_mut().for_each(|g| *g = 0.0);
-            let mut g = std::mem::take(&mut e.grads);
-            back(e, &mut g);
-            e.grads = g;
-        };
-        match &self.pool {
-            Some(pool) => pool.install(|| active.par_iter_mut().for_each(run)),
-            None => active.iter_mut().for_each(run),
-        }
-        for e in active.iter() {
-            for (g, &v) in self.grads.iter_mut().zip(&e.grads) {
-                *g += v;
-            }
-        }
-        Ok(())
-    }
-
-    fn reduce_grads(&mut self, reduce: &mut dyn FnMut(&mut [f32])) -> Result<(), KernelError> {
-        reduce(&mut self.grads);
-        Ok(())
-    }
-
-    fn apply_grads(&mut self, lr: f32, max_grad_norm: Option<f32>) -> Result<f32, KernelError> {
-        let norm = clip_grad_norm(&mut self.grads, max_grad_norm);
-        self.adam_t += 1;
-        adam_step_and_zero(
-            &mut self.params,
-            &mut self.grads,
-            &mut self.adam_m,
-            &mut self.adam_v,
-            self.adam_t,
-            lr,
-            &self.cfg.adam,
-        );
-        self.eval_active = 0;
-        Ok(norm)
-    }
-
-    fn params(&self) -> Result<Vec<f32>, KernelError> {
-        Ok(self.params.clone())
-    }
-
-    fn set_params(&mut self, params: &[f32]) -> Result<(), KernelError> {
-        if params.len() != self.params.len() {
-            return Err(KernelError::Length {
-                name: "params",
-                got: params.len(),
-                expected: self.params.len(),
-            });
-        }
-        self.params.copy_from_slice(params);
-        self.eval_active = 0;
-        Ok(())
-    }
+    crate::cpu::learner::delegate_learning!();
 
     /// Parameters, Adam state and the step: no env state survives a rollout, so the CartPole
     /// vectors of [`EngineState`] stay empty.
     fn save_state(&self) -> Result<EngineState, KernelError> {
-        Ok(EngineState {
-            params: self.params.clone(),
-            adam_m: self.adam_m.clone(),
-            adam_v: self.adam_v.clone(),
-            adam_t: self.adam_t,
-            step: self.step,
-            ..EngineState::default()
-        })
+        Ok(self.learn.save_state(self.step))
     }
 
     fn load_state(&mut self, st: &EngineState) -> Result<(), KernelError> {
         // Zero envs of CartPole state: a CartPole snapshot is refused by its `x` length.
-        st.check_sizes(self.params.len(), 0)?;
+        st.check_sizes(self.layout.num_params, 0)?;
         let nt = self.cfg.num_steps as u64;
         if !st.step.is_multiple_of(nt) {
             return Err(KernelError::InvalidConfig(format!(
@@ -614,14 +373,8 @@ impl Engine for SeqEngine {
                 st.step
             )));
         }
-        self.params.copy_from_slice(&st.params);
-        self.adam_m.copy_from_slice(&st.adam_m);
-        self.adam_v.copy_from_slice(&st.adam_v);
-        self.adam_t = st.adam_t;
+        self.learn.load_state(st);
         self.step = st.step;
-        self.grads.iter_mut().for_each(|g| *g = 0.0);
-        self.has_rollout = false;
-        self.eval_active = 0;
         Ok(())
     }
 }

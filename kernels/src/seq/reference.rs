@@ -3,10 +3,7 @@
 //! observation encoding. Slow; `SeqEngine` is tested against it.
 
 use super::task::SeqTask;
-use crate::reference::{
-    adam_step, backward, clip_grad_norm, entropy, forward, grad_norm, init_params, log_softmax,
-    sample,
-};
+use crate::reference::{entropy, forward, log_softmax, sample, RefLearner};
 use crate::rng::{draw, run_key, uniform, STREAM_ACTION, STREAM_PROMPT};
 use crate::{DeviceKind, Engine, EngineConfig, KernelError, MinibatchEval, ParamLayout, Rollout};
 
@@ -51,16 +48,9 @@ pub struct SeqReferenceEngine {
     task: SeqTask,
     layout: ParamLayout,
     key: u32,
-    params: Vec<f32>,
-    grads: Vec<f32>,
-    adam_m: Vec<f32>,
-    adam_v: Vec<f32>,
-    adam_t: u64,
+    /// Parameters, optimiser and the last rollout's observations and actions.
+    learn: RefLearner<Vec<f32>>,
     step: u64,
-    /// Observations and actions of the last rollout, `[t * N + env]`.
-    obs: Vec<Vec<f32>>,
-    actions: Vec<u32>,
-    evaluated: Option<Vec<u32>>,
 }
 
 impl SeqReferenceEngine {
@@ -76,17 +66,9 @@ impl SeqReferenceEngine {
         )?);
         let layout = ParamLayout::new(&cfg.shape)?;
         let key = run_key(cfg.seed);
-        let n = layout.num_params;
         Ok(Self {
-            params: init_params(&layout, key),
-            grads: vec![0.0; n],
-            adam_m: vec![0.0; n],
-            adam_v: vec![0.0; n],
-            adam_t: 0,
+            learn: RefLearner::new(&layout, key),
             step: 0,
-            obs: Vec::new(),
-            actions: Vec::new(),
-            evaluated: None,
             key,
             layout,
             task,
@@ -127,13 +109,13 @@ impl Engine for SeqReferenceEngine {
             })
             .collect();
         let mut responses = vec![Vec::new(); ne];
-        self.obs.clear();
-        self.actions.clear();
+        self.learn.obs.clear();
+        self.learn.actions.clear();
         for t in 0..nt {
             let gt = (self.step + t as u64) as u32;
             for i in 0..ne {
                 let obs = observation(&self.task, &prompts[i], &responses[i], t);
-                let (logits, value) = forward(&self.layout, &self.params, &obs);
+                let (logits, value) = forward(&self.layout, &self.learn.params, &obs);
                 let logp = log_softmax(&logits);
                 let u = uniform(
                     self.key,
@@ -143,8 +125,8 @@ impl Engine for SeqReferenceEngine {
                 );
                 let a = sample(&logp, u);
                 responses[i].push(a);
-                self.obs.push(obs);
-                self.actions.push(a);
+                self.learn.obs.push(obs);
+                self.learn.actions.push(a);
                 out.actions.push(a);
                 out.logp.push(logp[a as usize]);
                 out.entropy.push(entropy(&logp));
@@ -170,112 +152,13 @@ impl Engine for SeqReferenceEngine {
         out.finished_returns = out.rewards[(nt - 1) * ne..].to_vec();
         out.finished_lengths = vec![nt as u32; ne];
         self.step += nt as u64;
-        self.evaluated = None;
+        self.learn.evaluated = None;
         Ok(())
     }
 
     fn evaluate(&mut self, samples: &[u32], out: &mut MinibatchEval) -> Result<(), KernelError> {
-        out.logp.clear();
-        out.entropy.clear();
-        out.values.clear();
-        for &s in samples {
-            let s = s as usize;
-            if s >= self.obs.len() {
-                return Err(KernelError::InvalidConfig(format!(
-                    "sample {s} out of range (rollout has {})",
-                    self.obs.len()
-                )));
-            }
-            let (logits, value) = forward(&self.layout, &self.params, &self.obs[s]);
-            let logp = log_softmax(&logits);
-            out.logp.push(logp[self.actions[s] as usize]);
-            out.entropy.push(entropy(&logp));
-            out.values.push(value);
-        }
-        self.evaluated = Some(samples.to_vec());
-        Ok(())
+        self.learn.evaluate(&self.layout, samples, out)
     }
 
-    fn accumulate_grad(
-        &mut self,
-        d_logp: &[f32],
-        d_value: &[f32],
-        d_entropy: &[f32],
-    ) -> Result<(), KernelError> {
-        let Some(evaluated) = &self.evaluated else {
-            return Err(KernelError::InvalidConfig(
-                "accumulate_grad needs an evaluate since the last rollout, apply_grads or set_params"
-                    .into(),
-            ));
-        };
-        for (name, got) in [
-            ("d_logp", d_logp.len()),
-            ("d_value", d_value.len()),
-            ("d_entropy", d_entropy.len()),
-        ] {
-            if got != evaluated.len() {
-                return Err(KernelError::Length {
-                    name,
-                    got,
-                    expected: evaluated.len(),
-                });
-            }
-        }
-        for (i, &s) in evaluated.iter().enumerate() {
-            let s = s as usize;
-            backward(
-                &self.layout,
-                &self.params,
-                &self.obs[s],
-                self.actions[s],
-                d_logp[i],
-                d_value[i],
-                d_entropy[i],
-                &mut self.grads,
-            );
-        }
-        Ok(())
-    }
-
-    fn reduce_grads(&mut self, reduce: &mut dyn FnMut(&mut [f32])) -> Result<(), KernelError> {
-        reduce(&mut self.grads);
-        Ok(())
-    }
-
-    fn apply_grads(&mut self, lr: f32, max_grad_norm: Option<f32>) -> Result<f32, KernelError> {
-        let norm = match max_grad_norm {
-            Some(max) => clip_grad_norm(&mut self.grads, max),
-            None => grad_norm(&self.grads),
-        };
-        self.adam_t += 1;
-        adam_step(
-            &mut self.params,
-            &self.grads,
-            &mut self.adam_m,
-            &mut self.adam_v,
-            self.adam_t,
-            lr,
-            &self.cfg.adam,
-        );
-        self.grads.iter_mut().for_each(|g| *g = 0.0);
-        self.evaluated = None;
-        Ok(norm)
-    }
-
-    fn params(&self) -> Result<Vec<f32>, KernelError> {
-        Ok(self.params.clone())
-    }
-
-    fn set_params(&mut self, params: &[f32]) -> Result<(), KernelError> {
-        if params.len() != self.params.len() {
-            return Err(KernelError::Length {
-                name: "params",
-                got: params.len(),
-                expected: self.params.len(),
-            });
-        }
-        self.params.copy_from_slice(params);
-        self.evaluated = None;
-        Ok(())
-    }
+    crate::cpu::learner::delegate_learning!();
 }
