@@ -157,3 +157,43 @@ fn reference_policy_feeds_grpos_kl_and_its_absence_is_a_clear_error() {
     }
     assert!(text.contains("set run.reference_policy = \"initial\""), "{text}");
 }
+
+/// Issue 13's comparison sweep: every shipped LLM-style plugin against GRPO, three seeds, run as
+/// shipped; `drover analyze` ranks the configurations by IQM with bootstrap CIs and draws the
+/// accuracy and entropy curves.
+#[test]
+fn shipped_llm_algorithms_sweep_runs_and_is_ranked() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("repo root");
+    let results = tmp.path().join("results");
+    let sweep = repo.join("configs/llm-algorithms.toml");
+    let started = std::time::Instant::now();
+    run_ok(drover().arg("run").arg(&sweep).arg("--results").arg(&results));
+    println!("llm-algorithms: {} runs in {:.1} s", run_dirs(&results).len(), started.elapsed().as_secs_f64());
+    let cases = std::fs::read_to_string(&sweep).expect("sweep").matches("[[sweep.cases]]").count();
+    let mut plugins: Vec<String> = run_dirs(&results)
+        .iter()
+        .map(|r| read_json(&r.join("summary.json"))["plugin"]["name"].as_str().expect("name").to_owned())
+        .collect();
+    assert_eq!(plugins.len(), 3 * cases, "three seeds of every case completed");
+    plugins.sort();
+    plugins.dedup();
+    assert_eq!(plugins.len(), cases, "one plugin per case: {plugins:?}");
+
+    let out = tmp.path().join("analysis");
+    let run = run_ok(drover().arg("analyze").arg(&results).args(["--compare", "algo", "--out"]).arg(&out));
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(stdout.contains(&format!("{} runs analyzed", 3 * cases)), "{stdout}");
+    assert!(stdout.contains("best by IQM: run.plugin="), "{stdout}");
+    let (header, rows) = csv_rows(&out.join("tables/compare-run.plugin.csv"));
+    assert_eq!(rows.len(), cases, "one ranked row per algorithm");
+    let rank = header.iter().position(|c| c == "rank").expect("rank column");
+    let ranks: Vec<u32> = rows.iter().map(|r| r[rank].parse().expect("rank")).collect();
+    assert_eq!(ranks, (1..=cases as u32).collect::<Vec<_>>(), "ranked 1..n by IQM");
+    // Plugin parameters do not split the strata, so every algorithm is compared with the best.
+    let p = header.iter().position(|c| c == "p_best_better").expect("p_best_better column");
+    assert!(rows[1..].iter().all(|r| r[p].parse::<f64>().is_ok()), "P(best > this) for every other algorithm");
+    for plot in ["curves-accuracy-by-run.plugin.png", "curves-token_entropy-by-run.plugin.png"] {
+        assert!(out.join("plots").join(plot).is_file(), "{plot} not drawn");
+    }
+}

@@ -108,6 +108,9 @@ fn cells(summary: &DataFrame) -> Result<Vec<Vec<String>>, AnalyzeError> {
     let (mean, std, median) = (get("final_return_mean")?, get("final_return_std")?, get("final_return_median")?);
     let (gap, gap_lo, gap_hi) = (get("optimality_gap")?, get("optimality_gap_lo")?, get("optimality_gap_hi")?);
     let (auc, steps) = (get("auc_mean")?, get("steps_to_threshold_mean")?);
+    // Returns of hundreds (CartPole) read well with one decimal; accuracies in [0, 1] need three.
+    let scale = iqm.iter().chain(&mean).flatten().filter(|v| v.is_finite()).fold(0.0f64, |m, v| m.max(v.abs()));
+    let d = if scale < 10.0 { 3 } else if scale < 100.0 { 2 } else { 1 };
     let improvement = summary.column("p_best_better").is_ok();
     let (p, p_lo, p_hi) = if improvement {
         (get("p_best_better")?, get("p_best_better_lo")?, get("p_best_better_hi")?)
@@ -126,11 +129,11 @@ fn cells(summary: &DataFrame) -> Result<Vec<Vec<String>>, AnalyzeError> {
         let mut row = vec![
             group[i].clone(),
             num(runs[i], 0),
-            ci(iqm[i], iqm_lo[i], iqm_hi[i], 1),
-            format!("{} ± {}", num(mean[i], 1), num(std[i], 1)),
-            num(median[i], 1),
-            ci(gap[i], gap_lo[i], gap_hi[i], 1),
-            num(auc[i], 1),
+            ci(iqm[i], iqm_lo[i], iqm_hi[i], d),
+            format!("{} ± {}", num(mean[i], d), num(std[i], d)),
+            num(median[i], d),
+            ci(gap[i], gap_lo[i], gap_hi[i], d),
+            num(auc[i], d),
             format!("{}/{}", num(reached[i], 0), num(runs[i], 0)),
             num(steps[i], 0),
         ];

@@ -135,13 +135,20 @@ fn join_text(parts: Vec<Expr>, sep: &str) -> Expr {
 /// A stratum is what rliable calls a task: runs are resampled within their stratum only. For
 /// `Config` it is the configuration; for `Keys` it is the combination of every other
 /// hyperparameter, so comparing `params.lr` across environments resamples within each environment
-/// and the probability of improvement compares like with like.
+/// and the probability of improvement compares like with like. When the plugin itself is a key
+/// (`--compare algo`), its `params.*` belong to the algorithm compared, not to the stratum: each
+/// plugin has its own parameters, so they could never match across groups.
 pub fn annotate(per_run: LazyFrame, grouping: &Grouping, hyperparameters: &[String]) -> LazyFrame {
     let (group, stratum) = match grouping {
         Grouping::Config => (col("label"), col("config_id")),
         Grouping::Keys(keys) => {
             let group = join_text(keys.iter().map(|k| key_text(k)).collect(), ", ");
-            let rest: Vec<Expr> = hyperparameters.iter().filter(|h| !keys.contains(h)).map(|h| key_text(h)).collect();
+            let by_plugin = keys.iter().any(|k| k == "run.plugin");
+            let rest: Vec<Expr> = hyperparameters
+                .iter()
+                .filter(|h| !keys.contains(h) && !(by_plugin && h.starts_with("params.")))
+                .map(|h| key_text(h))
+                .collect();
             let stratum = if rest.is_empty() { lit("all") } else { join_text(rest, "|") };
             (group, stratum)
         }

@@ -354,7 +354,7 @@ fn compare_ranks_groups_across_directories_with_probability_of_improvement() {
     assert_eq!((f(s, "p_best_better", 0), f(s, "p_best_better", 1), f(s, "p_best_better", 2)), (None, Some(1.0), Some(1.0)));
     assert!(outcome.table.contains("P(best > this) [95% CI]"), "{}", outcome.table);
     let md = std::fs::read_to_string(out.join("tables/compare-params.x.md")).unwrap();
-    assert!(md.starts_with("| group | runs | IQM [95% CI] |") && md.contains("| params.x=2 | 3 | 3.0 ["), "{md}");
+    assert!(md.starts_with("| group | runs | IQM [95% CI] |") && md.contains("| params.x=2 | 3 | 3.00 [1.00, 6.00] |"), "{md}");
     for name in ["compare-params.x.csv", "compare-params.x.parquet", "runs.parquet", "curves-by-params.x.parquet", "profiles-by-params.x.csv"] {
         assert!(out.join("tables").join(name).is_file(), "{name}");
     }
@@ -646,4 +646,24 @@ fn law_plot_text_has_glyphs_in_the_embedded_font() {
     let written = render(&tmp.path().join("law"), &Chart::Scatter(chart, &groups)).unwrap();
     let svg = std::fs::read_to_string(&written[1]).unwrap();
     assert_eq!(svg.matches("<circle").count(), 4 + 1, "four dots and the legend dot of the unfitted group: {svg}");
+}
+
+#[test]
+fn comparing_plugins_leaves_their_params_out_of_the_strata() {
+    let runs = df!(
+        "run.plugin" => ["a", "b", "b"],
+        "params.clip" => [Some(0.1), None, Some(0.3)],
+        "run.lr" => [0.1, 0.1, 0.2],
+    )
+    .unwrap();
+    let hyper = ["params.clip", "run.lr", "run.plugin"].map(String::from);
+    let strata = |keys: &[&str]| {
+        let grouping = Grouping::Keys(keys.iter().map(|k| k.to_string()).collect());
+        let out = annotate(runs.clone().lazy(), &grouping, &hyper).collect().unwrap();
+        (0..3).map(|i| out.column("stratum").unwrap().str().unwrap().get(i).unwrap().to_string()).collect::<Vec<_>>()
+    };
+    // By plugin: each plugin's own parameters belong to it, only run.* stratifies.
+    assert_eq!(strata(&["run.plugin"]), ["run.lr=0.1", "run.lr=0.1", "run.lr=0.2"]);
+    // By anything else, params stay in the stratum.
+    assert_eq!(strata(&["run.lr"]), ["params.clip=0.1|run.plugin=a", "params.clip=null|run.plugin=b", "params.clip=0.3|run.plugin=b"]);
 }
