@@ -30,6 +30,12 @@
 //!
 //! `drover plugin check <file.so>` runs the very same checks ([`run_checks`]) on a built
 //! library, through the ABI, so what passes here passes there.
+//!
+//! For a plugin's own hand-computed tests it also has the scaffolding every plugin would
+//! otherwise write again: [`instance`] (params JSON → instance), [`run_loss`] and
+//! [`run_advantages`] (owned outputs, host-like calls), [`with_loss_outputs`] (for a loss
+//! function tested directly), [`metric`], [`outcome_rollout`] and [`RandomMinibatch`] (the
+//! inputs of a finite-difference test).
 
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -146,17 +152,41 @@ pub struct FdReport {
     pub mismatches: Vec<Mismatch>,
 }
 
-/// The four loss outputs of one call, owned.
+/// The four loss outputs of one call, owned: what [`run_loss`] and [`with_loss_outputs`] give
+/// back.
 #[derive(Debug, Clone, PartialEq)]
-struct LossOut {
-    loss: Vec<f32>,
-    d_logp: Vec<f32>,
-    d_value: Vec<f32>,
-    d_entropy: Vec<f32>,
-    metrics: Vec<Metric>,
+pub struct LossBuffers {
+    /// Per-token loss.
+    pub loss: Vec<f32>,
+    /// `∂Σloss/∂logp_new`.
+    pub d_logp: Vec<f32>,
+    /// `∂Σloss/∂values_new`.
+    pub d_value: Vec<f32>,
+    /// `∂Σloss/∂entropy_new`.
+    pub d_entropy: Vec<f32>,
 }
 
-impl LossOut {
+impl LossBuffers {
+    /// `m` zeros in each output.
+    pub fn zeros(m: usize) -> Self {
+        Self {
+            loss: vec![0.0; m],
+            d_logp: vec![0.0; m],
+            d_value: vec![0.0; m],
+            d_entropy: vec![0.0; m],
+        }
+    }
+
+    /// The [`LossOutputs`] a loss writes into, borrowing these buffers.
+    pub fn outputs(&mut self) -> LossOutputs<'_> {
+        LossOutputs {
+            loss: &mut self.loss,
+            d_logp: &mut self.d_logp,
+            d_value: &mut self.d_value,
+            d_entropy: &mut self.d_entropy,
+        }
+    }
+
     fn named(&self) -> [(&'static str, &[f32]); 4] {
         [
             ("loss", &self.loss),
@@ -167,28 +197,244 @@ impl LossOut {
     }
 }
 
-fn run_loss<S: Subject + ?Sized>(alg: &mut S, mb: &Minibatch<'_>) -> Result<LossOut, PluginError> {
-    let m = mb.len();
-    let (mut loss, mut d_logp, mut d_value, mut d_entropy) =
-        (vec![0.0; m], vec![0.0; m], vec![0.0; m], vec![0.0; m]);
-    let mut out = LossOutputs {
-        loss: &mut loss,
-        d_logp: &mut d_logp,
-        d_value: &mut d_value,
-        d_entropy: &mut d_entropy,
-    };
-    let metrics = alg.loss(mb, &mut out)?;
-    Ok(LossOut {
-        loss,
-        d_logp,
-        d_value,
-        d_entropy,
-        metrics,
-    })
+/// Runs `f` on zeroed outputs for `m` tokens and returns them with what `f` returned: for
+/// testing a loss function directly, without an [`AlgorithmImpl`] around it.
+pub fn with_loss_outputs<R>(
+    m: usize,
+    f: impl FnOnce(&mut LossOutputs<'_>) -> R,
+) -> (LossBuffers, R) {
+    let mut bufs = LossBuffers::zeros(m);
+    let r = f(&mut bufs.outputs());
+    (bufs, r)
+}
+
+/// `alg`'s loss on `mb` as the host calls it (minibatch checked, outputs zeroed, a panic
+/// caught as an error), with the outputs owned.
+///
+/// # Errors
+/// Whatever the check or `loss` reports.
+pub fn run_loss<S: Subject + ?Sized>(
+    alg: &mut S,
+    mb: &Minibatch<'_>,
+) -> Result<(LossBuffers, Vec<Metric>), PluginError> {
+    let (bufs, metrics) = with_loss_outputs(mb.len(), |out| alg.loss(mb, out));
+    Ok((bufs, metrics?))
+}
+
+/// What [`run_advantages`] returns: advantages, returns and metrics.
+pub type AdvantageOutputs = (Vec<f32>, Vec<f32>, Vec<Metric>);
+
+/// `alg`'s advantages on `batch` as the host asks for them (batch checked, outputs zeroed, a
+/// panic caught as an error): `(advantages, returns, metrics)`, each buffer `B·T` long.
+///
+/// # Errors
+/// Whatever the check or `compute_advantages` reports.
+pub fn run_advantages<S: Subject + ?Sized>(
+    alg: &mut S,
+    batch: &Rollout<'_>,
+) -> Result<AdvantageOutputs, PluginError> {
+    let n = batch.num_sequences * batch.seq_len;
+    let (mut adv, mut ret) = (vec![0.0; n], vec![0.0; n]);
+    let metrics = alg.compute_advantages(batch, &mut adv, &mut ret)?;
+    Ok((adv, ret, metrics))
+}
+
+/// The value of the metric called `name`, if `metrics` has one.
+pub fn metric(metrics: &[Metric], name: &str) -> Option<f64> {
+    metrics
+        .iter()
+        .find(|m| m.name.as_str() == name)
+        .map(|m| m.value)
+}
+
+/// An instance of `T` made as the host makes one: `params_json` checked against
+/// `T::info().params`, then `T::new` with seed 0.
+///
+/// # Errors
+/// The parameter error (naming the key), or `T::new`'s.
+pub fn instance<T: AlgorithmImpl>(params_json: &str) -> Result<T, PluginError> {
+    seeded_instance(params_json, 0)
+}
+
+/// As [`instance`], with `seed` for `T::new`.
+///
+/// # Errors
+/// The parameter error (naming the key), or `T::new`'s.
+pub fn seeded_instance<T: AlgorithmImpl>(params_json: &str, seed: u64) -> Result<T, PluginError> {
+    let params = Params::parse(&T::info().params, params_json)?;
+    T::new(&params, seed)
+}
+
+/// An outcome-reward rollout: one sequence per entry of `group_ids`, `seq_len` steps each,
+/// `mask` and `rewards` `B·T` long; set any other input on the result.
+pub fn outcome_rollout<'a>(
+    seq_len: usize,
+    mask: &'a [f32],
+    rewards: &'a [f32],
+    group_ids: &'a [u32],
+) -> Rollout<'a> {
+    let mut batch = Rollout::new(group_ids.len(), seq_len);
+    batch.mask = mask;
+    batch.rewards = rewards;
+    batch.group_ids = group_ids;
+    batch
+}
+
+/// Owned inputs of a random minibatch for a loss's finite-difference tests: `num_sequences`
+/// sequences of `seq_len` tokens one after the other, the last `padding` tokens of each with
+/// weight 0. The builder methods draw from `CounterRng::new(seed)` in the order they are
+/// called, so a test's numbers depend only on the seed and that order; an input not drawn
+/// stays empty.
+///
+/// ```
+/// # use drover_plugin_api::testing::RandomMinibatch;
+/// let data = RandomMinibatch::new(11, 2, 8, 1)
+///     .logp(0.6)
+///     .advantages_per_sequence(&[1.0, -0.5])
+///     .entropy();
+/// let mb = data.view();
+/// assert_eq!((mb.len(), mb.token_weights[7], mb.seq_index[8]), (16, 0.0, 1));
+/// ```
+#[derive(Debug, Clone)]
+pub struct RandomMinibatch {
+    /// New log-probs.
+    pub logp_new: Vec<f32>,
+    /// Old log-probs, uniform in `[−3, −0.1)`.
+    pub logp_old: Vec<f32>,
+    /// Reference log-probs.
+    pub logp_ref: Vec<f32>,
+    /// Advantages.
+    pub advantages: Vec<f32>,
+    /// New-policy entropies.
+    pub entropy_new: Vec<f32>,
+    /// 1, and 0 on each sequence's last `padding` tokens.
+    pub token_weights: Vec<f32>,
+    /// Token `i` belongs to sequence `i / seq_len`.
+    pub seq_index: Vec<u32>,
+    /// Sequences.
+    pub num_sequences: usize,
+    seq_len: usize,
+    rng: CounterRng,
+}
+
+impl RandomMinibatch {
+    /// The shape (weights and sequence indices) and the generator; every input empty.
+    pub fn new(seed: u64, num_sequences: usize, seq_len: usize, padding: usize) -> Self {
+        let m = num_sequences * seq_len;
+        Self {
+            logp_new: Vec::new(),
+            logp_old: Vec::new(),
+            logp_ref: Vec::new(),
+            advantages: Vec::new(),
+            entropy_new: Vec::new(),
+            token_weights: (0..m)
+                .map(|i| {
+                    if i % seq_len + padding >= seq_len {
+                        0.0
+                    } else {
+                        1.0
+                    }
+                })
+                .collect(),
+            seq_index: (0..m as u32).map(|i| i / seq_len as u32).collect(),
+            num_sequences,
+            seq_len,
+            rng: CounterRng::new(seed),
+        }
+    }
+
+    /// `M`, the number of tokens.
+    pub fn len(&self) -> usize {
+        self.token_weights.len()
+    }
+
+    /// Whether there is no token.
+    pub fn is_empty(&self) -> bool {
+        self.token_weights.is_empty()
+    }
+
+    /// The next draw, uniform in `[lo, hi)`.
+    pub fn draw(&mut self, lo: f64, hi: f64) -> f32 {
+        (lo + (hi - lo) * self.rng.next_f64()) as f32
+    }
+
+    fn draws(&mut self, lo: f64, hi: f64) -> Vec<f32> {
+        (0..self.len()).map(|_| self.draw(lo, hi)).collect()
+    }
+
+    /// `logp_old` uniform in `[−3, −0.1)`, then `logp_new = logp_old + shift` with `shift`
+    /// uniform in `[−max_shift, max_shift)`, token by token.
+    pub fn logp(self, max_shift: f64) -> Self {
+        self.logp_with(|d| d.draw(-max_shift, max_shift))
+    }
+
+    /// As [`RandomMinibatch::logp`], with each token's shift from `logp_old` drawn by `shift`.
+    pub fn logp_with(mut self, mut shift: impl FnMut(&mut Self) -> f32) -> Self {
+        self.logp_old = self.draws(-3.0, -0.1);
+        self.logp_new = (0..self.len())
+            .map(|i| self.logp_old[i] + shift(&mut self))
+            .collect();
+        self
+    }
+
+    /// `logp_ref = logp_old + shift`, `shift` uniform in `[−max_shift, max_shift)`.
+    pub fn reference(mut self, max_shift: f64) -> Self {
+        self.logp_ref = (0..self.len())
+            .map(|i| self.logp_old[i] + self.draw(-max_shift, max_shift))
+            .collect();
+        self
+    }
+
+    /// Sequence `s`'s advantage is `per_sequence[s]` on each of its tokens (draws nothing).
+    ///
+    /// # Panics
+    /// When `per_sequence` does not have one entry per sequence.
+    pub fn advantages_per_sequence(mut self, per_sequence: &[f32]) -> Self {
+        assert_eq!(
+            per_sequence.len(),
+            self.num_sequences,
+            "one advantage per sequence"
+        );
+        self.advantages = (0..self.len())
+            .map(|i| per_sequence[i / self.seq_len])
+            .collect();
+        self
+    }
+
+    /// Advantages uniform in `[lo, hi)`, token by token.
+    pub fn random_advantages(mut self, lo: f64, hi: f64) -> Self {
+        self.advantages = self.draws(lo, hi);
+        self
+    }
+
+    /// Entropies uniform in `[0.1, 2)`.
+    pub fn entropy(mut self) -> Self {
+        self.entropy_new = self.draws(0.1, 2.0);
+        self
+    }
+
+    /// The minibatch borrowing these buffers (seed 0; set `seed` on it when the loss draws).
+    pub fn view(&self) -> Minibatch<'_> {
+        let mut mb = Minibatch::new();
+        mb.logp_new = &self.logp_new;
+        mb.logp_old = &self.logp_old;
+        mb.logp_ref = &self.logp_ref;
+        mb.advantages = &self.advantages;
+        mb.entropy_new = &self.entropy_new;
+        mb.token_weights = &self.token_weights;
+        mb.seq_index = &self.seq_index;
+        mb.num_sequences = self.num_sequences;
+        mb
+    }
 }
 
 fn total<S: Subject + ?Sized>(alg: &mut S, mb: &Minibatch<'_>) -> Result<f64, PluginError> {
-    Ok(run_loss(alg, mb)?.loss.iter().map(|&x| f64::from(x)).sum())
+    Ok(run_loss(alg, mb)?
+        .0
+        .loss
+        .iter()
+        .map(|&x| f64::from(x))
+        .sum())
 }
 
 /// Compares every derivative `loss` reports on `mb` with a central difference of `Σ loss`,
@@ -206,7 +452,7 @@ pub fn check_loss_derivatives<S: Subject + ?Sized>(
     rtol: f64,
 ) -> Result<FdReport, PluginError> {
     mb.check()?;
-    let base_out = run_loss(alg, mb)?;
+    let (base_out, _) = run_loss(alg, mb)?;
     let mut report = FdReport::default();
     for (wrt, analytic) in [
         (Wrt::LogpNew, &base_out.d_logp),
@@ -347,12 +593,8 @@ impl fmt::Display for CheckReport {
 /// Runs every check on `T` in-process, with `params_json` (e.g. `"{}"` for the defaults) and
 /// [`CheckOptions::default`].
 pub fn check_algorithm<T: AlgorithmImpl>(params_json: &str) -> CheckReport {
-    let specs = T::info().params;
     run_checks(
-        |seed| {
-            let params = Params::parse(&specs, params_json)?;
-            panic_to_error(|| T::new(&params, seed))
-        },
+        |seed| panic_to_error(|| seeded_instance::<T>(params_json, seed)),
         &CheckOptions::default(),
     )
 }
@@ -396,7 +638,11 @@ impl RolloutData {
             seed,
         };
         for s in 0..b {
-            let valid = if s + 2 >= b && t > 3 { t - 1 - s % 3 } else { t };
+            let valid = if s + 2 >= b && t > 3 {
+                t - 1 - s % 3
+            } else {
+                t
+            };
             for k in 0..t {
                 let i = s * t + k;
                 if k >= valid {
@@ -505,9 +751,9 @@ impl MinibatchData {
         let logp_old: Vec<f32> = (0..m).map(|_| u(-2.0, -0.1)).collect();
         let logp_new: Vec<f32> = logp_old.iter().map(|&l| l + u(-0.3, 0.3)).collect();
         let (adv, ret): (Vec<f32>, Vec<f32>) = match advantages {
-            Some((a, r)) if !a.is_empty() => (0..m)
-                .map(|i| (a[i % a.len()], r[i % r.len()]))
-                .unzip(),
+            Some((a, r)) if !a.is_empty() => {
+                (0..m).map(|i| (a[i % a.len()], r[i % r.len()])).unzip()
+            }
             _ => (0..m).map(|_| (u(-2.0, 2.0), u(-1.0, 1.0))).unzip(),
         };
         let values_old: Vec<f32> = ret.iter().map(|&r| r + u(-0.5, 0.5)).collect();
@@ -605,15 +851,11 @@ fn close(a: f32, b: f32) -> bool {
     (a - b).abs() <= 1e-5 * (1.0 + a.abs().max(b.abs()))
 }
 
-type AdvOut = (Vec<f32>, Vec<f32>, Vec<Metric>);
-
-fn advantages_of<S: Subject + ?Sized>(alg: &mut S, data: &RolloutData) -> Result<AdvOut, String> {
-    let n = data.b * data.t;
-    let (mut adv, mut ret) = (vec![0.0; n], vec![0.0; n]);
-    let metrics = alg
-        .compute_advantages(&data.view(), &mut adv, &mut ret)
-        .map_err(|e| format!("`compute_advantages` failed: {e}"))?;
-    Ok((adv, ret, metrics))
+fn advantages_of<S: Subject + ?Sized>(
+    alg: &mut S,
+    data: &RolloutData,
+) -> Result<AdvantageOutputs, String> {
+    run_advantages(alg, &data.view()).map_err(|e| format!("`compute_advantages` failed: {e}"))
 }
 
 /// Runs every check on instances made by `make(seed)`:
@@ -714,7 +956,9 @@ where
     let mb_data = MinibatchData::synthetic(
         m,
         opts.seed,
-        adv_out.as_ref().map(|(a, r, _)| (a.as_slice(), r.as_slice())),
+        adv_out
+            .as_ref()
+            .map(|(a, r, _)| (a.as_slice(), r.as_slice())),
     );
     let one = MinibatchData::synthetic(1, opts.seed ^ 1, None);
     let mut alg = match first_alg {
@@ -723,12 +967,11 @@ where
     };
     let base = alg.as_mut().map_err(|e| e.clone()).and_then(|alg| {
         let out = run_loss(alg, &mb_data.view()).map_err(|e| format!("`loss` failed: {e}"))?;
-        first_non_finite(&out.named())?;
-        check_metrics("loss", &out.metrics)?;
+        first_non_finite(&out.0.named())?;
+        check_metrics("loss", &out.1)?;
         let single =
             run_loss(alg, &one.view()).map_err(|e| format!("`loss` on one token failed: {e}"))?;
-        first_non_finite(&single.named())
-            .map_err(|e| format!("single-token minibatch: {e}"))?;
+        first_non_finite(&single.0.named()).map_err(|e| format!("single-token minibatch: {e}"))?;
         Ok(out)
     });
     report.push(
@@ -741,7 +984,8 @@ where
         return report;
     };
     let det = instance("second loss").and_then(|mut alg2| {
-        let out = run_loss(&mut alg2, &mb_data.view()).map_err(|e| format!("`loss` failed: {e}"))?;
+        let out =
+            run_loss(&mut alg2, &mb_data.view()).map_err(|e| format!("`loss` failed: {e}"))?;
         if out == base {
             Ok("two instances, same seed: identical outputs".to_owned())
         } else {
@@ -754,7 +998,7 @@ where
     let pad = alg.as_mut().map_err(|e| e.clone()).and_then(|alg| {
         let out = run_loss(alg, &garbage.view()).map_err(|e| format!("`loss` failed: {e}"))?;
         for (i, &w) in mb_data.token_weights.iter().enumerate() {
-            for ((name, a), (_, b)) in base.named().iter().zip(out.named()) {
+            for ((name, a), (_, b)) in base.0.named().iter().zip(out.0.named()) {
                 if w <= 0.0 && b[i] != 0.0 {
                     return Err(format!(
                         "output `{name}` is {} at zero-weight token {i}, expected 0",
@@ -817,8 +1061,11 @@ mod tests {
 
     impl AlgorithmImpl for Square {
         fn info() -> PluginInfo {
-            PluginInfo::new("square", "0.0.0", "test")
-                .param(ParamSpec::float("factor", 2.0, "derivative factor"))
+            PluginInfo::new("square", "0.0.0", "test").param(ParamSpec::float(
+                "factor",
+                2.0,
+                "derivative factor",
+            ))
         }
         fn new(p: &Params, _: u64) -> Result<Self, PluginError> {
             Ok(Self {
@@ -910,6 +1157,61 @@ mod tests {
         assert_eq!(wrong.mismatches[0].wrt, Wrt::LogpNew);
     }
 
+    /// Plugins' finite-difference tests depend on the draws coming in call order from
+    /// `CounterRng::new(seed)`, as an inline closure would make them.
+    #[test]
+    fn random_minibatch_draws_in_call_order() {
+        let data = RandomMinibatch::new(11, 2, 4, 1)
+            .logp(0.6)
+            .reference(1.0)
+            .advantages_per_sequence(&[1.5, -0.5])
+            .entropy();
+        let mut rng = CounterRng::new(11);
+        let mut draw = |lo: f64, hi: f64| (lo + (hi - lo) * rng.next_f64()) as f32;
+        let old: Vec<f32> = (0..8).map(|_| draw(-3.0, -0.1)).collect();
+        let new: Vec<f32> = old.iter().map(|&l| l + draw(-0.6, 0.6)).collect();
+        let reference: Vec<f32> = old.iter().map(|&l| l + draw(-1.0, 1.0)).collect();
+        let entropy: Vec<f32> = (0..8).map(|_| draw(0.1, 2.0)).collect();
+        assert_eq!(data.logp_old, old);
+        assert_eq!(data.logp_new, new);
+        assert_eq!(data.logp_ref, reference);
+        assert_eq!(data.entropy_new, entropy);
+        let mb = data.view();
+        mb.check().expect("consistent");
+        assert_eq!(mb.advantages, [1.5, 1.5, 1.5, 1.5, -0.5, -0.5, -0.5, -0.5]);
+        assert_eq!(mb.token_weights, [1.0, 1.0, 1.0, 0.0, 1.0, 1.0, 1.0, 0.0]);
+        assert_eq!(mb.seq_index, [0, 0, 0, 0, 1, 1, 1, 1]);
+        assert_eq!(mb.num_sequences, 2);
+    }
+
+    #[test]
+    fn run_loss_and_run_advantages_call_as_the_host_does() {
+        let mut sq = instance::<Square>(r#"{"factor": 2.0}"#).expect("valid");
+        let mut mb = Minibatch::new();
+        mb.logp_new = &[-1.0, 2.0];
+        mb.logp_old = &[0.0, 0.0];
+        mb.advantages = &[0.0, 0.0];
+        mb.token_weights = &[1.0, 0.5];
+        mb.seq_index = &[0, 0];
+        mb.num_sequences = 1;
+        let (o, metrics) = run_loss(&mut sq, &mb).expect("runs");
+        assert_eq!(o.loss, [0.5, 1.0]);
+        assert_eq!(o.d_logp, [-1.0, 1.0]);
+        assert!(metrics.is_empty());
+        mb.num_sequences = 0;
+        assert!(run_loss(&mut sq, &mb).is_err(), "the minibatch is checked");
+        let batch = outcome_rollout(2, &[1.0, 1.0, 1.0, 0.0], &[0.5, 2.0, 3.0, 9.0], &[0, 1]);
+        let (adv, ret, _) = run_advantages(&mut sq, &batch).expect("runs");
+        assert_eq!(adv, [0.5, 2.0, 3.0, 0.0]);
+        assert_eq!(ret, adv);
+        assert_eq!(metric(&[Metric::new("x", 2.0)], "x"), Some(2.0));
+        assert_eq!(metric(&[], "x"), None);
+        let e = instance::<Square>(r#"{"factor": "two"}"#)
+            .err()
+            .expect("bad type");
+        assert_eq!(e.key(), Some("factor"));
+    }
+
     #[test]
     fn a_correct_algorithm_passes_every_check() {
         let report = check_algorithm::<Square>("{}");
@@ -943,7 +1245,10 @@ mod tests {
             "{leaky}"
         );
         let text = leaky.to_string();
-        assert!(text.contains("single-token minibatch: output `loss` is"), "{text}");
+        assert!(
+            text.contains("single-token minibatch: output `loss` is"),
+            "{text}"
+        );
 
         let bad = check_algorithm::<Square>(r#"{"nope": 1}"#);
         assert!(!bad.passed());

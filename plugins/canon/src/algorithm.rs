@@ -72,7 +72,6 @@ impl CanonConfig {
                 v => Ok(v),
             }
         };
-        let eps = p.f64("clip_ratio")?;
         fn positive_f64(p: &Params, key: &str) -> Result<f64, PluginError> {
             let v = p.f64(key)?;
             if v > 0.0 {
@@ -89,15 +88,10 @@ impl CanonConfig {
             schedule,
             max_len: positive("max_len")?,
             loss: PolicyLossConfig {
-                clip: ClipRange {
-                    low: eps,
-                    high: p.opt_f64("clip_ratio_high")?.unwrap_or(eps),
-                    dual_clip: None,
-                },
+                clip: ClipRange::from_params(p)?,
                 agg: LossAggMode::from_params(p, "loss_agg_mode")?,
                 loss_scale_factor: Some(positive_f64(p, "loss_scale_factor")?),
-                ent_coef: 0.0,
-                kl_coef: 0.0,
+                ..PolicyLossConfig::default()
             },
         })
     }
@@ -295,17 +289,16 @@ impl AlgorithmImpl for Canon {
 
 #[cfg(test)]
 mod tests {
-    use drover_plugin_api::{llm::group_normalized_advantages, testing, CounterRng, RSlice};
+    use drover_plugin_api::{
+        llm::group_normalized_advantages,
+        testing::{self, metric, outcome_rollout, run_advantages, with_loss_outputs},
+        CounterRng, RSlice,
+    };
 
     use super::*;
 
     fn make(json: &str) -> Result<Canon, PluginError> {
-        let params = Params::parse(&Canon::info().params, json)?;
-        Canon::new(&params, 0)
-    }
-
-    fn metric(ms: &[Metric], name: &str) -> Option<f64> {
-        ms.iter().find(|m| m.name.as_str() == name).map(|m| m.value)
+        testing::instance(json)
     }
 
     fn close(a: &[f32], b: &[f64]) -> bool {
@@ -316,9 +309,7 @@ mod tests {
     }
 
     fn advantages(c: &mut Canon, batch: &Rollout<'_>) -> (Vec<f32>, Vec<Metric>) {
-        let n = batch.num_sequences * batch.seq_len;
-        let (mut adv, mut ret) = (vec![0.0; n], vec![0.0; n]);
-        let m = AlgorithmImpl::compute_advantages(c, batch, &mut adv, &mut ret).expect("runs");
+        let (adv, ret, m) = run_advantages(c, batch).expect("runs");
         assert_eq!(adv, ret);
         (adv, m)
     }
@@ -366,11 +357,8 @@ mod tests {
         let rewards = [0., 1., 0., 0., 0., 1., 0., 0., 0., 1.];
         let entropy = [0.8f32, 1.0, 0.1, 0.1, 0.4, 0.6, 0.2, 0.4, 5.0, 5.0];
         let ids = [3u32, 3, 3, 3, 8];
-        let mut batch = Rollout::new(5, 2);
-        batch.mask = &mask;
-        batch.rewards = &rewards;
+        let mut batch = outcome_rollout(2, &mask, &rewards, &ids);
         batch.entropy_old = &entropy;
-        batch.group_ids = &ids;
         let (adv, m) = advantages(&mut c, &batch);
         let e = [
             0.375, 0.375, -0.375, -0.375, 0.375, 0.375, -0.375, -0.375, 0.5, 0.5,
@@ -396,10 +384,7 @@ mod tests {
         let rewards = [0., 0., 1., 0., 0., 0., 0., 0., 0.];
         let ids = [0u32, 0, 0];
         let lengths = [3.0f32, 1.0, 2.0];
-        let mut batch = Rollout::new(3, 3);
-        batch.mask = &mask;
-        batch.rewards = &rewards;
-        batch.group_ids = &ids;
+        let mut batch = outcome_rollout(3, &mask, &rewards, &ids);
         batch.metadata = vec![("length".to_owned(), &lengths[..])];
         let (a, b, d) = (0.21875, -0.09375, -0.03125);
         let expect = [a, a, a, b, 0.0, 0.0, d, d, 0.0];
@@ -430,11 +415,8 @@ mod tests {
         }
         let entropy: Vec<f32> = (0..b * t).map(|_| draw(0.1, 2.0) as f32).collect();
         let ids: Vec<u32> = (0..b as u32).map(|s| s / 4).collect();
-        let mut batch = Rollout::new(b, t);
-        batch.mask = &mask;
-        batch.rewards = &rewards;
+        let mut batch = outcome_rollout(t, &mask, &rewards, &ids);
         batch.entropy_old = &entropy;
-        batch.group_ids = &ids;
         let mut c = make(r#"{"mu_start": 0.5}"#).expect("valid");
         let (adv, _) = advantages(&mut c, &batch);
         let scores = sequence_scores(&batch);
@@ -462,17 +444,10 @@ mod tests {
         mb.seq_index = &seq_index;
         mb.num_sequences = b;
         let run = |cfg: &PolicyLossConfig, mb: &Minibatch<'_>| {
-            let n = mb.len();
-            let (mut l, mut d, mut v, mut h) =
-                (vec![0.0; n], vec![0.0; n], vec![0.0; n], vec![0.0; n]);
-            let mut out = LossOutputs {
-                loss: &mut l,
-                d_logp: &mut d,
-                d_value: &mut v,
-                d_entropy: &mut h,
-            };
-            clipped_policy_loss("test", cfg, mb, &mut out).expect("runs");
-            (l, d)
+            let (o, r) =
+                with_loss_outputs(mb.len(), |out| clipped_policy_loss("test", cfg, mb, out));
+            r.expect("runs");
+            (o.loss, o.d_logp)
         };
         let (l1, d1) = run(&c.config.loss, &mb);
         let dr_cfg = PolicyLossConfig {
@@ -517,11 +492,8 @@ mod tests {
         // The advantage stage uses the stepped μ.
         let mask = [1.0f32; 2];
         let rewards = [1.0f32, 0.0];
-        let mut batch = Rollout::new(2, 1);
-        batch.mask = &mask;
-        batch.rewards = &rewards;
+        let mut batch = outcome_rollout(1, &mask, &rewards, &[0, 0]);
         batch.entropy_old = &[0.2, 0.1];
-        batch.group_ids = &[0, 0];
         let (adv, m) = advantages(&mut c, &batch);
         assert_eq!(adv, [0.5, -0.5]);
         assert_eq!(metric(&m, "canon_mu"), Some(0.5));
@@ -541,23 +513,10 @@ mod tests {
 
     #[test]
     fn derivatives_match_finite_differences() {
-        let mut rng = CounterRng::new(5);
-        let m = 40;
-        let mut draw = |lo: f64, hi: f64| (lo + (hi - lo) * rng.next_f64()) as f32;
-        let logp_old: Vec<f32> = (0..m).map(|_| draw(-3.0, -0.1)).collect();
-        let logp_new: Vec<f32> = logp_old.iter().map(|&l| l + draw(-0.5, 0.5)).collect();
-        let advantages: Vec<f32> = (0..m)
-            .map(|i| [0.4f32, -0.3, 0.1, -0.5, 0.2][i / 8])
-            .collect();
-        let weights: Vec<f32> = (0..m).map(|i| if i % 8 == 7 { 0.0 } else { 1.0 }).collect();
-        let seq_index: Vec<u32> = (0..m as u32).map(|i| i / 8).collect();
-        let mut mb = Minibatch::new();
-        mb.logp_new = &logp_new;
-        mb.logp_old = &logp_old;
-        mb.advantages = &advantages;
-        mb.token_weights = &weights;
-        mb.seq_index = &seq_index;
-        mb.num_sequences = 5;
+        let data = testing::RandomMinibatch::new(5, 5, 8, 1)
+            .logp(0.5)
+            .advantages_per_sequence(&[0.4, -0.3, 0.1, -0.5, 0.2]);
+        let (m, mb) = (data.len(), data.view());
         for mode in LossAggMode::NAMES {
             let mut c = make(&format!(r#"{{"loss_agg_mode": "{mode}"}}"#)).expect("valid");
             let r = testing::check_loss_derivatives(&mut c, &mb, 1e-3, 1e-5, 1e-2).expect("runs");

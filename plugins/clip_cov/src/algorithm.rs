@@ -1,7 +1,7 @@
 //! Clip-Cov's parameters and its `AlgorithmImpl`: GRPO advantages, then [`clip_cov_loss`].
 
 use drover_plugin_api::{
-    llm::{outcome_advantages, Baseline, ClipRange, LossAggMode},
+    llm::{loss_scale_factor_from_params, outcome_advantages, Baseline, ClipRange, LossAggMode},
     AlgorithmImpl, LossOutputs, Metric, Minibatch, ParamSpec, Params, PluginError, PluginInfo,
     Rollout,
 };
@@ -33,7 +33,6 @@ impl ClipCov {
     }
 
     fn from_params(p: &Params) -> Result<Self, PluginError> {
-        let eps = p.f64("clip_ratio")?;
         let ratio = p.f64("clip_cov_ratio")?;
         if ratio <= 0.0 {
             return Err(PluginError::invalid_params(
@@ -48,23 +47,11 @@ impl ClipCov {
                 format!("must be greater than clip_cov_lb ({lb}), got {ub}"),
             ));
         }
-        let loss_scale_factor = p.opt_f64("loss_scale_factor")?;
-        if let Some(c) = loss_scale_factor {
-            if c <= 0.0 {
-                return Err(PluginError::invalid_params(
-                    "loss_scale_factor",
-                    format!("must be positive, got {c}"),
-                ));
-            }
-        }
+        let loss_scale_factor = loss_scale_factor_from_params(p)?;
         Ok(Self::with_config(
             p.bool("norm_adv_by_std")?,
             ClipCovConfig {
-                clip: ClipRange {
-                    low: eps,
-                    high: p.opt_f64("clip_ratio_high")?.unwrap_or(eps),
-                    dual_clip: None,
-                },
+                clip: ClipRange::from_params(p)?,
                 band: CovBand {
                     ratio,
                     lb,
@@ -180,13 +167,12 @@ impl AlgorithmImpl for ClipCov {
 
 #[cfg(test)]
 mod tests {
-    use drover_plugin_api::{testing, CounterRng};
+    use drover_plugin_api::testing::{self, metric, run_loss};
 
     use super::*;
 
     fn make(json: &str) -> Result<ClipCov, PluginError> {
-        let params = Params::parse(&ClipCov::info().params, json)?;
-        ClipCov::new(&params, 0)
+        testing::instance(json)
     }
 
     #[test]
@@ -234,46 +220,18 @@ mod tests {
     /// which the check skips as kinks.
     #[test]
     fn derivatives_match_finite_differences() {
-        let mut rng = CounterRng::new(21);
-        let m = 48;
-        let mut draw = |lo: f64, hi: f64| (lo + (hi - lo) * rng.next_f64()) as f32;
-        let logp_old: Vec<f32> = (0..m).map(|_| draw(-3.0, -0.1)).collect();
-        let logp_new: Vec<f32> = logp_old.iter().map(|&l| l + draw(-0.5, 0.5)).collect();
-        let advantages: Vec<f32> = (0..m)
-            .map(|i| [1.2f32, -0.8, 0.4, -1.5, 0.9, -0.2][i / 8])
-            .collect();
-        let entropy: Vec<f32> = (0..m).map(|_| draw(0.1, 2.0)).collect();
-        let weights: Vec<f32> = (0..m).map(|i| if i % 8 == 7 { 0.0 } else { 1.0 }).collect();
-        let seq_index: Vec<u32> = (0..m as u32).map(|i| i / 8).collect();
-        let mut mb = Minibatch::new();
-        mb.logp_new = &logp_new;
-        mb.logp_old = &logp_old;
-        mb.advantages = &advantages;
-        mb.entropy_new = &entropy;
-        mb.token_weights = &weights;
-        mb.seq_index = &seq_index;
-        mb.num_sequences = 6;
+        let data = testing::RandomMinibatch::new(21, 6, 8, 1)
+            .logp(0.5)
+            .advantages_per_sequence(&[1.2, -0.8, 0.4, -1.5, 0.9, -0.2])
+            .entropy();
+        let (m, mut mb) = (data.len(), data.view());
         mb.seed = 3;
         let mut c = make(
             r#"{"clip_cov_ratio": 0.3, "clip_cov_lb": 0.0, "clip_cov_ub": 10.0, "ent_coef": 0.02}"#,
         )
         .expect("valid");
-        let m_out = {
-            let (mut l, mut d, mut v, mut h) =
-                (vec![0.0; m], vec![0.0; m], vec![0.0; m], vec![0.0; m]);
-            let mut out = LossOutputs {
-                loss: &mut l,
-                d_logp: &mut d,
-                d_value: &mut v,
-                d_entropy: &mut h,
-            };
-            AlgorithmImpl::loss(&mut c, &mb, &mut out).expect("runs")
-        };
-        let selected = m_out
-            .iter()
-            .find(|x| x.name.as_str() == "cov_selected")
-            .map(|x| x.value)
-            .expect("reported");
+        let (_, m_out) = run_loss(&mut c, &mb).expect("runs");
+        let selected = metric(&m_out, "cov_selected").expect("reported");
         assert!(selected >= 5.0, "{selected}");
         let r = testing::check_loss_derivatives(&mut c, &mb, 1e-3, 1e-5, 1e-2).expect("runs");
         assert!(r.mismatches.is_empty(), "{:#?}", r.mismatches);

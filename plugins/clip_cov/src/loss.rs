@@ -5,10 +5,7 @@
 //! micro-batch (ALGORITHMS.md §7); the two agree when the micro-batch is the minibatch.
 
 use drover_plugin_api::{
-    llm::{
-        aggregation_weights, approx_kl, clipped_surrogate, token_covariance, valid_token_mean,
-        ClipRange, LossAggMode,
-    },
+    llm::{approx_kl, clipped_surrogate, token_covariance, ClipRange, LossAggMode, LossWeights},
     CounterRng, LossOutputs, Metric, Minibatch, PluginError,
 };
 
@@ -138,23 +135,17 @@ impl ClipCovStats {
 ///
 /// # Errors
 /// `invalid_input` when `ent_coef ≠ 0` and the minibatch has no `entropy_new`;
-/// `loss_scale_factor` errors of [`aggregation_weights`].
+/// `loss_scale_factor` errors of [`aggregation_weights`](drover_plugin_api::llm::aggregation_weights).
 pub fn clip_cov_loss(
     cfg: &ClipCovConfig,
     mb: &Minibatch<'_>,
     out: &mut LossOutputs<'_>,
 ) -> Result<Option<ClipCovStats>, PluginError> {
-    let entropy = if cfg.ent_coef != 0.0 {
-        Minibatch::require("clip_cov", "entropy_new", mb.entropy_new)?
-    } else {
-        mb.entropy_new
-    };
-    let w = aggregation_weights(cfg.agg, mb, cfg.loss_scale_factor)?;
-    let tm = aggregation_weights(LossAggMode::TokenMean, mb, None)?;
-    let n_valid = tm.iter().filter(|&&x| x > 0.0).count();
-    if n_valid == 0 {
+    let Some(lw) = LossWeights::new("clip_cov", mb, cfg.agg, cfg.loss_scale_factor, cfg.ent_coef)?
+    else {
         return Ok(None);
-    }
+    };
+    let (w, tm, n_valid) = (&lw.agg, &lw.token_mean, lw.n_valid);
     let m = mb.len();
     let surrogate: Vec<_> = (0..m)
         .map(|i| {
@@ -177,7 +168,7 @@ pub fn clip_cov_loss(
     }
     let mut s = ClipCovStats {
         policy_loss: 0.0,
-        entropy: valid_token_mean(entropy, mb.token_weights),
+        entropy: lw.mean_entropy,
         approx_kl: 0.0,
         clip_frac: 0.0,
         cov_candidates: sel.candidates,
@@ -185,7 +176,7 @@ pub fn clip_cov_loss(
         cov_clip_frac: sel.selected.len() as f64 / n_valid as f64,
     };
     for i in 0..m {
-        if tm[i] <= 0.0 {
+        if !lw.is_valid(i) {
             continue;
         }
         let sur = &surrogate[i];
@@ -194,13 +185,7 @@ pub fn clip_cov_loss(
         } else {
             (sur.loss, sur.d_logp)
         };
-        let mut loss = l;
-        if cfg.ent_coef != 0.0 {
-            loss -= cfg.ent_coef * f64::from(entropy[i]);
-            out.d_entropy[i] = (-w[i] * cfg.ent_coef) as f32;
-        }
-        out.loss[i] = (w[i] * loss) as f32;
-        out.d_logp[i] = (w[i] * d) as f32;
+        lw.write(out, i, l, d);
         s.policy_loss += w[i] * l;
         s.approx_kl += tm[i] * approx_kl(sur.log_ratio);
         s.clip_frac += if clip_by_origin[i] { tm[i] } else { 0.0 };
@@ -210,6 +195,8 @@ pub fn clip_cov_loss(
 
 #[cfg(test)]
 mod tests {
+    use drover_plugin_api::testing::with_loss_outputs;
+
     use super::*;
 
     /// Nine valid tokens and one padding token. Ā = 0 and mean logp = −2 exactly, so
@@ -271,19 +258,9 @@ mod tests {
     }
 
     fn run(cfg: &ClipCovConfig, mb: &Minibatch<'_>) -> (Vec<f32>, Vec<f32>, ClipCovStats) {
-        let m = mb.len();
-        let (mut loss, mut d_logp, mut d_value, mut d_entropy) =
-            (vec![0.0; m], vec![0.0; m], vec![0.0; m], vec![0.0; m]);
-        let mut out = LossOutputs {
-            loss: &mut loss,
-            d_logp: &mut d_logp,
-            d_value: &mut d_value,
-            d_entropy: &mut d_entropy,
-        };
-        let s = clip_cov_loss(cfg, mb, &mut out)
-            .expect("runs")
-            .expect("valid tokens");
-        (loss, d_logp, s)
+        let (o, s) = with_loss_outputs(mb.len(), |out| clip_cov_loss(cfg, mb, out));
+        let s = s.expect("runs").expect("valid tokens");
+        (o.loss, o.d_logp, s)
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use drover_plugin_api::{
     llm::{
         broadcast_to_tokens, clipped_policy_loss, group_ids, group_normalized_advantages,
-        sequence_scores, ClipRange, LossAggMode, PolicyLossConfig, GRPO_EPS,
+        sequence_scores, ClipRange, PolicyLossConfig, GRPO_EPS,
     },
     AlgorithmImpl, LossOutputs, Metric, Minibatch, ParamSpec, Params, PluginError, PluginInfo,
     Rollout,
@@ -58,10 +58,7 @@ impl Default for DapoConfig {
                     high: 0.28,
                     dual_clip: Some(10.0),
                 },
-                agg: LossAggMode::TokenMean,
-                loss_scale_factor: None,
-                ent_coef: 0.0,
-                kl_coef: 0.0,
+                ..PolicyLossConfig::default()
             },
             overlong: None,
             dynamic_sampling: true,
@@ -112,10 +109,8 @@ impl DapoConfig {
                     high: p.f64("clip_ratio_high")?,
                     dual_clip: Some(dual_clip),
                 },
-                agg: LossAggMode::TokenMean,
-                loss_scale_factor: None,
                 ent_coef: p.f64("ent_coef")?,
-                kl_coef: 0.0,
+                ..PolicyLossConfig::default()
             },
             overlong,
             dynamic_sampling: p.bool("dynamic_sampling")?,
@@ -310,37 +305,12 @@ impl AlgorithmImpl for Dapo {
 
 #[cfg(test)]
 mod tests {
-    use drover_plugin_api::{testing, CounterRng};
+    use drover_plugin_api::testing::{self, metric, outcome_rollout, run_advantages, run_loss};
 
     use super::*;
 
     fn make(json: &str) -> Result<Dapo, PluginError> {
-        let params = Params::parse(&Dapo::info().params, json)?;
-        Dapo::new(&params, 0)
-    }
-
-    struct Outs {
-        loss: Vec<f32>,
-        d_logp: Vec<f32>,
-    }
-
-    fn run_loss(alg: &mut Dapo, mb: &Minibatch<'_>) -> Result<(Outs, Vec<Metric>), PluginError> {
-        let m = mb.len();
-        let (mut loss, mut d_logp, mut d_value, mut d_entropy) =
-            (vec![0.0; m], vec![0.0; m], vec![0.0; m], vec![0.0; m]);
-        let mut out = LossOutputs {
-            loss: &mut loss,
-            d_logp: &mut d_logp,
-            d_value: &mut d_value,
-            d_entropy: &mut d_entropy,
-        };
-        let metrics = AlgorithmImpl::loss(alg, mb, &mut out)?;
-        assert_eq!(d_value, vec![0.0; m], "no critic");
-        Ok((Outs { loss, d_logp }, metrics))
-    }
-
-    fn metric(ms: &[Metric], name: &str) -> Option<f64> {
-        ms.iter().find(|m| m.name.as_str() == name).map(|m| m.value)
+        testing::instance(json)
     }
 
     #[test]
@@ -417,14 +387,9 @@ mod tests {
             }
         }
         let ids = [0u32, 0, 0, 1, 1];
-        let mut batch = Rollout::new(5, t);
-        batch.mask = &mask;
-        batch.rewards = &rewards;
-        batch.group_ids = &ids;
+        let batch = outcome_rollout(t, &mask, &rewards, &ids);
         let mut d = make(r#"{"max_response_len": 6, "overlong_buffer_len": 2}"#).expect("valid");
-        let (mut adv, mut ret) = (vec![0.0f32; 5 * t], vec![0.0f32; 5 * t]);
-        let m =
-            AlgorithmImpl::compute_advantages(&mut d, &batch, &mut adv, &mut ret).expect("runs");
+        let (adv, mut ret, m) = run_advantages(&mut d, &batch).expect("runs");
         let std = (7.0f64 / 12.0).sqrt();
         let seq = [-1.0 / 6.0, 5.0 / 6.0, -2.0 / 3.0, 0.0, 0.0].map(|c| c / (std + 1e-6));
         for b in 0..5 {
@@ -490,6 +455,7 @@ mod tests {
         mb.seq_index = &[0, 0, 0, 1, 1, 1];
         mb.num_sequences = 2;
         let (o, m) = run_loss(&mut d, &mb).expect("runs");
+        assert_eq!(o.d_value, vec![0.0; 6], "no critic");
         let expect_loss = [-1.25, -1.28, 0.8, 10.0, 5.0, 0.0].map(|x| x / 5.0);
         let expect_d = [-1.25, 0.0, 0.0, 0.0, 5.0, 0.0].map(|x| x / 5.0);
         for i in 0..6 {
@@ -525,31 +491,18 @@ mod tests {
     /// entropy bonus, ratios spread so every branch is taken.
     #[test]
     fn derivatives_match_finite_differences() {
-        let mut rng = CounterRng::new(13);
-        let m = 40;
-        let mut draw = |lo: f64, hi: f64| (lo + (hi - lo) * rng.next_f64()) as f32;
-        let logp_old: Vec<f32> = (0..m).map(|_| draw(-3.0, -0.1)).collect();
-        let logp_new: Vec<f32> = logp_old.iter().map(|&l| l + draw(-0.8, 0.8)).collect();
-        let advantages: Vec<f32> = (0..m)
-            .map(|i| [1.2f32, -0.8, 0.4, -1.5, 0.9][i / 8])
-            .collect();
-        let entropy: Vec<f32> = (0..m).map(|_| draw(0.1, 2.0)).collect();
-        let weights: Vec<f32> = (0..m).map(|i| if i % 8 == 7 { 0.0 } else { 1.0 }).collect();
-        let seq_index: Vec<u32> = (0..m as u32).map(|i| i / 8).collect();
-        let mut mb = Minibatch::new();
-        mb.logp_new = &logp_new;
-        mb.logp_old = &logp_old;
-        mb.advantages = &advantages;
-        mb.entropy_new = &entropy;
-        mb.token_weights = &weights;
-        mb.seq_index = &seq_index;
-        mb.num_sequences = 5;
+        let data = testing::RandomMinibatch::new(13, 5, 8, 1)
+            .logp(0.8)
+            .advantages_per_sequence(&[1.2, -0.8, 0.4, -1.5, 0.9])
+            .entropy();
+        let (m, mb) = (data.len(), data.view());
         let mut d = make(r#"{"clip_ratio_c": 1.5, "ent_coef": 0.1}"#).expect("valid");
         let r = testing::check_loss_derivatives(&mut d, &mb, 1e-3, 1e-5, 1e-2).expect("runs");
         assert!(r.mismatches.is_empty(), "{:#?}", r.mismatches);
         assert!(r.checked >= 2 * m - 10, "{r:?}");
         // The dual clip must act on some token here, or the check would not cover it.
-        let (_, metrics) = run_loss(&mut d, &mb).expect("runs");
+        let (o, metrics) = run_loss(&mut d, &mb).expect("runs");
+        assert_eq!(o.d_value, vec![0.0; m], "no critic");
         assert!(metric(&metrics, "clip_frac_lower").expect("reported") > 0.0);
     }
 }

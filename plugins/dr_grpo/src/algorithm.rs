@@ -30,11 +30,8 @@ impl Default for DrGrpoConfig {
     fn default() -> Self {
         Self {
             loss: PolicyLossConfig {
-                clip: ClipRange::symmetric(0.2),
                 agg: LossAggMode::SeqMeanTokenSumNorm,
-                loss_scale_factor: None,
-                ent_coef: 0.0,
-                kl_coef: 0.0,
+                ..PolicyLossConfig::default()
             },
         }
     }
@@ -42,7 +39,6 @@ impl Default for DrGrpoConfig {
 
 impl DrGrpoConfig {
     fn from_params(p: &Params) -> Result<Self, PluginError> {
-        let eps = p.f64("clip_ratio")?;
         let loss_scale_factor = p.opt_f64("loss_scale_factor")?;
         if let Some(c) = loss_scale_factor {
             if !(c > 0.0 && c.is_finite()) {
@@ -54,11 +50,7 @@ impl DrGrpoConfig {
         }
         Ok(Self {
             loss: PolicyLossConfig {
-                clip: ClipRange {
-                    low: eps,
-                    high: p.opt_f64("clip_ratio_high")?.unwrap_or(eps),
-                    dual_clip: None,
-                },
+                clip: ClipRange::from_params(p)?,
                 agg: LossAggMode::SeqMeanTokenSumNorm,
                 loss_scale_factor,
                 ent_coef: p.f64("ent_coef")?,
@@ -147,37 +139,12 @@ impl AlgorithmImpl for DrGrpo {
 
 #[cfg(test)]
 mod tests {
-    use drover_plugin_api::{testing, CounterRng};
+    use drover_plugin_api::testing::{self, metric, outcome_rollout, run_advantages, run_loss};
 
     use super::*;
 
     fn make(json: &str) -> Result<DrGrpo, PluginError> {
-        let params = Params::parse(&DrGrpo::info().params, json)?;
-        DrGrpo::new(&params, 0)
-    }
-
-    struct Outs {
-        loss: Vec<f32>,
-        d_logp: Vec<f32>,
-    }
-
-    fn run_loss(alg: &mut DrGrpo, mb: &Minibatch<'_>) -> Result<(Outs, Vec<Metric>), PluginError> {
-        let m = mb.len();
-        let (mut loss, mut d_logp, mut d_value, mut d_entropy) =
-            (vec![0.0; m], vec![0.0; m], vec![0.0; m], vec![0.0; m]);
-        let mut out = LossOutputs {
-            loss: &mut loss,
-            d_logp: &mut d_logp,
-            d_value: &mut d_value,
-            d_entropy: &mut d_entropy,
-        };
-        let metrics = AlgorithmImpl::loss(alg, mb, &mut out)?;
-        assert_eq!(d_value, vec![0.0; m], "no critic");
-        Ok((Outs { loss, d_logp }, metrics))
-    }
-
-    fn metric(ms: &[Metric], name: &str) -> Option<f64> {
-        ms.iter().find(|m| m.name.as_str() == name).map(|m| m.value)
+        testing::instance(json)
     }
 
     #[test]
@@ -204,13 +171,8 @@ mod tests {
         let mask = [1., 1., 1., 1., 1., 0., 1., 1., 1., 1.];
         let rewards = [0., 1., 0., 0., 0., 4., 0., 1., 0., 1.];
         let ids = [0u32, 0, 0, 1, 1];
-        let mut batch = Rollout::new(5, 2);
-        batch.mask = &mask;
-        batch.rewards = &rewards;
-        batch.group_ids = &ids;
-        let (mut adv, mut ret) = ([0.0f32; 10], [0.0f32; 10]);
-        let m =
-            AlgorithmImpl::compute_advantages(&mut g, &batch, &mut adv, &mut ret).expect("runs");
+        let batch = outcome_rollout(2, &mask, &rewards, &ids);
+        let (adv, ret, m) = run_advantages(&mut g, &batch).expect("runs");
         let (hi, lo) = (2.0 / 3.0, -1.0 / 3.0);
         let expect = [hi, hi, lo, lo, lo, 0.0, 0., 0., 0., 0.];
         for (a, e) in adv.iter().zip(expect) {
@@ -242,6 +204,7 @@ mod tests {
         for (json, c) in [("{}", 4.0), (r#"{"loss_scale_factor": 16}"#, 16.0)] {
             let mut g = make(json).expect("valid");
             let (o, m) = run_loss(&mut g, &mb).expect("runs");
+            assert_eq!(o.d_value, vec![0.0; 8], "no critic");
             for i in 0..8 {
                 assert!(
                     (f64::from(o.loss[i]) - raw_loss[i] / c).abs() < 1e-6,
@@ -272,25 +235,11 @@ mod tests {
 
     #[test]
     fn derivatives_match_finite_differences() {
-        let mut rng = CounterRng::new(17);
-        let m = 40;
-        let mut draw = |lo: f64, hi: f64| (lo + (hi - lo) * rng.next_f64()) as f32;
-        let logp_old: Vec<f32> = (0..m).map(|_| draw(-3.0, -0.1)).collect();
-        let logp_new: Vec<f32> = logp_old.iter().map(|&l| l + draw(-0.6, 0.6)).collect();
-        let advantages: Vec<f32> = (0..m)
-            .map(|i| [0.7f32, -0.3, 0.4, -0.6, 0.2][i / 8])
-            .collect();
-        let entropy: Vec<f32> = (0..m).map(|_| draw(0.1, 2.0)).collect();
-        let weights: Vec<f32> = (0..m).map(|i| if i % 8 >= 6 { 0.0 } else { 1.0 }).collect();
-        let seq_index: Vec<u32> = (0..m as u32).map(|i| i / 8).collect();
-        let mut mb = Minibatch::new();
-        mb.logp_new = &logp_new;
-        mb.logp_old = &logp_old;
-        mb.advantages = &advantages;
-        mb.entropy_new = &entropy;
-        mb.token_weights = &weights;
-        mb.seq_index = &seq_index;
-        mb.num_sequences = 5;
+        let data = testing::RandomMinibatch::new(17, 5, 8, 2)
+            .logp(0.6)
+            .advantages_per_sequence(&[0.7, -0.3, 0.4, -0.6, 0.2])
+            .entropy();
+        let (m, mb) = (data.len(), data.view());
         for json in ["{}", r#"{"ent_coef": 0.1, "loss_scale_factor": 3}"#] {
             let mut g = make(json).expect("valid");
             let r = testing::check_loss_derivatives(&mut g, &mb, 1e-3, 1e-5, 1e-2).expect("runs");

@@ -36,35 +36,22 @@ impl Default for EmpgConfig {
             k_f: 1.0,
             zeta: 0.1,
             norm_adv_by_std: true,
-            loss: PolicyLossConfig {
-                clip: ClipRange::symmetric(0.2),
-                agg: LossAggMode::TokenMean,
-                loss_scale_factor: None,
-                ent_coef: 0.0,
-                kl_coef: 0.0,
-            },
+            loss: PolicyLossConfig::default(),
         }
     }
 }
 
 impl EmpgConfig {
     fn from_params(p: &Params) -> Result<Self, PluginError> {
-        let eps = p.f64("clip_ratio")?;
         Ok(Self {
             k: p.f64("k")?,
             k_f: p.f64("k_f")?,
             zeta: p.f64("zeta")?,
             norm_adv_by_std: p.bool("norm_adv_by_std")?,
             loss: PolicyLossConfig {
-                clip: ClipRange {
-                    low: eps,
-                    high: p.opt_f64("clip_ratio_high")?.unwrap_or(eps),
-                    dual_clip: None,
-                },
+                clip: ClipRange::from_params(p)?,
                 agg: LossAggMode::from_params(p, "loss_agg_mode")?,
-                loss_scale_factor: None,
-                ent_coef: 0.0,
-                kl_coef: 0.0,
+                ..PolicyLossConfig::default()
             },
         })
     }
@@ -197,17 +184,15 @@ impl AlgorithmImpl for Empg {
 
 #[cfg(test)]
 mod tests {
-    use drover_plugin_api::{testing, CounterRng};
+    use drover_plugin_api::{
+        testing::{self, metric, outcome_rollout, run_advantages},
+        CounterRng,
+    };
 
     use super::*;
 
     fn make(json: &str) -> Result<Empg, PluginError> {
-        let params = Params::parse(&Empg::info().params, json)?;
-        Empg::new(&params, 0)
-    }
-
-    fn metric(ms: &[Metric], name: &str) -> Option<f64> {
-        ms.iter().find(|m| m.name.as_str() == name).map(|m| m.value)
+        testing::instance(json)
     }
 
     #[test]
@@ -235,14 +220,9 @@ mod tests {
         let mask = [1., 1., 1., 1., 1., 0.];
         let rewards = [0., 0., 1., 0., 0., 0.];
         let entropy = [0.2f32, 1.0, 0.6, 0.6, 0.2, 9.0];
-        let mut batch = Rollout::new(2, 3);
-        batch.mask = &mask;
-        batch.rewards = &rewards;
+        let mut batch = outcome_rollout(3, &mask, &rewards, &[4, 4]);
         batch.entropy_old = &entropy;
-        batch.group_ids = &[4, 4];
-        let (mut adv, mut ret) = ([0.0f32; 6], [0.0f32; 6]);
-        let m =
-            AlgorithmImpl::compute_advantages(&mut e, &batch, &mut adv, &mut ret).expect("runs");
+        let (mut adv, mut ret, m) = run_advantages(&mut e, &batch).expect("runs");
         let mean = (2.0 + 1.0f64 / std::f64::consts::E + 2.0 * (-0.5f64).exp()) / 5.0;
         assert!((mean - 0.716_188_2).abs() < 1e-6, "{mean}");
         let g = [
@@ -328,21 +308,10 @@ mod tests {
 
     #[test]
     fn derivatives_match_finite_differences() {
-        let mut rng = CounterRng::new(13);
-        let m = 40;
-        let mut draw = |lo: f64, hi: f64| (lo + (hi - lo) * rng.next_f64()) as f32;
-        let logp_old: Vec<f32> = (0..m).map(|_| draw(-3.0, -0.1)).collect();
-        let logp_new: Vec<f32> = logp_old.iter().map(|&l| l + draw(-0.5, 0.5)).collect();
-        let advantages: Vec<f32> = (0..m).map(|_| draw(-1.5, 1.5)).collect();
-        let weights: Vec<f32> = (0..m).map(|i| if i % 8 == 7 { 0.0 } else { 1.0 }).collect();
-        let seq_index: Vec<u32> = (0..m as u32).map(|i| i / 8).collect();
-        let mut mb = Minibatch::new();
-        mb.logp_new = &logp_new;
-        mb.logp_old = &logp_old;
-        mb.advantages = &advantages;
-        mb.token_weights = &weights;
-        mb.seq_index = &seq_index;
-        mb.num_sequences = 5;
+        let data = testing::RandomMinibatch::new(13, 5, 8, 1)
+            .logp(0.5)
+            .random_advantages(-1.5, 1.5);
+        let (m, mb) = (data.len(), data.view());
         for mode in LossAggMode::NAMES {
             let mut e = make(&format!(r#"{{"loss_agg_mode": "{mode}"}}"#)).expect("valid");
             let r = testing::check_loss_derivatives(&mut e, &mb, 1e-3, 1e-5, 1e-2).expect("runs");

@@ -3,8 +3,8 @@
 
 use drover_plugin_api::{
     llm::{
-        clipped_policy_loss, outcome_advantages, require_reference, Baseline, ClipRange,
-        LossAggMode, PolicyLossConfig,
+        clipped_policy_loss, loss_scale_factor_from_params, outcome_advantages, require_reference,
+        Baseline, ClipRange, LossAggMode, PolicyLossConfig,
     },
     AlgorithmImpl, LossOutputs, Metric, Minibatch, ParamSpec, Params, PluginError, PluginInfo,
     Rollout,
@@ -26,45 +26,21 @@ impl Default for GrpoConfig {
     fn default() -> Self {
         Self {
             norm_adv_by_std: true,
-            loss: PolicyLossConfig {
-                clip: ClipRange::symmetric(0.2),
-                agg: LossAggMode::TokenMean,
-                loss_scale_factor: None,
-                ent_coef: 0.0,
-                kl_coef: 0.0,
-            },
+            loss: PolicyLossConfig::default(),
         }
     }
 }
 
 impl GrpoConfig {
     fn from_params(p: &Params) -> Result<Self, PluginError> {
-        let eps = p.f64("clip_ratio")?;
-        let dual_clip = p.opt_f64("clip_ratio_c")?;
-        if let Some(c) = dual_clip {
-            if c <= 1.0 {
-                return Err(PluginError::invalid_params(
-                    "clip_ratio_c",
-                    format!("the dual-clip constant must be greater than 1, got {c}"),
-                ));
-            }
-        }
-        let loss_scale_factor = p.opt_f64("loss_scale_factor")?;
-        if let Some(c) = loss_scale_factor {
-            if c <= 0.0 {
-                return Err(PluginError::invalid_params(
-                    "loss_scale_factor",
-                    format!("must be positive, got {c}"),
-                ));
-            }
-        }
+        let dual_clip = ClipRange::dual_clip_from_params(p)?;
+        let loss_scale_factor = loss_scale_factor_from_params(p)?;
         Ok(Self {
             norm_adv_by_std: p.bool("norm_adv_by_std")?,
             loss: PolicyLossConfig {
                 clip: ClipRange {
-                    low: eps,
-                    high: p.opt_f64("clip_ratio_high")?.unwrap_or(eps),
                     dual_clip,
+                    ..ClipRange::from_params(p)?
                 },
                 agg: LossAggMode::from_params(p, "loss_agg_mode")?,
                 loss_scale_factor,
@@ -183,42 +159,12 @@ impl AlgorithmImpl for Grpo {
 
 #[cfg(test)]
 mod tests {
-    use drover_plugin_api::{testing, CounterRng};
+    use drover_plugin_api::testing::{self, metric, outcome_rollout, run_advantages, run_loss};
 
     use super::*;
 
     fn make(json: &str) -> Result<Grpo, PluginError> {
-        let params = Params::parse(&Grpo::info().params, json)?;
-        Grpo::new(&params, 0)
-    }
-
-    struct Outs {
-        loss: Vec<f32>,
-        d_logp: Vec<f32>,
-        d_value: Vec<f32>,
-        d_entropy: Vec<f32>,
-    }
-
-    fn run_loss(alg: &mut Grpo, mb: &Minibatch<'_>) -> Result<(Outs, Vec<Metric>), PluginError> {
-        let m = mb.len();
-        let mut o = Outs {
-            loss: vec![0.0; m],
-            d_logp: vec![0.0; m],
-            d_value: vec![0.0; m],
-            d_entropy: vec![0.0; m],
-        };
-        let mut out = LossOutputs {
-            loss: &mut o.loss,
-            d_logp: &mut o.d_logp,
-            d_value: &mut o.d_value,
-            d_entropy: &mut o.d_entropy,
-        };
-        let metrics = AlgorithmImpl::loss(alg, mb, &mut out)?;
-        Ok((o, metrics))
-    }
-
-    fn metric(ms: &[Metric], name: &str) -> Option<f64> {
-        ms.iter().find(|m| m.name.as_str() == name).map(|m| m.value)
+        testing::instance(json)
     }
 
     #[test]
@@ -257,13 +203,8 @@ mod tests {
         let mask = [1.0f32; 12];
         let rewards = [0., 1., 0., 0., 0., 0., 0., 1., 0., 1., 0., 1.];
         let ids = [0u32, 0, 0, 1, 1, 1];
-        let mut batch = Rollout::new(6, 2);
-        batch.mask = &mask;
-        batch.rewards = &rewards;
-        batch.group_ids = &ids;
-        let (mut adv, mut ret) = ([0.0f32; 12], [0.0f32; 12]);
-        let m =
-            AlgorithmImpl::compute_advantages(&mut g, &batch, &mut adv, &mut ret).expect("runs");
+        let batch = outcome_rollout(2, &mask, &rewards, &ids);
+        let (adv, ret, m) = run_advantages(&mut g, &batch).expect("runs");
         let (hi, lo) = (
             (2.0 / 3.0) / (1.0f64 / 3.0).sqrt(),
             -(1.0 / 3.0) / (1.0f64 / 3.0).sqrt(),
@@ -282,10 +223,7 @@ mod tests {
     fn kl_without_a_reference_policy_is_a_clear_error_at_the_first_call() {
         let mut g = make(r#"{"kl_coef": 0.04}"#).expect("valid");
         let mask = [1.0f32; 2];
-        let mut batch = Rollout::new(2, 1);
-        batch.mask = &mask;
-        batch.rewards = &mask;
-        batch.group_ids = &[0, 0];
+        let mut batch = outcome_rollout(1, &mask, &mask, &[0, 0]);
         let e = AlgorithmImpl::compute_advantages(&mut g, &batch, &mut [0.0; 2], &mut [0.0; 2])
             .expect_err("no logp_ref");
         assert_eq!(e.key(), Some("kl_coef"));
@@ -356,27 +294,12 @@ mod tests {
     /// each aggregation mode.
     #[test]
     fn derivatives_match_finite_differences_with_kl() {
-        let mut rng = CounterRng::new(11);
-        let m = 40;
-        let mut draw = |lo: f64, hi: f64| (lo + (hi - lo) * rng.next_f64()) as f32;
-        let logp_old: Vec<f32> = (0..m).map(|_| draw(-3.0, -0.1)).collect();
-        let logp_new: Vec<f32> = logp_old.iter().map(|&l| l + draw(-0.6, 0.6)).collect();
-        let logp_ref: Vec<f32> = logp_old.iter().map(|&l| l + draw(-1.0, 1.0)).collect();
-        let advantages: Vec<f32> = (0..m)
-            .map(|i| [1.2f32, -0.8, 0.4, -1.5, 0.9][i / 8])
-            .collect();
-        let entropy: Vec<f32> = (0..m).map(|_| draw(0.1, 2.0)).collect();
-        let weights: Vec<f32> = (0..m).map(|i| if i % 8 == 7 { 0.0 } else { 1.0 }).collect();
-        let seq_index: Vec<u32> = (0..m as u32).map(|i| i / 8).collect();
-        let mut mb = Minibatch::new();
-        mb.logp_new = &logp_new;
-        mb.logp_old = &logp_old;
-        mb.logp_ref = &logp_ref;
-        mb.advantages = &advantages;
-        mb.entropy_new = &entropy;
-        mb.token_weights = &weights;
-        mb.seq_index = &seq_index;
-        mb.num_sequences = 5;
+        let data = testing::RandomMinibatch::new(11, 5, 8, 1)
+            .logp(0.6)
+            .reference(1.0)
+            .advantages_per_sequence(&[1.2, -0.8, 0.4, -1.5, 0.9])
+            .entropy();
+        let (m, mb) = (data.len(), data.view());
         for mode in LossAggMode::NAMES {
             let json = format!(
                 r#"{{"kl_coef": 0.5, "clip_ratio_c": 1.5, "ent_coef": 0.1, "loss_agg_mode": "{mode}"}}"#

@@ -1,7 +1,7 @@
 //! KL-Cov's parameters and its `AlgorithmImpl`: GRPO advantages, then [`kl_cov_loss`].
 
 use drover_plugin_api::{
-    llm::{outcome_advantages, Baseline, LossAggMode},
+    llm::{loss_scale_factor_from_params, outcome_advantages, Baseline, LossAggMode},
     AlgorithmImpl, LossOutputs, Metric, Minibatch, ParamSpec, Params, PluginError, PluginInfo,
     Rollout,
 };
@@ -52,15 +52,7 @@ impl KlCov {
                 ),
             ));
         }
-        let loss_scale_factor = p.opt_f64("loss_scale_factor")?;
-        if let Some(c) = loss_scale_factor {
-            if c <= 0.0 {
-                return Err(PluginError::invalid_params(
-                    "loss_scale_factor",
-                    format!("must be positive, got {c}"),
-                ));
-            }
-        }
+        let loss_scale_factor = loss_scale_factor_from_params(p)?;
         Ok(Self::with_config(
             p.bool("norm_adv_by_std")?,
             KlCovConfig {
@@ -153,13 +145,12 @@ impl AlgorithmImpl for KlCov {
 
 #[cfg(test)]
 mod tests {
-    use drover_plugin_api::{testing, CounterRng};
+    use drover_plugin_api::testing;
 
     use super::*;
 
     fn make(json: &str) -> Result<KlCov, PluginError> {
-        let params = Params::parse(&KlCov::info().params, json)?;
-        KlCov::new(&params, 0)
+        testing::instance(json)
     }
 
     #[test]
@@ -200,28 +191,11 @@ mod tests {
     /// Finite differences with many penalized tokens (none on-policy, so |δ| has no kink there).
     #[test]
     fn derivatives_match_finite_differences() {
-        let mut rng = CounterRng::new(8);
-        let m = 48;
-        let mut draw = |lo: f64, hi: f64| (lo + (hi - lo) * rng.next_f64()) as f32;
-        let logp_old: Vec<f32> = (0..m).map(|_| draw(-3.0, -0.1)).collect();
-        let logp_new: Vec<f32> = logp_old
-            .iter()
-            .map(|&l| l + draw(0.05, 0.5) * if draw(0.0, 1.0) < 0.5 { -1.0 } else { 1.0 })
-            .collect();
-        let advantages: Vec<f32> = (0..m)
-            .map(|i| [1.2f32, -0.8, 0.4, -1.5, 0.9, -0.2][i / 8])
-            .collect();
-        let entropy: Vec<f32> = (0..m).map(|_| draw(0.1, 2.0)).collect();
-        let weights: Vec<f32> = (0..m).map(|i| if i % 8 == 7 { 0.0 } else { 1.0 }).collect();
-        let seq_index: Vec<u32> = (0..m as u32).map(|i| i / 8).collect();
-        let mut mb = Minibatch::new();
-        mb.logp_new = &logp_new;
-        mb.logp_old = &logp_old;
-        mb.advantages = &advantages;
-        mb.entropy_new = &entropy;
-        mb.token_weights = &weights;
-        mb.seq_index = &seq_index;
-        mb.num_sequences = 6;
+        let data = testing::RandomMinibatch::new(8, 6, 8, 1)
+            .logp_with(|d| d.draw(0.05, 0.5) * if d.draw(0.0, 1.0) < 0.5 { -1.0 } else { 1.0 })
+            .advantages_per_sequence(&[1.2, -0.8, 0.4, -1.5, 0.9, -0.2])
+            .entropy();
+        let (m, mb) = (data.len(), data.view());
         let mut k = make(r#"{"kl_cov_ratio": 0.3, "ent_coef": 0.02}"#).expect("valid");
         let r = testing::check_loss_derivatives(&mut k, &mb, 1e-3, 1e-5, 1e-2).expect("runs");
         assert!(r.mismatches.is_empty(), "{:#?}", r.mismatches);

@@ -5,10 +5,7 @@
 //! micro-batch (ALGORITHMS.md §7); the two agree when the micro-batch is the minibatch.
 
 use drover_plugin_api::{
-    llm::{
-        aggregation_weights, approx_kl, token_covariance, valid_token_mean, LossAggMode,
-        LOG_RATIO_CLAMP,
-    },
+    llm::{approx_kl, token_covariance, LossAggMode, LossWeights, LOG_RATIO_CLAMP},
     LossOutputs, Metric, Minibatch, PluginError,
 };
 
@@ -89,23 +86,17 @@ impl KlCovStats {
 ///
 /// # Errors
 /// `invalid_input` when `ent_coef ≠ 0` and the minibatch has no `entropy_new`;
-/// `loss_scale_factor` errors of [`aggregation_weights`].
+/// `loss_scale_factor` errors of [`aggregation_weights`](drover_plugin_api::llm::aggregation_weights).
 pub fn kl_cov_loss(
     cfg: &KlCovConfig,
     mb: &Minibatch<'_>,
     out: &mut LossOutputs<'_>,
 ) -> Result<Option<KlCovStats>, PluginError> {
-    let entropy = if cfg.ent_coef != 0.0 {
-        Minibatch::require("kl_cov", "entropy_new", mb.entropy_new)?
-    } else {
-        mb.entropy_new
-    };
-    let w = aggregation_weights(cfg.agg, mb, cfg.loss_scale_factor)?;
-    let tm = aggregation_weights(LossAggMode::TokenMean, mb, None)?;
-    let n_valid = tm.iter().filter(|&&x| x > 0.0).count();
-    if n_valid == 0 {
+    let Some(lw) = LossWeights::new("kl_cov", mb, cfg.agg, cfg.loss_scale_factor, cfg.ent_coef)?
+    else {
         return Ok(None);
-    }
+    };
+    let (w, tm, n_valid) = (&lw.agg, &lw.token_mean, lw.n_valid);
     let m = mb.len();
     let cov = token_covariance(mb.advantages, mb.logp_new, mb.token_weights);
     let selected = select_top_cov(&cov, n_valid, cfg.kl_cov_ratio);
@@ -115,13 +106,13 @@ pub fn kl_cov_loss(
     }
     let mut s = KlCovStats {
         policy_loss: 0.0,
-        entropy: valid_token_mean(entropy, mb.token_weights),
+        entropy: lw.mean_entropy,
         approx_kl: 0.0,
         cov_selected: selected.len(),
         cov_penalty: 0.0,
     };
     for i in 0..m {
-        if tm[i] <= 0.0 {
+        if !lw.is_valid(i) {
             continue;
         }
         let adv = f64::from(mb.advantages[i]);
@@ -141,13 +132,7 @@ pub fn kl_cov_loss(
             };
             s.cov_penalty += w[i] * pen;
         }
-        let mut loss = l;
-        if cfg.ent_coef != 0.0 {
-            loss -= cfg.ent_coef * f64::from(entropy[i]);
-            out.d_entropy[i] = (-w[i] * cfg.ent_coef) as f32;
-        }
-        out.loss[i] = (w[i] * loss) as f32;
-        out.d_logp[i] = (w[i] * d) as f32;
+        lw.write(out, i, l, d);
         s.policy_loss += w[i] * l;
         s.approx_kl += tm[i] * approx_kl(log_ratio);
     }
@@ -156,6 +141,8 @@ pub fn kl_cov_loss(
 
 #[cfg(test)]
 mod tests {
+    use drover_plugin_api::testing::with_loss_outputs;
+
     use super::*;
 
     /// Nine valid tokens and one padding token, Ā = 0 and mean logp = −2 exactly, so
@@ -195,19 +182,9 @@ mod tests {
         mb.token_weights = &c.weights;
         mb.seq_index = &c.seq_index;
         mb.num_sequences = 2;
-        let m = mb.len();
-        let (mut loss, mut d_logp, mut d_value, mut d_entropy) =
-            (vec![0.0; m], vec![0.0; m], vec![0.0; m], vec![0.0; m]);
-        let mut out = LossOutputs {
-            loss: &mut loss,
-            d_logp: &mut d_logp,
-            d_value: &mut d_value,
-            d_entropy: &mut d_entropy,
-        };
-        let s = kl_cov_loss(cfg, &mb, &mut out)
-            .expect("runs")
-            .expect("valid tokens");
-        (loss, d_logp, s)
+        let (o, s) = with_loss_outputs(mb.len(), |out| kl_cov_loss(cfg, &mb, out));
+        let s = s.expect("runs").expect("valid tokens");
+        (o.loss, o.d_logp, s)
     }
 
     fn config(ratio: f64) -> KlCovConfig {

@@ -2,9 +2,7 @@
 //! normalization), then the PPO clipped token loss with token-mean aggregation, no KL.
 
 use drover_plugin_api::{
-    llm::{
-        clipped_policy_loss, outcome_advantages, Baseline, ClipRange, LossAggMode, PolicyLossConfig,
-    },
+    llm::{clipped_policy_loss, outcome_advantages, Baseline, ClipRange, PolicyLossConfig},
     AlgorithmImpl, LossOutputs, Metric, Minibatch, ParamSpec, Params, PluginError, PluginInfo,
     Rollout,
 };
@@ -15,36 +13,19 @@ const NAME: &str = "loop";
 /// (the paper's ablation: normalizing costs about 9 points), PPO's per-token clip,
 /// token-mean, no critic, no KL. Learning rate, epochs and the group size (the paper: K = 6
 /// rollouts per task) are the host's.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct LoopConfig {
     /// The token loss: symmetric clip, token-mean, no KL.
     pub loss: PolicyLossConfig,
 }
 
-impl Default for LoopConfig {
-    fn default() -> Self {
-        Self {
-            loss: PolicyLossConfig {
-                clip: ClipRange::symmetric(0.2),
-                agg: LossAggMode::TokenMean,
-                loss_scale_factor: None,
-                ent_coef: 0.0,
-                kl_coef: 0.0,
-            },
-        }
-    }
-}
-
 impl LoopConfig {
     fn from_params(p: &Params) -> Result<Self, PluginError> {
-        let eps = p.f64("clip_ratio")?;
         Ok(Self {
             loss: PolicyLossConfig {
-                clip: ClipRange::symmetric(eps),
-                agg: LossAggMode::TokenMean,
-                loss_scale_factor: None,
+                clip: ClipRange::symmetric(p.f64("clip_ratio")?),
                 ent_coef: p.f64("ent_coef")?,
-                kl_coef: 0.0,
+                ..PolicyLossConfig::default()
             },
         })
     }
@@ -114,37 +95,12 @@ impl AlgorithmImpl for Loop {
 
 #[cfg(test)]
 mod tests {
-    use drover_plugin_api::{testing, CounterRng};
+    use drover_plugin_api::testing::{self, metric, outcome_rollout, run_advantages, run_loss};
 
     use super::*;
 
     fn make(json: &str) -> Result<Loop, PluginError> {
-        let params = Params::parse(&Loop::info().params, json)?;
-        Loop::new(&params, 0)
-    }
-
-    struct Outs {
-        loss: Vec<f32>,
-        d_logp: Vec<f32>,
-    }
-
-    fn run_loss(alg: &mut Loop, mb: &Minibatch<'_>) -> Result<(Outs, Vec<Metric>), PluginError> {
-        let m = mb.len();
-        let (mut loss, mut d_logp, mut d_value, mut d_entropy) =
-            (vec![0.0; m], vec![0.0; m], vec![0.0; m], vec![0.0; m]);
-        let mut out = LossOutputs {
-            loss: &mut loss,
-            d_logp: &mut d_logp,
-            d_value: &mut d_value,
-            d_entropy: &mut d_entropy,
-        };
-        let metrics = AlgorithmImpl::loss(alg, mb, &mut out)?;
-        assert_eq!(d_value, vec![0.0; m], "no critic");
-        Ok((Outs { loss, d_logp }, metrics))
-    }
-
-    fn metric(ms: &[Metric], name: &str) -> Option<f64> {
-        ms.iter().find(|m| m.name.as_str() == name).map(|m| m.value)
+        testing::instance(json)
     }
 
     #[test]
@@ -170,13 +126,8 @@ mod tests {
         let mask = [1., 1., 1., 1., 1., 1., 1., 0., 1., 1., 1., 1.];
         let rewards = [0., 1., 0., 0., 0., 0., 0.5, 3., 0., 1., 1., 0.];
         let ids = [5u32, 5, 5, 5, 2, 2];
-        let mut batch = Rollout::new(6, 2);
-        batch.mask = &mask;
-        batch.rewards = &rewards;
-        batch.group_ids = &ids;
-        let (mut adv, mut ret) = ([0.0f32; 12], [0.0f32; 12]);
-        let m =
-            AlgorithmImpl::compute_advantages(&mut l, &batch, &mut adv, &mut ret).expect("runs");
+        let batch = outcome_rollout(2, &mask, &rewards, &ids);
+        let (adv, ret, m) = run_advantages(&mut l, &batch).expect("runs");
         let a = [5.0 / 6.0, -0.5, -0.5, 1.0 / 6.0];
         // Leave-one-out by its definition, not the k/(k−1) form.
         let s = [1.0, 0.0, 0.0, 0.5];
@@ -212,6 +163,7 @@ mod tests {
         mb.seq_index = &[0, 0, 1, 1, 1];
         mb.num_sequences = 2;
         let (o, m) = run_loss(&mut l, &mb).expect("runs");
+        assert_eq!(o.d_value, vec![0.0; 5], "no critic");
         let expect_loss = [-0.55, -0.6, 1.6, 2.2, 0.0].map(|x| x / 4.0);
         let expect_d = [-0.55, 0.0, 0.0, 2.2, 0.0].map(|x| x / 4.0);
         for i in 0..5 {
@@ -243,30 +195,17 @@ mod tests {
 
     #[test]
     fn derivatives_match_finite_differences() {
-        let mut rng = CounterRng::new(19);
-        let m = 40;
-        let mut draw = |lo: f64, hi: f64| (lo + (hi - lo) * rng.next_f64()) as f32;
-        let logp_old: Vec<f32> = (0..m).map(|_| draw(-3.0, -0.1)).collect();
-        let logp_new: Vec<f32> = logp_old.iter().map(|&l| l + draw(-0.6, 0.6)).collect();
-        let advantages: Vec<f32> = (0..m)
-            .map(|i| [1.5f32, -0.5, 0.5, -1.5, 0.0][i / 8])
-            .collect();
-        let entropy: Vec<f32> = (0..m).map(|_| draw(0.1, 2.0)).collect();
-        let weights: Vec<f32> = (0..m).map(|i| if i % 8 == 7 { 0.0 } else { 1.0 }).collect();
-        let seq_index: Vec<u32> = (0..m as u32).map(|i| i / 8).collect();
-        let mut mb = Minibatch::new();
-        mb.logp_new = &logp_new;
-        mb.logp_old = &logp_old;
-        mb.advantages = &advantages;
-        mb.entropy_new = &entropy;
-        mb.token_weights = &weights;
-        mb.seq_index = &seq_index;
-        mb.num_sequences = 5;
+        let data = testing::RandomMinibatch::new(19, 5, 8, 1)
+            .logp(0.6)
+            .advantages_per_sequence(&[1.5, -0.5, 0.5, -1.5, 0.0])
+            .entropy();
+        let (m, mb) = (data.len(), data.view());
         let mut l = make(r#"{"ent_coef": 0.05}"#).expect("valid");
         let r = testing::check_loss_derivatives(&mut l, &mb, 1e-3, 1e-5, 1e-2).expect("runs");
         assert!(r.mismatches.is_empty(), "{:#?}", r.mismatches);
         assert!(r.checked >= m, "{r:?}");
-        let (_, metrics) = run_loss(&mut l, &mb).expect("runs");
+        let (o, metrics) = run_loss(&mut l, &mb).expect("runs");
+        assert_eq!(o.d_value, vec![0.0; m], "no critic");
         assert!(
             metric(&metrics, "clip_frac").expect("reported") > 0.0,
             "clipping covered"

@@ -202,35 +202,22 @@ impl AlgorithmImpl for Nft {
 
 #[cfg(test)]
 mod tests {
-    use drover_plugin_api::{testing, CounterRng};
+    use drover_plugin_api::testing::{self, metric, outcome_rollout, run_advantages};
 
     use super::*;
 
     fn make(json: &str) -> Result<Nft, PluginError> {
-        let params = Params::parse(&Nft::info().params, json)?;
-        Nft::new(&params, 0)
+        testing::instance(json)
     }
 
     type LossRun = (Vec<f32>, Vec<f32>, Vec<Metric>);
 
+    /// The loss's outputs; NFT has no critic and no entropy term.
     fn run_loss(alg: &mut Nft, mb: &Minibatch<'_>) -> Result<LossRun, PluginError> {
-        let m = mb.len();
-        let (mut loss, mut d_logp, mut d_value, mut d_entropy) =
-            (vec![0.0; m], vec![0.0; m], vec![0.0; m], vec![0.0; m]);
-        let mut out = LossOutputs {
-            loss: &mut loss,
-            d_logp: &mut d_logp,
-            d_value: &mut d_value,
-            d_entropy: &mut d_entropy,
-        };
-        let metrics = AlgorithmImpl::loss(alg, mb, &mut out)?;
-        assert_eq!(d_value, vec![0.0; m]);
-        assert_eq!(d_entropy, vec![0.0; m]);
-        Ok((loss, d_logp, metrics))
-    }
-
-    fn metric(ms: &[Metric], name: &str) -> Option<f64> {
-        ms.iter().find(|m| m.name.as_str() == name).map(|m| m.value)
+        let (o, metrics) = testing::run_loss(alg, mb)?;
+        assert_eq!(o.d_value, vec![0.0; mb.len()]);
+        assert_eq!(o.d_entropy, vec![0.0; mb.len()]);
+        Ok((o.loss, o.d_logp, metrics))
     }
 
     #[test]
@@ -262,13 +249,8 @@ mod tests {
             0., 1., 0., 9., 0., 0., 0., 0., 0., 1., 0., 1., 0., 0., 0., 0.,
         ];
         let ids = [5u32, 5, 5, 5, 2, 2, 9, 9];
-        let mut batch = Rollout::new(8, 2);
-        batch.mask = &mask;
-        batch.rewards = &rewards;
-        batch.group_ids = &ids;
-        let (mut adv, mut ret) = ([0.0f32; 16], [0.0f32; 16]);
-        let m =
-            AlgorithmImpl::compute_advantages(&mut n, &batch, &mut adv, &mut ret).expect("runs");
+        let batch = outcome_rollout(2, &mask, &rewards, &ids);
+        let (adv, ret, m) = run_advantages(&mut n, &batch).expect("runs");
         let q = 0.25f32;
         assert_eq!(
             adv,
@@ -353,23 +335,10 @@ mod tests {
     /// for each normalize mode.
     #[test]
     fn derivatives_match_finite_differences() {
-        let mut rng = CounterRng::new(7);
-        let m = 48;
-        let mut draw = |lo: f64, hi: f64| (lo + (hi - lo) * rng.next_f64()) as f32;
-        let logp_old: Vec<f32> = (0..m).map(|_| draw(-3.0, -0.1)).collect();
-        let logp_new: Vec<f32> = logp_old.iter().map(|&l| l + draw(-0.7, 0.7)).collect();
-        let advantages: Vec<f32> = (0..m)
-            .map(|i| [0.3f32, -0.3, 0.8, -0.8, 0.02, -0.6][i / 8])
-            .collect();
-        let weights: Vec<f32> = (0..m).map(|i| if i % 8 == 7 { 0.0 } else { 1.0 }).collect();
-        let seq_index: Vec<u32> = (0..m as u32).map(|i| i / 8).collect();
-        let mut mb = Minibatch::new();
-        mb.logp_new = &logp_new;
-        mb.logp_old = &logp_old;
-        mb.advantages = &advantages;
-        mb.token_weights = &weights;
-        mb.seq_index = &seq_index;
-        mb.num_sequences = 6;
+        let data = testing::RandomMinibatch::new(7, 6, 8, 1)
+            .logp(0.7)
+            .advantages_per_sequence(&[0.3, -0.3, 0.8, -0.8, 0.02, -0.6]);
+        let (m, mb) = (data.len(), data.view());
         for normalize in 0..3 {
             let json = format!(
                 r#"{{"normalize": {normalize}, "clamp_positive": 0.95, "loss_scale_factor": 1.0}}"#

@@ -3,7 +3,8 @@
 
 use drover_plugin_api::{
     llm::{
-        clipped_policy_loss, outcome_advantages, Baseline, ClipRange, LossAggMode, PolicyLossConfig,
+        clipped_policy_loss, loss_scale_factor_from_params, outcome_advantages, Baseline,
+        ClipRange, LossAggMode, PolicyLossConfig,
     },
     AlgorithmImpl, LossOutputs, Metric, Minibatch, ParamSpec, Params, PluginError, PluginInfo,
     Rollout,
@@ -12,53 +13,21 @@ use drover_plugin_api::{
 const NAME: &str = "rloo";
 
 /// RLOO's hyper-parameters (verl defaults for the token loss).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct RlooConfig {
     /// The token loss: clip range, aggregation, entropy bonus (its `kl_coef` is always 0).
     pub loss: PolicyLossConfig,
 }
 
-impl Default for RlooConfig {
-    fn default() -> Self {
-        Self {
-            loss: PolicyLossConfig {
-                clip: ClipRange::symmetric(0.2),
-                agg: LossAggMode::TokenMean,
-                loss_scale_factor: None,
-                ent_coef: 0.0,
-                kl_coef: 0.0,
-            },
-        }
-    }
-}
-
 impl RlooConfig {
     fn from_params(p: &Params) -> Result<Self, PluginError> {
-        let eps = p.f64("clip_ratio")?;
-        let dual_clip = p.opt_f64("clip_ratio_c")?;
-        if let Some(c) = dual_clip {
-            if c <= 1.0 {
-                return Err(PluginError::invalid_params(
-                    "clip_ratio_c",
-                    format!("the dual-clip constant must be greater than 1, got {c}"),
-                ));
-            }
-        }
-        let loss_scale_factor = p.opt_f64("loss_scale_factor")?;
-        if let Some(c) = loss_scale_factor {
-            if c <= 0.0 {
-                return Err(PluginError::invalid_params(
-                    "loss_scale_factor",
-                    format!("must be positive, got {c}"),
-                ));
-            }
-        }
+        let dual_clip = ClipRange::dual_clip_from_params(p)?;
+        let loss_scale_factor = loss_scale_factor_from_params(p)?;
         Ok(Self {
             loss: PolicyLossConfig {
                 clip: ClipRange {
-                    low: eps,
-                    high: p.opt_f64("clip_ratio_high")?.unwrap_or(eps),
                     dual_clip,
+                    ..ClipRange::from_params(p)?
                 },
                 agg: LossAggMode::from_params(p, "loss_agg_mode")?,
                 loss_scale_factor,
@@ -158,13 +127,12 @@ impl AlgorithmImpl for Rloo {
 
 #[cfg(test)]
 mod tests {
-    use drover_plugin_api::{testing, CounterRng};
+    use drover_plugin_api::testing::{self, outcome_rollout, run_advantages};
 
     use super::*;
 
     fn make(json: &str) -> Result<Rloo, PluginError> {
-        let params = Params::parse(&Rloo::info().params, json)?;
-        Rloo::new(&params, 0)
+        testing::instance(json)
     }
 
     #[test]
@@ -185,12 +153,8 @@ mod tests {
         let mask = [1., 1., 1., 1., 1., 0., 1., 1., 1., 1.];
         let rewards = [0., 1., 0., 0., 0., 9., 0., 0., 0., 1.];
         let ids = [0u32, 0, 0, 0, 1];
-        let mut batch = Rollout::new(5, 2);
-        batch.mask = &mask;
-        batch.rewards = &rewards;
-        batch.group_ids = &ids;
-        let (mut adv, mut ret) = ([0.0f32; 10], [0.0f32; 10]);
-        AlgorithmImpl::compute_advantages(&mut r, &batch, &mut adv, &mut ret).expect("runs");
+        let batch = outcome_rollout(2, &mask, &rewards, &ids);
+        let (adv, ret, _) = run_advantages(&mut r, &batch).expect("runs");
         let t = -1.0 / 3.0;
         let expect = [1.0, 1.0, t, t, t, 0.0, t, t, 1.0, 1.0];
         for (a, e) in adv.iter().zip(expect) {
@@ -210,25 +174,11 @@ mod tests {
 
     #[test]
     fn derivatives_match_finite_differences() {
-        let mut rng = CounterRng::new(5);
-        let m = 32;
-        let mut draw = |lo: f64, hi: f64| (lo + (hi - lo) * rng.next_f64()) as f32;
-        let logp_old: Vec<f32> = (0..m).map(|_| draw(-3.0, -0.1)).collect();
-        let logp_new: Vec<f32> = logp_old.iter().map(|&l| l + draw(-0.5, 0.5)).collect();
-        let advantages: Vec<f32> = (0..m)
-            .map(|i| [1.0f32, -1.0 / 3.0, 0.5, -0.5][i / 8])
-            .collect();
-        let entropy: Vec<f32> = (0..m).map(|_| draw(0.1, 2.0)).collect();
-        let weights: Vec<f32> = (0..m).map(|i| if i % 8 >= 6 { 0.0 } else { 1.0 }).collect();
-        let seq_index: Vec<u32> = (0..m as u32).map(|i| i / 8).collect();
-        let mut mb = Minibatch::new();
-        mb.logp_new = &logp_new;
-        mb.logp_old = &logp_old;
-        mb.advantages = &advantages;
-        mb.entropy_new = &entropy;
-        mb.token_weights = &weights;
-        mb.seq_index = &seq_index;
-        mb.num_sequences = 4;
+        let data = testing::RandomMinibatch::new(5, 4, 8, 2)
+            .logp(0.5)
+            .advantages_per_sequence(&[1.0, -1.0 / 3.0, 0.5, -0.5])
+            .entropy();
+        let (m, mb) = (data.len(), data.view());
         let mut r =
             make(r#"{"ent_coef": 0.05, "loss_agg_mode": "seq-mean-token-mean"}"#).expect("valid");
         let rep = testing::check_loss_derivatives(&mut r, &mb, 1e-3, 1e-5, 1e-2).expect("runs");

@@ -78,6 +78,24 @@ impl fmt::Display for LossAggMode {
     }
 }
 
+/// `C` of [`LossAggMode::SeqMeanTokenSumNorm`] in the optional float param
+/// `loss_scale_factor`; `null`: the padded length (see [`aggregation_weights`]).
+///
+/// # Errors
+/// `invalid_params` (`loss_scale_factor`) when it is not positive.
+pub fn loss_scale_factor_from_params(p: &Params) -> Result<Option<f64>, PluginError> {
+    let loss_scale_factor = p.opt_f64("loss_scale_factor")?;
+    if let Some(c) = loss_scale_factor {
+        if c <= 0.0 {
+            return Err(PluginError::invalid_params(
+                "loss_scale_factor",
+                format!("must be positive, got {c}"),
+            ));
+        }
+    }
+    Ok(loss_scale_factor)
+}
+
 /// The per-token weights `w_t` of `mode` for `mb` (0 for tokens of weight ≤ 0; all 0 when the
 /// minibatch has no valid token), so that `Σ_t w_t·l_t` is verl's aggregated loss.
 ///
@@ -234,6 +252,22 @@ mod tests {
         mb.token_weights = &[0.0];
         let w = aggregation_weights(LossAggMode::TokenMean, &mb, None).expect("weights");
         assert_eq!(w, [0.0]);
+    }
+
+    #[test]
+    fn loss_scale_factor_must_be_positive_when_set() {
+        let specs = [crate::ParamSpec::optional_float("loss_scale_factor", "C")];
+        let read = |json: &str| {
+            let p = Params::parse(&specs, json).expect("a float or null");
+            loss_scale_factor_from_params(&p)
+        };
+        assert_eq!(read("{}").expect("null"), None);
+        assert_eq!(
+            read(r#"{"loss_scale_factor": 64}"#).expect("ok"),
+            Some(64.0)
+        );
+        let e = read(r#"{"loss_scale_factor": 0}"#).expect_err("zero");
+        assert_eq!(e.key(), Some("loss_scale_factor"));
     }
 
     #[test]

@@ -14,7 +14,10 @@
 //!   weights), the clipped surrogate [`clipped_surrogate`], the k3 KL to a reference [`k3_kl`],
 //!   the token covariance [`token_covariance`] that Clip-Cov and KL-Cov select by, and
 //!   [`clipped_policy_loss`], the whole GRPO/RLOO/DAPO token loss written into
-//!   [`LossOutputs`](crate::LossOutputs).
+//!   [`LossOutputs`](crate::LossOutputs); [`LossWeights`] is the prologue (required inputs,
+//!   weights) and epilogue (entropy bonus, weighted outputs) a new token loss shares with it;
+//! - params: [`ClipRange::from_params`], [`ClipRange::dual_clip_from_params`],
+//!   [`LossAggMode::from_params`] and [`loss_scale_factor_from_params`] read verl's keys.
 //!
 //! Every function computes in `f64` and takes the `f32` buffers the host hands over.
 
@@ -24,15 +27,19 @@ mod cov;
 mod kl;
 mod policy_loss;
 mod surrogate;
+mod token_loss;
 
 pub use self::{
     advantage::{
         broadcast_to_tokens, group_ids, group_normalized_advantages, group_stats,
         outcome_advantages, rloo_advantages, sequence_scores, Baseline, GroupStats, GRPO_EPS,
     },
-    aggregate::{aggregation_weights, valid_token_mean, LossAggMode},
+    aggregate::{
+        aggregation_weights, loss_scale_factor_from_params, valid_token_mean, LossAggMode,
+    },
     cov::token_covariance,
     kl::{approx_kl, k3_kl, K3_EXPONENT_CLAMP, K3_VALUE_CLAMP},
     policy_loss::{clipped_policy_loss, require_reference, PolicyLossConfig, PolicyLossStats},
     surrogate::{clipped_surrogate, ClipRange, Surrogate, LOG_RATIO_CLAMP},
+    token_loss::LossWeights,
 };

@@ -9,9 +9,10 @@ use crate::{
 };
 
 use super::{
-    aggregate::{aggregation_weights, valid_token_mean, LossAggMode},
+    aggregate::LossAggMode,
     kl::{approx_kl, k3_kl},
     surrogate::{clipped_surrogate, ClipRange},
+    token_loss::LossWeights,
 };
 
 /// Settings of [`clipped_policy_loss`].
@@ -27,6 +28,19 @@ pub struct PolicyLossConfig {
     pub ent_coef: f64,
     /// β of the k3 KL penalty to the reference policy; 0 disables it.
     pub kl_coef: f64,
+}
+
+impl Default for PolicyLossConfig {
+    /// verl's defaults: symmetric clip 0.2, no dual clip, token-mean, no entropy bonus, no KL.
+    fn default() -> Self {
+        Self {
+            clip: ClipRange::symmetric(0.2),
+            agg: LossAggMode::TokenMean,
+            loss_scale_factor: None,
+            ent_coef: 0.0,
+            kl_coef: 0.0,
+        }
+    }
 }
 
 /// Minibatch diagnostics of [`clipped_policy_loss`].
@@ -106,26 +120,21 @@ pub fn clipped_policy_loss(
     out: &mut LossOutputs<'_>,
 ) -> Result<Option<PolicyLossStats>, PluginError> {
     require_reference(algorithm, cfg.kl_coef, mb.logp_ref)?;
-    let entropy = if cfg.ent_coef != 0.0 {
-        Minibatch::require(algorithm, "entropy_new", mb.entropy_new)?
-    } else {
-        mb.entropy_new
-    };
-    let w = aggregation_weights(cfg.agg, mb, cfg.loss_scale_factor)?;
-    let tm = aggregation_weights(LossAggMode::TokenMean, mb, None)?;
-    if tm.iter().all(|&x| x <= 0.0) {
+    let Some(lw) = LossWeights::new(algorithm, mb, cfg.agg, cfg.loss_scale_factor, cfg.ent_coef)?
+    else {
         return Ok(None);
-    }
+    };
+    let (w, tm) = (&lw.agg, &lw.token_mean);
     let mut s = PolicyLossStats {
         policy_loss: 0.0,
-        entropy: valid_token_mean(entropy, mb.token_weights),
+        entropy: lw.mean_entropy,
         approx_kl: 0.0,
         clip_frac: 0.0,
         clip_frac_lower: 0.0,
         kl_ref: (!mb.logp_ref.is_empty()).then_some(0.0),
     };
     for i in 0..mb.len() {
-        if tm[i] <= 0.0 {
+        if !lw.is_valid(i) {
             continue; // zero weight: outputs stay 0
         }
         let logp = f64::from(mb.logp_new[i]);
@@ -142,12 +151,7 @@ pub fn clipped_policy_loss(
             loss += cfg.kl_coef * k3;
             d += cfg.kl_coef * dk3;
         }
-        if cfg.ent_coef != 0.0 {
-            loss -= cfg.ent_coef * f64::from(entropy[i]);
-            out.d_entropy[i] = (-w[i] * cfg.ent_coef) as f32;
-        }
-        out.loss[i] = (w[i] * loss) as f32;
-        out.d_logp[i] = (w[i] * d) as f32;
+        lw.write(out, i, loss, d);
         s.policy_loss += w[i] * sur.loss;
         s.approx_kl += tm[i] * approx_kl(sur.log_ratio);
         s.clip_frac += if sur.clipped { tm[i] } else { 0.0 };

@@ -1,6 +1,8 @@
 //! The PPO clipped surrogate per token, with asymmetric clip ranges (DAPO's clip-higher) and
 //! the optional dual clip, and its derivative with respect to the new log-prob.
 
+use crate::{error::PluginError, params::Params};
+
 /// verl clamps the log-ratio `logp_new − logp_old` to `±20` before `exp` (a ratio of
 /// e^20 ≈ 5·10^8 is already meaningless); beyond it the derivative is 0.
 pub const LOG_RATIO_CLAMP: f64 = 20.0;
@@ -24,6 +26,38 @@ impl ClipRange {
             high: eps,
             dual_clip: None,
         }
+    }
+
+    /// The range in params `clip_ratio` (ε_low) and `clip_ratio_high` (optional float; `null`:
+    /// ε_low), no dual clip: the keys verl and drover's GRPO-family plugins use.
+    ///
+    /// # Errors
+    /// Those of [`Params::f64`] and [`Params::opt_f64`].
+    pub fn from_params(p: &Params) -> Result<Self, PluginError> {
+        let eps = p.f64("clip_ratio")?;
+        Ok(Self {
+            low: eps,
+            high: p.opt_f64("clip_ratio_high")?.unwrap_or(eps),
+            dual_clip: None,
+        })
+    }
+
+    /// The dual-clip constant in the optional float param `clip_ratio_c` (verl's name);
+    /// `null`: no dual clip.
+    ///
+    /// # Errors
+    /// `invalid_params` (`clip_ratio_c`) when it is not greater than 1.
+    pub fn dual_clip_from_params(p: &Params) -> Result<Option<f64>, PluginError> {
+        let dual_clip = p.opt_f64("clip_ratio_c")?;
+        if let Some(c) = dual_clip {
+            if c <= 1.0 {
+                return Err(PluginError::invalid_params(
+                    "clip_ratio_c",
+                    format!("the dual-clip constant must be greater than 1, got {c}"),
+                ));
+            }
+        }
+        Ok(dual_clip)
     }
 }
 
@@ -84,6 +118,29 @@ pub fn clipped_surrogate(logp_new: f64, logp_old: f64, adv: f64, clip: &ClipRang
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clip_range_and_dual_clip_from_params() {
+        let specs = [
+            crate::ParamSpec::float("clip_ratio", 0.2, "ε"),
+            crate::ParamSpec::optional_float("clip_ratio_high", "ε_high"),
+            crate::ParamSpec::optional_float("clip_ratio_c", "c"),
+        ];
+        let p = Params::parse(&specs, "{}").expect("defaults");
+        assert_eq!(
+            ClipRange::from_params(&p).expect("ok"),
+            ClipRange::symmetric(0.2)
+        );
+        assert_eq!(ClipRange::dual_clip_from_params(&p).expect("ok"), None);
+        let p = Params::parse(&specs, r#"{"clip_ratio_high": 0.28, "clip_ratio_c": 3}"#)
+            .expect("valid");
+        let clip = ClipRange::from_params(&p).expect("ok");
+        assert_eq!((clip.low, clip.high), (0.2, 0.28));
+        assert_eq!(ClipRange::dual_clip_from_params(&p).expect("ok"), Some(3.0));
+        let p = Params::parse(&specs, r#"{"clip_ratio_c": 1.0}"#).expect("a float");
+        let e = ClipRange::dual_clip_from_params(&p).expect_err("not > 1");
+        assert_eq!(e.key(), Some("clip_ratio_c"));
+    }
 
     fn at(ratio: f64, adv: f64, clip: &ClipRange) -> Surrogate {
         clipped_surrogate(ratio.ln() - 1.0, -1.0, adv, clip)
