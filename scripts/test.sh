@@ -12,4 +12,6 @@ export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 df -h . | sed 's/^/disk before build: /'
 cargo build --workspace --locked --features drover-job/mpi
 cargo test --workspace --locked --features drover-job/mpi
+# The CUDA kernels' .cu sources, run on the CPU by g++ against the reference (no GPU needed).
+CARGO_TARGET_DIR="$PWD/target/emu" ./kernels/src/cuda/emu/run.sh
 df -h . | sed 's/^/disk after tests: /'

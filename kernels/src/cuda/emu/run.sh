@@ -14,4 +14,4 @@ build() { # name obs_dim n_actions maxr "widths"
 }
 build emu64 4 2 64 "64 64" & build emu53 4 3 8 "5 3" & build emu52 4 2 8 "5 3" &
 build emu7216 4 2 72 "72 16" & build emulin 4 2 2 "" & wait
-cd "$here/driver" && cargo run --release -q
+cd "$here/driver" && cargo run --release --locked -q

@@ -58,7 +58,7 @@ fn close(a: f32, b: f32, abs: f32, rel: f32) -> bool {
     (a - b).abs() <= abs + rel * b.abs()
 }
 
-fn rollout_check(bin: &str, hidden: Vec<usize>, n_act: usize, n: usize, t: usize, warps: i32) {
+fn rollout_check(bin: &str, hidden: Vec<usize>, n_act: usize, n: usize, t: usize, warps: i32) -> usize {
     let shape = NetShape {
         obs_dim: 4,
         hidden,
@@ -182,9 +182,10 @@ fn rollout_check(bin: &str, hidden: Vec<usize>, n_act: usize, n: usize, t: usize
         }
     }
     println!("  obs bit mismatches vs reference replay: {obad}");
+    bad + obad
 }
 
-fn train_check(bin: &str, hidden: Vec<usize>, n_act: usize, b: usize, warps: i32) {
+fn train_check(bin: &str, hidden: Vec<usize>, n_act: usize, b: usize, warps: i32) -> usize {
     let shape = NetShape {
         obs_dim: 4,
         hidden,
@@ -205,7 +206,7 @@ fn train_check(bin: &str, hidden: Vec<usize>, n_act: usize, b: usize, warps: i32
         .collect();
     let acts: Vec<u32> = (0..tn).map(|i| draw_act(key, i, n_act)).collect();
     let samples: Vec<u32> = (0..b)
-        .map(|i| (rng::draw(key, 12, 0, i as u32) % tn as u32))
+        .map(|i| rng::draw(key, 12, 0, i as u32) % tn as u32)
         .collect();
     let d = |s: u32| -> Vec<f32> { (0..b).map(|i| uniform(key, s, 0, i as u32) - 0.5).collect() };
     let (dl, dv, de) = (d(13), d(14), d(15));
@@ -258,6 +259,7 @@ fn train_check(bin: &str, hidden: Vec<usize>, n_act: usize, b: usize, warps: i32
         }
     }
     println!("train {:?} n_act={n_act} b={b} warps={warps}: grad scale {scale:e}, worst mixed err {worst:e}, mismatches {bad}", shape.hidden);
+    bad
 }
 fn draw_act(key: u32, i: usize, n: usize) -> u32 {
     rng::draw(key, 16, 0, i as u32) % n as u32
@@ -271,7 +273,7 @@ fn emu(name: &str) -> String {
     )
 }
 
-fn truncation_check(bin: &str) {
+fn truncation_check(bin: &str) -> usize {
     // Every env starts 490 steps into its episode: survivors truncate within the rollout.
     let (n, t) = (64usize, 30usize);
     let shape = NetShape {
@@ -358,17 +360,24 @@ fn truncation_check(bin: &str) {
         "truncation check (vs CPU engine): {truncs} truncations, {} episodes, mismatches {bad}",
         rets.len()
     );
+    bad
 }
 
 fn main() {
-    truncation_check(&emu("emu64"));
+    let mut bad = truncation_check(&emu("emu64"));
     let _ = std::io::stdout().flush();
-    rollout_check(&emu("emu64"), vec![64, 64], 2, 80, 40, 2);
-    rollout_check(&emu("emu52"), vec![5, 3], 2, 40, 30, 1);
-    train_check(&emu("emu53"), vec![5, 3], 3, 70, 2);
-    train_check(&emu("emu64"), vec![64, 64], 2, 70, 1);
-    rollout_check(&emu("emu7216"), vec![72, 16], 2, 50, 20, 2);
-    train_check(&emu("emu7216"), vec![72, 16], 2, 45, 2);
-    rollout_check(&emu("emulin"), vec![], 2, 33, 20, 1);
-    train_check(&emu("emulin"), vec![], 2, 33, 1);
+    bad += rollout_check(&emu("emu64"), vec![64, 64], 2, 80, 40, 2);
+    bad += rollout_check(&emu("emu52"), vec![5, 3], 2, 40, 30, 1);
+    bad += train_check(&emu("emu53"), vec![5, 3], 3, 70, 2);
+    bad += train_check(&emu("emu64"), vec![64, 64], 2, 70, 1);
+    bad += rollout_check(&emu("emu7216"), vec![72, 16], 2, 50, 20, 2);
+    bad += train_check(&emu("emu7216"), vec![72, 16], 2, 45, 2);
+    bad += rollout_check(&emu("emulin"), vec![], 2, 33, 20, 1);
+    bad += train_check(&emu("emulin"), vec![], 2, 33, 1);
+    // A mismatch anywhere fails the run, so CI (scripts/test.sh) catches a .cu regression.
+    if bad > 0 {
+        eprintln!("emulated CUDA kernels: {bad} mismatches against the reference");
+        std::process::exit(1);
+    }
+    println!("emulated CUDA kernels: all checks match the reference");
 }
