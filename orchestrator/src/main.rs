@@ -49,6 +49,10 @@ enum Command {
         /// Slurm: return once submitted instead of waiting for the runs (`drover status` follows them).
         #[arg(long)]
         no_wait: bool,
+        /// Local backend: relaunch a failed run (a crash, a signal, out of memory) up to N times
+        /// (Slurm takes its budget from the `[slurm]` table).
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        max_retries: u32,
     },
     /// Where each run of a Slurm sweep stands (one `squeue` call plus the runs' markers).
     Status {
@@ -98,8 +102,8 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let result = match cli.command {
-        Command::Run { sweep, sets, jobs, results, dry_run, backend, no_wait } => {
-            run(sweep, sets, jobs, results, dry_run, backend, no_wait)
+        Command::Run { sweep, sets, jobs, results, dry_run, backend, no_wait, max_retries } => {
+            run(sweep, sets, jobs, results, dry_run, backend, no_wait, max_retries)
         }
         Command::Status { results, json } => slurm_status(&results, json),
         Command::Cancel { results } => slurm_cancel(&results),
@@ -141,6 +145,7 @@ fn run(
     dry_run: bool,
     backend: Option<BackendArg>,
     no_wait: bool,
+    max_retries: u32,
 ) -> anyhow::Result<u8> {
     let job_bin = LocalBackend::default_job_bin(std::env::var_os("DROVER_JOB_BIN").map(PathBuf::from), exe_dir().as_deref());
     let opts = PlanOptions {
@@ -182,7 +187,7 @@ fn run(
 
     let show_progress = std::io::stderr().is_terminal() && std::env::var_os("CI").is_none_or(|v| v == "false");
     // Signal handlers go in before anything is written, so Ctrl-C is always handled in order.
-    let mut backend = LocalBackend::new(job_bin, plan.max_parallel.get(), show_progress)?;
+    let mut backend = LocalBackend::new(job_bin, plan.max_parallel.get(), show_progress)?.with_max_retries(max_retries);
     let prepared = backend::prepare(&plan).context("cannot prepare the results directory")?;
     eprintln!(
         "drover: sweep `{}`: {} runs, {} already completed, launching {} (up to {} at once, {} backend) -> {}",
@@ -194,12 +199,16 @@ fn run(
         backend.name(),
         plan.results.root().display()
     );
+    for (run_id, why) in &prepared.redone {
+        eprintln!("  redo: {run_id}: marked completed but not trusted: {why}");
+    }
     let report = backend.launch(prepared.pending)?;
 
     eprintln!(
-        "drover: {} completed, {} skipped (already completed), {} failed, {} cancelled, {} not started",
+        "drover: {} completed, {} skipped (already completed), {} retried, {} failed, {} cancelled, {} not started",
         report.completed.len(),
         prepared.skipped.len(),
+        report.retried.len(),
         report.failed.len(),
         report.cancelled.len(),
         report.not_started
@@ -305,7 +314,7 @@ fn analyze_cmd(args: AnalyzeArgs) -> anyhow::Result<u8> {
     }
     let outcome = analyze::analyze(&opts)?;
     for (run, why) in &outcome.left_out {
-        tracing::warn!(run = %run, "left out of the analysis: {why}");
+        eprintln!("drover: left out of the analysis: run {run}: {why}");
     }
     print!("{}", outcome.table);
     if let Some(law) = &outcome.law_table {
@@ -313,7 +322,7 @@ fn analyze_cmd(args: AnalyzeArgs) -> anyhow::Result<u8> {
         print!("{law}");
     }
     println!(
-        "{} runs analyzed ({} completed, {} left out: unfinished, failed or duplicate); final return = mean of the last {} iterations with episodes",
+        "{} runs analyzed ({} completed, {} left out: unfinished, failed, duplicate or damaged); final return = mean of the last {} iterations with episodes",
         outcome.analyzed,
         outcome.completed,
         outcome.left_out.len(),

@@ -16,5 +16,7 @@ mod analyze;
 mod entropy_mechanism;
 /// Issue 9: the Slurm backend on the real local Slurm (arrays, status, retries, resume).
 mod slurm;
+/// Issue 12 (items 5, 7): damaged results, hostile plugin libraries, jobs killed by signals.
+mod hardening;
 /// Repository-wide style rules (module docs).
 mod tidy;

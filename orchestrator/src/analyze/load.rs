@@ -8,7 +8,7 @@ use polars::prelude::*;
 use serde_json::Value;
 
 use crate::error::AnalyzeError;
-use crate::layout::{self, ExitRecord, ExitStatus, JobSpec, ResultsDir, EXIT_JSON, METRICS_PARQUET, SPEC_JSON};
+use crate::layout::{self, ExitRecord, ExitStatus, JobSpec, ResultsDir, EXIT_JSON, METRICS_PARQUET, SPEC_JSON, SUMMARY_JSON};
 
 /// The inputs of the statistics, still lazy.
 #[must_use]
@@ -29,7 +29,8 @@ pub struct Loaded {
     pub hyperparameters: Vec<String>,
     /// Completed runs found.
     pub completed: usize,
-    /// Run directories that were left out (not completed, or a duplicate), with the reason.
+    /// Run directories that were left out (not completed, a duplicate, or a damaged file), with
+    /// the reason.
     pub left_out: Vec<(String, String)>,
 }
 
@@ -49,7 +50,8 @@ struct RunRecord {
 ///
 /// Runs that did not complete are left out (their partial metrics would bias the statistics) and
 /// listed in `Loaded::left_out`; so is a run found a second time in a later directory (same
-/// run id: same configuration and seed). A record of an unknown format version is an error.
+/// run id: same configuration and seed), and so is a run with a damaged or unknown-version
+/// record (`spec.json`, `exit.json`, `summary.json`) or metrics file, the reason naming the file.
 /// When the directories hold more than one sweep, labels become `<sweep>:<label>`.
 ///
 /// `extra` names further metrics columns to load (learning curves of `token_entropy`, the
@@ -193,31 +195,75 @@ fn read_dir_runs(dir: &Path) -> Result<DirRuns, AnalyzeError> {
     let mut left_out = Vec::new();
     for run_dir in &entries {
         let name = run_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let bad = |path: &Path, reason: String| AnalyzeError::BadRecord { path: path.to_path_buf(), reason };
+        // A damaged record costs its own run, never the analysis of the others: it is left out
+        // with the file and the reason, as `drover run` redoes it (`backend::inspect_run`).
+        let unreadable = |path: &Path, reason: String| format!("unreadable `{}`: {reason}", path.display());
         let spec_path = run_dir.join(SPEC_JSON);
-        let Some(spec) = layout::read_record::<JobSpec>(&spec_path).map_err(|r| bad(&spec_path, r))? else {
-            left_out.push((name, "no spec.json".into()));
-            continue;
+        let spec = match layout::read_record::<JobSpec>(&spec_path) {
+            Ok(Some(spec)) => spec,
+            Ok(None) => {
+                left_out.push((name, "no spec.json".into()));
+                continue;
+            }
+            Err(reason) => {
+                left_out.push((name, unreadable(&spec_path, reason)));
+                continue;
+            }
         };
         let exit_path = run_dir.join(EXIT_JSON);
-        match layout::read_record::<ExitRecord>(&exit_path).map_err(|r| bad(&exit_path, r))? {
-            Some(exit) if exit.status == ExitStatus::Completed => {}
-            Some(exit) => {
+        match layout::read_record::<ExitRecord>(&exit_path) {
+            Ok(Some(exit)) if exit.status == ExitStatus::Completed => {}
+            Ok(Some(exit)) => {
                 left_out.push((name, format!("{:?}", exit.status).to_lowercase()));
                 continue;
             }
-            None => {
+            Ok(None) => {
                 left_out.push((name, "unfinished".into()));
                 continue;
             }
+            Err(reason) => {
+                left_out.push((name, unreadable(&exit_path, reason)));
+                continue;
+            }
+        }
+        // summary.json is not read by the analysis, but a damaged one means the completion
+        // marker vouches for files that are not whole: the run is not trusted (absent is fine,
+        // so results written by hand or by older tools still load).
+        let summary_path = run_dir.join(SUMMARY_JSON);
+        if let Err(reason) = layout::read_record::<Value>(&summary_path) {
+            left_out.push((name, unreadable(&summary_path, reason)));
+            continue;
         }
         let metrics_path = run_dir.join(METRICS_PARQUET);
-        if !metrics_path.is_file() {
-            return Err(bad(&metrics_path, "the run completed but its metrics file is missing".into()));
+        if let Some(problem) = metrics_problem(&metrics_path) {
+            left_out.push((name, format!("bad `{}`: {problem}", metrics_path.display())));
+            continue;
         }
         completed.push(RunRecord { spec, results: dir.display().to_string(), metrics_path });
     }
     Ok((completed, left_out, entries.len()))
+}
+
+/// Why the metrics file of a completed run cannot be analyzed, if it cannot: missing, not a whole
+/// Parquet file (magic numbers and footer length, then the footer itself as Polars reads it), or
+/// without a column every analysis needs. Reads the footer only, not the data.
+fn metrics_problem(path: &Path) -> Option<String> {
+    if !path.is_file() {
+        return Some("the run completed but its metrics file is missing".into());
+    }
+    if let Some(problem) = crate::backend::parquet_frame_problem(path) {
+        return Some(problem);
+    }
+    let path_str = path.to_string_lossy();
+    let schema = LazyFrame::scan_parquet(PlRefPath::new(path_str.as_ref()), ScanArgsParquet::default())
+        .and_then(|mut scan| scan.collect_schema());
+    match schema {
+        Err(e) => Some(format!("cannot read its Parquet footer: {e}")),
+        Ok(schema) => FIXED_COLUMNS
+            .iter()
+            .find(|c| schema.get(c).is_none())
+            .map(|c| format!("no `{c}` column (columns: {})", schema.iter_names().map(|n| n.as_str()).collect::<Vec<_>>().join(", "))),
+    }
 }
 
 /// Flattens nested JSON objects into `prefix.key.subkey` entries; other values stay whole.

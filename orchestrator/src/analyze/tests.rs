@@ -667,3 +667,33 @@ fn comparing_plugins_leaves_their_params_out_of_the_strata() {
     // By anything else, params stay in the stratum.
     assert_eq!(strata(&["run.lr"]), ["params.clip=0.1|run.plugin=a", "params.clip=null|run.plugin=b", "params.clip=0.3|run.plugin=b"]);
 }
+
+#[test]
+fn damaged_runs_are_left_out_with_file_and_reason_and_the_rest_is_analyzed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    two_configs(root);
+    let run = |id: &str| root.join("runs").join(id);
+    let parquet = std::fs::read(run("a0").join("metrics.parquet")).unwrap();
+    std::fs::write(run("a0").join("metrics.parquet"), &parquet[..parquet.len() - 10]).unwrap();
+    std::fs::write(run("a1").join("exit.json"), "{").unwrap();
+    std::fs::write(run("a2").join("spec.json"), r#"{"format_version": 7}"#).unwrap();
+    std::fs::write(run("b0").join("summary.json"), "not json").unwrap();
+    // A whole Parquet file without the columns every analysis needs.
+    let mut df = df!("x" => [1i64, 2]).unwrap();
+    ParquetWriter::new(std::fs::File::create(run("b1").join("metrics.parquet")).unwrap()).finish(&mut df).unwrap();
+
+    let loaded = load_results(&[root.to_path_buf()], &[]).unwrap();
+    assert_eq!(loaded.completed, 2, "a3 and b2 are whole");
+    let why = |id: &str| loaded.left_out.iter().find(|(r, _)| r == id).map(|(_, w)| w.clone()).unwrap_or_default();
+    let path = |id: &str, file: &str| run(id).join(file).display().to_string();
+    assert!(why("a0").contains(&path("a0", "metrics.parquet")) && why("a0").contains("truncated"), "{}", why("a0"));
+    assert!(why("a1").contains(&path("a1", "exit.json")), "{}", why("a1"));
+    assert!(why("a2").contains(&path("a2", "spec.json")) && why("a2").contains("unknown format_version 7"), "{}", why("a2"));
+    assert!(why("b0").contains(&path("b0", "summary.json")), "{}", why("b0"));
+    assert!(why("b1").contains("no `iteration` column"), "{}", why("b1"));
+    assert_eq!(why("b9"), "unfinished");
+    // The statistics over the remaining runs still compute.
+    let runs = per_run(loaded.metrics, loaded.runs, None).collect().unwrap();
+    assert_eq!(runs.height(), 2);
+}

@@ -3,6 +3,10 @@
 //! One event loop over `Event`s (signals, child exits, timer ticks). Cancellation ladder:
 //! first SIGINT/SIGTERM → stop launching and SIGTERM every running job's process group;
 //! after `grace` (or on a second signal) → SIGKILL. Runs that finished are never touched.
+//!
+//! A job that dies without writing `exit.json` (killed by a signal: the OOM killer's SIGKILL, a
+//! segfault, an abort) gets one written for it, `failed` with that reason, and is relaunched
+//! as a new attempt while its `max_retries` budget lasts.
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
@@ -28,6 +32,7 @@ pub struct LocalBackend {
     job_bin: PathBuf,
     max_parallel: usize,
     grace: Duration,
+    max_retries: u32,
     progress: bool,
     signals: Option<Signals>,
 }
@@ -42,7 +47,21 @@ impl LocalBackend {
             return Err(RunError::JobBinaryMissing { path: job_bin });
         }
         let signals = Signals::new([SIGINT, SIGTERM]).map_err(RunError::Signals)?;
-        Ok(LocalBackend { job_bin, max_parallel: max_parallel.max(1), grace: DEFAULT_GRACE, progress, signals: Some(signals) })
+        Ok(LocalBackend {
+            job_bin,
+            max_parallel: max_parallel.max(1),
+            grace: DEFAULT_GRACE,
+            max_retries: 0,
+            progress,
+            signals: Some(signals),
+        })
+    }
+
+    /// Relaunches a failed run (as a new attempt, its files moved aside) up to `max_retries`
+    /// times; 0 (the default) never retries. Cancelled runs are never retried.
+    pub fn with_max_retries(mut self, max_retries: u32) -> Self {
+        self.max_retries = max_retries;
+        self
     }
 
     /// Sets the SIGTERM → SIGKILL grace period.
@@ -92,6 +111,7 @@ impl Backend for LocalBackend {
         let mut running: HashMap<usize, Running> = HashMap::new();
         let mut next_slot = 0usize;
         let mut kill_at: Option<Instant> = None;
+        let mut retries: HashMap<String, u32> = HashMap::new();
 
         loop {
             while report.cancel.is_none() && running.len() < self.max_parallel {
@@ -112,6 +132,7 @@ impl Backend for LocalBackend {
                     }
                     Err(reason) => {
                         bar.inc(1);
+                        bar.suspend(|| eprintln!("drover: run {} ({}) could not start: {reason}", run.run_id, run.label));
                         report.failed.push(FailedRun { run_id: run.run_id.clone(), label: run.label.clone(), reason, stderr_log: run.stderr_log() });
                     }
                 }
@@ -150,8 +171,44 @@ impl Backend for LocalBackend {
                 }
                 Ok(Event::Exited { slot, status }) => {
                     if let Some(done) = running.remove(&slot) {
+                        if let Some(failed) = record_exit(&mut report, &done.run, status) {
+                            let used = retries.entry(failed.run_id.clone()).or_insert(0);
+                            let retry = (*used < self.max_retries && report.cancel.is_none())
+                                .then(|| rearm(&done.run))
+                                .transpose();
+                            match retry {
+                                Ok(Some(attempt)) => {
+                                    *used += 1;
+                                    bar.suspend(|| {
+                                        eprintln!(
+                                            "drover: run {} ({}) failed: {} (see {}); retrying as attempt {attempt} (retry {} of {})",
+                                            failed.run_id,
+                                            failed.label,
+                                            failed.reason,
+                                            failed.stderr_log.display(),
+                                            used,
+                                            self.max_retries
+                                        )
+                                    });
+                                    report.retried.push((failed.run_id.clone(), failed.reason.clone()));
+                                    queue.push_back(PendingRun { attempt, ..done.run });
+                                    continue;
+                                }
+                                Ok(None) => {}
+                                Err(e) => tracing::warn!(run = %failed.run_id, "cannot retry: {e}"),
+                            }
+                            bar.suspend(|| {
+                                eprintln!(
+                                    "drover: run {} ({}) failed: {} (see {})",
+                                    failed.run_id,
+                                    failed.label,
+                                    failed.reason,
+                                    failed.stderr_log.display()
+                                )
+                            });
+                            report.failed.push(failed);
+                        }
                         bar.inc(1);
-                        record_exit(&mut report, done.run, status, &bar);
                     }
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {
@@ -225,13 +282,18 @@ fn signal_all(running: &HashMap<usize, Running>, signal: i32) {
     }
 }
 
-/// Classifies a finished child by its `exit.json` (the job's word wins over the exit status).
-fn record_exit(report: &mut LaunchReport, run: PendingRun, status: std::io::Result<ExitStatus>, bar: &ProgressBar) {
-    let exit: Result<Option<ExitRecord>, String> = layout::read_record(&run.dir.join(EXIT_JSON));
+/// Classifies a finished child by its `exit.json` (the job's word wins over the exit status);
+/// returns the failure when it neither completed nor was cancelled.
+///
+/// A job that left no `exit.json` (killed by a signal, crashed) gets one written here, `failed`
+/// with the reason, so the run's own record says what happened even after drover exits.
+fn record_exit(report: &mut LaunchReport, run: &PendingRun, status: std::io::Result<ExitStatus>) -> Option<FailedRun> {
+    let exit_path = run.dir.join(EXIT_JSON);
+    let exit: Result<Option<ExitRecord>, String> = layout::read_record(&exit_path);
     let status_text = match &status {
         Ok(s) => match (s.code(), s.signal()) {
             (Some(code), _) => format!("exit code {code}"),
-            (None, Some(sig)) => format!("signal {sig}"),
+            (None, Some(sig)) => signal_reason(sig, s.core_dumped(), report.cancel.is_some()),
             _ => "unknown status".into(),
         },
         Err(e) => format!("wait failed: {e}"),
@@ -239,25 +301,100 @@ fn record_exit(report: &mut LaunchReport, run: PendingRun, status: std::io::Resu
     let reason = match exit {
         Ok(Some(record)) if record.status == RunExit::Completed => {
             tracing::info!(run = %run.run_id, "completed");
-            report.completed.push(run.run_id);
-            return;
+            report.completed.push(run.run_id.clone());
+            return None;
         }
         Ok(Some(record)) if record.status == RunExit::Cancelled || report.cancel.is_some() => {
-            report.cancelled.push(run.run_id);
-            return;
+            report.cancelled.push(run.run_id.clone());
+            return None;
         }
         _ if report.cancel.is_some() => {
-            report.cancelled.push(run.run_id);
-            return;
+            report.cancelled.push(run.run_id.clone());
+            return None;
         }
         Ok(Some(record)) => format!("{:?}: {}", record.status, record.reason.unwrap_or_else(|| status_text.clone())).to_lowercase(),
-        Ok(None) => format!("{status_text} without writing exit.json"),
+        Ok(None) => {
+            let reason = format!("{status_text} without writing exit.json");
+            write_failed_marker(&exit_path, &run.run_id, &reason);
+            reason
+        }
         Err(e) => format!("{status_text}; unreadable exit.json: {e}"),
     };
-    let stderr_log = run.stderr_log();
-    let failed = FailedRun { run_id: run.run_id, label: run.label, reason, stderr_log };
-    bar.suspend(|| eprintln!("drover: run {} ({}) failed: {} (see {})", failed.run_id, failed.label, failed.reason, failed.stderr_log.display()));
-    report.failed.push(failed);
+    Some(FailedRun { run_id: run.run_id.clone(), label: run.label.clone(), reason, stderr_log: run.stderr_log() })
+}
+
+/// Moves a failed attempt's files aside as `prepare` does and puts `spec.json` back; returns
+/// the next attempt's number.
+fn rearm(run: &PendingRun) -> Result<u32, RunError> {
+    let spec = std::fs::read(&run.spec_path).map_err(|source| RunError::Io { action: "read", path: run.spec_path.clone(), source })?;
+    let attempt = super::prepare::archive_partial(&run.dir)?;
+    layout::write_atomic(&run.spec_path, &spec).map_err(|source| RunError::Io { action: "write", path: run.spec_path.clone(), source })?;
+    Ok(attempt)
+}
+
+/// Writes `exit.json` `failed` for a job that died without one. Best effort: the failure is
+/// reported anyway, and a missing marker already means "redo" to the next `drover run`.
+fn write_failed_marker(path: &Path, run_id: &str, reason: &str) {
+    let record = ExitRecord {
+        format_version: layout::FORMAT_VERSION,
+        run_id: run_id.to_string(),
+        status: RunExit::Failed,
+        reason: Some(reason.to_string()),
+        finished_at: serde_json::Value::String(layout::unix_now()),
+    };
+    let written = serde_json::to_vec_pretty(&record).map_err(std::io::Error::other).and_then(|bytes| layout::write_atomic(path, &bytes));
+    if let Err(e) = written {
+        tracing::warn!(run = %run_id, "cannot write `{}`: {e}", path.display());
+    }
+}
+
+/// "killed by signal 9 (SIGKILL)", with the likely cause where the signal suggests one. A
+/// SIGKILL that drover did not send (no stop was requested) is most often the kernel's OOM
+/// killer, which leaves no trace in the job's own logs.
+pub fn signal_reason(signal: i32, core_dumped: bool, stop_requested: bool) -> String {
+    let mut text = match signal_name(signal) {
+        Some(name) => format!("killed by signal {signal} ({name})"),
+        None => format!("killed by signal {signal}"),
+    };
+    if core_dumped {
+        text.push_str(", core dumped");
+    }
+    let hint = match signal {
+        libc::SIGKILL if !stop_requested => Some("out of memory? (the kernel's OOM killer sends SIGKILL; see `dmesg`)"),
+        libc::SIGSEGV | libc::SIGBUS => Some("the job crashed (invalid memory access)"),
+        libc::SIGABRT => Some("the job aborted"),
+        libc::SIGXCPU => Some("CPU time limit reached"),
+        _ => None,
+    };
+    if let Some(hint) = hint {
+        text.push_str(": ");
+        text.push_str(hint);
+    }
+    text
+}
+
+/// The name of a common signal.
+fn signal_name(signal: i32) -> Option<&'static str> {
+    Some(match signal {
+        libc::SIGHUP => "SIGHUP",
+        libc::SIGINT => "SIGINT",
+        libc::SIGQUIT => "SIGQUIT",
+        libc::SIGILL => "SIGILL",
+        libc::SIGTRAP => "SIGTRAP",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGFPE => "SIGFPE",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGUSR1 => "SIGUSR1",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGUSR2 => "SIGUSR2",
+        libc::SIGPIPE => "SIGPIPE",
+        libc::SIGALRM => "SIGALRM",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGXCPU => "SIGXCPU",
+        libc::SIGXFSZ => "SIGXFSZ",
+        _ => return None,
+    })
 }
 
 fn progress_bar(len: u64, show: bool) -> ProgressBar {
@@ -276,4 +413,18 @@ fn update_message(bar: &ProgressBar, running: &HashMap<usize, Running>, report: 
         msg.push_str(", stopping");
     }
     bar.set_message(msg);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::signal_reason;
+
+    #[test]
+    fn signal_deaths_are_named_with_their_likely_cause() {
+        assert_eq!(signal_reason(9, false, false), "killed by signal 9 (SIGKILL): out of memory? (the kernel's OOM killer sends SIGKILL; see `dmesg`)");
+        assert_eq!(signal_reason(9, false, true), "killed by signal 9 (SIGKILL)", "drover's own SIGKILL is no OOM");
+        assert_eq!(signal_reason(11, true, false), "killed by signal 11 (SIGSEGV), core dumped: the job crashed (invalid memory access)");
+        assert_eq!(signal_reason(6, false, false), "killed by signal 6 (SIGABRT): the job aborted");
+        assert_eq!(signal_reason(64, false, false), "killed by signal 64");
+    }
 }

@@ -12,7 +12,7 @@ pub mod slurm_script;
 
 use std::path::PathBuf;
 
-pub use prepare::{prepare, run_state, PendingRun, Prepared, RunState};
+pub use prepare::{completed_files_problem, inspect_run, parquet_frame_problem, prepare, run_state, PendingRun, Prepared, RunState};
 
 use crate::error::RunError;
 
@@ -47,6 +47,9 @@ pub struct LaunchReport {
     pub completed: Vec<String>,
     /// Runs that ended without completing (not counting those stopped by cancellation).
     pub failed: Vec<FailedRun>,
+    /// Failed attempts that were relaunched (run id, why the attempt failed); the run's final
+    /// outcome is in `completed` or `failed`.
+    pub retried: Vec<(String, String)>,
     /// Runs stopped by cancellation.
     pub cancelled: Vec<String>,
     /// Runs never started because of cancellation.

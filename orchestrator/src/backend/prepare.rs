@@ -3,7 +3,9 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::RunError;
-use crate::layout::{self, ExitRecord, ExitStatus, JobSpec, SweepManifest, EXIT_JSON, SPEC_JSON, SWEEP_JSON, SWEEP_TOML};
+use crate::layout::{
+    self, ExitRecord, ExitStatus, JobSpec, SweepManifest, EXIT_JSON, METRICS_PARQUET, SPEC_JSON, SUMMARY_JSON, SWEEP_JSON, SWEEP_TOML,
+};
 use crate::plan::Plan;
 
 /// A run to launch, with its files already in place.
@@ -41,6 +43,9 @@ pub struct Prepared {
     pub pending: Vec<PendingRun>,
     /// Runs skipped because they already completed with the same config.
     pub skipped: Vec<String>,
+    /// Runs redone although something on disk claimed them done (a corrupted `exit.json`, or a
+    /// completion marker whose files are damaged), with the reason naming the file.
+    pub redone: Vec<(String, String)>,
 }
 
 /// Where a run stands on disk.
@@ -56,14 +61,86 @@ pub enum RunState {
 
 /// Reads (only) the state of one run directory against the spec it should have.
 pub fn run_state(dir: &Path, spec: &JobSpec) -> RunState {
+    inspect_run(dir, spec).0
+}
+
+/// The state of one run directory, and, when a completion claim was refused, why (naming the file).
+///
+/// A run counts as completed only when `exit.json` says so *and* the files it vouches for are
+/// whole ([`completed_files_problem`]): a damaged marker or result is redone, never kept as done.
+pub fn inspect_run(dir: &Path, spec: &JobSpec) -> (RunState, Option<String>) {
     if !dir.exists() {
-        return RunState::New;
+        return (RunState::New, None);
     }
-    let exit: Option<ExitRecord> = layout::read_record(&dir.join(EXIT_JSON)).ok().flatten();
+    let exit_path = dir.join(EXIT_JSON);
+    let exit: Option<ExitRecord> = match layout::read_record(&exit_path) {
+        Ok(exit) => exit,
+        Err(reason) => return (RunState::Unfinished, Some(format!("unreadable `{}`: {reason}", exit_path.display()))),
+    };
     let old: Option<JobSpec> = layout::read_record(&dir.join(SPEC_JSON)).ok().flatten();
     match (exit, old) {
-        (Some(exit), Some(old)) if exit.status == ExitStatus::Completed && old.same_config(spec) => RunState::Completed,
-        _ => RunState::Unfinished,
+        (Some(exit), Some(old)) if exit.status == ExitStatus::Completed && old.same_config(spec) => {
+            match completed_files_problem(dir, &spec.run_id) {
+                None => (RunState::Completed, None),
+                Some(problem) => (RunState::Unfinished, Some(problem)),
+            }
+        }
+        _ => (RunState::Unfinished, None),
+    }
+}
+
+/// What is wrong with the files a `completed` marker in `dir` vouches for, or `None` when they
+/// are whole: `summary.json` must be a known-version record of `run_id`, and `metrics.parquet`
+/// must be a Parquet file with both magic numbers and a footer that fits in it (a truncated or
+/// overwritten file fails this; the check reads 12 bytes, not the data).
+pub fn completed_files_problem(dir: &Path, run_id: &str) -> Option<String> {
+    let summary_path = dir.join(SUMMARY_JSON);
+    match layout::read_record::<serde_json::Value>(&summary_path) {
+        Ok(Some(summary)) => {
+            let id = summary.get("run_id").and_then(serde_json::Value::as_str);
+            if id != Some(run_id) {
+                return Some(format!("bad `{}`: it is not the summary of run {run_id} (run_id {id:?})", summary_path.display()));
+            }
+        }
+        Ok(None) => return Some(format!("`{}` is missing although `exit.json` says completed", summary_path.display())),
+        Err(reason) => return Some(format!("bad `{}`: {reason}", summary_path.display())),
+    }
+    let metrics_path = dir.join(METRICS_PARQUET);
+    parquet_frame_problem(&metrics_path).map(|reason| format!("bad `{}`: {reason}", metrics_path.display()))
+}
+
+/// What is wrong with the frame of a Parquet file, if anything: `PAR1` at both ends and a footer
+/// length that fits (12 bytes read; catches truncated and overwritten files, not damaged pages).
+pub fn parquet_frame_problem(path: &Path) -> Option<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    const MAGIC: &[u8; 4] = b"PAR1";
+    let check = || -> std::io::Result<Option<String>> {
+        let mut file = std::fs::File::open(path)?;
+        let len = file.metadata()?.len();
+        if len < 12 {
+            return Ok(Some(format!("{len} bytes: too short for a Parquet file (truncated?)")));
+        }
+        let mut head = [0u8; 4];
+        file.read_exact(&mut head)?;
+        let mut tail = [0u8; 8];
+        file.seek(SeekFrom::End(-8))?;
+        file.read_exact(&mut tail)?;
+        if &head != MAGIC {
+            return Ok(Some("not a Parquet file (no `PAR1` magic at its start)".into()));
+        }
+        if &tail[4..] != MAGIC {
+            return Ok(Some("no `PAR1` magic at its end: truncated or overwritten".into()));
+        }
+        let footer = u64::from(u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]));
+        if footer + 12 > len {
+            return Ok(Some(format!("its footer claims {footer} bytes but the file has {len}: truncated or overwritten")));
+        }
+        Ok(None)
+    };
+    match check() {
+        Ok(problem) => problem,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some("missing although `exit.json` says completed".into()),
+        Err(e) => Some(format!("cannot read it: {e}")),
     }
 }
 
@@ -109,7 +186,12 @@ pub fn prepare(plan: &Plan) -> Result<Prepared, RunError> {
         let spec = plan.job_spec(run);
         let dir = results.run_dir(&spec.run_id);
         let mut attempt = 1;
-        match run_state(&dir, &spec) {
+        let (state, problem) = inspect_run(&dir, &spec);
+        if let Some(problem) = problem {
+            tracing::warn!(run = %spec.run_id, "not trusted as done, redoing it: {problem}");
+            prepared.redone.push((spec.run_id.clone(), problem));
+        }
+        match state {
             RunState::Completed => {
                 prepared.skipped.push(spec.run_id);
                 continue;
@@ -164,4 +246,57 @@ pub(crate) fn archive_partial(dir: &Path) -> Result<u32, RunError> {
     }
     tracing::info!(dir = %dir.display(), archive = %archive.display(), "moved partial files of an unfinished run aside");
     Ok(archive_n + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(run_id: &str) -> JobSpec {
+        serde_json::from_value(serde_json::json!({
+            "format_version": 1, "run_id": run_id, "config_id": "c", "sweep": "s", "label": "l",
+            "axes": {}, "run": {"seed": 1}, "params": {}, "plugin_path": "/x.so"
+        }))
+        .unwrap()
+    }
+
+    /// A run directory as a completed job leaves it (a minimal but whole Parquet frame).
+    fn completed(dir: &Path, run_id: &str) {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(dir.join(SPEC_JSON), serde_json::to_vec(&spec(run_id)).unwrap()).unwrap();
+        std::fs::write(dir.join(SUMMARY_JSON), format!(r#"{{"format_version":1,"run_id":"{run_id}"}}"#)).unwrap();
+        let mut parquet = b"PAR1".to_vec();
+        parquet.extend_from_slice(&[0u8; 16]);
+        parquet.extend_from_slice(&16u32.to_le_bytes());
+        parquet.extend_from_slice(b"PAR1");
+        std::fs::write(dir.join(METRICS_PARQUET), parquet).unwrap();
+        std::fs::write(dir.join(EXIT_JSON), format!(r#"{{"format_version":1,"run_id":"{run_id}","status":"completed"}}"#)).unwrap();
+    }
+
+    #[test]
+    fn a_completion_marker_over_damaged_files_is_not_trusted() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("r");
+        completed(&dir, "r");
+        assert_eq!(inspect_run(&dir, &spec("r")), (RunState::Completed, None));
+
+        let damage: [(&str, &[u8], &str); 5] = [
+            (EXIT_JSON, b"{\"format_version\":1,", "unreadable"),
+            (SUMMARY_JSON, b"garbage", "bad `"),
+            (SUMMARY_JSON, br#"{"format_version":2,"run_id":"r"}"#, "unknown format_version 2"),
+            (SUMMARY_JSON, br#"{"format_version":1,"run_id":"other"}"#, "not the summary of run r"),
+            (METRICS_PARQUET, b"PAR1 half a file", "truncated or overwritten"),
+        ];
+        for (file, bytes, why) in damage {
+            completed(&dir, "r");
+            std::fs::write(dir.join(file), bytes).unwrap();
+            let (state, problem) = inspect_run(&dir, &spec("r"));
+            assert_eq!(state, RunState::Unfinished, "{file}: {bytes:?}");
+            let problem = problem.unwrap_or_default();
+            assert!(problem.contains(file) && problem.contains(why), "{file}: {problem}");
+        }
+        completed(&dir, "r");
+        std::fs::remove_file(dir.join(METRICS_PARQUET)).unwrap();
+        assert!(inspect_run(&dir, &spec("r")).1.is_some_and(|p| p.contains("missing")));
+    }
 }

@@ -156,7 +156,15 @@ fn list(probe: &PluginProbe, dirs: &[PathBuf]) -> Result<Listing, PluginCmdError
             }
             match probe.info(&file) {
                 Ok(desc) => listing.plugins.push(desc),
-                Err(PluginProbeError::Refused { kind, .. }) if kind == "not_a_plugin" => listing.not_plugins += 1,
+                // A library named like a drover plugin that is not one is a mistake worth
+                // showing; any other library in a search directory is simply not ours.
+                Err(PluginProbeError::Refused { kind, message, .. }) if kind == "not_a_plugin" => {
+                    if named_like_a_plugin(&file) {
+                        listing.refused.push((file, message));
+                    } else {
+                        listing.not_plugins += 1;
+                    }
+                }
                 Err(PluginProbeError::Refused { message, .. }) => listing.refused.push((file, message)),
                 Err(e @ PluginProbeError::Spawn { .. }) => return Err(e.into()),
                 Err(e) => listing.refused.push((file, e.to_string())),
@@ -164,6 +172,11 @@ fn list(probe: &PluginProbe, dirs: &[PathBuf]) -> Result<Listing, PluginCmdError
         }
     }
     Ok(listing)
+}
+
+/// Whether the file name is `libdrover_plugin_<name>.so`, the name cargo gives a plugin crate.
+fn named_like_a_plugin(file: &Path) -> bool {
+    file.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(&format!("{}drover_plugin_", std::env::consts::DLL_PREFIX)))
 }
 
 fn range(min: Option<f64>, max: Option<f64>) -> String {

@@ -146,6 +146,12 @@ impl PluginProbe {
             .output()
             .map_err(|source| PluginProbeError::Spawn { job_bin: self.job_bin.clone(), source })?;
         let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        // A library can crash the loader itself (a damaged file mapped by dlopen): say so
+        // rather than that the report was not JSON.
+        if let Some(signal) = std::os::unix::process::ExitStatusExt::signal(&out.status) {
+            let how = crate::backend::local::signal_reason(signal, false, true);
+            return Err(self.bad(command, path, format!("drover-job {how} while loading the library (is the file damaged?)"), stderr));
+        }
         let report: Report = serde_json::from_slice(&out.stdout).map_err(|e| {
             self.bad(command, path, format!("exit status {}, stdout is not a report ({e})", out.status), stderr.clone())
         })?;

@@ -109,8 +109,54 @@ fn render(e: &LibraryError) -> String {
         .join(" ")
 }
 
+/// Why `bytes` cannot be a loadable shared library, if that can be told from its ELF frame:
+/// the magic number, the object type, and (for 64-bit little-endian files, the platforms drover
+/// builds for) whether the program headers, every loaded segment and the section headers lie
+/// inside the file. `None` leaves the verdict to the dynamic loader.
+pub(crate) fn elf_problem(bytes: &[u8]) -> Option<String> {
+    if bytes.len() < 64 || &bytes[..4] != b"\x7fELF" {
+        return Some(format!(
+            "not a shared library: {} bytes without an ELF header (truncated, or not a compiled plugin?)",
+            bytes.len()
+        ));
+    }
+    if bytes[4] != 2 || bytes[5] != 1 {
+        return None;
+    }
+    let u16_at = |at: usize| u16::from_le_bytes([bytes[at], bytes[at + 1]]);
+    let u64_at = |at: usize| -> Option<u64> { Some(u64::from_le_bytes(bytes.get(at..at + 8)?.try_into().ok()?)) };
+    let len = bytes.len() as u64;
+    let e_type = u16_at(16);
+    if e_type != 3 {
+        return Some(format!("an ELF file of type {e_type}, not a shared library (type 3)"));
+    }
+    let truncated = |what: String, end: u64| format!("truncated: {what} ends at byte {end} but the file has {len} bytes");
+    let (phoff, phentsize, phnum) = (u64_at(32)?, u64::from(u16_at(54)), u64::from(u16_at(56)));
+    let ph_end = phoff.saturating_add(phentsize.saturating_mul(phnum));
+    if ph_end > len || phentsize < 56 {
+        return Some(truncated("the program header table".into(), ph_end));
+    }
+    for i in 0..phnum {
+        let at = (phoff + i * phentsize) as usize;
+        let p_type = u32::from_le_bytes(bytes[at..at + 4].try_into().ok()?);
+        if p_type == 1 {
+            let end = u64_at(at + 8)?.saturating_add(u64_at(at + 32)?);
+            if end > len {
+                return Some(truncated(format!("loadable segment {i}"), end));
+            }
+        }
+    }
+    let (shoff, shentsize, shnum) = (u64_at(40)?, u64::from(u16_at(58)), u64::from(u16_at(60)));
+    let sh_end = shoff.saturating_add(shentsize.saturating_mul(shnum));
+    if shoff != 0 && sh_end > len {
+        return Some(truncated("the section header table".into(), sh_end));
+    }
+    None
+}
+
 impl Plugin {
-    /// Loads the plugin at `path`: hashes the file, checks drover's interface version (so a
+    /// Loads the plugin at `path`: hashes the file, checks that it is a whole shared library
+    /// (`elf_problem`), checks drover's interface version (so a
     /// mismatch is reported with both versions), then abi_stable's version and layout checks,
     /// and finally asks the plugin for its info.
     ///
@@ -127,6 +173,12 @@ impl Plugin {
             .map(|b| format!("{b:02x}"))
             .collect::<String>();
 
+        // dlopen maps the file and trusts its headers: a truncated library dies of SIGBUS
+        // inside the loader instead of failing, and a text file gives a terse "invalid ELF
+        // header". Checking the frame first turns both into a reason naming the file.
+        if let Some(reason) = elf_problem(&bytes) {
+            return Err(LoadError::Open { path, reason });
+        }
         let raw = RawLibrary::load_at(&path).map_err(|e| LoadError::Open {
             path: path.clone(),
             reason: render(&e),
@@ -160,7 +212,14 @@ impl Plugin {
         // abi_stable checks itself (`InvalidAbiHeader`) before trusting anything else.
         let header = unsafe { lib_header_from_raw_library(&raw) }.map_err(|e| LoadError::Abi {
             path: path.clone(),
-            reason: render(&e),
+            reason: match &e {
+                LibraryError::GetSymbolError { .. } => format!(
+                    "it exports `{VERSION_SYMBOL}` but no root module (abi_stable's library \
+                     header is missing; `export_algorithm!` writes both): {}",
+                    render(&e)
+                ),
+                _ => render(&e),
+            },
         })?;
         let module = header
             .init_root_module::<AlgorithmMod_Ref>()
@@ -299,5 +358,24 @@ impl Plugin {
                 Err(self.call_error("new", CallErrorKind::Plugin(Box::new(e))))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::elf_problem;
+
+    #[test]
+    fn text_and_truncated_libraries_are_refused_before_dlopen() {
+        let text = elf_problem(b"this is not a library, just text long enough to have a header's size: 64+ bytes");
+        assert!(text.as_deref().is_some_and(|r| r.contains("without an ELF header")), "{text:?}");
+        // The test executable is a position-independent ELF of the same type as a plugin.
+        let exe = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+        assert_eq!(elf_problem(&exe), None, "a whole ELF file passes");
+        let cut = elf_problem(&exe[..exe.len() / 2]);
+        assert!(cut.as_deref().is_some_and(|r| r.starts_with("truncated: ")), "{cut:?}");
+        let mut relocatable = exe.clone();
+        relocatable[16] = 1;
+        assert!(elf_problem(&relocatable).is_some_and(|r| r.contains("not a shared library")));
     }
 }

@@ -1,0 +1,212 @@
+//! Issue 12 items 5 and 7 end to end: damaged result files and hostile plugin libraries give
+//! errors naming the file and the reason without costing the other runs, and jobs killed by a
+//! signal are reported with it and retried.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use drover_tests::{artifact, drover, read_json, run_dirs, run_ok, write_sweep};
+
+fn sweep(seeds: &str) -> String {
+    format!(
+        r#"
+name = "e2e-hardening"
+[run]
+env = "CartPole-v1"
+plugin = "ppo"
+num_envs = 4
+num_steps = 64
+total_steps = 512
+[sweep]
+seeds = {seeds}
+"#
+    )
+}
+
+fn text(out: &Output) -> (String, String) {
+    (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// `drover` with a private plugin-description cache.
+fn drover_in(tmp: &Path) -> std::process::Command {
+    let mut cmd = drover();
+    cmd.env("DROVER_CACHE_DIR", tmp.join("cache"));
+    cmd
+}
+
+#[test]
+fn damaged_results_are_left_out_by_analyze_and_redone_by_run() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let sweep_file = write_sweep(tmp.path(), &sweep("[1, 2, 3, 4, 5, 6]"));
+    let results = tmp.path().join("results");
+    let run = || {
+        let mut cmd = drover_in(tmp.path());
+        cmd.arg("run").arg(&sweep_file).arg("--results").arg(&results).args(["-j", "2"]);
+        cmd
+    };
+    run_ok(&mut run());
+    let dirs = run_dirs(&results);
+    assert_eq!(dirs.len(), 6);
+
+    // One kind of damage per run; the sixth stays whole.
+    let parquet = dirs[0].join("metrics.parquet");
+    let bytes = std::fs::read(&parquet).expect("metrics.parquet");
+    std::fs::write(&parquet, &bytes[..bytes.len() / 2]).expect("truncate");
+    std::fs::write(dirs[1].join("metrics.parquet"), b"PAR1 garbage, not a parquet file").expect("write");
+    std::fs::write(dirs[2].join("summary.json"), b"{\"format_version\": 1, \"run_id\": ").expect("write");
+    let mut summary = read_json(&dirs[3].join("summary.json"));
+    summary["format_version"] = 99.into();
+    std::fs::write(dirs[3].join("summary.json"), summary.to_string()).expect("write");
+    std::fs::write(dirs[4].join("exit.json"), b"\x00\x01 not json").expect("write");
+
+    let out = run_ok(drover_in(tmp.path()).arg("analyze").arg(&results).args(["--reps", "100", "--band-reps", "20", "--no-plots"]));
+    let (stdout, stderr) = text(&out);
+    assert!(stdout.contains("1 runs analyzed (1 completed, 5 left out"), "{stdout}\n{stderr}");
+    let name = |d: &PathBuf| d.file_name().unwrap().to_string_lossy().into_owned();
+    let expect = [
+        (0, "metrics.parquet", "truncated or overwritten"),
+        (1, "metrics.parquet", "no `PAR1` magic at its end"),
+        (2, "summary.json", "EOF while parsing"),
+        (3, "summary.json", "unknown format_version 99 (this drover reads 1)"),
+        (4, "exit.json", "expected value"),
+    ];
+    for (i, file, why) in expect {
+        let line = stderr
+            .lines()
+            .find(|l| l.contains(&format!("left out of the analysis: run {}", name(&dirs[i]))))
+            .unwrap_or_else(|| panic!("run {i} is not listed as left out:\n{stderr}"));
+        assert!(line.contains(&dirs[i].join(file).display().to_string()) && line.contains(why), "run {i}: {line}");
+    }
+
+    // `drover run` trusts none of the five and redoes exactly them.
+    let out = run_ok(&mut run());
+    let (_, stderr) = text(&out);
+    assert!(stderr.contains("6 runs, 1 already completed, launching 5"), "{stderr}");
+    assert_eq!(stderr.matches("  redo: ").count(), 5, "{stderr}");
+    assert!(stderr.contains("5 completed, 1 skipped"), "{stderr}");
+    for dir in &dirs[..5] {
+        assert!(dir.join("attempt-1").is_dir(), "the damaged files of {} were kept aside", dir.display());
+        assert_eq!(read_json(&dir.join("exit.json"))["status"], "completed");
+    }
+    let out = run_ok(drover_in(tmp.path()).arg("analyze").arg(&results).args(["--reps", "100", "--band-reps", "20", "--no-plots"]));
+    assert!(text(&out).0.contains("6 runs analyzed (6 completed, 0 left out"), "{}", text(&out).0);
+}
+
+/// A `drover-job` stand-in that kills itself with `signal` on a run's first attempt (every
+/// attempt when `every` is set) and is the real runtime otherwise, plugin probes included.
+fn faulty_job(dir: &Path, signal: &str, every: bool) -> PathBuf {
+    let path = dir.join(format!("job-{signal}.sh"));
+    let first_only = if every { "" } else { " && [ ! -d \"$4/attempt-1\" ]" };
+    let script = format!(
+        "#!/bin/sh\nif [ \"$1\" = --spec ]{first_only}; then kill -{signal} $$; fi\nexec {} \"$@\"\n",
+        artifact("drover-job").display()
+    );
+    std::fs::write(&path, script).expect("write script");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    path
+}
+
+#[test]
+fn killed_jobs_are_reported_with_their_signal_and_retried() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let sweep_file = write_sweep(tmp.path(), &sweep("[1, 2]"));
+
+    // SIGKILL that drover did not send: reported as a likely OOM kill, retried, then completed.
+    let results = tmp.path().join("killed");
+    let out = run_ok(
+        drover_in(tmp.path())
+            .env("DROVER_JOB_BIN", faulty_job(tmp.path(), "KILL", false))
+            .arg("run")
+            .arg(&sweep_file)
+            .arg("--results")
+            .arg(&results)
+            .args(["--max-retries", "1", "-j", "2"]),
+    );
+    let (_, stderr) = text(&out);
+    assert!(stderr.contains("killed by signal 9 (SIGKILL): out of memory?"), "{stderr}");
+    assert!(stderr.contains("retrying as attempt 2 (retry 1 of 1)"), "{stderr}");
+    assert!(stderr.contains("2 completed, 0 skipped (already completed), 2 retried, 0 failed"), "{stderr}");
+    for dir in run_dirs(&results) {
+        let first = read_json(&dir.join("attempt-1/exit.json"));
+        assert_eq!(first["status"], "failed", "{}", dir.display());
+        assert!(first["reason"].as_str().is_some_and(|r| r.contains("SIGKILL")), "{first}");
+        assert_eq!(read_json(&dir.join("exit.json"))["status"], "completed");
+        assert!(dir.join("attempt-2.stderr.log").is_file());
+    }
+
+    // A crash on every attempt: the budget runs out and the run's own record keeps the reason.
+    let results = tmp.path().join("crashed");
+    let out = drover_in(tmp.path())
+        .env("DROVER_JOB_BIN", faulty_job(tmp.path(), "SEGV", true))
+        .arg("run")
+        .arg(&sweep_file)
+        .arg("--results")
+        .arg(&results)
+        .args(["--max-retries", "1", "-j", "2"])
+        .output()
+        .expect("spawn");
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("0 completed, 0 skipped (already completed), 2 retried, 2 failed"), "{stderr}");
+    for dir in run_dirs(&results) {
+        let exit = read_json(&dir.join("exit.json"));
+        assert_eq!(exit["status"], "failed");
+        let reason = exit["reason"].as_str().unwrap_or_default();
+        assert!(reason.contains("killed by signal 11 (SIGSEGV)") && !reason.contains("out of memory"), "{reason}");
+    }
+}
+
+/// Compiles C source into a shared library (the C compiler is the one cargo links with).
+fn c_library(dir: &Path, name: &str, source: &str) -> PathBuf {
+    let c = dir.join(format!("{name}.c"));
+    std::fs::write(&c, source).expect("write C source");
+    let lib = dir.join(format!("libdrover_plugin_{name}.so"));
+    let out = std::process::Command::new("cc").args(["-shared", "-fPIC", "-o"]).arg(&lib).arg(&c).output().expect("run cc");
+    assert!(out.status.success(), "cc failed: {}", String::from_utf8_lossy(&out.stderr));
+    lib
+}
+
+#[test]
+fn hostile_plugin_libraries_are_refused_with_file_and_reason() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let plugins = tmp.path().join("plugins");
+    std::fs::create_dir(&plugins).expect("mkdir");
+    // Exports drover's interface version (1.1) but no abi_stable root module.
+    let noroot = c_library(&plugins, "noroot", "unsigned long long drover_plugin_interface_version(void) { return (1ULL << 32) | 1ULL; }\n");
+    let foreign = c_library(&plugins, "foreign", "int not_drover(void) { return 1; }\n");
+    let garbage = plugins.join("libdrover_plugin_garbage.so");
+    std::fs::write(&garbage, "not an ELF file, just text\n".repeat(4)).expect("write");
+    let truncated = plugins.join("libdrover_plugin_truncated.so");
+    let ppo = std::fs::read(artifact("libdrover_plugin_ppo.so")).expect("read the ppo plugin");
+    std::fs::write(&truncated, &ppo[..ppo.len() / 3]).expect("write");
+
+    let out = run_ok(drover_in(tmp.path()).args(["plugin", "list", "--plugin-path"]).arg(&plugins));
+    let (stdout, _) = text(&out);
+    let refused = |lib: &Path, why: &str| {
+        let line = stdout.lines().find(|l| l.starts_with(&format!("refused {}:", lib.display())));
+        assert!(line.is_some_and(|l| l.contains(why)), "`{}` should be refused with `{why}`:\n{stdout}", lib.display());
+    };
+    refused(&noroot, "no root module");
+    refused(&foreign, "does not export `drover_plugin_interface_version`: not a drover algorithm plugin");
+    refused(&garbage, "without an ELF header");
+    refused(&truncated, "truncated: ");
+    assert!(stdout.contains("ppo 0.1.0"), "the good plugins are still listed:\n{stdout}");
+
+    for (lib, why) in [(&noroot, "no root module"), (&garbage, "without an ELF header"), (&truncated, "truncated: ")] {
+        let out = drover_in(tmp.path()).args(["plugin", "check"]).arg(lib).output().expect("spawn");
+        let (_, stderr) = text(&out);
+        assert!(!out.status.success() && stderr.contains(&lib.display().to_string()) && stderr.contains(why), "{stderr}");
+    }
+
+    // A sweep naming the library is refused before anything runs, naming the sweep file too.
+    let body = sweep("[1]").replace("plugin = \"ppo\"", "plugin = \"noroot\"");
+    let body = format!("plugin_path = [\"{}\"]\n{body}", plugins.display());
+    let sweep_file = write_sweep(tmp.path(), &body);
+    let results = tmp.path().join("results");
+    let out = drover_in(tmp.path()).arg("run").arg(&sweep_file).arg("--results").arg(&results).output().expect("spawn");
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains(&sweep_file.display().to_string()) && stderr.contains("no root module"), "{stderr}");
+    assert!(!results.join("runs").exists(), "nothing was launched");
+}
