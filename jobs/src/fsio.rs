@@ -1,12 +1,16 @@
 //! Atomic file writes: every file a reader may poll is written to a temporary name and renamed,
 //! so a crash never leaves a half-written summary or marker.
+//!
+//! "Atomic" here includes durability: the file is fsynced before the rename and its directory
+//! after it, so after a power cut a marker is either absent or whole, and a marker written
+//! after [`sync_files`] never survives the files it vouches for.
 
 use std::io::Write;
 use std::path::Path;
 
 use crate::JobError;
 
-/// Writes `bytes` to `path` through `path.tmp` + fsync + rename.
+/// Writes `bytes` to `path` through `path.tmp` + fsync + rename + fsync of the directory.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), JobError> {
     let tmp = path.with_extension(format!(
         "{}.tmp",
@@ -17,7 +21,33 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), JobError> {
     f.write_all(bytes).map_err(io)?;
     f.sync_all().map_err(io)?;
     drop(f);
-    std::fs::rename(&tmp, path).map_err(io)
+    std::fs::rename(&tmp, path).map_err(io)?;
+    sync_dir(path).map_err(io)
+}
+
+/// Fsyncs the directory holding `path`, which makes a rename or creation in it durable.
+fn sync_dir(path: &Path) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Makes files written by other code paths durable before a marker vouches for them: fsyncs
+/// each existing file of `names` in `dir` (a fresh descriptor flushes the inode's pages all the
+/// same), then `dir` itself so their renames stick. Missing files are skipped: the marker's
+/// reader checks presence.
+pub fn sync_files(dir: &Path, names: &[&str]) -> Result<(), JobError> {
+    for name in names {
+        let path = dir.join(name);
+        match std::fs::File::open(&path) {
+            Ok(f) => f.sync_all().map_err(|source| JobError::Io { path: path.clone(), source })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(JobError::Io { path, source }),
+        }
+    }
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|source| JobError::Io { path: dir.to_path_buf(), source })
 }
 
 /// Serializes `value` as pretty JSON and writes it atomically.
@@ -43,5 +73,14 @@ mod tests {
         assert_eq!(std::fs::read(&p).unwrap(), b"two");
         let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names.len(), 1, "{names:?}");
+    }
+
+    #[test]
+    fn sync_files_skips_missing_files_and_reports_unreadable_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("summary.json"), b"{}").unwrap();
+        sync_files(dir.path(), &["summary.json", "absent.parquet"]).unwrap();
+        let err = sync_files(&dir.path().join("no-such-dir"), &[]).unwrap_err();
+        assert!(err.to_string().contains("no-such-dir"), "{err}");
     }
 }

@@ -8,6 +8,7 @@ pub mod comm;
 pub mod error;
 pub mod exit_codes;
 pub mod fsio;
+pub mod lock;
 pub mod metrics;
 pub mod plugin_cmd;
 pub mod signals;

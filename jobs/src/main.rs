@@ -66,6 +66,20 @@ fn main() -> ExitCode {
         eprintln!("drover-job: cannot create output directory `{}`: {e}", out.display());
         return ExitCode::from(exit_codes::USAGE);
     }
+    // Taken before anything is written and held until the process ends: while it is held,
+    // `drover run` neither archives this run nor starts it again. Multi-rank jobs are covered
+    // by their launcher (`mpirun` holds the descriptor the local backend hands down).
+    let _job_lock = if spec.run.ranks <= 1 {
+        match drover_job::lock::acquire(&out) {
+            Ok(lock) => Some(lock),
+            Err(e) => {
+                eprintln!("drover-job: {e}");
+                return ExitCode::from(exit_codes::USAGE);
+            }
+        }
+    } else {
+        None
+    };
     let installed = match &args.checkpoint_signal {
         None => CancelFlag::install(),
         Some(name) => match drover_job::signals::checkpoint_signal_number(name) {
@@ -162,7 +176,9 @@ fn main() -> ExitCode {
         }
     };
     if rank0 {
-        if let Err(e) = fsio::write_json_atomic(&out.join("exit.json"), &marker) {
+        // The marker vouches for these files: they reach the disk before it does.
+        let durable = fsio::sync_files(&out, &["metrics.jsonl", "metrics.parquet", "summary.json"]);
+        if let Err(e) = durable.and_then(|()| fsio::write_json_atomic(&out.join("exit.json"), &marker)) {
             eprintln!("drover-job: {e:#}");
             return ExitCode::from(exit_codes::FAILED);
         }

@@ -94,6 +94,10 @@ pub struct RunSettings {
     /// Sequence tasks: prompt length (default 3).
     #[serde(default)]
     pub prompt_len: Option<usize>,
+    /// Sequence tasks: the last `expert_per_group` responses of each group are the task's
+    /// answer, teacher-forced (CHORD's expert samples); default 0, less than `group_size`.
+    #[serde(default)]
+    pub expert_per_group: Option<usize>,
     /// `none` (default) or `initial`: the frozen initial policy gives plugins `logp_ref`.
     #[serde(default)]
     pub reference_policy: Option<String>,
@@ -119,6 +123,7 @@ impl RunSettings {
             vocab: self.vocab.unwrap_or(8),
             prompt_len: self.prompt_len.unwrap_or(3),
             group_size: self.group_size.unwrap_or(8),
+            expert_per_group: self.expert_per_group.unwrap_or(0),
         }))
     }
 
@@ -173,6 +178,15 @@ impl JobSpec {
         let r = &self.run;
         let task = r.task().map_err(|reason| bad("run.env", reason))?;
         if let Some(task) = task {
+            if task.expert_per_group > 0 && task.expert_per_group >= task.group_size {
+                return Err(bad(
+                    "run.expert_per_group",
+                    format!(
+                        "must be less than group_size = {} (each group needs a sampled response), got {}",
+                        task.group_size, task.expert_per_group
+                    ),
+                ));
+            }
             task.validate().map_err(|e| bad("run.env", e.to_string()))?;
             if r.num_steps != task.response_len() {
                 return Err(bad(
@@ -189,8 +203,11 @@ impl JobSpec {
                     ),
                 ));
             }
-        } else if r.group_size.is_some() || r.vocab.is_some() || r.prompt_len.is_some() {
-            return Err(bad("run.env", format!("group_size, vocab and prompt_len are for sequence tasks, not {}", r.env)));
+        } else if r.group_size.is_some() || r.vocab.is_some() || r.prompt_len.is_some() || r.expert_per_group.is_some() {
+            return Err(bad(
+                "run.env",
+                format!("group_size, vocab, prompt_len and expert_per_group are for sequence tasks, not {}", r.env),
+            ));
         }
         if !matches!(r.reference_policy.as_deref(), None | Some("none" | "initial")) {
             return Err(bad("run.reference_policy", "expected `none` or `initial`".into()));
@@ -224,5 +241,39 @@ impl JobSpec {
             return Err(bad("run.device", format!("expected cpu, cuda or auto, got `{}`", r.device)));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(run_extra: &str, env: &str) -> JobSpec {
+        let text = format!(
+            r#"{{"format_version": 1, "run_id": "r", "config_id": "c", "sweep": "s", "plugin_path": "/x.so",
+                "run": {{"env": "{env}", "plugin": "chord", "num_envs": 16, "num_steps": 2, "total_steps": 64,
+                         "hidden": [8], "device": "cpu", "seed": 1, "lr": 0.001, "update_epochs": 1,
+                         "num_minibatches": 2{run_extra}}}}}"#
+        );
+        serde_json::from_str(&text).expect("spec parses")
+    }
+
+    fn error(s: &JobSpec) -> String {
+        s.check(Path::new("spec.json")).map_err(|e| e.to_string()).err().unwrap_or_default()
+    }
+
+    #[test]
+    fn expert_per_group_is_checked_and_reaches_the_task() {
+        let seq = r#", "vocab": 4, "prompt_len": 2, "group_size": 4"#;
+        let ok = spec(&format!(r#"{seq}, "expert_per_group": 1"#), "SeqAdd-v0");
+        assert_eq!(error(&ok), "");
+        let task = ok.run.task().expect("known env").expect("sequence task");
+        assert_eq!((task.group_size, task.expert_per_group), (4, 1));
+        assert!(task.is_expert(3) && !task.is_expert(2));
+        let e = error(&spec(&format!(r#"{seq}, "expert_per_group": 4"#), "SeqAdd-v0"));
+        assert!(e.contains("run.expert_per_group") && e.contains("less than group_size = 4"), "{e}");
+        let e = error(&spec(r#", "expert_per_group": 1"#, "CartPole-v1"));
+        assert!(e.contains("expert_per_group are for sequence tasks"), "{e}");
+        assert_eq!(spec(seq, "SeqAdd-v0").run.task().ok().flatten().map(|t| t.expert_per_group), Some(0));
     }
 }

@@ -300,6 +300,8 @@ struct Trainer<'c> {
     /// Responses per prompt of a sequence task; `None` for CartPole. Sequence tasks group
     /// sequences by prompt and train on minibatches of whole sequences.
     group_size: Option<usize>,
+    /// Expert (teacher-forced) responses per group (`run.expert_per_group`); 0 for none.
+    expert_per_group: usize,
     /// Parameters of the frozen reference policy (`run.reference_policy = "initial"`).
     reference: Option<Vec<f32>>,
     /// This rank's `logp_ref` of the last rollout, time-major.
@@ -333,6 +335,9 @@ struct SeqBuffers {
     logp_ref: Vec<f32>,
     /// Valid tokens of each sequence (the `length` metadata column of sequence tasks).
     lengths: Vec<f32>,
+    /// 1 for an expert (teacher-forced) response, else 0 (the `is_expert` metadata column,
+    /// sent when `run.expert_per_group > 0`).
+    is_expert: Vec<f32>,
 }
 
 #[derive(Default)]
@@ -366,7 +371,9 @@ impl<'c> Trainer<'c> {
     fn new(spec: &JobSpec, key: u32, comm: &'c dyn Communicator, local_envs: usize) -> Self {
         let r = &spec.run;
         let batch = r.num_envs * r.num_steps;
-        let group_size = r.task().ok().flatten().map(|t| t.group_size);
+        let task = r.task().ok().flatten();
+        let group_size = task.map(|t| t.group_size);
+        let expert_per_group = task.map_or(0, |t| t.expert_per_group);
         let group = group_size.unwrap_or(1) as u32;
         Self {
             comm,
@@ -379,6 +386,7 @@ impl<'c> Trainer<'c> {
             max_grad_norm: (r.max_grad_norm > 0.0).then_some(r.max_grad_norm as f32),
             key,
             group_size,
+            expert_per_group,
             reference: None,
             local_logp_ref: Vec::new(),
             rollout: Rollout::default(),
@@ -388,6 +396,12 @@ impl<'c> Trainer<'c> {
                 mask: vec![1.0; batch],
                 group_ids: (0..r.num_envs as u32).map(|env| env / group).collect(),
                 sample_weights: vec![1.0; r.num_envs],
+                is_expert: match task {
+                    Some(t) if t.expert_per_group > 0 => {
+                        (0..r.num_envs).map(|env| if t.is_expert(env) { 1.0 } else { 0.0 }).collect()
+                    }
+                    _ => Vec::new(),
+                },
                 ..SeqBuffers::default()
             },
             advantages: vec![0.0; batch],
@@ -399,15 +413,23 @@ impl<'c> Trainer<'c> {
     }
 
     /// Host metrics of a sequence task's iteration: `accuracy` (mean verifier reward of the
-    /// responses) and `token_entropy` (mean policy entropy over the generated tokens).
+    /// sampled responses) and `token_entropy` (mean policy entropy over their tokens). Expert
+    /// responses are the answer, always right, so they count in neither.
     fn sequence_metrics(&self) -> Vec<(String, f64)> {
         if self.group_size.is_none() {
             return Vec::new();
         }
         let (sum, n) = self.episode_totals();
-        let entropy = &self.seq.entropy;
-        let token_entropy = entropy.iter().map(|&h| f64::from(h)).sum::<f64>() / entropy.len().max(1) as f64;
-        vec![("accuracy".into(), sum / n.max(1) as f64), ("token_entropy".into(), token_entropy)]
+        let t_len = self.num_steps;
+        let (mut h_sum, mut h_n) = (0.0f64, 0usize);
+        for (env, row) in self.seq.entropy.chunks(t_len).enumerate() {
+            if self.seq.is_expert.get(env).is_some_and(|&x| x > 0.0) {
+                continue;
+            }
+            h_sum += row.iter().map(|&h| f64::from(h)).sum::<f64>();
+            h_n += row.len();
+        }
+        vec![("accuracy".into(), sum / n.max(1) as f64), ("token_entropy".into(), h_sum / h_n.max(1) as f64)]
     }
 
     /// Sequence tasks: asks the plugin's group predicate (`keep_group`, DAPO's dynamic-sampling
@@ -462,7 +484,12 @@ impl<'c> Trainer<'c> {
         let kept = self.filter_groups(algo)?;
         let seed = u64::from(rng::draw(self.key, rng::STREAM_PLUGIN, 1, iteration as u32));
         let s = &self.seq;
-        let length = [("length", s.lengths.as_slice())];
+        let columns = [("length", s.lengths.as_slice()), ("is_expert", s.is_expert.as_slice())];
+        let metadata = match (self.group_size, self.expert_per_group) {
+            (None, _) => &columns[..0],
+            (Some(_), 0) => &columns[..1],
+            (Some(_), _) => &columns[..],
+        };
         let advantage_metrics = algo.compute_advantages(
             &RolloutBatch {
                 num_sequences: self.num_envs,
@@ -478,7 +505,7 @@ impl<'c> Trainer<'c> {
                 entropy_old: &s.entropy,
                 group_ids: &s.group_ids,
                 sample_weights: &s.sample_weights,
-                metadata: if self.group_size.is_some() { &length } else { &[] },
+                metadata,
                 seed,
             },
             &mut self.advantages,
@@ -692,8 +719,15 @@ impl<'c> Trainer<'c> {
                 g[7 * plane + dst] = self.local_logp_ref.get(src).copied().unwrap_or(0.0);
             }
         }
-        self.episodes =
-            [ro.finished_returns.iter().map(|&x| f64::from(x)).sum(), ro.finished_returns.len() as f64];
+        self.episodes = if self.expert_per_group > 0 {
+            // Sequence tasks finish every response in env order; expert responses (always
+            // right) are not episodes of the policy, so returns and accuracy skip them.
+            let sampled = ro.finished_returns.iter().enumerate().filter(|&(i, _)| self.seq.is_expert[off + i] == 0.0);
+            let (sum, count) = sampled.fold((0.0, 0.0), |(s, c), (_, &x)| (s + f64::from(x), c + 1.0));
+            [sum, count]
+        } else {
+            [ro.finished_returns.iter().map(|&x| f64::from(x)).sum(), ro.finished_returns.len() as f64]
+        };
         if self.comm.size() > 1 {
             self.comm.all_reduce_sum_f32(&mut self.gathered);
             self.comm.all_reduce_sum_f64(&mut self.episodes);

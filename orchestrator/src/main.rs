@@ -188,7 +188,9 @@ fn run(
     let show_progress = std::io::stderr().is_terminal() && std::env::var_os("CI").is_none_or(|v| v == "false");
     // Signal handlers go in before anything is written, so Ctrl-C is always handled in order.
     let mut backend = LocalBackend::new(job_bin, plan.max_parallel.get(), show_progress)?.with_max_retries(max_retries);
-    let prepared = backend::prepare(&plan).context("cannot prepare the results directory")?;
+    // DROVER_BUSY_WAIT_S: how long to wait for jobs still running from a killed `drover run`.
+    let busy_wait = std::env::var("DROVER_BUSY_WAIT_S").ok().and_then(|s| s.parse().ok()).map_or(backend::DEFAULT_BUSY_WAIT, std::time::Duration::from_secs);
+    let prepared = backend::prepare_waiting(&plan, busy_wait).context("cannot prepare the results directory")?;
     eprintln!(
         "drover: sweep `{}`: {} runs, {} already completed, launching {} (up to {} at once, {} backend) -> {}",
         plan.sweep.name,
@@ -201,6 +203,9 @@ fn run(
     );
     for (run_id, why) in &prepared.redone {
         eprintln!("  redo: {run_id}: marked completed but not trusted: {why}");
+    }
+    for (run_id, holder) in &prepared.busy {
+        eprintln!("  busy: {run_id}: still running elsewhere ({holder}); not relaunched: run again once it has ended");
     }
     let report = backend.launch(prepared.pending)?;
 
@@ -220,7 +225,7 @@ fn run(
         eprintln!("drover: interrupted ({reason:?}); finished runs are kept, rerun the same command to continue");
         return Ok(exit_codes::INTERRUPTED);
     }
-    Ok(if report.failed.is_empty() { exit_codes::SUCCESS } else { exit_codes::RUNS_FAILED })
+    Ok(if report.failed.is_empty() && prepared.busy.is_empty() { exit_codes::SUCCESS } else { exit_codes::RUNS_FAILED })
 }
 
 fn plugin_cmd(command: drover::plugin_cmd::PluginCommand) -> anyhow::Result<u8> {

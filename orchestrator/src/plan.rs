@@ -81,6 +81,12 @@ pub fn plan(opts: &PlanOptions) -> Result<Plan, ConfigError> {
         .clone()
         .or_else(|| sweep.results_dir.clone())
         .unwrap_or_else(|| Path::new("results").join(&sweep.name));
+    // The file's `results_dir` was checked by `validate`; `--results` gets the same rules here.
+    if let Some(cli) = &opts.results {
+        config::check_path_text(&cli.to_string_lossy()).map_err(|why| {
+            ConfigError::new(file, "results_dir", ConfigErrorKind::InvalidValue(why)).with_origin("`--results`")
+        })?;
+    }
     let max_parallel = opts
         .jobs
         .or(sweep.max_parallel)
@@ -123,4 +129,31 @@ fn check_plugin_params(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 12, item 6: `--results` obeys the rules of the file's `results_dir`.
+    #[test]
+    fn results_given_on_the_command_line_are_checked_like_results_dir() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let so = tmp.path().join("libx.so");
+        std::fs::write(&so, b"").expect("plugin file");
+        let sweep_file = tmp.path().join("s.toml");
+        std::fs::write(&sweep_file, format!("name = \"t\"\n[run]\nenv = \"CartPole-v1\"\nplugin = {:?}\n", so.display().to_string()))
+            .expect("sweep");
+        let with = |results: &str| plan(&PlanOptions { sweep_file: sweep_file.clone(), results: Some(results.into()), ..Default::default() });
+        let ok = with("r dir/it's fine").expect("spaces and quotes are fine in a path");
+        assert_eq!(ok.results.root(), Path::new("r dir/it's fine"));
+        let cases = [
+            ("r\nx", "key `results_dir` (from `--results`): invalid value: `r\\nx` contains the control character '\\n'"),
+            (&format!("/tmp/{}", "n".repeat(256)), "key `results_dir` (from `--results`): invalid value: a path component is 256 bytes long"),
+        ];
+        for (results, expected) in cases {
+            let err = with(results).expect_err("refused").to_string();
+            assert!(err.contains(expected), "{err}");
+        }
+    }
 }

@@ -158,6 +158,60 @@ fn reference_policy_feeds_grpos_kl_and_its_absence_is_a_clear_error() {
     assert!(text.contains("set run.reference_policy = \"initial\""), "{text}");
 }
 
+/// CHORD (issue 13) through the real binaries: with `run.expert_per_group = 1` the job
+/// teacher-forces one answer per prompt group and flags it in the `is_expert` column, CHORD mixes
+/// its SFT-φ loss in on a μ schedule it reports as `chord_mu`, and the policy learns SeqAdd-v0;
+/// `accuracy` counts the sampled responses only. Without experts CHORD fails naming the key.
+#[test]
+fn chord_learns_from_expert_responses_and_needs_them() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let base = "[run]\nenv = \"SeqAdd-v0\"\nplugin = \"chord\"\nvocab = 4\nprompt_len = 2\nnum_steps = 2\n\
+                group_size = 4\nnum_envs = 64\nnum_minibatches = 2\nupdate_epochs = 2\nlr = 3e-3\n";
+    let sweep = write_sweep(
+        tmp.path(),
+        &format!(
+            "name = \"chord\"\n{base}total_steps = 10240\nexpert_per_group = 1\n[params]\nmu_peak = 0.9\n\
+             mu_valley = 0.3\nmu_warmup_iterations = 2\nmu_decay_iterations = 10\n[sweep]\nseeds = [1]\n"
+        ),
+    );
+    let results = tmp.path().join("results");
+    run_ok(drover().arg("run").arg(&sweep).arg("--results").arg(&results));
+    let runs = run_dirs(&results);
+    assert_eq!(runs.len(), 1);
+    let text = std::fs::read_to_string(runs[0].join("metrics.jsonl")).expect("metrics");
+    let rows: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).expect("row")).collect();
+    assert_eq!(rows.len(), 80, "10240 steps of 64 responses x 2 tokens");
+    let col = |k: &str| -> Vec<f64> {
+        rows.iter().map(|r| r[k].as_f64().unwrap_or_else(|| panic!("`{k}` missing in {r}"))).collect()
+    };
+    // μ warms up over 2 iterations, then decays from 0.9 towards 0.3.
+    let mu = col("chord_mu");
+    for (i, e) in [(0, 0.0), (1, 0.45), (2, 0.9), (12, 0.3), (79, 0.3)] {
+        assert!((mu[i] - e).abs() < 1e-9, "chord_mu per iteration: {mu:?}");
+    }
+    assert!(col("sft_loss").iter().all(|x| x.is_finite()) && col("policy_loss").iter().all(|x| x.is_finite()));
+    // The experts (a quarter of the responses, always right) are not in `accuracy`: the first
+    // iteration's sampled responses are those of an untrained policy (1/16 right by chance).
+    let acc = col("accuracy");
+    let (a0, a1) = (acc[..3].iter().sum::<f64>() / 3.0, acc[70..].iter().sum::<f64>() / 10.0);
+    println!("chord SeqAdd-v0: accuracy {a0:.3} -> {a1:.3}");
+    assert!(acc[0] < 0.25, "accuracy must not count the experts: {acc:?}");
+    assert!(a1 > a0 + 0.3, "CHORD did not learn: accuracy {a0:.3} -> {a1:.3}");
+
+    let dir = tmp.path().join("no-experts");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let sweep = write_sweep(&dir, &format!("name = \"no-experts\"\n{base}total_steps = 256\n"));
+    let out = drover().arg("run").arg(&sweep).arg("--results").arg(dir.join("results")).output().expect("spawn");
+    assert!(!out.status.success(), "CHORD without expert responses must fail");
+    let mut text = String::from_utf8_lossy(&out.stderr).into_owned();
+    for run in run_dirs(&dir.join("results")) {
+        for entry in std::fs::read_dir(&run).expect("run dir") {
+            text += &std::fs::read_to_string(entry.expect("entry").path()).unwrap_or_default();
+        }
+    }
+    assert!(text.contains("`is_expert`") && text.contains("run.expert_per_group"), "{text}");
+}
+
 /// Issue 13's comparison sweep: every shipped LLM-style plugin against GRPO, three seeds, run as
 /// shipped; `drover analyze` ranks the configurations by IQM with bootstrap CIs and draws the
 /// accuracy and entropy curves.

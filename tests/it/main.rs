@@ -18,5 +18,7 @@ mod entropy_mechanism;
 mod slurm;
 /// Issue 12 (items 5, 7): damaged results, hostile plugin libraries, jobs killed by signals.
 mod hardening;
+/// Issue 12 (item 2): seeded SIGKILL chaos over a local sweep; every run done exactly once.
+mod chaos;
 /// Repository-wide style rules (module docs).
 mod tidy;

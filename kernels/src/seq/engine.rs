@@ -99,6 +99,8 @@ struct GenCtx<'a> {
     task: &'a SeqTask,
     /// Prompts of the local groups, `[group][prompt_len]`.
     prompts: &'a [u32],
+    /// Answers of the local groups, `[group][response_len]` (read only for expert envs).
+    answers: &'a [u32],
     key: u32,
     env_offset: usize,
     step0: u64,
@@ -128,6 +130,9 @@ impl GenChunk {
         let (n, nt, od) = (self.len, c.nt, c.task.obs_dim());
         let (pl, g) = (c.task.prompt_len, c.task.group_size);
         let na = c.layout.shape.n_actions;
+        // Env positions are the same within local and global groups (`env_offset` is a multiple
+        // of the group size).
+        let expert: Vec<bool> = (0..n).map(|i| c.task.is_expert(self.start + i)).collect();
         for t in 0..nt {
             // The RNG counter is the low 32 bits of the global step, as in the CartPole engines.
             let gt = c.step0.wrapping_add(t as u64) as u32;
@@ -143,7 +148,12 @@ impl GenChunk {
             self.net.forward(c.layout, c.params, n, c.simd);
             for (i, &value) in self.net.values()[..n].iter().enumerate() {
                 let lp = &self.net.logp[i * na..(i + 1) * na];
-                let a = sample(lp, self.uniforms[i]);
+                // An expert response is teacher-forced: the answer's token, scored like a draw.
+                let a = if expert[i] {
+                    c.answers[(self.start + i) / g * nt + t]
+                } else {
+                    sample(lp, self.uniforms[i])
+                };
                 let s = t * n + i;
                 self.actions[s] = a;
                 self.logp[s] = lp[a as usize];
@@ -179,6 +189,8 @@ pub struct SeqEngine {
     gens: Vec<GenChunk>,
     /// Prompts of the last rollout, `[local group][prompt_len]`.
     prompts: Vec<u32>,
+    /// Their answers, `[local group][response_len]`; empty without expert responses.
+    answers: Vec<u32>,
     /// Actions of the last rollout, `[t * num_envs + env]`.
     actions: Vec<u32>,
 }
@@ -219,6 +231,11 @@ impl SeqEngine {
             simd: SimdLevel::detect(),
             gens,
             prompts: vec![0; ne / task.group_size * task.prompt_len],
+            answers: if task.expert_per_group > 0 {
+                vec![0; ne / task.group_size * nt]
+            } else {
+                Vec::new()
+            },
             actions: vec![0; ne * nt],
             key,
             layout,
@@ -273,11 +290,19 @@ impl Engine for SeqEngine {
             self.task
                 .prompt(self.key, rollout, (first_group + k) as u32, p);
         }
+        for (p, a) in self
+            .prompts
+            .chunks_exact(pl)
+            .zip(self.answers.chunks_exact_mut(nt))
+        {
+            self.task.answer(p, a);
+        }
         let ctx = GenCtx {
             layout: &self.layout,
             params: self.learn.params(),
             task: &self.task,
             prompts: &self.prompts,
+            answers: &self.answers,
             key: self.key,
             env_offset: self.cfg.env_offset,
             step0: self.step,

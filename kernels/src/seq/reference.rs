@@ -108,6 +108,14 @@ impl Engine for SeqReferenceEngine {
                 )
             })
             .collect();
+        let answers: Vec<Vec<u32>> = prompts
+            .iter()
+            .map(|p| {
+                let mut a = vec![0; nt];
+                self.task.answer(p, &mut a);
+                a
+            })
+            .collect();
         let mut responses = vec![Vec::new(); ne];
         self.learn.obs.clear();
         self.learn.actions.clear();
@@ -123,7 +131,12 @@ impl Engine for SeqReferenceEngine {
                     (self.cfg.env_offset + i) as u32,
                     gt,
                 );
-                let a = sample(&logp, u);
+                // Expert envs (the last `expert_per_group` of each group) take the answer's token.
+                let a = if self.task.is_expert(self.cfg.env_offset + i) {
+                    answers[i][t]
+                } else {
+                    sample(&logp, u)
+                };
                 responses[i].push(a);
                 self.learn.obs.push(obs);
                 self.learn.actions.push(a);

@@ -63,8 +63,11 @@ pub struct SeqTask {
     pub vocab: usize,
     /// Tokens per prompt.
     pub prompt_len: usize,
-    /// Responses sampled per prompt (G), consecutive global envs.
+    /// Responses per prompt (G), consecutive global envs.
     pub group_size: usize,
+    /// The last `expert_per_group` responses of every group are the known answer, teacher-forced
+    /// (CHORD's expert samples); the first `group_size - expert_per_group` are sampled. 0: none.
+    pub expert_per_group: usize,
 }
 
 /// Largest `vocab`, `prompt_len` and `group_size` accepted: tokens and counters are u32, and a
@@ -95,6 +98,12 @@ impl SeqTask {
         }
     }
 
+    /// Whether global env `env` is an expert (teacher-forced) response: its position in its
+    /// group is one of the last `expert_per_group`.
+    pub fn is_expert(&self, env: usize) -> bool {
+        env % self.group_size.max(1) >= self.group_size.saturating_sub(self.expert_per_group)
+    }
+
     /// Checks the sizes; the error names the offending field and why.
     pub fn validate(&self) -> Result<(), KernelError> {
         let bad = |m: String| {
@@ -120,6 +129,13 @@ impl SeqTask {
             if v > MAX_SIZE {
                 return bad(format!("`{name}` must be at most {MAX_SIZE}, got {v}"));
             }
+        }
+        if self.expert_per_group >= self.group_size {
+            return bad(format!(
+                "`expert_per_group` ({}) must be less than `group_size` ({}): every group needs a \
+                 sampled response",
+                self.expert_per_group, self.group_size
+            ));
         }
         if self.family == TaskFamily::Add && !self.prompt_len.is_multiple_of(2) {
             return bad(format!(
@@ -214,6 +230,7 @@ mod tests {
             vocab,
             prompt_len,
             group_size: 4,
+            expert_per_group: 0,
         }
     }
 
@@ -344,6 +361,21 @@ mod tests {
         let mut g = task(TaskFamily::Reverse, 4, 2);
         g.group_size = 0;
         assert!(msg(g).contains("`group_size`"));
+        let mut x = task(TaskFamily::Reverse, 4, 2);
+        x.expert_per_group = 4;
+        assert!(
+            msg(x).contains("`expert_per_group` (4) must be less than `group_size` (4)"),
+            "{}",
+            msg(x)
+        );
+        x.expert_per_group = 3;
+        assert!(x.validate().is_ok());
+        // Group size 4, one expert: positions 3, 7, ... are experts.
+        x.expert_per_group = 1;
+        let experts: Vec<usize> = (0..8).filter(|&e| x.is_expert(e)).collect();
+        assert_eq!(experts, [3, 7]);
+        x.expert_per_group = 0;
+        assert!((0..8).all(|e| !x.is_expert(e)));
         assert!(task(TaskFamily::Add, 10, 4).validate().is_ok());
         assert_eq!("add".parse::<TaskFamily>().ok(), Some(TaskFamily::Add));
         let e = "Reverse"

@@ -24,6 +24,7 @@ fn task(family: TaskFamily, vocab: usize, prompt_len: usize, group_size: usize) 
         vocab,
         prompt_len,
         group_size,
+        expert_per_group: 0,
     }
 }
 
@@ -247,6 +248,86 @@ fn evaluate_reproduces_rollout_logp_exactly() {
                 ro.values[s].to_bits(),
                 "value at {s}"
             );
+        }
+    }
+}
+
+/// Expert responses (SEMANTICS.md section 6): the last `expert_per_group` envs of each group
+/// are the answer, teacher-forced, scored under the current policy like sampled tokens; the
+/// engine matches the reference (over two ranks' offsets and several threads), `evaluate`
+/// reproduces the experts' numbers exactly, and the sampled envs draw exactly what a run
+/// without experts draws.
+#[test]
+fn expert_responses_are_teacher_forced_answers_and_match_the_reference() {
+    for (family, experts, threads, offset) in [
+        (TaskFamily::Reverse, 1, 1, 0),
+        (TaskFamily::Add, 2, 2, 8),
+        (TaskFamily::Sort, 3, 3, 0),
+    ] {
+        let tk = SeqTask {
+            expert_per_group: experts,
+            ..task(family, 5, 4, 4)
+        };
+        let cfg = EngineConfig {
+            env_offset: offset,
+            ..seq_config(&tk, 64, vec![16, 16], 7, threads)
+        };
+        let mut eng = SeqEngine::new(cfg.clone(), tk).expect("engine");
+        let mut rf = SeqReferenceEngine::new(cfg.clone(), tk).expect("reference");
+        let plain = SeqTask {
+            expert_per_group: 0,
+            ..tk
+        };
+        let mut none = SeqEngine::new(cfg.clone(), plain).expect("engine without experts");
+        sharpen(&mut eng, &mut rf);
+        none.set_params(&eng.params().expect("p")).expect("set");
+        let (nt, ne) = (tk.response_len(), cfg.num_envs);
+        let key = run_key(cfg.seed);
+        let layout = drover_kernels::ParamLayout::new(&cfg.shape).expect("layout");
+        let (mut a, mut b, mut c) = (Rollout::default(), Rollout::default(), Rollout::default());
+        let mut diverged = vec![false; ne];
+        for r in 0..2u64 {
+            let params = rf.params().expect("p");
+            eng.rollout(&mut a).expect("rollout");
+            rf.rollout(&mut b).expect("reference rollout");
+            none.rollout(&mut c).expect("rollout without experts");
+            compare_rollout(&a, &b, &tk, &cfg, &params, r * nt as u64, &mut diverged);
+            let mut n_expert = 0;
+            for e in 0..ne {
+                let pr = prompt(&tk, key, r as u32, ((offset + e) / 4) as u32);
+                let mut answer = vec![0u32; nt];
+                tk.answer(&pr, &mut answer);
+                let resp: Vec<u32> = (0..nt).map(|t| a.actions[t * ne + e]).collect();
+                if !tk.is_expert(offset + e) {
+                    // The sampled envs: the very tokens of a run without experts.
+                    let plain_resp: Vec<u32> = (0..nt).map(|t| c.actions[t * ne + e]).collect();
+                    assert_eq!(resp, plain_resp, "{family}: sampled env {e} changed");
+                    continue;
+                }
+                n_expert += 1;
+                assert!(!diverged[e], "{family}: an expert response cannot split");
+                assert_eq!(resp, answer, "{family}: expert env {e} is not the answer");
+                assert_eq!(a.finished_returns[e], 1.0, "{family}: expert env {e} is wrong");
+                // logp and entropy of the forced token under the current policy, by hand.
+                for t in 0..nt {
+                    let (logits, value) =
+                        forward(&layout, &params, &observation(&tk, &pr, &answer[..t], t));
+                    let lp = log_softmax(&logits);
+                    close(a.logp[t * ne + e], lp[answer[t] as usize], "expert logp", e);
+                    close(a.values[t * ne + e], value, "expert value", e);
+                }
+            }
+            assert_eq!(n_expert, ne / 4 * experts, "{family}: expert count");
+        }
+        // Evaluate reproduces every token, the forced ones included, bit for bit.
+        let n = (nt * ne) as u32;
+        let samples: Vec<u32> = (0..n).rev().collect();
+        let mut ev = MinibatchEval::default();
+        eng.evaluate(&samples, &mut ev).expect("evaluate");
+        for (j, &s) in samples.iter().enumerate() {
+            let s = s as usize;
+            assert_eq!(ev.logp[j].to_bits(), a.logp[s].to_bits(), "{family}: logp at {s}");
+            assert_eq!(ev.entropy[j].to_bits(), a.entropy[s].to_bits(), "{family}: entropy at {s}");
         }
     }
 }

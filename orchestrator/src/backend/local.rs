@@ -7,6 +7,13 @@
 //! A job that dies without writing `exit.json` (killed by a signal: the OOM killer's SIGKILL, a
 //! segfault, an abort) gets one written for it, `failed` with that reason, and is relaunched
 //! as a new attempt while its `max_retries` budget lasts.
+//!
+//! Crash consistency (docs/design/results-layout.md): each job is spawned holding its run's
+//! lock (`job_lock`, the descriptor inherited across exec) and with `PR_SET_PDEATHSIG` =
+//! SIGTERM, so a `drover run` killed outright takes its jobs down with it (they stop cleanly),
+//! and whatever still runs keeps its run locked against the next `drover run`. The death signal
+//! fires when the *thread* that forked the child exits: jobs are spawned only from the thread
+//! running [`Backend::launch`], which returns after every job has ended.
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
@@ -234,19 +241,55 @@ impl Backend for LocalBackend {
 /// Starts one job with its logs, in a new process group (so a terminal Ctrl-C reaches only
 /// drover, which then stops jobs in order, and so a job's own children are signalled with it).
 fn spawn(job_bin: &Path, run: &PendingRun) -> Result<std::process::Child, String> {
+    let lock_path = run.dir.join(super::job_lock::JOB_LOCK_FILE);
+    let mut lock = match super::job_lock::try_lock(&run.dir) {
+        Ok(Some(lock)) => lock,
+        Ok(None) => {
+            return Err(format!(
+                "its run directory is in use by another job ({}); not started, so as not to write beside it",
+                super::job_lock::holder(&run.dir)
+            ))
+        }
+        Err(e) => return Err(format!("cannot lock `{}`: {e}", lock_path.display())),
+    };
+    let lock_fd = lock.raw_fd();
+    // SAFETY: getpid(2) has no preconditions.
+    let parent = unsafe { libc::getpid() };
     let stdout = File::create(run.stdout_log()).map_err(|e| format!("cannot create `{}`: {e}", run.stdout_log().display()))?;
     let stderr = File::create(run.stderr_log()).map_err(|e| format!("cannot create `{}`: {e}", run.stderr_log().display()))?;
-    job_command(job_bin, run.ranks)
-        .arg("--spec")
+    let mut cmd = job_command(job_bin, run.ranks);
+    cmd.arg("--spec")
         .arg(&run.spec_path)
         .arg("--out")
         .arg(&run.dir)
+        .env(super::job_lock::LOCK_FD_ENV, lock_fd.to_string())
         .stdin(Stdio::null())
         .stdout(stdout)
         .stderr(stderr)
-        .process_group(0)
-        .spawn()
-        .map_err(|e| format!("cannot start `{}`: {e}", job_bin.display()))
+        .process_group(0);
+    // SAFETY: the closure runs in the forked child before exec and calls only async-signal-safe
+    // functions (fcntl, prctl, getppid), touching no memory but their integer arguments.
+    unsafe {
+        cmd.pre_exec(move || {
+            // Keep the locked descriptor across exec: the job now holds the run's lock.
+            if libc::fcntl(lock_fd, libc::F_SETFD, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // drover died between fork and prctl: the death signal will never come.
+            if libc::getppid() != parent {
+                return Err(std::io::Error::other("drover exited while starting the job"));
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().map_err(|e| format!("cannot start `{}`: {e}", job_bin.display()))?;
+    lock.describe(&format!("pid {}\nstarted by drover run pid {parent}\n", child.id()));
+    // Our copy of the descriptor closes here; the child's keeps the lock for as long as it lives.
+    drop(lock);
+    Ok(child)
 }
 
 /// `drover-job` itself for one rank; `mpirun -np N drover-job` for more. `DROVER_MPIRUN`
@@ -315,7 +358,11 @@ fn record_exit(report: &mut LaunchReport, run: &PendingRun, status: std::io::Res
         Ok(Some(record)) => format!("{:?}: {}", record.status, record.reason.unwrap_or_else(|| status_text.clone())).to_lowercase(),
         Ok(None) => {
             let reason = format!("{status_text} without writing exit.json");
-            write_failed_marker(&exit_path, &run.run_id, &reason);
+            // Only under the run's lock: a process the job left behind may still write there.
+            match super::job_lock::try_lock(&run.dir) {
+                Ok(Some(_lock)) => write_failed_marker(&exit_path, &run.run_id, &reason),
+                _ => tracing::warn!(run = %run.run_id, "not writing `{}`: the run directory is still locked", exit_path.display()),
+            }
             reason
         }
         Err(e) => format!("{status_text}; unreadable exit.json: {e}"),
@@ -326,6 +373,14 @@ fn record_exit(report: &mut LaunchReport, run: &PendingRun, status: std::io::Res
 /// Moves a failed attempt's files aside as `prepare` does and puts `spec.json` back; returns
 /// the next attempt's number.
 fn rearm(run: &PendingRun) -> Result<u32, RunError> {
+    let lock_path = run.dir.join(super::job_lock::JOB_LOCK_FILE);
+    let io = |source| RunError::Io { action: "lock", path: lock_path.clone(), source };
+    let Some(_lock) = super::job_lock::try_lock(&run.dir).map_err(io)? else {
+        return Err(io(std::io::Error::other(format!(
+            "still held by {}: a process of the failed attempt is alive",
+            super::job_lock::holder(&run.dir)
+        ))));
+    };
     let spec = std::fs::read(&run.spec_path).map_err(|source| RunError::Io { action: "read", path: run.spec_path.clone(), source })?;
     let attempt = super::prepare::archive_partial(&run.dir)?;
     layout::write_atomic(&run.spec_path, &spec).map_err(|source| RunError::Io { action: "write", path: run.spec_path.clone(), source })?;

@@ -3,6 +3,7 @@
 //! Preparing the results directory (`prepare`) is shared by every backend; a backend only
 //! launches the `PendingRun`s it is given and reports how each ended.
 
+pub mod job_lock;
 pub mod local;
 mod prepare;
 pub mod slurm;
@@ -12,7 +13,10 @@ pub mod slurm_script;
 
 use std::path::PathBuf;
 
-pub use prepare::{completed_files_problem, inspect_run, parquet_frame_problem, prepare, run_state, PendingRun, Prepared, RunState};
+pub use prepare::{
+    completed_files_problem, inspect_run, parquet_frame_problem, prepare, prepare_waiting, run_state, PendingRun, Prepared, RunState,
+    DEFAULT_BUSY_WAIT,
+};
 
 use crate::error::RunError;
 

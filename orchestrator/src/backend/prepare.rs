@@ -46,7 +46,13 @@ pub struct Prepared {
     /// Runs redone although something on disk claimed them done (a corrupted `exit.json`, or a
     /// completion marker whose files are damaged), with the reason naming the file.
     pub redone: Vec<(String, String)>,
+    /// Unfinished runs left alone because a job still holds their lock (`.job.lock`) after the
+    /// wait ran out, with what the holder wrote about itself ("pid 123"): running elsewhere.
+    pub busy: Vec<(String, String)>,
 }
+
+/// How long `prepare` waits, by default, for jobs that still hold their run's lock.
+pub const DEFAULT_BUSY_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Where a run stands on disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,8 +177,20 @@ pub(crate) fn write_sweep_files(plan: &Plan, root: &Path) -> Result<(), RunError
 /// Writes `sweep.toml`, `sweep.json` and each run's `spec.json`; decides which runs to launch.
 ///
 /// Finished runs are never touched. Unfinished ones have their files moved into
-/// `attempt-<n>/` first, so nothing from an earlier attempt is lost.
+/// `attempt-<n>/` first, so nothing from an earlier attempt is lost. Waits up to
+/// [`DEFAULT_BUSY_WAIT`] for runs still running elsewhere (see [`prepare_waiting`]).
 pub fn prepare(plan: &Plan) -> Result<Prepared, RunError> {
+    prepare_waiting(plan, DEFAULT_BUSY_WAIT)
+}
+
+/// [`prepare`], waiting up to `busy_wait` for unfinished runs whose job lock is still held.
+///
+/// Such a run is being written by a live job that this process did not start (most often an
+/// orphan of a `drover run` killed with SIGKILL): archiving it or launching it again would put
+/// two writers in one directory. It is re-examined when its lock is released (it may have
+/// completed meanwhile); when the wait runs out it is left alone and listed in
+/// [`Prepared::busy`].
+pub fn prepare_waiting(plan: &Plan, busy_wait: std::time::Duration) -> Result<Prepared, RunError> {
     let runs_dir = plan.results.runs_dir();
     std::fs::create_dir_all(&runs_dir).map_err(io_err("create directory", &runs_dir))?;
     // Absolute paths, so the job and its logs do not depend on the working directory.
@@ -182,29 +200,84 @@ pub fn prepare(plan: &Plan) -> Result<Prepared, RunError> {
     write_sweep_files(plan, &root)?;
 
     let mut prepared = Prepared::default();
+    let mut busy = Vec::new();
     for run in &plan.runs {
         let spec = plan.job_spec(run);
         let dir = results.run_dir(&spec.run_id);
-        let mut attempt = 1;
-        let (state, problem) = inspect_run(&dir, &spec);
-        if let Some(problem) = problem {
-            tracing::warn!(run = %spec.run_id, "not trusted as done, redoing it: {problem}");
-            prepared.redone.push((spec.run_id.clone(), problem));
-        }
-        match state {
-            RunState::Completed => {
-                prepared.skipped.push(spec.run_id);
-                continue;
-            }
-            RunState::Unfinished => attempt = archive_partial(&dir)?,
-            RunState::New => std::fs::create_dir_all(&dir).map_err(io_err("create directory", &dir))?,
-        }
-        let spec_path = dir.join(SPEC_JSON);
-        layout::write_atomic(&spec_path, &to_json(&spec, &spec_path)?).map_err(io_err("write", &spec_path))?;
         let ranks = run.run.get("ranks").and_then(serde_json::Value::as_u64).map_or(1, |r| r as u32);
-        prepared.pending.push(PendingRun { run_id: spec.run_id, label: spec.label, dir, spec_path, attempt, ranks });
+        if !claim(&mut prepared, dir.clone(), &spec, ranks)? {
+            busy.push((dir, spec, ranks));
+        }
     }
+    if busy.is_empty() {
+        return Ok(prepared);
+    }
+    eprintln!(
+        "drover: {} unfinished run(s) are still being written by a job this command did not start          (left running by an earlier `drover run` that was killed?); waiting up to {} s for them to end:",
+        busy.len(),
+        busy_wait.as_secs()
+    );
+    for (dir, spec, _) in &busy {
+        eprintln!("  running elsewhere: {} ({}): {}", spec.run_id, spec.label, super::job_lock::holder(dir));
+    }
+    let deadline = std::time::Instant::now() + busy_wait;
+    loop {
+        let mut still = Vec::new();
+        for (dir, spec, ranks) in busy {
+            if !claim(&mut prepared, dir.clone(), &spec, ranks)? {
+                still.push((dir, spec, ranks));
+            }
+        }
+        busy = still;
+        if busy.is_empty() || std::time::Instant::now() >= deadline {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    prepared.busy = busy.into_iter().map(|(dir, spec, _)| (spec.run_id, super::job_lock::holder(&dir))).collect();
     Ok(prepared)
+}
+
+/// Decides one run: skipped (completed), pending (new, or unfinished and archived under its job
+/// lock), or `false` when its lock is held by a live job, in which case nothing was touched.
+///
+/// An unfinished run is examined again once its lock is held: the job that held it a moment
+/// ago may have completed the run in between.
+fn claim(prepared: &mut Prepared, dir: PathBuf, spec: &JobSpec, ranks: u32) -> Result<bool, RunError> {
+    let (state, _) = inspect_run(&dir, spec);
+    // Held until the run's files are in place; the job takes it over when launched.
+    let mut _lock = None;
+    let attempt = match state {
+        RunState::Completed => {
+            prepared.skipped.push(spec.run_id.clone());
+            return Ok(true);
+        }
+        RunState::New => {
+            std::fs::create_dir_all(&dir).map_err(io_err("create directory", &dir))?;
+            1
+        }
+        RunState::Unfinished => {
+            let lock_path = dir.join(super::job_lock::JOB_LOCK_FILE);
+            let Some(lock) = super::job_lock::try_lock(&dir).map_err(io_err("lock", &lock_path))? else {
+                return Ok(false);
+            };
+            let (state, problem) = inspect_run(&dir, spec);
+            if state == RunState::Completed {
+                prepared.skipped.push(spec.run_id.clone());
+                return Ok(true);
+            }
+            if let Some(problem) = problem {
+                tracing::warn!(run = %spec.run_id, "not trusted as done, redoing it: {problem}");
+                prepared.redone.push((spec.run_id.clone(), problem));
+            }
+            _lock = Some(lock);
+            archive_partial(&dir)?
+        }
+    };
+    let spec_path = dir.join(SPEC_JSON);
+    layout::write_atomic(&spec_path, &to_json(spec, &spec_path)?).map_err(io_err("write", &spec_path))?;
+    prepared.pending.push(PendingRun { run_id: spec.run_id.clone(), label: spec.label.clone(), dir, spec_path, attempt, ranks });
+    Ok(true)
 }
 
 /// The attempt number in an `attempt-<n>...` name.
@@ -222,6 +295,10 @@ pub(crate) fn archive_partial(dir: &Path) -> Result<u32, RunError> {
     for entry in entries {
         let entry = entry.map_err(io_err("read directory", dir))?;
         let name = entry.file_name().to_string_lossy().into_owned();
+        if name == super::job_lock::JOB_LOCK_FILE {
+            // The lock stays where jobs look for it (and may be held by our caller right now).
+            continue;
+        }
         match attempt_number(&name) {
             Some(n) => last = last.max(n),
             None => partial.push(entry.path()),

@@ -21,6 +21,18 @@ pub fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
+/// `s` as it may appear on a comment or `#SBATCH` line: one line, control characters escaped.
+///
+/// The values written there (sweep name, job name, comment) are validated upstream to plain
+/// characters; this keeps a future caller that forgets from turning a newline into a script line.
+fn one_line(s: &str) -> String {
+    if s.chars().any(char::is_control) {
+        s.escape_debug().to_string()
+    } else {
+        s.to_string()
+    }
+}
+
 /// Everything one batch script says.
 #[derive(Debug, Clone)]
 pub struct ScriptParams<'a> {
@@ -69,14 +81,14 @@ pub fn render(p: &ScriptParams<'_>) -> String {
     }
     let vars: [(&str, String); 16] = [
         ("version", env!("CARGO_PKG_VERSION").to_string()),
-        ("sweep", p.sweep.to_string()),
+        ("sweep", one_line(p.sweep)),
         ("submission", p.submission.to_string()),
         ("count", p.count.to_string()),
-        ("script_name", p.script_name.to_string()),
-        ("job_name", p.job_name.to_string()),
-        ("comment", p.comment.to_string()),
+        ("script_name", one_line(p.script_name)),
+        ("job_name", one_line(p.job_name)),
+        ("comment", one_line(p.comment)),
         ("array", array),
-        ("signal", p.signal.to_string()),
+        ("signal", one_line(p.signal)),
         ("signal_seconds", p.signal_seconds.to_string()),
         ("resources", resources),
         ("tasks", shell_quote(&p.tasks.display().to_string())),
@@ -111,6 +123,50 @@ mod tests {
                 .expect("sh");
             assert_eq!(String::from_utf8_lossy(&out.stdout), value);
         }
+    }
+
+    /// Any string at all comes back from the shell as exactly itself, as one word.
+    #[test]
+    fn quoting_survives_arbitrary_strings() {
+        use proptest::prelude::*;
+        let config = proptest::test_runner::Config { cases: 48, failure_persistence: None, ..Default::default() };
+        proptest::proptest!(config, |(value in "[^\\x00]{0,24}")| {
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(format!("set -- {}; printf '%s|%s' \"$#\" \"$1\"", shell_quote(&value)))
+                .output()
+                .map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(String::from_utf8_lossy(&out.stdout), format!("1|{value}"));
+        });
+    }
+
+    /// Hostile strings in the one-line fields (sweep name, job name, comment) cannot add lines.
+    #[test]
+    fn header_values_cannot_add_script_lines() {
+        let resources = Resources { options: vec![], extra: vec![] };
+        let render_with = |hostile: &str| {
+            render(&ScriptParams {
+                sweep: hostile,
+                submission: 0,
+                count: 1,
+                script_name: hostile,
+                job_name: hostile,
+                comment: hostile,
+                throttle: None,
+                signal: "USR1",
+                signal_seconds: 90,
+                resources: &resources,
+                tasks: Path::new("/r/t"),
+                runs: Path::new("/r/runs"),
+                job_bin: Path::new("/bin/drover-job"),
+                max_timeouts: 3,
+                max_preemptions: 10,
+            })
+        };
+        let benign = render_with("s");
+        let hostile = render_with("s\ntouch /tmp/pwned\r\n#SBATCH --uid=0");
+        assert_eq!(benign.lines().count(), hostile.lines().count(), "{hostile}");
+        assert!(!hostile.lines().any(|l| l.starts_with("touch") || l.starts_with("#SBATCH --uid")), "{hostile}");
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value};
 
 use crate::config::ids::{ConfigId, RunId};
-use crate::config::sweep::{apply, AxisKey, Sweep};
+use crate::config::sweep::{apply, canonical_run, AxisKey, Sweep};
 
 /// One run of a sweep: its resolved configuration and ids. (On disk it becomes a `layout::JobSpec`.)
 #[derive(Debug, Clone, PartialEq)]
@@ -55,7 +55,9 @@ impl Sweep {
     }
 
     fn push_seeds(&self, point: &[(&AxisKey, &Value)], runs: &mut Vec<RunSpec>) {
-        let (mut run, params) = apply(&self.base_run, &self.base_params, point.iter().copied());
+        let (run, params) = apply(&self.base_run, &self.base_params, point.iter().copied());
+        // `validate` checked this combination with the same function, so the fallback is unreachable.
+        let mut run = canonical_run(&run).unwrap_or(run);
         let axes: BTreeMap<String, Value> = point.iter().map(|(k, v)| (k.to_string(), (*v).clone())).collect();
         let label = label(&axes);
         run.remove("seed");

@@ -25,7 +25,7 @@ pub struct SweepFile {
     /// The base configuration of every run.
     pub run: RunConfig,
     /// Algorithm parameters, passed to the plugin verbatim.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "finite_map")]
     pub params: BTreeMap<String, serde_json::Value>,
     /// The sweep axes.
     #[serde(default)]
@@ -106,6 +106,10 @@ pub struct RunConfig {
     /// Reference policy for KL terms: `none` (absent) or `initial` (the policy at iteration 0).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reference_policy: Option<ReferencePolicy>,
+    /// Sequence tasks: the last `expert_per_group` responses of each group are the task's
+    /// answer, teacher-forced (CHORD's expert samples); absent means 0.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expert_per_group: Option<u32>,
 }
 
 /// Which policy the job evaluates `logp_ref` with.
@@ -192,6 +196,7 @@ impl Default for RunConfig {
             vocab: None,
             prompt_len: None,
             reference_policy: None,
+            expert_per_group: None,
         }
     }
 }
@@ -221,6 +226,7 @@ impl RunConfig {
         "vocab",
         "prompt_len",
         "reference_policy",
+        "expert_per_group",
     ];
 }
 
@@ -232,10 +238,10 @@ pub struct SweepAxesFile {
     #[serde(default)]
     pub seeds: Option<SeedsFile>,
     /// Grid axes: dotted key → values; the runs take the cartesian product.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "finite_grid")]
     pub grid: BTreeMap<String, Vec<serde_json::Value>>,
     /// Explicit cases: each a table of dotted key → value.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "finite_cases")]
     pub cases: Option<Vec<BTreeMap<String, serde_json::Value>>>,
 }
 
@@ -299,4 +305,81 @@ impl<'de> Deserialize<'de> for SeedsFile {
         }
         d.deserialize_any(SeedsVisitor)
     }
+}
+
+/// A free-form value (`[params]`, axis values) that refuses NaN and infinities.
+///
+/// JSON, which run ids hash and plugins receive, has neither: `serde_json::Value` would turn
+/// them into `null` silently, so `nan` and `inf` would give the same run id and the plugin
+/// would see neither. Refusing them here makes figment's error name the key.
+struct Finite(serde_json::Value);
+
+impl<'de> Deserialize<'de> for Finite {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct FiniteVisitor;
+        impl<'de> Visitor<'de> for FiniteVisitor {
+            type Value = Finite;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string, number, boolean, array or table")
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Finite, E> {
+                Ok(Finite(v.into()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Finite, E> {
+                Ok(Finite(v.into()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Finite, E> {
+                Ok(Finite(v.into()))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Finite, E> {
+                serde_json::Number::from_f64(v)
+                    .map(|n| Finite(serde_json::Value::Number(n)))
+                    .ok_or_else(|| de::Error::invalid_value(de::Unexpected::Float(v), &"a finite number (JSON has no NaN or infinity)"))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Finite, E> {
+                Ok(Finite(v.into()))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Finite, E> {
+                Ok(Finite(v.into()))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Finite, E> {
+                Ok(Finite(serde_json::Value::Null))
+            }
+            fn visit_none<E: de::Error>(self) -> Result<Finite, E> {
+                Ok(Finite(serde_json::Value::Null))
+            }
+            fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Finite, D::Error> {
+                Finite::deserialize(d)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Finite, A::Error> {
+                let mut items = Vec::new();
+                while let Some(Finite(v)) = seq.next_element()? {
+                    items.push(v);
+                }
+                Ok(Finite(serde_json::Value::Array(items)))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Finite, A::Error> {
+                let mut out = serde_json::Map::new();
+                while let Some((k, Finite(v))) = map.next_entry::<String, Finite>()? {
+                    out.insert(k, v);
+                }
+                Ok(Finite(serde_json::Value::Object(out)))
+            }
+        }
+        d.deserialize_any(FiniteVisitor)
+    }
+}
+
+fn finite_map<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, serde_json::Value>, D::Error> {
+    Ok(BTreeMap::<String, Finite>::deserialize(d)?.into_iter().map(|(k, v)| (k, v.0)).collect())
+}
+
+fn finite_grid<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, Vec<serde_json::Value>>, D::Error> {
+    let grid = BTreeMap::<String, Vec<Finite>>::deserialize(d)?;
+    Ok(grid.into_iter().map(|(k, v)| (k, v.into_iter().map(|f| f.0).collect())).collect())
+}
+
+fn finite_cases<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<BTreeMap<String, serde_json::Value>>>, D::Error> {
+    let cases = Option::<Vec<BTreeMap<String, Finite>>>::deserialize(d)?;
+    Ok(cases.map(|cases| cases.into_iter().map(|c| c.into_iter().map(|(k, v)| (k, v.0)).collect()).collect()))
 }

@@ -54,9 +54,10 @@ pub fn parse_set(raw: &str, file: &Path) -> Result<SetArg, ConfigError> {
         return Err(bad(key, "the value is empty (quote an empty string: key='')".into()));
     }
     let value = match format!("v = {value}").parse::<toml::Table>() {
+        // `1\nfoo = 2` parses as a table with a second key: one `--set` is one value.
         Ok(mut table) => match table.remove("v") {
-            Some(v) => v,
-            None => return Err(bad(key, format!("cannot parse `{value}`"))),
+            Some(v) if table.is_empty() => v,
+            _ => return Err(bad(key, format!("`{}` is not one TOML value", value.escape_debug()))),
         },
         // A bare word such as `Acrobot-v1` is a string; anything with TOML punctuation that
         // failed to parse is a typo the user should see.

@@ -31,6 +31,7 @@
 //! # group_size = 8               # responses per prompt; divides num_envs / ranks
 //! # vocab = 8                    # tokens
 //! # prompt_len = 3               # response length = prompt_len (reverse, sort), prompt_len / 2 + 1 (add)
+//! # expert_per_group = 0         # last N responses of each group are the teacher-forced answer (CHORD); < group_size
 //!
 //! [params]                       # free-form; passed to the plugin verbatim, which validates it
 //! gamma = 0.99
@@ -65,13 +66,16 @@
 //! `RunId` / `ConfigId`: first 16 hex digits of SHA-256 over the canonical JSON (sorted keys, no
 //! whitespace) of `{"params": .., "plugin": .., "run": ..}` with and without `run.seed`
 //! (docs/design/results-layout.md). Values are normalized through the typed schema first, so
-//! `lr = 1` and `lr = 1.0` give the same id.
+//! `lr = 1` and `lr = 1.0` give the same id, and a default spelled out (`group_size = 8` for a
+//! sequence task, `reference_policy = "none"`) gives the id of leaving it out (`sweep::canonical_run`).
 
 mod expand;
 mod file;
 mod ids;
 mod load;
 mod plugin;
+#[cfg(test)]
+mod proptests;
 mod sweep;
 #[cfg(test)]
 mod tests;
@@ -82,3 +86,4 @@ pub use ids::{canonical_json, ConfigId, RunId};
 pub use load::{load, load_str, parse_set, SetArg};
 pub use plugin::PluginSearch;
 pub use sweep::{AxisKey, Sweep, MAX_RUNS};
+pub(crate) use sweep::check_path_text;

@@ -11,12 +11,55 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value};
 
 use crate::backend::slurm_config::{BackendKind, SlurmSettings};
-use crate::config::file::{EnvKind, RunConfig, SweepFile, DEFAULT_GROUP_SIZE, DEFAULT_PROMPT_LEN, DEFAULT_VOCAB};
+use crate::config::file::{
+    EnvKind, ReferencePolicy, RunConfig, SeedsFile, SweepFile, DEFAULT_GROUP_SIZE, DEFAULT_PROMPT_LEN, DEFAULT_VOCAB,
+};
 use crate::config::ids::canonical_json;
 use crate::error::{ConfigError, ConfigErrorKind};
 
 /// The most runs one sweep may expand to; more is almost surely a mistake in the grid.
 pub const MAX_RUNS: usize = 100_000;
+
+/// The longest file name Linux allows (`NAME_MAX`), for names that become one path component.
+const MAX_NAME_BYTES: usize = 255;
+
+/// A path from the config is one a file system and a log line can hold: not empty, no NUL or
+/// other control character (a newline would split a log or tasks line), no component longer
+/// than `MAX_NAME_BYTES`. Absolute paths and `..` are allowed: these paths are chosen by the
+/// user (where results go, where plugins are), never joined under the results directory.
+pub(crate) fn check_path_text(path: &str) -> Result<(), String> {
+    if path.is_empty() {
+        return Err("the path is empty".into());
+    }
+    if let Some(c) = path.chars().find(|c| c.is_control()) {
+        return Err(format!("`{}` contains the control character {c:?}; paths may not", path.escape_debug()));
+    }
+    if let Some(long) = path.split('/').find(|c| c.len() > MAX_NAME_BYTES) {
+        return Err(format!("a path component is {} bytes long; at most {MAX_NAME_BYTES} are allowed", long.len()));
+    }
+    Ok(())
+}
+
+/// `run.plugin`: a path (contains `/` or ends in `.so`) is checked like any path; a name becomes
+/// part of a file name (`libdrover_plugin_<name>.so`), so it is one short, printable component.
+fn check_plugin_spec(spec: &str) -> Result<(), String> {
+    if spec.contains('/') || spec.ends_with(".so") {
+        return check_path_text(spec);
+    }
+    if spec == "." || spec == ".." || spec.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(format!(
+            "`{}` is neither a plugin name (no whitespace or control characters, not `.` or `..`) nor a path",
+            spec.escape_debug()
+        ));
+    }
+    if spec.len() > MAX_PLUGIN_NAME_BYTES {
+        return Err(format!("a plugin name has at most {MAX_PLUGIN_NAME_BYTES} bytes, this one {}", spec.len()));
+    }
+    Ok(())
+}
+
+/// Leaves room for `libdrover_plugin_` and `.so` within `MAX_NAME_BYTES`.
+const MAX_PLUGIN_NAME_BYTES: usize = 200;
 
 /// A key that an axis may set: `run.<known key>` or `params.<any name>`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -94,9 +137,23 @@ impl Sweep {
                 "name",
                 ConfigErrorKind::InvalidValue(format!(
                     "`{}`: a sweep name is non-empty, made of letters, digits, `.`, `_`, `-`, and does not start with `.`",
-                    file.name
+                    file.name.escape_debug()
                 )),
             ));
+        }
+        // The name is a directory name (`results/<name>`), which Linux caps at 255 bytes.
+        if file.name.len() > MAX_NAME_BYTES {
+            return Err(err(
+                "name",
+                ConfigErrorKind::InvalidValue(format!("{} bytes long; a sweep name has at most {MAX_NAME_BYTES}", file.name.len())),
+            ));
+        }
+        if let Some(dir) = &file.results_dir {
+            check_path_text(&dir.to_string_lossy()).map_err(|why| err("results_dir", ConfigErrorKind::InvalidValue(why)))?;
+        }
+        for (i, dir) in file.plugin_path.iter().enumerate() {
+            check_path_text(&dir.to_string_lossy())
+                .map_err(|why| err(&format!("plugin_path[{i}]"), ConfigErrorKind::InvalidValue(why)))?;
         }
         let max_parallel = match file.max_parallel {
             None => None,
@@ -115,6 +172,10 @@ impl Sweep {
 
         let seeds = match &file.sweep.seeds {
             None => vec![file.run.seed],
+            // A range is checked before it is materialized: `{ count = 1e15 }` must not allocate.
+            Some(SeedsFile::Range { count, .. }) if *count > MAX_RUNS as u64 => {
+                return Err(err("sweep.seeds", ConfigErrorKind::InvalidValue(format!("expands to more than {MAX_RUNS} runs"))));
+            }
             Some(seeds) => {
                 let list = seeds.seeds().ok_or_else(|| {
                     err("sweep.seeds", ConfigErrorKind::InvalidValue("the range goes past the largest seed".into()))
@@ -157,7 +218,6 @@ impl Sweep {
             Some(cases) if cases.is_empty() => return Err(err("sweep.cases", ConfigErrorKind::EmptyAxis)),
             Some(cases) => {
                 let mut out = Vec::with_capacity(cases.len());
-                let mut seen: BTreeMap<String, usize> = BTreeMap::new();
                 for (i, case) in cases.iter().enumerate() {
                     let mut items = Vec::with_capacity(case.len());
                     for (key, value) in case {
@@ -173,21 +233,11 @@ impl Sweep {
                         items.push((axis.clone(), normalize(&axis, value, &base_run).map_err(|kind| err(&at, kind))?));
                     }
                     items.sort_by(|a, b| a.0.cmp(&b.0));
-                    // Two cases resolving to the same configuration would give the same run ids twice.
-                    let (run, params) = apply(&base_run, &base_params, items.iter().map(|(k, v)| (k, v)));
-                    let resolved = canonical_json(&serde_json::json!({"run": run, "params": params}));
-                    if let Some(j) = seen.insert(resolved, i) {
-                        return Err(err(
-                            &format!("sweep.cases[{i}]"),
-                            ConfigErrorKind::Duplicate(format!("same configuration as `sweep.cases[{j}]`")),
-                        ));
-                    }
                     out.push(items);
                 }
                 out
             }
         };
-
         let total = grid
             .iter()
             .try_fold(cases.len().saturating_mul(seeds.len()), |acc, (_, values)| acc.checked_mul(values.len()))
@@ -198,6 +248,8 @@ impl Sweep {
                 ConfigErrorKind::InvalidValue(format!("expands to more than {MAX_RUNS} runs")),
             ));
         }
+
+        check_combinations(&base_run, &base_params, &grid, &cases).map_err(|(key, kind)| err(&key, kind))?;
 
         let mut axis_keys: Vec<String> = grid.iter().map(|(k, _)| k.to_string()).collect();
         axis_keys.extend(cases.iter().flatten().map(|(k, _)| k.to_string()));
@@ -268,14 +320,105 @@ fn normalize(axis: &AxisKey, value: &Value, base_run: &Map<String, Value>) -> Re
         AxisKey::Run(key) => {
             let mut run = base_run.clone();
             run.insert(key.clone(), value.clone());
+            // Only the type here: ranges and cross-key rules are checked per combination of axis
+            // values (`check_combinations`), since a value may need another axis's value to be valid.
             let typed: RunConfig = serde_json::from_value(Value::Object(run))
                 .map_err(|e| ConfigErrorKind::WrongType(e.to_string()))?;
-            check_run(&typed).map_err(|(_, kind)| kind)?;
             match serde_json::to_value(&typed) {
                 Ok(Value::Object(mut map)) => Ok(map.remove(key).unwrap_or(Value::Null)),
                 _ => Err(ConfigErrorKind::InvalidValue("cannot be represented as JSON".into())),
             }
         }
+    }
+}
+
+/// Checks every combination of `run.*` axis values (each case × each point of the `run.*` grid
+/// axes) as one run, and that no two cases give the same configuration.
+///
+/// Each value was type-checked alone; here they meet: `num_envs = 6` and `ranks = 4` may each be
+/// fine and not together. The error names the axis that holds the key at fault (else `run.<key>`)
+/// and the combination. Params-only axes cannot make a run invalid, so the work is bounded by
+/// the distinct `[run]` tables of the sweep, not by its run count.
+fn check_combinations(
+    base_run: &Map<String, Value>,
+    base_params: &Map<String, Value>,
+    grid: &[(AxisKey, Vec<Value>)],
+    cases: &[Vec<(AxisKey, Value)>],
+) -> Result<(), (String, ConfigErrorKind)> {
+    let run_grid: Vec<&(AxisKey, Vec<Value>)> = grid.iter().filter(|(k, _)| matches!(k, AxisKey::Run(_))).collect();
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    for (i, case) in cases.iter().enumerate() {
+        let mut index = vec![0usize; run_grid.len()];
+        loop {
+            let point: Vec<(&AxisKey, &Value)> = case
+                .iter()
+                .map(|(k, v)| (k, v))
+                .chain(run_grid.iter().zip(&index).map(|((k, values), &j)| (k, &values[j])))
+                .collect();
+            let (run, params) = apply(base_run, base_params, point.iter().copied());
+            let run = canonical_run(&run).map_err(|(key, kind)| {
+                let axis = AxisKey::Run(key.clone());
+                let at = if case.iter().any(|(k, _)| *k == axis) {
+                    format!("sweep.cases[{i}].run.{key}")
+                } else if run_grid.iter().any(|(k, _)| *k == axis) {
+                    format!("sweep.grid.run.{key}")
+                } else {
+                    format!("run.{key}")
+                };
+                let others: Vec<String> =
+                    point.iter().filter(|(k, _)| matches!(k, AxisKey::Run(_)) && **k != axis).map(|(k, v)| format!("{k}={v}")).collect();
+                let kind = match kind {
+                    ConfigErrorKind::InvalidValue(why) if !others.is_empty() => {
+                        ConfigErrorKind::InvalidValue(format!("{why} (in the runs with {})", others.join(", ")))
+                    }
+                    kind => kind,
+                };
+                (at, kind)
+            })?;
+            let resolved = canonical_json(&serde_json::json!({"run": run, "params": params}));
+            if let Some(j) = seen.insert(resolved, i) {
+                // Grid values are distinct, so a repeat comes from two cases.
+                return Err((format!("sweep.cases[{i}]"), ConfigErrorKind::Duplicate(format!("same configuration as `sweep.cases[{j}]`"))));
+            }
+            if !advance_refs(&mut index, &run_grid) {
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn advance_refs(index: &mut [usize], grid: &[&(AxisKey, Vec<Value>)]) -> bool {
+    for (i, (_, values)) in index.iter_mut().zip(grid).rev() {
+        *i += 1;
+        if *i < values.len() {
+            return true;
+        }
+        *i = 0;
+    }
+    false
+}
+
+/// The one form of a resolved `[run]` table that run ids are computed from, or the key at fault.
+///
+/// A default that the job applies to an absent key is written out, and `reference_policy =
+/// "none"` (the same as absent) is dropped, so spelling a default out does not change the id.
+/// Sequence-task keys are filled only for sequence tasks, so CartPole ids are unchanged.
+pub(crate) fn canonical_run(run: &Map<String, Value>) -> Result<Map<String, Value>, (String, ConfigErrorKind)> {
+    let mut typed: RunConfig = serde_json::from_value(Value::Object(run.clone()))
+        .map_err(|e| ("run".to_string(), ConfigErrorKind::WrongType(e.to_string())))?;
+    check_run(&typed).map_err(|(key, kind)| (key.to_string(), kind))?;
+    if let Some(EnvKind::Sequence { .. }) = EnvKind::parse(&typed.env) {
+        typed.group_size.get_or_insert(DEFAULT_GROUP_SIZE);
+        typed.vocab.get_or_insert(DEFAULT_VOCAB);
+        typed.prompt_len.get_or_insert(DEFAULT_PROMPT_LEN);
+    }
+    if typed.reference_policy == Some(ReferencePolicy::None) {
+        typed.reference_policy = None;
+    }
+    match serde_json::to_value(&typed) {
+        Ok(Value::Object(map)) => Ok(map),
+        _ => Err(("run".to_string(), ConfigErrorKind::InvalidValue("cannot be represented as JSON".into()))),
     }
 }
 
@@ -296,7 +439,7 @@ pub(crate) fn apply<'a>(
 }
 
 /// Range checks of `[run]` values that serde's types cannot express; the error names the key.
-fn check_run(run: &RunConfig) -> Result<(), (&'static str, ConfigErrorKind)> {
+pub(super) fn check_run(run: &RunConfig) -> Result<(), (&'static str, ConfigErrorKind)> {
     let invalid = |key, why: &str| Err((key, ConfigErrorKind::InvalidValue(why.to_string())));
     if run.env.is_empty() {
         return Err(("env", ConfigErrorKind::Missing));
@@ -304,6 +447,7 @@ fn check_run(run: &RunConfig) -> Result<(), (&'static str, ConfigErrorKind)> {
     if run.plugin.is_empty() {
         return Err(("plugin", ConfigErrorKind::Missing));
     }
+    check_plugin_spec(&run.plugin).map_err(|why| ("plugin", ConfigErrorKind::InvalidValue(why)))?;
     for (key, v) in [
         ("num_envs", run.num_envs),
         ("num_steps", run.num_steps),
@@ -342,7 +486,12 @@ fn check_env(run: &RunConfig) -> Result<(), (&'static str, ConfigErrorKind)> {
     let Some(kind) = EnvKind::parse(&run.env) else {
         return invalid("env", format!("unknown environment `{}` (known: {})", run.env, EnvKind::IDS.join(", ")));
     };
-    let seq_keys = [("group_size", run.group_size), ("vocab", run.vocab), ("prompt_len", run.prompt_len)];
+    let seq_keys = [
+        ("group_size", run.group_size),
+        ("vocab", run.vocab),
+        ("prompt_len", run.prompt_len),
+        ("expert_per_group", run.expert_per_group),
+    ];
     let EnvKind::Sequence { family } = kind else {
         if let Some((key, _)) = seq_keys.iter().find(|(_, v)| v.is_some()) {
             return invalid(key, format!("is a sequence-task setting; `{}` has no use for it", run.env));
@@ -357,6 +506,12 @@ fn check_env(run: &RunConfig) -> Result<(), (&'static str, ConfigErrorKind)> {
     }
     if vocab < 2 {
         return invalid("vocab", format!("must be at least 2, got {vocab}"));
+    }
+    if let Some(experts) = run.expert_per_group.filter(|&e| e >= group) {
+        return invalid(
+            "expert_per_group",
+            format!("must be less than group_size = {group} (each prompt group needs a sampled response), got {experts}"),
+        );
     }
     if family == "add" && prompt_len % 2 != 0 {
         return invalid("prompt_len", format!("`{}` adds two numbers of prompt_len / 2 digits: use an even length, got {prompt_len}", run.env));

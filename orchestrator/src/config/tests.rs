@@ -332,6 +332,8 @@ fn environment_and_sequence_task_keys_are_checked() {
         ("groups fit the ranks", seq("prompt_len = 4\nnum_steps = 3\ngroup_size = 24\n"), "key `run.group_size`: invalid value: num_envs / ranks = 64 is not a multiple of group_size = 24"),
         ("vocab", seq("prompt_len = 4\nnum_steps = 3\nvocab = 1\n"), "key `run.vocab`: invalid value: must be at least 2, got 1"),
         ("reference policy", seq("prompt_len = 4\nnum_steps = 3\nreference_policy = \"sft\"\n"), "key `run.reference_policy`: invalid value: `sft`, expected one of: none, initial"),
+        ("experts leave a sampled response", seq("prompt_len = 4\nnum_steps = 3\ngroup_size = 4\nexpert_per_group = 4\n"), "key `run.expert_per_group`: invalid value: must be less than group_size = 4 (each prompt group needs a sampled response), got 4"),
+        ("experts are for sequence tasks", BASE.replace("[params]", "expert_per_group = 1\n[params]"), "key `run.expert_per_group`: invalid value: is a sequence-task setting; `CartPole-v1` has no use for it"),
     ];
     for (name, text, expected) in cases {
         match sweep(&text, &[], &[]) {
@@ -339,10 +341,100 @@ fn environment_and_sequence_task_keys_are_checked() {
             Err(msg) => assert!(msg.contains(expected), "{name}:\n  got      {msg}\n  expected {expected}"),
         }
     }
+    let experts = sweep(&seq("prompt_len = 4\nnum_steps = 3\nexpert_per_group = 1\n"), &[], &[]).expect("valid");
+    assert_eq!(experts.expand()[0].run["expert_per_group"].as_u64(), Some(1));
     let ok = sweep(&seq("prompt_len = 4\nnum_steps = 3\nreference_policy = \"initial\"\n"), &[], &[]).expect("valid");
     let run = &ok.expand()[0].run;
     assert_eq!((run["env"].as_str(), run["num_steps"].as_u64(), run["reference_policy"].as_str()), (Some("SeqAdd-v0"), Some(3), Some("initial")));
     // Unset sequence keys stay out of the resolved run, so CartPole run ids are unchanged.
     let cartpole = sweep(BASE, &[], &[]).expect("valid");
-    assert!(cartpole.expand()[0].run.keys().all(|k| !["vocab", "group_size", "prompt_len", "reference_policy"].contains(&k.as_str())));
+    assert!(cartpole.expand()[0]
+        .run
+        .keys()
+        .all(|k| !["vocab", "group_size", "prompt_len", "reference_policy", "expert_per_group"].contains(&k.as_str())));
+}
+
+/// Issue 12: what the property tests found, and the path rules, each as a plain case.
+#[test]
+fn issue12_bad_values_are_refused_with_their_key() {
+    let long = "n".repeat(256);
+    let cases: Vec<(&str, String, &[&str], &str)> = vec![
+        // serde_json turned NaN and infinities into `null` silently: `nan` and `inf` had the same id.
+        ("nan param", BASE.replace("gamma = 0.99", "gamma = nan"), &[], "key `params.gamma`: invalid value: found float `NaN`, expected a finite number"),
+        ("inf axis", format!("{BASE}[sweep.grid]\n\"params.a\" = [1.0, inf]\n"), &[], "key `sweep.grid.params.a.1`: invalid value: found float `inf`"),
+        ("-inf case", format!("{BASE}[[sweep.cases]]\n\"params.a\" = {{ b = -inf }}\n"), &[], "invalid value: found float `-inf`"),
+        // A seed range was materialized before its size was checked: this one allocated 8 TB.
+        ("huge seed range", format!("{BASE}[sweep]\nseeds = {{ count = 1000000000000 }}\n"), &[], "key `sweep.seeds`: invalid value: expands to more than 100000 runs"),
+        // Axis values were each checked against the base alone, never together.
+        (
+            "axes invalid together",
+            "name = \"c\"\n[run]\nenv = \"SeqSort-v0\"\nplugin = \"grpo\"\nnum_envs = 8\nnum_steps = 3\ngroup_size = 2\nnum_minibatches = 2\n[sweep.grid]\n\"run.num_minibatches\" = [1]\n\"run.ranks\" = [2]\n[[sweep.cases]]\n\"run.num_envs\" = 6\n".into(),
+            &[],
+            "key `run.group_size`: invalid value: num_envs / ranks = 3 is not a multiple of group_size = 2 (a prompt's group stays on one rank) (in the runs with run.num_envs=6, run.num_minibatches=1, run.ranks=2)",
+        ),
+        ("grid and case together", format!("{BASE}[sweep.grid]\n\"run.ranks\" = [1, 4]\n[[sweep.cases]]\n\"run.num_envs\" = 6\n"), &[], "key `sweep.grid.run.ranks`: invalid value: must divide num_envs"),
+        (
+            "cases equal once defaults are spelled out",
+            "name = \"c\"\n[run]\nenv = \"SeqSort-v0\"\nplugin = \"grpo\"\nnum_envs = 8\nnum_steps = 3\n[[sweep.cases]]\n\"run.group_size\" = 8\n[[sweep.cases]]\n\"run.reference_policy\" = \"none\"\n".into(),
+            &[],
+            "key `sweep.cases[1]`: duplicate: same configuration as `sweep.cases[0]`",
+        ),
+        ("--set with a second key", BASE.into(), &["run.lr=1\nfoo = 2"], "key `run.lr` (from `--set run.lr=1\nfoo = 2`): bad --set syntax: `1\\nfoo = 2` is not one TOML value"),
+        // Paths and names (issue 12, item 6).
+        ("long name", BASE.replace("name = \"t\"", &format!("name = \"{long}\"")), &[], "key `name`: invalid value: 256 bytes long; a sweep name has at most 255"),
+        ("name with newline", BASE.replace("name = \"t\"", "name = \"a\\nb\""), &[], "key `name`: invalid value: `a\\nb`: a sweep name is non-empty"),
+        ("name ..", BASE.replace("name = \"t\"", "name = \"..\""), &[], "key `name`: invalid value: `..`"),
+        ("results_dir NUL", format!("results_dir = \"r\\u0000x\"\n{BASE}"), &[], "key `results_dir`: invalid value: `r\\0x` contains the control character '\\0'; paths may not"),
+        ("results_dir newline", format!("results_dir = \"r\\nx\"\n{BASE}"), &[], "key `results_dir`: invalid value: `r\\nx` contains the control character '\\n'"),
+        ("results_dir empty", format!("results_dir = \"\"\n{BASE}"), &[], "key `results_dir`: invalid value: the path is empty"),
+        ("results_dir long component", format!("results_dir = \"/tmp/{long}/r\"\n{BASE}"), &[], "key `results_dir`: invalid value: a path component is 256 bytes long; at most 255"),
+        ("plugin_path newline", format!("plugin_path = [\"/ok\", \"/a\\nb\"]\n{BASE}"), &[], "key `plugin_path[1]`: invalid value: `/a\\nb` contains the control character"),
+        ("plugin ..", BASE.replace("plugin = \"ppo\"", "plugin = \"..\""), &[], "key `run.plugin`: invalid value: `..` is neither a plugin name"),
+        ("plugin name with newline via axis", format!("{BASE}[sweep.grid]\n\"run.plugin\" = [\"ppo\", \"p\\nq\"]\n"), &[], "key `sweep.grid.run.plugin`: invalid value: `p\\nq` is neither a plugin name"),
+        ("plugin path with NUL via --set", BASE.into(), &["run.plugin=\"/x/\\u0000.so\""], "key `run.plugin`: invalid value: `/x/\\0.so` contains the control character"),
+        ("plugin name too long", BASE.replace("plugin = \"ppo\"", &format!("plugin = \"{}\"", "p".repeat(201))), &[], "key `run.plugin`: invalid value: a plugin name has at most 200 bytes, this one 201"),
+    ];
+    for (name, text, sets, expected) in cases {
+        match sweep(&text, &[], sets) {
+            Ok(_) => panic!("{name}: expected an error containing {expected:?}, got a valid sweep"),
+            Err(msg) => assert!(msg.contains(expected), "{name}:\n  got      {msg}\n  expected {expected}"),
+        }
+    }
+}
+
+/// Issue 12: values that are only valid together are accepted together, and spelling a default
+/// out gives the id of leaving it out.
+#[test]
+fn issue12_axes_are_judged_together_and_defaults_do_not_change_ids() {
+    // `num_envs = 6` with `ranks = 3`: each was checked against the base (8 envs, 1 rank) and refused.
+    let together = sweep(&format!("{BASE}[[sweep.cases]]\n\"run.num_envs\" = 6\n\"run.ranks\" = 3\n"), &[], &[]).expect("valid together");
+    assert_eq!(together.expand()[0].run["ranks"], 3);
+
+    let seq = "name = \"c\"\n[run]\nenv = \"SeqSort-v0\"\nplugin = \"grpo\"\nnum_envs = 8\nnum_steps = 3\n";
+    let ids = |text: &str| sweep(text, &[], &[]).unwrap_or_else(|e| panic!("{e}")).expand().into_iter().map(|r| r.run_id).collect::<Vec<_>>();
+    let spelled = format!("{seq}group_size = 8\nvocab = 8\nprompt_len = 3\nreference_policy = \"none\"\n");
+    assert_eq!(ids(seq), ids(&spelled));
+    assert_ne!(ids(seq), ids(&format!("{seq}vocab = 9\n")));
+    assert_ne!(ids(seq), ids(&format!("{seq}reference_policy = \"initial\"\n")));
+    // Sequence runs carry their task settings explicitly; CartPole runs still carry none.
+    let run = &sweep(seq, &[], &[]).expect("valid").expand()[0].run;
+    assert_eq!((run["group_size"].as_u64(), run["vocab"].as_u64(), run["prompt_len"].as_u64()), (Some(8), Some(8), Some(3)));
+}
+
+/// Issue 12, item 6: axis values (and so labels) never name a path; a run's directory is
+/// `runs/<run id>` with 16 hex digits, whatever the values say.
+#[test]
+fn issue12_hostile_axis_values_stay_inside_the_results_dir() {
+    let text = format!(
+        "{BASE}[sweep.grid]\n\"params.tag\" = [\"../../../etc/passwd\", \"/abs\", \"a\\u0000b\", \"x\\ny\", \"$(touch /tmp/pwned)\", \"{}\"]\n",
+        "n".repeat(300)
+    );
+    let s = sweep(&text, &[], &[]).expect("params values are free-form");
+    let results = crate::layout::ResultsDir::new("/r");
+    for run in s.expand() {
+        let dir = results.run_dir(run.run_id.as_str());
+        assert_eq!(dir.parent(), Some(results.runs_dir().as_path()), "{}", run.label);
+        let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        assert!(name.len() == 16 && name.bytes().all(|b| b.is_ascii_hexdigit()), "{name}");
+    }
 }

@@ -1,0 +1,140 @@
+//! The run-directory lock: a job holds an exclusive `flock` on `<run_dir>/.job.lock` for its whole life.
+//!
+//! The lock says "a job is writing this run directory". The kernel drops it when the last
+//! descriptor of its open file goes away, so it is released on any death, `SIGKILL` included,
+//! and can never go stale. `drover run` reads it before touching a run directory: a run whose
+//! lock is held is still running elsewhere (an orphan of a killed `drover run`, say) and is
+//! neither archived nor relaunched (docs/design/results-layout.md, "Crash consistency").
+//!
+//! The local backend takes the lock itself before spawning the job and hands the locked
+//! descriptor down (its number in `DROVER_JOB_LOCK_FD`), so the lock is held from the moment
+//! the process exists, with no window in which a new `drover run` could see the run as free.
+//! A job started any other way (Slurm, by hand) takes the lock by path.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, Write};
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// Name of the lock file inside a run directory (the orchestrator uses the same name).
+pub const JOB_LOCK_FILE: &str = ".job.lock";
+
+/// The environment variable through which the local backend passes the locked descriptor.
+pub const LOCK_FD_ENV: &str = "DROVER_JOB_LOCK_FD";
+
+/// Why the run directory could not be locked.
+#[derive(Debug, thiserror::Error)]
+pub enum JobLockError {
+    /// Another process holds the lock: this run is being written by someone else.
+    #[error(
+        "run directory `{}` is in use by another job ({holder}); not touching it: wait for that job \
+         to end (or stop it), then run again",
+        dir.display()
+    )]
+    Busy {
+        /// The run directory.
+        dir: PathBuf,
+        /// What the holder wrote about itself.
+        holder: String,
+    },
+    /// The lock file could not be opened, locked or written.
+    #[error("cannot lock `{}`: {source}", path.display())]
+    Io {
+        /// The lock file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// The held lock; released when dropped or when the process ends.
+#[derive(Debug)]
+pub struct JobLock {
+    _file: File,
+}
+
+/// Locks `<dir>/.job.lock`: adopts the descriptor named by `DROVER_JOB_LOCK_FD` when it is
+/// that very file (already locked by the parent), else locks by path, refusing at once when
+/// another process holds it.
+pub fn acquire(dir: &Path) -> Result<JobLock, JobLockError> {
+    let path = dir.join(JOB_LOCK_FILE);
+    if let Some(file) = inherited(&path) {
+        // Our own open file description holds the lock; this only confirms it.
+        if flock_exclusive(&file).is_ok() {
+            set_cloexec(&file);
+            return Ok(JobLock { _file: file });
+        }
+    }
+    let io = |source| JobLockError::Io { path: path.clone(), source };
+    let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(io)?;
+    if let Err(err) = flock_exclusive(&file) {
+        if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
+            return Err(io(err));
+        }
+        let mut holder = String::new();
+        let _ = file.read_to_string(&mut holder);
+        let holder = holder.lines().collect::<Vec<_>>().join(", ");
+        let holder = if holder.is_empty() { "a process that has not written its details yet".into() } else { holder };
+        return Err(JobLockError::Busy { dir: dir.to_path_buf(), holder });
+    }
+    let text = format!("pid {}\n", std::process::id());
+    file.set_len(0).and_then(|()| file.rewind()).and_then(|()| file.write_all(text.as_bytes())).map_err(io)?;
+    Ok(JobLock { _file: file })
+}
+
+/// The descriptor named by `DROVER_JOB_LOCK_FD`, if it is open on `path` itself (same device
+/// and inode); anything else (unset, garbage, a reused number) is ignored.
+fn inherited(path: &Path) -> Option<File> {
+    let fd: i32 = std::env::var(LOCK_FD_ENV).ok()?.trim().parse().ok()?;
+    // Children of this job must not see a number that will mean something else to them.
+    std::env::remove_var(LOCK_FD_ENV);
+    if fd < 3 {
+        return None;
+    }
+    let on_disk = std::fs::metadata(path).ok()?;
+    // SAFETY: fstat writes into the zeroed struct we pass and reads nothing else; a closed or
+    // invalid descriptor makes it fail, which we check.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(fd, &mut st) } != 0 {
+        return None;
+    }
+    if st.st_dev != on_disk.dev() || st.st_ino != on_disk.ino() {
+        return None;
+    }
+    // SAFETY: the descriptor is open (fstat succeeded), refers to our lock file, and nothing
+    // else in this process owns it: it was inherited across exec for exactly this purpose.
+    Some(unsafe { File::from_raw_fd(fd) })
+}
+
+fn flock_exclusive(file: &File) -> std::io::Result<()> {
+    // SAFETY: flock on a descriptor we own; no memory is passed.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// An inherited descriptor arrives without close-on-exec; set it, so nothing this job starts
+/// keeps the run locked after the job itself is gone.
+fn set_cloexec(file: &File) {
+    // SAFETY: fcntl(F_SETFD) on a descriptor we own; no memory is passed.
+    unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_job_on_the_same_run_directory_is_refused_naming_the_first() {
+        let tmp = tempfile::tempdir().unwrap();
+        let first = acquire(tmp.path()).unwrap();
+        // flock belongs to the open file description: a second open conflicts like another process.
+        let err = acquire(tmp.path()).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("in use by another job") && msg.contains(&format!("pid {}", std::process::id())), "{msg}");
+        drop(first);
+        assert!(acquire(tmp.path()).is_ok(), "the lock is free once its holder is gone");
+    }
+}

@@ -1,0 +1,302 @@
+//! PF-PPO's parameters and its `AlgorithmImpl`: GRPO advantages, verl's PF-PPO weights turned
+//! into expected resampling copies per response, and verl's clipped token loss with each
+//! token's weight multiplied by its response's copies.
+//!
+//! The loss gets the copies through the `returns` buffer: with GRPO nothing learns a value, so
+//! the advantage stage writes `returns` = the response's expected copies on its valid tokens.
+
+use drover_plugin_api::{
+    llm::{
+        clipped_policy_loss, outcome_advantages, sequence_scores, Baseline, ClipRange,
+        LossAggMode, PolicyLossConfig,
+    },
+    AlgorithmImpl, LossOutputs, Metric, Minibatch, ParamSpec, Params, PluginError, PluginInfo,
+    Rollout,
+};
+
+use crate::reweight::{expected_copies, reweight, ReweightMethod};
+
+const NAME: &str = "pf_ppo";
+
+/// PF-PPO's hyper-parameters (verl defaults). Learning rate, epochs, minibatches and the group
+/// size are the host's.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PfPpoConfig {
+    /// How scores become weights.
+    pub method: ReweightMethod,
+    /// Divide group-centred scores by the group's std (false: Dr. GRPO).
+    pub norm_adv_by_std: bool,
+    /// The token loss: clip range, aggregation, entropy bonus (no KL).
+    pub loss: PolicyLossConfig,
+}
+
+impl PfPpoConfig {
+    fn from_params(p: &Params) -> Result<Self, PluginError> {
+        Ok(Self {
+            method: ReweightMethod::parse(p.str("reweight_method")?, p.f64("weight_pow")?)?,
+            norm_adv_by_std: p.bool("norm_adv_by_std")?,
+            loss: PolicyLossConfig {
+                clip: ClipRange::from_params(p)?,
+                agg: LossAggMode::from_params(p, "loss_agg_mode")?,
+                ent_coef: p.f64("ent_coef")?,
+                ..PolicyLossConfig::default()
+            },
+        })
+    }
+}
+
+/// The PF-PPO algorithm instance.
+#[derive(Debug, Clone)]
+pub struct PfPpo {
+    config: PfPpoConfig,
+}
+
+impl PfPpo {
+    /// An instance with `config`.
+    pub fn with_config(config: PfPpoConfig) -> Self {
+        Self { config }
+    }
+}
+
+impl AlgorithmImpl for PfPpo {
+    fn info() -> PluginInfo {
+        PluginInfo::new(
+            NAME,
+            env!("CARGO_PKG_VERSION"),
+            "PF-PPO: responses reweighted by reward (verl compute_pf_ppo_reweight_data: pow, max_min, max_random) as expected resampling copies, GRPO advantages, clipped token loss (arXiv 2409.06957)",
+        )
+        .param(ParamSpec::string(
+            "reweight_method",
+            "pow",
+            "verl reweight_method: pow (|score|^weight_pow), max_min (1 for the batch's best and worst scores, else 0: best-worst), max_random (0.4 for the best score, else 0.1: best-random).",
+        ))
+        .param(
+            ParamSpec::float(
+                "weight_pow",
+                2.0,
+                "Exponent p of the pow method (verl weight_pow, default 2).",
+            )
+            .min(0.0),
+        )
+        .param(
+            ParamSpec::float(
+                "clip_ratio",
+                0.2,
+                "Clip range ε of the probability ratio (ε_low, and ε_high unless clip_ratio_high is set); 0.2 as verl.",
+            )
+            .range(0.0, 1.0),
+        )
+        .param(
+            ParamSpec::optional_float(
+                "clip_ratio_high",
+                "Upper clip range ε_high (clip-higher); null: equal to clip_ratio.",
+            )
+            .min(0.0),
+        )
+        .param(ParamSpec::string(
+            "loss_agg_mode",
+            "token-mean",
+            "Loss aggregation (verl agg_loss) over the reweighted tokens: token-mean (verl default), seq-mean-token-mean, seq-mean-token-sum or seq-mean-token-sum-norm.",
+        ))
+        .param(ParamSpec::bool(
+            "norm_adv_by_std",
+            true,
+            "Divide group-centred scores by the group's unbiased std + 1e-6 (GRPO); false: r − mean.",
+        ))
+        .param(
+            ParamSpec::float("ent_coef", 0.0, "Entropy bonus coefficient (0 in verl's GRPO examples).")
+                .min(0.0),
+        )
+    }
+
+    fn new(params: &Params, _seed: u64) -> Result<Self, PluginError> {
+        // Expected copies replace verl's random draw: nothing random here.
+        Ok(Self::with_config(PfPpoConfig::from_params(params)?))
+    }
+
+    fn compute_advantages(
+        &mut self,
+        batch: &Rollout<'_>,
+        advantages: &mut [f32],
+        returns: &mut [f32],
+    ) -> Result<Vec<Metric>, PluginError> {
+        let baseline = Baseline::GroupNormalized {
+            norm_by_std: self.config.norm_adv_by_std,
+        };
+        let mut metrics = outcome_advantages(NAME, batch, baseline, advantages, returns)?;
+        // Weights over the whole batch, from the scores (verl: token_level_scores summed), as
+        // verl computes them after the advantages.
+        let copies = expected_copies(&reweight(&sequence_scores(batch), self.config.method));
+        let t_len = batch.seq_len;
+        for (b, &c) in copies.iter().enumerate() {
+            for t in 0..t_len {
+                let i = b * t_len + t;
+                returns[i] = if batch.mask[i] > 0.0 { c as f32 } else { 0.0 };
+            }
+        }
+        if !copies.is_empty() {
+            let (sum, sq) = copies.iter().fold((0.0, 0.0), |(s, q), c| (s + c, q + c * c));
+            metrics.push(Metric::new(
+                "pf_max_copies",
+                copies.iter().copied().fold(0.0, f64::max),
+            ));
+            // Kish's effective sample size over B: 1 when uniform, 1/B for one response.
+            metrics.push(Metric::new("pf_effective_frac", sum * sum / (sq * copies.len() as f64)));
+        }
+        Ok(metrics)
+    }
+
+    fn loss(
+        &mut self,
+        mb: &Minibatch<'_>,
+        out: &mut LossOutputs<'_>,
+    ) -> Result<Vec<Metric>, PluginError> {
+        let copies = Minibatch::require(NAME, "returns", mb.returns)?;
+        // Each token counts as many times as its response is expected to be drawn: the host's
+        // weight times the copies, inside the aggregation (so token-mean is the weighted mean a
+        // resampled batch averages to).
+        let weights: Vec<f32> = mb
+            .token_weights
+            .iter()
+            .zip(copies)
+            .map(|(&w, &c)| if w > 0.0 && c > 0.0 { w * c } else { 0.0 })
+            .collect();
+        let mut weighted = mb.clone();
+        weighted.token_weights = &weights;
+        let stats = clipped_policy_loss(NAME, &self.config.loss, &weighted, out)?;
+        Ok(stats.map(|s| s.metrics()).unwrap_or_default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use drover_plugin_api::{testing, CounterRng};
+
+    use super::*;
+
+    fn make(json: &str) -> Result<PfPpo, PluginError> {
+        let params = Params::parse(&PfPpo::info().params, json)?;
+        PfPpo::new(&params, 0)
+    }
+
+    fn metric(ms: &[Metric], name: &str) -> Option<f64> {
+        ms.iter().find(|m| m.name.as_str() == name).map(|m| m.value)
+    }
+
+    #[test]
+    fn defaults_are_verls_and_bad_params_name_the_key() {
+        let p = make("{}").expect("defaults");
+        assert_eq!(p.config.method, ReweightMethod::Pow(2.0));
+        assert_eq!(p.config.loss.agg, LossAggMode::TokenMean);
+        assert_eq!(
+            make(r#"{"reweight_method": "max_random"}"#).expect("valid").config.method,
+            ReweightMethod::MaxRandom
+        );
+        for (json, key) in [
+            (r#"{"reweight_method": "bon"}"#, "reweight_method"),
+            (r#"{"weight_pow": -1}"#, "weight_pow"),
+            (r#"{"loss_agg_mode": "sum"}"#, "loss_agg_mode"),
+        ] {
+            let e = make(json).expect_err(json);
+            assert_eq!(e.key(), Some(key), "{json}: {e}");
+        }
+    }
+
+    /// Two prompts × 2 responses of one step, rewards [1, 0, 0, 0] (max_random):
+    /// GRPO A = [0.7071, −0.7071, 0, 0] (group 0: mean ½, std sqrt(½)); weights
+    /// [0.4, 0.1, 0.1, 0.1] → copies 4/0.7·w = [16/7, 4/7, 4/7, 4/7] in `returns`.
+    #[test]
+    fn advantages_and_copies_by_hand() {
+        let mut p = make(r#"{"reweight_method": "max_random"}"#).expect("valid");
+        let mask = [1.0f32; 4];
+        let rewards = [1.0f32, 0.0, 0.0, 0.0];
+        let mut batch = Rollout::new(4, 1);
+        batch.mask = &mask;
+        batch.rewards = &rewards;
+        batch.group_ids = &[0, 0, 1, 1];
+        let (mut adv, mut ret) = ([0.0f32; 4], [0.0f32; 4]);
+        let m = AlgorithmImpl::compute_advantages(&mut p, &batch, &mut adv, &mut ret).expect("runs");
+        let a = 0.5 / (0.5f64.sqrt() + 1e-6);
+        for (x, e) in adv.iter().zip([a, -a, 0.0, 0.0]) {
+            assert!((f64::from(*x) - e).abs() < 1e-6, "{adv:?}");
+        }
+        for (x, e) in ret.iter().zip([16.0 / 7.0, 4.0 / 7.0, 4.0 / 7.0, 4.0 / 7.0]) {
+            assert!((f64::from(*x) - e).abs() < 1e-5, "{ret:?}");
+        }
+        assert!((metric(&m, "pf_max_copies").expect("reported") - 16.0 / 7.0).abs() < 1e-6);
+        // (Σc)²/(B·Σc²) = 16/(4·(256 + 48)/49) = 196/304.
+        assert!((metric(&m, "pf_effective_frac").expect("reported") - 196.0 / 304.0).abs() < 1e-6);
+    }
+
+    /// Token-mean with copies [3, 1] on two one-token sequences: ρ = 1.1, A = 1 (surrogate
+    /// −1.1, d −1.1) and ρ = 1, A = −1 (surrogate 1, d 1). Weights 3/4 and 1/4:
+    /// loss [−0.825, 0.25], d [−0.825, 0.25]; unweighted it would be ½ each.
+    #[test]
+    fn loss_by_hand_weights_tokens_by_copies() {
+        let mut p = make("{}").expect("defaults");
+        let logp_new = [1.1f32.ln() - 1.0, -1.0, 4.0];
+        let logp_old = [-1.0f32, -1.0, 4.0];
+        let mut mb = Minibatch::new();
+        mb.logp_new = &logp_new;
+        mb.logp_old = &logp_old;
+        mb.advantages = &[1.0, -1.0, 9.0];
+        mb.returns = &[3.0, 1.0, 5.0];
+        mb.token_weights = &[1.0, 1.0, 0.0];
+        mb.seq_index = &[0, 1, 1];
+        mb.num_sequences = 2;
+        let (mut loss, mut d, mut dv, mut de) = ([0.0f32; 3], [0.0f32; 3], [0.0f32; 3], [0.0f32; 3]);
+        let mut out = LossOutputs {
+            loss: &mut loss,
+            d_logp: &mut d,
+            d_value: &mut dv,
+            d_entropy: &mut de,
+        };
+        let m = AlgorithmImpl::loss(&mut p, &mb, &mut out).expect("runs");
+        for (x, e) in loss.iter().zip([-0.825, 0.25, 0.0]) {
+            assert!((f64::from(*x) - e).abs() < 1e-6, "{loss:?}");
+        }
+        for (x, e) in d.iter().zip([-0.825, 0.25, 0.0]) {
+            assert!((f64::from(*x) - e).abs() < 1e-6, "{d:?}");
+        }
+        assert!((metric(&m, "policy_loss").expect("reported") + 0.575).abs() < 1e-6);
+        assert_eq!(dv, [0.0; 3]);
+    }
+
+    #[test]
+    fn passes_drovers_plugin_harness() {
+        for json in [
+            "{}",
+            r#"{"reweight_method": "max_min", "ent_coef": 0.01}"#,
+            r#"{"reweight_method": "max_random", "loss_agg_mode": "seq-mean-token-mean"}"#,
+        ] {
+            testing::check_algorithm::<PfPpo>(json).assert_passed();
+        }
+    }
+
+    #[test]
+    fn derivatives_match_finite_differences() {
+        let mut rng = CounterRng::new(3);
+        let m = 40;
+        let mut draw = |lo: f64, hi: f64| (lo + (hi - lo) * rng.next_f64()) as f32;
+        let logp_old: Vec<f32> = (0..m).map(|_| draw(-3.0, -0.1)).collect();
+        let logp_new: Vec<f32> = logp_old.iter().map(|&l| l + draw(-0.5, 0.5)).collect();
+        let advantages: Vec<f32> = (0..m).map(|i| [1.2f32, -0.8, 0.4, -1.5, 0.9][i / 8]).collect();
+        let copies: Vec<f32> = (0..m).map(|i| [2.5f32, 0.5, 1.0, 0.0, 1.0][i / 8]).collect();
+        let weights: Vec<f32> = (0..m).map(|i| if i % 8 == 7 { 0.0 } else { 1.0 }).collect();
+        let seq_index: Vec<u32> = (0..m as u32).map(|i| i / 8).collect();
+        let mut mb = Minibatch::new();
+        mb.logp_new = &logp_new;
+        mb.logp_old = &logp_old;
+        mb.advantages = &advantages;
+        mb.returns = &copies;
+        mb.token_weights = &weights;
+        mb.seq_index = &seq_index;
+        mb.num_sequences = 5;
+        for mode in LossAggMode::NAMES {
+            let mut p = make(&format!(r#"{{"loss_agg_mode": "{mode}"}}"#)).expect("valid");
+            let r = testing::check_loss_derivatives(&mut p, &mb, 1e-3, 1e-5, 1e-2).expect("runs");
+            assert!(r.mismatches.is_empty(), "{mode}: {:#?}", r.mismatches);
+            assert!(r.checked >= m / 2, "{mode}: {r:?}");
+        }
+    }
+}
