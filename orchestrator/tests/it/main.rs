@@ -6,8 +6,9 @@ use std::time::{Duration, Instant};
 
 /// The fake job: answers `plugin info` with a one-parameter (`clip`) plugin report (the orchestrator
 /// validates params through it before launching), logs its run id, marks itself started, sleeps
-/// or fails on the seeds named by FAKE_SLEEP_SEED / FAKE_FAIL_SEED, and otherwise writes a
-/// completed exit.json (tmp + rename).
+/// or fails on the seeds named by FAKE_SLEEP_SEED / FAKE_FAIL_SEED, and otherwise writes the
+/// files a completed marker vouches for (a summary and a minimal Parquet frame, which is all
+/// `drover run` checks) and a completed exit.json (tmp + rename).
 const FAKE_JOB: &str = r#"#!/bin/sh
 if [ "$1" = "plugin" ]; then
   printf '{"format_version":1,"plugin":{"path":"%s","name":"fake","version":"0.1.0","description":"","interface_version":"1.1","host_interface_version":"1.1","sha256":"","params":[{"name":"clip","kind":"float","default":0.2,"doc":"","min":0,"max":null}]}}\n' "$3"
@@ -23,6 +24,8 @@ echo "started" > "$out/metrics.jsonl"
 echo "fake job $id seed $seed"
 if [ "$seed" = "${FAKE_SLEEP_SEED:-none}" ]; then sleep 60; fi
 if [ "$seed" = "${FAKE_FAIL_SEED:-none}" ]; then echo "boom: seed $seed" >&2; exit 3; fi
+printf '{"format_version":1,"run_id":"%s"}' "$id" > "$out/summary.json"
+printf 'PAR1\000\000\000\000\004\000\000\000PAR1' > "$out/metrics.parquet"
 printf '{"format_version":1,"run_id":"%s","status":"completed","reason":null,"finished_at":"0"}' "$id" > "$out/exit.json.tmp"
 mv "$out/exit.json.tmp" "$out/exit.json"
 "#;
