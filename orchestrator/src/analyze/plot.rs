@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Once;
 
 use ab_glyph::{Font, FontRef, ScaleFont};
+use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters_backend::text_anchor::{HPos, VPos};
@@ -114,11 +115,14 @@ fn padded(values: impl Iterator<Item = f64>) -> (f64, f64) {
     (lo - pad, hi + pad)
 }
 
-fn draw_lines<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, chart: &LineChart<'_>, lines: &[Line]) -> Result<(), String> {
+/// The frame every x/y chart shares: caption, margins, axes with short numbers, light grid.
+fn frame<'a, DB: DrawingBackend>(
+    root: &'a DrawingArea<DB, Shift>,
+    chart: &LineChart<'_>,
+    (x0, x1): (f64, f64),
+    (y0, y1): (f64, f64),
+) -> Result<ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>, String> {
     let e = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
-    root.fill(&WHITE).map_err(e)?;
-    let (x0, x1) = padded(lines.iter().flat_map(|l| l.points.iter().map(|p| p.0)));
-    let (y0, y1) = padded(lines.iter().flat_map(|l| l.points.iter().flat_map(|p| [p.1, p.2, p.3])));
     let mut ctx = ChartBuilder::on(root)
         .caption(chart.title, (FAMILY, 22))
         .margin(18)
@@ -136,6 +140,32 @@ fn draw_lines<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, chart: &LineCha
         .light_line_style(RGBColor(244, 244, 244))
         .draw()
         .map_err(e)?;
+    Ok(ctx)
+}
+
+/// Draws the legend of the series labelled so far, then writes the image out.
+fn legend_and_present<'a, DB: DrawingBackend + 'a>(
+    root: &DrawingArea<DB, Shift>,
+    chart: &LineChart<'_>,
+    ctx: &mut ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
+) -> Result<(), String> {
+    let e = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
+    ctx.configure_series_labels()
+        .position(if chart.legend_low { SeriesLabelPosition::LowerRight } else { SeriesLabelPosition::UpperRight })
+        .label_font((FAMILY, 15))
+        .background_style(WHITE.mix(0.85))
+        .border_style(RGBColor(160, 160, 160))
+        .draw()
+        .map_err(e)?;
+    root.present().map_err(e)
+}
+
+fn draw_lines<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, chart: &LineChart<'_>, lines: &[Line]) -> Result<(), String> {
+    let e = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
+    root.fill(&WHITE).map_err(e)?;
+    let (x0, x1) = padded(lines.iter().flat_map(|l| l.points.iter().map(|p| p.0)));
+    let (y0, y1) = padded(lines.iter().flat_map(|l| l.points.iter().flat_map(|p| [p.1, p.2, p.3])));
+    let mut ctx = frame(root, chart, (x0, x1), (y0, y1))?;
     for (i, line) in lines.iter().enumerate() {
         let color = PALETTE[i % PALETTE.len()];
         let band: Vec<(f64, f64)> = line
@@ -153,14 +183,7 @@ fn draw_lines<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, chart: &LineCha
             .label(line.name.as_str())
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], color.stroke_width(3)));
     }
-    ctx.configure_series_labels()
-        .position(if chart.legend_low { SeriesLabelPosition::LowerRight } else { SeriesLabelPosition::UpperRight })
-        .label_font((FAMILY, 15))
-        .background_style(WHITE.mix(0.85))
-        .border_style(RGBColor(160, 160, 160))
-        .draw()
-        .map_err(e)?;
-    root.present().map_err(e)
+    legend_and_present(root, chart, &mut ctx)
 }
 
 fn draw_scatter<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, chart: &LineChart<'_>, groups: &[Scatter]) -> Result<(), String> {
@@ -169,23 +192,7 @@ fn draw_scatter<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, chart: &LineC
     let all = || groups.iter().flat_map(|g| g.points.iter().chain(&g.curve));
     let (x0, x1) = padded(all().map(|p| p.0));
     let (y0, y1) = padded(all().map(|p| p.1));
-    let mut ctx = ChartBuilder::on(root)
-        .caption(chart.title, (FAMILY, 22))
-        .margin(18)
-        .x_label_area_size(50)
-        .y_label_area_size(70)
-        .build_cartesian_2d(x0..x1, y0..y1)
-        .map_err(e)?;
-    ctx.configure_mesh()
-        .x_desc(chart.x_desc)
-        .y_desc(chart.y_desc)
-        .axis_desc_style((FAMILY, 17))
-        .label_style((FAMILY, 14))
-        .x_label_formatter(&|v| short_number(*v))
-        .y_label_formatter(&|v| short_number(*v))
-        .light_line_style(RGBColor(244, 244, 244))
-        .draw()
-        .map_err(e)?;
+    let mut ctx = frame(root, chart, (x0, x1), (y0, y1))?;
     for (i, group) in groups.iter().enumerate() {
         let color = PALETTE[i % PALETTE.len()];
         let dots = group.points.iter().filter(|p| p.0.is_finite() && p.1.is_finite());
@@ -199,14 +206,7 @@ fn draw_scatter<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, chart: &LineC
             series.legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], color.stroke_width(3)));
         }
     }
-    ctx.configure_series_labels()
-        .position(if chart.legend_low { SeriesLabelPosition::LowerRight } else { SeriesLabelPosition::UpperRight })
-        .label_font((FAMILY, 15))
-        .background_style(WHITE.mix(0.85))
-        .border_style(RGBColor(160, 160, 160))
-        .draw()
-        .map_err(e)?;
-    root.present().map_err(e)
+    legend_and_present(root, chart, &mut ctx)
 }
 
 fn draw_bars<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, title: &str, x_desc: &str, bars: &[Bar]) -> Result<(), String> {
