@@ -10,6 +10,33 @@ use drover_job::checkpoint::{self, AfterStop};
 use drover_job::signals::StopCause;
 use drover_job::{exit_codes, fsio, signals::CancelFlag, train, JobSpec};
 
+/// Prints to stderr like `eprintln!` but never panics: on a full disk the job's stderr (a log file
+/// in the run directory) cannot be written either, and a panic there would replace the real
+/// error with exit code 101.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
+
+/// Stderr for log lines, dropping what cannot be written: with the results disk full, the
+/// job's stderr log cannot grow, and tracing's writer would otherwise panic (exit code 101)
+/// before the job could report the real error.
+struct LossyStderr;
+
+impl std::io::Write for LossyStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let _ = std::io::stderr().write_all(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let _ = std::io::stderr().flush();
+        Ok(())
+    }
+}
+
 /// Runs one drover run: the orchestrator starts one of these per run (per MPI rank).
 #[derive(Parser, Debug)]
 #[command(name = "drover-job", version, about)]
@@ -38,7 +65,7 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(|| LossyStderr)
         // Colour codes only on a terminal: job logs are files the user greps.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
@@ -54,7 +81,7 @@ fn main() -> ExitCode {
     let spec = match JobSpec::load(&args.spec) {
         Ok(spec) => spec,
         Err(e) => {
-            eprintln!("drover-job: {e:#}");
+            say!("drover-job: {e:#}");
             return ExitCode::from(exit_codes::USAGE);
         }
     };
@@ -63,7 +90,7 @@ fn main() -> ExitCode {
         .or_else(|| args.spec.parent().map(PathBuf::from))
         .unwrap_or_else(|| PathBuf::from("."));
     if let Err(e) = std::fs::create_dir_all(&out) {
-        eprintln!("drover-job: cannot create output directory `{}`: {e}", out.display());
+        say!("drover-job: cannot create output directory `{}`: {e}", out.display());
         return ExitCode::from(exit_codes::USAGE);
     }
     // Taken before anything is written and held until the process ends: while it is held,
@@ -73,7 +100,7 @@ fn main() -> ExitCode {
         match drover_job::lock::acquire(&out) {
             Ok(lock) => Some(lock),
             Err(e) => {
-                eprintln!("drover-job: {e}");
+                say!("drover-job: {e}");
                 return ExitCode::from(exit_codes::USAGE);
             }
         }
@@ -85,7 +112,7 @@ fn main() -> ExitCode {
         Some(name) => match drover_job::signals::checkpoint_signal_number(name) {
             Some(sig) => CancelFlag::install_checkpointing(sig),
             None => {
-                eprintln!("drover-job: --checkpoint-signal `{name}`: expected one of USR1, USR2, HUP, ALRM, URG, XCPU");
+                say!("drover-job: --checkpoint-signal `{name}`: expected one of USR1, USR2, HUP, ALRM, URG, XCPU");
                 return ExitCode::from(exit_codes::USAGE);
             }
         },
@@ -94,7 +121,7 @@ fn main() -> ExitCode {
     let cancel = match installed {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("drover-job: cannot install signal handlers: {e}");
+            say!("drover-job: cannot install signal handlers: {e}");
             return ExitCode::from(exit_codes::FAILED);
         }
     };
@@ -105,7 +132,7 @@ fn main() -> ExitCode {
         match mpi::initialize() {
             Some(u) => Some(u),
             None => {
-                eprintln!("drover-job: MPI was already initialised");
+                say!("drover-job: MPI was already initialised");
                 return ExitCode::from(exit_codes::FAILED);
             }
         }
@@ -122,7 +149,7 @@ fn main() -> ExitCode {
     #[cfg(not(feature = "mpi"))]
     let comm: &dyn Communicator = &Solo;
     if spec.run.ranks > 1 && comm.size() == 1 {
-        eprintln!(
+        say!(
             "drover-job: run {} asks for {} ranks, but this drover-job was built without MPI \
              (rebuild with `--features drover-job/mpi`, see scripts/install-mpi.sh)",
             spec.run_id, spec.run.ranks
@@ -131,11 +158,11 @@ fn main() -> ExitCode {
     }
     let rank0 = comm.rank() == 0;
     if let Some(reason) = cancel.checkpointing().then(|| checkpoint::preemption_budget_spent(&out, budgets)).flatten() {
-        eprintln!("drover-job: run {}: {reason}; giving up", spec.run_id);
+        say!("drover-job: run {}: {reason}; giving up", spec.run_id);
         let marker = ExitMarker::now(&spec.run_id, ExitStatus::Failed, Some(reason));
         if rank0 {
             if let Err(e) = fsio::write_json_atomic(&out.join("exit.json"), &marker) {
-                eprintln!("drover-job: {e:#}");
+                say!("drover-job: {e:#}");
             }
         }
         return ExitCode::from(exit_codes::FAILED);
@@ -150,7 +177,7 @@ fn main() -> ExitCode {
             let cause = cancel.cause().unwrap_or(StopCause::Terminate);
             match checkpoint::after_stop(&out, cause, iteration, budgets) {
                 Ok(AfterStop::Requeue) => {
-                    eprintln!("drover-job: run {}: time limit near: checkpointed at iteration {iteration}, requeueing", spec.run_id);
+                    say!("drover-job: run {}: time limit near: checkpointed at iteration {iteration}, requeueing", spec.run_id);
                     return ExitCode::from(exit_codes::REQUEUE);
                 }
                 Ok(AfterStop::Cancelled(reason)) => {
@@ -168,7 +195,7 @@ fn main() -> ExitCode {
         ),
         Err(e) => {
             let reason = anyhow::Error::from(e);
-            eprintln!("drover-job: run {} failed on rank {}: {reason:#}", spec.run_id, comm.rank());
+            say!("drover-job: run {} failed on rank {}: {reason:#}", spec.run_id, comm.rank());
             (
                 ExitMarker::now(&spec.run_id, ExitStatus::Failed, Some(format!("{reason:#}"))),
                 exit_codes::FAILED,
@@ -179,7 +206,7 @@ fn main() -> ExitCode {
         // The marker vouches for these files: they reach the disk before it does.
         let durable = fsio::sync_files(&out, &["metrics.jsonl", "metrics.parquet", "summary.json"]);
         if let Err(e) = durable.and_then(|()| fsio::write_json_atomic(&out.join("exit.json"), &marker)) {
-            eprintln!("drover-job: {e:#}");
+            say!("drover-job: {e:#}");
             return ExitCode::from(exit_codes::FAILED);
         }
     }

@@ -210,3 +210,74 @@ fn hostile_plugin_libraries_are_refused_with_file_and_reason() {
     assert!(stderr.contains(&sweep_file.display().to_string()) && stderr.contains("no root module"), "{stderr}");
     assert!(!results.join("runs").exists(), "nothing was launched");
 }
+
+/// A tmpfs mounted for one test and unmounted when dropped.
+struct SmallDisk {
+    dir: PathBuf,
+}
+
+impl SmallDisk {
+    /// Mounts `size` (e.g. `600k`) at `dir`; `None`, with the reason printed, where this machine
+    /// lets no test mount (not root): CI runs as root, so there the test always runs.
+    fn mount(dir: &Path, size: &str) -> Option<SmallDisk> {
+        std::fs::create_dir_all(dir).expect("mount point");
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .output()
+            .expect("spawn mount");
+        if !out.status.success() {
+            assert!(std::env::var_os("CI").is_none(), "CI must be able to mount a tmpfs: {}", text(&out).1);
+            println!("skipped: cannot mount a tmpfs here: {}", text(&out).1.trim());
+            return None;
+        }
+        Some(SmallDisk { dir: dir.to_path_buf() })
+    }
+
+    fn resize(&self, size: &str) {
+        run_ok(std::process::Command::new("mount").args(["-o", &format!("remount,size={size}")]).arg(&self.dir));
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.dir).status();
+    }
+}
+
+/// Issue 12 item 4: a sweep whose results disk fills up fails the runs that cannot write with an
+/// error saying the disk is full, keeps every run finished before, and completes once space is
+/// back without redoing those.
+#[test]
+fn a_full_results_disk_fails_clearly_keeps_finished_runs_and_resumes_after() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let Some(disk) = SmallDisk::mount(&tmp.path().join("disk"), "600k") else { return };
+    let seeds = "[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]";
+    let body = format!(
+        "name = \"full\"\nmax_parallel = 1\n[run]\nenv = \"CartPole-v1\"\nplugin = \"ppo\"\ntotal_steps = 100000\n[sweep]\nseeds = {seeds}\n"
+    );
+    let sweep = write_sweep(tmp.path(), &body);
+    let results = disk.dir.join("results");
+    let out = drover_in(tmp.path()).arg("run").arg(&sweep).arg("--results").arg(&results).output().expect("spawn");
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success(), "the disk cannot hold twelve runs:\n{stderr}");
+    assert!(stderr.contains("the results disk is full"), "{stderr}");
+    let completed: Vec<PathBuf> = run_dirs(&results)
+        .into_iter()
+        .filter(|r| std::fs::read_to_string(r.join("exit.json")).is_ok_and(|t| t.contains("\"completed\"")))
+        .collect();
+    assert!(!completed.is_empty() && completed.len() < 12, "{} runs completed before the disk filled", completed.len());
+    for run in &completed {
+        assert_eq!(read_json(&run.join("summary.json"))["run_id"].as_str(), run.file_name().and_then(|n| n.to_str()));
+    }
+
+    disk.resize("20m");
+    let again = run_ok(drover_in(tmp.path()).arg("run").arg(&sweep).arg("--results").arg(&results));
+    let (_, stderr) = text(&again);
+    assert!(stderr.contains(&format!("{} already completed", completed.len())), "{stderr}");
+    let done = run_dirs(&results)
+        .iter()
+        .filter(|r| std::fs::read_to_string(r.join("exit.json")).is_ok_and(|t| t.contains("\"completed\"")))
+        .count();
+    assert_eq!(done, 12);
+}

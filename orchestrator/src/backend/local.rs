@@ -357,11 +357,22 @@ fn record_exit(report: &mut LaunchReport, run: &PendingRun, status: std::io::Res
         }
         Ok(Some(record)) => format!("{:?}: {}", record.status, record.reason.unwrap_or_else(|| status_text.clone())).to_lowercase(),
         Ok(None) => {
-            let reason = format!("{status_text} without writing exit.json");
+            let mut reason = format!("{status_text} without writing exit.json");
             // Only under the run's lock: a process the job left behind may still write there.
-            match super::job_lock::try_lock(&run.dir) {
+            let written = match super::job_lock::try_lock(&run.dir) {
                 Ok(Some(_lock)) => write_failed_marker(&exit_path, &run.run_id, &reason),
-                _ => tracing::warn!(run = %run.run_id, "not writing `{}`: the run directory is still locked", exit_path.display()),
+                Ok(None) => {
+                    tracing::warn!(run = %run.run_id, "not writing `{}`: the run directory is still locked", exit_path.display());
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            };
+            // A full disk silences the job too (its stderr log is on it), so say it here.
+            if written.is_err_and(|e| is_disk_full(&e)) {
+                reason.push_str(&format!(
+                    "; the results disk is full (cannot write in `{}`): free space and run the same command again, finished runs are kept",
+                    run.dir.display()
+                ));
             }
             reason
         }
@@ -387,9 +398,14 @@ fn rearm(run: &PendingRun) -> Result<u32, RunError> {
     Ok(attempt)
 }
 
+/// Whether an I/O error means the filesystem has no space (or quota) left.
+fn is_disk_full(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
+}
+
 /// Writes `exit.json` `failed` for a job that died without one. Best effort: the failure is
 /// reported anyway, and a missing marker already means "redo" to the next `drover run`.
-fn write_failed_marker(path: &Path, run_id: &str, reason: &str) {
+fn write_failed_marker(path: &Path, run_id: &str, reason: &str) -> std::io::Result<()> {
     let record = ExitRecord {
         format_version: layout::FORMAT_VERSION,
         run_id: run_id.to_string(),
@@ -398,9 +414,10 @@ fn write_failed_marker(path: &Path, run_id: &str, reason: &str) {
         finished_at: serde_json::Value::String(layout::unix_now()),
     };
     let written = serde_json::to_vec_pretty(&record).map_err(std::io::Error::other).and_then(|bytes| layout::write_atomic(path, &bytes));
-    if let Err(e) = written {
+    if let Err(e) = &written {
         tracing::warn!(run = %run_id, "cannot write `{}`: {e}", path.display());
     }
+    written
 }
 
 /// "killed by signal 9 (SIGKILL)", with the likely cause where the signal suggests one. A
