@@ -29,6 +29,32 @@ impl R {
         v
     }
 }
+/// What the emulated `rollout` mode writes, in its order: per step (`l` = steps x envs)
+/// observations, actions, log-probs, entropies, values, rewards, flags and next values, then the
+/// finished episodes (env, return, length).
+struct EmuRollout {
+    obs: Vec<f32>,
+    act: Vec<u32>,
+    lp: Vec<f32>,
+    en: Vec<f32>,
+    val: Vec<f32>,
+    rew: Vec<f32>,
+    te: Vec<u8>,
+    tr: Vec<u8>,
+    nv: Vec<f32>,
+    fk: Vec<u32>,
+    fr: Vec<f32>,
+    fl: Vec<u32>,
+}
+impl EmuRollout {
+    fn read(r: &mut R, l: usize) -> Self {
+        let (obs, act, lp, en, val, rew) = (r.take(4 * l), r.take(l), r.take(l), r.take(l), r.take(l), r.take(l));
+        let (te, tr, nv) = (r.take(l), r.take(l), r.take(l));
+        let finished = r.take::<u32>(1)[0] as usize;
+        let (fk, fr, fl) = (r.take(finished), r.take(finished), r.take(finished));
+        EmuRollout { obs, act, lp, en, val, rew, te, tr, nv, fk, fr, fl }
+    }
+}
 fn run(bin: &str, mode: &str, input: &[u8]) -> R {
     std::fs::write(
         &format!("{}/in.bin", std::env::var("EMU_BIN_DIR").unwrap()),
@@ -92,19 +118,7 @@ fn rollout_check(bin: &str, hidden: Vec<usize>, n_act: usize, n: usize, t: usize
     w(&mut inp, &params);
     let mut r = run(bin, "rollout", &inp);
     let l = n * t;
-    let obs: Vec<f32> = r.take(4 * l);
-    let act: Vec<u32> = r.take(l);
-    let lp: Vec<f32> = r.take(l);
-    let en: Vec<f32> = r.take(l);
-    let val: Vec<f32> = r.take(l);
-    let rew: Vec<f32> = r.take(l);
-    let te: Vec<u8> = r.take(l);
-    let tr: Vec<u8> = r.take(l);
-    let nv: Vec<f32> = r.take(l);
-    let fc: Vec<u32> = r.take(1);
-    let fk: Vec<u32> = r.take(fc[0] as usize);
-    let fr: Vec<f32> = r.take(fc[0] as usize);
-    let fl: Vec<u32> = r.take(fc[0] as usize);
+    let EmuRollout { obs, act, lp, en, val, rew, te, tr, nv, fk, fr, fl } = EmuRollout::read(&mut r, l);
     let mut ro = Rollout::default();
     re.rollout(&mut ro).unwrap();
     let mut bad = 0;
@@ -310,19 +324,7 @@ fn truncation_check(bin: &str) -> usize {
     let mut r = run(bin, "rollout", &inp);
     std::env::remove_var("EMU_START_STEPS");
     let l = n * t;
-    let _obs: Vec<f32> = r.take(4 * l);
-    let act: Vec<u32> = r.take(l);
-    let lp: Vec<f32> = r.take(l);
-    let _en: Vec<f32> = r.take(l);
-    let val: Vec<f32> = r.take(l);
-    let _rew: Vec<f32> = r.take(l);
-    let te: Vec<u8> = r.take(l);
-    let tr: Vec<u8> = r.take(l);
-    let nv: Vec<f32> = r.take(l);
-    let fc: Vec<u32> = r.take(1);
-    let fk: Vec<u32> = r.take(fc[0] as usize);
-    let fr: Vec<f32> = r.take(fc[0] as usize);
-    let fl: Vec<u32> = r.take(fc[0] as usize);
+    let EmuRollout { act, lp, val, te, tr, nv, fk, fr, fl, .. } = EmuRollout::read(&mut r, l);
     let mut ro = Rollout::default();
     cpu.rollout(&mut ro).unwrap();
     let mut bad = 0;
