@@ -144,6 +144,22 @@ pub trait Engine: Send {
     fn params(&self) -> Result<Vec<f32>, KernelError>;
     /// Replaces the flat parameter buffer.
     fn set_params(&mut self, params: &[f32]) -> Result<(), KernelError>;
+    /// Sequence engines: what each local env generates in the next rollout only (its prompt,
+    /// sampled or expert), instead of the default layout (SEMANTICS.md section 6). Prompt
+    /// datasets and per-prompt group sizes are built from this; groups are the host's business.
+    /// Other engines keep the default, an error saying so.
+    fn plan_rollout(&mut self, plan: &[crate::EnvPlan]) -> Result<(), KernelError> {
+        let _ = plan;
+        Err(KernelError::InvalidConfig(format!("only sequence-task engines take a rollout plan, not the {:?} engine", self.device())))
+    }
+    /// Sequence engines: replaces the responses of the last rollout that [`Engine::evaluate`]
+    /// reads with these (each local env's prompt, and time-major actions `[t * num_envs +
+    /// env]`), e.g. a training batch composed of accepted groups of several rollouts (DAPO's
+    /// dynamic sampling). Other engines keep the default, an error saying so.
+    fn load_sequences(&mut self, prompts: &[crate::PromptRef], actions: &[u32]) -> Result<(), KernelError> {
+        let _ = (prompts, actions);
+        Err(KernelError::InvalidConfig(format!("only sequence-task engines load sequences, not the {:?} engine", self.device())))
+    }
     /// Snapshots everything needed to continue exactly from here (checkpointing): parameters,
     /// Adam moments and step, every env's state and episode accumulators, and the global step.
     /// Engines that cannot do this yet keep the default, an error saying so.

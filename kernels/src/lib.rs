@@ -22,4 +22,4 @@ pub use engine::{
 };
 pub use error::KernelError;
 pub use layout::{LayerLayout, ParamLayout};
-pub use seq::{create_seq_engine, SeqTask, TaskFamily};
+pub use seq::{create_seq_engine, EnvPlan, PromptRef, SeqTask, TaskFamily};

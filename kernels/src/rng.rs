@@ -15,6 +15,12 @@ pub const STREAM_PLUGIN: u32 = 4;
 /// Stream of sequence-task prompts (`env` = global group index,
 /// `counter = rollout * prompt_len + position`; SEMANTICS.md section 6).
 pub const STREAM_PROMPT: u32 = 5;
+/// Stream of the fixed prompt dataset of sequence tasks (`env` = dataset index,
+/// `counter = position`, key `run_key(DATASET_SEED)`; SEMANTICS.md section 6).
+pub const STREAM_DATASET: u32 = 6;
+/// The seed whose key draws the prompt dataset: one dataset for every run seed, so seeds
+/// differ in the policy's randomness, not in the data.
+pub const DATASET_SEED: u64 = 0;
 
 /// `2^-24`: maps the top 24 bits of a draw onto `[0, 1)` exactly (an f32 mantissa holds 24 bits).
 const INV_2_24: f32 = 1.0 / 16_777_216.0;

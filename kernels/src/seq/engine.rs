@@ -4,7 +4,7 @@
 
 use rayon::prelude::*;
 
-use super::task::SeqTask;
+use super::task::{EnvPlan, PromptRef, SeqTask};
 use crate::cpu::learner::Learner;
 use crate::cpu::mlp::{entropy, sample, NetCache};
 use crate::cpu::SimdLevel;
@@ -37,6 +37,15 @@ pub fn create_seq_engine(
         DeviceRequest::Cuda => Err(KernelError::InvalidConfig(
             "sequence tasks have no CUDA engine yet; use device = \"cpu\" or \"auto\"".into(),
         )),
+    }
+}
+
+/// A length error for buffer `name` unless `got == expected`.
+fn check_len(name: &'static str, got: usize, expected: usize) -> Result<(), KernelError> {
+    if got == expected {
+        Ok(())
+    } else {
+        Err(KernelError::Length { name, got, expected })
     }
 }
 
@@ -97,10 +106,12 @@ struct GenCtx<'a> {
     layout: &'a ParamLayout,
     params: &'a [f32],
     task: &'a SeqTask,
-    /// Prompts of the local groups, `[group][prompt_len]`.
+    /// Prompts of the local envs, `[env][prompt_len]`.
     prompts: &'a [u32],
-    /// Answers of the local groups, `[group][response_len]` (read only for expert envs).
+    /// Answers of the local envs, `[env][response_len]` (read only for expert envs).
     answers: &'a [u32],
+    /// Whether each local env is an expert (teacher-forced) response.
+    expert: &'a [bool],
     key: u32,
     env_offset: usize,
     step0: u64,
@@ -128,17 +139,15 @@ impl GenChunk {
 
     fn generate(&mut self, c: GenCtx<'_>) {
         let (n, nt, od) = (self.len, c.nt, c.task.obs_dim());
-        let (pl, g) = (c.task.prompt_len, c.task.group_size);
+        let pl = c.task.prompt_len;
         let na = c.layout.shape.n_actions;
-        // Env positions are the same within local and global groups (`env_offset` is a multiple
-        // of the group size).
-        let expert: Vec<bool> = (0..n).map(|i| c.task.is_expert(self.start + i)).collect();
+        let expert = &c.expert[self.start..self.start + n];
         for t in 0..nt {
             // The RNG counter is the low 32 bits of the global step, as in the CartPole engines.
             let gt = c.step0.wrapping_add(t as u64) as u32;
             for i in 0..n {
                 let env = self.start + i;
-                let prompt = &c.prompts[env / g * pl..(env / g + 1) * pl];
+                let prompt = &c.prompts[env * pl..(env + 1) * pl];
                 let prefix = &self.resp[i * nt..i * nt + t];
                 c.task
                     .observation(prompt, prefix, t, &mut self.net.input[i * od..(i + 1) * od]);
@@ -150,7 +159,7 @@ impl GenChunk {
                 let lp = &self.net.logp[i * na..(i + 1) * na];
                 // An expert response is teacher-forced: the answer's token, scored like a draw.
                 let a = if expert[i] {
-                    c.answers[(self.start + i) / g * nt + t]
+                    c.answers[(self.start + i) * nt + t]
                 } else {
                     sample(lp, self.uniforms[i])
                 };
@@ -164,7 +173,7 @@ impl GenChunk {
         }
         for i in 0..n {
             let env = self.start + i;
-            let prompt = &c.prompts[env / g * pl..(env / g + 1) * pl];
+            let prompt = &c.prompts[env * pl..(env + 1) * pl];
             self.correct[i] = c.task.verify(prompt, &self.resp[i * nt..(i + 1) * nt]);
         }
     }
@@ -187,10 +196,16 @@ pub struct SeqEngine {
     step: u64,
     simd: SimdLevel,
     gens: Vec<GenChunk>,
-    /// Prompts of the last rollout, `[local group][prompt_len]`.
+    /// The plan of the next rollout (`plan_rollout`); `None`: the default layout.
+    plan: Option<Vec<EnvPlan>>,
+    /// Prompt of each local env in the last rollout (or `load_sequences`).
+    refs: Vec<PromptRef>,
+    /// Their tokens, `[local env][prompt_len]`.
     prompts: Vec<u32>,
-    /// Their answers, `[local group][response_len]`; empty without expert responses.
+    /// Their answers, `[local env][response_len]` (used by expert envs only).
     answers: Vec<u32>,
+    /// Whether each local env of the last rollout was an expert response.
+    expert: Vec<bool>,
     /// Actions of the last rollout, `[t * num_envs + env]`.
     actions: Vec<u32>,
 }
@@ -230,12 +245,11 @@ impl SeqEngine {
             step: 0,
             simd: SimdLevel::detect(),
             gens,
-            prompts: vec![0; ne / task.group_size * task.prompt_len],
-            answers: if task.expert_per_group > 0 {
-                vec![0; ne / task.group_size * nt]
-            } else {
-                Vec::new()
-            },
+            plan: None,
+            refs: vec![PromptRef::Dataset(0); ne],
+            prompts: vec![0; ne * task.prompt_len],
+            answers: vec![0; ne * nt],
+            expert: vec![false; ne],
             actions: vec![0; ne * nt],
             key,
             layout,
@@ -259,10 +273,21 @@ impl SeqEngine {
         self.learn.threads()
     }
 
-    /// Prompts of the last rollout, `[local group][prompt_len]` (local group `k` is global
-    /// group `env_offset / group_size + k`); zeros before the first rollout.
+    /// Prompts of the last rollout, `[local env][prompt_len]`; zeros before the first rollout.
     pub fn prompts(&self) -> &[u32] {
         &self.prompts
+    }
+
+    /// Draws the tokens (and answers, for expert envs) of the prompts in `self.refs`.
+    fn draw_prompts(&mut self) {
+        let (pl, nt) = (self.task.prompt_len, self.cfg.num_steps);
+        for (i, &which) in self.refs.iter().enumerate() {
+            let p = &mut self.prompts[i * pl..(i + 1) * pl];
+            self.task.prompt_of(self.key, which, p);
+            if self.expert[i] {
+                self.task.answer(p, &mut self.answers[i * nt..(i + 1) * nt]);
+            }
+        }
     }
 }
 
@@ -281,28 +306,30 @@ impl Engine for SeqEngine {
 
     fn rollout(&mut self, out: &mut Rollout) -> Result<(), KernelError> {
         let (ne, nt) = (self.cfg.num_envs, self.cfg.num_steps);
-        let (pl, g) = (self.task.prompt_len, self.task.group_size);
         // `step` is always a multiple of `num_steps` (only rollouts advance it; `load_state`
         // checks), so this is the count of rollouts so far.
         let rollout = (self.step / nt as u64) as u32;
-        let first_group = self.cfg.env_offset / g;
-        for (k, p) in self.prompts.chunks_exact_mut(pl).enumerate() {
-            self.task
-                .prompt(self.key, rollout, (first_group + k) as u32, p);
+        match self.plan.take() {
+            Some(plan) => {
+                for (i, p) in plan.into_iter().enumerate() {
+                    (self.refs[i], self.expert[i]) = (p.prompt, p.expert);
+                }
+            }
+            None => {
+                for i in 0..ne {
+                    let p = self.task.default_plan(rollout, self.cfg.env_offset + i);
+                    (self.refs[i], self.expert[i]) = (p.prompt, p.expert);
+                }
+            }
         }
-        for (p, a) in self
-            .prompts
-            .chunks_exact(pl)
-            .zip(self.answers.chunks_exact_mut(nt))
-        {
-            self.task.answer(p, a);
-        }
+        self.draw_prompts();
         let ctx = GenCtx {
             layout: &self.layout,
             params: self.learn.params(),
             task: &self.task,
             prompts: &self.prompts,
             answers: &self.answers,
+            expert: &self.expert,
             key: self.key,
             env_offset: self.cfg.env_offset,
             step0: self.step,
@@ -366,13 +393,13 @@ impl Engine for SeqEngine {
         let ne = self.cfg.num_envs;
         let total = ne * self.cfg.num_steps;
         let (task, prompts, actions) = (&self.task, &self.prompts[..], &self.actions[..]);
-        let (pl, g) = (task.prompt_len, task.group_size);
+        let pl = task.prompt_len;
         // Sample `s` is token `t` of env `env`: its prefix is that env's first `t` actions.
         let fill = |s: usize, row: &mut [f32], prefix: &mut Vec<u32>| {
             let (t, env) = (s / ne, s % ne);
             prefix.clear();
             prefix.extend((0..t).map(|j| actions[j * ne + env]));
-            let prompt = &prompts[env / g * pl..(env / g + 1) * pl];
+            let prompt = &prompts[env * pl..(env + 1) * pl];
             task.observation(prompt, prefix, t, row);
         };
         self.learn
@@ -380,6 +407,29 @@ impl Engine for SeqEngine {
     }
 
     crate::cpu::learner::delegate_learning!();
+
+    fn plan_rollout(&mut self, plan: &[EnvPlan]) -> Result<(), KernelError> {
+        check_len("plan", plan.len(), self.cfg.num_envs)?;
+        self.plan = Some(plan.to_vec());
+        Ok(())
+    }
+
+    fn load_sequences(&mut self, prompts: &[PromptRef], actions: &[u32]) -> Result<(), KernelError> {
+        let (ne, nt) = (self.cfg.num_envs, self.cfg.num_steps);
+        check_len("prompts", prompts.len(), ne)?;
+        check_len("actions", actions.len(), ne * nt)?;
+        let vocab = self.task.vocab as u32;
+        if let Some(&bad) = actions.iter().find(|&&a| a >= vocab) {
+            return Err(KernelError::InvalidConfig(format!("action {bad} is not a token of vocab {vocab}")));
+        }
+        self.refs.copy_from_slice(prompts);
+        // Answers are for generating expert tokens; loaded responses are replayed, not generated.
+        self.expert.fill(false);
+        self.draw_prompts();
+        self.actions.copy_from_slice(actions);
+        self.learn.rolled_out();
+        Ok(())
+    }
 
     /// Parameters, Adam state and the step: no env state survives a rollout, so the CartPole
     /// vectors of [`EngineState`] stay empty.

@@ -7,4 +7,4 @@ pub mod reference;
 mod task;
 
 pub use engine::{create_seq_engine, SeqEngine};
-pub use task::{SeqTask, TaskFamily};
+pub use task::{EnvPlan, PromptRef, SeqTask, TaskFamily};

@@ -2,9 +2,9 @@
 //! one row at a time over the scalar `crate::reference` network, with its own prompt draw and
 //! observation encoding. Slow; `SeqEngine` is tested against it.
 
-use super::task::SeqTask;
+use super::task::{EnvPlan, PromptRef, SeqTask};
 use crate::reference::{entropy, forward, log_softmax, sample, RefLearner};
-use crate::rng::{draw, run_key, uniform, STREAM_ACTION, STREAM_PROMPT};
+use crate::rng::{draw, run_key, uniform, DATASET_SEED, STREAM_ACTION, STREAM_DATASET, STREAM_PROMPT};
 use crate::{DeviceKind, Engine, EngineConfig, KernelError, MinibatchEval, ParamLayout, Rollout};
 
 /// The prompt of global group `group` in rollout `rollout`: token `k` is the high word of
@@ -22,6 +22,17 @@ pub fn prompt(task: &SeqTask, key: u32, rollout: u32, group: u32) -> Vec<u32> {
             ((d as u64 * task.vocab as u64) >> 32) as u32
         })
         .collect()
+}
+
+/// The prompt `which` names: [`prompt`], or dataset prompt `i`, whose token `k` is the high
+/// word of `draw(run_key(DATASET_SEED), STREAM_DATASET, i, k) * vocab`.
+pub fn prompt_of(task: &SeqTask, key: u32, which: PromptRef) -> Vec<u32> {
+    match which {
+        PromptRef::Drawn { rollout, group } => prompt(task, key, rollout, group),
+        PromptRef::Dataset(i) => (0..task.prompt_len as u32)
+            .map(|k| ((draw(run_key(DATASET_SEED), STREAM_DATASET, i, k) as u64 * task.vocab as u64) >> 32) as u32)
+            .collect(),
+    }
 }
 
 /// The observation of response step `t` given the prompt and the first `t` response tokens.
@@ -51,6 +62,8 @@ pub struct SeqReferenceEngine {
     /// Parameters, optimiser and the last rollout's observations and actions.
     learn: RefLearner<Vec<f32>>,
     step: u64,
+    /// The plan of the next rollout; `None`: the default layout.
+    plan: Option<Vec<EnvPlan>>,
 }
 
 impl SeqReferenceEngine {
@@ -69,6 +82,7 @@ impl SeqReferenceEngine {
         Ok(Self {
             learn: RefLearner::new(&layout, key),
             step: 0,
+            plan: None,
             key,
             layout,
             task,
@@ -98,16 +112,18 @@ impl Engine for SeqReferenceEngine {
             num_envs: ne,
             ..Rollout::default()
         };
-        let prompts: Vec<Vec<u32>> = (0..ne)
-            .map(|i| {
-                prompt(
-                    &self.task,
-                    self.key,
-                    rollout,
-                    ((self.cfg.env_offset + i) / g) as u32,
-                )
-            })
-            .collect();
+        let plan: Vec<EnvPlan> = self.plan.take().unwrap_or_else(|| {
+            (0..ne)
+                .map(|i| {
+                    let e = self.cfg.env_offset + i;
+                    EnvPlan {
+                        prompt: PromptRef::Drawn { rollout, group: (e / g) as u32 },
+                        expert: self.task.is_expert(e),
+                    }
+                })
+                .collect()
+        });
+        let prompts: Vec<Vec<u32>> = plan.iter().map(|p| prompt_of(&self.task, self.key, p.prompt)).collect();
         let answers: Vec<Vec<u32>> = prompts
             .iter()
             .map(|p| {
@@ -132,7 +148,7 @@ impl Engine for SeqReferenceEngine {
                     gt,
                 );
                 // Expert envs (the last `expert_per_group` of each group) take the answer's token.
-                let a = if self.task.is_expert(self.cfg.env_offset + i) {
+                let a = if plan[i].expert {
                     answers[i][t]
                 } else {
                     sample(&logp, u)
@@ -171,6 +187,33 @@ impl Engine for SeqReferenceEngine {
 
     fn evaluate(&mut self, samples: &[u32], out: &mut MinibatchEval) -> Result<(), KernelError> {
         self.learn.evaluate(&self.layout, samples, out)
+    }
+
+    fn plan_rollout(&mut self, plan: &[EnvPlan]) -> Result<(), KernelError> {
+        if plan.len() != self.cfg.num_envs {
+            return Err(KernelError::Length { name: "plan", got: plan.len(), expected: self.cfg.num_envs });
+        }
+        self.plan = Some(plan.to_vec());
+        Ok(())
+    }
+
+    fn load_sequences(&mut self, prompts: &[PromptRef], actions: &[u32]) -> Result<(), KernelError> {
+        let (ne, nt) = (self.cfg.num_envs, self.cfg.num_steps);
+        if prompts.len() != ne || actions.len() != ne * nt {
+            return Err(KernelError::Length { name: "prompts/actions", got: prompts.len(), expected: ne });
+        }
+        let prompts: Vec<Vec<u32>> = prompts.iter().map(|&p| prompt_of(&self.task, self.key, p)).collect();
+        self.learn.obs.clear();
+        self.learn.actions.clear();
+        for t in 0..nt {
+            for (i, p) in prompts.iter().enumerate() {
+                let prefix: Vec<u32> = (0..t).map(|j| actions[j * ne + i]).collect();
+                self.learn.obs.push(observation(&self.task, p, &prefix, t));
+                self.learn.actions.push(actions[t * ne + i]);
+            }
+        }
+        self.learn.evaluated = None;
+        Ok(())
     }
 
     crate::cpu::learner::delegate_learning!();

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::rng::{below, STREAM_PROMPT};
+use crate::rng::{below, run_key, DATASET_SEED, STREAM_DATASET, STREAM_PROMPT};
 use crate::{KernelError, NetShape};
 
 /// Which transformation the policy must learn.
@@ -68,6 +68,30 @@ pub struct SeqTask {
     /// The last `expert_per_group` responses of every group are the known answer, teacher-forced
     /// (CHORD's expert samples); the first `group_size - expert_per_group` are sampled. 0: none.
     pub expert_per_group: usize,
+}
+
+/// Which prompt a response answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PromptRef {
+    /// The prompt drawn for global group `group` of rollout `rollout` (the default layout:
+    /// fresh prompts every rollout).
+    Drawn {
+        /// 0-based rollout index (`global_step / response_len` at its start).
+        rollout: u32,
+        /// Global group index.
+        group: u32,
+    },
+    /// Prompt `i` of the task's fixed dataset (`run.dataset_size`), the same for every seed.
+    Dataset(u32),
+}
+
+/// What one env generates in a sequence rollout (see `Engine::plan_rollout`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct EnvPlan {
+    /// The prompt it answers.
+    pub prompt: PromptRef,
+    /// Teacher-force the prompt's answer (an expert response) instead of sampling.
+    pub expert: bool,
 }
 
 /// Largest `vocab`, `prompt_len` and `group_size` accepted: tokens and counters are u32, and a
@@ -159,6 +183,30 @@ impl SeqTask {
                 base.wrapping_add(k as u32),
                 self.vocab as u32,
             );
+        }
+    }
+
+    /// Fills `out[..prompt_len]` with the prompt `which` names: a drawn prompt
+    /// ([`SeqTask::prompt`] with the run's `key`), or dataset prompt `i`, whose token `k` is
+    /// `below(run_key(DATASET_SEED), STREAM_DATASET, i, k, vocab)` for every run seed.
+    pub fn prompt_of(&self, key: u32, which: PromptRef, out: &mut [u32]) {
+        match which {
+            PromptRef::Drawn { rollout, group } => self.prompt(key, rollout, group, out),
+            PromptRef::Dataset(i) => {
+                let dataset_key = run_key(DATASET_SEED);
+                for (k, tok) in out[..self.prompt_len].iter_mut().enumerate() {
+                    *tok = below(dataset_key, STREAM_DATASET, i, k as u32, self.vocab as u32);
+                }
+            }
+        }
+    }
+
+    /// The default layout's plan for global env `env` in rollout `rollout`: its group's drawn
+    /// prompt, and an expert response when it is one of the group's last `expert_per_group`.
+    pub fn default_plan(&self, rollout: u32, env: usize) -> EnvPlan {
+        EnvPlan {
+            prompt: PromptRef::Drawn { rollout, group: (env / self.group_size.max(1)) as u32 },
+            expert: self.is_expert(env),
         }
     }
 

@@ -11,11 +11,11 @@
 
 use drover_kernels::reference::{forward, log_softmax};
 use drover_kernels::rng::{run_key, uniform, STREAM_ACTION};
-use drover_kernels::seq::reference::{observation, prompt, SeqReferenceEngine};
+use drover_kernels::seq::reference::{observation, prompt, prompt_of, SeqReferenceEngine};
 use drover_kernels::seq::SeqEngine;
 use drover_kernels::{
-    create_seq_engine, AdamConfig, DeviceRequest, Engine, EngineConfig, EngineState, MinibatchEval,
-    Rollout, SeqTask, TaskFamily,
+    create_seq_engine, AdamConfig, DeviceRequest, Engine, EngineConfig, EngineState, EnvPlan, MinibatchEval,
+    PromptRef, Rollout, SeqTask, TaskFamily,
 };
 
 fn task(family: TaskFamily, vocab: usize, prompt_len: usize, group_size: usize) -> SeqTask {
@@ -70,6 +70,8 @@ fn sharpen(engine: &mut dyn Engine, rf: &mut dyn Engine) {
 }
 
 /// Compares one rollout of both engines; `diverged[env]` marks responses that legally split.
+/// `plan`: the rollout's plan, `None` for the default layout.
+#[allow(clippy::too_many_arguments)]
 fn compare_rollout(
     a: &Rollout,
     b: &Rollout,
@@ -77,6 +79,7 @@ fn compare_rollout(
     cfg: &EngineConfig,
     params: &[f32],
     step0: u64,
+    plan: Option<&[EnvPlan]>,
     diverged: &mut [bool],
 ) {
     let (nt, ne) = (b.num_steps, b.num_envs);
@@ -89,12 +92,10 @@ fn compare_rollout(
             if a.actions[s] != b.actions[s] {
                 // Recompute the reference distribution there: the draw must sit on a boundary.
                 let rollout = (step0 / nt as u64) as u32;
-                let pr = prompt(
-                    task,
-                    key,
-                    rollout,
-                    ((cfg.env_offset + e) / task.group_size) as u32,
-                );
+                let pr = match plan {
+                    Some(plan) => prompt_of(task, key, plan[e].prompt),
+                    None => prompt(task, key, rollout, ((cfg.env_offset + e) / task.group_size) as u32),
+                };
                 let prefix: Vec<u32> = (0..t).map(|j| b.actions[j * ne + e]).collect();
                 let (logits, _) = forward(&layout, params, &observation(task, &pr, &prefix, t));
                 let u = uniform(
@@ -160,7 +161,7 @@ fn seq_engine_matches_reference_rollout_evaluate_and_grad() {
             rf.rollout(&mut b).expect("reference rollout");
             assert_eq!(eng.global_step(), (r + 1) * nt as u64);
             assert_eq!(rf.global_step(), eng.global_step());
-            compare_rollout(&a, &b, &tk, &cfg, &params, r * nt as u64, &mut diverged);
+            compare_rollout(&a, &b, &tk, &cfg, &params, r * nt as u64, None, &mut diverged);
         }
         assert!(
             diverged.iter().filter(|&&d| d).count() <= 2,
@@ -291,7 +292,7 @@ fn expert_responses_are_teacher_forced_answers_and_match_the_reference() {
             eng.rollout(&mut a).expect("rollout");
             rf.rollout(&mut b).expect("reference rollout");
             none.rollout(&mut c).expect("rollout without experts");
-            compare_rollout(&a, &b, &tk, &cfg, &params, r * nt as u64, &mut diverged);
+            compare_rollout(&a, &b, &tk, &cfg, &params, r * nt as u64, None, &mut diverged);
             let mut n_expert = 0;
             for e in 0..ne {
                 let pr = prompt(&tk, key, r as u32, ((offset + e) / 4) as u32);
@@ -421,12 +422,15 @@ fn groups_share_prompts_and_ranks_split_exactly() {
         for (e, p) in ranks.iter_mut().zip(parts.iter_mut()) {
             e.rollout(p).expect("rank rollout");
         }
-        // Prompts: rank r holds global groups 4r..4r+4, identical to the whole run's.
+        // Prompts: rank r holds global envs 32r..32r+32, identical to the whole run's, and the
+        // 8 envs of a group share one prompt.
         let pl = tk.prompt_len;
-        assert_eq!(whole.prompts().len(), 8 * pl);
-        assert_eq!(ranks[0].prompts(), &whole.prompts()[..4 * pl]);
-        assert_eq!(ranks[1].prompts(), &whole.prompts()[4 * pl..]);
-        let groups: Vec<&[u32]> = whole.prompts().chunks(pl).collect();
+        assert_eq!(whole.prompts().len(), 64 * pl);
+        assert_eq!(ranks[0].prompts(), &whole.prompts()[..32 * pl]);
+        assert_eq!(ranks[1].prompts(), &whole.prompts()[32 * pl..]);
+        let envs: Vec<&[u32]> = whole.prompts().chunks(pl).collect();
+        assert!(envs.chunks(8).all(|g| g.iter().all(|p| *p == g[0])), "a group's envs differ in prompt");
+        let groups: Vec<&[u32]> = envs.iter().step_by(8).copied().collect();
         assert!(
             groups.iter().any(|g| *g != groups[0]),
             "all groups drew the same prompt"
@@ -661,4 +665,90 @@ fn reinforce_with_group_baseline_learns_reverse() {
         last > 0.6,
         "accuracy should rise well above chance: first {first}, last {last}"
     );
+}
+
+/// A plan with dataset prompts, groups of uneven size and experts anywhere: both engines follow
+/// it (prompts, teacher forcing), the plan lasts one rollout, and the default layout returns.
+#[test]
+fn planned_rollouts_follow_the_plan_and_match_the_reference() {
+    let tk = SeqTask { expert_per_group: 1, ..task(TaskFamily::Sort, 5, 4, 4) };
+    let cfg = seq_config(&tk, 16, vec![16, 16], 11, 2);
+    let mut eng = SeqEngine::new(cfg.clone(), tk).expect("engine");
+    let mut rf = SeqReferenceEngine::new(cfg.clone(), tk).expect("reference");
+    let mut plain = SeqEngine::new(cfg.clone(), tk).expect("engine");
+    sharpen(&mut eng, &mut rf);
+    plain.set_params(&eng.params().expect("p")).expect("set");
+    let (nt, ne) = (tk.response_len(), cfg.num_envs);
+    // Groups of sizes 5, 1, 7, 3 over dataset prompts 9, 0, 4 and a drawn prompt.
+    let sizes = [5usize, 1, 7, 3];
+    let sources = [PromptRef::Dataset(9), PromptRef::Dataset(0), PromptRef::Dataset(4), PromptRef::Drawn { rollout: 77, group: 3 }];
+    let mut plan = Vec::new();
+    for (&n, &src) in sizes.iter().zip(&sources) {
+        plan.extend((0..n).map(|j| EnvPlan { prompt: src, expert: j == 0 && n > 1 }));
+    }
+    assert_eq!(plan.len(), ne);
+    eng.plan_rollout(&plan).expect("plan");
+    rf.plan_rollout(&plan).expect("reference plan");
+    let (mut a, mut b, mut c) = (Rollout::default(), Rollout::default(), Rollout::default());
+    let params = rf.params().expect("p");
+    eng.rollout(&mut a).expect("rollout");
+    rf.rollout(&mut b).expect("reference rollout");
+    let mut diverged = vec![false; ne];
+    compare_rollout(&a, &b, &tk, &cfg, &params, 0, Some(&plan), &mut diverged);
+    let key = run_key(cfg.seed);
+    for (e, p) in plan.iter().enumerate() {
+        let pr = prompt_of(&tk, key, p.prompt);
+        assert_eq!(&eng.prompts()[e * 4..e * 4 + 4], &pr[..], "env {e} prompt");
+        if p.expert {
+            let mut answer = vec![0u32; nt];
+            tk.answer(&pr, &mut answer);
+            let resp: Vec<u32> = (0..nt).map(|t| a.actions[t * ne + e]).collect();
+            assert_eq!(resp, answer, "expert env {e}");
+        }
+    }
+    // Dataset prompts are the same for every run seed, drawn prompts are not.
+    let other = SeqTask { ..tk };
+    assert_eq!(prompt_of(&other, run_key(99), PromptRef::Dataset(9)), prompt_of(&tk, key, PromptRef::Dataset(9)));
+    // The plan is spent: the next rollout is the default layout's, as in an engine never planned.
+    plain.rollout(&mut c).expect("plain rollout");
+    eng.rollout(&mut a).expect("rollout");
+    plain.rollout(&mut c).expect("plain rollout");
+    assert_eq!(a.actions, c.actions);
+    assert_eq!(bits(&a.logp), bits(&c.logp));
+    assert!(eng.plan_rollout(&plan[1..]).is_err(), "a short plan is refused");
+}
+
+/// `load_sequences` replays responses of an earlier rollout: `evaluate` then gives the logp,
+/// entropy and values that rollout recorded, bit for bit, and matches the reference engine's
+/// replay; bad buffers are refused.
+#[test]
+fn loaded_sequences_replay_an_earlier_rollout_exactly() {
+    let tk = SeqTask { expert_per_group: 1, ..task(TaskFamily::Reverse, 4, 3, 4) };
+    let cfg = seq_config(&tk, 32, vec![16], 5, 2);
+    let mut eng = SeqEngine::new(cfg.clone(), tk).expect("engine");
+    let mut rf = SeqReferenceEngine::new(cfg.clone(), tk).expect("reference");
+    sharpen(&mut eng, &mut rf);
+    let (nt, ne) = (tk.response_len(), cfg.num_envs);
+    let (mut first, mut second) = (Rollout::default(), Rollout::default());
+    eng.rollout(&mut first).expect("rollout");
+    let refs: Vec<PromptRef> = (0..ne).map(|e| tk.default_plan(0, e).prompt).collect();
+    eng.rollout(&mut second).expect("second rollout");
+    assert_ne!(first.actions, second.actions);
+    eng.load_sequences(&refs, &first.actions).expect("load");
+    rf.load_sequences(&refs, &first.actions).expect("reference load");
+    let samples: Vec<u32> = (0..(nt * ne) as u32).rev().collect();
+    let (mut ev, mut rev) = (MinibatchEval::default(), MinibatchEval::default());
+    eng.evaluate(&samples, &mut ev).expect("evaluate");
+    rf.evaluate(&samples, &mut rev).expect("reference evaluate");
+    for (j, &s) in samples.iter().enumerate() {
+        let s = s as usize;
+        assert_eq!(ev.logp[j].to_bits(), first.logp[s].to_bits(), "logp at {s}");
+        assert_eq!(ev.entropy[j].to_bits(), first.entropy[s].to_bits(), "entropy at {s}");
+        assert_eq!(ev.values[j].to_bits(), first.values[s].to_bits(), "value at {s}");
+        close(ev.logp[j], rev.logp[j], "reference logp", s);
+    }
+    let mut bad = first.actions.clone();
+    bad[3] = 4;
+    assert!(eng.load_sequences(&refs, &bad).is_err(), "a token outside the vocab is refused");
+    assert!(eng.load_sequences(&refs[1..], &first.actions).is_err(), "short prompts are refused");
 }
