@@ -29,6 +29,14 @@ pub enum JobError {
     /// A call into the plugin failed (panic, error, NaN...).
     #[error(transparent)]
     PluginCall(#[from] drover_plugin_host::CallError),
+    /// The plugin asked for something the run cannot do (e.g. group sizes over the budget).
+    #[error("plugin `{plugin}`: {reason}")]
+    PluginRequest {
+        /// The plugin's name.
+        plugin: String,
+        /// What it asked for and why that cannot be done.
+        reason: String,
+    },
     /// A kernel or the device failed (transparent: the kernel error already says what failed,
     /// and an `{:#}` chain would otherwise print it twice).
     #[error(transparent)]

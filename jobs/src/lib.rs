@@ -11,6 +11,7 @@ pub mod fsio;
 pub mod lock;
 pub mod metrics;
 pub mod plugin_cmd;
+pub mod sampling;
 pub mod signals;
 pub mod spec;
 pub mod summary;

@@ -101,6 +101,15 @@ pub struct RunSettings {
     /// `none` (default) or `initial`: the frozen initial policy gives plugins `logp_ref`.
     #[serde(default)]
     pub reference_policy: Option<String>,
+    /// Sequence tasks: train on a fixed dataset of this many prompts, visited in a seeded
+    /// order per epoch, instead of fresh prompts every rollout (Knapsack RL's per-prompt
+    /// budgets need prompts that come back). At least `num_envs / group_size`.
+    #[serde(default)]
+    pub dataset_size: Option<usize>,
+    /// Sequence tasks: most generation batches per iteration (DAPO's dynamic sampling keeps
+    /// generating until the plugin's `keep_group` accepted enough groups); default 1.
+    #[serde(default)]
+    pub max_gen_batches: Option<usize>,
 }
 
 impl RunSettings {
@@ -203,10 +212,29 @@ impl JobSpec {
                     ),
                 ));
             }
-        } else if r.group_size.is_some() || r.vocab.is_some() || r.prompt_len.is_some() || r.expert_per_group.is_some() {
+            let per_batch = r.num_envs / task.group_size;
+            if let Some(d) = r.dataset_size.filter(|&d| d < per_batch || d > 1 << 24) {
+                return Err(bad(
+                    "run.dataset_size",
+                    format!("{d} prompts: must be at least the {per_batch} prompts of one generation batch and at most 2^24"),
+                ));
+            }
+            if r.max_gen_batches == Some(0) {
+                return Err(bad("run.max_gen_batches", "must be at least 1".into()));
+            }
+        } else if r.group_size.is_some()
+            || r.vocab.is_some()
+            || r.prompt_len.is_some()
+            || r.expert_per_group.is_some()
+            || r.dataset_size.is_some()
+            || r.max_gen_batches.is_some()
+        {
             return Err(bad(
                 "run.env",
-                format!("group_size, vocab, prompt_len and expert_per_group are for sequence tasks, not {}", r.env),
+                format!(
+                    "group_size, vocab, prompt_len, expert_per_group, dataset_size and max_gen_batches are for sequence tasks, not {}",
+                    r.env
+                ),
             ));
         }
         if !matches!(r.reference_policy.as_deref(), None | Some("none" | "initial")) {
@@ -273,7 +301,20 @@ mod tests {
         let e = error(&spec(&format!(r#"{seq}, "expert_per_group": 4"#), "SeqAdd-v0"));
         assert!(e.contains("run.expert_per_group") && e.contains("less than group_size = 4"), "{e}");
         let e = error(&spec(r#", "expert_per_group": 1"#, "CartPole-v1"));
-        assert!(e.contains("expert_per_group are for sequence tasks"), "{e}");
+        assert!(e.contains("expert_per_group, dataset_size and max_gen_batches are for sequence tasks"), "{e}");
         assert_eq!(spec(seq, "SeqAdd-v0").run.task().ok().flatten().map(|t| t.expert_per_group), Some(0));
+    }
+
+    #[test]
+    fn dataset_size_and_max_gen_batches_are_checked() {
+        let seq = r#", "vocab": 4, "prompt_len": 2, "group_size": 4"#;
+        assert_eq!(error(&spec(&format!(r#"{seq}, "dataset_size": 4, "max_gen_batches": 3"#), "SeqAdd-v0")), "");
+        // 16 envs in groups of 4: a generation batch needs 4 prompts.
+        let e = error(&spec(&format!(r#"{seq}, "dataset_size": 3"#), "SeqAdd-v0"));
+        assert!(e.contains("run.dataset_size") && e.contains("at least the 4 prompts"), "{e}");
+        let e = error(&spec(&format!(r#"{seq}, "max_gen_batches": 0"#), "SeqAdd-v0"));
+        assert!(e.contains("run.max_gen_batches") && e.contains("at least 1"), "{e}");
+        let e = error(&spec(r#", "dataset_size": 8"#, "CartPole-v1"));
+        assert!(e.contains("are for sequence tasks"), "{e}");
     }
 }

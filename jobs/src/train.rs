@@ -19,11 +19,14 @@ use std::time::Instant;
 
 use drover_kernels::{
     create_engine, create_seq_engine, rng, AdamConfig, DeviceRequest, Engine, EngineConfig, EngineState,
-    MinibatchEval, NetShape, Rollout,
+    MinibatchEval, NetShape, PromptRef, Rollout,
 };
 use drover_plugin_host::{AlgorithmHandle, LossBatch, Metric, Plugin, RolloutBatch};
 
+use drover_plugin_api::metadata as meta;
+
 use crate::comm::Communicator;
+use crate::sampling::{self, GroupSpec, PromptSchedule};
 use crate::metrics::{MetricsLog, MetricsRow};
 use crate::checkpoint;
 use crate::signals::{CancelFlag, StopCause};
@@ -179,11 +182,26 @@ pub fn run(
         let t0 = Instant::now();
         let stats = trainer.iterate(engine.as_mut(), &mut algo, iteration, lr as f32)?;
         let global_step = (iteration * batch as u64) as i64;
-        let iteration_metrics: Vec<Metric> = stats.iter().map(|(k, v)| Metric::new(k.as_str(), *v)).collect();
+        let mut iteration_metrics: Vec<Metric> = stats.iter().map(|(k, v)| Metric::new(k.as_str(), *v)).collect();
+        // Interface 1.2 inputs (never logged): the prompts of the next generation batch.
+        let next = trainer.next_prompts(engine.as_ref());
+        if let Some(next) = &next {
+            iteration_metrics.extend(next.to_metrics().iter().map(|m| Metric::new(m.name.as_str(), m.value)));
+        }
         let control = algo.on_iteration(iteration, global_step as u64, &iteration_metrics)?;
+        trainer.set_group_sizes(next.as_ref(), &control.group_sizes).map_err(|reason| JobError::PluginRequest {
+            plugin: info.name.clone(),
+            reason,
+        })?;
         let (return_sum, episodes) = trainer.episode_totals();
-        let episodic_return_mean = (episodes > 0).then(|| return_sum / episodes as f64);
-        let mut extra: BTreeMap<String, f64> = trainer.sequence_metrics().into_iter().collect();
+        let sequence_metrics = trainer.sequence_metrics();
+        // A sequence task's return is its `accuracy`: per prompt, so that per-prompt budgets
+        // (Knapsack RL) do not weight the prompts they favour.
+        let episodic_return_mean = match sequence_metrics.iter().find(|(k, _)| k == "accuracy") {
+            Some(&(_, accuracy)) => (episodes > 0).then_some(accuracy),
+            None => (episodes > 0).then(|| return_sum / episodes as f64),
+        };
+        let mut extra: BTreeMap<String, f64> = sequence_metrics.into_iter().collect();
         extra.extend(stats
             .iter()
             .filter(|(k, _)| !FIXED_METRICS.contains(&k.as_str()))
@@ -280,9 +298,9 @@ fn check_params_agree(engine: &dyn Engine, comm: &dyn Communicator) -> Result<u6
     Ok(hash)
 }
 
-/// Channels of the gathered rollout, in buffer order (the last is `logp_ref`, zero without a
-/// reference policy).
-const ROLLOUT_CHANNELS: usize = 8;
+/// Channels of the gathered rollout, in buffer order (`logp_ref` is zero without a reference
+/// policy; the last, the actions as exact small floats, lets any rank replay any response).
+const ROLLOUT_CHANNELS: usize = 9;
 
 /// Buffers reused across iterations, so the loop allocates nothing after the first one.
 struct Trainer<'c> {
@@ -302,6 +320,14 @@ struct Trainer<'c> {
     group_size: Option<usize>,
     /// Expert (teacher-forced) responses per group (`run.expert_per_group`); 0 for none.
     expert_per_group: usize,
+    /// Most generation batches per iteration (`run.max_gen_batches`, DAPO's dynamic sampling).
+    max_gen_batches: usize,
+    /// The prompt dataset (`run.dataset_size`); `None`: fresh prompts every rollout.
+    schedule: Option<PromptSchedule>,
+    /// Group sizes the plugin asked for, for the next generation batch's prompts (Knapsack RL).
+    pending_groups: Option<Vec<GroupSpec>>,
+    /// What the generation batches of this iteration produced.
+    report: GenReport,
     /// Parameters of the frozen reference policy (`run.reference_policy = "initial"`).
     reference: Option<Vec<f32>>,
     /// This rank's `logp_ref` of the last rollout, time-major.
@@ -311,8 +337,10 @@ struct Trainer<'c> {
     gathered: Vec<f32>,
     /// Sum and count of the returns of episodes finished this iteration, over all ranks.
     episodes: [f64; 2],
-    // Sequence-major copies for the plugin.
+    // Sequence-major copies for the plugin: the training batch, and (sequence tasks) the
+    // generation batch it is composed from.
     seq: SeqBuffers,
+    gen: SeqBuffers,
     advantages: Vec<f32>,
     returns: Vec<f32>,
     perm: Vec<u32>,
@@ -338,6 +366,57 @@ struct SeqBuffers {
     /// 1 for an expert (teacher-forced) response, else 0 (the `is_expert` metadata column,
     /// sent when `run.expert_per_group > 0`).
     is_expert: Vec<f32>,
+    /// Actions (tokens), sequence-major, as exact floats.
+    actions: Vec<f32>,
+    /// The prompt of each sequence (sequence tasks).
+    refs: Vec<PromptRef>,
+    /// Dataset index of each sequence's prompt (the `prompt_id` metadata column of dataset runs).
+    prompt_ids: Vec<f32>,
+}
+
+impl SeqBuffers {
+    /// Copies sequence `src` of `from` into sequence `dst` of `self` (`t_len` steps each),
+    /// every per-token channel and the per-sequence columns that travel with a response.
+    fn copy_sequence(&mut self, from: &SeqBuffers, src: usize, dst: usize, t_len: usize) {
+        let (a, b) = (src * t_len..(src + 1) * t_len, dst * t_len..(dst + 1) * t_len);
+        for (to, from) in [
+            (&mut self.mask, &from.mask),
+            (&mut self.rewards, &from.rewards),
+            (&mut self.terminated, &from.terminated),
+            (&mut self.truncated, &from.truncated),
+            (&mut self.values, &from.values),
+            (&mut self.next_values, &from.next_values),
+            (&mut self.logp, &from.logp),
+            (&mut self.entropy, &from.entropy),
+            (&mut self.logp_ref, &from.logp_ref),
+            (&mut self.actions, &from.actions),
+        ] {
+            to[b.clone()].copy_from_slice(&from[a.clone()]);
+        }
+        self.is_expert[dst] = from.is_expert[src];
+        self.refs[dst] = from.refs[src];
+    }
+}
+
+/// What the generation batches of one iteration produced (sequence tasks).
+#[derive(Debug, Default, Clone)]
+struct GenReport {
+    /// Generation batches (rollouts).
+    batches: usize,
+    /// Prompt groups generated, and those the plugin's `keep_group` accepted.
+    groups: usize,
+    kept: usize,
+    /// Training-batch sequences with weight 1.
+    accepted_rows: usize,
+    /// Smallest and largest prompt group of the first generation batch (its layout is the
+    /// one a plugin's group sizes set).
+    group_range: (usize, usize),
+    /// Entropy summed over the tokens of sampled (not expert) responses, and their count.
+    entropy_sum: f64,
+    entropy_tokens: usize,
+    /// Success rate of each prompt group (its sampled responses), summed, and the groups.
+    accuracy_sum: f64,
+    accuracy_groups: usize,
 }
 
 #[derive(Default)]
@@ -375,6 +454,24 @@ impl<'c> Trainer<'c> {
         let group_size = task.map(|t| t.group_size);
         let expert_per_group = task.map_or(0, |t| t.expert_per_group);
         let group = group_size.unwrap_or(1) as u32;
+        let per_seq = if task.is_some() { r.num_envs } else { 0 };
+        let buffers = || SeqBuffers {
+            mask: vec![1.0; batch],
+            group_ids: (0..r.num_envs as u32).map(|env| env / group).collect(),
+            sample_weights: vec![1.0; r.num_envs],
+            is_expert: vec![0.0; per_seq],
+            refs: vec![PromptRef::Dataset(0); per_seq],
+            rewards: vec![0.0; batch],
+            terminated: vec![0.0; batch],
+            truncated: vec![0.0; batch],
+            values: vec![0.0; batch],
+            next_values: vec![0.0; batch],
+            logp: vec![0.0; batch],
+            entropy: vec![0.0; batch],
+            logp_ref: vec![0.0; batch],
+            actions: vec![0.0; batch],
+            ..SeqBuffers::default()
+        };
         Self {
             comm,
             num_envs: r.num_envs,
@@ -387,23 +484,17 @@ impl<'c> Trainer<'c> {
             key,
             group_size,
             expert_per_group,
+            max_gen_batches: r.max_gen_batches.unwrap_or(1).max(1),
+            schedule: r.dataset_size.filter(|_| task.is_some()).map(|d| PromptSchedule::new(d, key)),
+            pending_groups: None,
+            report: GenReport::default(),
             reference: None,
             local_logp_ref: Vec::new(),
             rollout: Rollout::default(),
             gathered: vec![0.0; ROLLOUT_CHANNELS * batch],
             episodes: [0.0; 2],
-            seq: SeqBuffers {
-                mask: vec![1.0; batch],
-                group_ids: (0..r.num_envs as u32).map(|env| env / group).collect(),
-                sample_weights: vec![1.0; r.num_envs],
-                is_expert: match task {
-                    Some(t) if t.expert_per_group > 0 => {
-                        (0..r.num_envs).map(|env| if t.is_expert(env) { 1.0 } else { 0.0 }).collect()
-                    }
-                    _ => Vec::new(),
-                },
-                ..SeqBuffers::default()
-            },
+            seq: buffers(),
+            gen: buffers(),
             advantages: vec![0.0; batch],
             returns: vec![0.0; batch],
             perm: (0..batch as u32).collect(),
@@ -412,45 +503,173 @@ impl<'c> Trainer<'c> {
         }
     }
 
-    /// Host metrics of a sequence task's iteration: `accuracy` (mean verifier reward of the
-    /// sampled responses) and `token_entropy` (mean policy entropy over their tokens). Expert
-    /// responses are the answer, always right, so they count in neither.
+    /// Host metrics of a sequence task's iteration: `accuracy` (the success rate of a prompt,
+    /// averaged over the prompt groups of every generation batch, so that per-prompt budgets do
+    /// not weight prompts; with equal groups, the mean verifier reward) and `token_entropy`
+    /// (mean policy entropy over the tokens). Both count sampled responses only: expert
+    /// responses are the answer, always right.
     fn sequence_metrics(&self) -> Vec<(String, f64)> {
         if self.group_size.is_none() {
             return Vec::new();
         }
-        let (sum, n) = self.episode_totals();
-        let t_len = self.num_steps;
-        let (mut h_sum, mut h_n) = (0.0f64, 0usize);
-        for (env, row) in self.seq.entropy.chunks(t_len).enumerate() {
-            if self.seq.is_expert.get(env).is_some_and(|&x| x > 0.0) {
-                continue;
-            }
-            h_sum += row.iter().map(|&h| f64::from(h)).sum::<f64>();
-            h_n += row.len();
-        }
-        vec![("accuracy".into(), sum / n.max(1) as f64), ("token_entropy".into(), h_sum / h_n.max(1) as f64)]
+        let rep = &self.report;
+        vec![
+            ("accuracy".into(), rep.accuracy_sum / rep.accuracy_groups.max(1) as f64),
+            ("token_entropy".into(), rep.entropy_sum / rep.entropy_tokens.max(1) as f64),
+        ]
     }
 
-    /// Sequence tasks: asks the plugin's group predicate (`keep_group`, DAPO's dynamic-sampling
-    /// filter) about each prompt group's scores and gives the sequences of refused groups weight
-    /// 0, so they add nothing to the loss. Returns the fraction of groups kept; `None` for CartPole.
-    fn filter_groups(&mut self, algo: &AlgorithmHandle) -> Result<Option<f64>, JobError> {
-        let Some(g) = self.group_size else {
-            return Ok(None);
+    /// The prompts of the next generation batch, for the plugin's `on_iteration` (interface
+    /// 1.2); `None` without a prompt dataset.
+    fn next_prompts(&mut self, engine: &dyn Engine) -> Option<drover_plugin_api::NextPrompts> {
+        let g = self.group_size?;
+        let per_batch = self.num_envs / g;
+        let cursor = engine.global_step() / self.num_steps as u64 * per_batch as u64;
+        let schedule = self.schedule.as_mut()?;
+        Some(drover_plugin_api::NextPrompts {
+            prompt_ids: schedule.window(cursor, per_batch),
+            budget: self.num_envs as u32,
+            group_size: g as u32,
+        })
+    }
+
+    /// Takes the group sizes `on_iteration` returned for the prompts `next` (empty: the run's
+    /// `group_size` for each); the reason when they do not fit.
+    fn set_group_sizes(&mut self, next: Option<&drover_plugin_api::NextPrompts>, sizes: &[u32]) -> Result<(), String> {
+        self.pending_groups = None;
+        if sizes.is_empty() {
+            return Ok(());
+        }
+        let Some(next) = next else {
+            return Err(format!(
+                "on_iteration returned {} group sizes, but per-prompt group sizes need a prompt \
+                 dataset (set `run.dataset_size` on a sequence task)",
+                sizes.len()
+            ));
         };
-        let t_len = self.num_steps;
+        self.pending_groups = Some(sampling::sized_groups(&next.prompt_ids, sizes, self.num_envs)?);
+        Ok(())
+    }
+
+    /// The prompt groups of the next rollout, and the engine planned for them: the plugin's
+    /// sizes over the dataset's next prompts, or the run's `group_size` over them, or (no
+    /// dataset) the engine's default layout of fresh prompts.
+    fn next_groups(&mut self, engine: &mut dyn Engine) -> Result<Vec<GroupSpec>, JobError> {
+        let g = self.group_size.unwrap_or(1);
+        let per_batch = self.num_envs / g;
+        let rollout = engine.global_step() / self.num_steps as u64;
+        let Some(schedule) = self.schedule.as_mut() else {
+            return Ok((0..per_batch)
+                .map(|k| GroupSpec { prompt: PromptRef::Drawn { rollout: rollout as u32, group: k as u32 }, size: g })
+                .collect());
+        };
+        let groups = match self.pending_groups.take() {
+            Some(groups) => groups,
+            None => schedule
+                .window(rollout * per_batch as u64, per_batch)
+                .into_iter()
+                .map(|i| GroupSpec { prompt: PromptRef::Dataset(i), size: g })
+                .collect(),
+        };
+        let plan = sampling::plan(&groups, self.expert_per_group);
+        engine.plan_rollout(&plan[self.env_offset..self.env_offset + self.local_envs])?;
+        Ok(groups)
+    }
+
+    /// Sequence tasks: generation batches until the training batch (`self.seq`) is full of
+    /// prompt groups the plugin's `keep_group` accepts (DAPO's dynamic sampling), or
+    /// `max_gen_batches` were generated; then the rest is padding at weight 0 (refused groups,
+    /// which add nothing to the loss). With one batch this is that batch, refused groups
+    /// weighted 0. When the training batch is not the last rollout, the engine replays it.
+    fn generate(&mut self, engine: &mut dyn Engine, algo: &AlgorithmHandle) -> Result<(), JobError> {
+        let (n, t_len) = (self.num_envs, self.num_steps);
+        self.report = GenReport::default();
+        self.episodes = [0.0; 2];
+        let (mut filled, mut replay) = (0, false);
+        for gen in 0..self.max_gen_batches {
+            let groups = self.next_groups(engine)?;
+            let plan = sampling::plan(&groups, self.expert_per_group);
+            for (env, p) in plan.iter().enumerate() {
+                self.gen.is_expert[env] = if p.expert { 1.0 } else { 0.0 };
+                self.gen.refs[env] = p.prompt;
+            }
+            engine.rollout(&mut self.rollout)?;
+            self.evaluate_reference(engine)?;
+            let episodes = self.gather_rollout();
+            self.episodes[0] += episodes[0];
+            self.episodes[1] += episodes[1];
+            to_sequence_major(&self.gathered, n, t_len, &mut self.gen);
+            let rep = &mut self.report;
+            for (env, row) in self.gen.entropy.chunks(t_len).enumerate() {
+                if self.gen.is_expert[env] == 0.0 {
+                    rep.entropy_sum += row.iter().map(|&h| f64::from(h)).sum::<f64>();
+                    rep.entropy_tokens += row.len();
+                }
+            }
+            let sizes: Vec<usize> = groups.iter().map(|g| g.size).collect();
+            let mut keep = Vec::with_capacity(sizes.len());
+            let mut start = 0;
+            for &size in &sizes {
+                let scores: Vec<f32> =
+                    (start..start + size).map(|e| self.gen.rewards[e * t_len..(e + 1) * t_len].iter().sum()).collect();
+                let sampled: Vec<f64> = (start..start + size)
+                    .filter(|&e| self.gen.is_expert[e] == 0.0)
+                    .map(|e| f64::from(scores[e - start]))
+                    .collect();
+                if !sampled.is_empty() {
+                    rep.accuracy_sum += sampled.iter().sum::<f64>() / sampled.len() as f64;
+                    rep.accuracy_groups += 1;
+                }
+                keep.push(algo.keep_group(&scores)?);
+                start += size;
+            }
+            if rep.batches == 0 {
+                rep.group_range = sizes.iter().fold((usize::MAX, 0), |(lo, hi), &n| (lo.min(n), hi.max(n)));
+            }
+            rep.batches += 1;
+            rep.groups += sizes.len();
+            rep.kept += keep.iter().filter(|&&k| k).count();
+            let picks = sampling::pick_groups(&sizes, &keep, n - filled, gen + 1 == self.max_gen_batches);
+            let taken: usize = picks.iter().map(|p| p.len).sum();
+            // Every row of this batch, in order, into an empty training batch: it is the rollout.
+            replay = !(filled == 0 && taken == n);
+            for pick in &picks {
+                let group_id = if filled == 0 { 0 } else { self.seq.group_ids[filled - 1] + 1 };
+                for k in 0..pick.len {
+                    self.seq.copy_sequence(&self.gen, pick.start + k, filled + k, t_len);
+                    self.seq.group_ids[filled + k] = group_id;
+                    self.seq.sample_weights[filled + k] = pick.weight;
+                }
+                if pick.weight > 0.0 {
+                    self.report.accepted_rows += pick.len;
+                }
+                filled += pick.len;
+            }
+            if filled == n {
+                break;
+            }
+        }
         let s = &mut self.seq;
-        let scores: Vec<f32> = s.rewards.chunks(t_len).map(|r| r.iter().sum()).collect();
         s.lengths.clear();
         s.lengths.extend(s.mask.chunks(t_len).map(|m| m.iter().sum::<f32>()));
-        let mut kept = 0;
-        for (group, weights) in scores.chunks(g).zip(s.sample_weights.chunks_mut(g)) {
-            let keep = algo.keep_group(group)?;
-            weights.fill(if keep { 1.0 } else { 0.0 });
-            kept += usize::from(keep);
+        s.prompt_ids.clear();
+        if self.schedule.is_some() {
+            s.prompt_ids.extend(s.refs.iter().map(|r| match r {
+                PromptRef::Dataset(i) => *i as f32,
+                PromptRef::Drawn { .. } => -1.0,
+            }));
         }
-        Ok(Some(kept as f64 / (self.num_envs / g) as f64))
+        if replay {
+            let (off, nl) = (self.env_offset, self.local_envs);
+            let mut actions = vec![0u32; nl * t_len];
+            for i in 0..nl {
+                for t in 0..t_len {
+                    actions[t * nl + i] = s.actions[(off + i) * t_len + t] as u32;
+                }
+            }
+            engine.load_sequences(&s.refs[off..off + nl], &actions)?;
+        }
+        Ok(())
     }
 
     /// `logp_ref` of every local sample of the last rollout under the reference parameters;
@@ -477,19 +696,25 @@ impl<'c> Trainer<'c> {
         iteration: u64,
         lr: f32,
     ) -> Result<BTreeMap<String, f64>, JobError> {
-        engine.rollout(&mut self.rollout)?;
-        self.evaluate_reference(engine)?;
-        self.gather_rollout();
-        self.to_sequence_major();
-        let kept = self.filter_groups(algo)?;
+        if self.group_size.is_some() {
+            self.generate(engine, algo)?;
+        } else {
+            engine.rollout(&mut self.rollout)?;
+            self.episodes = self.gather_rollout();
+            to_sequence_major(&self.gathered, self.num_envs, self.num_steps, &mut self.seq);
+        }
         let seed = u64::from(rng::draw(self.key, rng::STREAM_PLUGIN, 1, iteration as u32));
         let s = &self.seq;
-        let columns = [("length", s.lengths.as_slice()), ("is_expert", s.is_expert.as_slice())];
-        let metadata = match (self.group_size, self.expert_per_group) {
-            (None, _) => &columns[..0],
-            (Some(_), 0) => &columns[..1],
-            (Some(_), _) => &columns[..],
-        };
+        let mut metadata: Vec<(&str, &[f32])> = Vec::new();
+        if self.group_size.is_some() {
+            metadata.push((meta::LENGTH, &s.lengths));
+            if self.expert_per_group > 0 {
+                metadata.push((meta::IS_EXPERT, &s.is_expert));
+            }
+            if self.schedule.is_some() {
+                metadata.push((meta::PROMPT_ID, &s.prompt_ids));
+            }
+        }
         let advantage_metrics = algo.compute_advantages(
             &RolloutBatch {
                 num_sequences: self.num_envs,
@@ -505,7 +730,7 @@ impl<'c> Trainer<'c> {
                 entropy_old: &s.entropy,
                 group_ids: &s.group_ids,
                 sample_weights: &s.sample_weights,
-                metadata,
+                metadata: &metadata,
                 seed,
             },
             &mut self.advantages,
@@ -514,11 +739,23 @@ impl<'c> Trainer<'c> {
 
         let mut sums: BTreeMap<String, (f64, u32)> =
             advantage_metrics.into_iter().map(|m| (m.name, (m.value, 1))).collect();
-        if let Some(kept) = kept {
-            sums.insert("kept_group_frac".into(), (kept, 1));
+        let mut epochs = self.epochs;
+        if self.group_size.is_some() {
+            let rep = &self.report;
+            sums.insert("kept_group_frac".into(), (rep.kept as f64 / rep.groups.max(1) as f64, 1));
+            if self.schedule.is_some() {
+                sums.insert("group_size_min".into(), (rep.group_range.0 as f64, 1));
+                sums.insert("group_size_max".into(), (rep.group_range.1 as f64, 1));
+            }
+            if self.max_gen_batches > 1 {
+                sums.insert("gen_batches".into(), (rep.batches as f64, 1));
+                sums.insert("batch_fill".into(), (rep.accepted_rows as f64 / self.num_envs as f64, 1));
+            }
+            // Every group filtered out: nothing to learn from this rollout.
+            if rep.accepted_rows == 0 {
+                epochs = 0;
+            }
         }
-        // Every group filtered out: nothing to learn from this rollout.
-        let epochs = if kept == Some(0.0) { 0 } else { self.epochs };
         for epoch in 0..epochs {
             let mut epoch_sums: BTreeMap<String, (f64, u32)> = BTreeMap::new();
             self.shuffle(iteration, epoch);
@@ -698,7 +935,8 @@ impl<'c> Trainer<'c> {
 
     /// Writes this rank's rollout scalars into its slots of the job-wide buffer and sums it over
     /// ranks, so every rank holds the whole job's rollout; likewise the episode totals.
-    fn gather_rollout(&mut self) {
+    /// Returns the episode totals `[sum, count]` of this rollout over all ranks.
+    fn gather_rollout(&mut self) -> [f64; 2] {
         let (n, nl, t_len, off) = (self.num_envs, self.local_envs, self.num_steps, self.env_offset);
         let ro = &self.rollout;
         let plane = n * t_len;
@@ -717,12 +955,13 @@ impl<'c> Trainer<'c> {
                 g[5 * plane + dst] = ro.logp[src];
                 g[6 * plane + dst] = ro.entropy[src];
                 g[7 * plane + dst] = self.local_logp_ref.get(src).copied().unwrap_or(0.0);
+                g[8 * plane + dst] = ro.actions[src] as f32;
             }
         }
-        self.episodes = if self.expert_per_group > 0 {
+        let mut episodes = if self.expert_per_group > 0 {
             // Sequence tasks finish every response in env order; expert responses (always
             // right) are not episodes of the policy, so returns and accuracy skip them.
-            let sampled = ro.finished_returns.iter().enumerate().filter(|&(i, _)| self.seq.is_expert[off + i] == 0.0);
+            let sampled = ro.finished_returns.iter().enumerate().filter(|&(i, _)| self.gen.is_expert[off + i] == 0.0);
             let (sum, count) = sampled.fold((0.0, 0.0), |(s, c), (_, &x)| (s + f64::from(x), c + 1.0));
             [sum, count]
         } else {
@@ -730,35 +969,36 @@ impl<'c> Trainer<'c> {
         };
         if self.comm.size() > 1 {
             self.comm.all_reduce_sum_f32(&mut self.gathered);
-            self.comm.all_reduce_sum_f64(&mut self.episodes);
+            self.comm.all_reduce_sum_f64(&mut episodes);
         }
+        episodes
     }
 
     /// Sum of the returns of the episodes finished this iteration, and their number (all ranks).
     fn episode_totals(&self) -> (f64, usize) {
         (self.episodes[0], self.episodes[1] as usize)
     }
+}
 
-    fn to_sequence_major(&mut self) {
-        let (n, t) = (self.num_envs, self.num_steps);
-        let plane = n * t;
-        let g = &self.gathered;
-        let s = &mut self.seq;
-        for (c, dst) in [
-            &mut s.rewards,
-            &mut s.terminated,
-            &mut s.truncated,
-            &mut s.values,
-            &mut s.next_values,
-            &mut s.logp,
-            &mut s.entropy,
-            &mut s.logp_ref,
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            transpose(&g[c * plane..(c + 1) * plane], n, t, dst, |x| x);
-        }
+/// Moves the gathered, time-major rollout (`ROLLOUT_CHANNELS` planes of `t_len * n`) into the
+/// sequence-major buffers `s`.
+fn to_sequence_major(gathered: &[f32], n: usize, t_len: usize, s: &mut SeqBuffers) {
+    let plane = n * t_len;
+    for (c, dst) in [
+        &mut s.rewards,
+        &mut s.terminated,
+        &mut s.truncated,
+        &mut s.values,
+        &mut s.next_values,
+        &mut s.logp,
+        &mut s.entropy,
+        &mut s.logp_ref,
+        &mut s.actions,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        transpose(&gathered[c * plane..(c + 1) * plane], n, t_len, dst, |x| x);
     }
 }
 

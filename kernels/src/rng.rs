@@ -21,6 +21,9 @@ pub const STREAM_DATASET: u32 = 6;
 /// The seed whose key draws the prompt dataset: one dataset for every run seed, so seeds
 /// differ in the policy's randomness, not in the data.
 pub const DATASET_SEED: u64 = 0;
+/// Stream of the per-epoch visiting order of a prompt dataset (run key, `env` = epoch,
+/// `counter` = Fisher-Yates position).
+pub const STREAM_EPOCH: u32 = 7;
 
 /// `2^-24`: maps the top 24 bits of a draw onto `[0, 1)` exactly (an f32 mantissa holds 24 bits).
 const INV_2_24: f32 = 1.0 / 16_777_216.0;

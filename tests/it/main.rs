@@ -14,6 +14,8 @@ mod mpi;
 mod analyze;
 /// Issue 7: LLM-style algorithms on the sequence task, the entropy bars and the law fit.
 mod entropy_mechanism;
+/// Issue 13: prompt datasets, dynamic sampling, per-prompt budgets, a 1.1 plugin in such a job.
+mod sampling;
 /// Issue 9: the Slurm backend on the real local Slurm (arrays, status, retries, resume).
 mod slurm;
 /// Issue 12 (items 5, 7): damaged results, hostile plugin libraries, jobs killed by signals.

@@ -68,6 +68,77 @@ fn two_ranks_follow_the_one_rank_curve_and_keep_identical_parameters() {
     }
 }
 
+/// Issue 13's sampling across ranks: a prompt dataset, DAPO regenerating groups (the training
+/// batch is then composed of several rollouts and every rank replays its part, generated on any
+/// rank), and Knapsack RL's uneven groups (which straddle ranks). 2 ranks follow the 1-rank run.
+#[test]
+fn two_ranks_follow_one_rank_with_datasets_dynamic_sampling_and_uneven_groups() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let sweep = drover_tests::write_sweep(
+        tmp.path(),
+        r#"
+name = "mpi-sampling"
+[run]
+env = "SeqAdd-v0"
+plugin = "dapo"
+vocab = 5
+prompt_len = 4
+num_steps = 3
+group_size = 8
+num_envs = 64
+total_steps = 960
+hidden = [32]
+threads = 1
+lr = 3e-3
+anneal_lr = false
+num_minibatches = 2
+dataset_size = 16
+max_gen_batches = 3
+[sweep]
+seeds = [4]
+[sweep.grid]
+"run.ranks" = [1, 2]
+"run.plugin" = ["dapo", "knapsack"]
+"#,
+    );
+    let results = tmp.path().join("results");
+    run_ok(drover().arg("run").arg(&sweep).arg("--results").arg(&results));
+    let runs = run_dirs(&results);
+    assert_eq!(runs.len(), 4);
+    for plugin in ["dapo", "knapsack"] {
+        let by_ranks = |n: i64| {
+            let run = runs
+                .iter()
+                .find(|r| {
+                    let s = read_json(&r.join("summary.json"));
+                    s["ranks"] == n && s["plugin"]["name"] == plugin
+                })
+                .unwrap_or_else(|| panic!("no {plugin} run with {n} ranks"));
+            rows(run)
+        };
+        let (a, b) = (by_ranks(1), by_ranks(2));
+        assert_eq!((a.len(), b.len()), (5, 5));
+        for (ra, rb) in a.iter().zip(&b) {
+            for key in ["episodes", "gen_batches", "batch_fill", "group_size_min", "group_size_max", "accuracy"] {
+                assert_eq!(ra[key], rb[key], "{plugin} {key}:\n{ra}\n{rb}");
+            }
+            // No update (every group refused) logs no loss, on both.
+            for key in ["policy_loss", "entropy", "approx_kl"] {
+                match (ra[key].as_f64(), rb[key].as_f64()) {
+                    (Some(x), Some(y)) => assert!(close(x, y, 1e-4), "{plugin} {key}: 1 rank {x} vs 2 ranks {y}"),
+                    (x, y) => assert_eq!(x, y, "{plugin} {key}"),
+                }
+            }
+        }
+        let regenerated = a.iter().any(|r| r["gen_batches"].as_f64() > Some(1.0));
+        let uneven = a.iter().any(|r| r["group_size_max"] != r["group_size_min"]);
+        match plugin {
+            "dapo" => assert!(regenerated, "DAPO never regenerated: {a:?}"),
+            _ => assert!(uneven, "Knapsack never sized groups unevenly: {a:?}"),
+        }
+    }
+}
+
 /// A config asking for more ranks than divide the environments is refused before launch,
 /// naming the key.
 #[test]

@@ -110,6 +110,17 @@ pub struct RunConfig {
     /// answer, teacher-forced (CHORD's expert samples); absent means 0.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expert_per_group: Option<u32>,
+    /// Sequence tasks: train on a fixed dataset of this many prompts, visited in a seeded order
+    /// epoch after epoch; absent means fresh prompts every rollout. At least the prompts of one
+    /// generation batch (`num_envs / group_size`), at most `MAX_DATASET_SIZE`. A `u64` rather
+    /// than a `u32` so that a huge value gets the range message, not a type error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dataset_size: Option<u64>,
+    /// Sequence tasks: the most generation batches per iteration (DAPO's dynamic sampling keeps
+    /// generating until the plugin's `keep_group` accepted enough groups, or this many batches
+    /// were generated); absent means `DEFAULT_MAX_GEN_BATCHES`, 1..=`MAX_GEN_BATCHES`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_gen_batches: Option<u64>,
 }
 
 /// Which policy the job evaluates `logp_ref` with.
@@ -156,6 +167,13 @@ pub const DEFAULT_GROUP_SIZE: u32 = 8;
 pub const DEFAULT_VOCAB: u32 = 8;
 /// Default `run.prompt_len`.
 pub const DEFAULT_PROMPT_LEN: u32 = 3;
+/// Default `run.max_gen_batches`: one generation batch per iteration, as before the key existed.
+pub const DEFAULT_MAX_GEN_BATCHES: u64 = 1;
+/// Largest `run.max_gen_batches`: bounds an iteration whose plugin refuses nearly every group.
+pub const MAX_GEN_BATCHES: u64 = 1000;
+/// Largest `run.dataset_size`: plugins receive each response's prompt index in the `prompt_id`
+/// metadata column, an `f32`, which holds every integer exactly only up to 2^24.
+pub const MAX_DATASET_SIZE: u64 = 1 << 24;
 
 impl RunConfig {
     /// Tokens per response of a sequence task: the prompt length, or half of it plus a carry
@@ -197,6 +215,8 @@ impl Default for RunConfig {
             prompt_len: None,
             reference_policy: None,
             expert_per_group: None,
+            dataset_size: None,
+            max_gen_batches: None,
         }
     }
 }
@@ -227,6 +247,8 @@ impl RunConfig {
         "prompt_len",
         "reference_policy",
         "expert_per_group",
+        "dataset_size",
+        "max_gen_batches",
     ];
 }
 

@@ -32,6 +32,10 @@
 //! # vocab = 8                    # tokens
 //! # prompt_len = 3               # response length = prompt_len (reverse, sort), prompt_len / 2 + 1 (add)
 //! # expert_per_group = 0         # last N responses of each group are the teacher-forced answer (CHORD); < group_size
+//! # dataset_size = 1024          # an example, no default: absent = fresh prompts every rollout; set = a fixed dataset
+//! #                              # of this many prompts, seeded order, epoch after epoch; num_envs / group_size..=2^24
+//! # max_gen_batches = 1          # most generation batches per iteration (DAPO's dynamic sampling): the job generates
+//! #                              # until `keep_group` accepted enough groups to fill the batch; 1..=1000
 //!
 //! [params]                       # free-form; passed to the plugin verbatim, which validates it
 //! gamma = 0.99
@@ -67,7 +71,8 @@
 //! whitespace) of `{"params": .., "plugin": .., "run": ..}` with and without `run.seed`
 //! (docs/design/results-layout.md). Values are normalized through the typed schema first, so
 //! `lr = 1` and `lr = 1.0` give the same id, and a default spelled out (`group_size = 8` for a
-//! sequence task, `reference_policy = "none"`) gives the id of leaving it out (`sweep::canonical_run`).
+//! sequence task, `reference_policy = "none"`, `max_gen_batches = 1`) gives the id of leaving it out
+//! (`sweep::canonical_run`).
 
 mod expand;
 mod file;

@@ -107,6 +107,8 @@ fn interesting_path() -> impl Strategy<Value = Vec<String>> {
         vec!["sweep", "grid", "run.seed"],
         vec!["sweep", "grid", "run.prompt_len"],
         vec!["sweep", "grid", "run.group_size"],
+        vec!["sweep", "grid", "run.dataset_size"],
+        vec!["sweep", "grid", "run.max_gen_batches"],
         vec!["slurm"],
         vec!["slurm", "partition"],
         vec!["slurm", "time"],
@@ -243,7 +245,9 @@ const RUN_BASES: &[&str] = &[
 
 /// Several `run.*` axes at once (grid and cases): each value may be fine alone and not together.
 fn run_axes() -> impl Strategy<Value = String> {
-    let keys = vec!["num_envs", "ranks", "num_minibatches", "num_steps", "group_size", "prompt_len", "vocab"];
+    let keys = vec![
+        "num_envs", "ranks", "num_minibatches", "num_steps", "group_size", "prompt_len", "vocab", "dataset_size", "max_gen_batches",
+    ];
     let axis = (proptest::sample::select(keys.clone()), proptest::collection::btree_set(1u32..9, 1..4));
     (
         proptest::sample::select(RUN_BASES.to_vec()),

@@ -12,7 +12,8 @@ use serde_json::{Map, Value};
 
 use crate::backend::slurm_config::{BackendKind, SlurmSettings};
 use crate::config::file::{
-    EnvKind, ReferencePolicy, RunConfig, SeedsFile, SweepFile, DEFAULT_GROUP_SIZE, DEFAULT_PROMPT_LEN, DEFAULT_VOCAB,
+    EnvKind, ReferencePolicy, RunConfig, SeedsFile, SweepFile, DEFAULT_GROUP_SIZE, DEFAULT_MAX_GEN_BATCHES,
+    DEFAULT_PROMPT_LEN, DEFAULT_VOCAB, MAX_DATASET_SIZE, MAX_GEN_BATCHES,
 };
 use crate::config::ids::canonical_json;
 use crate::error::{ConfigError, ConfigErrorKind};
@@ -402,8 +403,10 @@ fn advance_refs(index: &mut [usize], grid: &[&(AxisKey, Vec<Value>)]) -> bool {
 /// The one form of a resolved `[run]` table that run ids are computed from, or the key at fault.
 ///
 /// A default that the job applies to an absent key is written out, and `reference_policy =
-/// "none"` (the same as absent) is dropped, so spelling a default out does not change the id.
-/// Sequence-task keys are filled only for sequence tasks, so CartPole ids are unchanged.
+/// "none"` and `max_gen_batches = 1` (the same as absent) are dropped, so spelling a default out
+/// does not change the id. Sequence-task keys are filled only for sequence tasks, so CartPole ids
+/// are unchanged; keys added after sequence tasks shipped are dropped at their default rather than
+/// filled, so the ids of sequence runs from before them are unchanged too.
 pub(crate) fn canonical_run(run: &Map<String, Value>) -> Result<Map<String, Value>, (String, ConfigErrorKind)> {
     let mut typed: RunConfig = serde_json::from_value(Value::Object(run.clone()))
         .map_err(|e| ("run".to_string(), ConfigErrorKind::WrongType(e.to_string())))?;
@@ -415,6 +418,9 @@ pub(crate) fn canonical_run(run: &Map<String, Value>) -> Result<Map<String, Valu
     }
     if typed.reference_policy == Some(ReferencePolicy::None) {
         typed.reference_policy = None;
+    }
+    if typed.max_gen_batches == Some(DEFAULT_MAX_GEN_BATCHES) {
+        typed.max_gen_batches = None;
     }
     match serde_json::to_value(&typed) {
         Ok(Value::Object(map)) => Ok(map),
@@ -487,13 +493,15 @@ fn check_env(run: &RunConfig) -> Result<(), (&'static str, ConfigErrorKind)> {
         return invalid("env", format!("unknown environment `{}` (known: {})", run.env, EnvKind::IDS.join(", ")));
     };
     let seq_keys = [
-        ("group_size", run.group_size),
-        ("vocab", run.vocab),
-        ("prompt_len", run.prompt_len),
-        ("expert_per_group", run.expert_per_group),
+        ("group_size", run.group_size.is_some()),
+        ("vocab", run.vocab.is_some()),
+        ("prompt_len", run.prompt_len.is_some()),
+        ("expert_per_group", run.expert_per_group.is_some()),
+        ("dataset_size", run.dataset_size.is_some()),
+        ("max_gen_batches", run.max_gen_batches.is_some()),
     ];
     let EnvKind::Sequence { family } = kind else {
-        if let Some((key, _)) = seq_keys.iter().find(|(_, v)| v.is_some()) {
+        if let Some((key, _)) = seq_keys.iter().find(|(_, set)| *set) {
             return invalid(key, format!("is a sequence-task setting; `{}` has no use for it", run.env));
         }
         return Ok(());
@@ -521,6 +529,25 @@ fn check_env(run: &RunConfig) -> Result<(), (&'static str, ConfigErrorKind)> {
             "group_size",
             format!("num_envs / ranks = {} is not a multiple of group_size = {group} (a prompt's group stays on one rank)", run.num_envs / run.ranks),
         );
+    }
+    if let Some(size) = run.dataset_size {
+        // One generation batch draws this many distinct prompts from the dataset.
+        let prompts = u64::from(run.num_envs / group);
+        if size < prompts {
+            return invalid(
+                "dataset_size",
+                format!("must be at least num_envs / group_size = {prompts} (the prompts of one generation batch), got {size}"),
+            );
+        }
+        if size > MAX_DATASET_SIZE {
+            return invalid(
+                "dataset_size",
+                format!("must be at most 2^24 = {MAX_DATASET_SIZE} (plugins receive prompt indices as an f32 metadata column, exact only up to 2^24), got {size}"),
+            );
+        }
+    }
+    if let Some(batches) = run.max_gen_batches.filter(|b| !(1..=MAX_GEN_BATCHES).contains(b)) {
+        return invalid("max_gen_batches", format!("must be between 1 and {MAX_GEN_BATCHES}, got {batches}"));
     }
     let len = RunConfig::response_len(family, prompt_len);
     if run.num_steps != len {

@@ -438,3 +438,115 @@ fn issue12_hostile_axis_values_stay_inside_the_results_dir() {
         assert!(name.len() == 16 && name.bytes().all(|b| b.is_ascii_hexdigit()), "{name}");
     }
 }
+
+/// Issue 13: `run.dataset_size` and `run.max_gen_batches` are sequence-task keys with bounds
+/// whose messages name the key, the value and the bound.
+#[test]
+fn issue13_dataset_size_and_max_gen_batches_are_checked() {
+    // 64 envs in groups of 8 (the default): one generation batch holds 8 prompts.
+    let seq = |extra: &str| {
+        format!("name = \"t\"\n[run]\nenv = \"SeqAdd-v0\"\nplugin = \"dapo\"\nnum_envs = 64\nprompt_len = 4\nnum_steps = 3\n{extra}")
+    };
+    let at = "failed to load sweep file `configs/x.toml`: key";
+    let cases: Vec<(&str, String, String)> = vec![
+        (
+            "dataset smaller than one generation batch",
+            seq("dataset_size = 7\n"),
+            format!("{at} `run.dataset_size`: invalid value: must be at least num_envs / group_size = 8 (the prompts of one generation batch), got 7"),
+        ),
+        (
+            "bound follows group_size",
+            seq("group_size = 4\ndataset_size = 15\n"),
+            format!("{at} `run.dataset_size`: invalid value: must be at least num_envs / group_size = 16 (the prompts of one generation batch), got 15"),
+        ),
+        (
+            "dataset past f32's exact integers",
+            seq("dataset_size = 16777217\n"),
+            format!("{at} `run.dataset_size`: invalid value: must be at most 2^24 = 16777216 (plugins receive prompt indices as an f32 metadata column, exact only up to 2^24), got 16777217"),
+        ),
+        (
+            "a dataset valid alone is too small for a grid value",
+            format!("{}[sweep.grid]\n\"run.num_envs\" = [64, 128]\n", seq("dataset_size = 8\n")),
+            format!("{at} `run.dataset_size`: invalid value: must be at least num_envs / group_size = 16 (the prompts of one generation batch), got 8 (in the runs with run.num_envs=128)"),
+        ),
+        (
+            "dataset on a grid axis",
+            format!("{}[sweep.grid]\n\"run.dataset_size\" = [8, 4]\n", seq("")),
+            format!("{at} `sweep.grid.run.dataset_size`: invalid value: must be at least num_envs / group_size = 8 (the prompts of one generation batch), got 4"),
+        ),
+        (
+            "dataset on CartPole",
+            BASE.replace("[params]", "dataset_size = 64\n[params]"),
+            format!("{at} `run.dataset_size`: invalid value: is a sequence-task setting; `CartPole-v1` has no use for it"),
+        ),
+        ("no generation batch", seq("max_gen_batches = 0\n"), format!("{at} `run.max_gen_batches`: invalid value: must be between 1 and 1000, got 0")),
+        ("too many generation batches", seq("max_gen_batches = 1001\n"), format!("{at} `run.max_gen_batches`: invalid value: must be between 1 and 1000, got 1001")),
+        (
+            "generation batches in a case",
+            format!("{}[[sweep.cases]]\n\"run.max_gen_batches\" = 5000\n", seq("")),
+            format!("{at} `sweep.cases[0].run.max_gen_batches`: invalid value: must be between 1 and 1000, got 5000"),
+        ),
+        (
+            "generation batches on CartPole",
+            BASE.replace("[params]", "max_gen_batches = 2\n[params]"),
+            format!("{at} `run.max_gen_batches`: invalid value: is a sequence-task setting; `CartPole-v1` has no use for it"),
+        ),
+    ];
+    for (name, text, expected) in cases {
+        match sweep(&text, &[], &[]) {
+            Ok(_) => panic!("{name}: expected {expected:?}, got a valid sweep"),
+            Err(msg) => assert_eq!(msg, expected, "{name}"),
+        }
+    }
+    // A negative value is a type error that still names the key.
+    let negative = sweep(&seq("dataset_size = -1\n"), &[], &[]).expect_err("negative");
+    assert!(negative.starts_with(&format!("{at} `run.dataset_size`")), "{negative}");
+    // The bounds themselves are accepted.
+    for extra in ["dataset_size = 8\n", "dataset_size = 16777216\n", "max_gen_batches = 1000\n", "max_gen_batches = 1\n"] {
+        sweep(&seq(extra), &[], &[]).unwrap_or_else(|e| panic!("{extra}: {e}"));
+    }
+}
+
+/// Issue 13: the two keys reach the job's spec only when set, and spelling out
+/// `max_gen_batches = 1` gives the run ids of leaving it out (and of runs from before the key).
+#[test]
+fn issue13_spec_carries_dataset_size_and_max_gen_batches_only_when_set() {
+    let seq = "name = \"t\"\n[run]\nenv = \"SeqSort-v0\"\nplugin = \"dapo\"\nnum_envs = 16\nnum_steps = 3\ngroup_size = 4\nnum_minibatches = 2\n";
+    let spec_run = |text: &str| {
+        let s = sweep(text, &[], &[]).unwrap_or_else(|e| panic!("{e}"));
+        let spec = crate::layout::JobSpec::new(&s.expand()[0], "t", Path::new("/p/libdrover_plugin_dapo.so"));
+        match serde_json::to_value(&spec) {
+            Ok(serde_json::Value::Object(mut map)) => map.remove("run").unwrap_or_default(),
+            other => panic!("spec is not a JSON object: {other:?}"),
+        }
+    };
+    let ids = |text: &str| sweep(text, &[], &[]).unwrap_or_else(|e| panic!("{e}")).expand().into_iter().map(|r| r.run_id).collect::<Vec<_>>();
+
+    let set = format!("{seq}dataset_size = 256\nmax_gen_batches = 3\n");
+    let run = spec_run(&set);
+    assert_eq!((run["dataset_size"].as_u64(), run["max_gen_batches"].as_u64()), (Some(256), Some(3)));
+
+    let plain = spec_run(seq);
+    assert!(plain.get("dataset_size").is_none() && plain.get("max_gen_batches").is_none(), "{plain}");
+    let spelled = spec_run(&format!("{seq}max_gen_batches = 1\n"));
+    assert!(spelled.get("max_gen_batches").is_none(), "{spelled}");
+    assert_eq!(ids(seq), ids(&format!("{seq}max_gen_batches = 1\n")));
+    // Pinned: the id of this sweep's run before issue 13; the new keys must not move it.
+    assert_eq!(ids(seq)[0].as_str(), PINNED_SEQ_RUN_ID);
+
+    assert_ne!(ids(seq), ids(&format!("{seq}max_gen_batches = 2\n")));
+    assert_ne!(ids(seq), ids(&format!("{seq}dataset_size = 256\n")));
+    assert_ne!(ids(&format!("{seq}dataset_size = 256\n")), ids(&format!("{seq}dataset_size = 512\n")));
+
+    // Two cases equal once the default is spelled out are one configuration.
+    let dup = format!("{seq}[[sweep.cases]]\n\"run.max_gen_batches\" = 1\n[[sweep.cases]]\n\"run.reference_policy\" = \"none\"\n");
+    assert_eq!(
+        sweep(&dup, &[], &[]).map(|_| ()),
+        Err("failed to load sweep file `configs/x.toml`: key `sweep.cases[1]`: duplicate: same configuration as `sweep.cases[0]`".to_string())
+    );
+}
+
+/// `issue13_spec_carries_dataset_size_and_max_gen_batches_only_when_set`'s sweep's run id as it
+/// was before `run.dataset_size` and `run.max_gen_batches` existed: SHA-256 of the canonical JSON
+/// of the pre-issue-13 `[run]` fields, computed outside drover (Python's `hashlib`).
+const PINNED_SEQ_RUN_ID: &str = "e540e3c5e651c2de";

@@ -16,6 +16,7 @@ mod algorithm;
 mod authoring;
 mod error;
 pub mod ext;
+pub mod metadata;
 pub mod llm;
 mod params;
 mod rng;
@@ -34,7 +35,7 @@ pub use crate::{
     params::Params,
     rng::CounterRng,
     types::{
-        IterationControl, IterationInfo, Metric, ParamKind, ParamKind_NE, ParamSpec, PluginInfo,
+        IterationControl, IterationInfo, Metric, NextPrompts, ParamKind, ParamKind_NE, ParamSpec, PluginInfo, INPUT_PREFIX,
     },
     version::{InterfaceVersion, INTERFACE_VERSION, VERSION_SYMBOL},
     views::{LossView, LossViewRef, LossView_TO, RolloutView, RolloutViewRef, RolloutView_TO},

@@ -204,14 +204,84 @@ impl IterationInfo<'_> {
     }
 }
 
+impl IterationInfo<'_> {
+    /// The prompts the host will generate responses for next, when the run trains on a fixed
+    /// prompt dataset (`run.dataset_size`, interface 1.2); `None` otherwise, or from a host
+    /// older than 1.2. Per-prompt group sizes for them go in [`IterationControl::group_sizes`].
+    pub fn next_prompts(&self) -> Option<NextPrompts> {
+        let input = |name: &str| self.metric(&format!("{INPUT_PREFIX}{name}"));
+        let as_u32 = |x: f64| (x >= 0.0 && x <= f64::from(u32::MAX) && x.fract() == 0.0).then_some(x as u32);
+        let budget = as_u32(input("budget")?)?;
+        let group_size = as_u32(input("group_size")?)?;
+        let count = as_u32(input("next_prompts")?)?;
+        let prompt_ids = (0..count)
+            .map(|j| as_u32(input(&format!("next_prompt.{j}"))?))
+            .collect::<Option<Vec<u32>>>()?;
+        Some(NextPrompts { prompt_ids, budget, group_size })
+    }
+}
+
+/// Prefix of the metric names that carry the host's *inputs* to `on_iteration` (interface
+/// 1.2). [`IterationInfo`] is frozen, so new inputs travel as metrics with this prefix; the
+/// host never logs them as columns.
+pub const INPUT_PREFIX: &str = "input.";
+
+/// The next generation batch of a dataset run, as [`IterationInfo::next_prompts`] reads it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NextPrompts {
+    /// Dataset index (the `prompt_id` metadata column) of each prompt, in the host's order.
+    pub prompt_ids: Vec<u32>,
+    /// Responses the host will generate in all: the group sizes must sum to this.
+    pub budget: u32,
+    /// The run's `group_size`: what every prompt gets when the plugin sets no sizes.
+    pub group_size: u32,
+}
+
+impl NextPrompts {
+    /// The metrics that carry these inputs (the host's side of [`IterationInfo::next_prompts`]).
+    pub fn to_metrics(&self) -> Vec<Metric> {
+        let mut out = vec![
+            Metric::new(&format!("{INPUT_PREFIX}budget"), f64::from(self.budget)),
+            Metric::new(&format!("{INPUT_PREFIX}group_size"), f64::from(self.group_size)),
+            Metric::new(&format!("{INPUT_PREFIX}next_prompts"), self.prompt_ids.len() as f64),
+        ];
+        out.extend(self.prompt_ids.iter().enumerate().map(|(j, &id)| {
+            Metric::new(&format!("{INPUT_PREFIX}next_prompt.{j}"), f64::from(id))
+        }));
+        out
+    }
+}
+
 /// What `on_iteration` asks of the host.
 #[repr(C)]
 #[derive(StableAbi, Debug, Clone, Default, PartialEq)]
 pub struct IterationControl {
-    /// Rollouts per group for the next iteration, one per group; empty leaves them unchanged.
+    /// Responses per prompt for the next generation batch (Knapsack RL's budgets): empty keeps
+    /// the run's `group_size` for every prompt. Otherwise (interface 1.2, dataset runs only)
+    /// one entry per prompt of [`IterationInfo::next_prompts`], in that order, summing to its
+    /// `budget`; an entry may be 0 (the prompt is skipped this time). The host refuses any
+    /// other shape with an error naming the plugin.
     pub group_sizes: RVec<u32>,
     /// Stop training after this iteration.
     pub stop: bool,
     /// Extra metrics to log for this iteration (e.g. an adapted coefficient).
     pub metrics: RVec<Metric>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_prompts_round_trip_through_the_metrics_and_are_absent_otherwise() {
+        let next = NextPrompts { prompt_ids: vec![7, 0, 3], budget: 12, group_size: 4 };
+        let mut metrics = vec![Metric::new("accuracy", 0.5)];
+        metrics.extend(next.to_metrics());
+        let info = |m: &[Metric]| IterationInfo { iteration: 1, global_step: 1, metrics: RSlice::from_slice(m) }.next_prompts();
+        assert_eq!(info(&metrics), Some(next));
+        assert!(metrics[1..].iter().all(|m| m.name.starts_with(INPUT_PREFIX)));
+        // A host that passes none (older than 1.2, or no dataset), or a damaged list.
+        assert_eq!(info(&metrics[..1]), None);
+        assert_eq!(info(&metrics[..metrics.len() - 1]), None);
+    }
 }

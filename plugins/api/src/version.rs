@@ -61,7 +61,11 @@ impl fmt::Display for InterfaceVersion {
 /// The interface version this crate defines, and that `export_algorithm!` records in a plugin.
 ///
 /// 1.0: the frozen v1 types and the `extension` look-up. 1.1: [`crate::ext::v1_1::SequenceLoss`].
-pub const INTERFACE_VERSION: InterfaceVersion = InterfaceVersion::new(1, 1);
+/// 1.2: prompt datasets: [`IterationInfo::next_prompts`](crate::IterationInfo::next_prompts)
+/// and per-prompt [`IterationControl::group_sizes`](crate::IterationControl::group_sizes)
+/// (Knapsack RL), the [`metadata::PROMPT_ID`](crate::metadata::PROMPT_ID) column. No frozen
+/// type changed; a 1.1 host passes none of these inputs, so `next_prompts` is `None` there.
+pub const INTERFACE_VERSION: InterfaceVersion = InterfaceVersion::new(1, 2);
 
 /// Name of the `#[no_mangle] extern "C" fn() -> u64` every plugin exports (see
 /// [`InterfaceVersion::to_bits`]). The host reads it before abi_stable's own checks so that a

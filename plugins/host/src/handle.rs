@@ -32,7 +32,8 @@ impl Metric {
 /// What `on_iteration` asks of the job runtime.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct IterationControl {
-    /// Rollouts per group next iteration; empty: unchanged.
+    /// Responses per prompt of the next generation batch (dataset runs, interface 1.2; see
+    /// `drover_plugin_api::IterationControl::group_sizes`); empty: the run's `group_size`.
     pub group_sizes: Vec<u32>,
     /// Stop training after this iteration.
     pub stop: bool,

@@ -1,5 +1,5 @@
 //! Loads the real plugin libraries (`plugins/ppo`, `tests/plugins/{faulty,bad_version,v1_0,
-//! sequence,ext_mismatch}`) through the host and checks the version gate, extensions,
+//! v1_1,sequence,ext_mismatch}`) through the host and checks the version gate, extensions,
 //! marshalling, and error reporting.
 //!
 //! How the `.so` files are found: `cargo test` does not produce `cdylib` artifacts, so build
@@ -7,7 +7,8 @@
 //!
 //! ```sh
 //! cargo build -p drover-plugin-ppo -p drover-test-plugin-faulty -p drover-test-plugin-bad-version \
-//!   -p drover-test-plugin-v1-0 -p drover-test-plugin-sequence -p drover-test-plugin-ext-mismatch
+//!   -p drover-test-plugin-v1-0 -p drover-test-plugin-v1-1 -p drover-test-plugin-sequence \
+//!   -p drover-test-plugin-ext-mismatch
 //! cargo test -p drover-plugin-host
 //! ```
 //!
@@ -40,8 +41,8 @@ fn plugin_path(crate_name: &str) -> PathBuf {
         path.is_file(),
         "{} not found; build the plugins first: cargo build -p drover-plugin-ppo \
          -p drover-test-plugin-faulty -p drover-test-plugin-bad-version \
-         -p drover-test-plugin-v1-0 -p drover-test-plugin-sequence \
-         -p drover-test-plugin-ext-mismatch",
+         -p drover-test-plugin-v1-0 -p drover-test-plugin-v1-1 \
+         -p drover-test-plugin-sequence -p drover-test-plugin-ext-mismatch",
         path.display()
     );
     path
@@ -215,7 +216,7 @@ fn a_plugin_from_another_interface_major_is_refused_with_both_versions() {
     assert_eq!(
         e.to_string(),
         format!(
-            "plugin `{}` was built against drover plugin interface 99.0, but this drover provides 1.1 \
+            "plugin `{}` was built against drover plugin interface 99.0, but this drover provides 1.2 \
              (it loads plugins built against any interface 1.x: rebuild the plugin against a \
              drover-plugin-api of that major)",
             path.display()
@@ -263,7 +264,7 @@ impl TwoSequences {
     }
 }
 
-/// The two-builds test of issue 10: a plugin built against interface 1.0 loads in this 1.1
+/// The two-builds test of issue 10: a plugin built against interface 1.0 loads in this 1.2
 /// host, runs the v1 calls, and reports the 1.1 extension as absent (not as an error).
 ///
 /// `tests/plugins/v1_0` stands for a build against the 1.0 api crate: it records 1.0 and
@@ -271,8 +272,8 @@ impl TwoSequences {
 /// the v1 types are frozen, which `plugins/api/tests/frozen_layout.rs` pins (see the fixture's
 /// doc). The host meanwhile knows a newer extension, `ext::v1_1::SequenceLoss`.
 #[test]
-fn a_plugin_built_against_interface_1_0_loads_in_a_1_1_host_without_the_1_1_extension() {
-    assert_eq!(INTERFACE_VERSION, InterfaceVersion::new(1, 1));
+fn a_plugin_built_against_interface_1_0_loads_in_a_1_2_host_without_the_1_1_extension() {
+    assert_eq!(INTERFACE_VERSION, InterfaceVersion::new(1, 2));
     assert_eq!(v1_1::SequenceLoss::NAME, "drover.sequence_loss");
     let plugin = load("drover-test-plugin-v1-0");
     assert_eq!(plugin.interface_version(), InterfaceVersion::new(1, 0));
@@ -299,19 +300,20 @@ fn a_plugin_built_against_interface_1_0_loads_in_a_1_1_host_without_the_1_1_exte
         .extension::<v1_1::SequenceLoss>()
         .expect("no mismatch")
         .is_none());
-    // PPO (built against 1.1) does not implement the extension either: same answer.
+    // PPO (built against this api, 1.2) does not implement the extension either: same answer.
     assert!(load("drover-plugin-ppo")
         .sequence_loss()
         .expect("no mismatch")
         .is_none());
 }
 
-/// A 1.1 plugin that implements `SequenceLoss` exposes it; the host computes each sequence's
-/// log-ratio and spreads ∂L/∂Δ_s over its valid tokens.
+/// A plugin that implements the 1.1 extension `SequenceLoss` (built against this api, 1.2)
+/// exposes it; the host computes each sequence's log-ratio and spreads ∂L/∂Δ_s over its
+/// valid tokens.
 #[test]
 fn a_plugin_implementing_the_1_1_extension_exposes_it_and_the_host_calls_it() {
     let plugin = load("drover-test-plugin-sequence");
-    assert_eq!(plugin.interface_version(), InterfaceVersion::new(1, 1));
+    assert_eq!(plugin.interface_version(), InterfaceVersion::new(1, 2));
     let ext = plugin
         .sequence_loss()
         .expect("layouts match")
@@ -368,14 +370,172 @@ fn a_plugin_implementing_the_1_1_extension_exposes_it_and_the_host_calls_it() {
     );
 }
 
-/// A plugin from a newer minor (1.2) loads, but its `drover.sequence_loss` table has another
+fn close(actual: &[f32], expected: &[f32]) -> bool {
+    actual.len() == expected.len()
+        && actual
+            .iter()
+            .zip(expected)
+            .all(|(a, e)| (a - e).abs() < 1e-6)
+}
+
+/// Issue 13's "a plugin built against the previous interface still runs": a plugin built
+/// against 1.1 loads in this 1.2 host and runs every stage with the 1.2 inputs present — the
+/// `prompt_id` metadata column in its rollout and the `next_prompts` inputs among the
+/// `on_iteration` metrics — and asks for no group sizes, which a 1.2 host reads as "the run's
+/// `group_size` for every prompt". Its 1.1 extension passes the host's layout check.
+///
+/// `tests/plugins/v1_1` stands for a build against the 1.1 api crate (see the fixture's doc):
+/// it records 1.1, exports the 1.1 `SequenceLoss` table, and uses none of 1.2's helpers. Its
+/// algorithm is REINFORCE with a group-mean baseline under a clipped ratio, token-mean.
+#[test]
+fn a_plugin_built_against_interface_1_1_runs_in_a_1_2_host_and_asks_for_no_group_sizes() {
+    assert_eq!(INTERFACE_VERSION, InterfaceVersion::new(1, 2));
+    let plugin = load("drover-test-plugin-v1-1");
+    assert_eq!(plugin.interface_version(), InterfaceVersion::new(1, 1));
+    assert_eq!(plugin.info().name, "v1_1");
+    let mut alg = plugin.instantiate("{}", 0).expect("instantiate");
+
+    // Two prompts (dataset ids 5 and 2) × 2 responses, 2 steps; response 1 stops after one
+    // step (its padding holds garbage). Scores [1, 0 | 1, 1]: group 0 has mean ½, so
+    // A = s − ½ = [½, −½]; group 1 is uniform, A = 0.
+    let mask = [1., 1., 1., 0., 1., 1., 1., 1.];
+    let rewards = [0., 1., 0., 7., 0., 1., 0., 1.];
+    let prompt_ids = [5.0, 5.0, 2.0, 2.0];
+    let metadata = [(drover_plugin_api::metadata::PROMPT_ID, &prompt_ids[..])];
+    let batch = RolloutBatch {
+        num_sequences: 4,
+        seq_len: 2,
+        mask: &mask,
+        rewards: &rewards,
+        terminated: &[],
+        truncated: &[],
+        values: &[],
+        next_values: &[],
+        logp_old: &[],
+        logp_ref: &[],
+        entropy_old: &[],
+        group_ids: &[0, 0, 1, 1],
+        sample_weights: &[],
+        metadata: &metadata,
+        seed: 0,
+    };
+    let (mut adv, mut ret) = ([f32::NAN; 8], [f32::NAN; 8]);
+    let metrics = alg
+        .compute_advantages(&batch, &mut adv, &mut ret)
+        .expect("advantages");
+    assert_eq!(adv, [0.5, 0.5, -0.5, 0.0, 0.0, 0.0, 0.0, 0.0]);
+    assert_eq!(ret, adv);
+    assert_eq!(
+        metrics,
+        [
+            Metric::new("score_mean", 0.75),
+            Metric::new("uniform_group_frac", 0.5)
+        ]
+    );
+
+    // Token loss at ε = 0.2, each valid token weighted ¼: token 0 (ρ = 1) keeps its gradient
+    // −A·ρ; token 1 (ρ = e^0.5, A > 0) and token 2 (ρ = e^−0.5, A < 0) are clipped (loss
+    // −A·(1 ± ε), no gradient); token 3 (ρ = 1) keeps its; token 4 is padding.
+    let data = TwoSequences::new();
+    let (mut loss, mut d_logp, mut d_value, mut d_entropy) =
+        ([f32::NAN; 5], [f32::NAN; 5], [f32::NAN; 5], [f32::NAN; 5]);
+    let metrics = alg
+        .loss(
+            &data.batch(),
+            &mut loss,
+            &mut d_logp,
+            &mut d_value,
+            &mut d_entropy,
+        )
+        .expect("loss");
+    assert!(close(&loss, &[-0.5, -1.2, 0.2, 0.75, 0.0]), "{loss:?}");
+    assert!(close(&d_logp, &[-0.5, 0.0, 0.0, 0.75, 0.0]), "{d_logp:?}");
+    assert_eq!((d_value, d_entropy), ([0.0; 5], [0.0; 5]));
+    assert_eq!(metrics.len(), 2, "{metrics:?}");
+    assert_eq!(
+        (metrics[0].name.as_str(), metrics[1].name.as_str()),
+        ("policy_loss", "clip_frac")
+    );
+    assert!((metrics[0].value + 0.75).abs() < 1e-6, "{metrics:?}");
+    assert!((metrics[1].value - 0.5).abs() < 1e-12, "{metrics:?}");
+
+    // The 1.1 extension from a plugin that records 1.1: accepted by the 1.2 host's layout
+    // check and callable. At ε = 0.9 neither sequence ratio is clipped: Δ_0 = 0.5, Ā_0 = 3;
+    // Δ_1 = −0.5, Ā_1 = −2; loss_s = −Ā_s·e^{Δ_s}/2 = ∂loss_s/∂Δ_s.
+    let ext = plugin
+        .sequence_loss()
+        .expect("a 1.1 table passes the 1.2 host's layout check")
+        .expect("the fixture provides it");
+    let mut wide = plugin
+        .instantiate(r#"{"clip_ratio": 0.9}"#, 0)
+        .expect("instantiate");
+    let (mut seq_loss, mut d_logp) = ([f32::NAN; 2], [f32::NAN; 5]);
+    let metrics = wide
+        .sequence_loss(ext, &data.batch(), &mut seq_loss, &mut d_logp)
+        .expect("sequence loss");
+    let expected = [-1.5 * 0.5f32.exp(), (-0.5f32).exp()];
+    assert!(close(&seq_loss, &expected), "{seq_loss:?} vs {expected:?}");
+    let spread = [expected[0], expected[0], expected[1], expected[1], 0.0];
+    assert!(close(&d_logp, &spread), "{d_logp:?} vs {spread:?}");
+    assert_eq!(metrics, [Metric::new("seq_clip_frac", 0.0)]);
+
+    // `on_iteration` with the 1.2 inputs a dataset run passes: the plugin reads its own metric
+    // by name, ignores the `input.*` ones and leaves the group sizes to the host.
+    let next = drover_plugin_api::NextPrompts {
+        prompt_ids: vec![3, 0, 2],
+        budget: 12,
+        group_size: 4,
+    };
+    let with_inputs = |score: f64| -> Vec<Metric> {
+        let mut m = vec![
+            Metric::new("score_mean", score),
+            Metric::new("accuracy", score),
+        ];
+        m.extend(
+            next.to_metrics()
+                .iter()
+                .map(|m| Metric::new(m.name.as_str(), m.value)),
+        );
+        m
+    };
+    // The inputs are really there: a 1.2 plugin reading the same list finds the prompts.
+    let abi: Vec<drover_plugin_api::Metric> = next.to_metrics();
+    let info = drover_plugin_api::IterationInfo {
+        iteration: 1,
+        global_step: 16,
+        metrics: abi_stable::std_types::RSlice::from_slice(&abi),
+    };
+    assert_eq!(info.next_prompts().as_ref(), Some(&next));
+    assert!(with_inputs(0.0)
+        .iter()
+        .any(|m| m.name == "input.next_prompt.2" && m.value == 2.0));
+
+    let control = alg.on_iteration(1, 16, &with_inputs(0.75)).expect("hook");
+    assert!(control.group_sizes.is_empty(), "{control:?}");
+    assert!(!control.stop);
+    assert_eq!(control.metrics, [Metric::new("best_score_mean", 0.75)]);
+    let control = alg.on_iteration(2, 32, &with_inputs(0.25)).expect("hook");
+    assert!(
+        control.group_sizes.is_empty() && !control.stop,
+        "{control:?}"
+    );
+    assert_eq!(control.metrics, [Metric::new("best_score_mean", 0.75)]);
+    assert!(alg.keep_group(&[1.0, 1.0]).expect("default predicate"));
+
+    // The authors' harness passes through the ABI too.
+    let report = plugin.check("{}", &drover_plugin_host::CheckOptions::default());
+    report.assert_passed();
+}
+
+/// A plugin claiming interface 1.3 (newer than this 1.2 host) loads, but its
+/// `drover.sequence_loss` table has another
 /// layout: the host refuses that extension, naming it and both versions, and never calls it
 /// (the fixture's function aborts the process if called).
 #[test]
 fn an_extension_with_an_incompatible_layout_is_refused_naming_it_and_both_versions() {
     let path = plugin_path("drover-test-plugin-ext-mismatch");
     let plugin = Plugin::load(&path).expect("a newer minor loads");
-    assert_eq!(plugin.interface_version(), InterfaceVersion::new(1, 2));
+    assert_eq!(plugin.interface_version(), InterfaceVersion::new(1, 3));
     plugin
         .instantiate("{}", 0)
         .expect("the v1 part still works");
@@ -393,8 +553,8 @@ fn an_extension_with_an_incompatible_layout_is_refused_naming_it_and_both_versio
     );
     let text = e.to_string();
     let head = format!(
-        "plugin `{}` (interface 1.2): extension `drover.sequence_loss` (added in interface 1.1) \
-         does not match the one this drover (interface 1.1) expects: ",
+        "plugin `{}` (interface 1.3): extension `drover.sequence_loss` (added in interface 1.1) \
+         does not match the one this drover (interface 1.2) expects: ",
         path.display()
     );
     assert!(text.starts_with(&head), "{text}");
