@@ -125,12 +125,14 @@ impl Knapsack {
         self.rates.get(&prompt_id).copied()
     }
 
-    /// Records each prompt's mean score in `batch` (those with a `prompt_id`); the whole
-    /// column is checked before anything is recorded.
+    /// Records each prompt's mean score in `batch` (those with a `prompt_id`), over the
+    /// policy's own responses: expert (teacher-forced, `is_expert`) ones say nothing of its
+    /// success rate. The whole column is checked before anything is recorded.
     fn record_visits(&mut self, batch: &Rollout<'_>) -> Result<(), PluginError> {
         let Some(ids) = batch.metadata(metadata::PROMPT_ID) else {
             return Ok(());
         };
+        let experts = batch.metadata(metadata::IS_EXPERT);
         let scores = sequence_scores(batch);
         let mut visits: BTreeMap<u32, (f64, u32)> = BTreeMap::new();
         for (b, (&id, &score)) in ids.iter().zip(&scores).enumerate() {
@@ -139,6 +141,9 @@ impl Knapsack {
                     "{NAME}: metadata `{}` of sequence {b} is {id}: expected a dataset index (an integer from 0 to 2^24)",
                     metadata::PROMPT_ID
                 )));
+            }
+            if experts.and_then(|e| e.get(b)).is_some_and(|&e| e > 0.0) {
+                continue;
             }
             let v = visits.entry(id as u32).or_insert((0.0, 0));
             v.0 += score;
@@ -510,6 +515,18 @@ mod tests {
         visit(&mut k, &[3.0, 2.0], &[0, 0], &[4.0, 4.0]);
         assert_eq!(k.success_rate(4), Some(1.0));
         assert_eq!(k.success_rate(5), None);
+    }
+
+    #[test]
+    fn expert_responses_do_not_count_in_the_rate() {
+        let mut k = make("{}").expect("defaults");
+        let (mask, scores) = ([1.0f32; 4], [0.0f32, 1.0, 1.0, 1.0]);
+        let mut batch = outcome_rollout(1, &mask, &scores, &[0, 0, 0, 0]);
+        // Prompt 3: one wrong and one right sampled response, then two (right) expert answers.
+        let (ids, experts) = ([3.0f32; 4], [0.0f32, 0.0, 1.0, 1.0]);
+        batch.metadata = vec![(metadata::PROMPT_ID.to_owned(), &ids[..]), (metadata::IS_EXPERT.to_owned(), &experts[..])];
+        run_advantages(&mut k, &batch).expect("advantages");
+        assert_eq!(k.success_rate(3), Some(0.5));
     }
 
     #[test]
