@@ -45,7 +45,7 @@ use crate::{
     error::PluginError,
     params::Params,
     rng::CounterRng,
-    types::Metric,
+    types::{IterationControl, IterationInfo, Metric, NextPrompts},
 };
 
 /// An algorithm instance under test: in-process (every [`AlgorithmImpl`] is one) or a loaded
@@ -71,6 +71,16 @@ pub trait Subject {
         mb: &Minibatch<'_>,
         out: &mut LossOutputs<'_>,
     ) -> Result<Vec<Metric>, PluginError>;
+
+    /// As [`AlgorithmImpl::on_iteration`]. The default, for a subject without the hook,
+    /// asks for nothing.
+    ///
+    /// # Errors
+    /// Whatever the algorithm reports (a caught panic is a `Panic` error).
+    fn on_iteration(&mut self, info: &IterationInfo<'_>) -> Result<IterationControl, PluginError> {
+        let _ = info;
+        Ok(IterationControl::default())
+    }
 }
 
 fn panic_to_error<R>(f: impl FnOnce() -> Result<R, PluginError>) -> Result<R, PluginError> {
@@ -113,6 +123,10 @@ impl<T: AlgorithmImpl> Subject for T {
             buf.fill(0.0);
         }
         panic_to_error(|| AlgorithmImpl::loss(self, mb, out))
+    }
+
+    fn on_iteration(&mut self, info: &IterationInfo<'_>) -> Result<IterationControl, PluginError> {
+        panic_to_error(|| AlgorithmImpl::on_iteration(self, info))
     }
 }
 
@@ -870,7 +884,11 @@ fn advantages_of<S: Subject + ?Sized>(
 /// - `loss_deterministic`: same seed, same minibatch, identical outputs;
 /// - `loss_padding_invariant`: zero-weight tokens get zero outputs, and garbage in their
 ///   inputs changes nothing;
-/// - `loss_derivatives`: [`check_loss_derivatives`] finds no mismatch.
+/// - `loss_derivatives`: [`check_loss_derivatives`] finds no mismatch;
+/// - `iteration_hook`: after an advantage stage, `on_iteration` succeeds with finite metrics;
+///   given the next prompts of a dataset run (interface 1.2) it returns no group sizes or one
+///   per prompt summing to the budget, and without them it returns none (the host refuses
+///   group sizes a run cannot use).
 ///
 /// Output lengths are the caller's (slices cannot be resized); the host additionally refuses
 /// non-finite outputs at run time, naming the output and index.
@@ -1046,7 +1064,53 @@ where
         }
     });
     report.push("loss_derivatives", fd);
+    report.push("iteration_hook", check_iteration_hook(&mut instance, &rollout));
     report
+}
+
+/// The `iteration_hook` check of [`run_checks`].
+fn check_iteration_hook<S: Subject>(
+    instance: &mut impl FnMut(&str) -> Result<S, String>,
+    rollout: &RolloutData,
+) -> Result<String, String> {
+    let mut alg = instance("hook")?;
+    let (_, _, mut metrics) = advantages_of(&mut alg, rollout)?;
+    let plain = metrics.len();
+    let next = NextPrompts { prompt_ids: vec![3, 1, 4, 0], budget: 32, group_size: 8 };
+    metrics.extend(next.to_metrics());
+    fn info(iteration: u64, steps: usize, metrics: &[Metric]) -> IterationInfo<'_> {
+        IterationInfo { iteration, global_step: iteration * steps as u64, metrics: metrics.into() }
+    }
+    let steps = rollout.b * rollout.t;
+    let call = |alg: &mut S, info: IterationInfo<'_>| {
+        let control = alg.on_iteration(&info).map_err(|e| format!("`on_iteration` failed: {e}"))?;
+        check_metrics("on_iteration", &control.metrics)?;
+        Ok::<_, String>(control)
+    };
+    let with = call(&mut alg, info(1, steps, &metrics))?;
+    let sizes: &[u32] = &with.group_sizes;
+    let total: u64 = sizes.iter().map(|&n| u64::from(n)).sum();
+    if !sizes.is_empty() && (sizes.len() != next.prompt_ids.len() || total != u64::from(next.budget)) {
+        return Err(format!(
+            "`on_iteration` returned group sizes {sizes:?} for {} next prompts and a budget of {}: \
+             expected none, or one per prompt summing to the budget",
+            next.prompt_ids.len(),
+            next.budget
+        ));
+    }
+    let without = call(&mut alg, info(2, steps, &metrics[..plain]))?;
+    if !without.group_sizes.is_empty() {
+        return Err(format!(
+            "`on_iteration` returned group sizes {:?} without next prompts (a run with no prompt \
+             dataset): the job would refuse them",
+            &without.group_sizes[..]
+        ));
+    }
+    Ok(if sizes.is_empty() {
+        "runs with and without next prompts; asks for no group sizes".to_owned()
+    } else {
+        format!("group sizes {sizes:?} for 4 next prompts sum to the budget; none without a dataset")
+    })
 }
 
 #[cfg(test)]
@@ -1226,9 +1290,57 @@ mod tests {
                 "loss_finite",
                 "loss_deterministic",
                 "loss_padding_invariant",
-                "loss_derivatives"
+                "loss_derivatives",
+                "iteration_hook"
             ]
         );
+    }
+
+    /// `Square` whose `on_iteration` asks for group sizes: `mode` `valid` (over the next prompts,
+    /// summing to the budget), `always` (also without next prompts), `short` (one too few).
+    struct Budgeter {
+        square: Square,
+        mode: String,
+    }
+
+    impl AlgorithmImpl for Budgeter {
+        fn info() -> PluginInfo {
+            Square::info().param(ParamSpec::string("mode", "valid", "which sizes"))
+        }
+        fn new(p: &Params, seed: u64) -> Result<Self, PluginError> {
+            Ok(Self { square: Square::new(p, seed)?, mode: p.str("mode")?.to_owned() })
+        }
+        fn compute_advantages(&mut self, b: &Rollout<'_>, adv: &mut [f32], ret: &mut [f32]) -> Result<Vec<Metric>, PluginError> {
+            AlgorithmImpl::compute_advantages(&mut self.square, b, adv, ret)
+        }
+        fn loss(&mut self, mb: &Minibatch<'_>, out: &mut LossOutputs<'_>) -> Result<Vec<Metric>, PluginError> {
+            AlgorithmImpl::loss(&mut self.square, mb, out)
+        }
+        fn on_iteration(&mut self, info: &IterationInfo<'_>) -> Result<IterationControl, PluginError> {
+            let sizes: Vec<u32> = match (info.next_prompts(), self.mode.as_str()) {
+                (Some(next), "valid" | "always") => {
+                    let n = next.prompt_ids.len() as u32;
+                    (0..n).map(|j| next.budget / n + u32::from(j < next.budget % n)).collect()
+                }
+                (Some(next), _) => vec![1; next.prompt_ids.len() - 1],
+                (None, "always") => vec![2, 2],
+                (None, _) => Vec::new(),
+            };
+            Ok(IterationControl { group_sizes: sizes.into(), ..IterationControl::default() })
+        }
+    }
+
+    #[test]
+    fn the_iteration_hook_check_holds_group_sizes_to_the_contract() {
+        let ok = check_algorithm::<Budgeter>(r#"{"mode": "valid"}"#);
+        ok.assert_passed();
+        assert!(ok.to_string().contains("group sizes [8, 8, 8, 8] for 4 next prompts"), "{ok}");
+        for (mode, expected) in [("always", "without next prompts"), ("short", "expected none, or one per prompt summing to the budget")] {
+            let report = check_algorithm::<Budgeter>(&format!(r#"{{"mode": "{mode}"}}"#));
+            let failed: Vec<&str> = report.failures().map(|c| c.name).collect();
+            assert_eq!(failed, ["iteration_hook"], "{report}");
+            assert!(report.to_string().contains(expected), "{mode}: {report}");
+        }
     }
 
     #[test]

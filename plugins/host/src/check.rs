@@ -4,7 +4,7 @@
 
 use drover_plugin_api::{
     testing::{run_checks, CheckOptions, CheckReport, Subject},
-    LossOutputs, Minibatch, PluginError, PluginErrorKind, Rollout,
+    IterationControl, IterationInfo, LossOutputs, Minibatch, PluginError, PluginErrorKind, Rollout,
 };
 
 use crate::{
@@ -94,6 +94,17 @@ impl Subject for AlgorithmHandle {
         )
         .map(to_abi_metrics)
         .map_err(to_plugin_error)
+    }
+
+    fn on_iteration(&mut self, info: &IterationInfo<'_>) -> Result<IterationControl, PluginError> {
+        let metrics: Vec<Metric> = info.metrics.iter().map(|m| Metric::new(m.name.as_str(), m.value)).collect();
+        let control =
+            AlgorithmHandle::on_iteration(self, info.iteration, info.global_step, &metrics).map_err(to_plugin_error)?;
+        Ok(IterationControl {
+            group_sizes: control.group_sizes.into(),
+            stop: control.stop,
+            metrics: to_abi_metrics(control.metrics).into(),
+        })
     }
 }
 

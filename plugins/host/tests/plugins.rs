@@ -705,7 +705,7 @@ fn the_authors_harness_runs_on_a_loaded_library() {
     let opts = drover_plugin_host::CheckOptions::default();
     let report = load("drover-plugin-ppo").check("{}", &opts);
     report.assert_passed();
-    assert_eq!(report.checks.len(), 7, "{report}");
+    assert_eq!(report.checks.len(), 8, "{report}");
 
     let faulty = load("drover-test-plugin-faulty");
     let report = faulty.check(r#"{"fail": "nan_in_loss"}"#, &opts);
