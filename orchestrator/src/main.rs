@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use drover::backend::local::LocalBackend;
+use drover::backend::local_config::MAX_LOCAL_RETRIES;
 use drover::backend::slurm_cmd::Slurm;
 use drover::backend::slurm_config::BackendKind;
 use drover::backend::{self, slurm, Backend, RunState};
@@ -49,10 +50,11 @@ enum Command {
         /// Slurm: return once submitted instead of waiting for the runs (`drover status` follows them).
         #[arg(long)]
         no_wait: bool,
-        /// Local backend: relaunch a failed run (a crash, a signal, out of memory) up to N times
-        /// (Slurm takes its budget from the `[slurm]` table).
-        #[arg(long, value_name = "N", default_value_t = 0)]
-        max_retries: u32,
+        /// Local backend: relaunch a failed run (a crash, a signal, out of memory) up to N times;
+        /// default: `[local] max_retries` of the sweep file, else 0 (Slurm takes its budget from
+        /// the `[slurm]` table).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(..=i64::from(MAX_LOCAL_RETRIES)))]
+        max_retries: Option<u32>,
     },
     /// Where each run of a Slurm sweep stands (one `squeue` call plus the runs' markers).
     Status {
@@ -145,7 +147,7 @@ fn run(
     dry_run: bool,
     backend: Option<BackendArg>,
     no_wait: bool,
-    max_retries: u32,
+    max_retries: Option<u32>,
 ) -> anyhow::Result<u8> {
     let job_bin = LocalBackend::default_job_bin(std::env::var_os("DROVER_JOB_BIN").map(PathBuf::from), exe_dir().as_deref());
     let opts = PlanOptions {
@@ -186,6 +188,7 @@ fn run(
     }
 
     let show_progress = std::io::stderr().is_terminal() && std::env::var_os("CI").is_none_or(|v| v == "false");
+    let max_retries = plan.sweep.local.effective_max_retries(max_retries);
     // Signal handlers go in before anything is written, so Ctrl-C is always handled in order.
     let mut backend = LocalBackend::new(job_bin, plan.max_parallel.get(), show_progress)?.with_max_retries(max_retries);
     // DROVER_BUSY_WAIT_S: how long to wait for jobs still running from a killed `drover run`.
@@ -221,11 +224,19 @@ fn run(
     for failed in &report.failed {
         eprintln!("  failed: {} ({}): {}; stderr: {}", failed.run_id, failed.label, failed.reason, failed.stderr_log.display());
     }
+    if let Some(dir) = &report.disk_full {
+        eprintln!(
+            "drover: stopped launching: the results disk is full (cannot write in `{}`), so {} run(s) were not started; free space on that disk and run the same command again: finished runs are kept, the failed and not-started ones run then",
+            dir.display(),
+            report.not_started
+        );
+    }
     if let Some(reason) = report.cancel {
         eprintln!("drover: interrupted ({reason:?}); finished runs are kept, rerun the same command to continue");
         return Ok(exit_codes::INTERRUPTED);
     }
-    Ok(if report.failed.is_empty() && prepared.busy.is_empty() { exit_codes::SUCCESS } else { exit_codes::RUNS_FAILED })
+    let all_done = report.failed.is_empty() && prepared.busy.is_empty() && report.disk_full.is_none();
+    Ok(if all_done { exit_codes::SUCCESS } else { exit_codes::RUNS_FAILED })
 }
 
 fn plugin_cmd(command: drover::plugin_cmd::PluginCommand) -> anyhow::Result<u8> {

@@ -245,9 +245,9 @@ impl Drop for SmallDisk {
     }
 }
 
-/// Issue 12 item 4: a sweep whose results disk fills up fails the runs that cannot write with an
-/// error saying the disk is full, keeps every run finished before, and completes once space is
-/// back without redoing those.
+/// Issue 12 item 4: a sweep whose results disk fills up fails the run that cannot write with an
+/// error saying the disk is full, launches nothing after it, keeps every run finished before, and
+/// completes once space is back without redoing those.
 #[test]
 fn a_full_results_disk_fails_clearly_keeps_finished_runs_and_resumes_after() {
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -266,18 +266,65 @@ fn a_full_results_disk_fails_clearly_keeps_finished_runs_and_resumes_after() {
         .into_iter()
         .filter(|r| std::fs::read_to_string(r.join("exit.json")).is_ok_and(|t| t.contains("\"completed\"")))
         .collect();
-    assert!(!completed.is_empty() && completed.len() < 12, "{} runs completed before the disk filled", completed.len());
+    assert!(!completed.is_empty() && completed.len() < 11, "{} runs completed before the disk filled", completed.len());
     for run in &completed {
         assert_eq!(read_json(&run.join("summary.json"))["run_id"].as_str(), run.file_name().and_then(|n| n.to_str()));
     }
+    // After the first run that found the disk full, nothing else was launched: one failure, and
+    // every later run is counted as not started and has no log of any attempt.
+    let not_started = 12 - completed.len() - 1;
+    let counts = format!("{} completed, 0 skipped (already completed), 0 retried, 1 failed, 0 cancelled, {not_started} not started", completed.len());
+    assert!(stderr.contains(&counts), "expected `{counts}`:\n{stderr}");
+    assert_eq!(stderr.matches("the results disk is full: launching no new runs").count(), 1, "{stderr}");
+    assert!(
+        stderr.contains(&format!("stopped launching: the results disk is full (cannot write in `{}", results.display()))
+            && stderr.contains(&format!("so {not_started} run(s) were not started; free space on that disk and run the same command again")),
+        "{stderr}"
+    );
+    let launched = |dir: &PathBuf| dir.join("attempt-1.stderr.log").exists() || dir.join("exit.json").exists();
+    let untouched = run_dirs(&results).iter().filter(|d| !launched(d)).count();
+    assert_eq!(untouched, not_started, "runs after the full-disk failure must not be launched");
 
     disk.resize("20m");
     let again = run_ok(drover_in(tmp.path()).arg("run").arg(&sweep).arg("--results").arg(&results));
     let (_, stderr) = text(&again);
-    assert!(stderr.contains(&format!("{} already completed", completed.len())), "{stderr}");
+    assert!(stderr.contains(&format!("{} already completed, launching {}", completed.len(), 12 - completed.len())), "{stderr}");
+    assert!(!stderr.contains("disk is full"), "{stderr}");
     let done = run_dirs(&results)
         .iter()
         .filter(|r| std::fs::read_to_string(r.join("exit.json")).is_ok_and(|t| t.contains("\"completed\"")))
         .count();
     assert_eq!(done, 12);
+}
+
+/// Issue 12 follow-up: `[local] max_retries` in the sweep file retries a failed run as
+/// `--max-retries` does, and the flag, when given, wins over it.
+#[test]
+fn local_max_retries_in_the_sweep_file_retries_and_the_flag_wins() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let sweep_file = write_sweep(tmp.path(), &format!("{}[local]\nmax_retries = 1\n", sweep("[1]")));
+    let job = faulty_job(tmp.path(), "KILL", false);
+    let run = |results: &Path| {
+        let mut cmd = drover_in(tmp.path());
+        cmd.env("DROVER_JOB_BIN", &job).arg("run").arg(&sweep_file).arg("--results").arg(results);
+        cmd
+    };
+
+    let results = tmp.path().join("from-file");
+    let (_, stderr) = text(&run_ok(&mut run(&results)));
+    assert!(stderr.contains("retrying as attempt 2 (retry 1 of 1)"), "{stderr}");
+    assert!(stderr.contains("1 completed, 0 skipped (already completed), 1 retried, 0 failed"), "{stderr}");
+    let dirs = run_dirs(&results);
+    assert_eq!(dirs.len(), 1);
+    assert_eq!(read_json(&dirs[0].join("attempt-1/exit.json"))["status"], "failed");
+    assert_eq!(read_json(&dirs[0].join("exit.json"))["status"], "completed");
+    assert!(!dirs[0].join("attempt-2").exists(), "retried once, not more");
+
+    // `--max-retries 0` turns the file's budget off: the first kill is final.
+    let results = tmp.path().join("flag-wins");
+    let out = run(&results).args(["--max-retries", "0"]).output().expect("spawn");
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(!stderr.contains("retrying"), "{stderr}");
+    assert!(stderr.contains("0 completed, 0 skipped (already completed), 0 retried, 1 failed"), "{stderr}");
 }

@@ -8,6 +8,11 @@
 //! segfault, an abort) gets one written for it, `failed` with that reason, and is relaunched
 //! as a new attempt while its `max_retries` budget lasts.
 //!
+//! A full results disk stops the sweep from growing: once a run fails because it cannot write
+//! there, nothing new is launched or retried (each would fail the same way, and their logs
+//! would eat what space is left); running jobs are let finish, and the rest are reported as
+//! not started, for the same command to run once space is freed.
+//!
 //! Crash consistency (docs/design/results-layout.md): each job is spawned holding its run's
 //! lock (`job_lock`, the descriptor inherited across exec) and with `PR_SET_PDEATHSIG` =
 //! SIGTERM, so a `drover run` killed outright takes its jobs down with it (they stop cleanly),
@@ -121,7 +126,7 @@ impl Backend for LocalBackend {
         let mut retries: HashMap<String, u32> = HashMap::new();
 
         loop {
-            while report.cancel.is_none() && running.len() < self.max_parallel {
+            while report.cancel.is_none() && report.disk_full.is_none() && running.len() < self.max_parallel {
                 let Some(run) = queue.pop_front() else { break };
                 match spawn(&self.job_bin, &run) {
                     Ok(mut child) => {
@@ -137,15 +142,18 @@ impl Backend for LocalBackend {
                         tracing::info!(run = %run.run_id, label = %run.label, attempt = run.attempt, "launched");
                         running.insert(slot, Running { run, pgid });
                     }
-                    Err(reason) => {
+                    Err(SpawnError { reason, disk_full }) => {
                         bar.inc(1);
                         bar.suspend(|| eprintln!("drover: run {} ({}) could not start: {reason}", run.run_id, run.label));
                         report.failed.push(FailedRun { run_id: run.run_id.clone(), label: run.label.clone(), reason, stderr_log: run.stderr_log() });
+                        if disk_full {
+                            stop_launching_disk_full(&mut report, &bar, &run.dir, running.len());
+                        }
                     }
                 }
                 update_message(&bar, &running, &report);
             }
-            if running.is_empty() && (queue.is_empty() || report.cancel.is_some()) {
+            if running.is_empty() && (queue.is_empty() || report.cancel.is_some() || report.disk_full.is_some()) {
                 break;
             }
 
@@ -178,9 +186,14 @@ impl Backend for LocalBackend {
                 }
                 Ok(Event::Exited { slot, status }) => {
                     if let Some(done) = running.remove(&slot) {
-                        if let Some(failed) = record_exit(&mut report, &done.run, status) {
+                        if let Some(Failure { failed, disk_full }) = record_exit(&mut report, &done.run, status) {
+                            // Set before the retry decision: a retry on a full disk fails the same way.
+                            let newly_full = disk_full && report.disk_full.is_none();
+                            if newly_full {
+                                report.disk_full = Some(done.run.dir.clone());
+                            }
                             let used = retries.entry(failed.run_id.clone()).or_insert(0);
-                            let retry = (*used < self.max_retries && report.cancel.is_none())
+                            let retry = (*used < self.max_retries && report.cancel.is_none() && report.disk_full.is_none())
                                 .then(|| rearm(&done.run))
                                 .transpose();
                             match retry {
@@ -214,6 +227,9 @@ impl Backend for LocalBackend {
                                 )
                             });
                             report.failed.push(failed);
+                            if newly_full {
+                                announce_disk_full(&bar, running.len());
+                            }
                         }
                         bar.inc(1);
                     }
@@ -238,9 +254,28 @@ impl Backend for LocalBackend {
     }
 }
 
+/// Why a job could not be started.
+struct SpawnError {
+    /// What went wrong, for the user.
+    reason: String,
+    /// The results disk had no space left for the run's logs.
+    disk_full: bool,
+}
+
+impl From<String> for SpawnError {
+    fn from(reason: String) -> Self {
+        SpawnError { reason, disk_full: false }
+    }
+}
+
+/// A `cannot <action> <path>` error, flagged when the disk is full.
+fn io_error(action: &str, path: &Path, e: &std::io::Error) -> SpawnError {
+    SpawnError { reason: format!("cannot {action} `{}`: {e}", path.display()), disk_full: is_disk_full(e) }
+}
+
 /// Starts one job with its logs, in a new process group (so a terminal Ctrl-C reaches only
 /// drover, which then stops jobs in order, and so a job's own children are signalled with it).
-fn spawn(job_bin: &Path, run: &PendingRun) -> Result<std::process::Child, String> {
+fn spawn(job_bin: &Path, run: &PendingRun) -> Result<std::process::Child, SpawnError> {
     let lock_path = run.dir.join(super::job_lock::JOB_LOCK_FILE);
     let mut lock = match super::job_lock::try_lock(&run.dir) {
         Ok(Some(lock)) => lock,
@@ -248,15 +283,16 @@ fn spawn(job_bin: &Path, run: &PendingRun) -> Result<std::process::Child, String
             return Err(format!(
                 "its run directory is in use by another job ({}); not started, so as not to write beside it",
                 super::job_lock::holder(&run.dir)
-            ))
+            )
+            .into())
         }
-        Err(e) => return Err(format!("cannot lock `{}`: {e}", lock_path.display())),
+        Err(e) => return Err(io_error("lock", &lock_path, &e)),
     };
     let lock_fd = lock.raw_fd();
     // SAFETY: getpid(2) has no preconditions.
     let parent = unsafe { libc::getpid() };
-    let stdout = File::create(run.stdout_log()).map_err(|e| format!("cannot create `{}`: {e}", run.stdout_log().display()))?;
-    let stderr = File::create(run.stderr_log()).map_err(|e| format!("cannot create `{}`: {e}", run.stderr_log().display()))?;
+    let stdout = File::create(run.stdout_log()).map_err(|e| io_error("create", &run.stdout_log(), &e))?;
+    let stderr = File::create(run.stderr_log()).map_err(|e| io_error("create", &run.stderr_log(), &e))?;
     let mut cmd = job_command(job_bin, run.ranks);
     cmd.arg("--spec")
         .arg(&run.spec_path)
@@ -325,12 +361,20 @@ fn signal_all(running: &HashMap<usize, Running>, signal: i32) {
     }
 }
 
+/// A failed attempt, as `record_exit` classified it.
+struct Failure {
+    /// The run and why it failed.
+    failed: FailedRun,
+    /// It failed because the results disk is full.
+    disk_full: bool,
+}
+
 /// Classifies a finished child by its `exit.json` (the job's word wins over the exit status);
 /// returns the failure when it neither completed nor was cancelled.
 ///
 /// A job that left no `exit.json` (killed by a signal, crashed) gets one written here, `failed`
 /// with the reason, so the run's own record says what happened even after drover exits.
-fn record_exit(report: &mut LaunchReport, run: &PendingRun, status: std::io::Result<ExitStatus>) -> Option<FailedRun> {
+fn record_exit(report: &mut LaunchReport, run: &PendingRun, status: std::io::Result<ExitStatus>) -> Option<Failure> {
     let exit_path = run.dir.join(EXIT_JSON);
     let exit: Result<Option<ExitRecord>, String> = layout::read_record(&exit_path);
     let status_text = match &status {
@@ -341,6 +385,7 @@ fn record_exit(report: &mut LaunchReport, run: &PendingRun, status: std::io::Res
         },
         Err(e) => format!("wait failed: {e}"),
     };
+    let mut disk_full = false;
     let reason = match exit {
         Ok(Some(record)) if record.status == RunExit::Completed => {
             tracing::info!(run = %run.run_id, "completed");
@@ -355,7 +400,10 @@ fn record_exit(report: &mut LaunchReport, run: &PendingRun, status: std::io::Res
             report.cancelled.push(run.run_id.clone());
             return None;
         }
-        Ok(Some(record)) => format!("{:?}: {}", record.status, record.reason.unwrap_or_else(|| status_text.clone())).to_lowercase(),
+        Ok(Some(record)) => {
+            disk_full = record.reason.as_deref().is_some_and(says_disk_full);
+            format!("{:?}: {}", record.status, record.reason.unwrap_or_else(|| status_text.clone())).to_lowercase()
+        }
         Ok(None) => {
             let mut reason = format!("{status_text} without writing exit.json");
             // Only under the run's lock: a process the job left behind may still write there.
@@ -369,6 +417,7 @@ fn record_exit(report: &mut LaunchReport, run: &PendingRun, status: std::io::Res
             };
             // A full disk silences the job too (its stderr log is on it), so say it here.
             if written.is_err_and(|e| is_disk_full(&e)) {
+                disk_full = true;
                 reason.push_str(&format!(
                     "; the results disk is full (cannot write in `{}`): free space and run the same command again, finished runs are kept",
                     run.dir.display()
@@ -378,7 +427,29 @@ fn record_exit(report: &mut LaunchReport, run: &PendingRun, status: std::io::Res
         }
         Err(e) => format!("{status_text}; unreadable exit.json: {e}"),
     };
-    Some(FailedRun { run_id: run.run_id.clone(), label: run.label.clone(), reason, stderr_log: run.stderr_log() })
+    Some(Failure { failed: FailedRun { run_id: run.run_id.clone(), label: run.label.clone(), reason, stderr_log: run.stderr_log() }, disk_full })
+}
+
+/// Whether a job's own failure reason (an `anyhow` chain ending in an `io::Error`, as
+/// drover-job writes it in `exit.json`) is a full disk: the job's error reaches drover only as
+/// text, and `io::Error` prints the OS error number on Linux as `(os error N)`.
+fn says_disk_full(reason: &str) -> bool {
+    [libc::ENOSPC, libc::EDQUOT].iter().any(|code| reason.contains(&format!("(os error {code})")))
+}
+
+/// Stops launching because `dir` could not be written for lack of space (a spawn that could
+/// not create its logs); the first such failure only.
+fn stop_launching_disk_full(report: &mut LaunchReport, bar: &ProgressBar, dir: &Path, running: usize) {
+    if report.disk_full.is_none() {
+        report.disk_full = Some(dir.to_path_buf());
+        announce_disk_full(bar, running);
+    }
+}
+
+/// Says, once, that nothing new is launched; what to do is said with the final counts.
+fn announce_disk_full(bar: &ProgressBar, running: usize) {
+    let waiting = if running == 0 { String::new() } else { format!("; letting {running} running job(s) finish") };
+    bar.suspend(|| eprintln!("drover: the results disk is full: launching no new runs{waiting}"));
 }
 
 /// Moves a failed attempt's files aside as `prepare` does and puts `spec.json` back; returns
@@ -483,13 +554,26 @@ fn update_message(bar: &ProgressBar, running: &HashMap<usize, Running>, report: 
     let mut msg = format!("{} running, {} done, {} failed", running.len(), report.completed.len(), report.failed.len());
     if report.cancel.is_some() {
         msg.push_str(", stopping");
+    } else if report.disk_full.is_some() {
+        msg.push_str(", disk full: no new runs");
     }
     bar.set_message(msg);
 }
 
 #[cfg(test)]
 mod tests {
-    use super::signal_reason;
+    use super::{says_disk_full, signal_reason};
+
+    #[test]
+    fn a_job_reason_ending_in_a_full_disk_is_recognised() {
+        let enospc = std::io::Error::from_raw_os_error(libc::ENOSPC);
+        let edquot = std::io::Error::from_raw_os_error(libc::EDQUOT);
+        assert!(says_disk_full(&format!("cannot write `runs/x/metrics.parquet`: {enospc}")), "{enospc}");
+        assert!(says_disk_full(&format!("cannot flush: {edquot}")), "{edquot}");
+        let eacces = std::io::Error::from_raw_os_error(libc::EACCES);
+        assert!(!says_disk_full(&format!("cannot write: {eacces}")));
+        assert!(!says_disk_full("plugin returned NaN (os error 280 is not an OS error)"));
+    }
 
     #[test]
     fn signal_deaths_are_named_with_their_likely_cause() {

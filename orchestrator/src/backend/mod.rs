@@ -5,6 +5,7 @@
 
 pub mod job_lock;
 pub mod local;
+pub mod local_config;
 mod prepare;
 pub mod slurm;
 pub mod slurm_cmd;
@@ -56,10 +57,13 @@ pub struct LaunchReport {
     pub retried: Vec<(String, String)>,
     /// Runs stopped by cancellation.
     pub cancelled: Vec<String>,
-    /// Runs never started because of cancellation.
+    /// Runs never started because of cancellation or a full results disk.
     pub not_started: usize,
     /// Set when the sweep was cancelled, with the strongest reason seen.
     pub cancel: Option<CancelReason>,
+    /// Set when a run failed because the results disk is full: the directory it could not
+    /// write in. Nothing was launched (or retried) after that; running jobs were let finish.
+    pub disk_full: Option<PathBuf>,
 }
 
 /// A way to run jobs. Small on purpose: the local backend and a future Slurm backend differ in how

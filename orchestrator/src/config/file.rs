@@ -36,6 +36,9 @@ pub struct SweepFile {
     /// Settings of the Slurm backend (`docs/design/slurm.md`).
     #[serde(default)]
     pub slurm: Option<crate::backend::slurm_config::SlurmFile>,
+    /// Settings of the local backend (`backend/local_config.rs`).
+    #[serde(default)]
+    pub local: Option<crate::backend::local_config::LocalFile>,
 }
 
 /// Compute device of a run.

@@ -114,6 +114,8 @@ fn interesting_path() -> impl Strategy<Value = Vec<String>> {
         vec!["slurm", "time"],
         vec!["slurm", "extra"],
         vec!["slurm", "throttle"],
+        vec!["local"],
+        vec!["local", "max_retries"],
     ];
     for key in RunConfig::KEYS {
         paths.push(vec!["run", key]);

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
+use crate::backend::local_config::LocalSettings;
 use crate::backend::slurm_config::{BackendKind, SlurmSettings};
 use crate::config::file::{
     EnvKind, ReferencePolicy, RunConfig, SeedsFile, SweepFile, DEFAULT_GROUP_SIZE, DEFAULT_MAX_GEN_BATCHES,
@@ -123,6 +124,8 @@ pub struct Sweep {
     pub backend: Option<BackendKind>,
     /// The validated `[slurm]` table (defaults when absent).
     pub slurm: SlurmSettings,
+    /// The validated `[local]` table (defaults when absent); like `slurm`, not part of any run id.
+    pub local: LocalSettings,
 }
 
 impl Sweep {
@@ -258,10 +261,12 @@ impl Sweep {
         axis_keys.dedup();
         let slurm = SlurmSettings::validate(file.slurm.unwrap_or_default(), &axis_keys)
             .map_err(|(key, kind)| err(&key, kind))?;
+        let local = LocalSettings::validate(file.local.unwrap_or_default()).map_err(|(key, kind)| err(&key, kind))?;
 
         Ok(Sweep {
             backend: file.backend,
             slurm,
+            local,
             name: file.name,
             source: source.to_path_buf(),
             results_dir: file.results_dir,

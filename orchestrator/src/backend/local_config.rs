@@ -1,0 +1,121 @@
+//! The `[local]` table of a sweep file: `LocalFile` (serde mirror) → `LocalSettings` (validated).
+//!
+//! ```toml
+//! [local]
+//! max_retries = 2                   # a failed run is relaunched this often (`--max-retries` wins)
+//! ```
+//!
+//! Like `[slurm]`, these are launch settings: they never enter a run's configuration, so they
+//! never change a run id (changing the retry budget must not make finished runs look new).
+
+use serde::Deserialize;
+
+use crate::error::ConfigErrorKind;
+
+/// The most relaunches of one failed run, from the sweep file or `--max-retries`: a run that
+/// failed this often will not succeed by being relaunched again, and a typo such as `1000000`
+/// would otherwise keep a broken sweep relaunching for days.
+pub const MAX_LOCAL_RETRIES: u32 = 100;
+
+/// The `[local]` table as written.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalFile {
+    /// Relaunches of a failed run. A signed 64-bit integer rather than a `u32`, so that a
+    /// negative or huge value gets the range message instead of a type error.
+    pub max_retries: Option<i64>,
+}
+
+/// The validated `[local]` settings.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LocalSettings {
+    /// Relaunches of a failed run when the command line does not say (0: never).
+    pub max_retries: u32,
+}
+
+impl LocalSettings {
+    /// Validates the `[local]` table. The error is `(dotted key, reason)`; the caller adds the file.
+    pub fn validate(file: LocalFile) -> Result<LocalSettings, (String, ConfigErrorKind)> {
+        let max_retries = match file.max_retries {
+            None => 0,
+            Some(n) => u32::try_from(n).ok().filter(|n| *n <= MAX_LOCAL_RETRIES).ok_or_else(|| {
+                (
+                    "local.max_retries".to_string(),
+                    ConfigErrorKind::InvalidValue(format!("must be between 0 and {MAX_LOCAL_RETRIES}, got {n}")),
+                )
+            })?,
+        };
+        Ok(LocalSettings { max_retries })
+    }
+
+    /// The retry budget of a local sweep: `drover run --max-retries` when given, else the
+    /// sweep file's `[local] max_retries`, else 0.
+    pub fn effective_max_retries(&self, cli: Option<u32>) -> u32 {
+        cli.unwrap_or(self.max_retries)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::{load_str, parse_set, Sweep};
+
+    const FILE: &str = "configs/x.toml";
+    const BASE: &str = "name = \"t\"\n[run]\nenv = \"CartPole-v1\"\nplugin = \"ppo\"\n[sweep]\nseeds = [1, 2]\n";
+
+    fn sweep(text: &str, sets: &[&str]) -> Result<Sweep, String> {
+        let file = Path::new(FILE);
+        let sets = sets.iter().map(|s| parse_set(s, file)).collect::<Result<Vec<_>, _>>().map_err(|e| e.to_string())?;
+        let parsed = load_str(file, text, &[], &sets).map_err(|e| e.to_string())?;
+        Sweep::validate(parsed, file).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn local_max_retries_is_read_from_the_sweep_file_and_the_flag_wins() {
+        let absent = sweep(BASE, &[]).expect("valid");
+        assert_eq!(absent.local.max_retries, 0);
+        assert_eq!(absent.local.effective_max_retries(None), 0, "default");
+        assert_eq!(absent.local.effective_max_retries(Some(4)), 4, "flag alone");
+
+        let set = sweep(&format!("{BASE}[local]\nmax_retries = 3\n"), &[]).expect("valid");
+        assert_eq!(set.local.max_retries, 3);
+        assert_eq!(set.local.effective_max_retries(None), 3, "sweep file over the default");
+        assert_eq!(set.local.effective_max_retries(Some(1)), 1, "flag over the sweep file");
+        assert_eq!(set.local.effective_max_retries(Some(0)), 0, "an explicit 0 on the command line wins too");
+
+        let overridden = sweep(&format!("{BASE}[local]\nmax_retries = 3\n"), &["local.max_retries=5"]).expect("valid");
+        assert_eq!(overridden.local.max_retries, 5, "--set reaches [local] like any key");
+        let edge = sweep(&format!("{BASE}[local]\nmax_retries = {MAX_LOCAL_RETRIES}\n"), &[]).expect("the cap itself is allowed");
+        assert_eq!(edge.local.max_retries, MAX_LOCAL_RETRIES);
+    }
+
+    #[test]
+    fn bad_local_values_name_the_file_key_and_reason() {
+        let cases = [
+            ("max_retries = -1", "key `local.max_retries`: invalid value: must be between 0 and 100, got -1"),
+            ("max_retries = 101", "key `local.max_retries`: invalid value: must be between 0 and 100, got 101"),
+            ("max_retries = 99999999999", "key `local.max_retries`: invalid value: must be between 0 and 100, got 99999999999"),
+            ("max_retries = \"two\"", "key `local.max_retries`: wrong type: found string \"two\", expected i64"),
+            ("max_retries = 1.5", "key `local.max_retries`: wrong type: found float `1.5`, expected i64"),
+            ("max_retry = 1", "key `local.max_retry`: unknown key, expected one of: max_retries"),
+        ];
+        for (line, expected) in cases {
+            let msg = sweep(&format!("{BASE}[local]\n{line}\n"), &[]).err().unwrap_or_else(|| panic!("{line}: accepted"));
+            assert!(msg.starts_with(&format!("failed to load sweep file `{FILE}`")), "{line}: {msg}");
+            assert!(msg.contains(expected), "{line}:\n  got      {msg}\n  expected {expected}");
+        }
+        let msg = sweep(BASE, &["local=3"]).err().expect("[local] must be a table");
+        assert!(msg.contains("key `local`"), "{msg}");
+    }
+
+    #[test]
+    fn local_settings_do_not_change_run_ids() {
+        let ids = |text: &str| sweep(text, &[]).expect("valid").expand().into_iter().map(|r| r.run_id).collect::<Vec<_>>();
+        let plain = ids(BASE);
+        assert_eq!(plain.len(), 2);
+        assert_eq!(ids(&format!("{BASE}[local]\nmax_retries = 7\n")), plain);
+        assert_eq!(ids(&format!("{BASE}[local]\n")), plain);
+    }
+}
