@@ -203,8 +203,9 @@ fn main() -> ExitCode {
         }
     };
     if rank0 {
-        // The marker vouches for these files: they reach the disk before it does.
-        let durable = fsio::sync_files(&out, &["metrics.jsonl", "metrics.parquet", "summary.json"]);
+        // The marker vouches for these files: they reach the disk before it does (`spec.json`
+        // too: the orchestrator writes it without an fsync).
+        let durable = fsio::sync_files(&out, &["spec.json", "metrics.jsonl", "metrics.parquet", "summary.json"]);
         if let Err(e) = durable.and_then(|()| fsio::write_json_atomic(&out.join("exit.json"), &marker)) {
             say!("drover-job: {e:#}");
             return ExitCode::from(exit_codes::FAILED);

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::config::RunSpec;
+use crate::config::{RunId, RunSpec};
 
 /// The format version of every JSON record written or understood here.
 pub const FORMAT_VERSION: u32 = 1;
@@ -118,6 +118,24 @@ pub struct SweepManifest {
     pub created_at: String,
 }
 
+impl SweepManifest {
+    /// The run ids, each checked by [`RunId::parse`].
+    ///
+    /// Ids read from disk become paths (`runs/<id>/`) and parts of Slurm's input, so a damaged or
+    /// edited manifest is refused, naming the bad entry, rather than followed.
+    pub fn run_ids(&self) -> Result<Vec<RunId>, String> {
+        self.runs
+            .iter()
+            .enumerate()
+            .map(|(i, id)| {
+                RunId::parse(id).ok_or_else(|| {
+                    format!("`runs[{i}]` is {id:?}, not a run id (16 lowercase hex digits): the file is damaged or was edited")
+                })
+            })
+            .collect()
+    }
+}
+
 /// Final status of a run in `exit.json`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -163,13 +181,63 @@ pub fn read_record<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T
     serde_json::from_value(value).map(Some).map_err(|e| e.to_string())
 }
 
-/// Writes `bytes` to `path` through a temporary file and a rename, so readers never see half a file.
+/// Writes `bytes` to `path` crash-consistently: `<path>.tmp` is written and fsynced, renamed over
+/// `path`, then the directory is fsynced (the protocol of `drover-job`'s `fsio.rs`).
+///
+/// Readers never see half a file, and after a crash or a power cut `path` holds either its old
+/// content or all of `bytes`: without the first fsync, ext4's delayed allocation can make the
+/// rename durable before the data, leaving an empty file under the final name; without the
+/// second, the rename itself can be lost. On failure no `.tmp` file is left behind. Errors are
+/// the bare `io::Error`; callers name the path.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_replacing(path, bytes, true)
+}
+
+/// [`write_atomic`] without the fsyncs: readers never see half a file, but a power cut may
+/// leave `path` empty. Only for a run's `spec.json` at launch, written once per run in a loop
+/// that fsyncs would slow by a millisecond per run locally and far more on NFS or Lustre: a
+/// run that is not done gets its spec rewritten by the next `drover run`, and `drover-job`
+/// makes it durable before it writes the completed marker that vouches for it.
+pub fn write_atomic_unsynced(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_replacing(path, bytes, false)
+}
+
+fn write_replacing(path: &Path, bytes: &[u8], durable: bool) -> io::Result<()> {
+    use std::io::Write;
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
+    let written = std::fs::File::create(&tmp).and_then(|mut file| {
+        file.write_all(bytes)?;
+        if durable {
+            file.sync_all()?;
+        }
+        Ok(())
+    });
+    if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, path)) {
+        // A full disk must not also leave a stray partial file; a failed create left none.
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    if durable {
+        sync_parent_dir(path)?;
+    }
+    Ok(())
+}
+
+/// Fsyncs the directory holding `path`, which makes a rename into it durable.
+///
+/// `EINVAL` is ignored: some filesystems (FUSE, some network mounts) cannot fsync a directory,
+/// and the rename is done all the same (PostgreSQL's `fsync_fname` makes the same exception).
+fn sync_parent_dir(path: &Path) -> io::Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    match std::fs::File::open(dir).and_then(|d| d.sync_all()) {
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(()),
+        other => other,
+    }
 }
 
 /// Now, in unix seconds, as a string.
@@ -178,4 +246,78 @@ pub fn unix_now() -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs().to_string())
         .unwrap_or_else(|_| "0".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> =
+            std::fs::read_dir(dir).expect("read dir").map(|e| e.expect("entry").file_name().to_string_lossy().into_owned()).collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn manifest_run_ids_refuse_anything_but_16_lowercase_hex_digits() {
+        let mut manifest = SweepManifest {
+            format_version: FORMAT_VERSION,
+            name: "s".into(),
+            source: "s.toml".into(),
+            runs: vec!["0123456789abcdef".into(), "44136fa355b3678a".into()],
+            created_at: "0".into(),
+        };
+        let ids = manifest.run_ids().expect("valid ids");
+        assert_eq!(ids.iter().map(RunId::as_str).collect::<Vec<_>>(), manifest.runs);
+        for bad in ["../../x", "a b", "0123456789ABCDEF", "/etc/passwd", "0123456789abcde", ""] {
+            manifest.runs = vec!["0123456789abcdef".into(), bad.into()];
+            let err = manifest.run_ids().expect_err(bad);
+            assert!(err.starts_with(&format!("`runs[1]` is {bad:?}, not a run id")), "{err}");
+        }
+    }
+
+    #[test]
+    fn write_atomic_writes_and_replaces_whole_files_leaving_no_tmp() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(SPEC_JSON);
+        write_atomic(&path, b"{\"first\": 1}").expect("first write");
+        assert_eq!(std::fs::read(&path).expect("read"), b"{\"first\": 1}");
+        // A stale `.tmp` from a crash mid-write is overwritten, not appended to, and consumed.
+        std::fs::write(dir.path().join("spec.json.tmp"), b"half a file from a crash, longer than the next write").expect("stale");
+        write_atomic(&path, b"second").expect("replace");
+        assert_eq!(std::fs::read(&path).expect("read"), b"second");
+        write_atomic(&path, b"").expect("empty content");
+        assert_eq!(std::fs::read(&path).expect("read"), b"");
+        assert_eq!(names(dir.path()), [SPEC_JSON]);
+        // The unsynced variant replaces whole files the same way.
+        std::fs::write(dir.path().join("spec.json.tmp"), b"stale").expect("stale");
+        write_atomic_unsynced(&path, b"third").expect("unsynced replace");
+        assert_eq!(std::fs::read(&path).expect("read"), b"third");
+        assert_eq!(names(dir.path()), [SPEC_JSON]);
+    }
+
+    #[test]
+    fn sync_parent_dir_of_a_bare_file_name_is_the_current_directory() {
+        // A bare file name has an empty parent; the directory to sync is then `.`.
+        assert_eq!(sync_parent_dir(Path::new("spec.json")).map_err(|e| e.kind()), Ok(()));
+    }
+
+    #[test]
+    fn write_atomic_failures_leave_no_tmp_and_the_old_content_intact() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let missing = dir.path().join("no-such-dir").join(SPEC_JSON);
+        let err = write_atomic(&missing, b"x").expect_err("the directory is missing");
+        assert_eq!(err.kind(), io::ErrorKind::NotFound, "{err}");
+        assert!(!dir.path().join("no-such-dir").exists());
+
+        // The rename fails (a non-empty directory is in the way): the temporary file goes away
+        // and what was there is untouched.
+        let blocked = dir.path().join("blocked");
+        std::fs::create_dir(&blocked).expect("mkdir");
+        std::fs::write(blocked.join("keep"), b"kept").expect("write");
+        write_atomic(&blocked, b"new").expect_err("cannot replace a directory");
+        assert_eq!(std::fs::read(blocked.join("keep")).expect("read"), b"kept");
+        assert_eq!(names(dir.path()), ["blocked"]);
+    }
 }

@@ -275,7 +275,8 @@ fn claim(prepared: &mut Prepared, dir: PathBuf, spec: &JobSpec, ranks: u32) -> R
         }
     };
     let spec_path = dir.join(SPEC_JSON);
-    layout::write_atomic(&spec_path, &to_json(spec, &spec_path)?).map_err(io_err("write", &spec_path))?;
+    // Unsynced: one per run; the job fsyncs it before its completed marker (layout.rs says why).
+    layout::write_atomic_unsynced(&spec_path, &to_json(spec, &spec_path)?).map_err(io_err("write", &spec_path))?;
     prepared.pending.push(PendingRun { run_id: spec.run_id.clone(), label: spec.label.clone(), dir, spec_path, attempt, ranks });
     Ok(true)
 }

@@ -21,6 +21,7 @@ use crate::backend::prepare::archive_partial;
 use crate::backend::slurm_cmd::{QueueEntry, Slurm};
 use crate::backend::slurm_config::{Resources, SlurmSettings};
 use crate::backend::slurm_script::{self, ScriptParams};
+use crate::config::RunId;
 use crate::error::RunError;
 use crate::layout::{self, ExitRecord, JobSpec, SweepManifest, EXIT_JSON, SPEC_JSON, SWEEP_JSON};
 use crate::plan::Plan;
@@ -262,7 +263,8 @@ pub fn job_name(sweep: &str, root: &Path) -> (String, String) {
 struct SweepDir {
     root: PathBuf,
     name: String,
-    runs: Vec<String>,
+    /// From the plan, or from `sweep.json` through [`SweepManifest::run_ids`]: never unchecked.
+    runs: Vec<RunId>,
     job_name: String,
 }
 
@@ -273,12 +275,17 @@ impl SweepDir {
         let manifest: SweepManifest = layout::read_record(&manifest_path)
             .map_err(|reason| RunError::Ledger { path: manifest_path.clone(), reason })?
             .ok_or_else(|| RunError::NotSlurm { dir: root.clone() })?;
+        // The one place run ids come back from disk: each becomes `runs/<id>/`.
+        let runs = manifest.run_ids().map_err(|reason| RunError::Ledger {
+            path: manifest_path.clone(),
+            reason: format!("{reason}; `drover run` on the sweep file writes it again"),
+        })?;
         let (job_name, _) = job_name(&manifest.name, &root);
-        Ok(SweepDir { root, name: manifest.name, runs: manifest.runs, job_name })
+        Ok(SweepDir { root, name: manifest.name, runs, job_name })
     }
 
-    fn run_dir(&self, run_id: &str) -> PathBuf {
-        self.root.join("runs").join(run_id)
+    fn run_dir(&self, run_id: &RunId) -> PathBuf {
+        self.root.join("runs").join(run_id.as_str())
     }
 }
 
@@ -358,14 +365,14 @@ fn statuses(dir: &SweepDir, ledger: &Ledger, queue: &[QueueEntry]) -> Vec<RunSta
             let (state, reason) = classify(exit.as_ref(), view, cancelled);
             let (time_limit_requeues, preemptions) = interruption_counts(&run_dir);
             RunStatus {
-                run_id: run_id.clone(),
+                run_id: run_id.to_string(),
                 label,
                 state,
                 reason,
                 slurm_job,
                 slurm_state: entry.map(|e| e.state.clone()),
                 slurm_reason: entry.map(|e| e.reason.clone()),
-                submissions: ledger.submissions_of(run_id),
+                submissions: ledger.submissions_of(run_id.as_str()),
                 time_limit_requeues,
                 preemptions,
                 logs: attempt_logs(&run_dir),
@@ -735,7 +742,7 @@ pub fn run_sweep(plan: &Plan, opts: &SlurmOptions) -> Result<SlurmReport, RunErr
     crate::backend::prepare::write_sweep_files(plan, &root)?;
     let settings = &plan.sweep.slurm;
     let (job_name, token) = job_name(&plan.sweep.name, &root);
-    let dir = SweepDir { root: root.clone(), name: plan.sweep.name.clone(), runs: plan.runs.iter().map(|r| r.run_id.to_string()).collect(), job_name: job_name.clone() };
+    let dir = SweepDir { root: root.clone(), name: plan.sweep.name.clone(), runs: plan.runs.iter().map(|r| r.run_id.clone()).collect(), job_name: job_name.clone() };
     let mut ledger = Ledger::load(&root)?;
     // Submissions whose sbatch outcome was never recorded: find them in the queue by comment.
     let dangling = ledger.dangling();
@@ -868,6 +875,39 @@ mod tests {
         assert_eq!(sizes, [("small".into(), 5), ("small".into(), 4), ("big".into(), 3)]);
         assert_eq!(arrays[2].runs, ["r3", "r7", "r11"]);
         assert_eq!(plan_arrays(&runs, 1000).len(), 2);
+    }
+
+    #[test]
+    fn status_and_cancel_refuse_a_manifest_with_a_bad_run_id_naming_file_and_id() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let results = tmp.path().join("results");
+        std::fs::create_dir_all(&results).expect("mkdir");
+        let manifest_path = results.canonicalize().expect("canonical").join(SWEEP_JSON);
+        let write_manifest = |runs: &[&str]| {
+            let manifest = serde_json::json!({
+                "format_version": 1, "name": "s", "source": "s.toml", "runs": runs, "created_at": "0"
+            });
+            std::fs::write(&manifest_path, manifest.to_string()).expect("write sweep.json");
+        };
+        write_manifest(&["0123456789abcdef", "fedcba9876543210"]);
+        let dir = SweepDir::open(&results).expect("a sound manifest opens");
+        assert_eq!(dir.run_dir(&dir.runs[1]), manifest_path.with_file_name("runs").join("fedcba9876543210"));
+
+        for bad in ["../../x", "a b", "/abs", "0123456789ABCDEF"] {
+            write_manifest(&["0123456789abcdef", bad]);
+            // Both fail before asking Slurm anything (none needs to be installed for this).
+            let errors = [
+                status(&results, &Slurm::default()).expect_err("status").to_string(),
+                cancel(&results, &Slurm::default()).expect_err("cancel").to_string(),
+            ];
+            for err in errors {
+                assert!(err.contains(&manifest_path.display().to_string()), "{err}");
+                assert!(err.contains(&format!("`runs[1]` is {bad:?}, not a run id")), "{err}");
+            }
+        }
+        // Nothing was made from the bad ids, inside the results directory or beside it.
+        assert_eq!(std::fs::read_dir(tmp.path()).expect("ls").count(), 1);
+        assert_eq!(std::fs::read_dir(&results).expect("ls").count(), 1);
     }
 
     #[test]

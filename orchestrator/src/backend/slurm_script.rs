@@ -169,6 +169,71 @@ mod tests {
         assert!(!hostile.lines().any(|l| l.starts_with("touch") || l.starts_with("#SBATCH --uid")), "{hostile}");
     }
 
+    /// The rendered script, run by bash as Slurm would (job binary `/bin/true`), refuses a
+    /// tasks-file line whose run id is not one, before making any directory from it.
+    #[test]
+    fn the_script_refuses_a_bad_run_id_in_the_tasks_file() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let (tasks, runs) = (tmp.path().join("slurm").join("array-0.tasks"), tmp.path().join("a").join("b").join("runs"));
+        std::fs::create_dir_all(tasks.parent().expect("parent")).expect("mkdir");
+        std::fs::create_dir_all(&runs).expect("mkdir");
+        let resources = Resources { options: vec![], extra: vec![] };
+        let script = render(&ScriptParams {
+            sweep: "s",
+            submission: 0,
+            count: 1,
+            script_name: "array-0.sbatch",
+            job_name: "j",
+            comment: "c",
+            throttle: None,
+            signal: "USR1",
+            signal_seconds: 90,
+            resources: &resources,
+            tasks: &tasks,
+            runs: &runs,
+            job_bin: Path::new("/bin/true"),
+            max_timeouts: 3,
+            max_preemptions: 10,
+        });
+        let run_task = |id: &str| {
+            std::fs::write(&tasks, format!("{id}\t{{}}\n")).expect("tasks file");
+            std::process::Command::new("bash")
+                .arg("-c")
+                .arg(&script)
+                .env("SLURM_ARRAY_TASK_ID", "0")
+                .current_dir(tmp.path())
+                .output()
+                .expect("bash")
+        };
+        for bad in ["../../x", "a b", "0123456789ABCDEF", "0123456789abcde", "0123456789abcdef0", "$(touch pwned)abcdef"] {
+            let out = run_task(bad);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{bad:?}: {stderr}");
+            assert!(stderr.contains(&format!("run id '{bad}' is not 16 lowercase hex digits")), "{bad:?}: {stderr}");
+            assert!(stderr.contains(&tasks.display().to_string()), "{stderr}");
+            let mut made: Vec<_> = walk(tmp.path());
+            made.sort();
+            assert_eq!(made, [tmp.path().join("a"), tmp.path().join("a/b"), runs.clone(), tmp.path().join("slurm"), tasks.clone()], "{bad:?}");
+        }
+        // A real id goes through: its directory, spec and attempt record are made under `runs/`.
+        let out = run_task("0123456789abcdef");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(runs.join("0123456789abcdef").join("attempts.jsonl").is_file());
+    }
+
+    /// Every path under `dir`, recursively.
+    fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(dir).expect("read dir") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                out.extend(walk(&path));
+            }
+            out.push(path);
+        }
+        out
+    }
+
     #[test]
     fn render_fills_every_placeholder() {
         let resources = Resources { options: vec![("partition", "debug".into())], extra: vec!["--exclusive".into()] };

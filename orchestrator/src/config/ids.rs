@@ -35,6 +35,17 @@ macro_rules! id_impls {
 id_impls!(RunId);
 id_impls!(ConfigId);
 
+impl RunId {
+    /// `s` as a run id when it has the shape [`RunId::of`] gives: 16 lowercase hex digits.
+    ///
+    /// Ids read back from disk (`sweep.json`, the Slurm tasks file) go through this, so a damaged
+    /// or edited file cannot name a path outside `runs/` or split a shell word.
+    pub fn parse(s: &str) -> Option<RunId> {
+        let hex = s.len() == 16 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        hex.then(|| RunId(s.to_string()))
+    }
+}
+
 fn hash16(value: &Value) -> String {
     let digest = Sha256::digest(canonical_json(value).as_bytes());
     digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
@@ -101,5 +112,18 @@ mod tests {
         assert_ne!(a, b);
         // Pinned: an accidental change of the hashing scheme would orphan every results directory.
         assert_eq!(RunId::of(&json!({})).as_str(), "44136fa355b3678a");
+    }
+
+    #[test]
+    fn parse_accepts_made_ids_and_nothing_a_path_or_shell_could_misread() {
+        let made = RunId::of(&json!({"x": 1}));
+        assert_eq!(RunId::parse(made.as_str()), Some(made));
+        let bad = [
+            "", "../../x", "a b", "44136fa355b3678", "44136fa355b3678a0", "44136FA355B3678A", "44136fa355b3678g",
+            "/4136fa355b3678a", "44136fa355b3678\n", "4413/fa355b3678a", "44136fa355b3678\0", "44136fa355b367é",
+        ];
+        for id in bad {
+            assert_eq!(RunId::parse(id), None, "{id:?}");
+        }
     }
 }
