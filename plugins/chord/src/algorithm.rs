@@ -8,8 +8,8 @@
 
 use drover_plugin_api::{
     llm::{
-        clipped_policy_loss, group_ids, group_normalized_advantages, sequence_scores, ClipRange,
-        LossAggMode, PolicyLossConfig, GRPO_EPS,
+        clipped_policy_loss, group_ids, group_normalized_advantages, sequence_scores,
+        PolicyLossConfig, PolicyLossDefaults, PolicyLossKey as K, PolicyLossParams, GRPO_EPS,
     },
     AlgorithmImpl, IterationControl, IterationInfo, LossOutputs, Metric, Minibatch, ParamSpec,
     Params, PluginError, PluginInfo, Rollout,
@@ -18,6 +18,18 @@ use drover_plugin_api::{
 use crate::chord::{sft_token_loss, MuSchedule};
 
 const NAME: &str = "chord";
+
+/// The on-policy GRPO term's keys (no KL, no `C`), listed after μ's schedule and the SFT term's.
+const PARAMS: PolicyLossParams = PolicyLossParams {
+    keys: &[K::ClipRatio, K::ClipRatioHigh, K::LossAggMode, K::NormAdvByStd, K::EntCoef],
+    defaults: PolicyLossDefaults::GRPO,
+    docs: &[
+        (K::ClipRatio, "Clip range ε of the on-policy ratio (ε_low, and ε_high unless clip_ratio_high is set); 0.2 in Trinity-RFT's CHORD."),
+        (K::LossAggMode, "Aggregation of the on-policy GRPO term over on-policy tokens: token-mean (Trinity-RFT and verl), seq-mean-token-mean, seq-mean-token-sum or seq-mean-token-sum-norm. The SFT term is always the token mean over expert tokens."),
+        (K::NormAdvByStd, "Divide group-centred scores of the on-policy responses by their unbiased std + 1e-6 (GRPO); false: r − mean."),
+        (K::EntCoef, "Entropy bonus on the on-policy tokens (0 in Trinity-RFT's CHORD)."),
+    ],
+};
 
 /// The metadata column flagging expert responses (1) among on-policy ones (0).
 pub const IS_EXPERT: &str = "is_expert";
@@ -43,14 +55,10 @@ impl ChordConfig {
             u64::try_from(v)
                 .map_err(|_| PluginError::invalid_params(key, format!("must be ≥ 0, got {v}")))
         };
+        let grpo = PARAMS.read(p)?;
         Ok(Self {
-            norm_adv_by_std: p.bool("norm_adv_by_std")?,
-            loss: PolicyLossConfig {
-                clip: ClipRange::from_params(p)?,
-                agg: LossAggMode::from_params(p, "loss_agg_mode")?,
-                ent_coef: p.f64("ent_coef")?,
-                ..PolicyLossConfig::default()
-            },
+            norm_adv_by_std: grpo.norm_adv_by_std,
+            loss: grpo.loss,
             schedule: MuSchedule {
                 warmup: iterations("mu_warmup_iterations")?,
                 decay: iterations("mu_decay_iterations")?,
@@ -95,7 +103,7 @@ fn expert_column<'a>(batch: &Rollout<'a>) -> Result<&'a [f32], PluginError> {
 
 impl AlgorithmImpl for Chord {
     fn info() -> PluginInfo {
-        PluginInfo::new(
+        let info = PluginInfo::new(
             NAME,
             env!("CARGO_PKG_VERSION"),
             "CHORD: (1−μ)·GRPO on on-policy responses + μ·φ-weighted SFT on expert responses, μ warmup then cosine decay (arXiv 2508.11408, Trinity-RFT mix_chord); needs run.expert_per_group ≥ 1",
@@ -136,40 +144,8 @@ impl AlgorithmImpl for Chord {
             "sft_phi",
             true,
             "Weight each expert token's SFT term by φ(p) = p(1−p), detached (CHORD-φ, Trinity-RFT sft_phi); false: plain SFT −log p.",
-        ))
-        .param(
-            ParamSpec::float(
-                "clip_ratio",
-                0.2,
-                "Clip range ε of the on-policy ratio (ε_low, and ε_high unless clip_ratio_high is set); 0.2 in Trinity-RFT's CHORD.",
-            )
-            .range(0.0, 1.0),
-        )
-        .param(
-            ParamSpec::optional_float(
-                "clip_ratio_high",
-                "Upper clip range ε_high (clip-higher); null: equal to clip_ratio.",
-            )
-            .min(0.0),
-        )
-        .param(ParamSpec::string(
-            "loss_agg_mode",
-            "token-mean",
-            "Aggregation of the on-policy GRPO term over on-policy tokens: token-mean (Trinity-RFT and verl), seq-mean-token-mean, seq-mean-token-sum or seq-mean-token-sum-norm. The SFT term is always the token mean over expert tokens.",
-        ))
-        .param(ParamSpec::bool(
-            "norm_adv_by_std",
-            true,
-            "Divide group-centred scores of the on-policy responses by their unbiased std + 1e-6 (GRPO); false: r − mean.",
-        ))
-        .param(
-            ParamSpec::float(
-                "ent_coef",
-                0.0,
-                "Entropy bonus on the on-policy tokens (0 in Trinity-RFT's CHORD).",
-            )
-            .min(0.0),
-        )
+        ));
+        PARAMS.declare(info)
     }
 
     fn new(params: &Params, _seed: u64) -> Result<Self, PluginError> {
@@ -196,8 +172,12 @@ impl AlgorithmImpl for Chord {
             .iter()
             .map(|&b| ids.get(b).copied().unwrap_or(u32::MAX - b as u32))
             .collect();
-        let sub_adv =
-            group_normalized_advantages(&sub_scores, &sub_ids, self.config.norm_adv_by_std, GRPO_EPS);
+        let sub_adv = group_normalized_advantages(
+            &sub_scores,
+            &sub_ids,
+            self.config.norm_adv_by_std,
+            GRPO_EPS,
+        );
         let mut seq_adv = vec![0.0f64; batch.num_sequences];
         for (&b, &a) in on_policy.iter().zip(&sub_adv) {
             seq_adv[b] = a;
@@ -208,7 +188,11 @@ impl AlgorithmImpl for Chord {
             for t in 0..t_len {
                 let i = b * t_len + t;
                 let valid = batch.mask[i] > 0.0;
-                advantages[i] = if valid { (seq_adv[b] * f64::from(batch.mask[i])) as f32 } else { 0.0 };
+                advantages[i] = if valid {
+                    (seq_adv[b] * f64::from(batch.mask[i])) as f32
+                } else {
+                    0.0
+                };
                 returns[i] = if valid && expert { 1.0 } else { 0.0 };
             }
         }
@@ -286,6 +270,8 @@ mod tests {
         testing::{self, CheckOptions, Subject},
         CounterRng, RSlice,
     };
+
+    use drover_plugin_api::llm::LossAggMode;
 
     use super::*;
 
@@ -368,7 +354,10 @@ mod tests {
         // The same through the harness: its batches carry no expert flags.
         let report = testing::check_algorithm::<Chord>("{}");
         assert!(!report.passed());
-        assert!(report.to_string().contains("run.expert_per_group"), "{report}");
+        assert!(
+            report.to_string().contains("run.expert_per_group"),
+            "{report}"
+        );
     }
 
     /// Two prompts × 4 responses of 2 steps, the last of each group an expert (reward 1).
@@ -379,7 +368,9 @@ mod tests {
     fn advantages_by_hand_exclude_the_experts_from_the_baseline() {
         let mut c = make(r#"{"mu_peak": 0.3, "mu_valley": 0.3}"#).expect("valid");
         let mask = [1.0f32; 16];
-        let rewards = [0., 1., 0., 0., 0., 0., 0., 1., 0., 0., 0., 0., 0., 0., 0., 1.];
+        let rewards = [
+            0., 1., 0., 0., 0., 0., 0., 1., 0., 0., 0., 0., 0., 0., 0., 1.,
+        ];
         let experts = [0.0f32, 0., 0., 1., 0., 0., 0., 1.];
         let mut batch = Rollout::new(8, 2);
         batch.mask = &mask;
@@ -390,12 +381,16 @@ mod tests {
         let m = Subject::compute_advantages(&mut c, &batch, &mut adv, &mut ret).expect("runs");
         let s = (1.0f64 / 3.0).sqrt();
         let (hi, lo) = ((2.0 / 3.0) / (s + 1e-6), -(1.0 / 3.0) / (s + 1e-6));
-        let expect = [hi, hi, lo, lo, lo, lo, 0., 0., 0., 0., 0., 0., 0., 0., 0., 0.];
+        let expect = [
+            hi, hi, lo, lo, lo, lo, 0., 0., 0., 0., 0., 0., 0., 0., 0., 0.,
+        ];
         for (a, e) in adv.iter().zip(expect) {
             assert!((f64::from(*a) - e).abs() < 1e-5, "{adv:?}");
         }
         assert!((hi - 1.154_699_4).abs() < 1e-5, "{hi}");
-        let flags = [0., 0., 0., 0., 0., 0., 1., 1., 0., 0., 0., 0., 0., 0., 1., 1.];
+        let flags = [
+            0., 0., 0., 0., 0., 0., 1., 1., 0., 0., 0., 0., 0., 0., 1., 1.,
+        ];
         assert_eq!(ret, flags);
         assert_eq!(metric(&m, "chord_mu"), Some(0.3));
         assert_eq!(metric(&m, "expert_frac"), Some(0.25));
@@ -456,10 +451,14 @@ mod tests {
         let s = run_loss(&mut sft_only, &mb);
         assert!(s.d_logp[0] == 0.0 && (f64::from(s.d_logp[2]) + 0.125).abs() < 1e-6);
         // Plain SFT: d = −μ·½ per expert token.
-        let mut plain = make(r#"{"mu_peak": 0.25, "mu_valley": 0.25, "sft_phi": false}"#)
-            .expect("valid");
+        let mut plain =
+            make(r#"{"mu_peak": 0.25, "mu_valley": 0.25, "sft_phi": false}"#).expect("valid");
         let p = run_loss(&mut plain, &mb);
-        assert!((f64::from(p.d_logp[3]) + 0.125).abs() < 1e-6, "{:?}", p.d_logp);
+        assert!(
+            (f64::from(p.d_logp[3]) + 0.125).abs() < 1e-6,
+            "{:?}",
+            p.d_logp
+        );
     }
 
     #[test]
@@ -547,9 +546,16 @@ mod tests {
         let m = 48;
         let mut draw = |lo: f64, hi: f64| (lo + (hi - lo) * rng.next_f64()) as f32;
         let logp_old: Vec<f32> = (0..m).map(|_| draw(-3.0, -0.1)).collect();
-        let logp_new: Vec<f32> = logp_old.iter().map(|&l| (l + draw(-0.5, 0.5)).min(-0.01)).collect();
-        let advantages: Vec<f32> = (0..m).map(|i| [1.2f32, -0.8, 0.0, 0.4, -1.5, 0.0][i / 8]).collect();
-        let returns: Vec<f32> = (0..m).map(|i| if i / 8 == 2 || i / 8 == 5 { 1.0 } else { 0.0 }).collect();
+        let logp_new: Vec<f32> = logp_old
+            .iter()
+            .map(|&l| (l + draw(-0.5, 0.5)).min(-0.01))
+            .collect();
+        let advantages: Vec<f32> = (0..m)
+            .map(|i| [1.2f32, -0.8, 0.0, 0.4, -1.5, 0.0][i / 8])
+            .collect();
+        let returns: Vec<f32> = (0..m)
+            .map(|i| if i / 8 == 2 || i / 8 == 5 { 1.0 } else { 0.0 })
+            .collect();
         let entropy: Vec<f32> = (0..m).map(|_| draw(0.1, 2.0)).collect();
         let weights: Vec<f32> = (0..m).map(|i| if i % 8 == 7 { 0.0 } else { 1.0 }).collect();
         let seq_index: Vec<u32> = (0..m as u32).map(|i| i / 8).collect();
@@ -572,7 +578,11 @@ mod tests {
             assert!(r.checked >= m, "{json}: {r:?}");
             let o = run_loss(&mut c, &mb);
             // The expert tokens carry the SFT gradient (negative: raise their log-probability).
-            assert!((16..23).all(|i| o.d_logp[i] < 0.0), "{:?}", &o.d_logp[16..24]);
+            assert!(
+                (16..23).all(|i| o.d_logp[i] < 0.0),
+                "{:?}",
+                &o.d_logp[16..24]
+            );
         }
     }
 }

@@ -3,13 +3,39 @@
 
 use drover_plugin_api::{
     llm::{
-        clipped_policy_loss, outcome_advantages, Baseline, ClipRange, LossAggMode, PolicyLossConfig,
+        clipped_policy_loss, outcome_advantages, Baseline, LossAggMode, PolicyLossConfig,
+        PolicyLossDefaults, PolicyLossKey as K, PolicyLossParams,
     },
-    AlgorithmImpl, LossOutputs, Metric, Minibatch, ParamSpec, Params, PluginError, PluginInfo,
-    Rollout,
+    AlgorithmImpl, LossOutputs, Metric, Minibatch, Params, PluginError, PluginInfo, Rollout,
 };
 
 const NAME: &str = "dr_grpo";
+
+/// The clip range, `C` and the entropy bonus; the aggregation is fixed at
+/// `seq-mean-token-sum-norm` and the KL at 0.
+const PARAMS: PolicyLossParams = PolicyLossParams {
+    keys: &[
+        K::ClipRatio,
+        K::ClipRatioHigh,
+        K::LossScaleFactor,
+        K::EntCoef,
+    ],
+    defaults: PolicyLossDefaults::DR_GRPO,
+    docs: &[
+        (
+            K::ClipRatio,
+            "Clip range ε of the probability ratio (ε_low, and ε_high unless clip_ratio_high is set); 0.2 as GRPO (Dr. GRPO, arXiv 2503.20783, changes only the advantage and the normalization).",
+        ),
+        (
+            K::LossScaleFactor,
+            "The constant C the token sum is divided by (Dr. GRPO: the generation budget; verl loss_scale_factor); null: the padded length T of the minibatch's rows.",
+        ),
+        (
+            K::EntCoef,
+            "Entropy bonus coefficient (verl entropy_coeff; 0 in Dr. GRPO's runs).",
+        ),
+    ],
+};
 
 /// Dr. GRPO's hyper-parameters (verl's Dr. GRPO setting, docs/algo/grpo.md). Learning rate,
 /// epochs, minibatches and the group size are the host's.
@@ -48,14 +74,10 @@ impl DrGrpoConfig {
                 ));
             }
         }
+        // Checked here first for its own message (C is a number of tokens); the shared reader's
+        // positivity check then never fires.
         Ok(Self {
-            loss: PolicyLossConfig {
-                clip: ClipRange::from_params(p)?,
-                agg: LossAggMode::SeqMeanTokenSumNorm,
-                loss_scale_factor,
-                ent_coef: p.f64("ent_coef")?,
-                kl_coef: 0.0,
-            },
+            loss: PARAMS.read(p)?.loss,
         })
     }
 }
@@ -75,41 +97,11 @@ impl DrGrpo {
 
 impl AlgorithmImpl for DrGrpo {
     fn info() -> PluginInfo {
-        PluginInfo::new(
+        PARAMS.declare(PluginInfo::new(
             NAME,
             env!("CARGO_PKG_VERSION"),
             "Dr. GRPO: group-centred outcome advantage r − mean (no std), clipped token loss summed over tokens and divided by a constant, no KL (verl norm_adv_by_std_in_grpo=False, seq-mean-token-sum-norm)",
-        )
-        .param(
-            ParamSpec::float(
-                "clip_ratio",
-                0.2,
-                "Clip range ε of the probability ratio (ε_low, and ε_high unless clip_ratio_high is set); 0.2 as GRPO (Dr. GRPO, arXiv 2503.20783, changes only the advantage and the normalization).",
-            )
-            .range(0.0, 1.0),
-        )
-        .param(
-            ParamSpec::optional_float(
-                "clip_ratio_high",
-                "Upper clip range ε_high for clip-higher (DAPO, arXiv 2503.14476: 0.28); null: equal to clip_ratio.",
-            )
-            .min(0.0),
-        )
-        .param(
-            ParamSpec::optional_float(
-                "loss_scale_factor",
-                "The constant C the token sum is divided by (Dr. GRPO: the generation budget; verl loss_scale_factor); null: the padded length T of the minibatch's rows.",
-            )
-            .min(0.0),
-        )
-        .param(
-            ParamSpec::float(
-                "ent_coef",
-                0.0,
-                "Entropy bonus coefficient (verl entropy_coeff; 0 in Dr. GRPO's runs).",
-            )
-            .min(0.0),
-        )
+        ))
     }
 
     fn new(params: &Params, _seed: u64) -> Result<Self, PluginError> {

@@ -4,7 +4,8 @@
 use drover_plugin_api::{
     llm::{
         broadcast_to_tokens, clipped_policy_loss, group_ids, group_normalized_advantages,
-        sequence_scores, ClipRange, LossAggMode, PolicyLossConfig, GRPO_EPS,
+        sequence_scores, PolicyLossConfig, PolicyLossDefaults, PolicyLossKey as K,
+        PolicyLossParams, GRPO_EPS,
     },
     AlgorithmImpl, LossOutputs, Metric, Minibatch, ParamSpec, Params, PluginError, PluginInfo,
     Rollout,
@@ -13,6 +14,15 @@ use drover_plugin_api::{
 use crate::empg::modulate;
 
 const NAME: &str = "empg";
+
+/// GRPO's advantage switch and clip and aggregation keys (no KL, no entropy bonus, no `C`), listed after the modulation's.
+const PARAMS: PolicyLossParams = PolicyLossParams {
+    keys: &[K::NormAdvByStd, K::ClipRatio, K::ClipRatioHigh, K::LossAggMode],
+    defaults: PolicyLossDefaults::GRPO,
+    docs: &[
+        (K::NormAdvByStd, "Divide group-centred scores by the group's std + 1e-6 before modulating (GRPO, EMPG's base); false: Dr. GRPO's r − mean."),
+    ],
+};
 
 /// EMPG's hyper-parameters (project-page defaults; the loss as GRPO's in verl).
 #[derive(Debug, Clone, PartialEq)]
@@ -43,16 +53,14 @@ impl Default for EmpgConfig {
 
 impl EmpgConfig {
     fn from_params(p: &Params) -> Result<Self, PluginError> {
+        let (k, k_f, zeta) = (p.f64("k")?, p.f64("k_f")?, p.f64("zeta")?);
+        let grpo = PARAMS.read(p)?;
         Ok(Self {
-            k: p.f64("k")?,
-            k_f: p.f64("k_f")?,
-            zeta: p.f64("zeta")?,
-            norm_adv_by_std: p.bool("norm_adv_by_std")?,
-            loss: PolicyLossConfig {
-                clip: ClipRange::from_params(p)?,
-                agg: LossAggMode::from_params(p, "loss_agg_mode")?,
-                ..PolicyLossConfig::default()
-            },
+            k,
+            k_f,
+            zeta,
+            norm_adv_by_std: grpo.norm_adv_by_std,
+            loss: grpo.loss,
         })
     }
 }
@@ -72,7 +80,7 @@ impl Empg {
 
 impl AlgorithmImpl for Empg {
     fn info() -> PluginInfo {
-        PluginInfo::new(
+        let info = PluginInfo::new(
             NAME,
             env!("CARGO_PKG_VERSION"),
             "EMPG: GRPO advantages scaled by step entropy plus a future-clarity bonus (arXiv 2509.09265; a step is one token here), PPO clipped token loss",
@@ -100,32 +108,8 @@ impl AlgorithmImpl for Empg {
                 "ζ, weight of the future-clarity bonus added to the scaled advantage (EMPG project page: 0.1); 0 keeps only the scaling.",
             )
             .range(0.0, 10.0),
-        )
-        .param(ParamSpec::bool(
-            "norm_adv_by_std",
-            true,
-            "Divide group-centred scores by the group's std + 1e-6 before modulating (GRPO, EMPG's base); false: Dr. GRPO's r − mean.",
-        ))
-        .param(
-            ParamSpec::float(
-                "clip_ratio",
-                0.2,
-                "Clip range ε of the probability ratio (ε_low, and ε_high unless clip_ratio_high is set); 0.2 as GRPO.",
-            )
-            .range(0.0, 1.0),
-        )
-        .param(
-            ParamSpec::optional_float(
-                "clip_ratio_high",
-                "Upper clip range ε_high for clip-higher (DAPO: 0.28); null: equal to clip_ratio.",
-            )
-            .min(0.0),
-        )
-        .param(ParamSpec::string(
-            "loss_agg_mode",
-            "token-mean",
-            "Loss aggregation (verl agg_loss): token-mean (verl default), seq-mean-token-mean, seq-mean-token-sum, seq-mean-token-sum-norm.",
-        ))
+        );
+        PARAMS.declare(info)
     }
 
     fn new(params: &Params, _seed: u64) -> Result<Self, PluginError> {
@@ -188,6 +172,8 @@ mod tests {
         testing::{self, metric, outcome_rollout, run_advantages},
         CounterRng,
     };
+
+    use drover_plugin_api::llm::LossAggMode;
 
     use super::*;
 

@@ -2,54 +2,18 @@
 //! clipped policy loss with an optional k3 KL penalty to the reference policy.
 
 use drover_plugin_api::{
-    llm::{
-        clipped_policy_loss, loss_scale_factor_from_params, outcome_advantages, require_reference,
-        Baseline, ClipRange, LossAggMode, PolicyLossConfig,
-    },
-    AlgorithmImpl, LossOutputs, Metric, Minibatch, ParamSpec, Params, PluginError, PluginInfo,
-    Rollout,
+    llm::{clipped_policy_loss, PolicyLossParams, PolicyLossSettings},
+    AlgorithmImpl, LossOutputs, Metric, Minibatch, Params, PluginError, PluginInfo, Rollout,
 };
 
 const NAME: &str = "grpo";
 
-/// GRPO's hyper-parameters (verl defaults). Learning rate, epochs and minibatches are the
-/// host's; so are the group size and the reference policy (`run.reference_policy`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct GrpoConfig {
-    /// Divide group-centred scores by the group's std (false: Dr. GRPO).
-    pub norm_adv_by_std: bool,
-    /// The token loss: clip range, aggregation, entropy bonus, KL coefficient.
-    pub loss: PolicyLossConfig,
-}
+/// GRPO's hyper-parameters (verl defaults): every shared policy-loss key with GRPO's defaults
+/// and docs. Learning rate, epochs and minibatches are the host's; so are the group size and
+/// the reference policy (`run.reference_policy`).
+pub type GrpoConfig = PolicyLossSettings;
 
-impl Default for GrpoConfig {
-    fn default() -> Self {
-        Self {
-            norm_adv_by_std: true,
-            loss: PolicyLossConfig::default(),
-        }
-    }
-}
-
-impl GrpoConfig {
-    fn from_params(p: &Params) -> Result<Self, PluginError> {
-        let dual_clip = ClipRange::dual_clip_from_params(p)?;
-        let loss_scale_factor = loss_scale_factor_from_params(p)?;
-        Ok(Self {
-            norm_adv_by_std: p.bool("norm_adv_by_std")?,
-            loss: PolicyLossConfig {
-                clip: ClipRange {
-                    dual_clip,
-                    ..ClipRange::from_params(p)?
-                },
-                agg: LossAggMode::from_params(p, "loss_agg_mode")?,
-                loss_scale_factor,
-                ent_coef: p.f64("ent_coef")?,
-                kl_coef: p.f64("kl_coef")?,
-            },
-        })
-    }
-}
+const PARAMS: PolicyLossParams = PolicyLossParams::GRPO;
 
 /// The GRPO algorithm instance.
 #[derive(Debug, Clone)]
@@ -66,71 +30,16 @@ impl Grpo {
 
 impl AlgorithmImpl for Grpo {
     fn info() -> PluginInfo {
-        PluginInfo::new(
+        PARAMS.declare(PluginInfo::new(
             NAME,
             env!("CARGO_PKG_VERSION"),
             "GRPO: group-normalized outcome advantage, clipped ratio, optional k3 KL to a reference (verl conventions)",
-        )
-        .param(
-            ParamSpec::float(
-                "clip_ratio",
-                0.2,
-                "Clip range ε of the probability ratio (ε_low, and ε_high unless clip_ratio_high is set); 0.2 in the GRPO paper and verl.",
-            )
-            .range(0.0, 1.0),
-        )
-        .param(
-            ParamSpec::optional_float(
-                "clip_ratio_high",
-                "Upper clip range ε_high for clip-higher (DAPO, arXiv 2503.14476: 0.28); null: equal to clip_ratio.",
-            )
-            .min(0.0),
-        )
-        .param(
-            ParamSpec::optional_float(
-                "clip_ratio_c",
-                "Dual-clip constant c > 1 capping negative-advantage token losses at −A·c (verl clip_ratio_c, 3.0 there; DAPO recipes 10); null: no dual clip, as in the GRPO paper.",
-            )
-            .min(1.0),
-        )
-        .param(
-            ParamSpec::float(
-                "kl_coef",
-                0.0,
-                "β of the k3 KL penalty to the reference policy (verl kl_loss_coef, low_var_kl); 0 as in verl and TRL, the GRPO paper used 0.04; > 0 needs run.reference_policy = \"initial\".",
-            )
-            .min(0.0),
-        )
-        .param(ParamSpec::string(
-            "loss_agg_mode",
-            "token-mean",
-            "Loss aggregation: token-mean (verl default, DAPO), seq-mean-token-mean (the GRPO paper), seq-mean-token-sum, or seq-mean-token-sum-norm (Dr. GRPO, with loss_scale_factor).",
         ))
-        .param(
-            ParamSpec::optional_float(
-                "loss_scale_factor",
-                "Divisor C of seq-mean-token-sum-norm (Dr. GRPO, arXiv 2503.20783: the generation budget); null: the padded response length T, as verl.",
-            )
-            .min(0.0),
-        )
-        .param(ParamSpec::bool(
-            "norm_adv_by_std",
-            true,
-            "Divide group-centred scores by the group's unbiased std + 1e-6 (GRPO; verl norm_adv_by_std_in_grpo); false gives Dr. GRPO's r − mean.",
-        ))
-        .param(
-            ParamSpec::float(
-                "ent_coef",
-                0.0,
-                "Entropy bonus coefficient (verl entropy_coeff; 0 in verl's GRPO examples).",
-            )
-            .min(0.0),
-        )
     }
 
     fn new(params: &Params, _seed: u64) -> Result<Self, PluginError> {
         // GRPO draws no random numbers: sampling and minibatch shuffling are the host's.
-        Ok(Self::with_config(GrpoConfig::from_params(params)?))
+        Ok(Self::with_config(PARAMS.read(params)?))
     }
 
     fn compute_advantages(
@@ -139,12 +48,8 @@ impl AlgorithmImpl for Grpo {
         advantages: &mut [f32],
         returns: &mut [f32],
     ) -> Result<Vec<Metric>, PluginError> {
-        // Fail at the first call, not after a whole rollout's first minibatch.
-        require_reference(NAME, self.config.loss.kl_coef, batch.logp_ref)?;
-        let baseline = Baseline::GroupNormalized {
-            norm_by_std: self.config.norm_adv_by_std,
-        };
-        outcome_advantages(NAME, batch, baseline, advantages, returns)
+        self.config
+            .group_advantages(NAME, batch, advantages, returns)
     }
 
     fn loss(
@@ -159,7 +64,10 @@ impl AlgorithmImpl for Grpo {
 
 #[cfg(test)]
 mod tests {
-    use drover_plugin_api::testing::{self, metric, outcome_rollout, run_advantages, run_loss};
+    use drover_plugin_api::{
+        llm::{ClipRange, LossAggMode},
+        testing::{self, metric, outcome_rollout, run_advantages, run_loss},
+    };
 
     use super::*;
 

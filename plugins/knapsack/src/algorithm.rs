@@ -4,10 +4,7 @@
 use std::collections::BTreeMap;
 
 use drover_plugin_api::{
-    llm::{
-        clipped_policy_loss, loss_scale_factor_from_params, outcome_advantages, require_reference,
-        sequence_scores, Baseline, ClipRange, LossAggMode, PolicyLossConfig,
-    },
+    llm::{clipped_policy_loss, sequence_scores, PolicyLossParams, PolicyLossSettings},
     metadata, AlgorithmImpl, IterationControl, IterationInfo, LossOutputs, Metric, Minibatch,
     ParamSpec, Params, PluginError, PluginInfo, Rollout,
 };
@@ -15,6 +12,9 @@ use drover_plugin_api::{
 use crate::allocate::{allocate, Bounds};
 
 const NAME: &str = "knapsack";
+
+/// GRPO's shared keys, defaults and docs, listed after the allocation's bounds.
+const PARAMS: PolicyLossParams = PolicyLossParams::GRPO;
 
 /// `n_max` when the params leave it at 0: this many times the run's `group_size`.
 const AUTO_N_MAX_FACTOR: u32 = 4;
@@ -26,10 +26,8 @@ const MAX_EXACT_PROMPT_ID: f32 = 16_777_216.0;
 /// and the allocation's bounds. The total budget and `group_size` are the host's.
 #[derive(Debug, Clone, PartialEq)]
 pub struct KnapsackConfig {
-    /// Divide group-centred scores by the group's std (GRPO; false: Dr. GRPO).
-    pub norm_adv_by_std: bool,
-    /// The token loss: clip range, aggregation, entropy bonus, KL coefficient.
-    pub loss: PolicyLossConfig,
+    /// GRPO's advantage switch and token loss, read from the same keys as the `grpo` plugin.
+    pub grpo: PolicyLossSettings,
     /// The fewest responses a seen prompt gets (the paper's `min_n`).
     pub n_min: u32,
     /// The most responses the knapsack gives a prompt; `None`: 4 × the run's `group_size`
@@ -40,8 +38,7 @@ pub struct KnapsackConfig {
 impl Default for KnapsackConfig {
     fn default() -> Self {
         Self {
-            norm_adv_by_std: true,
-            loss: PolicyLossConfig::default(),
+            grpo: PolicyLossSettings::default(),
             n_min: 2,
             n_max: None,
         }
@@ -50,8 +47,7 @@ impl Default for KnapsackConfig {
 
 impl KnapsackConfig {
     fn from_params(p: &Params) -> Result<Self, PluginError> {
-        let dual_clip = ClipRange::dual_clip_from_params(p)?;
-        let loss_scale_factor = loss_scale_factor_from_params(p)?;
+        let grpo = PARAMS.read(p)?;
         let count = |key: &str| -> Result<u32, PluginError> {
             let v = p.i64(key)?;
             u32::try_from(v).map_err(|_| {
@@ -72,21 +68,7 @@ impl KnapsackConfig {
             }
             n => Some(n),
         };
-        Ok(Self {
-            norm_adv_by_std: p.bool("norm_adv_by_std")?,
-            loss: PolicyLossConfig {
-                clip: ClipRange {
-                    dual_clip,
-                    ..ClipRange::from_params(p)?
-                },
-                agg: LossAggMode::from_params(p, "loss_agg_mode")?,
-                loss_scale_factor,
-                ent_coef: p.f64("ent_coef")?,
-                kl_coef: p.f64("kl_coef")?,
-            },
-            n_min,
-            n_max,
-        })
+        Ok(Self { grpo, n_min, n_max })
     }
 
     /// The allocation's bounds for a batch whose default group size is `group_size`.
@@ -159,7 +141,7 @@ impl Knapsack {
 
 impl AlgorithmImpl for Knapsack {
     fn info() -> PluginInfo {
-        PluginInfo::new(
+        let info = PluginInfo::new(
             NAME,
             env!("CARGO_PKG_VERSION"),
             "Knapsack RL: per-prompt rollout budgets from a knapsack over each prompt's last success rate, then GRPO (verl conventions)",
@@ -179,62 +161,8 @@ impl AlgorithmImpl for Knapsack {
                 "Most responses the knapsack gives one prompt (at least n_min); 0: 4 × the run's group_size. Budget the knapsack cannot place goes to p = 0 prompts, else to all.",
             )
             .range(0.0, f64::from(u32::MAX)),
-        )
-        .param(
-            ParamSpec::float(
-                "clip_ratio",
-                0.2,
-                "Clip range ε of the probability ratio (ε_low, and ε_high unless clip_ratio_high is set); 0.2 in the GRPO paper and verl.",
-            )
-            .range(0.0, 1.0),
-        )
-        .param(
-            ParamSpec::optional_float(
-                "clip_ratio_high",
-                "Upper clip range ε_high for clip-higher (DAPO, arXiv 2503.14476: 0.28); null: equal to clip_ratio.",
-            )
-            .min(0.0),
-        )
-        .param(
-            ParamSpec::optional_float(
-                "clip_ratio_c",
-                "Dual-clip constant c > 1 capping negative-advantage token losses at −A·c (verl clip_ratio_c); null: no dual clip, as in the GRPO paper.",
-            )
-            .min(1.0),
-        )
-        .param(
-            ParamSpec::float(
-                "kl_coef",
-                0.0,
-                "β of the k3 KL penalty to the reference policy (verl kl_loss_coef, low_var_kl); 0 as in verl; > 0 needs run.reference_policy = \"initial\".",
-            )
-            .min(0.0),
-        )
-        .param(ParamSpec::string(
-            "loss_agg_mode",
-            "token-mean",
-            "Loss aggregation: token-mean (verl default), seq-mean-token-mean (the GRPO paper), seq-mean-token-sum, or seq-mean-token-sum-norm (Dr. GRPO, with loss_scale_factor).",
-        ))
-        .param(
-            ParamSpec::optional_float(
-                "loss_scale_factor",
-                "Divisor C of seq-mean-token-sum-norm (Dr. GRPO: the generation budget); null: the padded response length T, as verl.",
-            )
-            .min(0.0),
-        )
-        .param(ParamSpec::bool(
-            "norm_adv_by_std",
-            true,
-            "Divide group-centred scores by the group's unbiased std + 1e-6 (GRPO); false gives Dr. GRPO's r − mean.",
-        ))
-        .param(
-            ParamSpec::float(
-                "ent_coef",
-                0.0,
-                "Entropy bonus coefficient (verl entropy_coeff; 0 in verl's GRPO examples).",
-            )
-            .min(0.0),
-        )
+        );
+        PARAMS.declare(info)
     }
 
     fn new(params: &Params, _seed: u64) -> Result<Self, PluginError> {
@@ -248,12 +176,10 @@ impl AlgorithmImpl for Knapsack {
         advantages: &mut [f32],
         returns: &mut [f32],
     ) -> Result<Vec<Metric>, PluginError> {
-        // Fail at the first call, not after a whole rollout's first minibatch.
-        require_reference(NAME, self.config.loss.kl_coef, batch.logp_ref)?;
-        let baseline = Baseline::GroupNormalized {
-            norm_by_std: self.config.norm_adv_by_std,
-        };
-        let mut metrics = outcome_advantages(NAME, batch, baseline, advantages, returns)?;
+        let mut metrics = self
+            .config
+            .grpo
+            .group_advantages(NAME, batch, advantages, returns)?;
         self.record_visits(batch)?;
         if batch.metadata(metadata::PROMPT_ID).is_some() {
             metrics.push(Metric::new(
@@ -269,7 +195,7 @@ impl AlgorithmImpl for Knapsack {
         mb: &Minibatch<'_>,
         out: &mut LossOutputs<'_>,
     ) -> Result<Vec<Metric>, PluginError> {
-        let stats = clipped_policy_loss(NAME, &self.config.loss, mb, out)?;
+        let stats = clipped_policy_loss(NAME, &self.config.grpo.loss, mb, out)?;
         Ok(stats.map(|s| s.metrics()).unwrap_or_default())
     }
 
@@ -360,7 +286,7 @@ mod tests {
         assert_eq!(k.config.bounds(1).n_max, 6);
         let k = make(r#"{"n_min": 3, "n_max": 3, "clip_ratio_high": 0.28}"#).expect("valid");
         assert_eq!((k.config.n_min, k.config.n_max), (3, Some(3)));
-        assert_eq!(k.config.loss.clip.high, 0.28);
+        assert_eq!(k.config.grpo.loss.clip.high, 0.28);
         for (json, key) in [
             (r#"{"n_max": 3, "n_min": 4}"#, "n_max"),
             (r#"{"n_min": 0}"#, "n_min"),
@@ -425,7 +351,7 @@ mod tests {
         let json = r#"{"clip_ratio_high": 0.28, "loss_agg_mode": "seq-mean-token-mean"}"#;
         let mut k = make(json).expect("valid");
         let (o, m) = run_loss(&mut k, &mb).expect("runs");
-        let cfg = k.config.loss;
+        let cfg = k.config.grpo.loss;
         let (expect, _) =
             testing::with_loss_outputs(mb.len(), |out| clipped_policy_loss("grpo", &cfg, &mb, out));
         assert_eq!(o.loss, expect.loss);
@@ -524,7 +450,10 @@ mod tests {
         let mut batch = outcome_rollout(1, &mask, &scores, &[0, 0, 0, 0]);
         // Prompt 3: one wrong and one right sampled response, then two (right) expert answers.
         let (ids, experts) = ([3.0f32; 4], [0.0f32, 0.0, 1.0, 1.0]);
-        batch.metadata = vec![(metadata::PROMPT_ID.to_owned(), &ids[..]), (metadata::IS_EXPERT.to_owned(), &experts[..])];
+        batch.metadata = vec![
+            (metadata::PROMPT_ID.to_owned(), &ids[..]),
+            (metadata::IS_EXPERT.to_owned(), &experts[..]),
+        ];
         run_advantages(&mut k, &batch).expect("advantages");
         assert_eq!(k.success_rate(3), Some(0.5));
     }

@@ -2,12 +2,28 @@
 //! normalization), then the PPO clipped token loss with token-mean aggregation, no KL.
 
 use drover_plugin_api::{
-    llm::{clipped_policy_loss, outcome_advantages, Baseline, ClipRange, PolicyLossConfig},
-    AlgorithmImpl, LossOutputs, Metric, Minibatch, ParamSpec, Params, PluginError, PluginInfo,
-    Rollout,
+    llm::{
+        clipped_policy_loss, outcome_advantages, Baseline, PolicyLossConfig, PolicyLossDefaults,
+        PolicyLossKey as K, PolicyLossParams,
+    },
+    AlgorithmImpl, LossOutputs, Metric, Minibatch, Params, PluginError, PluginInfo, Rollout,
 };
 
 const NAME: &str = "loop";
+
+/// Only the clip range and the entropy bonus are LOOP's to set; the rest is fixed at GRPO's
+/// defaults (symmetric clip, token-mean, no KL).
+const PARAMS: PolicyLossParams = PolicyLossParams {
+    keys: &[K::ClipRatio, K::EntCoef],
+    defaults: PolicyLossDefaults::GRPO,
+    docs: &[
+        (
+            K::ClipRatio,
+            "Clip range ε of the probability ratio, both sides; PPO's 0.2 (LOOP, arXiv 2502.01600, uses PPO's per-token clipped objective).",
+        ),
+        (K::EntCoef, "Entropy bonus coefficient; LOOP uses none (0)."),
+    ],
+};
 
 /// LOOP's hyper-parameters. Its identity is fixed: RLOO advantages without std normalization
 /// (the paper's ablation: normalizing costs about 9 points), PPO's per-token clip,
@@ -22,11 +38,7 @@ pub struct LoopConfig {
 impl LoopConfig {
     fn from_params(p: &Params) -> Result<Self, PluginError> {
         Ok(Self {
-            loss: PolicyLossConfig {
-                clip: ClipRange::symmetric(p.f64("clip_ratio")?),
-                ent_coef: p.f64("ent_coef")?,
-                ..PolicyLossConfig::default()
-            },
+            loss: PARAMS.read(p)?.loss,
         })
     }
 }
@@ -46,27 +58,11 @@ impl Loop {
 
 impl AlgorithmImpl for Loop {
     fn info() -> PluginInfo {
-        PluginInfo::new(
+        PARAMS.declare(PluginInfo::new(
             NAME,
             env!("CARGO_PKG_VERSION"),
             "LOOP: leave-one-out advantage r_i − mean of the others (no std normalization), PPO clipped token loss, token-mean, no critic, no KL",
-        )
-        .param(
-            ParamSpec::float(
-                "clip_ratio",
-                0.2,
-                "Clip range ε of the probability ratio, both sides; PPO's 0.2 (LOOP, arXiv 2502.01600, uses PPO's per-token clipped objective).",
-            )
-            .range(0.0, 1.0),
-        )
-        .param(
-            ParamSpec::float(
-                "ent_coef",
-                0.0,
-                "Entropy bonus coefficient; LOOP uses none (0).",
-            )
-            .min(0.0),
-        )
+        ))
     }
 
     fn new(params: &Params, _seed: u64) -> Result<Self, PluginError> {

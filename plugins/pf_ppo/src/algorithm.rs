@@ -7,8 +7,8 @@
 
 use drover_plugin_api::{
     llm::{
-        clipped_policy_loss, outcome_advantages, sequence_scores, Baseline, ClipRange,
-        LossAggMode, PolicyLossConfig,
+        clipped_policy_loss, outcome_advantages, sequence_scores, Baseline, PolicyLossConfig,
+        PolicyLossDefaults, PolicyLossKey as K, PolicyLossParams, PolicyLossSettings,
     },
     AlgorithmImpl, LossOutputs, Metric, Minibatch, ParamSpec, Params, PluginError, PluginInfo,
     Rollout,
@@ -17,6 +17,15 @@ use drover_plugin_api::{
 use crate::reweight::{expected_copies, reweight, ReweightMethod};
 
 const NAME: &str = "pf_ppo";
+
+/// GRPO's keys without the KL (its reference is not used) and `C`, listed after the reweighting's.
+const PARAMS: PolicyLossParams = PolicyLossParams {
+    keys: &[K::ClipRatio, K::ClipRatioHigh, K::LossAggMode, K::NormAdvByStd, K::EntCoef],
+    defaults: PolicyLossDefaults::GRPO,
+    docs: &[
+        (K::LossAggMode, "Loss aggregation (verl agg_loss) over the reweighted tokens: token-mean (verl default), seq-mean-token-mean, seq-mean-token-sum or seq-mean-token-sum-norm."),
+    ],
+};
 
 /// PF-PPO's hyper-parameters (verl defaults). Learning rate, epochs, minibatches and the group
 /// size are the host's.
@@ -32,15 +41,15 @@ pub struct PfPpoConfig {
 
 impl PfPpoConfig {
     fn from_params(p: &Params) -> Result<Self, PluginError> {
+        let method = ReweightMethod::parse(p.str("reweight_method")?, p.f64("weight_pow")?)?;
+        let PolicyLossSettings {
+            norm_adv_by_std,
+            loss,
+        } = PARAMS.read(p)?;
         Ok(Self {
-            method: ReweightMethod::parse(p.str("reweight_method")?, p.f64("weight_pow")?)?,
-            norm_adv_by_std: p.bool("norm_adv_by_std")?,
-            loss: PolicyLossConfig {
-                clip: ClipRange::from_params(p)?,
-                agg: LossAggMode::from_params(p, "loss_agg_mode")?,
-                ent_coef: p.f64("ent_coef")?,
-                ..PolicyLossConfig::default()
-            },
+            method,
+            norm_adv_by_std,
+            loss,
         })
     }
 }
@@ -60,7 +69,7 @@ impl PfPpo {
 
 impl AlgorithmImpl for PfPpo {
     fn info() -> PluginInfo {
-        PluginInfo::new(
+        let info = PluginInfo::new(
             NAME,
             env!("CARGO_PKG_VERSION"),
             "PF-PPO: responses reweighted by reward (verl compute_pf_ppo_reweight_data: pow, max_min, max_random) as expected resampling copies, GRPO advantages, clipped token loss (arXiv 2409.06957)",
@@ -77,36 +86,8 @@ impl AlgorithmImpl for PfPpo {
                 "Exponent p of the pow method (verl weight_pow, default 2).",
             )
             .min(0.0),
-        )
-        .param(
-            ParamSpec::float(
-                "clip_ratio",
-                0.2,
-                "Clip range ε of the probability ratio (ε_low, and ε_high unless clip_ratio_high is set); 0.2 as verl.",
-            )
-            .range(0.0, 1.0),
-        )
-        .param(
-            ParamSpec::optional_float(
-                "clip_ratio_high",
-                "Upper clip range ε_high (clip-higher); null: equal to clip_ratio.",
-            )
-            .min(0.0),
-        )
-        .param(ParamSpec::string(
-            "loss_agg_mode",
-            "token-mean",
-            "Loss aggregation (verl agg_loss) over the reweighted tokens: token-mean (verl default), seq-mean-token-mean, seq-mean-token-sum or seq-mean-token-sum-norm.",
-        ))
-        .param(ParamSpec::bool(
-            "norm_adv_by_std",
-            true,
-            "Divide group-centred scores by the group's unbiased std + 1e-6 (GRPO); false: r − mean.",
-        ))
-        .param(
-            ParamSpec::float("ent_coef", 0.0, "Entropy bonus coefficient (0 in verl's GRPO examples).")
-                .min(0.0),
-        )
+        );
+        PARAMS.declare(info)
     }
 
     fn new(params: &Params, _seed: u64) -> Result<Self, PluginError> {
@@ -135,13 +116,18 @@ impl AlgorithmImpl for PfPpo {
             }
         }
         if !copies.is_empty() {
-            let (sum, sq) = copies.iter().fold((0.0, 0.0), |(s, q), c| (s + c, q + c * c));
+            let (sum, sq) = copies
+                .iter()
+                .fold((0.0, 0.0), |(s, q), c| (s + c, q + c * c));
             metrics.push(Metric::new(
                 "pf_max_copies",
                 copies.iter().copied().fold(0.0, f64::max),
             ));
             // Kish's effective sample size over B: 1 when uniform, 1/B for one response.
-            metrics.push(Metric::new("pf_effective_frac", sum * sum / (sq * copies.len() as f64)));
+            metrics.push(Metric::new(
+                "pf_effective_frac",
+                sum * sum / (sq * copies.len() as f64),
+            ));
         }
         Ok(metrics)
     }
@@ -172,6 +158,8 @@ impl AlgorithmImpl for PfPpo {
 mod tests {
     use drover_plugin_api::{testing, CounterRng};
 
+    use drover_plugin_api::llm::LossAggMode;
+
     use super::*;
 
     fn make(json: &str) -> Result<PfPpo, PluginError> {
@@ -189,7 +177,10 @@ mod tests {
         assert_eq!(p.config.method, ReweightMethod::Pow(2.0));
         assert_eq!(p.config.loss.agg, LossAggMode::TokenMean);
         assert_eq!(
-            make(r#"{"reweight_method": "max_random"}"#).expect("valid").config.method,
+            make(r#"{"reweight_method": "max_random"}"#)
+                .expect("valid")
+                .config
+                .method,
             ReweightMethod::MaxRandom
         );
         for (json, key) in [
@@ -215,12 +206,16 @@ mod tests {
         batch.rewards = &rewards;
         batch.group_ids = &[0, 0, 1, 1];
         let (mut adv, mut ret) = ([0.0f32; 4], [0.0f32; 4]);
-        let m = AlgorithmImpl::compute_advantages(&mut p, &batch, &mut adv, &mut ret).expect("runs");
+        let m =
+            AlgorithmImpl::compute_advantages(&mut p, &batch, &mut adv, &mut ret).expect("runs");
         let a = 0.5 / (0.5f64.sqrt() + 1e-6);
         for (x, e) in adv.iter().zip([a, -a, 0.0, 0.0]) {
             assert!((f64::from(*x) - e).abs() < 1e-6, "{adv:?}");
         }
-        for (x, e) in ret.iter().zip([16.0 / 7.0, 4.0 / 7.0, 4.0 / 7.0, 4.0 / 7.0]) {
+        for (x, e) in ret
+            .iter()
+            .zip([16.0 / 7.0, 4.0 / 7.0, 4.0 / 7.0, 4.0 / 7.0])
+        {
             assert!((f64::from(*x) - e).abs() < 1e-5, "{ret:?}");
         }
         assert!((metric(&m, "pf_max_copies").expect("reported") - 16.0 / 7.0).abs() < 1e-6);
@@ -244,7 +239,8 @@ mod tests {
         mb.token_weights = &[1.0, 1.0, 0.0];
         mb.seq_index = &[0, 1, 1];
         mb.num_sequences = 2;
-        let (mut loss, mut d, mut dv, mut de) = ([0.0f32; 3], [0.0f32; 3], [0.0f32; 3], [0.0f32; 3]);
+        let (mut loss, mut d, mut dv, mut de) =
+            ([0.0f32; 3], [0.0f32; 3], [0.0f32; 3], [0.0f32; 3]);
         let mut out = LossOutputs {
             loss: &mut loss,
             d_logp: &mut d,
@@ -280,8 +276,12 @@ mod tests {
         let mut draw = |lo: f64, hi: f64| (lo + (hi - lo) * rng.next_f64()) as f32;
         let logp_old: Vec<f32> = (0..m).map(|_| draw(-3.0, -0.1)).collect();
         let logp_new: Vec<f32> = logp_old.iter().map(|&l| l + draw(-0.5, 0.5)).collect();
-        let advantages: Vec<f32> = (0..m).map(|i| [1.2f32, -0.8, 0.4, -1.5, 0.9][i / 8]).collect();
-        let copies: Vec<f32> = (0..m).map(|i| [2.5f32, 0.5, 1.0, 0.0, 1.0][i / 8]).collect();
+        let advantages: Vec<f32> = (0..m)
+            .map(|i| [1.2f32, -0.8, 0.4, -1.5, 0.9][i / 8])
+            .collect();
+        let copies: Vec<f32> = (0..m)
+            .map(|i| [2.5f32, 0.5, 1.0, 0.0, 1.0][i / 8])
+            .collect();
         let weights: Vec<f32> = (0..m).map(|i| if i % 8 == 7 { 0.0 } else { 1.0 }).collect();
         let seq_index: Vec<u32> = (0..m as u32).map(|i| i / 8).collect();
         let mut mb = Minibatch::new();

@@ -3,14 +3,40 @@
 
 use drover_plugin_api::{
     llm::{
-        clipped_policy_loss, loss_scale_factor_from_params, outcome_advantages, Baseline,
-        ClipRange, LossAggMode, PolicyLossConfig,
+        clipped_policy_loss, outcome_advantages, Baseline, PolicyLossConfig, PolicyLossDefaults,
+        PolicyLossKey as K, PolicyLossParams,
     },
-    AlgorithmImpl, LossOutputs, Metric, Minibatch, ParamSpec, Params, PluginError, PluginInfo,
-    Rollout,
+    AlgorithmImpl, LossOutputs, Metric, Minibatch, Params, PluginError, PluginInfo, Rollout,
 };
 
 const NAME: &str = "rloo";
+
+/// GRPO's token-loss keys without `kl_coef` (always 0) and `norm_adv_by_std` (no group std).
+const PARAMS: PolicyLossParams = PolicyLossParams {
+    keys: &[
+        K::ClipRatio,
+        K::ClipRatioHigh,
+        K::ClipRatioC,
+        K::LossAggMode,
+        K::LossScaleFactor,
+        K::EntCoef,
+    ],
+    defaults: PolicyLossDefaults::GRPO,
+    docs: &[
+        (
+            K::ClipRatio,
+            "Clip range ε of the probability ratio (ε_low, and ε_high unless clip_ratio_high is set); verl's 0.2 (the RLOO paper itself uses no ratio: one update per batch makes ρ = 1).",
+        ),
+        (
+            K::ClipRatioC,
+            "Dual-clip constant c > 1 capping negative-advantage token losses at −A·c (verl clip_ratio_c); null: no dual clip.",
+        ),
+        (
+            K::EntCoef,
+            "Entropy bonus coefficient (verl entropy_coeff; LOOP uses none).",
+        ),
+    ],
+};
 
 /// RLOO's hyper-parameters (verl defaults for the token loss).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -21,19 +47,8 @@ pub struct RlooConfig {
 
 impl RlooConfig {
     fn from_params(p: &Params) -> Result<Self, PluginError> {
-        let dual_clip = ClipRange::dual_clip_from_params(p)?;
-        let loss_scale_factor = loss_scale_factor_from_params(p)?;
         Ok(Self {
-            loss: PolicyLossConfig {
-                clip: ClipRange {
-                    dual_clip,
-                    ..ClipRange::from_params(p)?
-                },
-                agg: LossAggMode::from_params(p, "loss_agg_mode")?,
-                loss_scale_factor,
-                ent_coef: p.f64("ent_coef")?,
-                kl_coef: 0.0,
-            },
+            loss: PARAMS.read(p)?.loss,
         })
     }
 }
@@ -53,53 +68,11 @@ impl Rloo {
 
 impl AlgorithmImpl for Rloo {
     fn info() -> PluginInfo {
-        PluginInfo::new(
-            NAME,
-            env!("CARGO_PKG_VERSION"),
-            "RLOO: leave-one-out outcome baseline k/(k−1)(r − mean), PPO clipped token loss (verl, LOOP)",
-        )
-        .param(
-            ParamSpec::float(
-                "clip_ratio",
-                0.2,
-                "Clip range ε of the probability ratio (ε_low, and ε_high unless clip_ratio_high is set); verl's 0.2 (the RLOO paper itself uses no ratio: one update per batch makes ρ = 1).",
-            )
-            .range(0.0, 1.0),
-        )
-        .param(
-            ParamSpec::optional_float(
-                "clip_ratio_high",
-                "Upper clip range ε_high for clip-higher (DAPO, arXiv 2503.14476: 0.28); null: equal to clip_ratio.",
-            )
-            .min(0.0),
-        )
-        .param(
-            ParamSpec::optional_float(
-                "clip_ratio_c",
-                "Dual-clip constant c > 1 capping negative-advantage token losses at −A·c (verl clip_ratio_c); null: no dual clip.",
-            )
-            .min(1.0),
-        )
-        .param(ParamSpec::string(
-            "loss_agg_mode",
-            "token-mean",
-            "Loss aggregation: token-mean (verl default), seq-mean-token-mean, seq-mean-token-sum, or seq-mean-token-sum-norm (with loss_scale_factor).",
+        PARAMS.declare(PluginInfo::new(
+                NAME,
+                env!("CARGO_PKG_VERSION"),
+                "RLOO: leave-one-out outcome baseline k/(k−1)(r − mean), PPO clipped token loss (verl, LOOP)",
         ))
-        .param(
-            ParamSpec::optional_float(
-                "loss_scale_factor",
-                "Divisor C of seq-mean-token-sum-norm (the generation budget); null: the padded response length T, as verl.",
-            )
-            .min(0.0),
-        )
-        .param(
-            ParamSpec::float(
-                "ent_coef",
-                0.0,
-                "Entropy bonus coefficient (verl entropy_coeff; LOOP uses none).",
-            )
-            .min(0.0),
-        )
     }
 
     fn new(params: &Params, _seed: u64) -> Result<Self, PluginError> {

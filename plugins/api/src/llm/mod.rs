@@ -16,8 +16,12 @@
 //!   [`clipped_policy_loss`], the whole GRPO/RLOO/DAPO token loss written into
 //!   [`LossOutputs`](crate::LossOutputs); [`LossWeights`] is the prologue (required inputs,
 //!   weights) and epilogue (entropy bonus, weighted outputs) a new token loss shares with it;
-//! - params: [`ClipRange::from_params`], [`ClipRange::dual_clip_from_params`],
-//!   [`LossAggMode::from_params`] and [`loss_scale_factor_from_params`] read verl's keys.
+//! - params: [`PolicyLossParams`] declares and reads the shared GRPO-family keys (`clip_ratio`,
+//!   `clip_ratio_high`, `clip_ratio_c`, `kl_coef`, `loss_agg_mode`, `loss_scale_factor`,
+//!   `norm_adv_by_std`, `ent_coef`) with per-plugin [`PolicyLossDefaults`], one `const` per
+//!   plugin serving both `info()` and `new()`; the single-key readers under it are
+//!   [`ClipRange::from_params`], [`ClipRange::dual_clip_from_params`],
+//!   [`LossAggMode::from_params`] and [`loss_scale_factor_from_params`].
 //!
 //! Every function computes in `f64` and takes the `f32` buffers the host hands over.
 
@@ -25,6 +29,7 @@ mod advantage;
 mod aggregate;
 mod cov;
 mod kl;
+mod params;
 mod policy_loss;
 mod surrogate;
 mod token_loss;
@@ -39,6 +44,7 @@ pub use self::{
     },
     cov::token_covariance,
     kl::{approx_kl, k3_kl, K3_EXPONENT_CLAMP, K3_VALUE_CLAMP},
+    params::{PolicyLossDefaults, PolicyLossKey, PolicyLossParams, PolicyLossSettings},
     policy_loss::{clipped_policy_loss, require_reference, PolicyLossConfig, PolicyLossStats},
     surrogate::{clipped_surrogate, ClipRange, Surrogate, LOG_RATIO_CLAMP},
     token_loss::LossWeights,
