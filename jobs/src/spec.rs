@@ -203,7 +203,7 @@ impl JobSpec {
                     format!("must equal the response length {} of {}", task.response_len(), r.env),
                 ));
             }
-            if (r.num_envs / r.ranks.max(1)) % task.group_size != 0 || r.num_envs % r.num_minibatches != 0 {
+            if !(r.num_envs / r.ranks.max(1)).is_multiple_of(task.group_size) || !r.num_envs.is_multiple_of(r.num_minibatches) {
                 return Err(bad(
                     "run.group_size",
                     format!(
@@ -247,13 +247,13 @@ impl JobSpec {
             return Err(bad("run.num_minibatches", "update_epochs and num_minibatches must be at least 1".into()));
         }
         let batch = r.num_envs * r.num_steps;
-        if batch % r.num_minibatches != 0 {
+        if !batch.is_multiple_of(r.num_minibatches) {
             return Err(bad(
                 "run.num_minibatches",
                 format!("num_envs * num_steps = {batch} is not divisible by num_minibatches = {}", r.num_minibatches),
             ));
         }
-        if r.ranks == 0 || r.num_envs % r.ranks != 0 {
+        if r.ranks == 0 || !r.num_envs.is_multiple_of(r.ranks) {
             return Err(bad(
                 "run.ranks",
                 format!("ranks = {} must be at least 1 and divide num_envs = {}", r.ranks, r.num_envs),

@@ -69,7 +69,7 @@ pub fn run(
             r.ranks
         )));
     }
-    if r.num_envs % size != 0 {
+    if !r.num_envs.is_multiple_of(size) {
         return Err(JobError::Ranks(format!(
             "run.num_envs = {} is not divisible by {size} ranks",
             r.num_envs

@@ -17,19 +17,20 @@ pub struct ConfigError {
     pub key: Option<String>,
     /// Where the value came from when it was not the file (an env var name, a `--set` argument).
     pub origin: Option<String>,
-    /// What is wrong.
-    pub kind: ConfigErrorKind,
+    /// What is wrong; boxed because its largest variant (three strings) made every
+    /// `Result<_, ConfigError>` 144 bytes wide, on the success path too.
+    pub kind: Box<ConfigErrorKind>,
 }
 
 impl ConfigError {
     /// An error about `key` of `file` whose value came from the file itself.
     pub fn new(file: impl Into<PathBuf>, key: impl Into<String>, kind: ConfigErrorKind) -> Self {
-        ConfigError { file: file.into(), key: Some(key.into()), origin: None, kind }
+        ConfigError { file: file.into(), key: Some(key.into()), origin: None, kind: Box::new(kind) }
     }
 
     /// An error about the file as a whole (unreadable, bad syntax).
     pub fn whole_file(file: impl Into<PathBuf>, kind: ConfigErrorKind) -> Self {
-        ConfigError { file: file.into(), key: None, origin: None, kind }
+        ConfigError { file: file.into(), key: None, origin: None, kind: Box::new(kind) }
     }
 
     /// Records where the faulty value came from.
@@ -57,7 +58,7 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match &self.kind {
+        match &*self.kind {
             ConfigErrorKind::Read(e) => Some(e),
             _ => None,
         }

@@ -24,38 +24,42 @@ struct Cli {
     command: Command,
 }
 
+/// Arguments of `drover run`.
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// The sweep file (TOML).
+    sweep: PathBuf,
+    /// Override a key, the value parsed as TOML: `--set run.lr=1e-3`, `--set sweep.seeds=[1,2]`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
+    /// Runs at once (default: `max_parallel` of the sweep file, else the number of cores).
+    #[arg(short = 'j', long = "jobs", value_name = "N")]
+    jobs: Option<NonZeroUsize>,
+    /// Results directory (default: `results_dir` of the sweep file, else `results/<name>`).
+    #[arg(long = "results", value_name = "DIR")]
+    results: Option<PathBuf>,
+    /// List the runs (id, state, label, seed) without launching anything; with the Slurm
+    /// backend, also print the batch scripts that would be submitted.
+    #[arg(long)]
+    dry_run: bool,
+    /// Where runs go: `local` (child processes) or `slurm` (job arrays); default: the sweep
+    /// file's `backend`, else local.
+    #[arg(long, value_enum, value_name = "BACKEND")]
+    backend: Option<BackendArg>,
+    /// Slurm: return once submitted instead of waiting for the runs (`drover status` follows them).
+    #[arg(long)]
+    no_wait: bool,
+    /// Local backend: relaunch a failed run (a crash, a signal, out of memory) up to N times;
+    /// default: `[local] max_retries` of the sweep file, else 0 (Slurm takes its budget from
+    /// the `[slurm]` table).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(..=i64::from(MAX_LOCAL_RETRIES)))]
+    max_retries: Option<u32>,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a sweep: expand it, skip completed runs, launch the rest.
-    Run {
-        /// The sweep file (TOML).
-        sweep: PathBuf,
-        /// Override a key, the value parsed as TOML: `--set run.lr=1e-3`, `--set sweep.seeds=[1,2]`.
-        #[arg(long = "set", value_name = "KEY=VALUE")]
-        sets: Vec<String>,
-        /// Runs at once (default: `max_parallel` of the sweep file, else the number of cores).
-        #[arg(short = 'j', long = "jobs", value_name = "N")]
-        jobs: Option<NonZeroUsize>,
-        /// Results directory (default: `results_dir` of the sweep file, else `results/<name>`).
-        #[arg(long = "results", value_name = "DIR")]
-        results: Option<PathBuf>,
-        /// List the runs (id, state, label, seed) without launching anything; with the Slurm
-        /// backend, also print the batch scripts that would be submitted.
-        #[arg(long)]
-        dry_run: bool,
-        /// Where runs go: `local` (child processes) or `slurm` (job arrays); default: the sweep
-        /// file's `backend`, else local.
-        #[arg(long, value_enum, value_name = "BACKEND")]
-        backend: Option<BackendArg>,
-        /// Slurm: return once submitted instead of waiting for the runs (`drover status` follows them).
-        #[arg(long)]
-        no_wait: bool,
-        /// Local backend: relaunch a failed run (a crash, a signal, out of memory) up to N times;
-        /// default: `[local] max_retries` of the sweep file, else 0 (Slurm takes its budget from
-        /// the `[slurm]` table).
-        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(..=i64::from(MAX_LOCAL_RETRIES)))]
-        max_retries: Option<u32>,
-    },
+    Run(RunArgs),
     /// Where each run of a Slurm sweep stands (one `squeue` call plus the runs' markers).
     Status {
         /// The results directory of the sweep.
@@ -104,9 +108,7 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let result = match cli.command {
-        Command::Run { sweep, sets, jobs, results, dry_run, backend, no_wait, max_retries } => {
-            run(sweep, sets, jobs, results, dry_run, backend, no_wait, max_retries)
-        }
+        Command::Run(args) => run(args),
         Command::Status { results, json } => slurm_status(&results, json),
         Command::Cancel { results } => slurm_cancel(&results),
         Command::Analyze(args) => analyze_cmd(args),
@@ -139,16 +141,8 @@ fn exe_dir() -> Option<PathBuf> {
     std::env::current_exe().ok().and_then(|p| p.parent().map(Path::to_path_buf))
 }
 
-fn run(
-    sweep: PathBuf,
-    sets: Vec<String>,
-    jobs: Option<NonZeroUsize>,
-    results: Option<PathBuf>,
-    dry_run: bool,
-    backend: Option<BackendArg>,
-    no_wait: bool,
-    max_retries: Option<u32>,
-) -> anyhow::Result<u8> {
+fn run(args: RunArgs) -> anyhow::Result<u8> {
+    let RunArgs { sweep, sets, jobs, results, dry_run, backend, no_wait, max_retries } = args;
     let job_bin = LocalBackend::default_job_bin(std::env::var_os("DROVER_JOB_BIN").map(PathBuf::from), exe_dir().as_deref());
     let opts = PlanOptions {
         sweep_file: sweep,

@@ -172,7 +172,7 @@ fn failed_run_is_retried_and_hostile_values_never_run() {
         assert_eq!(run["submissions"], 2);
         let logs: Vec<String> = run["logs"].as_array().expect("logs").iter().map(|l| l.as_str().expect("path").to_string()).collect();
         assert_eq!(logs.len(), 4, "stdout and stderr of both attempts: {logs:?}");
-        let first_err = std::fs::read_to_string(&logs[0].replace("stdout", "stderr")).expect("attempt-1 stderr");
+        let first_err = std::fs::read_to_string(logs[0].replace("stdout", "stderr")).expect("attempt-1 stderr");
         assert!(first_err.contains("flaky: failing on purpose"), "{first_err}");
     }
     let script = std::fs::read_to_string(results.join("slurm/array-0.sbatch")).expect("script");

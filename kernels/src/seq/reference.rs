@@ -135,6 +135,10 @@ impl Engine for SeqReferenceEngine {
         let mut responses = vec![Vec::new(); ne];
         self.learn.obs.clear();
         self.learn.actions.clear();
+        #[expect(
+            clippy::needless_range_loop,
+            reason = "`t` is the time step (used in arithmetic) and the inner index of `answers[env][t]`; the suggested `answers.iter().enumerate()` would walk envs, not steps"
+        )]
         for t in 0..nt {
             let gt = (self.step + t as u64) as u32;
             for i in 0..ne {

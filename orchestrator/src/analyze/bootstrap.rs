@@ -307,6 +307,9 @@ pub fn improvement_over(per_run: &DataFrame, best: &str, opts: &Bootstrap) -> Re
     .map_err(polars_err("building the improvement table"))
 }
 
+/// One learning-curve cell's points: stratum → (step, value) of each run.
+type CurveStrata = BTreeMap<String, Vec<(f64, f64)>>;
+
 /// Learning curves: per group and bin of `curve_points`' frame, the IQM over runs of the runs'
 /// bin values with its stratified bootstrap interval, the mean, and how many runs have the bin.
 /// Columns: `group, bin, step, runs, mean, iqm, iqm_lo, iqm_hi`.
@@ -314,7 +317,7 @@ pub fn curves(points: &DataFrame, opts: &Bootstrap) -> Result<DataFrame, Analyze
     let (group, stratum) = (str_col(points, "group")?, str_col(points, "stratum")?);
     let (bin, step, value) = (f64_col(points, "bin")?, f64_col(points, "step")?, f64_col(points, "value")?);
     // (group, bin) → stratum → (step, value) of each run.
-    let mut cells: BTreeMap<(String, i64), BTreeMap<String, Vec<(f64, f64)>>> = BTreeMap::new();
+    let mut cells: BTreeMap<(String, i64), CurveStrata> = BTreeMap::new();
     for i in 0..points.height() {
         let (Some(g), Some(s), Some(b), Some(x), Some(y)) = (group.get(i), stratum.get(i), bin.get(i), step.get(i), value.get(i))
         else {

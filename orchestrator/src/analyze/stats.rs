@@ -146,7 +146,7 @@ pub fn annotate(per_run: LazyFrame, grouping: &Grouping, hyperparameters: &[Stri
             let by_plugin = keys.iter().any(|k| k == "run.plugin");
             let rest: Vec<Expr> = hyperparameters
                 .iter()
-                .filter(|h| !keys.contains(h) && !(by_plugin && h.starts_with("params.")))
+                .filter(|h| !(keys.contains(h) || (by_plugin && h.starts_with("params."))))
                 .map(|h| key_text(h))
                 .collect();
             let stratum = if rest.is_empty() { lit("all") } else { join_text(rest, "|") };

@@ -12,6 +12,7 @@ use super::*;
 /// Metrics: iteration 1 returns -1000 (outside the last-10 window), iterations 2..=6 return
 /// `r - 1`, 7..=11 return `r + 1` (so the final return is exactly `r`), and iteration 12 finishes
 /// no episode (NaN), which must neither count for the final return nor reach the threshold.
+#[expect(clippy::too_many_arguments, reason = "a test fixture whose positional calls read as a table of runs")]
 fn write_run(root: &Path, run_id: &str, config_id: &str, label: &str, seed: u64, r: f64, params: serde_json::Value, completed: bool) {
     let dir = root.join("runs").join(run_id);
     std::fs::create_dir_all(&dir).unwrap();
@@ -247,7 +248,7 @@ fn probability_of_improvement_pairs_strata_and_has_an_interval() {
     // e1's resampled P ranges over 0..=0.5 (both resamples all 2s) and e2's is always 1: the
     // interval lies in [0.5, 0.75].
     let (lo, hi) = (f(&p, "p_best_better_lo", 2).unwrap(), f(&p, "p_best_better_hi", 2).unwrap());
-    assert!(0.5 <= lo && lo < 0.5625 && 0.5625 < hi && hi <= 0.75, "[{lo}, {hi}]");
+    assert!((0.5..0.5625).contains(&lo) && 0.5625 < hi && hi <= 0.75, "[{lo}, {hi}]");
     assert_eq!(best_by_iqm(&runs).unwrap().as_deref(), Some("other"));
 }
 
@@ -310,7 +311,7 @@ fn where_and_group_by_expressions() {
     assert_eq!(kept(&["anneal_lr == false"]), ["r2"]);
     assert_eq!(kept(&["num_envs<16"]), ["r1", "r2"]);
     assert_eq!(parse_keys("env, clip_coef", &schema).unwrap(), ["run.env", "params.clip_coef"]);
-    assert_eq!(resolve_key("algo", "algo", &schema).err().unwrap().to_string().contains("unknown key `algo`"), true);
+    assert!(resolve_key("algo", "algo", &schema).err().unwrap().to_string().contains("unknown key `algo`"));
 
     let err = |e: &str| parse_where(e, &schema).err().map(|e| e.to_string()).unwrap_or_default();
     assert_eq!(err("run.lr<abc"), "bad expression `run.lr<abc`: `abc` is not a number (key `run.lr` is numeric)");
@@ -590,7 +591,7 @@ fn analyze_writes_entropy_curves_and_the_law_for_sequence_runs_only() {
     assert!(close(f(law, "a_mean", 0), 0.1) && close(f(law, "a_lo", 0), 0.1) && close(f(law, "ceiling_mean", 0), 0.7), "{law}");
     assert!(close(f(law, "a_mean", 1), 0.21) && close(f(law, "b_mean", 1), 1.0) && close(f(law, "r2_mean", 1), 1.0), "{law}");
     let (lo, hi) = (f(law, "a_lo", 1).unwrap(), f(law, "a_hi", 1).unwrap());
-    assert!(0.2 - 1e-9 <= lo && lo < 0.21 && 0.21 < hi && hi <= 0.22 + 1e-9, "[{lo}, {hi}]");
+    assert!((0.2 - 1e-9..0.21).contains(&lo) && 0.21 < hi && hi <= 0.22 + 1e-9, "[{lo}, {hi}]");
     let table = outcome.law_table.as_deref().unwrap_or("");
     assert!(table.starts_with("group") && table.contains("R² [95% CI]") && table.contains("2/3"), "{table}");
     let md = std::fs::read_to_string(out.join("tables/entropy_law_summary.md")).unwrap();

@@ -106,7 +106,7 @@ mod tests {
             assert!(msg.starts_with(&format!("failed to load sweep file `{FILE}`")), "{line}: {msg}");
             assert!(msg.contains(expected), "{line}:\n  got      {msg}\n  expected {expected}");
         }
-        let msg = sweep(BASE, &["local=3"]).err().expect("[local] must be a table");
+        let msg = sweep(BASE, &["local=3"]).expect_err("[local] must be a table");
         assert!(msg.contains("key `local`"), "{msg}");
     }
 

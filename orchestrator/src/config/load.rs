@@ -201,7 +201,7 @@ fn convert_figment_error(file: &Path, e: figment::Error) -> ConfigError {
         .as_ref()
         .filter(|m| m.name != "TOML source string")
         .map(|m| m.interpolate(&Profile::Default, &e.path));
-    ConfigError { file: file.to_path_buf(), key, origin, kind }
+    ConfigError { file: file.to_path_buf(), key, origin, kind: Box::new(kind) }
 }
 
 #[cfg(test)]

@@ -474,7 +474,7 @@ pub(super) fn check_run(run: &RunConfig) -> Result<(), (&'static str, ConfigErro
     if run.total_steps == 0 {
         return invalid("total_steps", "must be at least 1");
     }
-    if run.num_envs % run.ranks != 0 {
+    if !run.num_envs.is_multiple_of(run.ranks) {
         return invalid("ranks", "must divide num_envs (each rank steps num_envs / ranks environments)");
     }
     if run.hidden.is_empty() || run.hidden.contains(&0) {
@@ -526,10 +526,10 @@ fn check_env(run: &RunConfig) -> Result<(), (&'static str, ConfigErrorKind)> {
             format!("must be less than group_size = {group} (each prompt group needs a sampled response), got {experts}"),
         );
     }
-    if family == "add" && prompt_len % 2 != 0 {
+    if family == "add" && !prompt_len.is_multiple_of(2) {
         return invalid("prompt_len", format!("`{}` adds two numbers of prompt_len / 2 digits: use an even length, got {prompt_len}", run.env));
     }
-    if (run.num_envs / run.ranks) % group != 0 {
+    if !(run.num_envs / run.ranks).is_multiple_of(group) {
         return invalid(
             "group_size",
             format!("num_envs / ranks = {} is not a multiple of group_size = {group} (a prompt's group stays on one rank)", run.num_envs / run.ranks),
@@ -561,7 +561,7 @@ fn check_env(run: &RunConfig) -> Result<(), (&'static str, ConfigErrorKind)> {
             format!("`{}` with prompt_len = {prompt_len} generates {len}-token responses and a rollout is one response per env: set num_steps = {len}", run.env),
         );
     }
-    if run.num_envs % run.num_minibatches != 0 {
+    if !run.num_envs.is_multiple_of(run.num_minibatches) {
         return invalid(
             "num_minibatches",
             format!("must divide num_envs = {} (sequence tasks train on minibatches of whole responses)", run.num_envs),

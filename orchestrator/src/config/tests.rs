@@ -27,9 +27,12 @@ fn sweep(text: &str, env_pairs: &[(&str, &str)], sets: &[&str]) -> Result<Sweep,
     Sweep::validate(parsed, file).map_err(|e| e.to_string())
 }
 
+/// One bad-input case: what it shows, the sweep text, env vars, `--set` arguments, the expected message.
+type ErrorCase<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)], &'a [&'a str], &'a str);
+
 #[test]
 fn errors_name_file_key_and_reason() {
-    let cases: &[(&str, &str, &[(&str, &str)], &[&str], &str)] = &[
+    let cases: &[ErrorCase<'_>] = &[
         (
             "unknown run key",
             "name = \"t\"\n[run]\nenv = \"E\"\nplugin = \"p\"\nlearning_rate = 1.0\n",

@@ -115,7 +115,7 @@ pub fn run(command: PluginCommand, env: &PluginEnv, out: &mut dyn Write) -> Resu
                 Err(e) => return Err(PluginCmdError::BadParams(e.to_string())),
             }
             let search = PluginSearch::new(&plugin_path, env.plugin_path_env.as_deref(), env.exe_dir.as_deref());
-            let path = search.resolve(&plugin, Path::new("<command line>")).map_err(|e| PluginCmdError::NotFound(e.kind))?;
+            let path = search.resolve(&plugin, Path::new("<command line>")).map_err(|e| PluginCmdError::NotFound(*e.kind))?;
             let result = PluginProbe::new(&env.job_bin).check(&path, &params)?;
             out.write_all(render_check(&result).as_bytes()).map_err(io)?;
             Ok(if result.passed() { exit_codes::SUCCESS } else { exit_codes::FAILURE })
