@@ -19,7 +19,7 @@ use std::time::Instant;
 
 use drover_kernels::{
     create_engine, create_seq_engine, rng, AdamConfig, DeviceRequest, Engine, EngineConfig, EngineState,
-    MinibatchEval, NetShape, PromptRef, Rollout,
+    EnvPlan, MinibatchEval, NetShape, PromptRef, Rollout,
 };
 use drover_plugin_host::{AlgorithmHandle, LossBatch, Metric, Plugin, RolloutBatch};
 
@@ -194,14 +194,11 @@ pub fn run(
             reason,
         })?;
         let (return_sum, episodes) = trainer.episode_totals();
-        let sequence_metrics = trainer.sequence_metrics();
         // A sequence task's return is its `accuracy`: per prompt, so that per-prompt budgets
         // (Knapsack RL) do not weight the prompts they favour.
-        let episodic_return_mean = match sequence_metrics.iter().find(|(k, _)| k == "accuracy") {
-            Some(&(_, accuracy)) => (episodes > 0).then_some(accuracy),
-            None => (episodes > 0).then(|| return_sum / episodes as f64),
-        };
-        let mut extra: BTreeMap<String, f64> = sequence_metrics.into_iter().collect();
+        let episodic_return_mean =
+            (episodes > 0).then(|| trainer.accuracy().unwrap_or(return_sum / episodes as f64));
+        let mut extra: BTreeMap<String, f64> = trainer.sequence_metrics().into_iter().collect();
         extra.extend(stats
             .iter()
             .filter(|(k, _)| !FIXED_METRICS.contains(&k.as_str()))
@@ -377,24 +374,45 @@ struct SeqBuffers {
 impl SeqBuffers {
     /// Copies sequence `src` of `from` into sequence `dst` of `self` (`t_len` steps each),
     /// every per-token channel and the per-sequence columns that travel with a response.
+    /// `mask` is not copied: every response has the task's full length, so it is all ones in
+    /// both buffers.
     fn copy_sequence(&mut self, from: &SeqBuffers, src: usize, dst: usize, t_len: usize) {
         let (a, b) = (src * t_len..(src + 1) * t_len, dst * t_len..(dst + 1) * t_len);
-        for (to, from) in [
-            (&mut self.mask, &from.mask),
-            (&mut self.rewards, &from.rewards),
-            (&mut self.terminated, &from.terminated),
-            (&mut self.truncated, &from.truncated),
-            (&mut self.values, &from.values),
-            (&mut self.next_values, &from.next_values),
-            (&mut self.logp, &from.logp),
-            (&mut self.entropy, &from.entropy),
-            (&mut self.logp_ref, &from.logp_ref),
-            (&mut self.actions, &from.actions),
-        ] {
+        for (to, from) in self.gathered_channels_mut().into_iter().zip(from.gathered_channels()) {
             to[b.clone()].copy_from_slice(&from[a.clone()]);
         }
         self.is_expert[dst] = from.is_expert[src];
         self.refs[dst] = from.refs[src];
+    }
+
+    /// The per-token channels of the gathered rollout, in its buffer order.
+    fn gathered_channels_mut(&mut self) -> [&mut Vec<f32>; ROLLOUT_CHANNELS] {
+        [
+            &mut self.rewards,
+            &mut self.terminated,
+            &mut self.truncated,
+            &mut self.values,
+            &mut self.next_values,
+            &mut self.logp,
+            &mut self.entropy,
+            &mut self.logp_ref,
+            &mut self.actions,
+        ]
+    }
+
+    /// [`SeqBuffers::gathered_channels_mut`], read-only.
+    fn gathered_channels(&self) -> [&Vec<f32>; ROLLOUT_CHANNELS] {
+        [
+            &self.rewards,
+            &self.terminated,
+            &self.truncated,
+            &self.values,
+            &self.next_values,
+            &self.logp,
+            &self.entropy,
+            &self.logp_ref,
+            &self.actions,
+        ]
     }
 }
 
@@ -455,22 +473,19 @@ impl<'c> Trainer<'c> {
         let expert_per_group = task.map_or(0, |t| t.expert_per_group);
         let group = group_size.unwrap_or(1) as u32;
         let per_seq = if task.is_some() { r.num_envs } else { 0 };
-        let buffers = || SeqBuffers {
-            mask: vec![1.0; batch],
-            group_ids: (0..r.num_envs as u32).map(|env| env / group).collect(),
-            sample_weights: vec![1.0; r.num_envs],
-            is_expert: vec![0.0; per_seq],
-            refs: vec![PromptRef::Dataset(0); per_seq],
-            rewards: vec![0.0; batch],
-            terminated: vec![0.0; batch],
-            truncated: vec![0.0; batch],
-            values: vec![0.0; batch],
-            next_values: vec![0.0; batch],
-            logp: vec![0.0; batch],
-            entropy: vec![0.0; batch],
-            logp_ref: vec![0.0; batch],
-            actions: vec![0.0; batch],
-            ..SeqBuffers::default()
+        let buffers = || {
+            let mut b = SeqBuffers {
+                mask: vec![1.0; batch],
+                group_ids: (0..r.num_envs as u32).map(|env| env / group).collect(),
+                sample_weights: vec![1.0; r.num_envs],
+                is_expert: vec![0.0; per_seq],
+                refs: vec![PromptRef::Dataset(0); per_seq],
+                ..SeqBuffers::default()
+            };
+            for channel in b.gathered_channels_mut() {
+                channel.resize(batch, 0.0);
+            }
+            b
         };
         Self {
             comm,
@@ -509,14 +524,20 @@ impl<'c> Trainer<'c> {
     /// (mean policy entropy over the tokens). Both count sampled responses only: expert
     /// responses are the answer, always right.
     fn sequence_metrics(&self) -> Vec<(String, f64)> {
-        if self.group_size.is_none() {
+        let Some(accuracy) = self.accuracy() else {
             return Vec::new();
-        }
+        };
         let rep = &self.report;
         vec![
-            ("accuracy".into(), rep.accuracy_sum / rep.accuracy_groups.max(1) as f64),
+            ("accuracy".into(), accuracy),
             ("token_entropy".into(), rep.entropy_sum / rep.entropy_tokens.max(1) as f64),
         ]
+    }
+
+    /// The iteration's `accuracy` (see [`Trainer::sequence_metrics`]); `None` for CartPole.
+    fn accuracy(&self) -> Option<f64> {
+        self.group_size?;
+        Some(self.report.accuracy_sum / self.report.accuracy_groups.max(1) as f64)
     }
 
     /// The prompts of the next generation batch, for the plugin's `on_iteration` (interface
@@ -551,17 +572,19 @@ impl<'c> Trainer<'c> {
         Ok(())
     }
 
-    /// The prompt groups of the next rollout, and the engine planned for them: the plugin's
-    /// sizes over the dataset's next prompts, or the run's `group_size` over them, or (no
-    /// dataset) the engine's default layout of fresh prompts.
-    fn next_groups(&mut self, engine: &mut dyn Engine) -> Result<Vec<GroupSpec>, JobError> {
+    /// The prompt groups of the next rollout and its per-env plan, with the engine planned for
+    /// them: the plugin's sizes over the dataset's next prompts, or the run's `group_size` over
+    /// them, or (no dataset) the engine's default layout of fresh prompts, which needs no plan.
+    fn next_groups(&mut self, engine: &mut dyn Engine) -> Result<(Vec<GroupSpec>, Vec<EnvPlan>), JobError> {
         let g = self.group_size.unwrap_or(1);
         let per_batch = self.num_envs / g;
         let rollout = engine.global_step() / self.num_steps as u64;
         let Some(schedule) = self.schedule.as_mut() else {
-            return Ok((0..per_batch)
+            let groups: Vec<GroupSpec> = (0..per_batch)
                 .map(|k| GroupSpec { prompt: PromptRef::Drawn { rollout: rollout as u32, group: k as u32 }, size: g })
-                .collect());
+                .collect();
+            let plan = sampling::plan(&groups, self.expert_per_group);
+            return Ok((groups, plan));
         };
         let groups = match self.pending_groups.take() {
             Some(groups) => groups,
@@ -573,7 +596,7 @@ impl<'c> Trainer<'c> {
         };
         let plan = sampling::plan(&groups, self.expert_per_group);
         engine.plan_rollout(&plan[self.env_offset..self.env_offset + self.local_envs])?;
-        Ok(groups)
+        Ok((groups, plan))
     }
 
     /// Sequence tasks: generation batches until the training batch (`self.seq`) is full of
@@ -587,8 +610,7 @@ impl<'c> Trainer<'c> {
         self.episodes = [0.0; 2];
         let (mut filled, mut replay) = (0, false);
         for gen in 0..self.max_gen_batches {
-            let groups = self.next_groups(engine)?;
-            let plan = sampling::plan(&groups, self.expert_per_group);
+            let (groups, plan) = self.next_groups(engine)?;
             for (env, p) in plan.iter().enumerate() {
                 self.gen.is_expert[env] = if p.expert { 1.0 } else { 0.0 };
                 self.gen.refs[env] = p.prompt;
@@ -984,20 +1006,7 @@ impl<'c> Trainer<'c> {
 /// sequence-major buffers `s`.
 fn to_sequence_major(gathered: &[f32], n: usize, t_len: usize, s: &mut SeqBuffers) {
     let plane = n * t_len;
-    for (c, dst) in [
-        &mut s.rewards,
-        &mut s.terminated,
-        &mut s.truncated,
-        &mut s.values,
-        &mut s.next_values,
-        &mut s.logp,
-        &mut s.entropy,
-        &mut s.logp_ref,
-        &mut s.actions,
-    ]
-    .into_iter()
-    .enumerate()
-    {
+    for (c, dst) in s.gathered_channels_mut().into_iter().enumerate() {
         transpose(&gathered[c * plane..(c + 1) * plane], n, t_len, dst, |x| x);
     }
 }
