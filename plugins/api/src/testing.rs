@@ -270,6 +270,18 @@ pub fn instance<T: AlgorithmImpl>(params_json: &str) -> Result<T, PluginError> {
     seeded_instance(params_json, 0)
 }
 
+/// Asserts that each `(params JSON, key)` case is refused when an instance is made, with an
+/// error naming that key: the table of bad parameters every plugin's tests check.
+#[track_caller]
+pub fn assert_params_refused<T: AlgorithmImpl>(cases: &[(&str, &str)]) {
+    for &(json, key) in cases {
+        match instance::<T>(json) {
+            Ok(_) => panic!("{json}: accepted, expected an error naming `{key}`"),
+            Err(e) => assert_eq!(e.key(), Some(key), "{json}: {e}"),
+        }
+    }
+}
+
 /// As [`instance`], with `seed` for `T::new`.
 ///
 /// # Errors
@@ -1341,6 +1353,15 @@ mod tests {
             assert_eq!(failed, ["iteration_hook"], "{report}");
             assert!(report.to_string().contains(expected), "{mode}: {report}");
         }
+    }
+
+    #[test]
+    fn refused_params_must_name_their_key() {
+        assert_params_refused::<Square>(&[(r#"{"factor": "big"}"#, "factor"), (r#"{"nope": 1}"#, "nope")]);
+        let accepted = catch_unwind(|| assert_params_refused::<Square>(&[(r#"{"factor": 3.0}"#, "factor")]));
+        assert!(accepted.is_err(), "an accepted case must fail the assertion");
+        let other_key = catch_unwind(|| assert_params_refused::<Square>(&[(r#"{"factor": "big"}"#, "nope")]));
+        assert!(other_key.is_err(), "an error naming another key must fail the assertion");
     }
 
     #[test]

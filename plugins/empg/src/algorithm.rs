@@ -185,14 +185,11 @@ mod tests {
     fn defaults_are_the_project_pages_and_bad_params_name_the_key() {
         let e = make("{}").expect("defaults are valid");
         assert_eq!(e.config, EmpgConfig::default());
-        for (json, key) in [
+        testing::assert_params_refused::<Empg>(&[
             (r#"{"k": -1}"#, "k"),
             (r#"{"zeta": -0.1}"#, "zeta"),
             (r#"{"loss_agg_mode": "mean"}"#, "loss_agg_mode"),
-        ] {
-            let err = make(json).expect_err(json);
-            assert_eq!(err.key(), Some(key), "{json}: {err}");
-        }
+        ]);
     }
 
     /// Group [1, 0] without std normalization: A = ±½. T = 3; sequence 1 has 2 valid steps and

@@ -103,14 +103,11 @@ mod tests {
     fn defaults_and_bad_params_name_the_key() {
         let l = make("{}").expect("defaults are valid");
         assert_eq!(l.config, LoopConfig::default());
-        for (json, key) in [
+        testing::assert_params_refused::<Loop>(&[
             (r#"{"clip_ratio": 1.5}"#, "clip_ratio"),
             (r#"{"ent_coef": -1}"#, "ent_coef"),
             (r#"{"clip_ratio": "big"}"#, "clip_ratio"),
-        ] {
-            let e = make(json).expect_err(json);
-            assert_eq!(e.key(), Some(key), "{json}: {e}");
-        }
+        ]);
     }
 
     /// K = 4 rollouts of one task with scores [1, 0, 0, 0.5] (mean 0.375):

@@ -226,15 +226,12 @@ mod tests {
         assert_eq!(n.config, NftConfig::default());
         let n = make(r#"{"normalize": 2, "neg_weight": 0.0}"#).expect("valid");
         assert_eq!(n.config.normalize, Normalize::SqrtOdds);
-        for (json, key) in [
+        testing::assert_params_refused::<Nft>(&[
             (r#"{"normalize": 3}"#, "normalize"),
             (r#"{"clamp_negative": 0.0}"#, "clamp_negative"),
             (r#"{"loss_scale_factor": 0.0}"#, "loss_scale_factor"),
             (r#"{"neg_weight": -1.0}"#, "neg_weight"),
-        ] {
-            let e = make(json).expect_err(json);
-            assert_eq!(e.key(), Some(key), "{json}: {e}");
-        }
+        ]);
     }
 
     /// Group 5: [1, 0, 0, 0] → r̂ = ¼; group 2: [1, 1] → 1 clamped to 0.98; group 9: [0, 0] →

@@ -183,14 +183,11 @@ mod tests {
                 .method,
             ReweightMethod::MaxRandom
         );
-        for (json, key) in [
+        testing::assert_params_refused::<PfPpo>(&[
             (r#"{"reweight_method": "bon"}"#, "reweight_method"),
             (r#"{"weight_pow": -1}"#, "weight_pow"),
             (r#"{"loss_agg_mode": "sum"}"#, "loss_agg_mode"),
-        ] {
-            let e = make(json).expect_err(json);
-            assert_eq!(e.key(), Some(key), "{json}: {e}");
-        }
+        ]);
     }
 
     /// Two prompts × 2 responses of one step, rewards [1, 0, 0, 0] (max_random):
