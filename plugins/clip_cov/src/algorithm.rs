@@ -1,7 +1,7 @@
 //! Clip-Cov's parameters and its `AlgorithmImpl`: GRPO advantages, then [`clip_cov_loss`].
 
 use drover_plugin_api::{
-    llm::{loss_scale_factor_from_params, outcome_advantages, Baseline, ClipRange, LossAggMode},
+    llm::{outcome_advantages, Baseline, PolicyLossDefaults, PolicyLossKey as K, PolicyLossParams},
     AlgorithmImpl, LossOutputs, Metric, Minibatch, ParamSpec, Params, PluginError, PluginInfo,
     Rollout,
 };
@@ -9,6 +9,42 @@ use drover_plugin_api::{
 use crate::loss::{clip_cov_loss, ClipCovConfig, CovBand};
 
 const NAME: &str = "clip_cov";
+
+/// The shared keys Clip-Cov takes, in the paper's wording; it has no dual clip and no KL
+/// penalty (verl's Clip-Cov has neither), so `clip_ratio_c` and `kl_coef` are not keys.
+const PARAMS: PolicyLossParams = PolicyLossParams {
+    keys: &[
+        K::ClipRatio,
+        K::ClipRatioHigh,
+        K::LossAggMode,
+        K::LossScaleFactor,
+        K::NormAdvByStd,
+        K::EntCoef,
+    ],
+    defaults: PolicyLossDefaults::GRPO,
+    docs: &[
+        (
+            K::ClipRatio,
+            "PPO clip range ε (ε_low, and ε_high unless clip_ratio_high is set); verl's 0.2. The paper's runs used 1.0 for both (ρ clamped to [0, 2], PPO clipping essentially off).",
+        ),
+        (
+            K::ClipRatioHigh,
+            "Upper clip range ε_high; null: equal to clip_ratio (verl; the paper's runs: 1.0).",
+        ),
+        (
+            K::LossAggMode,
+            "Loss aggregation: token-mean (verl default and the paper's runs), seq-mean-token-mean, seq-mean-token-sum, or seq-mean-token-sum-norm (with loss_scale_factor).",
+        ),
+        (
+            K::NormAdvByStd,
+            "GRPO advantages divided by the group's unbiased std + 1e-6 (the paper's runs); false: r − mean (Dr. GRPO).",
+        ),
+        (
+            K::EntCoef,
+            "Entropy bonus coefficient (0 in the paper's runs; the entropy is never cut).",
+        ),
+    ],
+};
 
 /// The Clip-Cov algorithm instance.
 #[derive(Debug, Clone)]
@@ -47,20 +83,20 @@ impl ClipCov {
                 format!("must be greater than clip_cov_lb ({lb}), got {ub}"),
             ));
         }
-        let loss_scale_factor = loss_scale_factor_from_params(p)?;
+        let shared = PARAMS.read(p)?;
         Ok(Self::with_config(
-            p.bool("norm_adv_by_std")?,
+            shared.norm_adv_by_std,
             ClipCovConfig {
-                clip: ClipRange::from_params(p)?,
+                clip: shared.loss.clip,
                 band: CovBand {
                     ratio,
                     lb,
                     ub,
                     deterministic: p.bool("deterministic")?,
                 },
-                agg: LossAggMode::from_params(p, "loss_agg_mode")?,
-                loss_scale_factor,
-                ent_coef: p.f64("ent_coef")?,
+                agg: shared.loss.agg,
+                loss_scale_factor: shared.loss.loss_scale_factor,
+                ent_coef: shared.loss.ent_coef,
             },
         ))
     }
@@ -68,73 +104,35 @@ impl ClipCov {
 
 impl AlgorithmImpl for ClipCov {
     fn info() -> PluginInfo {
-        PluginInfo::new(
-            NAME,
-            env!("CARGO_PKG_VERSION"),
-            "Clip-Cov (Cui et al. 2025, arXiv 2505.22617): GRPO advantages, PPO loss with the gradient of a random few high-covariance tokens cut (verl)",
-        )
-        .param(
-            ParamSpec::float(
-                "clip_ratio",
-                0.2,
-                "PPO clip range ε (ε_low, and ε_high unless clip_ratio_high is set); verl's 0.2. The paper's runs used 1.0 for both (ρ clamped to [0, 2], PPO clipping essentially off).",
+        PARAMS.declare(
+            PluginInfo::new(
+                NAME,
+                env!("CARGO_PKG_VERSION"),
+                "Clip-Cov (Cui et al. 2025, arXiv 2505.22617): GRPO advantages, PPO loss with the gradient of a random few high-covariance tokens cut (verl)",
             )
-            .range(0.0, 1.0),
-        )
-        .param(
-            ParamSpec::optional_float(
-                "clip_ratio_high",
-                "Upper clip range ε_high; null: equal to clip_ratio (verl; the paper's runs: 1.0).",
+            .param(
+                ParamSpec::float(
+                    "clip_cov_ratio",
+                    2e-4,
+                    "Fraction r of the minibatch's valid tokens whose gradient is cut, n = max(⌊r·N⌋, 1) (paper and verl clip_cov_ratio: 2e-4).",
+                )
+                .range(0.0, 1.0),
             )
-            .min(0.0),
-        )
-        .param(
-            ParamSpec::float(
-                "clip_cov_ratio",
-                2e-4,
-                "Fraction r of the minibatch's valid tokens whose gradient is cut, n = max(⌊r·N⌋, 1) (paper and verl clip_cov_ratio: 2e-4).",
-            )
-            .range(0.0, 1.0),
-        )
-        .param(ParamSpec::float(
-            "clip_cov_lb",
-            1.0,
-            "Exclusive lower bound of the token covariance band (paper and verl clip_cov_lb: 1.0); absolute, so small vocabularies may leave no candidate (see the cov_candidates metric).",
-        ))
-        .param(ParamSpec::float(
-            "clip_cov_ub",
-            5.0,
-            "Exclusive upper bound of the token covariance band (paper and verl clip_cov_ub: 5.0).",
-        ))
-        .param(ParamSpec::bool(
-            "deterministic",
-            false,
-            "Cut the n candidates of largest covariance instead of n uniformly random ones (verl: random); a drover deviation for reproducibility studies.",
-        ))
-        .param(ParamSpec::string(
-            "loss_agg_mode",
-            "token-mean",
-            "Loss aggregation: token-mean (verl default and the paper's runs), seq-mean-token-mean, seq-mean-token-sum, or seq-mean-token-sum-norm (with loss_scale_factor).",
-        ))
-        .param(
-            ParamSpec::optional_float(
-                "loss_scale_factor",
-                "Divisor C of seq-mean-token-sum-norm; null: the padded response length T, as verl.",
-            )
-            .min(0.0),
-        )
-        .param(ParamSpec::bool(
-            "norm_adv_by_std",
-            true,
-            "GRPO advantages divided by the group's unbiased std + 1e-6 (the paper's runs); false: r − mean (Dr. GRPO).",
-        ))
-        .param(
-            ParamSpec::float(
-                "ent_coef",
-                0.0,
-                "Entropy bonus coefficient (0 in the paper's runs; the entropy is never cut).",
-            )
-            .min(0.0),
+            .param(ParamSpec::float(
+                "clip_cov_lb",
+                1.0,
+                "Exclusive lower bound of the token covariance band (paper and verl clip_cov_lb: 1.0); absolute, so small vocabularies may leave no candidate (see the cov_candidates metric).",
+            ))
+            .param(ParamSpec::float(
+                "clip_cov_ub",
+                5.0,
+                "Exclusive upper bound of the token covariance band (paper and verl clip_cov_ub: 5.0).",
+            ))
+            .param(ParamSpec::bool(
+                "deterministic",
+                false,
+                "Cut the n candidates of largest covariance instead of n uniformly random ones (verl: random); a drover deviation for reproducibility studies.",
+            )),
         )
     }
 
@@ -167,7 +165,10 @@ impl AlgorithmImpl for ClipCov {
 
 #[cfg(test)]
 mod tests {
-    use drover_plugin_api::testing::{self, metric, run_loss};
+    use drover_plugin_api::{
+        llm::{ClipRange, LossAggMode},
+        testing::{self, metric, run_loss},
+    };
 
     use super::*;
 

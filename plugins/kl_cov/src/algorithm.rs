@@ -1,7 +1,7 @@
 //! KL-Cov's parameters and its `AlgorithmImpl`: GRPO advantages, then [`kl_cov_loss`].
 
 use drover_plugin_api::{
-    llm::{loss_scale_factor_from_params, outcome_advantages, Baseline, LossAggMode},
+    llm::{outcome_advantages, Baseline, PolicyLossDefaults, PolicyLossKey as K, PolicyLossParams},
     AlgorithmImpl, LossOutputs, Metric, Minibatch, ParamSpec, Params, PluginError, PluginInfo,
     Rollout,
 };
@@ -9,6 +9,25 @@ use drover_plugin_api::{
 use crate::loss::{kl_cov_loss, KlCovConfig};
 
 const NAME: &str = "kl_cov";
+
+/// The shared keys KL-Cov takes, in the paper's wording. Its `kl_coef` is not the shared k3
+/// penalty to a reference policy but β of its own |log-ratio| penalty, so it is KL-Cov's own
+/// parameter; there is no clip (`clip_ratio` is not a key).
+const PARAMS: PolicyLossParams = PolicyLossParams {
+    keys: &[K::LossAggMode, K::LossScaleFactor, K::NormAdvByStd, K::EntCoef],
+    defaults: PolicyLossDefaults::GRPO,
+    docs: &[
+        (
+            K::LossAggMode,
+            "Loss aggregation: token-mean (verl default and the paper's runs), seq-mean-token-mean, seq-mean-token-sum, or seq-mean-token-sum-norm (with loss_scale_factor).",
+        ),
+        (
+            K::NormAdvByStd,
+            "GRPO advantages divided by the group's unbiased std + 1e-6 (the paper's runs); false: r − mean (Dr. GRPO).",
+        ),
+        (K::EntCoef, "Entropy bonus coefficient (0 in the paper's runs)."),
+    ],
+};
 
 /// `kl_cov_ratio` above this is refused as a likely percent (EM's `k_percent`).
 const MAX_KL_COV_RATIO: f64 = 0.5;
@@ -52,15 +71,15 @@ impl KlCov {
                 ),
             ));
         }
-        let loss_scale_factor = loss_scale_factor_from_params(p)?;
+        let shared = PARAMS.read(p)?;
         Ok(Self::with_config(
-            p.bool("norm_adv_by_std")?,
+            shared.norm_adv_by_std,
             KlCovConfig {
                 kl_cov_ratio: ratio,
                 kl_coef: p.f64("kl_coef")?,
-                agg: LossAggMode::from_params(p, "loss_agg_mode")?,
-                loss_scale_factor,
-                ent_coef: p.f64("ent_coef")?,
+                agg: shared.loss.agg,
+                loss_scale_factor: shared.loss.loss_scale_factor,
+                ent_coef: shared.loss.ent_coef,
             },
         ))
     }
@@ -68,51 +87,28 @@ impl KlCov {
 
 impl AlgorithmImpl for KlCov {
     fn info() -> PluginInfo {
-        PluginInfo::new(
-            NAME,
-            env!("CARGO_PKG_VERSION"),
-            "KL-Cov (Cui et al. 2025, arXiv 2505.22617): GRPO advantages, unclipped policy gradient, |log-ratio| penalty on the top-covariance tokens (verl)",
-        )
-        .param(
-            ParamSpec::float(
-                "kl_cov_ratio",
-                0.002,
-                "Fraction (not percent) k of the minibatch's valid tokens penalized, top max(1, ⌊N·k⌋) by covariance; the paper's 7B runs: 0.002 (k_percent 0.2), 32B: 2e-4, verl's default 2e-4; at most 0.5.",
+        PARAMS.declare(
+            PluginInfo::new(
+                NAME,
+                env!("CARGO_PKG_VERSION"),
+                "KL-Cov (Cui et al. 2025, arXiv 2505.22617): GRPO advantages, unclipped policy gradient, |log-ratio| penalty on the top-covariance tokens (verl)",
             )
-            .min(0.0),
-        )
-        .param(
-            ParamSpec::float(
-                "kl_coef",
-                1.0,
-                "β of the β·|logp − logp_old| penalty on the selected tokens (the paper's runs, ppo_kl_coef 1; verl's config default 0.1).",
+            .param(
+                ParamSpec::float(
+                    "kl_cov_ratio",
+                    0.002,
+                    "Fraction (not percent) k of the minibatch's valid tokens penalized, top max(1, ⌊N·k⌋) by covariance; the paper's 7B runs: 0.002 (k_percent 0.2), 32B: 2e-4, verl's default 2e-4; at most 0.5.",
+                )
+                .min(0.0),
             )
-            .min(0.0),
-        )
-        .param(ParamSpec::string(
-            "loss_agg_mode",
-            "token-mean",
-            "Loss aggregation: token-mean (verl default and the paper's runs), seq-mean-token-mean, seq-mean-token-sum, or seq-mean-token-sum-norm (with loss_scale_factor).",
-        ))
-        .param(
-            ParamSpec::optional_float(
-                "loss_scale_factor",
-                "Divisor C of seq-mean-token-sum-norm; null: the padded response length T, as verl.",
-            )
-            .min(0.0),
-        )
-        .param(ParamSpec::bool(
-            "norm_adv_by_std",
-            true,
-            "GRPO advantages divided by the group's unbiased std + 1e-6 (the paper's runs); false: r − mean (Dr. GRPO).",
-        ))
-        .param(
-            ParamSpec::float(
-                "ent_coef",
-                0.0,
-                "Entropy bonus coefficient (0 in the paper's runs).",
-            )
-            .min(0.0),
+            .param(
+                ParamSpec::float(
+                    "kl_coef",
+                    1.0,
+                    "β of the β·|logp − logp_old| penalty on the selected tokens (the paper's runs, ppo_kl_coef 1; verl's config default 0.1).",
+                )
+                .min(0.0),
+            ),
         )
     }
 
@@ -145,7 +141,7 @@ impl AlgorithmImpl for KlCov {
 
 #[cfg(test)]
 mod tests {
-    use drover_plugin_api::testing;
+    use drover_plugin_api::{llm::LossAggMode, testing};
 
     use super::*;
 
