@@ -117,7 +117,7 @@ fn plugin_built_against_another_interface_version_is_refused_naming_both() {
         }
     }
     assert!(
-        text.contains("interface 99.0") && text.contains("provides 1.2"),
+        text.contains("interface 99.0") && text.contains("provides 1.3"),
         "expected both interface versions named:\n{text}"
     );
 }

@@ -63,7 +63,7 @@ fn a_new_plugin_builds_passes_its_tests_and_trains_cartpole() {
 
     let out = run_ok(drover().args(["plugin", "list", "--plugin-path"]).arg(&lib_dir));
     let listing = String::from_utf8_lossy(&out.stdout);
-    assert!(listing.contains("sdk_reinforce 0.1.0  (interface 1.2)"), "{listing}");
+    assert!(listing.contains("sdk_reinforce 0.1.0  (interface 1.3)"), "{listing}");
     assert!(listing.contains(&format!("path    {}", so.canonicalize().expect("so").display())), "{listing}");
     assert!(listing.contains("gamma") && listing.contains("default 0.99") && listing.contains("[0, 1]"), "{listing}");
     assert!(listing.contains("Discount factor"), "{listing}");
@@ -81,7 +81,7 @@ fn a_new_plugin_builds_passes_its_tests_and_trains_cartpole() {
 
     let out = run_ok(drover().args(["plugin", "check", "sdk_reinforce", "--plugin-path"]).arg(&lib_dir));
     let checked = String::from_utf8_lossy(&out.stdout);
-    assert!(checked.contains("passed: 8 checks, 0 failed"), "{checked}");
+    assert!(checked.contains("passed: 9 checks, 0 failed"), "{checked}");
     assert!(checked.contains("ok   loss_derivatives"), "{checked}");
 
     let sweep = write_sweep(
@@ -102,7 +102,7 @@ fn a_new_plugin_builds_passes_its_tests_and_trains_cartpole() {
     assert_eq!(summary["iterations"], 4, "1024 steps / (4 envs x 64 steps)");
     assert_eq!(summary["plugin"]["name"], "sdk_reinforce");
     assert_eq!(summary["plugin"]["version"], "0.1.0");
-    assert_eq!(summary["plugin"]["interface_version"], "1.2");
+    assert_eq!(summary["plugin"]["interface_version"], "1.3");
     assert_eq!(summary["plugin"]["sha256"], mine["sha256"], "provenance matches `plugin list`");
 }
 
@@ -173,7 +173,7 @@ fn a_panicking_or_nan_plugin_fails_its_run_naming_plugin_call_and_reason_and_the
 fn an_incompatible_interface_is_refused_by_check_list_and_run_naming_both_versions() {
     let bad = artifact("libdrover_test_plugin_bad_version.so");
     let expected = format!(
-        "plugin `{}` was built against drover plugin interface 99.0, but this drover provides 1.2",
+        "plugin `{}` was built against drover plugin interface 99.0, but this drover provides 1.3",
         bad.display()
     );
     let out = drover().args(["plugin", "check"]).arg(&bad).output().expect("spawn");
@@ -184,7 +184,7 @@ fn an_incompatible_interface_is_refused_by_check_list_and_run_naming_both_versio
     let out = run_ok(drover().args(["plugin", "list", "--plugin-path"]).arg(dir));
     let listing = String::from_utf8_lossy(&out.stdout);
     assert!(listing.contains(&format!("refused {}:", bad.canonicalize().expect("so").display())), "{listing}");
-    assert!(listing.contains("interface 99.0") && listing.contains("ppo 0.1.0  (interface 1.2)"), "{listing}");
+    assert!(listing.contains("interface 99.0") && listing.contains("ppo 0.1.0  (interface 1.3)"), "{listing}");
 
     let tmp = tempfile::tempdir().expect("tempdir");
     let sweep = write_sweep(

@@ -14,7 +14,7 @@ use abi_stable::{
 use crate::{
     algorithm::{Algorithm, AlgorithmBox, AlgorithmMod, AlgorithmMod_Ref, Algorithm_TO},
     error::PluginError,
-    ext::{v1_1, Extension, ExtensionTable},
+    ext::{v1_1, v1_3, Extension, ExtensionTable},
     params::Params,
     types::{IterationControl, IterationInfo, Metric, PluginInfo},
     views::{LossViewRef, RolloutViewRef},
@@ -32,6 +32,27 @@ pub type SequenceLossFn<T> = fn(
     d_log_ratio: &mut [f32],
 ) -> Result<Vec<Metric>, PluginError>;
 
+/// The author's side of [`v1_3::PluginState`] (interface 1.3): how an instance's state across
+/// iterations is saved into a checkpoint and loaded into a fresh instance on resume. Set
+/// [`AlgorithmImpl::PLUGIN_STATE`] to `Some(StateFns { save: Self::save_state, load:
+/// Self::load_state })` to export it; [`crate::state`] has a JSON envelope with a format name
+/// and version for the bytes.
+pub struct StateFns<T> {
+    /// The state as bytes, in the plugin's own versioned format.
+    pub save: fn(this: &T) -> Result<Vec<u8>, PluginError>,
+    /// Replaces the state of a fresh instance (same params and seed) with `bytes`; an error,
+    /// never a guess, when they are not a state this version of the plugin wrote.
+    pub load: fn(this: &mut T, bytes: &[u8]) -> Result<(), PluginError>,
+}
+
+impl<T> Clone for StateFns<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for StateFns<T> {}
+
 /// An algorithm, written against plain Rust slices. Export it with
 /// [`export_algorithm!`](crate::export_algorithm); `plugins/ppo` is the reference example.
 ///
@@ -44,6 +65,12 @@ pub trait AlgorithmImpl: Sized + Send + 'static {
     /// default: not provided, and a host asking for it is told so. Like every extension, it is
     /// exported by [`export_algorithm!`](crate::export_algorithm) only when set here.
     const SEQUENCE_LOSS: Option<SequenceLossFn<Self>> = None;
+
+    /// Interface 1.3 extension [`v1_3::PluginState`]: state that evolves across iterations
+    /// and must survive a checkpoint (anything not a pure function of params, seed and the
+    /// iteration number). `None`, the default: the instance keeps no such state, and a resumed
+    /// run starts it fresh.
+    const PLUGIN_STATE: Option<StateFns<Self>> = None;
 
     /// Name, version, description and parameters.
     fn info() -> PluginInfo;
@@ -639,12 +666,70 @@ extern "C" fn sequence_loss_shim<T: AlgorithmImpl>(
     }
 }
 
+/// The instance as `Adapter<T>`, or the error a call on another library's instance gets.
+fn own_adapter<'a, T: AlgorithmImpl>(
+    instance: &'a mut AlgorithmBox,
+    call: &str,
+) -> Result<&'a mut Adapter<T>, PluginError> {
+    instance.obj.downcast_as_mut::<Adapter<T>>().map_err(|_| {
+        PluginError::internal(format!(
+            "call `{call}`: the instance was created by another plugin library"
+        ))
+    })
+}
+
+fn save_state_entry<T: AlgorithmImpl>(instance: &mut AlgorithmBox) -> RResult<RVec<u8>, PluginError> {
+    let (adapter, f) = match (own_adapter::<T>(instance, "save_state"), T::PLUGIN_STATE) {
+        (Ok(a), Some(f)) => (a, f),
+        (Err(e), _) => return RResult::RErr(e),
+        // Unreachable through `extension_entry`, which only hands out provided tables.
+        (_, None) => return RResult::RErr(PluginError::internal("`save_state` is not provided")),
+    };
+    adapter.call(|alg| (f.save)(alg).map(RVec::from))
+}
+
+fn load_state_entry<T: AlgorithmImpl>(
+    instance: &mut AlgorithmBox,
+    bytes: RSlice<'_, u8>,
+) -> RResult<(), PluginError> {
+    let (adapter, f) = match (own_adapter::<T>(instance, "load_state"), T::PLUGIN_STATE) {
+        (Ok(a), Some(f)) => (a, f),
+        (Err(e), _) => return RResult::RErr(e),
+        (_, None) => return RResult::RErr(PluginError::internal("`load_state` is not provided")),
+    };
+    adapter.call(|alg| (f.load)(alg, bytes.as_slice()))
+}
+
+extern "C" fn save_state_shim<T: AlgorithmImpl>(
+    instance: &mut AlgorithmBox,
+) -> RResult<RVec<u8>, PluginError> {
+    // The downcast runs outside `Adapter::call`; guard it too.
+    match catch_unwind(AssertUnwindSafe(|| save_state_entry::<T>(instance))) {
+        Ok(r) => r,
+        Err(payload) => RResult::RErr(PluginError::panic(panic_message(&*payload))),
+    }
+}
+
+extern "C" fn load_state_shim<T: AlgorithmImpl>(
+    instance: &mut AlgorithmBox,
+    bytes: RSlice<'_, u8>,
+) -> RResult<(), PluginError> {
+    match catch_unwind(AssertUnwindSafe(|| load_state_entry::<T>(instance, bytes))) {
+        Ok(r) => r,
+        Err(payload) => RResult::RErr(PluginError::panic(panic_message(&*payload))),
+    }
+}
+
 /// The `'static` extension tables of plugin type `T` (one per table type and `T`).
 struct Tables<T>(PhantomData<T>);
 
 impl<T: AlgorithmImpl> Tables<T> {
     const SEQUENCE_LOSS: &'static v1_1::SequenceLoss = &v1_1::SequenceLoss {
         sequence_loss: sequence_loss_shim::<T>,
+    };
+    const PLUGIN_STATE: &'static v1_3::PluginState = &v1_3::PluginState {
+        save_state: save_state_shim::<T>,
+        load_state: load_state_shim::<T>,
     };
 }
 
@@ -655,6 +740,9 @@ pub extern "C" fn extension_entry<T: AlgorithmImpl>(name: RStr<'_>) -> ROption<E
     catch_unwind(|| match name.as_str() {
         v1_1::SequenceLoss::NAME if T::SEQUENCE_LOSS.is_some() => {
             ROption::RSome(Extension::new(Tables::<T>::SEQUENCE_LOSS))
+        }
+        v1_3::PluginState::NAME if T::PLUGIN_STATE.is_some() => {
+            ROption::RSome(Extension::new(Tables::<T>::PLUGIN_STATE))
         }
         _ => ROption::RNone,
     })

@@ -121,3 +121,45 @@ pub mod v1_1 {
         const SINCE: InterfaceVersion = InterfaceVersion::new(1, 1);
     }
 }
+
+/// Extensions introduced by interface 1.3. Frozen once released, like the v1 types.
+pub mod v1_3 {
+    use abi_stable::{
+        std_types::{RResult, RSlice, RVec},
+        StableAbi,
+    };
+
+    use super::ExtensionTable;
+    use crate::{algorithm::AlgorithmBox, error::PluginError, version::InterfaceVersion};
+
+    /// A plugin's internal state across iterations, for checkpoints: what an instance learned
+    /// that is not a pure function of its params, seed and the iteration number (Knapsack RL's
+    /// per-prompt success rates, a scheduled μ set in `on_iteration`).
+    ///
+    /// A run stopped by a time-limit warning or a preemption saves these bytes in its
+    /// checkpoint; the requeued run makes a fresh instance with the same params and seed and
+    /// loads them before its first iteration, so it continues as if uninterrupted. The bytes
+    /// are the plugin's own format: the host stores them as they are. Put a format name and a
+    /// version in them (`drover_plugin_api::state::to_json` does), so a plugin can refuse bytes
+    /// another plugin, or an incompatible version of itself, wrote.
+    #[repr(C)]
+    #[derive(StableAbi)]
+    pub struct PluginState {
+        /// The instance's state as bytes. `instance` must come from the same library's `new`.
+        pub save_state:
+            extern "C" fn(instance: &mut AlgorithmBox) -> RResult<RVec<u8>, PluginError>,
+        /// Replaces the state of `instance`, a fresh instance made with the params and seed of
+        /// the one that saved `bytes`; an error (e.g. `invalid_input`) when `bytes` are not a
+        /// state this plugin can read.
+        pub load_state: extern "C" fn(
+            instance: &mut AlgorithmBox,
+            bytes: RSlice<'_, u8>,
+        ) -> RResult<(), PluginError>,
+    }
+
+    // SAFETY: the name is unique and `LAYOUT` is derived for this very type.
+    unsafe impl ExtensionTable for PluginState {
+        const NAME: &'static str = "drover.plugin_state";
+        const SINCE: InterfaceVersion = InterfaceVersion::new(1, 3);
+    }
+}

@@ -20,6 +20,7 @@ pub mod metadata;
 pub mod llm;
 mod params;
 mod rng;
+pub mod state;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod types;
@@ -30,7 +31,7 @@ pub use abi_stable::std_types::{ROption, RResult, RSlice, RSliceMut, RStr, RStri
 
 pub use crate::{
     algorithm::{Algorithm, AlgorithmBox, AlgorithmMod, AlgorithmMod_Ref, Algorithm_TO},
-    authoring::{AlgorithmImpl, LossOutputs, Minibatch, Rollout, SequenceLossFn},
+    authoring::{AlgorithmImpl, LossOutputs, Minibatch, Rollout, SequenceLossFn, StateFns},
     error::{PluginError, PluginErrorKind, PluginErrorKind_NE},
     params::Params,
     rng::CounterRng,

@@ -81,6 +81,18 @@ pub trait Subject {
         let _ = info;
         Ok(IterationControl::default())
     }
+
+    /// As the interface 1.3 `save_state` ([`AlgorithmImpl::PLUGIN_STATE`]); `None` when the
+    /// subject does not provide it (the default).
+    fn save_state(&mut self) -> Option<Result<Vec<u8>, PluginError>> {
+        None
+    }
+
+    /// As the interface 1.3 `load_state`; `None` when the subject does not provide it.
+    fn load_state(&mut self, bytes: &[u8]) -> Option<Result<(), PluginError>> {
+        let _ = bytes;
+        None
+    }
 }
 
 fn panic_to_error<R>(f: impl FnOnce() -> Result<R, PluginError>) -> Result<R, PluginError> {
@@ -127,6 +139,16 @@ impl<T: AlgorithmImpl> Subject for T {
 
     fn on_iteration(&mut self, info: &IterationInfo<'_>) -> Result<IterationControl, PluginError> {
         panic_to_error(|| AlgorithmImpl::on_iteration(self, info))
+    }
+
+    fn save_state(&mut self) -> Option<Result<Vec<u8>, PluginError>> {
+        let f = T::PLUGIN_STATE?;
+        Some(panic_to_error(|| (f.save)(self)))
+    }
+
+    fn load_state(&mut self, bytes: &[u8]) -> Option<Result<(), PluginError>> {
+        let f = T::PLUGIN_STATE?;
+        Some(panic_to_error(|| (f.load)(self, bytes)))
     }
 }
 
@@ -900,7 +922,12 @@ fn advantages_of<S: Subject + ?Sized>(
 /// - `iteration_hook`: after an advantage stage, `on_iteration` succeeds with finite metrics;
 ///   given the next prompts of a dataset run (interface 1.2) it returns no group sizes or one
 ///   per prompt summing to the budget, and without them it returns none (the host refuses
-///   group sizes a run cannot use).
+///   group sizes a run cannot use);
+/// - `state_round_trip` (interface 1.3, for a plugin that exports `drover.plugin_state`):
+///   after two iterations on rollouts with `prompt_id`s, `save_state` → a fresh instance →
+///   `load_state` continues exactly as the instance that saved (bit-identical advantages, loss
+///   outputs and `on_iteration` answer), and bytes no `save_state` wrote are refused. Passes,
+///   saying so, for a plugin without the table.
 ///
 /// Output lengths are the caller's (slices cannot be resized); the host additionally refuses
 /// non-finite outputs at run time, naming the output and index.
@@ -1077,7 +1104,92 @@ where
     });
     report.push("loss_derivatives", fd);
     report.push("iteration_hook", check_iteration_hook(&mut instance, &rollout));
+    report.push("state_round_trip", check_state_round_trip(&mut instance, &rollout, &mb_data));
     report
+}
+
+/// The `state_round_trip` check of [`run_checks`].
+fn check_state_round_trip<S: Subject>(
+    instance: &mut impl FnMut(&str) -> Result<S, String>,
+    rollout: &RolloutData,
+    mb_data: &MinibatchData,
+) -> Result<String, String> {
+    // Outcome rewards (0/1 at each sequence's last step) on dataset prompts, two responses per
+    // prompt, so per-prompt state (Knapsack RL's success rates) holds fractions. The third
+    // iteration's rollout visits other prompts: what its hook says about the next prompts comes
+    // from the state alone.
+    let next = NextPrompts { prompt_ids: vec![3, 1, 4, 0], budget: 32, group_size: 8 };
+    let outcomes = |seed: u64| {
+        let mut d = rollout.clone();
+        let mut rng = CounterRng::with_stream(seed, 3);
+        for s in 0..d.b {
+            let row = s * d.t..(s + 1) * d.t;
+            let last = row.clone().rfind(|&i| d.mask[i] > 0.0);
+            d.rewards[row].fill(0.0);
+            if let Some(i) = last {
+                d.rewards[i] = if rng.next_f64() < 0.5 { 1.0 } else { 0.0 };
+            }
+        }
+        d
+    };
+    let seen: Vec<f32> = (0..rollout.b).map(|s| next.prompt_ids[(s / 2) % 4] as f32).collect();
+    let unseen: Vec<f32> = (0..rollout.b).map(|s| (100 + s) as f32).collect();
+    let steps = (rollout.b * rollout.t) as u64;
+    // One iteration as the host runs it: advantages, loss, then the hook with its metrics.
+    let iterate = |alg: &mut S, data: &RolloutData, ids: &[f32], iteration: u64| {
+        let mut batch = data.view();
+        batch.metadata = vec![(crate::metadata::PROMPT_ID.to_owned(), ids)];
+        let (adv, ret, mut metrics) =
+            run_advantages(alg, &batch).map_err(|e| format!("`compute_advantages` failed: {e}"))?;
+        let loss = run_loss(alg, &mb_data.view()).map_err(|e| format!("`loss` failed: {e}"))?;
+        metrics.extend(next.to_metrics());
+        let info = IterationInfo { iteration, global_step: iteration * steps, metrics: metrics.as_slice().into() };
+        let control = alg.on_iteration(&info).map_err(|e| format!("`on_iteration` failed: {e}"))?;
+        let adv_bits: Vec<u32> = adv.iter().chain(&ret).map(|x| x.to_bits()).collect();
+        Ok::<_, String>((adv_bits, loss, control))
+    };
+    let mut saver = instance("state")?;
+    iterate(&mut saver, &outcomes(rollout.seed), &seen, 1)?;
+    iterate(&mut saver, &outcomes(rollout.seed ^ 0x5eed), &seen, 2)?;
+    let Some(saved) = saver.save_state() else {
+        return Ok("no `drover.plugin_state` table: the plugin keeps no state across iterations".to_owned());
+    };
+    let bytes = saved.map_err(|e| format!("`save_state` failed: {e}"))?;
+    let mut restored = instance("restored")?;
+    match restored.load_state(&bytes) {
+        None => return Err("`save_state` is provided but `load_state` is not".to_owned()),
+        Some(Err(e)) => return Err(format!("`load_state` refused the {} bytes `save_state` wrote: {e}", bytes.len())),
+        Some(Ok(())) => {}
+    }
+    let third = outcomes(rollout.seed ^ 0xbeef);
+    let (a, b) = (iterate(&mut saver, &third, &unseen, 3)?, iterate(&mut restored, &third, &unseen, 3)?);
+    let differs = if a.0 != b.0 {
+        Some("`compute_advantages` (advantages or returns)")
+    } else if a.1 != b.1 {
+        Some("`loss`")
+    } else if a.2 != b.2 {
+        Some("`on_iteration`")
+    } else {
+        None
+    };
+    if let Some(call) = differs {
+        return Err(format!(
+            "after `save_state` → fresh instance → `load_state` ({} bytes), {call} gave other \
+             outputs than the instance that saved: some state is not in the saved bytes",
+            bytes.len()
+        ));
+    }
+    let mut gullible = instance("foreign-bytes")?;
+    if let Some(Ok(())) = gullible.load_state(b"\xffnot a drover plugin state") {
+        return Err("`load_state` accepted bytes no `save_state` wrote: put a format name and \
+                    version in the state and check them (`drover_plugin_api::state::to_json`)"
+            .to_owned());
+    }
+    Ok(format!(
+        "{} bytes after 2 iterations; a fresh instance that loads them continues identically; \
+         foreign bytes refused",
+        bytes.len()
+    ))
 }
 
 /// The `iteration_hook` check of [`run_checks`].
@@ -1303,9 +1415,100 @@ mod tests {
                 "loss_deterministic",
                 "loss_padding_invariant",
                 "loss_derivatives",
-                "iteration_hook"
+                "iteration_hook",
+                "state_round_trip"
             ]
         );
+        assert!(report.to_string().contains("no `drover.plugin_state` table"), "{report}");
+    }
+
+    /// `Square` with state: `on_iteration` counts iterations, which scale the advantages and
+    /// the loss and are reported as a metric. `mode` says how its state table behaves:
+    /// `exact` (saves and loads the count), `forget` (saves it, loads nothing), `gullible`
+    /// (right round trip, but takes any bytes as a count of 0).
+    struct Counter {
+        square: Square,
+        count: u32,
+        mode: String,
+    }
+
+    impl Counter {
+        fn save(&self) -> Result<Vec<u8>, PluginError> {
+            crate::state::to_json("counter", 1, &self.count)
+        }
+        fn load(&mut self, bytes: &[u8]) -> Result<(), PluginError> {
+            match self.mode.as_str() {
+                "forget" => Ok(()),
+                "gullible" => {
+                    self.count = crate::state::from_json("counter", 1, bytes).unwrap_or(0);
+                    Ok(())
+                }
+                _ => {
+                    self.count = crate::state::from_json("counter", 1, bytes)?;
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    impl AlgorithmImpl for Counter {
+        const PLUGIN_STATE: Option<crate::StateFns<Self>> =
+            Some(crate::StateFns { save: Self::save, load: Self::load });
+
+        fn info() -> PluginInfo {
+            Square::info().param(ParamSpec::string("mode", "exact", "state table behaviour"))
+        }
+        fn new(p: &Params, seed: u64) -> Result<Self, PluginError> {
+            Ok(Self { square: Square::new(p, seed)?, count: 0, mode: p.str("mode")?.to_owned() })
+        }
+        fn compute_advantages(&mut self, b: &Rollout<'_>, adv: &mut [f32], ret: &mut [f32]) -> Result<Vec<Metric>, PluginError> {
+            let m = AlgorithmImpl::compute_advantages(&mut self.square, b, adv, ret)?;
+            adv.iter_mut().for_each(|a| *a *= 1.0 + self.count as f32);
+            Ok(m)
+        }
+        fn loss(&mut self, mb: &Minibatch<'_>, out: &mut LossOutputs<'_>) -> Result<Vec<Metric>, PluginError> {
+            AlgorithmImpl::loss(&mut self.square, mb, out)
+        }
+        fn on_iteration(&mut self, _: &IterationInfo<'_>) -> Result<IterationControl, PluginError> {
+            self.count += 1;
+            Ok(IterationControl { metrics: vec![Metric::new("count", f64::from(self.count))].into(), ..IterationControl::default() })
+        }
+    }
+
+    #[test]
+    fn the_state_check_fails_a_table_that_loses_state_or_takes_any_bytes() {
+        let ok = check_algorithm::<Counter>(r#"{"mode": "exact"}"#);
+        ok.assert_passed();
+        assert!(ok.to_string().contains("a fresh instance that loads them continues identically"), "{ok}");
+        for (mode, expected) in [
+            ("forget", "gave other outputs than the instance that saved: some state is not in the saved bytes"),
+            ("gullible", "`load_state` accepted bytes no `save_state` wrote"),
+        ] {
+            let report = check_algorithm::<Counter>(&format!(r#"{{"mode": "{mode}"}}"#));
+            let failed: Vec<&str> = report.failures().map(|c| c.name).collect();
+            assert_eq!(failed, ["state_round_trip"], "{report}");
+            assert!(report.to_string().contains(expected), "{mode}: {report}");
+        }
+    }
+
+    #[test]
+    fn the_json_envelope_names_format_and_version() {
+        let bytes = crate::state::to_json("counter", 2, &[1u64, 2]).expect("serialises");
+        assert_eq!(bytes, br#"{"format":"counter","version":2,"state":[1,2]}"#);
+        let back: Vec<u64> = crate::state::from_json("counter", 2, &bytes).expect("reads");
+        assert_eq!(back, [1, 2]);
+        for (format, version, expected) in [
+            ("other", 2, "not a `other` state version 2: the bytes hold a `counter` state version 2"),
+            ("counter", 1, "not a `counter` state version 1: the bytes hold a `counter` state version 2"),
+        ] {
+            let e = crate::state::from_json::<Vec<u64>>(format, version, &bytes).expect_err("refused");
+            assert_eq!(e.kind(), Some(crate::PluginErrorKind::InvalidInput));
+            assert_eq!(e.message(), expected);
+        }
+        let e = crate::state::from_json::<Vec<u64>>("counter", 2, b"junk").expect_err("junk");
+        assert!(e.message().contains("expected a JSON object with `format`, `version` and `state`"), "{e}");
+        let e = crate::state::from_json::<String>("counter", 2, &bytes).expect_err("wrong type");
+        assert!(e.message().starts_with("not a `counter` state version 2: `state`: "), "{e}");
     }
 
     /// `Square` whose `on_iteration` asks for group sizes: `mode` `valid` (over the next prompts,

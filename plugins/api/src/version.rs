@@ -65,7 +65,8 @@ impl fmt::Display for InterfaceVersion {
 /// and per-prompt [`IterationControl::group_sizes`](crate::IterationControl::group_sizes)
 /// (Knapsack RL), the [`metadata::PROMPT_ID`](crate::metadata::PROMPT_ID) column. No frozen
 /// type changed; a 1.1 host passes none of these inputs, so `next_prompts` is `None` there.
-pub const INTERFACE_VERSION: InterfaceVersion = InterfaceVersion::new(1, 2);
+/// 1.3: [`crate::ext::v1_3::PluginState`], plugin state saved in checkpoints.
+pub const INTERFACE_VERSION: InterfaceVersion = InterfaceVersion::new(1, 3);
 
 /// Name of the `#[no_mangle] extern "C" fn() -> u64` every plugin exports (see
 /// [`InterfaceVersion::to_bits`]). The host reads it before abi_stable's own checks so that a
@@ -108,10 +109,10 @@ mod tests {
 
     #[test]
     fn policy_same_major_any_minor() {
-        let host = InterfaceVersion::new(1, 2);
+        let host = InterfaceVersion::new(1, 3);
         assert!(host.can_load(InterfaceVersion::new(1, 0)));
         assert!(host.can_load(InterfaceVersion::new(1, 2)));
-        assert!(host.can_load(InterfaceVersion::new(1, 3)));
+        assert!(host.can_load(InterfaceVersion::new(1, 4)));
         assert!(!host.can_load(InterfaceVersion::new(2, 0)));
         assert!(!host.can_load(InterfaceVersion::new(0, 2)));
     }

@@ -17,7 +17,10 @@
 use std::{collections::HashSet, fmt::Write as _, path::PathBuf};
 
 use abi_stable::{std_types::UTypeId, type_layout::TypeLayout, StableAbi};
-use drover_plugin_api::{ext::v1_1, AlgorithmMod_Ref};
+use drover_plugin_api::{
+    ext::{v1_1, v1_3},
+    AlgorithmMod_Ref,
+};
 
 /// Every layout reachable from `root`, depth first, each once, without line numbers and
 /// crate versions.
@@ -99,6 +102,14 @@ fn v1_1_sequence_loss_table_is_frozen() {
     check(
         "v1_1_sequence_loss.layout",
         <v1_1::SequenceLoss as StableAbi>::LAYOUT,
+    );
+}
+
+#[test]
+fn v1_3_plugin_state_table_is_frozen() {
+    check(
+        "v1_3_plugin_state.layout",
+        <v1_3::PluginState as StableAbi>::LAYOUT,
     );
 }
 

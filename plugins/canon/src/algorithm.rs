@@ -2,6 +2,7 @@
 //! schedule stepped by `on_iteration`, then verl's PPO clipped token loss.
 
 use drover_plugin_api::{
+    state, StateFns,
     llm::{
         broadcast_to_tokens, clipped_policy_loss, group_ids, sequence_scores, ClipRange,
         LossAggMode, PolicyLossConfig,
@@ -147,7 +148,27 @@ impl Canon {
     }
 }
 
+impl Canon {
+    /// μ as checkpoint bytes (interface 1.3 `save_state`): it is set by `on_iteration` from the
+    /// last completed iteration, so a fresh instance would train the first resumed iteration
+    /// with the schedule's start instead. Format `canon` version 1: `f64::to_bits` of μ.
+    fn save_state(&self) -> Result<Vec<u8>, PluginError> {
+        state::f64_to_json(NAME, 1, self.mu)
+    }
+
+    /// Restores μ from checkpoint `bytes`; refuses a non-finite one.
+    fn load_state(&mut self, bytes: &[u8]) -> Result<(), PluginError> {
+        self.mu = state::finite_f64_from_json(NAME, 1, bytes)?;
+        Ok(())
+    }
+}
+
 impl AlgorithmImpl for Canon {
+    const PLUGIN_STATE: Option<StateFns<Self>> = Some(StateFns {
+        save: Self::save_state,
+        load: Self::load_state,
+    });
+
     fn info() -> PluginInfo {
         PluginInfo::new(
             NAME,
@@ -497,6 +518,24 @@ mod tests {
         let mut constant = make("{}").expect("defaults");
         iterate(&mut constant, 50);
         assert_eq!(constant.mu(), 0.75);
+    }
+
+    /// μ is set by `on_iteration`: a fresh instance (a resumed run) would start the schedule
+    /// over without the checkpointed state.
+    #[test]
+    fn mu_survives_a_checkpoint_into_a_fresh_instance() {
+        let json = r#"{"mu_schedule": "linear", "mu_start": 1.0, "mu_end": 0.5, "schedule_iterations": 4}"#;
+        let mut c = make(json).expect("valid");
+        iterate(&mut c, 2);
+        let mut fresh = make(json).expect("valid");
+        assert_eq!(fresh.mu(), 1.0, "without the state the schedule starts over");
+        fresh.load_state(&c.save_state().expect("saves")).expect("loads");
+        assert_eq!(fresh.mu(), 0.75);
+        let e = fresh
+            .load_state(br#"{"format":"chord","version":1,"state":0}"#)
+            .expect_err("another plugin's state");
+        assert!(e.message().contains("the bytes hold a `chord` state"), "{e}");
+        assert_eq!(fresh.mu(), 0.75, "a refused state changes nothing");
     }
 
     #[test]

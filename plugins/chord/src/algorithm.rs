@@ -7,6 +7,7 @@
 //! `returns` to the loss untouched), and the advantage of an expert token is 0.
 
 use drover_plugin_api::{
+    state, StateFns,
     llm::{
         clipped_policy_loss, group_ids, group_normalized_advantages, sequence_scores,
         PolicyLossConfig, PolicyLossDefaults, PolicyLossKey as K, PolicyLossParams, GRPO_EPS,
@@ -101,7 +102,27 @@ fn expert_column<'a>(batch: &Rollout<'a>) -> Result<&'a [f32], PluginError> {
     })
 }
 
+impl Chord {
+    /// μ as checkpoint bytes (interface 1.3 `save_state`): it is set by `on_iteration` from the
+    /// last completed iteration, so a fresh instance would train the first resumed iteration
+    /// with the schedule's start instead. Format `chord` version 1: `f64::to_bits` of μ.
+    fn save_state(&self) -> Result<Vec<u8>, PluginError> {
+        state::f64_to_json(NAME, 1, self.mu)
+    }
+
+    /// Restores μ from checkpoint `bytes`; refuses a non-finite one.
+    fn load_state(&mut self, bytes: &[u8]) -> Result<(), PluginError> {
+        self.mu = state::finite_f64_from_json(NAME, 1, bytes)?;
+        Ok(())
+    }
+}
+
 impl AlgorithmImpl for Chord {
+    const PLUGIN_STATE: Option<StateFns<Self>> = Some(StateFns {
+        save: Self::save_state,
+        load: Self::load_state,
+    });
+
     fn info() -> PluginInfo {
         let info = PluginInfo::new(
             NAME,
@@ -456,6 +477,24 @@ mod tests {
             "{:?}",
             p.d_logp
         );
+    }
+
+    /// μ is set by `on_iteration`: a fresh instance (a resumed run) would train its first
+    /// iteration with μ(0) without the checkpointed state.
+    #[test]
+    fn mu_survives_a_checkpoint_into_a_fresh_instance() {
+        let json = r#"{"mu_peak": 0.9, "mu_valley": 0.1, "mu_warmup_iterations": 2, "mu_decay_iterations": 4}"#;
+        let mut c = make(json).expect("valid");
+        let metrics: [Metric; 0] = [];
+        let info = IterationInfo { iteration: 3, global_step: 192, metrics: RSlice::from_slice(&metrics) };
+        AlgorithmImpl::on_iteration(&mut c, &info).expect("runs");
+        let mut fresh = make(json).expect("valid");
+        assert_ne!(fresh.mu().to_bits(), c.mu().to_bits());
+        fresh.load_state(&c.save_state().expect("saves")).expect("loads");
+        assert_eq!(fresh.mu().to_bits(), c.mu().to_bits());
+        let nan = format!(r#"{{"format":"chord","version":1,"state":{}}}"#, f64::NAN.to_bits());
+        let e = fresh.load_state(nan.as_bytes()).expect_err("not finite");
+        assert!(e.message().contains("the `chord` state holds NaN"), "{e}");
     }
 
     #[test]

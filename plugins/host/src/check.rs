@@ -11,7 +11,7 @@ use crate::{
     batch::{LossBatch, RolloutBatch},
     error::{CallError, CallErrorKind},
     handle::{AlgorithmHandle, Metric},
-    plugin::Plugin,
+    plugin::{Plugin, PluginState},
 };
 
 /// Keeps the host's full message ("plugin `x` 0.1.0: call `loss`: …") and the plugin's kind.
@@ -108,12 +108,63 @@ impl Subject for AlgorithmHandle {
     }
 }
 
+/// An instance under check together with its plugin's state table (interface 1.3), which the
+/// handle alone does not carry; a table of the wrong layout fails `state_round_trip`.
+struct Checked {
+    handle: AlgorithmHandle,
+    state: Result<Option<PluginState>, String>,
+}
+
+impl Subject for Checked {
+    fn compute_advantages(
+        &mut self,
+        batch: &Rollout<'_>,
+        advantages: &mut [f32],
+        returns: &mut [f32],
+    ) -> Result<Vec<drover_plugin_api::Metric>, PluginError> {
+        Subject::compute_advantages(&mut self.handle, batch, advantages, returns)
+    }
+
+    fn loss(
+        &mut self,
+        mb: &Minibatch<'_>,
+        out: &mut LossOutputs<'_>,
+    ) -> Result<Vec<drover_plugin_api::Metric>, PluginError> {
+        Subject::loss(&mut self.handle, mb, out)
+    }
+
+    fn on_iteration(&mut self, info: &IterationInfo<'_>) -> Result<IterationControl, PluginError> {
+        Subject::on_iteration(&mut self.handle, info)
+    }
+
+    fn save_state(&mut self) -> Option<Result<Vec<u8>, PluginError>> {
+        match &self.state {
+            Err(e) => Some(Err(PluginError::internal(e.clone()))),
+            Ok(None) => None,
+            Ok(Some(ext)) => Some(self.handle.save_state(*ext).map_err(to_plugin_error)),
+        }
+    }
+
+    fn load_state(&mut self, bytes: &[u8]) -> Option<Result<(), PluginError>> {
+        match &self.state {
+            Err(e) => Some(Err(PluginError::internal(e.clone()))),
+            Ok(None) => None,
+            Ok(Some(ext)) => Some(self.handle.load_state(*ext, bytes).map_err(to_plugin_error)),
+        }
+    }
+}
+
 impl Plugin {
     /// Runs the author's harness (`drover_plugin_api::testing::run_checks`) on instances of
-    /// this plugin made with `params_json`, through the ABI and the host's guard.
+    /// this plugin made with `params_json`, through the ABI and the host's guard (the 1.3
+    /// plugin-state table included, when the plugin exports it).
     pub fn check(&self, params_json: &str, opts: &CheckOptions) -> CheckReport {
+        let state = self.plugin_state().map_err(|e| e.to_string());
         run_checks(
-            |seed| self.instantiate(params_json, seed).map_err(to_plugin_error),
+            |seed| {
+                let handle = self.instantiate(params_json, seed).map_err(to_plugin_error)?;
+                Ok(Checked { handle, state: state.clone() })
+            },
             opts,
         )
     }

@@ -7,7 +7,7 @@ use drover_plugin_api::{AlgorithmBox, LossView_TO, RSlice, RString, RVec, Rollou
 use crate::{
     batch::{LossBatch, LossBatchView, RolloutBatch},
     error::{CallError, CallErrorKind},
-    plugin::SequenceLoss,
+    plugin::{PluginState, SequenceLoss},
 };
 
 /// A named scalar (host-side copy of `drover_plugin_api::Metric`).
@@ -270,6 +270,33 @@ impl AlgorithmHandle {
             };
         }
         Ok(from_abi_metrics(metrics))
+    }
+
+    /// The instance's state across iterations (interface 1.3 extension, from
+    /// [`Plugin::plugin_state`](crate::Plugin::plugin_state) of the plugin that made this
+    /// instance), as the plugin's own bytes, for a checkpoint.
+    ///
+    /// # Errors
+    /// A plugin error or panic, call `save_state` (an instance of another plugin is refused by
+    /// the plugin).
+    pub fn save_state(&mut self, ext: PluginState) -> Result<Vec<u8>, CallError> {
+        match (ext.table.save_state)(&mut self.inner) {
+            RResult::ROk(bytes) => Ok(bytes.into_vec()),
+            RResult::RErr(e) => Err(self.err("save_state", CallErrorKind::Plugin(Box::new(e)))),
+        }
+    }
+
+    /// Replaces this (fresh) instance's state with `bytes` from [`save_state`](Self::save_state)
+    /// of an instance made with the same params and seed.
+    ///
+    /// # Errors
+    /// A plugin error or panic, call `load_state`: typically the plugin refusing bytes it
+    /// cannot read (another plugin's, another format version).
+    pub fn load_state(&mut self, ext: PluginState, bytes: &[u8]) -> Result<(), CallError> {
+        match (ext.table.load_state)(&mut self.inner, RSlice::from(bytes)) {
+            RResult::ROk(()) => Ok(()),
+            RResult::RErr(e) => Err(self.err("load_state", CallErrorKind::Plugin(Box::new(e)))),
+        }
     }
 
     /// After update epoch `epoch` (0-based) with that epoch's mean metrics: `Ok(false)` means

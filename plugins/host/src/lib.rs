@@ -7,7 +7,7 @@
 //!
 //! Extensions of later minor interface versions come through [`Plugin::extension`], checked
 //! against this host's layout first; [`Plugin::sequence_loss`] is the typed helper of the
-//! 1.1 one.
+//! 1.1 one, [`Plugin::plugin_state`] of the 1.3 one (state saved in checkpoints).
 //!
 //! **Architecture Invariant:** nothing ABI-stable leaks out of this crate's API except
 //! [`InterfaceVersion`], `PluginError` (inside [`CallErrorKind::Plugin`]) and the extension
@@ -27,5 +27,5 @@ pub use crate::{
     batch::{LossBatch, RolloutBatch},
     error::{CallError, CallErrorKind, LoadError},
     handle::{AlgorithmHandle, IterationControl, Metric},
-    plugin::{ParamInfo, Plugin, PluginInfo, SequenceLoss},
+    plugin::{ParamInfo, Plugin, PluginInfo, PluginState, SequenceLoss},
 };

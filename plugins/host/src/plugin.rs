@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use abi_stable::library::{lib_header_from_raw_library, LibraryError, RawLibrary};
 use drover_plugin_api::{
-    ext::{v1_1, ExtensionTable},
+    ext::{v1_1, v1_3, ExtensionTable},
     AlgorithmMod_Ref, InterfaceVersion, ParamKind, INTERFACE_VERSION, VERSION_SYMBOL,
 };
 use sha2::{Digest, Sha256};
@@ -77,6 +77,20 @@ pub struct SequenceLoss {
 impl std::fmt::Debug for SequenceLoss {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("SequenceLoss")
+    }
+}
+
+/// The plugin-state extension (interface 1.3) of one loaded plugin, from
+/// [`Plugin::plugin_state`]: call [`AlgorithmHandle::save_state`] and
+/// [`AlgorithmHandle::load_state`] with it. Valid for the process lifetime.
+#[derive(Clone, Copy)]
+pub struct PluginState {
+    pub(crate) table: &'static v1_3::PluginState,
+}
+
+impl std::fmt::Debug for PluginState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PluginState")
     }
 }
 
@@ -297,6 +311,18 @@ impl Plugin {
         Ok(self
             .extension::<v1_1::SequenceLoss>()?
             .map(|table| SequenceLoss { table }))
+    }
+
+    /// The interface 1.3 plugin-state table, if the plugin provides it: `Ok(None)` for a
+    /// plugin that keeps no state across iterations, and for every plugin built against 1.0,
+    /// 1.1 or 1.2 (they load and run as before; a resumed run starts them fresh).
+    ///
+    /// # Errors
+    /// As [`Plugin::extension`].
+    pub fn plugin_state(&self) -> Result<Option<PluginState>, LoadError> {
+        Ok(self
+            .extension::<v1_3::PluginState>()?
+            .map(|table| PluginState { table }))
     }
 
     /// Lowercase hex SHA-256 of the library file as read at load time.

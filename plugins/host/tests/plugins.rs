@@ -1,14 +1,14 @@
-//! Loads the real plugin libraries (`plugins/ppo`, `tests/plugins/{faulty,bad_version,v1_0,
-//! v1_1,sequence,ext_mismatch}`) through the host and checks the version gate, extensions,
-//! marshalling, and error reporting.
+//! Loads the real plugin libraries (`plugins/{ppo,knapsack}`, `tests/plugins/{faulty,
+//! bad_version,v1_0,v1_1,sequence,ext_mismatch}`) through the host and checks the version gate,
+//! extensions, marshalling, and error reporting.
 //!
 //! How the `.so` files are found: `cargo test` does not produce `cdylib` artifacts, so build
 //! them first, into the same target directory as this test:
 //!
 //! ```sh
-//! cargo build -p drover-plugin-ppo -p drover-test-plugin-faulty -p drover-test-plugin-bad-version \
-//!   -p drover-test-plugin-v1-0 -p drover-test-plugin-v1-1 -p drover-test-plugin-sequence \
-//!   -p drover-test-plugin-ext-mismatch
+//! cargo build -p drover-plugin-ppo -p drover-plugin-knapsack -p drover-test-plugin-faulty \
+//!   -p drover-test-plugin-bad-version -p drover-test-plugin-v1-0 -p drover-test-plugin-v1-1 \
+//!   -p drover-test-plugin-sequence -p drover-test-plugin-ext-mismatch
 //! cargo test -p drover-plugin-host
 //! ```
 //!
@@ -19,7 +19,7 @@
 
 use std::path::PathBuf;
 
-use drover_plugin_api::ext::{v1_1, ExtensionTable};
+use drover_plugin_api::ext::{v1_1, v1_3, ExtensionTable};
 use drover_plugin_host::{
     CallErrorKind, InterfaceVersion, LoadError, LossBatch, Metric, Plugin, RolloutBatch,
     INTERFACE_VERSION,
@@ -40,7 +40,7 @@ fn plugin_path(crate_name: &str) -> PathBuf {
     assert!(
         path.is_file(),
         "{} not found; build the plugins first: cargo build -p drover-plugin-ppo \
-         -p drover-test-plugin-faulty -p drover-test-plugin-bad-version \
+         -p drover-plugin-knapsack -p drover-test-plugin-faulty -p drover-test-plugin-bad-version \
          -p drover-test-plugin-v1-0 -p drover-test-plugin-v1-1 \
          -p drover-test-plugin-sequence -p drover-test-plugin-ext-mismatch",
         path.display()
@@ -216,7 +216,7 @@ fn a_plugin_from_another_interface_major_is_refused_with_both_versions() {
     assert_eq!(
         e.to_string(),
         format!(
-            "plugin `{}` was built against drover plugin interface 99.0, but this drover provides 1.2 \
+            "plugin `{}` was built against drover plugin interface 99.0, but this drover provides 1.3 \
              (it loads plugins built against any interface 1.x: rebuild the plugin against a \
              drover-plugin-api of that major)",
             path.display()
@@ -264,7 +264,7 @@ impl TwoSequences {
     }
 }
 
-/// The two-builds test of issue 10: a plugin built against interface 1.0 loads in this 1.2
+/// The two-builds test of issue 10: a plugin built against interface 1.0 loads in this 1.3
 /// host, runs the v1 calls, and reports the 1.1 extension as absent (not as an error).
 ///
 /// `tests/plugins/v1_0` stands for a build against the 1.0 api crate: it records 1.0 and
@@ -272,8 +272,8 @@ impl TwoSequences {
 /// the v1 types are frozen, which `plugins/api/tests/frozen_layout.rs` pins (see the fixture's
 /// doc). The host meanwhile knows a newer extension, `ext::v1_1::SequenceLoss`.
 #[test]
-fn a_plugin_built_against_interface_1_0_loads_in_a_1_2_host_without_the_1_1_extension() {
-    assert_eq!(INTERFACE_VERSION, InterfaceVersion::new(1, 2));
+fn a_plugin_built_against_interface_1_0_loads_in_a_1_3_host_without_the_1_1_extension() {
+    assert_eq!(INTERFACE_VERSION, InterfaceVersion::new(1, 3));
     assert_eq!(v1_1::SequenceLoss::NAME, "drover.sequence_loss");
     let plugin = load("drover-test-plugin-v1-0");
     assert_eq!(plugin.interface_version(), InterfaceVersion::new(1, 0));
@@ -300,20 +300,20 @@ fn a_plugin_built_against_interface_1_0_loads_in_a_1_2_host_without_the_1_1_exte
         .extension::<v1_1::SequenceLoss>()
         .expect("no mismatch")
         .is_none());
-    // PPO (built against this api, 1.2) does not implement the extension either: same answer.
+    // PPO (built against this api, 1.3) does not implement the extension either: same answer.
     assert!(load("drover-plugin-ppo")
         .sequence_loss()
         .expect("no mismatch")
         .is_none());
 }
 
-/// A plugin that implements the 1.1 extension `SequenceLoss` (built against this api, 1.2)
+/// A plugin that implements the 1.1 extension `SequenceLoss` (built against this api, 1.3)
 /// exposes it; the host computes each sequence's log-ratio and spreads ∂L/∂Δ_s over its
 /// valid tokens.
 #[test]
 fn a_plugin_implementing_the_1_1_extension_exposes_it_and_the_host_calls_it() {
     let plugin = load("drover-test-plugin-sequence");
-    assert_eq!(plugin.interface_version(), InterfaceVersion::new(1, 2));
+    assert_eq!(plugin.interface_version(), InterfaceVersion::new(1, 3));
     let ext = plugin
         .sequence_loss()
         .expect("layouts match")
@@ -379,7 +379,7 @@ fn close(actual: &[f32], expected: &[f32]) -> bool {
 }
 
 /// Issue 13's "a plugin built against the previous interface still runs": a plugin built
-/// against 1.1 loads in this 1.2 host and runs every stage with the 1.2 inputs present — the
+/// against 1.1 loads in this 1.3 host and runs every stage with the 1.2 inputs present — the
 /// `prompt_id` metadata column in its rollout and the `next_prompts` inputs among the
 /// `on_iteration` metrics — and asks for no group sizes, which a 1.2 host reads as "the run's
 /// `group_size` for every prompt". Its 1.1 extension passes the host's layout check.
@@ -388,8 +388,8 @@ fn close(actual: &[f32], expected: &[f32]) -> bool {
 /// it records 1.1, exports the 1.1 `SequenceLoss` table, and uses none of 1.2's helpers. Its
 /// algorithm is REINFORCE with a group-mean baseline under a clipped ratio, token-mean.
 #[test]
-fn a_plugin_built_against_interface_1_1_runs_in_a_1_2_host_and_asks_for_no_group_sizes() {
-    assert_eq!(INTERFACE_VERSION, InterfaceVersion::new(1, 2));
+fn a_plugin_built_against_interface_1_1_runs_in_a_1_3_host_and_asks_for_no_group_sizes() {
+    assert_eq!(INTERFACE_VERSION, InterfaceVersion::new(1, 3));
     let plugin = load("drover-test-plugin-v1-1");
     assert_eq!(plugin.interface_version(), InterfaceVersion::new(1, 1));
     assert_eq!(plugin.info().name, "v1_1");
@@ -459,12 +459,12 @@ fn a_plugin_built_against_interface_1_1_runs_in_a_1_2_host_and_asks_for_no_group
     assert!((metrics[0].value + 0.75).abs() < 1e-6, "{metrics:?}");
     assert!((metrics[1].value - 0.5).abs() < 1e-12, "{metrics:?}");
 
-    // The 1.1 extension from a plugin that records 1.1: accepted by the 1.2 host's layout
+    // The 1.1 extension from a plugin that records 1.1: accepted by the 1.3 host's layout
     // check and callable. At ε = 0.9 neither sequence ratio is clipped: Δ_0 = 0.5, Ā_0 = 3;
     // Δ_1 = −0.5, Ā_1 = −2; loss_s = −Ā_s·e^{Δ_s}/2 = ∂loss_s/∂Δ_s.
     let ext = plugin
         .sequence_loss()
-        .expect("a 1.1 table passes the 1.2 host's layout check")
+        .expect("a 1.1 table passes the 1.3 host's layout check")
         .expect("the fixture provides it");
     let mut wide = plugin
         .instantiate(r#"{"clip_ratio": 0.9}"#, 0)
@@ -527,7 +527,92 @@ fn a_plugin_built_against_interface_1_1_runs_in_a_1_2_host_and_asks_for_no_group
     report.assert_passed();
 }
 
-/// A plugin claiming interface 1.3 (newer than this 1.2 host) loads, but its
+/// Interface 1.3's plugin state through the host. Plugins built against 1.0 and 1.1, and PPO
+/// (built against 1.3, keeping no state), answer "not provided" and still run. Knapsack's
+/// per-prompt rates survive `save_state` → a fresh instance → `load_state`: its next allocation
+/// is the saver's, not a fresh instance's. Bytes it cannot read, and an instance of another
+/// plugin, come back as `CallError`s naming the plugin and the call.
+#[test]
+fn plugin_state_round_trips_through_the_host_and_older_plugins_have_none() {
+    assert_eq!(v1_3::PluginState::NAME, "drover.plugin_state");
+    for old in ["drover-test-plugin-v1-0", "drover-test-plugin-v1-1", "drover-plugin-ppo"] {
+        let plugin = load(old);
+        assert!(plugin.plugin_state().expect("no layout mismatch").is_none(), "{old}");
+        assert!(plugin.extension::<v1_3::PluginState>().expect("no mismatch").is_none());
+        plugin.instantiate("{}", 0).expect("an older plugin still instantiates");
+    }
+
+    let plugin = load("drover-plugin-knapsack");
+    let ext = plugin
+        .plugin_state()
+        .expect("no layout mismatch")
+        .expect("knapsack exports the table");
+    // One-step outcome responses: prompt 10 scores [1, 0, 0] (p = ⅓), prompt 11 [1, 1, 1, 0].
+    let rewards = [1.0f32, 0.0, 0.0, 1.0, 1.0, 1.0, 0.0];
+    let mask = [1.0f32; 7];
+    let ids = [10.0f32, 10.0, 10.0, 11.0, 11.0, 11.0, 11.0];
+    let metadata = [("prompt_id", &ids[..])];
+    let batch = RolloutBatch {
+        num_sequences: 7,
+        seq_len: 1,
+        mask: &mask,
+        rewards: &rewards,
+        terminated: &[],
+        truncated: &[],
+        values: &[],
+        next_values: &[],
+        logp_old: &[],
+        logp_ref: &[],
+        entropy_old: &[],
+        group_ids: &[0, 0, 0, 1, 1, 1, 1],
+        sample_weights: &[],
+        metadata: &metadata,
+        seed: 3,
+    };
+    let mut saver = plugin.instantiate("{}", 0).expect("instantiate");
+    saver
+        .compute_advantages(&batch, &mut [0.0; 7], &mut [0.0; 7])
+        .expect("advantages");
+    let next = drover_plugin_api::NextPrompts {
+        prompt_ids: vec![10, 11, 12],
+        budget: 12,
+        group_size: 4,
+    };
+    let inputs: Vec<Metric> = next
+        .to_metrics()
+        .iter()
+        .map(|m| Metric::new(m.name.as_str(), m.value))
+        .collect();
+    let sizes = |alg: &mut drover_plugin_host::AlgorithmHandle| {
+        alg.on_iteration(1, 7, &inputs).expect("hook").group_sizes
+    };
+    let bytes = saver.save_state(ext).expect("saves");
+    let mut fresh = plugin.instantiate("{}", 0).expect("instantiate");
+    let unseen = sizes(&mut fresh);
+    assert_eq!(unseen, [4, 4, 4], "a fresh instance has seen no prompt");
+    fresh.load_state(ext, &bytes).expect("loads");
+    let restored = sizes(&mut fresh);
+    assert_eq!(restored, sizes(&mut saver));
+    assert_ne!(restored, unseen);
+
+    let e = fresh.load_state(ext, b"{}").expect_err("not a knapsack state");
+    assert!(
+        e.to_string().starts_with(
+            "plugin `knapsack` 0.1.0: call `load_state`: invalid input: not a `knapsack` state version 1: "
+        ),
+        "{e}"
+    );
+    assert_eq!(sizes(&mut fresh), restored, "a refused state changes nothing");
+    let mut ppo = load("drover-plugin-ppo").instantiate("{}", 0).expect("ppo");
+    let e = ppo.save_state(ext).expect_err("another library's instance");
+    assert_eq!(
+        e.to_string(),
+        "plugin `ppo` 0.1.0: call `save_state`: internal error: call `save_state`: the instance \
+         was created by another plugin library"
+    );
+}
+
+/// A plugin claiming interface 1.4 (newer than this 1.3 host) loads, but its
 /// `drover.sequence_loss` table has another
 /// layout: the host refuses that extension, naming it and both versions, and never calls it
 /// (the fixture's function aborts the process if called).
@@ -535,7 +620,7 @@ fn a_plugin_built_against_interface_1_1_runs_in_a_1_2_host_and_asks_for_no_group
 fn an_extension_with_an_incompatible_layout_is_refused_naming_it_and_both_versions() {
     let path = plugin_path("drover-test-plugin-ext-mismatch");
     let plugin = Plugin::load(&path).expect("a newer minor loads");
-    assert_eq!(plugin.interface_version(), InterfaceVersion::new(1, 3));
+    assert_eq!(plugin.interface_version(), InterfaceVersion::new(1, 4));
     plugin
         .instantiate("{}", 0)
         .expect("the v1 part still works");
@@ -553,8 +638,8 @@ fn an_extension_with_an_incompatible_layout_is_refused_naming_it_and_both_versio
     );
     let text = e.to_string();
     let head = format!(
-        "plugin `{}` (interface 1.3): extension `drover.sequence_loss` (added in interface 1.1) \
-         does not match the one this drover (interface 1.2) expects: ",
+        "plugin `{}` (interface 1.4): extension `drover.sequence_loss` (added in interface 1.1) \
+         does not match the one this drover (interface 1.3) expects: ",
         path.display()
     );
     assert!(text.starts_with(&head), "{text}");
@@ -705,7 +790,13 @@ fn the_authors_harness_runs_on_a_loaded_library() {
     let opts = drover_plugin_host::CheckOptions::default();
     let report = load("drover-plugin-ppo").check("{}", &opts);
     report.assert_passed();
-    assert_eq!(report.checks.len(), 8, "{report}");
+    assert_eq!(report.checks.len(), 9, "{report}");
+    assert!(report.to_string().contains("no `drover.plugin_state` table"), "{report}");
+    // Knapsack's state table passes the round trip through the ABI.
+    let report = load("drover-plugin-knapsack").check("{}", &opts);
+    report.assert_passed();
+    let round_trip = report.checks.iter().find(|c| c.name == "state_round_trip").expect("ran");
+    assert!(round_trip.detail.contains("a fresh instance that loads them continues identically"), "{report}");
 
     let faulty = load("drover-test-plugin-faulty");
     let report = faulty.check(r#"{"fail": "nan_in_loss"}"#, &opts);

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 
 use drover_plugin_api::{
     llm::{clipped_policy_loss, sequence_scores, PolicyLossParams, PolicyLossSettings},
-    metadata, AlgorithmImpl, IterationControl, IterationInfo, LossOutputs, Metric, Minibatch,
-    ParamSpec, Params, PluginError, PluginInfo, Rollout,
+    metadata, state, AlgorithmImpl, IterationControl, IterationInfo, LossOutputs, Metric,
+    Minibatch, ParamSpec, Params, PluginError, PluginInfo, Rollout, StateFns,
 };
 
 use crate::allocate::{allocate, Bounds};
@@ -18,6 +18,10 @@ const PARAMS: PolicyLossParams = PolicyLossParams::GRPO;
 
 /// `n_max` when the params leave it at 0: this many times the run's `group_size`.
 const AUTO_N_MAX_FACTOR: u32 = 4;
+
+/// Version of the checkpointed state (`state::to_json` envelope, format `knapsack`): the rates
+/// as `[prompt id, f64::to_bits]` pairs, in prompt order.
+const STATE_VERSION: u32 = 1;
 
 /// Prompt ids travel as `f32`, exact below 2^24.
 const MAX_EXACT_PROMPT_ID: f32 = 16_777_216.0;
@@ -89,7 +93,8 @@ impl KnapsackConfig {
 pub struct Knapsack {
     config: KnapsackConfig,
     /// Dataset index → mean score of its responses in the latest batch that held it, clamped
-    /// to [0, 1]. Not checkpointed: after a resume every prompt is unseen until revisited.
+    /// to [0, 1]. Saved in checkpoints (interface 1.3), so a resumed run allocates as an
+    /// uninterrupted one would.
     rates: BTreeMap<u32, f64>,
 }
 
@@ -105,6 +110,30 @@ impl Knapsack {
     /// The success rate recorded for dataset prompt `prompt_id`, if it has been seen.
     pub fn success_rate(&self, prompt_id: u32) -> Option<f64> {
         self.rates.get(&prompt_id).copied()
+    }
+
+    /// The rates as checkpoint bytes (interface 1.3 `save_state`).
+    fn save_state(&self) -> Result<Vec<u8>, PluginError> {
+        let rates: Vec<(u32, u64)> = self.rates.iter().map(|(&id, &p)| (id, p.to_bits())).collect();
+        state::to_json(NAME, STATE_VERSION, &rates)
+    }
+
+    /// Replaces the rates with those of checkpoint `bytes`; refuses them whole (recording
+    /// nothing) when they are not a version-1 Knapsack state of valid rates.
+    fn load_state(&mut self, bytes: &[u8]) -> Result<(), PluginError> {
+        let saved: Vec<(u32, u64)> = state::from_json(NAME, STATE_VERSION, bytes)?;
+        let mut rates = BTreeMap::new();
+        for (id, bits) in saved {
+            let p = f64::from_bits(bits);
+            if !(0.0..=1.0).contains(&p) {
+                return Err(PluginError::invalid_input(format!(
+                    "{NAME} state: prompt {id} has success rate {p}, expected one in [0, 1]"
+                )));
+            }
+            rates.insert(id, p);
+        }
+        self.rates = rates;
+        Ok(())
     }
 
     /// Records each prompt's mean score in `batch` (those with a `prompt_id`), over the
@@ -140,6 +169,11 @@ impl Knapsack {
 }
 
 impl AlgorithmImpl for Knapsack {
+    const PLUGIN_STATE: Option<StateFns<Self>> = Some(StateFns {
+        save: Self::save_state,
+        load: Self::load_state,
+    });
+
     fn info() -> PluginInfo {
         let info = PluginInfo::new(
             NAME,
@@ -467,6 +501,39 @@ mod tests {
             assert_eq!(e.kind(), Some(PluginErrorKind::InvalidInput), "{e}");
             assert!(e.message().contains("`prompt_id` of sequence 1"), "{e}");
             assert_eq!(k.success_rate(7), None);
+        }
+    }
+
+    /// The rates survive a checkpoint exactly (⅓ included), into a fresh instance whose
+    /// allocation is then the saver's; foreign or damaged bytes are refused and change nothing.
+    #[test]
+    fn the_rates_round_trip_through_the_checkpoint_state() {
+        let mut k = make("{}").expect("defaults");
+        visit(
+            &mut k,
+            &[1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 0.0],
+            &[0, 0, 0, 1, 1, 1, 1],
+            &[10.0, 10.0, 10.0, 11.0, 11.0, 11.0, 11.0],
+        );
+        let bytes = k.save_state().expect("saves");
+        let mut fresh = make("{}").expect("defaults");
+        fresh.load_state(&bytes).expect("loads");
+        assert_eq!(fresh.success_rate(10).map(f64::to_bits), Some((1.0f64 / 3.0).to_bits()));
+        assert_eq!(fresh.success_rate(11), Some(0.75));
+        let next = NextPrompts { prompt_ids: vec![10, 11, 12], budget: 12, group_size: 4 };
+        assert_eq!(iterate(&mut fresh, Some(&next)), iterate(&mut k, Some(&next)));
+
+        let mut other = make("{}").expect("defaults");
+        visit(&mut other, &[1.0, 0.0], &[0, 0], &[3.0, 3.0]);
+        let bad_rate = format!(r#"{{"format":"knapsack","version":1,"state":[[4,{}]]}}"#, 2.0f64.to_bits());
+        for (bytes, expected) in [
+            (&br#"{"format":"canon","version":1,"state":0}"#[..], "the bytes hold a `canon` state version 1"),
+            (&br#"{"format":"knapsack","version":2,"state":[]}"#[..], "the bytes hold a `knapsack` state version 2"),
+            (bad_rate.as_bytes(), "prompt 4 has success rate 2, expected one in [0, 1]"),
+        ] {
+            let e = other.load_state(bytes).expect_err("refused");
+            assert!(e.message().contains(expected), "{e}");
+            assert_eq!(other.success_rate(3), Some(0.5), "a refused state changes nothing");
         }
     }
 

@@ -1,4 +1,4 @@
-//! Test fixture: a plugin claiming interface 1.3 (newer than the host, which must still load
+//! Test fixture: a plugin claiming interface 1.4 (newer than the host, which must still load
 //! it) whose `drover.sequence_loss` table has another layout than the frozen 1.1 one, as if
 //! its api crate had changed a released extension. The host must refuse that extension, naming
 //! it and both interface versions, and must never call through the table.
@@ -83,5 +83,5 @@ impl AlgorithmImpl for Mismatched {
 }
 
 drover_plugin_api::export_algorithm!(
-    @custom_extensions Mismatched, InterfaceVersion::new(1, 3), extension
+    @custom_extensions Mismatched, InterfaceVersion::new(1, 4), extension
 );
