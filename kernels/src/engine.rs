@@ -113,6 +113,18 @@ pub struct MinibatchEval {
     pub values: Vec<f32>,
 }
 
+/// One rank's place in a device all-reduce group ([`Engine::attach_device_all_reduce`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceGroup {
+    /// The group's NCCL unique id, made by rank 0 ([`crate::cuda::nccl::unique_id`]) and
+    /// shared by the caller (kernels know nothing of how ranks talk).
+    pub id: crate::cuda::nccl::NcclId,
+    /// This engine's rank, `0..size`.
+    pub rank: usize,
+    /// Ranks in the group.
+    pub size: usize,
+}
+
 /// A device that rolls out environments and trains the policy (see SEMANTICS.md).
 pub trait Engine: Send {
     /// The device this engine runs on.
@@ -135,8 +147,18 @@ pub trait Engine: Send {
         d_value: &[f32],
         d_entropy: &[f32],
     ) -> Result<(), KernelError>;
-    /// Gradient all-reduce point: hands the flat gradient buffer (on the host) to `reduce`.
+    /// Gradient all-reduce point: hands the flat gradient buffer (on the host) to `reduce`,
+    /// or, once [`Engine::attach_device_all_reduce`] returned `true`, sums it over the group on
+    /// the device without calling `reduce`. Either way the result is the SUM over ranks.
     fn reduce_grads(&mut self, reduce: &mut dyn FnMut(&mut [f32])) -> Result<(), KernelError>;
+    /// Joins (`Some`) or leaves (`None`) a group of engines, one per rank, that all-reduce
+    /// gradients on their devices (NCCL); returns whether [`Engine::reduce_grads`] now does so.
+    /// Joining is collective: it blocks until every rank of the group has called it. Engines
+    /// without a device all-reduce keep the default, `Ok(false)`: the host closure is used.
+    fn attach_device_all_reduce(&mut self, group: Option<&DeviceGroup>) -> Result<bool, KernelError> {
+        let _ = group;
+        Ok(false)
+    }
     /// Clips the gradient by global norm (when given), takes one Adam step with `lr`, zeroes the
     /// gradient, and returns the gradient norm before clipping.
     fn apply_grads(&mut self, lr: f32, max_grad_norm: Option<f32>) -> Result<f32, KernelError>;

@@ -17,7 +17,7 @@ pub mod rng;
 pub mod seq;
 
 pub use engine::{
-    create_engine, AdamConfig, DeviceKind, DeviceRequest, Engine, EngineConfig, EngineState, MinibatchEval,
+    create_engine, AdamConfig, DeviceGroup, DeviceKind, DeviceRequest, Engine, EngineConfig, EngineState, MinibatchEval,
     NetShape, Rollout,
 };
 pub use error::KernelError;

@@ -14,6 +14,9 @@
 
 use std::io::Write;
 
+mod gpu;
+use gpu::{close_fwd, gpu};
+
 use drover_kernels::cuda::{probe, CudaEngine};
 use drover_kernels::reference::{self, ReferenceEngine};
 use drover_kernels::rng::{self, uniform};
@@ -21,19 +24,6 @@ use drover_kernels::{
     AdamConfig, Engine, EngineConfig, KernelError, MinibatchEval, NetShape, Rollout,
 };
 
-/// True when a GPU is usable; otherwise prints why (or panics under DROVER_REQUIRE_GPU=1).
-fn gpu(test: &str) -> bool {
-    match probe() {
-        Ok(()) => true,
-        Err(why) => {
-            if std::env::var("DROVER_REQUIRE_GPU").as_deref() == Ok("1") {
-                panic!("{test}: DROVER_REQUIRE_GPU=1 but no usable GPU: {why}");
-            }
-            let _ = writeln!(std::io::stderr(), "{test}: skipped: {why}");
-            false
-        }
-    }
-}
 
 fn config(num_envs: usize, num_steps: usize, hidden: Vec<usize>, n_actions: usize) -> EngineConfig {
     EngineConfig {
@@ -50,10 +40,6 @@ fn config(num_envs: usize, num_steps: usize, hidden: Vec<usize>, n_actions: usiz
         threads: 1,
         cuda_ordinal: 0,
     }
-}
-
-fn close_fwd(gpu: f32, want: f32) -> bool {
-    (gpu - want).abs() <= 1e-5 * want.abs().max(1.0)
 }
 
 fn max_abs(v: &[f32]) -> f32 {

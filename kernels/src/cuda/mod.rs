@@ -9,8 +9,14 @@
 
 mod disk_cache;
 mod engine;
+mod learner;
 mod modules;
+pub mod nccl;
 mod probe;
+mod seq_engine;
+mod seq_host;
 
 pub use engine::{CudaEngine, EnvStep, InferenceStats};
+pub use seq_engine::CudaSeqEngine;
+pub use seq_host::SeqInputs;
 pub use probe::probe;

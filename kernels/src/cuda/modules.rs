@@ -19,6 +19,7 @@ const POLICY_CU: &str = include_str!("policy.cu");
 const ROLLOUT_CU: &str = include_str!("rollout.cu");
 const TRAIN_CU: &str = include_str!("train.cu");
 const OPTIM_CU: &str = include_str!("optim.cu");
+const SEQ_CU: &str = include_str!("seq.cu");
 
 /// One compiled module.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -29,6 +30,8 @@ pub(crate) enum ModuleId {
     Train,
     /// `grad_sqnorm`, `adam_step` (shape-independent, `--fmad=false`).
     Optim,
+    /// `seq_rollout`, `seq_build_obs`, `shape_info` (shape- and task-specific).
+    Seq,
 }
 
 impl ModuleId {
@@ -37,6 +40,7 @@ impl ModuleId {
             ModuleId::Rollout => "drover_rollout.cu",
             ModuleId::Train => "drover_train.cu",
             ModuleId::Optim => "drover_optim.cu",
+            ModuleId::Seq => "drover_seq.cu",
         }
     }
 
@@ -45,6 +49,7 @@ impl ModuleId {
             ModuleId::Rollout => &[COMMON_CU, POLICY_CU, ROLLOUT_CU],
             ModuleId::Train => &[COMMON_CU, POLICY_CU, TRAIN_CU],
             ModuleId::Optim => &[OPTIM_CU],
+            ModuleId::Seq => &[COMMON_CU, POLICY_CU, SEQ_CU],
         }
     }
 
@@ -64,6 +69,7 @@ impl ModuleId {
                 "grad_sum",
             ],
             ModuleId::Optim => &["grad_sqnorm", "adam_step"],
+            ModuleId::Seq => &["seq_rollout", "seq_build_obs", "shape_info"],
         }
     }
 }
@@ -89,6 +95,8 @@ pub(crate) struct ShapeDims {
     pub warp_floats: usize,
     /// Per-warp scratch floats of the backward kernel.
     pub bw_warp_floats: usize,
+    /// Sequence tasks: (prompt length, response length), the `SEQ_P` and `SEQ_R` of seq.cu.
+    pub seq: Option<(usize, usize)>,
 }
 
 impl ShapeDims {
@@ -131,7 +139,14 @@ impl ShapeDims {
             bw_floats: bw_net(shape.n_actions) + bw_net(1),
             warp_floats: (shape.obs_dim + 2 * maxr) * 32,
             bw_warp_floats: 2 * maxr * 32,
+            seq: None,
         }
+    }
+
+    /// The dims of a sequence task's network (`shape` from `task.net_shape`), with the task's
+    /// lengths in the prelude.
+    pub(crate) fn for_seq(shape: &NetShape, task: &crate::SeqTask) -> Self {
+        Self { seq: Some((task.prompt_len, task.response_len())), ..Self::new(shape) }
     }
 
     /// Rows of every activation-cache slot, in the slot order of policy.cu (`SLOT_*`).
@@ -155,6 +170,10 @@ impl ShapeDims {
         let _ = writeln!(s, "#define N_ACT {}", self.n_actions);
         let _ = writeln!(s, "#define NH {}", self.hidden.len());
         let _ = writeln!(s, "#define MAXR {}", self.maxr);
+        if let Some((p, r)) = self.seq {
+            let _ = writeln!(s, "#define SEQ_P {p}");
+            let _ = writeln!(s, "#define SEQ_R {r}");
+        }
         let mut expr = String::from("0");
         for (l, w) in self.hidden.iter().enumerate().rev() {
             expr = format!("l == {l} ? {w} : ({expr})");
@@ -324,6 +343,23 @@ mod tests {
         assert!(d
             .prelude()
             .contains("return l == 0 ? 64 : (l == 1 ? 64 : (0));"));
+    }
+
+    #[test]
+    fn seq_dims_put_the_task_lengths_in_the_prelude() {
+        let task = crate::SeqTask {
+            family: crate::TaskFamily::Add,
+            vocab: 10,
+            prompt_len: 4,
+            group_size: 4,
+            expert_per_group: 1,
+        };
+        let d = ShapeDims::for_seq(&task.net_shape(vec![24]), &task);
+        // The defines emu/shapes.sh writes for the same task (`"4 3"`).
+        assert!(d.prelude().contains("#define OBS_DIM 73\n"), "{}", d.prelude());
+        assert!(d.prelude().contains("#define SEQ_P 4\n#define SEQ_R 3\n"));
+        assert_eq!(d.maxr, 24);
+        assert_ne!(cache_key(ModuleId::Train, &d, (9, 0)), cache_key(ModuleId::Train, &ShapeDims::new(&task.net_shape(vec![24])), (9, 0)));
     }
 
     #[test]

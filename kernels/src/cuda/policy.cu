@@ -57,7 +57,6 @@ __host__ __device__ constexpr int bw_net_floats(int nout) { return NH == 0 ? 0 :
 #define SLOT_LOGITS (3 + 4 * NH)
 #define NUM_SLOTS (4 + 4 * NH)
 
-static_assert(OBS_DIM == 4, "CartPole observations have 4 features");
 static_assert(N_ACT <= MAXR, "scratch rows must hold the logits gradient");
 
 // ---- weight loaders (whole block) -------------------------------------------------------------

@@ -2,6 +2,8 @@
 // many steps per launch, env state in registers for the whole launch. One warp owns 32 envs;
 // the block shares one copy of the weights in shared memory. Needs prelude, common.cu, policy.cu.
 
+static_assert(OBS_DIM == 4, "CartPole observations have 4 features");
+
 __device__ __forceinline__ void write_obs(float* obs_s, const CartPole& st, int lane) {
     obs_s[0 * 32 + lane] = st.x;
     obs_s[1 * 32 + lane] = st.x_dot;

@@ -6,8 +6,10 @@
 // to a multiple of 32); `slots` holds each slot's element offset (computed by the host).
 
 // Forward of the minibatch: gathers obs, stores every hidden activation and the logits.
+// obs_all holds OBS_DIM floats per rollout sample, sample-major (CartPole: the rollout's float4
+// per step; sequence tasks: the one-hot rows written by seq_build_obs).
 extern "C" __global__ void __launch_bounds__(256)
-evaluate_fwd(const float* __restrict__ params, const float4* __restrict__ obs_all,
+evaluate_fwd(const float* __restrict__ params, const float* __restrict__ obs_all,
              const u32* __restrict__ actions_all, const u32* __restrict__ samples, int bp,
              float* cache, const u64* __restrict__ slots, u32* act_g,
              float* out_logp, float* out_ent, float* out_value) {
@@ -24,12 +26,23 @@ evaluate_fwd(const float* __restrict__ params, const float4* __restrict__ obs_al
     const long long col = warp_id * 32;  // first sample column of this warp
     const long long n = col + lane;
     const u32 s = samples[n];
-    const float4 o = obs_all[s];
-    obs_s[0 * 32 + lane] = o.x; obs_s[1 * 32 + lane] = o.y;
-    obs_s[2 * 32 + lane] = o.z; obs_s[3 * 32 + lane] = o.w;
     float* gobs = cache + slots[SLOT_OBS];
-    gobs[0 * (long long)bp + n] = o.x; gobs[1 * (long long)bp + n] = o.y;
-    gobs[2 * (long long)bp + n] = o.z; gobs[3 * (long long)bp + n] = o.w;
+    if constexpr (OBS_DIM == 4) {
+        const float4 o = reinterpret_cast<const float4*>(obs_all)[s];
+        obs_s[0 * 32 + lane] = o.x; obs_s[1 * 32 + lane] = o.y;
+        obs_s[2 * 32 + lane] = o.z; obs_s[3 * 32 + lane] = o.w;
+        gobs[0 * (long long)bp + n] = o.x; gobs[1 * (long long)bp + n] = o.y;
+        gobs[2 * (long long)bp + n] = o.z; gobs[3 * (long long)bp + n] = o.w;
+    } else {
+        // The warp copies its 32 rows together, consecutive lanes reading consecutive features
+        // of one row (coalesced), and transposes them into the feature-major scratch and cache.
+        for (int idx = lane; idx < 32 * OBS_DIM; idx += 32) {
+            const int c = idx / OBS_DIM, k = idx - c * OBS_DIM;
+            const float v = obs_all[(long long)samples[col + c] * OBS_DIM + k];
+            obs_s[k * 32 + c] = v;
+            gobs[k * (long long)bp + col + c] = v;
+        }
+    }
     __syncwarp();
     float logits[N_ACT];
     net_forward<N_ACT>(smem, obs_s, buf_a, buf_b, cache, slots, SLOT_AH(0), col, bp, lane, logits);

@@ -18,25 +18,25 @@ use crate::{
 /// Fewest envs worth a thread of their own during a rollout.
 const MIN_ENVS_PER_CHUNK: usize = 32;
 
-/// Creates the engine of a sequence task. Sequence tasks run on the CPU engine only: `Cpu`
-/// and `Auto` give a [`SeqEngine`] (`Auto` says so in one log line), `Cuda` is an error.
+/// Creates the engine of a sequence task: `Cpu` gives a [`SeqEngine`], `Cuda` a
+/// [`CudaSeqEngine`](crate::cuda::CudaSeqEngine) (an error without a usable GPU), `Auto` the
+/// CUDA engine when `cuda::probe` finds a GPU, else the CPU engine with one log line saying why.
 pub fn create_seq_engine(
     request: DeviceRequest,
     config: EngineConfig,
     task: SeqTask,
 ) -> Result<Box<dyn Engine>, KernelError> {
+    use crate::cuda::CudaSeqEngine;
     match request {
         DeviceRequest::Cpu => Ok(Box::new(SeqEngine::new(config, task)?)),
-        DeviceRequest::Auto => {
-            tracing::info!(
-                "device = \"auto\": sequence task `{}` runs on the CPU engine (no CUDA port yet)",
-                task.family
-            );
-            Ok(Box::new(SeqEngine::new(config, task)?))
-        }
-        DeviceRequest::Cuda => Err(KernelError::InvalidConfig(
-            "sequence tasks have no CUDA engine yet; use device = \"cpu\" or \"auto\"".into(),
-        )),
+        DeviceRequest::Cuda => Ok(Box::new(CudaSeqEngine::new(config, task)?)),
+        DeviceRequest::Auto => match crate::cuda::probe() {
+            Ok(()) => Ok(Box::new(CudaSeqEngine::new(config, task)?)),
+            Err(why) => {
+                tracing::info!("device = \"auto\": sequence task `{}` runs on the CPU engine ({why})", task.family);
+                Ok(Box::new(SeqEngine::new(config, task)?))
+            }
+        },
     }
 }
 
@@ -49,8 +49,25 @@ fn check_len(name: &'static str, got: usize, expected: usize) -> Result<(), Kern
     }
 }
 
+/// Checks that `st` is a sequence engine's snapshot with `num_params` parameters: no CartPole
+/// env state (a CartPole snapshot is refused by its `x` length), and a step that is a whole
+/// number of rollouts of `num_steps` tokens (only rollouts advance it).
+pub(crate) fn check_snapshot(st: &EngineState, num_params: usize, num_steps: usize) -> Result<(), KernelError> {
+    st.check_sizes(num_params, 0)?;
+    let nt = num_steps as u64;
+    if st.step.is_multiple_of(nt) {
+        Ok(())
+    } else {
+        Err(KernelError::InvalidConfig(format!(
+            "checkpoint step {} is not a multiple of num_steps ({nt}): it was not taken by a \
+             sequence engine of this task",
+            st.step
+        )))
+    }
+}
+
 /// Checks `config` against `task` (SEMANTICS.md section 6) and returns the parameter layout.
-fn validate(config: &EngineConfig, task: &SeqTask) -> Result<ParamLayout, KernelError> {
+pub(crate) fn validate(config: &EngineConfig, task: &SeqTask) -> Result<ParamLayout, KernelError> {
     task.validate()?;
     let bad = |m: String| Err(KernelError::InvalidConfig(m));
     let family = task.family;
@@ -438,16 +455,7 @@ impl Engine for SeqEngine {
     }
 
     fn load_state(&mut self, st: &EngineState) -> Result<(), KernelError> {
-        // Zero envs of CartPole state: a CartPole snapshot is refused by its `x` length.
-        st.check_sizes(self.layout.num_params, 0)?;
-        let nt = self.cfg.num_steps as u64;
-        if !st.step.is_multiple_of(nt) {
-            return Err(KernelError::InvalidConfig(format!(
-                "checkpoint step {} is not a multiple of num_steps ({nt}): it was not taken by a \
-                 sequence engine of this task",
-                st.step
-            )));
-        }
+        check_snapshot(st, self.layout.num_params, self.cfg.num_steps)?;
         self.learn.load_state(st);
         self.step = st.step;
         Ok(())

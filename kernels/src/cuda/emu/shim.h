@@ -22,7 +22,7 @@ struct float2 { float x, y; };
 inline float4 make_float4(float a, float b, float c, float d) { return {a, b, c, d}; }
 struct dim3 { unsigned x = 0, y = 0, z = 0; };
 extern thread_local dim3 threadIdx;
-extern dim3 blockIdx, blockDim;
+extern dim3 blockIdx, blockDim, gridDim;
 extern std::barrier<>* g_block_barrier;
 extern std::vector<std::barrier<>*> g_warp_barriers;
 extern float* g_dyn_smem;

@@ -1,7 +1,13 @@
-//! Compares the CPU emulation of the CUDA kernels (see ../README.md) with the reference.
+//! Compares the CPU emulation of the CUDA kernels (see ../README.md) with the reference engines
+//! (CartPole: `reference`; sequence tasks: `seq::reference` and `SeqEngine`).
 use drover_kernels::reference::{self, ReferenceEngine};
 use drover_kernels::rng::{self, uniform};
-use drover_kernels::{AdamConfig, Engine, EngineConfig, NetShape, ParamLayout, Rollout};
+use drover_kernels::cuda::SeqInputs;
+use drover_kernels::seq::reference::SeqReferenceEngine;
+use drover_kernels::{
+    create_seq_engine, AdamConfig, DeviceRequest, Engine, EngineConfig, EnvPlan, MinibatchEval, NetShape, ParamLayout,
+    PromptRef, Rollout, SeqTask, TaskFamily,
+};
 use std::io::{Read, Write};
 use std::process::Command;
 
@@ -365,8 +371,234 @@ fn truncation_check(bin: &str) -> usize {
     bad
 }
 
+/// What the emulated `seq` mode writes: tokens, logp, entropy, value (`[t * n + env]`) and the
+/// observation rows (`obs_dim` floats per sample).
+struct EmuSeq {
+    act: Vec<u32>,
+    lp: Vec<f32>,
+    en: Vec<f32>,
+    val: Vec<f32>,
+    obs: Vec<f32>,
+}
+
+/// Runs `seq_rollout` (or, given `replay` tokens, only `seq_build_obs`) on the emulator.
+fn seq_emu(bin: &str, cfg: &EngineConfig, params: &[f32], inputs: &SeqInputs, t0: u64, replay: Option<&[u32]>, warps: i32) -> EmuSeq {
+    let (n, l) = (cfg.num_envs, cfg.num_envs * cfg.num_steps);
+    let key = rng::run_key(cfg.seed);
+    let mut inp = Vec::new();
+    let head = [n as i32, cfg.env_offset as i32, key as i32, params.len() as i32, warps, t0 as u32 as i32, (t0 >> 32) as i32, replay.is_some() as i32];
+    w(&mut inp, &head);
+    w(&mut inp, params);
+    w(&mut inp, &inputs.prompts);
+    w(&mut inp, &inputs.answers);
+    w(&mut inp, &inputs.expert.iter().map(|&e| e as u32).collect::<Vec<_>>());
+    if let Some(a) = replay {
+        w(&mut inp, a);
+    }
+    let mut r = run(bin, "seq", &inp);
+    EmuSeq { act: r.take(l), lp: r.take(l), en: r.take(l), val: r.take(l), obs: r.take(l * cfg.shape.obs_dim) }
+}
+
+/// Observation rows differing in any bit from `SeqTask::observation` of the given prompts and
+/// tokens.
+fn seq_obs_mismatches(task: &SeqTask, cfg: &EngineConfig, prompts: &[u32], act: &[u32], obs: &[f32]) -> usize {
+    let (n, nt, od, pl) = (cfg.num_envs, cfg.num_steps, cfg.shape.obs_dim, task.prompt_len);
+    let mut want = vec![0f32; od];
+    let mut bad = 0;
+    for t in 0..nt {
+        for i in 0..n {
+            let prefix: Vec<u32> = (0..t).map(|j| act[j * n + i]).collect();
+            task.observation(&prompts[i * pl..(i + 1) * pl], &prefix, t, &mut want);
+            let s = t * n + i;
+            if want.iter().zip(&obs[s * od..(s + 1) * od]).any(|(a, b)| a.to_bits() != b.to_bits()) {
+                bad += 1;
+            }
+        }
+    }
+    bad
+}
+
+/// Emulated rollout vs a reference rollout (and the CPU engine's): tokens equal, scores within
+/// the CUDA tolerance, the host outcomes (SeqInputs::outcomes) equal, observations bit-identical.
+fn seq_rollout_mismatches(label: &str, task: &SeqTask, cfg: &EngineConfig, e: &EmuSeq, inputs: &SeqInputs, want: &Rollout, cpu: &Rollout) -> usize {
+    let mut bad = 0;
+    let mut got = Rollout { actions: e.act.clone(), values: e.val.clone(), ..Rollout::default() };
+    inputs.outcomes(&mut got);
+    let mut worst = 0f32;
+    for (s, &a) in e.act.iter().enumerate() {
+        if a != want.actions[s] || a != cpu.actions[s] {
+            bad += 1;
+            println!("  {label} token {s}: emu {a}, reference {}, cpu {}", want.actions[s], cpu.actions[s]);
+        }
+        for (name, x, y, z) in [
+            ("logp", e.lp[s], want.logp[s], cpu.logp[s]),
+            ("entropy", e.en[s], want.entropy[s], cpu.entropy[s]),
+            ("value", e.val[s], want.values[s], cpu.values[s]),
+            ("next_value", got.next_values[s], want.next_values[s], cpu.next_values[s]),
+        ] {
+            worst = worst.max((x - y).abs() / y.abs().max(1.0));
+            if !close(x, y, 1e-5, 1e-5) || !close(x, z, 1e-5, 1e-5) {
+                bad += 1;
+                if bad < 10 {
+                    println!("  {label} {name} {s}: emu {x}, reference {y}, cpu {z}");
+                }
+            }
+        }
+    }
+    if got.rewards != want.rewards || got.terminated != want.terminated || got.truncated != want.truncated
+        || got.finished_returns != want.finished_returns || got.finished_lengths != want.finished_lengths
+    {
+        bad += 1;
+        println!("  {label}: rewards, flags or finished responses differ");
+    }
+    let obad = seq_obs_mismatches(task, cfg, &inputs.prompts, &e.act, &e.obs);
+    let correct = want.finished_returns.iter().filter(|&&r| r == 1.0).count();
+    println!("  {label}: {} tokens, {correct} correct responses, worst logp/entropy/value error {worst:e}, obs rows differing {obad}, mismatches {bad}", e.act.len());
+    bad + obad
+}
+
+/// Emulated evaluate + backward on the emulated observation rows vs the reference engine's
+/// evaluate and gradient of the same samples (the reference builds its own observations).
+fn seq_train_mismatches(label: &str, bin: &str, cfg: &EngineConfig, params: &[f32], e: &EmuSeq, re: &mut SeqReferenceEngine, warps: i32) -> usize {
+    let tn = cfg.num_envs * cfg.num_steps;
+    let key = rng::run_key(77);
+    let b = 2 * tn / 3 + 5;
+    let samples: Vec<u32> = (0..b).map(|i| rng::draw(key, 12, 0, i as u32) % tn as u32).collect();
+    let d = |st: u32| -> Vec<f32> { (0..b).map(|i| (uniform(key, st, 0, i as u32) - 0.5) / b as f32).collect() };
+    let (dl, dv, de) = (d(13), d(14), d(15));
+    let mut inp = Vec::new();
+    w(&mut inp, &[params.len() as i32, tn as i32, b as i32, warps]);
+    for v in [params, &e.obs[..]] {
+        w(&mut inp, v);
+    }
+    w(&mut inp, &e.act);
+    w(&mut inp, &samples);
+    for v in [&dl, &dv, &de] {
+        w(&mut inp, v);
+    }
+    let mut r = run(bin, "train", &inp);
+    let (olp, oen, ov, g): (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) = (r.take(b), r.take(b), r.take(b), r.take(params.len()));
+    let mut ev = MinibatchEval::default();
+    re.evaluate(&samples, &mut ev).unwrap();
+    re.accumulate_grad(&dl, &dv, &de).unwrap();
+    let mut gref = Vec::new();
+    re.reduce_grads(&mut |v| {
+        gref = v.to_vec();
+        v.fill(0.0);
+    })
+    .unwrap();
+    let mut bad = 0;
+    for i in 0..b {
+        for (name, x, y) in [("logp", olp[i], ev.logp[i]), ("entropy", oen[i], ev.entropy[i]), ("value", ov[i], ev.values[i])] {
+            if !close(x, y, 1e-5, 1e-5) {
+                bad += 1;
+                if bad < 10 {
+                    println!("  {label} evaluate {name} {i}: emu {x}, reference {y}");
+                }
+            }
+        }
+    }
+    let scale = gref.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let mut worst = 0f32;
+    for i in 0..gref.len() {
+        let err = (g[i] - gref[i]).abs() / (scale + gref[i].abs());
+        worst = worst.max(err);
+        // The CUDA tests' gradient bound: |gpu - ref| <= 1e-5 (|ref| + max|ref|).
+        if !g[i].is_finite() || err > 1e-5 {
+            bad += 1;
+            if bad < 20 {
+                println!("  {label} grad {i}: emu {} vs reference {}", g[i], gref[i]);
+            }
+        }
+    }
+    println!("  {label} train: b={b}, grad scale {scale:e}, worst mixed error {worst:e}, mismatches {bad}");
+    bad
+}
+
+/// One sequence task through the emulated kernels: a default rollout, then a second rollout with
+/// a plan (dataset and drawn prompts, experts moved), then a `load_sequences` replay; each
+/// followed by evaluate + gradients on its observation rows.
+fn seq_check(bin: &str, task: SeqTask, hidden: Vec<usize>, num_envs: usize, warps: i32) -> usize {
+    let cfg = EngineConfig {
+        num_envs,
+        env_offset: 2 * task.group_size,
+        num_steps: task.response_len(),
+        seed: 9,
+        shape: task.net_shape(hidden),
+        adam: AdamConfig::default(),
+        threads: 1,
+        cuda_ordinal: 0,
+    };
+    println!("seq {} V={} P={} G={} experts={} {:?} n={num_envs} warps={warps}", task.family, task.vocab, task.prompt_len, task.group_size, task.expert_per_group, cfg.shape.hidden);
+    let mut re = SeqReferenceEngine::new(cfg.clone(), task).unwrap();
+    let mut cpu = create_seq_engine(DeviceRequest::Cpu, cfg.clone(), task).unwrap();
+    // Perturbed parameters: a policy far from uniform, so draws and scores discriminate.
+    let key = rng::run_key(cfg.seed);
+    let mut params = re.params().unwrap();
+    for (i, v) in params.iter_mut().enumerate() {
+        *v += 0.6 * (uniform(key, 9, 0, i as u32) - 0.5);
+    }
+    re.set_params(&params).unwrap();
+    cpu.set_params(&params).unwrap();
+    let (ne, nt) = (cfg.num_envs, cfg.num_steps);
+    let mut inputs = SeqInputs::new(task, ne);
+    let plan: Vec<EnvPlan> = (0..ne)
+        .map(|i| EnvPlan {
+            prompt: if i % 3 == 0 { PromptRef::Dataset((7 * i % 11) as u32) } else { PromptRef::Drawn { rollout: 5, group: (i / 2) as u32 } },
+            expert: i % 5 == 1,
+        })
+        .collect();
+    let mut bad = 0;
+    let mut rollouts = Vec::new();
+    for r in 0..2u32 {
+        let plan = (r == 1).then_some(&plan[..]);
+        if let Some(p) = plan {
+            re.plan_rollout(p).unwrap();
+            cpu.plan_rollout(p).unwrap();
+        }
+        let t0 = re.global_step();
+        let (mut want, mut cpu_out) = (Rollout::default(), Rollout::default());
+        re.rollout(&mut want).unwrap();
+        cpu.rollout(&mut cpu_out).unwrap();
+        inputs.for_rollout(key, cfg.env_offset, r, plan);
+        let e = seq_emu(bin, &cfg, &params, &inputs, t0, None, warps);
+        let label = if r == 0 { "rollout 0 (default layout)" } else { "rollout 1 (plan)" };
+        bad += seq_rollout_mismatches(label, &task, &cfg, &e, &inputs, &want, &cpu_out);
+        bad += seq_train_mismatches(label, bin, &cfg, &params, &e, &mut re, warps);
+        rollouts.push(e.act);
+    }
+    // Replay: the first rollout's tokens with other prompts (dataset and drawn), as DAPO's
+    // dynamic sampling hands back responses of earlier rollouts.
+    let refs: Vec<PromptRef> = (0..ne)
+        .map(|i| if i % 2 == 0 { PromptRef::Dataset(i as u32 / 2) } else { PromptRef::Drawn { rollout: 0, group: (i / task.group_size) as u32 } })
+        .collect();
+    let actions = rollouts.swap_remove(0);
+    re.load_sequences(&refs, &actions).unwrap();
+    inputs.for_replay(key, &refs);
+    let e = seq_emu(bin, &cfg, &params, &inputs, 0, Some(&actions), warps);
+    let obad = seq_obs_mismatches(&task, &cfg, &inputs.prompts, &actions, &e.obs);
+    println!("  replay: obs rows differing {obad} of {}", ne * nt);
+    bad += obad + usize::from(e.act != actions);
+    bad += seq_train_mismatches("replay", bin, &cfg, &params, &e, &mut re, warps);
+    bad
+}
+
 fn main() {
-    let mut bad = truncation_check(&emu("emu64"));
+    let mut bad = seq_check(
+        &emu("emuseqrev"),
+        SeqTask { family: TaskFamily::Reverse, vocab: 4, prompt_len: 3, group_size: 4, expert_per_group: 0 },
+        vec![64, 64],
+        64,
+        2,
+    );
+    bad += seq_check(
+        &emu("emuseqadd"),
+        SeqTask { family: TaskFamily::Add, vocab: 10, prompt_len: 4, group_size: 4, expert_per_group: 1 },
+        vec![24],
+        44,
+        1,
+    );
+    bad += truncation_check(&emu("emu64"));
     let _ = std::io::stdout().flush();
     bad += rollout_check(&emu("emu64"), vec![64, 64], 2, 80, 40, 2);
     bad += rollout_check(&emu("emu52"), vec![5, 3], 2, 40, 30, 1);
