@@ -4,9 +4,14 @@
 //! A checkpoint is taken between iterations and holds everything the next iteration depends on:
 //! the engine's state (parameters, Adam moments and step, every env's state and episode
 //! accumulators, the global step), the trainer's minibatch permutation (shuffled in place from
-//! one iteration to the next), the metrics rows so far and the wall time used. Floats are stored
-//! as their bit patterns, so a resumed run continues bit for bit. Plugin-internal state is not
-//! covered: the plugin ABI has no state hook yet (PPO keeps none across iterations).
+//! one iteration to the next), the group sizes the plugin asked for the next generation batch,
+//! the plugin's own state (interface 1.3 `drover.plugin_state`, for plugins that export it), the
+//! metrics rows so far and the wall time used. Floats are stored as their bit patterns, so a
+//! resumed run continues bit for bit.
+//!
+//! Format 2 added `next_group_sizes` and `plugin_state`; a format-1 checkpoint (written before)
+//! still resumes, with the plugin started fresh and the run's `group_size` for the first
+//! resumed generation batch, as format 1 always did.
 
 use std::io::Write;
 use std::path::Path;
@@ -23,10 +28,13 @@ use crate::{fsio, JobError};
 pub const CHECKPOINT_JSON: &str = "checkpoint.json";
 /// `interruptions.jsonl`: one line per checkpoint-and-stop, the retry budgets count them.
 pub const INTERRUPTIONS_JSONL: &str = "interruptions.jsonl";
-/// On-disk format of both files.
-pub const CHECKPOINT_FORMAT_VERSION: u32 = 1;
+/// On-disk format of both files (2: `checkpoint.json` gained `next_group_sizes` and
+/// `plugin_state`; `interruptions.jsonl` lines are unchanged).
+pub const CHECKPOINT_FORMAT_VERSION: u32 = 2;
+/// The older checkpoint format this drover-job still resumes from.
+const CHECKPOINT_FORMAT_V1: u32 = 1;
 
-/// `checkpoint.json` (format_version 1).
+/// `checkpoint.json` (format_version 2; 1 reads with the format-2 fields empty).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Checkpoint {
     /// Always [`CHECKPOINT_FORMAT_VERSION`].
@@ -43,6 +51,67 @@ pub struct Checkpoint {
     pub perm: Vec<u32>,
     /// Metrics rows of iterations `1..=iteration`, floats as bit patterns (see `encode_row`).
     pub rows: Vec<serde_json::Map<String, Value>>,
+    /// The group sizes the plugin's last `on_iteration` asked for the next generation batch
+    /// (empty: the run's `group_size`). Format 2.
+    #[serde(default)]
+    pub next_group_sizes: Vec<u32>,
+    /// The plugin's state, when it exports `drover.plugin_state`. Format 2.
+    #[serde(default)]
+    pub plugin_state: Option<PluginStateRecord>,
+}
+
+/// A plugin's state in `checkpoint.json`: the bytes of its `save_state`, whatever their format
+/// (the plugin versions them), as lowercase hex, with the plugin that wrote them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluginStateRecord {
+    /// The plugin's name, e.g. `knapsack`.
+    pub plugin: String,
+    /// The plugin's version.
+    pub version: String,
+    /// The state bytes, two lowercase hex digits each.
+    pub hex: String,
+}
+
+impl PluginStateRecord {
+    /// Records `bytes` saved by plugin `plugin` `version`.
+    pub fn new(plugin: &str, version: &str, bytes: &[u8]) -> Self {
+        Self {
+            plugin: plugin.to_string(),
+            version: version.to_string(),
+            hex: bytes.iter().map(|b| format!("{b:02x}")).collect(),
+        }
+    }
+
+    /// The state bytes.
+    ///
+    /// # Errors
+    /// Why `hex` is not an even number of hex digits.
+    pub fn bytes(&self) -> Result<Vec<u8>, String> {
+        let h = self.hex.as_bytes();
+        if !h.len().is_multiple_of(2) {
+            return Err(format!("`plugin_state.hex` has an odd number of digits ({})", h.len()));
+        }
+        h.chunks(2)
+            .enumerate()
+            .map(|(i, pair)| {
+                std::str::from_utf8(pair)
+                    .ok()
+                    .and_then(|p| u8::from_str_radix(p, 16).ok())
+                    .ok_or_else(|| format!("`plugin_state.hex`: byte {i} is not two hex digits"))
+            })
+            .collect()
+    }
+}
+
+/// What a checkpoint holds besides the engine and the metrics: the trainer's and the plugin's.
+#[derive(Debug, Clone, Default)]
+pub struct RunState {
+    /// The trainer's minibatch permutation.
+    pub perm: Vec<u32>,
+    /// The group sizes asked for the next generation batch.
+    pub next_group_sizes: Vec<u32>,
+    /// The plugin's state, when it has a state table.
+    pub plugin_state: Option<PluginStateRecord>,
 }
 
 impl Checkpoint {
@@ -163,8 +232,10 @@ pub fn load(dir: &Path, run_id: &str) -> Result<Option<Checkpoint>, JobError> {
     };
     let value: serde_json::Value = serde_json::from_slice(&text).map_err(|e| bad(e.to_string()))?;
     let version = value.get("format_version").and_then(serde_json::Value::as_u64);
-    if version != Some(u64::from(CHECKPOINT_FORMAT_VERSION)) {
-        return Err(bad(format!("format_version {version:?}, this drover-job reads {CHECKPOINT_FORMAT_VERSION}")));
+    if ![CHECKPOINT_FORMAT_V1, CHECKPOINT_FORMAT_VERSION].iter().any(|&v| version == Some(u64::from(v))) {
+        return Err(bad(format!(
+            "format_version {version:?}, this drover-job reads {CHECKPOINT_FORMAT_V1} and {CHECKPOINT_FORMAT_VERSION}"
+        )));
     }
     let checkpoint: Checkpoint = serde_json::from_value(value).map_err(|e| bad(e.to_string()))?;
     if checkpoint.run_id != run_id {
@@ -183,11 +254,11 @@ pub fn take(
     run_id: &str,
     iteration: u64,
     engine: &dyn Engine,
-    perm: &[u32],
+    state: RunState,
     rows: &[MetricsRow],
     wall_time_s: f64,
 ) -> Result<bool, JobError> {
-    let state = match engine.save_state() {
+    let engine_state = match engine.save_state() {
         Ok(state) => state,
         Err(e) => {
             tracing::warn!("no checkpoint: {e}");
@@ -199,8 +270,10 @@ pub fn take(
         run_id: run_id.to_string(),
         iteration,
         wall_time_s,
-        engine: EngineRecord::from(&state),
-        perm: perm.to_vec(),
+        engine: EngineRecord::from(&engine_state),
+        perm: state.perm,
+        next_group_sizes: state.next_group_sizes,
+        plugin_state: state.plugin_state,
         rows: rows.iter().map(encode_row).collect::<Result<_, _>>().map_err(|reason| JobError::Checkpoint {
             path: dir.join(CHECKPOINT_JSON),
             reason,
@@ -389,15 +462,83 @@ mod tests {
             engine: EngineRecord::from(&EngineState::default()),
             perm: vec![1, 0],
             rows: Vec::new(),
+            next_group_sizes: Vec::new(),
+            plugin_state: None,
         };
         save(dir.path(), &ck).unwrap();
         assert_eq!(load(dir.path(), "a").unwrap().unwrap().perm, vec![1, 0]);
         let err = load(dir.path(), "b").unwrap_err().to_string();
         assert!(err.contains("belongs to run a, not b"), "{err}");
         let text = std::fs::read_to_string(dir.path().join(CHECKPOINT_JSON)).unwrap();
-        std::fs::write(dir.path().join(CHECKPOINT_JSON), text.replace("\"format_version\":1", "\"format_version\":9")).unwrap();
+        std::fs::write(dir.path().join(CHECKPOINT_JSON), text.replace("\"format_version\":2", "\"format_version\":9")).unwrap();
         let err = load(dir.path(), "a").unwrap_err().to_string();
         assert!(err.contains("format_version Some(9)"), "{err}");
+    }
+
+    /// A checkpoint written by a format-1 drover-job (before plugin state): it still resumes,
+    /// with no plugin state and the run's `group_size` for the next batch.
+    #[test]
+    fn a_version_1_checkpoint_still_resumes_without_plugin_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut v1 = serde_json::json!({
+            "format_version": 1,
+            "run_id": "a",
+            "iteration": 1,
+            "wall_time_s": 2.5,
+            "engine": EngineRecord::from(&EngineState::default()),
+            "perm": [2, 0, 1],
+            "rows": [],
+        });
+        v1["rows"] = serde_json::json!([encode_row(&MetricsRow {
+            iteration: 1,
+            global_step: 3,
+            episodic_return_mean: None,
+            episodes: 0,
+            policy_loss: None,
+            value_loss: None,
+            entropy: None,
+            approx_kl: None,
+            clip_frac: None,
+            lr: 0.1,
+            steps_per_sec: 1.0,
+            wall_time_s: 2.5,
+            extra: Default::default(),
+        })
+        .unwrap()]);
+        std::fs::write(dir.path().join(CHECKPOINT_JSON), v1.to_string()).unwrap();
+        let ck = load(dir.path(), "a").unwrap().expect("a format-1 checkpoint loads");
+        assert_eq!((ck.format_version, ck.iteration, ck.perm.clone()), (1, 1, vec![2, 0, 1]));
+        assert_eq!(ck.plugin_state, None);
+        assert!(ck.next_group_sizes.is_empty());
+        assert_eq!(ck.metrics_rows().unwrap()[0].lr, 0.1);
+    }
+
+    #[test]
+    fn plugin_state_round_trips_as_hex_and_bad_hex_is_named() {
+        let bytes = [0u8, 0x7b, 0xff, 0x10];
+        let record = PluginStateRecord::new("knapsack", "0.1.0", &bytes);
+        assert_eq!(record.hex, "007bff10");
+        assert_eq!(record.bytes().unwrap(), bytes);
+        let dir = tempfile::tempdir().unwrap();
+        let ck = Checkpoint {
+            format_version: CHECKPOINT_FORMAT_VERSION,
+            run_id: "a".into(),
+            iteration: 0,
+            wall_time_s: 0.0,
+            engine: EngineRecord::from(&EngineState::default()),
+            perm: vec![0],
+            rows: Vec::new(),
+            next_group_sizes: vec![3, 0, 5],
+            plugin_state: Some(record.clone()),
+        };
+        save(dir.path(), &ck).unwrap();
+        let back = load(dir.path(), "a").unwrap().unwrap();
+        assert_eq!(back.plugin_state, Some(record));
+        assert_eq!(back.next_group_sizes, [3, 0, 5]);
+        let odd = PluginStateRecord { hex: "abc".into(), ..PluginStateRecord::new("k", "1", &[]) };
+        assert_eq!(odd.bytes().unwrap_err(), "`plugin_state.hex` has an odd number of digits (3)");
+        let bad = PluginStateRecord { hex: "00zz".into(), ..odd };
+        assert_eq!(bad.bytes().unwrap_err(), "`plugin_state.hex`: byte 1 is not two hex digits");
     }
 
     #[test]

@@ -1,9 +1,12 @@
 //! The communicator seam: how ranks of one job exchange data. `Solo` is the one-rank case (no
-//! MPI at all); `Mpi` (feature `mpi`) wraps rsmpi's world communicator. An NCCL path for GPU
-//! buffers can be added beside them behind the same trait.
+//! MPI at all); `Mpi` (feature `mpi`) wraps rsmpi's world communicator. The gradient may skip
+//! the host instead: [`nccl`] chooses, with every rank agreeing through this trait, whether the
+//! CUDA engines sum it on their devices with NCCL (`DROVER_ALLREDUCE`).
 //!
 //! Every collective here is one SUM all-reduce over one flat buffer (never one call per tensor): gathers are expressed as sums
 //! over buffers in which each rank wrote only its own slots (exact, since the others are 0).
+
+pub mod nccl;
 
 /// What the training loop needs from the ranks of a job.
 pub trait Communicator {

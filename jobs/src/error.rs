@@ -41,6 +41,15 @@ pub enum JobError {
     /// and an `{:#}` chain would otherwise print it twice).
     #[error(transparent)]
     Kernel(#[from] drover_kernels::KernelError),
+    /// A runtime setting from the environment (`DROVER_ALLREDUCE`) is invalid or cannot be
+    /// honoured.
+    #[error("environment variable `{name}`: {reason}")]
+    Env {
+        /// The variable.
+        name: &'static str,
+        /// What was wrong.
+        reason: String,
+    },
     /// The ranks of the job do not fit the spec, or they diverged.
     #[error("multi-rank job: {0}")]
     Ranks(String),
@@ -58,6 +67,24 @@ pub enum JobError {
         /// The checkpoint file.
         path: PathBuf,
         /// Why it was refused.
+        reason: String,
+    },
+    /// The checkpoint holds plugin state (interface 1.3) that the plugin loaded now cannot take
+    /// back: resuming without it would diverge from the interrupted run, so the run stops and
+    /// the checkpoint is left as it is.
+    #[error(
+        "run {run}: cannot resume from checkpoint `{path}`: plugin `{plugin}`: {reason} \
+         (the checkpoint is kept: resume with the plugin that wrote it, or delete the file to \
+         start the run over)"
+    )]
+    PluginState {
+        /// The run id.
+        run: String,
+        /// The checkpoint file.
+        path: PathBuf,
+        /// The plugin loaded for the resumed run.
+        plugin: String,
+        /// Why its state could not be restored.
         reason: String,
     },
     /// Writing the Parquet metrics failed.

@@ -21,14 +21,14 @@ use drover_kernels::{
     create_engine, create_seq_engine, rng, AdamConfig, DeviceRequest, Engine, EngineConfig, EngineState,
     EnvPlan, MinibatchEval, NetShape, PromptRef, Rollout,
 };
-use drover_plugin_host::{AlgorithmHandle, LossBatch, Metric, Plugin, RolloutBatch};
+use drover_plugin_host::{AlgorithmHandle, LossBatch, Metric, Plugin, PluginState, RolloutBatch};
 
 use drover_plugin_api::metadata as meta;
 
 use crate::comm::Communicator;
 use crate::sampling::{self, GroupSpec, PromptSchedule};
 use crate::metrics::{MetricsLog, MetricsRow};
-use crate::checkpoint;
+use crate::checkpoint::{self, Checkpoint, PluginStateRecord, RunState};
 use crate::signals::{CancelFlag, StopCause};
 use crate::spec::JobSpec;
 use crate::summary::{return_stats, ExitStatus, PluginRecord, Summary, SUMMARY_FORMAT_VERSION};
@@ -113,13 +113,17 @@ pub fn run(
         Some(task) => create_seq_engine(device, config, task)?,
         None => create_engine(device, config)?,
     };
+    // Host-staged MPI or NCCL on the devices; the call site of `reduce_grads` is the same.
+    let grad_path = crate::comm::nccl::setup(
+        engine.as_mut(),
+        comm,
+        crate::comm::nccl::AllReduceMode::from_env()?,
+    )?;
     tracing::info!(
         run = %spec.run_id, plugin = %info.name, device = ?engine.device(),
-        params = engine.num_params(), rank, ranks = size, "training starts"
+        params = engine.num_params(), rank, ranks = size, grad_allreduce = ?grad_path, "training starts"
     );
 
-    // Rank 0 alone writes files.
-    let mut log = if rank == 0 { Some(MetricsLog::create(out_dir)?) } else { None };
     let mut trainer = Trainer::new(spec, key, comm, local_envs);
     // The frozen reference policy: the initial parameters, taken before any checkpoint is
     // loaded (initialisation is a pure function of the seed, so a resumed run gets the same).
@@ -131,7 +135,12 @@ pub fn run(
     if cancel.checkpointing() && size > 1 {
         tracing::warn!("checkpointing of multi-rank runs is not supported yet: a stop restarts this run from scratch");
     }
+    // Looked up only when checkpointing, so a plugin's state table matters to no other run.
+    let state_ext = if checkpointing { plugin.plugin_state()? } else { None };
     let (mut first, mut wall_offset, mut checkpoint) = (1, 0.0, None);
+    // What the last `on_iteration` asked of the next generation batch (checkpointed with it).
+    let mut next_group_sizes: Vec<u32> = Vec::new();
+    let mut restored_rows = Vec::new();
     if checkpointing {
         if let Some(ck) = checkpoint::load(out_dir, &spec.run_id)? {
             if ck.perm.len() != trainer.perm.len() {
@@ -142,17 +151,28 @@ pub fn run(
             }
             engine.load_state(&EngineState::from(&ck.engine))?;
             trainer.perm.clone_from(&ck.perm);
-            let rows = ck.metrics_rows().map_err(|reason| JobError::Checkpoint {
+            restored_rows = ck.metrics_rows().map_err(|reason| JobError::Checkpoint {
                 path: out_dir.join(checkpoint::CHECKPOINT_JSON),
                 reason,
             })?;
-            if let Some(log) = log.as_mut() {
-                for row in rows {
-                    log.push(row)?;
-                }
-            }
+            // The engine's step is restored, so these are the prompts the sizes were asked for.
+            let next = trainer.next_prompts(engine.as_ref());
+            trainer.set_group_sizes(next.as_ref(), &ck.next_group_sizes).map_err(|reason| JobError::Checkpoint {
+                path: out_dir.join(checkpoint::CHECKPOINT_JSON),
+                reason: format!("`next_group_sizes`: {reason}"),
+            })?;
+            next_group_sizes.clone_from(&ck.next_group_sizes);
+            restore_plugin_state(&mut algo, state_ext, &ck, &spec.run_id, out_dir)?;
             (first, wall_offset) = (ck.iteration + 1, ck.wall_time_s);
             tracing::info!(run = %spec.run_id, iteration = ck.iteration, "resumed from checkpoint");
+        }
+    }
+    // Rank 0 alone writes files; created after the checkpoint was accepted, so a refused one
+    // leaves the interrupted attempt's metrics file as it was.
+    let mut log = if rank == 0 { Some(MetricsLog::create(out_dir)?) } else { None };
+    if let Some(log) = log.as_mut() {
+        for row in restored_rows {
+            log.push(row)?;
         }
     }
     let batch = r.num_envs * r.num_steps;
@@ -164,7 +184,12 @@ pub fn run(
             if checkpointing && cancel.cause() != Some(StopCause::Interrupt) {
                 let rows = log.as_ref().map_or(&[][..], MetricsLog::rows);
                 let wall = wall_offset + started.elapsed().as_secs_f64();
-                if checkpoint::take(out_dir, &spec.run_id, iteration - 1, engine.as_ref(), &trainer.perm, rows, wall)? {
+                let plugin_state = match state_ext {
+                    Some(ext) => Some(PluginStateRecord::new(&info.name, &info.version, &algo.save_state(ext)?)),
+                    None => None,
+                };
+                let state = RunState { perm: trainer.perm.clone(), next_group_sizes: next_group_sizes.clone(), plugin_state };
+                if checkpoint::take(out_dir, &spec.run_id, iteration - 1, engine.as_ref(), state, rows, wall)? {
                     checkpoint = Some(iteration - 1);
                 }
             }
@@ -193,6 +218,7 @@ pub fn run(
             plugin: info.name.clone(),
             reason,
         })?;
+        next_group_sizes = control.group_sizes.clone();
         let (return_sum, episodes) = trainer.episode_totals();
         // A sequence task's return is its `accuracy`: per prompt, so that per-prompt budgets
         // (Knapsack RL) do not weight the prompts they favour.
@@ -263,6 +289,58 @@ pub fn run(
     checkpoint::remove(out_dir);
     tracing::info!(run = %spec.run_id, ?final_return, ?steps_to_threshold, "training done");
     Ok(TrainOutcome { status, checkpoint, summary: Some(summary) })
+}
+
+/// Gives a resumed run's fresh plugin instance the state the checkpoint holds (interface 1.3).
+/// A state the plugin cannot take back is an error that keeps the checkpoint: resuming without
+/// it would silently diverge from the interrupted run.
+fn restore_plugin_state(
+    algo: &mut AlgorithmHandle,
+    ext: Option<PluginState>,
+    ck: &Checkpoint,
+    run_id: &str,
+    out_dir: &Path,
+) -> Result<(), JobError> {
+    let plugin = algo.plugin_name().to_string();
+    let fail = |reason: String| JobError::PluginState {
+        run: run_id.to_string(),
+        path: out_dir.join(checkpoint::CHECKPOINT_JSON),
+        plugin: plugin.clone(),
+        reason,
+    };
+    let Some(record) = &ck.plugin_state else {
+        if ext.is_some() {
+            tracing::warn!(
+                run = %run_id, plugin = %plugin, format_version = ck.format_version,
+                "the checkpoint holds no plugin state (format 1 predates it, or the plugin had no state table): the plugin starts fresh"
+            );
+        }
+        return Ok(());
+    };
+    if record.plugin != plugin {
+        return Err(fail(format!("the checkpoint holds the state of plugin `{}` {}", record.plugin, record.version)));
+    }
+    let bytes = record.bytes().map_err(&fail)?;
+    let Some(ext) = ext else {
+        return Err(fail(format!(
+            "the checkpoint holds its state ({} bytes, saved by {} {}), but the plugin loaded now exports no \
+             `drover.plugin_state` table to take it back",
+            bytes.len(),
+            record.plugin,
+            record.version
+        )));
+    };
+    algo.load_state(ext, &bytes).map_err(|e| {
+        fail(format!(
+            "`load_state` refused the state saved by {} {} ({} bytes): {}",
+            record.plugin,
+            record.version,
+            bytes.len(),
+            e.kind
+        ))
+    })?;
+    tracing::info!(run = %run_id, plugin = %plugin, bytes = bytes.len(), "plugin state restored");
+    Ok(())
 }
 
 /// Fault injection for the multi-rank failure test: `DROVER_FAULT_KILL_RANK=<rank>` makes that

@@ -53,3 +53,67 @@ fn cuda_device_without_a_gpu_fails_the_run_with_the_reason() {
         assert_eq!(reason.matches("cuda unavailable").count(), 1, "reason said twice: {reason}");
     }
 }
+
+/// Issue 6, item 3: a 2-rank CUDA job with `DROVER_ALLREDUCE=auto` on a machine with one GPU
+/// (both ranks share it). NCCL either sums the gradients on the device or refuses two ranks on
+/// one GPU ("Duplicate GPU detected"), and then every rank falls back to host-staged MPI; either
+/// way the run finishes with the metrics of the same job forced onto host-staged MPI
+/// (`DROVER_ALLREDUCE=mpi`). Skips with a visible line without a GPU (fails instead under
+/// `DROVER_REQUIRE_GPU=1`); needs `drover-job` built with the `mpi` feature, as `mpi.rs` does.
+#[test]
+fn two_cuda_ranks_reduce_with_nccl_or_fall_back_with_the_same_metrics() {
+    let test = "two_cuda_ranks_reduce_with_nccl_or_fall_back_with_the_same_metrics";
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let sweep = drover_tests::write_sweep(
+        tmp.path(),
+        "name = \"nccl\"\n[run]\nenv = \"CartPole-v1\"\nplugin = \"ppo\"\ndevice = \"cuda\"\nranks = 2\n\
+         num_envs = 64\nnum_steps = 32\ntotal_steps = 8192\n[sweep]\nseeds = [3]\n",
+    );
+    let launch = |mode: &str| {
+        let results = tmp.path().join(format!("results-{mode}"));
+        let out = drover()
+            .arg("run")
+            .arg(&sweep)
+            .arg("--results")
+            .arg(&results)
+            .env("DROVER_ALLREDUCE", mode)
+            .output()
+            .expect("spawn");
+        (out, run_dirs(&results)[0].clone())
+    };
+    let (out, mpi_run) = launch("mpi");
+    if !out.status.success() {
+        let reason = read_json(&mpi_run.join("exit.json"))["reason"].as_str().unwrap_or_default().to_string();
+        let no_gpu = reason.starts_with("cuda unavailable: ");
+        if no_gpu && std::env::var("DROVER_REQUIRE_GPU").as_deref() != Ok("1") {
+            eprintln!("{test}: skipped: {reason}");
+            return;
+        }
+        panic!("the host-staged MPI run failed: {reason}\n{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let (out, auto_run) = launch("auto");
+    let log = std::fs::read_to_string(auto_run.join("attempt-1.stderr.log")).expect("job stderr log");
+    assert!(out.status.success(), "the auto run failed:\n{log}");
+    let on_device = log.matches("gradient all-reduce: NCCL on the devices (2 ranks").count();
+    let fell_back = log.matches("DROVER_ALLREDUCE=auto: gradient all-reduce through host-staged MPI: ").count();
+    assert_eq!(on_device + fell_back, 1, "expected one line saying which path was taken:\n{log}");
+    eprintln!("{test}: {}", if on_device == 1 { "NCCL on the device" } else { "NCCL refused, host-staged MPI" });
+    let rows = |run: &Path| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(run.join("metrics.jsonl"))
+            .expect("metrics.jsonl")
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("row"))
+            .collect()
+    };
+    let (a, b) = (rows(&mpi_run), rows(&auto_run));
+    assert_eq!(a.len(), b.len());
+    for (ra, rb) in a.iter().zip(&b) {
+        assert_eq!(ra["episodes"], rb["episodes"], "{ra}\n{rb}");
+        for key in ["policy_loss", "value_loss", "entropy", "approx_kl", "grad_norm"] {
+            let (x, y) = (ra[key].as_f64().unwrap_or(0.0), rb[key].as_f64().unwrap_or(0.0));
+            // Two ranks: both paths compute a + b per element, so the runs should agree exactly;
+            // the tolerance only allows for a reduction order NCCL might choose differently.
+            assert!((x - y).abs() <= 1e-5 * (1.0 + x.abs().max(y.abs())), "{key}: mpi {x} vs auto {y}");
+        }
+    }
+}

@@ -18,6 +18,8 @@ mod entropy_mechanism;
 mod sampling;
 /// Issue 9: the Slurm backend on the real local Slurm (arrays, status, retries, resume).
 mod slurm;
+/// Interface 1.3: plugin state in checkpoints (a resumed Knapsack run equals an uninterrupted one).
+mod plugin_state;
 /// Issue 12 (items 5, 7): damaged results, hostile plugin libraries, jobs killed by signals.
 mod hardening;
 /// Issue 12 (item 2): seeded SIGKILL chaos over a local sweep; every run done exactly once.

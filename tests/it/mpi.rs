@@ -34,6 +34,10 @@ fn rows(run: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
+fn job_stderr(run: &Path) -> String {
+    std::fs::read_to_string(run.join("attempt-1.stderr.log")).expect("job stderr log")
+}
+
 fn close(a: f64, b: f64, tol: f64) -> bool {
     (a - b).abs() <= tol * (1.0 + a.abs().max(b.abs()))
 }
@@ -56,6 +60,11 @@ fn two_ranks_follow_the_one_rank_curve_and_keep_identical_parameters() {
     };
     let (one, two) = (by_ranks(1), by_ranks(2));
     assert_eq!(read_json(&two.join("summary.json"))["param_hash"].as_str().map(str::len), Some(16));
+    // `DROVER_ALLREDUCE` unset is `auto`: on CPU engines host-staged MPI is the only path, so
+    // both ranks take it and no fallback line is printed (it would be noise on a CPU cluster).
+    let log = job_stderr(&two);
+    assert_eq!(log.matches("grad_allreduce=HostMpi").count(), 2, "{log}");
+    assert!(!log.contains("DROVER_ALLREDUCE=auto"), "{log}");
     let (a, b) = (rows(&one), rows(&two));
     assert_eq!(a.len(), b.len());
     for (ra, rb) in a.iter().zip(&b).take(4) {
@@ -137,6 +146,36 @@ seeds = [4]
             _ => assert!(uneven, "Knapsack never sized groups unevenly: {a:?}"),
         }
     }
+}
+
+/// Issue 6, item 3: `DROVER_ALLREDUCE=nccl` where NCCL cannot be used (CPU engines) fails the
+/// run on every rank with the reason, naming the variable, instead of hanging or silently
+/// taking the MPI path.
+#[test]
+fn nccl_all_reduce_without_cuda_fails_naming_the_variable() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let results = tmp.path().join("results");
+    let started = std::time::Instant::now();
+    let out = drover()
+        .arg("run")
+        .arg(sweep(tmp.path(), "[2]", 2048))
+        .arg("--results")
+        .arg(&results)
+        .env("DROVER_ALLREDUCE", "nccl")
+        .output()
+        .expect("spawn");
+    assert!(!out.status.success(), "the sweep must report the failed run");
+    assert!(started.elapsed().as_secs() < 60, "took {:?}: a rank hung", started.elapsed());
+    let run = &run_dirs(&results)[0];
+    let exit = read_json(&run.join("exit.json"));
+    assert_eq!(exit["status"], "failed");
+    let reason = exit["reason"].as_str().expect("reason");
+    assert!(
+        reason.starts_with("environment variable `DROVER_ALLREDUCE`: `nccl` asked for, but 2 of 2 ranks cannot use NCCL"),
+        "{reason}"
+    );
+    assert!(reason.contains("NCCL needs the CUDA engine"), "{reason}");
+    assert!(!run.join("summary.json").exists());
 }
 
 /// A config asking for more ranks than divide the environments is refused before launch,
