@@ -20,6 +20,7 @@ use drover_kernels::{Engine, EngineState};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::comm::{self, Communicator};
 use crate::metrics::MetricsRow;
 use crate::signals::StopCause;
 use crate::{fsio, JobError};
@@ -247,30 +248,23 @@ pub fn load(dir: &Path, run_id: &str) -> Result<Option<Checkpoint>, JobError> {
     Ok(Some(checkpoint))
 }
 
-/// Saves a checkpoint after `iteration` completed iterations; `Ok(false)` when the engine
-/// cannot snapshot its state (then the next attempt starts the run over).
+/// Saves a checkpoint after `iteration` completed iterations, with the job's whole engine
+/// state (every rank's environments, see [`job_engine_state`]).
 pub fn take(
     dir: &Path,
     run_id: &str,
     iteration: u64,
-    engine: &dyn Engine,
+    engine_state: &EngineState,
     state: RunState,
     rows: &[MetricsRow],
     wall_time_s: f64,
-) -> Result<bool, JobError> {
-    let engine_state = match engine.save_state() {
-        Ok(state) => state,
-        Err(e) => {
-            tracing::warn!("no checkpoint: {e}");
-            return Ok(false);
-        }
-    };
+) -> Result<(), JobError> {
     let checkpoint = Checkpoint {
         format_version: CHECKPOINT_FORMAT_VERSION,
         run_id: run_id.to_string(),
         iteration,
         wall_time_s,
-        engine: EngineRecord::from(&engine_state),
+        engine: EngineRecord::from(engine_state),
         perm: state.perm,
         next_group_sizes: state.next_group_sizes,
         plugin_state: state.plugin_state,
@@ -281,7 +275,121 @@ pub fn take(
     };
     save(dir, &checkpoint)?;
     tracing::info!(run = %run_id, iteration, "checkpoint saved");
-    Ok(true)
+    Ok(())
+}
+
+/// Per-env fields of [`EngineState`], in the order they travel between ranks.
+const ENV_FIELDS: usize = 7;
+
+fn env_fields(s: &EngineState) -> [Vec<u32>; ENV_FIELDS] {
+    [bits(&s.x), bits(&s.x_dot), bits(&s.theta), bits(&s.theta_dot), s.env_steps.clone(), bits(&s.ep_return), s.ep_len.clone()]
+}
+
+fn set_env_fields(s: &mut EngineState, f: [Vec<u32>; ENV_FIELDS]) {
+    let [x, x_dot, theta, theta_dot, env_steps, ep_return, ep_len] = f;
+    (s.x, s.x_dot, s.theta, s.theta_dot) = (floats(&x), floats(&x_dot), floats(&theta), floats(&theta_dot));
+    (s.env_steps, s.ep_return, s.ep_len) = (env_steps, floats(&ep_return), ep_len);
+}
+
+/// The engine state of the whole job, as a one-rank engine stepping all `num_envs` would hold
+/// it: parameters, Adam and step (equal on every rank), and every rank's environments at their
+/// global indices (rank `r`'s first is `env_offset`). Collective; `None` on every rank when some
+/// rank's engine cannot snapshot its state (then the next attempt starts the run over).
+///
+/// The environments travel as bit patterns in one f64 sum all-reduce where each rank writes only
+/// its own slots, so the gathered state is exact (a sum of `-0.0` and `+0.0` would not be).
+pub fn job_engine_state(
+    engine: &dyn Engine,
+    comm: &dyn Communicator,
+    num_envs: usize,
+    env_offset: usize,
+) -> Result<Option<EngineState>, JobError> {
+    let own = engine.save_state();
+    if comm.size() == 1 {
+        return Ok(match own {
+            Ok(state) => Some(state),
+            Err(e) => {
+                tracing::warn!("no checkpoint: {e}");
+                None
+            }
+        });
+    }
+    let failed = comm::count_ranks(comm, own.is_err());
+    let mut state = match own {
+        Ok(state) if failed == 0 => state,
+        Ok(_) => {
+            tracing::warn!("no checkpoint: {failed} rank(s) cannot snapshot their engine");
+            return Ok(None);
+        }
+        Err(e) => {
+            tracing::warn!("no checkpoint: {e}");
+            return Ok(None);
+        }
+    };
+    // Sequence engines keep no env state between rollouts: nothing to gather.
+    if state.x.is_empty() {
+        return Ok(Some(state));
+    }
+    let local = state.x.len();
+    let mut buf = vec![0.0f64; ENV_FIELDS * num_envs];
+    for (k, field) in env_fields(&state).iter().enumerate() {
+        for (slot, &b) in buf[k * num_envs + env_offset..][..local].iter_mut().zip(field) {
+            *slot = f64::from(b);
+        }
+    }
+    comm.all_reduce_sum_f64(&mut buf);
+    // Each slot holds one u32 written by one rank: an exact integer.
+    set_env_fields(&mut state, std::array::from_fn(|k| buf[k * num_envs..(k + 1) * num_envs].iter().map(|&v| v as u32).collect()));
+    Ok(Some(state))
+}
+
+/// This rank's share of a job's engine state ([`job_engine_state`]): the `local_envs`
+/// environments from global index `env_offset`; a sequence engine's empty env state stays empty.
+///
+/// # Errors
+/// The reason, when the state holds env arrays for another number of environments.
+pub fn rank_engine_state(mut state: EngineState, num_envs: usize, env_offset: usize, local_envs: usize) -> Result<EngineState, String> {
+    if state.x.is_empty() {
+        return Ok(state);
+    }
+    let fields = env_fields(&state);
+    if let Some(f) = fields.iter().find(|f| f.len() != num_envs) {
+        return Err(format!("the engine state holds {} environments, the spec has {num_envs}", f.len()));
+    }
+    set_env_fields(&mut state, fields.map(|f| f[env_offset..env_offset + local_envs].to_vec()));
+    Ok(state)
+}
+
+/// [`after_stop`] for a job of any number of ranks: rank 0 records the interruption and
+/// decides; the others get its decision (their reason points to rank 0's log: only rank 0
+/// writes `exit.json`). Collective.
+pub fn after_stop_on_all_ranks(
+    comm: &dyn Communicator,
+    dir: &Path,
+    cause: StopCause,
+    iteration: u64,
+    budgets: Budgets,
+) -> Result<AfterStop, JobError> {
+    if comm.size() == 1 {
+        return after_stop(dir, cause, iteration, budgets);
+    }
+    let own = (comm.rank() == 0).then(|| after_stop(dir, cause, iteration, budgets));
+    let code = match &own {
+        Some(Ok(AfterStop::Requeue)) => 1,
+        Some(Ok(AfterStop::Cancelled(_))) => 2,
+        Some(Ok(AfterStop::Failed(_))) => 3,
+        Some(Err(_)) | None => 4,
+    };
+    let decided = comm::from_rank0(comm, code);
+    if let Some(own) = own {
+        return own;
+    }
+    let why = "decided by rank 0, see its log".to_string();
+    Ok(match decided {
+        1 => AfterStop::Requeue,
+        2 => AfterStop::Cancelled(why),
+        _ => AfterStop::Failed(why),
+    })
 }
 
 /// Removes the checkpoint once the run has completed (it is large and no longer needed).
@@ -565,5 +673,65 @@ mod tests {
         );
         after_stop(dir.path(), StopCause::Terminate, 5, budgets).unwrap();
         assert_eq!(preemption_budget_spent(dir.path(), budgets).as_deref(), Some("preempted 2 times (max_preemptions = 1)"));
+    }
+
+    /// A CartPole CPU engine stepping `local` environments from global index `offset`, after
+    /// one rollout (so every env field holds something).
+    fn stepped_engine(local: usize, offset: usize) -> Box<dyn Engine> {
+        use drover_kernels::{create_engine, AdamConfig, DeviceRequest, EngineConfig, NetShape, Rollout};
+        let config = EngineConfig {
+            num_envs: local,
+            env_offset: offset,
+            num_steps: 37,
+            seed: 11,
+            shape: NetShape { obs_dim: 4, hidden: vec![8], n_actions: 2 },
+            adam: AdamConfig::default(),
+            threads: 1,
+            cuda_ordinal: 0,
+        };
+        let mut engine = create_engine(DeviceRequest::Cpu, config).expect("cpu engine");
+        engine.rollout(&mut Rollout::default()).expect("rollout");
+        engine
+    }
+
+    /// Two ranks' environments, gathered, are bit for bit the state of one rank stepping them
+    /// all (global env index = offset + local index, so the RNG streams match), and each rank
+    /// gets its own share back.
+    #[test]
+    fn a_job_engine_state_is_the_one_rank_state_and_splits_back_per_rank() {
+        let (n, half) = (10, 5);
+        let one = stepped_engine(n, 0).save_state().expect("snapshot");
+        let gathered = crate::comm::testing::threads(2, |comm| {
+            let engine = stepped_engine(half, comm.rank() * half);
+            let state = job_engine_state(engine.as_ref(), comm, n, comm.rank() * half).expect("collective").expect("state");
+            (state, engine.save_state().expect("own snapshot"))
+        });
+        for (rank, (state, own)) in gathered.iter().enumerate() {
+            assert_eq!(env_fields(state), env_fields(&one), "rank {rank}: gathered env state");
+            assert_eq!((bits(&state.params), state.step), (bits(&one.params), one.step));
+            let back = rank_engine_state(state.clone(), n, rank * half, half).expect("slice");
+            assert_eq!(env_fields(&back), env_fields(own), "rank {rank}: its own share");
+        }
+        assert!(one.theta.iter().any(|&t| t != 0.0), "the rollout moved the poles");
+        let e = rank_engine_state(one, 12, 0, 6).expect_err("another env count");
+        assert_eq!(e, "the engine state holds 10 environments, the spec has 12");
+    }
+
+    /// Rank 0 alone records the interruption; every rank leaves with its decision.
+    #[test]
+    fn the_stop_decision_is_rank_zeros_and_recorded_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let budgets = Budgets { max_timeouts: 1, max_preemptions: 5 };
+        let decide = || {
+            crate::comm::testing::threads(3, |comm| {
+                after_stop_on_all_ranks(comm, dir.path(), StopCause::CheckpointSignal, 4, budgets).expect("decided")
+            })
+        };
+        assert_eq!(decide(), vec![AfterStop::Requeue; 3]);
+        assert_eq!(count_interruptions(dir.path(), Interruption::TimeLimit), 1);
+        let second = decide();
+        assert!(matches!(&second[0], AfterStop::Failed(r) if r.contains("max_timeouts = 1")), "{second:?}");
+        assert!(second[1..].iter().all(|d| matches!(d, AfterStop::Failed(r) if r.contains("rank 0"))), "{second:?}");
+        assert_eq!(count_interruptions(dir.path(), Interruption::TimeLimit), 2);
     }
 }

@@ -46,6 +46,23 @@ impl Communicator for Solo {
     }
 }
 
+/// How many ranks hold `flag` (one f64 sum all-reduce; every rank gets the same count). The
+/// ranks' decisions are taken from such counts, so that no rank leaves the loop, or skips a
+/// collective, that another still enters.
+pub fn count_ranks(comm: &dyn Communicator, flag: bool) -> usize {
+    let mut v = [f64::from(u8::from(flag))];
+    comm.all_reduce_sum_f64(&mut v);
+    v[0] as usize
+}
+
+/// The value rank 0 holds, on every rank (the others' `value` is ignored): a sum all-reduce in
+/// which only rank 0 writes, exact for integers below 2^53.
+pub fn from_rank0(comm: &dyn Communicator, value: u32) -> u32 {
+    let mut v = [if comm.rank() == 0 { f64::from(value) } else { 0.0 }];
+    comm.all_reduce_sum_f64(&mut v);
+    v[0] as u32
+}
+
 /// Local rank from the launcher's environment (OpenMPI, Slurm, MPICH), else 0.
 pub fn local_rank_from_env() -> usize {
     ["OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID", "MPI_LOCALRANKID", "PMIX_LOCAL_RANK"]
@@ -122,6 +139,89 @@ mod imp {
     }
 }
 
+/// An in-process job of threads standing in for ranks, for tests of collective logic.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::sync::{Condvar, Mutex};
+
+    use super::Communicator;
+
+    /// What the threads share: the running sum, how many ranks added to it, the generation
+    /// (collectives completed) and the last result.
+    struct Shared {
+        n: usize,
+        state: Mutex<(Vec<f64>, usize, u64, Vec<f64>)>,
+        cv: Condvar,
+    }
+
+    /// One rank of a [`threads`] job: sums in f64 (exact for the integers and bit patterns
+    /// below 2^53 the collectives here carry).
+    struct ThreadComm<'s> {
+        rank: usize,
+        shared: &'s Shared,
+    }
+
+    impl Communicator for ThreadComm<'_> {
+        fn rank(&self) -> usize {
+            self.rank
+        }
+        fn size(&self) -> usize {
+            self.shared.n
+        }
+        fn local_rank(&self) -> usize {
+            self.rank
+        }
+        fn all_reduce_sum_f32(&self, buf: &mut [f32]) {
+            let mut wide: Vec<f64> = buf.iter().map(|&v| f64::from(v)).collect();
+            self.all_reduce_sum_f64(&mut wide);
+            for (b, w) in buf.iter_mut().zip(wide) {
+                *b = w as f32;
+            }
+        }
+        fn all_reduce_sum_f64(&self, buf: &mut [f64]) {
+            let s = self.shared;
+            let mut g = s.state.lock().expect("lock");
+            let generation = g.2;
+            if g.1 == 0 {
+                g.0 = vec![0.0; buf.len()];
+            }
+            assert_eq!(g.0.len(), buf.len(), "ranks disagree on the buffer length of a collective");
+            for (a, b) in g.0.iter_mut().zip(buf.iter()) {
+                *a += b;
+            }
+            g.1 += 1;
+            if g.1 == s.n {
+                g.3 = std::mem::take(&mut g.0);
+                g.1 = 0;
+                g.2 += 1;
+                s.cv.notify_all();
+            } else {
+                while g.2 == generation {
+                    g = s.cv.wait(g).expect("wait");
+                }
+            }
+            buf.copy_from_slice(&g.3);
+        }
+        fn abort(&self, code: i32) -> ! {
+            panic!("rank {} aborted with {code}", self.rank)
+        }
+    }
+
+    /// Runs `f` on `n` threads, one per rank, and returns their results in rank order.
+    pub(crate) fn threads<R: Send>(n: usize, f: impl Fn(&dyn Communicator) -> R + Sync) -> Vec<R> {
+        let shared = Shared { n, state: Mutex::new(Default::default()), cv: Condvar::new() };
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..n)
+                .map(|rank| {
+                    let (shared, f) = (&shared, &f);
+                    scope.spawn(move || f(&ThreadComm { rank, shared }))
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().expect("rank thread")).collect()
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,5 +232,7 @@ mod tests {
         Solo.all_reduce_sum_f32(&mut v);
         assert_eq!(v, [1.5, -2.0]);
         assert_eq!((Solo.rank(), Solo.size()), (0, 1));
+        assert_eq!((count_ranks(&Solo, true), count_ranks(&Solo, false)), (1, 0));
+        assert_eq!(from_rank0(&Solo, 7), 7);
     }
 }

@@ -173,9 +173,10 @@ fn main() -> ExitCode {
             (ExitMarker::now(&spec.run_id, ExitStatus::Completed, None), exit_codes::COMPLETED)
         }
         // Under Slurm a stop with a checkpoint interrupts the run rather than ending it.
-        Ok(train::TrainOutcome { checkpoint: Some(iteration), .. }) if cancel.checkpointing() => {
-            let cause = cancel.cause().unwrap_or(StopCause::Terminate);
-            match checkpoint::after_stop(&out, cause, iteration, budgets) {
+        Ok(train::TrainOutcome { checkpoint: Some(iteration), stop, .. }) if cancel.checkpointing() => {
+            // The cause the ranks agreed on, not this rank's own (it may have seen no signal).
+            let cause = stop.unwrap_or(StopCause::Terminate);
+            match checkpoint::after_stop_on_all_ranks(comm, &out, cause, iteration, budgets) {
                 Ok(AfterStop::Requeue) => {
                     say!("drover-job: run {}: time limit near: checkpointed at iteration {iteration}, requeueing", spec.run_id);
                     return ExitCode::from(exit_codes::REQUEUE);

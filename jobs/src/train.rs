@@ -25,7 +25,7 @@ use drover_plugin_host::{AlgorithmHandle, LossBatch, Metric, Plugin, PluginState
 
 use drover_plugin_api::metadata as meta;
 
-use crate::comm::Communicator;
+use crate::comm::{self, Communicator};
 use crate::sampling::{self, GroupSpec, PromptSchedule};
 use crate::metrics::{MetricsLog, MetricsRow};
 use crate::checkpoint::{self, Checkpoint, PluginStateRecord, RunState};
@@ -50,6 +50,8 @@ pub struct TrainOutcome {
     pub summary: Option<Summary>,
     /// Iterations completed at the checkpoint saved when a signal stopped a checkpointing job.
     pub checkpoint: Option<u64>,
+    /// What stopped the run early, as every rank agreed ([`agreed_stop`]); `None` otherwise.
+    pub stop: Option<StopCause>,
 }
 
 /// Runs one job: trains, and writes `metrics.jsonl`, `metrics.parquet` and `summary.json` in
@@ -131,10 +133,7 @@ pub fn run(
         trainer.reference = Some(engine.params()?);
     }
     // A requeued Slurm job continues right after its last checkpointed iteration.
-    let checkpointing = cancel.checkpointing() && size == 1;
-    if cancel.checkpointing() && size > 1 {
-        tracing::warn!("checkpointing of multi-rank runs is not supported yet: a stop restarts this run from scratch");
-    }
+    let checkpointing = cancel.checkpointing();
     // Looked up only when checkpointing, so a plugin's state table matters to no other run.
     let state_ext = if checkpointing { plugin.plugin_state()? } else { None };
     let (mut first, mut wall_offset, mut checkpoint) = (1, 0.0, None);
@@ -142,14 +141,19 @@ pub fn run(
     let mut next_group_sizes: Vec<u32> = Vec::new();
     let mut restored_rows = Vec::new();
     if checkpointing {
-        if let Some(ck) = checkpoint::load(out_dir, &spec.run_id)? {
+        // Every rank reads the one checkpoint and takes its own environments from it; the ranks
+        // then agree, so that none trains on while another stopped.
+        let mut resume = || -> Result<bool, JobError> {
+            let Some(ck) = checkpoint::load(out_dir, &spec.run_id)? else { return Ok(false) };
             if ck.perm.len() != trainer.perm.len() {
                 return Err(JobError::Checkpoint {
                     path: out_dir.join(checkpoint::CHECKPOINT_JSON),
                     reason: format!("{} samples per rollout, the spec has {}", ck.perm.len(), trainer.perm.len()),
                 });
             }
-            engine.load_state(&EngineState::from(&ck.engine))?;
+            let own = checkpoint::rank_engine_state(EngineState::from(&ck.engine), trainer.num_envs, trainer.env_offset, trainer.local_envs)
+                .map_err(|reason| JobError::Checkpoint { path: out_dir.join(checkpoint::CHECKPOINT_JSON), reason })?;
+            engine.load_state(&own)?;
             trainer.perm.clone_from(&ck.perm);
             restored_rows = ck.metrics_rows().map_err(|reason| JobError::Checkpoint {
                 path: out_dir.join(checkpoint::CHECKPOINT_JSON),
@@ -164,8 +168,21 @@ pub fn run(
             next_group_sizes.clone_from(&ck.next_group_sizes);
             restore_plugin_state(&mut algo, state_ext, &ck, &spec.run_id, out_dir)?;
             (first, wall_offset) = (ck.iteration + 1, ck.wall_time_s);
-            tracing::info!(run = %spec.run_id, iteration = ck.iteration, "resumed from checkpoint");
+            tracing::info!(run = %spec.run_id, iteration = ck.iteration, rank, "resumed from checkpoint");
+            Ok(true)
+        };
+        let resumed = resume();
+        if size > 1 {
+            let failed = comm::count_ranks(comm, resumed.is_err());
+            let found = comm::count_ranks(comm, matches!(resumed, Ok(true)));
+            if resumed.is_ok() && failed > 0 {
+                return Err(JobError::Ranks(format!("{failed} of {size} ranks could not resume from the checkpoint (see their errors)")));
+            }
+            if resumed.is_ok() && found != 0 && found != size {
+                return Err(JobError::Ranks(format!("{found} of {size} ranks found a checkpoint in {}", out_dir.display())));
+            }
         }
+        resumed?;
     }
     // Rank 0 alone writes files; created after the checkpoint was accepted, so a refused one
     // leaves the interrupted attempt's metrics file as it was.
@@ -177,19 +194,30 @@ pub fn run(
     }
     let batch = r.num_envs * r.num_steps;
     let iterations = (r.total_steps / batch as u64).max(1);
-    let mut status = ExitStatus::Completed;
+    let (mut status, mut stop) = (ExitStatus::Completed, None);
     for iteration in first..=iterations {
-        if cancel.is_raised() {
-            status = ExitStatus::Cancelled;
-            if checkpointing && cancel.cause() != Some(StopCause::Interrupt) {
-                let rows = log.as_ref().map_or(&[][..], MetricsLog::rows);
-                let wall = wall_offset + started.elapsed().as_secs_f64();
-                let plugin_state = match state_ext {
-                    Some(ext) => Some(PluginStateRecord::new(&info.name, &info.version, &algo.save_state(ext)?)),
-                    None => None,
-                };
-                let state = RunState { perm: trainer.perm.clone(), next_group_sizes: next_group_sizes.clone(), plugin_state };
-                if checkpoint::take(out_dir, &spec.run_id, iteration - 1, engine.as_ref(), state, rows, wall)? {
+        if let Some(cause) = agreed_stop(cancel, comm) {
+            (status, stop) = (ExitStatus::Cancelled, Some(cause));
+            if checkpointing && cause != StopCause::Interrupt {
+                // Collective: every rank's environments, gathered on every rank.
+                if let Some(engine_state) = checkpoint::job_engine_state(engine.as_ref(), comm, trainer.num_envs, trainer.env_offset)? {
+                    // Rank 0 alone writes it (the other ranks' trainer and plugin are the same).
+                    let mut write = || -> Result<(), JobError> {
+                        let rows = log.as_ref().map_or(&[][..], MetricsLog::rows);
+                        let wall = wall_offset + started.elapsed().as_secs_f64();
+                        let plugin_state = match state_ext {
+                            Some(ext) => Some(PluginStateRecord::new(&info.name, &info.version, &algo.save_state(ext)?)),
+                            None => None,
+                        };
+                        let state = RunState { perm: trainer.perm.clone(), next_group_sizes: next_group_sizes.clone(), plugin_state };
+                        checkpoint::take(out_dir, &spec.run_id, iteration - 1, &engine_state, state, rows, wall)
+                    };
+                    let written = if rank == 0 { write() } else { Ok(()) };
+                    let failed = if size > 1 { comm::count_ranks(comm, written.is_err()) } else { 0 };
+                    written?;
+                    if failed > 0 {
+                        return Err(JobError::Ranks("rank 0 could not write the checkpoint (see its error)".into()));
+                    }
                     checkpoint = Some(iteration - 1);
                 }
             }
@@ -260,11 +288,11 @@ pub fn run(
 
     let param_hash = check_params_agree(engine.as_ref(), comm)?;
     let Some(log) = log else {
-        return Ok(TrainOutcome { status, checkpoint, summary: None });
+        return Ok(TrainOutcome { status, checkpoint, summary: None, stop });
     };
     log.write_parquet(&out_dir.join("metrics.parquet"))?;
     if status != ExitStatus::Completed {
-        return Ok(TrainOutcome { status, checkpoint, summary: None });
+        return Ok(TrainOutcome { status, checkpoint, summary: None, stop });
     }
     let rows = log.rows();
     let (final_return, best_return, steps_to_threshold) = return_stats(rows, r.success_return);
@@ -288,7 +316,7 @@ pub fn run(
     fsio::write_json_atomic(&out_dir.join("summary.json"), &summary)?;
     checkpoint::remove(out_dir);
     tracing::info!(run = %spec.run_id, ?final_return, ?steps_to_threshold, "training done");
-    Ok(TrainOutcome { status, checkpoint, summary: Some(summary) })
+    Ok(TrainOutcome { status, checkpoint, summary: Some(summary), stop })
 }
 
 /// Gives a resumed run's fresh plugin instance the state the checkpoint holds (interface 1.3).
@@ -341,6 +369,25 @@ fn restore_plugin_state(
     })?;
     tracing::info!(run = %run_id, plugin = %plugin, bytes = bytes.len(), "plugin state restored");
     Ok(())
+}
+
+/// The stop every rank takes at this iteration boundary, or `None` to go on. A signal reaches
+/// the ranks of a job at slightly different times (or one rank only), so each rank's flag is
+/// shared (one all-reduce of three f64) and all ranks act on the sum: a rank leaving the loop
+/// alone would leave the others waiting in the next collective. Mixed causes: SIGTERM
+/// (preemption) before the checkpoint signal before SIGINT.
+fn agreed_stop(cancel: &CancelFlag, comm: &dyn Communicator) -> Option<StopCause> {
+    let own = cancel.is_raised().then(|| cancel.cause().unwrap_or(StopCause::Terminate));
+    if comm.size() == 1 {
+        return own;
+    }
+    const ORDER: [StopCause; 3] = [StopCause::Terminate, StopCause::CheckpointSignal, StopCause::Interrupt];
+    let mut votes = [0.0f64; 3];
+    if let Some(i) = own.and_then(|c| ORDER.iter().position(|&o| o == c)) {
+        votes[i] = 1.0;
+    }
+    comm.all_reduce_sum_f64(&mut votes);
+    ORDER.iter().zip(votes).find(|(_, v)| *v > 0.0).map(|(&c, _)| c)
 }
 
 /// Fault injection for the multi-rank failure test: `DROVER_FAULT_KILL_RANK=<rank>` makes that

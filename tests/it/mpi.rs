@@ -242,3 +242,85 @@ fn two_ranks_run_under_slurm_with_srun_pmix() {
     assert_eq!(summary["ranks"], 2, "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(read_json(&runs[0].join("exit.json"))["status"], "completed");
 }
+
+/// `mpirun -np 2 drover-job ... --checkpoint-signal USR1` in `dir` (what the batch script runs
+/// under Slurm, with `srun` there).
+fn mpirun_job(dir: &Path) -> std::process::Command {
+    let mut cmd = drover_tests::job_in(dir, 2);
+    cmd.args(["--checkpoint-signal", "USR1"]);
+    cmd
+}
+
+/// The pid of rank `rank` of the job writing to `dir`, found by its command line and the rank
+/// OpenMPI puts in its environment.
+fn rank_pid(dir: &Path, rank: u32) -> Option<i32> {
+    let want_dir = dir.as_os_str().as_encoded_bytes().to_vec();
+    let want_rank = format!("OMPI_COMM_WORLD_RANK={rank}").into_bytes();
+    std::fs::read_dir("/proc").ok()?.filter_map(Result::ok).find_map(|e| {
+        let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+        let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+        let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+        let is_job = args.first()?.ends_with(b"drover-job") && args.contains(&want_dir.as_slice());
+        let environ = std::fs::read(e.path().join("environ")).ok()?;
+        (is_job && environ.split(|&b| b == 0).any(|kv| kv == want_rank.as_slice())).then_some(pid)
+    })
+}
+
+/// A 2-rank run stopped by the checkpoint signal, which only one rank gets, and started again
+/// (a requeue) writes the same metrics as an uninterrupted 2-rank run. The ranks agree on the
+/// iteration they stop at (otherwise the other rank would wait in a collective forever), rank 0
+/// writes one checkpoint holding every rank's environments at their global indices, and each
+/// rank resumes its own share.
+#[test]
+fn a_two_rank_run_checkpointed_by_a_signal_to_one_rank_resumes_exactly() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let results = tmp.path().join("results");
+    run_ok(drover().arg("run").arg(sweep(tmp.path(), "[2]", 8 * 128 * 300)).arg("--results").arg(&results));
+    let reference = run_dirs(&results).pop().expect("run dir");
+    let untimed = |rows: Vec<serde_json::Value>| -> Vec<serde_json::Value> {
+        rows.into_iter()
+            .map(|mut r| {
+                let row = r.as_object_mut().expect("row");
+                row.remove("steps_per_sec");
+                row.remove("wall_time_s");
+                r
+            })
+            .collect()
+    };
+    let expected = untimed(rows(&reference));
+    assert_eq!(expected.len(), 300);
+
+    let dir = tmp.path().join("interrupted");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::copy(reference.join("spec.json"), dir.join("spec.json")).expect("copy spec");
+    let mut child = mpirun_job(&dir).spawn().expect("spawn mpirun");
+    let started = std::time::Instant::now();
+    let lines = |d: &Path| std::fs::read_to_string(d.join("metrics.jsonl")).map_or(0, |t| t.lines().count());
+    while lines(&dir) < 20 {
+        assert!(started.elapsed().as_secs() < 120, "no progress after 120 s");
+        assert!(child.try_wait().expect("wait").is_none(), "the job ended before it was signalled");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let pid = rank_pid(&dir, 1).expect("rank 1's process");
+    // SAFETY: kill(2) with a live process's pid and a valid signal has no memory effects.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGUSR1) }, 0, "kill -USR1 rank 1");
+    let status = child.wait().expect("wait");
+    assert_eq!(status.code(), Some(75), "both ranks checkpoint and ask to be requeued");
+    let ck = read_json(&dir.join("checkpoint.json"));
+    let at = ck["iteration"].as_u64().expect("iteration");
+    assert!((20..300).contains(&at), "checkpoint at iteration {at}");
+    assert_eq!(ck["engine"]["x"].as_array().map(Vec::len), Some(8), "both ranks' environments");
+    let interruptions = std::fs::read_to_string(dir.join("interruptions.jsonl")).expect("interruptions");
+    assert_eq!(interruptions.lines().count(), 1, "recorded once, by rank 0: {interruptions}");
+    assert_eq!(lines(&dir) as u64, at, "the metrics stop at the checkpoint");
+
+    let out = mpirun_job(&dir).output().expect("rerun");
+    assert!(out.status.success(), "resume: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(!dir.join("checkpoint.json").exists(), "removed once the run completed");
+    let got = untimed(rows(&dir));
+    assert_eq!(got.len(), expected.len());
+    for (i, (a, b)) in expected.iter().zip(&got).enumerate() {
+        assert_eq!(a, b, "row {} differs after the resume at iteration {at}", i + 1);
+    }
+    assert_eq!(read_json(&reference.join("summary.json"))["param_hash"], read_json(&dir.join("summary.json"))["param_hash"]);
+}

@@ -247,13 +247,28 @@ fn killed_drover_run_reattaches_without_submitting_twice_and_cancel_stops_the_re
 /// uninterrupted run of the same spec in everything but timing.
 #[test]
 fn requeued_run_resumes_exactly_from_its_checkpoint() {
+    requeued_run_resumes_exactly(1);
+}
+
+/// The same for a 2-rank run (`srun --mpi=pmix`): the batch shell forwards the time-limit
+/// signal to `srun`, SIGTERM reaches every process; the ranks agree on where to stop, rank 0
+/// writes one checkpoint with both ranks' environments, and the uninterrupted reference runs
+/// under `mpirun`.
+#[test]
+fn requeued_two_rank_run_resumes_exactly_from_its_checkpoint() {
+    requeued_run_resumes_exactly(2);
+}
+
+fn requeued_run_resumes_exactly(ranks: u32) {
     slurm_up();
     let tmp = tempfile::tempdir().expect("tempdir");
     let sweep = tmp.path().join("s.toml");
     std::fs::write(
         &sweep,
-        "name = \"resume\"\nbackend = \"slurm\"\n[run]\nenv = \"CartPole-v1\"\nplugin = \"ppo\"\nnum_envs = 8\nnum_steps = 128\ntotal_steps = 1500000\n\
-         [sweep]\nseeds = [5]\n[slurm]\npoll_seconds = 0.5\n",
+        format!(
+            "name = \"resume\"\nbackend = \"slurm\"\n[run]\nenv = \"CartPole-v1\"\nplugin = \"ppo\"\nnum_envs = 8\nnum_steps = 128\n\
+             total_steps = 1500000\nranks = {ranks}\n[sweep]\nseeds = [5]\n[slurm]\npoll_seconds = 0.5\n"
+        ),
     )
     .expect("sweep");
     let results = tmp.path().join("r");
@@ -286,11 +301,12 @@ fn requeued_run_resumes_exactly_from_its_checkpoint() {
     let iterations = 1_500_000 / 1024;
     assert_eq!(steps, (1..=iterations).map(|i| i * 1024).collect::<Vec<i64>>(), "no gap, no duplicate");
 
+    assert_eq!(read_json(&run.join("summary.json"))["ranks"], ranks);
     // The same spec trained without interruption, outside Slurm.
     let plain = tmp.path().join("plain");
     std::fs::create_dir_all(&plain).expect("mkdir");
     std::fs::copy(run.join("spec.json"), plain.join("spec.json")).expect("copy spec");
-    run_ok(Command::new(artifact("drover-job")).arg("--spec").arg(plain.join("spec.json")).arg("--out").arg(&plain));
+    run_ok(&mut drover_tests::job_in(&plain, ranks));
     let reference = metrics(&plain);
     assert_eq!(reference.len(), resumed.len());
     for (a, b) in reference.iter().zip(&resumed) {

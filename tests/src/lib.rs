@@ -33,6 +33,26 @@ pub fn drover() -> Command {
     cmd
 }
 
+/// `drover-job --spec dir/spec.json --out dir` for `ranks` ranks: itself for one, `mpirun -np
+/// N` for more (as the local backend launches it; `--allow-run-as-root` for root).
+pub fn job_in(dir: &Path, ranks: u32) -> Command {
+    let job = artifact("drover-job");
+    let mut cmd = if ranks <= 1 {
+        Command::new(job)
+    } else {
+        let mut mpirun = Command::new("mpirun");
+        mpirun.args(["-np", &ranks.to_string(), "--oversubscribe"]);
+        // SAFETY: geteuid(2) has no preconditions and touches no memory.
+        if unsafe { libc::geteuid() } == 0 {
+            mpirun.arg("--allow-run-as-root");
+        }
+        mpirun.arg(job);
+        mpirun
+    };
+    cmd.arg("--spec").arg(dir.join("spec.json")).arg("--out").arg(dir);
+    cmd
+}
+
 /// Runs a command and returns its output, with both streams in the panic message on failure.
 pub fn run_ok(cmd: &mut Command) -> Output {
     let out = cmd.output().expect("spawn");

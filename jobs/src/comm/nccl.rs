@@ -248,67 +248,7 @@ fn fall_back(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Condvar, Mutex};
-
     use super::*;
-
-    /// An in-process job of `n` ranks (threads): sums in f64, exact for the small integers the
-    /// votes hold.
-    struct Shared {
-        n: usize,
-        state: Mutex<(Vec<f64>, usize, u64, Vec<f64>)>,
-        cv: Condvar,
-    }
-
-    struct ThreadComm {
-        rank: usize,
-        shared: Arc<Shared>,
-    }
-
-    impl Communicator for ThreadComm {
-        fn rank(&self) -> usize {
-            self.rank
-        }
-        fn size(&self) -> usize {
-            self.shared.n
-        }
-        fn local_rank(&self) -> usize {
-            self.rank
-        }
-        fn all_reduce_sum_f32(&self, buf: &mut [f32]) {
-            let mut wide: Vec<f64> = buf.iter().map(|&v| f64::from(v)).collect();
-            self.all_reduce_sum_f64(&mut wide);
-            for (b, w) in buf.iter_mut().zip(wide) {
-                *b = w as f32;
-            }
-        }
-        fn all_reduce_sum_f64(&self, buf: &mut [f64]) {
-            let s = &self.shared;
-            let mut g = s.state.lock().expect("lock");
-            let generation = g.2;
-            if g.1 == 0 {
-                g.0 = vec![0.0; buf.len()];
-            }
-            for (a, b) in g.0.iter_mut().zip(buf.iter()) {
-                *a += b;
-            }
-            g.1 += 1;
-            if g.1 == s.n {
-                g.3 = std::mem::take(&mut g.0);
-                g.1 = 0;
-                g.2 += 1;
-                s.cv.notify_all();
-            } else {
-                while g.2 == generation {
-                    g = s.cv.wait(g).expect("wait");
-                }
-            }
-            buf.copy_from_slice(&g.3);
-        }
-        fn abort(&self, code: i32) -> ! {
-            panic!("rank {} aborted with {code}", self.rank)
-        }
-    }
 
     /// A scripted engine: what `ready` and `join` answer, and what it saw.
     #[derive(Default)]
@@ -351,20 +291,12 @@ mod tests {
 
     /// Runs `negotiate` on one thread per fake engine with the given per-rank modes.
     fn job(fakes: Vec<Fake>, modes: Vec<AllReduceMode>) -> Vec<(Result<Decision, String>, Fake)> {
-        let shared = Arc::new(Shared { n: fakes.len(), state: Mutex::new(Default::default()), cv: Condvar::new() });
-        let handles: Vec<_> = fakes
-            .into_iter()
-            .zip(modes)
-            .enumerate()
-            .map(|(rank, (mut fake, mode))| {
-                let comm = ThreadComm { rank, shared: Arc::clone(&shared) };
-                std::thread::spawn(move || {
-                    let d = negotiate(&mut fake, &comm, mode).map_err(|e| e.to_string());
-                    (d, fake)
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().expect("rank thread")).collect()
+        let inputs: Vec<_> = fakes.into_iter().zip(modes).map(|x| std::sync::Mutex::new(Some(x))).collect();
+        crate::comm::testing::threads(inputs.len(), |comm| {
+            let (mut fake, mode) = inputs[comm.rank()].lock().expect("lock").take().expect("once per rank");
+            let d = negotiate(&mut fake, comm, mode).map_err(|e| e.to_string());
+            (d, fake)
+        })
     }
 
     fn logs(out: &[(Result<Decision, String>, Fake)]) -> Vec<String> {
@@ -383,9 +315,8 @@ mod tests {
 
     #[test]
     fn one_rank_needs_no_collective_and_no_nccl() {
-        let shared = Arc::new(Shared { n: 1, state: Mutex::new(Default::default()), cv: Condvar::new() });
         let mut fake = Fake { not_ready: Some("no GPU".into()), ..Fake::default() };
-        let d = negotiate(&mut fake, &ThreadComm { rank: 0, shared }, AllReduceMode::Nccl).expect("one rank");
+        let d = negotiate(&mut fake, &crate::comm::Solo, AllReduceMode::Nccl).expect("one rank");
         assert_eq!(d, Decision { path: GradPath::Single, log: None });
         assert_eq!(fake.readies, 0);
     }
