@@ -4,8 +4,8 @@
 use drover_plugin_api::{
     state, StateFns,
     llm::{
-        broadcast_to_tokens, clipped_policy_loss, group_ids, sequence_scores, ClipRange,
-        LossAggMode, PolicyLossConfig,
+        broadcast_to_tokens, clipped_policy_loss, group_ids, sequence_scores, LossAggMode,
+        PolicyLossConfig, PolicyLossDefaults, PolicyLossKey as K, PolicyLossParams,
     },
     AlgorithmImpl, IterationControl, IterationInfo, LossOutputs, Metric, Minibatch, ParamSpec,
     Params, PluginError, PluginInfo, Rollout,
@@ -14,6 +14,36 @@ use drover_plugin_api::{
 use crate::canon::{canon_advantages, MuSchedule, SplitMetric};
 
 const NAME: &str = "canon";
+
+/// The shared policy-loss keys CANON takes. Its defaults differ from GRPO's: the advantage
+/// already carries Dr. GRPO's 1/max_len, so the loss is a plain token sum
+/// (`seq-mean-token-sum-norm` with C = 1); no dual clip, no KL, no entropy bonus.
+const PARAMS: PolicyLossParams = PolicyLossParams {
+    keys: &[K::ClipRatio, K::ClipRatioHigh, K::LossAggMode, K::LossScaleFactor],
+    defaults: PolicyLossDefaults {
+        loss_agg_mode: LossAggMode::SeqMeanTokenSumNorm,
+        loss_scale_factor: Some(1.0),
+        ..PolicyLossDefaults::GRPO
+    },
+    docs: &[
+        (
+            K::ClipRatio,
+            "Clip range ε of the probability ratio (ε_low, and ε_high unless clip_ratio_high is set); 0.2 as verl, on which CANON builds.",
+        ),
+        (
+            K::ClipRatioHigh,
+            "Upper clip range ε_high for clip-higher (DAPO: 0.28); null: equal to clip_ratio.",
+        ),
+        (
+            K::LossAggMode,
+            "Loss aggregation (verl agg_loss). Default seq-mean-token-sum-norm with loss_scale_factor 1: a token sum, as the advantage already carries Dr. GRPO's 1/max_len.",
+        ),
+        (
+            K::LossScaleFactor,
+            "Divisor C of seq-mean-token-sum-norm; 1 because the advantage is already divided by max_len (Dr. GRPO's constant moved into the advantage).",
+        ),
+    ],
+};
 
 /// CANON's hyper-parameters.
 #[derive(Debug, Clone, PartialEq)]
@@ -73,27 +103,11 @@ impl CanonConfig {
                 v => Ok(v),
             }
         };
-        fn positive_f64(p: &Params, key: &str) -> Result<f64, PluginError> {
-            let v = p.f64(key)?;
-            if v > 0.0 {
-                Ok(v)
-            } else {
-                Err(PluginError::invalid_params(
-                    key,
-                    format!("must be positive, got {v}"),
-                ))
-            }
-        }
         Ok(Self {
             metric,
             schedule,
             max_len: positive("max_len")?,
-            loss: PolicyLossConfig {
-                clip: ClipRange::from_params(p)?,
-                agg: LossAggMode::from_params(p, "loss_agg_mode")?,
-                loss_scale_factor: Some(positive_f64(p, "loss_scale_factor")?),
-                ..PolicyLossConfig::default()
-            },
+            loss: PARAMS.read(p)?.loss,
         })
     }
 }
@@ -170,7 +184,7 @@ impl AlgorithmImpl for Canon {
     });
 
     fn info() -> PluginInfo {
-        PluginInfo::new(
+        PARAMS.declare(PluginInfo::new(
             NAME,
             env!("CARGO_PKG_VERSION"),
             "CANON: advantages conditioned on entropy or length halves of each group, μ schedule, PPO clipped token loss (arXiv 2509.23962)",
@@ -215,35 +229,7 @@ impl AlgorithmImpl for Canon {
                 "Divisor of the advantage (CANON's max_len, Dr. GRPO's constant); null: the longest response of the batch in valid tokens (not the padded T, so padding changes nothing).",
             )
             .min(0.0),
-        )
-        .param(
-            ParamSpec::float(
-                "clip_ratio",
-                0.2,
-                "Clip range ε of the probability ratio (ε_low, and ε_high unless clip_ratio_high is set); 0.2 as verl, on which CANON builds.",
-            )
-            .range(0.0, 1.0),
-        )
-        .param(
-            ParamSpec::optional_float(
-                "clip_ratio_high",
-                "Upper clip range ε_high for clip-higher (DAPO: 0.28); null: equal to clip_ratio.",
-            )
-            .min(0.0),
-        )
-        .param(ParamSpec::string(
-            "loss_agg_mode",
-            "seq-mean-token-sum-norm",
-            "Loss aggregation (verl agg_loss). Default seq-mean-token-sum-norm with loss_scale_factor 1: a token sum, as the advantage already carries Dr. GRPO's 1/max_len.",
         ))
-        .param(
-            ParamSpec::float(
-                "loss_scale_factor",
-                1.0,
-                "Divisor C of seq-mean-token-sum-norm; 1 because the advantage is already divided by max_len (Dr. GRPO's constant moved into the advantage).",
-            )
-            .min(0.0),
-        )
     }
 
     fn new(params: &Params, _seed: u64) -> Result<Self, PluginError> {
