@@ -21,7 +21,9 @@ use drover_kernels::{
     create_engine, create_seq_engine, rng, AdamConfig, DeviceRequest, Engine, EngineConfig, EngineState,
     EnvPlan, MinibatchEval, NetShape, PromptRef, Rollout,
 };
-use drover_plugin_host::{AlgorithmHandle, LossBatch, Metric, Plugin, PluginState, RolloutBatch};
+use drover_plugin_host::{
+    AlgorithmHandle, LossBatch, Metric, MinibatchContext, Plugin, PluginState, RolloutBatch,
+};
 
 use drover_plugin_api::metadata as meta;
 
@@ -1028,6 +1030,15 @@ impl<'c> Trainer<'c> {
                 num_sequences: mb.seq_envs.len(),
                 seq_group_ids: if self.group_size.is_some() { &mb.seq_group_ids } else { &[] },
                 seed,
+                // Each minibatch sequence is one env's row of the batch `compute_advantages`
+                // saw (env = job-wide sequence index, the same on every rank).
+                context: Some(MinibatchContext {
+                    rollout_index: &mb.seq_envs,
+                    rollout_sequences: self.num_envs,
+                    iteration,
+                    epoch: epoch as u32,
+                    minibatch: (range.start / self.minibatch) as u32,
+                }),
             },
             &mut mb.loss,
             &mut mb.d_logp,

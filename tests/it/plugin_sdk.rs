@@ -81,7 +81,7 @@ fn a_new_plugin_builds_passes_its_tests_and_trains_cartpole() {
 
     let out = run_ok(drover().args(["plugin", "check", "sdk_reinforce", "--plugin-path"]).arg(&lib_dir));
     let checked = String::from_utf8_lossy(&out.stdout);
-    assert!(checked.contains("passed: 9 checks, 0 failed"), "{checked}");
+    assert!(checked.contains("passed: 10 checks, 0 failed"), "{checked}");
     assert!(checked.contains("ok   loss_derivatives"), "{checked}");
 
     let sweep = write_sweep(

@@ -250,6 +250,28 @@ impl<'a> Rollout<'a> {
     }
 }
 
+/// Every entry of `index` below `bound` (when known), none repeated.
+fn check_rollout_index(index: &[u32], bound: Option<usize>) -> Result<(), PluginError> {
+    if let Some(b) = bound {
+        if let Some(s) = index.iter().position(|&r| r as usize >= b) {
+            return Err(PluginError::invalid_input(format!(
+                "`rollout_index[{s}]` is {}, but the rollout batch has {b} sequences",
+                index[s]
+            )));
+        }
+    }
+    let mut sorted = index.to_vec();
+    sorted.sort_unstable();
+    if let Some(w) = sorted.windows(2).find(|w| w[0] == w[1]) {
+        return Err(PluginError::invalid_input(format!(
+            "`rollout_index` names rollout sequence {} twice: a minibatch holds each rollout \
+             sequence's tokens as one sequence",
+            w[0]
+        )));
+    }
+    Ok(())
+}
+
 fn check_len(
     name: &str,
     len: usize,
@@ -298,6 +320,27 @@ pub struct Minibatch<'a> {
     pub seq_group_ids: &'a [u32],
     /// Seed for this minibatch.
     pub seed: u64,
+    /// `[num_sequences]` (interface 1.3): each sequence's index in the rollout batch the last
+    /// [`AlgorithmImpl::compute_advantages`] saw, so the loss can look up what the advantage
+    /// stage recorded per sequence. Distinct within a minibatch. `None` when the host is older
+    /// than 1.3 (it never sends one); [`Minibatch::require_rollout_index`] says so clearly.
+    pub rollout_index: Option<&'a [u32]>,
+    /// Where the minibatch sits in training (interface 1.3); `None` as `rollout_index`.
+    pub position: Option<MinibatchPosition>,
+}
+
+/// Where a loss minibatch sits in training, sent by a 1.3 host with
+/// [`Minibatch::rollout_index`] (`ext::v1_3::MinibatchInfo`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MinibatchPosition {
+    /// `B` of the rollout batch `rollout_index` points into.
+    pub rollout_sequences: usize,
+    /// The iteration (1-based), as later passed to `on_iteration`.
+    pub iteration: u64,
+    /// The update epoch within the iteration (0-based), as passed to `on_epoch_end`.
+    pub epoch: u32,
+    /// The minibatch within the epoch (0-based).
+    pub minibatch: u32,
 }
 
 impl<'a> Minibatch<'a> {
@@ -318,7 +361,24 @@ impl<'a> Minibatch<'a> {
             seq_lengths: &[],
             seq_group_ids: &[],
             seed: 0,
+            rollout_index: None,
+            position: None,
         }
+    }
+
+    /// [`Minibatch::rollout_index`], or an error for a host that sent none.
+    ///
+    /// # Errors
+    /// `invalid_input` "`<algorithm>` needs a drover host with interface 1.3: …" when the host
+    /// did not send the minibatch context (a drover older than 1.3).
+    pub fn require_rollout_index(&self, algorithm: &str) -> Result<&'a [u32], PluginError> {
+        self.rollout_index.ok_or_else(|| {
+            PluginError::invalid_input(format!(
+                "{algorithm} needs a drover host with interface 1.3: its loss looks up each \
+                 sequence's rollout index (extension `drover.minibatch_context`), which this \
+                 host did not send before the loss call; upgrade drover"
+            ))
+        })
     }
 
     /// `M`, the number of tokens.
@@ -377,6 +437,11 @@ impl<'a> Minibatch<'a> {
                 self.seq_index[i], self.num_sequences
             )));
         }
+        if let Some(index) = self.rollout_index {
+            check_len("rollout_index", index.len(), self.num_sequences, false)?;
+            let bound = self.position.map(|p| p.rollout_sequences);
+            check_rollout_index(index, bound)?;
+        }
         Ok(())
     }
 
@@ -420,6 +485,23 @@ pub struct Adapter<T> {
     inner: T,
     /// Set by a caught panic: the instance's state may be half-updated, so later calls fail.
     poisoned: Option<String>,
+    /// The 1.3 minibatch context the host sent for the next loss call; taken by that call, so
+    /// a context never outlives its minibatch.
+    context: Option<OwnedContext>,
+}
+
+/// A [`v1_3::MinibatchInfo`] copied out of host memory (it is only borrowed for the call).
+struct OwnedContext {
+    rollout_index: Vec<u32>,
+    position: MinibatchPosition,
+}
+
+impl OwnedContext {
+    /// Gives `mb` this context.
+    fn apply<'a>(&'a self, mb: &mut Minibatch<'a>) {
+        mb.rollout_index = Some(&self.rollout_index);
+        mb.position = Some(self.position);
+    }
 }
 
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
@@ -507,6 +589,9 @@ fn minibatch_from_view<'v>(view: &'v LossViewRef<'_>) -> Minibatch<'v> {
         seq_lengths: view.seq_lengths().as_slice(),
         seq_group_ids: view.seq_group_ids().as_slice(),
         seed: view.seed(),
+        // Not in the frozen view: set from the 1.3 minibatch context, when one was sent.
+        rollout_index: None,
+        position: None,
     }
 }
 
@@ -543,8 +628,12 @@ impl<T: AlgorithmImpl> Algorithm for Adapter<T> {
         mut d_value: RSliceMut<'_, f32>,
         mut d_entropy: RSliceMut<'_, f32>,
     ) -> RResult<RVec<Metric>, PluginError> {
+        let context = self.context.take();
         self.call(|alg| {
-            let mb = minibatch_from_view(&mb);
+            let mut mb = minibatch_from_view(&mb);
+            if let Some(c) = &context {
+                c.apply(&mut mb);
+            }
             mb.check()?;
             let mut out = LossOutputs {
                 loss: &mut loss,
@@ -614,6 +703,7 @@ extern "C" fn new_entry<T: AlgorithmImpl>(
             Adapter {
                 inner,
                 poisoned: None,
+                context: None,
             },
             TD_CanDowncast,
         ))
@@ -636,8 +726,12 @@ fn sequence_loss_entry<T: AlgorithmImpl>(
         // Unreachable through `extension_entry`, which only hands out provided tables.
         return RResult::RErr(PluginError::internal("`sequence_loss` is not provided"));
     };
+    let context = adapter.context.take();
     adapter.call(|alg| {
-        let mb = minibatch_from_view(&mb);
+        let mut mb = minibatch_from_view(&mb);
+        if let Some(c) = &context {
+            c.apply(&mut mb);
+        }
         mb.check()?;
         let s = mb.num_sequences;
         check_len("log_ratio", log_ratio.len(), s, false)?;
@@ -720,6 +814,44 @@ extern "C" fn load_state_shim<T: AlgorithmImpl>(
     }
 }
 
+fn set_context_entry<T: AlgorithmImpl>(
+    instance: &mut AlgorithmBox,
+    context: &v1_3::MinibatchInfo<'_>,
+) -> Result<(), PluginError> {
+    let adapter = own_adapter::<T>(instance, "minibatch_context")?;
+    // Dropped first: an inconsistent context must not leave the previous one in place.
+    adapter.context = None;
+    let rollout_sequences = usize::try_from(context.rollout_sequences).map_err(|_| {
+        PluginError::invalid_input(format!(
+            "`rollout_sequences` {} does not fit this platform",
+            context.rollout_sequences
+        ))
+    })?;
+    let index = context.rollout_index.as_slice();
+    check_rollout_index(index, Some(rollout_sequences))?;
+    adapter.context = Some(OwnedContext {
+        rollout_index: index.to_vec(),
+        position: MinibatchPosition {
+            rollout_sequences,
+            iteration: context.iteration,
+            epoch: context.epoch,
+            minibatch: context.minibatch,
+        },
+    });
+    Ok(())
+}
+
+extern "C" fn set_context_shim<T: AlgorithmImpl>(
+    instance: &mut AlgorithmBox,
+    context: &v1_3::MinibatchInfo<'_>,
+) -> RResult<(), PluginError> {
+    // No author code runs here, but a panic must still not unwind into the host.
+    match catch_unwind(AssertUnwindSafe(|| set_context_entry::<T>(instance, context))) {
+        Ok(r) => r.into(),
+        Err(payload) => RResult::RErr(PluginError::panic(panic_message(&*payload))),
+    }
+}
+
 /// The `'static` extension tables of plugin type `T` (one per table type and `T`).
 struct Tables<T>(PhantomData<T>);
 
@@ -731,18 +863,45 @@ impl<T: AlgorithmImpl> Tables<T> {
         save_state: save_state_shim::<T>,
         load_state: load_state_shim::<T>,
     };
+    const MINIBATCH_CONTEXT: &'static v1_3::MinibatchContext = &v1_3::MinibatchContext {
+        set_context: set_context_shim::<T>,
+    };
 }
 
 /// The root module's `extension` entry for `T`: every table `T` provides, by name.
 #[doc(hidden)]
 pub extern "C" fn extension_entry<T: AlgorithmImpl>(name: RStr<'_>) -> ROption<Extension> {
+    extension_entry_as_of::<T, { crate::INTERFACE_VERSION.to_bits() }>(name)
+}
+
+/// [`extension_entry`] of a plugin recording interface `VERSION` (packed as
+/// `InterfaceVersion::to_bits`): it answers only tables that version had, as a plugin built
+/// against it would (the hidden `@interface_version` arm of the export macro, for drover's
+/// "built against an older minor" fixtures).
+#[doc(hidden)]
+pub extern "C" fn extension_entry_as_of<T: AlgorithmImpl, const VERSION: u64>(
+    name: RStr<'_>,
+) -> ROption<Extension> {
+    fn known<E: ExtensionTable>(version: u64) -> bool {
+        let v = crate::InterfaceVersion::from_bits(version);
+        (v.major, v.minor) >= (E::SINCE.major, E::SINCE.minor)
+    }
     // Nothing here should panic, but a panic must not unwind into the host: report "absent".
     catch_unwind(|| match name.as_str() {
-        v1_1::SequenceLoss::NAME if T::SEQUENCE_LOSS.is_some() => {
+        v1_1::SequenceLoss::NAME
+            if T::SEQUENCE_LOSS.is_some() && known::<v1_1::SequenceLoss>(VERSION) =>
+        {
             ROption::RSome(Extension::new(Tables::<T>::SEQUENCE_LOSS))
         }
-        v1_3::PluginState::NAME if T::PLUGIN_STATE.is_some() => {
+        v1_3::PluginState::NAME
+            if T::PLUGIN_STATE.is_some() && known::<v1_3::PluginState>(VERSION) =>
+        {
             ROption::RSome(Extension::new(Tables::<T>::PLUGIN_STATE))
+        }
+        // Always exported: it only stores what the host sends for the next loss call, which a
+        // plugin that does not read `Minibatch::rollout_index` never looks at.
+        v1_3::MinibatchContext::NAME if known::<v1_3::MinibatchContext>(VERSION) => {
+            ROption::RSome(Extension::new(Tables::<T>::MINIBATCH_CONTEXT))
         }
         _ => ROption::RNone,
     })
@@ -776,10 +935,12 @@ macro_rules! export_algorithm {
         $crate::export_algorithm!(@interface_version $ty, $crate::INTERFACE_VERSION);
     };
     // Hidden arms for drover's own fixtures (`tests/plugins/*`): record another interface
-    // version, and (`@custom_extensions`) answer extension look-ups with another function.
+    // version (and answer only the extension tables it had, as a build against it would), and
+    // (`@custom_extensions`) answer extension look-ups with another function.
     (@interface_version $ty:ty, $version:expr) => {
         $crate::export_algorithm!(
-            @custom_extensions $ty, $version, $crate::__private::extension_entry::<$ty>
+            @custom_extensions $ty, $version,
+            $crate::__private::extension_entry_as_of::<$ty, { ($version).to_bits() }>
         );
     };
     (@custom_extensions $ty:ty, $version:expr, $extension:expr) => {

@@ -162,4 +162,60 @@ pub mod v1_3 {
         const NAME: &'static str = "drover.plugin_state";
         const SINCE: InterfaceVersion = InterfaceVersion::new(1, 3);
     }
+
+    /// The context of one loss minibatch, passed by reference to
+    /// [`MinibatchContext::set_context`].
+    ///
+    /// A plain `#[repr(C)]` struct, frozen with its table, not an abi_stable prefix type:
+    /// abi_stable refuses a plugin whose prefix type has *fewer* fields than the host's, so a
+    /// grown prefix type would lock out every plugin built before it. A later minor that must
+    /// send more adds a new table with a new struct (`docs/design/plugin-abi.md`). Most
+    /// per-sequence needs take no new field at all: the plugin records what it needs per
+    /// rollout sequence in `compute_advantages` and looks it up through `rollout_index`.
+    #[repr(C)]
+    #[derive(StableAbi, Clone, Copy, Debug)]
+    pub struct MinibatchInfo<'a> {
+        /// For each sequence of the minibatch, in `LossView::num_sequences()` order, its index
+        /// among the `rollout_sequences` sequences of the rollout batch the last
+        /// `compute_advantages` saw. Distinct within a minibatch.
+        pub rollout_index: RSlice<'a, u32>,
+        /// `B` of that rollout batch: every `rollout_index` entry is below it.
+        pub rollout_sequences: u64,
+        /// The iteration (1-based), as later passed to `on_iteration`.
+        pub iteration: u64,
+        /// The update epoch within the iteration (0-based), as passed to `on_epoch_end`.
+        pub epoch: u32,
+        /// The minibatch within the epoch (0-based).
+        pub minibatch: u32,
+    }
+
+    /// The loss stage's link to the rollout: before each loss call (`loss`, or the 1.1
+    /// `sequence_loss`) the host tells the instance which rollout sequence each minibatch
+    /// sequence is ([`MinibatchInfo::rollout_index`]) and where the minibatch sits in training.
+    /// The context applies to the **next loss call only**; a loss call without one before it
+    /// has none (as with a 1.0–1.2 host, which never calls this).
+    ///
+    /// This is how per-sequence values computed in `compute_advantages` (CHORD's `is_expert`,
+    /// PF-PPO's expected copies) reach the loss without borrowing another buffer's meaning:
+    /// the plugin records them per rollout sequence and looks them up by `rollout_index`.
+    /// `export_algorithm!` exports it for every plugin built against 1.3 or later (authors
+    /// read `Minibatch::rollout_index`; there is nothing to opt into).
+    #[repr(C)]
+    #[derive(StableAbi)]
+    pub struct MinibatchContext {
+        /// Stores `context` for the instance's next loss call; an `invalid_input` error when it
+        /// is inconsistent (an index not below `rollout_sequences`, a repeated index).
+        /// `instance` must come from the same library's `new`.
+        pub set_context: extern "C" fn(
+            instance: &mut AlgorithmBox,
+            context: &MinibatchInfo<'_>,
+        ) -> RResult<(), PluginError>,
+    }
+
+    // SAFETY: the name is unique and `LAYOUT` is derived for this very type.
+    unsafe impl ExtensionTable for MinibatchContext {
+        const NAME: &'static str = "drover.minibatch_context";
+        const SINCE: InterfaceVersion = InterfaceVersion::new(1, 3);
+    }
 }
+

@@ -31,7 +31,9 @@ pub use abi_stable::std_types::{ROption, RResult, RSlice, RSliceMut, RStr, RStri
 
 pub use crate::{
     algorithm::{Algorithm, AlgorithmBox, AlgorithmMod, AlgorithmMod_Ref, Algorithm_TO},
-    authoring::{AlgorithmImpl, LossOutputs, Minibatch, Rollout, SequenceLossFn, StateFns},
+    authoring::{
+        AlgorithmImpl, LossOutputs, Minibatch, MinibatchPosition, Rollout, SequenceLossFn, StateFns,
+    },
     error::{PluginError, PluginErrorKind, PluginErrorKind_NE},
     params::Params,
     rng::CounterRng,
@@ -45,6 +47,6 @@ pub use crate::{
 /// Items the export macro and the host use; not part of the author-facing API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::authoring::{extension_entry, root_module, Adapter};
+    pub use crate::authoring::{extension_entry, extension_entry_as_of, root_module, Adapter};
     pub use abi_stable;
 }

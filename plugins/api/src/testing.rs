@@ -41,7 +41,7 @@ use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use crate::{
-    authoring::{AlgorithmImpl, LossOutputs, Minibatch, Rollout},
+    authoring::{AlgorithmImpl, LossOutputs, Minibatch, MinibatchPosition, Rollout},
     error::PluginError,
     params::Params,
     rng::CounterRng,
@@ -247,12 +247,26 @@ pub fn with_loss_outputs<R>(
 /// `alg`'s loss on `mb` as the host calls it (minibatch checked, outputs zeroed, a panic
 /// caught as an error), with the outputs owned.
 ///
+/// Like a 1.3 host, it always sends a rollout index: `mb.rollout_index` when set, else the
+/// identity (minibatch sequence `s` is rollout sequence `s`). Call [`Subject::loss`] directly
+/// to test the behaviour with an older host (`rollout_index: None`).
+///
 /// # Errors
 /// Whatever the check or `loss` reports.
 pub fn run_loss<S: Subject + ?Sized>(
     alg: &mut S,
     mb: &Minibatch<'_>,
 ) -> Result<(LossBuffers, Vec<Metric>), PluginError> {
+    let identity: Vec<u32>;
+    let mut with_index;
+    let mb = if mb.rollout_index.is_some() {
+        mb
+    } else {
+        identity = (0..mb.num_sequences as u32).collect();
+        with_index = mb.clone();
+        with_index.rollout_index = Some(&identity);
+        &with_index
+    };
     let (bufs, metrics) = with_loss_outputs(mb.len(), |out| alg.loss(mb, out));
     Ok((bufs, metrics?))
 }
@@ -361,6 +375,11 @@ pub struct RandomMinibatch {
     pub seq_index: Vec<u32>,
     /// Sequences.
     pub num_sequences: usize,
+    /// Rollout index of each sequence (interface 1.3): the identity, `0..num_sequences`, until
+    /// a test sets another (distinct entries below `rollout_sequences`).
+    pub rollout_index: Vec<u32>,
+    /// Sequences of the rollout batch `rollout_index` points into: `num_sequences`.
+    pub rollout_sequences: usize,
     seq_len: usize,
     rng: CounterRng,
 }
@@ -386,6 +405,8 @@ impl RandomMinibatch {
                 .collect(),
             seq_index: (0..m as u32).map(|i| i / seq_len as u32).collect(),
             num_sequences,
+            rollout_index: (0..num_sequences as u32).collect(),
+            rollout_sequences: num_sequences,
             seq_len,
             rng: CounterRng::new(seed),
         }
@@ -461,7 +482,9 @@ impl RandomMinibatch {
         self
     }
 
-    /// The minibatch borrowing these buffers (seed 0; set `seed` on it when the loss draws).
+    /// The minibatch borrowing these buffers (seed 0; set `seed` on it when the loss draws),
+    /// with `rollout_index` and a position (iteration 1, epoch 0, minibatch 0) as a 1.3 host
+    /// sends them.
     pub fn view(&self) -> Minibatch<'_> {
         let mut mb = Minibatch::new();
         mb.logp_new = &self.logp_new;
@@ -472,6 +495,13 @@ impl RandomMinibatch {
         mb.token_weights = &self.token_weights;
         mb.seq_index = &self.seq_index;
         mb.num_sequences = self.num_sequences;
+        mb.rollout_index = Some(&self.rollout_index);
+        mb.position = Some(MinibatchPosition {
+            rollout_sequences: self.rollout_sequences,
+            iteration: 1,
+            epoch: 0,
+            minibatch: 0,
+        });
         mb
     }
 }
@@ -787,29 +817,59 @@ struct MinibatchData {
     seq_index: Vec<u32>,
     num_sequences: usize,
     seq_lengths: Vec<u32>,
+    rollout_index: Vec<u32>,
+    rollout_sequences: usize,
     seed: u64,
 }
 
 impl MinibatchData {
-    /// `m` tokens over `m / 8 + 1` sequences; every seventh token has weight 0 (padding).
-    /// Probability ratios stay within e^±0.3, values near their targets.
-    fn synthetic(m: usize, seed: u64, advantages: Option<(&[f32], &[f32])>) -> Self {
+    /// A minibatch of `rollout`'s sequences as a 1.3 host sends one: half of them (at least
+    /// one), in a seeded shuffled order, at most `max_tokens` tokens; token `j` of minibatch
+    /// sequence `k` is step `j` of rollout sequence `rollout_index[k]`, with that step's
+    /// advantage and return when `advantages` (the rollout's, `B·T`) are given, random ones
+    /// otherwise. Weight 0 on the rollout's padding and on every seventh token. Probability
+    /// ratios stay within e^±0.3, values near their targets.
+    fn from_rollout(
+        rollout: &RolloutData,
+        seed: u64,
+        advantages: Option<(&[f32], &[f32])>,
+        max_tokens: usize,
+    ) -> Self {
+        let (b, t) = (rollout.b, rollout.t);
+        let mut order: Vec<u32> = (0..b as u32).collect();
+        let mut shuffle = CounterRng::with_stream(seed, 4);
+        for i in (1..b).rev() {
+            order.swap(i, (shuffle.next_f64() * (i + 1) as f64) as usize % (i + 1));
+        }
+        let mut positions = Vec::new(); // (minibatch sequence, rollout position)
+        for (k, &r) in order.iter().take((b / 2).max(1)).enumerate() {
+            for j in 0..t {
+                if positions.len() < max_tokens {
+                    positions.push((k as u32, r as usize * t + j));
+                }
+            }
+        }
+        let m = positions.len();
+        let seq_index: Vec<u32> = positions.iter().map(|&(k, _)| k).collect();
+        let num_sequences = seq_index.last().map_or(0, |&k| k as usize + 1);
         let mut rng = CounterRng::with_stream(seed, 2);
         let mut u = move |lo: f64, hi: f64| (lo + (hi - lo) * rng.next_f64()) as f32;
         let logp_old: Vec<f32> = (0..m).map(|_| u(-2.0, -0.1)).collect();
         let logp_new: Vec<f32> = logp_old.iter().map(|&l| l + u(-0.3, 0.3)).collect();
         let (adv, ret): (Vec<f32>, Vec<f32>) = match advantages {
-            Some((a, r)) if !a.is_empty() => {
-                (0..m).map(|i| (a[i % a.len()], r[i % r.len()])).unzip()
+            Some((a, r)) if a.len() == b * t && r.len() == b * t => {
+                positions.iter().map(|&(_, p)| (a[p], r[p])).unzip()
             }
             _ => (0..m).map(|_| (u(-2.0, 2.0), u(-1.0, 1.0))).unzip(),
         };
         let values_old: Vec<f32> = ret.iter().map(|&r| r + u(-0.5, 0.5)).collect();
         let values_new: Vec<f32> = values_old.iter().map(|&v| v + u(-0.3, 0.3)).collect();
         let entropy_new: Vec<f32> = (0..m).map(|_| u(0.1, 0.7)).collect();
-        let token_weights: Vec<f32> = (0..m).map(|i| if i % 7 == 6 { 0.0 } else { 1.0 }).collect();
-        let seq_index: Vec<u32> = (0..m as u32).map(|i| i / 8).collect();
-        let num_sequences = m / 8 + 1;
+        let token_weights: Vec<f32> = positions
+            .iter()
+            .enumerate()
+            .map(|(i, &(_, p))| if i % 7 == 6 || rollout.mask[p] <= 0.0 { 0.0 } else { 1.0 })
+            .collect();
         let mut seq_lengths = vec![0u32; num_sequences];
         for (&s, &w) in seq_index.iter().zip(&token_weights) {
             if w > 0.0 {
@@ -828,8 +888,22 @@ impl MinibatchData {
             seq_index,
             num_sequences,
             seq_lengths,
+            rollout_index: order[..num_sequences].to_vec(),
+            rollout_sequences: b,
             seed,
         }
+    }
+
+    /// The same tokens with the sequences numbered `s → num_sequences − 1 − s`: `seq_index`,
+    /// `seq_lengths` and `rollout_index` permuted together, so each token still belongs to the
+    /// same rollout sequence.
+    fn renumbered(&self) -> Self {
+        let last = self.num_sequences.saturating_sub(1) as u32;
+        let mut r = self.clone();
+        r.seq_index = self.seq_index.iter().map(|&s| last - s).collect();
+        r.seq_lengths.reverse();
+        r.rollout_index.reverse();
+        r
     }
 
     fn view(&self) -> Minibatch<'_> {
@@ -846,6 +920,13 @@ impl MinibatchData {
         mb.num_sequences = self.num_sequences;
         mb.seq_lengths = &self.seq_lengths;
         mb.seed = self.seed;
+        mb.rollout_index = Some(&self.rollout_index);
+        mb.position = Some(MinibatchPosition {
+            rollout_sequences: self.rollout_sequences,
+            iteration: 1,
+            epoch: 0,
+            minibatch: 0,
+        });
         mb
     }
 
@@ -915,9 +996,13 @@ fn advantages_of<S: Subject + ?Sized>(
 ///   valid position's advantage or return;
 /// - `loss_finite`: `loss` succeeds on a minibatch built from those advantages, and on a
 ///   single-token minibatch, with finite outputs and metrics;
-/// - `loss_deterministic`: same seed, same minibatch, identical outputs;
+/// - `loss_deterministic`: same seed, same advantage stage, same minibatch, identical outputs;
 /// - `loss_padding_invariant`: zero-weight tokens get zero outputs, and garbage in their
 ///   inputs changes nothing;
+/// - `loss_sequence_numbering` (interface 1.3): numbering the minibatch's sequences the other
+///   way round, each sequence keeping its tokens and its `rollout_index`, changes no output:
+///   a loss that looks up what its advantage stage recorded per rollout sequence must do it
+///   by `rollout_index[seq_index[i]]`;
 /// - `loss_derivatives`: [`check_loss_derivatives`] finds no mismatch;
 /// - `iteration_hook`: after an advantage stage, `on_iteration` succeeds with finite metrics;
 ///   given the next prompts of a dataset run (interface 1.2) it returns no group sizes or one
@@ -941,7 +1026,6 @@ where
         make(opts.seed).map_err(|e| format!("creating the {what} instance failed: {e}"))
     };
     let rollout = RolloutData::synthetic(opts.num_sequences.max(1), opts.seq_len.max(1), opts.seed);
-    let n = rollout.b * rollout.t;
 
     // Advantage stage.
     let first = instance("first").and_then(|mut alg| {
@@ -1009,15 +1093,16 @@ where
     }
 
     // Loss stage, on the advantages just computed when there are some.
-    let m = (n / 2).clamp(8, 64);
-    let mb_data = MinibatchData::synthetic(
-        m,
+    let mb_data = MinibatchData::from_rollout(
+        &rollout,
         opts.seed,
         adv_out
             .as_ref()
             .map(|(a, r, _)| (a.as_slice(), r.as_slice())),
+        64,
     );
-    let one = MinibatchData::synthetic(1, opts.seed ^ 1, None);
+    let m = mb_data.token_weights.len();
+    let one = MinibatchData::from_rollout(&rollout, opts.seed ^ 1, None, 1);
     let mut alg = match first_alg {
         Some(alg) => Ok(alg),
         None => instance("loss"),
@@ -1041,6 +1126,11 @@ where
         return report;
     };
     let det = instance("second loss").and_then(|mut alg2| {
+        // As the host does: the loss follows the advantage stage of the same rollout, whose
+        // per-sequence records a plugin may look up by rollout index.
+        if adv_out.is_some() {
+            advantages_of(&mut alg2, &rollout)?;
+        }
         let out =
             run_loss(&mut alg2, &mb_data.view()).map_err(|e| format!("`loss` failed: {e}"))?;
         if out == base {
@@ -1074,6 +1164,32 @@ where
         Ok("zero-weight tokens get zero outputs and do not affect the others".to_owned())
     });
     report.push("loss_padding_invariant", pad);
+
+    let renumbered = mb_data.renumbered();
+    let numbering = alg.as_mut().map_err(|e| e.clone()).and_then(|alg| {
+        let out = run_loss(alg, &renumbered.view()).map_err(|e| format!("`loss` failed: {e}"))?;
+        for ((name, a), (_, b)) in base.0.named().iter().zip(out.0.named()) {
+            if let Some(i) = (0..a.len()).find(|&i| !close(a[i], b[i])) {
+                return Err(format!(
+                    "output `{name}` at token {i} changed from {} to {} when the minibatch's \
+                     sequences were numbered the other way round (each token's `seq_index` and \
+                     its sequence's `rollout_index` moved together): per-sequence data must be \
+                     looked up by `rollout_index[seq_index[i]]`, never by `seq_index`",
+                    a[i], b[i]
+                ));
+            }
+        }
+        Ok(if mb_data.num_sequences > 1 {
+            format!(
+                "{} sequences numbered the other way round (with their rollout indices): same \
+                 outputs",
+                mb_data.num_sequences
+            )
+        } else {
+            "one sequence: nothing to renumber".to_owned()
+        })
+    });
+    report.push("loss_sequence_numbering", numbering);
 
     let fd = alg.as_mut().map_err(|e| e.clone()).and_then(|alg| {
         let r = check_loss_derivatives(
@@ -1414,6 +1530,7 @@ mod tests {
                 "loss_finite",
                 "loss_deterministic",
                 "loss_padding_invariant",
+                "loss_sequence_numbering",
                 "loss_derivatives",
                 "iteration_hook",
                 "state_round_trip"
@@ -1556,6 +1673,81 @@ mod tests {
             assert_eq!(failed, ["iteration_hook"], "{report}");
             assert!(report.to_string().contains(expected), "{mode}: {report}");
         }
+    }
+
+    /// `Square` whose loss is scaled per sequence by what its advantage stage recorded for
+    /// that rollout sequence (`1 + b`). `lookup`: `rollout_index` (right) or `seq_index` (the
+    /// mistake the 1.3 context exists to avoid: minibatch numbering is not rollout numbering).
+    struct Recorder {
+        square: Square,
+        scale: Vec<f32>,
+        lookup: String,
+    }
+
+    impl AlgorithmImpl for Recorder {
+        fn info() -> PluginInfo {
+            Square::info().param(ParamSpec::string("lookup", "rollout_index", "how the loss finds a sequence's record"))
+        }
+        fn new(p: &Params, seed: u64) -> Result<Self, PluginError> {
+            Ok(Self { square: Square::new(p, seed)?, scale: Vec::new(), lookup: p.str("lookup")?.to_owned() })
+        }
+        fn compute_advantages(&mut self, b: &Rollout<'_>, adv: &mut [f32], ret: &mut [f32]) -> Result<Vec<Metric>, PluginError> {
+            self.scale = (0..b.num_sequences).map(|s| 1.0 + s as f32).collect();
+            AlgorithmImpl::compute_advantages(&mut self.square, b, adv, ret)
+        }
+        fn loss(&mut self, mb: &Minibatch<'_>, out: &mut LossOutputs<'_>) -> Result<Vec<Metric>, PluginError> {
+            let index = mb.require_rollout_index("recorder")?;
+            AlgorithmImpl::loss(&mut self.square, mb, out)?;
+            for i in 0..mb.len() {
+                let s = mb.seq_index[i] as usize;
+                let r = if self.lookup == "rollout_index" { index[s] as usize } else { s };
+                let c = *self.scale.get(r).ok_or_else(|| PluginError::invalid_input("loss before compute_advantages"))?;
+                out.loss[i] *= c;
+                out.d_logp[i] *= c;
+            }
+            Ok(Vec::new())
+        }
+    }
+
+    #[test]
+    fn the_numbering_check_fails_a_loss_that_looks_up_by_seq_index() {
+        let right = check_algorithm::<Recorder>("{}");
+        right.assert_passed();
+        assert!(right.to_string().contains("2 sequences numbered the other way round"), "{right}");
+        let wrong = check_algorithm::<Recorder>(r#"{"lookup": "seq_index"}"#);
+        let failed: Vec<&str> = wrong.failures().map(|c| c.name).collect();
+        assert_eq!(failed, ["loss_sequence_numbering"], "{wrong}");
+        assert!(wrong.to_string().contains("never by `seq_index`"), "{wrong}");
+
+        // An older host sends no index: the helper says what is missing.
+        let mut alg = instance::<Recorder>("{}").expect("valid");
+        let data = RandomMinibatch::new(3, 2, 4, 1).logp(0.3).advantages_per_sequence(&[1.0, 2.0]);
+        let mut mb = data.view();
+        mb.rollout_index = None;
+        let e = with_loss_outputs(mb.len(), |out| Subject::loss(&mut alg, &mb, out)).1.expect_err("no index");
+        assert!(e.message().contains("recorder needs a drover host with interface 1.3"), "{e}");
+        // `run_loss` sends the identity, as a 1.3 host always sends one.
+        let batch = outcome_rollout(4, &[1.0; 8], &[0.0; 8], &[0, 1]);
+        run_advantages(&mut alg, &batch).expect("runs");
+        let (o, _) = run_loss(&mut alg, &mb).expect("identity index");
+        assert_eq!(o.d_logp[4], 2.0 * 2.0 * 0.5 * data.logp_new[4], "sequence 1 scaled by 1 + 1");
+    }
+
+    #[test]
+    fn an_inconsistent_rollout_index_is_refused() {
+        let data = RandomMinibatch::new(3, 3, 2, 0).logp(0.3).advantages_per_sequence(&[1.0, 2.0, 3.0]);
+        for (index, bound, expected) in [
+            (&[0u32, 1][..], 3, "`rollout_index` has length 2, expected 3"),
+            (&[0, 2, 0][..], 3, "names rollout sequence 0 twice"),
+            (&[0, 1, 5][..], 4, "`rollout_index[2]` is 5, but the rollout batch has 4 sequences"),
+        ] {
+            let mut mb = data.view();
+            mb.rollout_index = Some(index);
+            mb.position = mb.position.map(|p| MinibatchPosition { rollout_sequences: bound, ..p });
+            let e = mb.check().expect_err("refused");
+            assert!(e.message().contains(expected), "{index:?}: {e}");
+        }
+        data.view().check().expect("the builder's identity index is consistent");
     }
 
     #[test]

@@ -68,6 +68,10 @@ pub type RolloutViewRef<'a> = RolloutView_TO<'a, RRef<'a, ()>>;
 /// Per-token buffers have length `M` (`logp_ref` may be empty); `seq_index[i]` is the index,
 /// within this minibatch's sequences, of token `i`'s sequence; per-sequence buffers have
 /// length `num_sequences()`.
+///
+/// Minibatch numbering is not rollout numbering: which rollout sequence each minibatch
+/// sequence is comes from the interface 1.3 extension `ext::v1_3::MinibatchContext`, sent
+/// before the loss call (authors read `Minibatch::rollout_index`).
 #[sabi_trait]
 pub trait LossView {
     /// `M`.

@@ -113,6 +113,19 @@ fn v1_3_plugin_state_table_is_frozen() {
     );
 }
 
+#[test]
+fn v1_3_minibatch_context_table_is_frozen() {
+    check(
+        "v1_3_minibatch_context.layout",
+        <v1_3::MinibatchContext as StableAbi>::LAYOUT,
+    );
+    // The struct it passes by reference is part of the pinned graph.
+    let dump = dump(<v1_3::MinibatchContext as StableAbi>::LAYOUT);
+    for needle in ["MinibatchInfo", "rollout_index", "rollout_sequences", "minibatch"] {
+        assert!(dump.contains(needle), "`{needle}` missing from the dump:\n{dump}");
+    }
+}
+
 /// The dump must see a change: one field more is one more field line in the data section.
 #[test]
 fn the_dump_sees_fields_and_signatures() {

@@ -2,9 +2,11 @@
 //! responses, then `(1−μ)`·verl's clipped token loss on those plus `μ`·SFT-φ on the expert
 //! responses, with μ stepped by `on_iteration`.
 //!
-//! The loss stage tells expert tokens by the `returns` buffer: CHORD learns no value, so its
-//! advantage stage writes `returns` = 1 on expert tokens and 0 elsewhere (the host hands
-//! `returns` to the loss untouched), and the advantage of an expert token is 0.
+//! The loss stage tells expert tokens by their sequence: the advantage stage records which
+//! rollout sequences are experts (the `is_expert` metadata column), and the loss looks each
+//! minibatch sequence up by its rollout index (interface 1.3's minibatch context). The
+//! advantage of an expert token is 0; `returns` are GRPO's (the advantages), as CHORD learns no
+//! value.
 
 use drover_plugin_api::{
     state, StateFns,
@@ -71,18 +73,45 @@ impl ChordConfig {
     }
 }
 
-/// The CHORD algorithm instance: its config and the μ of the current iteration.
+/// The CHORD algorithm instance: its config, the μ of the current iteration, and which
+/// sequences of the last rollout batch are experts.
 #[derive(Debug, Clone)]
 pub struct Chord {
     config: ChordConfig,
     mu: f64,
+    /// `is_expert` of each sequence of the batch the last `compute_advantages` saw, for the
+    /// loss to look up by rollout index. Not checkpointed: every iteration's loss follows its
+    /// own advantage stage.
+    experts: Vec<bool>,
 }
 
 impl Chord {
     /// An instance with `config`, μ at step 0 of its schedule.
     pub fn with_config(config: ChordConfig) -> Self {
         let mu = config.schedule.at(0);
-        Self { config, mu }
+        Self {
+            config,
+            mu,
+            experts: Vec::new(),
+        }
+    }
+
+    /// Whether each sequence of `mb` is an expert response, by its rollout index.
+    fn expert_sequences(&self, mb: &Minibatch<'_>) -> Result<Vec<bool>, PluginError> {
+        let index = mb.require_rollout_index(NAME)?;
+        index
+            .iter()
+            .map(|&r| {
+                self.experts.get(r as usize).copied().ok_or_else(|| {
+                    PluginError::invalid_input(format!(
+                        "{NAME}: the minibatch has rollout sequence {r}, but the last \
+                         `compute_advantages` saw {} sequences (the loss must follow the \
+                         advantage stage of its rollout)",
+                        self.experts.len()
+                    ))
+                })
+            })
+            .collect()
     }
 
     /// The μ the next loss calls use.
@@ -204,19 +233,17 @@ impl AlgorithmImpl for Chord {
             seq_adv[b] = a;
         }
         let t_len = batch.seq_len;
-        for b in 0..batch.num_sequences {
-            let expert = experts[b] > 0.0;
-            for t in 0..t_len {
-                let i = b * t_len + t;
-                let valid = batch.mask[i] > 0.0;
-                advantages[i] = if valid {
-                    (seq_adv[b] * f64::from(batch.mask[i])) as f32
+        for (b, &adv) in seq_adv.iter().enumerate() {
+            for i in b * t_len..(b + 1) * t_len {
+                advantages[i] = if batch.mask[i] > 0.0 {
+                    (adv * f64::from(batch.mask[i])) as f32
                 } else {
                     0.0
                 };
-                returns[i] = if valid && expert { 1.0 } else { 0.0 };
+                returns[i] = advantages[i];
             }
         }
+        self.experts = experts.iter().map(|&e| e > 0.0).collect();
         let mut metrics = vec![Metric::new("chord_mu", self.mu)];
         if !sub_scores.is_empty() {
             metrics.push(Metric::new(
@@ -236,8 +263,8 @@ impl AlgorithmImpl for Chord {
         mb: &Minibatch<'_>,
         out: &mut LossOutputs<'_>,
     ) -> Result<Vec<Metric>, PluginError> {
-        let returns = Minibatch::require(NAME, "returns", mb.returns)?;
-        let expert = |i: usize| returns[i] > 0.5;
+        let experts = self.expert_sequences(mb)?;
+        let expert = |i: usize| experts[mb.seq_index[i] as usize];
         let m = mb.len();
         // On-policy term: verl's clipped loss over the on-policy tokens only (expert tokens get
         // weight 0, so they are outside its aggregation and its outputs stay 0 there).
@@ -381,7 +408,8 @@ mod tests {
     /// Two prompts × 4 responses of 2 steps, the last of each group an expert (reward 1).
     /// Group 0 on-policy scores [1, 0, 0]: mean ⅓, unbiased std sqrt(⅓) → A = [1.1547, −0.5774,
     /// −0.5774] (with the expert in the group it would be mean ½: different); group 1 [0, 0, 0]
-    /// → 0. Experts get A = 0 and returns = 1 (the flag), on-policy returns 0.
+    /// → 0. Experts get A = 0; `returns` are the advantages (GRPO's); the expert flags are
+    /// recorded per rollout sequence for the loss.
     #[test]
     fn advantages_by_hand_exclude_the_experts_from_the_baseline() {
         let mut c = make(r#"{"mu_peak": 0.3, "mu_valley": 0.3}"#).expect("valid");
@@ -406,10 +434,8 @@ mod tests {
             assert!((f64::from(*a) - e).abs() < 1e-5, "{adv:?}");
         }
         assert!((hi - 1.154_699_4).abs() < 1e-5, "{hi}");
-        let flags = [
-            0., 0., 0., 0., 0., 0., 1., 1., 0., 0., 0., 0., 0., 0., 1., 1.,
-        ];
-        assert_eq!(ret, flags);
+        assert_eq!(ret, adv);
+        assert_eq!(c.experts, [false, false, false, true, false, false, false, true]);
         assert_eq!(metric(&m, "chord_mu"), Some(0.3));
         assert_eq!(metric(&m, "expert_frac"), Some(0.25));
         assert!((metric(&m, "score_mean").expect("reported") - 1.0 / 6.0).abs() < 1e-12);
@@ -420,6 +446,8 @@ mod tests {
     /// losses [−0.4125, 0.3], d [−0.4125, 0]. Expert sequence 1: p = 0.5 and 0.9, φ = 0.25 and
     /// 0.09, token mean over 2 expert tokens (w ½), times μ: d = [−0.03125, −0.01125]; the
     /// metric sft_loss = ½(0.25·ln 2 + 0.09·(−ln 0.9)) = 0.0913846…. Token 4 is padding.
+    /// Minibatch sequence 1 is the expert by its rollout index (rollout sequence 0 of a batch
+    /// whose advantage stage flagged it), not by its position.
     #[test]
     fn loss_by_hand_mixes_grpo_and_sft_phi() {
         let mut c = make(r#"{"mu_peak": 0.25, "mu_valley": 0.25}"#).expect("valid");
@@ -432,17 +460,18 @@ mod tests {
         ];
         let logp_old = [-1.0f32, -1.0, -0.2, -0.2, 9.0];
         let adv = [1.0f32, -1.0, 0.0, 0.0, 5.0];
-        let returns = [0.0f32, 0.0, 1.0, 1.0, 1.0];
         let entropy = [0.4f32, 0.6, 2.0, 2.0, 9.0];
         let mut mb = Minibatch::new();
         mb.logp_new = &logp_new;
         mb.logp_old = &logp_old;
         mb.advantages = &adv;
-        mb.returns = &returns;
         mb.entropy_new = &entropy;
         mb.token_weights = &[1.0, 1.0, 1.0, 1.0, 0.0];
         mb.seq_index = &[0, 0, 1, 1, 1];
         mb.num_sequences = 2;
+        mb.rollout_index = Some(&[2, 0]);
+        let flagged = vec![true, false, false];
+        c.experts = flagged.clone();
         let o = run_loss(&mut c, &mb);
         let expect_d = [-0.4125, 0.0, -0.03125, -0.01125, 0.0];
         for (i, e) in expect_d.iter().enumerate() {
@@ -463,14 +492,17 @@ mod tests {
         assert_eq!(metric(&o.metrics, "chord_mu"), Some(0.25));
         // μ = 0 is GRPO on the on-policy tokens alone; μ = 1 is SFT-φ alone.
         let mut grpo = make(r#"{"mu_peak": 0.0, "mu_valley": 0.0}"#).expect("valid");
+        grpo.experts = flagged.clone();
         let g = run_loss(&mut grpo, &mb);
         assert!((f64::from(g.d_logp[0]) + 0.55).abs() < 1e-6 && g.d_logp[2] == 0.0);
         let mut sft_only = make(r#"{"mu_peak": 1.0, "mu_valley": 1.0}"#).expect("valid");
+        sft_only.experts = flagged.clone();
         let s = run_loss(&mut sft_only, &mb);
         assert!(s.d_logp[0] == 0.0 && (f64::from(s.d_logp[2]) + 0.125).abs() < 1e-6);
         // Plain SFT: d = −μ·½ per expert token.
         let mut plain =
             make(r#"{"mu_peak": 0.25, "mu_valley": 0.25, "sft_phi": false}"#).expect("valid");
+        plain.experts = flagged.clone();
         let p = run_loss(&mut plain, &mb);
         assert!(
             (f64::from(p.d_logp[3]) + 0.125).abs() < 1e-6,
@@ -589,9 +621,10 @@ mod tests {
         let advantages: Vec<f32> = (0..m)
             .map(|i| [1.2f32, -0.8, 0.0, 0.4, -1.5, 0.0][i / 8])
             .collect();
-        let returns: Vec<f32> = (0..m)
-            .map(|i| if i / 8 == 2 || i / 8 == 5 { 1.0 } else { 0.0 })
-            .collect();
+        // Minibatch sequences 2 and 5 are experts: rollout sequences 3 and 0 under the reversed
+        // rollout index.
+        let rollout_index = [5u32, 4, 3, 2, 1, 0];
+        let experts = vec![true, false, false, true, false, false];
         let entropy: Vec<f32> = (0..m).map(|_| draw(0.1, 2.0)).collect();
         let weights: Vec<f32> = (0..m).map(|i| if i % 8 == 7 { 0.0 } else { 1.0 }).collect();
         let seq_index: Vec<u32> = (0..m as u32).map(|i| i / 8).collect();
@@ -599,16 +632,17 @@ mod tests {
         mb.logp_new = &logp_new;
         mb.logp_old = &logp_old;
         mb.advantages = &advantages;
-        mb.returns = &returns;
         mb.entropy_new = &entropy;
         mb.token_weights = &weights;
         mb.seq_index = &seq_index;
         mb.num_sequences = 6;
+        mb.rollout_index = Some(&rollout_index);
         for json in [
             r#"{"mu_peak": 0.4, "mu_valley": 0.4, "ent_coef": 0.05}"#,
             r#"{"mu_peak": 0.4, "mu_valley": 0.4, "sft_phi": false}"#,
         ] {
             let mut c = make(json).expect("valid");
+            c.experts = experts.clone();
             let r = testing::check_loss_derivatives(&mut c, &mb, 1e-3, 1e-5, 1e-2).expect("runs");
             assert!(r.mismatches.is_empty(), "{json}: {:#?}", r.mismatches);
             assert!(r.checked >= m, "{json}: {r:?}");

@@ -181,6 +181,47 @@ pub struct LossBatch<'a> {
     pub seq_group_ids: &'a [u32],
     /// Seed for the loss stage.
     pub seed: u64,
+    /// Where the minibatch comes from, sent to a plugin of interface 1.3 or later right before
+    /// the loss call (`drover.minibatch_context`); `None` sends nothing, and the plugin's
+    /// `Minibatch::rollout_index` is `None` as with an older host.
+    pub context: Option<MinibatchContext<'a>>,
+}
+
+/// The rollout link of a [`LossBatch`] (host side of `ext::v1_3::MinibatchInfo`).
+#[derive(Debug, Clone, Copy)]
+pub struct MinibatchContext<'a> {
+    /// For each sequence of the minibatch (`seq_index` numbering), its index in the rollout
+    /// batch the last `compute_advantages` saw; distinct.
+    pub rollout_index: &'a [u32],
+    /// Sequences of that rollout batch (its `num_sequences`).
+    pub rollout_sequences: usize,
+    /// Iteration, 1-based.
+    pub iteration: u64,
+    /// Update epoch within the iteration, 0-based.
+    pub epoch: u32,
+    /// Minibatch within the epoch, 0-based.
+    pub minibatch: u32,
+}
+
+impl MinibatchContext<'_> {
+    /// One index per minibatch sequence, each below `rollout_sequences`, none repeated.
+    pub(crate) fn validate(&self, num_sequences: usize) -> Result<(), String> {
+        check_len("rollout_index", self.rollout_index.len(), num_sequences, false)?;
+        let mut seen = vec![false; self.rollout_sequences];
+        for (s, &r) in self.rollout_index.iter().enumerate() {
+            match seen.get_mut(r as usize) {
+                None => {
+                    return Err(format!(
+                        "`rollout_index[{s}]` is {r}, but the rollout batch has {} sequences",
+                        self.rollout_sequences
+                    ))
+                }
+                Some(true) => return Err(format!("`rollout_index` names rollout sequence {r} twice")),
+                Some(x) => *x = true,
+            }
+        }
+        Ok(())
+    }
 }
 
 impl LossBatch<'_> {
@@ -214,6 +255,9 @@ impl LossBatch<'_> {
             check_len(name, buf.len(), m, true)?;
         }
         check_len("seq_group_ids", self.seq_group_ids.len(), self.num_sequences, true)?;
+        if let Some(c) = &self.context {
+            c.validate(self.num_sequences)?;
+        }
         if let Some(i) = self
             .seq_index
             .iter()

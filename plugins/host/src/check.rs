@@ -4,11 +4,12 @@
 
 use drover_plugin_api::{
     testing::{run_checks, CheckOptions, CheckReport, Subject},
-    IterationControl, IterationInfo, LossOutputs, Minibatch, PluginError, PluginErrorKind, Rollout,
+    IterationControl, IterationInfo, LossOutputs, Minibatch, MinibatchPosition, PluginError,
+    PluginErrorKind, Rollout,
 };
 
 use crate::{
-    batch::{LossBatch, RolloutBatch},
+    batch::{LossBatch, MinibatchContext, RolloutBatch},
     error::{CallError, CallErrorKind},
     handle::{AlgorithmHandle, Metric},
     plugin::{Plugin, PluginState},
@@ -83,6 +84,22 @@ impl Subject for AlgorithmHandle {
             num_sequences: mb.num_sequences,
             seq_group_ids: mb.seq_group_ids,
             seed: mb.seed,
+            context: mb.rollout_index.map(|rollout_index| {
+                let position = mb.position.unwrap_or(MinibatchPosition {
+                    // A hand-built minibatch may set only the index: the smallest batch it fits.
+                    rollout_sequences: rollout_index.iter().map(|&r| r as usize + 1).max().unwrap_or(0),
+                    iteration: 1,
+                    epoch: 0,
+                    minibatch: 0,
+                });
+                MinibatchContext {
+                    rollout_index,
+                    rollout_sequences: position.rollout_sequences,
+                    iteration: position.iteration,
+                    epoch: position.epoch,
+                    minibatch: position.minibatch,
+                }
+            }),
         };
         AlgorithmHandle::loss(
             self,

@@ -2,7 +2,9 @@
 //! result is checked for plugin errors and non-finite outputs.
 
 use abi_stable::{sabi_trait::TD_Opaque, std_types::RResult};
-use drover_plugin_api::{AlgorithmBox, LossView_TO, RSlice, RString, RVec, RolloutView_TO};
+use drover_plugin_api::{
+    ext::v1_3, AlgorithmBox, LossView_TO, RSlice, RString, RVec, RolloutView_TO,
+};
 
 use crate::{
     batch::{LossBatch, LossBatchView, RolloutBatch},
@@ -46,6 +48,8 @@ pub struct AlgorithmHandle {
     inner: AlgorithmBox,
     plugin: String,
     version: String,
+    /// The plugin's 1.3 minibatch-context table (checked at load); `None` for 1.0–1.2 plugins.
+    context_table: Option<&'static v1_3::MinibatchContext>,
 }
 
 impl std::fmt::Debug for AlgorithmHandle {
@@ -99,11 +103,44 @@ fn check_out_len(name: &str, len: usize, expected: usize) -> Result<(), CallErro
 }
 
 impl AlgorithmHandle {
-    pub(crate) fn new(inner: AlgorithmBox, plugin: String, version: String) -> Self {
+    pub(crate) fn new(
+        inner: AlgorithmBox,
+        plugin: String,
+        version: String,
+        context_table: Option<&'static v1_3::MinibatchContext>,
+    ) -> Self {
         Self {
             inner,
             plugin,
             version,
+            context_table,
+        }
+    }
+
+    /// Whether the plugin receives a [`LossBatch`]'s context (`drover.minibatch_context`,
+    /// interface 1.3): `false` for plugins built against 1.0–1.2, which run as before.
+    pub fn takes_minibatch_context(&self) -> bool {
+        self.context_table.is_some()
+    }
+
+    /// Sends `mb.context` right before a loss call, if the plugin takes one (call
+    /// `minibatch_context` in errors). Call after `mb.validate()`.
+    fn send_context(&mut self, mb: &LossBatch<'_>) -> Result<(), CallError> {
+        let (Some(table), Some(c)) = (self.context_table, &mb.context) else {
+            return Ok(());
+        };
+        let info = v1_3::MinibatchInfo {
+            rollout_index: RSlice::from(c.rollout_index),
+            rollout_sequences: c.rollout_sequences as u64,
+            iteration: c.iteration,
+            epoch: c.epoch,
+            minibatch: c.minibatch,
+        };
+        match (table.set_context)(&mut self.inner, &info) {
+            RResult::ROk(()) => Ok(()),
+            RResult::RErr(e) => {
+                Err(self.err("minibatch_context", CallErrorKind::Plugin(Box::new(e))))
+            }
         }
     }
 
@@ -168,6 +205,7 @@ impl AlgorithmHandle {
 
     /// Loss stage: per-token loss and the derivatives of `Σ loss` w.r.t. each token's new
     /// log-prob, value and entropy (each output `M` long). Sum them; do not re-weight.
+    /// `mb.context` is sent to the plugin first when it takes one (interface 1.3).
     ///
     /// # Errors
     /// Invalid batch, a plugin error or panic, or a non-finite output (first bad index named).
@@ -191,6 +229,7 @@ impl AlgorithmHandle {
                 check_out_len("d_entropy", d_entropy.len(), m)
             });
         self.wrap(CALL, checked)?;
+        self.send_context(mb)?;
         let view = LossBatchView::new(mb);
         let r = self.inner.loss(
             LossView_TO::from_ptr(&view, TD_Opaque),
@@ -238,6 +277,7 @@ impl AlgorithmHandle {
                 check_out_len("d_logp", d_logp.len(), m)
             });
         self.wrap(CALL, checked)?;
+        self.send_context(mb)?;
         let mut log_ratio = vec![0.0f32; s];
         for i in 0..m {
             if mb.token_weights[i] > 0.0 {

@@ -7,7 +7,9 @@
 //!
 //! Extensions of later minor interface versions come through [`Plugin::extension`], checked
 //! against this host's layout first; [`Plugin::sequence_loss`] is the typed helper of the
-//! 1.1 one, [`Plugin::plugin_state`] of the 1.3 one (state saved in checkpoints).
+//! 1.1 one, [`Plugin::plugin_state`] of the 1.3 one (state saved in checkpoints). The 1.3
+//! minibatch context needs no helper: [`AlgorithmHandle::loss`] and
+//! [`AlgorithmHandle::sequence_loss`] send a [`LossBatch`]'s [`MinibatchContext`] themselves.
 //!
 //! **Architecture Invariant:** nothing ABI-stable leaks out of this crate's API except
 //! [`InterfaceVersion`], `PluginError` (inside [`CallErrorKind::Plugin`]) and the extension
@@ -24,7 +26,7 @@ pub use drover_plugin_api::{InterfaceVersion, PluginError, PluginErrorKind, INTE
 pub use drover_plugin_api::testing::{Check, CheckOptions, CheckReport};
 
 pub use crate::{
-    batch::{LossBatch, RolloutBatch},
+    batch::{LossBatch, MinibatchContext, RolloutBatch},
     error::{CallError, CallErrorKind, LoadError},
     handle::{AlgorithmHandle, IterationControl, Metric},
     plugin::{ParamInfo, Plugin, PluginInfo, PluginState, SequenceLoss},

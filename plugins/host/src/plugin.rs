@@ -102,6 +102,9 @@ pub struct Plugin {
     info: PluginInfo,
     interface_version: InterfaceVersion,
     sha256: String,
+    /// The 1.3 minibatch-context table, looked up (and its layout checked) at load: every
+    /// instance's loss calls use it.
+    context_table: Option<&'static v1_3::MinibatchContext>,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -250,13 +253,18 @@ impl Plugin {
                 return Err(LoadError::Info { path, source })
             }
         };
-        Ok(Self {
+        let mut plugin = Self {
             path,
             module,
             info,
             interface_version: plugin_version,
             sha256,
-        })
+            context_table: None,
+        };
+        // Every 1.3+ plugin exports it, so a table of another layout is a broken plugin: refuse
+        // it now, naming the extension, rather than after the first rollout.
+        plugin.context_table = plugin.extension::<v1_3::MinibatchContext>()?;
+        Ok(plugin)
     }
 
     /// The path it was loaded from.
@@ -379,6 +387,7 @@ impl Plugin {
                 inner,
                 self.info.name.clone(),
                 self.info.version.clone(),
+                self.context_table,
             )),
             abi_stable::std_types::RResult::RErr(e) => {
                 Err(self.call_error("new", CallErrorKind::Plugin(Box::new(e))))

@@ -21,8 +21,8 @@ use std::path::PathBuf;
 
 use drover_plugin_api::ext::{v1_1, v1_3, ExtensionTable};
 use drover_plugin_host::{
-    CallErrorKind, InterfaceVersion, LoadError, LossBatch, Metric, Plugin, RolloutBatch,
-    INTERFACE_VERSION,
+    CallErrorKind, InterfaceVersion, LoadError, LossBatch, Metric, MinibatchContext, Plugin,
+    RolloutBatch, INTERFACE_VERSION,
 };
 
 fn plugin_path(crate_name: &str) -> PathBuf {
@@ -149,6 +149,7 @@ fn ppo_loads_and_computes_through_the_abi() {
         num_sequences: 2,
         seq_group_ids: &[],
         seed: 3,
+        context: None,
     };
     let mut alg = plugin
         .instantiate(r#"{"norm_adv": false, "target_kl": 0.01}"#, 1)
@@ -260,6 +261,14 @@ impl TwoSequences {
             num_sequences: 2,
             seq_group_ids: &[],
             seed: 0,
+            // Sent to 1.3+ plugins (which ignore it unless they read it), never to older ones.
+            context: Some(MinibatchContext {
+                rollout_index: &[2, 0],
+                rollout_sequences: 3,
+                iteration: 1,
+                epoch: 0,
+                minibatch: 0,
+            }),
         }
     }
 }
@@ -300,6 +309,12 @@ fn a_plugin_built_against_interface_1_0_loads_in_a_1_3_host_without_the_1_1_exte
         .extension::<v1_1::SequenceLoss>()
         .expect("no mismatch")
         .is_none());
+    // Nor the 1.3 minibatch context: the batch's context above was not sent.
+    assert!(plugin
+        .extension::<v1_3::MinibatchContext>()
+        .expect("no mismatch")
+        .is_none());
+    assert!(!alg.takes_minibatch_context());
     // PPO (built against this api, 1.3) does not implement the extension either: same answer.
     assert!(load("drover-plugin-ppo")
         .sequence_loss()
@@ -450,6 +465,12 @@ fn a_plugin_built_against_interface_1_1_runs_in_a_1_3_host_and_asks_for_no_group
         .expect("loss");
     assert!(close(&loss, &[-0.5, -1.2, 0.2, 0.75, 0.0]), "{loss:?}");
     assert!(close(&d_logp, &[-0.5, 0.0, 0.0, 0.75, 0.0]), "{d_logp:?}");
+    // A 1.1 build knows no 1.3 table: the batch's minibatch context was not sent.
+    assert!(!alg.takes_minibatch_context());
+    assert!(plugin
+        .extension::<v1_3::MinibatchContext>()
+        .expect("no mismatch")
+        .is_none());
     assert_eq!((d_value, d_entropy), ([0.0; 5], [0.0; 5]));
     assert_eq!(metrics.len(), 2, "{metrics:?}");
     assert_eq!(
@@ -676,6 +697,7 @@ fn faulty_loss_batch<'a>(zeros: &'a [f32; 3], weights: &'a [f32; 3]) -> LossBatc
         num_sequences: 1,
         seq_group_ids: &[],
         seed: 0,
+        context: None,
     }
 }
 
@@ -790,7 +812,7 @@ fn the_authors_harness_runs_on_a_loaded_library() {
     let opts = drover_plugin_host::CheckOptions::default();
     let report = load("drover-plugin-ppo").check("{}", &opts);
     report.assert_passed();
-    assert_eq!(report.checks.len(), 9, "{report}");
+    assert_eq!(report.checks.len(), 10, "{report}");
     assert!(report.to_string().contains("no `drover.plugin_state` table"), "{report}");
     // Knapsack's state table passes the round trip through the ABI.
     let report = load("drover-plugin-knapsack").check("{}", &opts);
@@ -813,6 +835,123 @@ fn the_authors_harness_runs_on_a_loaded_library() {
         report
             .to_string()
             .contains("call `compute_advantages`: panic: faulty plugin: deliberate panic"),
+        "{report}"
+    );
+}
+
+/// Interface 1.3's minibatch context through the host: CHORD tells expert from on-policy
+/// sequences in its loss only by each minibatch sequence's rollout index, which the host sends
+/// right before the loss call. Four responses to one prompt, the last an expert; at μ = 1 the
+/// loss is SFT-φ on expert tokens alone: ∂/∂logp = −μ·½·p(1−p) = −0.125 at p = ½ over the two
+/// expert tokens, 0 on the others.
+#[test]
+fn chord_finds_its_expert_sequences_through_the_minibatch_context() {
+    let plugin = load("drover-plugin-chord");
+    assert!(plugin
+        .extension::<v1_3::MinibatchContext>()
+        .expect("layouts match")
+        .is_some());
+    let mut alg = plugin
+        .instantiate(r#"{"mu_peak": 1.0, "mu_valley": 1.0}"#, 0)
+        .expect("instantiate");
+    assert!(alg.takes_minibatch_context());
+    let mask = [1.0f32; 8];
+    let rewards = [0., 1., 0., 0., 0., 0., 0., 1.];
+    let is_expert = [0.0f32, 0.0, 0.0, 1.0];
+    let metadata = [("is_expert", &is_expert[..])];
+    let batch = RolloutBatch {
+        num_sequences: 4,
+        seq_len: 2,
+        mask: &mask,
+        rewards: &rewards,
+        terminated: &[],
+        truncated: &[],
+        values: &[],
+        next_values: &[],
+        logp_old: &[],
+        logp_ref: &[],
+        entropy_old: &[],
+        group_ids: &[0, 0, 0, 0],
+        sample_weights: &[],
+        metadata: &metadata,
+        seed: 0,
+    };
+    let (mut adv, mut ret) = ([0.0f32; 8], [0.0f32; 8]);
+    alg.compute_advantages(&batch, &mut adv, &mut ret)
+        .expect("advantages");
+    assert_eq!(ret, adv, "`returns` are GRPO's again, not expert flags");
+
+    // Two minibatch sequences of two tokens, at p = ½.
+    let half = [0.5f32.ln(); 4];
+    let zeros = [0.0f32; 4];
+    let minibatch = |context: Option<MinibatchContext<'static>>| LossBatch {
+        logp_new: &half,
+        logp_old: &half,
+        logp_ref: &[],
+        advantages: &zeros,
+        returns: &zeros,
+        values_new: &[],
+        values_old: &[],
+        entropy_new: &zeros,
+        token_weights: &[1.0; 4],
+        seq_index: &[0, 0, 1, 1],
+        num_sequences: 2,
+        seq_group_ids: &[],
+        seed: 0,
+        context,
+    };
+    let at = |rollout_index: &'static [u32]| {
+        Some(MinibatchContext {
+            rollout_index,
+            rollout_sequences: 4,
+            iteration: 1,
+            epoch: 0,
+            minibatch: 0,
+        })
+    };
+    let mut outs = ([0.0f32; 4], [0.0f32; 4], [0.0f32; 4], [0.0f32; 4]);
+    for (index, expected) in [
+        (&[3u32, 0][..], [-0.125, -0.125, 0.0, 0.0]),
+        (&[0, 3][..], [0.0, 0.0, -0.125, -0.125]),
+        (&[1, 2][..], [0.0; 4]),
+    ] {
+        alg.loss(&minibatch(at(index)), &mut outs.0, &mut outs.1, &mut outs.2, &mut outs.3)
+            .expect("loss");
+        assert!(close(&outs.1, &expected), "rollout_index {index:?}: {:?}", outs.1);
+    }
+
+    // A context applies to one loss call: without one (an older host) CHORD says what it needs.
+    let e = alg
+        .loss(&minibatch(None), &mut outs.0, &mut outs.1, &mut outs.2, &mut outs.3)
+        .expect_err("no context");
+    let text = e.to_string();
+    assert!(
+        text.starts_with("plugin `chord` 0.1.0: call `loss`: ")
+            && text.contains("chord needs a drover host with interface 1.3"),
+        "{text}"
+    );
+    // An inconsistent context is the host's bug, refused before anything reaches the plugin.
+    let e = alg
+        .loss(&minibatch(at(&[3, 3])), &mut outs.0, &mut outs.1, &mut outs.2, &mut outs.3)
+        .expect_err("repeated index");
+    assert!(matches!(e.kind, CallErrorKind::InvalidBatch(_)), "{e}");
+    assert!(e.to_string().contains("names rollout sequence 3 twice"), "{e}");
+    // A fresh instance has recorded nothing to look up.
+    let mut fresh = plugin
+        .instantiate(r#"{"mu_peak": 1.0, "mu_valley": 1.0}"#, 0)
+        .expect("instantiate");
+    let e = fresh
+        .loss(&minibatch(at(&[3, 0])), &mut outs.0, &mut outs.1, &mut outs.2, &mut outs.3)
+        .expect_err("before the advantage stage");
+    assert!(e.to_string().contains("call `loss`"), "{e}");
+    assert!(e.to_string().contains("compute_advantages"), "{e}");
+
+    // PF-PPO, the other plugin that looks up per-sequence records, passes the authors'
+    // harness through the ABI, its rollout-index renumbering check included.
+    let report = load("drover-plugin-pf-ppo").check("{}", &drover_plugin_host::CheckOptions::default());
+    report.assert_passed();
+    assert!(
+        report.checks.iter().any(|c| c.name == "loss_sequence_numbering"),
         "{report}"
     );
 }

@@ -2,8 +2,9 @@
 //! into expected resampling copies per response, and verl's clipped token loss with each
 //! token's weight multiplied by its response's copies.
 //!
-//! The loss gets the copies through the `returns` buffer: with GRPO nothing learns a value, so
-//! the advantage stage writes `returns` = the response's expected copies on its valid tokens.
+//! The advantage stage records each response's expected copies per rollout sequence; the loss
+//! looks them up by each minibatch sequence's rollout index (interface 1.3's minibatch
+//! context). `returns` are GRPO's (the advantages).
 
 use drover_plugin_api::{
     llm::{
@@ -58,12 +59,36 @@ impl PfPpoConfig {
 #[derive(Debug, Clone)]
 pub struct PfPpo {
     config: PfPpoConfig,
+    /// Expected copies of each sequence of the batch the last `compute_advantages` saw, for the
+    /// loss to look up by rollout index (as f32, the precision the loss weights tokens in).
+    copies: Vec<f32>,
 }
 
 impl PfPpo {
     /// An instance with `config`.
     pub fn with_config(config: PfPpoConfig) -> Self {
-        Self { config }
+        Self {
+            config,
+            copies: Vec::new(),
+        }
+    }
+
+    /// The expected copies of each sequence of `mb`, by its rollout index.
+    fn sequence_copies(&self, mb: &Minibatch<'_>) -> Result<Vec<f32>, PluginError> {
+        let index = mb.require_rollout_index(NAME)?;
+        index
+            .iter()
+            .map(|&r| {
+                self.copies.get(r as usize).copied().ok_or_else(|| {
+                    PluginError::invalid_input(format!(
+                        "{NAME}: the minibatch has rollout sequence {r}, but the last \
+                         `compute_advantages` saw {} sequences (the loss must follow the \
+                         advantage stage of its rollout)",
+                        self.copies.len()
+                    ))
+                })
+            })
+            .collect()
     }
 }
 
@@ -108,13 +133,7 @@ impl AlgorithmImpl for PfPpo {
         // Weights over the whole batch, from the scores (verl: token_level_scores summed), as
         // verl computes them after the advantages.
         let copies = expected_copies(&reweight(&sequence_scores(batch), self.config.method));
-        let t_len = batch.seq_len;
-        for (b, &c) in copies.iter().enumerate() {
-            for t in 0..t_len {
-                let i = b * t_len + t;
-                returns[i] = if batch.mask[i] > 0.0 { c as f32 } else { 0.0 };
-            }
-        }
+        self.copies = copies.iter().map(|&c| c as f32).collect();
         if !copies.is_empty() {
             let (sum, sq) = copies
                 .iter()
@@ -137,15 +156,22 @@ impl AlgorithmImpl for PfPpo {
         mb: &Minibatch<'_>,
         out: &mut LossOutputs<'_>,
     ) -> Result<Vec<Metric>, PluginError> {
-        let copies = Minibatch::require(NAME, "returns", mb.returns)?;
+        let copies = self.sequence_copies(mb)?;
         // Each token counts as many times as its response is expected to be drawn: the host's
         // weight times the copies, inside the aggregation (so token-mean is the weighted mean a
         // resampled batch averages to).
         let weights: Vec<f32> = mb
             .token_weights
             .iter()
-            .zip(copies)
-            .map(|(&w, &c)| if w > 0.0 && c > 0.0 { w * c } else { 0.0 })
+            .zip(mb.seq_index)
+            .map(|(&w, &s)| {
+                let c = copies[s as usize];
+                if w > 0.0 && c > 0.0 {
+                    w * c
+                } else {
+                    0.0
+                }
+            })
             .collect();
         let mut weighted = mb.clone();
         weighted.token_weights = &weights;
@@ -192,7 +218,8 @@ mod tests {
 
     /// Two prompts × 2 responses of one step, rewards [1, 0, 0, 0] (max_random):
     /// GRPO A = [0.7071, −0.7071, 0, 0] (group 0: mean ½, std sqrt(½)); weights
-    /// [0.4, 0.1, 0.1, 0.1] → copies 4/0.7·w = [16/7, 4/7, 4/7, 4/7] in `returns`.
+    /// [0.4, 0.1, 0.1, 0.1] → copies 4/0.7·w = [16/7, 4/7, 4/7, 4/7], recorded per rollout
+    /// sequence for the loss; `returns` are GRPO's (the advantages).
     #[test]
     fn advantages_and_copies_by_hand() {
         let mut p = make(r#"{"reweight_method": "max_random"}"#).expect("valid");
@@ -209,11 +236,13 @@ mod tests {
         for (x, e) in adv.iter().zip([a, -a, 0.0, 0.0]) {
             assert!((f64::from(*x) - e).abs() < 1e-6, "{adv:?}");
         }
-        for (x, e) in ret
+        assert_eq!(ret, adv);
+        for (x, e) in p
+            .copies
             .iter()
             .zip([16.0 / 7.0, 4.0 / 7.0, 4.0 / 7.0, 4.0 / 7.0])
         {
-            assert!((f64::from(*x) - e).abs() < 1e-5, "{ret:?}");
+            assert!((f64::from(*x) - e).abs() < 1e-5, "{:?}", p.copies);
         }
         assert!((metric(&m, "pf_max_copies").expect("reported") - 16.0 / 7.0).abs() < 1e-6);
         // (Σc)²/(B·Σc²) = 16/(4·(256 + 48)/49) = 196/304.
@@ -222,20 +251,22 @@ mod tests {
 
     /// Token-mean with copies [3, 1] on two one-token sequences: ρ = 1.1, A = 1 (surrogate
     /// −1.1, d −1.1) and ρ = 1, A = −1 (surrogate 1, d 1). Weights 3/4 and 1/4:
-    /// loss [−0.825, 0.25], d [−0.825, 0.25]; unweighted it would be ½ each.
+    /// loss [−0.825, 0.25], d [−0.825, 0.25]; unweighted it would be ½ each. The copies are
+    /// found by rollout index: minibatch sequence 0 is rollout sequence 2 (copies 3).
     #[test]
     fn loss_by_hand_weights_tokens_by_copies() {
         let mut p = make("{}").expect("defaults");
+        p.copies = vec![1.0, 7.0, 3.0];
         let logp_new = [1.1f32.ln() - 1.0, -1.0, 4.0];
         let logp_old = [-1.0f32, -1.0, 4.0];
         let mut mb = Minibatch::new();
         mb.logp_new = &logp_new;
         mb.logp_old = &logp_old;
         mb.advantages = &[1.0, -1.0, 9.0];
-        mb.returns = &[3.0, 1.0, 5.0];
         mb.token_weights = &[1.0, 1.0, 0.0];
         mb.seq_index = &[0, 1, 1];
         mb.num_sequences = 2;
+        mb.rollout_index = Some(&[2, 0]);
         let (mut loss, mut d, mut dv, mut de) =
             ([0.0f32; 3], [0.0f32; 3], [0.0f32; 3], [0.0f32; 3]);
         let mut out = LossOutputs {
@@ -253,6 +284,17 @@ mod tests {
         }
         assert!((metric(&m, "policy_loss").expect("reported") + 0.575).abs() < 1e-6);
         assert_eq!(dv, [0.0; 3]);
+
+        // Without a rollout index (a host older than 1.3) the copies cannot be found.
+        mb.rollout_index = None;
+        let mut out = LossOutputs { loss: &mut loss, d_logp: &mut d, d_value: &mut dv, d_entropy: &mut de };
+        let e = AlgorithmImpl::loss(&mut p, &mb, &mut out).expect_err("no index");
+        assert!(e.message().contains("pf_ppo needs a drover host with interface 1.3"), "{e}");
+        // Nor before an advantage stage that saw the sequence.
+        mb.rollout_index = Some(&[3, 0]);
+        let mut out = LossOutputs { loss: &mut loss, d_logp: &mut d, d_value: &mut dv, d_entropy: &mut de };
+        let e = AlgorithmImpl::loss(&mut p, &mb, &mut out).expect_err("unknown sequence");
+        assert!(e.message().contains("rollout sequence 3, but the last `compute_advantages` saw 3"), "{e}");
     }
 
     #[test]
@@ -276,21 +318,22 @@ mod tests {
         let advantages: Vec<f32> = (0..m)
             .map(|i| [1.2f32, -0.8, 0.4, -1.5, 0.9][i / 8])
             .collect();
-        let copies: Vec<f32> = (0..m)
-            .map(|i| [2.5f32, 0.5, 1.0, 0.0, 1.0][i / 8])
-            .collect();
+        // Copies of rollout sequences 0..5; the minibatch holds them in reverse.
+        let copies = vec![1.0f32, 0.0, 1.0, 0.5, 2.5];
+        let rollout_index = [4u32, 3, 2, 1, 0];
         let weights: Vec<f32> = (0..m).map(|i| if i % 8 == 7 { 0.0 } else { 1.0 }).collect();
         let seq_index: Vec<u32> = (0..m as u32).map(|i| i / 8).collect();
         let mut mb = Minibatch::new();
         mb.logp_new = &logp_new;
         mb.logp_old = &logp_old;
         mb.advantages = &advantages;
-        mb.returns = &copies;
         mb.token_weights = &weights;
         mb.seq_index = &seq_index;
         mb.num_sequences = 5;
+        mb.rollout_index = Some(&rollout_index);
         for mode in LossAggMode::NAMES {
             let mut p = make(&format!(r#"{{"loss_agg_mode": "{mode}"}}"#)).expect("valid");
+            p.copies = copies.clone();
             let r = testing::check_loss_derivatives(&mut p, &mb, 1e-3, 1e-5, 1e-2).expect("runs");
             assert!(r.mismatches.is_empty(), "{mode}: {:#?}", r.mismatches);
             assert!(r.checked >= m / 2, "{mode}: {r:?}");
