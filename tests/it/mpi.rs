@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use drover_tests::{drover, read_json, run_dirs, run_ok};
+use drover_tests::{drover, read_json, run_dirs, run_ok, untimed};
 
 fn sweep(dir: &Path, ranks_axis: &str, total_steps: u64) -> std::path::PathBuf {
     let text = format!(
@@ -277,17 +277,7 @@ fn a_two_rank_run_checkpointed_by_a_signal_to_one_rank_resumes_exactly() {
     let results = tmp.path().join("results");
     run_ok(drover().arg("run").arg(sweep(tmp.path(), "[2]", 8 * 128 * 300)).arg("--results").arg(&results));
     let reference = run_dirs(&results).pop().expect("run dir");
-    let untimed = |rows: Vec<serde_json::Value>| -> Vec<serde_json::Value> {
-        rows.into_iter()
-            .map(|mut r| {
-                let row = r.as_object_mut().expect("row");
-                row.remove("steps_per_sec");
-                row.remove("wall_time_s");
-                r
-            })
-            .collect()
-    };
-    let expected = untimed(rows(&reference));
+    let expected = untimed(&rows(&reference));
     assert_eq!(expected.len(), 300);
 
     let dir = tmp.path().join("interrupted");
@@ -317,7 +307,7 @@ fn a_two_rank_run_checkpointed_by_a_signal_to_one_rank_resumes_exactly() {
     let out = mpirun_job(&dir).output().expect("rerun");
     assert!(out.status.success(), "resume: {}", String::from_utf8_lossy(&out.stderr));
     assert!(!dir.join("checkpoint.json").exists(), "removed once the run completed");
-    let got = untimed(rows(&dir));
+    let got = untimed(&rows(&dir));
     assert_eq!(got.len(), expected.len());
     for (i, (a, b)) in expected.iter().zip(&got).enumerate() {
         assert_eq!(a, b, "row {} differs after the resume at iteration {at}", i + 1);

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use drover_tests::{artifact, drover, read_json, run_dirs, run_ok, write_sweep};
+use drover_tests::{artifact, drover, read_json, run_dirs, run_ok, untimed, write_sweep};
 use serde_json::Value;
 
 /// `drover-job`'s exit code for "checkpointed, requeue me" (`jobs/src/exit_codes.rs`).
@@ -44,18 +44,6 @@ fn rows(run: &Path) -> Vec<Value> {
         .unwrap_or_default()
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
-
-/// Rows without their timing columns, which differ between any two runs.
-fn untimed(rows: Vec<Value>) -> Vec<Value> {
-    rows.into_iter()
-        .map(|mut r| {
-            let row = r.as_object_mut().expect("row");
-            row.remove("steps_per_sec");
-            row.remove("wall_time_s");
-            r
-        })
         .collect()
 }
 
@@ -98,7 +86,7 @@ fn a_knapsack_run_resumed_from_its_checkpoint_matches_an_uninterrupted_one() {
     let results = tmp.path().join("results");
     run_ok(drover().arg("run").arg(&sweep).arg("--results").arg(&results));
     let reference = run_dirs(&results).pop().expect("run dir");
-    let expected = untimed(rows(&reference));
+    let expected = untimed(&rows(&reference));
     assert_eq!(expected.len(), 80);
 
     // Signalled once the prompts have been seen and the last row asked for uneven group sizes;
@@ -132,7 +120,7 @@ fn a_knapsack_run_resumed_from_its_checkpoint_matches_an_uninterrupted_one() {
 
     run_ok(&mut job(&resumed));
     assert!(!resumed.join("checkpoint.json").exists(), "removed once the run completed");
-    let got = untimed(rows(&resumed));
+    let got = untimed(&rows(&resumed));
     assert_eq!(got.len(), expected.len());
     for (i, (a, b)) in expected.iter().zip(&got).enumerate() {
         assert_eq!(a, b, "row {} differs after the resume at iteration {at}", i + 1);

@@ -53,6 +53,21 @@ pub fn job_in(dir: &Path, ranks: u32) -> Command {
     cmd
 }
 
+/// Metrics rows without their timing columns (`steps_per_sec`, `wall_time_s`), which differ
+/// between any two runs: what a resumed run is compared with an uninterrupted one by.
+pub fn untimed(rows: &[serde_json::Value]) -> Vec<serde_json::Value> {
+    rows.iter()
+        .map(|r| {
+            let mut r = r.clone();
+            if let Some(row) = r.as_object_mut() {
+                row.remove("steps_per_sec");
+                row.remove("wall_time_s");
+            }
+            r
+        })
+        .collect()
+}
+
 /// Runs a command and returns its output, with both streams in the panic message on failure.
 pub fn run_ok(cmd: &mut Command) -> Output {
     let out = cmd.output().expect("spawn");

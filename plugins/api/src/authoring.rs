@@ -381,6 +381,29 @@ impl<'a> Minibatch<'a> {
         })
     }
 
+    /// The value each sequence of this minibatch has in `per_rollout`, a value per rollout
+    /// sequence that the plugin recorded in its last `compute_advantages` (an expert flag, a
+    /// weight): the usual way to carry per-response data from the advantage stage to the loss.
+    ///
+    /// # Errors
+    /// Those of [`Self::require_rollout_index`], and `invalid_input` when an index is beyond
+    /// `per_rollout` (the loss did not follow the advantage stage of its own rollout).
+    pub fn per_sequence<T: Copy>(&self, algorithm: &str, per_rollout: &[T]) -> Result<Vec<T>, PluginError> {
+        self.require_rollout_index(algorithm)?
+            .iter()
+            .map(|&r| {
+                per_rollout.get(r as usize).copied().ok_or_else(|| {
+                    PluginError::invalid_input(format!(
+                        "{algorithm}: the minibatch has rollout sequence {r}, but the last \
+                         `compute_advantages` saw {} sequences (the loss must follow the \
+                         advantage stage of its rollout)",
+                        per_rollout.len()
+                    ))
+                })
+            })
+            .collect()
+    }
+
     /// `M`, the number of tokens.
     pub fn len(&self) -> usize {
         self.logp_new.len()

@@ -1751,6 +1751,20 @@ mod tests {
     }
 
     #[test]
+    fn per_sequence_values_follow_the_rollout_index() {
+        let mut data = RandomMinibatch::new(3, 3, 2, 0).logp(0.3);
+        data.rollout_index = vec![2, 0, 1];
+        let mb = data.view();
+        assert_eq!(mb.per_sequence("algo", &[10, 20, 30]).expect("in range"), [30, 10, 20]);
+        let e = mb.per_sequence("algo", &[10, 20]).expect_err("a shorter record");
+        assert!(e.message().contains("algo: the minibatch has rollout sequence 2, but the last `compute_advantages` saw 2"), "{e}");
+        let mut old_host = data.view();
+        old_host.rollout_index = None;
+        let e = old_host.per_sequence("algo", &[10, 20, 30]).expect_err("no context");
+        assert!(e.message().contains("algo needs a drover host with interface 1.3"), "{e}");
+    }
+
+    #[test]
     fn refused_params_must_name_their_key() {
         assert_params_refused::<Square>(&[(r#"{"factor": "big"}"#, "factor"), (r#"{"nope": 1}"#, "nope")]);
         let accepted = catch_unwind(|| assert_params_refused::<Square>(&[(r#"{"factor": 3.0}"#, "factor")]));

@@ -98,20 +98,7 @@ impl Chord {
 
     /// Whether each sequence of `mb` is an expert response, by its rollout index.
     fn expert_sequences(&self, mb: &Minibatch<'_>) -> Result<Vec<bool>, PluginError> {
-        let index = mb.require_rollout_index(NAME)?;
-        index
-            .iter()
-            .map(|&r| {
-                self.experts.get(r as usize).copied().ok_or_else(|| {
-                    PluginError::invalid_input(format!(
-                        "{NAME}: the minibatch has rollout sequence {r}, but the last \
-                         `compute_advantages` saw {} sequences (the loss must follow the \
-                         advantage stage of its rollout)",
-                        self.experts.len()
-                    ))
-                })
-            })
-            .collect()
+        mb.per_sequence(NAME, &self.experts)
     }
 
     /// The μ the next loss calls use.

@@ -75,20 +75,7 @@ impl PfPpo {
 
     /// The expected copies of each sequence of `mb`, by its rollout index.
     fn sequence_copies(&self, mb: &Minibatch<'_>) -> Result<Vec<f32>, PluginError> {
-        let index = mb.require_rollout_index(NAME)?;
-        index
-            .iter()
-            .map(|&r| {
-                self.copies.get(r as usize).copied().ok_or_else(|| {
-                    PluginError::invalid_input(format!(
-                        "{NAME}: the minibatch has rollout sequence {r}, but the last \
-                         `compute_advantages` saw {} sequences (the loss must follow the \
-                         advantage stage of its rollout)",
-                        self.copies.len()
-                    ))
-                })
-            })
-            .collect()
+        mb.per_sequence(NAME, &self.copies)
     }
 }
 
