@@ -70,29 +70,9 @@ impl SeqInputs {
     /// last), and the finished responses in env order.
     pub fn outcomes(&self, out: &mut Rollout) {
         let (ne, nt) = (self.refs.len(), self.task.response_len());
-        let total = ne * nt;
-        out.num_steps = nt;
-        out.num_envs = ne;
-        out.rewards.clear();
-        out.rewards.resize(total, 0.0);
-        out.terminated.clear();
-        out.terminated.resize(total, 0);
-        out.truncated.clear();
-        out.truncated.resize(total, 0);
-        out.next_values.clear();
-        out.next_values.extend_from_slice(&out.values[ne..total]);
-        out.next_values.resize(total, 0.0);
-        out.finished_returns.clear();
-        out.finished_lengths.clear();
-        let last = (nt - 1) * ne;
-        out.terminated[last..].fill(1);
-        for i in 0..ne {
-            let correct = (0..nt).all(|t| out.actions[t * ne + i] == self.answers[i * nt + t]);
-            let r = if correct { 1.0 } else { 0.0 };
-            out.rewards[last + i] = r;
-            out.finished_returns.push(r);
-            out.finished_lengths.push(nt as u32);
-        }
+        let correct: Vec<bool> =
+            (0..ne).map(|i| (0..nt).all(|t| out.actions[t * ne + i] == self.answers[i * nt + t])).collect();
+        crate::seq::fill_outcomes(out, ne, nt, correct);
     }
 }
 

@@ -49,6 +49,35 @@ fn check_len(name: &'static str, got: usize, expected: usize) -> Result<(), Kern
     }
 }
 
+/// Fills what a sequence rollout's outputs derive from its responses (SEMANTICS.md section 6),
+/// once `out.values` holds the time-major values of `ne` envs over `nt` tokens: the verifier's
+/// reward (1 for a `correct` response, in env order) at the last step, `terminated` there, no
+/// truncation, `next_values` (the next token's value, 0 after the last), and every response as
+/// finished at the last step, in env order. Shared by the CPU and CUDA sequence engines.
+pub(crate) fn fill_outcomes(out: &mut Rollout, ne: usize, nt: usize, correct: impl IntoIterator<Item = bool>) {
+    let (total, last) = (ne * nt, (nt - 1) * ne);
+    out.num_steps = nt;
+    out.num_envs = ne;
+    out.rewards.clear();
+    out.rewards.resize(total, 0.0);
+    out.terminated.clear();
+    out.terminated.resize(total, 0);
+    out.terminated[last..].fill(1);
+    out.truncated.clear();
+    out.truncated.resize(total, 0);
+    out.next_values.clear();
+    out.next_values.extend_from_slice(&out.values[ne..total]);
+    out.next_values.resize(total, 0.0);
+    out.finished_returns.clear();
+    out.finished_lengths.clear();
+    for (i, ok) in correct.into_iter().enumerate() {
+        let r = if ok { 1.0 } else { 0.0 };
+        out.rewards[last + i] = r;
+        out.finished_returns.push(r);
+        out.finished_lengths.push(nt as u32);
+    }
+}
+
 /// Checks that `st` is a sequence engine's snapshot with `num_params` parameters: no CartPole
 /// env state (a CartPole snapshot is refused by its `x` length), and a step that is a whole
 /// number of rollouts of `num_steps` tokens (only rollouts advance it).
@@ -362,21 +391,10 @@ impl Engine for SeqEngine {
         self.step += nt as u64;
 
         let total = ne * nt;
-        out.num_steps = nt;
-        out.num_envs = ne;
         out.actions.resize(total, 0);
         out.logp.resize(total, 0.0);
         out.entropy.resize(total, 0.0);
         out.values.resize(total, 0.0);
-        out.rewards.clear();
-        out.rewards.resize(total, 0.0);
-        out.terminated.clear();
-        out.terminated.resize(total, 0);
-        out.truncated.clear();
-        out.truncated.resize(total, 0);
-        out.next_values.resize(total, 0.0);
-        out.finished_returns.clear();
-        out.finished_lengths.clear();
         for c in &self.gens {
             let n = c.len;
             for t in 0..nt {
@@ -388,20 +406,8 @@ impl Engine for SeqEngine {
                 self.actions[dst].copy_from_slice(&c.actions[src]);
             }
         }
-        let last = (nt - 1) * ne;
-        // V of the next token's state inside a response; 0 after its last token (terminal).
-        out.next_values[..last].copy_from_slice(&out.values[ne..]);
-        out.next_values[last..].iter_mut().for_each(|v| *v = 0.0);
-        out.terminated[last..].iter_mut().for_each(|d| *d = 1);
-        // Every response finishes at the last step: (t, env) order is env order.
-        for c in &self.gens {
-            for (i, &ok) in c.correct.iter().enumerate() {
-                let r = if ok { 1.0 } else { 0.0 };
-                out.rewards[last + c.start + i] = r;
-                out.finished_returns.push(r);
-                out.finished_lengths.push(nt as u32);
-            }
-        }
+        // The chunks cover the envs in order, so this is each env's verdict in env order.
+        fill_outcomes(out, ne, nt, self.gens.iter().flat_map(|c| c.correct.iter().copied()));
         self.learn.rolled_out();
         Ok(())
     }

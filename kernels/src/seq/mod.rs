@@ -7,5 +7,5 @@ pub mod reference;
 mod task;
 
 pub use engine::{create_seq_engine, SeqEngine};
-pub(crate) use engine::{check_snapshot, validate};
+pub(crate) use engine::{check_snapshot, fill_outcomes, validate};
 pub use task::{EnvPlan, PromptRef, SeqTask, TaskFamily};
