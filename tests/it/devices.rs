@@ -98,14 +98,7 @@ fn two_cuda_ranks_reduce_with_nccl_or_fall_back_with_the_same_metrics() {
     let fell_back = log.matches("DROVER_ALLREDUCE=auto: gradient all-reduce through host-staged MPI: ").count();
     assert_eq!(on_device + fell_back, 1, "expected one line saying which path was taken:\n{log}");
     eprintln!("{test}: {}", if on_device == 1 { "NCCL on the device" } else { "NCCL refused, host-staged MPI" });
-    let rows = |run: &Path| -> Vec<serde_json::Value> {
-        std::fs::read_to_string(run.join("metrics.jsonl"))
-            .expect("metrics.jsonl")
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("row"))
-            .collect()
-    };
-    let (a, b) = (rows(&mpi_run), rows(&auto_run));
+    let (a, b) = (drover_tests::metrics_rows(&mpi_run), drover_tests::metrics_rows(&auto_run));
     assert_eq!(a.len(), b.len());
     for (ra, rb) in a.iter().zip(&b) {
         assert_eq!(ra["episodes"], rb["episodes"], "{ra}\n{rb}");

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use drover_tests::{drover, read_json, run_dirs, run_ok, untimed};
+use drover_tests::{drover, metrics_rows as rows, read_json, run_dirs, run_ok, untimed};
 
 fn sweep(dir: &Path, ranks_axis: &str, total_steps: u64) -> std::path::PathBuf {
     let text = format!(
@@ -26,13 +26,6 @@ seeds = [1]
     drover_tests::write_sweep(dir, &text)
 }
 
-fn rows(run: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(run.join("metrics.jsonl"))
-        .expect("metrics.jsonl")
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("row"))
-        .collect()
-}
 
 fn job_stderr(run: &Path) -> String {
     std::fs::read_to_string(run.join("attempt-1.stderr.log")).expect("job stderr log")

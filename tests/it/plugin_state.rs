@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use drover_tests::{artifact, drover, read_json, run_dirs, run_ok, untimed, write_sweep};
+use drover_tests::{artifact, drover, metrics_rows_so_far as rows, read_json, run_dirs, run_ok, untimed, write_sweep};
 use serde_json::Value;
 
 /// `drover-job`'s exit code for "checkpointed, requeue me" (`jobs/src/exit_codes.rs`).
@@ -39,13 +39,6 @@ num_minibatches = 2
 seeds = [3]
 "#;
 
-fn rows(run: &Path) -> Vec<Value> {
-    std::fs::read_to_string(run.join("metrics.jsonl"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
 
 fn job(dir: &Path) -> Command {
     let mut cmd = Command::new(artifact("drover-job"));

@@ -3,18 +3,8 @@
 //! batch), Knapsack RL's per-prompt group sizes from the iteration hook, and a plugin built
 //! against interface 1.1 running in such a job.
 
-use std::path::Path;
+use drover_tests::{artifact, drover, metrics_rows as rows, read_json, run_dirs, run_ok, write_sweep};
 
-use drover_tests::{artifact, drover, read_json, run_dirs, run_ok, write_sweep};
-
-/// The metrics rows of a run, parsed.
-fn rows(run: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(run.join("metrics.jsonl"))
-        .expect("metrics.jsonl")
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("row"))
-        .collect()
-}
 
 fn num(row: &serde_json::Value, key: &str) -> f64 {
     row[key].as_f64().unwrap_or_else(|| panic!("no `{key}` in {row}"))

@@ -9,7 +9,7 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use drover_tests::{artifact, drover, read_json, run_dirs, run_ok};
+use drover_tests::{artifact, drover, metrics_rows_so_far as metrics, read_json, run_dirs, run_ok};
 use serde_json::Value;
 
 fn repo() -> PathBuf {
@@ -65,13 +65,6 @@ fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
     }
 }
 
-fn metrics(run: &Path) -> Vec<Value> {
-    std::fs::read_to_string(run.join("metrics.jsonl"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
 
 fn squeue_names(name: &str) -> String {
     let out = Command::new("squeue").args(["--noheader", "--states=all", "--format=%i %T"]).arg(format!("--name={name}")).output().expect("squeue");

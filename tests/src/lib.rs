@@ -53,6 +53,29 @@ pub fn job_in(dir: &Path, ranks: u32) -> Command {
     cmd
 }
 
+/// The metrics rows of a finished run (`metrics.jsonl`), parsed; panics on a missing file or a
+/// bad row.
+pub fn metrics_rows(run: &Path) -> Vec<serde_json::Value> {
+    read_to_string_or_panic(&run.join("metrics.jsonl"))
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad row in `{}`: {e}: {l}", run.display())))
+        .collect()
+}
+
+/// The metrics rows a running job has written so far: none while the file does not exist, and
+/// a last line still being written is left out.
+pub fn metrics_rows_so_far(run: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+fn read_to_string_or_panic(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read `{}`: {e}", path.display()))
+}
+
 /// Metrics rows without their timing columns (`steps_per_sec`, `wall_time_s`), which differ
 /// between any two runs: what a resumed run is compared with an uninterrupted one by.
 pub fn untimed(rows: &[serde_json::Value]) -> Vec<serde_json::Value> {
