@@ -71,6 +71,22 @@ pub fn local_rank_from_env() -> usize {
         .unwrap_or(0)
 }
 
+/// The CUDA device a rank opens: its local rank modulo the devices it sees. Under `mpirun` every
+/// rank on a node sees all of them, so local ranks 0..n take devices 0..n; under
+/// `srun --gpus-per-task=1` each task sees only its own device, which is ordinal 0 for every
+/// local rank. Ranks beyond the visible count share devices, and each such rank says so once.
+pub fn cuda_ordinal(local_rank: usize, visible: usize) -> usize {
+    let visible = visible.max(1);
+    let ordinal = local_rank % visible;
+    if local_rank >= visible {
+        tracing::warn!(
+            "local rank {local_rank} shares CUDA device {ordinal} with local rank {ordinal}: this \
+             process sees {visible} device(s) (CUDA_VISIBLE_DEVICES or the scheduler's binding)"
+        );
+    }
+    ordinal
+}
+
 #[cfg(feature = "mpi")]
 pub use imp::Mpi;
 
@@ -234,5 +250,18 @@ mod tests {
         assert_eq!((Solo.rank(), Solo.size()), (0, 1));
         assert_eq!((count_ranks(&Solo, true), count_ranks(&Solo, false)), (1, 0));
         assert_eq!(from_rank0(&Solo, 7), 7);
+    }
+
+    #[test]
+    fn cuda_ordinal_follows_the_local_rank_within_the_visible_devices() {
+        // mpirun on a 4-GPU node: every rank sees all four.
+        assert_eq!((0..4).map(|r| cuda_ordinal(r, 4)).collect::<Vec<_>>(), [0, 1, 2, 3]);
+        // srun --gpus-per-task=1: every task sees only its own device.
+        assert_eq!((0..4).map(|r| cuda_ordinal(r, 1)).collect::<Vec<_>>(), [0, 0, 0, 0]);
+        // Six ranks on four devices share them round-robin.
+        assert_eq!((0..6).map(|r| cuda_ordinal(r, 4)).collect::<Vec<_>>(), [0, 1, 2, 3, 0, 1]);
+        // srun --gpus-per-task=2: each task's two devices are its ordinals 0 and 1.
+        assert_eq!(cuda_ordinal(3, 2), 1);
+        assert_eq!(cuda_ordinal(2, 0), 0);
     }
 }

@@ -98,6 +98,13 @@ pub fn run(
         "auto" => DeviceRequest::Auto,
         _ => DeviceRequest::Cpu,
     };
+    // With no usable device, `cuda` fails and `auto` falls back when the engine is created,
+    // each saying why; the ordinal does not matter then.
+    let cuda_ordinal = match device {
+        DeviceRequest::Cpu => 0,
+        _ => drover_kernels::cuda::device_count()
+            .map_or(0, |visible| comm::cuda_ordinal(comm.local_rank(), visible)),
+    };
     // Checked when the spec was read.
     let task = r.task().map_err(JobError::Ranks)?;
     let config = EngineConfig {
@@ -111,7 +118,7 @@ pub fn run(
         },
         adam: AdamConfig { eps: r.adam_eps as f32, ..AdamConfig::default() },
         threads: r.threads,
-        cuda_ordinal: comm.local_rank(),
+        cuda_ordinal,
     };
     let mut engine = match task {
         Some(task) => create_seq_engine(device, config, task)?,

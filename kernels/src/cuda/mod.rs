@@ -19,4 +19,4 @@ mod seq_host;
 pub use engine::{CudaEngine, EnvStep, InferenceStats};
 pub use seq_engine::CudaSeqEngine;
 pub use seq_host::SeqInputs;
-pub use probe::probe;
+pub use probe::{device_count, probe};

@@ -5,6 +5,12 @@ use cudarc::driver::result;
 
 /// `Ok(())` when libcuda and libnvrtc load and at least one device answers; otherwise why not.
 pub fn probe() -> Result<(), String> {
+    device_count().map(|_| ())
+}
+
+/// How many CUDA devices this process sees (after `CUDA_VISIBLE_DEVICES` and any cgroup a
+/// scheduler set), at least 1; otherwise why none is usable, as [`probe`] says it.
+pub fn device_count() -> Result<usize, String> {
     // SAFETY: only tries to dlopen the driver library by its usual names; no symbol is called.
     if !unsafe { cudarc::driver::sys::is_culib_present() } {
         return Err("libcuda (the NVIDIA driver library) was not found".into());
@@ -18,5 +24,5 @@ pub fn probe() -> Result<(), String> {
     if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
         return Err("libnvrtc (the CUDA runtime compiler) was not found; add the CUDA toolkit's lib64 to LD_LIBRARY_PATH".into());
     }
-    Ok(())
+    Ok(count as usize)
 }
