@@ -5,6 +5,7 @@ pub mod checkpoint;
 pub mod bench;
 pub mod bench_allreduce;
 pub mod comm;
+pub mod devices_cmd;
 pub mod error;
 pub mod exit_codes;
 pub mod fsio;

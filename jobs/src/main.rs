@@ -73,6 +73,10 @@ fn main() -> ExitCode {
     if let Some(code) = drover_job::plugin_cmd::run_if_requested() {
         return ExitCode::from(code);
     }
+    // `drover-job devices` (see `devices_cmd`), what the local backend asks before sharing GPUs.
+    if let Some(code) = drover_job::devices_cmd::run_if_requested() {
+        return ExitCode::from(code);
+    }
     // `drover-job bench rollout ...` (see `bench`), what `drover bench` runs.
     if let Some(code) = drover_job::bench::run_if_requested() {
         return ExitCode::from(code);

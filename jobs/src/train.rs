@@ -130,8 +130,10 @@ pub fn run(
         comm,
         crate::comm::nccl::AllReduceMode::from_env()?,
     )?;
+    // Which GPUs the launcher gave this job (the local backend shares a machine's GPUs this way).
+    let cuda_visible_devices = std::env::var("CUDA_VISIBLE_DEVICES").ok();
     tracing::info!(
-        run = %spec.run_id, plugin = %info.name, device = ?engine.device(),
+        run = %spec.run_id, plugin = %info.name, device = ?engine.device(), cuda_ordinal, cuda_visible_devices,
         params = engine.num_params(), rank, ranks = size, grad_allreduce = ?grad_path, "training starts"
     );
 

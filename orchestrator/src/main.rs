@@ -184,7 +184,7 @@ fn run(args: RunArgs) -> anyhow::Result<u8> {
     let show_progress = std::io::stderr().is_terminal() && std::env::var_os("CI").is_none_or(|v| v == "false");
     let max_retries = plan.sweep.local.effective_max_retries(max_retries);
     // Signal handlers go in before anything is written, so Ctrl-C is always handled in order.
-    let mut backend = LocalBackend::new(job_bin, plan.max_parallel.get(), show_progress)?.with_max_retries(max_retries);
+    let mut backend = LocalBackend::new(job_bin.clone(), plan.max_parallel.get(), show_progress)?.with_max_retries(max_retries);
     // DROVER_BUSY_WAIT_S: how long to wait for jobs still running from a killed `drover run`.
     let busy_wait = std::env::var("DROVER_BUSY_WAIT_S").ok().and_then(|s| s.parse().ok()).map_or(backend::DEFAULT_BUSY_WAIT, std::time::Duration::from_secs);
     let prepared = backend::prepare_waiting(&plan, busy_wait).context("cannot prepare the results directory")?;
@@ -203,6 +203,9 @@ fn run(args: RunArgs) -> anyhow::Result<u8> {
     }
     for (run_id, holder) in &prepared.busy {
         eprintln!("  busy: {run_id}: still running elsewhere ({holder}); not relaunched: run again once it has ended");
+    }
+    if prepared.pending.iter().any(|r| r.gpu) {
+        backend = backend.with_gpus(local_gpus(&plan.sweep.local, &job_bin));
     }
     let report = backend.launch(prepared.pending)?;
 
@@ -231,6 +234,24 @@ fn run(args: RunArgs) -> anyhow::Result<u8> {
     }
     let all_done = report.failed.is_empty() && prepared.busy.is_empty() && report.disk_full.is_none();
     Ok(if all_done { exit_codes::SUCCESS } else { exit_codes::RUNS_FAILED })
+}
+
+/// The GPUs local runs with `device = "cuda" | "auto"` share, said in one line when there are any.
+fn local_gpus(local: &drover::backend::local_config::LocalSettings, job_bin: &Path) -> drover::backend::gpus::GpuPool {
+    use drover::backend::gpus;
+    let visible = std::env::var("CUDA_VISIBLE_DEVICES").ok();
+    let found = gpus::detect(local.gpus.as_deref(), visible.as_deref(), || gpus::count_devices(job_bin));
+    if found.ids.is_empty() {
+        tracing::info!("no GPUs to share among local runs ({})", found.source);
+    } else {
+        eprintln!(
+            "drover: sharing GPUs {} ({}) among the runs that may use CUDA, {} run(s) per GPU at a time",
+            found.ids.join(","),
+            found.source,
+            local.runs_per_gpu
+        );
+    }
+    gpus::GpuPool::new(found.ids, local.runs_per_gpu)
 }
 
 fn plugin_cmd(command: drover::plugin_cmd::PluginCommand) -> anyhow::Result<u8> {

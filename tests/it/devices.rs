@@ -110,3 +110,70 @@ fn two_cuda_ranks_reduce_with_nccl_or_fall_back_with_the_same_metrics() {
         }
     }
 }
+
+/// One job's lifetime on the log's clock and what it saw: the first and last log lines'
+/// timestamps, and the `cuda_visible_devices` field of its "training starts" line.
+fn job_window(run: &Path) -> ((String, f64), (String, f64), String) {
+    let log = std::fs::read_to_string(run.join("attempt-1.stderr.log")).expect("job stderr log");
+    // `2026-11-28T07:43:58.407453Z ...` -> (date, seconds of the day).
+    let stamp = |line: &str| {
+        let ts = line.split_whitespace().next().unwrap_or_default();
+        let (date, time) = ts.trim_end_matches('Z').split_once('T').unwrap_or_else(|| panic!("no timestamp: {line}"));
+        let secs = time.split(':').map(|p| p.parse::<f64>().expect("time field")).fold(0.0, |acc, v| acc * 60.0 + v);
+        (date.to_string(), secs)
+    };
+    let lines: Vec<&str> = log.lines().filter(|l| l.starts_with("20")).collect();
+    let start = lines.iter().find(|l| l.contains("training starts")).unwrap_or_else(|| panic!("no start line:\n{log}"));
+    let visible = start
+        .split_whitespace()
+        .find_map(|f| f.strip_prefix("cuda_visible_devices="))
+        .map_or_else(|| "unset".to_string(), |v| v.trim_matches('"').to_string());
+    (stamp(lines[0]), stamp(lines[lines.len() - 1]), visible)
+}
+
+/// Local runs share the machine's GPUs: with `[local] gpus = [5, 7]` (one run per GPU), every
+/// run that may use CUDA (`auto` here, so the test also passes where there is no GPU) sees exactly
+/// one of them through `CUDA_VISIBLE_DEVICES`, two such runs never hold the same GPU at once even
+/// with `-j 4`, and CPU runs keep drover's own environment.
+#[test]
+fn local_runs_lease_their_own_gpus_and_wait_for_a_free_one() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let results = tmp.path().join("results");
+    let sweep = drover_tests::write_sweep(
+        tmp.path(),
+        "name = \"gpus\"\n[run]\nenv = \"CartPole-v1\"\nplugin = \"ppo\"\nnum_envs = 4\nnum_steps = 64\ntotal_steps = 2048\n\
+         [local]\ngpus = [5, 7]\n[sweep]\nseeds = [1, 2, 3, 4]\ngrid = { \"run.device\" = [\"auto\", \"cpu\"] }\n",
+    );
+    let out = drover()
+        .arg("run")
+        .arg(&sweep)
+        .arg("--results")
+        .arg(&results)
+        .arg("-j")
+        .arg("4")
+        .env("CUDA_VISIBLE_DEVICES", "9")
+        .output()
+        .expect("spawn");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut leased: Vec<((String, f64), (String, f64), String)> = Vec::new();
+    for run in run_dirs(&results) {
+        let device = read_json(&run.join("spec.json"))["run"]["device"].as_str().expect("device").to_string();
+        let window = job_window(&run);
+        match device.as_str() {
+            "cpu" => assert_eq!(window.2, "9", "a CPU run keeps drover's CUDA_VISIBLE_DEVICES"),
+            _ => {
+                assert!(["5", "7"].contains(&window.2.as_str()), "an auto run saw `{}`", window.2);
+                leased.push(window);
+            }
+        }
+    }
+    assert_eq!(leased.len(), 4, "four auto runs");
+    for gpu in ["5", "7"] {
+        let mut on: Vec<_> = leased.iter().filter(|w| w.2 == gpu).collect();
+        assert!(!on.is_empty(), "GPU {gpu} was never used: runs should spread over both");
+        on.sort_by(|a, b| a.0.partial_cmp(&b.0).expect("ordered"));
+        for pair in on.windows(2) {
+            assert!(pair[0].1 < pair[1].0, "two runs held GPU {gpu} at once: {pair:?}");
+        }
+    }
+}

@@ -32,6 +32,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
+use crate::backend::gpus::{GpuLease, GpuPool};
 use crate::backend::{Backend, CancelReason, FailedRun, LaunchReport, PendingRun};
 use crate::error::RunError;
 use crate::layout::{self, ExitRecord, ExitStatus as RunExit, EXIT_JSON};
@@ -47,6 +48,7 @@ pub struct LocalBackend {
     max_retries: u32,
     progress: bool,
     signals: Option<Signals>,
+    gpus: GpuPool,
 }
 
 impl LocalBackend {
@@ -66,6 +68,7 @@ impl LocalBackend {
             max_retries: 0,
             progress,
             signals: Some(signals),
+            gpus: GpuPool::new(Vec::new(), 1),
         })
     }
 
@@ -73,6 +76,14 @@ impl LocalBackend {
     /// times; 0 (the default) never retries. Cancelled runs are never retried.
     pub fn with_max_retries(mut self, max_retries: u32) -> Self {
         self.max_retries = max_retries;
+        self
+    }
+
+    /// Shares `gpus` among the runs that may use CUDA (`gpus.rs`): each sees only the devices
+    /// it leased, through `CUDA_VISIBLE_DEVICES`, and waits while none is free. An empty pool
+    /// (the default) leaves every run drover's own environment.
+    pub fn with_gpus(mut self, gpus: GpuPool) -> Self {
+        self.gpus = gpus;
         self
     }
 
@@ -97,6 +108,8 @@ enum Event {
 struct Running {
     run: PendingRun,
     pgid: i32,
+    /// The devices it holds, given back when it exits.
+    lease: Option<GpuLease>,
 }
 
 impl Backend for LocalBackend {
@@ -127,8 +140,8 @@ impl Backend for LocalBackend {
 
         loop {
             while report.cancel.is_none() && report.disk_full.is_none() && running.len() < self.max_parallel {
-                let Some(run) = queue.pop_front() else { break };
-                match spawn(&self.job_bin, &run) {
+                let Some((run, lease)) = next_launchable(&mut queue, &mut self.gpus) else { break };
+                match spawn(&self.job_bin, &run, lease.as_ref()) {
                     Ok(mut child) => {
                         let pgid = child.id() as i32;
                         let slot = next_slot;
@@ -139,10 +152,14 @@ impl Backend for LocalBackend {
                             let status = child.wait();
                             let _ = tx.send(Event::Exited { slot, status });
                         });
-                        tracing::info!(run = %run.run_id, label = %run.label, attempt = run.attempt, "launched");
-                        running.insert(slot, Running { run, pgid });
+                        let gpus = lease.as_ref().map(|l| l.visible.as_str());
+                        tracing::info!(run = %run.run_id, label = %run.label, attempt = run.attempt, gpus, "launched");
+                        running.insert(slot, Running { run, pgid, lease });
                     }
                     Err(SpawnError { reason, disk_full }) => {
+                        if let Some(lease) = &lease {
+                            self.gpus.give_back(lease);
+                        }
                         bar.inc(1);
                         bar.suspend(|| eprintln!("drover: run {} ({}) could not start: {reason}", run.run_id, run.label));
                         report.failed.push(FailedRun { run_id: run.run_id.clone(), label: run.label.clone(), reason, stderr_log: run.stderr_log() });
@@ -186,6 +203,9 @@ impl Backend for LocalBackend {
                 }
                 Ok(Event::Exited { slot, status }) => {
                     if let Some(done) = running.remove(&slot) {
+                        if let Some(lease) = &done.lease {
+                            self.gpus.give_back(lease);
+                        }
                         if let Some(Failure { failed, disk_full }) = record_exit(&mut report, &done.run, status) {
                             // Set before the retry decision: a retry on a full disk fails the same way.
                             let newly_full = disk_full && report.disk_full.is_none();
@@ -254,6 +274,28 @@ impl Backend for LocalBackend {
     }
 }
 
+/// The first queued run that can start now, with the devices it leased: runs that may use CUDA
+/// wait for a free device, runs that cannot (or any run, with no GPUs to share) go in order.
+/// Once a GPU run has to wait, no later GPU run overtakes it, so a multi-rank job waiting for
+/// several devices is not starved by single-device runs; CPU runs still may.
+fn next_launchable(queue: &mut VecDeque<PendingRun>, gpus: &mut GpuPool) -> Option<(PendingRun, Option<GpuLease>)> {
+    let mut gpu_waiting = false;
+    for i in 0..queue.len() {
+        let needs_gpu = queue[i].gpu && !gpus.is_empty();
+        if !needs_gpu {
+            return queue.remove(i).map(|run| (run, None));
+        }
+        if gpu_waiting {
+            continue;
+        }
+        match gpus.take(queue[i].ranks) {
+            Some(lease) => return queue.remove(i).map(|run| (run, Some(lease))),
+            None => gpu_waiting = true,
+        }
+    }
+    None
+}
+
 /// Why a job could not be started.
 struct SpawnError {
     /// What went wrong, for the user.
@@ -275,7 +317,7 @@ fn io_error(action: &str, path: &Path, e: &std::io::Error) -> SpawnError {
 
 /// Starts one job with its logs, in a new process group (so a terminal Ctrl-C reaches only
 /// drover, which then stops jobs in order, and so a job's own children are signalled with it).
-fn spawn(job_bin: &Path, run: &PendingRun) -> Result<std::process::Child, SpawnError> {
+fn spawn(job_bin: &Path, run: &PendingRun, lease: Option<&GpuLease>) -> Result<std::process::Child, SpawnError> {
     let lock_path = run.dir.join(super::job_lock::JOB_LOCK_FILE);
     let mut lock = match super::job_lock::try_lock(&run.dir) {
         Ok(Some(lock)) => lock,
@@ -303,6 +345,9 @@ fn spawn(job_bin: &Path, run: &PendingRun) -> Result<std::process::Child, SpawnE
         .stdout(stdout)
         .stderr(stderr)
         .process_group(0);
+    if let Some(lease) = lease {
+        cmd.env("CUDA_VISIBLE_DEVICES", &lease.visible);
+    }
     // SAFETY: the closure runs in the forked child before exec and calls only async-signal-safe
     // functions (fcntl, prctl, getppid), touching no memory but their integer arguments.
     unsafe {

@@ -3,6 +3,8 @@
 //! ```toml
 //! [local]
 //! max_retries = 2                   # a failed run is relaunched this often (`--max-retries` wins)
+//! gpus = [0, 1]                     # GPUs to share among runs (default: CUDA_VISIBLE_DEVICES, else all)
+//! runs_per_gpu = 1                  # runs that may hold one GPU at once
 //! ```
 //!
 //! Like `[slurm]`, these are launch settings: they never enter a run's configuration, so they
@@ -24,13 +26,30 @@ pub struct LocalFile {
     /// Relaunches of a failed run. A signed 64-bit integer rather than a `u32`, so that a
     /// negative or huge value gets the range message instead of a type error.
     pub max_retries: Option<i64>,
+    /// Device indices local runs share (see `gpus.rs`); `[]` turns the sharing off.
+    pub gpus: Option<Vec<i64>>,
+    /// Runs one GPU takes at once.
+    pub runs_per_gpu: Option<i64>,
 }
 
+/// The most runs one GPU may take at once: beyond this a typo, not a plan.
+pub const MAX_RUNS_PER_GPU: u32 = 64;
+
 /// The validated `[local]` settings.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalSettings {
     /// Relaunches of a failed run when the command line does not say (0: never).
     pub max_retries: u32,
+    /// The GPUs to share when the sweep file lists them; else they are detected (`gpus.rs`).
+    pub gpus: Option<Vec<u32>>,
+    /// Runs one GPU takes at once (default 1).
+    pub runs_per_gpu: u32,
+}
+
+impl Default for LocalSettings {
+    fn default() -> Self {
+        LocalSettings { max_retries: 0, gpus: None, runs_per_gpu: 1 }
+    }
 }
 
 impl LocalSettings {
@@ -45,7 +64,34 @@ impl LocalSettings {
                 )
             })?,
         };
-        Ok(LocalSettings { max_retries })
+        let gpus = match file.gpus {
+            None => None,
+            Some(ids) => Some(
+                ids.iter()
+                    .enumerate()
+                    .map(|(i, &id)| {
+                        u32::try_from(id).map_err(|_| {
+                            (format!("local.gpus[{i}]"), ConfigErrorKind::InvalidValue(format!("a device index is 0 or more, got {id}")))
+                        })
+                    })
+                    .collect::<Result<Vec<u32>, _>>()?,
+            ),
+        };
+        if let Some(ids) = &gpus {
+            if let Some((i, id)) = ids.iter().enumerate().find(|(i, id)| ids[..*i].contains(id)) {
+                return Err((format!("local.gpus[{i}]"), ConfigErrorKind::InvalidValue(format!("device {id} is listed twice"))));
+            }
+        }
+        let runs_per_gpu = match file.runs_per_gpu {
+            None => 1,
+            Some(n) => u32::try_from(n).ok().filter(|n| (1..=MAX_RUNS_PER_GPU).contains(n)).ok_or_else(|| {
+                (
+                    "local.runs_per_gpu".to_string(),
+                    ConfigErrorKind::InvalidValue(format!("must be between 1 and {MAX_RUNS_PER_GPU}, got {n}")),
+                )
+            })?,
+        };
+        Ok(LocalSettings { max_retries, gpus, runs_per_gpu })
     }
 
     /// The retry budget of a local sweep: `drover run --max-retries` when given, else the
@@ -99,7 +145,12 @@ mod tests {
             ("max_retries = 99999999999", "key `local.max_retries`: invalid value: must be between 0 and 100, got 99999999999"),
             ("max_retries = \"two\"", "key `local.max_retries`: wrong type: found string \"two\", expected i64"),
             ("max_retries = 1.5", "key `local.max_retries`: wrong type: found float `1.5`, expected i64"),
-            ("max_retry = 1", "key `local.max_retry`: unknown key, expected one of: max_retries"),
+            ("max_retry = 1", "key `local.max_retry`: unknown key, expected one of: max_retries, gpus, runs_per_gpu"),
+            ("gpus = [0, -1]", "key `local.gpus[1]`: invalid value: a device index is 0 or more, got -1"),
+            ("gpus = [2, 3, 2]", "key `local.gpus[2]`: invalid value: device 2 is listed twice"),
+            ("gpus = \"all\"", "key `local.gpus`: wrong type: found string \"all\", expected a sequence"),
+            ("runs_per_gpu = 0", "key `local.runs_per_gpu`: invalid value: must be between 1 and 64, got 0"),
+            ("runs_per_gpu = 65", "key `local.runs_per_gpu`: invalid value: must be between 1 and 64, got 65"),
         ];
         for (line, expected) in cases {
             let msg = sweep(&format!("{BASE}[local]\n{line}\n"), &[]).err().unwrap_or_else(|| panic!("{line}: accepted"));
@@ -111,11 +162,22 @@ mod tests {
     }
 
     #[test]
+    fn gpus_and_runs_per_gpu_are_read_with_their_defaults() {
+        let absent = sweep(BASE, &[]).expect("valid");
+        assert_eq!((absent.local.gpus, absent.local.runs_per_gpu), (None, 1), "detected, one run per GPU");
+        let set = sweep(&format!("{BASE}[local]\ngpus = [3, 1]\nruns_per_gpu = 2\n"), &[]).expect("valid");
+        assert_eq!((set.local.gpus, set.local.runs_per_gpu), (Some(vec![3, 1]), 2));
+        let off = sweep(&format!("{BASE}[local]\ngpus = []\n"), &[]).expect("valid");
+        assert_eq!(off.local.gpus, Some(Vec::new()), "an empty list turns the sharing off");
+    }
+
+    #[test]
     fn local_settings_do_not_change_run_ids() {
         let ids = |text: &str| sweep(text, &[]).expect("valid").expand().into_iter().map(|r| r.run_id).collect::<Vec<_>>();
         let plain = ids(BASE);
         assert_eq!(plain.len(), 2);
         assert_eq!(ids(&format!("{BASE}[local]\nmax_retries = 7\n")), plain);
         assert_eq!(ids(&format!("{BASE}[local]\n")), plain);
+        assert_eq!(ids(&format!("{BASE}[local]\ngpus = [1]\nruns_per_gpu = 3\n")), plain);
     }
 }

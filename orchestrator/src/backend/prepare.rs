@@ -23,6 +23,9 @@ pub struct PendingRun {
     pub attempt: u32,
     /// MPI ranks of the job (`run.ranks`).
     pub ranks: u32,
+    /// The job may open a GPU (`run.device` is `cuda` or `auto`): the local backend leases it
+    /// devices (`gpus.rs`).
+    pub gpu: bool,
 }
 
 impl PendingRun {
@@ -277,7 +280,8 @@ fn claim(prepared: &mut Prepared, dir: PathBuf, spec: &JobSpec, ranks: u32) -> R
     let spec_path = dir.join(SPEC_JSON);
     // Unsynced: one per run; the job fsyncs it before its completed marker (layout.rs says why).
     layout::write_atomic_unsynced(&spec_path, &to_json(spec, &spec_path)?).map_err(io_err("write", &spec_path))?;
-    prepared.pending.push(PendingRun { run_id: spec.run_id.clone(), label: spec.label.clone(), dir, spec_path, attempt, ranks });
+    let gpu = matches!(spec.run.get("device").and_then(serde_json::Value::as_str), Some("cuda" | "auto"));
+    prepared.pending.push(PendingRun { run_id: spec.run_id.clone(), label: spec.label.clone(), dir, spec_path, attempt, ranks, gpu });
     Ok(true)
 }
 
