@@ -169,6 +169,9 @@ fn run(args: RunArgs) -> anyhow::Result<u8> {
             writeln!(out, "{}  {state:<4}  seed={:<6} {}", run.run_id, run.seed, run.label)?;
         }
         if use_slurm(backend, &plan) {
+            if let Some(warning) = slurm::gpu_request_warning(&plan) {
+                eprintln!("drover: warning: {warning}");
+            }
             for (name, text) in slurm::dry_run_scripts(&plan, &slurm_options(job_bin, !no_wait))? {
                 writeln!(out, "\n--- {name} (not submitted)\n{text}")?;
             }
@@ -178,6 +181,9 @@ fn run(args: RunArgs) -> anyhow::Result<u8> {
     // Held until this function returns: a second `drover run` on these results is refused.
     let _lock = drover::lock::acquire(plan.results.root(), &format!("drover run {}", opts.sweep_file.display()))?;
     if use_slurm(backend, &plan) {
+        if let Some(warning) = slurm::gpu_request_warning(&plan) {
+            eprintln!("drover: warning: {warning}");
+        }
         return slurm_run(&plan, job_bin, !no_wait);
     }
 

@@ -307,3 +307,32 @@ fn requeued_run_resumes_exactly(ranks: u32) {
     }
     assert_eq!(read_json(&plain.join("summary.json"))["param_hash"], read_json(&run.join("summary.json"))["param_hash"]);
 }
+
+/// `run.device = "cuda"` on Slurm without a GPU request is warned about before anything is
+/// submitted (here with `--dry-run`, which submits nothing), and the warning goes once a
+/// `gpus_per_task` is set, or for CPU runs.
+#[test]
+fn slurm_cuda_runs_without_a_gpu_request_are_warned_about() {
+    slurm_up();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dry_run = |device: &str, slurm: &str| {
+        let sweep = drover_tests::write_sweep(
+            tmp.path(),
+            &format!(
+                "name = \"g\"\nbackend = \"slurm\"\n[run]\nenv = \"CartPole-v1\"\nplugin = \"ppo\"\ndevice = \"{device}\"\n\
+                 [slurm]\n{slurm}\n[sweep]\nseeds = [1, 2]\n"
+            ),
+        );
+        let out = run_ok(drover().arg("run").arg(&sweep).arg("--results").arg(tmp.path().join("r")).arg("--dry-run"));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let warned = dry_run("cuda", "time = \"10\"");
+    assert!(
+        warned.contains("warning: 2 run(s) have run.device = \"cuda\" but their [slurm] resources request no GPU")
+            && warned.contains("gpus_per_task = 1"),
+        "{warned}"
+    );
+    assert!(!dry_run("cuda", "gpus_per_task = 1").contains("request no GPU"));
+    assert!(!dry_run("cuda", "gres = \"gpu:1\"").contains("request no GPU"));
+    assert!(!dry_run("cpu", "time = \"10\"").contains("request no GPU"));
+}

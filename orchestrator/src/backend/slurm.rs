@@ -481,6 +481,22 @@ fn run_resources(settings: &SlurmSettings, run: &crate::config::RunSpec) -> Reso
     r
 }
 
+/// A warning when runs with `run.device = "cuda"` would be submitted without asking Slurm for a
+/// GPU: on a cluster that confines devices to the allocation such a job sees none and fails,
+/// which the user would otherwise learn only from every run's log.
+pub fn gpu_request_warning(plan: &Plan) -> Option<String> {
+    let cuda = |r: &&crate::config::RunSpec| r.run.get("device").and_then(serde_json::Value::as_str) == Some("cuda");
+    let missing = plan.runs.iter().filter(cuda).filter(|r| !run_resources(&plan.sweep.slurm, r).requests_gpus()).count();
+    (missing > 0).then(|| {
+        format!(
+            "{missing} run(s) have run.device = \"cuda\" but their [slurm] resources request no GPU; \
+             where Slurm confines devices to the allocation they will see none and fail: add \
+             `gpus_per_task = 1` (or a `gres`) to [slurm] in `{}`",
+            plan.sweep.source.display()
+        )
+    })
+}
+
 pub fn plan_arrays(runs: &[(String, Resources)], max_array: usize) -> Vec<ArrayPlan> {
     let mut groups: Vec<(Resources, Vec<String>)> = Vec::new();
     for (id, res) in runs {

@@ -194,6 +194,17 @@ pub struct Resources {
 }
 
 impl Resources {
+    /// Whether these options ask Slurm for a GPU: `gpus-per-task`, a `gres` naming `gpu`, or a
+    /// raw `--gpus*`/`--gres`/`-G` option. Without one, a job on a cluster that confines devices
+    /// to what was allocated sees no GPU.
+    pub fn requests_gpus(&self) -> bool {
+        self.options.iter().any(|(k, v)| *k == "gpus-per-task" || (*k == "gres" && v.contains("gpu")))
+            || self.extra.iter().any(|e| {
+                let e = e.trim_start();
+                e.starts_with("--gpus") || e.starts_with("--gres") || e.starts_with("-G")
+            })
+    }
+
     /// The `#SBATCH` lines.
     pub fn sbatch_lines(&self) -> Vec<String> {
         let mut lines: Vec<String> = self.options.iter().map(|(k, v)| format!("#SBATCH --{k}={v}")).collect();
@@ -506,6 +517,20 @@ mod tests {
         );
         assert_eq!(s.signal, "USR1");
         assert_eq!((s.max_retries, s.max_timeouts, s.max_preemptions), (2, 3, 10));
+    }
+
+    #[test]
+    fn gpu_requests_are_recognised_in_options_and_raw_lines() {
+        let with = |options: Vec<(&'static str, &str)>, extra: &[&str]| Resources {
+            options: options.into_iter().map(|(k, v)| (k, v.to_string())).collect(),
+            extra: extra.iter().map(|e| e.to_string()).collect(),
+        };
+        assert!(with(vec![("gpus-per-task", "1")], &[]).requests_gpus());
+        assert!(with(vec![("gres", "gpu:a100:2")], &[]).requests_gpus());
+        assert!(with(vec![], &["--gpus=4"]).requests_gpus());
+        assert!(with(vec![], &["--gres=gpu:1"]).requests_gpus());
+        assert!(with(vec![], &["-G 2"]).requests_gpus());
+        assert!(!with(vec![("partition", "gpu"), ("gres", "tmpfs:10G")], &["--exclusive"]).requests_gpus());
     }
 
     #[test]
