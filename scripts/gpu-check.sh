@@ -78,6 +78,12 @@ run() {
         rm -rf "$results"
         step "PPO CartPole 10.5M steps on CUDA (configs/cartpole-ppo-cuda.toml)" \
             timeout 120 "$bin/drover" run configs/cartpole-ppo-cuda.toml --results "$results/ppo"
+        step "drover-job devices (what the local backend shares)" "$bin/drover-job" devices
+        # Two seeds, -j 2, one GPU: the runs lease it in turn (backend/gpus.rs), each seeing it as
+        # CUDA_VISIBLE_DEVICES; the start lines show which device each saw.
+        step "two CUDA runs on one GPU take turns" timeout 120 "$bin/drover" run configs/cartpole-ppo-cuda.toml \
+            --set 'sweep.seeds=[1, 2]' -j 2 --results "$results/turns"
+        grep -h "training starts" "$results"/turns/runs/*/attempt-1.stderr.log || true
         # GRPO on a sequence task (configs/llm-algorithms.toml's settings) on the CUDA engine, then
         # on the CPU engine: both must learn; their numbers differ in the last bits only.
         mkdir -p "$results"
