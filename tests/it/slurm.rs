@@ -336,3 +336,35 @@ fn slurm_cuda_runs_without_a_gpu_request_are_warned_about() {
     assert!(!dry_run("cuda", "gres = \"gpu:1\"").contains("request no GPU"));
     assert!(!dry_run("cpu", "time = \"10\"").contains("request no GPU"));
 }
+
+/// `--dry-run` asks Slurm one question (`MaxArraySize`) and has a safe answer without it, so
+/// where the controller is unreachable it asks once, warns and renders the scripts, instead
+/// of retrying with backoff like a submission does.
+#[test]
+fn a_dry_run_asks_an_unreachable_slurm_once() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let bin = tmp.path().join("bin");
+    std::fs::create_dir_all(&bin).expect("mkdir");
+    let calls = tmp.path().join("calls");
+    let scontrol = bin.join("scontrol");
+    std::fs::write(
+        &scontrol,
+        format!(
+            "#!/bin/sh\necho \"$@\" >> '{}'\necho 'slurm_load_ctl_conf error: Unable to contact slurm controller (connect failure)' >&2\nexit 1\n",
+            calls.display()
+        ),
+    )
+    .expect("write fake scontrol");
+    std::fs::set_permissions(&scontrol, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    let sweep = drover_tests::write_sweep(
+        tmp.path(),
+        "name = \"g\"\nbackend = \"slurm\"\n[run]\nenv = \"CartPole-v1\"\nplugin = \"ppo\"\n[sweep]\nseeds = [1, 2]\n",
+    );
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let out = run_ok(drover().arg("run").arg(&sweep).arg("--results").arg(tmp.path().join("r")).arg("--dry-run").env("PATH", path));
+    let all = text(&out);
+    assert!(all.contains("cannot ask Slurm for MaxArraySize") && all.contains("assuming 1001"), "{all}");
+    assert!(all.contains("#SBATCH --array=0-1"), "the script is still rendered:\n{all}");
+    let asked = std::fs::read_to_string(&calls).expect("scontrol was called");
+    assert_eq!(asked.lines().collect::<Vec<_>>(), ["show config"], "one call, no retries");
+}

@@ -530,7 +530,13 @@ pub fn dry_run_scripts(plan: &Plan, opts: &SlurmOptions) -> Result<Vec<(String, 
         .map_err(|source| RunError::Io { action: "resolve", path: plan.results.root().to_path_buf(), source })?;
     let ledger = Ledger::load(&root)?;
     let settings = &plan.sweep.slurm;
-    let max = match max_array(settings, &opts.slurm) {
+    // One short try: a dry run is often made where Slurm is not reachable (a laptop, a login
+    // node during an outage), and its only question has a safe default.
+    let quick = Slurm {
+        policy: crate::backend::slurm_cmd::CallPolicy { attempts: 1, timeout: Duration::from_secs(5), ..opts.slurm.policy.clone() },
+        ..opts.slurm.clone()
+    };
+    let max = match max_array(settings, &quick) {
         Ok(m) => m,
         Err(e) => {
             tracing::warn!("cannot ask Slurm for MaxArraySize ({e}); assuming 1001");
