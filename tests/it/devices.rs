@@ -111,9 +111,16 @@ fn two_cuda_ranks_reduce_with_nccl_or_fall_back_with_the_same_metrics() {
     }
 }
 
-/// One job's lifetime on the log's clock and what it saw: the first and last log lines'
-/// timestamps, and the `cuda_visible_devices` field of its "training starts" line.
-fn job_window(run: &Path) -> ((String, f64), (String, f64), String) {
+/// One job's lifetime on the log's clock, (date, seconds of the day) of its first and last log
+/// lines, and the `cuda_visible_devices` field of its "training starts" line.
+#[derive(Debug)]
+struct JobWindow {
+    start: (String, f64),
+    end: (String, f64),
+    visible: String,
+}
+
+fn job_window(run: &Path) -> JobWindow {
     let log = std::fs::read_to_string(run.join("attempt-1.stderr.log")).expect("job stderr log");
     // `2026-11-28T07:43:58.407453Z ...` -> (date, seconds of the day).
     let stamp = |line: &str| {
@@ -128,7 +135,7 @@ fn job_window(run: &Path) -> ((String, f64), (String, f64), String) {
         .split_whitespace()
         .find_map(|f| f.strip_prefix("cuda_visible_devices="))
         .map_or_else(|| "unset".to_string(), |v| v.trim_matches('"').to_string());
-    (stamp(lines[0]), stamp(lines[lines.len() - 1]), visible)
+    JobWindow { start: stamp(lines[0]), end: stamp(lines[lines.len() - 1]), visible }
 }
 
 /// Local runs share the machine's GPUs: with `[local] gpus = [5, 7]` (one run per GPU), every
@@ -155,25 +162,25 @@ fn local_runs_lease_their_own_gpus_and_wait_for_a_free_one() {
         .output()
         .expect("spawn");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let mut leased: Vec<((String, f64), (String, f64), String)> = Vec::new();
+    let mut leased: Vec<JobWindow> = Vec::new();
     for run in run_dirs(&results) {
         let device = read_json(&run.join("spec.json"))["run"]["device"].as_str().expect("device").to_string();
         let window = job_window(&run);
         match device.as_str() {
-            "cpu" => assert_eq!(window.2, "9", "a CPU run keeps drover's CUDA_VISIBLE_DEVICES"),
+            "cpu" => assert_eq!(window.visible, "9", "a CPU run keeps drover's CUDA_VISIBLE_DEVICES"),
             _ => {
-                assert!(["5", "7"].contains(&window.2.as_str()), "an auto run saw `{}`", window.2);
+                assert!(["5", "7"].contains(&window.visible.as_str()), "an auto run saw `{}`", window.visible);
                 leased.push(window);
             }
         }
     }
     assert_eq!(leased.len(), 4, "four auto runs");
     for gpu in ["5", "7"] {
-        let mut on: Vec<_> = leased.iter().filter(|w| w.2 == gpu).collect();
+        let mut on: Vec<_> = leased.iter().filter(|w| w.visible == gpu).collect();
         assert!(!on.is_empty(), "GPU {gpu} was never used: runs should spread over both");
-        on.sort_by(|a, b| a.0.partial_cmp(&b.0).expect("ordered"));
+        on.sort_by(|a, b| a.start.partial_cmp(&b.start).expect("ordered"));
         for pair in on.windows(2) {
-            assert!(pair[0].1 < pair[1].0, "two runs held GPU {gpu} at once: {pair:?}");
+            assert!(pair[0].end < pair[1].start, "two runs held GPU {gpu} at once: {pair:?}");
         }
     }
 }
