@@ -193,6 +193,20 @@ pub enum RunError {
         /// The directory given.
         dir: PathBuf,
     },
+    /// The directory is not a results directory (no `sweep.json`).
+    #[error("`{}` is not a drover results directory (no `sweep.json`): give the directory `drover run` wrote (`--results DIR`, by default `results/<sweep name>`)", dir.display())]
+    NotResults {
+        /// The directory given.
+        dir: PathBuf,
+    },
+    /// `drover cancel` of a local sweep whose `drover run` runs on another host.
+    #[error("the sweep in `{}` is run by a `drover run` on another host ({holder}); cancel it there (`drover cancel` on that host, or Ctrl-C in its terminal)", dir.display())]
+    CancelElsewhere {
+        /// The results directory.
+        dir: PathBuf,
+        /// What the `drover run` wrote about itself.
+        holder: String,
+    },
     /// Serializing a record for the results directory failed (a bug rather than a user error).
     #[error("cannot serialize `{}`", path.display())]
     Serialize {

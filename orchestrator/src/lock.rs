@@ -79,6 +79,35 @@ pub fn acquire(dir: &Path, command: &str) -> Result<RunLock, LockError> {
     Ok(RunLock { _file: file, path })
 }
 
+/// The live holder of a lock file, as it described itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    /// Its process id.
+    pub pid: u32,
+    /// It runs on this host (else its liveness could not be checked).
+    pub this_host: bool,
+    /// Its description, one line (`pid 12, host n1, since ..., command ...`).
+    pub description: String,
+}
+
+/// Who holds the lock file `path`, read without taking it (taking it, even for a moment, could
+/// make a `drover run` starting at that instant refuse its results or a run): the holder when
+/// its `pid` line names a live drover process on this host, or when it names another host,
+/// whose processes this one cannot see. `None` when the file is missing or its process has
+/// ended (the kernel released the lock; the text stays behind).
+pub fn live_holder(path: &Path) -> Option<Holder> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let field = |key: &str| text.lines().find_map(|l| l.strip_prefix(key)).map(str::trim);
+    let pid: u32 = field("pid ")?.parse().ok()?;
+    let description = text.lines().collect::<Vec<_>>().join(", ");
+    if field("host ").is_some_and(|h| h != hostname()) {
+        return Some(Holder { pid, this_host: false, description });
+    }
+    // A pid is reused once its process is gone; the command line tells a drover process apart.
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    String::from_utf8_lossy(&cmdline).contains("drover").then_some(Holder { pid, this_host: true, description })
+}
+
 fn hostname() -> String {
     let mut buf = [0u8; 256];
     // SAFETY: gethostname writes at most `buf.len()` bytes into `buf`.
@@ -111,5 +140,28 @@ mod tests {
         let again = acquire(&dir, "drover run b.toml").expect("free after drop");
         let text = std::fs::read_to_string(again.path()).expect("read");
         assert!(text.contains("command drover run b.toml") && !text.contains("a.toml"), "{text}");
+    }
+
+    #[test]
+    fn live_holder_names_a_live_drover_process_and_nothing_else() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let path = tmp.path().join(LOCK_FILE);
+        assert_eq!(live_holder(&path), None, "no file");
+        // This test process is a live process whose command line names drover (`drover-...`).
+        let me = std::process::id();
+        std::fs::write(&path, format!("pid {me}\nhost {}\ncommand drover run a.toml\n", hostname())).expect("write");
+        let holder = live_holder(&path).expect("held by a live drover process");
+        assert_eq!((holder.pid, holder.this_host), (me, true));
+        let text = holder.description;
+        assert!(text.starts_with(&format!("pid {me}, host ")) && text.ends_with("command drover run a.toml"), "{text}");
+        // A pid that is not running (pid_max is below 2^22 on Linux).
+        std::fs::write(&path, format!("pid {}\nhost {}\n", 1 << 23, hostname())).expect("write");
+        assert_eq!(live_holder(&path), None, "an ended holder leaves its text behind");
+        // pid 1 is alive but is not drover.
+        std::fs::write(&path, "pid 1\n").expect("write");
+        assert_eq!(live_holder(&path), None, "a reused pid is not the holder");
+        std::fs::write(&path, "pid 1\nhost some-other-node\n").expect("write");
+        let elsewhere = live_holder(&path).expect("another host cannot be checked");
+        assert_eq!((elsewhere.this_host, elsewhere.description.as_str()), (false, "pid 1, host some-other-node"));
     }
 }

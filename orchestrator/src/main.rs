@@ -60,7 +60,8 @@ struct RunArgs {
 enum Command {
     /// Run a sweep: expand it, skip completed runs, launch the rest.
     Run(RunArgs),
-    /// Where each run of a Slurm sweep stands (one `squeue` call plus the runs' markers).
+    /// Where each run of a sweep stands, with its progress: on Slurm one `squeue` call plus the
+    /// runs' markers; locally the markers and locks alone (safe beside a running `drover run`).
     Status {
         /// The results directory of the sweep.
         results: PathBuf,
@@ -68,7 +69,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Cancel every queued and running job of a Slurm sweep; finished runs are kept.
+    /// Cancel a sweep; finished runs are kept. Slurm: cancel its queued and running jobs. Local:
+    /// stop the `drover run` working through it, as Ctrl-C in its terminal would.
     Cancel {
         /// The results directory of the sweep.
         results: PathBuf,
@@ -109,8 +111,8 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Run(args) => run(args),
-        Command::Status { results, json } => slurm_status(&results, json),
-        Command::Cancel { results } => slurm_cancel(&results),
+        Command::Status { results, json } => status_cmd(&results, json),
+        Command::Cancel { results } => cancel_cmd(&results),
         Command::Analyze(args) => analyze_cmd(args),
         Command::Plugin { command } => plugin_cmd(command),
         Command::Bench { args } => bench_cmd(args),
@@ -424,7 +426,7 @@ fn slurm_run(plan: &plan::Plan, job_bin: PathBuf, wait: bool) -> anyhow::Result<
     Ok(if failed.is_empty() { exit_codes::SUCCESS } else { exit_codes::RUNS_FAILED })
 }
 
-fn slurm_status(results: &Path, json: bool) -> anyhow::Result<u8> {
+fn status_cmd(results: &Path, json: bool) -> anyhow::Result<u8> {
     use std::io::Write;
     let report = slurm::status(results, &Slurm::default())?;
     let mut out = std::io::stdout().lock();
@@ -437,8 +439,24 @@ fn slurm_status(results: &Path, json: bool) -> anyhow::Result<u8> {
     Ok(exit_codes::SUCCESS)
 }
 
-fn slurm_cancel(results: &Path) -> anyhow::Result<u8> {
-    let ids = slurm::cancel(results, &Slurm::default())?;
+fn cancel_cmd(results: &Path) -> anyhow::Result<u8> {
+    use drover::backend::local_status::{self, LocalCancel};
+    let ids = match slurm::cancel(results, &Slurm::default()) {
+        Err(drover::RunError::NotSlurm { .. }) => {
+            // A local sweep: ask its `drover run` to stop, as Ctrl-C would; its grace period
+            // (SIGKILL after DEFAULT_GRACE) bounds the wait.
+            let wait = drover::backend::local::DEFAULT_GRACE + std::time::Duration::from_secs(5);
+            match local_status::cancel(results, wait)? {
+                LocalCancel::NothingRunning => eprintln!("drover: no `drover run` is running this sweep; nothing to cancel"),
+                LocalCancel::Stopped(who) => {
+                    eprintln!("drover: stopped `drover run` ({who}); finished runs are kept, stopped ones are marked cancelled")
+                }
+                LocalCancel::Stopping(who) => eprintln!("drover: asked `drover run` ({who}) to stop; it is still stopping its jobs"),
+            }
+            return Ok(exit_codes::SUCCESS);
+        }
+        other => other?,
+    };
     if ids.is_empty() {
         eprintln!("drover: nothing queued or running; the sweep is marked cancelled");
     } else {

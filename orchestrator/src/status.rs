@@ -1,12 +1,16 @@
-//! Per-run status of a Slurm sweep, from one `squeue` answer plus the markers runs write.
+//! Per-run status of a sweep: on Slurm from one `squeue` answer plus the markers runs write,
+//! locally from the markers and the run locks alone.
 //!
-//! `classify` is the whole rule (pure, so it is unit-tested on every combination): the job's own
-//! `exit.json` wins when it says completed; otherwise a task Slurm still lists decides; when
-//! Slurm has forgotten the job (`MinJobAge`), the markers decide, so the answer stays right
-//! without `sacct`. `StatusReport` is the `drover status --json` boundary (format_version 1).
+//! `classify` is the whole Slurm rule (pure, so it is unit-tested on every combination): the
+//! job's own `exit.json` wins when it says completed; otherwise a task Slurm still lists decides;
+//! when Slurm has forgotten the job (`MinJobAge`), the markers decide, so the answer stays right
+//! without `sacct`. `classify_local` is the local rule. `StatusReport` is the
+//! `drover status --json` boundary (format_version 1; `backend`, `driver` and `progress` were
+//! added later, as optional fields a reader of the first layout can ignore).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
@@ -25,6 +29,9 @@ pub enum RunState {
     Pending,
     /// Running.
     Running,
+    /// Local: started, but no job holds it and it wrote no `exit.json` (its `drover run` was
+    /// killed); the next `drover run` redoes it.
+    Unfinished,
     /// Completed: `exit.json` says so.
     Done,
     /// Ended without completing (an error, a crash, or a spent retry budget).
@@ -44,6 +51,7 @@ impl RunState {
             RunState::NotSubmitted => "not submitted",
             RunState::Pending => "pending",
             RunState::Running => "running",
+            RunState::Unfinished => "unfinished",
             RunState::Done => "done",
             RunState::Failed => "failed",
             RunState::Cancelled => "cancelled",
@@ -106,6 +114,85 @@ pub fn classify(exit: Option<&ExitRecord>, slurm: SlurmView<'_>, cancelled_by_dr
     }
 }
 
+/// The state of one run of a local sweep: its `exit.json` when completed; running while a job
+/// holds its lock (a retry's earlier failure marker is archived before it starts); then the
+/// marker's word; without one, unfinished when it had started, else pending while a
+/// `drover run` is working through the sweep, else not started.
+pub fn classify_local(exit: Option<&ExitRecord>, job_running: bool, started: bool, driver_running: bool) -> (RunState, Option<String>) {
+    match exit {
+        Some(e) if e.status == ExitStatus::Completed => (RunState::Done, None),
+        _ if job_running => (RunState::Running, None),
+        Some(e) if e.status == ExitStatus::Failed => (RunState::Failed, e.reason.clone()),
+        Some(e) => (RunState::Cancelled, e.reason.clone()),
+        None if started => (
+            RunState::Unfinished,
+            Some("no job holds it and it wrote no exit.json (its `drover run` was killed?); the next `drover run` redoes it".into()),
+        ),
+        None if driver_running => (RunState::Pending, None),
+        None => (RunState::NotSubmitted, None),
+    }
+}
+
+/// How far a run got: its latest metrics row.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Progress {
+    /// Iterations done.
+    pub iteration: u64,
+    /// Environment steps done (`global_step`).
+    pub global_step: u64,
+    /// The run's `total_steps`.
+    pub total_steps: Option<u64>,
+    /// Seconds of training so far.
+    pub wall_time_s: Option<f64>,
+}
+
+impl Progress {
+    /// The latest complete row of `<run_dir>/metrics.jsonl` (only the file's tail is read, so
+    /// a long run costs no more than a short one); `None` before the first iteration.
+    pub fn read(run_dir: &Path, total_steps: Option<u64>) -> Option<Progress> {
+        const TAIL: u64 = 64 * 1024;
+        let mut file = std::fs::File::open(run_dir.join("metrics.jsonl")).ok()?;
+        let len = file.metadata().ok()?.len();
+        file.seek(SeekFrom::Start(len.saturating_sub(TAIL))).ok()?;
+        let mut tail = String::new();
+        file.read_to_string(&mut tail).ok()?;
+        // A row still being written has no newline yet; the first line may be cut by the seek.
+        let complete = &tail[..tail.rfind('\n')?];
+        let row: serde_json::Value = complete.lines().rev().find_map(|l| serde_json::from_str(l).ok())?;
+        Some(Progress {
+            iteration: row["iteration"].as_u64()?,
+            global_step: row["global_step"].as_u64()?,
+            total_steps,
+            wall_time_s: row["wall_time_s"].as_f64(),
+        })
+    }
+
+    /// `37% (step 3,880,960 of 10,485,760)`, or the step alone without a total.
+    pub fn render(&self) -> String {
+        match self.total_steps.filter(|&t| t > 0) {
+            Some(total) => format!(
+                "{}% (step {} of {})",
+                (self.global_step.saturating_mul(100) / total).min(100),
+                thousands(self.global_step),
+                thousands(total)
+            ),
+            None => format!("step {}", thousands(self.global_step)),
+        }
+    }
+}
+
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// One run in `drover status --json`.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunStatus {
@@ -113,6 +200,8 @@ pub struct RunStatus {
     pub run_id: String,
     /// Its configuration label.
     pub label: String,
+    /// Its seed (from its `spec.json`).
+    pub seed: Option<u64>,
     /// Where it stands.
     pub state: RunState,
     /// Why it did not complete, when known.
@@ -131,6 +220,8 @@ pub struct RunStatus {
     pub preemptions: u32,
     /// Per-attempt stdout/stderr logs, oldest first.
     pub logs: Vec<PathBuf>,
+    /// Its latest metrics row, once it has one.
+    pub progress: Option<Progress>,
 }
 
 /// `drover status --json` (format_version 1).
@@ -142,6 +233,11 @@ pub struct StatusReport {
     pub sweep: String,
     /// The results directory.
     pub results: PathBuf,
+    /// `slurm` (the sweep was submitted to Slurm) or `local`.
+    pub backend: String,
+    /// Local: who holds the results directory's lock (the `drover run` working through it), as
+    /// it described itself; `None` when no `drover run` is running the sweep.
+    pub driver: Option<String>,
     /// Runs per state.
     pub counts: BTreeMap<RunState, usize>,
     /// Every run of the sweep, in expansion order.
@@ -149,14 +245,40 @@ pub struct StatusReport {
 }
 
 impl StatusReport {
+    /// The report of `runs`, counted per state.
+    pub fn new(sweep: String, results: PathBuf, backend: &str, driver: Option<String>, runs: Vec<RunStatus>) -> Self {
+        let mut counts = BTreeMap::new();
+        for r in &runs {
+            *counts.entry(r.state).or_insert(0) += 1;
+        }
+        StatusReport { format_version: STATUS_FORMAT_VERSION, sweep, results, backend: backend.into(), driver, counts, runs }
+    }
+
     /// The human-readable table.
     pub fn render(&self) -> String {
         let mut out = String::new();
         let counts: Vec<String> = self.counts.iter().map(|(s, n)| format!("{n} {}", s.as_str())).collect();
+        let local = self.backend == "local";
+        let counts: Vec<String> = if local { counts.iter().map(|c| c.replace("not submitted", "not started")).collect() } else { counts };
         out.push_str(&format!("sweep `{}`: {} runs: {}\n", self.sweep, self.runs.len(), counts.join(", ")));
+        if local {
+            match &self.driver {
+                Some(holder) => out.push_str(&format!("running locally: {holder}\n")),
+                None => out.push_str("local sweep; no `drover run` is running it now\n"),
+            }
+        }
         for r in &self.runs {
-            let job = r.slurm_job.as_deref().unwrap_or("-");
-            out.push_str(&format!("{}  {:<13} {:<10} {}", r.run_id, r.state.as_str(), job, r.label));
+            let state = if local && r.state == RunState::NotSubmitted { "not started" } else { r.state.as_str() };
+            let seed = r.seed.map_or_else(|| "-".to_string(), |s| s.to_string());
+            if local {
+                out.push_str(&format!("{}  {:<13} seed={:<6} {}", r.run_id, state, seed, r.label));
+            } else {
+                let job = r.slurm_job.as_deref().unwrap_or("-");
+                out.push_str(&format!("{}  {:<13} {:<10} seed={:<6} {}", r.run_id, state, job, seed, r.label));
+            }
+            if let Some(p) = r.progress.as_ref().filter(|_| r.state != RunState::Done) {
+                out.push_str(&format!("  {}", p.render()));
+            }
             if let Some(reason) = &r.reason {
                 out.push_str(&format!("  ({reason})"));
             }
@@ -220,5 +342,45 @@ mod tests {
             assert_eq!(classify(exit, view, by_drover).0, expected, "{exit:?} {view:?} {by_drover}");
         }
         assert_eq!(classify(Some(&failed), SlurmView::Forgotten, false).1.as_deref(), Some("plugin error"));
+    }
+
+    #[test]
+    fn local_runs_are_classified_by_marker_lock_and_logs() {
+        let (done, failed, cancelled) =
+            (exit(ExitStatus::Completed, None), exit(ExitStatus::Failed, Some("nan loss")), exit(ExitStatus::Cancelled, Some("SIGTERM")));
+        // (exit, job running, started, driver running) -> state
+        let cases = [
+            (Some(&done), false, true, false, RunState::Done),
+            (Some(&done), true, true, true, RunState::Done),
+            (Some(&failed), true, true, true, RunState::Running),
+            (Some(&failed), false, true, true, RunState::Failed),
+            (Some(&cancelled), false, true, false, RunState::Cancelled),
+            (None, true, true, true, RunState::Running),
+            (None, false, true, false, RunState::Unfinished),
+            (None, false, true, true, RunState::Unfinished),
+            (None, false, false, true, RunState::Pending),
+            (None, false, false, false, RunState::NotSubmitted),
+        ];
+        for (exit, job, started, driver, expected) in cases {
+            assert_eq!(classify_local(exit, job, started, driver).0, expected, "{exit:?} job={job} started={started} driver={driver}");
+        }
+        assert_eq!(classify_local(Some(&failed), false, true, false).1.as_deref(), Some("nan loss"));
+        assert!(classify_local(None, false, true, false).1.expect("reason").contains("the next `drover run` redoes it"));
+    }
+
+    #[test]
+    fn progress_is_the_last_complete_metrics_row() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        assert_eq!(Progress::read(tmp.path(), Some(10)), None, "no metrics yet");
+        let row = |i: u64| format!("{{\"iteration\":{i},\"global_step\":{},\"wall_time_s\":{}.5}}\n", i * 2048, i);
+        // Long enough that only the file's tail is read; the last row is still being written.
+        let mut text: String = (1..=2000).map(row).collect();
+        text.push_str("{\"iteration\":2001,\"glob");
+        std::fs::write(tmp.path().join("metrics.jsonl"), text).expect("write");
+        let p = Progress::read(tmp.path(), Some(8_192_000)).expect("progress");
+        assert_eq!(p, Progress { iteration: 2000, global_step: 4_096_000, total_steps: Some(8_192_000), wall_time_s: Some(2000.5) });
+        assert_eq!(p.render(), "50% (step 4,096,000 of 8,192,000)");
+        assert_eq!(Progress { total_steps: None, ..p.clone() }.render(), "step 4,096,000");
+        assert_eq!(Progress { global_step: 999, total_steps: Some(1000), ..p }.render(), "99% (step 999 of 1,000)");
     }
 }

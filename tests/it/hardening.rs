@@ -328,3 +328,68 @@ fn local_max_retries_in_the_sweep_file_retries_and_the_flag_wins() {
     assert!(!stderr.contains("retrying"), "{stderr}");
     assert!(stderr.contains("0 completed, 0 skipped (already completed), 0 retried, 1 failed"), "{stderr}");
 }
+
+/// A local sweep can be watched and stopped from another terminal: `drover status` shows the
+/// `drover run` working through it, each run's state and progress; `drover cancel` stops that
+/// `drover run` as Ctrl-C would (running jobs cancelled and kept, the rest not started), after
+/// which status shows nobody running it and a second cancel has nothing to do.
+#[test]
+fn local_status_shows_progress_and_cancel_stops_the_drover_run() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let results = tmp.path().join("results");
+    let sweep = write_sweep(
+        tmp.path(),
+        "name = \"watch\"\n[run]\nenv = \"CartPole-v1\"\nplugin = \"ppo\"\nnum_envs = 8\nnum_steps = 64\n\
+         total_steps = 50000000\n[sweep]\nseeds = [1, 2, 3]\n",
+    );
+    let mut driver = drover()
+        .arg("run")
+        .arg(&sweep)
+        .arg("--results")
+        .arg(&results)
+        .args(["-j", "2"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn drover run");
+    let status = || -> serde_json::Value {
+        let out = run_ok(drover().arg("status").arg(&results).arg("--json"));
+        serde_json::from_slice(&out.stdout).expect("status --json is JSON")
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let watched = loop {
+        let s = if results.join("sweep.json").exists() { status() } else { serde_json::Value::Null };
+        let runs = s["runs"].as_array().cloned().unwrap_or_default();
+        let running: Vec<_> = runs.iter().filter(|r| r["state"] == "running").collect();
+        if running.len() == 2 && running.iter().all(|r| r["progress"]["global_step"].as_u64().is_some_and(|g| g > 0)) {
+            break s;
+        }
+        assert!(std::time::Instant::now() < deadline, "two runs never showed progress: {s:#}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert_eq!(watched["backend"], "local");
+    let holder = watched["driver"].as_str().expect("the drover run is named");
+    assert!(holder.contains(&format!("pid {}", driver.id())) && holder.contains("command drover run"), "{holder}");
+    assert_eq!(watched["counts"]["pending"], 1, "{watched:#}");
+    for r in watched["runs"].as_array().expect("runs").iter().filter(|r| r["state"] == "running") {
+        assert_eq!(r["progress"]["total_steps"], 50_000_000);
+        assert!(r["seed"].as_u64().is_some_and(|s| (1..=3).contains(&s)), "{r}");
+    }
+    let text = run_ok(drover().arg("status").arg(&results));
+    let table = String::from_utf8_lossy(&text.stdout);
+    assert!(table.contains("running locally: pid") && table.contains("% (step "), "{table}");
+
+    let cancel = run_ok(drover().arg("cancel").arg(&results));
+    let said = String::from_utf8_lossy(&cancel.stderr);
+    assert!(said.contains("drover: stopped `drover run` (pid"), "{said}");
+    let code = driver.wait().expect("wait for drover run").code();
+    assert_eq!(code, Some(130), "drover run stops as on Ctrl-C");
+
+    let after = status();
+    assert_eq!(after["driver"], serde_json::Value::Null, "{after:#}");
+    assert_eq!((after["counts"]["cancelled"].as_u64(), after["counts"]["not_submitted"].as_u64()), (Some(2), Some(1)), "{after:#}");
+    let again = run_ok(drover().arg("cancel").arg(&results));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("nothing to cancel"));
+    let wrong = drover().arg("status").arg(tmp.path()).output().expect("spawn");
+    let said = String::from_utf8_lossy(&wrong.stderr);
+    assert!(!wrong.status.success() && said.contains("is not a drover results directory (no `sweep.json`)"), "{said}");
+}

@@ -7,6 +7,7 @@ pub mod gpus;
 pub mod job_lock;
 pub mod local;
 pub mod local_config;
+pub mod local_status;
 mod prepare;
 pub mod slurm;
 pub mod slurm_cmd;

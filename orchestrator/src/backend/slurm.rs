@@ -25,7 +25,7 @@ use crate::config::RunId;
 use crate::error::RunError;
 use crate::layout::{self, ExitRecord, JobSpec, SweepManifest, EXIT_JSON, SPEC_JSON, SWEEP_JSON};
 use crate::plan::Plan;
-use crate::status::{classify, RunState, RunStatus, SlurmView, StatusReport, STATUS_FORMAT_VERSION};
+use crate::status::{classify, Progress, RunState, RunStatus, SlurmView, StatusReport};
 
 /// `slurm/` inside a results directory.
 pub const SLURM_DIR: &str = "slurm";
@@ -260,21 +260,21 @@ pub fn job_name(sweep: &str, root: &Path) -> (String, String) {
 }
 
 /// The facts of a sweep's results directory that status, cancel and run all need.
-struct SweepDir {
-    root: PathBuf,
-    name: String,
+pub(crate) struct SweepDir {
+    pub(crate) root: PathBuf,
+    pub(crate) name: String,
     /// From the plan, or from `sweep.json` through [`SweepManifest::run_ids`]: never unchecked.
-    runs: Vec<RunId>,
+    pub(crate) runs: Vec<RunId>,
     job_name: String,
 }
 
 impl SweepDir {
-    fn open(dir: &Path) -> Result<SweepDir, RunError> {
+    pub(crate) fn open(dir: &Path) -> Result<SweepDir, RunError> {
         let root = dir.canonicalize().map_err(|source| RunError::Io { action: "open", path: dir.to_path_buf(), source })?;
         let manifest_path = root.join(SWEEP_JSON);
         let manifest: SweepManifest = layout::read_record(&manifest_path)
             .map_err(|reason| RunError::Ledger { path: manifest_path.clone(), reason })?
-            .ok_or_else(|| RunError::NotSlurm { dir: root.clone() })?;
+            .ok_or_else(|| RunError::NotResults { dir: root.clone() })?;
         // The one place run ids come back from disk: each becomes `runs/<id>/`.
         let runs = manifest.run_ids().map_err(|reason| RunError::Ledger {
             path: manifest_path.clone(),
@@ -284,7 +284,7 @@ impl SweepDir {
         Ok(SweepDir { root, name: manifest.name, runs, job_name })
     }
 
-    fn run_dir(&self, run_id: &RunId) -> PathBuf {
+    pub(crate) fn run_dir(&self, run_id: &RunId) -> PathBuf {
         self.root.join("runs").join(run_id.as_str())
     }
 }
@@ -305,7 +305,7 @@ fn interruption_counts(run_dir: &Path) -> (u32, u32) {
 }
 
 /// `attempt-<n>.stdout.log` / `.stderr.log` files of a run, by attempt.
-fn attempt_logs(run_dir: &Path) -> Vec<PathBuf> {
+pub(crate) fn attempt_logs(run_dir: &Path) -> Vec<PathBuf> {
     let mut logs: Vec<(u32, PathBuf)> = std::fs::read_dir(run_dir)
         .into_iter()
         .flatten()
@@ -345,9 +345,10 @@ fn statuses(dir: &SweepDir, ledger: &Ledger, queue: &[QueueEntry]) -> Vec<RunSta
         .map(|run_id| {
             let run_dir = dir.run_dir(run_id);
             let exit: Option<ExitRecord> = layout::read_record(&run_dir.join(EXIT_JSON)).ok().flatten();
-            let label = layout::read_record::<JobSpec>(&run_dir.join(SPEC_JSON))
-                .ok()
-                .flatten()
+            let spec = layout::read_record::<JobSpec>(&run_dir.join(SPEC_JSON)).ok().flatten();
+            let run_key = |k: &str| spec.as_ref().and_then(|s| s.run.get(k)).and_then(serde_json::Value::as_u64);
+            let (progress, seed) = (Progress::read(&run_dir, run_key("total_steps")), run_key("seed"));
+            let label = spec
                 .map(|s| s.label)
                 .or_else(|| latest.get(run_id.as_str()).and_then(|&(n, i)| task_labels(&dir.root, n, &mut labels).get(i).cloned()))
                 .unwrap_or_default();
@@ -367,6 +368,7 @@ fn statuses(dir: &SweepDir, ledger: &Ledger, queue: &[QueueEntry]) -> Vec<RunSta
             RunStatus {
                 run_id: run_id.to_string(),
                 label,
+                seed,
                 state,
                 reason,
                 slurm_job,
@@ -376,25 +378,23 @@ fn statuses(dir: &SweepDir, ledger: &Ledger, queue: &[QueueEntry]) -> Vec<RunSta
                 time_limit_requeues,
                 preemptions,
                 logs: attempt_logs(&run_dir),
+                progress,
             }
         })
         .collect()
 }
 
 fn status_report(dir: &SweepDir, runs: Vec<RunStatus>) -> StatusReport {
-    let mut counts = BTreeMap::new();
-    for r in &runs {
-        *counts.entry(r.state).or_insert(0) += 1;
-    }
-    StatusReport { format_version: STATUS_FORMAT_VERSION, sweep: dir.name.clone(), results: dir.root.clone(), counts, runs }
+    StatusReport::new(dir.name.clone(), dir.root.clone(), "slurm", None, runs)
 }
 
-/// `drover status <dir>`: one `squeue` call, then the markers.
+/// `drover status <dir>`: one `squeue` call, then the markers; a sweep never submitted to Slurm
+/// is reported from its markers and locks alone (`local_status`).
 pub fn status(results: &Path, slurm: &Slurm) -> Result<StatusReport, RunError> {
     let dir = SweepDir::open(results)?;
     let ledger = Ledger::load(&dir.root)?;
     if ledger.submissions.is_empty() {
-        return Err(RunError::NotSlurm { dir: dir.root });
+        return Ok(crate::backend::local_status::status(&dir));
     }
     let queue = slurm.queue(&dir.job_name)?;
     let runs = statuses(&dir, &ledger, &queue);

@@ -1,0 +1,93 @@
+//! `drover status` and `drover cancel` of a sweep run by the local backend. Status comes from
+//! what is on disk: each run's `exit.json`, its job lock's holder, its attempt logs and metrics,
+//! and the results directory's lock, which the `drover run` working through the sweep holds;
+//! nothing is locked or written, so it is safe beside a running `drover run`. Cancel asks that
+//! `drover run` to stop as Ctrl-C in its terminal would (SIGTERM: no new runs, running jobs
+//! stop cleanly and are kept as cancelled).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::error::RunError;
+
+use crate::backend::job_lock::JOB_LOCK_FILE;
+use crate::backend::slurm::{attempt_logs, SweepDir};
+use crate::layout::{self, ExitRecord, JobSpec, EXIT_JSON, SPEC_JSON};
+use crate::status::{classify_local, Progress, RunStatus, StatusReport};
+
+/// The status of every run of the local sweep in `dir`.
+pub(crate) fn status(dir: &SweepDir) -> StatusReport {
+    let driver = crate::lock::live_holder(&dir.root.join(crate::lock::LOCK_FILE)).map(|h| h.description);
+    let runs = dir
+        .runs
+        .iter()
+        .map(|run_id| {
+            let run_dir = dir.run_dir(run_id);
+            let exit: Option<ExitRecord> = layout::read_record(&run_dir.join(EXIT_JSON)).ok().flatten();
+            let spec: Option<JobSpec> = layout::read_record(&run_dir.join(SPEC_JSON)).ok().flatten();
+            let job_running = crate::lock::live_holder(&run_dir.join(JOB_LOCK_FILE)).is_some();
+            let logs = attempt_logs(&run_dir);
+            let attempts = logs
+                .iter()
+                .filter_map(|p| p.file_name()?.to_str()?.strip_prefix("attempt-")?.split('.').next()?.parse::<u32>().ok())
+                .max()
+                .unwrap_or(0);
+            let (state, reason) = classify_local(exit.as_ref(), job_running, attempts > 0, driver.is_some());
+            let run_key = |k: &str| spec.as_ref().and_then(|s| s.run.get(k)).and_then(serde_json::Value::as_u64);
+            let (total_steps, seed) = (run_key("total_steps"), run_key("seed"));
+            RunStatus {
+                run_id: run_id.to_string(),
+                label: spec.map(|s| s.label).unwrap_or_default(),
+                seed,
+                state,
+                reason,
+                slurm_job: None,
+                slurm_state: None,
+                slurm_reason: None,
+                submissions: attempts,
+                time_limit_requeues: 0,
+                preemptions: 0,
+                logs,
+                progress: Progress::read(&run_dir, total_steps),
+            }
+        })
+        .collect();
+    StatusReport::new(dir.name.clone(), dir.root.clone(), "local", driver, runs)
+}
+
+/// What `cancel` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LocalCancel {
+    /// No `drover run` is running the sweep.
+    NothingRunning,
+    /// The `drover run` (its description) was asked to stop and has exited.
+    Stopped(String),
+    /// It was asked to stop and is still stopping its jobs after `waited`.
+    Stopping(String),
+}
+
+/// Asks the `drover run` working through the local sweep in `results` to stop (SIGTERM), and
+/// waits up to `wait` for it to exit. Refused, naming the host, when it runs on another host.
+pub fn cancel(results: &Path, wait: Duration) -> Result<LocalCancel, RunError> {
+    let dir = SweepDir::open(results)?;
+    let lock = dir.root.join(crate::lock::LOCK_FILE);
+    let Some(holder) = crate::lock::live_holder(&lock) else { return Ok(LocalCancel::NothingRunning) };
+    if !holder.this_host {
+        return Err(RunError::CancelElsewhere { dir: dir.root, holder: holder.description });
+    }
+    let pid = libc::pid_t::try_from(holder.pid).map_err(|_| RunError::CancelElsewhere { dir: dir.root.clone(), holder: holder.description.clone() })?;
+    // SAFETY: kill(2) on a pid read from the lock file, just checked to be a live drover
+    // process; no memory is involved.
+    if unsafe { libc::kill(pid, libc::SIGTERM) } != 0 {
+        let source = std::io::Error::last_os_error();
+        return Err(RunError::Io { action: "signal the `drover run` holding", path: lock, source });
+    }
+    let until = Instant::now() + wait;
+    while Instant::now() < until {
+        if crate::lock::live_holder(&lock).is_none_or(|h| h.pid != holder.pid) {
+            return Ok(LocalCancel::Stopped(holder.description));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(LocalCancel::Stopping(holder.description))
+}
