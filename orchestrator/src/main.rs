@@ -206,6 +206,9 @@ fn run(args: RunArgs) -> anyhow::Result<u8> {
         backend.name(),
         plan.results.root().display()
     );
+    for (run_id, iteration) in &prepared.resumed {
+        eprintln!("  resume: {run_id}: from its checkpoint at iteration {iteration}");
+    }
     for (run_id, why) in &prepared.redone {
         eprintln!("  redo: {run_id}: marked completed but not trusted: {why}");
     }

@@ -393,3 +393,49 @@ fn local_status_shows_progress_and_cancel_stops_the_drover_run() {
     let said = String::from_utf8_lossy(&wrong.stderr);
     assert!(!wrong.status.success() && said.contains("is not a drover results directory (no `sweep.json`)"), "{said}");
 }
+
+/// A local run stopped part-way (Ctrl-C, `drover cancel`) checkpoints, and the next `drover run`
+/// resumes it from that checkpoint instead of starting over: same attempt directory, a new
+/// attempt's logs, and metrics equal row by row to an uninterrupted run's.
+#[test]
+fn a_stopped_local_run_resumes_from_its_checkpoint_exactly() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    // 400 iterations of 512 steps: a few seconds, long enough to stop in the middle.
+    let sweep = write_sweep(
+        tmp.path(),
+        "name = \"resume\"\n[run]\nenv = \"CartPole-v1\"\nplugin = \"ppo\"\nnum_envs = 8\nnum_steps = 64\n\
+         total_steps = 204800\n[sweep]\nseeds = [4]\n",
+    );
+    let whole = tmp.path().join("whole");
+    run_ok(drover().arg("run").arg(&sweep).arg("--results").arg(&whole));
+    let expected = drover_tests::untimed(&drover_tests::metrics_rows(&run_dirs(&whole)[0]));
+    assert_eq!(expected.len(), 400);
+
+    let results = tmp.path().join("stopped");
+    let mut driver = drover().arg("run").arg(&sweep).arg("--results").arg(&results).stderr(std::process::Stdio::null()).spawn().expect("spawn");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let run = loop {
+        let runs = if results.join("runs").is_dir() { run_dirs(&results) } else { Vec::new() };
+        if let Some(run) = runs.into_iter().next().filter(|r| drover_tests::metrics_rows_so_far(r).len() >= 20) {
+            break run;
+        }
+        assert!(std::time::Instant::now() < deadline, "the run never got going");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    run_ok(drover().arg("cancel").arg(&results));
+    assert_eq!(driver.wait().expect("wait").code(), Some(130));
+    let exit = read_json(&run.join("exit.json"));
+    assert_eq!(exit["status"], "cancelled", "{exit}");
+    let at = read_json(&run.join("checkpoint.json"))["iteration"].as_u64().expect("a checkpoint was written");
+    assert!((20..400).contains(&at), "stopped part-way, at iteration {at}");
+
+    let again = run_ok(drover().arg("run").arg(&sweep).arg("--results").arg(&results));
+    let said = String::from_utf8_lossy(&again.stderr);
+    assert!(said.contains(&format!("resume: {}", run.file_name().and_then(|n| n.to_str()).expect("id"))) && said.contains(&format!("iteration {at}")), "{said}");
+    let log = std::fs::read_to_string(run.join("attempt-2.stderr.log")).expect("a second attempt's log");
+    assert!(log.contains("resumed from checkpoint"), "{log}");
+    assert!(!run.join("attempt-1").exists(), "nothing was archived: the run went on in place");
+    assert_eq!(read_json(&run.join("exit.json"))["status"], "completed");
+    assert!(!run.join("checkpoint.json").exists(), "the checkpoint goes once the run completes");
+    assert_eq!(drover_tests::untimed(&drover_tests::metrics_rows(&run)), expected, "resumed exactly");
+}

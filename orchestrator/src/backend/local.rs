@@ -340,6 +340,9 @@ fn spawn(job_bin: &Path, run: &PendingRun, lease: Option<&GpuLease>) -> Result<s
         .arg(&run.spec_path)
         .arg("--out")
         .arg(&run.dir)
+        // Checkpoint on the SIGTERM that stops a sweep (Ctrl-C, `drover cancel`), so the next
+        // `drover run` resumes the run (`prepare::resume_in_place`); no stop count makes it fail.
+        .args(["--checkpoint-signal", "USR1", "--max-preemptions", &u32::MAX.to_string()])
         .env(super::job_lock::LOCK_FD_ENV, lock_fd.to_string())
         .stdin(Stdio::null())
         .stdout(stdout)
@@ -447,7 +450,7 @@ fn record_exit(report: &mut LaunchReport, run: &PendingRun, status: std::io::Res
         }
         Ok(Some(record)) => {
             disk_full = record.reason.as_deref().is_some_and(says_disk_full);
-            format!("{:?}: {}", record.status, record.reason.unwrap_or_else(|| status_text.clone())).to_lowercase()
+            job_failure_reason(&record, &status_text)
         }
         Ok(None) => {
             let mut reason = format!("{status_text} without writing exit.json");
@@ -473,6 +476,12 @@ fn record_exit(report: &mut LaunchReport, run: &PendingRun, status: std::io::Res
         Err(e) => format!("{status_text}; unreadable exit.json: {e}"),
     };
     Some(Failure { failed: FailedRun { run_id: run.run_id.clone(), label: run.label.clone(), reason, stderr_log: run.stderr_log() }, disk_full })
+}
+
+/// The reason of a run whose `exit.json` says `failed`: the job's own words, as written (they
+/// may hold paths, whose case matters), else how its process ended.
+fn job_failure_reason(record: &ExitRecord, status_text: &str) -> String {
+    record.reason.clone().unwrap_or_else(|| format!("{status_text}; exit.json says failed without a reason"))
 }
 
 /// Whether a job's own failure reason (an `anyhow` chain ending in an `io::Error`, as
@@ -607,7 +616,23 @@ fn update_message(bar: &ProgressBar, running: &HashMap<usize, Running>, report: 
 
 #[cfg(test)]
 mod tests {
-    use super::{says_disk_full, signal_reason};
+    use super::{job_failure_reason, says_disk_full, signal_reason};
+    use crate::layout::{ExitRecord, ExitStatus};
+
+    #[test]
+    fn a_failed_jobs_reason_is_shown_as_written() {
+        let record = |reason: Option<&str>| ExitRecord {
+            format_version: 1,
+            run_id: "r".into(),
+            status: ExitStatus::Failed,
+            reason: reason.map(Into::into),
+            finished_at: serde_json::Value::from(0),
+        };
+        let reason = "cannot read `/data/MyRuns/Ckpt.bin`: libcuda (the NVIDIA driver library) was not found";
+        // Once lower-cased with a `failed: ` prefix: `failed: failed: ...` and a path that no longer exists.
+        assert_eq!(job_failure_reason(&record(Some(reason)), "exit code 1"), reason);
+        assert_eq!(job_failure_reason(&record(None), "exit code 1"), "exit code 1; exit.json says failed without a reason");
+    }
 
     #[test]
     fn a_job_reason_ending_in_a_full_disk_is_recognised() {

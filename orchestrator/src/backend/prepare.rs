@@ -49,6 +49,9 @@ pub struct Prepared {
     /// Runs redone although something on disk claimed them done (a corrupted `exit.json`, or a
     /// completion marker whose files are damaged), with the reason naming the file.
     pub redone: Vec<(String, String)>,
+    /// Unfinished runs that go on from their checkpoint (a local run stopped part-way), with the
+    /// iterations it holds.
+    pub resumed: Vec<(String, u64)>,
     /// Unfinished runs left alone because a job still holds their lock (`.job.lock`) after the
     /// wait ran out, with what the holder wrote about itself ("pid 123"): running elsewhere.
     pub busy: Vec<(String, String)>,
@@ -269,12 +272,19 @@ fn claim(prepared: &mut Prepared, dir: PathBuf, spec: &JobSpec, ranks: u32) -> R
                 prepared.skipped.push(spec.run_id.clone());
                 return Ok(true);
             }
+            let trusted = problem.is_none();
             if let Some(problem) = problem {
                 tracing::warn!(run = %spec.run_id, "not trusted as done, redoing it: {problem}");
                 prepared.redone.push((spec.run_id.clone(), problem));
             }
             _lock = Some(lock);
-            archive_partial(&dir)?
+            match checkpoint_iteration(&dir, &spec.run_id) {
+                Some(iteration) if trusted => {
+                    prepared.resumed.push((spec.run_id.clone(), iteration));
+                    resume_in_place(&dir)?
+                }
+                _ => archive_partial(&dir)?,
+            }
         }
     };
     let spec_path = dir.join(SPEC_JSON);
@@ -283,6 +293,35 @@ fn claim(prepared: &mut Prepared, dir: PathBuf, spec: &JobSpec, ranks: u32) -> R
     let gpu = matches!(spec.run.get("device").and_then(serde_json::Value::as_str), Some("cuda" | "auto"));
     prepared.pending.push(PendingRun { run_id: spec.run_id.clone(), label: spec.label.clone(), dir, spec_path, attempt, ranks, gpu });
     Ok(true)
+}
+
+/// The iterations held by the run's own `checkpoint.json` (written by a job stopped part-way),
+/// if there is one; anything unreadable or of another run is not one, and the run starts over.
+fn checkpoint_iteration(dir: &Path, run_id: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(dir.join("checkpoint.json")).ok()?;
+    let ck: serde_json::Value = serde_json::from_str(&text).ok()?;
+    (ck["run_id"] == run_id).then(|| ck["iteration"].as_u64()).flatten()
+}
+
+/// Readies a checkpointed run to go on where it stopped: its files stay (the job loads the
+/// checkpoint and rewrites the metrics from it), only the stop's `exit.json` goes, so nothing
+/// reads the run as ended while it runs again. Returns the next attempt number.
+fn resume_in_place(dir: &Path) -> Result<u32, RunError> {
+    let exit = dir.join(EXIT_JSON);
+    match std::fs::remove_file(&exit) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_err("remove", &exit)(e)),
+    }
+    let entries = std::fs::read_dir(dir).map_err(io_err("read directory", dir))?;
+    let mut last = 0;
+    for entry in entries {
+        let entry = entry.map_err(io_err("read directory", dir))?;
+        if let Some(n) = attempt_number(&entry.file_name().to_string_lossy()) {
+            last = last.max(n);
+        }
+    }
+    Ok(last + 1)
 }
 
 /// The attempt number in an `attempt-<n>...` name.
