@@ -128,6 +128,14 @@ fn strata_indices<T>(strata: &BTreeMap<String, Vec<T>>) -> Vec<Vec<usize>> {
         .collect()
 }
 
+/// Whether a stratified resample can differ from the sample: some stratum holds two runs or
+/// more. With one run per stratum (one seed, or a grid compared across its other axes with one
+/// seed each) every resample is the sample itself, and its zero-width "interval" would read as
+/// certainty; the intervals are left empty (null) instead.
+fn resamplable(sizes: impl IntoIterator<Item = usize>) -> bool {
+    sizes.into_iter().any(|n| n >= 2)
+}
+
 /// Appends to `out` one stratified resample of `strata` (indices into each stratum, drawn with
 /// replacement, as many as the stratum holds): rliable's `StratifiedBootstrap` over runs.
 fn resample_indices(strata: &[Vec<usize>], rng: &mut Rng, out: &mut Vec<usize>) {
@@ -216,6 +224,13 @@ pub fn intervals(per_run: &DataFrame, opts: &Bootstrap) -> Result<DataFrame, Ana
     let mut bounds: Vec<Vec<Option<f64>>> = vec![Vec::new(); 2 * STATS.len()];
     let (mut idx, mut rows, mut scratch) = (Vec::new(), Vec::new(), Vec::new());
     for (name, strata) in &groups {
+        names.push(name.clone());
+        if !resamplable(strata.values().map(Vec::len)) {
+            for b in &mut bounds {
+                b.push(None);
+            }
+            continue;
+        }
         let all: Vec<[f64; 3]> = strata.values().flatten().copied().collect();
         let strata_idx = strata_indices(strata);
         let mut rng = Rng::new(opts.seed, name, "aggregate");
@@ -228,7 +243,6 @@ pub fn intervals(per_run: &DataFrame, opts: &Bootstrap) -> Result<DataFrame, Ana
                 e.push(v);
             }
         }
-        names.push(name.clone());
         for (k, e) in estimates.iter_mut().enumerate() {
             let (lo, hi) = if e.is_empty() { (f64::NAN, f64::NAN) } else { percentile_interval(e, opts.confidence) };
             bounds[2 * k].push(Some(lo).filter(|v| !v.is_nan()));
@@ -295,8 +309,9 @@ pub fn improvement_over(per_run: &DataFrame, best: &str, opts: &Bootstrap) -> Re
         }
         let (l, h) = percentile_interval(&mut estimates, opts.confidence);
         point.push(Some(probability_of_improvement(&pairs)));
-        lo.push(Some(l));
-        hi.push(Some(h));
+        let varies = resamplable(pairs.iter().flat_map(|(x, y)| [x.len(), y.len()]));
+        lo.push(Some(l).filter(|_| varies));
+        hi.push(Some(h).filter(|_| varies));
     }
     DataFrame::new_infer_height(vec![
         Column::new("group".into(), names),
@@ -407,9 +422,10 @@ pub fn mean_intervals(per_run: &DataFrame, columns: &[&str], opts: &Bootstrap) -
                 estimates.push(mean_of(&sample));
             }
             let (l, h) = percentile_interval(&mut estimates, opts.confidence);
+            let varies = resamplable(strata.values().map(Vec::len));
             mean.push(Some(mean_of(&all)));
-            lo.push(Some(l));
-            hi.push(Some(h));
+            lo.push(Some(l).filter(|_| varies));
+            hi.push(Some(h).filter(|_| varies));
         }
     }
     let mut frame = vec![Column::new("group".into(), names)];

@@ -174,6 +174,11 @@ type DirRuns = (Vec<RunRecord>, Vec<(String, String)>, usize);
 fn read_dir_runs(dir: &Path) -> Result<DirRuns, AnalyzeError> {
     let results = ResultsDir::new(dir);
     let runs_dir = results.runs_dir();
+    if !dir.exists() {
+        // A mistyped path is not "a directory without runs/": say that it is not there at all.
+        let source = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or directory");
+        return Err(AnalyzeError::Io { action: "read results directory", path: dir.to_path_buf(), source });
+    }
     if !runs_dir.is_dir() {
         return Err(AnalyzeError::NotResults { dir: dir.to_path_buf() });
     }
@@ -214,7 +219,13 @@ fn read_dir_runs(dir: &Path) -> Result<DirRuns, AnalyzeError> {
         match layout::read_record::<ExitRecord>(&exit_path) {
             Ok(Some(exit)) if exit.status == ExitStatus::Completed => {}
             Ok(Some(exit)) => {
-                left_out.push((name, format!("{:?}", exit.status).to_lowercase()));
+                // The job's own reason (a plugin error, the signal) saves opening exit.json.
+                let status = format!("{:?}", exit.status).to_lowercase();
+                let why = match exit.reason {
+                    Some(reason) => format!("{status}: {reason}"),
+                    None => status,
+                };
+                left_out.push((name, why));
                 continue;
             }
             Ok(None) => {

@@ -172,7 +172,12 @@ pub fn analyze(opts: &Options) -> Result<Outcome, AnalyzeError> {
     }
     let intervals = bootstrap::intervals(&runs, &opts.bootstrap)?;
     phase("intervals");
-    let best = if opts.compare.is_some() { bootstrap::best_by_iqm(&runs)? } else { None };
+    let groups = runs.column("group").and_then(|c| c.n_unique()).map_err(polars_err("counting the groups"))?;
+    if let (Some(key), 1) = (&opts.compare, groups) {
+        // Nothing to rank: naming the only group "best" would read as a finding.
+        tracing::warn!("--compare {key}: all {} runs analyzed have the same value of it; nothing to compare", runs.height());
+    }
+    let best = if opts.compare.is_some() && groups > 1 { bootstrap::best_by_iqm(&runs)? } else { None };
     let improvement = match &best {
         Some(best) => Some(bootstrap::improvement_over(&runs, best, &opts.bootstrap)?),
         None => None,
@@ -181,12 +186,19 @@ pub fn analyze(opts: &Options) -> Result<Outcome, AnalyzeError> {
     let summary = report::with_intervals(stats::per_group(runs.clone().lazy(), &p.grouping), intervals, improvement, &keys);
     let summary = if opts.compare.is_some() {
         summary
-            .sort(["final_return_iqm"], SortMultipleOptions::default().with_order_descending(true).with_nulls_last(true))
+            // Ties (CartPole configurations that all reach 500) by name, as `best_by_iqm` breaks
+            // them: rank 1 is the best reported, and the ranks do not change from run to run.
+            .sort(
+                ["final_return_iqm", "group"],
+                SortMultipleOptions::default().with_order_descending_multi([true, false]).with_nulls_last(true),
+            )
             .with_row_index("rank", Some(1))
     } else {
-        summary
+        // After the joins: a left join need not keep the order `per_group` sorted in.
+        summary.sort(stats::group_order(&p.grouping), SortMultipleOptions::default().with_nulls_last(true))
     };
-    let mut summary = summary.collect().map_err(polars_err("computing the summary"))?;
+    let summary = summary.collect().map_err(polars_err("computing the summary"))?;
+    let mut summary = if opts.compare.is_some() { summary } else { in_label_order(summary, &p.grouping)? };
     phase("summary collected");
 
     let points = stats::curve_points(metrics.clone(), runs.clone().lazy(), opts.bins)
@@ -289,15 +301,29 @@ fn law(metrics: LazyFrame, runs: &DataFrame, grouping: &Grouping, opts: &Options
         .agg(aggs)
         .left_join(means.lazy(), col("group"), col("group"))
         .select(order)
-        .sort(["group"], SortMultipleOptions::default())
+        .sort(stats::group_order(grouping), SortMultipleOptions::default().with_nulls_last(true))
         .collect()
         .map_err(polars_err("summarizing the entropy-performance law"))?;
+    let summary = in_label_order(summary, grouping)?;
     let points = rows
         .join(runs.clone().lazy().select([col("run_id"), col("group")]), [col("run_id")], [col("run_id")], JoinArgs::new(JoinType::Inner))
         .select([col("group"), col("h"), col("r")])
         .collect()
         .map_err(polars_err("collecting the entropy-performance points"))?;
     Ok(Law { per_run, summary, points })
+}
+
+/// The rows of a per-group table of the default grouping (one group per configuration, named
+/// by its label) in the order of the labels' values (`stats::label_order`); other groupings
+/// are sorted by their typed key columns already.
+fn in_label_order(df: DataFrame, grouping: &Grouping) -> Result<DataFrame, AnalyzeError> {
+    if *grouping != Grouping::Config {
+        return Ok(df);
+    }
+    let groups = df.column("group").and_then(|c| c.str().cloned()).map_err(polars_err("reading column `group`"))?;
+    let labels: Vec<String> = (0..groups.len()).map(|i| groups.get(i).unwrap_or_default().to_string()).collect();
+    let order: Vec<IdxSize> = stats::label_order(&labels).into_iter().map(|i| i as IdxSize).collect();
+    df.take(&IdxCa::from_vec("order".into(), order)).map_err(polars_err("ordering the groups by their labels"))
 }
 
 /// A metrics column name as a file-name part (other characters become `_`).

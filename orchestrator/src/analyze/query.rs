@@ -109,12 +109,41 @@ fn split(expr: &str) -> Result<(&str, Op, &str), AnalyzeError> {
     Ok((key, op, value))
 }
 
+/// Splits a `=`/`!=` value list at its top-level commas: a comma inside brackets or braces
+/// belongs to a list value (`hidden=[64,64],[32,32]` is two values), so list-valued
+/// hyperparameters can be matched at all.
+fn split_list(value: &str) -> Vec<&str> {
+    let (mut parts, mut depth, mut start) = (Vec::new(), 0i32, 0);
+    for (i, c) in value.char_indices() {
+        match c {
+            '[' | '{' => depth += 1,
+            ']' | '}' => depth -= 1,
+            ',' if depth == 0 => {
+                parts.push(value[start..i].trim());
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(value[start..].trim());
+    parts
+}
+
+/// A list or table value as the runs table spells it (compact JSON: `[64, 64]` → `[64,64]`);
+/// any other text unchanged.
+fn json_text(value: &str) -> String {
+    match serde_json::from_str::<serde_json::Value>(value) {
+        Ok(v @ (serde_json::Value::Array(_) | serde_json::Value::Object(_))) => v.to_string(),
+        _ => value.to_string(),
+    }
+}
+
 /// Parses one `--where` expression against the runs table's `schema` into a filter predicate.
 pub fn parse_where(expr: &str, schema: &Schema) -> Result<Expr, AnalyzeError> {
     let (key, op, value) = split(expr)?;
     let column = resolve_key(key, expr, schema)?;
     let dtype = schema.get(&column).cloned().unwrap_or(DataType::Null);
-    let values: Vec<&str> = if matches!(op, Op::Eq | Op::Ne) { value.split(',').map(str::trim).collect() } else { vec![value] };
+    let values: Vec<&str> = if matches!(op, Op::Eq | Op::Ne) { split_list(value) } else { vec![value] };
     if values.iter().any(|v| v.is_empty()) {
         return Err(query_err(expr, "empty value in the list"));
     }
@@ -144,7 +173,7 @@ pub fn parse_where(expr: &str, schema: &Schema) -> Result<Expr, AnalyzeError> {
         if !matches!(op, Op::Eq | Op::Ne) {
             return Err(query_err(expr, format!("key `{column}` is text: only = and != apply")));
         }
-        values.iter().map(|v| lit(v.to_string())).collect()
+        values.iter().map(|v| lit(json_text(v))).collect()
     };
     let target = if dtype.is_primitive_numeric() { target.cast(DataType::Float64) } else { target };
     let any_equal = || {

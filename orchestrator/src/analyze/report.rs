@@ -109,8 +109,13 @@ fn cells(summary: &DataFrame) -> Result<Vec<Vec<String>>, AnalyzeError> {
     let (gap, gap_lo, gap_hi) = (get("optimality_gap")?, get("optimality_gap_lo")?, get("optimality_gap_hi")?);
     let (auc, steps) = (get("auc_mean")?, get("steps_to_threshold_mean")?);
     // Returns of hundreds (CartPole) read well with one decimal; accuracies in [0, 1] need three.
-    let scale = iqm.iter().chain(&mean).flatten().filter(|v| v.is_finite()).fold(0.0f64, |m, v| m.max(v.abs()));
-    let d = if scale < 10.0 { 3 } else if scale < 100.0 { 2 } else { 1 };
+    // One precision per table keeps a column aligned, but one table can hold both (several
+    // sweeps analyzed together): a group whose values are all below 1 keeps three decimals
+    // rather than printing as 0.0 next to CartPole's returns.
+    let magnitude = |values: &[Option<f64>]| values.iter().flatten().filter(|v| v.is_finite()).fold(0.0f64, |m, v| m.max(v.abs()));
+    let scale = magnitude(&[iqm.as_slice(), mean.as_slice()].concat());
+    let table_d = if scale < 10.0 { 3 } else if scale < 100.0 { 2 } else { 1 };
+    let decimals = |i: usize| if magnitude(&[iqm[i], mean[i], median[i]]) < 1.0 { 3 } else { table_d };
     let improvement = summary.column("p_best_better").is_ok();
     let (p, p_lo, p_hi) = if improvement {
         (get("p_best_better")?, get("p_best_better_lo")?, get("p_best_better_hi")?)
@@ -126,6 +131,7 @@ fn cells(summary: &DataFrame) -> Result<Vec<Vec<String>>, AnalyzeError> {
     }
     let mut rows = vec![header];
     for i in 0..summary.height() {
+        let d = decimals(i);
         let mut row = vec![
             group[i].clone(),
             num(runs[i], 0),

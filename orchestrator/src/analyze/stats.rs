@@ -71,12 +71,14 @@ pub fn auc(step: Expr, value: Expr) -> Expr {
 }
 
 /// An iteration counts for returns only if episodes finished in it (its return is NaN otherwise;
-/// NaN also compares greater than any number in Polars, so it must never reach a threshold test).
+/// NaN also compares greater than any number in Polars, so it must never reach a threshold test)
+/// and its return is a finite number: one infinite return would make the run's final return,
+/// AUC and every mean over its group infinite, and count as reaching any threshold.
 pub fn finished_episodes() -> Expr {
     col("episodes")
         .gt(lit(0i64))
         .and(col("episodic_return_mean").is_not_null())
-        .and(col("episodic_return_mean").is_not_nan())
+        .and(col("episodic_return_mean").is_finite())
 }
 
 /// One row per run: `runs`' columns plus `final_return`, `auc`, `steps_to_threshold` (null:
@@ -118,6 +120,45 @@ pub fn per_run(metrics: LazyFrame, runs: LazyFrame, target: Option<f64>) -> Lazy
         .with_column(target_expr.cast(DataType::Float64).alias("target"))
         .with_column(when(short.clone().gt(lit(0.0))).then(short).otherwise(lit(0.0)).alias("gap"))
         .sort(["label", "seed"], SortMultipleOptions::default())
+}
+
+/// Orders configuration labels (`run.lr=0.00025,run.num_envs=16`) by their values: labels are
+/// compared part by part (`key=value`, split at top-level commas), values that are both numbers
+/// as numbers, anything else as text. Sorting the text alone puts `num_envs=16` before `8` and
+/// `lr=0.001` before `0.00025`. Returns the row indices in that order.
+pub fn label_order(labels: &[String]) -> Vec<usize> {
+    fn parts(label: &str) -> Vec<(&str, &str)> {
+        let (mut out, mut depth, mut start) = (Vec::new(), 0i32, 0);
+        for (i, c) in label.char_indices() {
+            match c {
+                '[' | '{' => depth += 1,
+                ']' | '}' => depth -= 1,
+                ',' if depth == 0 => {
+                    out.push(&label[start..i]);
+                    start = i + 1;
+                }
+                _ => {}
+            }
+        }
+        out.push(&label[start..]);
+        out.into_iter().map(|part| part.split_once('=').unwrap_or((part, ""))).collect()
+    }
+    let compare = |a: &str, b: &str| match (a.parse::<f64>(), b.parse::<f64>()) {
+        (Ok(x), Ok(y)) => x.total_cmp(&y),
+        _ => a.cmp(b),
+    };
+    let keys: Vec<Vec<(&str, &str)>> = labels.iter().map(|l| parts(l)).collect();
+    let mut order: Vec<usize> = (0..labels.len()).collect();
+    order.sort_by(|&i, &j| {
+        keys[i]
+            .iter()
+            .zip(&keys[j])
+            .map(|((ka, va), (kb, vb))| ka.cmp(kb).then_with(|| compare(va, vb)))
+            .find(|o| o.is_ne())
+            .unwrap_or_else(|| keys[i].len().cmp(&keys[j].len()))
+            .then_with(|| labels[i].cmp(&labels[j]))
+    });
+    order
 }
 
 /// `key=value` text of one column (null as `null`), for group names and strata.
@@ -174,7 +215,16 @@ pub fn per_group(annotated: LazyFrame, grouping: &Grouping) -> LazyFrame {
         col("steps_to_threshold").is_not_null().sum().cast(DataType::Int64).alias("reached"),
         col("target").first().alias("target"),
     ]);
-    annotated.group_by([col("group")]).agg(aggs).sort(["group"], SortMultipleOptions::default())
+    annotated.group_by([col("group")]).agg(aggs).sort(group_order(grouping), SortMultipleOptions::default().with_nulls_last(true))
+}
+
+/// The columns a per-group table is sorted by: the grouping keys with their own types, then the
+/// group name. Sorting by the name alone puts `num_envs=128` before `num_envs=16` and `8`.
+pub(crate) fn group_order(grouping: &Grouping) -> Vec<String> {
+    match grouping {
+        Grouping::Config => vec!["group".into()],
+        Grouping::Keys(keys) => keys.iter().cloned().chain(["group".to_string()]).collect(),
+    }
 }
 
 /// Per run and learning-curve bin: the run's mean return over the iterations of that bin. The
@@ -186,11 +236,12 @@ pub fn curve_points(metrics: LazyFrame, annotated: LazyFrame, bins: u32) -> Lazy
 }
 
 /// `curve_points` for any numeric metrics column (`token_entropy`, `accuracy`, `entropy`, ...):
-/// per run and bin, the mean of the column over the bin's iterations where it is a number. Runs
+/// per run and bin, the mean of the column over the bin's iterations where it is a finite number
+/// (a diverging `grad_norm` of inf would otherwise make its bin's mean and band infinite). Runs
 /// whose metrics lack the column (null there) have no points.
 pub fn metric_points(metrics: LazyFrame, annotated: LazyFrame, bins: u32, column: &str) -> LazyFrame {
     let value = col(column).cast(DataType::Float64);
-    binned(metrics.filter(value.clone().is_not_null().and(value.clone().is_not_nan())), annotated, bins, value)
+    binned(metrics.filter(value.clone().is_not_null().and(value.clone().is_finite())), annotated, bins, value)
 }
 
 fn binned(rows: LazyFrame, annotated: LazyFrame, bins: u32, value: Expr) -> LazyFrame {
@@ -285,9 +336,13 @@ pub fn law_fits(rows: LazyFrame) -> LazyFrame {
 /// One row per run with a law fit: the run's identity (`run_id, config_id, sweep, label`, the
 /// grouping's `keys` not among them, `group, stratum, seed`) then `law_fits`' columns.
 pub fn law_per_run(annotated: LazyFrame, fits: LazyFrame, keys: &[String]) -> LazyFrame {
-    let mut identity: Vec<Expr> = ["run_id", "config_id", "sweep", "label"].map(col).to_vec();
-    identity.extend(keys.iter().filter(|k| !["config_id", "label"].contains(&k.as_str())).map(|k| col(k.as_str())));
-    identity.extend(["group", "stratum", "seed"].map(col));
+    const FIXED: [&str; 4] = ["run_id", "config_id", "sweep", "label"];
+    let mut identity: Vec<Expr> = FIXED.map(col).to_vec();
+    // A key that is already an identity column (`--compare sweep`, `--group-by seed`) appears
+    // once: a second projection of the same name is an error in Polars.
+    let own = ["group", "stratum", "seed"];
+    identity.extend(keys.iter().filter(|k| !FIXED.contains(&k.as_str()) && !own.contains(&k.as_str())).map(|k| col(k.as_str())));
+    identity.extend(own.map(col));
     annotated
         .select(identity)
         .join(fits, [col("run_id")], [col("run_id")], JoinArgs::new(JoinType::Inner))

@@ -201,14 +201,14 @@ fn bootstrap_intervals_match_the_exact_bootstrap_distribution() {
     // Group "one": one stratum {0, 10}. The resampled mean is 0, 5, 10 with probability 1/4,
     // 1/2, 1/4, so the 95% percentile interval is [0, 10] and the 40% one is [5, 5].
     // Group "strat": two strata of one run each (3 and 7). Stratified resampling always draws
-    // both, so every statistic has a zero-width interval at its point (IQM of {3, 7} = 5);
-    // a plain bootstrap would give [3, 7].
+    // both, so every resample is the sample: no interval (null), rather than a zero-width one
+    // at the point that would read as certainty; a plain bootstrap would give [3, 7].
     let runs = per_run_frame(&[("one", "s", 0.0), ("one", "s", 10.0), ("strat", "a", 3.0), ("strat", "b", 7.0)]);
     let ci = intervals(&runs, &opts).unwrap();
     assert_eq!(ci.column("group").unwrap().str().unwrap().get(0), Some("one"));
     assert_eq!((f(&ci, "final_return_mean_lo", 0), f(&ci, "final_return_mean_hi", 0)), (Some(0.0), Some(10.0)));
-    assert_eq!((f(&ci, "final_return_iqm_lo", 1), f(&ci, "final_return_iqm_hi", 1)), (Some(5.0), Some(5.0)));
-    assert_eq!((f(&ci, "optimality_gap_lo", 1), f(&ci, "optimality_gap_hi", 1)), (Some(25.0), Some(25.0)));
+    assert_eq!((f(&ci, "final_return_iqm_lo", 1), f(&ci, "final_return_iqm_hi", 1)), (None, None));
+    assert_eq!((f(&ci, "optimality_gap_lo", 1), f(&ci, "optimality_gap_hi", 1)), (None, None));
     let narrow = intervals(&runs, &Bootstrap { confidence: 0.4, ..opts }).unwrap();
     assert_eq!((f(&narrow, "final_return_mean_lo", 0), f(&narrow, "final_return_mean_hi", 0)), (Some(5.0), Some(5.0)));
 
@@ -368,7 +368,12 @@ fn compare_ranks_groups_across_directories_with_probability_of_improvement() {
     let outcome = analyze(&opts).unwrap();
     assert_eq!(outcome.analyzed, 6);
     assert_eq!(outcome.summary.height(), 2);
-    let opts = Options { filters: vec!["x>5".into()], ..opts };
+    // Comparing on a key with one value left: a table, but no "best" group and no P(improvement).
+    let opts = Options { compare: Some("x".into()), filters: vec!["x=2".into()], ..opts };
+    let outcome = analyze(&opts).unwrap();
+    assert_eq!((outcome.summary.height(), outcome.best.as_deref()), (1, None));
+    assert!(outcome.summary.column("p_best_better").is_err() && !outcome.table.contains("P(best"), "{}", outcome.table);
+    let opts = Options { compare: None, filters: vec!["x>5".into()], ..opts };
     assert_eq!(analyze(&opts).err().unwrap().to_string(), "bad expression `x>5`: no completed run matches (of 10)");
 }
 
@@ -528,7 +533,8 @@ fn entropy_law_fit_of_degenerate_runs_gives_nulls_with_a_reason() {
 fn mean_intervals_skip_missing_values_and_resample_within_strata() {
     let opts = Bootstrap { reps: 3000, band_reps: 10, seed: 4, confidence: 0.95 };
     // Group g: a = 0, 10 (one stratum) and a failed fit (NaN): mean 5, interval [0, 10].
-    // Group h: a = 3 and 7 in two strata: stratified resampling always draws both → [5, 5].
+    // Group h: a = 3 and 7 in two strata: stratified resampling always draws both, nothing
+    // varies → mean 5, no interval.
     // Group z: no finite value → nulls.
     let frame = df!(
         "group" => ["g", "g", "g", "h", "h", "z"],
@@ -539,7 +545,7 @@ fn mean_intervals_skip_missing_values_and_resample_within_strata() {
     let out = mean_intervals(&frame, &["a"], &opts).unwrap();
     assert_eq!(column_names(&out), ["group", "a_mean", "a_lo", "a_hi"]);
     assert_eq!((f(&out, "a_mean", 0), f(&out, "a_lo", 0), f(&out, "a_hi", 0)), (Some(5.0), Some(0.0), Some(10.0)));
-    assert_eq!((f(&out, "a_mean", 1), f(&out, "a_lo", 1), f(&out, "a_hi", 1)), (Some(5.0), Some(5.0), Some(5.0)));
+    assert_eq!((f(&out, "a_mean", 1), f(&out, "a_lo", 1), f(&out, "a_hi", 1)), (Some(5.0), None, None));
     assert_eq!((f(&out, "a_mean", 2), f(&out, "a_lo", 2)), (None, None));
 }
 
@@ -697,4 +703,200 @@ fn damaged_runs_are_left_out_with_file_and_reason_and_the_rest_is_analyzed() {
     // The statistics over the remaining runs still compute.
     let runs = per_run(loaded.metrics, loaded.runs, None).collect().unwrap();
     assert_eq!(runs.height(), 2);
+}
+
+#[test]
+fn law_tables_accept_keys_that_are_identity_columns() {
+    // `--compare sweep` or `--group-by seed` name a column the per-run law table carries anyway;
+    // it used to be projected twice, and Polars refused the whole analysis.
+    let tmp = tempfile::tempdir().unwrap();
+    let seq = tmp.path().join("seq");
+    for seed in 0..3u64 {
+        write_seq_run(&seq, &format!("g{seed}"), "cfgG", "grpo", seed, (0.2, 1.0), false);
+    }
+    let out = tmp.path().join("out");
+    for (compare, group_by, stem) in [(Some("sweep"), None, "entropy_law_summary-by-sweep"), (None, Some("seed"), "entropy_law_summary-by-seed")] {
+        let opts = Options { compare: compare.map(String::from), group_by: group_by.map(String::from), ..options(vec![seq.clone()], &out) };
+        let outcome = analyze(&opts).unwrap_or_else(|e| panic!("{compare:?} {group_by:?}: {e}"));
+        assert!(outcome.law.is_some() && out.join("tables").join(format!("{stem}.csv")).is_file());
+        let header = csv_header(&out.join("tables/entropy_law.csv"));
+        for column in ["sweep", "seed"] {
+            assert_eq!(header.iter().filter(|c| *c == column).count(), 1, "{header:?}");
+        }
+    }
+}
+
+#[test]
+fn where_matches_list_valued_hyperparameters() {
+    // Lists are in the runs table as compact JSON text; the commas inside them are not list
+    // separators of `=`, and `[64, 64]` as typed means the same list.
+    let df = df!("run_id" => ["r1", "r2", "r3"], "run.hidden" => ["[64,64]", "[32,32]", "[8]"]).unwrap();
+    let schema = df.schema().clone();
+    let kept = |e: &str| -> Vec<String> {
+        let out = df.clone().lazy().filter(parse_where(e, &schema).unwrap()).collect().unwrap();
+        let ids = out.column("run_id").unwrap().str().unwrap().clone();
+        (0..ids.len()).map(|i| ids.get(i).unwrap_or("").to_string()).collect()
+    };
+    assert_eq!(kept("hidden=[64,64]"), ["r1"]);
+    assert_eq!(kept("hidden = [64, 64]"), ["r1"]);
+    assert_eq!(kept("hidden=[64,64],[8]"), ["r1", "r3"]);
+    assert_eq!(kept("hidden!=[32,32]"), ["r1", "r3"]);
+}
+
+#[test]
+fn groups_sort_by_the_values_of_their_keys_and_small_scores_keep_their_decimals() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("r");
+    // Three values of an integer key whose names sort differently from the numbers, and a
+    // fourth group scoring below 1 (an accuracy) next to returns in the hundreds.
+    for (n, r) in [(8, 400.0), (16, 300.0), (128, 200.0), (1024, 0.5)] {
+        for seed in 0..3u64 {
+            let r = if r < 1.0 { r + 0.1 * (seed as f64 - 1.0) } else { r + seed as f64 };
+            write_run(&root, &format!("n{n}s{seed}"), &format!("c{n}"), &format!("params.n={n}"), seed, r, json!({"n": n}), true);
+        }
+    }
+    let out = tmp.path().join("out");
+    let outcome = analyze(&Options { group_by: Some("n".into()), ..options(vec![root], &out) }).unwrap();
+    let s = &outcome.summary;
+    let groups: Vec<String> = (0..4).map(|i| s.column("group").unwrap().str().unwrap().get(i).unwrap().to_string()).collect();
+    assert_eq!(groups, ["params.n=8", "params.n=16", "params.n=128", "params.n=1024"]);
+    // Returns of hundreds print with one decimal, the accuracy-like group with three, not 0.5 → "0.5".
+    let row = |g: &str| outcome.table.lines().find(|l| l.starts_with(&format!("{g} "))).unwrap_or("").to_string();
+    assert!(row("params.n=8").contains(" 401.0 ["), "{}", outcome.table);
+    assert!(row("params.n=1024").contains(" 0.500 [") && row("params.n=1024").contains("0.500 ± 0.100"), "{}", outcome.table);
+}
+
+#[test]
+fn a_single_run_per_stratum_gets_no_interval() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("r");
+    write_run(&root, "only", "c1", "params.x=1", 1, 10.0, json!({"x": 1}), true);
+    for (i, r) in [1.0, 2.0, 6.0].into_iter().enumerate() {
+        write_run(&root, &format!("b{i}"), "c2", "params.x=2", i as u64, r, json!({"x": 2}), true);
+    }
+    let outcome = analyze(&options(vec![root], &tmp.path().join("out"))).unwrap();
+    let s = &outcome.summary;
+    // One seed: a point, no interval (a zero-width one would read as certainty); three seeds: one.
+    assert_eq!((f(s, "final_return_iqm", 0), f(s, "final_return_iqm_lo", 0), f(s, "final_return_iqm_hi", 0)), (Some(10.0), None, None));
+    assert!(f(s, "final_return_iqm_lo", 1).is_some());
+    let row = outcome.table.lines().find(|l| l.starts_with("params.x=1 ")).unwrap_or("");
+    assert!(!row.contains('['), "{}", outcome.table);
+}
+
+#[test]
+fn configuration_labels_sort_by_their_values() {
+    let labels: Vec<String> = [
+        "run.lr=0.0025,run.num_envs=8",
+        "run.lr=0.00025,run.num_envs=16",
+        "run.lr=0.00025,run.num_envs=8",
+        "run.lr=0.001,run.num_envs=16",
+        "run.hidden=[64,64],run.env=b",
+        "run.hidden=[8],run.env=a",
+    ]
+    .map(String::from)
+    .to_vec();
+    let sorted: Vec<&str> = label_order(&labels).into_iter().map(|i| labels[i].as_str()).collect();
+    assert_eq!(
+        sorted,
+        [
+            "run.hidden=[64,64],run.env=b",
+            "run.hidden=[8],run.env=a",
+            "run.lr=0.00025,run.num_envs=8",
+            "run.lr=0.00025,run.num_envs=16",
+            "run.lr=0.001,run.num_envs=16",
+            "run.lr=0.0025,run.num_envs=8",
+        ]
+    );
+    // And the summary of an analysis follows it (by text, `params.n=16` would come first).
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("r");
+    for n in [16, 8] {
+        write_run(&root, &format!("n{n}"), &format!("c{n}"), &format!("params.n={n}"), 1, 5.0, json!({"n": n}), true);
+    }
+    let outcome = analyze(&options(vec![root], &tmp.path().join("out"))).unwrap();
+    let groups = outcome.summary.column("group").unwrap().str().unwrap().clone();
+    assert_eq!((groups.get(0), groups.get(1)), (Some("params.n=8"), Some("params.n=16")));
+}
+
+#[test]
+fn infinite_metric_values_are_skipped_like_nan() {
+    // A diverging run can log inf. Run a0 returns 10 at iterations 1..=10, +inf at 11 (with
+    // finished episodes) and NaN at 12 (none); its policy_loss is ±inf at iterations 3 and 4.
+    // An inf return in the last-10 window used to make the final return, AUC and the group's
+    // mean infinite and count as reaching the threshold (inf >= 30); an inf metric made its
+    // curve bin infinite.
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("r");
+    write_run(&root, "a0", "cfgA", "params.x=1", 0, 10.0, json!({"x": 1}), true);
+    write_run(&root, "a1", "cfgA", "params.x=1", 1, 20.0, json!({"x": 1}), true);
+    let iteration: Vec<i64> = (1..=12).collect();
+    let ret: Vec<f64> = iteration.iter().map(|&i| match i { 11 => f64::INFINITY, 12 => f64::NAN, _ => 10.0 }).collect();
+    let loss: Vec<f64> = iteration.iter().map(|&i| match i { 3 => f64::INFINITY, 4 => f64::NEG_INFINITY, _ => 0.5 }).collect();
+    let mut df = df!(
+        "iteration" => &iteration,
+        "global_step" => iteration.iter().map(|i| i * 1000).collect::<Vec<_>>(),
+        "episodic_return_mean" => ret,
+        "episodes" => iteration.iter().map(|&i| if i == 12 { 0i64 } else { 3 }).collect::<Vec<_>>(),
+        "policy_loss" => loss,
+    )
+    .unwrap();
+    ParquetWriter::new(std::fs::File::create(root.join("runs/a0/metrics.parquet")).unwrap()).finish(&mut df).unwrap();
+
+    let out = tmp.path().join("out");
+    let opts = Options { curves: Some(vec!["policy_loss".into()]), ..options(vec![root], &out) };
+    let outcome = analyze(&opts).unwrap();
+    let s = &outcome.summary;
+    // a0: final return 10 (its last ten finite returns, iterations 1..=10), AUC 10; a1: 20 → mean 15.
+    assert!(close(f(s, "final_return_mean", 0), 15.0), "{s}");
+    assert!(f(s, "auc_mean", 0).is_some_and(f64::is_finite) && f(s, "final_return_std", 0).is_some_and(f64::is_finite), "{s}");
+    assert_eq!(s.column("reached").unwrap().i64().unwrap().get(0), Some(0), "{s}");
+    assert!(!outcome.table.contains("- ± -"), "{}", outcome.table);
+    for table in ["summary", "runs", "curves", "curves-policy_loss"] {
+        let text = std::fs::read_to_string(out.join(format!("tables/{table}.csv"))).unwrap();
+        assert!(!text.contains("inf") && !text.contains("NaN"), "{table}.csv:\n{text}");
+    }
+}
+
+#[test]
+fn left_out_runs_carry_the_jobs_reason_and_a_missing_directory_is_named_as_missing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("r");
+    two_configs(&root);
+    let exit = json!({"format_version": 1, "run_id": "b0", "status": "failed", "reason": "plugin `ppo` call `loss`: NaN in output", "finished_at": "0"});
+    std::fs::write(root.join("runs/b0/exit.json"), exit.to_string()).unwrap();
+    let exit = json!({"format_version": 1, "run_id": "b1", "status": "cancelled", "reason": null, "finished_at": "0"});
+    std::fs::write(root.join("runs/b1/exit.json"), exit.to_string()).unwrap();
+    let loaded = load_results(std::slice::from_ref(&root), &[]).unwrap();
+    let why = |id: &str| loaded.left_out.iter().find(|(r, _)| r == id).map(|(_, w)| w.clone()).unwrap_or_default();
+    assert_eq!(why("b0"), "failed: plugin `ppo` call `loss`: NaN in output");
+    assert_eq!(why("b1"), "cancelled");
+
+    // A mistyped path: the error says it does not exist (not that it lacks `runs/`).
+    let missing = tmp.path().join("no-such-results");
+    let err = load_results(&[root, missing.clone()], &[]).err().unwrap();
+    let text = format!("{err}: {}", std::error::Error::source(&err).map(ToString::to_string).unwrap_or_default());
+    assert_eq!(text, format!("cannot read results directory `{}`: no such file or directory", missing.display()));
+}
+
+#[test]
+fn compare_breaks_iqm_ties_by_name_so_rank_one_is_the_best() {
+    // Six values of x whose runs score the same (CartPole configurations that all reach 500):
+    // the ranking used to come out in whatever order the joins left, changing from run to run
+    // and disagreeing with the best reported (ties: first by name).
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("r");
+    for x in 1..=6 {
+        for (seed, r) in [(0u64, 10.0), (1, 20.0)] {
+            write_run(&root, &format!("x{x}s{seed}"), &format!("c{x}"), &format!("params.x={x}"), seed, r, json!({"x": x}), true);
+        }
+    }
+    let opts = Options { compare: Some("x".into()), ..options(vec![root], &tmp.path().join("out")) };
+    for _ in 0..3 {
+        let outcome = analyze(&opts).unwrap();
+        let s = &outcome.summary;
+        let groups: Vec<String> = (0..6).map(|i| s.column("group").unwrap().str().unwrap().get(i).unwrap().to_string()).collect();
+        assert_eq!(groups, (1..=6).map(|x| format!("params.x={x}")).collect::<Vec<_>>());
+        assert_eq!(outcome.best.as_deref(), Some("params.x=1"));
+        assert_eq!((f(s, "rank", 0), f(s, "p_best_better", 0)), (Some(1.0), None), "the best is rank 1: {s}");
+    }
 }
