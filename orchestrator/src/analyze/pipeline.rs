@@ -82,6 +82,8 @@ struct Plans {
     grouping: Grouping,
     completed: usize,
     left_out: Vec<(String, String)>,
+    /// The `--where` keys that some completed runs lack, with how many lack each.
+    missing: Vec<(String, i64)>,
     /// Metrics columns to draw curves of, all present in `metrics`.
     curves: Vec<String>,
     /// Whether `metrics` has the law's two columns.
@@ -115,9 +117,23 @@ fn plans(opts: &Options) -> Result<Plans, AnalyzeError> {
     let curves: Vec<String> = asked.into_iter().filter(|c| has(c)).collect();
     let law = has(stats::LAW_ENTROPY) && has(stats::LAW_REWARD);
     let schema = loaded.runs.clone().collect_schema().map_err(polars_err("reading the runs table's schema"))?;
-    let mut runs = loaded.runs;
+    let mut runs = loaded.runs.clone();
+    let mut missing = Vec::new();
     for filter in &opts.filters {
         runs = runs.filter(query::parse_where(filter, &schema)?);
+        // Runs without the key never match, not even `!=`: counted now so that an empty slice
+        // can say so (`clip_cov_ratio != 0.02` over GRPO and Clip-Cov runs matches none).
+        let key = query::where_key(filter, &schema)?;
+        let nulls = loaded
+            .runs
+            .clone()
+            .select([col(key.as_str()).null_count().cast(DataType::Int64)])
+            .collect()
+            .map_err(polars_err(format!("counting the runs without `{key}`")))?;
+        let nulls = nulls.column(key.as_str()).ok().and_then(|c| c.i64().ok()?.get(0)).unwrap_or(0);
+        if nulls > 0 && !missing.iter().any(|(k, _)| *k == key) {
+            missing.push((key, nulls));
+        }
     }
     let grouping = match (&opts.compare, &opts.group_by) {
         (Some(key), _) => Grouping::Keys(vec![query::resolve_key(key, key, &schema)?]),
@@ -131,6 +147,7 @@ fn plans(opts: &Options) -> Result<Plans, AnalyzeError> {
         grouping,
         completed: loaded.completed,
         left_out: loaded.left_out,
+        missing,
         curves,
         law,
     })
@@ -167,7 +184,7 @@ pub fn analyze(opts: &Options) -> Result<Outcome, AnalyzeError> {
     if runs.height() == 0 {
         return Err(AnalyzeError::Query {
             expr: opts.filters.join(" and "),
-            reason: format!("no completed run matches (of {})", p.completed),
+            reason: format!("no completed run matches (of {}){}", p.completed, missing_note(&p.missing, p.completed)),
         });
     }
     let intervals = bootstrap::intervals(&runs, &opts.bootstrap)?;
@@ -324,6 +341,15 @@ fn in_label_order(df: DataFrame, grouping: &Grouping) -> Result<DataFrame, Analy
     let labels: Vec<String> = (0..groups.len()).map(|i| groups.get(i).unwrap_or_default().to_string()).collect();
     let order: Vec<IdxSize> = stats::label_order(&labels).into_iter().map(|i| i as IdxSize).collect();
     df.take(&IdxCa::from_vec("order".into(), order)).map_err(polars_err("ordering the groups by their labels"))
+}
+
+/// Why an empty slice may be empty: `; runs without a key never match: `K` is missing in N of M`.
+fn missing_note(missing: &[(String, i64)], completed: usize) -> String {
+    if missing.is_empty() {
+        return String::new();
+    }
+    let parts: Vec<String> = missing.iter().map(|(k, n)| format!("`{k}` is missing in {n} of {completed}")).collect();
+    format!("; runs without a key never match: {}", parts.join(", "))
 }
 
 /// A metrics column name as a file-name part (other characters become `_`).

@@ -138,6 +138,12 @@ fn json_text(value: &str) -> String {
     }
 }
 
+/// The column a `--where` expression tests, resolved as `parse_where` resolves it.
+pub fn where_key(expr: &str, schema: &Schema) -> Result<String, AnalyzeError> {
+    let (key, _, _) = split(expr)?;
+    resolve_key(key, expr, schema)
+}
+
 /// Parses one `--where` expression against the runs table's `schema` into a filter predicate.
 pub fn parse_where(expr: &str, schema: &Schema) -> Result<Expr, AnalyzeError> {
     let (key, op, value) = split(expr)?;

@@ -900,3 +900,25 @@ fn compare_breaks_iqm_ties_by_name_so_rank_one_is_the_best() {
         assert_eq!((f(s, "rank", 0), f(s, "p_best_better", 0)), (Some(1.0), None), "the best is rank 1: {s}");
     }
 }
+
+#[test]
+fn an_empty_slice_names_the_where_keys_some_runs_lack() {
+    // Runs of c have no `x` (another plugin's parameters): `x != 1,2` matches none of them
+    // either, which the bare "no completed run matches" left the user to guess.
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("r");
+    two_configs(&root);
+    for seed in 0..2u64 {
+        write_run(&root, &format!("c{seed}"), "cfgC", "params.y=5", seed, 3.0, json!({"y": 5, "k": true}), true);
+    }
+    let opts = Options { filters: vec!["k=true".into(), "x!=1,2".into()], ..options(vec![root], &tmp.path().join("out")) };
+    let err = analyze(&opts).err().map(|e| e.to_string()).unwrap_or_default();
+    assert_eq!(
+        err,
+        "bad expression `k=true and x!=1,2`: no completed run matches (of 9); runs without a key never match: `params.x` is missing in 2 of 9"
+    );
+    // A key every run has adds nothing to the message.
+    let opts = Options { filters: vec!["k=false".into()], ..opts };
+    let err = analyze(&opts).err().map(|e| e.to_string()).unwrap_or_default();
+    assert_eq!(err, "bad expression `k=false`: no completed run matches (of 9)");
+}
