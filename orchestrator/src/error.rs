@@ -179,8 +179,9 @@ pub enum RunError {
     /// Talking to Slurm failed.
     #[error(transparent)]
     Slurm(#[from] SlurmError),
-    /// The Slurm ledger (`slurm/submissions.jsonl`) is unreadable or of an unknown version.
-    #[error("bad Slurm ledger `{}`: {reason}", path.display())]
+    /// A record drover keeps about a sweep (`sweep.json`, or the Slurm ledger
+    /// `slurm/submissions.jsonl`) is unreadable or of an unknown version.
+    #[error("unreadable `{}`: {reason}", path.display())]
     Ledger {
         /// The ledger file.
         path: PathBuf,
@@ -394,8 +395,8 @@ pub enum PluginCmdError {
         /// The directory.
         dir: PathBuf,
     },
-    /// `--params` is not a JSON object.
-    #[error("`--params` must be a JSON object: {0}")]
+    /// `--params` is not a JSON object, or not parameters the plugin takes.
+    #[error("invalid `--params`: {0}")]
     BadParams(String),
     /// Writing the new project failed.
     #[error("cannot {action} `{}`", path.display())]

@@ -56,6 +56,9 @@ fn a_new_plugin_builds_passes_its_tests_and_trains_cartpole() {
     let tests = String::from_utf8_lossy(&out.stdout);
     assert!(tests.contains("passes_drovers_plugin_harness ... ok"), "{tests}");
     assert!(tests.contains("returns_by_hand ... ok"), "{tests}");
+    // The template's interface-1.3 examples: rollout-index lookup and checkpointed state.
+    assert!(tests.contains("per_sequence_records_follow_the_rollout_index ... ok"), "{tests}");
+    assert!(tests.contains("return_scale_is_checkpointed_plugin_state ... ok"), "{tests}");
 
     let lib_dir = shared_plugin_target().join("debug");
     let so = lib_dir.join("libdrover_plugin_sdk_reinforce.so");
@@ -77,19 +80,35 @@ fn a_new_plugin_builds_passes_its_tests_and_trains_cartpole() {
         .expect("listed")
         .clone();
     assert_eq!(mine["sha256"].as_str().map(str::len), Some(64), "{mine}");
-    assert_eq!(mine["params"].as_array().map(Vec::len), Some(4), "{mine}");
+    assert_eq!(mine["params"].as_array().map(Vec::len), Some(6), "{mine}");
 
     let out = run_ok(drover().args(["plugin", "check", "sdk_reinforce", "--plugin-path"]).arg(&lib_dir));
     let checked = String::from_utf8_lossy(&out.stdout);
     assert!(checked.contains("passed: 10 checks, 0 failed"), "{checked}");
     assert!(checked.contains("ok   loss_derivatives"), "{checked}");
+    // Through the ABI too, with the 1.3 examples switched on: the state table is exported and
+    // round-trips, and the loss looks its per-sequence records up by rollout index.
+    let both = r#"{"bootstrapped_weight": 0.25, "return_scale_decay": 0.9}"#;
+    let out = run_ok(drover().args(["plugin", "check", "--params", both]).arg(&so));
+    let checked = String::from_utf8_lossy(&out.stdout);
+    assert!(checked.contains("passed: 10 checks, 0 failed"), "{checked}");
+    assert!(checked.contains("ok   loss_sequence_numbering"), "{checked}");
+    assert!(checked.contains("ok   state_round_trip") && !checked.contains("no `drover.plugin_state` table"), "{checked}");
+    // Parameters the plugin would refuse are a clear error naming the key, not failed checks.
+    let out = drover().args(["plugin", "check", "--params", r#"{"gamma": 5}"#]).arg(&so).output().expect("spawn");
+    assert!(!out.status.success());
+    let err = stderr_of(&out);
+    assert!(
+        err.contains("invalid `--params`: key `gamma`: rejected by plugin `sdk_reinforce` 0.1.0: must be at most 1, got 5"),
+        "{err}"
+    );
 
     let sweep = write_sweep(
         tmp.path(),
         &format!(
             "name = \"sdk\"\nplugin_path = [{:?}]\n[run]\nenv = \"CartPole-v1\"\nplugin = \"sdk_reinforce\"\n\
              num_envs = 4\nnum_steps = 64\ntotal_steps = 1024\nupdate_epochs = 1\nnum_minibatches = 2\n\
-             [params]\ngamma = 0.95\n[sweep]\nseeds = [1]\n",
+             [params]\ngamma = 0.95\nbootstrapped_weight = 0.5\nreturn_scale_decay = 0.9\nnorm_adv = false\n[sweep]\nseeds = [1]\n",
             lib_dir.display().to_string()
         ),
     );
@@ -195,4 +214,35 @@ fn an_incompatible_interface_is_refused_by_check_list_and_run_naming_both_versio
     assert_eq!(out.status.code(), Some(3), "{}", stderr_of(&out));
     assert!(stderr_of(&out).contains("key `run.plugin`: plugin"), "{}", stderr_of(&out));
     assert!(stderr_of(&out).contains(&expected), "{}", stderr_of(&out));
+}
+
+/// The other side of the version promise, through the real binaries: plugins built against
+/// older minors of interface 1 (fixtures `tests/plugins/v1_0`, `v1_1`) pass `drover plugin
+/// check` and train, and their runs record the interface they were built against.
+#[test]
+fn plugins_built_against_older_minors_are_checked_and_run() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    for (fixture, version) in [("v1_0", "1.0"), ("v1_1", "1.1")] {
+        let so = artifact(&format!("libdrover_test_plugin_{fixture}.so"));
+        let out = run_ok(drover().args(["plugin", "check"]).arg(&so));
+        let checked = String::from_utf8_lossy(&out.stdout);
+        assert!(checked.contains(&format!("{fixture} 0.1.0 (interface {version})")), "{checked}");
+        assert!(checked.contains("passed: 10 checks, 0 failed"), "{checked}");
+
+        let sweep = write_sweep(
+            tmp.path(),
+            &format!(
+                "name = \"old-{fixture}\"\n[run]\nenv = \"CartPole-v1\"\nplugin = \"{}\"\nnum_envs = 4\n\
+                 num_steps = 32\ntotal_steps = 256\nnum_minibatches = 2\nupdate_epochs = 1\n[sweep]\nseeds = [1]\n",
+                so.display()
+            ),
+        );
+        let results = tmp.path().join(format!("results-{fixture}"));
+        run_ok(drover().arg("run").arg(&sweep).arg("--results").arg(&results));
+        let runs = run_dirs(&results);
+        assert_eq!(runs.len(), 1);
+        assert_eq!(read_json(&runs[0].join("exit.json"))["status"], "completed", "{fixture}");
+        let summary = read_json(&runs[0].join("summary.json"));
+        assert_eq!(summary["plugin"]["interface_version"], version, "{fixture}");
+    }
 }

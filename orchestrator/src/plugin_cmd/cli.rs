@@ -10,6 +10,7 @@ use clap::Subcommand;
 
 use super::probe::{CheckResult, PluginDescription, PluginProbe};
 use super::template::{create_project, ApiDependency, NewPluginSpec};
+use super::validate::validate_params;
 use crate::config::PluginSearch;
 use crate::error::{PluginCmdError, PluginProbeError};
 use crate::exit_codes;
@@ -109,14 +110,24 @@ pub fn run(command: PluginCommand, env: &PluginEnv, out: &mut dyn Write) -> Resu
             Ok(exit_codes::SUCCESS)
         }
         PluginCommand::Check { plugin, params, plugin_path } => {
-            match serde_json::from_str::<serde_json::Value>(&params) {
-                Ok(serde_json::Value::Object(_)) => {}
-                Ok(other) => return Err(PluginCmdError::BadParams(format!("got {other}"))),
-                Err(e) => return Err(PluginCmdError::BadParams(e.to_string())),
-            }
+            let object = match serde_json::from_str::<serde_json::Value>(&params) {
+                Ok(serde_json::Value::Object(object)) => object,
+                Ok(other) => return Err(PluginCmdError::BadParams(format!("expected a JSON object, got {other}"))),
+                Err(e) => return Err(PluginCmdError::BadParams(format!("not JSON: {e}"))),
+            };
             let search = PluginSearch::new(&plugin_path, env.plugin_path_env.as_deref(), env.exe_dir.as_deref());
             let path = search.resolve(&plugin, Path::new("<command line>")).map_err(|e| PluginCmdError::NotFound(*e.kind))?;
-            let result = PluginProbe::new(&env.job_bin).check(&path, &params)?;
+            let probe = PluginProbe::new(&env.job_bin);
+            // Bad parameters are the author's typo, not a failing plugin: say which key and why,
+            // as `drover run` does, instead of reporting every check that needs an instance.
+            let described = probe.info(&path)?;
+            validate_params(&described, &object).map_err(|p| {
+                PluginCmdError::BadParams(format!(
+                    "key `{}`: rejected by plugin `{}` {}: {}",
+                    p.key, described.name, described.version, p.reason
+                ))
+            })?;
+            let result = probe.check(&path, &params)?;
             out.write_all(render_check(&result).as_bytes()).map_err(io)?;
             Ok(if result.passed() { exit_codes::SUCCESS } else { exit_codes::FAILURE })
         }
@@ -199,15 +210,19 @@ pub fn render_list(listing: &Listing, dirs: &[PathBuf]) -> String {
         if p.params.is_empty() {
             let _ = writeln!(s, "  params  none");
         }
-        for q in &p.params {
+        // Columns as wide as this plugin's longest entry, so a long key (`schedule_iterations`)
+        // does not push its line's later columns out of line with the others.
+        let defaults: Vec<String> = p.params.iter().map(|q| q.default.to_string()).collect();
+        let ranges: Vec<String> = p.params.iter().map(|q| range(q.min, q.max)).collect();
+        let width = |cells: &mut dyn Iterator<Item = usize>, min: usize| cells.max().unwrap_or(0).max(min);
+        let name_w = width(&mut p.params.iter().map(|q| q.name.chars().count()), 14);
+        let default_w = width(&mut defaults.iter().map(|d| d.chars().count()), 8);
+        let range_w = width(&mut ranges.iter().map(|r| r.chars().count()), 12);
+        for ((q, default), range) in p.params.iter().zip(&defaults).zip(&ranges) {
             let _ = writeln!(
                 s,
-                "  {:<14} {:<6} default {:<8} {:<12} {}",
-                q.name,
-                q.kind,
-                q.default.to_string(),
-                range(q.min, q.max),
-                q.doc
+                "  {:<name_w$} {:<6} default {:<default_w$} {:<range_w$} {}",
+                q.name, q.kind, default, range, q.doc
             );
         }
         let _ = writeln!(s);
@@ -243,4 +258,39 @@ pub fn render_check(result: &CheckResult) -> String {
         result.checks.len()
     );
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugin_cmd::probe::ParamDescription;
+
+    fn param(name: &str, default: serde_json::Value, min: Option<f64>) -> ParamDescription {
+        ParamDescription { name: name.into(), kind: "float".into(), default, doc: "Doc.".into(), min, max: None }
+    }
+
+    #[test]
+    fn parameter_columns_line_up_whatever_the_key_length() {
+        let plugin = PluginDescription {
+            path: "/p/libdrover_plugin_x.so".into(),
+            name: "x".into(),
+            version: "0.1.0".into(),
+            description: "d".into(),
+            interface_version: "1.3".into(),
+            host_interface_version: "1.3".into(),
+            sha256: "0".repeat(64),
+            params: vec![
+                param("gamma", serde_json::json!(0.99), Some(0.0)),
+                param("schedule_iterations", serde_json::json!("a long default"), None),
+            ],
+        };
+        let listing = Listing { plugins: vec![plugin], refused: Vec::new(), not_plugins: 0 };
+        let text = render_list(&listing, &[]);
+        let rows: Vec<&str> = text.lines().filter(|l| l.contains("Doc.")).collect();
+        assert_eq!(rows.len(), 2, "{text}");
+        let column = |row: &str, cell: &str| row.find(cell).unwrap_or_else(|| panic!("`{cell}` in `{row}`"));
+        assert_eq!(column(rows[0], "float"), column(rows[1], "float"), "{text}");
+        assert_eq!(column(rows[0], "Doc."), column(rows[1], "Doc."), "{text}");
+        assert!(rows[0].contains("default 0.99"), "{text}");
+    }
 }

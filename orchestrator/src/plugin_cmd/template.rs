@@ -9,7 +9,7 @@ use crate::error::PluginCmdError;
 /// project when drover's source tree is not at hand. The orchestrator does not link the api
 /// crate (ARCHITECTURE.md), so this is a literal, kept equal to `plugins/api/Cargo.toml` by the
 /// test `api_crate_version_matches_the_manifest`.
-const API_CRATE_VERSION: &str = "1.1.0";
+const API_CRATE_VERSION: &str = "1.3.0";
 
 /// Template files: (path in the new project, contents).
 const FILES: &[(&str, &str)] = &[
@@ -151,6 +151,20 @@ mod tests {
         assert!(e.contains("already exists and is not empty"), "{e}");
         let e = create_project(&NewPluginSpec { name: "My-Algo".into(), ..spec }).unwrap_err().to_string();
         assert!(e.starts_with("invalid plugin name `My-Algo`"), "{e}");
+    }
+
+    /// The template uses the newest API (plugin state, rollout index): a project made without
+    /// drover's source tree must ask for that version, not the one drover had when this
+    /// constant was written.
+    #[test]
+    fn api_crate_version_matches_the_manifest() {
+        let manifest = include_str!("../../../plugins/api/Cargo.toml");
+        let version = manifest
+            .lines()
+            .find_map(|l| l.strip_prefix("version = "))
+            .map(|v| v.trim().trim_matches('"'))
+            .expect("plugins/api/Cargo.toml has a version");
+        assert_eq!(API_CRATE_VERSION, version, "update API_CRATE_VERSION to plugins/api's version");
     }
 
     #[test]

@@ -4,11 +4,19 @@
 //! subtracts the critic's value; the loss stage is the policy-gradient loss plus a value loss
 //! and an entropy bonus, averaged over the minibatch's valid tokens. Start from here, keep the
 //! tests green (`cargo test`), and see drover's `docs/writing-a-plugin.md`.
+//!
+//! Two optional parameters show the interface-1.3 tools (guide sections 8 and 9), each off by
+//! default: `bootstrapped_weight` carries a per-sequence value from the advantage stage to the
+//! loss through the minibatch's rollout index, and `return_scale_decay` keeps a running
+//! estimate across iterations that is saved in checkpoints (plugin state).
 
 use drover_plugin_api::{
-    AlgorithmImpl, LossOutputs, Metric, Minibatch, ParamSpec, Params, PluginError, PluginInfo,
-    Rollout,
+    state, AlgorithmImpl, LossOutputs, Metric, Minibatch, ParamSpec, Params, PluginError,
+    PluginInfo, Rollout, StateFns,
 };
+
+/// The version of the checkpointed state (format `__NAME__`): bump it when the layout changes.
+const STATE_VERSION: u32 = 1;
 
 /// The algorithm's parameters; learning rate, epochs and minibatches belong to drover.
 #[derive(Debug, Clone, PartialEq)]
@@ -21,22 +29,71 @@ pub struct Config {
     pub ent_coef: f64,
     /// Normalize advantages per minibatch.
     pub norm_adv: bool,
+    /// Weight of the policy loss on sequences whose return was bootstrapped from the critic
+    /// (cut by truncation or by the rollout's end) rather than ended by a termination.
+    pub bootstrapped_weight: f64,
+    /// Decay of the running mean of squared returns that advantages are divided by; `None`:
+    /// no scaling.
+    pub return_scale_decay: Option<f64>,
 }
 
 /// One instance of the algorithm.
 #[derive(Debug, Clone)]
 pub struct Reinforce {
     config: Config,
+    /// Per rollout sequence of the last advantage stage: whether its return was bootstrapped.
+    /// The loss looks it up by rollout index (its minibatches number sequences their own way).
+    bootstrapped: Vec<bool>,
+    /// Running mean of squared returns (`return_scale_decay`); `None` before the first batch.
+    /// It changes as the run trains, so it is plugin state, saved in checkpoints.
+    return_sq: Option<f64>,
 }
 
 impl Reinforce {
     /// An instance with `config`.
     pub fn with_config(config: Config) -> Self {
-        Self { config }
+        Self {
+            config,
+            bootstrapped: Vec::new(),
+            return_sq: None,
+        }
+    }
+
+    /// The running mean of squared returns, once a batch has been seen with
+    /// `return_scale_decay` set.
+    pub fn return_sq(&self) -> Option<f64> {
+        self.return_sq
+    }
+
+    /// Checkpoint bytes (interface 1.3 plugin state). The `f64` is stored as its bits, since
+    /// JSON may round its last bit and a resumed run must continue bit for bit.
+    fn save_state(&self) -> Result<Vec<u8>, PluginError> {
+        state::to_json("__NAME__", STATE_VERSION, &self.return_sq.map(f64::to_bits))
+    }
+
+    /// Restores a state [`Self::save_state`] wrote; refuses anything else, or a value no run
+    /// could have produced, without changing the instance.
+    fn load_state(&mut self, bytes: &[u8]) -> Result<(), PluginError> {
+        let saved: Option<u64> = state::from_json("__NAME__", STATE_VERSION, bytes)?;
+        let return_sq = saved.map(f64::from_bits);
+        if let Some(v) = return_sq.filter(|v| !(v.is_finite() && *v >= 0.0)) {
+            return Err(PluginError::invalid_input(format!(
+                "__NAME__ state: mean squared return {v}, expected a finite number >= 0"
+            )));
+        }
+        self.return_sq = return_sq;
+        Ok(())
     }
 }
 
 impl AlgorithmImpl for Reinforce {
+    // Opt in to checkpointed state: without it a run resumed after preemption would restart
+    // the running estimate from nothing and diverge from an uninterrupted one.
+    const PLUGIN_STATE: Option<StateFns<Self>> = Some(StateFns {
+        save: Self::save_state,
+        load: Self::load_state,
+    });
+
     fn info() -> PluginInfo {
         PluginInfo::new(
             "__NAME__",
@@ -51,6 +108,23 @@ impl AlgorithmImpl for Reinforce {
             true,
             "Normalize advantages per minibatch (mean 0, std 1 over valid tokens).",
         ))
+        .param(
+            ParamSpec::float(
+                "bootstrapped_weight",
+                1.0,
+                "Weight of the policy loss on sequences whose return was bootstrapped from the \
+                 critic (truncated or cut by the rollout's end) instead of ending in a termination.",
+            )
+            .range(0.0, 1.0),
+        )
+        .param(
+            ParamSpec::optional_float(
+                "return_scale_decay",
+                "Divide advantages by the root of a running mean of squared returns with this \
+                 decay (checkpointed plugin state; norm_adv rescales anyway); null: no scaling.",
+            )
+            .range(0.0, 1.0),
+        )
     }
 
     fn new(params: &Params, _seed: u64) -> Result<Self, PluginError> {
@@ -59,13 +133,17 @@ impl AlgorithmImpl for Reinforce {
             vf_coef: params.f64("vf_coef")?,
             ent_coef: params.f64("ent_coef")?,
             norm_adv: params.bool("norm_adv")?,
+            bootstrapped_weight: params.f64("bootstrapped_weight")?,
+            return_scale_decay: params.opt_f64("return_scale_decay")?,
         }))
     }
 
     /// `G_t = r_t + γ·G_{t+1}`, walking each sequence backwards. At a termination the tail is
     /// 0; where the episode is cut (truncation, the sequence's last step, or padding after it)
     /// the tail is the critic's `V(s_{t+1})` (`next_values`), so cut episodes are not
-    /// mistaken for finished ones. Advantage `A_t = G_t − V(s_t)`; padding gets 0.
+    /// mistaken for finished ones. Advantage `A_t = G_t − V(s_t)`, divided by
+    /// `sqrt(E[G²]) + 1e-8` with `return_scale_decay`; padding gets 0. Records, per sequence,
+    /// whether its last valid step was bootstrapped, for the loss.
     fn compute_advantages(
         &mut self,
         batch: &Rollout<'_>,
@@ -77,6 +155,7 @@ impl AlgorithmImpl for Reinforce {
         let terminated = Rollout::require("__NAME__", "terminated", batch.terminated)?;
         let truncated = Rollout::require("__NAME__", "truncated", batch.truncated)?;
         let t_len = batch.seq_len;
+        self.bootstrapped = vec![false; batch.num_sequences];
         for s in 0..batch.num_sequences {
             let mut tail = 0.0f64;
             for t in (0..t_len).rev() {
@@ -85,6 +164,10 @@ impl AlgorithmImpl for Reinforce {
                     continue; // outputs arrive zeroed
                 }
                 let cut = truncated[i] > 0.5 || t + 1 == t_len || batch.mask[i + 1] <= 0.0;
+                let last = t + 1 == t_len || batch.mask[i + 1] <= 0.0;
+                if last {
+                    self.bootstrapped[s] = terminated[i] <= 0.5;
+                }
                 if terminated[i] > 0.5 {
                     tail = 0.0;
                 } else if cut {
@@ -96,12 +179,38 @@ impl AlgorithmImpl for Reinforce {
                 tail = g;
             }
         }
+        if let Some(decay) = self.config.return_scale_decay {
+            let valid: Vec<usize> = (0..returns.len())
+                .filter(|&i| batch.mask[i] > 0.0)
+                .collect();
+            if !valid.is_empty() {
+                let batch_sq = valid
+                    .iter()
+                    .map(|&i| f64::from(returns[i]).powi(2))
+                    .sum::<f64>()
+                    / valid.len() as f64;
+                let sq = match self.return_sq {
+                    Some(old) => decay * old + (1.0 - decay) * batch_sq,
+                    None => batch_sq,
+                };
+                self.return_sq = Some(sq);
+                let scale = sq.sqrt() + 1e-8;
+                for &i in &valid {
+                    advantages[i] = (f64::from(advantages[i]) / scale) as f32;
+                }
+            }
+            return Ok(vec![Metric::new(
+                "return_scale",
+                self.return_sq.unwrap_or(0.0).sqrt(),
+            )]);
+        }
         Ok(Vec::new())
     }
 
     /// Per token, with `w_i = token_weight_i / Σ token_weights` (a token mean):
     /// `loss_i = w_i·(−Â_i·logp_i + vf_coef·½(v_i − G_i)² − ent_coef·H_i)`,
-    /// and its derivatives w.r.t. `logp_i`, `v_i`, `H_i`.
+    /// and its derivatives w.r.t. `logp_i`, `v_i`, `H_i`. The policy term of a token of a
+    /// bootstrapped sequence is scaled by `bootstrapped_weight`.
     fn loss(
         &mut self,
         mb: &Minibatch<'_>,
@@ -125,16 +234,34 @@ impl AlgorithmImpl for Reinforce {
                 / n;
             std = var.sqrt() + 1e-8;
         }
+        // Minibatch sequence s is rollout sequence rollout_index[s], not s: look the advantage
+        // stage's per-sequence records up through it (`per_sequence` does, and fails clearly on
+        // a host older than 1.3). Only asked for when used, so older hosts still run the default.
+        let seq_weight: Vec<f64> = if self.config.bootstrapped_weight == 1.0 {
+            vec![1.0; mb.num_sequences]
+        } else {
+            mb.per_sequence("__NAME__", &self.bootstrapped)?
+                .into_iter()
+                .map(|b| {
+                    if b {
+                        self.config.bootstrapped_weight
+                    } else {
+                        1.0
+                    }
+                })
+                .collect()
+        };
         let (mut policy_loss, mut value_loss, mut mean_entropy) = (0.0, 0.0, 0.0);
         for i in valid() {
             let w = f64::from(mb.token_weights[i]) / total_weight;
             let adv = (f64::from(mb.advantages[i]) - mean) / std;
             let err = f64::from(values[i]) - f64::from(returns[i]);
             let (logp, h) = (f64::from(mb.logp_new[i]), f64::from(entropy[i]));
-            let (l_pg, l_v) = (-adv * logp, 0.5 * err * err);
+            let pg_w = seq_weight[mb.seq_index[i] as usize];
+            let (l_pg, l_v) = (-pg_w * adv * logp, 0.5 * err * err);
             out.loss[i] =
                 (w * (l_pg + self.config.vf_coef * l_v - self.config.ent_coef * h)) as f32;
-            out.d_logp[i] = (-w * adv) as f32;
+            out.d_logp[i] = (-w * pg_w * adv) as f32;
             out.d_value[i] = (w * self.config.vf_coef * err) as f32;
             out.d_entropy[i] = (-w * self.config.ent_coef) as f32;
             policy_loss += w * l_pg;
