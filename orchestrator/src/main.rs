@@ -26,6 +26,7 @@ struct Cli {
 
 /// Arguments of `drover run`.
 #[derive(Debug, clap::Args)]
+#[command(after_long_help = RUN_HELP_TAIL)]
 struct RunArgs {
     /// The sweep file (TOML).
     sweep: PathBuf,
@@ -33,12 +34,12 @@ struct RunArgs {
     #[arg(long = "set", value_name = "KEY=VALUE")]
     sets: Vec<String>,
     /// Runs at once (default: `max_parallel` of the sweep file, else the number of cores).
-    #[arg(short = 'j', long = "jobs", value_name = "N")]
+    #[arg(short = 'j', long = "jobs", value_name = "N", value_parser = parse_jobs)]
     jobs: Option<NonZeroUsize>,
     /// Results directory (default: `results_dir` of the sweep file, else `results/<name>`).
     #[arg(long = "results", value_name = "DIR")]
     results: Option<PathBuf>,
-    /// List the runs (id, state, label, seed) without launching anything; with the Slurm
+    /// List the runs (id, state, seed, label) without launching anything; with the Slurm
     /// backend, also print the batch scripts that would be submitted.
     #[arg(long)]
     dry_run: bool,
@@ -55,6 +56,18 @@ struct RunArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(..=i64::from(MAX_LOCAL_RETRIES)))]
     max_retries: Option<u32>,
 }
+
+/// What `drover run --help` adds below the options: the other way to override keys, and what the
+/// exit codes mean (scripts branch on them).
+const RUN_HELP_TAIL: &str = "\
+Overrides, lowest to highest precedence: the sweep file, then environment variables \
+`DROVER_<TABLE>__<KEY>` (`DROVER_RUN__NUM_ENVS=16`), then `--set`.
+
+Running the same sweep again skips completed runs and redoes unfinished ones (a checkpointed \
+run resumes). Ctrl-C, or `drover cancel DIR` from another terminal, stops cleanly.
+
+Exit codes: 0 all runs completed; 1 error; 2 bad command line; 3 invalid sweep file or \
+override (nothing launched); 4 some runs failed (listed); 130 interrupted (finished runs kept).";
 
 #[derive(Debug, Subcommand)]
 enum Command {
@@ -136,6 +149,16 @@ fn main() -> ExitCode {
             };
             ExitCode::from(code)
         }
+    }
+}
+
+/// `-j N`: clap's own message for 0 ("number would be zero for non-zero type") says nothing to
+/// a user.
+fn parse_jobs(text: &str) -> Result<NonZeroUsize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1 (the number of runs at once)".into()),
+        Ok(n) => NonZeroUsize::new(n).ok_or_else(|| "must be at least 1".into()),
+        Err(e) => Err(format!("{e}: expected a whole number of runs at once, at least 1")),
     }
 }
 
@@ -240,7 +263,7 @@ fn run(args: RunArgs) -> anyhow::Result<u8> {
         );
     }
     if let Some(reason) = report.cancel {
-        eprintln!("drover: interrupted ({reason:?}); finished runs are kept, rerun the same command to continue");
+        eprintln!("drover: interrupted {}; finished runs are kept, rerun the same command to continue", reason.describe());
         return Ok(exit_codes::INTERRUPTED);
     }
     let all_done = report.failed.is_empty() && prepared.busy.is_empty() && report.disk_full.is_none();
@@ -252,7 +275,9 @@ fn local_gpus(local: &drover::backend::local_config::LocalSettings, job_bin: &Pa
     use drover::backend::gpus;
     let visible = std::env::var("CUDA_VISIBLE_DEVICES").ok();
     let found = gpus::detect(local.gpus.as_deref(), visible.as_deref(), || gpus::count_devices(job_bin));
-    if found.ids.is_empty() {
+    if let Some(note) = no_cuda_note(local.gpus.is_some() || visible.is_some(), &found) {
+        eprintln!("drover: {note}");
+    } else if found.ids.is_empty() {
         tracing::info!("no GPUs to share among local runs ({})", found.source);
     } else {
         eprintln!(
@@ -263,6 +288,15 @@ fn local_gpus(local: &drover::backend::local_config::LocalSettings, job_bin: &Pa
         );
     }
     gpus::GpuPool::new(found.ids, local.runs_per_gpu)
+}
+
+/// The one line a user of `device = "auto"` needs on a machine without a usable GPU (the job's
+/// own note about it goes only to its log): which engine the runs get. `None` when the GPUs were
+/// named (`[local] gpus`, `CUDA_VISIBLE_DEVICES`) or found.
+fn no_cuda_note(named: bool, found: &drover::backend::gpus::Detected) -> Option<String> {
+    (!named && found.ids.is_empty()).then(|| {
+        format!("{}: runs with device = \"auto\" train on the CPU engine; runs with device = \"cuda\" fail", found.source)
+    })
 }
 
 fn plugin_cmd(command: drover::plugin_cmd::PluginCommand) -> anyhow::Result<u8> {
@@ -466,4 +500,43 @@ fn cancel_cmd(results: &Path) -> anyhow::Result<u8> {
         eprintln!("drover: cancelled job(s) {}; unfinished runs are marked cancelled", ids.join(", "));
     }
     Ok(exit_codes::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::{no_cuda_note, Cli};
+    use drover::backend::gpus::Detected;
+
+    #[test]
+    fn a_machine_without_cuda_is_said_once_with_the_engine_auto_runs_get() {
+        let none = Detected { ids: Vec::new(), source: "no CUDA device: libcuda was not found".into() };
+        assert_eq!(
+            no_cuda_note(false, &none).as_deref(),
+            Some("no CUDA device: libcuda was not found: runs with device = \"auto\" train on the CPU engine; runs with device = \"cuda\" fail")
+        );
+        assert_eq!(no_cuda_note(true, &none), None, "`gpus = []` or an empty CUDA_VISIBLE_DEVICES is the user's choice");
+        let two = Detected { ids: vec!["0".into(), "1".into()], source: "drover-job devices".into() };
+        assert_eq!(no_cuda_note(false, &two), None);
+    }
+
+    #[test]
+    fn run_help_tells_the_env_overrides_and_exit_codes() {
+        let help = Cli::try_parse_from(["drover", "run", "--help"]).expect_err("help is an early exit").to_string();
+        for needle in ["DROVER_RUN__NUM_ENVS=16", "then `--set`", "3 invalid sweep file", "4 some runs failed", "130 interrupted"] {
+            assert!(help.contains(needle), "`{needle}` missing from:\n{help}");
+        }
+        use drover::exit_codes::*;
+        assert_eq!((SUCCESS, FAILURE, USAGE, CONFIG_INVALID, RUNS_FAILED, INTERRUPTED), (0, 1, 2, 3, 4, 130), "the help text lists these");
+    }
+
+    #[test]
+    fn jobs_zero_is_refused_in_words_a_user_reads() {
+        let err = Cli::try_parse_from(["drover", "run", "s.toml", "-j", "0"]).expect_err("-j 0 refused").to_string();
+        assert!(err.contains("invalid value '0' for '--jobs <N>': must be at least 1"), "{err}");
+        let err = Cli::try_parse_from(["drover", "run", "s.toml", "-j", "two"]).expect_err("-j two refused").to_string();
+        assert!(err.contains("expected a whole number of runs at once"), "{err}");
+        assert!(Cli::try_parse_from(["drover", "run", "s.toml", "-j", "3"]).is_ok());
+    }
 }

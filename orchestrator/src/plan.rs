@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use crate::config::{self, PluginSearch, RunSpec, Sweep};
 use crate::error::ConfigError;
 use crate::error::ConfigErrorKind;
-use crate::layout::{JobSpec, ResultsDir};
+use crate::layout::{JobSpec, ResultsDir, SweepManifest, SWEEP_JSON};
 use crate::plugin_cmd::{validate_params, PluginProbe};
 
 /// Inputs of `plan` gathered by the CLI (kept explicit so tests need no process-global state).
@@ -87,12 +87,45 @@ pub fn plan(opts: &PlanOptions) -> Result<Plan, ConfigError> {
             ConfigError::new(file, "results_dir", ConfigErrorKind::InvalidValue(why)).with_origin("`--results`")
         })?;
     }
+    check_results_dir(&results, &sweep.name, &runs).map_err(|why| {
+        let err = ConfigError::new(file, "results_dir", ConfigErrorKind::InvalidValue(why));
+        if opts.results.is_some() { err.with_origin("`--results`") } else { err }
+    })?;
     let max_parallel = opts
         .jobs
         .or(sweep.max_parallel)
         .or_else(|| std::thread::available_parallelism().ok())
         .unwrap_or(NonZeroUsize::MIN);
     Ok(Plan { sweep, source_text, runs, plugins, results: ResultsDir::new(results), max_parallel })
+}
+
+/// Refuses a results directory that cannot be this sweep's: a path that is not a directory, or
+/// one whose `sweep.json` names another sweep that shares no run with this one (writing there
+/// would replace that manifest, so `drover status`/`cancel` would lose the other sweep, and the
+/// two would be analyzed as one). A shared run makes it this sweep renamed or edited, which is
+/// fine: run ids do not depend on the name. An unreadable manifest is not judged here: `drover
+/// run` rewrites it.
+fn check_results_dir(results: &Path, name: &str, runs: &[RunSpec]) -> Result<(), String> {
+    match std::fs::metadata(results) {
+        Ok(meta) if !meta.is_dir() => {
+            return Err(format!("`{}` exists and is not a directory", results.display()));
+        }
+        Ok(_) => {}
+        Err(_) => return Ok(()),
+    }
+    let manifest_path = results.join(SWEEP_JSON);
+    if let Ok(Some(manifest)) = crate::layout::read_record::<SweepManifest>(&manifest_path) {
+        let shares_a_run = manifest.runs.iter().any(|id| runs.iter().any(|r| r.run_id.as_str() == id.as_str()));
+        if manifest.name != name && !shares_a_run {
+            return Err(format!(
+                "`{}` holds the results of another sweep, `{}` (see `{}`), not of `{name}`: give this sweep its own results directory (`--results DIR`; `drover analyze` takes several)",
+                results.display(),
+                manifest.name,
+                manifest_path.display()
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Describes each distinct plugin once (in a `drover-job plugin info` subprocess) and checks
@@ -155,5 +188,43 @@ mod tests {
             let err = with(results).expect_err("refused").to_string();
             assert!(err.contains(expected), "{err}");
         }
+    }
+
+    /// A results directory that is a file, or another sweep's, is refused before anything is
+    /// written; this sweep's own directory (a rerun) is accepted.
+    #[test]
+    fn results_of_another_sweep_or_a_file_are_refused_untouched() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let so = tmp.path().join("libx.so");
+        std::fs::write(&so, b"").expect("plugin file");
+        let sweep_file = tmp.path().join("s.toml");
+        std::fs::write(&sweep_file, format!("name = \"t\"\n[run]\nenv = \"CartPole-v1\"\nplugin = {:?}\n", so.display().to_string()))
+            .expect("sweep");
+        let with = |results: &Path| plan(&PlanOptions { sweep_file: sweep_file.clone(), results: Some(results.into()), ..Default::default() });
+
+        let file = tmp.path().join("afile");
+        std::fs::write(&file, b"keep").expect("file");
+        let err = with(&file).expect_err("a file is no results directory").to_string();
+        assert!(err.contains(&format!("key `results_dir` (from `--results`): invalid value: `{}` exists and is not a directory", file.display())), "{err}");
+
+        let other = tmp.path().join("other");
+        std::fs::create_dir(&other).expect("dir");
+        let manifest = r#"{"format_version": 1, "name": "u", "source": "u.toml", "runs": [], "created_at": "0"}"#;
+        std::fs::write(other.join(SWEEP_JSON), manifest).expect("manifest");
+        let err = with(&other).expect_err("another sweep's results").to_string();
+        assert!(err.contains("s.toml"), "names the sweep file: {err}");
+        assert!(err.contains("holds the results of another sweep, `u`"), "{err}");
+        assert_eq!(std::fs::read_to_string(other.join(SWEEP_JSON)).expect("manifest"), manifest, "left untouched");
+
+        let own = tmp.path().join("own");
+        std::fs::create_dir(&own).expect("dir");
+        std::fs::write(own.join(SWEEP_JSON), manifest.replace("\"u\"", "\"t\"")).expect("manifest");
+        assert_eq!(with(&own).expect("its own results directory").results.root(), own.as_path());
+        let fresh = with(&tmp.path().join("new")).expect("a directory that does not exist yet is fine");
+        let renamed = tmp.path().join("renamed");
+        std::fs::create_dir(&renamed).expect("dir");
+        let ids = format!("[{:?}]", fresh.runs[0].run_id.as_str());
+        std::fs::write(renamed.join(SWEEP_JSON), manifest.replace("[]", &ids)).expect("manifest");
+        assert!(with(&renamed).is_ok(), "this sweep under its old name (a run in common) is accepted");
     }
 }

@@ -71,7 +71,8 @@ impl LocalSettings {
                     .enumerate()
                     .map(|(i, &id)| {
                         u32::try_from(id).map_err(|_| {
-                            (format!("local.gpus[{i}]"), ConfigErrorKind::InvalidValue(format!("a device index is 0 or more, got {id}")))
+                            let why = if id < 0 { "is 0 or more" } else { "fits in 32 bits (a CUDA device ordinal)" };
+                            (format!("local.gpus[{i}]"), ConfigErrorKind::InvalidValue(format!("a device index {why}, got {id}")))
                         })
                     })
                     .collect::<Result<Vec<u32>, _>>()?,
@@ -147,6 +148,7 @@ mod tests {
             ("max_retries = 1.5", "key `local.max_retries`: wrong type: found float `1.5`, expected i64"),
             ("max_retry = 1", "key `local.max_retry`: unknown key, expected one of: max_retries, gpus, runs_per_gpu"),
             ("gpus = [0, -1]", "key `local.gpus[1]`: invalid value: a device index is 0 or more, got -1"),
+            ("gpus = [99999999999]", "key `local.gpus[0]`: invalid value: a device index fits in 32 bits (a CUDA device ordinal), got 99999999999"),
             ("gpus = [2, 3, 2]", "key `local.gpus[2]`: invalid value: device 2 is listed twice"),
             ("gpus = \"all\"", "key `local.gpus`: wrong type: found string \"all\", expected a sequence"),
             ("runs_per_gpu = 0", "key `local.runs_per_gpu`: invalid value: must be between 1 and 64, got 0"),

@@ -34,6 +34,17 @@ pub enum CancelReason {
     SecondSignal,
 }
 
+impl CancelReason {
+    /// How the stop went, for the line `drover run` ends with.
+    pub fn describe(self) -> &'static str {
+        match self {
+            CancelReason::Signal => "by a signal; running jobs were asked to stop and did",
+            CancelReason::GraceExpired => "by a signal; jobs still running after the grace period were killed",
+            CancelReason::SecondSignal => "by a second signal; running jobs were killed",
+        }
+    }
+}
+
 /// A run that did not complete.
 #[derive(Debug, Clone)]
 pub struct FailedRun {
@@ -75,4 +86,17 @@ pub trait Backend {
     fn name(&self) -> &'static str;
     /// Launches `pending` (already prepared on disk) and waits for them or for cancellation.
     fn launch(&mut self, pending: Vec<PendingRun>) -> Result<LaunchReport, RunError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CancelReason;
+
+    #[test]
+    fn every_stop_is_described_in_words_not_a_variant_name() {
+        for reason in [CancelReason::Signal, CancelReason::GraceExpired, CancelReason::SecondSignal] {
+            let words = reason.describe();
+            assert!(words.starts_with("by a ") && !words.contains(&format!("{reason:?}")), "{words}");
+        }
+    }
 }

@@ -270,7 +270,13 @@ pub(crate) struct SweepDir {
 
 impl SweepDir {
     pub(crate) fn open(dir: &Path) -> Result<SweepDir, RunError> {
-        let root = dir.canonicalize().map_err(|source| RunError::Io { action: "open", path: dir.to_path_buf(), source })?;
+        let root = match dir.canonicalize() {
+            Ok(root) if root.is_dir() => root,
+            // A file, or a path that is not there: not results, whatever the OS error says.
+            Ok(_) => return Err(RunError::NotResults { dir: dir.to_path_buf() }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(RunError::NotResults { dir: dir.to_path_buf() }),
+            Err(source) => return Err(RunError::Io { action: "open", path: dir.to_path_buf(), source }),
+        };
         let manifest_path = root.join(SWEEP_JSON);
         let manifest: SweepManifest = layout::read_record(&manifest_path)
             .map_err(|reason| RunError::Ledger { path: manifest_path.clone(), reason })?
@@ -897,6 +903,26 @@ mod tests {
         assert_eq!(sizes, [("small".into(), 5), ("small".into(), 4), ("big".into(), 3)]);
         assert_eq!(arrays[2].runs, ["r3", "r7", "r11"]);
         assert_eq!(plan_arrays(&runs, 1000).len(), 2);
+    }
+
+    /// `drover status`/`cancel` on a path that is missing or a file say it is no results
+    /// directory; a garbled `sweep.json` is named without calling it a Slurm file (local sweeps
+    /// have one too).
+    #[test]
+    fn status_of_a_missing_path_a_file_or_a_garbled_manifest_says_what_it_is() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let slurm = Slurm::default();
+        let file = tmp.path().join("afile");
+        std::fs::write(&file, b"x").expect("file");
+        for path in [tmp.path().join("missing"), file] {
+            let err = status(&path, &slurm).expect_err("refused");
+            assert!(matches!(err, RunError::NotResults { .. }), "{err}");
+            assert!(err.to_string().contains("is not a drover results directory"), "{err}");
+            assert!(cancel(&path, &slurm).is_err_and(|e| matches!(e, RunError::NotResults { .. })));
+        }
+        std::fs::write(tmp.path().join(SWEEP_JSON), b"{").expect("manifest");
+        let err = status(tmp.path(), &slurm).expect_err("garbled manifest").to_string();
+        assert!(err.starts_with("unreadable `") && err.contains("sweep.json`: EOF while parsing"), "{err}");
     }
 
     #[test]

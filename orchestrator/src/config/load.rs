@@ -22,8 +22,9 @@ pub struct SetArg {
 }
 
 /// Top-level keys that `DROVER_<KEY>` may set; sections are set with `DROVER_<SECTION>__<KEY>`.
-const ENV_TOP_KEYS: &[&str] = &["name", "results_dir", "max_parallel"];
-const ENV_SECTIONS: &[&str] = &["run__", "params__", "sweep__"];
+/// `plugin_path` is left out: `DROVER_PLUGIN_PATH` is the runtime's own search path variable.
+const ENV_TOP_KEYS: &[&str] = &["name", "results_dir", "max_parallel", "backend"];
+const ENV_SECTIONS: &[&str] = &["run__", "params__", "sweep__", "local__", "slurm__"];
 
 /// Parses `key=value`; the value as TOML, or as a plain string when it is a bare word.
 ///
@@ -107,13 +108,27 @@ pub fn load(
 pub fn load_str(file: &Path, text: &str, env: &[(String, String)], sets: &[SetArg]) -> Result<SweepFile, ConfigError> {
     // Parse once with `toml` for a precise syntax message (line and column); figment would wrap it.
     if let Err(e) = text.parse::<toml::Table>() {
-        return Err(ConfigError::whole_file(file, ConfigErrorKind::Syntax(e.to_string().trim().replace('\n', " "))));
+        return Err(ConfigError::whole_file(file, ConfigErrorKind::Syntax(syntax_message(text, &e))));
     }
     let mut figment = Figment::new().merge(Toml::string(text)).merge(EnvSnapshot(env.to_vec()));
     for set in sets {
         figment = figment.merge(SetProvider(set));
     }
     figment.extract().map_err(|e| convert_figment_error(file, e))
+}
+
+/// `line L, column C: <what> (in `<that line>`)` on one line: `toml`'s own text draws the line
+/// with a caret over several lines, which flattened into one error line reads as noise.
+fn syntax_message(text: &str, e: &toml::de::Error) -> String {
+    let what = e.message().trim().replace('\n', "; ");
+    let Some(span) = e.span() else { return what };
+    let before = &text[..span.start.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    match text.lines().nth(line - 1).map(str::trim).filter(|l| !l.is_empty()) {
+        Some(source) => format!("line {line}, column {column}: {what} (in `{source}`)"),
+        None => format!("line {line}, column {column}: {what}"),
+    }
 }
 
 /// A snapshot of `DROVER_*` variables as a figment provider (figment's `Env` reads the process env).
@@ -226,5 +241,36 @@ mod tests {
         }
         let grid = parse_set("sweep.grid.params.clip_coef=[0.1]", f).unwrap();
         assert_eq!(grid.path, ["sweep", "grid", "params.clip_coef"]);
+    }
+
+    #[test]
+    fn toml_syntax_errors_say_line_column_and_the_line_on_one_line() {
+        let f = Path::new("s.toml");
+        let err = load_str(f, "name = \"x\"\n[run\n", &[], &[]).expect_err("bad header").to_string();
+        assert_eq!(err, "failed to load sweep file `s.toml`: invalid TOML: line 2, column 5: invalid table header; expected `.`, `]` (in `[run`)");
+        let err = load_str(f, "name = \"x\"\nlr = 1e-\n", &[], &[]).expect_err("bad float").to_string();
+        assert!(err.contains("invalid TOML: line 2, column ") && err.ends_with("(in `lr = 1e-`)") && !err.contains('|'), "{err}");
+    }
+
+    /// The launch tables added after the first env grammar (`backend`, `[local]`, `[slurm]`) are
+    /// overridable like the rest, and their bad values name the variable; before, they were
+    /// silently ignored.
+    #[test]
+    fn env_vars_reach_backend_local_and_slurm() {
+        let f = Path::new("s.toml");
+        let text = "name = \"t\"\n[run]\nenv = \"CartPole-v1\"\nplugin = \"ppo\"\n";
+        let env = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>();
+        let file = load_str(
+            f,
+            text,
+            &env(&[("DROVER_BACKEND", "slurm"), ("DROVER_LOCAL__MAX_RETRIES", "2"), ("DROVER_SLURM_SKIP", "1"), ("DROVER_PLUGIN_PATH", "/x")]),
+            &[],
+        )
+        .expect("loads");
+        assert_eq!(file.backend, Some(crate::backend::slurm_config::BackendKind::Slurm));
+        assert_eq!(file.local.and_then(|l| l.max_retries), Some(2));
+        assert!(file.plugin_path.is_empty(), "DROVER_PLUGIN_PATH is the runtime's, not `plugin_path`");
+        let err = load_str(f, text, &env(&[("DROVER_SLURM__NO_SUCH_KEY", "1")]), &[]).expect_err("unknown [slurm] key").to_string();
+        assert!(err.contains("key `slurm.no_such_key` (from environment variable `DROVER_SLURM__NO_SUCH_KEY`)"), "{err}");
     }
 }

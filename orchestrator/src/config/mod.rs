@@ -58,8 +58,9 @@
 //! 2. environment variables `DROVER_<SECTION>__<KEY>`, the double underscore separating levels:
 //!    `DROVER_RUN__NUM_ENVS=16` sets `run.num_envs`, `DROVER_MAX_PARALLEL=4` sets `max_parallel`.
 //!    Values parse like TOML (`DROVER_SWEEP__SEEDS=[1,2]`). Only `DROVER_NAME`,
-//!    `DROVER_RESULTS_DIR`, `DROVER_MAX_PARALLEL` and `DROVER_{RUN,PARAMS,SWEEP}__*` are read;
-//!    other `DROVER_*` variables (`DROVER_PLUGIN_PATH`, `DROVER_JOB_BIN`, ...) belong to the runtime.
+//!    `DROVER_RESULTS_DIR`, `DROVER_MAX_PARALLEL`, `DROVER_BACKEND` and
+//!    `DROVER_{RUN,PARAMS,SWEEP,LOCAL,SLURM}__*` are read; other `DROVER_*` variables
+//!    (`DROVER_PLUGIN_PATH`, `DROVER_JOB_BIN`, ...) belong to the runtime.
 //!    Grid axes have dots in their names, which env var names cannot hold: use `--set` for them;
 //! 3. `--set key=value`, the value parsed as TOML (`--set run.lr=1e-3`, `--set sweep.seeds=[1,2]`,
 //!    `--set 'sweep.grid.params.clip_coef=[0.1,0.3]'`); a bare word that is not TOML is taken as a

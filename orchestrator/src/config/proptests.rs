@@ -195,6 +195,7 @@ fn env_var() -> impl Strategy<Value = (String, String)> {
     let names = vec![
         "DROVER_NAME", "DROVER_RESULTS_DIR", "DROVER_MAX_PARALLEL", "DROVER_RUN__LR", "DROVER_RUN__NUM_ENVS",
         "DROVER_RUN__", "DROVER_SWEEP__SEEDS", "DROVER_PARAMS__X", "DROVER_RUN____LR", "DROVER_JOB_BIN",
+        "DROVER_BACKEND", "DROVER_LOCAL__MAX_RETRIES", "DROVER_LOCAL__GPUS", "DROVER_SLURM__PARTITION",
     ];
     (proptest::sample::select(names), "\\PC{0,10}|\\[[0-9, ]{0,8}\\]|-?[0-9]{1,20}").prop_map(|(k, v)| (k.to_string(), v))
 }
