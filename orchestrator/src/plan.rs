@@ -168,15 +168,22 @@ fn check_plugin_params(
 mod tests {
     use super::*;
 
+    /// `dir/s.toml`, a sweep named `t` whose plugin is an empty `dir/libx.so` (planning never
+    /// loads it: the tests give no `job_bin`).
+    fn sweep_with_plugin_file(dir: &Path) -> PathBuf {
+        let so = dir.join("libx.so");
+        std::fs::write(&so, b"").expect("plugin file");
+        let sweep_file = dir.join("s.toml");
+        std::fs::write(&sweep_file, format!("name = \"t\"\n[run]\nenv = \"CartPole-v1\"\nplugin = {:?}\n", so.display().to_string()))
+            .expect("sweep");
+        sweep_file
+    }
+
     /// Issue 12, item 6: `--results` obeys the rules of the file's `results_dir`.
     #[test]
     fn results_given_on_the_command_line_are_checked_like_results_dir() {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let so = tmp.path().join("libx.so");
-        std::fs::write(&so, b"").expect("plugin file");
-        let sweep_file = tmp.path().join("s.toml");
-        std::fs::write(&sweep_file, format!("name = \"t\"\n[run]\nenv = \"CartPole-v1\"\nplugin = {:?}\n", so.display().to_string()))
-            .expect("sweep");
+        let sweep_file = sweep_with_plugin_file(tmp.path());
         let with = |results: &str| plan(&PlanOptions { sweep_file: sweep_file.clone(), results: Some(results.into()), ..Default::default() });
         let ok = with("r dir/it's fine").expect("spaces and quotes are fine in a path");
         assert_eq!(ok.results.root(), Path::new("r dir/it's fine"));
@@ -195,11 +202,7 @@ mod tests {
     #[test]
     fn results_of_another_sweep_or_a_file_are_refused_untouched() {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let so = tmp.path().join("libx.so");
-        std::fs::write(&so, b"").expect("plugin file");
-        let sweep_file = tmp.path().join("s.toml");
-        std::fs::write(&sweep_file, format!("name = \"t\"\n[run]\nenv = \"CartPole-v1\"\nplugin = {:?}\n", so.display().to_string()))
-            .expect("sweep");
+        let sweep_file = sweep_with_plugin_file(tmp.path());
         let with = |results: &Path| plan(&PlanOptions { sweep_file: sweep_file.clone(), results: Some(results.into()), ..Default::default() });
 
         let file = tmp.path().join("afile");
