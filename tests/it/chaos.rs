@@ -161,7 +161,9 @@ fn sweep_survives_random_sigkills_of_drover_and_jobs_with_every_run_done_exactly
     let mut rng = Rng(seed);
     let tmp = tempfile::tempdir().expect("tempdir");
     let tmp_path = tmp.path().canonicalize().expect("canonical tmp");
-    let sweep_file = write_sweep(&tmp_path, &sweep(131_072));
+    // Long enough for `KILLS` kills: a killed `drover run` takes its jobs down with SIGTERM, and
+    // they checkpoint, so the next start resumes them instead of starting over.
+    let sweep_file = write_sweep(&tmp_path, &sweep(524_288));
     let results = tmp_path.join("results");
     let started = Instant::now();
 
