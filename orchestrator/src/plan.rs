@@ -61,7 +61,14 @@ pub fn plan(opts: &PlanOptions) -> Result<Plan, ConfigError> {
     let file = opts.sweep_file.as_path();
     let sets = opts.sets.iter().map(|s| config::parse_set(s, file)).collect::<Result<Vec<_>, _>>()?;
     let (parsed, source_text) = config::load(file, &opts.env, &sets)?;
-    let sweep = Sweep::validate(parsed, file)?;
+    // A value an override put there is named with its `--set`/variable, not blamed on the file.
+    let name_override = |mut err: ConfigError| {
+        if err.origin.is_none() {
+            err.origin = err.key.as_deref().and_then(|key| config::override_origin(key, &opts.env, &sets));
+        }
+        err
+    };
+    let sweep = Sweep::validate(parsed, file).map_err(name_override)?;
 
     let env_plugin_path: Option<OsString> =
         opts.env.iter().find(|(k, _)| k == "DROVER_PLUGIN_PATH").map(|(_, v)| OsString::from(v));
@@ -73,7 +80,7 @@ pub fn plan(opts: &PlanOptions) -> Result<Plan, ConfigError> {
     }
     let runs = sweep.expand();
     if let Some(job_bin) = &opts.job_bin {
-        check_plugin_params(&PluginProbe::new(job_bin), &plugins, &runs, file)?;
+        check_plugin_params(&PluginProbe::new(job_bin), &plugins, &runs, file).map_err(name_override)?;
     }
 
     let results = opts
@@ -177,6 +184,37 @@ mod tests {
         std::fs::write(&sweep_file, format!("name = \"t\"\n[run]\nenv = \"CartPole-v1\"\nplugin = {:?}\n", so.display().to_string()))
             .expect("sweep");
         sweep_file
+    }
+
+    /// A value refused after loading (a count, an empty axis, a `[local]` setting) that came
+    /// from `--set` or `DROVER_*` names that override; the file's own values are not blamed on one.
+    #[test]
+    fn values_refused_after_loading_name_the_override_that_set_them() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let sweep_file = sweep_with_plugin_file(tmp.path());
+        let with = |env: &[(&str, &str)], sets: &[&str]| {
+            let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            let sets = sets.iter().map(|s| s.to_string()).collect();
+            plan(&PlanOptions { sweep_file: sweep_file.clone(), env, sets, ..Default::default() }).expect_err("refused").to_string()
+        };
+        // (env vars, `--set` arguments, the expected part of the message)
+        type Case<'a> = (&'a [(&'a str, &'a str)], &'a [&'a str], &'a str);
+        let cases: [Case<'_>; 5] = [
+            (&[], &["run.num_envs=0"], "key `run.num_envs` (from `--set run.num_envs=0`): invalid value"),
+            (&[("DROVER_RUN__NUM_ENVS", "0")], &[], "key `run.num_envs` (from environment variable `DROVER_RUN__NUM_ENVS`): invalid value"),
+            (&[], &["sweep.seeds=[]"], "key `sweep.seeds` (from `--set sweep.seeds=[]`): axis is empty"),
+            (&[], &["local.gpus=[0,0]"], "key `local.gpus[1]` (from `--set local.gpus=[0,0]`): invalid value: device 0 is listed twice"),
+            // The later `--set` wins over the variable, so it is the one at fault.
+            (&[("DROVER_RUN__NUM_ENVS", "4")], &["run.num_envs=0"], "key `run.num_envs` (from `--set run.num_envs=0`)"),
+        ];
+        for (env, sets, expected) in cases {
+            let err = with(env, sets);
+            assert!(err.contains(expected), "{sets:?} {env:?}: {err}");
+        }
+        // Another key overridden does not take the blame for the file's own bad value.
+        std::fs::write(&sweep_file, std::fs::read_to_string(&sweep_file).expect("sweep") + "num_envs = 0\n").expect("sweep");
+        let err = with(&[("DROVER_RUN__LR", "0.1")], &["run.num_steps=8"]);
+        assert!(err.contains("key `run.num_envs`: invalid value"), "{err}");
     }
 
     /// Issue 12, item 6: `--results` obeys the rules of the file's `results_dir`.

@@ -182,6 +182,24 @@ fn merge_dicts(mut a: Dict, b: Dict) -> Dict {
     a
 }
 
+/// Where the value of `key` came from when an override (a `--set`, else a `DROVER_*` variable)
+/// replaced the file's: checks after loading (`Sweep::validate`, the plugin's parameter check)
+/// only know the key, and a message naming the file alone sends the user to a line that is not
+/// at fault. `None` when the file's own value stands.
+pub fn override_origin(key: &str, env: &[(String, String)], sets: &[SetArg]) -> Option<String> {
+    // `local.gpus[1]` is an element of `local.gpus`, which is what an override replaces.
+    let key = key.split('[').next().unwrap_or(key);
+    let related = |set: &str| set == key || key.starts_with(&format!("{set}.")) || set.starts_with(&format!("{key}."));
+    if let Some(set) = sets.iter().rev().find(|s| related(&s.path.join("."))) {
+        return Some(format!("`--set {}`", set.raw));
+    }
+    env.iter().map(|(name, _)| name).find_map(|name| {
+        let rest = name.strip_prefix("DROVER_")?.to_ascii_lowercase();
+        let known = ENV_TOP_KEYS.contains(&rest.as_str()) || ENV_SECTIONS.iter().any(|s| rest.starts_with(s));
+        (known && related(&rest.replace("__", "."))).then(|| format!("environment variable `{name}`"))
+    })
+}
+
 /// Maps figment's error (path + kind + metadata) to a `ConfigError` naming the key and origin.
 fn convert_figment_error(file: &Path, e: figment::Error) -> ConfigError {
     let mut key_path = e.path.clone();

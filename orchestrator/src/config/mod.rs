@@ -89,7 +89,7 @@ mod tests;
 pub use expand::RunSpec;
 pub use file::{Device, EnvKind, ReferencePolicy, RunConfig, SeedsFile, SweepAxesFile, SweepFile};
 pub use ids::{canonical_json, ConfigId, RunId};
-pub use load::{load, load_str, parse_set, SetArg};
+pub use load::{load, load_str, override_origin, parse_set, SetArg};
 pub use plugin::PluginSearch;
 pub use sweep::{AxisKey, Sweep, MAX_RUNS};
 pub(crate) use sweep::check_path_text;
