@@ -109,10 +109,10 @@ fn split(expr: &str) -> Result<(&str, Op, &str), AnalyzeError> {
     Ok((key, op, value))
 }
 
-/// Splits a `=`/`!=` value list at its top-level commas: a comma inside brackets or braces
-/// belongs to a list value (`hidden=[64,64],[32,32]` is two values), so list-valued
-/// hyperparameters can be matched at all.
-fn split_list(value: &str) -> Vec<&str> {
+/// Splits at top-level commas, trimming each part: a comma inside brackets or braces belongs
+/// to a list value (`hidden=[64,64],[32,32]` is two values), so list-valued hyperparameters can
+/// be matched at all (`--where` value lists) and configuration labels split into their keys.
+pub(crate) fn split_list(value: &str) -> Vec<&str> {
     let (mut parts, mut depth, mut start) = (Vec::new(), 0i32, 0);
     for (i, c) in value.char_indices() {
         match c {

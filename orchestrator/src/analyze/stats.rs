@@ -128,20 +128,7 @@ pub fn per_run(metrics: LazyFrame, runs: LazyFrame, target: Option<f64>) -> Lazy
 /// `lr=0.001` before `0.00025`. Returns the row indices in that order.
 pub fn label_order(labels: &[String]) -> Vec<usize> {
     fn parts(label: &str) -> Vec<(&str, &str)> {
-        let (mut out, mut depth, mut start) = (Vec::new(), 0i32, 0);
-        for (i, c) in label.char_indices() {
-            match c {
-                '[' | '{' => depth += 1,
-                ']' | '}' => depth -= 1,
-                ',' if depth == 0 => {
-                    out.push(&label[start..i]);
-                    start = i + 1;
-                }
-                _ => {}
-            }
-        }
-        out.push(&label[start..]);
-        out.into_iter().map(|part| part.split_once('=').unwrap_or((part, ""))).collect()
+        super::query::split_list(label).into_iter().map(|part| part.split_once('=').unwrap_or((part, ""))).collect()
     }
     let compare = |a: &str, b: &str| match (a.parse::<f64>(), b.parse::<f64>()) {
         (Ok(x), Ok(y)) => x.total_cmp(&y),
