@@ -183,7 +183,7 @@ fn config_errors_exit_3_and_dry_run_lists_runs() {
     let out = fx.command(&["--set", "sweep.seeds=[]"]).output().unwrap();
     assert_eq!(out.status.code(), Some(3));
     let err = stderr(&out);
-    assert!(err.contains("sweep.toml`: key `sweep.seeds`: axis is empty"), "{err}");
+    assert!(err.contains("sweep.toml`: key `sweep.seeds` (from `--set sweep.seeds=[]`): axis is empty"), "{err}");
     assert!(!fx.results().exists(), "nothing is written for a bad config");
 
     let out = fx.command(&["--set", "run.plugin=nope"]).output().unwrap();
