@@ -8,7 +8,10 @@ use drover_plugin_api::{LossView, ROption, RSlice, RStr, RString, RVec, RolloutV
 /// required); `group_ids` and `sample_weights` are `B` long or empty; each metadata column is
 /// `B` long. See `drover_plugin_api::RolloutView` for what each buffer means, in particular
 /// `next_values` (V(s_{t+1}), 0 where terminated).
-#[derive(Debug, Clone, Copy)]
+///
+/// `Default` is the empty batch (no sequences, every buffer empty), a base for struct update
+/// when only some buffers are filled.
+#[derive(Debug, Clone, Copy, Default)]
 pub struct RolloutBatch<'a> {
     /// `B`.
     pub num_sequences: usize,

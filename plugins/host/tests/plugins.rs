@@ -422,17 +422,9 @@ fn a_plugin_built_against_interface_1_1_runs_in_a_1_3_host_and_asks_for_no_group
         seq_len: 2,
         mask: &mask,
         rewards: &rewards,
-        terminated: &[],
-        truncated: &[],
-        values: &[],
-        next_values: &[],
-        logp_old: &[],
-        logp_ref: &[],
-        entropy_old: &[],
         group_ids: &[0, 0, 1, 1],
-        sample_weights: &[],
         metadata: &metadata,
-        seed: 0,
+        ..RolloutBatch::default()
     };
     let (mut adv, mut ret) = ([f32::NAN; 8], [f32::NAN; 8]);
     let metrics = alg
@@ -578,17 +570,10 @@ fn plugin_state_round_trips_through_the_host_and_older_plugins_have_none() {
         seq_len: 1,
         mask: &mask,
         rewards: &rewards,
-        terminated: &[],
-        truncated: &[],
-        values: &[],
-        next_values: &[],
-        logp_old: &[],
-        logp_ref: &[],
-        entropy_old: &[],
         group_ids: &[0, 0, 0, 1, 1, 1, 1],
-        sample_weights: &[],
         metadata: &metadata,
         seed: 3,
+        ..RolloutBatch::default()
     };
     let mut saver = plugin.instantiate("{}", 0).expect("instantiate");
     saver
@@ -773,17 +758,7 @@ fn faulty_plugin_errors_become_call_errors_and_panics_do_not_abort() {
         seq_len: 3,
         mask: &weights,
         rewards: &weights,
-        terminated: &[],
-        truncated: &[],
-        values: &[],
-        next_values: &[],
-        logp_old: &[],
-        logp_ref: &[],
-        entropy_old: &[],
-        group_ids: &[],
-        sample_weights: &[],
-        metadata: &[],
-        seed: 0,
+        ..RolloutBatch::default()
     };
     let (mut adv, mut ret) = ([0.0f32; 3], [0.0f32; 3]);
     let e = alg
@@ -864,17 +839,9 @@ fn chord_finds_its_expert_sequences_through_the_minibatch_context() {
         seq_len: 2,
         mask: &mask,
         rewards: &rewards,
-        terminated: &[],
-        truncated: &[],
-        values: &[],
-        next_values: &[],
-        logp_old: &[],
-        logp_ref: &[],
-        entropy_old: &[],
         group_ids: &[0, 0, 0, 0],
-        sample_weights: &[],
         metadata: &metadata,
-        seed: 0,
+        ..RolloutBatch::default()
     };
     let (mut adv, mut ret) = ([0.0f32; 8], [0.0f32; 8]);
     alg.compute_advantages(&batch, &mut adv, &mut ret)
