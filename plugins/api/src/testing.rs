@@ -496,12 +496,7 @@ impl RandomMinibatch {
         mb.seq_index = &self.seq_index;
         mb.num_sequences = self.num_sequences;
         mb.rollout_index = Some(&self.rollout_index);
-        mb.position = Some(MinibatchPosition {
-            rollout_sequences: self.rollout_sequences,
-            iteration: 1,
-            epoch: 0,
-            minibatch: 0,
-        });
+        mb.position = Some(first_minibatch(self.rollout_sequences));
         mb
     }
 }
@@ -921,12 +916,7 @@ impl MinibatchData {
         mb.seq_lengths = &self.seq_lengths;
         mb.seed = self.seed;
         mb.rollout_index = Some(&self.rollout_index);
-        mb.position = Some(MinibatchPosition {
-            rollout_sequences: self.rollout_sequences,
-            iteration: 1,
-            epoch: 0,
-            minibatch: 0,
-        });
+        mb.position = Some(first_minibatch(self.rollout_sequences));
         mb
     }
 
@@ -1351,6 +1341,12 @@ fn check_iteration_hook<S: Subject>(
     } else {
         format!("group sizes {sizes:?} for 4 next prompts sum to the budget; none without a dataset")
     })
+}
+
+/// Where the harness's minibatches sit: the first minibatch of the first epoch of iteration 1,
+/// out of a rollout of `rollout_sequences` sequences.
+fn first_minibatch(rollout_sequences: usize) -> MinibatchPosition {
+    MinibatchPosition { rollout_sequences, iteration: 1, epoch: 0, minibatch: 0 }
 }
 
 #[cfg(test)]
