@@ -29,7 +29,7 @@ pub(crate) fn status(dir: &SweepDir) -> StatusReport {
             let logs = attempt_logs(&run_dir);
             let attempts = logs
                 .iter()
-                .filter_map(|p| p.file_name()?.to_str()?.strip_prefix("attempt-")?.split('.').next()?.parse::<u32>().ok())
+                .filter_map(|p| crate::backend::prepare::attempt_number(p.file_name()?.to_str()?))
                 .max()
                 .unwrap_or(0);
             let (state, reason) = classify_local(exit.as_ref(), job_running, attempts > 0, driver.is_some());

@@ -325,7 +325,7 @@ fn resume_in_place(dir: &Path) -> Result<u32, RunError> {
 }
 
 /// The attempt number in an `attempt-<n>...` name.
-fn attempt_number(name: &str) -> Option<u32> {
+pub(crate) fn attempt_number(name: &str) -> Option<u32> {
     let rest = name.strip_prefix("attempt-")?;
     let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
     digits.parse().ok()

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::backend::prepare::archive_partial;
+use crate::backend::prepare::{archive_partial, attempt_number};
 use crate::backend::slurm_cmd::{QueueEntry, Slurm};
 use crate::backend::slurm_config::{Resources, SlurmSettings};
 use crate::backend::slurm_script::{self, ScriptParams};
@@ -318,7 +318,7 @@ pub(crate) fn attempt_logs(run_dir: &Path) -> Vec<PathBuf> {
         .flatten()
         .filter_map(|e| {
             let name = e.file_name().to_string_lossy().into_owned();
-            let n: u32 = name.strip_prefix("attempt-")?.split('.').next()?.parse().ok()?;
+            let n = attempt_number(&name)?;
             (name.ends_with(".stdout.log") || name.ends_with(".stderr.log")).then(|| (n, e.path()))
         })
         .collect();
