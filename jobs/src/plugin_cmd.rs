@@ -1,6 +1,9 @@
 //! `drover-job plugin info|check <file.so>`: loads one plugin library in this process and prints
 //! one JSON document (`PluginReport`) that `drover plugin list|check` and `drover run`'s
-//! parameter validation parse, so the orchestrator never loads a plugin itself.
+//! parameter validation parse, so the orchestrator never loads a plugin itself. `info
+//! --try-params` also creates an instance from each params object read from stdin, so a value
+//! the plugin's constructor refuses (an unknown mode name, two keys that contradict) is found
+//! before any run is launched.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -28,6 +31,10 @@ enum PluginCommand {
     Info {
         /// The plugin library (`.so`).
         file: PathBuf,
+        /// Read a JSON array of params objects from stdin and create one instance from each
+        /// (seed 0); the verdicts are the report's `instances`, in order.
+        #[arg(long)]
+        try_params: bool,
     },
     /// Load the library and run the plugin author's test harness on it through the ABI.
     Check {
@@ -58,6 +65,24 @@ pub struct PluginReport {
     /// The harness's checks (`check` only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub checks: Option<Vec<CheckRecord>>,
+    /// One verdict per params object (`info --try-params` only); added without a format bump,
+    /// since a reader that does not ask for it never sees it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instances: Option<Vec<InstanceRecord>>,
+}
+
+/// Whether the plugin's constructor accepted one params object.
+#[derive(Debug, Serialize, PartialEq)]
+pub struct InstanceRecord {
+    /// The constructor returned an instance.
+    pub accepted: bool,
+    /// The params key the plugin blamed, when it named one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// The plugin's reason, without the kind or key (the whole host message for a failure that
+    /// is not the plugin's own error, such as a panic).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// What a loaded plugin says about itself, plus provenance.
@@ -141,6 +166,34 @@ fn describe(plugin: &Plugin) -> PluginDescription {
     }
 }
 
+/// stdin of `info --try-params`: a JSON array of objects, each kept as its JSON text.
+fn read_params_list(input: impl std::io::Read) -> Result<Vec<String>, String> {
+    let list: Vec<serde_json::Value> =
+        serde_json::from_reader(input).map_err(|e| format!("stdin is not a JSON array of params objects: {e}"))?;
+    list.iter()
+        .enumerate()
+        .map(|(i, v)| match v {
+            serde_json::Value::Object(_) => Ok(v.to_string()),
+            other => Err(format!("stdin: entry {i} is not a params object: {other}")),
+        })
+        .collect()
+}
+
+/// Creates (and drops) one instance from `params`: what the job's first call will do.
+fn try_instance(plugin: &Plugin, params: &str) -> InstanceRecord {
+    match plugin.instantiate(params, 0) {
+        Ok(_) => InstanceRecord { accepted: true, key: None, reason: None },
+        Err(e) => match e.plugin_error() {
+            Some(p) if !e.is_panic() => InstanceRecord {
+                accepted: false,
+                key: p.key().map(str::to_owned),
+                reason: Some(p.message().to_owned()),
+            },
+            _ => InstanceRecord { accepted: false, key: None, reason: Some(e.to_string()) },
+        },
+    }
+}
+
 fn failure(e: &LoadError) -> LoadFailure {
     let kind = match e {
         LoadError::Read { .. } => "read",
@@ -181,9 +234,21 @@ pub fn run_if_requested() -> Option<u8> {
 }
 
 fn run(command: PluginCommand) -> u8 {
-    let (file, check) = match command {
-        PluginCommand::Info { file } => (file, None),
-        PluginCommand::Check { file, params, seed } => (file, Some((params, seed))),
+    let (file, check, try_params) = match command {
+        PluginCommand::Info { file, try_params } => (file, None, try_params),
+        PluginCommand::Check { file, params, seed } => (file, Some((params, seed)), false),
+    };
+    // Read before loading: the caller writes all of stdin and then waits for the report.
+    let tries = if try_params {
+        match read_params_list(std::io::stdin().lock()) {
+            Ok(list) => Some(list),
+            Err(e) => {
+                eprintln!("drover-job plugin info --try-params: {e}");
+                return exit_codes::USAGE;
+            }
+        }
+    } else {
+        None
     };
     let mut report = PluginReport {
         format_version: PLUGIN_REPORT_FORMAT_VERSION,
@@ -191,6 +256,7 @@ fn run(command: PluginCommand) -> u8 {
         plugin: None,
         error: None,
         checks: None,
+        instances: None,
     };
     let mut code = exit_codes::COMPLETED;
     match Plugin::load(&file) {
@@ -200,6 +266,9 @@ fn run(command: PluginCommand) -> u8 {
         }
         Ok(plugin) => {
             report.plugin = Some(describe(&plugin));
+            if let Some(list) = &tries {
+                report.instances = Some(list.iter().map(|params| try_instance(&plugin, params)).collect());
+            }
             if let Some((params, seed)) = check {
                 let opts = CheckOptions {
                     seed,

@@ -9,7 +9,7 @@ use crate::config::{self, PluginSearch, RunSpec, Sweep};
 use crate::error::ConfigError;
 use crate::error::ConfigErrorKind;
 use crate::layout::{JobSpec, ResultsDir, SweepManifest, SWEEP_JSON};
-use crate::plugin_cmd::{validate_params, PluginProbe};
+use crate::plugin_cmd::{validate_params, PluginDescription, PluginProbe};
 
 /// Inputs of `plan` gathered by the CLI (kept explicit so tests need no process-global state).
 #[derive(Debug, Clone, Default)]
@@ -136,8 +136,11 @@ fn check_results_dir(results: &Path, name: &str, runs: &[RunSpec]) -> Result<(),
 }
 
 /// Describes each distinct plugin once (in a `drover-job plugin info` subprocess) and checks
-/// every run's `[params]` against it, so nothing is launched with a parameter the plugin would
-/// refuse. The error names the sweep file, the `params.<key>`, the plugin and the reason.
+/// every run's `[params]` against it, then has the plugin's constructor judge each distinct
+/// params object (one `info --try-params` subprocess per plugin), so nothing is launched with a
+/// parameter the plugin would refuse: a mode name it does not know or two keys that contradict
+/// would otherwise fail every job, on Slurm after its wait in the queue. The error names the
+/// sweep file, the `params.<key>`, the plugin and the reason.
 fn check_plugin_params(
     probe: &PluginProbe,
     plugins: &BTreeMap<String, PathBuf>,
@@ -151,21 +154,43 @@ fn check_plugin_params(
         })?;
         described.insert(name.as_str(), desc);
     }
+    let refused = |run: &RunSpec, desc: &PluginDescription, key: &str, reason: String| {
+        let key = format!("params.{key}");
+        let kind = ConfigErrorKind::PluginParam { plugin: desc.name.clone(), version: desc.version.clone(), reason };
+        let mut err = ConfigError::new(file, key.as_str(), kind);
+        if run.axes.contains_key(&key) {
+            err = err.with_origin(format!("the sweep axis value of run `{}`", run.label));
+        }
+        err
+    };
     let mut seen = std::collections::BTreeSet::new();
+    let mut to_try: BTreeMap<&str, Vec<&RunSpec>> = BTreeMap::new();
     for run in runs {
         let Some(desc) = described.get(run.plugin()) else { continue };
         if !seen.insert((run.plugin(), config::canonical_json(&serde_json::Value::Object(run.params.clone())))) {
             continue;
         }
         if let Err(problem) = validate_params(desc, &run.params) {
-            let key = format!("params.{}", problem.key);
-            let kind =
-                ConfigErrorKind::PluginParam { plugin: desc.name.clone(), version: desc.version.clone(), reason: problem.reason };
-            let mut err = ConfigError::new(file, key.as_str(), kind);
-            if run.axes.contains_key(&key) {
-                err = err.with_origin(format!("the sweep axis value of run `{}`", run.label));
-            }
-            return Err(err);
+            return Err(refused(run, desc, &problem.key, problem.reason));
+        }
+        to_try.entry(run.plugin()).or_default().push(run);
+    }
+    for (name, runs) in to_try {
+        let (Some(path), Some(desc)) = (plugins.get(name), described.get(name)) else { continue };
+        let params: Vec<_> = runs.iter().map(|r| &r.params).collect();
+        let verdicts = probe.try_params(path, &params).map_err(|e| {
+            ConfigError::new(file, "run.plugin", ConfigErrorKind::PluginUnusable { name: name.to_string(), reason: e.to_string() })
+        })?;
+        if let Some((run, refusal)) = runs.iter().zip(verdicts).find_map(|(run, v)| v.map(|v| (run, v))) {
+            // `<params>` is the plugin SDK's key for the object as a whole.
+            let key = refusal.key.as_deref().filter(|k| *k != "<params>" && !k.is_empty());
+            return Err(match key {
+                Some(key) => refused(run, desc, key, refusal.reason),
+                None => {
+                    let kind = ConfigErrorKind::PluginParam { plugin: desc.name.clone(), version: desc.version.clone(), reason: refusal.reason };
+                    ConfigError::new(file, "params", kind).with_origin(format!("the params of run `{}`", run.label))
+                }
+            });
         }
     }
     Ok(())

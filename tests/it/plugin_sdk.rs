@@ -149,6 +149,55 @@ fn parameters_are_checked_against_the_plugin_before_anything_starts() {
     }
 }
 
+/// What only the plugin's constructor knows (a mode name outside its description's kinds and
+/// bounds, any refusal in `new`) is also found before launch: left to the jobs, every run would
+/// fail at its start, on Slurm after its wait in the queue. `plugin check --params` says the same.
+#[test]
+fn values_the_plugin_constructor_refuses_are_found_before_anything_starts() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let results = tmp.path().join("results");
+    let grpo = "name = \"bad-mode\"\n[run]\nenv = \"SeqAdd-v0\"\nplugin = \"grpo\"\nvocab = 5\nprompt_len = 4\n\
+                num_steps = 3\ngroup_size = 8\nnum_envs = 64\ntotal_steps = 1920\n";
+    let faulty = format!(
+        "name = \"bad-new\"\n[run]\nenv = \"CartPole-v1\"\nplugin = \"{}\"\ntotal_steps = 1024\n",
+        artifact("libdrover_test_plugin_faulty.so").display()
+    );
+    let modes = "(expected one of: token-mean, seq-mean-token-mean, seq-mean-token-sum, seq-mean-token-sum-norm)";
+    let cases = [
+        (
+            format!("{grpo}[params]\nloss_agg_mode = \"tokenmean\"\n"),
+            format!("key `params.loss_agg_mode`: rejected by plugin `grpo` 0.1.0: unknown aggregation mode `tokenmean` {modes}"),
+        ),
+        (
+            format!("{grpo}[sweep.grid]\n\"params.loss_agg_mode\" = [\"token-mean\", \"seq-mean\"]\n"),
+            format!(
+                "key `params.loss_agg_mode` (from the sweep axis value of run `params.loss_agg_mode=seq-mean`): \
+                 rejected by plugin `grpo` 0.1.0: unknown aggregation mode `seq-mean` {modes}"
+            ),
+        ),
+        (
+            format!("{faulty}[params]\nfail = \"error_in_new\"\n"),
+            "key `params` (from the params of run `base`): rejected by plugin `faulty` 0.1.0: asked to fail in `new`".to_string(),
+        ),
+    ];
+    for (text, expected) in &cases {
+        let sweep = write_sweep(tmp.path(), text);
+        let out = drover().arg("run").arg(&sweep).arg("--results").arg(&results).output().expect("spawn");
+        let err = stderr_of(&out);
+        assert_eq!(out.status.code(), Some(3), "config errors exit with CONFIG_INVALID:\n{err}");
+        assert!(err.contains(expected.as_str()), "expected `{expected}` in:\n{err}");
+        assert!(!err.contains("invalid params"), "the plugin's kind is not repeated:\n{err}");
+        assert!(!results.exists(), "nothing may be written before the parameters are valid");
+    }
+    let out = drover().args(["plugin", "check", "grpo", "--params", r#"{"loss_agg_mode": "tokenmean"}"#]).output().expect("spawn");
+    let err = stderr_of(&out);
+    assert_ne!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains(&format!("invalid `--params`: key `loss_agg_mode`: rejected by plugin `grpo` 0.1.0: unknown aggregation mode `tokenmean` {modes}")),
+        "{err}"
+    );
+}
+
 #[test]
 fn a_panicking_or_nan_plugin_fails_its_run_naming_plugin_call_and_reason_and_the_others_finish() {
     let tmp = tempfile::tempdir().expect("tempdir");

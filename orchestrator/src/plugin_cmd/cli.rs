@@ -127,6 +127,14 @@ pub fn run(command: PluginCommand, env: &PluginEnv, out: &mut dyn Write) -> Resu
                     p.key, described.name, described.version, p.reason
                 ))
             })?;
+            if let Some(Some(refusal)) = probe.try_params(&path, &[&object])?.pop() {
+                let key = refusal.key.as_deref().filter(|k| *k != "<params>" && !k.is_empty());
+                let prefix = key.map(|k| format!("key `{k}`: ")).unwrap_or_default();
+                return Err(PluginCmdError::BadParams(format!(
+                    "{prefix}rejected by plugin `{}` {}: {}",
+                    described.name, described.version, refusal.reason
+                )));
+            }
             let result = probe.check(&path, &params)?;
             out.write_all(render_check(&result).as_bytes()).map_err(io)?;
             Ok(if result.passed() { exit_codes::SUCCESS } else { exit_codes::FAILURE })

@@ -11,6 +11,8 @@ mod template;
 mod validate;
 
 pub use cli::{run, PluginCommand, PluginEnv};
-pub use probe::{CheckRecord, CheckResult, ParamDescription, PluginDescription, PluginProbe, PLUGIN_REPORT_FORMAT_VERSION};
+pub use probe::{
+    CheckRecord, CheckResult, ParamDescription, ParamsRefusal, PluginDescription, PluginProbe, PLUGIN_REPORT_FORMAT_VERSION,
+};
 pub use template::{create_project, ApiDependency, NewPluginSpec};
 pub use validate::{validate_params, ParamProblem};

@@ -1,5 +1,6 @@
 //! `PluginProbe`: asks `drover-job plugin info|check <file>` about a library and parses its JSON
-//! report (format in `jobs/src/plugin_cmd.rs`, `format_version` 1).
+//! report (format in `jobs/src/plugin_cmd.rs`, `format_version` 1); `info --try-params` has the
+//! plugin's constructor judge params objects before anything is launched.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -77,12 +78,29 @@ impl CheckResult {
     }
 }
 
+/// The plugin constructor's refusal of one params object.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ParamsRefusal {
+    /// The params key the plugin blamed, when it named one (`<params>` for the whole object).
+    pub key: Option<String>,
+    /// Why, in the plugin's words.
+    pub reason: String,
+}
+
 #[derive(Debug, Deserialize)]
 struct Report {
     format_version: u32,
     plugin: Option<PluginDescription>,
     error: Option<Failure>,
     checks: Option<Vec<CheckRecord>>,
+    instances: Option<Vec<InstanceRecord>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct InstanceRecord {
+    accepted: bool,
+    key: Option<String>,
+    reason: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -133,18 +151,85 @@ impl PluginProbe {
         Ok(CheckResult { plugin, checks })
     }
 
+    /// Has the plugin at `path` create an instance from each of `params` (what every job does
+    /// first), in one `drover-job plugin info --try-params` subprocess; params objects this
+    /// `drover-job` and library accepted before are not asked again (see [`InfoCache`]).
+    /// Returns one verdict per object, in order: `None` when accepted.
+    ///
+    /// # Errors
+    /// As [`PluginProbe::info`].
+    pub fn try_params(
+        &self,
+        path: &Path,
+        params: &[&serde_json::Map<String, serde_json::Value>],
+    ) -> Result<Vec<Option<ParamsRefusal>>, PluginProbeError> {
+        let cache = InfoCache::for_probe(&self.job_bin, path);
+        let known = cache.as_ref().map(InfoCache::accepted_params).unwrap_or_default();
+        let known_set: std::collections::HashSet<&str> = known.iter().map(String::as_str).collect();
+        let texts: Vec<String> = params.iter().map(|p| crate::config::canonical_json(&serde_json::Value::Object((*p).clone()))).collect();
+        let mut verdicts: Vec<Option<ParamsRefusal>> = vec![None; params.len()];
+        let unknown: Vec<usize> = (0..texts.len()).filter(|&i| !known_set.contains(params_digest(&texts[i]).as_str())).collect();
+        if unknown.is_empty() {
+            return Ok(verdicts);
+        }
+        let stdin = format!("[{}]", unknown.iter().map(|&i| texts[i].as_str()).collect::<Vec<_>>().join(","));
+        let (mut report, stderr) = self.ask_with_stdin("info", path, &["--try-params"], Some(stdin.as_bytes()))?;
+        let instances = report.instances.take();
+        self.description((report, stderr.clone()), "info", path)?;
+        let instances = instances
+            .filter(|v| v.len() == unknown.len())
+            .ok_or_else(|| self.bad("info", path, format!("the report has no `instances` for {} params objects", unknown.len()), stderr))?;
+        let mut accepted = Vec::new();
+        for (&i, record) in unknown.iter().zip(instances) {
+            if record.accepted {
+                accepted.push(params_digest(&texts[i]));
+            } else {
+                verdicts[i] = Some(ParamsRefusal { key: record.key, reason: record.reason.unwrap_or_default() });
+            }
+        }
+        drop(known_set);
+        if let Some(cache) = cache {
+            cache.remember_accepted(known, accepted);
+        }
+        Ok(verdicts)
+    }
+
     fn bad(&self, command: &'static str, path: &Path, reason: String, stderr: String) -> PluginProbeError {
         PluginProbeError::BadReport { job_bin: self.job_bin.clone(), command, path: path.to_path_buf(), reason, stderr }
     }
 
     fn ask(&self, command: &'static str, path: &Path, extra: &[&str]) -> Result<(Report, String), PluginProbeError> {
-        let out = Command::new(&self.job_bin)
-            .arg("plugin")
-            .arg(command)
-            .arg(path)
-            .args(extra)
-            .output()
-            .map_err(|source| PluginProbeError::Spawn { job_bin: self.job_bin.clone(), source })?;
+        self.ask_with_stdin(command, path, extra, None)
+    }
+
+    fn ask_with_stdin(
+        &self,
+        command: &'static str,
+        path: &Path,
+        extra: &[&str],
+        input: Option<&[u8]>,
+    ) -> Result<(Report, String), PluginProbeError> {
+        let spawn_err = |source| PluginProbeError::Spawn { job_bin: self.job_bin.clone(), source };
+        let mut cmd = Command::new(&self.job_bin);
+        cmd.arg("plugin").arg(command).arg(path).args(extra);
+        let out = match input {
+            None => cmd.output().map_err(spawn_err)?,
+            Some(bytes) => {
+                use std::io::Write;
+                let mut child = cmd
+                    .stdin(std::process::Stdio::piped())
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .map_err(spawn_err)?;
+                // drover-job reads all of stdin before it writes anything, so writing first
+                // cannot deadlock; a write error (it exited early) shows in its report below.
+                if let Some(mut stdin) = child.stdin.take() {
+                    let _ = stdin.write_all(bytes);
+                }
+                child.wait_with_output().map_err(spawn_err)?
+            }
+        };
         let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
         // A library can crash the loader itself (a damaged file mapped by dlopen): say so
         // rather than that the report was not JSON.
@@ -201,6 +286,23 @@ struct CachedInfo {
     description: PluginDescription,
 }
 
+/// `plugin-params/<key>.json`: params objects the library's constructor accepted, as
+/// [`params_digest`]s. Only acceptances are kept: a refusal stops the plan anyway.
+#[derive(Serialize, Deserialize)]
+struct CachedParams {
+    format_version: u32,
+    accepted: Vec<String>,
+}
+
+/// Accepted params digests kept per library: enough for a large sweep, bounded for a long life.
+const MAX_ACCEPTED: usize = 20_000;
+
+/// SHA-256 (hex) of a params object's canonical JSON.
+fn params_digest(canonical: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(canonical.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
 impl InfoCache {
     fn for_probe(job_bin: &Path, plugin: &Path) -> Option<InfoCache> {
         let dir = std::env::var_os("DROVER_CACHE_DIR")
@@ -219,6 +321,32 @@ impl InfoCache {
         Some(InfoCache { file: dir.join("plugin-info").join(format!("{hex}.json")) })
     }
 
+    /// Digests of params objects this library's constructor accepted (`try_params`).
+    fn accepted_params(&self) -> Vec<String> {
+        let read = || -> Option<Vec<String>> {
+            let cached: CachedParams = serde_json::from_slice(&std::fs::read(self.params_file()).ok()?).ok()?;
+            (cached.format_version == INFO_CACHE_VERSION).then_some(cached.accepted)
+        };
+        read().unwrap_or_default()
+    }
+
+    /// Adds `new` to the accepted digests, keeping at most [`MAX_ACCEPTED`] (newest last).
+    fn remember_accepted(&self, mut known: Vec<String>, new: Vec<String>) {
+        if new.is_empty() {
+            return;
+        }
+        known.extend(new);
+        let excess = known.len().saturating_sub(MAX_ACCEPTED);
+        known.drain(..excess);
+        let record = CachedParams { format_version: INFO_CACHE_VERSION, accepted: known };
+        self.write_json(&self.params_file(), serde_json::to_vec(&record));
+    }
+
+    fn params_file(&self) -> PathBuf {
+        let name = self.file.file_name().map(PathBuf::from).unwrap_or_default();
+        self.file.parent().and_then(Path::parent).map(|root| root.join("plugin-params").join(name)).unwrap_or_default()
+    }
+
     fn read(&self) -> Option<PluginDescription> {
         let cached: CachedInfo = serde_json::from_slice(&std::fs::read(&self.file).ok()?).ok()?;
         (cached.format_version == INFO_CACHE_VERSION).then_some(cached.description)
@@ -226,10 +354,14 @@ impl InfoCache {
 
     fn write(&self, description: &PluginDescription) {
         let record = CachedInfo { format_version: INFO_CACHE_VERSION, description: description.clone() };
-        let (Some(dir), Ok(bytes)) = (self.file.parent(), serde_json::to_vec(&record)) else { return };
+        self.write_json(&self.file, serde_json::to_vec(&record));
+    }
+
+    fn write_json(&self, file: &Path, bytes: serde_json::Result<Vec<u8>>) {
+        let (Some(dir), Ok(bytes)) = (file.parent(), bytes) else { return };
         if std::fs::create_dir_all(dir).is_ok() {
-            if let Err(e) = crate::layout::write_atomic(&self.file, &bytes) {
-                tracing::debug!("cannot cache the plugin description in `{}`: {e}", self.file.display());
+            if let Err(e) = crate::layout::write_atomic(file, &bytes) {
+                tracing::debug!("cannot write the plugin cache file `{}`: {e}", file.display());
             }
         }
     }
@@ -239,12 +371,14 @@ impl InfoCache {
 mod cache_tests {
     use super::*;
 
-    /// A fake `drover-job` that counts its invocations and answers `plugin info`.
+    /// A fake `drover-job` that counts its invocations and answers `plugin info`; with
+    /// `--try-params` it refuses a one-object list holding `bad` and accepts any other.
     fn fake_job(dir: &Path) -> PathBuf {
         let job = dir.join("fake-job.sh");
+        let plugin = r#""plugin":{"name":"fake","version":"0.1.0","description":"","interface_version":"1.1","host_interface_version":"1.1","sha256":"","params":[]}"#;
         let script = format!(
-            "#!/bin/sh\necho x >> {}\nprintf '{{\"format_version\":1,\"plugin\":{{\"name\":\"fake\",\"version\":\"0.1.0\",\"description\":\"\",\"interface_version\":\"1.1\",\"host_interface_version\":\"1.1\",\"sha256\":\"\",\"params\":[]}}}}'\n",
-            dir.join("calls").display()
+            "#!/bin/sh\necho x >> {calls}\ninstances=\nif [ \"$4\" = --try-params ]; then\n  case \"$(cat)\" in\n    *bad*) instances=',\"instances\":[{{\"accepted\":false,\"key\":\"mode\",\"reason\":\"no\"}}]' ;;\n    *) instances=',\"instances\":[{{\"accepted\":true}}]' ;;\n  esac\nfi\nprintf '{{\"format_version\":1,{plugin}%s}}' \"$instances\"\n",
+            calls = dir.join("calls").display()
         );
         std::fs::write(&job, script).unwrap();
         use std::os::unix::fs::PermissionsExt;
@@ -257,7 +391,7 @@ mod cache_tests {
     }
 
     #[test]
-    fn a_probed_plugin_is_not_probed_again_until_its_file_changes() {
+    fn probed_plugins_and_accepted_params_are_not_asked_again_until_the_library_changes() {
         let tmp = tempfile::tempdir().unwrap();
         std::env::set_var("DROVER_CACHE_DIR", tmp.path().join("cache"));
         let so = tmp.path().join("libdrover_plugin_fake.so");
@@ -270,5 +404,22 @@ mod cache_tests {
         std::fs::write(&so, b"changed").unwrap();
         probe.info(&so).unwrap();
         assert_eq!(calls(tmp.path()), 2, "a changed library is probed again");
+
+        // The constructor's verdicts: an acceptance is remembered, a refusal asked again.
+        let good = serde_json::json!({"mode": "good"});
+        let bad = serde_json::json!({"mode": "bad"});
+        let (good, bad) = (good.as_object().unwrap(), bad.as_object().unwrap());
+        assert_eq!(probe.try_params(&so, &[good]).unwrap(), [None]);
+        assert_eq!(calls(tmp.path()), 3);
+        assert_eq!(probe.try_params(&so, &[good]).unwrap(), [None]);
+        assert_eq!(calls(tmp.path()), 3, "accepted params are not asked again");
+        let refused = Some(ParamsRefusal { key: Some("mode".into()), reason: "no".into() });
+        assert_eq!(probe.try_params(&so, &[good, bad]).unwrap(), [None, refused.clone()], "only `bad` is asked");
+        assert_eq!(probe.try_params(&so, &[bad]).unwrap(), [refused]);
+        assert_eq!(calls(tmp.path()), 5, "a refusal is asked again");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(&so, b"changed again").unwrap();
+        assert_eq!(probe.try_params(&so, &[good]).unwrap(), [None]);
+        assert_eq!(calls(tmp.path()), 6, "a changed library judges its params again");
     }
 }

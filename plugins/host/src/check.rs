@@ -15,15 +15,22 @@ use crate::{
     plugin::{Plugin, PluginState},
 };
 
-/// Keeps the host's full message ("plugin `x` 0.1.0: call `loss`: …") and the plugin's kind.
+/// The plugin's own error keeps its kind, key and reason, with the call added; the host's
+/// wrapper text would print the kind twice ("invalid params: plugin `x` 0.1.0: call `new`:
+/// invalid params: key ...") in a report that already names the plugin. A failure the host
+/// found keeps the host's full message and gets a kind.
 fn to_plugin_error(e: CallError) -> PluginError {
-    let kind = match &e.kind {
-        CallErrorKind::Plugin(p) => p.kind().unwrap_or(PluginErrorKind::Internal),
+    let message = e.to_string();
+    let kind = match e.kind {
+        CallErrorKind::Plugin(mut p) => {
+            p.message = format!("{} (call `{}`)", p.message, e.call).into();
+            return *p;
+        }
         CallErrorKind::NonFinite { .. } => PluginErrorKind::Numerical,
         CallErrorKind::InvalidBatch(_) => PluginErrorKind::InvalidInput,
         CallErrorKind::MalformedJson(_) => PluginErrorKind::Internal,
     };
-    PluginError::new(kind, e.to_string())
+    PluginError::new(kind, message)
 }
 
 fn to_abi_metrics(metrics: Vec<Metric>) -> Vec<drover_plugin_api::Metric> {

@@ -809,9 +809,17 @@ fn the_authors_harness_runs_on_a_loaded_library() {
     assert!(
         report
             .to_string()
-            .contains("call `compute_advantages`: panic: faulty plugin: deliberate panic"),
+            .contains("panic: faulty plugin: deliberate panic in compute_advantages (call `compute_advantages`)"),
         "{report}"
     );
+    // A refusal in `new` reads as the plugin wrote it, its kind printed once.
+    let report = faulty.check(r#"{"fail": "sometimes"}"#, &opts);
+    let text = report.to_string();
+    assert!(
+        text.contains("creating the first instance failed: invalid params: key `fail`: unknown failure mode `sometimes`"),
+        "{report}"
+    );
+    assert_eq!(text.matches("invalid params").count(), report.failures().count(), "{report}");
 }
 
 /// Interface 1.3's minibatch context through the host: CHORD tells expert from on-policy
