@@ -103,11 +103,11 @@ pub enum ConfigErrorKind {
     #[error("bad --set syntax: {0}")]
     BadSet(String),
     /// `run.plugin` names a plugin that is not in any search directory.
-    #[error("plugin `{name}` not found; searched {}", searched_list(.searched))]
+    #[error("plugin `{name}` not found; searched {}", searched_list(.name, .searched))]
     PluginNotFound {
         /// The plugin name or path as written.
         name: String,
-        /// Every file that was tried, in order.
+        /// Every file that was tried, in order (for a path, where it resolved to).
         searched: Vec<PathBuf>,
     },
     /// `run.plugin` names a library that `drover-job plugin info` refused or could not inspect.
@@ -138,7 +138,13 @@ fn expected_list(expected: &[String]) -> String {
     }
 }
 
-fn searched_list(searched: &[PathBuf]) -> String {
+fn searched_list(name: &str, searched: &[PathBuf]) -> String {
+    if crate::config::is_plugin_path(name) && searched.len() == 1 {
+        return format!(
+            "`{}` (a relative path is relative to the sweep file's folder when the file wrote it, to the working directory when the command line or DROVER_* did)",
+            searched[0].display()
+        );
+    }
     if searched.is_empty() {
         return "no directory (set `plugin_path` in the sweep file or DROVER_PLUGIN_PATH)".into();
     }

@@ -73,10 +73,33 @@ pub fn plan(opts: &PlanOptions) -> Result<Plan, ConfigError> {
     let env_plugin_path: Option<OsString> =
         opts.env.iter().find(|(k, _)| k == "DROVER_PLUGIN_PATH").map(|(_, v)| OsString::from(v));
     let search = PluginSearch::new(&sweep.plugin_path, env_plugin_path.as_deref(), opts.exe_dir.as_deref());
-    let mut plugins = BTreeMap::new();
-    for name in sweep.plugins() {
-        let path = search.resolve(&name, file)?;
-        plugins.insert(name, path);
+    // Each spelling of `run.plugin` is resolved from where it was written (`config::PathBases`);
+    // the runs name it as written, so one spelling must mean one library.
+    let mut plugins: BTreeMap<String, PathBuf> = BTreeMap::new();
+    let mut first_key: BTreeMap<String, String> = BTreeMap::new();
+    for plugin in sweep.plugins() {
+        let at_key = |mut err: ConfigError| {
+            err.key = Some(plugin.key.clone());
+            name_override(err)
+        };
+        let path = search.resolve_in(&plugin.spec, &plugin.base, file).map_err(at_key)?;
+        match plugins.get(&plugin.spec) {
+            Some(other) if *other != path => {
+                let why = format!(
+                    "`{}` is `{}` here but `{}` at `{}` (a relative path in the file is relative to its folder, on the command line to the working directory): write one of them as an absolute path",
+                    plugin.spec,
+                    path.display(),
+                    other.display(),
+                    first_key.get(&plugin.spec).map_or("run.plugin", String::as_str),
+                );
+                return Err(at_key(ConfigError::new(file, plugin.key.as_str(), ConfigErrorKind::Conflict(why))));
+            }
+            Some(_) => {}
+            None => {
+                first_key.insert(plugin.spec.clone(), plugin.key.clone());
+                plugins.insert(plugin.spec, path);
+            }
+        }
     }
     let runs = sweep.expand();
     if let Some(job_bin) = &opts.job_bin {
@@ -240,6 +263,83 @@ mod tests {
         std::fs::write(&sweep_file, std::fs::read_to_string(&sweep_file).expect("sweep") + "num_envs = 0\n").expect("sweep");
         let err = with(&[("DROVER_RUN__LR", "0.1")], &["run.num_steps=8"]);
         assert!(err.contains("key `run.num_envs`: invalid value"), "{err}");
+    }
+
+    /// A sweep file elsewhere than the working directory (this test binary's is the crate's):
+    /// its relative `plugin_path` and `run.plugin` are found from its folder, a relative
+    /// `--set run.plugin` from the working directory, and a missing plugin's error names the
+    /// absolute path tried.
+    #[test]
+    fn relative_plugin_paths_resolve_from_where_they_were_written() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let exp = tmp.path().join("exp");
+        std::fs::create_dir_all(tmp.path().join("plugins/build")).expect("dirs");
+        std::fs::create_dir_all(exp.join("lib")).expect("dirs");
+        std::fs::write(tmp.path().join("plugins/build/libdrover_plugin_named.so"), b"").expect("plugin");
+        std::fs::write(exp.join("lib/libmine.so"), b"").expect("plugin");
+        let sweep_file = exp.join("sweep.toml");
+        let text = "name = \"t\"\nplugin_path = [\"../plugins/build\"]\n[run]\nenv = \"CartPole-v1\"\nplugin = \"./lib/libmine.so\"\n[sweep.grid]\n\"run.plugin\" = [\"named\", \"./lib/libmine.so\"]\n";
+        std::fs::write(&sweep_file, text).expect("sweep");
+        let with = |sets: &[&str]| {
+            plan(&PlanOptions { sweep_file: sweep_file.clone(), sets: sets.iter().map(|s| s.to_string()).collect(), ..Default::default() })
+        };
+        let planned = with(&[]).expect("found from the sweep file's folder");
+        let canon = |p: PathBuf| p.canonicalize().expect("exists");
+        assert_eq!(planned.plugins["./lib/libmine.so"], canon(exp.join("lib/libmine.so")));
+        assert_eq!(planned.plugins["named"], canon(tmp.path().join("plugins/build/libdrover_plugin_named.so")));
+        // The spec records the resolved path; the run keeps the plugin as written (its id hashes that).
+        let mine = planned.runs.iter().find(|r| r.plugin() == "./lib/libmine.so").expect("a run of it");
+        assert_eq!(planned.job_spec(mine).plugin_path, canon(exp.join("lib/libmine.so")));
+
+        let cwd = std::env::current_dir().expect("cwd");
+        let err = with(&["run.plugin=./lib/libmine.so"]).expect_err("not in the working directory").to_string();
+        let expected = format!(
+            "key `run.plugin` (from `--set run.plugin=./lib/libmine.so`): plugin `./lib/libmine.so` not found; searched `{}`",
+            cwd.join("lib/libmine.so").display()
+        );
+        assert!(err.contains(&expected), "{err}");
+        std::fs::write(&sweep_file, text.replace("./lib/libmine.so\"\n[sweep", "./lib/missing.so\"\n[sweep")).expect("sweep");
+        let err = with(&[]).expect_err("missing").to_string();
+        assert!(err.contains(&format!("key `run.plugin`: plugin `./lib/missing.so` not found; searched `{}`", exp.join("lib/missing.so").display())), "{err}");
+        std::fs::write(&sweep_file, text.replace("\"named\",", "\"nameless\",")).expect("sweep");
+        let err = with(&[]).expect_err("missing").to_string();
+        assert!(err.contains("key `sweep.grid.run.plugin`: plugin `nameless` not found; searched"), "{err}");
+        assert!(err.contains(&tmp.path().join("exp/../plugins/build/libdrover_plugin_nameless.so").display().to_string()), "{err}");
+    }
+
+    /// One relative spelling that the file and an override both use, naming two files (one from
+    /// the file's folder, one from the working directory), is refused: the runs name the plugin
+    /// as written, so it must be one library.
+    #[test]
+    fn one_plugin_spelling_meaning_two_files_is_refused() {
+        // `k` times `..` from the working directory reaches `/`; from a folder `k` levels below
+        // `here` it reaches `here`. So `<k ..>/<there>/x.so` is two files, both made here.
+        let cwd = std::env::current_dir().expect("cwd");
+        let k = cwd.components().count() - 1;
+        let here = tempfile::tempdir().expect("tempdir");
+        let there = tempfile::tempdir().expect("tempdir");
+        let exp = (0..k).fold(here.path().to_path_buf(), |dir, i| dir.join(format!("d{i}")));
+        let tail = there.path().strip_prefix("/").expect("absolute").join("x.so");
+        for file in [there.path().join("x.so"), here.path().join(&tail)] {
+            std::fs::create_dir_all(file.parent().expect("parent")).expect("dirs");
+            std::fs::write(&file, b"").expect("plugin");
+        }
+        let spec = format!("{}{}", "../".repeat(k), tail.display());
+        std::fs::create_dir_all(&exp).expect("dirs");
+        let sweep_file = exp.join("s.toml");
+        std::fs::write(&sweep_file, format!("name = \"t\"\n[run]\nenv = \"CartPole-v1\"\nplugin = \"ppo\"\n[sweep.grid]\n\"run.plugin\" = [{spec:?}]\n"))
+            .expect("sweep");
+        let with = |sets: Vec<String>| plan(&PlanOptions { sweep_file: sweep_file.clone(), sets, ..Default::default() });
+        let alone = with(vec!["run.plugin=./s.toml".into()]).expect_err("s.toml is no plugin, but found").to_string();
+        assert!(alone.contains("plugin `./s.toml` not found"), "the base run.plugin from --set is cwd-relative: {alone}");
+        let err = with(vec![format!("run.plugin={spec}")]).expect_err("two files").to_string();
+        let expected = format!(
+            "key `sweep.grid.run.plugin`: conflict: `{spec}` is `{}` here but `{}` at `run.plugin`",
+            here.path().join(&tail).canonicalize().expect("exists").display(),
+            there.path().join("x.so").canonicalize().expect("exists").display()
+        );
+        assert!(err.contains(&expected), "{err}\n{expected}");
+        assert!(with(vec![]).is_err(), "the base plugin `ppo` is not found: the grid value alone resolves");
     }
 
     /// Issue 12, item 6: `--results` obeys the rules of the file's `results_dir`.

@@ -39,6 +39,29 @@ pub struct SweepFile {
     /// Settings of the local backend (`backend/local_config.rs`).
     #[serde(default)]
     pub local: Option<crate::backend::local_config::LocalFile>,
+    /// What the relative paths above are relative to; not a key of the file (`load_str` fills it).
+    #[serde(skip)]
+    pub bases: PathBases,
+}
+
+/// The directory that each relative path of a sweep is relative to: the sweep file's folder for a
+/// value written in the file (as cargo and docker-compose do), the working directory (the empty
+/// path) for one from `--set` or a `DROVER_*` variable, which the user typed where they stand.
+///
+/// `load_str` fills it from figment's record of which source gave each value; the default, every
+/// base the working directory, is for a `SweepFile` that did not come from a file. `results_dir`
+/// has no base here: it stays relative to the working directory, as it always was, so that existing
+/// results are not looked for elsewhere.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PathBases {
+    /// Base of the `plugin_path` entries (an override replaces the list whole).
+    pub plugin_path: PathBuf,
+    /// Base of `run.plugin`.
+    pub run_plugin: PathBuf,
+    /// Base of the `sweep.grid` axis `run.plugin`.
+    pub grid_plugin: PathBuf,
+    /// Base of `run.plugin` in each `sweep.cases` entry, by index (missing entries: the working directory).
+    pub case_plugin: Vec<PathBuf>,
 }
 
 /// Compute device of a run.

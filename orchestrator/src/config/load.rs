@@ -1,13 +1,14 @@
 //! Loading a `SweepFile` with figment: the TOML file, then `DROVER_*` env vars, then `--set` args.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use figment::error::Kind;
 use figment::providers::{Format, Serialized, Toml};
-use figment::value::{Dict, Map};
+use figment::value::{Dict, Map, Value};
 use figment::{Figment, Metadata, Profile, Provider};
 
-use crate::config::file::SweepFile;
+use crate::config::file::{PathBases, SweepFile};
+use crate::config::messages::{key_text, plain_kind};
 use crate::error::{ConfigError, ConfigErrorKind};
 
 /// One parsed `--set key=value` argument.
@@ -72,6 +73,22 @@ fn is_bare_word(s: &str) -> bool {
     s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:+@".contains(c))
 }
 
+/// The name of the sweep file's provider: values tagged with it were written in the file.
+const FILE_SOURCE: &str = "the sweep file";
+
+/// The sweep file's text as a figment provider named `FILE_SOURCE`, so the origin of a value
+/// (the file, or an override) can be told from its tag.
+struct FileText<'a>(&'a str);
+
+impl Provider for FileText<'_> {
+    fn metadata(&self) -> Metadata {
+        Metadata::named(FILE_SOURCE)
+    }
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        Toml::string(self.0).data()
+    }
+}
+
 /// A figment provider for one `--set` argument, so errors can name the argument.
 struct SetProvider<'a>(&'a SetArg);
 
@@ -110,11 +127,33 @@ pub fn load_str(file: &Path, text: &str, env: &[(String, String)], sets: &[SetAr
     if let Err(e) = text.parse::<toml::Table>() {
         return Err(ConfigError::whole_file(file, ConfigErrorKind::Syntax(syntax_message(text, &e))));
     }
-    let mut figment = Figment::new().merge(Toml::string(text)).merge(EnvSnapshot(env.to_vec()));
+    let mut figment = Figment::new().merge(FileText(text)).merge(EnvSnapshot(env.to_vec()));
     for set in sets {
         figment = figment.merge(SetProvider(set));
     }
-    figment.extract().map_err(|e| convert_figment_error(file, e))
+    let mut parsed: SweepFile = figment.extract().map_err(|e| convert_figment_error(file, &figment, e))?;
+    parsed.bases = path_bases(file, &figment);
+    Ok(parsed)
+}
+
+/// Which base each relative path of the merged configuration has: the folder of `file` for a
+/// value the file gave, the working directory (`""`) for one an override gave (`PathBases`).
+fn path_bases(file: &Path, figment: &Figment) -> PathBases {
+    let folder = file.parent().map(Path::to_path_buf).unwrap_or_default();
+    let base_of = |value: Option<&Value>| match value {
+        Some(v) if figment.get_metadata(v.tag()).is_some_and(|m| m.name != FILE_SOURCE) => PathBuf::new(),
+        _ => folder.clone(),
+    };
+    let find = |key: &str| figment.find_value(key).ok();
+    // Grid axis names hold dots, so `sweep.grid` is looked up and the axis taken from its table.
+    let grid = find("sweep.grid").and_then(Value::into_dict);
+    let cases = find("sweep.cases").and_then(|v| v.into_array()).unwrap_or_default();
+    PathBases {
+        plugin_path: base_of(find("plugin_path").as_ref()),
+        run_plugin: base_of(find("run.plugin").as_ref()),
+        grid_plugin: base_of(grid.as_ref().and_then(|g| g.get("run.plugin"))),
+        case_plugin: cases.iter().map(|case| base_of(case.as_dict().and_then(|c| c.get("run.plugin")))).collect(),
+    }
 }
 
 /// `line L, column C: <what> (in `<that line>`)` on one line: `toml`'s own text draws the line
@@ -136,7 +175,18 @@ struct EnvSnapshot(Vec<(String, String)>);
 
 impl Provider for EnvSnapshot {
     fn metadata(&self) -> Metadata {
-        Metadata::named("environment variable").interpolater(|_profile, keys| {
+        let names: Vec<String> = self.0.iter().map(|(name, _)| name.clone()).collect();
+        Metadata::named("environment variable").interpolater(move |_profile, keys| {
+            // An error inside a variable's value (`DROVER_LOCAL__GPUS=[0,"x"]`, key `local.gpus.1`)
+            // names that variable, not a `DROVER_LOCAL__GPUS__1` that does not exist.
+            let prefix_of_keys = |name: &&String| {
+                let Some(rest) = name.strip_prefix("DROVER_") else { return false };
+                let path: Vec<String> = rest.to_ascii_lowercase().split("__").map(str::to_string).collect();
+                keys.len() >= path.len() && keys[..path.len()] == path[..]
+            };
+            if let Some(name) = names.iter().find(prefix_of_keys) {
+                return format!("environment variable `{name}`");
+            }
             let key = keys.iter().map(|k| k.to_ascii_uppercase()).collect::<Vec<_>>().join("__");
             format!("environment variable `DROVER_{key}`")
         })
@@ -200,39 +250,25 @@ pub fn override_origin(key: &str, env: &[(String, String)], sets: &[SetArg]) -> 
     })
 }
 
-/// Maps figment's error (path + kind + metadata) to a `ConfigError` naming the key and origin.
-fn convert_figment_error(file: &Path, e: figment::Error) -> ConfigError {
+/// Maps figment's error (path + kind + metadata) to a `ConfigError` naming the key (`a.b[0].c`,
+/// looked up in `figment`'s merged values) and origin, in plain words (`config::messages`).
+fn convert_figment_error(file: &Path, figment: &Figment, e: figment::Error) -> ConfigError {
     let mut key_path = e.path.clone();
-    let kind = match &e.kind {
-        Kind::UnknownField(field, expected) => {
-            // figment usually ends the path with the field already; do not name it twice.
-            if key_path.last() != Some(field) {
-                key_path.push(field.clone());
-            }
-            ConfigErrorKind::UnknownKey { expected: expected.iter().map(|s| s.to_string()).collect() }
+    match &e.kind {
+        // figment usually ends the path with the field already; do not name it twice.
+        Kind::UnknownField(field, _) if key_path.last() != Some(field) => key_path.push(field.clone()),
+        Kind::MissingField(field) if key_path.last().map(String::as_str) != Some(field.as_ref()) => {
+            key_path.push(field.to_string())
         }
-        Kind::MissingField(field) => {
-            if key_path.last().map(String::as_str) != Some(field.as_ref()) {
-                key_path.push(field.to_string());
-            }
-            ConfigErrorKind::Missing
-        }
-        Kind::InvalidType(actual, expected) => ConfigErrorKind::WrongType(format!("found {actual}, expected {expected}")),
-        Kind::InvalidValue(actual, expected) => {
-            ConfigErrorKind::InvalidValue(format!("found {actual}, expected {expected}"))
-        }
-        Kind::InvalidLength(n, expected) => ConfigErrorKind::InvalidValue(format!("length {n}, expected {expected}")),
-        Kind::UnknownVariant(v, expected) => {
-            ConfigErrorKind::InvalidValue(format!("`{v}`, expected one of: {}", expected.join(", ")))
-        }
-        other => ConfigErrorKind::InvalidValue(other.to_string()),
-    };
-    let key = if key_path.is_empty() { None } else { Some(key_path.join(".")) };
+        _ => {}
+    }
+    let kind = plain_kind(&e.kind);
+    let key = if key_path.is_empty() { None } else { Some(key_text(&key_path, |top| figment.find_value(top).ok())) };
     // The file is the default origin; name the env var or `--set` argument when it was one of them.
     let origin = e
         .metadata
         .as_ref()
-        .filter(|m| m.name != "TOML source string")
+        .filter(|m| m.name != FILE_SOURCE)
         .map(|m| m.interpolate(&Profile::Default, &e.path));
     ConfigError { file: file.to_path_buf(), key, origin, kind: Box::new(kind) }
 }

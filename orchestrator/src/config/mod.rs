@@ -4,13 +4,16 @@
 //!
 //! ```toml
 //! name = "cartpole-ppo"          # required; [A-Za-z0-9._-]; results go to results/<name> by default
-//! # results_dir = "results/x"    # optional; relative paths are relative to the current directory
+//! # results_dir = "results/x"    # optional; a relative path is relative to the WORKING directory,
+//! #                              # not the file's folder (as it always was: existing results stay found)
 //! # max_parallel = 3             # optional; default: number of cores; `drover run -j N` wins
-//! # plugin_path = ["/opt/drover-plugins"]   # extra plugin search dirs, searched first
+//! # plugin_path = ["/opt/drover-plugins"]   # extra plugin search dirs, searched first; a relative
+//! #                              # entry is relative to this file's folder
 //!
 //! [run]                          # base config of every run; every key below is known, others are errors
 //! env = "CartPole-v1"            # required: CartPole-v1, or a sequence task SeqReverse-v0 | SeqSort-v0 | SeqAdd-v0
-//! plugin = "ppo"                 # required: a name, or a path (contains `/` or ends in `.so`)
+//! plugin = "ppo"                 # required: a name, or a path (contains `/` or ends in `.so`); a relative
+//! #                              # path (here or in `sweep.grid`/`sweep.cases`) is relative to this file's folder
 //! num_envs = 8                   # the rest have the defaults shown here
 //! num_steps = 128
 //! total_steps = 500000
@@ -66,6 +69,21 @@
 //!    `--set 'sweep.grid.params.clip_coef=[0.1,0.3]'`); a bare word that is not TOML is taken as a
 //!    string (`--set run.env=Acrobot-v1`). After `sweep.grid.` the whole rest is the axis name.
 //!
+//! # Relative paths
+//!
+//! A relative `plugin_path` entry or `run.plugin` path written in the file is relative to the
+//! file's folder (`config::PathBases`, filled by `load_str` from figment's record of the source of
+//! each value); one given by `--set` or a `DROVER_*` variable is relative to the working
+//! directory. Absolute paths are untouched, and `results_dir` (and `--results`) stays relative to
+//! the working directory. A plugin path enters run ids as written: it is resolved when the sweep
+//! is planned (`plan`), so moving a sweep file does not change its ids.
+//!
+//! # Messages
+//!
+//! Keys are spelled `a.b[0].c` (a list index in brackets) and types in plain words ("a whole
+//! number from 0 to 4294967295", "a number", "a list", "a table", "true or false", "text"),
+//! whichever check refused the value (`config::messages`).
+//!
 //! # Ids
 //!
 //! `RunId` / `ConfigId`: first 16 hex digits of SHA-256 over the canonical JSON (sorted keys, no
@@ -79,6 +97,7 @@ mod expand;
 mod file;
 mod ids;
 mod load;
+mod messages;
 mod plugin;
 #[cfg(test)]
 mod proptests;
@@ -87,9 +106,9 @@ mod sweep;
 mod tests;
 
 pub use expand::RunSpec;
-pub use file::{Device, EnvKind, ReferencePolicy, RunConfig, SeedsFile, SweepAxesFile, SweepFile};
+pub use file::{Device, EnvKind, PathBases, ReferencePolicy, RunConfig, SeedsFile, SweepAxesFile, SweepFile};
 pub use ids::{canonical_json, ConfigId, RunId};
 pub use load::{load, load_str, override_origin, parse_set, SetArg};
 pub use plugin::PluginSearch;
-pub use sweep::{AxisKey, Sweep, MAX_RUNS};
-pub(crate) use sweep::check_path_text;
+pub use sweep::{AxisKey, PluginRef, Sweep, MAX_RUNS};
+pub(crate) use sweep::{check_path_text, is_plugin_path};

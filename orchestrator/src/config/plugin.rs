@@ -2,10 +2,13 @@
 //!
 //! The orchestrator never loads the plugin (the job does); it only finds the file, so a typo is
 //! reported before anything is launched. The current directory is never searched implicitly.
+//! A relative path is relative to the base its caller gives: the sweep file's folder when the
+//! file wrote it, the working directory when the command line or the environment did.
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
+use crate::config::sweep::is_plugin_path;
 use crate::error::{ConfigError, ConfigErrorKind};
 
 /// Where plugins are looked for, in order.
@@ -34,13 +37,23 @@ impl PluginSearch {
         &self.dirs
     }
 
-    /// Finds the plugin `spec` (`run.plugin` as written); `file` names the sweep file in errors.
+    /// Finds the plugin `spec` (`run.plugin` as written), a relative path taken from the working
+    /// directory; `file` names the sweep file in errors.
     pub fn resolve(&self, spec: &str, file: &Path) -> Result<PathBuf, ConfigError> {
+        self.resolve_in(spec, Path::new(""), file)
+    }
+
+    /// Finds the plugin `spec`, a relative path in it taken from `base` (the sweep file's folder
+    /// for a value the file wrote; empty for the working directory). A missing plugin's error
+    /// names the absolute path(s) tried, so a base that was not the one meant shows.
+    pub fn resolve_in(&self, spec: &str, base: &Path, file: &Path) -> Result<PathBuf, ConfigError> {
         let not_found = |searched: Vec<PathBuf>| {
+            // `absolute` does no I/O beyond reading the working directory; without one, as given.
+            let searched = searched.into_iter().map(|p| std::path::absolute(&p).unwrap_or(p)).collect();
             ConfigError::new(file, "run.plugin", ConfigErrorKind::PluginNotFound { name: spec.to_string(), searched })
         };
-        if spec.contains('/') || spec.ends_with(".so") {
-            let path = PathBuf::from(spec);
+        if is_plugin_path(spec) {
+            let path = base.join(spec);
             return match path.canonicalize() {
                 Ok(abs) if abs.is_file() => Ok(abs),
                 _ => Err(not_found(vec![path])),
@@ -103,6 +116,29 @@ mod tests {
         let search = PluginSearch::default();
         assert_eq!(search.resolve(so.to_str().unwrap(), Path::new("s.toml")).unwrap(), so.canonicalize().unwrap());
         let err = search.resolve("./missing.so", Path::new("s.toml")).unwrap_err().to_string();
-        assert!(err.contains("plugin `./missing.so` not found; searched `./missing.so`"), "{err}");
+        let cwd = std::env::current_dir().unwrap();
+        assert!(err.contains(&format!("plugin `./missing.so` not found; searched `{}`", cwd.join("missing.so").display())), "{err}");
+    }
+
+    /// A relative path is taken from the base given (the sweep file's folder), not from the
+    /// working directory, and absolute paths ignore the base; the error names the path tried.
+    #[test]
+    fn relative_paths_are_taken_from_the_base() {
+        let d = tempfile::tempdir().unwrap();
+        let exp = d.path().join("exp");
+        std::fs::create_dir_all(exp.join("lib")).unwrap();
+        std::fs::write(exp.join("lib/libmine.so"), b"").unwrap();
+        let search = PluginSearch::default();
+        let f = exp.join("sweep.toml");
+        let found = search.resolve_in("./lib/libmine.so", &exp, &f).unwrap();
+        assert_eq!(found, exp.join("lib/libmine.so").canonicalize().unwrap());
+        assert_eq!(search.resolve_in("lib/../lib/libmine.so", &exp, &f).unwrap(), found);
+        let abs = exp.join("lib/libmine.so");
+        assert_eq!(search.resolve_in(abs.to_str().unwrap(), Path::new("/nonexistent"), &f).unwrap(), found);
+        // The same text from the working directory (this test's is not `exp`) is not found.
+        assert!(search.resolve("./lib/libmine.so", &f).is_err());
+        let err = search.resolve_in("./libother.so", &exp, &f).unwrap_err().to_string();
+        assert!(err.contains(&format!("plugin `./libother.so` not found; searched `{}`", exp.join("libother.so").display())), "{err}");
+        assert!(err.ends_with("(a relative path is relative to the sweep file's folder when the file wrote it, to the working directory when the command line or DROVER_* did)"), "a path's hint is not the search path's: {err}");
     }
 }

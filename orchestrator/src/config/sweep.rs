@@ -13,10 +13,11 @@ use serde_json::{Map, Value};
 use crate::backend::local_config::LocalSettings;
 use crate::backend::slurm_config::{BackendKind, SlurmSettings};
 use crate::config::file::{
-    EnvKind, ReferencePolicy, RunConfig, SeedsFile, SweepFile, DEFAULT_GROUP_SIZE, DEFAULT_MAX_GEN_BATCHES,
+    EnvKind, PathBases, ReferencePolicy, RunConfig, SeedsFile, SweepFile, DEFAULT_GROUP_SIZE, DEFAULT_MAX_GEN_BATCHES,
     DEFAULT_PROMPT_LEN, DEFAULT_VOCAB, MAX_DATASET_SIZE, MAX_GEN_BATCHES,
 };
 use crate::config::ids::canonical_json;
+use crate::config::messages::plain_kind;
 use crate::error::{ConfigError, ConfigErrorKind};
 
 /// The most runs one sweep may expand to; more is almost surely a mistake in the grid.
@@ -45,7 +46,7 @@ pub(crate) fn check_path_text(path: &str) -> Result<(), String> {
 /// `run.plugin`: a path (contains `/` or ends in `.so`) is checked like any path; a name becomes
 /// part of a file name (`libdrover_plugin_<name>.so`), so it is one short, printable component.
 fn check_plugin_spec(spec: &str) -> Result<(), String> {
-    if spec.contains('/') || spec.ends_with(".so") {
+    if is_plugin_path(spec) {
         return check_path_text(spec);
     }
     if spec == "." || spec == ".." || spec.chars().any(|c| c.is_control() || c.is_whitespace()) {
@@ -108,8 +109,11 @@ pub struct Sweep {
     pub results_dir: Option<PathBuf>,
     /// `max_parallel` from the file, if any.
     pub max_parallel: Option<NonZeroUsize>,
-    /// Extra plugin search dirs from the file.
+    /// Extra plugin search dirs; a relative one written in the file is joined to the file's
+    /// folder here (`PathBases`), one from an override stays relative to the working directory.
     pub plugin_path: Vec<PathBuf>,
+    /// What a relative `run.plugin` path of each place is relative to (`Sweep::plugins`).
+    pub(crate) bases: PathBases,
     /// The `[run]` table, normalized through `RunConfig` (so `1` and `1.0` agree).
     pub(crate) base_run: Map<String, Value>,
     /// The `[params]` table.
@@ -271,7 +275,8 @@ impl Sweep {
             source: source.to_path_buf(),
             results_dir: file.results_dir,
             max_parallel,
-            plugin_path: file.plugin_path,
+            plugin_path: file.plugin_path.iter().map(|dir| file.bases.plugin_path.join(dir)).collect(),
+            bases: file.bases,
             base_run,
             base_params,
             seeds,
@@ -285,28 +290,52 @@ impl Sweep {
         self.cases.len() * self.seeds.len() * self.grid.iter().map(|(_, v)| v.len()).product::<usize>()
     }
 
-    /// Every plugin named by the base config or an axis, for resolution before launch.
-    pub fn plugins(&self) -> BTreeSet<String> {
-        let mut plugins = BTreeSet::new();
+    /// Every plugin named by the base config or an axis, for resolution before launch: each
+    /// distinct spelling and base once, in the order base, grid, cases.
+    pub fn plugins(&self) -> Vec<PluginRef> {
+        let mut plugins: Vec<PluginRef> = Vec::new();
         let plugin_key = AxisKey::Run("plugin".into());
-        let mut add = |v: &Value| {
-            if let Some(s) = v.as_str() {
-                plugins.insert(s.to_string());
+        let mut add = |v: &Value, key: String, base: &Path| {
+            let Some(spec) = v.as_str() else { return };
+            // A name does not depend on the base; only a path does.
+            let base = if is_plugin_path(spec) { base.to_path_buf() } else { PathBuf::new() };
+            if !plugins.iter().any(|p| p.spec == spec && p.base == base) {
+                plugins.push(PluginRef { spec: spec.to_string(), key, base });
             }
         };
         if let Some(v) = self.base_run.get("plugin") {
-            add(v);
+            add(v, "run.plugin".into(), &self.bases.run_plugin);
         }
         for (key, values) in &self.grid {
             if *key == plugin_key {
-                values.iter().for_each(&mut add);
+                values.iter().for_each(|v| add(v, format!("sweep.grid.{key}"), &self.bases.grid_plugin));
             }
         }
-        for case in &self.cases {
-            case.iter().filter(|(k, _)| *k == plugin_key).for_each(|(_, v)| add(v));
+        for (i, case) in self.cases.iter().enumerate() {
+            let base = self.bases.case_plugin.get(i).cloned().unwrap_or_default();
+            for (key, v) in case.iter().filter(|(k, _)| *k == plugin_key) {
+                add(v, format!("sweep.cases[{i}].{key}"), &base);
+            }
         }
         plugins
     }
+}
+
+/// One `run.plugin` value of a sweep, as written, with where it was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginRef {
+    /// The value as written: a name, or a path (`is_plugin_path`). Run ids hash this text.
+    pub spec: String,
+    /// The first key that gives it (`run.plugin`, `sweep.grid.run.plugin`, `sweep.cases[1].run.plugin`).
+    pub key: String,
+    /// What a relative path is relative to: the sweep file's folder when the file wrote it, the
+    /// working directory (empty) when an override did, or for a name.
+    pub base: PathBuf,
+}
+
+/// `run.plugin` is a path when it contains `/` or ends in `.so`; otherwise a name to search for.
+pub(crate) fn is_plugin_path(spec: &str) -> bool {
+    spec.contains('/') || spec.ends_with(".so")
 }
 
 /// `run.seed` is the seeds axis's job; sweeping it elsewhere would make `config_id` meaningless.
@@ -328,8 +357,7 @@ fn normalize(axis: &AxisKey, value: &Value, base_run: &Map<String, Value>) -> Re
             run.insert(key.clone(), value.clone());
             // Only the type here: ranges and cross-key rules are checked per combination of axis
             // values (`check_combinations`), since a value may need another axis's value to be valid.
-            let typed: RunConfig = serde_json::from_value(Value::Object(run))
-                .map_err(|e| ConfigErrorKind::WrongType(e.to_string()))?;
+            let typed = typed_run(&run)?;
             match serde_json::to_value(&typed) {
                 Ok(Value::Object(mut map)) => Ok(map.remove(key).unwrap_or(Value::Null)),
                 _ => Err(ConfigErrorKind::InvalidValue("cannot be represented as JSON".into())),
@@ -413,8 +441,7 @@ fn advance_refs(index: &mut [usize], grid: &[&(AxisKey, Vec<Value>)]) -> bool {
 /// are unchanged; keys added after sequence tasks shipped are dropped at their default rather than
 /// filled, so the ids of sequence runs from before them are unchanged too.
 pub(crate) fn canonical_run(run: &Map<String, Value>) -> Result<Map<String, Value>, (String, ConfigErrorKind)> {
-    let mut typed: RunConfig = serde_json::from_value(Value::Object(run.clone()))
-        .map_err(|e| ("run".to_string(), ConfigErrorKind::WrongType(e.to_string())))?;
+    let mut typed = typed_run(run).map_err(|kind| ("run".to_string(), kind))?;
     check_run(&typed).map_err(|(key, kind)| (key.to_string(), kind))?;
     if let Some(EnvKind::Sequence { .. }) = EnvKind::parse(&typed.env) {
         typed.group_size.get_or_insert(DEFAULT_GROUP_SIZE);
@@ -430,6 +457,27 @@ pub(crate) fn canonical_run(run: &Map<String, Value>) -> Result<Map<String, Valu
     match serde_json::to_value(&typed) {
         Ok(Value::Object(map)) => Ok(map),
         _ => Err(("run".to_string(), ConfigErrorKind::InvalidValue("cannot be represented as JSON".into()))),
+    }
+}
+
+/// `run` as a typed `RunConfig`, or why not in the words of the file's own type errors.
+///
+/// serde_json does the work (this runs once per run of the sweep); only when it refuses is the
+/// table read again through figment, whose structured error `config::messages` turns into the
+/// same plain words as a bad value in the file (serde_json's is text: `expected u32`).
+fn typed_run(run: &Map<String, Value>) -> Result<RunConfig, ConfigErrorKind> {
+    let refused = match serde_json::from_value(Value::Object(run.clone())) {
+        Ok(typed) => return Ok(typed),
+        Err(e) => e,
+    };
+    let again = match figment::value::Value::serialize(Value::Object(run.clone())) {
+        Ok(value) => value.deserialize::<RunConfig>().err(),
+        Err(e) => Some(e),
+    };
+    match again {
+        Some(e) => Err(plain_kind(&e.kind)),
+        // Both readers agree on every value the schema takes; should they not, say serde_json's words.
+        None => Err(ConfigErrorKind::WrongType(refused.to_string())),
     }
 }
 

@@ -52,7 +52,7 @@ fn errors_name_file_key_and_reason() {
             "name = \"t\"\n[run]\nenv = \"E\"\nplugin = \"p\"\nnum_envs = \"eight\"\n",
             &[],
             &[],
-            "failed to load sweep file `configs/x.toml`: key `run.num_envs`: wrong type: found string \"eight\", expected u32",
+            "failed to load sweep file `configs/x.toml`: key `run.num_envs`: wrong type: found string \"eight\", expected a whole number from 0 to 4294967295",
         ),
         (
             "missing required key",
@@ -108,7 +108,7 @@ fn errors_name_file_key_and_reason() {
             "[sweep.grid]\n\"run.num_envs\" = [4, \"x\"]\n",
             &[],
             &[],
-            "key `sweep.grid.run.num_envs`: wrong type: invalid type: string \"x\", expected u32",
+            "key `sweep.grid.run.num_envs`: wrong type: found string \"x\", expected a whole number from 0 to 4294967295",
         ),
         (
             "bad range in grid",
@@ -157,14 +157,14 @@ fn errors_name_file_key_and_reason() {
             "[sweep.grid]\n\"run.device\" = [\"tpu\"]\n",
             &[],
             &[],
-            "key `sweep.grid.run.device`: wrong type: unknown variant `tpu`, expected one of `cpu`, `cuda`, `auto`",
+            "key `sweep.grid.run.device`: invalid value: `tpu`, expected one of: cpu, cuda, auto",
         ),
         (
             "wrong type from env",
             "",
             &[("DROVER_RUN__NUM_ENVS", "many")],
             &[],
-            "key `run.num_envs` (from environment variable `DROVER_RUN__NUM_ENVS`): wrong type: found string \"many\", expected u32",
+            "key `run.num_envs` (from environment variable `DROVER_RUN__NUM_ENVS`): wrong type: found string \"many\", expected a whole number from 0 to 4294967295",
         ),
         (
             "unknown key from env",
@@ -178,7 +178,7 @@ fn errors_name_file_key_and_reason() {
             "",
             &[],
             &["run.lr=fast"],
-            "key `run.lr` (from `--set run.lr=fast`): wrong type: found string \"fast\", expected f64",
+            "key `run.lr` (from `--set run.lr=fast`): wrong type: found string \"fast\", expected a number",
         ),
         ("bad --set: no =", "", &[], &["run.lr"], "bad --set syntax: `run.lr` is not of the form key=value"),
         ("bad --set: empty key segment", "", &[], &["run..lr=1"], "bad --set syntax: `run..lr=1`: the key must be dotted"),
@@ -363,9 +363,9 @@ fn issue12_bad_values_are_refused_with_their_key() {
     let long = "n".repeat(256);
     let cases: Vec<(&str, String, &[&str], &str)> = vec![
         // serde_json turned NaN and infinities into `null` silently: `nan` and `inf` had the same id.
-        ("nan param", BASE.replace("gamma = 0.99", "gamma = nan"), &[], "key `params.gamma`: invalid value: found float `NaN`, expected a finite number"),
-        ("inf axis", format!("{BASE}[sweep.grid]\n\"params.a\" = [1.0, inf]\n"), &[], "key `sweep.grid.params.a.1`: invalid value: found float `inf`"),
-        ("-inf case", format!("{BASE}[[sweep.cases]]\n\"params.a\" = {{ b = -inf }}\n"), &[], "invalid value: found float `-inf`"),
+        ("nan param", BASE.replace("gamma = 0.99", "gamma = nan"), &[], "key `params.gamma`: invalid value: found `NaN`, expected a finite number"),
+        ("inf axis", format!("{BASE}[sweep.grid]\n\"params.a\" = [1.0, inf]\n"), &[], "key `sweep.grid.params.a[1]`: invalid value: found `inf`"),
+        ("-inf case", format!("{BASE}[[sweep.cases]]\n\"params.a\" = {{ b = -inf }}\n"), &[], "key `sweep.cases[0].params.a.b`: invalid value: found `-inf`"),
         // A seed range was materialized before its size was checked: this one allocated 8 TB.
         ("huge seed range", format!("{BASE}[sweep]\nseeds = {{ count = 1000000000000 }}\n"), &[], "key `sweep.seeds`: invalid value: expands to more than 100000 runs"),
         // Axis values were each checked against the base alone, never together.
@@ -553,3 +553,99 @@ fn issue13_spec_carries_dataset_size_and_max_gen_batches_only_when_set() {
 /// was before `run.dataset_size` and `run.max_gen_batches` existed: SHA-256 of the canonical JSON
 /// of the pre-issue-13 `[run]` fields, computed outside drover (Python's `hashlib`).
 const PINNED_SEQ_RUN_ID: &str = "e540e3c5e651c2de";
+
+/// `ErrorCase` with the sweep text built by the case.
+type OwnedErrorCase<'a> = (&'a str, String, &'a [(&'a str, &'a str)], &'a [&'a str], &'a str);
+
+/// Keys have one spelling, `a.b[0].c`, whether figment's type check or our own value check found
+/// the fault, and no message names a Rust type (`u32`, `f64`, `a sequence`, `a map`): each type
+/// word of the schema has its plain one, and the value found is shown as written.
+#[test]
+fn keys_use_brackets_and_messages_use_plain_words() {
+    let with_run = |line: &str| BASE.replace("[params]", &format!("{line}\n[params]"));
+    let cases: Vec<OwnedErrorCase<'_>> = vec![
+        // List indices, from each reader.
+        ("index, type", format!("{BASE}[local]\ngpus = [0, \"x\"]\n"), &[], &[], "key `local.gpus[1]`: wrong type: found string \"x\", expected a whole number\n"),
+        ("index, value", format!("{BASE}[local]\ngpus = [0, -1]\n"), &[], &[], "key `local.gpus[1]`: invalid value: a device index is 0 or more"),
+        ("index from env", BASE.into(), &[("DROVER_LOCAL__GPUS", "[0, \"x\"]")], &[], "key `local.gpus[1]` (from environment variable `DROVER_LOCAL__GPUS`): wrong type: found string \"x\""),
+        ("index from --set", BASE.into(), &[], &["local.gpus=[0,true]"], "key `local.gpus[1]` (from `--set local.gpus=[0,true]`): wrong type: found `true`, expected a whole number\n"),
+        ("case index", format!("{BASE}[sweep]\ncases = [{{}}, 3]\n"), &[], &[], "key `sweep.cases[1]`: wrong type: found `3`, expected a table\n"),
+        ("case key", format!("{BASE}[[sweep.cases]]\n[[sweep.cases]]\n\"params.x\" = nan\n"), &[], &[], "key `sweep.cases[1].params.x`: invalid value: found `NaN`"),
+        ("nested index", with_run("hidden = [64, \"wide\"]"), &[], &[], "key `run.hidden[1]`: wrong type: found string \"wide\", expected a whole number from 0 to 4294967295\n"),
+        ("plugin_path index", format!("plugin_path = [\"/a\", 3]\n{BASE}"), &[], &[], "key `plugin_path[1]`: wrong type: found `3`, expected text\n"),
+        // Each type word of the schema.
+        ("u32", with_run("num_envs = 8.5"), &[], &[], "key `run.num_envs`: wrong type: found `8.5`, expected a whole number from 0 to 4294967295\n"),
+        ("u32 below 0", with_run("num_envs = -1"), &[], &[], "key `run.num_envs`: invalid value: found `-1`, expected a whole number from 0 to 4294967295\n"),
+        ("u64", with_run("total_steps = \"lots\""), &[], &[], "key `run.total_steps`: wrong type: found string \"lots\", expected a whole number, 0 or more\n"),
+        ("usize", format!("max_parallel = \"4\"\n{BASE}"), &[], &[], "key `max_parallel`: wrong type: found string \"4\", expected a whole number, 0 or more\n"),
+        ("f64", with_run("lr = \"fast\""), &[], &[], "key `run.lr`: wrong type: found string \"fast\", expected a number\n"),
+        ("bool", with_run("anneal_lr = \"yes\""), &[], &[], "key `run.anneal_lr`: wrong type: found string \"yes\", expected true or false\n"),
+        ("string", BASE.into(), &[], &["run.env=3"], "key `run.env` (from `--set run.env=3`): wrong type: found `3`, expected text\n"),
+        ("list", with_run("hidden = 64"), &[], &[], "key `run.hidden`: wrong type: found `64`, expected a list\n"),
+        ("table", format!("{BASE}[sweep]\ngrid = 3\n"), &[], &[], "key `sweep.grid`: wrong type: found `3`, expected a table\n"),
+        ("struct", BASE.into(), &[], &["run=3"], "key `run` (from `--set run=3`): wrong type: found `3`, expected a table\n"),
+        ("enum", with_run("device = 3"), &[], &[], "key `run.device`: wrong type: found `3`, expected text naming one of its choices\n"),
+        ("enum name", with_run("device = \"tpu\""), &[], &[], "key `run.device`: invalid value: `tpu`, expected one of: cpu, cuda, auto\n"),
+        // An axis value is checked by another reader (serde_json) and reads the same.
+        ("axis u32", format!("{BASE}[sweep.grid]\n\"run.num_envs\" = [4, 8.5]\n"), &[], &[], "key `sweep.grid.run.num_envs`: wrong type: found `8.5`, expected a whole number from 0 to 4294967295\n"),
+        ("axis bool", format!("{BASE}[[sweep.cases]]\n\"run.anneal_lr\" = 1\n"), &[], &[], "key `sweep.cases[0].run.anneal_lr`: wrong type: found `1`, expected true or false\n"),
+        ("axis list", format!("{BASE}[sweep.grid]\n\"run.hidden\" = [[64, \"x\"]]\n"), &[], &[], "key `sweep.grid.run.hidden`: wrong type: found string \"x\", expected a whole number from 0 to 4294967295\n"),
+    ];
+    let rust_words = ["u32", "u64", "usize", "i64", "f64", "a sequence", "a map", "struct ", "enum ", "float", "unsigned", "signed int"];
+    for (name, text, env_pairs, sets, expected) in cases {
+        // The trailing newline in `expected` marks a message that must end there.
+        let msg = match sweep(&text, env_pairs, sets) {
+            Ok(_) => panic!("{name}: expected an error containing {expected:?}, got a valid sweep"),
+            Err(msg) => msg + "\n",
+        };
+        assert!(msg.contains(expected), "{name}:\n  got      {msg}  expected {expected}");
+        let key = msg.split("key `").nth(1).and_then(|rest| rest.split('`').next()).unwrap_or_default();
+        assert!(!key.split('.').any(|s| s.parse::<usize>().is_ok()), "{name}: a list index written with a dot: {msg}");
+        let words: Vec<_> = rust_words.iter().filter(|w| msg.contains(*w)).collect();
+        assert!(words.is_empty(), "{name}: Rust type words {words:?} in {msg}");
+    }
+}
+
+/// Relative paths in the file are relative to the file's folder (kept as written in the sweep,
+/// joined at plan time); from `--set` or `DROVER_*` they are relative to the working directory;
+/// absolute paths are untouched. `results_dir` is not rebased.
+#[test]
+fn relative_paths_are_based_on_where_they_were_written() {
+    let file = Path::new("exp/sub/sweep.toml");
+    let base = BASE.replace("plugin = \"ppo\"", "plugin = \"./mine.so\"");
+    let grid = format!("plugin_path = [\"../plugins\", \"/abs/plugins\"]\nresults_dir = \"out\"\n{base}[sweep.grid]\n\"run.plugin\" = [\"./a.so\", \"ppo\"]\n");
+    let cases = format!("{base}[[sweep.cases]]\n\"run.plugin\" = \"lib/b.so\"\n[[sweep.cases]]\n\"params.gamma\" = 0.9\n");
+    let load = |file: &Path, text: &str, env_pairs: &[(&str, &str)], sets: &[&str]| {
+        let sets = sets.iter().map(|s| parse_set(s, file)).collect::<Result<Vec<_>, _>>().expect("sets");
+        Sweep::validate(load_str(file, text, &env(env_pairs), &sets).expect("loads"), file).expect("valid")
+    };
+    let shown = |s: &Sweep| s.plugins().iter().map(|p| format!("{} {} {}", p.key, p.spec, p.base.display())).collect::<Vec<_>>();
+
+    let from_file = load(file, &grid, &[], &[]);
+    assert_eq!(from_file.plugin_path, [Path::new("exp/sub/../plugins"), Path::new("/abs/plugins")]);
+    assert_eq!(from_file.results_dir.as_deref(), Some(Path::new("out")), "results_dir stays relative to the working directory");
+    assert_eq!(shown(&from_file), ["run.plugin ./mine.so exp/sub", "sweep.grid.run.plugin ./a.so exp/sub", "sweep.grid.run.plugin ppo "]);
+    assert_eq!(
+        shown(&load(file, &cases, &[], &[])),
+        ["run.plugin ./mine.so exp/sub", "sweep.cases[0].run.plugin lib/b.so exp/sub"]
+    );
+    // A file in the working directory: the base is empty, as before.
+    assert_eq!(shown(&load(Path::new("sweep.toml"), &cases, &[], &[]))[1], "sweep.cases[0].run.plugin lib/b.so ");
+
+    // Run ids hash the plugin as written, not where it resolves.
+    let moved = load(Path::new("elsewhere/sweep.toml"), &grid, &[], &[]);
+    let ids = |s: &Sweep| s.expand().into_iter().map(|r| r.run_id).collect::<Vec<_>>();
+    assert_eq!(ids(&from_file), ids(&moved));
+    assert_eq!(shown(&moved)[0], "run.plugin ./mine.so elsewhere");
+
+    // Overrides are relative to the working directory (the empty base); the file's others are not.
+    let overridden = load(file, &grid, &[("DROVER_RUN__PLUGIN", "./env.so")], &["plugin_path=[\"here\"]"]);
+    assert_eq!(overridden.plugin_path, [Path::new("here")]);
+    assert_eq!(shown(&overridden), ["run.plugin ./env.so ", "sweep.grid.run.plugin ./a.so exp/sub", "sweep.grid.run.plugin ppo "]);
+    let axis_set = load(file, &grid, &[], &["sweep.grid.run.plugin=[\"x/c.so\"]"]);
+    assert_eq!(shown(&axis_set), ["run.plugin ./mine.so exp/sub", "sweep.grid.run.plugin x/c.so "]);
+    let cases_set = load(file, &cases, &[], &["sweep.cases=[{\"run.plugin\"=\"d.so\"}]"]);
+    assert_eq!(shown(&cases_set), ["run.plugin ./mine.so exp/sub", "sweep.cases[0].run.plugin d.so "]);
+    // Another key's override leaves the file's plugin where the file put it.
+    assert_eq!(shown(&load(file, &grid, &[("DROVER_RUN__LR", "0.1")], &["run.num_envs=4"]))[0], "run.plugin ./mine.so exp/sub");
+}

@@ -4,14 +4,28 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// The fake job: answers `plugin info` with a one-parameter (`clip`) plugin report (the orchestrator
-/// validates params through it before launching), logs its run id, marks itself started, sleeps
+/// The fake job: answers `plugin info` with a one-parameter (`clip`) plugin report and accepts
+/// every params object of `--try-params` (the orchestrator validates params through it before
+/// launching), logs its run id, marks itself started, sleeps
 /// or fails on the seeds named by FAKE_SLEEP_SEED / FAKE_FAIL_SEED, and otherwise writes the
 /// files a completed marker vouches for (a summary and a minimal Parquet frame, which is all
 /// `drover run` checks) and a completed exit.json (tmp + rename).
 const FAKE_JOB: &str = r#"#!/bin/sh
 if [ "$1" = "plugin" ]; then
-  printf '{"format_version":1,"plugin":{"path":"%s","name":"fake","version":"0.1.0","description":"","interface_version":"1.1","host_interface_version":"1.1","sha256":"","params":[{"name":"clip","kind":"float","default":0.2,"doc":"","min":0,"max":null}]}}\n' "$3"
+  instances=
+  if [ "$4" = "--try-params" ]; then
+    # The params objects here are flat, so each `{` on stdin is one of them: accept them all.
+    n=$(tr -cd '{' | wc -c)
+    instances=',"instances":['
+    i=0
+    while [ "$i" -lt "$n" ]; do
+      [ "$i" -gt 0 ] && instances="$instances,"
+      instances="$instances"'{"accepted":true}'
+      i=$((i + 1))
+    done
+    instances="$instances]"
+  fi
+  printf '{"format_version":1,"plugin":{"path":"%s","name":"fake","version":"0.1.0","description":"","interface_version":"1.1","host_interface_version":"1.1","sha256":"","params":[{"name":"clip","kind":"float","default":0.2,"doc":"","min":0,"max":null}]}%s}\n' "$3" "$instances"
   exit 0
 fi
 while [ $# -gt 0 ]; do
@@ -188,7 +202,7 @@ fn config_errors_exit_3_and_dry_run_lists_runs() {
 
     let out = fx.command(&["--set", "run.plugin=nope"]).output().unwrap();
     assert_eq!(out.status.code(), Some(3));
-    assert!(stderr(&out).contains("key `run.plugin`: plugin `nope` not found; searched"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("key `run.plugin` (from `--set run.plugin=nope`): plugin `nope` not found; searched"), "{}", stderr(&out));
 
     let out = fx.command(&["--dry-run", "--set", "sweep.grid.params.clip=[0.1,0.2]"]).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));

@@ -1,0 +1,212 @@
+//! How deserialization errors read to a user: keys in one spelling (`local.gpus[0]`,
+//! `sweep.cases[1].x`) and plain words where serde names Rust types (`u32`, `a sequence`).
+//!
+//! Every figment or serde error of the sweep configuration becomes `ConfigError` text here, so
+//! an error of the file, an env var, a `--set` or a sweep axis value reads the same.
+
+use figment::error::{Actual, Kind};
+use figment::value::Value;
+
+use crate::error::ConfigErrorKind;
+
+/// The error's key path as text: `a.b[0].c`, a list index in brackets.
+///
+/// figment gives list indices as path segments like any table key (`local.gpus.0`); `lookup`
+/// returns a top-level value of the merged configuration, and walking it tells an index from a
+/// table key that happens to be digits (`[params] "0" = 1`). Segments below a value that is not
+/// there (a missing key) are table keys.
+pub(crate) fn key_text(segments: &[String], lookup: impl Fn(&str) -> Option<Value>) -> String {
+    let mut text = String::new();
+    let mut at: Option<Value> = segments.first().and_then(|first| lookup(first));
+    for (i, segment) in segments.iter().enumerate() {
+        if i == 0 {
+            text.push_str(segment);
+            continue;
+        }
+        at = match at {
+            Some(Value::Array(_, mut items)) => match segment.parse::<usize>() {
+                Ok(index) if index < items.len() => {
+                    text.push_str(&format!("[{index}]"));
+                    Some(items.swap_remove(index))
+                }
+                _ => {
+                    text.push_str(&format!("[{segment}]"));
+                    None
+                }
+            },
+            Some(Value::Dict(_, mut dict)) => {
+                text.push('.');
+                text.push_str(segment);
+                dict.remove(segment)
+            }
+            _ => {
+                text.push('.');
+                text.push_str(segment);
+                None
+            }
+        };
+    }
+    text
+}
+
+/// A figment error's kind as a `ConfigErrorKind`, in plain words; the key is named by the caller
+/// (for `UnknownField` and `MissingField` the field is the key's last segment).
+pub(crate) fn plain_kind(kind: &Kind) -> ConfigErrorKind {
+    match kind {
+        Kind::InvalidType(actual, expected) => {
+            ConfigErrorKind::WrongType(format!("found {}, expected {}", plain_found(actual), plain_expected(expected)))
+        }
+        Kind::InvalidValue(actual, expected) => {
+            ConfigErrorKind::InvalidValue(format!("found {}, expected {}", plain_found(actual), plain_expected(expected)))
+        }
+        Kind::InvalidLength(n, expected) => {
+            ConfigErrorKind::InvalidValue(format!("{n} items, expected {}", plain_expected(expected)))
+        }
+        Kind::UnknownVariant(v, expected) => {
+            ConfigErrorKind::InvalidValue(format!("`{v}`, expected one of: {}", expected.join(", ")))
+        }
+        Kind::UnknownField(_, expected) => {
+            ConfigErrorKind::UnknownKey { expected: expected.iter().map(|s| s.to_string()).collect() }
+        }
+        Kind::MissingField(_) => ConfigErrorKind::Missing,
+        other => ConfigErrorKind::InvalidValue(other.to_string()),
+    }
+}
+
+/// The value found, as the user wrote it: `string "eight"`, `` `1.5` ``, `a list`; no Rust names.
+fn plain_found(actual: &Actual) -> String {
+    match actual {
+        Actual::Bool(v) => format!("`{v}`"),
+        Actual::Unsigned(v) => format!("`{v}`"),
+        Actual::Signed(v) => format!("`{v}`"),
+        // `{:?}` keeps the `.0` of `8.0`, which is why a whole number was refused.
+        Actual::Float(v) => format!("`{v:?}`"),
+        Actual::Char(v) => format!("string {:?}", v.to_string()),
+        Actual::Str(v) => format!("string {v:?}"),
+        Actual::Seq => "a list".into(),
+        Actual::Map => "a table".into(),
+        Actual::Unit | Actual::Option => "no value".into(),
+        other => other.to_string(),
+    }
+}
+
+/// serde's name of what it wanted (`u32`, `a sequence`, `struct RunConfig`) in plain words;
+/// a description of our own (`a list of seeds like [1, 2, 3] or a table`) is kept as written.
+pub(crate) fn plain_expected(expected: &str) -> String {
+    if let Some(range) = whole_number_range(expected) {
+        return range;
+    }
+    if let Some(ty) = expected.strip_prefix("a nonzero ") {
+        if let Some(range) = whole_number_range(ty) {
+            return range.replace("from 0 to", "from 1 to").replace(", 0 or more", ", 1 or more");
+        }
+    }
+    match expected {
+        "f32" | "f64" => "a number".into(),
+        "a boolean" | "bool" => "true or false".into(),
+        "a string" | "a borrowed string" | "path string" | "a borrowed path" | "os string" | "a character" | "char" => {
+            "text".into()
+        }
+        "a sequence" => "a list".into(),
+        "an empty array" => "an empty list".into(),
+        "a map" => "a table".into(),
+        "option" => "a value".into(),
+        _ if expected.starts_with("struct ") => "a table".into(),
+        // A derived enum given a number or a list: its variants are named as text.
+        _ if expected.starts_with("enum ") || expected == "variant identifier" => "text naming one of its choices".into(),
+        _ => expected.to_string(),
+    }
+}
+
+/// `u32` → "a whole number from 0 to 4294967295"; the 64-bit types, whose bounds no one types,
+/// get their sign only.
+fn whole_number_range(ty: &str) -> Option<String> {
+    let range = |min: i128, max: i128| format!("a whole number from {min} to {max}");
+    Some(match ty {
+        "u8" => range(0, u8::MAX.into()),
+        "u16" => range(0, u16::MAX.into()),
+        "u32" => range(0, u32::MAX.into()),
+        "i8" => range(i8::MIN.into(), i8::MAX.into()),
+        "i16" => range(i16::MIN.into(), i16::MAX.into()),
+        "i32" => range(i32::MIN.into(), i32::MAX.into()),
+        "u64" | "usize" | "u128" => "a whole number, 0 or more".into(),
+        "i64" | "isize" | "i128" => "a whole number".into(),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::value::{Dict, Tag};
+
+    #[test]
+    fn every_rust_type_word_has_a_plain_one() {
+        let cases = [
+            ("u32", "a whole number from 0 to 4294967295"),
+            ("u8", "a whole number from 0 to 255"),
+            ("i32", "a whole number from -2147483648 to 2147483647"),
+            ("u64", "a whole number, 0 or more"),
+            ("usize", "a whole number, 0 or more"),
+            ("i64", "a whole number"),
+            ("a nonzero u32", "a whole number from 1 to 4294967295"),
+            ("a nonzero usize", "a whole number, 1 or more"),
+            ("f64", "a number"),
+            ("f32", "a number"),
+            ("a boolean", "true or false"),
+            ("a string", "text"),
+            ("path string", "text"),
+            ("a sequence", "a list"),
+            ("a map", "a table"),
+            ("struct RunConfig", "a table"),
+            ("enum Device", "text naming one of its choices"),
+            ("a list of seeds like [1, 2, 3] or a table", "a list of seeds like [1, 2, 3] or a table"),
+        ];
+        for (rust, plain) in cases {
+            assert_eq!(plain_expected(rust), plain, "{rust}");
+        }
+    }
+
+    #[test]
+    fn found_values_keep_the_value_and_lose_the_type_name() {
+        let cases = [
+            (Actual::Str("eight".into()), "string \"eight\""),
+            (Actual::Unsigned(8), "`8`"),
+            (Actual::Signed(-1), "`-1`"),
+            (Actual::Float(8.0), "`8.0`"),
+            (Actual::Float(f64::NAN), "`NaN`"),
+            (Actual::Bool(true), "`true`"),
+            (Actual::Seq, "a list"),
+            (Actual::Map, "a table"),
+        ];
+        for (actual, plain) in cases {
+            assert_eq!(plain_found(&actual), plain, "{actual:?}");
+        }
+    }
+
+    #[test]
+    fn list_indices_are_bracketed_and_digit_table_keys_are_not() {
+        let num = |n: u32| Value::from(n);
+        let list = Value::Array(Tag::Default, vec![num(0), num(1)]);
+        let mut inner = Dict::new();
+        inner.insert("gpus".into(), list.clone());
+        inner.insert("0".into(), num(5));
+        let mut case = Dict::new();
+        case.insert("params.x".into(), num(1));
+        let cases = Value::Array(Tag::Default, vec![Value::from(Dict::new()), Value::from(case)]);
+        let mut sweep = Dict::new();
+        sweep.insert("cases".into(), cases);
+        let lookup = |top: &str| match top {
+            "local" => Some(Value::from(inner.clone())),
+            "sweep" => Some(Value::from(sweep.clone())),
+            _ => None,
+        };
+        let seg = |s: &[&str]| s.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(key_text(&seg(&["local", "gpus", "1"]), lookup), "local.gpus[1]");
+        assert_eq!(key_text(&seg(&["local", "0"]), lookup), "local.0");
+        assert_eq!(key_text(&seg(&["sweep", "cases", "1", "params.x"]), lookup), "sweep.cases[1].params.x");
+        assert_eq!(key_text(&seg(&["sweep", "cases", "1", "nope"]), lookup), "sweep.cases[1].nope");
+        assert_eq!(key_text(&seg(&["run", "num_envs"]), lookup), "run.num_envs");
+        assert_eq!(key_text(&seg(&["name"]), lookup), "name");
+    }
+}
