@@ -270,23 +270,30 @@ pub enum SlurmError {
     },
 }
 
+/// `AnalyzeError::NoCompletedRuns`' message: one line for one directory given, else a line
+/// naming how many of those given are empty, then one line per empty directory.
+fn no_completed_runs(empty: &[(PathBuf, String)], given: usize) -> String {
+    match empty {
+        [(dir, why)] if given == 1 => format!("no completed run with metrics in `{}`: {why}", dir.display()),
+        _ => {
+            let lines: Vec<String> = empty.iter().map(|(dir, why)| format!("\n  `{}`: {why}", dir.display())).collect();
+            format!("no completed run with metrics in {} of the {given} results directories given:{}", empty.len(), lines.concat())
+        }
+    }
+}
+
 /// A failure of `drover analyze`.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum AnalyzeError {
-    /// The directory has no `runs/` folder: probably not a results directory.
-    #[error("`{}` is not a results directory (it has no `runs/` folder)", dir.display())]
-    NotResults {
-        /// The directory given.
-        dir: PathBuf,
-    },
-    /// No run in the directory has completed, so there is nothing to summarize.
-    #[error("no completed run with metrics in `{}` ({found} run directories found)", dir.display())]
+    /// Results directories given to `drover analyze` that hold no completed run with metrics
+    /// (missing, without `runs/`, or none of its runs usable); all of them, each with the reason.
+    #[error("{}", no_completed_runs(empty, *given))]
     NoCompletedRuns {
-        /// The results directory.
-        dir: PathBuf,
-        /// How many run directories exist.
-        found: usize,
+        /// Each empty directory and why it is empty.
+        empty: Vec<(PathBuf, String)>,
+        /// How many directories were given.
+        given: usize,
     },
     /// Reading or writing a file failed.
     #[error("cannot {action} `{}`", path.display())]

@@ -404,8 +404,8 @@ fn analyze_cmd(args: AnalyzeArgs) -> anyhow::Result<u8> {
         outcome.left_out.len(),
         analyze::FINAL_WINDOW
     );
-    if let Some(best) = &outcome.best {
-        println!("best by IQM: {best}");
+    for best in &outcome.best {
+        println!("{best}");
     }
     for path in outcome.written {
         println!("wrote {}", path.display());

@@ -117,3 +117,72 @@ fn bad_slice_expressions_are_usage_errors_naming_the_expression() {
     let out = drover().arg("analyze").arg(&results).arg(&results).output().expect("spawn");
     assert!(String::from_utf8_lossy(&out.stderr).contains("`--out DIR` is needed"), "{out:?}");
 }
+
+/// Two sequence-task algorithms, two seeds each, small.
+const SEQ_SWEEP: &str = r#"
+name = "e2e-analyze-seq"
+[run]
+env = "SeqAdd-v0"
+plugin = "grpo"
+vocab = 5
+prompt_len = 4
+num_steps = 3
+group_size = 8
+num_envs = 64
+total_steps = 3840
+hidden = [16]
+lr = 3e-3
+update_epochs = 1
+num_minibatches = 2
+success_return = 0.9
+[sweep]
+seeds = [1, 2]
+[[sweep.cases]]
+"run.plugin" = "grpo"
+[[sweep.cases]]
+"run.plugin" = "rloo"
+"#;
+
+#[test]
+fn two_environments_are_compared_within_each_and_every_empty_directory_is_named() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cartpole = sweep_results(tmp.path());
+    let seq_dir = tmp.path().join("seq");
+    std::fs::create_dir_all(&seq_dir).expect("mkdir");
+    let sweep = drover_tests::write_sweep(&seq_dir, SEQ_SWEEP);
+    let seq = seq_dir.join("results");
+    run_ok(drover().arg("run").arg(&sweep).arg("--results").arg(&seq).args(["-j", "2"]));
+
+    // CartPole returns (tens) and SeqAdd accuracies (below 1) are ranked apart, each table
+    // naming its environment; CartPole has one algorithm, so nothing is ranked there.
+    let out = tmp.path().join("out");
+    let run = run_ok(drover().arg("analyze").arg(&cartpole).arg(&seq).args(["--compare", "algo", "--reps", "200", "--no-plots", "--out"]).arg(&out));
+    let (stdout, stderr) = (String::from_utf8_lossy(&run.stdout), String::from_utf8_lossy(&run.stderr));
+    assert!(
+        stdout.starts_with("note: the runs span 2 environments (CartPole-v1, SeqAdd-v0), whose returns are not on one scale; `--compare algo`: groups are ranked within each environment"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("\nrun.env=CartPole-v1 (4 runs):\n") && stdout.contains("\nrun.env=SeqAdd-v0 (4 runs):\n"), "{stdout}");
+    assert!(stdout.contains("best by IQM in SeqAdd-v0: run.plugin=") && !stdout.contains("best by IQM in CartPole-v1"), "{stdout}");
+    assert!(stderr.contains("--compare algo: all 4 runs of CartPole-v1 analyzed have the same value of it; nothing to compare"), "{stderr}");
+    let (header, rows) = csv_rows(&out.join("tables/compare-run.plugin.csv"));
+    assert_eq!(&header[..3], ["run.env", "rank", "run.plugin"]);
+    let ranked: Vec<(String, String)> = rows.iter().map(|r| (r[0].clone(), r[1].clone())).collect();
+    let want = [("CartPole-v1", "1"), ("SeqAdd-v0", "1"), ("SeqAdd-v0", "2")].map(|(e, r)| (e.to_string(), r.to_string()));
+    assert_eq!(ranked, want);
+
+    // `drover analyze a b c` with a and c empty: one error names both, with the reason of each.
+    let (a, c) = (tmp.path().join("a"), tmp.path().join("c"));
+    std::fs::create_dir_all(&a).expect("mkdir");
+    std::fs::create_dir_all(c.join("runs/0123456789abcdef")).expect("mkdir");
+    let out = drover().arg("analyze").arg(&a).arg(&cartpole).arg(&c).arg("--out").arg(tmp.path().join("out2")).output().expect("spawn");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{stderr}");
+    let want = format!(
+        "error: no completed run with metrics in 2 of the 3 results directories given:\n  `{}`: not a results directory (it has no `runs/` folder)\n  `{}`: 1 run directory, none completed with metrics: 1 without spec.json\n",
+        a.display(),
+        c.display()
+    );
+    assert!(stderr.ends_with(&want), "{stderr}");
+    assert!(!tmp.path().join("out2").exists());
+}

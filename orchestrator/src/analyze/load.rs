@@ -54,6 +54,10 @@ struct RunRecord {
 /// record (`spec.json`, `exit.json`, `summary.json`) or metrics file, the reason naming the file.
 /// When the directories hold more than one sweep, labels become `<sweep>:<label>`.
 ///
+/// A directory that contributes no completed run (missing, without `runs/`, or none of its runs
+/// usable) is an error, `AnalyzeError::NoCompletedRuns`, which names every such directory and
+/// why; the others are not analyzed without it.
+///
 /// `extra` names further metrics columns to load (learning curves of `token_entropy`, the
 /// entropy-performance law); those no run has are left out of `Loaded::extra`, and a column that
 /// is there but not numeric is an error naming the file. Only when `extra` is non-empty are the
@@ -62,12 +66,20 @@ pub fn load_results(dirs: &[PathBuf], extra: &[String]) -> Result<Loaded, Analyz
     let mut records = Vec::new();
     let mut left_out = Vec::new();
     let mut seen: HashMap<String, String> = HashMap::new();
-    let mut found = 0;
+    // Every directory is read before any is refused: one error names all the empty ones, so a
+    // user who gave three does not fix them one rerun at a time.
+    let mut empty = Vec::new();
     for dir in dirs {
-        let (completed, skipped, dir_found) = read_dir_runs(dir)?;
-        found += dir_found;
-        left_out.extend(skipped);
-        for record in completed {
+        if let Some(why) = not_results(dir) {
+            empty.push((dir.clone(), why));
+            continue;
+        }
+        let runs = read_dir_runs(dir)?;
+        if runs.completed.is_empty() {
+            empty.push((dir.clone(), runs.why_empty()));
+        }
+        left_out.extend(runs.left_out.into_iter().map(|(name, why, _)| (name, why)));
+        for record in runs.completed {
             if let Some(first) = seen.get(&record.spec.run_id) {
                 left_out.push((record.spec.run_id.clone(), format!("duplicate of the same run in `{first}`")));
                 continue;
@@ -76,9 +88,10 @@ pub fn load_results(dirs: &[PathBuf], extra: &[String]) -> Result<Loaded, Analyz
             records.push(record);
         }
     }
-    if records.is_empty() {
-        let dir = dirs.first().cloned().unwrap_or_default();
-        return Err(AnalyzeError::NoCompletedRuns { dir, found });
+    if !empty.is_empty() {
+        // Analyzing the others alone would drop a sweep the user named from a comparison
+        // without a word; nothing is written, and the message says what each one lacks.
+        return Err(AnalyzeError::NoCompletedRuns { empty, given: dirs.len() });
     }
     let sweeps: BTreeSet<&str> = records.iter().map(|r| r.spec.sweep.as_str()).collect();
     let prefix_sweep = sweeps.len() > 1;
@@ -168,20 +181,72 @@ pub fn load_results(dirs: &[PathBuf], extra: &[String]) -> Result<Loaded, Analyz
 /// The metrics columns every analysis loads; `extra` columns are loaded besides them.
 pub(crate) const FIXED_COLUMNS: [&str; 4] = ["iteration", "global_step", "episodic_return_mean", "episodes"];
 
-/// The completed runs of one results directory, the left-out ones, and how many run directories exist.
-type DirRuns = (Vec<RunRecord>, Vec<(String, String)>, usize);
+/// What one results directory holds.
+struct DirRuns {
+    /// Its completed runs with usable records and metrics.
+    completed: Vec<RunRecord>,
+    /// The run directories left out: name, reason, and the kind of reason (`Skip`).
+    left_out: Vec<(String, String, Skip)>,
+    /// How many run directories `runs/` holds.
+    found: usize,
+}
 
-fn read_dir_runs(dir: &Path) -> Result<DirRuns, AnalyzeError> {
-    let results = ResultsDir::new(dir);
-    let runs_dir = results.runs_dir();
+/// Why a run directory is left out, in the words of `DirRuns::why_empty`'s counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Skip {
+    Unfinished,
+    Failed,
+    Cancelled,
+    NoSpec,
+    Damaged,
+    BadMetrics,
+}
+
+impl Skip {
+    fn words(self) -> &'static str {
+        match self {
+            Skip::Unfinished => "unfinished",
+            Skip::Failed => "failed",
+            Skip::Cancelled => "cancelled",
+            Skip::NoSpec => "without spec.json",
+            Skip::Damaged => "with a damaged record",
+            Skip::BadMetrics => "completed without usable metrics",
+        }
+    }
+}
+
+impl DirRuns {
+    /// Why no run of the directory can be analyzed: `runs/` is empty, or how many run
+    /// directories were left out for each kind of reason (`4 run directories, none completed
+    /// with metrics: 3 unfinished, 1 failed`).
+    fn why_empty(&self) -> String {
+        if self.found == 0 {
+            return "its `runs/` folder holds no run directory (nothing launched yet?)".into();
+        }
+        let mut counts: BTreeMap<Skip, usize> = BTreeMap::new();
+        for (_, _, kind) in &self.left_out {
+            *counts.entry(*kind).or_default() += 1;
+        }
+        let parts: Vec<String> = counts.iter().map(|(kind, n)| format!("{n} {}", kind.words())).collect();
+        let dirs = if self.found == 1 { "run directory" } else { "run directories" };
+        format!("{} {dirs}, none completed with metrics: {}", self.found, parts.join(", "))
+    }
+}
+
+/// Why `dir` is not a results directory at all, if it is not: missing, or without `runs/`.
+fn not_results(dir: &Path) -> Option<String> {
     if !dir.exists() {
         // A mistyped path is not "a directory without runs/": say that it is not there at all.
-        let source = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or directory");
-        return Err(AnalyzeError::Io { action: "read results directory", path: dir.to_path_buf(), source });
+        return Some("no such directory".into());
     }
-    if !runs_dir.is_dir() {
-        return Err(AnalyzeError::NotResults { dir: dir.to_path_buf() });
+    if !ResultsDir::new(dir).runs_dir().is_dir() {
+        return Some("not a results directory (it has no `runs/` folder)".into());
     }
+    None
+}
+
+fn read_dir_runs(dir: &Path) -> Result<DirRuns, AnalyzeError> {
+    let runs_dir = ResultsDir::new(dir).runs_dir();
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| AnalyzeError::Io { action: "read", path, source }
@@ -207,11 +272,11 @@ fn read_dir_runs(dir: &Path) -> Result<DirRuns, AnalyzeError> {
         let spec = match layout::read_record::<JobSpec>(&spec_path) {
             Ok(Some(spec)) => spec,
             Ok(None) => {
-                left_out.push((name, "no spec.json".into()));
+                left_out.push((name, "no spec.json".into(), Skip::NoSpec));
                 continue;
             }
             Err(reason) => {
-                left_out.push((name, unreadable(&spec_path, reason)));
+                left_out.push((name, unreadable(&spec_path, reason), Skip::Damaged));
                 continue;
             }
         };
@@ -220,20 +285,24 @@ fn read_dir_runs(dir: &Path) -> Result<DirRuns, AnalyzeError> {
             Ok(Some(exit)) if exit.status == ExitStatus::Completed => {}
             Ok(Some(exit)) => {
                 // The job's own reason (a plugin error, the signal) saves opening exit.json.
-                let status = format!("{:?}", exit.status).to_lowercase();
+                let (status, kind) = match exit.status {
+                    ExitStatus::Failed => ("failed", Skip::Failed),
+                    ExitStatus::Cancelled => ("cancelled", Skip::Cancelled),
+                    ExitStatus::Completed => ("completed", Skip::Damaged),
+                };
                 let why = match exit.reason {
                     Some(reason) => format!("{status}: {reason}"),
-                    None => status,
+                    None => status.to_string(),
                 };
-                left_out.push((name, why));
+                left_out.push((name, why, kind));
                 continue;
             }
             Ok(None) => {
-                left_out.push((name, "unfinished".into()));
+                left_out.push((name, "unfinished".into(), Skip::Unfinished));
                 continue;
             }
             Err(reason) => {
-                left_out.push((name, unreadable(&exit_path, reason)));
+                left_out.push((name, unreadable(&exit_path, reason), Skip::Damaged));
                 continue;
             }
         }
@@ -242,17 +311,17 @@ fn read_dir_runs(dir: &Path) -> Result<DirRuns, AnalyzeError> {
         // so results written by hand or by older tools still load).
         let summary_path = run_dir.join(SUMMARY_JSON);
         if let Err(reason) = layout::read_record::<Value>(&summary_path) {
-            left_out.push((name, unreadable(&summary_path, reason)));
+            left_out.push((name, unreadable(&summary_path, reason), Skip::Damaged));
             continue;
         }
         let metrics_path = run_dir.join(METRICS_PARQUET);
         if let Some(problem) = metrics_problem(&metrics_path) {
-            left_out.push((name, format!("bad `{}`: {problem}", metrics_path.display())));
+            left_out.push((name, format!("bad `{}`: {problem}", metrics_path.display()), Skip::BadMetrics));
             continue;
         }
         completed.push(RunRecord { spec, results: dir.display().to_string(), metrics_path });
     }
-    Ok((completed, left_out, entries.len()))
+    Ok(DirRuns { completed, left_out, found: entries.len() })
 }
 
 /// Why the metrics file of a completed run cannot be analyzed, if it cannot: missing, not a whole

@@ -21,7 +21,7 @@ pub use bootstrap::{
     probability_of_improvement, profiles, quantile_sorted, Bootstrap, Rng,
 };
 pub use load::{load_results, Loaded};
-pub use pipeline::{analyze, explain, Options, Outcome, DEFAULT_CURVES};
+pub use pipeline::{analyze, explain, Best, Options, Outcome, DEFAULT_CURVES};
 pub use plot::{render, Bar, Chart, Line, LineChart, Scatter};
 pub use query::{parse_keys, parse_where, resolve_key};
 pub use report::{

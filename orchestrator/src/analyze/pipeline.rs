@@ -62,8 +62,12 @@ pub struct Outcome {
     pub left_out: Vec<(String, String)>,
     /// Files written.
     pub written: Vec<PathBuf>,
-    /// The best group by IQM when comparing.
-    pub best: Option<String>,
+    /// The best group by IQM when comparing: at most one, or one per environment when the
+    /// analysis was split by environment (`envs`).
+    pub best: Vec<Best>,
+    /// The environments analyzed one by one, sorted (empty: one analysis over all runs). See
+    /// `analyze`.
+    pub envs: Vec<String>,
     /// The metrics columns learning curves were drawn of besides the return.
     pub curves: Vec<String>,
     /// The entropy-performance law per group (mean a, b, R², ceiling over runs with intervals),
@@ -71,6 +75,25 @@ pub struct Outcome {
     pub law: Option<DataFrame>,
     /// `law` as a text table.
     pub law_table: Option<String>,
+}
+
+/// The best group of a comparison, in its environment when the analysis was split by environment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Best {
+    /// The environment, when the comparison was made within each environment.
+    pub env: Option<String>,
+    /// The group's name.
+    pub group: String,
+}
+
+impl std::fmt::Display for Best {
+    /// The line `drover analyze` prints: `best by IQM: GROUP`, `best by IQM in ENV: GROUP`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.env {
+            Some(env) => write!(f, "best by IQM in {env}: {}", self.group),
+            None => write!(f, "best by IQM: {}", self.group),
+        }
+    }
 }
 
 /// The lazy plans of an analysis before anything is executed.
@@ -171,6 +194,11 @@ pub fn explain(opts: &Options) -> Result<String, AnalyzeError> {
 }
 
 /// Runs the analysis and writes `tables/` (CSV, Parquet, Markdown) and `plots/` under `opts.out`.
+///
+/// When the runs span several environments and the grouping does not separate them
+/// (`--compare algo` over CartPole and a sequence task), each environment is analyzed on its own
+/// (`env_sections`): returns of different environments are on different scales, so pooling
+/// them would rank groups by which environments their runs come from.
 pub fn analyze(opts: &Options) -> Result<Outcome, AnalyzeError> {
     let start = std::time::Instant::now();
     let phase = |what: &str| tracing::debug!(elapsed_s = start.elapsed().as_secs_f64(), "analyze: {what}");
@@ -187,12 +215,173 @@ pub fn analyze(opts: &Options) -> Result<Outcome, AnalyzeError> {
             reason: format!("no completed run matches (of {}){}", p.completed, missing_note(&p.missing, p.completed)),
         });
     }
+    let envs = env_sections(&runs, &p.grouping)?;
+    let mut sections = Vec::new();
+    if envs.is_empty() {
+        sections.push(section(&p, opts, &metrics, runs.clone(), None)?);
+    } else {
+        for env in &envs {
+            let part = runs
+                .column(ENV)
+                .and_then(|c| c.as_materialized_series().equal(env.as_str()))
+                .and_then(|mask| runs.filter(&mask))
+                .map_err(polars_err(format!("selecting the runs of `{env}`")))?;
+            sections.push(section(&p, opts, &metrics, part, Some(env.clone()))?);
+        }
+    }
+    phase("sections computed");
+
+    let tag = p.grouping.file_tag();
+    let stem = match &opts.compare {
+        Some(_) => format!("compare{}", tag.trim_start_matches("-by")),
+        None => format!("summary{tag}"),
+    };
+    let note = split_note(opts, &envs);
+    let mut table = note.clone().map(|n| format!("{n}\n")).unwrap_or_default();
+    let mut markdown = note.map(|n| format!("{n}\n")).unwrap_or_default();
+    for s in &sections {
+        let heading = s.heading();
+        if let Some(h) = &heading {
+            table.push_str(&format!("\n{h}:\n"));
+            markdown.push_str(&format!("\n### {h}\n\n"));
+        }
+        table.push_str(&report::render_table(&s.summary)?);
+        markdown.push_str(&report::render_markdown(&s.summary)?);
+    }
+    let stacked = |pick: &dyn Fn(&Section) -> Option<DataFrame>| -> Result<Option<DataFrame>, AnalyzeError> {
+        stack(sections.iter().filter_map(|s| pick(s).map(|df| (s.env.as_deref(), df))).collect())
+    };
+    let tables = opts.out.join("tables");
+    let mut summary = stacked(&|s| Some(s.summary.clone()))?.unwrap_or_default();
+    let mut written = report::write_frame(&tables, &stem, &mut summary, Some(&markdown))?;
+    written.extend(report::write_frame(&tables, "runs", &mut runs, None)?);
+    let mut curves = stacked(&|s| Some(s.curves.clone()))?.unwrap_or_default();
+    written.extend(report::write_frame(&tables, &format!("curves{tag}"), &mut curves, None)?);
+    let mut profiles = stacked(&|s| Some(s.profiles.clone()))?.unwrap_or_default();
+    written.extend(report::write_frame(&tables, &format!("profiles{tag}"), &mut profiles, None)?);
+    for (k, name) in p.curves.iter().enumerate() {
+        let mut frame = stacked(&|s| Some(s.metric_curves[k].1.clone()))?.unwrap_or_default();
+        written.extend(report::write_frame(&tables, &format!("curves-{}{tag}", file_safe(name)), &mut frame, None)?);
+    }
+    phase("metric curves");
+    let mut law_summary = None;
+    let mut law_table = None;
+    if let Some(mut per_run) = stacked(&|s| s.law.as_ref().map(|l| l.per_run.clone()))? {
+        let mut summary = stacked(&|s| s.law.as_ref().map(|l| l.summary.clone()))?.unwrap_or_default();
+        let (mut text, mut markdown) = (String::new(), String::new());
+        for s in &sections {
+            let Some(law) = &s.law else { continue };
+            if let Some(h) = s.heading() {
+                text.push_str(&format!("\n{h}:\n"));
+                markdown.push_str(&format!("\n### {h}\n\n"));
+            }
+            text.push_str(&report::render_law_table(&law.summary)?);
+            markdown.push_str(&report::render_law_markdown(&law.summary)?);
+        }
+        written.extend(report::write_frame(&tables, "entropy_law", &mut per_run, None)?);
+        written.extend(report::write_frame(&tables, &format!("entropy_law_summary{tag}"), &mut summary, Some(&markdown))?);
+        law_summary = Some(summary);
+        law_table = Some(text.trim_start_matches('\n').to_string());
+    }
+    phase("tables written");
+
+    if opts.plots {
+        for s in &sections {
+            // One environment's plots share an axis only with runs of their own scale.
+            let (tag, scope) = match &s.env {
+                Some(env) => (format!("{tag}-{}", file_safe(env)), format!(" in {env}")),
+                None => (tag.clone(), String::new()),
+            };
+            written.extend(draw_plots(opts, &s.summary, &s.curves, &s.profiles, &tag, &scope)?);
+            let metric_curves: Vec<(String, DataFrame)> = s.metric_curves.iter().filter(|(_, f)| f.height() > 0).cloned().collect();
+            written.extend(draw_metric_plots(opts, &s.summary, &metric_curves, s.law.as_ref(), &tag, &scope)?);
+        }
+        phase("plots drawn");
+    }
+    let best = sections.iter().filter_map(|s| Some(Best { env: s.env.clone(), group: s.best.clone()? })).collect();
+    Ok(Outcome {
+        table,
+        completed: p.completed,
+        analyzed: runs.height(),
+        left_out: p.left_out,
+        written,
+        best,
+        summary,
+        envs,
+        curves: p.curves,
+        law: law_summary,
+        law_table,
+    })
+}
+
+/// The runs-table column of the environment.
+const ENV: &str = "run.env";
+
+/// The environments to analyze one by one, sorted: those of `runs` when there are several and
+/// `grouping` groups by something else than the environment; otherwise none (one analysis).
+/// A configuration has one environment, but its curves and profiles would still share an axis
+/// (the steps, the thresholds τ) with the other environments' runs.
+fn env_sections(runs: &DataFrame, grouping: &Grouping) -> Result<Vec<String>, AnalyzeError> {
+    if matches!(grouping, Grouping::Keys(keys) if keys.iter().any(|k| k == ENV)) {
+        return Ok(Vec::new());
+    }
+    let Ok(column) = runs.column(ENV) else { return Ok(Vec::new()) };
+    let text = column.cast(&DataType::String).map_err(polars_err(format!("reading column `{ENV}`")))?;
+    let text = text.str().map_err(polars_err(format!("reading column `{ENV}`")))?;
+    let envs: std::collections::BTreeSet<String> = (0..text.len()).filter_map(|i| text.get(i)).map(str::to_string).collect();
+    Ok(if envs.len() > 1 { envs.into_iter().collect() } else { Vec::new() })
+}
+
+/// The line printed (and written atop the Markdown table) when the analysis is split by
+/// environment: which environments, why, and how to look at one alone.
+fn split_note(opts: &Options, envs: &[String]) -> Option<String> {
+    if envs.is_empty() {
+        return None;
+    }
+    let what = match (&opts.compare, &opts.group_by) {
+        (Some(key), _) => format!("`--compare {key}`: groups are ranked within each environment"),
+        (None, Some(keys)) => format!("`--group-by {keys}`: groups are formed within each environment"),
+        (None, None) => "each environment is summarized on its own".to_string(),
+    };
+    Some(format!(
+        "note: the runs span {} environments ({}), whose returns are not on one scale; {what}, one table each, with `{ENV}` as the first column of the written tables (`--where env={}` analyzes one alone)",
+        envs.len(),
+        envs.join(", "),
+        envs[0]
+    ))
+}
+
+/// One analysis over a set of runs: all of them, or one environment's (`env`).
+struct Section {
+    env: Option<String>,
+    /// Runs in this section.
+    runs: usize,
+    summary: DataFrame,
+    curves: DataFrame,
+    profiles: DataFrame,
+    /// One frame per `Plans::curves` column, in that order (empty when no run has the column).
+    metric_curves: Vec<(String, DataFrame)>,
+    /// The law, when some run of the section has a fit.
+    law: Option<Law>,
+    best: Option<String>,
+}
+
+impl Section {
+    /// `run.env=CartPole-v1 (6 runs)` for a section of one environment.
+    fn heading(&self) -> Option<String> {
+        self.env.as_ref().map(|env| format!("{ENV}={env} ({} runs)", self.runs))
+    }
+}
+
+/// The statistics of the per-run rows `runs` (annotated, non-empty): summary (ranked when
+/// comparing), learning curves, profiles, metric curves and the law.
+fn section(p: &Plans, opts: &Options, metrics: &LazyFrame, runs: DataFrame, env: Option<String>) -> Result<Section, AnalyzeError> {
     let intervals = bootstrap::intervals(&runs, &opts.bootstrap)?;
-    phase("intervals");
     let groups = runs.column("group").and_then(|c| c.n_unique()).map_err(polars_err("counting the groups"))?;
     if let (Some(key), 1) = (&opts.compare, groups) {
         // Nothing to rank: naming the only group "best" would read as a finding.
-        tracing::warn!("--compare {key}: all {} runs analyzed have the same value of it; nothing to compare", runs.height());
+        let scope = env.as_ref().map(|e| format!(" of {e}")).unwrap_or_default();
+        tracing::warn!("--compare {key}: all {} runs{scope} analyzed have the same value of it; nothing to compare", runs.height());
     }
     let best = if opts.compare.is_some() && groups > 1 { bootstrap::best_by_iqm(&runs)? } else { None };
     let improvement = match &best {
@@ -215,73 +404,76 @@ pub fn analyze(opts: &Options) -> Result<Outcome, AnalyzeError> {
         summary.sort(stats::group_order(&p.grouping), SortMultipleOptions::default().with_nulls_last(true))
     };
     let summary = summary.collect().map_err(polars_err("computing the summary"))?;
-    let mut summary = if opts.compare.is_some() { summary } else { in_label_order(summary, &p.grouping)? };
-    phase("summary collected");
+    let summary = if opts.compare.is_some() { summary } else { in_label_order(summary, &p.grouping)? };
 
     let points = stats::curve_points(metrics.clone(), runs.clone().lazy(), opts.bins)
         .collect()
         .map_err(polars_err("binning the learning curves"))?;
-    phase("curve bins collected");
-    let mut curves = bootstrap::curves(&points, &opts.bootstrap)?;
-    phase("curve bands");
-    let mut profiles = bootstrap::profiles(&runs, opts.profile_points, &opts.bootstrap)?;
-    phase("profiles");
-
-    let tag = p.grouping.file_tag();
-    let stem = match &opts.compare {
-        Some(_) => format!("compare{}", tag.trim_start_matches("-by")),
-        None => format!("summary{tag}"),
-    };
-    let table = report::render_table(&summary)?;
-    let markdown = report::render_markdown(&summary)?;
-    let tables = opts.out.join("tables");
-    let mut written = report::write_frame(&tables, &stem, &mut summary, Some(&markdown))?;
-    written.extend(report::write_frame(&tables, "runs", &mut runs, None)?);
-    written.extend(report::write_frame(&tables, &format!("curves{tag}"), &mut curves, None)?);
-    written.extend(report::write_frame(&tables, &format!("profiles{tag}"), &mut profiles, None)?);
-
+    let curves = bootstrap::curves(&points, &opts.bootstrap)?;
+    let profiles = bootstrap::profiles(&runs, opts.profile_points, &opts.bootstrap)?;
     let mut metric_curves = Vec::new();
     for name in &p.curves {
         let points = stats::metric_points(metrics.clone(), runs.clone().lazy(), opts.bins, name)
             .collect()
             .map_err(polars_err(format!("binning the `{name}` curves")))?;
-        let mut frame = bootstrap::curves(&points, &opts.bootstrap)?;
-        written.extend(report::write_frame(&tables, &format!("curves-{}{tag}", file_safe(name)), &mut frame, None)?);
-        metric_curves.push((name.clone(), frame));
+        metric_curves.push((name.clone(), bootstrap::curves(&points, &opts.bootstrap)?));
     }
-    phase("metric curves");
-    let law = if p.law { Some(law(metrics, &runs, &p.grouping, opts)?) } else { None };
-    let law_table = match &law {
-        Some(law) => {
-            let mut per_run = law.per_run.clone();
-            let mut summary = law.summary.clone();
-            let markdown = report::render_law_markdown(&summary)?;
-            written.extend(report::write_frame(&tables, "entropy_law", &mut per_run, None)?);
-            written.extend(report::write_frame(&tables, &format!("entropy_law_summary{tag}"), &mut summary, Some(&markdown))?);
-            Some(report::render_law_table(&summary)?)
-        }
-        None => None,
+    // An environment whose runs have no law points (CartPole beside a sequence task) gets no
+    // law table; a single analysis keeps its (possibly empty) one as before.
+    let mut law = if p.law {
+        Some(law(metrics.clone(), &runs, &p.grouping, opts)?).filter(|l| l.per_run.height() > 0 || env.is_none())
+    } else {
+        None
     };
-    phase("entropy law");
-
-    phase("tables written");
-    if opts.plots {
-        written.extend(draw_plots(opts, &summary, &curves, &profiles, &tag)?);
-        written.extend(draw_metric_plots(opts, &summary, &metric_curves, law.as_ref(), &tag)?);
-        phase("plots drawn");
+    if let (Some(law), Some(_)) = (&mut law, &opts.compare) {
+        // Printed under the ranked table: rows in the ranking's order, not the keys'.
+        law.summary = in_order_of(&law.summary, &summary)?;
     }
-    Ok(Outcome {
-        table,
-        completed: p.completed,
-        analyzed: runs.height(),
-        left_out: p.left_out,
-        written,
-        best,
-        summary,
-        curves: p.curves,
-        law: law.map(|l| l.summary),
-        law_table,
-    })
+    Ok(Section { env, runs: runs.height(), summary, curves, profiles, metric_curves, law, best })
+}
+
+/// Stacks per-section frames into one, with `run.env` first when the sections are environments.
+/// Columns one section lacks (`p_best_better` where an environment has a single group) are null
+/// there; `None` when there is no frame.
+fn stack(parts: Vec<(Option<&str>, DataFrame)>) -> Result<Option<DataFrame>, AnalyzeError> {
+    let err = || polars_err("stacking the tables of the environments");
+    let mut frames = Vec::with_capacity(parts.len());
+    for (env, mut df) in parts {
+        if let Some(env) = env {
+            if df.column(ENV).is_err() {
+                df.insert_column(0, Column::new(ENV.into(), vec![env; df.height()])).map_err(err())?;
+            }
+        }
+        frames.push(df);
+    }
+    let mut names: Vec<(PlSmallStr, DataType)> = Vec::new();
+    for df in &frames {
+        for c in df.columns() {
+            if !names.iter().any(|(n, _)| n == c.name()) {
+                names.push((c.name().clone(), c.dtype().clone()));
+            }
+        }
+    }
+    let mut out: Option<DataFrame> = None;
+    for df in frames {
+        let columns = names
+            .iter()
+            .map(|(name, dtype)| match df.column(name) {
+                Ok(c) if c.dtype() == dtype => Ok(c.clone()),
+                Ok(c) => c.cast(dtype),
+                Err(_) => Ok(Column::full_null(name.clone(), df.height(), dtype)),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(err())?;
+        let df = DataFrame::new(df.height(), columns).map_err(err())?;
+        match &mut out {
+            None => out = Some(df),
+            Some(acc) => {
+                acc.vstack_mut(&df).map_err(err())?;
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// The entropy-performance law of an analysis: the per-run fits, their per-group summary, and
@@ -343,6 +535,19 @@ fn in_label_order(df: DataFrame, grouping: &Grouping) -> Result<DataFrame, Analy
     df.take(&IdxCa::from_vec("order".into(), order)).map_err(polars_err("ordering the groups by their labels"))
 }
 
+/// The rows of `df` in the order of `summary`'s groups (groups `summary` lacks last, as they were).
+fn in_order_of(df: &DataFrame, summary: &DataFrame) -> Result<DataFrame, AnalyzeError> {
+    let names = |d: &DataFrame| -> Result<Vec<String>, AnalyzeError> {
+        let c = d.column("group").and_then(|c| c.str().cloned()).map_err(polars_err("reading column `group`"))?;
+        Ok((0..c.len()).map(|i| c.get(i).unwrap_or_default().to_string()).collect())
+    };
+    let (rows, ranked) = (names(df)?, names(summary)?);
+    let mut order: Vec<usize> = (0..rows.len()).collect();
+    order.sort_by_key(|&i| ranked.iter().position(|g| *g == rows[i]).unwrap_or(usize::MAX));
+    let order: Vec<IdxSize> = order.into_iter().map(|i| i as IdxSize).collect();
+    df.take(&IdxCa::from_vec("order".into(), order)).map_err(polars_err("ordering the rows as the ranking"))
+}
+
 /// Why an empty slice may be empty: `; runs without a key never match: `K` is missing in N of M`.
 fn missing_note(missing: &[(String, i64)], completed: usize) -> String {
     if missing.is_empty() {
@@ -366,19 +571,19 @@ struct Shown {
     groups: Vec<String>,
     /// " (best 10 of N by IQM)" when groups were left out, else empty.
     note: String,
-    /// " by KEY" for `--group-by`/`--compare`, else empty.
+    /// " by KEY" for `--group-by`/`--compare`, else empty; then " in ENV" for one environment's plots.
     what: String,
 }
 
-fn shown_groups(opts: &Options, summary: &DataFrame) -> Result<Shown, AnalyzeError> {
+fn shown_groups(opts: &Options, summary: &DataFrame, scope: &str) -> Result<Shown, AnalyzeError> {
     let bars = report::bars(summary)?;
     let mut ranked: Vec<&plot::Bar> = bars.iter().collect();
     ranked.sort_by(|a, b| b.value.total_cmp(&a.value));
     let groups = ranked.iter().take(MAX_LINES).map(|b| b.name.clone()).collect();
     let note = if bars.len() > MAX_LINES { format!(" (best {MAX_LINES} of {} by IQM)", bars.len()) } else { String::new() };
     let what = match (&opts.compare, &opts.group_by) {
-        (Some(k), _) | (None, Some(k)) => format!(" by {k}"),
-        _ => String::new(),
+        (Some(k), _) | (None, Some(k)) => format!(" by {k}{scope}"),
+        _ => scope.to_string(),
     };
     Ok(Shown { groups, note, what })
 }
@@ -397,12 +602,13 @@ fn draw_metric_plots(
     metric_curves: &[(String, DataFrame)],
     law: Option<&Law>,
     tag: &str,
+    scope: &str,
 ) -> Result<Vec<PathBuf>, AnalyzeError> {
     if metric_curves.is_empty() && law.is_none() {
         return Ok(Vec::new());
     }
     let dir = plot_dir(opts)?;
-    let Shown { groups, note, what } = shown_groups(opts, summary)?;
+    let Shown { groups, note, what } = shown_groups(opts, summary, scope)?;
     let mut written = Vec::new();
     for (name, frame) in metric_curves {
         let lines = report::curve_lines(frame, &groups)?;
@@ -437,10 +643,11 @@ fn draw_plots(
     curves: &DataFrame,
     profiles: &DataFrame,
     tag: &str,
+    scope: &str,
 ) -> Result<Vec<PathBuf>, AnalyzeError> {
     let dir = plot_dir(opts)?;
     let bars = report::bars(summary)?;
-    let Shown { groups: shown, note, what } = shown_groups(opts, summary)?;
+    let Shown { groups: shown, note, what } = shown_groups(opts, summary, scope)?;
 
     let mut written = Vec::new();
     let title = format!("Learning curves{what}: IQM over runs, 95% bootstrap CI{note}");

@@ -14,12 +14,18 @@ use super::*;
 /// no episode (NaN), which must neither count for the final return nor reach the threshold.
 #[expect(clippy::too_many_arguments, reason = "a test fixture whose positional calls read as a table of runs")]
 fn write_run(root: &Path, run_id: &str, config_id: &str, label: &str, seed: u64, r: f64, params: serde_json::Value, completed: bool) {
+    let run = json!({"seed": seed, "success_return": 30.0, "env": "CartPole-v1", "lr": 0.001, "hidden": [4, 4]});
+    write_run_with(root, run_id, config_id, label, run, r, params, completed);
+}
+
+/// `write_run` with the spec's whole `run` table given (another env, a plugin).
+#[expect(clippy::too_many_arguments, reason = "a test fixture whose positional calls read as a table of runs")]
+fn write_run_with(root: &Path, run_id: &str, config_id: &str, label: &str, run: serde_json::Value, r: f64, params: serde_json::Value, completed: bool) {
     let dir = root.join("runs").join(run_id);
     std::fs::create_dir_all(&dir).unwrap();
     let spec = json!({
         "format_version": 1, "run_id": run_id, "config_id": config_id, "sweep": "t", "label": label,
-        "axes": {}, "run": {"seed": seed, "success_return": 30.0, "env": "CartPole-v1", "lr": 0.001, "hidden": [4, 4]},
-        "params": params, "plugin_path": "/x.so"
+        "axes": {}, "run": run, "params": params, "plugin_path": "/x.so"
     });
     std::fs::write(dir.join("spec.json"), spec.to_string()).unwrap();
     let iteration: Vec<i64> = (1..=12).collect();
@@ -345,7 +351,7 @@ fn compare_ranks_groups_across_directories_with_probability_of_improvement() {
     assert_eq!(outcome.completed, 10);
     assert_eq!(outcome.analyzed, 10);
     assert!(outcome.left_out.contains(&("a0".to_string(), format!("duplicate of the same run in `{}`", tmp.path().join("a").display()))));
-    assert_eq!(outcome.best.as_deref(), Some("params.x=1"));
+    assert_eq!(outcome.best, [Best { env: None, group: "params.x=1".into() }]);
     let s = &outcome.summary;
     let groups: Vec<String> = (0..3).map(|i| s.column("group").unwrap().str().unwrap().get(i).unwrap().to_string()).collect();
     assert_eq!(groups, ["params.x=1", "params.x=2", "params.x=3"], "ranked by IQM: 25, 3, 0");
@@ -371,7 +377,7 @@ fn compare_ranks_groups_across_directories_with_probability_of_improvement() {
     // Comparing on a key with one value left: a table, but no "best" group and no P(improvement).
     let opts = Options { compare: Some("x".into()), filters: vec!["x=2".into()], ..opts };
     let outcome = analyze(&opts).unwrap();
-    assert_eq!((outcome.summary.height(), outcome.best.as_deref()), (1, None));
+    assert_eq!((outcome.summary.height(), outcome.best.len()), (1, 0));
     assert!(outcome.summary.column("p_best_better").is_err() && !outcome.table.contains("P(best"), "{}", outcome.table);
     let opts = Options { compare: None, filters: vec!["x>5".into()], ..opts };
     assert_eq!(analyze(&opts).err().unwrap().to_string(), "bad expression `x>5`: no completed run matches (of 10)");
@@ -874,8 +880,7 @@ fn left_out_runs_carry_the_jobs_reason_and_a_missing_directory_is_named_as_missi
     // A mistyped path: the error says it does not exist (not that it lacks `runs/`).
     let missing = tmp.path().join("no-such-results");
     let err = load_results(&[root, missing.clone()], &[]).err().unwrap();
-    let text = format!("{err}: {}", std::error::Error::source(&err).map(ToString::to_string).unwrap_or_default());
-    assert_eq!(text, format!("cannot read results directory `{}`: no such file or directory", missing.display()));
+    assert_eq!(err.to_string(), format!("no completed run with metrics in 1 of the 2 results directories given:\n  `{}`: no such directory", missing.display()));
 }
 
 #[test]
@@ -896,7 +901,7 @@ fn compare_breaks_iqm_ties_by_name_so_rank_one_is_the_best() {
         let s = &outcome.summary;
         let groups: Vec<String> = (0..6).map(|i| s.column("group").unwrap().str().unwrap().get(i).unwrap().to_string()).collect();
         assert_eq!(groups, (1..=6).map(|x| format!("params.x={x}")).collect::<Vec<_>>());
-        assert_eq!(outcome.best.as_deref(), Some("params.x=1"));
+        assert_eq!(outcome.best, [Best { env: None, group: "params.x=1".into() }]);
         assert_eq!((f(s, "rank", 0), f(s, "p_best_better", 0)), (Some(1.0), None), "the best is rank 1: {s}");
     }
 }
@@ -921,4 +926,153 @@ fn an_empty_slice_names_the_where_keys_some_runs_lack() {
     let opts = Options { filters: vec!["k=false".into()], ..opts };
     let err = analyze(&opts).err().map(|e| e.to_string()).unwrap_or_default();
     assert_eq!(err, "bad expression `k=false`: no completed run matches (of 9)");
+}
+
+#[test]
+fn every_empty_results_directory_is_named_in_one_error_with_its_reason() {
+    // `drover analyze a b c` where a and c hold no usable run: the error used to name a only,
+    // and a c with runs/ but nothing completed was dropped from the analysis without a word.
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b, c) = (tmp.path().join("a"), tmp.path().join("b"), tmp.path().join("c"));
+    std::fs::create_dir_all(&a).unwrap();
+    two_configs(&b);
+    write_run(&c, "c0", "cfgA", "params.x=1", 0, 1.0, json!({"x": 1}), false);
+    write_run(&c, "c1", "cfgA", "params.x=1", 1, 1.0, json!({"x": 1}), true);
+    let exit = json!({"format_version": 1, "run_id": "c1", "status": "failed", "reason": "boom", "finished_at": "0"});
+    std::fs::write(c.join("runs/c1/exit.json"), exit.to_string()).unwrap();
+    write_run(&c, "c2", "cfgA", "params.x=1", 2, 1.0, json!({"x": 1}), true);
+    std::fs::remove_file(c.join("runs/c2/metrics.parquet")).unwrap();
+    let out = tmp.path().join("out");
+    let opts = options(vec![a.clone(), b.clone(), c.clone()], &out);
+    let err = analyze(&opts).err().unwrap();
+    assert!(matches!(err, crate::AnalyzeError::NoCompletedRuns { .. }), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "no completed run with metrics in 2 of the 3 results directories given:\n  `{}`: not a results directory (it has no `runs/` folder)\n  `{}`: 3 run directories, none completed with metrics: 1 unfinished, 1 failed, 1 completed without usable metrics",
+            a.display(),
+            c.display()
+        )
+    );
+    assert!(!out.exists(), "nothing is written");
+
+    // One directory: one line; an empty runs/ says so; a missing one is named as missing.
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir_all(empty.join("runs")).unwrap();
+    let err = load_results(std::slice::from_ref(&empty), &[]).err().unwrap();
+    assert_eq!(err.to_string(), format!("no completed run with metrics in `{}`: its `runs/` folder holds no run directory (nothing launched yet?)", empty.display()));
+    let err = load_results(&[tmp.path().join("nope"), b, empty.clone()], &[]).err().unwrap();
+    let text = err.to_string();
+    assert!(text.starts_with("no completed run with metrics in 2 of the 3") && text.contains("nope`: no such directory") && text.contains("empty`: its `runs/`"), "{text}");
+}
+
+/// Runs of plugins `a` and `b` on two environments of different scales, where `a` is better in
+/// each environment but `b`, whose runs are mostly on the large-scale one, has the higher IQM
+/// when the returns are pooled (Simpson's paradox):
+/// CartPole-v1: a 120, 122; b 100, 101, 102, 103. SeqAdd-v0: a 0.8, 0.85, 0.9, 0.95; b 0.4, 0.5.
+/// Pooled IQMs: a (0.85 + 0.9 + 0.95 + 120)/4 = 30.675, b (0.5 + 100 + 101 + 102)/4 = 75.875.
+/// Per environment: CartPole a 121 > b 101.5; SeqAdd a 0.875 > b 0.45.
+fn two_envs(root: &Path) {
+    let cases: [(&str, &str, &[f64]); 4] = [
+        ("CartPole-v1", "a", &[120.0, 122.0]),
+        ("CartPole-v1", "b", &[100.0, 101.0, 102.0, 103.0]),
+        ("SeqAdd-v0", "a", &[0.8, 0.85, 0.9, 0.95]),
+        ("SeqAdd-v0", "b", &[0.4, 0.5]),
+    ];
+    for (env, plugin, returns) in cases {
+        for (seed, &r) in returns.iter().enumerate() {
+            let run = json!({"seed": seed, "success_return": 30.0, "env": env, "plugin": plugin, "lr": 0.001});
+            let config = format!("{env}-{plugin}");
+            let label = format!("run.env={env},run.plugin={plugin}");
+            write_run_with(root, &format!("{config}-{seed}"), &config, &label, run, r, json!({}), true);
+        }
+    }
+}
+
+fn strings(df: &DataFrame, name: &str) -> Vec<String> {
+    let c = df.column(name).unwrap().cast(&DataType::String).unwrap();
+    let c = c.str().unwrap();
+    (0..c.len()).map(|i| c.get(i).unwrap_or("null").to_string()).collect()
+}
+
+#[test]
+fn compare_over_two_environments_ranks_within_each() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("r");
+    two_envs(&root);
+    let out = tmp.path().join("out");
+    let opts = Options { compare: Some("algo".into()), plots: true, ..options(vec![root.clone()], &out) };
+    let outcome = analyze(&opts).unwrap();
+    assert_eq!(outcome.envs, ["CartPole-v1", "SeqAdd-v0"]);
+    // Pooled, b would rank first; within each environment a does.
+    let best: Vec<String> = outcome.best.iter().map(ToString::to_string).collect();
+    assert_eq!(best, ["best by IQM in CartPole-v1: run.plugin=a", "best by IQM in SeqAdd-v0: run.plugin=a"]);
+    let s = &outcome.summary;
+    assert_eq!(s.get_column_names()[0].as_str(), "run.env", "{s}");
+    assert_eq!(strings(s, "run.env"), ["CartPole-v1", "CartPole-v1", "SeqAdd-v0", "SeqAdd-v0"]);
+    assert_eq!(strings(s, "group"), ["run.plugin=a", "run.plugin=b", "run.plugin=a", "run.plugin=b"]);
+    assert_eq!(strings(s, "rank"), ["1", "2", "1", "2"]);
+    let iqm: Vec<f64> = (0..4).map(|i| f(s, "final_return_iqm", i).unwrap()).collect();
+    for (got, want) in iqm.iter().zip([121.0, 101.5, 0.875, 0.45]) {
+        assert!((got - want).abs() < 1e-9, "{iqm:?}");
+    }
+    // Every run of a beats every run of b in its environment.
+    assert_eq!((0..4).map(|i| f(s, "p_best_better", i)).collect::<Vec<_>>(), [None, Some(1.0), None, Some(1.0)]);
+    let note = "note: the runs span 2 environments (CartPole-v1, SeqAdd-v0), whose returns are not on one scale; `--compare algo`: groups are ranked within each environment, one table each, with `run.env` as the first column of the written tables (`--where env=CartPole-v1` analyzes one alone)";
+    assert!(outcome.table.starts_with(&format!("{note}\n\nrun.env=CartPole-v1 (6 runs):\ngroup ")), "{}", outcome.table);
+    assert!(outcome.table.contains("\nrun.env=SeqAdd-v0 (6 runs):\ngroup "), "{}", outcome.table);
+    // The written table is the printed ranking, row for row.
+    let csv = std::fs::read_to_string(out.join("tables/compare-run.plugin.csv")).unwrap();
+    let rows: Vec<&str> = csv.lines().collect();
+    assert!(rows[0].starts_with("run.env,rank,run.plugin,group,"), "{csv}");
+    for (row, want) in rows[1..].iter().zip(["CartPole-v1,1,a,", "CartPole-v1,2,b,", "SeqAdd-v0,1,a,", "SeqAdd-v0,2,b,"]) {
+        assert!(row.starts_with(want), "{csv}");
+    }
+    let md = std::fs::read_to_string(out.join("tables/compare-run.plugin.md")).unwrap();
+    assert!(md.starts_with(note) && md.contains("### run.env=CartPole-v1 (6 runs)\n\n| group |") && md.contains("### run.env=SeqAdd-v0 (6 runs)"), "{md}");
+    // Each environment's profile thresholds span its own returns, and it has its own plots.
+    let profiles = std::fs::read_to_string(out.join("tables/profiles-by-run.plugin.csv")).unwrap();
+    let seq_tau = profiles.lines().filter(|l| l.starts_with("SeqAdd-v0,")).map(|l| l.split(',').nth(2).unwrap().parse::<f64>().unwrap());
+    assert!(seq_tau.fold(f64::NEG_INFINITY, f64::max) < 1.0, "{profiles}");
+    for env in ["CartPole-v1", "SeqAdd-v0"] {
+        for plot in ["curves", "profile", "final"] {
+            assert!(out.join(format!("plots/{plot}-by-run.plugin-{env}.svg")).is_file(), "{plot} {env}");
+        }
+    }
+
+    // An environment's section is what `--where env=...` gives for it alone, intervals included.
+    let alone = analyze(&Options { filters: vec!["env=SeqAdd-v0".into()], plots: false, ..opts.clone() }).unwrap();
+    assert!(alone.envs.is_empty() && alone.best.len() == 1 && !alone.table.starts_with("note"), "{}", alone.table);
+    for column in ["final_return_iqm", "final_return_iqm_lo", "final_return_iqm_hi", "p_best_better_lo"] {
+        assert_eq!((f(&alone.summary, column, 0), f(&alone.summary, column, 1)), (f(s, column, 2), f(s, column, 3)), "{column}");
+    }
+    // Grouping by the environment itself keeps one table: the user asked to compare across it.
+    let by_env = analyze(&Options { compare: Some("env".into()), plots: false, ..opts.clone() }).unwrap();
+    assert!(by_env.envs.is_empty() && by_env.summary.height() == 2, "{}", by_env.table);
+    // `--group-by` is split the same way; so is the default grouping (one table per environment).
+    let grouped = analyze(&Options { compare: None, group_by: Some("algo".into()), plots: false, ..opts.clone() }).unwrap();
+    assert_eq!((grouped.envs.len(), grouped.summary.height()), (2, 4));
+    assert!(grouped.table.contains("`--group-by algo`: groups are formed within each environment"), "{}", grouped.table);
+    let configs = analyze(&Options { compare: None, plots: false, ..opts }).unwrap();
+    assert_eq!(strings(&configs.summary, "run.env"), ["CartPole-v1", "CartPole-v1", "SeqAdd-v0", "SeqAdd-v0"]);
+    assert!(configs.best.is_empty() && configs.table.contains("each environment is summarized on its own"), "{}", configs.table);
+}
+
+#[test]
+fn compare_prints_the_law_in_the_ranking_order() {
+    // The law's table is printed under the ranked summary; it used to list the groups by name
+    // (cov before grpo) while the ranking above it put grpo first.
+    let tmp = tempfile::tempdir().unwrap();
+    let seq = tmp.path().join("seq");
+    for seed in 0..3u64 {
+        write_seq_run(&seq, &format!("g{seed}"), "cfgG", "grpo", seed, (0.2, 1.0), false);
+        write_seq_run(&seq, &format!("c{seed}"), "cfgC", "cov", seed, (0.1, 0.8), false);
+    }
+    let opts = Options { compare: Some("algo".into()), ..options(vec![seq], &tmp.path().join("out")) };
+    let outcome = analyze(&opts).unwrap();
+    // Final accuracies: grpo -0.2·e^0.3 + 1 ≈ 0.73, cov -0.1·e^0.3 + 0.8 ≈ 0.665.
+    assert_eq!(strings(&outcome.summary, "group"), ["run.plugin=grpo", "run.plugin=cov"]);
+    assert_eq!(strings(outcome.law.as_ref().expect("law"), "group"), ["run.plugin=grpo", "run.plugin=cov"]);
+    let law = outcome.law_table.expect("law table");
+    assert!(law.find("run.plugin=grpo") < law.find("run.plugin=cov"), "{law}");
 }
