@@ -15,5 +15,6 @@ pub mod lock;
 pub mod plan;
 pub mod plugin_cmd;
 pub mod status;
+pub mod subprocess;
 
 pub use error::{AnalyzeError, ConfigError, ConfigErrorKind, PluginCmdError, PluginProbeError, RunError, SlurmError};

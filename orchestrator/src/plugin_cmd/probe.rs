@@ -109,16 +109,25 @@ struct Failure {
     message: String,
 }
 
+/// How long `drover-job plugin info` (with `--try-params`) may take: loading a library and
+/// building a few instances takes well under a second.
+const INFO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// How long `drover-job plugin check` (the author's harness) may take.
+const CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// Runs `drover-job plugin ...` subprocesses.
 #[derive(Debug, Clone)]
 pub struct PluginProbe {
     job_bin: PathBuf,
+    /// [`INFO_TIMEOUT`], shorter in tests.
+    info_timeout: std::time::Duration,
 }
 
 impl PluginProbe {
     /// Uses the runtime at `job_bin`.
     pub fn new(job_bin: impl Into<PathBuf>) -> Self {
-        PluginProbe { job_bin: job_bin.into() }
+        PluginProbe { job_bin: job_bin.into(), info_timeout: INFO_TIMEOUT }
     }
 
     /// Loads `path` in a `drover-job plugin info` subprocess and returns its description.
@@ -209,35 +218,27 @@ impl PluginProbe {
         extra: &[&str],
         input: Option<&[u8]>,
     ) -> Result<(Report, String), PluginProbeError> {
-        let spawn_err = |source| PluginProbeError::Spawn { job_bin: self.job_bin.clone(), source };
         let mut cmd = Command::new(&self.job_bin);
         cmd.arg("plugin").arg(command).arg(path).args(extra);
-        let out = match input {
-            None => cmd.output().map_err(spawn_err)?,
-            Some(bytes) => {
-                use std::io::Write;
-                let mut child = cmd
-                    .stdin(std::process::Stdio::piped())
-                    .stdout(std::process::Stdio::piped())
-                    .stderr(std::process::Stdio::piped())
-                    .spawn()
-                    .map_err(spawn_err)?;
-                // drover-job reads all of stdin before it writes anything, so writing first
-                // cannot deadlock; a write error (it exited early) shows in its report below.
-                if let Some(mut stdin) = child.stdin.take() {
-                    let _ = stdin.write_all(bytes);
-                }
-                child.wait_with_output().map_err(spawn_err)?
-            }
-        };
-        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        // `check` runs the author's whole harness; the others load the library and build instances.
+        let timeout = if command == "check" { CHECK_TIMEOUT } else { self.info_timeout };
+        let out = crate::subprocess::run(&mut cmd, input.map(<[u8]>::to_vec), timeout)
+            .map_err(|source| PluginProbeError::Spawn { job_bin: self.job_bin.clone(), source })?
+            .ok_or_else(|| {
+                let why = format!(
+                    "no answer within {} s, so it was stopped (does the plugin hang while loading, or in `new`?)",
+                    timeout.as_secs_f64()
+                );
+                self.bad(command, path, why, String::new())
+            })?;
+        let stderr = out.stderr.trim().to_string();
         // A library can crash the loader itself (a damaged file mapped by dlopen): say so
         // rather than that the report was not JSON.
         if let Some(signal) = std::os::unix::process::ExitStatusExt::signal(&out.status) {
             let how = crate::backend::local::signal_reason(signal, false, true);
             return Err(self.bad(command, path, format!("drover-job {how} while loading the library (is the file damaged?)"), stderr));
         }
-        let report: Report = serde_json::from_slice(&out.stdout).map_err(|e| {
+        let report: Report = serde_json::from_str(&out.stdout).map_err(|e| {
             self.bad(command, path, format!("exit status {}, stdout is not a report ({e})", out.status), stderr.clone())
         })?;
         if report.format_version != PLUGIN_REPORT_FORMAT_VERSION {
@@ -421,5 +422,15 @@ mod cache_tests {
         std::fs::write(&so, b"changed again").unwrap();
         assert_eq!(probe.try_params(&so, &[good]).unwrap(), [None]);
         assert_eq!(calls(tmp.path()), 6, "a changed library judges its params again");
+
+        // A library whose constructor hangs stops the plan with a reason instead of hanging it.
+        let hang = tmp.path().join("hang-job.sh");
+        std::fs::write(&hang, "#!/bin/sh\nsleep 30\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&hang, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let probe = PluginProbe { info_timeout: std::time::Duration::from_millis(300), ..PluginProbe::new(&hang) };
+        let other = serde_json::json!({"mode": "other"});
+        let err = probe.try_params(&so, &[other.as_object().unwrap()]).unwrap_err().to_string();
+        assert!(err.contains("no answer within 0.3 s, so it was stopped (does the plugin hang while loading, or in `new`?)"), "{err}");
     }
 }

@@ -1,0 +1,98 @@
+//! One way to run a helper program with a deadline: `sbatch`/`squeue`/`scontrol`/`scancel`
+//! (`backend/slurm_cmd.rs`) and `drover-job plugin ...` (`plugin_cmd/probe.rs`). A helper that
+//! hangs (a controller that never answers, a plugin constructor that deadlocks) must not hang
+//! `drover` with it.
+
+use std::io::{Read, Write};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// What a program that ended printed.
+#[derive(Debug)]
+pub struct Finished {
+    /// Its exit status.
+    pub status: ExitStatus,
+    /// Its standard output (lossy UTF-8).
+    pub stdout: String,
+    /// Its standard error (lossy UTF-8).
+    pub stderr: String,
+}
+
+/// Runs `cmd` with `input` on its standard input (none: `/dev/null`) and its output captured,
+/// killing it and everything it started at `timeout`. `Ok(None)`: it timed out.
+///
+/// The child gets its own process group, so a timeout kills what it started too (a wrapper
+/// script's children would otherwise hold the pipes open); stdin is written and the outputs
+/// are read on threads, so neither side can block the other on a full pipe.
+///
+/// # Errors
+/// The program cannot be started or waited for.
+pub fn run(cmd: &mut Command, input: Option<Vec<u8>>, timeout: Duration) -> std::io::Result<Option<Finished>> {
+    cmd.stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    let mut child = cmd.spawn()?;
+    let writer = child.stdin.take().zip(input).map(|(mut stdin, bytes)| {
+        // A write error means the program exited without reading; its status tells why.
+        std::thread::spawn(move || {
+            let _ = stdin.write_all(&bytes);
+        })
+    });
+    let reader = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_end(&mut bytes);
+            }
+            String::from_utf8_lossy(&bytes).into_owned()
+        })
+    };
+    let out_thread = reader(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let err_thread = reader(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let deadline = Instant::now() + timeout;
+    let mut sleep = Duration::from_millis(1);
+    let status = loop {
+        match child.try_wait()? {
+            Some(status) => break Some(status),
+            None if Instant::now() >= deadline => {
+                // SAFETY: kill(2) on the child's process group (its pid, as set above); the
+                // child is not reaped yet, so the group id cannot have been reused.
+                unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            None => {
+                std::thread::sleep(sleep);
+                sleep = (sleep * 2).min(Duration::from_millis(50));
+            }
+        }
+    };
+    if let Some(w) = writer {
+        let _ = w.join();
+    }
+    let stdout = out_thread.join().unwrap_or_default();
+    let stderr = err_thread.join().unwrap_or_default();
+    Ok(status.map(|status| Finished { status, stdout, stderr }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn input_goes_in_output_comes_back_and_a_hang_is_killed_with_its_children() {
+        let done = run(Command::new("sh").args(["-c", "tr a-z A-Z; echo oops >&2; exit 3"]), Some(b"hello".to_vec()), Duration::from_secs(20))
+            .expect("runs")
+            .expect("ends");
+        assert_eq!((done.stdout.as_str(), done.stderr.as_str(), done.status.code()), ("HELLO", "oops\n", Some(3)));
+
+        // A grandchild holding the pipes open must not keep `run` waiting past the deadline.
+        let t0 = Instant::now();
+        let hung = run(Command::new("sh").args(["-c", "sleep 30 & sleep 30"]), None, Duration::from_millis(300)).expect("runs");
+        assert!(hung.is_none(), "timed out");
+        assert!(t0.elapsed() < Duration::from_secs(10), "returned at the deadline, not when the children end: {:?}", t0.elapsed());
+    }
+}
