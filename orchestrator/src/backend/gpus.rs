@@ -56,19 +56,24 @@ pub fn detect(
     }
 }
 
+/// How long `drover-job devices` may take (it loads libcuda and counts devices: well under a second).
+const DEVICES_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Asks `job_bin devices` how many CUDA devices a job started here would see.
 pub fn count_devices(job_bin: &Path) -> Result<usize, String> {
-    let out = Command::new(job_bin)
-        .arg("devices")
-        .output()
-        .map_err(|e| format!("cannot run `{} devices`: {e}", job_bin.display()))?;
-    let report: DevicesReport = serde_json::from_slice(&out.stdout).map_err(|e| {
-        format!(
-            "`{} devices` ({}) did not print its report ({e}): {}",
-            job_bin.display(),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        )
+    // CUDA's initialisation can hang on a wedged driver: the sweep then runs as if no GPU were
+    // here (`auto` on the CPU), with the reason, rather than never starting.
+    let out = crate::subprocess::run(Command::new(job_bin).arg("devices"), None, DEVICES_TIMEOUT)
+        .map_err(|e| format!("cannot run `{} devices`: {e}", job_bin.display()))?
+        .ok_or_else(|| {
+            format!(
+                "`{} devices` gave no answer within {} s, so it was stopped (is the GPU driver hung? `nvidia-smi` tells)",
+                job_bin.display(),
+                DEVICES_TIMEOUT.as_secs_f64()
+            )
+        })?;
+    let report: DevicesReport = serde_json::from_str(&out.stdout).map_err(|e| {
+        format!("`{} devices` ({}) did not print its report ({e}): {}", job_bin.display(), out.status, out.stderr.trim())
     })?;
     if report.format_version != DEVICES_REPORT_FORMAT_VERSION {
         return Err(format!(
