@@ -24,6 +24,7 @@ seeds = {{ count = {n}, start = 0 }}
 [slurm]
 extra = ["--hold"]
 time = "1"
+signal_seconds = 30
 """
 
 

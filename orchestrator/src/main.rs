@@ -495,7 +495,7 @@ fn cancel_cmd(results: &Path) -> anyhow::Result<u8> {
         other => other?,
     };
     if ids.is_empty() {
-        eprintln!("drover: nothing queued or running; the sweep is marked cancelled");
+        eprintln!("drover: nothing queued or running; nothing to cancel");
     } else {
         eprintln!("drover: cancelled job(s) {}; unfinished runs are marked cancelled", ids.join(", "));
     }

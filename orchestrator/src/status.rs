@@ -82,8 +82,14 @@ pub fn classify(exit: Option<&ExitRecord>, slurm: SlurmView<'_>, cancelled_by_dr
     if exit.is_some_and(|e| e.status == ExitStatus::Completed) {
         return (RunState::Done, None);
     }
+    // The job only saw a SIGTERM; the ledger knows who sent it, and says so the same way
+    // whether or not Slurm still lists the job.
+    const BY_DROVER: &str = "cancelled by `drover cancel`";
     let marker = || match exit {
         Some(e) if e.status == ExitStatus::Failed => Some((RunState::Failed, e.reason.clone())),
+        Some(e) if cancelled_by_drover => {
+            Some((RunState::Cancelled, Some(e.reason.as_ref().map_or_else(|| BY_DROVER.to_string(), |r| format!("{BY_DROVER}: {r}")))))
+        }
         Some(e) => Some((RunState::Cancelled, e.reason.clone())),
         None => None,
     };
@@ -95,23 +101,60 @@ pub fn classify(exit: Option<&ExitRecord>, slurm: SlurmView<'_>, cancelled_by_dr
             "RUNNING" | "COMPLETING" | "SIGNALING" | "STAGE_OUT" => (RunState::Running, None),
             "TIMEOUT" | "DEADLINE" => (RunState::TimedOut, Some(format!("Slurm: {state}"))),
             "PREEMPTED" => (RunState::Preempted, Some("Slurm: PREEMPTED".into())),
-            "CANCELLED" => (RunState::Cancelled, marker().and_then(|m| m.1).or(Some("Slurm: CANCELLED".into()))),
+            "CANCELLED" => {
+                let fallback = if cancelled_by_drover { BY_DROVER } else { "Slurm: CANCELLED" };
+                (RunState::Cancelled, marker().and_then(|m| m.1).or(Some(fallback.into())))
+            }
             // COMPLETED without a completed marker, FAILED, OUT_OF_MEMORY, NODE_FAIL, BOOT_FAIL...
             other => match marker() {
                 Some(m) => m,
-                None if cancelled_by_drover => (RunState::Cancelled, Some("cancelled by `drover cancel`".into())),
+                None if cancelled_by_drover => (RunState::Cancelled, Some(BY_DROVER.into())),
                 None => (RunState::Failed, Some(format!("Slurm: {other}, and the job wrote no exit.json"))),
             },
         },
         SlurmView::Forgotten => match marker() {
             Some(m) => m,
-            None if cancelled_by_drover => (RunState::Cancelled, Some("cancelled by `drover cancel`".into())),
+            None if cancelled_by_drover => (RunState::Cancelled, Some(BY_DROVER.into())),
             None => (
                 RunState::Failed,
                 Some("the job wrote no exit.json and Slurm no longer lists it (killed, out of memory, or node failure?)".into()),
             ),
         },
     }
+}
+
+/// `reason` with what the next `drover run` does about a stopped run that kept a checkpoint
+/// (cancelled, timed out, preempted): the user's question after a stop is whether the work so
+/// far is lost. A failed run starts over, so it gets no hint.
+pub fn resume_hint(state: RunState, reason: Option<String>, has_checkpoint: bool) -> Option<String> {
+    if !has_checkpoint || !matches!(state, RunState::Cancelled | RunState::TimedOut | RunState::Preempted) {
+        return reason;
+    }
+    const HINT: &str = "the next `drover run` resumes it from its checkpoint";
+    Some(match reason {
+        Some(r) => format!("{r}; {HINT}"),
+        None => HINT.to_string(),
+    })
+}
+
+/// Slurm's reason for a pending task in words, with Slurm's own name kept for searching its
+/// documentation: `JobArrayTaskLimit` alone does not tell a first-time user that the sweep's
+/// own throttle holds the run back, nor `PartitionTimeLimit` that it will never start.
+pub fn pending_reason_words(reason: &str) -> String {
+    let words = match reason {
+        "JobArrayTaskLimit" => "waiting for a slot: the sweep's runs-at-once limit (`slurm.throttle` or `max_parallel`)",
+        "Priority" => "waiting: jobs with higher priority go first",
+        "Resources" => "waiting for free resources (CPUs, memory or GPUs)",
+        "BeginTime" => "waiting for its start time (a requeued run waits a little before it starts again)",
+        "Dependency" => "waiting for a job it depends on",
+        "JobHeldUser" => "held by its user (`scontrol release <job>` lets it start)",
+        "JobHeldAdmin" => "held by an administrator",
+        "PartitionTimeLimit" => "will not start: `slurm.time` exceeds the partition's time limit",
+        "ReqNodeNotAvail" => "waiting: the nodes it needs are unavailable",
+        "QOSMaxJobsPerUserLimit" | "AssocMaxJobsLimit" | "QOSMaxSubmitJobPerUserLimit" => "waiting: your running-jobs quota is full",
+        _ => return format!("Slurm: {reason}"),
+    };
+    format!("{words}; Slurm: {reason}")
 }
 
 /// The state of one run of a local sweep: its `exit.json` when completed; running while a job
@@ -200,7 +243,7 @@ pub struct RunStatus {
     pub run_id: String,
     /// Its configuration label.
     pub label: String,
-    /// Its seed (from its `spec.json`).
+    /// Its seed (from its `spec.json`, or from the array's tasks file before it starts).
     pub seed: Option<u64>,
     /// Where it stands.
     pub state: RunState,
@@ -283,7 +326,7 @@ impl StatusReport {
                 out.push_str(&format!("  ({reason})"));
             }
             if let Some(reason) = r.slurm_reason.as_deref().filter(|s| *s != "None" && r.state == RunState::Pending) {
-                out.push_str(&format!("  [{reason}]"));
+                out.push_str(&format!("  [{}]", pending_reason_words(reason)));
             }
             out.push('\n');
             if !matches!(r.state, RunState::Done | RunState::NotSubmitted | RunState::Pending) {
@@ -344,6 +387,30 @@ mod tests {
         assert_eq!(classify(Some(&failed), SlurmView::Forgotten, false).1.as_deref(), Some("plugin error"));
     }
 
+    /// A run stopped by `drover cancel` says so (the job itself only saw a SIGTERM), with the
+    /// job's own words kept, and the reason does not change when Slurm forgets the job.
+    #[test]
+    fn a_run_cancelled_by_drover_says_so_before_and_after_slurm_forgets_it() {
+        let stopped = exit(ExitStatus::Cancelled, Some("SIGTERM; checkpoint at iteration 3"));
+        for marker in [None, Some(&stopped)] {
+            let listed = classify(marker, SlurmView::Listed("CANCELLED"), true);
+            let forgotten = classify(marker, SlurmView::Forgotten, true);
+            assert_eq!(listed, forgotten, "{marker:?}");
+            assert_eq!(listed.0, RunState::Cancelled);
+            assert!(listed.1.as_deref().is_some_and(|r| r.starts_with("cancelled by `drover cancel`")), "{listed:?}");
+        }
+        assert_eq!(
+            classify(Some(&stopped), SlurmView::Forgotten, true).1.as_deref(),
+            Some("cancelled by `drover cancel`: SIGTERM; checkpoint at iteration 3")
+        );
+        // Without the ledger's record (`scancel` by hand) the job's and Slurm's words stand.
+        assert_eq!(classify(Some(&stopped), SlurmView::Forgotten, false).1.as_deref(), Some("SIGTERM; checkpoint at iteration 3"));
+        assert_eq!(classify(None, SlurmView::Listed("CANCELLED"), false).1.as_deref(), Some("Slurm: CANCELLED"));
+        // A failure stays a failure whoever cancelled afterwards.
+        let failed = exit(ExitStatus::Failed, Some("plugin error"));
+        assert_eq!(classify(Some(&failed), SlurmView::Forgotten, true), (RunState::Failed, Some("plugin error".into())));
+    }
+
     #[test]
     fn local_runs_are_classified_by_marker_lock_and_logs() {
         let (done, failed, cancelled) =
@@ -366,6 +433,55 @@ mod tests {
         }
         assert_eq!(classify_local(Some(&failed), false, true, false).1.as_deref(), Some("nan loss"));
         assert!(classify_local(None, false, true, false).1.expect("reason").contains("the next `drover run` redoes it"));
+    }
+
+    /// A stopped run that kept its checkpoint says the next `drover run` resumes it; a failed
+    /// one (it starts over) and one without a checkpoint do not.
+    #[test]
+    fn a_stopped_run_with_a_checkpoint_says_the_next_run_resumes_it() {
+        let why = || Some("SIGTERM; checkpoint at iteration 131".to_string());
+        for state in [RunState::Cancelled, RunState::TimedOut, RunState::Preempted] {
+            let reason = resume_hint(state, why(), true).expect("reason");
+            assert_eq!(reason, "SIGTERM; checkpoint at iteration 131; the next `drover run` resumes it from its checkpoint", "{state:?}");
+            assert_eq!(resume_hint(state, why(), false), why(), "{state:?} without a checkpoint");
+        }
+        assert_eq!(resume_hint(RunState::TimedOut, None, true).as_deref(), Some("the next `drover run` resumes it from its checkpoint"));
+        for state in [RunState::Failed, RunState::Done, RunState::Running, RunState::Pending] {
+            assert_eq!(resume_hint(state, why(), true), why(), "{state:?}");
+        }
+    }
+
+    /// `drover status` explains Slurm's pending reasons in words and keeps Slurm's name; the
+    /// JSON keeps Slurm's name alone.
+    #[test]
+    fn pending_reasons_are_explained_and_keep_slurms_name() {
+        let run = |reason: &str| RunStatus {
+            run_id: "0123456789abcdef".into(),
+            label: "lr=1".into(),
+            seed: Some(7),
+            state: RunState::Pending,
+            reason: None,
+            slurm_job: Some("12_3".into()),
+            slurm_state: Some("PENDING".into()),
+            slurm_reason: Some(reason.into()),
+            submissions: 1,
+            time_limit_requeues: 0,
+            preemptions: 0,
+            logs: Vec::new(),
+            progress: None,
+        };
+        let report = StatusReport::new("s".into(), "/r".into(), "slurm", None, vec![run("JobArrayTaskLimit"), run("Odd"), run("None")]);
+        let text = report.render();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines[1].ends_with("seed=7      lr=1  [waiting for a slot: the sweep's runs-at-once limit (`slurm.throttle` or `max_parallel`); Slurm: JobArrayTaskLimit]"),
+            "{text}"
+        );
+        assert!(lines[2].ends_with("  [Slurm: Odd]"), "an unknown reason is shown as Slurm's: {text}");
+        assert!(lines[3].ends_with("lr=1"), "no reason, nothing shown: {text}");
+        assert!(pending_reason_words("PartitionTimeLimit").starts_with("will not start"));
+        let json = serde_json::to_value(&report).expect("json");
+        assert_eq!(json["runs"][0]["slurm_reason"], "JobArrayTaskLimit");
     }
 
     #[test]

@@ -368,3 +368,117 @@ fn a_dry_run_asks_an_unreachable_slurm_once() {
     let asked = std::fs::read_to_string(&calls).expect("scontrol was called");
     assert_eq!(asked.lines().collect::<Vec<_>>(), ["show config"], "one call, no retries");
 }
+
+/// What a researcher reads while a throttled sweep waits and after `drover cancel`: a pending
+/// run shows its seed (its directory does not exist yet) and why it waits in words; a
+/// cancelled run says who cancelled it and that the next `drover run` resumes it, in
+/// `drover status` and in the summary of the `drover run` that was waiting (exit code 4); the
+/// next `drover run` says how many runs resume, and the resumed run continues its metrics.
+#[test]
+fn a_cancelled_sweep_says_what_the_next_run_resumes_and_pending_runs_show_their_seed() {
+    slurm_up();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let sweep = tmp.path().join("s.toml");
+    std::fs::write(
+        &sweep,
+        "name = \"audit\"\nbackend = \"slurm\"\n[run]\nenv = \"CartPole-v1\"\nplugin = \"ppo\"\nnum_envs = 8\nnum_steps = 128\n\
+         total_steps = 50000000\n[sweep]\nseeds = [11, 12]\n[slurm]\nthrottle = 1\npoll_seconds = 0.5\n",
+    )
+    .expect("sweep");
+    let results = tmp.path().join("r");
+    let waiting_log = tmp.path().join("waiting.log");
+    let mut waiting = drover()
+        .arg("run")
+        .arg(&sweep)
+        .arg("--results")
+        .arg(&results)
+        .stderr(std::fs::File::create(&waiting_log).expect("log"))
+        .spawn()
+        .expect("spawn drover run");
+    wait_until("the submission", Duration::from_secs(60), || results.join("slurm/submissions.jsonl").exists() && !ledger_kinds(&results, "submitted").is_empty());
+    wait_until("the first run running, the second pending", Duration::from_secs(60), || {
+        states(&status_json(&results)) == ["running", "pending"]
+    });
+    let table = String::from_utf8_lossy(&run_ok(drover().arg("status").arg(&results)).stdout).into_owned();
+    let pending = table.lines().find(|l| l.contains(" pending ")).expect("a pending line");
+    assert!(pending.contains("seed=12"), "{table}");
+    assert!(pending.contains("waiting for a slot") && pending.contains("Slurm: JobArrayTaskLimit"), "{table}");
+    assert_eq!(status_json(&results)["runs"][1]["seed"], 12);
+
+    let run = run_dirs(&results).pop().expect("the running run's directory");
+    wait_until("10 iterations", Duration::from_secs(120), || metrics(&run).len() >= 10);
+    run_ok(drover().arg("cancel").arg(&results));
+    wait_until("every run cancelled", Duration::from_secs(60), || states(&status_json(&results)) == ["cancelled", "cancelled"]);
+    let status = status_json(&results);
+    let reason = |i: usize| status["runs"][i]["reason"].as_str().unwrap_or_default().to_string();
+    assert!(reason(0).starts_with("cancelled by `drover cancel`"), "{status}");
+    assert!(reason(0).ends_with("the next `drover run` resumes it from its checkpoint"), "{status}");
+    assert_eq!(reason(1), "cancelled by `drover cancel`", "never started, so nothing to resume: {status}");
+    let stopped_at = metrics(&run).len();
+    // The `drover run` that was waiting reads the cancel from the ledger, not from memory.
+    let code = waiting.wait().expect("the waiting drover run ends").code();
+    let said = std::fs::read_to_string(&waiting_log).expect("its stderr");
+    assert_eq!(code, Some(4), "{said}");
+    assert_eq!(said.matches("): cancelled by `drover cancel`").count(), 2, "both runs, in the final summary: {said}");
+
+    let again = run_ok(drover().arg("run").arg(&sweep).arg("--results").arg(&results).arg("--no-wait"));
+    assert!(text(&again).contains("submitting 2 (1 resumes from its checkpoint)"), "{}", text(&again));
+    wait_until("progress after the resume", Duration::from_secs(120), || metrics(&run).len() >= stopped_at + 5);
+    let steps: Vec<i64> = metrics(&run).iter().map(|r| r["global_step"].as_i64().expect("step")).collect();
+    assert_eq!(steps, (1..=steps.len() as i64).map(|i| i * 1024).collect::<Vec<_>>(), "resumed, not started over");
+    run_ok(drover().arg("cancel").arg(&results));
+    wait_until("every run cancelled again", Duration::from_secs(60), || states(&status_json(&results)) == ["cancelled", "cancelled"]);
+}
+
+/// A resubmission is a new array, and Slurm applies each array's throttle on its own: with
+/// `throttle = 1`, a run that failed while another runs waits for that one to end before it
+/// is resubmitted, so no two jobs of the sweep ever run at once. The wrapper fails the first
+/// training job to start and logs when each one starts and ends (the plugin checks before
+/// submission go straight through).
+#[test]
+fn retries_stay_within_the_sweeps_throttle() {
+    slurm_up();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let log = tmp.path().join("jobs.log");
+    let wrapper = tmp.path().join("fail-first-drover-job");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\ncase \"$*\" in *--spec*) ;; *) exec '{job}' \"$@\";; esac\n\
+             log='{log}'\necho \"start $(date +%s%N)\" >> \"$log\"\n\
+             if mkdir '{once}' 2>/dev/null; then echo 'failing on purpose' >&2; echo \"end $(date +%s%N)\" >> \"$log\"; exit 3; fi\n\
+             '{job}' \"$@\"\nrc=$?\necho \"end $(date +%s%N)\" >> \"$log\"\nexit $rc\n",
+            log = log.display(),
+            once = tmp.path().join("failed-once").display(),
+            job = artifact("drover-job").display()
+        ),
+    )
+    .expect("wrapper");
+    std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    let sweep = tmp.path().join("s.toml");
+    std::fs::write(
+        &sweep,
+        "name = \"throttled\"\nbackend = \"slurm\"\n[run]\nenv = \"CartPole-v1\"\nplugin = \"ppo\"\nnum_envs = 8\nnum_steps = 128\n\
+         total_steps = 150000\n[sweep]\nseeds = [1, 2]\n[slurm]\nthrottle = 1\nmax_retries = 1\npoll_seconds = 0.5\n",
+    )
+    .expect("sweep");
+    let results = tmp.path().join("r");
+    let out = run_ok(drover().arg("run").arg(&sweep).arg("--results").arg(&results).env("DROVER_JOB_BIN", &wrapper));
+    assert_eq!(states(&status_json(&results)), ["done", "done"], "{}", text(&out));
+    assert_eq!(ledger_kinds(&results, "retry").len(), 1, "{}", text(&out));
+    let mut events: Vec<(u128, i32)> = std::fs::read_to_string(&log)
+        .expect("job log")
+        .lines()
+        .map(|l| {
+            let (what, at) = l.split_once(' ').expect("event");
+            (at.parse().expect("time"), if what == "start" { 1 } else { -1 })
+        })
+        .collect();
+    events.sort();
+    assert_eq!(events.len(), 6, "three jobs: {events:?}");
+    let most = events.iter().scan(0, |running, (_, d)| {
+        *running += d;
+        Some(*running)
+    });
+    assert_eq!(most.max(), Some(1), "at most one job at once: {events:?}\n{}", text(&out));
+}

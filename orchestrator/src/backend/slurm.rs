@@ -25,7 +25,7 @@ use crate::config::RunId;
 use crate::error::RunError;
 use crate::layout::{self, ExitRecord, JobSpec, SweepManifest, EXIT_JSON, SPEC_JSON, SWEEP_JSON};
 use crate::plan::Plan;
-use crate::status::{classify, Progress, RunState, RunStatus, SlurmView, StatusReport};
+use crate::status::{classify, resume_hint, Progress, RunState, RunStatus, SlurmView, StatusReport};
 
 /// `slurm/` inside a results directory.
 pub const SLURM_DIR: &str = "slurm";
@@ -33,6 +33,8 @@ pub const SLURM_DIR: &str = "slurm";
 pub const LEDGER: &str = "submissions.jsonl";
 /// The ledger's format version.
 pub const LEDGER_FORMAT_VERSION: u32 = 1;
+/// A run's checkpoint, written by `drover-job` when it stops part-way and removed when it completes.
+const CHECKPOINT_JSON: &str = "checkpoint.json";
 
 /// What a run's provenance records at submission (the run's `spec.json` is its resolved config;
 /// each attempt adds host and job id to `runs/<id>/attempts.jsonl`).
@@ -60,6 +62,26 @@ pub enum RetryKind {
     TimedOut,
     /// Slurm preempted it without requeueing (budget `max_preemptions`); it resumes.
     Preempted,
+}
+
+impl RetryKind {
+    /// The words `drover run` prints for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RetryKind::Failed => "failure",
+            RetryKind::TimedOut => "time-limit",
+            RetryKind::Preempted => "preemption",
+        }
+    }
+
+    /// The `[slurm]` key holding its budget.
+    pub fn budget_key(self) -> &'static str {
+        match self {
+            RetryKind::Failed => "max_retries",
+            RetryKind::TimedOut => "max_timeouts",
+            RetryKind::Preempted => "max_preemptions",
+        }
+    }
 }
 
 /// One ledger event.
@@ -95,10 +117,15 @@ pub enum LedgerEvent {
         /// Slurm's message.
         message: String,
     },
-    /// `drover cancel`: every submission up to this one is cancelled.
+    /// `drover cancel`: the arrays it cancelled.
     Cancelled {
         /// The last submission at the time.
         upto_submission: u32,
+        /// The arrays that had queued or running tasks, which `scancel` was given (added in
+        /// format 1 as an optional field; a record without it covers every submission up to
+        /// `upto_submission`, as before).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        job_ids: Option<Vec<String>>,
     },
     /// drover resubmits a run.
     Retry {
@@ -141,8 +168,10 @@ pub struct Ledger {
     path: PathBuf,
     /// Submissions by number.
     pub submissions: BTreeMap<u32, Submission>,
-    /// `drover cancel` covers submissions up to this one.
+    /// An old `drover cancel` record (without job ids) covers submissions up to this one.
     pub cancelled_upto: Option<u32>,
+    /// Arrays that `drover cancel` cancelled.
+    pub cancelled_jobs: BTreeSet<String>,
     /// Retries per run and kind.
     pub retries: BTreeMap<(String, RetryKind), u32>,
 }
@@ -194,7 +223,10 @@ impl Ledger {
                     s.refused = Some(message);
                 }
             }
-            LedgerEvent::Cancelled { upto_submission } => self.cancelled_upto = Some(upto_submission),
+            LedgerEvent::Cancelled { upto_submission, job_ids: None } => {
+                self.cancelled_upto = Some(self.cancelled_upto.map_or(upto_submission, |u| u.max(upto_submission)));
+            }
+            LedgerEvent::Cancelled { job_ids: Some(ids), .. } => self.cancelled_jobs.extend(ids),
             LedgerEvent::Retry { run_id, retry, .. } => *self.retries.entry((run_id, retry)).or_default() += 1,
         }
     }
@@ -238,6 +270,12 @@ impl Ledger {
     /// Accepted submissions that hold `run_id`.
     pub fn submissions_of(&self, run_id: &str) -> u32 {
         self.submissions.values().filter(|s| s.job_id.is_some() && s.runs.iter().any(|r| r == run_id)).count() as u32
+    }
+
+    /// Whether `drover cancel` cancelled submission `n` (array `job_id`): a run of an array
+    /// that had ended before the cancel (say, it crashed) must not read as cancelled.
+    pub fn cancelled(&self, n: u32, job_id: &str) -> bool {
+        self.cancelled_jobs.contains(job_id) || self.cancelled_upto.is_some_and(|upto| n <= upto)
     }
 
     /// Retries of `run_id` of kind `kind` so far.
@@ -310,31 +348,42 @@ fn interruption_counts(run_dir: &Path) -> (u32, u32) {
     counts
 }
 
-/// `attempt-<n>.stdout.log` / `.stderr.log` files of a run, by attempt.
+/// `attempt-<n>.stdout.log` / `.stderr.log` files of a run, by attempt, each attempt's stdout
+/// before its stderr: the last log is then the latest stderr, where a job writes why it
+/// stopped, and that is the one `drover run` points to after a run did not complete.
 pub(crate) fn attempt_logs(run_dir: &Path) -> Vec<PathBuf> {
-    let mut logs: Vec<(u32, PathBuf)> = std::fs::read_dir(run_dir)
+    let mut logs: Vec<(u32, bool, PathBuf)> = std::fs::read_dir(run_dir)
         .into_iter()
         .flatten()
         .flatten()
         .filter_map(|e| {
             let name = e.file_name().to_string_lossy().into_owned();
             let n = attempt_number(&name)?;
-            (name.ends_with(".stdout.log") || name.ends_with(".stderr.log")).then(|| (n, e.path()))
+            let stderr = name.ends_with(".stderr.log");
+            (name.ends_with(".stdout.log") || stderr).then(|| (n, stderr, e.path()))
         })
         .collect();
     logs.sort();
-    logs.into_iter().map(|(_, p)| p).collect()
+    logs.into_iter().map(|(_, _, p)| p).collect()
 }
 
-/// Labels of submission `n`'s tasks (from its tasks file, for runs whose directory the batch
-/// script has not created yet), cached in `cache`.
-fn task_labels<'c>(root: &Path, n: u32, cache: &'c mut BTreeMap<u32, Vec<String>>) -> &'c Vec<String> {
+/// What the tasks file says of a run whose directory the batch script has not created yet.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct TaskInfo {
+    label: String,
+    seed: Option<u64>,
+}
+
+/// Label and seed of each of submission `n`'s tasks (from its tasks file, for runs whose
+/// directory the batch script has not created yet), cached in `cache`.
+fn task_infos<'c>(root: &Path, n: u32, cache: &'c mut BTreeMap<u32, Vec<TaskInfo>>) -> &'c Vec<TaskInfo> {
     cache.entry(n).or_insert_with(|| {
         let text = std::fs::read_to_string(root.join(SLURM_DIR).join(format!("array-{n}.tasks"))).unwrap_or_default();
         text.lines()
             .map(|l| {
                 let spec = l.split_once('\t').map_or("", |(_, s)| s);
-                serde_json::from_str::<serde_json::Value>(spec).ok().and_then(|v| v["label"].as_str().map(str::to_string)).unwrap_or_default()
+                let Ok(v) = serde_json::from_str::<serde_json::Value>(spec) else { return TaskInfo::default() };
+                TaskInfo { label: v["label"].as_str().unwrap_or_default().to_string(), seed: v["run"]["seed"].as_u64() }
             })
             .collect()
     })
@@ -345,7 +394,7 @@ fn statuses(dir: &SweepDir, ledger: &Ledger, queue: &[QueueEntry]) -> Vec<RunSta
     let by_task: BTreeMap<(&str, u32), &QueueEntry> =
         queue.iter().filter_map(|e| Some(((e.array_job_id.as_str(), e.task?), e))).collect();
     let latest = ledger.latest();
-    let mut labels = BTreeMap::new();
+    let mut tasks = BTreeMap::new();
     dir.runs
         .iter()
         .map(|run_id| {
@@ -353,23 +402,28 @@ fn statuses(dir: &SweepDir, ledger: &Ledger, queue: &[QueueEntry]) -> Vec<RunSta
             let exit: Option<ExitRecord> = layout::read_record(&run_dir.join(EXIT_JSON)).ok().flatten();
             let spec = layout::read_record::<JobSpec>(&run_dir.join(SPEC_JSON)).ok().flatten();
             let run_key = |k: &str| spec.as_ref().and_then(|s| s.run.get(k)).and_then(serde_json::Value::as_u64);
-            let (progress, seed) = (Progress::read(&run_dir, run_key("total_steps")), run_key("seed"));
-            let label = spec
-                .map(|s| s.label)
-                .or_else(|| latest.get(run_id.as_str()).and_then(|&(n, i)| task_labels(&dir.root, n, &mut labels).get(i).cloned()))
-                .unwrap_or_default();
+            let progress = Progress::read(&run_dir, run_key("total_steps"));
+            let (label, seed) = match &spec {
+                Some(s) => (s.label.clone(), run_key("seed")),
+                // Not started yet: the batch script writes `spec.json` from the tasks file.
+                None => {
+                    let task = latest.get(run_id.as_str()).and_then(|&(n, i)| task_infos(&dir.root, n, &mut tasks).get(i).cloned());
+                    task.map(|t| (t.label, t.seed)).unwrap_or_default()
+                }
+            };
             let (mut slurm_job, mut entry, mut cancelled) = (None, None, false);
             let view = match latest.get(run_id.as_str()) {
                 None => SlurmView::NotSubmitted,
                 Some(&(n, index)) => {
                     let job_id = ledger.submissions[&n].job_id.as_deref().unwrap_or_default();
                     slurm_job = Some(format!("{job_id}_{index}"));
-                    cancelled = ledger.cancelled_upto.is_some_and(|upto| n <= upto);
+                    cancelled = ledger.cancelled(n, job_id);
                     entry = by_task.get(&(job_id, index as u32)).copied();
                     entry.map_or(SlurmView::Forgotten, |e| SlurmView::Listed(e.state.as_str()))
                 }
             };
             let (state, reason) = classify(exit.as_ref(), view, cancelled);
+            let reason = resume_hint(state, reason, run_dir.join(CHECKPOINT_JSON).exists());
             let (time_limit_requeues, preemptions) = interruption_counts(&run_dir);
             RunStatus {
                 run_id: run_id.to_string(),
@@ -407,8 +461,9 @@ pub fn status(results: &Path, slurm: &Slurm) -> Result<StatusReport, RunError> {
     Ok(status_report(&dir, runs))
 }
 
-/// `drover cancel <dir>`: cancels the sweep's live arrays (one `scancel`) and records it, so the
-/// runs show as cancelled even after Slurm forgets them. Returns the job ids cancelled.
+/// `drover cancel <dir>`: cancels the sweep's live arrays (one `scancel`) and records which,
+/// so their runs show as cancelled even after Slurm forgets them; with nothing live it records
+/// nothing, since no run was stopped. Returns the job ids cancelled.
 pub fn cancel(results: &Path, slurm: &Slurm) -> Result<Vec<String>, RunError> {
     let dir = SweepDir::open(results)?;
     let mut ledger = Ledger::load(&dir.root)?;
@@ -423,9 +478,12 @@ pub fn cancel(results: &Path, slurm: &Slurm) -> Result<Vec<String>, RunError> {
         .filter(|e| classify(None, SlurmView::Listed(&e.state), false).0.is_live())
         .map(|e| e.array_job_id.clone())
         .collect();
-    // Recorded first: a run that ends while scancel runs must still read as cancelled.
-    ledger.append(LedgerEvent::Cancelled { upto_submission: upto })?;
     let ids: Vec<String> = live.into_iter().collect();
+    if ids.is_empty() {
+        return Ok(ids);
+    }
+    // Recorded first: a run that ends while scancel runs must still read as cancelled.
+    ledger.append(LedgerEvent::Cancelled { upto_submission: upto, job_ids: Some(ids.clone()) })?;
     slurm.cancel(&ids)?;
     Ok(ids)
 }
@@ -563,7 +621,7 @@ pub fn dry_run_scripts(plan: &Plan, opts: &SlurmOptions) -> Result<Vec<(String, 
     for (k, array) in plan_arrays(&runs, max).into_iter().enumerate() {
         let n = ledger.next_submission() + k as u32;
         let script_name = format!("array-{n}.sbatch");
-        let text = render(plan, &root, &name, &token, n, &script_name, &array, opts);
+        let text = render(plan, &root, &name, &token, n, &script_name, &array, opts, sweep_throttle(plan));
         out.push((script_name, text));
     }
     Ok(out)
@@ -579,9 +637,9 @@ fn render(
     script_name: &str,
     array: &ArrayPlan,
     opts: &SlurmOptions,
+    throttle: Option<u32>,
 ) -> String {
     let s = &plan.sweep.slurm;
-    let throttle = s.throttle.or(plan.sweep.max_parallel.map(|m| m.get() as u32));
     let tasks = root.join(SLURM_DIR).join(format!("array-{n}.tasks"));
     let runs = root.join("runs");
     let comment = format!("drover:{token}:{n}");
@@ -602,6 +660,18 @@ fn render(
         max_timeouts: s.max_timeouts,
         max_preemptions: s.max_preemptions,
     })
+}
+
+/// The sweep's limit on runs at once: `slurm.throttle`, else `max_parallel`.
+fn sweep_throttle(plan: &Plan) -> Option<u32> {
+    plan.sweep.slurm.throttle.or(plan.sweep.max_parallel.map(|m| m.get() as u32))
+}
+
+/// How many failed runs may be resubmitted now: a resubmission is a new array whose own
+/// throttle Slurm applies apart from the first array's, so only the sweep's free slots (its
+/// throttle less the runs queued or running) are handed out, and the rest wait for a later poll.
+fn retry_slots(throttle: Option<u32>, live: usize) -> usize {
+    throttle.map_or(usize::MAX, |t| (t as usize).saturating_sub(live))
 }
 
 fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> RunError + 'a {
@@ -649,7 +719,7 @@ struct Submitter<'a> {
 }
 
 impl Submitter<'_> {
-    fn submit(&self, ledger: &mut Ledger, runs: &[(String, Resources)]) -> Result<Vec<String>, RunError> {
+    fn submit(&self, ledger: &mut Ledger, runs: &[(String, Resources)], throttle: Option<u32>) -> Result<Vec<String>, RunError> {
         let slurm_dir = self.root.join(SLURM_DIR);
         let logs = slurm_dir.join("logs");
         std::fs::create_dir_all(&logs).map_err(io_err("create directory", &logs))?;
@@ -672,7 +742,7 @@ impl Submitter<'_> {
                 tasks_text.push('\n');
             }
             layout::write_atomic(&tasks, tasks_text.as_bytes()).map_err(io_err("write", &tasks))?;
-            let text = render(self.plan, &self.root, &self.job_name, &self.token, n, &script_name, &array, self.opts);
+            let text = render(self.plan, &self.root, &self.job_name, &self.token, n, &script_name, &array, self.opts, throttle);
             layout::write_atomic(&script, text.as_bytes()).map_err(io_err("write", &script))?;
             let comment = format!("drover:{}:{n}", self.token);
             ledger.append(LedgerEvent::Intent {
@@ -703,20 +773,22 @@ impl Submitter<'_> {
 
 /// Gets a run's directory ready for a (re)submission: a run with a checkpoint keeps its files
 /// and resumes; any other unfinished run has its files moved to `attempt-<n>/` first. New runs
-/// are left to the batch script.
-fn ready_run_dir(plan: &Plan, run: &crate::config::RunSpec, resume: bool) -> Result<(), RunError> {
+/// are left to the batch script. Returns whether the run will resume from its checkpoint.
+fn ready_run_dir(plan: &Plan, run: &crate::config::RunSpec, resume: bool) -> Result<bool, RunError> {
     let spec = plan.job_spec(run);
     let dir = plan.results.run_dir(&spec.run_id);
     if !dir.exists() {
         // A new run: the batch script creates its directory and `spec.json` from the tasks file.
-        return Ok(());
+        return Ok(false);
     }
     let spec_path = dir.join(SPEC_JSON);
     let bytes = serde_json::to_vec_pretty(&spec).map_err(|source| RunError::Serialize { path: spec_path.clone(), source })?;
-    if !(resume && dir.join("checkpoint.json").exists()) {
+    let resumes = resume && dir.join(CHECKPOINT_JSON).exists();
+    if !resumes {
         archive_partial(&dir)?;
     }
-    layout::write_atomic(&spec_path, &bytes).map_err(io_err("write", &spec_path))
+    layout::write_atomic(&spec_path, &bytes).map_err(io_err("write", &spec_path))?;
+    Ok(resumes)
 }
 
 /// Decides each run's fate from one queue answer and gets the ones to submit ready.
@@ -728,20 +800,20 @@ fn prepare_runs(
     settings: &SlurmSettings,
 ) -> Result<PreparedRuns, RunError> {
     let now = statuses(dir, ledger, queue);
-    let (mut skipped, mut attached, mut to_submit) = (0, 0, Vec::new());
+    let (mut skipped, mut attached, mut resumed, mut to_submit) = (0, 0, 0, Vec::new());
     for (run, st) in plan.runs.iter().zip(&now) {
         match st.state {
             RunState::Done => skipped += 1,
             s if s.is_live() => attached += 1,
-            s => {
-                // A stopped run with a checkpoint resumes; a failed or new one starts over.
-                let resume = matches!(s, RunState::Cancelled | RunState::TimedOut | RunState::Preempted);
-                ready_run_dir(plan, run, resume)?;
+            _ => {
+                // A stopped run with a checkpoint resumes (`resumes_on_rerun`); others start over.
+                let failed_at_stop = st.state == RunState::Failed && failed_at_a_stop(&dir.run_dir(&run.run_id));
+                resumed += usize::from(ready_run_dir(plan, run, resumes_on_rerun(st.state, failed_at_stop))?);
                 to_submit.push((run.run_id.to_string(), run_resources(settings, run)));
             }
         }
     }
-    Ok(PreparedRuns { to_submit, skipped, attached })
+    Ok(PreparedRuns { to_submit, skipped, attached, resumed })
 }
 
 /// What `prepare_runs` decided.
@@ -752,6 +824,48 @@ struct PreparedRuns {
     skipped: usize,
     /// Queued or running runs.
     attached: usize,
+    /// Runs of `to_submit` that continue from their checkpoint.
+    resumed: usize,
+}
+
+/// Which budget a resubmission of the run would count against; `None` for runs drover does
+/// not resubmit: live, completed, cancelled, and failed because the job spent its time-limit or
+/// preemption budget (`interruptions.jsonl` holds more stops than the budget). Those keep their
+/// checkpoint and metrics; a failure retry would start them over and stop them the same way.
+fn retry_kind(st: &RunStatus, settings: &SlurmSettings) -> Option<RetryKind> {
+    match st.state {
+        RunState::Failed if st.time_limit_requeues > settings.max_timeouts || st.preemptions > settings.max_preemptions => None,
+        RunState::Failed => Some(RetryKind::Failed),
+        RunState::TimedOut => Some(RetryKind::TimedOut),
+        RunState::Preempted => Some(RetryKind::Preempted),
+        _ => None,
+    }
+}
+
+/// Whether a rerun of the sweep continues the run from its checkpoint rather than starting it
+/// over: stopped runs (cancelled, timed out, preempted), and runs the job failed at a
+/// checkpointed stop because a time-limit or preemption budget was spent, whose work so far is
+/// sound (after a longer `slurm.time` or a larger budget they finish; with neither, they stop
+/// again within one attempt). Judged from the files, not from the budgets now in the sweep
+/// file: raising a budget is exactly what the user does before such a rerun.
+fn resumes_on_rerun(state: RunState, failed_at_stop: bool) -> bool {
+    match state {
+        RunState::Cancelled | RunState::TimedOut | RunState::Preempted => true,
+        RunState::Failed => failed_at_stop,
+        _ => false,
+    }
+}
+
+/// Whether the run failed at a checkpointed stop: it kept its checkpoint and its last recorded
+/// interruption is at its last metrics row. A run that failed after resuming (an error, a
+/// crash) has trained past its last interruption, and starts over like any failure.
+fn failed_at_a_stop(run_dir: &Path) -> bool {
+    if !run_dir.join(CHECKPOINT_JSON).exists() {
+        return false;
+    }
+    let Ok(text) = std::fs::read_to_string(run_dir.join("interruptions.jsonl")) else { return false };
+    let last = text.lines().rev().find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["iteration"].as_u64());
+    last.is_some() && last == Progress::read(run_dir, None).map(|p| p.iteration)
 }
 
 /// `drover run --backend slurm`: skip completed runs, re-attach to live ones, submit the rest
@@ -797,15 +911,20 @@ pub fn run_sweep(plan: &Plan, opts: &SlurmOptions) -> Result<SlurmReport, RunErr
         let panicked = || RunError::Io { action: "ask Slurm for MaxArraySize", path: root.clone(), source: std::io::Error::other("thread panicked") };
         (provenance.join().unwrap_or_default(), max_array.join().unwrap_or_else(|_| Err(panicked())), prepared)
     });
-    let PreparedRuns { to_submit, skipped, attached } = prepared?;
+    let PreparedRuns { to_submit, skipped, attached, resumed } = prepared?;
     tracing::debug!(elapsed = ?started.elapsed(), "run directories ready");
     let specs = plan.runs.iter().map(|r| (r.run_id.to_string(), plan.job_spec(r))).collect();
     let submitter = Submitter { plan, root: root.clone(), job_name: job_name.clone(), token, opts, provenance, max_array: max_array?, specs };
 
     let mut report = SlurmReport { skipped, attached, ..SlurmReport::default() };
     if !opts.quiet {
+        // Whether stopped runs start over is the first thing a user rerunning a sweep asks.
+        let resuming = match resumed {
+            0 => String::new(),
+            n => format!(" ({n} resume{} from {} checkpoint)", if n == 1 { "s" } else { "" }, if n == 1 { "its" } else { "their" }),
+        };
         eprintln!(
-            "drover: sweep `{}`: {} runs: {} completed, {} queued or running (re-attached), submitting {} -> {}",
+            "drover: sweep `{}`: {} runs: {} completed, {} queued or running (re-attached), submitting {}{resuming} -> {}",
             plan.sweep.name,
             plan.runs.len(),
             report.skipped,
@@ -815,7 +934,7 @@ pub fn run_sweep(plan: &Plan, opts: &SlurmOptions) -> Result<SlurmReport, RunErr
         );
     }
     report.submitted += to_submit.len();
-    report.job_ids.extend(submitter.submit(&mut ledger, &to_submit)?);
+    report.job_ids.extend(submitter.submit(&mut ledger, &to_submit, sweep_throttle(plan))?);
     report.submit_seconds = started.elapsed().as_secs_f64();
     if !opts.wait {
         return Ok(report);
@@ -824,17 +943,33 @@ pub fn run_sweep(plan: &Plan, opts: &SlurmOptions) -> Result<SlurmReport, RunErr
     let poll = Duration::from_secs_f64(settings.poll_seconds);
     let axes: BTreeMap<String, &crate::config::RunSpec> = plan.runs.iter().map(|r| (r.run_id.to_string(), r)).collect();
     let mut last_counts = String::new();
+    let mut spent_budget = BTreeSet::new();
     loop {
         let t0 = Instant::now();
+        // Read again each poll: `drover cancel` in another terminal appends to it.
+        ledger = Ledger::load(&root)?;
         let queue = opts.slurm.queue(&job_name)?;
         let now = statuses(&dir, &ledger, &queue);
         let mut retry = Vec::new();
+        let throttle = sweep_throttle(plan);
+        let slots = retry_slots(throttle, now.iter().filter(|r| r.state.is_live()).count());
         for st in &now {
-            let kind = match st.state {
-                RunState::Failed => RetryKind::Failed,
-                RunState::TimedOut => RetryKind::TimedOut,
-                RunState::Preempted => RetryKind::Preempted,
-                _ => continue,
+            let Some(kind) = retry_kind(st, settings) else {
+                if st.state == RunState::Failed && spent_budget.insert(st.run_id.clone()) && !opts.quiet {
+                    let remedy = if st.time_limit_requeues > settings.max_timeouts {
+                        "a longer `slurm.time` or a larger `slurm.max_timeouts`"
+                    } else {
+                        "a larger `slurm.max_preemptions`"
+                    };
+                    eprintln!(
+                        "drover: run {} ({}) failed: {}; not resubmitted, since it would stop the same way \
+                         (with {remedy}, `drover run` again resumes it from its checkpoint)",
+                        st.run_id,
+                        st.label,
+                        st.reason.as_deref().unwrap_or_default()
+                    );
+                }
+                continue;
             };
             let budget = match kind {
                 RetryKind::Failed => settings.max_retries,
@@ -842,22 +977,34 @@ pub fn run_sweep(plan: &Plan, opts: &SlurmOptions) -> Result<SlurmReport, RunErr
                 RetryKind::Preempted => settings.max_preemptions,
             };
             // Runs never submitted by this sweep's ledger (refused) are not ours to retry.
-            if st.submissions == 0 || ledger.retries_of(&st.run_id, kind) >= budget {
+            if st.submissions == 0 || ledger.retries_of(&st.run_id, kind) >= budget || retry.len() >= slots {
                 continue;
             }
             let reason = st.reason.clone().unwrap_or_default();
-            if !opts.quiet {
-                eprintln!("drover: run {} ({}) {}: {reason}; resubmitting ({:?} retry {} of {budget})", st.run_id, st.label, st.state.as_str(), kind, ledger.retries_of(&st.run_id, kind) + 1);
-            }
-            ledger.append(LedgerEvent::Retry { run_id: st.run_id.clone(), retry: kind, reason })?;
+            let nth = ledger.retries_of(&st.run_id, kind) + 1;
+            ledger.append(LedgerEvent::Retry { run_id: st.run_id.clone(), retry: kind, reason: reason.clone() })?;
             if let Some(run) = axes.get(&st.run_id) {
-                ready_run_dir(plan, run, kind != RetryKind::Failed)?;
+                let resumes = ready_run_dir(plan, run, kind != RetryKind::Failed)?;
+                if !opts.quiet {
+                    let how = if resumes { "resuming from its checkpoint" } else { "starting over" };
+                    eprintln!(
+                        "drover: run {} ({}) {}: {reason}; resubmitting, {how} ({} retry {nth} of {budget}, `slurm.{}`)",
+                        st.run_id,
+                        st.label,
+                        st.state.as_str(),
+                        kind.as_str(),
+                        kind.budget_key()
+                    );
+                }
                 retry.push((st.run_id.clone(), run_resources(settings, run)));
             }
         }
         if !retry.is_empty() {
             report.submitted += retry.len();
-            report.job_ids.extend(submitter.submit(&mut ledger, &retry)?);
+            // Every run of it fits in a free slot; together with the live runs (whose number
+            // only falls) the sweep stays within its throttle.
+            let array_throttle = throttle.map(|_| retry.len() as u32);
+            report.job_ids.extend(submitter.submit(&mut ledger, &retry, array_throttle)?);
             continue;
         }
         let status = status_report(&dir, now);
@@ -956,6 +1103,200 @@ mod tests {
         // Nothing was made from the bad ids, inside the results directory or beside it.
         assert_eq!(std::fs::read_dir(tmp.path()).expect("ls").count(), 1);
         assert_eq!(std::fs::read_dir(&results).expect("ls").count(), 1);
+    }
+
+    /// Each attempt's stdout comes before its stderr, so the last log (the one `drover run`
+    /// names after a run did not complete) is the latest stderr, where the job says why.
+    #[test]
+    fn the_last_log_of_a_run_is_its_latest_stderr() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for name in ["attempt-1.stderr.log", "attempt-1.stdout.log", "attempt-2.stdout.log", "attempt-2.stderr.log", "attempt-10.stdout.log", "attempt-10.stderr.log", "attempt-1.exit.json"] {
+            std::fs::write(dir.path().join(name), b"").expect("write");
+        }
+        let names: Vec<String> =
+            attempt_logs(dir.path()).iter().map(|p| p.file_name().expect("name").to_string_lossy().into_owned()).collect();
+        assert_eq!(
+            names,
+            ["attempt-1.stdout.log", "attempt-1.stderr.log", "attempt-2.stdout.log", "attempt-2.stderr.log", "attempt-10.stdout.log", "attempt-10.stderr.log"]
+        );
+    }
+
+    /// A run the batch script has not started yet has no `spec.json`: its label and seed come
+    /// from the array's tasks file, so `drover status` shows the seed of a pending run.
+    #[test]
+    fn a_pending_run_shows_the_seed_and_label_of_its_tasks_file_line() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let root = tmp.path().canonicalize().expect("canonical");
+        let ids = ["0123456789abcdef", "fedcba9876543210"];
+        let mut ledger = Ledger::load(&root).expect("empty ledger");
+        let intent = LedgerEvent::Intent {
+            submission: 0,
+            job_name: "j".into(),
+            comment: "c".into(),
+            script: "array-0.sbatch".into(),
+            runs: ids.iter().map(|s| s.to_string()).collect(),
+            provenance: Provenance::default(),
+        };
+        ledger.append(intent).expect("intent");
+        ledger.append(LedgerEvent::Submitted { submission: 0, job_id: "77".into() }).expect("submitted");
+        let line = |id: &str, seed: u64| format!("{id}\t{{\"run_id\":\"{id}\",\"label\":\"lr=0.1\",\"run\":{{\"seed\":{seed}}}}}\n");
+        let tasks = format!("{}{}", line(ids[0], 3), line(ids[1], 4));
+        std::fs::write(root.join(SLURM_DIR).join("array-0.tasks"), tasks).expect("tasks");
+        // The first run has started: its spec.json is what counts.
+        let started = root.join("runs").join(ids[0]);
+        std::fs::create_dir_all(&started).expect("mkdir");
+        let spec = serde_json::json!({
+            "format_version": 1, "run_id": ids[0], "config_id": "c", "sweep": "s", "label": "lr=0.1",
+            "axes": {}, "run": {"seed": 3, "total_steps": 100}, "params": {}, "plugin_path": "/p.so"
+        });
+        std::fs::write(started.join(SPEC_JSON), spec.to_string()).expect("spec");
+        let dir = SweepDir {
+            root: root.clone(),
+            name: "s".into(),
+            runs: ids.iter().map(|s| RunId::parse(s).expect("id")).collect(),
+            job_name: "j".into(),
+        };
+        let queue: Vec<QueueEntry> = [(0, "RUNNING", "None"), (1, "PENDING", "JobArrayTaskLimit")]
+            .iter()
+            .map(|&(task, state, reason)| QueueEntry {
+                array_job_id: "77".into(),
+                task: Some(task),
+                state: state.into(),
+                reason: reason.into(),
+                comment: "c".into(),
+            })
+            .collect();
+        let now = statuses(&dir, &ledger, &queue);
+        assert!(layout::read_record::<JobSpec>(&started.join(SPEC_JSON)).expect("spec parses").is_some(), "the test's spec is a JobSpec");
+        assert_eq!(now.iter().map(|r| (r.state, r.seed, r.label.as_str())).collect::<Vec<_>>(), [
+            (RunState::Running, Some(3), "lr=0.1"),
+            (RunState::Pending, Some(4), "lr=0.1"),
+        ]);
+        assert!(!root.join("runs").join(ids[1]).exists(), "status creates nothing");
+    }
+
+    /// A run the job failed because it used up its time-limit or preemption budget is not
+    /// retried (from scratch, it would stop the same way and its checkpoint would be set
+    /// aside); other failures are, and timed-out or preempted runs count on their own budgets.
+    #[test]
+    fn a_run_that_spent_its_interruption_budget_is_not_retried() {
+        let settings = SlurmSettings { max_timeouts: 1, max_preemptions: 2, ..SlurmSettings::default() };
+        let st = |state, time_limit_requeues, preemptions| RunStatus {
+            run_id: "0123456789abcdef".into(),
+            label: String::new(),
+            seed: None,
+            state,
+            reason: None,
+            slurm_job: None,
+            slurm_state: None,
+            slurm_reason: None,
+            submissions: 1,
+            time_limit_requeues,
+            preemptions,
+            logs: Vec::new(),
+            progress: None,
+        };
+        let cases = [
+            (st(RunState::Failed, 2, 0), None),
+            (st(RunState::Failed, 0, 3), None),
+            (st(RunState::Failed, 1, 2), Some(RetryKind::Failed)),
+            (st(RunState::Failed, 0, 0), Some(RetryKind::Failed)),
+            (st(RunState::TimedOut, 1, 0), Some(RetryKind::TimedOut)),
+            (st(RunState::Preempted, 0, 2), Some(RetryKind::Preempted)),
+            (st(RunState::Cancelled, 0, 0), None),
+            (st(RunState::Done, 0, 0), None),
+            (st(RunState::Running, 0, 0), None),
+        ];
+        for (run, expected) in cases {
+            assert_eq!(retry_kind(&run, &settings), expected, "{:?} {} {}", run.state, run.time_limit_requeues, run.preemptions);
+        }
+    }
+
+    /// A rerun resumes stopped runs and runs failed at a checkpointed stop (a spent budget, seen
+    /// in the files whatever the budgets are now); a run that failed after training past its
+    /// last stop, or without a checkpoint, starts over.
+    #[test]
+    fn a_rerun_resumes_a_run_that_failed_at_a_checkpointed_stop() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let run = tmp.path();
+        let write = |name: &str, text: &str| std::fs::write(run.join(name), text).expect("write");
+        let rows = |last: u64| (1..=last).map(|i| format!("{{\"iteration\":{i},\"global_step\":{}}}\n", i * 1024)).collect::<String>();
+        write("interruptions.jsonl", "{\"reason\":\"time_limit\",\"iteration\":3}\n{\"reason\":\"time_limit\",\"iteration\":7}\n");
+        write("metrics.jsonl", &rows(7));
+        assert!(!failed_at_a_stop(run), "no checkpoint");
+        write(CHECKPOINT_JSON, "{}");
+        assert!(failed_at_a_stop(run), "stopped at its last row");
+        write("metrics.jsonl", &rows(9));
+        assert!(!failed_at_a_stop(run), "trained past its last stop, then failed");
+        std::fs::remove_file(run.join("interruptions.jsonl")).expect("rm");
+        assert!(!failed_at_a_stop(run), "never stopped");
+
+        assert!(resumes_on_rerun(RunState::Failed, true) && !resumes_on_rerun(RunState::Failed, false));
+        for state in [RunState::Cancelled, RunState::TimedOut, RunState::Preempted] {
+            assert!(resumes_on_rerun(state, false), "{state:?}");
+        }
+        assert!(!resumes_on_rerun(RunState::NotSubmitted, false));
+    }
+
+    /// Failed runs are resubmitted only into the sweep's free slots: each resubmission is an
+    /// array with its own throttle, which Slurm does not add up with the first array's.
+    #[test]
+    fn resubmissions_fill_only_the_free_slots_of_the_throttle() {
+        assert_eq!(retry_slots(Some(4), 0), 4);
+        assert_eq!(retry_slots(Some(4), 3), 1);
+        assert_eq!(retry_slots(Some(1), 1), 0, "one run at once, and it is running: the retry waits");
+        assert_eq!(retry_slots(Some(2), 7), 0);
+        assert_eq!(retry_slots(None, 100), usize::MAX);
+    }
+
+    /// `drover cancel` marks only the arrays it cancelled: a run of an array that had already
+    /// ended (a crash Slurm has forgotten) still reads as failed; a ledger written before the
+    /// job ids were recorded keeps its meaning; with nothing live, nothing is recorded.
+    #[test]
+    fn cancel_marks_only_the_arrays_it_cancelled() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let root = tmp.path().canonicalize().expect("canonical");
+        let mut ledger = Ledger::load(&root).expect("empty");
+        for (n, job) in [(0, "41"), (1, "42")] {
+            let intent = LedgerEvent::Intent {
+                submission: n,
+                job_name: "j".into(),
+                comment: format!("c{n}"),
+                script: format!("array-{n}.sbatch"),
+                runs: vec![format!("{n:016x}")],
+                provenance: Provenance::default(),
+            };
+            ledger.append(intent).expect("intent");
+            ledger.append(LedgerEvent::Submitted { submission: n, job_id: job.into() }).expect("submitted");
+        }
+        ledger.append(LedgerEvent::Cancelled { upto_submission: 1, job_ids: Some(vec!["42".into()]) }).expect("cancelled");
+        let back = Ledger::load(&root).expect("reload");
+        assert!(!back.cancelled(0, "41"), "array 41 had ended before the cancel");
+        assert!(back.cancelled(1, "42"));
+        let no_exit = |cancelled| classify(None, SlurmView::Forgotten, cancelled).0;
+        assert_eq!((no_exit(back.cancelled(0, "41")), no_exit(back.cancelled(1, "42"))), (RunState::Failed, RunState::Cancelled));
+
+        // A record from before job ids: every submission up to `upto_submission`.
+        let old = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(old.path().join(SLURM_DIR)).expect("mkdir");
+        std::fs::write(old.path().join(SLURM_DIR).join(LEDGER), "{\"format_version\":1,\"at\":\"1\",\"kind\":\"cancelled\",\"upto_submission\":0}\n")
+            .expect("old ledger");
+        let old = Ledger::load(old.path()).expect("an old record reads");
+        assert!(old.cancelled(0, "41") && !old.cancelled(1, "42"));
+
+        // Nothing in the queue: `drover cancel` records nothing (a fake squeue answers empty).
+        let bin = root.join("bin");
+        std::fs::create_dir_all(&bin).expect("mkdir");
+        std::fs::write(bin.join("squeue"), "#!/bin/sh\nexit 0\n").expect("fake squeue");
+        std::fs::set_permissions(bin.join("squeue"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+        let manifest = serde_json::json!({
+            "format_version": 1, "name": "s", "source": "s.toml", "runs": [format!("{:016x}", 0), format!("{:016x}", 1)], "created_at": "0"
+        });
+        std::fs::write(root.join(SWEEP_JSON), manifest.to_string()).expect("sweep.json");
+        let before = std::fs::read_to_string(root.join(SLURM_DIR).join(LEDGER)).expect("ledger");
+        let ids = cancel(&root, &Slurm { bin_dir: Some(bin), ..Slurm::default() }).expect("cancel");
+        assert!(ids.is_empty());
+        assert_eq!(std::fs::read_to_string(root.join(SLURM_DIR).join(LEDGER)).expect("ledger"), before, "nothing recorded");
     }
 
     #[test]

@@ -16,7 +16,7 @@
 //! max_timeouts = 3                  # time-limit requeues before a run counts as failed
 //! max_preemptions = 10              # preemptions before a run counts as failed
 //! signal = "USR1"                   # checkpoint signal: `--signal=B:USR1@<signal_seconds>`
-//! signal_seconds = 120
+//! signal_seconds = 120                # must be shorter than every `time` (checked)
 //! max_array_size = 1000             # cap below the cluster's MaxArraySize (never above it)
 //! [[slurm.overrides]]               # per-axis resources: runs whose axes match get these
 //! when = { "run.num_envs" = 64 }
@@ -306,6 +306,45 @@ fn check_time(key: &str, value: &str) -> Result<(), KeyError> {
     }
 }
 
+/// Seconds of a `--time` value that passed `check_time`, as Slurm reads it (a lone number is
+/// minutes, two fields are MM:SS, a day prefix makes them HH, HH:MM, HH:MM:SS); `None` for
+/// `0`, which Slurm takes as no limit.
+fn time_seconds(value: &str) -> Option<u64> {
+    let (days, rest) = match value.split_once('-') {
+        Some((d, rest)) => (d.parse::<u64>().ok()?, rest),
+        None => (0, value),
+    };
+    let f: Vec<u64> = rest.split(':').map(|p| p.parse().ok()).collect::<Option<_>>()?;
+    let dayless = value.split_once('-').is_none();
+    let secs = match (dayless, f.as_slice()) {
+        (true, [m]) => m * 60,
+        (true, [m, s]) => m * 60 + s,
+        (_, [h, m, s]) => h * 3600 + m * 60 + s,
+        (false, [h]) => h * 3600,
+        (false, [h, m]) => h * 3600 + m * 60,
+        _ => return None,
+    } + days * 86_400;
+    (secs > 0).then_some(secs)
+}
+
+/// The checkpoint signal must come before the time limit with time to spare: Slurm sends it
+/// `signal_seconds` before the limit, so with a limit no longer than that it comes at Slurm's
+/// first time check after each start (seen: about 30 s in), and every attempt checkpoints and
+/// requeues after less than a minute of training until `max_timeouts` runs out.
+fn check_signal_fits(time_key: &str, time: &str, signal_seconds: u32) -> Result<(), KeyError> {
+    match time_seconds(time) {
+        Some(limit) if limit <= u64::from(signal_seconds) => Err(invalid(
+            "slurm.signal_seconds",
+            format!(
+                "{signal_seconds} s is not shorter than `{time_key}` = `{time}` ({limit} s): Slurm would send the \
+                 checkpoint signal at its first time check after each start, so every attempt would stop and requeue \
+                 after less than a minute of training until `slurm.max_timeouts` is spent; lower `slurm.signal_seconds` or raise `{time_key}`"
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// `--mem`: a number with an optional K/M/G/T unit.
 fn check_mem(key: &str, value: &str) -> Result<(), KeyError> {
     let digits = value.trim_end_matches(['K', 'M', 'G', 'T']);
@@ -422,6 +461,14 @@ impl SlurmSettings {
             return Err(invalid("slurm.poll_seconds", "must be between 0.05 and 3600"));
         }
         let d = SlurmSettings::default();
+        let signal_seconds = file.signal_seconds.unwrap_or(d.signal_seconds);
+        let times = std::iter::once(("slurm.time".to_string(), &base.time))
+            .chain(overrides.iter().enumerate().map(|(i, o)| (format!("slurm.overrides[{i}].time"), &o.set.time)));
+        for (key, time) in times {
+            if let Some(time) = time {
+                check_signal_fits(&key, time, signal_seconds)?;
+            }
+        }
         Ok(SlurmSettings {
             base,
             overrides,
@@ -430,7 +477,7 @@ impl SlurmSettings {
             max_timeouts: file.max_timeouts.unwrap_or(d.max_timeouts),
             max_preemptions: file.max_preemptions.unwrap_or(d.max_preemptions),
             signal: bare,
-            signal_seconds: file.signal_seconds.unwrap_or(d.signal_seconds),
+            signal_seconds,
             max_array_size: file.max_array_size,
             poll_seconds,
         })
@@ -540,6 +587,26 @@ mod tests {
         }
         for bad in ["", "1h", "1:2:3:4", "-5", "10:00 "] {
             assert!(check_time("t", bad).is_err(), "{bad}");
+        }
+        let secs: Vec<Option<u64>> = ["30", "10:05", "01:30:00", "2-00", "2-01:30", "1-00:00:07", "0"].iter().map(|t| time_seconds(t)).collect();
+        assert_eq!(secs, [Some(1800), Some(605), Some(5400), Some(172_800), Some(178_200), Some(86_407), None]);
+    }
+
+    /// A time limit no longer than `signal_seconds` would send the checkpoint signal as each
+    /// attempt starts: refused, naming both keys, in the base table and in overrides.
+    #[test]
+    fn a_time_limit_within_the_signal_lead_is_refused() {
+        let err = SlurmSettings::validate(file("time = \"00:00:30\"\nsignal_seconds = 60"), &[]).expect_err("30 s limit, 60 s lead");
+        assert_eq!(err.0, "slurm.signal_seconds");
+        let why = err.1.to_string();
+        assert!(why.contains("`slurm.time` = `00:00:30` (30 s)") && why.contains("lower `slurm.signal_seconds`"), "{why}");
+        // The default lead is 120 s.
+        assert_eq!(SlurmSettings::validate(file("time = \"2\""), &[]).expect_err("2 min, 120 s lead").0, "slurm.signal_seconds");
+        let text = "time = \"10\"\n[[overrides]]\nwhen = { \"params.x\" = 1 }\ntime = \"1\"";
+        let err = SlurmSettings::validate(file(text), &["params.x".to_string()]).expect_err("override");
+        assert!(err.1.to_string().contains("`slurm.overrides[0].time` = `1`"), "{}", err.1);
+        for ok in ["time = \"3\"", "time = \"0\"", "time = \"00:01:00\"\nsignal_seconds = 20", "signal_seconds = 600"] {
+            assert!(SlurmSettings::validate(file(ok), &[]).is_ok(), "{ok}");
         }
     }
 }
