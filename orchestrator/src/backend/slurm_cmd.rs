@@ -6,13 +6,12 @@
 //! so `Slurm::submit` first looks for it by job name and comment (`squeue`), and retries only
 //! when it is not there.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use crate::error::SlurmError;
+use crate::subprocess::Finished;
 
 /// Timeouts and retries of Slurm calls.
 #[derive(Debug, Clone)]
@@ -66,13 +65,6 @@ pub struct QueueEntry {
     pub comment: String,
 }
 
-/// The output of one call.
-struct Finished {
-    status: std::process::ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
 /// Outcome of a single attempt.
 enum Attempt {
     Done(Finished),
@@ -96,60 +88,16 @@ impl Slurm {
         line
     }
 
-    /// Runs `program args` once, killing it at the timeout.
+    /// Runs `program args` once, killing it (and what it started) at the timeout.
     fn attempt(&self, program: &str, args: &[String], cwd: Option<&Path>) -> Result<Attempt, SlurmError> {
-        let line = Self::command_line(program, args);
         let mut cmd = Command::new(self.program(program));
-        // Its own process group, so a timeout kills whatever it started too (a wrapper script's
-        // children would otherwise hold the pipes open).
-        cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
+        cmd.args(args);
         if let Some(dir) = cwd {
             cmd.current_dir(dir);
         }
-        let mut child = cmd.spawn().map_err(|source| SlurmError::Spawn { command: line.clone(), source })?;
-        // Readers on threads, so a chatty command cannot block on a full pipe while we wait.
-        let mut out = child.stdout.take();
-        let mut err = child.stderr.take();
-        let out_thread = std::thread::spawn(move || {
-            let mut s = String::new();
-            if let Some(o) = out.as_mut() {
-                let _ = o.read_to_string(&mut s);
-            }
-            s
-        });
-        let err_thread = std::thread::spawn(move || {
-            let mut s = String::new();
-            if let Some(e) = err.as_mut() {
-                let _ = e.read_to_string(&mut s);
-            }
-            s
-        });
-        let deadline = Instant::now() + self.policy.timeout;
-        let mut sleep = Duration::from_millis(1);
-        let status = loop {
-            match child.try_wait() {
-                Ok(Some(status)) => break Some(status),
-                Ok(None) if Instant::now() >= deadline => {
-                    // SAFETY: kill(2) on the child's process group (its pid, as set above); the
-                    // child is not reaped yet, so the group id cannot have been reused.
-                    unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    break None;
-                }
-                Ok(None) => {
-                    std::thread::sleep(sleep);
-                    sleep = (sleep * 2).min(Duration::from_millis(50));
-                }
-                Err(source) => return Err(SlurmError::Spawn { command: line, source }),
-            }
-        };
-        let stdout = out_thread.join().unwrap_or_default();
-        let stderr = err_thread.join().unwrap_or_default();
-        Ok(match status {
-            Some(status) => Attempt::Done(Finished { status, stdout, stderr }),
-            None => Attempt::TimedOut,
-        })
+        let done = crate::subprocess::run(&mut cmd, None, self.policy.timeout)
+            .map_err(|source| SlurmError::Spawn { command: Self::command_line(program, args), source })?;
+        Ok(done.map_or(Attempt::TimedOut, Attempt::Done))
     }
 
     /// Runs a read-only or idempotent command with timeout and retries; stdout on success.
