@@ -52,8 +52,13 @@ pub fn resolve_key(key: &str, expr: &str, schema: &Schema) -> Result<String, Ana
     match matches.as_slice() {
         [one] => Ok(one.clone()),
         [] => {
-            let known: Vec<String> =
-                RUN_COLUMNS.iter().map(|s| s.to_string()).chain(hyper().map(|n| n.to_string())).collect();
+            // The aliases too: a user who mistyped `algo` should see that it exists.
+            let known: Vec<String> = RUN_COLUMNS
+                .iter()
+                .map(|s| s.to_string())
+                .chain(hyper().map(|n| n.to_string()))
+                .chain(["algo (run.plugin)".to_string(), "env (run.env)".to_string()])
+                .collect();
             Err(query_err(expr, format!("unknown key `{key}`; known keys: {}", known.join(", "))))
         }
         many => Err(query_err(expr, format!("key `{key}` is ambiguous: {}", many.join(", ")))),

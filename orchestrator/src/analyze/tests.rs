@@ -323,6 +323,7 @@ fn where_and_group_by_expressions() {
     assert_eq!(err("run.lr<abc"), "bad expression `run.lr<abc`: `abc` is not a number (key `run.lr` is numeric)");
     assert!(err("lr=1").starts_with("bad expression `lr=1`: key `lr` is ambiguous: params.lr, run.lr"), "{}", err("lr=1"));
     assert!(err("gamma=0.9").starts_with("bad expression `gamma=0.9`: unknown key `gamma`; known keys: sweep, label"), "{}", err("gamma=0.9"));
+    assert!(err("gamma=0.9").ends_with(", algo (run.plugin), env (run.env)"), "the aliases are listed: {}", err("gamma=0.9"));
     assert_eq!(err("env>Cart"), "bad expression `env>Cart`: key `run.env` is text: only = and != apply");
     assert_eq!(err("anneal_lr=yes"), "bad expression `anneal_lr=yes`: `yes` is not true or false (key `run.anneal_lr` is true/false)");
     assert_eq!(err("clip_coef 0.2"), "bad expression `clip_coef 0.2`: expected KEY OP VALUE with OP one of =, ==, !=, <, <=, >, >=");

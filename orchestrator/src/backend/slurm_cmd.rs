@@ -235,6 +235,8 @@ pub fn parse_queue_line(line: &str) -> Option<QueueEntry> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Instant;
+
     use super::*;
 
     #[test]

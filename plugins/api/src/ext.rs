@@ -93,7 +93,7 @@ pub mod v1_1 {
         views::LossViewRef,
     };
 
-    /// A sequence-level loss (P3O, GSPO-like objectives; `ALGORITHMS.md` §6–7): the loss of
+    /// A sequence-level loss (P3O, GSPO-like objectives; see docs/design/plugin-abi.md): the loss of
     /// each sequence as a function of its *sequence* log-ratio
     /// `Δ_s = Σ_{t ∈ s, w_t > 0} (logp_new,t − logp_old,t)`.
     ///

@@ -1,8 +1,8 @@
-//! Clip-Cov's token selection and loss (verl `compute_policy_loss_clip_cov`, ALGORITHMS.md §4).
+//! Clip-Cov's token selection and loss (verl `compute_policy_loss_clip_cov`; Cui et al. 2025, arXiv 2505.22617).
 //!
 //! **Scope:** covariances, `N` and the selection are computed over the valid tokens of the loss
 //! minibatch the host passes (one optimizer minibatch of whole sequences), not verl's per-GPU
-//! micro-batch (ALGORITHMS.md §7); the two agree when the micro-batch is the minibatch.
+//! micro-batch (a decision of drover's, as the host has no micro-batches); the two agree when the micro-batch is the minibatch.
 
 use drover_plugin_api::{
     llm::{approx_kl, clipped_surrogate, token_covariance, ClipRange, LossAggMode, LossWeights},

@@ -1,7 +1,7 @@
 //! Knapsack RL's budget allocation: per-prompt group sizes for the next generation batch that
 //! maximise the summed value of the prompts' expected gradients under a total budget.
 //!
-//! The problem (Knapsack RL, arXiv 2509.25849, §3; ALGORITHMS.md §6): prompt `i` with success
+//! The problem (Knapsack RL, arXiv 2509.25849, §3): prompt `i` with success
 //! rate `p_i` and `N_i` responses is worth
 //! `Value(N_i, p_i) = (1 − p_i^N_i − (1 − p_i)^N_i) · p_i (1 − p_i)²`, the probability that its
 //! group is not uniform (so GRPO's advantage is non-zero) times a gradient-size proxy. Choose

@@ -5,8 +5,8 @@ use std::fmt;
 
 use crate::{authoring::Minibatch, error::PluginError, params::Params};
 
-/// How per-token losses `l_t` become one minibatch loss `L = Σ_t w_t·l_t` (verl `agg_loss`,
-/// ALGORITHMS.md §0). `m_t` is the host's token weight (the mask, 0 on padding), `B'` the number
+/// How per-token losses `l_t` become one minibatch loss `L = Σ_t w_t·l_t` (verl `agg_loss` in
+/// `verl/trainer/ppo/core_algos.py`). `m_t` is the host's token weight (the mask, 0 on padding), `B'` the number
 /// of sequences with at least one valid token, `|o_s|` = `Σ_{t∈s} m_t`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LossAggMode {

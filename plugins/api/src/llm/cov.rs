@@ -7,7 +7,7 @@
 ///
 /// `logp` is the **current** policy's log-prob (`logp_new`), as in verl. The value only ranks
 /// tokens: the loss never differentiates through it. Its scope is whatever minibatch the caller
-/// passes (drover: one loss minibatch, ALGORITHMS.md §7).
+/// passes (drover: one loss minibatch, where verl uses one per-GPU micro-batch).
 pub fn token_covariance(advantages: &[f32], logp: &[f32], weights: &[f32]) -> Vec<f64> {
     let (mut total, mut sum_a, mut sum_l) = (0.0f64, 0.0f64, 0.0f64);
     for ((&a, &l), &w) in advantages.iter().zip(logp).zip(weights) {

@@ -4,7 +4,8 @@
 //! None of this crosses the plugin ABI: these are helpers a plugin compiles in, so a third
 //! party writing a variant gets the same definitions as drover's bundled `grpo`, `rloo`,
 //! `clip_cov` and `kl_cov` plugins. Definitions and defaults follow verl's
-//! `verl/trainer/ppo/core_algos.py` as transcribed in ALGORITHMS.md §0–§4:
+//! `verl/trainer/ppo/core_algos.py` (GRPO: arXiv 2402.03300; RLOO: arXiv 2402.14740; Clip-Cov and
+//! KL-Cov: arXiv 2505.22617; DAPO: arXiv 2503.14476; Dr. GRPO: arXiv 2503.20783):
 //!
 //! - advantage stage ([`outcome_advantages`], built from [`sequence_scores`],
 //!   [`group_normalized_advantages`], [`rloo_advantages`], [`broadcast_to_tokens`]): one score
