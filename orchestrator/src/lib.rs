@@ -16,5 +16,6 @@ pub mod plan;
 pub mod plugin_cmd;
 pub mod status;
 pub mod subprocess;
+pub mod words;
 
 pub use error::{AnalyzeError, ConfigError, ConfigErrorKind, PluginCmdError, PluginProbeError, RunError, SlurmError};

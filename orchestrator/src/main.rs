@@ -183,7 +183,7 @@ fn run(args: RunArgs) -> anyhow::Result<u8> {
     if dry_run {
         use std::io::Write;
         let mut out = std::io::stdout().lock();
-        writeln!(out, "sweep `{}`: {} runs -> {}", plan.sweep.name, plan.runs.len(), plan.results.root().display())?;
+        writeln!(out, "sweep `{}`: {} -> {}", plan.sweep.name, drover::words::count(plan.runs.len(), "run"), plan.results.root().display())?;
         for run in &plan.runs {
             let spec = plan.job_spec(run);
             let state = match backend::run_state(&plan.results.run_dir(&spec.run_id), &spec) {
@@ -220,9 +220,9 @@ fn run(args: RunArgs) -> anyhow::Result<u8> {
     let busy_wait = std::env::var("DROVER_BUSY_WAIT_S").ok().and_then(|s| s.parse().ok()).map_or(backend::DEFAULT_BUSY_WAIT, std::time::Duration::from_secs);
     let prepared = backend::prepare_waiting(&plan, busy_wait).context("cannot prepare the results directory")?;
     eprintln!(
-        "drover: sweep `{}`: {} runs, {} already completed, launching {} (up to {} at once, {} backend) -> {}",
+        "drover: sweep `{}`: {}, {} already completed, launching {} (up to {} at once, {} backend) -> {}",
         plan.sweep.name,
-        plan.runs.len(),
+        drover::words::count(plan.runs.len(), "run"),
         prepared.skipped.len(),
         prepared.pending.len(),
         plan.max_parallel,
@@ -398,8 +398,8 @@ fn analyze_cmd(args: AnalyzeArgs) -> anyhow::Result<u8> {
         print!("{law}");
     }
     println!(
-        "{} runs analyzed ({} completed, {} left out: unfinished, failed, duplicate or damaged); final return = mean of the last {} iterations with episodes",
-        outcome.analyzed,
+        "{} analyzed ({} completed, {} left out: unfinished, failed, duplicate or damaged); final return = mean of the last {} iterations with episodes",
+        drover::words::count(outcome.analyzed, "run"),
         outcome.completed,
         outcome.left_out.len(),
         analyze::FINAL_WINDOW

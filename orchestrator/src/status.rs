@@ -303,7 +303,7 @@ impl StatusReport {
         let counts: Vec<String> = self.counts.iter().map(|(s, n)| format!("{n} {}", s.as_str())).collect();
         let local = self.backend == "local";
         let counts: Vec<String> = if local { counts.iter().map(|c| c.replace("not submitted", "not started")).collect() } else { counts };
-        out.push_str(&format!("sweep `{}`: {} runs: {}\n", self.sweep, self.runs.len(), counts.join(", ")));
+        out.push_str(&format!("sweep `{}`: {}: {}\n", self.sweep, crate::words::count(self.runs.len(), "run"), counts.join(", ")));
         if local {
             match &self.driver {
                 Some(holder) => out.push_str(&format!("running locally: {holder}\n")),

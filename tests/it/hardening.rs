@@ -62,7 +62,7 @@ fn damaged_results_are_left_out_by_analyze_and_redone_by_run() {
 
     let out = run_ok(drover_in(tmp.path()).arg("analyze").arg(&results).args(["--reps", "100", "--band-reps", "20", "--no-plots"]));
     let (stdout, stderr) = text(&out);
-    assert!(stdout.contains("1 runs analyzed (1 completed, 5 left out"), "{stdout}\n{stderr}");
+    assert!(stdout.contains("1 run analyzed (1 completed, 5 left out"), "{stdout}\n{stderr}");
     let name = |d: &PathBuf| d.file_name().unwrap().to_string_lossy().into_owned();
     let expect = [
         (0, "metrics.parquet", "truncated or overwritten"),

@@ -369,7 +369,7 @@ struct Section {
 impl Section {
     /// `run.env=CartPole-v1 (6 runs)` for a section of one environment.
     fn heading(&self) -> Option<String> {
-        self.env.as_ref().map(|env| format!("{ENV}={env} ({} runs)", self.runs))
+        self.env.as_ref().map(|env| format!("{ENV}={env} ({})", crate::words::count(self.runs, "run")))
     }
 }
 

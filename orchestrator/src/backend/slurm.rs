@@ -924,9 +924,9 @@ pub fn run_sweep(plan: &Plan, opts: &SlurmOptions) -> Result<SlurmReport, RunErr
             n => format!(" ({n} resume{} from {} checkpoint)", if n == 1 { "s" } else { "" }, if n == 1 { "its" } else { "their" }),
         };
         eprintln!(
-            "drover: sweep `{}`: {} runs: {} completed, {} queued or running (re-attached), submitting {}{resuming} -> {}",
+            "drover: sweep `{}`: {}: {} completed, {} queued or running (re-attached), submitting {}{resuming} -> {}",
             plan.sweep.name,
-            plan.runs.len(),
+            crate::words::count(plan.runs.len(), "run"),
             report.skipped,
             report.attached,
             to_submit.len(),

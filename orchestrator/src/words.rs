@@ -1,0 +1,18 @@
+//! Small helpers for the words in messages a person reads.
+
+/// `n` and `noun`, plural unless `n` is 1: `count(1, "run")` is "1 run", `count(3, "run")` "3 runs".
+pub fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn one_is_singular_and_every_other_count_plural() {
+        assert_eq!([0, 1, 2].map(|n| super::count(n, "run")), ["0 runs", "1 run", "2 runs"]);
+    }
+}
