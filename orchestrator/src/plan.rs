@@ -177,43 +177,42 @@ fn check_plugin_params(
         })?;
         described.insert(name.as_str(), desc);
     }
-    let refused = |run: &RunSpec, desc: &PluginDescription, key: &str, reason: String| {
-        let key = format!("params.{key}");
+    // `key`: the params key blamed, `None` for the params object as a whole.
+    let refused = |run: &RunSpec, desc: &PluginDescription, key: Option<&str>, reason: String| {
         let kind = ConfigErrorKind::PluginParam { plugin: desc.name.clone(), version: desc.version.clone(), reason };
+        let Some(key) = key else {
+            return ConfigError::new(file, "params", kind).with_origin(format!("the params of run `{}`", run.label));
+        };
+        let key = format!("params.{key}");
         let mut err = ConfigError::new(file, key.as_str(), kind);
         if run.axes.contains_key(&key) {
             err = err.with_origin(format!("the sweep axis value of run `{}`", run.label));
         }
         err
     };
+    // Each distinct params object per plugin, with its canonical JSON (the constructor
+    // check's cache key), in run order.
     let mut seen = std::collections::BTreeSet::new();
-    let mut to_try: BTreeMap<&str, Vec<&RunSpec>> = BTreeMap::new();
+    let mut to_try: BTreeMap<&str, Vec<(&RunSpec, String)>> = BTreeMap::new();
     for run in runs {
         let Some(desc) = described.get(run.plugin()) else { continue };
-        if !seen.insert((run.plugin(), config::canonical_json(&serde_json::Value::Object(run.params.clone())))) {
+        let canonical = config::canonical_json(&serde_json::Value::Object(run.params.clone()));
+        if !seen.insert((run.plugin(), canonical.clone())) {
             continue;
         }
         if let Err(problem) = validate_params(desc, &run.params) {
-            return Err(refused(run, desc, &problem.key, problem.reason));
+            return Err(refused(run, desc, Some(&problem.key), problem.reason));
         }
-        to_try.entry(run.plugin()).or_default().push(run);
+        to_try.entry(run.plugin()).or_default().push((run, canonical));
     }
     for (name, runs) in to_try {
         let (Some(path), Some(desc)) = (plugins.get(name), described.get(name)) else { continue };
-        let params: Vec<_> = runs.iter().map(|r| &r.params).collect();
+        let params: Vec<&str> = runs.iter().map(|(_, canonical)| canonical.as_str()).collect();
         let verdicts = probe.try_params(path, &params).map_err(|e| {
             ConfigError::new(file, "run.plugin", ConfigErrorKind::PluginUnusable { name: name.to_string(), reason: e.to_string() })
         })?;
-        if let Some((run, refusal)) = runs.iter().zip(verdicts).find_map(|(run, v)| v.map(|v| (run, v))) {
-            // `<params>` is the plugin SDK's key for the object as a whole.
-            let key = refusal.key.as_deref().filter(|k| *k != "<params>" && !k.is_empty());
-            return Err(match key {
-                Some(key) => refused(run, desc, key, refusal.reason),
-                None => {
-                    let kind = ConfigErrorKind::PluginParam { plugin: desc.name.clone(), version: desc.version.clone(), reason: refusal.reason };
-                    ConfigError::new(file, "params", kind).with_origin(format!("the params of run `{}`", run.label))
-                }
-            });
+        if let Some(((run, _), refusal)) = runs.iter().zip(verdicts).find_map(|(run, v)| v.map(|v| (run, v))) {
+            return Err(refused(run, desc, refusal.params_key(), refusal.reason.clone()));
         }
     }
     Ok(())

@@ -127,9 +127,9 @@ pub fn run(command: PluginCommand, env: &PluginEnv, out: &mut dyn Write) -> Resu
                     p.key, described.name, described.version, p.reason
                 ))
             })?;
-            if let Some(Some(refusal)) = probe.try_params(&path, &[&object])?.pop() {
-                let key = refusal.key.as_deref().filter(|k| *k != "<params>" && !k.is_empty());
-                let prefix = key.map(|k| format!("key `{k}`: ")).unwrap_or_default();
+            let canonical = crate::config::canonical_json(&serde_json::Value::Object(object.clone()));
+            if let Some(Some(refusal)) = probe.try_params(&path, &[&canonical])?.pop() {
+                let prefix = refusal.params_key().map(|k| format!("key `{k}`: ")).unwrap_or_default();
                 return Err(PluginCmdError::BadParams(format!(
                     "{prefix}rejected by plugin `{}` {}: {}",
                     described.name, described.version, refusal.reason

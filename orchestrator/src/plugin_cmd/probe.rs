@@ -87,6 +87,14 @@ pub struct ParamsRefusal {
     pub reason: String,
 }
 
+impl ParamsRefusal {
+    /// The params key to name in a message: `None` when the plugin blamed the object as a whole
+    /// (no key, or the plugin SDK's `<params>`).
+    pub fn params_key(&self) -> Option<&str> {
+        self.key.as_deref().filter(|k| *k != "<params>" && !k.is_empty())
+    }
+}
+
 #[derive(Debug, Deserialize)]
 struct Report {
     format_version: u32,
@@ -163,26 +171,23 @@ impl PluginProbe {
     /// Has the plugin at `path` create an instance from each of `params` (what every job does
     /// first), in one `drover-job plugin info --try-params` subprocess; params objects this
     /// `drover-job` and library accepted before are not asked again (see [`InfoCache`]).
-    /// Returns one verdict per object, in order: `None` when accepted.
+    /// Each of `params` is a params object's canonical JSON (`config::canonical_json`, the
+    /// cache's key). Returns one verdict per object, in order: `None` when accepted.
     ///
     /// # Errors
     /// As [`PluginProbe::info`].
-    pub fn try_params(
-        &self,
-        path: &Path,
-        params: &[&serde_json::Map<String, serde_json::Value>],
-    ) -> Result<Vec<Option<ParamsRefusal>>, PluginProbeError> {
+    pub fn try_params(&self, path: &Path, params: &[&str]) -> Result<Vec<Option<ParamsRefusal>>, PluginProbeError> {
         let cache = InfoCache::for_probe(&self.job_bin, path);
         let known = cache.as_ref().map(InfoCache::accepted_params).unwrap_or_default();
         let known_set: std::collections::HashSet<&str> = known.iter().map(String::as_str).collect();
-        let texts: Vec<String> = params.iter().map(|p| crate::config::canonical_json(&serde_json::Value::Object((*p).clone()))).collect();
+        let digests: Vec<String> = params.iter().map(|text| params_digest(text)).collect();
         let mut verdicts: Vec<Option<ParamsRefusal>> = vec![None; params.len()];
-        let unknown: Vec<usize> = (0..texts.len()).filter(|&i| !known_set.contains(params_digest(&texts[i]).as_str())).collect();
+        let unknown: Vec<usize> = (0..params.len()).filter(|&i| !known_set.contains(digests[i].as_str())).collect();
         if unknown.is_empty() {
             return Ok(verdicts);
         }
-        let stdin = format!("[{}]", unknown.iter().map(|&i| texts[i].as_str()).collect::<Vec<_>>().join(","));
-        let (mut report, stderr) = self.ask_with_stdin("info", path, &["--try-params"], Some(stdin.as_bytes()))?;
+        let stdin = format!("[{}]", unknown.iter().map(|&i| params[i]).collect::<Vec<_>>().join(","));
+        let (mut report, stderr) = self.ask_with_stdin("info", path, &["--try-params"], Some(stdin.into_bytes()))?;
         let instances = report.instances.take();
         self.description((report, stderr.clone()), "info", path)?;
         let instances = instances
@@ -191,7 +196,7 @@ impl PluginProbe {
         let mut accepted = Vec::new();
         for (&i, record) in unknown.iter().zip(instances) {
             if record.accepted {
-                accepted.push(params_digest(&texts[i]));
+                accepted.push(digests[i].clone());
             } else {
                 verdicts[i] = Some(ParamsRefusal { key: record.key, reason: record.reason.unwrap_or_default() });
             }
@@ -216,13 +221,13 @@ impl PluginProbe {
         command: &'static str,
         path: &Path,
         extra: &[&str],
-        input: Option<&[u8]>,
+        input: Option<Vec<u8>>,
     ) -> Result<(Report, String), PluginProbeError> {
         let mut cmd = Command::new(&self.job_bin);
         cmd.arg("plugin").arg(command).arg(path).args(extra);
         // `check` runs the author's whole harness; the others load the library and build instances.
         let timeout = if command == "check" { CHECK_TIMEOUT } else { self.info_timeout };
-        let out = crate::subprocess::run(&mut cmd, input.map(<[u8]>::to_vec), timeout)
+        let out = crate::subprocess::run(&mut cmd, input, timeout)
             .map_err(|source| PluginProbeError::Spawn { job_bin: self.job_bin.clone(), source })?
             .ok_or_else(|| {
                 let why = format!(
@@ -407,9 +412,7 @@ mod cache_tests {
         assert_eq!(calls(tmp.path()), 2, "a changed library is probed again");
 
         // The constructor's verdicts: an acceptance is remembered, a refusal asked again.
-        let good = serde_json::json!({"mode": "good"});
-        let bad = serde_json::json!({"mode": "bad"});
-        let (good, bad) = (good.as_object().unwrap(), bad.as_object().unwrap());
+        let (good, bad) = (r#"{"mode":"good"}"#, r#"{"mode":"bad"}"#);
         assert_eq!(probe.try_params(&so, &[good]).unwrap(), [None]);
         assert_eq!(calls(tmp.path()), 3);
         assert_eq!(probe.try_params(&so, &[good]).unwrap(), [None]);
@@ -429,8 +432,7 @@ mod cache_tests {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&hang, std::fs::Permissions::from_mode(0o755)).unwrap();
         let probe = PluginProbe { info_timeout: std::time::Duration::from_millis(300), ..PluginProbe::new(&hang) };
-        let other = serde_json::json!({"mode": "other"});
-        let err = probe.try_params(&so, &[other.as_object().unwrap()]).unwrap_err().to_string();
+        let err = probe.try_params(&so, &[r#"{"mode":"other"}"#]).unwrap_err().to_string();
         assert!(err.contains("no answer within 0.3 s, so it was stopped (does the plugin hang while loading, or in `new`?)"), "{err}");
     }
 }
