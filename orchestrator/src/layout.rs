@@ -27,6 +27,10 @@ pub const EXIT_JSON: &str = "exit.json";
 pub const SUMMARY_JSON: &str = "summary.json";
 /// `metrics.parquet`: all metrics rows, written at the end of the job.
 pub const METRICS_PARQUET: &str = "metrics.parquet";
+/// `checkpoint.json`: the job's state at a stop part-way, which the next attempt resumes.
+pub const CHECKPOINT_JSON: &str = "checkpoint.json";
+/// `interruptions.jsonl`: one line per checkpointed stop (`reason`, `iteration`), by the job.
+pub const INTERRUPTIONS_JSONL: &str = "interruptions.jsonl";
 
 /// Paths inside one results directory.
 #[derive(Debug, Clone)]

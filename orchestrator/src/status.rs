@@ -64,6 +64,12 @@ impl RunState {
     pub fn is_live(self) -> bool {
         matches!(self, RunState::Pending | RunState::Running)
     }
+
+    /// Whether the run was stopped from outside (cancelled, time limit, preemption), so the
+    /// checkpoint it kept is resumed by the next `drover run`.
+    pub fn stopped_from_outside(self) -> bool {
+        matches!(self, RunState::Cancelled | RunState::TimedOut | RunState::Preempted)
+    }
 }
 
 /// What Slurm says about a task, reduced to what `classify` needs.
@@ -127,7 +133,7 @@ pub fn classify(exit: Option<&ExitRecord>, slurm: SlurmView<'_>, cancelled_by_dr
 /// (cancelled, timed out, preempted): the user's question after a stop is whether the work so
 /// far is lost. A failed run starts over, so it gets no hint.
 pub fn resume_hint(state: RunState, reason: Option<String>, has_checkpoint: bool) -> Option<String> {
-    if !has_checkpoint || !matches!(state, RunState::Cancelled | RunState::TimedOut | RunState::Preempted) {
+    if !has_checkpoint || !state.stopped_from_outside() {
         return reason;
     }
     const HINT: &str = "the next `drover run` resumes it from its checkpoint";

@@ -298,7 +298,7 @@ fn claim(prepared: &mut Prepared, dir: PathBuf, spec: &JobSpec, ranks: u32) -> R
 /// The iterations held by the run's own `checkpoint.json` (written by a job stopped part-way),
 /// if there is one; anything unreadable or of another run is not one, and the run starts over.
 fn checkpoint_iteration(dir: &Path, run_id: &str) -> Option<u64> {
-    let text = std::fs::read_to_string(dir.join("checkpoint.json")).ok()?;
+    let text = std::fs::read_to_string(dir.join(layout::CHECKPOINT_JSON)).ok()?;
     let ck: serde_json::Value = serde_json::from_str(&text).ok()?;
     (ck["run_id"] == run_id).then(|| ck["iteration"].as_u64()).flatten()
 }

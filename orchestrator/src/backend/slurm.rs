@@ -23,7 +23,7 @@ use crate::backend::slurm_config::{Resources, SlurmSettings};
 use crate::backend::slurm_script::{self, ScriptParams};
 use crate::config::RunId;
 use crate::error::RunError;
-use crate::layout::{self, ExitRecord, JobSpec, SweepManifest, EXIT_JSON, SPEC_JSON, SWEEP_JSON};
+use crate::layout::{self, ExitRecord, JobSpec, SweepManifest, CHECKPOINT_JSON, EXIT_JSON, INTERRUPTIONS_JSONL, SPEC_JSON, SWEEP_JSON};
 use crate::plan::Plan;
 use crate::status::{classify, resume_hint, Progress, RunState, RunStatus, SlurmView, StatusReport};
 
@@ -33,8 +33,6 @@ pub const SLURM_DIR: &str = "slurm";
 pub const LEDGER: &str = "submissions.jsonl";
 /// The ledger's format version.
 pub const LEDGER_FORMAT_VERSION: u32 = 1;
-/// A run's checkpoint, written by `drover-job` when it stops part-way and removed when it completes.
-const CHECKPOINT_JSON: &str = "checkpoint.json";
 
 /// What a run's provenance records at submission (the run's `spec.json` is its resolved config;
 /// each attempt adds host and job id to `runs/<id>/attempts.jsonl`).
@@ -333,13 +331,18 @@ impl SweepDir {
     }
 }
 
-/// Reads the run's interruption counts from `interruptions.jsonl` (written by `drover-job`).
+/// The run's checkpointed stops from `interruptions.jsonl` (written by `drover-job`), oldest
+/// first; unreadable lines are skipped, a missing file is none.
+fn interruptions(run_dir: &Path) -> Vec<serde_json::Value> {
+    let Ok(text) = std::fs::read_to_string(run_dir.join(INTERRUPTIONS_JSONL)) else { return Vec::new() };
+    text.lines().filter_map(|line| serde_json::from_str(line).ok()).collect()
+}
+
+/// The run's interruption counts: (time limits, terminations).
 fn interruption_counts(run_dir: &Path) -> (u32, u32) {
-    let Ok(text) = std::fs::read_to_string(run_dir.join("interruptions.jsonl")) else { return (0, 0) };
     let mut counts = (0, 0);
-    for line in text.lines() {
-        let reason = serde_json::from_str::<serde_json::Value>(line).ok().and_then(|v| v["reason"].as_str().map(str::to_string));
-        match reason.as_deref() {
+    for stop in interruptions(run_dir) {
+        match stop["reason"].as_str() {
             Some("time_limit") => counts.0 += 1,
             Some("terminated") => counts.1 += 1,
             _ => {}
@@ -849,11 +852,7 @@ fn retry_kind(st: &RunStatus, settings: &SlurmSettings) -> Option<RetryKind> {
 /// again within one attempt). Judged from the files, not from the budgets now in the sweep
 /// file: raising a budget is exactly what the user does before such a rerun.
 fn resumes_on_rerun(state: RunState, failed_at_stop: bool) -> bool {
-    match state {
-        RunState::Cancelled | RunState::TimedOut | RunState::Preempted => true,
-        RunState::Failed => failed_at_stop,
-        _ => false,
-    }
+    state.stopped_from_outside() || (state == RunState::Failed && failed_at_stop)
 }
 
 /// Whether the run failed at a checkpointed stop: it kept its checkpoint and its last recorded
@@ -863,8 +862,7 @@ fn failed_at_a_stop(run_dir: &Path) -> bool {
     if !run_dir.join(CHECKPOINT_JSON).exists() {
         return false;
     }
-    let Ok(text) = std::fs::read_to_string(run_dir.join("interruptions.jsonl")) else { return false };
-    let last = text.lines().rev().find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["iteration"].as_u64());
+    let last = interruptions(run_dir).iter().rev().find_map(|stop| stop["iteration"].as_u64());
     last.is_some() && last == Progress::read(run_dir, None).map(|p| p.iteration)
 }
 
@@ -1221,14 +1219,14 @@ mod tests {
         let run = tmp.path();
         let write = |name: &str, text: &str| std::fs::write(run.join(name), text).expect("write");
         let rows = |last: u64| (1..=last).map(|i| format!("{{\"iteration\":{i},\"global_step\":{}}}\n", i * 1024)).collect::<String>();
-        write("interruptions.jsonl", "{\"reason\":\"time_limit\",\"iteration\":3}\n{\"reason\":\"time_limit\",\"iteration\":7}\n");
+        write(INTERRUPTIONS_JSONL, "{\"reason\":\"time_limit\",\"iteration\":3}\n{\"reason\":\"time_limit\",\"iteration\":7}\n");
         write("metrics.jsonl", &rows(7));
         assert!(!failed_at_a_stop(run), "no checkpoint");
         write(CHECKPOINT_JSON, "{}");
         assert!(failed_at_a_stop(run), "stopped at its last row");
         write("metrics.jsonl", &rows(9));
         assert!(!failed_at_a_stop(run), "trained past its last stop, then failed");
-        std::fs::remove_file(run.join("interruptions.jsonl")).expect("rm");
+        std::fs::remove_file(run.join(INTERRUPTIONS_JSONL)).expect("rm");
         assert!(!failed_at_a_stop(run), "never stopped");
 
         assert!(resumes_on_rerun(RunState::Failed, true) && !resumes_on_rerun(RunState::Failed, false));
