@@ -240,11 +240,7 @@ pub fn analyze(opts: &Options) -> Result<Outcome, AnalyzeError> {
     let mut table = note.clone().map(|n| format!("{n}\n")).unwrap_or_default();
     let mut markdown = note.map(|n| format!("{n}\n")).unwrap_or_default();
     for s in &sections {
-        let heading = s.heading();
-        if let Some(h) = &heading {
-            table.push_str(&format!("\n{h}:\n"));
-            markdown.push_str(&format!("\n### {h}\n\n"));
-        }
+        s.push_heading(&mut table, &mut markdown);
         table.push_str(&report::render_table(&s.summary)?);
         markdown.push_str(&report::render_markdown(&s.summary)?);
     }
@@ -271,10 +267,7 @@ pub fn analyze(opts: &Options) -> Result<Outcome, AnalyzeError> {
         let (mut text, mut markdown) = (String::new(), String::new());
         for s in &sections {
             let Some(law) = &s.law else { continue };
-            if let Some(h) = s.heading() {
-                text.push_str(&format!("\n{h}:\n"));
-                markdown.push_str(&format!("\n### {h}\n\n"));
-            }
+            s.push_heading(&mut text, &mut markdown);
             text.push_str(&report::render_law_table(&law.summary)?);
             markdown.push_str(&report::render_law_markdown(&law.summary)?);
         }
@@ -370,6 +363,15 @@ impl Section {
     /// `run.env=CartPole-v1 (6 runs)` for a section of one environment.
     fn heading(&self) -> Option<String> {
         self.env.as_ref().map(|env| format!("{ENV}={env} ({})", crate::words::count(self.runs, "run")))
+    }
+
+    /// Starts this section in the printed text and the Markdown file (nothing for the one
+    /// section of a single environment).
+    fn push_heading(&self, text: &mut String, markdown: &mut String) {
+        if let Some(h) = self.heading() {
+            text.push_str(&format!("\n{h}:\n"));
+            markdown.push_str(&format!("\n### {h}\n\n"));
+        }
     }
 }
 
