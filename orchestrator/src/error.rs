@@ -52,7 +52,14 @@ impl fmt::Display for ConfigError {
         } else if let Some(origin) = &self.origin {
             write!(f, "{origin}: ")?;
         }
-        write!(f, "{}", self.kind)
+        write!(f, "{}", self.kind)?;
+        // The list of keys can be 26 long: the one meant is named last, where the eye stops.
+        if let (ConfigErrorKind::UnknownKey { expected }, Some(key)) = (&*self.kind, &self.key) {
+            if let Some(meant) = crate::config::suggest_key(key, expected) {
+                write!(f, "; did you mean `{meant}`?")?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -99,16 +106,22 @@ pub enum ConfigErrorKind {
     /// A key given by two axes at once.
     #[error("conflict: {0}")]
     Conflict(String),
+    /// A `DROVER_*` variable spelled like a sweep setting that no setting reads (a single
+    /// underscore after the table, an unknown table, a misspelled top-level key).
+    #[error("not read as a sweep setting: {0}")]
+    UnreadVariable(String),
     /// A `--set key=value` argument that cannot be parsed.
     #[error("bad --set syntax: {0}")]
     BadSet(String),
     /// `run.plugin` names a plugin that is not in any search directory.
-    #[error("plugin `{name}` not found; searched {}", searched_list(.name, .searched))]
+    #[error("plugin `{name}` not found; searched {}{}", searched_list(.name, .searched), available_list(.name, .available))]
     PluginNotFound {
         /// The plugin name or path as written.
         name: String,
         /// Every file that was tried, in order (for a path, where it resolved to).
         searched: Vec<PathBuf>,
+        /// The names of the plugins that the folders searched do hold (`libdrover_plugin_<name>.so`).
+        available: Vec<String>,
     },
     /// `run.plugin` names a library that `drover-job plugin info` refused or could not inspect.
     #[error("plugin `{name}` cannot be used: {reason}")]
@@ -153,6 +166,16 @@ fn searched_list(name: &str, searched: &[PathBuf]) -> String {
         "{} (add a directory with `plugin_path` in the sweep file or DROVER_PLUGIN_PATH, or build the plugin)",
         files.join(", ")
     )
+}
+
+/// `; plugins found there: a, b; did you mean `b`?` for a name that is not found.
+fn available_list(name: &str, available: &[String]) -> String {
+    if available.is_empty() {
+        return String::new();
+    }
+    let meant = crate::config::closest(name, available.iter().map(String::as_str))
+        .map_or(String::new(), |meant| format!("; did you mean `{meant}`?"));
+    format!("; plugins found there: {}{meant}", available.join(", "))
 }
 
 /// A failure of `drover run` itself (not of a run: failed runs are reported, not errors).

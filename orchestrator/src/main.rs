@@ -31,6 +31,8 @@ struct RunArgs {
     /// The sweep file (TOML).
     sweep: PathBuf,
     /// Override a key, the value parsed as TOML: `--set run.lr=1e-3`, `--set sweep.seeds=[1,2]`.
+    /// The value replaces the key's whole value, a table too: `--set 'sweep.grid={}'` runs no
+    /// grid, `--set sweep.grid.params.x=[1,2]` sets that one axis and keeps the others.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     sets: Vec<String>,
     /// Runs at once (default: `max_parallel` of the sweep file, else the number of cores).

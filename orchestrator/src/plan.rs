@@ -303,7 +303,9 @@ mod tests {
         std::fs::write(&sweep_file, text.replace("\"named\",", "\"nameless\",")).expect("sweep");
         let err = with(&[]).expect_err("missing").to_string();
         assert!(err.contains("key `sweep.grid.run.plugin`: plugin `nameless` not found; searched"), "{err}");
-        assert!(err.contains(&tmp.path().join("exp/../plugins/build/libdrover_plugin_nameless.so").display().to_string()), "{err}");
+        // The folder as meant, `..` taken away on the text (the temp folder may be a symlink).
+        assert!(err.contains(&tmp.path().join("plugins/build/libdrover_plugin_nameless.so").display().to_string()), "{err}");
+        assert!(!err.contains("/../"), "{err}");
     }
 
     /// One relative spelling that the file and an override both use, naming two files (one from

@@ -7,8 +7,8 @@ use figment::providers::{Format, Serialized, Toml};
 use figment::value::{Dict, Map, Value};
 use figment::{Figment, Metadata, Profile, Provider};
 
-use crate::config::file::{PathBases, SweepFile};
-use crate::config::messages::{key_text, plain_kind};
+use crate::config::file::{PathBases, RunConfig, SweepFile};
+use crate::config::messages::{closest, key_text, plain_kind};
 use crate::error::{ConfigError, ConfigErrorKind};
 
 /// One parsed `--set key=value` argument.
@@ -64,9 +64,24 @@ pub fn parse_set(raw: &str, file: &Path) -> Result<SetArg, ConfigError> {
         // A bare word such as `Acrobot-v1` is a string; anything with TOML punctuation that
         // failed to parse is a typo the user should see.
         Err(_) if is_bare_word(value) => toml::Value::String(value.to_string()),
-        Err(e) => return Err(bad(key, format!("cannot parse `{value}` as a TOML value: {}", e.message()))),
+        Err(e) => return Err(bad(key, set_parse_message(value, &e))),
     };
     Ok(SetArg { raw: raw.to_string(), path, value })
+}
+
+/// Why `value` is no TOML value, on one line and in the words of a value: `toml` parses it as
+/// `v = <value>`, so its "expected newline, `#`" means text after a whole value, such as the
+/// comma of `64,64`, which is a list without its brackets.
+fn set_parse_message(value: &str, e: &toml::de::Error) -> String {
+    let what = e.message().trim().replace('\n', "; ");
+    let unbracketed_list = value.contains(',') && !value.starts_with(['[', '{', '"', '\'']);
+    if unbracketed_list {
+        return format!("cannot parse `{value}` as one TOML value: a list is written in brackets, `[{value}]`");
+    }
+    if what.starts_with("expected newline") {
+        return format!("cannot parse `{value}` as one TOML value: there is text after the value (quote text with spaces or punctuation: key='\"{value}\"')");
+    }
+    format!("cannot parse `{value}` as a TOML value: {what}")
 }
 
 fn is_bare_word(s: &str) -> bool {
@@ -127,13 +142,94 @@ pub fn load_str(file: &Path, text: &str, env: &[(String, String)], sets: &[SetAr
     if let Err(e) = text.parse::<toml::Table>() {
         return Err(ConfigError::whole_file(file, ConfigErrorKind::Syntax(syntax_message(text, &e))));
     }
-    let mut figment = Figment::new().merge(FileText(text)).merge(EnvSnapshot(env.to_vec()));
-    for set in sets {
-        figment = figment.merge(SetProvider(set));
+    check_env_names(file, env)?;
+    // An override replaces the value at its key whole (`--set 'sweep.grid={}'` clears the grid),
+    // where figment's merge would join two tables key by key: each source loses what a later
+    // one sets before the merge.
+    let set_paths: Vec<Vec<String>> = sets.iter().map(|s| s.path.clone()).collect();
+    let overridden: Vec<Vec<String>> = env_entries(env).map(|(path, _, _)| path).chain(set_paths.iter().cloned()).collect();
+    let mut figment =
+        Figment::new().merge(Without::new(FileText(text), overridden)).merge(Without::new(EnvSnapshot(env.to_vec()), set_paths.clone()));
+    for (i, set) in sets.iter().enumerate() {
+        figment = figment.merge(Without::new(SetProvider(set), set_paths[i + 1..].to_vec()));
     }
     let mut parsed: SweepFile = figment.extract().map_err(|e| convert_figment_error(file, &figment, e))?;
+    check_overrides_reach_a_run(file, &parsed, env, sets)?;
     parsed.bases = path_bases(file, &figment);
     Ok(parsed)
+}
+
+/// Refuses a `DROVER_*` variable that is spelled like a sweep setting but that no setting reads,
+/// which would otherwise be ignored without a word: `DROVER_RUN_NUM_ENVS` (one underscore after
+/// the table), `DROVER_RUNS__NUM_ENVS` (no such table; only sweep settings use `__`),
+/// `DROVER_MAX_PARALEL`. The runtime's own variables (`DROVER_PLUGIN_PATH`, ...) match none of these.
+fn check_env_names(file: &Path, env: &[(String, String)]) -> Result<(), ConfigError> {
+    let tables = ["run", "params", "sweep", "local", "slurm"];
+    for (name, _) in env {
+        let Some(rest) = name.strip_prefix("DROVER_") else { continue };
+        let key = rest.to_ascii_lowercase();
+        if ENV_TOP_KEYS.contains(&key.as_str()) || ENV_SECTIONS.iter().any(|s| key.starts_with(s)) {
+            continue;
+        }
+        let unread = |why: String| {
+            Err(ConfigError::whole_file(file, ConfigErrorKind::UnreadVariable(why)).with_origin(format!("environment variable `{name}`")))
+        };
+        let upper = |table: &str, key: &str| format!("DROVER_{}__{}", table.to_ascii_uppercase(), key.to_ascii_uppercase());
+        if let Some((table, key)) = key.split_once("__") {
+            let meant = closest(table, tables).map_or(String::new(), |t| format!("; did you mean `{}`?", upper(t, key)));
+            return unread(format!(
+                "`{table}` is not a table of the sweep file (`DROVER_<TABLE>__<KEY>` sets a key of run, params, sweep, local or slurm){meant}"
+            ));
+        }
+        let single = tables.iter().find_map(|table| {
+            let key = key.strip_prefix(table)?.strip_prefix('_')?;
+            let known = match *table {
+                "run" => RunConfig::KEYS.contains(&key),
+                "sweep" => ["seeds", "grid", "cases"].contains(&key),
+                "params" => !key.is_empty(),
+                // `[local]`/`[slurm]` keys are not listed here, and `DROVER_SLURM_SKIP` is a script's.
+                _ => false,
+            };
+            known.then(|| upper(table, key))
+        });
+        if let Some(meant) = single {
+            return unread(format!("a table and its key are separated by a double underscore; did you mean `{meant}`?"));
+        }
+        if let Some(top) = closest(&key, ENV_TOP_KEYS.iter().copied()).filter(|top| top.len() > 4) {
+            return unread(format!("did you mean `DROVER_{}`?", top.to_ascii_uppercase()));
+        }
+    }
+    Ok(())
+}
+
+/// Refuses an override of a `[run]` or `[params]` key that no run would see: a grid axis, a key
+/// set by every case, or `run.seed` beside `sweep.seeds` replace it in every run, so the
+/// override would change nothing, silently. A value in the file under such an axis is a default
+/// and stays allowed, and so does a whole table given at once (`--set 'params={..}'`).
+fn check_overrides_reach_a_run(file: &Path, parsed: &SweepFile, env: &[(String, String)], sets: &[SetArg]) -> Result<(), ConfigError> {
+    let paths = env_entries(env).map(|(path, _, _)| path).chain(sets.iter().map(|s| s.path.clone()));
+    for path in paths {
+        let [table, key] = path.as_slice() else { continue };
+        // `run.env` and `run.plugin` are required and checked (the plugin found) in `[run]` even
+        // under an axis, so an override of them does reach something.
+        if !(table == "run" || table == "params") || (table == "run" && (key == "env" || key == "plugin")) {
+            continue;
+        }
+        let axis = format!("{table}.{key}");
+        let cases = parsed.sweep.cases.as_deref().unwrap_or_default();
+        let why = if axis == "run.seed" && parsed.sweep.seeds.is_some() {
+            "`sweep.seeds` gives every run its seed: set the seeds instead, `--set sweep.seeds=[..]`".to_string()
+        } else if parsed.sweep.grid.contains_key(&axis) {
+            format!("`{axis}` is a grid axis, whose values replace this one in every run: set the axis instead, `--set 'sweep.grid.{axis}=[..]'`")
+        } else if !cases.is_empty() && cases.iter().all(|case| case.contains_key(&axis)) {
+            format!("every case of `sweep.cases` sets `{axis}`, which replaces this value in every run: change the cases instead")
+        } else {
+            continue;
+        };
+        let origin = override_origin(&axis, env, sets).unwrap_or_else(|| "an override".into());
+        return Err(ConfigError::new(file, axis.as_str(), ConfigErrorKind::Conflict(why)).with_origin(origin));
+    }
+    Ok(())
 }
 
 /// Which base each relative path of the merged configuration has: the folder of `file` for a
@@ -193,14 +289,8 @@ impl Provider for EnvSnapshot {
     }
     fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
         let mut dict = Dict::new();
-        for (name, value) in &self.0 {
-            let Some(key) = name.strip_prefix("DROVER_") else { continue };
-            let key = key.to_ascii_lowercase();
-            if !(ENV_TOP_KEYS.contains(&key.as_str()) || ENV_SECTIONS.iter().any(|s| key.starts_with(s))) {
-                continue;
-            }
-            let path: Vec<&str> = key.split("__").collect();
-            // figment's own env value grammar: TOML-like scalars and arrays, else a string.
+        for (path, _, value) in env_entries(&self.0) {
+            // figment's own env value grammar: TOML-like scalars, arrays and tables, else a string.
             let parsed: figment::value::Value = match value.parse() {
                 Ok(v) => v,
                 Err(never) => match never {},
@@ -216,6 +306,59 @@ impl Provider for EnvSnapshot {
             }
         }
         Ok(Profile::Default.collect(dict))
+    }
+}
+
+/// The `DROVER_*` variables of `env` that configure the sweep: (key path, name, value). The
+/// others (`DROVER_PLUGIN_PATH`, `DROVER_JOB_BIN`, ...) belong to the runtime.
+fn env_entries(env: &[(String, String)]) -> impl Iterator<Item = (Vec<String>, &str, &str)> {
+    env.iter().filter_map(|(name, value)| {
+        let key = name.strip_prefix("DROVER_")?.to_ascii_lowercase();
+        let known = ENV_TOP_KEYS.contains(&key.as_str()) || ENV_SECTIONS.iter().any(|s| key.starts_with(s));
+        known.then(|| (key.split("__").map(str::to_string).collect(), name.as_str(), value.as_str()))
+    })
+}
+
+/// A provider whose values at `paths` are taken out, because a later source sets those keys and
+/// an override replaces a value whole rather than joining its table with the earlier one.
+struct Without<P> {
+    inner: P,
+    paths: Vec<Vec<String>>,
+}
+
+impl<P> Without<P> {
+    fn new(inner: P, paths: Vec<Vec<String>>) -> Self {
+        Without { inner, paths }
+    }
+}
+
+impl<P: Provider> Provider for Without<P> {
+    fn metadata(&self) -> Metadata {
+        self.inner.metadata()
+    }
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        let mut data = self.inner.data()?;
+        for dict in data.values_mut() {
+            for path in &self.paths {
+                remove_path(dict, path);
+            }
+        }
+        Ok(data)
+    }
+}
+
+/// Removes the value at `path` (table keys) from `dict`, if there is one.
+fn remove_path(dict: &mut Dict, path: &[String]) {
+    match path {
+        [] => {}
+        [last] => {
+            dict.remove(last);
+        }
+        [first, rest @ ..] => {
+            if let Some(Value::Dict(_, inner)) = dict.get_mut(first) {
+                remove_path(inner, rest);
+            }
+        }
     }
 }
 
@@ -243,11 +386,7 @@ pub fn override_origin(key: &str, env: &[(String, String)], sets: &[SetArg]) -> 
     if let Some(set) = sets.iter().rev().find(|s| related(&s.path.join("."))) {
         return Some(format!("`--set {}`", set.raw));
     }
-    env.iter().map(|(name, _)| name).find_map(|name| {
-        let rest = name.strip_prefix("DROVER_")?.to_ascii_lowercase();
-        let known = ENV_TOP_KEYS.contains(&rest.as_str()) || ENV_SECTIONS.iter().any(|s| rest.starts_with(s));
-        (known && related(&rest.replace("__", "."))).then(|| format!("environment variable `{name}`"))
-    })
+    env_entries(env).find_map(|(path, name, _)| related(&path.join(".")).then(|| format!("environment variable `{name}`")))
 }
 
 /// Maps figment's error (path + kind + metadata) to a `ConfigError` naming the key (`a.b[0].c`,
@@ -295,6 +434,73 @@ mod tests {
         }
         let grid = parse_set("sweep.grid.params.clip_coef=[0.1]", f).unwrap();
         assert_eq!(grid.path, ["sweep", "grid", "params.clip_coef"]);
+    }
+
+    /// A `--set` value that is not TOML says why in a value's words, on one line: before, `64,64`
+    /// got toml's "expected newline, `#`" (it parses `v = 64,64`), and an unclosed list's message
+    /// ran over two lines.
+    #[test]
+    fn set_values_that_are_not_toml_say_why_on_one_line() {
+        let f = Path::new("s.toml");
+        let cases = [
+            ("run.hidden=64,64", "key `run.hidden` (from `--set run.hidden=64,64`): bad --set syntax: cannot parse `64,64` as one TOML value: a list is written in brackets, `[64,64]`"),
+            ("sweep.seeds=1, 2", "cannot parse `1, 2` as one TOML value: a list is written in brackets, `[1, 2]`"),
+            ("run.lr=1e-3 3", "cannot parse `1e-3 3` as one TOML value: there is text after the value (quote text with spaces or punctuation: key='\"1e-3 3\"')"),
+            ("sweep.seeds=[1, 2", "cannot parse `[1, 2` as a TOML value: invalid array; expected `]`"),
+        ];
+        for (raw, expected) in cases {
+            let err = parse_set(raw, f).expect_err(raw).to_string();
+            assert!(err.contains(expected), "{raw}:\n  got      {err}\n  expected {expected}");
+            assert!(!err.contains('\n') && !err.contains("expected newline"), "{err}");
+        }
+    }
+
+    /// `DROVER_*` variables spelled like sweep settings that nothing reads are refused with the
+    /// name meant; before, each was ignored without a word. The runtime's own variables pass.
+    #[test]
+    fn misspelled_drover_variables_are_refused_with_the_name_meant() {
+        let f = Path::new("s.toml");
+        let text = "name = \"t\"\n[run]\nenv = \"CartPole-v1\"\nplugin = \"ppo\"\n";
+        let at = "failed to load sweep file `s.toml`: environment variable";
+        let cases = [
+            ("DROVER_RUN_NUM_ENVS", format!("{at} `DROVER_RUN_NUM_ENVS`: not read as a sweep setting: a table and its key are separated by a double underscore; did you mean `DROVER_RUN__NUM_ENVS`?")),
+            ("DROVER_SWEEP_SEEDS", format!("{at} `DROVER_SWEEP_SEEDS`: not read as a sweep setting: a table and its key are separated by a double underscore; did you mean `DROVER_SWEEP__SEEDS`?")),
+            ("DROVER_PARAMS_CLIP_COEF", format!("{at} `DROVER_PARAMS_CLIP_COEF`: not read as a sweep setting: a table and its key are separated by a double underscore; did you mean `DROVER_PARAMS__CLIP_COEF`?")),
+            ("DROVER_RUNS__NUM_ENVS", format!("{at} `DROVER_RUNS__NUM_ENVS`: not read as a sweep setting: `runs` is not a table of the sweep file (`DROVER_<TABLE>__<KEY>` sets a key of run, params, sweep, local or slurm); did you mean `DROVER_RUN__NUM_ENVS`?")),
+            ("DROVER_X__Y", format!("{at} `DROVER_X__Y`: not read as a sweep setting: `x` is not a table of the sweep file (`DROVER_<TABLE>__<KEY>` sets a key of run, params, sweep, local or slurm)")),
+            ("DROVER_MAX_PARALEL", format!("{at} `DROVER_MAX_PARALEL`: not read as a sweep setting: did you mean `DROVER_MAX_PARALLEL`?")),
+            ("DROVER_RESULT_DIR", format!("{at} `DROVER_RESULT_DIR`: not read as a sweep setting: did you mean `DROVER_RESULTS_DIR`?")),
+        ];
+        for (name, expected) in cases {
+            let err = load_str(f, text, &[(name.to_string(), "1".to_string())], &[]).expect_err(name).to_string();
+            assert_eq!(err, expected, "{name}");
+        }
+        let runtime = ["DROVER_PLUGIN_PATH", "DROVER_JOB_BIN", "DROVER_ALLREDUCE", "DROVER_CACHE_DIR", "DROVER_REQUIRE_GPU", "DROVER_REQUIRE_NCCL", "DROVER_NCCL_LIBRARY", "DROVER_SLURM_SKIP", "DROVER_KERNEL_CACHE", "DROVER_MPIRUN", "DROVER_PLUGIN_DIR", "DROVER_JOB_LOCK_FD", "DROVER_CHAOS_SEED", "DROVER_BUSY_WAIT_S", "DROVER_FAULT_KILL_RANK", "DROVER_BLESS_ABI_LAYOUT"];
+        let env: Vec<(String, String)> = runtime.iter().map(|n| (n.to_string(), "1".to_string())).collect();
+        load_str(f, text, &env, &[]).expect("the runtime's variables are not sweep settings");
+    }
+
+    /// An override that no run would see (a grid axis, a key every case sets, `run.seed` beside
+    /// `sweep.seeds`) is refused naming it; before, the runs went ahead without it.
+    #[test]
+    fn overrides_hidden_by_an_axis_in_every_run_are_refused() {
+        let f = Path::new("s.toml");
+        let text = "name = \"t\"\n[run]\nenv = \"CartPole-v1\"\nplugin = \"ppo\"\n[params]\nent_coef = 0.0\n[sweep]\nseeds = [1, 2]\n[sweep.grid]\n\"params.ent_coef\" = [0.0, 0.01]\n[[sweep.cases]]\n\"run.lr\" = 0.1\n[[sweep.cases]]\n\"run.lr\" = 0.2\n\"run.num_envs\" = 4\n";
+        let at = "failed to load sweep file `s.toml`: key";
+        let set = |raw: &str| parse_set(raw, f).expect("parses");
+        let env = |name: &str| vec![(name.to_string(), "3".to_string())];
+        let cases = [
+            (load_str(f, text, &[], &[set("params.ent_coef=0.1")]), format!("{at} `params.ent_coef` (from `--set params.ent_coef=0.1`): conflict: `params.ent_coef` is a grid axis, whose values replace this one in every run: set the axis instead, `--set 'sweep.grid.params.ent_coef=[..]'`")),
+            (load_str(f, text, &env("DROVER_RUN__LR"), &[]), format!("{at} `run.lr` (from environment variable `DROVER_RUN__LR`): conflict: every case of `sweep.cases` sets `run.lr`, which replaces this value in every run: change the cases instead")),
+            (load_str(f, text, &[], &[set("run.seed=3")]), format!("{at} `run.seed` (from `--set run.seed=3`): conflict: `sweep.seeds` gives every run its seed: set the seeds instead, `--set sweep.seeds=[..]`")),
+        ];
+        for (outcome, expected) in cases {
+            assert_eq!(outcome.map(|_| ()).map_err(|e| e.to_string()), Err(expected));
+        }
+        // A key one case leaves alone reaches that case's runs; the file's own default under an axis is fine.
+        load_str(f, text, &[], &[set("run.num_envs=16")]).expect("reaches the first case");
+        load_str(f, text, &[], &[set("run.seed=3"), set("sweep.seeds={count=1}")]).expect_err("seeds still set");
+        load_str(f, text, &[], &[set("params.ent_coef=0.1"), set("sweep.grid={}")]).expect("the axis is gone");
     }
 
     #[test]

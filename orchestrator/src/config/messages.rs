@@ -54,7 +54,15 @@ pub(crate) fn key_text(segments: &[String], lookup: impl Fn(&str) -> Option<Valu
 pub(crate) fn plain_kind(kind: &Kind) -> ConfigErrorKind {
     match kind {
         Kind::InvalidType(actual, expected) => {
-            ConfigErrorKind::WrongType(format!("found {}, expected {}", plain_found(actual), plain_expected(expected)))
+            let plain = plain_expected(expected);
+            let hint = match actual {
+                // `total_steps = 1e6` is a float in TOML, which a reader of the file does not see.
+                Actual::Float(v) if v.is_finite() && v.fract() == 0.0 && plain.starts_with("a whole number") => {
+                    format!(" (TOML reads `1e6` and `8.0` as fractional numbers: write it as digits, `{v:.0}`)")
+                }
+                _ => String::new(),
+            };
+            ConfigErrorKind::WrongType(format!("found {}, expected {plain}{hint}", plain_found(actual)))
         }
         Kind::InvalidValue(actual, expected) => {
             ConfigErrorKind::InvalidValue(format!("found {}, expected {}", plain_found(actual), plain_expected(expected)))
@@ -71,6 +79,70 @@ pub(crate) fn plain_kind(kind: &Kind) -> ConfigErrorKind {
         Kind::MissingField(_) => ConfigErrorKind::Missing,
         other => ConfigErrorKind::InvalidValue(other.to_string()),
     }
+}
+
+/// The closest of `candidates` to `word` when it is close enough to be a typo of it (letters
+/// swapped, one missing or extra or wrong per three), ignoring case; for "did you mean" hints.
+pub(crate) fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let word = word.to_ascii_lowercase();
+    let limit = (word.chars().count() / 3).max(1);
+    candidates
+        .into_iter()
+        .map(|c| (edit_distance(&word, &c.to_ascii_lowercase()), c))
+        .filter(|(d, c)| *d <= limit && !c.contains('<'))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+/// The key of `expected` that the unknown `key` (as a message spells it: `run.num_env`,
+/// `sweep.grid.param.x`) was probably meant to be, written as that place spells its keys: the
+/// last segments of `key`, as many as the candidate has, compared with the candidate, and a
+/// `params.<name>` candidate matched by its table's name.
+pub(crate) fn suggest_key(key: &str, expected: &[String]) -> Option<String> {
+    let segments: Vec<&str> = key.split('.').collect();
+    let tail = |n: usize| segments.len().checked_sub(n).map(|start| segments[start..].join("."));
+    let mut best: Option<(usize, String)> = None;
+    for candidate in expected {
+        let n = candidate.split('.').count();
+        let Some(typed) = tail(n) else { continue };
+        let (distance, meant) = match candidate.strip_suffix(".<name>") {
+            // `param.x` for `params.<name>`: the table's name is the typo, the rest is free.
+            Some(table) => match typed.split_once('.') {
+                Some((t, name)) if t != table => (edit_distance(&t.to_ascii_lowercase(), table), format!("{table}.{name}")),
+                _ => continue,
+            },
+            None => (edit_distance(&typed.to_ascii_lowercase(), candidate), candidate.clone()),
+        };
+        let limit = (typed.chars().count() / 3).max(1);
+        if distance <= limit && distance > 0 && best.as_ref().is_none_or(|(d, _)| distance < *d) {
+            best = Some((distance, meant));
+        }
+    }
+    best.map(|(_, meant)| meant)
+}
+
+/// Optimal string alignment distance: insertions, deletions, substitutions and swaps of two
+/// neighbours (`nmae` → `name` is one), each costing 1.
+pub(crate) fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut best = (d[i - 1][j] + 1).min(d[i][j - 1] + 1).min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = best;
+        }
+    }
+    d[a.len()][b.len()]
 }
 
 /// The value found, as the user wrote it: `string "eight"`, `` `1.5` ``, `a list`; no Rust names.
@@ -165,6 +237,51 @@ mod tests {
         for (rust, plain) in cases {
             assert_eq!(plain_expected(rust), plain, "{rust}");
         }
+    }
+
+    #[test]
+    fn typos_find_the_key_meant_and_strangers_find_none() {
+        let keys = ["name", "num_envs", "num_steps", "max_parallel", "seeds", "params.<name>"];
+        let cases = [
+            ("nmae", Some("name")),
+            ("num_env", Some("num_envs")),
+            ("NUM_STEPS", Some("num_steps")),
+            ("max_paralel", Some("max_parallel")),
+            ("seed", Some("seeds")),
+            ("learning_rate", None),
+            ("x", None),
+            ("params.<name>", None),
+        ];
+        for (word, meant) in cases {
+            assert_eq!(closest(word, keys), meant, "{word}");
+        }
+        assert_eq!(edit_distance("nmae", "name"), 1);
+        assert_eq!(edit_distance("", "abc"), 3);
+    }
+
+    #[test]
+    fn unknown_keys_suggest_the_key_of_their_place() {
+        let run: Vec<String> = ["env", "num_envs", "lr"].iter().map(|s| s.to_string()).collect();
+        let axes: Vec<String> = ["run.env", "run.num_envs", "run.lr", "params.<name>"].iter().map(|s| s.to_string()).collect();
+        let top: Vec<String> = ["name", "sweep", "run", "params"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(suggest_key("run.num_env", &run).as_deref(), Some("num_envs"));
+        assert_eq!(suggest_key("nmae", &top).as_deref(), Some("name"));
+        assert_eq!(suggest_key("sweeps", &top).as_deref(), Some("sweep"));
+        assert_eq!(suggest_key("param", &top).as_deref(), Some("params"));
+        assert_eq!(suggest_key("sweep.grid.run.lrr", &axes).as_deref(), Some("run.lr"));
+        assert_eq!(suggest_key("sweep.cases[0].run.num_env", &axes).as_deref(), Some("run.num_envs"));
+        assert_eq!(suggest_key("sweep.grid.param.ent_coef", &axes).as_deref(), Some("params.ent_coef"));
+        assert_eq!(suggest_key("run.learning_rate", &run), None);
+        assert_eq!(suggest_key("sweep.grid.foo.bar", &axes), None);
+    }
+
+    /// `total_steps = 1e6` is a float to TOML: the message says so and how to write it.
+    #[test]
+    fn a_whole_float_for_a_whole_number_says_how_to_write_it() {
+        let kind = plain_kind(&Kind::InvalidType(Actual::Float(1e6), "u64".into())).to_string();
+        assert_eq!(kind, "wrong type: found `1000000.0`, expected a whole number, 0 or more (TOML reads `1e6` and `8.0` as fractional numbers: write it as digits, `1000000`)");
+        let kind = plain_kind(&Kind::InvalidType(Actual::Float(8.5), "u32".into())).to_string();
+        assert_eq!(kind, "wrong type: found `8.5`, expected a whole number from 0 to 4294967295");
     }
 
     #[test]

@@ -69,6 +69,14 @@
 //!    `--set 'sweep.grid.params.clip_coef=[0.1,0.3]'`); a bare word that is not TOML is taken as a
 //!    string (`--set run.env=Acrobot-v1`). After `sweep.grid.` the whole rest is the axis name.
 //!
+//! An override replaces the value at its key whole, a table as much as a number: `--set
+//! 'sweep.grid={}'` (or `DROVER_SWEEP__GRID={}`) runs no grid, `--set 'sweep.grid={"params.x"=[1,2]}'`
+//! makes `params.x` the only axis, `--set 'sweep.seeds={count=3}'` starts at 0 whatever the file's
+//! `start`, and `--set 'sweep.cases=[]'` runs no cases (`cases = []` is no cases, as an empty grid
+//! is no axes). To change one entry and keep the rest, name it: `--set sweep.grid.params.x=[1,2]`
+//! replaces or adds that axis alone. Among overrides the later wins (every `DROVER_*` variable
+//! comes before the first `--set`), whichever of the two keys is the deeper.
+//!
 //! # Relative paths
 //!
 //! A relative `plugin_path` entry or `run.plugin` path written in the file is relative to the
@@ -111,4 +119,5 @@ pub use ids::{canonical_json, ConfigId, RunId};
 pub use load::{load, load_str, override_origin, parse_set, SetArg};
 pub use plugin::PluginSearch;
 pub use sweep::{AxisKey, PluginRef, Sweep, MAX_RUNS};
+pub(crate) use messages::{closest, suggest_key};
 pub(crate) use sweep::{check_path_text, is_plugin_path};

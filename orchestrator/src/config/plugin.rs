@@ -47,16 +47,17 @@ impl PluginSearch {
     /// for a value the file wrote; empty for the working directory). A missing plugin's error
     /// names the absolute path(s) tried, so a base that was not the one meant shows.
     pub fn resolve_in(&self, spec: &str, base: &Path, file: &Path) -> Result<PathBuf, ConfigError> {
-        let not_found = |searched: Vec<PathBuf>| {
+        let not_found = |searched: Vec<PathBuf>, available: Vec<String>| {
             // `absolute` does no I/O beyond reading the working directory; without one, as given.
-            let searched = searched.into_iter().map(|p| std::path::absolute(&p).unwrap_or(p)).collect();
-            ConfigError::new(file, "run.plugin", ConfigErrorKind::PluginNotFound { name: spec.to_string(), searched })
+            // `configs/../target/release` is shown as `target/release`, the folder meant.
+            let searched = searched.into_iter().map(|p| lexically_normal(&std::path::absolute(&p).unwrap_or(p))).collect();
+            ConfigError::new(file, "run.plugin", ConfigErrorKind::PluginNotFound { name: spec.to_string(), searched, available })
         };
         if is_plugin_path(spec) {
             let path = base.join(spec);
             return match path.canonicalize() {
                 Ok(abs) if abs.is_file() => Ok(abs),
-                _ => Err(not_found(vec![path])),
+                _ => Err(not_found(vec![path], Vec::new())),
             };
         }
         let candidates = candidate_names(spec);
@@ -71,8 +72,51 @@ impl PluginSearch {
                 searched.push(path);
             }
         }
-        Err(not_found(searched))
+        Err(not_found(searched, self.available()))
     }
+
+    /// The names of the plugins in the search folders (`libdrover_plugin_<name>.so`), sorted, each
+    /// once: a misspelled name's error lists them. Unreadable folders are skipped.
+    fn available(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .dirs
+            .iter()
+            .filter_map(|dir| std::fs::read_dir(dir).ok())
+            .flatten()
+            .filter_map(|entry| {
+                let name = entry.ok()?.file_name().into_string().ok()?;
+                Some(name.strip_prefix("libdrover_plugin_")?.strip_suffix(".so")?.to_string())
+            })
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+}
+
+/// `path` with `.` dropped and each `..` taking away the component before it, on the text alone:
+/// no symlink is resolved (a message shows the folder the user named, the file looked for is the
+/// same). A `..` with nothing before it stays, and one at the root is the root.
+fn lexically_normal(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out: Vec<Component<'_>> = Vec::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => match out.last() {
+                Some(Component::Normal(_)) => {
+                    out.pop();
+                }
+                Some(Component::RootDir | Component::Prefix(_)) => {}
+                Some(Component::ParentDir | Component::CurDir) | None => out.push(component),
+            },
+            other => out.push(other),
+        }
+    }
+    if out.is_empty() {
+        return PathBuf::from(".");
+    }
+    out.iter().collect()
 }
 
 /// `ppo` → `libdrover_plugin_ppo.so`, `libppo.so`; cargo turns `-` in crate names into `_`.
@@ -118,6 +162,62 @@ mod tests {
         let err = search.resolve("./missing.so", Path::new("s.toml")).unwrap_err().to_string();
         let cwd = std::env::current_dir().unwrap();
         assert!(err.contains(&format!("plugin `./missing.so` not found; searched `{}`", cwd.join("missing.so").display())), "{err}");
+    }
+
+    /// A name not found lists the plugins the search folders hold and the one probably meant.
+    #[test]
+    fn a_misspelled_name_lists_the_plugins_there() {
+        let a = tempfile::tempdir().unwrap();
+        let b = tempfile::tempdir().unwrap();
+        for (dir, file) in [(&a, "libdrover_plugin_ppo.so"), (&a, "libdrover_plugin_grpo.so"), (&b, "libdrover_plugin_ppo.so"), (&b, "libother.so")] {
+            std::fs::write(dir.path().join(file), b"").unwrap();
+        }
+        let search = PluginSearch::new(&[a.path().to_path_buf(), b.path().to_path_buf()], None, None);
+        let f = Path::new("s.toml");
+        let err = search.resolve("pop", f).unwrap_err().to_string();
+        assert!(err.ends_with("or build the plugin); plugins found there: grpo, ppo; did you mean `ppo`?"), "{err}");
+        let err = search.resolve("sac", f).unwrap_err().to_string();
+        assert!(err.ends_with("; plugins found there: grpo, ppo"), "{err}");
+        let empty = PluginSearch::new(&[b.path().join("none")], None, None);
+        assert!(empty.resolve("ppo", f).unwrap_err().to_string().ends_with("or build the plugin)"));
+    }
+
+    #[test]
+    fn lexical_normal_form_drops_dot_dot_without_reading_the_disk() {
+        let cases = [
+            ("/work/x/configs/../target/release", "/work/x/target/release"),
+            ("/a/./b/../../c", "/c"),
+            ("/../a", "/a"),
+            ("a/../../b", "../b"),
+            ("../../a/b/..", "../../a"),
+            ("a/..", "."),
+            ("/a/b/", "/a/b"),
+        ];
+        for (path, normal) in cases {
+            assert_eq!(lexically_normal(Path::new(path)), Path::new(normal), "{path}");
+        }
+    }
+
+    /// A search folder or a plugin path written with `..` is named without it when the plugin is
+    /// not found, and the same files are found as before: `dir/sub/../libx.so` is `dir/libx.so`.
+    #[test]
+    fn not_found_messages_show_folders_without_dot_dot() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().canonicalize().unwrap();
+        std::fs::create_dir_all(root.join("configs")).unwrap();
+        std::fs::create_dir_all(root.join("target/release")).unwrap();
+        std::fs::write(root.join("target/release/libdrover_plugin_ppo.so"), b"").unwrap();
+        let dotted = root.join("configs/../target/release");
+        let search = PluginSearch::new(&[dotted], None, None);
+        let f = root.join("configs/s.toml");
+        assert_eq!(search.resolve("ppo", &f).unwrap(), root.join("target/release/libdrover_plugin_ppo.so"));
+        let err = search.resolve("nope", &f).unwrap_err().to_string();
+        let clean = root.join("target/release/libdrover_plugin_nope.so");
+        assert!(err.contains(&format!("searched `{}`", clean.display())), "{err}");
+        assert!(!err.contains("/../"), "{err}");
+        let err = search.resolve_in("../lib/libx.so", &root.join("configs"), &f).unwrap_err().to_string();
+        assert!(err.contains(&format!("searched `{}`", root.join("lib/libx.so").display())), "{err}");
+        assert!(!err.contains("/../"), "{err}");
     }
 
     /// A relative path is taken from the base given (the sweep file's folder), not from the

@@ -445,11 +445,14 @@ impl Spec {
         let text = "name = \"c\"\n[run]\nenv = \"CartPole-v1\"\nplugin = \"ppo\"\n".to_string();
         let (start, count) = self.seeds;
         let mut sets = vec![
-            format!("run.lr={}", self.lr.scientific()),
             format!("run.max_grad_norm={}", self.max_grad_norm),
             format!("run.num_envs={}", self.num_envs),
             format!("sweep.seeds={{count={count},start={start}}}"),
         ];
+        // Under an lr axis no run sees the base lr, and an override no run sees is refused.
+        if self.lr_axis.is_empty() {
+            sets.push(format!("run.lr={}", self.lr.scientific()));
+        }
         for (k, v) in &self.params {
             sets.push(format!("params.{k}={}", v.render(true)));
         }

@@ -221,9 +221,10 @@ impl Sweep {
         // Alphabetical by dotted key, like labels, so the run order is predictable from the file.
         grid.sort_by_key(|(k, _)| k.to_string());
 
-        let cases = match &file.sweep.cases {
+        // `cases = []` is no cases, as an empty grid is no axes: it is how `--set 'sweep.cases=[]'`
+        // turns a file's cases off, and zero runs is no useful reading of it.
+        let cases = match file.sweep.cases.as_deref().filter(|cases| !cases.is_empty()) {
             None => vec![Vec::new()],
-            Some(cases) if cases.is_empty() => return Err(err("sweep.cases", ConfigErrorKind::EmptyAxis)),
             Some(cases) => {
                 let mut out = Vec::with_capacity(cases.len());
                 for (i, case) in cases.iter().enumerate() {
@@ -251,10 +252,7 @@ impl Sweep {
             .try_fold(cases.len().saturating_mul(seeds.len()), |acc, (_, values)| acc.checked_mul(values.len()))
             .filter(|n| *n <= MAX_RUNS);
         if total.is_none() {
-            return Err(err(
-                "sweep",
-                ConfigErrorKind::InvalidValue(format!("expands to more than {MAX_RUNS} runs")),
-            ));
+            return Err(err("sweep", ConfigErrorKind::InvalidValue(too_many_runs(cases.len(), &grid, seeds.len()))));
         }
 
         check_combinations(&base_run, &base_params, &grid, &cases).map_err(|(key, kind)| err(&key, kind))?;
@@ -331,6 +329,21 @@ pub struct PluginRef {
     /// What a relative path is relative to: the sweep file's folder when the file wrote it, the
     /// working directory (empty) when an override did, or for a name.
     pub base: PathBuf,
+}
+
+/// "expands to N runs (2 cases × 10 `params.a` × 3 seeds), more than 100000": which factors to
+/// shrink. The count is exact in `u128` (fewer than 2^128 for any file that fits in memory).
+fn too_many_runs(cases: usize, grid: &[(AxisKey, Vec<Value>)], seeds: usize) -> String {
+    let mut factors = Vec::new();
+    if cases > 1 {
+        factors.push(format!("{cases} cases"));
+    }
+    factors.extend(grid.iter().filter(|(_, v)| v.len() > 1).map(|(k, v)| format!("{} `{k}`", v.len())));
+    if seeds > 1 {
+        factors.push(format!("{seeds} seeds"));
+    }
+    let total = grid.iter().fold((cases as u128).saturating_mul(seeds as u128), |acc, (_, v)| acc.saturating_mul(v.len() as u128));
+    format!("expands to {total} runs ({}), more than {MAX_RUNS}", factors.join(" × "))
 }
 
 /// `run.plugin` is a path when it contains `/` or ends in `.so`; otherwise a name to search for.

@@ -90,13 +90,6 @@ fn errors_name_file_key_and_reason() {
             "key `sweep.seeds`: axis is empty",
         ),
         (
-            "empty cases",
-            "[sweep]\ncases = []\n",
-            &[],
-            &[],
-            "failed to load sweep file `configs/x.toml`: key `sweep.cases`: axis is empty",
-        ),
-        (
             "unknown grid key",
             "[sweep.grid]\n\"run.learning_rate\" = [1.0]\n",
             &[],
@@ -204,7 +197,7 @@ fn errors_name_file_key_and_reason() {
             "[sweep]\nseeds = { count = 1000 }\n[sweep.grid]\n\"params.a\" = [1,2,3,4,5,6,7,8,9,10]\n\"params.b\" = [1,2,3,4,5,6,7,8,9,10,11]\n",
             &[],
             &[],
-            "key `sweep`: invalid value: expands to more than 100000 runs",
+            "key `sweep`: invalid value: expands to 110000 runs (10 `params.a` × 11 `params.b` × 1000 seeds), more than 100000",
         ),
     ];
     for (name, extra, env_pairs, sets, expected) in cases {
@@ -306,6 +299,72 @@ fn overrides_apply_in_order_file_env_set() {
     assert_eq!(runs.iter().map(|r| r.seed).collect::<Vec<_>>(), [4, 5]);
     let s = sweep(&text, &[], &["sweep.grid.params.clip=[0.1,0.3]"]).unwrap();
     assert_eq!(s.expand().iter().map(|r| r.label.as_str()).collect::<Vec<_>>(), ["params.clip=0.1", "params.clip=0.3"]);
+}
+
+/// The sweep file of the override-replacement tests: two seeds from 5, a 2 × 2 grid, two cases.
+const AXES: &str = "[sweep]\nseeds = { count = 2, start = 5 }\n[sweep.grid]\n\"params.a\" = [1, 2]\n\"params.b\" = [3, 4]\n[[sweep.cases]]\n\"params.c\" = 0\n[[sweep.cases]]\n\"params.c\" = 1\n";
+
+/// Each run as `label seed`, in expansion order.
+fn labels(s: &Sweep) -> Vec<String> {
+    s.expand().iter().map(|r| format!("{} {}", r.label, r.seed)).collect()
+}
+
+/// An override replaces the value at its key whole, a table too: `--set 'sweep.grid={}'` (or
+/// `DROVER_SWEEP__GRID={}`) clears the file's grid and `--set 'sweep.cases=[]'` its cases, a
+/// non-empty table is the whole new value, and a dotted key changes one entry. Before, figment
+/// joined an override's table with the file's, so `sweep.grid={}` ran the file's whole grid.
+#[test]
+fn overrides_replace_the_value_at_their_key_whole() {
+    let text = format!("{BASE}{AXES}");
+    let with = |env_pairs: &[(&str, &str)], sets: &[&str]| {
+        labels(&sweep(&text, env_pairs, sets).unwrap_or_else(|e| panic!("{env_pairs:?} {sets:?}: {e}")))
+    };
+    assert_eq!(with(&[], &[]).len(), 2 * 2 * 2 * 2, "the file alone");
+    let cases_only = ["params.c=0 5", "params.c=0 6", "params.c=1 5", "params.c=1 6"];
+    assert_eq!(with(&[], &["sweep.grid={}"]), cases_only);
+    assert_eq!(with(&[("DROVER_SWEEP__GRID", "{}")], &[]), cases_only);
+    let grid_only = with(&[], &["sweep.cases=[]"]);
+    assert_eq!(grid_only.len(), 8);
+    assert_eq!(grid_only[..2], ["params.a=1,params.b=3 5", "params.a=1,params.b=3 6"]);
+    assert_eq!(with(&[], &["sweep.grid={}", "sweep.cases=[]"]), ["base 5", "base 6"]);
+    assert_eq!(with(&[], &["sweep={}"]), ["base 0"], "`sweep={{}}` clears seeds too: `run.seed` it is");
+    // A non-empty table is the new grid, not an axis added to the file's.
+    assert_eq!(
+        with(&[], &["sweep.grid={\"params.x\"=[7]}", "sweep.cases=[]"]),
+        ["params.x=7 5", "params.x=7 6"]
+    );
+    // `start` is not kept from the file's `{ count = 2, start = 5 }`.
+    assert_eq!(with(&[], &["sweep.grid={}", "sweep.cases=[]", "sweep.seeds={count=1}"]), ["base 0"]);
+    // A dotted key replaces that axis alone and keeps the others.
+    let one_axis = with(&[], &["sweep.grid.params.a=[9]", "sweep.cases=[]"]);
+    assert_eq!(one_axis, ["params.a=9,params.b=3 5", "params.a=9,params.b=3 6", "params.a=9,params.b=4 5", "params.a=9,params.b=4 6"]);
+    // Later overrides win, whatever the depth: a clear after an axis clears it, an axis after a clear is the only one.
+    assert_eq!(with(&[], &["sweep.grid.params.x=[7]", "sweep.grid={}", "sweep.cases=[]"]), ["base 5", "base 6"]);
+    assert_eq!(with(&[("DROVER_SWEEP__GRID", "{}")], &["sweep.grid.params.x=[7]", "sweep.cases=[]"]), ["params.x=7 5", "params.x=7 6"]);
+    // Other tables are replaced the same way: `[params]` given whole loses `gamma`.
+    let params = sweep(&text, &[], &["params={clip=0.2}", "sweep={}"]).expect("valid").expand()[0].params.clone();
+    assert_eq!(serde_json::Value::Object(params), serde_json::json!({"clip": 0.2}));
+    // A fault in the part replaced is gone with it.
+    let bad_grid = format!("{BASE}[sweep.grid]\n\"run.learning_rate\" = [1]\n");
+    assert!(sweep(&bad_grid, &[], &[]).is_err());
+    assert_eq!(labels(&sweep(&bad_grid, &[], &["sweep.grid={}"]).expect("grid cleared")), ["base 0"]);
+}
+
+/// The rule of `overrides_replace_the_value_at_their_key_whole` through `config::load`, the
+/// function `drover run` calls: a sweep file on disk, `--set` arguments as typed.
+#[test]
+fn clearing_a_grid_from_the_command_line_runs_the_base_config() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let file = tmp.path().join("sweep.toml");
+    std::fs::write(&file, format!("{BASE}{AXES}")).expect("sweep file");
+    let runs = |sets: &[&str]| {
+        let sets = sets.iter().map(|s| parse_set(s, &file)).collect::<Result<Vec<_>, _>>().expect("sets parse");
+        let (parsed, _text) = crate::config::load(&file, &[], &sets).expect("loads");
+        labels(&Sweep::validate(parsed, &file).expect("valid"))
+    };
+    assert_eq!(runs(&[]).len(), 16);
+    assert_eq!(runs(&["sweep.grid={}", "sweep.cases=[]"]), ["base 5", "base 6"]);
+    assert_eq!(runs(&["sweep.grid = { \"params.a\" = [2] }", "sweep.cases=[]", "sweep.seeds=[1]"]), ["params.a=2 1"]);
 }
 
 #[test]
