@@ -340,7 +340,7 @@ struct AnalyzeArgs {
     /// Where `tables/` and `plots/` go (default: the results directory; required with several).
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
-    /// Target return of the optimality gap (default: each run's `success_return`).
+    /// Return that counts as success: steps to threshold, `reached`, optimality gap (default: the highest `success_return` of each environment's runs).
     #[arg(long, value_name = "RETURN")]
     target: Option<f64>,
     /// Bootstrap resamples for the confidence intervals.

@@ -78,7 +78,10 @@ fn compare_slices_plots_and_parquet_readback() {
     assert!(parquet_matches_csv(&tables.join("curves-by-params.clip_coef")) >= 2);
     assert_eq!(parquet_matches_csv(&tables.join("profiles-by-params.clip_coef")), 2 * 101);
     let md = std::fs::read_to_string(tables.join("compare-params.clip_coef.md")).expect("markdown");
-    assert!(md.lines().count() == 4 && md.contains("| params.clip_coef=0.1 |") && md.contains("| params.clip_coef=0.3 |"), "{md}");
+    let rows = md.lines().filter(|l| l.starts_with('|')).count();
+    assert!(rows == 4 && md.contains("| params.clip_coef=0.1 |") && md.contains("| params.clip_coef=0.3 |"), "{md}");
+    // Two seeds per configuration: points without intervals, and the reason under the table.
+    assert!(md.contains("\nnote: no 95% interval for any of the 2 groups") && stdout.contains("run 4 seeds or more for intervals"), "{md}");
     for plot in ["curves", "profile", "final"] {
         let png = std::fs::read(out.join(format!("plots/{plot}-by-params.clip_coef.png"))).expect("png");
         assert!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000, "{plot}: {} bytes", png.len());

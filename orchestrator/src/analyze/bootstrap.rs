@@ -128,12 +128,29 @@ fn strata_indices<T>(strata: &BTreeMap<String, Vec<T>>) -> Vec<Vec<usize>> {
         .collect()
 }
 
-/// Whether a stratified resample can differ from the sample: some stratum holds two runs or
-/// more. With one run per stratum (one seed, or a grid compared across its other axes with one
-/// seed each) every resample is the sample itself, and its zero-width "interval" would read as
-/// certainty; the intervals are left empty (null) instead.
-fn resamplable(sizes: impl IntoIterator<Item = usize>) -> bool {
-    sizes.into_iter().any(|n| n >= 2)
+/// Fewest runs every stratum needs for a bootstrap interval (`drover analyze` shows none below).
+///
+/// With n runs in a stratum, the chance that a resample repeats its lowest run n times is
+/// n^-n: 1/4 for two runs, 1/27 for three, both above the 2.5% tail, so the 95% percentile
+/// interval of a mean or IQM is then exactly the range of the runs (for P(improvement) with
+/// two runs a side, [1, 1] whenever the best's runs both beat the other's). The range of three
+/// runs covers the median of their distribution only 75% of the time, and the mean of n
+/// resampled runs has only (n−1)/n of the variance of the mean of n new runs, so such an
+/// interval reads as far more certain than it is. From four runs on (1/256) the tails come from
+/// mixed resamples.
+pub const MIN_STRATUM_RUNS: usize = 4;
+
+/// Whether strata of these sizes get an interval: there is one, and each holds at least
+/// `MIN_STRATUM_RUNS` runs (one small stratum contributes almost no spread, whatever the rest).
+pub fn enough_runs(sizes: impl IntoIterator<Item = usize>) -> bool {
+    let mut any = false;
+    for n in sizes {
+        if n < MIN_STRATUM_RUNS {
+            return false;
+        }
+        any = true;
+    }
+    any
 }
 
 /// Appends to `out` one stratified resample of `strata` (indices into each stratum, drawn with
@@ -217,7 +234,8 @@ fn statistics(rows: &[[f64; 3]], scratch: &mut Vec<f64>) -> [f64; 5] {
 }
 
 /// Stratified bootstrap intervals per group: columns `group` and `<stat>_lo`, `<stat>_hi` for
-/// `final_return_{iqm,mean,median}`, `optimality_gap`, `auc_mean`.
+/// `final_return_{iqm,mean,median}`, `optimality_gap`, `auc_mean`; null for a group with fewer
+/// than `MIN_STRATUM_RUNS` runs in a stratum (see there).
 pub fn intervals(per_run: &DataFrame, opts: &Bootstrap) -> Result<DataFrame, AnalyzeError> {
     let groups = group_strata(per_run)?;
     let mut names = Vec::new();
@@ -225,7 +243,7 @@ pub fn intervals(per_run: &DataFrame, opts: &Bootstrap) -> Result<DataFrame, Ana
     let (mut idx, mut rows, mut scratch) = (Vec::new(), Vec::new(), Vec::new());
     for (name, strata) in &groups {
         names.push(name.clone());
-        if !resamplable(strata.values().map(Vec::len)) {
+        if !enough_runs(strata.values().map(Vec::len)) {
             for b in &mut bounds {
                 b.push(None);
             }
@@ -273,7 +291,8 @@ pub fn best_by_iqm(per_run: &DataFrame) -> Result<Option<String>, AnalyzeError> 
 /// Probability that `best` improves on each group (rliable's average probability of
 /// improvement, with its `StratifiedIndependentBootstrap` interval: X and Y are resampled
 /// independently within each stratum). Only strata present in both groups count; a group that
-/// shares none with `best` gets nulls. Columns: `group`, `p_best_better`, `_lo`, `_hi`.
+/// shares none with `best` gets nulls. The interval is null unless every shared stratum holds
+/// `MIN_STRATUM_RUNS` runs of each group. Columns: `group`, `p_best_better`, `_lo`, `_hi`.
 pub fn improvement_over(per_run: &DataFrame, best: &str, opts: &Bootstrap) -> Result<DataFrame, AnalyzeError> {
     let groups = group_strata(per_run)?;
     let scores = |strata: &Strata, key: &str| -> Vec<f64> { strata.get(key).map(|rows| rows.iter().map(|r| r[0]).collect()).unwrap_or_default() };
@@ -309,7 +328,7 @@ pub fn improvement_over(per_run: &DataFrame, best: &str, opts: &Bootstrap) -> Re
         }
         let (l, h) = percentile_interval(&mut estimates, opts.confidence);
         point.push(Some(probability_of_improvement(&pairs)));
-        let varies = resamplable(pairs.iter().flat_map(|(x, y)| [x.len(), y.len()]));
+        let varies = enough_runs(pairs.iter().flat_map(|(x, y)| [x.len(), y.len()]));
         lo.push(Some(l).filter(|_| varies));
         hi.push(Some(h).filter(|_| varies));
     }
@@ -327,7 +346,8 @@ type CurveStrata = BTreeMap<String, Vec<(f64, f64)>>;
 
 /// Learning curves: per group and bin of `curve_points`' frame, the IQM over runs of the runs'
 /// bin values with its stratified bootstrap interval, the mean, and how many runs have the bin.
-/// Columns: `group, bin, step, runs, mean, iqm, iqm_lo, iqm_hi`.
+/// Columns: `group, bin, step, runs, mean, iqm, iqm_lo, iqm_hi`; the band is null in a cell
+/// with fewer than `MIN_STRATUM_RUNS` runs in a stratum (see there).
 pub fn curves(points: &DataFrame, opts: &Bootstrap) -> Result<DataFrame, AnalyzeError> {
     let (group, stratum) = (str_col(points, "group")?, str_col(points, "stratum")?);
     let (bin, step, value) = (f64_col(points, "bin")?, f64_col(points, "step")?, f64_col(points, "value")?);
@@ -357,19 +377,25 @@ pub fn curves(points: &DataFrame, opts: &Bootstrap) -> Result<DataFrame, Analyze
             estimates.push(iqm_of(&mut sample));
         }
         let (l, h) = percentile_interval(&mut estimates, opts.confidence);
-        (values.len() as i64, [mean_of(&steps), mean_of(&values), iqm_of(&mut values.clone()), l, h])
+        let band = enough_runs(strata.values().map(Vec::len));
+        (values.len() as i64, [mean_of(&steps), mean_of(&values), iqm_of(&mut values.clone())], [Some(l), Some(h)].map(|v| v.filter(|_| band)))
     });
-    let mut out: [Vec<f64>; 5] = Default::default();
+    let mut out: [Vec<f64>; 3] = Default::default();
+    let mut bands: [Vec<Option<f64>>; 2] = Default::default();
     let (mut names, mut bins, mut runs) = (Vec::new(), Vec::new(), Vec::new());
-    for (((name, b), _), (n, row)) in cells.iter().zip(rows) {
+    for (((name, b), _), (n, row, band)) in cells.iter().zip(rows) {
         names.push(name.clone());
         bins.push(*b);
         runs.push(n);
         for (column, v) in out.iter_mut().zip(row) {
             column.push(v);
         }
+        for (column, v) in bands.iter_mut().zip(band) {
+            column.push(v);
+        }
     }
-    let [s, m, q, l, h] = out;
+    let [s, m, q] = out;
+    let [l, h] = bands;
     DataFrame::new_infer_height(vec![
         Column::new("group".into(), names),
         Column::new("bin".into(), bins),
@@ -386,7 +412,8 @@ pub fn curves(points: &DataFrame, opts: &Bootstrap) -> Result<DataFrame, Analyze
 /// Per group of `per_run` (columns `group`, `stratum` and each of `columns`): the mean over the
 /// group's runs of each column with its stratified bootstrap interval, as `<column>_mean`,
 /// `<column>_lo`, `<column>_hi`. Each column's mean is over the runs where it is a finite number
-/// (a run whose fit failed does not count as a zero); a group with none gets nulls. Used for
+/// (a run whose fit failed does not count as a zero); a group with none gets nulls, and the
+/// interval is null below `MIN_STRATUM_RUNS` such runs in a stratum. Used for
 /// the entropy-performance law's a, b, R² across seeds.
 pub fn mean_intervals(per_run: &DataFrame, columns: &[&str], opts: &Bootstrap) -> Result<DataFrame, AnalyzeError> {
     let (group, stratum) = (str_col(per_run, "group")?, str_col(per_run, "stratum")?);
@@ -422,7 +449,7 @@ pub fn mean_intervals(per_run: &DataFrame, columns: &[&str], opts: &Bootstrap) -
                 estimates.push(mean_of(&sample));
             }
             let (l, h) = percentile_interval(&mut estimates, opts.confidence);
-            let varies = resamplable(strata.values().map(Vec::len));
+            let varies = enough_runs(strata.values().map(Vec::len));
             mean.push(Some(mean_of(&all)));
             lo.push(Some(l).filter(|_| varies));
             hi.push(Some(h).filter(|_| varies));
@@ -439,8 +466,8 @@ pub fn mean_intervals(per_run: &DataFrame, columns: &[&str], opts: &Bootstrap) -
 
 /// Performance profiles (rliable's score distributions): for each group and each of `points`
 /// thresholds τ evenly spaced over the range of all final returns (widened by 5% of it on each side), the fraction of runs whose
-/// final return is above τ, with a stratified bootstrap band. Columns: `group, tau, fraction,
-/// fraction_lo, fraction_hi`.
+/// final return is above τ, with a stratified bootstrap band (null for a group with fewer than
+/// `MIN_STRATUM_RUNS` runs in a stratum). Columns: `group, tau, fraction, fraction_lo, fraction_hi`.
 pub fn profiles(per_run: &DataFrame, points: usize, opts: &Bootstrap) -> Result<DataFrame, AnalyzeError> {
     let groups = group_strata(per_run)?;
     let all: Vec<f64> = groups.values().flat_map(|s| s.values().flatten().map(|r| r[0])).collect();
@@ -474,13 +501,14 @@ pub fn profiles(per_run: &DataFrame, points: usize, opts: &Bootstrap) -> Result<
         }
         let mut sorted = values.clone();
         sorted.sort_unstable_by(f64::total_cmp);
+        let band = enough_runs(strata.values().map(Vec::len));
         for (e, &tau) in estimates.iter_mut().zip(&taus) {
             let (l, h) = percentile_interval(e, opts.confidence);
             names.push(name.clone());
             tau_col.push(tau);
             frac.push(above(&sorted, tau));
-            lo.push(l);
-            hi.push(h);
+            lo.push(Some(l).filter(|_| band));
+            hi.push(Some(h).filter(|_| band));
         }
     }
     DataFrame::new_infer_height(vec![

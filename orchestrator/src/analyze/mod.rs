@@ -17,8 +17,8 @@ mod report;
 mod stats;
 
 pub use bootstrap::{
-    best_by_iqm, curves, improvement_over, intervals, iqm_of, mean_intervals, median_of, percentile_interval, prob_greater,
-    probability_of_improvement, profiles, quantile_sorted, Bootstrap, Rng,
+    best_by_iqm, curves, enough_runs, improvement_over, intervals, iqm_of, mean_intervals, median_of, percentile_interval, prob_greater,
+    probability_of_improvement, profiles, quantile_sorted, Bootstrap, Rng, MIN_STRATUM_RUNS,
 };
 pub use load::{load_results, Loaded};
 pub use pipeline::{analyze, explain, Best, Options, Outcome, DEFAULT_CURVES};
@@ -29,7 +29,7 @@ pub use report::{
     write_frame, LAW_STATS,
 };
 pub use stats::{
-    annotate, auc, curve_points, iqm, label_order, law_fits, law_per_run, law_rows, metric_points, optimality_gap, per_group, per_run, Grouping,
+    annotate, auc, curve_points, iqm, label_order, law_fits, law_per_run, law_rows, metric_points, optimality_gap, per_group, per_run, with_target, Grouping, ENV_COLUMN,
     FINAL_WINDOW, LAW_ENTROPY, LAW_MIN_POINTS, LAW_REWARD,
 };
 #[cfg(test)]

@@ -243,6 +243,10 @@ pub fn analyze(opts: &Options) -> Result<Outcome, AnalyzeError> {
         s.push_heading(&mut table, &mut markdown);
         table.push_str(&report::render_table(&s.summary)?);
         markdown.push_str(&report::render_markdown(&s.summary)?);
+        for note in &s.notes {
+            table.push_str(&format!("{note}\n"));
+            markdown.push_str(&format!("\n{note}\n"));
+        }
     }
     let stacked = |pick: &dyn Fn(&Section) -> Option<DataFrame>| -> Result<Option<DataFrame>, AnalyzeError> {
         stack(sections.iter().filter_map(|s| pick(s).map(|df| (s.env.as_deref(), df))).collect())
@@ -308,7 +312,7 @@ pub fn analyze(opts: &Options) -> Result<Outcome, AnalyzeError> {
 }
 
 /// The runs-table column of the environment.
-const ENV: &str = "run.env";
+const ENV: &str = stats::ENV_COLUMN;
 
 /// The environments to analyze one by one, sorted: those of `runs` when there are several and
 /// `grouping` groups by something else than the environment; otherwise none (one analysis).
@@ -357,6 +361,9 @@ struct Section {
     /// The law, when some run of the section has a fit.
     law: Option<Law>,
     best: Option<String>,
+    /// Lines printed (and written) under the summary table: success thresholds pooled into
+    /// one, intervals left out for too few runs.
+    notes: Vec<String>,
 }
 
 impl Section {
@@ -431,7 +438,82 @@ fn section(p: &Plans, opts: &Options, metrics: &LazyFrame, runs: DataFrame, env:
         // Printed under the ranked table: rows in the ranking's order, not the keys'.
         law.summary = in_order_of(&law.summary, &summary)?;
     }
-    Ok(Section { env, runs: runs.height(), summary, curves, profiles, metric_curves, law, best })
+    let mut notes = threshold_notes(&runs, opts.target)?;
+    notes.extend(interval_note(&summary)?);
+    Ok(Section { env, runs: runs.height(), summary, curves, profiles, metric_curves, law, best, notes })
+}
+
+/// A warning per environment whose runs have several `success_return` values (without
+/// `--target`): steps to threshold, `reached` and the optimality gap then use the highest for
+/// all of them (`stats::success_target`), which the reader must know to read those columns.
+fn threshold_notes(runs: &DataFrame, target: Option<f64>) -> Result<Vec<String>, AnalyzeError> {
+    if target.is_some() || runs.column(ENV).is_err() {
+        return Ok(Vec::new());
+    }
+    let envs = runs.column(ENV).and_then(|c| c.cast(&DataType::String)).map_err(polars_err(format!("reading column `{ENV}`")))?;
+    let envs = envs.str().map_err(polars_err(format!("reading column `{ENV}`")))?;
+    let bars = runs
+        .column("success_return")
+        .and_then(|c| c.cast(&DataType::Float64))
+        .map_err(polars_err("reading column `success_return`"))?;
+    let bars = bars.f64().map_err(polars_err("reading column `success_return`"))?;
+    let mut by_env: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
+    for i in 0..runs.height() {
+        if let (Some(env), Some(bar)) = (envs.get(i), bars.get(i)) {
+            by_env.entry(env.to_string()).or_default().push(bar);
+        }
+    }
+    let mut notes = Vec::new();
+    for (env, mut values) in by_env {
+        values.sort_by(f64::total_cmp);
+        values.dedup();
+        let [lowest, .., highest] = values[..] else { continue };
+        let list: Vec<String> = values.iter().map(f64::to_string).collect();
+        notes.push(format!(
+            "warning: the runs of {env} have {} values of `run.success_return` ({}); steps to threshold, `reached` and the optimality gap use the highest, {highest}, for all of them (`--target RETURN` sets another bar; `--where success_return={lowest}` analyzes those runs alone)",
+            values.len(),
+            list.join(", "),
+        ));
+    }
+    Ok(notes)
+}
+
+/// Most groups a note names before it says "and N more".
+const NOTE_GROUPS: usize = 5;
+
+/// The note under a summary whose groups have a point estimate but no interval (IQM or
+/// P(best > this)): too few runs in a stratum (`bootstrap::MIN_STRATUM_RUNS`), and how many
+/// seeds an interval needs.
+fn interval_note(summary: &DataFrame) -> Result<Option<String>, AnalyzeError> {
+    // A column the summary lacks (`p_best_better` without `--compare`) leaves nothing out.
+    let missing = |point: &str| -> Vec<bool> {
+        let (Ok(p), Ok(lo)) = (summary.column(point), summary.column(&format!("{point}_lo"))) else {
+            return vec![false; summary.height()];
+        };
+        let (p, lo) = (p.is_not_null(), lo.is_null());
+        (0..summary.height()).map(|i| p.get(i).unwrap_or(false) && lo.get(i).unwrap_or(false)).collect()
+    };
+    let (iqm, better) = (missing("final_return_iqm"), missing("p_best_better"));
+    let groups = summary.column("group").and_then(|c| c.str().cloned()).map_err(polars_err("reading column `group`"))?;
+    let bare: Vec<&str> = (0..summary.height()).filter(|&i| iqm[i] || better[i]).filter_map(|i| groups.get(i)).collect();
+    if bare.is_empty() {
+        return Ok(None);
+    }
+    let mut named: Vec<String> = bare.iter().take(NOTE_GROUPS).map(|g| format!("`{g}`")).collect();
+    if bare.len() > NOTE_GROUPS {
+        named.push(format!("and {} more", bare.len() - NOTE_GROUPS));
+    }
+    let min = bootstrap::MIN_STRATUM_RUNS;
+    let which = match (bare.len(), summary.height()) {
+        (1, 1) => named.join(""),
+        (k, n) if k == n => format!("any of the {n} groups ({})", named.join(", ")),
+        (k, n) => format!("{k} of {n} groups ({})", named.join(", ")),
+    };
+    let best_too = if summary.column("p_best_better").is_ok() { "; for P(best > this) in the best group too" } else { "" };
+    Ok(Some(format!(
+        "note: no 95% interval for {which}: an interval needs at least {min} runs in every stratum (seeds per configuration{best_too}), since with {} or fewer the percentile bootstrap's 95% interval is just the range of the runs; run {min} seeds or more for intervals",
+        min - 1
+    )))
 }
 
 /// Stacks per-section frames into one, with `run.env` first when the sections are environments.
@@ -564,6 +646,22 @@ fn file_safe(name: &str) -> String {
     name.chars().map(|c| if c.is_ascii_alphanumeric() || "._+-".contains(c) { c } else { '_' }).collect()
 }
 
+/// Whether any point of `lines` has a band (both bounds): none has when every group has too few
+/// runs in a stratum for an interval (`bootstrap::MIN_STRATUM_RUNS`).
+fn lines_have_bands(lines: &[plot::Line]) -> bool {
+    lines.iter().flat_map(|l| &l.points).any(|p| p.2.is_finite() && p.3.is_finite())
+}
+
+/// What a chart's title says of its intervals: `what` when it draws some; otherwise why there
+/// are none, so that a chart without bands does not promise them.
+fn ci_words(drawn: bool, what: &str) -> String {
+    if drawn {
+        what.to_string()
+    } else {
+        format!("no CI (fewer than {} runs per stratum)", bootstrap::MIN_STRATUM_RUNS)
+    }
+}
+
 /// At most this many lines per chart; beyond it a chart shows the best groups by IQM.
 const MAX_LINES: usize = 10;
 
@@ -624,7 +722,7 @@ fn draw_metric_plots(
                 _ => {}
             }
         }
-        let title = format!("{name}{what}: IQM over runs, 95% bootstrap CI{note}");
+        let title = format!("{name}{what}: IQM over runs, {}{note}", ci_words(lines_have_bands(&lines), "95% bootstrap CI"));
         let chart = LineChart { title: &title, x_desc: "environment steps", y_desc: name, legend_low: rising >= falling };
         written.extend(plot::render(&dir.join(format!("curves-{}{tag}", file_safe(name))), &Chart::Lines(chart, &lines))?);
     }
@@ -652,18 +750,19 @@ fn draw_plots(
     let Shown { groups: shown, note, what } = shown_groups(opts, summary, scope)?;
 
     let mut written = Vec::new();
-    let title = format!("Learning curves{what}: IQM over runs, 95% bootstrap CI{note}");
     let lines = report::curve_lines(curves, &shown)?;
+    let title = format!("Learning curves{what}: IQM over runs, {}{note}", ci_words(lines_have_bands(&lines), "95% bootstrap CI"));
     let chart = LineChart { title: &title, x_desc: "environment steps", y_desc: "episodic return", legend_low: true };
     written.extend(plot::render(&dir.join(format!("curves{tag}")), &Chart::Lines(chart, &lines))?);
 
-    let title = format!("Performance profile{what}: runs with final return > τ, 95% CI{note}");
     let lines = report::profile_lines(profiles, &shown)?;
+    let title = format!("Performance profile{what}: runs with final return > τ, {}{note}", ci_words(lines_have_bands(&lines), "95% CI"));
     let chart = LineChart { title: &title, x_desc: "final return τ", y_desc: "fraction of runs > τ", legend_low: false };
     written.extend(plot::render(&dir.join(format!("profile{tag}")), &Chart::Lines(chart, &lines))?);
 
-    let title = format!("Final return{what}: IQM over runs, 95% bootstrap CI");
     let bars: Vec<plot::Bar> = bars.into_iter().take(40).collect();
+    let whiskers = bars.iter().any(|b| b.lo.is_finite() && b.hi.is_finite());
+    let title = format!("Final return{what}: IQM over runs, {}", ci_words(whiskers, "95% bootstrap CI"));
     written.extend(plot::render(&dir.join(format!("final{tag}")), &Chart::Bars(&title, "final return (IQM)", &bars))?);
     Ok(written)
 }

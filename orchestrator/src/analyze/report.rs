@@ -97,9 +97,26 @@ fn str_values(df: &DataFrame, name: &str) -> Result<Vec<String>, AnalyzeError> {
 /// The summary as rows of text cells, with the header first.
 fn cells(summary: &DataFrame) -> Result<Vec<Vec<String>>, AnalyzeError> {
     let num = |v: Option<f64>, prec: usize| v.filter(|v| v.is_finite()).map_or("-".to_string(), |v| format!("{v:.prec$}"));
+    // The table's decimals can round a spread away: an interval [39.01, 39.04] would print as
+    // [39.0, 39.0] and a std of 0.02 as 0.0, both reading as "no spread at all". Such a cell
+    // gets the few more decimals that show it (at most `MAX_DECIMALS`); only an interval that
+    // is zero-width prints as one.
     let ci = |p: Option<f64>, lo: Option<f64>, hi: Option<f64>, prec: usize| match (lo, hi) {
-        (Some(_), Some(_)) => format!("{} [{}, {}]", num(p, prec), num(lo, prec), num(hi, prec)),
+        (Some(l), Some(h)) => {
+            let mut prec = prec;
+            while prec < MAX_DECIMALS && l != h && num(lo, prec) == num(hi, prec) {
+                prec += 1;
+            }
+            format!("{} [{}, {}]", num(p, prec), num(lo, prec), num(hi, prec))
+        }
         _ => num(p, prec),
+    };
+    let spread = |v: Option<f64>, prec: usize| {
+        let mut prec = prec;
+        while prec < MAX_DECIMALS && v.is_some_and(|v| v != 0.0 && num(Some(v), prec).parse::<f64>() == Ok(0.0)) {
+            prec += 1;
+        }
+        num(v, prec)
     };
     let group = str_values(summary, "group")?;
     let get = |name: &str| f64_values(summary, name);
@@ -136,7 +153,7 @@ fn cells(summary: &DataFrame) -> Result<Vec<Vec<String>>, AnalyzeError> {
             group[i].clone(),
             num(runs[i], 0),
             ci(iqm[i], iqm_lo[i], iqm_hi[i], d),
-            format!("{} ± {}", num(mean[i], d), num(std[i], d)),
+            format!("{} ± {}", num(mean[i], d), spread(std[i], d)),
             num(median[i], d),
             ci(gap[i], gap_lo[i], gap_hi[i], d),
             num(auc[i], d),
@@ -150,6 +167,9 @@ fn cells(summary: &DataFrame) -> Result<Vec<Vec<String>>, AnalyzeError> {
     }
     Ok(rows)
 }
+
+/// Most decimals a printed cell gets to show a spread that the table's decimals round away.
+const MAX_DECIMALS: usize = 6;
 
 /// A fixed-width text table of the summary (first column left-aligned, the rest right-aligned).
 pub fn render_table(summary: &DataFrame) -> Result<String, AnalyzeError> {

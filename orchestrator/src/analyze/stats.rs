@@ -81,22 +81,41 @@ pub fn finished_episodes() -> Expr {
         .and(col("episodic_return_mean").is_finite())
 }
 
-/// One row per run: `runs`' columns plus `final_return`, `auc`, `steps_to_threshold` (null:
-/// never reached), `iterations`, `last_step`, `target` (`target`, else the run's
-/// `success_return`) and `gap` (`max(target - final_return, 0)`).
+/// The runs-table column of the environment: the scope of one success threshold.
+pub const ENV_COLUMN: &str = "run.env";
+
+/// `runs` with a `target` column: the return that counts as success for each run. It is
+/// `target` (`--target`) when given, else the highest `success_return` among the runs of the
+/// run's environment. One bar per environment, because steps to threshold, `reached` and the
+/// optimality gap of two groups can only be compared against the same bar; the highest, because
+/// a run that clears it clears every lower one, so nothing counts as solved that some run's own
+/// setting would not. Runs of different environments keep their own bars (their returns are not
+/// on one scale anyway).
+pub fn with_target(runs: LazyFrame, target: Option<f64>) -> LazyFrame {
+    if let Some(t) = target {
+        return runs.with_column(lit(t).cast(DataType::Float64).alias("target"));
+    }
+    // A runs table read from specs always has the environment; a hand-built one may not.
+    let has_env = runs.clone().collect_schema().is_ok_and(|s| s.contains(ENV_COLUMN));
+    if !has_env {
+        return runs.with_column(col("success_return").cast(DataType::Float64).max().alias("target"));
+    }
+    let bars = runs.clone().group_by([col(ENV_COLUMN)]).agg([col("success_return").cast(DataType::Float64).max().alias("target")]);
+    runs.left_join(bars, col(ENV_COLUMN), col(ENV_COLUMN))
+}
+
+/// One row per run: `runs`' columns plus `final_return`, `auc`, `steps_to_threshold` (first
+/// `global_step` whose return reaches `target`; null: never), `iterations`, `last_step`,
+/// `target` (see `with_target`) and `gap` (`max(target - final_return, 0)`).
 pub fn per_run(metrics: LazyFrame, runs: LazyFrame, target: Option<f64>) -> LazyFrame {
+    let targets = with_target(runs.clone(), target).select([col("run_id"), col("target")]);
     let progress = metrics.clone().group_by([col("run_id")]).agg([
         col("iteration").max().alias("iterations"),
         col("global_step").max().alias("last_step"),
     ]);
     let returns = metrics
         .filter(finished_episodes())
-        .join(
-            runs.clone().select([col("run_id"), col("success_return")]),
-            [col("run_id")],
-            [col("run_id")],
-            JoinArgs::new(JoinType::Inner),
-        )
+        .join(targets.clone(), [col("run_id")], [col("run_id")], JoinArgs::new(JoinType::Inner))
         .group_by([col("run_id")])
         .agg([
             col("episodic_return_mean")
@@ -106,18 +125,14 @@ pub fn per_run(metrics: LazyFrame, runs: LazyFrame, target: Option<f64>) -> Lazy
                 .alias("final_return"),
             auc(col("global_step"), col("episodic_return_mean")).alias("auc"),
             col("global_step")
-                .filter(col("episodic_return_mean").gt_eq(col("success_return")))
+                .filter(col("episodic_return_mean").gt_eq(col("target")))
                 .min()
                 .alias("steps_to_threshold"),
         ]);
-    let target_expr = match target {
-        Some(t) => lit(t),
-        None => col("success_return"),
-    };
     let short = col("target") - col("final_return");
     runs.left_join(returns, col("run_id"), col("run_id"))
         .left_join(progress, col("run_id"), col("run_id"))
-        .with_column(target_expr.cast(DataType::Float64).alias("target"))
+        .left_join(targets, col("run_id"), col("run_id"))
         .with_column(when(short.clone().gt(lit(0.0))).then(short).otherwise(lit(0.0)).alias("gap"))
         .sort(["label", "seed"], SortMultipleOptions::default())
 }

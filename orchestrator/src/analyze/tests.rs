@@ -204,19 +204,35 @@ fn per_run_frame(rows: &[(&str, &str, f64)]) -> DataFrame {
 #[test]
 fn bootstrap_intervals_match_the_exact_bootstrap_distribution() {
     let opts = Bootstrap { reps: 5000, band_reps: 100, seed: 1, confidence: 0.95 };
-    // Group "one": one stratum {0, 10}. The resampled mean is 0, 5, 10 with probability 1/4,
-    // 1/2, 1/4, so the 95% percentile interval is [0, 10] and the 40% one is [5, 5].
+    // Group "one": one stratum {0, 0, 10, 10}. The resampled mean is 10·Binomial(4, 1/2)/4:
+    // 0, 2.5, 5, 7.5, 10 with probability 1, 4, 6, 4, 1 sixteenths, so the 95% percentile
+    // interval is [0, 10] and the 50% one (quartiles) is [2.5, 7.5].
     // Group "strat": two strata of one run each (3 and 7). Stratified resampling always draws
     // both, so every resample is the sample: no interval (null), rather than a zero-width one
     // at the point that would read as certainty; a plain bootstrap would give [3, 7].
-    let runs = per_run_frame(&[("one", "s", 0.0), ("one", "s", 10.0), ("strat", "a", 3.0), ("strat", "b", 7.0)]);
+    // Group "three": three runs in one stratum, below `MIN_STRATUM_RUNS`: its 95% interval
+    // would be the range [1, 9] of the runs (all-1 resamples are 1/27 > 2.5%), so none.
+    let runs = per_run_frame(&[
+        ("one", "s", 0.0),
+        ("one", "s", 0.0),
+        ("one", "s", 10.0),
+        ("one", "s", 10.0),
+        ("strat", "a", 3.0),
+        ("strat", "b", 7.0),
+        ("three", "s", 1.0),
+        ("three", "s", 5.0),
+        ("three", "s", 9.0),
+    ]);
     let ci = intervals(&runs, &opts).unwrap();
     assert_eq!(ci.column("group").unwrap().str().unwrap().get(0), Some("one"));
     assert_eq!((f(&ci, "final_return_mean_lo", 0), f(&ci, "final_return_mean_hi", 0)), (Some(0.0), Some(10.0)));
     assert_eq!((f(&ci, "final_return_iqm_lo", 1), f(&ci, "final_return_iqm_hi", 1)), (None, None));
     assert_eq!((f(&ci, "optimality_gap_lo", 1), f(&ci, "optimality_gap_hi", 1)), (None, None));
-    let narrow = intervals(&runs, &Bootstrap { confidence: 0.4, ..opts }).unwrap();
-    assert_eq!((f(&narrow, "final_return_mean_lo", 0), f(&narrow, "final_return_mean_hi", 0)), (Some(5.0), Some(5.0)));
+    for stat in ["final_return_iqm", "final_return_mean", "final_return_median", "optimality_gap", "auc_mean"] {
+        assert_eq!((f(&ci, &format!("{stat}_lo"), 2), f(&ci, &format!("{stat}_hi"), 2)), (None, None), "{stat}");
+    }
+    let narrow = intervals(&runs, &Bootstrap { confidence: 0.5, ..opts }).unwrap();
+    assert_eq!((f(&narrow, "final_return_mean_lo", 0), f(&narrow, "final_return_mean_hi", 0)), (Some(2.5), Some(7.5)));
 
     // Reproducible: the same seed gives the same table; another seed changes a wide interval;
     // removing a group leaves the others' intervals as they were.
@@ -233,28 +249,30 @@ fn bootstrap_intervals_match_the_exact_bootstrap_distribution() {
 #[test]
 fn probability_of_improvement_pairs_strata_and_has_an_interval() {
     let opts = Bootstrap { reps: 3000, band_reps: 100, seed: 1, confidence: 0.95 };
-    // Stratum e1: best (1, 2) vs other (2, 3) → 0.125; stratum e2: (5) vs (4) → 1. Stratum e3
-    // exists only for "other" and must be ignored. Expected (0.125 + 1) / 2.
-    let runs = per_run_frame(&[
-        ("best", "e1", 1.0),
-        ("best", "e1", 2.0),
-        ("best", "e2", 5.0),
-        ("other", "e1", 2.0),
-        ("other", "e1", 3.0),
-        ("other", "e2", 4.0),
-        ("other", "e3", 100.0),
-        ("alone", "e9", 1.0),
-    ]);
+    // Stratum e1: best (1, 2, 1, 2) vs other (2, 3, 2, 3) → 0.125; stratum e2: (5 ×4) vs
+    // (4 ×4) → 1. Stratum e3 exists only for "other" and must be ignored. Expected
+    // (0.125 + 1) / 2. "few" shares e1 with three runs only: a P, but no interval.
+    let mut rows = Vec::new();
+    for _ in 0..2 {
+        rows.extend([("best", "e1", 1.0), ("best", "e1", 2.0), ("best", "e2", 5.0), ("best", "e2", 5.0)]);
+        rows.extend([("other", "e1", 2.0), ("other", "e1", 3.0), ("other", "e2", 4.0), ("other", "e2", 4.0)]);
+    }
+    rows.extend([("other", "e3", 100.0), ("alone", "e9", 1.0), ("few", "e1", 0.0), ("few", "e1", 0.0), ("few", "e1", 3.0)]);
+    let runs = per_run_frame(&rows);
     let p = improvement_over(&runs, "best", &opts).unwrap();
     let name = |i| p.column("group").unwrap().str().unwrap().get(i).map(str::to_string);
-    assert_eq!((name(0), name(1), name(2)), (Some("alone".into()), Some("best".into()), Some("other".into())));
+    assert_eq!((name(0), name(1), name(3)), (Some("alone".into()), Some("best".into()), Some("other".into())));
     assert_eq!(f(&p, "p_best_better", 0), None, "no common stratum");
     assert_eq!(f(&p, "p_best_better", 1), None, "best against itself");
-    assert_eq!(f(&p, "p_best_better", 2), Some(0.5625));
+    assert_eq!(f(&p, "p_best_better", 3), Some(0.5625));
     // e1's resampled P ranges over 0..=0.5 (both resamples all 2s) and e2's is always 1: the
     // interval lies in [0.5, 0.75].
-    let (lo, hi) = (f(&p, "p_best_better_lo", 2).unwrap(), f(&p, "p_best_better_hi", 2).unwrap());
+    let (lo, hi) = (f(&p, "p_best_better_lo", 3).unwrap(), f(&p, "p_best_better_hi", 3).unwrap());
     assert!((0.5..0.5625).contains(&lo) && 0.5625 < hi && hi <= 0.75, "[{lo}, {hi}]");
+    // few (0, 0, 3) against best's e1 (1, 2, 1, 2): 8 of 12 pairs → 2/3, too few runs for an interval.
+    assert_eq!(name(2), Some("few".into()));
+    assert!(close(f(&p, "p_best_better", 2), 2.0 / 3.0));
+    assert_eq!((f(&p, "p_best_better_lo", 2), f(&p, "p_best_better_hi", 2)), (None, None));
     assert_eq!(best_by_iqm(&runs).unwrap().as_deref(), Some("other"));
 }
 
@@ -362,7 +380,11 @@ fn compare_ranks_groups_across_directories_with_probability_of_improvement() {
     assert_eq!((f(s, "p_best_better", 0), f(s, "p_best_better", 1), f(s, "p_best_better", 2)), (None, Some(1.0), Some(1.0)));
     assert!(outcome.table.contains("P(best > this) [95% CI]"), "{}", outcome.table);
     let md = std::fs::read_to_string(out.join("tables/compare-params.x.md")).unwrap();
-    assert!(md.starts_with("| group | runs | IQM [95% CI] |") && md.contains("| params.x=2 | 3 | 3.00 [1.00, 6.00] |"), "{md}");
+    // B and C have 3 runs: points without intervals, and a note saying why and what is needed.
+    assert!(md.starts_with("| group | runs | IQM [95% CI] |") && md.contains("| params.x=2 | 3 | 3.00 | 3.00 ± 2.65 |"), "{md}");
+    assert!(md.contains("| params.x=1 | 4 | 25.00 [10.00, 100.00] |") && md.contains("| 1.00 |"), "{md}");
+    let note = "note: no 95% interval for 2 of 3 groups (`params.x=2`, `params.x=3`): an interval needs at least 4 runs in every stratum";
+    assert!(md.contains(note) && outcome.table.contains(note), "{md}\n{}", outcome.table);
     for name in ["compare-params.x.csv", "compare-params.x.parquet", "runs.parquet", "curves-by-params.x.parquet", "profiles-by-params.x.csv"] {
         assert!(out.join("tables").join(name).is_file(), "{name}");
     }
@@ -539,21 +561,23 @@ fn entropy_law_fit_of_degenerate_runs_gives_nulls_with_a_reason() {
 #[test]
 fn mean_intervals_skip_missing_values_and_resample_within_strata() {
     let opts = Bootstrap { reps: 3000, band_reps: 10, seed: 4, confidence: 0.95 };
-    // Group g: a = 0, 10 (one stratum) and a failed fit (NaN): mean 5, interval [0, 10].
+    // Group g: a = 0, 0, 10, 10 (one stratum) and a failed fit (NaN): mean 5, interval [0, 10].
     // Group h: a = 3 and 7 in two strata: stratified resampling always draws both, nothing
     // varies → mean 5, no interval.
-    // Group z: no finite value → nulls.
+    // Group z: no finite value → nulls. Group t: three finite values (and a NaN, which does
+    // not count as a run): mean 5, below `MIN_STRATUM_RUNS` → no interval.
     let frame = df!(
-        "group" => ["g", "g", "g", "h", "h", "z"],
-        "stratum" => ["s", "s", "s", "p", "q", "s"],
-        "a" => [0.0, 10.0, f64::NAN, 3.0, 7.0, f64::NAN],
+        "group" => ["g", "g", "g", "g", "g", "h", "h", "t", "t", "t", "t", "z"],
+        "stratum" => ["s", "s", "s", "s", "s", "p", "q", "s", "s", "s", "s", "s"],
+        "a" => [0.0, 0.0, 10.0, 10.0, f64::NAN, 3.0, 7.0, 1.0, 5.0, 9.0, f64::NAN, f64::NAN],
     )
     .unwrap();
     let out = mean_intervals(&frame, &["a"], &opts).unwrap();
     assert_eq!(column_names(&out), ["group", "a_mean", "a_lo", "a_hi"]);
     assert_eq!((f(&out, "a_mean", 0), f(&out, "a_lo", 0), f(&out, "a_hi", 0)), (Some(5.0), Some(0.0), Some(10.0)));
     assert_eq!((f(&out, "a_mean", 1), f(&out, "a_lo", 1), f(&out, "a_hi", 1)), (Some(5.0), None, None));
-    assert_eq!((f(&out, "a_mean", 2), f(&out, "a_lo", 2)), (None, None));
+    assert_eq!((f(&out, "a_mean", 2), f(&out, "a_lo", 2), f(&out, "a_hi", 2)), (Some(5.0), None, None));
+    assert_eq!((f(&out, "a_mean", 3), f(&out, "a_lo", 3)), (None, None));
 }
 
 fn column_names(df: &DataFrame) -> Vec<String> {
@@ -569,9 +593,9 @@ fn csv_header(path: &Path) -> Vec<String> {
 fn analyze_writes_entropy_curves_and_the_law_for_sequence_runs_only() {
     let tmp = tempfile::tempdir().unwrap();
     let seq = tmp.path().join("seq");
-    // grpo: a = 0.20, 0.21, 0.22 over seeds, b = 1; cov: a = 0.1, b = 0.8, and a third run with
-    // a constant entropy that cannot be fitted.
-    for seed in 0..3u64 {
+    // grpo: a = 0.20, 0.21, 0.22, 0.23 over seeds, b = 1; cov: a = 0.1, b = 0.8, and a third
+    // run with a constant entropy that cannot be fitted.
+    for seed in 0..4u64 {
         write_seq_run(&seq, &format!("g{seed}"), "cfgG", "grpo", seed, (0.2 + 0.01 * seed as f64, 1.0), false);
     }
     write_seq_run(&seq, "c0", "cfgC", "cov", 0, (0.1, 0.8), false);
@@ -588,8 +612,8 @@ fn analyze_writes_entropy_curves_and_the_law_for_sequence_runs_only() {
     );
     let text = std::fs::read_to_string(out.join("tables/entropy_law.csv")).unwrap();
     let rows: Vec<Vec<&str>> = text.lines().skip(1).map(|l| l.split(',').collect()).collect();
-    assert_eq!(rows.len(), 6, "{text}");
-    // Sorted by group then seed: cov c0, c1, c2, then grpo g0..g2.
+    assert_eq!(rows.len(), 7, "{text}");
+    // Sorted by group then seed: cov c0, c1, c2, then grpo g0..g3.
     let num = |s: &str| s.parse::<f64>().ok();
     assert_eq!((rows[0][0], rows[2][0], rows[5][0]), ("c0", "c2", "g2"));
     assert!(close(num(rows[0][8]), 0.1) && close(num(rows[0][9]), 0.8) && close(num(rows[0][10]), 1.0), "{text}");
@@ -599,16 +623,17 @@ fn analyze_writes_entropy_curves_and_the_law_for_sequence_runs_only() {
     let law = outcome.law.as_ref().expect("law summary");
     let names = column_names(law);
     assert_eq!(&names[..6], ["config_id", "label", "group", "runs", "fitted", "a_mean"]);
-    // cov: 2 of 3 runs fitted, both a = 0.1; grpo: a mean 0.21 within [0.20, 0.22].
+    // cov: 2 of 3 runs fitted, both a = 0.1, too few for an interval; grpo: a mean 0.215
+    // within [0.20, 0.23].
     assert_eq!((f(law, "runs", 0), f(law, "fitted", 0)), (Some(3.0), Some(2.0)));
-    assert!(close(f(law, "a_mean", 0), 0.1) && close(f(law, "a_lo", 0), 0.1) && close(f(law, "ceiling_mean", 0), 0.7), "{law}");
-    assert!(close(f(law, "a_mean", 1), 0.21) && close(f(law, "b_mean", 1), 1.0) && close(f(law, "r2_mean", 1), 1.0), "{law}");
+    assert!(close(f(law, "a_mean", 0), 0.1) && f(law, "a_lo", 0).is_none() && close(f(law, "ceiling_mean", 0), 0.7), "{law}");
+    assert!(close(f(law, "a_mean", 1), 0.215) && close(f(law, "b_mean", 1), 1.0) && close(f(law, "r2_mean", 1), 1.0), "{law}");
     let (lo, hi) = (f(law, "a_lo", 1).unwrap(), f(law, "a_hi", 1).unwrap());
-    assert!((0.2 - 1e-9..0.21).contains(&lo) && 0.21 < hi && hi <= 0.22 + 1e-9, "[{lo}, {hi}]");
+    assert!((0.2 - 1e-9..0.215).contains(&lo) && 0.215 < hi && hi <= 0.23 + 1e-9, "[{lo}, {hi}]");
     let table = outcome.law_table.as_deref().unwrap_or("");
     assert!(table.starts_with("group") && table.contains("R² [95% CI]") && table.contains("2/3"), "{table}");
     let md = std::fs::read_to_string(out.join("tables/entropy_law_summary.md")).unwrap();
-    assert!(md.contains("| grpo | 3/3 | 0.210 ["), "{md}");
+    assert!(md.contains("| grpo | 4/4 | 0.21") && md.contains("| cov | 2/3 | 0.100 | "), "{md}");
     assert!(out.join("tables/entropy_law.parquet").is_file() && out.join("tables/entropy_law_summary.parquet").is_file());
 
     // Entropy curves: bins of 100 steps-ish; grpo's first bin averages high entropies.
@@ -757,8 +782,8 @@ fn groups_sort_by_the_values_of_their_keys_and_small_scores_keep_their_decimals(
     // Three values of an integer key whose names sort differently from the numbers, and a
     // fourth group scoring below 1 (an accuracy) next to returns in the hundreds.
     for (n, r) in [(8, 400.0), (16, 300.0), (128, 200.0), (1024, 0.5)] {
-        for seed in 0..3u64 {
-            let r = if r < 1.0 { r + 0.1 * (seed as f64 - 1.0) } else { r + seed as f64 };
+        for seed in 0..4u64 {
+            let r = if r < 1.0 { r + 0.1 * (seed as f64 - 1.5) } else { r + seed as f64 - 0.5 };
             write_run(&root, &format!("n{n}s{seed}"), &format!("c{n}"), &format!("params.n={n}"), seed, r, json!({"n": n}), true);
         }
     }
@@ -770,7 +795,7 @@ fn groups_sort_by_the_values_of_their_keys_and_small_scores_keep_their_decimals(
     // Returns of hundreds print with one decimal, the accuracy-like group with three, not 0.5 → "0.5".
     let row = |g: &str| outcome.table.lines().find(|l| l.starts_with(&format!("{g} "))).unwrap_or("").to_string();
     assert!(row("params.n=8").contains(" 401.0 ["), "{}", outcome.table);
-    assert!(row("params.n=1024").contains(" 0.500 [") && row("params.n=1024").contains("0.500 ± 0.100"), "{}", outcome.table);
+    assert!(row("params.n=1024").contains(" 0.500 [") && row("params.n=1024").contains("0.500 ± 0.129"), "{}", outcome.table);
 }
 
 #[test]
@@ -778,12 +803,12 @@ fn a_single_run_per_stratum_gets_no_interval() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("r");
     write_run(&root, "only", "c1", "params.x=1", 1, 10.0, json!({"x": 1}), true);
-    for (i, r) in [1.0, 2.0, 6.0].into_iter().enumerate() {
+    for (i, r) in [1.0, 2.0, 6.0, 7.0].into_iter().enumerate() {
         write_run(&root, &format!("b{i}"), "c2", "params.x=2", i as u64, r, json!({"x": 2}), true);
     }
     let outcome = analyze(&options(vec![root], &tmp.path().join("out"))).unwrap();
     let s = &outcome.summary;
-    // One seed: a point, no interval (a zero-width one would read as certainty); three seeds: one.
+    // One seed: a point, no interval (a zero-width one would read as certainty); four seeds: one.
     assert_eq!((f(s, "final_return_iqm", 0), f(s, "final_return_iqm_lo", 0), f(s, "final_return_iqm_hi", 0)), (Some(10.0), None, None));
     assert!(f(s, "final_return_iqm_lo", 1).is_some());
     let row = outcome.table.lines().find(|l| l.starts_with("params.x=1 ")).unwrap_or("");
@@ -1076,4 +1101,123 @@ fn compare_prints_the_law_in_the_ranking_order() {
     assert_eq!(strings(outcome.law.as_ref().expect("law"), "group"), ["run.plugin=grpo", "run.plugin=cov"]);
     let law = outcome.law_table.expect("law table");
     assert!(law.find("run.plugin=grpo") < law.find("run.plugin=cov"), "{law}");
+}
+
+/// Runs of `env` with their own `success_return`, label `run.success_return=<bar>`, final
+/// returns `returns` (seeds 0, 1, ...).
+fn runs_with_bar(root: &Path, env: &str, bar: f64, returns: &[f64]) {
+    for (seed, &r) in returns.iter().enumerate() {
+        let run = json!({"seed": seed, "success_return": bar, "env": env, "lr": 0.001});
+        let id = format!("{env}-{bar}-{seed}");
+        write_run_with(root, &id, &format!("{env}-{bar}"), &format!("run.success_return={bar}"), run, r, json!({}), true);
+    }
+}
+
+#[test]
+fn groups_of_one_environment_with_different_success_returns_share_the_highest_bar() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("r");
+    // Two groups of CartPole with equal returns (final 20: iterations at 19, then at 21 from
+    // step 7000) but bars 30 and 20.5: with each run's own bar, the second would read as solved
+    // (gap 0, reached 4/4) and the first not. One bar, the highest (30), makes them equal.
+    runs_with_bar(&root, "CartPole-v1", 30.0, &[20.0; 4]);
+    runs_with_bar(&root, "CartPole-v1", 20.5, &[20.0; 4]);
+    let out = tmp.path().join("out");
+    let outcome = analyze(&options(vec![root.clone()], &out)).unwrap();
+    let s = &outcome.summary;
+    for row in 0..2 {
+        assert_eq!((f(s, "target", row), f(s, "optimality_gap", row), f(s, "reached", row)), (Some(30.0), Some(10.0), Some(0.0)), "{s}");
+    }
+    let warning = "warning: the runs of CartPole-v1 have 2 values of `run.success_return` (20.5, 30); steps to threshold, `reached` and the optimality gap use the highest, 30, for all of them (`--target RETURN` sets another bar; `--where success_return=20.5` analyzes those runs alone)";
+    assert!(outcome.table.contains(warning), "{}", outcome.table);
+    assert!(std::fs::read_to_string(out.join("tables/summary.md")).unwrap().contains(warning));
+    // The runs table carries the bar each run was judged against.
+    let runs = CsvReadOptions::default().try_into_reader_with_file_path(Some(out.join("tables/runs.csv"))).unwrap().finish().unwrap();
+    assert!((0..runs.height()).all(|i| f(&runs, "target", i) == Some(30.0) && f(&runs, "steps_to_threshold", i).is_none()), "{runs}");
+
+    // `--target` is the bar of steps to threshold too, not only of the gap; no warning then.
+    let outcome = analyze(&Options { target: Some(20.5), ..options(vec![root.clone()], &out) }).unwrap();
+    let s = &outcome.summary;
+    for row in 0..2 {
+        assert_eq!((f(s, "target", row), f(s, "reached", row), f(s, "steps_to_threshold_mean", row)), (Some(20.5), Some(4.0), Some(7000.0)), "{s}");
+        assert!(close(f(s, "optimality_gap", row), 0.5));
+    }
+    assert!(!outcome.table.contains("warning:"), "{}", outcome.table);
+
+    // One value left by `--where`: that bar, no warning.
+    let outcome = analyze(&Options { filters: vec!["success_return=20.5".into()], ..options(vec![root.clone()], &out) }).unwrap();
+    assert_eq!((f(&outcome.summary, "target", 0), f(&outcome.summary, "reached", 0)), (Some(20.5), Some(4.0)));
+    assert!(!outcome.table.contains("warning:"), "{}", outcome.table);
+
+    // Another environment keeps its own bar: its accuracies are not judged against 30.
+    runs_with_bar(&root, "SeqAdd-v0", 0.5, &[0.6; 4]);
+    let outcome = analyze(&options(vec![root], &out)).unwrap();
+    let s = &outcome.summary;
+    let envs = strings(s, "run.env");
+    let seq = envs.iter().position(|e| e == "SeqAdd-v0").unwrap();
+    assert_eq!((f(s, "target", seq), f(s, "optimality_gap", seq), f(s, "reached", seq)), (Some(0.5), Some(0.0), Some(4.0)), "{s}");
+    assert_eq!(outcome.table.matches("warning: the runs of").count(), 1, "{}", outcome.table);
+}
+
+/// Issue: with two runs per group `P(best > this)` printed `1.00 [1.00, 1.00]`.
+#[test]
+fn two_runs_per_group_give_points_without_intervals_in_the_table_and_the_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("r");
+    for (x, rs) in [(1, [20.0, 22.0]), (2, [5.0, 6.0])] {
+        for (seed, r) in rs.into_iter().enumerate() {
+            write_run(&root, &format!("x{x}s{seed}"), &format!("c{x}"), &format!("params.x={x}"), seed as u64, r, json!({"x": x}), true);
+        }
+    }
+    let out = tmp.path().join("out");
+    let outcome = analyze(&Options { compare: Some("x".into()), plots: true, ..options(vec![root], &out) }).unwrap();
+    let row = outcome.table.lines().find(|l| l.starts_with("params.x=2 ")).unwrap_or("").to_string();
+    // Every pair favours x=1, so each resample gives 1: a point, and no "[1.00, 1.00]".
+    assert!(row.ends_with(" 1.00") && !row.contains('['), "{}", outcome.table);
+    assert!(
+        outcome.table.contains("note: no 95% interval for any of the 2 groups (`params.x=1`, `params.x=2`): an interval needs at least 4 runs in every stratum (seeds per configuration; for P(best > this) in the best group too), since with 3 or fewer the percentile bootstrap's 95% interval is just the range of the runs; run 4 seeds or more for intervals"),
+        "{}",
+        outcome.table
+    );
+    // The written tables say the same: the points, and null (empty in CSV) bounds.
+    let read_csv = |name: &str| CsvReadOptions::default().try_into_reader_with_file_path(Some(out.join("tables").join(name))).unwrap().finish().unwrap();
+    let read_parquet = |name: &str| ParquetReader::new(std::fs::File::open(out.join("tables").join(name)).unwrap()).finish().unwrap();
+    for summary in [read_csv("compare-params.x.csv"), read_parquet("compare-params.x.parquet")] {
+        assert_eq!(f(&summary, "p_best_better", 1), Some(1.0), "{summary}");
+        for bound in ["final_return_iqm_lo", "final_return_mean_hi", "final_return_median_lo", "optimality_gap_hi", "auc_mean_lo", "p_best_better_lo", "p_best_better_hi"] {
+            assert_eq!(summary.column(bound).unwrap().null_count(), 2, "{bound}: {summary}");
+        }
+    }
+    // The charts draw no band or whisker, and their titles do not promise one.
+    for plot in ["curves", "profile", "final"] {
+        let svg = std::fs::read_to_string(out.join(format!("plots/{plot}-by-params.x.svg"))).unwrap();
+        assert!(svg.contains("no CI (fewer than 4 runs per stratum)") && !svg.contains("95%"), "{plot}");
+    }
+    for (name, bound) in [("curves-by-params.x", "iqm_lo"), ("profiles-by-params.x", "fraction_hi")] {
+        let (csv, parquet) = (read_csv(&format!("{name}.csv")), read_parquet(&format!("{name}.parquet")));
+        assert!(csv.height() > 0 && csv.column(bound).unwrap().null_count() == csv.height(), "{name}: {csv}");
+        assert!(parquet.column(bound).unwrap().null_count() == parquet.height(), "{name}: {parquet}");
+    }
+}
+
+#[test]
+fn a_spread_the_table_decimals_would_round_away_gets_more_decimals() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("r");
+    // Returns in the hundreds: one decimal. Group x=1 spreads over 0.03 only (std 0.0129): at
+    // one decimal its std reads 0.0 and its interval [100.0, 100.0], as if the seeds agreed.
+    for (x, base, step) in [(1, 100.0, 0.01), (2, 300.0, 10.0)] {
+        for seed in 0..4u64 {
+            let r = base + step * seed as f64;
+            write_run(&root, &format!("x{x}s{seed}"), &format!("c{x}"), &format!("params.x={x}"), seed, r, json!({"x": x}), true);
+        }
+    }
+    let outcome = analyze(&options(vec![root], &tmp.path().join("out"))).unwrap();
+    let row = |g: &str| outcome.table.lines().find(|l| l.starts_with(&format!("{g} "))).unwrap_or("").to_string();
+    assert!(row("params.x=2").contains("315.0 [300.0, 330.0]") && row("params.x=2").contains("315.0 ± 12.9"), "{}", outcome.table);
+    let small = row("params.x=1");
+    assert!(small.contains(" 100.02 [100.00, 100.03] ") && small.contains(" 100.0 ± 0.01 "), "{}", outcome.table);
+    let (open, close) = (small.find('[').unwrap_or(0), small.find(']').unwrap_or(0));
+    let bounds: Vec<&str> = small[open + 1..close].split(", ").collect();
+    assert!(bounds.len() == 2 && bounds[0] != bounds[1], "{small}");
 }
