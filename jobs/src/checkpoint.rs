@@ -489,9 +489,9 @@ pub fn after_stop(dir: &Path, cause: StopCause, iteration: u64, budgets: Budgets
         }
         StopCause::Terminate => {
             record_interruption(dir, Interruption::Terminated, iteration)?;
-            Ok(AfterStop::Cancelled(format!(
-                "SIGTERM (preempted, requeued or cancelled); checkpoint at iteration {iteration}"
-            )))
+            // The job cannot tell preemption, requeue and cancellation apart; `drover status`
+            // names the cause where the ledger or Slurm knows it, and keeps these words otherwise.
+            Ok(AfterStop::Cancelled(format!("stopped by SIGTERM; checkpoint at iteration {iteration}")))
         }
         StopCause::Interrupt => Ok(AfterStop::Cancelled("stopped by SIGINT".into())),
     }

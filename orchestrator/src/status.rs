@@ -83,42 +83,94 @@ pub enum SlurmView<'a> {
     Forgotten,
 }
 
-/// The state of one run, and a reason when it did not complete.
-pub fn classify(exit: Option<&ExitRecord>, slurm: SlurmView<'_>, cancelled_by_drover: bool) -> (RunState, Option<String>) {
+/// What the job's own SIGTERM words (`stopped by SIGTERM; checkpoint at iteration 3`, or the
+/// older `SIGTERM (preempted, requeued or cancelled); ...`) add after naming the signal: the
+/// checkpoint's iteration, or nothing. `None` when `reason` is not a SIGTERM stop.
+fn sigterm_detail(reason: &str) -> Option<&str> {
+    let rest = reason.strip_prefix("stopped by ").unwrap_or(reason);
+    rest.starts_with("SIGTERM").then(|| rest.split_once("; ").map_or("", |(_, detail)| detail))
+}
+
+/// The stop's `cause`, which drover knows (the job only saw a SIGTERM), in place of the job's
+/// SIGTERM words, keeping what the job added; other words of the job follow after a colon.
+fn with_cause(cause: &str, job_words: Option<&str>) -> String {
+    match job_words {
+        None => cause.to_string(),
+        Some(words) => match sigterm_detail(words) {
+            Some("") => cause.to_string(),
+            Some(detail) => format!("{cause}; {detail}"),
+            None => format!("{cause}: {words}"),
+        },
+    }
+}
+
+/// `drover cancel` recorded the array: the job's SIGTERM came from it.
+const BY_DROVER: &str = "cancelled by `drover cancel`";
+/// Slurm lists the task CANCELLED and the ledger has no `drover cancel` of it.
+const BY_SCANCEL: &str = "cancelled outside drover (`scancel`; Slurm: CANCELLED)";
+/// Slurm lists the task PREEMPTED.
+const BY_PREEMPTION: &str = "preempted (Slurm: PREEMPTED)";
+/// Slurm has forgotten the task, `drover cancel` did not stop it and no later attempt came:
+/// what is left of Slurm's reasons for a SIGTERM.
+const FROM_OUTSIDE: &str = "stopped by SIGTERM from outside drover (preempted, or cancelled with `scancel` by hand)";
+/// Slurm lists the task again after the attempt that wrote the stop marker.
+const REQUEUED: &str = "requeued by Slurm after a SIGTERM (preemption or `scontrol requeue`)";
+
+/// The state of one run, and a reason when it did not complete. `cancelled_by_drover`: the
+/// ledger says `drover cancel` stopped the run's array. `ran_in_listed_task`: the run's latest
+/// attempt ran in the array task Slurm lists now, so a stop marker beside a pending task means
+/// Slurm requeued it (rather than a `drover run` resubmitting it in a new array).
+pub fn classify(
+    exit: Option<&ExitRecord>,
+    slurm: SlurmView<'_>,
+    cancelled_by_drover: bool,
+    ran_in_listed_task: bool,
+) -> (RunState, Option<String>) {
     if exit.is_some_and(|e| e.status == ExitStatus::Completed) {
         return (RunState::Done, None);
     }
-    // The job only saw a SIGTERM; the ledger knows who sent it, and says so the same way
-    // whether or not Slurm still lists the job.
-    const BY_DROVER: &str = "cancelled by `drover cancel`";
-    let marker = || match exit {
-        Some(e) if e.status == ExitStatus::Failed => Some((RunState::Failed, e.reason.clone())),
-        Some(e) if cancelled_by_drover => {
-            Some((RunState::Cancelled, Some(e.reason.as_ref().map_or_else(|| BY_DROVER.to_string(), |r| format!("{BY_DROVER}: {r}")))))
-        }
-        Some(e) => Some((RunState::Cancelled, e.reason.clone())),
-        None => None,
+    let failed = exit.filter(|e| e.status == ExitStatus::Failed);
+    let stopped = exit.filter(|e| e.status == ExitStatus::Cancelled);
+    let words = stopped.and_then(|e| e.reason.as_deref());
+    // The job only saw a SIGTERM. A cause drover knows replaces the job's hedge; with none, the
+    // job's words stay and only a bare SIGTERM is put in the words of what is left.
+    let stop_reason = |known: Option<&str>| match known {
+        Some(cause) => with_cause(cause, words),
+        None => match words {
+            Some(w) if sigterm_detail(w).is_some() => with_cause(FROM_OUTSIDE, Some(w)),
+            Some(w) => w.to_string(),
+            None => FROM_OUTSIDE.to_string(),
+        },
+    };
+    let by_drover = cancelled_by_drover.then_some(BY_DROVER);
+    let marker = |known: Option<&str>| match (failed, stopped) {
+        (Some(e), _) => Some((RunState::Failed, e.reason.clone())),
+        (None, Some(_)) => Some((RunState::Cancelled, Some(stop_reason(known)))),
+        (None, None) => None,
     };
     match slurm {
         SlurmView::NotSubmitted => (RunState::NotSubmitted, None),
         SlurmView::Listed(state) => match state {
             "PENDING" | "CONFIGURING" | "REQUEUED" | "REQUEUE_FED" | "REQUEUE_HOLD" | "RESV_DEL_HOLD" | "SUSPENDED"
-            | "RESIZING" => (RunState::Pending, None),
+            | "RESIZING" => (RunState::Pending, (stopped.is_some() && ran_in_listed_task).then(|| with_cause(REQUEUED, words))),
             "RUNNING" | "COMPLETING" | "SIGNALING" | "STAGE_OUT" => (RunState::Running, None),
             "TIMEOUT" | "DEADLINE" => (RunState::TimedOut, Some(format!("Slurm: {state}"))),
-            "PREEMPTED" => (RunState::Preempted, Some("Slurm: PREEMPTED".into())),
+            "PREEMPTED" => (RunState::Preempted, Some(with_cause(BY_PREEMPTION, words))),
             "CANCELLED" => {
-                let fallback = if cancelled_by_drover { BY_DROVER } else { "Slurm: CANCELLED" };
-                (RunState::Cancelled, marker().and_then(|m| m.1).or(Some(fallback.into())))
+                let reason = match failed {
+                    Some(e) => e.reason.clone(),
+                    None => Some(with_cause(by_drover.unwrap_or(BY_SCANCEL), words)),
+                };
+                (RunState::Cancelled, reason)
             }
             // COMPLETED without a completed marker, FAILED, OUT_OF_MEMORY, NODE_FAIL, BOOT_FAIL...
-            other => match marker() {
+            other => match marker(by_drover) {
                 Some(m) => m,
                 None if cancelled_by_drover => (RunState::Cancelled, Some(BY_DROVER.into())),
                 None => (RunState::Failed, Some(format!("Slurm: {other}, and the job wrote no exit.json"))),
             },
         },
-        SlurmView::Forgotten => match marker() {
+        SlurmView::Forgotten => match marker(by_drover) {
             Some(m) => m,
             None if cancelled_by_drover => (RunState::Cancelled, Some(BY_DROVER.into())),
             None => (
@@ -242,6 +294,28 @@ fn thousands(n: u64) -> String {
     out
 }
 
+/// `once`, `twice`, `3 times`.
+fn times(n: u32) -> String {
+    match n {
+        1 => "once".into(),
+        2 => "twice".into(),
+        n => format!("{n} times"),
+    }
+}
+
+/// A run's checkpointed stops in words (`requeued at its time limit twice, stopped by SIGTERM
+/// once`), `None` when it had none: the JSON's `time_limit_requeues` and `preemptions`.
+pub fn stops_words(time_limit_requeues: u32, sigterm_stops: u32) -> Option<String> {
+    let mut parts = Vec::new();
+    if time_limit_requeues > 0 {
+        parts.push(format!("requeued at its time limit {}", times(time_limit_requeues)));
+    }
+    if sigterm_stops > 0 {
+        parts.push(format!("stopped by SIGTERM {}", times(sigterm_stops)));
+    }
+    (!parts.is_empty()).then(|| parts.join(", "))
+}
+
 /// One run in `drover status --json`.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunStatus {
@@ -310,6 +384,21 @@ impl StatusReport {
         let local = self.backend == "local";
         let counts: Vec<String> = if local { counts.iter().map(|c| c.replace("not submitted", "not started")).collect() } else { counts };
         out.push_str(&format!("sweep `{}`: {}: {}\n", self.sweep, crate::words::count(self.runs.len(), "run"), counts.join(", ")));
+        // Requeues are invisible in the states (a requeued run is running again), and a sweep
+        // whose runs keep hitting their time limit wants a longer `slurm.time`.
+        let (limited, sigtermed) = (self.runs.iter().filter(|r| r.time_limit_requeues > 0), self.runs.iter().filter(|r| r.preemptions > 0));
+        let (limited_runs, limits) = limited.fold((0, 0), |(n, k), r| (n + 1, k + r.time_limit_requeues as usize));
+        let (sigterm_runs, sigterms) = sigtermed.fold((0, 0), |(n, k), r| (n + 1, k + r.preemptions as usize));
+        let mut stops = Vec::new();
+        if limited_runs > 0 {
+            stops.push(format!("{} requeued at the time limit ({} in all)", crate::words::count(limited_runs, "run"), crate::words::count(limits, "requeue")));
+        }
+        if sigterm_runs > 0 {
+            stops.push(format!("{} stopped by SIGTERM ({} in all)", crate::words::count(sigterm_runs, "run"), crate::words::count(sigterms, "stop")));
+        }
+        if !stops.is_empty() {
+            out.push_str(&format!("checkpointed stops: {}\n", stops.join("; ")));
+        }
         if local {
             match &self.driver {
                 Some(holder) => out.push_str(&format!("running locally: {holder}\n")),
@@ -327,6 +416,9 @@ impl StatusReport {
             }
             if let Some(p) = r.progress.as_ref().filter(|_| r.state != RunState::Done) {
                 out.push_str(&format!("  {}", p.render()));
+            }
+            if let Some(stops) = stops_words(r.time_limit_requeues, r.preemptions) {
+                out.push_str(&format!("  [{stops}]"));
             }
             if let Some(reason) = &r.reason {
                 out.push_str(&format!("  ({reason})"));
@@ -363,13 +455,13 @@ mod tests {
     fn the_jobs_completed_marker_wins_over_everything() {
         let done = exit(ExitStatus::Completed, None);
         for view in [SlurmView::Listed("RUNNING"), SlurmView::Listed("CANCELLED"), SlurmView::Forgotten] {
-            assert_eq!(classify(Some(&done), view, true).0, RunState::Done, "{view:?}");
+            assert_eq!(classify(Some(&done), view, true, true).0, RunState::Done, "{view:?}");
         }
     }
 
     #[test]
     fn slurm_decides_while_it_lists_the_task_and_markers_after() {
-        let cancelled = exit(ExitStatus::Cancelled, Some("SIGTERM (preempted, requeued or cancelled); checkpoint at iteration 3"));
+        let cancelled = exit(ExitStatus::Cancelled, Some("stopped by SIGTERM; checkpoint at iteration 3"));
         let failed = exit(ExitStatus::Failed, Some("plugin error"));
         let cases: Vec<(Option<&ExitRecord>, SlurmView<'_>, bool, RunState)> = vec![
             (None, SlurmView::NotSubmitted, false, RunState::NotSubmitted),
@@ -388,33 +480,71 @@ mod tests {
             (None, SlurmView::Forgotten, false, RunState::Failed),
         ];
         for (exit, view, by_drover, expected) in cases {
-            assert_eq!(classify(exit, view, by_drover).0, expected, "{exit:?} {view:?} {by_drover}");
+            assert_eq!(classify(exit, view, by_drover, false).0, expected, "{exit:?} {view:?} {by_drover}");
         }
-        assert_eq!(classify(Some(&failed), SlurmView::Forgotten, false).1.as_deref(), Some("plugin error"));
+        assert_eq!(classify(Some(&failed), SlurmView::Forgotten, false, false).1.as_deref(), Some("plugin error"));
     }
 
-    /// A run stopped by `drover cancel` says so (the job itself only saw a SIGTERM), with the
-    /// job's own words kept, and the reason does not change when Slurm forgets the job.
+    /// A run stopped by `drover cancel` says so (the job itself only saw a SIGTERM), in place of
+    /// the job's SIGTERM words and keeping its checkpoint's iteration, and the reason does not
+    /// change when Slurm forgets the job.
     #[test]
     fn a_run_cancelled_by_drover_says_so_before_and_after_slurm_forgets_it() {
-        let stopped = exit(ExitStatus::Cancelled, Some("SIGTERM; checkpoint at iteration 3"));
+        let stopped = exit(ExitStatus::Cancelled, Some("stopped by SIGTERM; checkpoint at iteration 3"));
         for marker in [None, Some(&stopped)] {
-            let listed = classify(marker, SlurmView::Listed("CANCELLED"), true);
-            let forgotten = classify(marker, SlurmView::Forgotten, true);
+            let listed = classify(marker, SlurmView::Listed("CANCELLED"), true, true);
+            let forgotten = classify(marker, SlurmView::Forgotten, true, false);
             assert_eq!(listed, forgotten, "{marker:?}");
             assert_eq!(listed.0, RunState::Cancelled);
             assert!(listed.1.as_deref().is_some_and(|r| r.starts_with("cancelled by `drover cancel`")), "{listed:?}");
         }
         assert_eq!(
-            classify(Some(&stopped), SlurmView::Forgotten, true).1.as_deref(),
-            Some("cancelled by `drover cancel`: SIGTERM; checkpoint at iteration 3")
+            classify(Some(&stopped), SlurmView::Forgotten, true, false).1.as_deref(),
+            Some("cancelled by `drover cancel`; checkpoint at iteration 3")
         );
-        // Without the ledger's record (`scancel` by hand) the job's and Slurm's words stand.
-        assert_eq!(classify(Some(&stopped), SlurmView::Forgotten, false).1.as_deref(), Some("SIGTERM; checkpoint at iteration 3"));
-        assert_eq!(classify(None, SlurmView::Listed("CANCELLED"), false).1.as_deref(), Some("Slurm: CANCELLED"));
         // A failure stays a failure whoever cancelled afterwards.
         let failed = exit(ExitStatus::Failed, Some("plugin error"));
-        assert_eq!(classify(Some(&failed), SlurmView::Forgotten, true), (RunState::Failed, Some("plugin error".into())));
+        assert_eq!(classify(Some(&failed), SlurmView::Forgotten, true, false), (RunState::Failed, Some("plugin error".into())));
+    }
+
+    /// A SIGTERM stop says which of preemption, requeue and cancellation it was whenever the
+    /// ledger or Slurm knows; when neither does, what is left; the job's own other words stay.
+    #[test]
+    fn a_sigterm_stop_names_its_cause_when_drover_knows_it() {
+        let stopped = exit(ExitStatus::Cancelled, Some("stopped by SIGTERM; checkpoint at iteration 3"));
+        let older = exit(ExitStatus::Cancelled, Some("SIGTERM (preempted, requeued or cancelled); checkpoint at iteration 3"));
+        let sigint = exit(ExitStatus::Cancelled, Some("stopped by SIGINT"));
+        let reason = |marker, view, by_drover, ran_here| classify(marker, view, by_drover, ran_here).1.unwrap_or_default();
+        // `scancel` by hand, while Slurm lists the task.
+        assert_eq!(
+            reason(Some(&stopped), SlurmView::Listed("CANCELLED"), false, true),
+            "cancelled outside drover (`scancel`; Slurm: CANCELLED); checkpoint at iteration 3"
+        );
+        assert_eq!(reason(None, SlurmView::Listed("CANCELLED"), false, true), "cancelled outside drover (`scancel`; Slurm: CANCELLED)");
+        // Preempted without requeue.
+        let preempted = classify(Some(&stopped), SlurmView::Listed("PREEMPTED"), false, true);
+        assert_eq!(preempted, (RunState::Preempted, Some("preempted (Slurm: PREEMPTED); checkpoint at iteration 3".into())));
+        // Requeued: the same task is queued again after the attempt that stopped.
+        let requeued = classify(Some(&stopped), SlurmView::Listed("PENDING"), false, true);
+        assert_eq!(
+            requeued,
+            (RunState::Pending, Some("requeued by Slurm after a SIGTERM (preemption or `scontrol requeue`); checkpoint at iteration 3".into()))
+        );
+        // Resubmitted by a later `drover run` in a new array: not a requeue.
+        assert_eq!(classify(Some(&stopped), SlurmView::Listed("PENDING"), false, false), (RunState::Pending, None));
+        // Slurm has forgotten, and no `drover cancel`: preempted or `scancel`, the job's words kept.
+        for marker in [&stopped, &older] {
+            assert_eq!(
+                reason(Some(marker), SlurmView::Forgotten, false, false),
+                "stopped by SIGTERM from outside drover (preempted, or cancelled with `scancel` by hand); checkpoint at iteration 3"
+            );
+        }
+        assert_eq!(reason(Some(&older), SlurmView::Forgotten, true, false), "cancelled by `drover cancel`; checkpoint at iteration 3");
+        assert_eq!(reason(Some(&sigint), SlurmView::Forgotten, false, false), "stopped by SIGINT", "not a SIGTERM: the job's words");
+        assert_eq!(reason(Some(&sigint), SlurmView::Forgotten, true, false), "cancelled by `drover cancel`: stopped by SIGINT");
+        for r in [reason(Some(&older), SlurmView::Listed("CANCELLED"), true, true), reason(Some(&older), SlurmView::Listed("CANCELLED"), false, true)] {
+            assert!(!r.contains("preempted, requeued or cancelled"), "the job's hedge is replaced: {r}");
+        }
     }
 
     #[test]
@@ -488,6 +618,44 @@ mod tests {
         assert!(pending_reason_words("PartitionTimeLimit").starts_with("will not start"));
         let json = serde_json::to_value(&report).expect("json");
         assert_eq!(json["runs"][0]["slurm_reason"], "JobArrayTaskLimit");
+    }
+
+    /// Requeues do not show in a run's state (a requeued run is running again): the text view
+    /// names each run's checkpointed stops, and sums them up under the header, only when nonzero.
+    #[test]
+    fn the_text_status_shows_requeues_and_sigterm_stops_only_when_nonzero() {
+        let run = |id: &str, state, time_limit_requeues, preemptions| RunStatus {
+            run_id: id.into(),
+            label: "lr=1".into(),
+            seed: Some(7),
+            state,
+            reason: None,
+            slurm_job: Some("12_0".into()),
+            slurm_state: None,
+            slurm_reason: None,
+            submissions: 1,
+            time_limit_requeues,
+            preemptions,
+            logs: Vec::new(),
+            progress: None,
+        };
+        let runs = vec![
+            run("000000000000000a", RunState::Done, 2, 1),
+            run("000000000000000b", RunState::Running, 1, 0),
+            run("000000000000000c", RunState::Done, 0, 0),
+            run("000000000000000d", RunState::Pending, 0, 3),
+        ];
+        let text = StatusReport::new("s".into(), "/r".into(), "slurm", None, runs).render();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[1], "checkpointed stops: 2 runs requeued at the time limit (3 requeues in all); 2 runs stopped by SIGTERM (4 stops in all)", "{text}");
+        assert!(lines[2].ends_with("lr=1  [requeued at its time limit twice, stopped by SIGTERM once]"), "{text}");
+        assert!(lines[3].ends_with("lr=1  [requeued at its time limit once]"), "{text}");
+        assert!(lines[4].ends_with("seed=7      lr=1"), "no stops, nothing shown: {text}");
+        assert!(lines[5].ends_with("lr=1  [stopped by SIGTERM 3 times]"), "{text}");
+
+        let quiet = StatusReport::new("s".into(), "/r".into(), "slurm", None, vec![run("000000000000000c", RunState::Done, 0, 0)]).render();
+        assert!(!quiet.contains("stop") && !quiet.contains("requeue"), "{quiet}");
+        assert_eq!(stops_words(0, 0), None);
     }
 
     #[test]

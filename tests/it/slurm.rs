@@ -288,6 +288,9 @@ fn requeued_run_resumes_exactly(ranks: u32) {
     let status = status_json(&results);
     assert_eq!(status["runs"][0]["time_limit_requeues"], 1);
     assert_eq!(status["runs"][0]["preemptions"], 1);
+    let table = String::from_utf8_lossy(&run_ok(drover().arg("status").arg(&results)).stdout).into_owned();
+    assert!(table.contains("[requeued at its time limit once, stopped by SIGTERM once]"), "{table}");
+    assert!(table.contains("checkpointed stops: 1 run requeued at the time limit (1 requeue in all); 1 run stopped by SIGTERM (1 stop in all)"), "{table}");
     assert!(run.join("attempt-3.stdout.log").exists(), "three attempts");
     let resumed = metrics(&run);
     let steps: Vec<i64> = resumed.iter().map(|r| r["global_step"].as_i64().expect("step")).collect();
@@ -411,7 +414,7 @@ fn a_cancelled_sweep_says_what_the_next_run_resumes_and_pending_runs_show_their_
     wait_until("every run cancelled", Duration::from_secs(60), || states(&status_json(&results)) == ["cancelled", "cancelled"]);
     let status = status_json(&results);
     let reason = |i: usize| status["runs"][i]["reason"].as_str().unwrap_or_default().to_string();
-    assert!(reason(0).starts_with("cancelled by `drover cancel`"), "{status}");
+    assert!(reason(0).starts_with("cancelled by `drover cancel`; checkpoint at iteration "), "the cause, not the job's guess: {status}");
     assert!(reason(0).ends_with("the next `drover run` resumes it from its checkpoint"), "{status}");
     assert_eq!(reason(1), "cancelled by `drover cancel`", "never started, so nothing to resume: {status}");
     let stopped_at = metrics(&run).len();
@@ -481,4 +484,85 @@ fn retries_stay_within_the_sweeps_throttle() {
         Some(*running)
     });
     assert_eq!(most.max(), Some(1), "at most one job at once: {events:?}\n{}", text(&out));
+}
+
+/// `ArrayTaskThrottle` of an array, from `scontrol show job` (one record per task, all alike).
+fn array_throttle(job: &str) -> Option<u32> {
+    let out = Command::new("scontrol").args(["show", "job", job]).output().expect("scontrol");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.split_whitespace().find_map(|w| w.strip_prefix("ArrayTaskThrottle=")).and_then(|n| n.parse().ok())
+}
+
+/// Running tasks of every array named `name`.
+fn running_tasks(name: &str) -> usize {
+    let out = Command::new("squeue").args(["--noheader", "--array", "--states=RUNNING", "--format=%i"]).arg(format!("--name={name}")).output().expect("squeue");
+    String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.trim().is_empty()).count()
+}
+
+/// Slurm applies `%N` per array: a rerun that adds runs while the first `drover run`'s runs
+/// still go starts its array at what they leave of the sweep's throttle, so the sweep never
+/// runs more at once; the throttle is raised to the whole `%N` once they end (here, when
+/// `drover status` sees them cancelled). Who stopped a run is named: `scancel` by hand for the
+/// first array, `drover cancel` for the second.
+#[test]
+fn a_rerun_shares_the_throttle_with_live_runs_and_status_names_who_stopped_them() {
+    slurm_up();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let sweep = tmp.path().join("s.toml");
+    let write = |seeds: &str| {
+        std::fs::write(
+            &sweep,
+            format!(
+                "name = \"share\"\nbackend = \"slurm\"\n[run]\nenv = \"CartPole-v1\"\nplugin = \"ppo\"\nnum_envs = 8\nnum_steps = 128\n\
+                 total_steps = 50000000\n[sweep]\nseeds = {seeds}\n[slurm]\nthrottle = 3\npoll_seconds = 0.5\n"
+            ),
+        )
+        .expect("sweep")
+    };
+    write("[1, 2]");
+    let results = tmp.path().join("r");
+    run_ok(drover().arg("run").arg(&sweep).arg("--results").arg(&results).arg("--no-wait"));
+    wait_until("both runs running", Duration::from_secs(90), || states(&status_json(&results)) == ["running", "running"]);
+    let first = ledger_kinds(&results, "submitted")[0]["job_id"].as_str().expect("job id").to_string();
+    let name = ledger_kinds(&results, "intent")[0]["job_name"].as_str().expect("job name").to_string();
+
+    write("[1, 2, 3, 4, 5]");
+    let out = run_ok(drover().arg("run").arg(&sweep).arg("--results").arg(&results).arg("--no-wait"));
+    assert!(text(&out).contains("2 runs of earlier submissions still queued or running: the new runs start at 1 at once, raised to 3"), "{}", text(&out));
+    let intents = ledger_kinds(&results, "intent");
+    assert_eq!((intents[1]["throttle"].as_u64(), intents[1]["raise_to"].as_u64()), (Some(1), Some(3)), "{intents:?}");
+    let second = ledger_kinds(&results, "submitted")[1]["job_id"].as_str().expect("job id").to_string();
+    assert_eq!(array_throttle(&second), Some(1), "the new array leaves the live runs their slots");
+    // Give Slurm's scheduler (sched_interval = 2 s) several passes: never more than 3 at once.
+    let t0 = Instant::now();
+    let mut most = 0;
+    while t0.elapsed() < Duration::from_secs(8) {
+        most = most.max(running_tasks(&name));
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert_eq!(most, 3, "two old runs and one new one at once");
+
+    // The first array's runs end (cancelled by hand); `drover status` raises the throttle.
+    run_ok(Command::new("scancel").arg(&first));
+    wait_until("the first two runs cancelled", Duration::from_secs(60), || states(&status_json(&results))[..2] == ["cancelled", "cancelled"]);
+    wait_until("the whole throttle for the new array", Duration::from_secs(30), || {
+        let _ = status_json(&results);
+        array_throttle(&second) == Some(3)
+    });
+    wait_until("three new runs running", Duration::from_secs(90), || states(&status_json(&results))[2..] == ["running"; 3]);
+    let status = status_json(&results);
+    for i in 0..2 {
+        let reason = status["runs"][i]["reason"].as_str().unwrap_or_default();
+        assert!(reason.starts_with("cancelled outside drover (`scancel`; Slurm: CANCELLED)"), "{status}");
+    }
+    let table = String::from_utf8_lossy(&run_ok(drover().arg("status").arg(&results)).stdout).into_owned();
+    assert!(table.contains("stopped by SIGTERM once]  (cancelled outside drover (`scancel`"), "{table}");
+
+    run_ok(drover().arg("cancel").arg(&results));
+    wait_until("every run cancelled", Duration::from_secs(60), || states(&status_json(&results)) == ["cancelled"; 5]);
+    let status = status_json(&results);
+    let reasons: Vec<&str> = status["runs"].as_array().expect("runs").iter().map(|r| r["reason"].as_str().unwrap_or_default()).collect();
+    assert!(reasons[..2].iter().all(|r| r.starts_with("cancelled outside drover")), "{reasons:?}");
+    assert!(reasons[2..].iter().all(|r| r.starts_with("cancelled by `drover cancel`")), "{reasons:?}");
+    assert!(!reasons.iter().any(|r| r.contains("preempted, requeued or cancelled")), "{reasons:?}");
 }

@@ -100,6 +100,13 @@ pub enum LedgerEvent {
         runs: Vec<String>,
         /// Provenance of the submission.
         provenance: Provenance,
+        /// The array's `%N` (added in format 1 as an optional field).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        throttle: Option<u32>,
+        /// The sweep's throttle, when `throttle` was set lower because older arrays of the sweep
+        /// still had live runs: drover raises the array's throttle toward it as those end.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        raise_to: Option<u32>,
     },
     /// `sbatch` answered with this job id.
     Submitted {
@@ -158,6 +165,10 @@ pub struct Submission {
     pub job_id: Option<String>,
     /// Slurm's refusal, if it refused.
     pub refused: Option<String>,
+    /// The array's `%N` at submission.
+    pub throttle: Option<u32>,
+    /// The sweep's throttle, when the array started below it (see [`LedgerEvent::Intent`]).
+    pub raise_to: Option<u32>,
 }
 
 /// The folded ledger of a results directory.
@@ -208,8 +219,9 @@ impl Ledger {
 
     fn apply(&mut self, event: LedgerEvent) {
         match event {
-            LedgerEvent::Intent { submission, job_name, comment, runs, .. } => {
-                self.submissions.insert(submission, Submission { job_name, comment, runs, job_id: None, refused: None });
+            LedgerEvent::Intent { submission, job_name, comment, runs, throttle, raise_to, .. } => {
+                let s = Submission { job_name, comment, runs, job_id: None, refused: None, throttle, raise_to };
+                self.submissions.insert(submission, s);
             }
             LedgerEvent::Submitted { submission, job_id } => {
                 if let Some(s) = self.submissions.get_mut(&submission) {
@@ -392,6 +404,15 @@ fn task_infos<'c>(root: &Path, n: u32, cache: &'c mut BTreeMap<u32, Vec<TaskInfo
     })
 }
 
+/// Whether the run's latest attempt (the last line of `attempts.jsonl`, written by the batch
+/// script) ran as task `index` of array `job_id`: then a stop marker beside that task, queued
+/// again, means Slurm requeued it; after a resubmission the attempt belongs to another array.
+fn last_attempt_ran_in(run_dir: &Path, job_id: &str, index: usize) -> bool {
+    let Ok(text) = std::fs::read_to_string(run_dir.join("attempts.jsonl")) else { return false };
+    let Some(last) = text.lines().rev().find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()) else { return false };
+    last["array_job_id"].as_str() == Some(job_id) && last["array_task_id"].as_str() == Some(index.to_string().as_str())
+}
+
 /// Status of every run of the sweep from one queue answer.
 fn statuses(dir: &SweepDir, ledger: &Ledger, queue: &[QueueEntry]) -> Vec<RunStatus> {
     let by_task: BTreeMap<(&str, u32), &QueueEntry> =
@@ -414,7 +435,7 @@ fn statuses(dir: &SweepDir, ledger: &Ledger, queue: &[QueueEntry]) -> Vec<RunSta
                     task.map(|t| (t.label, t.seed)).unwrap_or_default()
                 }
             };
-            let (mut slurm_job, mut entry, mut cancelled) = (None, None, false);
+            let (mut slurm_job, mut entry, mut cancelled, mut ran_here) = (None, None, false, false);
             let view = match latest.get(run_id.as_str()) {
                 None => SlurmView::NotSubmitted,
                 Some(&(n, index)) => {
@@ -422,10 +443,12 @@ fn statuses(dir: &SweepDir, ledger: &Ledger, queue: &[QueueEntry]) -> Vec<RunSta
                     slurm_job = Some(format!("{job_id}_{index}"));
                     cancelled = ledger.cancelled(n, job_id);
                     entry = by_task.get(&(job_id, index as u32)).copied();
+                    // Only a stop marker beside a listed task needs to know where it was written.
+                    ran_here = entry.is_some() && exit.is_some() && last_attempt_ran_in(&run_dir, job_id, index);
                     entry.map_or(SlurmView::Forgotten, |e| SlurmView::Listed(e.state.as_str()))
                 }
             };
-            let (state, reason) = classify(exit.as_ref(), view, cancelled);
+            let (state, reason) = classify(exit.as_ref(), view, cancelled, ran_here);
             let reason = resume_hint(state, reason, run_dir.join(CHECKPOINT_JSON).exists());
             let (time_limit_requeues, preemptions) = interruption_counts(&run_dir);
             RunStatus {
@@ -460,6 +483,8 @@ pub fn status(results: &Path, slurm: &Slurm) -> Result<StatusReport, RunError> {
         return Ok(crate::backend::local_status::status(&dir));
     }
     let queue = slurm.queue(&dir.job_name)?;
+    // Also where a `--no-wait` sweep's lowered throttle catches up once older runs end.
+    raise_throttles(&ledger, &queue, slurm, &mut BTreeMap::new());
     let runs = statuses(&dir, &ledger, &queue);
     Ok(status_report(&dir, runs))
 }
@@ -478,7 +503,7 @@ pub fn cancel(results: &Path, slurm: &Slurm) -> Result<Vec<String>, RunError> {
     let live: BTreeSet<String> = queue
         .iter()
         .filter(|e| ours.contains(e.array_job_id.as_str()))
-        .filter(|e| classify(None, SlurmView::Listed(&e.state), false).0.is_live())
+        .filter(|e| is_live_entry(e))
         .map(|e| e.array_job_id.clone())
         .collect();
     let ids: Vec<String> = live.into_iter().collect();
@@ -624,7 +649,8 @@ pub fn dry_run_scripts(plan: &Plan, opts: &SlurmOptions) -> Result<Vec<(String, 
     for (k, array) in plan_arrays(&runs, max).into_iter().enumerate() {
         let n = ledger.next_submission() + k as u32;
         let script_name = format!("array-{n}.sbatch");
-        let text = render(plan, &root, &name, &token, n, &script_name, &array, opts, sweep_throttle(plan));
+        let limits = ArrayLimits { throttle: sweep_throttle(plan), ..ArrayLimits::default() };
+        let text = render(plan, &root, &name, &token, n, &script_name, &array, opts, &limits);
         out.push((script_name, text));
     }
     Ok(out)
@@ -640,7 +666,7 @@ fn render(
     script_name: &str,
     array: &ArrayPlan,
     opts: &SlurmOptions,
-    throttle: Option<u32>,
+    limits: &ArrayLimits,
 ) -> String {
     let s = &plan.sweep.slurm;
     let tasks = root.join(SLURM_DIR).join(format!("array-{n}.tasks"));
@@ -653,7 +679,7 @@ fn render(
         script_name,
         job_name,
         comment: &comment,
-        throttle,
+        throttle: limits.throttle,
         signal: &s.signal,
         signal_seconds: s.signal_seconds,
         resources: &array.resources,
@@ -662,12 +688,91 @@ fn render(
         job_bin: &opts.job_bin,
         max_timeouts: s.max_timeouts,
         max_preemptions: s.max_preemptions,
+        after: &limits.after,
     })
 }
 
 /// The sweep's limit on runs at once: `slurm.throttle`, else `max_parallel`.
 fn sweep_throttle(plan: &Plan) -> Option<u32> {
     plan.sweep.slurm.throttle.or(plan.sweep.max_parallel.map(|m| m.get() as u32))
+}
+
+/// The limits of one array: its `%N`, and how it shares the sweep's throttle with older arrays.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct ArrayLimits {
+    /// `--array=...%N`.
+    throttle: Option<u32>,
+    /// The sweep's throttle, when `throttle` is lower for now (older arrays hold the rest).
+    raise_to: Option<u32>,
+    /// Arrays to wait for (`--dependency=afterany:`), when their live runs fill the throttle.
+    after: Vec<String>,
+}
+
+/// Live (queued, requeued or running) tasks per array of the sweep's accepted submissions.
+fn live_per_array(ledger: &Ledger, queue: &[QueueEntry]) -> BTreeMap<String, usize> {
+    let ours: BTreeSet<&str> = ledger.submissions.values().filter_map(|s| s.job_id.as_deref()).collect();
+    let mut live = BTreeMap::new();
+    for e in queue.iter().filter(|e| ours.contains(e.array_job_id.as_str()) && is_live_entry(e)) {
+        *live.entry(e.array_job_id.clone()).or_insert(0) += 1;
+    }
+    live
+}
+
+/// Whether Slurm may still run the task (queued, requeued or running).
+fn is_live_entry(e: &QueueEntry) -> bool {
+    classify(None, SlurmView::Listed(&e.state), false, false).0.is_live()
+}
+
+/// The limits of a `drover run`'s first-round arrays. Slurm applies `%N` per array, so while an
+/// earlier `drover run` of the sweep still has `L` runs live, a new array at `%N` would let the
+/// sweep run `L + N` at once: it starts at `%(N - L)` and is raised toward `N` as the older
+/// runs end (`throttle_raises`); when `L >= N` it waits for the older arrays instead (Slurm
+/// releases it by itself) and gets the whole `%N`.
+fn first_round_limits(throttle: Option<u32>, live: &BTreeMap<String, usize>) -> ArrayLimits {
+    let Some(n) = throttle else { return ArrayLimits::default() };
+    let older: usize = live.values().sum();
+    match u32::try_from(older).unwrap_or(u32::MAX) {
+        0 => ArrayLimits { throttle: Some(n), ..ArrayLimits::default() },
+        l if l < n => ArrayLimits { throttle: Some(n - l), raise_to: Some(n), after: Vec::new() },
+        _ => ArrayLimits { throttle: Some(n), raise_to: None, after: live.keys().cloned().collect() },
+    }
+}
+
+/// `(array, %N)` for each array that started below the sweep's throttle (`raise_to`) and still
+/// has queued tasks, whose throttle can grow now: the sweep's throttle less the live runs of
+/// the sweep's other arrays, when that is above the array's starting `%N`.
+fn throttle_raises(ledger: &Ledger, queue: &[QueueEntry]) -> Vec<(String, u32)> {
+    let live = live_per_array(ledger, queue);
+    ledger
+        .submissions
+        .values()
+        .filter_map(|s| {
+            let (job, target, start) = (s.job_id.as_deref()?, s.raise_to?, s.throttle?);
+            let queued = queue.iter().any(|e| {
+                e.array_job_id == job && classify(None, SlurmView::Listed(&e.state), false, false).0 == RunState::Pending
+            });
+            let others: usize = live.iter().filter(|(id, _)| id.as_str() != job).map(|(_, n)| n).sum();
+            let now = target.saturating_sub(u32::try_from(others).unwrap_or(u32::MAX));
+            (queued && now > start).then(|| (job.to_string(), now))
+        })
+        .collect()
+}
+
+/// Sets the throttles `throttle_raises` asks for, skipping those this process already set
+/// (`set`); a refusal is logged, not fatal: the next poll or `drover status` tries again.
+fn raise_throttles(ledger: &Ledger, queue: &[QueueEntry], slurm: &Slurm, set: &mut BTreeMap<String, u32>) {
+    for (job, n) in throttle_raises(ledger, queue) {
+        if set.get(&job) == Some(&n) {
+            continue;
+        }
+        match slurm.set_array_throttle(&job, n) {
+            Ok(()) => {
+                tracing::info!(job = %job, throttle = n, "raised the array's throttle as older runs of the sweep ended");
+                set.insert(job, n);
+            }
+            Err(e) => tracing::warn!("cannot raise the throttle of array {job} to {n} ({e}); the next poll or `drover status` tries again"),
+        }
+    }
 }
 
 /// How many failed runs may be resubmitted now: a resubmission is a new array whose own
@@ -722,7 +827,7 @@ struct Submitter<'a> {
 }
 
 impl Submitter<'_> {
-    fn submit(&self, ledger: &mut Ledger, runs: &[(String, Resources)], throttle: Option<u32>) -> Result<Vec<String>, RunError> {
+    fn submit(&self, ledger: &mut Ledger, runs: &[(String, Resources)], limits: &ArrayLimits) -> Result<Vec<String>, RunError> {
         let slurm_dir = self.root.join(SLURM_DIR);
         let logs = slurm_dir.join("logs");
         std::fs::create_dir_all(&logs).map_err(io_err("create directory", &logs))?;
@@ -745,7 +850,7 @@ impl Submitter<'_> {
                 tasks_text.push('\n');
             }
             layout::write_atomic(&tasks, tasks_text.as_bytes()).map_err(io_err("write", &tasks))?;
-            let text = render(self.plan, &self.root, &self.job_name, &self.token, n, &script_name, &array, self.opts, throttle);
+            let text = render(self.plan, &self.root, &self.job_name, &self.token, n, &script_name, &array, self.opts, limits);
             layout::write_atomic(&script, text.as_bytes()).map_err(io_err("write", &script))?;
             let comment = format!("drover:{}:{n}", self.token);
             ledger.append(LedgerEvent::Intent {
@@ -755,6 +860,8 @@ impl Submitter<'_> {
                 script: script_name.clone(),
                 runs: array.runs.clone(),
                 provenance: self.provenance.clone(),
+                throttle: limits.throttle,
+                raise_to: limits.raise_to,
             })?;
             tracing::debug!("script and intent written; sbatch");
             match self.opts.slurm.submit(Path::new(&script_name), &slurm_dir, &self.job_name, &comment) {
@@ -904,12 +1011,17 @@ pub fn run_sweep(plan: &Plan, opts: &SlurmOptions) -> Result<SlurmReport, RunErr
         let prepared = (|| {
             // A sweep with no submission yet has nothing in the queue to ask about.
             let queue = if ledger.submissions.is_empty() { Vec::new() } else { opts.slurm.queue(&job_name)? };
-            prepare_runs(plan, &dir, &ledger, &queue, settings)
+            prepare_runs(plan, &dir, &ledger, &queue, settings).map(|prepared| (prepared, queue))
         })();
         let panicked = || RunError::Io { action: "ask Slurm for MaxArraySize", path: root.clone(), source: std::io::Error::other("thread panicked") };
         (provenance.join().unwrap_or_default(), max_array.join().unwrap_or_else(|_| Err(panicked())), prepared)
     });
-    let PreparedRuns { to_submit, skipped, attached, resumed } = prepared?;
+    let (PreparedRuns { to_submit, skipped, attached, resumed }, queue) = prepared?;
+    // Runs of earlier `drover run`s still live share the sweep's throttle with the new array.
+    let mut raised = BTreeMap::new();
+    raise_throttles(&ledger, &queue, &opts.slurm, &mut raised);
+    let older = live_per_array(&ledger, &queue);
+    let limits = if to_submit.is_empty() { ArrayLimits::default() } else { first_round_limits(sweep_throttle(plan), &older) };
     tracing::debug!(elapsed = ?started.elapsed(), "run directories ready");
     let specs = plan.runs.iter().map(|r| (r.run_id.to_string(), plan.job_spec(r))).collect();
     let submitter = Submitter { plan, root: root.clone(), job_name: job_name.clone(), token, opts, provenance, max_array: max_array?, specs };
@@ -931,8 +1043,24 @@ pub fn run_sweep(plan: &Plan, opts: &SlurmOptions) -> Result<SlurmReport, RunErr
             root.display()
         );
     }
+    if !opts.quiet {
+        let live: usize = older.values().sum();
+        match (&limits.raise_to, limits.after.is_empty()) {
+            (Some(full), _) => eprintln!(
+                "drover: {} of earlier submissions still queued or running: the new runs start at {} at once, raised to {full} as those end (the sweep's throttle)",
+                crate::words::count(live, "run"),
+                limits.throttle.unwrap_or(*full)
+            ),
+            (None, false) => eprintln!(
+                "drover: {} of earlier submissions still queued or running fill the sweep's throttle: the new runs wait for them (array {})",
+                crate::words::count(live, "run"),
+                limits.after.join(", ")
+            ),
+            (None, true) => {}
+        }
+    }
     report.submitted += to_submit.len();
-    report.job_ids.extend(submitter.submit(&mut ledger, &to_submit, sweep_throttle(plan))?);
+    report.job_ids.extend(submitter.submit(&mut ledger, &to_submit, &limits)?);
     report.submit_seconds = started.elapsed().as_secs_f64();
     if !opts.wait {
         return Ok(report);
@@ -947,6 +1075,7 @@ pub fn run_sweep(plan: &Plan, opts: &SlurmOptions) -> Result<SlurmReport, RunErr
         // Read again each poll: `drover cancel` in another terminal appends to it.
         ledger = Ledger::load(&root)?;
         let queue = opts.slurm.queue(&job_name)?;
+        raise_throttles(&ledger, &queue, &opts.slurm, &mut raised);
         let now = statuses(&dir, &ledger, &queue);
         let mut retry = Vec::new();
         let throttle = sweep_throttle(plan);
@@ -1001,8 +1130,8 @@ pub fn run_sweep(plan: &Plan, opts: &SlurmOptions) -> Result<SlurmReport, RunErr
             report.submitted += retry.len();
             // Every run of it fits in a free slot; together with the live runs (whose number
             // only falls) the sweep stays within its throttle.
-            let array_throttle = throttle.map(|_| retry.len() as u32);
-            report.job_ids.extend(submitter.submit(&mut ledger, &retry, array_throttle)?);
+            let limits = ArrayLimits { throttle: throttle.map(|_| retry.len() as u32), ..ArrayLimits::default() };
+            report.job_ids.extend(submitter.submit(&mut ledger, &retry, &limits)?);
             continue;
         }
         let status = status_report(&dir, now);
@@ -1134,6 +1263,8 @@ mod tests {
             script: "array-0.sbatch".into(),
             runs: ids.iter().map(|s| s.to_string()).collect(),
             provenance: Provenance::default(),
+            throttle: None,
+            raise_to: None,
         };
         ledger.append(intent).expect("intent");
         ledger.append(LedgerEvent::Submitted { submission: 0, job_id: "77".into() }).expect("submitted");
@@ -1247,6 +1378,62 @@ mod tests {
         assert_eq!(retry_slots(None, 100), usize::MAX);
     }
 
+    /// A rerun's first array shares the sweep's throttle with runs of earlier arrays still
+    /// live: it starts at what they leave, or waits for them when they fill it.
+    #[test]
+    fn a_reruns_first_array_starts_within_what_older_live_runs_leave() {
+        let live = |pairs: &[(&str, usize)]| pairs.iter().map(|&(id, n)| (id.to_string(), n)).collect::<BTreeMap<_, _>>();
+        assert_eq!(first_round_limits(Some(4), &live(&[])), ArrayLimits { throttle: Some(4), ..ArrayLimits::default() });
+        assert_eq!(first_round_limits(None, &live(&[("41", 9)])), ArrayLimits::default(), "no throttle, nothing to share");
+        assert_eq!(
+            first_round_limits(Some(4), &live(&[("41", 1), ("42", 2)])),
+            ArrayLimits { throttle: Some(1), raise_to: Some(4), after: Vec::new() }
+        );
+        assert_eq!(
+            first_round_limits(Some(3), &live(&[("41", 2), ("42", 1)])),
+            ArrayLimits { throttle: Some(3), raise_to: None, after: vec!["41".into(), "42".into()] }
+        );
+    }
+
+    /// A lowered array is raised to the sweep's throttle less what the other arrays still run,
+    /// only upward and only while it has queued tasks.
+    #[test]
+    fn a_lowered_throttle_is_raised_as_older_runs_end() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut ledger = Ledger::load(tmp.path()).expect("empty");
+        for (n, job, throttle, raise_to) in [(0, "41", Some(3), None), (1, "42", Some(1), Some(3))] {
+            let intent = LedgerEvent::Intent {
+                submission: n,
+                job_name: "j".into(),
+                comment: format!("c{n}"),
+                script: format!("array-{n}.sbatch"),
+                runs: vec![format!("{n:016x}")],
+                provenance: Provenance::default(),
+                throttle,
+                raise_to,
+            };
+            ledger.append(intent).expect("intent");
+            ledger.append(LedgerEvent::Submitted { submission: n, job_id: job.into() }).expect("submitted");
+        }
+        let back = Ledger::load(tmp.path()).expect("reload");
+        assert_eq!((back.submissions[&1].throttle, back.submissions[&1].raise_to), (Some(1), Some(3)), "kept in the ledger");
+        let entry = |job: &str, task, state: &str| QueueEntry {
+            array_job_id: job.into(),
+            task: Some(task),
+            state: state.into(),
+            reason: "None".into(),
+            comment: String::new(),
+        };
+        let new_array = [entry("42", 0, "RUNNING"), entry("42", 1, "PENDING"), entry("42", 2, "PENDING")];
+        let with_older = |older: &[QueueEntry]| throttle_raises(&back, &[older, &new_array[..]].concat());
+        assert!(with_older(&[entry("41", 0, "RUNNING"), entry("41", 1, "RUNNING")]).is_empty(), "two older runs live: stays at 1");
+        assert_eq!(with_older(&[entry("41", 0, "RUNNING"), entry("41", 1, "COMPLETED")]), [("42".to_string(), 2)]);
+        assert_eq!(with_older(&[entry("41", 1, "CANCELLED")]), [("42".to_string(), 3)]);
+        assert_eq!(with_older(&[]), [("42".to_string(), 3)], "Slurm forgot the older array");
+        let nothing_queued = [entry("42", 0, "RUNNING"), entry("42", 1, "COMPLETED")];
+        assert!(throttle_raises(&back, &nothing_queued).is_empty(), "no queued task, nothing to raise");
+    }
+
     /// `drover cancel` marks only the arrays it cancelled: a run of an array that had already
     /// ended (a crash Slurm has forgotten) still reads as failed; a ledger written before the
     /// job ids were recorded keeps its meaning; with nothing live, nothing is recorded.
@@ -1263,6 +1450,8 @@ mod tests {
                 script: format!("array-{n}.sbatch"),
                 runs: vec![format!("{n:016x}")],
                 provenance: Provenance::default(),
+                throttle: None,
+                raise_to: None,
             };
             ledger.append(intent).expect("intent");
             ledger.append(LedgerEvent::Submitted { submission: n, job_id: job.into() }).expect("submitted");
@@ -1271,7 +1460,7 @@ mod tests {
         let back = Ledger::load(&root).expect("reload");
         assert!(!back.cancelled(0, "41"), "array 41 had ended before the cancel");
         assert!(back.cancelled(1, "42"));
-        let no_exit = |cancelled| classify(None, SlurmView::Forgotten, cancelled).0;
+        let no_exit = |cancelled| classify(None, SlurmView::Forgotten, cancelled, false).0;
         assert_eq!((no_exit(back.cancelled(0, "41")), no_exit(back.cancelled(1, "42"))), (RunState::Failed, RunState::Cancelled));
 
         // A record from before job ids: every submission up to `upto_submission`.
@@ -1310,6 +1499,8 @@ mod tests {
                 script: "array-0.sbatch".into(),
                 runs: vec!["a".into(), "b".into()],
                 provenance: Provenance::default(),
+                throttle: None,
+                raise_to: None,
             })
             .expect("append");
         assert_eq!(ledger.dangling(), [0]);

@@ -202,6 +202,13 @@ impl Slurm {
         Ok(self.queue(job_name)?.into_iter().find(|e| e.comment == comment).map(|e| e.array_job_id))
     }
 
+    /// `scontrol update JobId=<array> ArrayTaskThrottle=<n>`: how many of the array's tasks may
+    /// run at once from now on (idempotent, so retried like a query).
+    pub fn set_array_throttle(&self, job_id: &str, throttle: u32) -> Result<(), SlurmError> {
+        let args = vec!["update".to_string(), format!("JobId={job_id}"), format!("ArrayTaskThrottle={throttle}")];
+        self.call("scontrol", &args).map(|_| ())
+    }
+
     /// `scancel` of whole arrays (their pending and running tasks).
     pub fn cancel(&self, job_ids: &[String]) -> Result<(), SlurmError> {
         if job_ids.is_empty() {

@@ -66,6 +66,9 @@ pub struct ScriptParams<'a> {
     pub max_timeouts: u32,
     /// Preemptions allowed.
     pub max_preemptions: u32,
+    /// Arrays this one waits for (`--dependency=afterany:...`): earlier submissions of the
+    /// sweep whose live runs already fill its throttle.
+    pub after: &'a [String],
 }
 
 /// Renders the template.
@@ -97,7 +100,10 @@ pub fn render(p: &ScriptParams<'_>) -> String {
         ("max_timeouts", p.max_timeouts.to_string()),
         ("max_preemptions", p.max_preemptions.to_string()),
     ];
-    let mut out = TEMPLATE.to_string();
+    // Job ids are digits (`sbatch --parsable`, checked), so they cannot add a line or option.
+    let after: Vec<&str> = p.after.iter().map(String::as_str).filter(|id| !id.is_empty() && id.chars().all(|c| c.is_ascii_digit())).collect();
+    let dependency = if after.is_empty() { String::new() } else { format!("#SBATCH --dependency=afterany:{}\n", after.join(":")) };
+    let mut out = TEMPLATE.replace("{{dependency}}\n", &dependency);
     for (k, v) in vars {
         out = out.replace(&format!("{{{{{k}}}}}"), &v);
     }
@@ -161,6 +167,7 @@ mod tests {
                 job_bin: Path::new("/bin/drover-job"),
                 max_timeouts: 3,
                 max_preemptions: 10,
+                after: &[],
             })
         };
         let benign = render_with("s");
@@ -194,6 +201,7 @@ mod tests {
             job_bin: Path::new("/bin/true"),
             max_timeouts: 3,
             max_preemptions: 10,
+            after: &[],
         });
         let run_task = |id: &str| {
             std::fs::write(&tasks, format!("{id}\t{{}}\n")).expect("tasks file");
@@ -234,10 +242,8 @@ mod tests {
         out
     }
 
-    #[test]
-    fn render_fills_every_placeholder() {
-        let resources = Resources { options: vec![("partition", "debug".into())], extra: vec!["--exclusive".into()] };
-        let script = render(&ScriptParams {
+    fn params(resources: &Resources) -> ScriptParams<'_> {
+        ScriptParams {
             sweep: "s",
             submission: 2,
             count: 12,
@@ -247,18 +253,30 @@ mod tests {
             throttle: Some(4),
             signal: "USR1",
             signal_seconds: 90,
-            resources: &resources,
+            resources,
             tasks: Path::new("/r/slurm/array-2.tasks"),
             runs: Path::new("/r dir/runs"),
             job_bin: Path::new("/bin/drover-job"),
             max_timeouts: 3,
             max_preemptions: 10,
-        });
+            after: &[],
+        }
+    }
+
+    #[test]
+    fn render_fills_every_placeholder() {
+        let resources = Resources { options: vec![("partition", "debug".into())], extra: vec!["--exclusive".into()] };
+        let script = render(&params(&resources));
         assert!(!script.contains("{{"), "{script}");
         assert!(script.contains("#SBATCH --array=0-11%4\n"));
         assert!(script.contains("#SBATCH --signal=B:USR1@90\n"));
         assert!(script.contains("#SBATCH --partition=debug\n#SBATCH --exclusive\n"));
         assert!(script.contains("runs='/r dir/runs'\n"));
         assert!(script.contains("trap 'kill -s USR1 \"$child\" 2>/dev/null' USR1"));
+        assert!(!script.contains("--dependency"), "{script}");
+        let after = ["41".to_string(), "42".to_string(), "4;2\n#SBATCH --uid=0".to_string()];
+        let waiting = render(&ScriptParams { after: &after, ..params(&resources) });
+        assert!(waiting.contains("#SBATCH --array=0-11%4\n#SBATCH --dependency=afterany:41:42\n"), "{waiting}");
+        assert!(!waiting.contains("--uid"), "{waiting}");
     }
 }
