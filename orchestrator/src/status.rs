@@ -438,8 +438,27 @@ impl StatusReport {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// A run of label `lr=1`, seed 7, in `state`, with nothing else known: tests set the rest.
+    pub(crate) fn run_status(run_id: &str, state: RunState) -> RunStatus {
+        RunStatus {
+            run_id: run_id.into(),
+            label: "lr=1".into(),
+            seed: Some(7),
+            state,
+            reason: None,
+            slurm_job: None,
+            slurm_state: None,
+            slurm_reason: None,
+            submissions: 1,
+            time_limit_requeues: 0,
+            preemptions: 0,
+            logs: Vec::new(),
+            progress: None,
+        }
+    }
 
     fn exit(status: ExitStatus, reason: Option<&str>) -> ExitRecord {
         ExitRecord {
@@ -592,19 +611,10 @@ mod tests {
     #[test]
     fn pending_reasons_are_explained_and_keep_slurms_name() {
         let run = |reason: &str| RunStatus {
-            run_id: "0123456789abcdef".into(),
-            label: "lr=1".into(),
-            seed: Some(7),
-            state: RunState::Pending,
-            reason: None,
             slurm_job: Some("12_3".into()),
             slurm_state: Some("PENDING".into()),
             slurm_reason: Some(reason.into()),
-            submissions: 1,
-            time_limit_requeues: 0,
-            preemptions: 0,
-            logs: Vec::new(),
-            progress: None,
+            ..run_status("0123456789abcdef", RunState::Pending)
         };
         let report = StatusReport::new("s".into(), "/r".into(), "slurm", None, vec![run("JobArrayTaskLimit"), run("Odd"), run("None")]);
         let text = report.render();
@@ -625,19 +635,10 @@ mod tests {
     #[test]
     fn the_text_status_shows_requeues_and_sigterm_stops_only_when_nonzero() {
         let run = |id: &str, state, time_limit_requeues, preemptions| RunStatus {
-            run_id: id.into(),
-            label: "lr=1".into(),
-            seed: Some(7),
-            state,
-            reason: None,
             slurm_job: Some("12_0".into()),
-            slurm_state: None,
-            slurm_reason: None,
-            submissions: 1,
             time_limit_requeues,
             preemptions,
-            logs: Vec::new(),
-            progress: None,
+            ..run_status(id, state)
         };
         let runs = vec![
             run("000000000000000a", RunState::Done, 2, 1),
