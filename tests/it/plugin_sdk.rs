@@ -132,6 +132,9 @@ fn parameters_are_checked_against_the_plugin_before_anything_starts() {
     let base = "name = \"bad-params\"\n[run]\nenv = \"CartPole-v1\"\nplugin = \"ppo\"\ntotal_steps = 1024\n";
     let cases = [
         ("[params]\ngama = 0.9\n", "key `params.gama`: rejected by plugin `ppo` 0.1.0: unknown parameter (known: gamma,"),
+        // A typo gets the key it was probably meant to be.
+        ("[params]\nvf_coeff = 0.3\n", "key `params.vf_coeff`: rejected by plugin `ppo` 0.1.0: unknown parameter (known: gamma,"),
+        ("[params]\nvf_coeff = 0.3\n", "); did you mean `vf_coef`?"),
         ("[params]\ngamma = \"high\"\n", "key `params.gamma`: rejected by plugin `ppo` 0.1.0: expected float, got \"high\""),
         (
             "[sweep.grid]\n\"params.clip_coef\" = [0.1, -1.0]\n",
@@ -228,6 +231,8 @@ fn a_panicking_or_nan_plugin_fails_its_run_naming_plugin_call_and_reason_and_the
         reasons["panic_in_loss"].1.contains("plugin `faulty` 0.1.0: call `loss`: panic: faulty plugin: deliberate panic in loss"),
         "{reasons:?}"
     );
+    // A payload says what; the author also needs the line that panicked.
+    assert!(reasons["panic_in_loss"].1.contains("deliberate panic in loss (at tests/plugins/faulty/src/lib.rs:"), "{reasons:?}");
     assert_eq!(reasons["nan_in_loss"].0, "failed");
     assert!(
         reasons["nan_in_loss"].1.contains("plugin `faulty` 0.1.0: call `loss`: output `loss` is not finite at index 1 (value NaN)"),

@@ -29,8 +29,10 @@ fn problem(key: &str, reason: String) -> ParamProblem {
 pub fn validate_params(plugin: &PluginDescription, params: &Map<String, Value>) -> Result<(), ParamProblem> {
     if let Some(unknown) = params.keys().find(|k| !plugin.params.iter().any(|p| &p.name == *k)) {
         let known: Vec<&str> = plugin.params.iter().map(|p| p.name.as_str()).collect();
+        // The hint config's unknown keys get, so a typo reads as one rather than as a list to scan.
+        let meant = crate::config::closest(unknown, known.iter().copied()).map_or(String::new(), |k| format!("; did you mean `{k}`?"));
         let known = if known.is_empty() { "it takes none".to_string() } else { format!("known: {}", known.join(", ")) };
-        return Err(problem(unknown, format!("unknown parameter ({known})")));
+        return Err(problem(unknown, format!("unknown parameter ({known}){meant}")));
     }
     for spec in &plugin.params {
         let value = params.get(&spec.name).unwrap_or(&spec.default);
@@ -111,8 +113,14 @@ mod tests {
         check(serde_json::json!({"gamma": 1, "k": 2.0, "target_kl": null, "mode": "b"})).expect("valid");
         assert_eq!(
             check(serde_json::json!({"gama": 0.9})),
-            Err(("gama".into(), "unknown parameter (known: gamma, target_kl, k, flag, mode)".into()))
+            Err(("gama".into(), "unknown parameter (known: gamma, target_kl, k, flag, mode); did you mean `gamma`?".into()))
         );
+        // A stranger gets the list alone; a case slip still finds its key.
+        assert_eq!(
+            check(serde_json::json!({"learning_rate": 0.1})),
+            Err(("learning_rate".into(), "unknown parameter (known: gamma, target_kl, k, flag, mode)".into()))
+        );
+        assert_eq!(check(serde_json::json!({"Target_KL": 0.1})).map_err(|e| e.1).unwrap_err().rsplit("; ").next(), Some("did you mean `target_kl`?"));
         assert_eq!(check(serde_json::json!({"gamma": "x"})), Err(("gamma".into(), "expected float, got \"x\"".into())));
         assert_eq!(check(serde_json::json!({"gamma": 1.5})), Err(("gamma".into(), "must be at most 1, got 1.5".into())));
         assert_eq!(check(serde_json::json!({"k": 0})), Err(("k".into(), "must be at least 1, got 0".into())));

@@ -537,13 +537,48 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
+thread_local! {
+    /// Where this thread's last panic was raised (`file:line:column`), recorded by the hook
+    /// [`watch_panics`] installs: a panic payload carries only the message, and an author
+    /// reading `panic: index out of bounds` in `exit.json` needs the line.
+    static PANIC_LOCATION: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Installs, once per copy of `std` (a `cdylib` plugin has its own, so the host's hook is not
+/// touched), a panic hook that records the location and then runs the hook it replaced, so
+/// the usual message and backtrace still reach stderr; forgets any location recorded before.
+fn watch_panics() {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if let Some(at) = info.location() {
+                let at = format!("{}:{}:{}", at.file(), at.line(), at.column());
+                let _ = PANIC_LOCATION.try_with(|l| l.replace(Some(at)));
+            }
+            previous(info);
+        }));
+    });
+    let _ = PANIC_LOCATION.try_with(|l| l.take());
+}
+
+/// Runs `f`, turning a panic into `PluginError::Panic`: its message, then where it was raised
+/// (`… (at src/lib.rs:42:9)`) when the hook saw it.
+pub(crate) fn catch_panic<R>(f: impl FnOnce() -> R) -> Result<R, PluginError> {
+    watch_panics();
+    catch_unwind(AssertUnwindSafe(f)).map_err(|payload| {
+        let mut message = panic_message(&*payload);
+        if let Some(at) = PANIC_LOCATION.try_with(|l| l.take()).ok().flatten() {
+            message.push_str(&format!(" (at {at})"));
+        }
+        PluginError::panic(message)
+    })
+}
+
 /// Runs `f`, turning a panic into `PluginError::Panic` (a panic must not unwind into the
 /// `extern "C"` shims abi_stable generates: they abort the whole process).
 fn guarded<R>(f: impl FnOnce() -> Result<R, PluginError>) -> RResult<R, PluginError> {
-    match catch_unwind(AssertUnwindSafe(f)) {
-        Ok(r) => r.into(),
-        Err(payload) => RResult::RErr(PluginError::panic(panic_message(&*payload))),
-    }
+    catch_panic(f).and_then(|r| r).into()
 }
 
 impl<T: AlgorithmImpl> Adapter<T> {
@@ -775,12 +810,9 @@ extern "C" fn sequence_loss_shim<T: AlgorithmImpl>(
     d_log_ratio: RSliceMut<'_, f32>,
 ) -> RResult<RVec<Metric>, PluginError> {
     // The downcast and the length checks run outside `Adapter::call`; guard them too.
-    match catch_unwind(AssertUnwindSafe(|| {
-        sequence_loss_entry::<T>(instance, mb, log_ratio, loss, d_log_ratio)
-    })) {
-        Ok(r) => r,
-        Err(payload) => RResult::RErr(PluginError::panic(panic_message(&*payload))),
-    }
+    catch_panic(|| sequence_loss_entry::<T>(instance, mb, log_ratio, loss, d_log_ratio))
+        .and_then(|r| r.into_result())
+        .into()
 }
 
 /// The instance as `Adapter<T>`, or the error a call on another library's instance gets.
@@ -821,20 +853,14 @@ extern "C" fn save_state_shim<T: AlgorithmImpl>(
     instance: &mut AlgorithmBox,
 ) -> RResult<RVec<u8>, PluginError> {
     // The downcast runs outside `Adapter::call`; guard it too.
-    match catch_unwind(AssertUnwindSafe(|| save_state_entry::<T>(instance))) {
-        Ok(r) => r,
-        Err(payload) => RResult::RErr(PluginError::panic(panic_message(&*payload))),
-    }
+    catch_panic(|| save_state_entry::<T>(instance)).and_then(|r| r.into_result()).into()
 }
 
 extern "C" fn load_state_shim<T: AlgorithmImpl>(
     instance: &mut AlgorithmBox,
     bytes: RSlice<'_, u8>,
 ) -> RResult<(), PluginError> {
-    match catch_unwind(AssertUnwindSafe(|| load_state_entry::<T>(instance, bytes))) {
-        Ok(r) => r,
-        Err(payload) => RResult::RErr(PluginError::panic(panic_message(&*payload))),
-    }
+    catch_panic(|| load_state_entry::<T>(instance, bytes)).and_then(|r| r.into_result()).into()
 }
 
 fn set_context_entry<T: AlgorithmImpl>(
@@ -869,10 +895,7 @@ extern "C" fn set_context_shim<T: AlgorithmImpl>(
     context: &v1_3::MinibatchInfo<'_>,
 ) -> RResult<(), PluginError> {
     // No author code runs here, but a panic must still not unwind into the host.
-    match catch_unwind(AssertUnwindSafe(|| set_context_entry::<T>(instance, context))) {
-        Ok(r) => r.into(),
-        Err(payload) => RResult::RErr(PluginError::panic(panic_message(&*payload))),
-    }
+    catch_panic(|| set_context_entry::<T>(instance, context)).and_then(|r| r).into()
 }
 
 /// The `'static` extension tables of plugin type `T` (one per table type and `T`).

@@ -38,7 +38,6 @@
 //! inputs of a finite-difference test).
 
 use std::fmt;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use crate::{
     authoring::{AlgorithmImpl, LossOutputs, Minibatch, MinibatchPosition, Rollout},
@@ -96,14 +95,7 @@ pub trait Subject {
 }
 
 fn panic_to_error<R>(f: impl FnOnce() -> Result<R, PluginError>) -> Result<R, PluginError> {
-    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|payload| {
-        let msg = payload
-            .downcast_ref::<&str>()
-            .map(|s| (*s).to_owned())
-            .or_else(|| payload.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "panic with a non-string payload".to_owned());
-        Err(PluginError::panic(msg))
-    })
+    crate::authoring::catch_panic(f).and_then(|r| r)
 }
 
 impl<T: AlgorithmImpl> Subject for T {
@@ -1113,6 +1105,18 @@ where
             .map_err(Clone::clone),
     );
     let Ok(base) = base else {
+        // Listed, so `drover plugin check`'s count says the harness stopped short rather than
+        // that a plugin passing 3 of 4 checks is nearly done.
+        for name in [
+            "loss_deterministic",
+            "loss_padding_invariant",
+            "loss_sequence_numbering",
+            "loss_derivatives",
+            "iteration_hook",
+            "state_round_trip",
+        ] {
+            report.push(name, Err("not run: needs a `loss` that passes loss_finite".to_owned()));
+        }
         return report;
     };
     let det = instance("second loss").and_then(|mut alg2| {
@@ -1351,6 +1355,8 @@ fn first_minibatch(rollout_sequences: usize) -> MinibatchPosition {
 
 #[cfg(test)]
 mod tests {
+    use std::panic::catch_unwind;
+
     use super::*;
     use crate::{ParamSpec, PluginInfo};
 
@@ -1769,6 +1775,45 @@ mod tests {
         assert!(other_key.is_err(), "an error naming another key must fail the assertion");
     }
 
+    fn text_of<'r>(report: &'r CheckReport, name: &str) -> &'r str {
+        report.checks.iter().find(|c| c.name == name).map_or("", |c| c.detail.as_str())
+    }
+
+    /// Panics in `loss`, on the line [`PANIC_LINE`] names.
+    struct Panicky;
+
+    const PANIC_LINE: u32 = line!() + 18;
+
+    impl AlgorithmImpl for Panicky {
+        fn info() -> PluginInfo {
+            PluginInfo::new("panicky", "0.0.0", "test")
+        }
+        fn new(_: &Params, _: u64) -> Result<Self, PluginError> {
+            Ok(Self)
+        }
+        fn compute_advantages(
+            &mut self,
+            _: &Rollout<'_>,
+            _: &mut [f32],
+            _: &mut [f32],
+        ) -> Result<Vec<Metric>, PluginError> {
+            Ok(Vec::new())
+        }
+        fn loss(&mut self, mb: &Minibatch<'_>, _: &mut LossOutputs<'_>) -> Result<Vec<Metric>, PluginError> {
+            let out_of_bounds = mb.logp_new[mb.len()];
+            Ok(vec![Metric::new("never", f64::from(out_of_bounds))])
+        }
+    }
+
+    /// A payload says what, not where: the caught panic's message names the author's line.
+    #[test]
+    fn a_caught_panic_names_the_line_that_raised_it() {
+        let report = check_algorithm::<Panicky>("{}");
+        let detail = text_of(&report, "loss_finite");
+        let at = format!("(at {}:{PANIC_LINE}:", file!());
+        assert!(detail.contains("panic: index out of bounds") && detail.contains(&at), "`{at}` in: {report}");
+    }
+
     #[test]
     fn each_defect_fails_its_own_check() {
         let wrong = check_algorithm::<Square>(r#"{"factor": 1.0}"#);
@@ -1779,7 +1824,21 @@ mod tests {
         let failed: Vec<&str> = leaky.failures().map(|c| c.name).collect();
         assert_eq!(
             failed,
-            ["advantages_padding_invariant", "loss_finite"],
+            [
+                "advantages_padding_invariant",
+                "loss_finite",
+                "loss_deterministic",
+                "loss_padding_invariant",
+                "loss_sequence_numbering",
+                "loss_derivatives",
+                "iteration_hook",
+                "state_round_trip"
+            ],
+            "{leaky}"
+        );
+        assert_eq!(leaky.checks.len(), 10, "every check is listed, run or not:\n{leaky}");
+        assert!(
+            text_of(&leaky, "loss_derivatives").starts_with("not run: needs a `loss` that passes loss_finite"),
             "{leaky}"
         );
         let text = leaky.to_string();
