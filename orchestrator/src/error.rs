@@ -114,7 +114,12 @@ pub enum ConfigErrorKind {
     #[error("bad --set syntax: {0}")]
     BadSet(String),
     /// `run.plugin` names a plugin that is not in any search directory.
-    #[error("plugin `{name}` not found; searched {}{}", searched_list(.name, .searched), available_list(.name, .available))]
+    #[error(
+        "plugin `{name}` not found; searched {}{}{}",
+        searched_list(.name, .searched),
+        available_list(.name, .available),
+        other_builds_list(.other_builds)
+    )]
     PluginNotFound {
         /// The plugin name or path as written.
         name: String,
@@ -122,6 +127,9 @@ pub enum ConfigErrorKind {
         searched: Vec<PathBuf>,
         /// The names of the plugins that the folders searched do hold (`libdrover_plugin_<name>.so`).
         available: Vec<String>,
+        /// The same file in the other cargo profile's folder (`target/debug` for a searched
+        /// `target/release`, and back), where one exists: built, but not where drover looks.
+        other_builds: Vec<PathBuf>,
     },
     /// `run.plugin` names a library that `drover-job plugin info` refused or could not inspect.
     #[error("plugin `{name}` cannot be used: {reason}")]
@@ -176,6 +184,18 @@ fn available_list(name: &str, available: &[String]) -> String {
     let meant = crate::config::closest(name, available.iter().map(String::as_str))
         .map_or(String::new(), |meant| format!("; did you mean `{meant}`?"));
     format!("; plugins found there: {}{meant}", available.join(", "))
+}
+
+/// `; it is built in `target/debug/...`: ...` for a plugin built with the other cargo profile.
+fn other_builds_list(other_builds: &[PathBuf]) -> String {
+    if other_builds.is_empty() {
+        return String::new();
+    }
+    let files: Vec<String> = other_builds.iter().map(|p| format!("`{}`", p.display())).collect();
+    format!(
+        "; a build of it exists at {}, in the other cargo profile's folder (build it with the profile searched, e.g. `cargo build --release`, or add that folder to `plugin_path`)",
+        files.join(", ")
+    )
 }
 
 /// A failure of `drover run` itself (not of a run: failed runs are reported, not errors).

@@ -50,8 +50,9 @@ impl PluginSearch {
         let not_found = |searched: Vec<PathBuf>, available: Vec<String>| {
             // `absolute` does no I/O beyond reading the working directory; without one, as given.
             // `configs/../target/release` is shown as `target/release`, the folder meant.
-            let searched = searched.into_iter().map(|p| lexically_normal(&std::path::absolute(&p).unwrap_or(p))).collect();
-            ConfigError::new(file, "run.plugin", ConfigErrorKind::PluginNotFound { name: spec.to_string(), searched, available })
+            let searched: Vec<PathBuf> = searched.into_iter().map(|p| lexically_normal(&std::path::absolute(&p).unwrap_or(p))).collect();
+            let other_builds = other_profile_builds(&searched);
+            ConfigError::new(file, "run.plugin", ConfigErrorKind::PluginNotFound { name: spec.to_string(), searched, available, other_builds })
         };
         if is_plugin_path(spec) {
             let path = base.join(spec);
@@ -92,6 +93,26 @@ impl PluginSearch {
         names.dedup();
         names
     }
+}
+
+/// The files of `searched` that exist in the other cargo profile's folder: for
+/// `<dir>/release/<file>` the file `<dir>/debug/<file>`, and back. A plugin built with plain
+/// `cargo build` lands in `target/debug`, which a sweep pointing at `target/release` misses.
+fn other_profile_builds(searched: &[PathBuf]) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = Vec::new();
+    for path in searched {
+        let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else { continue };
+        let other = match dir.file_name().and_then(OsStr::to_str) {
+            Some("release") => "debug",
+            Some("debug") => "release",
+            _ => continue,
+        };
+        let Some(candidate) = dir.parent().map(|root| root.join(other).join(name)) else { continue };
+        if candidate.is_file() && !searched.contains(&candidate) && !found.contains(&candidate) {
+            found.push(candidate);
+        }
+    }
+    found
 }
 
 /// `path` with `.` dropped and each `..` taking away the component before it, on the text alone:
@@ -180,6 +201,30 @@ mod tests {
         assert!(err.ends_with("; plugins found there: grpo, ppo"), "{err}");
         let empty = PluginSearch::new(&[b.path().join("none")], None, None);
         assert!(empty.resolve("ppo", f).unwrap_err().to_string().ends_with("or build the plugin)"));
+    }
+
+    /// A plugin built with plain `cargo build` (in `target/debug`) while the sweep searches
+    /// `target/release` is named where it is, by name and by path; nothing is said without one.
+    #[test]
+    fn a_build_in_the_other_profile_folder_is_pointed_out() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().canonicalize().unwrap();
+        for dir in ["target/debug", "target/release"] {
+            std::fs::create_dir_all(root.join(dir)).unwrap();
+        }
+        std::fs::write(root.join("target/debug/libdrover_plugin_a2c.so"), b"").unwrap();
+        let search = PluginSearch::new(&[root.join("target/release")], None, None);
+        let f = root.join("s.toml");
+        let debug_build = root.join("target/debug/libdrover_plugin_a2c.so");
+        let hint = format!("; a build of it exists at `{}`, in the other cargo profile's folder", debug_build.display());
+        let err = search.resolve("a2c", &f).unwrap_err().to_string();
+        assert!(err.contains(&hint), "{err}");
+        let err = search.resolve_in("target/release/libdrover_plugin_a2c.so", &root, &f).unwrap_err().to_string();
+        assert!(err.contains(&hint), "{err}");
+        let err = search.resolve("ppo", &f).unwrap_err().to_string();
+        assert!(!err.contains("other cargo profile"), "{err}");
+        let both = PluginSearch::new(&[root.join("target/release"), root.join("target/debug")], None, None);
+        assert_eq!(both.resolve("a2c", &f).unwrap(), debug_build, "a searched debug folder is simply found");
     }
 
     #[test]
