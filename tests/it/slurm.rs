@@ -2,7 +2,8 @@
 //! installs and starts (the tests call it; it is fast when Slurm is already up). Covers the
 //! shipped 12-run sweep, status after Slurm forgets jobs, retries, quoting of hostile values,
 //! sbatch refusals, splitting at `MaxArraySize`, re-attaching after `drover run` is killed,
-//! cancellation, and exact resume after a time-limit signal and after `scontrol requeue`.
+//! cancellation, exact resume after a time-limit signal and after `scontrol requeue`, and one
+//! throttle for the sweep across its arrays (reruns, overrides, dependencies).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -215,6 +216,8 @@ fn killed_drover_run_reattaches_without_submitting_twice_and_cancel_stops_the_re
     let _ = first.wait();
     let intents = ledger_kinds(&results, "intent");
     assert_eq!(intents.iter().map(|i| i["runs"].as_array().map_or(0, Vec::len)).collect::<Vec<_>>(), [4, 2]);
+    // Split by `MaxArraySize`, the two arrays share the throttle of 2 rather than get `%2` each.
+    assert_eq!(intents.iter().map(|i| i["throttle"].as_u64()).collect::<Vec<_>>(), [Some(1), Some(1)]);
 
     let out = run_ok(drover().arg("run").arg(&sweep).arg("--results").arg(&results));
     assert!(text(&out).contains("0 submitted"), "{}", text(&out));
@@ -529,6 +532,8 @@ fn a_rerun_shares_the_throttle_with_live_runs_and_status_names_who_stopped_them(
     write("[1, 2, 3, 4, 5]");
     let out = run_ok(drover().arg("run").arg(&sweep).arg("--results").arg(&results).arg("--no-wait"));
     assert!(text(&out).contains("2 runs of earlier submissions still queued or running: the new runs start at 1 at once, raised to 3"), "{}", text(&out));
+    // No drover process stays to raise it: the output says which command does.
+    assert!(text(&out).contains("with --no-wait no drover process raises the lowered throttle: `drover status` (or the next `drover run`) does"), "{}", text(&out));
     let intents = ledger_kinds(&results, "intent");
     assert_eq!((intents[1]["throttle"].as_u64(), intents[1]["raise_to"].as_u64()), (Some(1), Some(3)), "{intents:?}");
     let second = ledger_kinds(&results, "submitted")[1]["job_id"].as_str().expect("job id").to_string();
@@ -565,4 +570,123 @@ fn a_rerun_shares_the_throttle_with_live_runs_and_status_names_who_stopped_them(
     assert!(reasons[..2].iter().all(|r| r.starts_with("cancelled outside drover")), "{reasons:?}");
     assert!(reasons[2..].iter().all(|r| r.starts_with("cancelled by `drover cancel`")), "{reasons:?}");
     assert!(!reasons.iter().any(|r| r.contains("preempted, requeued or cancelled")), "{reasons:?}");
+}
+
+/// `scontrol show job` of a job or array, as text.
+fn show_job(job: &str) -> String {
+    let out = Command::new("scontrol").args(["show", "job", job]).output().expect("scontrol");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The job name of the sweep in `results`, from its ledger, once it has one.
+fn sweep_job_name(results: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(results.join("slurm/submissions.jsonl")).ok()?;
+    let first: Value = serde_json::from_str(text.lines().next()?).ok()?;
+    first["job_name"].as_str().map(str::to_string)
+}
+
+/// Samples `running_tasks` of the sweep in `results` every 100 ms until `done` is set;
+/// returns the most seen at once.
+fn most_running(results: PathBuf, done: std::sync::Arc<std::sync::atomic::AtomicBool>) -> std::thread::JoinHandle<usize> {
+    std::thread::spawn(move || {
+        let mut most = 0;
+        while !done.load(std::sync::atomic::Ordering::Relaxed) {
+            if let Some(name) = sweep_job_name(&results) {
+                most = most.max(running_tasks(&name));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        most
+    })
+}
+
+/// Issue (slurm2): `[[slurm.overrides]]` giving two groups of runs different resources make
+/// two arrays, and Slurm applies `%N` to each; the sweep's throttle of 2 is dealt across them
+/// (`%1` each, raised as the other's runs end), so never more than 2 of its tasks run at once
+/// (each array at `%2` would run 4).
+#[test]
+fn a_sweep_split_into_arrays_by_overrides_runs_within_one_throttle() {
+    slurm_up();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let sweep = tmp.path().join("s.toml");
+    std::fs::write(
+        &sweep,
+        "name = \"split\"\nbackend = \"slurm\"\n[run]\nenv = \"CartPole-v1\"\nplugin = \"ppo\"\nnum_envs = 8\nnum_steps = 128\n\
+         total_steps = 150000\n[sweep]\nseeds = [1, 2]\n[sweep.grid]\n\"params.clip_coef\" = [0.1, 0.2]\n\
+         [slurm]\nthrottle = 2\ntime = \"10\"\npoll_seconds = 0.5\n[[slurm.overrides]]\nwhen = { \"params.clip_coef\" = 0.2 }\ntime = \"9\"\n",
+    )
+    .expect("sweep");
+    let results = tmp.path().join("r");
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = most_running(results.clone(), done.clone());
+    let out = drover().arg("run").arg(&sweep).arg("--results").arg(&results).output().expect("drover run");
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let most = sampler.join().expect("sampler");
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(states(&status_json(&results)), ["done"; 4], "{}", text(&out));
+    assert_eq!(most, 2, "at most the sweep's throttle at once, and both arrays ran together: {}", text(&out));
+    let intents = ledger_kinds(&results, "intent");
+    let limits: Vec<(Option<u64>, Option<u64>, usize)> = intents
+        .iter()
+        .map(|i| (i["throttle"].as_u64(), i["raise_to"].as_u64(), i["runs"].as_array().map_or(0, Vec::len)))
+        .collect();
+    assert_eq!(limits, [(Some(1), Some(2), 2), (Some(1), Some(2), 2)], "two arrays, one slot each: {}", text(&out));
+    assert!(text(&out).contains("the sweep's throttle (2 at once) is shared by its 2 new arrays"), "{}", text(&out));
+}
+
+/// When older runs fill the throttle (`L >= N`), a rerun's array waits for their arrays with
+/// `--dependency=afterany` (Slurm releases it with no drover process, so `--no-wait` is
+/// enough) and starts only once they have ended.
+#[test]
+fn a_rerun_waits_for_older_runs_that_fill_the_throttle() {
+    slurm_up();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let sweep = tmp.path().join("s.toml");
+    let write = |seeds: &str| {
+        std::fs::write(
+            &sweep,
+            format!(
+                "name = \"after\"\nbackend = \"slurm\"\n[run]\nenv = \"CartPole-v1\"\nplugin = \"ppo\"\nnum_envs = 8\nnum_steps = 128\n\
+                 total_steps = 200000\n[sweep]\nseeds = {seeds}\n[slurm]\nthrottle = 1\npoll_seconds = 0.5\n"
+            ),
+        )
+        .expect("sweep")
+    };
+    write("[1]");
+    let results = tmp.path().join("r");
+    run_ok(drover().arg("run").arg(&sweep).arg("--results").arg(&results).arg("--no-wait"));
+    wait_until("the first run running", Duration::from_secs(60), || states(&status_json(&results)) == ["running"]);
+    let first = ledger_kinds(&results, "submitted")[0]["job_id"].as_str().expect("job id").to_string();
+    let name = sweep_job_name(&results).expect("job name");
+
+    write("[1, 2, 3]");
+    let out = run_ok(drover().arg("run").arg(&sweep).arg("--results").arg(&results).arg("--no-wait"));
+    assert!(
+        text(&out).contains(&format!("1 run of earlier submissions still queued or running fills the sweep's throttle: the new runs wait for them (array {first})")),
+        "{}",
+        text(&out)
+    );
+    assert!(!text(&out).contains("--no-wait no drover process raises"), "Slurm releases it by itself: {}", text(&out));
+    let second = ledger_kinds(&results, "submitted")[1]["job_id"].as_str().expect("job id").to_string();
+    let shown = show_job(&second);
+    assert!(shown.contains(&format!("Dependency=afterany:{first}")), "{shown}");
+    let intents = ledger_kinds(&results, "intent");
+    assert_eq!((intents[1]["throttle"].as_u64(), intents[1]["raise_to"].as_u64()), (Some(1), None), "{intents:?}");
+
+    // Until the first run ends, none of the new ones runs; then they all complete, one at a time.
+    let t0 = Instant::now();
+    loop {
+        let now = states(&status_json(&results));
+        let running = running_tasks(&name);
+        assert!(running <= 1, "the throttle is 1: {now:?}");
+        if now[0] == "running" {
+            assert!(now[1..].iter().all(|s| s == "pending"), "the new runs wait for the old one: {now:?}");
+        }
+        if now == ["done"; 3] {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(120), "timed out waiting for every run to complete: {now:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(ledger_kinds(&results, "intent").len(), 2, "nothing resubmitted");
 }

@@ -646,11 +646,23 @@ pub fn dry_run_scripts(plan: &Plan, opts: &SlurmOptions) -> Result<Vec<(String, 
         .collect();
     let (name, token) = job_name(&plan.sweep.name, &root);
     let mut out = Vec::new();
-    for (k, array) in plan_arrays(&runs, max).into_iter().enumerate() {
-        let n = ledger.next_submission() + k as u32;
+    let arrays = plan_arrays(&runs, max);
+    let sizes: Vec<usize> = arrays.iter().map(|a| a.runs.len()).collect();
+    // As a first submission would share the throttle (a dry run asks Slurm nothing of live runs).
+    let limits = round_limits(sweep_throttle(plan), &BTreeMap::new(), &sizes);
+    let first = ledger.next_submission();
+    for (k, (array, limits)) in arrays.into_iter().zip(limits).enumerate() {
+        let n = first + k as u32;
         let script_name = format!("array-{n}.sbatch");
-        let limits = ArrayLimits { throttle: sweep_throttle(plan), ..ArrayLimits::default() };
-        let text = render(plan, &root, &name, &token, n, &script_name, &array, opts, &limits);
+        let mut text = render(plan, &root, &name, &token, n, &script_name, &array, opts, &limits);
+        if limits.after_earlier {
+            // The job ids it would wait for exist only once the earlier arrays are submitted.
+            let earlier: Vec<String> = (first..n).map(|m| format!("array-{m}")).collect();
+            let note = format!("# (submitted with --dependency=afterany: on the job ids of {}: the throttle leaves it no slot before they end)\n", earlier.join(", "));
+            if let Some(at) = text.find("#SBATCH --array=").and_then(|i| text[i..].find('\n').map(|j| i + j + 1)) {
+                text.insert_str(at, &note);
+            }
+        }
         out.push((script_name, text));
     }
     Ok(out)
@@ -697,15 +709,19 @@ fn sweep_throttle(plan: &Plan) -> Option<u32> {
     plan.sweep.slurm.throttle.or(plan.sweep.max_parallel.map(|m| m.get() as u32))
 }
 
-/// The limits of one array: its `%N`, and how it shares the sweep's throttle with older arrays.
+/// The limits of one array: its `%N`, and how it shares the sweep's throttle with the sweep's
+/// other arrays (older ones still live, and the others of its own round).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct ArrayLimits {
-    /// `--array=...%N`.
+    /// `--array=...%N`; never 0, which Slurm reads as no limit at all.
     throttle: Option<u32>,
-    /// The sweep's throttle, when `throttle` is lower for now (older arrays hold the rest).
+    /// The sweep's throttle, when `throttle` is lower for now (other arrays hold the rest).
     raise_to: Option<u32>,
-    /// Arrays to wait for (`--dependency=afterany:`), when their live runs fill the throttle.
+    /// Older arrays to wait for (`--dependency=afterany:`), when nothing of the throttle is left.
     after: Vec<String>,
+    /// Whether it also waits for the arrays submitted before it in the same round (whose job
+    /// ids are known only once they are submitted).
+    after_earlier: bool,
 }
 
 /// Live (queued, requeued or running) tasks per array of the sweep's accepted submissions.
@@ -723,18 +739,59 @@ fn is_live_entry(e: &QueueEntry) -> bool {
     classify(None, SlurmView::Listed(&e.state), false, false).0.is_live()
 }
 
-/// The limits of a `drover run`'s first-round arrays. Slurm applies `%N` per array, so while an
-/// earlier `drover run` of the sweep still has `L` runs live, a new array at `%N` would let the
-/// sweep run `L + N` at once: it starts at `%(N - L)` and is raised toward `N` as the older
-/// runs end (`throttle_raises`); when `L >= N` it waits for the older arrays instead (Slurm
-/// releases it by itself) and gets the whole `%N`.
-fn first_round_limits(throttle: Option<u32>, live: &BTreeMap<String, usize>) -> ArrayLimits {
-    let Some(n) = throttle else { return ArrayLimits::default() };
-    let older: usize = live.values().sum();
-    match u32::try_from(older).unwrap_or(u32::MAX) {
-        0 => ArrayLimits { throttle: Some(n), ..ArrayLimits::default() },
-        l if l < n => ArrayLimits { throttle: Some(n - l), raise_to: Some(n), after: Vec::new() },
-        _ => ArrayLimits { throttle: Some(n), raise_to: None, after: live.keys().cloned().collect() },
+/// The limits of the arrays of one round (a `drover run`'s first submission, or one poll's
+/// resubmissions), in submission order, `sizes` being their task counts. Slurm applies `%N`
+/// per array, so the sweep's throttle `N` is shared: the `L` live runs of older arrays keep
+/// their slots, and the `N - L` left are dealt out one at a time across the new arrays (no
+/// array gets more slots than tasks), so each array starts at once with its share. An array
+/// whose share is below both `N` and its size records `raise_to = N` and is raised as other
+/// runs end (`throttle_raises`). An array that gets no slot cannot be given `%0` (Slurm's "no
+/// limit"): it waits with `--dependency=afterany` for the older live arrays and every array
+/// before it in the round, so Slurm starts it by itself (no drover process needed) once all
+/// of those have ended, and then it may have the whole `%N`.
+fn round_limits(throttle: Option<u32>, older: &BTreeMap<String, usize>, sizes: &[usize]) -> Vec<ArrayLimits> {
+    let Some(n) = throttle else { return vec![ArrayLimits::default(); sizes.len()] };
+    let live = u32::try_from(older.values().sum::<usize>()).unwrap_or(u32::MAX);
+    let shares = deal(n.saturating_sub(live), sizes);
+    shares
+        .iter()
+        .zip(sizes)
+        .enumerate()
+        .map(|(i, (&share, &size))| match share {
+            0 => ArrayLimits { throttle: Some(n), raise_to: None, after: older.keys().cloned().collect(), after_earlier: i > 0 },
+            t => ArrayLimits {
+                throttle: Some(t),
+                raise_to: (t < n && (t as usize) < size).then_some(n),
+                ..ArrayLimits::default()
+            },
+        })
+        .collect()
+}
+
+/// Deals `free` slots across arrays of `sizes` tasks, round by round, one slot to each array
+/// that still has a task without one, earlier arrays first; whole rounds at once, so a large
+/// throttle costs no more than a small one.
+fn deal(mut free: u32, sizes: &[usize]) -> Vec<u32> {
+    let mut shares = vec![0u32; sizes.len()];
+    loop {
+        let open: Vec<usize> = (0..sizes.len()).filter(|&i| (shares[i] as usize) < sizes[i]).collect();
+        if free == 0 || open.is_empty() {
+            return shares;
+        }
+        // Every open array can take this many more in whole rounds; below one round, the
+        // earliest arrays take one each.
+        let fewest = open.iter().map(|&i| sizes[i] - shares[i] as usize).min().unwrap_or(0);
+        let rounds = (free as usize / open.len()).min(fewest);
+        if rounds == 0 {
+            for &i in open.iter().take(free as usize) {
+                shares[i] += 1;
+            }
+            return shares;
+        }
+        for &i in &open {
+            shares[i] += rounds as u32;
+        }
+        free -= (rounds * open.len()) as u32;
     }
 }
 
@@ -773,6 +830,57 @@ fn raise_throttles(ledger: &Ledger, queue: &[QueueEntry], slurm: &Slurm, set: &m
             Err(e) => tracing::warn!("cannot raise the throttle of array {job} to {n} ({e}); the next poll or `drover status` tries again"),
         }
     }
+}
+
+/// What `drover run` says of how its new arrays share the sweep's throttle `n` with each other
+/// and with the `live` runs of older arrays; nothing when every array runs all it may at once.
+/// Without `wait` (`--no-wait`) no drover process stays to raise a lowered throttle, so it says
+/// which command does.
+fn sharing_words(n: u32, live: usize, arrays: &[SubmittedArray], wait: bool) -> Vec<String> {
+    let lowered = arrays.iter().any(|a| a.limits.raise_to.is_some());
+    if !lowered && arrays.iter().all(|a| a.limits.after.is_empty()) {
+        return Vec::new();
+    }
+    let older = crate::words::count(live, "run");
+    let mut lines = Vec::new();
+    match arrays {
+        [one] if lowered => lines.push(format!(
+            "{older} of earlier submissions still queued or running: the new runs start at {} at once, raised to {n} as those end (the sweep's throttle)",
+            one.limits.throttle.unwrap_or(n)
+        )),
+        [one] => lines.push(format!(
+            "{older} of earlier submissions still queued or running {} the sweep's throttle: the new runs wait for them (array {}); Slurm starts them once those end",
+            if live == 1 { "fills" } else { "fill" },
+            one.limits.after.join(", ")
+        )),
+        _ => {
+            let parts: Vec<String> = arrays
+                .iter()
+                .map(|a| match (&a.limits.after[..], a.limits.raise_to) {
+                    ([], Some(_)) => format!("array {} starts at {} at once", a.job_id, a.limits.throttle.unwrap_or(n)),
+                    ([], None) => format!("array {} runs {} at once", a.job_id, a.limits.throttle.unwrap_or(n)),
+                    (after, _) => {
+                        let which = if after.len() == 1 { "array" } else { "arrays" };
+                        format!("array {} waits for {which} {} to end", a.job_id, after.join(", "))
+                    }
+                })
+                .collect();
+            let with = if live == 0 { String::new() } else { format!(" and {older} of earlier submissions still queued or running") };
+            let raised = if lowered { format!("; lowered throttles are raised toward {n} as other runs of the sweep end") } else { String::new() };
+            lines.push(format!(
+                "the sweep's throttle ({n} at once) is shared by its {} new arrays{with} (Slurm applies `%N` per array): {}{raised}",
+                arrays.len(),
+                parts.join(", ")
+            ));
+        }
+    }
+    if lowered && !wait {
+        lines.push(format!(
+            "with --no-wait no drover process raises the lowered throttle: `drover status` (or the next `drover run`) does, \
+             as runs end; until one runs, the sweep runs fewer than {n} at once, never more"
+        ));
+    }
+    lines
 }
 
 /// How many failed runs may be resubmitted now: a resubmission is a new array whose own
@@ -826,13 +934,34 @@ struct Submitter<'a> {
     specs: BTreeMap<String, JobSpec>,
 }
 
+/// One array a round submitted, with the limits it got (`after` holding every job id it waits for).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SubmittedArray {
+    job_id: String,
+    limits: ArrayLimits,
+}
+
 impl Submitter<'_> {
-    fn submit(&self, ledger: &mut Ledger, runs: &[(String, Resources)], limits: &ArrayLimits) -> Result<Vec<String>, RunError> {
+    /// Submits one round: the runs' arrays, sharing the sweep's `throttle` with the `older`
+    /// arrays' live runs (`round_limits`).
+    fn submit(
+        &self,
+        ledger: &mut Ledger,
+        runs: &[(String, Resources)],
+        throttle: Option<u32>,
+        older: &BTreeMap<String, usize>,
+    ) -> Result<Vec<SubmittedArray>, RunError> {
         let slurm_dir = self.root.join(SLURM_DIR);
         let logs = slurm_dir.join("logs");
         std::fs::create_dir_all(&logs).map_err(io_err("create directory", &logs))?;
-        let mut ids = Vec::new();
-        for array in plan_arrays(runs, self.max_array) {
+        let arrays = plan_arrays(runs, self.max_array);
+        let sizes: Vec<usize> = arrays.iter().map(|a| a.runs.len()).collect();
+        let mut ids: Vec<SubmittedArray> = Vec::new();
+        for (array, mut limits) in arrays.into_iter().zip(round_limits(throttle, older, &sizes)) {
+            if limits.after_earlier {
+                limits.after.extend(ids.iter().map(|a| a.job_id.clone()));
+            }
+            let limits = &limits;
             let n = ledger.next_submission();
             let script_name = format!("array-{n}.sbatch");
             let script = slurm_dir.join(&script_name);
@@ -868,7 +997,7 @@ impl Submitter<'_> {
                 Ok(job_id) => {
                     ledger.append(LedgerEvent::Submitted { submission: n, job_id: job_id.clone() })?;
                     tracing::info!(job = %job_id, runs = array.runs.len(), script = %script.display(), "submitted");
-                    ids.push(job_id);
+                    ids.push(SubmittedArray { job_id, limits: limits.clone() });
                 }
                 Err(e) => {
                     ledger.append(LedgerEvent::Refused { submission: n, message: e.to_string() })?;
@@ -1017,11 +1146,10 @@ pub fn run_sweep(plan: &Plan, opts: &SlurmOptions) -> Result<SlurmReport, RunErr
         (provenance.join().unwrap_or_default(), max_array.join().unwrap_or_else(|_| Err(panicked())), prepared)
     });
     let (PreparedRuns { to_submit, skipped, attached, resumed }, queue) = prepared?;
-    // Runs of earlier `drover run`s still live share the sweep's throttle with the new array.
+    // Runs of earlier `drover run`s still live share the sweep's throttle with the new arrays.
     let mut raised = BTreeMap::new();
     raise_throttles(&ledger, &queue, &opts.slurm, &mut raised);
     let older = live_per_array(&ledger, &queue);
-    let limits = if to_submit.is_empty() { ArrayLimits::default() } else { first_round_limits(sweep_throttle(plan), &older) };
     tracing::debug!(elapsed = ?started.elapsed(), "run directories ready");
     let specs = plan.runs.iter().map(|r| (r.run_id.to_string(), plan.job_spec(r))).collect();
     let submitter = Submitter { plan, root: root.clone(), job_name: job_name.clone(), token, opts, provenance, max_array: max_array?, specs };
@@ -1043,25 +1171,15 @@ pub fn run_sweep(plan: &Plan, opts: &SlurmOptions) -> Result<SlurmReport, RunErr
             root.display()
         );
     }
-    if !opts.quiet {
-        let live: usize = older.values().sum();
-        match (&limits.raise_to, limits.after.is_empty()) {
-            (Some(full), _) => eprintln!(
-                "drover: {} of earlier submissions still queued or running: the new runs start at {} at once, raised to {full} as those end (the sweep's throttle)",
-                crate::words::count(live, "run"),
-                limits.throttle.unwrap_or(*full)
-            ),
-            (None, false) => eprintln!(
-                "drover: {} of earlier submissions still queued or running fill the sweep's throttle: the new runs wait for them (array {})",
-                crate::words::count(live, "run"),
-                limits.after.join(", ")
-            ),
-            (None, true) => {}
+    report.submitted += to_submit.len();
+    let arrays = submitter.submit(&mut ledger, &to_submit, sweep_throttle(plan), &older)?;
+    report.submit_seconds = started.elapsed().as_secs_f64();
+    if let (false, Some(n)) = (opts.quiet, sweep_throttle(plan)) {
+        for line in sharing_words(n, older.values().sum(), &arrays, opts.wait) {
+            eprintln!("drover: {line}");
         }
     }
-    report.submitted += to_submit.len();
-    report.job_ids.extend(submitter.submit(&mut ledger, &to_submit, &limits)?);
-    report.submit_seconds = started.elapsed().as_secs_f64();
+    report.job_ids.extend(arrays.into_iter().map(|a| a.job_id));
     if !opts.wait {
         return Ok(report);
     }
@@ -1079,7 +1197,10 @@ pub fn run_sweep(plan: &Plan, opts: &SlurmOptions) -> Result<SlurmReport, RunErr
         let now = statuses(&dir, &ledger, &queue);
         let mut retry = Vec::new();
         let throttle = sweep_throttle(plan);
-        let slots = retry_slots(throttle, now.iter().filter(|r| r.state.is_live()).count());
+        // Counted from the queue, as `round_limits` counts them: a task Slurm still lists as
+        // running holds its slot even when its run has just written `exit.json`.
+        let live = live_per_array(&ledger, &queue);
+        let slots = retry_slots(throttle, live.values().sum());
         for st in &now {
             let Some(kind) = retry_kind(st, settings) else {
                 if st.state == RunState::Failed && spent_budget.insert(st.run_id.clone()) && !opts.quiet {
@@ -1130,8 +1251,8 @@ pub fn run_sweep(plan: &Plan, opts: &SlurmOptions) -> Result<SlurmReport, RunErr
             report.submitted += retry.len();
             // Every run of it fits in a free slot; together with the live runs (whose number
             // only falls) the sweep stays within its throttle.
-            let limits = ArrayLimits { throttle: throttle.map(|_| retry.len() as u32), ..ArrayLimits::default() };
-            report.job_ids.extend(submitter.submit(&mut ledger, &retry, &limits)?);
+            let arrays = submitter.submit(&mut ledger, &retry, throttle, &live)?;
+            report.job_ids.extend(arrays.into_iter().map(|a| a.job_id));
             continue;
         }
         let status = status_report(&dir, now);
@@ -1166,6 +1287,20 @@ mod tests {
 
     fn res(p: &str) -> Resources {
         Resources { options: vec![("partition", p.to_string())], extra: Vec::new() }
+    }
+
+    /// The ledger's record of submission `n` (comment `c<n>`, script `array-<n>.sbatch`) of `runs`.
+    fn intent(n: u32, runs: Vec<String>, throttle: Option<u32>, raise_to: Option<u32>) -> LedgerEvent {
+        LedgerEvent::Intent {
+            submission: n,
+            job_name: "j".into(),
+            comment: format!("c{n}"),
+            script: format!("array-{n}.sbatch"),
+            runs,
+            provenance: Provenance::default(),
+            throttle,
+            raise_to,
+        }
     }
 
     #[test]
@@ -1256,17 +1391,7 @@ mod tests {
         let root = tmp.path().canonicalize().expect("canonical");
         let ids = ["0123456789abcdef", "fedcba9876543210"];
         let mut ledger = Ledger::load(&root).expect("empty ledger");
-        let intent = LedgerEvent::Intent {
-            submission: 0,
-            job_name: "j".into(),
-            comment: "c".into(),
-            script: "array-0.sbatch".into(),
-            runs: ids.iter().map(|s| s.to_string()).collect(),
-            provenance: Provenance::default(),
-            throttle: None,
-            raise_to: None,
-        };
-        ledger.append(intent).expect("intent");
+        ledger.append(intent(0, ids.iter().map(|s| s.to_string()).collect(), None, None)).expect("intent");
         ledger.append(LedgerEvent::Submitted { submission: 0, job_id: "77".into() }).expect("submitted");
         let line = |id: &str, seed: u64| format!("{id}\t{{\"run_id\":\"{id}\",\"label\":\"lr=0.1\",\"run\":{{\"seed\":{seed}}}}}\n");
         let tasks = format!("{}{}", line(ids[0], 3), line(ids[1], 4));
@@ -1311,19 +1436,9 @@ mod tests {
     fn a_run_that_spent_its_interruption_budget_is_not_retried() {
         let settings = SlurmSettings { max_timeouts: 1, max_preemptions: 2, ..SlurmSettings::default() };
         let st = |state, time_limit_requeues, preemptions| RunStatus {
-            run_id: "0123456789abcdef".into(),
-            label: String::new(),
-            seed: None,
-            state,
-            reason: None,
-            slurm_job: None,
-            slurm_state: None,
-            slurm_reason: None,
-            submissions: 1,
             time_limit_requeues,
             preemptions,
-            logs: Vec::new(),
-            progress: None,
+            ..crate::status::tests::run_status("0123456789abcdef", state)
         };
         let cases = [
             (st(RunState::Failed, 2, 0), None),
@@ -1378,20 +1493,92 @@ mod tests {
         assert_eq!(retry_slots(None, 100), usize::MAX);
     }
 
+    fn live(pairs: &[(&str, usize)]) -> BTreeMap<String, usize> {
+        pairs.iter().map(|&(id, n)| (id.to_string(), n)).collect()
+    }
+
+    fn at(throttle: u32, raise_to: Option<u32>) -> ArrayLimits {
+        ArrayLimits { throttle: Some(throttle), raise_to, ..ArrayLimits::default() }
+    }
+
+    fn waits(throttle: u32, after: &[&str], after_earlier: bool) -> ArrayLimits {
+        ArrayLimits { throttle: Some(throttle), raise_to: None, after: after.iter().map(|s| s.to_string()).collect(), after_earlier }
+    }
+
     /// A rerun's first array shares the sweep's throttle with runs of earlier arrays still
     /// live: it starts at what they leave, or waits for them when they fill it.
     #[test]
     fn a_reruns_first_array_starts_within_what_older_live_runs_leave() {
-        let live = |pairs: &[(&str, usize)]| pairs.iter().map(|&(id, n)| (id.to_string(), n)).collect::<BTreeMap<_, _>>();
-        assert_eq!(first_round_limits(Some(4), &live(&[])), ArrayLimits { throttle: Some(4), ..ArrayLimits::default() });
-        assert_eq!(first_round_limits(None, &live(&[("41", 9)])), ArrayLimits::default(), "no throttle, nothing to share");
+        assert_eq!(round_limits(Some(4), &live(&[]), &[10]), [at(4, None)]);
+        assert_eq!(round_limits(None, &live(&[("41", 9)]), &[10, 3]), [ArrayLimits::default(), ArrayLimits::default()], "no throttle, nothing to share");
+        assert_eq!(round_limits(Some(4), &live(&[("41", 1), ("42", 2)]), &[10]), [at(1, Some(4))]);
+        assert_eq!(round_limits(Some(3), &live(&[("41", 2), ("42", 1)]), &[10]), [waits(3, &["41", "42"], false)]);
+        assert_eq!(round_limits(Some(4), &live(&[("41", 1)]), &[2]), [at(2, None)], "as many slots as tasks: nothing to raise");
+    }
+
+    /// Issue (slurm2): a round split into several arrays (by `MaxArraySize` or by
+    /// `[[slurm.overrides]]`) gave each array the whole `%N`, so k arrays ran k·N at once.
+    /// The free slots are dealt across the arrays; an array left without one waits for all
+    /// that came before it rather than get `%0`, which Slurm reads as no limit.
+    #[test]
+    fn a_round_of_several_arrays_shares_one_throttle() {
+        assert_eq!(round_limits(Some(4), &live(&[]), &[10, 10]), [at(2, Some(4)), at(2, Some(4))]);
+        assert_eq!(round_limits(Some(4), &live(&[]), &[1, 10]), [at(1, None), at(3, Some(4))], "a one-run array needs one slot");
+        assert_eq!(round_limits(Some(5), &live(&[]), &[2, 10]), [at(2, None), at(3, Some(5))]);
+        assert_eq!(round_limits(Some(5), &live(&[]), &[3, 3, 3]), [at(2, Some(5)), at(2, Some(5)), at(1, Some(5))], "earlier arrays first");
+        assert_eq!(round_limits(Some(4), &live(&[]), &[2, 2]), [at(2, None), at(2, None)]);
         assert_eq!(
-            first_round_limits(Some(4), &live(&[("41", 1), ("42", 2)])),
-            ArrayLimits { throttle: Some(1), raise_to: Some(4), after: Vec::new() }
+            round_limits(Some(2), &live(&[]), &[2, 2, 2, 2]),
+            [at(1, Some(2)), at(1, Some(2)), waits(2, &[], true), waits(2, &[], true)],
+            "more arrays than slots: the rest wait, each for every array before it"
         );
+        assert_eq!(round_limits(Some(4), &live(&[("41", 3)]), &[5, 5]), [at(1, Some(4)), waits(4, &["41"], true)]);
         assert_eq!(
-            first_round_limits(Some(3), &live(&[("41", 2), ("42", 1)])),
-            ArrayLimits { throttle: Some(3), raise_to: None, after: vec!["41".into(), "42".into()] }
+            round_limits(Some(3), &live(&[("41", 3)]), &[5, 5]),
+            [waits(3, &["41"], false), waits(3, &["41"], true)],
+            "older runs fill the throttle: the arrays wait one after another"
+        );
+        // Over many shapes: never `%0`, never more than the throttle at once, no slot left idle
+        // while an array waits, and an array waits only when no slot is left.
+        for n in 1..7u32 {
+            for older in 0..8usize {
+                for sizes in [vec![1], vec![3], vec![1, 1, 1], vec![2, 7], vec![7, 2, 1, 4], vec![9; 5]] {
+                    let limits = round_limits(Some(n), &live(&[("41", older)][..usize::from(older > 0)]), &sizes);
+                    let what = format!("n={n} older={older} sizes={sizes:?}: {limits:?}");
+                    assert!(limits.iter().all(|l| l.throttle.is_some_and(|t| t > 0)), "{what}");
+                    let starting: u32 = limits.iter().filter(|l| l.after.is_empty() && !l.after_earlier).map(|l| l.throttle.unwrap_or(0)).sum();
+                    let waiting = limits.iter().any(|l| !l.after.is_empty() || l.after_earlier);
+                    assert!(older as u32 + starting <= n.max(older as u32), "{what}");
+                    assert_eq!(waiting, older as u32 + starting >= n && sizes.len() > limits.iter().filter(|l| l.after.is_empty() && !l.after_earlier).count(), "{what}");
+                    for (l, &size) in limits.iter().zip(&sizes) {
+                        assert!(l.raise_to.is_none() || l.throttle.is_some_and(|t| (t as usize) < size), "{what}");
+                    }
+                }
+            }
+        }
+        assert_eq!(deal(u32::MAX, &[3, 5]), [3, 5], "a huge throttle, dealt in whole rounds");
+        assert_eq!(deal(7, &[1, 100, 100]), [1, 3, 3]);
+    }
+
+    /// What `drover run` says of the split, and that with `--no-wait` it names the commands
+    /// that raise a lowered throttle (no drover process stays to do it).
+    #[test]
+    fn drover_run_says_how_its_arrays_share_the_throttle_and_who_raises_it() {
+        let arr = |id: &str, limits: ArrayLimits| SubmittedArray { job_id: id.into(), limits };
+        assert!(sharing_words(4, 0, &[arr("50", at(4, None))], false).is_empty(), "nothing shared, nothing said");
+        let one = sharing_words(3, 2, &[arr("50", at(1, Some(3)))], true);
+        assert_eq!(one, ["2 runs of earlier submissions still queued or running: the new runs start at 1 at once, raised to 3 as those end (the sweep's throttle)"]);
+        let no_wait = sharing_words(3, 2, &[arr("50", at(1, Some(3)))], false);
+        assert_eq!(no_wait.len(), 2, "{no_wait:?}");
+        assert!(no_wait[1].starts_with("with --no-wait no drover process raises the lowered throttle: `drover status` (or the next `drover run`) does"), "{no_wait:?}");
+        let waiting = sharing_words(3, 3, &[arr("50", waits(3, &["41"], false))], false);
+        assert_eq!(waiting.len(), 1, "Slurm releases a waiting array by itself: {waiting:?}");
+        assert!(waiting[0].contains("wait for them (array 41); Slurm starts them once those end"), "{waiting:?}");
+        let split = sharing_words(2, 0, &[arr("50", at(1, Some(2))), arr("51", at(1, Some(2))), arr("52", waits(2, &["50", "51"], true))], true);
+        assert_eq!(
+            split,
+            ["the sweep's throttle (2 at once) is shared by its 3 new arrays (Slurm applies `%N` per array): array 50 starts at 1 at once, \
+              array 51 starts at 1 at once, array 52 waits for arrays 50, 51 to end; lowered throttles are raised toward 2 as other runs of the sweep end"]
         );
     }
 
@@ -1402,17 +1589,7 @@ mod tests {
         let tmp = tempfile::tempdir().expect("tempdir");
         let mut ledger = Ledger::load(tmp.path()).expect("empty");
         for (n, job, throttle, raise_to) in [(0, "41", Some(3), None), (1, "42", Some(1), Some(3))] {
-            let intent = LedgerEvent::Intent {
-                submission: n,
-                job_name: "j".into(),
-                comment: format!("c{n}"),
-                script: format!("array-{n}.sbatch"),
-                runs: vec![format!("{n:016x}")],
-                provenance: Provenance::default(),
-                throttle,
-                raise_to,
-            };
-            ledger.append(intent).expect("intent");
+            ledger.append(intent(n, vec![format!("{n:016x}")], throttle, raise_to)).expect("intent");
             ledger.append(LedgerEvent::Submitted { submission: n, job_id: job.into() }).expect("submitted");
         }
         let back = Ledger::load(tmp.path()).expect("reload");
@@ -1443,17 +1620,7 @@ mod tests {
         let root = tmp.path().canonicalize().expect("canonical");
         let mut ledger = Ledger::load(&root).expect("empty");
         for (n, job) in [(0, "41"), (1, "42")] {
-            let intent = LedgerEvent::Intent {
-                submission: n,
-                job_name: "j".into(),
-                comment: format!("c{n}"),
-                script: format!("array-{n}.sbatch"),
-                runs: vec![format!("{n:016x}")],
-                provenance: Provenance::default(),
-                throttle: None,
-                raise_to: None,
-            };
-            ledger.append(intent).expect("intent");
+            ledger.append(intent(n, vec![format!("{n:016x}")], None, None)).expect("intent");
             ledger.append(LedgerEvent::Submitted { submission: n, job_id: job.into() }).expect("submitted");
         }
         ledger.append(LedgerEvent::Cancelled { upto_submission: 1, job_ids: Some(vec!["42".into()]) }).expect("cancelled");
@@ -1492,16 +1659,7 @@ mod tests {
         let mut ledger = Ledger::load(dir.path()).expect("empty");
         assert_eq!(ledger.next_submission(), 0);
         ledger
-            .append(LedgerEvent::Intent {
-                submission: 0,
-                job_name: "j".into(),
-                comment: "c0".into(),
-                script: "array-0.sbatch".into(),
-                runs: vec!["a".into(), "b".into()],
-                provenance: Provenance::default(),
-                throttle: None,
-                raise_to: None,
-            })
+            .append(intent(0, vec!["a".into(), "b".into()], None, None))
             .expect("append");
         assert_eq!(ledger.dangling(), [0]);
         ledger.append(LedgerEvent::Submitted { submission: 0, job_id: "41".into() }).expect("append");
