@@ -1072,6 +1072,11 @@ where
                 Ok("3 extra padding steps full of garbage change nothing".to_owned())
             });
         report.push("advantages_padding_invariant", pad);
+    } else {
+        // Listed, as the loss stage's are below, so the count shows the harness stopped short.
+        for name in ["advantages_deterministic", "advantages_padding_invariant"] {
+            report.push(name, Err("not run: needs a `compute_advantages` that passes advantages_finite".to_owned()));
+        }
     }
 
     // Loss stage, on the advantages just computed when there are some.
@@ -1630,6 +1635,24 @@ mod tests {
         assert!(e.message().starts_with("not a `counter` state version 2: `state`: "), "{e}");
     }
 
+    /// `Square` whose `compute_advantages` always fails.
+    struct NoAdvantages(Square);
+
+    impl AlgorithmImpl for NoAdvantages {
+        fn info() -> PluginInfo {
+            Square::info()
+        }
+        fn new(p: &Params, seed: u64) -> Result<Self, PluginError> {
+            Square::new(p, seed).map(Self)
+        }
+        fn compute_advantages(&mut self, _: &Rollout<'_>, _: &mut [f32], _: &mut [f32]) -> Result<Vec<Metric>, PluginError> {
+            Err(PluginError::internal("no advantages here"))
+        }
+        fn loss(&mut self, mb: &Minibatch<'_>, out: &mut LossOutputs<'_>) -> Result<Vec<Metric>, PluginError> {
+            AlgorithmImpl::loss(&mut self.0, mb, out)
+        }
+    }
+
     /// `Square` whose `on_iteration` asks for group sizes: `mode` `valid` (over the next prompts,
     /// summing to the budget), `always` (also without next prompts), `short` (one too few).
     struct Budgeter {
@@ -1846,6 +1869,13 @@ mod tests {
             text.contains("single-token minibatch: output `loss` is"),
             "{text}"
         );
+
+        let no_adv = check_algorithm::<NoAdvantages>("{}");
+        let failed: Vec<&str> = no_adv.failures().map(|c| c.name).collect();
+        let expected = ["advantages_finite", "advantages_deterministic", "advantages_padding_invariant", "iteration_hook", "state_round_trip"];
+        assert_eq!(failed, expected, "the loss checks run on their own advantages: {no_adv}");
+        assert_eq!(no_adv.checks.len(), 10, "every check is listed, run or not:\n{no_adv}");
+        assert!(text_of(&no_adv, "advantages_deterministic").starts_with("not run: needs a `compute_advantages`"), "{no_adv}");
 
         let bad = check_algorithm::<Square>(r#"{"nope": 1}"#);
         assert!(!bad.passed());
