@@ -185,15 +185,27 @@ fn run(args: RunArgs) -> anyhow::Result<u8> {
     if dry_run {
         use std::io::Write;
         let mut out = std::io::stdout().lock();
-        writeln!(out, "sweep `{}`: {} -> {}", plan.sweep.name, drover::words::count(plan.runs.len(), "run"), plan.results.root().display())?;
-        for run in &plan.runs {
-            let spec = plan.job_spec(run);
-            let state = match backend::run_state(&plan.results.run_dir(&spec.run_id), &spec) {
-                RunState::Completed => "done",
-                RunState::Unfinished => "redo",
-                RunState::New => "new",
-            };
+        let states: Vec<&str> = plan
+            .runs
+            .iter()
+            .map(|run| {
+                let spec = plan.job_spec(run);
+                match backend::run_state(&plan.results.run_dir(&spec.run_id), &spec) {
+                    RunState::Completed => "done",
+                    RunState::Unfinished => "redo",
+                    RunState::New => "new",
+                }
+            })
+            .collect();
+        let configs = plan.runs.iter().map(|r| &r.config_id).collect::<std::collections::HashSet<_>>().len();
+        let tally = dry_run_tally(&states, configs);
+        writeln!(out, "sweep `{}`: {tally} -> {}", plan.sweep.name, plan.results.root().display())?;
+        for (run, state) in plan.runs.iter().zip(&states) {
             writeln!(out, "{}  {state:<4}  seed={:<6} {}", run.run_id, run.seed, run.label)?;
+        }
+        // A list of thousands scrolls its header away: the counts again where the eye lands.
+        if states.len() > DRY_RUN_REPEAT_TALLY {
+            writeln!(out, "sweep `{}`: {tally}", plan.sweep.name)?;
         }
         if use_slurm(backend, &plan) {
             if let Some(warning) = slurm::gpu_request_warning(&plan) {
@@ -270,6 +282,22 @@ fn run(args: RunArgs) -> anyhow::Result<u8> {
     }
     let all_done = report.failed.is_empty() && prepared.busy.is_empty() && report.disk_full.is_none();
     Ok(if all_done { exit_codes::SUCCESS } else { exit_codes::RUNS_FAILED })
+}
+
+/// Above this many runs, `--dry-run` repeats its counts below the list.
+const DRY_RUN_REPEAT_TALLY: usize = 40;
+
+/// `3000 runs (300 configurations × 10 seeds each): 2990 done, 10 redo, 0 new`: what a dry run of
+/// a large sweep is read for (how much is left to do), from each run's state in order.
+fn dry_run_tally(states: &[&str], configs: usize) -> String {
+    let runs = drover::words::count(states.len(), "run");
+    let shape = if configs > 0 && configs < states.len() {
+        format!(" ({} × {} each)", drover::words::count(configs, "configuration"), drover::words::count(states.len() / configs, "seed"))
+    } else {
+        String::new()
+    };
+    let counts: Vec<String> = ["done", "redo", "new"].iter().map(|s| format!("{} {s}", states.iter().filter(|x| *x == s).count())).collect();
+    format!("{runs}{shape}: {}", counts.join(", "))
 }
 
 /// The GPUs local runs with `device = "cuda" | "auto"` share, said in one line when there are any.
@@ -508,7 +536,7 @@ fn cancel_cmd(results: &Path) -> anyhow::Result<u8> {
 mod tests {
     use clap::Parser;
 
-    use super::{no_cuda_note, Cli};
+    use super::{dry_run_tally, no_cuda_note, Cli};
     use drover::backend::gpus::Detected;
 
     #[test]
@@ -521,6 +549,15 @@ mod tests {
         assert_eq!(no_cuda_note(true, &none), None, "`gpus = []` or an empty CUDA_VISIBLE_DEVICES is the user's choice");
         let two = Detected { ids: vec!["0".into(), "1".into()], source: "drover-job devices".into() };
         assert_eq!(no_cuda_note(false, &two), None);
+    }
+
+    /// The dry run's header says how much is left to do, and the sweep's shape.
+    #[test]
+    fn a_dry_run_counts_its_runs_by_state() {
+        let states = ["done", "new", "redo", "new", "done", "done"];
+        assert_eq!(dry_run_tally(&states, 2), "6 runs (2 configurations × 3 seeds each): 3 done, 1 redo, 2 new");
+        assert_eq!(dry_run_tally(&states[..1], 1), "1 run: 1 done, 0 redo, 0 new", "one seed per configuration: no shape");
+        assert_eq!(dry_run_tally(&[], 0), "0 runs: 0 done, 0 redo, 0 new");
     }
 
     #[test]

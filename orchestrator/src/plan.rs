@@ -145,8 +145,13 @@ fn check_results_dir(results: &Path, name: &str, runs: &[RunSpec]) -> Result<(),
     }
     let manifest_path = results.join(SWEEP_JSON);
     if let Ok(Some(manifest)) = crate::layout::read_record::<SweepManifest>(&manifest_path) {
-        let shares_a_run = manifest.runs.iter().any(|id| runs.iter().any(|r| r.run_id.as_str() == id.as_str()));
-        if manifest.name != name && !shares_a_run {
+        // Asked only of another name, through a set: a rerun of a 100,000-run sweep would
+        // otherwise compare every id of the manifest with every run (10^10 comparisons).
+        let shares_a_run = || {
+            let ids: std::collections::HashSet<&str> = manifest.runs.iter().map(String::as_str).collect();
+            runs.iter().any(|r| ids.contains(r.run_id.as_str()))
+        };
+        if manifest.name != name && !shares_a_run() {
             return Err(format!(
                 "`{}` holds the results of another sweep, `{}` (see `{}`), not of `{name}`: give this sweep its own results directory (`--results DIR`; `drover analyze` takes several)",
                 results.display(),
@@ -193,8 +198,14 @@ fn check_plugin_params(
     // Each distinct params object per plugin, with its canonical JSON (the constructor
     // check's cache key), in run order.
     let mut seen = std::collections::BTreeSet::new();
+    // The seeds of a configuration share its params (its id hashes them): one canonical form
+    // per configuration, not per run, of a sweep of thousands.
+    let mut configs = std::collections::HashSet::new();
     let mut to_try: BTreeMap<&str, Vec<(&RunSpec, String)>> = BTreeMap::new();
     for run in runs {
+        if !configs.insert(&run.config_id) {
+            continue;
+        }
         let Some(desc) = described.get(run.plugin()) else { continue };
         let canonical = config::canonical_json(&serde_json::Value::Object(run.params.clone()));
         if !seen.insert((run.plugin(), canonical.clone())) {

@@ -44,6 +44,8 @@ struct RunRecord {
     spec: JobSpec,
     results: String,
     metrics_path: PathBuf,
+    /// The metrics file's schema, read from its footer once, when it was checked.
+    schema: SchemaRef,
 }
 
 /// Loads every completed run of the results directories `dirs` (one sweep each, or several).
@@ -141,7 +143,7 @@ pub fn load_results(dirs: &[PathBuf], extra: &[String]) -> Result<Loaded, Analyz
             .map_err(polars_err(format!("scanning `{path_str}`")))?;
         let mut has = Vec::new();
         if !extra.is_empty() {
-            let schema = scan.clone().collect_schema().map_err(polars_err(format!("reading the schema of `{path_str}`")))?;
+            let schema = &record.schema;
             metric_columns.extend(schema.iter_names().map(|n| n.to_string()));
             for &name in &extra {
                 let Some(dtype) = schema.get(name) else { continue };
@@ -315,34 +317,36 @@ fn read_dir_runs(dir: &Path) -> Result<DirRuns, AnalyzeError> {
             continue;
         }
         let metrics_path = run_dir.join(METRICS_PARQUET);
-        if let Some(problem) = metrics_problem(&metrics_path) {
-            left_out.push((name, format!("bad `{}`: {problem}", metrics_path.display()), Skip::BadMetrics));
-            continue;
-        }
-        completed.push(RunRecord { spec, results: dir.display().to_string(), metrics_path });
+        let schema = match metrics_schema(&metrics_path) {
+            Ok(schema) => schema,
+            Err(problem) => {
+                left_out.push((name, format!("bad `{}`: {problem}", metrics_path.display()), Skip::BadMetrics));
+                continue;
+            }
+        };
+        completed.push(RunRecord { spec, results: dir.display().to_string(), metrics_path, schema });
     }
     Ok(DirRuns { completed, left_out, found: entries.len() })
 }
 
-/// Why the metrics file of a completed run cannot be analyzed, if it cannot: missing, not a whole
-/// Parquet file (magic numbers and footer length, then the footer itself as Polars reads it), or
-/// without a column every analysis needs. Reads the footer only, not the data.
-fn metrics_problem(path: &Path) -> Option<String> {
+/// The schema of a completed run's metrics file, or why it cannot be analyzed: missing, not a
+/// whole Parquet file (magic numbers and footer length, then the footer itself as Polars reads
+/// it), or without a column every analysis needs. Reads the footer only, not the data, and only
+/// once per analysis: the schema is kept for the `extra` columns (`load_results`).
+fn metrics_schema(path: &Path) -> Result<SchemaRef, String> {
     if !path.is_file() {
-        return Some("the run completed but its metrics file is missing".into());
+        return Err("the run completed but its metrics file is missing".into());
     }
     if let Some(problem) = crate::backend::parquet_frame_problem(path) {
-        return Some(problem);
+        return Err(problem);
     }
     let path_str = path.to_string_lossy();
     let schema = LazyFrame::scan_parquet(PlRefPath::new(path_str.as_ref()), ScanArgsParquet::default())
-        .and_then(|mut scan| scan.collect_schema());
-    match schema {
-        Err(e) => Some(format!("cannot read its Parquet footer: {e}")),
-        Ok(schema) => FIXED_COLUMNS
-            .iter()
-            .find(|c| schema.get(c).is_none())
-            .map(|c| format!("no `{c}` column (columns: {})", schema.iter_names().map(|n| n.as_str()).collect::<Vec<_>>().join(", "))),
+        .and_then(|mut scan| scan.collect_schema())
+        .map_err(|e| format!("cannot read its Parquet footer: {e}"))?;
+    match FIXED_COLUMNS.iter().find(|c| schema.get(c).is_none()) {
+        Some(c) => Err(format!("no `{c}` column (columns: {})", schema.iter_names().map(|n| n.as_str()).collect::<Vec<_>>().join(", "))),
+        None => Ok(schema),
     }
 }
 

@@ -190,6 +190,28 @@ fn percentiles_and_probability_of_improvement_by_hand() {
     assert_eq!(probability_of_improvement(&pairs), (0.125 + 1.0) / 2.0);
 }
 
+/// `prob_greater` counts against a sorted sample; it must give exactly the pairwise definition
+/// (ties a half, signed zeros equal, NaN neither greater nor equal), whatever the sizes.
+#[test]
+fn probability_of_improvement_counts_like_the_pairwise_definition() {
+    let pairwise = |x: &[f64], y: &[f64]| {
+        let u: f64 = x.iter().flat_map(|a| y.iter().map(move |b| if a > b { 1.0 } else if a == b { 0.5 } else { 0.0 })).sum();
+        u / (x.len() * y.len()) as f64
+    };
+    let mut rng = Rng::new(7, "prob_greater", "test");
+    for (n, m) in [(1, 1), (3, 7), (10, 10), (64, 5), (200, 300)] {
+        // Few distinct values, so ties are common.
+        let draw = |rng: &mut Rng, k: usize| (0..k).map(|_| rng.below(9) as f64 - 4.0).collect::<Vec<f64>>();
+        let (x, y) = (draw(&mut rng, n), draw(&mut rng, m));
+        assert_eq!(prob_greater(&x, &y).to_bits(), pairwise(&x, &y).to_bits(), "{n} x {m}");
+    }
+    let special = [-0.0, 0.0, f64::INFINITY, f64::NEG_INFINITY, 1.0];
+    assert_eq!(prob_greater(&special, &special[1..]), pairwise(&special, &special[1..]));
+    let with_nan = [1.0, f64::NAN, 3.0];
+    assert_eq!(prob_greater(&with_nan, &[2.0, 0.0]), pairwise(&with_nan, &[2.0, 0.0]));
+    assert_eq!(prob_greater(&[2.0, 0.0], &with_nan), pairwise(&[2.0, 0.0], &with_nan));
+}
+
 fn per_run_frame(rows: &[(&str, &str, f64)]) -> DataFrame {
     df!(
         "group" => rows.iter().map(|r| r.0).collect::<Vec<_>>(),

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
-use crate::config::ids::{ConfigId, RunId};
+use crate::config::ids::{canonical_json, ConfigId, RunId};
 use crate::config::sweep::{apply, canonical_run, AxisKey, Sweep};
 
 /// One run of a sweep: its resolved configuration and ids. (On disk it becomes a `layout::JobSpec`.)
@@ -63,10 +63,11 @@ impl Sweep {
         run.remove("seed");
         let plugin = run.get("plugin").cloned().unwrap_or(Value::Null);
         let config_id = ConfigId::of(&serde_json::json!({"run": run, "params": params, "plugin": plugin}));
+        let ids = SeedIds::new(&run, &params, &plugin);
         for &seed in &self.seeds {
             let mut run = run.clone();
             run.insert("seed".into(), Value::from(seed));
-            let run_id = RunId::of(&serde_json::json!({"run": run, "params": params, "plugin": plugin}));
+            let run_id = ids.run_id(seed);
             runs.push(RunSpec {
                 run_id,
                 config_id: config_id.clone(),
@@ -77,6 +78,42 @@ impl Sweep {
                 params: params.clone(),
             });
         }
+    }
+}
+
+/// The run ids of one configuration's seeds: the canonical JSON of `{"params", "plugin", "run"}`
+/// with `run.seed` left out, split where the seed's value goes (keys are sorted, so its place
+/// is fixed). Each seed then costs one format and one hash instead of cloning and serializing
+/// the whole configuration again; `RunId::of` over the full value gives the same id (tested).
+struct SeedIds {
+    head: String,
+    tail: String,
+}
+
+impl SeedIds {
+    /// The ids of `run` (a `seed` key in it is ignored), `params` and `plugin` with each seed.
+    fn new(run: &Map<String, Value>, params: &Map<String, Value>, plugin: &Value) -> Self {
+        let entry = |key: &str, value: &Value| format!("{}:{}", canonical_json(&Value::String(key.to_string())), canonical_json(value));
+        let mut entries: Vec<(&String, &Value)> = run.iter().filter(|(k, _)| k.as_str() != "seed").collect();
+        entries.sort_by(|a, b| a.0.cmp(b.0));
+        let (before, after): (Vec<_>, Vec<_>) = entries.into_iter().partition(|(k, _)| k.as_str() < "seed");
+        let mut head = format!("{{\"params\":{},\"plugin\":{},\"run\":{{", canonical_json(&Value::Object(params.clone())), canonical_json(plugin));
+        for (key, value) in before {
+            head.push_str(&entry(key, value));
+            head.push(',');
+        }
+        head.push_str("\"seed\":");
+        let mut tail = String::new();
+        for (key, value) in after {
+            tail.push(',');
+            tail.push_str(&entry(key, value));
+        }
+        tail.push_str("}}");
+        SeedIds { head, tail }
+    }
+
+    fn run_id(&self, seed: u64) -> RunId {
+        RunId::of_canonical(&format!("{}{seed}{}", self.head, self.tail))
     }
 }
 
@@ -104,4 +141,37 @@ fn label(axes: &BTreeMap<String, Value>) -> String {
         })
         .collect();
     parts.join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SeedIds;
+    use crate::config::ids::RunId;
+    use serde_json::{json, Map, Value};
+
+    /// The spliced ids are those of the whole configuration hashed the plain way, whether the
+    /// run table's keys all sort before `seed`, all after, around it, or there are none.
+    #[test]
+    fn seed_ids_equal_hashing_the_whole_configuration() {
+        let runs = [
+            json!({}),
+            json!({"env": "CartPole-v1", "lr": 0.00025, "hidden": [64, 64]}),
+            json!({"success_return": 475.0, "threads": 1, "total_steps": 500000}),
+            json!({"anneal_lr": true, "env": "Seq\"Add\u{1}-v0", "threads": 2, "zeta": {"b": 1, "a": [1.5, null]}}),
+        ];
+        let params = json!({"clip_coef": 0.2, "name": "a\\b\n", "nested": {"z": 1, "y": "é"}});
+        for run in runs {
+            let run = run.as_object().cloned().expect("an object");
+            let params = params.as_object().cloned().expect("an object");
+            for plugin in [json!("ppo"), json!("./lib/libx.so"), Value::Null] {
+                let ids = SeedIds::new(&run, &params, &plugin);
+                for seed in [0_u64, 1, 42, u64::MAX] {
+                    let mut seeded: Map<String, Value> = run.clone();
+                    seeded.insert("seed".into(), Value::from(seed));
+                    let plain = RunId::of(&json!({"run": seeded, "params": params, "plugin": plugin}));
+                    assert_eq!(ids.run_id(seed), plain, "run {run:?}, plugin {plugin}, seed {seed}");
+                }
+            }
+        }
+    }
 }

@@ -46,9 +46,22 @@ impl RunId {
     }
 }
 
+impl RunId {
+    /// The id of a value whose canonical JSON is `canonical` (as [`canonical_json`] writes it):
+    /// expansion builds that text once per configuration and only splices each seed in.
+    pub(crate) fn of_canonical(canonical: &str) -> RunId {
+        RunId(hash16_text(canonical))
+    }
+}
+
 fn hash16(value: &Value) -> String {
-    let digest = Sha256::digest(canonical_json(value).as_bytes());
-    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+    hash16_text(&canonical_json(value))
+}
+
+fn hash16_text(canonical: &str) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let digest = Sha256::digest(canonical.as_bytes());
+    digest.iter().take(8).flat_map(|b| [HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xf)]]).map(char::from).collect()
 }
 
 /// Canonical JSON: object keys sorted, no whitespace.
@@ -72,7 +85,7 @@ fn write_canonical(value: &Value, out: &mut String) {
                 if i > 0 {
                     out.push(',');
                 }
-                out.push_str(&Value::String(key.clone()).to_string());
+                push_json_string(key, out);
                 out.push(':');
                 write_canonical(&map[key.as_str()], out);
             }
@@ -88,7 +101,18 @@ fn write_canonical(value: &Value, out: &mut String) {
             }
             out.push(']');
         }
+        Value::String(text) => push_json_string(text, out),
         scalar => out.push_str(&scalar.to_string()),
+    }
+}
+
+/// `text` as a JSON string literal, as serde_json writes it (the escapes are part of every id).
+fn push_json_string(text: &str, out: &mut String) {
+    // serde_json writes the same bytes for a `&str` as for a `Value::String`, without the clone.
+    match serde_json::to_string(text) {
+        Ok(quoted) => out.push_str(&quoted),
+        // Serializing a `&str` cannot fail; should it, the old path gives the same text.
+        Err(_) => out.push_str(&Value::String(text.to_string()).to_string()),
     }
 }
 
