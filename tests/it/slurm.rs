@@ -496,6 +496,16 @@ fn array_throttle(job: &str) -> Option<u32> {
     text.split_whitespace().find_map(|w| w.strip_prefix("ArrayTaskThrottle=")).and_then(|n| n.parse().ok())
 }
 
+/// Writes a Slurm sweep `name` of PPO CartPole runs of `total_steps`, `seeds` (a TOML list)
+/// and the sweep throttle `throttle`, polled every 0.5 s.
+fn write_throttled_sweep(path: &Path, name: &str, total_steps: u64, throttle: u32, seeds: &str) {
+    let text = format!(
+        "name = \"{name}\"\nbackend = \"slurm\"\n[run]\nenv = \"CartPole-v1\"\nplugin = \"ppo\"\nnum_envs = 8\nnum_steps = 128\n\
+         total_steps = {total_steps}\n[sweep]\nseeds = {seeds}\n[slurm]\nthrottle = {throttle}\npoll_seconds = 0.5\n"
+    );
+    std::fs::write(path, text).expect("sweep");
+}
+
 /// Running tasks of every array named `name`.
 fn running_tasks(name: &str) -> usize {
     let out = Command::new("squeue").args(["--noheader", "--array", "--states=RUNNING", "--format=%i"]).arg(format!("--name={name}")).output().expect("squeue");
@@ -512,16 +522,7 @@ fn a_rerun_shares_the_throttle_with_live_runs_and_status_names_who_stopped_them(
     slurm_up();
     let tmp = tempfile::tempdir().expect("tempdir");
     let sweep = tmp.path().join("s.toml");
-    let write = |seeds: &str| {
-        std::fs::write(
-            &sweep,
-            format!(
-                "name = \"share\"\nbackend = \"slurm\"\n[run]\nenv = \"CartPole-v1\"\nplugin = \"ppo\"\nnum_envs = 8\nnum_steps = 128\n\
-                 total_steps = 50000000\n[sweep]\nseeds = {seeds}\n[slurm]\nthrottle = 3\npoll_seconds = 0.5\n"
-            ),
-        )
-        .expect("sweep")
-    };
+    let write = |seeds: &str| write_throttled_sweep(&sweep, "share", 50_000_000, 3, seeds);
     write("[1, 2]");
     let results = tmp.path().join("r");
     run_ok(drover().arg("run").arg(&sweep).arg("--results").arg(&results).arg("--no-wait"));
@@ -642,16 +643,7 @@ fn a_rerun_waits_for_older_runs_that_fill_the_throttle() {
     slurm_up();
     let tmp = tempfile::tempdir().expect("tempdir");
     let sweep = tmp.path().join("s.toml");
-    let write = |seeds: &str| {
-        std::fs::write(
-            &sweep,
-            format!(
-                "name = \"after\"\nbackend = \"slurm\"\n[run]\nenv = \"CartPole-v1\"\nplugin = \"ppo\"\nnum_envs = 8\nnum_steps = 128\n\
-                 total_steps = 200000\n[sweep]\nseeds = {seeds}\n[slurm]\nthrottle = 1\npoll_seconds = 0.5\n"
-            ),
-        )
-        .expect("sweep")
-    };
+    let write = |seeds: &str| write_throttled_sweep(&sweep, "after", 200_000, 1, seeds);
     write("[1]");
     let results = tmp.path().join("r");
     run_ok(drover().arg("run").arg(&sweep).arg("--results").arg(&results).arg("--no-wait"));
