@@ -21,7 +21,7 @@ use std::path::PathBuf;
 
 use drover_plugin_api::ext::{v1_1, v1_3, ExtensionTable};
 use drover_plugin_host::{
-    CallErrorKind, InterfaceVersion, LoadError, LossBatch, Metric, MinibatchContext, Plugin,
+    CallError, CallErrorKind, InterfaceVersion, LoadError, LossBatch, Metric, MinibatchContext, Plugin,
     RolloutBatch, INTERFACE_VERSION,
 };
 
@@ -686,6 +686,20 @@ fn faulty_loss_batch<'a>(zeros: &'a [f32; 3], weights: &'a [f32; 3]) -> LossBatc
     }
 }
 
+/// `e` is the faulty plugin's deliberate panic in `call`, caught, with where it was raised
+/// (the api crate's catch site appends the location, for the author).
+fn assert_faulty_panic(e: &CallError, call: &str) {
+    assert!(e.is_panic(), "{e}");
+    let text = e.to_string();
+    let expected = format!(
+        "plugin `faulty` 0.1.0: call `{call}`: panic: faulty plugin: deliberate panic in {call} (at "
+    );
+    assert!(
+        text.starts_with(&expected) && text.contains("faulty/src/lib.rs:"),
+        "{text}"
+    );
+}
+
 #[test]
 fn faulty_plugin_errors_become_call_errors_and_panics_do_not_abort() {
     let plugin = load("drover-test-plugin-faulty");
@@ -715,15 +729,7 @@ fn faulty_plugin_errors_become_call_errors_and_panics_do_not_abort() {
     let e = alg
         .loss(&mb, &mut outs.0, &mut outs.1, &mut outs.2, &mut outs.3)
         .expect_err("panic");
-    assert!(e.is_panic(), "{e}");
-    // The api crate's catch site appends where the panic was raised, for the author.
-    let text = e.to_string();
-    assert!(
-        text.starts_with(
-            "plugin `faulty` 0.1.0: call `loss`: panic: faulty plugin: deliberate panic in loss (at "
-        ) && text.contains("faulty/src/lib.rs:"),
-        "{text}"
-    );
+    assert_faulty_panic(&e, "loss");
     // We are still running; the instance refuses further calls, other instances still work.
     let e = alg
         .loss(&mb, &mut outs.0, &mut outs.1, &mut outs.2, &mut outs.3)
@@ -768,14 +774,7 @@ fn faulty_plugin_errors_become_call_errors_and_panics_do_not_abort() {
     let e = alg
         .compute_advantages(&rollout, &mut adv, &mut ret)
         .expect_err("panic");
-    assert!(e.is_panic(), "{e}");
-    let text = e.to_string();
-    assert!(
-        text.starts_with(
-            "plugin `faulty` 0.1.0: call `compute_advantages`: panic: faulty plugin: deliberate panic in compute_advantages (at "
-        ) && text.contains("faulty/src/lib.rs:"),
-        "{text}"
-    );
+    assert_faulty_panic(&e, "compute_advantages");
 
     let e = plugin
         .instantiate(r#"{"fail": "sometimes"}"#, 0)
