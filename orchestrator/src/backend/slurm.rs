@@ -797,18 +797,28 @@ fn deal(mut free: u32, sizes: &[usize]) -> Vec<u32> {
 
 /// `(array, %N)` for each array that started below the sweep's throttle (`raise_to`) and still
 /// has queued tasks, whose throttle can grow now: the sweep's throttle less the live runs of
-/// the sweep's other arrays, when that is above the array's starting `%N`.
+/// the sweep's other arrays, when that is above the array's starting `%N`. An array whose live
+/// tasks all wait on their dependency and that was submitted after this one does not count:
+/// `round_limits` made it wait for every array of the sweep live at its submission (this one
+/// among them, as it is still live), so it cannot start while this one runs.
 fn throttle_raises(ledger: &Ledger, queue: &[QueueEntry]) -> Vec<(String, u32)> {
     let live = live_per_array(ledger, queue);
+    let submission_of: BTreeMap<&str, u32> =
+        ledger.submissions.iter().filter_map(|(n, s)| Some((s.job_id.as_deref()?, *n))).collect();
+    let waiting = |job: &str| {
+        let mut tasks = queue.iter().filter(|e| e.array_job_id == job && is_live_entry(e)).peekable();
+        tasks.peek().is_some() && tasks.all(|e| e.state == "PENDING" && e.reason.starts_with("Dependency"))
+    };
     ledger
         .submissions
-        .values()
-        .filter_map(|s| {
+        .iter()
+        .filter_map(|(&n, s)| {
             let (job, target, start) = (s.job_id.as_deref()?, s.raise_to?, s.throttle?);
             let queued = queue.iter().any(|e| {
                 e.array_job_id == job && classify(None, SlurmView::Listed(&e.state), false, false).0 == RunState::Pending
             });
-            let others: usize = live.iter().filter(|(id, _)| id.as_str() != job).map(|(_, n)| n).sum();
+            let waits_for_this = |id: &str| submission_of.get(id).is_some_and(|&m| m > n) && waiting(id);
+            let others: usize = live.iter().filter(|(id, _)| id.as_str() != job && !waits_for_this(id)).map(|(_, n)| n).sum();
             let now = target.saturating_sub(u32::try_from(others).unwrap_or(u32::MAX));
             (queued && now > start).then(|| (job.to_string(), now))
         })
@@ -1609,6 +1619,36 @@ mod tests {
         assert_eq!(with_older(&[]), [("42".to_string(), 3)], "Slurm forgot the older array");
         let nothing_queued = [entry("42", 0, "RUNNING"), entry("42", 1, "COMPLETED")];
         assert!(throttle_raises(&back, &nothing_queued).is_empty(), "no queued task, nothing to raise");
+    }
+
+    /// A later array that waits on its dependency (it was given no slot, so it waits for every
+    /// array live at its submission) cannot start while the lowered array runs: it does not
+    /// hold the lowered array down. An older waiting array, which does not wait for it, does.
+    #[test]
+    fn a_later_array_waiting_on_its_dependency_does_not_hold_a_raise_back() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut ledger = Ledger::load(tmp.path()).expect("empty");
+        for (n, job, throttle, raise_to) in [(0, "50", Some(3), None), (1, "51", Some(1), Some(2)), (2, "52", Some(2), None)] {
+            ledger.append(intent(n, vec![format!("{n:016x}")], throttle, raise_to)).expect("intent");
+            ledger.append(LedgerEvent::Submitted { submission: n, job_id: job.into() }).expect("submitted");
+        }
+        let back = Ledger::load(tmp.path()).expect("reload");
+        let entry = |job: &str, task, state: &str, reason: &str| QueueEntry {
+            array_job_id: job.into(),
+            task: Some(task),
+            state: state.into(),
+            reason: reason.into(),
+            comment: String::new(),
+        };
+        let lowered = [entry("51", 0, "RUNNING", "None"), entry("51", 1, "PENDING", "JobArrayTaskLimit")];
+        let later_waiting = [entry("52", 0, "PENDING", "Dependency"), entry("52", 1, "PENDING", "Dependency")];
+        assert_eq!(throttle_raises(&back, &[&lowered[..], &later_waiting[..]].concat()), [("51".to_string(), 2)]);
+        // The same array with a task running no longer waits: its runs count.
+        let later_running = [entry("52", 0, "RUNNING", "None"), entry("52", 1, "PENDING", "Dependency")];
+        assert!(throttle_raises(&back, &[&lowered[..], &later_running[..]].concat()).is_empty());
+        // An older array waiting on a dependency does not wait for the lowered one: it counts.
+        let older_waiting = [entry("50", 0, "PENDING", "Dependency")];
+        assert!(throttle_raises(&back, &[&older_waiting[..], &lowered[..]].concat()).is_empty(), "1 older + 1 running = 2");
     }
 
     /// `drover cancel` marks only the arrays it cancelled: a run of an array that had already
