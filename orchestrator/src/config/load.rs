@@ -25,7 +25,14 @@ pub struct SetArg {
 /// Top-level keys that `DROVER_<KEY>` may set; sections are set with `DROVER_<SECTION>__<KEY>`.
 /// `plugin_path` is left out: `DROVER_PLUGIN_PATH` is the runtime's own search path variable.
 const ENV_TOP_KEYS: &[&str] = &["name", "results_dir", "max_parallel", "backend"];
-const ENV_SECTIONS: &[&str] = &["run__", "params__", "sweep__", "local__", "slurm__"];
+/// The tables a `DROVER_<TABLE>__<KEY>` variable sets a key of.
+const ENV_TABLES: [&str; 5] = ["run", "params", "sweep", "local", "slurm"];
+
+/// Whether `key` (a `DROVER_*` name without the prefix, lowercased) configures the sweep: a
+/// top-level key, or `<table>__<key>` of one of `ENV_TABLES`. The others belong to the runtime.
+fn is_sweep_variable(key: &str) -> bool {
+    ENV_TOP_KEYS.contains(&key) || key.split_once("__").is_some_and(|(table, _)| ENV_TABLES.contains(&table))
+}
 
 /// Parses `key=value`; the value as TOML, or as a plain string when it is a bare word.
 ///
@@ -164,11 +171,10 @@ pub fn load_str(file: &Path, text: &str, env: &[(String, String)], sets: &[SetAr
 /// the table), `DROVER_RUNS__NUM_ENVS` (no such table; only sweep settings use `__`),
 /// `DROVER_MAX_PARALEL`. The runtime's own variables (`DROVER_PLUGIN_PATH`, ...) match none of these.
 fn check_env_names(file: &Path, env: &[(String, String)]) -> Result<(), ConfigError> {
-    let tables = ["run", "params", "sweep", "local", "slurm"];
     for (name, _) in env {
         let Some(rest) = name.strip_prefix("DROVER_") else { continue };
         let key = rest.to_ascii_lowercase();
-        if ENV_TOP_KEYS.contains(&key.as_str()) || ENV_SECTIONS.iter().any(|s| key.starts_with(s)) {
+        if is_sweep_variable(&key) {
             continue;
         }
         let unread = |why: String| {
@@ -176,12 +182,12 @@ fn check_env_names(file: &Path, env: &[(String, String)]) -> Result<(), ConfigEr
         };
         let upper = |table: &str, key: &str| format!("DROVER_{}__{}", table.to_ascii_uppercase(), key.to_ascii_uppercase());
         if let Some((table, key)) = key.split_once("__") {
-            let meant = closest(table, tables).map_or(String::new(), |t| format!("; did you mean `{}`?", upper(t, key)));
+            let meant = closest(table, ENV_TABLES).map_or(String::new(), |t| format!("; did you mean `{}`?", upper(t, key)));
             return unread(format!(
                 "`{table}` is not a table of the sweep file (`DROVER_<TABLE>__<KEY>` sets a key of run, params, sweep, local or slurm){meant}"
             ));
         }
-        let single = tables.iter().find_map(|table| {
+        let single = ENV_TABLES.iter().find_map(|table| {
             let key = key.strip_prefix(table)?.strip_prefix('_')?;
             let known = match *table {
                 "run" => RunConfig::KEYS.contains(&key),
@@ -314,8 +320,7 @@ impl Provider for EnvSnapshot {
 fn env_entries(env: &[(String, String)]) -> impl Iterator<Item = (Vec<String>, &str, &str)> {
     env.iter().filter_map(|(name, value)| {
         let key = name.strip_prefix("DROVER_")?.to_ascii_lowercase();
-        let known = ENV_TOP_KEYS.contains(&key.as_str()) || ENV_SECTIONS.iter().any(|s| key.starts_with(s));
-        known.then(|| (key.split("__").map(str::to_string).collect(), name.as_str(), value.as_str()))
+        is_sweep_variable(&key).then(|| (key.split("__").map(str::to_string).collect(), name.as_str(), value.as_str()))
     })
 }
 
