@@ -92,10 +92,10 @@ impl JobSpec {
             run_id: run.run_id.to_string(),
             config_id: run.config_id.to_string(),
             sweep: sweep.to_string(),
-            label: run.label.clone(),
-            axes: run.axes.clone(),
-            run: run.run.clone(),
-            params: run.params.clone(),
+            label: run.label.to_string(),
+            axes: (*run.axes).clone(),
+            run: run.run_table(),
+            params: (*run.params).clone(),
             plugin_path: plugin_path.to_path_buf(),
         }
     }

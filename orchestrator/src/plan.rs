@@ -207,7 +207,7 @@ fn check_plugin_params(
             continue;
         }
         let Some(desc) = described.get(run.plugin()) else { continue };
-        let canonical = config::canonical_json(&serde_json::Value::Object(run.params.clone()));
+        let canonical = config::canonical_json(&serde_json::Value::Object((*run.params).clone()));
         if !seen.insert((run.plugin(), canonical.clone())) {
             continue;
         }

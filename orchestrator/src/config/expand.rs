@@ -1,6 +1,7 @@
 //! Expansion of a `Sweep` into `RunSpec`s: cases × grid product × seeds, pure and infallible.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
@@ -8,6 +9,9 @@ use crate::config::ids::{canonical_json, ConfigId, RunId};
 use crate::config::sweep::{apply, canonical_run, AxisKey, Sweep};
 
 /// One run of a sweep: its resolved configuration and ids. (On disk it becomes a `layout::JobSpec`.)
+///
+/// The runs of one configuration differ only in their seed, so they share its tables (`Arc`):
+/// a 100,000-run sweep holds one copy of each configuration, not one per run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunSpec {
     /// Hash of the configuration with the seed.
@@ -15,21 +19,29 @@ pub struct RunSpec {
     /// Hash of the configuration without the seed.
     pub config_id: ConfigId,
     /// Human-readable name of the configuration: `key=value` of each axis, or `base`.
-    pub label: String,
+    pub label: Arc<str>,
     /// The axis values of this run (grid and case keys), by dotted key.
-    pub axes: BTreeMap<String, Value>,
+    pub axes: Arc<BTreeMap<String, Value>>,
     /// The seed.
     pub seed: u64,
-    /// The resolved `[run]` table, `seed` included.
-    pub run: Map<String, Value>,
+    /// The resolved `[run]` table **without** `seed` (shared by the configuration's runs);
+    /// [`RunSpec::run_table`] gives the run's own table, its seed included.
+    pub run: Arc<Map<String, Value>>,
     /// The resolved `[params]` table.
-    pub params: Map<String, Value>,
+    pub params: Arc<Map<String, Value>>,
 }
 
 impl RunSpec {
     /// `run.plugin` as written (a name or a path).
     pub fn plugin(&self) -> &str {
         self.run.get("plugin").and_then(Value::as_str).unwrap_or_default()
+    }
+
+    /// The resolved `[run]` table of this run, `seed` included (what its `spec.json` records).
+    pub fn run_table(&self) -> Map<String, Value> {
+        let mut run = (*self.run).clone();
+        run.insert("seed".into(), Value::from(self.seed));
+        run
     }
 }
 
@@ -64,18 +76,16 @@ impl Sweep {
         let plugin = run.get("plugin").cloned().unwrap_or(Value::Null);
         let config_id = ConfigId::of(&serde_json::json!({"run": run, "params": params, "plugin": plugin}));
         let ids = SeedIds::new(&run, &params, &plugin);
+        let (label, axes, run, params): (Arc<str>, _, _, _) = (label.into(), Arc::new(axes), Arc::new(run), Arc::new(params));
         for &seed in &self.seeds {
-            let mut run = run.clone();
-            run.insert("seed".into(), Value::from(seed));
-            let run_id = ids.run_id(seed);
             runs.push(RunSpec {
-                run_id,
+                run_id: ids.run_id(seed),
                 config_id: config_id.clone(),
-                label: label.clone(),
-                axes: axes.clone(),
+                label: Arc::clone(&label),
+                axes: Arc::clone(&axes),
                 seed,
-                run,
-                params: params.clone(),
+                run: Arc::clone(&run),
+                params: Arc::clone(&params),
             });
         }
     }

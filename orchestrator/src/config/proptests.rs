@@ -49,7 +49,7 @@ fn check_outcome(outcome: Outcome) -> Result<(), TestCaseError> {
             for run in &runs {
                 prop_assert!(run.run_id.as_str().len() == 16 && run.run_id.as_str().bytes().all(|b| b.is_ascii_hexdigit()));
                 // Every run, with all of its axis values applied together, is a valid run.
-                let typed: RunConfig = serde_json::from_value(serde_json::Value::Object(run.run.clone()))
+                let typed: RunConfig = serde_json::from_value(serde_json::Value::Object(run.run_table()))
                     .map_err(|e| TestCaseError::fail(format!("run `{}` does not fit the schema: {e}", run.label)))?;
                 if let Err((key, kind)) = check_run(&typed) {
                     return Err(TestCaseError::fail(format!("run `{}` passed validation but run.{key} is invalid: {kind}", run.label)));

@@ -298,7 +298,7 @@ fn overrides_apply_in_order_file_env_set() {
     assert_eq!(runs[0].run["num_envs"], 32);
     assert_eq!(runs.iter().map(|r| r.seed).collect::<Vec<_>>(), [4, 5]);
     let s = sweep(&text, &[], &["sweep.grid.params.clip=[0.1,0.3]"]).unwrap();
-    assert_eq!(s.expand().iter().map(|r| r.label.as_str()).collect::<Vec<_>>(), ["params.clip=0.1", "params.clip=0.3"]);
+    assert_eq!(s.expand().iter().map(|r| &*r.label).collect::<Vec<_>>(), ["params.clip=0.1", "params.clip=0.3"]);
 }
 
 /// The sweep file of the override-replacement tests: two seeds from 5, a 2 × 2 grid, two cases.
@@ -342,7 +342,7 @@ fn overrides_replace_the_value_at_their_key_whole() {
     assert_eq!(with(&[], &["sweep.grid.params.x=[7]", "sweep.grid={}", "sweep.cases=[]"]), ["base 5", "base 6"]);
     assert_eq!(with(&[("DROVER_SWEEP__GRID", "{}")], &["sweep.grid.params.x=[7]", "sweep.cases=[]"]), ["params.x=7 5", "params.x=7 6"]);
     // Other tables are replaced the same way: `[params]` given whole loses `gamma`.
-    let params = sweep(&text, &[], &["params={clip=0.2}", "sweep={}"]).expect("valid").expand()[0].params.clone();
+    let params = sweep(&text, &[], &["params={clip=0.2}", "sweep={}"]).expect("valid").expand()[0].params.as_ref().clone();
     assert_eq!(serde_json::Value::Object(params), serde_json::json!({"clip": 0.2}));
     // A fault in the part replaced is gone with it.
     let bad_grid = format!("{BASE}[sweep.grid]\n\"run.learning_rate\" = [1]\n");
