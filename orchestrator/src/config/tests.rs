@@ -272,6 +272,27 @@ params.gamma=0.9,run.lr=0.5 seed=8 lr=0.5 gamma=0.9";
     assert_ne!(runs[0].config_id, runs[2].config_id);
 }
 
+/// The seeds of a configuration share its tables (one copy per configuration, not per run), and
+/// each run's own `[run]` table carries its seed, as its spec.json records it.
+#[test]
+fn seeds_of_a_configuration_share_its_tables_and_each_run_table_has_its_seed() {
+    let text = format!("{BASE}[sweep]\nseeds = [3, 4]\n[sweep.grid]\n\"run.lr\" = [1, 0.5]\n");
+    let runs = sweep(&text, &[], &[]).unwrap().expand();
+    assert_eq!(runs.len(), 4);
+    let (a, b, c) = (&runs[0], &runs[1], &runs[2]);
+    assert_eq!((a.seed, b.seed, c.seed), (3, 4, 3));
+    assert!(std::sync::Arc::ptr_eq(&a.run, &b.run) && std::sync::Arc::ptr_eq(&a.params, &b.params));
+    assert!(std::sync::Arc::ptr_eq(&a.axes, &b.axes) && std::sync::Arc::ptr_eq(&a.label, &b.label));
+    assert!(!std::sync::Arc::ptr_eq(&a.run, &c.run), "another configuration has its own tables");
+    assert_eq!(a.run.get("seed"), None, "the shared table leaves the seed out");
+    for run in &runs {
+        let table = run.run_table();
+        assert_eq!(table["seed"], run.seed);
+        assert_eq!(table.len(), run.run.len() + 1);
+        assert_eq!(crate::config::RunId::of(&serde_json::json!({"run": table, "params": *run.params, "plugin": "ppo"})), run.run_id);
+    }
+}
+
 #[test]
 fn ids_are_stable_under_key_reordering_and_number_spelling() {
     let a = "name = \"t\"\n[run]\nenv = \"CartPole-v1\"\nplugin = \"ppo\"\nlr = 0.001\nnum_envs = 4\n[params]\ngamma = 0.99\nclip = 0.2\n[sweep]\nseeds = [1, 2]\n";
