@@ -3,7 +3,8 @@
 //! shipped 12-run sweep, status after Slurm forgets jobs, retries, quoting of hostile values,
 //! sbatch refusals, splitting at `MaxArraySize`, re-attaching after `drover run` is killed,
 //! cancellation, exact resume after a time-limit signal and after `scontrol requeue`, and one
-//! throttle for the sweep across its arrays (reruns, overrides, dependencies).
+//! throttle for the sweep across its arrays (reruns, overrides, dependencies, and a waiting
+//! array lifted as soon as a slot is free).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -681,4 +682,135 @@ fn a_rerun_waits_for_older_runs_that_fill_the_throttle() {
         std::thread::sleep(Duration::from_millis(200));
     }
     assert_eq!(ledger_kinds(&results, "intent").len(), 2, "nothing resubmitted");
+}
+
+/// A job wrapper: a training job (`--spec`) waits until `<control>/<run id>` or `<control>/all`
+/// exists (while `<control>` does, two minutes at most, so a failed test leaves nothing queued
+/// for long), then trains; anything else (the plugin checks before submission) goes straight
+/// to drover-job.
+fn held_job_bin(dir: &Path, control: &Path) -> PathBuf {
+    let wrapper = dir.join("held-drover-job");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\ncase \"$*\" in *--spec*) ;; *) exec '{job}' \"$@\";; esac\n\
+             out=''; prev=''\nfor a in \"$@\"; do [ \"$prev\" = --out ] && out=\"$a\"; prev=\"$a\"; done\n\
+             id=$(basename \"$out\"); n=0\n\
+             while [ -d '{control}' ] && [ ! -e '{control}'/\"$id\" ] && [ ! -e '{control}/all' ] && [ $n -lt 1200 ]; do sleep 0.1; n=$((n + 1)); done\n\
+             exec '{job}' \"$@\"\n",
+            control = control.display(),
+            job = artifact("drover-job").display()
+        ),
+    )
+    .expect("wrapper");
+    std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    wrapper
+}
+
+/// Releases every held run when dropped, so a failing test leaves no job waiting.
+struct ReleaseAll(PathBuf);
+
+impl Drop for ReleaseAll {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.0.join("all"), "");
+    }
+}
+
+/// A `drover run` child, killed when dropped unless it has ended (a failing test's results
+/// directory goes away with it).
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Running tasks of array `job`.
+fn running_in(job: &str) -> usize {
+    let out = Command::new("squeue").args(["--noheader", "--array", "--states=RUNNING", "--format=%F", "--jobs", job]).output().expect("squeue");
+    String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.trim() == job).count()
+}
+
+/// Issue (slurm-lift): older runs fill the throttle (2), so a rerun's array waits with
+/// `--dependency=afterany`; as soon as one older run ends, the waiting `drover run` lifts it
+/// (throttle 1, then the dependency cleared) while the other older run still runs, raises it
+/// to 2 once that one ends too, and the sweep never runs more than 2 at once. The runs are held
+/// by a wrapper until the test releases them, so the order of events is the test's.
+#[test]
+fn a_waiting_array_starts_as_soon_as_an_older_run_frees_a_slot() {
+    slurm_up();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let control = tmp.path().join("control");
+    std::fs::create_dir_all(&control).expect("mkdir");
+    let _release = ReleaseAll(control.clone());
+    let job = held_job_bin(tmp.path(), &control);
+    let release = |run: &str| std::fs::write(control.join(run), "").expect("release");
+    let sweep = tmp.path().join("s.toml");
+    let write = |seeds: &str| write_throttled_sweep(&sweep, "lift", 2048, 2, seeds);
+    let results = tmp.path().join("r");
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = most_running(results.clone(), done.clone());
+
+    write("[1, 2]");
+    run_ok(drover().arg("run").arg(&sweep).arg("--results").arg(&results).arg("--no-wait").env("DROVER_JOB_BIN", &job));
+    let first = ledger_kinds(&results, "submitted")[0]["job_id"].as_str().expect("job id").to_string();
+    let older: Vec<String> =
+        ledger_kinds(&results, "intent")[0]["runs"].as_array().expect("runs").iter().map(|r| r.as_str().expect("run id").to_string()).collect();
+    wait_until("both older runs running", Duration::from_secs(60), || running_in(&first) == 2);
+
+    write("[1, 2, 3, 4]");
+    let log = tmp.path().join("rerun.log");
+    let mut rerun = KillOnDrop(
+        drover()
+            .arg("run")
+            .arg(&sweep)
+            .arg("--results")
+            .arg(&results)
+            .env("DROVER_JOB_BIN", &job)
+            .stdout(std::fs::File::create(&log).expect("log"))
+            .stderr(std::fs::File::create(tmp.path().join("rerun.err")).expect("log"))
+            .spawn()
+            .expect("drover run"),
+    );
+    let said = || format!("{}{}", std::fs::read_to_string(&log).unwrap_or_default(), std::fs::read_to_string(tmp.path().join("rerun.err")).unwrap_or_default());
+    wait_until("the rerun's array submitted", Duration::from_secs(60), || ledger_kinds(&results, "submitted").len() == 2);
+    let second = ledger_kinds(&results, "submitted")[1]["job_id"].as_str().expect("job id").to_string();
+    let shown = show_job(&second);
+    assert!(shown.contains(&format!("Dependency=afterany:{first}")), "both older runs fill the throttle: {shown}");
+    // Slurm's scheduler (sched_interval = 2 s) and the rerun's polls (0.5 s) get a few passes.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(running_in(&second), 0, "no slot is free yet: {}", show_job(&second));
+    assert!(ledger_kinds(&results, "lifted").is_empty(), "{:?}", ledger(&results));
+
+    // One older run ends: the new array starts in its slot while the other older run goes on.
+    release(&older[0]);
+    wait_until("a new run in the freed slot", Duration::from_secs(60), || running_in(&second) == 1);
+    assert_eq!(running_in(&first), 1, "the last older run still runs");
+    let lifted = ledger_kinds(&results, "lifted");
+    assert_eq!(lifted.len(), 1, "{lifted:?}");
+    assert_eq!((lifted[0]["throttle"].as_u64(), lifted[0]["raise_to"].as_u64()), (Some(1), Some(2)), "{lifted:?}");
+    let shown = show_job(&second);
+    assert!(shown.contains("ArrayTaskThrottle=1") && shown.contains("Dependency=(null)"), "{shown}");
+    let table = String::from_utf8_lossy(&run_ok(drover().arg("status").arg(&results)).stdout).into_owned();
+    assert!(!table.contains("waiting for a job it depends on"), "a lifted array waits for no job: {table}");
+
+    // The other older run ends: the new array is raised to the whole throttle.
+    release(&older[1]);
+    wait_until("the new array raised to 2", Duration::from_secs(60), || array_throttle(&second) == Some(2));
+    release("all");
+    wait_until("the rerun to finish", Duration::from_secs(120), || rerun.0.try_wait().expect("wait").is_some());
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let most = sampler.join().expect("sampler");
+    assert!(rerun.0.wait().expect("status").success(), "{}", said());
+    assert_eq!(states(&status_json(&results)), ["done"; 4], "{}", said());
+    assert_eq!(most, 2, "never more than the throttle at once: {}", said());
+    assert!(
+        said().contains(&format!(
+            "the new runs wait for them (array {first}); Slurm starts them once those end, or this `drover run` as soon as one ends and frees a slot"
+        )),
+        "{}",
+        said()
+    );
 }

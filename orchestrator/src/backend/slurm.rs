@@ -122,6 +122,19 @@ pub enum LedgerEvent {
         /// Slurm's message.
         message: String,
     },
+    /// drover lifts a waiting array (one submitted with `--dependency=afterany`, since the
+    /// throttle left it no slot) as soon as the sweep has free slots: written before it sets the
+    /// array's `ArrayTaskThrottle` to `throttle` and then clears its dependency (added in format
+    /// 1; a ledger without it reads as before). From then on the array counts as one started at
+    /// `throttle` and raised toward `raise_to`.
+    Lifted {
+        /// Submission number.
+        submission: u32,
+        /// The array's `%N` from now on: the free slots of the sweep's throttle.
+        throttle: u32,
+        /// The sweep's throttle, which the array is raised toward as other runs end.
+        raise_to: u32,
+    },
     /// `drover cancel`: the arrays it cancelled.
     Cancelled {
         /// The last submission at the time.
@@ -169,6 +182,9 @@ pub struct Submission {
     pub throttle: Option<u32>,
     /// The sweep's throttle, when the array started below it (see [`LedgerEvent::Intent`]).
     pub raise_to: Option<u32>,
+    /// The `%N` of the latest lift of a waiting array ([`LedgerEvent::Lifted`]), which also set
+    /// `throttle` and `raise_to`.
+    pub lifted: Option<u32>,
 }
 
 /// The folded ledger of a results directory.
@@ -220,8 +236,13 @@ impl Ledger {
     fn apply(&mut self, event: LedgerEvent) {
         match event {
             LedgerEvent::Intent { submission, job_name, comment, runs, throttle, raise_to, .. } => {
-                let s = Submission { job_name, comment, runs, job_id: None, refused: None, throttle, raise_to };
+                let s = Submission { job_name, comment, runs, job_id: None, refused: None, throttle, raise_to, lifted: None };
                 self.submissions.insert(submission, s);
+            }
+            LedgerEvent::Lifted { submission, throttle, raise_to } => {
+                if let Some(s) = self.submissions.get_mut(&submission) {
+                    (s.throttle, s.raise_to, s.lifted) = (Some(throttle), Some(raise_to), Some(throttle));
+                }
             }
             LedgerEvent::Submitted { submission, job_id } => {
                 if let Some(s) = self.submissions.get_mut(&submission) {
@@ -478,13 +499,15 @@ fn status_report(dir: &SweepDir, runs: Vec<RunStatus>) -> StatusReport {
 /// is reported from its markers and locks alone (`local_status`).
 pub fn status(results: &Path, slurm: &Slurm) -> Result<StatusReport, RunError> {
     let dir = SweepDir::open(results)?;
-    let ledger = Ledger::load(&dir.root)?;
+    let mut ledger = Ledger::load(&dir.root)?;
     if ledger.submissions.is_empty() {
         return Ok(crate::backend::local_status::status(&dir));
     }
-    let queue = slurm.queue(&dir.job_name)?;
-    // Also where a `--no-wait` sweep's lowered throttle catches up once older runs end.
-    raise_throttles(&ledger, &queue, slurm, &mut BTreeMap::new());
+    let mut queue = slurm.queue(&dir.job_name)?;
+    // Also where a `--no-wait` sweep's lowered throttle catches up, and its waiting array
+    // starts, once older runs end.
+    let lifted = share_free_slots(&mut ledger, &queue, slurm, &mut BTreeMap::new());
+    mark_lifted(&mut queue, &lifted);
     let runs = statuses(&dir, &ledger, &queue);
     Ok(status_report(&dir, runs))
 }
@@ -658,7 +681,10 @@ pub fn dry_run_scripts(plan: &Plan, opts: &SlurmOptions) -> Result<Vec<(String, 
         if limits.after_earlier {
             // The job ids it would wait for exist only once the earlier arrays are submitted.
             let earlier: Vec<String> = (first..n).map(|m| format!("array-{m}")).collect();
-            let note = format!("# (submitted with --dependency=afterany: on the job ids of {}: the throttle leaves it no slot before they end)\n", earlier.join(", "));
+            let note = format!(
+                "# (submitted with --dependency=afterany: on the job ids of {}: the throttle leaves it no slot; drover lifts the dependency once one is free)\n",
+                earlier.join(", ")
+            );
             if let Some(at) = text.find("#SBATCH --array=").and_then(|i| text[i..].find('\n').map(|j| i + j + 1)) {
                 text.insert_str(at, &note);
             }
@@ -795,32 +821,103 @@ fn deal(mut free: u32, sizes: &[usize]) -> Vec<u32> {
     }
 }
 
+/// What one `squeue` answer says of the sweep's arrays, for sharing its throttle: the live
+/// runs of each, and which of them wait on their dependency.
+struct Occupancy {
+    /// Live (queued, requeued or running) tasks per array.
+    live: BTreeMap<String, usize>,
+    /// Submission number of each accepted array.
+    submission_of: BTreeMap<String, u32>,
+    /// Arrays whose live tasks all wait on their dependency (`--dependency=afterany`): none of
+    /// their tasks runs until Slurm finds the dependency met or drover lifts the array.
+    waiting: BTreeSet<String>,
+}
+
+impl Occupancy {
+    fn new(ledger: &Ledger, queue: &[QueueEntry]) -> Occupancy {
+        let live = live_per_array(ledger, queue);
+        let submission_of = ledger.submissions.iter().filter_map(|(n, s)| Some((s.job_id.clone()?, *n))).collect();
+        let waiting = live
+            .keys()
+            .filter(|job| {
+                queue
+                    .iter()
+                    .filter(|e| &e.array_job_id == *job && is_live_entry(e))
+                    .all(|e| e.state == "PENDING" && e.reason.starts_with("Dependency"))
+            })
+            .cloned()
+            .collect();
+        Occupancy { live, submission_of, waiting }
+    }
+
+    /// How many runs the sweep's arrays other than submission `n` (array `job`) may run while
+    /// `job` is live: every live task of theirs, queued ones included (they may start at any
+    /// time, and a task pending behind its own array's `%N` is counted too, which only errs
+    /// low), except those of an array submitted after `n` that waits on its dependency:
+    /// `round_limits` made it wait for every array of the sweep live at its submission (`job`
+    /// among them, as it is still live), so it cannot start while `job` runs, and should drover
+    /// lift it, the lift's own bound counts every live task of `job`.
+    fn others(&self, n: u32, job: &str) -> u32 {
+        let waits_for_this = |id: &str| self.submission_of.get(id).is_some_and(|&m| m > n) && self.waiting.contains(id);
+        let others: usize = self.live.iter().filter(|(id, _)| id.as_str() != job && !waits_for_this(id)).map(|(_, k)| k).sum();
+        u32::try_from(others).unwrap_or(u32::MAX)
+    }
+}
+
 /// `(array, %N)` for each array that started below the sweep's throttle (`raise_to`) and still
-/// has queued tasks, whose throttle can grow now: the sweep's throttle less the live runs of
-/// the sweep's other arrays, when that is above the array's starting `%N`. An array whose live
-/// tasks all wait on their dependency and that was submitted after this one does not count:
-/// `round_limits` made it wait for every array of the sweep live at its submission (this one
-/// among them, as it is still live), so it cannot start while this one runs.
+/// has queued tasks, whose throttle can grow now: the sweep's throttle less what the sweep's
+/// other arrays may run (`Occupancy::others`), when that is above the array's starting `%N`.
+/// An array still waiting on its dependency is left to `throttle_lifts`.
 fn throttle_raises(ledger: &Ledger, queue: &[QueueEntry]) -> Vec<(String, u32)> {
-    let live = live_per_array(ledger, queue);
-    let submission_of: BTreeMap<&str, u32> =
-        ledger.submissions.iter().filter_map(|(n, s)| Some((s.job_id.as_deref()?, *n))).collect();
-    let waiting = |job: &str| {
-        let mut tasks = queue.iter().filter(|e| e.array_job_id == job && is_live_entry(e)).peekable();
-        tasks.peek().is_some() && tasks.all(|e| e.state == "PENDING" && e.reason.starts_with("Dependency"))
-    };
+    let occupancy = Occupancy::new(ledger, queue);
     ledger
         .submissions
         .iter()
         .filter_map(|(&n, s)| {
             let (job, target, start) = (s.job_id.as_deref()?, s.raise_to?, s.throttle?);
+            if occupancy.waiting.contains(job) {
+                return None;
+            }
             let queued = queue.iter().any(|e| {
                 e.array_job_id == job && classify(None, SlurmView::Listed(&e.state), false, false).0 == RunState::Pending
             });
-            let waits_for_this = |id: &str| submission_of.get(id).is_some_and(|&m| m > n) && waiting(id);
-            let others: usize = live.iter().filter(|(id, _)| id.as_str() != job && !waits_for_this(id)).map(|(_, n)| n).sum();
-            let now = target.saturating_sub(u32::try_from(others).unwrap_or(u32::MAX));
+            let now = target.saturating_sub(occupancy.others(n, job));
             (queued && now > start).then(|| (job.to_string(), now))
+        })
+        .collect()
+}
+
+/// A waiting array to lift and the `%N` it gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Lift {
+    /// The array's submission number.
+    submission: u32,
+    /// The array's job id.
+    job: String,
+    /// The free slots: the sweep's throttle less what its other arrays may run; never 0,
+    /// which Slurm reads as no limit.
+    throttle: u32,
+    /// The sweep's throttle (the array's `%N` at submission), which it is raised toward later.
+    raise_to: u32,
+}
+
+/// The waiting arrays (`--dependency=afterany`, given no slot by `round_limits`) that may start
+/// now, in submission order: those for which the sweep's throttle less what its other arrays
+/// may run (`Occupancy::others`) leaves a slot, each given that many. Each bound counts every
+/// live task of the arrays before it, lifted or waiting alike, so lifts computed from one answer
+/// never add up past the throttle; a later waiting array does not count for an earlier one
+/// since it waits for it, and if it is lifted too, its own bound counts the earlier one's tasks.
+fn throttle_lifts(ledger: &Ledger, queue: &[QueueEntry]) -> Vec<Lift> {
+    let occupancy = Occupancy::new(ledger, queue);
+    ledger
+        .submissions
+        .iter()
+        .filter_map(|(&n, s)| {
+            let job = s.job_id.as_deref().filter(|job| occupancy.waiting.contains(*job))?;
+            // A waiting array was submitted at the sweep's `%N`; an earlier lift recorded it.
+            let target = s.raise_to.or(s.throttle)?;
+            let free = target.saturating_sub(occupancy.others(n, job));
+            (free > 0).then(|| Lift { submission: n, job: job.to_string(), throttle: free, raise_to: target })
         })
         .collect()
 }
@@ -842,15 +939,60 @@ fn raise_throttles(ledger: &Ledger, queue: &[QueueEntry], slurm: &Slurm, set: &m
     }
 }
 
+/// Hands the sweep's free slots out as one `squeue` answer shows them (a poll of a waiting
+/// `drover run`, `drover status`, the start of the next `drover run`): raises lowered throttles
+/// (`raise_throttles`) and lifts waiting arrays (`throttle_lifts`). A lift is recorded in the
+/// ledger, then sets the array's `ArrayTaskThrottle`, then clears its dependency, in that order:
+/// until the second call the array still waits, so at no instant may the sweep run more than
+/// its throttle. Recorded first so that an array whose throttle was lowered is always known to
+/// be raised later, even if drover dies before the dependency is cleared and Slurm releases it.
+/// A failure is logged, not fatal: the array keeps waiting, and the next poll or `drover status`
+/// tries again. Returns the arrays whose dependency it cleared.
+fn share_free_slots(ledger: &mut Ledger, queue: &[QueueEntry], slurm: &Slurm, set: &mut BTreeMap<String, u32>) -> BTreeSet<String> {
+    raise_throttles(ledger, queue, slurm, set);
+    let mut lifted = BTreeSet::new();
+    for Lift { submission, job, throttle, raise_to } in throttle_lifts(ledger, queue) {
+        let recorded = ledger.submissions.get(&submission).is_some_and(|s| s.lifted == Some(throttle));
+        if !recorded {
+            if let Err(e) = ledger.append(LedgerEvent::Lifted { submission, throttle, raise_to }) {
+                tracing::warn!("cannot record the lift of waiting array {job} ({e}); it keeps waiting for now");
+                continue;
+            }
+        }
+        if let Err(e) = slurm.set_array_throttle(&job, throttle) {
+            tracing::warn!("cannot set the throttle of waiting array {job} to {throttle} ({e}); it keeps waiting, and the next poll or `drover status` tries again");
+            continue;
+        }
+        set.insert(job.clone(), throttle);
+        if let Err(e) = slurm.clear_dependency(&job) {
+            tracing::warn!("array {job} may run {throttle} at once but still waits on its dependency ({e}); the next poll or `drover status` tries again");
+            continue;
+        }
+        tracing::info!(job = %job, throttle, "lifted the waiting array's dependency: {throttle} of the sweep's {raise_to} slots are free");
+        lifted.insert(job);
+    }
+    lifted
+}
+
+/// The queue answer as Slurm gives it once the `lifted` arrays' dependencies are cleared: their
+/// pending tasks' reason is `None` at once, so status no longer says they wait for another job.
+fn mark_lifted(queue: &mut [QueueEntry], lifted: &BTreeSet<String>) {
+    for e in queue.iter_mut().filter(|e| lifted.contains(&e.array_job_id) && e.reason.starts_with("Dependency")) {
+        e.reason = "None".to_string();
+    }
+}
+
 /// What `drover run` says of how its new arrays share the sweep's throttle `n` with each other
 /// and with the `live` runs of older arrays; nothing when every array runs all it may at once.
-/// Without `wait` (`--no-wait`) no drover process stays to raise a lowered throttle, so it says
-/// which command does.
+/// Without `wait` (`--no-wait`) no drover process stays to raise a lowered throttle or lift a
+/// waiting array, so it says which command does.
 fn sharing_words(n: u32, live: usize, arrays: &[SubmittedArray], wait: bool) -> Vec<String> {
     let lowered = arrays.iter().any(|a| a.limits.raise_to.is_some());
-    if !lowered && arrays.iter().all(|a| a.limits.after.is_empty()) {
+    let waiting = arrays.iter().any(|a| !a.limits.after.is_empty());
+    if !lowered && !waiting {
         return Vec::new();
     }
+    let lifter = if wait { "this `drover run`" } else { "`drover status` (or the next `drover run`)" };
     let older = crate::words::count(live, "run");
     let mut lines = Vec::new();
     match arrays {
@@ -859,7 +1001,8 @@ fn sharing_words(n: u32, live: usize, arrays: &[SubmittedArray], wait: bool) -> 
             one.limits.throttle.unwrap_or(n)
         )),
         [one] => lines.push(format!(
-            "{older} of earlier submissions still queued or running {} the sweep's throttle: the new runs wait for them (array {}); Slurm starts them once those end",
+            "{older} of earlier submissions still queued or running {} the sweep's throttle: the new runs wait for them (array {}); \
+             Slurm starts them once those end, or {lifter} as soon as one ends and frees a slot",
             if live == 1 { "fills" } else { "fill" },
             one.limits.after.join(", ")
         )),
@@ -871,7 +1014,7 @@ fn sharing_words(n: u32, live: usize, arrays: &[SubmittedArray], wait: bool) -> 
                     ([], None) => format!("array {} runs {} at once", a.job_id, a.limits.throttle.unwrap_or(n)),
                     (after, _) => {
                         let which = if after.len() == 1 { "array" } else { "arrays" };
-                        format!("array {} waits for {which} {} to end", a.job_id, after.join(", "))
+                        format!("array {} waits for {which} {} to end or for a free slot", a.job_id, after.join(", "))
                     }
                 })
                 .collect();
@@ -884,10 +1027,15 @@ fn sharing_words(n: u32, live: usize, arrays: &[SubmittedArray], wait: bool) -> 
             ));
         }
     }
-    if lowered && !wait {
+    // A lone waiting array's line already names who lifts it.
+    if !wait && (lowered || arrays.len() > 1) {
+        let what = match (lowered, waiting) {
+            (true, false) => "raises the lowered throttle",
+            (false, _) => "starts a waiting array before the arrays it waits for end",
+            (true, true) => "raises a lowered throttle or starts a waiting array early",
+        };
         lines.push(format!(
-            "with --no-wait no drover process raises the lowered throttle: `drover status` (or the next `drover run`) does, \
-             as runs end; until one runs, the sweep runs fewer than {n} at once, never more"
+            "with --no-wait no drover process {what}: {lifter} does, as runs end; until one runs, the sweep runs fewer than {n} at once, never more"
         ));
     }
     lines
@@ -1158,7 +1306,7 @@ pub fn run_sweep(plan: &Plan, opts: &SlurmOptions) -> Result<SlurmReport, RunErr
     let (PreparedRuns { to_submit, skipped, attached, resumed }, queue) = prepared?;
     // Runs of earlier `drover run`s still live share the sweep's throttle with the new arrays.
     let mut raised = BTreeMap::new();
-    raise_throttles(&ledger, &queue, &opts.slurm, &mut raised);
+    share_free_slots(&mut ledger, &queue, &opts.slurm, &mut raised);
     let older = live_per_array(&ledger, &queue);
     tracing::debug!(elapsed = ?started.elapsed(), "run directories ready");
     let specs = plan.runs.iter().map(|r| (r.run_id.to_string(), plan.job_spec(r))).collect();
@@ -1202,8 +1350,9 @@ pub fn run_sweep(plan: &Plan, opts: &SlurmOptions) -> Result<SlurmReport, RunErr
         let t0 = Instant::now();
         // Read again each poll: `drover cancel` in another terminal appends to it.
         ledger = Ledger::load(&root)?;
-        let queue = opts.slurm.queue(&job_name)?;
-        raise_throttles(&ledger, &queue, &opts.slurm, &mut raised);
+        let mut queue = opts.slurm.queue(&job_name)?;
+        let lifted = share_free_slots(&mut ledger, &queue, &opts.slurm, &mut raised);
+        mark_lifted(&mut queue, &lifted);
         let now = statuses(&dir, &ledger, &queue);
         let mut retry = Vec::new();
         let throttle = sweep_throttle(plan);
@@ -1583,12 +1732,26 @@ mod tests {
         assert!(no_wait[1].starts_with("with --no-wait no drover process raises the lowered throttle: `drover status` (or the next `drover run`) does"), "{no_wait:?}");
         let waiting = sharing_words(3, 3, &[arr("50", waits(3, &["41"], false))], false);
         assert_eq!(waiting.len(), 1, "Slurm releases a waiting array by itself: {waiting:?}");
-        assert!(waiting[0].contains("wait for them (array 41); Slurm starts them once those end"), "{waiting:?}");
+        assert!(
+            waiting[0].ends_with(
+                "wait for them (array 41); Slurm starts them once those end, or `drover status` (or the next `drover run`) as soon as one ends and frees a slot"
+            ),
+            "{waiting:?}"
+        );
+        let waiting = sharing_words(3, 3, &[arr("50", waits(3, &["41"], false))], true);
+        assert!(waiting[0].ends_with("Slurm starts them once those end, or this `drover run` as soon as one ends and frees a slot"), "{waiting:?}");
         let split = sharing_words(2, 0, &[arr("50", at(1, Some(2))), arr("51", at(1, Some(2))), arr("52", waits(2, &["50", "51"], true))], true);
         assert_eq!(
             split,
             ["the sweep's throttle (2 at once) is shared by its 3 new arrays (Slurm applies `%N` per array): array 50 starts at 1 at once, \
-              array 51 starts at 1 at once, array 52 waits for arrays 50, 51 to end; lowered throttles are raised toward 2 as other runs of the sweep end"]
+              array 51 starts at 1 at once, array 52 waits for arrays 50, 51 to end or for a free slot; lowered throttles are raised toward 2 as other runs of the sweep end"]
+        );
+        let split = sharing_words(1, 0, &[arr("50", at(1, None)), arr("51", waits(1, &["50"], true))], false);
+        assert_eq!(split.len(), 2, "{split:?}");
+        assert!(split[0].ends_with("array 50 runs 1 at once, array 51 waits for array 50 to end or for a free slot"), "{split:?}");
+        assert!(
+            split[1].starts_with("with --no-wait no drover process starts a waiting array before the arrays it waits for end: `drover status` (or the next `drover run`) does"),
+            "{split:?}"
         );
     }
 
@@ -1649,6 +1812,374 @@ mod tests {
         // An older array waiting on a dependency does not wait for the lowered one: it counts.
         let older_waiting = [entry("50", 0, "PENDING", "Dependency")];
         assert!(throttle_raises(&back, &[&older_waiting[..], &lowered[..]].concat()).is_empty(), "1 older + 1 running = 2");
+    }
+
+    /// A ledger folded in memory from `(submission, job id, throttle, raise_to)` per array.
+    fn ledger_of(arrays: &[(u32, &str, Option<u32>, Option<u32>)]) -> Ledger {
+        let mut ledger = Ledger::default();
+        for &(n, job, throttle, raise_to) in arrays {
+            ledger.apply(intent(n, vec![format!("{n:016x}")], throttle, raise_to));
+            ledger.apply(LedgerEvent::Submitted { submission: n, job_id: job.into() });
+        }
+        ledger
+    }
+
+    /// `count` tasks of array `job` from index `from`, all in `state` for `reason`.
+    fn tasks(job: &str, from: u32, count: u32, state: &str, reason: &str) -> Vec<QueueEntry> {
+        (from..from + count)
+            .map(|task| QueueEntry { array_job_id: job.into(), task: Some(task), state: state.into(), reason: reason.into(), comment: String::new() })
+            .collect()
+    }
+
+    fn lift(submission: u32, job: &str, throttle: u32, raise_to: u32) -> Lift {
+        Lift { submission, job: job.into(), throttle, raise_to }
+    }
+
+    /// A waiting array (given no slot, so `--dependency=afterany` on the older live array) is
+    /// lifted as soon as the older array's runs leave a slot, to as many slots as they leave,
+    /// before all of them end; never while they fill the throttle, and never once it runs.
+    /// Lifted, it counts as an array started at that `%N` and is raised as the rest end.
+    #[test]
+    fn a_waiting_array_is_lifted_into_the_slots_older_runs_leave() {
+        let ledger = ledger_of(&[(0, "41", Some(4), None), (1, "42", Some(4), None)]);
+        let waiting = tasks("42", 0, 6, "PENDING", "Dependency");
+        let with_older = |older: Vec<QueueEntry>| throttle_lifts(&ledger, &[older, waiting.clone()].concat());
+        assert!(with_older(tasks("41", 0, 4, "RUNNING", "None")).is_empty(), "four older runs fill the throttle of 4");
+        let three_left = [tasks("41", 0, 3, "RUNNING", "None"), tasks("41", 3, 1, "COMPLETED", "None")].concat();
+        assert_eq!(with_older(three_left), [lift(1, "42", 1, 4)], "one run ended: one slot");
+        assert_eq!(with_older(tasks("41", 0, 1, "RUNNING", "None")), [lift(1, "42", 3, 4)], "the last older run still going");
+        let requeued = [tasks("41", 0, 1, "RUNNING", "None"), tasks("41", 1, 1, "PENDING", "BeginTime")].concat();
+        assert_eq!(with_older(requeued), [lift(1, "42", 2, 4)], "a queued older task may start at any time: it counts");
+        assert_eq!(with_older(Vec::new()), [lift(1, "42", 4, 4)], "Slurm forgot the older array");
+        let started = [tasks("41", 0, 1, "RUNNING", "None"), tasks("42", 0, 1, "RUNNING", "None"), tasks("42", 1, 5, "PENDING", "Dependency")].concat();
+        assert!(throttle_lifts(&ledger, &started).is_empty(), "an array with a task running does not wait");
+        assert!(throttle_raises(&ledger, &[tasks("41", 0, 1, "RUNNING", "None"), waiting.clone()].concat()).is_empty(), "lifts are not raises");
+
+        // Lifted at 3 while one older run goes: it is raised to 4 once that run ends, not before.
+        let mut ledger = ledger;
+        ledger.apply(LedgerEvent::Lifted { submission: 1, throttle: 3, raise_to: 4 });
+        assert_eq!((ledger.submissions[&1].throttle, ledger.submissions[&1].raise_to, ledger.submissions[&1].lifted), (Some(3), Some(4), Some(3)));
+        let lifted = [tasks("42", 0, 3, "RUNNING", "None"), tasks("42", 3, 3, "PENDING", "JobArrayTaskLimit")].concat();
+        assert!(throttle_raises(&ledger, &[tasks("41", 0, 1, "RUNNING", "None"), lifted.clone()].concat()).is_empty());
+        assert!(throttle_lifts(&ledger, &[tasks("41", 0, 1, "RUNNING", "None"), lifted.clone()].concat()).is_empty());
+        assert_eq!(throttle_raises(&ledger, &lifted), [("42".to_string(), 4)]);
+
+        // Status reads a lifted array's tasks as Slurm gives them once the dependency is gone.
+        let mut queue = [tasks("41", 0, 1, "RUNNING", "None"), waiting].concat();
+        mark_lifted(&mut queue, &BTreeSet::from(["42".to_string()]));
+        assert!(queue.iter().all(|e| e.reason == "None"), "{queue:?}");
+    }
+
+    /// Two waiting arrays (the second also waits for the first: same round, or a later rerun)
+    /// are lifted in submission order, each bound counting every live task of the arrays before
+    /// it, so together they never pass the throttle; the first does not count the second, which
+    /// cannot start before it ends unless lifted itself.
+    #[test]
+    fn waiting_arrays_are_lifted_in_submission_order_within_the_throttle() {
+        let ledger = ledger_of(&[(0, "41", Some(4), None), (1, "42", Some(4), None), (2, "43", Some(4), None)]);
+        let older = tasks("41", 0, 1, "RUNNING", "None");
+        let second = tasks("43", 0, 5, "PENDING", "Dependency");
+        let small_first = [older.clone(), tasks("42", 0, 2, "PENDING", "Dependency"), second.clone()].concat();
+        assert_eq!(throttle_lifts(&ledger, &small_first), [lift(1, "42", 3, 4), lift(2, "43", 1, 4)], "1 older + 2 + 1 = 4");
+        let big_first = [older.clone(), tasks("42", 0, 5, "PENDING", "Dependency"), second.clone()].concat();
+        assert_eq!(throttle_lifts(&ledger, &big_first), [lift(1, "42", 3, 4)], "the first array takes every free slot");
+        let full = [tasks("41", 0, 4, "RUNNING", "None"), tasks("42", 0, 2, "PENDING", "Dependency"), second.clone()].concat();
+        assert!(throttle_lifts(&ledger, &full).is_empty(), "no slot free, nothing lifted");
+
+        // Once the first is lifted (at 3) and runs, the second waits until the first's tasks fit.
+        let mut ledger = ledger;
+        ledger.apply(LedgerEvent::Lifted { submission: 1, throttle: 3, raise_to: 4 });
+        let first_runs = [tasks("42", 0, 3, "RUNNING", "None"), tasks("42", 3, 2, "PENDING", "JobArrayTaskLimit")].concat();
+        let queue = [older.clone(), first_runs, second.clone()].concat();
+        assert!(throttle_lifts(&ledger, &queue).is_empty());
+        assert!(throttle_raises(&ledger, &queue).is_empty(), "3 is all the older run leaves the first array");
+        let first_ending = [tasks("42", 0, 2, "RUNNING", "None"), tasks("42", 2, 3, "COMPLETED", "None")].concat();
+        assert_eq!(throttle_lifts(&ledger, &[older, first_ending, second].concat()), [lift(2, "43", 1, 4)]);
+    }
+
+    /// A lift survives a reload of the ledger; a ledger written before lifts existed loads as
+    /// before, and a lift of a submission the ledger does not hold changes nothing.
+    #[test]
+    fn a_lift_is_kept_in_the_ledger_and_an_older_ledger_still_loads() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut ledger = Ledger::load(tmp.path()).expect("empty");
+        ledger.append(intent(0, vec!["a".into()], Some(2), None)).expect("intent");
+        ledger.append(LedgerEvent::Submitted { submission: 0, job_id: "41".into() }).expect("submitted");
+        ledger.append(LedgerEvent::Lifted { submission: 0, throttle: 1, raise_to: 2 }).expect("lifted");
+        ledger.append(LedgerEvent::Lifted { submission: 9, throttle: 1, raise_to: 2 }).expect("lifted");
+        let text = std::fs::read_to_string(tmp.path().join(SLURM_DIR).join(LEDGER)).expect("ledger");
+        assert!(text.contains(r#""kind":"lifted","submission":0,"throttle":1,"raise_to":2"#), "{text}");
+        let back = Ledger::load(tmp.path()).expect("reload");
+        let s = &back.submissions[&0];
+        assert_eq!((s.throttle, s.raise_to, s.lifted), (Some(1), Some(2), Some(1)));
+        assert_eq!(back.submissions.len(), 1);
+
+        let old = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(old.path().join(SLURM_DIR)).expect("mkdir");
+        let lines = [
+            r#"{"format_version":1,"at":"1","kind":"intent","submission":0,"job_name":"j","comment":"c","script":"array-0.sbatch","runs":["a"],"provenance":{"drover_version":"0","git_revision":null,"sweep_file":"s.toml","plugins":{},"submit_host":"h"},"throttle":2}"#,
+            r#"{"format_version":1,"at":"2","kind":"submitted","submission":0,"job_id":"41"}"#,
+        ];
+        std::fs::write(old.path().join(SLURM_DIR).join(LEDGER), lines.join("\n") + "\n").expect("old ledger");
+        let old = Ledger::load(old.path()).expect("an old ledger loads");
+        let s = &old.submissions[&0];
+        assert_eq!((s.throttle, s.raise_to, s.lifted, s.job_id.as_deref()), (Some(2), None, None, Some("41")));
+    }
+
+    /// `share_free_slots` records a lift, then sets the throttle, then clears the dependency, so
+    /// between the two `scontrol` calls the array still waits; when Slurm refuses the throttle
+    /// the dependency is left alone, and a refused clear is tried again by the next call
+    /// without a second ledger line. A fake `scontrol` logs its calls.
+    #[test]
+    fn a_lift_sets_the_throttle_before_it_clears_the_dependency() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let (bin, calls) = (tmp.path().join("bin"), tmp.path().join("calls"));
+        std::fs::create_dir_all(&bin).expect("mkdir");
+        let refuse = |what: &str| tmp.path().join(format!("refuse-{what}"));
+        std::fs::write(
+            bin.join("scontrol"),
+            format!(
+                "#!/bin/sh\necho \"$*\" >> '{calls}'\n\
+                 case \"$*\" in *Throttle*) [ -e '{t}' ] && {{ echo 'slurm_update error: Access/permission denied' >&2; exit 1; }};; \
+                 *Dependency=) [ -e '{d}' ] && {{ echo 'slurm_update error: Job is no longer pending execution' >&2; exit 1; }};; esac\nexit 0\n",
+                calls = calls.display(),
+                t = refuse("throttle").display(),
+                d = refuse("dependency").display()
+            ),
+        )
+        .expect("fake scontrol");
+        std::fs::set_permissions(bin.join("scontrol"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+        let slurm = Slurm { bin_dir: Some(bin), policy: crate::backend::slurm_cmd::CallPolicy { attempts: 1, ..Default::default() } };
+        let mut ledger = Ledger::load(tmp.path()).expect("empty");
+        for (n, job) in [(0, "41"), (1, "42")] {
+            ledger.append(intent(n, vec![format!("{n:016x}")], Some(4), None)).expect("intent");
+            ledger.append(LedgerEvent::Submitted { submission: n, job_id: job.into() }).expect("submitted");
+        }
+        let queue = [tasks("41", 0, 1, "RUNNING", "None"), tasks("42", 0, 6, "PENDING", "Dependency")].concat();
+        let calls_so_far = || std::fs::read_to_string(&calls).unwrap_or_default();
+        let lifted_lines = || {
+            let text = std::fs::read_to_string(tmp.path().join(SLURM_DIR).join(LEDGER)).expect("ledger");
+            text.lines().filter(|l| l.contains(r#""kind":"lifted""#)).count()
+        };
+
+        std::fs::write(refuse("throttle"), "").expect("refuse");
+        assert!(share_free_slots(&mut ledger, &queue, &slurm, &mut BTreeMap::new()).is_empty());
+        assert_eq!(calls_so_far(), "update JobId=42 ArrayTaskThrottle=3\n", "no dependency cleared without the throttle");
+        std::fs::remove_file(refuse("throttle")).expect("rm");
+
+        std::fs::write(refuse("dependency"), "").expect("refuse");
+        assert!(share_free_slots(&mut ledger, &queue, &slurm, &mut BTreeMap::new()).is_empty(), "still waiting");
+        std::fs::remove_file(refuse("dependency")).expect("rm");
+        assert_eq!(share_free_slots(&mut ledger, &queue, &slurm, &mut BTreeMap::new()), BTreeSet::from(["42".to_string()]));
+        let throttle_then_dependency = "update JobId=42 ArrayTaskThrottle=3\nupdate JobId=42 Dependency=\n";
+        assert_eq!(calls_so_far(), format!("update JobId=42 ArrayTaskThrottle=3\n{throttle_then_dependency}{throttle_then_dependency}"));
+        assert_eq!(lifted_lines(), 1, "the same lift is recorded once");
+        let back = Ledger::load(tmp.path()).expect("reload");
+        assert_eq!((back.submissions[&1].throttle, back.submissions[&1].raise_to), (Some(3), Some(4)));
+    }
+
+    /// A small model of Slurm's side of a sweep, to check the throttle over many interleavings:
+    /// each array has its `%N`, the arrays it waits for (met once none of them has a live task)
+    /// and its tasks.
+    #[derive(Debug, Clone)]
+    struct SimArray {
+        job: String,
+        throttle: u32,
+        after: Vec<String>,
+        tasks: Vec<SimTask>,
+    }
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum SimTask {
+        Pending,
+        Running,
+        Done,
+    }
+
+    struct Sim {
+        n: u32,
+        arrays: Vec<SimArray>,
+        ledger: Ledger,
+        rng: u64,
+        log: Vec<String>,
+        /// Lifts applied, and tasks started while an array their array first waited for still had live tasks.
+        lifts: usize,
+        early_starts: usize,
+        /// The dependency each array was submitted with.
+        submitted_after: BTreeMap<String, Vec<String>>,
+    }
+
+    impl Sim {
+        fn rand(&mut self, below: u64) -> u64 {
+            self.rng ^= self.rng << 13;
+            self.rng ^= self.rng >> 7;
+            self.rng ^= self.rng << 17;
+            self.rng % below
+        }
+
+        fn live(&self, job: &str) -> bool {
+            self.arrays.iter().any(|a| a.job == job && a.tasks.iter().any(|t| *t != SimTask::Done))
+        }
+
+        fn running(&self) -> usize {
+            self.arrays.iter().flat_map(|a| &a.tasks).filter(|t| **t == SimTask::Running).count()
+        }
+
+        fn queue(&self) -> Vec<QueueEntry> {
+            let mut out = Vec::new();
+            for a in &self.arrays {
+                for (i, t) in a.tasks.iter().enumerate() {
+                    let (state, reason) = match t {
+                        SimTask::Pending if !a.after.is_empty() => ("PENDING", "Dependency"),
+                        SimTask::Pending => ("PENDING", "JobArrayTaskLimit"),
+                        SimTask::Running => ("RUNNING", "None"),
+                        SimTask::Done => ("COMPLETED", "None"),
+                    };
+                    out.push(QueueEntry { array_job_id: a.job.clone(), task: Some(i as u32), state: state.into(), reason: reason.into(), comment: String::new() });
+                }
+            }
+            out
+        }
+
+        /// One pass of Slurm's scheduler: drops met dependencies, starts what each `%N` allows.
+        fn schedule(&mut self) {
+            for i in 0..self.arrays.len() {
+                let waits = self.arrays[i].after.clone();
+                if waits.iter().any(|d| self.live(d)) {
+                    continue;
+                }
+                let early = self.submitted_after[&self.arrays[i].job].iter().any(|d| self.live(d));
+                let a = &mut self.arrays[i];
+                a.after.clear();
+                while a.tasks.iter().filter(|t| **t == SimTask::Running).count() < a.throttle as usize {
+                    let Some(t) = a.tasks.iter_mut().find(|t| **t == SimTask::Pending) else { break };
+                    *t = SimTask::Running;
+                    self.early_starts += usize::from(early);
+                }
+            }
+            assert!(self.running() <= self.n as usize, "{} running with a throttle of {}:\n{}\n{:#?}", self.running(), self.n, self.log.join("\n"), self.arrays);
+        }
+
+        fn end_one(&mut self) {
+            let running: Vec<(usize, usize)> = (0..self.arrays.len())
+                .flat_map(|i| (0..self.arrays[i].tasks.len()).map(move |j| (i, j)))
+                .filter(|&(i, j)| self.arrays[i].tasks[j] == SimTask::Running)
+                .collect();
+            if !running.is_empty() {
+                let (i, j) = running[self.rand(running.len() as u64) as usize];
+                self.arrays[i].tasks[j] = SimTask::Done;
+                self.log.push(format!("end {}_{j}", self.arrays[i].job));
+            }
+        }
+
+        fn set_throttle(&mut self, job: &str, t: u32) {
+            assert!(t > 0, "ArrayTaskThrottle=0 is Slurm's no limit");
+            self.arrays.iter_mut().filter(|a| a.job == job).for_each(|a| a.throttle = t);
+        }
+
+        /// A `drover run` round of arrays of `sizes`, from the queue as it is now.
+        fn submit_round(&mut self, sizes: &[usize]) {
+            let older = live_per_array(&self.ledger, &self.queue());
+            let mut earlier = Vec::new();
+            for (k, limits) in round_limits(Some(self.n), &older, sizes).into_iter().enumerate() {
+                let n = self.ledger.next_submission();
+                let job = format!("{}", 100 + n);
+                let mut after = limits.after.clone();
+                if limits.after_earlier {
+                    after.extend(earlier.iter().cloned());
+                }
+                self.ledger.apply(intent(n, vec![format!("{n:016x}"); sizes[k]], limits.throttle, limits.raise_to));
+                self.ledger.apply(LedgerEvent::Submitted { submission: n, job_id: job.clone() });
+                self.log.push(format!("submit {job} %{:?} x{} after {after:?} raise_to {:?}", limits.throttle, sizes[k], limits.raise_to));
+                self.submitted_after.insert(job.clone(), after.clone());
+                let throttle = limits.throttle.unwrap_or(u32::MAX);
+                self.arrays.push(SimArray { job: job.clone(), throttle, after, tasks: vec![SimTask::Pending; sizes[k]] });
+                earlier.push(job);
+            }
+        }
+
+        /// What `share_free_slots` does with one queue answer, with Slurm going on meanwhile:
+        /// the answer may be stale, and Slurm may schedule or end runs between the calls.
+        fn drover_pass(&mut self, stale: bool, meddle: bool) {
+            let queue = self.queue();
+            if stale {
+                self.schedule();
+                self.end_one();
+            }
+            for (job, t) in throttle_raises(&self.ledger, &queue) {
+                self.log.push(format!("raise {job} to {t}"));
+                self.set_throttle(&job, t);
+                if meddle {
+                    self.schedule();
+                }
+            }
+            for Lift { submission, job, throttle, raise_to } in throttle_lifts(&self.ledger, &queue) {
+                self.ledger.apply(LedgerEvent::Lifted { submission, throttle, raise_to });
+                self.set_throttle(&job, throttle);
+                if meddle {
+                    self.schedule();
+                    self.end_one();
+                }
+                // Slurm sometimes refuses the second call: the array keeps waiting.
+                let cleared = self.rand(5) != 0;
+                self.log.push(format!("lift {job} at {throttle} (dependency cleared: {cleared})"));
+                if cleared {
+                    self.arrays.iter_mut().filter(|a| a.job == job).for_each(|a| a.after.clear());
+                    self.lifts += 1;
+                }
+                if meddle {
+                    self.schedule();
+                }
+            }
+        }
+    }
+
+    /// Issue (slurm-lift): over many random interleavings of reruns, runs ending, Slurm's
+    /// scheduler passes (between the two calls of a lift too), stale queue answers and refused
+    /// dependency clears, the sweep never runs more than its throttle, waiting arrays do start
+    /// before everything they waited for ended, and every run completes in the end.
+    #[test]
+    fn the_sweep_never_runs_more_than_its_throttle_whatever_the_order_of_events() {
+        let (mut lifts, mut early_starts) = (0, 0);
+        for seed in 1..=400u64 {
+            let mut sim = Sim {
+                n: 1 + (seed % 4) as u32,
+                arrays: Vec::new(),
+                ledger: Ledger::default(),
+                rng: seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
+                log: vec![format!("seed {seed}")],
+                lifts: 0,
+                early_starts: 0,
+                submitted_after: BTreeMap::new(),
+            };
+            let mut rounds = 0;
+            for _ in 0..80 {
+                match sim.rand(10) {
+                    0..=2 => sim.schedule(),
+                    3..=5 => sim.end_one(),
+                    6..=8 => {
+                        let (stale, meddle) = (sim.rand(2) == 0, sim.rand(2) == 0);
+                        sim.drover_pass(stale, meddle);
+                    }
+                    _ if rounds < 4 => {
+                        rounds += 1;
+                        let sizes: Vec<usize> = (0..1 + sim.rand(3)).map(|_| 1 + sim.rand(5) as usize).collect();
+                        sim.submit_round(&sizes);
+                    }
+                    _ => sim.schedule(),
+                }
+                sim.schedule();
+            }
+            for _ in 0..200 {
+                sim.drover_pass(false, false);
+                sim.schedule();
+                sim.end_one();
+            }
+            let left: Vec<&SimArray> = sim.arrays.iter().filter(|a| sim.live(&a.job)).collect();
+            assert!(left.is_empty(), "seed {seed}: runs never completed: {left:?}\n{}", sim.log.join("\n"));
+            (lifts, early_starts) = (lifts + sim.lifts, early_starts + sim.early_starts);
+        }
+        assert!(lifts > 100 && early_starts > 100, "the interleavings lift arrays: {lifts} lifts, {early_starts} early starts");
     }
 
     /// `drover cancel` marks only the arrays it cancelled: a run of an array that had already

@@ -209,6 +209,14 @@ impl Slurm {
         self.call("scontrol", &args).map(|_| ())
     }
 
+    /// `scontrol update JobId=<array> Dependency=`: drops the array's dependency, so Slurm may
+    /// start its tasks (within its `ArrayTaskThrottle`) without waiting for the jobs it named.
+    /// Idempotent while the array is pending; Slurm refuses it for tasks already started.
+    pub fn clear_dependency(&self, job_id: &str) -> Result<(), SlurmError> {
+        let args = vec!["update".to_string(), format!("JobId={job_id}"), "Dependency=".to_string()];
+        self.call("scontrol", &args).map(|_| ())
+    }
+
     /// `scancel` of whole arrays (their pending and running tasks).
     pub fn cancel(&self, job_ids: &[String]) -> Result<(), SlurmError> {
         if job_ids.is_empty() {
