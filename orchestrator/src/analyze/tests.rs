@@ -1243,3 +1243,156 @@ fn a_spread_the_table_decimals_would_round_away_gets_more_decimals() {
     let bounds: Vec<&str> = small[open + 1..close].split(", ").collect();
     assert!(bounds.len() == 2 && bounds[0] != bounds[1], "{small}");
 }
+
+/// Follow-up (analysis at scale): an interval column that is null in every row (fewer than
+/// `MIN_STRATUM_RUNS` seeds) still has its type on disk where the format has types. The Parquet
+/// keeps Float64 whether or not any bound exists; the CSV keeps the column, with empty cells, and
+/// a reader that infers types sees Float64 as soon as one cell holds a number. An all-empty CSV
+/// column has no type to infer (Polars reads it as text), and the Parquet's schema, given to the
+/// CSV reader, reads it back as Float64: what `docs/analysis.md` tells CSV users to do.
+#[test]
+fn interval_columns_keep_float64_in_the_written_csv_and_parquet() {
+    let summary_bounds = [
+        "final_return_iqm_lo",
+        "final_return_iqm_hi",
+        "final_return_mean_lo",
+        "final_return_median_hi",
+        "optimality_gap_lo",
+        "auc_mean_hi",
+    ];
+    for seeds in [3u64, 5] {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("r");
+        for x in [1u32, 2] {
+            for seed in 0..seeds {
+                let r = 10.0 * f64::from(x) + seed as f64;
+                write_run(&root, &format!("x{x}s{seed}"), &format!("c{x}"), &format!("params.x={x}"), seed, r, json!({"x": x}), true);
+            }
+        }
+        let out = tmp.path().join("out");
+        analyze(&Options { compare: Some("x".into()), ..options(vec![root], &out) }).unwrap();
+        let tables = out.join("tables");
+        let with_bounds = seeds >= MIN_STRATUM_RUNS as u64;
+        for (stem, bounds) in [
+            ("compare-params.x", &summary_bounds[..]),
+            ("curves-by-params.x", &["iqm_lo", "iqm_hi"][..]),
+            ("profiles-by-params.x", &["fraction_lo", "fraction_hi"][..]),
+        ] {
+            let parquet = ParquetReader::new(std::fs::File::open(tables.join(format!("{stem}.parquet"))).unwrap()).finish().unwrap();
+            let csv_path = tables.join(format!("{stem}.csv"));
+            let read_csv = |options: CsvReadOptions| options.try_into_reader_with_file_path(Some(csv_path.clone())).unwrap().finish().unwrap();
+            let inferred = read_csv(CsvReadOptions::default().with_infer_schema_length(None));
+            let typed = read_csv(CsvReadOptions::default().with_schema_overwrite(Some(parquet.schema().clone())));
+            for &bound in bounds {
+                let context = format!("{seeds} seeds, {stem}.{{csv,parquet}} column `{bound}`");
+                let (p, c, t) = (parquet.column(bound).unwrap(), inferred.column(bound).unwrap(), typed.column(bound).unwrap());
+                let nulls = if with_bounds { 0 } else { parquet.height() };
+                assert_eq!((p.dtype(), p.null_count()), (&DataType::Float64, nulls), "{context}: {parquet}");
+                let csv_type = if with_bounds { DataType::Float64 } else { DataType::String };
+                assert_eq!((c.dtype(), c.null_count(), c.len()), (&csv_type, nulls, parquet.height()), "{context}: {inferred}");
+                assert_eq!((t.dtype(), t.null_count()), (&DataType::Float64, nulls), "{context}: {typed}");
+                if with_bounds {
+                    assert!(p.as_materialized_series().equals(t.as_materialized_series()), "{context}: {parquet} vs {typed}");
+                }
+            }
+        }
+        // P(best > this) has a bound for the group below the best only with enough seeds; the
+        // best's own row is null either way, and the column stays Float64 in the Parquet.
+        let parquet = ParquetReader::new(std::fs::File::open(tables.join("compare-params.x.parquet")).unwrap()).finish().unwrap();
+        let lo = parquet.column("p_best_better_lo").unwrap();
+        assert_eq!((lo.dtype(), lo.null_count()), (&DataType::Float64, if with_bounds { 1 } else { 2 }), "{parquet}");
+    }
+}
+
+/// Follow-up (analysis at scale): the metrics files are read by one scan per schema, and the
+/// result is what one scan per file gave: rows in run order and file order, each with its run
+/// id, the fixed columns as Int64/Float64 whatever a file stored them as, an `extra` column
+/// null in the rows of runs without it, and the other metrics columns of any file left out.
+#[test]
+fn metrics_of_runs_with_different_schemas_load_in_run_order_with_their_ids() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("r");
+    write_run(&root, "a-cart", "c1", "x", 0, 10.0, json!({}), true);
+    write_seq_run(&root, "b-seq", "c2", "y", 0, (0.2, 1.0), false);
+    write_run(&root, "c-cart", "c1", "x", 1, 20.0, json!({}), true);
+    // Another schema again: Int32 iterations, columns in another order, no `episodes` last.
+    let dir = root.join("runs/d-int32");
+    write_run(&root, "d-int32", "c3", "z", 0, 30.0, json!({}), true);
+    let mut df = df!(
+        "token_entropy" => [0.5f64, 0.25, 0.125],
+        "episodes" => [1i32, 2, 3],
+        "global_step" => [10i32, 20, 30],
+        "iteration" => [1i32, 2, 3],
+        "episodic_return_mean" => [1.0f32, 2.0, 3.0],
+    )
+    .unwrap();
+    ParquetWriter::new(std::fs::File::create(dir.join("metrics.parquet")).unwrap()).finish(&mut df).unwrap();
+
+    let loaded = load_results(&[root], &["token_entropy".to_string()]).unwrap();
+    assert_eq!(loaded.extra, ["token_entropy"]);
+    let metrics = loaded.metrics.collect().unwrap();
+    assert_eq!(column_names(&metrics), ["iteration", "global_step", "episodic_return_mean", "episodes", "token_entropy", "run_id"]);
+    let ids = strings(&metrics, "run_id");
+    let mut want: Vec<String> = Vec::new();
+    for (id, rows) in [("a-cart", 12), ("b-seq", 20), ("c-cart", 12), ("d-int32", 3)] {
+        want.extend(std::iter::repeat_n(id.to_string(), rows));
+    }
+    assert_eq!(ids, want);
+    let dtypes: Vec<&DataType> = metrics.columns().iter().map(|c| c.dtype()).collect();
+    assert_eq!(dtypes, [&DataType::Int64, &DataType::Int64, &DataType::Float64, &DataType::Int64, &DataType::Float64, &DataType::String]);
+    // Each run's own rows, in its file's order: iterations 1..=12, 1..=20, 1..=12, 1..=3.
+    let iteration = metrics.column("iteration").unwrap().i64().unwrap().clone();
+    let iterations: Vec<i64> = iteration.into_no_null_iter().collect();
+    let expected: Vec<i64> = [12, 20, 12, 3].into_iter().flat_map(|n| 1..=n).collect();
+    assert_eq!(iterations, expected);
+    let entropy = metrics.column("token_entropy").unwrap();
+    assert_eq!(entropy.null_count(), 24, "the CartPole runs' rows: {metrics}");
+    assert_eq!(f(&metrics, "token_entropy", 12), Some(1.5 - 0.06));
+    assert_eq!((f(&metrics, "token_entropy", 45), f(&metrics, "global_step", 46), f(&metrics, "episodic_return_mean", 46)), (Some(0.25), Some(30.0), Some(3.0)));
+}
+
+/// The resampling orders its resamples by counting and takes quantiles by selection; both must
+/// give what sorting gave, bit for bit (so every table is unchanged), ties, signed zeros,
+/// infinities and NaN included, and the counting resample must draw the same numbers.
+#[test]
+fn counting_and_selection_give_what_sorting_gives_bit_for_bit() {
+    use super::bootstrap::{quantile_selected, resample_indices, strata_indices, RankSort};
+    let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    let values = [3.0, -0.0, 0.0, 1.5, f64::INFINITY, 1.5, -2.0, f64::NAN, 7.25, 3.0, f64::NEG_INFINITY, 1e-300];
+    let mut ranks = RankSort::new(&values);
+    let mut rng = Rng::new(1, "g", "t");
+    let (mut out, mut idx) = (Vec::new(), Vec::new());
+    for n in [1, 5, values.len(), 40] {
+        let idx: Vec<usize> = (0..n).map(|_| rng.below(values.len())).collect();
+        ranks.sorted_sample(&idx, &mut out);
+        let mut want: Vec<f64> = idx.iter().map(|&i| values[i]).collect();
+        want.sort_unstable_by(f64::total_cmp);
+        assert_eq!(bits(&out), bits(&want), "{idx:?}");
+    }
+    // Strata laid end to end, as the bootstrap functions lay them out.
+    let strata: std::collections::BTreeMap<String, Vec<f64>> =
+        [("a".to_string(), values[..5].to_vec()), ("b".to_string(), values[5..].to_vec())].into_iter().collect();
+    let strata_idx = strata_indices(&strata);
+    let (mut counted, mut drawn) = (Rng::new(9, "g", "t"), Rng::new(9, "g", "t"));
+    for _ in 0..50 {
+        ranks.resample_sorted(&strata_idx, &mut counted, &mut out);
+        resample_indices(&strata_idx, &mut drawn, &mut idx);
+        let mut want: Vec<f64> = idx.iter().map(|&i| values[i]).collect();
+        want.sort_unstable_by(f64::total_cmp);
+        assert_eq!(bits(&out), bits(&want), "{idx:?}");
+    }
+    assert_eq!(counted.below(1 << 40), drawn.below(1 << 40), "both drew as many numbers");
+
+    let mut rng = Rng::new(3, "q", "t");
+    for n in [1, 2, 3, 10, 101, 1000] {
+        // Few distinct values, so that the order statistics around a quantile often tie.
+        let pool = [0.5, -1.0, 2.0, f64::INFINITY, 0.25, -0.0, 0.0];
+        let estimates: Vec<f64> = (0..n).map(|_| pool[rng.below(pool.len())]).collect();
+        let mut sorted = estimates.clone();
+        sorted.sort_unstable_by(f64::total_cmp);
+        for q in [0.0, 0.025, 0.3, 0.5, 0.975, 1.0] {
+            let got = quantile_selected(&mut estimates.clone(), q);
+            assert_eq!(got.to_bits(), quantile_sorted(&sorted, q).to_bits(), "n {n}, q {q}: {got}");
+        }
+    }
+}
