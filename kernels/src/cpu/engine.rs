@@ -263,10 +263,9 @@ fn fill_uniforms(simd: SimdLevel, key: u32, first_env: u32, counter: u32, u: &mu
 /// The CPU implementation of [`Engine`] (SEMANTICS.md), tested against `reference`.
 ///
 /// Workspaces are sized at construction (rollout) or by the largest minibatch seen so far
-/// (`evaluate`), so steady-state calls allocate nothing of their own; `matrixmultiply` still
-/// mallocs a small packing buffer per GEMM, and may use its own threads for large GEMMs
-/// (capped by `MATMUL_NUM_THREADS`). `accumulate_grad` needs an `evaluate` since the last
-/// `rollout`, `apply_grads` or `set_params` (the cached activations are stale after those).
+/// (`evaluate`), so steady-state calls allocate nothing. `accumulate_grad` needs an `evaluate`
+/// since the last `rollout`, `apply_grads` or `set_params` (the cached activations are stale
+/// after those).
 pub struct CpuEngine {
     cfg: EngineConfig,
     layout: ParamLayout,

@@ -1,13 +1,13 @@
 //! The CPU engine: structure-of-arrays CartPole, a fused feature-major policy forward for the
-//! rollout (AVX-512 micro-kernels when the CPU has them), batched GEMM forward/backward over
-//! minibatches, vectorized clipping and Adam, threads over env chunks.
+//! rollout (AVX-512 micro-kernels when the CPU has them), feature-major dense forward/backward
+//! kernels over minibatches, vectorized clipping and Adam, threads over env chunks.
 
 mod engine;
 mod env;
 mod envonly;
 mod fused;
-mod gemm;
 pub(crate) mod learner;
+mod minibatch;
 pub(crate) mod mlp;
 pub(crate) mod optim;
 mod simd;

@@ -1,0 +1,1012 @@
+//! Dense-layer kernels of the minibatch pass (`mlp.rs`) on feature-major activations
+//! (`[feature][row]`, rows in vector lanes, each feature's rows padded to a multiple of
+//! [`ROW_BLOCK`] and stored [`row_stride`] floats apart): the forward with bias and `tanh`
+//! fused, the input gradient with `tanh'` fused, and the weight and bias gradients. The
+//! weights are read in place, never packed: the layers of these policies stay in L1.
+//!
+//! Summation orders: every output of [`dense`] sums its inputs in input order; [`grad`] adds
+//! the rows into the gradient one after the other, in row order. The portable level computes
+//! exactly the reference's expressions in the reference's order (no FMA), so its results equal
+//! `reference.rs` bit for bit; the AVX-512 level fuses each multiply-add (last-bit differences).
+
+use super::simd::SimdLevel;
+use crate::math::tanh;
+
+/// Rows per register block of [`dense`]: two AVX-512 vectors.
+pub(crate) const ROW_BLOCK: usize = 32;
+
+/// `rows` rounded up to a multiple of [`ROW_BLOCK`]: the rows the kernels compute (the
+/// padding rows hold finite values nobody reads).
+pub(crate) fn padded_rows(rows: usize) -> usize {
+    rows.div_ceil(ROW_BLOCK) * ROW_BLOCK
+}
+
+/// Floats from one feature's rows to the next in a feature-major buffer of `rows` rows: the
+/// padded rows plus one vector, an odd number of 64-byte lines. A power-of-two stride (256
+/// rows, 1 KiB) would put the same rows of every feature into a few L1 sets, and a kernel
+/// reading 64 features at once would miss on every pass; an odd line count spreads them
+/// over all sets.
+pub(crate) fn row_stride(rows: usize) -> usize {
+    padded_rows(rows) + 16
+}
+
+/// `wt[o][i] = w[i][o]` for a row-major `w: [n_in][n_out]`: the layout [`dense`] needs to run
+/// a layer backward (`dX = dY W^T`). Done once per backward of a minibatch, so small next to
+/// the backward itself.
+pub(crate) fn transpose_weights(
+    simd: SimdLevel,
+    w: &[f32],
+    n_in: usize,
+    n_out: usize,
+    wt: &mut [f32],
+) {
+    if n_out.is_multiple_of(16) {
+        // `w` is `[n_in][n_out]` feature-major with `n_out` rows per feature.
+        transpose(simd, w, n_in, n_out, n_out, wt);
+        return;
+    }
+    for (i, wr) in w.chunks_exact(n_out).take(n_in).enumerate() {
+        for (o, &v) in wr.iter().enumerate() {
+            wt[o * n_in + i] = v;
+        }
+    }
+}
+
+/// What [`dense`] does to an output's sum before storing it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Epilogue<'a> {
+    /// `tanh(b[o] + sum)`: a hidden layer's forward.
+    BiasTanh(&'a [f32]),
+    /// `b[o] + sum`: an output layer's forward.
+    Bias(&'a [f32]),
+    /// `sum * (1 - h[o][r]^2)`: a gradient through the `tanh` whose output is `h`
+    /// (feature-major, the same stride as the output).
+    TanhGrad(&'a [f32]),
+}
+
+/// `y[o][r] = epilogue(sum_i x[i][r] * w[i][o])` for every output `o < n_out` and every row
+/// `r < padded_rows(rows)`; `w` is row-major `[n_in][n_out]`, `x` is `[n_in][ld]`, `y` is
+/// `[n_out][ld]`. Panics (a programming error) if a buffer is too short or `ld` is less than
+/// the padded rows.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn dense(
+    simd: SimdLevel,
+    n_in: usize,
+    n_out: usize,
+    w: &[f32],
+    x: &[f32],
+    rows: usize,
+    ld: usize,
+    y: &mut [f32],
+    epi: Epilogue<'_>,
+) {
+    let np = padded_rows(rows);
+    if n_out == 0 || np == 0 {
+        return;
+    }
+    assert!(
+        np <= ld && n_in > 0,
+        "dense: stride {ld} below the {np} padded rows, or no inputs ({n_in})"
+    );
+    assert!(
+        x.len() >= n_in * ld && y.len() >= n_out * ld && w.len() >= n_in * n_out,
+        "dense: buffers too short for {n_in} -> {n_out} at stride {ld}"
+    );
+    match epi {
+        Epilogue::BiasTanh(b) | Epilogue::Bias(b) => {
+            assert!(b.len() >= n_out, "dense: bias too short")
+        }
+        Epilogue::TanhGrad(h) => assert!(h.len() >= n_out * ld, "dense: activations too short"),
+    }
+    match simd {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the asserts above cover every index the kernel reads or writes (rows below
+        // `np <= ld`, inputs below `n_in`, outputs below `n_out`); an `Avx512` level exists
+        // only where `SimdLevel::is_supported` confirmed the features.
+        SimdLevel::Avx512 => unsafe { avx512::dense(n_in, n_out, w, x, np, ld, y, epi) },
+        _ => dense_portable(n_in, n_out, w, x, np, ld, y, epi),
+    }
+}
+
+/// Plain loops in the reference's order: the sum over inputs in input order starting from
+/// zero, then `b + sum` or `sum * (1 - h * h)`.
+#[allow(clippy::too_many_arguments)]
+fn dense_portable(
+    n_in: usize,
+    n_out: usize,
+    w: &[f32],
+    x: &[f32],
+    np: usize,
+    ld: usize,
+    y: &mut [f32],
+    epi: Epilogue<'_>,
+) {
+    for (o, yr) in y.chunks_exact_mut(ld).take(n_out).enumerate() {
+        let yr = &mut yr[..np];
+        yr.fill(0.0);
+        for (i, xr) in x.chunks_exact(ld).take(n_in).enumerate() {
+            let wv = w[i * n_out + o];
+            for (a, &xv) in yr.iter_mut().zip(&xr[..np]) {
+                *a += xv * wv;
+            }
+        }
+        match epi {
+            Epilogue::BiasTanh(b) => yr.iter_mut().for_each(|v| *v = tanh(b[o] + *v)),
+            Epilogue::Bias(b) => yr.iter_mut().for_each(|v| *v += b[o]),
+            Epilogue::TanhGrad(h) => {
+                for (v, &hv) in yr.iter_mut().zip(&h[o * ld..o * ld + np]) {
+                    *v *= 1.0 - hv * hv;
+                }
+            }
+        }
+    }
+}
+
+/// Adds `x[i][r] * dy[o][r]` into `gw[i * n_out + o]` and `dy[o][r]` into `gb[o]` for every
+/// row `r < rows`; `x` and `dy` are feature-major (`[n_in][ld]`, `[n_out][ld]`), `scratch` is
+/// room for `rows * n_out` floats. Panics (a programming error) on short buffers.
+///
+/// Two orders, both fixed: where both widths are large ([`by_rows`]), `dy` is transposed into
+/// `scratch` and the rows are added into the gradient one after the other, in row order (the
+/// portable level always does this, and then equals the reference bit for bit); where one
+/// width is small (an output layer, a first layer), each vector lane sums every 16th row and
+/// the lanes are then added in a fixed tree, which needs no transpose.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn grad(
+    simd: SimdLevel,
+    n_in: usize,
+    n_out: usize,
+    x: &[f32],
+    dy: &[f32],
+    ld: usize,
+    rows: usize,
+    scratch: &mut [f32],
+    gw: &mut [f32],
+    gb: &mut [f32],
+) {
+    if rows == 0 || n_out == 0 || n_in == 0 {
+        return;
+    }
+    assert!(
+        padded_rows(rows) <= ld
+            && x.len() >= n_in * ld
+            && dy.len() >= n_out * ld
+            && gw.len() >= n_in * n_out
+            && gb.len() >= n_out,
+        "grad: buffers too short for {n_in} -> {n_out} over {rows} rows"
+    );
+    #[cfg(target_arch = "x86_64")]
+    if simd == SimdLevel::Avx512 && !by_rows(n_in, n_out) {
+        // SAFETY: the assert above covers every index read (`x` and `dy` in 16-row vectors
+        // that end at or before the padded rows, so within `ld`) and written (both
+        // gradients); the level exists only where its features were confirmed.
+        unsafe { avx512::grad_lanes(n_in, n_out, x, dy, ld, rows, gw, gb) };
+        return;
+    }
+    transpose(simd, dy, n_out, ld, rows, scratch);
+    let dyt = &scratch[..rows * n_out];
+    match simd {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above, and `dyt` holds `rows * n_out` floats (checked by `transpose`).
+        SimdLevel::Avx512 => unsafe { avx512::grad_rows(n_in, n_out, x, ld, dyt, rows, gw, gb) },
+        _ => {
+            for (r, d) in dyt.chunks_exact(n_out).enumerate() {
+                for (i, g) in gw.chunks_exact_mut(n_out).take(n_in).enumerate() {
+                    let xv = x[i * ld + r];
+                    for (gv, &dv) in g.iter_mut().zip(d) {
+                        *gv += xv * dv;
+                    }
+                }
+                for (gv, &dv) in gb.iter_mut().zip(d) {
+                    *gv += dv;
+                }
+            }
+        }
+    }
+}
+
+/// Whether [`grad`] at AVX-512 adds rows in order through a transpose of `dy` (both widths
+/// large: the `dy` rows of a pass stay in L1 while `x` is broadcast) rather than summing rows
+/// in vector lanes (one width small: that side stays in registers and the other streams once).
+fn by_rows(n_in: usize, n_out: usize) -> bool {
+    n_out >= 16 && n_in > 8
+}
+
+/// `dst[r][i] = src[i][r]` for `i < n`, `r < rows`: feature-major `[n][ld]` to row-major
+/// `[rows][n]`. Panics (a programming error) on short buffers or `ld` below `rows` rounded up
+/// to 16 (the AVX-512 level reads rows 16 at a time).
+pub(crate) fn transpose(
+    simd: SimdLevel,
+    src: &[f32],
+    n: usize,
+    ld: usize,
+    rows: usize,
+    dst: &mut [f32],
+) {
+    if n == 0 || rows == 0 {
+        return;
+    }
+    assert!(
+        rows.next_multiple_of(16) <= ld && src.len() >= n * ld && dst.len() >= rows * n,
+        "transpose: buffers too short for {n} x {rows} (stride {ld})"
+    );
+    match simd {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the assert above bounds every read (rows are read in blocks of 16 that end
+        // at or before `rows` rounded up to 16, so within `ld`) and every store (masked to `n`
+        // features, only rows below `rows`); the level's features were confirmed.
+        SimdLevel::Avx512 => unsafe { avx512::transpose(src, n, ld, rows, dst) },
+        _ => {
+            for (r, d) in dst.chunks_exact_mut(n).take(rows).enumerate() {
+                for (i, v) in d.iter_mut().enumerate() {
+                    *v = src[i * ld + r];
+                }
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use core::arch::x86_64::*;
+
+    use super::{Epilogue, ROW_BLOCK};
+    use crate::math::tanh_avx512;
+
+    /// Epilogue kinds, a const parameter of the micro-kernels so that each is compiled
+    /// without a branch and its accumulators stay in registers.
+    const BIAS_TANH: u8 = 0;
+    const BIAS: u8 = 1;
+    const TANH_GRAD: u8 = 2;
+
+    /// Every block of [`ROW_BLOCK`] rows, outputs in tiles of 8, then 4, 2, 1 for the rest.
+    /// The block's inputs (`n_in x 32` floats) stay in L1 across its output tiles.
+    #[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl,avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn dense(
+        n_in: usize,
+        n_out: usize,
+        w: &[f32],
+        x: &[f32],
+        np: usize,
+        ld: usize,
+        y: &mut [f32],
+        epi: Epilogue<'_>,
+    ) {
+        let (kind, e) = match epi {
+            Epilogue::BiasTanh(b) => (BIAS_TANH, b.as_ptr()),
+            Epilogue::Bias(b) => (BIAS, b.as_ptr()),
+            Epilogue::TanhGrad(h) => (TANH_GRAD, h.as_ptr()),
+        };
+        let k = Kernel {
+            n_in,
+            n_out,
+            w: w.as_ptr(),
+            x: x.as_ptr(),
+            ld,
+            y: y.as_mut_ptr(),
+            e,
+        };
+        match kind {
+            BIAS_TANH => k.blocks::<BIAS_TANH>(np),
+            BIAS => k.blocks::<BIAS>(np),
+            _ => k.blocks::<TANH_GRAD>(np),
+        }
+    }
+
+    /// The operands of one [`dense`] call; `e` is the bias (`BIAS_TANH`, `BIAS`) or the
+    /// activation `h` (`TANH_GRAD`).
+    struct Kernel {
+        n_in: usize,
+        n_out: usize,
+        w: *const f32,
+        x: *const f32,
+        ld: usize,
+        y: *mut f32,
+        e: *const f32,
+    }
+
+    impl Kernel {
+        #[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl,avx2,fma")]
+        unsafe fn blocks<const E: u8>(&self, np: usize) {
+            let mut r0 = 0;
+            while r0 < np {
+                let mut o = 0;
+                while o + 8 <= self.n_out {
+                    self.tile::<8, 1, E>(r0, o);
+                    o += 8;
+                }
+                if o + 4 <= self.n_out {
+                    self.tile::<4, 2, E>(r0, o);
+                    o += 4;
+                }
+                if o + 2 <= self.n_out {
+                    self.tile::<2, 4, E>(r0, o);
+                    o += 2;
+                }
+                if o < self.n_out {
+                    self.tile::<1, 8, E>(r0, o);
+                }
+                r0 += ROW_BLOCK;
+            }
+        }
+
+        /// Outputs `o0..o0 + J` of rows `r0..r0 + 32`: `J x 2` accumulators per partial sum;
+        /// narrow tiles split the inputs over `KS` partial sums (added in order at the end) so
+        /// that enough independent FMA chains hide the FMA latency. The input and weight rows
+        /// are walked by pointer, so every load in the loop has a constant offset.
+        #[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl,avx2,fma")]
+        #[inline]
+        unsafe fn tile<const J: usize, const KS: usize, const E: u8>(&self, r0: usize, o0: usize) {
+            let (ld, no) = (self.ld, self.n_out);
+            let mut xr = self.x.add(r0);
+            let mut wr = self.w.add(o0);
+            let mut acc = [[[_mm512_setzero_ps(); 2]; J]; KS];
+            // One input into the partial sum `part`.
+            macro_rules! step {
+                ($part:expr, $xr:expr, $wr:expr) => {{
+                    let (x0, x1) = (_mm512_loadu_ps($xr), _mm512_loadu_ps($xr.add(16)));
+                    for (jj, a) in $part.iter_mut().enumerate() {
+                        let wv = _mm512_set1_ps(*$wr.add(jj));
+                        a[0] = _mm512_fmadd_ps(x0, wv, a[0]);
+                        a[1] = _mm512_fmadd_ps(x1, wv, a[1]);
+                    }
+                }};
+            }
+            let mut i = 0;
+            // Two rounds per iteration: half the loop overhead, the same order of FMAs.
+            while i + 2 * KS <= self.n_in {
+                for round in 0..2 {
+                    for (s, part) in acc.iter_mut().enumerate() {
+                        let k = round * KS + s;
+                        step!(part, xr.add(k * ld), wr.add(k * no));
+                    }
+                }
+                xr = xr.add(2 * KS * ld);
+                wr = wr.add(2 * KS * no);
+                i += 2 * KS;
+            }
+            while i + KS <= self.n_in {
+                for (s, part) in acc.iter_mut().enumerate() {
+                    step!(part, xr.add(s * ld), wr.add(s * no));
+                }
+                xr = xr.add(KS * ld);
+                wr = wr.add(KS * no);
+                i += KS;
+            }
+            while i < self.n_in {
+                step!(acc[0], xr, wr);
+                xr = xr.add(ld);
+                wr = wr.add(no);
+                i += 1;
+            }
+            let one = _mm512_set1_ps(1.0);
+            for jj in 0..J {
+                let o = o0 + jj;
+                for h in 0..2 {
+                    let mut v = acc[0][jj][h];
+                    for part in &acc[1..] {
+                        v = _mm512_add_ps(v, part[jj][h]);
+                    }
+                    let at = o * ld + r0 + 16 * h;
+                    v = match E {
+                        BIAS_TANH => tanh_avx512(_mm512_add_ps(_mm512_set1_ps(*self.e.add(o)), v)),
+                        BIAS => _mm512_add_ps(_mm512_set1_ps(*self.e.add(o)), v),
+                        _ => {
+                            let hv = _mm512_loadu_ps(self.e.add(at));
+                            _mm512_mul_ps(v, _mm512_sub_ps(one, _mm512_mul_ps(hv, hv)))
+                        }
+                    };
+                    _mm512_storeu_ps(self.y.add(at), v);
+                }
+            }
+        }
+    }
+
+    /// Rows per pass of [`grad_rows`]: the pass's `dyt` rows (128 x 64 floats for a 64-wide layer)
+    /// stay in L1 while every input tile reads them; the accumulators go back to memory once
+    /// per pass.
+    const GRAD_ROWS: usize = 128;
+
+    /// Outputs in chunks of up to 4 vectors (64 floats, the last one masked), inputs in tiles
+    /// whose `KT x JV` accumulators stay in registers for a whole pass of rows.
+    #[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl,avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn grad_rows(
+        n_in: usize,
+        n_out: usize,
+        x: &[f32],
+        ld: usize,
+        dyt: &[f32],
+        rows: usize,
+        gw: &mut [f32],
+        gb: &mut [f32],
+    ) {
+        let g = Grad {
+            n_in,
+            n_out,
+            x: x.as_ptr(),
+            ld,
+            dyt: dyt.as_ptr(),
+            gw: gw.as_mut_ptr(),
+        };
+        let mut r0 = 0;
+        while r0 < rows {
+            let r1 = (r0 + GRAD_ROWS).min(rows);
+            let mut o0 = 0;
+            while o0 < n_out {
+                let width = (n_out - o0).min(64);
+                let last = lane_mask(width - 16 * ((width - 1) / 16));
+                match width.div_ceil(16) {
+                    4 => g.inputs::<4, 6>(o0, last, r0, r1),
+                    3 => g.inputs::<3, 8>(o0, last, r0, r1),
+                    2 => g.inputs::<2, 12>(o0, last, r0, r1),
+                    _ => g.inputs::<1, 16>(o0, last, r0, r1),
+                }
+                o0 += 64;
+            }
+            r0 = r1;
+        }
+        // Bias: the rows of `dyt` added in order, 16 outputs per vector.
+        let mut o0 = 0;
+        while o0 < n_out {
+            let m = lane_mask((n_out - o0).min(16));
+            let mut acc = _mm512_maskz_loadu_ps(m, gb.as_ptr().add(o0));
+            for r in 0..rows {
+                acc = _mm512_add_ps(
+                    acc,
+                    _mm512_maskz_loadu_ps(m, dyt.as_ptr().add(r * n_out + o0)),
+                );
+            }
+            _mm512_mask_storeu_ps(gb.as_mut_ptr().add(o0), m, acc);
+            o0 += 16;
+        }
+    }
+
+    /// The low `n` lanes (1..=16).
+    fn lane_mask(n: usize) -> __mmask16 {
+        (((1u32 << n) - 1) & 0xffff) as __mmask16
+    }
+
+    /// The operands of one [`grad_rows`] call.
+    struct Grad {
+        n_in: usize,
+        n_out: usize,
+        x: *const f32,
+        ld: usize,
+        dyt: *const f32,
+        gw: *mut f32,
+    }
+
+    impl Grad {
+        /// Every input for outputs `o0..o0 + 16 * JV` (the last vector masked by `last`):
+        /// tiles of `KT` inputs, then 4, 2, 1 for the rest.
+        #[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl,avx2,fma")]
+        #[inline]
+        unsafe fn inputs<const JV: usize, const KT: usize>(
+            &self,
+            o0: usize,
+            last: __mmask16,
+            r0: usize,
+            r1: usize,
+        ) {
+            let mut i = 0;
+            while i + KT <= self.n_in {
+                self.tile::<KT, JV>(i, o0, last, r0, r1);
+                i += KT;
+            }
+            while i + 4 <= self.n_in {
+                self.tile::<4, JV>(i, o0, last, r0, r1);
+                i += 4;
+            }
+            if i + 2 <= self.n_in {
+                self.tile::<2, JV>(i, o0, last, r0, r1);
+                i += 2;
+            }
+            if i < self.n_in {
+                self.tile::<1, JV>(i, o0, last, r0, r1);
+            }
+        }
+
+        /// `gw[i0..i0 + KT][o0..o0 + 16 * JV] += sum_{r0 <= r < r1} x[i][r] * dyt[r][o]`:
+        /// loaded once, one FMA per row into each accumulator (so rows add in order), stored
+        /// once.
+        #[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl,avx2,fma")]
+        #[inline]
+        unsafe fn tile<const KT: usize, const JV: usize>(
+            &self,
+            i0: usize,
+            o0: usize,
+            last: __mmask16,
+            r0: usize,
+            r1: usize,
+        ) {
+            let mask = |v: usize| if v + 1 == JV { last } else { 0xffff };
+            let n_out = self.n_out;
+            let mut acc = [[_mm512_setzero_ps(); JV]; KT];
+            for (i, a) in acc.iter_mut().enumerate() {
+                for (v, av) in a.iter_mut().enumerate() {
+                    *av =
+                        _mm512_maskz_loadu_ps(mask(v), self.gw.add((i0 + i) * n_out + o0 + 16 * v));
+                }
+            }
+            let x = self.x.add(i0 * self.ld);
+            for r in r0..r1 {
+                let d = self.dyt.add(r * n_out + o0);
+                let mut dv = [_mm512_setzero_ps(); JV];
+                for (v, dvv) in dv.iter_mut().enumerate() {
+                    *dvv = _mm512_maskz_loadu_ps(mask(v), d.add(16 * v));
+                }
+                for (i, a) in acc.iter_mut().enumerate() {
+                    let xb = _mm512_set1_ps(*x.add(i * self.ld + r));
+                    for (av, &d) in a.iter_mut().zip(&dv) {
+                        *av = _mm512_fmadd_ps(xb, d, *av);
+                    }
+                }
+            }
+            for (i, a) in acc.iter().enumerate() {
+                for (v, &av) in a.iter().enumerate() {
+                    _mm512_mask_storeu_ps(self.gw.add((i0 + i) * n_out + o0 + 16 * v), mask(v), av);
+                }
+            }
+        }
+    }
+
+    /// Blocks of 16 features x 16 rows, transposed in registers (4 shuffle stages). Loops
+    /// have constant trip counts so the block stays in registers: a block with fewer than 16
+    /// features reloads its last feature in the missing places, and the stores mask those
+    /// lanes out.
+    #[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl,avx2,fma")]
+    pub(super) unsafe fn transpose(src: &[f32], n: usize, ld: usize, rows: usize, dst: &mut [f32]) {
+        let (src, dst) = (src.as_ptr(), dst.as_mut_ptr());
+        let mut i0 = 0;
+        while i0 < n {
+            let ni = (n - i0).min(16);
+            let m = lane_mask(ni);
+            let mut r0 = 0;
+            while r0 < rows {
+                let mut b = [_mm512_setzero_ps(); 16];
+                for (a, v) in b.iter_mut().enumerate() {
+                    *v = _mm512_loadu_ps(src.add((i0 + a.min(ni - 1)) * ld + r0));
+                }
+                let t = transpose16(b);
+                let nr = rows - r0;
+                for (r, v) in t.iter().enumerate() {
+                    if r < nr {
+                        _mm512_mask_storeu_ps(dst.add((r0 + r) * n + i0), m, *v);
+                    }
+                }
+                r0 += 16;
+            }
+            i0 += 16;
+        }
+    }
+
+    /// [`super::grad`] with rows in vector lanes: tiles of `KI` inputs x `JO` outputs
+    /// (`KI * JO <= 16` accumulators), each accumulator summing the rows `r = l mod 16` in
+    /// lane `l`, then [`reduce16`]. Outputs in tiles of 4, 2, 1; inputs in tiles of `16 / JO`,
+    /// then 4, 2, 1. The bias sums go through the same lanes and `_mm512_reduce_add_ps`.
+    #[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl,avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn grad_lanes(
+        n_in: usize,
+        n_out: usize,
+        x: &[f32],
+        dy: &[f32],
+        ld: usize,
+        rows: usize,
+        gw: &mut [f32],
+        gb: &mut [f32],
+    ) {
+        let g = Lanes {
+            n_in,
+            n_out,
+            x: x.as_ptr(),
+            dy: dy.as_ptr(),
+            ld,
+            rows,
+            tail: lane_mask(rows - 16 * ((rows - 1) / 16)),
+            gw: gw.as_mut_ptr(),
+        };
+        let mut o = 0;
+        while o + 4 <= n_out {
+            g.inputs::<4, 4>(o);
+            o += 4;
+        }
+        if o + 2 <= n_out {
+            g.inputs::<2, 8>(o);
+            o += 2;
+        }
+        if o < n_out {
+            g.inputs::<1, 16>(o);
+        }
+        for (o, b) in gb.iter_mut().enumerate().take(n_out) {
+            let d = g.dy.add(o * ld);
+            let mut acc = _mm512_setzero_ps();
+            let mut r = 0;
+            while r + 16 <= rows {
+                acc = _mm512_add_ps(acc, _mm512_loadu_ps(d.add(r)));
+                r += 16;
+            }
+            if r < rows {
+                acc = _mm512_add_ps(acc, _mm512_maskz_loadu_ps(g.tail, d.add(r)));
+            }
+            *b += _mm512_reduce_add_ps(acc);
+        }
+    }
+
+    /// The operands of one [`grad_lanes`] call; `tail` masks the rows of the last vector.
+    struct Lanes {
+        n_in: usize,
+        n_out: usize,
+        x: *const f32,
+        dy: *const f32,
+        ld: usize,
+        rows: usize,
+        tail: __mmask16,
+        gw: *mut f32,
+    }
+
+    impl Lanes {
+        #[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl,avx2,fma")]
+        #[inline]
+        unsafe fn inputs<const JO: usize, const KI: usize>(&self, o0: usize) {
+            let mut i = 0;
+            while i + KI <= self.n_in {
+                self.tile::<KI, JO>(i, o0);
+                i += KI;
+            }
+            while i + 4 <= self.n_in {
+                self.tile::<4, JO>(i, o0);
+                i += 4;
+            }
+            if i + 2 <= self.n_in {
+                self.tile::<2, JO>(i, o0);
+                i += 2;
+            }
+            if i < self.n_in {
+                self.tile::<1, JO>(i, o0);
+            }
+        }
+
+        /// `gw[i0 + ii][o0 + oo] += sum_r x[i0 + ii][r] * dy[o0 + oo][r]`, accumulator
+        /// `ii * JO + oo`.
+        #[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl,avx2,fma")]
+        #[inline]
+        unsafe fn tile<const KI: usize, const JO: usize>(&self, i0: usize, o0: usize) {
+            let ld = self.ld;
+            let (x, dy) = (self.x.add(i0 * ld), self.dy.add(o0 * ld));
+            let mut acc = [_mm512_setzero_ps(); 16];
+            let step = |acc: &mut [__m512; 16], xv: [__m512; KI], dv: [__m512; JO]| {
+                for (ii, &xi) in xv.iter().enumerate() {
+                    for (oo, &d) in dv.iter().enumerate() {
+                        acc[ii * JO + oo] = _mm512_fmadd_ps(xi, d, acc[ii * JO + oo]);
+                    }
+                }
+            };
+            let mut r = 0;
+            while r + 16 <= self.rows {
+                let mut xv = [_mm512_setzero_ps(); KI];
+                for (ii, v) in xv.iter_mut().enumerate() {
+                    *v = _mm512_loadu_ps(x.add(ii * ld + r));
+                }
+                let mut dv = [_mm512_setzero_ps(); JO];
+                for (oo, v) in dv.iter_mut().enumerate() {
+                    *v = _mm512_loadu_ps(dy.add(oo * ld + r));
+                }
+                step(&mut acc, xv, dv);
+                r += 16;
+            }
+            if r < self.rows {
+                let mut xv = [_mm512_setzero_ps(); KI];
+                for (ii, v) in xv.iter_mut().enumerate() {
+                    *v = _mm512_loadu_ps(x.add(ii * ld + r));
+                }
+                // Masking `dy` alone zeroes the products of the rows past `rows`.
+                let mut dv = [_mm512_setzero_ps(); JO];
+                for (oo, v) in dv.iter_mut().enumerate() {
+                    *v = _mm512_maskz_loadu_ps(self.tail, dy.add(oo * ld + r));
+                }
+                step(&mut acc, xv, dv);
+            }
+            let mut sums = [0.0f32; 16];
+            _mm512_storeu_ps(sums.as_mut_ptr(), reduce16(acc));
+            for ii in 0..KI {
+                let g = self.gw.add((i0 + ii) * self.n_out + o0);
+                for (oo, &s) in sums[ii * JO..(ii + 1) * JO].iter().enumerate() {
+                    *g.add(oo) += s;
+                }
+            }
+        }
+    }
+
+    /// `out[l] = sum of the 16 lanes of a[l]`, in a fixed tree: lanes 4L..4L+4 pairwise,
+    /// then the four 128-bit quarters.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn reduce16(a: [__m512; 16]) -> __m512 {
+        // c[p]: in each quarter, a[2p] partials at positions 0 and 2, a[2p+1] at 1 and 3.
+        let mut c = [_mm512_setzero_ps(); 8];
+        for (p, v) in c.iter_mut().enumerate() {
+            let (x, y) = (a[2 * p], a[2 * p + 1]);
+            *v = _mm512_add_ps(_mm512_unpacklo_ps(x, y), _mm512_unpackhi_ps(x, y));
+        }
+        // e[q]: in each quarter, position m is a partial of a[4q + m].
+        let mut e = [_mm512_setzero_ps(); 4];
+        for (q, v) in e.iter_mut().enumerate() {
+            let (x, y) = (_mm512_castps_pd(c[2 * q]), _mm512_castps_pd(c[2 * q + 1]));
+            *v = _mm512_add_ps(
+                _mm512_castpd_ps(_mm512_unpacklo_pd(x, y)),
+                _mm512_castpd_ps(_mm512_unpackhi_pd(x, y)),
+            );
+        }
+        let quarters = |x: __m512, y: __m512| {
+            _mm512_add_ps(
+                _mm512_shuffle_f32x4::<0x88>(x, y),
+                _mm512_shuffle_f32x4::<0xdd>(x, y),
+            )
+        };
+        // Quarter q of the result: the four quarters of e[q] added.
+        quarters(quarters(e[0], e[1]), quarters(e[2], e[3]))
+    }
+
+    /// `out[c][a] = b[a][c]` for a 16 x 16 block.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn transpose16(b: [__m512; 16]) -> [__m512; 16] {
+        // Stage 1: interleave row pairs. Within each 128-bit lane L, t[2p] holds
+        // (b[2p][4L], b[2p+1][4L], b[2p][4L+1], b[2p+1][4L+1]) and t[2p+1] the columns 4L+2, 4L+3.
+        let mut t = [_mm512_setzero_ps(); 16];
+        for p in 0..8 {
+            t[2 * p] = _mm512_unpacklo_ps(b[2 * p], b[2 * p + 1]);
+            t[2 * p + 1] = _mm512_unpackhi_ps(b[2 * p], b[2 * p + 1]);
+        }
+        // Stage 2: lane L of u[4q + c] is column 4L + c of rows 4q..4q + 4.
+        let mut u = [_mm512_setzero_ps(); 16];
+        for q in 0..4 {
+            let s = 4 * q;
+            u[s] = _mm512_shuffle_ps::<0x44>(t[s], t[s + 2]);
+            u[s + 1] = _mm512_shuffle_ps::<0xee>(t[s], t[s + 2]);
+            u[s + 2] = _mm512_shuffle_ps::<0x44>(t[s + 1], t[s + 3]);
+            u[s + 3] = _mm512_shuffle_ps::<0xee>(t[s + 1], t[s + 3]);
+        }
+        // Stages 3 and 4: column 4L + c gathers lane L of u[c], u[4 + c], u[8 + c], u[12 + c].
+        let mut out = [_mm512_setzero_ps(); 16];
+        for c in 0..4 {
+            let a_even = _mm512_shuffle_f32x4::<0x88>(u[c], u[4 + c]);
+            let a_odd = _mm512_shuffle_f32x4::<0xdd>(u[c], u[4 + c]);
+            let b_even = _mm512_shuffle_f32x4::<0x88>(u[8 + c], u[12 + c]);
+            let b_odd = _mm512_shuffle_f32x4::<0xdd>(u[8 + c], u[12 + c]);
+            out[c] = _mm512_shuffle_f32x4::<0x88>(a_even, b_even);
+            out[8 + c] = _mm512_shuffle_f32x4::<0xdd>(a_even, b_even);
+            out[4 + c] = _mm512_shuffle_f32x4::<0x88>(a_odd, b_odd);
+            out[12 + c] = _mm512_shuffle_f32x4::<0xdd>(a_odd, b_odd);
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn levels() -> Vec<SimdLevel> {
+        [SimdLevel::Portable, SimdLevel::Avx512]
+            .into_iter()
+            .filter(|s| {
+                let ok = s.is_supported();
+                if !ok {
+                    println!("skipped {}: not supported by this CPU", s.name());
+                }
+                ok
+            })
+            .collect()
+    }
+
+    /// A deterministic spread of values in [-1, 1].
+    fn vals(n: usize, seed: u32) -> Vec<f32> {
+        (0..n as u32)
+            .map(|i| {
+                let h = (i ^ seed).wrapping_mul(2_654_435_761).rotate_left(13) ^ seed;
+                (h % 2001) as f32 / 1000.0 - 1.0
+            })
+            .collect()
+    }
+
+    fn close(got: f32, want: f32, exact: bool, what: &str) {
+        if exact {
+            assert_eq!(got.to_bits(), want.to_bits(), "{what}: {got} vs {want}");
+        } else {
+            assert!(
+                (got - want).abs() <= 1e-5 * want.abs().max(1.0),
+                "{what}: {got} vs {want}"
+            );
+        }
+    }
+
+    /// Each epilogue, each weight orientation, widths that hit every output tile (8, 4, 2, 1),
+    /// the partial-sum remainders and more than one row block, against plain f32 sums in the
+    /// reference's order (bit for bit on the portable level).
+    #[test]
+    fn dense_matches_plain_sums_on_every_level() {
+        for simd in levels() {
+            for (n_in, n_out, rows) in [
+                (4, 64, 70),
+                (64, 2, 40),
+                (15, 7, 33),
+                (3, 1, 5),
+                (64, 64, 96),
+            ] {
+                let ld = row_stride(rows);
+                let x = vals(n_in * ld, 1);
+                let w = vals(n_in * n_out, 2);
+                let b = vals(n_out, 3);
+                let h = vals(n_out * ld, 4);
+                for transposed in [false, true] {
+                    // Transposed: `w` holds a `[n_out][n_in]` matrix, run as W^T.
+                    let wv = if transposed {
+                        let mut wt = vec![0.0; n_in * n_out];
+                        transpose_weights(simd, &w, n_out, n_in, &mut wt);
+                        wt
+                    } else {
+                        w.clone()
+                    };
+                    for epi in 0..3 {
+                        let e = match epi {
+                            0 => Epilogue::BiasTanh(&b),
+                            1 => Epilogue::Bias(&b),
+                            _ => Epilogue::TanhGrad(&h),
+                        };
+                        let mut y = vec![f32::NAN; n_out * ld];
+                        dense(simd, n_in, n_out, &wv, &x, rows, ld, &mut y, e);
+                        for o in 0..n_out {
+                            for r in 0..padded_rows(rows) {
+                                let mut acc = 0.0f32;
+                                for i in 0..n_in {
+                                    let wio = if transposed {
+                                        w[o * n_in + i]
+                                    } else {
+                                        w[i * n_out + o]
+                                    };
+                                    acc += x[i * ld + r] * wio;
+                                }
+                                let want = match epi {
+                                    0 => tanh(b[o] + acc),
+                                    1 => b[o] + acc,
+                                    _ => acc * (1.0 - h[o * ld + r] * h[o * ld + r]),
+                                };
+                                let what = format!(
+                                    "{} {n_in}->{n_out} t{transposed} e{epi} y[{o}][{r}]",
+                                    simd.name()
+                                );
+                                close(y[o * ld + r], want, simd == SimdLevel::Portable, &what);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Weight and bias gradients on both AVX-512 paths (rows in order: both widths large;
+    /// rows in lanes: one width small) with row counts that hit the row passes, the masked
+    /// vectors and the last partial vector, added onto non-zero gradients, against per-row sums
+    /// in row order (bit for bit on the portable level). Padding rows of `dy` hold garbage that
+    /// must not leak in.
+    #[test]
+    fn grad_matches_row_ordered_sums_on_every_level() {
+        let shapes = [
+            (4, 64, 300),
+            (64, 2, 129),
+            (15, 7, 33),
+            (7, 100, 20),
+            (64, 64, 256),
+            (1, 1, 1),
+            (9, 16, 50),
+            (20, 33, 77),
+            (64, 100, 40),
+        ];
+        for simd in levels() {
+            for (n_in, n_out, rows) in shapes {
+                let ld = row_stride(rows);
+                let x = vals(n_in * ld, 5);
+                let mut dy = vals(n_out * ld, 6);
+                for o in 0..n_out {
+                    dy[o * ld + rows..(o + 1) * ld].fill(1e30);
+                }
+                let gw0 = vals(n_in * n_out, 7);
+                let gb0 = vals(n_out, 8);
+                let (mut gw, mut gb) = (gw0.clone(), gb0.clone());
+                let mut scratch = vec![0.0; rows * n_out];
+                grad(
+                    simd,
+                    n_in,
+                    n_out,
+                    &x,
+                    &dy,
+                    ld,
+                    rows,
+                    &mut scratch,
+                    &mut gw,
+                    &mut gb,
+                );
+                let exact = simd == SimdLevel::Portable;
+                let what = |p: &str| format!("{} {n_in}->{n_out} x {rows} {p}", simd.name());
+                for i in 0..n_in {
+                    for o in 0..n_out {
+                        let mut want = gw0[i * n_out + o];
+                        for r in 0..rows {
+                            want += x[i * ld + r] * dy[o * ld + r];
+                        }
+                        let got = gw[i * n_out + o];
+                        // Sums of `rows` products in [-1, 1]: error relative to the row count.
+                        let tol = if exact { 0.0 } else { 1e-6 * rows as f32 };
+                        assert!(
+                            (got - want).abs() <= tol,
+                            "{}: {got} vs {want}",
+                            what(&format!("gw[{i}][{o}]"))
+                        );
+                    }
+                }
+                for o in 0..n_out {
+                    let mut want = gb0[o];
+                    for r in 0..rows {
+                        want += dy[o * ld + r];
+                    }
+                    // Row order (exact) unless the lanes path summed them.
+                    let tol = if exact || by_rows(n_in, n_out) {
+                        0.0
+                    } else {
+                        1e-6 * rows as f32
+                    };
+                    assert!(
+                        (gb[o] - want).abs() <= tol,
+                        "{}: {} vs {want}",
+                        what(&format!("gb[{o}]")),
+                        gb[o]
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn transpose_moves_every_element_and_nothing_else() {
+        for simd in levels() {
+            // Strides of activations (`row_stride`) and of weight matrices (`ld == rows`).
+            let cases = [
+                (64, 256, 0),
+                (2, 37, 0),
+                (17, 64, 0),
+                (1, 1, 0),
+                (33, 100, 0),
+                (64, 64, 64),
+                (4, 64, 64),
+                (33, 16, 16),
+            ];
+            for (n, rows, ld) in cases {
+                let ld = if ld == 0 { row_stride(rows) } else { ld };
+                let src: Vec<f32> = (0..n * ld).map(|v| v as f32).collect();
+                // One sentinel past the end: nothing may be written there.
+                let mut dst = vec![-1.0f32; rows * n + 1];
+                transpose(simd, &src, n, ld, rows, &mut dst);
+                for r in 0..rows {
+                    for i in 0..n {
+                        assert_eq!(
+                            dst[r * n + i],
+                            src[i * ld + r],
+                            "{} {n}x{rows} [{r}][{i}]",
+                            simd.name()
+                        );
+                    }
+                }
+                assert_eq!(
+                    dst[rows * n],
+                    -1.0,
+                    "{} {n}x{rows}: wrote past the end",
+                    simd.name()
+                );
+            }
+        }
+    }
+}
