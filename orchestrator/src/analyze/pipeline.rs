@@ -440,6 +440,7 @@ fn section(p: &Plans, opts: &Options, metrics: &LazyFrame, runs: DataFrame, env:
     }
     let mut notes = threshold_notes(&runs, opts.target)?;
     notes.extend(interval_note(&summary)?);
+    notes.extend(unpaired_note(&summary, best.as_deref())?);
     Ok(Section { env, runs: runs.height(), summary, curves, profiles, metric_curves, law, best, notes })
 }
 
@@ -499,20 +500,44 @@ fn interval_note(summary: &DataFrame) -> Result<Option<String>, AnalyzeError> {
     if bare.is_empty() {
         return Ok(None);
     }
-    let mut named: Vec<String> = bare.iter().take(NOTE_GROUPS).map(|g| format!("`{g}`")).collect();
-    if bare.len() > NOTE_GROUPS {
-        named.push(format!("and {} more", bare.len() - NOTE_GROUPS));
-    }
     let min = bootstrap::MIN_STRATUM_RUNS;
-    let which = match (bare.len(), summary.height()) {
-        (1, 1) => named.join(""),
-        (k, n) if k == n => format!("any of the {n} groups ({})", named.join(", ")),
-        (k, n) => format!("{k} of {n} groups ({})", named.join(", ")),
-    };
+    let which = which_groups(&bare, summary.height());
     let best_too = if summary.column("p_best_better").is_ok() { "; for P(best > this) in the best group too" } else { "" };
     Ok(Some(format!(
         "note: no 95% interval for {which}: an interval needs at least {min} runs in every stratum (seeds per configuration{best_too}), since with {} or fewer the percentile bootstrap's 95% interval is just the range of the runs; run {min} seeds or more for intervals",
         min - 1
+    )))
+}
+
+/// The groups a note is about, `groups` of `total`: up to `NOTE_GROUPS` named, then a count.
+fn which_groups(groups: &[&str], total: usize) -> String {
+    let mut named: Vec<String> = groups.iter().take(NOTE_GROUPS).map(|g| format!("`{g}`")).collect();
+    if groups.len() > NOTE_GROUPS {
+        named.push(format!("and {} more", groups.len() - NOTE_GROUPS));
+    }
+    match (groups.len(), total) {
+        (1, 1) => named.join(""),
+        (k, n) if k == n => format!("any of the {n} groups ({})", named.join(", ")),
+        (k, n) => format!("{k} of {n} groups ({})", named.join(", ")),
+    }
+}
+
+/// Names the groups that get no P(best > this) because they share no stratum with the best
+/// (their other settings differ, as CHORD's expert responses from the other algorithms'), so
+/// that a blank cell does not read as a failed computation or a missing interval.
+fn unpaired_note(summary: &DataFrame, best: Option<&str>) -> Result<Option<String>, AnalyzeError> {
+    let (Some(best), Ok(p)) = (best, summary.column("p_best_better")) else { return Ok(None) };
+    let groups = summary.column("group").and_then(|c| c.str().cloned()).map_err(polars_err("reading column `group`"))?;
+    let blank = p.is_null();
+    let unpaired: Vec<&str> =
+        (0..summary.height()).filter(|&i| blank.get(i).unwrap_or(false)).filter_map(|i| groups.get(i)).filter(|g| *g != best).collect();
+    if unpaired.is_empty() {
+        return Ok(None);
+    }
+    let (which, they) = (which_groups(&unpaired, summary.height() - 1), if unpaired.len() == 1 { "it shares" } else { "they share" });
+    Ok(Some(format!(
+        "note: no P(best > this) for {which}: {they} no stratum with the best, `{best}` (runs are compared only where all their \
+         other settings are equal; the `stratum` column of tables/runs.csv shows each run's)"
     )))
 }
 

@@ -1396,3 +1396,28 @@ fn counting_and_selection_give_what_sorting_gives_bit_for_bit() {
         }
     }
 }
+
+/// A group whose other settings differ from the best's shares no stratum with it: its
+/// P(best > this) is blank, and a note names it and says why (a blank cell is not a failure).
+#[test]
+fn a_group_sharing_no_stratum_with_the_best_gets_a_note_instead_of_a_probability() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("r");
+    two_configs(&root);
+    for (i, r) in [5.0, 7.0, 9.0].into_iter().enumerate() {
+        let run = json!({"seed": i, "success_return": 30.0, "env": "CartPole-v1", "lr": 0.01, "hidden": [4, 4]});
+        write_run_with(&root, &format!("c{i}"), "cfgC", "params.x=3", run, r, json!({"x": 3, "k": true}), true);
+    }
+    let opts = Options { compare: Some("x".into()), ..options(vec![root.clone()], &tmp.path().join("out")) };
+    let outcome = analyze(&opts).unwrap();
+    assert_eq!(outcome.best, [Best { env: None, group: "params.x=1".into() }]);
+    let s = &outcome.summary;
+    let row = |g: &str| (0..s.height()).find(|&i| s.column("group").unwrap().str().unwrap().get(i) == Some(g)).unwrap();
+    assert_eq!(f(s, "p_best_better", row("params.x=2")), Some(1.0), "same lr as the best: compared");
+    assert_eq!(f(s, "p_best_better", row("params.x=3")), None, "another lr: no stratum in common");
+    let note = "note: no P(best > this) for 1 of 2 groups (`params.x=3`): it shares no stratum with the best, `params.x=1`";
+    assert!(outcome.table.contains(note), "{}", outcome.table);
+    // Every group shares the best's stratum: no such note.
+    let opts = Options { filters: vec!["x<=2".into()], ..opts };
+    assert!(!analyze(&opts).unwrap().table.contains("no P(best > this)"));
+}
