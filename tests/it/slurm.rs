@@ -442,6 +442,8 @@ fn a_cancelled_sweep_says_what_the_next_run_resumes_and_pending_runs_show_their_
 /// is resubmitted, so no two jobs of the sweep ever run at once. The wrapper fails the first
 /// training job to start and logs when each one starts and ends (the plugin checks before
 /// submission go straight through).
+/// The jobs linger 2 s after `drover-job` exits, so a finished run's task is still listed as
+/// running when its `exit.json` is read: the held-back retry must still be submitted then.
 #[test]
 fn retries_stay_within_the_sweeps_throttle() {
     slurm_up();
@@ -454,7 +456,7 @@ fn retries_stay_within_the_sweeps_throttle() {
             "#!/bin/sh\ncase \"$*\" in *--spec*) ;; *) exec '{job}' \"$@\";; esac\n\
              log='{log}'\necho \"start $(date +%s%N)\" >> \"$log\"\n\
              if mkdir '{once}' 2>/dev/null; then echo 'failing on purpose' >&2; echo \"end $(date +%s%N)\" >> \"$log\"; exit 3; fi\n\
-             '{job}' \"$@\"\nrc=$?\necho \"end $(date +%s%N)\" >> \"$log\"\nexit $rc\n",
+             '{job}' \"$@\"\nrc=$?\nsleep 2\necho \"end $(date +%s%N)\" >> \"$log\"\nexit $rc\n",
             log = log.display(),
             once = tmp.path().join("failed-once").display(),
             job = artifact("drover-job").display()
@@ -473,6 +475,11 @@ fn retries_stay_within_the_sweeps_throttle() {
     let out = run_ok(drover().arg("run").arg(&sweep).arg("--results").arg(&results).env("DROVER_JOB_BIN", &wrapper));
     assert_eq!(states(&status_json(&results)), ["done", "done"], "{}", text(&out));
     assert_eq!(ledger_kinds(&results, "retry").len(), 1, "{}", text(&out));
+    // The last job lingers after its run finished (and drover returned): wait for its end.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::fs::read_to_string(&log).map_or(0, |l| l.lines().count()) < 6 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
     let mut events: Vec<(u128, i32)> = std::fs::read_to_string(&log)
         .expect("job log")
         .lines()

@@ -1360,6 +1360,7 @@ pub fn run_sweep(plan: &Plan, opts: &SlurmOptions) -> Result<SlurmReport, RunErr
         // running holds its slot even when its run has just written `exit.json`.
         let live = live_per_array(&ledger, &queue);
         let slots = retry_slots(throttle, live.values().sum());
+        let mut held_back = false;
         for st in &now {
             let Some(kind) = retry_kind(st, settings) else {
                 if st.state == RunState::Failed && spent_budget.insert(st.run_id.clone()) && !opts.quiet {
@@ -1384,7 +1385,12 @@ pub fn run_sweep(plan: &Plan, opts: &SlurmOptions) -> Result<SlurmReport, RunErr
                 RetryKind::Preempted => settings.max_preemptions,
             };
             // Runs never submitted by this sweep's ledger (refused) are not ours to retry.
-            if st.submissions == 0 || ledger.retries_of(&st.run_id, kind) >= budget || retry.len() >= slots {
+            if st.submissions == 0 || ledger.retries_of(&st.run_id, kind) >= budget {
+                continue;
+            }
+            if retry.len() >= slots {
+                // Its turn comes at a later poll; the sweep is not finished before it.
+                held_back = true;
                 continue;
             }
             let reason = st.reason.clone().unwrap_or_default();
@@ -1421,7 +1427,10 @@ pub fn run_sweep(plan: &Plan, opts: &SlurmOptions) -> Result<SlurmReport, RunErr
             eprintln!("drover: {counts}");
             last_counts = counts;
         }
-        let finished = status.runs.iter().all(|r| !r.state.is_live() && r.state != RunState::NotSubmitted);
+        // A retry held back for want of a slot keeps the loop going: the slot may be held only
+        // by a task Slurm still lists after its run wrote `exit.json` (every run then looks
+        // finished, and returning would drop the retry).
+        let finished = !held_back && status.runs.iter().all(|r| !r.state.is_live() && r.state != RunState::NotSubmitted);
         report.status = Some(status);
         if finished {
             return Ok(report);
