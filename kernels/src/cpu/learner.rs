@@ -56,17 +56,15 @@ impl EvalChunk {
         F: Fn(usize, &mut [f32], &mut Vec<u32>),
     {
         let (od, na) = (layout.shape.obs_dim, layout.shape.n_actions);
-        let passes = self.len.div_ceil(PASS_ROWS);
-        while self.nets.len() < passes {
+        while self.nets.len() < self.len.div_ceil(PASS_ROWS) {
             self.nets.push(NetCache::new(layout));
         }
         self.logp.resize(self.len, 0.0);
         self.entropy.resize(self.len, 0.0);
         self.values.resize(self.len, 0.0);
         let chunk = &samples[self.start..self.start + self.len];
-        for (p, net) in self.nets.iter_mut().take(passes).enumerate() {
-            let first = p * PASS_ROWS;
-            let n = (self.len - first).min(PASS_ROWS);
+        for (rows, net) in pass_ranges(self.len).zip(self.nets.iter_mut()) {
+            let (first, n) = (rows.start, rows.len());
             net.ensure(layout, n);
             for (r, &s) in chunk[first..first + n].iter().enumerate() {
                 let s = s as usize;
@@ -84,7 +82,8 @@ impl EvalChunk {
     }
 
     /// Backward of the last [`EvalChunk::evaluate`], pass after pass (so rows add into
-    /// `grads` in row order); the derivatives are this chunk's rows.
+    /// `grads` in row order); the derivatives are the whole minibatch's, of which it takes
+    /// this chunk's rows.
     #[allow(clippy::too_many_arguments)]
     fn backward(
         &mut self,
@@ -96,15 +95,8 @@ impl EvalChunk {
         grads: &mut [f32],
         simd: SimdLevel,
     ) {
-        for (p, net) in self
-            .nets
-            .iter()
-            .take(self.len.div_ceil(PASS_ROWS))
-            .enumerate()
-        {
-            let first = p * PASS_ROWS;
-            let r = first..first + (self.len - first).min(PASS_ROWS);
-            let n = r.len();
+        for (rows, net) in pass_ranges(self.len).zip(self.nets.iter()) {
+            let (n, r) = (rows.len(), self.start + rows.start..self.start + rows.end);
             net.backward(
                 &mut self.scratch_back,
                 layout,
@@ -118,6 +110,11 @@ impl EvalChunk {
             );
         }
     }
+}
+
+/// The row ranges, within a chunk of `len` rows, of its passes of at most [`PASS_ROWS`] rows.
+fn pass_ranges(len: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
+    (0..len).step_by(PASS_ROWS).map(move |first| first..(first + PASS_ROWS).min(len))
 }
 
 /// Parameters, gradients and Adam state of a host engine, with the minibatch machinery:
@@ -294,18 +291,7 @@ impl Learner {
         transposed_weights(simd, layout, &self.params, &mut self.wt);
         let wt = &self.wt[..];
         let np = layout.num_params;
-        let back = |e: &mut EvalChunk, grads: &mut [f32]| {
-            let r = e.start..e.start + e.len;
-            e.backward(
-                layout,
-                wt,
-                &d_logp[r.clone()],
-                &d_value[r.clone()],
-                &d_entropy[r],
-                grads,
-                simd,
-            );
-        };
+        let back = |e: &mut EvalChunk, grads: &mut [f32]| e.backward(layout, wt, d_logp, d_value, d_entropy, grads, simd);
         if self.eval_active == 1 {
             back(&mut self.evals[0], &mut self.grads);
             return Ok(());
