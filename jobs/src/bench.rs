@@ -71,6 +71,20 @@ pub struct RolloutArgs {
     /// Print one JSON record per figure (for `benches/compare/`) instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Instruction set of the CPU engine: `auto` (`DROVER_SIMD`, else the best this CPU has),
+    /// or `avx512`, `avx2`, `portable` to measure a lower level, e.g. what an AVX2-only node
+    /// would run.
+    #[arg(long, default_value = "auto")]
+    pub simd: String,
+}
+
+/// The level `--simd` names, checked against this CPU; `auto` is the engines' own choice
+/// (`DROVER_SIMD`, else the best level this CPU has).
+fn simd_level(name: &str) -> Result<SimdLevel, BenchError> {
+    if name == "auto" {
+        return Ok(SimdLevel::from_env()?);
+    }
+    SimdLevel::parse(name).map_err(|reason| BenchError::Usage { option: "--simd", reason })
 }
 
 /// One measured figure (`--json` prints one per line).
@@ -83,7 +97,7 @@ pub struct BenchRecord {
     pub kind: &'static str,
     /// `cpu` or `cuda`.
     pub device: &'static str,
-    /// Instruction set of the CPU engine (`avx512`, `portable`), or `cuda`.
+    /// Instruction set of the CPU engine (`avx512`, `avx2`, `portable`), or `cuda`.
     pub isa: &'static str,
     /// Parallel environments.
     pub envs: usize,
@@ -204,7 +218,7 @@ pub fn rollout(args: &RolloutArgs, out: &mut dyn Write) -> Result<(), BenchError
         Some(t) => vec![t],
         None => (1..=cores).collect(),
     };
-    let simd = SimdLevel::detect();
+    let simd = simd_level(&args.simd)?;
     let machine = Machine::probe(simd);
     let shape = engine_config(1, 1, args.hidden, 1).shape;
     let policy_ops = bench::policy_lane_ops_per_step(&shape)?;
@@ -310,14 +324,15 @@ pub fn rollout(args: &RolloutArgs, out: &mut dyn Write) -> Result<(), BenchError
                 };
                 let (t, m) = best(&mut |t| Ok(bench::env_only_cpu(envs, t, simd, args.seconds)?.0))?;
                 emit(out, record("env_only", t, m, ref_env, Some(ENV_LANE_OPS_PER_STEP)))?;
-                let (t, m) = best(&mut |t| {
+                let engine = |t| -> Result<CpuEngine, BenchError> {
                     let mut e = CpuEngine::new(engine_config(envs, args.num_steps, args.hidden, t))?;
-                    Ok(bench::rollout(&mut e, args.seconds)?)
-                })?;
+                    e.set_simd_level(simd)?;
+                    Ok(e)
+                };
+                let (t, m) = best(&mut |t| Ok(bench::rollout(&mut engine(t)?, args.seconds)?))?;
                 emit(out, record("policy", t, m, ref_policy, Some(policy_ops)))?;
                 let (t, m) = best(&mut |t| {
-                    let mut e = CpuEngine::new(engine_config(envs, args.num_steps, args.hidden, t))?;
-                    Ok(bench::learn(&mut e, minibatch, args.seconds)?)
+                    Ok(bench::learn(&mut engine(t)?, minibatch, args.seconds)?)
                 })?;
                 emit(out, record("learn", t, m, ref_learn, Some(learn_ops)))?;
             }
@@ -347,6 +362,7 @@ pub fn rollout(args: &RolloutArgs, out: &mut dyn Write) -> Result<(), BenchError
                 // the CPU figure no longer grows, so it is measured at 64k to keep the run short.
                 let cpu_envs = envs.min(1 << 16);
                 let mut c = CpuEngine::new(engine_config(cpu_envs, args.num_steps, args.hidden, cores))?;
+                c.set_simd_level(simd)?;
                 let cpu_policy = bench::rollout(&mut c, args.seconds)?;
                 let cpu_learn = bench::learn(&mut c, (cpu_envs * args.num_steps / 4).max(1), args.seconds)?;
                 if !args.json {
@@ -397,6 +413,7 @@ mod tests {
             hidden: 8,
             seconds: 0.01,
             json: true,
+            simd: "auto".into(),
         };
         let mut buf = Vec::new();
         rollout(&args, &mut buf).expect("bench");
@@ -424,6 +441,7 @@ mod tests {
             hidden: 8,
             seconds: 0.01,
             json: true,
+            simd: "auto".into(),
         };
         let err = rollout(&args, &mut Vec::new()).expect_err("zero envs");
         assert!(err.to_string().contains("--envs"), "{err}");
@@ -431,5 +449,40 @@ mod tests {
         args.threads = Some(0);
         let err = rollout(&args, &mut Vec::new()).expect_err("zero threads");
         assert!(err.to_string().contains("--threads"), "{err}");
+        args.threads = Some(1);
+        args.simd = "sse9".into();
+        let err = rollout(&args, &mut Vec::new()).expect_err("unknown level");
+        assert!(err.to_string().contains("--simd") && err.to_string().contains("sse9"), "{err}");
+    }
+
+    #[test]
+    fn every_supported_level_can_be_measured() {
+        for level in SimdLevel::ALL {
+            let args = RolloutArgs {
+                device: BenchDevice::Cpu,
+                envs: vec![64],
+                threads: Some(1),
+                num_steps: 4,
+                hidden: 8,
+                seconds: 0.01,
+                json: true,
+                simd: level.name().into(),
+            };
+            let mut buf = Vec::new();
+            match rollout(&args, &mut buf) {
+                Ok(()) => {
+                    let text = String::from_utf8(buf).expect("utf-8");
+                    for l in text.lines() {
+                        let v: serde_json::Value = serde_json::from_str(l).expect("json line");
+                        assert_eq!(v["isa"], level.name(), "{l}");
+                    }
+                    assert_eq!(text.lines().count(), 3, "{text}");
+                }
+                Err(e) => {
+                    assert!(!level.is_supported(), "{}: {e}", level.name());
+                    assert!(e.to_string().contains("cannot run"), "{e}");
+                }
+            }
+        }
     }
 }

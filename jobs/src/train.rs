@@ -134,6 +134,7 @@ pub fn run(
     let cuda_visible_devices = std::env::var("CUDA_VISIBLE_DEVICES").ok();
     tracing::info!(
         run = %spec.run_id, plugin = %info.name, device = ?engine.device(), cuda_ordinal, cuda_visible_devices,
+        cpu_simd = drover_kernels::cpu::SimdLevel::from_env().map_or("?", |l| l.name()),
         params = engine.num_params(), rank, ranks = size, grad_allreduce = ?grad_path, "training starts"
     );
 

@@ -96,6 +96,38 @@ pub unsafe fn tanh_avx512(
     _mm512_mask_blend_ps(tiny, r, x)
 }
 
+/// [`tanh`] on 8 lanes with AVX2: the same operations in the same order as [`tanh_avx512`],
+/// so every lane equals the scalar result bit for bit.
+///
+/// # Safety
+/// The CPU must support `avx2` (checked by the caller, e.g. `SimdLevel::is_supported`).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+pub unsafe fn tanh_avx2(x: core::arch::x86_64::__m256) -> core::arch::x86_64::__m256 {
+    use core::arch::x86_64::*;
+    let s = _mm256_set1_ps;
+    // min(C, x) returns its second operand when either is NaN: x, as the scalar select does.
+    let xc = _mm256_min_ps(s(TANH_CLAMP), x);
+    let xc = _mm256_max_ps(s(-TANH_CLAMP), xc);
+    let x2 = _mm256_mul_ps(xc, xc);
+    let step = |acc: __m256, c: f32| _mm256_add_ps(_mm256_mul_ps(acc, x2), s(c));
+    let mut p = _mm256_add_ps(_mm256_mul_ps(s(TANH_A13), x2), s(TANH_A11));
+    p = step(p, TANH_A9);
+    p = step(p, TANH_A7);
+    p = step(p, TANH_A5);
+    p = step(p, TANH_A3);
+    p = step(p, TANH_A1);
+    p = _mm256_mul_ps(p, xc);
+    let mut q = _mm256_add_ps(_mm256_mul_ps(s(TANH_B6), x2), s(TANH_B4));
+    q = step(q, TANH_B2);
+    q = step(q, TANH_B0);
+    let r = _mm256_div_ps(p, q);
+    let ax = _mm256_and_ps(x, _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff)));
+    let tiny = _mm256_cmp_ps::<_CMP_LT_OQ>(ax, s(TANH_TINY));
+    _mm256_blendv_ps(r, x, tiny)
+}
+
 /// `2/pi` rounded to f32; the reduction's quotient estimate.
 const FRAC_2_PI: f32 = core::f32::consts::FRAC_2_PI;
 /// `1.5 * 2^23`: adding and subtracting it rounds an f32 of magnitude < 2^22 to the nearest
@@ -190,33 +222,61 @@ mod tests {
             println!("skipped: this CPU has no AVX-512");
             return;
         }
-        let mut xs: Vec<f32> = (-200_000..200_000).map(|i| i as f32 * 5e-5).collect();
-        xs.extend([
-            0.0, -0.0, 3.9e-4, 4e-4, -4e-4, 7.9, 7.906, -7.906, 50.0, -1e30,
-            f32::INFINITY, f32::NEG_INFINITY, f32::NAN, f32::MIN_POSITIVE,
-        ]);
-        while !xs.len().is_multiple_of(16) {
-            xs.push(1.0);
-        }
-        let mut checked = 0;
-        for c in xs.chunks_exact(16) {
-            let mut out = [0.0f32; 16];
+        let checked = check_vector_tanh(16, |c, out| {
             // SAFETY: AVX-512F was detected above; the pointers cover 16 f32 each.
             unsafe {
                 use core::arch::x86_64::*;
                 let v = tanh_avx512(_mm512_loadu_ps(c.as_ptr()));
                 _mm512_storeu_ps(out.as_mut_ptr(), v);
             }
+        });
+        assert!(checked >= 400_000);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn tanh_avx2_equals_scalar_bit_for_bit() {
+        if !std::arch::is_x86_feature_detected!("avx2") {
+            println!("skipped: this CPU has no AVX2");
+            return;
+        }
+        let checked = check_vector_tanh(8, |c, out| {
+            // SAFETY: AVX2 was detected above; the pointers cover 8 f32 each.
+            unsafe {
+                use core::arch::x86_64::*;
+                let v = tanh_avx2(_mm256_loadu_ps(c.as_ptr()));
+                _mm256_storeu_ps(out.as_mut_ptr(), v);
+            }
+        });
+        assert!(checked >= 400_000);
+    }
+
+    /// Runs a `lanes`-wide `tanh` over a sweep of [-10, 10] and the edge cases (tiny, clamp,
+    /// infinities, NaN) and asserts each lane equals the scalar [`tanh`]; returns the count.
+    #[cfg(target_arch = "x86_64")]
+    fn check_vector_tanh(lanes: usize, f: impl Fn(&[f32], &mut [f32])) -> usize {
+        let mut xs: Vec<f32> = (-200_000..200_000).map(|i| i as f32 * 5e-5).collect();
+        xs.extend([
+            0.0, -0.0, 3.9e-4, 4e-4, -4e-4, 7.9, 7.906, -7.906, 50.0, -1e30,
+            f32::INFINITY, f32::NEG_INFINITY, f32::NAN, f32::MIN_POSITIVE,
+        ]);
+        while !xs.len().is_multiple_of(lanes) {
+            xs.push(1.0);
+        }
+        let mut checked = 0;
+        let mut out = vec![0.0f32; lanes];
+        for c in xs.chunks_exact(lanes) {
+            f(c, &mut out);
             for (&x, &y) in c.iter().zip(&out) {
                 let want = tanh(x);
                 assert!(
                     y.to_bits() == want.to_bits() || (y.is_nan() && want.is_nan()),
-                    "x = {x}: avx512 {y} vs scalar {want}"
+                    "x = {x}: {lanes} lanes {y} vs scalar {want}"
                 );
                 checked += 1;
             }
         }
-        assert!(checked >= 400_000);
+        checked
     }
 
     #[test]

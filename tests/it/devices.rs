@@ -1,6 +1,7 @@
 //! Issue 6: device selection. `device = "auto"` trains on CUDA where a GPU is usable and
 //! otherwise falls back to the CPU engine with one clear log line; `device = "cuda"` without a
-//! GPU fails the run with the reason instead of panicking.
+//! GPU fails the run with the reason instead of panicking. `DROVER_SIMD` picks the CPU engine's
+//! instruction-set level.
 
 use std::path::Path;
 
@@ -183,4 +184,38 @@ fn local_runs_lease_their_own_gpus_and_wait_for_a_free_one() {
             assert!(pair[0].end < pair[1].start, "two runs held GPU {gpu} at once: {pair:?}");
         }
     }
+}
+
+/// `DROVER_SIMD` picks the CPU engine's instruction-set level for every job it reaches (the
+/// job logs the level it uses); a value that names no level fails the run with a reason that
+/// names the variable and the value.
+#[test]
+fn drover_simd_picks_the_cpu_level_and_a_bad_value_fails_the_run_with_the_reason() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let run = |value: &str, results: &Path| {
+        drover()
+            .arg("run")
+            .arg(sweep(tmp.path(), "cpu"))
+            .arg("--results")
+            .arg(results)
+            .env("DROVER_SIMD", value)
+            .output()
+            .expect("spawn")
+    };
+    let results = tmp.path().join("portable");
+    let out = run("portable", &results);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let log = job_stderr(&results);
+    assert!(log.contains("cpu_simd=\"portable\""), "the job should log its level:\n{log}");
+
+    let results = tmp.path().join("bad");
+    let out = run("avx1024", &results);
+    assert!(!out.status.success(), "a bad DROVER_SIMD should fail the run");
+    let exit = read_json(&run_dirs(&results)[0].join("exit.json"));
+    assert_eq!(exit["status"], "failed");
+    let reason = exit["reason"].as_str().expect("reason");
+    assert!(
+        reason.contains("environment variable `DROVER_SIMD`: `avx1024` is not one of auto, avx512, avx2, portable"),
+        "{reason}"
+    );
 }

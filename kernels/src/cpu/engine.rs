@@ -252,10 +252,18 @@ fn fill_uniforms(simd: SimdLevel, key: u32, first_env: u32, counter: u32, u: &mu
     unsafe fn avx512(key: u32, first_env: u32, counter: u32, u: &mut [f32]) {
         body(key, first_env, counter, u)
     }
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn avx2(key: u32, first_env: u32, counter: u32, u: &mut [f32]) {
+        body(key, first_env, counter, u)
+    }
     match simd {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: an `Avx512` level exists only where `SimdLevel::is_supported` holds.
+        // SAFETY: a level exists only where `SimdLevel::is_supported` confirmed its features.
         SimdLevel::Avx512 => unsafe { avx512(key, first_env, counter, u) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        SimdLevel::Avx2 => unsafe { avx2(key, first_env, counter, u) },
         _ => body(key, first_env, counter, u),
     }
 }
@@ -315,7 +323,7 @@ impl CpuEngine {
         Ok(Self {
             learn,
             step: 0,
-            simd: SimdLevel::detect(),
+            simd: SimdLevel::from_env()?,
             envs,
             obs: vec![0.0; ne * nt * 4],
             actions: vec![0; ne * nt],

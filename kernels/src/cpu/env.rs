@@ -105,8 +105,26 @@ impl CartPoleSoa {
                 // confirmed every feature `step_avx512` enables (engine constructor and setter).
                 unsafe { self.step_avx512(actions, rewards, term, trunc) }
             }
+            #[cfg(target_arch = "x86_64")]
+            SimdLevel::Avx2 => {
+                // SAFETY: as above, for the features `step_avx2` enables.
+                unsafe { self.step_avx2(actions, rewards, term, trunc) }
+            }
             _ => self.step_body(actions, rewards, term, trunc),
         }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn step_avx2(
+        &mut self,
+        actions: &[u32],
+        rewards: &mut [f32],
+        term: &mut [u8],
+        trunc: &mut [u8],
+    ) {
+        // As `step_avx512`: the same body at 8 lanes, the same bits.
+        self.step_body(actions, rewards, term, trunc)
     }
 
     #[cfg(target_arch = "x86_64")]

@@ -163,7 +163,7 @@ mod tests {
             resets > n as u64,
             "the pattern should end episodes: {resets}"
         );
-        for simd in [SimdLevel::Portable, SimdLevel::Avx512] {
+        for simd in SimdLevel::ALL {
             if !simd.is_supported() {
                 println!("skipped {}: not supported by this CPU", simd.name());
                 continue;

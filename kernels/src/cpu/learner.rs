@@ -535,7 +535,7 @@ mod tests {
                 n_actions: 5,
             },
         ];
-        for simd in [SimdLevel::Portable, SimdLevel::Avx512] {
+        for simd in SimdLevel::ALL {
             if !simd.is_supported() {
                 println!("skipped {}: not supported by this CPU", simd.name());
                 continue;

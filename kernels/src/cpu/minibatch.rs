@@ -104,6 +104,9 @@ pub(crate) fn dense(
         // `np <= ld`, inputs below `n_in`, outputs below `n_out`); an `Avx512` level exists
         // only where `SimdLevel::is_supported` confirmed the features.
         SimdLevel::Avx512 => unsafe { avx512::dense(n_in, n_out, w, x, np, ld, y, epi) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above, for the `Avx2` level.
+        SimdLevel::Avx2 => unsafe { avx2::dense(n_in, n_out, w, x, np, ld, y, epi) },
         _ => dense_portable(n_in, n_out, w, x, np, ld, y, epi),
     }
 }
@@ -176,12 +179,21 @@ pub(crate) fn grad(
         "grad: buffers too short for {n_in} -> {n_out} over {rows} rows"
     );
     #[cfg(target_arch = "x86_64")]
-    if simd == SimdLevel::Avx512 && !by_rows(n_in, n_out) {
-        // SAFETY: the assert above covers every index read (`x` and `dy` in 16-row vectors
-        // that end at or before the padded rows, so within `ld`) and written (both
-        // gradients); the level exists only where its features were confirmed.
-        unsafe { avx512::grad_lanes(n_in, n_out, x, dy, ld, rows, gw, gb) };
-        return;
+    if !by_rows(n_in, n_out) {
+        // SAFETY: the assert above covers every index read (`x` and `dy` in 16- or 8-row
+        // vectors that end at or before the padded rows, so within `ld`) and written (both
+        // gradients); a level exists only where its features were confirmed.
+        match simd {
+            SimdLevel::Avx512 => {
+                unsafe { avx512::grad_lanes(n_in, n_out, x, dy, ld, rows, gw, gb) };
+                return;
+            }
+            SimdLevel::Avx2 => {
+                unsafe { avx2::grad_lanes(n_in, n_out, x, dy, ld, rows, gw, gb) };
+                return;
+            }
+            SimdLevel::Portable => {}
+        }
     }
     transpose(simd, dy, n_out, ld, rows, scratch);
     let dyt = &scratch[..rows * n_out];
@@ -189,6 +201,9 @@ pub(crate) fn grad(
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above, and `dyt` holds `rows * n_out` floats (checked by `transpose`).
         SimdLevel::Avx512 => unsafe { avx512::grad_rows(n_in, n_out, x, ld, dyt, rows, gw, gb) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        SimdLevel::Avx2 => unsafe { avx2::grad_rows(n_in, n_out, x, ld, dyt, rows, gw, gb) },
         _ => {
             for (r, d) in dyt.chunks_exact(n_out).enumerate() {
                 for (i, g) in gw.chunks_exact_mut(n_out).take(n_in).enumerate() {
@@ -205,9 +220,10 @@ pub(crate) fn grad(
     }
 }
 
-/// Whether [`grad`] at AVX-512 adds rows in order through a transpose of `dy` (both widths
-/// large: the `dy` rows of a pass stay in L1 while `x` is broadcast) rather than summing rows
-/// in vector lanes (one width small: that side stays in registers and the other streams once).
+/// Whether [`grad`] at AVX-512 or AVX2 adds rows in order through a transpose of `dy` (both
+/// widths large: the `dy` rows of a pass stay in L1 while `x` is broadcast) rather than summing
+/// rows in vector lanes (one width small: that side stays in registers and the other streams
+/// once).
 fn by_rows(n_in: usize, n_out: usize) -> bool {
     n_out >= 16 && n_in > 8
 }
@@ -236,12 +252,19 @@ pub(crate) fn transpose(
         // at or before `rows` rounded up to 16, so within `ld`) and every store (masked to `n`
         // features, only rows below `rows`); the level's features were confirmed.
         SimdLevel::Avx512 => unsafe { avx512::transpose(src, n, ld, rows, dst) },
-        _ => {
-            for (r, d) in dst.chunks_exact_mut(n).take(rows).enumerate() {
-                for (i, v) in d.iter_mut().enumerate() {
-                    *v = src[i * ld + r];
-                }
-            }
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the level's features were confirmed; the body is the bounds-checked loop.
+        SimdLevel::Avx2 => unsafe { avx2::transpose(src, n, ld, rows, dst) },
+        _ => transpose_plain(src, n, ld, rows, dst),
+    }
+}
+
+/// [`transpose`] as plain loops.
+#[inline(always)]
+fn transpose_plain(src: &[f32], n: usize, ld: usize, rows: usize, dst: &mut [f32]) {
+    for (r, d) in dst.chunks_exact_mut(n).take(rows).enumerate() {
+        for (i, v) in d.iter_mut().enumerate() {
+            *v = src[i * ld + r];
         }
     }
 }
@@ -786,12 +809,466 @@ mod avx512 {
     }
 }
 
+/// The AVX2 level: the AVX-512 kernels' structure and summation orders at 8 lanes, sized for
+/// 16 vector registers (at most 12 accumulators per tile).
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use core::arch::x86_64::*;
+
+    use super::{Epilogue, ROW_BLOCK};
+    use crate::math::tanh_avx2;
+
+    const BIAS_TANH: u8 = 0;
+    const BIAS: u8 = 1;
+    const TANH_GRAD: u8 = 2;
+
+    /// Vectors per row block.
+    const H: usize = ROW_BLOCK / 8;
+
+    /// Every block of [`ROW_BLOCK`] rows, outputs in tiles of 2 (8 accumulators), then 1.
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn dense(
+        n_in: usize,
+        n_out: usize,
+        w: &[f32],
+        x: &[f32],
+        np: usize,
+        ld: usize,
+        y: &mut [f32],
+        epi: Epilogue<'_>,
+    ) {
+        let (kind, e) = match epi {
+            Epilogue::BiasTanh(b) => (BIAS_TANH, b.as_ptr()),
+            Epilogue::Bias(b) => (BIAS, b.as_ptr()),
+            Epilogue::TanhGrad(h) => (TANH_GRAD, h.as_ptr()),
+        };
+        let k = Kernel {
+            n_in,
+            n_out,
+            w: w.as_ptr(),
+            x: x.as_ptr(),
+            ld,
+            y: y.as_mut_ptr(),
+            e,
+        };
+        match kind {
+            BIAS_TANH => k.blocks::<BIAS_TANH>(np),
+            BIAS => k.blocks::<BIAS>(np),
+            _ => k.blocks::<TANH_GRAD>(np),
+        }
+    }
+
+    /// The operands of one [`dense`] call, as at AVX-512.
+    struct Kernel {
+        n_in: usize,
+        n_out: usize,
+        w: *const f32,
+        x: *const f32,
+        ld: usize,
+        y: *mut f32,
+        e: *const f32,
+    }
+
+    impl Kernel {
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn blocks<const E: u8>(&self, np: usize) {
+            let mut r0 = 0;
+            while r0 < np {
+                let mut o = 0;
+                while o + 2 <= self.n_out {
+                    self.tile::<2, 1, E>(r0, o);
+                    o += 2;
+                }
+                if o < self.n_out {
+                    self.tile::<1, 2, E>(r0, o);
+                }
+                r0 += ROW_BLOCK;
+            }
+        }
+
+        /// Outputs `o0..o0 + J` of rows `r0..r0 + 32`: `J x 4` accumulators per partial sum,
+        /// the inputs split over `KS` partial sums added in order at the end.
+        #[target_feature(enable = "avx2,fma")]
+        #[inline]
+        unsafe fn tile<const J: usize, const KS: usize, const E: u8>(&self, r0: usize, o0: usize) {
+            let (ld, no) = (self.ld, self.n_out);
+            let mut acc = [[[_mm256_setzero_ps(); H]; J]; KS];
+            let step = |part: &mut [[__m256; H]; J], i: usize| {
+                let xr = self.x.add(i * ld + r0);
+                let wr = self.w.add(i * no + o0);
+                for (jj, a) in part.iter_mut().enumerate() {
+                    let wv = _mm256_set1_ps(*wr.add(jj));
+                    for (h, av) in a.iter_mut().enumerate() {
+                        *av = _mm256_fmadd_ps(_mm256_loadu_ps(xr.add(8 * h)), wv, *av);
+                    }
+                }
+            };
+            let mut i = 0;
+            while i + KS <= self.n_in {
+                for (s, part) in acc.iter_mut().enumerate() {
+                    step(part, i + s);
+                }
+                i += KS;
+            }
+            while i < self.n_in {
+                step(&mut acc[0], i);
+                i += 1;
+            }
+            let one = _mm256_set1_ps(1.0);
+            for jj in 0..J {
+                let o = o0 + jj;
+                for h in 0..H {
+                    let mut v = acc[0][jj][h];
+                    for part in &acc[1..] {
+                        v = _mm256_add_ps(v, part[jj][h]);
+                    }
+                    let at = o * ld + r0 + 8 * h;
+                    v = match E {
+                        BIAS_TANH => tanh_avx2(_mm256_add_ps(_mm256_set1_ps(*self.e.add(o)), v)),
+                        BIAS => _mm256_add_ps(_mm256_set1_ps(*self.e.add(o)), v),
+                        _ => {
+                            let hv = _mm256_loadu_ps(self.e.add(at));
+                            _mm256_mul_ps(v, _mm256_sub_ps(one, _mm256_mul_ps(hv, hv)))
+                        }
+                    };
+                    _mm256_storeu_ps(self.y.add(at), v);
+                }
+            }
+        }
+    }
+
+    /// Rows per pass of [`grad_rows`], as at AVX-512.
+    const GRAD_ROWS: usize = 128;
+
+    /// The low `n` lanes (0..=8) as a `maskload`/`maskstore` mask.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn lane_mask(n: usize) -> __m256i {
+        let idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        _mm256_cmpgt_epi32(_mm256_set1_epi32(n as i32), idx)
+    }
+
+    /// Outputs in chunks of up to 2 vectors (16 floats, the last one masked), inputs in tiles
+    /// whose `KT x JV` accumulators (12) stay in registers for a whole pass of rows.
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn grad_rows(
+        n_in: usize,
+        n_out: usize,
+        x: &[f32],
+        ld: usize,
+        dyt: &[f32],
+        rows: usize,
+        gw: &mut [f32],
+        gb: &mut [f32],
+    ) {
+        let g = Grad {
+            n_in,
+            n_out,
+            x: x.as_ptr(),
+            ld,
+            dyt: dyt.as_ptr(),
+            gw: gw.as_mut_ptr(),
+        };
+        let mut r0 = 0;
+        while r0 < rows {
+            let r1 = (r0 + GRAD_ROWS).min(rows);
+            let mut o0 = 0;
+            while o0 < n_out {
+                let width = (n_out - o0).min(16);
+                let last = lane_mask(width - 8 * ((width - 1) / 8));
+                if width > 8 {
+                    g.inputs::<2, 6>(o0, last, r0, r1);
+                } else {
+                    g.inputs::<1, 12>(o0, last, r0, r1);
+                }
+                o0 += 16;
+            }
+            r0 = r1;
+        }
+        // Bias: the rows of `dyt` added in order, 8 outputs per vector.
+        let mut o0 = 0;
+        while o0 < n_out {
+            let m = lane_mask((n_out - o0).min(8));
+            let mut acc = _mm256_maskload_ps(gb.as_ptr().add(o0), m);
+            for r in 0..rows {
+                acc = _mm256_add_ps(acc, _mm256_maskload_ps(dyt.as_ptr().add(r * n_out + o0), m));
+            }
+            _mm256_maskstore_ps(gb.as_mut_ptr().add(o0), m, acc);
+            o0 += 8;
+        }
+    }
+
+    /// The operands of one [`grad_rows`] call.
+    struct Grad {
+        n_in: usize,
+        n_out: usize,
+        x: *const f32,
+        ld: usize,
+        dyt: *const f32,
+        gw: *mut f32,
+    }
+
+    impl Grad {
+        /// Every input for outputs `o0..o0 + 8 * JV` (the last vector masked by `last`):
+        /// tiles of `KT` inputs, then 4, 2, 1 for the rest.
+        #[target_feature(enable = "avx2,fma")]
+        #[inline]
+        unsafe fn inputs<const JV: usize, const KT: usize>(
+            &self,
+            o0: usize,
+            last: __m256i,
+            r0: usize,
+            r1: usize,
+        ) {
+            let mut i = 0;
+            while i + KT <= self.n_in {
+                self.tile::<KT, JV>(i, o0, last, r0, r1);
+                i += KT;
+            }
+            while i + 4 <= self.n_in {
+                self.tile::<4, JV>(i, o0, last, r0, r1);
+                i += 4;
+            }
+            if i + 2 <= self.n_in {
+                self.tile::<2, JV>(i, o0, last, r0, r1);
+                i += 2;
+            }
+            if i < self.n_in {
+                self.tile::<1, JV>(i, o0, last, r0, r1);
+            }
+        }
+
+        /// `gw[i0..i0 + KT][o0..o0 + 8 * JV] += sum_{r0 <= r < r1} x[i][r] * dyt[r][o]`,
+        /// one FMA per row into each accumulator (rows add in order).
+        #[target_feature(enable = "avx2,fma")]
+        #[inline]
+        unsafe fn tile<const KT: usize, const JV: usize>(
+            &self,
+            i0: usize,
+            o0: usize,
+            last: __m256i,
+            r0: usize,
+            r1: usize,
+        ) {
+            let all = _mm256_set1_epi32(-1);
+            let mask = |v: usize| if v + 1 == JV { last } else { all };
+            let n_out = self.n_out;
+            let mut acc = [[_mm256_setzero_ps(); JV]; KT];
+            for (i, a) in acc.iter_mut().enumerate() {
+                for (v, av) in a.iter_mut().enumerate() {
+                    *av = _mm256_maskload_ps(self.gw.add((i0 + i) * n_out + o0 + 8 * v), mask(v));
+                }
+            }
+            let x = self.x.add(i0 * self.ld);
+            for r in r0..r1 {
+                let d = self.dyt.add(r * n_out + o0);
+                let mut dv = [_mm256_setzero_ps(); JV];
+                for (v, dvv) in dv.iter_mut().enumerate() {
+                    *dvv = _mm256_maskload_ps(d.add(8 * v), mask(v));
+                }
+                for (i, a) in acc.iter_mut().enumerate() {
+                    let xb = _mm256_set1_ps(*x.add(i * self.ld + r));
+                    for (av, &d) in a.iter_mut().zip(&dv) {
+                        *av = _mm256_fmadd_ps(xb, d, *av);
+                    }
+                }
+            }
+            for (i, a) in acc.iter().enumerate() {
+                for (v, &av) in a.iter().enumerate() {
+                    _mm256_maskstore_ps(self.gw.add((i0 + i) * n_out + o0 + 8 * v), mask(v), av);
+                }
+            }
+        }
+    }
+
+    /// The plain transpose compiled for AVX2 (a small share of a backward next to the FMAs).
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn transpose(src: &[f32], n: usize, ld: usize, rows: usize, dst: &mut [f32]) {
+        super::transpose_plain(src, n, ld, rows, dst)
+    }
+
+    /// [`super::grad`] with rows in vector lanes: tiles of `KI` inputs x `JO` outputs
+    /// (`KI * JO <= 8` accumulators), each accumulator summing the rows `r = l mod 8` in lane
+    /// `l`, then [`reduce8`]. Outputs in tiles of 4, 2, 1; inputs in tiles of `8 / JO`, then
+    /// halves. The bias sums go through the same lanes and the same tree.
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn grad_lanes(
+        n_in: usize,
+        n_out: usize,
+        x: &[f32],
+        dy: &[f32],
+        ld: usize,
+        rows: usize,
+        gw: &mut [f32],
+        gb: &mut [f32],
+    ) {
+        let g = Lanes {
+            n_out,
+            x: x.as_ptr(),
+            dy: dy.as_ptr(),
+            ld,
+            rows,
+            tail: lane_mask(rows - 8 * ((rows - 1) / 8)),
+            gw: gw.as_mut_ptr(),
+        };
+        let mut o = 0;
+        while o + 4 <= n_out {
+            let mut i = 0;
+            while i + 2 <= n_in {
+                g.tile::<2, 4>(i, o);
+                i += 2;
+            }
+            if i < n_in {
+                g.tile::<1, 4>(i, o);
+            }
+            o += 4;
+        }
+        if o + 2 <= n_out {
+            let mut i = 0;
+            while i + 4 <= n_in {
+                g.tile::<4, 2>(i, o);
+                i += 4;
+            }
+            if i + 2 <= n_in {
+                g.tile::<2, 2>(i, o);
+                i += 2;
+            }
+            if i < n_in {
+                g.tile::<1, 2>(i, o);
+            }
+            o += 2;
+        }
+        if o < n_out {
+            let mut i = 0;
+            while i + 8 <= n_in {
+                g.tile::<8, 1>(i, o);
+                i += 8;
+            }
+            if i + 4 <= n_in {
+                g.tile::<4, 1>(i, o);
+                i += 4;
+            }
+            if i + 2 <= n_in {
+                g.tile::<2, 1>(i, o);
+                i += 2;
+            }
+            if i < n_in {
+                g.tile::<1, 1>(i, o);
+            }
+        }
+        // Bias: eight outputs' lane sums at a time through the same tree.
+        let mut o0 = 0;
+        while o0 < n_out {
+            let m = (n_out - o0).min(8);
+            let mut acc = [_mm256_setzero_ps(); 8];
+            for (oo, a) in acc.iter_mut().enumerate().take(m) {
+                let d = g.dy.add((o0 + oo) * ld);
+                let mut r = 0;
+                while r + 8 <= rows {
+                    *a = _mm256_add_ps(*a, _mm256_loadu_ps(d.add(r)));
+                    r += 8;
+                }
+                if r < rows {
+                    *a = _mm256_add_ps(*a, _mm256_maskload_ps(d.add(r), g.tail));
+                }
+            }
+            let mut sums = [0.0f32; 8];
+            _mm256_storeu_ps(sums.as_mut_ptr(), reduce8(acc));
+            for (b, s) in gb[o0..o0 + m].iter_mut().zip(sums) {
+                *b += s;
+            }
+            o0 += 8;
+        }
+    }
+
+    /// The operands of one [`grad_lanes`] call; `tail` masks the rows of the last vector.
+    struct Lanes {
+        n_out: usize,
+        x: *const f32,
+        dy: *const f32,
+        ld: usize,
+        rows: usize,
+        tail: __m256i,
+        gw: *mut f32,
+    }
+
+    impl Lanes {
+        /// `gw[i0 + ii][o0 + oo] += sum_r x[i0 + ii][r] * dy[o0 + oo][r]`, accumulator
+        /// `ii * JO + oo`.
+        #[target_feature(enable = "avx2,fma")]
+        #[inline]
+        unsafe fn tile<const KI: usize, const JO: usize>(&self, i0: usize, o0: usize) {
+            let ld = self.ld;
+            let (x, dy) = (self.x.add(i0 * ld), self.dy.add(o0 * ld));
+            let mut acc = [_mm256_setzero_ps(); 8];
+            let step = |acc: &mut [__m256; 8], xv: [__m256; KI], dv: [__m256; JO]| {
+                for (ii, &xi) in xv.iter().enumerate() {
+                    for (oo, &d) in dv.iter().enumerate() {
+                        acc[ii * JO + oo] = _mm256_fmadd_ps(xi, d, acc[ii * JO + oo]);
+                    }
+                }
+            };
+            let mut r = 0;
+            while r + 8 <= self.rows {
+                let mut xv = [_mm256_setzero_ps(); KI];
+                for (ii, v) in xv.iter_mut().enumerate() {
+                    *v = _mm256_loadu_ps(x.add(ii * ld + r));
+                }
+                let mut dv = [_mm256_setzero_ps(); JO];
+                for (oo, v) in dv.iter_mut().enumerate() {
+                    *v = _mm256_loadu_ps(dy.add(oo * ld + r));
+                }
+                step(&mut acc, xv, dv);
+                r += 8;
+            }
+            if r < self.rows {
+                let mut xv = [_mm256_setzero_ps(); KI];
+                for (ii, v) in xv.iter_mut().enumerate() {
+                    *v = _mm256_loadu_ps(x.add(ii * ld + r));
+                }
+                // Masking `dy` alone zeroes the products of the rows past `rows`.
+                let mut dv = [_mm256_setzero_ps(); JO];
+                for (oo, v) in dv.iter_mut().enumerate() {
+                    *v = _mm256_maskload_ps(dy.add(oo * ld + r), self.tail);
+                }
+                step(&mut acc, xv, dv);
+            }
+            let mut sums = [0.0f32; 8];
+            _mm256_storeu_ps(sums.as_mut_ptr(), reduce8(acc));
+            for ii in 0..KI {
+                let g = self.gw.add((i0 + ii) * self.n_out + o0);
+                for (oo, &s) in sums[ii * JO..(ii + 1) * JO].iter().enumerate() {
+                    *g.add(oo) += s;
+                }
+            }
+        }
+    }
+
+    /// `out[l] = sum of the 8 lanes of a[l]`, in a fixed tree: adjacent pairs, then pairs of
+    /// pairs (two `hadd` stages), then the two 128-bit halves.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn reduce8(a: [__m256; 8]) -> __m256 {
+        // After two hadd stages, half h of t0 holds the half-h sums of a[0..4] in lanes 0..4,
+        // and t1 those of a[4..8].
+        let t0 = _mm256_hadd_ps(_mm256_hadd_ps(a[0], a[1]), _mm256_hadd_ps(a[2], a[3]));
+        let t1 = _mm256_hadd_ps(_mm256_hadd_ps(a[4], a[5]), _mm256_hadd_ps(a[6], a[7]));
+        _mm256_add_ps(
+            _mm256_permute2f128_ps::<0x20>(t0, t1),
+            _mm256_permute2f128_ps::<0x31>(t0, t1),
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn levels() -> Vec<SimdLevel> {
-        [SimdLevel::Portable, SimdLevel::Avx512]
+        SimdLevel::ALL
             .into_iter()
             .filter(|s| {
                 let ok = s.is_supported();

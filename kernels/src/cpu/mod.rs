@@ -15,4 +15,4 @@ pub(crate) mod threads;
 
 pub use engine::CpuEngine;
 pub use envonly::EnvOnly;
-pub use simd::SimdLevel;
+pub use simd::{SimdLevel, SIMD_ENV};

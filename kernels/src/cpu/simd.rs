@@ -1,12 +1,21 @@
 //! Instruction-set dispatch of the CPU engine: which vector width its hot loops run at, picked
 //! once per engine from what the running CPU supports (the binary itself stays portable).
 
+use crate::KernelError;
+
+/// The environment variable that chooses the CPU engines' level ([`SimdLevel::from_env`]).
+pub const SIMD_ENV: &str = "DROVER_SIMD";
+
 /// The vector instruction set the CPU engine's hot loops use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SimdLevel {
     /// Plain Rust loops compiled for the baseline target (SSE2 on x86-64). The fused policy
     /// forward then reproduces the reference's sums bit for bit (no fused multiply-add).
     Portable,
+    /// AVX2 with FMA: 8 f32 lanes, register-blocked micro-kernels for the dense layers (the
+    /// level of x86-64 server cores without AVX-512, e.g. AMD Zen 2 and 3, Intel Haswell to
+    /// Skylake client parts). Dense layers use fused multiply-add, as at AVX-512.
+    Avx2,
     /// AVX-512 (F, DQ, BW, VL) with FMA: 16 f32 lanes, register-blocked GEMM micro-kernels.
     /// Dense layers use fused multiply-add, so sums differ from the reference in the last bits.
     Avx512,
@@ -15,17 +24,60 @@ pub enum SimdLevel {
 impl SimdLevel {
     /// The best level this CPU supports.
     pub fn detect() -> Self {
-        if Self::Avx512.is_supported() {
-            Self::Avx512
-        } else {
-            Self::Portable
+        Self::ALL
+            .into_iter()
+            .rev()
+            .find(|l| l.is_supported())
+            .unwrap_or(Self::Portable)
+    }
+
+    /// The level the engines use: the one [`SIMD_ENV`] names, or the best this CPU supports
+    /// when it is unset, empty or `auto`. An error when it names no level or one this CPU
+    /// cannot run. Every machine computes the same bits at the same level, so setting it for
+    /// every job of a sweep makes runs on a mix of AVX-512 and AVX2 nodes reproducible.
+    pub fn from_env() -> Result<Self, KernelError> {
+        let value = match std::env::var(SIMD_ENV) {
+            Ok(v) => v,
+            Err(std::env::VarError::NotPresent) => return Ok(Self::detect()),
+            Err(std::env::VarError::NotUnicode(v)) => v.to_string_lossy().into_owned(),
+        };
+        Self::parse(&value)
+            .map_err(|reason| KernelError::InvalidConfig(format!("environment variable `{SIMD_ENV}`: {reason}")))
+    }
+
+    /// `auto` (or empty): the best supported level; a level's name: that level, if this CPU
+    /// can run it. The error says why not.
+    pub fn parse(value: &str) -> Result<Self, String> {
+        let v = value.trim();
+        if v.is_empty() || v == "auto" {
+            return Ok(Self::detect());
         }
+        let level = Self::from_name(v)
+            .ok_or_else(|| format!("`{v}` is not one of auto, avx512, avx2, portable"))?;
+        if level.is_supported() {
+            Ok(level)
+        } else {
+            Err(format!("this CPU cannot run the `{v}` instruction set"))
+        }
+    }
+
+    /// Every level, narrowest first.
+    pub const ALL: [Self; 3] = [Self::Portable, Self::Avx2, Self::Avx512];
+
+    /// The level named `name` (`portable`, `avx2`, `avx512`), as [`SimdLevel::name`] spells it.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|l| l.name() == name)
     }
 
     /// Whether the running CPU can execute this level.
     pub fn is_supported(self) -> bool {
         match self {
             Self::Portable => true,
+            #[cfg(target_arch = "x86_64")]
+            Self::Avx2 => {
+                std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+            }
             #[cfg(target_arch = "x86_64")]
             Self::Avx512 => {
                 std::arch::is_x86_feature_detected!("avx512f")
@@ -36,7 +88,7 @@ impl SimdLevel {
                     && std::arch::is_x86_feature_detected!("fma")
             }
             #[cfg(not(target_arch = "x86_64"))]
-            Self::Avx512 => false,
+            Self::Avx2 | Self::Avx512 => false,
         }
     }
 
@@ -44,15 +96,44 @@ impl SimdLevel {
     pub fn lanes(self) -> usize {
         match self {
             Self::Portable => 4,
+            Self::Avx2 => 8,
             Self::Avx512 => 16,
         }
     }
 
-    /// Short name for reports (`portable`, `avx512`).
+    /// Short name for reports (`portable`, `avx2`, `avx512`).
     pub fn name(self) -> &'static str {
         match self {
             Self::Portable => "portable",
+            Self::Avx2 => "avx2",
             Self::Avx512 => "avx512",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_parse_checks_support() {
+        for level in SimdLevel::ALL {
+            assert_eq!(SimdLevel::from_name(level.name()), Some(level));
+            match SimdLevel::parse(level.name()) {
+                Ok(l) => assert_eq!(l, level),
+                Err(why) => {
+                    assert!(!level.is_supported(), "{}: {why}", level.name());
+                    assert!(why.contains("cannot run"), "{why}");
+                }
+            }
+        }
+        assert_eq!(SimdLevel::parse("auto"), Ok(SimdLevel::detect()));
+        assert_eq!(SimdLevel::parse(" "), Ok(SimdLevel::detect()));
+        assert_eq!(SimdLevel::parse(" portable "), Ok(SimdLevel::Portable));
+        let err = SimdLevel::parse("avx1024").expect_err("no such level");
+        assert!(err.contains("avx1024") && err.contains("avx2"), "{err}");
+        assert!(SimdLevel::detect().is_supported());
+        // Lanes grow with the level, so `detect` (the last supported) is the widest.
+        assert!(SimdLevel::ALL.windows(2).all(|w| w[0].lanes() < w[1].lanes()));
     }
 }

@@ -289,7 +289,7 @@ impl SeqEngine {
         Ok(Self {
             learn,
             step: 0,
-            simd: SimdLevel::detect(),
+            simd: SimdLevel::from_env()?,
             gens,
             plan: None,
             refs: vec![PromptRef::Dataset(0); ne],

@@ -8,7 +8,7 @@
 // Time-major `t * num_envs + env` indexing reads clearer as index loops.
 #![allow(clippy::needless_range_loop)]
 
-use drover_kernels::cpu::CpuEngine;
+use drover_kernels::cpu::{CpuEngine, SimdLevel};
 use drover_kernels::reference::ReferenceEngine;
 use drover_kernels::rng::{run_key, uniform, STREAM_ACTION};
 use drover_kernels::{Engine, EngineConfig, MinibatchEval, ParamLayout, Rollout};
@@ -86,13 +86,28 @@ fn compare_rollout(
     }
 }
 
-/// Runs `rollouts` rollouts on both engines and compares them; returns the engines.
+/// The instruction-set levels this CPU runs, each announced (a skipped one visibly).
+fn levels() -> Vec<SimdLevel> {
+    SimdLevel::ALL
+        .into_iter()
+        .filter(|l| {
+            let ok = l.is_supported();
+            println!("{} level: {}", l.name(), if ok { "tested" } else { "skipped, not supported by this CPU" });
+            ok
+        })
+        .collect()
+}
+
+/// Runs `rollouts` rollouts on both engines (the CPU one at `simd`) and compares them;
+/// returns the engines.
 fn run_pair(
     cfg: EngineConfig,
+    simd: SimdLevel,
     balanced: bool,
     rollouts: usize,
 ) -> (CpuEngine, ReferenceEngine, Rollout, Vec<bool>) {
     let mut cpu = CpuEngine::new(cfg.clone()).expect("cpu engine");
+    cpu.set_simd_level(simd).expect("a supported level");
     let mut rf = ReferenceEngine::new(cfg.clone()).expect("reference engine");
     let init = rf.params().expect("params");
     assert_eq!(
@@ -136,19 +151,24 @@ fn run_pair(
 #[test]
 fn rollout_random_policy_16x600() {
     // Two rollouts of 300 so per-env episode accumulators carry across rollouts.
-    run_pair(config(16, 300, 64, 1, 1), false, 2);
+    for simd in levels() {
+        run_pair(config(16, 300, 64, 1, 1), simd, false, 2);
+    }
 }
 
 #[test]
 fn rollout_balancing_policy_covers_truncation() {
     // 16 x 600 steps: every surviving episode truncates at 500, with V(final obs) bootstrapped.
-    let (_, _, ro, _) = run_pair(config(16, 600, 64, 2, 1), true, 1);
-    let trunc = ro.truncated.iter().filter(|&&d| d == 1).count();
-    assert!(
-        trunc >= 8,
-        "expected most envs to hit the time limit, got {trunc}"
-    );
-    assert!(ro.finished_lengths.contains(&500));
+    for simd in levels() {
+        let (_, _, ro, _) = run_pair(config(16, 600, 64, 2, 1), simd, true, 1);
+        let trunc = ro.truncated.iter().filter(|&&d| d == 1).count();
+        assert!(
+            trunc >= 8,
+            "{}: expected most envs to hit the time limit, got {trunc}",
+            simd.name()
+        );
+        assert!(ro.finished_lengths.contains(&500));
+    }
 }
 
 #[test]
@@ -221,13 +241,16 @@ fn evaluate_and_backward(cpu: &mut dyn Engine, rf: &mut dyn Engine, samples: &[u
 
 #[test]
 fn evaluate_and_accumulate_grad_match_reference() {
-    for (threads, balanced) in [(1, false), (2, true)] {
-        let (mut cpu, mut rf, ro, diverged) = run_pair(config(16, 64, 64, 4, threads), balanced, 1);
-        let samples = pick_samples(&ro, &diverged, 700);
-        // Two minibatches accumulate into the same gradient before it is read.
-        evaluate_and_backward(&mut cpu, &mut rf, &samples[..300]);
-        evaluate_and_backward(&mut cpu, &mut rf, &samples[300..]);
-        compare_grads(&mut cpu, &mut rf);
+    for simd in levels() {
+        for (threads, balanced) in [(1, false), (2, true)] {
+            let (mut cpu, mut rf, ro, diverged) =
+                run_pair(config(16, 64, 64, 4, threads), simd, balanced, 1);
+            let samples = pick_samples(&ro, &diverged, 700);
+            // Two minibatches accumulate into the same gradient before it is read.
+            evaluate_and_backward(&mut cpu, &mut rf, &samples[..300]);
+            evaluate_and_backward(&mut cpu, &mut rf, &samples[300..]);
+            compare_grads(&mut cpu, &mut rf);
+        }
     }
 }
 
@@ -276,10 +299,9 @@ fn apply_grads_matches_reference_adam_and_clipping() {
 
 /// The portable instruction-set level sums every dense layer in the reference's order with no
 /// FMA, so its rollouts equal the reference's bit for bit (no divergence allowance), threaded
-/// or not; the AVX-512 level is covered by the tolerance tests above.
+/// or not; the FMA levels (AVX2, AVX-512) are covered by the tolerance tests above.
 #[test]
 fn portable_level_rollout_equals_reference_exactly() {
-    use drover_kernels::cpu::SimdLevel;
     for (threads, balanced) in [(1, false), (2, true)] {
         let cfg = config(40, 260, 64, 11, threads);
         let mut cpu = CpuEngine::new(cfg.clone()).expect("cpu engine");
