@@ -94,25 +94,29 @@ impl EnvChunk {
         }
     }
 
-    /// Loads envs `start..start + len` (`len <= BLOCK`) into the block input, zero-padded.
-    fn load_block(&mut self, start: usize, len: usize) {
+    /// Loads envs `start..start + len` (`len <= BLOCK`) into the block input, zero-padded,
+    /// with the block sized for them; returns its width.
+    fn load_block(&mut self, start: usize, len: usize) -> usize {
+        let w = self.block.fit(len);
         let e = &self.env;
         let inp = &mut self.block.input;
         for (k, src) in [&e.x, &e.x_dot, &e.theta, &e.theta_dot].into_iter().enumerate() {
-            let row = &mut inp[k * BLOCK..(k + 1) * BLOCK];
+            let row = &mut inp[k * w..(k + 1) * w];
             row[..len].copy_from_slice(&src[start..start + len]);
             row[len..].iter_mut().for_each(|v| *v = 0.0);
         }
+        w
     }
 
     /// Critic values of the staged truncation states, into `next_values[base + i]`.
     fn truncation_values(&mut self, layout: &ParamLayout, params: &[f32], simd: SimdLevel, base: usize) {
         for (g, rows) in self.trunc_obs.chunks(BLOCK).enumerate() {
+            let w = self.block.fit(rows.len());
             let inp = &mut self.block.input;
             inp.iter_mut().for_each(|v| *v = 0.0);
             for (e, o) in rows.iter().enumerate() {
                 for k in 0..4 {
-                    inp[k * BLOCK + e] = o[k];
+                    inp[k * w + e] = o[k];
                 }
             }
             self.block.forward(layout, params, simd, false);
@@ -154,12 +158,12 @@ impl EnvChunk {
             }
             for b0 in (0..n).step_by(BLOCK) {
                 let len = BLOCK.min(n - b0);
-                self.load_block(b0, len);
+                let w = self.load_block(b0, len);
                 self.block.forward(layout, params, simd, true);
                 let (logits, values) = (self.block.logits(), self.block.values());
                 for e in 0..len {
                     for a in 0..na {
-                        self.head_lg[a] = logits[a * BLOCK + e];
+                        self.head_lg[a] = logits[a * w + e];
                     }
                     log_softmax(&self.head_lg, &mut self.head_lp);
                     let s = base + b0 + e;

@@ -3,6 +3,11 @@
 //! observations need no transpose, and each dense layer is a register-blocked micro-kernel:
 //! 2 x 16 envs by 8 outputs of accumulators, weights broadcast from the row-major `W[k][j]`.
 //! Activations of a block stay in L1; the policy head and the sampling run on the block.
+//!
+//! A block of at most [`HALF_BLOCK`] live envs (a small run's only block, a chunk's last one,
+//! a few truncated states) runs at half width: the same tiles on one vector of envs instead of
+//! two, so half the work. Every lane does the same operations in the same order at either
+//! width, so the results do not depend on it.
 
 use super::simd::SimdLevel;
 use crate::layout::{LayerLayout, ParamLayout};
@@ -10,14 +15,18 @@ use crate::math::tanh;
 
 /// Envs per block: two AVX-512 registers of lanes.
 pub(crate) const BLOCK: usize = 32;
+/// Envs per half-width block: one AVX-512 register of lanes.
+pub(crate) const HALF_BLOCK: usize = BLOCK / 2;
 
-/// Feature-major buffers of one block: the input and every layer's output.
+/// Feature-major buffers of one block: the input and every layer's output, each
+/// `[features][width]` for the current [`BlockNet::width`].
 #[derive(Debug, Clone)]
 pub(crate) struct BlockNet {
-    /// Input `[obs_dim][BLOCK]`.
+    /// Input `[obs_dim][width]`.
     pub input: Vec<f32>,
     actor: Vec<Vec<f32>>,
     critic: Vec<Vec<f32>>,
+    width: usize,
 }
 
 impl BlockNet {
@@ -32,26 +41,37 @@ impl BlockNet {
             input: vec![0.0; layout.shape.obs_dim * BLOCK],
             actor: bufs(&layout.actor),
             critic: bufs(&layout.critic),
+            width: BLOCK,
         }
+    }
+
+    /// Sizes the block for `live` envs (at most [`BLOCK`]): [`HALF_BLOCK`] lanes when they fit,
+    /// else [`BLOCK`]. Returns the width, the stride of `input` and of the outputs until the
+    /// next call.
+    pub fn fit(&mut self, live: usize) -> usize {
+        debug_assert!(live <= BLOCK, "{live} envs in one block");
+        self.width = if live <= HALF_BLOCK { HALF_BLOCK } else { BLOCK };
+        self.width
     }
 
     /// Forward of the critic, and of the actor when `actor` is set, on the whole block
     /// (lanes past the live envs compute garbage that nobody reads).
     pub fn forward(&mut self, layout: &ParamLayout, params: &[f32], simd: SimdLevel, actor: bool) {
+        let width = self.width;
         if actor {
-            mlp(&layout.actor, params, &self.input, &mut self.actor, simd);
+            mlp(&layout.actor, params, &self.input, &mut self.actor, simd, width);
         }
-        mlp(&layout.critic, params, &self.input, &mut self.critic, simd);
+        mlp(&layout.critic, params, &self.input, &mut self.critic, simd, width);
     }
 
-    /// Logits of the last actor forward, `[n_actions][BLOCK]`.
+    /// Logits of the last actor forward, `[n_actions][width]`.
     pub fn logits(&self) -> &[f32] {
         &self.actor[self.actor.len() - 1]
     }
 
-    /// Values of the last forward, `[BLOCK]`.
+    /// Values of the last forward, `[width]`.
     pub fn values(&self) -> &[f32] {
-        &self.critic[self.critic.len() - 1][..BLOCK]
+        &self.critic[self.critic.len() - 1][..self.width]
     }
 }
 
@@ -61,6 +81,7 @@ fn mlp(
     input: &[f32],
     acts: &mut [Vec<f32>],
     simd: SimdLevel,
+    width: usize,
 ) {
     for (l, layer) in layers.iter().enumerate() {
         let (prev, cur) = acts.split_at_mut(l);
@@ -76,11 +97,13 @@ fn mlp(
             x,
             &mut cur[0],
             l + 1 < layers.len(),
+            width,
         );
     }
 }
 
-/// `y[j][e] = act(b[j] + sum_k x[k][e] * w[k][j])` for one block.
+/// `y[j][e] = act(b[j] + sum_k x[k][e] * w[k][j])` for one block of `width` envs
+/// ([`BLOCK`] or [`HALF_BLOCK`]); `x` is `[fi][width]`, `y` is `[fo][width]`.
 #[allow(clippy::too_many_arguments)]
 fn dense(
     simd: SimdLevel,
@@ -91,36 +114,64 @@ fn dense(
     x: &[f32],
     y: &mut [f32],
     act: bool,
+    width: usize,
 ) {
     assert!(
-        w.len() >= fi * fo && b.len() >= fo && x.len() >= fi * BLOCK && y.len() >= fo * BLOCK,
-        "dense: buffers too short for {fi} -> {fo}"
+        (width == BLOCK || width == HALF_BLOCK)
+            && w.len() >= fi * fo
+            && b.len() >= fo
+            && x.len() >= fi * width
+            && y.len() >= fo * width,
+        "dense: buffers too short for {fi} -> {fo} at width {width}"
     );
+    let half = width == HALF_BLOCK;
     match simd {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: the assert above covers every index the kernel touches; an `Avx512` level
-        // exists only where `SimdLevel::is_supported` confirmed the features.
-        SimdLevel::Avx512 => unsafe { avx512::dense(fi, fo, w, b, x, y, act) },
+        // SAFETY: the assert above covers every index the kernel touches (`width` lanes of
+        // each of `fi` input and `fo` output rows); an `Avx512` level exists only where
+        // `SimdLevel::is_supported` confirmed the features.
+        SimdLevel::Avx512 => unsafe {
+            if half {
+                avx512::dense::<1>(fi, fo, w, b, x, y, act)
+            } else {
+                avx512::dense::<2>(fi, fo, w, b, x, y, act)
+            }
+        },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above, for the `Avx2` level.
-        SimdLevel::Avx2 => unsafe { avx2::dense(fi, fo, w, b, x, y, act) },
-        _ => dense_portable(fi, fo, w, b, x, y, act),
+        SimdLevel::Avx2 => unsafe {
+            if half {
+                avx2::dense::<2>(fi, fo, w, b, x, y, act)
+            } else {
+                avx2::dense::<4>(fi, fo, w, b, x, y, act)
+            }
+        },
+        _ if half => dense_portable::<HALF_BLOCK>(fi, fo, w, b, x, y, act),
+        _ => dense_portable::<BLOCK>(fi, fo, w, b, x, y, act),
     }
 }
 
-/// Plain loops, summing in `k` order then adding the bias, as `reference::dense` does: the
-/// result equals the reference bit for bit.
-fn dense_portable(fi: usize, fo: usize, w: &[f32], b: &[f32], x: &[f32], y: &mut [f32], act: bool) {
+/// Plain loops on `W` lanes, summing in `k` order then adding the bias, as `reference::dense`
+/// does: the result equals the reference bit for bit.
+fn dense_portable<const W: usize>(
+    fi: usize,
+    fo: usize,
+    w: &[f32],
+    b: &[f32],
+    x: &[f32],
+    y: &mut [f32],
+    act: bool,
+) {
     for j in 0..fo {
-        let mut acc = [0.0f32; BLOCK];
+        let mut acc = [0.0f32; W];
         for k in 0..fi {
             let wk = w[k * fo + j];
-            let xr = &x[k * BLOCK..(k + 1) * BLOCK];
+            let xr = &x[k * W..(k + 1) * W];
             for (a, &xv) in acc.iter_mut().zip(xr) {
                 *a += xv * wk;
             }
         }
-        let yr = &mut y[j * BLOCK..(j + 1) * BLOCK];
+        let yr = &mut y[j * W..(j + 1) * W];
         for (o, &a) in yr.iter_mut().zip(&acc) {
             let v = b[j] + a;
             *o = if act { tanh(v) } else { v };
@@ -132,12 +183,12 @@ fn dense_portable(fi: usize, fo: usize, w: &[f32], b: &[f32], x: &[f32], y: &mut
 mod avx512 {
     use core::arch::x86_64::*;
 
-    use super::BLOCK;
     use crate::math::tanh_avx512;
 
-    /// Tiles of 8 outputs, then 4, 2, 1 for the remainder (output layers have 1 or 2).
+    /// Blocks of `16 * H` envs (`H` = 2: [`super::BLOCK`], 1: [`super::HALF_BLOCK`]). Tiles
+    /// of 8 outputs, then 4, 2, 1 for the remainder (output layers have 1 or 2).
     #[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl,avx2,fma")]
-    pub(super) unsafe fn dense(
+    pub(super) unsafe fn dense<const H: usize>(
         fi: usize,
         fo: usize,
         w: &[f32],
@@ -149,29 +200,30 @@ mod avx512 {
         let (w, b, x, y) = (w.as_ptr(), b.as_ptr(), x.as_ptr(), y.as_mut_ptr());
         let mut j = 0;
         while j + 8 <= fo {
-            tile::<8, 1>(fi, fo, j, w, b, x, y, act);
+            tile::<8, 1, H>(fi, fo, j, w, b, x, y, act);
             j += 8;
         }
         if j + 4 <= fo {
-            tile::<4, 2>(fi, fo, j, w, b, x, y, act);
+            tile::<4, 2, H>(fi, fo, j, w, b, x, y, act);
             j += 4;
         }
         if j + 2 <= fo {
-            tile::<2, 4>(fi, fo, j, w, b, x, y, act);
+            tile::<2, 4, H>(fi, fo, j, w, b, x, y, act);
             j += 2;
         }
         if j < fo {
-            tile::<1, 8>(fi, fo, j, w, b, x, y, act);
+            tile::<1, 8, H>(fi, fo, j, w, b, x, y, act);
         }
     }
 
-    /// Outputs `j0..j0 + J` of the block: `J x 2` accumulator registers per `k` partial sum;
+    /// Outputs `j0..j0 + J` of the block: `J x H` accumulator registers per `k` partial sum;
     /// narrow tiles split `k` over `KS` partial sums so enough FMA chains run in parallel to
-    /// hide the FMA latency. Partial sums are added in order, then the bias.
+    /// hide the FMA latency. Partial sums are added in order, then the bias. Each lane's
+    /// operations do not depend on `H`.
     #[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl,avx2,fma")]
     #[inline]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn tile<const J: usize, const KS: usize>(
+    unsafe fn tile<const J: usize, const KS: usize, const H: usize>(
         fi: usize,
         fo: usize,
         j0: usize,
@@ -181,35 +233,36 @@ mod avx512 {
         y: *mut f32,
         act: bool,
     ) {
-        let mut acc = [[[_mm512_setzero_ps(); 2]; J]; KS];
+        let width = 16 * H;
+        let mut acc = [[[_mm512_setzero_ps(); H]; J]; KS];
+        let step = |part: &mut [[__m512; H]; J], k: usize| {
+            let xr = x.add(k * width);
+            let mut xv = [_mm512_setzero_ps(); H];
+            for (h, v) in xv.iter_mut().enumerate() {
+                *v = _mm512_loadu_ps(xr.add(16 * h));
+            }
+            let wr = w.add(k * fo + j0);
+            for (jj, a) in part.iter_mut().enumerate() {
+                let wv = _mm512_set1_ps(*wr.add(jj));
+                for (av, &xh) in a.iter_mut().zip(&xv) {
+                    *av = _mm512_fmadd_ps(xh, wv, *av);
+                }
+            }
+        };
         let mut k = 0;
         while k + KS <= fi {
             for (s, part) in acc.iter_mut().enumerate() {
-                let xr = x.add((k + s) * BLOCK);
-                let (x0, x1) = (_mm512_loadu_ps(xr), _mm512_loadu_ps(xr.add(16)));
-                let wr = w.add((k + s) * fo + j0);
-                for (jj, a) in part.iter_mut().enumerate() {
-                    let wv = _mm512_set1_ps(*wr.add(jj));
-                    a[0] = _mm512_fmadd_ps(x0, wv, a[0]);
-                    a[1] = _mm512_fmadd_ps(x1, wv, a[1]);
-                }
+                step(part, k + s);
             }
             k += KS;
         }
         while k < fi {
-            let xr = x.add(k * BLOCK);
-            let (x0, x1) = (_mm512_loadu_ps(xr), _mm512_loadu_ps(xr.add(16)));
-            let wr = w.add(k * fo + j0);
-            for (jj, a) in acc[0].iter_mut().enumerate() {
-                let wv = _mm512_set1_ps(*wr.add(jj));
-                a[0] = _mm512_fmadd_ps(x0, wv, a[0]);
-                a[1] = _mm512_fmadd_ps(x1, wv, a[1]);
-            }
+            step(&mut acc[0], k);
             k += 1;
         }
         for jj in 0..J {
             let bias = _mm512_set1_ps(*b.add(j0 + jj));
-            for h in 0..2 {
+            for h in 0..H {
                 let mut v = acc[0][jj][h];
                 for part in &acc[1..] {
                     v = _mm512_add_ps(v, part[jj][h]);
@@ -218,7 +271,7 @@ mod avx512 {
                 if act {
                     v = tanh_avx512(v);
                 }
-                _mm512_storeu_ps(y.add((j0 + jj) * BLOCK + 16 * h), v);
+                _mm512_storeu_ps(y.add((j0 + jj) * width + 16 * h), v);
             }
         }
     }
@@ -228,17 +281,15 @@ mod avx512 {
 mod avx2 {
     use core::arch::x86_64::*;
 
-    use super::BLOCK;
     use crate::math::tanh_avx2;
 
-    /// Vectors of 8 lanes per block.
-    const H: usize = BLOCK / 8;
-
-    /// Tiles of 2 outputs (8 accumulators: 2 outputs x 4 vectors, enough independent FMA
-    /// chains for two pipes of 4-cycle FMAs within 16 registers), then 1 with the inputs split
-    /// over 2 partial sums.
+    /// Blocks of `8 * H` envs (`H` = 4: [`super::BLOCK`], 2: [`super::HALF_BLOCK`]). Tiles of
+    /// `8 / H` outputs (8 accumulators, enough independent FMA chains for two pipes of 4-cycle
+    /// FMAs within 16 registers), then 2, then a last odd output with the inputs split over 2
+    /// partial sums. Every output but that last one sums in one chain at either width, so
+    /// each lane's operations do not depend on `H`.
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn dense(
+    pub(super) unsafe fn dense<const H: usize>(
         fi: usize,
         fo: usize,
         w: &[f32],
@@ -249,12 +300,18 @@ mod avx2 {
     ) {
         let (w, b, x, y) = (w.as_ptr(), b.as_ptr(), x.as_ptr(), y.as_mut_ptr());
         let mut j = 0;
+        if H <= 2 {
+            while j + 4 <= fo {
+                tile::<4, 1, H>(fi, fo, j, w, b, x, y, act);
+                j += 4;
+            }
+        }
         while j + 2 <= fo {
-            tile::<2, 1>(fi, fo, j, w, b, x, y, act);
+            tile::<2, 1, H>(fi, fo, j, w, b, x, y, act);
             j += 2;
         }
         if j < fo {
-            tile::<1, 2>(fi, fo, j, w, b, x, y, act);
+            tile::<1, 2, H>(fi, fo, j, w, b, x, y, act);
         }
     }
 
@@ -263,7 +320,7 @@ mod avx2 {
     #[target_feature(enable = "avx2,fma")]
     #[inline]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn tile<const J: usize, const KS: usize>(
+    unsafe fn tile<const J: usize, const KS: usize, const H: usize>(
         fi: usize,
         fo: usize,
         j0: usize,
@@ -273,9 +330,10 @@ mod avx2 {
         y: *mut f32,
         act: bool,
     ) {
+        let width = 8 * H;
         let mut acc = [[[_mm256_setzero_ps(); H]; J]; KS];
         let step = |part: &mut [[__m256; H]; J], k: usize| {
-            let xr = x.add(k * BLOCK);
+            let xr = x.add(k * width);
             let wr = w.add(k * fo + j0);
             for (jj, a) in part.iter_mut().enumerate() {
                 let wv = _mm256_set1_ps(*wr.add(jj));
@@ -306,7 +364,7 @@ mod avx2 {
                 if act {
                     v = tanh_avx2(v);
                 }
-                _mm256_storeu_ps(y.add((j0 + jj) * BLOCK + 8 * h), v);
+                _mm256_storeu_ps(y.add((j0 + jj) * width + 8 * h), v);
             }
         }
     }
@@ -319,8 +377,10 @@ mod tests {
     use crate::reference::{forward, init_params};
     use crate::NetShape;
 
-    /// Runs the block forward on `rows` observations and compares with `reference::forward`:
-    /// the portable level must match bit for bit, AVX-512 (FMA sums) within 1e-5 relative.
+    /// Runs the block forward on a full block of observations and compares with
+    /// `reference::forward`: the portable level must match bit for bit, the FMA levels within
+    /// 1e-5 relative. Then runs the first [`HALF_BLOCK`] of them at half width, which must
+    /// give the full block's bits on every level.
     fn check(hidden: Vec<usize>, n_actions: usize, simd: SimdLevel) {
         let shape = NetShape {
             obs_dim: 4,
@@ -347,18 +407,27 @@ mod tests {
                 ]
             })
             .collect();
-        for (e, o) in obs.iter().enumerate() {
-            for (k, &v) in o.iter().enumerate() {
-                net.input[k * BLOCK + e] = v;
+        let run = |net: &mut BlockNet, live: usize| -> Vec<(u32, Vec<u32>)> {
+            let w = net.fit(live);
+            assert_eq!(w, if live <= HALF_BLOCK { HALF_BLOCK } else { BLOCK }, "width for {live}");
+            for (e, o) in obs[..live].iter().enumerate() {
+                for (k, &v) in o.iter().enumerate() {
+                    net.input[k * w + e] = v;
+                }
             }
-        }
-        net.forward(&layout, &params, simd, true);
-        for (e, o) in obs.iter().enumerate() {
+            net.forward(&layout, &params, simd, true);
+            (0..live)
+                .map(|e| {
+                    let l = (0..n_actions).map(|a| net.logits()[a * w + e].to_bits()).collect();
+                    (net.values()[e].to_bits(), l)
+                })
+                .collect()
+        };
+        let full = run(&mut net, BLOCK);
+        for (e, (o, (got_v, got_l))) in obs.iter().zip(&full).enumerate() {
             let (logits, value) = forward(&layout, &params, o);
-            let got_v = net.values()[e];
-            let got_l: Vec<f32> = (0..n_actions)
-                .map(|a| net.logits()[a * BLOCK + e])
-                .collect();
+            let got_v = f32::from_bits(*got_v);
+            let got_l: Vec<f32> = got_l.iter().map(|&b| f32::from_bits(b)).collect();
             if simd == SimdLevel::Portable {
                 assert_eq!(got_v.to_bits(), value.to_bits(), "value of row {e}");
                 assert_eq!(got_l, logits, "logits of row {e}");
@@ -375,6 +444,10 @@ mod tests {
                 }
             }
         }
+        for live in [HALF_BLOCK, 5] {
+            let half = run(&mut net, live);
+            assert_eq!(half[..], full[..live], "{}: half-width block of {live}", simd.name());
+        }
     }
 
     #[test]
@@ -388,6 +461,7 @@ mod tests {
             // Widths that exercise every tile (8, 4, 2, 1) and a k remainder.
             check(vec![15, 7], 3, simd);
             check(vec![1], 5, simd);
+            check(vec![6, 5], 1, simd);
         }
     }
 }
