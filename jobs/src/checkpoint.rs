@@ -16,6 +16,7 @@
 use std::io::Write;
 use std::path::Path;
 
+use drover_kernels::cpu::{SimdLevel, SIMD_ENV};
 use drover_kernels::{Engine, EngineState};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -59,6 +60,56 @@ pub struct Checkpoint {
     /// The plugin's state, when it exports `drover.plugin_state`. Format 2.
     #[serde(default)]
     pub plugin_state: Option<PluginStateRecord>,
+    /// What computed the run's floats up to here, as far as their bits depend on it:
+    /// `cpu/avx512`, `cpu/avx2`, `cpu/portable` or `cuda` ([`compute_of`]); a resume goes on
+    /// the same way where it can ([`resume_level`]). Absent in checkpoints of earlier
+    /// drover-jobs, which older ones ignore, so the format stays 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compute: Option<String>,
+}
+
+/// The [`Checkpoint::compute`] of `engine`.
+pub fn compute_of(engine: &dyn Engine) -> String {
+    match engine.simd_level() {
+        Some(level) => format!("cpu/{}", level.name()),
+        None => format!("{:?}", engine.device()).to_ascii_lowercase(),
+    }
+}
+
+/// What a resumed job does about the level its checkpoint was computed at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResumeLevel {
+    /// Nothing to do: the same level, or nothing recorded.
+    Same,
+    /// Switch the CPU engine to the checkpoint's level, which this CPU runs.
+    Switch(SimdLevel),
+    /// Go on as it is: the resumed run is then not bit for bit the uninterrupted one, and the
+    /// job logs this reason.
+    Differs(String),
+}
+
+/// Decides [`ResumeLevel`] for a checkpoint computed at `recorded` ([`compute_of`]) and an
+/// engine computing at `current`; `pinned`: `DROVER_SIMD` names a level, which wins.
+pub fn resume_level(recorded: Option<&str>, current: &str, pinned: bool) -> ResumeLevel {
+    let Some(recorded) = recorded else { return ResumeLevel::Same };
+    if recorded == current {
+        return ResumeLevel::Same;
+    }
+    let differs = |why: String| {
+        ResumeLevel::Differs(format!(
+            "the checkpoint was computed on `{recorded}`, this attempt computes on `{current}` ({why}): the run goes on, \
+             but not bit for bit as it would have uninterrupted"
+        ))
+    };
+    let level = recorded.strip_prefix("cpu/").map(SimdLevel::from_name);
+    match level {
+        _ if !current.starts_with("cpu/") => differs("another device".into()),
+        None => differs("another device".into()),
+        Some(None) => differs("a level this drover-job does not know".into()),
+        Some(Some(_)) if pinned => differs(format!("{SIMD_ENV} pins it")),
+        Some(Some(level)) if level.is_supported() => ResumeLevel::Switch(level),
+        Some(Some(_)) => differs("this CPU cannot run the checkpoint's level".into()),
+    }
 }
 
 /// A plugin's state in `checkpoint.json`: the bytes of its `save_state`, whatever their format
@@ -113,6 +164,8 @@ pub struct RunState {
     pub next_group_sizes: Vec<u32>,
     /// The plugin's state, when it has a state table.
     pub plugin_state: Option<PluginStateRecord>,
+    /// [`Checkpoint::compute`].
+    pub compute: Option<String>,
 }
 
 impl Checkpoint {
@@ -268,6 +321,7 @@ pub fn take(
         perm: state.perm,
         next_group_sizes: state.next_group_sizes,
         plugin_state: state.plugin_state,
+        compute: state.compute,
         rows: rows.iter().map(encode_row).collect::<Result<_, _>>().map_err(|reason| JobError::Checkpoint {
             path: dir.join(CHECKPOINT_JSON),
             reason,
@@ -572,9 +626,11 @@ mod tests {
             rows: Vec::new(),
             next_group_sizes: Vec::new(),
             plugin_state: None,
+            compute: Some("cpu/avx2".into()),
         };
         save(dir.path(), &ck).unwrap();
-        assert_eq!(load(dir.path(), "a").unwrap().unwrap().perm, vec![1, 0]);
+        let back = load(dir.path(), "a").unwrap().unwrap();
+        assert_eq!((back.perm, back.compute.as_deref()), (vec![1, 0], Some("cpu/avx2")));
         let err = load(dir.path(), "b").unwrap_err().to_string();
         assert!(err.contains("belongs to run a, not b"), "{err}");
         let text = std::fs::read_to_string(dir.path().join(CHECKPOINT_JSON)).unwrap();
@@ -616,9 +672,36 @@ mod tests {
         std::fs::write(dir.path().join(CHECKPOINT_JSON), v1.to_string()).unwrap();
         let ck = load(dir.path(), "a").unwrap().expect("a format-1 checkpoint loads");
         assert_eq!((ck.format_version, ck.iteration, ck.perm.clone()), (1, 1, vec![2, 0, 1]));
-        assert_eq!(ck.plugin_state, None);
+        assert_eq!((ck.plugin_state.clone(), ck.compute.clone()), (None, None));
         assert!(ck.next_group_sizes.is_empty());
         assert_eq!(ck.metrics_rows().unwrap()[0].lr, 0.1);
+    }
+
+    /// The level a resume takes: the checkpoint's where this CPU runs it and `DROVER_SIMD`
+    /// does not pin another; otherwise the current one, with the reason the run is no longer
+    /// bit for bit.
+    #[test]
+    fn a_resume_goes_on_at_the_checkpoints_level_where_it_can() {
+        use ResumeLevel::{Differs, Same, Switch};
+        assert_eq!(resume_level(None, "cpu/avx512", false), Same);
+        assert_eq!(resume_level(Some("cpu/avx2"), "cpu/avx2", true), Same);
+        assert_eq!(resume_level(Some("cuda"), "cuda", false), Same);
+        assert_eq!(resume_level(Some("cpu/portable"), "cpu/avx512", false), Switch(SimdLevel::Portable));
+        let why = |r: ResumeLevel| match r {
+            Differs(why) => why,
+            other => panic!("expected a reason, got {other:?}"),
+        };
+        let pinned = why(resume_level(Some("cpu/portable"), "cpu/avx2", true));
+        assert!(pinned.contains("`cpu/portable`") && pinned.contains("`cpu/avx2`") && pinned.contains("DROVER_SIMD pins it"), "{pinned}");
+        assert!(pinned.contains("not bit for bit"), "{pinned}");
+        assert!(why(resume_level(Some("cuda"), "cpu/avx2", false)).contains("another device"));
+        assert!(why(resume_level(Some("cpu/avx2"), "cuda", false)).contains("another device"));
+        assert!(why(resume_level(Some("cpu/sve2"), "cpu/avx2", false)).contains("does not know"));
+        // A level this CPU lacks (where one exists here).
+        if let Some(missing) = SimdLevel::ALL.into_iter().find(|l| !l.is_supported()) {
+            let r = resume_level(Some(&format!("cpu/{}", missing.name())), "cpu/portable", false);
+            assert!(why(r).contains("this CPU cannot run"));
+        }
     }
 
     #[test]
@@ -638,6 +721,7 @@ mod tests {
             rows: Vec::new(),
             next_group_sizes: vec![3, 0, 5],
             plugin_state: Some(record.clone()),
+            compute: None,
         };
         save(dir.path(), &ck).unwrap();
         let back = load(dir.path(), "a").unwrap().unwrap();

@@ -165,6 +165,18 @@ pub fn run(
             }
             let own = checkpoint::rank_engine_state(EngineState::from(&ck.engine), trainer.num_envs, trainer.env_offset, trainer.local_envs)
                 .map_err(|reason| JobError::Checkpoint { path: out_dir.join(checkpoint::CHECKPOINT_JSON), reason })?;
+            match checkpoint::resume_level(
+                ck.compute.as_deref(),
+                &checkpoint::compute_of(engine.as_ref()),
+                drover_kernels::cpu::SimdLevel::pinned_by_env(),
+            ) {
+                checkpoint::ResumeLevel::Same => {}
+                checkpoint::ResumeLevel::Switch(level) => {
+                    engine.set_simd_level(level)?;
+                    tracing::info!(run = %spec.run_id, rank, cpu_simd = level.name(), "resuming at the checkpoint's CPU level, so the run continues bit for bit");
+                }
+                checkpoint::ResumeLevel::Differs(why) => tracing::warn!(run = %spec.run_id, rank, "{why}"),
+            }
             engine.load_state(&own)?;
             trainer.perm.clone_from(&ck.perm);
             restored_rows = ck.metrics_rows().map_err(|reason| JobError::Checkpoint {
@@ -221,7 +233,12 @@ pub fn run(
                             Some(ext) => Some(PluginStateRecord::new(&info.name, &info.version, &algo.save_state(ext)?)),
                             None => None,
                         };
-                        let state = RunState { perm: trainer.perm.clone(), next_group_sizes: next_group_sizes.clone(), plugin_state };
+                        let state = RunState {
+                            perm: trainer.perm.clone(),
+                            next_group_sizes: next_group_sizes.clone(),
+                            plugin_state,
+                            compute: Some(checkpoint::compute_of(engine.as_ref())),
+                        };
                         checkpoint::take(out_dir, &spec.run_id, iteration - 1, &engine_state, state, rows, wall)
                     };
                     let written = if rank == 0 { write() } else { Ok(()) };

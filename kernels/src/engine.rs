@@ -188,6 +188,21 @@ pub trait Engine: Send {
     fn save_state(&self) -> Result<EngineState, KernelError> {
         Err(KernelError::InvalidConfig(format!("checkpointing is unsupported on the {:?} engine", self.device())))
     }
+    /// CPU engines: the instruction-set level their kernels run at. The bits of a run depend
+    /// on it (FMA sums differ in the last place between levels), so a checkpoint records it
+    /// and a resume goes on at the same level. Other engines keep the default, `None`.
+    fn simd_level(&self) -> Option<crate::cpu::SimdLevel> {
+        None
+    }
+    /// CPU engines: runs the kernels at `level` from now on; an error when this CPU cannot.
+    /// Other engines keep the default, an error saying so.
+    fn set_simd_level(&mut self, level: crate::cpu::SimdLevel) -> Result<(), KernelError> {
+        Err(KernelError::InvalidConfig(format!(
+            "the {:?} engine has no CPU instruction-set level (asked for `{}`)",
+            self.device(),
+            level.name()
+        )))
+    }
     /// Restores a [`Engine::save_state`] snapshot taken by an engine of the same configuration
     /// (any device or thread count); the next `rollout` continues as if never interrupted.
     fn load_state(&mut self, state: &EngineState) -> Result<(), KernelError> {

@@ -394,48 +394,97 @@ fn local_status_shows_progress_and_cancel_stops_the_drover_run() {
     assert!(!wrong.status.success() && said.contains("is not a drover results directory (no `sweep.json`)"), "{said}");
 }
 
-/// A local run stopped part-way (Ctrl-C, `drover cancel`) checkpoints, and the next `drover run`
-/// resumes it from that checkpoint instead of starting over: same attempt directory, a new
-/// attempt's logs, and metrics equal row by row to an uninterrupted run's.
-#[test]
-fn a_stopped_local_run_resumes_from_its_checkpoint_exactly() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    // 400 iterations of 512 steps: a few seconds, long enough to stop in the middle.
-    let sweep = write_sweep(
-        tmp.path(),
+/// The sweep of the resume tests: 400 iterations of 512 steps, a few seconds, long enough to
+/// stop in the middle.
+fn resume_sweep(dir: &Path) -> PathBuf {
+    write_sweep(
+        dir,
         "name = \"resume\"\n[run]\nenv = \"CartPole-v1\"\nplugin = \"ppo\"\nnum_envs = 8\nnum_steps = 64\n\
          total_steps = 204800\n[sweep]\nseeds = [4]\n",
-    );
-    let whole = tmp.path().join("whole");
-    run_ok(drover().arg("run").arg(&sweep).arg("--results").arg(&whole));
-    let expected = drover_tests::untimed(&drover_tests::metrics_rows(&run_dirs(&whole)[0]));
-    assert_eq!(expected.len(), 400);
+    )
+}
 
-    let results = tmp.path().join("stopped");
-    let mut driver = drover().arg("run").arg(&sweep).arg("--results").arg(&results).stderr(std::process::Stdio::null()).spawn().expect("spawn");
+/// `drover run` on `sweep`, with `DROVER_SIMD` set to `simd` or removed.
+fn drover_run(sweep: &Path, results: &Path, simd: Option<&str>) -> std::process::Command {
+    let mut cmd = drover();
+    cmd.arg("run").arg(sweep).arg("--results").arg(results);
+    match simd {
+        Some(level) => cmd.env("DROVER_SIMD", level),
+        None => cmd.env_remove("DROVER_SIMD"),
+    };
+    cmd
+}
+
+/// Starts the run of `sweep` into `results`, stops it with `drover cancel` once 20 iterations
+/// are written, and returns its directory and the iteration its checkpoint holds.
+fn stop_part_way(sweep: &Path, results: &Path, simd: Option<&str>) -> (PathBuf, u64) {
+    let mut driver = drover_run(sweep, results, simd).stderr(std::process::Stdio::null()).spawn().expect("spawn");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     let run = loop {
-        let runs = if results.join("runs").is_dir() { run_dirs(&results) } else { Vec::new() };
+        let runs = if results.join("runs").is_dir() { run_dirs(results) } else { Vec::new() };
         if let Some(run) = runs.into_iter().next().filter(|r| drover_tests::metrics_rows_so_far(r).len() >= 20) {
             break run;
         }
         assert!(std::time::Instant::now() < deadline, "the run never got going");
         std::thread::sleep(std::time::Duration::from_millis(20));
     };
-    run_ok(drover().arg("cancel").arg(&results));
+    run_ok(drover().arg("cancel").arg(results));
     assert_eq!(driver.wait().expect("wait").code(), Some(130));
     let exit = read_json(&run.join("exit.json"));
     assert_eq!(exit["status"], "cancelled", "{exit}");
     let at = read_json(&run.join("checkpoint.json"))["iteration"].as_u64().expect("a checkpoint was written");
     assert!((20..400).contains(&at), "stopped part-way, at iteration {at}");
+    (run, at)
+}
 
-    let again = run_ok(drover().arg("run").arg(&sweep).arg("--results").arg(&results));
+/// A local run stopped part-way (Ctrl-C, `drover cancel`) checkpoints, and the next `drover run`
+/// resumes it from that checkpoint instead of starting over: same attempt directory, a new
+/// attempt's logs, and metrics equal row by row to an uninterrupted run's.
+#[test]
+fn a_stopped_local_run_resumes_from_its_checkpoint_exactly() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let sweep = resume_sweep(tmp.path());
+    let whole = tmp.path().join("whole");
+    run_ok(&mut drover_run(&sweep, &whole, None));
+    let expected = drover_tests::untimed(&drover_tests::metrics_rows(&run_dirs(&whole)[0]));
+    assert_eq!(expected.len(), 400);
+
+    let results = tmp.path().join("stopped");
+    let (run, at) = stop_part_way(&sweep, &results, None);
+    let again = run_ok(&mut drover_run(&sweep, &results, None));
     let said = String::from_utf8_lossy(&again.stderr);
     assert!(said.contains(&format!("resume: {}", run.file_name().and_then(|n| n.to_str()).expect("id"))) && said.contains(&format!("iteration {at}")), "{said}");
     let log = std::fs::read_to_string(run.join("attempt-2.stderr.log")).expect("a second attempt's log");
     assert!(log.contains("resumed from checkpoint"), "{log}");
+    assert!(!log.contains("not bit for bit"), "{log}");
     assert!(!run.join("attempt-1").exists(), "nothing was archived: the run went on in place");
     assert_eq!(read_json(&run.join("exit.json"))["status"], "completed");
     assert!(!run.join("checkpoint.json").exists(), "the checkpoint goes once the run completes");
     assert_eq!(drover_tests::untimed(&drover_tests::metrics_rows(&run)), expected, "resumed exactly");
+}
+
+/// A run checkpointed at one CPU instruction-set level (here `portable`, through `DROVER_SIMD`)
+/// resumes at that level on a CPU that runs it, even when the next attempt would pick a wider
+/// one (a requeue onto another node type): its metrics equal an uninterrupted run's at that
+/// level row by row.
+#[test]
+fn a_resumed_run_goes_on_at_its_checkpoints_cpu_level() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let sweep = resume_sweep(tmp.path());
+    let whole = tmp.path().join("whole");
+    run_ok(&mut drover_run(&sweep, &whole, Some("portable")));
+    let expected = drover_tests::untimed(&drover_tests::metrics_rows(&run_dirs(&whole)[0]));
+    assert_eq!(expected.len(), 400);
+
+    let results = tmp.path().join("stopped");
+    let (run, _) = stop_part_way(&sweep, &results, Some("portable"));
+    assert_eq!(read_json(&run.join("checkpoint.json"))["compute"], "cpu/portable");
+    run_ok(&mut drover_run(&sweep, &results, None));
+    let log = std::fs::read_to_string(run.join("attempt-2.stderr.log")).expect("a second attempt's log");
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        assert!(log.contains("resuming at the checkpoint's CPU level") && log.contains("cpu_simd=\"portable\""), "{log}");
+    }
+    assert!(!log.contains("not bit for bit"), "{log}");
+    assert_eq!(drover_tests::untimed(&drover_tests::metrics_rows(&run)), expected, "resumed exactly at the checkpoint's level");
 }

@@ -356,18 +356,21 @@ impl CpuEngine {
     /// Chooses the instruction set of the hot loops (tests and benchmarks compare levels);
     /// an error when this CPU cannot run `level`.
     pub fn set_simd_level(&mut self, level: SimdLevel) -> Result<(), KernelError> {
-        if !level.is_supported() {
-            return Err(KernelError::InvalidConfig(format!(
-                "this CPU does not support the `{}` instruction set",
-                level.name()
-            )));
-        }
+        level.require()?;
         self.simd = level;
         Ok(())
     }
 }
 
 impl Engine for CpuEngine {
+    fn simd_level(&self) -> Option<SimdLevel> {
+        Some(self.simd)
+    }
+
+    fn set_simd_level(&mut self, level: SimdLevel) -> Result<(), KernelError> {
+        CpuEngine::set_simd_level(self, level)
+    }
+
     fn device(&self) -> DeviceKind {
         DeviceKind::Cpu
     }

@@ -45,6 +45,12 @@ impl SimdLevel {
             .map_err(|reason| KernelError::InvalidConfig(format!("environment variable `{SIMD_ENV}`: {reason}")))
     }
 
+    /// Whether [`SIMD_ENV`] names a level (rather than being unset, empty or `auto`): the
+    /// user's choice, which a resumed run keeps over its checkpoint's level.
+    pub fn pinned_by_env() -> bool {
+        std::env::var(SIMD_ENV).is_ok_and(|v| !matches!(v.trim(), "" | "auto"))
+    }
+
     /// `auto` (or empty): the best supported level; a level's name: that level, if this CPU
     /// can run it. The error says why not.
     pub fn parse(value: &str) -> Result<Self, String> {
@@ -58,6 +64,18 @@ impl SimdLevel {
             Ok(level)
         } else {
             Err(format!("this CPU cannot run the `{v}` instruction set"))
+        }
+    }
+
+    /// `Ok` when this CPU can run the level, else an error naming it.
+    pub fn require(self) -> Result<(), KernelError> {
+        if self.is_supported() {
+            Ok(())
+        } else {
+            Err(KernelError::InvalidConfig(format!(
+                "this CPU cannot run the `{}` instruction set",
+                self.name()
+            )))
         }
     }
 

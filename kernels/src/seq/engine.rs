@@ -338,6 +338,16 @@ impl SeqEngine {
 }
 
 impl Engine for SeqEngine {
+    fn simd_level(&self) -> Option<SimdLevel> {
+        Some(self.simd)
+    }
+
+    fn set_simd_level(&mut self, level: SimdLevel) -> Result<(), KernelError> {
+        level.require()?;
+        self.simd = level;
+        Ok(())
+    }
+
     fn device(&self) -> DeviceKind {
         DeviceKind::Cpu
     }
