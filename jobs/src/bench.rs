@@ -403,9 +403,9 @@ fn si(v: f64) -> String {
 mod tests {
     use super::*;
 
-    #[test]
-    fn json_records_cover_every_figure_with_positive_rates() {
-        let args = RolloutArgs {
+    /// A tiny CPU run: 64 envs, 1 thread, 4 steps, 8 hidden, 10 ms a figure, JSON records.
+    fn tiny(simd: &str) -> RolloutArgs {
+        RolloutArgs {
             device: BenchDevice::Cpu,
             envs: vec![64],
             threads: Some(1),
@@ -413,8 +413,13 @@ mod tests {
             hidden: 8,
             seconds: 0.01,
             json: true,
-            simd: "auto".into(),
-        };
+            simd: simd.into(),
+        }
+    }
+
+    #[test]
+    fn json_records_cover_every_figure_with_positive_rates() {
+        let args = tiny("auto");
         let mut buf = Vec::new();
         rollout(&args, &mut buf).expect("bench");
         let text = String::from_utf8(buf).expect("utf-8");
@@ -433,16 +438,7 @@ mod tests {
 
     #[test]
     fn bad_options_are_usage_errors() {
-        let mut args = RolloutArgs {
-            device: BenchDevice::Cpu,
-            envs: vec![0],
-            threads: None,
-            num_steps: 4,
-            hidden: 8,
-            seconds: 0.01,
-            json: true,
-            simd: "auto".into(),
-        };
+        let mut args = RolloutArgs { envs: vec![0], threads: None, ..tiny("auto") };
         let err = rollout(&args, &mut Vec::new()).expect_err("zero envs");
         assert!(err.to_string().contains("--envs"), "{err}");
         args.envs = vec![8];
@@ -458,16 +454,7 @@ mod tests {
     #[test]
     fn every_supported_level_can_be_measured() {
         for level in SimdLevel::ALL {
-            let args = RolloutArgs {
-                device: BenchDevice::Cpu,
-                envs: vec![64],
-                threads: Some(1),
-                num_steps: 4,
-                hidden: 8,
-                seconds: 0.01,
-                json: true,
-                simd: level.name().into(),
-            };
+            let args = tiny(level.name());
             let mut buf = Vec::new();
             match rollout(&args, &mut buf) {
                 Ok(()) => {

@@ -16,17 +16,17 @@ pub const TANH_CLAMP: f32 = 7.905_311_107_635_498_05;
 pub const TANH_TINY: f32 = 0.0004;
 
 // Eigen's `ptanh_float` coefficients: numerator odd in x, denominator even.
-const TANH_A1: f32 = 4.893_524_558_917_86e-03;
-const TANH_A3: f32 = 6.372_619_288_754_36e-04;
-const TANH_A5: f32 = 1.485_722_357_179_79e-05;
-const TANH_A7: f32 = 5.122_297_090_371_14e-08;
-const TANH_A9: f32 = -8.604_671_522_137_35e-11;
-const TANH_A11: f32 = 2.000_187_904_824_77e-13;
-const TANH_A13: f32 = -2.760_768_477_423_55e-16;
-const TANH_B0: f32 = 4.893_525_185_543_85e-03;
-const TANH_B2: f32 = 2.268_434_632_439_00e-03;
-const TANH_B4: f32 = 1.185_347_056_866_54e-04;
-const TANH_B6: f32 = 1.198_258_394_667_02e-06;
+pub(crate) const TANH_A1: f32 = 4.893_524_558_917_86e-03;
+pub(crate) const TANH_A3: f32 = 6.372_619_288_754_36e-04;
+pub(crate) const TANH_A5: f32 = 1.485_722_357_179_79e-05;
+pub(crate) const TANH_A7: f32 = 5.122_297_090_371_14e-08;
+pub(crate) const TANH_A9: f32 = -8.604_671_522_137_35e-11;
+pub(crate) const TANH_A11: f32 = 2.000_187_904_824_77e-13;
+pub(crate) const TANH_A13: f32 = -2.760_768_477_423_55e-16;
+pub(crate) const TANH_B0: f32 = 4.893_525_185_543_85e-03;
+pub(crate) const TANH_B2: f32 = 2.268_434_632_439_00e-03;
+pub(crate) const TANH_B4: f32 = 1.185_347_056_866_54e-04;
+pub(crate) const TANH_B6: f32 = 1.198_258_394_667_02e-06;
 
 /// `tanh(x)` per SEMANTICS.md section 4 (Eigen's rational approximation, max abs error < 2e-6).
 ///
@@ -57,75 +57,6 @@ pub fn tanh(x: f32) -> f32 {
     } else {
         r
     }
-}
-
-/// [`tanh`] on 16 lanes with AVX-512: the same operations in the same order (separate
-/// multiplies and adds, a true division), so every lane equals the scalar result bit for bit.
-///
-/// # Safety
-/// The CPU must support `avx512f` (checked by the caller, e.g. `SimdLevel::is_supported`).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-#[inline]
-pub unsafe fn tanh_avx512(
-    x: core::arch::x86_64::__m512,
-) -> core::arch::x86_64::__m512 {
-    use core::arch::x86_64::*;
-    let s = _mm512_set1_ps;
-    // min(C, x) is `C < x ? C : x` and returns x when x is NaN, exactly the scalar select.
-    let xc = _mm512_min_ps(s(TANH_CLAMP), x);
-    let xc = _mm512_max_ps(s(-TANH_CLAMP), xc);
-    let x2 = _mm512_mul_ps(xc, xc);
-    let step = |acc: __m512, c: f32| _mm512_add_ps(_mm512_mul_ps(acc, x2), s(c));
-    let mut p = _mm512_add_ps(_mm512_mul_ps(s(TANH_A13), x2), s(TANH_A11));
-    p = step(p, TANH_A9);
-    p = step(p, TANH_A7);
-    p = step(p, TANH_A5);
-    p = step(p, TANH_A3);
-    p = step(p, TANH_A1);
-    p = _mm512_mul_ps(p, xc);
-    let mut q = _mm512_add_ps(_mm512_mul_ps(s(TANH_B6), x2), s(TANH_B4));
-    q = step(q, TANH_B2);
-    q = step(q, TANH_B0);
-    let r = _mm512_div_ps(p, q);
-    let ax = _mm512_castsi512_ps(_mm512_and_si512(
-        _mm512_castps_si512(x),
-        _mm512_set1_epi32(0x7fff_ffff),
-    ));
-    let tiny = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(ax, s(TANH_TINY));
-    _mm512_mask_blend_ps(tiny, r, x)
-}
-
-/// [`tanh`] on 8 lanes with AVX2: the same operations in the same order as [`tanh_avx512`],
-/// so every lane equals the scalar result bit for bit.
-///
-/// # Safety
-/// The CPU must support `avx2` (checked by the caller, e.g. `SimdLevel::is_supported`).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-#[inline]
-pub unsafe fn tanh_avx2(x: core::arch::x86_64::__m256) -> core::arch::x86_64::__m256 {
-    use core::arch::x86_64::*;
-    let s = _mm256_set1_ps;
-    // min(C, x) returns its second operand when either is NaN: x, as the scalar select does.
-    let xc = _mm256_min_ps(s(TANH_CLAMP), x);
-    let xc = _mm256_max_ps(s(-TANH_CLAMP), xc);
-    let x2 = _mm256_mul_ps(xc, xc);
-    let step = |acc: __m256, c: f32| _mm256_add_ps(_mm256_mul_ps(acc, x2), s(c));
-    let mut p = _mm256_add_ps(_mm256_mul_ps(s(TANH_A13), x2), s(TANH_A11));
-    p = step(p, TANH_A9);
-    p = step(p, TANH_A7);
-    p = step(p, TANH_A5);
-    p = step(p, TANH_A3);
-    p = step(p, TANH_A1);
-    p = _mm256_mul_ps(p, xc);
-    let mut q = _mm256_add_ps(_mm256_mul_ps(s(TANH_B6), x2), s(TANH_B4));
-    q = step(q, TANH_B2);
-    q = step(q, TANH_B0);
-    let r = _mm256_div_ps(p, q);
-    let ax = _mm256_and_ps(x, _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff)));
-    let tiny = _mm256_cmp_ps::<_CMP_LT_OQ>(ax, s(TANH_TINY));
-    _mm256_blendv_ps(r, x, tiny)
 }
 
 /// `2/pi` rounded to f32; the reduction's quotient estimate.
@@ -215,69 +146,6 @@ mod tests {
         assert!(tanh(f32::NAN).is_nan());
     }
 
-    #[cfg(target_arch = "x86_64")]
-    #[test]
-    fn tanh_avx512_equals_scalar_bit_for_bit() {
-        if !std::arch::is_x86_feature_detected!("avx512f") {
-            println!("skipped: this CPU has no AVX-512");
-            return;
-        }
-        let checked = check_vector_tanh(16, |c, out| {
-            // SAFETY: AVX-512F was detected above; the pointers cover 16 f32 each.
-            unsafe {
-                use core::arch::x86_64::*;
-                let v = tanh_avx512(_mm512_loadu_ps(c.as_ptr()));
-                _mm512_storeu_ps(out.as_mut_ptr(), v);
-            }
-        });
-        assert!(checked >= 400_000);
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[test]
-    fn tanh_avx2_equals_scalar_bit_for_bit() {
-        if !std::arch::is_x86_feature_detected!("avx2") {
-            println!("skipped: this CPU has no AVX2");
-            return;
-        }
-        let checked = check_vector_tanh(8, |c, out| {
-            // SAFETY: AVX2 was detected above; the pointers cover 8 f32 each.
-            unsafe {
-                use core::arch::x86_64::*;
-                let v = tanh_avx2(_mm256_loadu_ps(c.as_ptr()));
-                _mm256_storeu_ps(out.as_mut_ptr(), v);
-            }
-        });
-        assert!(checked >= 400_000);
-    }
-
-    /// Runs a `lanes`-wide `tanh` over a sweep of [-10, 10] and the edge cases (tiny, clamp,
-    /// infinities, NaN) and asserts each lane equals the scalar [`tanh`]; returns the count.
-    #[cfg(target_arch = "x86_64")]
-    fn check_vector_tanh(lanes: usize, f: impl Fn(&[f32], &mut [f32])) -> usize {
-        let mut xs: Vec<f32> = (-200_000..200_000).map(|i| i as f32 * 5e-5).collect();
-        xs.extend([
-            0.0, -0.0, 3.9e-4, 4e-4, -4e-4, 7.9, 7.906, -7.906, 50.0, -1e30,
-            f32::INFINITY, f32::NEG_INFINITY, f32::NAN, f32::MIN_POSITIVE,
-        ]);
-        while !xs.len().is_multiple_of(lanes) {
-            xs.push(1.0);
-        }
-        let mut checked = 0;
-        let mut out = vec![0.0f32; lanes];
-        for c in xs.chunks_exact(lanes) {
-            f(c, &mut out);
-            for (&x, &y) in c.iter().zip(&out) {
-                let want = tanh(x);
-                assert!(
-                    y.to_bits() == want.to_bits() || (y.is_nan() && want.is_nan()),
-                    "x = {x}: {lanes} lanes {y} vs scalar {want}"
-                );
-                checked += 1;
-            }
-        }
-        checked
-    }
 
     #[test]
     fn tanh_tiny_branch_and_oddness() {

@@ -1,7 +1,8 @@
 //! The rollout's policy forward on blocks of [`BLOCK`] envs in feature-major layout
 //! (`[feature][env]`, envs in vector lanes). The SoA env state already has that layout, so the
-//! observations need no transpose, and each dense layer is a register-blocked micro-kernel:
-//! 2 x 16 envs by 8 outputs of accumulators, weights broadcast from the row-major `W[k][j]`.
+//! observations need no transpose, and each dense layer is the minibatch forward's
+//! register-blocked micro-kernel on one block of rows (`minibatch::dense_block`; at AVX-512,
+//! 2 x 16 envs by 8 outputs of accumulators, weights broadcast from the row-major `W[k][j]`).
 //! Activations of a block stay in L1; the policy head and the sampling run on the block.
 //!
 //! A block of at most [`HALF_BLOCK`] live envs (a small run's only block, a chunk's last one,
@@ -9,14 +10,14 @@
 //! two, so half the work. Every lane does the same operations in the same order at either
 //! width, so the results do not depend on it.
 
+use super::minibatch::{dense_block, Epilogue, HALF_ROW_BLOCK, ROW_BLOCK};
 use super::simd::SimdLevel;
 use crate::layout::{LayerLayout, ParamLayout};
-use crate::math::tanh;
 
-/// Envs per block: two AVX-512 registers of lanes.
-pub(crate) const BLOCK: usize = 32;
+/// Envs per block: two AVX-512 registers of lanes, the minibatch kernels' row block.
+pub(crate) const BLOCK: usize = ROW_BLOCK;
 /// Envs per half-width block: one AVX-512 register of lanes.
-pub(crate) const HALF_BLOCK: usize = BLOCK / 2;
+pub(crate) const HALF_BLOCK: usize = HALF_ROW_BLOCK;
 
 /// Feature-major buffers of one block: the input and every layer's output, each
 /// `[features][width]` for the current [`BlockNet::width`].
@@ -103,7 +104,9 @@ fn mlp(
 }
 
 /// `y[j][e] = act(b[j] + sum_k x[k][e] * w[k][j])` for one block of `width` envs
-/// ([`BLOCK`] or [`HALF_BLOCK`]); `x` is `[fi][width]`, `y` is `[fo][width]`.
+/// ([`BLOCK`] or [`HALF_BLOCK`]); `x` is `[fi][width]`, `y` is `[fo][width]`. The minibatch
+/// forward's kernel on one block: the portable level sums in `k` order then adds the bias, as
+/// `reference::dense` does, so it equals the reference bit for bit.
 #[allow(clippy::too_many_arguments)]
 fn dense(
     simd: SimdLevel,
@@ -116,258 +119,8 @@ fn dense(
     act: bool,
     width: usize,
 ) {
-    assert!(
-        (width == BLOCK || width == HALF_BLOCK)
-            && w.len() >= fi * fo
-            && b.len() >= fo
-            && x.len() >= fi * width
-            && y.len() >= fo * width,
-        "dense: buffers too short for {fi} -> {fo} at width {width}"
-    );
-    let half = width == HALF_BLOCK;
-    match simd {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: the assert above covers every index the kernel touches (`width` lanes of
-        // each of `fi` input and `fo` output rows); an `Avx512` level exists only where
-        // `SimdLevel::is_supported` confirmed the features.
-        SimdLevel::Avx512 => unsafe {
-            if half {
-                avx512::dense::<1>(fi, fo, w, b, x, y, act)
-            } else {
-                avx512::dense::<2>(fi, fo, w, b, x, y, act)
-            }
-        },
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: as above, for the `Avx2` level.
-        SimdLevel::Avx2 => unsafe {
-            if half {
-                avx2::dense::<2>(fi, fo, w, b, x, y, act)
-            } else {
-                avx2::dense::<4>(fi, fo, w, b, x, y, act)
-            }
-        },
-        _ if half => dense_portable::<HALF_BLOCK>(fi, fo, w, b, x, y, act),
-        _ => dense_portable::<BLOCK>(fi, fo, w, b, x, y, act),
-    }
-}
-
-/// Plain loops on `W` lanes, summing in `k` order then adding the bias, as `reference::dense`
-/// does: the result equals the reference bit for bit.
-fn dense_portable<const W: usize>(
-    fi: usize,
-    fo: usize,
-    w: &[f32],
-    b: &[f32],
-    x: &[f32],
-    y: &mut [f32],
-    act: bool,
-) {
-    for j in 0..fo {
-        let mut acc = [0.0f32; W];
-        for k in 0..fi {
-            let wk = w[k * fo + j];
-            let xr = &x[k * W..(k + 1) * W];
-            for (a, &xv) in acc.iter_mut().zip(xr) {
-                *a += xv * wk;
-            }
-        }
-        let yr = &mut y[j * W..(j + 1) * W];
-        for (o, &a) in yr.iter_mut().zip(&acc) {
-            let v = b[j] + a;
-            *o = if act { tanh(v) } else { v };
-        }
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-mod avx512 {
-    use core::arch::x86_64::*;
-
-    use crate::math::tanh_avx512;
-
-    /// Blocks of `16 * H` envs (`H` = 2: [`super::BLOCK`], 1: [`super::HALF_BLOCK`]). Tiles
-    /// of 8 outputs, then 4, 2, 1 for the remainder (output layers have 1 or 2).
-    #[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl,avx2,fma")]
-    pub(super) unsafe fn dense<const H: usize>(
-        fi: usize,
-        fo: usize,
-        w: &[f32],
-        b: &[f32],
-        x: &[f32],
-        y: &mut [f32],
-        act: bool,
-    ) {
-        let (w, b, x, y) = (w.as_ptr(), b.as_ptr(), x.as_ptr(), y.as_mut_ptr());
-        let mut j = 0;
-        while j + 8 <= fo {
-            tile::<8, 1, H>(fi, fo, j, w, b, x, y, act);
-            j += 8;
-        }
-        if j + 4 <= fo {
-            tile::<4, 2, H>(fi, fo, j, w, b, x, y, act);
-            j += 4;
-        }
-        if j + 2 <= fo {
-            tile::<2, 4, H>(fi, fo, j, w, b, x, y, act);
-            j += 2;
-        }
-        if j < fo {
-            tile::<1, 8, H>(fi, fo, j, w, b, x, y, act);
-        }
-    }
-
-    /// Outputs `j0..j0 + J` of the block: `J x H` accumulator registers per `k` partial sum;
-    /// narrow tiles split `k` over `KS` partial sums so enough FMA chains run in parallel to
-    /// hide the FMA latency. Partial sums are added in order, then the bias. Each lane's
-    /// operations do not depend on `H`.
-    #[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl,avx2,fma")]
-    #[inline]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn tile<const J: usize, const KS: usize, const H: usize>(
-        fi: usize,
-        fo: usize,
-        j0: usize,
-        w: *const f32,
-        b: *const f32,
-        x: *const f32,
-        y: *mut f32,
-        act: bool,
-    ) {
-        let width = 16 * H;
-        let mut acc = [[[_mm512_setzero_ps(); H]; J]; KS];
-        let step = |part: &mut [[__m512; H]; J], k: usize| {
-            let xr = x.add(k * width);
-            let mut xv = [_mm512_setzero_ps(); H];
-            for (h, v) in xv.iter_mut().enumerate() {
-                *v = _mm512_loadu_ps(xr.add(16 * h));
-            }
-            let wr = w.add(k * fo + j0);
-            for (jj, a) in part.iter_mut().enumerate() {
-                let wv = _mm512_set1_ps(*wr.add(jj));
-                for (av, &xh) in a.iter_mut().zip(&xv) {
-                    *av = _mm512_fmadd_ps(xh, wv, *av);
-                }
-            }
-        };
-        let mut k = 0;
-        while k + KS <= fi {
-            for (s, part) in acc.iter_mut().enumerate() {
-                step(part, k + s);
-            }
-            k += KS;
-        }
-        while k < fi {
-            step(&mut acc[0], k);
-            k += 1;
-        }
-        for jj in 0..J {
-            let bias = _mm512_set1_ps(*b.add(j0 + jj));
-            for h in 0..H {
-                let mut v = acc[0][jj][h];
-                for part in &acc[1..] {
-                    v = _mm512_add_ps(v, part[jj][h]);
-                }
-                v = _mm512_add_ps(bias, v);
-                if act {
-                    v = tanh_avx512(v);
-                }
-                _mm512_storeu_ps(y.add((j0 + jj) * width + 16 * h), v);
-            }
-        }
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-mod avx2 {
-    use core::arch::x86_64::*;
-
-    use crate::math::tanh_avx2;
-
-    /// Blocks of `8 * H` envs (`H` = 4: [`super::BLOCK`], 2: [`super::HALF_BLOCK`]). Tiles of
-    /// `8 / H` outputs (8 accumulators, enough independent FMA chains for two pipes of 4-cycle
-    /// FMAs within 16 registers), then 2, then a last odd output with the inputs split over 2
-    /// partial sums. Every output but that last one sums in one chain at either width, so
-    /// each lane's operations do not depend on `H`.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn dense<const H: usize>(
-        fi: usize,
-        fo: usize,
-        w: &[f32],
-        b: &[f32],
-        x: &[f32],
-        y: &mut [f32],
-        act: bool,
-    ) {
-        let (w, b, x, y) = (w.as_ptr(), b.as_ptr(), x.as_ptr(), y.as_mut_ptr());
-        let mut j = 0;
-        if H <= 2 {
-            while j + 4 <= fo {
-                tile::<4, 1, H>(fi, fo, j, w, b, x, y, act);
-                j += 4;
-            }
-        }
-        while j + 2 <= fo {
-            tile::<2, 1, H>(fi, fo, j, w, b, x, y, act);
-            j += 2;
-        }
-        if j < fo {
-            tile::<1, 2, H>(fi, fo, j, w, b, x, y, act);
-        }
-    }
-
-    /// Outputs `j0..j0 + J` of the block, the inputs split over `KS` partial sums added in
-    /// order at the end, then the bias: the AVX-512 tile's order at 8 lanes.
-    #[target_feature(enable = "avx2,fma")]
-    #[inline]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn tile<const J: usize, const KS: usize, const H: usize>(
-        fi: usize,
-        fo: usize,
-        j0: usize,
-        w: *const f32,
-        b: *const f32,
-        x: *const f32,
-        y: *mut f32,
-        act: bool,
-    ) {
-        let width = 8 * H;
-        let mut acc = [[[_mm256_setzero_ps(); H]; J]; KS];
-        let step = |part: &mut [[__m256; H]; J], k: usize| {
-            let xr = x.add(k * width);
-            let wr = w.add(k * fo + j0);
-            for (jj, a) in part.iter_mut().enumerate() {
-                let wv = _mm256_set1_ps(*wr.add(jj));
-                for (h, av) in a.iter_mut().enumerate() {
-                    *av = _mm256_fmadd_ps(_mm256_loadu_ps(xr.add(8 * h)), wv, *av);
-                }
-            }
-        };
-        let mut k = 0;
-        while k + KS <= fi {
-            for (s, part) in acc.iter_mut().enumerate() {
-                step(part, k + s);
-            }
-            k += KS;
-        }
-        while k < fi {
-            step(&mut acc[0], k);
-            k += 1;
-        }
-        for jj in 0..J {
-            let bias = _mm256_set1_ps(*b.add(j0 + jj));
-            for h in 0..H {
-                let mut v = acc[0][jj][h];
-                for part in &acc[1..] {
-                    v = _mm256_add_ps(v, part[jj][h]);
-                }
-                v = _mm256_add_ps(bias, v);
-                if act {
-                    v = tanh_avx2(v);
-                }
-                _mm256_storeu_ps(y.add((j0 + jj) * width + 8 * h), v);
-            }
-        }
-    }
+    let epi = if act { Epilogue::BiasTanh(b) } else { Epilogue::Bias(b) };
+    dense_block(simd, fi, fo, w, x, width, y, epi);
 }
 
 #[cfg(test)]

@@ -80,13 +80,50 @@ pub(crate) fn dense(
     y: &mut [f32],
     epi: Epilogue<'_>,
 ) {
-    let np = padded_rows(rows);
+    dense_rows(simd, n_in, n_out, w, x, padded_rows(rows), ld, ROW_BLOCK, y, epi);
+}
+
+/// [`dense`] on one block of `width` rows stored `width` apart ([`ROW_BLOCK`] or
+/// [`HALF_ROW_BLOCK`]): the rollout's forward on a block of envs (`fused.rs`). Every lane
+/// computes what it would in a full block, bit for bit.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn dense_block(
+    simd: SimdLevel,
+    n_in: usize,
+    n_out: usize,
+    w: &[f32],
+    x: &[f32],
+    width: usize,
+    y: &mut [f32],
+    epi: Epilogue<'_>,
+) {
+    assert!(width == ROW_BLOCK || width == HALF_ROW_BLOCK, "dense_block: {width} rows");
+    dense_rows(simd, n_in, n_out, w, x, width, width, width, y, epi);
+}
+
+/// Rows per half-width block (one AVX-512 vector).
+pub(crate) const HALF_ROW_BLOCK: usize = ROW_BLOCK / 2;
+
+/// [`dense`] on rows `0..np` in blocks of `block` rows ([`ROW_BLOCK`] or [`HALF_ROW_BLOCK`]).
+#[allow(clippy::too_many_arguments)]
+fn dense_rows(
+    simd: SimdLevel,
+    n_in: usize,
+    n_out: usize,
+    w: &[f32],
+    x: &[f32],
+    np: usize,
+    ld: usize,
+    block: usize,
+    y: &mut [f32],
+    epi: Epilogue<'_>,
+) {
     if n_out == 0 || np == 0 {
         return;
     }
     assert!(
-        np <= ld && n_in > 0,
-        "dense: stride {ld} below the {np} padded rows, or no inputs ({n_in})"
+        np <= ld && n_in > 0 && np.is_multiple_of(block),
+        "dense: stride {ld} below the {np} padded rows, rows not in blocks of {block}, or no inputs ({n_in})"
     );
     assert!(
         x.len() >= n_in * ld && y.len() >= n_out * ld && w.len() >= n_in * n_out,
@@ -98,15 +135,28 @@ pub(crate) fn dense(
         }
         Epilogue::TanhGrad(h) => assert!(h.len() >= n_out * ld, "dense: activations too short"),
     }
+    let half = block == HALF_ROW_BLOCK;
     match simd {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the asserts above cover every index the kernel reads or writes (rows below
-        // `np <= ld`, inputs below `n_in`, outputs below `n_out`); an `Avx512` level exists
-        // only where `SimdLevel::is_supported` confirmed the features.
-        SimdLevel::Avx512 => unsafe { avx512::dense(n_in, n_out, w, x, np, ld, y, epi) },
+        // `np <= ld` in whole blocks, inputs below `n_in`, outputs below `n_out`); a level
+        // exists only where `SimdLevel::is_supported` confirmed its features.
+        SimdLevel::Avx512 => unsafe {
+            if half {
+                avx512::dense::<1>(n_in, n_out, w, x, np, ld, y, epi)
+            } else {
+                avx512::dense::<2>(n_in, n_out, w, x, np, ld, y, epi)
+            }
+        },
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: as above, for the `Avx2` level.
-        SimdLevel::Avx2 => unsafe { avx2::dense(n_in, n_out, w, x, np, ld, y, epi) },
+        // SAFETY: as above.
+        SimdLevel::Avx2 => unsafe {
+            if half {
+                avx2::dense::<2>(n_in, n_out, w, x, np, ld, y, epi)
+            } else {
+                avx2::dense::<4>(n_in, n_out, w, x, np, ld, y, epi)
+            }
+        },
         _ => dense_portable(n_in, n_out, w, x, np, ld, y, epi),
     }
 }
@@ -269,12 +319,14 @@ fn transpose_plain(src: &[f32], n: usize, ld: usize, rows: usize, dst: &mut [f32
     }
 }
 
+/// The micro-kernels, written once over the level's vector type ([`F32Vec`]) and instantiated
+/// by each level's entry points (`avx512`, `avx2` below) inside one `#[target_feature]`
+/// function, where everything here is inlined. The tile shapes are the levels' choices: a
+/// level with more registers holds more accumulators.
 #[cfg(target_arch = "x86_64")]
-mod avx512 {
-    use core::arch::x86_64::*;
-
-    use super::{Epilogue, ROW_BLOCK};
-    use crate::math::tanh_avx512;
+mod generic {
+    use super::super::vector::{tanh, F32Vec};
+    use super::Epilogue;
 
     /// Epilogue kinds, a const parameter of the micro-kernels so that each is compiled
     /// without a branch and its accumulators stay in registers.
@@ -282,46 +334,11 @@ mod avx512 {
     const BIAS: u8 = 1;
     const TANH_GRAD: u8 = 2;
 
-    /// Every block of [`ROW_BLOCK`] rows, outputs in tiles of 8, then 4, 2, 1 for the rest.
-    /// The block's inputs (`n_in x 32` floats) stay in L1 across its output tiles.
-    #[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl,avx2,fma")]
-    #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn dense(
-        n_in: usize,
-        n_out: usize,
-        w: &[f32],
-        x: &[f32],
-        np: usize,
-        ld: usize,
-        y: &mut [f32],
-        epi: Epilogue<'_>,
-    ) {
-        let (kind, e) = match epi {
-            Epilogue::BiasTanh(b) => (BIAS_TANH, b.as_ptr()),
-            Epilogue::Bias(b) => (BIAS, b.as_ptr()),
-            Epilogue::TanhGrad(h) => (TANH_GRAD, h.as_ptr()),
-        };
-        let k = Kernel {
-            n_in,
-            n_out,
-            w: w.as_ptr(),
-            x: x.as_ptr(),
-            ld,
-            y: y.as_mut_ptr(),
-            e,
-        };
-        match kind {
-            BIAS_TANH => k.blocks::<BIAS_TANH>(np),
-            BIAS => k.blocks::<BIAS>(np),
-            _ => k.blocks::<TANH_GRAD>(np),
-        }
-    }
-
-    /// The operands of one [`dense`] call; `e` is the bias (`BIAS_TANH`, `BIAS`) or the
+    /// The operands of one `dense` call; `e` is the bias (`BIAS_TANH`, `BIAS`) or the
     /// activation `h` (`TANH_GRAD`).
-    struct Kernel {
-        n_in: usize,
-        n_out: usize,
+    pub(super) struct Kernel {
+        pub n_in: usize,
+        pub n_out: usize,
         w: *const f32,
         x: *const f32,
         ld: usize,
@@ -330,59 +347,50 @@ mod avx512 {
     }
 
     impl Kernel {
-        #[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl,avx2,fma")]
-        unsafe fn blocks<const E: u8>(&self, np: usize) {
-            let mut r0 = 0;
-            while r0 < np {
-                let mut o = 0;
-                while o + 8 <= self.n_out {
-                    self.tile::<8, 1, E>(r0, o);
-                    o += 8;
-                }
-                if o + 4 <= self.n_out {
-                    self.tile::<4, 2, E>(r0, o);
-                    o += 4;
-                }
-                if o + 2 <= self.n_out {
-                    self.tile::<2, 4, E>(r0, o);
-                    o += 2;
-                }
-                if o < self.n_out {
-                    self.tile::<1, 8, E>(r0, o);
-                }
-                r0 += ROW_BLOCK;
-            }
+        /// The operands, and the epilogue kind to instantiate the tiles with.
+        fn new(n_in: usize, n_out: usize, w: &[f32], x: &[f32], ld: usize, y: &mut [f32], epi: Epilogue<'_>) -> (Self, u8) {
+            let (kind, e) = match epi {
+                Epilogue::BiasTanh(b) => (BIAS_TANH, b.as_ptr()),
+                Epilogue::Bias(b) => (BIAS, b.as_ptr()),
+                Epilogue::TanhGrad(h) => (TANH_GRAD, h.as_ptr()),
+            };
+            (Self { n_in, n_out, w: w.as_ptr(), x: x.as_ptr(), ld, y: y.as_mut_ptr(), e }, kind)
         }
 
-        /// Outputs `o0..o0 + J` of rows `r0..r0 + 32`: `J x 2` accumulators per partial sum;
-        /// narrow tiles split the inputs over `KS` partial sums (added in order at the end) so
-        /// that enough independent FMA chains hide the FMA latency. The input and weight rows
-        /// are walked by pointer, so every load in the loop has a constant offset.
-        #[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl,avx2,fma")]
-        #[inline]
-        unsafe fn tile<const J: usize, const KS: usize, const E: u8>(&self, r0: usize, o0: usize) {
+        /// Outputs `o0..o0 + J` of rows `r0..r0 + H * LANES`: `J x H` accumulators per partial
+        /// sum; narrow tiles split the inputs over `KS` partial sums (added in order at the
+        /// end) so that enough independent FMA chains hide the FMA latency. Each lane's
+        /// operations depend on `KS`, not on `J` or `H`. The input and weight rows are walked
+        /// by pointer, so every load in the loop has a constant offset.
+        ///
+        /// # Safety
+        /// As [`F32Vec`]; `dense`'s asserts cover the rows, inputs and outputs read and written.
+        #[inline(always)]
+        pub unsafe fn tile<V: F32Vec, const H: usize, const J: usize, const KS: usize, const E: u8>(&self, r0: usize, o0: usize) {
             let (ld, no) = (self.ld, self.n_out);
             let mut xr = self.x.add(r0);
             let mut wr = self.w.add(o0);
-            let mut acc = [[[_mm512_setzero_ps(); 2]; J]; KS];
+            let mut acc = [[[V::zero(); H]; J]; KS];
             // One input into the partial sum `part`.
-            macro_rules! step {
-                ($part:expr, $xr:expr, $wr:expr) => {{
-                    let (x0, x1) = (_mm512_loadu_ps($xr), _mm512_loadu_ps($xr.add(16)));
-                    for (jj, a) in $part.iter_mut().enumerate() {
-                        let wv = _mm512_set1_ps(*$wr.add(jj));
-                        a[0] = _mm512_fmadd_ps(x0, wv, a[0]);
-                        a[1] = _mm512_fmadd_ps(x1, wv, a[1]);
+            let step = |part: &mut [[V; H]; J], xr: *const f32, wr: *const f32| {
+                let mut xv = [V::zero(); H];
+                for (h, v) in xv.iter_mut().enumerate() {
+                    *v = V::load(xr.add(V::LANES * h));
+                }
+                for (jj, a) in part.iter_mut().enumerate() {
+                    let wv = V::splat(*wr.add(jj));
+                    for (av, &xh) in a.iter_mut().zip(&xv) {
+                        *av = xh.mul_add(wv, *av);
                     }
-                }};
-            }
+                }
+            };
             let mut i = 0;
             // Two rounds per iteration: half the loop overhead, the same order of FMAs.
             while i + 2 * KS <= self.n_in {
                 for round in 0..2 {
                     for (s, part) in acc.iter_mut().enumerate() {
                         let k = round * KS + s;
-                        step!(part, xr.add(k * ld), wr.add(k * no));
+                        step(part, xr.add(k * ld), wr.add(k * no));
                     }
                 }
                 xr = xr.add(2 * KS * ld);
@@ -391,110 +399,68 @@ mod avx512 {
             }
             while i + KS <= self.n_in {
                 for (s, part) in acc.iter_mut().enumerate() {
-                    step!(part, xr.add(s * ld), wr.add(s * no));
+                    step(part, xr.add(s * ld), wr.add(s * no));
                 }
                 xr = xr.add(KS * ld);
                 wr = wr.add(KS * no);
                 i += KS;
             }
             while i < self.n_in {
-                step!(acc[0], xr, wr);
+                step(&mut acc[0], xr, wr);
                 xr = xr.add(ld);
                 wr = wr.add(no);
                 i += 1;
             }
-            let one = _mm512_set1_ps(1.0);
+            let one = V::splat(1.0);
             for jj in 0..J {
                 let o = o0 + jj;
-                for h in 0..2 {
+                for h in 0..H {
                     let mut v = acc[0][jj][h];
                     for part in &acc[1..] {
-                        v = _mm512_add_ps(v, part[jj][h]);
+                        v = v.add(part[jj][h]);
                     }
-                    let at = o * ld + r0 + 16 * h;
+                    let at = o * ld + r0 + V::LANES * h;
                     v = match E {
-                        BIAS_TANH => tanh_avx512(_mm512_add_ps(_mm512_set1_ps(*self.e.add(o)), v)),
-                        BIAS => _mm512_add_ps(_mm512_set1_ps(*self.e.add(o)), v),
+                        BIAS_TANH => tanh(V::splat(*self.e.add(o)).add(v)),
+                        BIAS => V::splat(*self.e.add(o)).add(v),
                         _ => {
-                            let hv = _mm512_loadu_ps(self.e.add(at));
-                            _mm512_mul_ps(v, _mm512_sub_ps(one, _mm512_mul_ps(hv, hv)))
+                            let hv = V::load(self.e.add(at));
+                            v.mul(one.sub(hv.mul(hv)))
                         }
                     };
-                    _mm512_storeu_ps(self.y.add(at), v);
+                    v.store(self.y.add(at));
                 }
             }
         }
     }
 
-    /// Rows per pass of [`grad_rows`]: the pass's `dyt` rows (128 x 64 floats for a 64-wide layer)
-    /// stay in L1 while every input tile reads them; the accumulators go back to memory once
-    /// per pass.
-    const GRAD_ROWS: usize = 128;
+    /// A level's dense tile plan: which tiles cover the outputs of each block of `LANES * H`
+    /// rows (below `np`), calling [`Kernel::tile`] with the level's shapes.
+    pub(super) trait DenseTiles {
+        /// # Safety
+        /// As [`F32Vec`]; `dense`'s asserts cover the rows, inputs and outputs.
+        unsafe fn blocks<const H: usize, const E: u8>(k: &Kernel, np: usize);
+    }
 
-    /// Outputs in chunks of up to 4 vectors (64 floats, the last one masked), inputs in tiles
-    /// whose `KT x JV` accumulators stay in registers for a whole pass of rows.
-    #[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl,avx2,fma")]
+    /// `dense` at a level: the operands, then the level's tiles instantiated for the epilogue.
+    ///
+    /// # Safety
+    /// As [`F32Vec`]; `dense`'s asserts cover the rows, inputs and outputs.
+    #[inline(always)]
     #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn grad_rows(
-        n_in: usize,
-        n_out: usize,
-        x: &[f32],
-        ld: usize,
-        dyt: &[f32],
-        rows: usize,
-        gw: &mut [f32],
-        gb: &mut [f32],
-    ) {
-        let g = Grad {
-            n_in,
-            n_out,
-            x: x.as_ptr(),
-            ld,
-            dyt: dyt.as_ptr(),
-            gw: gw.as_mut_ptr(),
-        };
-        let mut r0 = 0;
-        while r0 < rows {
-            let r1 = (r0 + GRAD_ROWS).min(rows);
-            let mut o0 = 0;
-            while o0 < n_out {
-                let width = (n_out - o0).min(64);
-                let last = lane_mask(width - 16 * ((width - 1) / 16));
-                match width.div_ceil(16) {
-                    4 => g.inputs::<4, 6>(o0, last, r0, r1),
-                    3 => g.inputs::<3, 8>(o0, last, r0, r1),
-                    2 => g.inputs::<2, 12>(o0, last, r0, r1),
-                    _ => g.inputs::<1, 16>(o0, last, r0, r1),
-                }
-                o0 += 64;
-            }
-            r0 = r1;
-        }
-        // Bias: the rows of `dyt` added in order, 16 outputs per vector.
-        let mut o0 = 0;
-        while o0 < n_out {
-            let m = lane_mask((n_out - o0).min(16));
-            let mut acc = _mm512_maskz_loadu_ps(m, gb.as_ptr().add(o0));
-            for r in 0..rows {
-                acc = _mm512_add_ps(
-                    acc,
-                    _mm512_maskz_loadu_ps(m, dyt.as_ptr().add(r * n_out + o0)),
-                );
-            }
-            _mm512_mask_storeu_ps(gb.as_mut_ptr().add(o0), m, acc);
-            o0 += 16;
+    pub unsafe fn dense<T: DenseTiles, const H: usize>(n_in: usize, n_out: usize, w: &[f32], x: &[f32], np: usize, ld: usize, y: &mut [f32], epi: Epilogue<'_>) {
+        let (k, kind) = Kernel::new(n_in, n_out, w, x, ld, y, epi);
+        match kind {
+            BIAS_TANH => T::blocks::<H, BIAS_TANH>(&k, np),
+            BIAS => T::blocks::<H, BIAS>(&k, np),
+            _ => T::blocks::<H, TANH_GRAD>(&k, np),
         }
     }
 
-    /// The low `n` lanes (1..=16).
-    fn lane_mask(n: usize) -> __mmask16 {
-        (((1u32 << n) - 1) & 0xffff) as __mmask16
-    }
-
-    /// The operands of one [`grad_rows`] call.
-    struct Grad {
-        n_in: usize,
-        n_out: usize,
+    /// The operands of one row-ordered weight gradient (`grad_rows`).
+    pub(super) struct Grad {
+        pub n_in: usize,
+        pub n_out: usize,
         x: *const f32,
         ld: usize,
         dyt: *const f32,
@@ -502,77 +468,337 @@ mod avx512 {
     }
 
     impl Grad {
-        /// Every input for outputs `o0..o0 + 16 * JV` (the last vector masked by `last`):
+        pub fn new(n_in: usize, n_out: usize, x: &[f32], ld: usize, dyt: &[f32], gw: &mut [f32]) -> Self {
+            Self { n_in, n_out, x: x.as_ptr(), ld, dyt: dyt.as_ptr(), gw: gw.as_mut_ptr() }
+        }
+
+        /// Every input for outputs `o0..o0 + LANES * JV` (the last vector masked by `last`):
         /// tiles of `KT` inputs, then 4, 2, 1 for the rest.
-        #[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl,avx2,fma")]
-        #[inline]
-        unsafe fn inputs<const JV: usize, const KT: usize>(
-            &self,
-            o0: usize,
-            last: __mmask16,
-            r0: usize,
-            r1: usize,
-        ) {
+        ///
+        /// # Safety
+        /// As [`F32Vec`]; `grad`'s asserts cover what is read and written.
+        #[inline(always)]
+        pub unsafe fn inputs<V: F32Vec, const JV: usize, const KT: usize>(&self, o0: usize, last: V::Mask, r0: usize, r1: usize) {
             let mut i = 0;
             while i + KT <= self.n_in {
-                self.tile::<KT, JV>(i, o0, last, r0, r1);
+                self.tile::<V, KT, JV>(i, o0, last, r0, r1);
                 i += KT;
             }
             while i + 4 <= self.n_in {
-                self.tile::<4, JV>(i, o0, last, r0, r1);
+                self.tile::<V, 4, JV>(i, o0, last, r0, r1);
                 i += 4;
             }
             if i + 2 <= self.n_in {
-                self.tile::<2, JV>(i, o0, last, r0, r1);
+                self.tile::<V, 2, JV>(i, o0, last, r0, r1);
                 i += 2;
             }
             if i < self.n_in {
-                self.tile::<1, JV>(i, o0, last, r0, r1);
+                self.tile::<V, 1, JV>(i, o0, last, r0, r1);
             }
         }
 
-        /// `gw[i0..i0 + KT][o0..o0 + 16 * JV] += sum_{r0 <= r < r1} x[i][r] * dyt[r][o]`:
+        /// `gw[i0..i0 + KT][o0..o0 + LANES * JV] += sum_{r0 <= r < r1} x[i][r] * dyt[r][o]`:
         /// loaded once, one FMA per row into each accumulator (so rows add in order), stored
         /// once.
-        #[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl,avx2,fma")]
-        #[inline]
-        unsafe fn tile<const KT: usize, const JV: usize>(
-            &self,
-            i0: usize,
-            o0: usize,
-            last: __mmask16,
-            r0: usize,
-            r1: usize,
-        ) {
-            let mask = |v: usize| if v + 1 == JV { last } else { 0xffff };
+        #[inline(always)]
+        unsafe fn tile<V: F32Vec, const KT: usize, const JV: usize>(&self, i0: usize, o0: usize, last: V::Mask, r0: usize, r1: usize) {
+            let all = V::all();
+            let mask = |v: usize| if v + 1 == JV { last } else { all };
             let n_out = self.n_out;
-            let mut acc = [[_mm512_setzero_ps(); JV]; KT];
+            let mut acc = [[V::zero(); JV]; KT];
             for (i, a) in acc.iter_mut().enumerate() {
                 for (v, av) in a.iter_mut().enumerate() {
-                    *av =
-                        _mm512_maskz_loadu_ps(mask(v), self.gw.add((i0 + i) * n_out + o0 + 16 * v));
+                    *av = V::load_masked(self.gw.add((i0 + i) * n_out + o0 + V::LANES * v), mask(v));
                 }
             }
             let x = self.x.add(i0 * self.ld);
             for r in r0..r1 {
                 let d = self.dyt.add(r * n_out + o0);
-                let mut dv = [_mm512_setzero_ps(); JV];
+                let mut dv = [V::zero(); JV];
                 for (v, dvv) in dv.iter_mut().enumerate() {
-                    *dvv = _mm512_maskz_loadu_ps(mask(v), d.add(16 * v));
+                    *dvv = V::load_masked(d.add(V::LANES * v), mask(v));
                 }
                 for (i, a) in acc.iter_mut().enumerate() {
-                    let xb = _mm512_set1_ps(*x.add(i * self.ld + r));
+                    let xb = V::splat(*x.add(i * self.ld + r));
                     for (av, &d) in a.iter_mut().zip(&dv) {
-                        *av = _mm512_fmadd_ps(xb, d, *av);
+                        *av = xb.mul_add(d, *av);
                     }
                 }
             }
             for (i, a) in acc.iter().enumerate() {
                 for (v, &av) in a.iter().enumerate() {
-                    _mm512_mask_storeu_ps(self.gw.add((i0 + i) * n_out + o0 + 16 * v), mask(v), av);
+                    av.store_masked(self.gw.add((i0 + i) * n_out + o0 + V::LANES * v), mask(v));
                 }
             }
         }
+    }
+
+    /// Rows per pass of the row-ordered weight gradient: the pass's `dyt` rows (128 x 64
+    /// floats for a 64-wide layer) stay in L1 while every input tile reads them; the
+    /// accumulators go back to memory once per pass.
+    const GRAD_ROWS: usize = 128;
+
+    impl Grad {
+        /// The whole row-ordered gradient: passes of [`GRAD_ROWS`] rows, each over chunks of
+        /// `CHUNK` outputs that `chunk(grad, o0, width, r0, r1)` runs with the level's tile
+        /// shapes, then the bias.
+        ///
+        /// # Safety
+        /// As [`F32Vec`]; `grad`'s asserts cover what is read and written.
+        #[inline(always)]
+        pub unsafe fn run<V: F32Vec, const CHUNK: usize>(
+            &self,
+            dyt: &[f32],
+            rows: usize,
+            gb: &mut [f32],
+            chunk: impl Fn(&Self, usize, usize, usize, usize),
+        ) {
+            let mut r0 = 0;
+            while r0 < rows {
+                let r1 = (r0 + GRAD_ROWS).min(rows);
+                let mut o0 = 0;
+                while o0 < self.n_out {
+                    chunk(self, o0, (self.n_out - o0).min(CHUNK), r0, r1);
+                    o0 += CHUNK;
+                }
+                r0 = r1;
+            }
+            bias_rows::<V>(self.n_out, dyt, rows, gb);
+        }
+    }
+
+    /// Bias gradient of the row-ordered path: the rows of `dyt` added in order, `LANES`
+    /// outputs per vector.
+    ///
+    /// # Safety
+    /// As [`F32Vec`]; `dyt` holds `rows * n_out` floats and `gb` `n_out`.
+    #[inline(always)]
+    unsafe fn bias_rows<V: F32Vec>(n_out: usize, dyt: &[f32], rows: usize, gb: &mut [f32]) {
+        let mut o0 = 0;
+        while o0 < n_out {
+            let m = V::mask((n_out - o0).min(V::LANES));
+            let mut acc = V::load_masked(gb.as_ptr().add(o0), m);
+            for r in 0..rows {
+                acc = acc.add(V::load_masked(dyt.as_ptr().add(r * n_out + o0), m));
+            }
+            acc.store_masked(gb.as_mut_ptr().add(o0), m);
+            o0 += V::LANES;
+        }
+    }
+
+    /// The operands of one in-lanes weight gradient (`grad_lanes`); `tail` masks the rows of
+    /// the last vector.
+    pub(super) struct Lanes<M> {
+        pub n_in: usize,
+        pub n_out: usize,
+        x: *const f32,
+        dy: *const f32,
+        ld: usize,
+        rows: usize,
+        tail: M,
+        gw: *mut f32,
+    }
+
+    impl<M: Copy> Lanes<M> {
+        /// # Safety
+        /// As [`F32Vec`], with `V::Mask == M`.
+        #[inline(always)]
+        pub unsafe fn new<V: F32Vec<Mask = M>>(n_in: usize, n_out: usize, x: &[f32], dy: &[f32], ld: usize, rows: usize, gw: &mut [f32]) -> Self {
+            let tail = V::mask(rows - V::LANES * ((rows - 1) / V::LANES));
+            Self { n_in, n_out, x: x.as_ptr(), dy: dy.as_ptr(), ld, rows, tail, gw: gw.as_mut_ptr() }
+        }
+
+        /// Outputs `o0..o0 + JO` for every input: tiles of `KI` inputs, then halves of it.
+        ///
+        /// # Safety
+        /// As [`F32Vec`]; `grad`'s asserts cover what is read and written; `KI * JO <= LANES`.
+        #[inline(always)]
+        unsafe fn inputs<V: F32Vec<Mask = M>, const JO: usize, const KI: usize>(&self, o0: usize) {
+            let mut i = 0;
+            while i + KI <= self.n_in {
+                self.tile::<V, KI, JO>(i, o0);
+                i += KI;
+            }
+            // The rest in tiles of at most KI / 2, 4, 2, 1 inputs (KI is a power of two).
+            if KI > 8 && i + 8 <= self.n_in {
+                self.tile::<V, 8, JO>(i, o0);
+                i += 8;
+            }
+            if KI > 4 && i + 4 <= self.n_in {
+                self.tile::<V, 4, JO>(i, o0);
+                i += 4;
+            }
+            if KI > 2 && i + 2 <= self.n_in {
+                self.tile::<V, 2, JO>(i, o0);
+                i += 2;
+            }
+            if KI > 1 && i < self.n_in {
+                self.tile::<V, 1, JO>(i, o0);
+            }
+        }
+
+        /// `gw[i0 + ii][o0 + oo] += sum_r x[i0 + ii][r] * dy[o0 + oo][r]`: accumulator
+        /// `ii * JO + oo` sums the rows `r = l mod LANES` in lane `l`, then `sum_each`.
+        #[inline(always)]
+        unsafe fn tile<V: F32Vec<Mask = M>, const KI: usize, const JO: usize>(&self, i0: usize, o0: usize) {
+            let ld = self.ld;
+            let (x, dy) = (self.x.add(i0 * ld), self.dy.add(o0 * ld));
+            // Room for the widest level; the accumulators past KI * JO stay zero.
+            let mut acc = [V::zero(); 16];
+            let step = |acc: &mut [V; 16], xv: [V; KI], dv: [V; JO]| {
+                for (ii, &xi) in xv.iter().enumerate() {
+                    for (oo, &d) in dv.iter().enumerate() {
+                        acc[ii * JO + oo] = xi.mul_add(d, acc[ii * JO + oo]);
+                    }
+                }
+            };
+            let mut r = 0;
+            while r + V::LANES <= self.rows {
+                let mut xv = [V::zero(); KI];
+                for (ii, v) in xv.iter_mut().enumerate() {
+                    *v = V::load(x.add(ii * ld + r));
+                }
+                let mut dv = [V::zero(); JO];
+                for (oo, v) in dv.iter_mut().enumerate() {
+                    *v = V::load(dy.add(oo * ld + r));
+                }
+                step(&mut acc, xv, dv);
+                r += V::LANES;
+            }
+            if r < self.rows {
+                let mut xv = [V::zero(); KI];
+                for (ii, v) in xv.iter_mut().enumerate() {
+                    *v = V::load(x.add(ii * ld + r));
+                }
+                // Masking `dy` alone zeroes the products of the rows past `rows`.
+                let mut dv = [V::zero(); JO];
+                for (oo, v) in dv.iter_mut().enumerate() {
+                    *v = V::load_masked(dy.add(oo * ld + r), self.tail);
+                }
+                step(&mut acc, xv, dv);
+            }
+            let mut sums = [0.0f32; 16];
+            V::sum_each(&acc[..V::LANES]).store(sums.as_mut_ptr());
+            for ii in 0..KI {
+                let g = self.gw.add((i0 + ii) * self.n_out + o0);
+                for (oo, &s) in sums[ii * JO..(ii + 1) * JO].iter().enumerate() {
+                    *g.add(oo) += s;
+                }
+            }
+        }
+
+        /// The whole gradient in lanes: outputs in tiles of 4, 2, 1 with inputs in tiles of
+        /// `K4`, `K2`, `K1` (`LANES / JO`, so every tile fills the level's accumulators), then
+        /// the bias.
+        ///
+        /// # Safety
+        /// As [`F32Vec`]; `grad`'s asserts cover what is read and written.
+        #[inline(always)]
+        pub unsafe fn run<V: F32Vec<Mask = M>, const K4: usize, const K2: usize, const K1: usize>(&self, gb: &mut [f32]) {
+            let mut o = 0;
+            while o + 4 <= self.n_out {
+                self.inputs::<V, 4, K4>(o);
+                o += 4;
+            }
+            if o + 2 <= self.n_out {
+                self.inputs::<V, 2, K2>(o);
+                o += 2;
+            }
+            if o < self.n_out {
+                self.inputs::<V, 1, K1>(o);
+            }
+            self.bias::<V>(gb);
+        }
+
+        /// Bias gradient in lanes: each output's rows summed in lanes, then `V::sum`.
+        #[inline(always)]
+        unsafe fn bias<V: F32Vec<Mask = M>>(&self, gb: &mut [f32]) {
+            for (o, b) in gb.iter_mut().enumerate().take(self.n_out) {
+                let d = self.dy.add(o * self.ld);
+                let mut acc = V::zero();
+                let mut r = 0;
+                while r + V::LANES <= self.rows {
+                    acc = acc.add(V::load(d.add(r)));
+                    r += V::LANES;
+                }
+                if r < self.rows {
+                    acc = acc.add(V::load_masked(d.add(r), self.tail));
+                }
+                *b += acc.sum();
+            }
+        }
+    }
+}
+
+/// The AVX-512 level: 32 registers, so 16 accumulators per dense tile (8 outputs x 2 vectors).
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use core::arch::x86_64::*;
+
+    use super::generic::{self, DenseTiles, Grad, Kernel, Lanes};
+    use super::Epilogue;
+    use crate::cpu::vector::F32Vec;
+
+    type V = __m512;
+
+    /// Rows `0..np` in blocks of `16 * H`, outputs in tiles of 8, then 4, 2, 1 for the rest
+    /// (each narrower tile with twice the partial sums). A block's inputs (`n_in x 16H`
+    /// floats) stay in L1 across its output tiles.
+    #[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl,avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn dense<const H: usize>(n_in: usize, n_out: usize, w: &[f32], x: &[f32], np: usize, ld: usize, y: &mut [f32], epi: Epilogue<'_>) {
+        generic::dense::<Tiles, H>(n_in, n_out, w, x, np, ld, y, epi)
+    }
+
+    struct Tiles;
+
+    impl DenseTiles for Tiles {
+        #[inline(always)]
+        unsafe fn blocks<const H: usize, const E: u8>(k: &Kernel, np: usize) {
+            let mut r0 = 0;
+            while r0 < np {
+                let mut o = 0;
+                while o + 8 <= k.n_out {
+                    k.tile::<V, H, 8, 1, E>(r0, o);
+                    o += 8;
+                }
+                if o + 4 <= k.n_out {
+                    k.tile::<V, H, 4, 2, E>(r0, o);
+                    o += 4;
+                }
+                if o + 2 <= k.n_out {
+                    k.tile::<V, H, 2, 4, E>(r0, o);
+                    o += 2;
+                }
+                if o < k.n_out {
+                    k.tile::<V, H, 1, 8, E>(r0, o);
+                }
+                r0 += 16 * H;
+            }
+        }
+    }
+
+    /// Outputs in chunks of up to 4 vectors (64 floats, the last one masked), inputs in tiles
+    /// whose `KT x JV` accumulators (up to 24) stay in registers for a whole pass of rows.
+    #[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl,avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn grad_rows(n_in: usize, n_out: usize, x: &[f32], ld: usize, dyt: &[f32], rows: usize, gw: &mut [f32], gb: &mut [f32]) {
+        Grad::new(n_in, n_out, x, ld, dyt, gw).run::<V, 64>(dyt, rows, gb, |g, o0, width, r0, r1| {
+            let last = V::mask(width - 16 * ((width - 1) / 16));
+            match width.div_ceil(16) {
+                4 => g.inputs::<V, 4, 6>(o0, last, r0, r1),
+                3 => g.inputs::<V, 3, 8>(o0, last, r0, r1),
+                2 => g.inputs::<V, 2, 12>(o0, last, r0, r1),
+                _ => g.inputs::<V, 1, 16>(o0, last, r0, r1),
+            }
+        });
+    }
+
+    /// `super::grad` with rows in vector lanes, 16 accumulators per tile.
+    #[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl,avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn grad_lanes(n_in: usize, n_out: usize, x: &[f32], dy: &[f32], ld: usize, rows: usize, gw: &mut [f32], gb: &mut [f32]) {
+        Lanes::new::<V>(n_in, n_out, x, dy, ld, rows, gw).run::<V, 4, 8, 16>(gb);
     }
 
     /// Blocks of 16 features x 16 rows, transposed in registers (4 shuffle stages). Loops
@@ -585,7 +811,7 @@ mod avx512 {
         let mut i0 = 0;
         while i0 < n {
             let ni = (n - i0).min(16);
-            let m = lane_mask(ni);
+            let m = V::mask(ni);
             let mut r0 = 0;
             while r0 < rows {
                 let mut b = [_mm512_setzero_ps(); 16];
@@ -604,175 +830,6 @@ mod avx512 {
             i0 += 16;
         }
     }
-
-    /// [`super::grad`] with rows in vector lanes: tiles of `KI` inputs x `JO` outputs
-    /// (`KI * JO <= 16` accumulators), each accumulator summing the rows `r = l mod 16` in
-    /// lane `l`, then [`reduce16`]. Outputs in tiles of 4, 2, 1; inputs in tiles of `16 / JO`,
-    /// then 4, 2, 1. The bias sums go through the same lanes and `_mm512_reduce_add_ps`.
-    #[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl,avx2,fma")]
-    #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn grad_lanes(
-        n_in: usize,
-        n_out: usize,
-        x: &[f32],
-        dy: &[f32],
-        ld: usize,
-        rows: usize,
-        gw: &mut [f32],
-        gb: &mut [f32],
-    ) {
-        let g = Lanes {
-            n_in,
-            n_out,
-            x: x.as_ptr(),
-            dy: dy.as_ptr(),
-            ld,
-            rows,
-            tail: lane_mask(rows - 16 * ((rows - 1) / 16)),
-            gw: gw.as_mut_ptr(),
-        };
-        let mut o = 0;
-        while o + 4 <= n_out {
-            g.inputs::<4, 4>(o);
-            o += 4;
-        }
-        if o + 2 <= n_out {
-            g.inputs::<2, 8>(o);
-            o += 2;
-        }
-        if o < n_out {
-            g.inputs::<1, 16>(o);
-        }
-        for (o, b) in gb.iter_mut().enumerate().take(n_out) {
-            let d = g.dy.add(o * ld);
-            let mut acc = _mm512_setzero_ps();
-            let mut r = 0;
-            while r + 16 <= rows {
-                acc = _mm512_add_ps(acc, _mm512_loadu_ps(d.add(r)));
-                r += 16;
-            }
-            if r < rows {
-                acc = _mm512_add_ps(acc, _mm512_maskz_loadu_ps(g.tail, d.add(r)));
-            }
-            *b += _mm512_reduce_add_ps(acc);
-        }
-    }
-
-    /// The operands of one [`grad_lanes`] call; `tail` masks the rows of the last vector.
-    struct Lanes {
-        n_in: usize,
-        n_out: usize,
-        x: *const f32,
-        dy: *const f32,
-        ld: usize,
-        rows: usize,
-        tail: __mmask16,
-        gw: *mut f32,
-    }
-
-    impl Lanes {
-        #[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl,avx2,fma")]
-        #[inline]
-        unsafe fn inputs<const JO: usize, const KI: usize>(&self, o0: usize) {
-            let mut i = 0;
-            while i + KI <= self.n_in {
-                self.tile::<KI, JO>(i, o0);
-                i += KI;
-            }
-            while i + 4 <= self.n_in {
-                self.tile::<4, JO>(i, o0);
-                i += 4;
-            }
-            if i + 2 <= self.n_in {
-                self.tile::<2, JO>(i, o0);
-                i += 2;
-            }
-            if i < self.n_in {
-                self.tile::<1, JO>(i, o0);
-            }
-        }
-
-        /// `gw[i0 + ii][o0 + oo] += sum_r x[i0 + ii][r] * dy[o0 + oo][r]`, accumulator
-        /// `ii * JO + oo`.
-        #[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl,avx2,fma")]
-        #[inline]
-        unsafe fn tile<const KI: usize, const JO: usize>(&self, i0: usize, o0: usize) {
-            let ld = self.ld;
-            let (x, dy) = (self.x.add(i0 * ld), self.dy.add(o0 * ld));
-            let mut acc = [_mm512_setzero_ps(); 16];
-            let step = |acc: &mut [__m512; 16], xv: [__m512; KI], dv: [__m512; JO]| {
-                for (ii, &xi) in xv.iter().enumerate() {
-                    for (oo, &d) in dv.iter().enumerate() {
-                        acc[ii * JO + oo] = _mm512_fmadd_ps(xi, d, acc[ii * JO + oo]);
-                    }
-                }
-            };
-            let mut r = 0;
-            while r + 16 <= self.rows {
-                let mut xv = [_mm512_setzero_ps(); KI];
-                for (ii, v) in xv.iter_mut().enumerate() {
-                    *v = _mm512_loadu_ps(x.add(ii * ld + r));
-                }
-                let mut dv = [_mm512_setzero_ps(); JO];
-                for (oo, v) in dv.iter_mut().enumerate() {
-                    *v = _mm512_loadu_ps(dy.add(oo * ld + r));
-                }
-                step(&mut acc, xv, dv);
-                r += 16;
-            }
-            if r < self.rows {
-                let mut xv = [_mm512_setzero_ps(); KI];
-                for (ii, v) in xv.iter_mut().enumerate() {
-                    *v = _mm512_loadu_ps(x.add(ii * ld + r));
-                }
-                // Masking `dy` alone zeroes the products of the rows past `rows`.
-                let mut dv = [_mm512_setzero_ps(); JO];
-                for (oo, v) in dv.iter_mut().enumerate() {
-                    *v = _mm512_maskz_loadu_ps(self.tail, dy.add(oo * ld + r));
-                }
-                step(&mut acc, xv, dv);
-            }
-            let mut sums = [0.0f32; 16];
-            _mm512_storeu_ps(sums.as_mut_ptr(), reduce16(acc));
-            for ii in 0..KI {
-                let g = self.gw.add((i0 + ii) * self.n_out + o0);
-                for (oo, &s) in sums[ii * JO..(ii + 1) * JO].iter().enumerate() {
-                    *g.add(oo) += s;
-                }
-            }
-        }
-    }
-
-    /// `out[l] = sum of the 16 lanes of a[l]`, in a fixed tree: lanes 4L..4L+4 pairwise,
-    /// then the four 128-bit quarters.
-    #[target_feature(enable = "avx512f")]
-    #[inline]
-    unsafe fn reduce16(a: [__m512; 16]) -> __m512 {
-        // c[p]: in each quarter, a[2p] partials at positions 0 and 2, a[2p+1] at 1 and 3.
-        let mut c = [_mm512_setzero_ps(); 8];
-        for (p, v) in c.iter_mut().enumerate() {
-            let (x, y) = (a[2 * p], a[2 * p + 1]);
-            *v = _mm512_add_ps(_mm512_unpacklo_ps(x, y), _mm512_unpackhi_ps(x, y));
-        }
-        // e[q]: in each quarter, position m is a partial of a[4q + m].
-        let mut e = [_mm512_setzero_ps(); 4];
-        for (q, v) in e.iter_mut().enumerate() {
-            let (x, y) = (_mm512_castps_pd(c[2 * q]), _mm512_castps_pd(c[2 * q + 1]));
-            *v = _mm512_add_ps(
-                _mm512_castpd_ps(_mm512_unpacklo_pd(x, y)),
-                _mm512_castpd_ps(_mm512_unpackhi_pd(x, y)),
-            );
-        }
-        let quarters = |x: __m512, y: __m512| {
-            _mm512_add_ps(
-                _mm512_shuffle_f32x4::<0x88>(x, y),
-                _mm512_shuffle_f32x4::<0xdd>(x, y),
-            )
-        };
-        // Quarter q of the result: the four quarters of e[q] added.
-        quarters(quarters(e[0], e[1]), quarters(e[2], e[3]))
-    }
-
     /// `out[c][a] = b[a][c]` for a 16 x 16 block.
     #[target_feature(enable = "avx512f")]
     #[inline]
@@ -809,457 +866,79 @@ mod avx512 {
     }
 }
 
-/// The AVX2 level: the AVX-512 kernels' structure and summation orders at 8 lanes, sized for
-/// 16 vector registers (at most 12 accumulators per tile).
+/// The AVX2 level: 16 registers, so 8 accumulators per dense tile (2 outputs x 4 vectors at
+/// full width, 4 x 2 at half width).
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use core::arch::x86_64::*;
 
-    use super::{Epilogue, ROW_BLOCK};
-    use crate::math::tanh_avx2;
+    use super::generic::{self, DenseTiles, Grad, Kernel, Lanes};
+    use super::Epilogue;
+    use crate::cpu::vector::F32Vec;
 
-    const BIAS_TANH: u8 = 0;
-    const BIAS: u8 = 1;
-    const TANH_GRAD: u8 = 2;
+    type V = __m256;
 
-    /// Vectors per row block.
-    const H: usize = ROW_BLOCK / 8;
-
-    /// Every block of [`ROW_BLOCK`] rows, outputs in tiles of 2 (8 accumulators), then 1.
+    /// Rows `0..np` in blocks of `8 * H`, outputs in tiles of `8 / H` (4 or 2), then 2, then a
+    /// last odd output with the inputs split over 2 partial sums. Every output but that last
+    /// one sums in one chain at either width, so each lane's operations do not depend on `H`.
     #[target_feature(enable = "avx2,fma")]
     #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn dense(
-        n_in: usize,
-        n_out: usize,
-        w: &[f32],
-        x: &[f32],
-        np: usize,
-        ld: usize,
-        y: &mut [f32],
-        epi: Epilogue<'_>,
-    ) {
-        let (kind, e) = match epi {
-            Epilogue::BiasTanh(b) => (BIAS_TANH, b.as_ptr()),
-            Epilogue::Bias(b) => (BIAS, b.as_ptr()),
-            Epilogue::TanhGrad(h) => (TANH_GRAD, h.as_ptr()),
-        };
-        let k = Kernel {
-            n_in,
-            n_out,
-            w: w.as_ptr(),
-            x: x.as_ptr(),
-            ld,
-            y: y.as_mut_ptr(),
-            e,
-        };
-        match kind {
-            BIAS_TANH => k.blocks::<BIAS_TANH>(np),
-            BIAS => k.blocks::<BIAS>(np),
-            _ => k.blocks::<TANH_GRAD>(np),
-        }
+    pub(super) unsafe fn dense<const H: usize>(n_in: usize, n_out: usize, w: &[f32], x: &[f32], np: usize, ld: usize, y: &mut [f32], epi: Epilogue<'_>) {
+        generic::dense::<Tiles, H>(n_in, n_out, w, x, np, ld, y, epi)
     }
 
-    /// The operands of one [`dense`] call, as at AVX-512.
-    struct Kernel {
-        n_in: usize,
-        n_out: usize,
-        w: *const f32,
-        x: *const f32,
-        ld: usize,
-        y: *mut f32,
-        e: *const f32,
-    }
+    struct Tiles;
 
-    impl Kernel {
-        #[target_feature(enable = "avx2,fma")]
-        unsafe fn blocks<const E: u8>(&self, np: usize) {
+    impl DenseTiles for Tiles {
+        #[inline(always)]
+        unsafe fn blocks<const H: usize, const E: u8>(k: &Kernel, np: usize) {
             let mut r0 = 0;
             while r0 < np {
                 let mut o = 0;
-                while o + 2 <= self.n_out {
-                    self.tile::<2, 1, E>(r0, o);
+                if H <= 2 {
+                    while o + 4 <= k.n_out {
+                        k.tile::<V, H, 4, 1, E>(r0, o);
+                        o += 4;
+                    }
+                }
+                while o + 2 <= k.n_out {
+                    k.tile::<V, H, 2, 1, E>(r0, o);
                     o += 2;
                 }
-                if o < self.n_out {
-                    self.tile::<1, 2, E>(r0, o);
+                if o < k.n_out {
+                    k.tile::<V, H, 1, 2, E>(r0, o);
                 }
-                r0 += ROW_BLOCK;
+                r0 += 8 * H;
             }
         }
-
-        /// Outputs `o0..o0 + J` of rows `r0..r0 + 32`: `J x 4` accumulators per partial sum,
-        /// the inputs split over `KS` partial sums added in order at the end.
-        #[target_feature(enable = "avx2,fma")]
-        #[inline]
-        unsafe fn tile<const J: usize, const KS: usize, const E: u8>(&self, r0: usize, o0: usize) {
-            let (ld, no) = (self.ld, self.n_out);
-            let mut acc = [[[_mm256_setzero_ps(); H]; J]; KS];
-            let step = |part: &mut [[__m256; H]; J], i: usize| {
-                let xr = self.x.add(i * ld + r0);
-                let wr = self.w.add(i * no + o0);
-                for (jj, a) in part.iter_mut().enumerate() {
-                    let wv = _mm256_set1_ps(*wr.add(jj));
-                    for (h, av) in a.iter_mut().enumerate() {
-                        *av = _mm256_fmadd_ps(_mm256_loadu_ps(xr.add(8 * h)), wv, *av);
-                    }
-                }
-            };
-            let mut i = 0;
-            while i + KS <= self.n_in {
-                for (s, part) in acc.iter_mut().enumerate() {
-                    step(part, i + s);
-                }
-                i += KS;
-            }
-            while i < self.n_in {
-                step(&mut acc[0], i);
-                i += 1;
-            }
-            let one = _mm256_set1_ps(1.0);
-            for jj in 0..J {
-                let o = o0 + jj;
-                for h in 0..H {
-                    let mut v = acc[0][jj][h];
-                    for part in &acc[1..] {
-                        v = _mm256_add_ps(v, part[jj][h]);
-                    }
-                    let at = o * ld + r0 + 8 * h;
-                    v = match E {
-                        BIAS_TANH => tanh_avx2(_mm256_add_ps(_mm256_set1_ps(*self.e.add(o)), v)),
-                        BIAS => _mm256_add_ps(_mm256_set1_ps(*self.e.add(o)), v),
-                        _ => {
-                            let hv = _mm256_loadu_ps(self.e.add(at));
-                            _mm256_mul_ps(v, _mm256_sub_ps(one, _mm256_mul_ps(hv, hv)))
-                        }
-                    };
-                    _mm256_storeu_ps(self.y.add(at), v);
-                }
-            }
-        }
-    }
-
-    /// Rows per pass of [`grad_rows`], as at AVX-512.
-    const GRAD_ROWS: usize = 128;
-
-    /// The low `n` lanes (0..=8) as a `maskload`/`maskstore` mask.
-    #[target_feature(enable = "avx2")]
-    #[inline]
-    unsafe fn lane_mask(n: usize) -> __m256i {
-        let idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-        _mm256_cmpgt_epi32(_mm256_set1_epi32(n as i32), idx)
     }
 
     /// Outputs in chunks of up to 2 vectors (16 floats, the last one masked), inputs in tiles
     /// whose `KT x JV` accumulators (12) stay in registers for a whole pass of rows.
     #[target_feature(enable = "avx2,fma")]
     #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn grad_rows(
-        n_in: usize,
-        n_out: usize,
-        x: &[f32],
-        ld: usize,
-        dyt: &[f32],
-        rows: usize,
-        gw: &mut [f32],
-        gb: &mut [f32],
-    ) {
-        let g = Grad {
-            n_in,
-            n_out,
-            x: x.as_ptr(),
-            ld,
-            dyt: dyt.as_ptr(),
-            gw: gw.as_mut_ptr(),
-        };
-        let mut r0 = 0;
-        while r0 < rows {
-            let r1 = (r0 + GRAD_ROWS).min(rows);
-            let mut o0 = 0;
-            while o0 < n_out {
-                let width = (n_out - o0).min(16);
-                let last = lane_mask(width - 8 * ((width - 1) / 8));
-                if width > 8 {
-                    g.inputs::<2, 6>(o0, last, r0, r1);
-                } else {
-                    g.inputs::<1, 12>(o0, last, r0, r1);
-                }
-                o0 += 16;
+    pub(super) unsafe fn grad_rows(n_in: usize, n_out: usize, x: &[f32], ld: usize, dyt: &[f32], rows: usize, gw: &mut [f32], gb: &mut [f32]) {
+        Grad::new(n_in, n_out, x, ld, dyt, gw).run::<V, 16>(dyt, rows, gb, |g, o0, width, r0, r1| {
+            let last = V::mask(width - 8 * ((width - 1) / 8));
+            if width > 8 {
+                g.inputs::<V, 2, 6>(o0, last, r0, r1);
+            } else {
+                g.inputs::<V, 1, 12>(o0, last, r0, r1);
             }
-            r0 = r1;
-        }
-        // Bias: the rows of `dyt` added in order, 8 outputs per vector.
-        let mut o0 = 0;
-        while o0 < n_out {
-            let m = lane_mask((n_out - o0).min(8));
-            let mut acc = _mm256_maskload_ps(gb.as_ptr().add(o0), m);
-            for r in 0..rows {
-                acc = _mm256_add_ps(acc, _mm256_maskload_ps(dyt.as_ptr().add(r * n_out + o0), m));
-            }
-            _mm256_maskstore_ps(gb.as_mut_ptr().add(o0), m, acc);
-            o0 += 8;
-        }
+        });
     }
 
-    /// The operands of one [`grad_rows`] call.
-    struct Grad {
-        n_in: usize,
-        n_out: usize,
-        x: *const f32,
-        ld: usize,
-        dyt: *const f32,
-        gw: *mut f32,
-    }
-
-    impl Grad {
-        /// Every input for outputs `o0..o0 + 8 * JV` (the last vector masked by `last`):
-        /// tiles of `KT` inputs, then 4, 2, 1 for the rest.
-        #[target_feature(enable = "avx2,fma")]
-        #[inline]
-        unsafe fn inputs<const JV: usize, const KT: usize>(
-            &self,
-            o0: usize,
-            last: __m256i,
-            r0: usize,
-            r1: usize,
-        ) {
-            let mut i = 0;
-            while i + KT <= self.n_in {
-                self.tile::<KT, JV>(i, o0, last, r0, r1);
-                i += KT;
-            }
-            while i + 4 <= self.n_in {
-                self.tile::<4, JV>(i, o0, last, r0, r1);
-                i += 4;
-            }
-            if i + 2 <= self.n_in {
-                self.tile::<2, JV>(i, o0, last, r0, r1);
-                i += 2;
-            }
-            if i < self.n_in {
-                self.tile::<1, JV>(i, o0, last, r0, r1);
-            }
-        }
-
-        /// `gw[i0..i0 + KT][o0..o0 + 8 * JV] += sum_{r0 <= r < r1} x[i][r] * dyt[r][o]`,
-        /// one FMA per row into each accumulator (rows add in order).
-        #[target_feature(enable = "avx2,fma")]
-        #[inline]
-        unsafe fn tile<const KT: usize, const JV: usize>(
-            &self,
-            i0: usize,
-            o0: usize,
-            last: __m256i,
-            r0: usize,
-            r1: usize,
-        ) {
-            let all = _mm256_set1_epi32(-1);
-            let mask = |v: usize| if v + 1 == JV { last } else { all };
-            let n_out = self.n_out;
-            let mut acc = [[_mm256_setzero_ps(); JV]; KT];
-            for (i, a) in acc.iter_mut().enumerate() {
-                for (v, av) in a.iter_mut().enumerate() {
-                    *av = _mm256_maskload_ps(self.gw.add((i0 + i) * n_out + o0 + 8 * v), mask(v));
-                }
-            }
-            let x = self.x.add(i0 * self.ld);
-            for r in r0..r1 {
-                let d = self.dyt.add(r * n_out + o0);
-                let mut dv = [_mm256_setzero_ps(); JV];
-                for (v, dvv) in dv.iter_mut().enumerate() {
-                    *dvv = _mm256_maskload_ps(d.add(8 * v), mask(v));
-                }
-                for (i, a) in acc.iter_mut().enumerate() {
-                    let xb = _mm256_set1_ps(*x.add(i * self.ld + r));
-                    for (av, &d) in a.iter_mut().zip(&dv) {
-                        *av = _mm256_fmadd_ps(xb, d, *av);
-                    }
-                }
-            }
-            for (i, a) in acc.iter().enumerate() {
-                for (v, &av) in a.iter().enumerate() {
-                    _mm256_maskstore_ps(self.gw.add((i0 + i) * n_out + o0 + 8 * v), mask(v), av);
-                }
-            }
-        }
+    /// `super::grad` with rows in vector lanes, 8 accumulators per tile.
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn grad_lanes(n_in: usize, n_out: usize, x: &[f32], dy: &[f32], ld: usize, rows: usize, gw: &mut [f32], gb: &mut [f32]) {
+        Lanes::new::<V>(n_in, n_out, x, dy, ld, rows, gw).run::<V, 2, 4, 8>(gb);
     }
 
     /// The plain transpose compiled for AVX2 (a small share of a backward next to the FMAs).
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn transpose(src: &[f32], n: usize, ld: usize, rows: usize, dst: &mut [f32]) {
         super::transpose_plain(src, n, ld, rows, dst)
-    }
-
-    /// [`super::grad`] with rows in vector lanes: tiles of `KI` inputs x `JO` outputs
-    /// (`KI * JO <= 8` accumulators), each accumulator summing the rows `r = l mod 8` in lane
-    /// `l`, then [`reduce8`]. Outputs in tiles of 4, 2, 1; inputs in tiles of `8 / JO`, then
-    /// halves. The bias sums go through the same lanes and the same tree.
-    #[target_feature(enable = "avx2,fma")]
-    #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn grad_lanes(
-        n_in: usize,
-        n_out: usize,
-        x: &[f32],
-        dy: &[f32],
-        ld: usize,
-        rows: usize,
-        gw: &mut [f32],
-        gb: &mut [f32],
-    ) {
-        let g = Lanes {
-            n_out,
-            x: x.as_ptr(),
-            dy: dy.as_ptr(),
-            ld,
-            rows,
-            tail: lane_mask(rows - 8 * ((rows - 1) / 8)),
-            gw: gw.as_mut_ptr(),
-        };
-        let mut o = 0;
-        while o + 4 <= n_out {
-            let mut i = 0;
-            while i + 2 <= n_in {
-                g.tile::<2, 4>(i, o);
-                i += 2;
-            }
-            if i < n_in {
-                g.tile::<1, 4>(i, o);
-            }
-            o += 4;
-        }
-        if o + 2 <= n_out {
-            let mut i = 0;
-            while i + 4 <= n_in {
-                g.tile::<4, 2>(i, o);
-                i += 4;
-            }
-            if i + 2 <= n_in {
-                g.tile::<2, 2>(i, o);
-                i += 2;
-            }
-            if i < n_in {
-                g.tile::<1, 2>(i, o);
-            }
-            o += 2;
-        }
-        if o < n_out {
-            let mut i = 0;
-            while i + 8 <= n_in {
-                g.tile::<8, 1>(i, o);
-                i += 8;
-            }
-            if i + 4 <= n_in {
-                g.tile::<4, 1>(i, o);
-                i += 4;
-            }
-            if i + 2 <= n_in {
-                g.tile::<2, 1>(i, o);
-                i += 2;
-            }
-            if i < n_in {
-                g.tile::<1, 1>(i, o);
-            }
-        }
-        // Bias: eight outputs' lane sums at a time through the same tree.
-        let mut o0 = 0;
-        while o0 < n_out {
-            let m = (n_out - o0).min(8);
-            let mut acc = [_mm256_setzero_ps(); 8];
-            for (oo, a) in acc.iter_mut().enumerate().take(m) {
-                let d = g.dy.add((o0 + oo) * ld);
-                let mut r = 0;
-                while r + 8 <= rows {
-                    *a = _mm256_add_ps(*a, _mm256_loadu_ps(d.add(r)));
-                    r += 8;
-                }
-                if r < rows {
-                    *a = _mm256_add_ps(*a, _mm256_maskload_ps(d.add(r), g.tail));
-                }
-            }
-            let mut sums = [0.0f32; 8];
-            _mm256_storeu_ps(sums.as_mut_ptr(), reduce8(acc));
-            for (b, s) in gb[o0..o0 + m].iter_mut().zip(sums) {
-                *b += s;
-            }
-            o0 += 8;
-        }
-    }
-
-    /// The operands of one [`grad_lanes`] call; `tail` masks the rows of the last vector.
-    struct Lanes {
-        n_out: usize,
-        x: *const f32,
-        dy: *const f32,
-        ld: usize,
-        rows: usize,
-        tail: __m256i,
-        gw: *mut f32,
-    }
-
-    impl Lanes {
-        /// `gw[i0 + ii][o0 + oo] += sum_r x[i0 + ii][r] * dy[o0 + oo][r]`, accumulator
-        /// `ii * JO + oo`.
-        #[target_feature(enable = "avx2,fma")]
-        #[inline]
-        unsafe fn tile<const KI: usize, const JO: usize>(&self, i0: usize, o0: usize) {
-            let ld = self.ld;
-            let (x, dy) = (self.x.add(i0 * ld), self.dy.add(o0 * ld));
-            let mut acc = [_mm256_setzero_ps(); 8];
-            let step = |acc: &mut [__m256; 8], xv: [__m256; KI], dv: [__m256; JO]| {
-                for (ii, &xi) in xv.iter().enumerate() {
-                    for (oo, &d) in dv.iter().enumerate() {
-                        acc[ii * JO + oo] = _mm256_fmadd_ps(xi, d, acc[ii * JO + oo]);
-                    }
-                }
-            };
-            let mut r = 0;
-            while r + 8 <= self.rows {
-                let mut xv = [_mm256_setzero_ps(); KI];
-                for (ii, v) in xv.iter_mut().enumerate() {
-                    *v = _mm256_loadu_ps(x.add(ii * ld + r));
-                }
-                let mut dv = [_mm256_setzero_ps(); JO];
-                for (oo, v) in dv.iter_mut().enumerate() {
-                    *v = _mm256_loadu_ps(dy.add(oo * ld + r));
-                }
-                step(&mut acc, xv, dv);
-                r += 8;
-            }
-            if r < self.rows {
-                let mut xv = [_mm256_setzero_ps(); KI];
-                for (ii, v) in xv.iter_mut().enumerate() {
-                    *v = _mm256_loadu_ps(x.add(ii * ld + r));
-                }
-                // Masking `dy` alone zeroes the products of the rows past `rows`.
-                let mut dv = [_mm256_setzero_ps(); JO];
-                for (oo, v) in dv.iter_mut().enumerate() {
-                    *v = _mm256_maskload_ps(dy.add(oo * ld + r), self.tail);
-                }
-                step(&mut acc, xv, dv);
-            }
-            let mut sums = [0.0f32; 8];
-            _mm256_storeu_ps(sums.as_mut_ptr(), reduce8(acc));
-            for ii in 0..KI {
-                let g = self.gw.add((i0 + ii) * self.n_out + o0);
-                for (oo, &s) in sums[ii * JO..(ii + 1) * JO].iter().enumerate() {
-                    *g.add(oo) += s;
-                }
-            }
-        }
-    }
-
-    /// `out[l] = sum of the 8 lanes of a[l]`, in a fixed tree: adjacent pairs, then pairs of
-    /// pairs (two `hadd` stages), then the two 128-bit halves.
-    #[target_feature(enable = "avx2")]
-    #[inline]
-    unsafe fn reduce8(a: [__m256; 8]) -> __m256 {
-        // After two hadd stages, half h of t0 holds the half-h sums of a[0..4] in lanes 0..4,
-        // and t1 those of a[4..8].
-        let t0 = _mm256_hadd_ps(_mm256_hadd_ps(a[0], a[1]), _mm256_hadd_ps(a[2], a[3]));
-        let t1 = _mm256_hadd_ps(_mm256_hadd_ps(a[4], a[5]), _mm256_hadd_ps(a[6], a[7]));
-        _mm256_add_ps(
-            _mm256_permute2f128_ps::<0x20>(t0, t1),
-            _mm256_permute2f128_ps::<0x31>(t0, t1),
-        )
     }
 }
 

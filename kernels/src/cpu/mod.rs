@@ -12,6 +12,7 @@ pub(crate) mod mlp;
 pub(crate) mod optim;
 mod simd;
 pub(crate) mod threads;
+mod vector;
 
 pub use engine::CpuEngine;
 pub use envonly::EnvOnly;

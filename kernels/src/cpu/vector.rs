@@ -1,0 +1,391 @@
+//! One vector register of f32 lanes per instruction-set level, with the operations the
+//! micro-kernels are written in, so that each kernel (`minibatch.rs`) is written once and
+//! compiled for every level: `__m512` for AVX-512, `__m256` for AVX2.
+//!
+//! The methods are `#[inline(always)]` wrappers of one intrinsic each (or a short fixed
+//! sequence). A kernel is generic over [`F32Vec`] and `#[inline(always)]` too, and each level
+//! calls it from one `#[target_feature]` function: everything is inlined there and compiled
+//! with that level's features, as if written with its intrinsics directly.
+
+#[cfg(target_arch = "x86_64")]
+use core::arch::x86_64::*;
+
+use crate::math::{
+    TANH_A1, TANH_A11, TANH_A13, TANH_A3, TANH_A5, TANH_A7, TANH_A9, TANH_B0, TANH_B2, TANH_B4, TANH_B6, TANH_CLAMP,
+    TANH_TINY,
+};
+
+/// A vector of f32 lanes at one instruction-set level.
+///
+/// # Safety
+/// Every method executes instructions of its level: call them only from a function compiled
+/// with that level's features (a `#[target_feature]` function of the level, entered after
+/// `SimdLevel::is_supported`), and with pointers valid for the lanes they read or write.
+pub(crate) trait F32Vec: Copy {
+    /// f32 lanes.
+    const LANES: usize;
+    /// Which lanes a partial load or store touches.
+    type Mask: Copy;
+    /// All lanes zero.
+    unsafe fn zero() -> Self;
+    /// Every lane `v`.
+    unsafe fn splat(v: f32) -> Self;
+    /// `LANES` floats from `p` (unaligned).
+    unsafe fn load(p: *const f32) -> Self;
+    /// Stores the lanes at `p` (unaligned).
+    unsafe fn store(self, p: *mut f32);
+    /// The low `n` lanes, `n` in `0..=LANES`.
+    unsafe fn mask(n: usize) -> Self::Mask;
+    /// Every lane.
+    unsafe fn all() -> Self::Mask;
+    /// The lanes of `m` from `p`, zero in the others (which are not read).
+    unsafe fn load_masked(p: *const f32, m: Self::Mask) -> Self;
+    /// Stores the lanes of `m` at `p` (the others are not written).
+    unsafe fn store_masked(self, p: *mut f32, m: Self::Mask);
+    /// Lane-wise `self + b`.
+    unsafe fn add(self, b: Self) -> Self;
+    /// Lane-wise `self - b`.
+    unsafe fn sub(self, b: Self) -> Self;
+    /// Lane-wise `self * b`.
+    unsafe fn mul(self, b: Self) -> Self;
+    /// Lane-wise `self / b` (IEEE division).
+    unsafe fn div(self, b: Self) -> Self;
+    /// Lane-wise `self * b + c`, rounded once (fused multiply-add).
+    unsafe fn mul_add(self, b: Self, c: Self) -> Self;
+    /// Lane-wise `b < self ? b : self`: `self` where either is NaN (the x86 `min` rule).
+    unsafe fn min_or_self(self, b: Self) -> Self;
+    /// Lane-wise `b > self ? b : self`: `self` where either is NaN.
+    unsafe fn max_or_self(self, b: Self) -> Self;
+    /// Lane-wise `|self|` (the sign bit cleared).
+    unsafe fn abs(self) -> Self;
+    /// Lane-wise `self < b ? t : f` (ordered: false where either is NaN).
+    unsafe fn select_lt(self, b: Self, t: Self, f: Self) -> Self;
+    /// The sum of the lanes, added in a fixed tree.
+    unsafe fn sum(self) -> f32;
+    /// `a.len() == LANES` vectors; lane `l` of the result is the sum of the lanes of `a[l]`,
+    /// added in a fixed tree (the same for every `l`).
+    unsafe fn sum_each(a: &[Self]) -> Self;
+}
+
+/// `tanh` on every lane with the operations of `math::tanh` in the same order (separate
+/// multiplies and adds, a true division), so each lane equals the scalar result bit for bit.
+///
+/// # Safety
+/// As [`F32Vec`].
+#[inline(always)]
+pub(crate) unsafe fn tanh<V: F32Vec>(x: V) -> V {
+    let s = |v: f32| V::splat(v);
+    // `min(C, x)` keeps x where x is NaN, as the scalar select does.
+    let xc = x.min_or_self(s(TANH_CLAMP));
+    let xc = xc.max_or_self(s(-TANH_CLAMP));
+    let x2 = xc.mul(xc);
+    let step = |acc: V, k: f32| acc.mul(x2).add(s(k));
+    let mut p = s(TANH_A13).mul(x2).add(s(TANH_A11));
+    p = step(p, TANH_A9);
+    p = step(p, TANH_A7);
+    p = step(p, TANH_A5);
+    p = step(p, TANH_A3);
+    p = step(p, TANH_A1);
+    p = p.mul(xc);
+    let mut q = s(TANH_B6).mul(x2).add(s(TANH_B4));
+    q = step(q, TANH_B2);
+    q = step(q, TANH_B0);
+    let r = p.div(q);
+    x.abs().select_lt(s(TANH_TINY), x, r)
+}
+
+#[cfg(target_arch = "x86_64")]
+impl F32Vec for __m512 {
+    const LANES: usize = 16;
+    type Mask = __mmask16;
+
+    #[inline(always)]
+    unsafe fn zero() -> Self {
+        _mm512_setzero_ps()
+    }
+    #[inline(always)]
+    unsafe fn splat(v: f32) -> Self {
+        _mm512_set1_ps(v)
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> Self {
+        _mm512_loadu_ps(p)
+    }
+    #[inline(always)]
+    unsafe fn store(self, p: *mut f32) {
+        _mm512_storeu_ps(p, self)
+    }
+    #[inline(always)]
+    unsafe fn mask(n: usize) -> __mmask16 {
+        (((1u32 << n) - 1) & 0xffff) as __mmask16
+    }
+    #[inline(always)]
+    unsafe fn all() -> __mmask16 {
+        0xffff
+    }
+    #[inline(always)]
+    unsafe fn load_masked(p: *const f32, m: __mmask16) -> Self {
+        _mm512_maskz_loadu_ps(m, p)
+    }
+    #[inline(always)]
+    unsafe fn store_masked(self, p: *mut f32, m: __mmask16) {
+        _mm512_mask_storeu_ps(p, m, self)
+    }
+    #[inline(always)]
+    unsafe fn add(self, b: Self) -> Self {
+        _mm512_add_ps(self, b)
+    }
+    #[inline(always)]
+    unsafe fn sub(self, b: Self) -> Self {
+        _mm512_sub_ps(self, b)
+    }
+    #[inline(always)]
+    unsafe fn mul(self, b: Self) -> Self {
+        _mm512_mul_ps(self, b)
+    }
+    #[inline(always)]
+    unsafe fn div(self, b: Self) -> Self {
+        _mm512_div_ps(self, b)
+    }
+    #[inline(always)]
+    unsafe fn mul_add(self, b: Self, c: Self) -> Self {
+        _mm512_fmadd_ps(self, b, c)
+    }
+    #[inline(always)]
+    unsafe fn min_or_self(self, b: Self) -> Self {
+        // `min(a, b)` returns its second operand where either is NaN.
+        _mm512_min_ps(b, self)
+    }
+    #[inline(always)]
+    unsafe fn max_or_self(self, b: Self) -> Self {
+        _mm512_max_ps(b, self)
+    }
+    #[inline(always)]
+    unsafe fn abs(self) -> Self {
+        _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(self), _mm512_set1_epi32(0x7fff_ffff)))
+    }
+    #[inline(always)]
+    unsafe fn select_lt(self, b: Self, t: Self, f: Self) -> Self {
+        _mm512_mask_blend_ps(_mm512_cmp_ps_mask::<_CMP_LT_OQ>(self, b), f, t)
+    }
+    #[inline(always)]
+    unsafe fn sum(self) -> f32 {
+        _mm512_reduce_add_ps(self)
+    }
+    /// Lanes 4L..4L+4 pairwise, then the four 128-bit quarters.
+    #[inline(always)]
+    unsafe fn sum_each(a: &[Self]) -> Self {
+        let a: &[Self; 16] = a.try_into().expect("16 vectors");
+        // c[p]: in each quarter, a[2p] partials at positions 0 and 2, a[2p+1] at 1 and 3.
+        let mut c = [_mm512_setzero_ps(); 8];
+        for (p, v) in c.iter_mut().enumerate() {
+            let (x, y) = (a[2 * p], a[2 * p + 1]);
+            *v = _mm512_add_ps(_mm512_unpacklo_ps(x, y), _mm512_unpackhi_ps(x, y));
+        }
+        // e[q]: in each quarter, position m is a partial of a[4q + m].
+        let mut e = [_mm512_setzero_ps(); 4];
+        for (q, v) in e.iter_mut().enumerate() {
+            let (x, y) = (_mm512_castps_pd(c[2 * q]), _mm512_castps_pd(c[2 * q + 1]));
+            *v = _mm512_add_ps(
+                _mm512_castpd_ps(_mm512_unpacklo_pd(x, y)),
+                _mm512_castpd_ps(_mm512_unpackhi_pd(x, y)),
+            );
+        }
+        let quarters = |x: __m512, y: __m512| {
+            _mm512_add_ps(_mm512_shuffle_f32x4::<0x88>(x, y), _mm512_shuffle_f32x4::<0xdd>(x, y))
+        };
+        // Quarter q of the result: the four quarters of e[q] added.
+        quarters(quarters(e[0], e[1]), quarters(e[2], e[3]))
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl F32Vec for __m256 {
+    const LANES: usize = 8;
+    type Mask = __m256i;
+
+    #[inline(always)]
+    unsafe fn zero() -> Self {
+        _mm256_setzero_ps()
+    }
+    #[inline(always)]
+    unsafe fn splat(v: f32) -> Self {
+        _mm256_set1_ps(v)
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> Self {
+        _mm256_loadu_ps(p)
+    }
+    #[inline(always)]
+    unsafe fn store(self, p: *mut f32) {
+        _mm256_storeu_ps(p, self)
+    }
+    #[inline(always)]
+    unsafe fn mask(n: usize) -> __m256i {
+        _mm256_cmpgt_epi32(_mm256_set1_epi32(n as i32), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))
+    }
+    #[inline(always)]
+    unsafe fn all() -> __m256i {
+        _mm256_set1_epi32(-1)
+    }
+    #[inline(always)]
+    unsafe fn load_masked(p: *const f32, m: __m256i) -> Self {
+        _mm256_maskload_ps(p, m)
+    }
+    #[inline(always)]
+    unsafe fn store_masked(self, p: *mut f32, m: __m256i) {
+        _mm256_maskstore_ps(p, m, self)
+    }
+    #[inline(always)]
+    unsafe fn add(self, b: Self) -> Self {
+        _mm256_add_ps(self, b)
+    }
+    #[inline(always)]
+    unsafe fn sub(self, b: Self) -> Self {
+        _mm256_sub_ps(self, b)
+    }
+    #[inline(always)]
+    unsafe fn mul(self, b: Self) -> Self {
+        _mm256_mul_ps(self, b)
+    }
+    #[inline(always)]
+    unsafe fn div(self, b: Self) -> Self {
+        _mm256_div_ps(self, b)
+    }
+    #[inline(always)]
+    unsafe fn mul_add(self, b: Self, c: Self) -> Self {
+        _mm256_fmadd_ps(self, b, c)
+    }
+    #[inline(always)]
+    unsafe fn min_or_self(self, b: Self) -> Self {
+        _mm256_min_ps(b, self)
+    }
+    #[inline(always)]
+    unsafe fn max_or_self(self, b: Self) -> Self {
+        _mm256_max_ps(b, self)
+    }
+    #[inline(always)]
+    unsafe fn abs(self) -> Self {
+        _mm256_and_ps(self, _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff)))
+    }
+    #[inline(always)]
+    unsafe fn select_lt(self, b: Self, t: Self, f: Self) -> Self {
+        _mm256_blendv_ps(f, t, _mm256_cmp_ps::<_CMP_LT_OQ>(self, b))
+    }
+    /// The two halves, then lanes 2 apart, then adjacent lanes.
+    #[inline(always)]
+    unsafe fn sum(self) -> f32 {
+        let s = _mm_add_ps(_mm256_castps256_ps128(self), _mm256_extractf128_ps::<1>(self));
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps::<1>(s, s)))
+    }
+    /// Adjacent pairs, then pairs of pairs (two `hadd` stages), then the two 128-bit halves.
+    #[inline(always)]
+    unsafe fn sum_each(a: &[Self]) -> Self {
+        let a: &[Self; 8] = a.try_into().expect("8 vectors");
+        // After two hadd stages, half h of t0 holds the half-h sums of a[0..4] in lanes 0..4,
+        // and t1 those of a[4..8].
+        let t0 = _mm256_hadd_ps(_mm256_hadd_ps(a[0], a[1]), _mm256_hadd_ps(a[2], a[3]));
+        let t1 = _mm256_hadd_ps(_mm256_hadd_ps(a[4], a[5]), _mm256_hadd_ps(a[6], a[7]));
+        _mm256_add_ps(_mm256_permute2f128_ps::<0x20>(t0, t1), _mm256_permute2f128_ps::<0x31>(t0, t1))
+    }
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use super::*;
+    use crate::math;
+
+    /// Runs a `lanes`-wide `tanh` over a sweep of [-10, 10] and the edge cases (tiny, clamp,
+    /// infinities, NaN) and asserts each lane equals the scalar `math::tanh`; returns the count.
+    fn check_vector_tanh(lanes: usize, f: impl Fn(&[f32], &mut [f32])) -> usize {
+        let mut xs: Vec<f32> = (-200_000..200_000).map(|i| i as f32 * 5e-5).collect();
+        xs.extend([
+            0.0, -0.0, 3.9e-4, 4e-4, -4e-4, 7.9, 7.906, -7.906, 50.0, -1e30,
+            f32::INFINITY, f32::NEG_INFINITY, f32::NAN, f32::MIN_POSITIVE,
+        ]);
+        while !xs.len().is_multiple_of(lanes) {
+            xs.push(1.0);
+        }
+        let mut checked = 0;
+        let mut out = vec![0.0f32; lanes];
+        for c in xs.chunks_exact(lanes) {
+            f(c, &mut out);
+            for (&x, &y) in c.iter().zip(&out) {
+                let want = math::tanh(x);
+                assert!(
+                    y.to_bits() == want.to_bits() || (y.is_nan() && want.is_nan()),
+                    "x = {x}: {lanes} lanes {y} vs scalar {want}"
+                );
+                checked += 1;
+            }
+        }
+        checked
+    }
+
+    #[test]
+    fn tanh_avx512_equals_scalar_bit_for_bit() {
+        if !crate::cpu::SimdLevel::Avx512.is_supported() {
+            println!("skipped: this CPU has no AVX-512");
+            return;
+        }
+        #[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl,avx2,fma")]
+        unsafe fn run(c: &[f32], out: &mut [f32]) {
+            tanh(<__m512 as F32Vec>::load(c.as_ptr())).store(out.as_mut_ptr());
+        }
+        // SAFETY: the level's features were confirmed above; the slices hold 16 f32 each.
+        let checked = check_vector_tanh(16, |c, out| unsafe { run(c, out) });
+        assert!(checked >= 400_000);
+    }
+
+    #[test]
+    fn tanh_avx2_equals_scalar_bit_for_bit() {
+        if !crate::cpu::SimdLevel::Avx2.is_supported() {
+            println!("skipped: this CPU has no AVX2");
+            return;
+        }
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn run(c: &[f32], out: &mut [f32]) {
+            tanh(<__m256 as F32Vec>::load(c.as_ptr())).store(out.as_mut_ptr());
+        }
+        // SAFETY: the level's features were confirmed above; the slices hold 8 f32 each.
+        let checked = check_vector_tanh(8, |c, out| unsafe { run(c, out) });
+        assert!(checked >= 400_000);
+    }
+
+    /// `sum_each` adds each vector's lanes into its own lane, on inputs whose sums are exact
+    /// (small integers), so any tree gives the same answer and a wrong lane shows.
+    #[test]
+    fn sum_each_puts_each_vectors_sum_in_its_lane() {
+        fn inputs(lanes: usize) -> Vec<f32> {
+            (0..lanes * lanes).map(|i| ((i * 7919) % 23) as f32 - 11.0).collect()
+        }
+        fn want(x: &[f32], lanes: usize) -> Vec<f32> {
+            x.chunks_exact(lanes).map(|c| c.iter().sum()).collect()
+        }
+        if crate::cpu::SimdLevel::Avx512.is_supported() {
+            #[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl,avx2,fma")]
+            unsafe fn run(x: &[f32], out: &mut [f32]) {
+                let v: Vec<__m512> = x.chunks_exact(16).map(|c| <__m512 as F32Vec>::load(c.as_ptr())).collect();
+                <__m512 as F32Vec>::sum_each(&v).store(out.as_mut_ptr());
+            }
+            let x = inputs(16);
+            let mut out = [0.0; 16];
+            // SAFETY: AVX-512 confirmed; 256 inputs and 16 outputs.
+            unsafe { run(&x, &mut out) };
+            assert_eq!(out.to_vec(), want(&x, 16));
+        }
+        if crate::cpu::SimdLevel::Avx2.is_supported() {
+            #[target_feature(enable = "avx2,fma")]
+            unsafe fn run(x: &[f32], out: &mut [f32]) {
+                let v: Vec<__m256> = x.chunks_exact(8).map(|c| <__m256 as F32Vec>::load(c.as_ptr())).collect();
+                <__m256 as F32Vec>::sum_each(&v).store(out.as_mut_ptr());
+            }
+            let x = inputs(8);
+            let mut out = [0.0; 8];
+            // SAFETY: AVX2 confirmed; 64 inputs and 8 outputs.
+            unsafe { run(&x, &mut out) };
+            assert_eq!(out.to_vec(), want(&x, 8));
+        }
+    }
+}
