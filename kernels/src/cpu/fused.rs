@@ -5,19 +5,23 @@
 //! 2 x 16 envs by 8 outputs of accumulators, weights broadcast from the row-major `W[k][j]`).
 //! Activations of a block stay in L1; the policy head and the sampling run on the block.
 //!
-//! A block of at most [`HALF_BLOCK`] live envs (a small run's only block, a chunk's last one,
-//! a few truncated states) runs at half width: the same tiles on one vector of envs instead of
-//! two, so half the work. Every lane does the same operations in the same order at either
-//! width, so the results do not depend on it.
+//! A block of at most 16 or 8 live envs (a small run's only block, a chunk's last one, a few
+//! truncated states) runs at half or quarter width: the same tiles on one vector of envs (a
+//! half vector at AVX-512 for 8) instead of two, so a half or a quarter of the work. Every
+//! lane does the same operations in the same order at any width, so the results do not depend
+//! on it.
 
-use super::minibatch::{dense_block, Epilogue, HALF_ROW_BLOCK, ROW_BLOCK};
+use super::minibatch::{dense_block, Epilogue, BLOCK_WIDTHS, ROW_BLOCK};
 use super::simd::SimdLevel;
 use crate::layout::{LayerLayout, ParamLayout};
 
 /// Envs per block: two AVX-512 registers of lanes, the minibatch kernels' row block.
 pub(crate) const BLOCK: usize = ROW_BLOCK;
-/// Envs per half-width block: one AVX-512 register of lanes.
-pub(crate) const HALF_BLOCK: usize = HALF_ROW_BLOCK;
+
+/// The narrowest block width that holds `live` envs ([`BLOCK`] for more than a block).
+pub(crate) fn block_width(live: usize) -> usize {
+    BLOCK_WIDTHS.into_iter().find(|&w| live <= w).unwrap_or(BLOCK)
+}
 
 /// Feature-major buffers of one block: the input and every layer's output, each
 /// `[features][width]` for the current [`BlockNet::width`].
@@ -46,12 +50,12 @@ impl BlockNet {
         }
     }
 
-    /// Sizes the block for `live` envs (at most [`BLOCK`]): [`HALF_BLOCK`] lanes when they fit,
-    /// else [`BLOCK`]. Returns the width, the stride of `input` and of the outputs until the
+    /// Sizes the block for `live` envs (at most [`BLOCK`]): the narrowest of 8, 16 or 32 lanes
+    /// that holds them. Returns the width, the stride of `input` and of the outputs until the
     /// next call.
     pub fn fit(&mut self, live: usize) -> usize {
         debug_assert!(live <= BLOCK, "{live} envs in one block");
-        self.width = if live <= HALF_BLOCK { HALF_BLOCK } else { BLOCK };
+        self.width = block_width(live);
         self.width
     }
 
@@ -104,7 +108,7 @@ fn mlp(
 }
 
 /// `y[j][e] = act(b[j] + sum_k x[k][e] * w[k][j])` for one block of `width` envs
-/// ([`BLOCK`] or [`HALF_BLOCK`]); `x` is `[fi][width]`, `y` is `[fo][width]`. The minibatch
+/// (8, 16 or [`BLOCK`]); `x` is `[fi][width]`, `y` is `[fo][width]`. The minibatch
 /// forward's kernel on one block: the portable level sums in `k` order then adds the bias, as
 /// `reference::dense` does, so it equals the reference bit for bit.
 #[allow(clippy::too_many_arguments)]
@@ -132,8 +136,8 @@ mod tests {
 
     /// Runs the block forward on a full block of observations and compares with
     /// `reference::forward`: the portable level must match bit for bit, the FMA levels within
-    /// 1e-5 relative. Then runs the first [`HALF_BLOCK`] of them at half width, which must
-    /// give the full block's bits on every level.
+    /// 1e-5 relative. Then runs the first 16 and 8 (and 5) of them at half and quarter width,
+    /// which must give the full block's bits on every level.
     fn check(hidden: Vec<usize>, n_actions: usize, simd: SimdLevel) {
         let shape = NetShape {
             obs_dim: 4,
@@ -162,7 +166,8 @@ mod tests {
             .collect();
         let run = |net: &mut BlockNet, live: usize| -> Vec<(u32, Vec<u32>)> {
             let w = net.fit(live);
-            assert_eq!(w, if live <= HALF_BLOCK { HALF_BLOCK } else { BLOCK }, "width for {live}");
+            assert_eq!(w, block_width(live), "width for {live}");
+            assert!(w >= live && (w == 8 || w / 2 < live), "width {w} for {live}");
             for (e, o) in obs[..live].iter().enumerate() {
                 for (k, &v) in o.iter().enumerate() {
                     net.input[k * w + e] = v;
@@ -197,7 +202,7 @@ mod tests {
                 }
             }
         }
-        for live in [HALF_BLOCK, 5] {
+        for live in [16, 9, 8, 5, 1] {
             let half = run(&mut net, live);
             assert_eq!(half[..], full[..live], "{}: half-width block of {live}", simd.name());
         }

@@ -83,9 +83,9 @@ pub(crate) fn dense(
     dense_rows(simd, n_in, n_out, w, x, padded_rows(rows), ld, ROW_BLOCK, y, epi);
 }
 
-/// [`dense`] on one block of `width` rows stored `width` apart ([`ROW_BLOCK`] or
-/// [`HALF_ROW_BLOCK`]): the rollout's forward on a block of envs (`fused.rs`). Every lane
-/// computes what it would in a full block, bit for bit.
+/// [`dense`] on one block of `width` rows stored `width` apart (one of [`BLOCK_WIDTHS`]): the
+/// rollout's forward on a block of envs (`fused.rs`). Every lane computes what it would in a
+/// full block, bit for bit.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn dense_block(
     simd: SimdLevel,
@@ -97,14 +97,15 @@ pub(crate) fn dense_block(
     y: &mut [f32],
     epi: Epilogue<'_>,
 ) {
-    assert!(width == ROW_BLOCK || width == HALF_ROW_BLOCK, "dense_block: {width} rows");
+    assert!(BLOCK_WIDTHS.contains(&width), "dense_block: {width} rows");
     dense_rows(simd, n_in, n_out, w, x, width, width, width, y, epi);
 }
 
-/// Rows per half-width block (one AVX-512 vector).
-pub(crate) const HALF_ROW_BLOCK: usize = ROW_BLOCK / 2;
+/// The row blocks the kernels run on: [`ROW_BLOCK`] (two AVX-512 vectors), and a half and a
+/// quarter of it for a few rows (a small rollout block).
+pub(crate) const BLOCK_WIDTHS: [usize; 3] = [ROW_BLOCK / 4, ROW_BLOCK / 2, ROW_BLOCK];
 
-/// [`dense`] on rows `0..np` in blocks of `block` rows ([`ROW_BLOCK`] or [`HALF_ROW_BLOCK`]).
+/// [`dense`] on rows `0..np` in blocks of `block` rows (one of [`BLOCK_WIDTHS`]).
 #[allow(clippy::too_many_arguments)]
 fn dense_rows(
     simd: SimdLevel,
@@ -122,7 +123,7 @@ fn dense_rows(
         return;
     }
     assert!(
-        np <= ld && n_in > 0 && np.is_multiple_of(block),
+        np <= ld && n_in > 0 && np.is_multiple_of(block) && BLOCK_WIDTHS.contains(&block),
         "dense: stride {ld} below the {np} padded rows, rows not in blocks of {block}, or no inputs ({n_in})"
     );
     assert!(
@@ -135,26 +136,26 @@ fn dense_rows(
         }
         Epilogue::TanhGrad(h) => assert!(h.len() >= n_out * ld, "dense: activations too short"),
     }
-    let half = block == HALF_ROW_BLOCK;
     match simd {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the asserts above cover every index the kernel reads or writes (rows below
         // `np <= ld` in whole blocks, inputs below `n_in`, outputs below `n_out`); a level
         // exists only where `SimdLevel::is_supported` confirmed its features.
         SimdLevel::Avx512 => unsafe {
-            if half {
-                avx512::dense::<1>(n_in, n_out, w, x, np, ld, y, epi)
-            } else {
-                avx512::dense::<2>(n_in, n_out, w, x, np, ld, y, epi)
+            use core::arch::x86_64::{__m256, __m512};
+            match block {
+                8 => avx512::dense::<__m256, 1>(n_in, n_out, w, x, np, ld, y, epi),
+                16 => avx512::dense::<__m512, 1>(n_in, n_out, w, x, np, ld, y, epi),
+                _ => avx512::dense::<__m512, 2>(n_in, n_out, w, x, np, ld, y, epi),
             }
         },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above.
         SimdLevel::Avx2 => unsafe {
-            if half {
-                avx2::dense::<2>(n_in, n_out, w, x, np, ld, y, epi)
-            } else {
-                avx2::dense::<4>(n_in, n_out, w, x, np, ld, y, epi)
+            match block {
+                8 => avx2::dense::<1>(n_in, n_out, w, x, np, ld, y, epi),
+                16 => avx2::dense::<2>(n_in, n_out, w, x, np, ld, y, epi),
+                _ => avx2::dense::<4>(n_in, n_out, w, x, np, ld, y, epi),
             }
         },
         _ => dense_portable(n_in, n_out, w, x, np, ld, y, epi),
@@ -439,7 +440,7 @@ mod generic {
     pub(super) trait DenseTiles {
         /// # Safety
         /// As [`F32Vec`]; `dense`'s asserts cover the rows, inputs and outputs.
-        unsafe fn blocks<const H: usize, const E: u8>(k: &Kernel, np: usize);
+        unsafe fn blocks<V: F32Vec, const H: usize, const E: u8>(k: &Kernel, np: usize);
     }
 
     /// `dense` at a level: the operands, then the level's tiles instantiated for the epilogue.
@@ -448,12 +449,12 @@ mod generic {
     /// As [`F32Vec`]; `dense`'s asserts cover the rows, inputs and outputs.
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
-    pub unsafe fn dense<T: DenseTiles, const H: usize>(n_in: usize, n_out: usize, w: &[f32], x: &[f32], np: usize, ld: usize, y: &mut [f32], epi: Epilogue<'_>) {
+    pub unsafe fn dense<T: DenseTiles, V: F32Vec, const H: usize>(n_in: usize, n_out: usize, w: &[f32], x: &[f32], np: usize, ld: usize, y: &mut [f32], epi: Epilogue<'_>) {
         let (k, kind) = Kernel::new(n_in, n_out, w, x, ld, y, epi);
         match kind {
-            BIAS_TANH => T::blocks::<H, BIAS_TANH>(&k, np),
-            BIAS => T::blocks::<H, BIAS>(&k, np),
-            _ => T::blocks::<H, TANH_GRAD>(&k, np),
+            BIAS_TANH => T::blocks::<V, H, BIAS_TANH>(&k, np),
+            BIAS => T::blocks::<V, H, BIAS>(&k, np),
+            _ => T::blocks::<V, H, TANH_GRAD>(&k, np),
         }
     }
 
@@ -741,20 +742,21 @@ mod avx512 {
 
     type V = __m512;
 
-    /// Rows `0..np` in blocks of `16 * H`, outputs in tiles of 8, then 4, 2, 1 for the rest
-    /// (each narrower tile with twice the partial sums). A block's inputs (`n_in x 16H`
-    /// floats) stay in L1 across its output tiles.
+    /// Rows `0..np` in blocks of `W::LANES * H`, outputs in tiles of 8, then 4, 2, 1 for the
+    /// rest (each narrower tile with twice the partial sums). A block's inputs (`n_in x 16H`
+    /// floats) stay in L1 across its output tiles. `W` is `__m512`, or `__m256` for a block of
+    /// 8 rows: the same tiles on half vectors, so each lane's operations are the same.
     #[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl,avx2,fma")]
     #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn dense<const H: usize>(n_in: usize, n_out: usize, w: &[f32], x: &[f32], np: usize, ld: usize, y: &mut [f32], epi: Epilogue<'_>) {
-        generic::dense::<Tiles, H>(n_in, n_out, w, x, np, ld, y, epi)
+    pub(super) unsafe fn dense<W: F32Vec, const H: usize>(n_in: usize, n_out: usize, w: &[f32], x: &[f32], np: usize, ld: usize, y: &mut [f32], epi: Epilogue<'_>) {
+        generic::dense::<Tiles, W, H>(n_in, n_out, w, x, np, ld, y, epi)
     }
 
     struct Tiles;
 
     impl DenseTiles for Tiles {
         #[inline(always)]
-        unsafe fn blocks<const H: usize, const E: u8>(k: &Kernel, np: usize) {
+        unsafe fn blocks<V: F32Vec, const H: usize, const E: u8>(k: &Kernel, np: usize) {
             let mut r0 = 0;
             while r0 < np {
                 let mut o = 0;
@@ -773,7 +775,7 @@ mod avx512 {
                 if o < k.n_out {
                     k.tile::<V, H, 1, 8, E>(r0, o);
                 }
-                r0 += 16 * H;
+                r0 += V::LANES * H;
             }
         }
     }
@@ -878,23 +880,30 @@ mod avx2 {
 
     type V = __m256;
 
-    /// Rows `0..np` in blocks of `8 * H`, outputs in tiles of `8 / H` (4 or 2), then 2, then a
-    /// last odd output with the inputs split over 2 partial sums. Every output but that last
-    /// one sums in one chain at either width, so each lane's operations do not depend on `H`.
+    /// Rows `0..np` in blocks of `8 * H`, outputs in tiles of `8 / H` (8, 4 or 2), then 4 and
+    /// 2, then a last odd output with the inputs split over 2 partial sums. Every output but
+    /// that last one sums in one chain at any width, so each lane's operations do not depend
+    /// on `H`.
     #[target_feature(enable = "avx2,fma")]
     #[allow(clippy::too_many_arguments)]
     pub(super) unsafe fn dense<const H: usize>(n_in: usize, n_out: usize, w: &[f32], x: &[f32], np: usize, ld: usize, y: &mut [f32], epi: Epilogue<'_>) {
-        generic::dense::<Tiles, H>(n_in, n_out, w, x, np, ld, y, epi)
+        generic::dense::<Tiles, V, H>(n_in, n_out, w, x, np, ld, y, epi)
     }
 
     struct Tiles;
 
     impl DenseTiles for Tiles {
         #[inline(always)]
-        unsafe fn blocks<const H: usize, const E: u8>(k: &Kernel, np: usize) {
+        unsafe fn blocks<V: F32Vec, const H: usize, const E: u8>(k: &Kernel, np: usize) {
             let mut r0 = 0;
             while r0 < np {
                 let mut o = 0;
+                if H == 1 {
+                    while o + 8 <= k.n_out {
+                        k.tile::<V, H, 8, 1, E>(r0, o);
+                        o += 8;
+                    }
+                }
                 if H <= 2 {
                     while o + 4 <= k.n_out {
                         k.tile::<V, H, 4, 1, E>(r0, o);
@@ -908,7 +917,7 @@ mod avx2 {
                 if o < k.n_out {
                     k.tile::<V, H, 1, 2, E>(r0, o);
                 }
-                r0 += 8 * H;
+                r0 += V::LANES * H;
             }
         }
     }
