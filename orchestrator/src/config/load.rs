@@ -480,7 +480,7 @@ mod tests {
             let err = load_str(f, text, &[(name.to_string(), "1".to_string())], &[]).expect_err(name).to_string();
             assert_eq!(err, expected, "{name}");
         }
-        let runtime = ["DROVER_PLUGIN_PATH", "DROVER_JOB_BIN", "DROVER_ALLREDUCE", "DROVER_CACHE_DIR", "DROVER_REQUIRE_GPU", "DROVER_REQUIRE_NCCL", "DROVER_NCCL_LIBRARY", "DROVER_SLURM_SKIP", "DROVER_KERNEL_CACHE", "DROVER_MPIRUN", "DROVER_PLUGIN_DIR", "DROVER_JOB_LOCK_FD", "DROVER_CHAOS_SEED", "DROVER_BUSY_WAIT_S", "DROVER_FAULT_KILL_RANK", "DROVER_BLESS_ABI_LAYOUT"];
+        let runtime = ["DROVER_PLUGIN_PATH", "DROVER_JOB_BIN", "DROVER_ALLREDUCE", "DROVER_SIMD", "DROVER_CACHE_DIR", "DROVER_REQUIRE_GPU", "DROVER_REQUIRE_NCCL", "DROVER_NCCL_LIBRARY", "DROVER_SLURM_SKIP", "DROVER_KERNEL_CACHE", "DROVER_MPIRUN", "DROVER_PLUGIN_DIR", "DROVER_JOB_LOCK_FD", "DROVER_CHAOS_SEED", "DROVER_BUSY_WAIT_S", "DROVER_FAULT_KILL_RANK", "DROVER_BLESS_ABI_LAYOUT"];
         let env: Vec<(String, String)> = runtime.iter().map(|n| (n.to_string(), "1".to_string())).collect();
         load_str(f, text, &env, &[]).expect("the runtime's variables are not sweep settings");
     }
