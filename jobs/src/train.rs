@@ -134,7 +134,7 @@ pub fn run(
     let cuda_visible_devices = std::env::var("CUDA_VISIBLE_DEVICES").ok();
     tracing::info!(
         run = %spec.run_id, plugin = %info.name, device = ?engine.device(), cuda_ordinal, cuda_visible_devices,
-        cpu_simd = drover_kernels::cpu::SimdLevel::from_env().map_or("?", |l| l.name()),
+        compute = %checkpoint::compute_of(engine.as_ref()),
         params = engine.num_params(), rank, ranks = size, grad_allreduce = ?grad_path, "training starts"
     );
 
@@ -173,7 +173,7 @@ pub fn run(
                 checkpoint::ResumeLevel::Same => {}
                 checkpoint::ResumeLevel::Switch(level) => {
                     engine.set_simd_level(level)?;
-                    tracing::info!(run = %spec.run_id, rank, cpu_simd = level.name(), "resuming at the checkpoint's CPU level, so the run continues bit for bit");
+                    tracing::info!(run = %spec.run_id, rank, compute = %checkpoint::compute_of(engine.as_ref()), "resuming at the checkpoint's CPU level, so the run continues bit for bit");
                 }
                 checkpoint::ResumeLevel::Differs(why) => tracing::warn!(run = %spec.run_id, rank, "{why}"),
             }

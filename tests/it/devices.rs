@@ -206,7 +206,7 @@ fn drover_simd_picks_the_cpu_level_and_a_bad_value_fails_the_run_with_the_reason
     let out = run("portable", &results);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let log = job_stderr(&results);
-    assert!(log.contains("cpu_simd=\"portable\""), "the job should log its level:\n{log}");
+    assert!(log.contains("compute=cpu/portable"), "the job should log its level:\n{log}");
 
     let results = tmp.path().join("bad");
     let out = run("avx1024", &results);

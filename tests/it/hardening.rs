@@ -483,7 +483,7 @@ fn a_resumed_run_goes_on_at_its_checkpoints_cpu_level() {
     let log = std::fs::read_to_string(run.join("attempt-2.stderr.log")).expect("a second attempt's log");
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-        assert!(log.contains("resuming at the checkpoint's CPU level") && log.contains("cpu_simd=\"portable\""), "{log}");
+        assert!(log.contains("resuming at the checkpoint's CPU level") && log.contains("compute=cpu/portable"), "{log}");
     }
     assert!(!log.contains("not bit for bit"), "{log}");
     assert_eq!(drover_tests::untimed(&drover_tests::metrics_rows(&run)), expected, "resumed exactly at the checkpoint's level");
