@@ -588,6 +588,39 @@ mod generic {
         }
     }
 
+    /// `dst[r][i] = src[i][r]` (`super::transpose`) in blocks of `LANES` features x `LANES`
+    /// rows: each block is loaded, transposed in registers by `block` (the level's shuffle
+    /// network, on the first `LANES` vectors), and stored masked to the block's features. Loop
+    /// trip counts are constant so the block stays in registers: a block with fewer features
+    /// reloads its last feature in the missing places, and the stores mask those lanes out.
+    ///
+    /// # Safety
+    /// As [`F32Vec`]; `transpose`'s assert bounds every read (rows in blocks of `LANES`, within
+    /// `ld`) and store (masked to `n` features, only rows below `rows`).
+    #[inline(always)]
+    pub unsafe fn transpose<V: F32Vec>(src: &[f32], n: usize, ld: usize, rows: usize, dst: &mut [f32], block: impl Fn(&mut [V; 16])) {
+        let lanes = V::LANES;
+        let (src, dst) = (src.as_ptr(), dst.as_mut_ptr());
+        let mut i0 = 0;
+        while i0 < n {
+            let ni = (n - i0).min(lanes);
+            let m = V::mask(ni);
+            let mut r0 = 0;
+            while r0 < rows {
+                let mut b = [V::zero(); 16];
+                for (a, v) in b.iter_mut().take(lanes).enumerate() {
+                    *v = V::load(src.add((i0 + a.min(ni - 1)) * ld + r0));
+                }
+                block(&mut b);
+                for (r, v) in b.iter().take(lanes.min(rows - r0)).enumerate() {
+                    v.store_masked(dst.add((r0 + r) * n + i0), m);
+                }
+                r0 += lanes;
+            }
+            i0 += lanes;
+        }
+    }
+
     /// The operands of one in-lanes weight gradient (`grad_lanes`); `tail` masks the rows of
     /// the last vector.
     pub(super) struct Lanes<M> {
@@ -807,35 +840,12 @@ mod avx512 {
         Lanes::new::<V>(n_in, n_out, x, dy, ld, rows, gw).run::<V, 4, 8, 16>(gb);
     }
 
-    /// Blocks of 16 features x 16 rows, transposed in registers (4 shuffle stages). Loops
-    /// have constant trip counts so the block stays in registers: a block with fewer than 16
-    /// features reloads its last feature in the missing places, and the stores mask those
-    /// lanes out.
+    /// Blocks of 16 features x 16 rows, transposed in registers (4 shuffle stages).
     #[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl,avx2,fma")]
     pub(super) unsafe fn transpose(src: &[f32], n: usize, ld: usize, rows: usize, dst: &mut [f32]) {
-        let (src, dst) = (src.as_ptr(), dst.as_mut_ptr());
-        let mut i0 = 0;
-        while i0 < n {
-            let ni = (n - i0).min(16);
-            let m = V::mask(ni);
-            let mut r0 = 0;
-            while r0 < rows {
-                let mut b = [_mm512_setzero_ps(); 16];
-                for (a, v) in b.iter_mut().enumerate() {
-                    *v = _mm512_loadu_ps(src.add((i0 + a.min(ni - 1)) * ld + r0));
-                }
-                let t = transpose16(b);
-                let nr = rows - r0;
-                for (r, v) in t.iter().enumerate() {
-                    if r < nr {
-                        _mm512_mask_storeu_ps(dst.add((r0 + r) * n + i0), m, *v);
-                    }
-                }
-                r0 += 16;
-            }
-            i0 += 16;
-        }
+        generic::transpose::<V>(src, n, ld, rows, dst, |b| *b = transpose16(*b))
     }
+
     /// `out[c][a] = b[a][c]` for a 16 x 16 block.
     #[target_feature(enable = "avx512f")]
     #[inline]
@@ -949,33 +959,13 @@ mod avx2 {
         Lanes::new::<V>(n_in, n_out, x, dy, ld, rows, gw).run::<V, 2, 4, 8>(gb);
     }
 
-    /// Blocks of 8 features x 8 rows, transposed in registers (3 shuffle stages), as the
-    /// AVX-512 level does with 16 x 16: a block with fewer than 8 features reloads its last
-    /// feature in the missing places, and the stores mask those lanes out.
+    /// Blocks of 8 features x 8 rows, transposed in registers (3 shuffle stages).
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn transpose(src: &[f32], n: usize, ld: usize, rows: usize, dst: &mut [f32]) {
-        let (src, dst) = (src.as_ptr(), dst.as_mut_ptr());
-        let mut i0 = 0;
-        while i0 < n {
-            let ni = (n - i0).min(8);
-            let m = V::mask(ni);
-            let mut r0 = 0;
-            while r0 < rows {
-                let mut b = [_mm256_setzero_ps(); 8];
-                for (a, v) in b.iter_mut().enumerate() {
-                    *v = _mm256_loadu_ps(src.add((i0 + a.min(ni - 1)) * ld + r0));
-                }
-                let t = transpose8(b);
-                let nr = rows - r0;
-                for (r, v) in t.iter().enumerate() {
-                    if r < nr {
-                        _mm256_maskstore_ps(dst.add((r0 + r) * n + i0), m, *v);
-                    }
-                }
-                r0 += 8;
-            }
-            i0 += 8;
-        }
+        generic::transpose::<V>(src, n, ld, rows, dst, |b| {
+            let t = transpose8([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
+            b[..8].copy_from_slice(&t);
+        })
     }
 
     /// `out[c][a] = b[a][c]` for an 8 x 8 block.
