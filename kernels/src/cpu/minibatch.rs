@@ -372,19 +372,7 @@ mod generic {
             let mut xr = self.x.add(r0);
             let mut wr = self.w.add(o0);
             let mut acc = [[[V::zero(); H]; J]; KS];
-            // One input into the partial sum `part`.
-            let step = |part: &mut [[V; H]; J], xr: *const f32, wr: *const f32| {
-                let mut xv = [V::zero(); H];
-                for (h, v) in xv.iter_mut().enumerate() {
-                    *v = V::load(xr.add(V::LANES * h));
-                }
-                for (jj, a) in part.iter_mut().enumerate() {
-                    let wv = V::splat(*wr.add(jj));
-                    for (av, &xh) in a.iter_mut().zip(&xv) {
-                        *av = xh.mul_add(wv, *av);
-                    }
-                }
-            };
+            let step = dense_step::<V, H, J>;
             let mut i = 0;
             // Two rounds per iteration: half the loop overhead, the same order of FMAs.
             while i + 2 * KS <= self.n_in {
@@ -458,6 +446,24 @@ mod generic {
         }
     }
 
+    /// One input row into the partial sum `part` of a dense tile: `H` vectors of `xr`, each
+    /// multiplied by `J` weights `wr[0..J]` broadcast. A function, not a closure: a closure
+    /// would not get the level's target features in an unoptimized or incremental build, and
+    /// its intrinsics would become calls.
+    #[inline(always)]
+    unsafe fn dense_step<V: F32Vec, const H: usize, const J: usize>(part: &mut [[V; H]; J], xr: *const f32, wr: *const f32) {
+        let mut xv = [V::zero(); H];
+        for (h, v) in xv.iter_mut().enumerate() {
+            *v = V::load(xr.add(V::LANES * h));
+        }
+        for (jj, a) in part.iter_mut().enumerate() {
+            let wv = V::splat(*wr.add(jj));
+            for (av, &xh) in a.iter_mut().zip(&xv) {
+                *av = xh.mul_add(wv, *av);
+            }
+        }
+    }
+
     /// The operands of one row-ordered weight gradient (`grad_rows`).
     pub(super) struct Grad {
         pub n_in: usize,
@@ -505,12 +511,11 @@ mod generic {
         #[inline(always)]
         unsafe fn tile<V: F32Vec, const KT: usize, const JV: usize>(&self, i0: usize, o0: usize, last: V::Mask, r0: usize, r1: usize) {
             let all = V::all();
-            let mask = |v: usize| if v + 1 == JV { last } else { all };
             let n_out = self.n_out;
             let mut acc = [[V::zero(); JV]; KT];
             for (i, a) in acc.iter_mut().enumerate() {
                 for (v, av) in a.iter_mut().enumerate() {
-                    *av = V::load_masked(self.gw.add((i0 + i) * n_out + o0 + V::LANES * v), mask(v));
+                    *av = V::load_masked(self.gw.add((i0 + i) * n_out + o0 + V::LANES * v), if v + 1 == JV { last } else { all });
                 }
             }
             let x = self.x.add(i0 * self.ld);
@@ -518,7 +523,7 @@ mod generic {
                 let d = self.dyt.add(r * n_out + o0);
                 let mut dv = [V::zero(); JV];
                 for (v, dvv) in dv.iter_mut().enumerate() {
-                    *dvv = V::load_masked(d.add(V::LANES * v), mask(v));
+                    *dvv = V::load_masked(d.add(V::LANES * v), if v + 1 == JV { last } else { all });
                 }
                 for (i, a) in acc.iter_mut().enumerate() {
                     let xb = V::splat(*x.add(i * self.ld + r));
@@ -529,7 +534,7 @@ mod generic {
             }
             for (i, a) in acc.iter().enumerate() {
                 for (v, &av) in a.iter().enumerate() {
-                    av.store_masked(self.gw.add((i0 + i) * n_out + o0 + V::LANES * v), mask(v));
+                    av.store_masked(self.gw.add((i0 + i) * n_out + o0 + V::LANES * v), if v + 1 == JV { last } else { all });
                 }
             }
         }
@@ -540,32 +545,39 @@ mod generic {
     /// accumulators go back to memory once per pass.
     const GRAD_ROWS: usize = 128;
 
+    /// A level's row-ordered gradient tile plan: outputs in chunks of `CHUNK`, each run by
+    /// `chunk` with the level's tile shapes ([`Grad::inputs`]).
+    pub(super) trait GradTiles {
+        /// The level's vector.
+        type V: F32Vec;
+        /// Outputs per chunk.
+        const CHUNK: usize;
+        /// Outputs `o0..o0 + width` (`width <= CHUNK`) over rows `r0..r1`.
+        ///
+        /// # Safety
+        /// As [`F32Vec`]; `grad`'s asserts cover what is read and written.
+        unsafe fn chunk(g: &Grad, o0: usize, width: usize, r0: usize, r1: usize);
+    }
+
     impl Grad {
-        /// The whole row-ordered gradient: passes of [`GRAD_ROWS`] rows, each over chunks of
-        /// `CHUNK` outputs that `chunk(grad, o0, width, r0, r1)` runs with the level's tile
-        /// shapes, then the bias.
+        /// The whole row-ordered gradient: passes of [`GRAD_ROWS`] rows, each over the level's
+        /// chunks of outputs, then the bias.
         ///
         /// # Safety
         /// As [`F32Vec`]; `grad`'s asserts cover what is read and written.
         #[inline(always)]
-        pub unsafe fn run<V: F32Vec, const CHUNK: usize>(
-            &self,
-            dyt: &[f32],
-            rows: usize,
-            gb: &mut [f32],
-            chunk: impl Fn(&Self, usize, usize, usize, usize),
-        ) {
+        pub unsafe fn run<T: GradTiles>(&self, dyt: &[f32], rows: usize, gb: &mut [f32]) {
             let mut r0 = 0;
             while r0 < rows {
                 let r1 = (r0 + GRAD_ROWS).min(rows);
                 let mut o0 = 0;
                 while o0 < self.n_out {
-                    chunk(self, o0, (self.n_out - o0).min(CHUNK), r0, r1);
-                    o0 += CHUNK;
+                    T::chunk(self, o0, (self.n_out - o0).min(T::CHUNK), r0, r1);
+                    o0 += T::CHUNK;
                 }
                 r0 = r1;
             }
-            bias_rows::<V>(self.n_out, dyt, rows, gb);
+            bias_rows::<T::V>(self.n_out, dyt, rows, gb);
         }
     }
 
@@ -589,8 +601,8 @@ mod generic {
     }
 
     /// `dst[r][i] = src[i][r]` (`super::transpose`) in blocks of `LANES` features x `LANES`
-    /// rows: each block is loaded, transposed in registers by `block` (the level's shuffle
-    /// network, on the first `LANES` vectors), and stored masked to the block's features. Loop
+    /// rows: each block is loaded, transposed in registers (`F32Vec::transpose_square`), and
+    /// stored masked to the block's features. Loop
     /// trip counts are constant so the block stays in registers: a block with fewer features
     /// reloads its last feature in the missing places, and the stores mask those lanes out.
     ///
@@ -598,7 +610,7 @@ mod generic {
     /// As [`F32Vec`]; `transpose`'s assert bounds every read (rows in blocks of `LANES`, within
     /// `ld`) and store (masked to `n` features, only rows below `rows`).
     #[inline(always)]
-    pub unsafe fn transpose<V: F32Vec>(src: &[f32], n: usize, ld: usize, rows: usize, dst: &mut [f32], block: impl Fn(&mut [V; 16])) {
+    pub unsafe fn transpose<V: F32Vec>(src: &[f32], n: usize, ld: usize, rows: usize, dst: &mut [f32]) {
         let lanes = V::LANES;
         let (src, dst) = (src.as_ptr(), dst.as_mut_ptr());
         let mut i0 = 0;
@@ -611,13 +623,24 @@ mod generic {
                 for (a, v) in b.iter_mut().take(lanes).enumerate() {
                     *v = V::load(src.add((i0 + a.min(ni - 1)) * ld + r0));
                 }
-                block(&mut b);
+                V::transpose_square(&mut b);
                 for (r, v) in b.iter().take(lanes.min(rows - r0)).enumerate() {
                     v.store_masked(dst.add((r0 + r) * n + i0), m);
                 }
                 r0 += lanes;
             }
             i0 += lanes;
+        }
+    }
+
+    /// One vector of rows into the in-lanes accumulators: `acc[ii * JO + oo] += xv[ii] * dv[oo]`.
+    /// A function for the reason given at [`dense_step`].
+    #[inline(always)]
+    unsafe fn lanes_step<V: F32Vec, const KI: usize, const JO: usize>(acc: &mut [V; 16], xv: [V; KI], dv: [V; JO]) {
+        for (ii, &xi) in xv.iter().enumerate() {
+            for (oo, &d) in dv.iter().enumerate() {
+                acc[ii * JO + oo] = xi.mul_add(d, acc[ii * JO + oo]);
+            }
         }
     }
 
@@ -682,13 +705,7 @@ mod generic {
             let (x, dy) = (self.x.add(i0 * ld), self.dy.add(o0 * ld));
             // Room for the widest level; the accumulators past KI * JO stay zero.
             let mut acc = [V::zero(); 16];
-            let step = |acc: &mut [V; 16], xv: [V; KI], dv: [V; JO]| {
-                for (ii, &xi) in xv.iter().enumerate() {
-                    for (oo, &d) in dv.iter().enumerate() {
-                        acc[ii * JO + oo] = xi.mul_add(d, acc[ii * JO + oo]);
-                    }
-                }
-            };
+            let step = lanes_step::<V, KI, JO>;
             let mut r = 0;
             while r + V::LANES <= self.rows {
                 let mut xv = [V::zero(); KI];
@@ -772,7 +789,7 @@ mod generic {
 mod avx512 {
     use core::arch::x86_64::*;
 
-    use super::generic::{self, DenseTiles, Grad, Kernel, Lanes};
+    use super::generic::{self, DenseTiles, Grad, GradTiles, Kernel, Lanes};
     use super::Epilogue;
     use crate::cpu::vector::F32Vec;
 
@@ -822,7 +839,15 @@ mod avx512 {
     #[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl,avx2,fma")]
     #[allow(clippy::too_many_arguments)]
     pub(super) unsafe fn grad_rows(n_in: usize, n_out: usize, x: &[f32], ld: usize, dyt: &[f32], rows: usize, gw: &mut [f32], gb: &mut [f32]) {
-        Grad::new(n_in, n_out, x, ld, dyt, gw).run::<V, 64>(dyt, rows, gb, |g, o0, width, r0, r1| {
+        Grad::new(n_in, n_out, x, ld, dyt, gw).run::<Tiles>(dyt, rows, gb);
+    }
+
+    impl GradTiles for Tiles {
+        type V = V;
+        const CHUNK: usize = 64;
+
+        #[inline(always)]
+        unsafe fn chunk(g: &Grad, o0: usize, width: usize, r0: usize, r1: usize) {
             let last = V::mask(width - 16 * ((width - 1) / 16));
             match width.div_ceil(16) {
                 4 => g.inputs::<V, 4, 6>(o0, last, r0, r1),
@@ -830,7 +855,7 @@ mod avx512 {
                 2 => g.inputs::<V, 2, 12>(o0, last, r0, r1),
                 _ => g.inputs::<V, 1, 16>(o0, last, r0, r1),
             }
-        });
+        }
     }
 
     /// `super::grad` with rows in vector lanes, 16 accumulators per tile.
@@ -843,42 +868,7 @@ mod avx512 {
     /// Blocks of 16 features x 16 rows, transposed in registers (4 shuffle stages).
     #[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl,avx2,fma")]
     pub(super) unsafe fn transpose(src: &[f32], n: usize, ld: usize, rows: usize, dst: &mut [f32]) {
-        generic::transpose::<V>(src, n, ld, rows, dst, |b| *b = transpose16(*b))
-    }
-
-    /// `out[c][a] = b[a][c]` for a 16 x 16 block.
-    #[target_feature(enable = "avx512f")]
-    #[inline]
-    unsafe fn transpose16(b: [__m512; 16]) -> [__m512; 16] {
-        // Stage 1: interleave row pairs. Within each 128-bit lane L, t[2p] holds
-        // (b[2p][4L], b[2p+1][4L], b[2p][4L+1], b[2p+1][4L+1]) and t[2p+1] the columns 4L+2, 4L+3.
-        let mut t = [_mm512_setzero_ps(); 16];
-        for p in 0..8 {
-            t[2 * p] = _mm512_unpacklo_ps(b[2 * p], b[2 * p + 1]);
-            t[2 * p + 1] = _mm512_unpackhi_ps(b[2 * p], b[2 * p + 1]);
-        }
-        // Stage 2: lane L of u[4q + c] is column 4L + c of rows 4q..4q + 4.
-        let mut u = [_mm512_setzero_ps(); 16];
-        for q in 0..4 {
-            let s = 4 * q;
-            u[s] = _mm512_shuffle_ps::<0x44>(t[s], t[s + 2]);
-            u[s + 1] = _mm512_shuffle_ps::<0xee>(t[s], t[s + 2]);
-            u[s + 2] = _mm512_shuffle_ps::<0x44>(t[s + 1], t[s + 3]);
-            u[s + 3] = _mm512_shuffle_ps::<0xee>(t[s + 1], t[s + 3]);
-        }
-        // Stages 3 and 4: column 4L + c gathers lane L of u[c], u[4 + c], u[8 + c], u[12 + c].
-        let mut out = [_mm512_setzero_ps(); 16];
-        for c in 0..4 {
-            let a_even = _mm512_shuffle_f32x4::<0x88>(u[c], u[4 + c]);
-            let a_odd = _mm512_shuffle_f32x4::<0xdd>(u[c], u[4 + c]);
-            let b_even = _mm512_shuffle_f32x4::<0x88>(u[8 + c], u[12 + c]);
-            let b_odd = _mm512_shuffle_f32x4::<0xdd>(u[8 + c], u[12 + c]);
-            out[c] = _mm512_shuffle_f32x4::<0x88>(a_even, b_even);
-            out[8 + c] = _mm512_shuffle_f32x4::<0xdd>(a_even, b_even);
-            out[4 + c] = _mm512_shuffle_f32x4::<0x88>(a_odd, b_odd);
-            out[12 + c] = _mm512_shuffle_f32x4::<0xdd>(a_odd, b_odd);
-        }
-        out
+        generic::transpose::<V>(src, n, ld, rows, dst)
     }
 }
 
@@ -888,7 +878,7 @@ mod avx512 {
 mod avx2 {
     use core::arch::x86_64::*;
 
-    use super::generic::{self, DenseTiles, Grad, Kernel, Lanes};
+    use super::generic::{self, DenseTiles, Grad, GradTiles, Kernel, Lanes};
     use super::Epilogue;
     use crate::cpu::vector::F32Vec;
 
@@ -942,14 +932,22 @@ mod avx2 {
     #[target_feature(enable = "avx2,fma")]
     #[allow(clippy::too_many_arguments)]
     pub(super) unsafe fn grad_rows(n_in: usize, n_out: usize, x: &[f32], ld: usize, dyt: &[f32], rows: usize, gw: &mut [f32], gb: &mut [f32]) {
-        Grad::new(n_in, n_out, x, ld, dyt, gw).run::<V, 16>(dyt, rows, gb, |g, o0, width, r0, r1| {
+        Grad::new(n_in, n_out, x, ld, dyt, gw).run::<Tiles>(dyt, rows, gb);
+    }
+
+    impl GradTiles for Tiles {
+        type V = V;
+        const CHUNK: usize = 16;
+
+        #[inline(always)]
+        unsafe fn chunk(g: &Grad, o0: usize, width: usize, r0: usize, r1: usize) {
             let last = V::mask(width - 8 * ((width - 1) / 8));
             if width > 8 {
                 g.inputs::<V, 2, 6>(o0, last, r0, r1);
             } else {
                 g.inputs::<V, 1, 12>(o0, last, r0, r1);
             }
-        });
+        }
     }
 
     /// `super::grad` with rows in vector lanes, 8 accumulators per tile.
@@ -962,39 +960,7 @@ mod avx2 {
     /// Blocks of 8 features x 8 rows, transposed in registers (3 shuffle stages).
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn transpose(src: &[f32], n: usize, ld: usize, rows: usize, dst: &mut [f32]) {
-        generic::transpose::<V>(src, n, ld, rows, dst, |b| {
-            let t = transpose8([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
-            b[..8].copy_from_slice(&t);
-        })
-    }
-
-    /// `out[c][a] = b[a][c]` for an 8 x 8 block.
-    #[target_feature(enable = "avx2")]
-    #[inline]
-    unsafe fn transpose8(b: [__m256; 8]) -> [__m256; 8] {
-        // Stage 1: interleave row pairs within each 128-bit half.
-        let mut t = [_mm256_setzero_ps(); 8];
-        for p in 0..4 {
-            t[2 * p] = _mm256_unpacklo_ps(b[2 * p], b[2 * p + 1]);
-            t[2 * p + 1] = _mm256_unpackhi_ps(b[2 * p], b[2 * p + 1]);
-        }
-        // Stage 2: within each half, u[4q + c] holds column c of the half for rows 4q..4q + 4.
-        let mut u = [_mm256_setzero_ps(); 8];
-        for q in 0..2 {
-            let s = 4 * q;
-            u[s] = _mm256_shuffle_ps::<0x44>(t[s], t[s + 2]);
-            u[s + 1] = _mm256_shuffle_ps::<0xee>(t[s], t[s + 2]);
-            u[s + 2] = _mm256_shuffle_ps::<0x44>(t[s + 1], t[s + 3]);
-            u[s + 3] = _mm256_shuffle_ps::<0xee>(t[s + 1], t[s + 3]);
-        }
-        // Stage 3: column c joins the low halves (c < 4) or the high halves (c >= 4) of the
-        // two row groups.
-        let mut out = [_mm256_setzero_ps(); 8];
-        for c in 0..4 {
-            out[c] = _mm256_permute2f128_ps::<0x20>(u[c], u[4 + c]);
-            out[4 + c] = _mm256_permute2f128_ps::<0x31>(u[c], u[4 + c]);
-        }
-        out
+        generic::transpose::<V>(src, n, ld, rows, dst)
     }
 }
 

@@ -65,6 +65,9 @@ pub(crate) trait F32Vec: Copy {
     /// `a.len() == LANES` vectors; lane `l` of the result is the sum of the lanes of `a[l]`,
     /// added in a fixed tree (the same for every `l`).
     unsafe fn sum_each(a: &[Self]) -> Self;
+    /// Transposes the square of the first `LANES` vectors in place: lane `a` of `b[c]` becomes
+    /// lane `c` of `b[a]` (the vectors past `LANES` are left alone).
+    unsafe fn transpose_square(b: &mut [Self; 16]);
 }
 
 /// `tanh` on every lane with the operations of `math::tanh` in the same order (separate
@@ -74,22 +77,23 @@ pub(crate) trait F32Vec: Copy {
 /// As [`F32Vec`].
 #[inline(always)]
 pub(crate) unsafe fn tanh<V: F32Vec>(x: V) -> V {
-    let s = |v: f32| V::splat(v);
+    // No closures here: they would not get the caller's target features in an unoptimized or
+    // incremental build, and every intrinsic in them would become a call.
+    let s = V::splat;
     // `min(C, x)` keeps x where x is NaN, as the scalar select does.
     let xc = x.min_or_self(s(TANH_CLAMP));
     let xc = xc.max_or_self(s(-TANH_CLAMP));
     let x2 = xc.mul(xc);
-    let step = |acc: V, k: f32| acc.mul(x2).add(s(k));
     let mut p = s(TANH_A13).mul(x2).add(s(TANH_A11));
-    p = step(p, TANH_A9);
-    p = step(p, TANH_A7);
-    p = step(p, TANH_A5);
-    p = step(p, TANH_A3);
-    p = step(p, TANH_A1);
+    p = p.mul(x2).add(s(TANH_A9));
+    p = p.mul(x2).add(s(TANH_A7));
+    p = p.mul(x2).add(s(TANH_A5));
+    p = p.mul(x2).add(s(TANH_A3));
+    p = p.mul(x2).add(s(TANH_A1));
     p = p.mul(xc);
     let mut q = s(TANH_B6).mul(x2).add(s(TANH_B4));
-    q = step(q, TANH_B2);
-    q = step(q, TANH_B0);
+    q = q.mul(x2).add(s(TANH_B2));
+    q = q.mul(x2).add(s(TANH_B0));
     let r = p.div(q);
     x.abs().select_lt(s(TANH_TINY), x, r)
 }
@@ -191,11 +195,12 @@ impl F32Vec for __m512 {
                 _mm512_castpd_ps(_mm512_unpackhi_pd(x, y)),
             );
         }
-        let quarters = |x: __m512, y: __m512| {
-            _mm512_add_ps(_mm512_shuffle_f32x4::<0x88>(x, y), _mm512_shuffle_f32x4::<0xdd>(x, y))
-        };
         // Quarter q of the result: the four quarters of e[q] added.
-        quarters(quarters(e[0], e[1]), quarters(e[2], e[3]))
+        add_quarters(add_quarters(e[0], e[1]), add_quarters(e[2], e[3]))
+    }
+    #[inline(always)]
+    unsafe fn transpose_square(b: &mut [Self; 16]) {
+        *b = transpose16(*b);
     }
 }
 
@@ -289,6 +294,82 @@ impl F32Vec for __m256 {
         let t1 = _mm256_hadd_ps(_mm256_hadd_ps(a[4], a[5]), _mm256_hadd_ps(a[6], a[7]));
         _mm256_add_ps(_mm256_permute2f128_ps::<0x20>(t0, t1), _mm256_permute2f128_ps::<0x31>(t0, t1))
     }
+    #[inline(always)]
+    unsafe fn transpose_square(b: &mut [Self; 16]) {
+        let t = transpose8([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
+        b[..8].copy_from_slice(&t);
+    }
+}
+
+/// Lanes `(x.q0 + x.q1, x.q2 + x.q3, y.q0 + y.q1, y.q2 + y.q3)` by 128-bit quarter.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn add_quarters(x: __m512, y: __m512) -> __m512 {
+    _mm512_add_ps(_mm512_shuffle_f32x4::<0x88>(x, y), _mm512_shuffle_f32x4::<0xdd>(x, y))
+}
+
+#[cfg(target_arch = "x86_64")]
+/// `out[c][a] = b[a][c]` for a 16 x 16 block.
+#[inline(always)]
+unsafe fn transpose16(b: [__m512; 16]) -> [__m512; 16] {
+    // Stage 1: interleave row pairs. Within each 128-bit lane L, t[2p] holds
+    // (b[2p][4L], b[2p+1][4L], b[2p][4L+1], b[2p+1][4L+1]) and t[2p+1] the columns 4L+2, 4L+3.
+    let mut t = [_mm512_setzero_ps(); 16];
+    for p in 0..8 {
+        t[2 * p] = _mm512_unpacklo_ps(b[2 * p], b[2 * p + 1]);
+        t[2 * p + 1] = _mm512_unpackhi_ps(b[2 * p], b[2 * p + 1]);
+    }
+    // Stage 2: lane L of u[4q + c] is column 4L + c of rows 4q..4q + 4.
+    let mut u = [_mm512_setzero_ps(); 16];
+    for q in 0..4 {
+        let s = 4 * q;
+        u[s] = _mm512_shuffle_ps::<0x44>(t[s], t[s + 2]);
+        u[s + 1] = _mm512_shuffle_ps::<0xee>(t[s], t[s + 2]);
+        u[s + 2] = _mm512_shuffle_ps::<0x44>(t[s + 1], t[s + 3]);
+        u[s + 3] = _mm512_shuffle_ps::<0xee>(t[s + 1], t[s + 3]);
+    }
+    // Stages 3 and 4: column 4L + c gathers lane L of u[c], u[4 + c], u[8 + c], u[12 + c].
+    let mut out = [_mm512_setzero_ps(); 16];
+    for c in 0..4 {
+        let a_even = _mm512_shuffle_f32x4::<0x88>(u[c], u[4 + c]);
+        let a_odd = _mm512_shuffle_f32x4::<0xdd>(u[c], u[4 + c]);
+        let b_even = _mm512_shuffle_f32x4::<0x88>(u[8 + c], u[12 + c]);
+        let b_odd = _mm512_shuffle_f32x4::<0xdd>(u[8 + c], u[12 + c]);
+        out[c] = _mm512_shuffle_f32x4::<0x88>(a_even, b_even);
+        out[8 + c] = _mm512_shuffle_f32x4::<0xdd>(a_even, b_even);
+        out[4 + c] = _mm512_shuffle_f32x4::<0x88>(a_odd, b_odd);
+        out[12 + c] = _mm512_shuffle_f32x4::<0xdd>(a_odd, b_odd);
+    }
+    out
+}
+
+#[cfg(target_arch = "x86_64")]
+/// `out[c][a] = b[a][c]` for an 8 x 8 block.
+#[inline(always)]
+unsafe fn transpose8(b: [__m256; 8]) -> [__m256; 8] {
+    // Stage 1: interleave row pairs within each 128-bit half.
+    let mut t = [_mm256_setzero_ps(); 8];
+    for p in 0..4 {
+        t[2 * p] = _mm256_unpacklo_ps(b[2 * p], b[2 * p + 1]);
+        t[2 * p + 1] = _mm256_unpackhi_ps(b[2 * p], b[2 * p + 1]);
+    }
+    // Stage 2: within each half, u[4q + c] holds column c of the half for rows 4q..4q + 4.
+    let mut u = [_mm256_setzero_ps(); 8];
+    for q in 0..2 {
+        let s = 4 * q;
+        u[s] = _mm256_shuffle_ps::<0x44>(t[s], t[s + 2]);
+        u[s + 1] = _mm256_shuffle_ps::<0xee>(t[s], t[s + 2]);
+        u[s + 2] = _mm256_shuffle_ps::<0x44>(t[s + 1], t[s + 3]);
+        u[s + 3] = _mm256_shuffle_ps::<0xee>(t[s + 1], t[s + 3]);
+    }
+    // Stage 3: column c joins the low halves (c < 4) or the high halves (c >= 4) of the
+    // two row groups.
+    let mut out = [_mm256_setzero_ps(); 8];
+    for c in 0..4 {
+        out[c] = _mm256_permute2f128_ps::<0x20>(u[c], u[4 + c]);
+        out[4 + c] = _mm256_permute2f128_ps::<0x31>(u[c], u[4 + c]);
+    }
+    out
 }
 
 #[cfg(all(test, target_arch = "x86_64"))]
