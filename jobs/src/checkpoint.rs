@@ -164,8 +164,8 @@ pub struct RunState {
     pub next_group_sizes: Vec<u32>,
     /// The plugin's state, when it has a state table.
     pub plugin_state: Option<PluginStateRecord>,
-    /// [`Checkpoint::compute`].
-    pub compute: Option<String>,
+    /// [`Checkpoint::compute`] ([`compute_of`] the job's engine).
+    pub compute: String,
 }
 
 impl Checkpoint {
@@ -321,7 +321,7 @@ pub fn take(
         perm: state.perm,
         next_group_sizes: state.next_group_sizes,
         plugin_state: state.plugin_state,
-        compute: state.compute,
+        compute: Some(state.compute),
         rows: rows.iter().map(encode_row).collect::<Result<_, _>>().map_err(|reason| JobError::Checkpoint {
             path: dir.join(CHECKPOINT_JSON),
             reason,

@@ -237,7 +237,7 @@ pub fn run(
                             perm: trainer.perm.clone(),
                             next_group_sizes: next_group_sizes.clone(),
                             plugin_state,
-                            compute: Some(checkpoint::compute_of(engine.as_ref())),
+                            compute: checkpoint::compute_of(engine.as_ref()),
                         };
                         checkpoint::take(out_dir, &spec.run_id, iteration - 1, &engine_state, state, rows, wall)
                     };

@@ -66,12 +66,7 @@ impl EnvOnly {
                 "num_envs {num_envs} is out of range"
             )));
         }
-        if !simd.is_supported() {
-            return Err(KernelError::InvalidConfig(format!(
-                "this CPU does not support the `{}` instruction set",
-                simd.name()
-            )));
-        }
+        simd.require()?;
         let threads = threads.clamp(1, num_envs);
         let key = run_key(seed);
         let chunks = (0..threads)
@@ -163,11 +158,7 @@ mod tests {
             resets > n as u64,
             "the pattern should end episodes: {resets}"
         );
-        for simd in SimdLevel::ALL {
-            if !simd.is_supported() {
-                println!("skipped {}: not supported by this CPU", simd.name());
-                continue;
-            }
+        for simd in crate::cpu::simd::testable_levels() {
             for threads in [1, 2] {
                 let mut e = EnvOnly::new(n, threads, seed, simd).expect("env-only");
                 // Two calls, so the step counter carries across them.

@@ -19,12 +19,12 @@ use crate::layout::{LayerLayout, ParamLayout};
 pub(crate) const BLOCK: usize = ROW_BLOCK;
 
 /// The narrowest block width that holds `live` envs ([`BLOCK`] for more than a block).
-pub(crate) fn block_width(live: usize) -> usize {
+fn block_width(live: usize) -> usize {
     BLOCK_WIDTHS.into_iter().find(|&w| live <= w).unwrap_or(BLOCK)
 }
 
 /// Feature-major buffers of one block: the input and every layer's output, each
-/// `[features][width]` for the current [`BlockNet::width`].
+/// `[features][width]` for the width of the last [`BlockNet::fit`].
 #[derive(Debug, Clone)]
 pub(crate) struct BlockNet {
     /// Input `[obs_dim][width]`.
@@ -93,38 +93,12 @@ fn mlp(
         let x: &[f32] = if l == 0 { input } else { &prev[l - 1] };
         let w = &params[layer.weight..layer.bias];
         let b = &params[layer.bias..layer.bias + layer.fan_out];
-        dense(
-            simd,
-            layer.fan_in,
-            layer.fan_out,
-            w,
-            b,
-            x,
-            &mut cur[0],
-            l + 1 < layers.len(),
-            width,
-        );
+        // `y[j][e] = act(b[j] + sum_k x[k][e] * w[k][j])`, `tanh` on hidden layers. At the
+        // portable level this sums in `k` order then adds the bias, as `reference::dense`
+        // does, so it equals the reference bit for bit.
+        let epi = if l + 1 < layers.len() { Epilogue::BiasTanh(b) } else { Epilogue::Bias(b) };
+        dense_block(simd, layer.fan_in, layer.fan_out, w, x, width, &mut cur[0], epi);
     }
-}
-
-/// `y[j][e] = act(b[j] + sum_k x[k][e] * w[k][j])` for one block of `width` envs
-/// (8, 16 or [`BLOCK`]); `x` is `[fi][width]`, `y` is `[fo][width]`. The minibatch
-/// forward's kernel on one block: the portable level sums in `k` order then adds the bias, as
-/// `reference::dense` does, so it equals the reference bit for bit.
-#[allow(clippy::too_many_arguments)]
-fn dense(
-    simd: SimdLevel,
-    fi: usize,
-    fo: usize,
-    w: &[f32],
-    b: &[f32],
-    x: &[f32],
-    y: &mut [f32],
-    act: bool,
-    width: usize,
-) {
-    let epi = if act { Epilogue::BiasTanh(b) } else { Epilogue::Bias(b) };
-    dense_block(simd, fi, fo, w, x, width, y, epi);
 }
 
 #[cfg(test)]
@@ -210,11 +184,7 @@ mod tests {
 
     #[test]
     fn block_forward_matches_reference_on_every_level() {
-        for simd in SimdLevel::ALL {
-            if !simd.is_supported() {
-                println!("skipped {}: not supported by this CPU", simd.name());
-                continue;
-            }
+        for simd in crate::cpu::simd::testable_levels() {
             check(vec![64, 64], 2, simd);
             // Widths that exercise every tile (8, 4, 2, 1) and a k remainder.
             check(vec![15, 7], 3, simd);

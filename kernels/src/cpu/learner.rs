@@ -535,11 +535,7 @@ mod tests {
                 n_actions: 5,
             },
         ];
-        for simd in SimdLevel::ALL {
-            if !simd.is_supported() {
-                println!("skipped {}: not supported by this CPU", simd.name());
-                continue;
-            }
+        for simd in crate::cpu::simd::testable_levels() {
             for shape in &shapes {
                 for threads in [1, 2] {
                     check(shape.clone(), simd, threads);

@@ -203,8 +203,8 @@ fn dense_portable(
 /// Two orders, both fixed: where both widths are large ([`by_rows`]), `dy` is transposed into
 /// `scratch` and the rows are added into the gradient one after the other, in row order (the
 /// portable level always does this, and then equals the reference bit for bit); where one
-/// width is small (an output layer, a first layer), each vector lane sums every 16th row and
-/// the lanes are then added in a fixed tree, which needs no transpose.
+/// width is small (an output layer, a first layer), each vector lane sums every 16th (AVX2:
+/// 8th) row and the lanes are then added in a fixed tree, which needs no transpose.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn grad(
     simd: SimdLevel,
@@ -304,18 +304,14 @@ pub(crate) fn transpose(
         // features, only rows below `rows`); the level's features were confirmed.
         SimdLevel::Avx512 => unsafe { avx512::transpose(src, n, ld, rows, dst) },
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: the level's features were confirmed; the body is the bounds-checked loop.
+        // SAFETY: as above, in blocks of 8 rows.
         SimdLevel::Avx2 => unsafe { avx2::transpose(src, n, ld, rows, dst) },
-        _ => transpose_plain(src, n, ld, rows, dst),
-    }
-}
-
-/// [`transpose`] as plain loops.
-#[inline(always)]
-fn transpose_plain(src: &[f32], n: usize, ld: usize, rows: usize, dst: &mut [f32]) {
-    for (r, d) in dst.chunks_exact_mut(n).take(rows).enumerate() {
-        for (i, v) in d.iter_mut().enumerate() {
-            *v = src[i * ld + r];
+        _ => {
+            for (r, d) in dst.chunks_exact_mut(n).take(rows).enumerate() {
+                for (i, v) in d.iter_mut().enumerate() {
+                    *v = src[i * ld + r];
+                }
+            }
         }
     }
 }
@@ -545,18 +541,19 @@ mod generic {
     /// accumulators go back to memory once per pass.
     const GRAD_ROWS: usize = 128;
 
-    /// A level's row-ordered gradient tile plan: outputs in chunks of `CHUNK`, each run by
-    /// `chunk` with the level's tile shapes ([`Grad::inputs`]).
+    /// A level's row-ordered gradient tile plan: outputs in chunks of up to `CHUNK` vectors,
+    /// each run by `chunk` with the level's tile shapes ([`Grad::inputs`]).
     pub(super) trait GradTiles {
         /// The level's vector.
         type V: F32Vec;
-        /// Outputs per chunk.
+        /// Vectors of outputs per chunk.
         const CHUNK: usize;
-        /// Outputs `o0..o0 + width` (`width <= CHUNK`) over rows `r0..r1`.
+        /// Outputs `o0..` in `vectors` vectors (`vectors <= CHUNK`, the last one masked by
+        /// `last`) over rows `r0..r1`.
         ///
         /// # Safety
         /// As [`F32Vec`]; `grad`'s asserts cover what is read and written.
-        unsafe fn chunk(g: &Grad, o0: usize, width: usize, r0: usize, r1: usize);
+        unsafe fn chunk(g: &Grad, o0: usize, vectors: usize, last: <Self::V as F32Vec>::Mask, r0: usize, r1: usize);
     }
 
     impl Grad {
@@ -570,10 +567,13 @@ mod generic {
             let mut r0 = 0;
             while r0 < rows {
                 let r1 = (r0 + GRAD_ROWS).min(rows);
+                let lanes = T::V::LANES;
                 let mut o0 = 0;
                 while o0 < self.n_out {
-                    T::chunk(self, o0, (self.n_out - o0).min(T::CHUNK), r0, r1);
-                    o0 += T::CHUNK;
+                    let width = (self.n_out - o0).min(T::CHUNK * lanes);
+                    let last = T::V::mask(width - lanes * ((width - 1) / lanes));
+                    T::chunk(self, o0, width.div_ceil(lanes), last, r0, r1);
+                    o0 += T::CHUNK * lanes;
                 }
                 r0 = r1;
             }
@@ -844,12 +844,11 @@ mod avx512 {
 
     impl GradTiles for Tiles {
         type V = V;
-        const CHUNK: usize = 64;
+        const CHUNK: usize = 4;
 
         #[inline(always)]
-        unsafe fn chunk(g: &Grad, o0: usize, width: usize, r0: usize, r1: usize) {
-            let last = V::mask(width - 16 * ((width - 1) / 16));
-            match width.div_ceil(16) {
+        unsafe fn chunk(g: &Grad, o0: usize, vectors: usize, last: __mmask16, r0: usize, r1: usize) {
+            match vectors {
                 4 => g.inputs::<V, 4, 6>(o0, last, r0, r1),
                 3 => g.inputs::<V, 3, 8>(o0, last, r0, r1),
                 2 => g.inputs::<V, 2, 12>(o0, last, r0, r1),
@@ -937,12 +936,11 @@ mod avx2 {
 
     impl GradTiles for Tiles {
         type V = V;
-        const CHUNK: usize = 16;
+        const CHUNK: usize = 2;
 
         #[inline(always)]
-        unsafe fn chunk(g: &Grad, o0: usize, width: usize, r0: usize, r1: usize) {
-            let last = V::mask(width - 8 * ((width - 1) / 8));
-            if width > 8 {
+        unsafe fn chunk(g: &Grad, o0: usize, vectors: usize, last: __m256i, r0: usize, r1: usize) {
+            if vectors == 2 {
                 g.inputs::<V, 2, 6>(o0, last, r0, r1);
             } else {
                 g.inputs::<V, 1, 12>(o0, last, r0, r1);
@@ -967,19 +965,7 @@ mod avx2 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn levels() -> Vec<SimdLevel> {
-        SimdLevel::ALL
-            .into_iter()
-            .filter(|s| {
-                let ok = s.is_supported();
-                if !ok {
-                    println!("skipped {}: not supported by this CPU", s.name());
-                }
-                ok
-            })
-            .collect()
-    }
+    use crate::cpu::simd::testable_levels;
 
     /// A deterministic spread of values in [-1, 1].
     fn vals(n: usize, seed: u32) -> Vec<f32> {
@@ -1007,7 +993,7 @@ mod tests {
     /// reference's order (bit for bit on the portable level).
     #[test]
     fn dense_matches_plain_sums_on_every_level() {
-        for simd in levels() {
+        for simd in testable_levels() {
             for (n_in, n_out, rows) in [
                 (4, 64, 70),
                 (64, 2, 40),
@@ -1084,7 +1070,7 @@ mod tests {
             (20, 33, 77),
             (64, 100, 40),
         ];
-        for simd in levels() {
+        for simd in testable_levels() {
             for (n_in, n_out, rows) in shapes {
                 let ld = row_stride(rows);
                 let x = vals(n_in * ld, 5);
@@ -1150,7 +1136,7 @@ mod tests {
 
     #[test]
     fn transpose_moves_every_element_and_nothing_else() {
-        for simd in levels() {
+        for simd in testable_levels() {
             // Strides of activations (`row_stride`) and of weight matrices (`ld == rows`).
             let cases = [
                 (64, 256, 0),

@@ -6,6 +6,12 @@ use crate::KernelError;
 /// The environment variable that chooses the CPU engines' level ([`SimdLevel::from_env`]).
 pub const SIMD_ENV: &str = "DROVER_SIMD";
 
+/// Whether a [`SIMD_ENV`] value names a level, rather than asking for the best one (empty or
+/// `auto`).
+fn names_a_level(value: &str) -> bool {
+    !matches!(value.trim(), "" | "auto")
+}
+
 /// The vector instruction set the CPU engine's hot loops use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SimdLevel {
@@ -48,34 +54,32 @@ impl SimdLevel {
     /// Whether [`SIMD_ENV`] names a level (rather than being unset, empty or `auto`): the
     /// user's choice, which a resumed run keeps over its checkpoint's level.
     pub fn pinned_by_env() -> bool {
-        std::env::var(SIMD_ENV).is_ok_and(|v| !matches!(v.trim(), "" | "auto"))
+        std::env::var(SIMD_ENV).is_ok_and(|v| names_a_level(&v))
     }
 
     /// `auto` (or empty): the best supported level; a level's name: that level, if this CPU
     /// can run it. The error says why not.
     pub fn parse(value: &str) -> Result<Self, String> {
-        let v = value.trim();
-        if v.is_empty() || v == "auto" {
+        if !names_a_level(value) {
             return Ok(Self::detect());
         }
+        let v = value.trim();
         let level = Self::from_name(v)
             .ok_or_else(|| format!("`{v}` is not one of auto, avx512, avx2, portable"))?;
-        if level.is_supported() {
-            Ok(level)
-        } else {
-            Err(format!("this CPU cannot run the `{v}` instruction set"))
-        }
+        level.supported_or_why().map(|()| level)
     }
 
     /// `Ok` when this CPU can run the level, else an error naming it.
     pub fn require(self) -> Result<(), KernelError> {
+        self.supported_or_why().map_err(KernelError::InvalidConfig)
+    }
+
+    /// `Ok` when this CPU can run the level, else why not, naming it.
+    fn supported_or_why(self) -> Result<(), String> {
         if self.is_supported() {
             Ok(())
         } else {
-            Err(KernelError::InvalidConfig(format!(
-                "this CPU cannot run the `{}` instruction set",
-                self.name()
-            )))
+            Err(format!("this CPU cannot run the `{}` instruction set", self.name()))
         }
     }
 
@@ -127,6 +131,21 @@ impl SimdLevel {
             Self::Avx512 => "avx512",
         }
     }
+}
+
+/// The levels this CPU runs, for tests that compare every level; each one skipped says so.
+#[cfg(test)]
+pub(crate) fn testable_levels() -> Vec<SimdLevel> {
+    SimdLevel::ALL
+        .into_iter()
+        .filter(|l| {
+            let ok = l.is_supported();
+            if !ok {
+                println!("skipped {}: not supported by this CPU", l.name());
+            }
+            ok
+        })
+        .collect()
 }
 
 #[cfg(test)]
