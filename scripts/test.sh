@@ -14,4 +14,6 @@ cargo build --workspace --locked --features drover-job/mpi
 cargo test --workspace --locked --features drover-job/mpi
 # The CUDA kernels' .cu sources, run on the CPU by g++ against the reference (no GPU needed).
 CARGO_TARGET_DIR="$PWD/target/emu" ./kernels/src/cuda/emu/run.sh
+# The kernels on AArch64 (the NEON level), built here and run under qemu-aarch64.
+./scripts/test-aarch64.sh -q
 df -h . | sed 's/^/disk after tests: /'

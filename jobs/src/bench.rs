@@ -72,7 +72,7 @@ pub struct RolloutArgs {
     #[arg(long)]
     pub json: bool,
     /// Instruction set of the CPU engine: `auto` (`DROVER_SIMD`, else the best this CPU has),
-    /// or `avx512`, `avx2`, `portable` to measure a lower level, e.g. what an AVX2-only node
+    /// or `avx512`, `avx2`, `neon`, `portable` to measure a lower level, e.g. what an AVX2-only node
     /// would run.
     #[arg(long, default_value = "auto")]
     pub simd: String,
@@ -97,7 +97,7 @@ pub struct BenchRecord {
     pub kind: &'static str,
     /// `cpu` or `cuda`.
     pub device: &'static str,
-    /// Instruction set of the CPU engine (`avx512`, `avx2`, `portable`), or `cuda`.
+    /// Instruction set of the CPU engine (`avx512`, `avx2`, `neon`, `portable`), or `cuda`.
     pub isa: &'static str,
     /// Parallel environments.
     pub envs: usize,

@@ -61,7 +61,7 @@ pub struct Checkpoint {
     #[serde(default)]
     pub plugin_state: Option<PluginStateRecord>,
     /// What computed the run's floats up to here, as far as their bits depend on it:
-    /// `cpu/avx512`, `cpu/avx2`, `cpu/portable` or `cuda` ([`compute_of`]); a resume goes on
+    /// `cpu/avx512`, `cpu/avx2`, `cpu/neon`, `cpu/portable` or `cuda` ([`compute_of`]); a resume goes on
     /// the same way where it can ([`resume_level`]). Absent in checkpoints of earlier
     /// drover-jobs, which older ones ignore, so the format stays 2.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -89,7 +89,9 @@ pub enum ResumeLevel {
 }
 
 /// Decides [`ResumeLevel`] for a checkpoint computed at `recorded` ([`compute_of`]) and an
-/// engine computing at `current`; `pinned`: `DROVER_SIMD` names a level, which wins.
+/// engine computing at `current`; `pinned`: `DROVER_SIMD` names a level, which wins. A level
+/// this CPU lacks counts as its twin where the CPU runs that (`SimdLevel::here`: a checkpoint
+/// of an AVX2 node goes on bit for bit at NEON on an Arm node, and back).
 pub fn resume_level(recorded: Option<&str>, current: &str, pinned: bool) -> ResumeLevel {
     let Some(recorded) = recorded else { return ResumeLevel::Same };
     if recorded == current {
@@ -106,9 +108,12 @@ pub fn resume_level(recorded: Option<&str>, current: &str, pinned: bool) -> Resu
         _ if !current.starts_with("cpu/") => differs("another device".into()),
         None => differs("another device".into()),
         Some(None) => differs("a level this drover-job does not know".into()),
-        Some(Some(_)) if pinned => differs(format!("{SIMD_ENV} pins it")),
-        Some(Some(level)) if level.is_supported() => ResumeLevel::Switch(level),
-        Some(Some(_)) => differs("this CPU cannot run the checkpoint's level".into()),
+        Some(Some(level)) => match level.here() {
+            Some(here) if current == format!("cpu/{}", here.name()) => ResumeLevel::Same,
+            Some(_) if pinned => differs(format!("{SIMD_ENV} pins it")),
+            Some(here) => ResumeLevel::Switch(here),
+            None => differs("this CPU cannot run the checkpoint's level".into()),
+        },
     }
 }
 
@@ -697,10 +702,20 @@ mod tests {
         assert!(why(resume_level(Some("cuda"), "cpu/avx2", false)).contains("another device"));
         assert!(why(resume_level(Some("cpu/avx2"), "cuda", false)).contains("another device"));
         assert!(why(resume_level(Some("cpu/sve2"), "cpu/avx2", false)).contains("does not know"));
-        // A level this CPU lacks (where one exists here).
-        if let Some(missing) = SimdLevel::ALL.into_iter().find(|l| !l.is_supported()) {
+        // A level this CPU lacks and computes no twin of (where one exists here).
+        if let Some(missing) = SimdLevel::ALL.into_iter().find(|l| l.here().is_none()) {
             let r = resume_level(Some(&format!("cpu/{}", missing.name())), "cpu/portable", false);
             assert!(why(r).contains("this CPU cannot run"));
+        }
+        // AVX2 and NEON compute the same bits: a checkpoint of one goes on at the other.
+        for (a, b) in [(SimdLevel::Avx2, SimdLevel::Neon), (SimdLevel::Neon, SimdLevel::Avx2)] {
+            if !b.is_supported() {
+                continue;
+            }
+            let (rec, cur) = (format!("cpu/{}", a.name()), format!("cpu/{}", b.name()));
+            assert_eq!(resume_level(Some(&rec), &cur, false), Same, "{rec} resumed at {cur}");
+            assert_eq!(resume_level(Some(&rec), &cur, true), Same, "{rec} resumed at {cur}, pinned");
+            assert_eq!(resume_level(Some(&rec), "cpu/portable", false), Switch(b), "{rec} resumed at portable");
         }
     }
 

@@ -215,7 +215,7 @@ fn drover_simd_picks_the_cpu_level_and_a_bad_value_fails_the_run_with_the_reason
     assert_eq!(exit["status"], "failed");
     let reason = exit["reason"].as_str().expect("reason");
     assert!(
-        reason.contains("environment variable `DROVER_SIMD`: `avx1024` is not one of auto, avx512, avx2, portable"),
+        reason.contains("environment variable `DROVER_SIMD`: `avx1024` is not one of auto, avx512, avx2, neon, portable"),
         "{reason}"
     );
 }

@@ -136,28 +136,17 @@ fn dense_rows(
         }
         Epilogue::TanhGrad(h) => assert!(h.len() >= n_out * ld, "dense: activations too short"),
     }
+    // SAFETY (each level): the asserts above cover every index the kernel reads or writes
+    // (rows below `np <= ld` in whole blocks of one of `BLOCK_WIDTHS`, inputs below `n_in`,
+    // outputs below `n_out`); a level exists only where `SimdLevel::is_supported` confirmed its
+    // features.
     match simd {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: the asserts above cover every index the kernel reads or writes (rows below
-        // `np <= ld` in whole blocks, inputs below `n_in`, outputs below `n_out`); a level
-        // exists only where `SimdLevel::is_supported` confirmed its features.
-        SimdLevel::Avx512 => unsafe {
-            use core::arch::x86_64::{__m256, __m512};
-            match block {
-                8 => avx512::dense::<__m256, 1>(n_in, n_out, w, x, np, ld, y, epi),
-                16 => avx512::dense::<__m512, 1>(n_in, n_out, w, x, np, ld, y, epi),
-                _ => avx512::dense::<__m512, 2>(n_in, n_out, w, x, np, ld, y, epi),
-            }
-        },
+        SimdLevel::Avx512 => unsafe { avx512::dense(block, n_in, n_out, w, x, np, ld, y, epi) },
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: as above.
-        SimdLevel::Avx2 => unsafe {
-            match block {
-                8 => avx2::dense::<1>(n_in, n_out, w, x, np, ld, y, epi),
-                16 => avx2::dense::<2>(n_in, n_out, w, x, np, ld, y, epi),
-                _ => avx2::dense::<4>(n_in, n_out, w, x, np, ld, y, epi),
-            }
-        },
+        SimdLevel::Avx2 => unsafe { avx2::dense(block, n_in, n_out, w, x, np, ld, y, epi) },
+        #[cfg(target_arch = "aarch64")]
+        SimdLevel::Neon => unsafe { neon::dense(block, n_in, n_out, w, x, np, ld, y, epi) },
         _ => dense_portable(n_in, n_out, w, x, np, ld, y, epi),
     }
 }
@@ -203,8 +192,8 @@ fn dense_portable(
 /// Two orders, both fixed: where both widths are large ([`by_rows`]), `dy` is transposed into
 /// `scratch` and the rows are added into the gradient one after the other, in row order (the
 /// portable level always does this, and then equals the reference bit for bit); where one
-/// width is small (an output layer, a first layer), each vector lane sums every 16th (AVX2:
-/// 8th) row and the lanes are then added in a fixed tree, which needs no transpose.
+/// width is small (an output layer, a first layer), each vector lane sums every 16th (AVX2,
+/// NEON: 8th) row and the lanes are then added in a fixed tree, which needs no transpose.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn grad(
     simd: SimdLevel,
@@ -229,32 +218,31 @@ pub(crate) fn grad(
             && gb.len() >= n_out,
         "grad: buffers too short for {n_in} -> {n_out} over {rows} rows"
     );
-    #[cfg(target_arch = "x86_64")]
     if !by_rows(n_in, n_out) {
-        // SAFETY: the assert above covers every index read (`x` and `dy` in 16- or 8-row
-        // vectors that end at or before the padded rows, so within `ld`) and written (both
-        // gradients); a level exists only where its features were confirmed.
+        // SAFETY (each level): the assert above covers every index read (`x` and `dy` in
+        // whole vectors that end at or before the padded rows, so within `ld`) and written
+        // (both gradients); a level exists only where its features were confirmed.
         match simd {
-            SimdLevel::Avx512 => {
-                unsafe { avx512::grad_lanes(n_in, n_out, x, dy, ld, rows, gw, gb) };
-                return;
-            }
-            SimdLevel::Avx2 => {
-                unsafe { avx2::grad_lanes(n_in, n_out, x, dy, ld, rows, gw, gb) };
-                return;
-            }
-            SimdLevel::Portable => {}
+            #[cfg(target_arch = "x86_64")]
+            SimdLevel::Avx512 => return unsafe { avx512::grad_lanes(n_in, n_out, x, dy, ld, rows, gw, gb) },
+            #[cfg(target_arch = "x86_64")]
+            SimdLevel::Avx2 => return unsafe { avx2::grad_lanes(n_in, n_out, x, dy, ld, rows, gw, gb) },
+            #[cfg(target_arch = "aarch64")]
+            SimdLevel::Neon => return unsafe { neon::grad_lanes(n_in, n_out, x, dy, ld, rows, gw, gb) },
+            _ => {}
         }
     }
     transpose(simd, dy, n_out, ld, rows, scratch);
     let dyt = &scratch[..rows * n_out];
+    // SAFETY (each level): as above, and `dyt` holds `rows * n_out` floats (checked by
+    // `transpose`).
     match simd {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: as above, and `dyt` holds `rows * n_out` floats (checked by `transpose`).
         SimdLevel::Avx512 => unsafe { avx512::grad_rows(n_in, n_out, x, ld, dyt, rows, gw, gb) },
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: as above.
         SimdLevel::Avx2 => unsafe { avx2::grad_rows(n_in, n_out, x, ld, dyt, rows, gw, gb) },
+        #[cfg(target_arch = "aarch64")]
+        SimdLevel::Neon => unsafe { neon::grad_rows(n_in, n_out, x, ld, dyt, rows, gw, gb) },
         _ => {
             for (r, d) in dyt.chunks_exact(n_out).enumerate() {
                 for (i, g) in gw.chunks_exact_mut(n_out).take(n_in).enumerate() {
@@ -271,7 +259,7 @@ pub(crate) fn grad(
     }
 }
 
-/// Whether [`grad`] at AVX-512 or AVX2 adds rows in order through a transpose of `dy` (both
+/// Whether [`grad`] at a vector level adds rows in order through a transpose of `dy` (both
 /// widths large: the `dy` rows of a pass stay in L1 while `x` is broadcast) rather than summing
 /// rows in vector lanes (one width small: that side stays in registers and the other streams
 /// once).
@@ -297,15 +285,17 @@ pub(crate) fn transpose(
         rows.next_multiple_of(16) <= ld && src.len() >= n * ld && dst.len() >= rows * n,
         "transpose: buffers too short for {n} x {rows} (stride {ld})"
     );
+    // SAFETY (each level): the assert above bounds every read (rows are read in blocks of the
+    // level's lanes, at most 16, that end at or before `rows` rounded up to 16, so within
+    // `ld`) and every store (masked to `n` features, only rows below `rows`); the level's
+    // features were confirmed.
     match simd {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: the assert above bounds every read (rows are read in blocks of 16 that end
-        // at or before `rows` rounded up to 16, so within `ld`) and every store (masked to `n`
-        // features, only rows below `rows`); the level's features were confirmed.
         SimdLevel::Avx512 => unsafe { avx512::transpose(src, n, ld, rows, dst) },
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: as above, in blocks of 8 rows.
         SimdLevel::Avx2 => unsafe { avx2::transpose(src, n, ld, rows, dst) },
+        #[cfg(target_arch = "aarch64")]
+        SimdLevel::Neon => unsafe { neon::transpose(src, n, ld, rows, dst) },
         _ => {
             for (r, d) in dst.chunks_exact_mut(n).take(rows).enumerate() {
                 for (i, v) in d.iter_mut().enumerate() {
@@ -317,10 +307,10 @@ pub(crate) fn transpose(
 }
 
 /// The micro-kernels, written once over the level's vector type ([`F32Vec`]) and instantiated
-/// by each level's entry points (`avx512`, `avx2` below) inside one `#[target_feature]`
+/// by each level's entry points (`avx512`, `avx2`, `neon` below) inside one `#[target_feature]`
 /// function, where everything here is inlined. The tile shapes are the levels' choices: a
 /// level with more registers holds more accumulators.
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 mod generic {
     use super::super::vector::{tanh, F32Vec};
     use super::Epilogue;
@@ -782,121 +772,16 @@ mod generic {
             }
         }
     }
-}
 
-/// The AVX-512 level: 32 registers, so 16 accumulators per dense tile (8 outputs x 2 vectors).
-#[cfg(target_arch = "x86_64")]
-mod avx512 {
-    use core::arch::x86_64::*;
+    /// The tile plans of the 8-lane levels with 16 vectors' worth of registers: AVX2 (16
+    /// `__m256`) and NEON (pairs of 4-lane registers, 32 of them). Dense: rows in blocks of
+    /// `8 * H`, outputs in tiles of `8 / H` (8, 4 or 2), then 4 and 2, then a last odd output
+    /// with its inputs split over 2 partial sums; every output but that last one sums in one
+    /// chain at any width, so each lane's operations do not depend on `H`. Row-ordered
+    /// gradient: chunks of up to 2 vectors, tiles of 12 accumulators.
+    pub(super) struct Plan8<V>(core::marker::PhantomData<V>);
 
-    use super::generic::{self, DenseTiles, Grad, GradTiles, Kernel, Lanes};
-    use super::Epilogue;
-    use crate::cpu::vector::F32Vec;
-
-    type V = __m512;
-
-    /// Rows `0..np` in blocks of `W::LANES * H`, outputs in tiles of 8, then 4, 2, 1 for the
-    /// rest (each narrower tile with twice the partial sums). A block's inputs (`n_in x 16H`
-    /// floats) stay in L1 across its output tiles. `W` is `__m512`, or `__m256` for a block of
-    /// 8 rows: the same tiles on half vectors, so each lane's operations are the same.
-    #[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl,avx2,fma")]
-    #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn dense<W: F32Vec, const H: usize>(n_in: usize, n_out: usize, w: &[f32], x: &[f32], np: usize, ld: usize, y: &mut [f32], epi: Epilogue<'_>) {
-        generic::dense::<Tiles, W, H>(n_in, n_out, w, x, np, ld, y, epi)
-    }
-
-    /// This level's dense tile plan.
-    struct Tiles;
-
-    impl DenseTiles for Tiles {
-        #[inline(always)]
-        unsafe fn blocks<V: F32Vec, const H: usize, const E: u8>(k: &Kernel, np: usize) {
-            let mut r0 = 0;
-            while r0 < np {
-                let mut o = 0;
-                while o + 8 <= k.n_out {
-                    k.tile::<V, H, 8, 1, E>(r0, o);
-                    o += 8;
-                }
-                if o + 4 <= k.n_out {
-                    k.tile::<V, H, 4, 2, E>(r0, o);
-                    o += 4;
-                }
-                if o + 2 <= k.n_out {
-                    k.tile::<V, H, 2, 4, E>(r0, o);
-                    o += 2;
-                }
-                if o < k.n_out {
-                    k.tile::<V, H, 1, 8, E>(r0, o);
-                }
-                r0 += V::LANES * H;
-            }
-        }
-    }
-
-    /// Outputs in chunks of up to 4 vectors (64 floats, the last one masked), inputs in tiles
-    /// whose `KT x JV` accumulators (up to 24) stay in registers for a whole pass of rows.
-    #[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl,avx2,fma")]
-    #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn grad_rows(n_in: usize, n_out: usize, x: &[f32], ld: usize, dyt: &[f32], rows: usize, gw: &mut [f32], gb: &mut [f32]) {
-        Grad::new(n_in, n_out, x, ld, dyt, gw).run::<Tiles>(dyt, rows, gb);
-    }
-
-    impl GradTiles for Tiles {
-        type V = V;
-        const CHUNK: usize = 4;
-
-        #[inline(always)]
-        unsafe fn chunk(g: &Grad, o0: usize, vectors: usize, last: __mmask16, r0: usize, r1: usize) {
-            match vectors {
-                4 => g.inputs::<V, 4, 6>(o0, last, r0, r1),
-                3 => g.inputs::<V, 3, 8>(o0, last, r0, r1),
-                2 => g.inputs::<V, 2, 12>(o0, last, r0, r1),
-                _ => g.inputs::<V, 1, 16>(o0, last, r0, r1),
-            }
-        }
-    }
-
-    /// `super::grad` with rows in vector lanes, 16 accumulators per tile.
-    #[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl,avx2,fma")]
-    #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn grad_lanes(n_in: usize, n_out: usize, x: &[f32], dy: &[f32], ld: usize, rows: usize, gw: &mut [f32], gb: &mut [f32]) {
-        Lanes::new::<V>(n_in, n_out, x, dy, ld, rows, gw).run::<V, 4, 8, 16>(gb);
-    }
-
-    /// Blocks of 16 features x 16 rows, transposed in registers (4 shuffle stages).
-    #[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl,avx2,fma")]
-    pub(super) unsafe fn transpose(src: &[f32], n: usize, ld: usize, rows: usize, dst: &mut [f32]) {
-        generic::transpose::<V>(src, n, ld, rows, dst)
-    }
-}
-
-/// The AVX2 level: 16 registers, so 8 accumulators per dense tile (2 outputs x 4 vectors at
-/// full width, 4 x 2 at half width).
-#[cfg(target_arch = "x86_64")]
-mod avx2 {
-    use core::arch::x86_64::*;
-
-    use super::generic::{self, DenseTiles, Grad, GradTiles, Kernel, Lanes};
-    use super::Epilogue;
-    use crate::cpu::vector::F32Vec;
-
-    type V = __m256;
-
-    /// Rows `0..np` in blocks of `8 * H`, outputs in tiles of `8 / H` (8, 4 or 2), then 4 and
-    /// 2, then a last odd output with the inputs split over 2 partial sums. Every output but
-    /// that last one sums in one chain at any width, so each lane's operations do not depend
-    /// on `H`.
-    #[target_feature(enable = "avx2,fma")]
-    #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn dense<const H: usize>(n_in: usize, n_out: usize, w: &[f32], x: &[f32], np: usize, ld: usize, y: &mut [f32], epi: Epilogue<'_>) {
-        generic::dense::<Tiles, V, H>(n_in, n_out, w, x, np, ld, y, epi)
-    }
-
-    /// This level's dense tile plan.
-    struct Tiles;
-
-    impl DenseTiles for Tiles {
+    impl<W: F32Vec> DenseTiles for Plan8<W> {
         #[inline(always)]
         unsafe fn blocks<V: F32Vec, const H: usize, const E: u8>(k: &Kernel, np: usize) {
             let mut r0 = 0;
@@ -926,39 +811,167 @@ mod avx2 {
         }
     }
 
-    /// Outputs in chunks of up to 2 vectors (16 floats, the last one masked), inputs in tiles
-    /// whose `KT x JV` accumulators (12) stay in registers for a whole pass of rows.
-    #[target_feature(enable = "avx2,fma")]
-    #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn grad_rows(n_in: usize, n_out: usize, x: &[f32], ld: usize, dyt: &[f32], rows: usize, gw: &mut [f32], gb: &mut [f32]) {
-        Grad::new(n_in, n_out, x, ld, dyt, gw).run::<Tiles>(dyt, rows, gb);
-    }
-
-    impl GradTiles for Tiles {
-        type V = V;
+    impl<W: F32Vec> GradTiles for Plan8<W> {
+        type V = W;
         const CHUNK: usize = 2;
 
         #[inline(always)]
-        unsafe fn chunk(g: &Grad, o0: usize, vectors: usize, last: __m256i, r0: usize, r1: usize) {
+        unsafe fn chunk(g: &Grad, o0: usize, vectors: usize, last: W::Mask, r0: usize, r1: usize) {
             if vectors == 2 {
-                g.inputs::<V, 2, 6>(o0, last, r0, r1);
+                g.inputs::<W, 2, 6>(o0, last, r0, r1);
             } else {
-                g.inputs::<V, 1, 12>(o0, last, r0, r1);
+                g.inputs::<W, 1, 12>(o0, last, r0, r1);
+            }
+        }
+    }
+}
+
+/// A level's entry points: one `#[target_feature]` function per kernel, in which the generic
+/// kernels are instantiated with the level's vector type and tile plans and inlined whole.
+/// `dense` maps each of [`BLOCK_WIDTHS`] to a vector type and a count `H` of vectors per row
+/// block; `lanes` gives `Lanes::run`'s input tiles (`K4`, `K2`, `K1`).
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+macro_rules! level_entry_points {
+    (
+        features: $f:literal,
+        vector: $V:ty,
+        tiles: $T:ty,
+        blocks: { $($b:literal => ($W:ty, $H:literal)),+ $(,)? },
+        lanes: ($k4:literal, $k2:literal, $k1:literal) $(,)?
+    ) => {
+        use super::generic::{self, Grad, Lanes};
+        use super::Epilogue;
+
+        /// `super::dense_rows` on blocks of `block` rows, `block` one of `BLOCK_WIDTHS`.
+        #[target_feature(enable = $f)]
+        #[allow(clippy::too_many_arguments)]
+        pub(super) unsafe fn dense(block: usize, n_in: usize, n_out: usize, w: &[f32], x: &[f32], np: usize, ld: usize, y: &mut [f32], epi: Epilogue<'_>) {
+            match block {
+                $($b => generic::dense::<$T, $W, $H>(n_in, n_out, w, x, np, ld, y, epi),)+
+                _ => unreachable!("dense: a block of {block} rows"),
+            }
+        }
+
+        /// `super::grad` in row order, over the transposed `dyt`.
+        #[target_feature(enable = $f)]
+        #[allow(clippy::too_many_arguments)]
+        pub(super) unsafe fn grad_rows(n_in: usize, n_out: usize, x: &[f32], ld: usize, dyt: &[f32], rows: usize, gw: &mut [f32], gb: &mut [f32]) {
+            Grad::new(n_in, n_out, x, ld, dyt, gw).run::<$T>(dyt, rows, gb);
+        }
+
+        /// `super::grad` with rows in vector lanes.
+        #[target_feature(enable = $f)]
+        #[allow(clippy::too_many_arguments)]
+        pub(super) unsafe fn grad_lanes(n_in: usize, n_out: usize, x: &[f32], dy: &[f32], ld: usize, rows: usize, gw: &mut [f32], gb: &mut [f32]) {
+            Lanes::new::<$V>(n_in, n_out, x, dy, ld, rows, gw).run::<$V, $k4, $k2, $k1>(gb);
+        }
+
+        /// `super::transpose` in square blocks of the vector's lanes, transposed in registers.
+        #[target_feature(enable = $f)]
+        pub(super) unsafe fn transpose(src: &[f32], n: usize, ld: usize, rows: usize, dst: &mut [f32]) {
+            generic::transpose::<$V>(src, n, ld, rows, dst)
+        }
+    };
+}
+
+/// The AVX-512 level: 32 registers, so 16 accumulators per dense tile (8 outputs x 2
+/// vectors). A block of 8 rows runs the same tiles on half vectors (`__m256`), so each lane's
+/// operations are the same at every width.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use core::arch::x86_64::*;
+
+    use super::generic::{DenseTiles, GradTiles, Kernel};
+    use crate::cpu::vector::F32Vec;
+
+    level_entry_points! {
+        features: "avx512f,avx512dq,avx512bw,avx512vl,avx2,fma",
+        vector: __m512,
+        tiles: Tiles,
+        blocks: { 8 => (__m256, 1), 16 => (__m512, 1), 32 => (__m512, 2) },
+        // 16 accumulators per in-lanes tile.
+        lanes: (4, 8, 16),
+    }
+
+    /// This level's tile plans.
+    struct Tiles;
+
+    /// Rows `0..np` in blocks of `V::LANES * H`, outputs in tiles of 8, then 4, 2, 1 for the
+    /// rest (each narrower tile with twice the partial sums). A block's inputs (`n_in x 16H`
+    /// floats) stay in L1 across its output tiles.
+    impl DenseTiles for Tiles {
+        #[inline(always)]
+        unsafe fn blocks<V: F32Vec, const H: usize, const E: u8>(k: &Kernel, np: usize) {
+            let mut r0 = 0;
+            while r0 < np {
+                let mut o = 0;
+                while o + 8 <= k.n_out {
+                    k.tile::<V, H, 8, 1, E>(r0, o);
+                    o += 8;
+                }
+                if o + 4 <= k.n_out {
+                    k.tile::<V, H, 4, 2, E>(r0, o);
+                    o += 4;
+                }
+                if o + 2 <= k.n_out {
+                    k.tile::<V, H, 2, 4, E>(r0, o);
+                    o += 2;
+                }
+                if o < k.n_out {
+                    k.tile::<V, H, 1, 8, E>(r0, o);
+                }
+                r0 += V::LANES * H;
             }
         }
     }
 
-    /// `super::grad` with rows in vector lanes, 8 accumulators per tile.
-    #[target_feature(enable = "avx2,fma")]
-    #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn grad_lanes(n_in: usize, n_out: usize, x: &[f32], dy: &[f32], ld: usize, rows: usize, gw: &mut [f32], gb: &mut [f32]) {
-        Lanes::new::<V>(n_in, n_out, x, dy, ld, rows, gw).run::<V, 2, 4, 8>(gb);
-    }
+    /// Outputs in chunks of up to 4 vectors (64 floats, the last one masked), inputs in tiles
+    /// whose `KT x JV` accumulators (up to 24) stay in registers for a whole pass of rows.
+    impl GradTiles for Tiles {
+        type V = __m512;
+        const CHUNK: usize = 4;
 
-    /// Blocks of 8 features x 8 rows, transposed in registers (3 shuffle stages).
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn transpose(src: &[f32], n: usize, ld: usize, rows: usize, dst: &mut [f32]) {
-        generic::transpose::<V>(src, n, ld, rows, dst)
+        #[inline(always)]
+        unsafe fn chunk(g: &Grad, o0: usize, vectors: usize, last: __mmask16, r0: usize, r1: usize) {
+            match vectors {
+                4 => g.inputs::<__m512, 4, 6>(o0, last, r0, r1),
+                3 => g.inputs::<__m512, 3, 8>(o0, last, r0, r1),
+                2 => g.inputs::<__m512, 2, 12>(o0, last, r0, r1),
+                _ => g.inputs::<__m512, 1, 16>(o0, last, r0, r1),
+            }
+        }
+    }
+}
+
+/// The AVX2 level: 16 registers of 8 lanes, [`generic::Plan8`].
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use core::arch::x86_64::__m256;
+
+    level_entry_points! {
+        features: "avx2,fma",
+        vector: __m256,
+        tiles: generic::Plan8<__m256>,
+        blocks: { 8 => (__m256, 1), 16 => (__m256, 2), 32 => (__m256, 4) },
+        // 8 accumulators per in-lanes tile.
+        lanes: (2, 4, 8),
+    }
+}
+
+/// The NEON level: AVX2's plans on pairs of 4-lane registers ([`F32x8`], 32 registers hold
+/// AVX2's 16 vectors), so every kernel does AVX2's operations in AVX2's order.
+///
+/// [`F32x8`]: crate::cpu::vector::F32x8
+#[cfg(target_arch = "aarch64")]
+mod neon {
+    use crate::cpu::vector::F32x8;
+
+    level_entry_points! {
+        features: "neon",
+        vector: F32x8,
+        tiles: generic::Plan8<F32x8>,
+        blocks: { 8 => (F32x8, 1), 16 => (F32x8, 2), 32 => (F32x8, 4) },
+        lanes: (2, 4, 8),
     }
 }
 

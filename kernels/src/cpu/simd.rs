@@ -15,9 +15,14 @@ fn names_a_level(value: &str) -> bool {
 /// The vector instruction set the CPU engine's hot loops use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SimdLevel {
-    /// Plain Rust loops compiled for the baseline target (SSE2 on x86-64). The fused policy
-    /// forward then reproduces the reference's sums bit for bit (no fused multiply-add).
+    /// Plain Rust loops compiled for the baseline target (SSE2 on x86-64, NEON on AArch64).
+    /// The fused policy forward then reproduces the reference's sums bit for bit (no fused
+    /// multiply-add).
     Portable,
+    /// AArch64 Advanced SIMD (NEON; every AArch64 server core: Neoverse in AWS Graviton and
+    /// NVIDIA Grace, Ampere Altra): each kernel vector is a pair of 4-lane registers, so the dense layers run AVX2's tiles in the same order with fused
+    /// multiply-add, and 32 registers hold AVX2's 16 accumulators of 8 lanes.
+    Neon,
     /// AVX2 with FMA: 8 f32 lanes, register-blocked micro-kernels for the dense layers (the
     /// level of x86-64 server cores without AVX-512, e.g. AMD Zen 2 and 3, Intel Haswell to
     /// Skylake client parts). Dense layers use fused multiply-add, as at AVX-512.
@@ -65,7 +70,7 @@ impl SimdLevel {
         }
         let v = value.trim();
         let level = Self::from_name(v)
-            .ok_or_else(|| format!("`{v}` is not one of auto, avx512, avx2, portable"))?;
+            .ok_or_else(|| format!("`{v}` is not one of auto, avx512, avx2, neon, portable"))?;
         level.supported_or_why().map(|()| level)
     }
 
@@ -83,10 +88,11 @@ impl SimdLevel {
         }
     }
 
-    /// Every level, narrowest first.
-    pub const ALL: [Self; 3] = [Self::Portable, Self::Avx2, Self::Avx512];
+    /// Every level, narrowest first; [`SimdLevel::detect`] picks the last one this CPU runs.
+    pub const ALL: [Self; 4] = [Self::Portable, Self::Neon, Self::Avx2, Self::Avx512];
 
-    /// The level named `name` (`portable`, `avx2`, `avx512`), as [`SimdLevel::name`] spells it.
+    /// The level named `name` (`portable`, `neon`, `avx2`, `avx512`), as [`SimdLevel::name`]
+    /// spells it.
     pub fn from_name(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|l| l.name() == name)
     }
@@ -111,22 +117,48 @@ impl SimdLevel {
             }
             #[cfg(not(target_arch = "x86_64"))]
             Self::Avx2 | Self::Avx512 => false,
+            // Advanced SIMD is part of every AArch64 application core (Rust's Linux targets
+            // assume it); asking keeps the check honest on targets that do not.
+            #[cfg(target_arch = "aarch64")]
+            Self::Neon => std::arch::is_aarch64_feature_detected!("neon"),
+            #[cfg(not(target_arch = "aarch64"))]
+            Self::Neon => false,
         }
     }
 
-    /// f32 lanes of one vector register at this level.
+    /// The level of the other architecture that computes the same bits, if any: NEON runs
+    /// AVX2's tile plans and reduction trees on the same 8 lanes (`vector::F32x8` mirrors
+    /// `__m256` operation for operation), so a run goes on bit for bit from one to the other
+    /// (`kernels/tests/it/train.rs`, `eight_lane_levels_train_to_the_same_bits`, checks a
+    /// training run on both).
+    pub fn twin(self) -> Option<Self> {
+        match self {
+            Self::Avx2 => Some(Self::Neon),
+            Self::Neon => Some(Self::Avx2),
+            Self::Portable | Self::Avx512 => None,
+        }
+    }
+
+    /// This level where this CPU runs it, else its [`twin`](Self::twin) where this CPU runs
+    /// that: the level that computes this level's bits here.
+    pub fn here(self) -> Option<Self> {
+        [Some(self), self.twin()].into_iter().flatten().find(|l| l.is_supported())
+    }
+
+    /// f32 lanes of one vector of the kernels at this level (at `neon`, a pair of registers).
     pub fn lanes(self) -> usize {
         match self {
             Self::Portable => 4,
-            Self::Avx2 => 8,
+            Self::Neon | Self::Avx2 => 8,
             Self::Avx512 => 16,
         }
     }
 
-    /// Short name for reports (`portable`, `avx2`, `avx512`).
+    /// Short name for reports (`portable`, `neon`, `avx2`, `avx512`).
     pub fn name(self) -> &'static str {
         match self {
             Self::Portable => "portable",
+            Self::Neon => "neon",
             Self::Avx2 => "avx2",
             Self::Avx512 => "avx512",
         }
@@ -170,7 +202,20 @@ mod tests {
         let err = SimdLevel::parse("avx1024").expect_err("no such level");
         assert!(err.contains("avx1024") && err.contains("avx2"), "{err}");
         assert!(SimdLevel::detect().is_supported());
-        // Lanes grow with the level, so `detect` (the last supported) is the widest.
-        assert!(SimdLevel::ALL.windows(2).all(|w| w[0].lanes() < w[1].lanes()));
+        // Lanes never shrink along `ALL`, so `detect` (the last supported) is the widest.
+        assert!(SimdLevel::ALL.windows(2).all(|w| w[0].lanes() <= w[1].lanes()));
+        // One architecture's levels only: x86-64 has no NEON, AArch64 no AVX.
+        assert!(!(SimdLevel::Neon.is_supported() && SimdLevel::Avx2.is_supported()));
+        assert_eq!(SimdLevel::Neon.is_supported(), cfg!(target_arch = "aarch64"));
+        // Twins pair up both ways; `here` is the level itself where supported, else its twin.
+        for level in SimdLevel::ALL {
+            assert_eq!(level.twin().and_then(SimdLevel::twin).unwrap_or(level), level);
+            match level.here() {
+                Some(h) => assert!(h.is_supported() && (h == level || level.twin() == Some(h))),
+                None => assert!(!level.is_supported() && !level.twin().is_some_and(SimdLevel::is_supported)),
+            }
+        }
+        assert_eq!(SimdLevel::Avx2.twin(), Some(SimdLevel::Neon));
+        assert_eq!(SimdLevel::Avx512.twin(), None);
     }
 }

@@ -1,15 +1,18 @@
-//! One vector register of f32 lanes per instruction-set level, with the operations the
-//! micro-kernels are written in, so that each kernel (`minibatch.rs`) is written once and
-//! compiled for every level: `__m512` for AVX-512, `__m256` for AVX2.
+//! One vector of f32 lanes per instruction-set level, with the operations the micro-kernels
+//! are written in, so that each kernel (`minibatch.rs`) is written once and compiled for every
+//! level: `__m512` for AVX-512, `__m256` for AVX2, [`F32x8`] (two NEON registers) for NEON.
 //!
 //! The methods are `#[inline(always)]` wrappers of one intrinsic each (or a short fixed
 //! sequence). A kernel is generic over [`F32Vec`] and `#[inline(always)]` too, and each level
 //! calls it from one `#[target_feature]` function: everything is inlined there and compiled
 //! with that level's features, as if written with its intrinsics directly.
 
+#[cfg(target_arch = "aarch64")]
+use core::arch::aarch64::*;
 #[cfg(target_arch = "x86_64")]
 use core::arch::x86_64::*;
 
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 use crate::math::{
     TANH_A1, TANH_A11, TANH_A13, TANH_A3, TANH_A5, TANH_A7, TANH_A9, TANH_B0, TANH_B2, TANH_B4, TANH_B6, TANH_CLAMP,
     TANH_TINY,
@@ -21,6 +24,7 @@ use crate::math::{
 /// Every method executes instructions of its level: call them only from a function compiled
 /// with that level's features (a `#[target_feature]` function of the level, entered after
 /// `SimdLevel::is_supported`), and with pointers valid for the lanes they read or write.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 pub(crate) trait F32Vec: Copy {
     /// f32 lanes.
     const LANES: usize;
@@ -75,6 +79,7 @@ pub(crate) trait F32Vec: Copy {
 ///
 /// # Safety
 /// As [`F32Vec`].
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 #[inline(always)]
 pub(crate) unsafe fn tanh<V: F32Vec>(x: V) -> V {
     // No closures here: they would not get the caller's target features in an unoptimized or
@@ -372,7 +377,172 @@ unsafe fn transpose8(b: [__m256; 8]) -> [__m256; 8] {
     out
 }
 
-#[cfg(all(test, target_arch = "x86_64"))]
+/// The NEON level's vector: 8 lanes in two 128-bit registers (`.0` lanes 0-3, `.1` lanes 4-7).
+/// Eight lanes, not four, so that NEON runs AVX2's tile plans and reduction trees: every
+/// operation here does what its `__m256` counterpart does, lane for lane, and AArch64's 32
+/// registers hold the 16 vectors the AVX2 plans keep live.
+#[cfg(target_arch = "aarch64")]
+#[derive(Clone, Copy)]
+pub(crate) struct F32x8(float32x4_t, float32x4_t);
+
+#[cfg(target_arch = "aarch64")]
+impl F32x8 {
+    /// `hadd` of AVX2 (adjacent pairs of `self`, then of `b`, within each half).
+    #[inline(always)]
+    unsafe fn hadd(self, b: Self) -> Self {
+        Self(vpaddq_f32(self.0, b.0), vpaddq_f32(self.1, b.1))
+    }
+
+    /// Half `h` (0: lanes 0-3, 1: lanes 4-7).
+    #[inline(always)]
+    fn half(self, h: usize) -> float32x4_t {
+        if h == 0 {
+            self.0
+        } else {
+            self.1
+        }
+    }
+}
+
+#[cfg(target_arch = "aarch64")]
+impl F32Vec for F32x8 {
+    const LANES: usize = 8;
+    /// The count of low lanes (masks are always a prefix here).
+    type Mask = usize;
+
+    #[inline(always)]
+    unsafe fn zero() -> Self {
+        Self(vdupq_n_f32(0.0), vdupq_n_f32(0.0))
+    }
+    #[inline(always)]
+    unsafe fn splat(v: f32) -> Self {
+        Self(vdupq_n_f32(v), vdupq_n_f32(v))
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> Self {
+        Self(vld1q_f32(p), vld1q_f32(p.add(4)))
+    }
+    #[inline(always)]
+    unsafe fn store(self, p: *mut f32) {
+        vst1q_f32(p, self.0);
+        vst1q_f32(p.add(4), self.1);
+    }
+    #[inline(always)]
+    unsafe fn mask(n: usize) -> usize {
+        n
+    }
+    #[inline(always)]
+    unsafe fn all() -> usize {
+        8
+    }
+    /// NEON has no masked load: a partial vector goes through a zeroed stack buffer, so no
+    /// float past `n` is read.
+    #[inline(always)]
+    unsafe fn load_masked(p: *const f32, n: usize) -> Self {
+        if n >= 8 {
+            return Self::load(p);
+        }
+        let mut buf = [0.0f32; 8];
+        core::ptr::copy_nonoverlapping(p, buf.as_mut_ptr(), n);
+        Self::load(buf.as_ptr())
+    }
+    #[inline(always)]
+    unsafe fn store_masked(self, p: *mut f32, n: usize) {
+        if n >= 8 {
+            return self.store(p);
+        }
+        let mut buf = [0.0f32; 8];
+        self.store(buf.as_mut_ptr());
+        core::ptr::copy_nonoverlapping(buf.as_ptr(), p, n);
+    }
+    #[inline(always)]
+    unsafe fn add(self, b: Self) -> Self {
+        Self(vaddq_f32(self.0, b.0), vaddq_f32(self.1, b.1))
+    }
+    #[inline(always)]
+    unsafe fn sub(self, b: Self) -> Self {
+        Self(vsubq_f32(self.0, b.0), vsubq_f32(self.1, b.1))
+    }
+    #[inline(always)]
+    unsafe fn mul(self, b: Self) -> Self {
+        Self(vmulq_f32(self.0, b.0), vmulq_f32(self.1, b.1))
+    }
+    #[inline(always)]
+    unsafe fn div(self, b: Self) -> Self {
+        Self(vdivq_f32(self.0, b.0), vdivq_f32(self.1, b.1))
+    }
+    #[inline(always)]
+    unsafe fn mul_add(self, b: Self, c: Self) -> Self {
+        Self(vfmaq_f32(c.0, self.0, b.0), vfmaq_f32(c.1, self.1, b.1))
+    }
+    /// A compare and a select, not `vminq_f32`, which returns NaN where either is NaN.
+    #[inline(always)]
+    unsafe fn min_or_self(self, b: Self) -> Self {
+        Self(vbslq_f32(vcltq_f32(b.0, self.0), b.0, self.0), vbslq_f32(vcltq_f32(b.1, self.1), b.1, self.1))
+    }
+    #[inline(always)]
+    unsafe fn max_or_self(self, b: Self) -> Self {
+        Self(vbslq_f32(vcgtq_f32(b.0, self.0), b.0, self.0), vbslq_f32(vcgtq_f32(b.1, self.1), b.1, self.1))
+    }
+    #[inline(always)]
+    unsafe fn abs(self) -> Self {
+        Self(vabsq_f32(self.0), vabsq_f32(self.1))
+    }
+    #[inline(always)]
+    unsafe fn select_lt(self, b: Self, t: Self, f: Self) -> Self {
+        Self(vbslq_f32(vcltq_f32(self.0, b.0), t.0, f.0), vbslq_f32(vcltq_f32(self.1, b.1), t.1, f.1))
+    }
+    /// AVX2's tree: the two halves, then lanes 2 apart, then adjacent lanes.
+    #[inline(always)]
+    unsafe fn sum(self) -> f32 {
+        let s = vaddq_f32(self.0, self.1);
+        let s = vaddq_f32(s, vextq_f32::<2>(s, s));
+        vgetq_lane_f32::<0>(s) + vgetq_lane_f32::<1>(s)
+    }
+    /// AVX2's tree: adjacent pairs and pairs of pairs within each half (`vpaddq_f32` is
+    /// `hadd` on one 128-bit half), then the two halves.
+    #[inline(always)]
+    unsafe fn sum_each(a: &[Self]) -> Self {
+        let a: &[Self; 8] = a.try_into().expect("8 vectors");
+        let t0 = a[0].hadd(a[1]).hadd(a[2].hadd(a[3]));
+        let t1 = a[4].hadd(a[5]).hadd(a[6].hadd(a[7]));
+        Self(vaddq_f32(t0.0, t0.1), vaddq_f32(t1.0, t1.1))
+    }
+    /// Four 4 x 4 blocks, each transposed in registers and moved across the diagonal.
+    #[inline(always)]
+    unsafe fn transpose_square(b: &mut [Self; 16]) {
+        let mut out = [[vdupq_n_f32(0.0); 2]; 8];
+        for r in 0..2 {
+            for c in 0..2 {
+                let t = transpose4([b[4 * r].half(c), b[4 * r + 1].half(c), b[4 * r + 2].half(c), b[4 * r + 3].half(c)]);
+                for (j, v) in t.into_iter().enumerate() {
+                    out[4 * c + j][r] = v;
+                }
+            }
+        }
+        for (v, o) in b.iter_mut().zip(out) {
+            *v = Self(o[0], o[1]);
+        }
+    }
+}
+
+/// `out[c][a] = r[a][c]` for a 4 x 4 block: lanes interleaved in pairs, then in halves.
+#[cfg(target_arch = "aarch64")]
+#[inline(always)]
+unsafe fn transpose4(r: [float32x4_t; 4]) -> [float32x4_t; 4] {
+    let t0 = vreinterpretq_f64_f32(vtrn1q_f32(r[0], r[1]));
+    let t1 = vreinterpretq_f64_f32(vtrn2q_f32(r[0], r[1]));
+    let t2 = vreinterpretq_f64_f32(vtrn1q_f32(r[2], r[3]));
+    let t3 = vreinterpretq_f64_f32(vtrn2q_f32(r[2], r[3]));
+    [
+        vreinterpretq_f32_f64(vtrn1q_f64(t0, t2)),
+        vreinterpretq_f32_f64(vtrn1q_f64(t1, t3)),
+        vreinterpretq_f32_f64(vtrn2q_f64(t0, t2)),
+        vreinterpretq_f32_f64(vtrn2q_f64(t1, t3)),
+    ]
+}
+
+#[cfg(all(test, any(target_arch = "x86_64", target_arch = "aarch64")))]
 mod tests {
     use super::*;
     use crate::math;
@@ -404,6 +574,7 @@ mod tests {
         checked
     }
 
+    #[cfg(target_arch = "x86_64")]
     #[test]
     fn tanh_avx512_equals_scalar_bit_for_bit() {
         if !crate::cpu::SimdLevel::Avx512.is_supported() {
@@ -419,6 +590,7 @@ mod tests {
         assert!(checked >= 400_000);
     }
 
+    #[cfg(target_arch = "x86_64")]
     #[test]
     fn tanh_avx2_equals_scalar_bit_for_bit() {
         if !crate::cpu::SimdLevel::Avx2.is_supported() {
@@ -436,6 +608,7 @@ mod tests {
 
     /// `sum_each` adds each vector's lanes into its own lane, on inputs whose sums are exact
     /// (small integers), so any tree gives the same answer and a wrong lane shows.
+    #[cfg(target_arch = "x86_64")]
     #[test]
     fn sum_each_puts_each_vectors_sum_in_its_lane() {
         fn inputs(lanes: usize) -> Vec<f32> {
@@ -468,5 +641,110 @@ mod tests {
             unsafe { run(&x, &mut out) };
             assert_eq!(out.to_vec(), want(&x, 8));
         }
+    }
+
+    #[cfg(target_arch = "aarch64")]
+    #[test]
+    fn tanh_neon_equals_scalar_bit_for_bit() {
+        // SAFETY: NEON is part of every AArch64 target Rust builds for; 8 f32 each.
+        let checked = check_vector_tanh(8, |c, out| unsafe { tanh(F32x8::load(c.as_ptr())).store(out.as_mut_ptr()) });
+        assert!(checked >= 400_000);
+    }
+
+    /// Values of many magnitudes and both signs, so that sums round and a different order of
+    /// additions shows in the bits.
+    fn rounding_values(n: usize) -> Vec<f32> {
+        (0..n)
+            .map(|i| {
+                let m = ((i * 2_654_435_761) % 1_000_003) as f32 / 1_000_003.0 - 0.5;
+                m * [1.0, 3e-4, 7e3, 0.11][i % 4]
+            })
+            .collect()
+    }
+
+    /// AVX2's `sum` tree: the halves, then lanes 2 apart, then adjacent lanes.
+    fn avx2_sum(a: &[f32]) -> f32 {
+        ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]))
+    }
+
+    /// AVX2's `sum_each` tree for one vector: pairs, pairs of pairs, then the halves.
+    fn avx2_sum_each(a: &[f32]) -> f32 {
+        ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]))
+    }
+
+    /// The 8-lane reductions, transpose and masked moves of `V`, checked bit for bit against
+    /// the scalar model of AVX2's trees: what makes the NEON level compute AVX2's bits (each
+    /// architecture checks its own type against the same model).
+    ///
+    /// # Safety
+    /// As [`F32Vec`]: call from a function with `V`'s level's features.
+    #[inline(always)]
+    unsafe fn check_eight_lanes<V: F32Vec>() {
+        assert_eq!(V::LANES, 8);
+        let x = rounding_values(64);
+        let v: Vec<V> = x.chunks_exact(8).map(|c| V::load(c.as_ptr())).collect();
+        for (k, c) in x.chunks_exact(8).enumerate() {
+            assert_eq!(v[k].sum().to_bits(), avx2_sum(c).to_bits(), "sum of vector {k}");
+        }
+        let mut out = [0.0f32; 8];
+        V::sum_each(&v).store(out.as_mut_ptr());
+        for (k, c) in x.chunks_exact(8).enumerate() {
+            assert_eq!(out[k].to_bits(), avx2_sum_each(c).to_bits(), "sum_each lane {k}");
+        }
+        // Transpose: lane a of b[c] becomes lane c of b[a]; vectors past 8 untouched.
+        let mut b = [V::splat(-1.0); 16];
+        b[..8].copy_from_slice(&v);
+        V::transpose_square(&mut b);
+        for (c, bv) in b.iter().enumerate() {
+            bv.store(out.as_mut_ptr());
+            for (a, &o) in out.iter().enumerate() {
+                let want = if c < 8 { x[a * 8 + c] } else { -1.0 };
+                assert_eq!(o.to_bits(), want.to_bits(), "transpose [{c}][{a}]");
+            }
+        }
+        // Masked moves touch the low `n` lanes only, and load zeros elsewhere.
+        for n in 0..=8 {
+            let loaded = V::load_masked(x.as_ptr(), V::mask(n));
+            loaded.store(out.as_mut_ptr());
+            for (l, &o) in out.iter().enumerate() {
+                assert_eq!(o.to_bits(), if l < n { x[l].to_bits() } else { 0 }, "load_masked({n}) lane {l}");
+            }
+            let mut dst = [7.0f32; 8];
+            V::splat(2.0).store_masked(dst.as_mut_ptr(), V::mask(n));
+            for (l, &d) in dst.iter().enumerate() {
+                assert_eq!(d, if l < n { 2.0 } else { 7.0 }, "store_masked({n}) lane {l}");
+            }
+        }
+        // The x86 min/max rule: `self` wherever either operand is NaN.
+        let (nan, one) = (V::splat(f32::NAN), V::splat(1.0));
+        nan.min_or_self(one).store(out.as_mut_ptr());
+        assert!(out.iter().all(|o| o.is_nan()), "min keeps a NaN self");
+        one.max_or_self(nan).store(out.as_mut_ptr());
+        assert!(out.iter().all(|&o| o == 1.0), "max keeps self against a NaN");
+        V::splat(3.0).mul_add(V::splat(1.0 / 3.0), V::splat(-1.0)).store(out.as_mut_ptr());
+        let fused = 3.0f32.mul_add(1.0 / 3.0, -1.0);
+        assert!(out.iter().all(|o| o.to_bits() == fused.to_bits()) && fused != 0.0, "mul_add rounds once");
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx2_vector_follows_the_eight_lane_model() {
+        if !crate::cpu::SimdLevel::Avx2.is_supported() {
+            println!("skipped: this CPU has no AVX2");
+            return;
+        }
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn run() {
+            check_eight_lanes::<__m256>()
+        }
+        // SAFETY: AVX2 and FMA confirmed above.
+        unsafe { run() }
+    }
+
+    #[cfg(target_arch = "aarch64")]
+    #[test]
+    fn neon_vector_follows_the_eight_lane_model() {
+        // SAFETY: NEON is part of every AArch64 target Rust builds for.
+        unsafe { check_eight_lanes::<F32x8>() }
     }
 }

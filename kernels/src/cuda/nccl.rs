@@ -172,6 +172,8 @@ fn unique_id_from(api: &Api) -> Result<NcclId, KernelError> {
     if rc != NCCL_SUCCESS {
         return Err(api.error("ncclGetUniqueId", rc, std::ptr::null_mut()));
     }
+    // `c_char` is `i8` on x86-64 and `u8` on AArch64: the bytes either way.
+    #[allow(clippy::unnecessary_cast)]
     Ok(raw.internal.map(|c| c as u8))
 }
 
@@ -305,10 +307,13 @@ int fake_aborts(void) { return aborts; }
         let dir = tempfile::tempdir().expect("tempdir");
         let (src, so) = (dir.path().join("fake_nccl.c"), dir.path().join("libnccl.so.2"));
         std::fs::write(&src, FAKE_NCCL).expect("write C source");
-        let built = std::process::Command::new("cc").arg("-shared").arg("-fPIC").arg("-o").arg(&so).arg(&src).status();
+        // `TARGET_CC` (the `cc` crate's name for the compiler of the target) when the test runs
+        // on another architecture than the build (scripts/test-aarch64.sh, under qemu).
+        let cc = std::env::var("TARGET_CC").unwrap_or_else(|_| "cc".into());
+        let built = std::process::Command::new(&cc).arg("-shared").arg("-fPIC").arg("-o").arg(&so).arg(&src).status();
         if !built.is_ok_and(|s| s.success()) {
             // scripts/test.sh installs a C compiler (the kernels' CPU emulation needs g++).
-            eprintln!("the_c_abi_round_trips_through_a_stand_in_library: skipped: no C compiler (`cc`)");
+            eprintln!("the_c_abi_round_trips_through_a_stand_in_library: skipped: no C compiler (`{cc}`)");
             return;
         }
         let so = so.display().to_string();
