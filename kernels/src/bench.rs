@@ -180,60 +180,55 @@ impl Machine {
 /// x86 core since the Pentium 4 and on every AArch64 core); the best of three runs, so a
 /// preemption does not lower it. On other architectures, 3 GHz is assumed.
 pub fn measure_clock_hz() -> f64 {
-    #[cfg(target_arch = "x86_64")]
+    const ITERS: u64 = 20_000_000;
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
     {
-        let mut best = f64::INFINITY;
-        for _ in 0..3 {
-            let iters: u64 = 20_000_000;
-            let t0 = Instant::now();
-            // SAFETY: register-only arithmetic on the two operands, no memory or stack access.
-            unsafe {
-                // Register-register adds: recent cores fold `add reg, imm` chains at rename,
-                // which would read as a multiple of the real clock.
-                std::arch::asm!(
-                    "2:",
-                    "add {x}, {y}", "add {x}, {y}", "add {x}, {y}", "add {x}, {y}",
-                    "add {x}, {y}", "add {x}, {y}", "add {x}, {y}", "add {x}, {y}",
-                    "sub {n}, 1",
-                    "jnz 2b",
-                    n = inout(reg) iters => _,
-                    x = inout(reg) 0u64 => _,
-                    y = in(reg) 1u64,
-                    options(nomem, nostack),
-                );
-            }
-            best = best.min(t0.elapsed().as_secs_f64());
-        }
-        (20_000_000u64 * 8) as f64 / best
-    }
-    #[cfg(target_arch = "aarch64")]
-    {
-        let mut best = f64::INFINITY;
-        for _ in 0..3 {
-            let iters: u64 = 20_000_000;
-            let t0 = Instant::now();
-            // SAFETY: register-only arithmetic on the two operands, no memory or stack access.
-            unsafe {
-                // A dependent chain of register adds: one cycle each on every Arm core.
-                std::arch::asm!(
-                    "2:",
-                    "add {x}, {x}, {y}", "add {x}, {x}, {y}", "add {x}, {x}, {y}", "add {x}, {x}, {y}",
-                    "add {x}, {x}, {y}", "add {x}, {x}, {y}", "add {x}, {x}, {y}", "add {x}, {x}, {y}",
-                    "subs {n}, {n}, 1",
-                    "b.ne 2b",
-                    n = inout(reg) iters => _,
-                    x = inout(reg) 0u64 => _,
-                    y = in(reg) 1u64,
-                    options(nomem, nostack),
-                );
-            }
-            best = best.min(t0.elapsed().as_secs_f64());
-        }
-        (20_000_000u64 * 8) as f64 / best
+        let best = (0..3)
+            .map(|_| {
+                let t0 = Instant::now();
+                add_chain(ITERS);
+                t0.elapsed().as_secs_f64()
+            })
+            .fold(f64::INFINITY, f64::min);
+        (ITERS * 8) as f64 / best
     }
     #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
     {
         3.0e9
+    }
+}
+
+/// `iters` rounds of 8 dependent register-register adds (one cycle each).
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+fn add_chain(iters: u64) {
+    // SAFETY: register-only arithmetic on the operands, no memory or stack access.
+    unsafe {
+        // Register-register adds: recent x86 cores fold `add reg, imm` chains at rename,
+        // which would read as a multiple of the real clock.
+        #[cfg(target_arch = "x86_64")]
+        std::arch::asm!(
+            "2:",
+            "add {x}, {y}", "add {x}, {y}", "add {x}, {y}", "add {x}, {y}",
+            "add {x}, {y}", "add {x}, {y}", "add {x}, {y}", "add {x}, {y}",
+            "sub {n}, 1",
+            "jnz 2b",
+            n = inout(reg) iters => _,
+            x = inout(reg) 0u64 => _,
+            y = in(reg) 1u64,
+            options(nomem, nostack),
+        );
+        #[cfg(target_arch = "aarch64")]
+        std::arch::asm!(
+            "2:",
+            "add {x}, {x}, {y}", "add {x}, {x}, {y}", "add {x}, {x}, {y}", "add {x}, {x}, {y}",
+            "add {x}, {x}, {y}", "add {x}, {x}, {y}", "add {x}, {x}, {y}", "add {x}, {x}, {y}",
+            "subs {n}, {n}, 1",
+            "b.ne 2b",
+            n = inout(reg) iters => _,
+            x = inout(reg) 0u64 => _,
+            y = in(reg) 1u64,
+            options(nomem, nostack),
+        );
     }
 }
 

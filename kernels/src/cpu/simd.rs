@@ -82,10 +82,13 @@ impl SimdLevel {
     /// `Ok` when this CPU can run the level, else why not, naming it.
     fn supported_or_why(self) -> Result<(), String> {
         if self.is_supported() {
-            Ok(())
-        } else {
-            Err(format!("this CPU cannot run the `{}` instruction set", self.name()))
+            return Ok(());
         }
+        let mut why = format!("this CPU cannot run the `{}` instruction set", self.name());
+        if let Some(twin) = self.here() {
+            why += &format!("; `{}` computes the same bits here", twin.name());
+        }
+        Err(why)
     }
 
     /// Every level, narrowest first; [`SimdLevel::detect`] picks the last one this CPU runs.
@@ -216,6 +219,13 @@ mod tests {
             }
         }
         assert_eq!(SimdLevel::Avx2.twin(), Some(SimdLevel::Neon));
+        // Asking for the other architecture's twin names the one to ask for instead.
+        for (level, twin) in [(SimdLevel::Neon, SimdLevel::Avx2), (SimdLevel::Avx2, SimdLevel::Neon)] {
+            if twin.is_supported() {
+                let why = SimdLevel::parse(level.name()).expect_err("the other architecture");
+                assert!(why.ends_with(&format!("; `{}` computes the same bits here", twin.name())), "{why}");
+            }
+        }
         assert_eq!(SimdLevel::Avx512.twin(), None);
     }
 }
