@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Builds the kernels crate and the job runtime for AArch64 (Graviton, Grace, Altra nodes) and
-# runs their tests under qemu's user-mode emulation, so the NEON level and everything
-# architecture-specific is tested on an x86-64 machine. Installs what it needs (Debian's cross
-# gcc and qemu-user, the Rust standard library for the target) when missing. Correctness only:
-# qemu's timings mean nothing.
+# Checks that the workspace compiles for AArch64 (Graviton, Grace, Altra nodes), and builds the
+# kernels crate and the job runtime for it and runs their tests under qemu's user-mode
+# emulation, so the NEON level and everything architecture-specific is tested on an x86-64
+# machine. Installs what it needs (Debian's cross gcc and qemu-user, the Rust standard library
+# for the target) when missing. Correctness only: qemu's timings mean nothing.
 #
 # Usage: scripts/test-aarch64.sh [cargo test arguments...]
 # The AArch64 build goes to $AARCH64_TARGET_DIR (default target/aarch64).
@@ -47,7 +47,9 @@ export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu"
 # The compiler the NCCL stand-in test builds its C library with (it must match the target).
 export TARGET_CC=aarch64-linux-gnu-gcc
+# Everything else (the orchestrator, the plugins) must at least compile for the target.
+cargo check --locked --workspace --all-targets --target "$target" -q
 cargo test --locked -p drover-kernels --target "$target" "$@"
 # The job runtime's own tests (checkpoints, resume levels, the bench's machine model).
 cargo test --locked -p drover-job --lib --target "$target" "$@"
-echo "test-aarch64: the kernels' and drover-job's tests passed on $target (qemu-aarch64)"
+echo "test-aarch64: the workspace compiles for $target; the kernels' and drover-job's tests passed there (qemu-aarch64)"
