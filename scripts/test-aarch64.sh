@@ -13,12 +13,7 @@ target=aarch64-unknown-linux-gnu
 need=()
 command -v aarch64-linux-gnu-gcc >/dev/null 2>&1 || need+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
 command -v qemu-aarch64 >/dev/null 2>&1 || need+=(qemu-user)
-if [ ${#need[@]} -gt 0 ]; then
-    echo "test-aarch64: installing ${need[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-fi
+scripts/apt-install.sh test-aarch64 "${need[@]}"
 libdir=$(rustc --print target-libdir --target "$target" 2>/dev/null || true)
 if ! compgen -G "${libdir:-/nonexistent}/libstd-*" >/dev/null; then
     echo "test-aarch64: adding the Rust target $target"
