@@ -72,8 +72,8 @@ pub struct RolloutArgs {
     #[arg(long)]
     pub json: bool,
     /// Instruction set of the CPU engine: `auto` (`DROVER_SIMD`, else the best this CPU has),
-    /// or `avx512`, `avx2`, `neon`, `portable` to measure a lower level, e.g. what an AVX2-only node
-    /// would run.
+    /// or `avx512`, `avx2`, `neon`, `portable` to measure a lower level, e.g. what an AVX2-only
+    /// node would run.
     #[arg(long, default_value = "auto")]
     pub simd: String,
 }

@@ -61,9 +61,9 @@ pub struct Checkpoint {
     #[serde(default)]
     pub plugin_state: Option<PluginStateRecord>,
     /// What computed the run's floats up to here, as far as their bits depend on it:
-    /// `cpu/avx512`, `cpu/avx2`, `cpu/neon`, `cpu/portable` or `cuda` ([`compute_of`]); a resume goes on
-    /// the same way where it can ([`resume_level`]). Absent in checkpoints of earlier
-    /// drover-jobs, which older ones ignore, so the format stays 2.
+    /// `cpu/avx512`, `cpu/avx2`, `cpu/neon`, `cpu/portable` or `cuda` ([`compute_of`]); a
+    /// resume goes on the same way where it can ([`resume_level`]). Absent in checkpoints of
+    /// earlier drover-jobs, which older ones ignore, so the format stays 2.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compute: Option<String>,
 }

@@ -20,8 +20,9 @@ pub enum SimdLevel {
     /// multiply-add).
     Portable,
     /// AArch64 Advanced SIMD (NEON; every AArch64 server core: Neoverse in AWS Graviton and
-    /// NVIDIA Grace, Ampere Altra): each kernel vector is a pair of 4-lane registers, so the dense layers run AVX2's tiles in the same order with fused
-    /// multiply-add, and 32 registers hold AVX2's 16 accumulators of 8 lanes.
+    /// NVIDIA Grace, Ampere Altra): each kernel vector is a pair of 4-lane registers, so the
+    /// dense layers run AVX2's tiles in the same order with fused multiply-add, and 32
+    /// registers hold AVX2's 16 accumulators of 8 lanes.
     Neon,
     /// AVX2 with FMA: 8 f32 lanes, register-blocked micro-kernels for the dense layers (the
     /// level of x86-64 server cores without AVX-512, e.g. AMD Zen 2 and 3, Intel Haswell to
