@@ -2,8 +2,10 @@
 # Checks that the workspace compiles for AArch64 (Graviton, Grace, Altra nodes), and builds the
 # kernels crate and the job runtime for it and runs their tests under qemu's user-mode
 # emulation, so the NEON level and everything architecture-specific is tested on an x86-64
-# machine. Installs what it needs (Debian's cross gcc and qemu-user, the Rust standard library
-# for the target) when missing. Correctness only: qemu's timings mean nothing.
+# machine; then makes a Slurm run from this machine's drover land on an emulated AArch64 node,
+# which must pick its `[slurm.arch]` builds. Installs what it needs (Debian's cross gcc and
+# qemu-user, the Rust standard library for the target) when missing. Correctness only: qemu's
+# timings mean nothing.
 #
 # Usage: scripts/test-aarch64.sh [cargo test arguments...]
 # The AArch64 build goes to $AARCH64_TARGET_DIR (default target/aarch64).
@@ -24,6 +26,7 @@ if ! compgen -G "${libdir:-/nonexistent}/libstd-*" >/dev/null; then
         exit 0
     fi
 fi
+host_target_dir="${CARGO_TARGET_DIR:-$PWD/target}"
 arm_target_dir="${AARCH64_TARGET_DIR:-$PWD/target/aarch64}"
 mkdir -p "$arm_target_dir"
 # The AVX2 level's training digest from this machine (its own build, in the usual target
@@ -47,4 +50,12 @@ cargo check --locked --workspace --all-targets --target "$target" -q
 cargo test --locked -p drover-kernels --target "$target" "$@"
 # The job runtime's own tests (checkpoints, resume levels, the bench's machine model).
 cargo test --locked -p drover-job --lib --target "$target" "$@"
-echo "test-aarch64: the workspace compiles for $target; the kernels' and drover-job's tests passed there (qemu-aarch64)"
+# A mixed cluster: a Slurm run submitted from this machine lands on an emulated AArch64 node
+# and trains with the `[slurm.arch]` folder's builds (tests/it/slurm.rs). No-ops in CI, where
+# scripts/test.sh has built and started everything on the host side already.
+cargo build --locked -q --target "$target" -p drover-job -p drover-plugin-ppo
+./scripts/slurm-up.sh
+CARGO_TARGET_DIR="$host_target_dir" cargo build --locked -q --workspace --features drover-job/mpi
+DROVER_MIXED_ARCH_BUILDS="$arm_target_dir/$target/debug" CARGO_TARGET_DIR="$host_target_dir" \
+    cargo test --locked -q --workspace --features drover-job/mpi --test it a_node_of_another_architecture
+echo "test-aarch64: the workspace compiles for $target; the kernels' and drover-job's tests passed there (qemu-aarch64), and a Slurm run on an emulated AArch64 node trained with its [slurm.arch] builds"

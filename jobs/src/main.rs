@@ -47,6 +47,10 @@ struct Args {
     /// The run's output directory (defaults to the spec's directory).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Load the plugin from this folder, under the file name the spec's `plugin_path` has: how
+    /// a node of another architecture runs the build made for it (`[slurm.arch]`).
+    #[arg(long, value_name = "DIR")]
+    plugin_dir: Option<PathBuf>,
     /// Checkpoint and stop on this signal (`USR1`, `USR2`, ...) and on SIGTERM, and resume from
     /// the checkpoint when started again: what the Slurm backend's batch script passes.
     #[arg(long, value_name = "SIGNAL")]
@@ -82,13 +86,26 @@ fn main() -> ExitCode {
         return ExitCode::from(code);
     }
     let args = Args::parse();
-    let spec = match JobSpec::load(&args.spec) {
+    let mut spec = match JobSpec::load(&args.spec) {
         Ok(spec) => spec,
         Err(e) => {
             say!("drover-job: {e:#}");
             return ExitCode::from(exit_codes::USAGE);
         }
     };
+    if let Some(dir) = &args.plugin_dir {
+        match spec.plugin_path.file_name() {
+            Some(name) => {
+                let here = dir.join(name);
+                tracing::info!("plugin: {} (--plugin-dir; the spec names {})", here.display(), spec.plugin_path.display());
+                spec.plugin_path = here;
+            }
+            None => {
+                say!("drover-job: --plugin-dir: the spec's plugin_path `{}` has no file name", spec.plugin_path.display());
+                return ExitCode::from(exit_codes::USAGE);
+            }
+        }
+    }
     let out = args
         .out
         .or_else(|| args.spec.parent().map(PathBuf::from))

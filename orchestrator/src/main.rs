@@ -211,6 +211,7 @@ fn run(args: RunArgs) -> anyhow::Result<u8> {
             if let Some(warning) = slurm::gpu_request_warning(&plan) {
                 eprintln!("drover: warning: {warning}");
             }
+            drover::backend::arch::check_builds(&plan.sweep.slurm.arch, &plan.plugins, &plan.sweep.source)?;
             for (name, text) in slurm::dry_run_scripts(&plan, &slurm_options(job_bin, !no_wait))? {
                 writeln!(out, "\n--- {name} (not submitted)\n{text}")?;
             }
@@ -223,6 +224,7 @@ fn run(args: RunArgs) -> anyhow::Result<u8> {
         if let Some(warning) = slurm::gpu_request_warning(&plan) {
             eprintln!("drover: warning: {warning}");
         }
+        drover::backend::arch::check_builds(&plan.sweep.slurm.arch, &plan.plugins, &plan.sweep.source)?;
         return slurm_run(&plan, job_bin, !no_wait);
     }
 

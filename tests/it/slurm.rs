@@ -344,6 +344,119 @@ fn slurm_cuda_runs_without_a_gpu_request_are_warned_about() {
     assert!(!dry_run("cpu", "time = \"10\"").contains("request no GPU"));
 }
 
+/// `[slurm.arch]` on the real cluster: a folder named for this node's `uname -m` wins over the
+/// default build, so the run trains with that folder's drover-job and plugin (`--plugin-dir`);
+/// a folder whose builds are for another machine is refused before anything is submitted.
+#[test]
+fn an_arch_folder_supplies_the_nodes_builds_and_a_foreign_build_is_refused() {
+    slurm_up();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let uname = Command::new("uname").arg("-m").output().expect("uname");
+    let machine = String::from_utf8_lossy(&uname.stdout).trim().to_string();
+    let builds = tmp.path().join("node builds");
+    std::fs::create_dir_all(&builds).expect("mkdir");
+    std::fs::copy(artifact("drover-job"), builds.join("drover-job")).expect("copy drover-job");
+    std::fs::copy(artifact("libdrover_plugin_ppo.so"), builds.join("libdrover_plugin_ppo.so")).expect("copy plugin");
+    let sweep = |name: &str, arch: &str| {
+        drover_tests::write_sweep(
+            tmp.path(),
+            &format!(
+                "name = \"{name}\"\nbackend = \"slurm\"\n[run]\nenv = \"CartPole-v1\"\nplugin = \"ppo\"\nnum_envs = 4\nnum_steps = 64\ntotal_steps = 1024\n\
+                 [slurm]\npoll_seconds = 0.5\n[slurm.arch]\n{arch} = {:?}\n",
+                builds.display().to_string()
+            ),
+        )
+    };
+    let results = tmp.path().join("r");
+    let out = run_ok(drover().arg("run").arg(sweep("arch", &machine)).arg("--results").arg(&results));
+    let status = status_json(&results);
+    assert_eq!(states(&status), ["done"], "{}\n{status}", text(&out));
+    let run = &run_dirs(&results)[0];
+    let plugin = read_json(&run.join("summary.json"))["plugin"]["path"].as_str().map(PathBuf::from);
+    assert_eq!(plugin, Some(builds.join("libdrover_plugin_ppo.so")), "the run loaded the folder's plugin");
+    let stderr = std::fs::read_to_string(run.join("attempt-1.stderr.log")).expect("stderr log");
+    assert!(stderr.contains("(--plugin-dir; the spec names "), "{stderr}");
+    let attempt = std::fs::read_to_string(run.join("attempts.jsonl")).expect("attempts");
+    assert!(attempt.contains(&format!("\"machine\":\"{machine}\"")), "{attempt}");
+    let script = std::fs::read_to_string(results.join("slurm/array-0.sbatch")).expect("script");
+    assert!(script.contains(&format!("    {machine}) job_bin='{}/drover-job'", builds.display())), "{script}");
+
+    // This machine's builds named for another one: refused with the file, key and reason.
+    let other = if machine == "aarch64" { "x86_64" } else { "aarch64" };
+    let foreign = tmp.path().join("r2");
+    let out = drover().arg("run").arg(sweep("foreign", other)).arg("--results").arg(&foreign).output().expect("run");
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let said = text(&out);
+    assert!(
+        said.contains(&format!("key `slurm.arch.{other}`")) && said.contains(&format!("is built for {machine}, not for {other}")),
+        "{said}"
+    );
+    assert!(!foreign.join("slurm/submissions.jsonl").exists(), "nothing was submitted");
+}
+
+/// A mixed cluster, emulated: drover on this machine submits a run that lands on an "AArch64
+/// node" (a `uname` on PATH that says so; sbatch passes PATH on), whose batch script picks the
+/// `[slurm.arch]` folder: an AArch64 drover-job (under qemu-aarch64) that loads the AArch64
+/// plugin through `--plugin-dir` and trains at the NEON level, to the same bits as this
+/// machine's AVX2 level. Runs where `DROVER_MIXED_ARCH_BUILDS` names a folder holding AArch64
+/// builds of `drover-job` and `libdrover_plugin_ppo.so` (`scripts/test-aarch64.sh` sets it);
+/// elsewhere it says that it skipped.
+#[test]
+fn a_node_of_another_architecture_trains_with_its_folders_builds() {
+    let Some(arm_builds) = std::env::var_os("DROVER_MIXED_ARCH_BUILDS").map(PathBuf::from) else {
+        eprintln!("SKIPPED a_node_of_another_architecture_trains_with_its_folders_builds: DROVER_MIXED_ARCH_BUILDS is not set (scripts/test-aarch64.sh runs it)");
+        return;
+    };
+    slurm_up();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (folder, fake_bin) = (tmp.path().join("aarch64 builds"), tmp.path().join("bin"));
+    for dir in [&folder, &fake_bin] {
+        std::fs::create_dir_all(dir).expect("mkdir");
+    }
+    let executable = |path: &Path, body: String| {
+        std::fs::write(path, body).expect("write");
+        std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    };
+    std::fs::copy(arm_builds.join("drover-job"), folder.join("drover-job.aarch64")).expect("copy the AArch64 drover-job");
+    std::fs::copy(arm_builds.join("libdrover_plugin_ppo.so"), folder.join("libdrover_plugin_ppo.so")).expect("copy the AArch64 plugin");
+    // What binfmt_misc would do on a machine that has it registered.
+    executable(
+        &folder.join("drover-job"),
+        format!("#!/bin/sh\nexec qemu-aarch64 -L /usr/aarch64-linux-gnu '{}' \"$@\"\n", folder.join("drover-job.aarch64").display()),
+    );
+    executable(&fake_bin.join("uname"), "#!/bin/sh\nif [ \"$1\" = -m ]; then echo aarch64; else exec /usr/bin/uname \"$@\"; fi\n".into());
+    let sweep = drover_tests::write_sweep(
+        tmp.path(),
+        &format!(
+            "name = \"mixed\"\nbackend = \"slurm\"\n[run]\nenv = \"CartPole-v1\"\nplugin = \"ppo\"\nnum_envs = 8\nnum_steps = 32\ntotal_steps = 512\nthreads = 1\n\
+             [slurm]\npoll_seconds = 0.5\n[slurm.arch]\naarch64 = {:?}\n",
+            folder.display().to_string()
+        ),
+    );
+    let results = tmp.path().join("r");
+    let path = format!("{}:{}", fake_bin.display(), std::env::var("PATH").unwrap_or_default());
+    let out = run_ok(drover().arg("run").arg(&sweep).arg("--results").arg(&results).env("PATH", path));
+    let status = status_json(&results);
+    assert_eq!(states(&status), ["done"], "{}\n{status}", text(&out));
+    let run = &run_dirs(&results)[0];
+    let summary = read_json(&run.join("summary.json"));
+    assert_eq!(summary["plugin"]["path"].as_str().map(PathBuf::from), Some(folder.join("libdrover_plugin_ppo.so")));
+    let attempt = std::fs::read_to_string(run.join("attempts.jsonl")).expect("attempts");
+    assert!(attempt.contains("\"machine\":\"aarch64\""), "{attempt}");
+    let stderr = std::fs::read_to_string(run.join("attempt-1.stderr.log")).expect("stderr log");
+    assert!(stderr.contains("compute=cpu/neon"), "the AArch64 build ran: {stderr}");
+
+    // This machine's AVX2 level computes the NEON level's bits (`SimdLevel::twin`).
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        let here = tmp.path().join("here");
+        run_ok(Command::new(artifact("drover-job")).arg("--spec").arg(run.join("spec.json")).arg("--out").arg(&here).env("DROVER_SIMD", "avx2"));
+        let hash = |dir: &Path| read_json(&dir.join("summary.json"))["param_hash"].as_str().map(String::from);
+        assert_eq!(hash(&here), hash(run), "avx2 here and neon on the emulated node");
+        assert!(hash(run).is_some());
+    }
+}
+
 /// `--dry-run` asks Slurm one question (`MaxArraySize`) and has a safe answer without it, so
 /// where the controller is unreachable it asks once, warns and renders the scripts, instead
 /// of retrying with backoff like a submission does.

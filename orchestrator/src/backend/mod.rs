@@ -3,6 +3,7 @@
 //! Preparing the results directory (`prepare`) is shared by every backend; a backend only
 //! launches the `PendingRun`s it is given and reports how each ended.
 
+pub mod arch;
 pub mod gpus;
 pub mod job_lock;
 pub mod local;

@@ -724,6 +724,8 @@ fn render(
         tasks: &tasks,
         runs: &runs,
         job_bin: &opts.job_bin,
+        job_bin_machine: crate::backend::arch::built_for(&opts.job_bin).ok().flatten().and_then(|b| b.machine),
+        arch: &s.arch,
         max_timeouts: s.max_timeouts,
         max_preemptions: s.max_preemptions,
         after: &limits.after,

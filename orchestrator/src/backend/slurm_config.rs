@@ -21,6 +21,8 @@
 //! [[slurm.overrides]]               # per-axis resources: runs whose axes match get these
 //! when = { "run.num_envs" = 64 }
 //! mem = "8G"
+//! [slurm.arch]                      # nodes of other architectures, by `uname -m`: a folder
+//! aarch64 = "/shared/drover/aarch64"  # with drover-job and the sweep's plugins built for it
 //! ```
 //!
 //! Validation is pure (no I/O) and strict: every value that reaches the batch script is checked
@@ -28,6 +30,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -182,6 +185,9 @@ pub struct SlurmFile {
     /// Per-axis resource overrides.
     #[serde(default)]
     pub overrides: Vec<OverrideFile>,
+    /// Builds for nodes of other architectures: `uname -m` name → folder.
+    #[serde(default)]
+    pub arch: BTreeMap<String, PathBuf>,
 }
 
 /// Validated resources of one job array.
@@ -249,6 +255,10 @@ pub struct SlurmSettings {
     pub max_array_size: Option<u32>,
     /// Seconds between polls.
     pub poll_seconds: f64,
+    /// Builds for nodes of other architectures: a node's `uname -m` → the absolute folder that
+    /// holds `drover-job` and the sweep's plugins built for it (same file names). Nodes of the
+    /// architecture `drover-job` itself is built for need no entry.
+    pub arch: BTreeMap<String, PathBuf>,
 }
 
 impl Default for SlurmSettings {
@@ -264,6 +274,7 @@ impl Default for SlurmSettings {
             signal_seconds: 120,
             max_array_size: None,
             poll_seconds: 2.0,
+            arch: BTreeMap::new(),
         }
     }
 }
@@ -379,6 +390,26 @@ fn check_positive(key: &str, value: Option<u32>) -> Result<(), KeyError> {
     }
 }
 
+/// A `[slurm.arch]` entry: a machine name as `uname -m` prints it (it becomes a shell `case`
+/// pattern, so only plain characters) and an absolute folder (the compute nodes read it, from
+/// wherever the batch script starts).
+fn check_arch(name: &str, dir: &Path) -> Result<(), KeyError> {
+    let key = format!("slurm.arch.{name}");
+    let plain = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_';
+    if name.is_empty() || name.len() > 32 || !name.chars().all(plain) {
+        return Err(invalid(
+            key,
+            format!("`{name}` is not a machine name as `uname -m` prints it (such as x86_64, aarch64 or ppc64le)"),
+        ));
+    }
+    let text = dir.to_string_lossy();
+    crate::config::check_path_text(&text).map_err(|why| invalid(&key, why))?;
+    if !dir.is_absolute() {
+        return Err(invalid(key, format!("`{text}` is not an absolute path: the compute nodes read it, from wherever the batch script starts")));
+    }
+    Ok(())
+}
+
 fn check_resources(prefix: &str, r: &ResourcesFile) -> Result<(), KeyError> {
     let k = |name: &str| format!("{prefix}.{name}");
     for (name, value, extra) in [
@@ -469,6 +500,9 @@ impl SlurmSettings {
                 check_signal_fits(&key, time, signal_seconds)?;
             }
         }
+        for (name, dir) in &file.arch {
+            check_arch(name, dir)?;
+        }
         Ok(SlurmSettings {
             base,
             overrides,
@@ -480,6 +514,7 @@ impl SlurmSettings {
             signal_seconds,
             max_array_size: file.max_array_size,
             poll_seconds,
+            arch: file.arch,
         })
     }
 
@@ -538,6 +573,10 @@ mod tests {
             ("throttle = 0", "slurm.throttle"),
             ("[[overrides]]\nwhen = { \"params.x\" = 1 }\nqos = \"a b\"", "slurm.overrides[0].qos"),
             ("[[overrides]]\nwhen = { \"params.nope\" = 1 }", "slurm.overrides[0].when.params.nope"),
+            ("[arch]\n\"x86-64\" = \"/opt/x\"", "slurm.arch.x86-64"),
+            ("[arch]\n\"a)\" = \"/opt/x\"", "slurm.arch.a)"),
+            ("[arch]\naarch64 = \"builds/arm\"", "slurm.arch.aarch64"),
+            ("[arch]\naarch64 = \"/opt/a\\nb\"", "slurm.arch.aarch64"),
         ];
         for (text, key) in cases {
             let err = SlurmSettings::validate(file(text), &["params.x".to_string()]).expect_err(text);
@@ -564,6 +603,18 @@ mod tests {
         );
         assert_eq!(s.signal, "USR1");
         assert_eq!((s.max_retries, s.max_timeouts, s.max_preemptions), (2, 3, 10));
+    }
+
+    #[test]
+    fn arch_folders_are_kept_by_machine_name() {
+        let s = SlurmSettings::validate(file("[arch]\naarch64 = \"/shared/drover/arm\"\nppc64le = \"/shared/p\""), &[]).expect("valid");
+        assert_eq!(
+            s.arch,
+            BTreeMap::from([("aarch64".to_string(), PathBuf::from("/shared/drover/arm")), ("ppc64le".to_string(), PathBuf::from("/shared/p"))])
+        );
+        let err = SlurmSettings::validate(file("[arch]\naarch64 = \"arm\""), &[]).expect_err("relative");
+        assert!(err.1.to_string().contains("`arm` is not an absolute path"), "{}", err.1);
+        assert!(SlurmSettings::validate(file(""), &[]).expect("empty").arch.is_empty());
     }
 
     #[test]

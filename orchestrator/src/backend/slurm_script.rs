@@ -5,8 +5,10 @@
 //! configurations (axis values, labels) never appear in the script at all: a task finds its run
 //! id (16 hex digits) in the tasks file.
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
+use crate::backend::arch::{case_pattern, covers, JOB_BIN_NAME};
 use crate::backend::slurm_config::Resources;
 
 /// The template, compiled in so the binary needs no data files.
@@ -62,6 +64,11 @@ pub struct ScriptParams<'a> {
     pub runs: &'a Path,
     /// The `drover-job` binary (absolute).
     pub job_bin: &'a Path,
+    /// The `uname -m` name of the machine `job_bin` is built for, when it is an ELF file of a
+    /// machine drover knows; nodes of other machines then need a `[slurm.arch]` folder.
+    pub job_bin_machine: Option<&'a str>,
+    /// `[slurm.arch]`: a node's `uname -m` → the folder of its builds (validated names).
+    pub arch: &'a BTreeMap<String, PathBuf>,
     /// Time-limit requeues allowed.
     pub max_timeouts: u32,
     /// Preemptions allowed.
@@ -82,7 +89,7 @@ pub fn render(p: &ScriptParams<'_>) -> String {
     if resources.is_empty() {
         resources = "# (no resources set: the cluster's defaults apply)".into();
     }
-    let vars: [(&str, String); 16] = [
+    let vars: [(&str, String); 17] = [
         ("version", env!("CARGO_PKG_VERSION").to_string()),
         ("sweep", one_line(p.sweep)),
         ("submission", p.submission.to_string()),
@@ -97,6 +104,7 @@ pub fn render(p: &ScriptParams<'_>) -> String {
         ("tasks", shell_quote(&p.tasks.display().to_string())),
         ("runs", shell_quote(&p.runs.display().to_string())),
         ("job_bin", shell_quote(&p.job_bin.display().to_string())),
+        ("arch_cases", arch_cases(p.arch, p.job_bin_machine)),
         ("max_timeouts", p.max_timeouts.to_string()),
         ("max_preemptions", p.max_preemptions.to_string()),
     ];
@@ -110,9 +118,43 @@ pub fn render(p: &ScriptParams<'_>) -> String {
     out
 }
 
+/// The arms of the batch script's `case "$machine"`: each `[slurm.arch]` folder, then the
+/// machine `job_bin` is built for, then a refusal for any other node (which would otherwise fail
+/// with "Exec format error" and no word on why). A `job_bin` of unknown machine (a wrapper
+/// script) runs on every node that no folder is named for.
+fn arch_cases(arch: &BTreeMap<String, PathBuf>, job_bin_machine: Option<&str>) -> String {
+    let mut lines = Vec::new();
+    // Names reach a `case` pattern unquoted: only the plain ones `slurm_config` lets through.
+    let plain = |name: &&String| !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    for (name, dir) in arch.iter().filter(|(name, _)| plain(name)) {
+        let bin = shell_quote(&dir.join(JOB_BIN_NAME).display().to_string());
+        let dir = shell_quote(&dir.display().to_string());
+        lines.push(format!("    {name}) job_bin={bin}; plugin_dir=(--plugin-dir {dir}) ;;"));
+    }
+    let Some(built) = job_bin_machine else {
+        lines.push("    *) ;; # job_bin is no ELF file of a known machine (a wrapper?): every other node runs it".into());
+        return lines.join("\n");
+    };
+    if !arch.keys().any(|name| covers(built, name)) {
+        lines.push(format!("    {}) ;; # job_bin is built for {built}", case_pattern(built)));
+    }
+    lines.push(format!(
+        r#"    *)
+        reason="this node is ${{machine:-unknown}} (uname -m), but drover-job is built for {built} and [slurm.arch] names no build for ${{machine:-unknown}}: add a folder with drover-job and the plugins built for it as [slurm.arch] ${{machine:-unknown}} in the sweep file"
+        : >>"$run/attempt-$n.stdout.log"
+        echo "drover: run $run_id: $reason" | tee -a "$run/attempt-$n.stderr.log" >&2
+        printf '{{"format_version":1,"run_id":"%s","status":"failed","reason":"%s","finished_at":%s}}\n' "$run_id" "$reason" "$(date +%s)" >"$run/exit.json.tmp"
+        mv -f "$run/exit.json.tmp" "$run/exit.json"
+        exit 1 ;;"#
+    ));
+    lines.join("\n")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    static NO_ARCH: BTreeMap<String, PathBuf> = BTreeMap::new();
 
     #[test]
     fn quoting_keeps_every_value_one_inert_word() {
@@ -165,6 +207,8 @@ mod tests {
                 tasks: Path::new("/r/t"),
                 runs: Path::new("/r/runs"),
                 job_bin: Path::new("/bin/drover-job"),
+                job_bin_machine: None,
+                arch: &NO_ARCH,
                 max_timeouts: 3,
                 max_preemptions: 10,
                 after: &[],
@@ -199,6 +243,8 @@ mod tests {
             tasks: &tasks,
             runs: &runs,
             job_bin: Path::new("/bin/true"),
+            job_bin_machine: None,
+            arch: &NO_ARCH,
             max_timeouts: 3,
             max_preemptions: 10,
             after: &[],
@@ -229,6 +275,80 @@ mod tests {
         assert!(runs.join("0123456789abcdef").join("attempts.jsonl").is_file());
     }
 
+    /// The node's `uname -m` (a stand-in `uname` on PATH) picks the build: a `[slurm.arch]`
+    /// folder's drover-job with `--plugin-dir`, the default one on its own machine, and on any
+    /// other node a failed run whose exit marker says why, without starting anything.
+    #[test]
+    fn the_nodes_machine_picks_the_build_and_a_foreign_node_fails_with_a_reason() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let (tasks, runs, bin) = (tmp.path().join("array-0.tasks"), tmp.path().join("runs"), tmp.path().join("bin"));
+        let arm = tmp.path().join("arm builds");
+        for dir in [&runs, &bin, &arm] {
+            std::fs::create_dir_all(dir).expect("mkdir");
+        }
+        let calls = tmp.path().join("calls");
+        let executable = |path: &Path, body: String| {
+            std::fs::write(path, body).expect("write");
+            std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+        };
+        // Stand-ins for drover-job that log how they were called.
+        let fake = |path: &Path, who: &str| executable(path, format!("#!/bin/sh\necho \"{who} $*\" >> '{}'\n", calls.display()));
+        let default_bin = tmp.path().join("drover-job");
+        fake(&default_bin, "default");
+        fake(&arm.join("drover-job"), "arm");
+        let arch = BTreeMap::from([("aarch64".to_string(), arm.clone())]);
+        let resources = Resources { options: vec![], extra: vec![] };
+        let script = |job_bin_machine: Option<&'static str>, arch: &BTreeMap<String, PathBuf>| {
+            render(&ScriptParams { tasks: &tasks, runs: &runs, job_bin: &default_bin, job_bin_machine, arch, ..params(&resources) })
+        };
+        let run_on = |machine: &str, script: &str, id: &str| {
+            executable(&bin.join("uname"), format!("#!/bin/sh\necho '{machine}'\n"));
+            std::fs::write(&tasks, format!("{id}\t{{}}\n")).expect("tasks file");
+            let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+            let out = std::process::Command::new("bash")
+                .arg("-c")
+                .arg(script)
+                .env("SLURM_ARRAY_TASK_ID", "0")
+                .env("PATH", path)
+                .current_dir(tmp.path())
+                .output()
+                .expect("bash");
+            let calls = std::fs::read_to_string(&calls).unwrap_or_default();
+            (out, calls)
+        };
+        let mixed = script(Some("x86_64"), &arch);
+        let (out, calls_now) = run_on("x86_64", &mixed, "000000000000000a");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(calls_now.starts_with("default --spec ") && !calls_now.contains("--plugin-dir"), "{calls_now}");
+        let (out, calls_now) = run_on("aarch64", &mixed, "000000000000000b");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let arm_call = calls_now.lines().last().unwrap_or_default();
+        assert!(arm_call.starts_with("arm --spec ") && arm_call.contains(&format!("--plugin-dir {} ", arm.display())), "{calls_now}");
+
+        let (out, calls_now) = run_on("riscv64", &mixed, "000000000000000c");
+        assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(calls_now.lines().count(), 2, "nothing started on the foreign node: {calls_now}");
+        let run = runs.join("000000000000000c");
+        let marker: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("exit.json")).expect("exit.json")).expect("JSON");
+        assert_eq!((marker["status"].as_str(), marker["run_id"].as_str()), (Some("failed"), Some("000000000000000c")), "{marker}");
+        let reason = marker["reason"].as_str().unwrap_or_default();
+        assert!(reason.contains("this node is riscv64") && reason.contains("built for x86_64") && reason.contains("[slurm.arch] riscv64"), "{reason}");
+        let stderr_log = std::fs::read_to_string(run.join("attempt-1.stderr.log")).expect("stderr log");
+        assert!(stderr_log.contains(reason), "{stderr_log}");
+        assert!(run.join("attempt-1.stdout.log").is_file(), "the attempt is numbered like any other");
+        let attempt = std::fs::read_to_string(run.join("attempts.jsonl")).expect("attempts");
+        assert!(attempt.contains("\"machine\":\"riscv64\""), "{attempt}");
+
+        // A job_bin of no known machine (a wrapper script) runs wherever no folder is named.
+        let (out, calls_now) = run_on("riscv64", &script(None, &NO_ARCH), "000000000000000d");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(calls_now.lines().last().unwrap_or_default().starts_with("default --spec "), "{calls_now}");
+        // A folder named for the default's own machine wins over the default.
+        let own = BTreeMap::from([("x86_64".to_string(), arm.clone())]);
+        let (_, calls_now) = run_on("x86_64", &script(Some("x86_64"), &own), "000000000000000e");
+        assert!(calls_now.lines().last().unwrap_or_default().starts_with("arm --spec "), "{calls_now}");
+    }
+
     /// Every path under `dir`, recursively.
     fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
         let mut out = Vec::new();
@@ -257,6 +377,8 @@ mod tests {
             tasks: Path::new("/r/slurm/array-2.tasks"),
             runs: Path::new("/r dir/runs"),
             job_bin: Path::new("/bin/drover-job"),
+            job_bin_machine: None,
+            arch: &NO_ARCH,
             max_timeouts: 3,
             max_preemptions: 10,
             after: &[],

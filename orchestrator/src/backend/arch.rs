@@ -1,0 +1,216 @@
+//! Machine architectures on a mixed cluster: which one a binary was built for (its ELF header)
+//! and how a node's `uname -m` names it.
+//!
+//! A sweep submitted from an x86-64 login node to an AArch64 partition would otherwise start the
+//! login node's `drover-job` there and fail every run with "Exec format error". `[slurm.arch]`
+//! names a folder of builds per `uname -m` (`drover-job` and the sweep's plugins, under the same
+//! file names); the batch script picks one by the node's `uname -m`, and a node that no build
+//! fits ends its run with a reason that says so. Submission checks each folder here first.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use crate::error::{ConfigError, ConfigErrorKind};
+
+/// The file name of the job runtime in a `[slurm.arch]` folder.
+pub const JOB_BIN_NAME: &str = "drover-job";
+
+/// What an ELF file's header says it was built for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BuiltFor {
+    /// The header's `e_machine`.
+    pub e_machine: u16,
+    /// The `uname -m` name of that machine, for the ones drover knows (`None`: another one).
+    pub machine: Option<&'static str>,
+}
+
+/// Reads the ELF header of `path`: `None` when the file is no ELF file (a wrapper script, say).
+pub fn built_for(path: &Path) -> std::io::Result<Option<BuiltFor>> {
+    let mut head = [0u8; 20];
+    let mut file = std::fs::File::open(path)?;
+    let mut got = 0;
+    while got < head.len() {
+        match file.read(&mut head[got..])? {
+            0 => break,
+            n => got += n,
+        }
+    }
+    Ok(parse_header(&head[..got]))
+}
+
+/// `e_ident` (magic, class, data) and `e_machine` of an ELF header's first 20 bytes.
+fn parse_header(head: &[u8]) -> Option<BuiltFor> {
+    if head.len() < 20 || head[..4] != *b"\x7fELF" {
+        return None;
+    }
+    let (class64, little) = (head[4] == 2, head[5] != 2);
+    let bytes = [head[18], head[19]];
+    let e_machine = if little { u16::from_le_bytes(bytes) } else { u16::from_be_bytes(bytes) };
+    let machine = match e_machine {
+        62 => Some("x86_64"),
+        183 => Some("aarch64"),
+        3 => Some("i686"),
+        40 => Some("armv7l"),
+        21 if little => Some("ppc64le"),
+        21 => Some("ppc64"),
+        22 => Some("s390x"),
+        243 if class64 => Some("riscv64"),
+        258 => Some("loongarch64"),
+        _ => None,
+    };
+    Some(BuiltFor { e_machine, machine })
+}
+
+/// Whether a node whose `uname -m` prints `uname` runs a build for `built` (a name from
+/// [`BuiltFor::machine`]): 32-bit x86 and ARM go by several names.
+pub fn covers(built: &str, uname: &str) -> bool {
+    match built {
+        "i686" => matches!(uname, "i386" | "i486" | "i586" | "i686"),
+        "armv7l" => uname.starts_with("armv"),
+        _ => built == uname,
+    }
+}
+
+/// The shell `case` pattern of the `uname -m` names that [`covers`] accepts for `built`.
+pub fn case_pattern(built: &str) -> &str {
+    match built {
+        "i686" => "i[3456]86",
+        "armv7l" => "armv*",
+        _ => built,
+    }
+}
+
+/// Checks every `[slurm.arch]` folder of the sweep before anything is submitted: it must hold
+/// `drover-job` and each plugin the runs load (by file name), built for that architecture where
+/// the ELF header tells. A missing or foreign build would otherwise fail every run on those
+/// nodes after its wait in the queue. The error names the sweep file and `slurm.arch.<name>`.
+pub fn check_builds(arch: &BTreeMap<String, PathBuf>, plugins: &BTreeMap<String, PathBuf>, file: &Path) -> Result<(), ConfigError> {
+    let plugin_files: BTreeSet<&std::ffi::OsStr> = plugins.values().filter_map(|p| p.file_name()).collect();
+    for (name, dir) in arch {
+        let refuse = |why: String| ConfigError::new(file, format!("slurm.arch.{name}"), ConfigErrorKind::InvalidValue(why));
+        let wanted = std::iter::once((std::ffi::OsStr::new(JOB_BIN_NAME), false)).chain(plugin_files.iter().map(|f| (*f, true)));
+        for (file_name, is_plugin) in wanted {
+            let path = dir.join(file_name);
+            let what = if is_plugin { "the plugin" } else { "the job runtime" };
+            if !path.is_file() {
+                return Err(refuse(format!(
+                    "`{}` is missing: nodes whose `uname -m` is `{name}` run drover-job and the sweep's plugins from `{}`; build {what} for {name} and put it there under this name",
+                    path.display(),
+                    dir.display()
+                )));
+            }
+            let built = built_for(&path).map_err(|e| refuse(format!("cannot read `{}`: {e}", path.display())))?;
+            match built {
+                Some(BuiltFor { machine: Some(machine), .. }) if !covers(machine, name) => {
+                    return Err(refuse(format!(
+                        "`{}` is built for {machine}, not for {name}: nodes whose `uname -m` is `{name}` could not run it",
+                        path.display()
+                    )));
+                }
+                None if is_plugin => {
+                    return Err(refuse(format!("`{}` is not a shared library (it has no ELF header)", path.display())));
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An ELF header's first 20 bytes: class, data (1 little, 2 big) and `e_machine`.
+    fn header(class: u8, data: u8, e_machine: u16) -> Vec<u8> {
+        let mut h = b"\x7fELF".to_vec();
+        h.extend([class, data, 1, 0]);
+        h.extend([0; 10]);
+        h.extend(if data == 2 { e_machine.to_be_bytes() } else { e_machine.to_le_bytes() });
+        h
+    }
+
+    #[test]
+    fn headers_name_their_machine() {
+        let cases = [
+            (header(2, 1, 62), Some("x86_64")),
+            (header(2, 1, 183), Some("aarch64")),
+            (header(2, 1, 21), Some("ppc64le")),
+            (header(2, 2, 21), Some("ppc64")),
+            (header(2, 2, 22), Some("s390x")),
+            (header(2, 1, 243), Some("riscv64")),
+            (header(1, 1, 243), None),
+            (header(1, 1, 3), Some("i686")),
+            (header(2, 1, 9999), None),
+        ];
+        for (bytes, machine) in cases {
+            assert_eq!(parse_header(&bytes).map(|b| b.machine), Some(machine), "{bytes:?}");
+        }
+        assert_eq!(parse_header(&header(2, 2, 22)).map(|b| b.e_machine), Some(22), "big-endian e_machine");
+        assert_eq!(parse_header(b"#!/bin/sh\nexec true\n"), None);
+        assert_eq!(parse_header(&header(2, 1, 62)[..19]), None, "a truncated header");
+    }
+
+    /// The test binary itself is an ELF file built for the machine it runs on.
+    #[test]
+    fn this_binary_is_built_for_this_machine() {
+        let exe = std::env::current_exe().expect("current exe");
+        let built = built_for(&exe).expect("readable").expect("ELF");
+        let uname = std::process::Command::new("uname").arg("-m").output().expect("uname");
+        let uname = String::from_utf8_lossy(&uname.stdout).trim().to_string();
+        let machine = built.machine.expect("a machine drover knows");
+        assert!(covers(machine, &uname), "built for {machine}, running on {uname}");
+        let script = tempfile::NamedTempFile::new().expect("tmp");
+        std::fs::write(script.path(), "#!/bin/sh\n").expect("write");
+        assert_eq!(built_for(script.path()).expect("readable"), None);
+    }
+
+    #[test]
+    fn names_and_case_patterns_agree() {
+        for (built, yes, no) in [
+            ("x86_64", &["x86_64"][..], &["aarch64", "i686"][..]),
+            ("i686", &["i386", "i586", "i686"], &["x86_64", "i786"]),
+            ("armv7l", &["armv7l", "armv6l", "armv8l"], &["aarch64", "arm64"]),
+            ("aarch64", &["aarch64"], &["arm64", "armv8l"]),
+        ] {
+            for uname in yes.iter().chain(no) {
+                let shell = std::process::Command::new("sh")
+                    .arg("-c")
+                    .arg(format!("case {uname} in {}) exit 0 ;; *) exit 1 ;; esac", case_pattern(built)))
+                    .status()
+                    .expect("sh");
+                assert_eq!(covers(built, uname), yes.contains(uname), "{built} on {uname}");
+                assert_eq!(shell.success(), covers(built, uname), "the shell pattern of {built} on {uname}");
+            }
+        }
+    }
+
+    #[test]
+    fn each_arch_folder_needs_every_build_for_its_machine() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("aarch64");
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let arch = BTreeMap::from([("aarch64".to_string(), dir.clone())]);
+        let plugins = BTreeMap::from([("ppo".to_string(), PathBuf::from("/login/target/release/libdrover_plugin_ppo.so"))]);
+        let sweep = Path::new("sweeps/s.toml");
+        let error = |expect_in: &str| {
+            let err = check_builds(&arch, &plugins, sweep).expect_err(expect_in).to_string();
+            assert!(err.contains("sweeps/s.toml") && err.contains("slurm.arch.aarch64") && err.contains(expect_in), "{err}");
+        };
+        error(&format!("`{}` is missing", dir.join("drover-job").display()));
+        std::fs::write(dir.join("drover-job"), header(2, 1, 62)).expect("write");
+        error("is built for x86_64, not for aarch64");
+        std::fs::write(dir.join("drover-job"), header(2, 1, 183)).expect("write");
+        error(&format!("`{}` is missing", dir.join("libdrover_plugin_ppo.so").display()));
+        std::fs::write(dir.join("libdrover_plugin_ppo.so"), "not a library").expect("write");
+        error("is not a shared library");
+        std::fs::write(dir.join("libdrover_plugin_ppo.so"), header(2, 1, 183)).expect("write");
+        check_builds(&arch, &plugins, sweep).expect("both builds present, for aarch64");
+        // A wrapper script may stand in for drover-job; an unknown machine is not judged.
+        std::fs::write(dir.join("drover-job"), "#!/bin/sh\nexec /opt/drover-job \"$@\"\n").expect("write");
+        std::fs::write(dir.join("libdrover_plugin_ppo.so"), header(2, 1, 9999)).expect("write");
+        check_builds(&arch, &plugins, sweep).expect("a script and an unknown machine");
+        check_builds(&BTreeMap::new(), &plugins, sweep).expect("no [slurm.arch]: nothing to check");
+    }
+}
