@@ -86,7 +86,25 @@ pub fn case_pattern(built: &str) -> &str {
 /// the ELF header tells. A missing or foreign build would otherwise fail every run on those
 /// nodes after its wait in the queue. The error names the sweep file and `slurm.arch.<name>`.
 pub fn check_builds(arch: &BTreeMap<String, PathBuf>, plugins: &BTreeMap<String, PathBuf>, file: &Path) -> Result<(), ConfigError> {
-    let plugin_files: BTreeSet<&std::ffi::OsStr> = plugins.values().filter_map(|p| p.file_name()).collect();
+    if arch.is_empty() {
+        return Ok(());
+    }
+    // A folder holds one file per name: two plugins of one file name (`a/libx.so`, `b/libx.so`)
+    // would both load whichever is there.
+    let mut by_file: BTreeMap<&std::ffi::OsStr, &Path> = BTreeMap::new();
+    for path in plugins.values() {
+        let Some(file_name) = path.file_name() else { continue };
+        if let Some(other) = by_file.insert(file_name, path).filter(|other| *other != path) {
+            let key = format!("slurm.arch.{}", arch.keys().next().map_or("", String::as_str));
+            let why = format!(
+                "the plugins `{}` and `{}` have the same file name, and a `[slurm.arch]` folder holds one file per name: rename one of them",
+                other.display(),
+                path.display()
+            );
+            return Err(ConfigError::new(file, key, ConfigErrorKind::InvalidValue(why)));
+        }
+    }
+    let plugin_files: BTreeSet<&std::ffi::OsStr> = by_file.into_keys().collect();
     for (name, dir) in arch {
         let refuse = |why: String| ConfigError::new(file, format!("slurm.arch.{name}"), ConfigErrorKind::InvalidValue(why));
         let wanted = std::iter::once((std::ffi::OsStr::new(JOB_BIN_NAME), false)).chain(plugin_files.iter().map(|f| (*f, true)));
@@ -212,5 +230,12 @@ mod tests {
         std::fs::write(dir.join("libdrover_plugin_ppo.so"), header(2, 1, 9999)).expect("write");
         check_builds(&arch, &plugins, sweep).expect("a script and an unknown machine");
         check_builds(&BTreeMap::new(), &plugins, sweep).expect("no [slurm.arch]: nothing to check");
+        let twins = BTreeMap::from([
+            ("a".to_string(), PathBuf::from("/a/libdrover_plugin_ppo.so")),
+            ("b".to_string(), PathBuf::from("/b/libdrover_plugin_ppo.so")),
+        ]);
+        let err = check_builds(&arch, &twins, sweep).expect_err("two plugins, one file name").to_string();
+        assert!(err.contains("`/a/libdrover_plugin_ppo.so` and `/b/libdrover_plugin_ppo.so` have the same file name"), "{err}");
+        check_builds(&BTreeMap::new(), &twins, sweep).expect("without [slurm.arch] the two paths are fine");
     }
 }
