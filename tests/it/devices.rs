@@ -187,8 +187,9 @@ fn local_runs_lease_their_own_gpus_and_wait_for_a_free_one() {
 }
 
 /// `DROVER_SIMD` picks the CPU engine's instruction-set level for every job it reaches (the
-/// job logs the level it uses); a value that names no level fails the run with a reason that
-/// names the variable and the value.
+/// job logs the level it uses), the other architecture's eight-lane level running as its twin
+/// here; a value that names no level fails the run with a reason that names the variable and
+/// the value.
 #[test]
 fn drover_simd_picks_the_cpu_level_and_a_bad_value_fails_the_run_with_the_reason() {
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -207,6 +208,23 @@ fn drover_simd_picks_the_cpu_level_and_a_bad_value_fails_the_run_with_the_reason
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let log = job_stderr(&results);
     assert!(log.contains("compute=cpu/portable"), "the job should log its level:\n{log}");
+
+    // The other architecture's eight-lane level runs as this machine's twin, which computes the
+    // same bits: one value pins a sweep on a cluster of AVX2 and AArch64 nodes.
+    #[cfg(target_arch = "x86_64")]
+    let twins = (std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")).then_some(("neon", "avx2"));
+    #[cfg(target_arch = "aarch64")]
+    let twins = Some(("avx2", "neon"));
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    let twins: Option<(&str, &str)> = None;
+    if let Some((pinned, here)) = twins {
+        let results = tmp.path().join("twin");
+        let out = run(pinned, &results);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let log = job_stderr(&results);
+        assert!(log.contains(&format!("compute=cpu/{here}")), "{log}");
+        assert!(log.contains(&format!("DROVER_SIMD={pinned}: this CPU cannot run it; running `{here}`, which computes the same bits")), "{log}");
+    }
 
     let results = tmp.path().join("bad");
     let out = run("avx1024", &results);

@@ -397,8 +397,8 @@ fn an_arch_folder_supplies_the_nodes_builds_and_a_foreign_build_is_refused() {
 /// A mixed cluster, emulated: drover on this machine submits a run that lands on an "AArch64
 /// node" (a `uname` on PATH that says so; sbatch passes PATH on), whose batch script picks the
 /// `[slurm.arch]` folder: an AArch64 drover-job (under qemu-aarch64) that loads the AArch64
-/// plugin through `--plugin-dir` and trains at the NEON level, to the same bits as this
-/// machine's AVX2 level. Runs where `DROVER_MIXED_ARCH_BUILDS` names a folder holding AArch64
+/// plugin through `--plugin-dir` and, pinned with `DROVER_SIMD=avx2`, trains at the NEON level,
+/// to the same bits as this machine's AVX2 level. Runs where `DROVER_MIXED_ARCH_BUILDS` names a folder holding AArch64
 /// builds of `drover-job` and `libdrover_plugin_ppo.so` (`scripts/test-aarch64.sh` sets it);
 /// elsewhere it says that it skipped.
 #[test]
@@ -435,7 +435,8 @@ fn a_node_of_another_architecture_trains_with_its_folders_builds() {
     );
     let results = tmp.path().join("r");
     let path = format!("{}:{}", fake_bin.display(), std::env::var("PATH").unwrap_or_default());
-    let out = run_ok(drover().arg("run").arg(&sweep).arg("--results").arg(&results).env("PATH", path));
+    // Pinned to AVX2, as a sweep over AVX2 and AArch64 nodes would be: NEON runs it there.
+    let out = run_ok(drover().arg("run").arg(&sweep).arg("--results").arg(&results).env("PATH", path).env("DROVER_SIMD", "avx2"));
     let status = status_json(&results);
     assert_eq!(states(&status), ["done"], "{}\n{status}", text(&out));
     let run = &run_dirs(&results)[0];
@@ -445,6 +446,7 @@ fn a_node_of_another_architecture_trains_with_its_folders_builds() {
     assert!(attempt.contains("\"machine\":\"aarch64\""), "{attempt}");
     let stderr = std::fs::read_to_string(run.join("attempt-1.stderr.log")).expect("stderr log");
     assert!(stderr.contains("compute=cpu/neon"), "the AArch64 build ran: {stderr}");
+    assert!(stderr.contains("DROVER_SIMD=avx2: this CPU cannot run it; running `neon`"), "{stderr}");
 
     // This machine's AVX2 level computes the NEON level's bits (`SimdLevel::twin`).
     #[cfg(target_arch = "x86_64")]

@@ -44,17 +44,40 @@ impl SimdLevel {
     }
 
     /// The level the engines use: the one [`SIMD_ENV`] names, or the best this CPU supports
-    /// when it is unset, empty or `auto`. An error when it names no level or one this CPU
-    /// cannot run. Every machine computes the same bits at the same level, so setting it for
-    /// every job of a sweep makes runs on a mix of AVX-512 and AVX2 nodes reproducible.
+    /// when it is unset, empty or `auto`. A named level this CPU lacks runs as its
+    /// [`twin`](Self::twin) where the CPU has that (logged once): `avx2` on an AArch64 node is
+    /// `neon`, which computes the same bits. An error when it names no level, or one that
+    /// neither this CPU nor a twin of it runs. Every machine computes the same bits at the same
+    /// level, so setting it for every job of a sweep makes runs on a mix of AVX-512, AVX2 and
+    /// AArch64 nodes reproducible.
     pub fn from_env() -> Result<Self, KernelError> {
         let value = match std::env::var(SIMD_ENV) {
             Ok(v) => v,
             Err(std::env::VarError::NotPresent) => return Ok(Self::detect()),
             Err(std::env::VarError::NotUnicode(v)) => v.to_string_lossy().into_owned(),
         };
-        Self::parse(&value)
-            .map_err(|reason| KernelError::InvalidConfig(format!("environment variable `{SIMD_ENV}`: {reason}")))
+        let level = Self::resolve(&value)
+            .map_err(|reason| KernelError::InvalidConfig(format!("environment variable `{SIMD_ENV}`: {reason}")))?;
+        let named = Self::from_name(value.trim());
+        if let Some(named) = named.filter(|&n| n != level) {
+            static SAID: std::sync::Once = std::sync::Once::new();
+            SAID.call_once(|| {
+                tracing::info!(
+                    "{SIMD_ENV}={}: this CPU cannot run it; running `{}`, which computes the same bits",
+                    named.name(),
+                    level.name()
+                );
+            });
+        }
+        Ok(level)
+    }
+
+    /// What a pinned level runs as here: [`parse`](Self::parse), except that a level this CPU
+    /// lacks gives its twin where the CPU runs that. A sweep pinned to `avx2` so that its
+    /// AVX2 and AArch64 nodes agree then runs on both kinds (`parse`, which benchmarks use,
+    /// keeps to the level named).
+    pub fn resolve(value: &str) -> Result<Self, String> {
+        Self::parse(value).or_else(|why| Self::from_name(value.trim()).and_then(Self::here).ok_or(why))
     }
 
     /// Whether [`SIMD_ENV`] names a level (rather than being unset, empty or `auto`): the
@@ -228,5 +251,25 @@ mod tests {
             }
         }
         assert_eq!(SimdLevel::Avx512.twin(), None);
+    }
+
+    /// A pinned level resolves to itself where this CPU runs it, else to its twin where the
+    /// CPU runs that, else to `parse`'s error; names that are no level stay errors.
+    #[test]
+    fn a_pinned_level_resolves_to_its_twin_where_only_the_twin_runs() {
+        for level in SimdLevel::ALL {
+            let resolved = SimdLevel::resolve(&format!(" {} ", level.name()));
+            match (level.is_supported(), level.twin().filter(|t| t.is_supported())) {
+                (true, _) => assert_eq!(resolved, Ok(level)),
+                (false, Some(twin)) => assert_eq!(resolved, Ok(twin), "{}", level.name()),
+                (false, None) => assert_eq!(resolved, SimdLevel::parse(level.name()), "{}", level.name()),
+            }
+        }
+        assert_eq!(SimdLevel::resolve("auto"), Ok(SimdLevel::detect()));
+        assert!(SimdLevel::resolve("avx1024").is_err_and(|why| why.contains("is not one of")));
+        // An eight-lane pin runs on every machine that has either eight-lane level.
+        if SimdLevel::Avx2.is_supported() || SimdLevel::Neon.is_supported() {
+            assert_eq!(SimdLevel::resolve("avx2"), SimdLevel::resolve("neon"));
+        }
     }
 }
