@@ -380,6 +380,10 @@ fn an_arch_folder_supplies_the_nodes_builds_and_a_foreign_build_is_refused() {
     assert!(attempt.contains(&format!("\"machine\":\"{machine}\"")), "{attempt}");
     let script = std::fs::read_to_string(results.join("slurm/array-0.sbatch")).expect("script");
     assert!(script.contains(&format!("    {machine}) job_bin='{}/drover-job'", builds.display())), "{script}");
+    let provenance = &ledger_kinds(&results, "intent")[0]["provenance"]["arch_builds"][&machine];
+    for file in ["drover-job", "libdrover_plugin_ppo.so"] {
+        assert_eq!(provenance[file].as_str().map(str::len), Some(64), "the build's SHA-256 in the intent record: {provenance}");
+    }
 
     // This machine's builds named for another one: refused with the file, key and reason.
     let other = if machine == "aarch64" { "x86_64" } else { "aarch64" };

@@ -48,6 +48,10 @@ pub struct Provenance {
     pub plugins: BTreeMap<String, (PathBuf, String)>,
     /// The submitting host.
     pub submit_host: String,
+    /// `[slurm.arch]`: machine → file name (`drover-job`, each plugin's) → SHA-256 of the build
+    /// that nodes of that machine run.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub arch_builds: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 /// Why drover resubmitted a run itself.
@@ -1078,6 +1082,17 @@ fn provenance(plan: &Plan) -> Provenance {
         sweep_file: std::path::absolute(&plan.sweep.source).unwrap_or_else(|_| plan.sweep.source.clone()),
         plugins: plan.plugins.iter().map(|(name, path)| (name.clone(), (path.clone(), sha256_file(path)))).collect(),
         submit_host: std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default(),
+        arch_builds: plan
+            .sweep
+            .slurm
+            .arch
+            .iter()
+            .map(|(machine, dir)| {
+                let files = std::iter::once(crate::backend::arch::JOB_BIN_NAME.to_string())
+                    .chain(plan.plugins.values().filter_map(|p| p.file_name()).map(|f| f.to_string_lossy().into_owned()));
+                (machine.clone(), files.map(|f| (f.clone(), sha256_file(&dir.join(&f)))).collect())
+            })
+            .collect(),
     }
 }
 
