@@ -315,6 +315,71 @@ fn requeued_run_resumes_exactly(ranks: u32) {
     assert_eq!(read_json(&plain.join("summary.json"))["param_hash"], read_json(&run.join("summary.json"))["param_hash"]);
 }
 
+/// A run requeued at its time limit onto a node no build fits (a `uname` that says riscv64
+/// once a trigger file exists) fails there without training; the waiting `drover run` then
+/// retries it from its checkpoint, not from the start: the metrics have no gap and no
+/// duplicate, and the run ends with the parameters of an uninterrupted one.
+#[test]
+fn a_run_requeued_onto_a_node_without_its_build_resumes_on_the_retry() {
+    slurm_up();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (fake_bin, trigger) = (tmp.path().join("bin"), tmp.path().join("foreign-next"));
+    std::fs::create_dir_all(&fake_bin).expect("mkdir");
+    let uname = fake_bin.join("uname");
+    std::fs::write(
+        &uname,
+        format!(
+            "#!/bin/sh\nif [ \"$1\" = -m ] && rm '{}' 2>/dev/null; then echo riscv64; else exec /usr/bin/uname \"$@\"; fi\n",
+            trigger.display()
+        ),
+    )
+    .expect("write uname");
+    std::fs::set_permissions(&uname, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    let sweep = tmp.path().join("s.toml");
+    std::fs::write(
+        &sweep,
+        "name = \"foreign\"\nbackend = \"slurm\"\n[run]\nenv = \"CartPole-v1\"\nplugin = \"ppo\"\nnum_envs = 8\nnum_steps = 128\n\
+         total_steps = 600000\n[sweep]\nseeds = [7]\n[slurm]\npoll_seconds = 0.5\nmax_retries = 1\n",
+    )
+    .expect("sweep");
+    let results = tmp.path().join("r");
+    let path = format!("{}:{}", fake_bin.display(), std::env::var("PATH").unwrap_or_default());
+    let waiting = drover()
+        .arg("run")
+        .arg(&sweep)
+        .arg("--results")
+        .arg(&results)
+        .env("PATH", path)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("drover run");
+    wait_until("the run directory", Duration::from_secs(60), || results.join("runs").read_dir().is_ok_and(|mut d| d.next().is_some()));
+    let run = run_dirs(&results).pop().expect("run dir");
+    wait_until("20 iterations", Duration::from_secs(120), || metrics(&run).len() >= 20);
+    std::fs::write(&trigger, "").expect("trigger");
+    let job = ledger_kinds(&results, "submitted")[0]["job_id"].as_str().expect("job id").to_string();
+    run_ok(Command::new("scancel").args(["--batch", "--signal=USR1", &format!("{job}_0")]));
+    let out = waiting.wait_with_output().expect("drover run");
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!trigger.exists(), "the requeued attempt ran on the \"riscv64\" node");
+
+    let refused = std::fs::read_to_string(run.join("attempt-2.stderr.log")).expect("attempt 2");
+    assert!(refused.contains("this node is riscv64 (uname -m)"), "{refused}");
+    let retries = ledger_kinds(&results, "retry");
+    assert_eq!(retries.len(), 1, "{retries:?}");
+    assert!(retries[0]["reason"].as_str().is_some_and(|r| r.contains("this node is riscv64")), "{retries:?}");
+    assert!(text(&out).contains("resubmitting, resuming from its checkpoint"), "{}", text(&out));
+    assert_eq!(states(&status_json(&results)), ["done"]);
+    let steps: Vec<i64> = metrics(&run).iter().map(|r| r["global_step"].as_i64().expect("step")).collect();
+    assert_eq!(steps, (1..=600_000 / 1024).map(|i| i * 1024).collect::<Vec<i64>>(), "no gap, no duplicate");
+    let plain = tmp.path().join("plain");
+    std::fs::create_dir_all(&plain).expect("mkdir");
+    std::fs::copy(run.join("spec.json"), plain.join("spec.json")).expect("copy spec");
+    run_ok(&mut drover_tests::job_in(&plain, 1));
+    assert_eq!(read_json(&plain.join("summary.json"))["param_hash"], read_json(&run.join("summary.json"))["param_hash"]);
+}
+
 /// `run.device = "cuda"` on Slurm without a GPU request is warned about before anything is
 /// submitted (here with `--dry-run`, which submits nothing), and the warning goes once a
 /// `gpus_per_task` is set, or for CPU runs.
@@ -379,7 +444,7 @@ fn an_arch_folder_supplies_the_nodes_builds_and_a_foreign_build_is_refused() {
     let attempt = std::fs::read_to_string(run.join("attempts.jsonl")).expect("attempts");
     assert!(attempt.contains(&format!("\"machine\":\"{machine}\"")), "{attempt}");
     let script = std::fs::read_to_string(results.join("slurm/array-0.sbatch")).expect("script");
-    assert!(script.contains(&format!("    {machine}) job_bin='{}/drover-job'", builds.display())), "{script}");
+    assert!(script.contains(&format!("    '{machine}') job_bin='{}/drover-job'", builds.display())), "{script}");
     let provenance = &ledger_kinds(&results, "intent")[0]["provenance"]["arch_builds"][&machine];
     for file in ["drover-job", "libdrover_plugin_ppo.so"] {
         assert_eq!(provenance[file].as_str().map(str::len), Some(64), "the build's SHA-256 in the intent record: {provenance}");

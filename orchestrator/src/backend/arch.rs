@@ -36,6 +36,9 @@ pub fn built_for(path: &Path) -> std::io::Result<Option<BuiltFor>> {
             n => got += n,
         }
     }
+    if (4..head.len()).contains(&got) && head[..4] == *b"\x7fELF" {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "its ELF header is cut short (a truncated copy?)"));
+    }
     Ok(parse_header(&head[..got]))
 }
 
@@ -118,6 +121,9 @@ pub fn check_builds(arch: &BTreeMap<String, PathBuf>, plugins: &BTreeMap<String,
                     dir.display()
                 )));
             }
+            if !is_plugin && !is_executable(&path) {
+                return Err(refuse(format!("`{}` is not executable (copied without its mode? `chmod +x` it)", path.display())));
+            }
             let built = built_for(&path).map_err(|e| refuse(format!("cannot read `{}`: {e}", path.display())))?;
             match built {
                 Some(BuiltFor { machine: Some(machine), .. }) if !covers(machine, name) => {
@@ -134,6 +140,12 @@ pub fn check_builds(arch: &BTreeMap<String, PathBuf>, plugins: &BTreeMap<String,
         }
     }
     Ok(())
+}
+
+/// Whether anyone may execute `path` (what the batch script, run as the user, needs).
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o111 != 0)
 }
 
 #[cfg(test)]
@@ -217,6 +229,11 @@ mod tests {
             assert!(err.contains("sweeps/s.toml") && err.contains("slurm.arch.aarch64") && err.contains(expect_in), "{err}");
         };
         error(&format!("`{}` is missing", dir.join("drover-job").display()));
+        std::fs::write(dir.join("drover-job"), header(2, 1, 183)).expect("write");
+        error("is not executable");
+        std::fs::set_permissions(dir.join("drover-job"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+        std::fs::write(dir.join("drover-job"), &header(2, 1, 183)[..12]).expect("write");
+        error("its ELF header is cut short");
         std::fs::write(dir.join("drover-job"), header(2, 1, 62)).expect("write");
         error("is built for x86_64, not for aarch64");
         std::fs::write(dir.join("drover-job"), header(2, 1, 183)).expect("write");

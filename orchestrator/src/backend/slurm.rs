@@ -102,8 +102,8 @@ pub enum LedgerEvent {
         script: String,
         /// Run id of each array index.
         runs: Vec<String>,
-        /// Provenance of the submission.
-        provenance: Provenance,
+        /// Provenance of the submission (boxed: it is most of an intent's size).
+        provenance: Box<Provenance>,
         /// The array's `%N` (added in format 1 as an optional field).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         throttle: Option<u32>,
@@ -1163,7 +1163,7 @@ impl Submitter<'_> {
                 comment: comment.clone(),
                 script: script_name.clone(),
                 runs: array.runs.clone(),
-                provenance: self.provenance.clone(),
+                provenance: Box::new(self.provenance.clone()),
                 throttle: limits.throttle,
                 raise_to: limits.raise_to,
             })?;
@@ -1414,7 +1414,11 @@ pub fn run_sweep(plan: &Plan, opts: &SlurmOptions) -> Result<SlurmReport, RunErr
             let nth = ledger.retries_of(&st.run_id, kind) + 1;
             ledger.append(LedgerEvent::Retry { run_id: st.run_id.clone(), retry: kind, reason: reason.clone() })?;
             if let Some(run) = axes.get(&st.run_id) {
-                let resumes = ready_run_dir(plan, run, kind != RetryKind::Failed)?;
+                // A failure that trained nothing past a checkpointed stop (a requeue that landed
+                // on a node with no build for it, a crash before the first iteration) keeps
+                // the work so far, as a rerun of the sweep would (`resumes_on_rerun`).
+                let keeps = kind != RetryKind::Failed || failed_at_a_stop(&dir.run_dir(&run.run_id));
+                let resumes = ready_run_dir(plan, run, keeps)?;
                 if !opts.quiet {
                     let how = if resumes { "resuming from its checkpoint" } else { "starting over" };
                     eprintln!(
@@ -1482,7 +1486,7 @@ mod tests {
             comment: format!("c{n}"),
             script: format!("array-{n}.sbatch"),
             runs,
-            provenance: Provenance::default(),
+            provenance: Box::default(),
             throttle,
             raise_to,
         }

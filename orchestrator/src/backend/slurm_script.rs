@@ -129,7 +129,8 @@ fn arch_cases(arch: &BTreeMap<String, PathBuf>, job_bin_machine: Option<&str>) -
     for (name, dir) in arch.iter().filter(|(name, _)| plain(name)) {
         let bin = shell_quote(&dir.join(JOB_BIN_NAME).display().to_string());
         let dir = shell_quote(&dir.display().to_string());
-        lines.push(format!("    {name}) job_bin={bin}; plugin_dir=(--plugin-dir {dir}) ;;"));
+        // Quoted, so that a name such as `esac` stays a word.
+        lines.push(format!("    '{name}') job_bin={bin}; plugin_dir=(--plugin-dir {dir}) ;;"));
     }
     let Some(built) = job_bin_machine else {
         lines.push("    *) ;; # job_bin is no ELF file of a known machine (a wrapper?): every other node runs it".into());
@@ -343,6 +344,10 @@ mod tests {
         let (out, calls_now) = run_on("riscv64", &script(None, &NO_ARCH), "000000000000000d");
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         assert!(calls_now.lines().last().unwrap_or_default().starts_with("default --spec "), "{calls_now}");
+        // Every name `slurm_config` lets through stays a pattern, even a shell keyword.
+        let keyword = BTreeMap::from([("esac".to_string(), arm.clone()), ("in".to_string(), arm.clone())]);
+        let syntax = std::process::Command::new("bash").arg("-n").arg("-c").arg(script(Some("x86_64"), &keyword)).output().expect("bash -n");
+        assert!(syntax.status.success(), "{}", String::from_utf8_lossy(&syntax.stderr));
         // A folder named for the default's own machine wins over the default.
         let own = BTreeMap::from([("x86_64".to_string(), arm.clone())]);
         let (_, calls_now) = run_on("x86_64", &script(Some("x86_64"), &own), "000000000000000e");
