@@ -68,6 +68,12 @@ fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
 }
 
 
+/// Writes a stand-in program (a shell script) and makes it executable.
+fn write_executable(path: &Path, body: &str) {
+    std::fs::write(path, body).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+}
+
 fn squeue_names(name: &str) -> String {
     let out = Command::new("squeue").args(["--noheader", "--states=all", "--format=%i %T"]).arg(format!("--name={name}")).output().expect("squeue");
     String::from_utf8_lossy(&out.stdout).to_string()
@@ -126,8 +132,7 @@ fn flaky_job_bin(dir: &Path) -> PathBuf {
         seen.display(),
         artifact("drover-job").display()
     );
-    std::fs::write(&path, body).expect("write wrapper");
-    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    write_executable(&path, &body);
     path
 }
 
@@ -325,16 +330,13 @@ fn a_run_requeued_onto_a_node_without_its_build_resumes_on_the_retry() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let (fake_bin, trigger) = (tmp.path().join("bin"), tmp.path().join("foreign-next"));
     std::fs::create_dir_all(&fake_bin).expect("mkdir");
-    let uname = fake_bin.join("uname");
-    std::fs::write(
-        &uname,
-        format!(
+    write_executable(
+        &fake_bin.join("uname"),
+        &format!(
             "#!/bin/sh\nif [ \"$1\" = -m ] && rm '{}' 2>/dev/null; then echo riscv64; else exec /usr/bin/uname \"$@\"; fi\n",
             trigger.display()
         ),
-    )
-    .expect("write uname");
-    std::fs::set_permissions(&uname, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    );
     let sweep = tmp.path().join("s.toml");
     std::fs::write(
         &sweep,
@@ -482,18 +484,14 @@ fn a_node_of_another_architecture_trains_with_its_folders_builds() {
     for dir in [&folder, &fake_bin] {
         std::fs::create_dir_all(dir).expect("mkdir");
     }
-    let executable = |path: &Path, body: String| {
-        std::fs::write(path, body).expect("write");
-        std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
-    };
     std::fs::copy(arm_builds.join("drover-job"), folder.join("drover-job.aarch64")).expect("copy the AArch64 drover-job");
     std::fs::copy(arm_builds.join("libdrover_plugin_ppo.so"), folder.join("libdrover_plugin_ppo.so")).expect("copy the AArch64 plugin");
     // What binfmt_misc would do on a machine that has it registered.
-    executable(
+    write_executable(
         &folder.join("drover-job"),
-        format!("#!/bin/sh\nexec qemu-aarch64 -L /usr/aarch64-linux-gnu '{}' \"$@\"\n", folder.join("drover-job.aarch64").display()),
+        &format!("#!/bin/sh\nexec qemu-aarch64 -L /usr/aarch64-linux-gnu '{}' \"$@\"\n", folder.join("drover-job.aarch64").display()),
     );
-    executable(&fake_bin.join("uname"), "#!/bin/sh\nif [ \"$1\" = -m ]; then echo aarch64; else exec /usr/bin/uname \"$@\"; fi\n".into());
+    write_executable(&fake_bin.join("uname"), "#!/bin/sh\nif [ \"$1\" = -m ]; then echo aarch64; else exec /usr/bin/uname \"$@\"; fi\n");
     let sweep = drover_tests::write_sweep(
         tmp.path(),
         &format!(
@@ -538,15 +536,13 @@ fn a_dry_run_asks_an_unreachable_slurm_once() {
     std::fs::create_dir_all(&bin).expect("mkdir");
     let calls = tmp.path().join("calls");
     let scontrol = bin.join("scontrol");
-    std::fs::write(
+    write_executable(
         &scontrol,
-        format!(
+        &format!(
             "#!/bin/sh\necho \"$@\" >> '{}'\necho 'slurm_load_ctl_conf error: Unable to contact slurm controller (connect failure)' >&2\nexit 1\n",
             calls.display()
         ),
-    )
-    .expect("write fake scontrol");
-    std::fs::set_permissions(&scontrol, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    );
     let sweep = drover_tests::write_sweep(
         tmp.path(),
         "name = \"g\"\nbackend = \"slurm\"\n[run]\nenv = \"CartPole-v1\"\nplugin = \"ppo\"\n[sweep]\nseeds = [1, 2]\n",
@@ -634,9 +630,9 @@ fn retries_stay_within_the_sweeps_throttle() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let log = tmp.path().join("jobs.log");
     let wrapper = tmp.path().join("fail-first-drover-job");
-    std::fs::write(
+    write_executable(
         &wrapper,
-        format!(
+        &format!(
             "#!/bin/sh\ncase \"$*\" in *--spec*) ;; *) exec '{job}' \"$@\";; esac\n\
              log='{log}'\necho \"start $(date +%s%N)\" >> \"$log\"\n\
              if mkdir '{once}' 2>/dev/null; then echo 'failing on purpose' >&2; echo \"end $(date +%s%N)\" >> \"$log\"; exit 3; fi\n\
@@ -645,9 +641,7 @@ fn retries_stay_within_the_sweeps_throttle() {
             once = tmp.path().join("failed-once").display(),
             job = artifact("drover-job").display()
         ),
-    )
-    .expect("wrapper");
-    std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    );
     let sweep = tmp.path().join("s.toml");
     std::fs::write(
         &sweep,
@@ -897,9 +891,9 @@ fn a_rerun_waits_for_older_runs_that_fill_the_throttle() {
 /// to drover-job.
 fn held_job_bin(dir: &Path, control: &Path) -> PathBuf {
     let wrapper = dir.join("held-drover-job");
-    std::fs::write(
+    write_executable(
         &wrapper,
-        format!(
+        &format!(
             "#!/bin/sh\ncase \"$*\" in *--spec*) ;; *) exec '{job}' \"$@\";; esac\n\
              out=''; prev=''\nfor a in \"$@\"; do [ \"$prev\" = --out ] && out=\"$a\"; prev=\"$a\"; done\n\
              id=$(basename \"$out\"); n=0\n\
@@ -908,9 +902,7 @@ fn held_job_bin(dir: &Path, control: &Path) -> PathBuf {
             control = control.display(),
             job = artifact("drover-job").display()
         ),
-    )
-    .expect("wrapper");
-    std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    );
     wrapper
 }
 
