@@ -51,8 +51,8 @@ cargo test --locked -p drover-kernels --target "$target" "$@"
 # The job runtime's own tests (checkpoints, resume levels, the bench's machine model).
 cargo test --locked -p drover-job --lib --target "$target" "$@"
 # A mixed cluster: a Slurm run submitted from this machine lands on an emulated AArch64 node
-# and trains with the `[slurm.arch]` folder's builds (tests/it/slurm.rs). No-ops in CI, where
-# scripts/test.sh has built and started everything on the host side already.
+# and trains with the `[slurm.arch]` folder's builds (tests/it/slurm.rs). The host-side steps
+# (Slurm, the host build) are no-ops in CI, where scripts/test.sh has done them already.
 cargo build --locked -q --target "$target" -p drover-job -p drover-plugin-ppo
 ./scripts/slurm-up.sh
 CARGO_TARGET_DIR="$host_target_dir" cargo build --locked -q --workspace --features drover-job/mpi

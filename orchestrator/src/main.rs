@@ -208,10 +208,7 @@ fn run(args: RunArgs) -> anyhow::Result<u8> {
             writeln!(out, "sweep `{}`: {tally}", plan.sweep.name)?;
         }
         if use_slurm(backend, &plan) {
-            if let Some(warning) = slurm::gpu_request_warning(&plan) {
-                eprintln!("drover: warning: {warning}");
-            }
-            drover::backend::arch::check_builds(&plan.sweep.slurm.arch, &plan.plugins, &plan.sweep.source)?;
+            slurm_preflight(&plan)?;
             for (name, text) in slurm::dry_run_scripts(&plan, &slurm_options(job_bin, !no_wait))? {
                 writeln!(out, "\n--- {name} (not submitted)\n{text}")?;
             }
@@ -221,10 +218,7 @@ fn run(args: RunArgs) -> anyhow::Result<u8> {
     // Held until this function returns: a second `drover run` on these results is refused.
     let _lock = drover::lock::acquire(plan.results.root(), &format!("drover run {}", opts.sweep_file.display()))?;
     if use_slurm(backend, &plan) {
-        if let Some(warning) = slurm::gpu_request_warning(&plan) {
-            eprintln!("drover: warning: {warning}");
-        }
-        drover::backend::arch::check_builds(&plan.sweep.slurm.arch, &plan.plugins, &plan.sweep.source)?;
+        slurm_preflight(&plan)?;
         return slurm_run(&plan, job_bin, !no_wait);
     }
 
@@ -459,6 +453,16 @@ fn use_slurm(arg: Option<BackendArg>, plan: &plan::Plan) -> bool {
         Some(b) => b == BackendArg::Slurm,
         None => plan.sweep.backend == Some(BackendKind::Slurm),
     }
+}
+
+/// What a Slurm sweep is checked for before anything is submitted, and by `--dry-run` the
+/// same way: runs that would see no GPU (a warning), and the `[slurm.arch]` folders' builds.
+fn slurm_preflight(plan: &plan::Plan) -> anyhow::Result<()> {
+    if let Some(warning) = slurm::gpu_request_warning(plan) {
+        eprintln!("drover: warning: {warning}");
+    }
+    drover::backend::arch::check_builds(&plan.sweep.slurm.arch, &plan.plugins, &plan.sweep.source)?;
+    Ok(())
 }
 
 fn slurm_options(job_bin: PathBuf, wait: bool) -> slurm::SlurmOptions {

@@ -8,6 +8,7 @@
 //! fits ends its run with a reason that says so. Submission checks each folder here first.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsStr;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -94,7 +95,7 @@ pub fn check_builds(arch: &BTreeMap<String, PathBuf>, plugins: &BTreeMap<String,
     }
     // A folder holds one file per name: two plugins of one file name (`a/libx.so`, `b/libx.so`)
     // would both load whichever is there.
-    let mut by_file: BTreeMap<&std::ffi::OsStr, &Path> = BTreeMap::new();
+    let mut by_file: BTreeMap<&OsStr, &Path> = BTreeMap::new();
     for path in plugins.values() {
         let Some(file_name) = path.file_name() else { continue };
         if let Some(other) = by_file.insert(file_name, path).filter(|other| *other != path) {
@@ -107,11 +108,10 @@ pub fn check_builds(arch: &BTreeMap<String, PathBuf>, plugins: &BTreeMap<String,
             return Err(ConfigError::new(file, key, ConfigErrorKind::InvalidValue(why)));
         }
     }
-    let plugin_files: BTreeSet<&std::ffi::OsStr> = by_file.into_keys().collect();
     for (name, dir) in arch {
         let refuse = |why: String| ConfigError::new(file, format!("slurm.arch.{name}"), ConfigErrorKind::InvalidValue(why));
-        let wanted = std::iter::once((std::ffi::OsStr::new(JOB_BIN_NAME), false)).chain(plugin_files.iter().map(|f| (*f, true)));
-        for (file_name, is_plugin) in wanted {
+        for file_name in build_files(plugins) {
+            let is_plugin = file_name != JOB_BIN_NAME;
             let path = dir.join(file_name);
             let what = if is_plugin { "the plugin" } else { "the job runtime" };
             if !path.is_file() {
@@ -140,6 +140,13 @@ pub fn check_builds(arch: &BTreeMap<String, PathBuf>, plugins: &BTreeMap<String,
         }
     }
     Ok(())
+}
+
+/// The files a `[slurm.arch]` folder holds, by name: `drover-job`, then each plugin's file
+/// once (what `check_builds` checks and the submission's provenance hashes).
+pub fn build_files(plugins: &BTreeMap<String, PathBuf>) -> Vec<&OsStr> {
+    let plugin_files: BTreeSet<&OsStr> = plugins.values().filter_map(|p| p.file_name()).collect();
+    std::iter::once(OsStr::new(JOB_BIN_NAME)).chain(plugin_files).collect()
 }
 
 /// Whether anyone may execute `path` (what the batch script, run as the user, needs).

@@ -1088,9 +1088,8 @@ fn provenance(plan: &Plan) -> Provenance {
             .arch
             .iter()
             .map(|(machine, dir)| {
-                let files = std::iter::once(crate::backend::arch::JOB_BIN_NAME.to_string())
-                    .chain(plan.plugins.values().filter_map(|p| p.file_name()).map(|f| f.to_string_lossy().into_owned()));
-                (machine.clone(), files.map(|f| (f.clone(), sha256_file(&dir.join(&f)))).collect())
+                let files = crate::backend::arch::build_files(&plan.plugins).into_iter();
+                (machine.clone(), files.map(|f| (f.to_string_lossy().into_owned(), sha256_file(&dir.join(f)))).collect())
             })
             .collect(),
     }

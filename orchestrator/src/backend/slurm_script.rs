@@ -124,12 +124,13 @@ pub fn render(p: &ScriptParams<'_>) -> String {
 /// script) runs on every node that no folder is named for.
 fn arch_cases(arch: &BTreeMap<String, PathBuf>, job_bin_machine: Option<&str>) -> String {
     let mut lines = Vec::new();
-    // Names reach a `case` pattern unquoted: only the plain ones `slurm_config` lets through.
+    // Names are written inside single quotes: only the plain ones `slurm_config` lets through,
+    // so none can close the quote.
     let plain = |name: &&String| !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
     for (name, dir) in arch.iter().filter(|(name, _)| plain(name)) {
         let bin = shell_quote(&dir.join(JOB_BIN_NAME).display().to_string());
         let dir = shell_quote(&dir.display().to_string());
-        // Quoted, so that a name such as `esac` stays a word.
+        // Quoted, so that a name such as `esac` stays a pattern.
         lines.push(format!("    '{name}') job_bin={bin}; plugin_dir=(--plugin-dir {dir}) ;;"));
     }
     let Some(built) = job_bin_machine else {
