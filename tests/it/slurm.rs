@@ -463,6 +463,22 @@ fn an_arch_folder_supplies_the_nodes_builds_and_a_foreign_build_is_refused() {
         "{said}"
     );
     assert!(!foreign.join("slurm/submissions.jsonl").exists(), "nothing was submitted");
+
+    // A drover-job of another drover version (a folder not rebuilt after an upgrade): its build
+    // marker, read without running it, says so before anything waits in the queue.
+    let ours = env!("CARGO_PKG_VERSION");
+    let stale: String = ours.chars().map(|c| if c.is_ascii_digit() { if c == '9' { '8' } else { '9' } } else { c }).collect();
+    let mut job = std::fs::read(builds.join("drover-job")).expect("read drover-job");
+    let marker = format!("\0drover-job build\0{ours}\0").into_bytes();
+    let at = job.windows(marker.len()).position(|w| w == marker).expect("the real drover-job carries its version marker");
+    job[at..at + marker.len()].copy_from_slice(format!("\0drover-job build\0{stale}\0").as_bytes());
+    std::fs::write(builds.join("drover-job"), job).expect("write the stale drover-job");
+    let old = tmp.path().join("r3");
+    let out = drover().arg("run").arg(sweep("stale", &machine)).arg("--results").arg(&old).output().expect("run");
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let said = text(&out);
+    assert!(said.contains(&format!("is drover-job {stale}, and this drover is {ours}")), "{said}");
+    assert!(!old.join("slurm/submissions.jsonl").exists(), "nothing was submitted");
 }
 
 /// A mixed cluster, emulated: drover on this machine submits a run that lands on an "AArch64

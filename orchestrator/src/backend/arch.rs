@@ -137,9 +137,48 @@ pub fn check_builds(arch: &BTreeMap<String, PathBuf>, plugins: &BTreeMap<String,
                 }
                 _ => {}
             }
+            // A wrapper script standing in for drover-job is taken on trust.
+            if !is_plugin && built.is_some() {
+                check_job_version(&path).map_err(refuse)?;
+            }
         }
     }
     Ok(())
+}
+
+/// The tag that precedes the drover version inside a `drover-job` binary
+/// (`drover_job::BUILD_MARKER`).
+const BUILD_TAG: &[u8] = b"\0drover-job build\0";
+
+/// The drover version a `drover-job` binary names in its build marker, read from the file
+/// without running it (it may be built for another machine); `None` when it carries none.
+pub fn job_version(path: &Path) -> std::io::Result<Option<String>> {
+    Ok(find_job_version(&std::fs::read(path)?))
+}
+
+fn find_job_version(bytes: &[u8]) -> Option<String> {
+    let at = memchr::memmem::find(bytes, BUILD_TAG)? + BUILD_TAG.len();
+    let len = bytes[at..].iter().take(64).position(|&b| b == 0)?;
+    std::str::from_utf8(&bytes[at..at + len]).ok().map(str::to_owned)
+}
+
+/// A folder's `drover-job` must be of this drover's version: the batch script passes it flags
+/// and a spec of this version, which an older runtime refuses only once the run has waited in
+/// the queue and reached a node (a forgotten rebuild after an upgrade).
+fn check_job_version(path: &Path) -> Result<(), String> {
+    let ours = env!("CARGO_PKG_VERSION");
+    match job_version(path) {
+        Err(e) => Err(format!("cannot read `{}`: {e}", path.display())),
+        Ok(Some(version)) if version == ours => Ok(()),
+        Ok(Some(version)) => Err(format!(
+            "`{}` is drover-job {version}, and this drover is {ours}: rebuild it from the same source as this drover",
+            path.display()
+        )),
+        Ok(None) => Err(format!(
+            "`{}` does not name its drover version (a drover-job from before drover-job recorded it, or another program): rebuild it from the same source as this drover ({ours})",
+            path.display()
+        )),
+    }
 }
 
 /// The files a `[slurm.arch]` folder holds, by name: `drover-job`, then each plugin's file
@@ -166,6 +205,26 @@ mod tests {
         h.extend([0; 10]);
         h.extend(if data == 2 { e_machine.to_be_bytes() } else { e_machine.to_le_bytes() });
         h
+    }
+
+    /// A stand-in `drover-job` for `e_machine` whose build marker names `version`.
+    fn job(e_machine: u16, version: &str) -> Vec<u8> {
+        let mut bytes = header(2, 1, e_machine);
+        bytes.extend([0x90; 100]);
+        bytes.extend(BUILD_TAG);
+        bytes.extend(version.as_bytes());
+        bytes.extend([0, 1, 2]);
+        bytes
+    }
+
+    #[test]
+    fn the_build_marker_names_the_version() {
+        assert_eq!(find_job_version(&job(62, "1.2.3")), Some("1.2.3".to_string()));
+        assert_eq!(find_job_version(&header(2, 1, 62)), None, "no marker");
+        let mut unterminated = header(2, 1, 62);
+        unterminated.extend(BUILD_TAG);
+        unterminated.extend(b"1.2.3");
+        assert_eq!(find_job_version(&unterminated), None, "a marker cut off by the end of the file");
     }
 
     #[test]
@@ -244,6 +303,10 @@ mod tests {
         std::fs::write(dir.join("drover-job"), header(2, 1, 62)).expect("write");
         error("is built for x86_64, not for aarch64");
         std::fs::write(dir.join("drover-job"), header(2, 1, 183)).expect("write");
+        error("does not name its drover version");
+        std::fs::write(dir.join("drover-job"), job(183, "0.0.9")).expect("write");
+        error(&format!("is drover-job 0.0.9, and this drover is {}", env!("CARGO_PKG_VERSION")));
+        std::fs::write(dir.join("drover-job"), job(183, env!("CARGO_PKG_VERSION"))).expect("write");
         error(&format!("`{}` is missing", dir.join("libdrover_plugin_ppo.so").display()));
         std::fs::write(dir.join("libdrover_plugin_ppo.so"), "not a library").expect("write");
         error("is not a shared library");
