@@ -570,6 +570,17 @@ fn check_env(run: &RunConfig) -> Result<(), (&'static str, ConfigErrorKind)> {
         if let Some((key, _)) = seq_keys.iter().find(|(_, set)| *set) {
             return invalid(key, format!("is a sequence-task setting; `{}` has no use for it", run.env));
         }
+        // drover-job refuses this too, but only once launched, in a log the user must open.
+        let batch = u64::from(run.num_envs) * u64::from(run.num_steps);
+        if !batch.is_multiple_of(u64::from(run.num_minibatches)) {
+            return invalid(
+                "num_minibatches",
+                format!(
+                    "must divide the batch, num_envs * num_steps = {} * {} = {batch} (each epoch splits it into equal minibatches)",
+                    run.num_envs, run.num_steps
+                ),
+            );
+        }
         return Ok(());
     };
     let group = run.group_size.unwrap_or(DEFAULT_GROUP_SIZE);

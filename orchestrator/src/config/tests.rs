@@ -416,6 +416,11 @@ fn environment_and_sequence_task_keys_are_checked() {
         ("vocab", seq("prompt_len = 4\nnum_steps = 3\nvocab = 1\n"), "key `run.vocab`: invalid value: must be at least 2, got 1"),
         ("reference policy", seq("prompt_len = 4\nnum_steps = 3\nreference_policy = \"sft\"\n"), "key `run.reference_policy`: invalid value: `sft`, expected one of: none, initial"),
         ("experts leave a sampled response", seq("prompt_len = 4\nnum_steps = 3\ngroup_size = 4\nexpert_per_group = 4\n"), "key `run.expert_per_group`: invalid value: must be less than group_size = 4 (each prompt group needs a sampled response), got 4"),
+        (
+            "minibatches divide the batch",
+            BASE.replace("[params]", "num_envs = 8\nnum_steps = 128\nnum_minibatches = 3\n[params]"),
+            "key `run.num_minibatches`: invalid value: must divide the batch, num_envs * num_steps = 8 * 128 = 1024",
+        ),
         ("experts are for sequence tasks", BASE.replace("[params]", "expert_per_group = 1\n[params]"), "key `run.expert_per_group`: invalid value: is a sequence-task setting; `CartPole-v1` has no use for it"),
     ];
     for (name, text, expected) in cases {

@@ -142,7 +142,7 @@ fn a_failing_run_does_not_stop_the_others_and_is_rerun_later() {
     assert_eq!(out.status.code(), Some(4), "RUNS_FAILED expected: {err}");
     assert_eq!(fx.launches(), 3, "the runs after the failing one still ran");
     assert_eq!(fx.completed().len(), 2);
-    assert!(err.contains("failed: exit code 3 without writing exit.json"), "{err}");
+    assert!(err.contains("failed: exit code 3 without writing exit.json; its stderr ends: boom: seed 2"), "{err}");
     assert!(err.contains("attempt-1.stderr.log"), "{err}");
 
     // The rerun launches only the failed run; its first attempt's files are kept aside.
