@@ -19,6 +19,8 @@ pub const FORMAT_VERSION: u32 = 1;
 pub const SWEEP_TOML: &str = "sweep.toml";
 /// `sweep.json`: the manifest.
 pub const SWEEP_JSON: &str = "sweep.json";
+/// The folder of the run directories, `runs/<run_id>/`.
+pub const RUNS_DIR: &str = "runs";
 /// `spec.json`: the one input of `drover-job`.
 pub const SPEC_JSON: &str = "spec.json";
 /// `exit.json`: the exit marker, written last by the job.
@@ -49,7 +51,7 @@ impl ResultsDir {
     }
     /// `runs/`.
     pub fn runs_dir(&self) -> PathBuf {
-        self.root.join("runs")
+        self.root.join(RUNS_DIR)
     }
     /// `runs/<run_id>/`.
     pub fn run_dir(&self, run_id: &str) -> PathBuf {

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use crate::config::{self, PluginSearch, RunSpec, Sweep};
 use crate::error::ConfigError;
 use crate::error::ConfigErrorKind;
-use crate::layout::{JobSpec, ResultsDir, SweepManifest, SWEEP_JSON};
+use crate::layout::{JobSpec, ResultsDir, SweepManifest, RUNS_DIR, SWEEP_JSON, SWEEP_TOML};
 use crate::plugin_cmd::{validate_params, PluginDescription, PluginProbe};
 
 /// Inputs of `plan` gathered by the CLI (kept explicit so tests need no process-global state).
@@ -144,6 +144,20 @@ fn check_results_dir(results: &Path, name: &str, runs: &[RunSpec]) -> Result<(),
         Err(_) => return Ok(()),
     }
     let manifest_path = results.join(SWEEP_JSON);
+    if !manifest_path.exists() && !results.join(RUNS_DIR).is_dir() {
+        // `drover run` writes `sweep.toml` there: in a folder of the user's own (`--results .`
+        // in a project that has a `sweep.toml`) that would replace their file.
+        let entries = std::fs::read_dir(results).map_err(|e| format!("cannot list `{}`: {e}", results.display()))?;
+        // The lock alone is left by a `drover run` that stopped before writing the manifest.
+        let foreign = entries.filter_map(Result::ok).map(|e| e.file_name()).find(|n| n != crate::lock::LOCK_FILE);
+        if let Some(name) = foreign {
+            let name = name.to_string_lossy();
+            return Err(format!(
+                "`{}` already holds files (`{name}`, ...) and no drover results (no `{SWEEP_JSON}`): drover writes `{SWEEP_TOML}`, `{SWEEP_JSON}` and `runs/` there, so give the sweep a new or empty directory",
+                results.display()
+            ));
+        }
+    }
     if let Ok(Some(manifest)) = crate::layout::read_record::<SweepManifest>(&manifest_path) {
         // Asked only of another name, through a set: a rerun of a 100,000-run sweep would
         // otherwise compare every id of the manifest with every run (10^10 comparisons).
@@ -404,5 +418,22 @@ mod tests {
         let ids = format!("[{:?}]", fresh.runs[0].run_id.as_str());
         std::fs::write(renamed.join(SWEEP_JSON), manifest.replace("[]", &ids)).expect("manifest");
         assert!(with(&renamed).is_ok(), "this sweep under its old name (a run in common) is accepted");
+
+        // A folder of the user's own: drover would write its `sweep.toml` over theirs.
+        let project = tmp.path().join("project");
+        std::fs::create_dir(&project).expect("dir");
+        std::fs::write(project.join(SWEEP_TOML), "# mine").expect("file");
+        let err = with(&project).expect_err("a folder with files and no results").to_string();
+        assert!(err.contains("already holds files (`sweep.toml`, ...) and no drover results (no `sweep.json`)"), "{err}");
+        assert_eq!(std::fs::read_to_string(project.join(SWEEP_TOML)).expect("file"), "# mine", "left untouched");
+        let empty = tmp.path().join("empty");
+        std::fs::create_dir(&empty).expect("dir");
+        assert!(with(&empty).is_ok(), "an empty folder is fine");
+        std::fs::write(empty.join(crate::lock::LOCK_FILE), "").expect("lock");
+        assert!(with(&empty).is_ok(), "the lock left by a run that wrote nothing else is drover's own");
+        let started = tmp.path().join("started");
+        std::fs::create_dir_all(started.join(RUNS_DIR)).expect("dir");
+        std::fs::write(started.join(SWEEP_TOML), "# drover's copy").expect("file");
+        assert!(with(&started).is_ok(), "runs/ without a manifest: drover's, stopped before the manifest");
     }
 }
