@@ -181,6 +181,9 @@ fn run(args: RunArgs) -> anyhow::Result<u8> {
         job_bin: Some(job_bin.clone()),
     };
     let plan = plan::plan(&opts)?;
+    for other in backend::rebuilt::trained_by_other_builds(&plan) {
+        eprintln!("drover: warning: {}", other.warning());
+    }
 
     if dry_run {
         use std::io::Write;

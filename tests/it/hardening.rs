@@ -488,3 +488,32 @@ fn a_resumed_run_goes_on_at_its_checkpoints_cpu_level() {
     assert!(!log.contains("not bit for bit"), "{log}");
     assert_eq!(drover_tests::untimed(&drover_tests::metrics_rows(&run)), expected, "resumed exactly at the checkpoint's level");
 }
+
+/// A rerun after the plugin file changed (an author's edit, rebuild, rerun) keeps the finished
+/// runs, as a run id names the configuration and not the build, but says which runs another
+/// build trained and what to do, rather than passing the old build's results off as the new one's.
+#[test]
+fn runs_trained_by_another_build_of_their_plugin_are_pointed_out_on_rerun() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let plugin = tmp.path().join("libdrover_plugin_ppo.so");
+    std::fs::copy(artifact("libdrover_plugin_ppo.so"), &plugin).expect("copy plugin");
+    let body = sweep("[1, 2]").replace("plugin = \"ppo\"", &format!("plugin = {:?}", plugin.display().to_string()));
+    let file = write_sweep(tmp.path(), &body);
+    let results = tmp.path().join("r");
+    let first = run_ok(drover().arg("run").arg(&file).arg("--results").arg(&results));
+    assert!(!text(&first).1.contains("another build"), "{}", text(&first).1);
+    let again = run_ok(drover().arg("run").arg(&file).arg("--results").arg(&results));
+    assert!(!text(&again).1.contains("another build"), "the same build: no warning\n{}", text(&again).1);
+
+    // Trailing bytes change the hash and still load: a stand-in for a rebuild.
+    std::fs::OpenOptions::new().append(true).open(&plugin).and_then(|mut f| std::io::Write::write_all(&mut f, b"rebuilt")).expect("append");
+    let rebuilt = run_ok(drover().arg("run").arg(&file).arg("--results").arg(&results));
+    let said = text(&rebuilt).1;
+    assert!(said.contains("2 already completed, launching 0"), "{said}");
+    assert!(
+        said.contains(&format!("warning: 2 completed runs trained by another build of `{}`", plugin.display())) && said.contains("runs/"),
+        "{said}"
+    );
+    let dry = run_ok(drover().arg("run").arg(&file).arg("--results").arg(&results).arg("--dry-run"));
+    assert!(text(&dry).1.contains("2 completed runs trained by another build"), "--dry-run says it too: {}", text(&dry).1);
+}

@@ -10,6 +10,7 @@ pub mod local;
 pub mod local_config;
 pub mod local_status;
 mod prepare;
+pub mod rebuilt;
 pub mod slurm;
 pub mod slurm_cmd;
 pub mod slurm_config;
@@ -23,6 +24,14 @@ pub use prepare::{
 };
 
 use crate::error::RunError;
+
+/// The SHA-256 of a file's bytes, in lowercase hex (how summaries and the Slurm ledger record
+/// plugin and runtime builds).
+pub(crate) fn file_sha256(path: &std::path::Path) -> std::io::Result<String> {
+    use sha2::Digest;
+    let bytes = std::fs::read(path)?;
+    Ok(sha2::Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect())
+}
 
 /// Why a sweep stopped early; ordered by severity (a later, stronger reason replaces a weaker one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

@@ -1059,10 +1059,7 @@ fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Erro
 }
 
 fn sha256_file(path: &Path) -> String {
-    match std::fs::read(path) {
-        Ok(bytes) => Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect(),
-        Err(_) => String::new(),
-    }
+    super::file_sha256(path).unwrap_or_default()
 }
 
 fn provenance(plan: &Plan) -> Provenance {
