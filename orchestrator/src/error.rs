@@ -445,6 +445,15 @@ pub enum PluginCmdError {
         /// Why it is refused.
         reason: &'static str,
     },
+    /// `drover plugin new` was given the name of a plugin already on the search path: until
+    /// the new project is built, a sweep naming it would load that other library.
+    #[error("a plugin named `{name}` is already on drover's search path, `{}`: a sweep naming `{name}` could load that one instead of yours (before yours is built, or built in another folder); choose another name, e.g. `my_{name}`", existing.display())]
+    NameTaken {
+        /// The name given.
+        name: String,
+        /// The library of that name found on the search path.
+        existing: PathBuf,
+    },
     /// `drover plugin new` never overwrites: the target directory already has files.
     #[error("`{}` already exists and is not empty (choose another `--dir`)", dir.display())]
     DirNotEmpty {

@@ -181,6 +181,9 @@ fn run(args: RunArgs) -> anyhow::Result<u8> {
         job_bin: Some(job_bin.clone()),
     };
     let plan = plan::plan(&opts)?;
+    for warning in &plan.warnings {
+        eprintln!("drover: warning: {warning}");
+    }
     for other in backend::rebuilt::trained_by_other_builds(&plan) {
         eprintln!("drover: warning: {}", other.warning());
     }

@@ -46,6 +46,9 @@ pub struct Plan {
     pub results: ResultsDir,
     /// Runs at once (local backend).
     pub max_parallel: NonZeroUsize,
+    /// What the plan could do but the user may not mean, one line each (`drover run` prints
+    /// them as warnings).
+    pub warnings: Vec<String>,
 }
 
 impl Plan {
@@ -76,6 +79,7 @@ pub fn plan(opts: &PlanOptions) -> Result<Plan, ConfigError> {
     // Each spelling of `run.plugin` is resolved from where it was written (`config::PathBases`);
     // the runs name it as written, so one spelling must mean one library.
     let mut plugins: BTreeMap<String, PathBuf> = BTreeMap::new();
+    let mut warnings = Vec::new();
     let mut first_key: BTreeMap<String, String> = BTreeMap::new();
     for plugin in sweep.plugins() {
         let at_key = |mut err: ConfigError| {
@@ -83,6 +87,9 @@ pub fn plan(opts: &PlanOptions) -> Result<Plan, ConfigError> {
             name_override(err)
         };
         let path = search.resolve_in(&plugin.spec, &plugin.base, file).map_err(at_key)?;
+        if !plugins.contains_key(&plugin.spec) {
+            warnings.extend(found_past_a_missing_folder(&plugin.spec, &plugin.key, &path, &sweep.plugin_path));
+        }
         match plugins.get(&plugin.spec) {
             Some(other) if *other != path => {
                 let why = format!(
@@ -126,7 +133,27 @@ pub fn plan(opts: &PlanOptions) -> Result<Plan, ConfigError> {
         .or(sweep.max_parallel)
         .or_else(|| std::thread::available_parallelism().ok())
         .unwrap_or(NonZeroUsize::MIN);
-    Ok(Plan { sweep, source_text, runs, plugins, results: ResultsDir::new(results), max_parallel })
+    Ok(Plan { sweep, source_text, runs, plugins, results: ResultsDir::new(results), max_parallel, warnings })
+}
+
+/// A plugin named (not a path) that was found past the sweep's own `plugin_path` while one of
+/// those folders does not exist: most often a project not built yet (or built in the other
+/// profile), whose name another library on the search path also has, such as a plugin of
+/// drover's own named like a bundled one. The sweep would train with that other library.
+fn found_past_a_missing_folder(spec: &str, key: &str, found: &Path, sweep_dirs: &[PathBuf]) -> Option<String> {
+    if config::is_plugin_path(spec) || sweep_dirs.is_empty() {
+        return None;
+    }
+    let found_dir = found.parent()?;
+    let in_sweep_dir = sweep_dirs.iter().any(|d| d.canonicalize().is_ok_and(|d| d == found_dir));
+    let missing = sweep_dirs.iter().find(|d| !d.is_dir())?;
+    (!in_sweep_dir).then(|| {
+        format!(
+            "plugin `{spec}` (key `{key}`) is `{}`, found past this sweep's `plugin_path`, whose folder `{}` does not exist (not built yet?): the runs load that other library",
+            found.display(),
+            missing.display()
+        )
+    })
 }
 
 /// Refuses a results directory that cannot be this sweep's: a path that is not a directory, or
@@ -256,6 +283,32 @@ mod tests {
         std::fs::write(&sweep_file, format!("name = \"t\"\n[run]\nenv = \"CartPole-v1\"\nplugin = {:?}\n", so.display().to_string()))
             .expect("sweep");
         sweep_file
+    }
+
+    /// A plugin named like one on the search path, in a project not built yet: the sweep
+    /// would train with the other library, so the plan says so.
+    #[test]
+    fn a_plugin_found_past_a_missing_plugin_path_folder_is_warned_about() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let shipped = tmp.path().join("shipped");
+        std::fs::create_dir(&shipped).expect("dir");
+        std::fs::write(shipped.join("libdrover_plugin_ppo.so"), b"").expect("plugin");
+        let sweep_file = tmp.path().join("s.toml");
+        std::fs::write(&sweep_file, "name = \"t\"\nplugin_path = [\"target/release\"]\n[run]\nenv = \"CartPole-v1\"\nplugin = \"ppo\"\n").expect("sweep");
+        let env = vec![("DROVER_PLUGIN_PATH".to_string(), shipped.display().to_string())];
+        let opts = PlanOptions { sweep_file, env, results: Some(tmp.path().join("r")), ..Default::default() };
+        let unbuilt = plan(&opts).expect("plan");
+        assert_eq!(unbuilt.warnings.len(), 1, "{:?}", unbuilt.warnings);
+        let warning = &unbuilt.warnings[0];
+        assert!(warning.contains("plugin `ppo` (key `run.plugin`) is `") && warning.contains("shipped/libdrover_plugin_ppo.so`"), "{warning}");
+        assert!(warning.contains(&format!("whose folder `{}` does not exist", tmp.path().join("target/release").display())), "{warning}");
+
+        let built = tmp.path().join("target/release");
+        std::fs::create_dir_all(&built).expect("dir");
+        std::fs::write(built.join("libdrover_plugin_ppo.so"), b"").expect("plugin");
+        let planned = plan(&opts).expect("plan");
+        assert!(planned.warnings.is_empty(), "built: found in the sweep's own folder: {:?}", planned.warnings);
+        assert_eq!(planned.plugins["ppo"], built.join("libdrover_plugin_ppo.so").canonicalize().expect("abs"));
     }
 
     /// A value refused after loading (a count, an empty axis, a `[local]` setting) that came

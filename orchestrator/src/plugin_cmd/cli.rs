@@ -71,6 +71,10 @@ pub fn run(command: PluginCommand, env: &PluginEnv, out: &mut dyn Write) -> Resu
     let io = |source| PluginCmdError::Io { action: "write to", path: PathBuf::from("<stdout>"), source };
     match command {
         PluginCommand::New { name, dir, api_path } => {
+            let search = PluginSearch::new(&[], env.plugin_path_env.as_deref(), env.exe_dir.as_deref());
+            if let Ok(existing) = search.resolve(&name, Path::new("")) {
+                return Err(PluginCmdError::NameTaken { name, existing });
+            }
             let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
             let api = match api_path {
                 Some(p) => ApiDependency::Path(p.canonicalize().unwrap_or(p)),
@@ -275,6 +279,23 @@ mod tests {
 
     fn param(name: &str, default: serde_json::Value, min: Option<f64>) -> ParamDescription {
         ParamDescription { name: name.into(), kind: "float".into(), default, doc: "Doc.".into(), min, max: None }
+    }
+
+    /// `plugin new ppo` next to a shipped `ppo`: the new project's sweep would train the
+    /// shipped one until the project is built, so the name is refused and nothing is written.
+    #[test]
+    fn a_name_already_on_the_search_path_is_refused() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        std::fs::write(tmp.path().join("libdrover_plugin_ppo.so"), b"").expect("plugin");
+        let env = PluginEnv { exe_dir: Some(tmp.path().to_path_buf()), ..PluginEnv::default() };
+        let new = |name: &str| PluginCommand::New { name: name.into(), dir: Some(tmp.path().join(name)), api_path: Some(tmp.path().into()) };
+        let err = run(new("ppo"), &env, &mut Vec::new()).expect_err("a shipped name").to_string();
+        assert!(err.starts_with("a plugin named `ppo` is already on drover's search path"), "{err}");
+        assert!(err.contains("libdrover_plugin_ppo.so") && err.contains("e.g. `my_ppo`"), "{err}");
+        assert!(!tmp.path().join("ppo").exists(), "nothing written");
+        let mut out = Vec::new();
+        run(new("my_ppo"), &env, &mut out).expect("a free name");
+        assert!(tmp.path().join("my_ppo/sweep.toml").is_file());
     }
 
     #[test]
