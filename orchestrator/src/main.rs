@@ -11,7 +11,7 @@ use drover::backend::local::LocalBackend;
 use drover::backend::local_config::MAX_LOCAL_RETRIES;
 use drover::backend::slurm_cmd::Slurm;
 use drover::backend::slurm_config::BackendKind;
-use drover::backend::{self, slurm, Backend, RunState};
+use drover::backend::{self, slurm, Backend};
 use drover::exit_codes;
 use drover::plan::{self, PlanOptions};
 use drover::{analyze, AnalyzeError, ConfigError};
@@ -196,18 +196,14 @@ fn run(args: RunArgs) -> anyhow::Result<u8> {
             .iter()
             .map(|run| {
                 let spec = plan.job_spec(run);
-                match backend::run_state(&plan.results.run_dir(&spec.run_id), &spec) {
-                    RunState::Completed => "done",
-                    RunState::Unfinished => "redo",
-                    RunState::New => "new",
-                }
+                backend::planned_action(&plan.results.run_dir(&spec.run_id), &spec).word()
             })
             .collect();
         let configs = plan.runs.iter().map(|r| &r.config_id).collect::<std::collections::HashSet<_>>().len();
         let tally = dry_run_tally(&states, configs);
         writeln!(out, "sweep `{}`: {tally} -> {}", plan.sweep.name, plan.results.root().display())?;
         for (run, state) in plan.runs.iter().zip(&states) {
-            writeln!(out, "{}  {state:<4}  seed={:<6} {}", run.run_id, run.seed, run.label)?;
+            writeln!(out, "{}  {state:<6}  seed={:<6} {}", run.run_id, run.seed, run.label)?;
         }
         // A list of thousands scrolls its header away: the counts again where the eye lands.
         if states.len() > DRY_RUN_REPEAT_TALLY {
@@ -289,7 +285,7 @@ fn run(args: RunArgs) -> anyhow::Result<u8> {
 /// Above this many runs, `--dry-run` repeats its counts below the list.
 const DRY_RUN_REPEAT_TALLY: usize = 40;
 
-/// `3000 runs (300 configurations × 10 seeds each): 2990 done, 10 redo, 0 new`: what a dry run of
+/// `3000 runs (300 configurations × 10 seeds each): 2990 done, 4 resume, 6 redo, 0 new`: what a dry run of
 /// a large sweep is read for (how much is left to do), from each run's state in order.
 fn dry_run_tally(states: &[&str], configs: usize) -> String {
     let runs = drover::words::count(states.len(), "run");
@@ -298,7 +294,7 @@ fn dry_run_tally(states: &[&str], configs: usize) -> String {
     } else {
         String::new()
     };
-    let counts: Vec<String> = ["done", "redo", "new"].iter().map(|s| format!("{} {s}", states.iter().filter(|x| *x == s).count())).collect();
+    let counts: Vec<String> = ["done", "resume", "redo", "new"].iter().map(|s| format!("{} {s}", states.iter().filter(|x| *x == s).count())).collect();
     format!("{runs}{shape}: {}", counts.join(", "))
 }
 
@@ -566,10 +562,10 @@ mod tests {
     /// The dry run's header says how much is left to do, and the sweep's shape.
     #[test]
     fn a_dry_run_counts_its_runs_by_state() {
-        let states = ["done", "new", "redo", "new", "done", "done"];
-        assert_eq!(dry_run_tally(&states, 2), "6 runs (2 configurations × 3 seeds each): 3 done, 1 redo, 2 new");
-        assert_eq!(dry_run_tally(&states[..1], 1), "1 run: 1 done, 0 redo, 0 new", "one seed per configuration: no shape");
-        assert_eq!(dry_run_tally(&[], 0), "0 runs: 0 done, 0 redo, 0 new");
+        let states = ["done", "new", "redo", "resume", "done", "done"];
+        assert_eq!(dry_run_tally(&states, 2), "6 runs (2 configurations × 3 seeds each): 3 done, 1 resume, 1 redo, 1 new");
+        assert_eq!(dry_run_tally(&states[..1], 1), "1 run: 1 done, 0 resume, 0 redo, 0 new", "one seed per configuration: no shape");
+        assert_eq!(dry_run_tally(&[], 0), "0 runs: 0 done, 0 resume, 0 redo, 0 new");
     }
 
     #[test]

@@ -451,6 +451,10 @@ fn a_stopped_local_run_resumes_from_its_checkpoint_exactly() {
 
     let results = tmp.path().join("stopped");
     let (run, at) = stop_part_way(&sweep, &results, None);
+    let id = run.file_name().and_then(|n| n.to_str()).expect("id");
+    let dry = run_ok(drover_run(&sweep, &results, None).arg("--dry-run"));
+    let listing = String::from_utf8_lossy(&dry.stdout);
+    assert!(listing.contains(": 0 done, 1 resume, 0 redo, 0 new") && listing.contains(&format!("{id}  resume  ")), "the dry run says what the rerun will do\n{listing}");
     let again = run_ok(&mut drover_run(&sweep, &results, None));
     let said = String::from_utf8_lossy(&again.stderr);
     assert!(said.contains(&format!("resume: {}", run.file_name().and_then(|n| n.to_str()).expect("id"))) && said.contains(&format!("iteration {at}")), "{said}");

@@ -19,8 +19,8 @@ pub mod slurm_script;
 use std::path::PathBuf;
 
 pub use prepare::{
-    completed_files_problem, inspect_run, parquet_frame_problem, prepare, prepare_waiting, run_state, PendingRun, Prepared, RunState,
-    DEFAULT_BUSY_WAIT,
+    completed_files_problem, inspect_run, parquet_frame_problem, planned_action, prepare, prepare_waiting, run_state, PendingRun, PlannedAction,
+    Prepared, RunState, DEFAULT_BUSY_WAIT,
 };
 
 use crate::error::RunError;

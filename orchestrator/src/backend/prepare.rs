@@ -295,6 +295,56 @@ fn claim(prepared: &mut Prepared, dir: PathBuf, spec: &JobSpec, ranks: u32) -> R
     Ok(true)
 }
 
+/// What `drover run` would do with a run, as `--dry-run` shows it: [`claim`]'s decision
+/// without its lock and without touching anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlannedAction {
+    /// Completed: skipped.
+    Done,
+    /// Stopped part-way with a checkpoint: goes on from that iteration.
+    Resume(u64),
+    /// Something ran and did not complete (or a completion is not trusted): starts over.
+    Redo,
+    /// Never started (no directory, or one holding only what was prepared for it).
+    New,
+}
+
+impl PlannedAction {
+    /// The word `--dry-run` prints.
+    pub fn word(self) -> &'static str {
+        match self {
+            PlannedAction::Done => "done",
+            PlannedAction::Resume(_) => "resume",
+            PlannedAction::Redo => "redo",
+            PlannedAction::New => "new",
+        }
+    }
+}
+
+/// What `drover run` would do with the run in `dir` (see [`PlannedAction`]).
+pub fn planned_action(dir: &Path, spec: &JobSpec) -> PlannedAction {
+    match inspect_run(dir, spec) {
+        (RunState::Completed, _) => PlannedAction::Done,
+        (RunState::New, _) => PlannedAction::New,
+        (RunState::Unfinished, problem) => match checkpoint_iteration(dir, &spec.run_id) {
+            Some(iteration) if problem.is_none() => PlannedAction::Resume(iteration),
+            _ if problem.is_none() && never_started(dir) => PlannedAction::New,
+            _ => PlannedAction::Redo,
+        },
+    }
+}
+
+/// A run directory holding only what `prepare` writes before a launch (`spec.json`, the lock):
+/// a sweep stopped before this run's turn.
+fn never_started(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|entries| {
+        entries.filter_map(Result::ok).all(|e| {
+            let name = e.file_name();
+            name == SPEC_JSON || name == super::job_lock::JOB_LOCK_FILE
+        })
+    })
+}
+
 /// The iterations held by the run's own `checkpoint.json` (written by a job stopped part-way),
 /// if there is one; anything unreadable or of another run is not one, and the run starts over.
 fn checkpoint_iteration(dir: &Path, run_id: &str) -> Option<u64> {
@@ -392,6 +442,26 @@ mod tests {
         parquet.extend_from_slice(b"PAR1");
         std::fs::write(dir.join(METRICS_PARQUET), parquet).unwrap();
         std::fs::write(dir.join(EXIT_JSON), format!(r#"{{"format_version":1,"run_id":"{run_id}","status":"completed"}}"#)).unwrap();
+    }
+
+    /// `--dry-run` says what the rerun does: each state of a run directory in turn.
+    #[test]
+    fn the_planned_action_follows_what_is_on_disk() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("r");
+        assert_eq!(planned_action(&dir, &spec("r")), PlannedAction::New, "no directory");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(SPEC_JSON), serde_json::to_vec(&spec("r")).unwrap()).unwrap();
+        assert_eq!(planned_action(&dir, &spec("r")), PlannedAction::New, "prepared, never launched");
+        std::fs::write(dir.join("attempt-1.stderr.log"), "").unwrap();
+        assert_eq!(planned_action(&dir, &spec("r")), PlannedAction::Redo, "launched, no checkpoint");
+        std::fs::write(dir.join(layout::CHECKPOINT_JSON), r#"{"run_id":"r","iteration":315}"#).unwrap();
+        assert_eq!(planned_action(&dir, &spec("r")), PlannedAction::Resume(315));
+        std::fs::write(dir.join(layout::CHECKPOINT_JSON), r#"{"run_id":"other","iteration":315}"#).unwrap();
+        assert_eq!(planned_action(&dir, &spec("r")), PlannedAction::Redo, "another run's checkpoint is none");
+        completed(&dir, "r");
+        assert_eq!(planned_action(&dir, &spec("r")), PlannedAction::Done);
+        assert_eq!([PlannedAction::Done, PlannedAction::Resume(1), PlannedAction::Redo, PlannedAction::New].map(PlannedAction::word), ["done", "resume", "redo", "new"]);
     }
 
     #[test]
