@@ -46,7 +46,7 @@ pub fn parse_set(raw: &str, file: &Path) -> Result<SetArg, ConfigError> {
     };
     let key = key.trim();
     let value = value.trim();
-    let segments: Vec<&str> = key.split('.').collect();
+    let segments = key_segments(key);
     if key.is_empty() || segments.iter().any(|s| s.is_empty()) {
         return Err(ConfigError::whole_file(
             file,
@@ -74,6 +74,24 @@ pub fn parse_set(raw: &str, file: &Path) -> Result<SetArg, ConfigError> {
         Err(e) => return Err(bad(key, set_parse_message(value, &e))),
     };
     Ok(SetArg { raw: raw.to_string(), path, value })
+}
+
+/// The segments of a dotted key, read as TOML reads one, so a quoted segment keeps its dots
+/// (`sweep.grid."params.gamma"`, as the sweep file writes a grid axis); a key TOML does not
+/// take (other characters) is split at every dot.
+fn key_segments(key: &str) -> Vec<String> {
+    let mut segments = Vec::new();
+    if let Ok(table) = format!("{key} = 0").parse::<toml::Table>() {
+        let mut table = &table;
+        while let Some((name, value)) = table.iter().next().filter(|_| table.len() == 1) {
+            segments.push(name.clone());
+            match value {
+                toml::Value::Table(inner) => table = inner,
+                _ => return segments,
+            }
+        }
+    }
+    key.split('.').map(str::to_string).collect()
 }
 
 /// Why `value` is no TOML value, on one line and in the words of a value: `toml` parses it as

@@ -320,6 +320,11 @@ fn overrides_apply_in_order_file_env_set() {
     assert_eq!(runs.iter().map(|r| r.seed).collect::<Vec<_>>(), [4, 5]);
     let s = sweep(&text, &[], &["sweep.grid.params.clip=[0.1,0.3]"]).unwrap();
     assert_eq!(s.expand().iter().map(|r| &*r.label).collect::<Vec<_>>(), ["params.clip=0.1", "params.clip=0.3"]);
+    // The axis quoted as the sweep file writes it is the same axis.
+    let s = sweep(&text, &[], &["sweep.grid.\"params.clip\"=[0.1,0.3]"]).unwrap();
+    assert_eq!(s.expand().iter().map(|r| &*r.label).collect::<Vec<_>>(), ["params.clip=0.1", "params.clip=0.3"]);
+    let s = sweep(&text, &[], &["run.\"num_envs\"=32", "'sweep'.seeds=[9]"]).unwrap();
+    assert_eq!((s.expand()[0].run["num_envs"].as_u64(), s.expand()[0].seed), (Some(32), 9), "quoted plain keys");
 }
 
 /// The sweep file of the override-replacement tests: two seeds from 5, a 2 × 2 grid, two cases.
