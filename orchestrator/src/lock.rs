@@ -74,7 +74,7 @@ pub fn acquire(dir: &Path, command: &str) -> Result<RunLock, LockError> {
         return Err(LockError::Busy { dir: dir.to_path_buf(), holder });
     }
     let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let text = format!("pid {}\nhost {}\nsince {since} (unix seconds)\ncommand {command}\n", std::process::id(), hostname());
+    let text = format!("pid {}\nhost {}\nsince {}\ncommand {command}\n", std::process::id(), hostname(), utc_text(since));
     file.set_len(0).and_then(|()| file.rewind()).and_then(|()| file.write_all(text.as_bytes())).map_err(io)?;
     Ok(RunLock { _file: file, path })
 }
@@ -108,6 +108,38 @@ pub fn live_holder(path: &Path) -> Option<Holder> {
     String::from_utf8_lossy(&cmdline).contains("drover").then_some(Holder { pid, this_host: true, description })
 }
 
+/// `2026-11-29 06:40:12 UTC` for unix seconds `secs` (the proleptic Gregorian calendar, by
+/// Howard Hinnant's days-to-civil algorithm): a person reads the lock's start time.
+pub fn utc_text(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC", rem / 3_600, rem % 3_600 / 60, rem % 60)
+}
+
+/// This process's command line as a shell would take it back, as `drover <arguments>`: each
+/// argument that is not plain is single-quoted, so `--set` values and paths with spaces read
+/// as given.
+pub fn command_line() -> String {
+    std::iter::once("drover".into())
+        .chain(std::env::args_os().skip(1))
+        .map(|arg| {
+            let arg = arg.to_string_lossy();
+            let plain = !arg.is_empty() && arg.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c));
+            if plain { arg.into_owned() } else { format!("'{}'", arg.replace('\'', r"'\''")) }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 fn hostname() -> String {
     let mut buf = [0u8; 256];
     // SAFETY: gethostname writes at most `buf.len()` bytes into `buf`.
@@ -121,6 +153,15 @@ fn hostname() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn start_times_read_as_calendar_dates() {
+        assert_eq!(utc_text(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(utc_text(951_782_400), "2000-02-29 00:00:00 UTC", "a leap day of a century leap year");
+        assert_eq!(utc_text(1_795_934_412), "2026-11-29 06:40:12 UTC");
+        assert_eq!(utc_text(4_107_542_399), "2100-02-28 23:59:59 UTC", "2100 is no leap year");
+        assert_eq!(utc_text(4_107_542_400), "2100-03-01 00:00:00 UTC");
+    }
 
     #[test]
     fn second_holder_is_refused_naming_the_first_and_the_lock_is_freed_on_drop() {

@@ -218,7 +218,7 @@ fn run(args: RunArgs) -> anyhow::Result<u8> {
         return Ok(exit_codes::SUCCESS);
     }
     // Held until this function returns: a second `drover run` on these results is refused.
-    let _lock = drover::lock::acquire(plan.results.root(), &format!("drover run {}", opts.sweep_file.display()))?;
+    let _lock = drover::lock::acquire(plan.results.root(), &drover::lock::command_line())?;
     if use_slurm(backend, &plan) {
         slurm_preflight(&plan)?;
         return slurm_run(&plan, job_bin, !no_wait);

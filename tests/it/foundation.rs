@@ -146,7 +146,8 @@ fn second_drover_run_on_the_same_results_is_refused_naming_the_holder() {
     assert!(
         stderr.contains("is in use by another `drover run`")
             && stderr.contains(&format!("pid {}", first.id()))
-            && stderr.contains("command drover run"),
+            && stderr.contains(&format!("command drover run {} --results {}", sweep.display(), results.display()))
+            && stderr.contains(" UTC, command"),
         "{stderr}"
     );
     run_ok(std::process::Command::new("kill").args(["-INT", &first.id().to_string()]));
