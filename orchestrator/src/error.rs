@@ -244,7 +244,7 @@ pub enum RunError {
         dir: PathBuf,
     },
     /// The directory is not a results directory (no `sweep.json`).
-    #[error("`{}` is not a drover results directory (no `sweep.json`): give the directory `drover run` wrote (`--results DIR`, by default `results/<sweep name>`)", dir.display())]
+    #[error("`{}` is not a drover results directory (no `sweep.json`): give the directory `drover run` wrote (`--results DIR`, by default `results/<sweep name>`){}", dir.display(), crate::layout::results_inside_hint(dir))]
     NotResults {
         /// The directory given.
         dir: PathBuf,

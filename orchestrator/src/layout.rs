@@ -246,6 +246,23 @@ fn sync_parent_dir(path: &Path) -> io::Result<()> {
     }
 }
 
+/// For a folder given where a results directory was expected: the results directories right
+/// inside it (`results/` holds one per sweep), as `; it holds the results directories ...`,
+/// or nothing when it holds none.
+pub fn results_inside_hint(dir: &Path) -> String {
+    const SHOWN: usize = 5;
+    let Ok(entries) = std::fs::read_dir(dir) else { return String::new() };
+    let mut inside: Vec<PathBuf> = entries.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.join(SWEEP_JSON).is_file()).collect();
+    if inside.is_empty() {
+        return String::new();
+    }
+    inside.sort();
+    let more = inside.len().saturating_sub(SHOWN);
+    let names: Vec<String> = inside.iter().take(SHOWN).map(|p| format!("`{}`", p.display())).collect();
+    let more = if more > 0 { format!(" and {more} more") } else { String::new() };
+    format!("; it holds the results directories {}{more}", names.join(", "))
+}
+
 /// Now, in unix seconds, as a string.
 pub fn unix_now() -> String {
     std::time::SystemTime::now()

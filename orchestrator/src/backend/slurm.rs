@@ -1514,6 +1514,14 @@ mod tests {
             assert!(err.to_string().contains("is not a drover results directory"), "{err}");
             assert!(cancel(&path, &slurm).is_err_and(|e| matches!(e, RunError::NotResults { .. })));
         }
+        // The parent of results directories (`results/`): the error names the ones inside.
+        for name in ["b", "a"] {
+            std::fs::create_dir_all(tmp.path().join(name)).expect("dir");
+            std::fs::write(tmp.path().join(name).join(SWEEP_JSON), b"{}").expect("manifest");
+        }
+        let err = status(tmp.path(), &slurm).expect_err("a folder of results directories").to_string();
+        let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+        assert!(err.ends_with(&format!("; it holds the results directories `{}`, `{}`", a.display(), b.display())), "{err}");
         std::fs::write(tmp.path().join(SWEEP_JSON), b"{").expect("manifest");
         let err = status(tmp.path(), &slurm).expect_err("garbled manifest").to_string();
         assert!(err.starts_with("unreadable `") && err.contains("sweep.json`: EOF while parsing"), "{err}");
