@@ -8,7 +8,7 @@ use figment::value::{Dict, Map, Value};
 use figment::{Figment, Metadata, Profile, Provider};
 
 use crate::config::file::{PathBases, RunConfig, SweepFile};
-use crate::config::messages::{closest, key_text, plain_kind};
+use crate::config::messages::{closest, from_one, key_text, plain_kind};
 use crate::error::{ConfigError, ConfigErrorKind};
 
 /// One parsed `--set key=value` argument.
@@ -424,7 +424,12 @@ fn convert_figment_error(file: &Path, figment: &Figment, e: figment::Error) -> C
         }
         _ => {}
     }
-    let kind = plain_kind(&e.kind);
+    let mut kind = plain_kind(&e.kind);
+    if let [table, name, ..] = key_path.as_slice() {
+        if table == "run" && crate::config::sweep::AT_LEAST_ONE.contains(&name.as_str()) {
+            kind = from_one(kind);
+        }
+    }
     let key = if key_path.is_empty() { None } else { Some(key_text(&key_path, |top| figment.find_value(top).ok())) };
     // The file is the default origin; name the env var or `--set` argument when it was one of them.
     let origin = e

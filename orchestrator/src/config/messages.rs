@@ -190,6 +190,17 @@ pub(crate) fn plain_expected(expected: &str) -> String {
     }
 }
 
+/// `kind` for a `[run]` key whose least value is 1 (`sweep::AT_LEAST_ONE`): its type's range
+/// starts there too, so a wrong type and a zero are not told two different minimums.
+pub(crate) fn from_one(kind: ConfigErrorKind) -> ConfigErrorKind {
+    let fix = |text: String| text.replace("a whole number from 0 to", "a whole number from 1 to").replace("a whole number, 0 or more", "a whole number, 1 or more");
+    match kind {
+        ConfigErrorKind::WrongType(text) => ConfigErrorKind::WrongType(fix(text)),
+        ConfigErrorKind::InvalidValue(text) => ConfigErrorKind::InvalidValue(fix(text)),
+        other => other,
+    }
+}
+
 /// `u32` → "a whole number from 0 to 4294967295"; the 64-bit types, whose bounds no one types,
 /// get their sign only.
 fn whole_number_range(ty: &str) -> Option<String> {

@@ -17,7 +17,7 @@ use crate::config::file::{
     DEFAULT_PROMPT_LEN, DEFAULT_VOCAB, MAX_DATASET_SIZE, MAX_GEN_BATCHES,
 };
 use crate::config::ids::canonical_json;
-use crate::config::messages::plain_kind;
+use crate::config::messages::{from_one, plain_kind};
 use crate::error::{ConfigError, ConfigErrorKind};
 
 /// The most runs one sweep may expand to; more is almost surely a mistake in the grid.
@@ -370,7 +370,7 @@ fn normalize(axis: &AxisKey, value: &Value, base_run: &Map<String, Value>) -> Re
             run.insert(key.clone(), value.clone());
             // Only the type here: ranges and cross-key rules are checked per combination of axis
             // values (`check_combinations`), since a value may need another axis's value to be valid.
-            let typed = typed_run(&run)?;
+            let typed = typed_run(&run).map_err(|kind| if AT_LEAST_ONE.contains(&key.as_str()) { from_one(kind) } else { kind })?;
             match serde_json::to_value(&typed) {
                 Ok(Value::Object(mut map)) => Ok(map.remove(key).unwrap_or(Value::Null)),
                 _ => Err(ConfigErrorKind::InvalidValue("cannot be represented as JSON".into())),
@@ -509,6 +509,9 @@ pub(crate) fn apply<'a>(
     }
     (run, params)
 }
+
+/// The `[run]` keys whose least value is 1 ([`check_run`] refuses 0).
+pub(crate) const AT_LEAST_ONE: [&str; 7] = ["num_envs", "num_steps", "threads", "ranks", "update_epochs", "num_minibatches", "total_steps"];
 
 /// Range checks of `[run]` values that serde's types cannot express; the error names the key.
 pub(super) fn check_run(run: &RunConfig) -> Result<(), (&'static str, ConfigErrorKind)> {

@@ -52,7 +52,7 @@ fn errors_name_file_key_and_reason() {
             "name = \"t\"\n[run]\nenv = \"E\"\nplugin = \"p\"\nnum_envs = \"eight\"\n",
             &[],
             &[],
-            "failed to load sweep file `configs/x.toml`: key `run.num_envs`: wrong type: found string \"eight\", expected a whole number from 0 to 4294967295",
+            "failed to load sweep file `configs/x.toml`: key `run.num_envs`: wrong type: found string \"eight\", expected a whole number from 1 to 4294967295",
         ),
         (
             "missing required key",
@@ -101,7 +101,7 @@ fn errors_name_file_key_and_reason() {
             "[sweep.grid]\n\"run.num_envs\" = [4, \"x\"]\n",
             &[],
             &[],
-            "key `sweep.grid.run.num_envs`: wrong type: found string \"x\", expected a whole number from 0 to 4294967295",
+            "key `sweep.grid.run.num_envs`: wrong type: found string \"x\", expected a whole number from 1 to 4294967295",
         ),
         (
             "bad range in grid",
@@ -157,7 +157,7 @@ fn errors_name_file_key_and_reason() {
             "",
             &[("DROVER_RUN__NUM_ENVS", "many")],
             &[],
-            "key `run.num_envs` (from environment variable `DROVER_RUN__NUM_ENVS`): wrong type: found string \"many\", expected a whole number from 0 to 4294967295",
+            "key `run.num_envs` (from environment variable `DROVER_RUN__NUM_ENVS`): wrong type: found string \"many\", expected a whole number from 1 to 4294967295",
         ),
         (
             "unknown key from env",
@@ -664,9 +664,9 @@ fn keys_use_brackets_and_messages_use_plain_words() {
         ("nested index", with_run("hidden = [64, \"wide\"]"), &[], &[], "key `run.hidden[1]`: wrong type: found string \"wide\", expected a whole number from 0 to 4294967295\n"),
         ("plugin_path index", format!("plugin_path = [\"/a\", 3]\n{BASE}"), &[], &[], "key `plugin_path[1]`: wrong type: found `3`, expected text\n"),
         // Each type word of the schema.
-        ("u32", with_run("num_envs = 8.5"), &[], &[], "key `run.num_envs`: wrong type: found `8.5`, expected a whole number from 0 to 4294967295\n"),
-        ("u32 below 0", with_run("num_envs = -1"), &[], &[], "key `run.num_envs`: invalid value: found `-1`, expected a whole number from 0 to 4294967295\n"),
-        ("u64", with_run("total_steps = \"lots\""), &[], &[], "key `run.total_steps`: wrong type: found string \"lots\", expected a whole number, 0 or more\n"),
+        ("u32", with_run("num_envs = 8.5"), &[], &[], "key `run.num_envs`: wrong type: found `8.5`, expected a whole number from 1 to 4294967295\n"),
+        ("u32 below 0", with_run("num_envs = -1"), &[], &[], "key `run.num_envs`: invalid value: found `-1`, expected a whole number from 1 to 4294967295\n"),
+        ("u64", with_run("total_steps = \"lots\""), &[], &[], "key `run.total_steps`: wrong type: found string \"lots\", expected a whole number, 1 or more\n"),
         ("usize", format!("max_parallel = \"4\"\n{BASE}"), &[], &[], "key `max_parallel`: wrong type: found string \"4\", expected a whole number, 0 or more\n"),
         ("f64", with_run("lr = \"fast\""), &[], &[], "key `run.lr`: wrong type: found string \"fast\", expected a number\n"),
         ("bool", with_run("anneal_lr = \"yes\""), &[], &[], "key `run.anneal_lr`: wrong type: found string \"yes\", expected true or false\n"),
@@ -677,7 +677,7 @@ fn keys_use_brackets_and_messages_use_plain_words() {
         ("enum", with_run("device = 3"), &[], &[], "key `run.device`: wrong type: found `3`, expected text naming one of its choices\n"),
         ("enum name", with_run("device = \"tpu\""), &[], &[], "key `run.device`: invalid value: `tpu`, expected one of: cpu, cuda, auto\n"),
         // An axis value is checked by another reader (serde_json) and reads the same.
-        ("axis u32", format!("{BASE}[sweep.grid]\n\"run.num_envs\" = [4, 8.5]\n"), &[], &[], "key `sweep.grid.run.num_envs`: wrong type: found `8.5`, expected a whole number from 0 to 4294967295\n"),
+        ("axis u32", format!("{BASE}[sweep.grid]\n\"run.num_envs\" = [4, 8.5]\n"), &[], &[], "key `sweep.grid.run.num_envs`: wrong type: found `8.5`, expected a whole number from 1 to 4294967295\n"),
         ("axis bool", format!("{BASE}[[sweep.cases]]\n\"run.anneal_lr\" = 1\n"), &[], &[], "key `sweep.cases[0].run.anneal_lr`: wrong type: found `1`, expected true or false\n"),
         ("axis list", format!("{BASE}[sweep.grid]\n\"run.hidden\" = [[64, \"x\"]]\n"), &[], &[], "key `sweep.grid.run.hidden`: wrong type: found string \"x\", expected a whole number from 0 to 4294967295\n"),
     ];
@@ -738,4 +738,17 @@ fn relative_paths_are_based_on_where_they_were_written() {
     assert_eq!(shown(&cases_set), ["run.plugin ./mine.so exp/sub", "sweep.cases[0].run.plugin d.so "]);
     // Another key's override leaves the file's plugin where the file put it.
     assert_eq!(shown(&load(file, &grid, &[("DROVER_RUN__LR", "0.1")], &["run.num_envs=4"]))[0], "run.plugin ./mine.so exp/sub");
+}
+
+/// The keys whose type errors say "from 1" are exactly those whose zero is refused.
+#[test]
+fn the_keys_said_to_start_at_one_refuse_zero() {
+    for key in crate::config::sweep::AT_LEAST_ONE {
+        let text = BASE.replace("[params]", &format!("{key} = 0\n[params]"));
+        let err = sweep(&text, &[], &[]).expect_err(key);
+        assert!(err.contains(&format!("key `run.{key}`: invalid value: must be at least 1")), "{key}: {err}");
+        let text = BASE.replace("[params]", &format!("{key} = \"x\"\n[params]"));
+        let err = sweep(&text, &[], &[]).expect_err(key);
+        assert!(err.contains("expected a whole number from 1 to") || err.contains("expected a whole number, 1 or more"), "{key}: {err}");
+    }
 }
