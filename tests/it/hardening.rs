@@ -437,6 +437,33 @@ fn stop_part_way(sweep: &Path, results: &Path, simd: Option<&str>) -> (PathBuf, 
     (run, at)
 }
 
+/// A closed terminal (SIGHUP, the ssh session gone) stops a local sweep as Ctrl-C does: the
+/// running job checkpoints and `drover run` ends as interrupted, where before SIGHUP killed it
+/// outright and the job stopped only through its parent-death signal.
+#[test]
+fn a_hangup_stops_a_local_sweep_cleanly_with_a_checkpoint() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let sweep = resume_sweep(tmp.path());
+    let results = tmp.path().join("r");
+    let mut driver = drover_run(&sweep, &results, None).stderr(std::process::Stdio::piped()).spawn().expect("spawn");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let run = loop {
+        let runs = if results.join("runs").is_dir() { run_dirs(&results) } else { Vec::new() };
+        if let Some(run) = runs.into_iter().next().filter(|r| drover_tests::metrics_rows_so_far(r).len() >= 5) {
+            break run;
+        }
+        assert!(std::time::Instant::now() < deadline, "the run never got going");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    run_ok(std::process::Command::new("kill").args(["-HUP", &driver.id().to_string()]));
+    let out = driver.wait_with_output().expect("wait");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{said}");
+    assert!(said.contains("drover: stopping: no new runs"), "{said}");
+    assert_eq!(read_json(&run.join("exit.json"))["status"], "cancelled");
+    assert!(run.join("checkpoint.json").is_file(), "the job checkpointed on its way out");
+}
+
 /// A local run stopped part-way (Ctrl-C, `drover cancel`) checkpoints, and the next `drover run`
 /// resumes it from that checkpoint instead of starting over: same attempt directory, a new
 /// attempt's logs, and metrics equal row by row to an uninterrupted run's.

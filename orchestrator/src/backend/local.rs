@@ -1,7 +1,7 @@
 //! The local backend: each run is a `drover-job` child process in its own process group.
 //!
 //! One event loop over `Event`s (signals, child exits, timer ticks). Cancellation ladder:
-//! first SIGINT/SIGTERM → stop launching and SIGTERM every running job's process group;
+//! first SIGINT/SIGTERM/SIGHUP → stop launching and SIGTERM every running job's process group;
 //! after `grace` (or on a second signal) → SIGKILL. Runs that finished are never touched.
 //!
 //! A job that dies without writing `exit.json` (killed by a signal: the OOM killer's SIGKILL, a
@@ -29,7 +29,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use crate::backend::gpus::{GpuLease, GpuPool};
@@ -54,13 +54,15 @@ pub struct LocalBackend {
 impl LocalBackend {
     /// A backend that runs `job_bin`; `progress` shows an indicatif bar on stderr.
     ///
-    /// Installs the SIGINT/SIGTERM handlers now, so a Ctrl-C during preparation is not lost
-    /// (and does not kill the process before the runs it already launched are handled).
+    /// Installs the SIGINT/SIGTERM/SIGHUP handlers now, so a Ctrl-C during preparation is not
+    /// lost (and does not kill the process before the runs it already launched are handled).
+    /// SIGHUP (the terminal or ssh session closed) stops the sweep as Ctrl-C does, so its jobs
+    /// checkpoint and the next `drover run` resumes them.
     pub fn new(job_bin: PathBuf, max_parallel: usize, progress: bool) -> Result<Self, RunError> {
         if !job_bin.is_file() {
             return Err(RunError::JobBinaryMissing { path: job_bin });
         }
-        let signals = Signals::new([SIGINT, SIGTERM]).map_err(RunError::Signals)?;
+        let signals = Signals::new([SIGINT, SIGTERM, SIGHUP]).map_err(RunError::Signals)?;
         Ok(LocalBackend {
             job_bin,
             max_parallel: max_parallel.max(1),
