@@ -120,7 +120,9 @@ pub fn run_if_requested() -> Option<u8> {
     if args.next().as_deref() != Some(std::ffi::OsStr::new("bench")) {
         return None;
     }
-    let argv = std::iter::once(OsString::from("drover-job bench")).chain(args);
+    // `drover bench` runs this and says which name the user typed, for usage and errors.
+    let name = std::env::var("DROVER_BENCH_AS").unwrap_or_else(|_| "drover-job bench".into());
+    let argv = std::iter::once(OsString::from(&name)).chain(args);
     let cli = match BenchCli::try_parse_from(argv) {
         Ok(cli) => cli,
         Err(e) => {
@@ -137,7 +139,7 @@ pub fn run_if_requested() -> Option<u8> {
         Ok(()) => Some(exit_codes::COMPLETED),
         Err(BenchError::Io(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => Some(exit_codes::COMPLETED),
         Err(e) => {
-            eprintln!("drover-job bench rollout: {e}");
+            eprintln!("{name} rollout: {e}");
             Some(exit_codes::FAILED)
         }
     }

@@ -99,7 +99,8 @@ enum Command {
     /// intervals; writes `tables/` (CSV, Parquet, Markdown) and `plots/` (PNG, SVG).
     Analyze(AnalyzeArgs),
     /// Kernel throughput on this machine: `drover bench rollout [--device cpu|cuda]
-    /// [--envs 1024,4096,...] [--threads N] [--json]` (runs `drover-job bench`, which links the kernels).
+    /// [--simd L] [--envs 1024,4096,...] [--threads N] [--json]`, `drover bench allreduce`
+    /// (runs `drover-job bench`, which links the kernels).
     Bench {
         /// Arguments passed to `drover-job bench` (`rollout --help` lists them).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "ARGS")]
@@ -342,6 +343,7 @@ fn bench_cmd(args: Vec<std::ffi::OsString>) -> anyhow::Result<u8> {
     let job_bin = LocalBackend::default_job_bin(std::env::var_os("DROVER_JOB_BIN").map(PathBuf::from), exe_dir().as_deref());
     let status = std::process::Command::new(&job_bin)
         .arg("bench")
+        .env("DROVER_BENCH_AS", "drover bench")
         .args(&args)
         .status()
         .with_context(|| format!("cannot start `{}` (set DROVER_JOB_BIN or build drover-job)", job_bin.display()))?;

@@ -156,3 +156,13 @@ fn second_drover_run_on_the_same_results_is_refused_naming_the_holder() {
     // Free again: a short variant of the sweep (new run ids) completes in the same directory.
     run_ok(drover().arg("run").arg(&sweep).args(["--set", "run.total_steps=1024", "--results"]).arg(&results));
 }
+
+/// `drover bench` hands its arguments to `drover-job bench`; a mistake there is told in the
+/// words the user typed (`drover bench`), not the runtime's.
+#[test]
+fn drover_bench_usage_errors_name_drover_bench() {
+    let out = drover().args(["bench", "rollout", "--no-such-flag"]).output().expect("spawn");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{said}");
+    assert!(said.contains("Usage: drover bench rollout") && !said.contains("drover-job"), "{said}");
+}
