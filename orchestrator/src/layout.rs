@@ -122,6 +122,10 @@ pub struct SweepManifest {
     pub runs: Vec<String>,
     /// Unix seconds, as a string (like `exit.json`'s `finished_at`).
     pub created_at: String,
+    /// The `DROVER_*` variables and `--set` arguments that changed the sweep file's values, as
+    /// typed (absent when none; older manifests have none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub overrides: Vec<String>,
 }
 
 impl SweepManifest {
@@ -290,6 +294,7 @@ mod tests {
             source: "s.toml".into(),
             runs: vec!["0123456789abcdef".into(), "44136fa355b3678a".into()],
             created_at: "0".into(),
+            overrides: Vec::new(),
         };
         let ids = manifest.run_ids().expect("valid ids");
         assert_eq!(ids.iter().map(RunId::as_str).collect::<Vec<_>>(), manifest.runs);

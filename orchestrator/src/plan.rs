@@ -46,6 +46,9 @@ pub struct Plan {
     pub results: ResultsDir,
     /// Runs at once (local backend).
     pub max_parallel: NonZeroUsize,
+    /// The `DROVER_*` variables and `--set` arguments applied over the file, as typed
+    /// (`sweep.json` records them).
+    pub overrides: Vec<String>,
     /// What the plan could do but the user may not mean, one line each (`drover run` prints
     /// them as warnings).
     pub warnings: Vec<String>,
@@ -133,7 +136,8 @@ pub fn plan(opts: &PlanOptions) -> Result<Plan, ConfigError> {
         .or(sweep.max_parallel)
         .or_else(|| std::thread::available_parallelism().ok())
         .unwrap_or(NonZeroUsize::MIN);
-    Ok(Plan { sweep, source_text, runs, plugins, results: ResultsDir::new(results), max_parallel, warnings })
+    let overrides = config::override_list(&opts.env, &sets);
+    Ok(Plan { sweep, source_text, runs, plugins, results: ResultsDir::new(results), max_parallel, overrides, warnings })
 }
 
 /// A plugin named (not a path) that was found past the sweep's own `plugin_path` while one of

@@ -175,6 +175,7 @@ pub(crate) fn write_sweep_files(plan: &Plan, root: &Path) -> Result<(), RunError
         source: plan.sweep.source.clone(),
         runs: plan.runs.iter().map(|r| r.run_id.to_string()).collect(),
         created_at: layout::unix_now(),
+        overrides: plan.overrides.clone(),
     };
     let manifest_path = root.join(SWEEP_JSON);
     layout::write_atomic(&manifest_path, &to_json(&manifest, &manifest_path)?).map_err(io_err("write", &manifest_path))

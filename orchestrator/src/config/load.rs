@@ -335,6 +335,15 @@ impl Provider for EnvSnapshot {
 
 /// The `DROVER_*` variables of `env` that configure the sweep: (key path, name, value). The
 /// others (`DROVER_PLUGIN_PATH`, `DROVER_JOB_BIN`, ...) belong to the runtime.
+/// The overrides of a sweep in the order they apply (`DROVER_*` sweep variables, then each
+/// `--set`), written as a user would type them: what `sweep.json` records beside the file's
+/// own text, since the results depend on both.
+pub fn override_list(env: &[(String, String)], sets: &[SetArg]) -> Vec<String> {
+    let mut vars: Vec<String> = env_entries(env).map(|(_, name, value)| format!("{name}={value}")).collect();
+    vars.sort();
+    vars.into_iter().chain(sets.iter().map(|s| format!("--set {}", s.raw))).collect()
+}
+
 fn env_entries(env: &[(String, String)]) -> impl Iterator<Item = (Vec<String>, &str, &str)> {
     env.iter().filter_map(|(name, value)| {
         let key = name.strip_prefix("DROVER_")?.to_ascii_lowercase();

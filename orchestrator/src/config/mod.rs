@@ -116,7 +116,7 @@ mod tests;
 pub use expand::RunSpec;
 pub use file::{Device, EnvKind, PathBases, ReferencePolicy, RunConfig, SeedsFile, SweepAxesFile, SweepFile};
 pub use ids::{canonical_json, ConfigId, RunId};
-pub use load::{load, load_str, override_origin, parse_set, SetArg};
+pub use load::{load, load_str, override_list, override_origin, parse_set, SetArg};
 pub use plugin::PluginSearch;
 pub use sweep::{AxisKey, PluginRef, Sweep, MAX_RUNS};
 pub(crate) use messages::{closest, suggest_key};

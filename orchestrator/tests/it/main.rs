@@ -211,3 +211,20 @@ fn config_errors_exit_3_and_dry_run_lists_runs() {
     assert!(listing.lines().skip(1).all(|l| l.contains(" new ")), "{listing}");
     assert_eq!(fx.launches(), 0);
 }
+
+/// `sweep.json` records the overrides applied over the file (`sweep.toml` is the file as
+/// written), so the results say what produced them; a run with none records none.
+#[test]
+fn the_manifest_records_the_overrides_of_the_run() {
+    let fx = Fixture::new("[1]");
+    let out = fx.command(&["--set", "run.lr=0.001", "--set", "params.clip=0.25"]).env("DROVER_RUN__NUM_ENVS", "16").output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fx.results().join("sweep.json")).unwrap()).unwrap();
+    assert_eq!(manifest["overrides"], serde_json::json!(["DROVER_RUN__NUM_ENVS=16", "--set run.lr=0.001", "--set params.clip=0.25"]));
+    let out = fx.command(&["--set", "run.lr=0.001"]).env_remove("DROVER_RUN__NUM_ENVS").output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = fx.command(&[]).env_remove("DROVER_RUN__NUM_ENVS").output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fx.results().join("sweep.json")).unwrap()).unwrap();
+    assert!(manifest.get("overrides").is_none(), "no overrides, no key: {manifest}");
+}
