@@ -182,33 +182,78 @@ impl Checkpoint {
 
 /// A metrics row as JSON with every float as a `"0x<bits>"` string: serde_json's default float
 /// parser may be off by one ulp, which would make a resumed run's metrics differ in the last digit.
+/// Written from the row's own fields, never through `serde_json::to_value` (which turns a NaN or
+/// an infinity into `null` first), so every f64 bit pattern survives: a plugin's NaN metric
+/// (the std of an empty selection) resumes as the same NaN. `None` is `null`, integers are numbers.
 fn encode_row(row: &MetricsRow) -> Result<serde_json::Map<String, Value>, String> {
-    let Value::Object(map) = serde_json::to_value(row).map_err(|e| e.to_string())? else {
-        return Err("a metrics row is not a JSON object".into());
-    };
-    Ok(map
-        .into_iter()
-        .map(|(k, v)| match v.as_f64().filter(|_| v.is_f64()) {
-            Some(f) => (k, Value::String(format!("0x{:016x}", f.to_bits()))),
-            None => (k, v),
-        })
-        .collect())
+    let float = |x: f64| Value::String(format!("0x{:016x}", x.to_bits()));
+    let optional = |x: Option<f64>| x.map_or(Value::Null, float);
+    let mut map: serde_json::Map<String, Value> =
+        row.extra.iter().map(|(k, &v)| (k.clone(), float(v))).collect();
+    let fixed = [
+        ("iteration", Value::from(row.iteration)),
+        ("global_step", Value::from(row.global_step)),
+        ("episodic_return_mean", optional(row.episodic_return_mean)),
+        ("episodes", Value::from(row.episodes)),
+        ("policy_loss", optional(row.policy_loss)),
+        ("value_loss", optional(row.value_loss)),
+        ("entropy", optional(row.entropy)),
+        ("approx_kl", optional(row.approx_kl)),
+        ("clip_frac", optional(row.clip_frac)),
+        ("lr", float(row.lr)),
+        ("steps_per_sec", float(row.steps_per_sec)),
+        ("wall_time_s", float(row.wall_time_s)),
+    ];
+    for (name, value) in fixed {
+        if map.insert(name.to_owned(), value).is_some() {
+            return Err(format!("a plugin metric is named `{name}`, like the host's own column"));
+        }
+    }
+    Ok(map)
 }
 
+/// The inverse of [`encode_row`]. A `null` plugin metric (what drover-job wrote for a
+/// non-finite one before [`encode_row`] kept the bits) reads as NaN, so such a checkpoint
+/// still resumes.
 fn decode_row(map: &serde_json::Map<String, Value>) -> Result<MetricsRow, String> {
-    let mut out = serde_json::Map::new();
-    for (k, v) in map {
-        let v = match v {
-            Value::String(s) => {
-                let bits = s.strip_prefix("0x").and_then(|h| u64::from_str_radix(h, 16).ok());
-                let f = bits.map(f64::from_bits).ok_or_else(|| format!("`{k}`: bad float `{s}`"))?;
-                serde_json::Number::from_f64(f).map(Value::Number).unwrap_or(Value::Null)
-            }
-            other => other.clone(),
-        };
-        out.insert(k.clone(), v);
-    }
-    serde_json::from_value(Value::Object(out)).map_err(|e| e.to_string())
+    let optional = |k: &str| -> Result<Option<f64>, String> {
+        match map.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => s
+                .strip_prefix("0x")
+                .and_then(|h| u64::from_str_radix(h, 16).ok())
+                .map(|b| Some(f64::from_bits(b)))
+                .ok_or_else(|| format!("`{k}`: bad float `{s}`")),
+            Some(Value::Number(n)) => Ok(n.as_f64()),
+            Some(other) => Err(format!("`{k}`: expected a float, got {other}")),
+        }
+    };
+    let float = |k: &str| optional(k)?.ok_or_else(|| format!("`{k}`: missing"));
+    let int = |k: &str| map.get(k).and_then(Value::as_i64).ok_or_else(|| format!("`{k}`: expected an integer"));
+    const FIXED: [&str; 12] = [
+        "iteration", "global_step", "episodic_return_mean", "episodes", "policy_loss", "value_loss",
+        "entropy", "approx_kl", "clip_frac", "lr", "steps_per_sec", "wall_time_s",
+    ];
+    let extra = map
+        .keys()
+        .filter(|k| !FIXED.contains(&k.as_str()))
+        .map(|k| Ok((k.clone(), optional(k)?.unwrap_or(f64::NAN))))
+        .collect::<Result<_, String>>()?;
+    Ok(MetricsRow {
+        iteration: int("iteration")?,
+        global_step: int("global_step")?,
+        episodic_return_mean: optional("episodic_return_mean")?,
+        episodes: int("episodes")?,
+        policy_loss: optional("policy_loss")?,
+        value_loss: optional("value_loss")?,
+        entropy: optional("entropy")?,
+        approx_kl: optional("approx_kl")?,
+        clip_frac: optional("clip_frac")?,
+        lr: float("lr")?,
+        steps_per_sec: float("steps_per_sec")?,
+        wall_time_s: float("wall_time_s")?,
+        extra,
+    })
 }
 
 /// [`EngineState`] on disk: every `f32` as `f32::to_bits`, so the round trip is exact.
@@ -615,6 +660,48 @@ mod tests {
         assert_eq!(back.lr.to_bits(), row.lr.to_bits());
         assert_eq!(back.iteration, 4);
         assert_eq!(back.policy_loss, None);
+    }
+
+    /// Review finding 2: a plugin's NaN metric was written as `null` and the resume then
+    /// failed ("invalid type: null, expected f64"), so every later requeue of the run failed.
+    #[test]
+    fn every_f64_bit_pattern_of_a_metrics_row_survives_a_checkpoint() {
+        let odd = [f64::NAN, -f64::NAN, f64::from_bits(0x7ff0_0000_dead_beef), f64::INFINITY, f64::NEG_INFINITY, -0.0, 5e-324];
+        let row = MetricsRow {
+            iteration: 3,
+            global_step: 96,
+            episodic_return_mean: Some(f64::NAN),
+            episodes: 0,
+            policy_loss: Some(f64::INFINITY),
+            value_loss: None,
+            entropy: Some(-0.0),
+            approx_kl: Some(f64::from_bits(0x7ff8_0000_0000_0001)),
+            clip_frac: None,
+            lr: f64::NAN,
+            steps_per_sec: f64::INFINITY,
+            wall_time_s: 5e-324,
+            extra: odd.iter().enumerate().map(|(i, &x)| (format!("m{i}"), x)).collect(),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let state = RunState { compute: "cpu/scalar".into(), ..RunState::default() };
+        take(dir.path(), "a", 1, &EngineState::default(), state, std::slice::from_ref(&row), 1.0).unwrap();
+        let back = load(dir.path(), "a").unwrap().unwrap().metrics_rows().unwrap().remove(0);
+        let opt_bits = |x: Option<f64>| x.map(f64::to_bits);
+        let fixed = |r: &MetricsRow| {
+            [r.episodic_return_mean, r.policy_loss, r.value_loss, r.entropy, r.approx_kl, r.clip_frac]
+                .map(opt_bits)
+                .into_iter()
+                .chain([r.lr, r.steps_per_sec, r.wall_time_s].map(|x| Some(x.to_bits())))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(fixed(&back), fixed(&row));
+        let extra_bits = |r: &MetricsRow| r.extra.iter().map(|(k, v)| (k.clone(), v.to_bits())).collect::<Vec<_>>();
+        assert_eq!(extra_bits(&back), extra_bits(&row));
+        assert_eq!((back.iteration, back.global_step, back.episodes), (3, 96, 0));
+        // A checkpoint written before this fix holds `null` for the NaN metric: it resumes.
+        let mut old = encode_row(&row).unwrap();
+        old.insert("m0".into(), Value::Null);
+        assert!(decode_row(&old).unwrap().extra["m0"].is_nan());
     }
 
     #[test]
