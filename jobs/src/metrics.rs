@@ -13,6 +13,8 @@ use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::types::Type;
 use serde::{Deserialize, Serialize};
 
+use drover_plugin_api::host_metrics;
+
 use crate::JobError;
 
 /// One training iteration's metrics (columns documented in docs/design/results-layout.md).
@@ -49,7 +51,7 @@ pub struct MetricsRow {
 
 /// Names of the fixed optional columns, in file order.
 const OPTIONAL_FIXED: [&str; 6] =
-    ["episodic_return_mean", "policy_loss", "value_loss", "entropy", "approx_kl", "clip_frac"];
+    [host_metrics::EPISODIC_RETURN_MEAN, "policy_loss", "value_loss", "entropy", "approx_kl", "clip_frac"];
 
 /// Appends rows to `metrics.jsonl` and keeps them for the final Parquet file.
 pub struct MetricsLog {
@@ -107,14 +109,14 @@ fn write_parquet(rows: &[MetricsRow], path: &Path) -> Result<(), String> {
             .map_err(|e| e.to_string())
     };
     let mut fields = vec![
-        col("iteration", Physical::INT64, Repetition::REQUIRED)?,
-        col("global_step", Physical::INT64, Repetition::REQUIRED)?,
-        col("episodes", Physical::INT64, Repetition::REQUIRED)?,
+        col(host_metrics::ITERATION, Physical::INT64, Repetition::REQUIRED)?,
+        col(host_metrics::GLOBAL_STEP, Physical::INT64, Repetition::REQUIRED)?,
+        col(host_metrics::EPISODES, Physical::INT64, Repetition::REQUIRED)?,
     ];
     for name in OPTIONAL_FIXED {
         fields.push(col(name, Physical::DOUBLE, Repetition::OPTIONAL)?);
     }
-    for name in ["lr", "steps_per_sec", "wall_time_s"] {
+    for name in [host_metrics::LR, host_metrics::STEPS_PER_SEC, host_metrics::WALL_TIME_S] {
         fields.push(col(name, Physical::DOUBLE, Repetition::REQUIRED)?);
     }
     for name in &extra_names {
@@ -199,6 +201,21 @@ mod tests {
             steps_per_sec: 1e6,
             wall_time_s: i as f64,
             extra: BTreeMap::from([("grad_norm".to_string(), 0.5 * i as f64)]),
+        }
+    }
+
+    /// The columns of a row that no plugin fills are the names the plugin API reserves (the
+    /// trainer's further host columns are written under `host_metrics` constants too).
+    #[test]
+    fn the_rows_host_columns_are_reserved_for_the_host() {
+        let mut r = row(1, Some(1.0));
+        r.extra.clear();
+        let serde_json::Value::Object(columns) = serde_json::to_value(&r).unwrap() else { panic!("an object") };
+        let plugin_own = ["policy_loss", "value_loss", "entropy", "approx_kl", "clip_frac"];
+        let host: Vec<&str> = columns.keys().map(String::as_str).filter(|k| !plugin_own.contains(k)).collect();
+        assert_eq!(host.len(), 7, "{host:?}");
+        for name in host {
+            assert!(host_metrics::RESERVED.contains(&name), "`{name}` is not in host_metrics::RESERVED");
         }
     }
 

@@ -25,7 +25,7 @@ use drover_plugin_host::{
     AlgorithmHandle, LossBatch, Metric, MinibatchContext, Plugin, PluginState, RolloutBatch,
 };
 
-use drover_plugin_api::metadata as meta;
+use drover_plugin_api::{host_metrics, metadata as meta};
 
 use crate::comm::{self, Communicator};
 use crate::sampling::{self, GroupSpec, PromptSchedule};
@@ -286,6 +286,19 @@ pub fn run(
             .iter()
             .filter(|(k, _)| !FIXED_METRICS.contains(&k.as_str()))
             .map(|(k, v)| (k.clone(), *v)));
+        // The loss stage's fixed columns come from `stats`; the same name from `on_iteration`
+        // would be a second column of that name (host columns are refused by the handle).
+        if let Some(m) = control.metrics.iter().find(|m| FIXED_METRICS.contains(&m.name.as_str())) {
+            return Err(JobError::PluginRequest {
+                plugin: info.name.clone(),
+                reason: format!(
+                    "on_iteration returned metric `{}`, the name of a column the advantage and loss \
+                     stages fill ({}); report it from those stages, or rename it",
+                    m.name,
+                    FIXED_METRICS.join(", ")
+                ),
+            });
+        }
         extra.extend(control.metrics.iter().map(|m| (m.name.clone(), m.value)));
         let row = MetricsRow {
             iteration: iteration as i64,
@@ -683,8 +696,8 @@ impl<'c> Trainer<'c> {
         };
         let rep = &self.report;
         vec![
-            ("accuracy".into(), accuracy),
-            ("token_entropy".into(), rep.entropy_sum / rep.entropy_tokens.max(1) as f64),
+            (host_metrics::ACCURACY.into(), accuracy),
+            (host_metrics::TOKEN_ENTROPY.into(), rep.entropy_sum / rep.entropy_tokens.max(1) as f64),
         ]
     }
 
@@ -918,14 +931,14 @@ impl<'c> Trainer<'c> {
         let mut epochs = self.epochs;
         if self.group_size.is_some() {
             let rep = &self.report;
-            sums.insert("kept_group_frac".into(), (rep.kept as f64 / rep.groups.max(1) as f64, 1));
+            sums.insert(host_metrics::KEPT_GROUP_FRAC.into(), (rep.kept as f64 / rep.groups.max(1) as f64, 1));
             if self.schedule.is_some() {
-                sums.insert("group_size_min".into(), (rep.group_range.0 as f64, 1));
-                sums.insert("group_size_max".into(), (rep.group_range.1 as f64, 1));
+                sums.insert(host_metrics::GROUP_SIZE_MIN.into(), (rep.group_range.0 as f64, 1));
+                sums.insert(host_metrics::GROUP_SIZE_MAX.into(), (rep.group_range.1 as f64, 1));
             }
             if self.max_gen_batches > 1 {
-                sums.insert("gen_batches".into(), (rep.batches as f64, 1));
-                sums.insert("batch_fill".into(), (rep.accepted_rows as f64 / self.num_envs as f64, 1));
+                sums.insert(host_metrics::GEN_BATCHES.into(), (rep.batches as f64, 1));
+                sums.insert(host_metrics::BATCH_FILL.into(), (rep.accepted_rows as f64 / self.num_envs as f64, 1));
             }
             // Every group filtered out: nothing to learn from this rollout.
             if rep.accepted_rows == 0 {
@@ -1087,7 +1100,7 @@ impl<'c> Trainer<'c> {
             engine.reduce_grads(&mut |grads: &mut [f32]| comm.all_reduce_sum_f32(grads))?;
         }
         let grad_norm = engine.apply_grads(lr, self.max_grad_norm)?;
-        metrics.push(Metric::new("grad_norm", f64::from(grad_norm)));
+        metrics.push(Metric::new(host_metrics::GRAD_NORM, f64::from(grad_norm)));
         Ok(metrics)
     }
 

@@ -210,7 +210,7 @@ fn a_panicking_or_nan_plugin_fails_its_run_naming_plugin_call_and_reason_and_the
         &format!(
             "name = \"faulty\"\n[run]\nenv = \"CartPole-v1\"\nplugin = \"{}\"\nnum_envs = 4\nnum_steps = 32\n\
              total_steps = 256\nnum_minibatches = 2\nupdate_epochs = 1\n[sweep.grid]\n\
-             \"params.fail\" = [\"none\", \"panic_in_loss\", \"nan_in_loss\"]\n",
+             \"params.fail\" = [\"none\", \"panic_in_loss\", \"nan_in_loss\", \"host_metric_in_loss\"]\n",
             plugin.display()
         ),
     );
@@ -225,7 +225,7 @@ fn a_panicking_or_nan_plugin_fails_its_run_naming_plugin_call_and_reason_and_the
         reasons.insert(mode, (exit["status"].as_str().unwrap_or("").to_string(), exit["reason"].as_str().unwrap_or("").to_string()));
     }
     assert_eq!(reasons["none"].0, "completed", "the healthy run finishes: {reasons:?}");
-    assert!(results.join("runs").read_dir().expect("runs").count() == 3);
+    assert!(results.join("runs").read_dir().expect("runs").count() == 4);
     assert_eq!(reasons["panic_in_loss"].0, "failed");
     assert!(
         reasons["panic_in_loss"].1.contains("plugin `faulty` 0.1.0: call `loss`: panic: faulty plugin: deliberate panic in loss"),
@@ -238,8 +238,18 @@ fn a_panicking_or_nan_plugin_fails_its_run_naming_plugin_call_and_reason_and_the
         reasons["nan_in_loss"].1.contains("plugin `faulty` 0.1.0: call `loss`: output `loss` is not finite at index 1 (value NaN)"),
         "{reasons:?}"
     );
+    // Review finding 1: a metric named like a host column used to complete with a duplicate
+    // `lr` column that analyze could not read.
+    assert_eq!(reasons["host_metric_in_loss"].0, "failed");
+    assert!(
+        reasons["host_metric_in_loss"].1.contains(
+            "plugin `faulty` 0.1.0: call `loss`: metric `lr` has the name of a column the host writes itself; \
+             rename it (reserved: iteration, global_step,"
+        ),
+        "{reasons:?}"
+    );
     let err = stderr_of(&out);
-    assert!(err.contains("1 completed") && err.contains("2 failed"), "{err}");
+    assert!(err.contains("1 completed") && err.contains("3 failed"), "{err}");
 }
 
 #[test]

@@ -16,6 +16,7 @@ mod algorithm;
 mod authoring;
 mod error;
 pub mod ext;
+pub mod host_metrics;
 pub mod metadata;
 pub mod llm;
 mod params;

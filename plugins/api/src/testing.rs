@@ -945,8 +945,8 @@ fn first_non_finite(named: &[(&str, &[f32])]) -> Result<(), String> {
 
 fn check_metrics(call: &str, metrics: &[Metric]) -> Result<(), String> {
     for m in metrics {
-        if m.name.is_empty() {
-            return Err(format!("`{call}` returned a metric with an empty name"));
+        if let Some(problem) = crate::host_metrics::name_problem(&m.name) {
+            return Err(format!("`{call}` returned a bad metric: {problem}"));
         }
         if !m.value.is_finite() {
             return Err(format!(
@@ -972,7 +972,9 @@ fn advantages_of<S: Subject + ?Sized>(
 /// Runs every check on instances made by `make(seed)`:
 ///
 /// - `advantages_finite`: `compute_advantages` succeeds on a synthetic rollout (terminations,
-///   truncations, trailing padding), writes only finite values and finite, named metrics;
+///   truncations, trailing padding), writes only finite values, and returns finite metrics
+///   whose names are not empty, not `input.*` and not one of the host's own columns
+///   ([`host_metrics::RESERVED`](crate::host_metrics::RESERVED));
 /// - `advantages_deterministic`: two instances with the same seed give identical outputs;
 /// - `advantages_padding_invariant`: more trailing padding (full of garbage) changes no
 ///   valid position's advantage or return;
@@ -1835,6 +1837,45 @@ mod tests {
         let detail = text_of(&report, "loss_finite");
         let at = format!("(at {}:{PANIC_LINE}:", file!());
         assert!(detail.contains("panic: index out of bounds") && detail.contains(&at), "`{at}` in: {report}");
+    }
+
+    /// `Square` reporting one metric, named by its param `metric`, from both stages.
+    struct Named(Square, String);
+
+    impl AlgorithmImpl for Named {
+        fn info() -> PluginInfo {
+            PluginInfo::new("named", "0.0.0", "test").param(ParamSpec::string("metric", "mine", "its name"))
+        }
+        fn new(p: &Params, _: u64) -> Result<Self, PluginError> {
+            Ok(Self(Square { factor: 2.0 }, p.str("metric")?.to_owned()))
+        }
+        fn compute_advantages(&mut self, b: &Rollout<'_>, adv: &mut [f32], ret: &mut [f32]) -> Result<Vec<Metric>, PluginError> {
+            AlgorithmImpl::compute_advantages(&mut self.0, b, adv, ret)?;
+            Ok(vec![Metric::new(&self.1, 1.0)])
+        }
+        fn loss(&mut self, mb: &Minibatch<'_>, out: &mut LossOutputs<'_>) -> Result<Vec<Metric>, PluginError> {
+            AlgorithmImpl::loss(&mut self.0, mb, out)?;
+            Ok(vec![Metric::new(&self.1, 1.0)])
+        }
+    }
+
+    /// Review finding 1: a metric named like a host column duplicated or overwrote it, and the
+    /// harness passed.
+    #[test]
+    fn a_metric_named_like_a_host_column_fails_the_harness() {
+        check_algorithm::<Named>("{}").assert_passed();
+        for name in ["lr", "iteration", "grad_norm", "episodic_return_mean", "accuracy", "input.budget", ""] {
+            let report = check_algorithm::<Named>(&format!(r#"{{"metric": "{name}"}}"#));
+            let failed: Vec<&str> = report.failures().map(|c| c.name).collect();
+            assert_eq!(failed[..2], ["advantages_finite", "advantages_deterministic"], "{name}: {report}");
+            assert!(failed.contains(&"loss_finite"), "{name}: {report}");
+            let text = text_of(&report, "advantages_finite");
+            assert!(text.contains("`compute_advantages` returned a bad metric"), "{text}");
+            if crate::host_metrics::RESERVED.contains(&name) {
+                assert!(text.contains(&format!("metric `{name}` has the name of a column the host writes itself")), "{text}");
+                assert!(text.contains("reserved: iteration, global_step, episodes"), "{text}");
+            }
+        }
     }
 
     #[test]

@@ -27,7 +27,7 @@ fn to_plugin_error(e: CallError) -> PluginError {
             return *p;
         }
         CallErrorKind::NonFinite { .. } => PluginErrorKind::Numerical,
-        CallErrorKind::InvalidBatch(_) => PluginErrorKind::InvalidInput,
+        CallErrorKind::InvalidBatch(_) | CallErrorKind::BadMetric(_) => PluginErrorKind::InvalidInput,
         CallErrorKind::MalformedJson(_) => PluginErrorKind::Internal,
     };
     PluginError::new(kind, message)

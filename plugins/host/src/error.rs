@@ -137,6 +137,10 @@ pub enum CallErrorKind {
         /// The value found.
         value: f32,
     },
+    /// The plugin returned a metric the host cannot log: named like a column the host writes
+    /// itself (`drover_plugin_api::host_metrics::RESERVED`), empty, or `input.*`.
+    #[error("{0}")]
+    BadMetric(String),
     /// The host passed inconsistent buffers (a bug in the caller, caught before the call).
     #[error("invalid batch: {0}")]
     InvalidBatch(String),

@@ -1,5 +1,6 @@
 //! `AlgorithmHandle`: one plugin algorithm instance, called with host-side batches; every
-//! result is checked for plugin errors and non-finite outputs.
+//! result is checked for plugin errors, non-finite outputs and metrics named like the host's
+//! own columns.
 
 use abi_stable::{sabi_trait::TD_Opaque, std_types::RResult};
 use drover_plugin_api::{
@@ -71,12 +72,17 @@ fn to_abi_metrics(metrics: &[Metric]) -> RVec<drover_plugin_api::Metric> {
         .collect()
 }
 
-fn from_abi_metrics(metrics: RVec<drover_plugin_api::Metric>) -> Vec<Metric> {
+/// The plugin's metrics, refused when one is named like a column the host writes itself (it
+/// would duplicate or silently overwrite that column), is empty, or is `input.*`.
+fn from_abi_metrics(metrics: RVec<drover_plugin_api::Metric>) -> Result<Vec<Metric>, CallErrorKind> {
     metrics
         .into_iter()
-        .map(|m| Metric {
-            name: m.name.into_string(),
-            value: m.value,
+        .map(|m| match drover_plugin_api::host_metrics::name_problem(m.name.as_str()) {
+            Some(problem) => Err(CallErrorKind::BadMetric(problem)),
+            None => Ok(Metric {
+                name: m.name.into_string(),
+                value: m.value,
+            }),
         })
         .collect()
 }
@@ -170,7 +176,8 @@ impl AlgorithmHandle {
     /// Advantage stage: fills `advantages` and `returns` (each `B·T`) from `batch`.
     ///
     /// # Errors
-    /// Invalid batch, a plugin error or panic, or a non-finite output (first bad index named).
+    /// Invalid batch, a plugin error or panic, a non-finite output (first bad index named), or
+    /// a metric the host cannot log (`CallErrorKind::BadMetric`).
     pub fn compute_advantages(
         &mut self,
         batch: &RolloutBatch<'_>,
@@ -200,7 +207,7 @@ impl AlgorithmHandle {
             first_non_finite("advantages", advantages)
                 .and_then(|()| first_non_finite("returns", returns)),
         )?;
-        Ok(from_abi_metrics(metrics))
+        self.wrap(CALL, from_abi_metrics(metrics))
     }
 
     /// Loss stage: per-token loss and the derivatives of `Σ loss` w.r.t. each token's new
@@ -208,7 +215,8 @@ impl AlgorithmHandle {
     /// `mb.context` is sent to the plugin first when it takes one (interface 1.3).
     ///
     /// # Errors
-    /// Invalid batch, a plugin error or panic, or a non-finite output (first bad index named).
+    /// Invalid batch, a plugin error or panic, a non-finite output (first bad index named), or
+    /// a metric the host cannot log (`CallErrorKind::BadMetric`).
     pub fn loss(
         &mut self,
         mb: &LossBatch<'_>,
@@ -247,7 +255,7 @@ impl AlgorithmHandle {
             .and_then(|()| first_non_finite("d_value", d_value))
             .and_then(|()| first_non_finite("d_entropy", d_entropy));
         self.wrap(CALL, finite)?;
-        Ok(from_abi_metrics(metrics))
+        self.wrap(CALL, from_abi_metrics(metrics))
     }
 
     /// Sequence-level loss (interface 1.1 extension, from [`Plugin::sequence_loss`](crate::Plugin::sequence_loss)
@@ -259,7 +267,7 @@ impl AlgorithmHandle {
     ///
     /// # Errors
     /// Invalid batch or output lengths, a plugin error or panic (an instance of another plugin
-    /// is refused by the plugin), or a non-finite output.
+    /// is refused by the plugin), a non-finite output, or a metric the host cannot log.
     pub fn sequence_loss(
         &mut self,
         ext: SequenceLoss,
@@ -309,7 +317,7 @@ impl AlgorithmHandle {
                 0.0
             };
         }
-        Ok(from_abi_metrics(metrics))
+        self.wrap(CALL, from_abi_metrics(metrics))
     }
 
     /// The instance's state across iterations (interface 1.3 extension, from
@@ -355,7 +363,7 @@ impl AlgorithmHandle {
     /// After iteration `iteration` (1-based), with its metrics.
     ///
     /// # Errors
-    /// A plugin error or panic.
+    /// A plugin error or panic, or a metric the host cannot log.
     pub fn on_iteration(
         &mut self,
         iteration: u64,
@@ -372,7 +380,7 @@ impl AlgorithmHandle {
             RResult::ROk(c) => Ok(IterationControl {
                 group_sizes: c.group_sizes.into_vec(),
                 stop: c.stop,
-                metrics: from_abi_metrics(c.metrics),
+                metrics: self.wrap("on_iteration", from_abi_metrics(c.metrics))?,
             }),
             RResult::RErr(e) => Err(self.err("on_iteration", CallErrorKind::Plugin(Box::new(e)))),
         }

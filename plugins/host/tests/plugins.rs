@@ -776,6 +776,24 @@ fn faulty_plugin_errors_become_call_errors_and_panics_do_not_abort() {
         .expect_err("panic");
     assert_faulty_panic(&e, "compute_advantages");
 
+    // Review finding 1: a metric named like a host column duplicated or overwrote it.
+    let mut alg = plugin
+        .instantiate(r#"{"fail": "host_metric_in_loss"}"#, 0)
+        .expect("instantiate");
+    let e = alg
+        .loss(&mb, &mut outs.0, &mut outs.1, &mut outs.2, &mut outs.3)
+        .expect_err("reserved metric name");
+    assert!(matches!(e.kind, CallErrorKind::BadMetric(_)), "{e:?}");
+    let text = e.to_string();
+    assert!(
+        text.starts_with(
+            "plugin `faulty` 0.1.0: call `loss`: metric `lr` has the name of a column the host \
+             writes itself; rename it (reserved: iteration, global_step, episodes, \
+             episodic_return_mean, lr, steps_per_sec, wall_time_s, grad_norm, accuracy,"
+        ),
+        "{text}"
+    );
+
     let e = plugin
         .instantiate(r#"{"fail": "sometimes"}"#, 0)
         .expect_err("unknown mode");
@@ -823,6 +841,13 @@ fn the_authors_harness_runs_on_a_loaded_library() {
         report.to_string().contains(
             "plugin `faulty` 0.1.0: call `loss`: output `loss` is not finite at index 1 (value NaN)"
         ),
+        "{report}"
+    );
+    // `drover plugin check` flags a metric named like a host column, as the run would.
+    let report = faulty.check(r#"{"fail": "host_metric_in_loss"}"#, &opts);
+    assert_eq!(report.failures().next().map(|c| c.name), Some("loss_finite"), "{report}");
+    assert!(
+        report.to_string().contains("call `loss`: metric `lr` has the name of a column the host writes itself"),
         "{report}"
     );
     let report = faulty.check(r#"{"fail": "panic_in_advantages"}"#, &opts);

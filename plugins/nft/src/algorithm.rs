@@ -254,7 +254,7 @@ mod tests {
             [q, q, -q, 0.0, -q, -q, -q, -q, 0.98, 0.98, 0.98, 0.98, -0.02, -0.02, -0.02, -0.02]
         );
         assert_eq!(ret, adv);
-        assert_eq!(metric(&m, "accuracy"), Some(3.0 / 8.0));
+        assert_eq!(metric(&m, "response_accuracy"), Some(3.0 / 8.0));
         assert!((metric(&m, "uniform_group_frac").expect("reported") - 2.0 / 3.0).abs() < 1e-12);
     }
 

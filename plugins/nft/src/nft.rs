@@ -42,8 +42,9 @@ impl Normalize {
 /// itself included, as NFT's `correct_rate`), broadcast onto its valid tokens.
 ///
 /// Encoding both in one signed number is why the loss needs no extra buffer: `r̂ ≥ 0.02` keeps
-/// the sign unambiguous. Returns the metrics `score_mean`, `accuracy` and `uniform_group_frac`
-/// (groups of two or more all right or all wrong).
+/// the sign unambiguous. Returns the metrics `score_mean`, `response_accuracy` (per response;
+/// `accuracy` is the host's column, per prompt group) and `uniform_group_frac` (groups of two
+/// or more all right or all wrong).
 pub fn nft_advantages(
     batch: &Rollout<'_>,
     group_ids: &[u32],
@@ -76,7 +77,7 @@ pub fn nft_advantages(
         let n = scores.len() as f64;
         metrics.push(Metric::new("score_mean", scores.iter().sum::<f64>() / n));
         let right = correct.iter().filter(|&&c| c).count();
-        metrics.push(Metric::new("accuracy", right as f64 / n));
+        metrics.push(Metric::new("response_accuracy", right as f64 / n));
     }
     if multi > 0 {
         metrics.push(Metric::new(

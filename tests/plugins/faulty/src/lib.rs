@@ -1,6 +1,7 @@
 //! Test fixture: a plugin that fails on demand, chosen by its `fail` parameter.
 //!
-//! `fail` = `none` | `panic_in_loss` | `nan_in_loss` | `error_in_new` | `panic_in_advantages`.
+//! `fail` = `none` | `panic_in_loss` | `nan_in_loss` | `error_in_new` | `panic_in_advantages` |
+//! `host_metric_in_loss` (reports a metric named `lr`, a column the host writes itself).
 //! `plugins/host/tests/plugins.rs` checks each failure reaches the host as a `CallError`
 //! naming the plugin, the call and the reason, and that a panic does not abort the process.
 
@@ -16,6 +17,7 @@ enum Fail {
     PanicInLoss,
     NanInLoss,
     PanicInAdvantages,
+    HostMetricInLoss,
 }
 
 /// An algorithm whose only purpose is to fail as asked.
@@ -33,7 +35,8 @@ impl AlgorithmImpl for Faulty {
         .param(ParamSpec::string(
             "fail",
             "none",
-            "none | panic_in_loss | nan_in_loss | error_in_new | panic_in_advantages",
+            "none | panic_in_loss | nan_in_loss | error_in_new | panic_in_advantages | \
+             host_metric_in_loss",
         ))
     }
 
@@ -43,6 +46,7 @@ impl AlgorithmImpl for Faulty {
             "panic_in_loss" => Fail::PanicInLoss,
             "nan_in_loss" => Fail::NanInLoss,
             "panic_in_advantages" => Fail::PanicInAdvantages,
+            "host_metric_in_loss" => Fail::HostMetricInLoss,
             "error_in_new" => return Err(PluginError::internal("asked to fail in `new`")),
             other => {
                 return Err(PluginError::invalid_params(
@@ -80,11 +84,14 @@ impl AlgorithmImpl for Faulty {
                     *x = f32::NAN;
                 }
             }
-            Fail::None | Fail::PanicInAdvantages => {
+            Fail::None | Fail::PanicInAdvantages | Fail::HostMetricInLoss => {
                 for (d, &a) in out.d_logp.iter_mut().zip(mb.advantages) {
                     *d = -a;
                 }
             }
+        }
+        if self.fail == Fail::HostMetricInLoss {
+            return Ok(vec![Metric::new("faulty_calls", 1.0), Metric::new("lr", 123.0)]);
         }
         Ok(vec![Metric::new("faulty_calls", 1.0)])
     }
