@@ -124,7 +124,8 @@ pub struct ParamRecord {
 /// Why a library was refused.
 #[derive(Debug, Serialize)]
 pub struct LoadFailure {
-    /// `read`, `open`, `not_a_plugin`, `incompatible_interface`, `abi` or `info`.
+    /// `read`, `open`, `not_a_plugin`, `incompatible_interface`, `abi`, `extension`, `info` or
+    /// `params` (the plugin declares its parameters wrongly).
     pub kind: &'static str,
     /// The full message (names the path and, for versions, both versions).
     pub message: String,
@@ -203,6 +204,7 @@ fn failure(e: &LoadError) -> LoadFailure {
         LoadError::Abi { .. } => "abi",
         LoadError::Extension { .. } => "extension",
         LoadError::Info { .. } => "info",
+        LoadError::Params { .. } => "params",
     };
     LoadFailure {
         kind,

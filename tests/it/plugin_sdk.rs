@@ -84,14 +84,14 @@ fn a_new_plugin_builds_passes_its_tests_and_trains_cartpole() {
 
     let out = run_ok(drover().args(["plugin", "check", "sdk_reinforce", "--plugin-path"]).arg(&lib_dir));
     let checked = String::from_utf8_lossy(&out.stdout);
-    assert!(checked.contains("passed: 10 checks, 0 failed"), "{checked}");
+    assert!(checked.contains("passed: 11 checks, 0 failed"), "{checked}");
     assert!(checked.contains("ok   loss_derivatives"), "{checked}");
     // Through the ABI too, with the 1.3 examples switched on: the state table is exported and
     // round-trips, and the loss looks its per-sequence records up by rollout index.
     let both = r#"{"bootstrapped_weight": 0.25, "return_scale_decay": 0.9}"#;
     let out = run_ok(drover().args(["plugin", "check", "--params", both]).arg(&so));
     let checked = String::from_utf8_lossy(&out.stdout);
-    assert!(checked.contains("passed: 10 checks, 0 failed"), "{checked}");
+    assert!(checked.contains("passed: 11 checks, 0 failed"), "{checked}");
     assert!(checked.contains("ok   loss_sequence_numbering"), "{checked}");
     assert!(checked.contains("ok   state_round_trip") && !checked.contains("no `drover.plugin_state` table"), "{checked}");
     // Parameters the plugin would refuse are a clear error naming the key, not failed checks.
@@ -291,7 +291,7 @@ fn plugins_built_against_older_minors_are_checked_and_run() {
         let out = run_ok(drover().args(["plugin", "check"]).arg(&so));
         let checked = String::from_utf8_lossy(&out.stdout);
         assert!(checked.contains(&format!("{fixture} 0.1.0 (interface {version})")), "{checked}");
-        assert!(checked.contains("passed: 10 checks, 0 failed"), "{checked}");
+        assert!(checked.contains("passed: 11 checks, 0 failed"), "{checked}");
 
         let sweep = write_sweep(
             tmp.path(),

@@ -122,6 +122,61 @@ impl Params {
     }
 }
 
+/// See [`PluginInfo::check_params`](crate::PluginInfo::check_params).
+pub(crate) fn check_declarations(specs: &[ParamSpec]) -> Result<(), String> {
+    for (i, spec) in specs.iter().enumerate() {
+        let name = spec.name.as_str();
+        if name.is_empty() {
+            return Err(format!("param {} of {}: empty name", i + 1, specs.len()));
+        }
+        if specs[..i].iter().any(|s| s.name.as_str() == name) {
+            return Err(format!("param `{name}`: declared twice"));
+        }
+        let Some(kind) = spec.kind() else {
+            continue; // a kind newer than this crate: the host that knows it checks it
+        };
+        let (min, max) = (spec.min.into_option(), spec.max.into_option());
+        let numeric = matches!(kind, ParamKind::Float | ParamKind::Int);
+        if !numeric && (min.is_some() || max.is_some()) {
+            return Err(format!(
+                "param `{name}`: a {} param has a range (ranges apply to float and int params)",
+                kind.name()
+            ));
+        }
+        if let Some(bound) = [min, max].into_iter().flatten().find(|b| b.is_nan()) {
+            return Err(format!("param `{name}`: its range has a bound of {bound}"));
+        }
+        if let (Some(lo), Some(hi)) = (min, max) {
+            if lo > hi {
+                return Err(format!("param `{name}`: its range [{lo}, {hi}] is empty (min > max)"));
+            }
+        }
+        let default: Value = serde_json::from_str(spec.default.as_str())
+            .map_err(|e| format!("param `{name}`: default `{}` is not JSON: {e}", spec.default))?;
+        if default.is_null() {
+            continue;
+        }
+        let number = match kind {
+            ParamKind::Float => default.as_f64(),
+            ParamKind::Int => as_integer(&default).map(|x| x as f64),
+            ParamKind::Bool => default.as_bool().map(|_| f64::NAN),
+            ParamKind::Str => default.as_str().map(|_| f64::NAN),
+        };
+        let Some(x) = number else {
+            return Err(format!("param `{name}`: default {default} is not {}", kind.name()));
+        };
+        if min.is_some_and(|lo| x < lo) || max.is_some_and(|hi| x > hi) {
+            let range = format!(
+                "[{}, {}]",
+                min.map_or("-inf".to_owned(), |b| b.to_string()),
+                max.map_or("inf".to_owned(), |b| b.to_string())
+            );
+            return Err(format!("param `{name}`: default {x} is outside its own range {range}"));
+        }
+    }
+    Ok(())
+}
+
 fn type_name(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
@@ -244,5 +299,48 @@ mod tests {
         assert_eq!(err_key(r#"{"gamma": null}"#).0, "gamma");
         assert_eq!(err_key("[1]").0, "<params>");
         assert_eq!(err_key("{").0, "<params>");
+    }
+
+    /// Review finding 6: the plugin's own declarations, checked once, each mistake named.
+    #[test]
+    fn bad_declarations_are_named_with_their_param() {
+        let problem = |extra: ParamSpec| {
+            let mut all = specs();
+            all.push(extra);
+            check_declarations(&all).err()
+        };
+        assert_eq!(check_declarations(&specs()), Ok(()));
+        let cases = [
+            (ParamSpec::float("coef", 2.0, "c").range(0.0, 1.0), "param `coef`: default 2 is outside its own range [0, 1]"),
+            (ParamSpec::int("n", 0, "c").min(1.0), "param `n`: default 0 is outside its own range [1, inf]"),
+            (ParamSpec::float("coef", 0.5, "c").range(1.0, 0.0), "param `coef`: its range [1, 0] is empty (min > max)"),
+            (ParamSpec::float("coef", 0.5, "c").max(f64::NAN), "param `coef`: its range has a bound of NaN"),
+            (ParamSpec::int("k", 1, "again"), "param `k`: declared twice"),
+            (ParamSpec::bool("b", true, "c").range(0.0, 0.5), "param `b`: a bool param has a range (ranges apply to float and int params)"),
+            (ParamSpec::string("s", "x", "c").min(1.0), "param `s`: a string param has a range (ranges apply to float and int params)"),
+            (ParamSpec::float("", 1.0, "c"), "param 6 of 6: empty name"),
+        ];
+        for (spec, expected) in cases {
+            assert_eq!(problem(spec).as_deref(), Some(expected));
+        }
+        let mut wrong_kind = ParamSpec::int("w", 1, "c");
+        wrong_kind.default = "\"one\"".into();
+        assert_eq!(problem(wrong_kind).as_deref(), Some("param `w`: default \"one\" is not int"));
+        let mut not_json = ParamSpec::float("w", 1.0, "c");
+        not_json.default = "inf".into();
+        assert!(problem(not_json).is_some_and(|p| p.starts_with("param `w`: default `inf` is not JSON")));
+        // An optional float (default null) with a range is fine.
+        assert_eq!(problem(ParamSpec::optional_float("o", "c").min(0.0)), None);
+    }
+
+    /// A non-finite float default used to become `null`, silently making the param optional.
+    #[test]
+    fn a_non_finite_float_default_is_refused_where_it_is_written() {
+        for x in [f64::INFINITY, f64::NAN] {
+            let panic = std::panic::catch_unwind(|| ParamSpec::float("max_norm", x, "c")).expect_err("refused");
+            let text = panic.downcast_ref::<String>().cloned().unwrap_or_default();
+            assert!(text.starts_with("ParamSpec::float(`max_norm`): the default"), "{text}");
+            assert!(text.contains("ParamSpec::optional_float"), "{text}");
+        }
     }
 }

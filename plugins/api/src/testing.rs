@@ -44,7 +44,7 @@ use crate::{
     error::PluginError,
     params::Params,
     rng::CounterRng,
-    types::{IterationControl, IterationInfo, Metric, NextPrompts},
+    types::{IterationControl, IterationInfo, Metric, NextPrompts, PluginInfo},
 };
 
 /// An algorithm instance under test: in-process (every [`AlgorithmImpl`] is one) or a loaded
@@ -656,12 +656,40 @@ impl fmt::Display for CheckReport {
 }
 
 /// Runs every check on `T` in-process, with `params_json` (e.g. `"{}"` for the defaults) and
-/// [`CheckOptions::default`].
+/// [`CheckOptions::default`]: [`params_declared`] on `T::info()`, then [`run_checks`].
 pub fn check_algorithm<T: AlgorithmImpl>(params_json: &str) -> CheckReport {
-    run_checks(
-        |seed| panic_to_error(|| seeded_instance::<T>(params_json, seed)),
-        &CheckOptions::default(),
-    )
+    let mut report = CheckReport::default();
+    report.checks.push(match panic_to_error(|| Ok(T::info())) {
+        Ok(info) => params_declared(&info),
+        Err(e) => Check {
+            name: PARAMS_DECLARED,
+            passed: false,
+            detail: format!("`info` failed: {e}"),
+        },
+    });
+    report.checks.extend(
+        run_checks(
+            |seed| panic_to_error(|| seeded_instance::<T>(params_json, seed)),
+            &CheckOptions::default(),
+        )
+        .checks,
+    );
+    report
+}
+
+/// Name of the [`params_declared`] check.
+pub const PARAMS_DECLARED: &str = "params_declared";
+
+/// The `params_declared` check: the plugin's own parameter declarations are consistent
+/// ([`PluginInfo::check_params`]: unique non-empty names, ranges only on numeric kinds with
+/// `min <= max`, each default of its kind and inside its range). The host refuses a library
+/// that fails it when loading it, so `drover plugin check` reports it as passed or not at all.
+pub fn params_declared(info: &PluginInfo) -> Check {
+    let (passed, detail) = match info.check_params() {
+        Ok(()) => (true, format!("{} params, each default of its kind and inside its range", info.params.len())),
+        Err(reason) => (false, format!("plugin `{}` declares its params wrongly: {reason}", info.name)),
+    };
+    Check { name: PARAMS_DECLARED, passed, detail }
 }
 
 /// A synthetic rollout: owned buffers a [`Rollout`] borrows.
@@ -1533,6 +1561,7 @@ mod tests {
         assert_eq!(
             names,
             [
+                "params_declared",
                 "advantages_finite",
                 "advantages_deterministic",
                 "advantages_padding_invariant",
@@ -1878,6 +1907,37 @@ mod tests {
         }
     }
 
+    /// `Square` declaring `factor` with a default outside its own range.
+    struct BadDefault(Square);
+
+    impl AlgorithmImpl for BadDefault {
+        fn info() -> PluginInfo {
+            PluginInfo::new("bad_default", "0.0.0", "test").param(ParamSpec::float("factor", 2.0, "f").range(0.0, 1.0))
+        }
+        fn new(_: &Params, _: u64) -> Result<Self, PluginError> {
+            Ok(Self(Square { factor: 2.0 }))
+        }
+        fn compute_advantages(&mut self, b: &Rollout<'_>, adv: &mut [f32], ret: &mut [f32]) -> Result<Vec<Metric>, PluginError> {
+            AlgorithmImpl::compute_advantages(&mut self.0, b, adv, ret)
+        }
+        fn loss(&mut self, mb: &Minibatch<'_>, out: &mut LossOutputs<'_>) -> Result<Vec<Metric>, PluginError> {
+            AlgorithmImpl::loss(&mut self.0, mb, out)
+        }
+    }
+
+    /// Review finding 6: the harness blames the plugin's declaration, first, by name.
+    #[test]
+    fn a_bad_param_declaration_fails_params_declared() {
+        let report = check_algorithm::<BadDefault>("{}");
+        let first = &report.checks[0];
+        assert_eq!((first.name, first.passed), ("params_declared", false), "{report}");
+        assert_eq!(
+            first.detail,
+            "plugin `bad_default` declares its params wrongly: param `factor`: default 2 is outside its own range [0, 1]"
+        );
+        assert!(text_of(&check_algorithm::<Square>("{}"), "params_declared").starts_with("1 params, each default"));
+    }
+
     #[test]
     fn each_defect_fails_its_own_check() {
         let wrong = check_algorithm::<Square>(r#"{"factor": 1.0}"#);
@@ -1900,7 +1960,7 @@ mod tests {
             ],
             "{leaky}"
         );
-        assert_eq!(leaky.checks.len(), 10, "every check is listed, run or not:\n{leaky}");
+        assert_eq!(leaky.checks.len(), 11, "every check is listed, run or not:\n{leaky}");
         assert!(
             text_of(&leaky, "loss_derivatives").starts_with("not run: needs a `loss` that passes loss_finite"),
             "{leaky}"
@@ -1915,7 +1975,7 @@ mod tests {
         let failed: Vec<&str> = no_adv.failures().map(|c| c.name).collect();
         let expected = ["advantages_finite", "advantages_deterministic", "advantages_padding_invariant", "iteration_hook", "state_round_trip"];
         assert_eq!(failed, expected, "the loss checks run on their own advantages: {no_adv}");
-        assert_eq!(no_adv.checks.len(), 10, "every check is listed, run or not:\n{no_adv}");
+        assert_eq!(no_adv.checks.len(), 11, "every check is listed, run or not:\n{no_adv}");
         assert!(text_of(&no_adv, "advantages_deterministic").starts_with("not run: needs a `compute_advantages`"), "{no_adv}");
 
         let bad = check_algorithm::<Square>(r#"{"nope": 1}"#);

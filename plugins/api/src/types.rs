@@ -90,8 +90,22 @@ impl ParamSpec {
     }
 
     /// A float parameter with a default.
+    ///
+    /// # Panics
+    /// When `default` is NaN or infinite: JSON has neither, and writing `null` instead would
+    /// make the parameter optional. Use [`ParamSpec::optional_float`] for "no limit" and read
+    /// it with `Params::opt_f64`. (Inside `info()`, the panic is caught and reported with this
+    /// call's line.)
+    #[track_caller]
     pub fn float(name: &str, default: f64, doc: &str) -> Self {
-        Self::with(name, ParamKind::Float, json_f64(default), doc)
+        let Some(text) = json_f64(default) else {
+            panic!(
+                "ParamSpec::float(`{name}`): the default {default} is not finite, and JSON has no \
+                 NaN or infinity; declare it with ParamSpec::optional_float (default null, read \
+                 with Params::opt_f64) to mean \"no limit\""
+            );
+        };
+        Self::with(name, ParamKind::Float, text, doc)
     }
 
     /// A float parameter that defaults to `null` (absent).
@@ -142,9 +156,9 @@ impl ParamSpec {
     }
 }
 
-/// Formats an `f64` as JSON text; non-finite values (which JSON lacks) become `null`.
-fn json_f64(x: f64) -> String {
-    serde_json::Number::from_f64(x).map_or_else(|| "null".to_owned(), |n| n.to_string())
+/// Formats an `f64` as JSON text; `None` for non-finite values, which JSON lacks.
+fn json_f64(x: f64) -> Option<String> {
+    serde_json::Number::from_f64(x).map(|n| n.to_string())
 }
 
 /// What a plugin says about itself; the host prints it and records it with every run.
@@ -176,6 +190,20 @@ impl PluginInfo {
     pub fn param(mut self, spec: ParamSpec) -> Self {
         self.params.push(spec);
         self
+    }
+
+    /// Checks the plugin's own parameter declarations, once: names non-empty and unique,
+    /// ranges only on numeric kinds with `min <= max` (neither NaN), and each default valid
+    /// JSON of its declared kind inside its range (`null`: an optional parameter). The host
+    /// refuses a library that fails this when it loads it, and the harness's
+    /// `params_declared` check runs it, so a mistake here is reported as the plugin's, never
+    /// as one in the user's params.
+    ///
+    /// # Errors
+    /// The first problem, naming the parameter, e.g. "param `coef`: default 2 is outside its
+    /// own range [0, 1]" or "param `after`: declared twice".
+    pub fn check_params(&self) -> Result<(), String> {
+        crate::params::check_declarations(&self.params)
     }
 }
 

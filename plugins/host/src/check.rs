@@ -3,7 +3,7 @@
 //! `cargo test` run the very same checks.
 
 use drover_plugin_api::{
-    testing::{run_checks, CheckOptions, CheckReport, Subject},
+    testing::{run_checks, Check, CheckOptions, CheckReport, Subject, PARAMS_DECLARED},
     IterationControl, IterationInfo, LossOutputs, Minibatch, MinibatchPosition, PluginError,
     PluginErrorKind, Rollout,
 };
@@ -184,12 +184,23 @@ impl Plugin {
     /// plugin-state table included, when the plugin exports it).
     pub fn check(&self, params_json: &str, opts: &CheckOptions) -> CheckReport {
         let state = self.plugin_state().map_err(|e| e.to_string());
-        run_checks(
+        // `Plugin::load` refused the library if its declarations were wrong.
+        let declared = Check {
+            name: PARAMS_DECLARED,
+            passed: true,
+            detail: format!(
+                "{} params, each default of its kind and inside its range (checked at load)",
+                self.info().params.len()
+            ),
+        };
+        let mut report = run_checks(
             |seed| {
                 let handle = self.instantiate(params_json, seed).map_err(to_plugin_error)?;
                 Ok(Checked { handle, state: state.clone() })
             },
             opts,
-        )
+        );
+        report.checks.insert(0, declared);
+        report
     }
 }

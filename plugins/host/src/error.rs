@@ -79,6 +79,21 @@ pub enum LoadError {
         /// abi_stable's description of the layout mismatch.
         reason: String,
     },
+    /// The plugin declares its parameters inconsistently (a default outside its own range,
+    /// `min > max`, a name declared twice, a range on a bool or string):
+    /// `drover_plugin_api::PluginInfo::check_params`. The plugin's mistake, not the params'.
+    #[error(
+        "plugin `{name}` (`{path}`) declares its params wrongly: {reason} (a mistake in the \
+         plugin's `info()`, not in the params given to it)"
+    )]
+    Params {
+        /// The plugin path.
+        path: PathBuf,
+        /// The plugin's name.
+        name: String,
+        /// The first problem, naming the parameter.
+        reason: String,
+    },
     /// The plugin's `info` entry failed.
     #[error("plugin `{path}`: call `info`: {source}")]
     Info {

@@ -171,11 +171,24 @@ pub(crate) fn elf_problem(bytes: &[u8]) -> Option<String> {
     None
 }
 
+/// The plugin's description, once its parameter declarations are checked: a default outside
+/// its own range would otherwise surface as an error in the user's params.
+fn checked_info(path: &Path, info: drover_plugin_api::PluginInfo) -> Result<PluginInfo, LoadError> {
+    match info.check_params() {
+        Ok(()) => Ok(PluginInfo::from_abi(info)),
+        Err(reason) => Err(LoadError::Params {
+            path: path.to_path_buf(),
+            name: info.name.into_string(),
+            reason,
+        }),
+    }
+}
+
 impl Plugin {
     /// Loads the plugin at `path`: hashes the file, checks that it is a whole shared library
     /// (`elf_problem`), checks drover's interface version (so a
     /// mismatch is reported with both versions), then abi_stable's version and layout checks,
-    /// and finally asks the plugin for its info.
+    /// and finally asks the plugin for its info and checks its parameter declarations.
     ///
     /// # Errors
     /// A [`LoadError`] naming `path` and the reason.
@@ -248,7 +261,7 @@ impl Plugin {
         std::mem::forget(raw);
 
         let info = match (module.info())() {
-            abi_stable::std_types::RResult::ROk(info) => PluginInfo::from_abi(info),
+            abi_stable::std_types::RResult::ROk(info) => checked_info(&path, info)?,
             abi_stable::std_types::RResult::RErr(source) => {
                 return Err(LoadError::Info { path, source })
             }
@@ -398,7 +411,25 @@ impl Plugin {
 
 #[cfg(test)]
 mod tests {
-    use super::elf_problem;
+    use super::{checked_info, elf_problem};
+    use drover_plugin_api::{ParamSpec, PluginInfo};
+
+    /// Review finding 6: a plugin's own bad declaration was reported as an error in the user's
+    /// `--params` or sweep file ("invalid `--params`: key `coef`: must be at most 1, got 2").
+    #[test]
+    fn a_plugin_declaring_its_params_wrongly_is_refused_naming_it_the_file_and_the_param() {
+        let path = std::path::Path::new("/x/libdrover_plugin_faults.so");
+        let info = |spec: ParamSpec| PluginInfo::new("faults", "0.1.0", "test").param(spec);
+        let ok = checked_info(path, info(ParamSpec::float("coef", 0.5, "c").range(0.0, 1.0))).unwrap();
+        assert_eq!(ok.params[0].default, "0.5");
+        let e = checked_info(path, info(ParamSpec::float("coef", 2.0, "c").range(0.0, 1.0))).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "plugin `faults` (`/x/libdrover_plugin_faults.so`) declares its params wrongly: param \
+             `coef`: default 2 is outside its own range [0, 1] (a mistake in the plugin's `info()`, \
+             not in the params given to it)"
+        );
+    }
 
     #[test]
     fn text_and_truncated_libraries_are_refused_before_dlopen() {

@@ -811,7 +811,7 @@ fn the_authors_harness_runs_on_a_loaded_library() {
     let opts = drover_plugin_host::CheckOptions::default();
     let report = load("drover-plugin-ppo").check("{}", &opts);
     report.assert_passed();
-    assert_eq!(report.checks.len(), 10, "{report}");
+    assert_eq!(report.checks.len(), 11, "{report}");
     assert!(report.to_string().contains("no `drover.plugin_state` table"), "{report}");
     // Knapsack's state table passes the round trip through the ABI.
     let report = load("drover-plugin-knapsack").check("{}", &opts);
@@ -836,7 +836,7 @@ fn the_authors_harness_runs_on_a_loaded_library() {
         ],
         "{report}"
     );
-    assert_eq!(report.checks.len(), 10, "{report}");
+    assert_eq!(report.checks.len(), 11, "{report}");
     assert!(
         report.to_string().contains(
             "plugin `faulty` 0.1.0: call `loss`: output `loss` is not finite at index 1 (value NaN)"
