@@ -52,6 +52,12 @@ fn a_new_plugin_builds_passes_its_tests_and_trains_cartpole() {
     }
 
     run_ok(&mut cargo(&project, &["build"]));
+    // Review finding 7: under `panic = "abort"` the panics the export catches would kill the
+    // job, so the export macro refuses to compile (`cargo test` always unwinds).
+    let out = cargo(&project, &["check", "--config", "profile.dev.panic=\"abort\""]).output().expect("spawn cargo");
+    let err = stderr_of(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("drover plugins must be built with `panic = \"unwind\"` (the default)"), "{err}");
     let out = run_ok(&mut cargo(&project, &["test"]));
     let tests = String::from_utf8_lossy(&out.stdout);
     assert!(tests.contains("passes_drovers_plugin_harness ... ok"), "{tests}");
@@ -250,6 +256,23 @@ fn a_panicking_or_nan_plugin_fails_its_run_naming_plugin_call_and_reason_and_the
     );
     let err = stderr_of(&out);
     assert!(err.contains("1 completed") && err.contains("3 failed"), "{err}");
+}
+
+/// Review finding 7: an aborting plugin was reported as a damaged file "while loading the library".
+#[test]
+fn a_plugin_that_aborts_is_reported_as_a_likely_panic_abort_build() {
+    let faulty = artifact("libdrover_test_plugin_faulty.so");
+    let out = drover().args(["plugin", "check", "--params", r#"{"fail": "abort_in_new"}"#]).arg(&faulty).output().expect("spawn");
+    let err = stderr_of(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains(
+            "drover-job killed by signal 6 (SIGABRT): the job aborted while loading the library or creating an \
+             instance from the params (a panic in a plugin built with `panic = \"abort\"`?"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("faulty plugin: aborting in `new`") && !err.contains("damaged"), "{err}");
 }
 
 #[test]

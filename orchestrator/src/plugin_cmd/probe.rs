@@ -237,11 +237,11 @@ impl PluginProbe {
                 self.bad(command, path, why, String::new())
             })?;
         let stderr = out.stderr.trim().to_string();
-        // A library can crash the loader itself (a damaged file mapped by dlopen): say so
+        // A library can crash the loader itself (a damaged file mapped by dlopen), or abort
+        // the process on a panic when built with `panic = "abort"`: say which is likely
         // rather than that the report was not JSON.
         if let Some(signal) = std::os::unix::process::ExitStatusExt::signal(&out.status) {
-            let how = crate::backend::local::signal_reason(signal, false, true);
-            return Err(self.bad(command, path, format!("drover-job {how} while loading the library (is the file damaged?)"), stderr));
+            return Err(self.bad(command, path, crash_reason(command, extra, signal), stderr));
         }
         let report: Report = serde_json::from_str(&out.stdout).map_err(|e| {
             self.bad(command, path, format!("exit status {}, stdout is not a report ({e})", out.status), stderr.clone())
@@ -270,6 +270,24 @@ impl PluginProbe {
         plugin.path = path.to_path_buf();
         Ok((plugin, report.checks))
     }
+}
+
+/// Why `drover-job plugin <command> <extra>` died of `signal`, and the likely cause.
+fn crash_reason(command: &str, extra: &[&str], signal: i32) -> String {
+    let how = crate::backend::local::signal_reason(signal, false, true);
+    let during = match command {
+        "check" => "while running the checks on the plugin",
+        _ if extra.contains(&"--try-params") => "while loading the library or creating an instance from the params",
+        _ => "while loading the library",
+    };
+    let hint = if signal == libc::SIGABRT {
+        "a panic in a plugin built with `panic = \"abort\"`? drover catches a plugin's panics only \
+         when it is built with `panic = \"unwind\"`, the default (its stderr below says where it \
+         panicked)"
+    } else {
+        "is the file damaged?"
+    };
+    format!("drover-job {how} {during} ({hint})")
 }
 
 /// Descriptions of plugins already probed, so a sweep's plan does not start a `drover-job`

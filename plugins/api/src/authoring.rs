@@ -975,6 +975,12 @@ pub fn root_module<T: AlgorithmImpl>(
 /// Generates the `#[no_mangle]` interface-version function the host checks first, and the
 /// abi_stable root module (what `#[export_root_module]` would write; spelled out here so the
 /// plugin crate needs no direct `abi_stable` dependency). Use it once, at the crate root.
+///
+/// The build fails with `compile_error!` when the plugin crate is compiled with
+/// `panic = "abort"`: every entry point catches panics with `catch_unwind`, which an aborting
+/// build cannot do, so a panic would kill the whole job instead of failing the call with its
+/// message and line. (`cfg(panic)` is evaluated in the crate that expands the macro, the
+/// plugin, with the strategy cargo compiles it with; `cargo test` always unwinds.)
 #[macro_export]
 macro_rules! export_algorithm {
     ($ty:ty) => {
@@ -990,6 +996,15 @@ macro_rules! export_algorithm {
         );
     };
     (@custom_extensions $ty:ty, $version:expr, $extension:expr) => {
+        #[cfg(panic = "abort")]
+        compile_error!(
+            "drover plugins must be built with `panic = \"unwind\"` (the default): this crate is \
+             compiled with `panic = \"abort\"`, under which the panics `export_algorithm!` \
+             catches would kill the whole drover-job instead of failing the call with their \
+             message and line; remove `panic = \"abort\"` from the profile that builds the plugin \
+             (e.g. [profile.release] in Cargo.toml or .cargo/config.toml)"
+        );
+
         /// The drover plugin interface version this plugin was built against (packed
         /// `major << 32 | minor`); read by the host before anything else.
         #[no_mangle]

@@ -1,7 +1,8 @@
 //! Test fixture: a plugin that fails on demand, chosen by its `fail` parameter.
 //!
 //! `fail` = `none` | `panic_in_loss` | `nan_in_loss` | `error_in_new` | `panic_in_advantages` |
-//! `host_metric_in_loss` (reports a metric named `lr`, a column the host writes itself).
+//! `host_metric_in_loss` (reports a metric named `lr`, a column the host writes itself) |
+//! `abort_in_new` (aborts the process, as a panic does in a plugin built with `panic = "abort"`).
 //! `plugins/host/tests/plugins.rs` checks each failure reaches the host as a `CallError`
 //! naming the plugin, the call and the reason, and that a panic does not abort the process.
 
@@ -36,7 +37,7 @@ impl AlgorithmImpl for Faulty {
             "fail",
             "none",
             "none | panic_in_loss | nan_in_loss | error_in_new | panic_in_advantages | \
-             host_metric_in_loss",
+             host_metric_in_loss | abort_in_new",
         ))
     }
 
@@ -48,6 +49,10 @@ impl AlgorithmImpl for Faulty {
             "panic_in_advantages" => Fail::PanicInAdvantages,
             "host_metric_in_loss" => Fail::HostMetricInLoss,
             "error_in_new" => return Err(PluginError::internal("asked to fail in `new`")),
+            "abort_in_new" => {
+                eprintln!("faulty plugin: aborting in `new`");
+                std::process::abort()
+            }
             other => {
                 return Err(PluginError::invalid_params(
                     "fail",
