@@ -27,11 +27,16 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), JobError> {
 
 /// Fsyncs the directory holding `path`, which makes a rename or creation in it durable.
 fn sync_dir(path: &Path) -> std::io::Result<()> {
-    let dir = match path.parent() {
+    std::fs::File::open(folder_of(path))?.sync_all()
+}
+
+/// The folder `path` is in: its parent, or `.` for a bare file name (whose parent is `""`,
+/// which no file call accepts) and for `/`.
+pub fn folder_of(path: &Path) -> &Path {
+    match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
-    };
-    std::fs::File::open(dir)?.sync_all()
+    }
 }
 
 /// Makes files written by other code paths durable before a marker vouches for them: fsyncs
@@ -63,6 +68,15 @@ pub fn write_json_atomic<T: serde::Serialize>(path: &Path, value: &T) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Review finding 10: `drover-job --spec spec.json` wrote its files into `""` and failed
+    /// at the end ("failed to write ``"), leaving no exit.json.
+    #[test]
+    fn the_folder_of_a_bare_file_name_is_the_current_one() {
+        assert_eq!(folder_of(Path::new("spec.json")), Path::new("."));
+        assert_eq!(folder_of(Path::new("runs/a/spec.json")), Path::new("runs/a"));
+        assert_eq!(folder_of(Path::new("/spec.json")), Path::new("/"));
+    }
 
     #[test]
     fn atomic_write_replaces_and_leaves_no_tmp() {

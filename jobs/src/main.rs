@@ -108,10 +108,7 @@ fn main() -> ExitCode {
             }
         }
     }
-    let out = args
-        .out
-        .or_else(|| args.spec.parent().map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from("."));
+    let out = args.out.unwrap_or_else(|| drover_job::fsio::folder_of(&args.spec).to_path_buf());
     if let Err(e) = std::fs::create_dir_all(&out) {
         say!("drover-job: cannot create output directory `{}`: {e}", out.display());
         return ExitCode::from(exit_codes::USAGE);
