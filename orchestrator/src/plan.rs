@@ -225,6 +225,20 @@ fn check_plugin_params(
         let desc = probe.info(path).map_err(|e| {
             ConfigError::new(file, "run.plugin", ConfigErrorKind::PluginUnusable { name: name.clone(), reason: e.to_string() })
         })?;
+        // A plugin is looked up by the name it gives itself (its `info()`), so a library under
+        // another plugin's file name (a renamed copy, a crate that re-exports its dependency's
+        // plugin) would run one algorithm while `spec.json` and analyze name another.
+        if !config::is_plugin_path(name) && !config::file_names_of_plugin(&desc.name).iter().any(|f| path.file_name().is_some_and(|n| n == f.as_str())) {
+            let reason = format!(
+                "`{}` is plugin `{}` by its own description, not `{name}`: name it `{}` in the sweep, \
+                 give the library's path, or rename the file to `{}`",
+                path.display(),
+                desc.name,
+                desc.name,
+                config::file_names_of_plugin(&desc.name)[0]
+            );
+            return Err(ConfigError::new(file, "run.plugin", ConfigErrorKind::PluginUnusable { name: name.clone(), reason }));
+        }
         described.insert(name.as_str(), desc);
     }
     // `key`: the params key blamed, `None` for the params object as a whole.

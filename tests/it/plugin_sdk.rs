@@ -275,6 +275,44 @@ fn a_plugin_that_aborts_is_reported_as_a_likely_panic_abort_build() {
     assert!(err.contains("faulty plugin: aborting in `new`") && !err.contains("damaged"), "{err}");
 }
 
+/// Review finding 8: a library under another plugin's file name ran, and `spec.json` and
+/// analyze named one algorithm while `summary.json` named another.
+#[test]
+fn a_plugin_under_another_plugins_file_name_is_flagged_by_list_and_refused_by_run() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let libs = tmp.path().join("libs");
+    std::fs::create_dir(&libs).expect("libs");
+    std::fs::copy(artifact("libdrover_test_plugin_faulty.so"), libs.join("libdrover_plugin_other.so")).expect("copy");
+    std::fs::copy(artifact("libdrover_test_plugin_faulty.so"), libs.join("libfaulty.so")).expect("copy");
+    let out = run_ok(drover().args(["plugin", "list", "--plugin-path"]).arg(&libs));
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        listing.contains("warning its file name is not `libdrover_plugin_faulty.so`: `run.plugin = \"faulty\"` does not find it"),
+        "{listing}"
+    );
+    assert!(listing.contains("warning a plugin named `faulty` is listed above ("), "{listing}");
+
+    let sweep = write_sweep(
+        tmp.path(),
+        &format!(
+            "name = \"other\"\nplugin_path = [\"{}\"]\n[run]\nenv = \"CartPole-v1\"\nplugin = \"other\"\nnum_envs = 4\n\
+             num_steps = 32\ntotal_steps = 256\nnum_minibatches = 2\nupdate_epochs = 1\n",
+            libs.display()
+        ),
+    );
+    let out = drover().arg("run").arg(&sweep).arg("--results").arg(tmp.path().join("results")).output().expect("spawn");
+    let err = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("libdrover_plugin_other.so` is plugin `faulty` by its own description, not `other`: name it `faulty` in the sweep"),
+        "{err}"
+    );
+    // By its own name (`libfaulty.so`) or by path, it runs.
+    let by_name = std::fs::read_to_string(&sweep).expect("sweep").replace("plugin = \"other\"", "plugin = \"faulty\"");
+    std::fs::write(&sweep, by_name).expect("sweep");
+    run_ok(drover().arg("run").arg(&sweep).arg("--results").arg(tmp.path().join("results")));
+}
+
 #[test]
 fn an_incompatible_interface_is_refused_by_check_list_and_run_naming_both_versions() {
     let bad = artifact("libdrover_test_plugin_bad_version.so");

@@ -141,6 +141,11 @@ fn lexically_normal(path: &Path) -> PathBuf {
 }
 
 /// `ppo` → `libdrover_plugin_ppo.so`, `libppo.so`; cargo turns `-` in crate names into `_`.
+/// The file names a search for the plugin named `name` finds, the preferred one first.
+pub(crate) fn file_names_of_plugin(name: &str) -> Vec<String> {
+    candidate_names(name)
+}
+
 fn candidate_names(name: &str) -> Vec<String> {
     let mut names = vec![format!("libdrover_plugin_{name}.so"), format!("lib{name}.so")];
     if name.contains('-') {

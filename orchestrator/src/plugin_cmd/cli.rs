@@ -214,9 +214,22 @@ fn range(min: Option<f64>, max: Option<f64>) -> String {
 /// The text of `drover plugin list`.
 pub fn render_list(listing: &Listing, dirs: &[PathBuf]) -> String {
     let mut s = String::new();
-    for p in &listing.plugins {
+    for (i, p) in listing.plugins.iter().enumerate() {
         let _ = writeln!(s, "{} {}  (interface {}) — {}", p.name, p.version, p.interface_version, p.description);
         let _ = writeln!(s, "  path    {}", p.path.display());
+        // A sweep finds a plugin by its own name: say when the file is under another one, and
+        // when an earlier folder's plugin of the same name is the one a sweep gets.
+        let names = crate::config::file_names_of_plugin(&p.name);
+        if !p.path.file_name().and_then(|n| n.to_str()).is_some_and(|n| names.iter().any(|f| f == n)) {
+            let _ = writeln!(
+                s,
+                "  warning its file name is not `{}`: `run.plugin = \"{}\"` does not find it, and a sweep naming the file's name refuses it",
+                names[0], p.name
+            );
+        }
+        if let Some(first) = listing.plugins[..i].iter().find(|q| q.name == p.name) {
+            let _ = writeln!(s, "  warning a plugin named `{}` is listed above ({}): a sweep naming it gets the first one found", p.name, first.path.display());
+        }
         let _ = writeln!(s, "  host    drover-job of interface {}", p.host_interface_version);
         let _ = writeln!(s, "  sha256  {}", p.sha256);
         if p.params.is_empty() {
