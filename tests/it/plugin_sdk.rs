@@ -275,6 +275,51 @@ fn a_plugin_that_aborts_is_reported_as_a_likely_panic_abort_build() {
     assert!(err.contains("faulty plugin: aborting in `new`") && !err.contains("damaged"), "{err}");
 }
 
+/// Review finding 5: a crate that builds on a bundled plugin (reusing `Ppo`, `gae`,
+/// `ppo_loss`) and exports its own failed to link ("duplicate symbol:
+/// drover_plugin_interface_version"); with `default-features = false` it builds, and its
+/// library is its own plugin.
+#[test]
+fn a_crate_building_on_the_bundled_ppo_exports_its_own_plugin() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let project = tmp.path().join("ppo_bn");
+    std::fs::create_dir_all(project.join("src")).expect("src");
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("repo").canonicalize().expect("repo");
+    std::fs::write(
+        project.join("Cargo.toml"),
+        format!(
+            "[package]\nname = \"drover-plugin-ppo-bn\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n\
+             [lib]\ncrate-type = [\"cdylib\", \"rlib\"]\n\n[dependencies]\n\
+             drover-plugin-api = {{ path = \"{api}\" }}\n\
+             drover-plugin-ppo = {{ path = \"{ppo}\", default-features = false }}\n\n[workspace]\n",
+            api = repo.join("plugins/api").display(),
+            ppo = repo.join("plugins/ppo").display()
+        ),
+    )
+    .expect("Cargo.toml");
+    std::fs::copy(repo.join("Cargo.lock"), project.join("Cargo.lock")).expect("Cargo.lock");
+    std::fs::write(
+        project.join("src/lib.rs"),
+        "//! PPO under another name, built on drover-plugin-ppo.\n\
+         use drover_plugin_api::*;\nuse drover_plugin_ppo::Ppo;\n\
+         pub struct PpoBn(Ppo);\n\
+         impl AlgorithmImpl for PpoBn {\n\
+             fn info() -> PluginInfo { let mut i = Ppo::info(); i.name = \"ppo_bn\".into(); i }\n\
+             fn new(p: &Params, seed: u64) -> Result<Self, PluginError> { Ok(Self(Ppo::new(p, seed)?)) }\n\
+             fn compute_advantages(&mut self, b: &Rollout<'_>, a: &mut [f32], r: &mut [f32]) -> Result<Vec<Metric>, PluginError> { self.0.compute_advantages(b, a, r) }\n\
+             fn loss(&mut self, mb: &Minibatch<'_>, out: &mut LossOutputs<'_>) -> Result<Vec<Metric>, PluginError> { self.0.loss(mb, out) }\n\
+         }\n\
+         export_algorithm!(PpoBn);\n",
+    )
+    .expect("lib.rs");
+    run_ok(&mut cargo(&project, &["build", "--offline"]));
+    let so = shared_plugin_target().join("debug/libdrover_plugin_ppo_bn.so");
+    let out = run_ok(drover().args(["plugin", "check"]).arg(&so));
+    let checked = String::from_utf8_lossy(&out.stdout);
+    assert!(checked.starts_with("ppo_bn 0.1.0 (interface 1.3)"), "{checked}");
+    assert!(checked.contains("passed: 11 checks, 0 failed"), "{checked}");
+}
+
 /// Review finding 8: a library under another plugin's file name ran, and `spec.json` and
 /// analyze named one algorithm while `summary.json` named another.
 #[test]

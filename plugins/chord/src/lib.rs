@@ -12,4 +12,7 @@ mod chord;
 pub use crate::algorithm::{Chord, ChordConfig};
 pub use crate::chord::{phi, sft_token_loss, MuSchedule};
 
+// Behind the default feature `export`, so a crate that builds on this one (depends on it with
+// `default-features = false`) can export its own plugin without duplicate symbols.
+#[cfg(feature = "export")]
 drover_plugin_api::export_algorithm!(crate::Chord);

@@ -16,4 +16,7 @@ pub use crate::{
     loss::{clip_cov_loss, select_clip_cov, ClipCovConfig, ClipCovStats, CovBand},
 };
 
+// Behind the default feature `export`, so a crate that builds on this one (depends on it with
+// `default-features = false`) can export its own plugin without duplicate symbols.
+#[cfg(feature = "export")]
 drover_plugin_api::export_algorithm!(crate::ClipCov);

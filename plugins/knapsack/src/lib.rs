@@ -13,4 +13,7 @@ mod allocate;
 pub use crate::algorithm::{Knapsack, KnapsackConfig};
 pub use crate::allocate::{allocate, value, Allocation, Bounds};
 
+// Behind the default feature `export`, so a crate that builds on this one (depends on it with
+// `default-features = false`) can export its own plugin without duplicate symbols.
+#[cfg(feature = "export")]
 drover_plugin_api::export_algorithm!(crate::Knapsack);

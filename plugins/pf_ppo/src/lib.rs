@@ -15,4 +15,7 @@ mod reweight;
 pub use crate::algorithm::{PfPpo, PfPpoConfig};
 pub use crate::reweight::{expected_copies, reweight, ReweightMethod};
 
+// Behind the default feature `export`, so a crate that builds on this one (depends on it with
+// `default-features = false`) can export its own plugin without duplicate symbols.
+#[cfg(feature = "export")]
 drover_plugin_api::export_algorithm!(crate::PfPpo);

@@ -10,4 +10,7 @@ mod algorithm;
 
 pub use crate::algorithm::{Rloo, RlooConfig};
 
+// Behind the default feature `export`, so a crate that builds on this one (depends on it with
+// `default-features = false`) can export its own plugin without duplicate symbols.
+#[cfg(feature = "export")]
 drover_plugin_api::export_algorithm!(crate::Rloo);
