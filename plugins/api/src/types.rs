@@ -69,7 +69,7 @@ pub struct ParamSpec {
     pub kind: ParamKind_NE,
     /// The default as JSON text; `null` makes the parameter optional (it may be `null`).
     pub default: RString,
-    /// One or two sentences for `drover plugin info` and the docs.
+    /// One or two sentences for `drover plugin list` and the docs.
     pub doc: RString,
     /// Inclusive lower bound for numeric kinds.
     pub min: ROption<f64>,
