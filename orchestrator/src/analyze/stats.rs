@@ -51,9 +51,19 @@ pub fn iqm(x: Expr) -> Expr {
 
 /// Optimality gap (rliable's `aggregate_optimality_gap`): the mean of `max(target - score, 0)`,
 /// how far the runs fall short of `target` on average, where scores above it count as `target`.
+/// Runs without a score or a target are left out of the mean (see `shortfall`); none left: null.
 pub fn optimality_gap(score: Expr, target: Expr) -> Expr {
+    shortfall(target, score).mean()
+}
+
+/// `max(target - score, 0)`, null when either is null. A run that never logged a finite return
+/// (diverged, no finished episode, an empty metrics file) or has no target is not "solved": a
+/// gap of 0 there would be the best score possible, and would pull the group's point estimate
+/// below the interval the bootstrap computes over the scored runs only.
+pub fn shortfall(target: Expr, score: Expr) -> Expr {
     let short = target - score;
-    when(short.clone().gt(lit(0.0))).then(short.clone()).otherwise(lit(0.0).cast(DataType::Float64)).mean()
+    // A null comparison takes the `otherwise` branch, which keeps the null.
+    when(short.clone().lt(lit(0.0))).then(lit(0.0)).otherwise(short)
 }
 
 /// Normalized area under the learning curve (in an aggregation context): the trapezoidal
@@ -106,7 +116,8 @@ pub fn with_target(runs: LazyFrame, target: Option<f64>) -> LazyFrame {
 
 /// One row per run: `runs`' columns plus `final_return`, `auc`, `steps_to_threshold` (first
 /// `global_step` whose return reaches `target`; null: never), `iterations`, `last_step`,
-/// `target` (see `with_target`) and `gap` (`max(target - final_return, 0)`).
+/// `target` (see `with_target`) and `gap` (`max(target - final_return, 0)`; null without a
+/// final return or a target).
 pub fn per_run(metrics: LazyFrame, runs: LazyFrame, target: Option<f64>) -> LazyFrame {
     let targets = with_target(runs.clone(), target).select([col("run_id"), col("target")]);
     let progress = metrics.clone().group_by([col("run_id")]).agg([
@@ -129,11 +140,10 @@ pub fn per_run(metrics: LazyFrame, runs: LazyFrame, target: Option<f64>) -> Lazy
                 .min()
                 .alias("steps_to_threshold"),
         ]);
-    let short = col("target") - col("final_return");
     runs.left_join(returns, col("run_id"), col("run_id"))
         .left_join(progress, col("run_id"), col("run_id"))
         .left_join(targets, col("run_id"), col("run_id"))
-        .with_column(when(short.clone().gt(lit(0.0))).then(short).otherwise(lit(0.0)).alias("gap"))
+        .with_column(shortfall(col("target"), col("final_return")).alias("gap"))
         .sort(["label", "seed"], SortMultipleOptions::default())
 }
 

@@ -1421,3 +1421,74 @@ fn a_group_sharing_no_stratum_with_the_best_gets_a_note_instead_of_a_probability
     let opts = Options { filters: vec!["x<=2".into()], ..opts };
     assert!(!analyze(&opts).unwrap().table.contains("no P(best > this)"));
 }
+
+/// Overwrites a run's metrics with `returns` (iterations 1, 2, ..., 3 episodes each when the
+/// return is a finite number, none otherwise); no returns: a file with the columns and no row.
+fn rewrite_metrics(root: &Path, run_id: &str, returns: &[f64]) {
+    let iteration: Vec<i64> = (1..=returns.len() as i64).collect();
+    let mut df = df!(
+        "iteration" => &iteration,
+        "global_step" => iteration.iter().map(|i| i * 1000).collect::<Vec<_>>(),
+        "episodic_return_mean" => returns,
+        "episodes" => returns.iter().map(|r| if r.is_finite() { 3i64 } else { 0 }).collect::<Vec<_>>(),
+        "policy_loss" => vec![0.5f64; returns.len()],
+    )
+    .unwrap();
+    ParquetWriter::new(std::fs::File::create(root.join("runs").join(run_id).join("metrics.parquet")).unwrap()).finish(&mut df).unwrap();
+}
+
+/// Review finding 1: a run without a final return (all returns NaN, or an empty metrics file)
+/// counted as gap 0, "solved", pulling the group's optimality gap below its own interval.
+#[test]
+fn runs_without_a_final_return_or_a_target_have_no_gap() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("r");
+    // Config A: final returns 10, 20, 30, 100 against the bar 30: gaps 20, 10, 0, 0, mean 7.5.
+    for (i, r) in [10.0, 20.0, 30.0, 100.0].into_iter().enumerate() {
+        write_run(&root, &format!("a{i}"), "cfgA", "params.x=1", i as u64, r, json!({"x": 1}), true);
+    }
+    // Two more runs of A that never scored: diverged (every return NaN), and an empty file.
+    write_run(&root, "a8", "cfgA", "params.x=1", 8, 0.0, json!({"x": 1}), true);
+    rewrite_metrics(&root, "a8", &[f64::NAN; 12]);
+    write_run(&root, "a9", "cfgA", "params.x=1", 9, 0.0, json!({"x": 1}), true);
+    rewrite_metrics(&root, "a9", &[]);
+    let out = tmp.path().join("out");
+    let outcome = analyze(&options(vec![root.clone()], &out)).unwrap();
+    let s = &outcome.summary;
+    let gap = f(s, "optimality_gap", 0);
+    assert!(close(gap, 7.5), "{s}");
+    let (lo, hi) = (f(s, "optimality_gap_lo", 0).unwrap(), f(s, "optimality_gap_hi", 0).unwrap());
+    assert!(lo <= 7.5 && 7.5 <= hi, "the point lies in its interval: [{lo}, {hi}]");
+    let runs = polars::prelude::CsvReadOptions::default()
+        .try_into_reader_with_file_path(Some(out.join("tables/runs.csv")))
+        .unwrap()
+        .finish()
+        .unwrap();
+    let ids = strings(&runs, "run_id");
+    for unscored in ["a8", "a9"] {
+        let k = ids.iter().position(|id| id == unscored).unwrap();
+        assert_eq!(f(&runs, "gap", k), None, "run {unscored} has no gap");
+    }
+
+    // The same runs judged against no bar at all (specs without `success_return`, as hand-written
+    // or older results have): no gap, not a perfect 0.
+    let opts = options(vec![root], &out);
+    let loaded = load_results(&opts.dirs, &[]).unwrap();
+    let runs = loaded.runs.with_column(lit(NULL).cast(DataType::Float64).alias("success_return"));
+    let per = annotate(per_run(loaded.metrics, runs, None), &Grouping::Config, &[]);
+    let summary = per_group(per, &Grouping::Config).collect().unwrap();
+    assert_eq!(f(&summary, "optimality_gap", 0), None, "{summary}");
+}
+
+#[test]
+fn shortfall_keeps_nulls_null() {
+    let df = df!("score" => [Some(10.0), None, Some(50.0)], "target" => [Some(30.0), Some(30.0), None]).unwrap();
+    let out = df
+        .lazy()
+        .select([shortfall(col("target"), col("score")).alias("gap"), optimality_gap(col("score"), col("target")).alias("mean")])
+        .collect()
+        .unwrap();
+    let gap: Vec<Option<f64>> = (0..3).map(|i| f(&out, "gap", i)).collect();
+    assert_eq!(gap, [Some(20.0), None, None]);
+    assert!(close(f(&out, "mean", 0), 20.0), "{out}");
+}
