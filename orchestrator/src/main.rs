@@ -392,6 +392,9 @@ struct AnalyzeArgs {
     /// Print the optimized Polars plans instead of computing them.
     #[arg(long)]
     explain: bool,
+    /// Also analyze run directories that are not in the results directory's `sweep.json` (runs of an earlier version of the sweep).
+    #[arg(long)]
+    all_runs: bool,
 }
 
 fn analyze_cmd(args: AnalyzeArgs) -> anyhow::Result<u8> {
@@ -413,6 +416,7 @@ fn analyze_cmd(args: AnalyzeArgs) -> anyhow::Result<u8> {
         profile_points: 101,
         plots: !args.no_plots,
         curves: args.curves,
+        all_runs: args.all_runs,
     };
     if args.explain {
         print!("{}", analyze::explain(&opts)?);

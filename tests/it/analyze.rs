@@ -189,3 +189,42 @@ fn two_environments_are_compared_within_each_and_every_empty_directory_is_named(
     assert!(stderr.ends_with(&want), "{stderr}");
     assert!(!tmp.path().join("out2").exists());
 }
+
+/// A researcher's report: two `drover run`s of one sweep file into one results directory with
+/// different `--set run.lr` were analyzed as one group `base` mixing both configurations. Now
+/// the last run's configuration is the sweep (`sweep.json`), the earlier runs are left out with
+/// a note, and `--all-runs` shows both configurations as groups named apart.
+#[test]
+fn a_rerun_with_another_base_setting_is_not_mixed_into_the_sweep() {
+    const BASE: &str = r#"
+name = "e2e-analyze-base"
+[run]
+env = "CartPole-v1"
+plugin = "ppo"
+num_envs = 4
+num_steps = 128
+total_steps = 4096
+[sweep]
+seeds = [1, 2]
+"#;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let sweep = drover_tests::write_sweep(tmp.path(), BASE);
+    let pool = tmp.path().join("pool");
+    for lr in ["1e-3", "1e-6"] {
+        run_ok(drover().arg("run").arg(&sweep).arg("--results").arg(&pool).args(["-j", "2", "--set", &format!("run.lr={lr}")]));
+    }
+    let out = tmp.path().join("out");
+    let run = run_ok(drover().arg("analyze").arg(&pool).args(["--reps", "200", "--no-plots", "--out"]).arg(&out));
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    let note = format!("note: `{}`: 2 run directories not in its sweep.json, the runs of the last `drover run` there, are left out", pool.display());
+    assert!(stdout.starts_with(&note) && stdout.contains("2 runs analyzed (2 completed"), "{stdout}");
+    let (header, rows) = csv_rows(&out.join("tables/summary.csv"));
+    let group = header.iter().position(|h| h == "group").expect("group column");
+    assert_eq!(rows.iter().map(|r| r[group].as_str()).collect::<Vec<_>>(), ["base"]);
+
+    let run = run_ok(drover().arg("analyze").arg(&pool).args(["--all-runs", "--reps", "200", "--no-plots", "--out"]).arg(&out));
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(stdout.contains("4 runs analyzed") && stdout.contains("note: the label `base` is shared by 2 configurations that differ outside the sweep's axes, in `run.lr`"), "{stdout}");
+    let (_, rows) = csv_rows(&out.join("tables/summary.csv"));
+    assert_eq!(rows.iter().map(|r| r[group].as_str()).collect::<Vec<_>>(), ["base [run.lr=1e-6]", "base [run.lr=0.001]"]);
+}

@@ -8,7 +8,9 @@ use polars::prelude::*;
 use serde_json::Value;
 
 use crate::error::AnalyzeError;
-use crate::layout::{self, ExitRecord, ExitStatus, JobSpec, ResultsDir, EXIT_JSON, METRICS_PARQUET, SPEC_JSON, SUMMARY_JSON};
+use crate::layout::{
+    self, ExitRecord, ExitStatus, JobSpec, ResultsDir, SweepManifest, EXIT_JSON, METRICS_PARQUET, SPEC_JSON, SUMMARY_JSON, SWEEP_JSON,
+};
 
 /// The inputs of the statistics, still lazy.
 #[must_use]
@@ -30,8 +32,12 @@ pub struct Loaded {
     /// Completed runs found.
     pub completed: usize,
     /// Run directories that were left out (not completed, a duplicate, or a damaged file), with
-    /// the reason.
+    /// the reason. Run directories outside their directory's `sweep.json` are not listed here
+    /// one by one but counted in `notes`.
     pub left_out: Vec<(String, String)>,
+    /// Lines for the user about the directories as a whole: run directories that are not in
+    /// their `sweep.json` (left out or, with `all_runs`, included), an unreadable `sweep.json`.
+    pub notes: Vec<String>,
 }
 
 pub(crate) fn polars_err(action: impl Into<String>) -> impl FnOnce(PolarsError) -> AnalyzeError {
@@ -66,21 +72,36 @@ struct RunRecord {
 /// the run is checked (`metrics_schema`); the metrics themselves are read by one scan per
 /// distinct schema (`scan_metrics`), not one per file.
 pub fn load_results(dirs: &[PathBuf], extra: &[String]) -> Result<Loaded, AnalyzeError> {
+    load_results_with(dirs, extra, false)
+}
+
+/// `load_results`, choosing what happens to run directories that are not in their results
+/// directory's `sweep.json`.
+///
+/// `sweep.json` lists the runs of the last `drover run` on a directory; run directories beside
+/// them come from an earlier version of the sweep (other base settings, seeds or grid). They are
+/// left out unless `all_runs`, as `drover status` leaves them out: a user who edited the sweep
+/// and ran it again reads the analysis as the sweep's, as it now stands. Either way a note in
+/// `Loaded::notes` says how many there were. A directory without `sweep.json` (results written
+/// by hand or by another tool) has no manifest to go by: all its runs count.
+pub fn load_results_with(dirs: &[PathBuf], extra: &[String], all_runs: bool) -> Result<Loaded, AnalyzeError> {
     let mut records = Vec::new();
     let mut left_out = Vec::new();
     let mut seen: HashMap<String, String> = HashMap::new();
     // Every directory is read before any is refused: one error names all the empty ones, so a
     // user who gave three does not fix them one rerun at a time.
     let mut empty = Vec::new();
+    let mut notes = Vec::new();
     for dir in dirs {
         if let Some(why) = not_results(dir) {
             empty.push((dir.clone(), why));
             continue;
         }
-        let runs = read_dir_runs(dir)?;
+        let runs = read_dir_runs(dir, all_runs)?;
         if runs.completed.is_empty() {
             empty.push((dir.clone(), runs.why_empty()));
         }
+        notes.extend(runs.notes(dir));
         left_out.extend(runs.left_out.into_iter().map(|(name, why, _)| (name, why)));
         for record in runs.completed {
             if let Some(first) = seen.get(&record.spec.run_id) {
@@ -158,7 +179,7 @@ pub fn load_results(dirs: &[PathBuf], extra: &[String]) -> Result<Loaded, Analyz
     // `token_entropy`/`accuracy` request give exactly the frame they gave before.
     let extra: Vec<String> = extra.into_iter().filter(|c| present.contains(c.as_str())).cloned().collect();
     let metrics = scan_metrics(&records, &extra)?;
-    Ok(Loaded { runs, metrics, extra, metric_columns, hyperparameters, completed: records.len(), left_out })
+    Ok(Loaded { runs, metrics, extra, metric_columns, hyperparameters, completed: records.len(), left_out, notes })
 }
 
 /// The column of the metrics scan that holds each row's file path until it becomes a run id.
@@ -248,6 +269,12 @@ struct DirRuns {
     left_out: Vec<(String, String, Skip)>,
     /// How many run directories `runs/` holds.
     found: usize,
+    /// How many of them `sweep.json` does not list (counted whether or not they were read).
+    stale: usize,
+    /// Whether those were read like the others (`--all-runs`) rather than skipped.
+    all_runs: bool,
+    /// Why `sweep.json` could not be read, when it is there but damaged.
+    bad_manifest: Option<String>,
 }
 
 /// Why a run directory is left out, in the words of `DirRuns::why_empty`'s counts.
@@ -286,9 +313,42 @@ impl DirRuns {
         for (_, _, kind) in &self.left_out {
             *counts.entry(*kind).or_default() += 1;
         }
-        let parts: Vec<String> = counts.iter().map(|(kind, n)| format!("{n} {}", kind.words())).collect();
+        let mut parts: Vec<String> = counts.iter().map(|(kind, n)| format!("{n} {}", kind.words())).collect();
+        // With `--all-runs` they were read, and counted above by what they hold.
+        if self.stale > 0 && !self.all_runs {
+            parts.push(format!("{} not in its {SWEEP_JSON} (an earlier version of the sweep; `--all-runs` analyzes them)", self.stale));
+        }
         let dirs = if self.found == 1 { "run directory" } else { "run directories" };
         format!("{} {dirs}, none completed with metrics: {}", self.found, parts.join(", "))
+    }
+
+    /// What the user is told of `dir` as a whole: its run directories outside `sweep.json`, and
+    /// a `sweep.json` that could not be read.
+    fn notes(&self, dir: &Path) -> Vec<String> {
+        let mut notes = Vec::new();
+        if let Some(why) = &self.bad_manifest {
+            notes.push(format!(
+                "warning: `{}` is unreadable ({why}), so every run directory of `{}` is analyzed, those of earlier versions of the sweep included",
+                dir.join(SWEEP_JSON).display(),
+                dir.display()
+            ));
+        }
+        if self.stale > 0 {
+            let (n, are) = match self.stale {
+                1 => ("1 run directory".to_string(), "is"),
+                n => (format!("{n} run directories"), "are"),
+            };
+            notes.push(if self.all_runs {
+                format!("note: `{}`: {n} not in its {SWEEP_JSON} (from an earlier version of the sweep) {are} analyzed too (`--all-runs`)", dir.display())
+            } else {
+                format!(
+                    "note: `{}`: {n} not in its {SWEEP_JSON}, the runs of the last `drover run` there, {are} left out: {} from an earlier version of the sweep, as `drover status` shows (`--all-runs` analyzes them too)",
+                    dir.display(),
+                    if self.stale == 1 { "it is" } else { "they are" }
+                )
+            });
+        }
+        notes
     }
 }
 
@@ -304,7 +364,18 @@ fn not_results(dir: &Path) -> Option<String> {
     None
 }
 
-fn read_dir_runs(dir: &Path) -> Result<DirRuns, AnalyzeError> {
+/// The run ids `dir`'s `sweep.json` lists: `Ok(None)` without one, `Err` when it is damaged.
+fn manifest_runs(dir: &Path) -> Result<Option<BTreeSet<String>>, String> {
+    let manifest = layout::read_record::<SweepManifest>(&dir.join(SWEEP_JSON))?;
+    // Ids only name directories to keep here, never paths to open, so they need not be parsed.
+    Ok(manifest.map(|m| m.runs.into_iter().collect()))
+}
+
+fn read_dir_runs(dir: &Path, all_runs: bool) -> Result<DirRuns, AnalyzeError> {
+    let (manifest, bad_manifest) = match manifest_runs(dir) {
+        Ok(runs) => (runs, None),
+        Err(why) => (None, Some(why)),
+    };
     let runs_dir = ResultsDir::new(dir).runs_dir();
     let io = |path: &Path| {
         let path = path.to_path_buf();
@@ -322,8 +393,15 @@ fn read_dir_runs(dir: &Path) -> Result<DirRuns, AnalyzeError> {
 
     let mut completed = Vec::new();
     let mut left_out = Vec::new();
+    let mut stale = 0;
     for run_dir in &entries {
         let name = run_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        if manifest.as_ref().is_some_and(|runs| !runs.contains(&name)) {
+            stale += 1;
+            if !all_runs {
+                continue;
+            }
+        }
         // A damaged record costs its own run, never the analysis of the others: it is left out
         // with the file and the reason, as `drover run` redoes it (`backend::inspect_run`).
         let unreadable = |path: &Path, reason: String| format!("unreadable `{}`: {reason}", path.display());
@@ -383,7 +461,7 @@ fn read_dir_runs(dir: &Path) -> Result<DirRuns, AnalyzeError> {
         };
         completed.push(RunRecord { spec, results: dir.display().to_string(), metrics_path, schema });
     }
-    Ok(DirRuns { completed, left_out, found: entries.len() })
+    Ok(DirRuns { completed, left_out, found: entries.len(), stale, all_runs, bad_manifest })
 }
 
 /// The schema of a completed run's metrics file, or why it cannot be analyzed: missing, not a

@@ -4,12 +4,13 @@
 //! per-run table and the learning-curve bins are collected once each, the resampling runs on
 //! them, and the summary is collected once.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use polars::prelude::*;
 
 use super::bootstrap::{self, Bootstrap};
-use super::load::{self, load_results, polars_err};
+use super::load::{self, polars_err};
 use super::plot::{self, Chart, LineChart};
 use super::query;
 use super::report;
@@ -42,6 +43,9 @@ pub struct Options {
     /// Metrics columns to draw learning curves of besides the return (`--curves`); `None`: those
     /// of `DEFAULT_CURVES` that the runs have.
     pub curves: Option<Vec<String>>,
+    /// Also analyze run directories that are not in their results directory's `sweep.json`
+    /// (`--all-runs`; see `load::load_results_with`).
+    pub all_runs: bool,
 }
 
 /// Metric curves drawn by default when the runs' metrics have these columns (sequence tasks).
@@ -60,6 +64,9 @@ pub struct Outcome {
     pub analyzed: usize,
     /// Run directories left out, with the reason.
     pub left_out: Vec<(String, String)>,
+    /// Lines about the analysis as a whole (stale run directories, configurations sharing a
+    /// label), also at the top of `table` and of the Markdown summary.
+    pub notes: Vec<String>,
     /// Files written.
     pub written: Vec<PathBuf>,
     /// The best group by IQM when comparing: at most one, or one per environment when the
@@ -105,6 +112,10 @@ struct Plans {
     grouping: Grouping,
     completed: usize,
     left_out: Vec<(String, String)>,
+    /// Group names of the default grouping: `config_id`, `config_name` (see `config_names`).
+    names: DataFrame,
+    /// Lines about the analysis as a whole (`Outcome::notes`).
+    notes: Vec<String>,
     /// The `--where` keys that some completed runs lack, with how many lack each.
     missing: Vec<(String, i64)>,
     /// Metrics columns to draw curves of, all present in `metrics`.
@@ -126,7 +137,7 @@ fn plans(opts: &Options) -> Result<Plans, AnalyzeError> {
     }
     let mut extra = asked.clone();
     extra.extend([stats::LAW_ENTROPY, stats::LAW_REWARD].map(String::from).into_iter().filter(|c| !asked.contains(c)));
-    let loaded = load_results(&opts.dirs, &extra)?;
+    let loaded = load::load_results_with(&opts.dirs, &extra, opts.all_runs)?;
     let has = |c: &str| loaded.extra.iter().any(|e| e == c) || load::FIXED_COLUMNS.contains(&c);
     if opts.curves.is_some() {
         if let Some(missing) = asked.iter().find(|c| !has(c)) {
@@ -140,6 +151,12 @@ fn plans(opts: &Options) -> Result<Plans, AnalyzeError> {
     let curves: Vec<String> = asked.into_iter().filter(|c| has(c)).collect();
     let law = has(stats::LAW_ENTROPY) && has(stats::LAW_REWARD);
     let schema = loaded.runs.clone().collect_schema().map_err(polars_err("reading the runs table's schema"))?;
+    let mut notes = loaded.notes.clone();
+    // Named before `--where`, over all the runs loaded: a group keeps its name (and so its
+    // random streams and intervals) whatever a slice leaves of the others.
+    let all = loaded.runs.clone().collect().map_err(polars_err("reading the runs table"))?;
+    let (names, shared) = config_names(&all, &loaded.hyperparameters)?;
+    notes.extend(shared);
     let mut runs = loaded.runs.clone();
     let mut missing = Vec::new();
     for filter in &opts.filters {
@@ -170,6 +187,8 @@ fn plans(opts: &Options) -> Result<Plans, AnalyzeError> {
         grouping,
         completed: loaded.completed,
         left_out: loaded.left_out,
+        names,
+        notes,
         missing,
         curves,
         law,
@@ -179,7 +198,109 @@ fn plans(opts: &Options) -> Result<Plans, AnalyzeError> {
 impl Plans {
     /// The per-run table (with `group` and `stratum`) over `metrics`.
     fn per_run(&self, metrics: LazyFrame, opts: &Options) -> LazyFrame {
-        stats::annotate(stats::per_run(metrics, self.runs.clone(), opts.target), &self.grouping, &self.hyperparameters)
+        let annotated = stats::annotate(stats::per_run(metrics, self.runs.clone(), opts.target), &self.grouping, &self.hyperparameters);
+        if self.grouping != Grouping::Config {
+            return annotated;
+        }
+        let keep_order = JoinArgs { maintain_order: MaintainOrderJoin::Left, ..JoinArgs::new(JoinType::Left) };
+        annotated
+            .join(self.names.clone().lazy(), [col("config_id")], [col("config_id")], keep_order)
+            .with_column(col(CONFIG_NAME).fill_null(col("group")).alias("group"))
+            .drop(cols([CONFIG_NAME]))
+    }
+}
+
+/// The column of `config_names`' frame that holds a configuration's group name.
+const CONFIG_NAME: &str = "config_name";
+
+/// The group name of each configuration (`config_id`) in `runs`, and a note when some had to be
+/// told apart.
+///
+/// A configuration is named by its label, but a label names only the sweep's axes: runs of two
+/// versions of a sweep that differ in a base setting (`--all-runs`, or two results directories
+/// of one sweep) share it. Such configurations are named `LABEL [KEY=VALUE, ...]` by the
+/// hyperparameters whose values differ among them (`base [run.total_steps=10240]`), or, when
+/// more than `MAX_NAMED_KEYS` differ or none does, `LABEL [config <first 8 digits of the id>]`.
+/// Columns of the frame: `config_id`, `config_name`.
+fn config_names(runs: &DataFrame, hyperparameters: &[String]) -> Result<(DataFrame, Option<String>), AnalyzeError> {
+    let text = |name: &str| -> Result<Vec<String>, AnalyzeError> {
+        let c = runs.column(name).map_err(polars_err(format!("reading column `{name}`")))?;
+        Ok((0..c.len()).map(|i| c.get(i).map(|v| value_text(&v)).unwrap_or_default()).collect())
+    };
+    let (ids, labels) = (text("config_id")?, text("label")?);
+    // One row per configuration: its first run.
+    let mut first: BTreeMap<&str, usize> = BTreeMap::new();
+    for (i, id) in ids.iter().enumerate() {
+        first.entry(id.as_str()).or_insert(i);
+    }
+    let mut by_label: BTreeMap<&str, Vec<(&str, usize)>> = BTreeMap::new();
+    for (&id, &row) in &first {
+        by_label.entry(labels[row].as_str()).or_default().push((id, row));
+    }
+    let columns: Vec<(&String, Vec<String>)> = hyperparameters.iter().map(|h| Ok((h, text(h)?))).collect::<Result<_, AnalyzeError>>()?;
+    let (mut names, mut shared, mut differ_in) = (BTreeMap::new(), Vec::new(), BTreeSet::new());
+    for (label, configs) in &by_label {
+        if let [(id, _)] = configs[..] {
+            names.insert(id.to_string(), label.to_string());
+            continue;
+        }
+        let differing: Vec<&(&String, Vec<String>)> =
+            columns.iter().filter(|(_, values)| configs.iter().any(|&(_, row)| values[row] != values[configs[0].1])).collect();
+        let named = |&(id, row): &(&str, usize)| match differing.len() {
+            1..=MAX_NAMED_KEYS => {
+                let parts: Vec<String> = differing.iter().map(|(key, values)| format!("{key}={}", values[row])).collect();
+                format!("{label} [{}]", parts.join(", "))
+            }
+            _ => format!("{label} [config {}]", id.get(..8).unwrap_or(id)),
+        };
+        let mut mine: Vec<(String, String)> = configs.iter().map(|c| (c.0.to_string(), named(c))).collect();
+        // Configurations that differ only where the runs table does not look (so equal names)
+        // are told apart by their ids.
+        let distinct: BTreeSet<&String> = mine.iter().map(|(_, n)| n).collect();
+        if distinct.len() < mine.len() {
+            for (id, name) in &mut mine {
+                *name = format!("{label} [config {}]", id.get(..8).unwrap_or(id));
+            }
+        }
+        differ_in.extend(differing.iter().map(|(k, _)| k.to_string()));
+        shared.push((label.to_string(), configs.len(), mine[0].1.clone()));
+        names.extend(mine);
+    }
+    let note = (!shared.is_empty()).then(|| {
+        let which = match &shared[..] {
+            [(label, n, _)] => format!("the label `{label}` is shared by {n} configurations"),
+            many => {
+                let mut listed: Vec<String> = many.iter().take(NOTE_GROUPS).map(|(l, _, _)| format!("`{l}`")).collect();
+                if many.len() > NOTE_GROUPS {
+                    listed.push(format!("and {} more", many.len() - NOTE_GROUPS));
+                }
+                format!("{} labels are each shared by several configurations ({})", many.len(), listed.join(", "))
+            }
+        };
+        let keys: Vec<String> = differ_in.iter().map(|k| format!("`{k}`")).collect();
+        let within = if keys.is_empty() { String::new() } else { format!(", in {}", keys.join(", ")) };
+        format!(
+            "note: {which} that differ outside the sweep's axes{within}; each configuration is its own group, named by the settings that tell it apart (e.g. `{}`), and the tables' `config_id` column tells them apart too",
+            shared[0].2
+        )
+    });
+    let (ids, names): (Vec<String>, Vec<String>) = names.into_iter().unzip();
+    let frame = DataFrame::new_infer_height(vec![Column::new("config_id".into(), ids), Column::new(CONFIG_NAME.into(), names)])
+        .map_err(polars_err("naming the configurations"))?;
+    Ok((frame, note))
+}
+
+/// Most differing settings a configuration's group name lists before it falls back to the id.
+const MAX_NAMED_KEYS: usize = 3;
+
+/// A runs-table cell as a label writes it: text bare, numbers as JSON writes them, null as `null`.
+fn value_text(value: &AnyValue<'_>) -> String {
+    match value {
+        AnyValue::Null => "null".into(),
+        AnyValue::String(s) => s.to_string(),
+        AnyValue::StringOwned(s) => s.to_string(),
+        AnyValue::Float64(v) => serde_json::Number::from_f64(*v).map_or_else(|| v.to_string(), |n| n.to_string()),
+        other => other.to_string(),
     }
 }
 
@@ -236,9 +357,9 @@ pub fn analyze(opts: &Options) -> Result<Outcome, AnalyzeError> {
         Some(_) => format!("compare{}", tag.trim_start_matches("-by")),
         None => format!("summary{tag}"),
     };
-    let note = split_note(opts, &envs);
-    let mut table = note.clone().map(|n| format!("{n}\n")).unwrap_or_default();
-    let mut markdown = note.map(|n| format!("{n}\n")).unwrap_or_default();
+    let head: Vec<String> = p.notes.iter().cloned().chain(split_note(opts, &envs)).collect();
+    let mut table: String = head.iter().map(|n| format!("{n}\n")).collect();
+    let mut markdown: String = head.iter().map(|n| format!("{n}\n\n")).collect();
     for s in &sections {
         s.push_heading(&mut table, &mut markdown);
         table.push_str(&report::render_table(&s.summary)?);
@@ -301,6 +422,7 @@ pub fn analyze(opts: &Options) -> Result<Outcome, AnalyzeError> {
         completed: p.completed,
         analyzed: runs.height(),
         left_out: p.left_out,
+        notes: p.notes,
         written,
         best,
         summary,

@@ -150,10 +150,21 @@ pub fn per_run(metrics: LazyFrame, runs: LazyFrame, target: Option<f64>) -> Lazy
 /// Orders configuration labels (`run.lr=0.00025,run.num_envs=16`) by their values: labels are
 /// compared part by part (`key=value`, split at top-level commas), values that are both numbers
 /// as numbers, anything else as text. Sorting the text alone puts `num_envs=16` before `8` and
-/// `lr=0.001` before `0.00025`. Returns the row indices in that order.
+/// `lr=0.001` before `0.00025`. A group name `LABEL [KEY=VALUE, ...]` (configurations that share
+/// a label) sorts by the label's parts, then by those in brackets. Returns the row indices in
+/// that order.
 pub fn label_order(labels: &[String]) -> Vec<usize> {
     fn parts(label: &str) -> Vec<(&str, &str)> {
-        super::query::split_list(label).into_iter().map(|part| part.split_once('=').unwrap_or((part, ""))).collect()
+        let (base, suffix) = match label.strip_suffix(']').and_then(|l| l.split_once(" [")) {
+            Some((base, suffix)) => (base, suffix),
+            None => (label, ""),
+        };
+        let split = super::query::split_list;
+        split(base)
+            .into_iter()
+            .chain(split(suffix).into_iter().filter(|p| !p.is_empty()))
+            .map(|part| part.split_once('=').unwrap_or((part, "")))
+            .collect()
     }
     let compare = |a: &str, b: &str| match (a.parse::<f64>(), b.parse::<f64>()) {
         (Ok(x), Ok(y)) => x.total_cmp(&y),

@@ -84,6 +84,7 @@ fn options(dirs: Vec<PathBuf>, out: &Path) -> Options {
         profile_points: 11,
         plots: false,
         curves: None,
+        all_runs: false,
     }
 }
 
@@ -1491,4 +1492,80 @@ fn shortfall_keeps_nulls_null() {
     let gap: Vec<Option<f64>> = (0..3).map(|i| f(&out, "gap", i)).collect();
     assert_eq!(gap, [Some(20.0), None, None]);
     assert!(close(f(&out, "mean", 0), 20.0), "{out}");
+}
+
+/// Runs labelled `base` (a sweep without axes) in two configurations that differ in `run.lr`
+/// only: config `cfgA` (lr 0.001, final returns 10, 20, 30, 40) and `cfgB` (lr 1e-6, 1, 2, 3,
+/// 4), as two `drover run`s of one sweep file with different `--set run.lr` leave them.
+fn two_configs_one_label(root: &Path) {
+    for (config, lr, returns) in [("cfgA", 0.001, [10.0, 20.0, 30.0, 40.0]), ("cfgB", 1e-6, [1.0, 2.0, 3.0, 4.0])] {
+        for (seed, r) in returns.into_iter().enumerate() {
+            let run = json!({"seed": seed, "success_return": 30.0, "env": "CartPole-v1", "lr": lr});
+            write_run_with(root, &format!("{config}{seed}"), config, "base", run, r, json!({"gamma": 0.99}), true);
+        }
+    }
+}
+
+fn write_manifest(root: &Path, runs: &[&str]) {
+    let manifest = json!({"format_version": 1, "name": "t", "source": "t.toml", "runs": runs, "created_at": "0"});
+    std::fs::write(root.join("sweep.json"), manifest.to_string()).unwrap();
+}
+
+/// Review finding 2 (and the researcher's report): the default grouping was by label, so two
+/// configurations sharing a label were merged into one group of mixed settings without a word.
+#[test]
+fn configurations_sharing_a_label_are_separate_groups_named_apart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("r");
+    two_configs_one_label(&root);
+    let outcome = analyze(&options(vec![root], &tmp.path().join("out"))).unwrap();
+    let s = &outcome.summary;
+    // lr 1e-6 sorts before 0.001: the bracketed values compare as numbers.
+    assert_eq!(strings(s, "group"), ["base [run.lr=1e-6]", "base [run.lr=0.001]"], "{s}");
+    assert_eq!(strings(s, "config_id"), ["cfgB", "cfgA"]);
+    assert_eq!(strings(s, "label"), ["base", "base"]);
+    assert!(close(f(s, "final_return_mean", 0), 2.5) && close(f(s, "final_return_mean", 1), 25.0), "{s}");
+    assert_eq!((f(s, "runs", 0), f(s, "runs", 1)), (Some(4.0), Some(4.0)));
+    let note = "note: the label `base` is shared by 2 configurations that differ outside the sweep's axes, in `run.lr`; each configuration is its own group, named by the settings that tell it apart (e.g. `base [run.lr=0.001]`)";
+    assert!(outcome.notes.iter().any(|n| n.starts_with(note)), "{:?}", outcome.notes);
+    assert!(outcome.table.starts_with(note), "{}", outcome.table);
+}
+
+/// A results directory holds the runs of every `drover run` on it, but its `sweep.json` lists
+/// those of the last one: the others are left out by default, as `drover status` leaves them
+/// out, with a note saying how many; `--all-runs` analyzes them too.
+#[test]
+fn runs_not_in_sweep_json_are_left_out_with_a_note_unless_all_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("r");
+    two_configs_one_label(&root);
+    write_manifest(&root, &["cfgB0", "cfgB1", "cfgB2", "cfgB3", "cfgB9"]);
+    let out = tmp.path().join("out");
+    let outcome = analyze(&options(vec![root.clone()], &out)).unwrap();
+    assert_eq!((outcome.completed, outcome.analyzed), (4, 4));
+    assert_eq!(strings(&outcome.summary, "group"), ["base"], "one configuration left: no suffix");
+    let note = format!(
+        "note: `{}`: 4 run directories not in its sweep.json, the runs of the last `drover run` there, are left out: they are from an earlier version of the sweep, as `drover status` shows (`--all-runs` analyzes them too)",
+        root.display()
+    );
+    assert_eq!(outcome.notes, [note.clone()]);
+    assert!(outcome.left_out.is_empty(), "stale runs are counted, not listed: {:?}", outcome.left_out);
+
+    let opts = Options { all_runs: true, ..options(vec![root.clone()], &out) };
+    let outcome = analyze(&opts).unwrap();
+    assert_eq!(outcome.analyzed, 8);
+    assert_eq!(strings(&outcome.summary, "group"), ["base [run.lr=1e-6]", "base [run.lr=0.001]"]);
+    let note = format!("note: `{}`: 4 run directories not in its sweep.json (from an earlier version of the sweep) are analyzed too (`--all-runs`)", root.display());
+    assert_eq!(outcome.notes[0], note);
+
+    // Nothing of the current sweep has completed: the error says where the completed runs are.
+    write_manifest(&root, &["cfgC0"]);
+    let err = analyze(&options(vec![root.clone()], &out)).err().unwrap();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "no completed run with metrics in `{}`: 8 run directories, none completed with metrics: 8 not in its sweep.json (an earlier version of the sweep; `--all-runs` analyzes them)",
+            root.display()
+        )
+    );
 }
