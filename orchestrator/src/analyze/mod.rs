@@ -23,7 +23,7 @@ pub use bootstrap::{
 pub use load::{load_results, load_results_with, Loaded};
 pub use pipeline::{analyze, explain, Best, Options, Outcome, DEFAULT_CURVES};
 pub use plot::{render, Bar, Chart, Line, LineChart, Scatter};
-pub use query::{parse_keys, parse_where, resolve_key};
+pub use query::{parse_keys, parse_where, parse_where_with_labels, resolve_key};
 pub use report::{
     bars, curve_lines, law_scatter, profile_lines, render_law_markdown, render_law_table, render_markdown, render_table, with_intervals,
     write_frame, LAW_STATS,

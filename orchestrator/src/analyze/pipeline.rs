@@ -157,10 +157,14 @@ fn plans(opts: &Options) -> Result<Plans, AnalyzeError> {
     let all = loaded.runs.clone().collect().map_err(polars_err("reading the runs table"))?;
     let (names, shared) = config_names(&all, &loaded.hyperparameters)?;
     notes.extend(shared);
+    let labels: Vec<String> = {
+        let c = all.column("label").and_then(|c| c.str().cloned()).map_err(polars_err("reading column `label`"))?;
+        (0..c.len()).filter_map(|i| c.get(i)).map(str::to_string).collect::<BTreeSet<_>>().into_iter().collect()
+    };
     let mut runs = loaded.runs.clone();
     let mut missing = Vec::new();
     for filter in &opts.filters {
-        runs = runs.filter(query::parse_where(filter, &schema)?);
+        runs = runs.filter(query::parse_where_with_labels(filter, &schema, &labels)?);
         // Runs without the key never match, not even `!=`: counted now so that an empty slice
         // can say so (`clip_cov_ratio != 0.02` over GRPO and Clip-Cov runs matches none).
         let key = query::where_key(filter, &schema)?;

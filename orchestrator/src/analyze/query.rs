@@ -3,7 +3,8 @@
 //! A key is a column of the runs table: a hyperparameter (`params.clip_coef`, `run.lr`), one of
 //! `sweep`, `label`, `config_id`, `seed`, or a unique suffix of a hyperparameter (`clip_coef`,
 //! `lr`); `algo` means `run.plugin` and `env` means `run.env`. OP is one of `=` (or `==`), `!=`,
-//! `<`, `<=`, `>`, `>=`. For `=` and `!=` the value may be a comma-separated list (any of / none of).
+//! `<`, `<=`, `>`, `>=`. For `=` and `!=` the value may be a comma-separated list (any of / none of);
+//! a value in quotes is one value, and a `label` list is split into the labels there are.
 //! Numbers compare as numbers, `true`/`false` as booleans, anything else as text.
 
 use polars::prelude::*;
@@ -134,6 +135,39 @@ pub(crate) fn split_list(value: &str) -> Vec<&str> {
     parts
 }
 
+/// The text inside matching double or single quotes around `value`, if it is quoted: one value,
+/// commas and all (`label="a=1,b=2"`).
+fn unquoted(value: &str) -> Option<&str> {
+    ['"', '\''].into_iter().find_map(|q| value.strip_prefix(q)?.strip_suffix(q)).filter(|v| !v.is_empty())
+}
+
+/// The values of a `label=` list: the top-level comma-separated parts of `value` joined back
+/// into labels of `labels` where they make up a sequence of them, longest labels first
+/// (`params.x=1,params.y=2` is one label of two axes when that label exists); otherwise each
+/// part on its own, as for any other key.
+pub(crate) fn label_values(value: &str, labels: &[String]) -> Vec<String> {
+    let parts = split_list(value);
+    let n = parts.len();
+    let known = |from: usize, to: usize| labels.iter().any(|l| *l == parts[from..to].join(","));
+    // `ends[i]`: where the label starting at part i ends, when parts i.. split into labels.
+    let mut ends: Vec<Option<usize>> = vec![None; n + 1];
+    let mut tail_ok = vec![false; n + 1];
+    tail_ok[n] = true;
+    for i in (0..n).rev() {
+        ends[i] = (i + 1..=n).rev().find(|&j| tail_ok[j] && known(i, j));
+        tail_ok[i] = ends[i].is_some();
+    }
+    if !tail_ok[0] {
+        return parts.into_iter().map(str::to_string).collect();
+    }
+    let (mut out, mut i) = (Vec::new(), 0);
+    while let Some(j) = ends[i] {
+        out.push(parts[i..j].join(","));
+        i = j;
+    }
+    out
+}
+
 /// A list or table value as the runs table spells it (compact JSON: `[64, 64]` → `[64,64]`);
 /// any other text unchanged.
 fn json_text(value: &str) -> String {
@@ -151,10 +185,24 @@ pub fn where_key(expr: &str, schema: &Schema) -> Result<String, AnalyzeError> {
 
 /// Parses one `--where` expression against the runs table's `schema` into a filter predicate.
 pub fn parse_where(expr: &str, schema: &Schema) -> Result<Expr, AnalyzeError> {
+    parse_where_with_labels(expr, schema, &[])
+}
+
+/// `parse_where`, knowing the `labels` of the runs: a configuration label joins its axes with
+/// commas (`params.clip_coef=0.1,run.lr=0.001`), the same commas that separate the values of a
+/// list, so `label=` values are read as the labels in `labels` they make up (`label_values`).
+pub fn parse_where_with_labels(expr: &str, schema: &Schema, labels: &[String]) -> Result<Expr, AnalyzeError> {
     let (key, op, value) = split(expr)?;
     let column = resolve_key(key, expr, schema)?;
     let dtype = schema.get(&column).cloned().unwrap_or(DataType::Null);
-    let values: Vec<&str> = if matches!(op, Op::Eq | Op::Ne) { split_list(value) } else { vec![value] };
+    let quoted = unquoted(value);
+    let values: Vec<String> = match (op, quoted) {
+        (Op::Eq | Op::Ne, Some(one)) => vec![one.to_string()],
+        (Op::Eq | Op::Ne, None) if column == "label" => label_values(value, labels),
+        (Op::Eq | Op::Ne, None) => split_list(value).into_iter().map(str::to_string).collect(),
+        _ => vec![value.to_string()],
+    };
+    let values: Vec<&str> = values.iter().map(String::as_str).collect();
     if values.iter().any(|v| v.is_empty()) {
         return Err(query_err(expr, "empty value in the list"));
     }

@@ -1569,3 +1569,35 @@ fn runs_not_in_sweep_json_are_left_out_with_a_note_unless_all_runs() {
         )
     );
 }
+
+/// Review finding 3: labels join their axes with commas, which `=` read as a list of values, so
+/// `--where 'label=...'` could never match a label of two axes.
+#[test]
+fn where_label_matches_labels_of_several_axes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("r");
+    for (x, y) in [(1, 1), (1, 2), (2, 1)] {
+        let label = format!("params.x={x},params.y={y}");
+        for seed in 0..2u64 {
+            let r = f64::from(10 * x + y);
+            write_run(&root, &format!("x{x}y{y}s{seed}"), &format!("c{x}{y}"), &label, seed, r, json!({"x": x, "y": y}), true);
+        }
+    }
+    let groups = |filter: &str| {
+        let opts = Options { filters: vec![filter.to_string()], ..options(vec![root.clone()], &tmp.path().join("out")) };
+        analyze(&opts).map(|o| strings(&o.summary, "group")).map_err(|e| e.to_string())
+    };
+    assert_eq!(groups("label=params.x=1,params.y=2"), Ok(vec!["params.x=1,params.y=2".to_string()]));
+    assert_eq!(
+        groups("label=params.x=2,params.y=1,params.x=1,params.y=1"),
+        Ok(vec!["params.x=1,params.y=1".to_string(), "params.x=2,params.y=1".to_string()]),
+        "a list of two labels"
+    );
+    assert_eq!(groups("label!=params.x=1,params.y=2"), Ok(vec!["params.x=1,params.y=1".to_string(), "params.x=2,params.y=1".to_string()]));
+    assert_eq!(groups("label='params.x=2,params.y=1'"), Ok(vec!["params.x=2,params.y=1".to_string()]), "quoted: one value");
+    // The split into labels is by the labels there are, longest first.
+    let labels: Vec<String> = ["a=1", "a=1,b=2", "c=3"].map(String::from).to_vec();
+    assert_eq!(query::label_values("a=1,b=2,c=3", &labels), ["a=1,b=2", "c=3"]);
+    assert_eq!(query::label_values("a=1,c=3", &labels), ["a=1", "c=3"]);
+    assert_eq!(query::label_values("a=1,zzz", &labels), ["a=1", "zzz"], "no split into labels: the parts as they are");
+}
