@@ -431,8 +431,12 @@ fn analyze_cmd(args: AnalyzeArgs) -> anyhow::Result<u8> {
         println!("\nentropy-performance law R = -a*exp(H) + b, fitted per run (H = {}, R = {}); mean over runs:", analyze::LAW_ENTROPY, analyze::LAW_REWARD);
         print!("{law}");
     }
+    let unscored = match outcome.unscored {
+        0 => String::new(),
+        k => format!(", {k} of them without a final return"),
+    };
     println!(
-        "{} analyzed ({} completed, {} left out: unfinished, failed, duplicate or damaged); final return = mean of the last {} iterations with episodes",
+        "{} analyzed{unscored} ({} completed, {} left out: unfinished, failed, duplicate or damaged); final return = mean of the last {} iterations with episodes",
         drover::words::count(outcome.analyzed, "run"),
         outcome.completed,
         outcome.left_out.len(),

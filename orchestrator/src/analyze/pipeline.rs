@@ -62,6 +62,8 @@ pub struct Outcome {
     pub completed: usize,
     /// Runs in the analysis (after `--where`).
     pub analyzed: usize,
+    /// Runs of the analysis without a final return (they count in no score).
+    pub unscored: usize,
     /// Run directories left out, with the reason.
     pub left_out: Vec<(String, String)>,
     /// Lines about the analysis as a whole (stale run directories, configurations sharing a
@@ -425,6 +427,7 @@ pub fn analyze(opts: &Options) -> Result<Outcome, AnalyzeError> {
         table,
         completed: p.completed,
         analyzed: runs.height(),
+        unscored: unscored_runs(&runs)?.len(),
         left_out: p.left_out,
         notes: p.notes,
         written,
@@ -565,6 +568,7 @@ fn section(p: &Plans, opts: &Options, metrics: &LazyFrame, runs: DataFrame, env:
         law.summary = in_order_of(&law.summary, &summary)?;
     }
     let mut notes = threshold_notes(&runs, opts.target)?;
+    notes.extend(unscored_note(&runs)?);
     notes.extend(interval_note(&summary)?);
     notes.extend(unpaired_note(&summary, best.as_deref())?);
     Ok(Section { env, runs: runs.height(), summary, curves, profiles, metric_curves, law, best, notes })
@@ -605,6 +609,45 @@ fn threshold_notes(runs: &DataFrame, target: Option<f64>) -> Result<Vec<String>,
     Ok(notes)
 }
 
+/// The runs of `runs` (the per-run table) without a final return, as (group, run id).
+fn unscored_runs(runs: &DataFrame) -> Result<Vec<(String, String)>, AnalyzeError> {
+    let err = || polars_err("finding the runs without a final return");
+    let score = runs.column("final_return").map_err(err())?.is_null();
+    let group = runs.column("group").and_then(|c| c.str().cloned()).map_err(err())?;
+    let id = runs.column("run_id").and_then(|c| c.str().cloned()).map_err(err())?;
+    Ok((0..runs.height())
+        .filter(|&i| score.get(i).unwrap_or(false))
+        .map(|i| (group.get(i).unwrap_or_default().to_string(), id.get(i).unwrap_or_default().to_string()))
+        .collect())
+}
+
+/// The note naming the runs that completed but logged no finite return (diverged, no finished
+/// episode, an empty metrics file): they count in a group's `runs` and in no score, so a group
+/// of 4 runs with 1 such run has 3 runs behind its statistics, and one with none has no scores.
+fn unscored_note(runs: &DataFrame) -> Result<Option<String>, AnalyzeError> {
+    let unscored = unscored_runs(runs)?;
+    if unscored.is_empty() {
+        return Ok(None);
+    }
+    let mut by_group: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (group, id) in &unscored {
+        by_group.entry(group.as_str()).or_default().push(id.as_str());
+    }
+    let mut parts: Vec<String> = by_group.iter().take(NOTE_GROUPS).map(|(g, ids)| format!("`{g}` ({})", ids.join(", "))).collect();
+    if by_group.len() > NOTE_GROUPS {
+        parts.push(format!("and {} more groups", by_group.len() - NOTE_GROUPS));
+    }
+    let which = match (unscored.len(), runs.height()) {
+        (1, 1) => "the only run has".to_string(),
+        (1, n) => format!("1 of {n} runs has"),
+        (k, n) => format!("{k} of {n} runs have"),
+    };
+    Ok(Some(format!(
+        "note: {which} no final return (no iteration with a finished episode and a finite return: diverged, or an empty metrics file); they count in `runs` (`unscored` in the table) but in no score, interval, curve or profile: {}",
+        parts.join(", ")
+    )))
+}
+
 /// Most groups a note names before it says "and N more".
 const NOTE_GROUPS: usize = 5;
 
@@ -629,10 +672,22 @@ fn interval_note(summary: &DataFrame) -> Result<Option<String>, AnalyzeError> {
     let min = bootstrap::MIN_STRATUM_RUNS;
     let which = which_groups(&bare, summary.height());
     let best_too = if summary.column("p_best_better").is_ok() { "; for P(best > this) in the best group too" } else { "" };
+    // A group of 4 runs with an unscored one has 3 behind its interval: say so, or "needs 4
+    // runs" reads as wrong next to `runs 4`.
+    let (runs, scored) = (i64_values(summary, "runs")?, i64_values(summary, "scored")?);
+    let short_of_scores = (0..summary.height()).any(|i| (iqm[i] || better[i]) && scored[i] < runs[i]);
+    let scored_only = if short_of_scores { ", runs without a final return not counted" } else { "" };
     Ok(Some(format!(
-        "note: no 95% interval for {which}: an interval needs at least {min} runs in every stratum (seeds per configuration{best_too}), since with {} or fewer the percentile bootstrap's 95% interval is just the range of the runs; run {min} seeds or more for intervals",
+        "note: no 95% interval for {which}: an interval needs at least {min} runs in every stratum (seeds per configuration{best_too}{scored_only}), since with {} or fewer the percentile bootstrap's 95% interval is just the range of the runs; run {min} seeds or more for intervals",
         min - 1
     )))
+}
+
+/// An integer column of `df` (nulls as 0).
+fn i64_values(df: &DataFrame, name: &str) -> Result<Vec<i64>, AnalyzeError> {
+    let c = df.column(name).and_then(|c| c.cast(&DataType::Int64)).map_err(polars_err(format!("reading column `{name}`")))?;
+    let c = c.i64().map_err(polars_err(format!("reading column `{name}`")))?;
+    Ok((0..c.len()).map(|i| c.get(i).unwrap_or(0)).collect())
 }
 
 /// The groups a note is about, `groups` of `total`: up to `NOTE_GROUPS` named, then a count.
@@ -655,8 +710,13 @@ fn unpaired_note(summary: &DataFrame, best: Option<&str>) -> Result<Option<Strin
     let (Some(best), Ok(p)) = (best, summary.column("p_best_better")) else { return Ok(None) };
     let groups = summary.column("group").and_then(|c| c.str().cloned()).map_err(polars_err("reading column `group`"))?;
     let blank = p.is_null();
-    let unpaired: Vec<&str> =
-        (0..summary.height()).filter(|&i| blank.get(i).unwrap_or(false)).filter_map(|i| groups.get(i)).filter(|g| *g != best).collect();
+    // A group without a scored run has no strata to share; `unscored_note` says why.
+    let scored = i64_values(summary, "scored")?;
+    let unpaired: Vec<&str> = (0..summary.height())
+        .filter(|&i| blank.get(i).unwrap_or(false) && scored[i] > 0)
+        .filter_map(|i| groups.get(i))
+        .filter(|g| *g != best)
+        .collect();
     if unpaired.is_empty() {
         return Ok(None);
     }

@@ -19,6 +19,7 @@ pub fn with_intervals(summary: LazyFrame, intervals: DataFrame, improvement: Opt
     order.push(col("group"));
     for name in [
         "runs",
+        "scored",
         "strata",
         "final_return_iqm",
         "final_return_iqm_lo",
@@ -120,7 +121,12 @@ fn cells(summary: &DataFrame) -> Result<Vec<Vec<String>>, AnalyzeError> {
     };
     let group = str_values(summary, "group")?;
     let get = |name: &str| f64_values(summary, name);
-    let (runs, reached) = (get("runs")?, get("reached")?);
+    let (runs, reached, scored) = (get("runs")?, get("reached")?, get("scored")?);
+    // A run without a final return counts in no score: the cell says how many of the runs that is.
+    let runs_cell = |i: usize| match (runs[i], scored[i]) {
+        (Some(n), Some(k)) if k < n => format!("{} ({} unscored)", num(Some(n), 0), num(Some(n - k), 0)),
+        (n, _) => num(n, 0),
+    };
     let (iqm, iqm_lo, iqm_hi) = (get("final_return_iqm")?, get("final_return_iqm_lo")?, get("final_return_iqm_hi")?);
     let (mean, std, median) = (get("final_return_mean")?, get("final_return_std")?, get("final_return_median")?);
     let (gap, gap_lo, gap_hi) = (get("optimality_gap")?, get("optimality_gap_lo")?, get("optimality_gap_hi")?);
@@ -151,7 +157,7 @@ fn cells(summary: &DataFrame) -> Result<Vec<Vec<String>>, AnalyzeError> {
         let d = decimals(i);
         let mut row = vec![
             group[i].clone(),
-            num(runs[i], 0),
+            runs_cell(i),
             ci(iqm[i], iqm_lo[i], iqm_hi[i], d),
             format!("{} ± {}", num(mean[i], d), spread(std[i], d)),
             num(median[i], d),

@@ -220,13 +220,15 @@ pub fn annotate(per_run: LazyFrame, grouping: &Grouping, hyperparameters: &[Stri
     per_run.with_columns([group.alias("group"), stratum.alias("stratum")])
 }
 
-/// One row per group (see `annotate`): its key columns, `runs`, `strata`, and over the runs'
+/// One row per group (see `annotate`): its key columns, `runs`, `scored` (the runs with a final
+/// return: the others count in no score), `strata`, and over the runs'
 /// final returns `final_return_{mean,std,median,iqm}` (std unbiased), `optimality_gap`,
 /// `auc_mean`, `steps_to_threshold_mean` over the runs that reached the threshold, `reached`.
 pub fn per_group(annotated: LazyFrame, grouping: &Grouping) -> LazyFrame {
     let mut aggs: Vec<Expr> = grouping.key_columns().iter().map(|k| col(k.as_str()).first()).collect();
     aggs.extend([
         col("run_id").count().cast(DataType::Int64).alias("runs"),
+        col("final_return").is_not_null().sum().cast(DataType::Int64).alias("scored"),
         col("stratum").n_unique().cast(DataType::Int64).alias("strata"),
         col("final_return").mean().alias("final_return_mean"),
         col("final_return").std(1).alias("final_return_std"),

@@ -1601,3 +1601,40 @@ fn where_label_matches_labels_of_several_axes() {
     assert_eq!(query::label_values("a=1,c=3", &labels), ["a=1", "c=3"]);
     assert_eq!(query::label_values("a=1,zzz", &labels), ["a=1", "zzz"], "no split into labels: the parts as they are");
 }
+
+/// Review finding 6: a completed run that logged no finite return counted in `runs` and in
+/// "N runs analyzed" without a word, and the notes then blamed the number of seeds, or a
+/// stratum the group did not share, for what was a lack of scores.
+#[test]
+fn runs_without_a_final_return_are_counted_apart_and_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("r");
+    for (i, r) in [10.0, 20.0, 30.0, f64::NAN].into_iter().enumerate() {
+        write_run(&root, &format!("a{i}"), "cfgA", "params.x=1", i as u64, 1.0, json!({"x": 1}), true);
+        if r.is_nan() {
+            rewrite_metrics(&root, &format!("a{i}"), &[f64::NAN; 12]);
+        } else {
+            rewrite_metrics(&root, &format!("a{i}"), &[r; 12]);
+        }
+    }
+    for i in 0..4 {
+        write_run(&root, &format!("b{i}"), "cfgB", "params.x=2", i as u64, 1.0, json!({"x": 2}), true);
+        rewrite_metrics(&root, &format!("b{i}"), if i == 0 { &[] } else { &[f64::NAN; 5] });
+    }
+    let opts = Options { compare: Some("x".into()), ..options(vec![root], &tmp.path().join("out")) };
+    let outcome = analyze(&opts).unwrap();
+    let s = &outcome.summary;
+    assert_eq!(strings(s, "group"), ["params.x=1", "params.x=2"]);
+    assert_eq!((f(s, "runs", 0), f(s, "scored", 0)), (Some(4.0), Some(3.0)), "{s}");
+    assert_eq!((f(s, "runs", 1), f(s, "scored", 1)), (Some(4.0), Some(0.0)), "{s}");
+    assert!(close(f(s, "final_return_mean", 0), 20.0), "{s}");
+    assert_eq!(outcome.unscored, 5);
+    let table = &outcome.table;
+    assert!(table.contains("4 (1 unscored)") && table.contains("4 (4 unscored)"), "{table}");
+    assert!(
+        table.contains("note: 5 of 8 runs have no final return (no iteration with a finished episode and a finite return: diverged, or an empty metrics file); they count in `runs` (`unscored` in the table) but in no score, interval, curve or profile: `params.x=1` (a3), `params.x=2` (b0, b1, b2, b3)"),
+        "{table}"
+    );
+    assert!(table.contains("note: no 95% interval for 1 of 2 groups (`params.x=1`): an interval needs at least 4 runs in every stratum (seeds per configuration; for P(best > this) in the best group too, runs without a final return not counted)"), "{table}");
+    assert!(!table.contains("shares no stratum"), "a group without scores has no strata to share: {table}");
+}
