@@ -876,10 +876,16 @@ fn ci_words(drawn: bool, what: &str) -> String {
 /// At most this many lines per chart; beyond it a chart shows the best groups by IQM.
 const MAX_LINES: usize = 10;
 
+/// At most this many bars in the bar chart; beyond it the chart shows the best groups by IQM.
+const MAX_BARS: usize = 40;
+
 /// The groups a chart shows and how its title says so.
 struct Shown {
     /// The best `MAX_LINES` groups by IQM of the final return, best first.
     groups: Vec<String>,
+    /// Every group, best first by IQM (groups without one last, in summary order): a group's
+    /// place here is its colour in every chart.
+    ranked: Vec<String>,
     /// " (best 10 of N by IQM)" when groups were left out, else empty.
     note: String,
     /// " by KEY" for `--group-by`/`--compare`, else empty; then " in ENV" for one environment's plots.
@@ -888,15 +894,41 @@ struct Shown {
 
 fn shown_groups(opts: &Options, summary: &DataFrame, scope: &str) -> Result<Shown, AnalyzeError> {
     let bars = report::bars(summary)?;
-    let mut ranked: Vec<&plot::Bar> = bars.iter().collect();
-    ranked.sort_by(|a, b| b.value.total_cmp(&a.value));
-    let groups = ranked.iter().take(MAX_LINES).map(|b| b.name.clone()).collect();
+    let ranked: Vec<String> = by_iqm(&bars).into_iter().map(|b| b.name.clone()).collect();
+    let groups = ranked.iter().take(MAX_LINES).cloned().collect();
     let note = if bars.len() > MAX_LINES { format!(" (best {MAX_LINES} of {} by IQM)", bars.len()) } else { String::new() };
     let what = match (&opts.compare, &opts.group_by) {
         (Some(k), _) | (None, Some(k)) => format!(" by {k}{scope}"),
         _ => scope.to_string(),
     };
-    Ok(Shown { groups, note, what })
+    Ok(Shown { groups, ranked, note, what })
+}
+
+/// The bars of the bar chart and what its title says of them: the best `MAX_BARS` of `bars`
+/// by IQM (`ranked`: every group, best first), in the summary's order (labels' values, or the
+/// ranking), each in the colour its line has in the other charts (its place in `ranked`), and
+/// " (best 40 of N by IQM)" when some were left out.
+pub(super) fn chart_bars(bars: Vec<plot::Bar>, ranked: &[String]) -> (Vec<plot::Bar>, String) {
+    let total = bars.len();
+    let best: BTreeSet<&String> = ranked.iter().take(MAX_BARS).collect();
+    let bars = bars
+        .into_iter()
+        .filter(|b| best.contains(&b.name))
+        .map(|b| plot::Bar { colour: ranked.iter().position(|g| *g == b.name).unwrap_or(b.colour), ..b })
+        .collect();
+    let note = if total > MAX_BARS { format!(" (best {MAX_BARS} of {total} by IQM)") } else { String::new() };
+    (bars, note)
+}
+
+/// `bars` best first by IQM; groups without one (no scored run: NaN) last, in their order.
+/// `f64::total_cmp` alone would put NaN above every number, first.
+pub(super) fn by_iqm(bars: &[plot::Bar]) -> Vec<&plot::Bar> {
+    let mut ranked: Vec<&plot::Bar> = bars.iter().collect();
+    ranked.sort_by(|a, b| match (a.value.is_nan(), b.value.is_nan()) {
+        (false, false) => b.value.total_cmp(&a.value),
+        (x, y) => x.cmp(&y),
+    });
+    ranked
 }
 
 fn plot_dir(opts: &Options) -> Result<PathBuf, AnalyzeError> {
@@ -919,7 +951,7 @@ fn draw_metric_plots(
         return Ok(Vec::new());
     }
     let dir = plot_dir(opts)?;
-    let Shown { groups, note, what } = shown_groups(opts, summary, scope)?;
+    let Shown { groups, note, what, .. } = shown_groups(opts, summary, scope)?;
     let mut written = Vec::new();
     for (name, frame) in metric_curves {
         let lines = report::curve_lines(frame, &groups)?;
@@ -958,7 +990,7 @@ fn draw_plots(
 ) -> Result<Vec<PathBuf>, AnalyzeError> {
     let dir = plot_dir(opts)?;
     let bars = report::bars(summary)?;
-    let Shown { groups: shown, note, what } = shown_groups(opts, summary, scope)?;
+    let Shown { groups: shown, ranked, note, what } = shown_groups(opts, summary, scope)?;
 
     let mut written = Vec::new();
     let lines = report::curve_lines(curves, &shown)?;
@@ -971,9 +1003,9 @@ fn draw_plots(
     let chart = LineChart { title: &title, x_desc: "final return τ", y_desc: "fraction of runs > τ", legend_low: false };
     written.extend(plot::render(&dir.join(format!("profile{tag}")), &Chart::Lines(chart, &lines))?);
 
-    let bars: Vec<plot::Bar> = bars.into_iter().take(40).collect();
+    let (bars, shown_bars) = chart_bars(bars, &ranked);
     let whiskers = bars.iter().any(|b| b.lo.is_finite() && b.hi.is_finite());
-    let title = format!("Final return{what}: IQM over runs, {}", ci_words(whiskers, "95% bootstrap CI"));
+    let title = format!("Final return{what}: IQM over runs, {}{shown_bars}", ci_words(whiskers, "95% bootstrap CI"));
     written.extend(plot::render(&dir.join(format!("final{tag}")), &Chart::Bars(&title, "final return (IQM)", &bars))?);
     Ok(written)
 }

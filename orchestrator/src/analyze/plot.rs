@@ -22,7 +22,7 @@ const FAMILY: &str = "sans-serif";
 const SIZE: (u32, u32) = (1000, 620);
 
 /// Tableau 10: distinguishable, and readable for the common forms of colour blindness.
-const PALETTE: [RGBColor; 10] = [
+pub(super) const PALETTE: [RGBColor; 10] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
     RGBColor(44, 160, 44),
@@ -49,12 +49,15 @@ pub struct Line {
 pub struct Bar {
     /// The axis label.
     pub name: String,
-    /// The bar's length.
+    /// The bar's length (not finite: no bar is drawn, only the name).
     pub value: f64,
     /// Lower end of the whisker.
     pub lo: f64,
     /// Upper end of the whisker.
     pub hi: f64,
+    /// Index into the palette: the group's rank by IQM, the index its line has in the other
+    /// charts of the analysis, so a group has one colour in all of them.
+    pub colour: usize,
 }
 
 /// One group of a scatter chart: its points and the curve fitted to them.
@@ -77,7 +80,8 @@ pub struct LineChart<'a> {
     pub x_desc: &'a str,
     /// Y axis label.
     pub y_desc: &'a str,
-    /// Legend in the lower right (rising curves) or the upper right (falling ones).
+    /// Legend preferably in the lower right (rising curves) or the upper right (falling ones);
+    /// it goes to another corner where that one would cover fewer points of the data.
     pub legend_low: bool,
 }
 
@@ -90,20 +94,43 @@ fn register_font() {
     });
 }
 
-/// Compact tick labels: 500000 → 500k, 1500000 → 1.5M.
-fn short_number(v: f64) -> String {
+/// Compact tick labels (500000 → 500k, 1500000 → 1.5M) with as many decimals as the spacing
+/// `step` of the axis' ticks needs, so neighbouring ticks never read the same: a narrow range
+/// of returns near 100 gets `100.5, 101.0, 101.5`, not `100, 101, 102, 102`.
+pub(super) fn tick_label(v: f64, step: f64) -> String {
     let a = v.abs();
-    let trim = |s: String| if s.contains('.') { s.trim_end_matches('0').trim_end_matches('.').to_string() } else { s };
-    if a >= 1e6 {
-        format!("{}M", trim(format!("{:.2}", v / 1e6)))
+    let (scaled, unit, step) = if a >= 1e6 {
+        (v / 1e6, "M", step / 1e6)
     } else if a >= 1e3 {
-        format!("{}k", trim(format!("{:.1}", v / 1e3)))
-    } else if a >= 10.0 || a == 0.0 {
-        format!("{v:.0}")
+        (v / 1e3, "k", step / 1e3)
     } else {
-        trim(format!("{v:.2}"))
-    }
+        (v, "", step)
+    };
+    // The fewest decimals that write a multiple of the step exactly (steps are 1, 2 or 5 × 10^k).
+    let decimals = (0..=6usize)
+        .find(|&d| {
+            let x = step.abs() * 10f64.powi(d as i32);
+            !x.is_finite() || x == 0.0 || (x - x.round()).abs() < 1e-6 * x.max(1.0)
+        })
+        .unwrap_or(6);
+    let text = format!("{scaled:.decimals$}");
+    // `-0` from a tick just below zero reads as a different number.
+    let text = if text.trim_start_matches('-').chars().all(|c| c == '0' || c == '.') { text.trim_start_matches('-').to_string() } else { text };
+    format!("{text}{unit}")
 }
+
+/// Tick labels for an axis over `lo..hi` with `count` labels, as the mesh places them.
+fn tick_formatter(lo: f64, hi: f64, count: usize) -> impl Fn(&f64) -> String {
+    let points = RangedCoordf64::from(lo..hi).key_points(count);
+    let step = match points.as_slice() {
+        [a, b, ..] => b - a,
+        _ => (hi - lo).abs(),
+    };
+    move |v: &f64| tick_label(*v, step)
+}
+
+/// Labels the mesh puts on each axis (plotters' default).
+const TICKS: usize = 10;
 
 /// Range `[lo, hi]` of finite values padded by 5% (a unit range around a single value).
 fn padded(values: impl Iterator<Item = f64>) -> (f64, f64) {
@@ -130,28 +157,90 @@ fn frame<'a, DB: DrawingBackend>(
         .y_label_area_size(70)
         .build_cartesian_2d(x0..x1, y0..y1)
         .map_err(e)?;
+    let (x_label, y_label) = (tick_formatter(x0, x1, TICKS), tick_formatter(y0, y1, TICKS));
     ctx.configure_mesh()
         .x_desc(chart.x_desc)
         .y_desc(chart.y_desc)
         .axis_desc_style((FAMILY, 17))
         .label_style((FAMILY, 14))
-        .x_label_formatter(&|v| short_number(*v))
-        .y_label_formatter(&|v| short_number(*v))
+        .x_labels(TICKS)
+        .y_labels(TICKS)
+        .x_label_formatter(&x_label)
+        .y_label_formatter(&y_label)
         .light_line_style(RGBColor(244, 244, 244))
         .draw()
         .map_err(e)?;
     Ok(ctx)
 }
 
-/// Draws the legend of the series labelled so far, then writes the image out.
+/// Where the legend goes and the y axis' top that leaves room for it: the corner of the plot
+/// whose legend box covers the fewest of `points` (data coordinates: the lines' vertices and
+/// band edges, sampled along each segment), preferring the right side, low or high as
+/// `chart.legend_low` says, on ties. When every corner would cover some, the y axis is raised
+/// by the box's height and the legend goes top right, above all the data. `names` are the
+/// legend's entries, which size the box; `x`, `y` are the axes' ranges.
+pub(super) fn legend_place(chart: &LineChart<'_>, names: &[&str], points: &[(f64, f64)], (x0, x1): (f64, f64), (y0, y1): (f64, f64)) -> (SeriesLabelPosition, f64) {
+    // The box as plotters draws it with 15 px text, as fractions of the plotting area (the
+    // image less the margins, caption and label areas of `frame`).
+    let (area_w, area_h) = (f64::from(SIZE.0 - 36 - 70), f64::from(SIZE.1 - 36 - 30 - 50));
+    let longest = names.iter().map(|n| n.chars().count()).max().unwrap_or(0) as f64;
+    let (box_w, box_h) = ((longest * 8.5 + 60.0) / area_w, (names.len() as f64 * 20.0 + 30.0) / area_h);
+    let (low, high) = (SeriesLabelPosition::LowerRight, SeriesLabelPosition::UpperRight);
+    let mut corners = if chart.legend_low { vec![low, high] } else { vec![high, low] };
+    corners.extend([SeriesLabelPosition::UpperLeft, SeriesLabelPosition::LowerLeft]);
+    let covered = |corner: &SeriesLabelPosition| {
+        let (right, top) = match corner {
+            SeriesLabelPosition::UpperLeft => (false, true),
+            SeriesLabelPosition::LowerLeft => (false, false),
+            SeriesLabelPosition::LowerRight => (true, false),
+            _ => (true, true),
+        };
+        points
+            .iter()
+            .filter(|(x, y)| {
+                let (fx, fy) = ((x - x0) / (x1 - x0), (y - y0) / (y1 - y0));
+                let in_x = if right { fx >= 1.0 - box_w } else { fx <= box_w };
+                let in_y = if top { fy >= 1.0 - box_h } else { fy <= box_h };
+                in_x && in_y
+            })
+            .count()
+    };
+    let counts: Vec<usize> = corners.iter().map(covered).collect();
+    let best = (0..corners.len()).min_by_key(|&k| (counts[k], k)).unwrap_or(0);
+    if counts[best] > 0 && box_h < 0.5 {
+        return (SeriesLabelPosition::UpperRight, y0 + (y1 - y0) / (1.0 - box_h));
+    }
+    (corners.swap_remove(best), y1)
+}
+
+/// The points a line chart's legend should not cover: each line's vertices, its band's edges,
+/// and three more points along each segment (curves are drawn straight between vertices).
+fn line_points(lines: &[Line]) -> Vec<(f64, f64)> {
+    let mut out = Vec::new();
+    for line in lines {
+        for pair in line.points.windows(2) {
+            let (a, b) = (pair[0], pair[1]);
+            for t in [0.0, 0.25, 0.5, 0.75] {
+                out.push((a.0 + t * (b.0 - a.0), a.1 + t * (b.1 - a.1)));
+            }
+        }
+        for p in &line.points {
+            out.extend([(p.0, p.1), (p.0, p.2), (p.0, p.3)]);
+        }
+    }
+    out.retain(|p| p.0.is_finite() && p.1.is_finite());
+    out
+}
+
+/// Draws the legend of the series labelled so far in `corner`, then writes the image out.
 fn legend_and_present<'a, DB: DrawingBackend + 'a>(
     root: &DrawingArea<DB, Shift>,
-    chart: &LineChart<'_>,
+    corner: SeriesLabelPosition,
     ctx: &mut ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
 ) -> Result<(), String> {
     let e = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
     ctx.configure_series_labels()
-        .position(if chart.legend_low { SeriesLabelPosition::LowerRight } else { SeriesLabelPosition::UpperRight })
+        .position(corner)
         .label_font((FAMILY, 15))
         .background_style(WHITE.mix(0.85))
         .border_style(RGBColor(160, 160, 160))
@@ -165,6 +254,8 @@ fn draw_lines<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, chart: &LineCha
     root.fill(&WHITE).map_err(e)?;
     let (x0, x1) = padded(lines.iter().flat_map(|l| l.points.iter().map(|p| p.0)));
     let (y0, y1) = padded(lines.iter().flat_map(|l| l.points.iter().flat_map(|p| [p.1, p.2, p.3])));
+    let names: Vec<&str> = lines.iter().map(|l| l.name.as_str()).collect();
+    let (corner, y1) = legend_place(chart, &names, &line_points(lines), (x0, x1), (y0, y1));
     let mut ctx = frame(root, chart, (x0, x1), (y0, y1))?;
     for (i, line) in lines.iter().enumerate() {
         let color = PALETTE[i % PALETTE.len()];
@@ -183,7 +274,7 @@ fn draw_lines<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, chart: &LineCha
             .label(line.name.as_str())
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], color.stroke_width(3)));
     }
-    legend_and_present(root, chart, &mut ctx)
+    legend_and_present(root, corner, &mut ctx)
 }
 
 fn draw_scatter<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, chart: &LineChart<'_>, groups: &[Scatter]) -> Result<(), String> {
@@ -192,6 +283,9 @@ fn draw_scatter<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, chart: &LineC
     let all = || groups.iter().flat_map(|g| g.points.iter().chain(&g.curve));
     let (x0, x1) = padded(all().map(|p| p.0));
     let (y0, y1) = padded(all().map(|p| p.1));
+    let names: Vec<&str> = groups.iter().map(|g| g.name.as_str()).collect();
+    let points: Vec<(f64, f64)> = all().copied().filter(|p| p.0.is_finite() && p.1.is_finite()).collect();
+    let (corner, y1) = legend_place(chart, &names, &points, (x0, x1), (y0, y1));
     let mut ctx = frame(root, chart, (x0, x1), (y0, y1))?;
     for (i, group) in groups.iter().enumerate() {
         let color = PALETTE[i % PALETTE.len()];
@@ -206,13 +300,19 @@ fn draw_scatter<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, chart: &LineC
             series.legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], color.stroke_width(3)));
         }
     }
-    legend_and_present(root, chart, &mut ctx)
+    legend_and_present(root, corner, &mut ctx)
 }
 
 fn draw_bars<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, title: &str, x_desc: &str, bars: &[Bar]) -> Result<(), String> {
     let e = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
     root.fill(&WHITE).map_err(e)?;
     let (lo, hi) = padded(bars.iter().flat_map(|b| [b.value, b.lo, b.hi]).chain([0.0]));
+    let (_, height) = root.dim_in_pixel();
+    // A bar's height in pixels (the plotting area less caption and axis, shared by the bars);
+    // the gap between bars and the whisker caps are a share of it, so many bars stay bars.
+    let bar_px = f64::from(height.saturating_sub(36 + 30 + 50)) / bars.len().max(1) as f64;
+    let gap = (bar_px * 0.15).round().clamp(1.0, 6.0) as u32;
+    let cap = (bar_px * 0.3).round().clamp(2.0, 7.0) as i32;
     let longest = bars.iter().map(|b| b.name.chars().count()).max().unwrap_or(1) as u32;
     let n = bars.len() as i32;
     // Bar k (the first on top) spans y = c-1 .. c+1 around its centre c = 2(n-1-k); the odd
@@ -226,6 +326,7 @@ fn draw_bars<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, title: &str, x_d
         .build_cartesian_2d(lo.min(0.0)..hi, -1..2 * n - 1)
         .map_err(e)?;
     let names: Vec<String> = bars.iter().map(|b| b.name.clone()).collect();
+    let x_label = tick_formatter(lo.min(0.0), hi, TICKS);
     let label = move |y: &i32| match (*y % 2, (2 * (n - 1) - *y) / 2) {
         (0, k) if *y >= 0 && k >= 0 => names.get(k as usize).cloned().unwrap_or_default(),
         _ => String::new(),
@@ -234,7 +335,8 @@ fn draw_bars<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, title: &str, x_d
         .x_desc(x_desc)
         .axis_desc_style((FAMILY, 17))
         .label_style((FAMILY, 14))
-        .x_label_formatter(&|v| short_number(*v))
+        .x_labels(TICKS)
+        .x_label_formatter(&x_label)
         .y_label_formatter(&label)
         .y_labels((2 * n + 1) as usize)
         .disable_y_mesh()
@@ -242,17 +344,21 @@ fn draw_bars<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, title: &str, x_d
         .draw()
         .map_err(e)?;
     for (k, bar) in bars.iter().enumerate() {
-        let color = PALETTE[k % PALETTE.len()];
+        let color = PALETTE[bar.colour % PALETTE.len()];
         let c = centre(k);
-        let mut rect = Rectangle::new([(0.0, c - 1), (bar.value, c + 1)], color.mix(0.75).filled());
-        rect.set_margin(6, 6, 0, 0);
-        ctx.draw_series(std::iter::once(rect)).map_err(e)?;
+        // A group without a score has its name on the axis and no bar: a NaN length would be
+        // drawn from 0 to the axis' edge.
+        if bar.value.is_finite() {
+            let mut rect = Rectangle::new([(0.0, c - 1), (bar.value, c + 1)], color.mix(0.75).filled());
+            rect.set_margin(gap, gap, 0, 0);
+            ctx.draw_series(std::iter::once(rect)).map_err(e)?;
+        }
         if bar.lo.is_finite() && bar.hi.is_finite() {
             let whisker = BLACK.stroke_width(2);
             ctx.draw_series([PathElement::new(vec![(bar.lo, c), (bar.hi, c)], whisker)]).map_err(e)?;
             for end in [bar.lo, bar.hi] {
                 // Caps: short vertical strokes at the ends, as pixel offsets from the centre line.
-                ctx.draw_series(std::iter::once(EmptyElement::at((end, c)) + PathElement::new(vec![(0, -7), (0, 7)], whisker)))
+                ctx.draw_series(std::iter::once(EmptyElement::at((end, c)) + PathElement::new(vec![(0, -cap), (0, cap)], whisker)))
                     .map_err(e)?;
             }
         }
@@ -382,6 +488,18 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, chart: &Chart<'_>) ->
     }
 }
 
+/// The image size of `chart`: `SIZE`, taller for a bar chart of many bars, so that each bar
+/// keeps at least `MIN_BAR_PX` pixels.
+fn chart_size(chart: &Chart<'_>) -> (u32, u32) {
+    match chart {
+        Chart::Bars(_, _, bars) => (SIZE.0, SIZE.1.max(150 + MIN_BAR_PX * bars.len() as u32)),
+        _ => SIZE,
+    }
+}
+
+/// Fewest pixels a bar of the bar chart gets (bar and gap).
+const MIN_BAR_PX: u32 = 22;
+
 fn write_file(path: &Path, bytes: &[u8]) -> Result<(), AnalyzeError> {
     crate::layout::write_atomic(path, bytes).map_err(|source| AnalyzeError::Io { action: "write", path: path.to_path_buf(), source })
 }
@@ -392,11 +510,11 @@ pub fn render(stem: &Path, chart: &Chart<'_>) -> Result<Vec<PathBuf>, AnalyzeErr
     register_font();
     let png_path = PathBuf::from(format!("{}.png", stem.display()));
     let svg_path = PathBuf::from(format!("{}.svg", stem.display()));
-    let (w, h) = SIZE;
+    let (w, h) = chart_size(chart);
     let mut pixels = vec![0u8; (w * h * 3) as usize];
     {
         let font = FontRef::try_from_slice(FONT).map_err(|e| plot_err(&png_path, format!("the embedded font: {e}")))?;
-        let root = Bitmap { inner: BitMapBackend::with_buffer(&mut pixels, SIZE), font }.into_drawing_area();
+        let root = Bitmap { inner: BitMapBackend::with_buffer(&mut pixels, (w, h)), font }.into_drawing_area();
         draw(&root, chart).map_err(|r| plot_err(&png_path, r))?;
     }
     let mut png_bytes = Vec::new();
@@ -410,7 +528,7 @@ pub fn render(stem: &Path, chart: &Chart<'_>) -> Result<Vec<PathBuf>, AnalyzeErr
     write_file(&png_path, &png_bytes)?;
     let mut svg = String::new();
     {
-        let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
+        let root = SVGBackend::with_string(&mut svg, (w, h)).into_drawing_area();
         draw(&root, chart).map_err(|r| plot_err(&svg_path, r))?;
     }
     write_file(&svg_path, svg.as_bytes())?;

@@ -262,7 +262,7 @@ fn markdown_table(rows: &[Vec<String>]) -> String {
     out
 }
 
-/// Bars of the summary's IQM with its interval, in the summary's order.
+/// Bars of the summary's IQM with its interval, in the summary's order, coloured by row.
 pub fn bars(summary: &DataFrame) -> Result<Vec<Bar>, AnalyzeError> {
     let group = str_values(summary, "group")?;
     let (v, lo, hi) = (
@@ -276,6 +276,7 @@ pub fn bars(summary: &DataFrame) -> Result<Vec<Bar>, AnalyzeError> {
             value: v[i].unwrap_or(f64::NAN),
             lo: lo[i].unwrap_or(f64::NAN),
             hi: hi[i].unwrap_or(f64::NAN),
+            colour: i,
         })
         .collect())
 }

@@ -1638,3 +1638,91 @@ fn runs_without_a_final_return_are_counted_apart_and_named() {
     assert!(table.contains("note: no 95% interval for 1 of 2 groups (`params.x=1`): an interval needs at least 4 runs in every stratum (seeds per configuration; for P(best > this) in the best group too, runs without a final return not counted)"), "{table}");
     assert!(!table.contains("shares no stratum"), "a group without scores has no strata to share: {table}");
 }
+
+fn bar(name: &str, value: f64) -> Bar {
+    Bar { name: name.into(), value, lo: value - 1.0, hi: value + 1.0, colour: 0 }
+}
+
+/// Review findings 4, 5 and 8: the bar chart took the first 40 groups in label order (the best
+/// could be missing, and nothing said so), groups without an IQM (NaN) ranked first, and a bar's
+/// colour followed the summary's order while a line's followed the ranking.
+#[test]
+fn charts_show_the_best_groups_by_iqm_without_scores_last_each_in_one_colour() {
+    let mut bars: Vec<Bar> = (0..50).map(|k| bar(&format!("g{k:02}"), f64::from(k))).collect();
+    bars.insert(3, bar("unscored", f64::NAN));
+    let ranked: Vec<String> = pipeline::by_iqm(&bars).into_iter().map(|b| b.name.clone()).collect();
+    assert_eq!(&ranked[..3], ["g49", "g48", "g47"]);
+    assert_eq!(ranked.last().map(String::as_str), Some("unscored"), "NaN ranks last, not first");
+    let (shown, note) = pipeline::chart_bars(bars, &ranked);
+    assert_eq!(note, " (best 40 of 51 by IQM)");
+    let names: Vec<&str> = shown.iter().map(|b| b.name.as_str()).collect();
+    // The best 40, g10..=g49, in the summary's order; each coloured by its rank (its line's colour).
+    assert_eq!(names, (10..50).map(|k| format!("g{k:02}")).collect::<Vec<_>>());
+    assert!(shown.iter().all(|b| b.colour == 49 - b.value as usize), "{shown:?}");
+}
+
+/// Review findings 4 and 5: with many bars the fixed 12 px gap left 1 px hairlines, and a bar
+/// of NaN length was drawn from 0 to the left edge.
+#[test]
+fn bars_stay_bars_when_many_and_a_group_without_a_score_gets_none() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pixels = |path: &Path| {
+        let mut reader = png::Decoder::new(std::io::Cursor::new(std::fs::read(path).unwrap())).read_info().unwrap();
+        let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+        let info = reader.next_frame(&mut buf).unwrap();
+        (info.height, buf.chunks(3).map(|p| [p[0], p[1], p[2]]).collect::<Vec<[u8; 3]>>())
+    };
+    // A bar's fill: its palette colour at 75% over white.
+    let fill = |k: usize| {
+        let c = plot::PALETTE[k];
+        [c.0, c.1, c.2].map(|v| (255.0 - 0.75 * (255.0 - f64::from(v))).round() as u8)
+    };
+    let many: Vec<Bar> = (0..40).map(|k| Bar { colour: 0, ..bar(&format!("g{k}"), 10.0) }).collect();
+    render(&tmp.path().join("many"), &Chart::Bars("t", "x", &many)).unwrap();
+    let (height, rgb) = pixels(&tmp.path().join("many.png"));
+    assert!(height > 620, "a taller image for 40 bars: {height}");
+    let near = |p: &[u8; 3], q: [u8; 3]| p.iter().zip(q).all(|(a, b)| a.abs_diff(b) <= 2);
+    let filled = rgb.iter().filter(|p| near(p, fill(0))).count();
+    // 40 bars of about 800 px by at least 14 px each.
+    assert!(filled > 40 * 800 * 14, "{filled} bar pixels");
+
+    let two = [Bar { colour: 0, ..bar("scored", 10.0) }, Bar { colour: 1, ..bar("unscored", f64::NAN) }];
+    render(&tmp.path().join("two"), &Chart::Bars("t", "x", &two)).unwrap();
+    let (_, rgb) = pixels(&tmp.path().join("two.png"));
+    assert!(rgb.iter().any(|p| near(p, fill(0))), "the scored bar is drawn");
+    assert!(!rgb.iter().any(|p| near(p, fill(1))), "no bar for a NaN value");
+}
+
+/// Review finding 9: tick labels rounded to whole numbers from 10 up, so ticks 0.5 apart
+/// read `100, 100, 101, 102, 102, 103`.
+#[test]
+fn tick_labels_have_the_decimals_their_spacing_needs() {
+    let label = |v: f64, step: f64| plot::tick_label(v, step);
+    assert_eq!([100.0, 100.5, 101.0].map(|v| label(v, 0.5)), ["100.0", "100.5", "101.0"]);
+    assert_eq!([475.0, 500.0].map(|v| label(v, 25.0)), ["475", "500"]);
+    assert_eq!(label(0.25, 0.05), "0.25");
+    assert_eq!(label(0.3, 0.1), "0.3");
+    assert_eq!([500_000.0, 1_500_000.0].map(|v| label(v, 500_000.0)), ["500k", "1.5M"]);
+    assert_eq!(label(1_050_000.0, 50_000.0), "1.05M");
+    assert_eq!(label(12_000.0, 2_000.0), "12k");
+    assert_eq!(label(-1e-17, 0.2), "0.0", "no `-0`");
+    assert_eq!(label(-5.0, 5.0), "-5");
+}
+
+/// Review finding 13: the legend's corner only followed whether the curves rise, and covered
+/// a profile's plateau or the low curves' bands.
+#[test]
+fn the_legend_goes_where_it_covers_no_data() {
+    let chart = LineChart { title: "t", x_desc: "x", y_desc: "y", legend_low: true };
+    let names = ["a rather long group name=0.001", "b"];
+    let place = |points: &[(f64, f64)]| plot::legend_place(&chart, &names, points, (0.0, 1.0), (0.0, 1.0));
+    // Data low on the right: the preferred lower right would cover it, the upper right does not.
+    let (corner, top) = place(&[(0.95, 0.05), (0.9, 0.1)]);
+    assert!(matches!(corner, plotters::prelude::SeriesLabelPosition::UpperRight) && top == 1.0);
+    // Nothing there: the preferred corner.
+    let (corner, _) = place(&[(0.5, 0.5)]);
+    assert!(matches!(corner, plotters::prelude::SeriesLabelPosition::LowerRight));
+    // Data in every corner: the axis is raised so the legend sits above all of it.
+    let (corner, top) = place(&[(0.02, 0.02), (0.98, 0.02), (0.02, 0.98), (0.98, 0.98)]);
+    assert!(matches!(corner, plotters::prelude::SeriesLabelPosition::UpperRight) && top > 1.05, "{top}");
+}
