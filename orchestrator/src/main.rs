@@ -145,13 +145,53 @@ fn main() -> ExitCode {
                 exit_codes::CONFIG_INVALID
             } else if matches!(e.downcast_ref::<AnalyzeError>(), Some(AnalyzeError::NoCompletedRuns { .. })) {
                 exit_codes::NO_RESULTS
-            } else if matches!(e.downcast_ref::<AnalyzeError>(), Some(AnalyzeError::Query { .. })) {
+            } else if matches!(e.downcast_ref::<AnalyzeError>(), Some(AnalyzeError::Query { .. })) || e.downcast_ref::<UsageError>().is_some() {
                 exit_codes::USAGE
             } else {
                 exit_codes::FAILURE
             };
             ExitCode::from(code)
         }
+    }
+}
+
+/// A command line that clap accepts but the command cannot run as given (`drover analyze a b`
+/// without `--out`): exit code 2, as for clap's own usage errors.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct UsageError(String);
+
+/// `--target RETURN`: a finite number. NaN or ±inf would leave every gap empty and `reached` 0
+/// without a word.
+fn parse_target(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() => Ok(v),
+        Ok(_) => Err("must be a finite number: the return that counts as success".into()),
+        Err(e) => Err(format!("{e}: expected a number, the return that counts as success")),
+    }
+}
+
+/// Fewest bootstrap resamples `--reps` and `--band-reps` take: a 95% percentile interval is
+/// read off the 2.5% tails, which then hold 2.5 resamples each (its bounds interpolate between
+/// the 3rd and 4th from each end); with fewer (`--reps 1`: one resample is both bounds) a point
+/// can lie outside its own interval.
+const MIN_REPS: usize = 100;
+
+/// `--reps N`, `--band-reps N`: at least `MIN_REPS`.
+fn parse_reps(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(n) if n >= MIN_REPS => Ok(n),
+        Ok(_) => Err(format!("must be at least {MIN_REPS}: a 95% interval is read off the 2.5% tails of the resamples")),
+        Err(e) => Err(format!("{e}: expected a whole number of resamples, at least {MIN_REPS}")),
+    }
+}
+
+/// `--bins N`: at least 1.
+fn parse_bins(text: &str) -> Result<u32, String> {
+    match text.trim().parse::<u32>() {
+        Ok(0) => Err("must be at least 1 (the number of learning-curve bins over the steps axis)".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("{e}: expected a whole number of learning-curve bins, at least 1")),
     }
 }
 
@@ -369,19 +409,19 @@ struct AnalyzeArgs {
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
     /// Return that counts as success: steps to threshold, `reached`, optimality gap (default: the highest `success_return` of each environment's runs).
-    #[arg(long, value_name = "RETURN")]
+    #[arg(long, value_name = "RETURN", allow_hyphen_values = true, value_parser = parse_target)]
     target: Option<f64>,
-    /// Bootstrap resamples for the confidence intervals.
-    #[arg(long, default_value_t = 5000, value_name = "N")]
+    /// Bootstrap resamples for the confidence intervals (at least 100).
+    #[arg(long, default_value_t = 5000, value_name = "N", value_parser = parse_reps)]
     reps: usize,
-    /// Bootstrap resamples for each point of the curve and profile bands.
-    #[arg(long, default_value_t = 1000, value_name = "N")]
+    /// Bootstrap resamples for each point of the curve and profile bands (at least 100).
+    #[arg(long, default_value_t = 1000, value_name = "N", value_parser = parse_reps)]
     band_reps: usize,
     /// Seed of the bootstrap (same seed, same intervals).
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Learning-curve bins over the steps axis.
-    #[arg(long, default_value_t = 100, value_name = "N")]
+    #[arg(long, default_value_t = 100, value_name = "N", value_parser = parse_bins)]
     bins: u32,
     /// Also draw learning curves of these metrics columns (default: `token_entropy`, `accuracy` when present; `''` for none).
     #[arg(long, value_name = "COLUMN[,COLUMN...]", value_delimiter = ',')]
@@ -401,9 +441,8 @@ fn analyze_cmd(args: AnalyzeArgs) -> anyhow::Result<u8> {
     let out = match (&args.out, args.results.as_slice()) {
         (Some(out), _) => out.clone(),
         (None, [one]) => one.clone(),
-        (None, _) => anyhow::bail!("`--out DIR` is needed when analyzing several results directories together"),
+        (None, _) => return Err(UsageError("`--out DIR` is needed when analyzing several results directories together".into()).into()),
     };
-    anyhow::ensure!(args.reps > 0 && args.band_reps > 0, "`--reps` and `--band-reps` must be at least 1");
     let opts = analyze::Options {
         dirs: args.results,
         out,
@@ -586,6 +625,36 @@ mod tests {
         }
         use drover::exit_codes::*;
         assert_eq!((SUCCESS, FAILURE, USAGE, CONFIG_INVALID, RUNS_FAILED, INTERRUPTED), (0, 1, 2, 3, 4, 130), "the help text lists these");
+    }
+
+    /// Review finding 10: `--target -5` was taken for an option, `--target nan` and `--bins 0`
+    /// were accepted without a word, and `--reps 1` gave points outside their own interval.
+    #[test]
+    fn analyze_refuses_bad_numbers_in_words_and_takes_negative_targets() {
+        let parse = |extra: &[&str]| {
+            let mut args = vec!["drover", "analyze", "results"];
+            args.extend(extra);
+            match Cli::try_parse_from(args) {
+                Ok(cli) => Ok(cli),
+                Err(e) => Err((e.to_string(), e.use_stderr())),
+            }
+        };
+        let Ok(super::Cli { command: super::Command::Analyze(args), .. }) = parse(&["--target", "-5"]) else { panic!("--target -5 refused") };
+        assert_eq!(args.target, Some(-5.0));
+        assert!(parse(&["--target", "-1e3", "--bins", "1", "--reps", "100", "--band-reps", "100"]).is_ok());
+        for (extra, message) in [
+            (&["--target", "nan"][..], "invalid value 'nan' for '--target <RETURN>': must be a finite number"),
+            (&["--target", "inf"], "invalid value 'inf' for '--target <RETURN>': must be a finite number"),
+            (&["--target", "-inf"], "invalid value '-inf' for '--target <RETURN>': must be a finite number"),
+            (&["--target", "high"], "invalid value 'high' for '--target <RETURN>': invalid float literal: expected a number"),
+            (&["--bins", "0"], "invalid value '0' for '--bins <N>': must be at least 1"),
+            (&["--reps", "1"], "invalid value '1' for '--reps <N>': must be at least 100"),
+            (&["--reps", "0"], "invalid value '0' for '--reps <N>': must be at least 100"),
+            (&["--band-reps", "20"], "invalid value '20' for '--band-reps <N>': must be at least 100"),
+        ] {
+            let (err, usage) = parse(extra).err().unwrap_or_else(|| panic!("{extra:?} accepted"));
+            assert!(err.contains(message) && usage, "{extra:?}: {err}");
+        }
     }
 
     #[test]

@@ -119,6 +119,10 @@ fn bad_slice_expressions_are_usage_errors_naming_the_expression() {
     }
     let out = drover().arg("analyze").arg(&results).arg(&results).output().expect("spawn");
     assert!(String::from_utf8_lossy(&out.stderr).contains("`--out DIR` is needed"), "{out:?}");
+    // A usage error, as clap's own and the bad expressions above (it used to exit with 1).
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let out = drover().arg("analyze").arg(&results).args(["--no-plots", "--reps", "1"]).output().expect("spawn");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
 }
 
 /// Two sequence-task algorithms, two seeds each, small.

@@ -246,7 +246,7 @@ fn sweep_survives_random_sigkills_of_drover_and_jobs_with_every_run_done_exactly
         "--reps",
         "100",
         "--band-reps",
-        "20",
+        "100",
         "--no-plots",
     ]));
     let analyzed = String::from_utf8_lossy(&analyzed.stdout);

@@ -60,7 +60,7 @@ fn damaged_results_are_left_out_by_analyze_and_redone_by_run() {
     std::fs::write(dirs[3].join("summary.json"), summary.to_string()).expect("write");
     std::fs::write(dirs[4].join("exit.json"), b"\x00\x01 not json").expect("write");
 
-    let out = run_ok(drover_in(tmp.path()).arg("analyze").arg(&results).args(["--reps", "100", "--band-reps", "20", "--no-plots"]));
+    let out = run_ok(drover_in(tmp.path()).arg("analyze").arg(&results).args(["--reps", "100", "--band-reps", "100", "--no-plots"]));
     let (stdout, stderr) = text(&out);
     assert!(stdout.contains("1 run analyzed (1 completed, 5 left out"), "{stdout}\n{stderr}");
     let name = |d: &PathBuf| d.file_name().unwrap().to_string_lossy().into_owned();
@@ -89,7 +89,7 @@ fn damaged_results_are_left_out_by_analyze_and_redone_by_run() {
         assert!(dir.join("attempt-1").is_dir(), "the damaged files of {} were kept aside", dir.display());
         assert_eq!(read_json(&dir.join("exit.json"))["status"], "completed");
     }
-    let out = run_ok(drover_in(tmp.path()).arg("analyze").arg(&results).args(["--reps", "100", "--band-reps", "20", "--no-plots"]));
+    let out = run_ok(drover_in(tmp.path()).arg("analyze").arg(&results).args(["--reps", "100", "--band-reps", "100", "--no-plots"]));
     assert!(text(&out).0.contains("6 runs analyzed (6 completed, 0 left out"), "{}", text(&out).0);
 }
 
