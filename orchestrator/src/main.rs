@@ -487,6 +487,9 @@ fn analyze_cmd(args: AnalyzeArgs) -> anyhow::Result<u8> {
     for path in outcome.written {
         println!("wrote {}", path.display());
     }
+    for path in outcome.removed {
+        println!("removed {} (written by an earlier analysis into the same place, not by this one)", path.display());
+    }
     Ok(exit_codes::SUCCESS)
 }
 

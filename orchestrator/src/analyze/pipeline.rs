@@ -71,6 +71,9 @@ pub struct Outcome {
     pub notes: Vec<String>,
     /// Files written.
     pub written: Vec<PathBuf>,
+    /// Files an earlier analysis into the same `--out` wrote and this one did not, removed
+    /// (see `replace_record`).
+    pub removed: Vec<PathBuf>,
     /// The best group by IQM when comparing: at most one, or one per environment when the
     /// analysis was split by environment (`envs`).
     pub best: Vec<Best>,
@@ -365,7 +368,8 @@ pub fn analyze(opts: &Options) -> Result<Outcome, AnalyzeError> {
     };
     let head: Vec<String> = p.notes.iter().cloned().chain(split_note(opts, &envs)).collect();
     let mut table: String = head.iter().map(|n| format!("{n}\n")).collect();
-    let mut markdown: String = head.iter().map(|n| format!("{n}\n\n")).collect();
+    let mut markdown = settings_markdown(opts, &p, runs.height());
+    markdown.extend(head.iter().map(|n| format!("{n}\n\n")));
     for s in &sections {
         s.push_heading(&mut table, &mut markdown);
         table.push_str(&report::render_table(&s.summary)?);
@@ -422,9 +426,11 @@ pub fn analyze(opts: &Options) -> Result<Outcome, AnalyzeError> {
         }
         phase("plots drawn");
     }
+    let removed = replace_record(opts, &p, runs.height(), &mut written)?;
     let best = sections.iter().filter_map(|s| Some(Best { env: s.env.clone(), group: s.best.clone()? })).collect();
     Ok(Outcome {
         table,
+        removed,
         completed: p.completed,
         analyzed: runs.height(),
         unscored: unscored_runs(&runs)?.len(),
@@ -442,6 +448,111 @@ pub fn analyze(opts: &Options) -> Result<Outcome, AnalyzeError> {
 
 /// The runs-table column of the environment.
 const ENV: &str = stats::ENV_COLUMN;
+
+/// `tables/analysis.json`: what an analysis was asked, and the files it wrote (relative to
+/// `--out`), so that the next analysis into the same place can remove those it does not write.
+pub const RECORD: &str = "analysis.json";
+
+/// What the analysis was asked, at the top of the Markdown summary: a table read later, or next
+/// to another analysis' files, says which runs, which slice and which grouping it is of.
+fn settings_markdown(opts: &Options, p: &Plans, analyzed: usize) -> String {
+    let code = |s: &str| format!("`{s}`");
+    let dirs: Vec<String> = opts.dirs.iter().map(|d| code(&d.display().to_string())).collect();
+    let slice = if opts.filters.is_empty() {
+        format!("all {analyzed} completed runs")
+    } else {
+        let filters: Vec<String> = opts.filters.iter().map(|f| code(&format!("--where '{f}'"))).collect();
+        format!("{} ({analyzed} of {} completed runs)", filters.join(" "), p.completed)
+    };
+    let groups = match (&opts.compare, &p.grouping) {
+        (Some(key), Grouping::Keys(keys)) => format!("`--compare {key}`: one group per value of `{}`, ranked by IQM", keys.join(", ")),
+        (None, Grouping::Keys(keys)) => format!("`--group-by`: one group per combination of `{}`", keys.join("`, `")),
+        _ => "one group per configuration (`config_id`)".to_string(),
+    };
+    let target = match opts.target {
+        Some(t) => format!("`--target {t}`"),
+        None => "the highest `success_return` of each environment's runs".to_string(),
+    };
+    let b = &opts.bootstrap;
+    let all_runs = if opts.all_runs { " (`--all-runs`: run directories outside `sweep.json` included)" } else { "" };
+    let mut lines = vec![
+        format!("- results: {}{all_runs}", dirs.join(", ")),
+        format!("- runs: {slice}"),
+        format!("- groups: {groups}"),
+        format!("- success bar: {target}"),
+        format!("- bootstrap: {} resamples ({} per curve and profile point), seed {}; {} learning-curve bins", b.reps, b.band_reps, b.seed, opts.bins),
+    ];
+    if let Some(curves) = &opts.curves {
+        lines.push(format!("- metric curves: `--curves {}`", curves.join(",")));
+    }
+    format!("# drover analyze\n\n{}\n\n", lines.join("\n"))
+}
+
+/// Writes `tables/analysis.json` (the settings and the files of this analysis) and removes the
+/// files the previous record in the same `--out` lists that this analysis did not write: a
+/// `compare-*` table of an earlier `--compare`, or plots of groups an earlier grouping had,
+/// would otherwise sit beside this analysis' files as if they were of the same runs. Only files
+/// named in that record go, and only under `tables/` or `plots/`, so nothing drover did not
+/// write is touched. Returns the files removed; `written` gains the record.
+fn replace_record(opts: &Options, p: &Plans, analyzed: usize, written: &mut Vec<PathBuf>) -> Result<Vec<PathBuf>, AnalyzeError> {
+    let path = opts.out.join("tables").join(RECORD);
+    let relative: Vec<String> = written
+        .iter()
+        .filter_map(|w| w.strip_prefix(&opts.out).ok())
+        .map(|r| r.to_string_lossy().replace('\\', "/"))
+        .collect();
+    let mut removed = Vec::new();
+    // An unreadable or foreign record removes nothing: the worst case is a stale file kept.
+    if let Ok(Some(old)) = crate::layout::read_record::<serde_json::Value>(&path) {
+        let files = old.get("files").and_then(serde_json::Value::as_array).cloned().unwrap_or_default();
+        for file in files.iter().filter_map(serde_json::Value::as_str) {
+            if relative.iter().any(|r| r == file) || !ours(file) {
+                continue;
+            }
+            let stale = opts.out.join(file);
+            if stale.is_file() {
+                std::fs::remove_file(&stale).map_err(|source| AnalyzeError::Io { action: "remove", path: stale.clone(), source })?;
+                removed.push(stale);
+            }
+        }
+    }
+    let record = serde_json::json!({
+        "format_version": crate::layout::FORMAT_VERSION,
+        "results": opts.dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>(),
+        "where": opts.filters,
+        "group_by": opts.group_by,
+        "compare": opts.compare,
+        "grouping": match &p.grouping { Grouping::Config => serde_json::json!("config_id"), Grouping::Keys(keys) => serde_json::json!(keys) },
+        "all_runs": opts.all_runs,
+        "target": opts.target,
+        "reps": opts.bootstrap.reps,
+        "band_reps": opts.bootstrap.band_reps,
+        "seed": opts.bootstrap.seed,
+        "bins": opts.bins,
+        "completed": p.completed,
+        "analyzed": analyzed,
+        "files": relative,
+    });
+    let text = serde_json::to_string_pretty(&record).unwrap_or_default();
+    crate::layout::write_atomic(&path, text.as_bytes()).map_err(|source| AnalyzeError::Io { action: "write", path: path.clone(), source })?;
+    written.push(path);
+    Ok(removed)
+}
+
+/// Whether `file` (a path relative to `--out` read from a record) names a file drover writes:
+/// plain names under `tables/` or `plots/` with one of the extensions of its tables and plots.
+/// A damaged or edited record cannot make the analysis remove anything else.
+fn ours(file: &str) -> bool {
+    let parts: Vec<&str> = file.split('/').collect();
+    let [dir, name] = parts[..] else { return false };
+    let ext_ok = |exts: &[&str]| exts.iter().any(|e| name.ends_with(&format!(".{e}")));
+    let plain = !name.starts_with('.') && !name.contains('\\') && name != RECORD;
+    plain && match dir {
+        "tables" => ext_ok(&["csv", "parquet", "md"]),
+        "plots" => ext_ok(&["png", "svg"]),
+        _ => false,
+    }
+}
 
 /// The environments to analyze one by one, sorted: those of `runs` when there are several and
 /// `grouping` groups by something else than the environment; otherwise none (one analysis).

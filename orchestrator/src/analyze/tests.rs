@@ -404,7 +404,8 @@ fn compare_ranks_groups_across_directories_with_probability_of_improvement() {
     assert!(outcome.table.contains("P(best > this) [95% CI]"), "{}", outcome.table);
     let md = std::fs::read_to_string(out.join("tables/compare-params.x.md")).unwrap();
     // B and C have 3 runs: points without intervals, and a note saying why and what is needed.
-    assert!(md.starts_with("| group | runs | IQM [95% CI] |") && md.contains("| params.x=2 | 3 | 3.00 | 3.00 ± 2.65 |"), "{md}");
+    // After the settings (`an_analysis_records_its_slice_and_removes_only_its_predecessors_files`).
+    assert!(md.contains("learning-curve bins\n\n| group | runs | IQM [95% CI] |") && md.contains("| params.x=2 | 3 | 3.00 | 3.00 ± 2.65 |"), "{md}");
     assert!(md.contains("| params.x=1 | 4 | 25.00 [10.00, 100.00] |") && md.contains("| 1.00 |"), "{md}");
     let note = "note: no 95% interval for 2 of 3 groups (`params.x=2`, `params.x=3`): an interval needs at least 4 runs in every stratum";
     assert!(md.contains(note) && outcome.table.contains(note), "{md}\n{}", outcome.table);
@@ -679,7 +680,8 @@ fn analyze_writes_entropy_curves_and_the_law_for_sequence_runs_only() {
     files.sort();
     assert!(files.iter().all(|f| !f.contains("entropy") && !f.contains("accuracy")), "{files:?}");
     assert!(!cart.join("tables/entropy_law.csv").exists() && !cart.join("plots/entropy_law.png").exists());
-    assert_eq!(files.len(), 4 * 2 + 1 + 3 * 2, "{files:?}");
+    // Four tables as CSV and Parquet, the summary's Markdown, the record, three plots as PNG and SVG.
+    assert_eq!(files.len(), 4 * 2 + 1 + 1 + 3 * 2, "{files:?}");
 
     // Any metrics column can be asked for; one that no run has is refused with the columns known.
     let opts = Options { curves: Some(vec!["policy_loss".into()]), ..options(vec![cart.clone()], &cart) };
@@ -1078,7 +1080,7 @@ fn compare_over_two_environments_ranks_within_each() {
         assert!(row.starts_with(want), "{csv}");
     }
     let md = std::fs::read_to_string(out.join("tables/compare-run.plugin.md")).unwrap();
-    assert!(md.starts_with(note) && md.contains("### run.env=CartPole-v1 (6 runs)\n\n| group |") && md.contains("### run.env=SeqAdd-v0 (6 runs)"), "{md}");
+    assert!(md.contains(&format!("learning-curve bins\n\n{note}")) && md.contains("### run.env=CartPole-v1 (6 runs)\n\n| group |") && md.contains("### run.env=SeqAdd-v0 (6 runs)"), "{md}");
     // Each environment's profile thresholds span its own returns, and it has its own plots.
     let profiles = std::fs::read_to_string(out.join("tables/profiles-by-run.plugin.csv")).unwrap();
     let seq_tau = profiles.lines().filter(|l| l.starts_with("SeqAdd-v0,")).map(|l| l.split(',').nth(2).unwrap().parse::<f64>().unwrap());
@@ -1725,4 +1727,39 @@ fn the_legend_goes_where_it_covers_no_data() {
     // Data in every corner: the axis is raised so the legend sits above all of it.
     let (corner, top) = place(&[(0.02, 0.02), (0.98, 0.02), (0.02, 0.98), (0.98, 0.98)]);
     assert!(matches!(corner, plotters::prelude::SeriesLabelPosition::UpperRight) && top > 1.05, "{top}");
+}
+
+/// Review finding 7: an analysis into a directory an earlier one wrote left that one's files
+/// (a `compare-*` table over other runs) beside its own, and nothing said which slice or
+/// grouping a table was of.
+#[test]
+fn an_analysis_records_its_slice_and_removes_only_its_predecessors_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("r");
+    two_configs(&root);
+    let out = tmp.path().join("out");
+    let first = analyze(&Options { compare: Some("x".into()), ..options(vec![root.clone()], &out) }).unwrap();
+    assert!(first.removed.is_empty());
+    let tables = out.join("tables");
+    assert!(tables.join("compare-params.x.csv").is_file() && tables.join("analysis.json").is_file());
+    // A file of the user's beside the tables, and a record edited to name files outside them.
+    std::fs::write(tables.join("mine.csv"), "a\n1\n").unwrap();
+    std::fs::write(tmp.path().join("victim.csv"), "a\n1\n").unwrap();
+    let record = std::fs::read_to_string(tables.join("analysis.json")).unwrap();
+    let record = record.replace("\"files\": [", "\"files\": [\"../victim.csv\", \"tables/../../victim.csv\", \"/etc/hostname\",");
+    std::fs::write(tables.join("analysis.json"), record).unwrap();
+
+    let second = analyze(&Options { filters: vec!["x=1".into()], ..options(vec![root], &out) }).unwrap();
+    let removed: Vec<String> = second.removed.iter().map(|p| p.strip_prefix(&out).unwrap().display().to_string()).collect();
+    // The comparison's summary, curves and profiles; `runs.*` and the rest are written again.
+    let want = ["compare-params.x.csv", "compare-params.x.parquet", "compare-params.x.md", "curves-by-params.x.csv", "curves-by-params.x.parquet"];
+    let want: Vec<String> = want.iter().chain(&["profiles-by-params.x.csv", "profiles-by-params.x.parquet"]).map(|f| format!("tables/{f}")).collect();
+    assert_eq!(removed, want);
+    assert!(tables.join("mine.csv").is_file() && tmp.path().join("victim.csv").is_file(), "only files drover wrote go");
+    let md = std::fs::read_to_string(tables.join("summary.md")).unwrap();
+    assert!(md.starts_with("# drover analyze\n\n- results: `"), "{md}");
+    assert!(md.contains("\n- runs: `--where 'x=1'` (4 of 7 completed runs)\n- groups: one group per configuration (`config_id`)\n"), "{md}");
+    let record: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(tables.join("analysis.json")).unwrap()).unwrap();
+    assert_eq!((record["where"].clone(), record["grouping"].clone(), record["analyzed"].clone()), (json!(["x=1"]), json!("config_id"), json!(4)));
+    assert!(record["files"].as_array().unwrap().contains(&json!("tables/runs.csv")), "{record}");
 }
