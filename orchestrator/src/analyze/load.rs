@@ -92,7 +92,18 @@ pub fn load_results_with(dirs: &[PathBuf], extra: &[String], all_runs: bool) -> 
     // user who gave three does not fix them one rerun at a time.
     let mut empty = Vec::new();
     let mut notes = Vec::new();
+    // A directory named twice (`drover analyze B B`, or `B` and `./B`) is read once: its runs
+    // would otherwise each be left out as a duplicate of themselves, one line per run.
+    let mut given: Vec<&PathBuf> = Vec::new();
+    let mut canonical: BTreeSet<PathBuf> = BTreeSet::new();
     for dir in dirs {
+        if canonical.insert(dir.canonicalize().unwrap_or_else(|_| dir.clone())) {
+            given.push(dir);
+        } else {
+            notes.push(format!("note: `{}` was given more than once; its runs are analyzed once", dir.display()));
+        }
+    }
+    for &dir in &given {
         if let Some(why) = not_results(dir) {
             empty.push((dir.clone(), why));
             continue;
@@ -115,7 +126,7 @@ pub fn load_results_with(dirs: &[PathBuf], extra: &[String], all_runs: bool) -> 
     if !empty.is_empty() {
         // Analyzing the others alone would drop a sweep the user named from a comparison
         // without a word; nothing is written, and the message says what each one lacks.
-        return Err(AnalyzeError::NoCompletedRuns { empty, given: dirs.len() });
+        return Err(AnalyzeError::NoCompletedRuns { empty, given: given.len() });
     }
     let sweeps: BTreeSet<&str> = records.iter().map(|r| r.spec.sweep.as_str()).collect();
     let prefix_sweep = sweeps.len() > 1;

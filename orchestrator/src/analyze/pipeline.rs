@@ -123,6 +123,9 @@ struct Plans {
     notes: Vec<String>,
     /// The `--where` keys that some completed runs lack, with how many lack each.
     missing: Vec<(String, i64)>,
+    /// For each `--where` expression that alone matches no run, the values its key has
+    /// (`values_hint`), for the error of an empty slice.
+    unmatched: Vec<String>,
     /// Metrics columns to draw curves of, all present in `metrics`.
     curves: Vec<String>,
     /// Whether `metrics` has the law's two columns.
@@ -167,7 +170,7 @@ fn plans(opts: &Options) -> Result<Plans, AnalyzeError> {
         (0..c.len()).filter_map(|i| c.get(i)).map(str::to_string).collect::<BTreeSet<_>>().into_iter().collect()
     };
     let mut runs = loaded.runs.clone();
-    let mut missing = Vec::new();
+    let (mut missing, mut unmatched) = (Vec::new(), Vec::new());
     for filter in &opts.filters {
         runs = runs.filter(query::parse_where_with_labels(filter, &schema, &labels)?);
         // Runs without the key never match, not even `!=`: counted now so that an empty slice
@@ -181,8 +184,23 @@ fn plans(opts: &Options) -> Result<Plans, AnalyzeError> {
             .map_err(polars_err(format!("counting the runs without `{key}`")))?;
         let nulls = nulls.column(key.as_str()).ok().and_then(|c| c.i64().ok()?.get(0)).unwrap_or(0);
         if nulls > 0 && !missing.iter().any(|(k, _)| *k == key) {
-            missing.push((key, nulls));
+            missing.push((key.clone(), nulls));
         }
+        let alone = all
+            .clone()
+            .lazy()
+            .filter(query::parse_where_with_labels(filter, &schema, &labels)?)
+            .collect()
+            .map_err(polars_err(format!("applying `--where {filter}`")))?;
+        if alone.height() == 0 {
+            unmatched.push(values_hint(filter, &key, &all)?);
+        }
+    }
+    // A slice that keeps some runs drops those without a key silently otherwise: `x != 8`
+    // reads as "all but 8", and the runs of another plugin without `x` go too.
+    if !missing.is_empty() && !opts.filters.is_empty() {
+        let parts: Vec<String> = missing.iter().map(|(k, n)| format!("`{k}` is missing in {n} of {}", loaded.completed)).collect();
+        notes.push(format!("note: runs without a `--where` key never match, not even `!=`, and are left out: {}", parts.join(", ")));
     }
     let grouping = match (&opts.compare, &opts.group_by) {
         (Some(key), _) => Grouping::Keys(vec![query::resolve_key(key, key, &schema)?]),
@@ -199,6 +217,7 @@ fn plans(opts: &Options) -> Result<Plans, AnalyzeError> {
         names,
         notes,
         missing,
+        unmatched,
         curves,
         law,
     })
@@ -342,7 +361,12 @@ pub fn analyze(opts: &Options) -> Result<Outcome, AnalyzeError> {
     if runs.height() == 0 {
         return Err(AnalyzeError::Query {
             expr: opts.filters.join(" and "),
-            reason: format!("no completed run matches (of {}){}", p.completed, missing_note(&p.missing, p.completed)),
+            reason: format!(
+                "no completed run matches (of {}){}{}",
+                p.completed,
+                missing_note(&p.missing, p.completed),
+                p.unmatched.iter().map(|h| format!("; {h}")).collect::<String>()
+            ),
         });
     }
     let envs = env_sections(&runs, &p.grouping)?;
@@ -952,6 +976,34 @@ fn in_order_of(df: &DataFrame, summary: &DataFrame) -> Result<DataFrame, Analyze
     order.sort_by_key(|&i| ranked.iter().position(|g| *g == rows[i]).unwrap_or(usize::MAX));
     let order: Vec<IdxSize> = order.into_iter().map(|i| i as IdxSize).collect();
     df.take(&IdxCa::from_vec("order".into(), order)).map_err(polars_err("ordering the rows as the ranking"))
+}
+
+/// Most values of a key an empty slice's error lists.
+const HINT_VALUES: usize = 8;
+
+/// `` `lr=0.0003` matches no run: `run.lr` is 0.0001, 0.0002 (40 runs each) `` for a `--where`
+/// expression that alone matches no run: the values there are, so that a typo, a case
+/// (`cartpole-v1`) or a float written another way is fixed in one round.
+fn values_hint(filter: &str, key: &str, all: &DataFrame) -> Result<String, AnalyzeError> {
+    let column = all.column(key).map_err(polars_err(format!("reading column `{key}`")))?;
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for i in 0..column.len() {
+        match column.get(i) {
+            Ok(AnyValue::Null) | Err(_) => {}
+            Ok(v) => *counts.entry(value_text(&v)).or_default() += 1,
+        }
+    }
+    if counts.is_empty() {
+        return Ok(format!("`{filter}` matches no run: no run has `{key}`"));
+    }
+    let texts: Vec<String> = counts.keys().map(|v| format!("{key}={v}")).collect();
+    let order = stats::label_order(&texts);
+    let values: Vec<&String> = order.iter().filter_map(|&i| counts.keys().nth(i)).collect();
+    let mut listed: Vec<String> = values.iter().take(HINT_VALUES).map(|v| v.to_string()).collect();
+    if values.len() > HINT_VALUES {
+        listed.push(format!("and {} more", values.len() - HINT_VALUES));
+    }
+    Ok(format!("`{filter}` matches no run: `{key}` is {}", listed.join(", ")))
 }
 
 /// Why an empty slice may be empty: `; runs without a key never match: `K` is missing in N of M`.

@@ -177,6 +177,10 @@ fn json_text(value: &str) -> String {
     }
 }
 
+/// Relative difference under which `=` and `!=` take two numbers as equal: they agree to about
+/// 12 significant digits, far finer than any two settings a sweep means to tell apart.
+pub const NUMBER_TOLERANCE: f64 = 1e-12;
+
 /// The column a `--where` expression tests, resolved as `parse_where` resolves it.
 pub fn where_key(expr: &str, schema: &Schema) -> Result<String, AnalyzeError> {
     let (key, _, _) = split(expr)?;
@@ -207,15 +211,16 @@ pub fn parse_where_with_labels(expr: &str, schema: &Schema, labels: &[String]) -
         return Err(query_err(expr, "empty value in the list"));
     }
     let target = col(column.as_str());
-    let literals: Vec<Expr> = if dtype.is_primitive_numeric() {
+    let numbers: Vec<f64> = if dtype.is_primitive_numeric() {
         values
             .iter()
-            .map(|v| {
-                v.parse::<f64>()
-                    .map(lit)
-                    .map_err(|_| query_err(expr, format!("`{v}` is not a number (key `{column}` is numeric)")))
-            })
+            .map(|v| v.parse::<f64>().map_err(|_| query_err(expr, format!("`{v}` is not a number (key `{column}` is numeric)"))))
             .collect::<Result<_, _>>()?
+    } else {
+        Vec::new()
+    };
+    let literals: Vec<Expr> = if dtype.is_primitive_numeric() {
+        numbers.iter().map(|&v| lit(v)).collect()
     } else if dtype == DataType::Boolean {
         if !matches!(op, Op::Eq | Op::Ne) {
             return Err(query_err(expr, format!("key `{column}` is true/false: only = and != apply")));
@@ -236,12 +241,20 @@ pub fn parse_where_with_labels(expr: &str, schema: &Schema, labels: &[String]) -
     };
     let target = if dtype.is_primitive_numeric() { target.cast(DataType::Float64) } else { target };
     let any_equal = || {
-        literals
-            .iter()
-            .cloned()
-            .map(|l| target.clone().eq(l))
-            .reduce(|a, b| a.or(b))
-            .unwrap_or(lit(false))
+        let equal: Vec<Expr> = if dtype.is_primitive_numeric() {
+            // Equal within `NUMBER_TOLERANCE`: a grid written by a generator's
+            // arithmetic holds 0.00030000000000000003 where the user types 0.0003.
+            numbers
+                .iter()
+                .map(|&v| {
+                    let tolerance = v.abs() * NUMBER_TOLERANCE;
+                    target.clone().gt_eq(lit(v - tolerance)).and(target.clone().lt_eq(lit(v + tolerance)))
+                })
+                .collect()
+        } else {
+            literals.iter().cloned().map(|l| target.clone().eq(l)).collect()
+        };
+        equal.into_iter().reduce(|a, b| a.or(b)).unwrap_or(lit(false))
     };
     // A missing value (null) never matches; `fill_null` keeps `!=` from letting it through as null.
     let predicate = match op {

@@ -427,7 +427,7 @@ fn compare_ranks_groups_across_directories_with_probability_of_improvement() {
     assert_eq!((outcome.summary.height(), outcome.best.len()), (1, 0));
     assert!(outcome.summary.column("p_best_better").is_err() && !outcome.table.contains("P(best"), "{}", outcome.table);
     let opts = Options { compare: None, filters: vec!["x>5".into()], ..opts };
-    assert_eq!(analyze(&opts).err().unwrap().to_string(), "bad expression `x>5`: no completed run matches (of 10)");
+    assert_eq!(analyze(&opts).err().unwrap().to_string(), "bad expression `x>5`: no completed run matches (of 10); `x>5` matches no run: `params.x` is 1, 2, 3");
 }
 
 #[test]
@@ -971,12 +971,12 @@ fn an_empty_slice_names_the_where_keys_some_runs_lack() {
     let err = analyze(&opts).err().map(|e| e.to_string()).unwrap_or_default();
     assert_eq!(
         err,
-        "bad expression `k=true and x!=1,2`: no completed run matches (of 9); runs without a key never match: `params.x` is missing in 2 of 9"
+        "bad expression `k=true and x!=1,2`: no completed run matches (of 9); runs without a key never match: `params.x` is missing in 2 of 9; `x!=1,2` matches no run: `params.x` is 1, 2"
     );
     // A key every run has adds nothing to the message.
     let opts = Options { filters: vec!["k=false".into()], ..opts };
     let err = analyze(&opts).err().map(|e| e.to_string()).unwrap_or_default();
-    assert_eq!(err, "bad expression `k=false`: no completed run matches (of 9)");
+    assert_eq!(err, "bad expression `k=false`: no completed run matches (of 9); `k=false` matches no run: `params.k` is true");
 }
 
 #[test]
@@ -1762,4 +1762,40 @@ fn an_analysis_records_its_slice_and_removes_only_its_predecessors_files() {
     let record: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(tables.join("analysis.json")).unwrap()).unwrap();
     assert_eq!((record["where"].clone(), record["grouping"].clone(), record["analyzed"].clone()), (json!(["x=1"]), json!("config_id"), json!(4)));
     assert!(record["files"].as_array().unwrap().contains(&json!("tables/runs.csv")), "{record}");
+}
+
+/// Review finding 11: a slice that kept some runs dropped those without its key without a word,
+/// an `=` that matched nothing did not say what values there are (a float written another way,
+/// a case), and a directory given twice printed one "duplicate" line per run.
+#[test]
+fn where_says_what_it_drops_and_what_values_there_are() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("r");
+    two_configs(&root);
+    for seed in 0..2u64 {
+        write_run(&root, &format!("c{seed}"), "cfgC", "params.y=5", seed, 3.0, json!({"y": 5, "k": true}), true);
+    }
+    let out = tmp.path().join("out");
+    let outcome = analyze(&Options { filters: vec!["x!=2".into()], ..options(vec![root.clone()], &out) }).unwrap();
+    assert_eq!(outcome.analyzed, 4);
+    assert_eq!(outcome.notes, ["note: runs without a `--where` key never match, not even `!=`, and are left out: `params.x` is missing in 2 of 9"]);
+
+    // A float as a generator's arithmetic writes it matches the number typed.
+    let root2 = tmp.path().join("r2");
+    for seed in 0..2u64 {
+        let run = json!({"seed": seed, "success_return": 30.0, "env": "CartPole-v1", "lr": 3.0 * 0.0001});
+        write_run_with(&root2, &format!("l{seed}"), "cfgL", "run.lr=0.00030000000000000003", run, 5.0, json!({}), true);
+    }
+    let opts = |filter: &str| Options { filters: vec![filter.into()], ..options(vec![root2.clone()], &out) };
+    assert_eq!(analyze(&opts("lr=0.0003")).map(|o| o.analyzed).map_err(|e| e.to_string()), Ok(2));
+    assert_eq!(analyze(&opts("lr!=0.0003")).err().map(|e| e.to_string()).unwrap_or_default(),
+        "bad expression `lr!=0.0003`: no completed run matches (of 2); `lr!=0.0003` matches no run: `run.lr` is 0.00030000000000000003");
+    let err = analyze(&opts("env=cartpole-v1")).err().map(|e| e.to_string()).unwrap_or_default();
+    assert_eq!(err, "bad expression `env=cartpole-v1`: no completed run matches (of 2); `env=cartpole-v1` matches no run: `run.env` is CartPole-v1");
+
+    // The same directory twice: read once, said once.
+    let outcome = analyze(&options(vec![root.clone(), root.join("../r")], &out)).unwrap();
+    assert!(outcome.left_out.iter().all(|(_, why)| !why.contains("duplicate")), "{:?}", outcome.left_out);
+    assert_eq!(outcome.analyzed, 9);
+    assert_eq!(outcome.notes, [format!("note: `{}` was given more than once; its runs are analyzed once", root.join("../r").display())]);
 }
