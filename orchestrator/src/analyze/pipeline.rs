@@ -772,13 +772,13 @@ fn unscored_note(runs: &DataFrame) -> Result<Option<String>, AnalyzeError> {
     if by_group.len() > NOTE_GROUPS {
         parts.push(format!("and {} more groups", by_group.len() - NOTE_GROUPS));
     }
-    let which = match (unscored.len(), runs.height()) {
-        (1, 1) => "the only run has".to_string(),
-        (1, n) => format!("1 of {n} runs has"),
-        (k, n) => format!("{k} of {n} runs have"),
+    let (which, they) = match (unscored.len(), runs.height()) {
+        (1, 1) => ("the only run has".to_string(), "it counts"),
+        (1, n) => (format!("1 of {n} runs has"), "it counts"),
+        (k, n) => (format!("{k} of {n} runs have"), "they count"),
     };
     Ok(Some(format!(
-        "note: {which} no final return (no iteration with a finished episode and a finite return: diverged, or an empty metrics file); they count in `runs` (`unscored` in the table) but in no score, interval, curve or profile: {}",
+        "note: {which} no final return (no iteration with a finished episode and a finite return: diverged, or an empty metrics file); {they} in `runs` (`unscored` in the table) but in no score, interval, curve or profile: {}",
         parts.join(", ")
     )))
 }
