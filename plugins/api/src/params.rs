@@ -101,6 +101,20 @@ impl Params {
         })
     }
 
+    /// An optional integer parameter (`None` for `null`).
+    ///
+    /// # Errors
+    /// When `key` was not declared.
+    pub fn opt_i64(&self, key: &str) -> Result<Option<i64>, PluginError> {
+        let v = self.get(key)?;
+        if v.is_null() {
+            return Ok(None);
+        }
+        as_integer(v).map(Some).ok_or_else(|| {
+            PluginError::invalid_params(key, format!("expected an integer, got {v}"))
+        })
+    }
+
     /// A boolean parameter.
     ///
     /// # Errors
@@ -118,6 +132,20 @@ impl Params {
     pub fn str(&self, key: &str) -> Result<&str, PluginError> {
         let v = self.get(key)?;
         v.as_str()
+            .ok_or_else(|| PluginError::invalid_params(key, format!("expected a string, got {v}")))
+    }
+
+    /// An optional string parameter (`None` for `null`).
+    ///
+    /// # Errors
+    /// When `key` was not declared.
+    pub fn opt_str(&self, key: &str) -> Result<Option<&str>, PluginError> {
+        let v = self.get(key)?;
+        if v.is_null() {
+            return Ok(None);
+        }
+        v.as_str()
+            .map(Some)
             .ok_or_else(|| PluginError::invalid_params(key, format!("expected a string, got {v}")))
     }
 }
@@ -276,6 +304,28 @@ mod tests {
         assert_eq!(p.f64("gamma").ok(), Some(0.5));
         assert_eq!(p.opt_f64("target_kl").ok(), Some(Some(0.01)));
         assert_eq!(p.i64("k").ok(), Some(2));
+    }
+
+    /// An int or string may be optional as a float is: absent is `None`, a value is checked
+    /// against its kind and range as usual.
+    #[test]
+    fn optional_ints_and_strings_read_as_none_or_their_value() {
+        let specs = vec![
+            ParamSpec::optional_int("max_len", "a cap").min(1.0),
+            ParamSpec::optional_string("dataset", "a name"),
+        ];
+        assert_eq!(check_declarations(&specs), Ok(()));
+        let p = Params::parse(&specs, "").expect("absent is fine");
+        assert_eq!((p.opt_i64("max_len").ok(), p.opt_str("dataset").ok()), (Some(None), Some(None)));
+        let p = Params::parse(&specs, r#"{"max_len": 8.0, "dataset": "gsm8k"}"#).expect("valid");
+        assert_eq!((p.opt_i64("max_len").ok(), p.opt_str("dataset").ok()), (Some(Some(8)), Some(Some("gsm8k"))));
+        assert!(p.i64("max_len").is_ok() && p.str("dataset").is_ok());
+        let p = Params::parse(&specs, r#"{"max_len": null}"#).expect("null is absent");
+        assert!(p.i64("max_len").is_err(), "the non-optional getter refuses null");
+        let e = Params::parse(&specs, r#"{"max_len": 0}"#).expect_err("below the range");
+        assert_eq!(e.key(), Some("max_len"));
+        let e = Params::parse(&specs, r#"{"dataset": 3}"#).expect_err("not a string");
+        assert_eq!(e.key(), Some("dataset"));
     }
 
     #[test]

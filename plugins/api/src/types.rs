@@ -118,6 +118,12 @@ impl ParamSpec {
         Self::with(name, ParamKind::Int, default.to_string(), doc)
     }
 
+    /// An integer parameter that defaults to `null` (absent): read it with
+    /// [`Params::opt_i64`](crate::Params::opt_i64), rather than giving 0 or -1 a meaning.
+    pub fn optional_int(name: &str, doc: &str) -> Self {
+        Self::with(name, ParamKind::Int, "null".to_owned(), doc)
+    }
+
     /// A boolean parameter with a default.
     pub fn bool(name: &str, default: bool, doc: &str) -> Self {
         Self::with(name, ParamKind::Bool, default.to_string(), doc)
@@ -131,6 +137,12 @@ impl ParamSpec {
             serde_json::Value::from(default).to_string(),
             doc,
         )
+    }
+
+    /// A string parameter that defaults to `null` (absent): read it with
+    /// [`Params::opt_str`](crate::Params::opt_str).
+    pub fn optional_string(name: &str, doc: &str) -> Self {
+        Self::with(name, ParamKind::Str, "null".to_owned(), doc)
     }
 
     /// Sets an inclusive range.
