@@ -464,6 +464,79 @@ fn a_hangup_stops_a_local_sweep_cleanly_with_a_checkpoint() {
     assert!(run.join("checkpoint.json").is_file(), "the job checkpointed on its way out");
 }
 
+/// The real case: `drover run` in a terminal that goes away (the ssh session drops). Its
+/// terminal is a pseudo-terminal here whose master side is closed; drover, the session leader,
+/// gets SIGHUP and then EIO on every write to the terminal. It must still stop its job cleanly
+/// (checkpoint) and end as interrupted, where a message to the dead terminal used to panic
+/// (`eprintln!`) before the job was told.
+#[test]
+fn a_closed_terminal_stops_a_local_sweep_cleanly_with_a_checkpoint() {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::os::unix::process::CommandExt;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let sweep = resume_sweep(tmp.path());
+    let results = tmp.path().join("r");
+    let (mut master, mut slave) = (-1, -1);
+    // SAFETY: openpty writes two descriptors into the given ints; the rest may be null.
+    let opened = unsafe { libc::openpty(&mut master, &mut slave, std::ptr::null_mut(), std::ptr::null(), std::ptr::null()) };
+    assert_eq!(opened, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: both descriptors were just opened and are owned here alone; close-on-exec, as
+    // openpty does not set it, so that drover does not inherit the master and keep it open.
+    let (master, slave) = unsafe {
+        libc::fcntl(master, libc::F_SETFD, libc::FD_CLOEXEC);
+        libc::fcntl(slave, libc::F_SETFD, libc::FD_CLOEXEC);
+        (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave))
+    };
+    let mut cmd = drover_run(&sweep, &results, None);
+    cmd.stdin(slave.try_clone().expect("dup")).stdout(slave.try_clone().expect("dup")).stderr(slave.try_clone().expect("dup"));
+    // SAFETY: setsid and ioctl are async-signal-safe; the child makes the terminal its own.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut driver = cmd.spawn().expect("spawn in a terminal");
+    drop(slave);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let run = loop {
+        let runs = if results.join("runs").is_dir() { run_dirs(&results) } else { Vec::new() };
+        if let Some(run) = runs.into_iter().next().filter(|r| drover_tests::metrics_rows_so_far(r).len() >= 5) {
+            break run;
+        }
+        assert!(std::time::Instant::now() < deadline, "the run never got going");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    drop(master);
+    let status = driver.wait().expect("wait");
+    assert_eq!(status.code(), Some(130), "{status:?}");
+    assert_eq!(read_json(&run.join("exit.json"))["status"], "cancelled");
+    assert!(run.join("checkpoint.json").is_file(), "the job checkpointed on its way out");
+}
+
+/// Under `nohup` (SIGHUP ignored) the sweep outlives the closed terminal, as the user asked:
+/// drover installs no SIGHUP handler over the ignored disposition, so the hangup changes nothing.
+#[test]
+fn a_sweep_under_nohup_ignores_the_hangup_and_completes() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let sweep = write_sweep(tmp.path(), &sweep("[1]").replace("total_steps = 512", "total_steps = 65536"));
+    let results = tmp.path().join("r");
+    let mut cmd = std::process::Command::new("nohup");
+    cmd.env("CI", "true").env_remove("DROVER_PLUGIN_PATH").arg(drover_tests::artifact("drover")).arg("run").arg(&sweep).arg("--results").arg(&results);
+    let mut driver = cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().expect("spawn nohup");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !(results.join("runs").is_dir() && run_dirs(&results).first().is_some_and(|r| !drover_tests::metrics_rows_so_far(r).is_empty())) {
+        assert!(std::time::Instant::now() < deadline, "the run never got going");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    run_ok(std::process::Command::new("kill").args(["-HUP", &driver.id().to_string()]));
+    let out = driver.wait_with_output().expect("wait");
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(read_json(&run_dirs(&results)[0].join("exit.json"))["status"], "completed");
+}
+
 /// A local run stopped part-way (Ctrl-C, `drover cancel`) checkpoints, and the next `drover run`
 /// resumes it from that checkpoint instead of starting over: same attempt directory, a new
 /// attempt's logs, and metrics equal row by row to an uninterrupted run's.

@@ -29,7 +29,6 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use crate::backend::gpus::{GpuLease, GpuPool};
@@ -62,7 +61,7 @@ impl LocalBackend {
         if !job_bin.is_file() {
             return Err(RunError::JobBinaryMissing { path: job_bin });
         }
-        let signals = Signals::new([SIGINT, SIGTERM, SIGHUP]).map_err(RunError::Signals)?;
+        let signals = Signals::new(super::stop_signals().map_err(RunError::Signals)?).map_err(RunError::Signals)?;
         Ok(LocalBackend {
             job_bin,
             max_parallel: max_parallel.max(1),
@@ -185,7 +184,10 @@ impl Backend for LocalBackend {
                     let reason = if report.cancel.is_some() { CancelReason::SecondSignal } else { CancelReason::Signal };
                     report.cancel = report.cancel.max(Some(reason));
                     match reason {
+                        // The jobs are told first: a message can fail (a hung-up terminal).
                         CancelReason::Signal => {
+                            signal_all(&running, libc::SIGTERM);
+                            kill_at = Some(Instant::now() + self.grace);
                             bar.suspend(|| {
                                 eprintln!(
                                     "drover: stopping: no new runs; asking {} running job(s) to stop (SIGKILL in {}s, or press Ctrl-C again)",
@@ -193,12 +195,10 @@ impl Backend for LocalBackend {
                                     self.grace.as_secs()
                                 )
                             });
-                            signal_all(&running, libc::SIGTERM);
-                            kill_at = Some(Instant::now() + self.grace);
                         }
                         _ => {
-                            bar.suspend(|| eprintln!("drover: second signal: killing {} job(s)", running.len()));
                             signal_all(&running, libc::SIGKILL);
+                            bar.suspend(|| eprintln!("drover: second signal: killing {} job(s)", running.len()));
                             kill_at = None;
                         }
                     }

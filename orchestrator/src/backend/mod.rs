@@ -25,6 +25,64 @@ pub use prepare::{
 
 use crate::error::RunError;
 
+/// The signals that stop a sweep: SIGINT, SIGTERM, and SIGHUP (the terminal or ssh session
+/// closed) unless SIGHUP is ignored, as `nohup` leaves it, since a handler would undo what the
+/// user asked for. With SIGHUP, stdout and stderr that were the terminal are pointed at
+/// `/dev/null` the moment it arrives ([`detach_on_hangup`]): the stop's own messages would
+/// otherwise fail on the hung-up terminal (`eprintln!` panics on EIO) before the jobs were told.
+pub(crate) fn stop_signals() -> Result<Vec<i32>, std::io::Error> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = vec![SIGINT, SIGTERM];
+    if !hangup_ignored() {
+        detach_on_hangup()?;
+        signals.push(SIGHUP);
+    }
+    Ok(signals)
+}
+
+/// Whether SIGHUP's disposition is "ignore" (`nohup`, or a parent that set it so).
+fn hangup_ignored() -> bool {
+    // SAFETY: sigaction with a null new action only reads the current one into `old`.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(libc::SIGHUP, std::ptr::null(), &mut old) == 0 && old.sa_sigaction == libc::SIG_IGN
+    }
+}
+
+/// Registers, once, a SIGHUP action that points stdout and stderr at `/dev/null` when they were
+/// a terminal at registration (after a hangup `isatty` itself may fail).
+fn detach_on_hangup() -> Result<(), std::io::Error> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::OnceLock;
+    static REGISTERED: OnceLock<Result<(), String>> = OnceLock::new();
+    static TTY_OUT: AtomicBool = AtomicBool::new(false);
+    static TTY_ERR: AtomicBool = AtomicBool::new(false);
+    // SAFETY: isatty only inspects the descriptors.
+    TTY_OUT.store(unsafe { libc::isatty(1) } == 1, Ordering::Relaxed);
+    TTY_ERR.store(unsafe { libc::isatty(2) } == 1, Ordering::Relaxed);
+    let registered = REGISTERED.get_or_init(|| {
+        let action = || {
+            // Only async-signal-safe calls: open, dup2, close, and atomic loads.
+            // SAFETY: the path is a NUL-terminated literal; the descriptors are the process's own.
+            unsafe {
+                let null = libc::open(c"/dev/null".as_ptr(), libc::O_WRONLY);
+                if null >= 0 {
+                    if TTY_OUT.load(Ordering::Relaxed) {
+                        libc::dup2(null, 1);
+                    }
+                    if TTY_ERR.load(Ordering::Relaxed) {
+                        libc::dup2(null, 2);
+                    }
+                    libc::close(null);
+                }
+            }
+        };
+        // SAFETY: the action makes only async-signal-safe calls (see above).
+        unsafe { signal_hook::low_level::register(libc::SIGHUP, action) }.map(drop).map_err(|e| e.to_string())
+    });
+    registered.clone().map_err(std::io::Error::other)
+}
+
 /// The SHA-256 of a file's bytes, in lowercase hex (how summaries and the Slurm ledger record
 /// plugin and runtime builds).
 pub(crate) fn file_sha256(path: &std::path::Path) -> std::io::Result<String> {

@@ -1279,8 +1279,9 @@ fn failed_at_a_stop(run_dir: &Path) -> bool {
 pub fn run_sweep(plan: &Plan, opts: &SlurmOptions) -> Result<SlurmReport, RunError> {
     let started = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
-    // SIGHUP too: a closed terminal stops the waiting, and the jobs go on.
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM, signal_hook::consts::SIGHUP] {
+    // SIGHUP too (unless ignored, as under nohup): a closed terminal stops the waiting, and
+    // the jobs go on.
+    for sig in super::stop_signals().map_err(RunError::Signals)? {
         signal_hook::flag::register(sig, Arc::clone(&stop)).map_err(RunError::Signals)?;
     }
     let runs_dir = plan.results.runs_dir();
