@@ -227,8 +227,11 @@ fn check_plugin_params(
         })?;
         // A plugin is looked up by the name it gives itself (its `info()`), so a library under
         // another plugin's file name (a renamed copy, a crate that re-exports its dependency's
-        // plugin) would run one algorithm while `spec.json` and analyze name another.
-        if !config::is_plugin_path(name) && !config::file_names_of_plugin(&desc.name).iter().any(|f| path.file_name().is_some_and(|n| n == f.as_str())) {
+        // plugin) would run one algorithm while `spec.json` and analyze name another. The name
+        // asked for is compared, not the file found: that may be a symlink's target
+        // (`libdrover_plugin_x.so -> libdrover_plugin_x.so.1`), whose name says nothing.
+        let same = |a: &str, b: &str| a.replace('-', "_") == b.replace('-', "_");
+        if !config::is_plugin_path(name) && !same(name, &desc.name) {
             let reason = format!(
                 "`{}` is plugin `{}` by its own description, not `{name}`: name it `{}` in the sweep, \
                  give the library's path, or rename the file to `{}`",

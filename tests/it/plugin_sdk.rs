@@ -356,6 +356,16 @@ fn a_plugin_under_another_plugins_file_name_is_flagged_by_list_and_refused_by_ru
     let by_name = std::fs::read_to_string(&sweep).expect("sweep").replace("plugin = \"other\"", "plugin = \"faulty\"");
     std::fs::write(&sweep, by_name).expect("sweep");
     run_ok(drover().arg("run").arg(&sweep).arg("--results").arg(tmp.path().join("results")));
+
+    // Found by its name through a symlink to a versioned file: the name asked for is the
+    // plugin's, whatever the target file is called.
+    let linked = tmp.path().join("linked");
+    std::fs::create_dir(&linked).expect("linked");
+    std::fs::copy(artifact("libdrover_test_plugin_faulty.so"), linked.join("libfaulty.so.1")).expect("copy");
+    std::os::unix::fs::symlink("libfaulty.so.1", linked.join("libdrover_plugin_faulty.so")).expect("symlink");
+    let via_link = std::fs::read_to_string(&sweep).expect("sweep").replace(&libs.display().to_string(), &linked.display().to_string());
+    std::fs::write(&sweep, via_link).expect("sweep");
+    run_ok(drover().arg("run").arg(&sweep).arg("--results").arg(tmp.path().join("results-linked")));
 }
 
 #[test]
