@@ -232,16 +232,20 @@ fn run(args: RunArgs) -> anyhow::Result<u8> {
     if dry_run {
         use std::io::Write;
         let mut out = std::io::stdout().lock();
-        let states: Vec<&str> = plan
-            .runs
-            .iter()
-            .map(|run| {
-                let spec = plan.job_spec(run);
-                backend::planned_action(&plan.results.run_dir(&spec.run_id), &spec).word()
-            })
-            .collect();
+        let slurm = use_slurm(backend, &plan);
+        let states: Vec<&str> = if slurm {
+            slurm::dry_run_actions(&plan, &slurm_options(job_bin.clone(), !no_wait))
+        } else {
+            plan.runs
+                .iter()
+                .map(|run| {
+                    let spec = plan.job_spec(run);
+                    backend::planned_action(&plan.results.run_dir(&spec.run_id), &spec).word()
+                })
+                .collect()
+        };
         let configs = plan.runs.iter().map(|r| &r.config_id).collect::<std::collections::HashSet<_>>().len();
-        let tally = dry_run_tally(&states, configs);
+        let tally = dry_run_tally(&states, configs, slurm);
         writeln!(out, "sweep `{}`: {tally} -> {}", plan.sweep.name, plan.results.root().display())?;
         for (run, state) in plan.runs.iter().zip(&states) {
             writeln!(out, "{}  {state:<6}  seed={:<6} {}", run.run_id, run.seed, run.label)?;
@@ -250,7 +254,7 @@ fn run(args: RunArgs) -> anyhow::Result<u8> {
         if states.len() > DRY_RUN_REPEAT_TALLY {
             writeln!(out, "sweep `{}`: {tally}", plan.sweep.name)?;
         }
-        if use_slurm(backend, &plan) {
+        if slurm {
             slurm_preflight(&plan)?;
             for (name, text) in slurm::dry_run_scripts(&plan, &slurm_options(job_bin, !no_wait))? {
                 writeln!(out, "\n--- {name} (not submitted)\n{text}")?;
@@ -328,14 +332,16 @@ const DRY_RUN_REPEAT_TALLY: usize = 40;
 
 /// `3000 runs (300 configurations × 10 seeds each): 2990 done, 4 resume, 6 redo, 0 new`: what a dry run of
 /// a large sweep is read for (how much is left to do), from each run's state in order.
-fn dry_run_tally(states: &[&str], configs: usize) -> String {
+fn dry_run_tally(states: &[&str], configs: usize, slurm: bool) -> String {
     let runs = drover::words::count(states.len(), "run");
     let shape = if configs > 0 && configs < states.len() {
         format!(" ({} × {} each)", drover::words::count(configs, "configuration"), drover::words::count(states.len() / configs, "seed"))
     } else {
         String::new()
     };
-    let counts: Vec<String> = ["done", "resume", "redo", "new"].iter().map(|s| format!("{} {s}", states.iter().filter(|x| *x == s).count())).collect();
+    // `live` (queued or running, re-attached) is a Slurm sweep's word only.
+    let words: &[&str] = if slurm { &["done", "live", "resume", "redo", "new"] } else { &["done", "resume", "redo", "new"] };
+    let counts: Vec<String> = words.iter().map(|s| format!("{} {s}", states.iter().filter(|x| *x == s).count())).collect();
     format!("{runs}{shape}: {}", counts.join(", "))
 }
 
@@ -615,9 +621,10 @@ mod tests {
     #[test]
     fn a_dry_run_counts_its_runs_by_state() {
         let states = ["done", "new", "redo", "resume", "done", "done"];
-        assert_eq!(dry_run_tally(&states, 2), "6 runs (2 configurations × 3 seeds each): 3 done, 1 resume, 1 redo, 1 new");
-        assert_eq!(dry_run_tally(&states[..1], 1), "1 run: 1 done, 0 resume, 0 redo, 0 new", "one seed per configuration: no shape");
-        assert_eq!(dry_run_tally(&[], 0), "0 runs: 0 done, 0 resume, 0 redo, 0 new");
+        assert_eq!(dry_run_tally(&states, 2, false), "6 runs (2 configurations × 3 seeds each): 3 done, 1 resume, 1 redo, 1 new");
+        assert_eq!(dry_run_tally(&states[..1], 1, false), "1 run: 1 done, 0 resume, 0 redo, 0 new", "one seed per configuration: no shape");
+        assert_eq!(dry_run_tally(&[], 0, false), "0 runs: 0 done, 0 resume, 0 redo, 0 new");
+        assert_eq!(dry_run_tally(&["live", "done"], 2, true), "2 runs: 1 done, 1 live, 0 resume, 0 redo, 0 new");
     }
 
     #[test]

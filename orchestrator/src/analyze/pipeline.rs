@@ -163,8 +163,8 @@ fn plans(opts: &Options) -> Result<Plans, AnalyzeError> {
     // Named before `--where`, over all the runs loaded: a group keeps its name (and so its
     // random streams and intervals) whatever a slice leaves of the others.
     let all = loaded.runs.clone().collect().map_err(polars_err("reading the runs table"))?;
-    let (names, shared) = config_names(&all, &loaded.hyperparameters)?;
-    notes.extend(shared);
+    let (names, naming_notes) = config_names(&all, &loaded.hyperparameters)?;
+    notes.extend(naming_notes);
     let labels: Vec<String> = {
         let c = all.column("label").and_then(|c| c.str().cloned()).map_err(polars_err("reading column `label`"))?;
         (0..c.len()).filter_map(|i| c.get(i)).map(str::to_string).collect::<BTreeSet<_>>().into_iter().collect()
@@ -250,7 +250,7 @@ const CONFIG_NAME: &str = "config_name";
 /// hyperparameters whose values differ among them (`base [run.total_steps=10240]`), or, when
 /// more than `MAX_NAMED_KEYS` differ or none does, `LABEL [config <first 8 digits of the id>]`.
 /// Columns of the frame: `config_id`, `config_name`.
-fn config_names(runs: &DataFrame, hyperparameters: &[String]) -> Result<(DataFrame, Option<String>), AnalyzeError> {
+fn config_names(runs: &DataFrame, hyperparameters: &[String]) -> Result<(DataFrame, Vec<String>), AnalyzeError> {
     let text = |name: &str| -> Result<Vec<String>, AnalyzeError> {
         let c = runs.column(name).map_err(polars_err(format!("reading column `{name}`")))?;
         Ok((0..c.len()).map(|i| c.get(i).map(|v| value_text(&v)).unwrap_or_default()).collect())
@@ -261,6 +261,22 @@ fn config_names(runs: &DataFrame, hyperparameters: &[String]) -> Result<(DataFra
     for (i, id) in ids.iter().enumerate() {
         first.entry(id.as_str()).or_insert(i);
     }
+    // The other way round: one configuration under several labels (two sweeps with different
+    // axes that share a configuration, analyzed together) is one group, named by its first
+    // run's label; the note says so, or the other sweep's group would vanish without a word.
+    let mut labels_of: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for (id, label) in ids.iter().zip(&labels) {
+        labels_of.entry(id.as_str()).or_default().insert(label.as_str());
+    }
+    let merged: Vec<String> = labels_of
+        .iter()
+        .filter(|(_, l)| l.len() > 1)
+        .map(|(id, l)| {
+            let named = labels[first[id]].as_str();
+            let others: Vec<String> = l.iter().filter(|x| **x != named).map(|x| format!("`{x}`")).collect();
+            format!("`{named}` (also labelled {})", others.join(", "))
+        })
+        .collect();
     let mut by_label: BTreeMap<&str, Vec<(&str, usize)>> = BTreeMap::new();
     for (&id, &row) in &first {
         by_label.entry(labels[row].as_str()).or_default().push((id, row));
@@ -312,10 +328,21 @@ fn config_names(runs: &DataFrame, hyperparameters: &[String]) -> Result<(DataFra
             shared[0].2
         )
     });
+    let merged_note = (!merged.is_empty()).then(|| {
+        let mut listed: Vec<String> = merged.iter().take(NOTE_GROUPS).cloned().collect();
+        if merged.len() > NOTE_GROUPS {
+            listed.push(format!("and {} more", merged.len() - NOTE_GROUPS));
+        }
+        format!(
+            "note: {} the runs of several labels, the same settings in sweeps with different axes: each is one group, named by its first run's label: {}",
+            if merged.len() == 1 { "one configuration has".to_string() } else { format!("{} configurations have", merged.len()) },
+            listed.join("; ")
+        )
+    });
     let (ids, names): (Vec<String>, Vec<String>) = names.into_iter().unzip();
     let frame = DataFrame::new_infer_height(vec![Column::new("config_id".into(), ids), Column::new(CONFIG_NAME.into(), names)])
         .map_err(polars_err("naming the configurations"))?;
-    Ok((frame, note))
+    Ok((frame, note.into_iter().chain(merged_note).collect()))
 }
 
 /// Most differing settings a configuration's group name lists before it falls back to the id.

@@ -1533,6 +1533,24 @@ fn configurations_sharing_a_label_are_separate_groups_named_apart() {
     assert!(outcome.table.starts_with(note), "{}", outcome.table);
 }
 
+/// One configuration whose runs carry two labels (two sweeps with different axes that share
+/// it, analyzed together) is one group; a note names the labels, since the second sweep's
+/// group would otherwise vanish from the tables without a word.
+#[test]
+fn one_configuration_under_two_labels_is_one_group_with_a_note() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("r");
+    for (seed, (label, r)) in [("lr=0.001", 10.0), ("lr=0.001", 20.0), ("base", 30.0), ("base", 40.0)].into_iter().enumerate() {
+        let run = json!({"seed": seed, "success_return": 30.0, "env": "CartPole-v1", "lr": 0.001});
+        write_run_with(&root, &format!("cfgA{seed}"), "cfgA", label, run, r, json!({"gamma": 0.99}), true);
+    }
+    let outcome = analyze(&options(vec![root], &tmp.path().join("out"))).unwrap();
+    assert_eq!(strings(&outcome.summary, "group").len(), 1, "{}", outcome.summary);
+    assert_eq!(f(&outcome.summary, "runs", 0), Some(4.0));
+    let note = outcome.notes.iter().find(|n| n.contains("one configuration has the runs of several labels")).unwrap_or_else(|| panic!("{:?}", outcome.notes));
+    assert!(note.ends_with("`base` (also labelled `lr=0.001`)") || note.ends_with("`lr=0.001` (also labelled `base`)"), "{note}");
+}
+
 /// A results directory holds the runs of every `drover run` on it, but its `sweep.json` lists
 /// those of the last one: the others are left out by default, as `drover status` leaves them
 /// out, with a note saying how many; `--all-runs` analyzes them too.

@@ -1201,6 +1201,47 @@ fn ready_run_dir(plan: &Plan, run: &crate::config::RunSpec, resume: bool) -> Res
     Ok(resumes)
 }
 
+/// What `drover run --backend slurm` would do with each run, for `--dry-run`, by
+/// [`prepare_runs`]' rules: `done`, `live` (queued or running: re-attached), `resume` (a stop
+/// with its checkpoint), `redo` or `new`. Slurm is asked once and briefly, only when the sweep
+/// has submissions; unreachable, no run counts as live.
+pub fn dry_run_actions(plan: &Plan, opts: &SlurmOptions) -> Vec<&'static str> {
+    let local = || plan.runs.iter().map(|r| crate::backend::planned_action(&plan.results.run_dir(r.run_id.as_str()), &plan.job_spec(r)).word()).collect();
+    let Ok(root) = std::path::absolute(plan.results.root()) else { return local() };
+    let Ok(ledger) = Ledger::load(&root) else { return local() };
+    let (job_name, _) = job_name(&plan.sweep.name, &root);
+    let queue = if ledger.submissions.is_empty() {
+        Vec::new()
+    } else {
+        let quick = Slurm { policy: crate::backend::slurm_cmd::CallPolicy { attempts: 1, timeout: Duration::from_secs(5), ..opts.slurm.policy.clone() }, ..opts.slurm.clone() };
+        quick.queue(&job_name).unwrap_or_else(|e| {
+            tracing::warn!("cannot ask Slurm which runs are live ({e}); the dry run counts none as live");
+            Vec::new()
+        })
+    };
+    let dir = SweepDir { root, name: plan.sweep.name.clone(), runs: plan.runs.iter().map(|r| r.run_id.clone()).collect(), job_name };
+    let now = statuses(&dir, &ledger, &queue);
+    plan.runs
+        .iter()
+        .zip(&now)
+        .map(|(run, st)| match st.state {
+            RunState::Done => "done",
+            s if s.is_live() => "live",
+            state => {
+                let run_dir = dir.run_dir(&run.run_id);
+                let failed_at_stop = state == RunState::Failed && failed_at_a_stop(&run_dir);
+                if resumes_on_rerun(state, failed_at_stop) && run_dir.join(CHECKPOINT_JSON).exists() {
+                    "resume"
+                } else if crate::backend::planned_action(&run_dir, &plan.job_spec(run)) == crate::backend::PlannedAction::New {
+                    "new"
+                } else {
+                    "redo"
+                }
+            }
+        })
+        .collect()
+}
+
 /// Decides each run's fate from one queue answer and gets the ones to submit ready.
 fn prepare_runs(
     plan: &Plan,
