@@ -496,6 +496,9 @@ fn analyze_cmd(args: AnalyzeArgs) -> anyhow::Result<u8> {
     for path in outcome.removed {
         println!("removed {} (written by an earlier analysis into the same place, not by this one)", path.display());
     }
+    for note in outcome.kept {
+        println!("{note}");
+    }
     Ok(exit_codes::SUCCESS)
 }
 

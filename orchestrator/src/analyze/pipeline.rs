@@ -74,6 +74,8 @@ pub struct Outcome {
     /// Files an earlier analysis into the same `--out` wrote and this one did not, removed
     /// (see `replace_record`).
     pub removed: Vec<PathBuf>,
+    /// Such files kept, each with why: edited since, or not removable.
+    pub kept: Vec<String>,
     /// The best group by IQM when comparing: at most one, or one per environment when the
     /// analysis was split by environment (`envs`).
     pub best: Vec<Best>,
@@ -477,11 +479,12 @@ pub fn analyze(opts: &Options) -> Result<Outcome, AnalyzeError> {
         }
         phase("plots drawn");
     }
-    let removed = replace_record(opts, &p, runs.height(), &mut written)?;
+    let (removed, kept) = replace_record(opts, &p, runs.height(), &mut written)?;
     let best = sections.iter().filter_map(|s| Some(Best { env: s.env.clone(), group: s.best.clone()? })).collect();
     Ok(Outcome {
         table,
         removed,
+        kept,
         completed: p.completed,
         analyzed: runs.height(),
         unscored: unscored_runs(&runs)?.len(),
@@ -543,30 +546,47 @@ fn settings_markdown(opts: &Options, p: &Plans, analyzed: usize) -> String {
 /// files the previous record in the same `--out` lists that this analysis did not write: a
 /// `compare-*` table of an earlier `--compare`, or plots of groups an earlier grouping had,
 /// would otherwise sit beside this analysis' files as if they were of the same runs. Only files
-/// named in that record go, and only under `tables/` or `plots/`, so nothing drover did not
-/// write is touched. Returns the files removed; `written` gains the record.
-fn replace_record(opts: &Options, p: &Plans, analyzed: usize, written: &mut Vec<PathBuf>) -> Result<Vec<PathBuf>, AnalyzeError> {
+/// named in that record go, only under `tables/` or `plots/`, and only while each is as that
+/// analysis left it (the size and modification time the record keeps): a file the user edited
+/// since is kept, with a note, and so is one that cannot be removed. Returns the files removed
+/// and the notes; `written` gains the record.
+fn replace_record(
+    opts: &Options,
+    p: &Plans,
+    analyzed: usize,
+    written: &mut Vec<PathBuf>,
+) -> Result<(Vec<PathBuf>, Vec<String>), AnalyzeError> {
     let path = opts.out.join("tables").join(RECORD);
     let relative: Vec<String> = written
         .iter()
         .filter_map(|w| w.strip_prefix(&opts.out).ok())
         .map(|r| r.to_string_lossy().replace('\\', "/"))
         .collect();
-    let mut removed = Vec::new();
+    let (mut removed, mut notes) = (Vec::new(), Vec::new());
     // An unreadable or foreign record removes nothing: the worst case is a stale file kept.
     if let Ok(Some(old)) = crate::layout::read_record::<serde_json::Value>(&path) {
         let files = old.get("files").and_then(serde_json::Value::as_array).cloned().unwrap_or_default();
+        let stamps = old.get("stamps").cloned().unwrap_or_default();
         for file in files.iter().filter_map(serde_json::Value::as_str) {
             if relative.iter().any(|r| r == file) || !ours(file) {
                 continue;
             }
             let stale = opts.out.join(file);
-            if stale.is_file() {
-                std::fs::remove_file(&stale).map_err(|source| AnalyzeError::Io { action: "remove", path: stale.clone(), source })?;
-                removed.push(stale);
+            if !stale.is_file() {
+                continue;
+            }
+            if stamps.get(file).is_none_or(|s| *s != file_stamp(&stale)) {
+                notes.push(format!("note: kept `{}`: an earlier analysis wrote it, but it has changed since (or that analysis did not say how it left it)", stale.display()));
+                continue;
+            }
+            match std::fs::remove_file(&stale) {
+                Ok(()) => removed.push(stale),
+                Err(e) => notes.push(format!("note: could not remove `{}`, a file of an earlier analysis this one did not write: {e}", stale.display())),
             }
         }
     }
+    let stamps: serde_json::Map<String, serde_json::Value> =
+        relative.iter().zip(written.iter()).map(|(r, w)| (r.clone(), file_stamp(w))).collect();
     let record = serde_json::json!({
         "format_version": crate::layout::FORMAT_VERSION,
         "results": opts.dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>(),
@@ -583,11 +603,20 @@ fn replace_record(opts: &Options, p: &Plans, analyzed: usize, written: &mut Vec<
         "completed": p.completed,
         "analyzed": analyzed,
         "files": relative,
+        "stamps": stamps,
     });
     let text = serde_json::to_string_pretty(&record).unwrap_or_default();
     crate::layout::write_atomic(&path, text.as_bytes()).map_err(|source| AnalyzeError::Io { action: "write", path: path.clone(), source })?;
     written.push(path);
-    Ok(removed)
+    Ok((removed, notes))
+}
+
+/// A file's size and modification time (nanoseconds), as the record keeps them: how the next
+/// analysis tells a file left as written from one edited since. `null` when unreadable.
+fn file_stamp(path: &std::path::Path) -> serde_json::Value {
+    let Ok(meta) = std::fs::metadata(path) else { return serde_json::Value::Null };
+    let mtime = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_nanos().to_string());
+    serde_json::json!([meta.len(), mtime])
 }
 
 /// Whether `file` (a path relative to `--out` read from a record) names a file drover writes:

@@ -1766,11 +1766,16 @@ fn an_analysis_records_its_slice_and_removes_only_its_predecessors_files() {
     let record = std::fs::read_to_string(tables.join("analysis.json")).unwrap();
     let record = record.replace("\"files\": [", "\"files\": [\"../victim.csv\", \"tables/../../victim.csv\", \"/etc/hostname\",");
     std::fs::write(tables.join("analysis.json"), record).unwrap();
+    // A table of that analysis the user has edited since: kept, with a note.
+    let edited = tables.join("compare-params.x.md");
+    std::fs::write(&edited, std::fs::read_to_string(&edited).unwrap() + "\nmy remark\n").unwrap();
 
     let second = analyze(&Options { filters: vec!["x=1".into()], ..options(vec![root], &out) }).unwrap();
     let removed: Vec<String> = second.removed.iter().map(|p| p.strip_prefix(&out).unwrap().display().to_string()).collect();
+    assert!(edited.is_file(), "an edited file is kept");
+    assert_eq!(second.kept, [format!("note: kept `{}`: an earlier analysis wrote it, but it has changed since (or that analysis did not say how it left it)", edited.display())]);
     // The comparison's summary, curves and profiles; `runs.*` and the rest are written again.
-    let want = ["compare-params.x.csv", "compare-params.x.parquet", "compare-params.x.md", "curves-by-params.x.csv", "curves-by-params.x.parquet"];
+    let want = ["compare-params.x.csv", "compare-params.x.parquet", "curves-by-params.x.csv", "curves-by-params.x.parquet"];
     let want: Vec<String> = want.iter().chain(&["profiles-by-params.x.csv", "profiles-by-params.x.parquet"]).map(|f| format!("tables/{f}")).collect();
     assert_eq!(removed, want);
     assert!(tables.join("mine.csv").is_file() && tmp.path().join("victim.csv").is_file(), "only files drover wrote go");
