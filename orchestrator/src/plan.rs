@@ -140,6 +140,14 @@ pub fn plan(opts: &PlanOptions) -> Result<Plan, ConfigError> {
     Ok(Plan { sweep, source_text, runs, plugins, results: ResultsDir::new(results), max_parallel, overrides, warnings })
 }
 
+/// Whether `runs` is drover's `runs/` folder: empty, or holding only run directories (16
+/// lowercase hex digits). A project's own `runs/` (TensorBoard's default log folder) is not.
+fn holds_drover_runs(runs: &Path) -> bool {
+    std::fs::read_dir(runs).is_ok_and(|entries| {
+        entries.filter_map(Result::ok).all(|e| e.file_name().to_str().is_some_and(|n| crate::config::RunId::parse(n).is_some()))
+    })
+}
+
 /// A plugin named (not a path) that was found past the sweep's own `plugin_path` while one of
 /// those folders does not exist: most often a project not built yet (or built in the other
 /// profile), whose name another library on the search path also has, such as a plugin of
@@ -175,7 +183,7 @@ fn check_results_dir(results: &Path, name: &str, runs: &[RunSpec]) -> Result<(),
         Err(_) => return Ok(()),
     }
     let manifest_path = results.join(SWEEP_JSON);
-    if !manifest_path.exists() && !results.join(RUNS_DIR).is_dir() {
+    if !manifest_path.exists() && !holds_drover_runs(&results.join(RUNS_DIR)) {
         // `drover run` writes `sweep.toml` there: in a folder of the user's own (`--results .`
         // in a project that has a `sweep.toml`) that would replace their file.
         let entries = std::fs::read_dir(results).map_err(|e| format!("cannot list `{}`: {e}", results.display()))?;
@@ -509,5 +517,12 @@ mod tests {
         std::fs::create_dir_all(started.join(RUNS_DIR)).expect("dir");
         std::fs::write(started.join(SWEEP_TOML), "# drover's copy").expect("file");
         assert!(with(&started).is_ok(), "runs/ without a manifest: drover's, stopped before the manifest");
+        std::fs::create_dir_all(started.join(RUNS_DIR).join("0123456789abcdef")).expect("dir");
+        assert!(with(&started).is_ok(), "runs/ of run directories");
+        let tensorboard = tmp.path().join("tensorboard");
+        std::fs::create_dir_all(tensorboard.join(RUNS_DIR).join("Nov29_06-40-12_host")).expect("dir");
+        std::fs::write(tensorboard.join(SWEEP_TOML), "# mine").expect("file");
+        let err = with(&tensorboard).expect_err("a project's own runs/ is not drover's").to_string();
+        assert!(err.contains("already holds files"), "{err}");
     }
 }
