@@ -70,6 +70,11 @@ pub fn trained_by_other_builds(plan: &Plan) -> Vec<OtherBuild> {
         let PluginFile { path: plugin, sha256: recorded } = summary.plugin;
         let current = hashes.entry(plugin.clone()).or_insert_with(|| super::file_sha256(&plugin).ok());
         let Some(current) = current.as_ref().filter(|c| **c != recorded) else { continue };
+        // Only runs the rerun keeps: one whose completion is not trusted is redone anyway.
+        let spec = plan.job_spec(run);
+        if super::run_state(&plan.results.run_dir(&spec.run_id), &spec) != super::RunState::Completed {
+            continue;
+        }
         found
             .entry(plugin.clone())
             .or_insert_with(|| OtherBuild { plugin, recorded, current: current.clone(), runs: Vec::new() })
@@ -104,22 +109,35 @@ mod tests {
         let plugin = tmp.path().join("libdrover_plugin_x.so");
         std::fs::write(&plugin, b"build 2").expect("plugin");
         let now = crate::backend::file_sha256(&plugin).expect("hash");
-        let summary = |dir: &Path, plugin: &Path, sha: &str| {
-            std::fs::create_dir_all(dir).expect("mkdir");
-            let text = serde_json::json!({"format_version": 1, "run_id": "r", "plugin": {"name": "x", "path": plugin, "sha256": sha}});
-            std::fs::write(dir.join(SUMMARY_JSON), text.to_string()).expect("summary");
-        };
         let sweep_file = tmp.path().join("s.toml");
-        let text = format!("name = \"t\"\n[run]\nenv = \"CartPole-v1\"\nplugin = {:?}\n[sweep]\nseeds = [1, 2, 3, 4]\n", plugin.display().to_string());
+        let text = format!("name = \"t\"\n[run]\nenv = \"CartPole-v1\"\nplugin = {:?}\n[sweep]\nseeds = [1, 2, 3, 4, 5]\n", plugin.display().to_string());
         std::fs::write(&sweep_file, text).expect("sweep");
         let opts = crate::plan::PlanOptions { sweep_file, results: Some(tmp.path().join("r")), ..Default::default() };
         let plan = crate::plan::plan(&opts).expect("plan");
         let ids: Vec<String> = plan.runs.iter().map(|r| r.run_id.to_string()).collect();
-        let dir = |i: usize| plan.results.run_dir(&ids[i]);
-        summary(&dir(0), &plugin, "old");
-        summary(&dir(1), &plugin, &now);
-        summary(&dir(2), &plugin, "old");
-        summary(&dir(3), &tmp.path().join("gone.so"), "old");
+        // A run directory as a completed job leaves it, its summary naming `plugin` and `sha`.
+        let run = |i: usize, plugin: &Path, sha: &str, completed: bool| {
+            let dir = plan.results.run_dir(&ids[i]);
+            std::fs::create_dir_all(&dir).expect("mkdir");
+            let spec = serde_json::to_string(&plan.job_spec(&plan.runs[i])).expect("spec");
+            std::fs::write(dir.join(crate::layout::SPEC_JSON), spec).expect("spec");
+            let summary = serde_json::json!({"format_version": 1, "run_id": ids[i], "plugin": {"name": "x", "path": plugin, "sha256": sha}});
+            std::fs::write(dir.join(SUMMARY_JSON), summary.to_string()).expect("summary");
+            let mut parquet = b"PAR1".to_vec();
+            parquet.extend([0u8; 16]);
+            parquet.extend(16u32.to_le_bytes());
+            parquet.extend(b"PAR1");
+            std::fs::write(dir.join(crate::layout::METRICS_PARQUET), parquet).expect("parquet");
+            if completed {
+                let exit = serde_json::json!({"format_version": 1, "run_id": ids[i], "status": "completed"});
+                std::fs::write(dir.join(crate::layout::EXIT_JSON), exit.to_string()).expect("exit");
+            }
+        };
+        run(0, &plugin, "old", true);
+        run(1, &plugin, &now, true);
+        run(2, &plugin, "old", true);
+        run(3, &tmp.path().join("gone.so"), "old", true);
+        run(4, &plugin, "old", false);
         let found = trained_by_other_builds(&plan);
         assert_eq!(
             found,
