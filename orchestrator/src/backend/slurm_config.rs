@@ -373,15 +373,46 @@ fn check_extra(key: &str, value: &str) -> Result<(), KeyError> {
     let ok = value.starts_with('-')
         && value.len() <= 512
         && value.chars().all(|c| c.is_ascii_graphic() && !"\"'\\`$".contains(c) || c == ' ');
-    if ok {
-        Ok(())
-    } else {
-        Err(invalid(
+    if !ok {
+        return Err(invalid(
             key,
             format!("`{value}`: an extra #SBATCH option starts with `-` and is one line of printable characters without quotes, `\\`, `` ` `` or `$`"),
-        ))
+        ));
+    }
+    // The options drover's batch script sets itself: it finds its jobs by name and comment,
+    // maps array tasks to runs, reads the logs and requeues at the signal. Given again here
+    // they would win (a later #SBATCH line does) and drover would lose its jobs, resubmitting
+    // runs that are still running into the same directories.
+    let name = value.split(['=', ' ']).next().unwrap_or(value);
+    let name = if name.starts_with("--") { name } else { name.get(..2).unwrap_or(name) };
+    // sbatch takes a long option's unambiguous prefix too (`--job=x` is `--job-name=x`).
+    let abbreviates = |long: &str| name.starts_with("--") && name.len() > 3 && long.starts_with(name);
+    let owned = DROVER_SBATCH_OPTIONS.iter().find(|(long, short)| abbreviates(long) || short.is_some_and(|s| name == s));
+    match owned {
+        Some((long, _)) => Err(invalid(
+            key,
+            format!("`{value}`: drover sets `{long}` itself (it finds, maps and requeues its jobs by it); leave it out of `extra`"),
+        )),
+        None => Ok(()),
     }
 }
+
+/// The `#SBATCH` options of drover's batch script (`slurm_template.sbatch`) and of its own
+/// `sbatch` call, long and short spellings, which `extra` may not give.
+const DROVER_SBATCH_OPTIONS: [(&str, Option<&str>); 12] = [
+    ("--job-name", Some("-J")),
+    ("--comment", None),
+    ("--array", Some("-a")),
+    ("--output", Some("-o")),
+    ("--error", Some("-e")),
+    ("--open-mode", None),
+    ("--requeue", None),
+    ("--no-requeue", None),
+    ("--signal", None),
+    ("--dependency", Some("-d")),
+    ("--chdir", Some("-D")),
+    ("--parsable", None),
+];
 
 fn check_positive(key: &str, value: Option<u32>) -> Result<(), KeyError> {
     match value {
@@ -581,6 +612,22 @@ mod tests {
         for (text, key) in cases {
             let err = SlurmSettings::validate(file(text), &["params.x".to_string()]).expect_err(text);
             assert_eq!(err.0, key, "{text}: {}", err.1);
+        }
+    }
+
+    /// `extra` cannot take back an option drover's script sets: with another `--job-name` a
+    /// running run read as lost and was submitted twice more into the same directory.
+    #[test]
+    fn extra_options_that_drover_sets_itself_are_refused() {
+        for extra in ["--job-name=foo", "-J foo", "-Jfoo", "--array=0-3", "-a 1", "--comment=x", "--output=o.log", "-o x", "--error=e", "--signal=B:USR2@60", "--no-requeue", "--dependency=afterok:1", "--chdir=/tmp", "--parsable", "--job=foo", "--arr=1"] {
+            let text = format!("extra = [{extra:?}]");
+            let err = SlurmSettings::validate(file(&text), &[]).expect_err(extra);
+            assert_eq!(err.0, "slurm.extra[0]", "{extra}");
+            assert!(err.1.to_string().contains("drover sets `--"), "{extra}: {}", err.1);
+        }
+        for extra in ["--exclusive", "--mail-type=END", "--exclude=node1", "-w node2", "--job-name-is-not-this"] {
+            let text = format!("extra = [{extra:?}]");
+            assert!(SlurmSettings::validate(file(&text), &[]).is_ok(), "{extra}");
         }
     }
 
