@@ -256,7 +256,7 @@ fn run(args: RunArgs) -> anyhow::Result<u8> {
         }
         if slurm {
             slurm_preflight(&plan)?;
-            for (name, text) in slurm::dry_run_scripts(&plan, &slurm_options(job_bin, !no_wait))? {
+            for (name, text) in slurm::dry_run_scripts(&plan, &slurm_options(job_bin, !no_wait), &states)? {
                 writeln!(out, "\n--- {name} (not submitted)\n{text}")?;
             }
         }

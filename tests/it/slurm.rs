@@ -245,11 +245,13 @@ fn killed_drover_run_reattaches_without_submitting_twice_and_cancel_stops_the_re
     let listing = String::from_utf8_lossy(&dry.stdout).into_owned();
     assert!(listing.lines().skip(1).take(6).all(|l| l.contains("  live  ")), "{listing}");
     assert!(listing.contains(": 0 done, 6 live, 0 resume, 0 redo, 0 new"), "{listing}");
+    assert!(!listing.contains("(not submitted)"), "no script resubmits the live runs: {listing}");
     run_ok(drover().arg("cancel").arg(&results));
     wait_until("every run cancelled", Duration::from_secs(60), || states(&status_json(&results)).iter().all(|s| s == "cancelled"));
     let dry = run_ok(drover().arg("run").arg(&long).arg("--results").arg(&results).arg("--dry-run"));
     let listing = String::from_utf8_lossy(&dry.stdout).into_owned();
     assert!(listing.contains(": 0 done, 0 live, "), "nothing live once cancelled: {listing}");
+    assert!(listing.contains("(not submitted)"), "the rerun's script: {listing}");
 }
 
 /// A run sent its time-limit signal, then requeued with `scontrol requeue` (SIGTERM), resumes

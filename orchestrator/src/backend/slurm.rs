@@ -644,7 +644,7 @@ fn max_array(settings: &SlurmSettings, slurm: &Slurm) -> Result<usize, RunError>
 }
 
 /// The batch scripts `drover run --dry-run --backend slurm` would submit, as (file name, text).
-pub fn dry_run_scripts(plan: &Plan, opts: &SlurmOptions) -> Result<Vec<(String, String)>, RunError> {
+pub fn dry_run_scripts(plan: &Plan, opts: &SlurmOptions, actions: &[&str]) -> Result<Vec<(String, String)>, RunError> {
     let root = std::path::absolute(plan.results.root())
         .map_err(|source| RunError::Io { action: "resolve", path: plan.results.root().to_path_buf(), source })?;
     let ledger = Ledger::load(&root)?;
@@ -662,14 +662,14 @@ pub fn dry_run_scripts(plan: &Plan, opts: &SlurmOptions) -> Result<Vec<(String, 
             settings.max_array_size.map_or(1001, |c| c.min(1001) as usize)
         }
     };
+    // What the rerun would submit: neither the completed runs nor the live ones it re-attaches
+    // to (`actions`, from [`dry_run_actions`]).
     let runs: Vec<(String, Resources)> = plan
         .runs
         .iter()
-        .filter(|r| {
-            let spec = plan.job_spec(r);
-            crate::backend::run_state(&plan.results.run_dir(&spec.run_id), &spec) != crate::backend::RunState::Completed
-        })
-        .map(|r| (r.run_id.to_string(), run_resources(settings, r)))
+        .zip(actions)
+        .filter(|(_, action)| !matches!(**action, "done" | "live"))
+        .map(|(r, _)| (r.run_id.to_string(), run_resources(settings, r)))
         .collect();
     let (name, token) = job_name(&plan.sweep.name, &root);
     let mut out = Vec::new();
