@@ -602,8 +602,22 @@ pub fn after_stop(dir: &Path, cause: StopCause, iteration: u64, budgets: Budgets
 }
 
 /// At start: the reason to give up when the run was preempted more often than allowed.
-pub fn preemption_budget_spent(dir: &Path, budgets: Budgets) -> Option<String> {
-    let n = count_interruptions(dir, Interruption::Terminated);
+///
+/// Only the SIGTERM stops of this Slurm job (`current_job`, its `SLURM_JOB_ID`, which a
+/// requeue keeps) count: the job cannot tell a preemption from `drover cancel`, and a cancelled
+/// run that the user starts again is a new submission with a new id, whose budget is whole.
+/// Without a job id (or for records from before ids were kept) every stop counts.
+pub fn preemption_budget_spent(dir: &Path, budgets: Budgets, current_job: Option<&str>) -> Option<String> {
+    let Ok(text) = std::fs::read_to_string(dir.join(INTERRUPTIONS_JSONL)) else { return None };
+    let n = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<InterruptionRecord>(l).ok())
+        .filter(|r| r.reason == Interruption::Terminated)
+        .filter(|r| match (current_job, r.slurm_job_id.as_deref()) {
+            (Some(now), Some(then)) => now == then,
+            _ => true,
+        })
+        .count() as u32;
     (n > budgets.max_preemptions)
         .then(|| format!("preempted {n} times (max_preemptions = {})", budgets.max_preemptions))
 }
@@ -851,14 +865,32 @@ mod tests {
         let budgets = Budgets { max_timeouts: 1, max_preemptions: 1 };
         assert_eq!(after_stop(dir.path(), StopCause::CheckpointSignal, 2, budgets).unwrap(), AfterStop::Requeue);
         assert!(matches!(after_stop(dir.path(), StopCause::Terminate, 3, budgets).unwrap(), AfterStop::Cancelled(_)));
-        assert_eq!(preemption_budget_spent(dir.path(), budgets), None, "one preemption is within budget");
+        assert_eq!(preemption_budget_spent(dir.path(), budgets, None), None, "one preemption is within budget");
         let second = after_stop(dir.path(), StopCause::CheckpointSignal, 4, budgets).unwrap();
         assert_eq!(
             second,
             AfterStop::Failed("reached the time limit 2 times (max_timeouts = 1); checkpoint at iteration 4".into())
         );
         after_stop(dir.path(), StopCause::Terminate, 5, budgets).unwrap();
-        assert_eq!(preemption_budget_spent(dir.path(), budgets).as_deref(), Some("preempted 2 times (max_preemptions = 1)"));
+        assert_eq!(preemption_budget_spent(dir.path(), budgets, None).as_deref(), Some("preempted 2 times (max_preemptions = 1)"));
+    }
+
+    /// `drover cancel` and a rerun are a new Slurm job: the stops of earlier submissions do not
+    /// spend this one's preemption budget, while requeues of one job (same id) do.
+    #[test]
+    fn only_this_jobs_stops_count_as_preemptions() {
+        let dir = tempfile::tempdir().unwrap();
+        let budgets = Budgets { max_timeouts: 1, max_preemptions: 1 };
+        let line = |job: Option<&str>, it: u64| {
+            let record = InterruptionRecord { format_version: CHECKPOINT_FORMAT_VERSION, reason: Interruption::Terminated, iteration: it, slurm_job_id: job.map(Into::into), at: "0".into() };
+            serde_json::to_string(&record).unwrap() + "\n"
+        };
+        let text = [line(Some("941"), 3), line(Some("952"), 6), line(Some("963"), 9)].concat();
+        std::fs::write(dir.path().join(INTERRUPTIONS_JSONL), &text).unwrap();
+        assert_eq!(preemption_budget_spent(dir.path(), budgets, Some("970")), None, "three cancelled submissions, a fresh one");
+        std::fs::write(dir.path().join(INTERRUPTIONS_JSONL), text + &line(Some("970"), 12) + &line(Some("970"), 15)).unwrap();
+        assert_eq!(preemption_budget_spent(dir.path(), budgets, Some("970")).as_deref(), Some("preempted 2 times (max_preemptions = 1)"));
+        assert_eq!(preemption_budget_spent(dir.path(), budgets, None).as_deref(), Some("preempted 5 times (max_preemptions = 1)"));
     }
 
     /// A CartPole CPU engine stepping `local` environments from global index `offset`, after

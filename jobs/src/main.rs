@@ -177,7 +177,7 @@ fn main() -> ExitCode {
         return ExitCode::from(exit_codes::USAGE);
     }
     let rank0 = comm.rank() == 0;
-    if let Some(reason) = cancel.checkpointing().then(|| checkpoint::preemption_budget_spent(&out, budgets)).flatten() {
+    if let Some(reason) = cancel.checkpointing().then(|| checkpoint::preemption_budget_spent(&out, budgets, std::env::var("SLURM_JOB_ID").ok().as_deref())).flatten() {
         say!("drover-job: run {}: {reason}; giving up", spec.run_id);
         let marker = ExitMarker::now(&spec.run_id, ExitStatus::Failed, Some(reason));
         if rank0 {
