@@ -445,7 +445,7 @@ fn a_hangup_stops_a_local_sweep_cleanly_with_a_checkpoint() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let sweep = resume_sweep(tmp.path());
     let results = tmp.path().join("r");
-    let mut driver = drover_run(&sweep, &results, None).stderr(std::process::Stdio::piped()).spawn().expect("spawn");
+    let driver = drover_run(&sweep, &results, None).stderr(std::process::Stdio::piped()).spawn().expect("spawn");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     let run = loop {
         let runs = if results.join("runs").is_dir() { run_dirs(&results) } else { Vec::new() };
@@ -525,7 +525,7 @@ fn a_sweep_under_nohup_ignores_the_hangup_and_completes() {
     let results = tmp.path().join("r");
     let mut cmd = std::process::Command::new("nohup");
     cmd.env("CI", "true").env_remove("DROVER_PLUGIN_PATH").arg(drover_tests::artifact("drover")).arg("run").arg(&sweep).arg("--results").arg(&results);
-    let mut driver = cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().expect("spawn nohup");
+    let driver = cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().expect("spawn nohup");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     while !(results.join("runs").is_dir() && run_dirs(&results).first().is_some_and(|r| !drover_tests::metrics_rows_so_far(r).is_empty())) {
         assert!(std::time::Instant::now() < deadline, "the run never got going");

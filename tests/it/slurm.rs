@@ -582,6 +582,47 @@ fn a_dry_run_asks_an_unreachable_slurm_once() {
     assert_eq!(asked.lines().collect::<Vec<_>>(), ["show config"], "one call, no retries");
 }
 
+/// The controller stops answering for a few seconds while `drover run` waits (a restart, a
+/// failover): the jobs go on, and so does the waiting, which used to give up after 3.5 s of
+/// retries and leave nobody to retry failed runs. A stand-in `squeue` first on PATH fails while
+/// a flag file exists and is the real one otherwise.
+#[test]
+fn a_waiting_drover_run_outlives_a_short_controller_outage() {
+    slurm_up();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let bin = tmp.path().join("bin");
+    std::fs::create_dir_all(&bin).expect("mkdir");
+    let down = tmp.path().join("controller-down");
+    let real = String::from_utf8_lossy(&Command::new("sh").args(["-c", "command -v squeue"]).output().expect("sh").stdout).trim().to_string();
+    write_executable(
+        &bin.join("squeue"),
+        &format!(
+            "#!/bin/sh\nif [ -e '{}' ]; then echo 'slurm_load_jobs error: Unable to contact slurm controller (connect failure)' >&2; exit 1; fi\nexec '{real}' \"$@\"\n",
+            down.display()
+        ),
+    );
+    let sweep = drover_tests::write_sweep(
+        tmp.path(),
+        "name = \"outage\"\nbackend = \"slurm\"\n[run]\nenv = \"CartPole-v1\"\nplugin = \"ppo\"\nnum_envs = 8\nnum_steps = 128\ntotal_steps = 3000000\n\
+         [sweep]\nseeds = [1]\n[slurm]\npoll_seconds = 0.5\n",
+    );
+    let results = tmp.path().join("r");
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let driver = drover().arg("run").arg(&sweep).arg("--results").arg(&results).env("PATH", &path).stderr(std::process::Stdio::piped()).spawn().expect("spawn");
+    wait_until("a running task", Duration::from_secs(60), || {
+        results.join("sweep.json").is_file() && states(&status_json(&results)).iter().any(|s| s == "running")
+    });
+    std::fs::write(&down, "").expect("flag");
+    std::thread::sleep(Duration::from_secs(5));
+    std::fs::remove_file(&down).expect("flag");
+    let out = driver.wait_with_output().expect("wait");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{said}");
+    assert!(said.contains("drover: warning: Slurm does not answer (") && said.contains("the jobs go on, and this waits up to 900 s"), "{said}");
+    assert!(said.contains("drover: Slurm answers again after "), "{said}");
+    assert_eq!(states(&status_json(&results)), ["done"]);
+}
+
 /// What a researcher reads while a throttled sweep waits and after `drover cancel`: a pending
 /// run shows its seed (its directory does not exist yet) and why it waits in words; a
 /// cancelled run says who cancelled it and that the next `drover run` resumes it, in

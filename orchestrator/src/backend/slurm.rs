@@ -1201,6 +1201,12 @@ fn ready_run_dir(plan: &Plan, run: &crate::config::RunSpec, resume: bool) -> Res
     Ok(resumes)
 }
 
+/// How long a waiting `drover run` goes on asking a Slurm that does not answer: 15 minutes,
+/// or `DROVER_SLURM_OUTAGE_S` seconds.
+fn outage_tolerance() -> Duration {
+    std::env::var("DROVER_SLURM_OUTAGE_S").ok().and_then(|s| s.parse().ok()).map_or(Duration::from_secs(900), Duration::from_secs)
+}
+
 /// What `drover run --backend slurm` would do with each run, for `--dry-run`, by
 /// [`prepare_runs`]' rules: `done`, `live` (queued or running: re-attached), `resume` (a stop
 /// with its checkpoint), `redo` or `new`. Slurm is asked once and briefly, only when the sweep
@@ -1402,11 +1408,44 @@ pub fn run_sweep(plan: &Plan, opts: &SlurmOptions) -> Result<SlurmReport, RunErr
     let axes: BTreeMap<String, &crate::config::RunSpec> = plan.runs.iter().map(|r| (r.run_id.to_string(), r)).collect();
     let mut last_counts = String::new();
     let mut spent_budget = BTreeSet::new();
+    let mut outage: Option<Instant> = None;
     loop {
         let t0 = Instant::now();
         // Read again each poll: `drover cancel` in another terminal appends to it.
         ledger = Ledger::load(&root)?;
-        let mut queue = opts.slurm.queue(&job_name)?;
+        // The controller may be down for a while (a restart, a failover): the jobs go on, so
+        // the waiting goes on too, rather than leaving nobody to retry and raise throttles.
+        let mut queue = match opts.slurm.queue(&job_name) {
+            Ok(queue) => {
+                if let Some(since) = outage.take() {
+                    if !opts.quiet {
+                        eprintln!("drover: Slurm answers again after {:.0} s", since.elapsed().as_secs_f64());
+                    }
+                }
+                queue
+            }
+            Err(e) => {
+                let tolerance = outage_tolerance();
+                let since = *outage.get_or_insert_with(|| {
+                    if !opts.quiet {
+                        eprintln!("drover: warning: Slurm does not answer ({e}); the jobs go on, and this waits up to {} s for it", tolerance.as_secs());
+                    }
+                    Instant::now()
+                });
+                if since.elapsed() >= tolerance {
+                    eprintln!("drover: Slurm did not answer for {} s; the jobs go on: `drover status` follows them and `drover run` re-attaches", tolerance.as_secs());
+                    return Err(e.into());
+                }
+                while t0.elapsed() < poll.max(Duration::from_secs(1)) {
+                    if stop.load(Ordering::Relaxed) {
+                        report.interrupted = true;
+                        return Ok(report);
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                continue;
+            }
+        };
         let lifted = share_free_slots(&mut ledger, &queue, &opts.slurm, &mut raised);
         mark_lifted(&mut queue, &lifted);
         let now = statuses(&dir, &ledger, &queue);
