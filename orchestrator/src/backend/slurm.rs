@@ -322,6 +322,30 @@ impl Ledger {
     fn dangling(&self) -> Vec<u32> {
         self.submissions.iter().filter(|(_, s)| s.job_id.is_none() && s.refused.is_none()).map(|(n, _)| *n).collect()
     }
+
+    /// Records the job id of each dangling submission found in `queue` by its comment
+    /// (`drover:<token>:<n>`), and returns the ones not found. A `drover run` killed while
+    /// `sbatch` ran leaves such a submission: its array may be running, and `drover status`
+    /// and `drover cancel` must see it as `drover run` does.
+    /// With `persist` false (a dry run) the ledger file is left as it is.
+    fn find_dangling(&mut self, queue: &[QueueEntry], token: &str, persist: bool) -> Result<Vec<u32>, RunError> {
+        let mut missing = Vec::new();
+        for n in self.dangling() {
+            let comment = format!("drover:{token}:{n}");
+            match queue.iter().find(|e| e.comment == comment) {
+                Some(e) => {
+                    let event = LedgerEvent::Submitted { submission: n, job_id: e.array_job_id.clone() };
+                    if persist {
+                        self.append(event)?;
+                    } else {
+                        self.apply(event);
+                    }
+                }
+                None => missing.push(n),
+            }
+        }
+        Ok(missing)
+    }
 }
 
 /// `drover-<sweep>-<8 hex of the results path>`: one name for all of a sweep's jobs, so one
@@ -508,6 +532,8 @@ pub fn status(results: &Path, slurm: &Slurm) -> Result<StatusReport, RunError> {
         return Ok(crate::backend::local_status::status(&dir));
     }
     let mut queue = slurm.queue(&dir.job_name)?;
+    // Not found: its sbatch may still be in flight, so it is left for `drover run` to judge.
+    ledger.find_dangling(&queue, &job_name(&dir.name, &dir.root).1, true)?;
     // Also where a `--no-wait` sweep's lowered throttle catches up, and its waiting array
     // starts, once older runs end.
     let lifted = share_free_slots(&mut ledger, &queue, slurm, &mut BTreeMap::new());
@@ -526,6 +552,7 @@ pub fn cancel(results: &Path, slurm: &Slurm) -> Result<Vec<String>, RunError> {
         return Err(RunError::NotSlurm { dir: dir.root });
     };
     let queue = slurm.queue(&dir.job_name)?;
+    ledger.find_dangling(&queue, &job_name(&dir.name, &dir.root).1, true)?;
     let ours: BTreeSet<&str> = ledger.submissions.values().filter_map(|s| s.job_id.as_deref()).collect();
     let live: BTreeSet<String> = queue
         .iter()
@@ -1214,8 +1241,8 @@ fn outage_tolerance() -> Duration {
 pub fn dry_run_actions(plan: &Plan, opts: &SlurmOptions) -> Vec<&'static str> {
     let local = || plan.runs.iter().map(|r| crate::backend::planned_action(&plan.results.run_dir(r.run_id.as_str()), &plan.job_spec(r)).word()).collect();
     let Ok(root) = std::path::absolute(plan.results.root()) else { return local() };
-    let Ok(ledger) = Ledger::load(&root) else { return local() };
-    let (job_name, _) = job_name(&plan.sweep.name, &root);
+    let Ok(mut ledger) = Ledger::load(&root) else { return local() };
+    let (job_name, token) = job_name(&plan.sweep.name, &root);
     let queue = if ledger.submissions.is_empty() {
         Vec::new()
     } else {
@@ -1225,6 +1252,7 @@ pub fn dry_run_actions(plan: &Plan, opts: &SlurmOptions) -> Vec<&'static str> {
             Vec::new()
         })
     };
+    let _ = ledger.find_dangling(&queue, &token, false);
     let dir = SweepDir { root, name: plan.sweep.name.clone(), runs: plan.runs.iter().map(|r| r.run_id.clone()).collect(), job_name };
     let now = statuses(&dir, &ledger, &queue);
     plan.runs
@@ -1341,15 +1369,10 @@ pub fn run_sweep(plan: &Plan, opts: &SlurmOptions) -> Result<SlurmReport, RunErr
     let dir = SweepDir { root: root.clone(), name: plan.sweep.name.clone(), runs: plan.runs.iter().map(|r| r.run_id.clone()).collect(), job_name: job_name.clone() };
     let mut ledger = Ledger::load(&root)?;
     // Submissions whose sbatch outcome was never recorded: find them in the queue by comment.
-    let dangling = ledger.dangling();
-    if !dangling.is_empty() {
+    if !ledger.dangling().is_empty() {
         let queue = opts.slurm.queue(&job_name)?;
-        for n in dangling {
-            let comment = format!("drover:{token}:{n}");
-            match queue.iter().find(|e| e.comment == comment) {
-                Some(e) => ledger.append(LedgerEvent::Submitted { submission: n, job_id: e.array_job_id.clone() })?,
-                None => ledger.append(LedgerEvent::Refused { submission: n, message: "not found in the queue: never submitted".into() })?,
-            }
+        for n in ledger.find_dangling(&queue, &token, true)? {
+            ledger.append(LedgerEvent::Refused { submission: n, message: "not found in the queue: never submitted".into() })?;
         }
     }
     // Subprocess waits (git, scontrol, squeue) overlap with each other and with preparing the
@@ -1656,6 +1679,34 @@ mod tests {
             names,
             ["attempt-1.stdout.log", "attempt-1.stderr.log", "attempt-2.stdout.log", "attempt-2.stderr.log", "attempt-10.stdout.log", "attempt-10.stderr.log"]
         );
+    }
+
+    /// A `drover run` killed while `sbatch` ran leaves an intent with no job id: found in the
+    /// queue by its comment it is recorded (so `drover status` and `cancel` see the array), in
+    /// the file or, for a dry run, in memory only; one not in the queue is left for `drover run`.
+    #[test]
+    fn a_dangling_submission_is_found_by_its_comment() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let root = tmp.path().canonicalize().expect("canonical");
+        let mut ledger = Ledger::load(&root).expect("empty ledger");
+        let run = |n: u32| vec![format!("{n:016x}")];
+        for n in 0..2 {
+            let mut event = intent(n, run(n), None, None);
+            if let LedgerEvent::Intent { comment, .. } = &mut event {
+                *comment = format!("drover:tok:{n}");
+            }
+            ledger.append(event).expect("intent");
+        }
+        let mut queue = tasks("941", 0, 1, "RUNNING", "None");
+        queue[0].comment = "drover:tok:0".into();
+        let mut dry = Ledger::load(&root).expect("ledger");
+        assert_eq!(dry.find_dangling(&queue, "tok", false).expect("found"), [1]);
+        assert_eq!(dry.latest().get(run(0)[0].as_str()), Some(&(0, 0)), "seen in memory");
+        assert!(Ledger::load(&root).expect("ledger").latest().is_empty(), "a dry run writes nothing");
+        assert_eq!(ledger.find_dangling(&queue, "tok", true).expect("found"), [1]);
+        let again = Ledger::load(&root).expect("ledger");
+        assert_eq!(again.submissions[&0].job_id.as_deref(), Some("941"), "recorded in the file");
+        assert_eq!(again.dangling(), [1], "the one not in the queue is left alone");
     }
 
     /// A run the batch script has not started yet has no `spec.json`: its label and seed come
