@@ -209,6 +209,10 @@ pub fn pending_reason_words(reason: &str) -> String {
         "JobHeldAdmin" => "held by an administrator",
         "PartitionTimeLimit" => "will not start: `slurm.time` exceeds the partition's time limit",
         "ReqNodeNotAvail" => "waiting: the nodes it needs are unavailable",
+        "PartitionConfig" | "BadConstraints" | "PartitionNodeLimit" => {
+            "will not start: it asks for more than any node of the partition has (`slurm.cpus_per_task`, `mem`, `gpus_per_task`, `nodes` or `constraint`): `drover cancel`, lower it and run again"
+        }
+        "QOSMaxWallDurationPerJobLimit" => "will not start: `slurm.time` exceeds the QOS's time limit",
         "QOSMaxJobsPerUserLimit" | "AssocMaxJobsLimit" | "QOSMaxSubmitJobPerUserLimit" => "waiting: your running-jobs quota is full",
         _ => return format!("Slurm: {reason}"),
     };
@@ -610,6 +614,8 @@ pub(crate) mod tests {
     /// JSON keeps Slurm's name alone.
     #[test]
     fn pending_reasons_are_explained_and_keep_slurms_name() {
+        assert!(pending_reason_words("PartitionConfig").starts_with("will not start: it asks for more than any node of the partition has"));
+        assert!(pending_reason_words("PartitionConfig").ends_with("; Slurm: PartitionConfig"));
         let run = |reason: &str| RunStatus {
             slurm_job: Some("12_3".into()),
             slurm_state: Some("PENDING".into()),
