@@ -228,6 +228,16 @@ pub enum RunError {
     /// Talking to Slurm failed.
     #[error(transparent)]
     Slurm(#[from] SlurmError),
+    /// `sbatch` refused an array: most often a `[slurm]` setting the cluster does not take.
+    #[error("sbatch refused the runs of `{}` with the `[slurm]` settings {resources}: {source}; correct the setting it names (`slurm.partition`, `account`, `qos`, `time`, `mem`, ... in the sweep file, or `--set slurm.<key>=...`) and run again: nothing was submitted", file.display())]
+    SbatchRefused {
+        /// The sweep file.
+        file: PathBuf,
+        /// The array's resource options, as `--key=value`.
+        resources: String,
+        /// Slurm's answer.
+        source: SlurmError,
+    },
     /// A record drover keeps about a sweep (`sweep.json`, or the Slurm ledger
     /// `slurm/submissions.jsonl`) is unreadable or of an unknown version.
     #[error("unreadable `{}`: {reason}", path.display())]

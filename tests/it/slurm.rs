@@ -194,6 +194,11 @@ fn bad_resources_are_refused_with_the_key_or_slurms_message() {
     let out = drover().arg("run").arg(&sweep).arg("--results").arg(&results).args(["--set", "slurm.partition=nope"]).output().expect("run");
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("invalid partition"), "Slurm's own message is shown: {}", text(&out));
+    assert!(
+        text(&out).contains("sbatch refused the runs of `") && text(&out).contains("with the `[slurm]` settings `--partition=nope`"),
+        "the file and the setting are named: {}",
+        text(&out)
+    );
     assert_eq!(ledger_kinds(&results, "refused").len(), 1);
     assert!(ledger_kinds(&results, "submitted").is_empty());
     let status = status_json(&results);

@@ -1199,6 +1199,16 @@ impl Submitter<'_> {
                 }
                 Err(e) => {
                     ledger.append(LedgerEvent::Refused { submission: n, message: e.to_string() })?;
+                    // Refused at once (not a timeout or an unreachable controller): the settings.
+                    if matches!(e, crate::error::SlurmError::Refused { .. }) {
+                        let lines = array.resources.sbatch_lines();
+                        let resources = if lines.is_empty() {
+                            "(none: the cluster's defaults)".to_string()
+                        } else {
+                            lines.iter().map(|l| format!("`{}`", l.trim_start_matches("#SBATCH "))).collect::<Vec<_>>().join(" ")
+                        };
+                        return Err(RunError::SbatchRefused { file: self.plan.sweep.source.clone(), resources, source: e });
+                    }
                     return Err(e.into());
                 }
             }
