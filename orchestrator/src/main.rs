@@ -265,6 +265,9 @@ fn run(args: RunArgs) -> anyhow::Result<u8> {
     // Held until this function returns: a second `drover run` on these results is refused.
     let _lock = drover::lock::acquire(plan.results.root(), &drover::lock::command_line())?;
     if use_slurm(backend, &plan) {
+        if let Some(n) = max_retries {
+            eprintln!("drover: warning: --max-retries {n} is the local backend's; on Slurm the budget is `slurm.max_retries` (`--set slurm.max_retries={n}`)");
+        }
         slurm_preflight(&plan)?;
         return slurm_run(&plan, job_bin, !no_wait);
     }
