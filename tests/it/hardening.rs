@@ -415,19 +415,24 @@ fn drover_run(sweep: &Path, results: &Path, simd: Option<&str>) -> std::process:
     cmd
 }
 
+/// The first run directory of `results` once it holds `rows` metrics rows (within 2 minutes).
+fn first_run_with_rows(results: &Path, rows: usize) -> PathBuf {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let runs = if results.join("runs").is_dir() { run_dirs(results) } else { Vec::new() };
+        if let Some(run) = runs.into_iter().next().filter(|r| drover_tests::metrics_rows_so_far(r).len() >= rows) {
+            return run;
+        }
+        assert!(std::time::Instant::now() < deadline, "the run never got going");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// Starts the run of `sweep` into `results`, stops it with `drover cancel` once 20 iterations
 /// are written, and returns its directory and the iteration its checkpoint holds.
 fn stop_part_way(sweep: &Path, results: &Path, simd: Option<&str>) -> (PathBuf, u64) {
     let mut driver = drover_run(sweep, results, simd).stderr(std::process::Stdio::null()).spawn().expect("spawn");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    let run = loop {
-        let runs = if results.join("runs").is_dir() { run_dirs(results) } else { Vec::new() };
-        if let Some(run) = runs.into_iter().next().filter(|r| drover_tests::metrics_rows_so_far(r).len() >= 20) {
-            break run;
-        }
-        assert!(std::time::Instant::now() < deadline, "the run never got going");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    };
+    let run = first_run_with_rows(results, 20);
     run_ok(drover().arg("cancel").arg(results));
     assert_eq!(driver.wait().expect("wait").code(), Some(130));
     let exit = read_json(&run.join("exit.json"));
@@ -446,15 +451,7 @@ fn a_hangup_stops_a_local_sweep_cleanly_with_a_checkpoint() {
     let sweep = resume_sweep(tmp.path());
     let results = tmp.path().join("r");
     let driver = drover_run(&sweep, &results, None).stderr(std::process::Stdio::piped()).spawn().expect("spawn");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    let run = loop {
-        let runs = if results.join("runs").is_dir() { run_dirs(&results) } else { Vec::new() };
-        if let Some(run) = runs.into_iter().next().filter(|r| drover_tests::metrics_rows_so_far(r).len() >= 5) {
-            break run;
-        }
-        assert!(std::time::Instant::now() < deadline, "the run never got going");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    };
+    let run = first_run_with_rows(&results, 5);
     run_ok(std::process::Command::new("kill").args(["-HUP", &driver.id().to_string()]));
     let out = driver.wait_with_output().expect("wait");
     let said = String::from_utf8_lossy(&out.stderr);
@@ -500,15 +497,7 @@ fn a_closed_terminal_stops_a_local_sweep_cleanly_with_a_checkpoint() {
     }
     let mut driver = cmd.spawn().expect("spawn in a terminal");
     drop(slave);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    let run = loop {
-        let runs = if results.join("runs").is_dir() { run_dirs(&results) } else { Vec::new() };
-        if let Some(run) = runs.into_iter().next().filter(|r| drover_tests::metrics_rows_so_far(r).len() >= 5) {
-            break run;
-        }
-        assert!(std::time::Instant::now() < deadline, "the run never got going");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    };
+    let run = first_run_with_rows(&results, 5);
     drop(master);
     let status = driver.wait().expect("wait");
     assert_eq!(status.code(), Some(130), "{status:?}");
@@ -526,11 +515,7 @@ fn a_sweep_under_nohup_ignores_the_hangup_and_completes() {
     let mut cmd = std::process::Command::new("nohup");
     cmd.env("CI", "true").env_remove("DROVER_PLUGIN_PATH").arg(drover_tests::artifact("drover")).arg("run").arg(&sweep).arg("--results").arg(&results);
     let driver = cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().expect("spawn nohup");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    while !(results.join("runs").is_dir() && run_dirs(&results).first().is_some_and(|r| !drover_tests::metrics_rows_so_far(r).is_empty())) {
-        assert!(std::time::Instant::now() < deadline, "the run never got going");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    first_run_with_rows(&results, 1);
     run_ok(std::process::Command::new("kill").args(["-HUP", &driver.id().to_string()]));
     let out = driver.wait_with_output().expect("wait");
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
