@@ -229,7 +229,7 @@ pub enum RunError {
     #[error(transparent)]
     Slurm(#[from] SlurmError),
     /// `sbatch` refused an array: most often a `[slurm]` setting the cluster does not take.
-    #[error("sbatch refused the runs of `{}` with the `[slurm]` settings {resources}: {source}; correct the setting it names (`slurm.partition`, `account`, `qos`, `time`, `mem`, ... in the sweep file, or `--set slurm.<key>=...`) and run again: nothing was submitted", file.display())]
+    #[error("sbatch refused the runs of `{}` with the `[slurm]` settings {resources}: {source}; correct the setting it names (`slurm.partition`, `account`, `qos`, `time`, `mem`, ... in the sweep file, or `--set slurm.<key>=...`) and run again (arrays submitted before it, if any, are in `drover status`)", file.display())]
     SbatchRefused {
         /// The sweep file.
         file: PathBuf,

@@ -209,7 +209,7 @@ pub fn pending_reason_words(reason: &str) -> String {
         "JobHeldAdmin" => "held by an administrator",
         "PartitionTimeLimit" => "will not start: `slurm.time` exceeds the partition's time limit",
         "ReqNodeNotAvail" => "waiting: the nodes it needs are unavailable",
-        "PartitionConfig" | "BadConstraints" | "PartitionNodeLimit" => {
+        "PartitionConfig" | "BadConstraints" => {
             "will not start: it asks for more than any node of the partition has (`slurm.cpus_per_task`, `mem`, `gpus_per_task`, `nodes` or `constraint`): `drover cancel`, lower it and run again"
         }
         "QOSMaxWallDurationPerJobLimit" => "will not start: `slurm.time` exceeds the QOS's time limit",

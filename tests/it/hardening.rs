@@ -415,6 +415,19 @@ fn drover_run(sweep: &Path, results: &Path, simd: Option<&str>) -> std::process:
     cmd
 }
 
+/// SIGHUP at its default in the child, whatever the test runner has (under `nohup` it would
+/// inherit "ignore", and drover would rightly leave it so).
+fn hangup_as_default(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: signal() is async-signal-safe; it only resets this child's disposition.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::signal(libc::SIGHUP, libc::SIG_DFL);
+            Ok(())
+        });
+    }
+}
+
 /// The first run directory of `results` once it holds `rows` metrics rows (within 2 minutes).
 fn first_run_with_rows(results: &Path, rows: usize) -> PathBuf {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
@@ -450,7 +463,9 @@ fn a_hangup_stops_a_local_sweep_cleanly_with_a_checkpoint() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let sweep = resume_sweep(tmp.path());
     let results = tmp.path().join("r");
-    let driver = drover_run(&sweep, &results, None).stderr(std::process::Stdio::piped()).spawn().expect("spawn");
+    let mut cmd = drover_run(&sweep, &results, None);
+    hangup_as_default(&mut cmd);
+    let driver = cmd.stderr(std::process::Stdio::piped()).spawn().expect("spawn");
     let run = first_run_with_rows(&results, 5);
     run_ok(std::process::Command::new("kill").args(["-HUP", &driver.id().to_string()]));
     let out = driver.wait_with_output().expect("wait");
@@ -489,6 +504,7 @@ fn a_closed_terminal_stops_a_local_sweep_cleanly_with_a_checkpoint() {
     // SAFETY: setsid and ioctl are async-signal-safe; the child makes the terminal its own.
     unsafe {
         cmd.pre_exec(|| {
+            libc::signal(libc::SIGHUP, libc::SIG_DFL);
             if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
                 return Err(std::io::Error::last_os_error());
             }
@@ -515,7 +531,8 @@ fn a_sweep_under_nohup_ignores_the_hangup_and_completes() {
     let mut cmd = std::process::Command::new("nohup");
     cmd.env("CI", "true").env_remove("DROVER_PLUGIN_PATH").arg(drover_tests::artifact("drover")).arg("run").arg(&sweep).arg("--results").arg(&results);
     let driver = cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().expect("spawn nohup");
-    first_run_with_rows(&results, 1);
+    let run = first_run_with_rows(&results, 1);
+    assert!(!run.join("exit.json").exists(), "the hangup must land while the run trains");
     run_ok(std::process::Command::new("kill").args(["-HUP", &driver.id().to_string()]));
     let out = driver.wait_with_output().expect("wait");
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));

@@ -557,11 +557,13 @@ fn replace_record(
     written: &mut Vec<PathBuf>,
 ) -> Result<(Vec<PathBuf>, Vec<String>), AnalyzeError> {
     let path = opts.out.join("tables").join(RECORD);
-    let relative: Vec<String> = written
+    // Each file under `--out` with its path relative to it, paired once so the stamps below
+    // can never belong to another file.
+    let ours_written: Vec<(String, &PathBuf)> = written
         .iter()
-        .filter_map(|w| w.strip_prefix(&opts.out).ok())
-        .map(|r| r.to_string_lossy().replace('\\', "/"))
+        .filter_map(|w| Some((w.strip_prefix(&opts.out).ok()?.to_string_lossy().replace('\\', "/"), w)))
         .collect();
+    let relative: Vec<String> = ours_written.iter().map(|(r, _)| r.clone()).collect();
     let (mut removed, mut notes) = (Vec::new(), Vec::new());
     // An unreadable or foreign record removes nothing: the worst case is a stale file kept.
     if let Ok(Some(old)) = crate::layout::read_record::<serde_json::Value>(&path) {
@@ -585,8 +587,7 @@ fn replace_record(
             }
         }
     }
-    let stamps: serde_json::Map<String, serde_json::Value> =
-        relative.iter().zip(written.iter()).map(|(r, w)| (r.clone(), file_stamp(w))).collect();
+    let stamps: serde_json::Map<String, serde_json::Value> = ours_written.iter().map(|(r, w)| (r.clone(), file_stamp(w))).collect();
     let record = serde_json::json!({
         "format_version": crate::layout::FORMAT_VERSION,
         "results": opts.dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>(),

@@ -335,9 +335,12 @@ impl Ledger {
             match queue.iter().find(|e| e.comment == comment) {
                 Some(e) => {
                     let event = LedgerEvent::Submitted { submission: n, job_id: e.array_job_id.clone() };
-                    if persist {
-                        self.append(event)?;
-                    } else {
+                    if !persist {
+                        self.apply(event);
+                    } else if let Err(e) = self.append(event.clone()) {
+                        // A reader without write access (a colleague's `drover status`) still
+                        // sees the array; `drover run` records it.
+                        tracing::warn!("cannot record submission {n}'s job id in the ledger ({e}); using it for now");
                         self.apply(event);
                     }
                 }
@@ -672,7 +675,7 @@ fn max_array(settings: &SlurmSettings, slurm: &Slurm) -> Result<usize, RunError>
 
 /// The batch scripts `drover run --dry-run --backend slurm` would submit, as (file name, text).
 pub fn dry_run_scripts(plan: &Plan, opts: &SlurmOptions, actions: &[&str]) -> Result<Vec<(String, String)>, RunError> {
-    let root = std::path::absolute(plan.results.root())
+    let root = plan.results.root().canonicalize().or_else(|_| std::path::absolute(plan.results.root()))
         .map_err(|source| RunError::Io { action: "resolve", path: plan.results.root().to_path_buf(), source })?;
     let ledger = Ledger::load(&root)?;
     let settings = &plan.sweep.slurm;
@@ -1200,7 +1203,7 @@ impl Submitter<'_> {
                 Err(e) => {
                     ledger.append(LedgerEvent::Refused { submission: n, message: e.to_string() })?;
                     // Refused at once (not a timeout or an unreachable controller): the settings.
-                    if matches!(e, crate::error::SlurmError::Refused { .. }) {
+                    if matches!(e, crate::error::SlurmError::Refused { .. }) && !e.is_unavailable() {
                         let lines = array.resources.sbatch_lines();
                         let resources = if lines.is_empty() {
                             "(none: the cluster's defaults)".to_string()
@@ -1250,7 +1253,8 @@ fn outage_tolerance() -> Duration {
 /// has submissions; unreachable, no run counts as live.
 pub fn dry_run_actions(plan: &Plan, opts: &SlurmOptions) -> Vec<&'static str> {
     let local = || plan.runs.iter().map(|r| crate::backend::planned_action(&plan.results.run_dir(r.run_id.as_str()), &plan.job_spec(r)).word()).collect();
-    let Ok(root) = std::path::absolute(plan.results.root()) else { return local() };
+    // As `run_sweep` names it (the job name hashes the path): symlinks resolved.
+    let Ok(root) = plan.results.root().canonicalize().or_else(|_| std::path::absolute(plan.results.root())) else { return local() };
     let Ok(mut ledger) = Ledger::load(&root) else { return local() };
     let (job_name, token) = job_name(&plan.sweep.name, &root);
     let queue = if ledger.submissions.is_empty() {
@@ -1457,7 +1461,7 @@ pub fn run_sweep(plan: &Plan, opts: &SlurmOptions) -> Result<SlurmReport, RunErr
                 }
                 queue
             }
-            Err(e) => {
+            Err(e) if e.is_unavailable() => {
                 let tolerance = outage_tolerance();
                 let since = *outage.get_or_insert_with(|| {
                     if !opts.quiet {
@@ -1478,6 +1482,7 @@ pub fn run_sweep(plan: &Plan, opts: &SlurmOptions) -> Result<SlurmReport, RunErr
                 }
                 continue;
             }
+            Err(e) => return Err(e.into()),
         };
         let lifted = share_free_slots(&mut ledger, &queue, &opts.slurm, &mut raised);
         mark_lifted(&mut queue, &lifted);

@@ -30,6 +30,18 @@ impl Default for CallPolicy {
     }
 }
 
+impl crate::error::SlurmError {
+    /// Whether the controller did not answer (timed out, or said it is busy or unreachable)
+    /// rather than answered "no": what a waiting `drover run` sits out.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            crate::error::SlurmError::Timeout { .. } => true,
+            crate::error::SlurmError::Refused { stderr, .. } => TRANSIENT.iter().any(|t| stderr.contains(t)),
+            _ => false,
+        }
+    }
+}
+
 /// Slurm's error messages that mean "busy, try again" rather than "no".
 const TRANSIENT: &[&str] = &[
     "Socket timed out",
@@ -253,6 +265,19 @@ mod tests {
     use std::time::Instant;
 
     use super::*;
+
+    /// Only a controller that does not answer is sat out by a waiting `drover run`; a plain
+    /// "no", a missing program or output it cannot read ends it at once.
+    #[test]
+    fn unavailable_means_timed_out_busy_or_unreachable() {
+        let refused = |stderr: &str| SlurmError::Refused { command: "squeue".into(), status: "exit status: 1".into(), stderr: stderr.into() };
+        assert!(SlurmError::Timeout { command: "squeue".into(), attempts: 4, timeout_s: 30.0 }.is_unavailable());
+        assert!(refused("slurm_load_jobs error: Unable to contact slurm controller (connect failure)").is_unavailable());
+        assert!(refused("Socket timed out on send/recv operation").is_unavailable());
+        assert!(!refused("squeue: error: Invalid user: nobody").is_unavailable());
+        let spawn = SlurmError::Spawn { command: "squeue".into(), source: std::io::Error::from(std::io::ErrorKind::NotFound) };
+        assert!(!spawn.is_unavailable());
+    }
 
     #[test]
     fn parses_scontrol_and_squeue_output() {

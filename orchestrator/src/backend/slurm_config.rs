@@ -383,15 +383,18 @@ fn check_extra(key: &str, value: &str) -> Result<(), KeyError> {
     // maps array tasks to runs, reads the logs and requeues at the signal. Given again here
     // they would win (a later #SBATCH line does) and drover would lose its jobs, resubmitting
     // runs that are still running into the same directories.
-    let name = value.split(['=', ' ']).next().unwrap_or(value);
-    let name = if name.starts_with("--") { name } else { name.get(..2).unwrap_or(name) };
-    // sbatch takes a long option's unambiguous prefix too (`--job=x` is `--job-name=x`).
-    let abbreviates = |long: &str| name.starts_with("--") && name.len() > 3 && long.starts_with(name);
-    let owned = DROVER_SBATCH_OPTIONS.iter().find(|(long, short)| abbreviates(long) || short.is_some_and(|s| name == s));
+    // sbatch reads every option on a `#SBATCH` line, so each word that is an option counts.
+    let owned = value.split(' ').filter(|w| w.starts_with('-')).find_map(|word| {
+        let name = word.split('=').next().unwrap_or(word);
+        let name = if name.starts_with("--") { name } else { name.get(..2).unwrap_or(name) };
+        // sbatch takes a long option's unambiguous prefix too (`--job=x` is `--job-name=x`).
+        let abbreviates = |long: &str| name.starts_with("--") && name.len() > 3 && long.starts_with(name);
+        DROVER_SBATCH_OPTIONS.iter().find(|(long, short)| abbreviates(long) || short.is_some_and(|s| name == s))
+    });
     match owned {
         Some((long, _)) => Err(invalid(
             key,
-            format!("`{value}`: drover sets `{long}` itself (it finds, maps and requeues its jobs by it); leave it out of `extra`"),
+            format!("`{value}`: `{long}` is drover's to set (it finds, maps and requeues its jobs by their name, comment, array, logs and signal, in one cluster's queue); leave it out of `extra`"),
         )),
         None => Ok(()),
     }
@@ -399,7 +402,9 @@ fn check_extra(key: &str, value: &str) -> Result<(), KeyError> {
 
 /// The `#SBATCH` options of drover's batch script (`slurm_template.sbatch`) and of its own
 /// `sbatch` call, long and short spellings, which `extra` may not give.
-const DROVER_SBATCH_OPTIONS: [(&str, Option<&str>); 12] = [
+const DROVER_SBATCH_OPTIONS: [(&str, Option<&str>); 13] = [
+    // Another cluster's queue is one drover's `squeue` never reads.
+    ("--clusters", Some("-M")),
     ("--job-name", Some("-J")),
     ("--comment", None),
     ("--array", Some("-a")),
@@ -619,11 +624,11 @@ mod tests {
     /// running run read as lost and was submitted twice more into the same directory.
     #[test]
     fn extra_options_that_drover_sets_itself_are_refused() {
-        for extra in ["--job-name=foo", "-J foo", "-Jfoo", "--array=0-3", "-a 1", "--comment=x", "--output=o.log", "-o x", "--error=e", "--signal=B:USR2@60", "--no-requeue", "--dependency=afterok:1", "--chdir=/tmp", "--parsable", "--job=foo", "--arr=1"] {
+        for extra in ["--job-name=foo", "-J foo", "-Jfoo", "--array=0-3", "-a 1", "--comment=x", "--output=o.log", "-o x", "--error=e", "--signal=B:USR2@60", "--no-requeue", "--dependency=afterok:1", "--chdir=/tmp", "--parsable", "--job=foo", "--arr=1", "--exclusive --job-name=mine", "-M other", "--clusters=b"] {
             let text = format!("extra = [{extra:?}]");
             let err = SlurmSettings::validate(file(&text), &[]).expect_err(extra);
             assert_eq!(err.0, "slurm.extra[0]", "{extra}");
-            assert!(err.1.to_string().contains("drover sets `--"), "{extra}: {}", err.1);
+            assert!(err.1.to_string().contains("is drover's to set"), "{extra}: {}", err.1);
         }
         for extra in ["--exclusive", "--mail-type=END", "--exclude=node1", "-w node2", "--job-name-is-not-this"] {
             let text = format!("extra = [{extra:?}]");
