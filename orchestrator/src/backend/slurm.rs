@@ -679,12 +679,7 @@ pub fn dry_run_scripts(plan: &Plan, opts: &SlurmOptions, actions: &[&str]) -> Re
         .map_err(|source| RunError::Io { action: "resolve", path: plan.results.root().to_path_buf(), source })?;
     let ledger = Ledger::load(&root)?;
     let settings = &plan.sweep.slurm;
-    // One short try: a dry run is often made where Slurm is not reachable (a laptop, a login
-    // node during an outage), and its only question has a safe default.
-    let quick = Slurm {
-        policy: crate::backend::slurm_cmd::CallPolicy { attempts: 1, timeout: Duration::from_secs(5), ..opts.slurm.policy.clone() },
-        ..opts.slurm.clone()
-    };
+    let quick = dry_run_slurm(opts);
     let max = match max_array(settings, &quick) {
         Ok(m) => m,
         Err(e) => {
@@ -1241,6 +1236,16 @@ fn ready_run_dir(plan: &Plan, run: &crate::config::RunSpec, resume: bool) -> Res
     Ok(resumes)
 }
 
+/// Slurm for a dry run's questions: one short try each, since a dry run is often made where
+/// Slurm is not reachable (a laptop, a login node during an outage) and every question it asks
+/// has a safe default.
+fn dry_run_slurm(opts: &SlurmOptions) -> Slurm {
+    Slurm {
+        policy: crate::backend::slurm_cmd::CallPolicy { attempts: 1, timeout: Duration::from_secs(5), ..opts.slurm.policy.clone() },
+        ..opts.slurm.clone()
+    }
+}
+
 /// How long a waiting `drover run` goes on asking a Slurm that does not answer: 15 minutes,
 /// or `DROVER_SLURM_OUTAGE_S` seconds.
 fn outage_tolerance() -> Duration {
@@ -1260,8 +1265,7 @@ pub fn dry_run_actions(plan: &Plan, opts: &SlurmOptions) -> Vec<&'static str> {
     let queue = if ledger.submissions.is_empty() {
         Vec::new()
     } else {
-        let quick = Slurm { policy: crate::backend::slurm_cmd::CallPolicy { attempts: 1, timeout: Duration::from_secs(5), ..opts.slurm.policy.clone() }, ..opts.slurm.clone() };
-        quick.queue(&job_name).unwrap_or_else(|e| {
+        dry_run_slurm(opts).queue(&job_name).unwrap_or_else(|e| {
             tracing::warn!("cannot ask Slurm which runs are live ({e}); the dry run counts none as live");
             Vec::new()
         })
