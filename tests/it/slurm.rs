@@ -59,6 +59,17 @@ fn ledger_kinds(results: &Path, kind: &str) -> Vec<Value> {
     ledger(results).into_iter().filter(|l| l["kind"] == kind).collect()
 }
 
+/// Job ids of the sweep's accepted submissions, in submission order: one per submission,
+/// though `drover status` may record a submission a `drover run` records too.
+fn submitted_jobs(results: &Path) -> Vec<String> {
+    let mut by_submission = std::collections::BTreeMap::new();
+    for l in ledger_kinds(results, "submitted") {
+        let n = l["submission"].as_u64().expect("submission number");
+        by_submission.entry(n).or_insert_with(|| l["job_id"].as_str().expect("job id").to_string());
+    }
+    by_submission.into_values().collect()
+}
+
 fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
     let t0 = Instant::now();
     while !done() {
@@ -221,7 +232,7 @@ fn killed_drover_run_reattaches_without_submitting_twice_and_cancel_stops_the_re
     let results = tmp.path().join("r");
     let mut first = drover().arg("run").arg(&sweep).arg("--results").arg(&results).spawn().expect("spawn");
     wait_until("two submissions", Duration::from_secs(60), || {
-        results.join("slurm/submissions.jsonl").exists() && ledger_kinds(&results, "submitted").len() == 2
+        results.join("slurm/submissions.jsonl").exists() && submitted_jobs(&results).len() == 2
     });
     first.kill().expect("kill drover run");
     let _ = first.wait();
@@ -290,7 +301,7 @@ fn requeued_run_resumes_exactly(ranks: u32) {
     .expect("sweep");
     let results = tmp.path().join("r");
     run_ok(drover().arg("run").arg(&sweep).arg("--results").arg(&results).arg("--no-wait"));
-    let job = ledger_kinds(&results, "submitted")[0]["job_id"].as_str().expect("job id").to_string();
+    let job = submitted_jobs(&results)[0].clone();
     let task = format!("{job}_0");
     // The batch script creates the run's directory when the task starts.
     wait_until("the run directory", Duration::from_secs(60), || results.join("runs").read_dir().is_ok_and(|mut d| d.next().is_some()));
@@ -375,7 +386,7 @@ fn a_run_requeued_onto_a_node_without_its_build_resumes_on_the_retry() {
     let run = run_dirs(&results).pop().expect("run dir");
     wait_until("20 iterations", Duration::from_secs(120), || metrics(&run).len() >= 20);
     std::fs::write(&trigger, "").expect("trigger");
-    let job = ledger_kinds(&results, "submitted")[0]["job_id"].as_str().expect("job id").to_string();
+    let job = submitted_jobs(&results)[0].clone();
     run_ok(Command::new("scancel").args(["--batch", "--signal=USR1", &format!("{job}_0")]));
     let out = waiting.wait_with_output().expect("drover run");
     assert!(out.status.success(), "{}", text(&out));
@@ -628,6 +639,57 @@ fn a_waiting_drover_run_outlives_a_short_controller_outage() {
     assert_eq!(states(&status_json(&results)), ["done"]);
 }
 
+/// `drover status` while the `drover run` beside it is inside `sbatch`: the array is already
+/// in the queue but not yet in the ledger. Status shows it (found by its comment) and leaves
+/// the record to `drover run`; it wrote a second one before, which a test counting records
+/// then tripped over. A stand-in `sbatch` first on PATH submits and holds its answer back
+/// until the test lets it go.
+#[test]
+fn status_beside_a_submitting_drover_run_shows_the_array_and_leaves_its_record_to_the_run() {
+    slurm_up();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let bin = tmp.path().join("bin");
+    std::fs::create_dir_all(&bin).expect("mkdir");
+    let (submitted, go) = (tmp.path().join("submitted"), tmp.path().join("go"));
+    let real = String::from_utf8_lossy(&Command::new("sh").args(["-c", "command -v sbatch"]).output().expect("sh").stdout).trim().to_string();
+    write_executable(
+        &bin.join("sbatch"),
+        &format!(
+            "#!/bin/sh\nout=$('{real}' \"$@\")\nrc=$?\ntouch '{}'\nn=0\nwhile [ ! -e '{}' ] && [ $n -lt 600 ]; do sleep 0.1; n=$((n+1)); done\necho \"$out\"\nexit $rc\n",
+            submitted.display(),
+            go.display()
+        ),
+    );
+    let sweep = drover_tests::write_sweep(
+        tmp.path(),
+        "name = \"inflight\"\nbackend = \"slurm\"\n[run]\nenv = \"CartPole-v1\"\nplugin = \"ppo\"\nnum_envs = 4\nnum_steps = 64\ntotal_steps = 2048\n\
+         [sweep]\nseeds = [1]\n[slurm]\npoll_seconds = 0.5\n",
+    );
+    let results = tmp.path().join("r");
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let err = tmp.path().join("run.err");
+    let mut driver = KillOnDrop(
+        drover()
+            .arg("run")
+            .arg(&sweep)
+            .arg("--results")
+            .arg(&results)
+            .arg("--no-wait")
+            .env("PATH", &path)
+            .stderr(std::fs::File::create(&err).expect("log"))
+            .spawn()
+            .expect("drover run"),
+    );
+    wait_until("the array in the queue, its sbatch not yet returned", Duration::from_secs(60), || submitted.exists());
+    let seen = states(&status_json(&results));
+    assert!(seen == ["pending"] || seen == ["running"] || seen == ["done"], "status sees the array by its comment: {seen:?}");
+    assert!(ledger_kinds(&results, "submitted").is_empty(), "left to the drover run inside sbatch: {:?}", ledger(&results));
+    std::fs::write(&go, "").expect("go");
+    let status = driver.0.wait().expect("drover run");
+    assert!(status.success(), "{}", std::fs::read_to_string(&err).unwrap_or_default());
+    assert_eq!(ledger_kinds(&results, "submitted").len(), 1, "one record of the one submission: {:?}", ledger(&results));
+}
+
 /// What a researcher reads while a throttled sweep waits and after `drover cancel`: a pending
 /// run shows its seed (its directory does not exist yet) and why it waits in words; a
 /// cancelled run says who cancelled it and that the next `drover run` resumes it, in
@@ -785,7 +847,7 @@ fn a_rerun_shares_the_throttle_with_live_runs_and_status_names_who_stopped_them(
     let results = tmp.path().join("r");
     run_ok(drover().arg("run").arg(&sweep).arg("--results").arg(&results).arg("--no-wait"));
     wait_until("both runs running", Duration::from_secs(90), || states(&status_json(&results)) == ["running", "running"]);
-    let first = ledger_kinds(&results, "submitted")[0]["job_id"].as_str().expect("job id").to_string();
+    let first = submitted_jobs(&results)[0].clone();
     let name = ledger_kinds(&results, "intent")[0]["job_name"].as_str().expect("job name").to_string();
 
     write("[1, 2, 3, 4, 5]");
@@ -795,7 +857,7 @@ fn a_rerun_shares_the_throttle_with_live_runs_and_status_names_who_stopped_them(
     assert!(text(&out).contains("with --no-wait no drover process raises the lowered throttle: `drover status` (or the next `drover run`) does"), "{}", text(&out));
     let intents = ledger_kinds(&results, "intent");
     assert_eq!((intents[1]["throttle"].as_u64(), intents[1]["raise_to"].as_u64()), (Some(1), Some(3)), "{intents:?}");
-    let second = ledger_kinds(&results, "submitted")[1]["job_id"].as_str().expect("job id").to_string();
+    let second = submitted_jobs(&results)[1].clone();
     assert_eq!(array_throttle(&second), Some(1), "the new array leaves the live runs their slots");
     // Give Slurm's scheduler (sched_interval = 2 s) several passes: never more than 3 at once.
     let t0 = Instant::now();
@@ -922,7 +984,7 @@ fn a_rerun_waits_for_older_runs_that_fill_the_throttle() {
     let results = tmp.path().join("r");
     run_ok(drover().arg("run").arg(&sweep).arg("--results").arg(&results).arg("--no-wait"));
     wait_until("the first run running", Duration::from_secs(60), || states(&status_json(&results)) == ["running"]);
-    let first = ledger_kinds(&results, "submitted")[0]["job_id"].as_str().expect("job id").to_string();
+    let first = submitted_jobs(&results)[0].clone();
     let name = sweep_job_name(&results).expect("job name");
 
     write("[1, 2, 3]");
@@ -933,7 +995,7 @@ fn a_rerun_waits_for_older_runs_that_fill_the_throttle() {
         text(&out)
     );
     assert!(!text(&out).contains("--no-wait no drover process raises"), "Slurm releases it by itself: {}", text(&out));
-    let second = ledger_kinds(&results, "submitted")[1]["job_id"].as_str().expect("job id").to_string();
+    let second = submitted_jobs(&results)[1].clone();
     let shown = show_job(&second);
     assert!(shown.contains(&format!("Dependency=afterany:{first}")), "{shown}");
     let intents = ledger_kinds(&results, "intent");
@@ -1031,7 +1093,7 @@ fn a_waiting_array_starts_as_soon_as_an_older_run_frees_a_slot() {
 
     write("[1, 2]");
     run_ok(drover().arg("run").arg(&sweep).arg("--results").arg(&results).arg("--no-wait").env("DROVER_JOB_BIN", &job));
-    let first = ledger_kinds(&results, "submitted")[0]["job_id"].as_str().expect("job id").to_string();
+    let first = submitted_jobs(&results)[0].clone();
     let older: Vec<String> =
         ledger_kinds(&results, "intent")[0]["runs"].as_array().expect("runs").iter().map(|r| r.as_str().expect("run id").to_string()).collect();
     wait_until("both older runs running", Duration::from_secs(60), || running_in(&first) == 2);
@@ -1051,8 +1113,8 @@ fn a_waiting_array_starts_as_soon_as_an_older_run_frees_a_slot() {
             .expect("drover run"),
     );
     let said = || format!("{}{}", std::fs::read_to_string(&log).unwrap_or_default(), std::fs::read_to_string(tmp.path().join("rerun.err")).unwrap_or_default());
-    wait_until("the rerun's array submitted", Duration::from_secs(60), || ledger_kinds(&results, "submitted").len() == 2);
-    let second = ledger_kinds(&results, "submitted")[1]["job_id"].as_str().expect("job id").to_string();
+    wait_until("the rerun's array submitted", Duration::from_secs(60), || submitted_jobs(&results).len() == 2);
+    let second = submitted_jobs(&results)[1].clone();
     let shown = show_job(&second);
     assert!(shown.contains(&format!("Dependency=afterany:{first}")), "both older runs fill the throttle: {shown}");
     // Slurm's scheduler (sched_interval = 2 s) and the rerun's polls (0.5 s) get a few passes.
@@ -1087,6 +1149,9 @@ fn a_waiting_array_starts_as_soon_as_an_older_run_frees_a_slot() {
     assert!(rerun.0.wait().expect("status").success(), "{}", said());
     assert_eq!(states(&status_json(&results)), ["done"; 4], "{}", said());
     assert_eq!(most, 2, "never more than the throttle at once, with two lifters: {}", said());
+    // The watcher found the rerun's array while its `sbatch` was in flight, at times; the
+    // waiting `drover run` alone records it.
+    assert_eq!(ledger_kinds(&results, "submitted").len(), 2, "one record per submission: {:?}", ledger(&results));
     assert!(
         said().contains(&format!(
             "the new runs wait for them (array {first}); Slurm starts them once those end, or this `drover run` as soon as one ends and frees a slot"

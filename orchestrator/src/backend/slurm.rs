@@ -522,6 +522,15 @@ fn statuses(dir: &SweepDir, ledger: &Ledger, queue: &[QueueEntry]) -> Vec<RunSta
         .collect()
 }
 
+/// Whether `status` and `cancel` write the job ids of dangling submissions they find into the
+/// ledger: only when no `drover run` holds the results directory. A live `drover run` may be
+/// inside that very `sbatch` and records the id itself when it returns; a second record would
+/// only duplicate the line. Without one, the submission's `drover run` was killed, and the
+/// first reader to find its array keeps it.
+fn records_dangling(dir: &SweepDir) -> bool {
+    crate::lock::live_holder(&dir.root.join(crate::lock::LOCK_FILE)).is_none()
+}
+
 fn status_report(dir: &SweepDir, runs: Vec<RunStatus>) -> StatusReport {
     StatusReport::new(dir.name.clone(), dir.root.clone(), "slurm", None, runs)
 }
@@ -536,7 +545,7 @@ pub fn status(results: &Path, slurm: &Slurm) -> Result<StatusReport, RunError> {
     }
     let mut queue = slurm.queue(&dir.job_name)?;
     // Not found: its sbatch may still be in flight, so it is left for `drover run` to judge.
-    ledger.find_dangling(&queue, &job_name(&dir.name, &dir.root).1, true)?;
+    ledger.find_dangling(&queue, &job_name(&dir.name, &dir.root).1, records_dangling(&dir))?;
     // Also where a `--no-wait` sweep's lowered throttle catches up, and its waiting array
     // starts, once older runs end.
     let lifted = share_free_slots(&mut ledger, &queue, slurm, &mut BTreeMap::new());
@@ -555,7 +564,7 @@ pub fn cancel(results: &Path, slurm: &Slurm) -> Result<Vec<String>, RunError> {
         return Err(RunError::NotSlurm { dir: dir.root });
     };
     let queue = slurm.queue(&dir.job_name)?;
-    ledger.find_dangling(&queue, &job_name(&dir.name, &dir.root).1, true)?;
+    ledger.find_dangling(&queue, &job_name(&dir.name, &dir.root).1, records_dangling(&dir))?;
     let ours: BTreeSet<&str> = ledger.submissions.values().filter_map(|s| s.job_id.as_deref()).collect();
     let live: BTreeSet<String> = queue
         .iter()
@@ -1726,6 +1735,19 @@ mod tests {
         let again = Ledger::load(&root).expect("ledger");
         assert_eq!(again.submissions[&0].job_id.as_deref(), Some("941"), "recorded in the file");
         assert_eq!(again.dangling(), [1], "the one not in the queue is left alone");
+    }
+
+    /// While a `drover run` holds the results directory it records its own submissions:
+    /// `drover status` beside it, finding the array of a `sbatch` still in flight, must not
+    /// write the same job id again (a watcher did, and the ledger held the submission twice).
+    #[test]
+    fn a_reader_records_dangling_submissions_only_when_no_drover_run_holds_the_results() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let root = tmp.path().canonicalize().expect("canonical");
+        let dir = SweepDir { root: root.clone(), name: "s".into(), runs: Vec::new(), job_name: "j".into() };
+        assert!(records_dangling(&dir), "no drover run: the reader keeps what it found");
+        let _held = crate::lock::acquire(&root, "drover run s.toml").expect("lock");
+        assert!(!records_dangling(&dir), "a live drover run records it itself");
     }
 
     /// A run the batch script has not started yet has no `spec.json`: its label and seed come
