@@ -572,7 +572,8 @@ pub enum AfterStop {
     Requeue,
     /// Write `exit.json` cancelled with this reason (Slurm requeues a preempted job by itself).
     Cancelled(String),
-    /// Write `exit.json` failed with this reason: a retry budget is spent.
+    /// Write `exit.json` failed with this reason: the time-limit budget (`max_timeouts`) is
+    /// spent.
     Failed(String),
 }
 

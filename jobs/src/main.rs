@@ -179,7 +179,7 @@ fn main() -> ExitCode {
     let rank0 = comm.rank() == 0;
     if let Some(reason) = cancel.checkpointing().then(|| checkpoint::preemption_budget_spent(&out, budgets, std::env::var("SLURM_JOB_ID").ok().as_deref())).flatten() {
         say!("drover-job: run {}: {reason}; giving up", spec.run_id);
-        let marker = ExitMarker::now(&spec.run_id, ExitStatus::Failed, Some(reason));
+        let marker = ExitMarker::budget_spent(&spec.run_id, "max_preemptions", reason);
         if rank0 {
             if let Err(e) = fsio::write_json_atomic(&out.join("exit.json"), &marker) {
                 say!("drover-job: {e:#}");
@@ -204,9 +204,7 @@ fn main() -> ExitCode {
                 Ok(AfterStop::Cancelled(reason)) => {
                     (ExitMarker::now(&spec.run_id, ExitStatus::Cancelled, Some(reason)), exit_codes::CANCELLED)
                 }
-                Ok(AfterStop::Failed(reason)) => {
-                    (ExitMarker::now(&spec.run_id, ExitStatus::Failed, Some(reason)), exit_codes::FAILED)
-                }
+                Ok(AfterStop::Failed(reason)) => (ExitMarker::budget_spent(&spec.run_id, "max_timeouts", reason), exit_codes::FAILED),
                 Err(e) => (ExitMarker::now(&spec.run_id, ExitStatus::Failed, Some(format!("{e:#}"))), exit_codes::FAILED),
             }
         }

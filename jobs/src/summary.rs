@@ -84,6 +84,11 @@ pub struct ExitMarker {
     pub reason: Option<String>,
     /// Unix seconds.
     pub finished_at: u64,
+    /// The retry budget whose spending failed the run (`max_timeouts`, `max_preemptions`):
+    /// the orchestrator does not retry such a run from scratch (it would stop the same way) and
+    /// the next `drover run` resumes it. Absent for every other ending.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spent_budget: Option<&'static str>,
 }
 
 impl ExitMarker {
@@ -92,7 +97,12 @@ impl ExitMarker {
         let finished_at = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        Self { format_version: SUMMARY_FORMAT_VERSION, run_id: run_id.to_string(), status, reason, finished_at }
+        Self { format_version: SUMMARY_FORMAT_VERSION, run_id: run_id.to_string(), status, reason, finished_at, spent_budget: None }
+    }
+
+    /// A failed marker stamped now: the retry budget `budget` (its sweep key) is spent.
+    pub fn budget_spent(run_id: &str, budget: &'static str, reason: String) -> Self {
+        Self { spent_budget: Some(budget), ..Self::now(run_id, ExitStatus::Failed, Some(reason)) }
     }
 }
 

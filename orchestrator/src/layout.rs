@@ -173,6 +173,26 @@ pub struct ExitRecord {
     /// Unix seconds (a string per the layout doc; any JSON value is tolerated when reading).
     #[serde(default)]
     pub finished_at: Value,
+    /// The retry budget whose spending failed the run (`max_timeouts` or `max_preemptions`),
+    /// written by `drover-job`; absent otherwise, and in markers from before it was written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spent_budget: Option<String>,
+}
+
+impl ExitRecord {
+    /// The retry budget whose spending failed the run: the marker's `spent_budget`, or for a
+    /// marker from before that field, the budget `drover-job` names in its reason (`... (max_timeouts
+    /// = 1) ...`), so a sweep that outlives an upgrade judges its old failures alike.
+    pub fn spent_budget(&self) -> Option<&str> {
+        if self.status != ExitStatus::Failed {
+            return None;
+        }
+        if let Some(budget) = self.spent_budget.as_deref() {
+            return Some(budget);
+        }
+        let reason = self.reason.as_deref()?;
+        ["max_timeouts", "max_preemptions"].into_iter().find(|b| reason.contains(&format!("({b} = ")))
+    }
 }
 
 /// Reads a versioned JSON record; `Ok(None)` when the file does not exist.

@@ -5,8 +5,9 @@
 //! job's own `exit.json` wins when it says completed; otherwise a task Slurm still lists decides;
 //! when Slurm has forgotten the job (`MinJobAge`), the markers decide, so the answer stays right
 //! without `sacct`. `classify_local` is the local rule. `StatusReport` is the
-//! `drover status --json` boundary (format_version 1; `backend`, `driver` and `progress` were
-//! added later, as optional fields a reader of the first layout can ignore).
+//! `drover status --json` boundary (format_version 1; `backend`, `driver`, `progress` and
+//! `slurm_unanswered` were added later, as optional fields a reader of the first layout can
+//! ignore, and the `unknown` state with the last).
 
 use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom};
@@ -29,6 +30,9 @@ pub enum RunState {
     Pending,
     /// Running.
     Running,
+    /// Slurm did not answer, and the run's own markers do not settle where it stands (it may
+    /// be queued, running, or have ended without a marker).
+    Unknown,
     /// Local: started, but no job holds it and it wrote no `exit.json` (its `drover run` was
     /// killed); the next `drover run` redoes it.
     Unfinished,
@@ -51,6 +55,7 @@ impl RunState {
             RunState::NotSubmitted => "not submitted",
             RunState::Pending => "pending",
             RunState::Running => "running",
+            RunState::Unknown => "unknown",
             RunState::Unfinished => "unfinished",
             RunState::Done => "done",
             RunState::Failed => "failed",
@@ -81,6 +86,8 @@ pub enum SlurmView<'a> {
     Listed(&'a str),
     /// Submitted, and Slurm no longer lists it.
     Forgotten,
+    /// Submitted, and Slurm did not answer (its controller is down or unreachable).
+    Unanswered,
 }
 
 /// What the job's own SIGTERM words (`stopped by SIGTERM; checkpoint at iteration 3`, or the
@@ -113,19 +120,30 @@ const BY_PREEMPTION: &str = "preempted (Slurm: PREEMPTED)";
 /// Slurm has forgotten the task, `drover cancel` did not stop it and no later attempt came:
 /// what is left of Slurm's reasons for a SIGTERM.
 const FROM_OUTSIDE: &str = "stopped by SIGTERM from outside drover (preempted, or cancelled with `scancel` by hand)";
+/// Slurm has forgotten a task that never started (no attempt was recorded) and that `drover
+/// cancel` did not stop: a task cancelled while queued is the one way this happens.
+const NEVER_STARTED: &str = "never started, and Slurm no longer lists it (cancelled while queued, with `scancel` by hand?)";
+/// Slurm did not answer: what the markers leave open.
+const UNANSWERED: &str = "Slurm does not answer: queued, running, or ended without writing exit.json";
 /// Slurm lists the task again after the attempt that wrote the stop marker.
 const REQUEUED: &str = "requeued by Slurm after a SIGTERM (preemption or `scontrol requeue`)";
 
-/// The state of one run, and a reason when it did not complete. `cancelled_by_drover`: the
-/// ledger says `drover cancel` stopped the run's array. `ran_in_listed_task`: the run's latest
-/// attempt ran in the array task Slurm lists now, so a stop marker beside a pending task means
-/// Slurm requeued it (rather than a `drover run` resubmitting it in a new array).
-pub fn classify(
-    exit: Option<&ExitRecord>,
-    slurm: SlurmView<'_>,
-    cancelled_by_drover: bool,
-    ran_in_listed_task: bool,
-) -> (RunState, Option<String>) {
+/// What the run's own files say beyond `exit.json`, for [`classify`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunFacts {
+    /// The ledger says `drover cancel` stopped the run's array.
+    pub cancelled_by_drover: bool,
+    /// The run's latest attempt ran in the array task Slurm lists now, so a stop marker beside
+    /// a pending task means Slurm requeued it (rather than a `drover run` resubmitting it in a
+    /// new array).
+    pub ran_in_listed_task: bool,
+    /// The batch script recorded an attempt of the run (`attempts.jsonl`): it started once.
+    pub started: bool,
+}
+
+/// The state of one run, and a reason when it did not complete.
+pub fn classify(exit: Option<&ExitRecord>, slurm: SlurmView<'_>, facts: RunFacts) -> (RunState, Option<String>) {
+    let RunFacts { cancelled_by_drover, ran_in_listed_task, started } = facts;
     if exit.is_some_and(|e| e.status == ExitStatus::Completed) {
         return (RunState::Done, None);
     }
@@ -173,10 +191,18 @@ pub fn classify(
         SlurmView::Forgotten => match marker(by_drover) {
             Some(m) => m,
             None if cancelled_by_drover => (RunState::Cancelled, Some(BY_DROVER.into())),
+            None if !started => (RunState::Cancelled, Some(NEVER_STARTED.into())),
             None => (
                 RunState::Failed,
                 Some("the job wrote no exit.json and Slurm no longer lists it (killed, out of memory, or node failure?)".into()),
             ),
+        },
+        // A failure marker is final (only a new submission runs the run again); a stop marker
+        // may have been followed by a requeue that Slurm alone knows of.
+        SlurmView::Unanswered => match (failed, stopped) {
+            (Some(e), _) => (RunState::Failed, e.reason.clone()),
+            (None, Some(_)) => (RunState::Unknown, Some(format!("{UNANSWERED}; its last attempt stopped: {}", stop_reason(by_drover)))),
+            (None, None) => (RunState::Unknown, Some(UNANSWERED.into())),
         },
     }
 }
@@ -345,6 +371,11 @@ pub struct RunStatus {
     pub time_limit_requeues: u32,
     /// SIGTERM stops so far (preemptions, requeues).
     pub preemptions: u32,
+    /// The retry budget whose spending failed the run (`max_timeouts`, `max_preemptions`):
+    /// drover does not retry it from scratch, and the next `drover run` resumes it. Absent
+    /// otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spent_budget: Option<String>,
     /// Per-attempt stdout/stderr logs, oldest first.
     pub logs: Vec<PathBuf>,
     /// Its latest metrics row, once it has one.
@@ -365,6 +396,10 @@ pub struct StatusReport {
     /// Local: who holds the results directory's lock (the `drover run` working through it), as
     /// it described itself; `None` when no `drover run` is running the sweep.
     pub driver: Option<String>,
+    /// Why Slurm's view is missing (its controller did not answer), when it is: then runs
+    /// without a final marker are `unknown`. Absent when Slurm answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slurm_unanswered: Option<String>,
     /// Runs per state.
     pub counts: BTreeMap<RunState, usize>,
     /// Every run of the sweep, in expansion order.
@@ -378,7 +413,16 @@ impl StatusReport {
         for r in &runs {
             *counts.entry(r.state).or_insert(0) += 1;
         }
-        StatusReport { format_version: STATUS_FORMAT_VERSION, sweep, results, backend: backend.into(), driver, counts, runs }
+        StatusReport {
+            format_version: STATUS_FORMAT_VERSION,
+            sweep,
+            results,
+            backend: backend.into(),
+            driver,
+            slurm_unanswered: None,
+            counts,
+            runs,
+        }
     }
 
     /// The human-readable table.
@@ -402,6 +446,15 @@ impl StatusReport {
         }
         if !stops.is_empty() {
             out.push_str(&format!("checkpointed stops: {}\n", stops.join("; ")));
+        }
+        if let Some(error) = &self.slurm_unanswered {
+            let unknown = self.counts.get(&RunState::Unknown).copied().unwrap_or(0);
+            let settled = if unknown == 0 {
+                "every run has a final marker, so this is the whole answer".to_string()
+            } else {
+                format!("{} without a final marker {} unknown; ask again once it answers", crate::words::count(unknown, "run"), if unknown == 1 { "is" } else { "are" })
+            };
+            out.push_str(&format!("Slurm does not answer ({error}): states from the runs' own markers; {settled}\n"));
         }
         if local {
             match &self.driver {
@@ -459,9 +512,16 @@ pub(crate) mod tests {
             submissions: 1,
             time_limit_requeues: 0,
             preemptions: 0,
+            spent_budget: None,
             logs: Vec::new(),
             progress: None,
         }
+    }
+
+    /// Facts of a run that started: `drover cancel` stopped it or not, and its latest attempt
+    /// ran in the task Slurm lists or not.
+    fn started(cancelled_by_drover: bool, ran_in_listed_task: bool) -> RunFacts {
+        RunFacts { cancelled_by_drover, ran_in_listed_task, started: true }
     }
 
     fn exit(status: ExitStatus, reason: Option<&str>) -> ExitRecord {
@@ -471,6 +531,7 @@ pub(crate) mod tests {
             status,
             reason: reason.map(str::to_string),
             finished_at: serde_json::Value::Null,
+            spent_budget: None,
         }
     }
 
@@ -478,7 +539,7 @@ pub(crate) mod tests {
     fn the_jobs_completed_marker_wins_over_everything() {
         let done = exit(ExitStatus::Completed, None);
         for view in [SlurmView::Listed("RUNNING"), SlurmView::Listed("CANCELLED"), SlurmView::Forgotten] {
-            assert_eq!(classify(Some(&done), view, true, true).0, RunState::Done, "{view:?}");
+            assert_eq!(classify(Some(&done), view, started(true, true)).0, RunState::Done, "{view:?}");
         }
     }
 
@@ -503,9 +564,43 @@ pub(crate) mod tests {
             (None, SlurmView::Forgotten, false, RunState::Failed),
         ];
         for (exit, view, by_drover, expected) in cases {
-            assert_eq!(classify(exit, view, by_drover, false).0, expected, "{exit:?} {view:?} {by_drover}");
+            assert_eq!(classify(exit, view, started(by_drover, false)).0, expected, "{exit:?} {view:?} {by_drover}");
         }
-        assert_eq!(classify(Some(&failed), SlurmView::Forgotten, false, false).1.as_deref(), Some("plugin error"));
+        assert_eq!(classify(Some(&failed), SlurmView::Forgotten, started(false, false)).1.as_deref(), Some("plugin error"));
+    }
+
+    /// A task cancelled while queued, once Slurm forgets it, left no attempt and no marker: it
+    /// reads as cancelled, not as a job that died (out of memory, node failure); a task that
+    /// started and left no marker did die.
+    #[test]
+    fn a_run_that_never_started_and_vanished_reads_as_cancelled_while_queued() {
+        let never = RunFacts { started: false, ..RunFacts::default() };
+        let (state, reason) = classify(None, SlurmView::Forgotten, never);
+        assert_eq!(state, RunState::Cancelled);
+        assert!(reason.as_deref().is_some_and(|r| r.starts_with("never started") && !r.contains("out of memory")), "{reason:?}");
+        assert_eq!(classify(None, SlurmView::Forgotten, started(false, false)).0, RunState::Failed);
+        // `drover cancel` knows it stopped it, started or not.
+        let by_drover = RunFacts { cancelled_by_drover: true, ..never };
+        assert_eq!(classify(None, SlurmView::Forgotten, by_drover), (RunState::Cancelled, Some("cancelled by `drover cancel`".into())));
+    }
+
+    /// With Slurm down, the markers that are final decide and the rest is unknown, saying why:
+    /// a completed or failed run stays so, a stopped one may have been requeued since.
+    #[test]
+    fn without_slurms_answer_final_markers_decide_and_the_rest_is_unknown() {
+        let done = exit(ExitStatus::Completed, None);
+        let failed = exit(ExitStatus::Failed, Some("plugin error"));
+        let stopped = exit(ExitStatus::Cancelled, Some("stopped by SIGTERM; checkpoint at iteration 3"));
+        let view = SlurmView::Unanswered;
+        assert_eq!(classify(Some(&done), view, started(false, false)), (RunState::Done, None));
+        assert_eq!(classify(Some(&failed), view, started(false, false)), (RunState::Failed, Some("plugin error".into())));
+        let (state, reason) = classify(Some(&stopped), view, started(false, false));
+        assert_eq!(state, RunState::Unknown);
+        assert!(reason.as_deref().is_some_and(|r| r.starts_with("Slurm does not answer") && r.ends_with("checkpoint at iteration 3")), "{reason:?}");
+        let (state, reason) = classify(None, view, RunFacts::default());
+        assert_eq!(state, RunState::Unknown);
+        assert!(reason.as_deref().is_some_and(|r| r.starts_with("Slurm does not answer")), "{reason:?}");
+        assert!(!RunState::Unknown.is_live() && !RunState::Unknown.stopped_from_outside());
     }
 
     /// A run stopped by `drover cancel` says so (the job itself only saw a SIGTERM), in place of
@@ -515,19 +610,19 @@ pub(crate) mod tests {
     fn a_run_cancelled_by_drover_says_so_before_and_after_slurm_forgets_it() {
         let stopped = exit(ExitStatus::Cancelled, Some("stopped by SIGTERM; checkpoint at iteration 3"));
         for marker in [None, Some(&stopped)] {
-            let listed = classify(marker, SlurmView::Listed("CANCELLED"), true, true);
-            let forgotten = classify(marker, SlurmView::Forgotten, true, false);
+            let listed = classify(marker, SlurmView::Listed("CANCELLED"), started(true, true));
+            let forgotten = classify(marker, SlurmView::Forgotten, started(true, false));
             assert_eq!(listed, forgotten, "{marker:?}");
             assert_eq!(listed.0, RunState::Cancelled);
             assert!(listed.1.as_deref().is_some_and(|r| r.starts_with("cancelled by `drover cancel`")), "{listed:?}");
         }
         assert_eq!(
-            classify(Some(&stopped), SlurmView::Forgotten, true, false).1.as_deref(),
+            classify(Some(&stopped), SlurmView::Forgotten, started(true, false)).1.as_deref(),
             Some("cancelled by `drover cancel`; checkpoint at iteration 3")
         );
         // A failure stays a failure whoever cancelled afterwards.
         let failed = exit(ExitStatus::Failed, Some("plugin error"));
-        assert_eq!(classify(Some(&failed), SlurmView::Forgotten, true, false), (RunState::Failed, Some("plugin error".into())));
+        assert_eq!(classify(Some(&failed), SlurmView::Forgotten, started(true, false)), (RunState::Failed, Some("plugin error".into())));
     }
 
     /// A SIGTERM stop says which of preemption, requeue and cancellation it was whenever the
@@ -537,7 +632,7 @@ pub(crate) mod tests {
         let stopped = exit(ExitStatus::Cancelled, Some("stopped by SIGTERM; checkpoint at iteration 3"));
         let older = exit(ExitStatus::Cancelled, Some("SIGTERM (preempted, requeued or cancelled); checkpoint at iteration 3"));
         let sigint = exit(ExitStatus::Cancelled, Some("stopped by SIGINT"));
-        let reason = |marker, view, by_drover, ran_here| classify(marker, view, by_drover, ran_here).1.unwrap_or_default();
+        let reason = |marker, view, by_drover, ran_here| classify(marker, view, started(by_drover, ran_here)).1.unwrap_or_default();
         // `scancel` by hand, while Slurm lists the task.
         assert_eq!(
             reason(Some(&stopped), SlurmView::Listed("CANCELLED"), false, true),
@@ -545,16 +640,16 @@ pub(crate) mod tests {
         );
         assert_eq!(reason(None, SlurmView::Listed("CANCELLED"), false, true), "cancelled outside drover (`scancel`; Slurm: CANCELLED)");
         // Preempted without requeue.
-        let preempted = classify(Some(&stopped), SlurmView::Listed("PREEMPTED"), false, true);
+        let preempted = classify(Some(&stopped), SlurmView::Listed("PREEMPTED"), started(false, true));
         assert_eq!(preempted, (RunState::Preempted, Some("preempted (Slurm: PREEMPTED); checkpoint at iteration 3".into())));
         // Requeued: the same task is queued again after the attempt that stopped.
-        let requeued = classify(Some(&stopped), SlurmView::Listed("PENDING"), false, true);
+        let requeued = classify(Some(&stopped), SlurmView::Listed("PENDING"), started(false, true));
         assert_eq!(
             requeued,
             (RunState::Pending, Some("requeued by Slurm after a SIGTERM (preemption or `scontrol requeue`); checkpoint at iteration 3".into()))
         );
         // Resubmitted by a later `drover run` in a new array: not a requeue.
-        assert_eq!(classify(Some(&stopped), SlurmView::Listed("PENDING"), false, false), (RunState::Pending, None));
+        assert_eq!(classify(Some(&stopped), SlurmView::Listed("PENDING"), started(false, false)), (RunState::Pending, None));
         // Slurm has forgotten, and no `drover cancel`: preempted or `scancel`, the job's words kept.
         for marker in [&stopped, &older] {
             assert_eq!(

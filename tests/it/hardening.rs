@@ -623,3 +623,59 @@ fn runs_trained_by_another_build_of_their_plugin_are_pointed_out_on_rerun() {
     let dry = run_ok(drover().arg("run").arg(&file).arg("--results").arg(&results).arg("--dry-run"));
     assert!(text(&dry).1.contains("2 completed runs trained by another build"), "--dry-run says it too: {}", text(&dry).1);
 }
+
+/// A job that spends a retry budget says which in its `exit.json` (`spent_budget`), so the
+/// orchestrator decides on the job's own count: the time-limit stop past `--max-timeouts`
+/// fails the run at once, and a SIGTERM stop past `--max-preemptions` fails the next start of
+/// the same Slurm job (its requeue). Other endings carry no `spent_budget`. `drover-job` runs
+/// directly, as the batch script starts it.
+#[test]
+fn a_job_that_spends_a_retry_budget_names_it_in_its_marker() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let results = tmp.path().join("r");
+    run_ok(drover().arg("run").arg(write_sweep(tmp.path(), &sweep("[1]"))).arg("--results").arg(&results));
+    let mut spec = read_json(&run_dirs(&results)[0].join("spec.json"));
+    spec["run"]["total_steps"] = 50_000_000.into();
+    let fresh = |name: &str| {
+        let dir = tmp.path().join(name);
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        std::fs::write(dir.join("spec.json"), spec.to_string()).expect("spec");
+        dir
+    };
+    let job = |dir: &Path, slurm_job: &str| {
+        let mut cmd = std::process::Command::new(artifact("drover-job"));
+        cmd.arg("--spec").arg(dir.join("spec.json")).arg("--out").arg(dir);
+        cmd.args(["--checkpoint-signal", "USR1", "--max-timeouts", "0", "--max-preemptions", "0"]).env("SLURM_JOB_ID", slurm_job);
+        cmd
+    };
+    // Started, trained a little, then sent `signal`: returns the exit code.
+    let stopped_by = |dir: &Path, signal: libc::c_int| {
+        let mut child = job(dir, "500").stderr(std::process::Stdio::null()).spawn().expect("spawn drover-job");
+        let t0 = std::time::Instant::now();
+        while drover_tests::metrics_rows_so_far(dir).len() < 2 {
+            assert!(t0.elapsed() < std::time::Duration::from_secs(120), "no metrics after 120 s");
+            assert!(child.try_wait().expect("wait").is_none(), "the job ended before it was signalled");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        // SAFETY: `kill` with a live child's pid and a valid signal number has no memory effects.
+        assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, signal) }, 0);
+        child.wait().expect("wait").code()
+    };
+
+    let limited = fresh("limited");
+    assert_eq!(stopped_by(&limited, libc::SIGUSR1), Some(1), "the first time-limit stop is past a budget of 0");
+    let exit = read_json(&limited.join("exit.json"));
+    assert_eq!((exit["status"].as_str(), exit["spent_budget"].as_str()), (Some("failed"), Some("max_timeouts")), "{exit}");
+    assert!(limited.join("checkpoint.json").exists(), "the run keeps its checkpoint for a rerun with more time");
+
+    let preempted = fresh("preempted");
+    assert_eq!(stopped_by(&preempted, libc::SIGTERM), Some(130));
+    let exit = read_json(&preempted.join("exit.json"));
+    assert_eq!(exit["status"], "cancelled", "{exit}");
+    assert!(exit.get("spent_budget").is_none(), "a stop spends nothing yet: {exit}");
+    // Slurm requeues the same job: its next start finds the budget spent.
+    let out = job(&preempted, "500").output().expect("drover-job");
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let exit = read_json(&preempted.join("exit.json"));
+    assert_eq!((exit["status"].as_str(), exit["spent_budget"].as_str()), (Some("failed"), Some("max_preemptions")), "{exit}");
+}

@@ -214,6 +214,10 @@ fn bad_resources_are_refused_with_the_key_or_slurms_message() {
     assert!(ledger_kinds(&results, "submitted").is_empty());
     let status = status_json(&results);
     assert_eq!(states(&status), vec!["not_submitted"; 12]);
+    // Its runs keep the labels and seeds of the refused array's tasks file.
+    for run in status["runs"].as_array().expect("runs") {
+        assert!(run["label"].as_str().is_some_and(|l| !l.is_empty()) && run["seed"].is_u64(), "{run}");
+    }
 }
 
 /// Six runs with `max_array_size = 4` become two arrays; killing `drover run` while it waits
@@ -637,6 +641,51 @@ fn a_waiting_drover_run_outlives_a_short_controller_outage() {
     assert!(said.contains("drover: warning: Slurm does not answer (") && said.contains("the jobs go on, and this waits up to 900 s"), "{said}");
     assert!(said.contains("drover: Slurm answers again after "), "{said}");
     assert_eq!(states(&status_json(&results)), ["done"]);
+}
+
+/// `drover status` while the controller does not answer: a sweep that has ended is reported
+/// whole from its markers (it used to fail outright), a run without a final marker is
+/// `unknown`, and the report says Slurm did not answer. A stand-in `squeue` first on PATH
+/// fails as `squeue` does when slurmctld is down.
+#[test]
+fn status_without_an_answering_controller_reports_what_the_markers_settle() {
+    slurm_up();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let sweep = drover_tests::write_sweep(
+        tmp.path(),
+        "name = \"down\"\nbackend = \"slurm\"\n[run]\nenv = \"CartPole-v1\"\nplugin = \"ppo\"\nnum_envs = 4\nnum_steps = 64\ntotal_steps = 2048\n\
+         [sweep]\nseeds = [1, 2]\n[slurm]\npoll_seconds = 0.5\n",
+    );
+    let results = tmp.path().join("r");
+    run_ok(drover().arg("run").arg(&sweep).arg("--results").arg(&results));
+    let bin = tmp.path().join("bin");
+    std::fs::create_dir_all(&bin).expect("mkdir");
+    write_executable(&bin.join("squeue"), "#!/bin/sh\necho 'slurm_load_jobs error: Unable to contact slurm controller (connect failure)' >&2\nexit 1\n");
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let down = |json: bool| {
+        let mut cmd = drover();
+        cmd.arg("status").arg(&results).env("PATH", &path);
+        if json {
+            cmd.arg("--json");
+        }
+        run_ok(&mut cmd)
+    };
+    let report: Value = serde_json::from_slice(&down(true).stdout).expect("JSON");
+    assert_eq!(states(&report), ["done", "done"], "{report}");
+    assert!(report["slurm_unanswered"].as_str().is_some_and(|e| e.contains("Unable to contact slurm controller")), "{report}");
+    let table = text(&down(false));
+    assert!(table.contains("Slurm does not answer (") && table.contains("every run has a final marker, so this is the whole answer"), "{table}");
+
+    // A run whose marker is gone (say, still running when the controller went down).
+    let run = run_dirs(&results).pop().expect("a run directory");
+    std::fs::remove_file(run.join("exit.json")).expect("remove exit.json");
+    let report: Value = serde_json::from_slice(&down(true).stdout).expect("JSON");
+    let mut seen = states(&report);
+    seen.sort();
+    assert_eq!(seen, ["done", "unknown"], "{report}");
+    let table = text(&down(false));
+    assert!(table.contains("1 run without a final marker is unknown; ask again once it answers"), "{table}");
+    assert_eq!(states(&status_json(&results)).iter().filter(|s| *s == "failed").count(), 1, "with Slurm answering, a forgotten run without a marker failed");
 }
 
 /// `drover status` while the `drover run` beside it is inside `sbatch`: the array is already

@@ -563,6 +563,7 @@ fn write_failed_marker(path: &Path, run_id: &str, reason: &str) -> std::io::Resu
         status: RunExit::Failed,
         reason: Some(reason.to_string()),
         finished_at: serde_json::Value::String(layout::unix_now()),
+        spent_budget: None,
     };
     let written = serde_json::to_vec_pretty(&record).map_err(std::io::Error::other).and_then(|bytes| layout::write_atomic(path, &bytes));
     if let Err(e) = &written {
@@ -667,6 +668,7 @@ mod tests {
             status: ExitStatus::Failed,
             reason: reason.map(Into::into),
             finished_at: serde_json::Value::from(0),
+            spent_budget: None,
         };
         let reason = "cannot read `/data/MyRuns/Ckpt.bin`: libcuda (the NVIDIA driver library) was not found";
         // Once lower-cased with a `failed: ` prefix: `failed: failed: ...` and a path that no longer exists.

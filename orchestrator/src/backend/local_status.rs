@@ -47,6 +47,7 @@ pub(crate) fn status(dir: &SweepDir) -> StatusReport {
                 submissions: attempts,
                 time_limit_requeues: 0,
                 preemptions: 0,
+                spent_budget: None,
                 logs,
                 progress: Progress::read(&run_dir, total_steps),
             }

@@ -25,7 +25,7 @@ use crate::config::RunId;
 use crate::error::RunError;
 use crate::layout::{self, ExitRecord, JobSpec, SweepManifest, CHECKPOINT_JSON, EXIT_JSON, INTERRUPTIONS_JSONL, SPEC_JSON, SWEEP_JSON};
 use crate::plan::Plan;
-use crate::status::{classify, resume_hint, Progress, RunState, RunStatus, SlurmView, StatusReport};
+use crate::status::{classify, resume_hint, Progress, RunFacts, RunState, RunStatus, SlurmView, StatusReport};
 
 /// `slurm/` inside a results directory.
 pub const SLURM_DIR: &str = "slurm";
@@ -318,6 +318,12 @@ impl Ledger {
         self.retries.get(&(run_id.to_string(), kind)).copied().unwrap_or(0)
     }
 
+    /// The latest submission listing `run_id`, accepted or not, with the run's array index:
+    /// where a run whose submission was refused finds its label and seed.
+    fn last_listing(&self, run_id: &str) -> Option<(u32, usize)> {
+        self.submissions.iter().rev().find_map(|(n, s)| s.runs.iter().position(|r| r == run_id).map(|i| (*n, i)))
+    }
+
     /// Submissions whose `sbatch` outcome was never recorded (drover died, or sbatch timed out).
     fn dangling(&self) -> Vec<u32> {
         self.submissions.iter().filter(|(_, s)| s.job_id.is_none() && s.refused.is_none()).map(|(n, _)| *n).collect()
@@ -465,10 +471,11 @@ fn last_attempt_ran_in(run_dir: &Path, job_id: &str, index: usize) -> bool {
     last["array_job_id"].as_str() == Some(job_id) && last["array_task_id"].as_str() == Some(index.to_string().as_str())
 }
 
-/// Status of every run of the sweep from one queue answer.
-fn statuses(dir: &SweepDir, ledger: &Ledger, queue: &[QueueEntry]) -> Vec<RunStatus> {
+/// Status of every run of the sweep from one queue answer; `None` when Slurm did not answer,
+/// and the markers alone say what they can.
+fn statuses(dir: &SweepDir, ledger: &Ledger, queue: Option<&[QueueEntry]>) -> Vec<RunStatus> {
     let by_task: BTreeMap<(&str, u32), &QueueEntry> =
-        queue.iter().filter_map(|e| Some(((e.array_job_id.as_str(), e.task?), e))).collect();
+        queue.unwrap_or_default().iter().filter_map(|e| Some(((e.array_job_id.as_str(), e.task?), e))).collect();
     let latest = ledger.latest();
     let mut tasks = BTreeMap::new();
     dir.runs
@@ -481,28 +488,42 @@ fn statuses(dir: &SweepDir, ledger: &Ledger, queue: &[QueueEntry]) -> Vec<RunSta
             let progress = Progress::read(&run_dir, run_key("total_steps"));
             let (label, seed) = match &spec {
                 Some(s) => (s.label.clone(), run_key("seed")),
-                // Not started yet: the batch script writes `spec.json` from the tasks file.
+                // Not started yet: the batch script writes `spec.json` from the tasks file (of
+                // a refused submission too, so its runs keep their labels).
                 None => {
-                    let task = latest.get(run_id.as_str()).and_then(|&(n, i)| task_infos(&dir.root, n, &mut tasks).get(i).cloned());
+                    let listed = latest.get(run_id.as_str()).copied().or_else(|| ledger.last_listing(run_id.as_str()));
+                    let task = listed.and_then(|(n, i)| task_infos(&dir.root, n, &mut tasks).get(i).cloned());
                     task.map(|t| (t.label, t.seed)).unwrap_or_default()
                 }
             };
-            let (mut slurm_job, mut entry, mut cancelled, mut ran_here) = (None, None, false, false);
+            let (mut slurm_job, mut entry, mut facts) = (None, None, RunFacts::default());
             let view = match latest.get(run_id.as_str()) {
                 None => SlurmView::NotSubmitted,
                 Some(&(n, index)) => {
                     let job_id = ledger.submissions[&n].job_id.as_deref().unwrap_or_default();
                     slurm_job = Some(format!("{job_id}_{index}"));
-                    cancelled = ledger.cancelled(n, job_id);
                     entry = by_task.get(&(job_id, index as u32)).copied();
-                    // Only a stop marker beside a listed task needs to know where it was written.
-                    ran_here = entry.is_some() && exit.is_some() && last_attempt_ran_in(&run_dir, job_id, index);
-                    entry.map_or(SlurmView::Forgotten, |e| SlurmView::Listed(e.state.as_str()))
+                    // Read only where it matters: a stop marker beside a listed task (requeued?),
+                    // and a forgotten task without a marker (did it ever start?).
+                    let ran_in_array = entry.is_some() == exit.is_some() && last_attempt_ran_in(&run_dir, job_id, index);
+                    facts = RunFacts {
+                        cancelled_by_drover: ledger.cancelled(n, job_id),
+                        ran_in_listed_task: entry.is_some() && ran_in_array,
+                        started: ran_in_array,
+                    };
+                    match (queue, entry) {
+                        (None, _) => SlurmView::Unanswered,
+                        (Some(_), Some(e)) => SlurmView::Listed(e.state.as_str()),
+                        (Some(_), None) => SlurmView::Forgotten,
+                    }
                 }
             };
-            let (state, reason) = classify(exit.as_ref(), view, cancelled, ran_here);
+            let (state, reason) = classify(exit.as_ref(), view, facts);
             let reason = resume_hint(state, reason, run_dir.join(CHECKPOINT_JSON).exists());
             let (time_limit_requeues, preemptions) = interruption_counts(&run_dir);
+            let spent_budget = exit.as_ref().filter(|_| state == RunState::Failed).and_then(ExitRecord::spent_budget).map(str::to_string);
+            // The time-limit stop that spent the budget ended the run: it was not requeued.
+            let time_limit_requeues = time_limit_requeues.saturating_sub(u32::from(spent_budget.as_deref() == Some("max_timeouts")));
             RunStatus {
                 run_id: run_id.to_string(),
                 label,
@@ -515,6 +536,7 @@ fn statuses(dir: &SweepDir, ledger: &Ledger, queue: &[QueueEntry]) -> Vec<RunSta
                 submissions: ledger.submissions_of(run_id.as_str()),
                 time_limit_requeues,
                 preemptions,
+                spent_budget,
                 logs: attempt_logs(&run_dir),
                 progress,
             }
@@ -536,21 +558,31 @@ fn status_report(dir: &SweepDir, runs: Vec<RunStatus>) -> StatusReport {
 }
 
 /// `drover status <dir>`: one `squeue` call, then the markers; a sweep never submitted to Slurm
-/// is reported from its markers and locks alone (`local_status`).
+/// is reported from its markers and locks alone (`local_status`). When the controller does not
+/// answer, the markers say what they can (a sweep that has ended is reported whole) and the
+/// other runs are unknown, with the report saying why.
 pub fn status(results: &Path, slurm: &Slurm) -> Result<StatusReport, RunError> {
     let dir = SweepDir::open(results)?;
     let mut ledger = Ledger::load(&dir.root)?;
     if ledger.submissions.is_empty() {
         return Ok(crate::backend::local_status::status(&dir));
     }
-    let mut queue = slurm.queue(&dir.job_name)?;
+    let mut queue = match slurm.queue(&dir.job_name) {
+        Ok(queue) => queue,
+        Err(e) if e.is_unavailable() => {
+            let mut report = status_report(&dir, statuses(&dir, &ledger, None));
+            report.slurm_unanswered = Some(e.to_string());
+            return Ok(report);
+        }
+        Err(e) => return Err(e.into()),
+    };
     // Not found: its sbatch may still be in flight, so it is left for `drover run` to judge.
     ledger.find_dangling(&queue, &job_name(&dir.name, &dir.root).1, records_dangling(&dir))?;
     // Also where a `--no-wait` sweep's lowered throttle catches up, and its waiting array
     // starts, once older runs end.
     let lifted = share_free_slots(&mut ledger, &queue, slurm, &mut BTreeMap::new());
     mark_lifted(&mut queue, &lifted);
-    let runs = statuses(&dir, &ledger, &queue);
+    let runs = statuses(&dir, &ledger, Some(&queue));
     Ok(status_report(&dir, runs))
 }
 
@@ -802,7 +834,7 @@ fn live_per_array(ledger: &Ledger, queue: &[QueueEntry]) -> BTreeMap<String, usi
 
 /// Whether Slurm may still run the task (queued, requeued or running).
 fn is_live_entry(e: &QueueEntry) -> bool {
-    classify(None, SlurmView::Listed(&e.state), false, false).0.is_live()
+    classify(None, SlurmView::Listed(&e.state), RunFacts::default()).0.is_live()
 }
 
 /// The limits of the arrays of one round (a `drover run`'s first submission, or one poll's
@@ -919,7 +951,7 @@ fn throttle_raises(ledger: &Ledger, queue: &[QueueEntry]) -> Vec<(String, u32)> 
                 return None;
             }
             let queued = queue.iter().any(|e| {
-                e.array_job_id == job && classify(None, SlurmView::Listed(&e.state), false, false).0 == RunState::Pending
+                e.array_job_id == job && classify(None, SlurmView::Listed(&e.state), RunFacts::default()).0 == RunState::Pending
             });
             let now = target.saturating_sub(occupancy.others(n, job));
             (queued && now > start).then(|| (job.to_string(), now))
@@ -1281,7 +1313,7 @@ pub fn dry_run_actions(plan: &Plan, opts: &SlurmOptions) -> Vec<&'static str> {
     };
     let _ = ledger.find_dangling(&queue, &token, false);
     let dir = SweepDir { root, name: plan.sweep.name.clone(), runs: plan.runs.iter().map(|r| r.run_id.clone()).collect(), job_name };
-    let now = statuses(&dir, &ledger, &queue);
+    let now = statuses(&dir, &ledger, Some(&queue));
     plan.runs
         .iter()
         .zip(&now)
@@ -1311,7 +1343,7 @@ fn prepare_runs(
     queue: &[QueueEntry],
     settings: &SlurmSettings,
 ) -> Result<PreparedRuns, RunError> {
-    let now = statuses(dir, ledger, queue);
+    let now = statuses(dir, ledger, Some(queue));
     let (mut skipped, mut attached, mut resumed, mut to_submit) = (0, 0, 0, Vec::new());
     for (run, st) in plan.runs.iter().zip(&now) {
         match st.state {
@@ -1342,11 +1374,13 @@ struct PreparedRuns {
 
 /// Which budget a resubmission of the run would count against; `None` for runs drover does
 /// not resubmit: live, completed, cancelled, and failed because the job spent its time-limit or
-/// preemption budget (`interruptions.jsonl` holds more stops than the budget). Those keep their
-/// checkpoint and metrics; a failure retry would start them over and stop them the same way.
-fn retry_kind(st: &RunStatus, settings: &SlurmSettings) -> Option<RetryKind> {
+/// preemption budget (its `exit.json` says which, by the job's own count: a run's SIGTERM
+/// stops of earlier submissions, such as `drover cancel`s, are not counted against it). Those
+/// keep their checkpoint and metrics; a failure retry would start them over and stop them the
+/// same way.
+fn retry_kind(st: &RunStatus) -> Option<RetryKind> {
     match st.state {
-        RunState::Failed if st.time_limit_requeues > settings.max_timeouts || st.preemptions > settings.max_preemptions => None,
+        RunState::Failed if st.spent_budget.is_some() => None,
         RunState::Failed => Some(RetryKind::Failed),
         RunState::TimedOut => Some(RetryKind::TimedOut),
         RunState::Preempted => Some(RetryKind::Preempted),
@@ -1499,7 +1533,7 @@ pub fn run_sweep(plan: &Plan, opts: &SlurmOptions) -> Result<SlurmReport, RunErr
         };
         let lifted = share_free_slots(&mut ledger, &queue, &opts.slurm, &mut raised);
         mark_lifted(&mut queue, &lifted);
-        let now = statuses(&dir, &ledger, &queue);
+        let now = statuses(&dir, &ledger, Some(&queue));
         let mut retry = Vec::new();
         let throttle = sweep_throttle(plan);
         // Counted from the queue, as `round_limits` counts them: a task Slurm still lists as
@@ -1508,9 +1542,9 @@ pub fn run_sweep(plan: &Plan, opts: &SlurmOptions) -> Result<SlurmReport, RunErr
         let slots = retry_slots(throttle, live.values().sum());
         let mut held_back = false;
         for st in &now {
-            let Some(kind) = retry_kind(st, settings) else {
+            let Some(kind) = retry_kind(st) else {
                 if st.state == RunState::Failed && spent_budget.insert(st.run_id.clone()) && !opts.quiet {
-                    let remedy = if st.time_limit_requeues > settings.max_timeouts {
+                    let remedy = if st.spent_budget.as_deref() == Some("max_timeouts") {
                         "a longer `slurm.time` or a larger `slurm.max_timeouts`"
                     } else {
                         "a larger `slurm.max_preemptions`"
@@ -1787,40 +1821,96 @@ mod tests {
                 comment: "c".into(),
             })
             .collect();
-        let now = statuses(&dir, &ledger, &queue);
+        let now = statuses(&dir, &ledger, Some(&queue));
         assert!(layout::read_record::<JobSpec>(&started.join(SPEC_JSON)).expect("spec parses").is_some(), "the test's spec is a JobSpec");
         assert_eq!(now.iter().map(|r| (r.state, r.seed, r.label.as_str())).collect::<Vec<_>>(), [
             (RunState::Running, Some(3), "lr=0.1"),
             (RunState::Pending, Some(4), "lr=0.1"),
         ]);
         assert!(!root.join("runs").join(ids[1]).exists(), "status creates nothing");
+
+        // Slurm forgets both with no marker written: the run that started died (killed, out of
+        // memory); the one that never started was cancelled while queued (`scancel` by hand).
+        let attempt = r#"{"format_version":1,"attempt":1,"array_job_id":"77","array_task_id":"0"}"#;
+        std::fs::write(started.join("attempts.jsonl"), format!("{attempt}\n")).expect("attempts");
+        let now = statuses(&dir, &ledger, Some(&[]));
+        assert_eq!(now[0].state, RunState::Failed, "{:?}", now[0].reason);
+        assert_eq!(now[1].state, RunState::Cancelled, "{:?}", now[1].reason);
+        assert!(now[1].reason.as_deref().is_some_and(|r| r.starts_with("never started")), "{:?}", now[1].reason);
+        // An attempt in an earlier array does not make this submission's task a started one.
+        std::fs::write(started.join("attempts.jsonl"), format!("{}\n", attempt.replace("\"77\"", "\"76\""))).expect("attempts");
+        assert_eq!(statuses(&dir, &ledger, Some(&[]))[0].state, RunState::Cancelled);
+        // Slurm not answering: neither has a final marker, so neither is settled.
+        let blind = statuses(&dir, &ledger, None);
+        assert_eq!((blind[0].state, blind[1].state), (RunState::Unknown, RunState::Unknown));
+        assert_eq!(blind[1].label, "lr=0.1", "the tasks file still names it");
     }
 
     /// A run the job failed because it used up its time-limit or preemption budget is not
     /// retried (from scratch, it would stop the same way and its checkpoint would be set
     /// aside); other failures are, and timed-out or preempted runs count on their own budgets.
+    /// The job's own judgement decides, not the run's lifetime stops: a run stopped by twelve
+    /// `drover cancel`s that then crashed is retried like any crash.
     #[test]
     fn a_run_that_spent_its_interruption_budget_is_not_retried() {
-        let settings = SlurmSettings { max_timeouts: 1, max_preemptions: 2, ..SlurmSettings::default() };
-        let st = |state, time_limit_requeues, preemptions| RunStatus {
-            time_limit_requeues,
+        let st = |state, preemptions, spent: Option<&str>| RunStatus {
             preemptions,
+            spent_budget: spent.map(str::to_string),
             ..crate::status::tests::run_status("0123456789abcdef", state)
         };
         let cases = [
-            (st(RunState::Failed, 2, 0), None),
-            (st(RunState::Failed, 0, 3), None),
-            (st(RunState::Failed, 1, 2), Some(RetryKind::Failed)),
-            (st(RunState::Failed, 0, 0), Some(RetryKind::Failed)),
-            (st(RunState::TimedOut, 1, 0), Some(RetryKind::TimedOut)),
-            (st(RunState::Preempted, 0, 2), Some(RetryKind::Preempted)),
-            (st(RunState::Cancelled, 0, 0), None),
-            (st(RunState::Done, 0, 0), None),
-            (st(RunState::Running, 0, 0), None),
+            (st(RunState::Failed, 0, Some("max_timeouts")), None),
+            (st(RunState::Failed, 3, Some("max_preemptions")), None),
+            (st(RunState::Failed, 12, None), Some(RetryKind::Failed)),
+            (st(RunState::Failed, 0, None), Some(RetryKind::Failed)),
+            (st(RunState::TimedOut, 0, None), Some(RetryKind::TimedOut)),
+            (st(RunState::Preempted, 2, None), Some(RetryKind::Preempted)),
+            (st(RunState::Cancelled, 0, None), None),
+            (st(RunState::Done, 0, None), None),
+            (st(RunState::Running, 0, None), None),
+            (st(RunState::Unknown, 0, None), None),
         ];
         for (run, expected) in cases {
-            assert_eq!(retry_kind(&run, &settings), expected, "{:?} {} {}", run.state, run.time_limit_requeues, run.preemptions);
+            assert_eq!(retry_kind(&run), expected, "{:?} {} {:?}", run.state, run.preemptions, run.spent_budget);
         }
+    }
+
+    /// Which budget failed a run comes from the job's marker, or from its words in a marker
+    /// from before the field; the time-limit stop that failed the run is not shown as a requeue.
+    #[test]
+    fn the_spent_budget_is_read_from_the_marker_and_its_stop_is_no_requeue() {
+        let marker = |status: &str, reason: &str, field: Option<&str>| -> ExitRecord {
+            let mut v = serde_json::json!({"format_version": 1, "run_id": "r", "status": status, "reason": reason, "finished_at": "1"});
+            if let Some(f) = field {
+                v["spent_budget"] = f.into();
+            }
+            serde_json::from_value(v).expect("marker")
+        };
+        let old_timeouts = "reached the time limit 2 times (max_timeouts = 1); checkpoint at iteration 9";
+        assert_eq!(marker("failed", old_timeouts, None).spent_budget(), Some("max_timeouts"));
+        assert_eq!(marker("failed", "preempted 3 times (max_preemptions = 2)", None).spent_budget(), Some("max_preemptions"));
+        assert_eq!(marker("failed", "whatever the job says", Some("max_preemptions")).spent_budget(), Some("max_preemptions"));
+        assert_eq!(marker("failed", "plugin error: lr (max_timeouts) is odd", None).spent_budget(), None);
+        assert_eq!(marker("cancelled", old_timeouts, None).spent_budget(), None, "only a failure spends a budget");
+
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let root = tmp.path().canonicalize().expect("canonical");
+        let id = "0123456789abcdef";
+        let mut ledger = Ledger::load(&root).expect("empty ledger");
+        ledger.append(intent(0, vec![id.to_string()], None, None)).expect("intent");
+        ledger.append(LedgerEvent::Submitted { submission: 0, job_id: "77".into() }).expect("submitted");
+        let run = root.join("runs").join(id);
+        std::fs::create_dir_all(&run).expect("mkdir");
+        let stop = |it: u64| format!("{{\"format_version\":1,\"reason\":\"time_limit\",\"iteration\":{it}}}\n");
+        std::fs::write(run.join(INTERRUPTIONS_JSONL), format!("{}{}", stop(4), stop(9))).expect("interruptions");
+        let write_marker = |m: serde_json::Value| std::fs::write(run.join(EXIT_JSON), m.to_string()).expect("exit");
+        let dir = SweepDir { root: root.clone(), name: "s".into(), runs: vec![RunId::parse(id).expect("id")], job_name: "j".into() };
+        write_marker(serde_json::json!({"format_version": 1, "run_id": id, "status": "failed", "reason": old_timeouts, "finished_at": "1", "spent_budget": "max_timeouts"}));
+        let now = statuses(&dir, &ledger, Some(&[]));
+        assert_eq!((now[0].state, now[0].time_limit_requeues, now[0].spent_budget.as_deref()), (RunState::Failed, 1, Some("max_timeouts")));
+        write_marker(serde_json::json!({"format_version": 1, "run_id": id, "status": "failed", "reason": "plugin error", "finished_at": "1"}));
+        let now = statuses(&dir, &ledger, Some(&[]));
+        assert_eq!((now[0].time_limit_requeues, now[0].spent_budget.as_deref()), (2, None), "both stops were requeues");
     }
 
     /// A rerun resumes stopped runs and runs failed at a checkpointed stop (a spent budget, seen
@@ -2406,7 +2496,7 @@ mod tests {
         let back = Ledger::load(&root).expect("reload");
         assert!(!back.cancelled(0, "41"), "array 41 had ended before the cancel");
         assert!(back.cancelled(1, "42"));
-        let no_exit = |cancelled| classify(None, SlurmView::Forgotten, cancelled, false).0;
+        let no_exit = |cancelled| classify(None, SlurmView::Forgotten, RunFacts { cancelled_by_drover: cancelled, started: true, ..RunFacts::default() }).0;
         assert_eq!((no_exit(back.cancelled(0, "41")), no_exit(back.cancelled(1, "42"))), (RunState::Failed, RunState::Cancelled));
 
         // A record from before job ids: every submission up to `upto_submission`.
