@@ -128,7 +128,7 @@ const UNANSWERED: &str = "Slurm does not answer: queued, running, or ended witho
 /// Slurm lists the task again after the attempt that wrote the stop marker.
 const REQUEUED: &str = "requeued by Slurm after a SIGTERM (preemption or `scontrol requeue`)";
 
-/// What the run's own files say beyond `exit.json`, for [`classify`].
+/// What the ledger and the run's files say beyond `exit.json`, for [`classify`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RunFacts {
     /// The ledger says `drover cancel` stopped the run's array.
@@ -137,7 +137,8 @@ pub struct RunFacts {
     /// a pending task means Slurm requeued it (rather than a `drover run` resubmitting it in a
     /// new array).
     pub ran_in_listed_task: bool,
-    /// The batch script recorded an attempt of the run (`attempts.jsonl`): it started once.
+    /// The batch script recorded an attempt of the run in the array of its latest submission
+    /// (the last line of `attempts.jsonl`): the task started.
     pub started: bool,
 }
 
