@@ -85,6 +85,16 @@ fn write_executable(path: &Path, body: &str) {
     std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
 }
 
+/// A folder `dir/bin` first on PATH holding a stand-in `name` (a shell script written by
+/// `body`, which gets the real program's path): returns the PATH to run drover with.
+fn stand_in(dir: &Path, name: &str, body: impl FnOnce(&str) -> String) -> String {
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).expect("mkdir");
+    let real = String::from_utf8_lossy(&Command::new("sh").args(["-c", &format!("command -v {name}")]).output().expect("sh").stdout).trim().to_string();
+    write_executable(&bin.join(name), &body(&real));
+    format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default())
+}
+
 fn squeue_names(name: &str) -> String {
     let out = Command::new("squeue").args(["--noheader", "--states=all", "--format=%i %T"]).arg(format!("--name={name}")).output().expect("squeue");
     String::from_utf8_lossy(&out.stdout).to_string()
@@ -610,24 +620,19 @@ fn a_dry_run_asks_an_unreachable_slurm_once() {
 fn a_waiting_drover_run_outlives_a_short_controller_outage() {
     slurm_up();
     let tmp = tempfile::tempdir().expect("tempdir");
-    let bin = tmp.path().join("bin");
-    std::fs::create_dir_all(&bin).expect("mkdir");
     let down = tmp.path().join("controller-down");
-    let real = String::from_utf8_lossy(&Command::new("sh").args(["-c", "command -v squeue"]).output().expect("sh").stdout).trim().to_string();
-    write_executable(
-        &bin.join("squeue"),
-        &format!(
+    let path = stand_in(tmp.path(), "squeue", |real| {
+        format!(
             "#!/bin/sh\nif [ -e '{}' ]; then echo 'slurm_load_jobs error: Unable to contact slurm controller (connect failure)' >&2; exit 1; fi\nexec '{real}' \"$@\"\n",
             down.display()
-        ),
-    );
+        )
+    });
     let sweep = drover_tests::write_sweep(
         tmp.path(),
         "name = \"outage\"\nbackend = \"slurm\"\n[run]\nenv = \"CartPole-v1\"\nplugin = \"ppo\"\nnum_envs = 8\nnum_steps = 128\ntotal_steps = 3000000\n\
          [sweep]\nseeds = [1]\n[slurm]\npoll_seconds = 0.5\n",
     );
     let results = tmp.path().join("r");
-    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
     let driver = drover().arg("run").arg(&sweep).arg("--results").arg(&results).env("PATH", &path).stderr(std::process::Stdio::piped()).spawn().expect("spawn");
     wait_until("a running task", Duration::from_secs(60), || {
         results.join("sweep.json").is_file() && states(&status_json(&results)).iter().any(|s| s == "running")
@@ -658,10 +663,9 @@ fn status_without_an_answering_controller_reports_what_the_markers_settle() {
     );
     let results = tmp.path().join("r");
     run_ok(drover().arg("run").arg(&sweep).arg("--results").arg(&results));
-    let bin = tmp.path().join("bin");
-    std::fs::create_dir_all(&bin).expect("mkdir");
-    write_executable(&bin.join("squeue"), "#!/bin/sh\necho 'slurm_load_jobs error: Unable to contact slurm controller (connect failure)' >&2\nexit 1\n");
-    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let path = stand_in(tmp.path(), "squeue", |_| {
+        "#!/bin/sh\necho 'slurm_load_jobs error: Unable to contact slurm controller (connect failure)' >&2\nexit 1\n".into()
+    });
     let down = |json: bool| {
         let mut cmd = drover();
         cmd.arg("status").arg(&results).env("PATH", &path);
@@ -697,25 +701,20 @@ fn status_without_an_answering_controller_reports_what_the_markers_settle() {
 fn status_beside_a_submitting_drover_run_shows_the_array_and_leaves_its_record_to_the_run() {
     slurm_up();
     let tmp = tempfile::tempdir().expect("tempdir");
-    let bin = tmp.path().join("bin");
-    std::fs::create_dir_all(&bin).expect("mkdir");
     let (submitted, go) = (tmp.path().join("submitted"), tmp.path().join("go"));
-    let real = String::from_utf8_lossy(&Command::new("sh").args(["-c", "command -v sbatch"]).output().expect("sh").stdout).trim().to_string();
-    write_executable(
-        &bin.join("sbatch"),
-        &format!(
+    let path = stand_in(tmp.path(), "sbatch", |real| {
+        format!(
             "#!/bin/sh\nout=$('{real}' \"$@\")\nrc=$?\ntouch '{}'\nn=0\nwhile [ ! -e '{}' ] && [ $n -lt 600 ]; do sleep 0.1; n=$((n+1)); done\necho \"$out\"\nexit $rc\n",
             submitted.display(),
             go.display()
-        ),
-    );
+        )
+    });
     let sweep = drover_tests::write_sweep(
         tmp.path(),
         "name = \"inflight\"\nbackend = \"slurm\"\n[run]\nenv = \"CartPole-v1\"\nplugin = \"ppo\"\nnum_envs = 4\nnum_steps = 64\ntotal_steps = 2048\n\
          [sweep]\nseeds = [1]\n[slurm]\npoll_seconds = 0.5\n",
     );
     let results = tmp.path().join("r");
-    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
     let err = tmp.path().join("run.err");
     let mut driver = KillOnDrop(
         drover()
