@@ -3,6 +3,9 @@
 //! **Scope:** covariances, `N` and the selection are computed over the valid tokens of the loss
 //! minibatch the host passes (one optimizer minibatch of whole sequences), not verl's per-GPU
 //! micro-batch (a decision of drover's, as the host has no micro-batches); the two agree when the micro-batch is the minibatch.
+//! Under MPI every rank computes the loss of the whole global minibatch, so the selection is
+//! over all ranks' tokens rather than ALGORITHMS.md §7's "per rank": the same tokens whatever
+//! the number of ranks, and the runs of a sweep compare across `run.ranks`.
 
 use drover_plugin_api::{
     llm::{approx_kl, clipped_surrogate, token_covariance, ClipRange, LossAggMode, LossWeights},

@@ -194,12 +194,12 @@ impl AlgorithmImpl for Dapo {
         .param(ParamSpec::bool(
             "dynamic_sampling",
             true,
-            "Refuse prompt groups whose rewards are all equal (all 0 or all 1), so the host generates more until the batch fills (DAPO dynamic sampling; the host caps the retries); false: keep every group.",
+            "Refuse prompt groups whose rewards are all equal (all 0 or all 1), so the host generates more until the batch fills (DAPO dynamic sampling). The host generates at most run.max_gen_batches batches per iteration, 1 unless set (then refused groups are weight-0 padding): set it (DAPO's scripts: 10) for the refill. false: keep every group.",
         ))
         .param(
             ParamSpec::optional_float(
                 "max_response_len",
-                "L_max of the overlong reward shaping, in tokens (DAPO: 20480); null: no shaping.",
+                "L_max of the overlong reward shaping, in tokens (DAPO: 20480 with a 4096 ramp); null: no shaping, the default, since drover's sequence tasks have fixed-length responses that no shaping would tell apart.",
             )
             .min(1.0),
         )

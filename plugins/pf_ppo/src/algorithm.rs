@@ -8,7 +8,7 @@
 
 use drover_plugin_api::{
     llm::{
-        clipped_policy_loss, outcome_advantages, sequence_scores, Baseline, PolicyLossConfig,
+        clipped_policy_loss_with_copies, outcome_advantages, sequence_scores, Baseline, PolicyLossConfig,
         PolicyLossDefaults, PolicyLossKey as K, PolicyLossParams, PolicyLossSettings,
     },
     AlgorithmImpl, LossOutputs, Metric, Minibatch, ParamSpec, Params, PluginError, PluginInfo,
@@ -143,26 +143,10 @@ impl AlgorithmImpl for PfPpo {
         mb: &Minibatch<'_>,
         out: &mut LossOutputs<'_>,
     ) -> Result<Vec<Metric>, PluginError> {
-        let copies = self.sequence_copies(mb)?;
-        // Each token counts as many times as its response is expected to be drawn: the host's
-        // weight times the copies, inside the aggregation (so token-mean is the weighted mean a
-        // resampled batch averages to).
-        let weights: Vec<f32> = mb
-            .token_weights
-            .iter()
-            .zip(mb.seq_index)
-            .map(|(&w, &s)| {
-                let c = copies[s as usize];
-                if w > 0.0 && c > 0.0 {
-                    w * c
-                } else {
-                    0.0
-                }
-            })
-            .collect();
-        let mut weighted = mb.clone();
-        weighted.token_weights = &weights;
-        let stats = clipped_policy_loss(NAME, &self.config.loss, &weighted, out)?;
+        // Each response counts as many times as it is expected to be drawn, under every
+        // aggregation mode: the loss a resampled batch averages to.
+        let copies: Vec<f64> = self.sequence_copies(mb)?.into_iter().map(f64::from).collect();
+        let stats = clipped_policy_loss_with_copies(NAME, &self.config.loss, mb, Some(&copies), out)?;
         Ok(stats.map(|s| s.metrics()).unwrap_or_default())
     }
 }
@@ -282,6 +266,34 @@ mod tests {
         let mut out = LossOutputs { loss: &mut loss, d_logp: &mut d, d_value: &mut dv, d_entropy: &mut de };
         let e = AlgorithmImpl::loss(&mut p, &mb, &mut out).expect_err("unknown sequence");
         assert!(e.message().contains("rollout sequence 3, but the last `compute_advantages` saw 3"), "{e}");
+    }
+
+    /// Under seq-mean-token-mean the copies weigh each response's token mean, as resampling
+    /// does: folded into the token weights they cancelled in `1/|o_s|`, and the loss was
+    /// unweighted. Two 2-token responses, 3 copies and 1, ratio 1: a resampled minibatch of
+    /// 4 draws gives each token of the first `3/(4·2)` and of the second `1/(4·2)`.
+    #[test]
+    fn copies_weigh_responses_under_seq_mean_token_mean() {
+        let mut p = make(r#"{"loss_agg_mode": "seq-mean-token-mean"}"#).expect("valid");
+        p.copies = vec![3.0, 1.0];
+        let logp = [-1.0f32; 4];
+        let mut mb = Minibatch::new();
+        mb.logp_new = &logp;
+        mb.logp_old = &logp;
+        mb.advantages = &[1.0, 1.0, -1.0, -1.0];
+        mb.token_weights = &[1.0; 4];
+        mb.seq_index = &[0, 0, 1, 1];
+        mb.num_sequences = 2;
+        mb.rollout_index = Some(&[0, 1]);
+        let (mut loss, mut d, mut dv, mut de) = ([0.0f32; 4], [0.0f32; 4], [0.0f32; 4], [0.0f32; 4]);
+        let mut out = LossOutputs { loss: &mut loss, d_logp: &mut d, d_value: &mut dv, d_entropy: &mut de };
+        AlgorithmImpl::loss(&mut p, &mb, &mut out).expect("runs");
+        for (x, e) in loss.iter().zip([-0.375, -0.375, 0.125, 0.125]) {
+            assert!((f64::from(*x) - e).abs() < 1e-6, "{loss:?}");
+        }
+        for (x, e) in d.iter().zip([-0.375, -0.375, 0.125, 0.125]) {
+            assert!((f64::from(*x) - e).abs() < 1e-6, "{d:?}");
+        }
     }
 
     #[test]

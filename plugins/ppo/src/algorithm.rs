@@ -27,6 +27,9 @@ pub struct PpoConfig {
     pub norm_adv: bool,
     /// Stop an iteration's epochs once approx_kl exceeds this.
     pub target_kl: Option<f64>,
+    /// Bootstrap a truncated episode's last step from V(final observation); false treats
+    /// truncation as termination, CleanRL's rule (`next_done = terminations | truncations`).
+    pub bootstrap_truncated: bool,
 }
 
 impl Default for PpoConfig {
@@ -40,6 +43,7 @@ impl Default for PpoConfig {
             vf_coef: 0.5,
             norm_adv: true,
             target_kl: None,
+            bootstrap_truncated: true,
         }
     }
 }
@@ -56,6 +60,7 @@ impl PpoConfig {
             vf_coef: p.f64("vf_coef")? as f32,
             norm_adv: p.bool("norm_adv")?,
             target_kl: p.opt_f64("target_kl")?,
+            bootstrap_truncated: p.bool("bootstrap_truncated")?,
         })
     }
 }
@@ -83,7 +88,7 @@ impl AlgorithmImpl for Ppo {
         PluginInfo::new(
             "ppo",
             env!("CARGO_PKG_VERSION"),
-            "PPO with GAE(λ), CleanRL conventions",
+            "PPO with GAE(λ), CleanRL conventions (a truncated episode bootstraps from its final observation unless bootstrap_truncated = false)",
         )
         .param(ParamSpec::float("gamma", 0.99, "Discount factor γ.").range(0.0, 1.0))
         .param(
@@ -117,10 +122,15 @@ impl AlgorithmImpl for Ppo {
         .param(
             ParamSpec::optional_float(
                 "target_kl",
-                "Stop the iteration's remaining epochs once approx_kl exceeds this (null: never).",
+                "Stop the iteration's remaining epochs once the last minibatch's approx_kl exceeds this, as CleanRL does (null: never).",
             )
             .min(0.0),
         )
+        .param(ParamSpec::bool(
+            "bootstrap_truncated",
+            true,
+            "Bootstrap a time-limit-truncated episode's last step from V(final observation) (Pardo et al. 2018); false: treat truncation as termination, CleanRL's rule, to reproduce its numbers.",
+        ))
     }
 
     fn new(params: &Params, _seed: u64) -> Result<Self, PluginError> {
@@ -150,9 +160,10 @@ impl AlgorithmImpl for Ppo {
         Ok(stats.map(|s| s.metrics()).unwrap_or_default())
     }
 
-    /// CleanRL (L292-293) breaks after an epoch whose approx_kl exceeds `target_kl`. The host's
-    /// `approx_kl` metric is used when given (all-reduced, so every rank decides alike);
-    /// otherwise this instance's last minibatch value, which is CleanRL's exact input.
+    /// CleanRL (L292-293) breaks after an epoch whose approx_kl exceeds `target_kl`, judged on
+    /// the epoch's last minibatch: this instance's last value, the same on every rank (each
+    /// computes the loss of the whole global minibatch). The host's epoch mean of `approx_kl`
+    /// only stands in when this instance computed none.
     fn on_epoch_end(&mut self, _epoch: u32, metrics: &[Metric]) -> Result<bool, PluginError> {
         let Some(target) = self.config.target_kl else {
             return Ok(true);
@@ -161,7 +172,7 @@ impl AlgorithmImpl for Ppo {
             .iter()
             .find(|m| m.name.as_str() == "approx_kl")
             .map(|m| m.value);
-        Ok(match host_kl.or(self.last_approx_kl) {
+        Ok(match self.last_approx_kl.or(host_kl) {
             Some(kl) => kl <= target,
             None => true,
         })
@@ -191,11 +202,15 @@ mod tests {
     fn target_kl_stops_epochs() {
         let mut ppo = make(r#"{"target_kl": 0.01}"#).expect("valid");
         let kl = |v| vec![Metric::new("approx_kl", v)];
+        // Before any minibatch of its own, the host's epoch mean stands in.
         assert_eq!(ppo.on_epoch_end(0, &kl(0.005)).ok(), Some(true));
         assert_eq!(ppo.on_epoch_end(0, &kl(0.02)).ok(), Some(false));
-        // Without a host metric the last minibatch's value decides.
+        // The last minibatch's value decides, as in CleanRL, whatever the epoch's mean.
         ppo.last_approx_kl = Some(0.5);
         assert_eq!(ppo.on_epoch_end(1, &[]).ok(), Some(false));
+        assert_eq!(ppo.on_epoch_end(1, &kl(0.001)).ok(), Some(false));
+        ppo.last_approx_kl = Some(0.001);
+        assert_eq!(ppo.on_epoch_end(1, &kl(0.5)).ok(), Some(true));
         let mut never = make("{}").expect("valid");
         assert_eq!(never.on_epoch_end(0, &kl(10.0)).ok(), Some(true));
     }

@@ -13,8 +13,8 @@ use crate::algorithm::PpoConfig;
 /// end). `next_value_t` is the host's V(s_{t+1}) of the true next state, so a truncated or cut
 /// step bootstraps from it. Padding gets `A = returns = 0`.
 ///
-/// CleanRL's numbers are reproduced when the host treats truncation as termination
-/// (`terminated = done_after`, `truncated = 0`), as CleanRL does.
+/// With `bootstrap_truncated` false a truncated step counts as terminated (no bootstrap), which
+/// is CleanRL's rule (`next_done = terminations | truncations`) and reproduces its numbers.
 ///
 /// # Errors
 /// `invalid_input` when the batch lacks `values`, `next_values`, `terminated` or `truncated`.
@@ -43,8 +43,9 @@ pub fn gae(
                 next_adv = 0.0;
                 continue;
             }
-            let term = terminated[i] > 0.5;
-            let cut = term || truncated[i] > 0.5 || t + 1 == t_len || mask[i + 1] <= 0.0;
+            let trunc = truncated[i] > 0.5;
+            let term = terminated[i] > 0.5 || (trunc && !cfg.bootstrap_truncated);
+            let cut = term || trunc || t + 1 == t_len || mask[i + 1] <= 0.0;
             let not_terminal = if term { 0.0 } else { 1.0 };
             let delta = f64::from(rewards[i]) + gamma * f64::from(next_values[i]) * not_terminal
                 - f64::from(values[i]);
@@ -104,6 +105,16 @@ mod tests {
         assert!(
             close(&ret, &[1.25, 0.0, 2.75, 2.0, 2.5, 1.75, 2.0, 0.0]),
             "{ret:?}"
+        );
+        // CleanRL's rule: the truncated step is terminal, A4 = 1 − 1 = 0; nothing else moves.
+        let cleanrl = PpoConfig {
+            bootstrap_truncated: false,
+            ..cfg
+        };
+        gae(&cleanrl, &batch, &mut adv, &mut ret).expect("gae runs");
+        assert!(
+            close(&adv, &[0.75, -1.0, 2.25, 1.0, 0.0, 0.75, 1.0, 0.0]),
+            "{adv:?}"
         );
     }
 
@@ -179,6 +190,33 @@ mod tests {
         assert!(close(&adv, &expected), "{adv:?}\n{expected:?}");
         let expected_ret: Vec<f32> = expected.iter().zip(&values).map(|(a, v)| a + v).collect();
         assert!(close(&ret, &expected_ret));
+
+        // The flags a drover host sends: some episodes end truncated, with V(final observation)
+        // as their next value. `bootstrap_truncated = false` gives CleanRL's numbers all the same;
+        // the default bootstraps there, so it does not.
+        let truncated: Vec<f32> = done_after
+            .iter()
+            .enumerate()
+            .map(|(t, &d)| if d > 0.5 && t % 2 == 0 { 1.0 } else { 0.0 })
+            .collect();
+        assert!(truncated.contains(&1.0), "the case has a truncated step");
+        let terminated: Vec<f32> = done_after.iter().zip(&truncated).map(|(d, tr)| d - tr).collect();
+        let final_obs_values: Vec<f32> = next_values
+            .iter()
+            .zip(&truncated)
+            .map(|(&v, &tr)| if tr > 0.5 { 5.0 } else { v })
+            .collect();
+        batch.terminated = &terminated;
+        batch.truncated = &truncated;
+        batch.next_values = &final_obs_values;
+        let cleanrl = PpoConfig {
+            bootstrap_truncated: false,
+            ..PpoConfig::default()
+        };
+        gae(&cleanrl, &batch, &mut adv, &mut ret).expect("gae runs");
+        assert!(close(&adv, &expected), "{adv:?}\n{expected:?}");
+        gae(&PpoConfig::default(), &batch, &mut adv, &mut ret).expect("gae runs");
+        assert!(!close(&adv, &expected), "the default bootstraps truncated steps");
     }
 
     #[test]

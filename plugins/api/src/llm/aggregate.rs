@@ -113,10 +113,40 @@ pub fn aggregation_weights(
     mb: &Minibatch<'_>,
     loss_scale_factor: Option<f64>,
 ) -> Result<Vec<f64>, PluginError> {
+    aggregation_weights_with_copies(mode, mb, loss_scale_factor, None)
+}
+
+/// [`aggregation_weights`] when sequence `s` counts `copies[s]` times (`[num_sequences]`, ≥ 0):
+/// the weights a minibatch holding `copies[s]` draws of each sequence would give, as a
+/// resampling algorithm (PF-PPO) averages to. With `c_s` the copies, `|o_s|` the sequence's token
+/// weight and `D = Σ c_s` over sequences with a valid token (the draws):
+/// token-mean `c_s·m_t / Σ_s c_s·|o_s|`, seq-mean-token-mean `c_s·m_t / (D·|o_s|)`,
+/// seq-mean-token-sum `c_s·m_t / D`, seq-mean-token-sum-norm `c_s·m_t / C`. The copies scale a
+/// sequence's tokens, not its length: folded into the token weights instead, they would cancel
+/// in seq-mean-token-mean's `1/|o_s|`. `None` is one copy each, [`aggregation_weights`].
+///
+/// # Errors
+/// `invalid_params` (`loss_scale_factor`) when the given factor is not positive;
+/// `invalid_input` when `copies` is not `[num_sequences]` of finite values ≥ 0.
+pub fn aggregation_weights_with_copies(
+    mode: LossAggMode,
+    mb: &Minibatch<'_>,
+    loss_scale_factor: Option<f64>,
+    copies: Option<&[f64]>,
+) -> Result<Vec<f64>, PluginError> {
+    if let Some(c) = copies {
+        if c.len() != mb.num_sequences || c.iter().any(|x| !x.is_finite() || *x < 0.0) {
+            return Err(PluginError::invalid_input(format!(
+                "sequence copies must be {} finite values >= 0 (one per sequence), got {c:?}",
+                mb.num_sequences
+            )));
+        }
+    }
+    let copies_of = |s: usize| copies.map_or(1.0, |c| c[s]);
     let m = mb.len();
     let tw = |i: usize| {
         let w = f64::from(mb.token_weights[i]);
-        if w > 0.0 {
+        if w > 0.0 && copies_of(mb.seq_index[i] as usize) > 0.0 {
             w
         } else {
             0.0
@@ -129,8 +159,8 @@ pub fn aggregation_weights(
         seq_sum[s] += tw(i);
         seq_tokens[s] += 1;
     }
-    let nonempty = seq_sum.iter().filter(|&&x| x > 0.0).count() as f64;
-    let total: f64 = seq_sum.iter().sum();
+    let draws: f64 = (0..mb.num_sequences).filter(|&s| seq_sum[s] > 0.0).map(copies_of).sum();
+    let total: f64 = (0..mb.num_sequences).map(|s| copies_of(s) * seq_sum[s]).sum();
     if total <= 0.0 {
         return Ok(vec![0.0; m]);
     }
@@ -153,11 +183,13 @@ pub fn aggregation_weights(
             if w <= 0.0 {
                 return 0.0;
             }
+            let s = mb.seq_index[i] as usize;
+            let cw = copies_of(s) * w;
             match mode {
-                LossAggMode::TokenMean => w / total,
-                LossAggMode::SeqMeanTokenMean => w / (nonempty * seq_sum[mb.seq_index[i] as usize]),
-                LossAggMode::SeqMeanTokenSum => w / nonempty,
-                LossAggMode::SeqMeanTokenSumNorm => w / scale,
+                LossAggMode::TokenMean => cw / total,
+                LossAggMode::SeqMeanTokenMean => cw / (draws * seq_sum[s]),
+                LossAggMode::SeqMeanTokenSum => cw / draws,
+                LossAggMode::SeqMeanTokenSumNorm => cw / scale,
             }
         })
         .collect())
@@ -199,6 +231,53 @@ mod tests {
 
     fn close(a: &[f64], b: &[f64]) -> bool {
         a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-12)
+    }
+
+    /// Copies give the weights of the minibatch that holds each sequence that many times, in
+    /// every mode: sequences s0 (3 valid tokens), s1 (1 valid, 1 padding) and s2 (2 valid)
+    /// with copies 2, 1 and 0 weigh as the minibatch s0, s0, s1.
+    #[test]
+    fn copies_weigh_as_the_resampled_minibatch_in_every_mode() {
+        let zeros = [0.0f32; 12];
+        let make = |tw: &'static [f32], seq_index: &'static [u32], n: usize| {
+            let mut mb = Minibatch::new();
+            mb.logp_new = &zeros[..tw.len()];
+            mb.logp_old = &zeros[..tw.len()];
+            mb.advantages = &zeros[..tw.len()];
+            mb.token_weights = tw;
+            mb.seq_index = seq_index;
+            mb.num_sequences = n;
+            mb
+        };
+        let original = make(&[1.0, 1.0, 1.0, 1.0, 0.0, 1.0, 1.0], &[0, 0, 0, 1, 1, 2, 2], 3);
+        let resampled = make(
+            &[1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0],
+            &[0, 0, 0, 1, 1, 1, 2, 2],
+            3,
+        );
+        for mode in LossAggMode::ALL {
+            for factor in [None, Some(8.0)] {
+                let got = aggregation_weights_with_copies(mode, &original, factor, Some(&[2.0, 1.0, 0.0]))
+                    .expect("weights");
+                let want = aggregation_weights(mode, &resampled, factor).expect("weights");
+                // Token i of s0 has two copies (tokens i and 3 + i of the resampled minibatch).
+                let merged = [
+                    want[0] + want[3],
+                    want[1] + want[4],
+                    want[2] + want[5],
+                    want[6],
+                    want[7],
+                    0.0,
+                    0.0,
+                ];
+                assert!(close(&got, &merged), "{mode} {factor:?}: {got:?} vs {merged:?}");
+            }
+            let ones = aggregation_weights_with_copies(mode, &original, None, Some(&[1.0; 3])).expect("weights");
+            assert_eq!(ones, aggregation_weights(mode, &original, None).expect("weights"), "{mode}");
+        }
+        let bad = aggregation_weights_with_copies(LossAggMode::TokenMean, &original, None, Some(&[1.0, -1.0, 1.0]));
+        assert!(bad.is_err_and(|e| e.message().contains("finite values >= 0")));
+        assert!(aggregation_weights_with_copies(LossAggMode::TokenMean, &original, None, Some(&[1.0])).is_err());
     }
 
     #[test]

@@ -41,12 +41,16 @@ pub use self::{
         outcome_advantages, rloo_advantages, sequence_scores, Baseline, GroupStats, GRPO_EPS,
     },
     aggregate::{
-        aggregation_weights, loss_scale_factor_from_params, valid_token_mean, LossAggMode,
+        aggregation_weights, aggregation_weights_with_copies, loss_scale_factor_from_params,
+        valid_token_mean, LossAggMode,
     },
     cov::token_covariance,
     kl::{approx_kl, k3_kl, K3_EXPONENT_CLAMP, K3_VALUE_CLAMP},
     params::{PolicyLossDefaults, PolicyLossKey, PolicyLossParams, PolicyLossSettings},
-    policy_loss::{clipped_policy_loss, require_reference, PolicyLossConfig, PolicyLossStats},
+    policy_loss::{
+        clipped_policy_loss, clipped_policy_loss_with_copies, require_reference, PolicyLossConfig,
+        PolicyLossStats,
+    },
     surrogate::{clipped_surrogate, ClipRange, Surrogate, LOG_RATIO_CLAMP},
     token_loss::LossWeights,
 };

@@ -75,7 +75,7 @@ impl PolicyLossKey {
             Self::ClipRatio => "Clip range ε of the probability ratio (ε_low, and ε_high unless clip_ratio_high is set); 0.2 in the GRPO paper and verl.",
             Self::ClipRatioHigh => "Upper clip range ε_high for clip-higher (DAPO, arXiv 2503.14476: 0.28); null: equal to clip_ratio.",
             Self::ClipRatioC => "Dual-clip constant c > 1 capping negative-advantage token losses at −A·c (verl clip_ratio_c, 3.0 there; DAPO recipes 10); null: no dual clip, as in the GRPO paper.",
-            Self::KlCoef => "β of the k3 KL penalty to the reference policy (verl kl_loss_coef, low_var_kl); 0 as in verl and TRL, the GRPO paper used 0.04; > 0 needs run.reference_policy = \"initial\".",
+            Self::KlCoef => "β of the k3 KL penalty to the reference policy (verl kl_loss_coef, low_var_kl); 0 as in TRL and in verl without use_kl_loss (verl's kl_loss_coef is 0.001 when on), the GRPO paper used 0.04; > 0 needs run.reference_policy = \"initial\".",
             Self::LossAggMode => "Loss aggregation: token-mean (verl default, DAPO), seq-mean-token-mean (the GRPO paper), seq-mean-token-sum, or seq-mean-token-sum-norm (Dr. GRPO, with loss_scale_factor).",
             Self::LossScaleFactor => "Divisor C of seq-mean-token-sum-norm (Dr. GRPO, arXiv 2503.20783: the generation budget); null: the padded response length T, as verl.",
             Self::NormAdvByStd => "Divide group-centred scores by the group's unbiased std + 1e-6 (GRPO; verl norm_adv_by_std_in_grpo); false gives Dr. GRPO's r − mean.",

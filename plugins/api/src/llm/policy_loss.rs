@@ -119,8 +119,32 @@ pub fn clipped_policy_loss(
     mb: &Minibatch<'_>,
     out: &mut LossOutputs<'_>,
 ) -> Result<Option<PolicyLossStats>, PluginError> {
+    clipped_policy_loss_with_copies(algorithm, cfg, mb, None, out)
+}
+
+/// [`clipped_policy_loss`] when sequence `s` counts `copies[s]` times: the loss of the
+/// minibatch resampled by the copies (PF-PPO), under every aggregation mode (see
+/// [`LossWeights::with_copies`]). `None` is [`clipped_policy_loss`].
+///
+/// # Errors
+/// Those of [`clipped_policy_loss`], and `invalid_input` for copies that are not one finite
+/// value ≥ 0 per sequence.
+pub fn clipped_policy_loss_with_copies(
+    algorithm: &str,
+    cfg: &PolicyLossConfig,
+    mb: &Minibatch<'_>,
+    copies: Option<&[f64]>,
+    out: &mut LossOutputs<'_>,
+) -> Result<Option<PolicyLossStats>, PluginError> {
     require_reference(algorithm, cfg.kl_coef, mb.logp_ref)?;
-    let Some(lw) = LossWeights::new(algorithm, mb, cfg.agg, cfg.loss_scale_factor, cfg.ent_coef)?
+    let Some(lw) = LossWeights::with_copies(
+        algorithm,
+        mb,
+        cfg.agg,
+        cfg.loss_scale_factor,
+        cfg.ent_coef,
+        copies,
+    )?
     else {
         return Ok(None);
     };

@@ -6,7 +6,7 @@ use crate::{
     error::PluginError,
 };
 
-use super::aggregate::{aggregation_weights, valid_token_mean, LossAggMode};
+use super::aggregate::{aggregation_weights_with_copies, valid_token_mean, LossAggMode};
 
 /// The weights of one minibatch's token loss, from [`LossWeights::new`]: a loss computes its
 /// term `l_t` and derivative `∂l_t` for each token with [`LossWeights::is_valid`], and hands
@@ -41,23 +41,46 @@ impl<'a> LossWeights<'a> {
         loss_scale_factor: Option<f64>,
         ent_coef: f64,
     ) -> Result<Option<Self>, PluginError> {
+        Self::with_copies(algorithm, mb, agg, loss_scale_factor, ent_coef, None)
+    }
+
+    /// [`LossWeights::new`] when sequence `s` counts `copies[s]` times (see
+    /// [`aggregation_weights_with_copies`](super::aggregation_weights_with_copies)): the loss
+    /// and its token-mean diagnostics are those of a minibatch resampled by the copies.
+    ///
+    /// # Errors
+    /// Those of [`LossWeights::new`], and `invalid_input` for copies that are not one finite
+    /// value ≥ 0 per sequence.
+    pub fn with_copies(
+        algorithm: &str,
+        mb: &Minibatch<'a>,
+        agg: LossAggMode,
+        loss_scale_factor: Option<f64>,
+        ent_coef: f64,
+        copies: Option<&[f64]>,
+    ) -> Result<Option<Self>, PluginError> {
         let entropy = if ent_coef != 0.0 {
             Minibatch::require(algorithm, "entropy_new", mb.entropy_new)?
         } else {
             mb.entropy_new
         };
-        let w = aggregation_weights(agg, mb, loss_scale_factor)?;
-        let tm = aggregation_weights(LossAggMode::TokenMean, mb, None)?;
+        let w = aggregation_weights_with_copies(agg, mb, loss_scale_factor, copies)?;
+        let tm = aggregation_weights_with_copies(LossAggMode::TokenMean, mb, None, copies)?;
         let n_valid = tm.iter().filter(|&&x| x > 0.0).count();
         if n_valid == 0 {
             return Ok(None);
         }
+        let mean_entropy = match copies {
+            None => valid_token_mean(entropy, mb.token_weights),
+            Some(_) => (!entropy.is_empty())
+                .then(|| tm.iter().zip(entropy).map(|(w, &h)| w * f64::from(h)).sum()),
+        };
         Ok(Some(Self {
             agg: w,
             token_mean: tm,
             n_valid,
             entropy,
-            mean_entropy: valid_token_mean(entropy, mb.token_weights),
+            mean_entropy,
             ent_coef,
         }))
     }
