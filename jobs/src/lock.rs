@@ -2,7 +2,9 @@
 //!
 //! The lock says "a job is writing this run directory". The kernel drops it when the last
 //! descriptor of its open file goes away, so it is released on any death, `SIGKILL` included,
-//! and can never go stale. `drover run` reads it before touching a run directory: a run whose
+//! and can never go stale (over NFS, a crashed node's lock lasts until the server's lease ends).
+//! A filesystem without locks gives [`JobLockError::Unsupported`], which the job warns about
+//! and runs on. `drover run` reads it before touching a run directory: a run whose
 //! lock is held is still running elsewhere (an orphan of a killed `drover run`, say) and is
 //! neither archived nor relaunched (docs/design/results-layout.md, "Crash consistency").
 //!
@@ -38,6 +40,14 @@ pub enum JobLockError {
         /// What the holder wrote about itself.
         holder: String,
     },
+    /// The filesystem does not do `flock` (Lustre mounted `noflock`, NFS mounted `nolock`).
+    #[error("the filesystem of `{}` does not support file locks ({source})", path.display())]
+    Unsupported {
+        /// The lock file.
+        path: PathBuf,
+        /// The OS error (`ENOSYS`, `ENOLCK`, `EOPNOTSUPP`).
+        source: std::io::Error,
+    },
     /// The lock file could not be opened, locked or written.
     #[error("cannot lock `{}`: {source}", path.display())]
     Io {
@@ -69,6 +79,9 @@ pub fn acquire(dir: &Path) -> Result<JobLock, JobLockError> {
     let io = |source| JobLockError::Io { path: path.clone(), source };
     let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(io)?;
     if let Err(err) = flock_exclusive(&file) {
+        if locks_unsupported(&err) {
+            return Err(JobLockError::Unsupported { path, source: err });
+        }
         if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
             return Err(io(err));
         }
@@ -105,6 +118,12 @@ fn inherited(path: &Path) -> Option<File> {
     // SAFETY: the descriptor is open (fstat succeeded), refers to our lock file, and nothing
     // else in this process owns it: it was inherited across exec for exactly this purpose.
     Some(unsafe { File::from_raw_fd(fd) })
+}
+
+/// Whether `flock` failed because the filesystem does not do locks at all, rather than because
+/// the lock is taken or the file is unusable.
+pub fn locks_unsupported(err: &std::io::Error) -> bool {
+    matches!(err.raw_os_error(), Some(libc::ENOSYS | libc::ENOLCK | libc::EOPNOTSUPP))
 }
 
 fn flock_exclusive(file: &File) -> std::io::Result<()> {

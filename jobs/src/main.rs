@@ -119,6 +119,12 @@ fn main() -> ExitCode {
     let _job_lock = if spec.run.ranks <= 1 {
         match drover_job::lock::acquire(&out) {
             Ok(lock) => Some(lock),
+            // Refusing would fail every run of a sweep on such a filesystem, each retried in
+            // vain; under Slurm the array task already keeps a single writer per run.
+            Err(e @ drover_job::lock::JobLockError::Unsupported { .. }) => {
+                say!("drover-job: warning: {e}; running without the run lock, so keep one drover run per results directory");
+                None
+            }
             Err(e) => {
                 say!("drover-job: {e}");
                 return ExitCode::from(exit_codes::USAGE);

@@ -64,19 +64,34 @@ pub fn acquire(dir: &Path, command: &str) -> Result<RunLock, LockError> {
     // SAFETY: flock on a descriptor this function owns; no memory is passed.
     if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
         let err = std::io::Error::last_os_error();
-        if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
+        if locks_unsupported(&err) {
+            // Refusing would make drover unusable there; the holder's details are still
+            // written, so `drover status` names the run that works on the directory.
+            tracing::warn!(
+                "the filesystem of `{}` does not support file locks ({err}): nothing stops a second `drover run` on these results, so start only one",
+                path.display()
+            );
+        } else if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
             return Err(io(err));
+        } else {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = holder.lines().collect::<Vec<_>>().join(", ");
+            let holder = if holder.is_empty() { "a process that has not written its details yet".into() } else { holder };
+            return Err(LockError::Busy { dir: dir.to_path_buf(), holder });
         }
-        let mut holder = String::new();
-        let _ = file.read_to_string(&mut holder);
-        let holder = holder.lines().collect::<Vec<_>>().join(", ");
-        let holder = if holder.is_empty() { "a process that has not written its details yet".into() } else { holder };
-        return Err(LockError::Busy { dir: dir.to_path_buf(), holder });
     }
     let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let text = format!("pid {}\nhost {}\nsince {}\ncommand {command}\n", std::process::id(), hostname(), utc_text(since));
     file.set_len(0).and_then(|()| file.rewind()).and_then(|()| file.write_all(text.as_bytes())).map_err(io)?;
     Ok(RunLock { _file: file, path })
+}
+
+/// Whether `flock` failed because the filesystem does not do locks at all (Lustre mounted
+/// `noflock`, NFS mounted `nolock`: `ENOSYS`, `ENOLCK`, `EOPNOTSUPP`), rather than because the
+/// lock is taken.
+pub fn locks_unsupported(err: &std::io::Error) -> bool {
+    matches!(err.raw_os_error(), Some(libc::ENOSYS | libc::ENOLCK | libc::EOPNOTSUPP))
 }
 
 /// The live holder of a lock file, as it described itself.
@@ -152,6 +167,18 @@ fn hostname() -> String {
 
 #[cfg(test)]
 mod tests {
+    /// A filesystem without locks is told apart from a lock that is taken: the first is
+    /// warned about and gone past, the second refuses.
+    #[test]
+    fn a_filesystem_without_locks_is_not_a_busy_lock() {
+        for errno in [libc::ENOSYS, libc::ENOLCK, libc::EOPNOTSUPP] {
+            assert!(locks_unsupported(&std::io::Error::from_raw_os_error(errno)), "{errno}");
+        }
+        for errno in [libc::EWOULDBLOCK, libc::EACCES, libc::EBADF] {
+            assert!(!locks_unsupported(&std::io::Error::from_raw_os_error(errno)), "{errno}");
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -522,9 +522,10 @@ fn use_slurm(arg: Option<BackendArg>, plan: &plan::Plan) -> bool {
 }
 
 /// What a Slurm sweep is checked for before anything is submitted, and by `--dry-run` the
-/// same way: runs that would see no GPU (a warning), and the `[slurm.arch]` folders' builds.
+/// same way: runs that would see no GPU and large sweeps without a throttle (warnings), and the
+/// `[slurm.arch]` folders' builds.
 fn slurm_preflight(plan: &plan::Plan) -> anyhow::Result<()> {
-    if let Some(warning) = slurm::gpu_request_warning(plan) {
+    for warning in [slurm::gpu_request_warning(plan), slurm::throttle_warning(plan)].into_iter().flatten() {
         eprintln!("drover: warning: {warning}");
     }
     drover::backend::arch::check_builds(&plan.sweep.slurm.arch, &plan.plugins, &plan.sweep.source)?;

@@ -70,7 +70,10 @@ fn get_or_create_in(
 
 fn store(dir: &std::path::Path, file: &str, text: &str) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(".{file}.{}.tmp", std::process::id()));
+    // Pids repeat across the nodes that share a home directory: the host tells them apart.
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let host: String = host.trim().chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').collect();
+    let tmp = dir.join(format!(".{file}.{host}.{}.tmp", std::process::id()));
     std::fs::write(&tmp, text)?;
     std::fs::rename(&tmp, dir.join(file)).inspect_err(|_| {
         let _ = std::fs::remove_file(&tmp);

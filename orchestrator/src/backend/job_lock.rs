@@ -46,6 +46,12 @@ pub fn try_lock(dir: &Path) -> std::io::Result<Option<JobLock>> {
     // SAFETY: flock on a descriptor this function owns; no memory is passed.
     if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
         let err = std::io::Error::last_os_error();
+        if crate::lock::locks_unsupported(&err) {
+            // No locks on this filesystem: no job can hold one either, so the run is free as far
+            // as anyone can tell (the results lock has warned that one `drover run` must be all).
+            tracing::debug!("`{}`: no file locks on this filesystem ({err})", path.display());
+            return Ok(Some(JobLock { file }));
+        }
         return if err.raw_os_error() == Some(libc::EWOULDBLOCK) { Ok(None) } else { Err(err) };
     }
     Ok(Some(JobLock { file }))

@@ -48,6 +48,10 @@ pub struct Provenance {
     pub plugins: BTreeMap<String, (PathBuf, String)>,
     /// The submitting host.
     pub submit_host: String,
+    /// The submitting user's uid, whose jobs the sweep's `squeue` calls ask for (absent in
+    /// submissions from before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub submit_uid: Option<u32>,
     /// `[slurm.arch]`: machine → file name (`drover-job`, each plugin's) → SHA-256 of the build
     /// that nodes of that machine run.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -189,6 +193,8 @@ pub struct Submission {
     /// The `%N` of the latest lift of a waiting array ([`LedgerEvent::Lifted`]), which also set
     /// `throttle` and `raise_to`.
     pub lifted: Option<u32>,
+    /// The submitting user's uid ([`Provenance::submit_uid`]).
+    pub submit_uid: Option<u32>,
 }
 
 /// The folded ledger of a results directory.
@@ -239,8 +245,9 @@ impl Ledger {
 
     fn apply(&mut self, event: LedgerEvent) {
         match event {
-            LedgerEvent::Intent { submission, job_name, comment, runs, throttle, raise_to, .. } => {
-                let s = Submission { job_name, comment, runs, job_id: None, refused: None, throttle, raise_to, lifted: None };
+            LedgerEvent::Intent { submission, job_name, comment, runs, throttle, raise_to, provenance, .. } => {
+                let submit_uid = provenance.submit_uid;
+                let s = Submission { job_name, comment, runs, job_id: None, refused: None, throttle, raise_to, lifted: None, submit_uid };
                 self.submissions.insert(submission, s);
             }
             LedgerEvent::Lifted { submission, throttle, raise_to } => {
@@ -316,6 +323,15 @@ impl Ledger {
     /// Retries of `run_id` of kind `kind` so far.
     pub fn retries_of(&self, run_id: &str, kind: RetryKind) -> u32 {
         self.retries.get(&(run_id.to_string(), kind)).copied().unwrap_or(0)
+    }
+
+    /// The one user who submitted every submission, whose jobs alone `squeue` need list; `None`
+    /// when there is none yet, several, or a submission from before uids were recorded (then
+    /// `squeue` lists every user's jobs of the sweep's name, as before).
+    pub fn submitter(&self) -> Option<u32> {
+        let mut uids = self.submissions.values().map(|s| s.submit_uid);
+        let first = uids.next()??;
+        uids.all(|u| u == Some(first)).then_some(first)
     }
 
     /// The latest submission listing `run_id`, accepted or not, with the run's array index:
@@ -567,7 +583,7 @@ pub fn status(results: &Path, slurm: &Slurm) -> Result<StatusReport, RunError> {
     if ledger.submissions.is_empty() {
         return Ok(crate::backend::local_status::status(&dir));
     }
-    let mut queue = match slurm.queue(&dir.job_name) {
+    let mut queue = match slurm.queue(&dir.job_name, ledger.submitter()) {
         Ok(queue) => queue,
         Err(e) if e.is_unavailable() => {
             let mut report = status_report(&dir, statuses(&dir, &ledger, None));
@@ -595,7 +611,7 @@ pub fn cancel(results: &Path, slurm: &Slurm) -> Result<Vec<String>, RunError> {
     let Some(&upto) = ledger.submissions.keys().next_back() else {
         return Err(RunError::NotSlurm { dir: dir.root });
     };
-    let queue = slurm.queue(&dir.job_name)?;
+    let queue = slurm.queue(&dir.job_name, ledger.submitter())?;
     ledger.find_dangling(&queue, &job_name(&dir.name, &dir.root).1, records_dangling(&dir))?;
     let ours: BTreeSet<&str> = ledger.submissions.values().filter_map(|s| s.job_id.as_deref()).collect();
     let live: BTreeSet<String> = queue
@@ -682,6 +698,23 @@ pub fn gpu_request_warning(plan: &Plan) -> Option<String> {
             "{missing} run(s) have run.device = \"cuda\" but their [slurm] resources request no GPU; \
              where Slurm confines devices to the allocation they will see none and fail: add \
              `gpus_per_task = 1` (or a `gres`) to [slurm] in `{}`",
+            plan.sweep.source.display()
+        )
+    })
+}
+
+/// Runs a sweep may have without a throttle before [`throttle_warning`] speaks up.
+pub const UNTHROTTLED_RUNS_WARNED: usize = 500;
+
+/// A warning for a sweep of more than [`UNTHROTTLED_RUNS_WARNED`] runs with no runs-at-once
+/// limit: Slurm starts as many as fit, which on a shared partition crowds out every other user
+/// until fair-share catches up (an admin's first complaint about array sweeps).
+pub fn throttle_warning(plan: &Plan) -> Option<String> {
+    (plan.runs.len() > UNTHROTTLED_RUNS_WARNED && sweep_throttle(plan).is_none()).then(|| {
+        format!(
+            "{} runs and no runs-at-once limit: Slurm starts as many as the partition fits; on a \
+             shared cluster set `throttle` in [slurm] (or `max_parallel`) in `{}`",
+            plan.runs.len(),
             plan.sweep.source.display()
         )
     })
@@ -1145,6 +1178,7 @@ fn provenance(plan: &Plan) -> Provenance {
         sweep_file: std::path::absolute(&plan.sweep.source).unwrap_or_else(|_| plan.sweep.source.clone()),
         plugins: plan.plugins.iter().map(|(name, path)| (name.clone(), (path.clone(), sha256_file(path)))).collect(),
         submit_host: std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default(),
+        submit_uid: Some(crate::backend::slurm_cmd::current_uid()),
         arch_builds: plan
             .sweep
             .slurm
@@ -1306,7 +1340,7 @@ pub fn dry_run_actions(plan: &Plan, opts: &SlurmOptions) -> Vec<&'static str> {
     let queue = if ledger.submissions.is_empty() {
         Vec::new()
     } else {
-        dry_run_slurm(opts).queue(&job_name).unwrap_or_else(|e| {
+        dry_run_slurm(opts).queue(&job_name, ledger.submitter()).unwrap_or_else(|e| {
             tracing::warn!("cannot ask Slurm which runs are live ({e}); the dry run counts none as live");
             Vec::new()
         })
@@ -1409,6 +1443,14 @@ fn failed_at_a_stop(run_dir: &Path) -> bool {
     last.is_some() && last == Progress::read(run_dir, None).map(|p| p.iteration)
 }
 
+/// How long a waiting `drover run` waits after the `n`-th poll in a row that found the
+/// controller unavailable: the poll interval (at least 1 s) doubled each time, up to a minute,
+/// so that every waiting `drover run` does not press a restarting controller at its poll rate.
+fn outage_wait(poll: Duration, n: u32) -> Duration {
+    let doubled = poll.max(Duration::from_secs(1)).saturating_mul(1 << n.saturating_sub(1).min(16));
+    doubled.min(Duration::from_secs(60).max(poll))
+}
+
 /// `drover run --backend slurm`: skip completed runs, re-attach to live ones, submit the rest
 /// as job arrays; then (with `wait`) poll until every run has ended, resubmitting within the
 /// retry budgets.
@@ -1431,7 +1473,7 @@ pub fn run_sweep(plan: &Plan, opts: &SlurmOptions) -> Result<SlurmReport, RunErr
     let mut ledger = Ledger::load(&root)?;
     // Submissions whose sbatch outcome was never recorded: find them in the queue by comment.
     if !ledger.dangling().is_empty() {
-        let queue = opts.slurm.queue(&job_name)?;
+        let queue = opts.slurm.queue(&job_name, ledger.submitter())?;
         for n in ledger.find_dangling(&queue, &token, true)? {
             ledger.append(LedgerEvent::Refused { submission: n, message: "not found in the queue: never submitted".into() })?;
         }
@@ -1443,7 +1485,7 @@ pub fn run_sweep(plan: &Plan, opts: &SlurmOptions) -> Result<SlurmReport, RunErr
         let max_array = scope.spawn(|| max_array(settings, &opts.slurm));
         let prepared = (|| {
             // A sweep with no submission yet has nothing in the queue to ask about.
-            let queue = if ledger.submissions.is_empty() { Vec::new() } else { opts.slurm.queue(&job_name)? };
+            let queue = if ledger.submissions.is_empty() { Vec::new() } else { opts.slurm.queue(&job_name, ledger.submitter())? };
             prepare_runs(plan, &dir, &ledger, &queue, settings).map(|prepared| (prepared, queue))
         })();
         let panicked = || RunError::Io { action: "ask Slurm for MaxArraySize", path: root.clone(), source: std::io::Error::other("thread panicked") };
@@ -1493,14 +1535,17 @@ pub fn run_sweep(plan: &Plan, opts: &SlurmOptions) -> Result<SlurmReport, RunErr
     let mut last_counts = String::new();
     let mut spent_budget = BTreeSet::new();
     let mut outage: Option<Instant> = None;
+    // Polls that found the controller unavailable in a row: the wait between them doubles.
+    let mut unanswered = 0u32;
     loop {
         let t0 = Instant::now();
         // Read again each poll: `drover cancel` in another terminal appends to it.
         ledger = Ledger::load(&root)?;
         // The controller may be down for a while (a restart, a failover): the jobs go on, so
         // the waiting goes on too, rather than leaving nobody to retry and raise throttles.
-        let mut queue = match opts.slurm.queue(&job_name) {
+        let mut queue = match opts.slurm.queue(&job_name, ledger.submitter()) {
             Ok(queue) => {
+                unanswered = 0;
                 if let Some(since) = outage.take() {
                     if !opts.quiet {
                         eprintln!("drover: Slurm answers again after {:.0} s", since.elapsed().as_secs_f64());
@@ -1520,7 +1565,9 @@ pub fn run_sweep(plan: &Plan, opts: &SlurmOptions) -> Result<SlurmReport, RunErr
                     eprintln!("drover: Slurm did not answer for {} s; the jobs go on: `drover status` follows them and `drover run` re-attaches", tolerance.as_secs());
                     return Err(e.into());
                 }
-                while t0.elapsed() < poll.max(Duration::from_secs(1)) {
+                unanswered += 1;
+                let wait = outage_wait(poll, unanswered);
+                while t0.elapsed() < wait {
                     if stop.load(Ordering::Relaxed) {
                         report.interrupted = true;
                         return Ok(report);
@@ -1844,6 +1891,77 @@ mod tests {
         let blind = statuses(&dir, &ledger, None);
         assert_eq!((blind[0].state, blind[1].state), (RunState::Unknown, RunState::Unknown));
         assert_eq!(blind[1].label, "lr=0.1", "the tasks file still names it");
+    }
+
+    /// `squeue` asks for the submitter's jobs alone (the controller filters by user, where by
+    /// name alone it reads the whole job table) when one user submitted everything; with
+    /// several submitters, or a submission from before uids were recorded, it asks by name.
+    #[test]
+    fn the_queue_is_asked_for_the_one_submitters_jobs() {
+        let with_uid = |n: u32, uid: Option<u32>| match intent(n, vec![format!("{n:016x}")], None, None) {
+            LedgerEvent::Intent { provenance, submission, job_name, comment, script, runs, throttle, raise_to } => {
+                LedgerEvent::Intent { provenance: Box::new(Provenance { submit_uid: uid, ..*provenance }), submission, job_name, comment, script, runs, throttle, raise_to }
+            }
+            other => other,
+        };
+        let ledger = |uids: &[Option<u32>]| {
+            let mut l = Ledger::default();
+            for (n, &uid) in uids.iter().enumerate() {
+                l.apply(with_uid(n as u32, uid));
+            }
+            l.submitter()
+        };
+        assert_eq!(ledger(&[]), None);
+        assert_eq!(ledger(&[Some(1000), Some(1000)]), Some(1000));
+        assert_eq!(ledger(&[Some(1000), Some(1001)]), None, "a colleague's submission: every user's jobs");
+        assert_eq!(ledger(&[None, Some(1000)]), None, "an old submission: every user's jobs");
+
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let args = tmp.path().join("args");
+        let script = format!("#!/bin/sh\necho \"$@\" > '{}'\n", args.display());
+        std::fs::write(tmp.path().join("squeue"), script).expect("fake squeue");
+        std::fs::set_permissions(tmp.path().join("squeue"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+        let slurm = Slurm { bin_dir: Some(tmp.path().to_path_buf()), ..Slurm::default() };
+        slurm.queue("drover-s-00", Some(1234)).expect("empty queue");
+        let asked = std::fs::read_to_string(&args).expect("args");
+        assert!(asked.contains("--user=1234") && asked.contains("--name=drover-s-00"), "{asked}");
+        slurm.queue("drover-s-00", None).expect("empty queue");
+        assert!(!std::fs::read_to_string(&args).expect("args").contains("--user"));
+    }
+
+    /// A sweep of more than 500 runs without a throttle is warned about, naming the file; a
+    /// throttle, `max_parallel` or a smaller sweep is not.
+    #[test]
+    fn a_large_sweep_without_a_throttle_is_warned_about() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let plugin = tmp.path().join("libdrover_plugin_x.so");
+        std::fs::write(&plugin, b"a build").expect("plugin");
+        let plan_of = |extra: &str, count: usize| {
+            let sweep_file = tmp.path().join("s.toml");
+            let text = format!(
+                "name = \"big\"\nbackend = \"slurm\"\n{extra}\n[run]\nenv = \"CartPole-v1\"\nplugin = {:?}\n[sweep]\nseeds = {{ count = {count}, start = 1 }}\n",
+                plugin.display().to_string()
+            );
+            std::fs::write(&sweep_file, text).expect("sweep");
+            let opts = crate::plan::PlanOptions { sweep_file, results: Some(tmp.path().join("r")), ..Default::default() };
+            crate::plan::plan(&opts).expect("plan")
+        };
+        let warning = throttle_warning(&plan_of("", 501)).expect("warned");
+        assert!(warning.starts_with("501 runs and no runs-at-once limit") && warning.contains("s.toml"), "{warning}");
+        assert_eq!(throttle_warning(&plan_of("", 500)), None);
+        assert_eq!(throttle_warning(&plan_of("max_parallel = 50", 501)), None);
+        assert_eq!(throttle_warning(&plan_of("[slurm]\nthrottle = 50", 501)), None);
+    }
+
+    /// While the controller does not answer, the waits between polls double from the poll
+    /// interval (at least 1 s) up to a minute, or the interval itself when that is longer.
+    #[test]
+    fn polls_of_an_unanswering_controller_back_off_to_a_minute() {
+        let secs = |poll: f64| (1..=8).map(|n| outage_wait(Duration::from_secs_f64(poll), n).as_secs_f64()).collect::<Vec<_>>();
+        assert_eq!(secs(0.5), [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 60.0, 60.0]);
+        assert_eq!(secs(10.0), [10.0, 20.0, 40.0, 60.0, 60.0, 60.0, 60.0, 60.0]);
+        assert_eq!(secs(120.0), [120.0; 8]);
+        assert_eq!(outage_wait(Duration::from_secs(10), u32::MAX), Duration::from_secs(60));
     }
 
     /// A run the job failed because it used up its time-limit or preemption budget is not

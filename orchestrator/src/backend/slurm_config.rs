@@ -138,6 +138,11 @@ impl OverrideFile {
     }
 }
 
+/// Seconds between two `squeue` polls of a waiting `drover run` unless `slurm.poll_seconds`
+/// says otherwise: runs take minutes to days, and every poll is a request to the controller
+/// that all its users share.
+pub const DEFAULT_POLL_SECONDS: f64 = 10.0;
+
 /// The `[slurm]` table as written.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -180,7 +185,8 @@ pub struct SlurmFile {
     pub signal_seconds: Option<u32>,
     /// Largest array this sweep submits (the cluster's `MaxArraySize - 1` caps it too).
     pub max_array_size: Option<u32>,
-    /// Seconds between two `squeue` polls while `drover run` waits.
+    /// Seconds between two `squeue` polls while `drover run` waits (default
+    /// [`DEFAULT_POLL_SECONDS`]).
     pub poll_seconds: Option<f64>,
     /// Per-axis resource overrides.
     #[serde(default)]
@@ -273,7 +279,7 @@ impl Default for SlurmSettings {
             signal: "USR1".into(),
             signal_seconds: 120,
             max_array_size: None,
-            poll_seconds: 2.0,
+            poll_seconds: DEFAULT_POLL_SECONDS,
             arch: BTreeMap::new(),
         }
     }
@@ -523,7 +529,7 @@ impl SlurmSettings {
         if !SIGNALS.contains(&bare.as_str()) {
             return Err(invalid("slurm.signal", format!("`{signal}`: expected one of {}", SIGNALS.join(", "))));
         }
-        let poll_seconds = file.poll_seconds.unwrap_or(2.0);
+        let poll_seconds = file.poll_seconds.unwrap_or(DEFAULT_POLL_SECONDS);
         if !(poll_seconds.is_finite() && (0.05..=3600.0).contains(&poll_seconds)) {
             return Err(invalid("slurm.poll_seconds", "must be between 0.05 and 3600"));
         }
