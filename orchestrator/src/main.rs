@@ -522,10 +522,11 @@ fn use_slurm(arg: Option<BackendArg>, plan: &plan::Plan) -> bool {
 }
 
 /// What a Slurm sweep is checked for before anything is submitted, and by `--dry-run` the
-/// same way: runs that would see no GPU and large sweeps without a throttle (warnings), and the
-/// `[slurm.arch]` folders' builds.
+/// same way: runs that would see no GPU, large sweeps without a throttle and resources runs
+/// would waste (warnings), and the `[slurm.arch]` folders' builds.
 fn slurm_preflight(plan: &plan::Plan) -> anyhow::Result<()> {
-    for warning in [slurm::gpu_request_warning(plan), slurm::throttle_warning(plan)].into_iter().flatten() {
+    let warnings = [slurm::gpu_request_warning(plan), slurm::throttle_warning(plan)].into_iter().flatten();
+    for warning in warnings.chain(slurm::resource_warnings(plan)) {
         eprintln!("drover: warning: {warning}");
     }
     drover::backend::arch::check_builds(&plan.sweep.slurm.arch, &plan.plugins, &plan.sweep.source)?;

@@ -490,6 +490,19 @@ fn last_attempt_ran_in(run_dir: &Path, job_id: &str, index: usize) -> bool {
 /// Status of every run of the sweep from one queue answer; `None` when Slurm did not answer,
 /// and the markers alone say what they can.
 fn statuses(dir: &SweepDir, ledger: &Ledger, queue: Option<&[QueueEntry]>) -> Vec<RunStatus> {
+    statuses_reusing(dir, ledger, queue, &mut BTreeMap::new())
+}
+
+/// [`statuses`], reusing the statuses in `done` (runs found done by an earlier call, which stay
+/// done) without reading their files again, and adding the runs found done now: a waiting
+/// `drover run` reads a finished run's files once, not at every poll (a 3,000-run sweep on a
+/// network filesystem is thousands of metadata requests a poll).
+fn statuses_reusing(
+    dir: &SweepDir,
+    ledger: &Ledger,
+    queue: Option<&[QueueEntry]>,
+    done: &mut BTreeMap<RunId, RunStatus>,
+) -> Vec<RunStatus> {
     let by_task: BTreeMap<(&str, u32), &QueueEntry> =
         queue.unwrap_or_default().iter().filter_map(|e| Some(((e.array_job_id.as_str(), e.task?), e))).collect();
     let latest = ledger.latest();
@@ -497,6 +510,9 @@ fn statuses(dir: &SweepDir, ledger: &Ledger, queue: Option<&[QueueEntry]>) -> Ve
     dir.runs
         .iter()
         .map(|run_id| {
+            if let Some(st) = done.get(run_id) {
+                return st.clone();
+            }
             let run_dir = dir.run_dir(run_id);
             let exit: Option<ExitRecord> = layout::read_record(&run_dir.join(EXIT_JSON)).ok().flatten();
             let spec = layout::read_record::<JobSpec>(&run_dir.join(SPEC_JSON)).ok().flatten();
@@ -540,7 +556,7 @@ fn statuses(dir: &SweepDir, ledger: &Ledger, queue: Option<&[QueueEntry]>) -> Ve
             let spent_budget = exit.as_ref().filter(|_| state == RunState::Failed).and_then(ExitRecord::spent_budget).map(str::to_string);
             // The time-limit stop that spent the budget ended the run: it was not requeued.
             let time_limit_requeues = time_limit_requeues.saturating_sub(u32::from(spent_budget.as_deref() == Some("max_timeouts")));
-            RunStatus {
+            let st = RunStatus {
                 run_id: run_id.to_string(),
                 label,
                 seed,
@@ -555,7 +571,11 @@ fn statuses(dir: &SweepDir, ledger: &Ledger, queue: Option<&[QueueEntry]>) -> Ve
                 spent_budget,
                 logs: attempt_logs(&run_dir),
                 progress,
+            };
+            if st.state == RunState::Done {
+                done.insert(run_id.clone(), st.clone());
             }
+            st
         })
         .collect()
 }
@@ -701,6 +721,40 @@ pub fn gpu_request_warning(plan: &Plan) -> Option<String> {
             plan.sweep.source.display()
         )
     })
+}
+
+/// Warnings for resources a run would waste or fight over: `run.threads` above the CPUs it
+/// gets (`cpus_per_task`, 1 when unset: the threads share them), and `gpus_per_task` above 1
+/// (each rank of `drover-job` uses one device: the others idle; `run.ranks` uses them).
+pub fn resource_warnings(plan: &Plan) -> Vec<String> {
+    let (mut crowded, mut idle) = (BTreeMap::<(u64, u64), usize>::new(), BTreeMap::<u64, usize>::new());
+    for run in &plan.runs {
+        let r = run_resources(&plan.sweep.slurm, run);
+        let cpus = r.number("cpus-per-task").unwrap_or(1);
+        if let Some(threads) = run.run.get("threads").and_then(serde_json::Value::as_u64).filter(|&t| t > cpus) {
+            *crowded.entry((threads, cpus)).or_default() += 1;
+        }
+        if let Some(gpus) = r.number("gpus-per-task").filter(|&g| g > 1) {
+            *idle.entry(gpus).or_default() += 1;
+        }
+    }
+    let file = plan.sweep.source.display();
+    let mut out: Vec<String> = crowded
+        .into_iter()
+        .map(|((threads, cpus), n)| {
+            format!(
+                "{n} run(s) set run.threads = {threads} but get {cpus} CPU(s) each (`cpus_per_task`): the threads \
+                 share them; set `cpus_per_task = {threads}` in [slurm] of `{file}`"
+            )
+        })
+        .collect();
+    out.extend(idle.into_iter().map(|(gpus, n)| {
+        format!(
+            "{n} run(s) ask for {gpus} GPUs per task, but each rank of drover-job uses one: the others \
+             idle; ask for 1 and set `run.ranks = {gpus}` to use them all (`{file}`)"
+        )
+    }));
+    out
 }
 
 /// Runs a sweep may have without a throttle before [`throttle_warning`] speaks up.
@@ -1537,6 +1591,7 @@ pub fn run_sweep(plan: &Plan, opts: &SlurmOptions) -> Result<SlurmReport, RunErr
     let mut outage: Option<Instant> = None;
     // Polls that found the controller unavailable in a row: the wait between them doubles.
     let mut unanswered = 0u32;
+    let mut finished = BTreeMap::new();
     loop {
         let t0 = Instant::now();
         // Read again each poll: `drover cancel` in another terminal appends to it.
@@ -1580,7 +1635,7 @@ pub fn run_sweep(plan: &Plan, opts: &SlurmOptions) -> Result<SlurmReport, RunErr
         };
         let lifted = share_free_slots(&mut ledger, &queue, &opts.slurm, &mut raised);
         mark_lifted(&mut queue, &lifted);
-        let now = statuses(&dir, &ledger, Some(&queue));
+        let now = statuses_reusing(&dir, &ledger, Some(&queue), &mut finished);
         let mut retry = Vec::new();
         let throttle = sweep_throttle(plan);
         // Counted from the queue, as `round_limits` counts them: a task Slurm still lists as
@@ -1930,27 +1985,73 @@ mod tests {
     }
 
     /// A sweep of more than 500 runs without a throttle is warned about, naming the file; a
-    /// throttle, `max_parallel` or a smaller sweep is not.
+    /// throttle, `max_parallel` or a smaller sweep is not. So are threads beyond a task's CPUs
+    /// and GPUs beyond the one each rank uses.
     #[test]
-    fn a_large_sweep_without_a_throttle_is_warned_about() {
+    fn large_sweeps_without_a_throttle_and_wasted_resources_are_warned_about() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let plugin = tmp.path().join("libdrover_plugin_x.so");
         std::fs::write(&plugin, b"a build").expect("plugin");
-        let plan_of = |extra: &str, count: usize| {
+        // `extra` goes before `[run]`, `run_extra` into it.
+        let plan_with = |extra: &str, run_extra: &str, count: usize| {
             let sweep_file = tmp.path().join("s.toml");
             let text = format!(
-                "name = \"big\"\nbackend = \"slurm\"\n{extra}\n[run]\nenv = \"CartPole-v1\"\nplugin = {:?}\n[sweep]\nseeds = {{ count = {count}, start = 1 }}\n",
+                "name = \"big\"\nbackend = \"slurm\"\n{extra}\n[run]\nenv = \"CartPole-v1\"\nplugin = {:?}\n{run_extra}\n[sweep]\nseeds = {{ count = {count}, start = 1 }}\n",
                 plugin.display().to_string()
             );
             std::fs::write(&sweep_file, text).expect("sweep");
             let opts = crate::plan::PlanOptions { sweep_file, results: Some(tmp.path().join("r")), ..Default::default() };
             crate::plan::plan(&opts).expect("plan")
         };
+        let plan_of = |extra: &str, count: usize| plan_with(extra, "", count);
         let warning = throttle_warning(&plan_of("", 501)).expect("warned");
         assert!(warning.starts_with("501 runs and no runs-at-once limit") && warning.contains("s.toml"), "{warning}");
         assert_eq!(throttle_warning(&plan_of("", 500)), None);
         assert_eq!(throttle_warning(&plan_of("max_parallel = 50", 501)), None);
         assert_eq!(throttle_warning(&plan_of("[slurm]\nthrottle = 50", 501)), None);
+
+        // Threads beyond the CPUs a task gets, GPUs beyond the one a rank uses.
+        let runs = |extra: &str| resource_warnings(&plan_with(extra, "threads = 4", 2));
+        assert_eq!(resource_warnings(&plan_of("", 2)), Vec::<String>::new());
+        let w = runs("");
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].starts_with("2 run(s) set run.threads = 4 but get 1 CPU(s) each") && w[0].contains("cpus_per_task = 4"), "{w:?}");
+        let w = runs("[slurm]\ncpus_per_task = 4\ngpus_per_task = 4");
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].starts_with("2 run(s) ask for 4 GPUs per task") && w[0].contains("run.ranks = 4"), "{w:?}");
+        assert_eq!(runs("[slurm]\ncpus_per_task = 4\ngpus_per_task = 1"), Vec::<String>::new());
+    }
+
+    /// A waiting `drover run` reads a finished run's files once: a run found done is reused
+    /// from then on (here its marker is removed behind its back and it stays done), while
+    /// other runs are read again at every poll.
+    #[test]
+    fn a_run_found_done_is_not_read_again() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let root = tmp.path().canonicalize().expect("canonical");
+        let ids = ["0123456789abcdef", "fedcba9876543210"];
+        let mut ledger = Ledger::load(&root).expect("empty ledger");
+        ledger.append(intent(0, ids.iter().map(|s| s.to_string()).collect(), None, None)).expect("intent");
+        ledger.append(LedgerEvent::Submitted { submission: 0, job_id: "77".into() }).expect("submitted");
+        let dir = SweepDir { root: root.clone(), name: "s".into(), runs: ids.iter().map(|s| RunId::parse(s).expect("id")).collect(), job_name: "j".into() };
+        let marker = |id: &str, status: &str| {
+            let run = root.join("runs").join(id);
+            std::fs::create_dir_all(&run).expect("mkdir");
+            std::fs::write(run.join(EXIT_JSON), serde_json::json!({"format_version": 1, "run_id": id, "status": status, "finished_at": "1"}).to_string()).expect("exit");
+        };
+        marker(ids[0], "completed");
+        marker(ids[1], "failed");
+        let mut done = BTreeMap::new();
+        let first = statuses_reusing(&dir, &ledger, Some(&[]), &mut done);
+        assert_eq!((first[0].state, first[1].state), (RunState::Done, RunState::Failed));
+        assert_eq!(done.keys().map(RunId::as_str).collect::<Vec<_>>(), [ids[0]]);
+        for id in ids {
+            std::fs::remove_file(root.join("runs").join(id).join(EXIT_JSON)).expect("remove");
+        }
+        let again = statuses_reusing(&dir, &ledger, Some(&[]), &mut done);
+        assert_eq!(again[0].state, RunState::Done, "reused, not read");
+        assert_ne!(again[1].state, RunState::Failed, "read again");
+        assert_ne!(statuses(&dir, &ledger, Some(&[]))[0].state, RunState::Done, "a fresh call reads everything");
     }
 
     /// While the controller does not answer, the waits between polls double from the poll

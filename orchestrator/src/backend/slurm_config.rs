@@ -217,6 +217,11 @@ impl Resources {
             })
     }
 
+    /// The number value of option `key` (`cpus-per-task`, `gpus-per-task`), when set.
+    pub fn number(&self, key: &str) -> Option<u64> {
+        self.options.iter().find(|(k, _)| *k == key).and_then(|(_, v)| v.parse().ok())
+    }
+
     /// The `#SBATCH` lines.
     pub fn sbatch_lines(&self) -> Vec<String> {
         let mut lines: Vec<String> = self.options.iter().map(|(k, v)| format!("#SBATCH --{k}={v}")).collect();
