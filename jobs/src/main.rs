@@ -61,6 +61,18 @@ struct Args {
     /// With `--checkpoint-signal`: SIGTERM stops (preemptions) allowed before the run counts as failed.
     #[arg(long, value_name = "N", default_value_t = 10)]
     max_preemptions: u32,
+    /// With `--checkpoint-signal`: also checkpoint (and go on) every this many seconds, so that a
+    /// node failure or a kill without warning loses at most that much training.
+    #[arg(long, value_name = "SECONDS", value_parser = positive_seconds)]
+    checkpoint_every: Option<f64>,
+}
+
+/// `--checkpoint-every`: a finite number of seconds above 0.
+fn positive_seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(s) if s.is_finite() && s > 0.0 && s < 1e9 => Ok(s),
+        _ => Err(format!("`{text}`: expected a number of seconds above 0")),
+    }
 }
 
 fn main() -> ExitCode {
@@ -194,7 +206,8 @@ fn main() -> ExitCode {
         return ExitCode::from(exit_codes::FAILED);
     }
 
-    let (marker, code) = match train::run(&spec, &out, &cancel, comm) {
+    let checkpoint_every = args.checkpoint_every.map(std::time::Duration::from_secs_f64);
+    let (marker, code) = match train::run(&spec, &out, &cancel, comm, checkpoint_every) {
         Ok(outcome) if outcome.status == ExitStatus::Completed => {
             (ExitMarker::now(&spec.run_id, ExitStatus::Completed, None), exit_codes::COMPLETED)
         }

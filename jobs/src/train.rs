@@ -63,6 +63,7 @@ pub fn run(
     out_dir: &Path,
     cancel: &CancelFlag,
     comm: &dyn Communicator,
+    checkpoint_every: Option<std::time::Duration>,
 ) -> Result<TrainOutcome, JobError> {
     let started = Instant::now();
     let r = &spec.run;
@@ -219,10 +220,23 @@ pub fn run(
     let batch = r.num_envs * r.num_steps;
     let iterations = (r.total_steps / batch as u64).max(1);
     let (mut status, mut stop) = (ExitStatus::Completed, None);
+    let mut last_checkpoint = Instant::now();
     for iteration in first..=iterations {
-        if let Some(cause) = agreed_stop(cancel, comm) {
+        let stopping = agreed_stop(cancel, comm);
+        // A checkpoint every `checkpoint_every` as well, so that a node failure or a kill
+        // without warning loses at most that much; the ranks agree, as it is collective.
+        let periodic = stopping.is_none()
+            && iteration > first
+            && checkpointing
+            && checkpoint_every.is_some_and(|every| {
+                let due = last_checkpoint.elapsed() >= every;
+                if size > 1 { comm::count_ranks(comm, due) > 0 } else { due }
+            });
+        if let Some(cause) = stopping {
             (status, stop) = (ExitStatus::Cancelled, Some(cause));
-            if checkpointing && cause != StopCause::Interrupt {
+        }
+        if periodic || stopping.is_some() {
+            if checkpointing && stopping != Some(StopCause::Interrupt) {
                 // Collective: every rank's environments, gathered on every rank.
                 if let Some(engine_state) = checkpoint::job_engine_state(engine.as_ref(), comm, trainer.num_envs, trainer.env_offset)? {
                     // Rank 0 alone writes it (the other ranks' trainer and plugin are the same).
@@ -247,10 +261,15 @@ pub fn run(
                     if failed > 0 {
                         return Err(JobError::Ranks("rank 0 could not write the checkpoint (see its error)".into()));
                     }
-                    checkpoint = Some(iteration - 1);
+                    if stopping.is_some() {
+                        checkpoint = Some(iteration - 1);
+                    }
+                    last_checkpoint = Instant::now();
                 }
             }
-            break;
+            if stopping.is_some() {
+                break;
+            }
         }
         let lr = if r.anneal_lr {
             r.lr * (1.0 - (iteration - 1) as f64 / iterations as f64)

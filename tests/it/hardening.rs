@@ -679,3 +679,55 @@ fn a_job_that_spends_a_retry_budget_names_it_in_its_marker() {
     let exit = read_json(&preempted.join("exit.json"));
     assert_eq!((exit["status"].as_str(), exit["spent_budget"].as_str()), (Some("failed"), Some("max_preemptions")), "{exit}");
 }
+
+/// `--checkpoint-every` (from `slurm.checkpoint_minutes`): the job checkpoints on its own and
+/// trains on, so a kill without warning (a node failure, the OOM killer) loses only what came
+/// after; started again, it resumes from there and ends with the metrics of a run never
+/// stopped. `drover-job` runs directly, as the batch script starts it after a requeue.
+#[test]
+fn a_job_killed_without_warning_resumes_from_its_last_periodic_checkpoint() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let results = tmp.path().join("r");
+    run_ok(drover().arg("run").arg(write_sweep(tmp.path(), &sweep("[1]"))).arg("--results").arg(&results));
+    let mut spec = read_json(&run_dirs(&results)[0].join("spec.json"));
+    spec["run"]["total_steps"] = (256 * 1500).into();
+    let fresh = |name: &str| {
+        let dir = tmp.path().join(name);
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        std::fs::write(dir.join("spec.json"), spec.to_string()).expect("spec");
+        dir
+    };
+    let job = |dir: &Path| {
+        let mut cmd = std::process::Command::new(artifact("drover-job"));
+        cmd.arg("--spec").arg(dir.join("spec.json")).arg("--out").arg(dir).args(["--checkpoint-signal", "USR1"]);
+        cmd
+    };
+    let whole = fresh("whole");
+    run_ok(&mut job(&whole));
+    let expected = drover_tests::untimed(&drover_tests::metrics_rows_so_far(&whole));
+    assert_eq!(expected.len(), 1500);
+
+    let killed = fresh("killed");
+    let mut child = job(&killed).args(["--checkpoint-every", "0.05"]).stderr(std::process::Stdio::null()).spawn().expect("spawn");
+    let t0 = std::time::Instant::now();
+    let at = loop {
+        let ck = std::fs::read_to_string(killed.join("checkpoint.json")).ok().and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
+        if let Some(at) = ck.and_then(|c| c["iteration"].as_u64()).filter(|&i| i >= 2) {
+            break at;
+        }
+        assert!(child.try_wait().expect("wait").is_none(), "the job ended before a periodic checkpoint");
+        assert!(t0.elapsed() < std::time::Duration::from_secs(120), "no periodic checkpoint after 120 s");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    };
+    child.kill().expect("SIGKILL");
+    child.wait().expect("wait");
+    assert!(at < 1500, "killed part-way (checkpoint at iteration {at})");
+    assert!(!killed.join("exit.json").exists(), "a SIGKILL leaves no marker");
+    run_ok(&mut job(&killed));
+    assert!(!killed.join("checkpoint.json").exists(), "removed once the run completed");
+    let got = drover_tests::untimed(&drover_tests::metrics_rows_so_far(&killed));
+    assert_eq!(got.len(), expected.len());
+    for (i, (a, b)) in expected.iter().zip(&got).enumerate() {
+        assert_eq!(a, b, "row {} differs after resuming from the checkpoint at iteration {at}", i + 1);
+    }
+}

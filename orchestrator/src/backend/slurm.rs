@@ -885,6 +885,7 @@ fn render(
         arch: &s.arch,
         max_timeouts: s.max_timeouts,
         max_preemptions: s.max_preemptions,
+        checkpoint_every_s: s.checkpoint_minutes.map(|m| m * 60.0),
         after: &limits.after,
     })
 }

@@ -15,6 +15,7 @@
 //! max_retries = 2                   # failed runs are resubmitted this often
 //! max_timeouts = 3                  # time-limit requeues before a run counts as failed
 //! max_preemptions = 10              # preemptions before a run counts as failed
+//! checkpoint_minutes = 30           # also checkpoint every 30 min (node failures lose less)
 //! signal = "USR1"                   # checkpoint signal: `--signal=B:USR1@<signal_seconds>`
 //! signal_seconds = 120                # must be shorter than every `time` (checked)
 //! max_array_size = 1000             # cap below the cluster's MaxArraySize (never above it)
@@ -179,6 +180,8 @@ pub struct SlurmFile {
     pub max_timeouts: Option<u32>,
     /// Preemptions of a run.
     pub max_preemptions: Option<u32>,
+    /// Minutes between a job's own checkpoints besides the ones signals ask for.
+    pub checkpoint_minutes: Option<f64>,
     /// The checkpoint signal's name.
     pub signal: Option<String>,
     /// Seconds before the time limit at which Slurm sends `signal`.
@@ -258,6 +261,10 @@ pub struct SlurmSettings {
     pub max_timeouts: u32,
     /// Preemptions of a run.
     pub max_preemptions: u32,
+    /// Minutes between a job's own checkpoints (besides the signals'): what a node failure or
+    /// an out-of-memory kill, which come without a signal, can cost at most. `None`: only at
+    /// signals.
+    pub checkpoint_minutes: Option<f64>,
     /// Checkpoint signal name (one of [`SIGNALS`]).
     pub signal: String,
     /// Seconds before the time limit.
@@ -281,6 +288,7 @@ impl Default for SlurmSettings {
             max_retries: 2,
             max_timeouts: 3,
             max_preemptions: 10,
+            checkpoint_minutes: None,
             signal: "USR1".into(),
             signal_seconds: 120,
             max_array_size: None,
@@ -534,6 +542,10 @@ impl SlurmSettings {
         if !SIGNALS.contains(&bare.as_str()) {
             return Err(invalid("slurm.signal", format!("`{signal}`: expected one of {}", SIGNALS.join(", "))));
         }
+        let checkpoint_minutes = file.checkpoint_minutes;
+        if checkpoint_minutes.is_some_and(|m| !(m.is_finite() && (0.01..=1e6).contains(&m))) {
+            return Err(invalid("slurm.checkpoint_minutes", "must be a number of minutes between 0.01 and 1000000"));
+        }
         let poll_seconds = file.poll_seconds.unwrap_or(DEFAULT_POLL_SECONDS);
         if !(poll_seconds.is_finite() && (0.05..=3600.0).contains(&poll_seconds)) {
             return Err(invalid("slurm.poll_seconds", "must be between 0.05 and 3600"));
@@ -557,6 +569,7 @@ impl SlurmSettings {
             max_retries: file.max_retries.unwrap_or(d.max_retries),
             max_timeouts: file.max_timeouts.unwrap_or(d.max_timeouts),
             max_preemptions: file.max_preemptions.unwrap_or(d.max_preemptions),
+            checkpoint_minutes,
             signal: bare,
             signal_seconds,
             max_array_size: file.max_array_size,

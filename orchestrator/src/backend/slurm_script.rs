@@ -73,6 +73,8 @@ pub struct ScriptParams<'a> {
     pub max_timeouts: u32,
     /// Preemptions allowed.
     pub max_preemptions: u32,
+    /// Seconds between the job's own checkpoints (`--checkpoint-every`), if any.
+    pub checkpoint_every_s: Option<f64>,
     /// Arrays this one waits for (`--dependency=afterany:...`): earlier submissions of the
     /// sweep whose live runs already fill its throttle.
     pub after: &'a [String],
@@ -89,7 +91,8 @@ pub fn render(p: &ScriptParams<'_>) -> String {
     if resources.is_empty() {
         resources = "# (no resources set: the cluster's defaults apply)".into();
     }
-    let vars: [(&str, String); 17] = [
+    let checkpoint_every = p.checkpoint_every_s.map_or(String::new(), |s| format!(" --checkpoint-every {s}"));
+    let vars: [(&str, String); 18] = [
         ("version", env!("CARGO_PKG_VERSION").to_string()),
         ("sweep", one_line(p.sweep)),
         ("submission", p.submission.to_string()),
@@ -107,6 +110,7 @@ pub fn render(p: &ScriptParams<'_>) -> String {
         ("arch_cases", arch_cases(p.arch, p.job_bin_machine)),
         ("max_timeouts", p.max_timeouts.to_string()),
         ("max_preemptions", p.max_preemptions.to_string()),
+        ("checkpoint_every", checkpoint_every),
     ];
     // Job ids are digits (`sbatch --parsable`, checked), so they cannot add a line or option.
     let after: Vec<&str> = p.after.iter().map(String::as_str).filter(|id| !id.is_empty() && id.chars().all(|c| c.is_ascii_digit())).collect();
@@ -213,6 +217,7 @@ mod tests {
                 arch: &NO_ARCH,
                 max_timeouts: 3,
                 max_preemptions: 10,
+                checkpoint_every_s: None,
                 after: &[],
             })
         };
@@ -249,6 +254,7 @@ mod tests {
             arch: &NO_ARCH,
             max_timeouts: 3,
             max_preemptions: 10,
+            checkpoint_every_s: None,
             after: &[],
         });
         let run_task = |id: &str| {
@@ -387,6 +393,7 @@ mod tests {
             arch: &NO_ARCH,
             max_timeouts: 3,
             max_preemptions: 10,
+            checkpoint_every_s: None,
             after: &[],
         }
     }
@@ -406,5 +413,9 @@ mod tests {
         let waiting = render(&ScriptParams { after: &after, ..params(&resources) });
         assert!(waiting.contains("#SBATCH --array=0-11%4\n#SBATCH --dependency=afterany:41:42\n"), "{waiting}");
         assert!(!waiting.contains("--uid"), "{waiting}");
+        // `slurm.checkpoint_minutes`: the job checkpoints on its own as well.
+        assert!(script.contains("--max-preemptions 10 \\\n"), "no periodic checkpoints unless asked: {script}");
+        let periodic = render(&ScriptParams { checkpoint_every_s: Some(1800.0), ..params(&resources) });
+        assert!(periodic.contains("--max-preemptions 10 --checkpoint-every 1800 \\\n"), "{periodic}");
     }
 }
