@@ -234,6 +234,9 @@ pub fn pending_reason_words(reason: &str) -> String {
         "Dependency" => "waiting for a job it depends on",
         "JobHeldUser" => "held by its user (`scontrol release <job>` lets it start)",
         "JobHeldAdmin" => "held by an administrator",
+        "launch failed requeued held" | "launch_failed_requeued_held" => {
+            "held after its launch failed on a node (a node problem): `scontrol release <job>` once the node is fixed, or `drover cancel`"
+        }
         "PartitionTimeLimit" => "will not start: `slurm.time` exceeds the partition's time limit",
         "ReqNodeNotAvail" => "waiting: the nodes it needs are unavailable",
         "PartitionConfig" | "BadConstraints" => {
@@ -244,6 +247,23 @@ pub fn pending_reason_words(reason: &str) -> String {
         _ => return format!("Slurm: {reason}"),
     };
     format!("{words}; Slurm: {reason}")
+}
+
+/// Whether a pending task with Slurm reason `reason` waits for a person rather than for time:
+/// held (by its user, an administrator, or after a failed launch) or asking for more than the
+/// partition or QOS allows. A waiting `drover run` says so once rather than wait in silence.
+pub fn waits_for_a_person(reason: &str) -> bool {
+    matches!(
+        reason,
+        "JobHeldAdmin"
+            | "JobHeldUser"
+            | "launch failed requeued held"
+            | "launch_failed_requeued_held"
+            | "PartitionConfig"
+            | "BadConstraints"
+            | "PartitionTimeLimit"
+            | "QOSMaxWallDurationPerJobLimit"
+    )
 }
 
 /// The state of one run of a local sweep: its `exit.json` when completed; running while a job
@@ -708,6 +728,16 @@ pub(crate) mod tests {
 
     /// `drover status` explains Slurm's pending reasons in words and keeps Slurm's name; the
     /// JSON keeps Slurm's name alone.
+    #[test]
+    fn held_and_impossible_tasks_are_told_from_waiting_ones() {
+        for reason in ["JobHeldAdmin", "JobHeldUser", "launch failed requeued held", "PartitionConfig", "PartitionTimeLimit"] {
+            assert!(waits_for_a_person(reason), "{reason}");
+        }
+        for reason in ["Priority", "Resources", "JobArrayTaskLimit", "Dependency", "BeginTime", "None"] {
+            assert!(!waits_for_a_person(reason), "{reason}");
+        }
+    }
+
     #[test]
     fn pending_reasons_are_explained_and_keep_slurms_name() {
         assert!(pending_reason_words("PartitionConfig").starts_with("will not start: it asks for more than any node of the partition has"));

@@ -648,6 +648,35 @@ fn a_waiting_drover_run_outlives_a_short_controller_outage() {
     assert_eq!(states(&status_json(&results)), ["done"]);
 }
 
+/// A task held (here by its user, `--hold`; an administrator's hold or a failed launch reads
+/// alike) waits for a person, not for time: the waiting `drover run` says so once, in words,
+/// rather than wait in silence, and goes on once the task is released.
+#[test]
+fn a_waiting_drover_run_says_once_that_a_held_run_waits_for_a_person() {
+    slurm_up();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let sweep = drover_tests::write_sweep(
+        tmp.path(),
+        "name = \"held\"\nbackend = \"slurm\"\n[run]\nenv = \"CartPole-v1\"\nplugin = \"ppo\"\nnum_envs = 4\nnum_steps = 64\ntotal_steps = 2048\n\
+         [sweep]\nseeds = [1]\n[slurm]\npoll_seconds = 0.5\nextra = [\"--hold\"]\n",
+    );
+    let results = tmp.path().join("r");
+    let err = tmp.path().join("run.err");
+    let mut driver = KillOnDrop(
+        drover().arg("run").arg(&sweep).arg("--results").arg(&results).stderr(std::fs::File::create(&err).expect("log")).spawn().expect("drover run"),
+    );
+    let said = || std::fs::read_to_string(&err).unwrap_or_default();
+    wait_until("the warning about the held run", Duration::from_secs(60), || said().contains("held by its user"));
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(said().matches("held by its user").count(), 1, "said once: {}", said());
+    assert!(said().contains("drover: warning: run ") && said().contains("`scontrol release <job>` lets it start"), "{}", said());
+    let job = submitted_jobs(&results)[0].clone();
+    run_ok(Command::new("scontrol").args(["release", &job]));
+    wait_until("the run to finish", Duration::from_secs(120), || driver.0.try_wait().expect("wait").is_some());
+    assert!(driver.0.wait().expect("status").success(), "{}", said());
+    assert_eq!(states(&status_json(&results)), ["done"]);
+}
+
 /// `drover status` while the controller does not answer: a sweep that has ended is reported
 /// whole from its markers (it used to fail outright), a run without a final marker is
 /// `unknown`, and the report says Slurm did not answer. A stand-in `squeue` first on PATH

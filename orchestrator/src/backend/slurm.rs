@@ -1593,6 +1593,8 @@ pub fn run_sweep(plan: &Plan, opts: &SlurmOptions) -> Result<SlurmReport, RunErr
     // Polls that found the controller unavailable in a row: the wait between them doubles.
     let mut unanswered = 0u32;
     let mut finished = BTreeMap::new();
+    // Runs already said to wait for a person (held, or asking for too much).
+    let mut stuck = BTreeSet::new();
     loop {
         let t0 = Instant::now();
         // Read again each poll: `drover cancel` in another terminal appends to it.
@@ -1645,6 +1647,15 @@ pub fn run_sweep(plan: &Plan, opts: &SlurmOptions) -> Result<SlurmReport, RunErr
         let slots = retry_slots(throttle, live.values().sum());
         let mut held_back = false;
         for st in &now {
+            let reason = st.slurm_reason.as_deref().filter(|r| st.state == RunState::Pending && crate::status::waits_for_a_person(r));
+            if let Some(reason) = reason.filter(|_| !opts.quiet && stuck.insert(st.run_id.clone())) {
+                eprintln!(
+                    "drover: warning: run {} ({}) {}; this `drover run` waits on (Ctrl-C stops waiting, the jobs go on)",
+                    st.run_id,
+                    st.label,
+                    crate::status::pending_reason_words(reason)
+                );
+            }
             let Some(kind) = retry_kind(st) else {
                 if st.state == RunState::Failed && spent_budget.insert(st.run_id.clone()) && !opts.quiet {
                     let remedy = if st.spent_budget.as_deref() == Some("max_timeouts") {

@@ -71,7 +71,8 @@ fn ppo_loads_and_computes_through_the_abi() {
             "ent_coef",
             "vf_coef",
             "norm_adv",
-            "target_kl"
+            "target_kl",
+            "bootstrap_truncated"
         ]
     );
     assert_eq!(
@@ -93,6 +94,7 @@ fn ppo_loads_and_computes_through_the_abi() {
     assert_eq!(resolved["gamma"], 0.5);
     assert_eq!(resolved["clip_coef"], 0.2);
     assert!(resolved["target_kl"].is_null());
+    assert_eq!(resolved["bootstrap_truncated"], true);
 
     let mut alg = plugin
         .instantiate(r#"{"gamma": 0.5, "gae_lambda": 0.5}"#, 1)
@@ -175,10 +177,18 @@ fn ppo_loads_and_computes_through_the_abi() {
             "clip_frac"
         ]
     );
-    assert!(!alg
+    // The last minibatch's approx_kl (0 at ρ = 1) decides, as in CleanRL, whatever the host's
+    // epoch mean says; before any minibatch the host's mean stands in.
+    assert!(alg
         .on_epoch_end(0, &[Metric::new("approx_kl", 0.5)])
         .expect("hook"));
-    assert!(alg
+    let mut fresh = plugin
+        .instantiate(r#"{"target_kl": 0.01}"#, 1)
+        .expect("instantiate");
+    assert!(!fresh
+        .on_epoch_end(0, &[Metric::new("approx_kl", 0.5)])
+        .expect("hook"));
+    assert!(fresh
         .on_epoch_end(0, &[Metric::new("approx_kl", 0.001)])
         .expect("hook"));
     let control = alg.on_iteration(1, 128, &metrics).expect("hook");
