@@ -616,7 +616,10 @@ pub fn status(results: &Path, slurm: &Slurm) -> Result<StatusReport, RunError> {
     ledger.find_dangling(&queue, &job_name(&dir.name, &dir.root).1, records_dangling(&dir))?;
     // Also where a `--no-wait` sweep's lowered throttle catches up, and its waiting array
     // starts, once older runs end.
-    let lifted = share_free_slots(&mut ledger, &queue, slurm, &mut BTreeMap::new());
+    let before = throttles_set(&dir.root);
+    let mut set = before.clone();
+    let lifted = share_free_slots(&mut ledger, &queue, slurm, &mut set);
+    remember_throttles(&dir.root, &before, &set);
     mark_lifted(&mut queue, &lifted);
     let runs = statuses(&dir, &ledger, Some(&queue));
     Ok(status_report(&dir, runs))
@@ -1099,6 +1102,34 @@ fn raise_throttles(ledger: &Ledger, queue: &[QueueEntry], slurm: &Slurm, set: &m
     }
 }
 
+/// `slurm/throttles.json`: the `ArrayTaskThrottle` each array was last set to by a drover
+/// command, so that `drover status` run again and again (`watch drover status`) does not send
+/// the controller the same `scontrol update` each time. Only a cache: missing, unreadable or
+/// unwritable (a colleague's read-only view), it costs one repeated call.
+const THROTTLES_JSON: &str = "throttles.json";
+
+/// The throttles [`THROTTLES_JSON`] records (empty when it cannot be read).
+fn throttles_set(root: &Path) -> BTreeMap<String, u32> {
+    let path = root.join(SLURM_DIR).join(THROTTLES_JSON);
+    let value: Option<serde_json::Value> = layout::read_record(&path).ok().flatten();
+    value
+        .filter(|v| v["format_version"] == 1)
+        .and_then(|v| serde_json::from_value(v["set"].clone()).ok())
+        .unwrap_or_default()
+}
+
+/// Records `set` in [`THROTTLES_JSON`] when it differs from `before`; best effort.
+fn remember_throttles(root: &Path, before: &BTreeMap<String, u32>, set: &BTreeMap<String, u32>) {
+    if before == set {
+        return;
+    }
+    let path = root.join(SLURM_DIR).join(THROTTLES_JSON);
+    let text = serde_json::json!({ "format_version": 1, "set": set }).to_string();
+    if let Err(e) = layout::write_atomic(&path, text.as_bytes()) {
+        tracing::debug!("cannot record the throttles set in `{}` ({e})", path.display());
+    }
+}
+
 /// Hands the sweep's free slots out as one `squeue` answer shows them (a poll of a waiting
 /// `drover run`, `drover status`, the start of the next `drover run`): raises lowered throttles
 /// (`raise_throttles`) and lifts waiting arrays (`throttle_lifts`). A lift is recorded in the
@@ -1548,8 +1579,10 @@ pub fn run_sweep(plan: &Plan, opts: &SlurmOptions) -> Result<SlurmReport, RunErr
     });
     let (PreparedRuns { to_submit, skipped, attached, resumed }, queue) = prepared?;
     // Runs of earlier `drover run`s still live share the sweep's throttle with the new arrays.
-    let mut raised = BTreeMap::new();
+    let mut raised = throttles_set(&root);
+    let before = raised.clone();
     share_free_slots(&mut ledger, &queue, &opts.slurm, &mut raised);
+    remember_throttles(&root, &before, &raised);
     let older = live_per_array(&ledger, &queue);
     tracing::debug!(elapsed = ?started.elapsed(), "run directories ready");
     let specs = plan.runs.iter().map(|r| (r.run_id.to_string(), plan.job_spec(r))).collect();
@@ -1636,7 +1669,9 @@ pub fn run_sweep(plan: &Plan, opts: &SlurmOptions) -> Result<SlurmReport, RunErr
             }
             Err(e) => return Err(e.into()),
         };
+        let before = raised.clone();
         let lifted = share_free_slots(&mut ledger, &queue, &opts.slurm, &mut raised);
+        remember_throttles(&root, &before, &raised);
         mark_lifted(&mut queue, &lifted);
         let now = statuses_reusing(&dir, &ledger, Some(&queue), &mut finished);
         let mut retry = Vec::new();
@@ -2064,6 +2099,43 @@ mod tests {
         assert_eq!(again[0].state, RunState::Done, "reused, not read");
         assert_ne!(again[1].state, RunState::Failed, "read again");
         assert_ne!(statuses(&dir, &ledger, Some(&[]))[0].state, RunState::Done, "a fresh call reads everything");
+    }
+
+    /// The throttles a drover command set are remembered in `slurm/throttles.json`, so a
+    /// `drover status` run again (or the next `drover run`) does not send the same `scontrol
+    /// update` again; a missing or damaged file only costs one repeated call.
+    #[test]
+    fn a_throttle_set_once_is_not_set_again_by_the_next_command() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let root = tmp.path();
+        let (bin, calls) = (root.join("bin"), root.join("calls"));
+        std::fs::create_dir_all(&bin).expect("mkdir");
+        std::fs::write(bin.join("scontrol"), format!("#!/bin/sh\necho \"$*\" >> '{}'\nexit 0\n", calls.display())).expect("fake scontrol");
+        std::fs::set_permissions(bin.join("scontrol"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+        let slurm = Slurm { bin_dir: Some(bin), policy: crate::backend::slurm_cmd::CallPolicy { attempts: 1, ..Default::default() } };
+        let mut ledger = Ledger::load(root).expect("empty");
+        // Array 42 started at %1 below the sweep's 3 while array 41 ran; 41 has ended.
+        ledger.append(intent(0, vec![format!("{:016x}", 0)], Some(3), None)).expect("intent");
+        ledger.append(LedgerEvent::Submitted { submission: 0, job_id: "41".into() }).expect("submitted");
+        ledger.append(intent(1, (1..7).map(|n| format!("{n:016x}")).collect(), Some(1), Some(3))).expect("intent");
+        ledger.append(LedgerEvent::Submitted { submission: 1, job_id: "42".into() }).expect("submitted");
+        let queue = [tasks("42", 0, 1, "RUNNING", "None"), tasks("42", 1, 6, "PENDING", "JobArrayTaskLimit")].concat();
+        // What `drover status` does, twice.
+        let status_like = |ledger: &mut Ledger| {
+            let before = throttles_set(root);
+            let mut set = before.clone();
+            share_free_slots(ledger, &queue, &slurm, &mut set);
+            remember_throttles(root, &before, &set);
+        };
+        status_like(&mut ledger);
+        let calls_so_far = || std::fs::read_to_string(&calls).unwrap_or_default();
+        assert_eq!(calls_so_far(), "update JobId=42 ArrayTaskThrottle=3\n");
+        status_like(&mut ledger);
+        assert_eq!(calls_so_far(), "update JobId=42 ArrayTaskThrottle=3\n", "not sent again");
+        assert_eq!(throttles_set(root), BTreeMap::from([("42".to_string(), 3)]));
+        std::fs::write(root.join(SLURM_DIR).join(THROTTLES_JSON), "{garbled").expect("damage");
+        status_like(&mut ledger);
+        assert_eq!(calls_so_far().lines().count(), 2, "a damaged cache costs one repeated call");
     }
 
     /// While the controller does not answer, the waits between polls double from the poll
