@@ -624,6 +624,24 @@ fn runs_trained_by_another_build_of_their_plugin_are_pointed_out_on_rerun() {
     assert!(text(&dry).1.contains("2 completed runs trained by another build"), "--dry-run says it too: {}", text(&dry).1);
 }
 
+/// The `spec.json` drover writes for a one-seed run of [`sweep`], made `total_steps` long: a
+/// spec for running `drover-job` directly.
+fn spec_of_steps(tmp: &Path, total_steps: u64) -> serde_json::Value {
+    let results = tmp.join("r");
+    run_ok(drover().arg("run").arg(write_sweep(tmp, &sweep("[1]"))).arg("--results").arg(&results));
+    let mut spec = read_json(&run_dirs(&results)[0].join("spec.json"));
+    spec["run"]["total_steps"] = total_steps.into();
+    spec
+}
+
+/// A fresh run directory `tmp/name` holding `spec`.
+fn dir_with_spec(tmp: &Path, name: &str, spec: &serde_json::Value) -> PathBuf {
+    let dir = tmp.join(name);
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::write(dir.join("spec.json"), spec.to_string()).expect("spec");
+    dir
+}
+
 /// A job that spends a retry budget says which in its `exit.json` (`spent_budget`), so the
 /// orchestrator decides on the job's own count: the time-limit stop past `--max-timeouts`
 /// fails the run at once, and a SIGTERM stop past `--max-preemptions` fails the next start of
@@ -632,16 +650,8 @@ fn runs_trained_by_another_build_of_their_plugin_are_pointed_out_on_rerun() {
 #[test]
 fn a_job_that_spends_a_retry_budget_names_it_in_its_marker() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let results = tmp.path().join("r");
-    run_ok(drover().arg("run").arg(write_sweep(tmp.path(), &sweep("[1]"))).arg("--results").arg(&results));
-    let mut spec = read_json(&run_dirs(&results)[0].join("spec.json"));
-    spec["run"]["total_steps"] = 50_000_000.into();
-    let fresh = |name: &str| {
-        let dir = tmp.path().join(name);
-        std::fs::create_dir_all(&dir).expect("mkdir");
-        std::fs::write(dir.join("spec.json"), spec.to_string()).expect("spec");
-        dir
-    };
+    let spec = spec_of_steps(tmp.path(), 50_000_000);
+    let fresh = |name: &str| dir_with_spec(tmp.path(), name, &spec);
     let job = |dir: &Path, slurm_job: &str| {
         let mut cmd = std::process::Command::new(artifact("drover-job"));
         cmd.arg("--spec").arg(dir.join("spec.json")).arg("--out").arg(dir);
@@ -687,16 +697,8 @@ fn a_job_that_spends_a_retry_budget_names_it_in_its_marker() {
 #[test]
 fn a_job_killed_without_warning_resumes_from_its_last_periodic_checkpoint() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let results = tmp.path().join("r");
-    run_ok(drover().arg("run").arg(write_sweep(tmp.path(), &sweep("[1]"))).arg("--results").arg(&results));
-    let mut spec = read_json(&run_dirs(&results)[0].join("spec.json"));
-    spec["run"]["total_steps"] = (256 * 1500).into();
-    let fresh = |name: &str| {
-        let dir = tmp.path().join(name);
-        std::fs::create_dir_all(&dir).expect("mkdir");
-        std::fs::write(dir.join("spec.json"), spec.to_string()).expect("spec");
-        dir
-    };
+    let spec = spec_of_steps(tmp.path(), 256 * 1500);
+    let fresh = |name: &str| dir_with_spec(tmp.path(), name, &spec);
     let job = |dir: &Path| {
         let mut cmd = std::process::Command::new(artifact("drover-job"));
         cmd.arg("--spec").arg(dir.join("spec.json")).arg("--out").arg(dir).args(["--checkpoint-signal", "USR1"]);

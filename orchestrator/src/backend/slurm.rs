@@ -1804,6 +1804,17 @@ mod tests {
         }
     }
 
+    /// Two runs submitted as array 77 (submission 0) in the results directory `root`: the
+    /// ledger and the sweep as status sees them.
+    fn two_runs_in_array_77(root: &Path) -> (Ledger, SweepDir, [&'static str; 2]) {
+        let ids = ["0123456789abcdef", "fedcba9876543210"];
+        let mut ledger = Ledger::load(root).expect("empty ledger");
+        ledger.append(intent(0, ids.iter().map(|s| s.to_string()).collect(), None, None)).expect("intent");
+        ledger.append(LedgerEvent::Submitted { submission: 0, job_id: "77".into() }).expect("submitted");
+        let runs = ids.iter().map(|s| RunId::parse(s).expect("id")).collect();
+        (ledger, SweepDir { root: root.to_path_buf(), name: "s".into(), runs, job_name: "j".into() }, ids)
+    }
+
     #[test]
     fn arrays_split_at_the_size_limit_and_by_resources() {
         let runs: Vec<(String, Resources)> =
@@ -1939,10 +1950,7 @@ mod tests {
     fn a_pending_run_shows_the_seed_and_label_of_its_tasks_file_line() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let root = tmp.path().canonicalize().expect("canonical");
-        let ids = ["0123456789abcdef", "fedcba9876543210"];
-        let mut ledger = Ledger::load(&root).expect("empty ledger");
-        ledger.append(intent(0, ids.iter().map(|s| s.to_string()).collect(), None, None)).expect("intent");
-        ledger.append(LedgerEvent::Submitted { submission: 0, job_id: "77".into() }).expect("submitted");
+        let (ledger, dir, ids) = two_runs_in_array_77(&root);
         let line = |id: &str, seed: u64| format!("{id}\t{{\"run_id\":\"{id}\",\"label\":\"lr=0.1\",\"run\":{{\"seed\":{seed}}}}}\n");
         let tasks = format!("{}{}", line(ids[0], 3), line(ids[1], 4));
         std::fs::write(root.join(SLURM_DIR).join("array-0.tasks"), tasks).expect("tasks");
@@ -1954,12 +1962,6 @@ mod tests {
             "axes": {}, "run": {"seed": 3, "total_steps": 100}, "params": {}, "plugin_path": "/p.so"
         });
         std::fs::write(started.join(SPEC_JSON), spec.to_string()).expect("spec");
-        let dir = SweepDir {
-            root: root.clone(),
-            name: "s".into(),
-            runs: ids.iter().map(|s| RunId::parse(s).expect("id")).collect(),
-            job_name: "j".into(),
-        };
         let queue: Vec<QueueEntry> = [(0, "RUNNING", "None"), (1, "PENDING", "JobArrayTaskLimit")]
             .iter()
             .map(|&(task, state, reason)| QueueEntry {
@@ -2076,11 +2078,7 @@ mod tests {
     fn a_run_found_done_is_not_read_again() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let root = tmp.path().canonicalize().expect("canonical");
-        let ids = ["0123456789abcdef", "fedcba9876543210"];
-        let mut ledger = Ledger::load(&root).expect("empty ledger");
-        ledger.append(intent(0, ids.iter().map(|s| s.to_string()).collect(), None, None)).expect("intent");
-        ledger.append(LedgerEvent::Submitted { submission: 0, job_id: "77".into() }).expect("submitted");
-        let dir = SweepDir { root: root.clone(), name: "s".into(), runs: ids.iter().map(|s| RunId::parse(s).expect("id")).collect(), job_name: "j".into() };
+        let (ledger, dir, ids) = two_runs_in_array_77(&root);
         let marker = |id: &str, status: &str| {
             let run = root.join("runs").join(id);
             std::fs::create_dir_all(&run).expect("mkdir");
