@@ -637,6 +637,9 @@ mod tests {
             ("[arch]\n\"a)\" = \"/opt/x\"", "slurm.arch.a)"),
             ("[arch]\naarch64 = \"builds/arm\"", "slurm.arch.aarch64"),
             ("[arch]\naarch64 = \"/opt/a\\nb\"", "slurm.arch.aarch64"),
+            ("checkpoint_minutes = 0", "slurm.checkpoint_minutes"),
+            ("checkpoint_minutes = -5", "slurm.checkpoint_minutes"),
+            ("checkpoint_minutes = nan", "slurm.checkpoint_minutes"),
         ];
         for (text, key) in cases {
             let err = SlurmSettings::validate(file(text), &["params.x".to_string()]).expect_err(text);
@@ -679,6 +682,9 @@ mod tests {
         );
         assert_eq!(s.signal, "USR1");
         assert_eq!((s.max_retries, s.max_timeouts, s.max_preemptions), (2, 3, 10));
+        assert_eq!((s.checkpoint_minutes, s.poll_seconds), (None, DEFAULT_POLL_SECONDS));
+        let periodic = SlurmSettings::validate(file("checkpoint_minutes = 30"), &[]).expect("valid");
+        assert_eq!(periodic.checkpoint_minutes, Some(30.0));
     }
 
     #[test]
