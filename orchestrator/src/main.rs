@@ -255,7 +255,7 @@ fn run(args: RunArgs) -> anyhow::Result<u8> {
             writeln!(out, "sweep `{}`: {tally}", plan.sweep.name)?;
         }
         if slurm {
-            slurm_preflight(&plan)?;
+            slurm_preflight(&plan, &job_bin)?;
             for (name, text) in slurm::dry_run_scripts(&plan, &slurm_options(job_bin, !no_wait), &states)? {
                 writeln!(out, "\n--- {name} (not submitted)\n{text}")?;
             }
@@ -268,7 +268,7 @@ fn run(args: RunArgs) -> anyhow::Result<u8> {
         if let Some(n) = max_retries {
             eprintln!("drover: warning: --max-retries {n} is the local backend's; on Slurm the budget is `slurm.max_retries` (`--set slurm.max_retries={n}`)");
         }
-        slurm_preflight(&plan)?;
+        slurm_preflight(&plan, &job_bin)?;
         return slurm_run(&plan, job_bin, !no_wait);
     }
 
@@ -522,10 +522,13 @@ fn use_slurm(arg: Option<BackendArg>, plan: &plan::Plan) -> bool {
 }
 
 /// What a Slurm sweep is checked for before anything is submitted, and by `--dry-run` the
-/// same way: runs that would see no GPU, large sweeps without a throttle and resources runs
-/// would waste (warnings), and the `[slurm.arch]` folders' builds.
-fn slurm_preflight(plan: &plan::Plan) -> anyhow::Result<()> {
-    let warnings = [slurm::gpu_request_warning(plan), slurm::throttle_warning(plan)].into_iter().flatten();
+/// same way: runs that would see no GPU, large sweeps without a throttle, resources runs would
+/// waste and paths the compute nodes cannot see (warnings), and the `[slurm.arch]` folders'
+/// builds.
+fn slurm_preflight(plan: &plan::Plan, job_bin: &Path) -> anyhow::Result<()> {
+    let mut paths = vec![("the results directory", plan.results.root()), ("drover-job", job_bin)];
+    paths.extend(plan.plugins.values().map(|p| ("a plugin", p.as_path())));
+    let warnings = [slurm::gpu_request_warning(plan), slurm::throttle_warning(plan), slurm::node_local_warning(&paths)].into_iter().flatten();
     for warning in warnings.chain(slurm::resource_warnings(plan)) {
         eprintln!("drover: warning: {warning}");
     }

@@ -760,6 +760,40 @@ pub fn resource_warnings(plan: &Plan) -> Vec<String> {
     out
 }
 
+/// A warning naming the `paths` (what, path) that lie on a filesystem in this machine's memory
+/// (tmpfs, ramfs: `/tmp` or `/dev/shm` on many login nodes): compute nodes see their own, so
+/// every task would fail to find its tasks file, run directory or program. A path not created
+/// yet is judged by the nearest folder above it that exists.
+pub fn node_local_warning(paths: &[(&str, &Path)]) -> Option<String> {
+    let local: Vec<String> = paths
+        .iter()
+        .filter(|(_, p)| in_memory_filesystem(p))
+        .map(|(what, p)| format!("{what} `{}`", p.display()))
+        .collect();
+    (!local.is_empty()).then(|| {
+        format!(
+            "{} on a filesystem in this machine's memory (tmpfs): compute nodes other than this one \
+             cannot see it, and their tasks would fail; use a shared filesystem (home, project or \
+             scratch) unless this machine is the whole cluster",
+            local.join(", ")
+        )
+    })
+}
+
+/// Whether `path` (or the nearest existing folder above it) is on tmpfs or ramfs.
+fn in_memory_filesystem(path: &Path) -> bool {
+    const TMPFS_MAGIC: i64 = 0x0102_1994;
+    const RAMFS_MAGIC: i64 = 0x8584_58f6;
+    let Some(existing) = path.ancestors().find(|p| p.exists()) else { return false };
+    let Ok(c_path) = std::ffi::CString::new(existing.as_os_str().as_encoded_bytes()) else { return false };
+    // SAFETY: statfs reads the NUL-terminated path and writes into the zeroed struct we own.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statfs(c_path.as_ptr(), &mut st) } != 0 {
+        return false;
+    }
+    matches!(st.f_type as i64, TMPFS_MAGIC | RAMFS_MAGIC)
+}
+
 /// Runs a sweep may have without a throttle before [`throttle_warning`] speaks up.
 pub const UNTHROTTLED_RUNS_WARNED: usize = 500;
 
@@ -2134,6 +2168,26 @@ mod tests {
         std::fs::write(root.join(SLURM_DIR).join(THROTTLES_JSON), "{garbled").expect("damage");
         status_like(&mut ledger);
         assert_eq!(calls_so_far().lines().count(), 2, "a damaged cache costs one repeated call");
+    }
+
+    /// Paths in this machine's memory are named (here `/dev/shm`, tmpfs on Linux), paths on a
+    /// disk are not; a path not created yet is judged by the folder above it.
+    #[test]
+    fn paths_on_tmpfs_are_warned_about() {
+        let shm = Path::new("/dev/shm");
+        if !in_memory_filesystem(shm) {
+            eprintln!("no tmpfs at /dev/shm here: only the negative case is checked");
+        } else {
+            let results = shm.join("drover-not-created-yet/results");
+            let w = node_local_warning(&[("the results directory", &results), ("drover-job", Path::new("/"))]).expect("warned");
+            assert!(w.starts_with("the results directory `/dev/shm/drover-not-created-yet/results` on a filesystem in this machine's memory"), "{w}");
+            assert!(!w.contains("drover-job"), "{w}");
+        }
+        // The source tree is on a disk wherever the tests run from a checkout.
+        let tree = Path::new(env!("CARGO_MANIFEST_DIR"));
+        if !in_memory_filesystem(tree) {
+            assert_eq!(node_local_warning(&[("the results directory", tree)]), None);
+        }
     }
 
     /// While the controller does not answer, the waits between polls double from the poll
