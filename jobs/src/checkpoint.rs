@@ -547,13 +547,19 @@ pub fn record_interruption(dir: &Path, reason: Interruption, iteration: u64) -> 
     f.sync_all().map_err(io)
 }
 
-/// How many interruptions of kind `reason` the run has had (unreadable lines are skipped).
-pub fn count_interruptions(dir: &Path, reason: Interruption) -> u32 {
-    let Ok(text) = std::fs::read_to_string(dir.join(INTERRUPTIONS_JSONL)) else { return 0 };
+/// The run's recorded interruptions of kind `reason`, oldest first (unreadable lines are
+/// skipped; no file is none).
+fn interruptions_of(dir: &Path, reason: Interruption) -> Vec<InterruptionRecord> {
+    let Ok(text) = std::fs::read_to_string(dir.join(INTERRUPTIONS_JSONL)) else { return Vec::new() };
     text.lines()
         .filter_map(|l| serde_json::from_str::<InterruptionRecord>(l).ok())
         .filter(|r| r.reason == reason)
-        .count() as u32
+        .collect()
+}
+
+/// How many interruptions of kind `reason` the run has had (unreadable lines are skipped).
+pub fn count_interruptions(dir: &Path, reason: Interruption) -> u32 {
+    interruptions_of(dir, reason).len() as u32
 }
 
 /// How many interruptions of each kind a run may have before it counts as failed.
@@ -609,11 +615,8 @@ pub fn after_stop(dir: &Path, cause: StopCause, iteration: u64, budgets: Budgets
 /// run that the user starts again is a new submission with a new id, whose budget is whole.
 /// Without a job id (or for records from before ids were kept) every stop counts.
 pub fn preemption_budget_spent(dir: &Path, budgets: Budgets, current_job: Option<&str>) -> Option<String> {
-    let Ok(text) = std::fs::read_to_string(dir.join(INTERRUPTIONS_JSONL)) else { return None };
-    let n = text
-        .lines()
-        .filter_map(|l| serde_json::from_str::<InterruptionRecord>(l).ok())
-        .filter(|r| r.reason == Interruption::Terminated)
+    let n = interruptions_of(dir, Interruption::Terminated)
+        .iter()
         .filter(|r| match (current_job, r.slurm_job_id.as_deref()) {
             (Some(now), Some(then)) => now == then,
             _ => true,

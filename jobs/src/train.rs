@@ -235,41 +235,40 @@ pub fn run(
         if let Some(cause) = stopping {
             (status, stop) = (ExitStatus::Cancelled, Some(cause));
         }
-        if periodic || stopping.is_some() {
-            if checkpointing && stopping != Some(StopCause::Interrupt) {
-                // Collective: every rank's environments, gathered on every rank.
-                if let Some(engine_state) = checkpoint::job_engine_state(engine.as_ref(), comm, trainer.num_envs, trainer.env_offset)? {
-                    // Rank 0 alone writes it (the other ranks' trainer and plugin are the same).
-                    let mut write = || -> Result<(), JobError> {
-                        let rows = log.as_ref().map_or(&[][..], MetricsLog::rows);
-                        let wall = wall_offset + started.elapsed().as_secs_f64();
-                        let plugin_state = match state_ext {
-                            Some(ext) => Some(PluginStateRecord::new(&info.name, &info.version, &algo.save_state(ext)?)),
-                            None => None,
-                        };
-                        let state = RunState {
-                            perm: trainer.perm.clone(),
-                            next_group_sizes: next_group_sizes.clone(),
-                            plugin_state,
-                            compute: checkpoint::compute_of(engine.as_ref()),
-                        };
-                        checkpoint::take(out_dir, &spec.run_id, iteration - 1, &engine_state, state, rows, wall)
+        // A checkpoint now: a periodic one, or at a stop other than SIGINT (which stops without).
+        if periodic || (checkpointing && stopping.is_some_and(|c| c != StopCause::Interrupt)) {
+            // Collective: every rank's environments, gathered on every rank.
+            if let Some(engine_state) = checkpoint::job_engine_state(engine.as_ref(), comm, trainer.num_envs, trainer.env_offset)? {
+                // Rank 0 alone writes it (the other ranks' trainer and plugin are the same).
+                let mut write = || -> Result<(), JobError> {
+                    let rows = log.as_ref().map_or(&[][..], MetricsLog::rows);
+                    let wall = wall_offset + started.elapsed().as_secs_f64();
+                    let plugin_state = match state_ext {
+                        Some(ext) => Some(PluginStateRecord::new(&info.name, &info.version, &algo.save_state(ext)?)),
+                        None => None,
                     };
-                    let written = if rank == 0 { write() } else { Ok(()) };
-                    let failed = if size > 1 { comm::count_ranks(comm, written.is_err()) } else { 0 };
-                    written?;
-                    if failed > 0 {
-                        return Err(JobError::Ranks("rank 0 could not write the checkpoint (see its error)".into()));
-                    }
-                    if stopping.is_some() {
-                        checkpoint = Some(iteration - 1);
-                    }
-                    last_checkpoint = Instant::now();
+                    let state = RunState {
+                        perm: trainer.perm.clone(),
+                        next_group_sizes: next_group_sizes.clone(),
+                        plugin_state,
+                        compute: checkpoint::compute_of(engine.as_ref()),
+                    };
+                    checkpoint::take(out_dir, &spec.run_id, iteration - 1, &engine_state, state, rows, wall)
+                };
+                let written = if rank == 0 { write() } else { Ok(()) };
+                let failed = if size > 1 { comm::count_ranks(comm, written.is_err()) } else { 0 };
+                written?;
+                if failed > 0 {
+                    return Err(JobError::Ranks("rank 0 could not write the checkpoint (see its error)".into()));
                 }
+                if stopping.is_some() {
+                    checkpoint = Some(iteration - 1);
+                }
+                last_checkpoint = Instant::now();
             }
-            if stopping.is_some() {
-                break;
-            }
+        }
+        if stopping.is_some() {
+            break;
         }
         let lr = if r.anneal_lr {
             r.lr * (1.0 - (iteration - 1) as f64 / iterations as f64)

@@ -349,8 +349,9 @@ impl Ledger {
     /// (`drover:<token>:<n>`), and returns the ones not found. A `drover run` killed while
     /// `sbatch` ran leaves such a submission: its array may be running, and `drover status`
     /// and `drover cancel` must see it as `drover run` does.
-    /// With `persist` false (a dry run) the ledger file is left as it is.
-    fn find_dangling(&mut self, queue: &[QueueEntry], token: &str, persist: bool) -> Result<Vec<u32>, RunError> {
+    /// With `persist` false (a dry run) the ledger file is left as it is; a record that cannot
+    /// be written is used in memory.
+    fn find_dangling(&mut self, queue: &[QueueEntry], token: &str, persist: bool) -> Vec<u32> {
         let mut missing = Vec::new();
         for n in self.dangling() {
             let comment = format!("drover:{token}:{n}");
@@ -369,7 +370,7 @@ impl Ledger {
                 None => missing.push(n),
             }
         }
-        Ok(missing)
+        missing
     }
 }
 
@@ -613,13 +614,10 @@ pub fn status(results: &Path, slurm: &Slurm) -> Result<StatusReport, RunError> {
         Err(e) => return Err(e.into()),
     };
     // Not found: its sbatch may still be in flight, so it is left for `drover run` to judge.
-    ledger.find_dangling(&queue, &job_name(&dir.name, &dir.root).1, records_dangling(&dir))?;
+    ledger.find_dangling(&queue, &job_name(&dir.name, &dir.root).1, records_dangling(&dir));
     // Also where a `--no-wait` sweep's lowered throttle catches up, and its waiting array
     // starts, once older runs end.
-    let before = throttles_set(&dir.root);
-    let mut set = before.clone();
-    let lifted = share_free_slots(&mut ledger, &queue, slurm, &mut set);
-    remember_throttles(&dir.root, &before, &set);
+    let lifted = share_free_slots_remembered(&dir.root, &mut ledger, &queue, slurm, &mut throttles_set(&dir.root));
     mark_lifted(&mut queue, &lifted);
     let runs = statuses(&dir, &ledger, Some(&queue));
     Ok(status_report(&dir, runs))
@@ -635,7 +633,7 @@ pub fn cancel(results: &Path, slurm: &Slurm) -> Result<Vec<String>, RunError> {
         return Err(RunError::NotSlurm { dir: dir.root });
     };
     let queue = slurm.queue(&dir.job_name, ledger.submitter())?;
-    ledger.find_dangling(&queue, &job_name(&dir.name, &dir.root).1, records_dangling(&dir))?;
+    ledger.find_dangling(&queue, &job_name(&dir.name, &dir.root).1, records_dangling(&dir));
     let ours: BTreeSet<&str> = ledger.submissions.values().filter_map(|s| s.job_id.as_deref()).collect();
     let live: BTreeSet<String> = queue
         .iter()
@@ -838,10 +836,15 @@ fn max_array(settings: &SlurmSettings, slurm: &Slurm) -> Result<usize, RunError>
     } as usize)
 }
 
+/// The results directory as `run_sweep` names it once it exists (symlinks resolved: the job
+/// name hashes the path), or absolute while it does not: where a dry run looks.
+fn dry_run_root(plan: &Plan) -> std::io::Result<PathBuf> {
+    plan.results.root().canonicalize().or_else(|_| std::path::absolute(plan.results.root()))
+}
+
 /// The batch scripts `drover run --dry-run --backend slurm` would submit, as (file name, text).
 pub fn dry_run_scripts(plan: &Plan, opts: &SlurmOptions, actions: &[&str]) -> Result<Vec<(String, String)>, RunError> {
-    let root = plan.results.root().canonicalize().or_else(|_| std::path::absolute(plan.results.root()))
-        .map_err(|source| RunError::Io { action: "resolve", path: plan.results.root().to_path_buf(), source })?;
+    let root = dry_run_root(plan).map_err(|source| RunError::Io { action: "resolve", path: plan.results.root().to_path_buf(), source })?;
     let ledger = Ledger::load(&root)?;
     let settings = &plan.sweep.slurm;
     let quick = dry_run_slurm(opts);
@@ -1164,6 +1167,16 @@ fn remember_throttles(root: &Path, before: &BTreeMap<String, u32>, set: &BTreeMa
     }
 }
 
+/// [`share_free_slots`] with the throttles set so far read from and recorded in
+/// [`THROTTLES_JSON`], so that another drover command does not set them again; `set` also
+/// carries them across one command's polls.
+fn share_free_slots_remembered(root: &Path, ledger: &mut Ledger, queue: &[QueueEntry], slurm: &Slurm, set: &mut BTreeMap<String, u32>) -> BTreeSet<String> {
+    let before = set.clone();
+    let lifted = share_free_slots(ledger, queue, slurm, set);
+    remember_throttles(root, &before, set);
+    lifted
+}
+
 /// Hands the sweep's free slots out as one `squeue` answer shows them (a poll of a waiting
 /// `drover run`, `drover status`, the start of the next `drover run`): raises lowered throttles
 /// (`raise_throttles`) and lifts waiting arrays (`throttle_lifts`). A lift is recorded in the
@@ -1453,8 +1466,7 @@ fn outage_tolerance() -> Duration {
 /// has submissions; unreachable, no run counts as live.
 pub fn dry_run_actions(plan: &Plan, opts: &SlurmOptions) -> Vec<&'static str> {
     let local = || plan.runs.iter().map(|r| crate::backend::planned_action(&plan.results.run_dir(r.run_id.as_str()), &plan.job_spec(r)).word()).collect();
-    // As `run_sweep` names it (the job name hashes the path): symlinks resolved.
-    let Ok(root) = plan.results.root().canonicalize().or_else(|_| std::path::absolute(plan.results.root())) else { return local() };
+    let Ok(root) = dry_run_root(plan) else { return local() };
     let Ok(mut ledger) = Ledger::load(&root) else { return local() };
     let (job_name, token) = job_name(&plan.sweep.name, &root);
     let queue = if ledger.submissions.is_empty() {
@@ -1465,7 +1477,7 @@ pub fn dry_run_actions(plan: &Plan, opts: &SlurmOptions) -> Vec<&'static str> {
             Vec::new()
         })
     };
-    let _ = ledger.find_dangling(&queue, &token, false);
+    ledger.find_dangling(&queue, &token, false);
     let dir = SweepDir { root, name: plan.sweep.name.clone(), runs: plan.runs.iter().map(|r| r.run_id.clone()).collect(), job_name };
     let now = statuses(&dir, &ledger, Some(&queue));
     plan.runs
@@ -1594,7 +1606,7 @@ pub fn run_sweep(plan: &Plan, opts: &SlurmOptions) -> Result<SlurmReport, RunErr
     // Submissions whose sbatch outcome was never recorded: find them in the queue by comment.
     if !ledger.dangling().is_empty() {
         let queue = opts.slurm.queue(&job_name, ledger.submitter())?;
-        for n in ledger.find_dangling(&queue, &token, true)? {
+        for n in ledger.find_dangling(&queue, &token, true) {
             ledger.append(LedgerEvent::Refused { submission: n, message: "not found in the queue: never submitted".into() })?;
         }
     }
@@ -1614,9 +1626,7 @@ pub fn run_sweep(plan: &Plan, opts: &SlurmOptions) -> Result<SlurmReport, RunErr
     let (PreparedRuns { to_submit, skipped, attached, resumed }, queue) = prepared?;
     // Runs of earlier `drover run`s still live share the sweep's throttle with the new arrays.
     let mut raised = throttles_set(&root);
-    let before = raised.clone();
-    share_free_slots(&mut ledger, &queue, &opts.slurm, &mut raised);
-    remember_throttles(&root, &before, &raised);
+    share_free_slots_remembered(&root, &mut ledger, &queue, &opts.slurm, &mut raised);
     let older = live_per_array(&ledger, &queue);
     tracing::debug!(elapsed = ?started.elapsed(), "run directories ready");
     let specs = plan.runs.iter().map(|r| (r.run_id.to_string(), plan.job_spec(r))).collect();
@@ -1703,9 +1713,7 @@ pub fn run_sweep(plan: &Plan, opts: &SlurmOptions) -> Result<SlurmReport, RunErr
             }
             Err(e) => return Err(e.into()),
         };
-        let before = raised.clone();
-        let lifted = share_free_slots(&mut ledger, &queue, &opts.slurm, &mut raised);
-        remember_throttles(&root, &before, &raised);
+        let lifted = share_free_slots_remembered(&root, &mut ledger, &queue, &opts.slurm, &mut raised);
         mark_lifted(&mut queue, &lifted);
         let now = statuses_reusing(&dir, &ledger, Some(&queue), &mut finished);
         let mut retry = Vec::new();
@@ -1716,14 +1724,17 @@ pub fn run_sweep(plan: &Plan, opts: &SlurmOptions) -> Result<SlurmReport, RunErr
         let slots = retry_slots(throttle, live.values().sum());
         let mut held_back = false;
         for st in &now {
-            let reason = st.slurm_reason.as_deref().filter(|r| st.state == RunState::Pending && crate::status::waits_for_a_person(r));
-            if let Some(reason) = reason.filter(|_| !opts.quiet && stuck.insert(st.run_id.clone())) {
-                eprintln!(
-                    "drover: warning: run {} ({}) {}; this `drover run` waits on (Ctrl-C stops waiting, the jobs go on)",
-                    st.run_id,
-                    st.label,
-                    crate::status::pending_reason_words(reason)
-                );
+            let waits = st.slurm_reason.as_deref().filter(|r| st.state == RunState::Pending && crate::status::waits_for_a_person(r));
+            if let Some(reason) = waits {
+                // Said once per run: the next polls find it the same.
+                if !opts.quiet && stuck.insert(st.run_id.clone()) {
+                    eprintln!(
+                        "drover: warning: run {} ({}) {}; this `drover run` waits on (Ctrl-C stops waiting, the jobs go on)",
+                        st.run_id,
+                        st.label,
+                        crate::status::pending_reason_words(reason)
+                    );
+                }
             }
             let Some(kind) = retry_kind(st) else {
                 if st.state == RunState::Failed && spent_budget.insert(st.run_id.clone()) && !opts.quiet {
@@ -1956,10 +1967,10 @@ mod tests {
         let mut queue = tasks("941", 0, 1, "RUNNING", "None");
         queue[0].comment = "drover:tok:0".into();
         let mut dry = Ledger::load(&root).expect("ledger");
-        assert_eq!(dry.find_dangling(&queue, "tok", false).expect("found"), [1]);
+        assert_eq!(dry.find_dangling(&queue, "tok", false), [1]);
         assert_eq!(dry.latest().get(run(0)[0].as_str()), Some(&(0, 0)), "seen in memory");
         assert!(Ledger::load(&root).expect("ledger").latest().is_empty(), "a dry run writes nothing");
-        assert_eq!(ledger.find_dangling(&queue, "tok", true).expect("found"), [1]);
+        assert_eq!(ledger.find_dangling(&queue, "tok", true), [1]);
         let again = Ledger::load(&root).expect("ledger");
         assert_eq!(again.submissions[&0].job_id.as_deref(), Some("941"), "recorded in the file");
         assert_eq!(again.dangling(), [1], "the one not in the queue is left alone");
@@ -2154,10 +2165,7 @@ mod tests {
         let queue = [tasks("42", 0, 1, "RUNNING", "None"), tasks("42", 1, 6, "PENDING", "JobArrayTaskLimit")].concat();
         // What `drover status` does, twice.
         let status_like = |ledger: &mut Ledger| {
-            let before = throttles_set(root);
-            let mut set = before.clone();
-            share_free_slots(ledger, &queue, &slurm, &mut set);
-            remember_throttles(root, &before, &set);
+            share_free_slots_remembered(root, ledger, &queue, &slurm, &mut throttles_set(root));
         };
         status_like(&mut ledger);
         let calls_so_far = || std::fs::read_to_string(&calls).unwrap_or_default();
