@@ -95,6 +95,24 @@ fn stand_in(dir: &Path, name: &str, body: impl FnOnce(&str) -> String) -> String
     format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default())
 }
 
+/// A one-run-per-seed sweep of a few seconds' training named `name` in `dir`, polled every
+/// 0.5 s, with `slurm_extra` lines added to its `[slurm]` table.
+fn short_sweep(dir: &Path, name: &str, seeds: &str, slurm_extra: &str) -> PathBuf {
+    drover_tests::write_sweep(
+        dir,
+        &format!(
+            "name = \"{name}\"\nbackend = \"slurm\"\n[run]\nenv = \"CartPole-v1\"\nplugin = \"ppo\"\nnum_envs = 4\nnum_steps = 64\ntotal_steps = 2048\n\
+             [sweep]\nseeds = {seeds}\n[slurm]\npoll_seconds = 0.5\n{slurm_extra}"
+        ),
+    )
+}
+
+/// `cmd` (a `drover run`) started with its stderr in the file `err`, killed if the test ends
+/// first.
+fn spawn_logged(cmd: &mut Command, err: &Path) -> KillOnDrop {
+    KillOnDrop(cmd.stderr(std::fs::File::create(err).expect("log")).spawn().expect("drover run"))
+}
+
 fn squeue_names(name: &str) -> String {
     let out = Command::new("squeue").args(["--noheader", "--states=all", "--format=%i %T"]).arg(format!("--name={name}")).output().expect("squeue");
     String::from_utf8_lossy(&out.stdout).to_string()
@@ -655,16 +673,10 @@ fn a_waiting_drover_run_outlives_a_short_controller_outage() {
 fn a_waiting_drover_run_says_once_that_a_held_run_waits_for_a_person() {
     slurm_up();
     let tmp = tempfile::tempdir().expect("tempdir");
-    let sweep = drover_tests::write_sweep(
-        tmp.path(),
-        "name = \"held\"\nbackend = \"slurm\"\n[run]\nenv = \"CartPole-v1\"\nplugin = \"ppo\"\nnum_envs = 4\nnum_steps = 64\ntotal_steps = 2048\n\
-         [sweep]\nseeds = [1]\n[slurm]\npoll_seconds = 0.5\nextra = [\"--hold\"]\n",
-    );
+    let sweep = short_sweep(tmp.path(), "held", "[1]", "extra = [\"--hold\"]\n");
     let results = tmp.path().join("r");
     let err = tmp.path().join("run.err");
-    let mut driver = KillOnDrop(
-        drover().arg("run").arg(&sweep).arg("--results").arg(&results).stderr(std::fs::File::create(&err).expect("log")).spawn().expect("drover run"),
-    );
+    let mut driver = spawn_logged(drover().arg("run").arg(&sweep).arg("--results").arg(&results), &err);
     let said = || std::fs::read_to_string(&err).unwrap_or_default();
     wait_until("the warning about the held run", Duration::from_secs(60), || said().contains("held by its user"));
     std::thread::sleep(Duration::from_secs(2));
@@ -685,11 +697,7 @@ fn a_waiting_drover_run_says_once_that_a_held_run_waits_for_a_person() {
 fn status_without_an_answering_controller_reports_what_the_markers_settle() {
     slurm_up();
     let tmp = tempfile::tempdir().expect("tempdir");
-    let sweep = drover_tests::write_sweep(
-        tmp.path(),
-        "name = \"down\"\nbackend = \"slurm\"\n[run]\nenv = \"CartPole-v1\"\nplugin = \"ppo\"\nnum_envs = 4\nnum_steps = 64\ntotal_steps = 2048\n\
-         [sweep]\nseeds = [1, 2]\n[slurm]\npoll_seconds = 0.5\n",
-    );
+    let sweep = short_sweep(tmp.path(), "down", "[1, 2]", "");
     let results = tmp.path().join("r");
     run_ok(drover().arg("run").arg(&sweep).arg("--results").arg(&results));
     let path = stand_in(tmp.path(), "squeue", |_| {
@@ -738,25 +746,10 @@ fn status_beside_a_submitting_drover_run_shows_the_array_and_leaves_its_record_t
             go.display()
         )
     });
-    let sweep = drover_tests::write_sweep(
-        tmp.path(),
-        "name = \"inflight\"\nbackend = \"slurm\"\n[run]\nenv = \"CartPole-v1\"\nplugin = \"ppo\"\nnum_envs = 4\nnum_steps = 64\ntotal_steps = 2048\n\
-         [sweep]\nseeds = [1]\n[slurm]\npoll_seconds = 0.5\n",
-    );
+    let sweep = short_sweep(tmp.path(), "inflight", "[1]", "");
     let results = tmp.path().join("r");
     let err = tmp.path().join("run.err");
-    let mut driver = KillOnDrop(
-        drover()
-            .arg("run")
-            .arg(&sweep)
-            .arg("--results")
-            .arg(&results)
-            .arg("--no-wait")
-            .env("PATH", &path)
-            .stderr(std::fs::File::create(&err).expect("log"))
-            .spawn()
-            .expect("drover run"),
-    );
+    let mut driver = spawn_logged(drover().arg("run").arg(&sweep).arg("--results").arg(&results).arg("--no-wait").env("PATH", &path), &err);
     wait_until("the array in the queue, its sbatch not yet returned", Duration::from_secs(60), || submitted.exists());
     let seen = states(&status_json(&results));
     assert!(seen == ["pending"] || seen == ["running"] || seen == ["done"], "status sees the array by its comment: {seen:?}");
