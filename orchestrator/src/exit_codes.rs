@@ -12,5 +12,8 @@ pub const CONFIG_INVALID: u8 = 3;
 pub const RUNS_FAILED: u8 = 4;
 /// `drover analyze` found no completed run to analyze.
 pub const NO_RESULTS: u8 = 5;
+/// `drover run --no-wait` submitted only part of the sweep: Slurm's submit limit (the
+/// user's, account's or QOS's `MaxSubmitJobs`) refused the rest; `drover run` again submits it.
+pub const NOT_ALL_SUBMITTED: u8 = 6;
 /// Stopped by Ctrl-C / SIGTERM; finished runs were kept (128 + SIGINT, the shell convention).
 pub const INTERRUPTED: u8 = 130;

@@ -69,7 +69,8 @@ Running the same sweep again skips completed runs and redoes unfinished ones (a 
 run resumes). Ctrl-C, or `drover cancel DIR` from another terminal, stops cleanly.
 
 Exit codes: 0 all runs completed; 1 error; 2 bad command line; 3 invalid sweep file or \
-override (nothing launched); 4 some runs failed (listed); 130 interrupted (finished runs kept).";
+override (nothing launched); 4 some runs failed (listed); 6 Slurm's submit limit kept runs out \
+(`--no-wait`; run again to submit them); 130 interrupted (finished runs kept).";
 
 #[derive(Debug, Subcommand)]
 enum Command {
@@ -555,9 +556,18 @@ fn slurm_run(plan: &plan::Plan, job_bin: PathBuf, wait: bool) -> anyhow::Result<
         report.submit_seconds,
         if report.job_ids.is_empty() { String::new() } else { format!(" (jobs {})", report.job_ids.join(", ")) }
     );
+    if report.deferred > 0 {
+        eprintln!(
+            "drover: {} not submitted: Slurm's submit limit keeps them out until jobs of yours end; `drover run` again submits them",
+            drover::words::count(report.deferred, "run")
+        );
+    }
     if report.interrupted {
         eprintln!("drover: stopped waiting; the jobs go on (`drover status` follows them, `drover cancel` stops them)");
         return Ok(exit_codes::INTERRUPTED);
+    }
+    if report.deferred > 0 && report.status.is_none() {
+        return Ok(exit_codes::NOT_ALL_SUBMITTED);
     }
     let Some(status) = report.status else { return Ok(exit_codes::SUCCESS) };
     let failed: Vec<_> = status.runs.iter().filter(|r| r.state != drover::status::RunState::Done).collect();
@@ -641,11 +651,15 @@ mod tests {
     #[test]
     fn run_help_tells_the_env_overrides_and_exit_codes() {
         let help = Cli::try_parse_from(["drover", "run", "--help"]).expect_err("help is an early exit").to_string();
-        for needle in ["DROVER_RUN__NUM_ENVS=16", "then `--set`", "3 invalid sweep file", "4 some runs failed", "130 interrupted"] {
+        for needle in ["DROVER_RUN__NUM_ENVS=16", "then `--set`", "3 invalid sweep file", "4 some runs failed", "6 Slurm's submit limit", "130 interrupted"] {
             assert!(help.contains(needle), "`{needle}` missing from:\n{help}");
         }
         use drover::exit_codes::*;
-        assert_eq!((SUCCESS, FAILURE, USAGE, CONFIG_INVALID, RUNS_FAILED, INTERRUPTED), (0, 1, 2, 3, 4, 130), "the help text lists these");
+        assert_eq!(
+            (SUCCESS, FAILURE, USAGE, CONFIG_INVALID, RUNS_FAILED, NOT_ALL_SUBMITTED, INTERRUPTED),
+            (0, 1, 2, 3, 4, 6, 130),
+            "the help text lists these"
+        );
     }
 
     /// Review finding 10: `--target -5` was taken for an option, `--target nan` and `--bins 0`

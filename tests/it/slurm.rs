@@ -1230,3 +1230,53 @@ fn a_waiting_array_starts_as_soon_as_an_older_run_frees_a_slot() {
         said()
     );
 }
+
+/// A stand-in `sbatch` in front of the real one that enforces a submit limit of `limit` queued
+/// tasks for the script's job name (as a QOS `MaxSubmitJobsPerUser` would for the user: every
+/// array task counts), refusing with Slurm's own words. Returns the PATH to run drover with.
+fn submit_limited_sbatch(dir: &Path, limit: usize) -> String {
+    stand_in(dir, "sbatch", |real| {
+        format!(
+            "#!/bin/sh\nfor a in \"$@\"; do script=\"$a\"; done\n\
+             name=$(sed -n 's/^#SBATCH --job-name=//p' \"$script\")\n\
+             last=$(sed -n 's/^#SBATCH --array=0-\\([0-9]*\\).*/\\1/p' \"$script\")\n\
+             queued=$(squeue --noheader --array --name=\"$name\" --format=%i | wc -l)\n\
+             if [ $((queued + last + 1)) -gt {limit} ]; then\n\
+             echo 'sbatch: error: QOSMaxSubmitJobPerUserLimit' >&2\n\
+             echo \"sbatch: error: Batch job submission failed: Job violates accounting/QOS policy (job submit limit, user's size and/or time limits)\" >&2\n\
+             exit 1\nfi\nexec '{real}' \"$@\"\n"
+        )
+    })
+}
+
+/// A cluster's submit limit (`MaxSubmitJobsPerUser`, every array task counting) is
+/// back-pressure, not a bad setting: `drover run --no-wait` submits what fits, names the limit
+/// and exits 6, `drover status` says why the rest waits, and a waiting `drover run` submits the
+/// rest as jobs end until every run is done.
+#[test]
+fn a_submit_limit_holds_runs_back_until_jobs_end_instead_of_ending_the_sweep() {
+    slurm_up();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let path = submit_limited_sbatch(tmp.path(), 2);
+    let sweep = short_sweep(tmp.path(), "limited", "[1, 2, 3, 4, 5]", "");
+    let results = tmp.path().join("r");
+    let out = drover().arg("run").arg(&sweep).arg("--results").arg(&results).arg("--no-wait").env("PATH", &path).output().expect("drover run");
+    assert_eq!(out.status.code(), Some(6), "{}", text(&out));
+    assert!(text(&out).contains("Slurm's submit limit (QOSMaxSubmitJobPerUserLimit) took 2 of 5 runs; the other 3 are not submitted"), "{}", text(&out));
+    assert_eq!(submitted_jobs(&results).len(), 1, "one array of the two that fit: {:?}", ledger(&results));
+    assert!(!ledger_kinds(&results, "refused").is_empty(), "{:?}", ledger(&results));
+    let status = status_json(&results);
+    let waiting: Vec<&Value> = status["runs"].as_array().expect("runs").iter().filter(|r| r["state"] == "not_submitted").collect();
+    assert_eq!(waiting.len(), 3, "{status}");
+    for r in waiting {
+        let reason = r["reason"].as_str().unwrap_or_default();
+        assert!(reason.contains("Slurm's submit limit (QOSMaxSubmitJobPerUserLimit) keeps it out"), "{r}");
+        assert!(r["seed"].is_u64(), "a held-back run keeps its seed: {r}");
+    }
+
+    let out = drover().arg("run").arg(&sweep).arg("--results").arg(&results).env("PATH", &path).output().expect("drover run");
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(states(&status_json(&results)), ["done"; 5], "{}", text(&out));
+    assert!(text(&out).contains("as room freed under Slurm's submit limit"), "{}", text(&out));
+    assert!(submitted_jobs(&results).len() >= 3, "the rest went in pieces as jobs ended: {:?}", ledger(&results));
+}

@@ -552,7 +552,10 @@ fn statuses_reusing(
                 }
             };
             let (state, reason) = classify(exit.as_ref(), view, facts);
-            let reason = resume_hint(state, reason, run_dir.join(CHECKPOINT_JSON).exists());
+            let reason = match (state, reason) {
+                (RunState::NotSubmitted, None) => kept_out_by(ledger, run_id.as_str()),
+                (_, reason) => resume_hint(state, reason, run_dir.join(CHECKPOINT_JSON).exists()),
+            };
             let (time_limit_requeues, preemptions) = interruption_counts(&run_dir);
             let spent_budget = exit.as_ref().filter(|_| state == RunState::Failed).and_then(ExitRecord::spent_budget).map(str::to_string);
             // The time-limit stop that spent the budget ended the run: it was not requeued.
@@ -579,6 +582,15 @@ fn statuses_reusing(
             st
         })
         .collect()
+}
+
+/// Why a run never submitted waits, when Slurm's submit limit refused its latest submission.
+fn kept_out_by(ledger: &Ledger, run_id: &str) -> Option<String> {
+    let (n, _) = ledger.last_listing(run_id)?;
+    let limit = crate::backend::slurm_cmd::submit_limit_reason(ledger.submissions[&n].refused.as_deref()?)?;
+    Some(format!(
+        "Slurm's submit limit ({limit}) keeps it out until jobs of yours end: a waiting `drover run` submits it then, or run `drover run` again"
+    ))
 }
 
 /// Whether `status` and `cancel` write the job ids of dangling submissions they find into the
@@ -679,6 +691,9 @@ pub struct SlurmReport {
     pub status: Option<StatusReport>,
     /// Set when a SIGINT/SIGTERM stopped the waiting (the jobs go on).
     pub interrupted: bool,
+    /// Runs not submitted (yet) because Slurm's submit limit refused them: a waiting
+    /// `drover run` submits them as jobs end; after `--no-wait` or Ctrl-C, `drover run` again.
+    pub deferred: usize,
     /// Seconds from the start of `run_sweep` until the last array of the first round was
     /// accepted (run directories, specs, scripts, ledger, Slurm calls): what the submission
     /// benchmark compares.
@@ -1336,6 +1351,9 @@ struct Submitter<'a> {
     max_array: usize,
     /// `spec.json` of every run, written into the tasks file.
     specs: BTreeMap<String, JobSpec>,
+    /// The largest array the cluster's submit limit last let in (`None` until one refused):
+    /// see [`Submitter::submit`].
+    room: std::cell::Cell<Option<usize>>,
 }
 
 /// One array a round submitted, with the limits it got (`after` holding every job id it waits for).
@@ -1343,83 +1361,170 @@ struct Submitter<'a> {
 struct SubmittedArray {
     job_id: String,
     limits: ArrayLimits,
+    /// How many runs (tasks) it holds.
+    runs: usize,
+}
+
+/// What one round of submission did: the arrays Slurm accepted, and the runs its submit limit
+/// left for later.
+#[derive(Debug, Default)]
+struct Round {
+    /// The accepted arrays, in submission order.
+    arrays: Vec<SubmittedArray>,
+    /// Runs not submitted because Slurm's submit limit refused even a one-task array; they
+    /// wait for room (jobs of the user ending).
+    deferred: Vec<(String, Resources)>,
+    /// The submit limit that refused them (`QOSMaxSubmitJobPerUserLimit`, ...), with the
+    /// error to report should no job's end ever make room (`room_may_free`).
+    limit: Option<(String, RunError)>,
+}
+
+impl Round {
+    /// How many runs the accepted arrays hold.
+    fn accepted(&self) -> usize {
+        self.arrays.iter().map(|a| a.runs).sum()
+    }
 }
 
 impl Submitter<'_> {
     /// Submits one round: the runs' arrays, sharing the sweep's `throttle` with the `older`
     /// arrays' live runs (`round_limits`).
+    ///
+    /// A cluster's submit limit (`MaxSubmitJobs`, counting every array task) refuses an array
+    /// that would take the user past it; that is back-pressure, not a bad setting. The refused
+    /// array is tried again at half its size, down to one task, and the runs that no piece got
+    /// in are returned as deferred. Once a limit has been met, arrays are planned at most the
+    /// size last accepted (`room`), doubling with each acceptance, so a sweep waiting for room
+    /// costs Slurm one refused `sbatch`, not a halving from the full array, each time it looks.
     fn submit(
         &self,
         ledger: &mut Ledger,
         runs: &[(String, Resources)],
         throttle: Option<u32>,
         older: &BTreeMap<String, usize>,
-    ) -> Result<Vec<SubmittedArray>, RunError> {
-        let slurm_dir = self.root.join(SLURM_DIR);
-        let logs = slurm_dir.join("logs");
+    ) -> Result<Round, RunError> {
+        let logs = self.root.join(SLURM_DIR).join("logs");
         std::fs::create_dir_all(&logs).map_err(io_err("create directory", &logs))?;
-        let arrays = plan_arrays(runs, self.max_array);
-        let sizes: Vec<usize> = arrays.iter().map(|a| a.runs.len()).collect();
-        let mut ids: Vec<SubmittedArray> = Vec::new();
-        for (array, mut limits) in arrays.into_iter().zip(round_limits(throttle, older, &sizes)) {
-            if limits.after_earlier {
-                limits.after.extend(ids.iter().map(|a| a.job_id.clone()));
+        let mut round = Round::default();
+        let mut todo = runs.to_vec();
+        // Arrays accepted earlier in this round count as older arrays' live runs when the
+        // rest is planned again (all their tasks are live: none has started).
+        let mut older = older.clone();
+        'plan: while !todo.is_empty() {
+            let cap = self.room.get().map_or(self.max_array, |room| room.min(self.max_array));
+            let mut arrays = plan_arrays(&todo, cap);
+            if self.room.get().is_some() {
+                // One piece at a time, planned again after each: its share of the throttle is
+                // dealt as if it were the round's only array, not a slice of one that may not fit.
+                arrays.truncate(1);
             }
-            let limits = &limits;
-            let n = ledger.next_submission();
-            let script_name = format!("array-{n}.sbatch");
-            let script = slurm_dir.join(&script_name);
-            let tasks = slurm_dir.join(format!("array-{n}.tasks"));
-            let mut tasks_text = String::new();
-            for id in &array.runs {
-                let spec = self.specs.get(id.as_str()).ok_or_else(|| RunError::Ledger {
-                    path: tasks.clone(),
-                    reason: format!("run {id} is not in the sweep"),
-                })?;
-                let json = serde_json::to_string(spec).map_err(|source| RunError::Serialize { path: tasks.clone(), source })?;
-                tasks_text.push_str(id);
-                tasks_text.push('\t');
-                tasks_text.push_str(&json);
-                tasks_text.push('\n');
-            }
-            layout::write_atomic(&tasks, tasks_text.as_bytes()).map_err(io_err("write", &tasks))?;
-            let text = render(self.plan, &self.root, &self.job_name, &self.token, n, &script_name, &array, self.opts, limits);
-            layout::write_atomic(&script, text.as_bytes()).map_err(io_err("write", &script))?;
-            let comment = format!("drover:{}:{n}", self.token);
-            ledger.append(LedgerEvent::Intent {
-                submission: n,
-                job_name: self.job_name.clone(),
-                comment: comment.clone(),
-                script: script_name.clone(),
-                runs: array.runs.clone(),
-                provenance: Box::new(self.provenance.clone()),
-                throttle: limits.throttle,
-                raise_to: limits.raise_to,
-            })?;
-            tracing::debug!("script and intent written; sbatch");
-            match self.opts.slurm.submit(Path::new(&script_name), &slurm_dir, &self.job_name, &comment) {
-                Ok(job_id) => {
-                    ledger.append(LedgerEvent::Submitted { submission: n, job_id: job_id.clone() })?;
-                    tracing::info!(job = %job_id, runs = array.runs.len(), script = %script.display(), "submitted");
-                    ids.push(SubmittedArray { job_id, limits: limits.clone() });
+            let sizes: Vec<usize> = arrays.iter().map(|a| a.runs.len()).collect();
+            let first = round.arrays.len();
+            for (array, mut limits) in arrays.into_iter().zip(round_limits(throttle, &older, &sizes)) {
+                if limits.after_earlier {
+                    limits.after.extend(round.arrays[first..].iter().map(|a| a.job_id.clone()));
                 }
-                Err(e) => {
-                    ledger.append(LedgerEvent::Refused { submission: n, message: e.to_string() })?;
-                    // Refused at once (not a timeout or an unreachable controller): the settings.
-                    if matches!(e, crate::error::SlurmError::Refused { .. }) && !e.is_unavailable() {
-                        let lines = array.resources.sbatch_lines();
-                        let resources = if lines.is_empty() {
-                            "(none: the cluster's defaults)".to_string()
-                        } else {
-                            lines.iter().map(|l| format!("`{}`", l.trim_start_matches("#SBATCH "))).collect::<Vec<_>>().join(" ")
-                        };
-                        return Err(RunError::SbatchRefused { file: self.plan.sweep.source.clone(), resources, source: e });
+                match self.submit_array(ledger, &array, &limits)? {
+                    Ok(job_id) => {
+                        let accepted: BTreeSet<&str> = array.runs.iter().map(String::as_str).collect();
+                        todo.retain(|(id, _)| !accepted.contains(id.as_str()));
+                        round.arrays.push(SubmittedArray { job_id, limits, runs: array.runs.len() });
+                        if let Some(room) = self.room.get() {
+                            // Room may have grown: plan the rest again with twice as much.
+                            self.room.set(Some(room.saturating_mul(2).min(self.max_array)));
+                            older.extend(round.arrays[first..].iter().map(|a| (a.job_id.clone(), a.runs)));
+                            continue 'plan;
+                        }
                     }
-                    return Err(e.into());
+                    Err((limit, _)) if array.runs.len() > 1 => {
+                        tracing::info!(runs = array.runs.len(), %limit, "submit limit: trying half as many");
+                        self.room.set(Some(array.runs.len() / 2));
+                        older.extend(round.arrays[first..].iter().map(|a| (a.job_id.clone(), a.runs)));
+                        continue 'plan;
+                    }
+                    Err((limit, e)) => {
+                        self.room.set(Some(1));
+                        round.deferred = todo;
+                        round.limit = Some((limit, self.refused(&array, e)));
+                        return Ok(round);
+                    }
                 }
+            }
+            break;
+        }
+        Ok(round)
+    }
+
+    /// Submits one array: its tasks file and script, the intent before `sbatch` and the outcome
+    /// after. `Ok(Err((limit, error)))` when Slurm's submit limit refused it; any other
+    /// refusal is an error naming the sweep file and the array's resources.
+    fn submit_array(
+        &self,
+        ledger: &mut Ledger,
+        array: &ArrayPlan,
+        limits: &ArrayLimits,
+    ) -> Result<Result<String, (String, crate::error::SlurmError)>, RunError> {
+        let slurm_dir = self.root.join(SLURM_DIR);
+        let n = ledger.next_submission();
+        let script_name = format!("array-{n}.sbatch");
+        let script = slurm_dir.join(&script_name);
+        let tasks = slurm_dir.join(format!("array-{n}.tasks"));
+        let mut tasks_text = String::new();
+        for id in &array.runs {
+            let spec = self
+                .specs
+                .get(id.as_str())
+                .ok_or_else(|| RunError::Ledger { path: tasks.clone(), reason: format!("run {id} is not in the sweep") })?;
+            let json = serde_json::to_string(spec).map_err(|source| RunError::Serialize { path: tasks.clone(), source })?;
+            tasks_text.push_str(id);
+            tasks_text.push('\t');
+            tasks_text.push_str(&json);
+            tasks_text.push('\n');
+        }
+        layout::write_atomic(&tasks, tasks_text.as_bytes()).map_err(io_err("write", &tasks))?;
+        let text = render(self.plan, &self.root, &self.job_name, &self.token, n, &script_name, array, self.opts, limits);
+        layout::write_atomic(&script, text.as_bytes()).map_err(io_err("write", &script))?;
+        let comment = format!("drover:{}:{n}", self.token);
+        ledger.append(LedgerEvent::Intent {
+            submission: n,
+            job_name: self.job_name.clone(),
+            comment: comment.clone(),
+            script: script_name.clone(),
+            runs: array.runs.clone(),
+            provenance: Box::new(self.provenance.clone()),
+            throttle: limits.throttle,
+            raise_to: limits.raise_to,
+        })?;
+        tracing::debug!("script and intent written; sbatch");
+        match self.opts.slurm.submit(Path::new(&script_name), &slurm_dir, &self.job_name, &comment) {
+            Ok(job_id) => {
+                ledger.append(LedgerEvent::Submitted { submission: n, job_id: job_id.clone() })?;
+                tracing::info!(job = %job_id, runs = array.runs.len(), script = %script.display(), "submitted");
+                Ok(Ok(job_id))
+            }
+            Err(e) => {
+                ledger.append(LedgerEvent::Refused { submission: n, message: e.to_string() })?;
+                if let Some(limit) = e.submit_limit() {
+                    return Ok(Err((limit, e)));
+                }
+                // Refused at once (not a timeout or an unreachable controller): the settings.
+                if matches!(e, crate::error::SlurmError::Refused { .. }) && !e.is_unavailable() {
+                    return Err(self.refused(array, e));
+                }
+                Err(e.into())
             }
         }
-        Ok(ids)
+    }
+
+    /// The error for an array `sbatch` refused: the sweep file and the array's resources.
+    fn refused(&self, array: &ArrayPlan, source: crate::error::SlurmError) -> RunError {
+        let lines = array.resources.sbatch_lines();
+        let resources = if lines.is_empty() {
+            "(none: the cluster's defaults)".to_string()
+        } else {
+            lines.iter().map(|l| format!("`{}`", l.trim_start_matches("#SBATCH "))).collect::<Vec<_>>().join(" ")
+        };
+        RunError::SbatchRefused { file: self.plan.sweep.source.clone(), resources, source }
     }
 }
 
@@ -1586,6 +1691,66 @@ fn outage_wait(poll: Duration, n: u32) -> Duration {
 /// `drover run --backend slurm`: skip completed runs, re-attach to live ones, submit the rest
 /// as job arrays; then (with `wait`) poll until every run has ended, resubmitting within the
 /// retry budgets.
+/// How often a waiting `drover run` asks again for room under a submit limit when none of the
+/// sweep's own jobs has ended (other jobs of the user may have).
+const ROOM_RETRY: Duration = Duration::from_secs(60);
+
+/// Runs that Slurm's submit limit kept out (`Round::deferred`), waiting for room: new runs,
+/// and retries whose `Retry` is already in the ledger (so a run waits here once, not once per
+/// poll).
+#[derive(Default)]
+struct WaitingRoom {
+    runs: Vec<(String, Resources)>,
+    /// The limit that refused them last.
+    limit: Option<String>,
+    /// When the limit last refused, and how many of the sweep's tasks were live then.
+    refused: Option<(Instant, usize)>,
+}
+
+impl WaitingRoom {
+    /// Takes in what a round of the runs `tried` did: its accepted arrays into the report,
+    /// and which of `tried` wait here now (the round's deferred runs).
+    /// A limit that refused even one task while nothing of the user's is queued is not
+    /// back-pressure: that refusal is the error.
+    fn took(&mut self, report: &mut SlurmReport, tried: &[(String, Resources)], round: Round, live_then: usize, slurm: &Slurm) -> Result<(), RunError> {
+        let accepted = round.accepted();
+        report.submitted += accepted;
+        report.job_ids.extend(round.arrays.into_iter().map(|a| a.job_id));
+        let tried: BTreeSet<&str> = tried.iter().map(|(id, _)| id.as_str()).collect();
+        self.runs.retain(|(id, _)| !tried.contains(id.as_str()));
+        self.runs.extend(round.deferred);
+        if let Some((limit, error)) = round.limit {
+            if accepted == 0 && !room_may_free(slurm, live_then) {
+                return Err(error);
+            }
+            self.limit = Some(limit);
+            self.refused = Some((Instant::now(), live_then + accepted));
+        } else if self.runs.is_empty() {
+            (self.limit, self.refused) = (None, None);
+        }
+        report.deferred = self.runs.len();
+        Ok(())
+    }
+
+    /// Whether runs wait and room may have freed: fewer of the sweep's tasks are live than at
+    /// the last refusal, or `ROOM_RETRY` has passed.
+    fn may_try(&self, live: usize) -> bool {
+        !self.runs.is_empty() && self.refused.is_none_or(|(at, was)| live < was || at.elapsed() >= ROOM_RETRY)
+    }
+
+    /// Whether run `id` waits here.
+    fn holds(&self, id: &str) -> bool {
+        self.runs.iter().any(|(r, _)| r == id)
+    }
+}
+
+/// Whether a submit limit that refused a one-task array can be waited out: the sweep has live
+/// tasks, or the user has other jobs, whose end makes room. When the queue cannot be asked,
+/// waiting is the safer guess.
+fn room_may_free(slurm: &Slurm, live: usize) -> bool {
+    live > 0 || slurm.user_has_jobs(crate::backend::slurm_cmd::current_uid()).unwrap_or(true)
+}
+
 pub fn run_sweep(plan: &Plan, opts: &SlurmOptions) -> Result<SlurmReport, RunError> {
     let started = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
@@ -1630,7 +1795,17 @@ pub fn run_sweep(plan: &Plan, opts: &SlurmOptions) -> Result<SlurmReport, RunErr
     let older = live_per_array(&ledger, &queue);
     tracing::debug!(elapsed = ?started.elapsed(), "run directories ready");
     let specs = plan.runs.iter().map(|r| (r.run_id.to_string(), plan.job_spec(r))).collect();
-    let submitter = Submitter { plan, root: root.clone(), job_name: job_name.clone(), token, opts, provenance, max_array: max_array?, specs };
+    let submitter = Submitter {
+        plan,
+        root: root.clone(),
+        job_name: job_name.clone(),
+        token,
+        opts,
+        provenance,
+        max_array: max_array?,
+        specs,
+        room: std::cell::Cell::new(None),
+    };
 
     let mut report = SlurmReport { skipped, attached, ..SlurmReport::default() };
     if !opts.quiet {
@@ -1649,15 +1824,31 @@ pub fn run_sweep(plan: &Plan, opts: &SlurmOptions) -> Result<SlurmReport, RunErr
             root.display()
         );
     }
-    report.submitted += to_submit.len();
-    let arrays = submitter.submit(&mut ledger, &to_submit, sweep_throttle(plan), &older)?;
+    let round = submitter.submit(&mut ledger, &to_submit, sweep_throttle(plan), &older)?;
     report.submit_seconds = started.elapsed().as_secs_f64();
     if let (false, Some(n)) = (opts.quiet, sweep_throttle(plan)) {
-        for line in sharing_words(n, older.values().sum(), &arrays, opts.wait) {
+        for line in sharing_words(n, older.values().sum(), &round.arrays, opts.wait) {
             eprintln!("drover: {line}");
         }
     }
-    report.job_ids.extend(arrays.into_iter().map(|a| a.job_id));
+    let live_then = older.values().sum::<usize>() + round.accepted();
+    let mut waiting_room = WaitingRoom::default();
+    waiting_room.took(&mut report, &to_submit, round, live_then, &opts.slurm)?;
+    if !opts.quiet {
+        if let Some(limit) = &waiting_room.limit {
+            let rest = if opts.wait {
+                "wait for room, and this `drover run` submits them as jobs end"
+            } else {
+                "are not submitted: `drover run` again (without --no-wait it waits and submits them as jobs end)"
+            };
+            eprintln!(
+                "drover: warning: Slurm's submit limit ({limit}) took {} of {}; the other {} {rest}",
+                report.submitted,
+                crate::words::count(to_submit.len(), "run"),
+                waiting_room.runs.len()
+            );
+        }
+    }
     if !opts.wait {
         return Ok(report);
     }
@@ -1722,6 +1913,23 @@ pub fn run_sweep(plan: &Plan, opts: &SlurmOptions) -> Result<SlurmReport, RunErr
         // running holds its slot even when its run has just written `exit.json`.
         let live = live_per_array(&ledger, &queue);
         let slots = retry_slots(throttle, live.values().sum());
+        let live_now = live.values().sum::<usize>();
+        if waiting_room.may_try(live_now) {
+            let before = report.submitted;
+            let tried = waiting_room.runs.clone();
+            let round = submitter.submit(&mut ledger, &tried, throttle, &live)?;
+            waiting_room.took(&mut report, &tried, round, live_now, &opts.slurm)?;
+            if report.submitted > before {
+                if !opts.quiet {
+                    eprintln!(
+                        "drover: submitted {} as room freed under Slurm's submit limit ({} still wait)",
+                        crate::words::count(report.submitted - before, "more run"),
+                        waiting_room.runs.len()
+                    );
+                }
+                continue;
+            }
+        }
         let mut held_back = false;
         for st in &now {
             let waits = st.slurm_reason.as_deref().filter(|r| st.state == RunState::Pending && crate::status::waits_for_a_person(r));
@@ -1735,6 +1943,9 @@ pub fn run_sweep(plan: &Plan, opts: &SlurmOptions) -> Result<SlurmReport, RunErr
                         crate::status::pending_reason_words(reason)
                     );
                 }
+            }
+            if waiting_room.holds(&st.run_id) {
+                continue;
             }
             let Some(kind) = retry_kind(st) else {
                 if st.state == RunState::Failed && spent_budget.insert(st.run_id.clone()) && !opts.quiet {
@@ -1791,11 +2002,10 @@ pub fn run_sweep(plan: &Plan, opts: &SlurmOptions) -> Result<SlurmReport, RunErr
             }
         }
         if !retry.is_empty() {
-            report.submitted += retry.len();
             // Every run of it fits in a free slot; together with the live runs (whose number
             // only falls) the sweep stays within its throttle.
-            let arrays = submitter.submit(&mut ledger, &retry, throttle, &live)?;
-            report.job_ids.extend(arrays.into_iter().map(|a| a.job_id));
+            let round = submitter.submit(&mut ledger, &retry, throttle, &live)?;
+            waiting_room.took(&mut report, &retry, round, live_now, &opts.slurm)?;
             continue;
         }
         let status = status_report(&dir, now);
@@ -1808,7 +2018,7 @@ pub fn run_sweep(plan: &Plan, opts: &SlurmOptions) -> Result<SlurmReport, RunErr
         // A retry held back for want of a slot keeps the loop going: the slot may be held only
         // by a task Slurm still lists after its run wrote `exit.json` (every run then looks
         // finished, and returning would drop the retry).
-        let finished = !held_back && status.runs.iter().all(|r| !r.state.is_live() && r.state != RunState::NotSubmitted);
+        let finished = !held_back && waiting_room.runs.is_empty() && status.runs.iter().all(|r| !r.state.is_live() && r.state != RunState::NotSubmitted);
         report.status = Some(status);
         if finished {
             return Ok(report);
@@ -2116,6 +2326,116 @@ mod tests {
         assert_eq!(runs("[slurm]\ncpus_per_task = 4\ngpus_per_task = 1"), Vec::<String>::new());
     }
 
+    /// A stand-in `bin/` whose `sbatch` takes arrays while the tasks accepted so far plus the
+    /// array's fit in `limit` (a QOS `MaxSubmitJobsPerUser`), refusing with Slurm's words, and
+    /// whose `squeue` lists `user_jobs` lines; returns the `Slurm` that calls them.
+    fn submit_limited(dir: &Path, limit: usize, user_jobs: usize) -> Slurm {
+        let bin = dir.join("bin");
+        std::fs::create_dir_all(&bin).expect("mkdir");
+        let count = dir.join("accepted-tasks");
+        let sbatch = format!(
+            "#!/bin/sh\nfor a in \"$@\"; do script=\"$a\"; done\n\
+             last=$(sed -n 's/^#SBATCH --array=0-\\([0-9]*\\).*/\\1/p' \"$script\")\n\
+             n=$(cat '{count}' 2>/dev/null || echo 0)\n\
+             if [ $((n + last + 1)) -gt {limit} ]; then echo 'sbatch: error: QOSMaxSubmitJobPerUserLimit' >&2; exit 1; fi\n\
+             echo $((n + last + 1)) > '{count}'\necho $((100 + n))\n",
+            count = count.display()
+        );
+        let squeue = format!("#!/bin/sh\ni=0\nwhile [ $i -lt {user_jobs} ]; do echo $((500 + i)); i=$((i + 1)); done\n");
+        for (name, body) in [("sbatch", sbatch), ("squeue", squeue)] {
+            std::fs::write(bin.join(name), body).expect("stand-in");
+            std::fs::set_permissions(bin.join(name), std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+        }
+        Slurm { bin_dir: Some(bin), policy: crate::backend::slurm_cmd::CallPolicy { attempts: 1, ..Default::default() } }
+    }
+
+    /// A Slurm sweep of `count` seeds (throttle `throttle`) planned in `dir`.
+    fn seeds_plan(dir: &Path, count: usize, throttle: u32) -> Plan {
+        let plugin = dir.join("libdrover_plugin_x.so");
+        std::fs::write(&plugin, b"a build").expect("plugin");
+        let sweep_file = dir.join("s.toml");
+        let text = format!(
+            "name = \"limited\"\nbackend = \"slurm\"\n[run]\nenv = \"CartPole-v1\"\nplugin = {:?}\n[sweep]\nseeds = {{ count = {count}, start = 1 }}\n[slurm]\nthrottle = {throttle}\n",
+            plugin.display().to_string()
+        );
+        std::fs::write(&sweep_file, text).expect("sweep");
+        let opts = crate::plan::PlanOptions { sweep_file, results: Some(dir.join("r")), ..Default::default() };
+        crate::plan::plan(&opts).expect("plan")
+    }
+
+    /// Under a submit limit a refused array is tried at half its size, an accepted one lets
+    /// the next try twice as many, and what no one-task array got in is deferred with the
+    /// limit's name; the pieces share the sweep's throttle as one round would (a piece with no
+    /// slot left waits for the earlier ones). The next round starts at the last room, not at
+    /// the whole array.
+    #[test]
+    fn a_submit_limit_splits_the_round_and_defers_what_does_not_fit() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let plan = seeds_plan(tmp.path(), 7, 2);
+        let root = plan.results.root().to_path_buf();
+        std::fs::create_dir_all(root.join(SLURM_DIR)).expect("mkdir");
+        let opts = SlurmOptions { job_bin: tmp.path().join("drover-job"), wait: true, slurm: submit_limited(tmp.path(), 5, 0), quiet: true };
+        let submitter = Submitter {
+            plan: &plan,
+            root: root.clone(),
+            job_name: "drover-limited".into(),
+            token: "t".into(),
+            opts: &opts,
+            provenance: Provenance::default(),
+            max_array: 1000,
+            specs: plan.runs.iter().map(|r| (r.run_id.to_string(), plan.job_spec(r))).collect(),
+            room: std::cell::Cell::new(None),
+        };
+        let runs: Vec<(String, Resources)> = plan.runs.iter().map(|r| (r.run_id.to_string(), run_resources(&plan.sweep.slurm, r))).collect();
+        let mut ledger = Ledger::load(&root).expect("ledger");
+        let round = submitter.submit(&mut ledger, &runs, Some(2), &BTreeMap::new()).expect("a limit is no error");
+        // 7 refused, 3 in; room 6: 4 refused, 2 in; room 4: 2 refused, 1 refused.
+        let sizes: Vec<(usize, bool)> = ledger.submissions.values().map(|s| (s.runs.len(), s.job_id.is_some())).collect();
+        assert_eq!(sizes, [(7, false), (3, true), (4, false), (2, true), (2, false), (1, false)]);
+        assert_eq!(round.accepted(), 5);
+        assert_eq!(round.deferred.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>(), [runs[5].0.as_str(), runs[6].0.as_str()]);
+        assert_eq!(round.limit.as_ref().map(|(l, _)| l.as_str()), Some("QOSMaxSubmitJobPerUserLimit"));
+        assert_eq!(round.arrays[0].limits.throttle, Some(2));
+        assert_eq!(round.arrays[1].limits.after, ["100"], "the throttle is full: the second piece waits for the first");
+        let second = std::fs::read_to_string(root.join(SLURM_DIR).join("array-3.sbatch")).expect("script");
+        assert!(second.contains("#SBATCH --array=0-1%2\n#SBATCH --dependency=afterany:100\n"), "{second}");
+        let refused = &ledger.submissions[&5];
+        assert!(refused.refused.as_deref().is_some_and(|m| m.contains("QOSMaxSubmitJobPerUserLimit")), "{refused:?}");
+
+        // Still full: the next round costs one refused one-task array.
+        let before = ledger.submissions.len();
+        let again = submitter.submit(&mut ledger, &round.deferred, Some(2), &BTreeMap::from([("100".to_string(), 3), ("103".to_string(), 2)])).expect("again");
+        assert_eq!((again.accepted(), again.deferred.len(), ledger.submissions.len() - before), (0, 2, 1));
+    }
+
+    /// A limit that refuses a one-task array is waited out while jobs of the sweep or of the
+    /// user are queued, and is the error (naming the sweep file) when none is: no job's end
+    /// would ever make room. Runs wait once, and are tried again when the sweep's live tasks
+    /// fall.
+    #[test]
+    fn a_submit_limit_with_no_job_queued_is_an_error_not_a_wait() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let refused = || {
+            let e = crate::error::SlurmError::Refused { command: "sbatch".into(), status: "1".into(), stderr: "sbatch: error: AssocMaxSubmitJobLimit".into() };
+            let error = RunError::SbatchRefused { file: "s.toml".into(), resources: "(none)".into(), source: e };
+            Round { arrays: Vec::new(), deferred: vec![("a".into(), Resources::default())], limit: Some(("AssocMaxSubmitJobLimit".into(), error)) }
+        };
+        let tried = [("a".to_string(), Resources::default())];
+        let nobody = submit_limited(&tmp.path().join("empty"), 0, 0);
+        let mut report = SlurmReport::default();
+        let err = WaitingRoom::default().took(&mut report, &tried, refused(), 0, &nobody).expect_err("nothing queued");
+        assert!(err.to_string().contains("s.toml") && err.to_string().contains("AssocMaxSubmitJobLimit"), "{err}");
+
+        let someone = submit_limited(&tmp.path().join("busy"), 0, 3);
+        let mut room = WaitingRoom::default();
+        room.took(&mut report, &tried, refused(), 0, &someone).expect("the user's jobs will end");
+        room.took(&mut report, &tried, refused(), 2, &nobody).expect("the sweep's own jobs will end");
+        assert_eq!((room.runs.len(), report.deferred, room.limit.as_deref()), (1, 1, Some("AssocMaxSubmitJobLimit")));
+        assert!(room.holds("a") && !room.may_try(2) && room.may_try(1), "tried again once a task of the sweep ends");
+        room.took(&mut report, &tried, Round::default(), 1, &nobody).expect("in");
+        assert!(room.runs.is_empty() && room.limit.is_none() && !room.may_try(0));
+    }
+
     /// A waiting `drover run` reads a finished run's files once: a run found done is reused
     /// from then on (here its marker is removed behind its back and it stays done), while
     /// other runs are read again at every poll.
@@ -2384,7 +2704,7 @@ mod tests {
     /// that raise a lowered throttle (no drover process stays to do it).
     #[test]
     fn drover_run_says_how_its_arrays_share_the_throttle_and_who_raises_it() {
-        let arr = |id: &str, limits: ArrayLimits| SubmittedArray { job_id: id.into(), limits };
+        let arr = |id: &str, limits: ArrayLimits| SubmittedArray { job_id: id.into(), limits, runs: 0 };
         assert!(sharing_words(4, 0, &[arr("50", at(4, None))], false).is_empty(), "nothing shared, nothing said");
         let one = sharing_words(3, 2, &[arr("50", at(1, Some(3)))], true);
         assert_eq!(one, ["2 runs of earlier submissions still queued or running: the new runs start at 1 at once, raised to 3 as those end (the sweep's throttle)"]);

@@ -42,6 +42,32 @@ impl crate::error::SlurmError {
     }
 }
 
+impl crate::error::SlurmError {
+    /// The reason, when Slurm refused a submission because the user, account or QOS already
+    /// has as many jobs queued as it may (`MaxSubmitJobs`, `GrpSubmitJobs`; each array task
+    /// counts as a job): not a bad setting but back-pressure, which jobs ending relieve.
+    pub fn submit_limit(&self) -> Option<String> {
+        match self {
+            crate::error::SlurmError::Refused { stderr, .. } => submit_limit_reason(stderr),
+            _ => None,
+        }
+    }
+}
+
+/// The submit-limit reason in `sbatch`'s stderr (see [`SlurmError::submit_limit`]). Slurm
+/// prints the policy's reason (`sbatch: error: QOSMaxSubmitJobPerUserLimit`) before the generic
+/// "Job violates accounting/QOS policy (job submit limit, user's size and/or time limits)",
+/// which also covers size and time limits: a named reason decides, and only without one does
+/// the generic message count as a submit limit (older Slurm, or a site's job_submit plugin).
+pub fn submit_limit_reason(stderr: &str) -> Option<String> {
+    let words = || stderr.split(|c: char| !c.is_ascii_alphanumeric()).filter(|w| w.starts_with("QOS") || w.starts_with("Assoc"));
+    if let Some(w) = words().find(|w| w.contains("SubmitJob")) {
+        return Some(w.to_string());
+    }
+    let named_other = words().any(|w| w.ends_with("Limit") || w.starts_with("QOSMin") || w.starts_with("QOSMax"));
+    (!named_other && stderr.contains("job submit limit")).then(|| "job submit limit".to_string())
+}
+
 /// Slurm's error messages that mean "busy, try again" rather than "no".
 const TRANSIENT: &[&str] = &[
     "Socket timed out",
@@ -175,6 +201,14 @@ impl Slurm {
                 })
             })
             .collect()
+    }
+
+    /// Whether user `uid` has any job in the queue (pending, running, ...): a submit limit
+    /// that refuses even one task while the user has none is no back-pressure that jobs
+    /// ending relieve (a limit of 0, a missing `--account`/`--qos`).
+    pub fn user_has_jobs(&self, uid: u32) -> Result<bool, SlurmError> {
+        let args = vec!["--noheader".to_string(), "--format=%i".to_string(), format!("--user={uid}")];
+        Ok(self.call("squeue", &args)?.lines().any(|l| !l.trim().is_empty()))
     }
 
     /// Submits `script` (run from `cwd`), never twice: after a timeout the queue is searched
@@ -348,6 +382,31 @@ mod tests {
         let id = slurm.submit(Path::new("a.sbatch"), dir.path(), "n", "drover:tok:3").expect("found in the queue");
         assert_eq!(id, "77");
         assert_eq!(std::fs::read_to_string(&calls).expect("calls").lines().count(), 1, "sbatch ran once");
+    }
+
+    #[test]
+    fn submit_limits_are_told_from_other_accounting_refusals() {
+        let generic = "sbatch: error: Batch job submission failed: Job violates accounting/QOS policy (job submit limit, user's size and/or time limits)";
+        for (reason, expect) in [
+            ("QOSMaxSubmitJobPerUserLimit", Some("QOSMaxSubmitJobPerUserLimit")),
+            ("AssocMaxSubmitJobLimit", Some("AssocMaxSubmitJobLimit")),
+            ("QOSGrpSubmitJobsLimit", Some("QOSGrpSubmitJobsLimit")),
+            ("AssocGrpSubmitJobsLimit", Some("AssocGrpSubmitJobsLimit")),
+            ("QOSMaxSubmitJobPerAccountLimit", Some("QOSMaxSubmitJobPerAccountLimit")),
+            // Size and time limits say the same generic line: never back-pressure.
+            ("QOSMaxWallDurationPerJobLimit", None),
+            ("AssocMaxCpuPerJobLimit", None),
+            ("QOSMinGRES", None),
+        ] {
+            let stderr = format!("sbatch: error: {reason}\n{generic}\n");
+            assert_eq!(submit_limit_reason(&stderr).as_deref(), expect, "{reason}");
+        }
+        assert_eq!(submit_limit_reason(generic).as_deref(), Some("job submit limit"));
+        assert_eq!(submit_limit_reason("sbatch: error: invalid partition specified: gpu"), None);
+        let refused = SlurmError::Refused { command: "sbatch x".into(), status: "exit status: 1".into(), stderr: format!("sbatch: error: AssocMaxSubmitJobLimit\n{generic}") };
+        assert_eq!(refused.submit_limit().as_deref(), Some("AssocMaxSubmitJobLimit"));
+        let timeout = SlurmError::Timeout { command: "sbatch x".into(), attempts: 1, timeout_s: 1.0 };
+        assert_eq!(timeout.submit_limit(), None);
     }
 
     #[test]
