@@ -112,7 +112,7 @@ fn with_cause(cause: &str, job_words: Option<&str>) -> String {
 }
 
 /// `drover cancel` recorded the array: the job's SIGTERM came from it.
-const BY_DROVER: &str = "cancelled by `drover cancel`";
+pub(crate) const BY_DROVER: &str = "cancelled by `drover cancel`";
 /// Slurm lists the task CANCELLED and the ledger has no `drover cancel` of it.
 const BY_SCANCEL: &str = "cancelled outside drover (`scancel`; Slurm: CANCELLED)";
 /// Slurm lists the task PREEMPTED.

@@ -1280,3 +1280,47 @@ fn a_submit_limit_holds_runs_back_until_jobs_end_instead_of_ending_the_sweep() {
     assert!(text(&out).contains("as room freed under Slurm's submit limit"), "{}", text(&out));
     assert!(submitted_jobs(&results).len() >= 3, "the rest went in pieces as jobs ended: {:?}", ledger(&results));
 }
+
+/// A sweep whose every attempt fails before training (here a `drover-job` that cannot start)
+/// is stopped after `slurm.fail_fast` attempts instead of retrying every run: the waiting
+/// `drover run` cancels the queued tasks, says why with the failure's reason and log, and
+/// exits 4; `drover status` tells the cancelled runs from a `drover cancel`; once the cause is
+/// fixed, `drover run` again finishes the sweep.
+#[test]
+fn a_sweep_failing_before_any_training_is_stopped_not_retried_run_by_run() {
+    slurm_up();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let starts = tmp.path().join("starts");
+    let broken = tmp.path().join("broken-drover-job");
+    write_executable(
+        &broken,
+        &format!(
+            "#!/bin/sh\ncase \"$*\" in *--spec*) ;; *) exec '{job}' \"$@\";; esac\n\
+             echo start >> '{starts}'\necho 'error while loading shared libraries: libmissing.so: cannot open shared object file' >&2\nexit 127\n",
+            job = artifact("drover-job").display(),
+            starts = starts.display()
+        ),
+    );
+    let sweep = short_sweep(tmp.path(), "broken", "{ count = 8, start = 1 }", "throttle = 2\nmax_retries = 2\nfail_fast = 3");
+    let results = tmp.path().join("r");
+    let out = drover().arg("run").arg(&sweep).arg("--results").arg(&results).env("DROVER_JOB_BIN", &broken).output().expect("drover run");
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    let said = text(&out);
+    assert!(said.contains("drover: stopping the sweep: ") && said.contains("failed before training one iteration"), "{said}");
+    assert!(said.contains("ends: error while loading shared libraries: libmissing.so"), "the failure and its log: {said}");
+    let started = std::fs::read_to_string(&starts).unwrap_or_default().lines().count();
+    assert!((3..=8).contains(&started), "{started} attempts started of the 24 that retrying every run would make: {said}");
+    let status = status_json(&results);
+    let runs = status["runs"].as_array().expect("runs");
+    let stopped: Vec<&Value> = runs.iter().filter(|r| r["state"] == "cancelled").collect();
+    assert!(!stopped.is_empty(), "{status}");
+    for r in &stopped {
+        let reason = r["reason"].as_str().unwrap_or_default();
+        assert!(reason.contains("cancelled while queued by `drover run`: ") && !reason.contains("`drover cancel`"), "{r}");
+    }
+    assert!(runs.iter().all(|r| r["state"] == "cancelled" || r["state"] == "failed"), "{status}");
+
+    let out = drover().arg("run").arg(&sweep).arg("--results").arg(&results).output().expect("drover run");
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(states(&status_json(&results)), ["done"; 8], "{}", text(&out));
+}

@@ -143,7 +143,8 @@ pub enum LedgerEvent {
         /// The sweep's throttle, which the array is raised toward as other runs end.
         raise_to: u32,
     },
-    /// `drover cancel`: the arrays it cancelled.
+    /// `drover cancel`: the arrays it cancelled; or a waiting `drover run` that stopped a
+    /// failing sweep (`reason` set), which cancelled only the arrays' queued tasks.
     Cancelled {
         /// The last submission at the time.
         upto_submission: u32,
@@ -152,6 +153,10 @@ pub enum LedgerEvent {
         /// `upto_submission`, as before).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         job_ids: Option<Vec<String>>,
+        /// Why `drover run` cancelled them itself (`slurm.fail_fast`); absent for `drover
+        /// cancel` (an optional field of format 1: older drovers read the record as a cancel).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
     },
     /// drover resubmits a run.
     Retry {
@@ -207,6 +212,8 @@ pub struct Ledger {
     pub cancelled_upto: Option<u32>,
     /// Arrays that `drover cancel` cancelled.
     pub cancelled_jobs: BTreeSet<String>,
+    /// Why `drover run` cancelled an array's queued tasks itself (`slurm.fail_fast`).
+    pub cancel_reasons: BTreeMap<String, String>,
     /// Retries per run and kind.
     pub retries: BTreeMap<(String, RetryKind), u32>,
 }
@@ -265,10 +272,15 @@ impl Ledger {
                     s.refused = Some(message);
                 }
             }
-            LedgerEvent::Cancelled { upto_submission, job_ids: None } => {
+            LedgerEvent::Cancelled { upto_submission, job_ids: None, .. } => {
                 self.cancelled_upto = Some(self.cancelled_upto.map_or(upto_submission, |u| u.max(upto_submission)));
             }
-            LedgerEvent::Cancelled { job_ids: Some(ids), .. } => self.cancelled_jobs.extend(ids),
+            LedgerEvent::Cancelled { job_ids: Some(ids), reason, .. } => {
+                if let Some(reason) = reason {
+                    self.cancel_reasons.extend(ids.iter().map(|id| (id.clone(), reason.clone())));
+                }
+                self.cancelled_jobs.extend(ids);
+            }
             LedgerEvent::Retry { run_id, retry, .. } => *self.retries.entry((run_id, retry)).or_default() += 1,
         }
     }
@@ -556,6 +568,14 @@ fn statuses_reusing(
                 (RunState::NotSubmitted, None) => kept_out_by(ledger, run_id.as_str()),
                 (_, reason) => resume_hint(state, reason, run_dir.join(CHECKPOINT_JSON).exists()),
             };
+            // Cancelled by a `drover run` that stopped the failing sweep, not by `drover cancel`.
+            let stopped_by = slurm_job.as_deref().and_then(|j| ledger.cancel_reasons.get(j.split('_').next().unwrap_or_default()));
+            let reason = match (reason, stopped_by) {
+                (Some(r), Some(why)) if r.contains(crate::status::BY_DROVER) => {
+                    Some(r.replace(crate::status::BY_DROVER, &format!("cancelled while queued by `drover run`: {why}")))
+                }
+                (reason, _) => reason,
+            };
             let (time_limit_requeues, preemptions) = interruption_counts(&run_dir);
             let spent_budget = exit.as_ref().filter(|_| state == RunState::Failed).and_then(ExitRecord::spent_budget).map(str::to_string);
             // The time-limit stop that spent the budget ended the run: it was not requeued.
@@ -658,7 +678,7 @@ pub fn cancel(results: &Path, slurm: &Slurm) -> Result<Vec<String>, RunError> {
         return Ok(ids);
     }
     // Recorded first: a run that ends while scancel runs must still read as cancelled.
-    ledger.append(LedgerEvent::Cancelled { upto_submission: upto, job_ids: Some(ids.clone()) })?;
+    ledger.append(LedgerEvent::Cancelled { upto_submission: upto, job_ids: Some(ids.clone()), reason: None })?;
     slurm.cancel(&ids)?;
     Ok(ids)
 }
@@ -1744,6 +1764,83 @@ impl WaitingRoom {
     }
 }
 
+/// `slurm.fail_fast`: a waiting `drover run` stops a sweep whose attempts fail before training
+/// one iteration while no run of it has trained one: a broken setup (a plugin or library the
+/// nodes cannot load, a bad build, a module not loaded) fails every run alike, and retrying
+/// each of a few thousand runs is that many wasted jobs.
+#[derive(Default)]
+struct Breaker {
+    /// Attempts that failed before their first iteration: (run, its accepted submissions).
+    untrained: BTreeSet<(String, u32)>,
+    /// Whether any run has trained an iteration (then the setup works; the breaker stays off).
+    trained: bool,
+    /// Why the sweep was stopped, once it was.
+    why: Option<String>,
+}
+
+impl Breaker {
+    /// Takes in one poll's statuses; returns why to stop when `limit` attempts have failed
+    /// untrained and no run has trained.
+    fn observe(&mut self, now: &[RunStatus], limit: u32) -> Option<String> {
+        self.trained |= now.iter().any(|st| st.progress.is_some());
+        let mut latest = None;
+        for st in now.iter().filter(|st| st.state == RunState::Failed && st.progress.is_none()) {
+            if self.untrained.insert((st.run_id.clone(), st.submissions)) {
+                latest = Some(st);
+            }
+        }
+        if self.trained || limit == 0 || self.untrained.len() < limit as usize {
+            return None;
+        }
+        let st = latest.or_else(|| now.iter().find(|st| st.state == RunState::Failed && st.progress.is_none()))?;
+        let log = st.logs.last().map_or(String::new(), |l| match last_line(l) {
+            Some(line) => format!("; its log `{}` ends: {line}", l.display()),
+            None => format!(", log `{}`", l.display()),
+        });
+        let why = format!(
+            "{} failed before training one iteration and no run has trained one (`slurm.fail_fast = {limit}`), which points at the setup, not the runs; the latest, run {} ({}): {}{log}",
+            crate::words::count(self.untrained.len(), "attempt"),
+            st.run_id,
+            st.label,
+            st.reason.as_deref().unwrap_or("no reason recorded")
+        );
+        self.why = Some(why.clone());
+        Some(why)
+    }
+}
+
+/// The last non-empty line of a log (read from its last 4 KiB), cut at 300 characters: what
+/// a crash before training usually says (a missing library, an exec format error).
+fn last_line(path: &Path) -> Option<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::File::open(path).ok()?;
+    let len = file.metadata().ok()?.len();
+    file.seek(SeekFrom::Start(len.saturating_sub(4096))).ok()?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).ok()?;
+    let text = String::from_utf8_lossy(&bytes);
+    let line = text.lines().rev().map(str::trim).find(|l| !l.is_empty())?;
+    Some(line.chars().take(300).collect())
+}
+
+/// Cancels the queued tasks of the sweep's arrays (`scancel --state=PENDING`; running ones go
+/// on), recording why first so `drover status` tells them from a `drover cancel`. Returns how
+/// many tasks were queued. A refused `scancel` is a warning: the sweep stops retrying anyway.
+fn stop_failing_sweep(ledger: &mut Ledger, queue: &[QueueEntry], slurm: &Slurm, why: &str) -> Result<usize, RunError> {
+    let ours: BTreeSet<&str> = ledger.submissions.values().filter_map(|s| s.job_id.as_deref()).collect();
+    let queued: Vec<&QueueEntry> = queue.iter().filter(|e| ours.contains(e.array_job_id.as_str()) && e.state == "PENDING").collect();
+    let ids: Vec<String> = queued.iter().map(|e| e.array_job_id.clone()).collect::<BTreeSet<_>>().into_iter().collect();
+    let Some(&upto) = ledger.submissions.keys().next_back() else { return Ok(0) };
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    ledger.append(LedgerEvent::Cancelled { upto_submission: upto, job_ids: Some(ids.clone()), reason: Some(why.to_string()) })?;
+    if let Err(e) = slurm.cancel_pending(&ids) {
+        eprintln!("drover: warning: could not cancel the queued tasks ({e}); `drover cancel` stops them");
+    }
+    Ok(queued.len())
+}
+
 /// Whether a submit limit that refused a one-task array can be waited out: the sweep has live
 /// tasks, or the user has other jobs, whose end makes room. When the queue cannot be asked,
 /// waiting is the safer guess.
@@ -1863,6 +1960,7 @@ pub fn run_sweep(plan: &Plan, opts: &SlurmOptions) -> Result<SlurmReport, RunErr
     let mut finished = BTreeMap::new();
     // Runs already said to wait for a person (held, or asking for too much).
     let mut stuck = BTreeSet::new();
+    let mut breaker = Breaker::default();
     loop {
         let t0 = Instant::now();
         // Read again each poll: `drover cancel` in another terminal appends to it.
@@ -1930,6 +2028,22 @@ pub fn run_sweep(plan: &Plan, opts: &SlurmOptions) -> Result<SlurmReport, RunErr
                 continue;
             }
         }
+        if let Some(limit) = settings.fail_fast.filter(|_| breaker.why.is_none()) {
+            if let Some(why) = breaker.observe(&now, limit) {
+                // The held-back runs would fail alike: they stay unsubmitted.
+                waiting_room = WaitingRoom::default();
+                report.deferred = 0;
+                let cancelled = stop_failing_sweep(&mut ledger, &queue, &opts.slurm, &why)?;
+                if !opts.quiet {
+                    eprintln!(
+                        "drover: stopping the sweep: {why}; cancelled its {} queued, the running ones go on. \
+                         Fix the cause and run `drover run` again (or set `slurm.fail_fast = 0` to let every run try)",
+                        crate::words::count(cancelled, "task")
+                    );
+                }
+                continue;
+            }
+        }
         let mut held_back = false;
         for st in &now {
             let waits = st.slurm_reason.as_deref().filter(|r| st.state == RunState::Pending && crate::status::waits_for_a_person(r));
@@ -1944,7 +2058,7 @@ pub fn run_sweep(plan: &Plan, opts: &SlurmOptions) -> Result<SlurmReport, RunErr
                     );
                 }
             }
-            if waiting_room.holds(&st.run_id) {
+            if waiting_room.holds(&st.run_id) || breaker.why.is_some() {
                 continue;
             }
             let Some(kind) = retry_kind(st) else {
@@ -2018,7 +2132,9 @@ pub fn run_sweep(plan: &Plan, opts: &SlurmOptions) -> Result<SlurmReport, RunErr
         // A retry held back for want of a slot keeps the loop going: the slot may be held only
         // by a task Slurm still lists after its run wrote `exit.json` (every run then looks
         // finished, and returning would drop the retry).
-        let finished = !held_back && waiting_room.runs.is_empty() && status.runs.iter().all(|r| !r.state.is_live() && r.state != RunState::NotSubmitted);
+        // A stopped sweep leaves its held-back runs unsubmitted.
+        let settled = |r: &RunStatus| !r.state.is_live() && (r.state != RunState::NotSubmitted || breaker.why.is_some());
+        let finished = !held_back && waiting_room.runs.is_empty() && status.runs.iter().all(settled);
         report.status = Some(status);
         if finished {
             return Ok(report);
@@ -2556,6 +2672,39 @@ mod tests {
         for (run, expected) in cases {
             assert_eq!(retry_kind(&run), expected, "{:?} {} {:?}", run.state, run.preemptions, run.spent_budget);
         }
+    }
+
+    /// The breaker counts attempts (a run's retry failing again counts again, one poll seeing
+    /// the same failure again does not), trips at the limit naming the latest failure, its
+    /// reason and log, and never trips once any run has trained an iteration.
+    #[test]
+    fn a_sweep_failing_before_any_training_trips_the_breaker_and_a_trained_one_never_does() {
+        let failed = |id: &str, submissions: u32| RunStatus {
+            submissions,
+            reason: Some("failed: exit code 127 without writing exit.json".into()),
+            logs: vec![PathBuf::from(format!("/r/runs/{id}/attempt-{submissions}.stderr.log"))],
+            ..crate::status::tests::run_status(id, RunState::Failed)
+        };
+        let pending = |id: &str| crate::status::tests::run_status(id, RunState::Pending);
+        let trained = |id: &str| RunStatus {
+            progress: Some(Progress { iteration: 1, global_step: 512, total_steps: Some(2048), wall_time_s: Some(0.1) }),
+            ..crate::status::tests::run_status(id, RunState::Running)
+        };
+        let mut breaker = Breaker::default();
+        assert_eq!(breaker.observe(&[failed("a", 1), failed("b", 1), pending("c")], 3), None);
+        assert_eq!(breaker.observe(&[failed("a", 1), failed("b", 1), pending("c")], 3), None, "the same attempts, seen again");
+        let why = breaker.observe(&[pending("a"), failed("b", 1), failed("c", 1)], 3).expect("third attempt");
+        assert!(why.starts_with("3 attempts failed before training one iteration and no run has trained one (`slurm.fail_fast = 3`)"), "{why}");
+        assert!(why.contains("run c (lr=1): failed: exit code 127") && why.contains("/r/runs/c/attempt-1.stderr.log"), "{why}");
+        assert_eq!(breaker.why.as_deref(), Some(why.as_str()));
+
+        let mut retried = Breaker::default();
+        assert_eq!(retried.observe(&[failed("a", 1)], 2), None);
+        assert!(retried.observe(&[failed("a", 2)], 2).is_some(), "a retry failing again is another attempt");
+
+        let mut working = Breaker::default();
+        assert_eq!(working.observe(&[trained("a"), failed("b", 1), failed("c", 1)], 2), None);
+        assert_eq!(working.observe(&[failed("a", 2), failed("b", 2), failed("c", 2), failed("d", 1)], 2), None, "a run trained: the setup works");
     }
 
     /// Which budget failed a run comes from the job's marker, or from its words in a marker
@@ -3175,7 +3324,7 @@ mod tests {
             ledger.append(intent(n, vec![format!("{n:016x}")], None, None)).expect("intent");
             ledger.append(LedgerEvent::Submitted { submission: n, job_id: job.into() }).expect("submitted");
         }
-        ledger.append(LedgerEvent::Cancelled { upto_submission: 1, job_ids: Some(vec!["42".into()]) }).expect("cancelled");
+        ledger.append(LedgerEvent::Cancelled { upto_submission: 1, job_ids: Some(vec!["42".into()]), reason: None }).expect("cancelled");
         let back = Ledger::load(&root).expect("reload");
         assert!(!back.cancelled(0, "41"), "array 41 had ended before the cancel");
         assert!(back.cancelled(1, "42"));

@@ -273,6 +273,15 @@ impl Slurm {
         self.call("scontrol", &args).map(|_| ())
     }
 
+    /// `scancel --state=PENDING` of arrays: their queued tasks only, the running ones go on.
+    pub fn cancel_pending(&self, job_ids: &[String]) -> Result<(), SlurmError> {
+        if job_ids.is_empty() {
+            return Ok(());
+        }
+        let args: Vec<String> = std::iter::once("--state=PENDING".to_string()).chain(job_ids.iter().cloned()).collect();
+        self.call("scancel", &args).map(|_| ())
+    }
+
     /// `scancel` of whole arrays (their pending and running tasks).
     pub fn cancel(&self, job_ids: &[String]) -> Result<(), SlurmError> {
         if job_ids.is_empty() {

@@ -15,6 +15,7 @@
 //! max_retries = 2                   # failed runs are resubmitted this often
 //! max_timeouts = 3                  # time-limit requeues before a run counts as failed
 //! max_preemptions = 10              # preemptions before a run counts as failed
+//! fail_fast = 5                     # stop the sweep after 5 attempts fail untrained (0: never)
 //! checkpoint_minutes = 30           # also checkpoint every 30 min (node failures lose less)
 //! signal = "USR1"                   # checkpoint signal: `--signal=B:USR1@<signal_seconds>`
 //! signal_seconds = 120                # must be shorter than every `time` (checked)
@@ -144,6 +145,11 @@ impl OverrideFile {
 /// that all its users share.
 pub const DEFAULT_POLL_SECONDS: f64 = 10.0;
 
+/// Attempts failing before their first iteration (no run trained) that stop a sweep unless
+/// `slurm.fail_fast` says otherwise: enough that a few unlucky nodes do not stop a sweep, few
+/// enough that a broken setup costs a handful of jobs, not thousands.
+pub const DEFAULT_FAIL_FAST: u32 = 5;
+
 /// The `[slurm]` table as written.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -180,6 +186,9 @@ pub struct SlurmFile {
     pub max_timeouts: Option<u32>,
     /// Preemptions of a run.
     pub max_preemptions: Option<u32>,
+    /// Attempts failing before their first iteration, with no run trained, that stop the sweep
+    /// (0: never).
+    pub fail_fast: Option<u32>,
     /// Minutes between a job's own checkpoints besides the ones signals ask for.
     pub checkpoint_minutes: Option<f64>,
     /// The checkpoint signal's name.
@@ -261,6 +270,10 @@ pub struct SlurmSettings {
     pub max_timeouts: u32,
     /// Preemptions of a run.
     pub max_preemptions: u32,
+    /// How many attempts failing before their first iteration, while no run of the sweep has
+    /// trained one, make a waiting `drover run` stop the sweep (cancel its queued tasks, retry
+    /// nothing): a broken setup fails every run alike. `None`: never (`fail_fast = 0`).
+    pub fail_fast: Option<u32>,
     /// Minutes between a job's own checkpoints (besides the signals'): what a node failure or
     /// an out-of-memory kill, which come without a signal, can cost at most. `None`: only at
     /// signals.
@@ -288,6 +301,7 @@ impl Default for SlurmSettings {
             max_retries: 2,
             max_timeouts: 3,
             max_preemptions: 10,
+            fail_fast: Some(DEFAULT_FAIL_FAST),
             checkpoint_minutes: None,
             signal: "USR1".into(),
             signal_seconds: 120,
@@ -569,6 +583,7 @@ impl SlurmSettings {
             max_retries: file.max_retries.unwrap_or(d.max_retries),
             max_timeouts: file.max_timeouts.unwrap_or(d.max_timeouts),
             max_preemptions: file.max_preemptions.unwrap_or(d.max_preemptions),
+            fail_fast: file.fail_fast.map_or(d.fail_fast, |n| (n > 0).then_some(n)),
             checkpoint_minutes,
             signal: bare,
             signal_seconds,
@@ -682,6 +697,9 @@ mod tests {
         );
         assert_eq!(s.signal, "USR1");
         assert_eq!((s.max_retries, s.max_timeouts, s.max_preemptions), (2, 3, 10));
+        assert_eq!(s.fail_fast, Some(DEFAULT_FAIL_FAST));
+        assert_eq!(SlurmSettings::validate(file("fail_fast = 0"), &[]).expect("valid").fail_fast, None, "0 turns it off");
+        assert_eq!(SlurmSettings::validate(file("fail_fast = 20"), &[]).expect("valid").fail_fast, Some(20));
         assert_eq!((s.checkpoint_minutes, s.poll_seconds), (None, DEFAULT_POLL_SECONDS));
         let periodic = SlurmSettings::validate(file("checkpoint_minutes = 30"), &[]).expect("valid");
         assert_eq!(periodic.checkpoint_minutes, Some(30.0));
