@@ -524,12 +524,15 @@ fn use_slurm(arg: Option<BackendArg>, plan: &plan::Plan) -> bool {
 
 /// What a Slurm sweep is checked for before anything is submitted, and by `--dry-run` the
 /// same way: runs that would see no GPU, large sweeps without a throttle, resources runs would
-/// waste and paths the compute nodes cannot see (warnings), and the `[slurm.arch]` folders'
-/// builds.
+/// waste, paths the compute nodes cannot see and an MPI type this machine's `srun` does not
+/// list (warnings), and the `[slurm.arch]` folders' builds.
 fn slurm_preflight(plan: &plan::Plan, job_bin: &Path) -> anyhow::Result<()> {
     let mut paths = vec![("the results directory", plan.results.root()), ("drover-job", job_bin)];
     paths.extend(plan.plugins.values().map(|p| ("a plugin", p.as_path())));
-    let warnings = [slurm::gpu_request_warning(plan), slurm::throttle_warning(plan), slurm::node_local_warning(&paths)].into_iter().flatten();
+    let warnings =
+        [slurm::gpu_request_warning(plan), slurm::throttle_warning(plan), slurm::node_local_warning(&paths), slurm::mpi_warning(plan, &Slurm::default())]
+            .into_iter()
+            .flatten();
     for warning in warnings.chain(slurm::resource_warnings(plan)) {
         eprintln!("drover: warning: {warning}");
     }

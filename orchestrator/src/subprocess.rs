@@ -78,6 +78,27 @@ pub fn run(cmd: &mut Command, input: Option<Vec<u8>>, timeout: Duration) -> std:
     Ok(status.map(|status| Finished { status, stdout, stderr }))
 }
 
+/// Writes an executable shell script with `body` at `path` for a test to run (a stand-in for
+/// `srun` and the like), and returns once it can be run. Until then it may be "busy"
+/// (ETXTBSY): a child that another test thread forks while the file is open for writing holds
+/// that descriptor until it execs. A probe run (`DROVER_STAND_IN_PROBE` set) exits at once.
+#[cfg(test)]
+pub(crate) fn write_stand_in(path: &std::path::Path, body: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let text = format!("#!/bin/sh\n[ -n \"${{DROVER_STAND_IN_PROBE:-}}\" ] && exit 0\n{body}\n");
+    std::fs::write(path, text).expect("write the stand-in");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod the stand-in");
+    for _ in 0..400 {
+        let probe = Command::new(path).env("DROVER_STAND_IN_PROBE", "1").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).status();
+        match probe {
+            Ok(_) => return,
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy => std::thread::sleep(Duration::from_millis(5)),
+            Err(e) => panic!("cannot run the stand-in {}: {e}", path.display()),
+        }
+    }
+    panic!("the stand-in {} stayed busy for 2 s", path.display());
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

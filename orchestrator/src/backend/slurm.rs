@@ -731,16 +731,51 @@ pub struct ArrayPlan {
 
 /// Groups runs by resources (first appearance order) and splits groups at `max_array`.
 /// A run's Slurm resources: the sweep's `[slurm]` settings with their overrides, plus one task
-/// per MPI rank (`run.ranks`), which the batch script launches with `srun --mpi=pmix`. Runs with
+/// per MPI rank (`run.ranks`), which the batch script launches with one `srun` step of the MPI
+/// type `slurm.mpi` names (`--mpi=pmix` unless set; none with `mpi = "default"`). Runs with
 /// different rank counts land in different arrays, since arrays are split by resources.
 fn run_resources(settings: &SlurmSettings, run: &crate::config::RunSpec) -> Resources {
     let mut r = settings.resources_for(&run.axes);
-    let ranks = run.run.get("ranks").and_then(serde_json::Value::as_u64).unwrap_or(1);
+    let ranks = ranks(run);
     if ranks > 1 {
         r.options.retain(|(k, _)| *k != "ntasks");
         r.options.push(("ntasks", ranks.to_string()));
     }
     r
+}
+
+/// `run.ranks` of a run (1 when unset).
+fn ranks(run: &crate::config::RunSpec) -> u64 {
+    run.run.get("ranks").and_then(serde_json::Value::as_u64).unwrap_or(1)
+}
+
+/// A warning when some run has `run.ranks` > 1 and `srun --mpi=list` on this machine does not
+/// list the MPI type `slurm.mpi` names: every such run's `srun` would fail to load the plugin
+/// and start no rank, which the user would otherwise learn from each run's log.
+/// Nothing is asked of `srun` when no run has several ranks or `mpi = "default"`, and nothing is
+/// said when `srun` is absent, fails or prints no list ([`Slurm::mpi_types`]). Only a warning:
+/// a login node's `srun` may not see the plugins the compute nodes have.
+pub fn mpi_warning(plan: &Plan, slurm: &Slurm) -> Option<String> {
+    let chosen = plan.sweep.slurm.mpi.as_deref()?;
+    if !plan.runs.iter().any(|r| ranks(r) > 1) {
+        return None;
+    }
+    mpi_missing_warning(plan, chosen, &slurm.mpi_types()?)
+}
+
+/// [`mpi_warning`]'s words, given what `srun --mpi=list` offers.
+fn mpi_missing_warning(plan: &Plan, chosen: &str, offered: &[String]) -> Option<String> {
+    let multi = plan.runs.iter().filter(|r| ranks(r) > 1).count();
+    (multi > 0 && !offered.iter().any(|t| t == chosen)).then(|| {
+        format!(
+            "{multi} run(s) have run.ranks > 1 and `slurm.mpi` = \"{chosen}\" in `{}`, but `srun --mpi=list` on this \
+             machine offers {}: their `srun` would not start the ranks; set `mpi` in [slurm] to one of those, or to \
+             \"{}\" for the cluster's `MpiDefault` (ignore this if the compute nodes have MPI plugins this machine lacks)",
+            plan.sweep.source.display(),
+            offered.join(", "),
+            crate::backend::slurm_config::MPI_CLUSTER_DEFAULT
+        )
+    })
 }
 
 /// A warning when runs with `run.device = "cuda"` would be submitted without asking Slurm for a
@@ -961,6 +996,7 @@ fn render(
         max_timeouts: s.max_timeouts,
         max_preemptions: s.max_preemptions,
         checkpoint_every_s: s.checkpoint_minutes.map(|m| m * 60.0),
+        mpi: s.mpi.as_deref(),
         after: &limits.after,
     })
 }
@@ -2550,6 +2586,104 @@ mod tests {
         assert!(room.holds("a") && !room.may_try(2) && room.may_try(1), "tried again once a task of the sweep ends");
         room.took(&mut report, &tried, Round::default(), 1, &nobody).expect("in");
         assert!(room.runs.is_empty() && room.limit.is_none() && !room.may_try(0));
+    }
+
+    /// The plan of sweep `s.toml` in `dir` (a stand-in plugin file there): `slurm` is the
+    /// `[slurm]` table's body, `run_extra` goes into `[run]`, with a grid of two `ranks`
+    /// values when `run_extra` is `"grid"`.
+    fn sweep_plan(dir: &Path, slurm: &str, run_extra: &str) -> Result<Plan, crate::ConfigError> {
+        let plugin = dir.join("libdrover_plugin_x.so");
+        std::fs::write(&plugin, b"a build").expect("plugin");
+        let sweep_file = dir.join("s.toml");
+        let (run_extra, grid) = if run_extra == "grid" { ("", "[sweep.grid]\n\"run.ranks\" = [1, 2]\n") } else { (run_extra, "") };
+        let text = format!(
+            "name = \"mpi\"\nbackend = \"slurm\"\n[run]\nenv = \"CartPole-v1\"\nplugin = {:?}\n{run_extra}\n[sweep]\nseeds = [1, 2]\n{grid}[slurm]\n{slurm}\n",
+            plugin.display().to_string()
+        );
+        std::fs::write(&sweep_file, text).expect("sweep");
+        crate::plan::plan(&crate::plan::PlanOptions { sweep_file, results: Some(dir.join("r")), ..Default::default() })
+    }
+
+    /// `slurm.mpi` against `srun --mpi=list`: runs with several ranks and a type this
+    /// machine's srun does not list are warned about, naming the file, the key, the value and
+    /// what srun offers; a listed type, one-rank runs and `"default"` are not. srun is not asked
+    /// when no run has several ranks or the type is the cluster's; absent or failing, it says
+    /// nothing.
+    #[test]
+    fn an_mpi_type_that_srun_does_not_list_is_warned_about() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let offered = |types: &[&str]| types.iter().map(|t| t.to_string()).collect::<Vec<_>>();
+        let plan = sweep_plan(tmp.path(), "", "grid").expect("plan");
+        let w = mpi_missing_warning(&plan, "pmix", &offered(&["none", "cray_shasta", "pmi2"])).expect("warned");
+        let file = tmp.path().join("s.toml");
+        assert!(w.starts_with(&format!("2 run(s) have run.ranks > 1 and `slurm.mpi` = \"pmix\" in `{}`", file.display())), "{w}");
+        assert!(
+            w.contains("`srun --mpi=list` on this machine offers none, cray_shasta, pmi2:") && w.contains("\"default\" for the cluster's `MpiDefault`"),
+            "{w}"
+        );
+        assert_eq!(mpi_missing_warning(&plan, "pmix_v4", &offered(&["none", "pmix", "pmix_v4"])), None);
+        let one_rank = sweep_plan(tmp.path(), "", "").expect("plan");
+        assert_eq!(mpi_missing_warning(&one_rank, "pmix", &offered(&["none"])), None);
+
+        // Through a stand-in srun that logs each call.
+        let bin = tmp.path().join("bin");
+        std::fs::create_dir_all(&bin).expect("mkdir");
+        let slurm = Slurm { bin_dir: Some(bin.clone()), ..Slurm::default() };
+        assert_eq!(mpi_warning(&plan, &slurm), None, "no srun: nothing said");
+        let calls = tmp.path().join("calls");
+        let srun = |body: &str| crate::subprocess::write_stand_in(&bin.join("srun"), &format!("echo \"$*\" >> '{}'\n{body}", calls.display()));
+        srun(r"printf 'srun: MPI types are...\nsrun: none\nsrun: pmi2\n' >&2");
+        let w = mpi_warning(&plan, &slurm).expect("warned");
+        assert!(w.contains("`slurm.mpi` = \"pmix\"") && w.contains("offers none, pmi2:"), "{w}");
+        assert_eq!(std::fs::read_to_string(&calls).expect("calls"), "--mpi=list\n");
+        let pmi2 = sweep_plan(tmp.path(), "mpi = \"pmi2\"", "grid").expect("plan");
+        assert_eq!(mpi_warning(&pmi2, &slurm), None);
+        srun("echo 'srun: error: cannot load plugins' >&2; exit 1");
+        assert_eq!(mpi_warning(&plan, &slurm), None, "a failing srun: nothing said");
+        std::fs::remove_file(&calls).expect("rm");
+        let cluster = sweep_plan(tmp.path(), "mpi = \"default\"", "grid").expect("plan");
+        assert_eq!((mpi_warning(&cluster, &slurm), mpi_warning(&one_rank, &slurm)), (None, None));
+        assert!(!calls.exists(), "srun is not asked when no run needs it");
+    }
+
+    /// `slurm.mpi` changes no run id (it says how ranks start, not what they compute), reaches
+    /// the scripts `--dry-run` prints, and a bad value is refused naming file, key and reason.
+    #[test]
+    fn the_mpi_setting_keeps_run_ids_reaches_dry_run_scripts_and_refuses_bad_values() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let ids = |slurm: &str| sweep_plan(tmp.path(), slurm, "grid").expect("plan").runs.iter().map(|r| r.run_id.to_string()).collect::<Vec<_>>();
+        let before = ids("");
+        assert_eq!(before.len(), 4);
+        assert_eq!(ids("mpi = \"pmi2\""), before);
+        assert_eq!(ids("mpi = \"default\""), before);
+
+        // No scontrol in the stand-in folder: the dry run assumes MaxArraySize, as off a cluster.
+        let opts = SlurmOptions {
+            job_bin: tmp.path().join("drover-job"),
+            wait: false,
+            slurm: Slurm { bin_dir: Some(tmp.path().join("no-slurm-here")), ..Slurm::default() },
+            quiet: true,
+        };
+        let scripts = |slurm: &str| {
+            let plan = sweep_plan(tmp.path(), slurm, "grid").expect("plan");
+            let actions = vec!["new"; plan.runs.len()];
+            dry_run_scripts(&plan, &opts, &actions).expect("scripts").into_iter().map(|(_, text)| text).collect::<Vec<_>>()
+        };
+        let pmi2 = scripts("mpi = \"pmi2\"");
+        assert_eq!(pmi2.len(), 2, "one array per rank count");
+        assert!(pmi2.iter().all(|t| t.contains("launcher=(srun --mpi=pmi2 --kill-on-bad-exit=1 ")), "{pmi2:?}");
+        assert!(scripts("").iter().all(|t| t.contains("launcher=(srun --mpi=pmix --kill-on-bad-exit=1 ")));
+        assert!(scripts("mpi = \"default\"").iter().all(|t| t.contains("launcher=(srun --kill-on-bad-exit=1 ") && !t.contains("--mpi")));
+
+        let err = sweep_plan(tmp.path(), "mpi = \"pmix; reboot\"", "").expect_err("refused").to_string();
+        let file = tmp.path().join("s.toml");
+        assert!(
+            err.starts_with(&format!(
+                "failed to load sweep file `{}`: key `slurm.mpi`: invalid value: `pmix; reboot`: expected an MPI plugin type",
+                file.display()
+            )),
+            "{err}"
+        );
     }
 
     /// A waiting `drover run` reads a finished run's files once: a run found done is reused

@@ -5,6 +5,9 @@
 //! `sbatch` is never simply retried: a timed-out `sbatch` may have submitted the job after all,
 //! so `Slurm::submit` first looks for it by job name and comment (`squeue`), and retries only
 //! when it is not there.
+//!
+//! `srun --mpi=list` (`Slurm::mpi_types`) is the one question whose failure is no error: it
+//! only feeds a warning, so it is asked once, briefly, and any trouble means "no answer".
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -78,6 +81,10 @@ const TRANSIENT: &[&str] = &[
     "slurm_persist_conn",
     "Communication connection failure",
 ];
+
+/// How long `srun --mpi=list` may take: it loads this machine's MPI plugins and asks the
+/// controller nothing, so it ends in well under a second where it works at all.
+const MPI_LIST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// This process's real uid: the user its `sbatch` submits as.
 pub fn current_uid() -> u32 {
@@ -282,6 +289,20 @@ impl Slurm {
         self.call("scancel", &args).map(|_| ())
     }
 
+    /// The MPI plugin types `srun --mpi=list` offers on this machine ([`parse_mpi_list`]), or
+    /// `None` when there is no telling: `srun` is absent, fails, outlives a short timeout, or
+    /// prints no list. One try: the answer only decides whether to warn.
+    pub fn mpi_types(&self) -> Option<Vec<String>> {
+        let mut cmd = Command::new(self.program("srun"));
+        cmd.arg("--mpi=list");
+        let done = crate::subprocess::run(&mut cmd, None, self.policy.timeout.min(MPI_LIST_TIMEOUT)).ok()??;
+        if !done.status.success() {
+            return None;
+        }
+        // Slurm 22.05 and later print the list on stdout; older ones log it on stderr.
+        parse_mpi_list(&format!("{}\n{}", done.stdout, done.stderr))
+    }
+
     /// `scancel` of whole arrays (their pending and running tasks).
     pub fn cancel(&self, job_ids: &[String]) -> Result<(), SlurmError> {
         if job_ids.is_empty() {
@@ -297,6 +318,41 @@ pub fn parse_max_array_size(config: &str) -> Option<u32> {
         let (k, v) = l.split_once('=')?;
         (k.trim() == "MaxArraySize").then(|| v.trim().parse().ok()).flatten()
     })
+}
+
+/// The MPI plugin types in the output of `srun --mpi=list` (stdout and stderr together), in the
+/// order printed, each once; `None` when the output holds no list (no "... types are..."
+/// header, or nothing after it). The shapes seen:
+/// - Slurm 22.05 and later, on stdout: `MPI plugin types are...`, then one tab-indented type per
+///   line, then `specific pmix plugin versions available: pmix_v4,pmix_v5` (those are types too);
+/// - older releases, logged on stderr: `srun: MPI types are...`, then `srun: pmi2` per type,
+///   versioned pmix plugins (`pmix_v3`) among them, and in the oldest `srun: mpi/pmi2`.
+///
+/// Lines that are not a single word (`srun: error: ...`, debug output) are skipped.
+pub fn parse_mpi_list(text: &str) -> Option<Vec<String>> {
+    let mut header = false;
+    let mut types: Vec<String> = Vec::new();
+    let mut add = |t: &str| {
+        let t = t.strip_prefix("mpi/").unwrap_or(t);
+        let plain = !t.is_empty() && t.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c));
+        if plain && !types.iter().any(|seen| seen == t) {
+            types.push(t.to_string());
+        }
+    };
+    for line in text.lines() {
+        let line = line.trim();
+        let line = line.strip_prefix("srun:").map_or(line, str::trim_start);
+        if line.to_ascii_lowercase().contains("types are") {
+            header = true;
+        } else if !header || line.is_empty() {
+            continue;
+        } else if let Some((_, versions)) = line.split_once("versions available:") {
+            versions.split([',', ' ', '\t']).for_each(&mut add);
+        } else if !line.contains(char::is_whitespace) {
+            add(line);
+        }
+    }
+    (header && !types.is_empty()).then_some(types)
 }
 
 /// `123|4|RUNNING|None|drover:abc:0` → an entry (`%K` is `N/A` for non-array jobs).
@@ -350,6 +406,52 @@ mod tests {
         );
         assert_eq!(parse_queue_line("77|N/A|RUNNING|None|").expect("entry").task, None);
         assert_eq!(parse_queue_line("garbage"), None);
+    }
+
+    /// Both shapes of `srun --mpi=list` (Slurm 22.05+ on stdout, older releases on stderr with
+    /// `srun: ` before each line, the oldest with `mpi/`), and output that holds no list.
+    #[test]
+    fn parses_both_shapes_of_srun_mpi_list() {
+        let slurm_22 = "MPI plugin types are...\n\tnone\n\tcray_shasta\n\tpmi2\n\tpmix\nspecific pmix plugin versions available: pmix_v4\n";
+        assert_eq!(parse_mpi_list(slurm_22).expect("list"), ["none", "cray_shasta", "pmi2", "pmix", "pmix_v4"]);
+        let two_versions = "MPI plugin types are...\n\tpmix\n\tnone\nspecific pmix plugin versions available: pmix_v4,pmix_v5\n";
+        assert_eq!(parse_mpi_list(two_versions).expect("list"), ["pmix", "none", "pmix_v4", "pmix_v5"]);
+        let older = "srun: MPI types are...\nsrun: none\nsrun: pmi2\n";
+        assert_eq!(parse_mpi_list(older).expect("list"), ["none", "pmi2"]);
+        let versioned = "srun: MPI types are...\nsrun: pmix_v3\nsrun: pmi2\nsrun: none\nsrun: pmix\nsrun: cray_shasta\n";
+        assert_eq!(parse_mpi_list(versioned).expect("list"), ["pmix_v3", "pmi2", "none", "pmix", "cray_shasta"]);
+        let oldest = "srun: MPI types are...\nsrun: mpi/none\nsrun: mpi/openmpi\nsrun: mpi/pmi2\n";
+        assert_eq!(parse_mpi_list(oldest).expect("list"), ["none", "openmpi", "pmi2"]);
+        // Unprefixed, unindented; noise around the list is skipped.
+        let noisy = "srun: debug: some plugin said hello\nMPI types are...\npmi2\nsrun: error: cannot read mpi.conf\n\nnone\n";
+        assert_eq!(parse_mpi_list(noisy).expect("list"), ["pmi2", "none"]);
+        for nothing in ["", "srun: error: invalid MPI type 'list'\n", "MPI plugin types are...\n", "none\npmix\n"] {
+            assert_eq!(parse_mpi_list(nothing), None, "{nothing:?}");
+        }
+    }
+
+    /// `srun --mpi=list` is asked once and its trouble is no error: absent, failing or silent,
+    /// there is no answer. The list is read from stdout or stderr.
+    #[test]
+    fn srun_mpi_list_answers_or_says_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let slurm = Slurm { bin_dir: Some(dir.path().to_path_buf()), ..Slurm::default() };
+        assert_eq!(slurm.mpi_types(), None, "no srun");
+        let srun = |body: &str| {
+            crate::subprocess::write_stand_in(&dir.path().join("srun"), body);
+            slurm.mpi_types()
+        };
+        let listed = srun(r"[ $1 = --mpi=list ] && printf 'MPI plugin types are...\n\tnone\n\tpmi2\n'");
+        assert_eq!(listed.expect("list"), ["none", "pmi2"]);
+        assert_eq!(srun(r"printf 'srun: MPI types are...\nsrun: none\nsrun: pmix\n' >&2").expect("list"), ["none", "pmix"]);
+        assert_eq!(srun("echo 'srun: error: no slurm.conf' >&2; exit 1"), None);
+        assert_eq!(srun("echo hello"), None);
+        // A hanging srun is killed at the timeout (the policy's, when below 10 s).
+        crate::subprocess::write_stand_in(&dir.path().join("srun"), "sleep 5");
+        let hasty = Slurm { policy: CallPolicy { timeout: Duration::from_millis(100), ..CallPolicy::default() }, ..slurm.clone() };
+        let t0 = Instant::now();
+        assert_eq!(hasty.mpi_types(), None);
+        assert!(t0.elapsed() < Duration::from_secs(3), "killed at the timeout");
     }
 
     #[test]

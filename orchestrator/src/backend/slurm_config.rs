@@ -19,6 +19,7 @@
 //! checkpoint_minutes = 30           # also checkpoint every 30 min (node failures lose less)
 //! signal = "USR1"                   # checkpoint signal: `--signal=B:USR1@<signal_seconds>`
 //! signal_seconds = 120                # must be shorter than every `time` (checked)
+//! mpi = "pmix"                      # multi-rank runs: `srun --mpi=pmix`; "default": no `--mpi`
 //! max_array_size = 1000             # cap below the cluster's MaxArraySize (never above it)
 //! [[slurm.overrides]]               # per-axis resources: runs whose axes match get these
 //! when = { "run.num_envs" = 64 }
@@ -200,6 +201,9 @@ pub struct SlurmFile {
     /// Seconds between two `squeue` polls while `drover run` waits (default
     /// [`DEFAULT_POLL_SECONDS`]).
     pub poll_seconds: Option<f64>,
+    /// The `srun --mpi` type of multi-rank runs (default [`DEFAULT_MPI`]; [`MPI_CLUSTER_DEFAULT`]:
+    /// no `--mpi`).
+    pub mpi: Option<String>,
     /// Per-axis resource overrides.
     #[serde(default)]
     pub overrides: Vec<OverrideFile>,
@@ -255,6 +259,14 @@ pub struct Override {
 /// (NCCL and PyTorch's elastic agent handle SIGTERM/SIGINT; USR1 is free by default).
 pub const SIGNALS: &[&str] = &["USR1", "USR2", "HUP", "ALRM", "URG", "XCPU"];
 
+/// The MPI type a multi-rank run's `srun` is given unless `slurm.mpi` says otherwise: what
+/// drover's batch script always used before the setting (OpenMPI 5 and MPICH 4 take PMIx).
+pub const DEFAULT_MPI: &str = "pmix";
+
+/// The `slurm.mpi` value that leaves `--mpi` out, so `srun` uses the job's `SLURM_MPI_TYPE` if
+/// set, else the cluster's `MpiDefault` (slurm.conf).
+pub const MPI_CLUSTER_DEFAULT: &str = "default";
+
 /// The validated `[slurm]` settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SlurmSettings {
@@ -286,6 +298,11 @@ pub struct SlurmSettings {
     pub max_array_size: Option<u32>,
     /// Seconds between polls.
     pub poll_seconds: f64,
+    /// `srun --mpi=<type>` for multi-rank runs (a plugin name: letters, digits, `_`); `None`
+    /// for `mpi = "default"`, where the batch script passes no `--mpi` and `srun` takes the
+    /// cluster's `MpiDefault`. Not part of any run id: it says how ranks are started, not what
+    /// they compute.
+    pub mpi: Option<String>,
     /// Builds for nodes of other architectures: a node's `uname -m` → the absolute folder that
     /// holds `drover-job` and the sweep's plugins built for it (same file names). Nodes of the
     /// architecture `drover-job` itself is built for need no entry.
@@ -307,6 +324,7 @@ impl Default for SlurmSettings {
             signal_seconds: 120,
             max_array_size: None,
             poll_seconds: DEFAULT_POLL_SECONDS,
+            mpi: Some(DEFAULT_MPI.into()),
             arch: BTreeMap::new(),
         }
     }
@@ -452,6 +470,37 @@ const DROVER_SBATCH_OPTIONS: [(&str, Option<&str>); 13] = [
     ("--parsable", None),
 ];
 
+/// `slurm.mpi`: a plugin type as `srun --mpi=list` prints it (`pmix`, `pmix_v4`, `pmi2`,
+/// `cray_shasta`, `none`), written into the batch script as `--mpi=<type>`, so only letters,
+/// digits and `_`; or [`MPI_CLUSTER_DEFAULT`] for no `--mpi` (`None`). Whether this cluster
+/// has the plugin is a warning at submission (`slurm::mpi_warning`), not a refusal: the login
+/// node's `srun` may not see the compute nodes' plugins.
+fn check_mpi(value: &str) -> Result<Option<String>, KeyError> {
+    const KEY: &str = "slurm.mpi";
+    if value == MPI_CLUSTER_DEFAULT {
+        return Ok(None);
+    }
+    if value.is_empty() || value.len() > 64 || !value.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(invalid(
+            KEY,
+            format!(
+                "`{value}`: expected an MPI plugin type of srun such as pmix, pmix_v4 or pmi2 (letters, digits and `_`: \
+                 it becomes `srun --mpi=<type>` in the batch script), or \"{MPI_CLUSTER_DEFAULT}\" for the cluster's `MpiDefault`"
+            ),
+        ));
+    }
+    if value == "list" {
+        return Err(invalid(
+            KEY,
+            format!(
+                "`list` makes srun print its MPI plugin types instead of starting the ranks: name one of those \
+                 (`srun --mpi=list` shows them), or \"{MPI_CLUSTER_DEFAULT}\" for the cluster's `MpiDefault`"
+            ),
+        ));
+    }
+    Ok(Some(value.to_string()))
+}
+
 fn check_positive(key: &str, value: Option<u32>) -> Result<(), KeyError> {
     match value {
         Some(0) => Err(invalid(key, "must be at least 1")),
@@ -576,6 +625,10 @@ impl SlurmSettings {
         for (name, dir) in &file.arch {
             check_arch(name, dir)?;
         }
+        let mpi = match &file.mpi {
+            Some(value) => check_mpi(value)?,
+            None => d.mpi,
+        };
         Ok(SlurmSettings {
             base,
             overrides,
@@ -589,6 +642,7 @@ impl SlurmSettings {
             signal_seconds,
             max_array_size: file.max_array_size,
             poll_seconds,
+            mpi,
             arch: file.arch,
         })
     }
@@ -655,6 +709,13 @@ mod tests {
             ("checkpoint_minutes = 0", "slurm.checkpoint_minutes"),
             ("checkpoint_minutes = -5", "slurm.checkpoint_minutes"),
             ("checkpoint_minutes = nan", "slurm.checkpoint_minutes"),
+            ("mpi = \"pmix; id\"", "slurm.mpi"),
+            ("mpi = \"$(id)\"", "slurm.mpi"),
+            ("mpi = \"pmix\\n#SBATCH --uid=0\"", "slurm.mpi"),
+            ("mpi = \"pmix v4\"", "slurm.mpi"),
+            ("mpi = \"pmix-v4\"", "slurm.mpi"),
+            ("mpi = \"\"", "slurm.mpi"),
+            ("mpi = \"list\"", "slurm.mpi"),
         ];
         for (text, key) in cases {
             let err = SlurmSettings::validate(file(text), &["params.x".to_string()]).expect_err(text);
@@ -703,6 +764,26 @@ mod tests {
         assert_eq!((s.checkpoint_minutes, s.poll_seconds), (None, DEFAULT_POLL_SECONDS));
         let periodic = SlurmSettings::validate(file("checkpoint_minutes = 30"), &[]).expect("valid");
         assert_eq!(periodic.checkpoint_minutes, Some(30.0));
+    }
+
+    /// `slurm.mpi`: `pmix` unless set (the batch script's `--mpi` before the setting), any
+    /// plugin name as given, and `"default"` for none (srun then takes the cluster's
+    /// `MpiDefault`). Refusals say what is allowed and why; `list` would print instead of run.
+    #[test]
+    fn the_mpi_type_defaults_to_pmix_and_default_leaves_it_to_the_cluster() {
+        let mpi = |text: &str| SlurmSettings::validate(file(text), &[]).expect(text).mpi;
+        assert_eq!(mpi(""), Some("pmix".to_string()));
+        assert_eq!(SlurmSettings::default().mpi.as_deref(), Some(DEFAULT_MPI));
+        for name in ["pmi2", "pmix_v4", "cray_shasta", "none", "PMIx"] {
+            assert_eq!(mpi(&format!("mpi = {name:?}")), Some(name.to_string()), "{name}");
+        }
+        assert_eq!(mpi("mpi = \"default\""), None);
+        let why = |text: &str| SlurmSettings::validate(file(text), &[]).expect_err(text).1.to_string();
+        let bad = why("mpi = \"pmix; id\"");
+        assert!(bad.starts_with("invalid value: `pmix; id`: expected an MPI plugin type of srun") && bad.contains("letters, digits and `_`"), "{bad}");
+        assert!(bad.contains("\"default\" for the cluster's `MpiDefault`"), "{bad}");
+        let list = why("mpi = \"list\"");
+        assert!(list.contains("`list` makes srun print its MPI plugin types instead of starting the ranks"), "{list}");
     }
 
     #[test]

@@ -75,6 +75,9 @@ pub struct ScriptParams<'a> {
     pub max_preemptions: u32,
     /// Seconds between the job's own checkpoints (`--checkpoint-every`), if any.
     pub checkpoint_every_s: Option<f64>,
+    /// `slurm.mpi`: the `--mpi=<type>` of a multi-rank run's `srun` (validated); `None`: no
+    /// `--mpi`, so `srun` takes the cluster's `MpiDefault`.
+    pub mpi: Option<&'a str>,
     /// Arrays this one waits for (`--dependency=afterany:...`): earlier submissions of the
     /// sweep whose live runs already fill its throttle.
     pub after: &'a [String],
@@ -92,7 +95,10 @@ pub fn render(p: &ScriptParams<'_>) -> String {
         resources = "# (no resources set: the cluster's defaults apply)".into();
     }
     let checkpoint_every = p.checkpoint_every_s.map_or(String::new(), |s| format!(" --checkpoint-every {s}"));
-    let vars: [(&str, String); 18] = [
+    // Validated to plain characters; quoted all the same, so a caller that skipped validation
+    // still gives srun one word.
+    let srun_mpi = p.mpi.map_or(String::new(), |t| format!(" {}", shell_quote(&format!("--mpi={t}"))));
+    let vars: [(&str, String); 19] = [
         ("version", env!("CARGO_PKG_VERSION").to_string()),
         ("sweep", one_line(p.sweep)),
         ("submission", p.submission.to_string()),
@@ -111,6 +117,7 @@ pub fn render(p: &ScriptParams<'_>) -> String {
         ("max_timeouts", p.max_timeouts.to_string()),
         ("max_preemptions", p.max_preemptions.to_string()),
         ("checkpoint_every", checkpoint_every),
+        ("srun_mpi", srun_mpi),
     ];
     // Job ids are digits (`sbatch --parsable`, checked), so they cannot add a line or option.
     let after: Vec<&str> = p.after.iter().map(String::as_str).filter(|id| !id.is_empty() && id.chars().all(|c| c.is_ascii_digit())).collect();
@@ -218,6 +225,7 @@ mod tests {
                 max_timeouts: 3,
                 max_preemptions: 10,
                 checkpoint_every_s: None,
+                mpi: Some("pmix"),
                 after: &[],
             })
         };
@@ -255,6 +263,7 @@ mod tests {
             max_timeouts: 3,
             max_preemptions: 10,
             checkpoint_every_s: None,
+            mpi: Some("pmix"),
             after: &[],
         });
         let run_task = |id: &str| {
@@ -361,6 +370,54 @@ mod tests {
         assert!(calls_now.lines().last().unwrap_or_default().starts_with("arm --spec "), "{calls_now}");
     }
 
+    /// `slurm.mpi` reaches a multi-rank run's `srun` as `--mpi=<type>`, and `None` (`mpi =
+    /// "default"`) leaves `--mpi` out so srun takes the cluster's `MpiDefault`: the rendered
+    /// text, and the script run by bash with `SLURM_NTASKS=2` and a stand-in `srun` on PATH.
+    #[test]
+    fn the_mpi_setting_reaches_srun_and_default_leaves_it_out() {
+        let resources = Resources { options: vec![], extra: vec![] };
+        let pmi2 = render(&ScriptParams { mpi: Some("pmi2"), ..params(&resources) });
+        assert!(pmi2.contains("launcher=(srun --mpi=pmi2 --kill-on-bad-exit=1 --ntasks=\"$SLURM_NTASKS\")\n"), "{pmi2}");
+        assert_eq!(pmi2.matches("--mpi").count(), 1, "{pmi2}");
+        let pmix = render(&params(&resources));
+        assert!(pmix.contains("launcher=(srun --mpi=pmix --kill-on-bad-exit=1 "), "the default before the setting: {pmix}");
+        let cluster = render(&ScriptParams { mpi: None, ..params(&resources) });
+        assert!(cluster.contains("launcher=(srun --kill-on-bad-exit=1 --ntasks=\"$SLURM_NTASKS\")\n"), "{cluster}");
+        assert!(!cluster.contains("--mpi"), "{cluster}");
+
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let (tasks, runs, bin) = (tmp.path().join("array-0.tasks"), tmp.path().join("runs"), tmp.path().join("bin"));
+        std::fs::create_dir_all(&runs).expect("mkdir");
+        std::fs::create_dir_all(&bin).expect("mkdir");
+        let calls = tmp.path().join("calls");
+        crate::subprocess::write_stand_in(&bin.join("srun"), &format!("echo \"srun $*\" >> '{}'", calls.display()));
+        // Only named: the stand-in srun does not start it.
+        let job_bin = tmp.path().join("drover-job");
+        let srun_line = |mpi: Option<&str>, id: &str| {
+            let script = render(&ScriptParams { tasks: &tasks, runs: &runs, job_bin: &job_bin, mpi, ..params(&resources) });
+            std::fs::write(&tasks, format!("{id}\t{{}}\n")).expect("tasks file");
+            let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+            let out = std::process::Command::new("bash")
+                .arg("-c")
+                .arg(script)
+                .env("SLURM_ARRAY_TASK_ID", "0")
+                .env("SLURM_NTASKS", "2")
+                .env("PATH", path)
+                .current_dir(tmp.path())
+                .output()
+                .expect("bash");
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            std::fs::read_to_string(&calls).unwrap_or_default().lines().last().unwrap_or_default().to_string()
+        };
+        let job = job_bin.display().to_string();
+        assert!(srun_line(Some("pmi2"), "000000000000000a").starts_with(&format!("srun --mpi=pmi2 --kill-on-bad-exit=1 --ntasks=2 {job} --spec ")));
+        assert!(srun_line(None, "000000000000000b").starts_with(&format!("srun --kill-on-bad-exit=1 --ntasks=2 {job} --spec ")));
+        // A value that skipped validation is still one word to srun, never a command.
+        let hostile = srun_line(Some("x; touch pwned"), "000000000000000c");
+        assert!(hostile.starts_with("srun --mpi=x; touch pwned --kill-on-bad-exit=1 "), "{hostile}");
+        assert!(!tmp.path().join("pwned").exists());
+    }
+
     /// Every path under `dir`, recursively.
     fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
         let mut out = Vec::new();
@@ -394,6 +451,7 @@ mod tests {
             max_timeouts: 3,
             max_preemptions: 10,
             checkpoint_every_s: None,
+            mpi: Some("pmix"),
             after: &[],
         }
     }

@@ -228,3 +228,57 @@ fn the_manifest_records_the_overrides_of_the_run() {
     let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fx.results().join("sweep.json")).unwrap()).unwrap();
     assert!(manifest.get("overrides").is_none(), "no overrides, no key: {manifest}");
 }
+
+/// `drover run --dry-run --backend slurm` prints the batch scripts with `slurm.mpi` in the
+/// multi-rank launcher (none with "default"), and warns when this machine's `srun --mpi=list`
+/// does not list the type. Stand-ins for `srun` and `scontrol` come first on PATH, so no real
+/// Slurm is asked anything.
+#[test]
+fn a_slurm_dry_run_shows_the_mpi_type_and_warns_when_srun_lacks_it() {
+    let fx = Fixture::new("[1]");
+    let bin = fx.root.join("slurm-bin");
+    std::fs::create_dir(&bin).unwrap();
+    for (name, body) in [
+        ("srun", "[ \"$1\" = --mpi=list ] || exit 2\nprintf 'MPI plugin types are...\\n\\tnone\\n\\tpmi2\\n'"),
+        ("scontrol", "echo 'MaxArraySize = 1001'"),
+        ("squeue", "exit 1"),
+        ("sbatch", "exit 1"),
+    ] {
+        let path = bin.join(name);
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        // A child forked by another test while the file was open for writing keeps it busy
+        // (ETXTBSY) until that child execs: wait until it runs.
+        let ready = (0..400).any(|_| match Command::new(&path).arg("--mpi=list").stdout(Stdio::null()).stderr(Stdio::null()).status() {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy => {
+                std::thread::sleep(Duration::from_millis(5));
+                false
+            }
+            _ => true,
+        });
+        assert!(ready, "{} stayed busy", path.display());
+    }
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let dry = |sets: &[&str]| {
+        let mut args = vec!["--dry-run", "--backend", "slurm", "--set", "run.ranks=2"];
+        for set in sets {
+            args.extend(["--set", set]);
+        }
+        let out = fx.command(&args).env("PATH", &path).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        (String::from_utf8_lossy(&out.stdout).into_owned(), stderr(&out))
+    };
+    let (script, err) = dry(&["slurm.mpi=pmi2"]);
+    assert!(script.contains("launcher=(srun --mpi=pmi2 --kill-on-bad-exit=1 "), "{script}");
+    assert!(!err.contains("slurm.mpi"), "pmi2 is listed: {err}");
+    let (script, err) = dry(&[]);
+    assert!(script.contains("launcher=(srun --mpi=pmix --kill-on-bad-exit=1 "), "{script}");
+    let warning = err.lines().find(|l| l.contains("`slurm.mpi`")).unwrap_or_else(|| panic!("warned: {err}"));
+    assert!(warning.starts_with("drover: warning: 1 run(s) have run.ranks > 1 and `slurm.mpi` = \"pmix\" in `"), "{warning}");
+    assert!(warning.contains("sweep.toml`") && warning.contains("offers none, pmi2:"), "{warning}");
+    let (script, err) = dry(&["slurm.mpi=default"]);
+    assert!(script.contains("launcher=(srun --kill-on-bad-exit=1 ") && !script.contains("--mpi"), "{script}");
+    assert!(!err.contains("slurm.mpi"), "{err}");
+    assert!(!fx.results().join("slurm").exists(), "a dry run writes nothing");
+}
