@@ -172,7 +172,7 @@ pub fn classify(exit: Option<&ExitRecord>, slurm: SlurmView<'_>, facts: RunFacts
         SlurmView::Listed(state) => match state {
             "PENDING" | "CONFIGURING" | "REQUEUED" | "REQUEUE_FED" | "REQUEUE_HOLD" | "RESV_DEL_HOLD" | "SUSPENDED"
             | "RESIZING" => (RunState::Pending, (stopped.is_some() && ran_in_listed_task).then(|| with_cause(REQUEUED, words))),
-            "RUNNING" | "COMPLETING" | "SIGNALING" | "STAGE_OUT" => (RunState::Running, None),
+            running if slurm_running(running) => (RunState::Running, None),
             "TIMEOUT" | "DEADLINE" => (RunState::TimedOut, Some(format!("Slurm: {state}"))),
             "PREEMPTED" => (RunState::Preempted, Some(with_cause(BY_PREEMPTION, words))),
             "CANCELLED" => {
@@ -206,6 +206,11 @@ pub fn classify(exit: Option<&ExitRecord>, slurm: SlurmView<'_>, facts: RunFacts
             (None, None) => (RunState::Unknown, Some(UNANSWERED.into())),
         },
     }
+}
+
+/// Whether Slurm's state of a task says it runs (or is winding down on its node).
+pub fn slurm_running(state: &str) -> bool {
+    matches!(state, "RUNNING" | "COMPLETING" | "SIGNALING" | "STAGE_OUT")
 }
 
 /// `reason` with what the next `drover run` does about a stopped run that kept a checkpoint

@@ -1324,3 +1324,55 @@ fn a_sweep_failing_before_any_training_is_stopped_not_retried_run_by_run() {
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(states(&status_json(&results)), ["done"; 8], "{}", text(&out));
 }
+
+/// Short runs packed two to an array task (`slurm.runs_per_task = 2`, 3 runs: 2 tasks, the
+/// last with one run): a task trains its runs one after another; `drover status` follows each
+/// run by its own files (the second waits its turn while the first trains). The time-limit
+/// signal during the task's second run checkpoints it and requeues the task; the next start
+/// skips the completed first run and resumes the second, whose metrics have no gap and no
+/// duplicate.
+#[test]
+fn runs_packed_in_one_task_train_in_turn_and_resume_after_a_requeue() {
+    slurm_up();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let sweep = tmp.path().join("s.toml");
+    std::fs::write(
+        &sweep,
+        "name = \"packed\"\nbackend = \"slurm\"\n[run]\nenv = \"CartPole-v1\"\nplugin = \"ppo\"\nnum_envs = 8\nnum_steps = 128\n\
+         total_steps = 600000\n[sweep]\nseeds = [1, 2, 3]\n[slurm]\nruns_per_task = 2\npoll_seconds = 0.5\n",
+    )
+    .expect("sweep");
+    let results = tmp.path().join("r");
+    run_ok(drover().arg("run").arg(&sweep).arg("--results").arg(&results).arg("--no-wait"));
+    let job = submitted_jobs(&results)[0].clone();
+    let intent = &ledger_kinds(&results, "intent")[0];
+    assert_eq!(intent["runs_per_task"], 2, "{intent}");
+    let order: Vec<String> = intent["runs"].as_array().expect("runs").iter().map(|r| r.as_str().expect("id").to_string()).collect();
+    let (first, second) = (results.join("runs").join(&order[0]), results.join("runs").join(&order[1]));
+    let by_id = |status: &Value, id: &str| status["runs"].as_array().expect("runs").iter().find(|r| r["run_id"] == id).cloned().expect("listed");
+
+    wait_until("the task's first run training", Duration::from_secs(60), || metrics(&first).len() >= 2);
+    let status = status_json(&results);
+    let waiting = by_id(&status, &order[1]);
+    if waiting["state"] == "pending" {
+        assert!(waiting["reason"].as_str().unwrap_or_default().starts_with("waiting its turn"), "{waiting}");
+        assert_eq!(waiting["slurm_job"], format!("{job}_0"), "{waiting}");
+    }
+    assert_eq!(by_id(&status, &order[2])["slurm_job"], format!("{job}_1"), "{status}");
+
+    wait_until("the task's second run training", Duration::from_secs(120), || metrics(&second).len() >= 10);
+    assert_eq!(by_id(&status_json(&results), &order[0])["state"], "done");
+    run_ok(Command::new("scancel").args(["--batch", "--signal=USR1", &format!("{job}_0")]));
+    wait_until("the second run's second attempt", Duration::from_secs(120), || second.join("attempt-2.stdout.log").exists());
+    wait_until("every run done", Duration::from_secs(300), || states(&status_json(&results)) == ["done"; 3]);
+
+    assert!(!first.join("attempt-2.stdout.log").exists(), "the completed first run is not trained again");
+    let steps: Vec<i64> = metrics(&second).iter().map(|r| r["global_step"].as_i64().expect("step")).collect();
+    assert_eq!(steps, (1..=600_000 / 1024).map(|i| i * 1024).collect::<Vec<i64>>(), "no gap, no duplicate");
+    assert_eq!(by_id(&status_json(&results), &order[1])["time_limit_requeues"], 1);
+    let in_task_0 = |run: &Path| {
+        let text = std::fs::read_to_string(run.join("attempts.jsonl")).expect("attempts");
+        text.lines().all(|l| serde_json::from_str::<Value>(l).expect("attempt")["array_task_id"] == "0")
+    };
+    assert!(in_task_0(&first) && in_task_0(&second), "both trained by task 0");
+}

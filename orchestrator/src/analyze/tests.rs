@@ -1568,7 +1568,7 @@ fn runs_not_in_sweep_json_are_left_out_with_a_note_unless_all_runs() {
         "note: `{}`: 4 run directories not in its sweep.json, the runs of the last `drover run` there, are left out: they are from an earlier version of the sweep, as `drover status` shows (`--all-runs` analyzes them too)",
         root.display()
     );
-    assert_eq!(outcome.notes, [note.clone()]);
+    assert_eq!(outcome.notes, std::slice::from_ref(&note));
     assert!(outcome.left_out.is_empty(), "stale runs are counted, not listed: {:?}", outcome.left_out);
 
     let opts = Options { all_runs: true, ..options(vec![root.clone()], &out) };

@@ -115,6 +115,10 @@ pub enum LedgerEvent {
         /// still had live runs: drover raises the array's throttle toward it as those end.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         raise_to: Option<u32>,
+        /// Runs per array task (`slurm.runs_per_task`): task `i` trains `runs[i*k..(i+1)*k]` one
+        /// after another (an optional field of format 1; absent means 1, one run per task).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        runs_per_task: Option<u32>,
     },
     /// `sbatch` answered with this job id.
     Submitted {
@@ -200,6 +204,16 @@ pub struct Submission {
     pub lifted: Option<u32>,
     /// The submitting user's uid ([`Provenance::submit_uid`]).
     pub submit_uid: Option<u32>,
+    /// Runs per array task: the run at position `p` of `runs` is trained by task
+    /// `p / runs_per_task`.
+    pub runs_per_task: usize,
+}
+
+impl Submission {
+    /// The array task that trains the run at `position` of `runs`.
+    pub fn task_of(&self, position: usize) -> usize {
+        position / self.runs_per_task.max(1)
+    }
 }
 
 /// The folded ledger of a results directory.
@@ -252,9 +266,10 @@ impl Ledger {
 
     fn apply(&mut self, event: LedgerEvent) {
         match event {
-            LedgerEvent::Intent { submission, job_name, comment, runs, throttle, raise_to, provenance, .. } => {
+            LedgerEvent::Intent { submission, job_name, comment, runs, throttle, raise_to, provenance, runs_per_task, .. } => {
                 let submit_uid = provenance.submit_uid;
-                let s = Submission { job_name, comment, runs, job_id: None, refused: None, throttle, raise_to, lifted: None, submit_uid };
+                let runs_per_task = runs_per_task.unwrap_or(1).max(1) as usize;
+                let s = Submission { job_name, comment, runs, job_id: None, refused: None, throttle, raise_to, lifted: None, submit_uid, runs_per_task };
                 self.submissions.insert(submission, s);
             }
             LedgerEvent::Lifted { submission, throttle, raise_to } => {
@@ -307,7 +322,8 @@ impl Ledger {
         self.submissions.keys().next_back().map_or(0, |n| n + 1)
     }
 
-    /// The latest accepted submission of each run: run id → (submission, array index).
+    /// The latest accepted submission of each run: run id → (submission, position in its
+    /// `runs`; the array task is [`Submission::task_of`] it).
     pub fn latest(&self) -> BTreeMap<&str, (u32, usize)> {
         let mut out = BTreeMap::new();
         for (n, s) in &self.submissions {
@@ -491,12 +507,45 @@ fn task_infos<'c>(root: &Path, n: u32, cache: &'c mut BTreeMap<u32, Vec<TaskInfo
     })
 }
 
+/// The last attempt the batch script recorded in the run's `attempts.jsonl`.
+fn last_attempt(run_dir: &Path) -> Option<serde_json::Value> {
+    let text = std::fs::read_to_string(run_dir.join("attempts.jsonl")).ok()?;
+    text.lines().rev().find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+}
+
+/// Where a run stands whose array task trains several runs one after another
+/// (`slurm.runs_per_task`) while Slurm lists that task running: Slurm's state is the task's,
+/// so the run's own files say. Not yet started in it (`ran_here` false): waiting its turn.
+/// Started, and its attempt's `.rc` file written by the batch script: ended, as its marker
+/// says (or failed, when it wrote none). Otherwise training.
+fn packed_in_running_task(run_dir: &Path, exit: Option<&ExitRecord>, ran_here: bool, per_task: usize) -> (RunState, Option<String>) {
+    use crate::layout::ExitStatus;
+    if exit.is_some_and(|e| e.status == ExitStatus::Completed) {
+        return (RunState::Done, None);
+    }
+    if !ran_here {
+        let why = format!("waiting its turn: its array task trains {per_task} runs one after another (`slurm.runs_per_task`)");
+        return (RunState::Pending, Some(why));
+    }
+    let rc = last_attempt(run_dir)
+        .and_then(|a| a["attempt"].as_u64())
+        .and_then(|n| std::fs::read_to_string(run_dir.join(format!("attempt-{n}.rc"))).ok());
+    let Some(rc) = rc else { return (RunState::Running, None) };
+    match exit {
+        Some(e) if e.status == ExitStatus::Failed => (RunState::Failed, e.reason.clone()),
+        Some(e) => (RunState::Cancelled, e.reason.clone()),
+        None => (
+            RunState::Failed,
+            Some(format!("exit code {} without writing exit.json (killed, or out of memory?)", rc.trim())),
+        ),
+    }
+}
+
 /// Whether the run's latest attempt (the last line of `attempts.jsonl`, written by the batch
 /// script) ran as task `index` of array `job_id`: then a stop marker beside that task, queued
 /// again, means Slurm requeued it; after a resubmission the attempt belongs to another array.
 fn last_attempt_ran_in(run_dir: &Path, job_id: &str, index: usize) -> bool {
-    let Ok(text) = std::fs::read_to_string(run_dir.join("attempts.jsonl")) else { return false };
-    let Some(last) = text.lines().rev().find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()) else { return false };
+    let Some(last) = last_attempt(run_dir) else { return false };
     last["array_job_id"].as_str() == Some(job_id) && last["array_task_id"].as_str() == Some(index.to_string().as_str())
 }
 
@@ -542,15 +591,25 @@ fn statuses_reusing(
                 }
             };
             let (mut slurm_job, mut entry, mut facts) = (None, None, RunFacts::default());
+            // A run of a task that trains several, while Slurm lists the task running.
+            let mut in_running_task = None;
             let view = match latest.get(run_id.as_str()) {
                 None => SlurmView::NotSubmitted,
-                Some(&(n, index)) => {
-                    let job_id = ledger.submissions[&n].job_id.as_deref().unwrap_or_default();
-                    slurm_job = Some(format!("{job_id}_{index}"));
-                    entry = by_task.get(&(job_id, index as u32)).copied();
+                Some(&(n, position)) => {
+                    let submission = &ledger.submissions[&n];
+                    let job_id = submission.job_id.as_deref().unwrap_or_default();
+                    let task = submission.task_of(position);
+                    slurm_job = Some(format!("{job_id}_{task}"));
+                    entry = by_task.get(&(job_id, task as u32)).copied();
+                    let packed_running = submission.runs_per_task > 1 && entry.is_some_and(|e| crate::status::slurm_running(&e.state));
                     // Read only where it matters: a stop marker beside a listed task (requeued?),
-                    // and a forgotten task without a marker (did it ever start?).
-                    let ran_in_array = entry.is_some() == exit.is_some() && last_attempt_ran_in(&run_dir, job_id, index);
+                    // a forgotten task without a marker (did it ever start?), and a running task
+                    // of several runs (which one is it training?).
+                    let ran_in_array =
+                        (packed_running || entry.is_some() == exit.is_some()) && last_attempt_ran_in(&run_dir, job_id, task);
+                    if packed_running {
+                        in_running_task = Some(packed_in_running_task(&run_dir, exit.as_ref(), ran_in_array, submission.runs_per_task));
+                    }
                     facts = RunFacts {
                         cancelled_by_drover: ledger.cancelled(n, job_id),
                         ran_in_listed_task: entry.is_some() && ran_in_array,
@@ -563,7 +622,7 @@ fn statuses_reusing(
                     }
                 }
             };
-            let (state, reason) = classify(exit.as_ref(), view, facts);
+            let (state, reason) = in_running_task.unwrap_or_else(|| classify(exit.as_ref(), view, facts));
             let reason = match (state, reason) {
                 (RunState::NotSubmitted, None) => kept_out_by(ledger, run_id.as_str()),
                 (_, reason) => resume_hint(state, reason, run_dir.join(CHECKPOINT_JSON).exists()),
@@ -720,13 +779,23 @@ pub struct SlurmReport {
     pub submit_seconds: f64,
 }
 
-/// One array to submit: runs with identical resources, at most `MaxArraySize` of them.
+/// One array to submit: runs with identical resources, at most `MaxArraySize` tasks of
+/// `runs_per_task` runs each.
 #[derive(Debug, Clone)]
 pub struct ArrayPlan {
     /// Resources of every run in it.
     pub resources: Resources,
-    /// Run ids, one per array index.
+    /// Run ids: task `i` trains `runs[i * runs_per_task..]`, up to `runs_per_task` of them.
     pub runs: Vec<String>,
+    /// Runs per task (1: one run per array index).
+    pub runs_per_task: usize,
+}
+
+impl ArrayPlan {
+    /// Its array tasks: `runs_per_task` runs each, the last one the rest.
+    pub fn tasks(&self) -> usize {
+        self.runs.len().div_ceil(self.runs_per_task.max(1))
+    }
 }
 
 /// Groups runs by resources (first appearance order) and splits groups at `max_array`.
@@ -879,7 +948,9 @@ pub fn throttle_warning(plan: &Plan) -> Option<String> {
     })
 }
 
-pub fn plan_arrays(runs: &[(String, Resources)], max_array: usize) -> Vec<ArrayPlan> {
+/// Groups runs by resources (first appearance order) into arrays of at most `max_tasks` tasks
+/// of `runs_per_task` runs each.
+pub fn plan_arrays(runs: &[(String, Resources)], max_tasks: usize, runs_per_task: usize) -> Vec<ArrayPlan> {
     let mut groups: Vec<(Resources, Vec<String>)> = Vec::new();
     for (id, res) in runs {
         match groups.iter_mut().find(|(r, _)| r == res) {
@@ -887,11 +958,12 @@ pub fn plan_arrays(runs: &[(String, Resources)], max_array: usize) -> Vec<ArrayP
             None => groups.push((res.clone(), vec![id.clone()])),
         }
     }
-    let max_array = max_array.max(1);
+    let runs_per_task = runs_per_task.max(1);
+    let max_runs = max_tasks.max(1).saturating_mul(runs_per_task);
     groups
         .into_iter()
         .flat_map(|(resources, ids)| {
-            ids.chunks(max_array).map(|c| ArrayPlan { resources: resources.clone(), runs: c.to_vec() }).collect::<Vec<_>>()
+            ids.chunks(max_runs).map(|c| ArrayPlan { resources: resources.clone(), runs: c.to_vec(), runs_per_task }).collect::<Vec<_>>()
         })
         .collect()
 }
@@ -936,8 +1008,8 @@ pub fn dry_run_scripts(plan: &Plan, opts: &SlurmOptions, actions: &[&str]) -> Re
         .collect();
     let (name, token) = job_name(&plan.sweep.name, &root);
     let mut out = Vec::new();
-    let arrays = plan_arrays(&runs, max);
-    let sizes: Vec<usize> = arrays.iter().map(|a| a.runs.len()).collect();
+    let arrays = plan_arrays(&runs, max, settings.runs_per_task as usize);
+    let sizes: Vec<usize> = arrays.iter().map(ArrayPlan::tasks).collect();
     // As a first submission would share the throttle (a dry run asks Slurm nothing of live runs).
     let limits = round_limits(sweep_throttle(plan), &BTreeMap::new(), &sizes);
     let first = ledger.next_submission();
@@ -981,6 +1053,7 @@ fn render(
         sweep: &plan.sweep.name,
         submission: n,
         count: array.runs.len(),
+        runs_per_task: array.runs_per_task,
         script_name,
         job_name,
         comment: &comment,
@@ -1417,8 +1490,10 @@ struct Submitter<'a> {
 struct SubmittedArray {
     job_id: String,
     limits: ArrayLimits,
-    /// How many runs (tasks) it holds.
+    /// How many runs it holds.
     runs: usize,
+    /// How many array tasks (`runs` when each task trains one run).
+    tasks: usize,
 }
 
 /// What one round of submission did: the arrays Slurm accepted, and the runs its submit limit
@@ -1456,6 +1531,7 @@ impl Submitter<'_> {
         &self,
         ledger: &mut Ledger,
         runs: &[(String, Resources)],
+        runs_per_task: usize,
         throttle: Option<u32>,
         older: &BTreeMap<String, usize>,
     ) -> Result<Round, RunError> {
@@ -1468,13 +1544,13 @@ impl Submitter<'_> {
         let mut older = older.clone();
         'plan: while !todo.is_empty() {
             let cap = self.room.get().map_or(self.max_array, |room| room.min(self.max_array));
-            let mut arrays = plan_arrays(&todo, cap);
+            let mut arrays = plan_arrays(&todo, cap, runs_per_task);
             if self.room.get().is_some() {
                 // One piece at a time, planned again after each: its share of the throttle is
                 // dealt as if it were the round's only array, not a slice of one that may not fit.
                 arrays.truncate(1);
             }
-            let sizes: Vec<usize> = arrays.iter().map(|a| a.runs.len()).collect();
+            let sizes: Vec<usize> = arrays.iter().map(ArrayPlan::tasks).collect();
             let first = round.arrays.len();
             for (array, mut limits) in arrays.into_iter().zip(round_limits(throttle, &older, &sizes)) {
                 if limits.after_earlier {
@@ -1484,18 +1560,18 @@ impl Submitter<'_> {
                     Ok(job_id) => {
                         let accepted: BTreeSet<&str> = array.runs.iter().map(String::as_str).collect();
                         todo.retain(|(id, _)| !accepted.contains(id.as_str()));
-                        round.arrays.push(SubmittedArray { job_id, limits, runs: array.runs.len() });
+                        round.arrays.push(SubmittedArray { job_id, limits, runs: array.runs.len(), tasks: array.tasks() });
                         if let Some(room) = self.room.get() {
                             // Room may have grown: plan the rest again with twice as much.
                             self.room.set(Some(room.saturating_mul(2).min(self.max_array)));
-                            older.extend(round.arrays[first..].iter().map(|a| (a.job_id.clone(), a.runs)));
+                            older.extend(round.arrays[first..].iter().map(|a| (a.job_id.clone(), a.tasks)));
                             continue 'plan;
                         }
                     }
-                    Err((limit, _)) if array.runs.len() > 1 => {
-                        tracing::info!(runs = array.runs.len(), %limit, "submit limit: trying half as many");
-                        self.room.set(Some(array.runs.len() / 2));
-                        older.extend(round.arrays[first..].iter().map(|a| (a.job_id.clone(), a.runs)));
+                    Err((limit, _)) if array.tasks() > 1 => {
+                        tracing::info!(tasks = array.tasks(), %limit, "submit limit: trying half as many");
+                        self.room.set(Some(array.tasks() / 2));
+                        older.extend(round.arrays[first..].iter().map(|a| (a.job_id.clone(), a.tasks)));
                         continue 'plan;
                     }
                     Err((limit, e)) => {
@@ -1550,6 +1626,7 @@ impl Submitter<'_> {
             provenance: Box::new(self.provenance.clone()),
             throttle: limits.throttle,
             raise_to: limits.raise_to,
+            runs_per_task: (array.runs_per_task > 1).then_some(array.runs_per_task as u32),
         })?;
         tracing::debug!("script and intent written; sbatch");
         match self.opts.slurm.submit(Path::new(&script_name), &slurm_dir, &self.job_name, &comment) {
@@ -1957,7 +2034,8 @@ pub fn run_sweep(plan: &Plan, opts: &SlurmOptions) -> Result<SlurmReport, RunErr
             root.display()
         );
     }
-    let round = submitter.submit(&mut ledger, &to_submit, sweep_throttle(plan), &older)?;
+    let packed = settings.runs_per_task as usize;
+    let round = submitter.submit(&mut ledger, &to_submit, packed, sweep_throttle(plan), &older)?;
     report.submit_seconds = started.elapsed().as_secs_f64();
     if let (false, Some(n)) = (opts.quiet, sweep_throttle(plan)) {
         for line in sharing_words(n, older.values().sum(), &round.arrays, opts.wait) {
@@ -2051,7 +2129,7 @@ pub fn run_sweep(plan: &Plan, opts: &SlurmOptions) -> Result<SlurmReport, RunErr
         if waiting_room.may_try(live_now) {
             let before = report.submitted;
             let tried = waiting_room.runs.clone();
-            let round = submitter.submit(&mut ledger, &tried, throttle, &live)?;
+            let round = submitter.submit(&mut ledger, &tried, packed, throttle, &live)?;
             waiting_room.took(&mut report, &tried, round, live_now, &opts.slurm)?;
             if report.submitted > before {
                 if !opts.quiet {
@@ -2114,6 +2192,12 @@ pub fn run_sweep(plan: &Plan, opts: &SlurmOptions) -> Result<SlurmReport, RunErr
                 }
                 continue;
             };
+            // A run of a task that trains several can end while its task goes on, and a requeue
+            // of the task could come back to it: its retry waits for the task's end.
+            if st.slurm_state.as_deref().is_some_and(|s| classify(None, SlurmView::Listed(s), RunFacts::default()).0.is_live()) {
+                held_back = true;
+                continue;
+            }
             let budget = match kind {
                 RetryKind::Failed => settings.max_retries,
                 RetryKind::TimedOut => settings.max_timeouts,
@@ -2154,7 +2238,8 @@ pub fn run_sweep(plan: &Plan, opts: &SlurmOptions) -> Result<SlurmReport, RunErr
         if !retry.is_empty() {
             // Every run of it fits in a free slot; together with the live runs (whose number
             // only falls) the sweep stays within its throttle.
-            let round = submitter.submit(&mut ledger, &retry, throttle, &live)?;
+            // One run per task: a retry is rarely in company, and has the task to itself.
+            let round = submitter.submit(&mut ledger, &retry, 1, throttle, &live)?;
             waiting_room.took(&mut report, &retry, round, live_now, &opts.slurm)?;
             continue;
         }
@@ -2208,6 +2293,7 @@ mod tests {
             provenance: Box::default(),
             throttle,
             raise_to,
+            runs_per_task: None,
         }
     }
 
@@ -2226,11 +2312,15 @@ mod tests {
     fn arrays_split_at_the_size_limit_and_by_resources() {
         let runs: Vec<(String, Resources)> =
             (0..12).map(|i| (format!("r{i}"), if i % 4 == 3 { res("big") } else { res("small") })).collect();
-        let arrays = plan_arrays(&runs, 5);
+        let arrays = plan_arrays(&runs, 5, 1);
         let sizes: Vec<(String, usize)> = arrays.iter().map(|a| (a.resources.options[0].1.clone(), a.runs.len())).collect();
         assert_eq!(sizes, [("small".into(), 5), ("small".into(), 4), ("big".into(), 3)]);
         assert_eq!(arrays[2].runs, ["r3", "r7", "r11"]);
-        assert_eq!(plan_arrays(&runs, 1000).len(), 2);
+        assert_eq!(plan_arrays(&runs, 1000, 1).len(), 2);
+        // Packed: at most 2 tasks of 3 runs per array; the last task of an array takes the rest.
+        let packed = plan_arrays(&runs, 2, 3);
+        let shape: Vec<(usize, usize)> = packed.iter().map(|a| (a.runs.len(), a.tasks())).collect();
+        assert_eq!(shape, [(6, 2), (3, 1), (3, 1)]);
     }
 
     /// `drover status`/`cancel` on a path that is missing or a file say it is no results
@@ -2353,6 +2443,66 @@ mod tests {
 
     /// A run the batch script has not started yet has no `spec.json`: its label and seed come
     /// from the array's tasks file, so `drover status` shows the seed of a pending run.
+    /// Runs packed three to a task (`slurm.runs_per_task`) while Slurm lists task 0 running
+    /// and task 1 pending: each run reads its own files, since Slurm's state is the task's. The
+    /// run that ended well is done, the one whose attempt ended without a marker failed (its
+    /// exit code named), the one being trained runs, the one not yet reached waits its turn, and
+    /// the run of task 1 is pending; each names its task (`50_0`, `50_1`). A failed run is not
+    /// retried while its task is live.
+    #[test]
+    fn runs_packed_in_one_task_each_say_where_they_stand() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let root = tmp.path().canonicalize().expect("canonical");
+        let ids: Vec<String> = (0..5).map(|i| format!("{i:016x}")).collect();
+        let mut ledger = Ledger::load(&root).expect("empty ledger");
+        let LedgerEvent::Intent { submission, job_name, comment, script, runs, provenance, throttle, raise_to, .. } = intent(0, ids.clone(), None, None) else {
+            unreachable!("an intent")
+        };
+        let packed = LedgerEvent::Intent { submission, job_name, comment, script, runs, provenance, throttle, raise_to, runs_per_task: Some(3) };
+        ledger.append(packed).expect("intent");
+        ledger.append(LedgerEvent::Submitted { submission: 0, job_id: "50".into() }).expect("submitted");
+        assert_eq!(Ledger::load(&root).expect("reload").submissions[&0].runs_per_task, 3, "kept in the ledger");
+        let run_ids = ids.iter().map(|s| RunId::parse(s).expect("id")).collect();
+        let dir = SweepDir { root: root.clone(), name: "s".into(), runs: run_ids, job_name: "j".into() };
+        let attempt = |i: usize, task: u32, rc: Option<&str>, marker: Option<&str>| {
+            let run = root.join("runs").join(&ids[i]);
+            std::fs::create_dir_all(&run).expect("mkdir");
+            let line = format!(r#"{{"format_version":1,"attempt":1,"slurm_job_id":"6{task}","array_job_id":"50","array_task_id":"{task}"}}"#);
+            std::fs::write(run.join("attempts.jsonl"), line + "\n").expect("attempts");
+            if let Some(rc) = rc {
+                std::fs::write(run.join("attempt-1.rc"), format!("{rc}\n")).expect("rc");
+            }
+            if let Some(status) = marker {
+                let exit = serde_json::json!({"format_version": 1, "run_id": ids[i], "status": status, "reason": "boom"});
+                std::fs::write(run.join(EXIT_JSON), exit.to_string()).expect("marker");
+            }
+        };
+        attempt(0, 0, Some("0"), Some("completed"));
+        attempt(1, 0, Some("137"), None);
+        attempt(2, 0, None, None);
+        let queue = [tasks("50", 0, 1, "RUNNING", "None"), tasks("50", 1, 1, "PENDING", "Priority")].concat();
+        let now = statuses(&dir, &ledger, Some(&queue));
+        let seen: Vec<(RunState, &str)> = now.iter().map(|r| (r.state, r.slurm_job.as_deref().unwrap_or_default())).collect();
+        assert_eq!(seen, [
+            (RunState::Done, "50_0"),
+            (RunState::Failed, "50_0"),
+            (RunState::Running, "50_0"),
+            (RunState::Pending, "50_1"),
+            (RunState::Pending, "50_1"),
+        ]);
+        assert_eq!(now[1].reason.as_deref(), Some("exit code 137 without writing exit.json (killed, or out of memory?)"));
+        assert_eq!(now[2].reason, None);
+        // Run 3 is the first of task 1 (pending: Slurm's reason); had task 0 not reached run 2
+        // yet, run 2 would wait its turn.
+        std::fs::remove_dir_all(root.join("runs").join(&ids[2])).expect("rm");
+        let now = statuses(&dir, &ledger, Some(&queue));
+        assert_eq!(now[2].state, RunState::Pending);
+        assert!(now[2].reason.as_deref().is_some_and(|r| r.starts_with("waiting its turn: its array task trains 3 runs")), "{:?}", now[2].reason);
+        // A failed run of a live task: a retry would race a requeue of the task; it waits.
+        assert_eq!(retry_kind(&now[1]), Some(RetryKind::Failed));
+        assert_eq!(now[1].slurm_state.as_deref(), Some("RUNNING"), "what the waiting loop holds the retry back by");
+    }
+
     #[test]
     fn a_pending_run_shows_the_seed_and_label_of_its_tasks_file_line() {
         let tmp = tempfile::tempdir().expect("tempdir");
@@ -2410,9 +2560,17 @@ mod tests {
     #[test]
     fn the_queue_is_asked_for_the_one_submitters_jobs() {
         let with_uid = |n: u32, uid: Option<u32>| match intent(n, vec![format!("{n:016x}")], None, None) {
-            LedgerEvent::Intent { provenance, submission, job_name, comment, script, runs, throttle, raise_to } => {
-                LedgerEvent::Intent { provenance: Box::new(Provenance { submit_uid: uid, ..*provenance }), submission, job_name, comment, script, runs, throttle, raise_to }
-            }
+            LedgerEvent::Intent { provenance, submission, job_name, comment, script, runs, throttle, raise_to, runs_per_task } => LedgerEvent::Intent {
+                provenance: Box::new(Provenance { submit_uid: uid, ..*provenance }),
+                submission,
+                job_name,
+                comment,
+                script,
+                runs,
+                throttle,
+                raise_to,
+                runs_per_task,
+            },
             other => other,
         };
         let ledger = |uids: &[Option<u32>]| {
@@ -2540,7 +2698,7 @@ mod tests {
         };
         let runs: Vec<(String, Resources)> = plan.runs.iter().map(|r| (r.run_id.to_string(), run_resources(&plan.sweep.slurm, r))).collect();
         let mut ledger = Ledger::load(&root).expect("ledger");
-        let round = submitter.submit(&mut ledger, &runs, Some(2), &BTreeMap::new()).expect("a limit is no error");
+        let round = submitter.submit(&mut ledger, &runs, 1, Some(2), &BTreeMap::new()).expect("a limit is no error");
         // 7 refused, 3 in; room 6: 4 refused, 2 in; room 4: 2 refused, 1 refused.
         let sizes: Vec<(usize, bool)> = ledger.submissions.values().map(|s| (s.runs.len(), s.job_id.is_some())).collect();
         assert_eq!(sizes, [(7, false), (3, true), (4, false), (2, true), (2, false), (1, false)]);
@@ -2556,7 +2714,7 @@ mod tests {
 
         // Still full: the next round costs one refused one-task array.
         let before = ledger.submissions.len();
-        let again = submitter.submit(&mut ledger, &round.deferred, Some(2), &BTreeMap::from([("100".to_string(), 3), ("103".to_string(), 2)])).expect("again");
+        let again = submitter.submit(&mut ledger, &round.deferred, 1, Some(2), &BTreeMap::from([("100".to_string(), 3), ("103".to_string(), 2)])).expect("again");
         assert_eq!((again.accepted(), again.deferred.len(), ledger.submissions.len() - before), (0, 2, 1));
     }
 
@@ -2987,7 +3145,7 @@ mod tests {
     /// that raise a lowered throttle (no drover process stays to do it).
     #[test]
     fn drover_run_says_how_its_arrays_share_the_throttle_and_who_raises_it() {
-        let arr = |id: &str, limits: ArrayLimits| SubmittedArray { job_id: id.into(), limits, runs: 0 };
+        let arr = |id: &str, limits: ArrayLimits| SubmittedArray { job_id: id.into(), limits, runs: 0, tasks: 0 };
         assert!(sharing_words(4, 0, &[arr("50", at(4, None))], false).is_empty(), "nothing shared, nothing said");
         let one = sharing_words(3, 2, &[arr("50", at(1, Some(3)))], true);
         assert_eq!(one, ["2 runs of earlier submissions still queued or running: the new runs start at 1 at once, raised to 3 as those end (the sweep's throttle)"]);

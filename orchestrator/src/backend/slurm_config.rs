@@ -21,6 +21,7 @@
 //! signal_seconds = 120                # must be shorter than every `time` (checked)
 //! mpi = "pmix"                      # multi-rank runs: `srun --mpi=pmix`; "default": no `--mpi`
 //! max_array_size = 1000             # cap below the cluster's MaxArraySize (never above it)
+//! runs_per_task = 10                # short runs: 10 back to back per array task (`time` is the task's)
 //! [[slurm.overrides]]               # per-axis resources: runs whose axes match get these
 //! when = { "run.num_envs" = 64 }
 //! mem = "8G"
@@ -198,6 +199,8 @@ pub struct SlurmFile {
     pub signal_seconds: Option<u32>,
     /// Largest array this sweep submits (the cluster's `MaxArraySize - 1` caps it too).
     pub max_array_size: Option<u32>,
+    /// Runs one array task trains, one after another (default 1).
+    pub runs_per_task: Option<u32>,
     /// Seconds between two `squeue` polls while `drover run` waits (default
     /// [`DEFAULT_POLL_SECONDS`]).
     pub poll_seconds: Option<f64>,
@@ -267,6 +270,10 @@ pub const DEFAULT_MPI: &str = "pmix";
 /// set, else the cluster's `MpiDefault` (slurm.conf).
 pub const MPI_CLUSTER_DEFAULT: &str = "default";
 
+/// The most runs one array task may train one after another: beyond it one task is a long
+/// job of its own, better cut into more tasks.
+pub const MAX_RUNS_PER_TASK: u32 = 1000;
+
 /// The validated `[slurm]` settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SlurmSettings {
@@ -296,6 +303,10 @@ pub struct SlurmSettings {
     pub signal_seconds: u32,
     /// Cap on the array size.
     pub max_array_size: Option<u32>,
+    /// Runs one array task trains one after another: short runs packed so that the cluster
+    /// schedules, starts and accounts for one job per `runs_per_task` runs (each start costs
+    /// seconds of scheduling and prolog, and submit limits count jobs). `time` is the task's.
+    pub runs_per_task: u32,
     /// Seconds between polls.
     pub poll_seconds: f64,
     /// `srun --mpi=<type>` for multi-rank runs (a plugin name: letters, digits, `_`); `None`
@@ -323,6 +334,7 @@ impl Default for SlurmSettings {
             signal: "USR1".into(),
             signal_seconds: 120,
             max_array_size: None,
+            runs_per_task: 1,
             poll_seconds: DEFAULT_POLL_SECONDS,
             mpi: Some(DEFAULT_MPI.into()),
             arch: BTreeMap::new(),
@@ -600,6 +612,10 @@ impl SlurmSettings {
         }
         check_positive("slurm.throttle", file.throttle)?;
         check_positive("slurm.max_array_size", file.max_array_size)?;
+        check_positive("slurm.runs_per_task", file.runs_per_task)?;
+        if file.runs_per_task.is_some_and(|k| k > MAX_RUNS_PER_TASK) {
+            return Err(invalid("slurm.runs_per_task", format!("must be at most {MAX_RUNS_PER_TASK}")));
+        }
         let signal = file.signal.unwrap_or_else(|| "USR1".into());
         let bare = signal.trim_start_matches("SIG").to_string();
         if !SIGNALS.contains(&bare.as_str()) {
@@ -641,6 +657,7 @@ impl SlurmSettings {
             signal: bare,
             signal_seconds,
             max_array_size: file.max_array_size,
+            runs_per_task: file.runs_per_task.unwrap_or(d.runs_per_task),
             poll_seconds,
             mpi,
             arch: file.arch,
@@ -716,6 +733,8 @@ mod tests {
             ("mpi = \"pmix-v4\"", "slurm.mpi"),
             ("mpi = \"\"", "slurm.mpi"),
             ("mpi = \"list\"", "slurm.mpi"),
+            ("runs_per_task = 0", "slurm.runs_per_task"),
+            ("runs_per_task = 1001", "slurm.runs_per_task"),
         ];
         for (text, key) in cases {
             let err = SlurmSettings::validate(file(text), &["params.x".to_string()]).expect_err(text);
@@ -759,6 +778,8 @@ mod tests {
         assert_eq!(s.signal, "USR1");
         assert_eq!((s.max_retries, s.max_timeouts, s.max_preemptions), (2, 3, 10));
         assert_eq!(s.fail_fast, Some(DEFAULT_FAIL_FAST));
+        assert_eq!(s.runs_per_task, 1, "one run per task unless asked");
+        assert_eq!(SlurmSettings::validate(file("runs_per_task = 8"), &[]).expect("valid").runs_per_task, 8);
         assert_eq!(SlurmSettings::validate(file("fail_fast = 0"), &[]).expect("valid").fail_fast, None, "0 turns it off");
         assert_eq!(SlurmSettings::validate(file("fail_fast = 20"), &[]).expect("valid").fail_fast, Some(20));
         assert_eq!((s.checkpoint_minutes, s.poll_seconds), (None, DEFAULT_POLL_SECONDS));

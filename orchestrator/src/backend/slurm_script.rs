@@ -42,8 +42,10 @@ pub struct ScriptParams<'a> {
     pub sweep: &'a str,
     /// Submission number within the sweep.
     pub submission: u32,
-    /// Number of array tasks.
+    /// Number of runs.
     pub count: usize,
+    /// Runs each array task trains, one after another (the last task the rest).
+    pub runs_per_task: usize,
     /// The script's file name (for the header).
     pub script_name: &'a str,
     /// `--job-name`.
@@ -85,7 +87,7 @@ pub struct ScriptParams<'a> {
 
 /// Renders the template.
 pub fn render(p: &ScriptParams<'_>) -> String {
-    let last = p.count.saturating_sub(1);
+    let last = p.count.div_ceil(p.runs_per_task.max(1)).saturating_sub(1);
     let array = match p.throttle {
         Some(t) => format!("0-{last}%{t}"),
         None => format!("0-{last}"),
@@ -98,11 +100,12 @@ pub fn render(p: &ScriptParams<'_>) -> String {
     // Validated to plain characters; quoted all the same, so a caller that skipped validation
     // still gives srun one word.
     let srun_mpi = p.mpi.map_or(String::new(), |t| format!(" {}", shell_quote(&format!("--mpi={t}"))));
-    let vars: [(&str, String); 19] = [
+    let vars: [(&str, String); 20] = [
         ("version", env!("CARGO_PKG_VERSION").to_string()),
         ("sweep", one_line(p.sweep)),
         ("submission", p.submission.to_string()),
         ("count", p.count.to_string()),
+        ("runs_per_task", p.runs_per_task.max(1).to_string()),
         ("script_name", one_line(p.script_name)),
         ("job_name", one_line(p.job_name)),
         ("comment", one_line(p.comment)),
@@ -158,7 +161,7 @@ fn arch_cases(arch: &BTreeMap<String, PathBuf>, job_bin_machine: Option<&str>) -
         echo "drover: run $run_id: $reason" | tee -a "$run/attempt-$n.stderr.log" >&2
         printf '{{"format_version":1,"run_id":"%s","status":"failed","reason":"%s","finished_at":%s}}\n' "$run_id" "$reason" "$(date +%s)" >"$run/exit.json.tmp"
         mv -f "$run/exit.json.tmp" "$run/exit.json"
-        exit 1 ;;"#
+        return 1 ;;"#
     ));
     lines.join("\n")
 }
@@ -210,6 +213,7 @@ mod tests {
                 sweep: hostile,
                 submission: 0,
                 count: 1,
+                runs_per_task: 1,
                 script_name: hostile,
                 job_name: hostile,
                 comment: hostile,
@@ -248,6 +252,7 @@ mod tests {
             sweep: "s",
             submission: 0,
             count: 1,
+            runs_per_task: 1,
             script_name: "array-0.sbatch",
             job_name: "j",
             comment: "c",
@@ -290,6 +295,112 @@ mod tests {
         let out = run_task("0123456789abcdef");
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         assert!(runs.join("0123456789abcdef").join("attempts.jsonl").is_file());
+    }
+
+    /// A task of several runs (`runs_per_task = 3`, run by bash as Slurm would, with a
+    /// stand-in `drover-job` whose behaviour each run's mode file sets and a stand-in
+    /// `scontrol`): its runs train one after another, a failure or a crash does not stop the
+    /// ones after it (the task's exit code is the last failure's), and each attempt leaves its
+    /// `.rc`; the array's last task holds the rest. A checkpoint for the time limit requeues the
+    /// task and leaves the runs after it to the next start, which skips completed runs and runs
+    /// that failed in this job, and resumes the stopped one. The time-limit signal arriving while
+    /// a run ends well requeues the task before the next run starts.
+    #[test]
+    fn a_task_of_several_runs_trains_them_in_turn_and_requeues_at_the_time_limit() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let (tasks, runs, modes, bin) = (tmp.path().join("array-0.tasks"), tmp.path().join("runs"), tmp.path().join("modes"), tmp.path().join("bin"));
+        for dir in [&runs, &modes, &bin] {
+            std::fs::create_dir_all(dir).expect("mkdir");
+        }
+        let (log, requeues) = (tmp.path().join("trained"), tmp.path().join("requeues"));
+        let ids: Vec<String> = (0..7).map(|i| format!("{i:016x}")).collect();
+        std::fs::write(&tasks, ids.iter().map(|id| format!("{id}\t{{}}\n")).collect::<String>()).expect("tasks");
+        let job = bin.join("drover-job");
+        crate::subprocess::write_stand_in(
+            &job,
+            &format!(
+                "trap '' USR1\nout=''; prev=''\nfor a in \"$@\"; do [ \"$prev\" = --out ] && out=\"$a\"; prev=\"$a\"; done\n\
+                 id=$(basename \"$out\")\necho \"$id\" >> '{log}'\nmode=$(cat '{modes}'/\"$id\" 2>/dev/null || echo ok)\n\
+                 case \"$mode\" in\n\
+                 ok) printf '{{\"status\": \"completed\"}}' > \"$out/exit.json\"; exit 0;;\n\
+                 fail) printf '{{\"status\": \"failed\"}}' > \"$out/exit.json\"; exit 1;;\n\
+                 crash) exit 137;;\n\
+                 stop) echo ok > '{modes}'/\"$id\"; printf '{{\"status\": \"cancelled\"}}' > \"$out/exit.json\"; exit 75;;\n\
+                 near) echo ok > '{modes}'/\"$id\"; kill -USR1 $PPID; sleep 0.3; printf '{{\"status\": \"completed\"}}' > \"$out/exit.json\"; exit 0;;\n\
+                 esac\n",
+                log = log.display(),
+                modes = modes.display()
+            ),
+        );
+        crate::subprocess::write_stand_in(&bin.join("scontrol"), &format!("echo \"$*\" >> '{}'", requeues.display()));
+        let resources = Resources { options: vec![], extra: vec![] };
+        let script = render(&ScriptParams {
+            sweep: "s",
+            submission: 0,
+            count: 7,
+            runs_per_task: 3,
+            script_name: "array-0.sbatch",
+            job_name: "j",
+            comment: "c",
+            throttle: None,
+            signal: "USR1",
+            signal_seconds: 90,
+            resources: &resources,
+            tasks: &tasks,
+            runs: &runs,
+            job_bin: &job,
+            job_bin_machine: None,
+            arch: &NO_ARCH,
+            max_timeouts: 3,
+            max_preemptions: 10,
+            checkpoint_every_s: None,
+            mpi: Some("pmix"),
+            after: &[],
+        });
+        let mode = |i: usize, m: &str| std::fs::write(modes.join(&ids[i]), m).expect("mode");
+        let start = |task: u32, job: u32| {
+            std::fs::remove_file(&log).ok();
+            let out = std::process::Command::new("bash")
+                .arg("-c")
+                .arg(&script)
+                .env("SLURM_ARRAY_TASK_ID", task.to_string())
+                .env("SLURM_ARRAY_JOB_ID", "50")
+                .env("SLURM_JOB_ID", job.to_string())
+                .env("PATH", format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default()))
+                .current_dir(tmp.path())
+                .output()
+                .expect("bash");
+            let trained: Vec<usize> =
+                std::fs::read_to_string(&log).unwrap_or_default().lines().map(|id| ids.iter().position(|i| i == id).expect("a run id")).collect();
+            (out.status.code(), trained)
+        };
+        let rc = |i: usize, n: u32| std::fs::read_to_string(runs.join(&ids[i]).join(format!("attempt-{n}.rc"))).ok();
+
+        // Task 1: runs 3, 4, 5; run 4 fails and run 5 still trains.
+        mode(4, "fail");
+        assert_eq!(start(1, 61), (Some(1), vec![3, 4, 5]));
+        assert_eq!((rc(3, 1).as_deref(), rc(4, 1).as_deref()), (Some("0\n"), Some("1\n")));
+        // Task 2 holds only run 6; a crash without a marker is the task's exit code.
+        mode(6, "crash");
+        assert_eq!(start(2, 62), (Some(137), vec![6]));
+        assert_eq!(rc(6, 1).as_deref(), Some("137\n"));
+
+        // Task 0: run 1 checkpoints for the time limit: requeued, run 2 left for the next start.
+        mode(1, "stop");
+        assert_eq!(start(0, 60), (Some(75), vec![0, 1]));
+        assert_eq!(std::fs::read_to_string(&requeues).expect("requeued"), "requeue 50_0\n");
+        // The next start of job 60 skips the completed run 0, resumes run 1, trains run 2.
+        assert_eq!(start(0, 60), (Some(0), vec![1, 2]));
+        // Task 1 started again in its job 61: runs 3 and 5 completed, and run 4 failed in this
+        // job, so it is drover's to retry: nothing is trained.
+        assert_eq!(start(1, 61), (Some(0), Vec::<usize>::new()));
+        // The time-limit signal while run 3 ends well (task 1 as a new job, run 3 redone).
+        std::fs::remove_file(runs.join(&ids[3]).join("exit.json")).expect("rm");
+        std::fs::remove_file(&requeues).expect("rm");
+        mode(3, "near");
+        mode(4, "ok");
+        assert_eq!(start(1, 71), (Some(75), vec![3]), "run 4 waits for the requeue");
+        assert_eq!(std::fs::read_to_string(&requeues).expect("requeued"), "requeue 50_1\n");
     }
 
     /// The node's `uname -m` (a stand-in `uname` on PATH) picks the build: a `[slurm.arch]`
@@ -436,6 +547,7 @@ mod tests {
             sweep: "s",
             submission: 2,
             count: 12,
+            runs_per_task: 1,
             script_name: "array-2.sbatch",
             job_name: "drover-s-0123abcd",
             comment: "drover:0123abcd:2",
@@ -465,7 +577,11 @@ mod tests {
         assert!(script.contains("#SBATCH --signal=B:USR1@90\n"));
         assert!(script.contains("#SBATCH --partition=debug\n#SBATCH --exclusive\n"));
         assert!(script.contains("runs='/r dir/runs'\n"));
-        assert!(script.contains("trap 'kill -s USR1 \"$child\" 2>/dev/null' USR1"));
+        assert!(script.contains("trap 'near_limit=1; if [ -n \"$child\" ]; then kill -s USR1 \"$child\" 2>/dev/null; fi' USR1"), "{script}");
+        assert!(script.contains("(12 run(s), 1 per array task)") && script.contains("per_task=1\n"), "{script}");
+        // Packed: 12 runs of 5 per task are 3 tasks, the last of 2.
+        let packed = render(&ScriptParams { runs_per_task: 5, ..params(&resources) });
+        assert!(packed.contains("#SBATCH --array=0-2%4\n") && packed.contains("per_task=5\n"), "{packed}");
         assert!(!script.contains("--dependency"), "{script}");
         let after = ["41".to_string(), "42".to_string(), "4;2\n#SBATCH --uid=0".to_string()];
         let waiting = render(&ScriptParams { after: &after, ..params(&resources) });
