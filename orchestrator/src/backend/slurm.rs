@@ -1906,10 +1906,17 @@ impl Breaker {
             return None;
         }
         let st = latest.or_else(|| now.iter().find(|st| st.state == RunState::Failed && st.progress.is_none()))?;
-        let log = st.logs.last().map_or(String::new(), |l| match last_line(l) {
-            Some(line) => format!("; its log `{}` ends: {line}", l.display()),
-            None => format!(", log `{}`", l.display()),
-        });
+        let log = match st.logs.last() {
+            Some(l) => match last_line(l) {
+                Some(line) => format!("; its log `{}` ends: {line}", l.display()),
+                None => format!(", log `{}`", l.display()),
+            },
+            // The batch script creates the attempt's logs as it starts `drover-job`.
+            None => "; it left no log, so Slurm could not even start the batch script on the node: is the results \
+                     directory on a filesystem the compute nodes mount? (`scontrol show job` says more while Slurm \
+                     remembers the job)"
+                .to_string(),
+        };
         let why = format!(
             "{} failed before training one iteration and no run has trained one (`slurm.fail_fast = {limit}`), which points at the setup, not the runs; the latest, run {} ({}): {}{log}",
             crate::words::count(self.untrained.len(), "attempt"),
@@ -2993,6 +3000,12 @@ mod tests {
         let mut retried = Breaker::default();
         assert_eq!(retried.observe(&[failed("a", 1)], 2), None);
         assert!(retried.observe(&[failed("a", 2)], 2).is_some(), "a retry failing again is another attempt");
+
+        // No log at all: the batch script never ran there.
+        let mut unseen = Breaker::default();
+        let no_log = |id: &str| RunStatus { logs: Vec::new(), ..failed(id, 1) };
+        let why = unseen.observe(&[no_log("a"), no_log("b")], 2).expect("tripped");
+        assert!(why.contains("it left no log, so Slurm could not even start the batch script on the node"), "{why}");
 
         let mut working = Breaker::default();
         assert_eq!(working.observe(&[trained("a"), failed("b", 1), failed("c", 1)], 2), None);
