@@ -112,9 +112,9 @@ fn with_cause(cause: &str, job_words: Option<&str>) -> String {
 }
 
 /// `drover cancel` recorded the array: the job's SIGTERM came from it.
-pub(crate) const BY_DROVER: &str = "cancelled by `drover cancel`";
+const BY_DROVER: &str = "cancelled by `drover cancel`";
 /// Slurm lists the task CANCELLED and the ledger has no `drover cancel` of it.
-const BY_SCANCEL: &str = "cancelled outside drover (`scancel`; Slurm: CANCELLED)";
+pub(crate) const BY_SCANCEL: &str = "cancelled outside drover (`scancel`; Slurm: CANCELLED)";
 /// Slurm lists the task PREEMPTED.
 const BY_PREEMPTION: &str = "preempted (Slurm: PREEMPTED)";
 /// Slurm has forgotten the task, `drover cancel` did not stop it and no later attempt came:
@@ -122,7 +122,7 @@ const BY_PREEMPTION: &str = "preempted (Slurm: PREEMPTED)";
 const FROM_OUTSIDE: &str = "stopped by SIGTERM from outside drover (preempted, or cancelled with `scancel` by hand)";
 /// Slurm has forgotten a task that never started (no attempt was recorded) and that `drover
 /// cancel` did not stop: a task cancelled while queued is the one way this happens.
-const NEVER_STARTED: &str = "never started, and Slurm no longer lists it (cancelled while queued, with `scancel` by hand?)";
+pub(crate) const NEVER_STARTED: &str = "never started, and Slurm no longer lists it (cancelled while queued, with `scancel` by hand?)";
 /// Slurm did not answer: what the markers leave open.
 const UNANSWERED: &str = "Slurm does not answer: queued, running, or ended without writing exit.json";
 /// Slurm lists the task again after the attempt that wrote the stop marker.

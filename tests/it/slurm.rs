@@ -1346,7 +1346,8 @@ fn runs_packed_in_one_task_train_in_turn_and_resume_after_a_requeue() {
     run_ok(drover().arg("run").arg(&sweep).arg("--results").arg(&results).arg("--no-wait"));
     let job = submitted_jobs(&results)[0].clone();
     let intent = &ledger_kinds(&results, "intent")[0];
-    assert_eq!(intent["runs_per_task"], 2, "{intent}");
+    let packed = ledger_kinds(&results, "packed");
+    assert_eq!((packed.len(), &packed[0]["runs_per_task"]), (1, &Value::from(2)), "{packed:?}");
     let order: Vec<String> = intent["runs"].as_array().expect("runs").iter().map(|r| r.as_str().expect("id").to_string()).collect();
     let (first, second) = (results.join("runs").join(&order[0]), results.join("runs").join(&order[1]));
     let by_id = |status: &Value, id: &str| status["runs"].as_array().expect("runs").iter().find(|r| r["run_id"] == id).cloned().expect("listed");

@@ -115,10 +115,17 @@ pub enum LedgerEvent {
         /// still had live runs: drover raises the array's throttle toward it as those end.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         raise_to: Option<u32>,
-        /// Runs per array task (`slurm.runs_per_task`): task `i` trains `runs[i*k..(i+1)*k]` one
-        /// after another (an optional field of format 1; absent means 1, one run per task).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        runs_per_task: Option<u32>,
+    },
+    /// Written after the intent of an array whose tasks train several runs each, before its
+    /// `sbatch`: task `i` trains `runs[i*k..(i+1)*k]` one after another. A record of its own
+    /// (added in format 1) rather than a field of the intent, so that a drover from before
+    /// refuses the ledger, naming the line, instead of reading one run per task and
+    /// resubmitting runs still queued in packed tasks.
+    Packed {
+        /// Submission number.
+        submission: u32,
+        /// Runs per array task (`slurm.runs_per_task`, at least 2).
+        runs_per_task: u32,
     },
     /// `sbatch` answered with this job id.
     Submitted {
@@ -228,6 +235,9 @@ pub struct Ledger {
     pub cancelled_jobs: BTreeSet<String>,
     /// Why `drover run` cancelled an array's queued tasks itself (`slurm.fail_fast`).
     pub cancel_reasons: BTreeMap<String, String>,
+    /// `drover cancel` records so far: a waiting `drover run` that sees a new one submits
+    /// nothing more.
+    pub user_cancels: usize,
     /// Retries per run and kind.
     pub retries: BTreeMap<(String, RetryKind), u32>,
 }
@@ -266,15 +276,19 @@ impl Ledger {
 
     fn apply(&mut self, event: LedgerEvent) {
         match event {
-            LedgerEvent::Intent { submission, job_name, comment, runs, throttle, raise_to, provenance, runs_per_task, .. } => {
+            LedgerEvent::Intent { submission, job_name, comment, runs, throttle, raise_to, provenance, .. } => {
                 let submit_uid = provenance.submit_uid;
-                let runs_per_task = runs_per_task.unwrap_or(1).max(1) as usize;
-                let s = Submission { job_name, comment, runs, job_id: None, refused: None, throttle, raise_to, lifted: None, submit_uid, runs_per_task };
+                let s = Submission { job_name, comment, runs, job_id: None, refused: None, throttle, raise_to, lifted: None, submit_uid, runs_per_task: 1 };
                 self.submissions.insert(submission, s);
             }
             LedgerEvent::Lifted { submission, throttle, raise_to } => {
                 if let Some(s) = self.submissions.get_mut(&submission) {
                     (s.throttle, s.raise_to, s.lifted) = (Some(throttle), Some(raise_to), Some(throttle));
+                }
+            }
+            LedgerEvent::Packed { submission, runs_per_task } => {
+                if let Some(s) = self.submissions.get_mut(&submission) {
+                    s.runs_per_task = runs_per_task.max(1) as usize;
                 }
             }
             LedgerEvent::Submitted { submission, job_id } => {
@@ -288,12 +302,16 @@ impl Ledger {
                 }
             }
             LedgerEvent::Cancelled { upto_submission, job_ids: None, .. } => {
+                self.user_cancels += 1;
                 self.cancelled_upto = Some(self.cancelled_upto.map_or(upto_submission, |u| u.max(upto_submission)));
             }
-            LedgerEvent::Cancelled { job_ids: Some(ids), reason, .. } => {
-                if let Some(reason) = reason {
-                    self.cancel_reasons.extend(ids.iter().map(|id| (id.clone(), reason.clone())));
-                }
+            // `slurm.fail_fast` cancelled only the arrays' queued tasks: its arrays are not
+            // `cancelled_jobs`, whose runs would all read as stopped by `drover cancel`.
+            LedgerEvent::Cancelled { job_ids: Some(ids), reason: Some(reason), .. } => {
+                self.cancel_reasons.extend(ids.into_iter().map(|id| (id, reason.clone())));
+            }
+            LedgerEvent::Cancelled { job_ids: Some(ids), reason: None, .. } => {
+                self.user_cancels += 1;
                 self.cancelled_jobs.extend(ids);
             }
             LedgerEvent::Retry { run_id, retry, .. } => *self.retries.entry((run_id, retry)).or_default() += 1,
@@ -514,30 +532,41 @@ fn last_attempt(run_dir: &Path) -> Option<serde_json::Value> {
 }
 
 /// Where a run stands whose array task trains several runs one after another
-/// (`slurm.runs_per_task`) while Slurm lists that task running: Slurm's state is the task's,
-/// so the run's own files say. Not yet started in it (`ran_here` false): waiting its turn.
-/// Started, and its attempt's `.rc` file written by the batch script: ended, as its marker
-/// says (or failed, when it wrote none). Otherwise training.
-fn packed_in_running_task(run_dir: &Path, exit: Option<&ExitRecord>, ran_here: bool, per_task: usize) -> (RunState, Option<String>) {
+/// (`slurm.runs_per_task`), where Slurm's state, being the task's, does not say; `None` leaves
+/// it to `classify`. A completed or failed marker, or an ended attempt (its `.rc`) without one,
+/// says itself whatever the task does. While the task runs, a run not started in it waits its
+/// turn, one stopped at a checkpoint waits for the task's requeue, and one started and not
+/// ended trains. A task that ended (not cancelled) without reaching the run leaves it not
+/// submitted, for drover to submit again without spending a retry.
+fn packed_view(run_dir: &Path, exit: Option<&ExitRecord>, ran_here: bool, per_task: usize, listed: &str, cancelled: bool) -> Option<(RunState, Option<String>)> {
     use crate::layout::ExitStatus;
-    if exit.is_some_and(|e| e.status == ExitStatus::Completed) {
-        return (RunState::Done, None);
+    let running = crate::status::slurm_running(listed);
+    let queued = !running && classify(None, SlurmView::Listed(listed), RunFacts::default()).0 == RunState::Pending;
+    match exit.map(|e| e.status) {
+        Some(ExitStatus::Completed) => return Some((RunState::Done, None)),
+        Some(ExitStatus::Failed) if ran_here => return Some((RunState::Failed, exit.and_then(|e| e.reason.clone()))),
+        _ => {}
     }
     if !ran_here {
-        let why = format!("waiting its turn: its array task trains {per_task} runs one after another (`slurm.runs_per_task`)");
-        return (RunState::Pending, Some(why));
+        return if running {
+            Some((RunState::Pending, Some(format!("waiting its turn: its array task trains {per_task} runs one after another (`slurm.runs_per_task`)"))))
+        } else if queued || cancelled || listed == "CANCELLED" {
+            None
+        } else {
+            Some((RunState::NotSubmitted, Some(format!("not reached: its array task ended first (Slurm: {listed}); drover submits it again"))))
+        };
     }
     let rc = last_attempt(run_dir)
         .and_then(|a| a["attempt"].as_u64())
         .and_then(|n| std::fs::read_to_string(run_dir.join(format!("attempt-{n}.rc"))).ok());
-    let Some(rc) = rc else { return (RunState::Running, None) };
-    match exit {
-        Some(e) if e.status == ExitStatus::Failed => (RunState::Failed, e.reason.clone()),
-        Some(e) => (RunState::Cancelled, e.reason.clone()),
-        None => (
-            RunState::Failed,
-            Some(format!("exit code {} without writing exit.json (killed, or out of memory?)", rc.trim())),
-        ),
+    match (exit, rc) {
+        (None, Some(rc)) => Some((RunState::Failed, Some(format!("exit code {} without writing exit.json (killed, or out of memory?)", rc.trim())))),
+        (Some(stop), _) if running => {
+            let words = stop.reason.as_deref().unwrap_or("stopped at a checkpoint");
+            Some((RunState::Pending, Some(format!("{words}; its task is being requeued (or cancelled)"))))
+        }
+        (None, None) if running => Some((RunState::Running, None)),
+        _ => None,
     }
 }
 
@@ -591,24 +620,28 @@ fn statuses_reusing(
                 }
             };
             let (mut slurm_job, mut entry, mut facts) = (None, None, RunFacts::default());
-            // A run of a task that trains several, while Slurm lists the task running.
-            let mut in_running_task = None;
-            let view = match latest.get(run_id.as_str()) {
+            // A run of a task that trains several, as its own files say.
+            let mut packed = None;
+            // Held back by a submit limit since its last accepted submission (a retry, or a
+            // rerun's redo): not submitted now, whatever its earlier array did.
+            let latest_here = latest.get(run_id.as_str()).copied().filter(|&(n, _)| !held_back_since(ledger, run_id.as_str(), n));
+            let view = match latest_here {
                 None => SlurmView::NotSubmitted,
-                Some(&(n, position)) => {
+                Some((n, position)) => {
                     let submission = &ledger.submissions[&n];
                     let job_id = submission.job_id.as_deref().unwrap_or_default();
                     let task = submission.task_of(position);
                     slurm_job = Some(format!("{job_id}_{task}"));
                     entry = by_task.get(&(job_id, task as u32)).copied();
-                    let packed_running = submission.runs_per_task > 1 && entry.is_some_and(|e| crate::status::slurm_running(&e.state));
+                    let packed_listed = entry.filter(|_| submission.runs_per_task > 1);
                     // Read only where it matters: a stop marker beside a listed task (requeued?),
-                    // a forgotten task without a marker (did it ever start?), and a running task
-                    // of several runs (which one is it training?).
+                    // a forgotten task without a marker (did it ever start?), and a listed task
+                    // of several runs (which did it train?).
                     let ran_in_array =
-                        (packed_running || entry.is_some() == exit.is_some()) && last_attempt_ran_in(&run_dir, job_id, task);
-                    if packed_running {
-                        in_running_task = Some(packed_in_running_task(&run_dir, exit.as_ref(), ran_in_array, submission.runs_per_task));
+                        (packed_listed.is_some() || entry.is_some() == exit.is_some()) && last_attempt_ran_in(&run_dir, job_id, task);
+                    if let Some(e) = packed_listed {
+                        let cancelled = ledger.cancelled(n, job_id);
+                        packed = packed_view(&run_dir, exit.as_ref(), ran_in_array, submission.runs_per_task, &e.state, cancelled);
                     }
                     facts = RunFacts {
                         cancelled_by_drover: ledger.cancelled(n, job_id),
@@ -622,17 +655,17 @@ fn statuses_reusing(
                     }
                 }
             };
-            let (state, reason) = in_running_task.unwrap_or_else(|| classify(exit.as_ref(), view, facts));
+            let (state, reason) = packed.unwrap_or_else(|| classify(exit.as_ref(), view, facts));
             let reason = match (state, reason) {
                 (RunState::NotSubmitted, None) => kept_out_by(ledger, run_id.as_str()),
                 (_, reason) => resume_hint(state, reason, run_dir.join(CHECKPOINT_JSON).exists()),
             };
-            // Cancelled by a `drover run` that stopped the failing sweep, not by `drover cancel`.
+            // Cancelled while queued by a `drover run` that stopped the failing sweep: what Slurm
+            // alone would call a `scancel` by hand.
             let stopped_by = slurm_job.as_deref().and_then(|j| ledger.cancel_reasons.get(j.split('_').next().unwrap_or_default()));
+            let by_hand = |r: &str| r.starts_with(crate::status::BY_SCANCEL) || r.starts_with(crate::status::NEVER_STARTED);
             let reason = match (reason, stopped_by) {
-                (Some(r), Some(why)) if r.contains(crate::status::BY_DROVER) => {
-                    Some(r.replace(crate::status::BY_DROVER, &format!("cancelled while queued by `drover run`: {why}")))
-                }
+                (Some(r), Some(why)) if state == RunState::Cancelled && by_hand(&r) => Some(format!("cancelled while queued by `drover run`: {why}")),
                 (reason, _) => reason,
             };
             let (time_limit_requeues, preemptions) = interruption_counts(&run_dir);
@@ -661,6 +694,12 @@ fn statuses_reusing(
             st
         })
         .collect()
+}
+
+/// Whether Slurm's submit limit refused a submission of `run_id` newer than its accepted
+/// submission `n`.
+fn held_back_since(ledger: &Ledger, run_id: &str, n: u32) -> bool {
+    ledger.last_listing(run_id).is_some_and(|(m, _)| m > n && kept_out_by(ledger, run_id).is_some())
 }
 
 /// Why a run never submitted waits, when Slurm's submit limit refused its latest submission.
@@ -1626,8 +1665,10 @@ impl Submitter<'_> {
             provenance: Box::new(self.provenance.clone()),
             throttle: limits.throttle,
             raise_to: limits.raise_to,
-            runs_per_task: (array.runs_per_task > 1).then_some(array.runs_per_task as u32),
         })?;
+        if array.runs_per_task > 1 {
+            ledger.append(LedgerEvent::Packed { submission: n, runs_per_task: array.runs_per_task as u32 })?;
+        }
         tracing::debug!("script and intent written; sbatch");
         match self.opts.slurm.submit(Path::new(&script_name), &slurm_dir, &self.job_name, &comment) {
             Ok(job_id) => {
@@ -1752,7 +1793,7 @@ fn prepare_runs(
     for (run, st) in plan.runs.iter().zip(&now) {
         match st.state {
             RunState::Done => skipped += 1,
-            s if s.is_live() => attached += 1,
+            s if s.is_live() || task_live(st) => attached += 1,
             _ => {
                 // A stopped run with a checkpoint resumes (`resumes_on_rerun`); others start over.
                 let failed_at_stop = st.state == RunState::Failed && failed_at_a_stop(&dir.run_dir(&run.run_id));
@@ -1762,6 +1803,13 @@ fn prepare_runs(
         }
     }
     Ok(PreparedRuns { to_submit, skipped, attached, resumed })
+}
+
+/// Whether Slurm still lists the run's array task as queued or running while the run itself
+/// has ended: a run of a task that trains several (`slurm.runs_per_task`), whose requeue could
+/// come back to it. It is retried (or resubmitted by a rerun) only once the task has ended.
+fn task_live(st: &RunStatus) -> bool {
+    !st.state.is_live() && st.slurm_state.as_deref().is_some_and(|s| classify(None, SlurmView::Listed(s), RunFacts::default()).0.is_live())
 }
 
 /// What `prepare_runs` decided.
@@ -1841,23 +1889,24 @@ struct WaitingRoom {
 }
 
 impl WaitingRoom {
-    /// Takes in what a round of the runs `tried` did: its accepted arrays into the report,
-    /// and which of `tried` wait here now (the round's deferred runs).
-    /// A limit that refused even one task while nothing of the user's is queued is not
-    /// back-pressure: that refusal is the error.
-    fn took(&mut self, report: &mut SlurmReport, tried: &[(String, Resources)], round: Round, live_then: usize, slurm: &Slurm) -> Result<(), RunError> {
+    /// Takes in what a round of the runs `tried` did, `live_before` of the sweep's tasks being
+    /// live before it: its accepted arrays into the report, and which of `tried` wait here now
+    /// (the round's deferred runs). A limit that refused even one task while nothing it counts
+    /// is queued is not back-pressure: that refusal is the error.
+    fn took(&mut self, report: &mut SlurmReport, tried: &[(String, Resources)], round: Round, live_before: usize, slurm: &Slurm) -> Result<(), RunError> {
         let accepted = round.accepted();
+        let accepted_tasks: usize = round.arrays.iter().map(|a| a.tasks).sum();
         report.submitted += accepted;
         report.job_ids.extend(round.arrays.into_iter().map(|a| a.job_id));
         let tried: BTreeSet<&str> = tried.iter().map(|(id, _)| id.as_str()).collect();
         self.runs.retain(|(id, _)| !tried.contains(id.as_str()));
         self.runs.extend(round.deferred);
         if let Some((limit, error)) = round.limit {
-            if accepted == 0 && !room_may_free(slurm, live_then) {
+            if accepted == 0 && !room_may_free(slurm, live_before, &limit) {
                 return Err(error);
             }
             self.limit = Some(limit);
-            self.refused = Some((Instant::now(), live_then + accepted));
+            self.refused = Some((Instant::now(), live_before + accepted_tasks));
         } else if self.runs.is_empty() {
             (self.limit, self.refused) = (None, None);
         }
@@ -1883,8 +1932,9 @@ impl WaitingRoom {
 /// each of a few thousand runs is that many wasted jobs.
 #[derive(Default)]
 struct Breaker {
-    /// Attempts that failed before their first iteration: (run, its accepted submissions).
-    untrained: BTreeSet<(String, u32)>,
+    /// Array tasks (`<job>_<task>`) in which a run failed before its first iteration: one per
+    /// attempt when a task trains one run; a task of several runs on a bad node counts once.
+    untrained: BTreeSet<String>,
     /// Whether any run has trained an iteration (then the setup works; the breaker stays off).
     trained: bool,
     /// Why the sweep was stopped, once it was.
@@ -1898,7 +1948,8 @@ impl Breaker {
         self.trained |= now.iter().any(|st| st.progress.is_some());
         let mut latest = None;
         for st in now.iter().filter(|st| st.state == RunState::Failed && st.progress.is_none()) {
-            if self.untrained.insert((st.run_id.clone(), st.submissions)) {
+            let task = st.slurm_job.clone().unwrap_or_else(|| format!("{}#{}", st.run_id, st.submissions));
+            if self.untrained.insert(task) {
                 latest = Some(st);
             }
         }
@@ -1962,10 +2013,12 @@ fn stop_failing_sweep(ledger: &mut Ledger, queue: &[QueueEntry], slurm: &Slurm, 
 }
 
 /// Whether a submit limit that refused a one-task array can be waited out: the sweep has live
-/// tasks, or the user has other jobs, whose end makes room. When the queue cannot be asked,
-/// waiting is the safer guess.
-fn room_may_free(slurm: &Slurm, live: usize) -> bool {
-    live > 0 || slurm.user_has_jobs(crate::backend::slurm_cmd::current_uid()).unwrap_or(true)
+/// tasks, or the user has other jobs, whose end makes room. A group's or an account's limit
+/// (`GrpSubmitJobs`, `MaxSubmitJobsPerAccount`) counts colleagues' jobs too, which this user
+/// cannot see ending: always waited out. When the queue cannot be asked, waiting is the safer
+/// guess.
+fn room_may_free(slurm: &Slurm, live: usize, limit: &str) -> bool {
+    live > 0 || limit.contains("Grp") || limit.contains("PerAccount") || slurm.user_has_jobs(crate::backend::slurm_cmd::current_uid()).unwrap_or(true)
 }
 
 pub fn run_sweep(plan: &Plan, opts: &SlurmOptions) -> Result<SlurmReport, RunError> {
@@ -2049,7 +2102,7 @@ pub fn run_sweep(plan: &Plan, opts: &SlurmOptions) -> Result<SlurmReport, RunErr
             eprintln!("drover: {line}");
         }
     }
-    let live_then = older.values().sum::<usize>() + round.accepted();
+    let live_then = older.values().sum::<usize>();
     let mut waiting_room = WaitingRoom::default();
     waiting_room.took(&mut report, &to_submit, round, live_then, &opts.slurm)?;
     if !opts.quiet {
@@ -2082,6 +2135,9 @@ pub fn run_sweep(plan: &Plan, opts: &SlurmOptions) -> Result<SlurmReport, RunErr
     // Runs already said to wait for a person (held, or asking for too much).
     let mut stuck = BTreeSet::new();
     let mut breaker = Breaker::default();
+    // A `drover cancel` from another terminal while this waits: nothing more is submitted.
+    let cancels_before = ledger.user_cancels;
+    let mut cancel_seen = false;
     loop {
         let t0 = Instant::now();
         // Read again each poll: `drover cancel` in another terminal appends to it.
@@ -2123,6 +2179,14 @@ pub fn run_sweep(plan: &Plan, opts: &SlurmOptions) -> Result<SlurmReport, RunErr
             }
             Err(e) => return Err(e.into()),
         };
+        if !cancel_seen && ledger.user_cancels > cancels_before {
+            cancel_seen = true;
+            waiting_room = WaitingRoom::default();
+            report.deferred = 0;
+            if !opts.quiet {
+                eprintln!("drover: the sweep was cancelled (`drover cancel`): nothing more is submitted or retried; waiting for its jobs to end");
+            }
+        }
         let lifted = share_free_slots_remembered(&root, &mut ledger, &queue, &opts.slurm, &mut raised);
         mark_lifted(&mut queue, &lifted);
         let now = statuses_reusing(&dir, &ledger, Some(&queue), &mut finished);
@@ -2179,7 +2243,20 @@ pub fn run_sweep(plan: &Plan, opts: &SlurmOptions) -> Result<SlurmReport, RunErr
                     );
                 }
             }
-            if waiting_room.holds(&st.run_id) || breaker.why.is_some() {
+            if waiting_room.holds(&st.run_id) || breaker.why.is_some() || cancel_seen {
+                continue;
+            }
+            if st.state == RunState::NotSubmitted && st.submissions > 0 {
+                // Not reached by its packed task: submitted again as it was, spending no retry.
+                if retry.len() >= slots {
+                    held_back = true;
+                } else if let Some(run) = axes.get(&st.run_id) {
+                    ready_run_dir(plan, run, true)?;
+                    if !opts.quiet {
+                        eprintln!("drover: run {} ({}) {}", st.run_id, st.label, st.reason.as_deref().unwrap_or("was not reached by its task"));
+                    }
+                    retry.push((st.run_id.clone(), run_resources(settings, run)));
+                }
                 continue;
             }
             let Some(kind) = retry_kind(st) else {
@@ -2199,9 +2276,7 @@ pub fn run_sweep(plan: &Plan, opts: &SlurmOptions) -> Result<SlurmReport, RunErr
                 }
                 continue;
             };
-            // A run of a task that trains several can end while its task goes on, and a requeue
-            // of the task could come back to it: its retry waits for the task's end.
-            if st.slurm_state.as_deref().is_some_and(|s| classify(None, SlurmView::Listed(s), RunFacts::default()).0.is_live()) {
+            if task_live(st) {
                 held_back = true;
                 continue;
             }
@@ -2261,7 +2336,7 @@ pub fn run_sweep(plan: &Plan, opts: &SlurmOptions) -> Result<SlurmReport, RunErr
         // by a task Slurm still lists after its run wrote `exit.json` (every run then looks
         // finished, and returning would drop the retry).
         // A stopped sweep leaves its held-back runs unsubmitted.
-        let settled = |r: &RunStatus| !r.state.is_live() && (r.state != RunState::NotSubmitted || breaker.why.is_some());
+        let settled = |r: &RunStatus| !r.state.is_live() && (r.state != RunState::NotSubmitted || breaker.why.is_some() || cancel_seen);
         let finished = !held_back && waiting_room.runs.is_empty() && status.runs.iter().all(settled);
         report.status = Some(status);
         if finished {
@@ -2300,7 +2375,6 @@ mod tests {
             provenance: Box::default(),
             throttle,
             raise_to,
-            runs_per_task: None,
         }
     }
 
@@ -2450,6 +2524,26 @@ mod tests {
 
     /// A run the batch script has not started yet has no `spec.json`: its label and seed come
     /// from the array's tasks file, so `drover status` shows the seed of a pending run.
+    /// A run whose retry Slurm's submit limit held back reads as not submitted, with the
+    /// limit's name, rather than as its earlier array's outcome; a refusal for another reason
+    /// leaves the earlier outcome.
+    #[test]
+    fn a_retry_held_back_by_a_submit_limit_reads_as_not_submitted() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let root = tmp.path().canonicalize().expect("canonical");
+        let (mut ledger, dir, ids) = two_runs_in_array_77(&root);
+        ledger.append(intent(1, vec![ids[0].to_string()], None, None)).expect("intent");
+        let limit = "`sbatch --parsable array-1.sbatch` failed (exit status: 1): sbatch: error: QOSMaxSubmitJobPerUserLimit";
+        ledger.append(LedgerEvent::Refused { submission: 1, message: limit.into() }).expect("refused");
+        ledger.append(intent(2, vec![ids[1].to_string()], None, None)).expect("intent");
+        ledger.append(LedgerEvent::Refused { submission: 2, message: "not found in the queue: never submitted".into() }).expect("refused");
+        let queue = tasks("77", 0, 2, "FAILED", "NonZeroExitCode");
+        let now = statuses(&dir, &ledger, Some(&queue));
+        assert_eq!(now[0].state, RunState::NotSubmitted, "{:?}", now[0]);
+        assert!(now[0].reason.as_deref().is_some_and(|r| r.starts_with("Slurm's submit limit (QOSMaxSubmitJobPerUserLimit) keeps it out")), "{:?}", now[0].reason);
+        assert_eq!(now[1].state, RunState::Failed, "another refusal leaves the earlier outcome: {:?}", now[1]);
+    }
+
     /// Runs packed three to a task (`slurm.runs_per_task`) while Slurm lists task 0 running
     /// and task 1 pending: each run reads its own files, since Slurm's state is the task's. The
     /// run that ended well is done, the one whose attempt ended without a marker failed (its
@@ -2462,11 +2556,8 @@ mod tests {
         let root = tmp.path().canonicalize().expect("canonical");
         let ids: Vec<String> = (0..5).map(|i| format!("{i:016x}")).collect();
         let mut ledger = Ledger::load(&root).expect("empty ledger");
-        let LedgerEvent::Intent { submission, job_name, comment, script, runs, provenance, throttle, raise_to, .. } = intent(0, ids.clone(), None, None) else {
-            unreachable!("an intent")
-        };
-        let packed = LedgerEvent::Intent { submission, job_name, comment, script, runs, provenance, throttle, raise_to, runs_per_task: Some(3) };
-        ledger.append(packed).expect("intent");
+        ledger.append(intent(0, ids.clone(), None, None)).expect("intent");
+        ledger.append(LedgerEvent::Packed { submission: 0, runs_per_task: 3 }).expect("packed");
         ledger.append(LedgerEvent::Submitted { submission: 0, job_id: "50".into() }).expect("submitted");
         assert_eq!(Ledger::load(&root).expect("reload").submissions[&0].runs_per_task, 3, "kept in the ledger");
         let run_ids = ids.iter().map(|s| RunId::parse(s).expect("id")).collect();
@@ -2507,7 +2598,26 @@ mod tests {
         assert!(now[2].reason.as_deref().is_some_and(|r| r.starts_with("waiting its turn: its array task trains 3 runs")), "{:?}", now[2].reason);
         // A failed run of a live task: a retry would race a requeue of the task; it waits.
         assert_eq!(retry_kind(&now[1]), Some(RetryKind::Failed));
-        assert_eq!(now[1].slurm_state.as_deref(), Some("RUNNING"), "what the waiting loop holds the retry back by");
+        assert!(task_live(&now[1]), "what the waiting loop and a rerun hold it back by");
+
+        // Run 2 stopped at a checkpoint while its task still runs: waiting for the requeue, not
+        // ended (a waiting `drover run` must not finish on it).
+        attempt(2, 0, Some("75"), Some("cancelled"));
+        let now = statuses(&dir, &ledger, Some(&queue));
+        assert_eq!(now[2].state, RunState::Pending, "{:?}", now[2]);
+        assert!(now[2].reason.as_deref().is_some_and(|r| r.ends_with("its task is being requeued (or cancelled)")), "{:?}", now[2].reason);
+        // Task 1 timed out before reaching run 4 (run 3 was killed training): run 3 timed out,
+        // run 4 was not reached and goes again without a retry; run 1's failure stays its own.
+        attempt(3, 1, None, None);
+        let ended = [tasks("50", 0, 1, "TIMEOUT", "TimeLimit"), tasks("50", 1, 1, "TIMEOUT", "TimeLimit")].concat();
+        let now = statuses(&dir, &ledger, Some(&ended));
+        let seen: Vec<RunState> = now.iter().map(|r| r.state).collect();
+        assert_eq!(seen, [RunState::Done, RunState::Failed, RunState::TimedOut, RunState::TimedOut, RunState::NotSubmitted], "{now:?}");
+        assert!(now[4].reason.as_deref().is_some_and(|r| r.starts_with("not reached: its array task ended first (Slurm: TIMEOUT)")), "{:?}", now[4].reason);
+        assert_eq!((now[4].submissions, retry_kind(&now[4])), (1, None), "submitted again by the waiting loop, spending no retry");
+        // Cancelled before reaching it: cancelled, as the task.
+        let cancelled = tasks("50", 1, 1, "CANCELLED", "None");
+        assert_eq!(statuses(&dir, &ledger, Some(&cancelled))[4].state, RunState::Cancelled);
     }
 
     #[test]
@@ -2567,17 +2677,9 @@ mod tests {
     #[test]
     fn the_queue_is_asked_for_the_one_submitters_jobs() {
         let with_uid = |n: u32, uid: Option<u32>| match intent(n, vec![format!("{n:016x}")], None, None) {
-            LedgerEvent::Intent { provenance, submission, job_name, comment, script, runs, throttle, raise_to, runs_per_task } => LedgerEvent::Intent {
-                provenance: Box::new(Provenance { submit_uid: uid, ..*provenance }),
-                submission,
-                job_name,
-                comment,
-                script,
-                runs,
-                throttle,
-                raise_to,
-                runs_per_task,
-            },
+            LedgerEvent::Intent { provenance, submission, job_name, comment, script, runs, throttle, raise_to } => {
+                LedgerEvent::Intent { provenance: Box::new(Provenance { submit_uid: uid, ..*provenance }), submission, job_name, comment, script, runs, throttle, raise_to }
+            }
             other => other,
         };
         let ledger = |uids: &[Option<u32>]| {
@@ -2750,6 +2852,9 @@ mod tests {
         assert_eq!((room.runs.len(), report.deferred, room.limit.as_deref()), (1, 1, Some("AssocMaxSubmitJobLimit")));
         assert!(room.holds("a") && !room.may_try(2) && room.may_try(1), "tried again once a task of the sweep ends");
         room.took(&mut report, &tried, Round::default(), 1, &nobody).expect("in");
+        // A group's limit counts colleagues' jobs, which this user cannot see end: waited out.
+        let group = || Round { limit: Some(("QOSGrpSubmitJobsLimit".into(), RunError::NotSlurm { dir: "d".into() })), ..refused() };
+        WaitingRoom::default().took(&mut report, &tried, group(), 0, &nobody).expect("waited out");
         assert!(room.runs.is_empty() && room.limit.is_none() && !room.may_try(0));
     }
 
@@ -2980,6 +3085,7 @@ mod tests {
     fn a_sweep_failing_before_any_training_trips_the_breaker_and_a_trained_one_never_does() {
         let failed = |id: &str, submissions: u32| RunStatus {
             submissions,
+            slurm_job: Some(format!("{}_{id}", 100 + submissions)),
             reason: Some("failed: exit code 127 without writing exit.json".into()),
             logs: vec![PathBuf::from(format!("/r/runs/{id}/attempt-{submissions}.stderr.log"))],
             ..crate::status::tests::run_status(id, RunState::Failed)
@@ -3006,6 +3112,11 @@ mod tests {
         let no_log = |id: &str| RunStatus { logs: Vec::new(), ..failed(id, 1) };
         let why = unseen.observe(&[no_log("a"), no_log("b")], 2).expect("tripped");
         assert!(why.contains("it left no log, so Slurm could not even start the batch script on the node"), "{why}");
+
+        // Runs packed in one task (a bad node fails them all at once) count as one.
+        let mut packed = Breaker::default();
+        let in_task = |id: &str| RunStatus { slurm_job: Some("300_0".into()), ..failed(id, 1) };
+        assert_eq!(packed.observe(&[in_task("a"), in_task("b"), in_task("c")], 2), None);
 
         let mut working = Breaker::default();
         assert_eq!(working.observe(&[trained("a"), failed("b", 1), failed("c", 1)], 2), None);

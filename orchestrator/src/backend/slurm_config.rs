@@ -492,11 +492,12 @@ fn check_mpi(value: &str) -> Result<Option<String>, KeyError> {
     if value == MPI_CLUSTER_DEFAULT {
         return Ok(None);
     }
-    if value.is_empty() || value.len() > 64 || !value.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+    // srun's plugin names are lowercase (`mpi/pmix`): `PMIx` would only fail on the node.
+    if value.is_empty() || value.len() > 64 || !value.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
         return Err(invalid(
             KEY,
             format!(
-                "`{value}`: expected an MPI plugin type of srun such as pmix, pmix_v4 or pmi2 (letters, digits and `_`: \
+                "`{value}`: expected an MPI plugin type of srun such as pmix, pmix_v4 or pmi2 (lowercase letters, digits and `_`: \
                  it becomes `srun --mpi=<type>` in the batch script), or \"{MPI_CLUSTER_DEFAULT}\" for the cluster's `MpiDefault`"
             ),
         ));
@@ -795,13 +796,14 @@ mod tests {
         let mpi = |text: &str| SlurmSettings::validate(file(text), &[]).expect(text).mpi;
         assert_eq!(mpi(""), Some("pmix".to_string()));
         assert_eq!(SlurmSettings::default().mpi.as_deref(), Some(DEFAULT_MPI));
-        for name in ["pmi2", "pmix_v4", "cray_shasta", "none", "PMIx"] {
+        for name in ["pmi2", "pmix_v4", "cray_shasta", "none"] {
             assert_eq!(mpi(&format!("mpi = {name:?}")), Some(name.to_string()), "{name}");
         }
         assert_eq!(mpi("mpi = \"default\""), None);
         let why = |text: &str| SlurmSettings::validate(file(text), &[]).expect_err(text).1.to_string();
         let bad = why("mpi = \"pmix; id\"");
-        assert!(bad.starts_with("invalid value: `pmix; id`: expected an MPI plugin type of srun") && bad.contains("letters, digits and `_`"), "{bad}");
+        assert!(bad.starts_with("invalid value: `pmix; id`: expected an MPI plugin type of srun") && bad.contains("lowercase letters, digits and `_`"), "{bad}");
+        assert!(why("mpi = \"PMIx\"").contains("lowercase"), "srun's names are lowercase");
         assert!(bad.contains("\"default\" for the cluster's `MpiDefault`"), "{bad}");
         let list = why("mpi = \"list\"");
         assert!(list.contains("`list` makes srun print its MPI plugin types instead of starting the ranks"), "{list}");

@@ -161,6 +161,7 @@ fn arch_cases(arch: &BTreeMap<String, PathBuf>, job_bin_machine: Option<&str>) -
         echo "drover: run $run_id: $reason" | tee -a "$run/attempt-$n.stderr.log" >&2
         printf '{{"format_version":1,"run_id":"%s","status":"failed","reason":"%s","finished_at":%s}}\n' "$run_id" "$reason" "$(date +%s)" >"$run/exit.json.tmp"
         mv -f "$run/exit.json.tmp" "$run/exit.json"
+        printf '1\n' >"$run/attempt-$n.rc"
         return 1 ;;"#
     ));
     lines.join("\n")
@@ -392,8 +393,9 @@ mod tests {
         // The next start of job 60 skips the completed run 0, resumes run 1, trains run 2.
         assert_eq!(start(0, 60), (Some(0), vec![1, 2]));
         // Task 1 started again in its job 61: runs 3 and 5 completed, and run 4 failed in this
-        // job, so it is drover's to retry: nothing is trained.
-        assert_eq!(start(1, 61), (Some(0), Vec::<usize>::new()));
+        // job, so it is drover's to retry: nothing is trained, and the task ends failed as the
+        // run did.
+        assert_eq!(start(1, 61), (Some(1), Vec::<usize>::new()));
         // The time-limit signal while run 3 ends well (task 1 as a new job, run 3 redone).
         std::fs::remove_file(runs.join(&ids[3]).join("exit.json")).expect("rm");
         std::fs::remove_file(&requeues).expect("rm");
@@ -401,6 +403,24 @@ mod tests {
         mode(4, "ok");
         assert_eq!(start(1, 71), (Some(75), vec![3]), "run 4 waits for the requeue");
         assert_eq!(std::fs::read_to_string(&requeues).expect("requeued"), "requeue 50_1\n");
+        // The signal while the next run is being set up (here from `uname`, which the script
+        // calls then): that run does not start, and the task requeues.
+        std::fs::remove_file(&requeues).expect("rm");
+        let trigger = tmp.path().join("signal-from-uname");
+        crate::subprocess::write_stand_in(
+            &bin.join("uname"),
+            &format!(
+                "if [ -e '{t}' ]; then rm -f '{t}'; kill -USR1 \"$(awk '{{print $4}}' /proc/$PPID/stat)\"; sleep 0.2; fi\nexec {u} \"$@\"",
+                t = trigger.display(),
+                u = ["/usr/bin/uname", "/bin/uname"].into_iter().find(|p| Path::new(p).exists()).expect("uname")
+            ),
+        );
+        std::fs::write(&trigger, "").expect("trigger");
+        std::fs::remove_file(runs.join(&ids[6]).join("exit.json")).ok();
+        mode(6, "ok");
+        assert_eq!(start(2, 72), (Some(75), Vec::<usize>::new()), "run 6 not started");
+        assert_eq!(std::fs::read_to_string(&requeues).expect("requeued"), "requeue 50_2\n");
+        assert_eq!(start(2, 72), (Some(0), vec![6]), "and trained at the next start");
     }
 
     /// The node's `uname -m` (a stand-in `uname` on PATH) picks the build: a `[slurm.arch]`
