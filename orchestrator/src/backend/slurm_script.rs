@@ -249,38 +249,10 @@ mod tests {
         std::fs::create_dir_all(tasks.parent().expect("parent")).expect("mkdir");
         std::fs::create_dir_all(&runs).expect("mkdir");
         let resources = Resources { options: vec![], extra: vec![] };
-        let script = render(&ScriptParams {
-            sweep: "s",
-            submission: 0,
-            count: 1,
-            runs_per_task: 1,
-            script_name: "array-0.sbatch",
-            job_name: "j",
-            comment: "c",
-            throttle: None,
-            signal: "USR1",
-            signal_seconds: 90,
-            resources: &resources,
-            tasks: &tasks,
-            runs: &runs,
-            job_bin: Path::new("/bin/true"),
-            job_bin_machine: None,
-            arch: &NO_ARCH,
-            max_timeouts: 3,
-            max_preemptions: 10,
-            checkpoint_every_s: None,
-            mpi: Some("pmix"),
-            after: &[],
-        });
+        let script = render(&ScriptParams { count: 1, runs_per_task: 1, throttle: None, tasks: &tasks, runs: &runs, job_bin: Path::new("/bin/true"), ..params(&resources) });
         let run_task = |id: &str| {
             std::fs::write(&tasks, format!("{id}\t{{}}\n")).expect("tasks file");
-            std::process::Command::new("bash")
-                .arg("-c")
-                .arg(&script)
-                .env("SLURM_ARRAY_TASK_ID", "0")
-                .current_dir(tmp.path())
-                .output()
-                .expect("bash")
+            run_script(tmp.path(), None, &script, &[("SLURM_ARRAY_TASK_ID", "0")])
         };
         for bad in ["../../x", "a b", "0123456789ABCDEF", "0123456789abcde", "0123456789abcdef0", "$(touch pwned)abcdef"] {
             let out = run_task(bad);
@@ -335,42 +307,13 @@ mod tests {
         );
         crate::subprocess::write_stand_in(&bin.join("scontrol"), &format!("echo \"$*\" >> '{}'", requeues.display()));
         let resources = Resources { options: vec![], extra: vec![] };
-        let script = render(&ScriptParams {
-            sweep: "s",
-            submission: 0,
-            count: 7,
-            runs_per_task: 3,
-            script_name: "array-0.sbatch",
-            job_name: "j",
-            comment: "c",
-            throttle: None,
-            signal: "USR1",
-            signal_seconds: 90,
-            resources: &resources,
-            tasks: &tasks,
-            runs: &runs,
-            job_bin: &job,
-            job_bin_machine: None,
-            arch: &NO_ARCH,
-            max_timeouts: 3,
-            max_preemptions: 10,
-            checkpoint_every_s: None,
-            mpi: Some("pmix"),
-            after: &[],
-        });
+        let script = render(&ScriptParams { count: 7, runs_per_task: 3, throttle: None, tasks: &tasks, runs: &runs, job_bin: &job, ..params(&resources) });
         let mode = |i: usize, m: &str| std::fs::write(modes.join(&ids[i]), m).expect("mode");
         let start = |task: u32, job: u32| {
             std::fs::remove_file(&log).ok();
-            let out = std::process::Command::new("bash")
-                .arg("-c")
-                .arg(&script)
-                .env("SLURM_ARRAY_TASK_ID", task.to_string())
-                .env("SLURM_ARRAY_JOB_ID", "50")
-                .env("SLURM_JOB_ID", job.to_string())
-                .env("PATH", format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default()))
-                .current_dir(tmp.path())
-                .output()
-                .expect("bash");
+            let (task, job) = (task.to_string(), job.to_string());
+            let env = [("SLURM_ARRAY_TASK_ID", task.as_str()), ("SLURM_ARRAY_JOB_ID", "50"), ("SLURM_JOB_ID", job.as_str())];
+            let out = run_script(tmp.path(), Some(&bin), &script, &env);
             let trained: Vec<usize> =
                 std::fs::read_to_string(&log).unwrap_or_default().lines().map(|id| ids.iter().position(|i| i == id).expect("a run id")).collect();
             (out.status.code(), trained)
@@ -452,15 +395,7 @@ mod tests {
         let run_on = |machine: &str, script: &str, id: &str| {
             executable(&bin.join("uname"), format!("#!/bin/sh\necho '{machine}'\n"));
             std::fs::write(&tasks, format!("{id}\t{{}}\n")).expect("tasks file");
-            let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
-            let out = std::process::Command::new("bash")
-                .arg("-c")
-                .arg(script)
-                .env("SLURM_ARRAY_TASK_ID", "0")
-                .env("PATH", path)
-                .current_dir(tmp.path())
-                .output()
-                .expect("bash");
+            let out = run_script(tmp.path(), Some(&bin), script, &[("SLURM_ARRAY_TASK_ID", "0")]);
             let calls = std::fs::read_to_string(&calls).unwrap_or_default();
             (out, calls)
         };
@@ -527,16 +462,7 @@ mod tests {
         let srun_line = |mpi: Option<&str>, id: &str| {
             let script = render(&ScriptParams { tasks: &tasks, runs: &runs, job_bin: &job_bin, mpi, ..params(&resources) });
             std::fs::write(&tasks, format!("{id}\t{{}}\n")).expect("tasks file");
-            let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
-            let out = std::process::Command::new("bash")
-                .arg("-c")
-                .arg(script)
-                .env("SLURM_ARRAY_TASK_ID", "0")
-                .env("SLURM_NTASKS", "2")
-                .env("PATH", path)
-                .current_dir(tmp.path())
-                .output()
-                .expect("bash");
+            let out = run_script(tmp.path(), Some(&bin), &script, &[("SLURM_ARRAY_TASK_ID", "0"), ("SLURM_NTASKS", "2")]);
             assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
             std::fs::read_to_string(&calls).unwrap_or_default().lines().last().unwrap_or_default().to_string()
         };
@@ -560,6 +486,17 @@ mod tests {
             out.push(path);
         }
         out
+    }
+
+    /// Runs `script` under bash as Slurm would, in `dir`, with `bin` (stand-ins) first on PATH
+    /// and the `SLURM_*` variables `env`.
+    fn run_script(dir: &Path, bin: Option<&Path>, script: &str, env: &[(&str, &str)]) -> std::process::Output {
+        let mut cmd = std::process::Command::new("bash");
+        cmd.arg("-c").arg(script).envs(env.iter().copied()).current_dir(dir);
+        if let Some(bin) = bin {
+            cmd.env("PATH", format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default()));
+        }
+        cmd.output().expect("bash")
     }
 
     fn params(resources: &Resources) -> ScriptParams<'_> {
