@@ -530,9 +530,15 @@ fn slurm_preflight(plan: &plan::Plan, job_bin: &Path) -> anyhow::Result<()> {
     let mut paths = vec![("the results directory", plan.results.root()), ("drover-job", job_bin)];
     paths.extend(plan.plugins.values().map(|p| ("a plugin", p.as_path())));
     let warnings =
-        [slurm::gpu_request_warning(plan), slurm::throttle_warning(plan), slurm::node_local_warning(&paths), slurm::mpi_warning(plan, &Slurm::default())]
-            .into_iter()
-            .flatten();
+        [
+            slurm::gpu_request_warning(plan),
+            slurm::throttle_warning(plan),
+            slurm::node_local_warning(&paths),
+            slurm::local_disk_warning_here(&paths, &Slurm::default()),
+            slurm::mpi_warning(plan, &Slurm::default()),
+        ]
+        .into_iter()
+        .flatten();
     for warning in warnings.chain(slurm::resource_warnings(plan)) {
         eprintln!("drover: warning: {warning}");
     }

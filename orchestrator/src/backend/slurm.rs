@@ -960,14 +960,81 @@ pub fn node_local_warning(paths: &[(&str, &Path)]) -> Option<String> {
 fn in_memory_filesystem(path: &Path) -> bool {
     const TMPFS_MAGIC: i64 = 0x0102_1994;
     const RAMFS_MAGIC: i64 = 0x8584_58f6;
-    let Some(existing) = path.ancestors().find(|p| p.exists()) else { return false };
-    let Ok(c_path) = std::ffi::CString::new(existing.as_os_str().as_encoded_bytes()) else { return false };
+    filesystem_magic(path).is_some_and(|m| matches!(m, TMPFS_MAGIC | RAMFS_MAGIC))
+}
+
+/// `statfs`'s filesystem type of `path`, or of the nearest existing folder above it.
+fn filesystem_magic(path: &Path) -> Option<i64> {
+    let existing = path.ancestors().find(|p| p.exists())?;
+    let c_path = std::ffi::CString::new(existing.as_os_str().as_encoded_bytes()).ok()?;
     // SAFETY: statfs reads the NUL-terminated path and writes into the zeroed struct we own.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
     if unsafe { libc::statfs(c_path.as_ptr(), &mut st) } != 0 {
-        return false;
+        return None;
     }
-    matches!(st.f_type as i64, TMPFS_MAGIC | RAMFS_MAGIC)
+    Some(st.f_type as i64)
+}
+
+/// The name of a filesystem that lives on one machine's own disk (ext4, XFS, Btrfs, an
+/// overlay), where a shared one (NFS, Lustre, GPFS, BeeGFS, CephFS, ...) would be seen by every
+/// node; `None` for the others and for the unknown.
+fn local_disk_filesystem(path: &Path) -> Option<&'static str> {
+    match filesystem_magic(path)? {
+        0xEF53 => Some("ext4"),
+        0x5846_5342 => Some("XFS"),
+        0x9123_683E => Some("Btrfs"),
+        0x794C_7630 => Some("overlayfs"),
+        _ => None,
+    }
+}
+
+/// A warning naming the `paths` (what, path) on this machine's own disk when the cluster has
+/// nodes other than this one (`others`): those nodes see their own disks, so the tasks would
+/// fail to open their output file or find their program (Slurm then fails them before the
+/// batch script runs). A path under a directory this machine exports (`exports`, the first
+/// words of `/etc/exports`) is seen by the nodes through NFS and not named.
+pub fn local_disk_warning(paths: &[(&str, &Path, &str)], others: bool, exports: &[PathBuf]) -> Option<String> {
+    if !others {
+        return None;
+    }
+    let local: Vec<String> = paths
+        .iter()
+        .filter(|(_, p, _)| !exports.iter().any(|e| p.starts_with(e)))
+        .map(|(what, p, fs)| format!("{what} `{}` ({fs})", p.display()))
+        .collect();
+    (!local.is_empty()).then(|| {
+        format!(
+            "{} on this machine's own disk, and the cluster has other nodes: they cannot see it unless \
+             it is shared with them (a shared home, project or scratch filesystem), and their tasks \
+             would fail before starting",
+            local.join(", ")
+        )
+    })
+}
+
+/// Whether a Slurm node (hostname, address) is this machine, named `host`: the same short
+/// name, or the loopback (a single-node cluster such as the test one names itself `localhost`).
+fn is_this_machine(name: &str, addr: &str, host: &str) -> bool {
+    let short = |h: &str| h.trim().split('.').next().unwrap_or_default().to_ascii_lowercase();
+    short(name) == short(host) || short(addr) == short(host) || name == "localhost" || addr == "localhost" || addr.starts_with("127.") || addr == "::1"
+}
+
+/// [`local_disk_warning`] for `paths` as they lie here: asks Slurm for its nodes (`sinfo`) only
+/// when some path is on a local disk, and says nothing when it cannot tell.
+pub fn local_disk_warning_here(paths: &[(&str, &Path)], slurm: &Slurm) -> Option<String> {
+    let on_disk: Vec<(&str, &Path, &str)> =
+        paths.iter().filter_map(|&(what, p)| local_disk_filesystem(p).map(|fs| (what, p, fs))).collect();
+    if on_disk.is_empty() {
+        return None;
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+    let others = slurm.node_hosts()?.iter().any(|(name, addr)| !is_this_machine(name, addr, &host));
+    let exports: Vec<PathBuf> = std::fs::read_to_string("/etc/exports")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().filter(|w| w.starts_with('/')).map(PathBuf::from))
+        .collect();
+    local_disk_warning(&on_disk, others, &exports)
 }
 
 /// Runs a sweep may have without a throttle before [`throttle_warning`] speaks up.
@@ -3036,6 +3103,22 @@ mod tests {
         if !in_memory_filesystem(tree) {
             assert_eq!(node_local_warning(&[("the results directory", tree)]), None);
         }
+    }
+
+    /// Paths on this machine's own disk are warned about when the cluster has other nodes,
+    /// naming each path and its filesystem, except under a directory this machine exports;
+    /// a single-node cluster (its node this host, or the loopback) hears nothing.
+    #[test]
+    fn paths_on_a_local_disk_of_a_multi_node_cluster_are_warned_about() {
+        let paths = [("the results directory", Path::new("/scratch/local/r"), "ext4"), ("drover-job", Path::new("/home/u/bin/drover-job"), "XFS")];
+        let w = local_disk_warning(&paths, true, &[]).expect("warned");
+        assert!(w.starts_with("the results directory `/scratch/local/r` (ext4), drover-job `/home/u/bin/drover-job` (XFS) on this machine's own disk"), "{w}");
+        assert_eq!(local_disk_warning(&paths, false, &[]), None, "a single-node cluster");
+        let w = local_disk_warning(&paths, true, &[PathBuf::from("/home")]).expect("warned");
+        assert!(!w.contains("drover-job"), "exported to the nodes: {w}");
+        assert_eq!(local_disk_warning(&paths[1..], true, &[PathBuf::from("/home")]), None);
+        assert!(is_this_machine("localhost", "127.0.0.1", "vm") && is_this_machine("node01", "10.0.0.5", "node01.cluster"));
+        assert!(!is_this_machine("node02", "10.0.0.6", "login1"));
     }
 
     /// While the controller does not answer, the waits between polls double from the poll

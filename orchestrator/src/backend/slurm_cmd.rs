@@ -210,6 +210,19 @@ impl Slurm {
             .collect()
     }
 
+    /// The cluster's nodes as (hostname, address) (`sinfo --Node --format=%n|%o`), or `None`
+    /// when Slurm does not say: one question, only asked for a warning.
+    pub fn node_hosts(&self) -> Option<Vec<(String, String)>> {
+        let args: Vec<String> = ["--noheader", "--Node", "--format=%n|%o"].iter().map(|s| s.to_string()).collect();
+        let out = Slurm { policy: CallPolicy { attempts: 1, ..self.policy.clone() }, ..self.clone() }.call("sinfo", &args).ok()?;
+        let nodes: Vec<(String, String)> = out
+            .lines()
+            .filter_map(|l| l.trim().split_once('|'))
+            .map(|(name, addr)| (name.trim().to_string(), addr.trim().to_string()))
+            .collect();
+        (!nodes.is_empty()).then_some(nodes)
+    }
+
     /// Whether user `uid` has any job in the queue (pending, running, ...): a submit limit
     /// that refuses even one task while the user has none is no back-pressure that jobs
     /// ending relieve (a limit of 0, a missing `--account`/`--qos`).
