@@ -796,6 +796,8 @@ fn a_cancelled_sweep_says_what_the_next_run_resumes_and_pending_runs_show_their_
     assert!(pending.contains("waiting for a slot") && pending.contains("Slurm: JobArrayTaskLimit"), "{table}");
     assert_eq!(status_json(&results)["runs"][1]["seed"], 12);
 
+    // Slurm lists the task running a moment before its batch script makes the run's directory.
+    wait_until("the running run's directory", Duration::from_secs(60), || !run_dirs(&results).is_empty());
     let run = run_dirs(&results).pop().expect("the running run's directory");
     wait_until("10 iterations", Duration::from_secs(120), || metrics(&run).len() >= 10);
     run_ok(drover().arg("cancel").arg(&results));

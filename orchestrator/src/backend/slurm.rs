@@ -238,6 +238,9 @@ pub struct Ledger {
     /// `drover cancel` records so far: a waiting `drover run` that sees a new one submits
     /// nothing more.
     pub user_cancels: usize,
+    /// The last submission at the latest `drover cancel`: arrays submitted after it, by a
+    /// `drover run` that had not seen the cancel yet, are cancelled by that `drover run`.
+    pub cancelled_upto_latest: Option<u32>,
     /// Retries per run and kind.
     pub retries: BTreeMap<(String, RetryKind), u32>,
 }
@@ -303,6 +306,7 @@ impl Ledger {
             }
             LedgerEvent::Cancelled { upto_submission, job_ids: None, .. } => {
                 self.user_cancels += 1;
+                self.cancelled_upto_latest = Some(upto_submission);
                 self.cancelled_upto = Some(self.cancelled_upto.map_or(upto_submission, |u| u.max(upto_submission)));
             }
             // `slurm.fail_fast` cancelled only the arrays' queued tasks: its arrays are not
@@ -310,8 +314,9 @@ impl Ledger {
             LedgerEvent::Cancelled { job_ids: Some(ids), reason: Some(reason), .. } => {
                 self.cancel_reasons.extend(ids.into_iter().map(|id| (id, reason.clone())));
             }
-            LedgerEvent::Cancelled { job_ids: Some(ids), reason: None, .. } => {
+            LedgerEvent::Cancelled { upto_submission, job_ids: Some(ids), reason: None } => {
                 self.user_cancels += 1;
+                self.cancelled_upto_latest = Some(upto_submission);
                 self.cancelled_jobs.extend(ids);
             }
             LedgerEvent::Retry { run_id, retry, .. } => *self.retries.entry((run_id, retry)).or_default() += 1,
@@ -525,6 +530,25 @@ fn task_infos<'c>(root: &Path, n: u32, cache: &'c mut BTreeMap<u32, Vec<TaskInfo
     })
 }
 
+/// Why a run of a packed task that ended before reaching it waits (`slurm` saying how the
+/// task ended).
+fn not_reached(slurm: &str) -> String {
+    format!("not reached: its array task ended first ({slurm}); a waiting `drover run` submits it again, or run `drover run` again")
+}
+
+/// Whether another run of packed task `task` of `submission` (array `job_id`) started in it.
+fn sibling_ran(dir: &SweepDir, submission: &Submission, job_id: &str, task: usize, me: &RunId) -> bool {
+    let k = submission.runs_per_task.max(1);
+    submission
+        .runs
+        .iter()
+        .skip(task * k)
+        .take(k)
+        .filter(|r| r.as_str() != me.as_str())
+        .filter_map(|r| RunId::parse(r))
+        .any(|r| last_attempt_ran_in(&dir.run_dir(&r), job_id, task))
+}
+
 /// The last attempt the batch script recorded in the run's `attempts.jsonl`.
 fn last_attempt(run_dir: &Path) -> Option<serde_json::Value> {
     let text = std::fs::read_to_string(run_dir.join("attempts.jsonl")).ok()?;
@@ -553,7 +577,7 @@ fn packed_view(run_dir: &Path, exit: Option<&ExitRecord>, ran_here: bool, per_ta
         } else if queued || cancelled || listed == "CANCELLED" {
             None
         } else {
-            Some((RunState::NotSubmitted, Some(format!("not reached: its array task ended first (Slurm: {listed}); drover submits it again"))))
+            Some((RunState::NotSubmitted, Some(not_reached(&format!("Slurm: {listed}")))))
         };
     }
     let rc = last_attempt(run_dir)
@@ -633,16 +657,21 @@ fn statuses_reusing(
                     let task = submission.task_of(position);
                     slurm_job = Some(format!("{job_id}_{task}"));
                     entry = by_task.get(&(job_id, task as u32)).copied();
-                    let packed_listed = entry.filter(|_| submission.runs_per_task > 1);
+                    let several = submission.runs_per_task > 1;
                     // Read only where it matters: a stop marker beside a listed task (requeued?),
-                    // a forgotten task without a marker (did it ever start?), and a listed task
-                    // of several runs (which did it train?).
-                    let ran_in_array =
-                        (packed_listed.is_some() || entry.is_some() == exit.is_some()) && last_attempt_ran_in(&run_dir, job_id, task);
-                    if let Some(e) = packed_listed {
-                        let cancelled = ledger.cancelled(n, job_id);
-                        packed = packed_view(&run_dir, exit.as_ref(), ran_in_array, submission.runs_per_task, &e.state, cancelled);
-                    }
+                    // a forgotten task without a marker (did it ever start?), and a task of
+                    // several runs (which did it train?).
+                    let ran_in_array = (several || entry.is_some() == exit.is_some()) && last_attempt_ran_in(&run_dir, job_id, task);
+                    let cancelled = ledger.cancelled(n, job_id);
+                    packed = match (entry, queue) {
+                        (Some(e), _) if several => packed_view(&run_dir, exit.as_ref(), ran_in_array, submission.runs_per_task, &e.state, cancelled),
+                        // Forgotten: a run the task never reached, while it reached another, was
+                        // not reached (Slurm alone would say it never started).
+                        (None, Some(_)) if several && !ran_in_array && !cancelled && sibling_ran(dir, submission, job_id, task, run_id) => {
+                            Some((RunState::NotSubmitted, Some(not_reached("Slurm no longer lists it"))))
+                        }
+                        _ => None,
+                    };
                     facts = RunFacts {
                         cancelled_by_drover: ledger.cancelled(n, job_id),
                         ran_in_listed_task: entry.is_some() && ran_in_array,
@@ -656,17 +685,17 @@ fn statuses_reusing(
                 }
             };
             let (state, reason) = packed.unwrap_or_else(|| classify(exit.as_ref(), view, facts));
+            // Cancelled while queued by a `drover run` that stopped the failing sweep: what Slurm
+            // alone would call a `scancel` by hand. A task that had started was not cancelled
+            // by it (only queued tasks were).
+            let stopped_by = slurm_job.as_deref().and_then(|j| ledger.cancel_reasons.get(j.split('_').next().unwrap_or_default()));
+            let reason = match stopped_by {
+                Some(why) if state == RunState::Cancelled && !facts.started => Some(format!("cancelled while queued by `drover run`: {why}")),
+                _ => reason,
+            };
             let reason = match (state, reason) {
                 (RunState::NotSubmitted, None) => kept_out_by(ledger, run_id.as_str()),
                 (_, reason) => resume_hint(state, reason, run_dir.join(CHECKPOINT_JSON).exists()),
-            };
-            // Cancelled while queued by a `drover run` that stopped the failing sweep: what Slurm
-            // alone would call a `scancel` by hand.
-            let stopped_by = slurm_job.as_deref().and_then(|j| ledger.cancel_reasons.get(j.split('_').next().unwrap_or_default()));
-            let by_hand = |r: &str| r.starts_with(crate::status::BY_SCANCEL) || r.starts_with(crate::status::NEVER_STARTED);
-            let reason = match (reason, stopped_by) {
-                (Some(r), Some(why)) if state == RunState::Cancelled && by_hand(&r) => Some(format!("cancelled while queued by `drover run`: {why}")),
-                (reason, _) => reason,
             };
             let (time_limit_requeues, preemptions) = interruption_counts(&run_dir);
             let spent_budget = exit.as_ref().filter(|_| state == RunState::Failed).and_then(ExitRecord::spent_budget).map(str::to_string);
@@ -720,6 +749,23 @@ fn records_dangling(dir: &SweepDir) -> bool {
     crate::lock::live_holder(&dir.root.join(crate::lock::LOCK_FILE)).is_none()
 }
 
+/// What `status` and `cancel` do with dangling submissions found in `queue`: recorded when no
+/// `drover run` holds the results directory ([`records_dangling`]), from the ledger read again
+/// after that check, since a `drover run` that held it until a moment ago (while this reader
+/// asked Slurm) recorded its own before letting go; otherwise used in memory.
+fn find_dangling_as_reader(dir: &SweepDir, ledger: &mut Ledger, queue: &[QueueEntry]) {
+    if ledger.dangling().is_empty() {
+        return;
+    }
+    let records = records_dangling(dir);
+    if records {
+        if let Ok(fresh) = Ledger::load(&dir.root) {
+            *ledger = fresh;
+        }
+    }
+    ledger.find_dangling(queue, &job_name(&dir.name, &dir.root).1, records);
+}
+
 fn status_report(dir: &SweepDir, runs: Vec<RunStatus>) -> StatusReport {
     StatusReport::new(dir.name.clone(), dir.root.clone(), "slurm", None, runs)
 }
@@ -744,7 +790,7 @@ pub fn status(results: &Path, slurm: &Slurm) -> Result<StatusReport, RunError> {
         Err(e) => return Err(e.into()),
     };
     // Not found: its sbatch may still be in flight, so it is left for `drover run` to judge.
-    ledger.find_dangling(&queue, &job_name(&dir.name, &dir.root).1, records_dangling(&dir));
+    find_dangling_as_reader(&dir, &mut ledger, &queue);
     // Also where a `--no-wait` sweep's lowered throttle catches up, and its waiting array
     // starts, once older runs end.
     let lifted = share_free_slots_remembered(&dir.root, &mut ledger, &queue, slurm, &mut throttles_set(&dir.root));
@@ -754,8 +800,8 @@ pub fn status(results: &Path, slurm: &Slurm) -> Result<StatusReport, RunError> {
 }
 
 /// `drover cancel <dir>`: cancels the sweep's live arrays (one `scancel`) and records which,
-/// so their runs show as cancelled even after Slurm forgets them; with nothing live it records
-/// nothing, since no run was stopped. Returns the job ids cancelled.
+/// so their runs show as cancelled even after Slurm forgets them; with nothing live the record
+/// names no array (a waiting `drover run` still learns of it). Returns the job ids cancelled.
 pub fn cancel(results: &Path, slurm: &Slurm) -> Result<Vec<String>, RunError> {
     let dir = SweepDir::open(results)?;
     let mut ledger = Ledger::load(&dir.root)?;
@@ -763,7 +809,7 @@ pub fn cancel(results: &Path, slurm: &Slurm) -> Result<Vec<String>, RunError> {
         return Err(RunError::NotSlurm { dir: dir.root });
     };
     let queue = slurm.queue(&dir.job_name, ledger.submitter())?;
-    ledger.find_dangling(&queue, &job_name(&dir.name, &dir.root).1, records_dangling(&dir));
+    find_dangling_as_reader(&dir, &mut ledger, &queue);
     let ours: BTreeSet<&str> = ledger.submissions.values().filter_map(|s| s.job_id.as_deref()).collect();
     let live: BTreeSet<String> = queue
         .iter()
@@ -772,10 +818,9 @@ pub fn cancel(results: &Path, slurm: &Slurm) -> Result<Vec<String>, RunError> {
         .map(|e| e.array_job_id.clone())
         .collect();
     let ids: Vec<String> = live.into_iter().collect();
-    if ids.is_empty() {
-        return Ok(ids);
-    }
-    // Recorded first: a run that ends while scancel runs must still read as cancelled.
+    // Recorded first: a run that ends while scancel runs must still read as cancelled. Recorded
+    // with nothing live too: a waiting `drover run` whose runs all wait for room under a submit
+    // limit must learn of it, and cancels what it submits after `upto`.
     ledger.append(LedgerEvent::Cancelled { upto_submission: upto, job_ids: Some(ids.clone()), reason: None })?;
     slurm.cancel(&ids)?;
     Ok(ids)
@@ -1831,7 +1876,7 @@ pub fn dry_run_actions(plan: &Plan, opts: &SlurmOptions) -> Vec<&'static str> {
         .zip(&now)
         .map(|(run, st)| match st.state {
             RunState::Done => "done",
-            s if s.is_live() => "live",
+            s if s.is_live() || task_live(st) => "live",
             state => {
                 let run_dir = dir.run_dir(&run.run_id);
                 let failed_at_stop = state == RunState::Failed && failed_at_a_stop(&run_dir);
@@ -1914,7 +1959,10 @@ fn retry_kind(st: &RunStatus) -> Option<RetryKind> {
 /// again within one attempt). Judged from the files, not from the budgets now in the sweep
 /// file: raising a budget is exactly what the user does before such a rerun.
 fn resumes_on_rerun(state: RunState, failed_at_stop: bool) -> bool {
-    state.stopped_from_outside() || (state == RunState::Failed && failed_at_stop)
+    // Not submitted: never submitted (nothing to resume), or held back by a submit limit or not
+    // reached by its packed task after whoever submitted it last got it ready: its checkpoint,
+    // if any, is the work so far.
+    state.stopped_from_outside() || state == RunState::NotSubmitted || (state == RunState::Failed && failed_at_stop)
 }
 
 /// Whether the run failed at a checkpointed stop: it kept its checkpoint and its last recorded
@@ -1953,6 +2001,18 @@ struct WaitingRoom {
     limit: Option<String>,
     /// When the limit last refused, and how many of the sweep's tasks were live then.
     refused: Option<(Instant, usize)>,
+    /// Since when a group's or an account's limit has refused while nothing of this user's was
+    /// queued: colleagues' jobs may make room, or the limit may be 0 (a blocked account), so
+    /// the wait is bounded ([`GROUP_LIMIT_PATIENCE`]).
+    nothing_queued_since: Option<Instant>,
+}
+
+/// How long a group's or an account's submit limit is waited out while nothing of the user's
+/// is queued, before its refusal is the error (`DROVER_SLURM_GROUP_WAIT_S` overrides).
+const GROUP_LIMIT_PATIENCE: Duration = Duration::from_secs(30 * 60);
+
+fn group_limit_patience() -> Duration {
+    std::env::var("DROVER_SLURM_GROUP_WAIT_S").ok().and_then(|s| s.parse().ok()).map_or(GROUP_LIMIT_PATIENCE, Duration::from_secs)
 }
 
 impl WaitingRoom {
@@ -1969,8 +2029,15 @@ impl WaitingRoom {
         self.runs.retain(|(id, _)| !tried.contains(id.as_str()));
         self.runs.extend(round.deferred);
         if let Some((limit, error)) = round.limit {
-            if accepted == 0 && !room_may_free(slurm, live_before, &limit) {
+            let idle = accepted == 0 && nothing_queued(slurm, live_before);
+            if idle && !counts_others(&limit) {
                 return Err(error);
+            }
+            match (idle, self.nothing_queued_since) {
+                (false, _) => self.nothing_queued_since = None,
+                (true, None) => self.nothing_queued_since = Some(Instant::now()),
+                (true, Some(since)) if since.elapsed() >= group_limit_patience() => return Err(error),
+                (true, Some(_)) => {}
             }
             self.limit = Some(limit);
             self.refused = Some((Instant::now(), live_before + accepted_tasks));
@@ -2079,13 +2146,18 @@ fn stop_failing_sweep(ledger: &mut Ledger, queue: &[QueueEntry], slurm: &Slurm, 
     Ok(queued.len())
 }
 
-/// Whether a submit limit that refused a one-task array can be waited out: the sweep has live
-/// tasks, or the user has other jobs, whose end makes room. A group's or an account's limit
-/// (`GrpSubmitJobs`, `MaxSubmitJobsPerAccount`) counts colleagues' jobs too, which this user
-/// cannot see ending: always waited out. When the queue cannot be asked, waiting is the safer
-/// guess.
-fn room_may_free(slurm: &Slurm, live: usize, limit: &str) -> bool {
-    live > 0 || limit.contains("Grp") || limit.contains("PerAccount") || slurm.user_has_jobs(crate::backend::slurm_cmd::current_uid()).unwrap_or(true)
+/// Whether nothing of this user's is queued whose end would make room under a submit limit:
+/// neither the sweep's live tasks nor other jobs of the user. When the queue cannot be asked,
+/// something is (waiting is the safer guess).
+fn nothing_queued(slurm: &Slurm, live: usize) -> bool {
+    live == 0 && !slurm.user_has_jobs(crate::backend::slurm_cmd::current_uid()).unwrap_or(true)
+}
+
+/// Whether a submit limit counts other users' jobs too (a group's or an account's:
+/// `GrpSubmitJobs`, `MaxSubmitJobsPerAccount`), whose end this user cannot see: waited out a
+/// while even with nothing of the user's queued.
+fn counts_others(limit: &str) -> bool {
+    limit.contains("Grp") || limit.contains("PerAccount")
 }
 
 pub fn run_sweep(plan: &Plan, opts: &SlurmOptions) -> Result<SlurmReport, RunError> {
@@ -2253,6 +2325,15 @@ pub fn run_sweep(plan: &Plan, opts: &SlurmOptions) -> Result<SlurmReport, RunErr
             if !opts.quiet {
                 eprintln!("drover: the sweep was cancelled (`drover cancel`): nothing more is submitted or retried; waiting for its jobs to end");
             }
+            // Arrays this process submitted after the cancel looked at the queue.
+            let upto = ledger.cancelled_upto_latest.unwrap_or(u32::MAX);
+            let late: Vec<String> = ledger.submissions.range(upto.saturating_add(1)..).filter_map(|(_, s)| s.job_id.clone()).collect();
+            if let Some(&last) = ledger.submissions.keys().next_back().filter(|_| !late.is_empty()) {
+                ledger.append(LedgerEvent::Cancelled { upto_submission: last, job_ids: Some(late.clone()), reason: None })?;
+                if let Err(e) = opts.slurm.cancel(&late) {
+                    eprintln!("drover: warning: could not cancel arrays {} ({e}); `drover cancel` stops them", late.join(", "));
+                }
+            }
         }
         let lifted = share_free_slots_remembered(&root, &mut ledger, &queue, &opts.slurm, &mut raised);
         mark_lifted(&mut queue, &lifted);
@@ -2298,7 +2379,8 @@ pub fn run_sweep(plan: &Plan, opts: &SlurmOptions) -> Result<SlurmReport, RunErr
         }
         let mut held_back = false;
         for st in &now {
-            let waits = st.slurm_reason.as_deref().filter(|r| st.state == RunState::Pending && crate::status::waits_for_a_person(r));
+            // A run that ended in a packed task held by Slurm waits on the task (`task_live`).
+            let waits = st.slurm_reason.as_deref().filter(|r| (st.state == RunState::Pending || task_live(st)) && crate::status::waits_for_a_person(r));
             if let Some(reason) = waits {
                 // Said once per run: the next polls find it the same.
                 if !opts.quiet && stuck.insert(st.run_id.clone()) {
@@ -2320,7 +2402,7 @@ pub fn run_sweep(plan: &Plan, opts: &SlurmOptions) -> Result<SlurmReport, RunErr
                 } else if let Some(run) = axes.get(&st.run_id) {
                     ready_run_dir(plan, run, true)?;
                     if !opts.quiet {
-                        eprintln!("drover: run {} ({}) {}", st.run_id, st.label, st.reason.as_deref().unwrap_or("was not reached by its task"));
+                        eprintln!("drover: run {} ({}) was not reached by its array task; submitting it again", st.run_id, st.label);
                     }
                     retry.push((st.run_id.clone(), run_resources(settings, run)));
                 }
@@ -2585,12 +2667,23 @@ mod tests {
         let root = tmp.path().canonicalize().expect("canonical");
         let dir = SweepDir { root: root.clone(), name: "s".into(), runs: Vec::new(), job_name: "j".into() };
         assert!(records_dangling(&dir), "no drover run: the reader keeps what it found");
+
+        // The reader read the ledger while the submission dangled; its `drover run` recorded
+        // the job id and ended while the reader asked Slurm: read again, nothing is doubled.
+        let mut stale = Ledger::load(&root).expect("ledger");
+        stale.append(intent(0, vec!["0123456789abcdef".into()], None, None)).expect("intent");
+        let mut run = Ledger::load(&root).expect("ledger");
+        run.append(LedgerEvent::Submitted { submission: 0, job_id: "77".into() }).expect("submitted");
+        let queue = [QueueEntry { comment: format!("drover:{}:0", job_name("s", &root).1), ..tasks("77", 0, 1, "RUNNING", "None")[0].clone() }];
+        find_dangling_as_reader(&dir, &mut stale, &queue);
+        let text = std::fs::read_to_string(root.join(SLURM_DIR).join(LEDGER)).expect("ledger");
+        assert_eq!(text.matches(r#""kind":"submitted""#).count(), 1, "{text}");
+        assert_eq!(stale.submissions[&0].job_id.as_deref(), Some("77"));
+
         let _held = crate::lock::acquire(&root, "drover run s.toml").expect("lock");
         assert!(!records_dangling(&dir), "a live drover run records it itself");
     }
 
-    /// A run the batch script has not started yet has no `spec.json`: its label and seed come
-    /// from the array's tasks file, so `drover status` shows the seed of a pending run.
     /// A run whose retry Slurm's submit limit held back reads as not submitted, with the
     /// limit's name, rather than as its earlier array's outcome; a refusal for another reason
     /// leaves the earlier outcome.
@@ -2687,6 +2780,8 @@ mod tests {
         assert_eq!(statuses(&dir, &ledger, Some(&cancelled))[4].state, RunState::Cancelled);
     }
 
+    /// A run the batch script has not started yet has no `spec.json`: its label and seed come
+    /// from the array's tasks file, so `drover status` shows the seed of a pending run.
     #[test]
     fn a_pending_run_shows_the_seed_and_label_of_its_tasks_file_line() {
         let tmp = tempfile::tempdir().expect("tempdir");
@@ -2919,10 +3014,16 @@ mod tests {
         assert_eq!((room.runs.len(), report.deferred, room.limit.as_deref()), (1, 1, Some("AssocMaxSubmitJobLimit")));
         assert!(room.holds("a") && !room.may_try(2) && room.may_try(1), "tried again once a task of the sweep ends");
         room.took(&mut report, &tried, Round::default(), 1, &nobody).expect("in");
-        // A group's limit counts colleagues' jobs, which this user cannot see end: waited out.
-        let group = || Round { limit: Some(("QOSGrpSubmitJobsLimit".into(), RunError::NotSlurm { dir: "d".into() })), ..refused() };
-        WaitingRoom::default().took(&mut report, &tried, group(), 0, &nobody).expect("waited out");
         assert!(room.runs.is_empty() && room.limit.is_none() && !room.may_try(0));
+
+        // A group's limit counts colleagues' jobs, which this user cannot see end: waited out,
+        // for a while (a limit of 0, a blocked account, would refuse for ever).
+        let group = || Round { limit: Some(("QOSGrpSubmitJobsLimit".into(), RunError::NotSlurm { dir: "d".into() })), ..refused() };
+        let mut room = WaitingRoom::default();
+        room.took(&mut report, &tried, group(), 0, &nobody).expect("waited out");
+        room.took(&mut report, &tried, group(), 0, &nobody).expect("still");
+        room.nothing_queued_since = room.nothing_queued_since.map(|t| t - GROUP_LIMIT_PATIENCE);
+        room.took(&mut report, &tried, group(), 0, &nobody).expect_err("waited long enough");
     }
 
     /// The plan of sweep `s.toml` in `dir` (a stand-in plugin file there): `slurm` is the
@@ -3267,7 +3368,10 @@ mod tests {
         for state in [RunState::Cancelled, RunState::TimedOut, RunState::Preempted] {
             assert!(resumes_on_rerun(state, false), "{state:?}");
         }
-        assert!(!resumes_on_rerun(RunState::NotSubmitted, false));
+        // Held back by a submit limit, or not reached by its packed task, after an earlier
+        // array stopped it: its checkpoint is the work so far (a run never submitted has none).
+        assert!(resumes_on_rerun(RunState::NotSubmitted, false));
+        assert!(!resumes_on_rerun(RunState::Unknown, false));
     }
 
     /// Failed runs are resubmitted only into the sweep's free slots: each resubmission is an
@@ -3813,7 +3917,8 @@ mod tests {
 
     /// `drover cancel` marks only the arrays it cancelled: a run of an array that had already
     /// ended (a crash Slurm has forgotten) still reads as failed; a ledger written before the
-    /// job ids were recorded keeps its meaning; with nothing live, nothing is recorded.
+    /// job ids were recorded keeps its meaning; with nothing live, the request is recorded with
+    /// no array (for a waiting `drover run` to see).
     #[test]
     fn cancel_marks_only_the_arrays_it_cancelled() {
         let tmp = tempfile::tempdir().expect("tempdir");
@@ -3838,7 +3943,8 @@ mod tests {
         let old = Ledger::load(old.path()).expect("an old record reads");
         assert!(old.cancelled(0, "41") && !old.cancelled(1, "42"));
 
-        // Nothing in the queue: `drover cancel` records nothing (a fake squeue answers empty).
+        // Nothing in the queue: `drover cancel` cancels nothing but records that it was asked (a
+        // waiting `drover run` whose runs all wait for room must stop), with no array named.
         let bin = root.join("bin");
         std::fs::create_dir_all(&bin).expect("mkdir");
         std::fs::write(bin.join("squeue"), "#!/bin/sh\nexit 0\n").expect("fake squeue");
@@ -3848,9 +3954,14 @@ mod tests {
         });
         std::fs::write(root.join(SWEEP_JSON), manifest.to_string()).expect("sweep.json");
         let before = std::fs::read_to_string(root.join(SLURM_DIR).join(LEDGER)).expect("ledger");
+        let cancels = Ledger::load(&root).expect("ledger").user_cancels;
         let ids = cancel(&root, &Slurm { bin_dir: Some(bin), ..Slurm::default() }).expect("cancel");
         assert!(ids.is_empty());
-        assert_eq!(std::fs::read_to_string(root.join(SLURM_DIR).join(LEDGER)).expect("ledger"), before, "nothing recorded");
+        let after = std::fs::read_to_string(root.join(SLURM_DIR).join(LEDGER)).expect("ledger");
+        assert!(after.starts_with(&before) && after[before.len()..].contains(r#""kind":"cancelled","upto_submission":1,"job_ids":[]"#), "{after}");
+        let ledger = Ledger::load(&root).expect("ledger");
+        assert_eq!((ledger.user_cancels, ledger.cancelled_upto_latest), (cancels + 1, Some(1)));
+        assert!(!ledger.cancelled(0, "41") && ledger.cancelled(1, "42"), "no array added");
     }
 
     #[test]
