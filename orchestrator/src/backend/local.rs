@@ -458,7 +458,7 @@ fn record_exit(report: &mut LaunchReport, run: &PendingRun, status: std::io::Res
             let mut reason = format!("{status_text} without writing exit.json");
             // A job that stops before it can write exit.json (it refused its spec, a library
             // failed to load) said why on stderr: show that here rather than only a log path.
-            if let Some(line) = last_stderr_line(&run.stderr_log()) {
+            if let Some(line) = crate::backend::last_log_line(&run.stderr_log()) {
                 reason.push_str(&format!("; its stderr ends: {line}"));
             }
             // Only under the run's lock: a process the job left behind may still write there.
@@ -485,24 +485,6 @@ fn record_exit(report: &mut LaunchReport, run: &PendingRun, status: std::io::Res
     Some(Failure { failed: FailedRun { run_id: run.run_id.clone(), label: run.label.clone(), reason, stderr_log: run.stderr_log() }, disk_full })
 }
 
-/// The last non-empty line of a job's stderr log, cut to a few hundred characters.
-fn last_stderr_line(path: &Path) -> Option<String> {
-    use std::io::{Read, Seek, SeekFrom};
-    const TAIL: u64 = 4096;
-    const MAX_CHARS: usize = 300;
-    let mut file = File::open(path).ok()?;
-    let len = file.metadata().ok()?.len();
-    file.seek(SeekFrom::Start(len.saturating_sub(TAIL))).ok()?;
-    let mut tail = Vec::new();
-    file.read_to_end(&mut tail).ok()?;
-    let text = String::from_utf8_lossy(&tail);
-    let line = text.lines().map(str::trim).rfind(|l| !l.is_empty())?;
-    let mut cut: String = line.chars().take(MAX_CHARS).collect();
-    if cut.len() < line.len() {
-        cut.push('…');
-    }
-    Some(cut)
-}
 
 /// The reason of a run whose `exit.json` says `failed`: the job's own words, as written (they
 /// may hold paths, whose case matters), else how its process ended.
@@ -643,20 +625,21 @@ fn update_message(bar: &ProgressBar, running: &HashMap<usize, Running>, report: 
 
 #[cfg(test)]
 mod tests {
-    use super::{job_failure_reason, last_stderr_line, says_disk_full, signal_reason};
+    use super::{job_failure_reason, says_disk_full, signal_reason};
+    use crate::backend::last_log_line;
 
     #[test]
     fn the_last_words_on_stderr_are_its_last_non_empty_line() {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = dir.path().join("attempt-1.stderr.log");
-        assert_eq!(last_stderr_line(&log), None, "no log");
+        assert_eq!(last_log_line(&log), None, "no log");
         std::fs::write(&log, "").expect("write");
-        assert_eq!(last_stderr_line(&log), None, "an empty log");
+        assert_eq!(last_log_line(&log), None, "an empty log");
         let long = "x".repeat(10_000);
         std::fs::write(&log, format!("{long}\n  INFO start\ndrover-job: run r: bad spec  \n\n \n")).expect("write");
-        assert_eq!(last_stderr_line(&log).as_deref(), Some("drover-job: run r: bad spec"));
+        assert_eq!(last_log_line(&log).as_deref(), Some("drover-job: run r: bad spec"));
         std::fs::write(&log, &long).expect("write");
-        assert_eq!(last_stderr_line(&log), Some(format!("{}…", "x".repeat(300))), "a long line is cut");
+        assert_eq!(last_log_line(&log), Some(format!("{}…", "x".repeat(300))), "a long line is cut");
     }
     use crate::layout::{ExitRecord, ExitStatus};
 

@@ -91,6 +91,27 @@ pub(crate) fn file_sha256(path: &std::path::Path) -> std::io::Result<String> {
     Ok(sha2::Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect())
 }
 
+/// The last non-empty line of a job's log (read from its last 4 KiB), cut to a few hundred
+/// characters: what a failure usually says (a missing library, a bad spec), shown beside the
+/// run by both backends.
+pub(crate) fn last_log_line(path: &std::path::Path) -> Option<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    const TAIL: u64 = 4096;
+    const MAX_CHARS: usize = 300;
+    let mut file = std::fs::File::open(path).ok()?;
+    let len = file.metadata().ok()?.len();
+    file.seek(SeekFrom::Start(len.saturating_sub(TAIL))).ok()?;
+    let mut tail = Vec::new();
+    file.read_to_end(&mut tail).ok()?;
+    let text = String::from_utf8_lossy(&tail);
+    let line = text.lines().map(str::trim).rfind(|l| !l.is_empty())?;
+    let mut cut: String = line.chars().take(MAX_CHARS).collect();
+    if cut.len() < line.len() {
+        cut.push('…');
+    }
+    Some(cut)
+}
+
 /// Why a sweep stopped early; ordered by severity (a later, stronger reason replaces a weaker one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum CancelReason {
@@ -168,3 +189,4 @@ mod tests {
         }
     }
 }
+

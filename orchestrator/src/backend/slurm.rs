@@ -348,16 +348,30 @@ impl Ledger {
     /// The latest accepted submission of each run: run id → (submission, position in its
     /// `runs`; the array task is [`Submission::task_of`] it).
     pub fn latest(&self) -> BTreeMap<&str, (u32, usize)> {
+        self.listings(true)
+    }
+
+    /// The latest submission listing each run, accepted or not: run id → (submission, position).
+    /// Where a run whose submission was refused finds its label and seed, and its refusal.
+    fn last_listings(&self) -> BTreeMap<&str, (u32, usize)> {
+        self.listings(false)
+    }
+
+    /// Run id → (submission, position) of the latest submission listing it, of the accepted
+    /// ones only or of all.
+    fn listings(&self, accepted_only: bool) -> BTreeMap<&str, (u32, usize)> {
         let mut out = BTreeMap::new();
-        for (n, s) in &self.submissions {
-            if s.job_id.is_none() {
-                continue;
-            }
+        for (n, s) in self.submissions.iter().filter(|(_, s)| !accepted_only || s.job_id.is_some()) {
             for (i, run) in s.runs.iter().enumerate() {
                 out.insert(run.as_str(), (*n, i));
             }
         }
         out
+    }
+
+    /// The job ids of the accepted submissions.
+    fn accepted_jobs(&self) -> BTreeSet<&str> {
+        self.submissions.values().filter_map(|s| s.job_id.as_deref()).collect()
     }
 
     /// Accepted submissions that hold `run_id`.
@@ -383,12 +397,6 @@ impl Ledger {
         let mut uids = self.submissions.values().map(|s| s.submit_uid);
         let first = uids.next()??;
         uids.all(|u| u == Some(first)).then_some(first)
-    }
-
-    /// The latest submission listing `run_id`, accepted or not, with the run's array index:
-    /// where a run whose submission was refused finds its label and seed.
-    fn last_listing(&self, run_id: &str) -> Option<(u32, usize)> {
-        self.submissions.iter().rev().find_map(|(n, s)| s.runs.iter().position(|r| r == run_id).map(|i| (*n, i)))
     }
 
     /// Submissions whose `sbatch` outcome was never recorded (drover died, or sbatch timed out).
@@ -565,7 +573,7 @@ fn last_attempt(run_dir: &Path) -> Option<serde_json::Value> {
 fn packed_view(run_dir: &Path, exit: Option<&ExitRecord>, ran_here: bool, per_task: usize, listed: &str, cancelled: bool) -> Option<(RunState, Option<String>)> {
     use crate::layout::ExitStatus;
     let running = crate::status::slurm_running(listed);
-    let queued = !running && classify(None, SlurmView::Listed(listed), RunFacts::default()).0 == RunState::Pending;
+    let queued = !running && listed_state(listed) == RunState::Pending;
     match exit.map(|e| e.status) {
         Some(ExitStatus::Completed) => return Some((RunState::Done, None)),
         Some(ExitStatus::Failed) if ran_here => return Some((RunState::Failed, exit.and_then(|e| e.reason.clone()))),
@@ -621,6 +629,7 @@ fn statuses_reusing(
     let by_task: BTreeMap<(&str, u32), &QueueEntry> =
         queue.unwrap_or_default().iter().filter_map(|e| Some(((e.array_job_id.as_str(), e.task?), e))).collect();
     let latest = ledger.latest();
+    let listed = ledger.last_listings();
     let mut tasks = BTreeMap::new();
     dir.runs
         .iter()
@@ -638,22 +647,26 @@ fn statuses_reusing(
                 // Not started yet: the batch script writes `spec.json` from the tasks file (of
                 // a refused submission too, so its runs keep their labels).
                 None => {
-                    let listed = latest.get(run_id.as_str()).copied().or_else(|| ledger.last_listing(run_id.as_str()));
-                    let task = listed.and_then(|(n, i)| task_infos(&dir.root, n, &mut tasks).get(i).cloned());
+                    let listing = latest.get(run_id.as_str()).or_else(|| listed.get(run_id.as_str())).copied();
+                    let task = listing.and_then(|(n, i)| task_infos(&dir.root, n, &mut tasks).get(i).cloned());
                     task.map(|t| (t.label, t.seed)).unwrap_or_default()
                 }
             };
             let (mut slurm_job, mut entry, mut facts) = (None, None, RunFacts::default());
+            // The array of the run's latest accepted submission.
+            let mut array_job = None;
             // A run of a task that trains several, as its own files say.
             let mut packed = None;
             // Held back by a submit limit since its last accepted submission (a retry, or a
             // rerun's redo): not submitted now, whatever its earlier array did.
-            let latest_here = latest.get(run_id.as_str()).copied().filter(|&(n, _)| !held_back_since(ledger, run_id.as_str(), n));
+            let last_listed = listed.get(run_id.as_str()).copied();
+            let latest_here = latest.get(run_id.as_str()).copied().filter(|&(n, _)| !held_back_since(ledger, last_listed, n));
             let view = match latest_here {
                 None => SlurmView::NotSubmitted,
                 Some((n, position)) => {
                     let submission = &ledger.submissions[&n];
                     let job_id = submission.job_id.as_deref().unwrap_or_default();
+                    array_job = Some(job_id);
                     let task = submission.task_of(position);
                     slurm_job = Some(format!("{job_id}_{task}"));
                     entry = by_task.get(&(job_id, task as u32)).copied();
@@ -688,13 +701,13 @@ fn statuses_reusing(
             // Cancelled while queued by a `drover run` that stopped the failing sweep: what Slurm
             // alone would call a `scancel` by hand. A task that had started was not cancelled
             // by it (only queued tasks were).
-            let stopped_by = slurm_job.as_deref().and_then(|j| ledger.cancel_reasons.get(j.split('_').next().unwrap_or_default()));
+            let stopped_by = array_job.and_then(|j| ledger.cancel_reasons.get(j));
             let reason = match stopped_by {
                 Some(why) if state == RunState::Cancelled && !facts.started => Some(format!("cancelled while queued by `drover run`: {why}")),
                 _ => reason,
             };
             let reason = match (state, reason) {
-                (RunState::NotSubmitted, None) => kept_out_by(ledger, run_id.as_str()),
+                (RunState::NotSubmitted, None) => last_listed.and_then(|(m, _)| kept_out_by(ledger, m)),
                 (_, reason) => resume_hint(state, reason, run_dir.join(CHECKPOINT_JSON).exists()),
             };
             let (time_limit_requeues, preemptions) = interruption_counts(&run_dir);
@@ -725,16 +738,16 @@ fn statuses_reusing(
         .collect()
 }
 
-/// Whether Slurm's submit limit refused a submission of `run_id` newer than its accepted
-/// submission `n`.
-fn held_back_since(ledger: &Ledger, run_id: &str, n: u32) -> bool {
-    ledger.last_listing(run_id).is_some_and(|(m, _)| m > n && kept_out_by(ledger, run_id).is_some())
+/// Whether Slurm's submit limit refused the run's latest listing (`last_listed`), a submission
+/// newer than its accepted submission `n`.
+fn held_back_since(ledger: &Ledger, last_listed: Option<(u32, usize)>, n: u32) -> bool {
+    last_listed.is_some_and(|(m, _)| m > n && kept_out_by(ledger, m).is_some())
 }
 
-/// Why a run never submitted waits, when Slurm's submit limit refused its latest submission.
-fn kept_out_by(ledger: &Ledger, run_id: &str) -> Option<String> {
-    let (n, _) = ledger.last_listing(run_id)?;
-    let limit = crate::backend::slurm_cmd::submit_limit_reason(ledger.submissions[&n].refused.as_deref()?)?;
+/// Why a run waits whose latest listing is submission `n`, when Slurm's submit limit refused
+/// that submission.
+fn kept_out_by(ledger: &Ledger, n: u32) -> Option<String> {
+    let limit = crate::backend::slurm_cmd::submit_limit_reason(ledger.submissions.get(&n)?.refused.as_deref()?)?;
     Some(format!(
         "Slurm's submit limit ({limit}) keeps it out until jobs of yours end: a waiting `drover run` submits it then, or run `drover run` again"
     ))
@@ -810,7 +823,7 @@ pub fn cancel(results: &Path, slurm: &Slurm) -> Result<Vec<String>, RunError> {
     };
     let queue = slurm.queue(&dir.job_name, ledger.submitter())?;
     find_dangling_as_reader(&dir, &mut ledger, &queue);
-    let ours: BTreeSet<&str> = ledger.submissions.values().filter_map(|s| s.job_id.as_deref()).collect();
+    let ours = ledger.accepted_jobs();
     let live: BTreeSet<String> = queue
         .iter()
         .filter(|e| ours.contains(e.array_job_id.as_str()))
@@ -1247,7 +1260,7 @@ struct ArrayLimits {
 
 /// Live (queued, requeued or running) tasks per array of the sweep's accepted submissions.
 fn live_per_array(ledger: &Ledger, queue: &[QueueEntry]) -> BTreeMap<String, usize> {
-    let ours: BTreeSet<&str> = ledger.submissions.values().filter_map(|s| s.job_id.as_deref()).collect();
+    let ours = ledger.accepted_jobs();
     let mut live = BTreeMap::new();
     for e in queue.iter().filter(|e| ours.contains(e.array_job_id.as_str()) && is_live_entry(e)) {
         *live.entry(e.array_job_id.clone()).or_insert(0) += 1;
@@ -1257,7 +1270,12 @@ fn live_per_array(ledger: &Ledger, queue: &[QueueEntry]) -> BTreeMap<String, usi
 
 /// Whether Slurm may still run the task (queued, requeued or running).
 fn is_live_entry(e: &QueueEntry) -> bool {
-    classify(None, SlurmView::Listed(&e.state), RunFacts::default()).0.is_live()
+    listed_state(&e.state).is_live()
+}
+
+/// What Slurm's state of a task says of it alone, without the run's own files.
+fn listed_state(state: &str) -> RunState {
+    classify(None, SlurmView::Listed(state), RunFacts::default()).0
 }
 
 /// The limits of the arrays of one round (a `drover run`'s first submission, or one poll's
@@ -1374,7 +1392,7 @@ fn throttle_raises(ledger: &Ledger, queue: &[QueueEntry]) -> Vec<(String, u32)> 
                 return None;
             }
             let queued = queue.iter().any(|e| {
-                e.array_job_id == job && classify(None, SlurmView::Listed(&e.state), RunFacts::default()).0 == RunState::Pending
+                e.array_job_id == job && listed_state(&e.state) == RunState::Pending
             });
             let now = target.saturating_sub(occupancy.others(n, job));
             (queued && now > start).then(|| (job.to_string(), now))
@@ -1921,7 +1939,7 @@ fn prepare_runs(
 /// has ended: a run of a task that trains several (`slurm.runs_per_task`), whose requeue could
 /// come back to it. It is retried (or resubmitted by a rerun) only once the task has ended.
 fn task_live(st: &RunStatus) -> bool {
-    !st.state.is_live() && st.slurm_state.as_deref().is_some_and(|s| classify(None, SlurmView::Listed(s), RunFacts::default()).0.is_live())
+    !st.state.is_live() && st.slurm_state.as_deref().is_some_and(|s| listed_state(s).is_live())
 }
 
 /// What `prepare_runs` decided.
@@ -2092,7 +2110,7 @@ impl Breaker {
         }
         let st = latest.or_else(|| now.iter().find(|st| st.state == RunState::Failed && st.progress.is_none()))?;
         let log = match st.logs.last() {
-            Some(l) => match last_line(l) {
+            Some(l) => match crate::backend::last_log_line(l) {
                 Some(line) => format!("; its log `{}` ends: {line}", l.display()),
                 None => format!(", log `{}`", l.display()),
             },
@@ -2114,25 +2132,12 @@ impl Breaker {
     }
 }
 
-/// The last non-empty line of a log (read from its last 4 KiB), cut at 300 characters: what
-/// a crash before training usually says (a missing library, an exec format error).
-fn last_line(path: &Path) -> Option<String> {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut file = std::fs::File::open(path).ok()?;
-    let len = file.metadata().ok()?.len();
-    file.seek(SeekFrom::Start(len.saturating_sub(4096))).ok()?;
-    let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes).ok()?;
-    let text = String::from_utf8_lossy(&bytes);
-    let line = text.lines().rev().map(str::trim).find(|l| !l.is_empty())?;
-    Some(line.chars().take(300).collect())
-}
 
 /// Cancels the queued tasks of the sweep's arrays (`scancel --state=PENDING`; running ones go
 /// on), recording why first so `drover status` tells them from a `drover cancel`. Returns how
 /// many tasks were queued. A refused `scancel` is a warning: the sweep stops retrying anyway.
 fn stop_failing_sweep(ledger: &mut Ledger, queue: &[QueueEntry], slurm: &Slurm, why: &str) -> Result<usize, RunError> {
-    let ours: BTreeSet<&str> = ledger.submissions.values().filter_map(|s| s.job_id.as_deref()).collect();
+    let ours = ledger.accepted_jobs();
     let queued: Vec<&QueueEntry> = queue.iter().filter(|e| ours.contains(e.array_job_id.as_str()) && e.state == "PENDING").collect();
     let ids: Vec<String> = queued.iter().map(|e| e.array_job_id.clone()).collect::<BTreeSet<_>>().into_iter().collect();
     let Some(&upto) = ledger.submissions.keys().next_back() else { return Ok(0) };
