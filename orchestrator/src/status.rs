@@ -237,6 +237,9 @@ pub fn pending_reason_words(reason: &str) -> String {
         "Resources" => "waiting for free resources (CPUs, memory or GPUs)",
         "BeginTime" => "waiting for its start time (a requeued run waits a little before it starts again)",
         "Dependency" => "waiting for a job it depends on",
+        "DependencyNeverSatisfied" => {
+            "will not start: a job it depends on did not end as its dependency asks (`slurm.after`): `drover cancel`, then run again with a dependency that can hold"
+        }
         "JobHeldUser" => "held by its user (`scontrol release <job>` lets it start)",
         "JobHeldAdmin" => "held by an administrator",
         "launch failed requeued held" | "launch_failed_requeued_held" => {
@@ -268,6 +271,7 @@ pub fn waits_for_a_person(reason: &str) -> bool {
             | "BadConstraints"
             | "PartitionTimeLimit"
             | "QOSMaxWallDurationPerJobLimit"
+            | "DependencyNeverSatisfied"
     )
 }
 

@@ -1379,3 +1379,54 @@ fn runs_packed_in_one_task_train_in_turn_and_resume_after_a_requeue() {
     };
     assert!(in_task_0(&first) && in_task_0(&second), "both trained by task 0");
 }
+
+/// `sbatch --parsable --wrap=<command>`: a job of the user's own, not drover's; its id.
+fn users_job(command: &str) -> String {
+    let out = run_ok(Command::new("sbatch").args(["--parsable", "--output=/dev/null", "--job-name=users-own", &format!("--wrap={command}")]));
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(!id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()), "{id}");
+    id
+}
+
+/// `slurm.after`: the sweep waits for a job of the user's own (a data-preparation step, say):
+/// none of its runs starts while that job runs, `drover status` says what they wait for, and
+/// they train once it has succeeded. A job that failed can never satisfy `afterok`: the waiting
+/// `drover run` cancels the queued runs and says why instead of waiting forever, and the next
+/// `drover run` without the dependency trains them.
+#[test]
+fn a_sweep_after_a_users_job_waits_for_it_and_stops_if_it_can_never_start() {
+    slurm_up();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let prep = users_job("sleep 12");
+    let sweep = short_sweep(tmp.path(), "after-prep", "[1, 2]", &format!("after = \"afterok:{prep}\"\nthrottle = 1"));
+    let results = tmp.path().join("r");
+    run_ok(drover().arg("run").arg(&sweep).arg("--results").arg(&results).arg("--no-wait"));
+    let script = std::fs::read_to_string(results.join("slurm/array-0.sbatch")).expect("script");
+    assert!(script.contains(&format!("#SBATCH --dependency=afterok:{prep}\n")), "{script}");
+    wait_until("Slurm to list the sweep as waiting on the job", Duration::from_secs(30), || {
+        status_json(&results)["runs"].as_array().expect("runs").iter().all(|r| r["reason"].as_str().is_some_and(|w| w.contains(&format!("waits for `afterok:{prep}` (`slurm.after`)"))))
+    });
+    let prep_running = || squeue_names("users-own").contains(&format!("{prep} RUNNING"));
+    assert!(prep_running(), "{}", squeue_names("users-own"));
+    assert!(run_dirs(&results).iter().all(|d| !d.join("attempts.jsonl").exists()), "no run starts before the job it waits for ends");
+    let out = drover().arg("run").arg(&sweep).arg("--results").arg(&results).output().expect("drover run");
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!prep_running(), "the sweep ended after the job it waited for");
+    assert_eq!(states(&status_json(&results)), ["done"; 2], "{}", text(&out));
+
+    let failed = users_job("exit 3");
+    let sweep = short_sweep(tmp.path(), "after-failed", "[1, 2, 3]", &format!("after = {failed}\nthrottle = 2"));
+    let results = tmp.path().join("r2");
+    let out = drover().arg("run").arg(&sweep).arg("--results").arg(&results).output().expect("drover run");
+    let said = text(&out);
+    assert!(!out.status.success(), "{said}");
+    assert!(said.contains(&format!("drover: stopping the sweep: its dependency `afterok:{failed}` (`slurm.after`) can never hold")), "{said}");
+    let status = status_json(&results);
+    for r in status["runs"].as_array().expect("runs") {
+        assert_eq!(r["state"], "cancelled", "{status}");
+        assert!(r["reason"].as_str().unwrap_or_default().contains("can never hold"), "{r}");
+    }
+    let out = drover().arg("run").arg(&sweep).arg("--results").arg(&results).args(["--set", "slurm.after=[]"]).output().expect("drover run");
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(states(&status_json(&results)), ["done"; 3], "{}", text(&out));
+}

@@ -630,6 +630,7 @@ fn statuses_reusing(
         queue.unwrap_or_default().iter().filter_map(|e| Some(((e.array_job_id.as_str(), e.task?), e))).collect();
     let latest = ledger.latest();
     let listed = ledger.last_listings();
+    let ours = ledger.accepted_jobs();
     let mut tasks = BTreeMap::new();
     dir.runs
         .iter()
@@ -708,6 +709,7 @@ fn statuses_reusing(
             };
             let reason = match (state, reason) {
                 (RunState::NotSubmitted, None) => last_listed.and_then(|(m, _)| kept_out_by(ledger, m)),
+                (RunState::Pending, None) => entry.and_then(|e| waits_for_user_job(e, &ours)),
                 (_, reason) => resume_hint(state, reason, run_dir.join(CHECKPOINT_JSON).exists()),
             };
             let (time_limit_requeues, preemptions) = interruption_counts(&run_dir);
@@ -1235,6 +1237,7 @@ fn render(
         checkpoint_every_s: s.checkpoint_minutes.map(|m| m * 60.0),
         mpi: s.mpi.as_deref(),
         after: &limits.after,
+        user_after: &s.after,
     })
 }
 
@@ -1341,22 +1344,113 @@ struct Occupancy {
     live: BTreeMap<String, usize>,
     /// Submission number of each accepted array.
     submission_of: BTreeMap<String, u32>,
-    /// Arrays whose live tasks all wait on their dependency (`--dependency=afterany`): none of
-    /// their tasks runs until Slurm finds the dependency met or drover lifts the array.
+    /// Arrays whose live tasks all wait on their dependency on the sweep's own arrays
+    /// (`--dependency=afterany`): none of their tasks runs until Slurm finds the dependency met
+    /// or drover lifts the array. An array that waits only on `slurm.after`'s jobs is not one:
+    /// it starts at its own `%N` once they end, as the arrays of its round do.
     waiting: BTreeSet<String>,
+}
+
+/// The job id a dependency term's job names (`41` of `41_*`, `41_3` or `41+5`).
+fn dependency_job(id: &str) -> &str {
+    id.split(['_', '+']).next().unwrap_or(id)
+}
+
+/// The terms of a task's dependency (`QueueEntry::dependency`) as (type, job ids), Slurm's
+/// `(unfulfilled)` status cut off: `afterok:99(unfulfilled),afterany:41_*(unfulfilled)` →
+/// `[("afterok", ["99"]), ("afterany", ["41_*"])]`.
+fn dependency_terms(dependency: &str) -> Vec<(&str, Vec<&str>)> {
+    dependency
+        .split(',')
+        .map(|term| term.split_once('(').map_or(term, |(t, _)| t).trim())
+        .filter(|t| !t.is_empty())
+        .map(|t| match t.split_once(':') {
+            Some((kind, ids)) => (kind, ids.split(':').collect()),
+            None => (t, Vec::new()),
+        })
+        .collect()
+}
+
+/// Why a pending task waits for jobs of the user's (`slurm.after`), in words: the terms not yet
+/// held, and whether they never will (a job that `afterok` names failed). `None` for a task
+/// that waits on nothing, or only on the sweep's own arrays (the throttle's turn).
+fn waits_for_user_job(e: &QueueEntry, ours: &BTreeSet<&str>) -> Option<String> {
+    if !e.reason.starts_with("Dependency") {
+        return None;
+    }
+    let terms = user_dependency(e.dependency.as_deref(), ours);
+    if terms.is_empty() {
+        return None;
+    }
+    Some(if e.reason == NEVER_SATISFIED {
+        format!("can never start: its dependency `{terms}` (`slurm.after`) cannot hold any more, as a job it names ended otherwise; `drover cancel`, then run again with `slurm.after` naming a job that can")
+    } else {
+        format!("waits for `{terms}` (`slurm.after`)")
+    })
+}
+
+/// Slurm's reason for a task whose dependency can never hold (`afterok` on a job that failed,
+/// `afternotok` on one that succeeded): it stays queued until someone cancels it.
+const NEVER_SATISFIED: &str = "DependencyNeverSatisfied";
+
+/// Why the sweep cannot go on, when one of its queued tasks waits on a dependency that can
+/// never hold: every array carries `slurm.after`'s terms, so each of its queued tasks would
+/// wait forever (and a waiting `drover run` with them).
+fn never_satisfied(ledger: &Ledger, queue: &[QueueEntry]) -> Option<String> {
+    let ours = ledger.accepted_jobs();
+    let e = queue.iter().find(|e| ours.contains(e.array_job_id.as_str()) && e.state == "PENDING" && e.reason == NEVER_SATISFIED)?;
+    let failed: Vec<&str> = e
+        .dependency
+        .as_deref()
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|t| t.trim().strip_suffix("(failed)"))
+        .collect();
+    let terms = if failed.is_empty() { user_dependency(e.dependency.as_deref(), &ours) } else { failed.join(",") };
+    Some(format!(
+        "its dependency `{terms}` (`slurm.after`) can never hold: a job it names did not end as it asks (Slurm: {NEVER_SATISFIED}), so its queued runs would wait forever"
+    ))
+}
+
+/// Whether a task waits on its dependency on one of the sweep's own arrays (`ours`): pending
+/// for `Dependency`, and its dependency names one (or `squeue` did not say which it has, as
+/// before drover asked: then it is the throttle's, the only one drover gave before
+/// `slurm.after`).
+fn waits_on_sweep(e: &QueueEntry, ours: &BTreeSet<&str>) -> bool {
+    e.state == "PENDING"
+        && e.reason == "Dependency"
+        && e.dependency.as_deref().is_none_or(|d| {
+            dependency_terms(d).iter().any(|(_, ids)| ids.iter().any(|id| ours.contains(dependency_job(id))))
+        })
+}
+
+/// The terms of a dependency not on the sweep's own arrays (`ours`): `slurm.after`'s, as
+/// `scontrol update Dependency=` takes them back when drover lifts the throttle's part. Empty
+/// when none is left (then the lift clears the dependency).
+fn user_dependency(dependency: Option<&str>, ours: &BTreeSet<&str>) -> String {
+    let terms = dependency.map(dependency_terms).unwrap_or_default();
+    terms
+        .into_iter()
+        .filter_map(|(kind, ids)| {
+            if ids.is_empty() {
+                return Some(kind.to_string());
+            }
+            let kept: Vec<&str> = ids.into_iter().filter(|id| !ours.contains(dependency_job(id))).collect();
+            (!kept.is_empty()).then(|| format!("{kind}:{}", kept.join(":")))
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 impl Occupancy {
     fn new(ledger: &Ledger, queue: &[QueueEntry]) -> Occupancy {
         let live = live_per_array(ledger, queue);
         let submission_of = ledger.submissions.iter().filter_map(|(n, s)| Some((s.job_id.clone()?, *n))).collect();
+        let ours = ledger.accepted_jobs();
         let waiting = live
             .keys()
             .filter(|job| {
-                queue
-                    .iter()
-                    .filter(|e| &e.array_job_id == *job && is_live_entry(e))
-                    .all(|e| e.state == "PENDING" && e.reason.starts_with("Dependency"))
+                queue.iter().filter(|e| &e.array_job_id == *job && is_live_entry(e)).all(|e| waits_on_sweep(e, &ours))
             })
             .cloned()
             .collect();
@@ -1412,6 +1506,8 @@ struct Lift {
     throttle: u32,
     /// The sweep's throttle (the array's `%N` at submission), which it is raised toward later.
     raise_to: u32,
+    /// The dependency it keeps: `slurm.after`'s terms not yet held ([`user_dependency`]).
+    keep: String,
 }
 
 /// The waiting arrays (`--dependency=afterany`, given no slot by `round_limits`) that may start
@@ -1422,6 +1518,7 @@ struct Lift {
 /// since it waits for it, and if it is lifted too, its own bound counts the earlier one's tasks.
 fn throttle_lifts(ledger: &Ledger, queue: &[QueueEntry]) -> Vec<Lift> {
     let occupancy = Occupancy::new(ledger, queue);
+    let ours = ledger.accepted_jobs();
     ledger
         .submissions
         .iter()
@@ -1430,7 +1527,9 @@ fn throttle_lifts(ledger: &Ledger, queue: &[QueueEntry]) -> Vec<Lift> {
             // A waiting array was submitted at the sweep's `%N`; an earlier lift recorded it.
             let target = s.raise_to.or(s.throttle)?;
             let free = target.saturating_sub(occupancy.others(n, job));
-            (free > 0).then(|| Lift { submission: n, job: job.to_string(), throttle: free, raise_to: target })
+            let listed = queue.iter().find(|e| e.array_job_id == job && waits_on_sweep(e, &ours));
+            let keep = user_dependency(listed.and_then(|e| e.dependency.as_deref()), &ours);
+            (free > 0).then(|| Lift { submission: n, job: job.to_string(), throttle: free, raise_to: target, keep })
         })
         .collect()
 }
@@ -1483,7 +1582,7 @@ fn remember_throttles(root: &Path, before: &BTreeMap<String, u32>, set: &BTreeMa
 /// [`share_free_slots`] with the throttles set so far read from and recorded in
 /// [`THROTTLES_JSON`], so that another drover command does not set them again; `set` also
 /// carries them across one command's polls.
-fn share_free_slots_remembered(root: &Path, ledger: &mut Ledger, queue: &[QueueEntry], slurm: &Slurm, set: &mut BTreeMap<String, u32>) -> BTreeSet<String> {
+fn share_free_slots_remembered(root: &Path, ledger: &mut Ledger, queue: &[QueueEntry], slurm: &Slurm, set: &mut BTreeMap<String, u32>) -> BTreeMap<String, String> {
     let before = set.clone();
     let lifted = share_free_slots(ledger, queue, slurm, set);
     remember_throttles(root, &before, set);
@@ -1493,16 +1592,17 @@ fn share_free_slots_remembered(root: &Path, ledger: &mut Ledger, queue: &[QueueE
 /// Hands the sweep's free slots out as one `squeue` answer shows them (a poll of a waiting
 /// `drover run`, `drover status`, the start of the next `drover run`): raises lowered throttles
 /// (`raise_throttles`) and lifts waiting arrays (`throttle_lifts`). A lift is recorded in the
-/// ledger, then sets the array's `ArrayTaskThrottle`, then clears its dependency, in that order:
+/// ledger, then sets the array's `ArrayTaskThrottle`, then clears its dependency (all but
+/// `slurm.after`'s terms not yet held, which it keeps), in that order:
 /// until the second call the array still waits, so at no instant may the sweep run more than
 /// its throttle. Recorded first so that an array whose throttle was lowered is always known to
 /// be raised later, even if drover dies before the dependency is cleared and Slurm releases it.
 /// A failure is logged, not fatal: the array keeps waiting, and the next poll or `drover status`
-/// tries again. Returns the arrays whose dependency it cleared.
-fn share_free_slots(ledger: &mut Ledger, queue: &[QueueEntry], slurm: &Slurm, set: &mut BTreeMap<String, u32>) -> BTreeSet<String> {
+/// tries again. Returns the arrays whose dependency it set, each with the terms it kept.
+fn share_free_slots(ledger: &mut Ledger, queue: &[QueueEntry], slurm: &Slurm, set: &mut BTreeMap<String, u32>) -> BTreeMap<String, String> {
     raise_throttles(ledger, queue, slurm, set);
-    let mut lifted = BTreeSet::new();
-    for Lift { submission, job, throttle, raise_to } in throttle_lifts(ledger, queue) {
+    let mut lifted = BTreeMap::new();
+    for Lift { submission, job, throttle, raise_to, keep } in throttle_lifts(ledger, queue) {
         let recorded = ledger.submissions.get(&submission).is_some_and(|s| s.lifted == Some(throttle));
         if !recorded {
             if let Err(e) = ledger.append(LedgerEvent::Lifted { submission, throttle, raise_to }) {
@@ -1515,21 +1615,29 @@ fn share_free_slots(ledger: &mut Ledger, queue: &[QueueEntry], slurm: &Slurm, se
             continue;
         }
         set.insert(job.clone(), throttle);
-        if let Err(e) = slurm.clear_dependency(&job) {
+        if let Err(e) = slurm.set_dependency(&job, &keep) {
             tracing::warn!("array {job} may run {throttle} at once but still waits on its dependency ({e}); the next poll or `drover status` tries again");
             continue;
         }
         tracing::info!(job = %job, throttle, "lifted the waiting array's dependency: {throttle} of the sweep's {raise_to} slots are free");
-        lifted.insert(job);
+        lifted.insert(job, keep);
     }
     lifted
 }
 
-/// The queue answer as Slurm gives it once the `lifted` arrays' dependencies are cleared: their
-/// pending tasks' reason is `None` at once, so status no longer says they wait for another job.
-fn mark_lifted(queue: &mut [QueueEntry], lifted: &BTreeSet<String>) {
-    for e in queue.iter_mut().filter(|e| lifted.contains(&e.array_job_id) && e.reason.starts_with("Dependency")) {
-        e.reason = "None".to_string();
+/// The queue answer as Slurm gives it once the `lifted` arrays' dependencies are set to the
+/// terms they kept: with none, their pending tasks' reason is `None` at once, so status no
+/// longer says they wait for another job; with `slurm.after`'s, they wait on those alone.
+fn mark_lifted(queue: &mut [QueueEntry], lifted: &BTreeMap<String, String>) {
+    for e in queue.iter_mut().filter(|e| e.reason == "Dependency") {
+        match lifted.get(&e.array_job_id) {
+            Some(keep) if keep.is_empty() => {
+                e.reason = "None".to_string();
+                e.dependency = None;
+            }
+            Some(keep) => e.dependency = Some(keep.clone()),
+            None => {}
+        }
     }
 }
 
@@ -2089,7 +2197,8 @@ struct Breaker {
     untrained: BTreeSet<String>,
     /// Whether any run has trained an iteration (then the setup works; the breaker stays off).
     trained: bool,
-    /// Why the sweep was stopped, once it was.
+    /// Why the sweep was stopped, once it was (by this breaker, or for a `slurm.after` dependency
+    /// that can never hold).
     why: Option<String>,
 }
 
@@ -2365,6 +2474,20 @@ pub fn run_sweep(plan: &Plan, opts: &SlurmOptions) -> Result<SlurmReport, RunErr
                 }
                 continue;
             }
+        }
+        if let Some(why) = never_satisfied(&ledger, &queue).filter(|_| breaker.why.is_none() && !cancel_seen) {
+            waiting_room = WaitingRoom::default();
+            report.deferred = 0;
+            breaker.why = Some(why.clone());
+            let cancelled = stop_failing_sweep(&mut ledger, &queue, &opts.slurm, &why)?;
+            if !opts.quiet {
+                eprintln!(
+                    "drover: stopping the sweep: {why}; cancelled its {} queued, the running ones go on. \
+                     Name a job that can hold in `slurm.after` (or leave it out) and run `drover run` again: the cancelled runs are submitted again",
+                    crate::words::count(cancelled, "task")
+                );
+            }
+            continue;
         }
         if let Some(limit) = settings.fail_fast.filter(|_| breaker.why.is_none()) {
             if let Some(why) = breaker.observe(&now, limit) {
@@ -2811,6 +2934,7 @@ mod tests {
                 state: state.into(),
                 reason: reason.into(),
                 comment: "c".into(),
+                dependency: None,
             })
             .collect();
         let now = statuses(&dir, &ledger, Some(&queue));
@@ -3511,6 +3635,7 @@ mod tests {
             state: state.into(),
             reason: "None".into(),
             comment: String::new(),
+            dependency: None,
         };
         let new_array = [entry("42", 0, "RUNNING"), entry("42", 1, "PENDING"), entry("42", 2, "PENDING")];
         let with_older = |older: &[QueueEntry]| throttle_raises(&back, &[older, &new_array[..]].concat());
@@ -3540,6 +3665,7 @@ mod tests {
             state: state.into(),
             reason: reason.into(),
             comment: String::new(),
+            dependency: None,
         };
         let lowered = [entry("51", 0, "RUNNING", "None"), entry("51", 1, "PENDING", "JobArrayTaskLimit")];
         let later_waiting = [entry("52", 0, "PENDING", "Dependency"), entry("52", 1, "PENDING", "Dependency")];
@@ -3565,12 +3691,12 @@ mod tests {
     /// `count` tasks of array `job` from index `from`, all in `state` for `reason`.
     fn tasks(job: &str, from: u32, count: u32, state: &str, reason: &str) -> Vec<QueueEntry> {
         (from..from + count)
-            .map(|task| QueueEntry { array_job_id: job.into(), task: Some(task), state: state.into(), reason: reason.into(), comment: String::new() })
+            .map(|task| QueueEntry { array_job_id: job.into(), task: Some(task), state: state.into(), reason: reason.into(), comment: String::new(), dependency: None })
             .collect()
     }
 
     fn lift(submission: u32, job: &str, throttle: u32, raise_to: u32) -> Lift {
-        Lift { submission, job: job.into(), throttle, raise_to }
+        Lift { submission, job: job.into(), throttle, raise_to, keep: String::new() }
     }
 
     /// A waiting array (given no slot, so `--dependency=afterany` on the older live array) is
@@ -3604,7 +3730,7 @@ mod tests {
 
         // Status reads a lifted array's tasks as Slurm gives them once the dependency is gone.
         let mut queue = [tasks("41", 0, 1, "RUNNING", "None"), waiting].concat();
-        mark_lifted(&mut queue, &BTreeSet::from(["42".to_string()]));
+        mark_lifted(&mut queue, &BTreeMap::from([("42".to_string(), String::new())]));
         assert!(queue.iter().all(|e| e.reason == "None"), "{queue:?}");
     }
 
@@ -3708,12 +3834,73 @@ mod tests {
         std::fs::write(refuse("dependency"), "").expect("refuse");
         assert!(share_free_slots(&mut ledger, &queue, &slurm, &mut BTreeMap::new()).is_empty(), "still waiting");
         std::fs::remove_file(refuse("dependency")).expect("rm");
-        assert_eq!(share_free_slots(&mut ledger, &queue, &slurm, &mut BTreeMap::new()), BTreeSet::from(["42".to_string()]));
+        assert_eq!(share_free_slots(&mut ledger, &queue, &slurm, &mut BTreeMap::new()), BTreeMap::from([("42".to_string(), String::new())]));
         let throttle_then_dependency = "update JobId=42 ArrayTaskThrottle=3\nupdate JobId=42 Dependency=\n";
         assert_eq!(calls_so_far(), format!("update JobId=42 ArrayTaskThrottle=3\n{throttle_then_dependency}{throttle_then_dependency}"));
         assert_eq!(lifted_lines(), 1, "the same lift is recorded once");
         let back = Ledger::load(tmp.path()).expect("reload");
         assert_eq!((back.submissions[&1].throttle, back.submissions[&1].raise_to), (Some(3), Some(4)));
+
+        // With `slurm.after`'s term still to hold, the lift keeps it: only the throttle's goes.
+        let waiting_on_both: Vec<QueueEntry> = tasks("42", 0, 6, "PENDING", "Dependency")
+            .into_iter()
+            .map(|e| QueueEntry { dependency: Some("afterok:99(unfulfilled),afterany:41_*(unfulfilled)".into()), ..e })
+            .collect();
+        let queue = [tasks("41", 0, 1, "RUNNING", "None"), waiting_on_both].concat();
+        let before = calls_so_far().len();
+        let kept = share_free_slots(&mut ledger, &queue, &slurm, &mut BTreeMap::new());
+        assert_eq!(kept, BTreeMap::from([("42".to_string(), "afterok:99".to_string())]));
+        assert_eq!(&calls_so_far()[before..], "update JobId=42 ArrayTaskThrottle=3\nupdate JobId=42 Dependency=afterok:99\n");
+    }
+
+    /// `slurm.after`: every array of the sweep also waits on the user's own jobs. An array given
+    /// slots that waits only on those is not taken for one waiting on the throttle (a "lift"
+    /// would have cleared the user's dependency), and counts in full; a waiting array is lifted
+    /// into the slots left keeping the user's terms; status says what a run waits for; a term
+    /// that can never hold stops the sweep.
+    #[test]
+    fn a_user_dependency_is_kept_by_lifts_and_never_taken_for_the_throttles() {
+        let ours = BTreeSet::from(["41", "42"]);
+        let dep = "afterok:99_*(unfulfilled),afterany:41_*(unfulfilled),after:7+5(unfulfilled),afterany:41_3:98(unfulfilled),singleton";
+        assert_eq!(user_dependency(Some(dep), &ours), "afterok:99_*,after:7+5,afterany:98,singleton");
+        assert_eq!(user_dependency(Some("afterany:41_*(unfulfilled)"), &ours), "");
+        assert_eq!(user_dependency(None, &ours), "");
+
+        let ledger = ledger_of(&[(0, "41", Some(4), None), (1, "42", Some(4), None)]);
+        let with = |job: &str, from, count, state: &str, reason: &str, dependency: &str| -> Vec<QueueEntry> {
+            tasks(job, from, count, state, reason).into_iter().map(|e| QueueEntry { dependency: Some(dependency.into()), ..e }).collect()
+        };
+        // Round one: 41 has the 4 slots and 42 none (it waits on 41); both wait on job 99.
+        let first = with("41", 0, 4, "PENDING", "Dependency", "afterok:99(unfulfilled)");
+        let second = with("42", 0, 6, "PENDING", "Dependency", "afterok:99(unfulfilled),afterany:41_*(unfulfilled)");
+        assert!(throttle_lifts(&ledger, &first).is_empty(), "41 waits on the user's job alone: nothing of it is drover's to lift");
+        assert!(throttle_lifts(&ledger, &[first.clone(), second.clone()].concat()).is_empty(), "41's queued runs fill the throttle");
+        assert!(throttle_raises(&ledger, &[first.clone(), second.clone()].concat()).is_empty());
+        // Job 99 ended well (its term is gone); one of 41's runs has ended: one slot for 42.
+        let going = [tasks("41", 0, 3, "RUNNING", "None"), tasks("41", 3, 1, "COMPLETED", "None")].concat();
+        let second_now = with("42", 0, 6, "PENDING", "Dependency", "afterany:41_*(unfulfilled)");
+        assert_eq!(throttle_lifts(&ledger, &[going.clone(), second_now].concat()), [lift(1, "42", 1, 4)]);
+        // A term still to hold (a job named by a later `slurm.after`) is kept through the lift.
+        let keeping = throttle_lifts(&ledger, &[going, second.clone()].concat());
+        assert_eq!(keeping, [Lift { keep: "afterok:99".into(), ..lift(1, "42", 1, 4) }]);
+        let mut marked = second.clone();
+        mark_lifted(&mut marked, &BTreeMap::from([("42".to_string(), "afterok:99".to_string())]));
+        assert!(marked.iter().all(|e| e.reason == "Dependency" && e.dependency.as_deref() == Some("afterok:99")), "{marked:?}");
+
+        assert_eq!(waits_for_user_job(&first[0], &ours).as_deref(), Some("waits for `afterok:99` (`slurm.after`)"));
+        assert_eq!(waits_for_user_job(&with("42", 0, 1, "PENDING", "Dependency", "afterany:41_*(unfulfilled)")[0], &ours), None, "the throttle's turn");
+        assert_eq!(waits_for_user_job(&tasks("41", 0, 1, "PENDING", "Priority")[0], &ours), None);
+
+        // Job 99 failed: `afterok` can never hold, and the sweep stops rather than wait forever.
+        assert_eq!(never_satisfied(&ledger, &[first.clone(), second.clone()].concat()), None);
+        let failed = with("41", 0, 4, "PENDING", NEVER_SATISFIED, "afterok:99(failed)");
+        let also = with("42", 0, 6, "PENDING", NEVER_SATISFIED, "afterok:99(failed),afterany:41_*(unfulfilled)");
+        let queue = [failed.clone(), also].concat();
+        let why = never_satisfied(&ledger, &queue).expect("stops");
+        assert!(why.starts_with("its dependency `afterok:99` (`slurm.after`) can never hold"), "{why}");
+        assert!(throttle_lifts(&ledger, &queue).is_empty(), "a dependency that can never hold is not lifted");
+        assert!(waits_for_user_job(&failed[0], &ours).expect("words").starts_with("can never start: its dependency `afterok:99`"));
+        assert_eq!(never_satisfied(&ledger_of(&[(0, "51", Some(4), None)]), &queue), None, "another sweep's arrays");
     }
 
     /// A small model of Slurm's side of a sweep, to check the throttle over many interleavings:
@@ -3773,7 +3960,7 @@ mod tests {
                         SimTask::Running => ("RUNNING", "None"),
                         SimTask::Done => ("COMPLETED", "None"),
                     };
-                    out.push(QueueEntry { array_job_id: a.job.clone(), task: Some(i as u32), state: state.into(), reason: reason.into(), comment: String::new() });
+                    out.push(QueueEntry { array_job_id: a.job.clone(), task: Some(i as u32), state: state.into(), reason: reason.into(), comment: String::new(), dependency: None });
                 }
             }
             out
@@ -3851,7 +4038,7 @@ mod tests {
                     self.schedule();
                 }
             }
-            for Lift { submission, job, throttle, raise_to } in throttle_lifts(&self.ledger, &queue) {
+            for Lift { submission, job, throttle, raise_to, .. } in throttle_lifts(&self.ledger, &queue) {
                 self.ledger.apply(LedgerEvent::Lifted { submission, throttle, raise_to });
                 self.set_throttle(&job, throttle);
                 if meddle {

@@ -114,6 +114,9 @@ pub struct QueueEntry {
     pub reason: String,
     /// The job comment, where drover stores the submission number.
     pub comment: String,
+    /// The dependency terms still to hold (`%E`: `afterok:4242(unfulfilled),afterany:41_*(unfulfilled)`;
+    /// a term that held is gone from it), `None` when none are left or `squeue` did not say.
+    pub dependency: Option<String>,
 }
 
 /// Outcome of a single attempt.
@@ -192,7 +195,7 @@ impl Slurm {
     /// where by name alone `squeue` loads the whole job table, which on a busy cluster is the
     /// cost of every poll.
     pub fn queue(&self, job_name: &str, user: Option<u32>) -> Result<Vec<QueueEntry>, SlurmError> {
-        let args: Vec<String> = ["--noheader", "--array", "--states=all", "--format=%F|%K|%T|%r|%k"]
+        let args: Vec<String> = ["--noheader", "--array", "--states=all", "--format=%F|%K|%T|%r|%k|%E"]
             .iter()
             .map(|s| s.to_string())
             .chain(user.map(|uid| format!("--user={uid}")))
@@ -285,11 +288,13 @@ impl Slurm {
         self.call("scontrol", &args).map(|_| ())
     }
 
-    /// `scontrol update JobId=<array> Dependency=`: drops the array's dependency, so Slurm may
-    /// start its tasks (within its `ArrayTaskThrottle`) without waiting for the jobs it named.
-    /// Idempotent while the array is pending; Slurm refuses it for tasks already started.
-    pub fn clear_dependency(&self, job_id: &str) -> Result<(), SlurmError> {
-        let args = vec!["update".to_string(), format!("JobId={job_id}"), "Dependency=".to_string()];
+    /// `scontrol update JobId=<array> Dependency=<terms>`: replaces the array's dependency with
+    /// `terms` (empty: none, so Slurm may start its tasks within its `ArrayTaskThrottle`
+    /// without waiting for the jobs it named; a term on a job that already ended as it asks
+    /// holds at once). Idempotent while the array is pending; Slurm refuses it for tasks
+    /// already started.
+    pub fn set_dependency(&self, job_id: &str, terms: &str) -> Result<(), SlurmError> {
+        let args = vec!["update".to_string(), format!("JobId={job_id}"), format!("Dependency={terms}")];
         self.call("scontrol", &args).map(|_| ())
     }
 
@@ -368,18 +373,20 @@ pub fn parse_mpi_list(text: &str) -> Option<Vec<String>> {
     (header && !types.is_empty()).then_some(types)
 }
 
-/// `123|4|RUNNING|None|drover:abc:0` → an entry (`%K` is `N/A` for non-array jobs).
+/// `123|4|PENDING|Dependency|drover:abc:0|afterok:99(unfulfilled)` → an entry (`%K` is `N/A`
+/// for non-array jobs, `%E` is `(null)` without a dependency left and may be missing).
 pub fn parse_queue_line(line: &str) -> Option<QueueEntry> {
-    let mut parts = line.trim().splitn(5, '|');
+    let mut parts = line.trim().splitn(6, '|');
     let array_job_id = parts.next()?.trim().to_string();
     let task = parts.next()?.trim();
     let state = parts.next()?.trim().to_string();
     let reason = parts.next()?.trim().to_string();
     let comment = parts.next().unwrap_or("").trim().to_string();
+    let dependency = parts.next().map(str::trim).filter(|d| !d.is_empty() && *d != "(null)").map(str::to_string);
     if array_job_id.is_empty() || state.is_empty() {
         return None;
     }
-    Some(QueueEntry { array_job_id, task: task.parse().ok(), state, reason, comment })
+    Some(QueueEntry { array_job_id, task: task.parse().ok(), state, reason, comment, dependency })
 }
 
 #[cfg(test)]
@@ -414,10 +421,14 @@ mod tests {
                 task: Some(4),
                 state: "PENDING".into(),
                 reason: "JobArrayTaskLimit".into(),
-                comment: "drover:ab12:0".into()
+                comment: "drover:ab12:0".into(),
+                dependency: None,
             }
         );
         assert_eq!(parse_queue_line("77|N/A|RUNNING|None|").expect("entry").task, None);
+        assert_eq!(parse_queue_line("77|0|RUNNING|None|drover:ab12:0|(null)").expect("entry").dependency, None);
+        let waiting = parse_queue_line("78|3|PENDING|Dependency|drover:ab12:1|afterok:99(unfulfilled),afterany:77_*(unfulfilled)").expect("entry");
+        assert_eq!((waiting.comment.as_str(), waiting.dependency.as_deref()), ("drover:ab12:1", Some("afterok:99(unfulfilled),afterany:77_*(unfulfilled)")));
         assert_eq!(parse_queue_line("garbage"), None);
     }
 
@@ -481,7 +492,7 @@ mod tests {
         let err = slurm.queue("x", None).expect_err("times out");
         assert!(t0.elapsed() < Duration::from_secs(3), "the child is killed at the timeout");
         let text = err.to_string();
-        assert!(text.starts_with("`squeue --noheader --array --states=all '--format=%F|%K|%T|%r|%k' --name=x` timed out after 2 attempt(s)"), "{text}");
+        assert!(text.starts_with("`squeue --noheader --array --states=all '--format=%F|%K|%T|%r|%k|%E' --name=x` timed out after 2 attempt(s)"), "{text}");
     }
 
     #[test]

@@ -22,6 +22,7 @@
 //! mpi = "pmix"                      # multi-rank runs: `srun --mpi=pmix`; "default": no `--mpi`
 //! max_array_size = 1000             # cap below the cluster's MaxArraySize (never above it)
 //! runs_per_task = 10                # short runs: 10 back to back per array task (`time` is the task's)
+//! after = "afterok:4242"            # start only once job 4242 has succeeded (`sbatch --dependency`)
 //! [[slurm.overrides]]               # per-axis resources: runs whose axes match get these
 //! when = { "run.num_envs" = 64 }
 //! mem = "8G"
@@ -207,12 +208,36 @@ pub struct SlurmFile {
     /// The `srun --mpi` type of multi-rank runs (default [`DEFAULT_MPI`]; [`MPI_CLUSTER_DEFAULT`]:
     /// no `--mpi`).
     pub mpi: Option<String>,
+    /// Jobs of the user's own that every array of the sweep waits for (`--dependency`).
+    pub after: Option<AfterFile>,
     /// Per-axis resource overrides.
     #[serde(default)]
     pub overrides: Vec<OverrideFile>,
     /// Builds for nodes of other architectures: `uname -m` name → folder.
     #[serde(default)]
     pub arch: BTreeMap<String, PathBuf>,
+}
+
+/// `slurm.after` as written: one job id or dependency, or a list of them.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum AfterFile {
+    /// `after = 4242` (waits until job 4242 has succeeded).
+    Id(u64),
+    /// `after = "afterany:4242:4243"`, or several joined by `,` as `sbatch --dependency` takes them.
+    Text(String),
+    /// `after = [4242, "afterany:4300"]`: all of them.
+    List(Vec<AfterItem>),
+}
+
+/// One entry of a `slurm.after` list.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum AfterItem {
+    /// A job id (`afterok`).
+    Id(u64),
+    /// A dependency as `sbatch --dependency` takes it.
+    Text(String),
 }
 
 /// Validated resources of one job array.
@@ -314,6 +339,12 @@ pub struct SlurmSettings {
     /// cluster's `MpiDefault`. Not part of any run id: it says how ranks are started, not what
     /// they compute.
     pub mpi: Option<String>,
+    /// `slurm.after`: dependencies on the user's own jobs, each `TYPE:JOBID[:JOBID...]` as
+    /// `sbatch --dependency` takes them (a bare job id reads as `afterok`). Every array of the
+    /// sweep is submitted with them, beside the `afterany` on its own arrays that the throttle
+    /// may add, and a lift keeps them (`slurm::user_dependency`). Not part of any run id: it
+    /// says when runs start, not what they compute.
+    pub after: Vec<String>,
     /// Builds for nodes of other architectures: a node's `uname -m` → the absolute folder that
     /// holds `drover-job` and the sweep's plugins built for it (same file names). Nodes of the
     /// architecture `drover-job` itself is built for need no entry.
@@ -337,6 +368,7 @@ impl Default for SlurmSettings {
             runs_per_task: 1,
             poll_seconds: DEFAULT_POLL_SECONDS,
             mpi: Some(DEFAULT_MPI.into()),
+            after: Vec::new(),
             arch: BTreeMap::new(),
         }
     }
@@ -455,6 +487,10 @@ fn check_extra(key: &str, value: &str) -> Result<(), KeyError> {
         DROVER_SBATCH_OPTIONS.iter().find(|(long, short)| abbreviates(long) || short.is_some_and(|s| name == s))
     });
     match owned {
+        Some(("--dependency", _)) => Err(invalid(
+            key,
+            format!("`{value}`: drover sets `--dependency` itself (to share the throttle between a sweep's arrays); give your own as `slurm.after` (for example `after = \"afterok:4242\"`), which it keeps beside its own"),
+        )),
         Some((long, _)) => Err(invalid(
             key,
             format!("`{value}`: `{long}` is drover's to set (it finds, maps and requeues its jobs by their name, comment, array, logs and signal, in one cluster's queue); leave it out of `extra`"),
@@ -512,6 +548,78 @@ fn check_mpi(value: &str) -> Result<Option<String>, KeyError> {
         ));
     }
     Ok(Some(value.to_string()))
+}
+
+/// The dependency types `slurm.after` takes. `aftercorr` pairs array tasks by index, and a
+/// sweep's task indices are drover's own; `singleton` would hold back every array of the sweep
+/// but one (they share a job name); `afterburstbuffer` is a site feature.
+pub const AFTER_TYPES: [&str; 4] = ["afterok", "afterany", "afternotok", "after"];
+
+/// `slurm.after` → dependency terms (`TYPE:JOBID[:JOBID...]`), each as `sbatch --dependency`
+/// takes it: a bare job id is `afterok:<id>`; a job id may name an array task (`4242_7`) or
+/// every task (`4242_*`); `after:` may add `+<minutes>`. Several terms in one string are joined
+/// by `,` (all must hold). `?` (any one) is refused: drover adds its own terms, which must
+/// hold as well. The terms go into a `#SBATCH` line, so only these characters pass.
+fn check_after(value: &AfterFile) -> Result<Vec<String>, KeyError> {
+    const KEY: &str = "slurm.after";
+    let items: Vec<(String, AfterItem)> = match value {
+        AfterFile::Id(id) => vec![(KEY.to_string(), AfterItem::Id(*id))],
+        AfterFile::Text(text) => vec![(KEY.to_string(), AfterItem::Text(text.clone()))],
+        AfterFile::List(list) => list.iter().enumerate().map(|(i, item)| (format!("{KEY}[{i}]"), item.clone())).collect(),
+    };
+    let mut terms = Vec::new();
+    for (key, item) in items {
+        let text = match item {
+            AfterItem::Id(id) => id.to_string(),
+            AfterItem::Text(text) => text,
+        };
+        if text.contains('?') {
+            return Err(invalid(
+                key,
+                format!("`{text}`: `?` (start when any one holds) is not supported: the sweep's arrays also wait on each other, which must hold as well; list the jobs to wait for all of"),
+            ));
+        }
+        for term in text.split(',').map(str::trim) {
+            terms.push(after_term(&key, term)?);
+        }
+    }
+    Ok(terms)
+}
+
+/// One `slurm.after` term, checked and with a bare job id made `afterok:<id>`.
+fn after_term(key: &str, term: &str) -> Result<String, KeyError> {
+    let job_id = |id: &str, plus: bool| {
+        let (id, minutes) = match id.split_once('+') {
+            Some((id, m)) if plus => (id, Some(m)),
+            _ => (id, None),
+        };
+        let (job, task) = match id.split_once('_') {
+            Some((job, task)) => (job, Some(task)),
+            None => (id, None),
+        };
+        let digits = |s: &str| !s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit());
+        digits(job) && task.is_none_or(|t| t == "*" || digits(t)) && minutes.is_none_or(digits)
+    };
+    if job_id(term, false) {
+        return Ok(format!("afterok:{term}"));
+    }
+    let reason = match term.split_once(':') {
+        _ if term == "singleton" => {
+            "`singleton` would let only one of the sweep's arrays run at a time (they share a job name); drover's throttle (`slurm.throttle`) limits runs at once".to_string()
+        }
+        Some(("aftercorr", _)) => "`aftercorr` pairs array tasks by index, and a sweep's task indices are drover's own: wait for the whole job (`afterok`)".to_string(),
+        Some((kind, ids)) if AFTER_TYPES.contains(&kind) => {
+            if ids.split(':').all(|id| job_id(id, kind == "after")) {
+                return Ok(term.to_string());
+            }
+            format!("`{term}`: expected job ids after `{kind}:` (such as `4242`, `4242_7` or `4242_*`, `:` between several)")
+        }
+        _ => format!(
+            "`{term}`: expected a job id (the sweep waits until it has succeeded) or `TYPE:JOBID[:JOBID...]` as `sbatch --dependency` takes it, TYPE one of {}",
+            AFTER_TYPES.join(", ")
+        ),
+    };
+    Err(invalid(key, reason))
 }
 
 fn check_positive(key: &str, value: Option<u32>) -> Result<(), KeyError> {
@@ -646,6 +754,7 @@ impl SlurmSettings {
             Some(value) => check_mpi(value)?,
             None => d.mpi,
         };
+        let after = file.after.as_ref().map(check_after).transpose()?.unwrap_or_default();
         Ok(SlurmSettings {
             base,
             overrides,
@@ -661,6 +770,7 @@ impl SlurmSettings {
             runs_per_task: file.runs_per_task.unwrap_or(d.runs_per_task),
             poll_seconds,
             mpi,
+            after,
             arch: file.arch,
         })
     }
@@ -736,11 +846,38 @@ mod tests {
             ("mpi = \"list\"", "slurm.mpi"),
             ("runs_per_task = 0", "slurm.runs_per_task"),
             ("runs_per_task = 1001", "slurm.runs_per_task"),
+            ("after = \"afterok:1;id\"", "slurm.after"),
+            ("after = \"afterok:1\\n#SBATCH --uid=0\"", "slurm.after"),
+            ("after = \"afterok:$(id)\"", "slurm.after"),
+            ("after = [12, \"afterok:1?afterany:2\"]", "slurm.after[1]"),
+            ("after = \"singleton\"", "slurm.after"),
+            ("after = \"aftercorr:12\"", "slurm.after"),
+            ("after = \"afterok:\"", "slurm.after"),
+            ("after = \"afterok:12,\"", "slurm.after"),
+            ("after = \"afterok:12+5\"", "slurm.after"),
+            ("after = \"later:12\"", "slurm.after"),
+            ("after = \"afterok:12_x\"", "slurm.after"),
         ];
         for (text, key) in cases {
             let err = SlurmSettings::validate(file(text), &["params.x".to_string()]).expect_err(text);
             assert_eq!(err.0, key, "{text}: {}", err.1);
         }
+    }
+
+    /// `slurm.after` takes what `sbatch --dependency` takes for the user's own jobs: a bare job
+    /// id waits for its success; several terms (a list, or `,` in one string) all hold.
+    #[test]
+    fn after_takes_job_ids_and_dependency_terms() {
+        let after = |text: &str| SlurmSettings::validate(file(text), &[]).expect(text).after;
+        assert_eq!(after(""), Vec::<String>::new());
+        assert_eq!(after("after = 4242"), ["afterok:4242"]);
+        assert_eq!(after("after = \"4242_3\""), ["afterok:4242_3"]);
+        assert_eq!(after("after = \"afterany:1:2, afternotok:3_*\""), ["afterany:1:2", "afternotok:3_*"]);
+        assert_eq!(after("after = [7, \"after:8+10\", \"afterok:9\"]"), ["afterok:7", "after:8+10", "afterok:9"]);
+        let err = SlurmSettings::validate(file("extra = [\"--dependency=afterok:1\"]"), &[]).expect_err("extra");
+        assert!(err.1.to_string().contains("give your own as `slurm.after`"), "{}", err.1);
+        let err = SlurmSettings::validate(file("after = \"later:12\""), &[]).expect_err("type");
+        assert!(err.1.to_string().contains("TYPE one of afterok, afterany, afternotok, after"), "{}", err.1);
     }
 
     /// `extra` cannot take back an option drover's script sets: with another `--job-name` a
@@ -751,7 +888,7 @@ mod tests {
             let text = format!("extra = [{extra:?}]");
             let err = SlurmSettings::validate(file(&text), &[]).expect_err(extra);
             assert_eq!(err.0, "slurm.extra[0]", "{extra}");
-            assert!(err.1.to_string().contains("is drover's to set"), "{extra}: {}", err.1);
+            assert!(err.1.to_string().contains("is drover's to set") || err.1.to_string().contains("drover sets `--dependency` itself"), "{extra}: {}", err.1);
         }
         for extra in ["--exclusive", "--mail-type=END", "--exclude=node1", "-w node2", "--job-name-is-not-this"] {
             let text = format!("extra = [{extra:?}]");

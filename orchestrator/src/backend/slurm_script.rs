@@ -83,6 +83,8 @@ pub struct ScriptParams<'a> {
     /// Arrays this one waits for (`--dependency=afterany:...`): earlier submissions of the
     /// sweep whose live runs already fill its throttle.
     pub after: &'a [String],
+    /// `slurm.after`: the user's own dependency terms (validated), which hold as well.
+    pub user_after: &'a [String],
 }
 
 /// Renders the template.
@@ -124,7 +126,12 @@ pub fn render(p: &ScriptParams<'_>) -> String {
     ];
     // Job ids are digits (`sbatch --parsable`, checked), so they cannot add a line or option.
     let after: Vec<&str> = p.after.iter().map(String::as_str).filter(|id| !id.is_empty() && id.chars().all(|c| c.is_ascii_digit())).collect();
-    let dependency = if after.is_empty() { String::new() } else { format!("#SBATCH --dependency=afterany:{}\n", after.join(":")) };
+    // `,`: every term must hold, the user's and the throttle's.
+    let mut terms: Vec<String> = p.user_after.iter().map(|t| one_line(t)).collect();
+    if !after.is_empty() {
+        terms.push(format!("afterany:{}", after.join(":")));
+    }
+    let dependency = if terms.is_empty() { String::new() } else { format!("#SBATCH --dependency={}\n", terms.join(",")) };
     let mut out = TEMPLATE.replace("{{dependency}}\n", &dependency);
     for (k, v) in vars {
         out = out.replace(&format!("{{{{{k}}}}}"), &v);
@@ -232,6 +239,8 @@ mod tests {
                 checkpoint_every_s: None,
                 mpi: Some("pmix"),
                 after: &[],
+                // Validated, but kept to one line all the same.
+                user_after: &[hostile.to_string()],
             })
         };
         let benign = render_with("s");
@@ -522,6 +531,7 @@ mod tests {
             checkpoint_every_s: None,
             mpi: Some("pmix"),
             after: &[],
+            user_after: &[],
         }
     }
 
@@ -544,6 +554,12 @@ mod tests {
         let waiting = render(&ScriptParams { after: &after, ..params(&resources) });
         assert!(waiting.contains("#SBATCH --array=0-11%4\n#SBATCH --dependency=afterany:41:42\n"), "{waiting}");
         assert!(!waiting.contains("--uid"), "{waiting}");
+        // `slurm.after`: the user's terms and the throttle's, all of which must hold.
+        let user = ["afterok:4242".to_string(), "afterany:7_*".to_string()];
+        let theirs = render(&ScriptParams { user_after: &user, ..params(&resources) });
+        assert!(theirs.contains("#SBATCH --array=0-11%4\n#SBATCH --dependency=afterok:4242,afterany:7_*\n"), "{theirs}");
+        let both = render(&ScriptParams { user_after: &user, after: &after, ..params(&resources) });
+        assert!(both.contains("#SBATCH --dependency=afterok:4242,afterany:7_*,afterany:41:42\n"), "{both}");
         // `slurm.checkpoint_minutes`: the job checkpoints on its own as well.
         assert!(script.contains("--max-preemptions 10 \\\n"), "no periodic checkpoints unless asked: {script}");
         let periodic = render(&ScriptParams { checkpoint_every_s: Some(1800.0), ..params(&resources) });
