@@ -23,6 +23,7 @@ use drover_kernels::{
 };
 use drover_plugin_host::{
     AlgorithmHandle, LossBatch, Metric, MinibatchContext, Plugin, PluginState, RolloutBatch,
+    SequenceLoss,
 };
 
 use drover_plugin_api::{host_metrics, metadata as meta};
@@ -140,6 +141,12 @@ pub fn run(
     );
 
     let mut trainer = Trainer::new(spec, key, comm, local_envs);
+    if trainer.group_size.is_some() {
+        trainer.sequence_loss = plugin.sequence_loss()?;
+        if trainer.sequence_loss.is_some() {
+            tracing::info!(plugin = %info.name, "the plugin's sequence-level loss (`sequence_loss`, interface 1.1) trains in place of its token `loss`");
+        }
+    }
     // The frozen reference policy: the initial parameters, taken before any checkpoint is
     // loaded (initialisation is a pure function of the seed, so a resumed run gets the same).
     if r.initial_reference() {
@@ -512,6 +519,11 @@ struct Trainer<'c> {
     report: GenReport,
     /// Parameters of the frozen reference policy (`run.reference_policy = "initial"`).
     reference: Option<Vec<f32>>,
+    /// The plugin's sequence-level loss (interface 1.1 `drover.sequence_loss`), which trains in
+    /// place of its token `loss` on the sequence tasks, whose minibatches hold whole responses
+    /// (the objective is a function of each response's log-ratio). `None` on CartPole, whose
+    /// "sequences" are environment rows of many episodes cut into token minibatches.
+    sequence_loss: Option<SequenceLoss>,
     /// This rank's `logp_ref` of the last rollout, time-major.
     local_logp_ref: Vec<f32>,
     rollout: Rollout,
@@ -644,6 +656,8 @@ struct MinibatchBuffers {
     local_d_value: Vec<f32>,
     local_d_entropy: Vec<f32>,
     loss: Vec<f32>,
+    /// Per-sequence losses of a sequence-level loss call.
+    seq_loss: Vec<f32>,
     d_logp: Vec<f32>,
     d_value: Vec<f32>,
     d_entropy: Vec<f32>,
@@ -689,6 +703,7 @@ impl<'c> Trainer<'c> {
             pending_groups: None,
             report: GenReport::default(),
             reference: None,
+            sequence_loss: None,
             local_logp_ref: Vec::new(),
             rollout: Rollout::default(),
             gathered: vec![0.0; ROLLOUT_CHANNELS * batch],
@@ -1073,36 +1088,39 @@ impl<'c> Trainer<'c> {
             2 + epoch as u32,
             (iteration as u32).wrapping_mul(65_536).wrapping_add(range.start as u32),
         ));
-        let mut metrics = algo.loss(
-            &LossBatch {
-                logp_new: &mb.new[..m],
-                logp_old: &mb.logp_old,
-                logp_ref: if self.reference.is_some() { &mb.logp_ref } else { &[] },
-                advantages: &mb.advantages,
-                returns: &mb.returns,
-                values_new: &mb.new[m..2 * m],
-                values_old: &mb.values_old,
-                entropy_new: &mb.new[2 * m..],
-                token_weights: &mb.weights,
-                seq_index: &mb.seq_index,
-                num_sequences: mb.seq_envs.len(),
-                seq_group_ids: if self.group_size.is_some() { &mb.seq_group_ids } else { &[] },
-                seed,
-                // Each minibatch sequence is one env's row of the batch `compute_advantages`
-                // saw (env = job-wide sequence index, the same on every rank).
-                context: Some(MinibatchContext {
-                    rollout_index: &mb.seq_envs,
-                    rollout_sequences: self.num_envs,
-                    iteration,
-                    epoch: epoch as u32,
-                    minibatch: (range.start / self.minibatch) as u32,
-                }),
-            },
-            &mut mb.loss,
-            &mut mb.d_logp,
-            &mut mb.d_value,
-            &mut mb.d_entropy,
-        )?;
+        let batch = LossBatch {
+            logp_new: &mb.new[..m],
+            logp_old: &mb.logp_old,
+            logp_ref: if self.reference.is_some() { &mb.logp_ref } else { &[] },
+            advantages: &mb.advantages,
+            returns: &mb.returns,
+            values_new: &mb.new[m..2 * m],
+            values_old: &mb.values_old,
+            entropy_new: &mb.new[2 * m..],
+            token_weights: &mb.weights,
+            seq_index: &mb.seq_index,
+            num_sequences: mb.seq_envs.len(),
+            seq_group_ids: if self.group_size.is_some() { &mb.seq_group_ids } else { &[] },
+            seed,
+            // Each minibatch sequence is one env's row of the batch `compute_advantages`
+            // saw (env = job-wide sequence index, the same on every rank).
+            context: Some(MinibatchContext {
+                rollout_index: &mb.seq_envs,
+                rollout_sequences: self.num_envs,
+                iteration,
+                epoch: epoch as u32,
+                minibatch: (range.start / self.minibatch) as u32,
+            }),
+        };
+        let mut metrics = match self.sequence_loss {
+            // The objective has no value or entropy term: those gradients stay zero.
+            Some(ext) => {
+                mb.seq_loss.clear();
+                mb.seq_loss.resize(batch.num_sequences, 0.0);
+                algo.sequence_loss(ext, &batch, &mut mb.seq_loss, &mut mb.d_logp)?
+            }
+            None => algo.loss(&batch, &mut mb.loss, &mut mb.d_logp, &mut mb.d_value, &mut mb.d_entropy)?,
+        };
         if !mb.local_samples.is_empty() {
             let own = |all: &[f32], out: &mut Vec<f32>| {
                 out.clear();

@@ -84,6 +84,36 @@ max_gen_batches = 3
     assert!(late > early + 0.5, "accuracy {early:.3} -> {late:.3}: the 1.1 plugin did not learn the dataset");
 }
 
+/// A plugin with a sequence-level loss (interface 1.1 `sequence_loss`; `tests/plugins/sequence`,
+/// whose token `loss` writes no gradient at all) trains a sequence task through it: the job
+/// calls it with whole-response minibatches and each response's log-ratio `Δ_s` (0 on a
+/// single epoch's single minibatch, where the policy is still the rollout's), and spreads its
+/// `∂L/∂Δ_s` onto the response's tokens, so the policy gets a gradient.
+#[test]
+fn a_plugins_sequence_level_loss_trains_the_sequence_tasks() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let plugin = artifact("libdrover_test_plugin_sequence.so");
+    let sweep = write_sweep(
+        tmp.path(),
+        &format!(
+            // Sorting two binary digits: a random policy is right a quarter of the time, so every
+            // rollout has responses with a reward (the fixture's advantage) to learn from.
+            "name = \"sequence-loss\"\n[run]\nplugin = \"{}\"\nenv = \"SeqSort-v0\"\nvocab = 2\nprompt_len = 2\nnum_steps = 2\n\
+             group_size = 8\nnum_envs = 128\ntotal_steps = 2560\nhidden = [64, 64]\ndevice = \"cpu\"\nthreads = 1\nlr = 3e-3\n\
+             anneal_lr = false\nupdate_epochs = 1\nnum_minibatches = 1\n",
+            plugin.display()
+        ),
+    );
+    let results = tmp.path().join("results");
+    run_ok(drover().arg("run").arg(&sweep).arg("--results").arg(&results));
+    let rows = rows(&run_dirs(&results)[0]);
+    assert_eq!(rows.len(), 10);
+    for row in &rows {
+        assert!((num(row, "seq_ratio_mean") - 1.0).abs() < 1e-3, "Δ_s is the response's log-ratio, 0 before any step: {row}");
+        assert!(num(row, "grad_norm") > 0.0, "the sequence loss trains: {row}");
+    }
+}
+
 /// DAPO's dynamic sampling: with `max_gen_batches = 4` the job generates until groups that
 /// `keep_group` accepts (mixed outcomes) fill the batch or 4 batches were generated, counts
 /// every generated response in `accuracy`, and trains on more informative groups than one

@@ -61,8 +61,10 @@ impl<T> Copy for StateFns<T> {}
 /// [`PluginErrorKind::Panic`](crate::PluginErrorKind::Panic); after one, the instance refuses
 /// further calls.
 pub trait AlgorithmImpl: Sized + Send + 'static {
-    /// Interface 1.1 extension [`v1_1::SequenceLoss`] (sequence-level objectives). `None`, the
-    /// default: not provided, and a host asking for it is told so. Like every extension, it is
+    /// Interface 1.1 extension [`v1_1::SequenceLoss`] (sequence-level objectives). `drover-job`
+    /// calls it in place of [`AlgorithmImpl::loss`] on the sequence tasks (whole-response
+    /// minibatches) and calls `loss` on CartPole. `None`, the default: not provided, and a host
+    /// asking for it is told so. Like every extension, it is
     /// exported by [`export_algorithm!`](crate::export_algorithm) only when set here.
     const SEQUENCE_LOSS: Option<SequenceLossFn<Self>> = None;
 
