@@ -57,6 +57,35 @@ pub struct Summary {
     pub param_hash: String,
     /// Plugin provenance.
     pub plugin: PluginRecord,
+    /// The plugin parameters the run trained with: those the sweep set, and the plugin's
+    /// declared default of each other one (`PluginInfo::params`; optional ones without a
+    /// default are absent). The analysis groups and filters by these, so that a run that left
+    /// `ent_coef` at the plugin's 0.01 is not in a group of its own. Added within format 1:
+    /// absent from older summaries, whose readers then fall back to `spec.json`'s `params`.
+    #[serde(skip_serializing_if = "serde_json::Map::is_empty")]
+    pub params: serde_json::Map<String, serde_json::Value>,
+}
+
+/// `given` (a run's `params` as its sweep set them) with the default of every parameter it
+/// does not set, from `declared` as (name, default JSON text); a `null` or unreadable default
+/// (an optional parameter) adds nothing.
+pub fn resolved_params<'a>(
+    given: &serde_json::Map<String, serde_json::Value>,
+    declared: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> serde_json::Map<String, serde_json::Value> {
+    let mut out = given.clone();
+    for (name, default) in declared {
+        if out.contains_key(name) {
+            continue;
+        }
+        match serde_json::from_str::<serde_json::Value>(default) {
+            Ok(serde_json::Value::Null) | Err(_) => {}
+            Ok(value) => {
+                out.insert(name.to_string(), value);
+            }
+        }
+    }
+    out
 }
 
 /// How the run ended.
@@ -138,6 +167,20 @@ mod tests {
             wall_time_s: 0.0,
             extra: Default::default(),
         }
+    }
+
+    /// What the sweep set wins; every other declared parameter gets its default; an optional
+    /// one (default `null`) stays absent.
+    #[test]
+    fn resolved_params_fill_the_plugins_defaults() {
+        let given = serde_json::json!({"clip_coef": 0.3, "extra": "x"});
+        let given = given.as_object().expect("object");
+        let declared = [("clip_coef", "0.2"), ("ent_coef", "0.01"), ("target_kl", "null"), ("norm_adv", "true"), ("bad", "{")];
+        let resolved = resolved_params(given, declared);
+        assert_eq!(
+            serde_json::Value::Object(resolved),
+            serde_json::json!({"clip_coef": 0.3, "extra": "x", "ent_coef": 0.01, "norm_adv": true})
+        );
     }
 
     #[test]

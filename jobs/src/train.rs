@@ -379,6 +379,7 @@ pub fn run(
         ranks: size,
         param_hash: format!("{param_hash:016x}"),
         plugin: record,
+        params: crate::summary::resolved_params(&spec.params, info.params.iter().map(|p| (p.name.as_str(), p.default.as_str()))),
     };
     fsio::write_json_atomic(&out_dir.join("summary.json"), &summary)?;
     checkpoint::remove(out_dir);

@@ -75,6 +75,13 @@ fn compare_slices_plots_and_parquet_readback() {
     let tables = out.join("tables");
     assert_eq!(parquet_matches_csv(&tables.join("compare-params.clip_coef")), 2, "one row per clip value");
     assert_eq!(parquet_matches_csv(&tables.join("runs")), 4);
+    // Every parameter the runs trained with is a column: the sweep's, and PPO's defaults of
+    // the ones it left out (from each run's summary.json).
+    let (header, rows) = csv_rows(&tables.join("runs.csv"));
+    let column = |key: &str| header.iter().position(|h| h == key).unwrap_or_else(|| panic!("no `{key}` in {header:?}"));
+    for row in &rows {
+        assert_eq!((row[column("params.gamma")].as_str(), row[column("params.ent_coef")].as_str()), ("0.99", "0.01"), "{row:?}");
+    }
     assert!(parquet_matches_csv(&tables.join("curves-by-params.clip_coef")) >= 2);
     assert_eq!(parquet_matches_csv(&tables.join("profiles-by-params.clip_coef")), 2 * 101);
     let md = std::fs::read_to_string(tables.join("compare-params.clip_coef.md")).expect("markdown");

@@ -48,6 +48,10 @@ pub(crate) fn polars_err(action: impl Into<String>) -> impl FnOnce(PolarsError) 
 /// One completed run as read from disk.
 struct RunRecord {
     spec: JobSpec,
+    /// The plugin parameters the run trained with: `summary.json`'s `params` (the sweep's
+    /// values and the plugin's defaults of the rest), or, from a drover-job before it recorded
+    /// them, `spec.json`'s as the sweep set them.
+    params: serde_json::Map<String, Value>,
     results: String,
     metrics_path: PathBuf,
     /// The metrics file's schema, read from its footer once, when it was checked.
@@ -135,7 +139,7 @@ pub fn load_results_with(dirs: &[PathBuf], extra: &[String], all_runs: bool) -> 
     for record in &records {
         let mut row = BTreeMap::new();
         flatten("run", &Value::Object(record.spec.run.clone()), &mut row);
-        flatten("params", &Value::Object(record.spec.params.clone()), &mut row);
+        flatten("params", &Value::Object(record.params.clone()), &mut row);
         row.remove("run.seed");
         flat.push(row);
     }
@@ -454,14 +458,20 @@ fn read_dir_runs(dir: &Path, all_runs: bool) -> Result<DirRuns, AnalyzeError> {
                 continue;
             }
         }
-        // summary.json is not read by the analysis, but a damaged one means the completion
-        // marker vouches for files that are not whole: the run is not trusted (absent is fine,
-        // so results written by hand or by older tools still load).
+        // A damaged summary.json means the completion marker vouches for files that are not
+        // whole: the run is not trusted (absent is fine, so results written by hand or by older
+        // tools still load). Of it the analysis reads the parameters the run trained with.
         let summary_path = run_dir.join(SUMMARY_JSON);
-        if let Err(reason) = layout::read_record::<Value>(&summary_path) {
-            left_out.push((name, unreadable(&summary_path, reason), Skip::Damaged));
-            continue;
-        }
+        let params = match layout::read_record::<Value>(&summary_path) {
+            Ok(summary) => match summary.and_then(|mut s| s.get_mut("params").map(Value::take)) {
+                Some(Value::Object(params)) => params,
+                _ => spec.params.clone(),
+            },
+            Err(reason) => {
+                left_out.push((name, unreadable(&summary_path, reason), Skip::Damaged));
+                continue;
+            }
+        };
         let metrics_path = run_dir.join(METRICS_PARQUET);
         let schema = match metrics_schema(&metrics_path) {
             Ok(schema) => schema,
@@ -470,7 +480,7 @@ fn read_dir_runs(dir: &Path, all_runs: bool) -> Result<DirRuns, AnalyzeError> {
                 continue;
             }
         };
-        completed.push(RunRecord { spec, results: dir.display().to_string(), metrics_path, schema });
+        completed.push(RunRecord { spec, params, results: dir.display().to_string(), metrics_path, schema });
     }
     Ok(DirRuns { completed, left_out, found: entries.len(), stale, all_runs, bad_manifest })
 }

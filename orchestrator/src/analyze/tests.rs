@@ -732,6 +732,30 @@ fn comparing_plugins_leaves_their_params_out_of_the_strata() {
     assert_eq!(strata(&["run.lr"]), ["params.clip=0.1|run.plugin=a", "params.clip=null|run.plugin=b", "params.clip=0.3|run.plugin=b"]);
 }
 
+/// A run's hyperparameter columns hold what it trained with: `summary.json`'s `params` (the
+/// sweep's values and the plugin's defaults), so a run that left `ent_coef` at the plugin's
+/// 0.01 groups with one that set 0.01, not apart under `null`; a summary without them (an
+/// older drover-job) falls back to `spec.json`'s.
+#[test]
+fn hyperparameter_columns_hold_the_plugins_defaults_the_runs_trained_with() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    write_run(root, "set", "cfgA", "params.ent_coef=0.01", 1, 10.0, json!({"ent_coef": 0.01}), true);
+    write_run(root, "default", "cfgB", "base", 1, 20.0, json!({}), true);
+    write_run(root, "older", "cfgB", "base", 2, 30.0, json!({}), true);
+    let summary = |params: serde_json::Value| json!({"format_version": 1, "params": params}).to_string();
+    std::fs::write(root.join("runs/default/summary.json"), summary(json!({"ent_coef": 0.01, "clip_coef": 0.2}))).unwrap();
+    std::fs::write(root.join("runs/older/summary.json"), json!({"format_version": 1}).to_string()).unwrap();
+
+    let loaded = load_results(&[root.to_path_buf()], &[]).unwrap();
+    assert!(loaded.hyperparameters.contains(&"params.clip_coef".to_string()), "{:?}", loaded.hyperparameters);
+    let runs = loaded.runs.sort(["run_id"], Default::default()).collect().unwrap();
+    let ids: Vec<String> = (0..3).map(|i| runs.column("run_id").unwrap().str().unwrap().get(i).unwrap().to_string()).collect();
+    assert_eq!(ids, ["default", "older", "set"]);
+    let ent: Vec<Option<f64>> = (0..3).map(|i| f(&runs, "params.ent_coef", i)).collect();
+    assert_eq!(ent, [Some(0.01), None, Some(0.01)]);
+}
+
 #[test]
 fn damaged_runs_are_left_out_with_file_and_reason_and_the_rest_is_analyzed() {
     let tmp = tempfile::tempdir().unwrap();
