@@ -141,16 +141,22 @@ pub fn run(
     );
 
     let mut trainer = Trainer::new(spec, key, comm, local_envs);
-    if trainer.group_size.is_some() {
-        trainer.sequence_loss = plugin.sequence_loss()?;
-        if trainer.sequence_loss.is_some() {
-            tracing::info!(plugin = %info.name, "the plugin's sequence-level loss (`sequence_loss`, interface 1.1) trains in place of its token `loss`");
-        }
-    }
     // The frozen reference policy: the initial parameters, taken before any checkpoint is
     // loaded (initialisation is a pure function of the seed, so a resumed run gets the same).
     if r.initial_reference() {
         trainer.reference = Some(engine.params()?);
+    }
+    if trainer.group_size.is_some() {
+        trainer.sequence_loss = plugin.sequence_loss()?;
+        if trainer.sequence_loss.is_some() {
+            tracing::info!(plugin = %info.name, "the plugin's sequence-level loss (`sequence_loss`, interface 1.1) trains in place of its token `loss`");
+            if r.initial_reference() {
+                tracing::warn!(
+                    plugin = %info.name,
+                    "run.reference_policy is set, but the sequence-level loss sees only each response's log-ratio: a per-token KL to the reference is not applied (the plugin may fold a sequence-level one into its objective from `logp_ref`)"
+                );
+            }
+        }
     }
     // A requeued Slurm job continues right after its last checkpointed iteration.
     let checkpointing = cancel.checkpointing();

@@ -556,6 +556,7 @@ fn slurm_run(plan: &plan::Plan, job_bin: PathBuf, wait: bool) -> anyhow::Result<
     if !job_bin.is_file() {
         return Err(drover::RunError::JobBinaryMissing { path: job_bin }.into());
     }
+    slurm::check_after_jobs(plan, &Slurm::default())?;
     let report = slurm::run_sweep(plan, &slurm_options(job_bin, wait))?;
     eprintln!(
         "drover: {} skipped (completed), {} re-attached, {} submitted in {:.3} s{}",

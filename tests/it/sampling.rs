@@ -36,7 +36,9 @@ num_minibatches = 2
 
 /// The previous interface's plugin (`tests/plugins/v1_1`, recording 1.1 and knowing nothing of
 /// 1.2's dataset inputs) trains a dataset run with dynamic sampling on: it is called with the
-/// 1.2 inputs among its iteration metrics, asks for no group sizes, and learns.
+/// 1.2 inputs among its iteration metrics, asks for no group sizes, and learns (through its
+/// sequence-level clipped surrogate, which the job calls in place of its token loss on a
+/// sequence task).
 #[test]
 fn a_plugin_built_against_interface_1_1_trains_a_dataset_run() {
     let tmp = tempfile::tempdir().expect("tempdir");

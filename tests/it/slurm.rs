@@ -1397,6 +1397,13 @@ fn users_job(command: &str) -> String {
 fn a_sweep_after_a_users_job_waits_for_it_and_stops_if_it_can_never_start() {
     slurm_up();
     let tmp = tempfile::tempdir().expect("tempdir");
+    // An id Slurm does not know would count as met at once: refused before anything is submitted.
+    let typo = short_sweep(tmp.path(), "after-typo", "[1]", "after = 4000000000");
+    let out = drover().arg("run").arg(&typo).arg("--results").arg(tmp.path().join("typo")).output().expect("drover run");
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(text(&out).contains("key `slurm.after`") && text(&out).contains("Slurm does not know job `4000000000`"), "{}", text(&out));
+    assert!(!tmp.path().join("typo/slurm/submissions.jsonl").exists(), "nothing submitted");
+
     let prep = users_job("sleep 12");
     let sweep = short_sweep(tmp.path(), "after-prep", "[1, 2]", &format!("after = \"afterok:{prep}\"\nthrottle = 1"));
     let results = tmp.path().join("r");
@@ -1406,12 +1413,12 @@ fn a_sweep_after_a_users_job_waits_for_it_and_stops_if_it_can_never_start() {
     wait_until("Slurm to list the sweep as waiting on the job", Duration::from_secs(30), || {
         status_json(&results)["runs"].as_array().expect("runs").iter().all(|r| r["reason"].as_str().is_some_and(|w| w.contains(&format!("waits for `afterok:{prep}` (`slurm.after`)"))))
     });
-    let prep_running = || squeue_names("users-own").contains(&format!("{prep} RUNNING"));
-    assert!(prep_running(), "{}", squeue_names("users-own"));
+    let prep_live = || ["PENDING", "RUNNING"].iter().any(|s| squeue_names("users-own").contains(&format!("{prep} {s}")));
+    assert!(prep_live(), "{}", squeue_names("users-own"));
     assert!(run_dirs(&results).iter().all(|d| !d.join("attempts.jsonl").exists()), "no run starts before the job it waits for ends");
     let out = drover().arg("run").arg(&sweep).arg("--results").arg(&results).output().expect("drover run");
     assert!(out.status.success(), "{}", text(&out));
-    assert!(!prep_running(), "the sweep ended after the job it waited for");
+    assert!(!prep_live(), "the sweep ended after the job it waited for");
     assert_eq!(states(&status_json(&results)), ["done"; 2], "{}", text(&out));
 
     let failed = users_job("exit 3");

@@ -56,6 +56,10 @@ pub struct Provenance {
     /// that nodes of that machine run.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub arch_builds: BTreeMap<String, BTreeMap<String, String>>,
+    /// `slurm.after`: the terms on the user's own jobs that the array waits on (absent when
+    /// none, and in submissions from before the setting).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub after: Vec<String>,
 }
 
 /// Why drover resubmitted a run itself.
@@ -214,6 +218,8 @@ pub struct Submission {
     /// Runs per array task: the run at position `p` of `runs` is trained by task
     /// `p / runs_per_task`.
     pub runs_per_task: usize,
+    /// `slurm.after`'s terms it was submitted with ([`Provenance::after`]).
+    pub after: Vec<String>,
 }
 
 impl Submission {
@@ -280,8 +286,8 @@ impl Ledger {
     fn apply(&mut self, event: LedgerEvent) {
         match event {
             LedgerEvent::Intent { submission, job_name, comment, runs, throttle, raise_to, provenance, .. } => {
-                let submit_uid = provenance.submit_uid;
-                let s = Submission { job_name, comment, runs, job_id: None, refused: None, throttle, raise_to, lifted: None, submit_uid, runs_per_task: 1 };
+                let Provenance { submit_uid, after, .. } = *provenance;
+                let s = Submission { job_name, comment, runs, job_id: None, refused: None, throttle, raise_to, lifted: None, submit_uid, runs_per_task: 1, after };
                 self.submissions.insert(submission, s);
             }
             LedgerEvent::Lifted { submission, throttle, raise_to } => {
@@ -705,6 +711,8 @@ fn statuses_reusing(
             let stopped_by = array_job.and_then(|j| ledger.cancel_reasons.get(j));
             let reason = match stopped_by {
                 Some(why) if state == RunState::Cancelled && !facts.started => Some(format!("cancelled while queued by `drover run`: {why}")),
+                // Cancelled by Slurm itself for a dependency that can never hold.
+                None if state == RunState::Cancelled => entry.and_then(|e| waits_for_user_job(e, &ours)).or(reason),
                 _ => reason,
             };
             let reason = match (state, reason) {
@@ -1371,44 +1379,148 @@ fn dependency_terms(dependency: &str) -> Vec<(&str, Vec<&str>)> {
         .collect()
 }
 
-/// Why a pending task waits for jobs of the user's (`slurm.after`), in words: the terms not yet
-/// held, and whether they never will (a job that `afterok` names failed). `None` for a task
+/// Why a task waits, or waited, for jobs of the user's (`slurm.after`), in words: the terms
+/// not yet held, or, when they never will (a job that `afterok` names failed), the ones that
+/// failed; with `DependencyParameters=kill_invalid_depend` Slurm cancels such a task itself.
+/// Keyed on the terms (`%E`) rather than the reason alone: Slurm gives a task reason `None`
+/// until its next scheduling pass after `sbatch` or a dependency update. `None` for a task
 /// that waits on nothing, or only on the sweep's own arrays (the throttle's turn).
 fn waits_for_user_job(e: &QueueEntry, ours: &BTreeSet<&str>) -> Option<String> {
-    if !e.reason.starts_with("Dependency") {
+    let never = e.reason == NEVER_SATISFIED;
+    let pending = e.state == "PENDING" && (e.reason.starts_with("Dependency") || e.reason == "None");
+    if !(pending || (e.state == "CANCELLED" && never)) {
         return None;
     }
-    let terms = user_dependency(e.dependency.as_deref(), ours);
+    let terms = if never { failed_terms(e, ours) } else { user_dependency(e.dependency.as_deref(), ours) };
     if terms.is_empty() {
         return None;
     }
-    Some(if e.reason == NEVER_SATISFIED {
-        format!("can never start: its dependency `{terms}` (`slurm.after`) cannot hold any more, as a job it names ended otherwise; `drover cancel`, then run again with `slurm.after` naming a job that can")
-    } else {
-        format!("waits for `{terms}` (`slurm.after`)")
+    Some(match (never, e.state.as_str()) {
+        (true, "CANCELLED") => format!("cancelled by Slurm: its dependency `{terms}` (`slurm.after`) can never hold, as a job it names ended otherwise"),
+        (true, _) => format!("can never start: its dependency `{terms}` (`slurm.after`) can never hold, as a job it names ended otherwise"),
+        (false, _) => format!("waits for `{terms}` (`slurm.after`)"),
     })
+}
+
+/// The terms of a task's dependency that failed (`afterok:4242(failed)`: they can never hold),
+/// else all of `slurm.after`'s it still lists.
+fn failed_terms(e: &QueueEntry, ours: &BTreeSet<&str>) -> String {
+    let dependency = e.dependency.as_deref().unwrap_or_default();
+    let failed: Vec<&str> = dependency.split(',').filter_map(|t| t.trim().strip_suffix("(failed)")).collect();
+    if failed.is_empty() { user_dependency(e.dependency.as_deref(), ours) } else { failed.join(",") }
+}
+
+/// The job ids `slurm.after`'s terms name (`4242` of `afterok:4242_*`), once each, in order.
+fn after_job_ids(terms: &[String]) -> Vec<String> {
+    let mut ids: Vec<String> = Vec::new();
+    for (_, term_ids) in terms.iter().flat_map(|t| dependency_terms(t)) {
+        for id in term_ids.into_iter().map(dependency_job) {
+            if !ids.iter().any(|known| known == id) {
+                ids.push(id.to_string());
+            }
+        }
+    }
+    ids
+}
+
+/// Whether run `run_dir` had an attempt in array `job_id`, as its `attempts.jsonl` says.
+fn ever_ran_in(run_dir: &Path, job_id: &str) -> bool {
+    let Ok(text) = std::fs::read_to_string(run_dir.join("attempts.jsonl")) else { return false };
+    text.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()).any(|a| a["array_job_id"].as_str() == Some(job_id))
+}
+
+/// Whether a run of the sweep started in an array submitted with a `slurm.after` term on job
+/// `job`: Slurm held that dependency met then.
+fn held_before(ledger: &Ledger, runs: &Path, job: &str) -> bool {
+    ledger.submissions.values().any(|s| {
+        let names_job = after_job_ids(&s.after).iter().any(|id| id == job);
+        names_job && s.job_id.as_deref().is_some_and(|array| s.runs.iter().any(|r| ever_ran_in(&runs.join(r), array)))
+    })
+}
+
+/// Checks `slurm.after`'s job ids with Slurm before anything is submitted. Slurm counts a
+/// dependency on a job it does not know as met at once (measured on 22.05: an id never used,
+/// or a job that ended more than `MinJobAge` ago and was forgotten, failed or not), so a typo
+/// would start the sweep at once instead of making it wait. An unknown id is refused, naming
+/// the key, unless a run of this sweep already started under it (the dependency held then,
+/// and Slurm has since forgotten the job, as it does; a rerun may go on).
+pub fn check_after_jobs(plan: &Plan, slurm: &Slurm) -> Result<(), crate::ConfigError> {
+    let after = &plan.sweep.slurm.after;
+    if after.is_empty() {
+        return Ok(());
+    }
+    let ids = after_job_ids(after);
+    let known = match slurm.known_jobs(&ids) {
+        Ok(known) => known,
+        Err(e) => {
+            // The submission that follows meets the same trouble and says so.
+            tracing::warn!("cannot ask Slurm about `slurm.after`'s jobs ({e})");
+            return Ok(());
+        }
+    };
+    let root = plan.results.root();
+    let ledger = Ledger::load(root).unwrap_or_default();
+    let unknown: Vec<&String> = ids.iter().filter(|id| !known.contains(*id) && !held_before(&ledger, &root.join("runs"), id)).collect();
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    let list = unknown.iter().map(|id| format!("`{id}`")).collect::<Vec<_>>().join(", ");
+    Err(crate::ConfigError::new(
+        &plan.sweep.source,
+        "slurm.after",
+        crate::error::ConfigErrorKind::InvalidValue(format!(
+            "Slurm does not know job {list} (a wrong id, or a job that ended more than `MinJobAge` ago and was forgotten), and counts a dependency on a job it does not know as met: the sweep would start at once instead of waiting; give the id of a job `squeue --jobs=<id>` lists, or leave `after` out if that job has ended as the sweep needs"
+        )),
+    ))
 }
 
 /// Slurm's reason for a task whose dependency can never hold (`afterok` on a job that failed,
 /// `afternotok` on one that succeeded): it stays queued until someone cancels it.
 const NEVER_SATISFIED: &str = "DependencyNeverSatisfied";
 
-/// Why the sweep cannot go on, when one of its queued tasks waits on a dependency that can
-/// never hold: every array carries `slurm.after`'s terms, so each of its queued tasks would
-/// wait forever (and a waiting `drover run` with them).
-fn never_satisfied(ledger: &Ledger, queue: &[QueueEntry]) -> Option<String> {
+/// Why the sweep cannot go on, and the arrays it concerns, when one of its tasks waits on a
+/// dependency that can never hold (or Slurm cancelled it for that, under
+/// `DependencyParameters=kill_invalid_depend`): every array carries `slurm.after`'s terms, so
+/// each of its queued tasks would wait forever (and a waiting `drover run` with them).
+fn never_satisfied(ledger: &Ledger, queue: &[QueueEntry]) -> Option<(String, BTreeSet<String>)> {
     let ours = ledger.accepted_jobs();
-    let e = queue.iter().find(|e| ours.contains(e.array_job_id.as_str()) && e.state == "PENDING" && e.reason == NEVER_SATISFIED)?;
-    let failed: Vec<&str> = e
-        .dependency
-        .as_deref()
-        .unwrap_or_default()
-        .split(',')
-        .filter_map(|t| t.trim().strip_suffix("(failed)"))
-        .collect();
-    let terms = if failed.is_empty() { user_dependency(e.dependency.as_deref(), &ours) } else { failed.join(",") };
+    // A task cancelled by drover or by the user keeps Slurm's last reason: only one Slurm
+    // cancelled itself counts.
+    let by_slurm = |job: &str| !ledger.cancel_reasons.contains_key(job) && !ledger.cancelled_jobs.contains(job) && ledger.cancelled_upto.is_none();
+    let hit = |e: &&QueueEntry| {
+        let state = e.state == "PENDING" || (e.state == "CANCELLED" && by_slurm(&e.array_job_id));
+        ours.contains(e.array_job_id.as_str()) && state && e.reason == NEVER_SATISFIED
+    };
+    let e = queue.iter().find(hit)?;
+    let arrays = queue.iter().filter(hit).map(|e| e.array_job_id.clone()).collect();
+    let why = format!(
+        "its dependency `{}` (`slurm.after`) can never hold: a job it names did not end as it asks (Slurm: {NEVER_SATISFIED}), so its queued runs would wait forever",
+        failed_terms(e, &ours)
+    );
+    Some((why, arrays))
+}
+
+/// A warning for a rerun whose `slurm.after` differs from the one queued arrays of the sweep
+/// were submitted with and still wait on: re-attached, they keep their old dependency.
+fn changed_after_warning(ledger: &Ledger, queue: &[QueueEntry], after: &[String]) -> Option<String> {
+    let ours = ledger.accepted_jobs();
+    let mut stale: BTreeMap<&str, (&Vec<String>, usize)> = BTreeMap::new();
+    for s in ledger.submissions.values().filter(|s| s.after != after) {
+        let Some(job) = s.job_id.as_deref() else { continue };
+        let waiting = queue.iter().filter(|e| e.array_job_id == job && e.state == "PENDING" && !user_dependency(e.dependency.as_deref(), &ours).is_empty()).count();
+        if waiting > 0 {
+            stale.insert(job, (&s.after, waiting));
+        }
+    }
+    let (_, (old, _)) = stale.first_key_value()?;
+    let tasks: usize = stale.values().map(|(_, n)| n).sum();
+    let shown = |terms: &[String]| if terms.is_empty() { "none".to_string() } else { format!("`{}`", terms.join(",")) };
     Some(format!(
-        "its dependency `{terms}` (`slurm.after`) can never hold: a job it names did not end as it asks (Slurm: {NEVER_SATISFIED}), so its queued runs would wait forever"
+        "{} of array {} still wait on `slurm.after` = {} as submitted, not on {}: re-attached arrays keep their dependency; `drover cancel`, then `drover run` again, to have them wait on the new one",
+        crate::words::count(tasks, "queued task"),
+        stale.keys().copied().collect::<Vec<_>>().join(", "),
+        shown(old),
+        shown(after)
     ))
 }
 
@@ -1743,6 +1855,7 @@ fn provenance(plan: &Plan) -> Provenance {
                 (machine.clone(), files.map(|f| (f.to_string_lossy().into_owned(), sha256_file(&dir.join(f)))).collect())
             })
             .collect(),
+        after: plan.sweep.slurm.after.clone(),
     }
 }
 
@@ -2246,15 +2359,26 @@ impl Breaker {
 /// on), recording why first so `drover status` tells them from a `drover cancel`. Returns how
 /// many tasks were queued. A refused `scancel` is a warning: the sweep stops retrying anyway.
 fn stop_failing_sweep(ledger: &mut Ledger, queue: &[QueueEntry], slurm: &Slurm, why: &str) -> Result<usize, RunError> {
+    stop_sweep(ledger, queue, slurm, why, &BTreeSet::new())
+}
+
+/// [`stop_failing_sweep`], recording `why` for the arrays `also` too (tasks Slurm cancelled
+/// itself, whose runs status then explains the same way).
+fn stop_sweep(ledger: &mut Ledger, queue: &[QueueEntry], slurm: &Slurm, why: &str, also: &BTreeSet<String>) -> Result<usize, RunError> {
     let ours = ledger.accepted_jobs();
     let queued: Vec<&QueueEntry> = queue.iter().filter(|e| ours.contains(e.array_job_id.as_str()) && e.state == "PENDING").collect();
-    let ids: Vec<String> = queued.iter().map(|e| e.array_job_id.clone()).collect::<BTreeSet<_>>().into_iter().collect();
+    let pending: BTreeSet<String> = queued.iter().map(|e| e.array_job_id.clone()).collect();
+    let ids: Vec<String> = pending.union(also).cloned().collect();
     let Some(&upto) = ledger.submissions.keys().next_back() else { return Ok(0) };
     if ids.is_empty() {
         return Ok(0);
     }
     ledger.append(LedgerEvent::Cancelled { upto_submission: upto, job_ids: Some(ids.clone()), reason: Some(why.to_string()) })?;
-    if let Err(e) = slurm.cancel_pending(&ids) {
+    let pending: Vec<String> = pending.into_iter().collect();
+    if pending.is_empty() {
+        return Ok(0);
+    }
+    if let Err(e) = slurm.cancel_pending(&pending) {
         eprintln!("drover: warning: could not cancel the queued tasks ({e}); `drover cancel` stops them");
     }
     Ok(queued.len())
@@ -2316,6 +2440,9 @@ pub fn run_sweep(plan: &Plan, opts: &SlurmOptions) -> Result<SlurmReport, RunErr
     let mut raised = throttles_set(&root);
     share_free_slots_remembered(&root, &mut ledger, &queue, &opts.slurm, &mut raised);
     let older = live_per_array(&ledger, &queue);
+    if let Some(warning) = changed_after_warning(&ledger, &queue, &settings.after).filter(|_| !opts.quiet) {
+        eprintln!("drover: warning: {warning}");
+    }
     tracing::debug!(elapsed = ?started.elapsed(), "run directories ready");
     let specs = plan.runs.iter().map(|r| (r.run_id.to_string(), plan.job_spec(r))).collect();
     let submitter = Submitter {
@@ -2459,6 +2586,21 @@ pub fn run_sweep(plan: &Plan, opts: &SlurmOptions) -> Result<SlurmReport, RunErr
         let live = live_per_array(&ledger, &queue);
         let slots = retry_slots(throttle, live.values().sum());
         let live_now = live.values().sum::<usize>();
+        // Before the waiting room: runs submitted now would wait forever too.
+        if let Some((why, arrays)) = never_satisfied(&ledger, &queue).filter(|_| breaker.why.is_none() && !cancel_seen) {
+            waiting_room = WaitingRoom::default();
+            report.deferred = 0;
+            breaker.why = Some(why.clone());
+            let cancelled = stop_sweep(&mut ledger, &queue, &opts.slurm, &why, &arrays)?;
+            if !opts.quiet {
+                eprintln!(
+                    "drover: stopping the sweep: {why}; cancelled {}, the running ones go on. \
+                     Name a job that can hold in `slurm.after` (or leave it out) and run `drover run` again: the cancelled runs are submitted again",
+                    crate::words::count(cancelled, "queued task")
+                );
+            }
+            continue;
+        }
         if waiting_room.may_try(live_now) {
             let before = report.submitted;
             let tried = waiting_room.runs.clone();
@@ -2475,20 +2617,6 @@ pub fn run_sweep(plan: &Plan, opts: &SlurmOptions) -> Result<SlurmReport, RunErr
                 continue;
             }
         }
-        if let Some(why) = never_satisfied(&ledger, &queue).filter(|_| breaker.why.is_none() && !cancel_seen) {
-            waiting_room = WaitingRoom::default();
-            report.deferred = 0;
-            breaker.why = Some(why.clone());
-            let cancelled = stop_failing_sweep(&mut ledger, &queue, &opts.slurm, &why)?;
-            if !opts.quiet {
-                eprintln!(
-                    "drover: stopping the sweep: {why}; cancelled its {} queued, the running ones go on. \
-                     Name a job that can hold in `slurm.after` (or leave it out) and run `drover run` again: the cancelled runs are submitted again",
-                    crate::words::count(cancelled, "task")
-                );
-            }
-            continue;
-        }
         if let Some(limit) = settings.fail_fast.filter(|_| breaker.why.is_none()) {
             if let Some(why) = breaker.observe(&now, limit) {
                 // The held-back runs would fail alike: they stay unsubmitted.
@@ -2497,9 +2625,9 @@ pub fn run_sweep(plan: &Plan, opts: &SlurmOptions) -> Result<SlurmReport, RunErr
                 let cancelled = stop_failing_sweep(&mut ledger, &queue, &opts.slurm, &why)?;
                 if !opts.quiet {
                     eprintln!(
-                        "drover: stopping the sweep: {why}; cancelled its {} queued, the running ones go on. \
+                        "drover: stopping the sweep: {why}; cancelled {}, the running ones go on. \
                          Fix the cause and run `drover run` again (or set `slurm.fail_fast = 0` to let every run try)",
-                        crate::words::count(cancelled, "task")
+                        crate::words::count(cancelled, "queued task")
                     );
                 }
                 continue;
@@ -2643,13 +2771,18 @@ mod tests {
 
     /// The ledger's record of submission `n` (comment `c<n>`, script `array-<n>.sbatch`) of `runs`.
     fn intent(n: u32, runs: Vec<String>, throttle: Option<u32>, raise_to: Option<u32>) -> LedgerEvent {
+        intent_after(n, runs, throttle, raise_to, Vec::new())
+    }
+
+    /// [`intent`] of an array submitted with `slurm.after` = `after`.
+    fn intent_after(n: u32, runs: Vec<String>, throttle: Option<u32>, raise_to: Option<u32>, after: Vec<String>) -> LedgerEvent {
         LedgerEvent::Intent {
             submission: n,
             job_name: "j".into(),
             comment: format!("c{n}"),
             script: format!("array-{n}.sbatch"),
             runs,
-            provenance: Box::default(),
+            provenance: Box::new(Provenance { after, ..Provenance::default() }),
             throttle,
             raise_to,
         }
@@ -3861,10 +3994,15 @@ mod tests {
     #[test]
     fn a_user_dependency_is_kept_by_lifts_and_never_taken_for_the_throttles() {
         let ours = BTreeSet::from(["41", "42"]);
-        let dep = "afterok:99_*(unfulfilled),afterany:41_*(unfulfilled),after:7+5(unfulfilled),afterany:41_3:98(unfulfilled),singleton";
-        assert_eq!(user_dependency(Some(dep), &ours), "afterok:99_*,after:7+5,afterany:98,singleton");
+        // As Slurm 22.05 prints `%E`: one term per job id (a whole array as `<id>_*`, `after`'s
+        // minutes after it), a failed term among unfulfilled ones.
+        let dep = "afterok:2973(failed),afterok:2972(unfulfilled),afterany:41_*(unfulfilled),after:3000_*+1(unfulfilled),afterany:2998(unfulfilled)";
+        assert_eq!(user_dependency(Some(dep), &ours), "afterok:2973,afterok:2972,after:3000_*+1,afterany:2998");
+        // Forms Slurm takes (a term of several ids, `singleton`) pass too.
+        assert_eq!(user_dependency(Some("afterany:41_3:98(unfulfilled),singleton(unfulfilled)"), &ours), "afterany:98,singleton");
         assert_eq!(user_dependency(Some("afterany:41_*(unfulfilled)"), &ours), "");
         assert_eq!(user_dependency(None, &ours), "");
+        assert_eq!(after_job_ids(&["afterok:7_*".into(), "afterany:8:7".into(), "after:9+5".into()]), ["7", "8", "9"]);
 
         let ledger = ledger_of(&[(0, "41", Some(4), None), (1, "42", Some(4), None)]);
         let with = |job: &str, from, count, state: &str, reason: &str, dependency: &str| -> Vec<QueueEntry> {
@@ -3888,19 +4026,85 @@ mod tests {
         assert!(marked.iter().all(|e| e.reason == "Dependency" && e.dependency.as_deref() == Some("afterok:99")), "{marked:?}");
 
         assert_eq!(waits_for_user_job(&first[0], &ours).as_deref(), Some("waits for `afterok:99` (`slurm.after`)"));
+        // Right after `sbatch` Slurm lists the terms before its scheduler gives the reason.
+        let fresh = with("41", 0, 1, "PENDING", "None", "afterok:99(unfulfilled)");
+        assert_eq!(waits_for_user_job(&fresh[0], &ours).as_deref(), Some("waits for `afterok:99` (`slurm.after`)"));
         assert_eq!(waits_for_user_job(&with("42", 0, 1, "PENDING", "Dependency", "afterany:41_*(unfulfilled)")[0], &ours), None, "the throttle's turn");
         assert_eq!(waits_for_user_job(&tasks("41", 0, 1, "PENDING", "Priority")[0], &ours), None);
 
         // Job 99 failed: `afterok` can never hold, and the sweep stops rather than wait forever.
         assert_eq!(never_satisfied(&ledger, &[first.clone(), second.clone()].concat()), None);
-        let failed = with("41", 0, 4, "PENDING", NEVER_SATISFIED, "afterok:99(failed)");
-        let also = with("42", 0, 6, "PENDING", NEVER_SATISFIED, "afterok:99(failed),afterany:41_*(unfulfilled)");
+        let failed = with("41", 0, 4, "PENDING", NEVER_SATISFIED, "afterok:99(failed),afterok:98(unfulfilled)");
+        let also = with("42", 0, 6, "PENDING", NEVER_SATISFIED, "afterok:99(failed),afterok:98(unfulfilled),afterany:41_*(unfulfilled)");
         let queue = [failed.clone(), also].concat();
-        let why = never_satisfied(&ledger, &queue).expect("stops");
-        assert!(why.starts_with("its dependency `afterok:99` (`slurm.after`) can never hold"), "{why}");
+        let (why, arrays) = never_satisfied(&ledger, &queue).expect("stops");
+        assert!(why.starts_with("its dependency `afterok:99` (`slurm.after`) can never hold"), "only the failed term: {why}");
+        assert_eq!(arrays, BTreeSet::from(["41".to_string(), "42".to_string()]));
         assert!(throttle_lifts(&ledger, &queue).is_empty(), "a dependency that can never hold is not lifted");
-        assert!(waits_for_user_job(&failed[0], &ours).expect("words").starts_with("can never start: its dependency `afterok:99`"));
+        assert!(waits_for_user_job(&failed[0], &ours).expect("words").starts_with("can never start: its dependency `afterok:99` "));
         assert_eq!(never_satisfied(&ledger_of(&[(0, "51", Some(4), None)]), &queue), None, "another sweep's arrays");
+        // Under `DependencyParameters=kill_invalid_depend` Slurm cancels the tasks itself.
+        let killed = with("41", 0, 4, "CANCELLED", NEVER_SATISFIED, "afterok:99(failed)");
+        assert_eq!(never_satisfied(&ledger, &killed).map(|(_, a)| a), Some(BTreeSet::from(["41".to_string()])));
+        assert!(waits_for_user_job(&killed[0], &ours).expect("words").starts_with("cancelled by Slurm: its dependency `afterok:99`"));
+        assert_eq!(waits_for_user_job(&with("41", 0, 1, "CANCELLED", "None", "afterok:99(unfulfilled)")[0], &ours), None, "a cancel by hand");
+    }
+
+    /// A rerun whose `slurm.after` differs from the one queued arrays were submitted with, and
+    /// still wait on, says that they keep it; arrays whose dependency held, or that were
+    /// submitted with the same, are not named.
+    #[test]
+    fn a_rerun_with_another_after_warns_that_queued_arrays_keep_theirs() {
+        let mut ledger = Ledger::default();
+        for (n, job, after) in [(0, "41", vec!["afterok:7".to_string()]), (1, "42", vec!["afterok:7".to_string()]), (2, "43", vec!["afterok:8".to_string()])] {
+            ledger.apply(intent_after(n, vec![format!("{n:016x}")], Some(4), None, after));
+            ledger.apply(LedgerEvent::Submitted { submission: n, job_id: job.into() });
+        }
+        assert_eq!(ledger.submissions[&0].after, ["afterok:7"], "the ledger keeps each submission's terms");
+        let with = |job: &str, state: &str, dependency: Option<&str>| QueueEntry { dependency: dependency.map(str::to_string), ..tasks(job, 0, 1, state, "Dependency")[0].clone() };
+        let queue = [with("41", "PENDING", Some("afterok:7(unfulfilled)")), with("42", "RUNNING", None), with("43", "PENDING", Some("afterok:8(unfulfilled)"))];
+        let now = ["afterok:8".to_string()];
+        let warning = changed_after_warning(&ledger, &queue, &now).expect("warns");
+        assert!(warning.starts_with("1 queued task of array 41 still wait on `slurm.after` = `afterok:7` as submitted, not on `afterok:8`"), "{warning}");
+        assert_eq!(changed_after_warning(&ledger, &queue[1..], &now), None, "42's dependency held; 43 has the same");
+    }
+
+    /// `slurm.after` on a job Slurm does not know is refused before anything is submitted
+    /// (Slurm would count it as met), unless a run of the sweep already started under it; a
+    /// job Slurm lists passes.
+    #[test]
+    fn after_on_a_job_slurm_does_not_know_is_refused_unless_it_held_before() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        // The results directory of the check, apart from the one `sweep_plan` plans into.
+        let (bin, root) = (tmp.path().join("bin"), tmp.path().join("results"));
+        std::fs::create_dir_all(&bin).expect("mkdir");
+        // A stand-in `squeue --jobs` that knows job 7 only.
+        std::fs::write(
+            bin.join("squeue"),
+            "#!/bin/sh
+case \"$*\" in *--jobs=7) echo '7|7';; *) echo 'slurm_load_jobs error: Invalid job id specified' >&2; exit 1;; esac\n",
+        )
+        .expect("fake squeue");
+        std::fs::set_permissions(bin.join("squeue"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+        let slurm = Slurm { bin_dir: Some(bin), policy: crate::backend::slurm_cmd::CallPolicy { attempts: 1, ..Default::default() } };
+        let plan = |after: &str| {
+            let mut plan = sweep_plan(tmp.path(), &format!("after = {after}"), "").expect("plan");
+            plan.results = layout::ResultsDir::new(&root);
+            plan
+        };
+        assert!(check_after_jobs(&plan("7"), &slurm).is_ok());
+        let err = check_after_jobs(&plan("[7, 999]"), &slurm).expect_err("999 is unknown");
+        assert_eq!(err.key.as_deref(), Some("slurm.after"));
+        assert!(err.to_string().contains("Slurm does not know job `999`"), "{err}");
+        // A run of the sweep started in an array submitted with `afterok:999`: it held then.
+        let mut ledger = Ledger::load(&root).expect("empty");
+        let run = "00000000000000aa";
+        ledger.append(intent_after(0, vec![run.into()], None, None, vec!["afterok:999".into()])).expect("intent");
+        ledger.append(LedgerEvent::Submitted { submission: 0, job_id: "60".into() }).expect("submitted");
+        assert!(check_after_jobs(&plan("999"), &slurm).is_err(), "submitted, but no run started under it");
+        std::fs::create_dir_all(root.join("runs").join(run)).expect("mkdir");
+        std::fs::write(root.join("runs").join(run).join("attempts.jsonl"), "{\"array_job_id\":\"60\",\"array_task_id\":\"0\"}\n").expect("attempt");
+        assert!(check_after_jobs(&plan("999"), &slurm).is_ok());
     }
 
     /// A small model of Slurm's side of a sweep, to check the throttle over many interleavings:

@@ -9,6 +9,7 @@
 //! `srun --mpi=list` (`Slurm::mpi_types`) is the one question whose failure is no error: it
 //! only feeds a warning, so it is asked once, briefly, and any trouble means "no answer".
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -224,6 +225,25 @@ impl Slurm {
             .map(|(name, addr)| (name.trim().to_string(), addr.trim().to_string()))
             .collect();
         (!nodes.is_empty()).then_some(nodes)
+    }
+
+    /// Which of the jobs `ids` (plain job ids or array job ids) Slurm still lists, in any state:
+    /// `squeue --jobs=<id>` refuses with "Invalid job id specified" for a job it does not know,
+    /// and "Invalid job id: <id>" for an id beyond its job id range (neither is an error here).
+    pub fn known_jobs(&self, ids: &[String]) -> Result<BTreeSet<String>, SlurmError> {
+        let mut known = BTreeSet::new();
+        // One call per id: an id beyond the job id range fails the whole call, the known ones
+        // with it (22.05).
+        for id in ids {
+            let args = vec!["--noheader".to_string(), "--states=all".to_string(), "--format=%F|%A".to_string(), format!("--jobs={id}")];
+            let out = match self.call("squeue", &args) {
+                Ok(out) => out,
+                Err(SlurmError::Refused { stderr, .. }) if stderr.contains("Invalid job id") => continue,
+                Err(e) => return Err(e),
+            };
+            known.extend(out.lines().flat_map(|l| l.split('|')).map(str::trim).filter(|id| !id.is_empty()).map(str::to_string));
+        }
+        Ok(known)
     }
 
     /// Whether user `uid` has any job in the queue (pending, running, ...): a submit limit

@@ -598,7 +598,9 @@ fn after_term(key: &str, term: &str) -> Result<String, KeyError> {
             None => (id, None),
         };
         let digits = |s: &str| !s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit());
-        digits(job) && task.is_none_or(|t| t == "*" || digits(t)) && minutes.is_none_or(digits)
+        // Slurm's job ids are 32-bit and start at 1 (`sbatch` refuses a dependency on job 0).
+        let job_id = digits(job) && job.parse::<u32>().is_ok_and(|n| n > 0);
+        job_id && task.is_none_or(|t| t == "*" || digits(t)) && minutes.is_none_or(digits)
     };
     if job_id(term, false) {
         return Ok(format!("afterok:{term}"));
@@ -857,6 +859,8 @@ mod tests {
             ("after = \"afterok:12+5\"", "slurm.after"),
             ("after = \"later:12\"", "slurm.after"),
             ("after = \"afterok:12_x\"", "slurm.after"),
+            ("after = 0", "slurm.after"),
+            ("after = 99999999999", "slurm.after"),
         ];
         for (text, key) in cases {
             let err = SlurmSettings::validate(file(text), &["params.x".to_string()]).expect_err(text);

@@ -262,8 +262,10 @@ impl AlgorithmHandle {
     /// of the plugin that made this instance): for a minibatch of **whole sequences**, computes
     /// each sequence's log-ratio `Δ_s = Σ_{valid t ∈ s} (logp_new − logp_old)`, lets the plugin
     /// write `seq_loss[s]` and `∂(Σ loss)/∂Δ_s`, and writes the chain rule into `d_logp`
-    /// (`∂/∂logp_new,t = ∂/∂Δ_s` for valid tokens, 0 for padding). The caller adds these to
-    /// whatever the per-token [`loss`](Self::loss) contributes, if it calls that too.
+    /// (`∂/∂logp_new,t = ∂/∂Δ_s` for valid tokens, 0 for padding). A token is valid when its
+    /// `token_weights` entry is above 0: the weights are a mask here, their size is the
+    /// plugin's to apply. `drover-job` calls this in place of [`loss`](Self::loss) on the
+    /// sequence tasks, so no value, entropy or per-token reference-KL gradient comes with it.
     ///
     /// # Errors
     /// Invalid batch or output lengths, a plugin error or panic (an instance of another plugin
