@@ -81,7 +81,7 @@ pub fn run(
         )));
     }
     let local_envs = r.num_envs / size;
-    let plugin = Plugin::load(&spec.plugin_path)?;
+    let plugin = Plugin::load(&spec.plugin_path).inspect_err(crate::plugin_cmd::log_full_report)?;
     let info = plugin.info();
     let record = PluginRecord {
         name: info.name.clone(),
