@@ -30,10 +30,16 @@ pub enum JobError {
     #[error(transparent)]
     PluginCall(#[from] drover_plugin_host::CallError),
     /// The plugin asked for something the run cannot do (e.g. group sizes over the budget).
-    #[error("plugin `{plugin}`: {reason}")]
+    /// Worded as a failed call (`drover_plugin_host::CallError`), with version and call, so
+    /// `exit.json` reads alike whichever side found the fault.
+    #[error("plugin `{plugin}` {version}: call `{call}`: {reason}")]
     PluginRequest {
         /// The plugin's name.
         plugin: String,
+        /// The plugin's version.
+        version: String,
+        /// The call whose answer the run cannot follow.
+        call: &'static str,
         /// What it asked for and why that cannot be done.
         reason: String,
     },
@@ -95,4 +101,21 @@ pub enum JobError {
         /// The underlying error.
         reason: String,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::JobError;
+
+    /// Review finding: "plugin 'awr': on_iteration returned 3 group sizes…" lacked the version
+    /// and the `call` every other plugin error names.
+    #[test]
+    fn a_request_the_run_cannot_follow_reads_like_a_failed_call() {
+        let reason = crate::sampling::sized_groups(&[7, 3], &[4, 0, 2], 6).expect_err("3 sizes for 2 prompts");
+        let e = JobError::PluginRequest { plugin: "awr".into(), version: "0.1.0".into(), call: "on_iteration", reason };
+        assert!(
+            e.to_string().starts_with("plugin `awr` 0.1.0: call `on_iteration`: asked for 3 group sizes, but the next generation batch has 2 prompts"),
+            "{e}"
+        );
+    }
 }

@@ -196,12 +196,13 @@ fn try_instance(plugin: &Plugin, params: &str) -> InstanceRecord {
 }
 
 fn failure(e: &LoadError) -> LoadFailure {
+    log_full_report(e);
     let kind = match e {
         LoadError::Read { .. } => "read",
         LoadError::Open { .. } => "open",
         LoadError::NotAPlugin { .. } => "not_a_plugin",
         LoadError::IncompatibleInterface { .. } => "incompatible_interface",
-        LoadError::Abi { .. } => "abi",
+        LoadError::Abi { .. } | LoadError::Layout { .. } => "abi",
         LoadError::Extension { .. } => "extension",
         LoadError::Info { .. } => "info",
         LoadError::Params { .. } => "params",
@@ -209,6 +210,14 @@ fn failure(e: &LoadError) -> LoadFailure {
     LoadFailure {
         kind,
         message: e.to_string(),
+    }
+}
+
+/// Logs, at debug level, what a load error's message leaves out: abi_stable's whole layout
+/// report, which its message cuts to a few hundred characters.
+pub fn log_full_report(e: &LoadError) {
+    if let LoadError::Layout { path, report, .. } = e {
+        tracing::debug!("abi_stable's layout report for `{}`:{report}", path.display());
     }
 }
 

@@ -73,7 +73,7 @@ pub fn plan(groups: &[GroupSpec], experts: usize) -> Vec<EnvPlan> {
 pub fn sized_groups(prompts: &[u32], sizes: &[u32], budget: usize) -> Result<Vec<GroupSpec>, String> {
     if sizes.len() != prompts.len() {
         return Err(format!(
-            "on_iteration returned {} group sizes, but the next generation batch has {} prompts \
+            "asked for {} group sizes, but the next generation batch has {} prompts \
              (one size per prompt of IterationInfo::next_prompts, in order)",
             sizes.len(),
             prompts.len()
@@ -82,7 +82,7 @@ pub fn sized_groups(prompts: &[u32], sizes: &[u32], budget: usize) -> Result<Vec
     let total: u64 = sizes.iter().map(|&n| u64::from(n)).sum();
     if total != budget as u64 {
         return Err(format!(
-            "on_iteration returned group sizes summing to {total}, but the budget of a generation \
+            "asked for group sizes summing to {total}, but the budget of a generation \
              batch is {budget} responses (run.num_envs)"
         ));
     }

@@ -111,8 +111,9 @@ pub struct ExitMarker {
     pub status: ExitStatus,
     /// Why, when not completed.
     pub reason: Option<String>,
-    /// Unix seconds.
-    pub finished_at: u64,
+    /// Unix seconds, as a string: `docs/design/results-layout.md`, and what the orchestrator
+    /// writes when it marks a run itself (readers take a number too, from older markers).
+    pub finished_at: String,
     /// The retry budget whose spending failed the run (`max_timeouts`, `max_preemptions`):
     /// the orchestrator does not retry such a run from scratch (it would stop the same way) and
     /// the next `drover run` resumes it. Absent for every other ending.
@@ -125,7 +126,8 @@ impl ExitMarker {
     pub fn now(run_id: &str, status: ExitStatus, reason: Option<String>) -> Self {
         let finished_at = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+            .map_or(0, |d| d.as_secs())
+            .to_string();
         Self { format_version: SUMMARY_FORMAT_VERSION, run_id: run_id.to_string(), status, reason, finished_at, spent_budget: None }
     }
 
@@ -181,6 +183,15 @@ mod tests {
             serde_json::Value::Object(resolved),
             serde_json::json!({"clip_coef": 0.3, "extra": "x", "ent_coef": 0.01, "norm_adv": true})
         );
+    }
+
+    /// Review finding: drover-job wrote `finished_at` as a number, the orchestrator (and the
+    /// layout doc) as a string.
+    #[test]
+    fn exit_markers_stamp_finished_at_as_a_string_of_unix_seconds() {
+        let marker = serde_json::to_value(ExitMarker::now("r", ExitStatus::Completed, None)).expect("JSON");
+        let at = marker["finished_at"].as_str().expect("a string");
+        assert!(at.parse::<u64>().is_ok_and(|s| s > 1_600_000_000), "{marker}");
     }
 
     #[test]

@@ -82,7 +82,7 @@ pub fn run(
         )));
     }
     let local_envs = r.num_envs / size;
-    let plugin = Plugin::load(&spec.plugin_path)?;
+    let plugin = Plugin::load(&spec.plugin_path).inspect_err(crate::plugin_cmd::log_full_report)?;
     let info = plugin.info();
     let record = PluginRecord {
         name: info.name.clone(),
@@ -304,6 +304,8 @@ pub fn run(
         let control = algo.on_iteration(iteration, global_step as u64, &iteration_metrics)?;
         trainer.set_group_sizes(next.as_ref(), &control.group_sizes).map_err(|reason| JobError::PluginRequest {
             plugin: info.name.clone(),
+            version: info.version.clone(),
+            call: "on_iteration",
             reason,
         })?;
         next_group_sizes = control.group_sizes.clone();
@@ -322,8 +324,10 @@ pub fn run(
         if let Some(m) = control.metrics.iter().find(|m| FIXED_METRICS.contains(&m.name.as_str())) {
             return Err(JobError::PluginRequest {
                 plugin: info.name.clone(),
+                version: info.version.clone(),
+                call: "on_iteration",
                 reason: format!(
-                    "on_iteration returned metric `{}`, the name of a column the advantage and loss \
+                    "returned metric `{}`, the name of a column the advantage and loss \
                      stages fill ({}); report it from those stages, or rename it",
                     m.name,
                     FIXED_METRICS.join(", ")
@@ -770,7 +774,7 @@ impl<'c> Trainer<'c> {
         }
         let Some(next) = next else {
             return Err(format!(
-                "on_iteration returned {} group sizes, but per-prompt group sizes need a prompt \
+                "asked for {} group sizes, but per-prompt group sizes need a prompt \
                  dataset (set `run.dataset_size` on a sequence task)",
                 sizes.len()
             ));

@@ -464,6 +464,15 @@ pub enum PluginCmdError {
         /// The library of that name found on the search path.
         existing: PathBuf,
     },
+    /// `drover plugin new --api-path` names no `drover-plugin-api` crate: the new project
+    /// would not build, and nothing is written.
+    #[error("`--api-path {}`: {reason}", path.display())]
+    BadApiPath {
+        /// The path given.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// `drover plugin new` never overwrites: the target directory already has files.
     #[error("`{}` already exists and is not empty (choose another `--dir`)", dir.display())]
     DirNotEmpty {

@@ -158,12 +158,11 @@ fn found_past_a_missing_folder(spec: &str, key: &str, found: &Path, sweep_dirs: 
     }
     let found_dir = found.parent()?;
     let in_sweep_dir = sweep_dirs.iter().any(|d| d.canonicalize().is_ok_and(|d| d == found_dir));
-    let missing = sweep_dirs.iter().find(|d| !d.is_dir())?;
+    let problem = sweep_dirs.iter().find_map(|d| config::search_folder_problem(d))?;
     (!in_sweep_dir).then(|| {
         format!(
-            "plugin `{spec}` (key `{key}`) is `{}`, found past this sweep's `plugin_path`, whose folder `{}` does not exist (not built yet?): the runs load that other library",
+            "plugin `{spec}` (key `{key}`) is `{}`, found past this sweep's `plugin_path`, whose {problem}: the runs load that other library",
             found.display(),
-            missing.display()
         )
     })
 }

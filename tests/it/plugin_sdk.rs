@@ -78,7 +78,10 @@ fn a_new_plugin_builds_passes_its_tests_and_trains_cartpole() {
     assert!(listing.contains("Discount factor"), "{listing}");
     let out = run_ok(drover().args(["plugin", "list", "--json", "--plugin-path"]).arg(&lib_dir));
     let listed: serde_json::Value = serde_json::from_slice(&out.stdout).expect("list --json");
-    let mine = listed
+    // Beside the plugins, what the text listing also says (drover's own fixtures, found beside
+    // the binary, are named unlike their plugins: warnings).
+    assert!(listed["refused"].is_array() && listed["warnings"].is_array(), "{listed}");
+    let mine = listed["plugins"]
         .as_array()
         .expect("array")
         .iter()
@@ -90,14 +93,14 @@ fn a_new_plugin_builds_passes_its_tests_and_trains_cartpole() {
 
     let out = run_ok(drover().args(["plugin", "check", "sdk_reinforce", "--plugin-path"]).arg(&lib_dir));
     let checked = String::from_utf8_lossy(&out.stdout);
-    assert!(checked.contains("passed: 11 checks, 0 failed"), "{checked}");
+    assert!(checked.contains("passed: 14 checks, 0 failed"), "{checked}");
     assert!(checked.contains("ok   loss_derivatives"), "{checked}");
     // Through the ABI too, with the 1.3 examples switched on: the state table is exported and
     // round-trips, and the loss looks its per-sequence records up by rollout index.
-    let both = r#"{"bootstrapped_weight": 0.25, "return_scale_decay": 0.9}"#;
+    let both = r#"{"cut_sequence_weight": 0.25, "return_scale_decay": 0.9}"#;
     let out = run_ok(drover().args(["plugin", "check", "--params", both]).arg(&so));
     let checked = String::from_utf8_lossy(&out.stdout);
-    assert!(checked.contains("passed: 11 checks, 0 failed"), "{checked}");
+    assert!(checked.contains("passed: 14 checks, 0 failed"), "{checked}");
     assert!(checked.contains("ok   loss_sequence_numbering"), "{checked}");
     assert!(checked.contains("ok   state_round_trip") && !checked.contains("no `drover.plugin_state` table"), "{checked}");
     // Parameters the plugin would refuse are a clear error naming the key, not failed checks.
@@ -114,7 +117,7 @@ fn a_new_plugin_builds_passes_its_tests_and_trains_cartpole() {
         &format!(
             "name = \"sdk\"\nplugin_path = [{:?}]\n[run]\nenv = \"CartPole-v1\"\nplugin = \"sdk_reinforce\"\n\
              num_envs = 4\nnum_steps = 64\ntotal_steps = 1024\nupdate_epochs = 1\nnum_minibatches = 2\n\
-             [params]\ngamma = 0.95\nbootstrapped_weight = 0.5\nreturn_scale_decay = 0.9\nnorm_adv = false\n[sweep]\nseeds = [1]\n",
+             [params]\ngamma = 0.95\ncut_sequence_weight = 0.5\nreturn_scale_decay = 0.9\nnorm_adv = false\n[sweep]\nseeds = [1]\n",
             lib_dir.display().to_string()
         ),
     );
@@ -317,7 +320,7 @@ fn a_crate_building_on_the_bundled_ppo_exports_its_own_plugin() {
     let out = run_ok(drover().args(["plugin", "check"]).arg(&so));
     let checked = String::from_utf8_lossy(&out.stdout);
     assert!(checked.starts_with("ppo_bn 0.1.0 (interface 1.3)"), "{checked}");
-    assert!(checked.contains("passed: 11 checks, 0 failed"), "{checked}");
+    assert!(checked.contains("passed: 14 checks, 0 failed"), "{checked}");
 }
 
 /// Review finding 8: a library under another plugin's file name ran, and `spec.json` and
@@ -407,7 +410,7 @@ fn plugins_built_against_older_minors_are_checked_and_run() {
         let out = run_ok(drover().args(["plugin", "check"]).arg(&so));
         let checked = String::from_utf8_lossy(&out.stdout);
         assert!(checked.contains(&format!("{fixture} 0.1.0 (interface {version})")), "{checked}");
-        assert!(checked.contains("passed: 11 checks, 0 failed"), "{checked}");
+        assert!(checked.contains("passed: 14 checks, 0 failed"), "{checked}");
 
         let sweep = write_sweep(
             tmp.path(),

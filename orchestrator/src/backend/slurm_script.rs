@@ -166,7 +166,7 @@ fn arch_cases(arch: &BTreeMap<String, PathBuf>, job_bin_machine: Option<&str>) -
         reason="this node is ${{machine:-unknown}} (uname -m), but drover-job is built for {built} and [slurm.arch] names no build for ${{machine:-unknown}}: add a folder with drover-job and the plugins built for it as [slurm.arch] ${{machine:-unknown}} in the sweep file"
         : >>"$run/attempt-$n.stdout.log"
         echo "drover: run $run_id: $reason" | tee -a "$run/attempt-$n.stderr.log" >&2
-        printf '{{"format_version":1,"run_id":"%s","status":"failed","reason":"%s","finished_at":%s}}\n' "$run_id" "$reason" "$(date +%s)" >"$run/exit.json.tmp"
+        printf '{{"format_version":1,"run_id":"%s","status":"failed","reason":"%s","finished_at":"%s"}}\n' "$run_id" "$reason" "$(date +%s)" >"$run/exit.json.tmp"
         mv -f "$run/exit.json.tmp" "$run/exit.json"
         printf '1\n' >"$run/attempt-$n.rc"
         return 1 ;;"#
@@ -423,6 +423,7 @@ mod tests {
         let run = runs.join("000000000000000c");
         let marker: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("exit.json")).expect("exit.json")).expect("JSON");
         assert_eq!((marker["status"].as_str(), marker["run_id"].as_str()), (Some("failed"), Some("000000000000000c")), "{marker}");
+        assert!(marker["finished_at"].as_str().is_some_and(|s| s.parse::<u64>().is_ok()), "unix seconds as a string, as drover-job writes them: {marker}");
         let reason = marker["reason"].as_str().unwrap_or_default();
         assert!(reason.contains("this node is riscv64") && reason.contains("built for x86_64") && reason.contains("[slurm.arch] riscv64"), "{reason}");
         let stderr_log = std::fs::read_to_string(run.join("attempt-1.stderr.log")).expect("stderr log");

@@ -118,7 +118,7 @@ pub use file::{Device, EnvKind, PathBases, ReferencePolicy, RunConfig, SeedsFile
 pub use ids::{canonical_json, ConfigId, RunId};
 pub use load::{load, load_str, override_list, override_origin, parse_set, SetArg};
 pub use plugin::PluginSearch;
-pub(crate) use plugin::file_names_of_plugin;
+pub(crate) use plugin::{file_names_of_plugin, search_folder_problem};
 pub use sweep::{AxisKey, PluginRef, Sweep, MAX_RUNS};
 pub(crate) use messages::{closest, suggest_key};
 pub(crate) use sweep::{check_path_text, is_plugin_path};

@@ -11,6 +11,17 @@ use std::path::{Path, PathBuf};
 use crate::config::sweep::is_plugin_path;
 use crate::error::{ConfigError, ConfigErrorKind};
 
+/// What is wrong with a plugin search folder, if anything: "folder `X` does not exist (not built
+/// yet?)" or "`X` is not a folder". One wording for `drover run`'s and `drover plugin list`'s
+/// warnings.
+pub(crate) fn search_folder_problem(dir: &Path) -> Option<String> {
+    match std::fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => None,
+        Ok(_) => Some(format!("`{}` is not a folder", dir.display())),
+        Err(_) => Some(format!("folder `{}` does not exist (not built yet?)", dir.display())),
+    }
+}
+
 /// Where plugins are looked for, in order.
 #[derive(Debug, Clone, Default)]
 pub struct PluginSearch {

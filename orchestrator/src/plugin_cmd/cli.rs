@@ -35,7 +35,9 @@ pub enum PluginCommand {
         /// Extra directories, searched first (like `plugin_path` in a sweep file).
         #[arg(long = "plugin-path", value_name = "DIR")]
         plugin_path: Vec<PathBuf>,
-        /// Print JSON instead of text.
+        /// Print JSON instead of text: an object with `format_version` (1), `plugins` (each
+        /// plugin's description), `refused` ([{path, reason}]), `not_plugins` (how many other
+        /// libraries were skipped) and `warnings` (sentences).
         #[arg(long)]
         json: bool,
     },
@@ -77,14 +79,11 @@ pub fn run(command: PluginCommand, env: &PluginEnv, out: &mut dyn Write) -> Resu
             }
             let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
             let api = match api_path {
-                Some(p) => ApiDependency::Path(p.canonicalize().unwrap_or(p)),
+                Some(p) => ApiDependency::from_path(&p)?,
                 None => ApiDependency::detect(),
             };
             // With a path dependency, start from drover's own lock file: same versions as drover.
-            let lockfile = match &api {
-                ApiDependency::Path(p) => p.parent().and_then(Path::parent).map(|root| root.join("Cargo.lock")),
-                ApiDependency::Version(_) => None,
-            };
+            let lockfile = api.lockfile();
             let spec = NewPluginSpec { name: name.clone(), dir: dir.clone(), api: api.clone(), lockfile };
             create_project(&spec)?;
             let dep = match &api {
@@ -103,9 +102,13 @@ pub fn run(command: PluginCommand, env: &PluginEnv, out: &mut dyn Write) -> Resu
         PluginCommand::List { plugin_path, json } => {
             let probe = PluginProbe::new(&env.job_bin);
             let search = PluginSearch::new(&plugin_path, env.plugin_path_env.as_deref(), env.exe_dir.as_deref());
-            let listing = list(&probe, search.dirs())?;
+            let mut listing = list(&probe, search.dirs())?;
+            // As `drover run` warns about a sweep's `plugin_path`: a folder asked for explicitly
+            // that is not there is most often a project not built yet, or a typo.
+            listing.warnings =
+                plugin_path.iter().filter_map(|d| crate::config::search_folder_problem(d)).map(|p| format!("`--plugin-path` {p}")).collect();
             if json {
-                let text = serde_json::to_string_pretty(&listing.plugins)
+                let text = serde_json::to_string_pretty(&ListJson::new(&listing))
                     .map_err(|e| PluginCmdError::Io { action: "serialize", path: "<stdout>".into(), source: e.into() })?;
                 writeln!(out, "{text}").map_err(io)?;
             } else {
@@ -155,6 +158,67 @@ pub struct Listing {
     pub refused: Vec<(PathBuf, String)>,
     /// Shared libraries that are not drover plugins.
     pub not_plugins: usize,
+    /// About the search itself (a `--plugin-path` folder that does not exist); each plugin's
+    /// own warnings are [`plugin_warnings`].
+    pub warnings: Vec<String>,
+}
+
+/// `drover plugin list --json` (format_version 1): the plugins as before under `plugins`, and
+/// what the text output also says, so a script sees a refused library or a warning too.
+#[derive(Debug, serde::Serialize)]
+struct ListJson<'a> {
+    format_version: u32,
+    plugins: &'a [PluginDescription],
+    refused: Vec<RefusedJson<'a>>,
+    not_plugins: usize,
+    /// The search's warnings, then each plugin's, naming its file.
+    warnings: Vec<String>,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct RefusedJson<'a> {
+    path: &'a Path,
+    reason: &'a str,
+}
+
+impl<'a> ListJson<'a> {
+    fn new(listing: &'a Listing) -> Self {
+        let mut warnings = listing.warnings.clone();
+        for (i, p) in listing.plugins.iter().enumerate() {
+            warnings.extend(plugin_warnings(listing, i).into_iter().map(|w| format!("plugin `{}` at `{}`: {w}", p.name, p.path.display())));
+        }
+        ListJson {
+            format_version: 1,
+            plugins: &listing.plugins,
+            refused: listing.refused.iter().map(|(path, reason)| RefusedJson { path, reason }).collect(),
+            not_plugins: listing.not_plugins,
+            warnings,
+        }
+    }
+}
+
+/// The warnings about plugin `i` of the listing: a file named unlike its plugin (a sweep naming
+/// the plugin does not find it), and a plugin of the same name listed before it.
+pub fn plugin_warnings(listing: &Listing, i: usize) -> Vec<String> {
+    let p = &listing.plugins[i];
+    let mut warnings = Vec::new();
+    // A sweep finds a plugin by its own name: say when the file is under another one, and
+    // when an earlier folder's plugin of the same name is the one a sweep gets.
+    let names = crate::config::file_names_of_plugin(&p.name);
+    if !p.path.file_name().and_then(|n| n.to_str()).is_some_and(|n| names.iter().any(|f| f == n)) {
+        warnings.push(format!(
+            "its file name is not `{}`: `run.plugin = \"{}\"` does not find it, and a sweep naming the file's name refuses it",
+            names[0], p.name
+        ));
+    }
+    if let Some(first) = listing.plugins[..i].iter().find(|q| q.name == p.name) {
+        warnings.push(format!(
+            "a plugin named `{}` is listed above ({}): a sweep naming it gets the first one found",
+            p.name,
+            first.path.display()
+        ));
+    }
+    warnings
 }
 
 fn list(probe: &PluginProbe, dirs: &[PathBuf]) -> Result<Listing, PluginCmdError> {
@@ -217,18 +281,8 @@ pub fn render_list(listing: &Listing, dirs: &[PathBuf]) -> String {
     for (i, p) in listing.plugins.iter().enumerate() {
         let _ = writeln!(s, "{} {}  (interface {}) — {}", p.name, p.version, p.interface_version, p.description);
         let _ = writeln!(s, "  path    {}", p.path.display());
-        // A sweep finds a plugin by its own name: say when the file is under another one, and
-        // when an earlier folder's plugin of the same name is the one a sweep gets.
-        let names = crate::config::file_names_of_plugin(&p.name);
-        if !p.path.file_name().and_then(|n| n.to_str()).is_some_and(|n| names.iter().any(|f| f == n)) {
-            let _ = writeln!(
-                s,
-                "  warning its file name is not `{}`: `run.plugin = \"{}\"` does not find it, and a sweep naming the file's name refuses it",
-                names[0], p.name
-            );
-        }
-        if let Some(first) = listing.plugins[..i].iter().find(|q| q.name == p.name) {
-            let _ = writeln!(s, "  warning a plugin named `{}` is listed above ({}): a sweep naming it gets the first one found", p.name, first.path.display());
+        for warning in plugin_warnings(listing, i) {
+            let _ = writeln!(s, "  warning {warning}");
         }
         let _ = writeln!(s, "  host    drover-job of interface {}", p.host_interface_version);
         let _ = writeln!(s, "  sha256  {}", p.sha256);
@@ -255,13 +309,16 @@ pub fn render_list(listing: &Listing, dirs: &[PathBuf]) -> String {
     for (path, why) in &listing.refused {
         let _ = writeln!(s, "refused {}: {why}\n", path.display());
     }
+    for warning in &listing.warnings {
+        let _ = writeln!(s, "warning: {warning}");
+    }
     let dirs: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
     let _ = writeln!(
         s,
-        "{} plugins, {} refused, {} other libraries skipped; searched: {}",
-        listing.plugins.len(),
+        "{}, {} refused, {} skipped; searched: {}",
+        crate::words::count(listing.plugins.len(), "plugin"),
         listing.refused.len(),
-        listing.not_plugins,
+        crate::words::count_as(listing.not_plugins, "other library", "other libraries"),
         if dirs.is_empty() { "no directory".to_string() } else { dirs.join(", ") }
     );
     s
@@ -301,7 +358,8 @@ mod tests {
         let tmp = tempfile::tempdir().expect("tempdir");
         std::fs::write(tmp.path().join("libdrover_plugin_ppo.so"), b"").expect("plugin");
         let env = PluginEnv { exe_dir: Some(tmp.path().to_path_buf()), ..PluginEnv::default() };
-        let new = |name: &str| PluginCommand::New { name: name.into(), dir: Some(tmp.path().join(name)), api_path: Some(tmp.path().into()) };
+        let api = fake_api_crate(tmp.path());
+        let new = |name: &str| PluginCommand::New { name: name.into(), dir: Some(tmp.path().join(name)), api_path: Some(api.clone()) };
         let err = run(new("ppo"), &env, &mut Vec::new()).expect_err("a shipped name").to_string();
         assert!(err.starts_with("a plugin named `ppo` is already on drover's search path"), "{err}");
         assert!(err.contains("libdrover_plugin_ppo.so") && err.contains("e.g. `my_ppo`"), "{err}");
@@ -309,6 +367,89 @@ mod tests {
         let mut out = Vec::new();
         run(new("my_ppo"), &env, &mut out).expect("a free name");
         assert!(tmp.path().join("my_ppo/sweep.toml").is_file());
+    }
+
+    /// `<dir>/api/Cargo.toml` declaring the package `drover-plugin-api`; returns `<dir>/api`.
+    fn fake_api_crate(dir: &Path) -> PathBuf {
+        let api = dir.join("api");
+        std::fs::create_dir_all(&api).expect("api dir");
+        std::fs::write(api.join("Cargo.toml"), "[package]\nname = \"drover-plugin-api\"\nversion = \"1.3.0\"\n").expect("manifest");
+        api
+    }
+
+    /// Review finding: `--api-path /nonexistent/api` exited 0 and wrote a project depending on
+    /// a path that does not exist; a folder holding another crate was taken as well.
+    #[test]
+    fn an_api_path_without_the_api_crate_is_refused_naming_the_flag_and_the_path() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let env = PluginEnv { exe_dir: Some(tmp.path().to_path_buf()), ..PluginEnv::default() };
+        let other = tmp.path().join("other");
+        std::fs::create_dir_all(&other).expect("other");
+        std::fs::write(other.join("Cargo.toml"), "[package]\nname = \"serde\"\n").expect("manifest");
+        let empty = tmp.path().join("empty");
+        std::fs::create_dir_all(&empty).expect("empty");
+        let missing = tmp.path().join("nonexistent/api");
+        for (api, reason) in [
+            (&missing, "cannot be read ("),
+            (&empty, "no `Cargo.toml` there ("),
+            (&other, "its `Cargo.toml` is the crate `serde`, not `drover-plugin-api`"),
+        ] {
+            let dir = tmp.path().join("algo");
+            let cmd = PluginCommand::New { name: "algo".into(), dir: Some(dir.clone()), api_path: Some(api.clone()) };
+            let err = run(cmd, &env, &mut Vec::new()).expect_err("refused").to_string();
+            assert!(err.starts_with(&format!("`--api-path {}`: {reason}", api.display())), "{err}");
+            assert!(!dir.exists(), "nothing written for {}", api.display());
+        }
+    }
+
+    /// Review findings: `--plugin-path /nonexistent` passed in silence (`drover run` warns), and
+    /// `--json` printed the plugins alone, dropping refused libraries and warnings.
+    #[test]
+    fn a_missing_plugin_path_is_warned_about_and_json_keeps_refusals_and_warnings() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let missing = tmp.path().join("target/release");
+        let list = |json: bool| {
+            let mut out = Vec::new();
+            let cmd = PluginCommand::List { plugin_path: vec![missing.clone()], json };
+            run(cmd, &PluginEnv::default(), &mut out).expect("lists");
+            String::from_utf8(out).expect("utf-8")
+        };
+        let warning = format!("`--plugin-path` folder `{}` does not exist (not built yet?)", missing.display());
+        let text = list(false);
+        assert!(text.contains(&format!("warning: {warning}\n")), "{text}");
+        assert!(text.contains("0 plugins, 0 refused, 0 other libraries skipped"), "{text}");
+        let json: serde_json::Value = serde_json::from_str(&list(true)).expect("JSON");
+        assert_eq!(json["format_version"], 1, "{json}");
+        assert_eq!(json["plugins"], serde_json::json!([]), "{json}");
+        assert_eq!(json["warnings"], serde_json::json!([warning]), "{json}");
+
+        let plugin = |path: &str| PluginDescription {
+            path: path.into(),
+            name: "x".into(),
+            version: "0.1.0".into(),
+            description: "d".into(),
+            interface_version: "1.3".into(),
+            host_interface_version: "1.3".into(),
+            sha256: "0".repeat(64),
+            params: Vec::new(),
+        };
+        let listing = Listing {
+            plugins: vec![plugin("/a/libdrover_plugin_x.so"), plugin("/b/libcopy.so")],
+            refused: vec![("/a/libdrover_plugin_text.so".into(), "not a shared library".into())],
+            not_plugins: 1,
+            warnings: Vec::new(),
+        };
+        let text = render_list(&listing, &[]);
+        assert!(text.contains("2 plugins, 1 refused, 1 other library skipped"), "{text}");
+        let json = serde_json::to_value(ListJson::new(&listing)).expect("JSON");
+        assert_eq!(json["refused"], serde_json::json!([{"path": "/a/libdrover_plugin_text.so", "reason": "not a shared library"}]));
+        assert_eq!(json["not_plugins"], 1);
+        let warnings: Vec<&str> = json["warnings"].as_array().expect("warnings").iter().filter_map(|w| w.as_str()).collect();
+        assert_eq!(warnings.len(), 2, "{json}");
+        assert!(warnings[0].starts_with("plugin `x` at `/b/libcopy.so`: its file name is not `libdrover_plugin_x.so`"), "{json}");
+        assert!(warnings[1].starts_with("plugin `x` at `/b/libcopy.so`: a plugin named `x` is listed above (/a/libdrover_plugin_x.so)"), "{json}");
+        // Each plugin's warnings are also in the text, under it.
+        assert!(text.contains("  warning its file name is not `libdrover_plugin_x.so`"), "{text}");
     }
 
     #[test]
@@ -326,7 +467,7 @@ mod tests {
                 param("schedule_iterations", serde_json::json!("a long default"), None),
             ],
         };
-        let listing = Listing { plugins: vec![plugin], refused: Vec::new(), not_plugins: 0 };
+        let listing = Listing { plugins: vec![plugin], ..Listing::default() };
         let text = render_list(&listing, &[]);
         let rows: Vec<&str> = text.lines().filter(|l| l.contains("Doc.")).collect();
         assert_eq!(rows.len(), 2, "{text}");

@@ -244,7 +244,9 @@ impl PluginProbe {
             return Err(self.bad(command, path, crash_reason(command, extra, signal), stderr));
         }
         let report: Report = serde_json::from_str(&out.stdout).map_err(|e| {
-            self.bad(command, path, format!("exit status {}, stdout is not a report ({e})", out.status), stderr.clone())
+            // `ExitStatus`'s Display already says "exit status: 1"; a signal was handled above.
+            let status = out.status.code().map_or_else(|| out.status.to_string(), |code| format!("exit code {code}"));
+            self.bad(command, path, format!("{status}, stdout is not a report ({e})"), stderr.clone())
         })?;
         if report.format_version != PLUGIN_REPORT_FORMAT_VERSION {
             return Err(self.bad(
@@ -452,5 +454,25 @@ mod cache_tests {
         let probe = PluginProbe { info_timeout: std::time::Duration::from_millis(300), ..PluginProbe::new(&hang) };
         let err = probe.try_params(&so, &[r#"{"mode":"other"}"#]).unwrap_err().to_string();
         assert!(err.contains("no answer within 0.3 s, so it was stopped (does the plugin hang while loading, or in `new`?)"), "{err}");
+    }
+
+    /// Review finding: a runtime that exited 1 without a report was described as "exit status
+    /// exit status: 1".
+    #[test]
+    fn a_runtime_that_fails_without_a_report_is_named_by_its_exit_code() {
+        let tmp = tempfile::tempdir().unwrap();
+        let job = tmp.path().join("failing-job.sh");
+        std::fs::write(&job, "#!/bin/sh
+echo 'it went wrong' >&2
+exit 1
+").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&job, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let so = tmp.path().join("libdrover_plugin_fake.so");
+        std::fs::write(&so, b"x").unwrap();
+        let err = PluginProbe::new(&job).info(&so).unwrap_err().to_string();
+        assert!(err.contains("gave no usable report: exit code 1, stdout is not a report ("), "{err}");
+        assert!(!err.contains("exit status exit status"), "{err}");
+        assert!(err.ends_with("its stderr: it went wrong"), "{err}");
     }
 }

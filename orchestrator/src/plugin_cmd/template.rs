@@ -11,6 +11,15 @@ use crate::error::PluginCmdError;
 /// test `api_crate_version_matches_the_manifest`.
 const API_CRATE_VERSION: &str = "1.3.0";
 
+/// The api crate's package name, as a `--api-path` manifest must declare it.
+const API_CRATE_NAME: &str = "drover-plugin-api";
+
+/// `[package] name` of a `Cargo.toml`, if it parses and has one.
+fn package_name(manifest: &str) -> Option<String> {
+    let table = manifest.parse::<toml::Table>().ok()?;
+    Some(table.get("package")?.get("name")?.as_str()?.to_owned())
+}
+
 /// Template files: (path in the new project, contents).
 const FILES: &[(&str, &str)] = &[
     ("Cargo.toml", include_str!("../../../plugins/template/Cargo.toml.tmpl")),
@@ -35,10 +44,60 @@ impl ApiDependency {
     /// otherwise the released version.
     pub fn detect() -> Self {
         let api = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/api");
-        match api.join("Cargo.toml").is_file().then(|| api.canonicalize()) {
-            Some(Ok(path)) => ApiDependency::Path(path),
-            _ => ApiDependency::Version(API_CRATE_VERSION.to_string()),
+        match Self::from_path(&api) {
+            Ok(dep) => dep,
+            Err(_) => ApiDependency::Version(API_CRATE_VERSION.to_string()),
         }
+    }
+
+    /// A path dependency on the `drover-plugin-api` crate in `dir` (`--api-path`), made
+    /// absolute, so the new project builds wherever it is moved on this machine.
+    ///
+    /// # Errors
+    /// [`PluginCmdError::BadApiPath`] when `dir` does not exist or holds no `Cargo.toml` whose
+    /// package is `drover-plugin-api`.
+    pub fn from_path(dir: &Path) -> Result<Self, PluginCmdError> {
+        let bad = |reason: String| PluginCmdError::BadApiPath { path: dir.to_path_buf(), reason };
+        let canonical = dir.canonicalize().map_err(|e| bad(format!("cannot be read ({e})")))?;
+        let manifest = canonical.join("Cargo.toml");
+        let text = std::fs::read_to_string(&manifest).map_err(|e| {
+            bad(format!("no `Cargo.toml` there ({e}); give the folder of the `drover-plugin-api` crate, `<drover>/plugins/api`"))
+        })?;
+        match package_name(&text).as_deref() {
+            Some(API_CRATE_NAME) => Ok(ApiDependency::Path(canonical)),
+            Some(other) => Err(bad(format!(
+                "its `Cargo.toml` is the crate `{other}`, not `{API_CRATE_NAME}`; give `<drover>/plugins/api`"
+            ))),
+            None => Err(bad(format!(
+                "its `Cargo.toml` names no package (a workspace?), not the crate `{API_CRATE_NAME}`; give `<drover>/plugins/api`"
+            ))),
+        }
+    }
+
+    /// The `Cargo.lock` a new project starts from: for a path dependency, the lock file of the
+    /// workspace that crate belongs to, if any.
+    ///
+    /// Only that workspace's lock pins the versions the api crate was built and tested with
+    /// (drover's own). A lock file found another way (say `<api>/../../Cargo.lock` of an api
+    /// crate copied elsewhere) belongs to some other project: copied into the new one, cargo
+    /// would keep whatever that project happened to pin. Like cargo, the workspace root is
+    /// the nearest folder above the crate whose `Cargo.toml` has `[workspace]`, and it counts
+    /// only when its `members` list the crate.
+    pub fn lockfile(&self) -> Option<PathBuf> {
+        let ApiDependency::Path(api) = self else { return None };
+        for root in api.ancestors().skip(1) {
+            let Ok(text) = std::fs::read_to_string(root.join("Cargo.toml")) else { continue };
+            let Ok(manifest) = text.parse::<toml::Table>() else { return None };
+            let Some(workspace) = manifest.get("workspace") else { continue };
+            let member = api.strip_prefix(root).ok()?;
+            let listed = workspace
+                .get("members")
+                .and_then(toml::Value::as_array)
+                .is_some_and(|members| members.iter().filter_map(toml::Value::as_str).any(|m| Path::new(m) == member));
+            let lock = root.join("Cargo.lock");
+            return (listed && lock.is_file()).then_some(lock);
+        }
+        None
     }
 
     fn toml(&self, testing: bool) -> String {
@@ -165,6 +224,41 @@ mod tests {
             .map(|v| v.trim().trim_matches('"'))
             .expect("plugins/api/Cargo.toml has a version");
         assert_eq!(API_CRATE_VERSION, version, "update API_CRATE_VERSION to plugins/api's version");
+    }
+
+    /// Review finding: `<api>/../../Cargo.lock` was copied whatever it was. Only the lock of
+    /// the workspace that lists the api crate is drover's.
+    #[test]
+    fn only_the_lock_file_of_the_api_crates_own_workspace_is_copied() {
+        let tmp = tempfile::tempdir().unwrap();
+        let write = |rel: &str, text: &str| {
+            let path = tmp.path().join(rel);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        };
+        let api_manifest = "[package]\nname = \"drover-plugin-api\"\n";
+        write("drover/Cargo.toml", "[workspace]\nmembers = [\"orchestrator\", \"plugins/api\"]\n");
+        write("drover/Cargo.lock", "# drover's\n");
+        write("drover/plugins/api/Cargo.toml", api_manifest);
+        // An api crate copied out of its workspace, two folders below another project's lock.
+        write("project/Cargo.lock", "# someone else's\n");
+        write("project/vendor/api/Cargo.toml", api_manifest);
+        // A workspace that does not list the crate.
+        write("mono/Cargo.toml", "[workspace]\nmembers = [\"tools\"]\n");
+        write("mono/Cargo.lock", "# mono's\n");
+        write("mono/libs/api/Cargo.toml", api_manifest);
+
+        let dep = |rel: &str| ApiDependency::from_path(&tmp.path().join(rel)).unwrap();
+        let drover = dep("drover/plugins/api");
+        assert_eq!(drover.lockfile(), Some(tmp.path().canonicalize().unwrap().join("drover/Cargo.lock")));
+        assert_eq!(dep("project/vendor/api").lockfile(), None);
+        assert_eq!(dep("mono/libs/api").lockfile(), None);
+        assert_eq!(ApiDependency::Version("1.3.0".into()).lockfile(), None);
+
+        let dir = tmp.path().join("new");
+        let spec = NewPluginSpec { name: "algo".into(), dir: dir.clone(), lockfile: drover.lockfile(), api: drover };
+        create_project(&spec).unwrap();
+        assert_eq!(std::fs::read_to_string(dir.join("Cargo.lock")).unwrap(), "# drover's\n");
     }
 
     #[test]

@@ -80,7 +80,8 @@ pub type AlgorithmBox = Algorithm_TO<'static, RBox<()>>;
 /// **Frozen for major 1**: abi_stable's layout check lets a library's prefix type have more
 /// fields than the host's, never fewer, so a field appended in 1.1 would refuse every 1.0
 /// plugin. New capabilities come through [`extension`](AlgorithmMod::extension) instead; the
-/// layout is pinned by `plugins/api/tests/v1_layout.rs`.
+/// layout is pinned by `plugins/api/tests/frozen_layout.rs` (against
+/// `plugins/api/tests/v1_root_module.layout`).
 #[repr(C)]
 #[derive(StableAbi)]
 #[sabi(kind(Prefix(prefix_ref = AlgorithmMod_Ref)))]

@@ -4,6 +4,7 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use std::marker::PhantomData;
+use std::mem::ManuallyDrop;
 
 use abi_stable::{
     prefix_type::PrefixTypeTrait,
@@ -504,10 +505,17 @@ pub struct LossOutputs<'a> {
     pub d_entropy: &'a mut [f32],
 }
 
-/// Wraps an [`AlgorithmImpl`] as an [`Algorithm`]; every method catches panics.
+/// Wraps an [`AlgorithmImpl`] as an [`Algorithm`]; every method catches panics, and so does
+/// dropping it.
 #[doc(hidden)]
 pub struct Adapter<T> {
-    inner: T,
+    /// Dropped by hand in `Drop for Adapter`, under `catch_unwind`: the host drops an instance
+    /// through abi_stable's `destroy_box`, an `extern "C"` function that aborts the process if
+    /// a panic unwinds out of it, which would fail a run that had already finished training.
+    inner: ManuallyDrop<T>,
+    /// `` `name` version `` of the plugin, for the message a panicking drop prints (`Drop`
+    /// cannot name `T: AlgorithmImpl`, as the struct does not require it).
+    label: String,
     /// Set by a caught panic: the instance's state may be half-updated, so later calls fail.
     poisoned: Option<String>,
     /// The 1.3 minibatch context the host sent for the next loss call; taken by that call, so
@@ -583,7 +591,33 @@ fn guarded<R>(f: impl FnOnce() -> Result<R, PluginError>) -> RResult<R, PluginEr
     catch_panic(f).and_then(|r| r).into()
 }
 
+impl<T> Drop for Adapter<T> {
+    fn drop(&mut self) {
+        // SAFETY: `inner` is dropped here only, once, and never used afterwards.
+        let dropped = catch_panic(|| unsafe { ManuallyDrop::drop(&mut self.inner) });
+        if let Err(e) = dropped {
+            // No caller can receive an error from a drop; stderr reaches the job's log, and the
+            // run's outcome stays what training decided.
+            eprintln!(
+                "drover: plugin {} panicked while being dropped ({}); the instance may have leaked resources",
+                self.label,
+                e.message()
+            );
+        }
+    }
+}
+
 impl<T: AlgorithmImpl> Adapter<T> {
+    /// Wraps `inner`, an instance of the plugin described by `info`.
+    fn new(inner: T, info: &PluginInfo) -> Self {
+        Self {
+            inner: ManuallyDrop::new(inner),
+            label: format!("`{}` {}", info.name, info.version),
+            poisoned: None,
+            context: None,
+        }
+    }
+
     /// Like [`guarded`], but refuses to run after an earlier panic and records a new one.
     fn call<R>(
         &mut self,
@@ -594,7 +628,7 @@ impl<T: AlgorithmImpl> Adapter<T> {
                 "refusing the call: an earlier call panicked ({msg})"
             )));
         }
-        let inner = &mut self.inner;
+        let inner = &mut *self.inner;
         let r = guarded(|| f(inner));
         if let RResult::RErr(e) = &r {
             if e.kind() == Some(crate::PluginErrorKind::Panic) {
@@ -755,16 +789,13 @@ extern "C" fn new_entry<T: AlgorithmImpl>(
     seed: u64,
 ) -> RResult<AlgorithmBox, PluginError> {
     guarded(|| {
-        let params = Params::parse(&T::info().params, params_json.as_str())?;
+        let info = T::info();
+        let params = Params::parse(&info.params, params_json.as_str())?;
         let inner = T::new(&params, seed)?;
         // `TD_CanDowncast`: extension functions take the instance and downcast it back to
         // `Adapter<T>`, refusing an instance made by another library.
         Ok(Algorithm_TO::from_value(
-            Adapter {
-                inner,
-                poisoned: None,
-                context: None,
-            },
+            Adapter::new(inner, &info),
             TD_CanDowncast,
         ))
     })
@@ -1057,3 +1088,53 @@ const _: () = {
         i += 1;
     }
 };
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// Counts its drops, then panics in `Drop`, as a plugin whose cleanup fails does.
+    struct PanicsOnDrop;
+
+    static DROPS: AtomicUsize = AtomicUsize::new(0);
+
+    impl Drop for PanicsOnDrop {
+        fn drop(&mut self) {
+            DROPS.fetch_add(1, Ordering::SeqCst);
+            panic!("deliberate panic in Drop");
+        }
+    }
+
+    impl AlgorithmImpl for PanicsOnDrop {
+        fn info() -> PluginInfo {
+            PluginInfo::new("drop_panics", "0.1.0", "test")
+        }
+        fn new(_: &Params, _: u64) -> Result<Self, PluginError> {
+            Ok(Self)
+        }
+        fn compute_advantages(&mut self, _: &Rollout<'_>, _: &mut [f32], _: &mut [f32]) -> Result<Vec<Metric>, PluginError> {
+            Ok(Vec::new())
+        }
+        fn loss(&mut self, _: &Minibatch<'_>, _: &mut LossOutputs<'_>) -> Result<Vec<Metric>, PluginError> {
+            Ok(Vec::new())
+        }
+    }
+
+    /// Review finding: the host drops an instance through abi_stable's `destroy_box`, which
+    /// aborts the process when a panic unwinds out of it (this test binary died with "Aborting
+    /// to handle the panic" before the adapter caught it), so a `drover-job` that had finished
+    /// training exited as failed.
+    #[test]
+    fn a_panic_while_dropping_the_instance_is_caught() {
+        let instance = match new_entry::<PanicsOnDrop>(RStr::from("{}"), 0) {
+            RResult::ROk(instance) => instance,
+            RResult::RErr(e) => panic!("new failed: {e}"),
+        };
+        let before = DROPS.load(Ordering::SeqCst);
+        let dropped = catch_unwind(AssertUnwindSafe(|| drop(instance)));
+        assert!(dropped.is_ok(), "the panic must not leave the adapter");
+        assert_eq!(DROPS.load(Ordering::SeqCst), before + 1, "the plugin's own Drop ran once");
+    }
+}

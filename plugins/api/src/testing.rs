@@ -81,6 +81,42 @@ pub trait Subject {
         Ok(IterationControl::default())
     }
 
+    /// As [`AlgorithmImpl::on_epoch_end`]. The default, for a subject without the hook, goes
+    /// on with the next epoch.
+    ///
+    /// # Errors
+    /// Whatever the algorithm reports (a caught panic is a `Panic` error).
+    fn on_epoch_end(&mut self, epoch: u32, metrics: &[Metric]) -> Result<bool, PluginError> {
+        let _ = (epoch, metrics);
+        Ok(true)
+    }
+
+    /// As [`AlgorithmImpl::keep_group`]. The default, for a subject without the hook, keeps
+    /// every group.
+    ///
+    /// # Errors
+    /// Whatever the algorithm reports (a caught panic is a `Panic` error).
+    fn keep_group(&self, rewards: &[f32]) -> Result<bool, PluginError> {
+        let _ = rewards;
+        Ok(true)
+    }
+
+    /// The interface 1.1 sequence loss ([`AlgorithmImpl::SEQUENCE_LOSS`]) as the host calls it
+    /// on a minibatch of whole sequences: the host computes each sequence's log-ratio
+    /// `Δ_s = Σ_{t: weight > 0} (logp_new − logp_old)`, the plugin writes `seq_loss[s]` and
+    /// `∂(Σ loss)/∂Δ_s`, and the host spreads the latter onto `d_logp` of the sequence's
+    /// weighted tokens (0 elsewhere). `seq_loss` is `num_sequences` long, `d_logp` `M` long.
+    /// `None` when the subject does not provide it (the default).
+    fn sequence_loss(
+        &mut self,
+        mb: &Minibatch<'_>,
+        seq_loss: &mut [f32],
+        d_logp: &mut [f32],
+    ) -> Option<Result<Vec<Metric>, PluginError>> {
+        let _ = (mb, seq_loss, d_logp);
+        None
+    }
+
     /// As the interface 1.3 `save_state` ([`AlgorithmImpl::PLUGIN_STATE`]); `None` when the
     /// subject does not provide it (the default).
     fn save_state(&mut self) -> Option<Result<Vec<u8>, PluginError>> {
@@ -133,6 +169,26 @@ impl<T: AlgorithmImpl> Subject for T {
         panic_to_error(|| AlgorithmImpl::on_iteration(self, info))
     }
 
+    fn on_epoch_end(&mut self, epoch: u32, metrics: &[Metric]) -> Result<bool, PluginError> {
+        panic_to_error(|| AlgorithmImpl::on_epoch_end(self, epoch, metrics))
+    }
+
+    fn keep_group(&self, rewards: &[f32]) -> Result<bool, PluginError> {
+        panic_to_error(|| AlgorithmImpl::keep_group(self, rewards))
+    }
+
+    fn sequence_loss(
+        &mut self,
+        mb: &Minibatch<'_>,
+        seq_loss: &mut [f32],
+        d_logp: &mut [f32],
+    ) -> Option<Result<Vec<Metric>, PluginError>> {
+        let f = T::SEQUENCE_LOSS?;
+        Some(sequence_loss_as_the_host_calls_it(mb, seq_loss, d_logp, |mb, log_ratio, loss, d| {
+            panic_to_error(|| f(self, mb, log_ratio, loss, d))
+        }))
+    }
+
     fn save_state(&mut self) -> Option<Result<Vec<u8>, PluginError>> {
         let f = T::PLUGIN_STATE?;
         Some(panic_to_error(|| (f.save)(self)))
@@ -142,6 +198,39 @@ impl<T: AlgorithmImpl> Subject for T {
         let f = T::PLUGIN_STATE?;
         Some(panic_to_error(|| (f.load)(self, bytes)))
     }
+}
+
+/// What `drover-plugin-host`'s `AlgorithmHandle::sequence_loss` does around the plugin's
+/// function `f`, for an in-process [`Subject`]: checked input and output lengths, the
+/// log-ratios, zeroed outputs, a non-finite `∂/∂Δ_s` refused, and the chain rule into `d_logp`.
+fn sequence_loss_as_the_host_calls_it(
+    mb: &Minibatch<'_>,
+    seq_loss: &mut [f32],
+    d_logp: &mut [f32],
+    f: impl FnOnce(&Minibatch<'_>, &[f32], &mut [f32], &mut [f32]) -> Result<Vec<Metric>, PluginError>,
+) -> Result<Vec<Metric>, PluginError> {
+    mb.check()?;
+    let (m, s) = (mb.len(), mb.num_sequences);
+    if seq_loss.len() != s || d_logp.len() != m {
+        return Err(PluginError::invalid_input(format!(
+            "sequence loss outputs of {} and {} values for {s} sequences and {m} tokens",
+            seq_loss.len(),
+            d_logp.len()
+        )));
+    }
+    let weighted = |i: usize| mb.token_weights[i] > 0.0;
+    let mut log_ratio = vec![0.0f32; s];
+    for i in (0..m).filter(|&i| weighted(i)) {
+        log_ratio[mb.seq_index[i] as usize] += mb.logp_new[i] - mb.logp_old[i];
+    }
+    seq_loss.fill(0.0);
+    let mut d_log_ratio = vec![0.0f32; s];
+    let metrics = f(mb, &log_ratio, seq_loss, &mut d_log_ratio)?;
+    first_non_finite(&[("d_log_ratio", &d_log_ratio)]).map_err(PluginError::numerical)?;
+    for (i, d) in d_logp.iter_mut().enumerate() {
+        *d = if weighted(i) { d_log_ratio[mb.seq_index[i] as usize] } else { 0.0 };
+    }
+    Ok(metrics)
 }
 
 /// Which input a derivative is taken with respect to.
@@ -1016,12 +1105,20 @@ fn advantages_of<S: Subject + ?Sized>(
 ///   a loss that looks up what its advantage stage recorded per rollout sequence must do it
 ///   by `rollout_index[seq_index[i]]`;
 /// - `loss_derivatives`: [`check_loss_derivatives`] finds no mismatch;
+/// - `sequence_loss_finite` (interface 1.1, for a plugin that exports `drover.sequence_loss`):
+///   after an advantage stage, the sequence loss succeeds on a minibatch of whole sequences
+///   and on a single whole sequence, as the host calls it ([`Subject::sequence_loss`]), with
+///   finite losses, derivatives and metrics. Passes, saying so, for a plugin without the table;
+/// - `epoch_hook`: `on_epoch_end` succeeds after two epochs, given the loss's metrics;
 /// - `iteration_hook`: after an advantage stage, `on_iteration` succeeds with finite metrics;
 ///   given the next prompts of a dataset run (interface 1.2) it returns no group sizes or one
 ///   per prompt summing to the budget, and without them it returns none (the host refuses
 ///   group sizes a run cannot use);
+/// - `group_filter`: `keep_group` succeeds on groups of response scores (all 0, all 1, mixed,
+///   a group of one, a group of 8);
 /// - `state_round_trip` (interface 1.3, for a plugin that exports `drover.plugin_state`):
-///   after two iterations on rollouts with `prompt_id`s, `save_state` → a fresh instance →
+///   after two iterations (advantages, loss, `on_epoch_end`, `on_iteration`) on rollouts with
+///   `prompt_id`s, `save_state` → a fresh instance →
 ///   `load_state` continues exactly as the instance that saved (bit-identical advantages, loss
 ///   outputs and `on_iteration` answer), and bytes no `save_state` wrote are refused. Passes,
 ///   saying so, for a plugin without the table.
@@ -1139,19 +1236,31 @@ where
             .map(|_| format!("{m}-token minibatch and a 1-token minibatch"))
             .map_err(Clone::clone),
     );
+    // Neither needs a working `loss`, so both run whatever loss_finite found.
+    let sequence_loss = check_sequence_loss(
+        &mut instance,
+        &rollout,
+        adv_out.as_ref().map(|(a, r, _)| (a.as_slice(), r.as_slice())),
+        opts.seed,
+    );
+    let group_filter = check_group_filter(&mut instance);
     let Ok(base) = base else {
         // Listed, so `drover plugin check`'s count says the harness stopped short rather than
         // that a plugin passing 3 of 4 checks is nearly done.
+        let not_run = || Err("not run: needs a `loss` that passes loss_finite".to_owned());
         for name in [
             "loss_deterministic",
             "loss_padding_invariant",
             "loss_sequence_numbering",
             "loss_derivatives",
-            "iteration_hook",
-            "state_round_trip",
         ] {
-            report.push(name, Err("not run: needs a `loss` that passes loss_finite".to_owned()));
+            report.push(name, not_run());
         }
+        report.push("sequence_loss_finite", sequence_loss);
+        report.push("epoch_hook", not_run());
+        report.push("iteration_hook", not_run());
+        report.push("group_filter", group_filter);
+        report.push("state_round_trip", not_run());
         return report;
     };
     let det = instance("second loss").and_then(|mut alg2| {
@@ -1248,7 +1357,11 @@ where
         }
     });
     report.push("loss_derivatives", fd);
+    report.push("sequence_loss_finite", sequence_loss);
+    let epoch = alg.as_mut().map_err(|e| e.clone()).and_then(|alg| check_epoch_hook(alg, &base.1));
+    report.push("epoch_hook", epoch);
     report.push("iteration_hook", check_iteration_hook(&mut instance, &rollout));
+    report.push("group_filter", group_filter);
     report.push("state_round_trip", check_state_round_trip(&mut instance, &rollout, &mb_data));
     report
 }
@@ -1280,24 +1393,31 @@ fn check_state_round_trip<S: Subject>(
     let seen: Vec<f32> = (0..rollout.b).map(|s| next.prompt_ids[(s / 2) % 4] as f32).collect();
     let unseen: Vec<f32> = (0..rollout.b).map(|s| (100 + s) as f32).collect();
     let steps = (rollout.b * rollout.t) as u64;
-    // One iteration as the host runs it: advantages, loss, then the hook with its metrics.
+    // One iteration as the host runs it: advantages, loss, the epoch's end, then the hook with
+    // its metrics.
     let iterate = |alg: &mut S, data: &RolloutData, ids: &[f32], iteration: u64| {
         let mut batch = data.view();
         batch.metadata = vec![(crate::metadata::PROMPT_ID.to_owned(), ids)];
         let (adv, ret, mut metrics) =
             run_advantages(alg, &batch).map_err(|e| format!("`compute_advantages` failed: {e}"))?;
         let loss = run_loss(alg, &mb_data.view()).map_err(|e| format!("`loss` failed: {e}"))?;
+        alg.on_epoch_end(0, &loss.1).map_err(|e| format!("`on_epoch_end` failed: {e}"))?;
         metrics.extend(next.to_metrics());
         let info = IterationInfo { iteration, global_step: iteration * steps, metrics: metrics.as_slice().into() };
         let control = alg.on_iteration(&info).map_err(|e| format!("`on_iteration` failed: {e}"))?;
         let adv_bits: Vec<u32> = adv.iter().chain(&ret).map(|x| x.to_bits()).collect();
         Ok::<_, String>((adv_bits, loss, control))
     };
+    // Asked of an instance of its own, so that a plugin without the table passes whatever its
+    // other calls do (they have checks of their own) and the saver is untouched.
+    if instance("state probe")?.save_state().is_none() {
+        return Ok("no `drover.plugin_state` table: the plugin keeps no state across iterations".to_owned());
+    }
     let mut saver = instance("state")?;
     iterate(&mut saver, &outcomes(rollout.seed), &seen, 1)?;
     iterate(&mut saver, &outcomes(rollout.seed ^ 0x5eed), &seen, 2)?;
     let Some(saved) = saver.save_state() else {
-        return Ok("no `drover.plugin_state` table: the plugin keeps no state across iterations".to_owned());
+        return Err("`save_state` answered once and then no longer".to_owned());
     };
     let bytes = saved.map_err(|e| format!("`save_state` failed: {e}"))?;
     let mut restored = instance("restored")?;
@@ -1334,6 +1454,80 @@ fn check_state_round_trip<S: Subject>(
         "{} bytes after 2 iterations; a fresh instance that loads them continues identically; \
          foreign bytes refused",
         bytes.len()
+    ))
+}
+
+/// The `sequence_loss_finite` check of [`run_checks`].
+fn check_sequence_loss<S: Subject>(
+    instance: &mut impl FnMut(&str) -> Result<S, String>,
+    rollout: &RolloutData,
+    advantages: Option<(&[f32], &[f32])>,
+    seed: u64,
+) -> Result<String, String> {
+    let mut alg = instance("sequence loss")?;
+    // As the host: the loss stage follows the advantage stage of the same rollout.
+    if advantages.is_some() {
+        advantages_of(&mut alg, rollout)?;
+    }
+    // The sequence tasks' minibatches hold whole responses: no token limit.
+    let several = MinibatchData::from_rollout(rollout, seed, advantages, usize::MAX);
+    let one = MinibatchData::from_rollout(rollout, seed ^ 1, advantages, rollout.t);
+    for (what, mb) in [("whole sequences", &several), ("a single whole sequence", &one)] {
+        let mut seq_loss = vec![0.0f32; mb.num_sequences];
+        let mut d_logp = vec![0.0f32; mb.token_weights.len()];
+        let Some(r) = alg.sequence_loss(&mb.view(), &mut seq_loss, &mut d_logp) else {
+            return Ok("no `drover.sequence_loss` table: the plugin has no sequence-level loss".to_owned());
+        };
+        let metrics = r.map_err(|e| format!("`sequence_loss` on {what} failed: {e}"))?;
+        first_non_finite(&[("seq_loss", &seq_loss), ("d_logp", &d_logp)])
+            .and_then(|()| check_metrics("sequence_loss", &metrics))
+            .map_err(|e| format!("{what}: {e}"))?;
+    }
+    Ok(format!(
+        "{} whole sequences ({} tokens) and a single one: finite losses, derivatives and metrics",
+        several.num_sequences,
+        several.token_weights.len()
+    ))
+}
+
+/// The `epoch_hook` check of [`run_checks`], on the instance whose loss ran: as the host calls
+/// it after each update epoch, with that epoch's mean loss metrics.
+fn check_epoch_hook<S: Subject>(alg: &mut S, loss_metrics: &[Metric]) -> Result<String, String> {
+    let mut answers = Vec::new();
+    for epoch in 0..2 {
+        let go_on = alg
+            .on_epoch_end(epoch, loss_metrics)
+            .map_err(|e| format!("`on_epoch_end` after epoch {epoch} failed: {e}"))?;
+        answers.push(if go_on { "go on" } else { "stop" });
+    }
+    Ok(format!(
+        "after epochs 0 and 1, with the loss's {} metrics: {}",
+        loss_metrics.len(),
+        answers.join(", ")
+    ))
+}
+
+/// The `group_filter` check of [`run_checks`]: `keep_group` on a fresh instance (the host
+/// asks during generation, before the first advantage stage) with groups of response scores as
+/// the sequence tasks send them, each response's summed reward.
+fn check_group_filter<S: Subject>(instance: &mut impl FnMut(&str) -> Result<S, String>) -> Result<String, String> {
+    let alg = instance("group filter")?;
+    let groups: [&[f32]; 5] = [
+        &[0.0; 4],
+        &[1.0; 4],
+        &[1.0, 0.0, 0.0, 1.0],
+        &[0.5],
+        &[0.0, 1.0, 1.0, 1.0, 0.0, 1.0, 0.0, 0.0],
+    ];
+    let mut kept = 0;
+    for group in groups {
+        if alg.keep_group(group).map_err(|e| format!("`keep_group` with scores {group:?} failed: {e}"))? {
+            kept += 1;
+        }
+    }
+    Ok(format!(
+        "{kept} of {} groups kept (all 0, all 1, mixed, a group of one, a group of 8)",
+        groups.len()
     ))
 }
 
@@ -1570,11 +1764,15 @@ mod tests {
                 "loss_padding_invariant",
                 "loss_sequence_numbering",
                 "loss_derivatives",
+                "sequence_loss_finite",
+                "epoch_hook",
                 "iteration_hook",
+                "group_filter",
                 "state_round_trip"
             ]
         );
         assert!(report.to_string().contains("no `drover.plugin_state` table"), "{report}");
+        assert!(report.to_string().contains("no `drover.sequence_loss` table"), "{report}");
     }
 
     /// `Square` with state: `on_iteration` counts iterations, which scale the advantages and
@@ -1938,6 +2136,83 @@ mod tests {
         assert!(text_of(&check_algorithm::<Square>("{}"), "params_declared").starts_with("1 params, each default"));
     }
 
+    /// `Square` with the hooks the harness did not call before: `mode` makes one of them fail
+    /// (`epoch_panic`, `group_error`, `group_panic`, `sequence_nan` (∂/∂Δ_s), `sequence_panic`)
+    /// or none (`fine`). Its sequence loss is `−Δ_s` per sequence.
+    struct Hooked {
+        square: Square,
+        mode: String,
+    }
+
+    impl Hooked {
+        fn sequence_loss(&mut self, _: &Minibatch<'_>, log_ratio: &[f32], loss: &mut [f32], d: &mut [f32]) -> Result<Vec<Metric>, PluginError> {
+            match self.mode.as_str() {
+                "sequence_panic" => panic!("deliberate panic in sequence_loss"),
+                "sequence_nan" => d.fill(f32::NAN),
+                _ => d.fill(-1.0),
+            }
+            for (l, &r) in loss.iter_mut().zip(log_ratio) {
+                *l = -r;
+            }
+            Ok(vec![Metric::new("hooked_sequences", loss.len() as f64)])
+        }
+    }
+
+    impl AlgorithmImpl for Hooked {
+        const SEQUENCE_LOSS: Option<crate::SequenceLossFn<Self>> = Some(Self::sequence_loss);
+
+        fn info() -> PluginInfo {
+            Square::info().param(ParamSpec::string("mode", "fine", "which hook fails"))
+        }
+        fn new(p: &Params, seed: u64) -> Result<Self, PluginError> {
+            Ok(Self { square: Square::new(p, seed)?, mode: p.str("mode")?.to_owned() })
+        }
+        fn compute_advantages(&mut self, b: &Rollout<'_>, adv: &mut [f32], ret: &mut [f32]) -> Result<Vec<Metric>, PluginError> {
+            AlgorithmImpl::compute_advantages(&mut self.square, b, adv, ret)
+        }
+        fn loss(&mut self, mb: &Minibatch<'_>, out: &mut LossOutputs<'_>) -> Result<Vec<Metric>, PluginError> {
+            AlgorithmImpl::loss(&mut self.square, mb, out)
+        }
+        fn on_epoch_end(&mut self, _: u32, _: &[Metric]) -> Result<bool, PluginError> {
+            if self.mode == "epoch_panic" {
+                panic!("deliberate panic in on_epoch_end");
+            }
+            Ok(true)
+        }
+        fn keep_group(&self, rewards: &[f32]) -> Result<bool, PluginError> {
+            match self.mode.as_str() {
+                "group_panic" => panic!("deliberate panic in keep_group"),
+                "group_error" if rewards.len() == 1 => Err(PluginError::invalid_input("a group of one")),
+                _ => Ok(rewards.iter().any(|&r| r != rewards[0])),
+            }
+        }
+    }
+
+    /// Review finding: the harness never called `keep_group`, `on_epoch_end` nor the sequence
+    /// loss, so a plugin that panicked there passed every check and then failed every run.
+    #[test]
+    fn hooks_beyond_the_loss_are_called_and_each_failure_fails_its_check() {
+        let fine = check_algorithm::<Hooked>("{}");
+        fine.assert_passed();
+        assert_eq!(fine.checks.len(), 14, "{fine}");
+        let seq = text_of(&fine, "sequence_loss_finite");
+        assert!(seq.starts_with("2 whole sequences (24 tokens) and a single one"), "{fine}");
+        assert_eq!(text_of(&fine, "epoch_hook"), "after epochs 0 and 1, with the loss's 0 metrics: go on, go on");
+        assert!(text_of(&fine, "group_filter").starts_with("2 of 5 groups kept"), "{fine}");
+        for (mode, check, expected) in [
+            ("epoch_panic", "epoch_hook", "`on_epoch_end` after epoch 0 failed: panic: deliberate panic in on_epoch_end (at "),
+            ("group_panic", "group_filter", "`keep_group` with scores [0.0, 0.0, 0.0, 0.0] failed: panic: deliberate panic in keep_group"),
+            ("group_error", "group_filter", "`keep_group` with scores [0.5] failed: invalid input: a group of one"),
+            ("sequence_nan", "sequence_loss_finite", "`sequence_loss` on whole sequences failed: numerical error: output `d_log_ratio` is NaN at index 0"),
+            ("sequence_panic", "sequence_loss_finite", "`sequence_loss` on whole sequences failed: panic: deliberate panic in sequence_loss"),
+        ] {
+            let report = check_algorithm::<Hooked>(&format!(r#"{{"mode": "{mode}"}}"#));
+            let failed: Vec<&str> = report.failures().map(|c| c.name).collect();
+            assert_eq!(failed, [check], "{mode}: {report}");
+            assert!(text_of(&report, check).starts_with(expected), "{mode}: {report}");
+        }
+    }
+
     #[test]
     fn each_defect_fails_its_own_check() {
         let wrong = check_algorithm::<Square>(r#"{"factor": 1.0}"#);
@@ -1955,12 +2230,13 @@ mod tests {
                 "loss_padding_invariant",
                 "loss_sequence_numbering",
                 "loss_derivatives",
+                "epoch_hook",
                 "iteration_hook",
                 "state_round_trip"
             ],
             "{leaky}"
         );
-        assert_eq!(leaky.checks.len(), 11, "every check is listed, run or not:\n{leaky}");
+        assert_eq!(leaky.checks.len(), 14, "every check is listed, run or not:\n{leaky}");
         assert!(
             text_of(&leaky, "loss_derivatives").starts_with("not run: needs a `loss` that passes loss_finite"),
             "{leaky}"
@@ -1973,9 +2249,10 @@ mod tests {
 
         let no_adv = check_algorithm::<NoAdvantages>("{}");
         let failed: Vec<&str> = no_adv.failures().map(|c| c.name).collect();
-        let expected = ["advantages_finite", "advantages_deterministic", "advantages_padding_invariant", "iteration_hook", "state_round_trip"];
+        // `state_round_trip` passes: without a state table there is no round trip to fail.
+        let expected = ["advantages_finite", "advantages_deterministic", "advantages_padding_invariant", "iteration_hook"];
         assert_eq!(failed, expected, "the loss checks run on their own advantages: {no_adv}");
-        assert_eq!(no_adv.checks.len(), 11, "every check is listed, run or not:\n{no_adv}");
+        assert_eq!(no_adv.checks.len(), 14, "every check is listed, run or not:\n{no_adv}");
         assert!(text_of(&no_adv, "advantages_deterministic").starts_with("not run: needs a `compute_advantages`"), "{no_adv}");
 
         let bad = check_algorithm::<Square>(r#"{"nope": 1}"#);

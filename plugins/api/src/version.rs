@@ -65,7 +65,9 @@ impl fmt::Display for InterfaceVersion {
 /// and per-prompt [`IterationControl::group_sizes`](crate::IterationControl::group_sizes)
 /// (Knapsack RL), the [`metadata::PROMPT_ID`](crate::metadata::PROMPT_ID) column. No frozen
 /// type changed; a 1.1 host passes none of these inputs, so `next_prompts` is `None` there.
-/// 1.3: [`crate::ext::v1_3::PluginState`], plugin state saved in checkpoints.
+/// 1.3: [`crate::ext::v1_3::PluginState`], plugin state saved in checkpoints, and
+/// [`crate::ext::v1_3::MinibatchContext`], the rollout index of each minibatch sequence sent
+/// before each loss call ([`Minibatch::rollout_index`](crate::Minibatch::rollout_index)).
 pub const INTERFACE_VERSION: InterfaceVersion = InterfaceVersion::new(1, 3);
 
 /// Name of the `#[no_mangle] extern "C" fn() -> u64` every plugin exports (see

@@ -12,7 +12,7 @@ use crate::{
     batch::{LossBatch, MinibatchContext, RolloutBatch},
     error::{CallError, CallErrorKind},
     handle::{AlgorithmHandle, Metric},
-    plugin::{Plugin, PluginState},
+    plugin::{Plugin, PluginState, SequenceLoss},
 };
 
 /// The plugin's own error keeps its kind, key and reason, with the call added; the host's
@@ -76,8 +76,47 @@ impl Subject for AlgorithmHandle {
         mb: &Minibatch<'_>,
         out: &mut LossOutputs<'_>,
     ) -> Result<Vec<drover_plugin_api::Metric>, PluginError> {
-        // `seq_lengths` is derived by the host from the weights, as in a real run.
-        let host = LossBatch {
+        AlgorithmHandle::loss(
+            self,
+            &loss_batch(mb),
+            out.loss,
+            out.d_logp,
+            out.d_value,
+            out.d_entropy,
+        )
+        .map(to_abi_metrics)
+        .map_err(to_plugin_error)
+    }
+
+    fn on_epoch_end(&mut self, epoch: u32, metrics: &[drover_plugin_api::Metric]) -> Result<bool, PluginError> {
+        let metrics = from_abi_metrics(metrics);
+        AlgorithmHandle::on_epoch_end(self, epoch, &metrics).map_err(to_plugin_error)
+    }
+
+    fn keep_group(&self, rewards: &[f32]) -> Result<bool, PluginError> {
+        AlgorithmHandle::keep_group(self, rewards).map_err(to_plugin_error)
+    }
+
+    fn on_iteration(&mut self, info: &IterationInfo<'_>) -> Result<IterationControl, PluginError> {
+        let metrics = from_abi_metrics(&info.metrics);
+        let control =
+            AlgorithmHandle::on_iteration(self, info.iteration, info.global_step, &metrics).map_err(to_plugin_error)?;
+        Ok(IterationControl {
+            group_sizes: control.group_sizes.into(),
+            stop: control.stop,
+            metrics: to_abi_metrics(control.metrics).into(),
+        })
+    }
+}
+
+fn from_abi_metrics(metrics: &[drover_plugin_api::Metric]) -> Vec<Metric> {
+    metrics.iter().map(|m| Metric::new(m.name.as_str(), m.value)).collect()
+}
+
+/// The host's view of a harness minibatch, context included; `seq_lengths` is derived by the
+/// host from the weights, as in a real run.
+fn loss_batch<'a>(mb: &Minibatch<'a>) -> LossBatch<'a> {
+    LossBatch {
             logp_new: mb.logp_new,
             logp_old: mb.logp_old,
             logp_ref: mb.logp_ref,
@@ -107,35 +146,15 @@ impl Subject for AlgorithmHandle {
                     minibatch: position.minibatch,
                 }
             }),
-        };
-        AlgorithmHandle::loss(
-            self,
-            &host,
-            out.loss,
-            out.d_logp,
-            out.d_value,
-            out.d_entropy,
-        )
-        .map(to_abi_metrics)
-        .map_err(to_plugin_error)
-    }
-
-    fn on_iteration(&mut self, info: &IterationInfo<'_>) -> Result<IterationControl, PluginError> {
-        let metrics: Vec<Metric> = info.metrics.iter().map(|m| Metric::new(m.name.as_str(), m.value)).collect();
-        let control =
-            AlgorithmHandle::on_iteration(self, info.iteration, info.global_step, &metrics).map_err(to_plugin_error)?;
-        Ok(IterationControl {
-            group_sizes: control.group_sizes.into(),
-            stop: control.stop,
-            metrics: to_abi_metrics(control.metrics).into(),
-        })
     }
 }
 
-/// An instance under check together with its plugin's state table (interface 1.3), which the
-/// handle alone does not carry; a table of the wrong layout fails `state_round_trip`.
+/// An instance under check together with its plugin's extension tables (the 1.1 sequence loss,
+/// the 1.3 state), which the handle alone does not carry; a table of the wrong layout fails the
+/// check that uses it (`sequence_loss_finite`, `state_round_trip`).
 struct Checked {
     handle: AlgorithmHandle,
+    sequence: Result<Option<SequenceLoss>, String>,
     state: Result<Option<PluginState>, String>,
 }
 
@@ -161,6 +180,32 @@ impl Subject for Checked {
         Subject::on_iteration(&mut self.handle, info)
     }
 
+    fn on_epoch_end(&mut self, epoch: u32, metrics: &[drover_plugin_api::Metric]) -> Result<bool, PluginError> {
+        Subject::on_epoch_end(&mut self.handle, epoch, metrics)
+    }
+
+    fn keep_group(&self, rewards: &[f32]) -> Result<bool, PluginError> {
+        Subject::keep_group(&self.handle, rewards)
+    }
+
+    fn sequence_loss(
+        &mut self,
+        mb: &Minibatch<'_>,
+        seq_loss: &mut [f32],
+        d_logp: &mut [f32],
+    ) -> Option<Result<Vec<drover_plugin_api::Metric>, PluginError>> {
+        match &self.sequence {
+            Err(e) => Some(Err(PluginError::internal(e.clone()))),
+            Ok(None) => None,
+            Ok(Some(ext)) => Some(
+                self.handle
+                    .sequence_loss(*ext, &loss_batch(mb), seq_loss, d_logp)
+                    .map(to_abi_metrics)
+                    .map_err(to_plugin_error),
+            ),
+        }
+    }
+
     fn save_state(&mut self) -> Option<Result<Vec<u8>, PluginError>> {
         match &self.state {
             Err(e) => Some(Err(PluginError::internal(e.clone()))),
@@ -180,9 +225,10 @@ impl Subject for Checked {
 
 impl Plugin {
     /// Runs the author's harness (`drover_plugin_api::testing::run_checks`) on instances of
-    /// this plugin made with `params_json`, through the ABI and the host's guard (the 1.3
-    /// plugin-state table included, when the plugin exports it).
+    /// this plugin made with `params_json`, through the ABI and the host's guard (the 1.1
+    /// sequence-loss and 1.3 plugin-state tables included, when the plugin exports them).
     pub fn check(&self, params_json: &str, opts: &CheckOptions) -> CheckReport {
+        let sequence = self.sequence_loss().map_err(|e| e.to_string());
         let state = self.plugin_state().map_err(|e| e.to_string());
         // `Plugin::load` refused the library if its declarations were wrong.
         let declared = Check {
@@ -196,7 +242,7 @@ impl Plugin {
         let mut report = run_checks(
             |seed| {
                 let handle = self.instantiate(params_json, seed).map_err(to_plugin_error)?;
-                Ok(Checked { handle, state: state.clone() })
+                Ok(Checked { handle, sequence: sequence.clone(), state: state.clone() })
             },
             opts,
         );

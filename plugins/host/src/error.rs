@@ -59,6 +59,29 @@ pub enum LoadError {
         /// abi_stable's `LibraryError`, rendered (it is not `Send` in general).
         reason: String,
     },
+    /// abi_stable's layout check refused the root module: the plugin's frozen v1 types differ
+    /// from this host's although the interface majors agree, so one side was built from a
+    /// changed drover-plugin-api. Displayed as one short sentence; the whole report (kilobytes
+    /// on one type graph) is `report`.
+    #[error(
+        "plugin `{path}` was built against drover plugin interface {plugin}, whose types do not \
+         have the layout this drover (interface {host}) expects: {mismatches} (one of the two was \
+         built from a changed drover-plugin-api: rebuild the plugin against this drover's); \
+         abi_stable's report: {}",
+        crate::plugin::cut_report(report, crate::plugin::REPORT_EXCERPT_CHARS)
+    )]
+    Layout {
+        /// The plugin path.
+        path: PathBuf,
+        /// The plugin's interface version.
+        plugin: InterfaceVersion,
+        /// This host's interface version.
+        host: InterfaceVersion,
+        /// abi_stable's `Error:` entries, each with its type, expected and found values.
+        mismatches: String,
+        /// abi_stable's whole report, as it printed it.
+        report: String,
+    },
     /// The plugin provides an extension table whose layout does not match this host's: using
     /// it would be undefined behaviour, so the extension is refused (the plugin itself loaded).
     #[error(

@@ -118,6 +118,83 @@ impl std::fmt::Debug for Plugin {
     }
 }
 
+/// How much of abi_stable's report a [`LoadError::Layout`] message shows.
+pub(crate) const REPORT_EXCERPT_CHARS: usize = 300;
+
+/// `text` on one line, cut after `max` characters with "…"; whether it was cut.
+fn one_line(text: &str, max: usize) -> (String, bool) {
+    let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    match line.char_indices().nth(max) {
+        Some((at, _)) => (format!("{}…", &line[..at]), true),
+        None => (line, false),
+    }
+}
+
+/// `report` on one line, cut after `max` characters with "…" and the length it had.
+pub(crate) fn cut_report(report: &str, max: usize) -> String {
+    match one_line(report, max) {
+        (cut, true) => format!(
+            "{cut} ({} characters in all; drover-job logs them whole at debug level)",
+            report.chars().count()
+        ),
+        (whole, false) => whole,
+    }
+}
+
+/// The gist of an abi_stable layout report: each `Error:` entry as "`Type`: what (expected E,
+/// found F)", joined with "; ". The type is that of the last layout printed before the entry (the type the entry is about, or the root module when abi_stable printed no
+/// nested layout); expected and found values are put on one line and cut, as some are whole
+/// layouts.
+pub(crate) fn layout_mismatches(report: &str) -> String {
+    #[derive(PartialEq)]
+    enum In {
+        Nothing,
+        Expected,
+        Found,
+    }
+    struct Entry {
+        ty: String,
+        what: String,
+        expected: Vec<String>,
+        found: Vec<String>,
+    }
+    let mut entries: Vec<Entry> = Vec::new();
+    let (mut ty, mut within, mut header) = (String::new(), In::Nothing, false);
+    for line in report.lines().map(str::trim) {
+        if line == "--- Type Layout ---" {
+            header = true;
+        } else if let Some(what) = line.strip_prefix("Error:") {
+            entries.push(Entry { ty: ty.clone(), what: what.trim().to_owned(), expected: Vec::new(), found: Vec::new() });
+            within = In::Nothing;
+        } else if line == "Expected:" && !entries.is_empty() {
+            within = In::Expected;
+        } else if line == "Found:" && within == In::Expected {
+            within = In::Found;
+        } else if line.is_empty() || line.starts_with("Extra:") || line.ends_with("error(s)") {
+            within = In::Nothing;
+        } else if let (Some(entry), false) = (entries.last_mut(), within == In::Nothing) {
+            let values = if within == In::Expected { &mut entry.expected } else { &mut entry.found };
+            values.push(line.to_owned());
+        } else if let (Some(name), true) = (line.strip_prefix("type:"), header) {
+            // A layout's own type comes right below its header; its fields' types follow.
+            ty = name.trim().to_owned();
+            header = false;
+        }
+    }
+    if entries.is_empty() {
+        return "abi_stable found a difference it did not name".to_owned();
+    }
+    let value = |v: &[String]| one_line(&v.join(" "), 60).0;
+    entries
+        .iter()
+        .map(|e| {
+            let at = if e.ty.is_empty() { String::new() } else { format!("`{}`: ", e.ty) };
+            format!("{at}{} (expected {}, found {})", e.what, value(&e.expected), value(&e.found))
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 fn render(e: &LibraryError) -> String {
     // abi_stable's messages span several indented lines; keep them on one.
     e.to_string()
@@ -253,9 +330,22 @@ impl Plugin {
         })?;
         let module = header
             .init_root_module::<AlgorithmMod_Ref>()
-            .map_err(|e| LoadError::Abi {
-                path: path.clone(),
-                reason: render(&e),
+            .map_err(|e| match &e {
+                // Kilobytes of layouts on one line buried the one difference that matters.
+                LibraryError::AbiInstability(_) => {
+                    let report = e.to_string();
+                    LoadError::Layout {
+                        path: path.clone(),
+                        plugin: plugin_version,
+                        host: INTERFACE_VERSION,
+                        mismatches: layout_mismatches(&report),
+                        report,
+                    }
+                }
+                _ => LoadError::Abi {
+                    path: path.clone(),
+                    reason: render(&e),
+                },
             })?;
         // Never unload: the module, trait objects and their vtables live in the library.
         std::mem::forget(raw);
@@ -411,8 +501,89 @@ impl Plugin {
 
 #[cfg(test)]
 mod tests {
-    use super::{checked_info, elf_problem};
-    use drover_plugin_api::{ParamSpec, PluginInfo};
+    use super::{checked_info, elf_problem, layout_mismatches};
+    use crate::LoadError;
+    use drover_plugin_api::{ParamSpec, PluginInfo, INTERFACE_VERSION};
+
+    /// A `PluginInfo` of 4 fields, as this host has it, and one of 5, as a plugin built from a
+    /// changed drover-plugin-api has it.
+    mod host_side {
+        #[repr(C)]
+        #[derive(abi_stable::StableAbi)]
+        pub struct PluginInfo {
+            pub name: u64,
+            pub version: u64,
+            pub description: u64,
+            pub params: u64,
+        }
+    }
+    mod plugin_side {
+        #[repr(C)]
+        #[derive(abi_stable::StableAbi)]
+        pub struct PluginInfo {
+            pub name: u64,
+            pub version: u64,
+            pub description: u64,
+            pub params: u64,
+            pub extra: u64,
+        }
+    }
+
+    /// Review finding: a layout mismatch was refused with abi_stable's whole report, ~7 KB on
+    /// one line, the difference that matters at its very end.
+    #[test]
+    fn a_layout_mismatch_leads_with_the_versions_and_abi_stables_errors() {
+        use abi_stable::{abi_stability::abi_checking::check_layout_compatibility, StableAbi};
+        let genuine = check_layout_compatibility(
+            <host_side::PluginInfo as StableAbi>::LAYOUT,
+            <plugin_side::PluginInfo as StableAbi>::LAYOUT,
+        )
+        .expect_err("5 fields are not 4")
+        .to_string();
+        let gist = layout_mismatches(&genuine);
+        assert!(gist.contains("`PluginInfo`: too many fields (expected 4, found 5)"), "{gist}\n{genuine}");
+
+        // As `init_root_module` reports it: the root module's layout, the path to the type, both
+        // layouts of the type, and only then the error.
+        let layout = |ty: &str, fields: usize| {
+            let mut s = format!("    --- Type Layout ---\n    type:{ty}\n    size:32 align:8\n    package:'drover-plugin-api' version:'1.3.0'\n    line:0 mod:drover_plugin_api::types\n");
+            for f in 0..fields {
+                s.push_str(&format!("    field{f}: RString, with a long description of its own layout {}\n", "x".repeat(60)));
+            }
+            s
+        };
+        let report = format!(
+            "\nCompared <this>:\n{}\nTo <other>:\n{}\n1 error(s)inside:\n    <other>\n\n    field:info type:extern fn() -> RResult<PluginInfo, PluginError>\n\n\
+             Layout of expected type:\n{}\n\nLayout of found type:\n{}\n\n\nError:too many fields\nExpected:\n    4\nFound:\n    5\n",
+            layout("AlgorithmMod_Ref", 40),
+            layout("AlgorithmMod_Ref", 40),
+            layout("PluginInfo", 4),
+            layout("PluginInfo", 5),
+        );
+        assert!(report.len() > 7000, "as long as the one the reviewer got: {}", report.len());
+        let plugin = drover_plugin_api::InterfaceVersion { major: 1, minor: 4 };
+        let e = LoadError::Layout {
+            path: "/x/libdrover_plugin_awr.so".into(),
+            plugin,
+            host: INTERFACE_VERSION,
+            mismatches: layout_mismatches(&report),
+            report: report.clone(),
+        };
+        let text = e.to_string();
+        assert!(
+            text.starts_with(&format!(
+                "plugin `/x/libdrover_plugin_awr.so` was built against drover plugin interface 1.4, \
+                 whose types do not have the layout this drover (interface {INTERFACE_VERSION}) expects: \
+                 `PluginInfo`: too many fields (expected 4, found 5) (one of the two was built from a \
+                 changed drover-plugin-api: rebuild the plugin against this drover's); abi_stable's \
+                 report: Compared <this>: --- Type Layout --- type:AlgorithmMod_Ref"
+            )),
+            "{text}"
+        );
+        assert!(text.len() < 1000 && !text.contains('\n'), "{} characters: {text}", text.len());
+        assert!(text.ends_with(&format!("… ({} characters in all; drover-job logs them whole at debug level)", report.chars().count())), "{text}");
+        assert_eq!(layout_mismatches("no entries"), "abi_stable found a difference it did not name");
+    }
 
     /// Review finding 6: a plugin's own bad declaration was reported as an error in the user's
     /// `--params` or sweep file ("invalid `--params`: key `coef`: must be at most 1, got 2").

@@ -804,6 +804,13 @@ fn faulty_plugin_errors_become_call_errors_and_panics_do_not_abort() {
         "{text}"
     );
 
+    // Review finding: the instance is dropped through abi_stable's `destroy_box`, which aborted
+    // the process (this test binary included) when the plugin's `Drop` panicked.
+    let alg = plugin
+        .instantiate(r#"{"fail": "panic_in_drop"}"#, 0)
+        .expect("instantiate");
+    drop(alg);
+
     let e = plugin
         .instantiate(r#"{"fail": "sometimes"}"#, 0)
         .expect_err("unknown mode");
@@ -821,7 +828,7 @@ fn the_authors_harness_runs_on_a_loaded_library() {
     let opts = drover_plugin_host::CheckOptions::default();
     let report = load("drover-plugin-ppo").check("{}", &opts);
     report.assert_passed();
-    assert_eq!(report.checks.len(), 11, "{report}");
+    assert_eq!(report.checks.len(), 14, "{report}");
     assert!(report.to_string().contains("no `drover.plugin_state` table"), "{report}");
     // Knapsack's state table passes the round trip through the ABI.
     let report = load("drover-plugin-knapsack").check("{}", &opts);
@@ -841,12 +848,13 @@ fn the_authors_harness_runs_on_a_loaded_library() {
             "loss_padding_invariant",
             "loss_sequence_numbering",
             "loss_derivatives",
+            "epoch_hook",
             "iteration_hook",
             "state_round_trip"
         ],
         "{report}"
     );
-    assert_eq!(report.checks.len(), 11, "{report}");
+    assert_eq!(report.checks.len(), 14, "{report}");
     assert!(
         report.to_string().contains(
             "plugin `faulty` 0.1.0: call `loss`: output `loss` is not finite at index 1 (value NaN)"
@@ -871,6 +879,29 @@ fn the_authors_harness_runs_on_a_loaded_library() {
         text.contains("advantages_deterministic     not run: needs a `compute_advantages`"),
         "{report}"
     );
+    // Review finding: `on_epoch_end` and `keep_group` were never called by the harness, so a
+    // plugin panicking there passed every check and failed every run.
+    // (`faulty`'s loss is no real loss: compared with its checks when it fails nowhere.)
+    let usual = faulty.check(r#"{"fail": "none"}"#, &opts);
+    let usual: Vec<&str> = usual.failures().map(|c| c.name).collect();
+    for (fail, check, call) in [
+        ("panic_in_epoch_end", "epoch_hook", "on_epoch_end"),
+        ("panic_in_keep_group", "group_filter", "keep_group"),
+    ] {
+        let report = faulty.check(&format!(r#"{{"fail": "{fail}"}}"#), &opts);
+        let failed: Vec<&str> = report.failures().map(|c| c.name).filter(|n| !usual.contains(n)).collect();
+        assert_eq!(failed, [check], "{report}");
+        let text = report.to_string();
+        assert!(
+            text.contains(&format!("panic: faulty plugin: deliberate panic in {call} (at "))
+                && text.contains(&format!(") (call `{call}`)")),
+            "{report}"
+        );
+    }
+    // The sequence loss, through the ABI, on whole sequences: a plugin that has it is called.
+    let report = load("drover-test-plugin-sequence").check("{}", &opts);
+    let sequence = report.checks.iter().find(|c| c.name == "sequence_loss_finite").expect("listed");
+    assert!(sequence.passed && sequence.detail.contains("whole sequences ("), "{report}");
     // A refusal in `new` reads as the plugin wrote it, its kind printed once.
     let report = faulty.check(r#"{"fail": "sometimes"}"#, &opts);
     let text = report.to_string();

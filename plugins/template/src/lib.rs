@@ -6,8 +6,9 @@
 //! tests green (`cargo test`), and see drover's `docs/writing-a-plugin.md`.
 //!
 //! Two optional parameters show the interface-1.3 tools (guide sections 8 and 9), each off by
-//! default: `bootstrapped_weight` carries a per-sequence value from the advantage stage to the
-//! loss through the minibatch's rollout index, and `return_scale_decay` keeps a running
+//! default: `cut_sequence_weight` carries a per-sequence value from the advantage stage to the
+//! loss through the minibatch's rollout index (a whole sequence's, since the loss knows each
+//! token's sequence but not its step), and `return_scale_decay` keeps a running
 //! estimate across iterations that is saved in checkpoints (plugin state).
 
 use drover_plugin_api::{
@@ -29,9 +30,13 @@ pub struct Config {
     pub ent_coef: f64,
     /// Normalize advantages per minibatch.
     pub norm_adv: bool,
-    /// Weight of the policy loss on sequences whose return was bootstrapped from the critic
-    /// (cut by truncation or by the rollout's end) rather than ended by a termination.
-    pub bootstrapped_weight: f64,
+    /// Weight of the policy loss on every token of a sequence that does not end in a
+    /// termination (a truncation or the rollout's end cut it). Per sequence, not per token:
+    /// the loss knows each token's sequence (`rollout_index`) but not its step, so it cannot
+    /// single out the tokens whose return is bootstrapped. On CartPole a sequence is one env's
+    /// rollout row of many episodes, nearly always cut, so the weight scales nearly every
+    /// token there; it means "bootstrapped episode" only where a sequence is one episode.
+    pub cut_sequence_weight: f64,
     /// Decay of the running mean of squared returns that advantages are divided by; `None`:
     /// no scaling.
     pub return_scale_decay: Option<f64>,
@@ -41,9 +46,9 @@ pub struct Config {
 #[derive(Debug, Clone)]
 pub struct Reinforce {
     config: Config,
-    /// Per rollout sequence of the last advantage stage: whether its return was bootstrapped.
+    /// Per rollout sequence of the last advantage stage: whether it ends without a termination.
     /// The loss looks it up by rollout index (its minibatches number sequences their own way).
-    bootstrapped: Vec<bool>,
+    cut: Vec<bool>,
     /// Running mean of squared returns (`return_scale_decay`); `None` before the first batch.
     /// It changes as the run trains, so it is plugin state, saved in checkpoints.
     return_sq: Option<f64>,
@@ -54,7 +59,7 @@ impl Reinforce {
     pub fn with_config(config: Config) -> Self {
         Self {
             config,
-            bootstrapped: Vec::new(),
+            cut: Vec::new(),
             return_sq: None,
         }
     }
@@ -110,10 +115,11 @@ impl AlgorithmImpl for Reinforce {
         ))
         .param(
             ParamSpec::float(
-                "bootstrapped_weight",
+                "cut_sequence_weight",
                 1.0,
-                "Weight of the policy loss on sequences whose return was bootstrapped from the \
-                 critic (truncated or cut by the rollout's end) instead of ending in a termination.",
+                "Weight of the policy loss on every token of a sequence that does not end in a \
+                 termination (truncated, or cut by the rollout's end). Per sequence: on CartPole a \
+                 sequence is one env's whole rollout row, nearly always cut.",
             )
             .range(0.0, 1.0),
         )
@@ -133,7 +139,7 @@ impl AlgorithmImpl for Reinforce {
             vf_coef: params.f64("vf_coef")?,
             ent_coef: params.f64("ent_coef")?,
             norm_adv: params.bool("norm_adv")?,
-            bootstrapped_weight: params.f64("bootstrapped_weight")?,
+            cut_sequence_weight: params.f64("cut_sequence_weight")?,
             return_scale_decay: params.opt_f64("return_scale_decay")?,
         }))
     }
@@ -143,7 +149,7 @@ impl AlgorithmImpl for Reinforce {
     /// the tail is the critic's `V(s_{t+1})` (`next_values`), so cut episodes are not
     /// mistaken for finished ones. Advantage `A_t = G_t − V(s_t)`, divided by
     /// `sqrt(E[G²]) + 1e-8` with `return_scale_decay`; padding gets 0. Records, per sequence,
-    /// whether its last valid step was bootstrapped, for the loss.
+    /// whether its last valid step is not a termination (the sequence was cut), for the loss.
     fn compute_advantages(
         &mut self,
         batch: &Rollout<'_>,
@@ -155,7 +161,7 @@ impl AlgorithmImpl for Reinforce {
         let terminated = Rollout::require("__NAME__", "terminated", batch.terminated)?;
         let truncated = Rollout::require("__NAME__", "truncated", batch.truncated)?;
         let t_len = batch.seq_len;
-        self.bootstrapped = vec![false; batch.num_sequences];
+        self.cut = vec![false; batch.num_sequences];
         for s in 0..batch.num_sequences {
             let mut tail = 0.0f64;
             for t in (0..t_len).rev() {
@@ -166,7 +172,7 @@ impl AlgorithmImpl for Reinforce {
                 let cut = truncated[i] > 0.5 || t + 1 == t_len || batch.mask[i + 1] <= 0.0;
                 let last = t + 1 == t_len || batch.mask[i + 1] <= 0.0;
                 if last {
-                    self.bootstrapped[s] = terminated[i] <= 0.5;
+                    self.cut[s] = terminated[i] <= 0.5;
                 }
                 if terminated[i] > 0.5 {
                     tail = 0.0;
@@ -209,8 +215,8 @@ impl AlgorithmImpl for Reinforce {
 
     /// Per token, with `w_i = token_weight_i / Σ token_weights` (a token mean):
     /// `loss_i = w_i·(−Â_i·logp_i + vf_coef·½(v_i − G_i)² − ent_coef·H_i)`,
-    /// and its derivatives w.r.t. `logp_i`, `v_i`, `H_i`. The policy term of a token of a
-    /// bootstrapped sequence is scaled by `bootstrapped_weight`.
+    /// and its derivatives w.r.t. `logp_i`, `v_i`, `H_i`. The policy term of every token of a
+    /// cut sequence (one not ending in a termination) is scaled by `cut_sequence_weight`.
     fn loss(
         &mut self,
         mb: &Minibatch<'_>,
@@ -237,14 +243,14 @@ impl AlgorithmImpl for Reinforce {
         // Minibatch sequence s is rollout sequence rollout_index[s], not s: look the advantage
         // stage's per-sequence records up through it (`per_sequence` does, and fails clearly on
         // a host older than 1.3). Only asked for when used, so older hosts still run the default.
-        let seq_weight: Vec<f64> = if self.config.bootstrapped_weight == 1.0 {
+        let seq_weight: Vec<f64> = if self.config.cut_sequence_weight == 1.0 {
             vec![1.0; mb.num_sequences]
         } else {
-            mb.per_sequence("__NAME__", &self.bootstrapped)?
+            mb.per_sequence("__NAME__", &self.cut)?
                 .into_iter()
                 .map(|b| {
                     if b {
-                        self.config.bootstrapped_weight
+                        self.config.cut_sequence_weight
                     } else {
                         1.0
                     }

@@ -83,11 +83,11 @@ fn passes_drovers_plugin_harness() {
     testing::check_algorithm::<Reinforce>(r#"{"norm_adv": false, "gamma": 0.9}"#).assert_passed();
     // The 1.3 examples switched on: `loss_sequence_numbering` checks the rollout-index lookup,
     // `state_round_trip` the checkpointed running estimate.
-    let both = r#"{"bootstrapped_weight": 0.25, "return_scale_decay": 0.9, "norm_adv": false}"#;
+    let both = r#"{"cut_sequence_weight": 0.25, "return_scale_decay": 0.9, "norm_adv": false}"#;
     testing::check_algorithm::<Reinforce>(both).assert_passed();
 }
 
-/// Two sequences, the first bootstrapped (cut by the rollout's end), the second terminated.
+/// Two sequences, the first cut by the rollout's end, the second terminated.
 fn two_sequence_rollout_advantages(alg: &mut Reinforce) {
     let mask = [1.0f32; 4];
     let ones = [1.0f32; 4];
@@ -105,11 +105,11 @@ fn two_sequence_rollout_advantages(alg: &mut Reinforce) {
 
 /// The loss finds each minibatch sequence's record by its rollout index: here minibatch
 /// sequence 0 is rollout sequence 1 (terminated, weight 1) and sequence 1 is rollout
-/// sequence 0 (bootstrapped, weight ¼). A lookup by `seq_index` would swap the weights.
+/// sequence 0 (cut, weight ¼). A lookup by `seq_index` would swap the weights.
 #[test]
 fn per_sequence_records_follow_the_rollout_index() {
     let mut alg = make(
-        r#"{"norm_adv": false, "bootstrapped_weight": 0.25, "vf_coef": 0.0, "ent_coef": 0.0}"#,
+        r#"{"norm_adv": false, "cut_sequence_weight": 0.25, "vf_coef": 0.0, "ent_coef": 0.0}"#,
     );
     two_sequence_rollout_advantages(&mut alg);
     let (logp, zeros) = ([-1.0f32, -1.0], [0.0f32; 2]);
@@ -180,4 +180,37 @@ fn bad_params_name_the_key() {
     let e =
         Params::parse(&Reinforce::info().params, r#"{"gamma": 2.0}"#).expect_err("out of range");
     assert_eq!(e.key(), Some("gamma"));
+}
+
+/// `cut_sequence_weight` is a whole sequence's: a CartPole row whose first episode terminates
+/// at t=1 and whose second is cut by the rollout's end weighs all its tokens, those of the
+/// finished episode too (the loss sees no step index to tell them apart), as documented.
+#[test]
+fn the_cut_sequence_weight_applies_to_the_whole_row() {
+    let mut alg = make(r#"{"norm_adv": false, "cut_sequence_weight": 0.25, "vf_coef": 0.0, "ent_coef": 0.0}"#);
+    let (mask, ones, zeros) = ([1.0f32; 4], [1.0f32; 4], [0.0f32; 4]);
+    let terminated = [0., 1., 0., 0.];
+    let mut batch = Rollout::new(1, 4);
+    batch.mask = &mask;
+    batch.rewards = &ones;
+    batch.values = &zeros;
+    batch.next_values = &zeros;
+    batch.terminated = &terminated;
+    batch.truncated = &zeros;
+    testing::run_advantages(&mut alg, &batch).expect("advantage stage");
+    let (logp, zeros) = ([-1.0f32, -1.0], [0.0f32; 2]);
+    let mut mb = Minibatch::new();
+    mb.logp_new = &logp;
+    mb.logp_old = &zeros;
+    mb.advantages = &[1.0, 1.0];
+    mb.returns = &zeros;
+    mb.values_new = &zeros;
+    mb.entropy_new = &zeros;
+    mb.token_weights = &[1.0, 1.0];
+    mb.seq_index = &[0, 0];
+    mb.num_sequences = 1;
+    mb.rollout_index = Some(&[0]);
+    let (out, _) = testing::run_loss(&mut alg, &mb).expect("loss");
+    // A token of the terminated episode and one of the cut one: w = ½, both scaled by ¼.
+    assert_eq!(out.d_logp, [-0.125, -0.125]);
 }

@@ -2,7 +2,8 @@
 //!
 //! `fail` = `none` | `panic_in_loss` | `nan_in_loss` | `error_in_new` | `panic_in_advantages` |
 //! `host_metric_in_loss` (reports a metric named `lr`, a column the host writes itself) |
-//! `abort_in_new` (aborts the process, as a panic does in a plugin built with `panic = "abort"`).
+//! `abort_in_new` (aborts the process, as a panic does in a plugin built with `panic = "abort"`) |
+//! `panic_in_epoch_end` | `panic_in_keep_group` | `panic_in_drop` (the instance's `Drop` panics).
 //! `plugins/host/tests/plugins.rs` checks each failure reaches the host as a `CallError`
 //! naming the plugin, the call and the reason, and that a panic does not abort the process.
 
@@ -19,6 +20,9 @@ enum Fail {
     NanInLoss,
     PanicInAdvantages,
     HostMetricInLoss,
+    PanicInEpochEnd,
+    PanicInKeepGroup,
+    PanicInDrop,
 }
 
 /// An algorithm whose only purpose is to fail as asked.
@@ -37,7 +41,8 @@ impl AlgorithmImpl for Faulty {
             "fail",
             "none",
             "none | panic_in_loss | nan_in_loss | error_in_new | panic_in_advantages | \
-             host_metric_in_loss | abort_in_new",
+             host_metric_in_loss | abort_in_new | panic_in_epoch_end | panic_in_keep_group | \
+             panic_in_drop",
         ))
     }
 
@@ -48,6 +53,9 @@ impl AlgorithmImpl for Faulty {
             "nan_in_loss" => Fail::NanInLoss,
             "panic_in_advantages" => Fail::PanicInAdvantages,
             "host_metric_in_loss" => Fail::HostMetricInLoss,
+            "panic_in_epoch_end" => Fail::PanicInEpochEnd,
+            "panic_in_keep_group" => Fail::PanicInKeepGroup,
+            "panic_in_drop" => Fail::PanicInDrop,
             "error_in_new" => return Err(PluginError::internal("asked to fail in `new`")),
             "abort_in_new" => {
                 eprintln!("faulty plugin: aborting in `new`");
@@ -89,7 +97,12 @@ impl AlgorithmImpl for Faulty {
                     *x = f32::NAN;
                 }
             }
-            Fail::None | Fail::PanicInAdvantages | Fail::HostMetricInLoss => {
+            Fail::None
+            | Fail::PanicInAdvantages
+            | Fail::HostMetricInLoss
+            | Fail::PanicInEpochEnd
+            | Fail::PanicInKeepGroup
+            | Fail::PanicInDrop => {
                 for (d, &a) in out.d_logp.iter_mut().zip(mb.advantages) {
                     *d = -a;
                 }
@@ -99,6 +112,28 @@ impl AlgorithmImpl for Faulty {
             return Ok(vec![Metric::new("faulty_calls", 1.0), Metric::new("lr", 123.0)]);
         }
         Ok(vec![Metric::new("faulty_calls", 1.0)])
+    }
+
+    fn on_epoch_end(&mut self, _epoch: u32, _metrics: &[Metric]) -> Result<bool, PluginError> {
+        if self.fail == Fail::PanicInEpochEnd {
+            panic!("faulty plugin: deliberate panic in on_epoch_end");
+        }
+        Ok(true)
+    }
+
+    fn keep_group(&self, _rewards: &[f32]) -> Result<bool, PluginError> {
+        if self.fail == Fail::PanicInKeepGroup {
+            panic!("faulty plugin: deliberate panic in keep_group");
+        }
+        Ok(true)
+    }
+}
+
+impl Drop for Faulty {
+    fn drop(&mut self) {
+        if self.fail == Fail::PanicInDrop {
+            panic!("faulty plugin: deliberate panic in Drop");
+        }
     }
 }
 
