@@ -229,6 +229,11 @@ fn run(args: RunArgs) -> anyhow::Result<u8> {
     for other in backend::rebuilt::trained_by_other_builds(&plan) {
         eprintln!("drover: warning: {}", other.warning());
     }
+    // Before the dry run too, which shows what the run would do, and before the lock file,
+    // so a refused sweep leaves no trace.
+    if !use_slurm(backend, &plan) {
+        plan::check_local_cuda(&plan, &opts, || backend::gpus::count_devices(&job_bin))?;
+    }
 
     if dry_run {
         use std::io::Write;
