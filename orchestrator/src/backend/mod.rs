@@ -124,6 +124,15 @@ pub enum CancelReason {
 }
 
 impl CancelReason {
+    /// The reason in two or three words, for the marker of a job the stop killed.
+    pub fn word(self) -> &'static str {
+        match self {
+            CancelReason::Signal => "stop signal",
+            CancelReason::GraceExpired => "grace period over",
+            CancelReason::SecondSignal => "second signal",
+        }
+    }
+
     /// How the stop went, for the line `drover run` ends with.
     pub fn describe(self) -> &'static str {
         match self {
