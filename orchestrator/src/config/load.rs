@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use figment::error::Kind;
+use figment::error::{Actual, Kind};
 use figment::providers::{Format, Serialized, Toml};
 use figment::value::{Dict, Map, Value};
 use figment::{Figment, Metadata, Profile, Provider};
@@ -434,6 +434,14 @@ fn convert_figment_error(file: &Path, figment: &Figment, e: figment::Error) -> C
         _ => {}
     }
     let mut kind = plain_kind(&e.kind);
+    if let (Kind::InvalidType(Actual::Map, _), [sweep, grid, top]) = (&e.kind, key_path.as_slice()) {
+        if sweep == "sweep" && grid == "grid" {
+            let table = figment.find_value(&format!("sweep.grid.{top}")).ok().and_then(|v| serde_json::to_value(v).ok());
+            if let Some(nested) = table.and_then(|t| super::messages::unquoted_dotted_key(top, &t)) {
+                kind = nested;
+            }
+        }
+    }
     if let [table, name, ..] = key_path.as_slice() {
         if table == "run" && crate::config::sweep::AT_LEAST_ONE.contains(&name.as_str()) {
             kind = from_one(kind);
