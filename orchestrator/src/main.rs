@@ -477,25 +477,24 @@ fn analyze_cmd(args: AnalyzeArgs) -> anyhow::Result<u8> {
         return Ok(exit_codes::SUCCESS);
     }
     let outcome = analyze::analyze(&opts)?;
-    for (run, why) in &outcome.left_out {
-        eprintln!("drover: left out of the analysis: run {run}: {why}");
+    let results = match opts.dirs.as_slice() {
+        [one] => one.display().to_string(),
+        _ => "DIR".to_string(),
+    };
+    for line in analyze::left_out_lines(&outcome.left_out, &results) {
+        // Indented lines belong to the line above them.
+        if line.starts_with(' ') {
+            eprintln!("{line}");
+        } else {
+            eprintln!("drover: {line}");
+        }
     }
     print!("{}", outcome.table);
     if let Some(law) = &outcome.law_table {
         println!("\nentropy-performance law R = -a*exp(H) + b, fitted per run (H = {}, R = {}); mean over runs:", analyze::LAW_ENTROPY, analyze::LAW_REWARD);
         print!("{law}");
     }
-    let unscored = match outcome.unscored {
-        0 => String::new(),
-        k => format!(", {k} of them without a final return"),
-    };
-    println!(
-        "{} analyzed{unscored} ({} completed, {} left out: unfinished, failed, duplicate or damaged); final return = mean of the last {} iterations with episodes",
-        drover::words::count(outcome.analyzed, "run"),
-        outcome.completed,
-        outcome.left_out.len(),
-        analyze::FINAL_WINDOW
-    );
+    println!("{}", outcome.count_line());
     for best in &outcome.best {
         println!("{best}");
     }

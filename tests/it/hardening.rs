@@ -71,10 +71,13 @@ fn damaged_results_are_left_out_by_analyze_and_redone_by_run() {
         (3, "summary.json", "unknown format_version 99 (this drover reads 1)"),
         (4, "exit.json", "expected value"),
     ];
+    // One line per state with its runs' reasons under it (3 at most each: here 2 and 3).
+    assert!(stderr.contains("drover: left out of the analysis: 2 runs completed without usable metrics:"), "{stderr}");
+    assert!(stderr.contains("drover: left out of the analysis: 3 runs with a damaged record:"), "{stderr}");
     for (i, file, why) in expect {
         let line = stderr
             .lines()
-            .find(|l| l.contains(&format!("left out of the analysis: run {}", name(&dirs[i]))))
+            .find(|l| l.starts_with(&format!("  run {}: ", name(&dirs[i]))))
             .unwrap_or_else(|| panic!("run {i} is not listed as left out:\n{stderr}"));
         assert!(line.contains(&dirs[i].join(file).display().to_string()) && line.contains(why), "run {i}: {line}");
     }

@@ -64,8 +64,10 @@ pub struct Outcome {
     pub analyzed: usize,
     /// Runs of the analysis without a final return (they count in no score).
     pub unscored: usize,
-    /// Run directories left out, with the reason.
-    pub left_out: Vec<(String, String)>,
+    /// Completed runs that `--where` sliced away (0 without `--where`).
+    pub not_matching: usize,
+    /// Run directories left out, with the reason (`left_out_lines` says them in a few lines).
+    pub left_out: Vec<load::LeftOut>,
     /// Lines about the analysis as a whole (stale run directories, configurations sharing a
     /// label), also at the top of `table` and of the Markdown summary.
     pub notes: Vec<String>,
@@ -89,6 +91,71 @@ pub struct Outcome {
     pub law: Option<DataFrame>,
     /// `law` as a text table.
     pub law_table: Option<String>,
+}
+
+impl Outcome {
+    /// The count line `drover analyze` prints under the tables: `4 runs analyzed (16 completed,
+    /// 12 not matching --where, 3 left out: 2 not started, 1 failed); final return = ...`.
+    pub fn count_line(&self) -> String {
+        let unscored = match self.unscored {
+            0 => String::new(),
+            k => format!(", {k} of them without a final return"),
+        };
+        let sliced = match self.not_matching {
+            0 => String::new(),
+            n => format!(", {n} not matching --where"),
+        };
+        let mut by_state: Vec<(&str, usize)> = Vec::new();
+        for run in &self.left_out {
+            match by_state.iter_mut().find(|(s, _)| *s == run.state) {
+                Some((_, n)) => *n += 1,
+                None => by_state.push((run.state, 1)),
+            }
+        }
+        let states: Vec<String> = by_state.iter().map(|(s, n)| format!("{n} {s}")).collect();
+        let left_out = if states.is_empty() { String::new() } else { format!(": {}", states.join(", ")) };
+        format!(
+            "{} analyzed{unscored} ({} completed{sliced}, {} left out{left_out}); final return = mean of the last {} iterations with episodes",
+            crate::words::count(self.analyzed, "run"),
+            self.completed,
+            self.left_out.len(),
+            stats::FINAL_WINDOW
+        )
+    }
+}
+
+/// Per-run reasons `left_out_lines` shows for each state before "and N more".
+const LEFT_OUT_SHOWN: usize = 3;
+
+/// The runs left out of an analysis in a few lines, one per state in the order first met
+/// (`3 runs failed:`), each followed by at most [`LEFT_OUT_SHOWN`] indented `run <id>: <why>`
+/// lines where the reason says more than the state, else by a few run ids on the line itself.
+/// A sweep of 1,000 runs half done is then two lines, not 500; `drover status` lists every run.
+pub fn left_out_lines(left_out: &[load::LeftOut], results: &str) -> Vec<String> {
+    let mut states: Vec<&str> = Vec::new();
+    for run in left_out {
+        if !states.contains(&run.state) {
+            states.push(run.state);
+        }
+    }
+    let mut lines = Vec::new();
+    for state in states {
+        let runs: Vec<&load::LeftOut> = left_out.iter().filter(|r| r.state == state).collect();
+        let more = runs.len().saturating_sub(LEFT_OUT_SHOWN);
+        let head = format!("left out of the analysis: {} {state}", crate::words::count(runs.len(), "run"));
+        if runs.iter().all(|r| r.why == state) {
+            let ids: Vec<&str> = runs.iter().take(LEFT_OUT_SHOWN).map(|r| r.run_id.as_str()).collect();
+            let more = if more > 0 { format!(" and {more} more; `drover status {results}` lists them") } else { String::new() };
+            lines.push(format!("{head} ({}{more})", ids.join(", ")));
+            continue;
+        }
+        lines.push(format!("{head}:"));
+        lines.extend(runs.iter().take(LEFT_OUT_SHOWN).map(|r| format!("  run {}: {}", r.run_id, r.why)));
+        if more > 0 {
+            lines.push(format!("  and {more} more (`drover status {results}` lists every run with its state)"));
+        }
+    }
+    lines
 }
 
 /// The best group of a comparison, in its environment when the analysis was split by environment.
@@ -118,7 +185,7 @@ struct Plans {
     hyperparameters: Vec<String>,
     grouping: Grouping,
     completed: usize,
-    left_out: Vec<(String, String)>,
+    left_out: Vec<load::LeftOut>,
     /// Group names of the default grouping: `config_id`, `config_name` (see `config_names`).
     names: DataFrame,
     /// Lines about the analysis as a whole (`Outcome::notes`).
@@ -487,6 +554,7 @@ pub fn analyze(opts: &Options) -> Result<Outcome, AnalyzeError> {
         kept,
         completed: p.completed,
         analyzed: runs.height(),
+        not_matching: if opts.filters.is_empty() { 0 } else { p.completed.saturating_sub(runs.height()) },
         unscored: unscored_runs(&runs)?.len(),
         left_out: p.left_out,
         notes: p.notes,

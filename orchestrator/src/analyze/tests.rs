@@ -99,7 +99,7 @@ fn summary_matches_hand_computed_statistics() {
     two_configs(root);
     let loaded = load_results(&[root.to_path_buf()], &[]).unwrap();
     assert_eq!(loaded.completed, 7);
-    assert_eq!(loaded.left_out, vec![("b9".to_string(), "unfinished".to_string())]);
+    assert_eq!(loaded.left_out, vec![LeftOut { run_id: "b9".into(), state: "unfinished", why: "unfinished".into() }]);
     assert_eq!(loaded.hyperparameters, ["params.k", "params.x", "run.env", "run.hidden", "run.lr", "run.success_return"]);
     let runs = per_run(loaded.metrics, loaded.runs, None).collect().unwrap();
     // Resolved hyperparameters are typed columns; arrays become their JSON text.
@@ -392,7 +392,8 @@ fn compare_ranks_groups_across_directories_with_probability_of_improvement() {
     let outcome = analyze(&opts).unwrap();
     assert_eq!(outcome.completed, 10);
     assert_eq!(outcome.analyzed, 10);
-    assert!(outcome.left_out.contains(&("a0".to_string(), format!("duplicate of the same run in `{}`", tmp.path().join("a").display()))));
+    let why = format!("duplicate of the same run in `{}`", tmp.path().join("a").display());
+    assert!(outcome.left_out.contains(&LeftOut { run_id: "a0".into(), state: "a duplicate", why }));
     assert_eq!(outcome.best, [Best { env: None, group: "params.x=1".into() }]);
     let s = &outcome.summary;
     let groups: Vec<String> = (0..3).map(|i| s.column("group").unwrap().str().unwrap().get(i).unwrap().to_string()).collect();
@@ -749,7 +750,7 @@ fn damaged_runs_are_left_out_with_file_and_reason_and_the_rest_is_analyzed() {
 
     let loaded = load_results(&[root.to_path_buf()], &[]).unwrap();
     assert_eq!(loaded.completed, 2, "a3 and b2 are whole");
-    let why = |id: &str| loaded.left_out.iter().find(|(r, _)| r == id).map(|(_, w)| w.clone()).unwrap_or_default();
+    let why = |id: &str| loaded.left_out.iter().find(|r| r.run_id == id).map(|r| r.why.clone()).unwrap_or_default();
     let path = |id: &str, file: &str| run(id).join(file).display().to_string();
     assert!(why("a0").contains(&path("a0", "metrics.parquet")) && why("a0").contains("truncated"), "{}", why("a0"));
     assert!(why("a1").contains(&path("a1", "exit.json")), "{}", why("a1"));
@@ -914,6 +915,44 @@ fn infinite_metric_values_are_skipped_like_nan() {
     }
 }
 
+/// Review finding (research): a partly finished sweep printed one line per left-out run (1,000
+/// lines for 1,000 runs), called runs never started "unfinished" where `drover status` says
+/// "not started", and the count line hid the runs `--where` sliced away.
+#[test]
+fn left_out_runs_are_summed_up_by_state_in_status_words() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("r");
+    two_configs(&root);
+    // Prepared by a `drover run` stopped before their turn: `spec.json` alone.
+    for i in 0..5 {
+        let dir = root.join(format!("runs/n{i}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::copy(root.join("runs/b9/spec.json"), dir.join("spec.json")).unwrap();
+    }
+    let exit = json!({"format_version": 1, "run_id": "b0", "status": "failed", "reason": "NaN in output", "finished_at": "0"});
+    std::fs::write(root.join("runs/b0/exit.json"), exit.to_string()).unwrap();
+    let loaded = load_results(std::slice::from_ref(&root), &[]).unwrap();
+    let states: Vec<(&str, &str)> = loaded.left_out.iter().map(|r| (r.run_id.as_str(), r.state)).collect();
+    assert_eq!(states, [("b0", "failed"), ("b9", "unfinished"), ("n0", "not started"), ("n1", "not started"), ("n2", "not started"), ("n3", "not started"), ("n4", "not started")]);
+    let lines = crate::analyze::left_out_lines(&loaded.left_out, "r");
+    assert_eq!(
+        lines,
+        [
+            "left out of the analysis: 1 run failed:",
+            "  run b0: failed: NaN in output",
+            "left out of the analysis: 1 run unfinished (b9)",
+            "left out of the analysis: 5 runs not started (n0, n1, n2 and 2 more; `drover status r` lists them)",
+        ]
+    );
+
+    let out = tmp.path().join("out");
+    let outcome = analyze(&Options { filters: vec!["x=1".into()], ..options(vec![root.clone()], &out) }).unwrap();
+    assert_eq!(
+        outcome.count_line(),
+        "4 runs analyzed (6 completed, 2 not matching --where, 7 left out: 1 failed, 1 unfinished, 5 not started); final return = mean of the last 10 iterations with episodes"
+    );
+}
+
 #[test]
 fn left_out_runs_carry_the_jobs_reason_and_a_missing_directory_is_named_as_missing() {
     let tmp = tempfile::tempdir().unwrap();
@@ -924,7 +963,7 @@ fn left_out_runs_carry_the_jobs_reason_and_a_missing_directory_is_named_as_missi
     let exit = json!({"format_version": 1, "run_id": "b1", "status": "cancelled", "reason": null, "finished_at": "0"});
     std::fs::write(root.join("runs/b1/exit.json"), exit.to_string()).unwrap();
     let loaded = load_results(std::slice::from_ref(&root), &[]).unwrap();
-    let why = |id: &str| loaded.left_out.iter().find(|(r, _)| r == id).map(|(_, w)| w.clone()).unwrap_or_default();
+    let why = |id: &str| loaded.left_out.iter().find(|r| r.run_id == id).map(|r| r.why.clone()).unwrap_or_default();
     assert_eq!(why("b0"), "failed: plugin `ppo` call `loss`: NaN in output");
     assert_eq!(why("b1"), "cancelled");
 
@@ -1818,7 +1857,7 @@ fn where_says_what_it_drops_and_what_values_there_are() {
 
     // The same directory twice: read once, said once.
     let outcome = analyze(&options(vec![root.clone(), root.join("../r")], &out)).unwrap();
-    assert!(outcome.left_out.iter().all(|(_, why)| !why.contains("duplicate")), "{:?}", outcome.left_out);
+    assert!(outcome.left_out.iter().all(|r| !r.why.contains("duplicate")), "{:?}", outcome.left_out);
     assert_eq!(outcome.analyzed, 9);
     assert_eq!(outcome.notes, [format!("note: `{}` was given more than once; its runs are analyzed once", root.join("../r").display())]);
 }

@@ -10,6 +10,7 @@ pub mod local;
 pub mod local_config;
 pub mod local_status;
 mod prepare;
+pub(crate) use prepare::never_started;
 pub mod rebuilt;
 pub mod slurm;
 pub mod slurm_cmd;

@@ -337,7 +337,7 @@ pub fn planned_action(dir: &Path, spec: &JobSpec) -> PlannedAction {
 
 /// A run directory holding only what `prepare` writes before a launch (`spec.json`, the lock):
 /// a sweep stopped before this run's turn.
-fn never_started(dir: &Path) -> bool {
+pub(crate) fn never_started(dir: &Path) -> bool {
     std::fs::read_dir(dir).is_ok_and(|entries| {
         entries.filter_map(Result::ok).all(|e| {
             let name = e.file_name();
