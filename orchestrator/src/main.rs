@@ -117,15 +117,23 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { exit_codes::USAGE } else { exit_codes::SUCCESS });
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        // Colour codes only on a terminal: job logs are files the user greps.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    match tracing_subscriber::EnvFilter::try_from_default_env() {
+        // Asked for logs: timestamps, levels and modules, as a log reader wants them.
+        Ok(filter) => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            // Colour codes only on a terminal: job logs are files the user greps.
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        // Otherwise only warnings and errors reach the user, worded as drover's other lines.
+        Err(_) => tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
+            .with_writer(std::io::stderr)
+            // Plain text like the lines around it; the fields' styling would be escape codes.
+            .with_ansi(false)
+            .event_format(UserLine)
+            .init(),
+    }
     let result = match cli.command {
         Command::Run(args) => run(args),
         Command::Status { results, json } => status_cmd(&results, json),
@@ -153,6 +161,37 @@ fn main() -> ExitCode {
             };
             ExitCode::from(code)
         }
+    }
+}
+
+/// A tracing event as a line of drover's own output, `drover: warning: <message> run=<id>`,
+/// where the default format's timestamp and module path (`2026-11-29T14:23:44Z WARN
+/// drover::analyze::pipeline: ...`) read as a leaked log line.
+struct UserLine;
+
+impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for UserLine
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        write!(writer, "drover: {}: ", user_level(*event.metadata().level()))?;
+        ctx.field_format().format_fields(writer.by_ref(), event)?;
+        writeln!(writer)
+    }
+}
+
+/// The word `drover: <word>: ...` lines use for a tracing level.
+fn user_level(level: tracing::Level) -> &'static str {
+    match level {
+        tracing::Level::ERROR => "error",
+        tracing::Level::WARN => "warning",
+        _ => "note",
     }
 }
 
@@ -649,6 +688,38 @@ mod tests {
         assert_eq!(no_cuda_note(true, &none), None, "`gpus = []` or an empty CUDA_VISIBLE_DEVICES is the user's choice");
         let two = Detected { ids: vec!["0".into(), "1".into()], source: "drover-job devices".into() };
         assert_eq!(no_cuda_note(false, &two), None);
+    }
+
+    /// Review finding (research): warnings from the library reached the user as log lines
+    /// (`2026-11-29T14:23:44Z WARN drover::analyze::pipeline: ...`) beside drover's own
+    /// `drover: warning: ...` lines.
+    #[test]
+    fn library_warnings_read_as_drovers_own_lines() {
+        use std::sync::{Arc, Mutex};
+        struct Buf(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buf {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().map_err(|_| std::io::Error::other("poisoned"))?.extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let sink = out.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
+            .with_writer(move || Buf(sink.clone()))
+            .with_ansi(false)
+            .event_format(super::UserLine)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::warn!(run = "0123456789abcdef", "cannot retry: disk full");
+            tracing::info!("launched");
+        });
+        let text = String::from_utf8(out.lock().map(|b| b.clone()).unwrap_or_default()).unwrap_or_default();
+        assert_eq!(text, "drover: warning: cannot retry: disk full run=\"0123456789abcdef\"\n");
     }
 
     /// The dry run's header says how much is left to do, and the sweep's shape.

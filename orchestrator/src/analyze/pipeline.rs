@@ -776,11 +776,15 @@ impl Section {
 fn section(p: &Plans, opts: &Options, metrics: &LazyFrame, runs: DataFrame, env: Option<String>) -> Result<Section, AnalyzeError> {
     let intervals = bootstrap::intervals(&runs, &opts.bootstrap)?;
     let groups = runs.column("group").and_then(|c| c.n_unique()).map_err(polars_err("counting the groups"))?;
-    if let (Some(key), 1) = (&opts.compare, groups) {
-        // Nothing to rank: naming the only group "best" would read as a finding.
-        let scope = env.as_ref().map(|e| format!(" of {e}")).unwrap_or_default();
-        tracing::warn!("--compare {key}: all {} runs{scope} analyzed have the same value of it; nothing to compare", runs.height());
-    }
+    // Nothing to rank: naming the only group "best" would read as a finding. Said under the
+    // table like the other warnings of the analysis (not as a log line), and written with it.
+    let nothing_to_compare = match (&opts.compare, groups) {
+        (Some(key), 1) => {
+            let scope = env.as_ref().map(|e| format!(" of {e}")).unwrap_or_default();
+            Some(format!("warning: --compare {key}: all {} runs{scope} analyzed have the same value of it; nothing to compare", runs.height()))
+        }
+        _ => None,
+    };
     let best = if opts.compare.is_some() && groups > 1 { bootstrap::best_by_iqm(&runs)? } else { None };
     let improvement = match &best {
         Some(best) => Some(bootstrap::improvement_over(&runs, best, &opts.bootstrap)?),
@@ -827,7 +831,8 @@ fn section(p: &Plans, opts: &Options, metrics: &LazyFrame, runs: DataFrame, env:
         // Printed under the ranked table: rows in the ranking's order, not the keys'.
         law.summary = in_order_of(&law.summary, &summary)?;
     }
-    let mut notes = threshold_notes(&runs, opts.target)?;
+    let mut notes: Vec<String> = nothing_to_compare.into_iter().collect();
+    notes.extend(threshold_notes(&runs, opts.target)?);
     notes.extend(unscored_note(&runs)?);
     notes.extend(interval_note(&summary)?);
     notes.extend(unpaired_note(&summary, best.as_deref())?);

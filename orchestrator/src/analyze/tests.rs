@@ -427,6 +427,13 @@ fn compare_ranks_groups_across_directories_with_probability_of_improvement() {
     let outcome = analyze(&opts).unwrap();
     assert_eq!((outcome.summary.height(), outcome.best.len()), (1, 0));
     assert!(outcome.summary.column("p_best_better").is_err() && !outcome.table.contains("P(best"), "{}", outcome.table);
+    // Review finding (research): said as a log line (`WARN drover::analyze::pipeline: ...`);
+    // now under the table with the analysis' other warnings.
+    assert!(
+        outcome.table.contains("warning: --compare x: all 3 runs analyzed have the same value of it; nothing to compare"),
+        "{}",
+        outcome.table
+    );
     let opts = Options { compare: None, filters: vec!["x>5".into()], ..opts };
     assert_eq!(analyze(&opts).err().unwrap().to_string(), "bad expression `x>5`: no completed run matches (of 10); `x>5` matches no run: `params.x` is 1, 2, 3");
 }

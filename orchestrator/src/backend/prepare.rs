@@ -275,7 +275,8 @@ fn claim(prepared: &mut Prepared, dir: PathBuf, spec: &JobSpec, ranks: u32) -> R
             }
             let trusted = problem.is_none();
             if let Some(problem) = problem {
-                tracing::warn!(run = %spec.run_id, "not trusted as done, redoing it: {problem}");
+                // Said once, by the caller's `redo:` line; this is for `RUST_LOG=debug` logs.
+                tracing::debug!(run = %spec.run_id, "not trusted as done, redoing it: {problem}");
                 prepared.redone.push((spec.run_id.clone(), problem));
             }
             _lock = Some(lock);
