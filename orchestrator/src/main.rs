@@ -308,7 +308,13 @@ fn run(args: RunArgs) -> anyhow::Result<u8> {
         return Ok(exit_codes::SUCCESS);
     }
     // Held until this function returns: a second `drover run` on these results is refused.
-    let _lock = drover::lock::acquire(plan.results.root(), &drover::lock::command_line())?;
+    let _lock = match drover::lock::acquire(plan.results.root(), &drover::lock::command_line()) {
+        // A directory that cannot be created is a setting to correct (exit 3), named as given.
+        Err(drover::lock::LockError::CreateDir { dir, source }) => {
+            return Err(plan::results_dir_error(&opts, format!("cannot create `{}`: {source}", dir.display())).into());
+        }
+        other => other?,
+    };
     if use_slurm(backend, &plan) {
         if let Some(n) = max_retries {
             eprintln!("drover: warning: --max-retries {n} is the local backend's; on Slurm the budget is `slurm.max_retries` (`--set slurm.max_retries={n}`)");

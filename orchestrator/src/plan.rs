@@ -127,10 +127,7 @@ pub fn plan(opts: &PlanOptions) -> Result<Plan, ConfigError> {
             ConfigError::new(file, "results_dir", ConfigErrorKind::InvalidValue(why)).with_origin("`--results`")
         })?;
     }
-    check_results_dir(&results, &sweep.name, &runs).map_err(|why| {
-        let err = ConfigError::new(file, "results_dir", ConfigErrorKind::InvalidValue(why));
-        if opts.results.is_some() { err.with_origin("`--results`") } else { err }
-    })?;
+    check_results_dir(&results, &sweep.name, &runs).map_err(|why| results_dir_error(opts, why))?;
     let max_parallel = opts
         .jobs
         .or(sweep.max_parallel)
@@ -138,6 +135,17 @@ pub fn plan(opts: &PlanOptions) -> Result<Plan, ConfigError> {
         .unwrap_or(NonZeroUsize::MIN);
     let overrides = config::override_list(&opts.env, &sets);
     Ok(Plan { sweep, source_text, runs, plugins, results: ResultsDir::new(results), max_parallel, overrides, warnings })
+}
+
+/// A results directory refused for `why`, named as the user gave it: `--results` or the sweep
+/// file's `results_dir` (exit code 3 at the CLI, like the other refusals of a setting).
+pub fn results_dir_error(opts: &PlanOptions, why: String) -> ConfigError {
+    let err = ConfigError::new(&opts.sweep_file, "results_dir", ConfigErrorKind::InvalidValue(why));
+    if opts.results.is_some() {
+        err.with_origin("`--results`")
+    } else {
+        err
+    }
 }
 
 /// Whether `runs` is drover's `runs/` folder: empty, or holding only run directories (16

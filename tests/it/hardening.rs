@@ -736,3 +736,20 @@ fn a_job_killed_without_warning_resumes_from_its_last_periodic_checkpoint() {
         assert_eq!(a, b, "row {} differs after resuming from the checkpoint at iteration {at}", i + 1);
     }
 }
+
+/// Review finding (research): `--results` under a file (or `/proc/x`) printed the OS error
+/// twice and exited 1. It is a setting to correct: exit code 3, naming `results_dir` and
+/// `--results`, the OS error once.
+#[test]
+fn a_results_directory_that_cannot_be_created_is_a_setting_error() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let sweep_file = write_sweep(tmp.path(), &sweep("[1]"));
+    let file = tmp.path().join("afile");
+    std::fs::write(&file, b"x").expect("write");
+    let out = drover_in(tmp.path()).arg("run").arg(&sweep_file).arg("--results").arg(file.join("results")).output().expect("spawn");
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    let expected = format!("key `results_dir` (from `--results`): invalid value: cannot create `{}`: Not a directory (os error 20)", file.join("results").display());
+    assert!(stderr.contains(&expected), "{stderr}");
+    assert_eq!(stderr.matches("os error").count(), 1, "{stderr}");
+}
