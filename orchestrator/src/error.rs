@@ -375,12 +375,22 @@ pub enum AnalyzeError {
         /// Why it was refused.
         reason: String,
     },
-    /// A `--where`, `--group-by` or `--compare` expression of `drover analyze` is malformed or
-    /// names no known column.
+    /// A `--where` expression of `drover analyze` is malformed or names no known column.
     #[error("bad expression `{expr}`: {reason}")]
     Query {
         /// The expression as given.
         expr: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A `--group-by`, `--compare` or `--curves` value of `drover analyze` that names no known
+    /// key or column (or names one twice).
+    #[error("`{flag} {value}`: {reason}")]
+    Flag {
+        /// The option (`--group-by`).
+        flag: &'static str,
+        /// Its value as given.
+        value: String,
         /// What is wrong with it.
         reason: String,
     },

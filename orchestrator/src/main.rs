@@ -154,7 +154,9 @@ fn main() -> ExitCode {
                 exit_codes::CONFIG_INVALID
             } else if matches!(e.downcast_ref::<AnalyzeError>(), Some(AnalyzeError::NoCompletedRuns { .. })) {
                 exit_codes::NO_RESULTS
-            } else if matches!(e.downcast_ref::<AnalyzeError>(), Some(AnalyzeError::Query { .. })) || e.downcast_ref::<UsageError>().is_some() {
+            } else if matches!(e.downcast_ref::<AnalyzeError>(), Some(AnalyzeError::Query { .. } | AnalyzeError::Flag { .. }))
+                || e.downcast_ref::<UsageError>().is_some()
+            {
                 exit_codes::USAGE
             } else {
                 exit_codes::FAILURE

@@ -109,10 +109,14 @@ fn bad_slice_expressions_are_usage_errors_naming_the_expression() {
     for (args, message) in [
         (vec!["--where", "gamma>>1"], "bad expression `gamma>>1`: `>1` is not a number (key `params.gamma` is numeric)"),
         (vec!["--where", "seedling=1"], "bad expression `seedling=1`: unknown key `seedling`; known keys: sweep, label"),
-        (vec!["--group-by", "env,,clip_coef"], "bad expression `env,,clip_coef`: empty key in the list"),
-        (vec!["--compare", "nope"], "bad expression `nope`: unknown key `nope`"),
+        (vec!["--group-by", "env,,clip_coef"], "`--group-by env,,clip_coef`: empty key in the list"),
+        (vec!["--compare", "nope"], "`--compare nope`: unknown key `nope`; known keys: sweep, label"),
+        // Review finding (research): these said `bad expression` like a `--where`.
+        (vec!["--group-by", "nope"], "`--group-by nope`: unknown key `nope`; known keys: sweep, label"),
+        (vec!["--group-by", "clip_cof"], "`--group-by clip_cof`: unknown key `clip_cof`; known keys: sweep, label"),
+        (vec!["--curves", "nope"], "`--curves nope`: no run's metrics have a column `nope`; columns: "),
     ] {
-        let out = drover().arg("analyze").arg(&results).args(&args).output().expect("spawn");
+        let out = drover().arg("analyze").arg(&results).args(&args).arg("--no-plots").output().expect("spawn");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
         assert!(stderr.contains(message), "{args:?}: {stderr}");

@@ -387,6 +387,9 @@ fn not_results(dir: &Path) -> Option<String> {
         // A mistyped path is not "a directory without runs/": say that it is not there at all.
         return Some("no such directory".into());
     }
+    if !dir.is_dir() {
+        return Some("a file, not a results directory (give the directory `drover run` wrote: `results/<sweep>` or its `--results`)".into());
+    }
     if !ResultsDir::new(dir).runs_dir().is_dir() {
         return Some("not a results directory (it has no `runs/` folder)".into());
     }

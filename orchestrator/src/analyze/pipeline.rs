@@ -219,9 +219,11 @@ fn plans(opts: &Options) -> Result<Plans, AnalyzeError> {
     if opts.curves.is_some() {
         if let Some(missing) = asked.iter().find(|c| !has(c)) {
             let known: Vec<&str> = loaded.metric_columns.iter().map(String::as_str).collect();
-            return Err(AnalyzeError::Query {
-                expr: format!("--curves {}", asked.join(",")),
-                reason: format!("no run's metrics have a column `{missing}`; columns: {}", known.join(", ")),
+            let meant = crate::config::closest(missing, known.iter().copied()).map_or(String::new(), |m| format!("; did you mean `{m}`?"));
+            return Err(AnalyzeError::Flag {
+                flag: "--curves",
+                value: asked.join(","),
+                reason: format!("no run's metrics have a column `{missing}`; columns: {}{meant}", known.join(", ")),
             });
         }
     }
@@ -272,8 +274,8 @@ fn plans(opts: &Options) -> Result<Plans, AnalyzeError> {
         notes.push(format!("note: runs without a `--where` key never match, not even `!=`, and are left out: {}", parts.join(", ")));
     }
     let grouping = match (&opts.compare, &opts.group_by) {
-        (Some(key), _) => Grouping::Keys(vec![query::resolve_key(key, key, &schema)?]),
-        (None, Some(keys)) => Grouping::Keys(query::parse_keys(keys, &schema)?),
+        (Some(key), _) => Grouping::Keys(vec![query::resolve_key(key, key, &schema).map_err(query::for_flag("--compare"))?]),
+        (None, Some(keys)) => Grouping::Keys(query::parse_keys(keys, &schema).map_err(query::for_flag("--group-by"))?),
         (None, None) => Grouping::Config,
     };
     Ok(Plans {

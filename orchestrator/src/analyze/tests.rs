@@ -375,6 +375,11 @@ fn where_and_group_by_expressions() {
         parse_keys("env,run.env", &schema).err().unwrap().to_string(),
         "bad expression `env,run.env`: key `run.env` is named twice"
     );
+    // Review finding (research): a misspelled key names the one meant, last.
+    assert!(err("clip_cof=0.2").ends_with("env (run.env); did you mean `clip_coef`?"), "{}", err("clip_cof=0.2"));
+    assert!(err("lr_x=1").ends_with("env (run.env)"), "nothing close: {}", err("lr_x=1"));
+    let flag = parse_keys("nope", &schema).map_err(crate::analyze::query::for_flag("--group-by")).err().unwrap().to_string();
+    assert!(flag.starts_with("`--group-by nope`: unknown key `nope`; known keys: sweep, label"), "{flag}");
 }
 
 #[test]
@@ -698,7 +703,7 @@ fn analyze_writes_entropy_curves_and_the_law_for_sequence_runs_only() {
     assert!(cart.join("tables/curves-policy_loss.csv").is_file());
     let opts = Options { curves: Some(vec!["token_entropy".into()]), ..opts };
     let err = analyze(&opts).err().map(|e| e.to_string()).unwrap_or_default();
-    assert!(err.starts_with("bad expression `--curves token_entropy`: no run's metrics have a column `token_entropy`; columns: episodes, episodic_return_mean, global_step, iteration, policy_loss"), "{err}");
+    assert!(err.starts_with("`--curves token_entropy`: no run's metrics have a column `token_entropy`; columns: episodes, episodic_return_mean, global_step, iteration, policy_loss"), "{err}");
 }
 
 #[test]
@@ -973,6 +978,13 @@ fn left_out_runs_carry_the_jobs_reason_and_a_missing_directory_is_named_as_missi
     let why = |id: &str| loaded.left_out.iter().find(|r| r.run_id == id).map(|r| r.why.clone()).unwrap_or_default();
     assert_eq!(why("b0"), "failed: plugin `ppo` call `loss`: NaN in output");
     assert_eq!(why("b1"), "cancelled");
+
+    // Review finding (research): a plain file was "not a results directory (it has no
+    // `runs/` folder)"; it is said to be a file.
+    let file = tmp.path().join("afile");
+    std::fs::write(&file, "x").unwrap();
+    let err = load_results(std::slice::from_ref(&file), &[]).err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(err.ends_with(&format!("`{}`: a file, not a results directory (give the directory `drover run` wrote: `results/<sweep>` or its `--results`)", file.display())), "{err}");
 
     // A mistyped path: the error says it does not exist (not that it lacks `runs/`).
     let missing = tmp.path().join("no-such-results");
