@@ -125,14 +125,7 @@ fn main() -> ExitCode {
             // Colour codes only on a terminal: job logs are files the user greps.
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .init(),
-        // Otherwise only warnings and errors reach the user, worded as drover's other lines.
-        Err(_) => tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
-            .with_writer(std::io::stderr)
-            // Plain text like the lines around it; the fields' styling would be escape codes.
-            .with_ansi(false)
-            .event_format(UserLine)
-            .init(),
+        Err(_) => tracing_subscriber::util::SubscriberInitExt::init(user_subscriber(std::io::stderr)),
     }
     let result = match cli.command {
         Command::Run(args) => run(args),
@@ -164,6 +157,21 @@ fn main() -> ExitCode {
             ExitCode::from(code)
         }
     }
+}
+
+/// The subscriber when `RUST_LOG` asks for no logs: only warnings and errors reach the user,
+/// worded as drover's other lines ([`UserLine`]).
+fn user_subscriber<W>(writer: W) -> impl tracing::Subscriber + Send + Sync + 'static
+where
+    W: for<'a> tracing_subscriber::fmt::MakeWriter<'a> + Send + Sync + 'static,
+{
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
+        .with_writer(writer)
+        // Plain text like the lines around it; the fields' styling would be escape codes.
+        .with_ansi(false)
+        .event_format(UserLine)
+        .finish()
 }
 
 /// A tracing event as a line of drover's own output, `drover: warning: <message> run=<id>`,
@@ -716,12 +724,7 @@ mod tests {
         }
         let out = Arc::new(Mutex::new(Vec::new()));
         let sink = out.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
-            .with_writer(move || Buf(sink.clone()))
-            .with_ansi(false)
-            .event_format(super::UserLine)
-            .finish();
+        let subscriber = super::user_subscriber(move || Buf(sink.clone()));
         tracing::subscriber::with_default(subscriber, || {
             tracing::warn!(run = "0123456789abcdef", "cannot retry: disk full");
             tracing::info!("launched");

@@ -239,7 +239,7 @@ pub fn check_local_cuda(plan: &Plan, opts: &PlanOptions, count: impl FnOnce() ->
         crate::backend::planned_action(&plan.results.run_dir(&spec.run_id), &spec) != crate::backend::PlannedAction::Done
     });
     let Some(first) = to_launch.next() else { return Ok(()) };
-    if !is_cuda(first) || !to_launch.all(|run| is_cuda(run)) {
+    if !is_cuda(first) || !to_launch.all(&is_cuda) {
         return Ok(());
     }
     if plan.sweep.local.gpus.is_some() {
