@@ -113,6 +113,14 @@ pub enum ConfigErrorKind {
     /// A `--set key=value` argument that cannot be parsed.
     #[error("bad --set syntax: {0}")]
     BadSet(String),
+    /// A table where an axis (or other dotted key) was meant: TOML made nested tables of an
+    /// unquoted dotted name; the text names the keys and how to write them.
+    #[error("found a table: {0}")]
+    NestedTable(String),
+    /// A valid value that cannot work on this machine (`run.device = "cuda"` without a CUDA
+    /// device, on the local backend); nothing was launched.
+    #[error("cannot run on this machine: {0}")]
+    CannotRunHere(String),
     /// `run.plugin` names a plugin that is not in any search directory.
     #[error(
         "plugin `{name}` not found; searched {}{}{}",
@@ -367,12 +375,22 @@ pub enum AnalyzeError {
         /// Why it was refused.
         reason: String,
     },
-    /// A `--where`, `--group-by` or `--compare` expression of `drover analyze` is malformed or
-    /// names no known column.
+    /// A `--where` expression of `drover analyze` is malformed or names no known column.
     #[error("bad expression `{expr}`: {reason}")]
     Query {
         /// The expression as given.
         expr: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A `--group-by`, `--compare` or `--curves` value of `drover analyze` that names no known
+    /// key or column (or names one twice).
+    #[error("`{flag} {value}`: {reason}")]
+    Flag {
+        /// The option (`--group-by`).
+        flag: &'static str,
+        /// Its value as given.
+        value: String,
         /// What is wrong with it.
         reason: String,
     },

@@ -30,12 +30,23 @@ pub enum LockError {
         /// What the holder wrote about itself.
         holder: String,
     },
+    /// The results directory does not exist and cannot be created (a path under a file, a
+    /// read-only or virtual filesystem, no permission): a setting to correct, not a fault.
+    #[error("cannot create the results directory `{}`", dir.display())]
+    CreateDir {
+        /// The results directory.
+        dir: PathBuf,
+        /// The OS error; printed by the error chain, not by this message, so it is said once.
+        #[source]
+        source: std::io::Error,
+    },
     /// The lock file could not be created, locked or written.
-    #[error("cannot lock `{}`: {source}", path.display())]
+    #[error("cannot lock `{}`", path.display())]
     Io {
         /// The lock file.
         path: PathBuf,
-        /// The OS error.
+        /// The OS error; printed by the error chain, not by this message, so it is said once.
+        #[source]
         source: std::io::Error,
     },
 }
@@ -59,7 +70,7 @@ impl RunLock {
 pub fn acquire(dir: &Path, command: &str) -> Result<RunLock, LockError> {
     let path = dir.join(LOCK_FILE);
     let io = |source| LockError::Io { path: path.clone(), source };
-    std::fs::create_dir_all(dir).map_err(io)?;
+    std::fs::create_dir_all(dir).map_err(|source| LockError::CreateDir { dir: dir.to_path_buf(), source })?;
     let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(io)?;
     // SAFETY: flock on a descriptor this function owns; no memory is passed.
     if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
@@ -167,6 +178,23 @@ fn hostname() -> String {
 
 #[cfg(test)]
 mod tests {
+    /// Review finding (research): `--results /proc/xx` printed the OS error twice (in the
+    /// message and again as its source). A directory that cannot be created has its own error,
+    /// and each message leaves the OS error to the chain.
+    #[test]
+    fn a_results_directory_that_cannot_be_created_is_said_once() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let file = tmp.path().join("afile");
+        std::fs::write(&file, b"x").expect("write");
+        let err = super::acquire(&file.join("results"), "drover run s.toml").expect_err("under a file");
+        assert!(matches!(err, super::LockError::CreateDir { .. }), "{err:?}");
+        assert_eq!(err.to_string(), format!("cannot create the results directory `{}`", file.join("results").display()));
+        let source = std::error::Error::source(&err).map(ToString::to_string).unwrap_or_default();
+        assert!(source.contains("os error"), "the OS error is the source: {source}");
+        let io = super::LockError::Io { path: file.clone(), source: std::io::Error::from_raw_os_error(libc::EACCES) };
+        assert_eq!(io.to_string(), format!("cannot lock `{}`", file.display()));
+    }
+
     /// A filesystem without locks is told apart from a lock that is taken: the first is
     /// warned about and gone past, the second refuses.
     #[test]

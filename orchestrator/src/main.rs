@@ -117,15 +117,16 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { exit_codes::USAGE } else { exit_codes::SUCCESS });
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        // Colour codes only on a terminal: job logs are files the user greps.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    match tracing_subscriber::EnvFilter::try_from_default_env() {
+        // Asked for logs: timestamps, levels and modules, as a log reader wants them.
+        Ok(filter) => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            // Colour codes only on a terminal: job logs are files the user greps.
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        Err(_) => tracing_subscriber::util::SubscriberInitExt::init(user_subscriber(std::io::stderr)),
+    }
     let result = match cli.command {
         Command::Run(args) => run(args),
         Command::Status { results, json } => status_cmd(&results, json),
@@ -146,13 +147,61 @@ fn main() -> ExitCode {
                 exit_codes::CONFIG_INVALID
             } else if matches!(e.downcast_ref::<AnalyzeError>(), Some(AnalyzeError::NoCompletedRuns { .. })) {
                 exit_codes::NO_RESULTS
-            } else if matches!(e.downcast_ref::<AnalyzeError>(), Some(AnalyzeError::Query { .. })) || e.downcast_ref::<UsageError>().is_some() {
+            } else if matches!(e.downcast_ref::<AnalyzeError>(), Some(AnalyzeError::Query { .. } | AnalyzeError::Flag { .. }))
+                || e.downcast_ref::<UsageError>().is_some()
+            {
                 exit_codes::USAGE
             } else {
                 exit_codes::FAILURE
             };
             ExitCode::from(code)
         }
+    }
+}
+
+/// The subscriber when `RUST_LOG` asks for no logs: only warnings and errors reach the user,
+/// worded as drover's other lines ([`UserLine`]).
+fn user_subscriber<W>(writer: W) -> impl tracing::Subscriber + Send + Sync + 'static
+where
+    W: for<'a> tracing_subscriber::fmt::MakeWriter<'a> + Send + Sync + 'static,
+{
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
+        .with_writer(writer)
+        // Plain text like the lines around it; the fields' styling would be escape codes.
+        .with_ansi(false)
+        .event_format(UserLine)
+        .finish()
+}
+
+/// A tracing event as a line of drover's own output, `drover: warning: <message> run=<id>`,
+/// where the default format's timestamp and module path (`2026-11-29T14:23:44Z WARN
+/// drover::analyze::pipeline: ...`) read as a leaked log line.
+struct UserLine;
+
+impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for UserLine
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        write!(writer, "drover: {}: ", user_level(*event.metadata().level()))?;
+        ctx.field_format().format_fields(writer.by_ref(), event)?;
+        writeln!(writer)
+    }
+}
+
+/// The word `drover: <word>: ...` lines use for a tracing level.
+fn user_level(level: tracing::Level) -> &'static str {
+    match level {
+        tracing::Level::ERROR => "error",
+        tracing::Level::WARN => "warning",
+        _ => "note",
     }
 }
 
@@ -229,6 +278,11 @@ fn run(args: RunArgs) -> anyhow::Result<u8> {
     for other in backend::rebuilt::trained_by_other_builds(&plan) {
         eprintln!("drover: warning: {}", other.warning());
     }
+    // Before the dry run too, which shows what the run would do, and before the lock file,
+    // so a refused sweep leaves no trace.
+    if !use_slurm(backend, &plan) {
+        plan::check_local_cuda(&plan, &opts, || backend::gpus::count_devices(&job_bin))?;
+    }
 
     if dry_run {
         use std::io::Write;
@@ -264,7 +318,13 @@ fn run(args: RunArgs) -> anyhow::Result<u8> {
         return Ok(exit_codes::SUCCESS);
     }
     // Held until this function returns: a second `drover run` on these results is refused.
-    let _lock = drover::lock::acquire(plan.results.root(), &drover::lock::command_line())?;
+    let _lock = match drover::lock::acquire(plan.results.root(), &drover::lock::command_line()) {
+        // A directory that cannot be created is a setting to correct (exit 3), named as given.
+        Err(drover::lock::LockError::CreateDir { dir, source }) => {
+            return Err(plan::results_dir_error(&opts, format!("cannot create `{}`: {source}", dir.display())).into());
+        }
+        other => other?,
+    };
     if use_slurm(backend, &plan) {
         if let Some(n) = max_retries {
             eprintln!("drover: warning: --max-retries {n} is the local backend's; on Slurm the budget is `slurm.max_retries` (`--set slurm.max_retries={n}`)");
@@ -472,25 +532,24 @@ fn analyze_cmd(args: AnalyzeArgs) -> anyhow::Result<u8> {
         return Ok(exit_codes::SUCCESS);
     }
     let outcome = analyze::analyze(&opts)?;
-    for (run, why) in &outcome.left_out {
-        eprintln!("drover: left out of the analysis: run {run}: {why}");
+    let results = match opts.dirs.as_slice() {
+        [one] => one.display().to_string(),
+        _ => "DIR".to_string(),
+    };
+    for line in analyze::left_out_lines(&outcome.left_out, &results) {
+        // Indented lines belong to the line above them.
+        if line.starts_with(' ') {
+            eprintln!("{line}");
+        } else {
+            eprintln!("drover: {line}");
+        }
     }
     print!("{}", outcome.table);
     if let Some(law) = &outcome.law_table {
         println!("\nentropy-performance law R = -a*exp(H) + b, fitted per run (H = {}, R = {}); mean over runs:", analyze::LAW_ENTROPY, analyze::LAW_REWARD);
         print!("{law}");
     }
-    let unscored = match outcome.unscored {
-        0 => String::new(),
-        k => format!(", {k} of them without a final return"),
-    };
-    println!(
-        "{} analyzed{unscored} ({} completed, {} left out: unfinished, failed, duplicate or damaged); final return = mean of the last {} iterations with episodes",
-        drover::words::count(outcome.analyzed, "run"),
-        outcome.completed,
-        outcome.left_out.len(),
-        analyze::FINAL_WINDOW
-    );
+    println!("{}", outcome.count_line());
     for best in &outcome.best {
         println!("{best}");
     }
@@ -646,6 +705,33 @@ mod tests {
         assert_eq!(no_cuda_note(true, &none), None, "`gpus = []` or an empty CUDA_VISIBLE_DEVICES is the user's choice");
         let two = Detected { ids: vec!["0".into(), "1".into()], source: "drover-job devices".into() };
         assert_eq!(no_cuda_note(false, &two), None);
+    }
+
+    /// Review finding (research): warnings from the library reached the user as log lines
+    /// (`2026-11-29T14:23:44Z WARN drover::analyze::pipeline: ...`) beside drover's own
+    /// `drover: warning: ...` lines.
+    #[test]
+    fn library_warnings_read_as_drovers_own_lines() {
+        use std::sync::{Arc, Mutex};
+        struct Buf(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buf {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().map_err(|_| std::io::Error::other("poisoned"))?.extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let sink = out.clone();
+        let subscriber = super::user_subscriber(move || Buf(sink.clone()));
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::warn!(run = "0123456789abcdef", "cannot retry: disk full");
+            tracing::info!("launched");
+        });
+        let text = String::from_utf8(out.lock().map(|b| b.clone()).unwrap_or_default()).unwrap_or_default();
+        assert_eq!(text, "drover: warning: cannot retry: disk full run=\"0123456789abcdef\"\n");
     }
 
     /// The dry run's header says how much is left to do, and the sweep's shape.

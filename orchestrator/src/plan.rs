@@ -127,10 +127,7 @@ pub fn plan(opts: &PlanOptions) -> Result<Plan, ConfigError> {
             ConfigError::new(file, "results_dir", ConfigErrorKind::InvalidValue(why)).with_origin("`--results`")
         })?;
     }
-    check_results_dir(&results, &sweep.name, &runs).map_err(|why| {
-        let err = ConfigError::new(file, "results_dir", ConfigErrorKind::InvalidValue(why));
-        if opts.results.is_some() { err.with_origin("`--results`") } else { err }
-    })?;
+    check_results_dir(&results, &sweep.name, &runs).map_err(|why| results_dir_error(opts, why))?;
     let max_parallel = opts
         .jobs
         .or(sweep.max_parallel)
@@ -138,6 +135,17 @@ pub fn plan(opts: &PlanOptions) -> Result<Plan, ConfigError> {
         .unwrap_or(NonZeroUsize::MIN);
     let overrides = config::override_list(&opts.env, &sets);
     Ok(Plan { sweep, source_text, runs, plugins, results: ResultsDir::new(results), max_parallel, overrides, warnings })
+}
+
+/// A results directory refused for `why`, named as the user gave it: `--results` or the sweep
+/// file's `results_dir` (exit code 3 at the CLI, like the other refusals of a setting).
+pub fn results_dir_error(opts: &PlanOptions, why: String) -> ConfigError {
+    let err = ConfigError::new(&opts.sweep_file, "results_dir", ConfigErrorKind::InvalidValue(why));
+    if opts.results.is_some() {
+        err.with_origin("`--results`")
+    } else {
+        err
+    }
 }
 
 /// Whether `runs` is drover's `runs/` folder: empty, or holding only run directories (16
@@ -213,6 +221,50 @@ fn check_results_dir(results: &Path, name: &str, runs: &[RunSpec]) -> Result<(),
         }
     }
     Ok(())
+}
+
+/// Refuses a local sweep that cannot train here, before anything is written: every run left to
+/// launch has `run.device = "cuda"`, the GPUs were not named (`[local] gpus`,
+/// `CUDA_VISIBLE_DEVICES`), and `count` (`drover-job devices`, asked only then) finds none.
+/// Launching would fail every run, and the rewritten `sweep.json` would then list only those,
+/// so the runs completed before would drop out of `drover status` and `drover analyze`.
+/// A sweep some of whose runs can train (`cpu`, `auto`, nothing left to do) goes on: the
+/// launch line says which would fail. The Slurm backend never asks: its nodes may have GPUs
+/// that the login node lacks (`slurm::gpu_request_warning` covers a missing GPU request).
+pub fn check_local_cuda(plan: &Plan, opts: &PlanOptions, count: impl FnOnce() -> Result<usize, String>) -> Result<(), ConfigError> {
+    let is_cuda = |run: &RunSpec| run.run.get("device").and_then(serde_json::Value::as_str) == Some("cuda");
+    let mut to_launch = plan.runs.iter().filter(|run| {
+        let spec = plan.job_spec(run);
+        crate::backend::planned_action(&plan.results.run_dir(&spec.run_id), &spec) != crate::backend::PlannedAction::Done
+    });
+    let Some(first) = to_launch.next() else { return Ok(()) };
+    if !is_cuda(first) || !to_launch.all(&is_cuda) {
+        return Ok(());
+    }
+    if plan.sweep.local.gpus.is_some() {
+        return Ok(());
+    }
+    let visible = opts.env.iter().find(|(k, _)| k == "CUDA_VISIBLE_DEVICES").map(|(_, v)| v.as_str());
+    let found = crate::backend::gpus::detect(None, visible, count);
+    if !found.ids.is_empty() {
+        return Ok(());
+    }
+    let why = match visible {
+        Some(_) => format!("{} names no device", found.source),
+        None => found.source,
+    };
+    let kind = ConfigErrorKind::CannotRunHere(format!(
+        "\"cuda\", but {why}, so every run left to launch would fail: use \"auto\" (CUDA where there is a GPU, else the CPU engine) or \"cpu\", or run the sweep where there is a GPU (`--backend slurm` does not look for one here)"
+    ));
+    let err = ConfigError::new(&opts.sweep_file, "run.device", kind);
+    // `plan` parsed these already; they parse the same way again.
+    let sets: Vec<config::SetArg> = opts.sets.iter().filter_map(|s| config::parse_set(s, &opts.sweep_file).ok()).collect();
+    let origin = config::override_origin("run.device", &opts.env, &sets)
+        .or_else(|| first.axes.contains_key("run.device").then(|| "a sweep axis (`sweep.grid`/`sweep.cases`)".to_string()));
+    Err(match origin {
+        Some(origin) => err.with_origin(origin),
+        None => err,
+    })
 }
 
 /// Describes each distinct plugin once (in a `drover-job plugin info` subprocess) and checks
@@ -337,6 +389,50 @@ mod tests {
         let planned = plan(&opts).expect("plan");
         assert!(planned.warnings.is_empty(), "built: found in the sweep's own folder: {:?}", planned.warnings);
         assert_eq!(planned.plugins["ppo"], built.join("libdrover_plugin_ppo.so").canonicalize().expect("abs"));
+    }
+
+    /// Review finding (research): `--set run.device=cuda` on a machine without a GPU launched
+    /// every run to fail, and the rewritten manifest hid the runs completed before. The local
+    /// backend now refuses such a sweep up front, naming the key, its origin and the reason.
+    #[test]
+    fn cuda_runs_on_a_machine_without_cuda_are_refused_before_launch() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let sweep_file = sweep_with_plugin_file(tmp.path());
+        let base = std::fs::read_to_string(&sweep_file).expect("sweep");
+        let check = |extra: &str, env: &[(&str, &str)], sets: &[&str], devices: Result<usize, String>| {
+            std::fs::write(&sweep_file, format!("{base}{extra}")).expect("sweep");
+            let opts = PlanOptions {
+                sweep_file: sweep_file.clone(),
+                env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+                sets: sets.iter().map(|s| s.to_string()).collect(),
+                results: Some(tmp.path().join("r")),
+                ..Default::default()
+            };
+            let planned = plan(&opts).expect("plan");
+            check_local_cuda(&planned, &opts, || devices).map_err(|e| e.to_string())
+        };
+        let none = || Err::<usize, String>("libcuda was not found".into());
+        let err = check("device = \"cuda\"\n", &[], &[], none()).expect_err("no GPU");
+        assert!(
+            err.contains("key `run.device`: cannot run on this machine: \"cuda\", but no CUDA device: libcuda was not found, so every run left to launch would fail"),
+            "{err}"
+        );
+        let err = check("device = \"cpu\"\n", &[], &["run.device=cuda"], none()).expect_err("no GPU");
+        assert!(err.contains("key `run.device` (from `--set run.device=cuda`): cannot run on this machine"), "{err}");
+        let err = check("", &[("DROVER_RUN__DEVICE", "cuda")], &[], none()).expect_err("no GPU");
+        assert!(err.contains("key `run.device` (from environment variable `DROVER_RUN__DEVICE`)"), "{err}");
+        let err = check("[sweep.grid]\n\"run.device\" = [\"cuda\"]\n", &[], &[], none()).expect_err("no GPU");
+        assert!(err.contains("key `run.device` (from a sweep axis"), "{err}");
+        let err = check("device = \"cuda\"\n", &[("CUDA_VISIBLE_DEVICES", "")], &[], Ok(4)).expect_err("none visible");
+        assert!(err.contains("but CUDA_VISIBLE_DEVICES= names no device"), "{err}");
+
+        assert_eq!(check("device = \"cuda\"\n", &[], &[], Ok(1)), Ok(()), "a GPU here");
+        assert_eq!(check("device = \"auto\"\n", &[], &[], none()), Ok(()), "auto falls back to the CPU");
+        assert_eq!(check("[sweep.grid]\n\"run.device\" = [\"cuda\", \"cpu\"]\n", &[], &[], none()), Ok(()), "the cpu runs can train");
+        let named = check("device = \"cuda\"\n", &[("CUDA_VISIBLE_DEVICES", "0")], &[], Err("not asked".into()));
+        assert_eq!(named, Ok(()), "devices the user named are not second-guessed");
+        assert_eq!(check("device = \"cuda\"\n[local]\ngpus = [0]\n", &[], &[], Err("not asked".into())), Ok(()));
+        assert!(!tmp.path().join("r").exists(), "nothing written");
     }
 
     /// A value refused after loading (a count, an empty axis, a `[local]` setting) that came

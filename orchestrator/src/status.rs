@@ -301,10 +301,23 @@ pub struct Progress {
     pub iteration: u64,
     /// Environment steps done (`global_step`).
     pub global_step: u64,
-    /// The run's `total_steps`.
+    /// The environment steps the run trains: its `total_steps` rounded down to whole
+    /// iterations of `num_envs × num_steps` (at least one), as the job trains them
+    /// ([`steps_to_train`]), so a completed run reads 100%.
     pub total_steps: Option<u64>,
     /// Seconds of training so far.
     pub wall_time_s: Option<f64>,
+}
+
+/// The environment steps a run of `total_steps` trains: whole iterations of `num_envs ×
+/// num_steps` steps, at least one (the job's loop, `jobs/src/train.rs`). `total_steps = 20000`
+/// at 8 × 128 = 1024 steps an iteration trains 19 iterations, 19,456 steps; the rest of a
+/// batch is never stepped. `None` when a key is missing (a spec of another version).
+pub fn steps_to_train(run: &serde_json::Map<String, serde_json::Value>) -> Option<u64> {
+    let key = |k: &str| run.get(k).and_then(serde_json::Value::as_u64);
+    let total = key("total_steps")?;
+    let batch = key("num_envs")?.checked_mul(key("num_steps")?).filter(|&b| b > 0)?;
+    (total / batch).max(1).checked_mul(batch)
 }
 
 impl Progress {
@@ -814,5 +827,22 @@ pub(crate) mod tests {
         assert_eq!(p.render(), "50% (step 4,096,000 of 8,192,000)");
         assert_eq!(Progress { total_steps: None, ..p.clone() }.render(), "step 4,096,000");
         assert_eq!(Progress { global_step: 999, total_steps: Some(1000), ..p }.render(), "99% (step 999 of 1,000)");
+    }
+
+    /// Review finding (research): a completed run of `total_steps = 20000` (8 × 128 steps an
+    /// iteration) read "step 19,456 of 20,000": the job trains whole iterations only.
+    #[test]
+    fn progress_counts_to_the_steps_whole_iterations_train() {
+        let run = |total: u64, envs: u64, steps: u64| {
+            let value = serde_json::json!({"total_steps": total, "num_envs": envs, "num_steps": steps});
+            value.as_object().cloned().unwrap_or_default()
+        };
+        assert_eq!(steps_to_train(&run(20_000, 8, 128)), Some(19_456));
+        assert_eq!(steps_to_train(&run(2048, 8, 128)), Some(2048), "a whole number of iterations");
+        assert_eq!(steps_to_train(&run(100, 8, 128)), Some(1024), "at least one iteration");
+        assert_eq!(steps_to_train(&run(100, 0, 128)), None);
+        assert_eq!(steps_to_train(&serde_json::Map::new()), None);
+        let done = Progress { iteration: 19, global_step: 19_456, total_steps: steps_to_train(&run(20_000, 8, 128)), wall_time_s: None };
+        assert_eq!(done.render(), "100% (step 19,456 of 19,456)");
     }
 }

@@ -71,10 +71,13 @@ fn damaged_results_are_left_out_by_analyze_and_redone_by_run() {
         (3, "summary.json", "unknown format_version 99 (this drover reads 1)"),
         (4, "exit.json", "expected value"),
     ];
+    // One line per state with its runs' reasons under it (3 at most each: here 2 and 3).
+    assert!(stderr.contains("drover: left out of the analysis: 2 runs completed without usable metrics:"), "{stderr}");
+    assert!(stderr.contains("drover: left out of the analysis: 3 runs with a damaged record:"), "{stderr}");
     for (i, file, why) in expect {
         let line = stderr
             .lines()
-            .find(|l| l.contains(&format!("left out of the analysis: run {}", name(&dirs[i]))))
+            .find(|l| l.starts_with(&format!("  run {}: ", name(&dirs[i]))))
             .unwrap_or_else(|| panic!("run {i} is not listed as left out:\n{stderr}"));
         assert!(line.contains(&dirs[i].join(file).display().to_string()) && line.contains(why), "run {i}: {line}");
     }
@@ -371,7 +374,8 @@ fn local_status_shows_progress_and_cancel_stops_the_drover_run() {
     assert!(holder.contains(&format!("pid {}", driver.id())) && holder.contains("command drover run"), "{holder}");
     assert_eq!(watched["counts"]["pending"], 1, "{watched:#}");
     for r in watched["runs"].as_array().expect("runs").iter().filter(|r| r["state"] == "running") {
-        assert_eq!(r["progress"]["total_steps"], 50_000_000);
+        // The steps the run trains: 50,000,000 rounded down to whole iterations of 8 × 64.
+        assert_eq!(r["progress"]["total_steps"], 97_656 * 512);
         assert!(r["seed"].as_u64().is_some_and(|s| (1..=3).contains(&s)), "{r}");
     }
     let text = run_ok(drover().arg("status").arg(&results));
@@ -732,4 +736,21 @@ fn a_job_killed_without_warning_resumes_from_its_last_periodic_checkpoint() {
     for (i, (a, b)) in expected.iter().zip(&got).enumerate() {
         assert_eq!(a, b, "row {} differs after resuming from the checkpoint at iteration {at}", i + 1);
     }
+}
+
+/// Review finding (research): `--results` under a file (or `/proc/x`) printed the OS error
+/// twice and exited 1. It is a setting to correct: exit code 3, naming `results_dir` and
+/// `--results`, the OS error once.
+#[test]
+fn a_results_directory_that_cannot_be_created_is_a_setting_error() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let sweep_file = write_sweep(tmp.path(), &sweep("[1]"));
+    let file = tmp.path().join("afile");
+    std::fs::write(&file, b"x").expect("write");
+    let out = drover_in(tmp.path()).arg("run").arg(&sweep_file).arg("--results").arg(file.join("results")).output().expect("spawn");
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    let expected = format!("key `results_dir` (from `--results`): invalid value: cannot create `{}`: Not a directory (os error 20)", file.join("results").display());
+    assert!(stderr.contains(&expected), "{stderr}");
+    assert_eq!(stderr.matches("os error").count(), 1, "{stderr}");
 }

@@ -34,7 +34,7 @@ pub struct Loaded {
     /// Run directories that were left out (not completed, a duplicate, or a damaged file), with
     /// the reason. Run directories outside their directory's `sweep.json` are not listed here
     /// one by one but counted in `notes`.
-    pub left_out: Vec<(String, String)>,
+    pub left_out: Vec<LeftOut>,
     /// Lines for the user about the directories as a whole: run directories that are not in
     /// their `sweep.json` (left out or, with `all_runs`, included), an unreadable `sweep.json`.
     pub notes: Vec<String>,
@@ -43,6 +43,19 @@ pub struct Loaded {
 pub(crate) fn polars_err(action: impl Into<String>) -> impl FnOnce(PolarsError) -> AnalyzeError {
     let action = action.into();
     move |source| AnalyzeError::Polars { action, source }
+}
+
+/// A run directory left out of the analysis.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeftOut {
+    /// The run directory's name (its run id).
+    pub run_id: String,
+    /// Its state in `drover status`'s words where it has one (`not started`, `running`,
+    /// `unfinished`, `failed`, `cancelled`), else what kept it out (`with a damaged record`,
+    /// `a duplicate`); `left_out_lines` counts the runs by it.
+    pub state: &'static str,
+    /// Why, naming the file at fault where there is one; the state alone when that says it all.
+    pub why: String,
 }
 
 /// One completed run as read from disk.
@@ -117,10 +130,11 @@ pub fn load_results_with(dirs: &[PathBuf], extra: &[String], all_runs: bool) -> 
             empty.push((dir.clone(), runs.why_empty()));
         }
         notes.extend(runs.notes(dir));
-        left_out.extend(runs.left_out.into_iter().map(|(name, why, _)| (name, why)));
+        left_out.extend(runs.left_out.into_iter().map(|(run_id, why, kind)| LeftOut { run_id, state: kind.words(), why }));
         for record in runs.completed {
             if let Some(first) = seen.get(&record.spec.run_id) {
-                left_out.push((record.spec.run_id.clone(), format!("duplicate of the same run in `{first}`")));
+                let why = format!("duplicate of the same run in `{first}`");
+                left_out.push(LeftOut { run_id: record.spec.run_id.clone(), state: "a duplicate", why });
                 continue;
             }
             seen.insert(record.spec.run_id.clone(), record.results.clone());
@@ -295,6 +309,8 @@ struct DirRuns {
 /// Why a run directory is left out, in the words of `DirRuns::why_empty`'s counts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Skip {
+    NotStarted,
+    Running,
     Unfinished,
     Failed,
     Cancelled,
@@ -306,6 +322,8 @@ enum Skip {
 impl Skip {
     fn words(self) -> &'static str {
         match self {
+            Skip::NotStarted => "not started",
+            Skip::Running => "running",
             Skip::Unfinished => "unfinished",
             Skip::Failed => "failed",
             Skip::Cancelled => "cancelled",
@@ -372,6 +390,9 @@ fn not_results(dir: &Path) -> Option<String> {
     if !dir.exists() {
         // A mistyped path is not "a directory without runs/": say that it is not there at all.
         return Some("no such directory".into());
+    }
+    if !dir.is_dir() {
+        return Some("a file, not a results directory (give the directory `drover run` wrote: `results/<sweep>` or its `--results`)".into());
     }
     if !ResultsDir::new(dir).runs_dir().is_dir() {
         return Some("not a results directory (it has no `runs/` folder)".into());
@@ -450,7 +471,16 @@ fn read_dir_runs(dir: &Path, all_runs: bool) -> Result<DirRuns, AnalyzeError> {
                 continue;
             }
             Ok(None) => {
-                left_out.push((name, "unfinished".into(), Skip::Unfinished));
+                // Told apart as `drover status` tells them (`classify_local`): a job holds the
+                // lock, or it ran and stopped, or nothing ran there yet.
+                let kind = if crate::lock::live_holder(&run_dir.join(crate::backend::job_lock::JOB_LOCK_FILE)).is_some() {
+                    Skip::Running
+                } else if crate::backend::never_started(run_dir) {
+                    Skip::NotStarted
+                } else {
+                    Skip::Unfinished
+                };
+                left_out.push((name, kind.words().into(), kind));
                 continue;
             }
             Err(reason) => {

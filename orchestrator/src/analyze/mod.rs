@@ -20,8 +20,8 @@ pub use bootstrap::{
     best_by_iqm, curves, enough_runs, improvement_over, intervals, iqm_of, mean_intervals, median_of, percentile_interval, prob_greater,
     probability_of_improvement, profiles, quantile_sorted, Bootstrap, Rng, MIN_STRATUM_RUNS,
 };
-pub use load::{load_results, load_results_with, Loaded};
-pub use pipeline::{analyze, explain, Best, Options, Outcome, DEFAULT_CURVES};
+pub use load::{load_results, load_results_with, LeftOut, Loaded};
+pub use pipeline::{analyze, explain, left_out_lines, Best, Options, Outcome, DEFAULT_CURVES};
 pub use plot::{render, Bar, Chart, Line, LineChart, Scatter};
 pub use query::{parse_keys, parse_where, parse_where_with_labels, resolve_key};
 pub use report::{

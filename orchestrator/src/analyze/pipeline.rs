@@ -64,8 +64,10 @@ pub struct Outcome {
     pub analyzed: usize,
     /// Runs of the analysis without a final return (they count in no score).
     pub unscored: usize,
-    /// Run directories left out, with the reason.
-    pub left_out: Vec<(String, String)>,
+    /// Completed runs that `--where` sliced away (0 without `--where`).
+    pub not_matching: usize,
+    /// Run directories left out, with the reason (`left_out_lines` says them in a few lines).
+    pub left_out: Vec<load::LeftOut>,
     /// Lines about the analysis as a whole (stale run directories, configurations sharing a
     /// label), also at the top of `table` and of the Markdown summary.
     pub notes: Vec<String>,
@@ -89,6 +91,71 @@ pub struct Outcome {
     pub law: Option<DataFrame>,
     /// `law` as a text table.
     pub law_table: Option<String>,
+}
+
+impl Outcome {
+    /// The count line `drover analyze` prints under the tables: `4 runs analyzed (16 completed,
+    /// 12 not matching --where, 3 left out: 2 not started, 1 failed); final return = ...`.
+    pub fn count_line(&self) -> String {
+        let unscored = match self.unscored {
+            0 => String::new(),
+            k => format!(", {k} of them without a final return"),
+        };
+        let sliced = match self.not_matching {
+            0 => String::new(),
+            n => format!(", {n} not matching --where"),
+        };
+        let mut by_state: Vec<(&str, usize)> = Vec::new();
+        for run in &self.left_out {
+            match by_state.iter_mut().find(|(s, _)| *s == run.state) {
+                Some((_, n)) => *n += 1,
+                None => by_state.push((run.state, 1)),
+            }
+        }
+        let states: Vec<String> = by_state.iter().map(|(s, n)| format!("{n} {s}")).collect();
+        let left_out = if states.is_empty() { String::new() } else { format!(": {}", states.join(", ")) };
+        format!(
+            "{} analyzed{unscored} ({} completed{sliced}, {} left out{left_out}); final return = mean of the last {} iterations with episodes",
+            crate::words::count(self.analyzed, "run"),
+            self.completed,
+            self.left_out.len(),
+            stats::FINAL_WINDOW
+        )
+    }
+}
+
+/// Per-run reasons `left_out_lines` shows for each state before "and N more".
+const LEFT_OUT_SHOWN: usize = 3;
+
+/// The runs left out of an analysis in a few lines, one per state in the order first met
+/// (`3 runs failed:`), each followed by at most [`LEFT_OUT_SHOWN`] indented `run <id>: <why>`
+/// lines where the reason says more than the state, else by a few run ids on the line itself.
+/// A sweep of 1,000 runs half done is then two lines, not 500; `drover status` lists every run.
+pub fn left_out_lines(left_out: &[load::LeftOut], results: &str) -> Vec<String> {
+    let mut states: Vec<&str> = Vec::new();
+    for run in left_out {
+        if !states.contains(&run.state) {
+            states.push(run.state);
+        }
+    }
+    let mut lines = Vec::new();
+    for state in states {
+        let runs: Vec<&load::LeftOut> = left_out.iter().filter(|r| r.state == state).collect();
+        let more = runs.len().saturating_sub(LEFT_OUT_SHOWN);
+        let head = format!("left out of the analysis: {} {state}", crate::words::count(runs.len(), "run"));
+        if runs.iter().all(|r| r.why == state) {
+            let ids: Vec<&str> = runs.iter().take(LEFT_OUT_SHOWN).map(|r| r.run_id.as_str()).collect();
+            let more = if more > 0 { format!(" and {more} more; `drover status {results}` lists them") } else { String::new() };
+            lines.push(format!("{head} ({}{more})", ids.join(", ")));
+            continue;
+        }
+        lines.push(format!("{head}:"));
+        lines.extend(runs.iter().take(LEFT_OUT_SHOWN).map(|r| format!("  run {}: {}", r.run_id, r.why)));
+        if more > 0 {
+            lines.push(format!("  and {more} more (`drover status {results}` lists every run with its state)"));
+        }
+    }
+    lines
 }
 
 /// The best group of a comparison, in its environment when the analysis was split by environment.
@@ -118,7 +185,7 @@ struct Plans {
     hyperparameters: Vec<String>,
     grouping: Grouping,
     completed: usize,
-    left_out: Vec<(String, String)>,
+    left_out: Vec<load::LeftOut>,
     /// Group names of the default grouping: `config_id`, `config_name` (see `config_names`).
     names: DataFrame,
     /// Lines about the analysis as a whole (`Outcome::notes`).
@@ -152,9 +219,11 @@ fn plans(opts: &Options) -> Result<Plans, AnalyzeError> {
     if opts.curves.is_some() {
         if let Some(missing) = asked.iter().find(|c| !has(c)) {
             let known: Vec<&str> = loaded.metric_columns.iter().map(String::as_str).collect();
-            return Err(AnalyzeError::Query {
-                expr: format!("--curves {}", asked.join(",")),
-                reason: format!("no run's metrics have a column `{missing}`; columns: {}", known.join(", ")),
+            let meant = crate::config::closest(missing, known.iter().copied()).map_or(String::new(), |m| format!("; did you mean `{m}`?"));
+            return Err(AnalyzeError::Flag {
+                flag: "--curves",
+                value: asked.join(","),
+                reason: format!("no run's metrics have a column `{missing}`; columns: {}{meant}", known.join(", ")),
             });
         }
     }
@@ -205,8 +274,8 @@ fn plans(opts: &Options) -> Result<Plans, AnalyzeError> {
         notes.push(format!("note: runs without a `--where` key never match, not even `!=`, and are left out: {}", parts.join(", ")));
     }
     let grouping = match (&opts.compare, &opts.group_by) {
-        (Some(key), _) => Grouping::Keys(vec![query::resolve_key(key, key, &schema)?]),
-        (None, Some(keys)) => Grouping::Keys(query::parse_keys(keys, &schema)?),
+        (Some(key), _) => Grouping::Keys(vec![query::resolve_key(key, key, &schema).map_err(query::for_flag("--compare"))?]),
+        (None, Some(keys)) => Grouping::Keys(query::parse_keys(keys, &schema).map_err(query::for_flag("--group-by"))?),
         (None, None) => Grouping::Config,
     };
     Ok(Plans {
@@ -487,6 +556,7 @@ pub fn analyze(opts: &Options) -> Result<Outcome, AnalyzeError> {
         kept,
         completed: p.completed,
         analyzed: runs.height(),
+        not_matching: if opts.filters.is_empty() { 0 } else { p.completed.saturating_sub(runs.height()) },
         unscored: unscored_runs(&runs)?.len(),
         left_out: p.left_out,
         notes: p.notes,
@@ -708,11 +778,15 @@ impl Section {
 fn section(p: &Plans, opts: &Options, metrics: &LazyFrame, runs: DataFrame, env: Option<String>) -> Result<Section, AnalyzeError> {
     let intervals = bootstrap::intervals(&runs, &opts.bootstrap)?;
     let groups = runs.column("group").and_then(|c| c.n_unique()).map_err(polars_err("counting the groups"))?;
-    if let (Some(key), 1) = (&opts.compare, groups) {
-        // Nothing to rank: naming the only group "best" would read as a finding.
-        let scope = env.as_ref().map(|e| format!(" of {e}")).unwrap_or_default();
-        tracing::warn!("--compare {key}: all {} runs{scope} analyzed have the same value of it; nothing to compare", runs.height());
-    }
+    // Nothing to rank: naming the only group "best" would read as a finding. Said under the
+    // table like the other warnings of the analysis (not as a log line), and written with it.
+    let nothing_to_compare = match (&opts.compare, groups) {
+        (Some(key), 1) => {
+            let scope = env.as_ref().map(|e| format!(" of {e}")).unwrap_or_default();
+            Some(format!("warning: --compare {key}: all {} runs{scope} analyzed have the same value of it; nothing to compare", runs.height()))
+        }
+        _ => None,
+    };
     let best = if opts.compare.is_some() && groups > 1 { bootstrap::best_by_iqm(&runs)? } else { None };
     let improvement = match &best {
         Some(best) => Some(bootstrap::improvement_over(&runs, best, &opts.bootstrap)?),
@@ -759,7 +833,8 @@ fn section(p: &Plans, opts: &Options, metrics: &LazyFrame, runs: DataFrame, env:
         // Printed under the ranked table: rows in the ranking's order, not the keys'.
         law.summary = in_order_of(&law.summary, &summary)?;
     }
-    let mut notes = threshold_notes(&runs, opts.target)?;
+    let mut notes: Vec<String> = nothing_to_compare.into_iter().collect();
+    notes.extend(threshold_notes(&runs, opts.target)?);
     notes.extend(unscored_note(&runs)?);
     notes.extend(interval_note(&summary)?);
     notes.extend(unpaired_note(&summary, best.as_deref())?);

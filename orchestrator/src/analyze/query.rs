@@ -35,6 +35,15 @@ fn query_err(expr: &str, reason: impl Into<String>) -> AnalyzeError {
     AnalyzeError::Query { expr: expr.to_string(), reason: reason.into() }
 }
 
+/// Turns a key error of [`resolve_key`]/[`parse_keys`] into one of the option `flag`
+/// (`--group-by`): those take keys, not `--where` expressions, and the message says which.
+pub(crate) fn for_flag(flag: &'static str) -> impl Fn(AnalyzeError) -> AnalyzeError {
+    move |e| match e {
+        AnalyzeError::Query { expr, reason } => AnalyzeError::Flag { flag, value: expr, reason },
+        other => other,
+    }
+}
+
 /// Resolves a user-given key to a column of `schema` (see the module doc for the rules).
 pub fn resolve_key(key: &str, expr: &str, schema: &Schema) -> Result<String, AnalyzeError> {
     let key = key.trim();
@@ -60,7 +69,10 @@ pub fn resolve_key(key: &str, expr: &str, schema: &Schema) -> Result<String, Ana
                 .chain(hyper().map(|n| n.to_string()))
                 .chain(["algo (run.plugin)".to_string(), "env (run.env)".to_string()])
                 .collect();
-            Err(query_err(expr, format!("unknown key `{key}`; known keys: {}", known.join(", "))))
+            // The key meant by a typo: a column's whole name or its last part (`clip_cof`).
+            let candidates = known.iter().map(|k| k.split(' ').next().unwrap_or(k)).chain(hyper().filter_map(|n| n.rsplit('.').next()));
+            let meant = crate::config::closest(key, candidates).map_or(String::new(), |m| format!("; did you mean `{m}`?"));
+            Err(query_err(expr, format!("unknown key `{key}`; known keys: {}{meant}", known.join(", "))))
         }
         many => Err(query_err(expr, format!("key `{key}` is ambiguous: {}", many.join(", ")))),
     }

@@ -99,7 +99,7 @@ fn summary_matches_hand_computed_statistics() {
     two_configs(root);
     let loaded = load_results(&[root.to_path_buf()], &[]).unwrap();
     assert_eq!(loaded.completed, 7);
-    assert_eq!(loaded.left_out, vec![("b9".to_string(), "unfinished".to_string())]);
+    assert_eq!(loaded.left_out, vec![LeftOut { run_id: "b9".into(), state: "unfinished", why: "unfinished".into() }]);
     assert_eq!(loaded.hyperparameters, ["params.k", "params.x", "run.env", "run.hidden", "run.lr", "run.success_return"]);
     let runs = per_run(loaded.metrics, loaded.runs, None).collect().unwrap();
     // Resolved hyperparameters are typed columns; arrays become their JSON text.
@@ -375,6 +375,11 @@ fn where_and_group_by_expressions() {
         parse_keys("env,run.env", &schema).err().unwrap().to_string(),
         "bad expression `env,run.env`: key `run.env` is named twice"
     );
+    // Review finding (research): a misspelled key names the one meant, last.
+    assert!(err("clip_cof=0.2").ends_with("env (run.env); did you mean `clip_coef`?"), "{}", err("clip_cof=0.2"));
+    assert!(err("lr_x=1").ends_with("env (run.env)"), "nothing close: {}", err("lr_x=1"));
+    let flag = parse_keys("nope", &schema).map_err(crate::analyze::query::for_flag("--group-by")).err().unwrap().to_string();
+    assert!(flag.starts_with("`--group-by nope`: unknown key `nope`; known keys: sweep, label"), "{flag}");
 }
 
 #[test]
@@ -392,7 +397,8 @@ fn compare_ranks_groups_across_directories_with_probability_of_improvement() {
     let outcome = analyze(&opts).unwrap();
     assert_eq!(outcome.completed, 10);
     assert_eq!(outcome.analyzed, 10);
-    assert!(outcome.left_out.contains(&("a0".to_string(), format!("duplicate of the same run in `{}`", tmp.path().join("a").display()))));
+    let why = format!("duplicate of the same run in `{}`", tmp.path().join("a").display());
+    assert!(outcome.left_out.contains(&LeftOut { run_id: "a0".into(), state: "a duplicate", why }));
     assert_eq!(outcome.best, [Best { env: None, group: "params.x=1".into() }]);
     let s = &outcome.summary;
     let groups: Vec<String> = (0..3).map(|i| s.column("group").unwrap().str().unwrap().get(i).unwrap().to_string()).collect();
@@ -426,6 +432,13 @@ fn compare_ranks_groups_across_directories_with_probability_of_improvement() {
     let outcome = analyze(&opts).unwrap();
     assert_eq!((outcome.summary.height(), outcome.best.len()), (1, 0));
     assert!(outcome.summary.column("p_best_better").is_err() && !outcome.table.contains("P(best"), "{}", outcome.table);
+    // Review finding (research): said as a log line (`WARN drover::analyze::pipeline: ...`);
+    // now under the table with the analysis' other warnings.
+    assert!(
+        outcome.table.contains("warning: --compare x: all 3 runs analyzed have the same value of it; nothing to compare"),
+        "{}",
+        outcome.table
+    );
     let opts = Options { compare: None, filters: vec!["x>5".into()], ..opts };
     assert_eq!(analyze(&opts).err().unwrap().to_string(), "bad expression `x>5`: no completed run matches (of 10); `x>5` matches no run: `params.x` is 1, 2, 3");
 }
@@ -690,7 +703,7 @@ fn analyze_writes_entropy_curves_and_the_law_for_sequence_runs_only() {
     assert!(cart.join("tables/curves-policy_loss.csv").is_file());
     let opts = Options { curves: Some(vec!["token_entropy".into()]), ..opts };
     let err = analyze(&opts).err().map(|e| e.to_string()).unwrap_or_default();
-    assert!(err.starts_with("bad expression `--curves token_entropy`: no run's metrics have a column `token_entropy`; columns: episodes, episodic_return_mean, global_step, iteration, policy_loss"), "{err}");
+    assert!(err.starts_with("`--curves token_entropy`: no run's metrics have a column `token_entropy`; columns: episodes, episodic_return_mean, global_step, iteration, policy_loss"), "{err}");
 }
 
 #[test]
@@ -773,7 +786,7 @@ fn damaged_runs_are_left_out_with_file_and_reason_and_the_rest_is_analyzed() {
 
     let loaded = load_results(&[root.to_path_buf()], &[]).unwrap();
     assert_eq!(loaded.completed, 2, "a3 and b2 are whole");
-    let why = |id: &str| loaded.left_out.iter().find(|(r, _)| r == id).map(|(_, w)| w.clone()).unwrap_or_default();
+    let why = |id: &str| loaded.left_out.iter().find(|r| r.run_id == id).map(|r| r.why.clone()).unwrap_or_default();
     let path = |id: &str, file: &str| run(id).join(file).display().to_string();
     assert!(why("a0").contains(&path("a0", "metrics.parquet")) && why("a0").contains("truncated"), "{}", why("a0"));
     assert!(why("a1").contains(&path("a1", "exit.json")), "{}", why("a1"));
@@ -938,6 +951,44 @@ fn infinite_metric_values_are_skipped_like_nan() {
     }
 }
 
+/// Review finding (research): a partly finished sweep printed one line per left-out run (1,000
+/// lines for 1,000 runs), called runs never started "unfinished" where `drover status` says
+/// "not started", and the count line hid the runs `--where` sliced away.
+#[test]
+fn left_out_runs_are_summed_up_by_state_in_status_words() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("r");
+    two_configs(&root);
+    // Prepared by a `drover run` stopped before their turn: `spec.json` alone.
+    for i in 0..5 {
+        let dir = root.join(format!("runs/n{i}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::copy(root.join("runs/b9/spec.json"), dir.join("spec.json")).unwrap();
+    }
+    let exit = json!({"format_version": 1, "run_id": "b0", "status": "failed", "reason": "NaN in output", "finished_at": "0"});
+    std::fs::write(root.join("runs/b0/exit.json"), exit.to_string()).unwrap();
+    let loaded = load_results(std::slice::from_ref(&root), &[]).unwrap();
+    let states: Vec<(&str, &str)> = loaded.left_out.iter().map(|r| (r.run_id.as_str(), r.state)).collect();
+    assert_eq!(states, [("b0", "failed"), ("b9", "unfinished"), ("n0", "not started"), ("n1", "not started"), ("n2", "not started"), ("n3", "not started"), ("n4", "not started")]);
+    let lines = crate::analyze::left_out_lines(&loaded.left_out, "r");
+    assert_eq!(
+        lines,
+        [
+            "left out of the analysis: 1 run failed:",
+            "  run b0: failed: NaN in output",
+            "left out of the analysis: 1 run unfinished (b9)",
+            "left out of the analysis: 5 runs not started (n0, n1, n2 and 2 more; `drover status r` lists them)",
+        ]
+    );
+
+    let out = tmp.path().join("out");
+    let outcome = analyze(&Options { filters: vec!["x=1".into()], ..options(vec![root.clone()], &out) }).unwrap();
+    assert_eq!(
+        outcome.count_line(),
+        "4 runs analyzed (6 completed, 2 not matching --where, 7 left out: 1 failed, 1 unfinished, 5 not started); final return = mean of the last 10 iterations with episodes"
+    );
+}
+
 #[test]
 fn left_out_runs_carry_the_jobs_reason_and_a_missing_directory_is_named_as_missing() {
     let tmp = tempfile::tempdir().unwrap();
@@ -948,9 +999,16 @@ fn left_out_runs_carry_the_jobs_reason_and_a_missing_directory_is_named_as_missi
     let exit = json!({"format_version": 1, "run_id": "b1", "status": "cancelled", "reason": null, "finished_at": "0"});
     std::fs::write(root.join("runs/b1/exit.json"), exit.to_string()).unwrap();
     let loaded = load_results(std::slice::from_ref(&root), &[]).unwrap();
-    let why = |id: &str| loaded.left_out.iter().find(|(r, _)| r == id).map(|(_, w)| w.clone()).unwrap_or_default();
+    let why = |id: &str| loaded.left_out.iter().find(|r| r.run_id == id).map(|r| r.why.clone()).unwrap_or_default();
     assert_eq!(why("b0"), "failed: plugin `ppo` call `loss`: NaN in output");
     assert_eq!(why("b1"), "cancelled");
+
+    // Review finding (research): a plain file was "not a results directory (it has no
+    // `runs/` folder)"; it is said to be a file.
+    let file = tmp.path().join("afile");
+    std::fs::write(&file, "x").unwrap();
+    let err = load_results(std::slice::from_ref(&file), &[]).err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(err.ends_with(&format!("`{}`: a file, not a results directory (give the directory `drover run` wrote: `results/<sweep>` or its `--results`)", file.display())), "{err}");
 
     // A mistyped path: the error says it does not exist (not that it lacks `runs/`).
     let missing = tmp.path().join("no-such-results");
@@ -1842,7 +1900,7 @@ fn where_says_what_it_drops_and_what_values_there_are() {
 
     // The same directory twice: read once, said once.
     let outcome = analyze(&options(vec![root.clone(), root.join("../r")], &out)).unwrap();
-    assert!(outcome.left_out.iter().all(|(_, why)| !why.contains("duplicate")), "{:?}", outcome.left_out);
+    assert!(outcome.left_out.iter().all(|r| !r.why.contains("duplicate")), "{:?}", outcome.left_out);
     assert_eq!(outcome.analyzed, 9);
     assert_eq!(outcome.notes, [format!("note: `{}` was given more than once; its runs are analyzed once", root.join("../r").display())]);
 }

@@ -137,6 +137,8 @@ impl Backend for LocalBackend {
         let mut running: HashMap<usize, Running> = HashMap::new();
         let mut next_slot = 0usize;
         let mut kill_at: Option<Instant> = None;
+        // When the first stop signal came (`signal_reason_at`).
+        let mut first_signal_at: Option<Instant> = None;
         let mut retries: HashMap<String, u32> = HashMap::new();
 
         loop {
@@ -181,7 +183,12 @@ impl Backend for LocalBackend {
             };
             match rx.recv_timeout(timeout) {
                 Ok(Event::Signal) => {
-                    let reason = if report.cancel.is_some() { CancelReason::SecondSignal } else { CancelReason::Signal };
+                    let now = Instant::now();
+                    let Some(reason) = signal_reason_at(first_signal_at, now) else {
+                        tracing::debug!("a repeat of the stop signal within {REPEAT_SIGNAL_WINDOW:?}: taken as the same stop");
+                        continue;
+                    };
+                    first_signal_at = first_signal_at.or(Some(now));
                     report.cancel = report.cancel.max(Some(reason));
                     match reason {
                         // The jobs are told first: a message can fail (a hung-up terminal).
@@ -273,6 +280,27 @@ impl Backend for LocalBackend {
         handle.close();
         let _ = signal_thread.join();
         Ok(report)
+    }
+}
+
+/// Signals this close after the first stop signal are the same stop, not a second one (which
+/// SIGKILLs every job, losing the work since its last checkpoint). One Ctrl-C or `kill` can
+/// arrive more than once: coreutils `timeout` signals drover and then its process group, which
+/// holds drover again, and a terminal's Ctrl-C reaches every process of the foreground group,
+/// so a wrapper script that passes it on doubles it. Those repeats come within microseconds to
+/// milliseconds; a person pressing Ctrl-C again to mean "now" takes longer than half a second
+/// (a deliberate double press is 150-300 ms at the quickest, and someone waiting on the stop
+/// message first reads it), so 500 ms catches the duplicates and hardly any second press.
+pub const REPEAT_SIGNAL_WINDOW: Duration = Duration::from_millis(500);
+
+/// What a stop signal arriving at `now` means, given when the first one came: the first stop,
+/// a second one (kill the jobs), or `None`, a repeat of the first within
+/// [`REPEAT_SIGNAL_WINDOW`] to ignore.
+fn signal_reason_at(first_signal_at: Option<Instant>, now: Instant) -> Option<CancelReason> {
+    match first_signal_at {
+        None => Some(CancelReason::Signal),
+        Some(first) if now.saturating_duration_since(first) < REPEAT_SIGNAL_WINDOW => None,
+        Some(_) => Some(CancelReason::SecondSignal),
     }
 }
 
@@ -446,6 +474,17 @@ fn record_exit(report: &mut LaunchReport, run: &PendingRun, status: std::io::Res
             report.cancelled.push(run.run_id.clone());
             return None;
         }
+        Ok(None) if report.cancel.is_some() => {
+            // Counted as cancelled in drover's report, so marked so on disk: otherwise `drover
+            // status` would find no marker and call the run unfinished, as after a crash of
+            // drover itself. Only under the run's lock, as below.
+            let reason = format!("stopped by `drover run` ({}): {status_text}", report.cancel.map_or("", CancelReason::word));
+            if let Ok(Some(_lock)) = super::job_lock::try_lock(&run.dir) {
+                let _ = write_marker(&exit_path, &run.run_id, RunExit::Cancelled, &reason);
+            }
+            report.cancelled.push(run.run_id.clone());
+            return None;
+        }
         _ if report.cancel.is_some() => {
             report.cancelled.push(run.run_id.clone());
             return None;
@@ -463,7 +502,7 @@ fn record_exit(report: &mut LaunchReport, run: &PendingRun, status: std::io::Res
             }
             // Only under the run's lock: a process the job left behind may still write there.
             let written = match super::job_lock::try_lock(&run.dir) {
-                Ok(Some(_lock)) => write_failed_marker(&exit_path, &run.run_id, &reason),
+                Ok(Some(_lock)) => write_marker(&exit_path, &run.run_id, RunExit::Failed, &reason),
                 Ok(None) => {
                     tracing::warn!(run = %run.run_id, "not writing `{}`: the run directory is still locked", exit_path.display());
                     Ok(())
@@ -538,11 +577,11 @@ fn is_disk_full(e: &std::io::Error) -> bool {
 
 /// Writes `exit.json` `failed` for a job that died without one. Best effort: the failure is
 /// reported anyway, and a missing marker already means "redo" to the next `drover run`.
-fn write_failed_marker(path: &Path, run_id: &str, reason: &str) -> std::io::Result<()> {
+fn write_marker(path: &Path, run_id: &str, status: RunExit, reason: &str) -> std::io::Result<()> {
     let record = ExitRecord {
         format_version: layout::FORMAT_VERSION,
         run_id: run_id.to_string(),
-        status: RunExit::Failed,
+        status,
         reason: Some(reason.to_string()),
         finished_at: serde_json::Value::String(layout::unix_now()),
         spent_budget: None,
@@ -625,8 +664,50 @@ fn update_message(bar: &ProgressBar, running: &HashMap<usize, Running>, report: 
 
 #[cfg(test)]
 mod tests {
-    use super::{job_failure_reason, says_disk_full, signal_reason};
-    use crate::backend::last_log_line;
+    use super::{job_failure_reason, record_exit, says_disk_full, signal_reason, signal_reason_at, REPEAT_SIGNAL_WINDOW};
+    use crate::backend::{last_log_line, CancelReason, LaunchReport, PendingRun};
+    use std::os::unix::process::ExitStatusExt;
+    use std::time::{Duration, Instant};
+
+    /// Review finding (research): `timeout -s INT` signals drover and its process group, so one
+    /// stop arrived twice within microseconds and was taken for a second Ctrl-C, SIGKILLing
+    /// every job. Repeats within the window are the same stop; a later one escalates.
+    #[test]
+    fn a_repeat_of_the_stop_signal_within_the_window_is_the_same_stop() {
+        let first = Instant::now();
+        assert_eq!(signal_reason_at(None, first), Some(CancelReason::Signal));
+        assert_eq!(signal_reason_at(Some(first), first), None, "the same instant");
+        assert_eq!(signal_reason_at(Some(first), first + Duration::from_micros(40)), None, "timeout's second SIGINT");
+        assert_eq!(signal_reason_at(Some(first), first + REPEAT_SIGNAL_WINDOW - Duration::from_millis(1)), None);
+        assert_eq!(signal_reason_at(Some(first), first + REPEAT_SIGNAL_WINDOW), Some(CancelReason::SecondSignal));
+        assert_eq!(signal_reason_at(Some(first), first + Duration::from_secs(3)), Some(CancelReason::SecondSignal), "a person's second Ctrl-C");
+    }
+
+    /// Review finding (research): after a second signal killed the jobs, `drover run` reported
+    /// them cancelled while `drover status` called them unfinished (no marker, "its drover run
+    /// was killed?"). A job drover killed is now marked cancelled, as it counted it.
+    #[test]
+    fn a_job_killed_by_the_stop_is_marked_cancelled_as_reported() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let run = PendingRun {
+            run_id: "0123456789abcdef".into(),
+            label: "base".into(),
+            dir: dir.path().to_path_buf(),
+            spec_path: dir.path().join("spec.json"),
+            attempt: 1,
+            ranks: 1,
+            gpu: false,
+        };
+        let mut report = LaunchReport { cancel: Some(CancelReason::SecondSignal), ..LaunchReport::default() };
+        let killed = Ok(std::process::ExitStatus::from_raw(libc::SIGKILL));
+        assert!(record_exit(&mut report, &run, killed).is_none(), "not a failure");
+        assert_eq!(report.cancelled, vec![run.run_id.clone()]);
+        let exit: ExitRecord = crate::layout::read_record(&dir.path().join("exit.json")).expect("readable").expect("written");
+        assert_eq!(exit.status, ExitStatus::Cancelled);
+        assert_eq!(exit.reason.as_deref(), Some("stopped by `drover run` (second signal): killed by signal 9 (SIGKILL)"));
+        let (state, _) = crate::status::classify_local(Some(&exit), false, true, false);
+        assert_eq!(state, crate::status::RunState::Cancelled, "status says what the report said");
+    }
 
     #[test]
     fn the_last_words_on_stderr_are_its_last_non_empty_line() {

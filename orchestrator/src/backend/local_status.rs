@@ -34,7 +34,7 @@ pub(crate) fn status(dir: &SweepDir) -> StatusReport {
                 .unwrap_or(0);
             let (state, reason) = classify_local(exit.as_ref(), job_running, attempts > 0, driver.is_some());
             let run_key = |k: &str| spec.as_ref().and_then(|s| s.run.get(k)).and_then(serde_json::Value::as_u64);
-            let (total_steps, seed) = (run_key("total_steps"), run_key("seed"));
+            let (trained, seed) = (spec.as_ref().and_then(|s| crate::status::steps_to_train(&s.run)), run_key("seed"));
             RunStatus {
                 run_id: run_id.to_string(),
                 label: spec.map(|s| s.label).unwrap_or_default(),
@@ -49,7 +49,7 @@ pub(crate) fn status(dir: &SweepDir) -> StatusReport {
                 preemptions: 0,
                 spent_budget: None,
                 logs,
-                progress: Progress::read(&run_dir, total_steps),
+                progress: Progress::read(&run_dir, trained),
             }
         })
         .collect();

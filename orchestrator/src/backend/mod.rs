@@ -10,6 +10,7 @@ pub mod local;
 pub mod local_config;
 pub mod local_status;
 mod prepare;
+pub(crate) use prepare::never_started;
 pub mod rebuilt;
 pub mod slurm;
 pub mod slurm_cmd;
@@ -124,6 +125,15 @@ pub enum CancelReason {
 }
 
 impl CancelReason {
+    /// The reason in two or three words, for the marker of a job the stop killed.
+    pub fn word(self) -> &'static str {
+        match self {
+            CancelReason::Signal => "stop signal",
+            CancelReason::GraceExpired => "grace period over",
+            CancelReason::SecondSignal => "second signal",
+        }
+    }
+
     /// How the stop went, for the line `drover run` ends with.
     pub fn describe(self) -> &'static str {
         match self {

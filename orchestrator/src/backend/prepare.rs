@@ -275,7 +275,8 @@ fn claim(prepared: &mut Prepared, dir: PathBuf, spec: &JobSpec, ranks: u32) -> R
             }
             let trusted = problem.is_none();
             if let Some(problem) = problem {
-                tracing::warn!(run = %spec.run_id, "not trusted as done, redoing it: {problem}");
+                // Said once, by the caller's `redo:` line; this is for `RUST_LOG=debug` logs.
+                tracing::debug!(run = %spec.run_id, "not trusted as done, redoing it: {problem}");
                 prepared.redone.push((spec.run_id.clone(), problem));
             }
             _lock = Some(lock);
@@ -337,7 +338,7 @@ pub fn planned_action(dir: &Path, spec: &JobSpec) -> PlannedAction {
 
 /// A run directory holding only what `prepare` writes before a launch (`spec.json`, the lock):
 /// a sweep stopped before this run's turn.
-fn never_started(dir: &Path) -> bool {
+pub(crate) fn never_started(dir: &Path) -> bool {
     std::fs::read_dir(dir).is_ok_and(|entries| {
         entries.filter_map(Result::ok).all(|e| {
             let name = e.file_name();

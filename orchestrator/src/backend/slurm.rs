@@ -648,7 +648,7 @@ fn statuses_reusing(
             let exit: Option<ExitRecord> = layout::read_record(&run_dir.join(EXIT_JSON)).ok().flatten();
             let spec = layout::read_record::<JobSpec>(&run_dir.join(SPEC_JSON)).ok().flatten();
             let run_key = |k: &str| spec.as_ref().and_then(|s| s.run.get(k)).and_then(serde_json::Value::as_u64);
-            let progress = Progress::read(&run_dir, run_key("total_steps"));
+            let progress = Progress::read(&run_dir, spec.as_ref().and_then(|s| crate::status::steps_to_train(&s.run)));
             let (label, seed) = match &spec {
                 Some(s) => (s.label.clone(), run_key("seed")),
                 // Not started yet: the batch script writes `spec.json` from the tasks file (of

@@ -709,11 +709,12 @@ impl SlurmSettings {
             if o.when.is_empty() {
                 return Err((format!("{prefix}.when"), ConfigErrorKind::Missing));
             }
-            for key in o.when.keys() {
+            for (key, value) in &o.when {
                 if !axes.contains(key) {
+                    let nested = (!key.contains('.')).then(|| crate::config::unquoted_dotted_key(key, value)).flatten();
                     return Err((
                         format!("{prefix}.when.{key}"),
-                        ConfigErrorKind::UnknownKey { expected: axes.to_vec() },
+                        nested.unwrap_or_else(|| ConfigErrorKind::UnknownKey { expected: axes.to_vec() }),
                     ));
                 }
             }
@@ -882,6 +883,18 @@ mod tests {
         assert!(err.1.to_string().contains("give your own as `slurm.after`"), "{}", err.1);
         let err = SlurmSettings::validate(file("after = \"later:12\""), &[]).expect_err("type");
         assert!(err.1.to_string().contains("TYPE one of afterok, afterany, afternotok, after"), "{}", err.1);
+    }
+
+    /// Review finding (research): `when = { run.num_envs = 64 }` is a nested table to TOML.
+    #[test]
+    fn an_unquoted_dotted_when_key_is_told_to_be_quoted() {
+        let axes = ["run.num_envs".to_string()];
+        let err = SlurmSettings::validate(file("[[overrides]]\nwhen = { run.num_envs = 64 }\nmem = \"8G\""), &axes).expect_err("nested");
+        assert_eq!(err.0, "slurm.overrides[0].when.run");
+        assert_eq!(
+            err.1.to_string(),
+            "found a table: TOML reads the unquoted key run.num_envs as nested tables; axis names are dotted keys, so quote the axis name: \"run.num_envs\" = 64"
+        );
     }
 
     /// `extra` cannot take back an option drover's script sets: with another `--job-name` a

@@ -90,7 +90,8 @@ pub struct RunConfig {
     pub num_envs: u32,
     /// Steps per environment per iteration.
     pub num_steps: u32,
-    /// Environment steps of the whole run.
+    /// Environment steps of the whole run, rounded down to whole iterations of `num_envs ×
+    /// num_steps` steps (at least one): the job trains whole iterations only.
     pub total_steps: u64,
     /// Hidden layer widths.
     pub hidden: Vec<u32>,

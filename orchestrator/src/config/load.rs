@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use figment::error::Kind;
+use figment::error::{Actual, Kind};
 use figment::providers::{Format, Serialized, Toml};
 use figment::value::{Dict, Map, Value};
 use figment::{Figment, Metadata, Profile, Provider};
@@ -164,10 +164,12 @@ pub fn load(
 /// `load` without the file read: `text` is the content of `file`.
 pub fn load_str(file: &Path, text: &str, env: &[(String, String)], sets: &[SetArg]) -> Result<SweepFile, ConfigError> {
     // Parse once with `toml` for a precise syntax message (line and column); figment would wrap it.
-    if let Err(e) = text.parse::<toml::Table>() {
-        return Err(ConfigError::whole_file(file, ConfigErrorKind::Syntax(syntax_message(text, &e))));
-    }
+    let table = match text.parse::<toml::Table>() {
+        Ok(table) => table,
+        Err(e) => return Err(ConfigError::whole_file(file, ConfigErrorKind::Syntax(syntax_message(text, &e)))),
+    };
     check_env_names(file, env)?;
+    check_overrides_fit_the_file(file, &table, env, sets)?;
     // An override replaces the value at its key whole (`--set 'sweep.grid={}'` clears the grid),
     // where figment's merge would join two tables key by key: each source loses what a later
     // one sets before the merge.
@@ -221,6 +223,35 @@ fn check_env_names(file: &Path, env: &[(String, String)]) -> Result<(), ConfigEr
         }
         if let Some(top) = closest(&key, ENV_TOP_KEYS.iter().copied()).filter(|top| top.len() > 4) {
             return unread(format!("did you mean `DROVER_{}`?", top.to_ascii_uppercase()));
+        }
+    }
+    Ok(())
+}
+
+/// Refuses an override that reaches into a value the sweep file gives as a list or a single
+/// value: `--set sweep.seeds.count=2` over `seeds = [1, 2, 3, 4]`. An override replaces its
+/// key's whole value, so the list would become a table of `count` alone (`start` then at its
+/// default, 0): other seeds, without a word. Both sources are named, and the way to say it.
+fn check_overrides_fit_the_file(file: &Path, table: &toml::Table, env: &[(String, String)], sets: &[SetArg]) -> Result<(), ConfigError> {
+    let paths = env_entries(env).map(|(path, _, _)| path).chain(sets.iter().map(|s| s.path.clone()));
+    for path in paths {
+        let mut at = table;
+        for depth in 0..path.len().saturating_sub(1) {
+            let value = match at.get(&path[depth]) {
+                Some(toml::Value::Table(inner)) => {
+                    at = inner;
+                    continue;
+                }
+                Some(value) => value,
+                None => break,
+            };
+            let (outer, key, inner) = (path[..=depth].join("."), path.join("."), path[depth + 1..].join("."));
+            let what = if value.is_array() { "a list" } else { "a single value" };
+            let why = format!(
+                "`{outer}` is {what} in the sweep file (`{value}`), and an override replaces its key's whole value: this one would make it a table of `{inner}` alone, its other keys at their defaults; set `{outer}` whole instead (`--set '{outer}=...'`)"
+            );
+            let origin = override_origin(&key, env, sets).unwrap_or_else(|| "an override".into());
+            return Err(ConfigError::new(file, key.as_str(), ConfigErrorKind::Conflict(why)).with_origin(origin));
         }
     }
     Ok(())
@@ -434,6 +465,14 @@ fn convert_figment_error(file: &Path, figment: &Figment, e: figment::Error) -> C
         _ => {}
     }
     let mut kind = plain_kind(&e.kind);
+    if let (Kind::InvalidType(Actual::Map, _), [sweep, grid, top]) = (&e.kind, key_path.as_slice()) {
+        if sweep == "sweep" && grid == "grid" {
+            let table = figment.find_value(&format!("sweep.grid.{top}")).ok().and_then(|v| serde_json::to_value(v).ok());
+            if let Some(nested) = table.and_then(|t| super::messages::unquoted_dotted_key(top, &t)) {
+                kind = nested;
+            }
+        }
+    }
     if let [table, name, ..] = key_path.as_slice() {
         if table == "run" && crate::config::sweep::AT_LEAST_ONE.contains(&name.as_str()) {
             kind = from_one(kind);
@@ -538,6 +577,28 @@ mod tests {
         load_str(f, text, &[], &[set("run.num_envs=16")]).expect("reaches the first case");
         load_str(f, text, &[], &[set("run.seed=3"), set("sweep.seeds={count=1}")]).expect_err("seeds still set");
         load_str(f, text, &[], &[set("params.ent_coef=0.1"), set("sweep.grid={}")]).expect("the axis is gone");
+    }
+
+    /// Review finding (research): `--set sweep.seeds.count=2` over `seeds = [1, 2, 3, 4]`
+    /// silently became `{count = 2, start = 0}`.
+    #[test]
+    fn an_override_into_a_list_of_the_file_is_refused_naming_both() {
+        let f = Path::new("s.toml");
+        let text = "name = \"t\"\n[run]\nenv = \"E\"\nplugin = \"p\"\n[sweep]\nseeds = [1, 2, 3, 4]\n";
+        let set = |raw: &str| parse_set(raw, f).expect("parses");
+        let err = load_str(f, text, &[], &[set("sweep.seeds.count=2")]).err().map(|e| e.to_string()).unwrap_or_default();
+        assert_eq!(
+            err,
+            "failed to load sweep file `s.toml`: key `sweep.seeds.count` (from `--set sweep.seeds.count=2`): conflict: `sweep.seeds` is a list in the sweep file (`[1, 2, 3, 4]`), and an override replaces its key's whole value: this one would make it a table of `count` alone, its other keys at their defaults; set `sweep.seeds` whole instead (`--set 'sweep.seeds=...'`)"
+        );
+        let env = vec![("DROVER_SWEEP__SEEDS__START".to_string(), "5".to_string())];
+        let err = load_str(f, text, &env, &[]).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("key `sweep.seeds.start` (from environment variable `DROVER_SWEEP__SEEDS__START`): conflict"), "{err}");
+        // The whole value, or a key of a table, is what an override is for.
+        assert!(load_str(f, text, &[], &[set("sweep.seeds={count=2}")]).is_ok());
+        let table = text.replace("seeds = [1, 2, 3, 4]", "seeds = { count = 4, start = 1 }");
+        let parsed = load_str(f, &table, &[], &[set("sweep.seeds.count=2")]).expect("a key of a table");
+        assert!(format!("{:?}", parsed.sweep.seeds).contains('2'), "{:?}", parsed.sweep.seeds);
     }
 
     #[test]

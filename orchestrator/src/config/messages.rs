@@ -81,6 +81,28 @@ pub(crate) fn plain_kind(kind: &Kind) -> ConfigErrorKind {
     }
 }
 
+/// The error of a key that TOML read as a table because its dotted name was not quoted:
+/// `run.lr = [1e-3]` under `[sweep.grid]` is the table `run = { lr = [1e-3] }`, not the axis
+/// `"run.lr"`. `top` is the key found (`run`), `table` its value; `None` when `table` is no
+/// table. Each axis meant (`run.lr`) is named with its value, as it should be written.
+pub(crate) fn unquoted_dotted_key(top: &str, table: &serde_json::Value) -> Option<ConfigErrorKind> {
+    let inner = table.as_object().filter(|t| !t.is_empty())?;
+    let quoted: Vec<String> = inner
+        .iter()
+        .map(|(k, v)| {
+            let value = serde_json::to_string(v).ok().filter(|v| v.len() <= 40).unwrap_or_else(|| "...".into());
+            format!("\"{top}.{k}\" = {value}")
+        })
+        .collect();
+    let names: Vec<String> = inner.keys().map(|k| format!("{top}.{k}")).collect();
+    let (key, name) = if names.len() == 1 { ("key", "name") } else { ("keys", "names") };
+    Some(ConfigErrorKind::NestedTable(format!(
+        "TOML reads the unquoted {key} {} as nested tables; axis names are dotted keys, so quote the axis {name}: {}",
+        names.join(", "),
+        quoted.join(", ")
+    )))
+}
+
 /// The closest of `candidates` to `word` when it is close enough to be a typo of it (letters
 /// swapped, one missing or extra or wrong per three), ignoring case; for "did you mean" hints.
 pub(crate) fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
@@ -284,6 +306,23 @@ mod tests {
         assert_eq!(suggest_key("sweep.grid.param.ent_coef", &axes).as_deref(), Some("params.ent_coef"));
         assert_eq!(suggest_key("run.learning_rate", &run), None);
         assert_eq!(suggest_key("sweep.grid.foo.bar", &axes), None);
+    }
+
+    /// Review finding (research): `run.lr = [1e-3]` unquoted in `[sweep.grid]` said only
+    /// "found a table, expected a list".
+    #[test]
+    fn an_unquoted_dotted_axis_name_is_told_to_be_quoted() {
+        let one = serde_json::json!({"lr": [0.001]});
+        let kind = unquoted_dotted_key("run", &one).map(|k| k.to_string());
+        assert_eq!(
+            kind.as_deref(),
+            Some("found a table: TOML reads the unquoted key run.lr as nested tables; axis names are dotted keys, so quote the axis name: \"run.lr\" = [0.001]")
+        );
+        let two = serde_json::json!({"lr": 0.001, "num_envs": 8});
+        let kind = unquoted_dotted_key("run", &two).map(|k| k.to_string()).unwrap_or_default();
+        assert!(kind.contains("the unquoted keys run.lr, run.num_envs as nested tables") && kind.contains("\"run.lr\" = 0.001, \"run.num_envs\" = 8"), "{kind}");
+        assert!(unquoted_dotted_key("run", &serde_json::json!([1])).is_none());
+        assert!(unquoted_dotted_key("run", &serde_json::json!({})).is_none());
     }
 
     /// `total_steps = 1e6` is a float to TOML: the message says so and how to write it.

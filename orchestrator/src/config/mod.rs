@@ -120,5 +120,5 @@ pub use load::{load, load_str, override_list, override_origin, parse_set, SetArg
 pub use plugin::PluginSearch;
 pub(crate) use plugin::{file_names_of_plugin, search_folder_problem};
 pub use sweep::{AxisKey, PluginRef, Sweep, MAX_RUNS};
-pub(crate) use messages::{closest, suggest_key};
+pub(crate) use messages::{closest, suggest_key, unquoted_dotted_key};
 pub(crate) use sweep::{check_path_text, is_plugin_path};

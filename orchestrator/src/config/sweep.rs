@@ -231,7 +231,10 @@ impl Sweep {
                     let mut items = Vec::with_capacity(case.len());
                     for (key, value) in case {
                         let at = format!("sweep.cases[{i}].{key}");
-                        let axis = AxisKey::parse(key).map_err(|kind| err(&at, kind))?;
+                        let axis = AxisKey::parse(key).map_err(|kind| {
+                            let nested = (!key.contains('.')).then(|| super::messages::unquoted_dotted_key(key, value)).flatten();
+                            err(&at, nested.unwrap_or(kind))
+                        })?;
                         check_axis_allowed(&axis).map_err(|kind| err(&at, kind))?;
                         if grid.iter().any(|(g, _)| g == &axis) {
                             return Err(err(

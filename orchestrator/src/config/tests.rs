@@ -69,6 +69,20 @@ fn errors_name_file_key_and_reason() {
             "failed to load sweep file `configs/x.toml`: key `run`: required key is missing",
         ),
         (
+            "unquoted dotted axis name in the grid (review finding, research)",
+            "[sweep.grid]\nrun.lr = [1e-3]\n",
+            &[],
+            &[],
+            "failed to load sweep file `configs/x.toml`: key `sweep.grid.run`: found a table: TOML reads the unquoted key run.lr as nested tables; axis names are dotted keys, so quote the axis name: \"run.lr\" = [0.001]",
+        ),
+        (
+            "unquoted dotted axis name in a case",
+            "[[sweep.cases]]\nparams.gamma = 0.9\n",
+            &[],
+            &[],
+            "key `sweep.cases[0].params`: found a table: TOML reads the unquoted key params.gamma as nested tables; axis names are dotted keys, so quote the axis name: \"params.gamma\" = 0.9",
+        ),
+        (
             "empty grid axis",
             "[sweep.grid]\n\"params.lr\" = []\n",
             &[],
