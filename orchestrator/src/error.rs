@@ -42,7 +42,11 @@ impl ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "failed to load sweep file `{}`: ", self.file.display())?;
+        // The file loaded fine when its valid value cannot work on this machine.
+        match &*self.kind {
+            ConfigErrorKind::CannotRunHere(_) => write!(f, "sweep file `{}`: ", self.file.display())?,
+            _ => write!(f, "failed to load sweep file `{}`: ", self.file.display())?,
+        }
         if let Some(key) = &self.key {
             write!(f, "key `{key}`")?;
             if let Some(origin) = &self.origin {

@@ -117,15 +117,17 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { exit_codes::USAGE } else { exit_codes::SUCCESS });
         }
     };
-    match tracing_subscriber::EnvFilter::try_from_default_env() {
+    // An empty `RUST_LOG=` parses as a filter with no directives, which would hide warnings too.
+    let asked = std::env::var("RUST_LOG").is_ok_and(|v| !v.trim().is_empty());
+    match tracing_subscriber::EnvFilter::try_from_default_env().ok().filter(|_| asked) {
         // Asked for logs: timestamps, levels and modules, as a log reader wants them.
-        Ok(filter) => tracing_subscriber::fmt()
+        Some(filter) => tracing_subscriber::fmt()
             .with_env_filter(filter)
             .with_writer(std::io::stderr)
             // Colour codes only on a terminal: job logs are files the user greps.
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .init(),
-        Err(_) => tracing_subscriber::util::SubscriberInitExt::init(user_subscriber(std::io::stderr)),
+        None => tracing_subscriber::util::SubscriberInitExt::init(user_subscriber(std::io::stderr)),
     }
     let result = match cli.command {
         Command::Run(args) => run(args),
@@ -192,6 +194,11 @@ where
     ) -> std::fmt::Result {
         write!(writer, "drover: {}: ", user_level(*event.metadata().level()))?;
         ctx.field_format().format_fields(writer.by_ref(), event)?;
+        // A library's event is not drover's own word: say whose it is.
+        let target = event.metadata().target();
+        if !(target == "drover" || target.starts_with("drover::") || target.starts_with("drover_")) {
+            write!(writer, " ({target})")?;
+        }
         writeln!(writer)
     }
 }
@@ -262,6 +269,10 @@ fn exe_dir() -> Option<PathBuf> {
 fn run(args: RunArgs) -> anyhow::Result<u8> {
     let RunArgs { sweep, sets, jobs, results, dry_run, backend, no_wait, max_retries } = args;
     let job_bin = LocalBackend::default_job_bin(std::env::var_os("DROVER_JOB_BIN").map(PathBuf::from), exe_dir().as_deref());
+    // `drover-job devices` initialises CUDA (seconds, up to a timeout on a wedged driver): asked
+    // once, by the refusal of a sweep that needs CUDA and by the GPU sharing after it.
+    let devices = std::cell::OnceCell::new();
+    let count_devices = || devices.get_or_init(|| backend::gpus::count_devices(&job_bin)).clone();
     let opts = PlanOptions {
         sweep_file: sweep,
         sets,
@@ -281,7 +292,7 @@ fn run(args: RunArgs) -> anyhow::Result<u8> {
     // Before the dry run too, which shows what the run would do, and before the lock file,
     // so a refused sweep leaves no trace.
     if !use_slurm(backend, &plan) {
-        plan::check_local_cuda(&plan, &opts, || backend::gpus::count_devices(&job_bin))?;
+        plan::check_local_cuda(&plan, &opts, count_devices)?;
     }
 
     if dry_run {
@@ -360,7 +371,7 @@ fn run(args: RunArgs) -> anyhow::Result<u8> {
         eprintln!("  busy: {run_id}: still running elsewhere ({holder}); not relaunched: run again once it has ended");
     }
     if prepared.pending.iter().any(|r| r.gpu) {
-        backend = backend.with_gpus(local_gpus(&plan.sweep.local, &job_bin));
+        backend = backend.with_gpus(local_gpus(&plan.sweep.local, count_devices));
     }
     let report = backend.launch(prepared.pending)?;
 
@@ -410,10 +421,10 @@ fn dry_run_tally(states: &[&str], configs: usize, slurm: bool) -> String {
 }
 
 /// The GPUs local runs with `device = "cuda" | "auto"` share, said in one line when there are any.
-fn local_gpus(local: &drover::backend::local_config::LocalSettings, job_bin: &Path) -> drover::backend::gpus::GpuPool {
+fn local_gpus(local: &drover::backend::local_config::LocalSettings, count_devices: impl FnOnce() -> Result<usize, String>) -> drover::backend::gpus::GpuPool {
     use drover::backend::gpus;
     let visible = std::env::var("CUDA_VISIBLE_DEVICES").ok();
-    let found = gpus::detect(local.gpus.as_deref(), visible.as_deref(), || gpus::count_devices(job_bin));
+    let found = gpus::detect(local.gpus.as_deref(), visible.as_deref(), count_devices);
     if let Some(note) = no_cuda_note(local.gpus.is_some() || visible.is_some(), &found) {
         eprintln!("drover: {note}");
     } else if found.ids.is_empty() {
@@ -532,9 +543,10 @@ fn analyze_cmd(args: AnalyzeArgs) -> anyhow::Result<u8> {
         return Ok(exit_codes::SUCCESS);
     }
     let outcome = analyze::analyze(&opts)?;
+    // A command to paste: the one directory quoted for the shell, else a placeholder for each.
     let results = match opts.dirs.as_slice() {
-        [one] => one.display().to_string(),
-        _ => "DIR".to_string(),
+        [one] => drover::backend::slurm_script::shell_quote(&one.display().to_string()),
+        _ => "<each results directory>".to_string(),
     };
     for line in analyze::left_out_lines(&outcome.left_out, &results) {
         // Indented lines belong to the line above them.

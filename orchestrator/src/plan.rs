@@ -241,17 +241,17 @@ pub fn check_local_cuda(plan: &Plan, opts: &PlanOptions, count: impl FnOnce() ->
     if !is_cuda(first) || !to_launch.all(&is_cuda) {
         return Ok(());
     }
-    if plan.sweep.local.gpus.is_some() {
-        return Ok(());
-    }
+    // Devices the user named are taken at their word, and naming none (`gpus = []`, an empty
+    // `CUDA_VISIBLE_DEVICES`) means no GPU alike.
+    let configured = plan.sweep.local.gpus.as_deref();
     let visible = opts.env.iter().find(|(k, _)| k == "CUDA_VISIBLE_DEVICES").map(|(_, v)| v.as_str());
-    let found = crate::backend::gpus::detect(None, visible, count);
+    let found = crate::backend::gpus::detect(configured, visible, count);
     if !found.ids.is_empty() {
         return Ok(());
     }
-    let why = match visible {
-        Some(_) => format!("{} names no device", found.source),
-        None => found.source,
+    let why = match configured.is_some() || visible.is_some() {
+        true => format!("{} names no device", found.source),
+        false => found.source,
     };
     let kind = ConfigErrorKind::CannotRunHere(format!(
         "\"cuda\", but {why}, so every run left to launch would fail: use \"auto\" (CUDA where there is a GPU, else the CPU engine) or \"cpu\", or run the sweep where there is a GPU (`--backend slurm` does not look for one here)"
@@ -431,7 +431,9 @@ mod tests {
         assert_eq!(check("[sweep.grid]\n\"run.device\" = [\"cuda\", \"cpu\"]\n", &[], &[], none()), Ok(()), "the cpu runs can train");
         let named = check("device = \"cuda\"\n", &[("CUDA_VISIBLE_DEVICES", "0")], &[], Err("not asked".into()));
         assert_eq!(named, Ok(()), "devices the user named are not second-guessed");
-        assert_eq!(check("device = \"cuda\"\n[local]\ngpus = [0]\n", &[], &[], Err("not asked".into())), Ok(()));
+        assert_eq!(check("device = \"cuda\"\n[local]\ngpus = [0]\n", &[], &[], Ok(0)), Ok(()));
+        let err = check("device = \"cuda\"\n[local]\ngpus = []\n", &[], &[], Ok(4)).expect_err("none named");
+        assert!(err.starts_with("sweep file `") && err.contains("but [local] gpus names no device"), "the file loaded fine: {err}");
         assert!(!tmp.path().join("r").exists(), "nothing written");
     }
 

@@ -6,7 +6,8 @@
 //!
 //! A job that dies without writing `exit.json` (killed by a signal: the OOM killer's SIGKILL, a
 //! segfault, an abort) gets one written for it, `failed` with that reason, and is relaunched
-//! as a new attempt while its `max_retries` budget lasts.
+//! as a new attempt while its `max_retries` budget lasts; one the stop ended (the SIGTERM,
+//! SIGKILL or SIGINT of a stop) gets `cancelled`, as drover's report counts it.
 //!
 //! A full results disk stops the sweep from growing: once a run fails because it cannot write
 //! there, nothing new is launched or retried (each would fail the same way, and their logs
@@ -102,7 +103,9 @@ impl LocalBackend {
 
 /// Everything the event loop reacts to.
 enum Event {
-    Signal,
+    /// A stop signal: its number, and when the signal thread took it (a busy main loop may
+    /// read two signals seconds apart back to back).
+    Signal { signo: i32, at: Instant },
     Exited { slot: usize, status: std::io::Result<ExitStatus> },
 }
 
@@ -124,8 +127,8 @@ impl Backend for LocalBackend {
         let handle = signals.handle();
         let signal_tx = tx.clone();
         let signal_thread = std::thread::spawn(move || {
-            for _ in signals.forever() {
-                if signal_tx.send(Event::Signal).is_err() {
+            for signo in signals.forever() {
+                if signal_tx.send(Event::Signal { signo, at: Instant::now() }).is_err() {
                     break;
                 }
             }
@@ -137,8 +140,8 @@ impl Backend for LocalBackend {
         let mut running: HashMap<usize, Running> = HashMap::new();
         let mut next_slot = 0usize;
         let mut kill_at: Option<Instant> = None;
-        // When the first stop signal came (`signal_reason_at`).
-        let mut first_signal_at: Option<Instant> = None;
+        // The first stop signal, number and time (`signal_reason_at`).
+        let mut first_signal: Option<(i32, Instant)> = None;
         let mut retries: HashMap<String, u32> = HashMap::new();
 
         loop {
@@ -182,13 +185,17 @@ impl Backend for LocalBackend {
                 None => Duration::from_millis(500),
             };
             match rx.recv_timeout(timeout) {
-                Ok(Event::Signal) => {
-                    let now = Instant::now();
-                    let Some(reason) = signal_reason_at(first_signal_at, now) else {
-                        tracing::debug!("a repeat of the stop signal within {REPEAT_SIGNAL_WINDOW:?}: taken as the same stop");
+                Ok(Event::Signal { signo, at }) => {
+                    let Some(reason) = signal_reason_at(first_signal, (signo, at)) else {
+                        bar.suspend(|| {
+                            eprintln!(
+                                "drover: the stop signal again within {} ms: taken as the same stop (once more kills the jobs)",
+                                REPEAT_SIGNAL_WINDOW.as_millis()
+                            )
+                        });
                         continue;
                     };
-                    first_signal_at = first_signal_at.or(Some(now));
+                    first_signal = first_signal.or(Some((signo, at)));
                     report.cancel = report.cancel.max(Some(reason));
                     match reason {
                         // The jobs are told first: a message can fail (a hung-up terminal).
@@ -288,18 +295,19 @@ impl Backend for LocalBackend {
 /// arrive more than once: coreutils `timeout` signals drover and then its process group, which
 /// holds drover again, and a terminal's Ctrl-C reaches every process of the foreground group,
 /// so a wrapper script that passes it on doubles it. Those repeats come within microseconds to
-/// milliseconds; a person pressing Ctrl-C again to mean "now" takes longer than half a second
-/// (a deliberate double press is 150-300 ms at the quickest, and someone waiting on the stop
-/// message first reads it), so 500 ms catches the duplicates and hardly any second press.
+/// milliseconds; a person pressing Ctrl-C again to mean "now" usually reads the stop message
+/// first, which takes longer than half a second. A quicker double press (150-300 ms) is taken as
+/// one stop, and drover says so, so a third press kills the jobs.
 pub const REPEAT_SIGNAL_WINDOW: Duration = Duration::from_millis(500);
 
-/// What a stop signal arriving at `now` means, given when the first one came: the first stop,
-/// a second one (kill the jobs), or `None`, a repeat of the first within
-/// [`REPEAT_SIGNAL_WINDOW`] to ignore.
-fn signal_reason_at(first_signal_at: Option<Instant>, now: Instant) -> Option<CancelReason> {
-    match first_signal_at {
+/// What stop signal `signo` taken at `at` means, given the first one (number and time): the
+/// first stop, a second one (kill the jobs), or `None`, a repeat of the same signal within
+/// [`REPEAT_SIGNAL_WINDOW`] to ignore. Another signal (SIGTERM after SIGINT, from a
+/// supervisor) is never a repeat.
+fn signal_reason_at(first: Option<(i32, Instant)>, (signo, at): (i32, Instant)) -> Option<CancelReason> {
+    match first {
         None => Some(CancelReason::Signal),
-        Some(first) if now.saturating_duration_since(first) < REPEAT_SIGNAL_WINDOW => None,
+        Some((first_signo, first_at)) if first_signo == signo && at.saturating_duration_since(first_at) < REPEAT_SIGNAL_WINDOW => None,
         Some(_) => Some(CancelReason::SecondSignal),
     }
 }
@@ -451,7 +459,8 @@ struct Failure {
 /// returns the failure when it neither completed nor was cancelled.
 ///
 /// A job that left no `exit.json` (killed by a signal, crashed) gets one written here, `failed`
-/// with the reason, so the run's own record says what happened even after drover exits.
+/// with the reason (`cancelled` when drover's stop ended it), so the run's own record says
+/// what happened even after drover exits.
 fn record_exit(report: &mut LaunchReport, run: &PendingRun, status: std::io::Result<ExitStatus>) -> Option<Failure> {
     let exit_path = run.dir.join(EXIT_JSON);
     let exit: Result<Option<ExitRecord>, String> = layout::read_record(&exit_path);
@@ -474,18 +483,23 @@ fn record_exit(report: &mut LaunchReport, run: &PendingRun, status: std::io::Res
             report.cancelled.push(run.run_id.clone());
             return None;
         }
-        Ok(None) if report.cancel.is_some() => {
+        Ok(None) if report.cancel.is_some() && ended_by_the_stop(&status) => {
             // Counted as cancelled in drover's report, so marked so on disk: otherwise `drover
             // status` would find no marker and call the run unfinished, as after a crash of
-            // drover itself. Only under the run's lock, as below.
+            // drover itself. Only under the run's lock, as below, and only if the job (or a
+            // process it left behind) has not written its own since the read above.
             let reason = format!("stopped by `drover run` ({}): {status_text}", report.cancel.map_or("", CancelReason::word));
             if let Ok(Some(_lock)) = super::job_lock::try_lock(&run.dir) {
-                let _ = write_marker(&exit_path, &run.run_id, RunExit::Cancelled, &reason);
+                if matches!(layout::read_record::<ExitRecord>(&exit_path), Ok(None)) {
+                    let _ = write_marker(&exit_path, &run.run_id, RunExit::Cancelled, &reason);
+                }
             }
             report.cancelled.push(run.run_id.clone());
             return None;
         }
-        _ if report.cancel.is_some() => {
+        // A job that crashed during the stop (a segfault, an abort, an exit without a marker)
+        // failed: it goes on below.
+        Ok(Some(_)) | Err(_) if report.cancel.is_some() => {
             report.cancelled.push(run.run_id.clone());
             return None;
         }
@@ -524,6 +538,13 @@ fn record_exit(report: &mut LaunchReport, run: &PendingRun, status: std::io::Res
     Some(Failure { failed: FailedRun { run_id: run.run_id.clone(), label: run.label.clone(), reason, stderr_log: run.stderr_log() }, disk_full })
 }
 
+
+/// Whether a job that left no `exit.json` ended as drover's stop ends jobs: by the SIGTERM it
+/// sends first, the SIGKILL after the grace period or a second signal, or the terminal's
+/// SIGINT that reached its process group.
+fn ended_by_the_stop(status: &std::io::Result<ExitStatus>) -> bool {
+    status.as_ref().is_ok_and(|s| matches!(s.signal(), Some(libc::SIGTERM | libc::SIGKILL | libc::SIGINT)))
+}
 
 /// The reason of a run whose `exit.json` says `failed`: the job's own words, as written (they
 /// may hold paths, whose case matters), else how its process ended.
@@ -674,13 +695,16 @@ mod tests {
     /// every job. Repeats within the window are the same stop; a later one escalates.
     #[test]
     fn a_repeat_of_the_stop_signal_within_the_window_is_the_same_stop() {
-        let first = Instant::now();
-        assert_eq!(signal_reason_at(None, first), Some(CancelReason::Signal));
-        assert_eq!(signal_reason_at(Some(first), first), None, "the same instant");
-        assert_eq!(signal_reason_at(Some(first), first + Duration::from_micros(40)), None, "timeout's second SIGINT");
-        assert_eq!(signal_reason_at(Some(first), first + REPEAT_SIGNAL_WINDOW - Duration::from_millis(1)), None);
-        assert_eq!(signal_reason_at(Some(first), first + REPEAT_SIGNAL_WINDOW), Some(CancelReason::SecondSignal));
-        assert_eq!(signal_reason_at(Some(first), first + Duration::from_secs(3)), Some(CancelReason::SecondSignal), "a person's second Ctrl-C");
+        let t0 = Instant::now();
+        let (int, term) = (libc::SIGINT, libc::SIGTERM);
+        let first = Some((int, t0));
+        assert_eq!(signal_reason_at(None, (int, t0)), Some(CancelReason::Signal));
+        assert_eq!(signal_reason_at(first, (int, t0)), None, "the same instant");
+        assert_eq!(signal_reason_at(first, (int, t0 + Duration::from_micros(40))), None, "timeout's second SIGINT");
+        assert_eq!(signal_reason_at(first, (int, t0 + REPEAT_SIGNAL_WINDOW - Duration::from_millis(1))), None);
+        assert_eq!(signal_reason_at(first, (int, t0 + REPEAT_SIGNAL_WINDOW)), Some(CancelReason::SecondSignal));
+        assert_eq!(signal_reason_at(first, (int, t0 + Duration::from_secs(3))), Some(CancelReason::SecondSignal), "a person's second Ctrl-C");
+        assert_eq!(signal_reason_at(first, (term, t0 + Duration::from_millis(10))), Some(CancelReason::SecondSignal), "SIGTERM after SIGINT is no repeat");
     }
 
     /// Review finding (research): after a second signal killed the jobs, `drover run` reported
@@ -707,6 +731,16 @@ mod tests {
         assert_eq!(exit.reason.as_deref(), Some("stopped by `drover run` (second signal): killed by signal 9 (SIGKILL)"));
         let (state, _) = crate::status::classify_local(Some(&exit), false, true, false);
         assert_eq!(state, crate::status::RunState::Cancelled, "status says what the report said");
+
+        // A crash during the stop is a failure, not a stop (review finding).
+        std::fs::remove_file(dir.path().join("exit.json")).expect("rm");
+        let mut report = LaunchReport { cancel: Some(CancelReason::Signal), ..LaunchReport::default() };
+        let crashed = Ok(std::process::ExitStatus::from_raw(libc::SIGSEGV));
+        let failure = record_exit(&mut report, &run, crashed).expect("a failure");
+        assert!(failure.failed.reason.contains("SIGSEGV"), "{}", failure.failed.reason);
+        let exit: ExitRecord = crate::layout::read_record(&dir.path().join("exit.json")).expect("readable").expect("written");
+        assert_eq!(exit.status, ExitStatus::Failed);
+        assert!(report.cancelled.is_empty());
     }
 
     #[test]

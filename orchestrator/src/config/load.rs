@@ -233,8 +233,14 @@ fn check_env_names(file: &Path, env: &[(String, String)]) -> Result<(), ConfigEr
 /// key's whole value, so the list would become a table of `count` alone (`start` then at its
 /// default, 0): other seeds, without a word. Both sources are named, and the way to say it.
 fn check_overrides_fit_the_file(file: &Path, table: &toml::Table, env: &[(String, String)], sets: &[SetArg]) -> Result<(), ConfigError> {
-    let paths = env_entries(env).map(|(path, _, _)| path).chain(sets.iter().map(|s| s.path.clone()));
-    for path in paths {
+    // In the order they apply (environment, then `--set`): one that reaches into a value an
+    // earlier override replaced whole (`--set 'sweep.seeds={..}' --set sweep.seeds.count=2`)
+    // merges into that table, not into the file's value.
+    let paths: Vec<Vec<String>> = env_entries(env).map(|(path, _, _)| path).chain(sets.iter().map(|s| s.path.clone())).collect();
+    for (i, path) in paths.iter().enumerate() {
+        if paths[..i].iter().any(|earlier| earlier.len() < path.len() && path.starts_with(earlier)) {
+            continue;
+        }
         let mut at = table;
         for depth in 0..path.len().saturating_sub(1) {
             let value = match at.get(&path[depth]) {
@@ -599,6 +605,12 @@ mod tests {
         let table = text.replace("seeds = [1, 2, 3, 4]", "seeds = { count = 4, start = 1 }");
         let parsed = load_str(f, &table, &[], &[set("sweep.seeds.count=2")]).expect("a key of a table");
         assert!(format!("{:?}", parsed.sweep.seeds).contains('2'), "{:?}", parsed.sweep.seeds);
+        // An earlier override that made it a table takes a key of it (review finding).
+        let parsed = load_str(f, text, &[], &[set("sweep.seeds={count=4,start=1}"), set("sweep.seeds.count=2")]).expect("into the override's table");
+        let seeds = format!("{:?}", parsed.sweep.seeds);
+        assert!(seeds.contains("count: 2") && seeds.contains("start: 1"), "{seeds}");
+        let env = vec![("DROVER_SWEEP__SEEDS".to_string(), "{count=4}".to_string())];
+        assert!(load_str(f, text, &env, &[set("sweep.seeds.start=5")]).is_ok(), "the environment's table, then --set");
     }
 
     #[test]

@@ -423,16 +423,7 @@ mod tests {
         assert_eq!(json["plugins"], serde_json::json!([]), "{json}");
         assert_eq!(json["warnings"], serde_json::json!([warning]), "{json}");
 
-        let plugin = |path: &str| PluginDescription {
-            path: path.into(),
-            name: "x".into(),
-            version: "0.1.0".into(),
-            description: "d".into(),
-            interface_version: "1.3".into(),
-            host_interface_version: "1.3".into(),
-            sha256: "0".repeat(64),
-            params: Vec::new(),
-        };
+        let plugin = |path: &str| description(path, Vec::new());
         let listing = Listing {
             plugins: vec![plugin("/a/libdrover_plugin_x.so"), plugin("/b/libcopy.so")],
             refused: vec![("/a/libdrover_plugin_text.so".into(), "not a shared library".into())],
@@ -452,21 +443,29 @@ mod tests {
         assert!(text.contains("  warning its file name is not `libdrover_plugin_x.so`"), "{text}");
     }
 
-    #[test]
-    fn parameter_columns_line_up_whatever_the_key_length() {
-        let plugin = PluginDescription {
-            path: "/p/libdrover_plugin_x.so".into(),
+    /// Plugin `x` 0.1.0 at `path`, of interface 1.3, with `params`.
+    fn description(path: &str, params: Vec<ParamDescription>) -> PluginDescription {
+        PluginDescription {
+            path: path.into(),
             name: "x".into(),
             version: "0.1.0".into(),
             description: "d".into(),
             interface_version: "1.3".into(),
             host_interface_version: "1.3".into(),
             sha256: "0".repeat(64),
-            params: vec![
+            params,
+        }
+    }
+
+    #[test]
+    fn parameter_columns_line_up_whatever_the_key_length() {
+        let plugin = description(
+            "/p/libdrover_plugin_x.so",
+            vec![
                 param("gamma", serde_json::json!(0.99), Some(0.0)),
                 param("schedule_iterations", serde_json::json!("a long default"), None),
             ],
-        };
+        );
         let listing = Listing { plugins: vec![plugin], ..Listing::default() };
         let text = render_list(&listing, &[]);
         let rows: Vec<&str> = text.lines().filter(|l| l.contains("Doc.")).collect();

@@ -5,6 +5,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use std::marker::PhantomData;
 use std::mem::ManuallyDrop;
+use std::io::Write as _;
 
 use abi_stable::{
     prefix_type::PrefixTypeTrait,
@@ -597,8 +598,10 @@ impl<T> Drop for Adapter<T> {
         let dropped = catch_panic(|| unsafe { ManuallyDrop::drop(&mut self.inner) });
         if let Err(e) = dropped {
             // No caller can receive an error from a drop; stderr reaches the job's log, and the
-            // run's outcome stays what training decided.
-            eprintln!(
+            // run's outcome stays what training decided. Not `eprintln!`, which panics when
+            // stderr is gone (a closed pipe), and a panic here would abort the process.
+            let _ = writeln!(
+                std::io::stderr(),
                 "drover: plugin {} panicked while being dropped ({}); the instance may have leaked resources",
                 self.label,
                 e.message()

@@ -134,7 +134,7 @@ fn one_line(text: &str, max: usize) -> (String, bool) {
 pub(crate) fn cut_report(report: &str, max: usize) -> String {
     match one_line(report, max) {
         (cut, true) => format!(
-            "{cut} ({} characters in all; drover-job logs them whole at debug level)",
+            "{cut} ({} characters in all; `RUST_LOG=debug drover-job plugin info <file>` prints them whole)",
             report.chars().count()
         ),
         (whole, false) => whole,
@@ -581,7 +581,7 @@ mod tests {
             "{text}"
         );
         assert!(text.len() < 1000 && !text.contains('\n'), "{} characters: {text}", text.len());
-        assert!(text.ends_with(&format!("… ({} characters in all; drover-job logs them whole at debug level)", report.chars().count())), "{text}");
+        assert!(text.ends_with(&format!("… ({} characters in all; `RUST_LOG=debug drover-job plugin info <file>` prints them whole)", report.chars().count())), "{text}");
         assert_eq!(layout_mismatches("no entries"), "abi_stable found a difference it did not name");
     }
 

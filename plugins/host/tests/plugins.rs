@@ -849,11 +849,12 @@ fn the_authors_harness_runs_on_a_loaded_library() {
             "loss_sequence_numbering",
             "loss_derivatives",
             "epoch_hook",
-            "iteration_hook",
-            "state_round_trip"
+            "iteration_hook"
         ],
         "{report}"
     );
+    // A plugin without a state table passes the round trip whatever else failed.
+    assert!(report.to_string().contains("ok   state_round_trip"), "{report}");
     assert_eq!(report.checks.len(), 14, "{report}");
     assert!(
         report.to_string().contains(
