@@ -91,9 +91,22 @@ pub fn acquire(dir: &Path) -> Result<JobLock, JobLockError> {
         let holder = if holder.is_empty() { "a process that has not written its details yet".into() } else { holder };
         return Err(JobLockError::Busy { dir: dir.to_path_buf(), holder });
     }
-    let text = format!("pid {}\n", std::process::id());
+    // The host too: on a cluster the directory is read from other machines, where this pid
+    // means nothing (`drover status`/`analyze` check a pid only on its own host).
+    let text = format!("pid {}\nhost {}\n", std::process::id(), hostname());
     file.set_len(0).and_then(|()| file.rewind()).and_then(|()| file.write_all(text.as_bytes())).map_err(io)?;
     Ok(JobLock { _file: file })
+}
+
+/// This machine's host name (`gethostname`), `unknown` when it cannot be read.
+fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most `buf.len()` bytes into `buf`.
+    if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } != 0 {
+        return "unknown".into();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
 }
 
 /// The descriptor named by `DROVER_JOB_LOCK_FD`, if it is open on `path` itself (same device
@@ -153,6 +166,8 @@ mod tests {
         let err = acquire(tmp.path()).unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains("in use by another job") && msg.contains(&format!("pid {}", std::process::id())), "{msg}");
+        // Read on other machines of a cluster, the pid comes with its host.
+        assert!(msg.contains(&format!("host {}", hostname())) && hostname() != "unknown", "{msg}");
         drop(first);
         assert!(acquire(tmp.path()).is_ok(), "the lock is free once its holder is gone");
     }

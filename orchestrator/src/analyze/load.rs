@@ -473,7 +473,9 @@ fn read_dir_runs(dir: &Path, all_runs: bool) -> Result<DirRuns, AnalyzeError> {
             Ok(None) => {
                 // Told apart as `drover status` tells them (`classify_local`): a job holds the
                 // lock, or it ran and stopped, or nothing ran there yet.
-                let kind = if crate::lock::live_holder(&run_dir.join(crate::backend::job_lock::JOB_LOCK_FILE)).is_some() {
+                // A holder on another host (a Slurm node) cannot be checked from here: its run is
+                // not claimed to be running.
+                let kind = if crate::lock::live_holder(&run_dir.join(crate::backend::job_lock::JOB_LOCK_FILE)).is_some_and(|h| h.this_host) {
                     Skip::Running
                 } else if crate::backend::never_started(run_dir) {
                     Skip::NotStarted

@@ -967,6 +967,9 @@ fn left_out_runs_are_summed_up_by_state_in_status_words() {
     }
     let exit = json!({"format_version": 1, "run_id": "b0", "status": "failed", "reason": "NaN in output", "finished_at": "0"});
     std::fs::write(root.join("runs/b0/exit.json"), exit.to_string()).unwrap();
+    // A job lock a Slurm node left, whose pid here is this (drover-named) test process: the pid
+    // means nothing on this host, so the run is not claimed to be running (review finding).
+    std::fs::write(root.join("runs/b9/.job.lock"), format!("pid {}\nhost some-compute-node\n", std::process::id())).unwrap();
     let loaded = load_results(std::slice::from_ref(&root), &[]).unwrap();
     let states: Vec<(&str, &str)> = loaded.left_out.iter().map(|r| (r.run_id.as_str(), r.state)).collect();
     assert_eq!(states, [("b0", "failed"), ("b9", "unfinished"), ("n0", "not started"), ("n1", "not started"), ("n2", "not started"), ("n3", "not started"), ("n4", "not started")]);

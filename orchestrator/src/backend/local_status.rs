@@ -25,7 +25,9 @@ pub(crate) fn status(dir: &SweepDir) -> StatusReport {
             let run_dir = dir.run_dir(run_id);
             let exit: Option<ExitRecord> = layout::read_record(&run_dir.join(EXIT_JSON)).ok().flatten();
             let spec: Option<JobSpec> = layout::read_record(&run_dir.join(SPEC_JSON)).ok().flatten();
-            let job_running = crate::lock::live_holder(&run_dir.join(JOB_LOCK_FILE)).is_some();
+            // Local jobs run on this host; a holder elsewhere (the directory shared with a
+            // cluster) cannot be checked from here.
+            let job_running = crate::lock::live_holder(&run_dir.join(JOB_LOCK_FILE)).is_some_and(|h| h.this_host);
             let logs = attempt_logs(&run_dir);
             let attempts = logs
                 .iter()
