@@ -1437,3 +1437,52 @@ fn a_sweep_after_a_users_job_waits_for_it_and_stops_if_it_can_never_start() {
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(states(&status_json(&results)), ["done"; 3], "{}", text(&out));
 }
+
+/// `slurm.after` through a lift: a rerun's array waits both on the two older runs that fill the
+/// throttle and on the user's job; when one older run ends while the user's job still runs,
+/// `drover status` lifts the throttle's part into the freed slot and keeps the user's, so
+/// nothing starts before that job has ended, and then the sweep finishes.
+#[test]
+fn a_lift_keeps_the_users_dependency_while_its_job_runs() {
+    slurm_up();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let control = tmp.path().join("control");
+    std::fs::create_dir_all(&control).expect("mkdir");
+    let _release = ReleaseAll(control.clone());
+    let job = held_job_bin(tmp.path(), &control);
+    let (sweep, results) = (tmp.path().join("s.toml"), tmp.path().join("r"));
+    write_throttled_sweep(&sweep, "lift-after", 2048, 2, "[1, 2]");
+    run_ok(drover().arg("run").arg(&sweep).arg("--results").arg(&results).arg("--no-wait").env("DROVER_JOB_BIN", &job));
+    let first = submitted_jobs(&results)[0].clone();
+    let older = ledger_kinds(&results, "intent")[0]["runs"][0].as_str().expect("run id").to_string();
+    wait_until("the older runs running", Duration::from_secs(60), || running_in(&first) == 2);
+
+    let prep = users_job("sleep 40");
+    write_throttled_sweep(&sweep, "lift-after", 2048, 2, "[1, 2, 3]");
+    let after = format!("slurm.after={prep}");
+    run_ok(drover().arg("run").arg(&sweep).arg("--results").arg(&results).args(["--no-wait", "--set", &after]).env("DROVER_JOB_BIN", &job));
+    let second = submitted_jobs(&results)[1].clone();
+    let shown = show_job(&second);
+    assert!(shown.contains(&format!("Dependency=afterok:{prep}(unfulfilled),afterany:{first}_*(unfulfilled)")), "{shown}");
+
+    std::fs::write(control.join(&older), "").expect("release");
+    wait_until("the lift", Duration::from_secs(60), || {
+        run_ok(drover().arg("status").arg(&results));
+        !ledger_kinds(&results, "lifted").is_empty() && !show_job(&second).contains("afterany")
+    });
+    assert_eq!(running_in(&first), 1, "lifted while the other older run still runs");
+    let prep_live = || ["PENDING", "RUNNING"].iter().any(|s| squeue_names("users-own").contains(&format!("{prep} {s}")));
+    assert!(prep_live(), "the test needs the user's job still running here");
+    let shown = show_job(&second);
+    assert!(shown.contains(&format!("Dependency=afterok:{prep}")) && shown.contains("ArrayTaskThrottle=1"), "the user's part is kept: {shown}");
+    assert_eq!(running_in(&second), 0, "{shown}");
+    let status = status_json(&results);
+    let waiting = status["runs"].as_array().expect("runs").iter().find(|r| r["state"] == "pending").cloned().expect("a pending run");
+    assert!(waiting["reason"].as_str().unwrap_or_default().contains(&format!("waits for `afterok:{prep}` (`slurm.after`)")), "{waiting}");
+
+    std::fs::write(control.join("all"), "").expect("release");
+    let out = drover().arg("run").arg(&sweep).arg("--results").arg(&results).args(["--set", &after]).env("DROVER_JOB_BIN", &job).output().expect("drover run");
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!prep_live(), "the new run trained after the user's job");
+    assert_eq!(states(&status_json(&results)), ["done"; 3], "{}", text(&out));
+}
