@@ -241,14 +241,18 @@ pub enum RunError {
     #[error(transparent)]
     Slurm(#[from] SlurmError),
     /// `sbatch` refused an array: most often a `[slurm]` setting the cluster does not take.
-    #[error("sbatch refused the runs of `{}` with the `[slurm]` settings {resources}: {source}; correct the setting it names (`slurm.partition`, `account`, `qos`, `time`, `mem`, ... in the sweep file, or `--set slurm.<key>=...`) and run again (arrays submitted before it, if any, are in `drover status`)", file.display())]
+    /// Slurm's answer is part of the message, not a source: printed as a chain, it came twice.
+    #[error("sbatch refused the runs of `{}` {settings}: {answer}; correct {fix} (in the sweep file, or `--set slurm.<key>=...`) and run again (arrays submitted before it, if any, are in `drover status`)", file.display())]
     SbatchRefused {
         /// The sweep file.
         file: PathBuf,
-        /// The array's resource options, as `--key=value`.
-        resources: String,
-        /// Slurm's answer.
-        source: SlurmError,
+        /// The setting Slurm's answer names, when drover recognises it, and the array's
+        /// resource options (`at \`slurm.partition\` (settings \`--partition=nope\` ...)`).
+        settings: String,
+        /// What to correct: the setting, or "the setting it names" when not recognised.
+        fix: String,
+        /// Slurm's answer (boxed: `RunError` is returned everywhere, and this is its largest).
+        answer: Box<SlurmError>,
     },
     /// A record drover keeps about a sweep (`sweep.json`, or the Slurm ledger
     /// `slurm/submissions.jsonl`) is unreadable or of an unknown version.

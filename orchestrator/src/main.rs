@@ -35,7 +35,8 @@ struct RunArgs {
     /// grid, `--set sweep.grid.params.x=[1,2]` sets that one axis and keeps the others.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     sets: Vec<String>,
-    /// Runs at once (default: `max_parallel` of the sweep file, else the number of cores).
+    /// Runs at once (default: `max_parallel` of the sweep file, else the number of cores; on
+    /// Slurm the array throttle `%N`, over `slurm.throttle`, and no limit by default).
     #[arg(short = 'j', long = "jobs", value_name = "N", value_parser = parse_jobs)]
     jobs: Option<NonZeroUsize>,
     /// Results directory (default: `results_dir` of the sweep file, else `results/<name>`).

@@ -46,6 +46,9 @@ pub struct Plan {
     pub results: ResultsDir,
     /// Runs at once (local backend).
     pub max_parallel: NonZeroUsize,
+    /// `-j N` as given on the command line: on Slurm the sweep's throttle, over `slurm.throttle`
+    /// and `max_parallel` (the cores of the login node say nothing about a cluster).
+    pub jobs: Option<NonZeroUsize>,
     /// The `DROVER_*` variables and `--set` arguments applied over the file, as typed
     /// (`sweep.json` records them).
     pub overrides: Vec<String>,
@@ -134,7 +137,7 @@ pub fn plan(opts: &PlanOptions) -> Result<Plan, ConfigError> {
         .or_else(|| std::thread::available_parallelism().ok())
         .unwrap_or(NonZeroUsize::MIN);
     let overrides = config::override_list(&opts.env, &sets);
-    Ok(Plan { sweep, source_text, runs, plugins, results: ResultsDir::new(results), max_parallel, overrides, warnings })
+    Ok(Plan { sweep, source_text, runs, plugins, results: ResultsDir::new(results), max_parallel, jobs: opts.jobs, overrides, warnings })
 }
 
 /// A results directory refused for `why`, named as the user gave it: `--results` or the sweep

@@ -234,14 +234,17 @@ fn bad_resources_are_refused_with_the_key_or_slurms_message() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("invalid partition"), "Slurm's own message is shown: {}", text(&out));
     assert!(
-        text(&out).contains("sbatch refused the runs of `") && text(&out).contains("with the `[slurm]` settings `--partition=nope`"),
+        text(&out).contains("sbatch refused the runs of `") && text(&out).contains("at `slurm.partition` (the array's settings: `--partition=nope`"),
         "the file and the setting are named: {}",
         text(&out)
     );
+    assert_eq!(text(&out).matches("invalid partition specified").count(), 1, "Slurm's answer once: {}", text(&out));
     assert_eq!(ledger_kinds(&results, "refused").len(), 1);
     assert!(ledger_kinds(&results, "submitted").is_empty());
     let status = status_json(&results);
     assert_eq!(states(&status), vec!["not_submitted"; 12]);
+    let reason = status["runs"][0]["reason"].as_str().unwrap_or_default();
+    assert!(reason.starts_with("sbatch refused its array: invalid partition specified: nope (`slurm.partition`)"), "{status}");
     // Its runs keep the labels and seeds of the refused array's tasks file.
     for run in status["runs"].as_array().expect("runs") {
         assert!(run["label"].as_str().is_some_and(|l| !l.is_empty()) && run["seed"].is_u64(), "{run}");

@@ -754,13 +754,20 @@ fn held_back_since(ledger: &Ledger, last_listed: Option<(u32, usize)>, n: u32) -
     last_listed.is_some_and(|(m, _)| m > n && kept_out_by(ledger, m).is_some())
 }
 
-/// Why a run waits whose latest listing is submission `n`, when Slurm's submit limit refused
-/// that submission.
+/// Why a run is not submitted whose latest listing is submission `n`, when `sbatch` refused
+/// that submission: Slurm's submit limit keeps it out for now, or a setting the cluster does
+/// not take (Slurm's own words).
 fn kept_out_by(ledger: &Ledger, n: u32) -> Option<String> {
-    let limit = crate::backend::slurm_cmd::submit_limit_reason(ledger.submissions.get(&n)?.refused.as_deref()?)?;
-    Some(format!(
-        "Slurm's submit limit ({limit}) keeps it out until jobs of yours end: a waiting `drover run` submits it then, or run `drover run` again"
-    ))
+    let refused = ledger.submissions.get(&n)?.refused.as_deref()?;
+    if let Some(limit) = crate::backend::slurm_cmd::submit_limit_reason(refused) {
+        return Some(format!(
+            "Slurm's submit limit ({limit}) keeps it out until jobs of yours end: a waiting `drover run` submits it then, or run `drover run` again"
+        ));
+    }
+    // A submission found missing after its `drover run` died was never refused by Slurm.
+    let said = refused.lines().rev().find_map(|l| l.split_once("sbatch: error: ").map(|(_, why)| why.trim()))?;
+    let key = crate::backend::slurm_cmd::setting_refused(refused).map_or(String::new(), |k| format!(" ({k})"));
+    Some(format!("sbatch refused its array: {said}{key}; correct the setting and run `drover run` again"))
 }
 
 /// Whether `status` and `cancel` write the job ids of dangling submissions they find into the
@@ -971,12 +978,21 @@ pub fn gpu_request_warning(plan: &Plan) -> Option<String> {
 }
 
 /// Warnings for resources a run would waste or fight over: `run.threads` above the CPUs it
-/// gets (`cpus_per_task`, 1 when unset: the threads share them), and `gpus_per_task` above 1
-/// (each rank of `drover-job` uses one device: the others idle; `run.ranks` uses them).
+/// gets (`cpus_per_task`, 1 when unset: the threads share them), `gpus_per_task` above 1
+/// (each rank of `drover-job` uses one device: the others idle; `run.ranks` uses them), and
+/// tasks beyond the first for a one-rank run (`ntasks_per_node`, `nodes`, `--ntasks` in
+/// `extra`: the batch script starts one process, the other tasks' CPUs idle).
 pub fn resource_warnings(plan: &Plan) -> Vec<String> {
     let (mut crowded, mut idle) = (BTreeMap::<(u64, u64), usize>::new(), BTreeMap::<u64, usize>::new());
+    let mut extra_tasks = 0usize;
     for run in &plan.runs {
         let r = run_resources(&plan.sweep.slurm, run);
+        let more_tasks = r.number("ntasks-per-node").is_some_and(|n| n > 1)
+            || r.number("nodes").is_some_and(|n| n > 1)
+            || r.extra.iter().any(|e| e.split(' ').any(|w| w.starts_with("--ntasks=") || w == "--ntasks" || w.starts_with("-n")));
+        if ranks(run) == 1 && more_tasks {
+            extra_tasks += 1;
+        }
         let cpus = r.number("cpus-per-task").unwrap_or(1);
         if let Some(threads) = run.run.get("threads").and_then(serde_json::Value::as_u64).filter(|&t| t > cpus) {
             *crowded.entry((threads, cpus)).or_default() += 1;
@@ -1001,6 +1017,13 @@ pub fn resource_warnings(plan: &Plan) -> Vec<String> {
              idle; ask for 1 and set `run.ranks = {gpus}` to use them all (`{file}`)"
         )
     }));
+    if extra_tasks > 0 {
+        out.push(format!(
+            "{extra_tasks} run(s) have run.ranks = 1 but ask Slurm for several tasks (`ntasks_per_node`, `nodes` or \
+             `--ntasks` in [slurm] of `{file}`): each run starts one process and the other tasks idle; set \
+             `run.ranks` to the tasks for an MPI run, or `cpus_per_task` for more CPUs in one process"
+        ));
+    }
     out
 }
 
@@ -1244,14 +1267,17 @@ fn render(
         max_preemptions: s.max_preemptions,
         checkpoint_every_s: s.checkpoint_minutes.map(|m| m * 60.0),
         mpi: s.mpi.as_deref(),
+        // `run_resources` adds `ntasks` for multi-rank runs only.
+        ranks: array.resources.number("ntasks").unwrap_or(1),
         after: &limits.after,
         user_after: &s.after,
     })
 }
 
-/// The sweep's limit on runs at once: `slurm.throttle`, else `max_parallel`.
+/// The sweep's limit on runs at once: `-j N`, else `slurm.throttle`, else `max_parallel`.
 fn sweep_throttle(plan: &Plan) -> Option<u32> {
-    plan.sweep.slurm.throttle.or(plan.sweep.max_parallel.map(|m| m.get() as u32))
+    let jobs = plan.jobs.map(|j| u32::try_from(j.get()).unwrap_or(u32::MAX));
+    jobs.or(plan.sweep.slurm.throttle).or(plan.sweep.max_parallel.map(|m| m.get() as u32))
 }
 
 /// The limits of one array: its `%N`, and how it shares the sweep's throttle with the sweep's
@@ -2041,15 +2067,24 @@ impl Submitter<'_> {
         }
     }
 
-    /// The error for an array `sbatch` refused: the sweep file and the array's resources.
-    fn refused(&self, array: &ArrayPlan, source: crate::error::SlurmError) -> RunError {
+    /// The error for an array `sbatch` refused: the sweep file, the setting Slurm's answer
+    /// names when drover recognises it, and the array's resources.
+    fn refused(&self, array: &ArrayPlan, answer: crate::error::SlurmError) -> RunError {
         let lines = array.resources.sbatch_lines();
         let resources = if lines.is_empty() {
             "(none: the cluster's defaults)".to_string()
         } else {
             lines.iter().map(|l| format!("`{}`", l.trim_start_matches("#SBATCH "))).collect::<Vec<_>>().join(" ")
         };
-        RunError::SbatchRefused { file: self.plan.sweep.source.clone(), resources, source }
+        let named = match &answer {
+            crate::error::SlurmError::Refused { stderr, .. } => crate::backend::slurm_cmd::setting_refused(stderr),
+            _ => None,
+        };
+        let (settings, fix) = match named {
+            Some(key) => (format!("at {key} (the array's settings: {resources})"), key.to_string()),
+            None => (format!("with the `[slurm]` settings {resources}"), "the setting it names (`slurm.partition`, `account`, `qos`, `time`, `mem`, ...)".to_string()),
+        };
+        RunError::SbatchRefused { file: self.plan.sweep.source.clone(), settings, fix, answer: Box::new(answer) }
     }
 }
 
@@ -3167,6 +3202,12 @@ mod tests {
         assert_eq!(w.len(), 1, "{w:?}");
         assert!(w[0].starts_with("2 run(s) ask for 4 GPUs per task") && w[0].contains("run.ranks = 4"), "{w:?}");
         assert_eq!(runs("[slurm]\ncpus_per_task = 4\ngpus_per_task = 1"), Vec::<String>::new());
+        // Tasks a one-rank run does not use (review finding: they once started a second copy).
+        for tasks in ["[slurm]\nntasks_per_node = 2", "[slurm]\nextra = [\"--ntasks=2\"]", "[slurm]\nnodes = 2"] {
+            let w = resource_warnings(&plan_of(tasks, 2));
+            assert!(w.len() == 1 && w[0].starts_with("2 run(s) have run.ranks = 1 but ask Slurm for several tasks"), "{tasks}: {w:?}");
+        }
+        assert_eq!(resource_warnings(&plan_with("[slurm]\nntasks_per_node = 2", "ranks = 2", 2)), Vec::<String>::new(), "an MPI run uses them");
     }
 
     /// A stand-in `bin/` whose `sbatch` takes arrays while the tasks accepted so far plus the
@@ -3204,6 +3245,22 @@ mod tests {
         std::fs::write(&sweep_file, text).expect("sweep");
         let opts = crate::plan::PlanOptions { sweep_file, results: Some(dir.join("r")), ..Default::default() };
         crate::plan::plan(&opts).expect("plan")
+    }
+
+    /// `-j N` is the sweep's runs-at-once limit on Slurm too, over `slurm.throttle` (review
+    /// finding: it was ignored, and a sweep without a throttle ran unthrottled without a word).
+    #[test]
+    fn dash_j_throttles_a_slurm_sweep() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let plan = seeds_plan(tmp.path(), 6, 4);
+        assert_eq!(sweep_throttle(&plan), Some(4));
+        let plan = Plan { jobs: std::num::NonZeroUsize::new(2), ..plan };
+        assert_eq!(sweep_throttle(&plan), Some(2));
+        // No scontrol in the stand-in folder: the dry run assumes MaxArraySize, as off a cluster.
+        let slurm = Slurm { bin_dir: Some(tmp.path().join("no-slurm-here")), ..Slurm::default() };
+        let opts = SlurmOptions { job_bin: tmp.path().join("drover-job"), wait: false, slurm, quiet: true };
+        let scripts = dry_run_scripts(&plan, &opts, &["new"; 6]).expect("scripts");
+        assert!(scripts[0].1.contains("#SBATCH --array=0-5%2\n"), "{}", scripts[0].1);
     }
 
     /// Under a submit limit a refused array is tried at half its size, an accepted one lets
@@ -3260,7 +3317,7 @@ mod tests {
         let tmp = tempfile::tempdir().expect("tempdir");
         let refused = || {
             let e = crate::error::SlurmError::Refused { command: "sbatch".into(), status: "1".into(), stderr: "sbatch: error: AssocMaxSubmitJobLimit".into() };
-            let error = RunError::SbatchRefused { file: "s.toml".into(), resources: "(none)".into(), source: e };
+            let error = RunError::SbatchRefused { file: "s.toml".into(), settings: "(none)".into(), fix: "it".into(), answer: Box::new(e) };
             Round { arrays: Vec::new(), deferred: vec![("a".into(), Resources::default())], limit: Some(("AssocMaxSubmitJobLimit".into(), error)) }
         };
         let tried = [("a".to_string(), Resources::default())];

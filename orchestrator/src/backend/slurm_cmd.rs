@@ -72,6 +72,28 @@ pub fn submit_limit_reason(stderr: &str) -> Option<String> {
     (!named_other && stderr.contains("job submit limit")).then(|| "job submit limit".to_string())
 }
 
+/// The `[slurm]` setting an `sbatch` refusal names, by Slurm's wording (22.05 and later), for
+/// the error to point at it; `None` when the answer names none drover knows.
+pub fn setting_refused(stderr: &str) -> Option<&'static str> {
+    // The generic submit-limit line speaks of "size and/or time limits" without naming one.
+    if submit_limit_reason(stderr).is_some() {
+        return None;
+    }
+    let text = stderr.to_ascii_lowercase();
+    const NAMED: [(&str, &str); 9] = [
+        ("invalid partition", "`slurm.partition`"),
+        ("invalid account", "`slurm.account`"),
+        ("invalid qos", "`slurm.qos`"),
+        ("time limit", "`slurm.time`"),
+        ("memory specification", "`slurm.mem`"),
+        ("invalid generic resource", "`slurm.gres` or `slurm.gpus_per_task`"),
+        ("invalid feature specification", "`slurm.constraint`"),
+        ("node count specification", "`slurm.nodes`"),
+        ("requested node configuration is not available", "`slurm.cpus_per_task`, `mem` or `gpus_per_task` (more than any node of the partition has)"),
+    ];
+    NAMED.iter().find(|(words, _)| text.contains(words)).map(|(_, key)| *key)
+}
+
 /// Slurm's error messages that mean "busy, try again" rather than "no".
 const TRANSIENT: &[&str] = &[
     "Socket timed out",
@@ -302,10 +324,16 @@ impl Slurm {
     }
 
     /// `scontrol update JobId=<array> ArrayTaskThrottle=<n>`: how many of the array's tasks may
-    /// run at once from now on (idempotent, so retried like a query).
+    /// run at once from now on (idempotent, so retried like a query). Slurm 22.05 answers per
+    /// range of the array's tasks and exits 1 when any range refused, tasks that have finished
+    /// always do ("3239_0-2: Job has already finished", then "3239_2-8: No error" for the
+    /// rest, which took it): that answer is success, not a failure to retry every poll.
     pub fn set_array_throttle(&self, job_id: &str, throttle: u32) -> Result<(), SlurmError> {
         let args = vec!["update".to_string(), format!("JobId={job_id}"), format!("ArrayTaskThrottle={throttle}")];
-        self.call("scontrol", &args).map(|_| ())
+        match self.call("scontrol", &args) {
+            Err(SlurmError::Refused { stderr, .. }) if only_finished_tasks_refused(&stderr) => Ok(()),
+            other => other.map(|_| ()),
+        }
     }
 
     /// `scontrol update JobId=<array> Dependency=<terms>`: replaces the array's dependency with
@@ -393,6 +421,13 @@ pub fn parse_mpi_list(text: &str) -> Option<Vec<String>> {
     (header && !types.is_empty()).then_some(types)
 }
 
+/// Whether an `scontrol update` of an array refused only for tasks that have finished: every
+/// line of its answer is a task range's "Job has already finished" or "No error".
+fn only_finished_tasks_refused(stderr: &str) -> bool {
+    let lines: Vec<&str> = stderr.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    !lines.is_empty() && lines.iter().all(|l| l.ends_with("Job has already finished") || l.ends_with("No error"))
+}
+
 /// `123|4|PENDING|Dependency|drover:abc:0|afterok:99(unfulfilled)` → an entry (`%K` is `N/A`
 /// for non-array jobs, `%E` is `(null)` without a dependency left and may be missing).
 pub fn parse_queue_line(line: &str) -> Option<QueueEntry> {
@@ -450,6 +485,37 @@ mod tests {
         let waiting = parse_queue_line("78|3|PENDING|Dependency|drover:ab12:1|afterok:99(unfulfilled),afterany:77_*(unfulfilled)").expect("entry");
         assert_eq!((waiting.comment.as_str(), waiting.dependency.as_deref()), ("drover:ab12:1", Some("afterok:99(unfulfilled),afterany:77_*(unfulfilled)")));
         assert_eq!(parse_queue_line("garbage"), None);
+    }
+
+    /// The setting an sbatch refusal names, by Slurm's words; none for a submit limit, whose
+    /// generic line speaks of time limits without naming one.
+    #[test]
+    fn a_refusal_names_the_setting_slurm_refused() {
+        assert_eq!(setting_refused("sbatch: error: invalid partition specified: nope"), Some("`slurm.partition`"));
+        assert_eq!(setting_refused("sbatch: error: Invalid account or account/partition combination specified"), Some("`slurm.account`"));
+        assert_eq!(setting_refused("sbatch: error: Requested time limit is invalid (missing or exceeds some limit)"), Some("`slurm.time`"));
+        assert_eq!(setting_refused("sbatch: error: Memory specification can not be satisfied"), Some("`slurm.mem`"));
+        let generic = "sbatch: error: Batch job submission failed: Job violates accounting/QOS policy (job submit limit, user's size and/or time limits)";
+        assert_eq!(setting_refused(generic), None);
+        assert_eq!(setting_refused("sbatch: error: something new"), None);
+    }
+
+    /// Slurm 22.05's answer to raising the throttle of an array some of whose tasks have
+    /// finished: exit 1, one line per task range; only the finished ranges refused.
+    #[test]
+    fn a_throttle_refused_only_by_finished_tasks_took() {
+        assert!(only_finished_tasks_refused("3239_0-2: Job has already finished\n3239_2-8: No error\n"));
+        assert!(only_finished_tasks_refused("3239_0-8: Job has already finished\n"), "nothing left to throttle");
+        assert!(!only_finished_tasks_refused("slurm_update error: Access/permission denied\n"));
+        assert!(!only_finished_tasks_refused("3239_0-2: Job has already finished\n3239_3: Invalid job id specified\n"));
+        assert!(!only_finished_tasks_refused(""));
+        let tmp = tempfile::tempdir().expect("tempdir");
+        crate::subprocess::write_stand_in(
+            &tmp.path().join("scontrol"),
+            "echo '3239_0-2: Job has already finished' >&2; echo '3239_2-8: No error' >&2; exit 1",
+        );
+        let slurm = Slurm { bin_dir: Some(tmp.path().to_path_buf()), policy: CallPolicy { attempts: 1, ..Default::default() } };
+        assert!(slurm.set_array_throttle("3239", 3).is_ok());
     }
 
     /// Both shapes of `srun --mpi=list` (Slurm 22.05+ on stdout, older releases on stderr with

@@ -80,6 +80,9 @@ pub struct ScriptParams<'a> {
     /// `slurm.mpi`: the `--mpi=<type>` of a multi-rank run's `srun` (validated); `None`: no
     /// `--mpi`, so `srun` takes the cluster's `MpiDefault`.
     pub mpi: Option<&'a str>,
+    /// `run.ranks` of the array's runs (the same for all: ranks are part of an array's
+    /// resources): above 1, each run is one `srun` step of that many tasks.
+    pub ranks: u64,
     /// Arrays this one waits for (`--dependency=afterany:...`): earlier submissions of the
     /// sweep whose live runs already fill its throttle.
     pub after: &'a [String],
@@ -102,7 +105,7 @@ pub fn render(p: &ScriptParams<'_>) -> String {
     // Validated to plain characters; quoted all the same, so a caller that skipped validation
     // still gives srun one word.
     let srun_mpi = p.mpi.map_or(String::new(), |t| format!(" {}", shell_quote(&format!("--mpi={t}"))));
-    let vars: [(&str, String); 20] = [
+    let vars: [(&str, String); 21] = [
         ("version", env!("CARGO_PKG_VERSION").to_string()),
         ("sweep", one_line(p.sweep)),
         ("submission", p.submission.to_string()),
@@ -123,6 +126,7 @@ pub fn render(p: &ScriptParams<'_>) -> String {
         ("max_preemptions", p.max_preemptions.to_string()),
         ("checkpoint_every", checkpoint_every),
         ("srun_mpi", srun_mpi),
+        ("ranks", p.ranks.max(1).to_string()),
     ];
     // Job ids are digits (`sbatch --parsable`, checked), so they cannot add a line or option.
     let after: Vec<&str> = p.after.iter().map(String::as_str).filter(|id| !id.is_empty() && id.chars().all(|c| c.is_ascii_digit())).collect();
@@ -238,6 +242,7 @@ mod tests {
                 max_preemptions: 10,
                 checkpoint_every_s: None,
                 mpi: Some("pmix"),
+                ranks: 1,
                 after: &[],
                 // Validated, but kept to one line all the same.
                 user_after: &[hostile.to_string()],
@@ -452,13 +457,13 @@ mod tests {
     #[test]
     fn the_mpi_setting_reaches_srun_and_default_leaves_it_out() {
         let resources = Resources { options: vec![], extra: vec![] };
-        let pmi2 = render(&ScriptParams { mpi: Some("pmi2"), ..params(&resources) });
-        assert!(pmi2.contains("launcher=(srun --mpi=pmi2 --kill-on-bad-exit=1 --ntasks=\"$SLURM_NTASKS\")\n"), "{pmi2}");
+        let pmi2 = render(&ScriptParams { mpi: Some("pmi2"), ranks: 2, ..params(&resources) });
+        assert!(pmi2.contains("if [ 2 -gt 1 ]; then\n        launcher=(srun --mpi=pmi2 --kill-on-bad-exit=1 --ntasks=2)\n"), "{pmi2}");
         assert_eq!(pmi2.matches("--mpi").count(), 1, "{pmi2}");
         let pmix = render(&params(&resources));
         assert!(pmix.contains("launcher=(srun --mpi=pmix --kill-on-bad-exit=1 "), "the default before the setting: {pmix}");
-        let cluster = render(&ScriptParams { mpi: None, ..params(&resources) });
-        assert!(cluster.contains("launcher=(srun --kill-on-bad-exit=1 --ntasks=\"$SLURM_NTASKS\")\n"), "{cluster}");
+        let cluster = render(&ScriptParams { mpi: None, ranks: 2, ..params(&resources) });
+        assert!(cluster.contains("launcher=(srun --kill-on-bad-exit=1 --ntasks=2)\n"), "{cluster}");
         assert!(!cluster.contains("--mpi"), "{cluster}");
 
         let tmp = tempfile::tempdir().expect("tempdir");
@@ -469,14 +474,21 @@ mod tests {
         crate::subprocess::write_stand_in(&bin.join("srun"), &format!("echo \"srun $*\" >> '{}'", calls.display()));
         // Only named: the stand-in srun does not start it.
         let job_bin = tmp.path().join("drover-job");
-        let srun_line = |mpi: Option<&str>, id: &str| {
-            let script = render(&ScriptParams { tasks: &tasks, runs: &runs, job_bin: &job_bin, mpi, ..params(&resources) });
+        crate::subprocess::write_stand_in(&job_bin, &format!("echo \"job $*\" >> '{}'", calls.display()));
+        let launch = |mpi: Option<&str>, ranks: u64, id: &str| {
+            let script = render(&ScriptParams { tasks: &tasks, runs: &runs, job_bin: &job_bin, mpi, ranks, ..params(&resources) });
             std::fs::write(&tasks, format!("{id}\t{{}}\n")).expect("tasks file");
             let out = run_script(tmp.path(), Some(&bin), &script, &[("SLURM_ARRAY_TASK_ID", "0"), ("SLURM_NTASKS", "2")]);
             assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
             std::fs::read_to_string(&calls).unwrap_or_default().lines().last().unwrap_or_default().to_string()
         };
+        let srun_line = |mpi: Option<&str>, id: &str| launch(mpi, 2, id);
         let job = job_bin.display().to_string();
+        // A one-rank run given two tasks (`ntasks_per_node = 2`) starts one drover-job, not two
+        // on the same run directory (review finding: the second found the run locked and the
+        // step's failure killed the first).
+        let single = launch(Some("pmix"), 1, "000000000000000d");
+        assert!(single.starts_with("job --spec ") && !single.contains("srun"), "{single}");
         assert!(srun_line(Some("pmi2"), "000000000000000a").starts_with(&format!("srun --mpi=pmi2 --kill-on-bad-exit=1 --ntasks=2 {job} --spec ")));
         assert!(srun_line(None, "000000000000000b").starts_with(&format!("srun --kill-on-bad-exit=1 --ntasks=2 {job} --spec ")));
         // A value that skipped validation is still one word to srun, never a command.
@@ -531,6 +543,7 @@ mod tests {
             max_preemptions: 10,
             checkpoint_every_s: None,
             mpi: Some("pmix"),
+            ranks: 1,
             after: &[],
             user_after: &[],
         }
