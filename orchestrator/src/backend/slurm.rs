@@ -1105,6 +1105,90 @@ pub fn local_disk_warning_here(paths: &[(&str, &Path)], slurm: &Slurm) -> Option
     local_disk_warning(&on_disk, others, &exports)
 }
 
+/// Checks that each `[[slurm.overrides]]` applies to some run of the sweep. One whose `when`
+/// matches none (a value that is no grid value, `"0.1"` written for the number `0.1`) would
+/// leave every script with the base resources without a word, which the user learns from jobs
+/// killed for memory or time. Refused (naming the file, `slurm.overrides[i].when` and the
+/// values the runs have), except when `--set` or a `DROVER_SWEEP__*` variable shapes the
+/// sweep's axes: narrowing the grid for one rerun (`--set 'sweep.grid.run.num_envs=[8]'`)
+/// legitimately leaves an override for the other values with no run, and refusing would force
+/// the user to edit the file for a one-off; then it is a warning (the `Ok` values).
+pub fn unmatched_override_check(plan: &Plan) -> Result<Vec<String>, crate::ConfigError> {
+    let mut warnings = Vec::new();
+    for (i, o) in plan.sweep.slurm.overrides.iter().enumerate() {
+        if plan.runs.iter().any(|r| o.matches(&r.axes)) {
+            continue;
+        }
+        let key = format!("slurm.overrides[{i}].when");
+        let why = unmatched_words(&o.when, &plan.runs);
+        match plan.overrides.iter().find(|o| shapes_axes(o)) {
+            Some(shaping) => warnings.push(format!(
+                "`{key}` in `{}` {why}; its resources apply to no run (`{shaping}` sets the sweep's axes, so this may be meant)",
+                plan.sweep.source.display()
+            )),
+            None => {
+                return Err(crate::ConfigError::new(
+                    &plan.sweep.source,
+                    key,
+                    crate::error::ConfigErrorKind::InvalidValue(format!(
+                        "{why}: its resources would apply to no run, and every script would keep the base ones; write a value the runs have (a number without quotes for a number axis), or remove the override"
+                    )),
+                ));
+            }
+        }
+    }
+    Ok(warnings)
+}
+
+/// Whether an override of the sweep file (as `Plan::overrides` lists it: `--set key=value` or
+/// `DROVER_KEY=value`) sets the sweep's grid or cases, which decide the runs' axis values.
+fn shapes_axes(typed: &str) -> bool {
+    let key = match typed.strip_prefix("--set ") {
+        Some(set) => set.split('=').next().unwrap_or_default().trim().to_ascii_lowercase(),
+        None => typed.split('=').next().unwrap_or_default().trim_start_matches("DROVER_").to_ascii_lowercase().replace("__", "."),
+    };
+    key == "sweep" || key.starts_with("sweep.grid") || key.starts_with("sweep.cases")
+}
+
+/// "matches no run of the sweep: it asks for ..., and the runs have ..." for an override's
+/// `when`, naming each key's value and the values the runs have for it (at most ten each).
+fn unmatched_words(when: &BTreeMap<String, serde_json::Value>, runs: &[crate::config::RunSpec]) -> String {
+    const SHOWN: usize = 10;
+    // (one value, several values) of its kind.
+    let kind = |v: &serde_json::Value| match v {
+        serde_json::Value::Number(_) => ("a number", "numbers"),
+        serde_json::Value::String(_) => ("text", "text"),
+        serde_json::Value::Bool(_) => ("true or false", "true or false"),
+        serde_json::Value::Array(_) => ("a list", "lists"),
+        _ => ("a table", "tables"),
+    };
+    let asked: Vec<String> = when.iter().map(|(k, v)| format!("`{k}` = {v}")).collect();
+    let mut have = Vec::new();
+    let mut each_found = true;
+    for (k, want) in when {
+        let mut values: Vec<&serde_json::Value> = Vec::new();
+        for v in runs.iter().filter_map(|r| r.axes.get(k)) {
+            if !values.iter().any(|seen| crate::backend::slurm_config::same_axis_value(seen, v)) {
+                values.push(v);
+            }
+        }
+        each_found &= values.iter().any(|v| crate::backend::slurm_config::same_axis_value(want, v));
+        let mut shown: Vec<String> = values.iter().take(SHOWN).map(|v| v.to_string()).collect();
+        if values.len() > SHOWN {
+            shown.push(format!("… ({} in all)", values.len()));
+        }
+        let listed = if shown.is_empty() { "no value (no run sets it)".to_string() } else { shown.join(", ") };
+        // The same words written as text for a number (or the reverse) is the likely mistake.
+        let types = match values.first() {
+            Some(v) if kind(v) != kind(want) && values.iter().all(|o| kind(o) == kind(v)) => format!(" ({} where the runs have {})", kind(want).0, kind(v).1),
+            _ => String::new(),
+        };
+        have.push(format!("`{k}` = {listed}{types}"));
+    }
+    let together = if each_found && when.len() > 1 { " (each value appears, but in no run together)" } else { "" };
+    format!("matches no run of the sweep: it asks for {}, and the runs have {}{together}", asked.join(" and "), have.join("; "))
+}
+
 /// Runs a sweep may have without a throttle before [`throttle_warning`] speaks up.
 pub const UNTHROTTLED_RUNS_WARNED: usize = 500;
 
@@ -4067,6 +4151,45 @@ mod tests {
         let warning = changed_after_warning(&ledger, &queue, &now).expect("warns");
         assert!(warning.starts_with("1 queued task of array 41 still wait on `slurm.after` = `afterok:7` as submitted, not on `afterok:8`"), "{warning}");
         assert_eq!(changed_after_warning(&ledger, &queue[1..], &now), None, "42's dependency held; 43 has the same");
+    }
+
+    /// Review finding (Slurm user): an override whose `when` matched no run (`0.15`, not a
+    /// grid value; `"0.1"`, text for a number axis) was ignored without a word, every script
+    /// keeping the base resources. Refused naming the file, the key and the runs' values; a
+    /// `--set` that narrows the grid makes it a warning; `16.0` matches the grid's `16`.
+    #[test]
+    fn an_override_that_matches_no_run_is_refused_unless_a_set_shapes_the_grid() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let plugin = tmp.path().join("libdrover_plugin_x.so");
+        std::fs::write(&plugin, b"a build").expect("plugin");
+        let plan = |when: &str, sets: &[&str]| {
+            let sweep_file = tmp.path().join("s.toml");
+            let text = format!(
+                "name = \"o\"\nbackend = \"slurm\"\n[run]\nenv = \"CartPole-v1\"\nplugin = {:?}\n[sweep.grid]\n\"run.num_envs\" = [8, 16]\n\"params.clip_coef\" = [0.1, 0.2]\n[slurm]\nmem = \"1G\"\n[[slurm.overrides]]\nwhen = {when}\nmem = \"8G\"\n",
+                plugin.display().to_string()
+            );
+            std::fs::write(&sweep_file, text).expect("sweep");
+            let sets = sets.iter().map(|s| s.to_string()).collect();
+            crate::plan::plan(&crate::plan::PlanOptions { sweep_file, sets, results: Some(tmp.path().join("r")), ..Default::default() }).expect("plan")
+        };
+        let p = plan("{ \"run.num_envs\" = 16.0 }", &[]);
+        assert!(unmatched_override_check(&p).expect("it matches").is_empty());
+        let big = p.runs.iter().filter(|r| run_resources(&p.sweep.slurm, r).sbatch_lines().contains(&"#SBATCH --mem=8G".to_string())).count();
+        assert_eq!(big, 2, "the two runs with 16 envs");
+        for (when, words) in [
+            ("{ \"params.clip_coef\" = 0.15 }", "matches no run of the sweep: it asks for `params.clip_coef` = 0.15, and the runs have `params.clip_coef` = 0.1, 0.2:"),
+            ("{ \"params.clip_coef\" = \"0.1\" }", "and the runs have `params.clip_coef` = 0.1, 0.2 (text where the runs have numbers)"),
+            ("{ \"params.clip_coef\" = 0.1, \"run.num_envs\" = 12 }", "`params.clip_coef` = 0.1, 0.2; `run.num_envs` = 8, 16:"),
+        ] {
+            let err = unmatched_override_check(&plan(when, &[])).expect_err(when);
+            assert_eq!(err.key.as_deref(), Some("slurm.overrides[0].when"), "{when}");
+            let text = err.to_string();
+            assert!(text.contains("s.toml") && text.contains(words), "{text}");
+        }
+        let narrowed = plan("{ \"run.num_envs\" = 16 }", &["sweep.grid.run.num_envs=[8]"]);
+        let warnings = unmatched_override_check(&narrowed).expect("a warning, not a refusal");
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("`slurm.overrides[0].when` in `") && warnings[0].contains("`--set sweep.grid.run.num_envs=[8]` sets the sweep's axes"), "{warnings:?}");
     }
 
     /// `slurm.after` on a job Slurm does not know is refused before anything is submitted
