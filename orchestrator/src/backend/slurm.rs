@@ -1527,7 +1527,10 @@ fn held_before(ledger: &Ledger, runs: &Path, job: &str) -> bool {
 /// or a job that ended more than `MinJobAge` ago and was forgotten, failed or not), so a typo
 /// would start the sweep at once instead of making it wait. An unknown id is refused, naming
 /// the key, unless a run of this sweep already started under it (the dependency held then,
-/// and Slurm has since forgotten the job, as it does; a rerun may go on).
+/// and Slurm has since forgotten the job, as it does; a rerun may go on). So is a term on a job
+/// that has already ended so that it can never hold (`afterok` on a job that failed): Slurm
+/// would take the arrays and keep them queued as `DependencyNeverSatisfied` for ever; with the
+/// same exception, since a rerun after the job held may meet it ended, as it then is.
 pub fn check_after_jobs(plan: &Plan, slurm: &Slurm) -> Result<(), crate::ConfigError> {
     let after = &plan.sweep.slurm.after;
     if after.is_empty() {
@@ -1544,18 +1547,67 @@ pub fn check_after_jobs(plan: &Plan, slurm: &Slurm) -> Result<(), crate::ConfigE
     };
     let root = plan.results.root();
     let ledger = Ledger::load(root).unwrap_or_default();
-    let unknown: Vec<&String> = ids.iter().filter(|id| !known.contains(*id) && !held_before(&ledger, &root.join("runs"), id)).collect();
-    if unknown.is_empty() {
+    let held = |id: &str| held_before(&ledger, &root.join("runs"), id);
+    let unknown: Vec<&String> = ids.iter().filter(|id| !known.contains_key(*id) && !held(id)).collect();
+    let refuse = |why: String| Err(crate::ConfigError::new(&plan.sweep.source, "slurm.after", crate::error::ConfigErrorKind::InvalidValue(why)));
+    if !unknown.is_empty() {
+        let list = unknown.iter().map(|id| format!("`{id}`")).collect::<Vec<_>>().join(", ");
+        return refuse(format!(
+            "Slurm does not know job {list} (a wrong id, or a job that ended more than `MinJobAge` ago and was forgotten), and counts a dependency on a job it does not know as met: the sweep would start at once instead of waiting; give the id of a job `squeue --jobs=<id>` lists, or leave `after` out if that job has ended as the sweep needs"
+        ));
+    }
+    let mut never = Vec::new();
+    for (kind, term_ids) in after.iter().flat_map(|t| dependency_terms(t)) {
+        for id in term_ids {
+            let job = dependency_job(id);
+            // A task named alone (`4242_7`) is judged by its own state; while Slurm lists it
+            // only inside its array's pending record, not at all.
+            let task = id.split('+').next().unwrap_or(id);
+            let key = if task.contains('_') && !task.ends_with("_*") { task } else { job };
+            let states = known.get(key).map(Vec::as_slice).unwrap_or_default();
+            if !held(job) && never_holds(kind, states) {
+                let wants = if kind == "afterok" { "success" } else { "failure" };
+                never.push(format!("`{kind}:{id}` can never hold: {}, and {kind} waits for its {wants}", ended_words(key, states)));
+            }
+        }
+    }
+    if never.is_empty() {
         return Ok(());
     }
-    let list = unknown.iter().map(|id| format!("`{id}`")).collect::<Vec<_>>().join(", ");
-    Err(crate::ConfigError::new(
-        &plan.sweep.source,
-        "slurm.after",
-        crate::error::ConfigErrorKind::InvalidValue(format!(
-            "Slurm does not know job {list} (a wrong id, or a job that ended more than `MinJobAge` ago and was forgotten), and counts a dependency on a job it does not know as met: the sweep would start at once instead of waiting; give the id of a job `squeue --jobs=<id>` lists, or leave `after` out if that job has ended as the sweep needs"
-        )),
+    refuse(format!(
+        "{}: Slurm would keep the sweep's runs queued for ever (DependencyNeverSatisfied); name a job that can still end as asked, `afterany:<id>` to follow a job however it ended, or leave `after` out",
+        never.join("; ")
     ))
+}
+
+/// The states in which a job (or array task) has ended otherwise than COMPLETED, for good: an
+/// `afterok` on it can never hold.
+const ENDED_NOT_COMPLETED: &[&str] = &["FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED", "BOOT_FAIL", "DEADLINE"];
+
+/// Whether a dependency term of type `kind` on a job whose tasks are in `states` (one for a
+/// plain job, every task's for an array) can never hold: `afterok` once any task ended not
+/// COMPLETED, `afternotok` once every task COMPLETED. `after` and `afterany` always hold once
+/// the job has ended; no states (not listed) are not judged here.
+fn never_holds(kind: &str, states: &[String]) -> bool {
+    match kind {
+        "afterok" => states.iter().any(|s| ENDED_NOT_COMPLETED.contains(&s.as_str())),
+        "afternotok" => !states.is_empty() && states.iter().all(|s| s == "COMPLETED"),
+        _ => false,
+    }
+}
+
+/// How job `key`'s tasks stand, for a message: `job `4242` ended FAILED`, or for an array
+/// `the tasks of array job `4242` are 3 COMPLETED, 1 FAILED`.
+fn ended_words(key: &str, states: &[String]) -> String {
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for s in states {
+        *counts.entry(s.as_str()).or_default() += 1;
+    }
+    match (states, counts.len()) {
+        ([one], _) => format!("job `{key}` ended {one}"),
+        ([first, ..], 1) => format!("the {} tasks of array job `{key}` ended {first}", states.len()),
+        _ => format!("the tasks of array job `{key}` are {}", counts.iter().map(|(s, n)| format!("{n} {s}")).collect::<Vec<_>>().join(", ")),
+    }
 }
 
 /// Slurm's reason for a task whose dependency can never hold (`afterok` on a job that failed,
@@ -4228,6 +4280,66 @@ case \"$*\" in *--jobs=7) echo '7|7';; *) echo 'slurm_load_jobs error: Invalid j
         std::fs::create_dir_all(root.join("runs").join(run)).expect("mkdir");
         std::fs::write(root.join("runs").join(run).join("attempts.jsonl"), "{\"array_job_id\":\"60\",\"array_task_id\":\"0\"}\n").expect("attempt");
         assert!(check_after_jobs(&plan("999"), &slurm).is_ok());
+    }
+
+    /// Review finding (Slurm user): `slurm.after` on a job that had already ended so that the
+    /// term could never hold (`afterok` on a failed job) was submitted, and the arrays sat in
+    /// `DependencyNeverSatisfied`. Refused before submission, naming the term and the job's
+    /// state(s), an array judged by all its tasks and a task named alone by its own; `after` and
+    /// `afterany` always hold once the job ended; a term a run of the sweep already started
+    /// under is let through.
+    #[test]
+    fn after_on_a_job_that_ended_so_it_can_never_hold_is_refused_unless_it_held_before() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let (bin, root) = (tmp.path().join("bin"), tmp.path().join("results"));
+        std::fs::create_dir_all(&bin).expect("mkdir");
+        // `%F|%A|%i|%T`: 10 failed, 11 succeeded, 12 runs; array 20 mixed, array 30 all well.
+        std::fs::write(
+            bin.join("squeue"),
+            "#!/bin/sh
+case \"$*\" in
+*--jobs=10) echo '10|10|10|FAILED';;
+*--jobs=11) echo '11|11|11|COMPLETED';;
+*--jobs=12) echo '12|12|12|RUNNING';;
+*--jobs=20) printf '20|21|20_0|COMPLETED\\n20|22|20_1|FAILED\\n20|23|20_2|PENDING\\n';;
+*--jobs=30) printf '30|31|30_0|COMPLETED\\n30|32|30_1|COMPLETED\\n';;
+*) echo 'slurm_load_jobs error: Invalid job id specified' >&2; exit 1;;
+esac\n",
+        )
+        .expect("fake squeue");
+        std::fs::set_permissions(bin.join("squeue"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+        let slurm = Slurm { bin_dir: Some(bin), policy: crate::backend::slurm_cmd::CallPolicy { attempts: 1, ..Default::default() } };
+        let check = |after: &str| {
+            let mut plan = sweep_plan(tmp.path(), &format!("after = {after:?}"), "").expect("plan");
+            plan.results = layout::ResultsDir::new(&root);
+            check_after_jobs(&plan, &slurm)
+        };
+        for holds in ["afterany:10", "after:10", "afternotok:10", "afterok:11", "afterany:11", "afterok:12", "afternotok:12", "afterok:20_0", "afterok:20_2", "afternotok:20", "afterok:30_*", "afterok:30_1"] {
+            assert!(check(holds).is_ok(), "{holds}: {:?}", check(holds).err());
+        }
+        for (never, words) in [
+            ("afterok:10", "`afterok:10` can never hold: job `10` ended FAILED, and afterok waits for its success"),
+            ("10", "`afterok:10` can never hold: job `10` ended FAILED"),
+            ("afternotok:11", "`afternotok:11` can never hold: job `11` ended COMPLETED, and afternotok waits for its failure"),
+            ("afterok:20", "`afterok:20` can never hold: the tasks of array job `20` are 1 COMPLETED, 1 FAILED, 1 PENDING"),
+            ("afterok:20_*", "the tasks of array job `20` are"),
+            ("afterok:20_1", "`afterok:20_1` can never hold: job `20_1` ended FAILED"),
+            ("afternotok:30", "`afternotok:30` can never hold: the 2 tasks of array job `30` ended COMPLETED"),
+            ("afterany:12,afterok:10", "`afterok:10` can never hold: job `10` ended FAILED"),
+        ] {
+            let err = check(never).expect_err(never);
+            assert_eq!(err.key.as_deref(), Some("slurm.after"), "{never}");
+            let text = err.to_string();
+            assert!(text.contains(words) && text.contains("DependencyNeverSatisfied"), "{never}: {text}");
+        }
+        // A run of the sweep started in an array submitted with `afterok:10`: it held then.
+        let mut ledger = Ledger::load(&root).expect("empty");
+        let run = "00000000000000aa";
+        ledger.append(intent_after(0, vec![run.into()], None, None, vec!["afterok:10".into()])).expect("intent");
+        ledger.append(LedgerEvent::Submitted { submission: 0, job_id: "60".into() }).expect("submitted");
+        std::fs::create_dir_all(root.join("runs").join(run)).expect("mkdir");
+        std::fs::write(root.join("runs").join(run).join("attempts.jsonl"), "{\"array_job_id\":\"60\",\"array_task_id\":\"0\"}\n").expect("attempt");
+        assert!(check("afterok:10").is_ok(), "held before");
     }
 
     /// A small model of Slurm's side of a sweep, to check the throttle over many interleavings:
