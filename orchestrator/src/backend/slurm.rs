@@ -569,6 +569,14 @@ fn last_attempt(run_dir: &Path) -> Option<serde_json::Value> {
     text.lines().rev().find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
 }
 
+/// The latest attempt (`attempts.jsonl`) and the exit code the batch script recorded for it in
+/// `attempt-<k>.rc` once it ended; `None` while it runs (or for a script from before the file).
+fn ended_attempt(run_dir: &Path) -> Option<(u64, i32)> {
+    let attempt = last_attempt(run_dir)?["attempt"].as_u64()?;
+    let code = std::fs::read_to_string(run_dir.join(format!("attempt-{attempt}.rc"))).ok()?.trim().parse().ok()?;
+    Some((attempt, code))
+}
+
 /// Where a run stands whose array task trains several runs one after another
 /// (`slurm.runs_per_task`), where Slurm's state, being the task's, does not say; `None` leaves
 /// it to `classify`. A completed or failed marker, or an ended attempt (its `.rc`) without one,
@@ -594,11 +602,14 @@ fn packed_view(run_dir: &Path, exit: Option<&ExitRecord>, ran_here: bool, per_ta
             Some((RunState::NotSubmitted, Some(not_reached(&format!("Slurm: {listed}")))))
         };
     }
-    let rc = last_attempt(run_dir)
-        .and_then(|a| a["attempt"].as_u64())
-        .and_then(|n| std::fs::read_to_string(run_dir.join(format!("attempt-{n}.rc"))).ok());
-    match (exit, rc) {
-        (None, Some(rc)) => Some((RunState::Failed, Some(format!("exit code {} without writing exit.json (killed, or out of memory?)", rc.trim())))),
+    match (exit, ended_attempt(run_dir)) {
+        (None, Some((attempt, code))) => {
+            let mut reason = crate::status::ended_without_exit_json(code);
+            if let Some(line) = crate::backend::last_log_line(&run_dir.join(format!("attempt-{attempt}.stderr.log"))) {
+                reason.push_str(&format!("; its stderr ends: {line}"));
+            }
+            Some((RunState::Failed, Some(reason)))
+        }
         (Some(stop), _) if running => {
             let words = stop.reason.as_deref().unwrap_or("stopped at a checkpoint");
             Some((RunState::Pending, Some(format!("{words}; its task is being requeued (or cancelled)"))))
@@ -660,6 +671,8 @@ fn statuses_reusing(
                 }
             };
             let (mut slurm_job, mut entry, mut facts) = (None, None, RunFacts::default());
+            // The last line of the stderr of an attempt that ended without a marker.
+            let mut stderr_end = None;
             // The array of the run's latest accepted submission.
             let mut array_job = None;
             // A run of a task that trains several, as its own files say.
@@ -692,19 +705,38 @@ fn statuses_reusing(
                         }
                         _ => None,
                     };
+                    let view = match (queue, entry) {
+                        (None, _) => SlurmView::Unanswered,
+                        (Some(_), Some(e)) => SlurmView::Listed(e.state.as_str()),
+                        (Some(_), None) => SlurmView::Forgotten,
+                    };
+                    // Read only for a task that failed or was forgotten without a marker, and
+                    // only if the latest attempt ran in it (an older attempt's code is stale).
+                    let ended = match view {
+                        _ if exit.is_some() || packed.is_some() => None,
+                        SlurmView::Forgotten if ran_in_array => ended_attempt(&run_dir),
+                        SlurmView::Listed(state) if listed_state(state) == RunState::Failed && last_attempt_ran_in(&run_dir, job_id, task) => {
+                            ended_attempt(&run_dir)
+                        }
+                        _ => None,
+                    };
+                    stderr_end = ended.and_then(|(attempt, _)| crate::backend::last_log_line(&run_dir.join(format!("attempt-{attempt}.stderr.log"))));
                     facts = RunFacts {
                         cancelled_by_drover: ledger.cancelled(n, job_id),
                         ran_in_listed_task: entry.is_some() && ran_in_array,
                         started: ran_in_array,
+                        exit_code: ended.map(|(_, code)| code),
                     };
-                    match (queue, entry) {
-                        (None, _) => SlurmView::Unanswered,
-                        (Some(_), Some(e)) => SlurmView::Listed(e.state.as_str()),
-                        (Some(_), None) => SlurmView::Forgotten,
-                    }
+                    view
                 }
             };
             let (state, reason) = packed.unwrap_or_else(|| classify(exit.as_ref(), view, facts));
+            // A job that stops before it can write exit.json (a refused spec, a library that
+            // failed to load) said why on stderr: the reason shows it, not only a log path.
+            let reason = match (state, reason, stderr_end) {
+                (RunState::Failed, Some(r), Some(line)) if facts.exit_code.is_some() => Some(format!("{r}; its stderr ends: {line}")),
+                (_, reason, _) => reason,
+            };
             // Cancelled while queued by a `drover run` that stopped the failing sweep: what Slurm
             // alone would call a `scancel` by hand. A task that had started was not cancelled
             // by it (only queued tasks were).
@@ -2468,6 +2500,8 @@ impl Breaker {
         }
         let st = latest.or_else(|| now.iter().find(|st| st.state == RunState::Failed && st.progress.is_none()))?;
         let log = match st.logs.last() {
+            // A reason that quotes the stderr already need not quote it again.
+            Some(l) if st.reason.as_deref().is_some_and(|r| r.contains("; its stderr ends: ")) => format!(", log `{}`", l.display()),
             Some(l) => match crate::backend::last_log_line(l) {
                 Some(line) => format!("; its log `{}` ends: {line}", l.display()),
                 None => format!(", log `{}`", l.display()),
@@ -3101,6 +3135,49 @@ mod tests {
         assert_eq!(now[1].state, RunState::Failed, "another refusal leaves the earlier outcome: {:?}", now[1]);
     }
 
+    /// Review finding (Slurm user): a single-run task whose `drover-job` exited 1 without
+    /// writing exit.json read `Slurm: FAILED, and the job wrote no exit.json`, then, once Slurm
+    /// forgot it, `... (killed, out of memory, or node failure?)`, though `attempt-1.rc` said 1.
+    /// The latest attempt's exit code and stderr's last line now say it, listed or forgotten;
+    /// the guess is left for a run with no code, or whose code is an older attempt's.
+    #[test]
+    fn a_failed_task_without_exit_json_is_told_by_its_exit_code_and_stderr() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let root = tmp.path().canonicalize().expect("canonical");
+        let (ledger, dir, ids) = two_runs_in_array_77(&root);
+        let attempts = |i: usize, last: u32| {
+            let run = root.join("runs").join(ids[i]);
+            std::fs::create_dir_all(&run).expect("mkdir");
+            let lines: String = (1..=last)
+                .map(|n| format!("{{\"format_version\":1,\"attempt\":{n},\"slurm_job_id\":\"8{i}\",\"array_job_id\":\"77\",\"array_task_id\":\"{i}\"}}\n"))
+                .collect();
+            std::fs::write(run.join("attempts.jsonl"), lines).expect("attempts");
+            run
+        };
+        let run = attempts(0, 1);
+        std::fs::write(run.join("attempt-1.rc"), "1\n").expect("rc");
+        std::fs::write(run.join("attempt-1.stderr.log"), "loading spec\nerror: spec.json: unknown field `lr`\n\n").expect("stderr");
+        // Run 1's code is of attempt 1; attempt 2 ended with none (killed with its batch script).
+        let run = attempts(1, 2);
+        std::fs::write(run.join("attempt-1.rc"), "1\n").expect("rc");
+        let reasons = |queue: &[QueueEntry]| -> Vec<(RunState, String)> {
+            statuses(&dir, &ledger, Some(queue)).into_iter().map(|r| (r.state, r.reason.unwrap_or_default())).collect()
+        };
+        assert_eq!(reasons(&tasks("77", 0, 2, "FAILED", "NonZeroExitCode")), [
+            (RunState::Failed, "exit code 1 without writing exit.json (Slurm: FAILED); its stderr ends: error: spec.json: unknown field `lr`".to_string()),
+            (RunState::Failed, "Slurm: FAILED, and the job wrote no exit.json".to_string()),
+        ]);
+        assert_eq!(reasons(&[]), [
+            (RunState::Failed, "exit code 1 without writing exit.json; its stderr ends: error: spec.json: unknown field `lr`".to_string()),
+            (RunState::Failed, "the job wrote no exit.json and Slurm no longer lists it (killed, out of memory, or node failure?)".to_string()),
+        ]);
+        // Killed by a signal: bash's 128 + n is named as the signal.
+        std::fs::write(root.join("runs").join(ids[1]).join("attempt-2.rc"), "137\n").expect("rc");
+        let (state, reason) = reasons(&[]).remove(1);
+        assert_eq!(state, RunState::Failed);
+        assert!(reason.starts_with("exit code 137 without writing exit.json: killed by signal 9 (SIGKILL)"), "{reason}");
+    }
+
     /// Runs packed three to a task (`slurm.runs_per_task`) while Slurm lists task 0 running
     /// and task 1 pending: each run reads its own files, since Slurm's state is the task's. The
     /// run that ended well is done, the one whose attempt ended without a marker failed (its
@@ -3145,7 +3222,10 @@ mod tests {
             (RunState::Pending, "50_1"),
             (RunState::Pending, "50_1"),
         ]);
-        assert_eq!(now[1].reason.as_deref(), Some("exit code 137 without writing exit.json (killed, or out of memory?)"));
+        assert_eq!(
+            now[1].reason.as_deref(),
+            Some("exit code 137 without writing exit.json: killed by signal 9 (SIGKILL): out of memory? (the kernel's OOM killer sends SIGKILL; see `dmesg`)")
+        );
         assert_eq!(now[2].reason, None);
         // Run 3 is the first of task 1 (pending: Slurm's reason); had task 0 not reached run 2
         // yet, run 2 would wait its turn.
