@@ -2308,7 +2308,7 @@ fn prepare_runs(
     settings: &SlurmSettings,
 ) -> Result<PreparedRuns, RunError> {
     let now = statuses(dir, ledger, Some(queue));
-    let (mut skipped, mut attached, mut resumed, mut to_submit) = (0, 0, 0, Vec::new());
+    let (mut skipped, mut attached, mut resumed, mut redone, mut to_submit) = (0, 0, 0, 0, Vec::new());
     for (run, st) in plan.runs.iter().zip(&now) {
         match st.state {
             RunState::Done => skipped += 1,
@@ -2316,12 +2316,18 @@ fn prepare_runs(
             _ => {
                 // A stopped run with a checkpoint resumes (`resumes_on_rerun`); others start over.
                 let failed_at_stop = st.state == RunState::Failed && failed_at_a_stop(&dir.run_dir(&run.run_id));
-                resumed += usize::from(ready_run_dir(plan, run, resumes_on_rerun(st.state, failed_at_stop))?);
+                let resumes = ready_run_dir(plan, run, resumes_on_rerun(st.state, failed_at_stop))?;
+                resumed += usize::from(resumes);
+                // A rerun is the user's request to run the sweep again: it redoes failed runs
+                // as the local backend does, spending no `max_retries` (the waiting loop's
+                // automatic retries count there, across reruns, and are not reset), and says
+                // how many, so a loop of `drover run --no-wait` shows what it resubmits.
+                redone += usize::from(st.state == RunState::Failed && !resumes);
                 to_submit.push((run.run_id.to_string(), run_resources(settings, run)));
             }
         }
     }
-    Ok(PreparedRuns { to_submit, skipped, attached, resumed })
+    Ok(PreparedRuns { to_submit, skipped, attached, resumed, redone })
 }
 
 /// Whether Slurm still lists the run's array task as queued or running while the run itself
@@ -2341,6 +2347,21 @@ struct PreparedRuns {
     attached: usize,
     /// Runs of `to_submit` that continue from their checkpoint.
     resumed: usize,
+    /// Runs of `to_submit` that failed before and start over.
+    redone: usize,
+}
+
+/// `submitting N` with what a rerun's first line says of the runs it submits again: how many
+/// failed before and are redone, and how many resume from their checkpoint.
+fn submitting_words(submitting: usize, resumed: usize, redone: usize) -> String {
+    let mut parts = Vec::new();
+    if redone > 0 {
+        parts.push(format!("{redone} failed before, redone"));
+    }
+    if resumed > 0 {
+        parts.push(format!("{resumed} resume{} from {} checkpoint", if resumed == 1 { "s" } else { "" }, if resumed == 1 { "its" } else { "their" }));
+    }
+    if parts.is_empty() { format!("submitting {submitting}") } else { format!("submitting {submitting} ({})", parts.join("; ")) }
 }
 
 /// Which budget a resubmission of the run would count against; `None` for runs drover does
@@ -2605,7 +2626,7 @@ pub fn run_sweep(plan: &Plan, opts: &SlurmOptions) -> Result<SlurmReport, RunErr
         let panicked = || RunError::Io { action: "ask Slurm for MaxArraySize", path: root.clone(), source: std::io::Error::other("thread panicked") };
         (provenance.join().unwrap_or_default(), max_array.join().unwrap_or_else(|_| Err(panicked())), prepared)
     });
-    let (PreparedRuns { to_submit, skipped, attached, resumed }, queue) = prepared?;
+    let (PreparedRuns { to_submit, skipped, attached, resumed, redone }, queue) = prepared?;
     // Runs of earlier `drover run`s still live share the sweep's throttle with the new arrays.
     let mut raised = throttles_set(&root);
     share_free_slots_remembered(&root, &mut ledger, &queue, &opts.slurm, &mut raised);
@@ -2630,17 +2651,13 @@ pub fn run_sweep(plan: &Plan, opts: &SlurmOptions) -> Result<SlurmReport, RunErr
     let mut report = SlurmReport { skipped, attached, ..SlurmReport::default() };
     if !opts.quiet {
         // Whether stopped runs start over is the first thing a user rerunning a sweep asks.
-        let resuming = match resumed {
-            0 => String::new(),
-            n => format!(" ({n} resume{} from {} checkpoint)", if n == 1 { "s" } else { "" }, if n == 1 { "its" } else { "their" }),
-        };
         eprintln!(
-            "drover: sweep `{}`: {}: {} completed, {} queued or running (re-attached), submitting {}{resuming} -> {}",
+            "drover: sweep `{}`: {}: {} completed, {} queued or running (re-attached), {} -> {}",
             plan.sweep.name,
             crate::words::count(plan.runs.len(), "run"),
             report.skipped,
             report.attached,
-            to_submit.len(),
+            submitting_words(to_submit.len(), resumed, redone),
             root.display()
         );
     }
@@ -3850,6 +3867,42 @@ mod tests {
         // array stopped it: its checkpoint is the work so far (a run never submitted has none).
         assert!(resumes_on_rerun(RunState::NotSubmitted, false));
         assert!(!resumes_on_rerun(RunState::Unknown, false));
+    }
+
+    /// Review finding (Slurm user): a rerun resubmitted failed runs without a word, so a cron
+    /// loop of `drover run --no-wait` seemed to retry them for ever past `max_retries`. A rerun
+    /// does redo them (the user's request), and its first line counts them apart from the runs
+    /// that resume.
+    #[test]
+    fn a_rerun_says_how_many_failed_runs_it_redoes() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let plan = sweep_plan(tmp.path(), "", "").expect("plan");
+        let root = plan.results.root().to_path_buf();
+        let ids: Vec<String> = plan.runs.iter().map(|r| r.run_id.to_string()).collect();
+        let mut ledger = Ledger::load(&root).expect("empty ledger");
+        ledger.append(intent(0, ids.clone(), None, None)).expect("intent");
+        ledger.append(LedgerEvent::Submitted { submission: 0, job_id: "77".into() }).expect("submitted");
+        // Run 0 failed after spending its `max_retries` (2): a rerun redoes it all the same.
+        for _ in 0..2 {
+            ledger.append(LedgerEvent::Retry { run_id: ids[0].clone(), retry: RetryKind::Failed, reason: "boom".into() }).expect("retry");
+        }
+        assert_eq!(plan.sweep.slurm.max_retries, 2);
+        // Run 1 was stopped from outside and kept its checkpoint.
+        for (i, status) in [(0, "failed"), (1, "cancelled")] {
+            let run = root.join("runs").join(&ids[i]);
+            std::fs::create_dir_all(&run).expect("mkdir");
+            let line = format!(r#"{{"format_version":1,"attempt":1,"slurm_job_id":"8{i}","array_job_id":"77","array_task_id":"{i}"}}"#);
+            std::fs::write(run.join("attempts.jsonl"), line + "\n").expect("attempts");
+            let exit = serde_json::json!({"format_version": 1, "run_id": ids[i], "status": status, "reason": "boom"});
+            std::fs::write(run.join(EXIT_JSON), exit.to_string()).expect("marker");
+        }
+        std::fs::write(root.join("runs").join(&ids[1]).join(CHECKPOINT_JSON), "{}").expect("checkpoint");
+        let dir = SweepDir { root: root.clone(), name: plan.sweep.name.clone(), runs: plan.runs.iter().map(|r| r.run_id.clone()).collect(), job_name: "j".into() };
+        let prepared = prepare_runs(&plan, &dir, &ledger, &[], &plan.sweep.slurm).expect("prepared");
+        assert_eq!((prepared.to_submit.len(), prepared.redone, prepared.resumed), (2, 1, 1));
+        assert_eq!(submitting_words(2, prepared.resumed, prepared.redone), "submitting 2 (1 failed before, redone; 1 resumes from its checkpoint)");
+        assert_eq!(submitting_words(3, 0, 0), "submitting 3");
+        assert_eq!(submitting_words(3, 2, 0), "submitting 3 (2 resume from their checkpoint)");
     }
 
     /// Failed runs are resubmitted only into the sweep's free slots: each resubmission is an
