@@ -597,8 +597,10 @@ fn use_slurm(arg: Option<BackendArg>, plan: &plan::Plan) -> bool {
 /// What a Slurm sweep is checked for before anything is submitted, and by `--dry-run` the
 /// same way: runs that would see no GPU, large sweeps without a throttle, resources runs would
 /// waste, paths the compute nodes cannot see and an MPI type this machine's `srun` does not
-/// list (warnings), and the `[slurm.arch]` folders' builds.
+/// list (warnings), `[[slurm.overrides]]` that apply to no run (refused, or a warning when an
+/// override of the file shapes the grid), and the `[slurm.arch]` folders' builds.
 fn slurm_preflight(plan: &plan::Plan, job_bin: &Path) -> anyhow::Result<()> {
+    let unmatched = slurm::unmatched_override_check(plan)?;
     let mut paths = vec![("the results directory", plan.results.root()), ("drover-job", job_bin)];
     paths.extend(plan.plugins.values().map(|p| ("a plugin", p.as_path())));
     let warnings =
@@ -611,7 +613,7 @@ fn slurm_preflight(plan: &plan::Plan, job_bin: &Path) -> anyhow::Result<()> {
         ]
         .into_iter()
         .flatten();
-    for warning in warnings.chain(slurm::resource_warnings(plan)) {
+    for warning in warnings.chain(slurm::resource_warnings(plan)).chain(unmatched) {
         eprintln!("drover: warning: {warning}");
     }
     drover::backend::arch::check_builds(&plan.sweep.slurm.arch, &plan.plugins, &plan.sweep.source)?;

@@ -140,11 +140,25 @@ pub struct RunFacts {
     /// The batch script recorded an attempt of the run in the array of its latest submission
     /// (the last line of `attempts.jsonl`): the task started.
     pub started: bool,
+    /// The exit code the batch script recorded (`attempt-<k>.rc`) for the run's latest attempt,
+    /// when that attempt ran in the task Slurm lists as failed or has forgotten and wrote no
+    /// exit.json: the run's own account of how it ended, which beats a guess from Slurm's state.
+    pub exit_code: Option<i32>,
+}
+
+/// Why an attempt that wrote no exit.json ended, by the exit code the batch script recorded:
+/// `bash` reports a job killed by signal n as 128 + n, which is named as such (SIGKILL, most
+/// often the OOM killer); any other code is the job's own.
+pub fn ended_without_exit_json(code: i32) -> String {
+    match code {
+        129..=192 => format!("exit code {code} without writing exit.json: {}", crate::backend::local::signal_reason(code - 128, false, false)),
+        _ => format!("exit code {code} without writing exit.json"),
+    }
 }
 
 /// The state of one run, and a reason when it did not complete.
 pub fn classify(exit: Option<&ExitRecord>, slurm: SlurmView<'_>, facts: RunFacts) -> (RunState, Option<String>) {
-    let RunFacts { cancelled_by_drover, ran_in_listed_task, started } = facts;
+    let RunFacts { cancelled_by_drover, ran_in_listed_task, started, exit_code } = facts;
     if exit.is_some_and(|e| e.status == ExitStatus::Completed) {
         return (RunState::Done, None);
     }
@@ -186,16 +200,24 @@ pub fn classify(exit: Option<&ExitRecord>, slurm: SlurmView<'_>, facts: RunFacts
             other => match marker(by_drover) {
                 Some(m) => m,
                 None if cancelled_by_drover => (RunState::Cancelled, Some(BY_DROVER.into())),
-                None => (RunState::Failed, Some(format!("Slurm: {other}, and the job wrote no exit.json"))),
+                None => (RunState::Failed, Some(match exit_code {
+                    Some(code) => format!("{} (Slurm: {other})", ended_without_exit_json(code)),
+                    None => format!("Slurm: {other}, and the job wrote no exit.json"),
+                })),
             },
         },
         SlurmView::Forgotten => match marker(by_drover) {
             Some(m) => m,
             None if cancelled_by_drover => (RunState::Cancelled, Some(BY_DROVER.into())),
             None if !started => (RunState::Cancelled, Some(NEVER_STARTED.into())),
+            // Only a run with no recorded exit code leaves the cause to a guess: one that exited
+            // with its own code said why on its stderr, and was not killed.
             None => (
                 RunState::Failed,
-                Some("the job wrote no exit.json and Slurm no longer lists it (killed, out of memory, or node failure?)".into()),
+                Some(exit_code.map_or_else(
+                    || "the job wrote no exit.json and Slurm no longer lists it (killed, out of memory, or node failure?)".into(),
+                    ended_without_exit_json,
+                )),
             ),
         },
         // A failure marker is final (only a new submission runs the run again); a stop marker
@@ -564,7 +586,7 @@ pub(crate) mod tests {
     /// Facts of a run that started: `drover cancel` stopped it or not, and its latest attempt
     /// ran in the task Slurm lists or not.
     fn started(cancelled_by_drover: bool, ran_in_listed_task: bool) -> RunFacts {
-        RunFacts { cancelled_by_drover, ran_in_listed_task, started: true }
+        RunFacts { cancelled_by_drover, ran_in_listed_task, started: true, exit_code: None }
     }
 
     fn exit(status: ExitStatus, reason: Option<&str>) -> ExitRecord {

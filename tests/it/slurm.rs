@@ -1395,7 +1395,8 @@ fn users_job(command: &str) -> String {
 /// none of its runs starts while that job runs, `drover status` says what they wait for, and
 /// they train once it has succeeded. A job that failed can never satisfy `afterok`: the waiting
 /// `drover run` cancels the queued runs and says why instead of waiting forever, and the next
-/// `drover run` without the dependency trains them.
+/// `drover run` without the dependency trains them; a job that has already failed when the
+/// sweep is submitted is refused before anything is submitted (exit code 3).
 #[test]
 fn a_sweep_after_a_users_job_waits_for_it_and_stops_if_it_can_never_start() {
     slurm_up();
@@ -1424,7 +1425,8 @@ fn a_sweep_after_a_users_job_waits_for_it_and_stops_if_it_can_never_start() {
     assert!(!prep_live(), "the sweep ended after the job it waited for");
     assert_eq!(states(&status_json(&results)), ["done"; 2], "{}", text(&out));
 
-    let failed = users_job("exit 3");
+    // Still running when the sweep is submitted: the waiting `drover run` meets its failure.
+    let failed = users_job("sleep 6; exit 3");
     let sweep = short_sweep(tmp.path(), "after-failed", "[1, 2, 3]", &format!("after = {failed}\nthrottle = 2"));
     let results = tmp.path().join("r2");
     let out = drover().arg("run").arg(&sweep).arg("--results").arg(&results).output().expect("drover run");
@@ -1439,6 +1441,15 @@ fn a_sweep_after_a_users_job_waits_for_it_and_stops_if_it_can_never_start() {
     let out = drover().arg("run").arg(&sweep).arg("--results").arg(&results).args(["--set", "slurm.after=[]"]).output().expect("drover run");
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(states(&status_json(&results)), ["done"; 3], "{}", text(&out));
+
+    // Already failed when the sweep is submitted: `afterok` can never hold, refused up front.
+    let ended = users_job("exit 3");
+    wait_until("Slurm to list the job failed", Duration::from_secs(25), || squeue_names("users-own").contains(&format!("{ended} FAILED")));
+    let after = format!("slurm.after={ended}");
+    let out = drover().arg("run").arg(&sweep).arg("--results").arg(tmp.path().join("r3")).args(["--set", &after]).output().expect("drover run");
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(text(&out).contains("key `slurm.after`") && text(&out).contains(&format!("`afterok:{ended}` can never hold: job `{ended}` ended FAILED")), "{}", text(&out));
+    assert!(!tmp.path().join("r3/slurm/submissions.jsonl").exists(), "nothing submitted");
 }
 
 /// `slurm.after` through a lift: a rerun's array waits both on the two older runs that fill the

@@ -569,6 +569,14 @@ fn last_attempt(run_dir: &Path) -> Option<serde_json::Value> {
     text.lines().rev().find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
 }
 
+/// The latest attempt (`attempts.jsonl`) and the exit code the batch script recorded for it in
+/// `attempt-<k>.rc` once it ended; `None` while it runs (or for a script from before the file).
+fn ended_attempt(run_dir: &Path) -> Option<(u64, i32)> {
+    let attempt = last_attempt(run_dir)?["attempt"].as_u64()?;
+    let code = std::fs::read_to_string(run_dir.join(format!("attempt-{attempt}.rc"))).ok()?.trim().parse().ok()?;
+    Some((attempt, code))
+}
+
 /// Where a run stands whose array task trains several runs one after another
 /// (`slurm.runs_per_task`), where Slurm's state, being the task's, does not say; `None` leaves
 /// it to `classify`. A completed or failed marker, or an ended attempt (its `.rc`) without one,
@@ -594,11 +602,14 @@ fn packed_view(run_dir: &Path, exit: Option<&ExitRecord>, ran_here: bool, per_ta
             Some((RunState::NotSubmitted, Some(not_reached(&format!("Slurm: {listed}")))))
         };
     }
-    let rc = last_attempt(run_dir)
-        .and_then(|a| a["attempt"].as_u64())
-        .and_then(|n| std::fs::read_to_string(run_dir.join(format!("attempt-{n}.rc"))).ok());
-    match (exit, rc) {
-        (None, Some(rc)) => Some((RunState::Failed, Some(format!("exit code {} without writing exit.json (killed, or out of memory?)", rc.trim())))),
+    match (exit, ended_attempt(run_dir)) {
+        (None, Some((attempt, code))) => {
+            let mut reason = crate::status::ended_without_exit_json(code);
+            if let Some(line) = crate::backend::last_log_line(&run_dir.join(format!("attempt-{attempt}.stderr.log"))) {
+                reason.push_str(&format!("; its stderr ends: {line}"));
+            }
+            Some((RunState::Failed, Some(reason)))
+        }
         (Some(stop), _) if running => {
             let words = stop.reason.as_deref().unwrap_or("stopped at a checkpoint");
             Some((RunState::Pending, Some(format!("{words}; its task is being requeued (or cancelled)"))))
@@ -660,6 +671,8 @@ fn statuses_reusing(
                 }
             };
             let (mut slurm_job, mut entry, mut facts) = (None, None, RunFacts::default());
+            // The last line of the stderr of an attempt that ended without a marker.
+            let mut stderr_end = None;
             // The array of the run's latest accepted submission.
             let mut array_job = None;
             // A run of a task that trains several, as its own files say.
@@ -692,19 +705,38 @@ fn statuses_reusing(
                         }
                         _ => None,
                     };
+                    let view = match (queue, entry) {
+                        (None, _) => SlurmView::Unanswered,
+                        (Some(_), Some(e)) => SlurmView::Listed(e.state.as_str()),
+                        (Some(_), None) => SlurmView::Forgotten,
+                    };
+                    // Read only for a task that failed or was forgotten without a marker, and
+                    // only if the latest attempt ran in it (an older attempt's code is stale).
+                    let ended = match view {
+                        _ if exit.is_some() || packed.is_some() => None,
+                        SlurmView::Forgotten if ran_in_array => ended_attempt(&run_dir),
+                        SlurmView::Listed(state) if listed_state(state) == RunState::Failed && last_attempt_ran_in(&run_dir, job_id, task) => {
+                            ended_attempt(&run_dir)
+                        }
+                        _ => None,
+                    };
+                    stderr_end = ended.and_then(|(attempt, _)| crate::backend::last_log_line(&run_dir.join(format!("attempt-{attempt}.stderr.log"))));
                     facts = RunFacts {
                         cancelled_by_drover: ledger.cancelled(n, job_id),
                         ran_in_listed_task: entry.is_some() && ran_in_array,
                         started: ran_in_array,
+                        exit_code: ended.map(|(_, code)| code),
                     };
-                    match (queue, entry) {
-                        (None, _) => SlurmView::Unanswered,
-                        (Some(_), Some(e)) => SlurmView::Listed(e.state.as_str()),
-                        (Some(_), None) => SlurmView::Forgotten,
-                    }
+                    view
                 }
             };
             let (state, reason) = packed.unwrap_or_else(|| classify(exit.as_ref(), view, facts));
+            // A job that stops before it can write exit.json (a refused spec, a library that
+            // failed to load) said why on stderr: the reason shows it, not only a log path.
+            let reason = match (state, reason, stderr_end) {
+                (RunState::Failed, Some(r), Some(line)) if facts.exit_code.is_some() => Some(format!("{r}; its stderr ends: {line}")),
+                (_, reason, _) => reason,
+            };
             // Cancelled while queued by a `drover run` that stopped the failing sweep: what Slurm
             // alone would call a `scancel` by hand. A task that had started was not cancelled
             // by it (only queued tasks were).
@@ -1128,6 +1160,90 @@ pub fn local_disk_warning_here(paths: &[(&str, &Path)], slurm: &Slurm) -> Option
     local_disk_warning(&on_disk, others, &exports)
 }
 
+/// Checks that each `[[slurm.overrides]]` applies to some run of the sweep. One whose `when`
+/// matches none (a value that is no grid value, `"0.1"` written for the number `0.1`) would
+/// leave every script with the base resources without a word, which the user learns from jobs
+/// killed for memory or time. Refused (naming the file, `slurm.overrides[i].when` and the
+/// values the runs have), except when `--set` or a `DROVER_SWEEP__*` variable shapes the
+/// sweep's axes: narrowing the grid for one rerun (`--set 'sweep.grid.run.num_envs=[8]'`)
+/// legitimately leaves an override for the other values with no run, and refusing would force
+/// the user to edit the file for a one-off; then it is a warning (the `Ok` values).
+pub fn unmatched_override_check(plan: &Plan) -> Result<Vec<String>, crate::ConfigError> {
+    let mut warnings = Vec::new();
+    for (i, o) in plan.sweep.slurm.overrides.iter().enumerate() {
+        if plan.runs.iter().any(|r| o.matches(&r.axes)) {
+            continue;
+        }
+        let key = format!("slurm.overrides[{i}].when");
+        let why = unmatched_words(&o.when, &plan.runs);
+        match plan.overrides.iter().find(|o| shapes_axes(o)) {
+            Some(shaping) => warnings.push(format!(
+                "`{key}` in `{}` {why}; its resources apply to no run (`{shaping}` sets the sweep's axes, so this may be meant)",
+                plan.sweep.source.display()
+            )),
+            None => {
+                return Err(crate::ConfigError::new(
+                    &plan.sweep.source,
+                    key,
+                    crate::error::ConfigErrorKind::InvalidValue(format!(
+                        "{why}: its resources would apply to no run, and every script would keep the base ones; write a value the runs have (a number without quotes for a number axis), or remove the override"
+                    )),
+                ));
+            }
+        }
+    }
+    Ok(warnings)
+}
+
+/// Whether an override of the sweep file (as `Plan::overrides` lists it: `--set key=value` or
+/// `DROVER_KEY=value`) sets the sweep's grid or cases, which decide the runs' axis values.
+fn shapes_axes(typed: &str) -> bool {
+    let key = match typed.strip_prefix("--set ") {
+        Some(set) => set.split('=').next().unwrap_or_default().trim().to_ascii_lowercase(),
+        None => typed.split('=').next().unwrap_or_default().trim_start_matches("DROVER_").to_ascii_lowercase().replace("__", "."),
+    };
+    key == "sweep" || key.starts_with("sweep.grid") || key.starts_with("sweep.cases")
+}
+
+/// "matches no run of the sweep: it asks for ..., and the runs have ..." for an override's
+/// `when`, naming each key's value and the values the runs have for it (at most ten each).
+fn unmatched_words(when: &BTreeMap<String, serde_json::Value>, runs: &[crate::config::RunSpec]) -> String {
+    const SHOWN: usize = 10;
+    // (one value, several values) of its kind.
+    let kind = |v: &serde_json::Value| match v {
+        serde_json::Value::Number(_) => ("a number", "numbers"),
+        serde_json::Value::String(_) => ("text", "text"),
+        serde_json::Value::Bool(_) => ("true or false", "true or false"),
+        serde_json::Value::Array(_) => ("a list", "lists"),
+        _ => ("a table", "tables"),
+    };
+    let asked: Vec<String> = when.iter().map(|(k, v)| format!("`{k}` = {v}")).collect();
+    let mut have = Vec::new();
+    let mut each_found = true;
+    for (k, want) in when {
+        let mut values: Vec<&serde_json::Value> = Vec::new();
+        for v in runs.iter().filter_map(|r| r.axes.get(k)) {
+            if !values.iter().any(|seen| crate::backend::slurm_config::same_axis_value(seen, v)) {
+                values.push(v);
+            }
+        }
+        each_found &= values.iter().any(|v| crate::backend::slurm_config::same_axis_value(want, v));
+        let mut shown: Vec<String> = values.iter().take(SHOWN).map(|v| v.to_string()).collect();
+        if values.len() > SHOWN {
+            shown.push(format!("… ({} in all)", values.len()));
+        }
+        let listed = if shown.is_empty() { "no value (no run sets it)".to_string() } else { shown.join(", ") };
+        // The same words written as text for a number (or the reverse) is the likely mistake.
+        let types = match values.first() {
+            Some(v) if kind(v) != kind(want) && values.iter().all(|o| kind(o) == kind(v)) => format!(" ({} where the runs have {})", kind(want).0, kind(v).1),
+            _ => String::new(),
+        };
+        have.push(format!("`{k}` = {listed}{types}"));
+    }
+    let together = if each_found && when.len() > 1 { " (each value appears, but in no run together)" } else { "" };
+    format!("matches no run of the sweep: it asks for {}, and the runs have {}{together}", asked.join(" and "), have.join("; "))
+}
+
 /// Runs a sweep may have without a throttle before [`throttle_warning`] speaks up.
 pub const UNTHROTTLED_RUNS_WARNED: usize = 500;
 
@@ -1469,7 +1585,10 @@ fn held_before(ledger: &Ledger, runs: &Path, job: &str) -> bool {
 /// or a job that ended more than `MinJobAge` ago and was forgotten, failed or not), so a typo
 /// would start the sweep at once instead of making it wait. An unknown id is refused, naming
 /// the key, unless a run of this sweep already started under it (the dependency held then,
-/// and Slurm has since forgotten the job, as it does; a rerun may go on).
+/// and Slurm has since forgotten the job, as it does; a rerun may go on). So is a term on a job
+/// that has already ended so that it can never hold (`afterok` on a job that failed): Slurm
+/// would take the arrays and keep them queued as `DependencyNeverSatisfied` for ever; with the
+/// same exception, since a rerun after the job held may meet it ended, as it then is.
 pub fn check_after_jobs(plan: &Plan, slurm: &Slurm) -> Result<(), crate::ConfigError> {
     let after = &plan.sweep.slurm.after;
     if after.is_empty() {
@@ -1486,18 +1605,67 @@ pub fn check_after_jobs(plan: &Plan, slurm: &Slurm) -> Result<(), crate::ConfigE
     };
     let root = plan.results.root();
     let ledger = Ledger::load(root).unwrap_or_default();
-    let unknown: Vec<&String> = ids.iter().filter(|id| !known.contains(*id) && !held_before(&ledger, &root.join("runs"), id)).collect();
-    if unknown.is_empty() {
+    let held = |id: &str| held_before(&ledger, &root.join("runs"), id);
+    let unknown: Vec<&String> = ids.iter().filter(|id| !known.contains_key(*id) && !held(id)).collect();
+    let refuse = |why: String| Err(crate::ConfigError::new(&plan.sweep.source, "slurm.after", crate::error::ConfigErrorKind::InvalidValue(why)));
+    if !unknown.is_empty() {
+        let list = unknown.iter().map(|id| format!("`{id}`")).collect::<Vec<_>>().join(", ");
+        return refuse(format!(
+            "Slurm does not know job {list} (a wrong id, or a job that ended more than `MinJobAge` ago and was forgotten), and counts a dependency on a job it does not know as met: the sweep would start at once instead of waiting; give the id of a job `squeue --jobs=<id>` lists, or leave `after` out if that job has ended as the sweep needs"
+        ));
+    }
+    let mut never = Vec::new();
+    for (kind, term_ids) in after.iter().flat_map(|t| dependency_terms(t)) {
+        for id in term_ids {
+            let job = dependency_job(id);
+            // A task named alone (`4242_7`) is judged by its own state; while Slurm lists it
+            // only inside its array's pending record, not at all.
+            let task = id.split('+').next().unwrap_or(id);
+            let key = if task.contains('_') && !task.ends_with("_*") { task } else { job };
+            let states = known.get(key).map(Vec::as_slice).unwrap_or_default();
+            if !held(job) && never_holds(kind, states) {
+                let wants = if kind == "afterok" { "success" } else { "failure" };
+                never.push(format!("`{kind}:{id}` can never hold: {}, and {kind} waits for its {wants}", ended_words(key, states)));
+            }
+        }
+    }
+    if never.is_empty() {
         return Ok(());
     }
-    let list = unknown.iter().map(|id| format!("`{id}`")).collect::<Vec<_>>().join(", ");
-    Err(crate::ConfigError::new(
-        &plan.sweep.source,
-        "slurm.after",
-        crate::error::ConfigErrorKind::InvalidValue(format!(
-            "Slurm does not know job {list} (a wrong id, or a job that ended more than `MinJobAge` ago and was forgotten), and counts a dependency on a job it does not know as met: the sweep would start at once instead of waiting; give the id of a job `squeue --jobs=<id>` lists, or leave `after` out if that job has ended as the sweep needs"
-        )),
+    refuse(format!(
+        "{}: Slurm would keep the sweep's runs queued for ever (DependencyNeverSatisfied); name a job that can still end as asked, `afterany:<id>` to follow a job however it ended, or leave `after` out",
+        never.join("; ")
     ))
+}
+
+/// The states in which a job (or array task) has ended otherwise than COMPLETED, for good: an
+/// `afterok` on it can never hold.
+const ENDED_NOT_COMPLETED: &[&str] = &["FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED", "BOOT_FAIL", "DEADLINE"];
+
+/// Whether a dependency term of type `kind` on a job whose tasks are in `states` (one for a
+/// plain job, every task's for an array) can never hold: `afterok` once any task ended not
+/// COMPLETED, `afternotok` once every task COMPLETED. `after` and `afterany` always hold once
+/// the job has ended; no states (not listed) are not judged here.
+fn never_holds(kind: &str, states: &[String]) -> bool {
+    match kind {
+        "afterok" => states.iter().any(|s| ENDED_NOT_COMPLETED.contains(&s.as_str())),
+        "afternotok" => !states.is_empty() && states.iter().all(|s| s == "COMPLETED"),
+        _ => false,
+    }
+}
+
+/// How job `key`'s tasks stand, for a message: `job `4242` ended FAILED`, or for an array
+/// `the tasks of array job `4242` are 3 COMPLETED, 1 FAILED`.
+fn ended_words(key: &str, states: &[String]) -> String {
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for s in states {
+        *counts.entry(s.as_str()).or_default() += 1;
+    }
+    match (states, counts.len()) {
+        ([one], _) => format!("job `{key}` ended {one}"),
+        ([first, ..], 1) => format!("the {} tasks of array job `{key}` ended {first}", states.len()),
+        _ => format!("the tasks of array job `{key}` are {}", counts.iter().map(|(s, n)| format!("{n} {s}")).collect::<Vec<_>>().join(", ")),
+    }
 }
 
 /// Slurm's reason for a task whose dependency can never hold (`afterok` on a job that failed,
@@ -2175,7 +2343,7 @@ fn prepare_runs(
     settings: &SlurmSettings,
 ) -> Result<PreparedRuns, RunError> {
     let now = statuses(dir, ledger, Some(queue));
-    let (mut skipped, mut attached, mut resumed, mut to_submit) = (0, 0, 0, Vec::new());
+    let (mut skipped, mut attached, mut resumed, mut redone, mut to_submit) = (0, 0, 0, 0, Vec::new());
     for (run, st) in plan.runs.iter().zip(&now) {
         match st.state {
             RunState::Done => skipped += 1,
@@ -2183,12 +2351,18 @@ fn prepare_runs(
             _ => {
                 // A stopped run with a checkpoint resumes (`resumes_on_rerun`); others start over.
                 let failed_at_stop = st.state == RunState::Failed && failed_at_a_stop(&dir.run_dir(&run.run_id));
-                resumed += usize::from(ready_run_dir(plan, run, resumes_on_rerun(st.state, failed_at_stop))?);
+                let resumes = ready_run_dir(plan, run, resumes_on_rerun(st.state, failed_at_stop))?;
+                resumed += usize::from(resumes);
+                // A rerun is the user's request to run the sweep again: it redoes failed runs
+                // as the local backend does, spending no `max_retries` (the waiting loop's
+                // automatic retries count there, across reruns, and are not reset), and says
+                // how many, so a loop of `drover run --no-wait` shows what it resubmits.
+                redone += usize::from(st.state == RunState::Failed && !resumes);
                 to_submit.push((run.run_id.to_string(), run_resources(settings, run)));
             }
         }
     }
-    Ok(PreparedRuns { to_submit, skipped, attached, resumed })
+    Ok(PreparedRuns { to_submit, skipped, attached, resumed, redone })
 }
 
 /// Whether Slurm still lists the run's array task as queued or running while the run itself
@@ -2208,6 +2382,21 @@ struct PreparedRuns {
     attached: usize,
     /// Runs of `to_submit` that continue from their checkpoint.
     resumed: usize,
+    /// Runs of `to_submit` that failed before and start over.
+    redone: usize,
+}
+
+/// `submitting N` with what a rerun's first line says of the runs it submits again: how many
+/// failed before and are redone, and how many resume from their checkpoint.
+fn submitting_words(submitting: usize, resumed: usize, redone: usize) -> String {
+    let mut parts = Vec::new();
+    if redone > 0 {
+        parts.push(format!("{redone} failed before, redone"));
+    }
+    if resumed > 0 {
+        parts.push(format!("{resumed} resume{} from {} checkpoint", if resumed == 1 { "s" } else { "" }, if resumed == 1 { "its" } else { "their" }));
+    }
+    if parts.is_empty() { format!("submitting {submitting}") } else { format!("submitting {submitting} ({})", parts.join("; ")) }
 }
 
 /// Which budget a resubmission of the run would count against; `None` for runs drover does
@@ -2367,6 +2556,8 @@ impl Breaker {
         }
         let st = latest.or_else(|| now.iter().find(|st| st.state == RunState::Failed && st.progress.is_none()))?;
         let log = match st.logs.last() {
+            // A reason that quotes the stderr already need not quote it again.
+            Some(l) if st.reason.as_deref().is_some_and(|r| r.contains("; its stderr ends: ")) => format!(", log `{}`", l.display()),
             Some(l) => match crate::backend::last_log_line(l) {
                 Some(line) => format!("; its log `{}` ends: {line}", l.display()),
                 None => format!(", log `{}`", l.display()),
@@ -2470,7 +2661,7 @@ pub fn run_sweep(plan: &Plan, opts: &SlurmOptions) -> Result<SlurmReport, RunErr
         let panicked = || RunError::Io { action: "ask Slurm for MaxArraySize", path: root.clone(), source: std::io::Error::other("thread panicked") };
         (provenance.join().unwrap_or_default(), max_array.join().unwrap_or_else(|_| Err(panicked())), prepared)
     });
-    let (PreparedRuns { to_submit, skipped, attached, resumed }, queue) = prepared?;
+    let (PreparedRuns { to_submit, skipped, attached, resumed, redone }, queue) = prepared?;
     // Runs of earlier `drover run`s still live share the sweep's throttle with the new arrays.
     let mut raised = throttles_set(&root);
     share_free_slots_remembered(&root, &mut ledger, &queue, &opts.slurm, &mut raised);
@@ -2495,17 +2686,13 @@ pub fn run_sweep(plan: &Plan, opts: &SlurmOptions) -> Result<SlurmReport, RunErr
     let mut report = SlurmReport { skipped, attached, ..SlurmReport::default() };
     if !opts.quiet {
         // Whether stopped runs start over is the first thing a user rerunning a sweep asks.
-        let resuming = match resumed {
-            0 => String::new(),
-            n => format!(" ({n} resume{} from {} checkpoint)", if n == 1 { "s" } else { "" }, if n == 1 { "its" } else { "their" }),
-        };
         eprintln!(
-            "drover: sweep `{}`: {}: {} completed, {} queued or running (re-attached), submitting {}{resuming} -> {}",
+            "drover: sweep `{}`: {}: {} completed, {} queued or running (re-attached), {} -> {}",
             plan.sweep.name,
             crate::words::count(plan.runs.len(), "run"),
             report.skipped,
             report.attached,
-            to_submit.len(),
+            submitting_words(to_submit.len(), resumed, redone),
             root.display()
         );
     }
@@ -3000,6 +3187,49 @@ mod tests {
         assert_eq!(now[1].state, RunState::Failed, "another refusal leaves the earlier outcome: {:?}", now[1]);
     }
 
+    /// Review finding (Slurm user): a single-run task whose `drover-job` exited 1 without
+    /// writing exit.json read `Slurm: FAILED, and the job wrote no exit.json`, then, once Slurm
+    /// forgot it, `... (killed, out of memory, or node failure?)`, though `attempt-1.rc` said 1.
+    /// The latest attempt's exit code and stderr's last line now say it, listed or forgotten;
+    /// the guess is left for a run with no code, or whose code is an older attempt's.
+    #[test]
+    fn a_failed_task_without_exit_json_is_told_by_its_exit_code_and_stderr() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let root = tmp.path().canonicalize().expect("canonical");
+        let (ledger, dir, ids) = two_runs_in_array_77(&root);
+        let attempts = |i: usize, last: u32| {
+            let run = root.join("runs").join(ids[i]);
+            std::fs::create_dir_all(&run).expect("mkdir");
+            let lines: String = (1..=last)
+                .map(|n| format!("{{\"format_version\":1,\"attempt\":{n},\"slurm_job_id\":\"8{i}\",\"array_job_id\":\"77\",\"array_task_id\":\"{i}\"}}\n"))
+                .collect();
+            std::fs::write(run.join("attempts.jsonl"), lines).expect("attempts");
+            run
+        };
+        let run = attempts(0, 1);
+        std::fs::write(run.join("attempt-1.rc"), "1\n").expect("rc");
+        std::fs::write(run.join("attempt-1.stderr.log"), "loading spec\nerror: spec.json: unknown field `lr`\n\n").expect("stderr");
+        // Run 1's code is of attempt 1; attempt 2 ended with none (killed with its batch script).
+        let run = attempts(1, 2);
+        std::fs::write(run.join("attempt-1.rc"), "1\n").expect("rc");
+        let reasons = |queue: &[QueueEntry]| -> Vec<(RunState, String)> {
+            statuses(&dir, &ledger, Some(queue)).into_iter().map(|r| (r.state, r.reason.unwrap_or_default())).collect()
+        };
+        assert_eq!(reasons(&tasks("77", 0, 2, "FAILED", "NonZeroExitCode")), [
+            (RunState::Failed, "exit code 1 without writing exit.json (Slurm: FAILED); its stderr ends: error: spec.json: unknown field `lr`".to_string()),
+            (RunState::Failed, "Slurm: FAILED, and the job wrote no exit.json".to_string()),
+        ]);
+        assert_eq!(reasons(&[]), [
+            (RunState::Failed, "exit code 1 without writing exit.json; its stderr ends: error: spec.json: unknown field `lr`".to_string()),
+            (RunState::Failed, "the job wrote no exit.json and Slurm no longer lists it (killed, out of memory, or node failure?)".to_string()),
+        ]);
+        // Killed by a signal: bash's 128 + n is named as the signal.
+        std::fs::write(root.join("runs").join(ids[1]).join("attempt-2.rc"), "137\n").expect("rc");
+        let (state, reason) = reasons(&[]).remove(1);
+        assert_eq!(state, RunState::Failed);
+        assert!(reason.starts_with("exit code 137 without writing exit.json: killed by signal 9 (SIGKILL)"), "{reason}");
+    }
+
     /// Runs packed three to a task (`slurm.runs_per_task`) while Slurm lists task 0 running
     /// and task 1 pending: each run reads its own files, since Slurm's state is the task's. The
     /// run that ended well is done, the one whose attempt ended without a marker failed (its
@@ -3044,7 +3274,10 @@ mod tests {
             (RunState::Pending, "50_1"),
             (RunState::Pending, "50_1"),
         ]);
-        assert_eq!(now[1].reason.as_deref(), Some("exit code 137 without writing exit.json (killed, or out of memory?)"));
+        assert_eq!(
+            now[1].reason.as_deref(),
+            Some("exit code 137 without writing exit.json: killed by signal 9 (SIGKILL): out of memory? (the kernel's OOM killer sends SIGKILL; see `dmesg`)")
+        );
         assert_eq!(now[2].reason, None);
         // Run 3 is the first of task 1 (pending: Slurm's reason); had task 0 not reached run 2
         // yet, run 2 would wait its turn.
@@ -3693,6 +3926,42 @@ mod tests {
         assert!(!resumes_on_rerun(RunState::Unknown, false));
     }
 
+    /// Review finding (Slurm user): a rerun resubmitted failed runs without a word, so a cron
+    /// loop of `drover run --no-wait` seemed to retry them for ever past `max_retries`. A rerun
+    /// does redo them (the user's request), and its first line counts them apart from the runs
+    /// that resume.
+    #[test]
+    fn a_rerun_says_how_many_failed_runs_it_redoes() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let plan = sweep_plan(tmp.path(), "", "").expect("plan");
+        let root = plan.results.root().to_path_buf();
+        let ids: Vec<String> = plan.runs.iter().map(|r| r.run_id.to_string()).collect();
+        let mut ledger = Ledger::load(&root).expect("empty ledger");
+        ledger.append(intent(0, ids.clone(), None, None)).expect("intent");
+        ledger.append(LedgerEvent::Submitted { submission: 0, job_id: "77".into() }).expect("submitted");
+        // Run 0 failed after spending its `max_retries` (2): a rerun redoes it all the same.
+        for _ in 0..2 {
+            ledger.append(LedgerEvent::Retry { run_id: ids[0].clone(), retry: RetryKind::Failed, reason: "boom".into() }).expect("retry");
+        }
+        assert_eq!(plan.sweep.slurm.max_retries, 2);
+        // Run 1 was stopped from outside and kept its checkpoint.
+        for (i, status) in [(0, "failed"), (1, "cancelled")] {
+            let run = root.join("runs").join(&ids[i]);
+            std::fs::create_dir_all(&run).expect("mkdir");
+            let line = format!(r#"{{"format_version":1,"attempt":1,"slurm_job_id":"8{i}","array_job_id":"77","array_task_id":"{i}"}}"#);
+            std::fs::write(run.join("attempts.jsonl"), line + "\n").expect("attempts");
+            let exit = serde_json::json!({"format_version": 1, "run_id": ids[i], "status": status, "reason": "boom"});
+            std::fs::write(run.join(EXIT_JSON), exit.to_string()).expect("marker");
+        }
+        std::fs::write(root.join("runs").join(&ids[1]).join(CHECKPOINT_JSON), "{}").expect("checkpoint");
+        let dir = SweepDir { root: root.clone(), name: plan.sweep.name.clone(), runs: plan.runs.iter().map(|r| r.run_id.clone()).collect(), job_name: "j".into() };
+        let prepared = prepare_runs(&plan, &dir, &ledger, &[], &plan.sweep.slurm).expect("prepared");
+        assert_eq!((prepared.to_submit.len(), prepared.redone, prepared.resumed), (2, 1, 1));
+        assert_eq!(submitting_words(2, prepared.resumed, prepared.redone), "submitting 2 (1 failed before, redone; 1 resumes from its checkpoint)");
+        assert_eq!(submitting_words(3, 0, 0), "submitting 3");
+        assert_eq!(submitting_words(3, 2, 0), "submitting 3 (2 resume from their checkpoint)");
+    }
+
     /// Failed runs are resubmitted only into the sweep's free slots: each resubmission is an
     /// array with its own throttle, which Slurm does not add up with the first array's.
     #[test]
@@ -4126,6 +4395,45 @@ mod tests {
         assert_eq!(changed_after_warning(&ledger, &queue[1..], &now), None, "42's dependency held; 43 has the same");
     }
 
+    /// Review finding (Slurm user): an override whose `when` matched no run (`0.15`, not a
+    /// grid value; `"0.1"`, text for a number axis) was ignored without a word, every script
+    /// keeping the base resources. Refused naming the file, the key and the runs' values; a
+    /// `--set` that narrows the grid makes it a warning; `16.0` matches the grid's `16`.
+    #[test]
+    fn an_override_that_matches_no_run_is_refused_unless_a_set_shapes_the_grid() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let plugin = tmp.path().join("libdrover_plugin_x.so");
+        std::fs::write(&plugin, b"a build").expect("plugin");
+        let plan = |when: &str, sets: &[&str]| {
+            let sweep_file = tmp.path().join("s.toml");
+            let text = format!(
+                "name = \"o\"\nbackend = \"slurm\"\n[run]\nenv = \"CartPole-v1\"\nplugin = {:?}\n[sweep.grid]\n\"run.num_envs\" = [8, 16]\n\"params.clip_coef\" = [0.1, 0.2]\n[slurm]\nmem = \"1G\"\n[[slurm.overrides]]\nwhen = {when}\nmem = \"8G\"\n",
+                plugin.display().to_string()
+            );
+            std::fs::write(&sweep_file, text).expect("sweep");
+            let sets = sets.iter().map(|s| s.to_string()).collect();
+            crate::plan::plan(&crate::plan::PlanOptions { sweep_file, sets, results: Some(tmp.path().join("r")), ..Default::default() }).expect("plan")
+        };
+        let p = plan("{ \"run.num_envs\" = 16.0 }", &[]);
+        assert!(unmatched_override_check(&p).expect("it matches").is_empty());
+        let big = p.runs.iter().filter(|r| run_resources(&p.sweep.slurm, r).sbatch_lines().contains(&"#SBATCH --mem=8G".to_string())).count();
+        assert_eq!(big, 2, "the two runs with 16 envs");
+        for (when, words) in [
+            ("{ \"params.clip_coef\" = 0.15 }", "matches no run of the sweep: it asks for `params.clip_coef` = 0.15, and the runs have `params.clip_coef` = 0.1, 0.2:"),
+            ("{ \"params.clip_coef\" = \"0.1\" }", "and the runs have `params.clip_coef` = 0.1, 0.2 (text where the runs have numbers)"),
+            ("{ \"params.clip_coef\" = 0.1, \"run.num_envs\" = 12 }", "`params.clip_coef` = 0.1, 0.2; `run.num_envs` = 8, 16:"),
+        ] {
+            let err = unmatched_override_check(&plan(when, &[])).expect_err(when);
+            assert_eq!(err.key.as_deref(), Some("slurm.overrides[0].when"), "{when}");
+            let text = err.to_string();
+            assert!(text.contains("s.toml") && text.contains(words), "{text}");
+        }
+        let narrowed = plan("{ \"run.num_envs\" = 16 }", &["sweep.grid.run.num_envs=[8]"]);
+        let warnings = unmatched_override_check(&narrowed).expect("a warning, not a refusal");
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("`slurm.overrides[0].when` in `") && warnings[0].contains("`--set sweep.grid.run.num_envs=[8]` sets the sweep's axes"), "{warnings:?}");
+    }
+
     /// `slurm.after` on a job Slurm does not know is refused before anything is submitted
     /// (Slurm would count it as met), unless a run of the sweep already started under it; a
     /// job Slurm lists passes.
@@ -4162,6 +4470,66 @@ case \"$*\" in *--jobs=7) echo '7|7';; *) echo 'slurm_load_jobs error: Invalid j
         std::fs::create_dir_all(root.join("runs").join(run)).expect("mkdir");
         std::fs::write(root.join("runs").join(run).join("attempts.jsonl"), "{\"array_job_id\":\"60\",\"array_task_id\":\"0\"}\n").expect("attempt");
         assert!(check_after_jobs(&plan("999"), &slurm).is_ok());
+    }
+
+    /// Review finding (Slurm user): `slurm.after` on a job that had already ended so that the
+    /// term could never hold (`afterok` on a failed job) was submitted, and the arrays sat in
+    /// `DependencyNeverSatisfied`. Refused before submission, naming the term and the job's
+    /// state(s), an array judged by all its tasks and a task named alone by its own; `after` and
+    /// `afterany` always hold once the job ended; a term a run of the sweep already started
+    /// under is let through.
+    #[test]
+    fn after_on_a_job_that_ended_so_it_can_never_hold_is_refused_unless_it_held_before() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let (bin, root) = (tmp.path().join("bin"), tmp.path().join("results"));
+        std::fs::create_dir_all(&bin).expect("mkdir");
+        // `%F|%A|%i|%T`: 10 failed, 11 succeeded, 12 runs; array 20 mixed, array 30 all well.
+        std::fs::write(
+            bin.join("squeue"),
+            "#!/bin/sh
+case \"$*\" in
+*--jobs=10) echo '10|10|10|FAILED';;
+*--jobs=11) echo '11|11|11|COMPLETED';;
+*--jobs=12) echo '12|12|12|RUNNING';;
+*--jobs=20) printf '20|21|20_0|COMPLETED\\n20|22|20_1|FAILED\\n20|23|20_2|PENDING\\n';;
+*--jobs=30) printf '30|31|30_0|COMPLETED\\n30|32|30_1|COMPLETED\\n';;
+*) echo 'slurm_load_jobs error: Invalid job id specified' >&2; exit 1;;
+esac\n",
+        )
+        .expect("fake squeue");
+        std::fs::set_permissions(bin.join("squeue"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+        let slurm = Slurm { bin_dir: Some(bin), policy: crate::backend::slurm_cmd::CallPolicy { attempts: 1, ..Default::default() } };
+        let check = |after: &str| {
+            let mut plan = sweep_plan(tmp.path(), &format!("after = {after:?}"), "").expect("plan");
+            plan.results = layout::ResultsDir::new(&root);
+            check_after_jobs(&plan, &slurm)
+        };
+        for holds in ["afterany:10", "after:10", "afternotok:10", "afterok:11", "afterany:11", "afterok:12", "afternotok:12", "afterok:20_0", "afterok:20_2", "afternotok:20", "afterok:30_*", "afterok:30_1"] {
+            assert!(check(holds).is_ok(), "{holds}: {:?}", check(holds).err());
+        }
+        for (never, words) in [
+            ("afterok:10", "`afterok:10` can never hold: job `10` ended FAILED, and afterok waits for its success"),
+            ("10", "`afterok:10` can never hold: job `10` ended FAILED"),
+            ("afternotok:11", "`afternotok:11` can never hold: job `11` ended COMPLETED, and afternotok waits for its failure"),
+            ("afterok:20", "`afterok:20` can never hold: the tasks of array job `20` are 1 COMPLETED, 1 FAILED, 1 PENDING"),
+            ("afterok:20_*", "the tasks of array job `20` are"),
+            ("afterok:20_1", "`afterok:20_1` can never hold: job `20_1` ended FAILED"),
+            ("afternotok:30", "`afternotok:30` can never hold: the 2 tasks of array job `30` ended COMPLETED"),
+            ("afterany:12,afterok:10", "`afterok:10` can never hold: job `10` ended FAILED"),
+        ] {
+            let err = check(never).expect_err(never);
+            assert_eq!(err.key.as_deref(), Some("slurm.after"), "{never}");
+            let text = err.to_string();
+            assert!(text.contains(words) && text.contains("DependencyNeverSatisfied"), "{never}: {text}");
+        }
+        // A run of the sweep started in an array submitted with `afterok:10`: it held then.
+        let mut ledger = Ledger::load(&root).expect("empty");
+        let run = "00000000000000aa";
+        ledger.append(intent_after(0, vec![run.into()], None, None, vec!["afterok:10".into()])).expect("intent");
+        ledger.append(LedgerEvent::Submitted { submission: 0, job_id: "60".into() }).expect("submitted");
+        std::fs::create_dir_all(root.join("runs").join(run)).expect("mkdir");
+        std::fs::write(root.join("runs").join(run).join("attempts.jsonl"), "{\"array_job_id\":\"60\",\"array_task_id\":\"0\"}\n").expect("attempt");
+        assert!(check("afterok:10").is_ok(), "held before");
     }
 
     /// A small model of Slurm's side of a sweep, to check the throttle over many interleavings:

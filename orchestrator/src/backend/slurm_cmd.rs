@@ -9,7 +9,7 @@
 //! `srun --mpi=list` (`Slurm::mpi_types`) is the one question whose failure is no error: it
 //! only feeds a warning, so it is asked once, briefly, and any trouble means "no answer".
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -249,21 +249,32 @@ impl Slurm {
         (!nodes.is_empty()).then_some(nodes)
     }
 
-    /// Which of the jobs `ids` (plain job ids or array job ids) Slurm still lists, in any state:
-    /// `squeue --jobs=<id>` refuses with "Invalid job id specified" for a job it does not know,
-    /// and "Invalid job id: <id>" for an id beyond its job id range (neither is an error here).
-    pub fn known_jobs(&self, ids: &[String]) -> Result<BTreeSet<String>, SlurmError> {
-        let mut known = BTreeSet::new();
+    /// The jobs `ids` (plain job ids or array job ids) that Slurm still lists, in any state,
+    /// with their states (`%T`): keyed by each listed task's array job id (`%F`, so an array's
+    /// key gathers every task's state), job id (`%A`) and task (`%i`, `4242_7`); `--array` lists
+    /// an array's pending tasks one by one. An id Slurm does not list has no key: `squeue
+    /// --jobs=<id>` refuses with "Invalid job id specified" for a job it does not know, and
+    /// "Invalid job id: <id>" for an id beyond its job id range (neither is an error here).
+    pub fn known_jobs(&self, ids: &[String]) -> Result<BTreeMap<String, Vec<String>>, SlurmError> {
+        let mut known: BTreeMap<String, Vec<String>> = BTreeMap::new();
         // One call per id: an id beyond the job id range fails the whole call, the known ones
         // with it (22.05).
         for id in ids {
-            let args = vec!["--noheader".to_string(), "--states=all".to_string(), "--format=%F|%A".to_string(), format!("--jobs={id}")];
+            let args: Vec<String> = ["--noheader", "--array", "--states=all", "--format=%F|%A|%i|%T"].iter().map(|s| s.to_string()).chain([format!("--jobs={id}")]).collect();
             let out = match self.call("squeue", &args) {
                 Ok(out) => out,
                 Err(SlurmError::Refused { stderr, .. }) if stderr.contains("Invalid job id") => continue,
                 Err(e) => return Err(e),
             };
-            known.extend(out.lines().flat_map(|l| l.split('|')).map(str::trim).filter(|id| !id.is_empty()).map(str::to_string));
+            for line in out.lines().filter(|l| !l.trim().is_empty()) {
+                let fields: Vec<&str> = line.split('|').map(str::trim).collect();
+                let (keys, state) = if fields.len() == 4 { (&fields[..3], Some(fields[3])) } else { (&fields[..], None) };
+                // A plain job is its own array id and task: one state, not three.
+                let keys: BTreeSet<&str> = keys.iter().copied().filter(|k| !k.is_empty()).collect();
+                for key in keys {
+                    known.entry(key.to_string()).or_default().extend(state.map(str::to_string));
+                }
+            }
         }
         Ok(known)
     }

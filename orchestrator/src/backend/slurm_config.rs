@@ -283,6 +283,26 @@ pub struct Override {
     pub set: ResourcesFile,
 }
 
+impl Override {
+    /// Whether a run with these axis values gets this override: every `when` key has the run's
+    /// value, numbers compared by value (see [`same_axis_value`]).
+    pub fn matches(&self, axes: &BTreeMap<String, Value>) -> bool {
+        self.when.iter().all(|(k, v)| axes.get(k).is_some_and(|have| same_axis_value(v, have)))
+    }
+}
+
+/// Whether a `when` value names an axis value. TOML tells `16` from `16.0`, and serde_json
+/// keeps them apart (`Number(16) != Number(16.0)`), but the axis means one number: a `when`
+/// written `16.0` for a grid of `[8, 16]` must match. Two whole numbers compare exactly (as
+/// f64, ids above 2^53 would collide); text never equals a number (`"0.1"` is not `0.1`).
+pub fn same_axis_value(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) if x.is_f64() || y.is_f64() => x.as_f64() == y.as_f64(),
+        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(x, y)| same_axis_value(x, y)),
+        _ => a == b,
+    }
+}
+
 /// The checkpoint signals drover can ask for: none is taken by NCCL or common launchers
 /// (NCCL and PyTorch's elastic agent handle SIGTERM/SIGINT; USR1 is free by default).
 pub const SIGNALS: &[&str] = &["USR1", "USR2", "HUP", "ALRM", "URG", "XCPU"];
@@ -782,7 +802,7 @@ impl SlurmSettings {
     pub fn resources_for(&self, axes: &BTreeMap<String, Value>) -> Resources {
         let mut r = self.base.clone();
         for o in &self.overrides {
-            if o.when.iter().all(|(k, v)| axes.get(k) == Some(v)) {
+            if o.matches(axes) {
                 let s = &o.set;
                 macro_rules! take {
                     ($($f:ident),*) => { $( if s.$f.is_some() { r.$f = s.$f.clone(); } )* };
@@ -1017,5 +1037,25 @@ mod tests {
         for ok in ["time = \"3\"", "time = \"0\"", "time = \"00:01:00\"\nsignal_seconds = 20", "signal_seconds = 600"] {
             assert!(SlurmSettings::validate(file(ok), &[]).is_ok(), "{ok}");
         }
+    }
+
+    /// Review finding (Slurm user): `when = { "run.num_envs" = 16.0 }` for a grid of `[8, 16]`
+    /// matched no run (serde_json keeps `16` and `16.0` apart), so every run kept the base
+    /// resources. Numbers match by value; text still never matches a number.
+    #[test]
+    fn a_when_value_matches_the_same_number_however_it_is_written() {
+        let axes = ["run.num_envs".to_string(), "params.x".to_string()];
+        let text = "mem = \"1G\"\n[[overrides]]\nwhen = { \"run.num_envs\" = 16.0 }\nmem = \"8G\"\n[[overrides]]\nwhen = { \"params.x\" = \"0.1\" }\nmem = \"2G\"";
+        let s = SlurmSettings::validate(file(text), &axes).expect("valid");
+        let mem = |envs: Value, x: Value| {
+            s.resources_for(&BTreeMap::from([("run.num_envs".to_string(), envs), ("params.x".to_string(), x)])).sbatch_lines()
+        };
+        assert_eq!(mem(Value::from(16), Value::from(0.2)), ["#SBATCH --mem=8G"], "16 is 16.0");
+        assert_eq!(mem(Value::from(16.0), Value::from(0.2)), ["#SBATCH --mem=8G"]);
+        assert_eq!(mem(Value::from(8), Value::from(0.2)), ["#SBATCH --mem=1G"]);
+        assert_eq!(mem(Value::from(8), Value::from(0.1)), ["#SBATCH --mem=1G"], "text is not a number");
+        assert_eq!(mem(Value::from(8), Value::from("0.1")), ["#SBATCH --mem=2G"]);
+        assert!(same_axis_value(&serde_json::json!([64, 64.0]), &serde_json::json!([64.0, 64])), "lists element by element");
+        assert!(!same_axis_value(&Value::from(u64::MAX), &Value::from(u64::MAX - 1)), "whole numbers exactly");
     }
 }
