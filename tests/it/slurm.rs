@@ -1115,6 +1115,15 @@ fn held_job_bin(dir: &Path, control: &Path) -> PathBuf {
     wrapper
 }
 
+/// The control folder of runs held by `held_job_bin` in `dir`, the guard that releases them
+/// all when the test ends, and the wrapper to run as `DROVER_JOB_BIN`.
+fn held_runs(dir: &Path) -> (PathBuf, ReleaseAll, PathBuf) {
+    let control = dir.join("control");
+    std::fs::create_dir_all(&control).expect("mkdir");
+    let job = held_job_bin(dir, &control);
+    (control.clone(), ReleaseAll(control), job)
+}
+
 /// Releases every held run when dropped, so a failing test leaves no job waiting.
 struct ReleaseAll(PathBuf);
 
@@ -1152,10 +1161,7 @@ fn a_waiting_array_starts_as_soon_as_an_older_run_frees_a_slot() {
     // are shared between two processes, as when a user watches the sweep.
     slurm_up();
     let tmp = tempfile::tempdir().expect("tempdir");
-    let control = tmp.path().join("control");
-    std::fs::create_dir_all(&control).expect("mkdir");
-    let _release = ReleaseAll(control.clone());
-    let job = held_job_bin(tmp.path(), &control);
+    let (control, _release, job) = held_runs(tmp.path());
     let release = |run: &str| std::fs::write(control.join(run), "").expect("release");
     let sweep = tmp.path().join("s.toml");
     let write = |seeds: &str| write_throttled_sweep(&sweep, "lift", 2048, 2, seeds);
@@ -1460,10 +1466,7 @@ fn a_sweep_after_a_users_job_waits_for_it_and_stops_if_it_can_never_start() {
 fn a_lift_keeps_the_users_dependency_while_its_job_runs() {
     slurm_up();
     let tmp = tempfile::tempdir().expect("tempdir");
-    let control = tmp.path().join("control");
-    std::fs::create_dir_all(&control).expect("mkdir");
-    let _release = ReleaseAll(control.clone());
-    let job = held_job_bin(tmp.path(), &control);
+    let (control, _release, job) = held_runs(tmp.path());
     let (sweep, results) = (tmp.path().join("s.toml"), tmp.path().join("r"));
     write_throttled_sweep(&sweep, "lift-after", 2048, 2, "[1, 2]");
     run_ok(drover().arg("run").arg(&sweep).arg("--results").arg(&results).arg("--no-wait").env("DROVER_JOB_BIN", &job));

@@ -4434,6 +4434,13 @@ mod tests {
         assert!(warnings[0].contains("`slurm.overrides[0].when` in `") && warnings[0].contains("`--set sweep.grid.run.num_envs=[8]` sets the sweep's axes"), "{warnings:?}");
     }
 
+    /// A `Slurm` whose `squeue` is the stand-in `script`, written into `bin`, asked once a call.
+    fn with_squeue(bin: &Path, script: &str) -> Slurm {
+        std::fs::write(bin.join("squeue"), script).expect("fake squeue");
+        std::fs::set_permissions(bin.join("squeue"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+        Slurm { bin_dir: Some(bin.to_path_buf()), policy: crate::backend::slurm_cmd::CallPolicy { attempts: 1, ..Default::default() } }
+    }
+
     /// `slurm.after` on a job Slurm does not know is refused before anything is submitted
     /// (Slurm would count it as met), unless a run of the sweep already started under it; a
     /// job Slurm lists passes.
@@ -4444,14 +4451,11 @@ mod tests {
         let (bin, root) = (tmp.path().join("bin"), tmp.path().join("results"));
         std::fs::create_dir_all(&bin).expect("mkdir");
         // A stand-in `squeue --jobs` that knows job 7 only.
-        std::fs::write(
-            bin.join("squeue"),
+        let slurm = with_squeue(
+            &bin,
             "#!/bin/sh
 case \"$*\" in *--jobs=7) echo '7|7';; *) echo 'slurm_load_jobs error: Invalid job id specified' >&2; exit 1;; esac\n",
-        )
-        .expect("fake squeue");
-        std::fs::set_permissions(bin.join("squeue"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
-        let slurm = Slurm { bin_dir: Some(bin), policy: crate::backend::slurm_cmd::CallPolicy { attempts: 1, ..Default::default() } };
+        );
         let plan = |after: &str| {
             let mut plan = sweep_plan(tmp.path(), &format!("after = {after}"), "").expect("plan");
             plan.results = layout::ResultsDir::new(&root);
@@ -4484,8 +4488,8 @@ case \"$*\" in *--jobs=7) echo '7|7';; *) echo 'slurm_load_jobs error: Invalid j
         let (bin, root) = (tmp.path().join("bin"), tmp.path().join("results"));
         std::fs::create_dir_all(&bin).expect("mkdir");
         // `%F|%A|%i|%T`: 10 failed, 11 succeeded, 12 runs; array 20 mixed, array 30 all well.
-        std::fs::write(
-            bin.join("squeue"),
+        let slurm = with_squeue(
+            &bin,
             "#!/bin/sh
 case \"$*\" in
 *--jobs=10) echo '10|10|10|FAILED';;
@@ -4495,10 +4499,7 @@ case \"$*\" in
 *--jobs=30) printf '30|31|30_0|COMPLETED\\n30|32|30_1|COMPLETED\\n';;
 *) echo 'slurm_load_jobs error: Invalid job id specified' >&2; exit 1;;
 esac\n",
-        )
-        .expect("fake squeue");
-        std::fs::set_permissions(bin.join("squeue"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
-        let slurm = Slurm { bin_dir: Some(bin), policy: crate::backend::slurm_cmd::CallPolicy { attempts: 1, ..Default::default() } };
+        );
         let check = |after: &str| {
             let mut plan = sweep_plan(tmp.path(), &format!("after = {after:?}"), "").expect("plan");
             plan.results = layout::ResultsDir::new(&root);
