@@ -797,7 +797,9 @@ fn kept_out_by(ledger: &Ledger, n: u32) -> Option<String> {
         ));
     }
     // A submission found missing after its `drover run` died was never refused by Slurm.
-    let said = refused.lines().rev().find_map(|l| l.split_once("sbatch: error: ").map(|(_, why)| why.trim()))?;
+    // The first of sbatch's error lines is the specific one ("invalid partition specified:
+    // nope"); a generic "Batch job submission failed: ..." follows it.
+    let said = refused.lines().find_map(|l| l.split_once("sbatch: error: ").map(|(_, why)| why.trim()))?;
     let key = crate::backend::slurm_cmd::setting_refused(refused).map_or(String::new(), |k| format!(" ({k})"));
     Some(format!("sbatch refused its array: {said}{key}; correct the setting and run `drover run` again"))
 }
