@@ -1625,7 +1625,8 @@ pub fn check_after_jobs(plan: &Plan, slurm: &Slurm) -> Result<(), crate::ConfigE
             let task = id.split('+').next().unwrap_or(id);
             let key = if task.contains('_') && !task.ends_with("_*") { task } else { job };
             let states = known.get(key).map(Vec::as_slice).unwrap_or_default();
-            if !held(job) && never_holds(kind, states) {
+            // `held` reads the runs' attempt records: asked only of a term that would be refused.
+            if never_holds(kind, states) && !held(job) {
                 let wants = if kind == "afterok" { "success" } else { "failure" };
                 never.push(format!("`{kind}:{id}` can never hold: {}, and {kind} waits for its {wants}", ended_words(key, states)));
             }
@@ -4436,10 +4437,9 @@ mod tests {
         assert!(warnings[0].contains("`slurm.overrides[0].when` in `") && warnings[0].contains("`--set sweep.grid.run.num_envs=[8]` sets the sweep's axes"), "{warnings:?}");
     }
 
-    /// A `Slurm` whose `squeue` is the stand-in `script`, written into `bin`, asked once a call.
-    fn with_squeue(bin: &Path, script: &str) -> Slurm {
-        std::fs::write(bin.join("squeue"), script).expect("fake squeue");
-        std::fs::set_permissions(bin.join("squeue"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    /// A `Slurm` whose `squeue` is the stand-in shell `body`, written into `bin`, asked once a call.
+    fn with_squeue(bin: &Path, body: &str) -> Slurm {
+        crate::subprocess::write_stand_in(&bin.join("squeue"), body);
         Slurm { bin_dir: Some(bin.to_path_buf()), policy: crate::backend::slurm_cmd::CallPolicy { attempts: 1, ..Default::default() } }
     }
 
@@ -4455,8 +4455,7 @@ mod tests {
         // A stand-in `squeue --jobs` that knows job 7 only.
         let slurm = with_squeue(
             &bin,
-            "#!/bin/sh
-case \"$*\" in *--jobs=7) echo '7|7';; *) echo 'slurm_load_jobs error: Invalid job id specified' >&2; exit 1;; esac\n",
+            "case \"$*\" in *--jobs=7) echo '7|7';; *) echo 'slurm_load_jobs error: Invalid job id specified' >&2; exit 1;; esac\n",
         );
         let plan = |after: &str| {
             let mut plan = sweep_plan(tmp.path(), &format!("after = {after}"), "").expect("plan");
@@ -4492,8 +4491,7 @@ case \"$*\" in *--jobs=7) echo '7|7';; *) echo 'slurm_load_jobs error: Invalid j
         // `%F|%A|%i|%T`: 10 failed, 11 succeeded, 12 runs; array 20 mixed, array 30 all well.
         let slurm = with_squeue(
             &bin,
-            "#!/bin/sh
-case \"$*\" in
+            "case \"$*\" in
 *--jobs=10) echo '10|10|10|FAILED';;
 *--jobs=11) echo '11|11|11|COMPLETED';;
 *--jobs=12) echo '12|12|12|RUNNING';;
