@@ -46,6 +46,10 @@ enum PluginCommand {
         /// Seed of the synthetic batches and the instances.
         #[arg(long, default_value_t = 7)]
         seed: u64,
+        /// Give the synthetic rollouts the host's `is_expert` column (every third response a
+        /// teacher-forced expert one), as `run.expert_per_group` does (CHORD needs it).
+        #[arg(long)]
+        experts: bool,
     },
 }
 
@@ -247,7 +251,7 @@ pub fn run_if_requested() -> Option<u8> {
 fn run(command: PluginCommand) -> u8 {
     let (file, check, try_params) = match command {
         PluginCommand::Info { file, try_params } => (file, None, try_params),
-        PluginCommand::Check { file, params, seed } => (file, Some((params, seed)), false),
+        PluginCommand::Check { file, params, seed, experts } => (file, Some((params, seed, experts)), false),
     };
     // Read before loading: the caller writes all of stdin and then waits for the report.
     let tries = if try_params {
@@ -280,9 +284,10 @@ fn run(command: PluginCommand) -> u8 {
             if let Some(list) = &tries {
                 report.instances = Some(list.iter().map(|params| try_instance(&plugin, params)).collect());
             }
-            if let Some((params, seed)) = check {
+            if let Some((params, seed, experts)) = check {
                 let opts = CheckOptions {
                     seed,
+                    experts,
                     ..CheckOptions::default()
                 };
                 let checks = plugin.check(&params, &opts);

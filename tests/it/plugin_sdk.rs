@@ -323,6 +323,25 @@ fn a_crate_building_on_the_bundled_ppo_exports_its_own_plugin() {
     assert!(checked.contains("passed: 14 checks, 0 failed"), "{checked}");
 }
 
+/// Review (algorithms) F2: CHORD refuses a rollout without expert responses, so its plugin
+/// check failed 11 of 14 checks with no way to send them. `--experts` sends the host's
+/// `is_expert` column and the whole harness runs; without it the failure says how to ask.
+#[test]
+fn a_plugin_that_learns_from_experts_is_checked_with_expert_responses() {
+    let out = drover().args(["plugin", "check", "chord"]).output().expect("spawn");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_ne!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("hint: the plugin asks for expert responses (`is_expert`)"), "{text}");
+    assert!(text.contains("drover plugin check chord --experts"), "{text}");
+    let out = run_ok(drover().args(["plugin", "check", "chord", "--experts"]));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("passed: 14 checks, 0 failed"), "{text}");
+    assert!(!text.contains("hint:"), "{text}");
+    // A plugin that ignores the column passes either way.
+    let out = run_ok(drover().args(["plugin", "check", "grpo", "--experts"]));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("passed: 14 checks, 0 failed"));
+}
+
 /// Review finding 8: a library under another plugin's file name ran, and `spec.json` and
 /// analyze named one algorithm while `summary.json` named another.
 #[test]

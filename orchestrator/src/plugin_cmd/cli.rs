@@ -48,6 +48,11 @@ pub enum PluginCommand {
         /// Parameters (a JSON object) for the instances under test; default: the defaults.
         #[arg(long, default_value = "{}")]
         params: String,
+        /// Give the synthetic rollouts the host's `is_expert` column (every third response a
+        /// teacher-forced expert one), as `run.expert_per_group` does: for algorithms that
+        /// learn from expert answers (CHORD).
+        #[arg(long)]
+        experts: bool,
         /// Extra directories, searched first.
         #[arg(long = "plugin-path", value_name = "DIR")]
         plugin_path: Vec<PathBuf>,
@@ -116,7 +121,7 @@ pub fn run(command: PluginCommand, env: &PluginEnv, out: &mut dyn Write) -> Resu
             }
             Ok(exit_codes::SUCCESS)
         }
-        PluginCommand::Check { plugin, params, plugin_path } => {
+        PluginCommand::Check { plugin, params, experts, plugin_path } => {
             let object = match serde_json::from_str::<serde_json::Value>(&params) {
                 Ok(serde_json::Value::Object(object)) => object,
                 Ok(other) => return Err(PluginCmdError::BadParams(format!("expected a JSON object, got {other}"))),
@@ -142,8 +147,16 @@ pub fn run(command: PluginCommand, env: &PluginEnv, out: &mut dyn Write) -> Resu
                     described.name, described.version, refusal.reason
                 )));
             }
-            let result = probe.check(&path, &params)?;
-            out.write_all(render_check(&result).as_bytes()).map_err(io)?;
+            let result = probe.check(&path, &params, experts)?;
+            let mut text = render_check(&result);
+            if !experts && needs_experts(&result) {
+                let _ = writeln!(
+                    text,
+                    "hint: the plugin asks for expert responses (`is_expert`), which the host sends with \
+                     `run.expert_per_group`; check it with them: drover plugin check {plugin} --experts"
+                );
+            }
+            out.write_all(text.as_bytes()).map_err(io)?;
             Ok(if result.passed() { exit_codes::SUCCESS } else { exit_codes::FAILURE })
         }
     }
@@ -322,6 +335,12 @@ pub fn render_list(listing: &Listing, dirs: &[PathBuf]) -> String {
         if dirs.is_empty() { "no directory".to_string() } else { dirs.join(", ") }
     );
     s
+}
+
+/// Whether a failed check says the plugin refused a rollout without the `is_expert` column
+/// (`drover_plugin_api::metadata::IS_EXPERT`; drover does not link the API crate).
+fn needs_experts(result: &CheckResult) -> bool {
+    result.checks.iter().any(|c| !c.passed && c.detail.contains("is_expert"))
 }
 
 /// The text of `drover plugin check`.

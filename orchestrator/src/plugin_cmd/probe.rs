@@ -157,12 +157,16 @@ impl PluginProbe {
     }
 
     /// Runs the author's harness on `path` with `params_json` in a `drover-job plugin check`
-    /// subprocess.
+    /// subprocess; `experts` gives its synthetic rollouts the host's `is_expert` column.
     ///
     /// # Errors
     /// As [`PluginProbe::info`]; failed checks are not errors but part of the result.
-    pub fn check(&self, path: &Path, params_json: &str) -> Result<CheckResult, PluginProbeError> {
-        let report = self.ask("check", path, &["--params", params_json])?;
+    pub fn check(&self, path: &Path, params_json: &str, experts: bool) -> Result<CheckResult, PluginProbeError> {
+        let mut args = vec!["--params", params_json];
+        if experts {
+            args.push("--experts");
+        }
+        let report = self.ask("check", path, &args)?;
         let (plugin, checks) = self.description(report, "check", path)?;
         let checks = checks.ok_or_else(|| self.bad("check", path, "the report has no `checks`".into(), String::new()))?;
         Ok(CheckResult { plugin, checks })

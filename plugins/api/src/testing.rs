@@ -656,7 +656,8 @@ pub fn check_loss_derivatives<S: Subject + ?Sized>(
     Ok(report)
 }
 
-/// Settings of [`run_checks`]; `Default` is what `drover plugin check` uses.
+/// Settings of [`run_checks`]; `Default` is what `drover plugin check` uses (`--experts` sets
+/// `experts`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct CheckOptions {
     /// Seed of the synthetic batches and of the instances.
@@ -671,6 +672,11 @@ pub struct CheckOptions {
     pub fd_atol: f64,
     /// Relative tolerance of the derivative check.
     pub fd_rtol: f64,
+    /// Whether the synthetic rollouts carry the host's `is_expert` column (every third
+    /// sequence a teacher-forced expert response), as the host sends it with
+    /// `run.expert_per_group`: for algorithms that learn from expert responses (CHORD) and
+    /// refuse a batch without them.
+    pub experts: bool,
 }
 
 impl Default for CheckOptions {
@@ -682,6 +688,7 @@ impl Default for CheckOptions {
             fd_step: 1e-3,
             fd_atol: 1e-4,
             fd_rtol: 1e-2,
+            experts: false,
         }
     }
 }
@@ -795,6 +802,8 @@ struct RolloutData {
     logp_old: Vec<f32>,
     entropy_old: Vec<f32>,
     group_ids: Vec<u32>,
+    /// The `is_expert` metadata column, one flag per sequence; empty: no column.
+    is_expert: Vec<f32>,
     seed: u64,
 }
 
@@ -817,6 +826,7 @@ impl RolloutData {
             logp_old: vec![0.0; n],
             entropy_old: vec![0.0; n],
             group_ids: (0..b as u32).collect(),
+            is_expert: Vec::new(),
             seed,
         };
         for s in 0..b {
@@ -902,8 +912,20 @@ impl RolloutData {
         r.logp_old = &self.logp_old;
         r.entropy_old = &self.entropy_old;
         r.group_ids = &self.group_ids;
+        if !self.is_expert.is_empty() {
+            r.metadata.push((crate::metadata::IS_EXPERT.to_owned(), &self.is_expert));
+        }
         r.seed = self.seed;
         r
+    }
+
+    /// Marks every third sequence a teacher-forced expert response, as [`CheckOptions::experts`]
+    /// asks.
+    fn with_experts(mut self, experts: bool) -> Self {
+        if experts {
+            self.is_expert = (0..self.b).map(|s| if s % 3 == 2 { 1.0 } else { 0.0 }).collect();
+        }
+        self
     }
 }
 
@@ -1134,7 +1156,8 @@ where
     let mut instance = |what: &str| {
         make(opts.seed).map_err(|e| format!("creating the {what} instance failed: {e}"))
     };
-    let rollout = RolloutData::synthetic(opts.num_sequences.max(1), opts.seq_len.max(1), opts.seed);
+    let rollout = RolloutData::synthetic(opts.num_sequences.max(1), opts.seq_len.max(1), opts.seed)
+        .with_experts(opts.experts);
 
     // Advantage stage.
     let first = instance("first").and_then(|mut alg| {
@@ -1400,7 +1423,7 @@ fn check_state_round_trip<S: Subject>(
     // its metrics.
     let iterate = |alg: &mut S, data: &RolloutData, ids: &[f32], iteration: u64| {
         let mut batch = data.view();
-        batch.metadata = vec![(crate::metadata::PROMPT_ID.to_owned(), ids)];
+        batch.metadata.push((crate::metadata::PROMPT_ID.to_owned(), ids));
         let (adv, ret, mut metrics) =
             run_advantages(alg, &batch).map_err(|e| format!("`compute_advantages` failed: {e}"))?;
         let loss = run_loss(alg, &mb_data.view()).map_err(|e| format!("`loss` failed: {e}"))?;

@@ -548,34 +548,6 @@ mod tests {
         assert_eq!(metric(&m, "chord_mu"), Some(0.1));
     }
 
-    /// The harness's synthetic rollouts carry no expert flags: this wrapper adds them (every
-    /// third sequence an expert), as the host does with run.expert_per_group.
-    struct WithExperts(Chord);
-
-    impl Subject for WithExperts {
-        fn compute_advantages(
-            &mut self,
-            batch: &Rollout<'_>,
-            advantages: &mut [f32],
-            returns: &mut [f32],
-        ) -> Result<Vec<Metric>, PluginError> {
-            let flags: Vec<f32> = (0..batch.num_sequences)
-                .map(|b| if b % 3 == 2 { 1.0 } else { 0.0 })
-                .collect();
-            let mut b = batch.clone();
-            b.metadata.push((IS_EXPERT.to_owned(), &flags));
-            Subject::compute_advantages(&mut self.0, &b, advantages, returns)
-        }
-
-        fn loss(
-            &mut self,
-            mb: &Minibatch<'_>,
-            out: &mut LossOutputs<'_>,
-        ) -> Result<Vec<Metric>, PluginError> {
-            Subject::loss(&mut self.0, mb, out)
-        }
-    }
-
     #[test]
     fn passes_drovers_plugin_harness_with_expert_flags() {
         for json in [
@@ -583,11 +555,8 @@ mod tests {
             r#"{"sft_phi": false, "ent_coef": 0.01, "loss_agg_mode": "seq-mean-token-mean"}"#,
         ] {
             let report = testing::run_checks(
-                |seed| {
-                    let params = Params::parse(&Chord::info().params, json)?;
-                    Ok(WithExperts(Chord::new(&params, seed)?))
-                },
-                &CheckOptions::default(),
+                |seed| testing::seeded_instance::<Chord>(json, seed),
+                &CheckOptions { experts: true, ..CheckOptions::default() },
             );
             report.assert_passed();
         }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use drover_plugin_api::{
     llm::{
         broadcast_to_tokens, clipped_policy_loss, group_ids, group_normalized_advantages,
-        sequence_scores, ClipRange, PolicyLossConfig, GRPO_EPS,
+        group_scores_vary, sequence_scores, ClipRange, PolicyLossConfig, GRPO_EPS,
     },
     AlgorithmImpl, LossOutputs, Metric, Minibatch, ParamSpec, Params, PluginError, PluginInfo,
     Rollout,
@@ -291,15 +291,8 @@ impl AlgorithmImpl for Dapo {
     /// DAPO's dynamic-sampling filter on one group's scores: refuse a group of two or more
     /// whose scores are all equal (all advantages 0); keep a group of one, as verl does.
     fn keep_group(&self, rewards: &[f32]) -> Result<bool, PluginError> {
-        if let Some(bad) = rewards.iter().find(|r| !r.is_finite()) {
-            return Err(PluginError::invalid_input(format!(
-                "{NAME}: keep_group got a non-finite reward {bad} in `rewards`"
-            )));
-        }
-        if !self.config.dynamic_sampling || rewards.len() < 2 {
-            return Ok(true);
-        }
-        Ok(rewards.iter().any(|&r| r != rewards[0]))
+        let varies = group_scores_vary(NAME, rewards)?;
+        Ok(varies || !self.config.dynamic_sampling)
     }
 }
 

@@ -2,7 +2,7 @@
 //! loss stage NFT's positive / implicit-negative token loss summed and divided by a constant.
 
 use drover_plugin_api::{
-    llm::{approx_kl, group_ids, valid_token_mean},
+    llm::{approx_kl, group_ids, group_scores_vary, valid_token_mean},
     AlgorithmImpl, LossOutputs, Metric, Minibatch, ParamSpec, Params, PluginError, PluginInfo,
     Rollout,
 };
@@ -24,6 +24,9 @@ pub struct NftConfig {
     pub clamp_positive: f64,
     /// The loss is `Σ_tokens / loss_scale_factor`.
     pub loss_scale_factor: f64,
+    /// Whether `keep_group` refuses groups whose rewards are all equal (NFT's trainer trains
+    /// only on groups with `std > 0`).
+    pub filter_groups: bool,
 }
 
 impl Default for NftConfig {
@@ -34,6 +37,7 @@ impl Default for NftConfig {
             clamp_negative: 1.0,
             clamp_positive: 0.0,
             loss_scale_factor: 1000.0,
+            filter_groups: true,
         }
     }
 }
@@ -68,6 +72,7 @@ impl NftConfig {
             clamp_negative: positive("clamp_negative")?,
             clamp_positive: p.f64("clamp_positive")?,
             loss_scale_factor: positive("loss_scale_factor")?,
+            filter_groups: p.bool("filter_groups")?,
         })
     }
 }
@@ -132,6 +137,11 @@ impl AlgorithmImpl for Nft {
             )
             .min(0.0),
         )
+        .param(ParamSpec::bool(
+            "filter_groups",
+            true,
+            "Refuse prompt groups whose rewards are all equal (all right or all wrong), as NFT's trainer does (train_7B.sh enable_filter_groups=True, metric acc, max_num_gen_batches=10; r̂'s [0.02, 0.98] clamp is only a guard then). The host generates at most run.max_gen_batches batches per iteration, 1 unless set (then refused groups are weight-0 padding): set it (NFT: 10) for the refill. false: train on every group, uniform ones pushed by ±0.02.",
+        ))
     }
 
     fn new(params: &Params, _seed: u64) -> Result<Self, PluginError> {
@@ -198,6 +208,13 @@ impl AlgorithmImpl for Nft {
         ]);
         Ok(metrics)
     }
+
+    /// NFT trains only on groups with both right and wrong answers (its trainer keeps the
+    /// prompts whose accuracy has `std > 0` and asserts 0 < r̂ < 1 in the loss).
+    fn keep_group(&self, rewards: &[f32]) -> Result<bool, PluginError> {
+        let varies = group_scores_vary(NAME, rewards)?;
+        Ok(varies || !self.config.filter_groups)
+    }
 }
 
 #[cfg(test)]
@@ -231,7 +248,23 @@ mod tests {
             (r#"{"clamp_negative": 0.0}"#, "clamp_negative"),
             (r#"{"loss_scale_factor": 0.0}"#, "loss_scale_factor"),
             (r#"{"neg_weight": -1.0}"#, "neg_weight"),
+            (r#"{"filter_groups": 1}"#, "filter_groups"),
         ]);
+    }
+
+    /// All-right and all-wrong groups are refused by default and kept with
+    /// `filter_groups = false`; a single response and a mixed group are always kept.
+    #[test]
+    fn keep_group_refuses_uniform_groups_unless_told_not_to() {
+        let n = make("{}").expect("defaults");
+        assert!(!n.keep_group(&[1.0, 1.0, 1.0]).expect("all right"));
+        assert!(!n.keep_group(&[0.0, 0.0]).expect("all wrong"));
+        assert!(n.keep_group(&[0.0, 1.0, 0.0]).expect("mixed"));
+        assert!(n.keep_group(&[1.0]).expect("single"));
+        assert!(n.keep_group(&[f32::NAN, 1.0]).is_err());
+        let all = make(r#"{"filter_groups": false}"#).expect("valid");
+        assert!(all.keep_group(&[1.0, 1.0, 1.0]).expect("all right"));
+        assert!(all.keep_group(&[0.0, 0.0]).expect("all wrong"));
     }
 
     /// Group 5: [1, 0, 0, 0] → r̂ = ¼; group 2: [1, 1] → 1 clamped to 0.98; group 9: [0, 0] →

@@ -7,7 +7,8 @@ use drover_plugin_api::{
 
 use crate::{gae::gae, loss::ppo_loss};
 
-/// PPO's hyper-parameters (CleanRL defaults). Learning rate, epochs, minibatches and
+/// PPO's hyper-parameters: CleanRL's defaults, except that a truncated step bootstraps from
+/// its final observation (`bootstrap_truncated`; `false` is CleanRL's rule). Learning rate, epochs, minibatches and
 /// gradient clipping belong to the host.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PpoConfig {
@@ -189,9 +190,10 @@ mod tests {
     }
 
     #[test]
-    fn defaults_are_cleanrl() {
+    fn defaults_are_cleanrls_but_truncation_bootstraps() {
         let ppo = make("{}").expect("defaults are valid");
         assert_eq!(ppo.config, PpoConfig::default());
+        assert!(ppo.config.bootstrap_truncated);
         let e = make(r#"{"clip_coef": -0.1}"#).expect_err("negative clip");
         assert_eq!(e.key(), Some("clip_coef"));
         let e = make(r#"{"lr": 0.1}"#).expect_err("lr is the host's");

@@ -232,12 +232,17 @@ impl AlgorithmImpl for Reinforce {
         }
         let (mut mean, mut std) = (0.0, 1.0);
         if self.config.norm_adv {
+            // torch.std is unbiased (n − 1), as CleanRL and verl use it; one token has no spread.
             let n = valid().count() as f64;
             mean = valid().map(|i| f64::from(mb.advantages[i])).sum::<f64>() / n;
-            let var = valid()
-                .map(|i| (f64::from(mb.advantages[i]) - mean).powi(2))
-                .sum::<f64>()
-                / n;
+            let var = if n < 2.0 {
+                0.0
+            } else {
+                valid()
+                    .map(|i| (f64::from(mb.advantages[i]) - mean).powi(2))
+                    .sum::<f64>()
+                    / (n - 1.0)
+            };
             std = var.sqrt() + 1e-8;
         }
         // Minibatch sequence s is rollout sequence rollout_index[s], not s: look the advantage

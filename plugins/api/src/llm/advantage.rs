@@ -40,6 +40,21 @@ pub fn group_ids<'a>(algorithm: &str, batch: &Rollout<'a>) -> Result<&'a [u32], 
     }
 }
 
+/// The dynamic-sampling group filter of DAPO and NFT: whether one group's scores differ, so the
+/// group carries a learning signal (verl DAPO `filter_groups` with metric `acc`, NFT's trainer
+/// `std > 0`). A group of one is kept, as verl does: it has no spread to judge.
+///
+/// # Errors
+/// `invalid_input` naming `algorithm` when a score is not finite.
+pub fn group_scores_vary(algorithm: &str, rewards: &[f32]) -> Result<bool, PluginError> {
+    if let Some(bad) = rewards.iter().find(|r| !r.is_finite()) {
+        return Err(PluginError::invalid_input(format!(
+            "{algorithm}: keep_group got a non-finite reward {bad} in `rewards`"
+        )));
+    }
+    Ok(rewards.len() < 2 || rewards.iter().any(|&r| r != rewards[0]))
+}
+
 /// Members of each group (ascending ids, so the order never depends on hashing), for the first
 /// `n` sequences; a sequence without an id is a group of its own.
 fn members(group_ids: &[u32], n: usize) -> Vec<Vec<usize>> {

@@ -37,7 +37,7 @@ mod token_loss;
 
 pub use self::{
     advantage::{
-        broadcast_to_tokens, group_ids, group_normalized_advantages, group_stats,
+        broadcast_to_tokens, group_ids, group_normalized_advantages, group_scores_vary, group_stats,
         outcome_advantages, rloo_advantages, sequence_scores, Baseline, GroupStats, GRPO_EPS,
     },
     aggregate::{
