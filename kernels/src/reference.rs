@@ -62,8 +62,10 @@ pub fn cartpole_step(state: &mut [f32; 4], steps: &mut u32, action: u32) -> (f32
     theta_dot += TAU * theta_acc;
     *state = [x, x_dot, theta, theta_dot];
     *steps += 1;
-    // Exactly as SEMANTICS.md writes it (`!range.contains` would also terminate on NaN).
-    #[allow(clippy::manual_range_contains)]
+    #[expect(
+        clippy::manual_range_contains,
+        reason = "exactly as SEMANTICS.md writes it: `!range.contains` would also terminate on NaN"
+    )]
     let terminated =
         x < -X_THRESHOLD || x > X_THRESHOLD || theta < -THETA_THRESHOLD || theta > THETA_THRESHOLD;
     let truncated = !terminated && *steps >= MAX_STEPS;
@@ -271,7 +273,7 @@ pub fn d_logits(logp: &[f32], action: u32, d_logp: f32, d_entropy: f32) -> Vec<f
 
 /// Adds dL/dtheta of one sample into `grads`, for
 /// `L = d_logp * logp[action] + d_value * V + d_entropy * H` at observation `obs`.
-#[allow(clippy::too_many_arguments)]
+#[expect(clippy::too_many_arguments, reason = "a kernel takes its dimensions, operand slices and strides flat, as BLAS does, so the hot loops see plain slices")]
 pub fn backward(
     layout: &ParamLayout,
     params: &[f32],

@@ -128,7 +128,6 @@ impl EnvChunk {
     }
 
     /// Rolls this chunk's envs `nt` steps starting at global step `step0`.
-    #[allow(clippy::too_many_arguments)]
     fn rollout(
         &mut self,
         layout: &ParamLayout,

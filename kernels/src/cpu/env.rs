@@ -183,9 +183,10 @@ impl CartPoleSoa {
             x[i] = nx;
             th[i] = nth;
             st[i] += 1;
-            // Comparisons exactly as SEMANTICS.md writes them (`!range.contains` would turn a
-            // NaN state into a termination, which the reference does not do).
-            #[allow(clippy::manual_range_contains)]
+            #[expect(
+                clippy::manual_range_contains,
+                reason = "exactly as SEMANTICS.md writes them: `!range.contains` would turn a NaN state into a termination, which the reference does not do"
+            )]
             let t = (nx < -X_THRESHOLD)
                 | (nx > X_THRESHOLD)
                 | (nth < -THETA_THRESHOLD)

@@ -84,7 +84,7 @@ impl EvalChunk {
     /// Backward of the last [`EvalChunk::evaluate`], pass after pass (so rows add into
     /// `grads` in row order); the derivatives are the whole minibatch's, of which it takes
     /// this chunk's rows.
-    #[allow(clippy::too_many_arguments)]
+    #[expect(clippy::too_many_arguments, reason = "a kernel takes its dimensions, operand slices and strides flat, as BLAS does, so the hot loops see plain slices")]
     fn backward(
         &mut self,
         layout: &ParamLayout,
@@ -214,7 +214,7 @@ impl Learner {
 
     /// Forward of `samples` (indices below `total` into the last rollout, whose actions are
     /// `actions`); `fill(sample, input_row, scratch)` writes a sample's observation.
-    #[allow(clippy::too_many_arguments)]
+    #[expect(clippy::too_many_arguments, reason = "a kernel takes its dimensions, operand slices and strides flat, as BLAS does, so the hot loops see plain slices")]
     pub(crate) fn evaluate<F>(
         &mut self,
         layout: &ParamLayout,

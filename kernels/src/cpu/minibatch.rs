@@ -68,7 +68,7 @@ pub(crate) enum Epilogue<'a> {
 /// `r < padded_rows(rows)`; `w` is row-major `[n_in][n_out]`, `x` is `[n_in][ld]`, `y` is
 /// `[n_out][ld]`. Panics (a programming error) if a buffer is too short or `ld` is less than
 /// the padded rows.
-#[allow(clippy::too_many_arguments)]
+#[expect(clippy::too_many_arguments, reason = "a kernel takes its dimensions, operand slices and strides flat, as BLAS does, so the hot loops see plain slices")]
 pub(crate) fn dense(
     simd: SimdLevel,
     n_in: usize,
@@ -86,7 +86,7 @@ pub(crate) fn dense(
 /// [`dense`] on one block of `width` rows stored `width` apart (one of [`BLOCK_WIDTHS`]): the
 /// rollout's forward on a block of envs (`fused.rs`). Every lane computes what it would in a
 /// full block, bit for bit.
-#[allow(clippy::too_many_arguments)]
+#[expect(clippy::too_many_arguments, reason = "a kernel takes its dimensions, operand slices and strides flat, as BLAS does, so the hot loops see plain slices")]
 pub(crate) fn dense_block(
     simd: SimdLevel,
     n_in: usize,
@@ -106,7 +106,7 @@ pub(crate) fn dense_block(
 pub(crate) const BLOCK_WIDTHS: [usize; 3] = [ROW_BLOCK / 4, ROW_BLOCK / 2, ROW_BLOCK];
 
 /// [`dense`] on rows `0..np` in blocks of `block` rows (one of [`BLOCK_WIDTHS`]).
-#[allow(clippy::too_many_arguments)]
+#[expect(clippy::too_many_arguments, reason = "a kernel takes its dimensions, operand slices and strides flat, as BLAS does, so the hot loops see plain slices")]
 fn dense_rows(
     simd: SimdLevel,
     n_in: usize,
@@ -153,7 +153,7 @@ fn dense_rows(
 
 /// Plain loops in the reference's order: the sum over inputs in input order starting from
 /// zero, then `b + sum` or `sum * (1 - h * h)`.
-#[allow(clippy::too_many_arguments)]
+#[expect(clippy::too_many_arguments, reason = "a kernel takes its dimensions, operand slices and strides flat, as BLAS does, so the hot loops see plain slices")]
 fn dense_portable(
     n_in: usize,
     n_out: usize,
@@ -194,7 +194,7 @@ fn dense_portable(
 /// portable level always does this, and then equals the reference bit for bit); where one
 /// width is small (an output layer, a first layer), each vector lane sums every 16th (AVX2,
 /// NEON: 8th) row and the lanes are then added in a fixed tree, which needs no transpose.
-#[allow(clippy::too_many_arguments)]
+#[expect(clippy::too_many_arguments, reason = "a kernel takes its dimensions, operand slices and strides flat, as BLAS does, so the hot loops see plain slices")]
 pub(crate) fn grad(
     simd: SimdLevel,
     n_in: usize,
@@ -422,7 +422,7 @@ mod generic {
     /// # Safety
     /// As [`F32Vec`]; `dense`'s asserts cover the rows, inputs and outputs.
     #[inline(always)]
-    #[allow(clippy::too_many_arguments)]
+    #[expect(clippy::too_many_arguments, reason = "a kernel takes its dimensions, operand slices and strides flat, as BLAS does, so the hot loops see plain slices")]
     pub unsafe fn dense<T: DenseTiles, V: F32Vec, const H: usize>(n_in: usize, n_out: usize, w: &[f32], x: &[f32], np: usize, ld: usize, y: &mut [f32], epi: Epilogue<'_>) {
         let (k, kind) = Kernel::new(n_in, n_out, w, x, ld, y, epi);
         match kind {
@@ -844,7 +844,7 @@ macro_rules! level_entry_points {
 
         /// `super::dense_rows` on blocks of `block` rows, `block` one of `BLOCK_WIDTHS`.
         #[target_feature(enable = $f)]
-        #[allow(clippy::too_many_arguments)]
+        #[expect(clippy::too_many_arguments, reason = "a kernel takes its dimensions, operand slices and strides flat, as BLAS does, so the hot loops see plain slices")]
         pub(super) unsafe fn dense(block: usize, n_in: usize, n_out: usize, w: &[f32], x: &[f32], np: usize, ld: usize, y: &mut [f32], epi: Epilogue<'_>) {
             match block {
                 $($b => generic::dense::<$T, $W, $H>(n_in, n_out, w, x, np, ld, y, epi),)+
@@ -854,14 +854,14 @@ macro_rules! level_entry_points {
 
         /// `super::grad` in row order, over the transposed `dyt`.
         #[target_feature(enable = $f)]
-        #[allow(clippy::too_many_arguments)]
+        #[expect(clippy::too_many_arguments, reason = "a kernel takes its dimensions, operand slices and strides flat, as BLAS does, so the hot loops see plain slices")]
         pub(super) unsafe fn grad_rows(n_in: usize, n_out: usize, x: &[f32], ld: usize, dyt: &[f32], rows: usize, gw: &mut [f32], gb: &mut [f32]) {
             Grad::new(n_in, n_out, x, ld, dyt, gw).run::<$T>(dyt, rows, gb);
         }
 
         /// `super::grad` with rows in vector lanes.
         #[target_feature(enable = $f)]
-        #[allow(clippy::too_many_arguments)]
+        #[expect(clippy::too_many_arguments, reason = "a kernel takes its dimensions, operand slices and strides flat, as BLAS does, so the hot loops see plain slices")]
         pub(super) unsafe fn grad_lanes(n_in: usize, n_out: usize, x: &[f32], dy: &[f32], ld: usize, rows: usize, gw: &mut [f32], gb: &mut [f32]) {
             Lanes::new::<$V>(n_in, n_out, x, dy, ld, rows, gw).run::<$V, $k4, $k2, $k1>(gb);
         }

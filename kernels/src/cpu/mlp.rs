@@ -152,7 +152,7 @@ impl NetCache {
     /// adds into `grads` the gradient of
     /// `sum_n d_logp[n] logp[n][action[n]] + d_value[n] V[n] + d_entropy[n] H[n]`.
     /// `wt` is [`transposed_weights`] of the forward's parameters.
-    #[allow(clippy::too_many_arguments)]
+    #[expect(clippy::too_many_arguments, reason = "a kernel takes its dimensions, operand slices and strides flat, as BLAS does, so the hot loops see plain slices")]
     pub fn backward(
         &self,
         scratch: &mut BackwardScratch,
@@ -315,7 +315,7 @@ impl BackwardScratch {
 
     /// Backward through every layer given dL/d(output) in `dy`, adding into `grads`; `wt`
     /// holds the transposed weights ([`transposed_weights`]).
-    #[allow(clippy::too_many_arguments)]
+    #[expect(clippy::too_many_arguments, reason = "a kernel takes its dimensions, operand slices and strides flat, as BLAS does, so the hot loops see plain slices")]
     fn mlp(
         &mut self,
         layers: &[LayerLayout],

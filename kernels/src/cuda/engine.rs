@@ -498,8 +498,8 @@ impl Engine for CudaEngine {
     }
 }
 
-#[allow(dead_code)]
-fn _assert_send() {
-    fn is_send<T: Send>() {}
+// The engine moves to the job's training thread: keep it `Send` (checked at compile time).
+const _: () = {
+    const fn is_send<T: Send>() {}
     is_send::<CudaEngine>();
-}
+};
