@@ -114,6 +114,9 @@ pub enum ConfigErrorKind {
     /// underscore after the table, an unknown table, a misspelled top-level key).
     #[error("not read as a sweep setting: {0}")]
     UnreadVariable(String),
+    /// A `DROVER_*` variable whose name or value is not valid UTF-8.
+    #[error("not valid UTF-8")]
+    NotUtf8,
     /// A `--set key=value` argument that cannot be parsed.
     #[error("bad --set syntax: {0}")]
     BadSet(String),

@@ -274,10 +274,12 @@ fn run(args: RunArgs) -> anyhow::Result<u8> {
     // once, by the refusal of a sweep that needs CUDA and by the GPU sharing after it.
     let devices = std::cell::OnceCell::new();
     let count_devices = || devices.get_or_init(|| backend::gpus::count_devices(&job_bin)).clone();
+    // `std::env::vars` panics on a variable that is not UTF-8, which need not be drover's.
+    let env = drover::config::environment(&sweep, std::env::vars_os())?;
     let opts = PlanOptions {
         sweep_file: sweep,
         sets,
-        env: std::env::vars().collect(),
+        env,
         results,
         jobs,
         exe_dir: exe_dir(),

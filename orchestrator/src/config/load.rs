@@ -1,5 +1,6 @@
 //! Loading a `SweepFile` with figment: the TOML file, then `DROVER_*` env vars, then `--set` args.
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use figment::error::{Actual, Kind};
@@ -186,6 +187,28 @@ pub fn load_str(file: &Path, text: &str, env: &[(String, String)], sets: &[SetAr
     Ok(parsed)
 }
 
+/// The process environment as `load` takes it: every variable whose name and value are UTF-8.
+/// Others are left out, as no setting reads them (a path in a legacy locale, say), except a
+/// `DROVER_*` one, which is refused so that a setting is never silently dropped.
+///
+/// # Errors
+/// [`ConfigErrorKind::NotUtf8`] naming the `DROVER_*` variable (lossily) and `file`.
+pub fn environment(file: &Path, vars: impl IntoIterator<Item = (OsString, OsString)>) -> Result<Vec<(String, String)>, ConfigError> {
+    let mut env = Vec::new();
+    for (name, value) in vars {
+        match (name.into_string(), value.into_string()) {
+            (Ok(name), Ok(value)) => env.push((name, value)),
+            (name, _) => {
+                let name = name.unwrap_or_else(|raw| raw.to_string_lossy().into_owned());
+                if name.starts_with("DROVER_") {
+                    return Err(ConfigError::whole_file(file, ConfigErrorKind::NotUtf8).with_origin(format!("environment variable `{name}`")));
+                }
+            }
+        }
+    }
+    Ok(env)
+}
+
 /// Refuses a `DROVER_*` variable that is spelled like a sweep setting but that no setting reads,
 /// which would otherwise be ignored without a word: `DROVER_RUN_NUM_ENVS` (one underscore after
 /// the table), `DROVER_RUNS__NUM_ENVS` (no such table; only sweep settings use `__`),
@@ -220,6 +243,16 @@ fn check_env_names(file: &Path, env: &[(String, String)]) -> Result<(), ConfigEr
         });
         if let Some(meant) = single {
             return unread(format!("a table and its key are separated by a double underscore; did you mean `{meant}`?"));
+        }
+        // A key of a table without the table: `DROVER_NUM_ENVS` (plugin parameters cannot be
+        // told from the runtime's own variables here, so only drover's tables are judged).
+        let table = if RunConfig::KEYS.contains(&key.as_str()) {
+            Some("run")
+        } else {
+            ["seeds", "grid", "cases"].contains(&key.as_str()).then_some("sweep")
+        };
+        if let Some(table) = table {
+            return unread(format!("a key of a table needs the table first; did you mean `{}`?", upper(table, &key)));
         }
         if let Some(top) = closest(&key, ENV_TOP_KEYS.iter().copied()).filter(|top| top.len() > 4) {
             return unread(format!("did you mean `DROVER_{}`?", top.to_ascii_uppercase()));
@@ -552,6 +585,10 @@ mod tests {
             ("DROVER_X__Y", format!("{at} `DROVER_X__Y`: not read as a sweep setting: `x` is not a table of the sweep file (`DROVER_<TABLE>__<KEY>` sets a key of run, params, sweep, local or slurm)")),
             ("DROVER_MAX_PARALEL", format!("{at} `DROVER_MAX_PARALEL`: not read as a sweep setting: did you mean `DROVER_MAX_PARALLEL`?")),
             ("DROVER_RESULT_DIR", format!("{at} `DROVER_RESULT_DIR`: not read as a sweep setting: did you mean `DROVER_RESULTS_DIR`?")),
+            // Failure-injection review D9: a table's key without the table was ignored.
+            ("DROVER_NUM_ENVS", format!("{at} `DROVER_NUM_ENVS`: not read as a sweep setting: a key of a table needs the table first; did you mean `DROVER_RUN__NUM_ENVS`?")),
+            ("DROVER_LR", format!("{at} `DROVER_LR`: not read as a sweep setting: a key of a table needs the table first; did you mean `DROVER_RUN__LR`?")),
+            ("DROVER_SEEDS", format!("{at} `DROVER_SEEDS`: not read as a sweep setting: a key of a table needs the table first; did you mean `DROVER_SWEEP__SEEDS`?")),
         ];
         for (name, expected) in cases {
             let err = load_str(f, text, &[(name.to_string(), "1".to_string())], &[]).expect_err(name).to_string();
@@ -560,6 +597,21 @@ mod tests {
         let runtime = ["DROVER_PLUGIN_PATH", "DROVER_JOB_BIN", "DROVER_ALLREDUCE", "DROVER_SIMD", "DROVER_CACHE_DIR", "DROVER_REQUIRE_GPU", "DROVER_REQUIRE_NCCL", "DROVER_NCCL_LIBRARY", "DROVER_SLURM_SKIP", "DROVER_KERNEL_CACHE", "DROVER_MPIRUN", "DROVER_PLUGIN_DIR", "DROVER_JOB_LOCK_FD", "DROVER_CHAOS_SEED", "DROVER_BUSY_WAIT_S", "DROVER_FAULT_KILL_RANK", "DROVER_BLESS_ABI_LAYOUT"];
         let env: Vec<(String, String)> = runtime.iter().map(|n| (n.to_string(), "1".to_string())).collect();
         load_str(f, text, &env, &[]).expect("the runtime's variables are not sweep settings");
+    }
+
+    /// Failure-injection review D1: `drover run` panicked when any variable of the environment
+    /// was not UTF-8. Others are left out; a `DROVER_*` one is refused by name.
+    #[test]
+    fn variables_that_are_not_utf8_are_left_out_unless_they_are_drovers() {
+        use std::os::unix::ffi::OsStringExt;
+        let f = Path::new("s.toml");
+        let bad = || OsString::from_vec(vec![b'a', 0xff]);
+        let vars = vec![(OsString::from("FOO"), bad()), (OsString::from("DROVER_RUN__LR"), OsString::from("0.1"))];
+        assert_eq!(environment(f, vars).expect("FOO is not drover's"), vec![("DROVER_RUN__LR".to_string(), "0.1".to_string())]);
+        let err = environment(f, vec![(OsString::from("DROVER_RUN__ENV"), bad())]).expect_err("drover's").to_string();
+        assert_eq!(err, "failed to load sweep file `s.toml`: environment variable `DROVER_RUN__ENV`: not valid UTF-8");
+        let err = environment(f, vec![(OsString::from_vec(b"DROVER_\xff".to_vec()), OsString::from("1"))]).expect_err("name").to_string();
+        assert!(err.contains("environment variable `DROVER_"), "{err}");
     }
 
     /// An override that no run would see (a grid axis, a key every case sets, `run.seed` beside

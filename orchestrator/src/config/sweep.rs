@@ -555,7 +555,57 @@ pub(super) fn check_run(run: &RunConfig) -> Result<(), (&'static str, ConfigErro
     if !run.success_return.is_finite() {
         return invalid("success_return", "must be a finite number");
     }
-    check_env(run)
+    if run.threads > MAX_THREADS {
+        return Err(("threads", ConfigErrorKind::InvalidValue(format!("must be at most {MAX_THREADS} (CPU threads per rank), got {}", run.threads))));
+    }
+    check_env(run)?;
+    check_engine_sizes(run)
+}
+
+/// The most CPU threads a rank may ask for: beyond any node's cores, so a larger value is a
+/// typo, which would otherwise fail every launched run.
+pub(crate) const MAX_THREADS: u32 = 1024;
+
+/// The engines' index limits (`kernels/src/layout.rs`: `ParamLayout::new`, `validate_sizes`),
+/// checked here too so that a sweep no engine can run is refused before anything is written
+/// rather than failing every launched run. Keep the two in step.
+fn check_engine_sizes(run: &RunConfig) -> Result<(), (&'static str, ConfigErrorKind)> {
+    let invalid = |key, why: String| Err((key, ConfigErrorKind::InvalidValue(why)));
+    let limit = u64::from(u32::MAX);
+    // Samples are addressed as u32 `t * num_envs + env`.
+    let batch = u64::from(run.num_envs) * u64::from(run.num_steps);
+    if batch > limit {
+        return invalid(
+            "num_envs",
+            format!("num_envs * num_steps = {} * {} = {batch} must be at most 2^32 - 1 (the engines index samples with 32 bits)", run.num_envs, run.num_steps),
+        );
+    }
+    // Actor and critic parameters are indexed with u32 on the GPU.
+    let (obs, actions) = match EnvKind::parse(&run.env) {
+        Some(EnvKind::Sequence { family }) => {
+            let (vocab, prompt_len) = (u64::from(run.vocab.unwrap_or(DEFAULT_VOCAB)), u64::from(run.prompt_len.unwrap_or(DEFAULT_PROMPT_LEN)));
+            let response = u64::from(RunConfig::response_len(family, run.prompt_len.unwrap_or(DEFAULT_PROMPT_LEN)));
+            ((prompt_len + response) * vocab + response, vocab)
+        }
+        _ => (4, 2),
+    };
+    let params = |out: u64| -> Option<u64> {
+        let mut dims = vec![obs];
+        dims.extend(run.hidden.iter().map(|&h| u64::from(h)));
+        dims.push(out);
+        dims.windows(2).try_fold(0u64, |total, w| total.checked_add(w[0].checked_mul(w[1])?.checked_add(w[1])?))
+    };
+    match params(actions).zip(params(1)).and_then(|(a, c)| a.checked_add(c)) {
+        Some(n) if n <= limit => Ok(()),
+        n => invalid(
+            "hidden",
+            format!(
+                "{:?} gives the policy and value networks {} parameters; at most 2^32 - 1 fit the engines' 32-bit indices",
+                run.hidden,
+                n.map_or_else(|| "more than 2^64".to_string(), |n| n.to_string())
+            ),
+        ),
+    }
 }
 
 /// The environment is known, and the sequence-task keys fit it.

@@ -441,6 +441,24 @@ fn environment_and_sequence_task_keys_are_checked() {
             "key `run.num_minibatches`: invalid value: must divide the batch, num_envs * num_steps = 8 * 128 = 1024",
         ),
         ("experts are for sequence tasks", BASE.replace("[params]", "expert_per_group = 1\n[params]"), "key `run.expert_per_group`: invalid value: is a sequence-task setting; `CartPole-v1` has no use for it"),
+        // Failure-injection review D3: sizes no engine can index passed, and every launched
+        // run failed (a rerun's rewritten sweep.json then hid the runs completed before).
+        (
+            "batch beyond 32-bit indices",
+            BASE.replace("[params]", "num_envs = 100000000\nnum_steps = 128\nnum_minibatches = 1\n[params]"),
+            "key `run.num_envs`: invalid value: num_envs * num_steps = 100000000 * 128 = 12800000000 must be at most 2^32 - 1",
+        ),
+        (
+            "network beyond 32-bit indices",
+            BASE.replace("[params]", "hidden = [100000, 100000]\n[params]"),
+            "key `run.hidden`: invalid value: [100000, 100000] gives the policy and value networks 20001500003 parameters; at most 2^32 - 1",
+        ),
+        (
+            "network beyond 64 bits",
+            BASE.replace("[params]", "hidden = [4000000000, 4000000000]\n[params]"),
+            "key `run.hidden`: invalid value: [4000000000, 4000000000] gives the policy and value networks more than 2^64 parameters",
+        ),
+        ("threads", BASE.replace("[params]", "threads = 100000\n[params]"), "key `run.threads`: invalid value: must be at most 1024 (CPU threads per rank), got 100000"),
     ];
     for (name, text, expected) in cases {
         match sweep(&text, &[], &[]) {
