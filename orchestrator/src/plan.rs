@@ -182,8 +182,10 @@ fn found_past_a_missing_folder(spec: &str, key: &str, found: &Path, sweep_dirs: 
 /// one whose `sweep.json` names another sweep that shares no run with this one (writing there
 /// would replace that manifest, so `drover status`/`cancel` would lose the other sweep, and the
 /// two would be analyzed as one). A shared run makes it this sweep renamed or edited, which is
-/// fine: run ids do not depend on the name. An unreadable manifest is not judged here: `drover
-/// run` rewrites it.
+/// fine: run ids do not depend on the name. An unreadable manifest is rewritten only when one of
+/// this sweep's runs is there (it is this sweep's, damaged); else it may be another sweep's, whose
+/// runs a rewrite would cut out of `status` and `analyze`. One of a newer drover is never
+/// rewritten.
 fn check_results_dir(results: &Path, name: &str, runs: &[RunSpec]) -> Result<(), String> {
     match std::fs::metadata(results) {
         Ok(meta) if !meta.is_dir() => {
@@ -207,7 +209,32 @@ fn check_results_dir(results: &Path, name: &str, runs: &[RunSpec]) -> Result<(),
             ));
         }
     }
-    if let Ok(Some(manifest)) = crate::layout::read_record::<SweepManifest>(&manifest_path) {
+    let manifest = match crate::layout::read_record::<SweepManifest>(&manifest_path) {
+        Ok(manifest) => manifest,
+        Err(why) => {
+            let newer = std::fs::read(&manifest_path)
+                .ok()
+                .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+                .and_then(|v| v.get("format_version").and_then(serde_json::Value::as_u64))
+                .filter(|&v| v > u64::from(crate::layout::FORMAT_VERSION));
+            if newer.is_some() {
+                return Err(format!(
+                    "`{}` was written by a newer drover ({why}): run this sweep with that drover, or give it another results directory",
+                    manifest_path.display()
+                ));
+            }
+            let runs_dir = results.join(RUNS_DIR);
+            if !runs.iter().any(|r| runs_dir.join(r.run_id.as_str()).exists()) {
+                return Err(format!(
+                    "cannot read `{}` ({why}), which names the sweep these results belong to, and no run of `{name}` is there: give this sweep its own results directory (`--results DIR`), or move the file aside if the results are this sweep's",
+                    manifest_path.display()
+                ));
+            }
+            tracing::warn!("`{}` is unreadable ({why}); it is rewritten, as runs of this sweep are there", manifest_path.display());
+            None
+        }
+    };
+    if let Some(manifest) = manifest {
         // Asked only of another name, through a set: a rerun of a 100,000-run sweep would
         // otherwise compare every id of the manifest with every run (10^10 comparisons).
         let shares_a_run = || {
@@ -600,6 +627,22 @@ mod tests {
         let ids = format!("[{:?}]", fresh.runs[0].run_id.as_str());
         std::fs::write(renamed.join(SWEEP_JSON), manifest.replace("[]", &ids)).expect("manifest");
         assert!(with(&renamed).is_ok(), "this sweep under its old name (a run in common) is accepted");
+
+        // Failure-injection review D7: a damaged or newer manifest turned this check off, and
+        // another sweep took the directory over, cutting the first one's runs out.
+        let damaged = tmp.path().join("damaged");
+        std::fs::create_dir(&damaged).expect("dir");
+        let garbled = r#"{"format_version":1,"name":"u","sour"#;
+        std::fs::write(damaged.join(SWEEP_JSON), garbled).expect("manifest");
+        let err = with(&damaged).expect_err("whose results these are is unknown").to_string();
+        assert!(err.contains(&format!("cannot read `{}` (", damaged.join(SWEEP_JSON).display())), "{err}");
+        assert!(err.contains("and no run of `t` is there"), "{err}");
+        assert_eq!(std::fs::read_to_string(damaged.join(SWEEP_JSON)).expect("manifest"), garbled, "left untouched");
+        std::fs::create_dir_all(damaged.join(RUNS_DIR).join(fresh.runs[0].run_id.as_str())).expect("run dir");
+        assert!(with(&damaged).is_ok(), "a run of this sweep is there: its own damaged manifest, rewritten");
+        std::fs::write(damaged.join(SWEEP_JSON), manifest.replace("\"format_version\": 1", "\"format_version\": 9")).expect("manifest");
+        let err = with(&damaged).expect_err("never downgraded").to_string();
+        assert!(err.contains("was written by a newer drover (unknown format_version 9"), "{err}");
 
         // A folder of the user's own: drover would write its `sweep.toml` over theirs.
         let project = tmp.path().join("project");
