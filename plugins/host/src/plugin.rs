@@ -224,6 +224,15 @@ pub(crate) fn elf_problem(bytes: &[u8]) -> Option<String> {
     if e_type != 3 {
         return Some(format!("an ELF file of type {e_type}, not a shared library (type 3)"));
     }
+    // glibc reports a library of another architecture as "No such file or directory".
+    let e_machine = u16_at(18);
+    if let Some(here) = THIS_MACHINE.filter(|&(m, _)| m != e_machine) {
+        return Some(format!(
+            "built for {}, but this drover-job runs on {}: use a build of the plugin for this machine",
+            machine_name(e_machine),
+            here.1
+        ));
+    }
     let truncated = |what: String, end: u64| format!("truncated: {what} ends at byte {end} but the file has {len} bytes");
     let (phoff, phentsize, phnum) = (u64_at(32)?, u64::from(u16_at(54)), u64::from(u16_at(56)));
     let ph_end = phoff.saturating_add(phentsize.saturating_mul(phnum));
@@ -246,6 +255,26 @@ pub(crate) fn elf_problem(bytes: &[u8]) -> Option<String> {
         return Some(truncated("the section header table".into(), sh_end));
     }
     None
+}
+
+/// This build's ELF `e_machine` and architecture name, where drover knows it.
+const THIS_MACHINE: Option<(u16, &str)> = if cfg!(target_arch = "x86_64") {
+    Some((62, "x86_64"))
+} else if cfg!(target_arch = "aarch64") {
+    Some((183, "aarch64"))
+} else {
+    None
+};
+
+/// An ELF `e_machine` in words.
+fn machine_name(e_machine: u16) -> String {
+    match e_machine {
+        62 => "x86_64".into(),
+        183 => "aarch64".into(),
+        243 => "riscv64".into(),
+        21 => "ppc64".into(),
+        other => format!("ELF machine {other}"),
+    }
 }
 
 /// The plugin's description, once its parameter declarations are checked: a default outside
@@ -614,5 +643,11 @@ mod tests {
         let mut relocatable = exe.clone();
         relocatable[16] = 1;
         assert!(elf_problem(&relocatable).is_some_and(|r| r.contains("not a shared library")));
+        // Failure-injection review D8: an AArch64 plugin on x86-64 read "No such file".
+        let mut foreign = exe.clone();
+        let (other, name) = if cfg!(target_arch = "aarch64") { (62u16, "x86_64") } else { (183u16, "aarch64") };
+        foreign[18..20].copy_from_slice(&other.to_le_bytes());
+        let why = elf_problem(&foreign);
+        assert!(why.as_deref().is_some_and(|r| r.starts_with(&format!("built for {name}, but this drover-job runs on "))), "{why:?}");
     }
 }
