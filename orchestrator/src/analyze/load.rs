@@ -38,6 +38,8 @@ pub struct Loaded {
     /// Lines for the user about the directories as a whole: run directories that are not in
     /// their `sweep.json` (left out or, with `all_runs`, included), an unreadable `sweep.json`.
     pub notes: Vec<String>,
+    /// The metrics file of each completed run, in the order of `metrics`' runs.
+    pub metrics_files: Vec<PathBuf>,
 }
 
 pub(crate) fn polars_err(action: impl Into<String>) -> impl FnOnce(PolarsError) -> AnalyzeError {
@@ -102,6 +104,17 @@ pub fn load_results(dirs: &[PathBuf], extra: &[String]) -> Result<Loaded, Analyz
 /// `Loaded::notes` says how many there were. A directory without `sweep.json` (results written
 /// by hand or by another tool) has no manifest to go by: all its runs count.
 pub fn load_results_with(dirs: &[PathBuf], extra: &[String], all_runs: bool) -> Result<Loaded, AnalyzeError> {
+    load_results_excluding(dirs, extra, all_runs, &BTreeMap::new())
+}
+
+/// [`load_results_with`], leaving out the runs whose metrics file is a key of `unreadable`
+/// (found by [`unreadable_metrics`]), with its reason.
+pub fn load_results_excluding(
+    dirs: &[PathBuf],
+    extra: &[String],
+    all_runs: bool,
+    unreadable: &BTreeMap<PathBuf, String>,
+) -> Result<Loaded, AnalyzeError> {
     let mut records = Vec::new();
     let mut left_out = Vec::new();
     let mut seen: HashMap<String, String> = HashMap::new();
@@ -125,7 +138,7 @@ pub fn load_results_with(dirs: &[PathBuf], extra: &[String], all_runs: bool) -> 
             empty.push((dir.clone(), why));
             continue;
         }
-        let runs = read_dir_runs(dir, all_runs)?;
+        let runs = read_dir_runs(dir, all_runs, unreadable)?;
         if runs.completed.is_empty() {
             empty.push((dir.clone(), runs.why_empty()));
         }
@@ -208,7 +221,23 @@ pub fn load_results_with(dirs: &[PathBuf], extra: &[String], all_runs: bool) -> 
     // `token_entropy`/`accuracy` request give exactly the frame they gave before.
     let extra: Vec<String> = extra.into_iter().filter(|c| present.contains(c.as_str())).cloned().collect();
     let metrics = scan_metrics(&records, &extra)?;
-    Ok(Loaded { runs, metrics, extra, metric_columns, hyperparameters, completed: records.len(), left_out, notes })
+    let metrics_files = records.iter().map(|r| r.metrics_path.clone()).collect();
+    Ok(Loaded { runs, metrics, extra, metric_columns, hyperparameters, completed: records.len(), left_out, notes, metrics_files })
+}
+
+/// The metrics files of `files` whose data cannot be read, each with the reason. Asked only
+/// after the one scan over all of them failed: a file with a whole frame and footer (all that
+/// loading checks, to read no data twice) can still hold a damaged page, and that one file
+/// would otherwise stop the analysis of every run, under an error that names none.
+pub fn unreadable_metrics(files: &[PathBuf]) -> BTreeMap<PathBuf, String> {
+    files
+        .iter()
+        .filter_map(|path| {
+            let path_str = path.to_string_lossy();
+            let read = LazyFrame::scan_parquet(PlRefPath::new(path_str.as_ref()), ScanArgsParquet::default()).and_then(LazyFrame::collect);
+            read.err().map(|e| (path.clone(), format!("cannot read its data: {e}")))
+        })
+        .collect()
 }
 
 /// The column of the metrics scan that holds each row's file path until it becomes a run id.
@@ -407,7 +436,7 @@ fn manifest_runs(dir: &Path) -> Result<Option<BTreeSet<String>>, String> {
     Ok(manifest.map(|m| m.runs.into_iter().collect()))
 }
 
-fn read_dir_runs(dir: &Path, all_runs: bool) -> Result<DirRuns, AnalyzeError> {
+fn read_dir_runs(dir: &Path, all_runs: bool, bad_metrics: &BTreeMap<PathBuf, String>) -> Result<DirRuns, AnalyzeError> {
     let (manifest, bad_manifest) = match manifest_runs(dir) {
         Ok(runs) => (runs, None),
         Err(why) => (None, Some(why)),
@@ -505,7 +534,7 @@ fn read_dir_runs(dir: &Path, all_runs: bool) -> Result<DirRuns, AnalyzeError> {
             }
         };
         let metrics_path = run_dir.join(METRICS_PARQUET);
-        let schema = match metrics_schema(&metrics_path) {
+        let schema = match bad_metrics.get(&metrics_path).map_or_else(|| metrics_schema(&metrics_path), |why| Err(why.clone())) {
             Ok(schema) => schema,
             Err(problem) => {
                 left_out.push((name, format!("bad `{}`: {problem}", metrics_path.display()), Skip::BadMetrics));

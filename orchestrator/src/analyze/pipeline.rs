@@ -199,9 +199,16 @@ struct Plans {
     curves: Vec<String>,
     /// Whether `metrics` has the law's two columns.
     law: bool,
+    /// The metrics file of each completed run.
+    metrics_files: Vec<PathBuf>,
 }
 
 fn plans(opts: &Options) -> Result<Plans, AnalyzeError> {
+    plans_excluding(opts, &BTreeMap::new())
+}
+
+/// [`plans`] without the runs whose metrics file is a key of `unreadable`.
+fn plans_excluding(opts: &Options, unreadable: &BTreeMap<PathBuf, String>) -> Result<Plans, AnalyzeError> {
     let mut asked: Vec<String> = Vec::new();
     let names: Vec<String> = match &opts.curves {
         Some(names) => names.iter().map(|n| n.trim().to_string()).filter(|n| !n.is_empty()).collect(),
@@ -214,7 +221,7 @@ fn plans(opts: &Options) -> Result<Plans, AnalyzeError> {
     }
     let mut extra = asked.clone();
     extra.extend([stats::LAW_ENTROPY, stats::LAW_REWARD].map(String::from).into_iter().filter(|c| !asked.contains(c)));
-    let loaded = load::load_results_with(&opts.dirs, &extra, opts.all_runs)?;
+    let loaded = load::load_results_excluding(&opts.dirs, &extra, opts.all_runs, unreadable)?;
     let has = |c: &str| loaded.extra.iter().any(|e| e == c) || load::FIXED_COLUMNS.contains(&c);
     if opts.curves.is_some() {
         if let Some(missing) = asked.iter().find(|c| !has(c)) {
@@ -291,6 +298,7 @@ fn plans(opts: &Options) -> Result<Plans, AnalyzeError> {
         unmatched,
         curves,
         law,
+        metrics_files: loaded.metrics_files,
     })
 }
 
@@ -449,10 +457,22 @@ pub fn explain(opts: &Options) -> Result<String, AnalyzeError> {
 pub fn analyze(opts: &Options) -> Result<Outcome, AnalyzeError> {
     let start = std::time::Instant::now();
     let phase = |what: &str| tracing::debug!(elapsed_s = start.elapsed().as_secs_f64(), "analyze: {what}");
-    let p = plans(opts)?;
+    let mut p = plans(opts)?;
     phase("planned");
     // Both the per-run table and the curve bins read the metrics: read the files once.
-    let metrics = p.metrics.clone().collect().map_err(polars_err("reading the metrics files"))?.lazy();
+    let metrics = match p.metrics.clone().collect() {
+        Ok(metrics) => metrics,
+        Err(e) => {
+            // A damaged data page of one file: leave that run out, as a damaged frame is.
+            let unreadable = load::unreadable_metrics(&p.metrics_files);
+            if unreadable.is_empty() {
+                return Err(polars_err("reading the metrics files")(e));
+            }
+            p = plans_excluding(opts, &unreadable)?;
+            p.metrics.clone().collect().map_err(polars_err("reading the metrics files"))?
+        }
+    }
+    .lazy();
     phase("metrics read");
     let mut runs = p.per_run(metrics.clone(), opts).collect().map_err(polars_err("computing the per-run table"))?;
     phase("per-run table collected");

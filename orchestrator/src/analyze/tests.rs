@@ -799,6 +799,27 @@ fn damaged_runs_are_left_out_with_file_and_reason_and_the_rest_is_analyzed() {
     assert_eq!(runs.height(), 2);
 }
 
+/// Failure-injection review D2: a metrics file whose frame and footer are whole but whose first
+/// page is damaged stopped the analysis of every run ("polars failed while reading the metrics
+/// files: ... bad data", naming no file). It is left out by name, as a damaged frame is.
+#[test]
+fn a_metrics_file_with_a_damaged_page_is_left_out_and_the_rest_is_analyzed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("r");
+    two_configs(&root);
+    let bad = root.join("runs/a0/metrics.parquet");
+    let mut bytes = std::fs::read(&bad).unwrap();
+    for b in &mut bytes[10..50] {
+        *b ^= 0x5a;
+    }
+    std::fs::write(&bad, &bytes).unwrap();
+    assert!(crate::backend::parquet_frame_problem(&bad).is_none(), "the frame is whole: only the data is damaged");
+    let outcome = analyze(&options(vec![root.clone()], &tmp.path().join("out"))).unwrap();
+    assert_eq!(outcome.analyzed, 6, "the six other completed runs");
+    let a0 = outcome.left_out.iter().find(|r| r.run_id == "a0").expect("a0 left out");
+    assert!(a0.why.contains(&format!("bad `{}`: cannot read its data: ", bad.display())), "{}", a0.why);
+}
+
 #[test]
 fn law_tables_accept_keys_that_are_identity_columns() {
     // `--compare sweep` or `--group-by seed` name a column the per-run law table carries anyway;
