@@ -138,6 +138,11 @@ pub fn run_if_requested() -> Option<u8> {
     match rollout(&args, &mut out) {
         Ok(()) => Some(exit_codes::COMPLETED),
         Err(BenchError::Io(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => Some(exit_codes::COMPLETED),
+        // Out-of-range options are usage errors, as clap's own are (exit code 2).
+        Err(e @ BenchError::Usage { .. }) => {
+            eprintln!("{name} rollout: {e}");
+            Some(exit_codes::USAGE)
+        }
         Err(e) => {
             eprintln!("{name} rollout: {e}");
             Some(exit_codes::FAILED)
@@ -182,6 +187,9 @@ pub enum BenchError {
         /// What is wrong with it.
         reason: String,
     },
+    /// `--device cuda` where no CUDA device is usable (checked before anything is measured).
+    #[error("cuda unavailable: {0}")]
+    NoCuda(String),
     /// The engine failed.
     #[error("kernel error: {0}")]
     Kernel(#[from] KernelError),
@@ -221,6 +229,9 @@ pub fn rollout(args: &RolloutArgs, out: &mut dyn Write) -> Result<(), BenchError
         None => (1..=cores).collect(),
     };
     let simd = simd_level(&args.simd)?;
+    if matches!(args.device, BenchDevice::Cuda) {
+        drover_kernels::cuda::probe().map_err(BenchError::NoCuda)?;
+    }
     let machine = Machine::probe(simd);
     let shape = engine_config(1, 1, args.hidden, 1).shape;
     let policy_ops = bench::policy_lane_ops_per_step(&shape)?;
@@ -262,7 +273,9 @@ pub fn rollout(args: &RolloutArgs, out: &mut dyn Write) -> Result<(), BenchError
         )?;
         writeln!(
             out,
-            "baseline (scalar reference, 1 thread, this run): env-only {}, policy {}, learn {} per s",
+            "baseline (scalar reference, this run, 1 thread, at fixed sizes: env-only 1024 envs, policy \
+             256 envs x 4 steps, learn 256-sample minibatches): env-only {}, policy {}, learn {} per s; \
+             `x ref` = a figure over its baseline, so it includes the figure's threads and size",
             si(ref_env),
             si(ref_policy),
             si(ref_learn)

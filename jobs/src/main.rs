@@ -187,11 +187,19 @@ fn main() -> ExitCode {
     #[cfg(not(feature = "mpi"))]
     let comm: &dyn Communicator = &Solo;
     if spec.run.ranks > 1 && comm.size() == 1 {
-        say!(
-            "drover-job: run {} asks for {} ranks, but this drover-job was built without MPI \
-             (rebuild with `--features drover-job/mpi`, see scripts/install-mpi.sh)",
-            spec.run_id, spec.run.ranks
-        );
+        if cfg!(feature = "mpi") {
+            say!(
+                "drover-job: run {} asks for {} ranks, but this drover-job was started as one process: \
+                 start it with `mpirun -np {}` (or `srun`), as drover does",
+                spec.run_id, spec.run.ranks, spec.run.ranks
+            );
+        } else {
+            say!(
+                "drover-job: run {} asks for {} ranks, but this drover-job was built without MPI \
+                 (rebuild with `--features drover-job/mpi`, see scripts/install-mpi.sh)",
+                spec.run_id, spec.run.ranks
+            );
+        }
         return ExitCode::from(exit_codes::USAGE);
     }
     let rank0 = comm.rank() == 0;

@@ -401,7 +401,17 @@ fn run(args: RunArgs) -> anyhow::Result<u8> {
         eprintln!("drover: interrupted {}; finished runs are kept, rerun the same command to continue", reason.describe());
         return Ok(exit_codes::INTERRUPTED);
     }
-    let all_done = report.failed.is_empty() && prepared.busy.is_empty() && report.disk_full.is_none();
+    if !report.cancelled.is_empty() {
+        // Stopped by a signal drover did not send (an administrator, a wrapper's `timeout`, a
+        // killed MPI rank): not completed, so `drover run x && drover analyze x` must not go on.
+        eprintln!(
+            "drover: {} stopped by a signal from outside drover: {}; rerun the same command to resume {}",
+            drover::words::count_as(report.cancelled.len(), "run was", "runs were"),
+            report.cancelled.join(", "),
+            if report.cancelled.len() == 1 { "it" } else { "them" }
+        );
+    }
+    let all_done = report.failed.is_empty() && report.cancelled.is_empty() && prepared.busy.is_empty() && report.disk_full.is_none();
     Ok(if all_done { exit_codes::SUCCESS } else { exit_codes::RUNS_FAILED })
 }
 

@@ -165,4 +165,11 @@ fn drover_bench_usage_errors_name_drover_bench() {
     let said = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{said}");
     assert!(said.contains("Usage: drover bench rollout") && !said.contains("drover-job"), "{said}");
+    // Out-of-range values are usage errors too (MPI review D8: they exited 1).
+    for bad in [["--envs", "0"], ["--threads", "0"], ["--seconds", "0"]] {
+        let out = drover().args(["bench", "rollout"]).args(bad).output().expect("spawn");
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{bad:?}: {said}");
+        assert!(said.starts_with("drover bench rollout: option `"), "{bad:?}: {said}");
+    }
 }

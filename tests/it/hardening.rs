@@ -754,3 +754,39 @@ fn a_results_directory_that_cannot_be_created_is_a_setting_error() {
     assert!(stderr.contains(&expected), "{stderr}");
     assert_eq!(stderr.matches("os error").count(), 1, "{stderr}");
 }
+
+/// MPI review D4: a job stopped by a signal drover did not send (an administrator's `kill`, a
+/// wrapper's `timeout`) was recorded cancelled, but `drover run` exited 0, so `drover run x &&
+/// drover analyze x` went on with an incomplete sweep. It exits with RUNS_FAILED and says so.
+#[test]
+fn a_job_stopped_from_outside_makes_drover_run_exit_as_if_a_run_failed() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let sweep_file = write_sweep(tmp.path(), &sweep("[1]").replace("total_steps = 512", "total_steps = 50000000"));
+    let results = tmp.path().join("results");
+    let mut child = drover_in(tmp.path())
+        .arg("run")
+        .arg(&sweep_file)
+        .arg("--results")
+        .arg(&results)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn drover");
+    let t0 = std::time::Instant::now();
+    let job = loop {
+        assert!(t0.elapsed() < std::time::Duration::from_secs(120), "no metrics after 120 s");
+        assert!(child.try_wait().expect("wait").is_none(), "drover ended before its job was signalled");
+        let children = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", child.id())).unwrap_or_default();
+        let started = results.join("runs").is_dir() && run_dirs(&results).first().is_some_and(|run| drover_tests::metrics_rows_so_far(run).len() >= 2);
+        match children.split_whitespace().next().and_then(|p| p.parse::<libc::pid_t>().ok()) {
+            Some(pid) if started => break pid,
+            _ => std::thread::sleep(std::time::Duration::from_millis(10)),
+        }
+    };
+    // SAFETY: `kill` with a live process's pid and a valid signal number has no memory effects.
+    assert_eq!(unsafe { libc::kill(job, libc::SIGTERM) }, 0);
+    let out = child.wait_with_output().expect("wait");
+    let (_, err) = text(&out);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert!(err.contains("1 run was stopped by a signal from outside drover: "), "{err}");
+    assert_eq!(read_json(&run_dirs(&results)[0].join("exit.json"))["status"], "cancelled");
+}

@@ -92,9 +92,10 @@ pub(crate) fn file_sha256(path: &std::path::Path) -> std::io::Result<String> {
     Ok(sha2::Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// The last non-empty line of a job's log (read from its last 4 KiB), cut to a few hundred
-/// characters: what a failure usually says (a missing library, a bad spec), shown beside the
-/// run by both backends.
+/// The last line of a job's log (read from its last 4 KiB) that holds a letter or a digit, cut
+/// to a few hundred characters: what a failure usually says (a missing library, a bad spec),
+/// shown beside the run by both backends. Lines of punctuation alone are banners' rules
+/// (OpenMPI closes "mpirun noticed that process rank 1 ... exited on signal 9" with dashes).
 pub(crate) fn last_log_line(path: &std::path::Path) -> Option<String> {
     use std::io::{Read, Seek, SeekFrom};
     const TAIL: u64 = 4096;
@@ -105,7 +106,7 @@ pub(crate) fn last_log_line(path: &std::path::Path) -> Option<String> {
     let mut tail = Vec::new();
     file.read_to_end(&mut tail).ok()?;
     let text = String::from_utf8_lossy(&tail);
-    let line = text.lines().map(str::trim).rfind(|l| !l.is_empty())?;
+    let line = text.lines().map(str::trim).rfind(|l| l.chars().any(char::is_alphanumeric))?;
     let mut cut: String = line.chars().take(MAX_CHARS).collect();
     if cut.len() < line.len() {
         cut.push('…');
@@ -190,6 +191,19 @@ pub trait Backend {
 #[cfg(test)]
 mod tests {
     use super::CancelReason;
+
+    /// MPI review D6: a killed rank's failure read "its stderr ends: ------", the rule under
+    /// OpenMPI's message, instead of the message.
+    #[test]
+    fn a_banners_rule_is_not_taken_for_the_last_line_of_a_log() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let log = tmp.path().join("stderr.log");
+        let noticed = "mpirun noticed that process rank 1 with PID 0 on node vm exited on signal 9 (Killed).";
+        std::fs::write(&log, format!("{}\n{noticed}\n{}\n\n", "-".repeat(74), "-".repeat(74))).expect("log");
+        assert_eq!(super::last_log_line(&log).as_deref(), Some(noticed));
+        std::fs::write(&log, "=====\n").expect("log");
+        assert_eq!(super::last_log_line(&log), None, "nothing but rules");
+    }
 
     #[test]
     fn every_stop_is_described_in_words_not_a_variant_name() {
