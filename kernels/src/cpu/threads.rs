@@ -1,5 +1,6 @@
 //! The CPU engine's worker threads: one rayon pool per engine, each worker pinned to its own
-//! core when there are no more workers than cores, so a chunk's env state stays in one core's
+//! core when the process was given exactly as many CPUs as it has workers (a Slurm task's
+//! `--cpus-per-task`, `drover bench` on every core), so a chunk's env state stays in one core's
 //! L1/L2 across steps.
 
 use crate::KernelError;
@@ -10,7 +11,10 @@ pub(crate) fn pool(threads: usize) -> Result<Option<rayon::ThreadPool>, KernelEr
         return Ok(None);
     }
     let cores = allowed_cpus();
-    let pin = !cores.is_empty() && threads <= cores.len();
+    // With more CPUs than workers the process is sharing a machine it does not own: every
+    // engine pinning worker i to the i-th allowed CPU would stack concurrent local jobs (and
+    // MPI ranks) on the first cores. The scheduler places them better there.
+    let pin = should_pin(threads, cores.len());
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .thread_name(|i| format!("drover-cpu-{i}"))
@@ -23,6 +27,11 @@ pub(crate) fn pool(threads: usize) -> Result<Option<rayon::ThreadPool>, KernelEr
         .build()
         .map(Some)
         .map_err(|e| KernelError::InvalidConfig(format!("cannot start {threads} threads: {e}")))
+}
+
+/// Whether `threads` workers pin themselves, given `allowed` CPUs (0: unknown).
+fn should_pin(threads: usize, allowed: usize) -> bool {
+    allowed > 0 && threads == allowed
 }
 
 /// The CPUs this process may run on, in increasing order (empty where unknown).
@@ -57,4 +66,19 @@ fn pin_current_thread(cpu: usize) {
     }
     #[cfg(not(target_os = "linux"))]
     let _ = cpu;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::should_pin;
+
+    /// MPI review D5: every engine pinned worker i to the i-th allowed CPU, so concurrent local
+    /// jobs with `threads = 2` all ran on CPUs 0 and 1 of a large node.
+    #[test]
+    fn workers_pin_only_to_a_cpu_set_of_their_own() {
+        assert!(should_pin(4, 4), "a Slurm task with --cpus-per-task=4");
+        assert!(!should_pin(2, 64), "one of several jobs on a 64-core node");
+        assert!(!should_pin(8, 4), "more workers than CPUs");
+        assert!(!should_pin(2, 0), "unknown CPU set");
+    }
 }
