@@ -191,7 +191,12 @@ pub fn run(
                 }
                 checkpoint::ResumeLevel::Differs(why) => tracing::warn!(run = %spec.run_id, rank, "{why}"),
             }
-            engine.load_state(&own)?;
+            // A checkpoint that parses but does not fit the engine (damaged, or edited): name the
+            // file, not only the buffer the engine found wrong.
+            engine.load_state(&own).map_err(|e| JobError::Checkpoint {
+                path: out_dir.join(checkpoint::CHECKPOINT_JSON),
+                reason: format!("its engine state does not fit this run: {e}"),
+            })?;
             trainer.perm.clone_from(&ck.perm);
             restored_rows = ck.metrics_rows().map_err(|reason| JobError::Checkpoint {
                 path: out_dir.join(checkpoint::CHECKPOINT_JSON),
