@@ -448,6 +448,39 @@ pub fn explain(opts: &Options) -> Result<String, AnalyzeError> {
     Ok(format!("-- per-run table --\n{per_run}\n-- learning-curve bins --\n{curve}\n"))
 }
 
+/// The lock file of an analysis's output, under `tables/`: two `drover analyze` writing into one
+/// place renamed each other's temporary files away and replaced each other's tables.
+const ANALYZE_LOCK: &str = ".analyze.lock";
+
+/// Holds `out`'s analysis lock while it lives: waits (saying so) while another `drover analyze`
+/// writes there; goes on unlocked where the filesystem has no locks, as `drover run` does.
+pub(crate) fn lock_output(out: &std::path::Path) -> Result<std::fs::File, AnalyzeError> {
+    use std::os::fd::AsRawFd;
+    let tables = out.join("tables");
+    std::fs::create_dir_all(&tables).map_err(|source| AnalyzeError::Io { action: "create directory", path: tables.clone(), source })?;
+    let path = tables.join(ANALYZE_LOCK);
+    let io = |source| AnalyzeError::Io { action: "lock", path: path.clone(), source };
+    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(io)?;
+    let lock = |how| {
+        // SAFETY: flock on a descriptor this function owns; no memory is passed.
+        if unsafe { libc::flock(file.as_raw_fd(), how) } == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    };
+    match lock(libc::LOCK_EX | libc::LOCK_NB) {
+        Ok(()) => {}
+        Err(e) if crate::lock::locks_unsupported(&e) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => {
+            eprintln!("drover: waiting for another `drover analyze` writing into `{}`", out.display());
+            lock(libc::LOCK_EX).map_err(io)?;
+        }
+        Err(e) => return Err(io(e)),
+    }
+    Ok(file)
+}
+
 /// Runs the analysis and writes `tables/` (CSV, Parquet, Markdown) and `plots/` under `opts.out`.
 ///
 /// When the runs span several environments and the grouping does not separate them
@@ -525,6 +558,8 @@ pub fn analyze(opts: &Options) -> Result<Outcome, AnalyzeError> {
         stack(sections.iter().filter_map(|s| pick(s).map(|df| (s.env.as_deref(), df))).collect())
     };
     let tables = opts.out.join("tables");
+    // Held from the first file written to the end of the run, the record of the files included.
+    let _writing = lock_output(&opts.out)?;
     let mut summary = stacked(&|s| Some(s.summary.clone()))?.unwrap_or_default();
     let mut written = report::write_frame(&tables, &stem, &mut summary, Some(&markdown))?;
     written.extend(report::write_frame(&tables, "runs", &mut runs, None)?);

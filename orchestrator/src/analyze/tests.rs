@@ -799,6 +799,28 @@ fn damaged_runs_are_left_out_with_file_and_reason_and_the_rest_is_analyzed() {
     assert_eq!(runs.height(), 2);
 }
 
+/// Failure-injection review D11: two `drover analyze` into one place renamed each other's
+/// temporary files away. The second waits for the first's lock.
+#[test]
+fn a_second_analysis_into_the_same_place_waits_for_the_first() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let first = super::pipeline::lock_output(&out).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let waiter = {
+        let out = out.clone();
+        std::thread::spawn(move || {
+            let second = super::pipeline::lock_output(&out).unwrap();
+            tx.send(()).unwrap();
+            drop(second);
+        })
+    };
+    assert!(rx.recv_timeout(std::time::Duration::from_millis(300)).is_err(), "the second went ahead while the first wrote");
+    drop(first);
+    rx.recv_timeout(std::time::Duration::from_secs(10)).expect("the second goes on once the first is done");
+    waiter.join().unwrap();
+}
+
 /// Failure-injection review D2: a metrics file whose frame and footer are whole but whose first
 /// page is damaged stopped the analysis of every run ("polars failed while reading the metrics
 /// files: ... bad data", naming no file). It is left out by name, as a damaged frame is.
