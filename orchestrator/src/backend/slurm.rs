@@ -33,6 +33,69 @@ pub const SLURM_DIR: &str = "slurm";
 pub const LEDGER: &str = "submissions.jsonl";
 /// The ledger's format version.
 pub const LEDGER_FORMAT_VERSION: u32 = 1;
+/// The lock file inside `slurm/` that serialises appends to the ledger.
+pub const LEDGER_LOCK: &str = ".ledger.lock";
+/// How long an append waits for another command's append to the ledger before going on.
+const LEDGER_LOCK_PATIENCE: Duration = Duration::from_secs(10);
+
+/// One line of a JSON-lines file (the ledger, or the files a job appends to), as read.
+enum JsonLine<'a, T> {
+    /// A whole record.
+    Record(T),
+    /// A line that is not JSON, ending with a whole record: a writer appended the record right
+    /// after a torn write without ending the torn line first (as drover did before it knew).
+    Fused(T),
+    /// Not JSON: a write cut short (a full disk, a crash).
+    Torn,
+    /// JSON, but not a record of this type (`text`: the JSON of the line, or of its fused record).
+    Invalid { text: &'a str, error: serde_json::Error },
+}
+
+/// How every record of drover's JSON-lines files begins (its first field): where a fused line's
+/// second record starts. The text cannot occur inside a JSON string, whose quotes are escaped.
+const RECORD_START: &str = "{\"format_version\"";
+
+/// Reads one line of a JSON-lines file ([`JsonLine`]).
+fn parse_line<T: serde::de::DeserializeOwned>(line: &str) -> JsonLine<'_, T> {
+    let is_json = |text: &str| serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok();
+    match serde_json::from_str::<T>(line) {
+        Ok(record) => JsonLine::Record(record),
+        Err(error) if is_json(line) => JsonLine::Invalid { text: line, error },
+        Err(_) => match line.rfind(RECORD_START).filter(|&at| at > 0).map(|at| &line[at..]) {
+            Some(rest) if is_json(rest) => match serde_json::from_str::<T>(rest) {
+                Ok(record) => JsonLine::Fused(record),
+                Err(error) => JsonLine::Invalid { text: rest, error },
+            },
+            _ => JsonLine::Torn,
+        },
+    }
+}
+
+/// The non-blank lines of a JSON-lines file: (index, line, whether a newline ends it).
+fn jsonl_lines(text: &str) -> impl Iterator<Item = (usize, &str, bool)> {
+    let count = text.lines().count();
+    text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()).map(move |(i, l)| (i, l, i + 1 < count || text.ends_with('\n')))
+}
+
+/// The `format_version` a JSON record says it has, if any.
+fn format_version(json: &str) -> Option<u64> {
+    #[derive(Deserialize)]
+    struct Versioned {
+        format_version: Option<u64>,
+    }
+    serde_json::from_str::<Versioned>(json).ok()?.format_version
+}
+
+/// Warns, once per process for each file and line, that line `line` of `path` is a torn write
+/// (`what`: what became of it). A waiting `drover run` reads its files at every poll.
+fn warn_torn(path: &Path, line: usize, what: &str) {
+    use std::sync::Mutex;
+    static WARNED: Mutex<BTreeSet<(PathBuf, usize)>> = Mutex::new(BTreeSet::new());
+    let first = WARNED.lock().map_or(true, |mut warned| warned.insert((path.to_path_buf(), line)));
+    if first {
+        tracing::warn!("`{}`: line {line} is not JSON, a write cut short (a full disk or a crash): {what}", path.display());
+    }
+}
 
 /// What a run's provenance records at submission (the run's `spec.json` is its resolved config;
 /// each attempt adds host and job id to `runs/<id>/attempts.jsonl`).
@@ -253,6 +316,13 @@ pub struct Ledger {
 
 impl Ledger {
     /// Reads `<root>/slurm/submissions.jsonl` (empty when absent).
+    ///
+    /// A line that is not JSON is a torn write (an append cut short by a full disk or a crash)
+    /// and is skipped with a warning, wherever it is; a record that an older drover appended
+    /// right after such a fragment, on the same line, is kept ([`parse_line`]). A line that is
+    /// JSON but not a record this drover knows (another `format_version`, an unknown `kind`)
+    /// is refused, naming the line: it was written by a newer drover, whose records this one
+    /// must not misread.
     pub fn load(root: &Path) -> Result<Ledger, RunError> {
         let path = root.join(SLURM_DIR).join(LEDGER);
         let mut ledger = Ledger { path: path.clone(), ..Ledger::default() };
@@ -261,22 +331,29 @@ impl Ledger {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(ledger),
             Err(source) => return Err(RunError::Io { action: "read", path, source }),
         };
-        let lines: Vec<&str> = text.lines().collect();
-        for (i, line) in lines.iter().enumerate() {
-            if line.trim().is_empty() {
-                continue;
-            }
-            let parsed: LedgerLine = match serde_json::from_str(line) {
-                Ok(l) => l,
-                // A crash mid-append leaves at most a torn last line; anything else is corruption.
-                Err(_) if i + 1 == lines.len() && !text.ends_with('\n') => break,
-                Err(e) => return Err(RunError::Ledger { path, reason: format!("line {}: {e}", i + 1) }),
+        for (i, line, ended) in jsonl_lines(&text) {
+            let refuse = |reason: String| RunError::Ledger { path: path.clone(), reason: format!("line {}: {reason}", i + 1) };
+            let parsed: LedgerLine = match parse_line(line) {
+                JsonLine::Record(l) => l,
+                JsonLine::Fused(l) => {
+                    warn_torn(&path, i + 1, "the record after it on the same line is kept");
+                    l
+                }
+                // A last line without its newline may be an append still under way.
+                JsonLine::Torn if !ended => break,
+                JsonLine::Torn => {
+                    warn_torn(&path, i + 1, "skipped");
+                    continue;
+                }
+                JsonLine::Invalid { text, error } => {
+                    return Err(match format_version(text) {
+                        Some(v) if v != u64::from(LEDGER_FORMAT_VERSION) => refuse(format!("format_version {v} (this drover reads {LEDGER_FORMAT_VERSION})")),
+                        _ => refuse(error.to_string()),
+                    });
+                }
             };
             if parsed.format_version != LEDGER_FORMAT_VERSION {
-                return Err(RunError::Ledger {
-                    path,
-                    reason: format!("line {}: format_version {} (this drover reads {LEDGER_FORMAT_VERSION})", i + 1, parsed.format_version),
-                });
+                return Err(refuse(format!("format_version {} (this drover reads {LEDGER_FORMAT_VERSION})", parsed.format_version)));
             }
             ledger.apply(parsed.event);
         }
@@ -330,16 +407,28 @@ impl Ledger {
     }
 
     /// Appends `event` (flushed and synced: the ledger is the memory of what was submitted).
+    /// Appends are serialised by a brief lock on [`LEDGER_LOCK`], since `drover status` and
+    /// `drover cancel` append beside a `drover run`; a torn last line (a write cut short) is
+    /// ended first, so the event gets a line of its own and the torn one alone is lost.
     pub fn append(&mut self, event: LedgerEvent) -> Result<(), RunError> {
+        use std::os::unix::fs::FileExt;
         let line = LedgerLine { format_version: LEDGER_FORMAT_VERSION, at: layout::unix_now(), event: event.clone() };
         let mut bytes =
             serde_json::to_vec(&line).map_err(|source| RunError::Serialize { path: self.path.clone(), source })?;
         bytes.push(b'\n');
         let io = |source| RunError::Io { action: "append to", path: self.path.clone(), source };
-        if let Some(dir) = self.path.parent() {
-            std::fs::create_dir_all(dir).map_err(io)?;
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir).map_err(io)?;
+        let _lock = crate::lock::brief_exclusive(&dir.join(LEDGER_LOCK), LEDGER_LOCK_PATIENCE);
+        let mut f = std::fs::OpenOptions::new().create(true).read(true).append(true).open(&self.path).map_err(io)?;
+        let len = f.metadata().map_err(io)?.len();
+        if len > 0 {
+            let mut last = [0u8];
+            f.read_exact_at(&mut last, len - 1).map_err(io)?;
+            if last[0] != b'\n' {
+                bytes.insert(0, b'\n');
+            }
         }
-        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&self.path).map_err(io)?;
         f.write_all(&bytes).map_err(io)?;
         f.sync_data().map_err(io)?;
         self.apply(event);
@@ -484,10 +573,24 @@ impl SweepDir {
 }
 
 /// The run's checkpointed stops from `interruptions.jsonl` (written by `drover-job`), oldest
-/// first; unreadable lines are skipped, a missing file is none.
+/// first; a missing file is none. A torn line (a write cut short) is skipped with a warning,
+/// keeping a record the job appended after it on the same line.
 fn interruptions(run_dir: &Path) -> Vec<serde_json::Value> {
-    let Ok(text) = std::fs::read_to_string(run_dir.join(INTERRUPTIONS_JSONL)) else { return Vec::new() };
-    text.lines().filter_map(|line| serde_json::from_str(line).ok()).collect()
+    let path = run_dir.join(INTERRUPTIONS_JSONL);
+    let Ok(text) = std::fs::read_to_string(&path) else { return Vec::new() };
+    let mut stops = Vec::new();
+    for (i, line, ended) in jsonl_lines(&text) {
+        match parse_line::<serde_json::Value>(line) {
+            JsonLine::Record(stop) => stops.push(stop),
+            JsonLine::Fused(stop) => {
+                warn_torn(&path, i + 1, "the record after it on the same line is kept");
+                stops.push(stop);
+            }
+            JsonLine::Torn if ended => warn_torn(&path, i + 1, "skipped"),
+            JsonLine::Torn | JsonLine::Invalid { .. } => {}
+        }
+    }
+    stops
 }
 
 /// The run's interruption counts: (time limits, terminations).
@@ -4805,5 +4908,65 @@ esac\n",
         assert_eq!(back.retries_of("b", RetryKind::Failed), 1);
         assert_eq!(back.submissions_of("a"), 1);
         assert!(back.dangling().is_empty());
+    }
+
+    /// A torn write (a full disk, a crash) left a fragment without its newline; the next
+    /// append ends it first, so the fragment alone is lost: every later `drover run`, `status`
+    /// and `cancel` used to fail on the fused line. A ledger an older drover already fused
+    /// keeps the record after the fragment; a torn line is skipped wherever it is.
+    #[test]
+    fn an_append_after_a_torn_write_starts_a_line_of_its_own() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(SLURM_DIR).join(LEDGER);
+        let mut ledger = Ledger::load(dir.path()).expect("empty");
+        ledger.append(intent(0, vec!["a".into()], None, None)).expect("intent");
+        let fragment = "{\"format_version\":1,\"at\":\"1\",\"kind\":\"subm";
+        std::fs::OpenOptions::new().append(true).open(&path).and_then(|mut f| f.write_all(fragment.as_bytes())).expect("torn write");
+        ledger.append(LedgerEvent::Submitted { submission: 0, job_id: "41".into() }).expect("append after the fragment");
+        ledger.append(LedgerEvent::Retry { run_id: "a".into(), retry: RetryKind::Failed, reason: "x".into() }).expect("append");
+        let text = std::fs::read_to_string(&path).expect("ledger");
+        assert!(text.lines().any(|l| l == fragment), "the fragment is a line of its own: {text}");
+        let back = Ledger::load(dir.path()).expect("the torn line is skipped");
+        assert_eq!(back.submissions[&0].job_id.as_deref(), Some("41"));
+        assert_eq!(back.retries_of("a", RetryKind::Failed), 1);
+        assert!(dir.path().join(SLURM_DIR).join(LEDGER_LOCK).exists(), "appends take the ledger lock");
+
+        // Fused by an older drover: the record after the fragment is read.
+        let lines: Vec<&str> = text.lines().filter(|l| *l != fragment).collect();
+        let fused = format!("{}\n{fragment}{}\n{}\n", lines[0], lines[1], lines[2]);
+        std::fs::write(&path, fused).expect("fused ledger");
+        let back = Ledger::load(dir.path()).expect("a fused line is read");
+        assert_eq!(back.submissions[&0].job_id.as_deref(), Some("41"));
+        assert_eq!(back.retries_of("a", RetryKind::Failed), 1);
+    }
+
+    /// Skipping torn lines must not skip what a newer drover wrote: a JSON line of another
+    /// `format_version`, or of a kind this drover does not know, is still refused, naming it.
+    #[test]
+    fn a_ledger_line_of_a_newer_format_is_still_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join(SLURM_DIR)).expect("mkdir");
+        let path = dir.path().join(SLURM_DIR).join(LEDGER);
+        let good = r#"{"format_version":1,"at":"2","kind":"submitted","submission":0,"job_id":"41"}"#;
+        for (line, says) in [
+            (r#"{"format_version":2,"at":"1","kind":"submitted","submission":0,"job_id":"41"}"#, "line 2: format_version 2 (this drover reads 1)"),
+            (r#"{"format_version":2,"at":"1","kind":"teleported","where":"mars"}"#, "line 2: format_version 2 (this drover reads 1)"),
+            (r#"{"format_version":1,"at":"1","kind":"teleported"}"#, "line 2: unknown variant `teleported`"),
+            (&format!("{{\"format_ver{}", r#"{"format_version":2,"at":"1","kind":"submitted","submission":0,"job_id":"41"}"#), "line 2: format_version 2"),
+        ] {
+            std::fs::write(&path, format!("{good}\n{line}\n{good}\n")).expect("ledger");
+            let err = Ledger::load(dir.path()).expect_err(line).to_string();
+            assert!(err.contains(says) && err.contains(LEDGER), "{line}: {err}");
+        }
+    }
+
+    /// `interruptions.jsonl` read past a torn line: the stops on either side still count.
+    #[test]
+    fn interruptions_are_counted_past_a_torn_line() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let stop = |reason: &str| format!(r#"{{"format_version":1,"reason":"{reason}","iteration":3,"slurm_job_id":"9","at":"1"}}"#);
+        let text = format!("{}\n{{\"format_version\":1,\"rea\n{}\n{{\"format_vers{}\n", stop("time_limit"), stop("terminated"), stop("time_limit"));
+        std::fs::write(dir.path().join(INTERRUPTIONS_JSONL), text).expect("interruptions");
+        assert_eq!(interruption_counts(dir.path()), (2, 1));
     }
 }
