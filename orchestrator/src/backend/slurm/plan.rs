@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::backend::slurm_cmd::Slurm;
+use crate::backend::DryRunAction;
 use crate::backend::slurm_config::{Resources, SlurmSettings};
 use crate::backend::slurm_script::{self, ScriptParams};
 use crate::error::RunError;
@@ -94,7 +95,7 @@ pub(super) fn dry_run_root(plan: &Plan) -> std::io::Result<PathBuf> {
 }
 
 /// The batch scripts `drover run --dry-run --backend slurm` would submit, as (file name, text).
-pub fn dry_run_scripts(plan: &Plan, opts: &SlurmOptions, actions: &[&str]) -> Result<Vec<(String, String)>, RunError> {
+pub fn dry_run_scripts(plan: &Plan, opts: &SlurmOptions, actions: &[DryRunAction]) -> Result<Vec<(String, String)>, RunError> {
     let root = dry_run_root(plan).map_err(|source| RunError::Io { action: "resolve", path: plan.results.root().to_path_buf(), source })?;
     let ledger = Ledger::load(&root)?;
     let settings = &plan.sweep.slurm;
@@ -112,7 +113,7 @@ pub fn dry_run_scripts(plan: &Plan, opts: &SlurmOptions, actions: &[&str]) -> Re
         .runs
         .iter()
         .zip(actions)
-        .filter(|(_, action)| !matches!(**action, "done" | "live"))
+        .filter(|(_, action)| action.submits())
         .map(|(r, _)| (r.run_id.to_string(), run_resources(settings, r)))
         .collect();
     let (name, token) = job_name(&plan.sweep.name, &root);
@@ -224,7 +225,7 @@ mod tests {
         // No scontrol in the stand-in folder: the dry run assumes MaxArraySize, as off a cluster.
         let slurm = Slurm { bin_dir: Some(tmp.path().join("no-slurm-here")), ..Slurm::default() };
         let opts = SlurmOptions { job_bin: tmp.path().join("drover-job"), wait: false, slurm, quiet: true };
-        let scripts = dry_run_scripts(&plan, &opts, &["new"; 6]).expect("scripts");
+        let scripts = dry_run_scripts(&plan, &opts, &[DryRunAction::New; 6]).expect("scripts");
         assert!(scripts[0].1.contains("#SBATCH --array=0-5%2\n"), "{}", scripts[0].1);
     }
 
@@ -248,7 +249,7 @@ mod tests {
         };
         let scripts = |slurm: &str| {
             let plan = sweep_plan(tmp.path(), slurm, "grid").expect("plan");
-            let actions = vec!["new"; plan.runs.len()];
+            let actions = vec![DryRunAction::New; plan.runs.len()];
             dry_run_scripts(&plan, &opts, &actions).expect("scripts").into_iter().map(|(_, text)| text).collect::<Vec<_>>()
         };
         let pmi2 = scripts("mpi = \"pmi2\"");

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use crate::backend::DryRunAction;
 use crate::backend::slurm_cmd::{QueueEntry, Slurm};
 use crate::backend::slurm_config::{Resources, SlurmSettings};
 use crate::error::RunError;
@@ -30,11 +31,11 @@ pub(super) fn dry_run_slurm(opts: &SlurmOptions) -> Slurm {
 }
 
 /// What `drover run --backend slurm` would do with each run, for `--dry-run`, by
-/// [`prepare_runs`]' rules: `done`, `live` (queued or running: re-attached), `resume` (a stop
-/// with its checkpoint), `redo` or `new`. Slurm is asked once and briefly, only when the sweep
+/// [`prepare_runs`]' rules: done, live (queued or running: re-attached), resume (a stop with
+/// its checkpoint), redo or new. Slurm is asked once and briefly, only when the sweep
 /// has submissions; unreachable, no run counts as live.
-pub fn dry_run_actions(plan: &Plan, opts: &SlurmOptions) -> Vec<&'static str> {
-    let local = || plan.runs.iter().map(|r| crate::backend::planned_action(&plan.results.run_dir(r.run_id.as_str()), &plan.job_spec(r)).word()).collect();
+pub fn dry_run_actions(plan: &Plan, opts: &SlurmOptions) -> Vec<DryRunAction> {
+    let local = || plan.runs.iter().map(|r| DryRunAction::from(crate::backend::planned_action(&plan.results.run_dir(r.run_id.as_str()), &plan.job_spec(r)))).collect();
     let Ok(root) = dry_run_root(plan) else { return local() };
     let Ok(mut ledger) = Ledger::load(&root) else { return local() };
     let (job_name, token) = job_name(&plan.sweep.name, &root);
@@ -53,17 +54,17 @@ pub fn dry_run_actions(plan: &Plan, opts: &SlurmOptions) -> Vec<&'static str> {
         .iter()
         .zip(&now)
         .map(|(run, st)| match st.state {
-            RunState::Done => "done",
-            s if s.is_live() || task_live(st) => "live",
+            RunState::Done => DryRunAction::Done,
+            s if s.is_live() || task_live(st) => DryRunAction::Live,
             state => {
                 let run_dir = dir.run_dir(&run.run_id);
                 let failed_at_stop = state == RunState::Failed && failed_at_a_stop(&run_dir);
                 if resumes_on_rerun(state, failed_at_stop) && run_dir.join(CHECKPOINT_JSON).exists() {
-                    "resume"
+                    DryRunAction::Resume
                 } else if crate::backend::planned_action(&run_dir, &plan.job_spec(run)) == crate::backend::PlannedAction::New {
-                    "new"
+                    DryRunAction::New
                 } else {
-                    "redo"
+                    DryRunAction::Redo
                 }
             }
         })
