@@ -40,17 +40,29 @@ pub(super) fn sha256_file(path: &Path) -> String {
     crate::backend::file_sha256(path).unwrap_or_default()
 }
 
+/// How long `git rev-parse HEAD` may take: a repository on a hung network filesystem must not
+/// hold the submission up.
+const GIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// `git rev-parse HEAD` in `dir`: `None` outside a repository, without git, or when it does not
+/// answer within [`GIT_TIMEOUT`] (then with a warning, as the provenance lacks what it could
+/// have had).
+fn git_revision(dir: &Path) -> Option<String> {
+    let mut cmd = std::process::Command::new("git");
+    cmd.arg("-C").arg(dir).args(["rev-parse", "HEAD"]);
+    match crate::subprocess::run(&mut cmd, None, GIT_TIMEOUT) {
+        Ok(Some(done)) if done.status.success() => Some(done.stdout.trim().to_string()).filter(|r| !r.is_empty()),
+        Ok(Some(_)) | Err(_) => None,
+        Ok(None) => {
+            tracing::warn!("`git rev-parse HEAD` in `{}` did not answer within {} s: the submission records no git revision", dir.display(), GIT_TIMEOUT.as_secs());
+            None
+        }
+    }
+}
+
 pub(super) fn provenance(plan: &Plan) -> Provenance {
     let sweep_dir = plan.sweep.source.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let git_revision = std::process::Command::new("git")
-        .arg("-C")
-        .arg(sweep_dir)
-        .args(["rev-parse", "HEAD"])
-        .stderr(std::process::Stdio::null())
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    let git_revision = git_revision(sweep_dir);
     Provenance {
         drover_version: env!("CARGO_PKG_VERSION").to_string(),
         git_revision,
@@ -69,5 +81,23 @@ pub(super) fn provenance(plan: &Plan) -> Provenance {
             })
             .collect(),
         after: plan.sweep.slurm.after.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The revision comes through `subprocess::run` (a timeout, the child's group killed):
+    /// the crate's own checkout has one, a fresh directory none.
+    #[test]
+    fn the_git_revision_is_read_with_a_timeout_and_absent_outside_a_repository() {
+        let outside = tempfile::tempdir().expect("tempdir");
+        assert_eq!(git_revision(outside.path()), None);
+        let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+        if here.join("../.git").exists() {
+            let rev = git_revision(here).expect("the checkout's revision");
+            assert!(rev.len() >= 40 && rev.chars().all(|c| c.is_ascii_hexdigit()), "{rev}");
+        }
     }
 }
