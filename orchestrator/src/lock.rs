@@ -105,6 +105,47 @@ pub fn locks_unsupported(err: &std::io::Error) -> bool {
     matches!(err.raw_os_error(), Some(libc::ENOSYS | libc::ENOLCK | libc::EOPNOTSUPP))
 }
 
+/// A lock held for a moment (one append to a shared file); released when dropped.
+#[derive(Debug)]
+pub struct BriefLock {
+    _file: File,
+}
+
+/// Takes an exclusive `flock` on `path` (created if missing) for one short write, waiting up to
+/// `patience` for another holder, whose hold lasts one write too. Never an error: on a
+/// filesystem without locks (the rule above: warn and go on), a lock file that cannot be
+/// opened (a reader without write access, whose write fails anyway and says why), or a holder
+/// that keeps it past `patience` (stopped in a debugger), the caller goes on unlocked with a
+/// warning where that could matter.
+pub fn brief_exclusive(path: &Path, patience: std::time::Duration) -> Option<BriefLock> {
+    let file = match OpenOptions::new().write(true).create(true).truncate(false).open(path) {
+        Ok(file) => file,
+        Err(e) => {
+            tracing::debug!("cannot open the lock file `{}` ({e}); going on unlocked", path.display());
+            return None;
+        }
+    };
+    let deadline = std::time::Instant::now() + patience;
+    loop {
+        // SAFETY: flock on a descriptor this function owns; no memory is passed.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Some(BriefLock { _file: file });
+        }
+        let err = std::io::Error::last_os_error();
+        if locks_unsupported(&err) {
+            tracing::debug!("`{}`: no file locks on this filesystem ({err}); going on unlocked", path.display());
+            return None;
+        }
+        let busy = matches!(err.raw_os_error(), Some(libc::EWOULDBLOCK | libc::EINTR));
+        if !busy || std::time::Instant::now() >= deadline {
+            let why = if busy { format!("another process has held it for {} s", patience.as_secs()) } else { err.to_string() };
+            tracing::warn!("cannot lock `{}` ({why}); writing without it", path.display());
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
 /// The live holder of a lock file, as it described itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Holder {

@@ -302,14 +302,14 @@ fn run(args: RunArgs) -> anyhow::Result<u8> {
         use std::io::Write;
         let mut out = std::io::stdout().lock();
         let slurm = use_slurm(backend, &plan);
-        let states: Vec<&str> = if slurm {
+        let states: Vec<backend::DryRunAction> = if slurm {
             slurm::dry_run_actions(&plan, &slurm_options(job_bin.clone(), !no_wait))
         } else {
             plan.runs
                 .iter()
                 .map(|run| {
                     let spec = plan.job_spec(run);
-                    backend::planned_action(&plan.results.run_dir(&spec.run_id), &spec).word()
+                    backend::DryRunAction::from(backend::planned_action(&plan.results.run_dir(&spec.run_id), &spec))
                 })
                 .collect()
         };
@@ -317,7 +317,7 @@ fn run(args: RunArgs) -> anyhow::Result<u8> {
         let tally = dry_run_tally(&states, configs, slurm);
         writeln!(out, "sweep `{}`: {tally} -> {}", plan.sweep.name, plan.results.root().display())?;
         for (run, state) in plan.runs.iter().zip(&states) {
-            writeln!(out, "{}  {state:<6}  seed={:<6} {}", run.run_id, run.seed, run.label)?;
+            writeln!(out, "{}  {:<6}  seed={:<6} {}", run.run_id, state.word(), run.seed, run.label)?;
         }
         // A list of thousands scrolls its header away: the counts again where the eye lands.
         if states.len() > DRY_RUN_REPEAT_TALLY {
@@ -420,16 +420,28 @@ const DRY_RUN_REPEAT_TALLY: usize = 40;
 
 /// `3000 runs (300 configurations × 10 seeds each): 2990 done, 4 resume, 6 redo, 0 new`: what a dry run of
 /// a large sweep is read for (how much is left to do), from each run's state in order.
-fn dry_run_tally(states: &[&str], configs: usize, slurm: bool) -> String {
+fn dry_run_tally(states: &[backend::DryRunAction], configs: usize, slurm: bool) -> String {
     let runs = drover::words::count(states.len(), "run");
     let shape = if configs > 0 && configs < states.len() {
         format!(" ({} × {} each)", drover::words::count(configs, "configuration"), drover::words::count(states.len() / configs, "seed"))
     } else {
         String::new()
     };
+    use backend::DryRunAction::{Done, Live, New, Redo, Resume};
+    let (mut done, mut live, mut resume, mut redo, mut new) = (0, 0, 0, 0, 0);
+    for state in states {
+        match state {
+            Done => done += 1,
+            Live => live += 1,
+            Resume => resume += 1,
+            Redo => redo += 1,
+            New => new += 1,
+        }
+    }
     // `live` (queued or running, re-attached) is a Slurm sweep's word only.
-    let words: &[&str] = if slurm { &["done", "live", "resume", "redo", "new"] } else { &["done", "resume", "redo", "new"] };
-    let counts: Vec<String> = words.iter().map(|s| format!("{} {s}", states.iter().filter(|x| *x == s).count())).collect();
+    let live = slurm.then_some((live, Live));
+    let counts: Vec<String> =
+        [Some((done, Done)), live, Some((resume, Resume)), Some((redo, Redo)), Some((new, New))].into_iter().flatten().map(|(n, a)| format!("{n} {}", a.word())).collect();
     format!("{runs}{shape}: {}", counts.join(", "))
 }
 
@@ -764,11 +776,12 @@ mod tests {
     /// The dry run's header says how much is left to do, and the sweep's shape.
     #[test]
     fn a_dry_run_counts_its_runs_by_state() {
-        let states = ["done", "new", "redo", "resume", "done", "done"];
+        use drover::backend::DryRunAction::{Done, Live, New, Redo, Resume};
+        let states = [Done, New, Redo, Resume, Done, Done];
         assert_eq!(dry_run_tally(&states, 2, false), "6 runs (2 configurations × 3 seeds each): 3 done, 1 resume, 1 redo, 1 new");
         assert_eq!(dry_run_tally(&states[..1], 1, false), "1 run: 1 done, 0 resume, 0 redo, 0 new", "one seed per configuration: no shape");
         assert_eq!(dry_run_tally(&[], 0, false), "0 runs: 0 done, 0 resume, 0 redo, 0 new");
-        assert_eq!(dry_run_tally(&["live", "done"], 2, true), "2 runs: 1 done, 1 live, 0 resume, 0 redo, 0 new");
+        assert_eq!(dry_run_tally(&[Live, Done], 2, true), "2 runs: 1 done, 1 live, 0 resume, 0 redo, 0 new");
     }
 
     #[test]

@@ -114,6 +114,56 @@ pub(crate) fn last_log_line(path: &std::path::Path) -> Option<String> {
     Some(cut)
 }
 
+/// What `drover run` would do with one run, as `--dry-run` lists it: a local [`PlannedAction`]
+/// (without a resumed run's iteration, which only the local plan reads), or, for a Slurm sweep,
+/// `Live`: queued or running, re-attached rather than submitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum DryRunAction {
+    /// Completed: skipped.
+    Done,
+    /// Queued or running under Slurm: re-attached (a Slurm sweep's word only).
+    Live,
+    /// Stopped part-way with a checkpoint: goes on from it.
+    Resume,
+    /// Ran and did not complete: starts over.
+    Redo,
+    /// Never started.
+    New,
+}
+
+impl DryRunAction {
+    /// The word `--dry-run` prints.
+    pub fn word(self) -> &'static str {
+        match self {
+            DryRunAction::Live => "live",
+            DryRunAction::Done => PlannedAction::Done.word(),
+            DryRunAction::Resume => PlannedAction::Resume(0).word(),
+            DryRunAction::Redo => PlannedAction::Redo.word(),
+            DryRunAction::New => PlannedAction::New.word(),
+        }
+    }
+
+    /// Whether the run gets a batch script: it is submitted (new, redone or resumed), not
+    /// skipped or re-attached.
+    pub fn submits(self) -> bool {
+        match self {
+            DryRunAction::Done | DryRunAction::Live => false,
+            DryRunAction::Resume | DryRunAction::Redo | DryRunAction::New => true,
+        }
+    }
+}
+
+impl From<PlannedAction> for DryRunAction {
+    fn from(action: PlannedAction) -> DryRunAction {
+        match action {
+            PlannedAction::Done => DryRunAction::Done,
+            PlannedAction::Resume(_) => DryRunAction::Resume,
+            PlannedAction::Redo => DryRunAction::Redo,
+            PlannedAction::New => DryRunAction::New,
+        }
+    }
+}
+
 /// Why a sweep stopped early; ordered by severity (a later, stronger reason replaces a weaker one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum CancelReason {
