@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use drover_plugin_api::host_metrics;
 
-use crate::JobError;
+use crate::{fsio, JobError};
 
 /// One training iteration's metrics (columns documented in docs/design/results-layout.md).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -84,16 +84,15 @@ impl MetricsLog {
         &self.rows
     }
 
-    /// Writes all rows to `path` as Parquet (tmp file + rename).
+    /// Writes all rows to `path` as Parquet, through [`fsio::write_atomic`] (encoded in memory:
+    /// a few hundred bytes per row).
     pub fn write_parquet(&self, path: &Path) -> Result<(), JobError> {
-        let tmp = path.with_extension("parquet.tmp");
-        write_parquet(&self.rows, &tmp)
-            .map_err(|reason| JobError::Parquet { path: path.to_path_buf(), reason })?;
-        std::fs::rename(&tmp, path).map_err(|source| JobError::Io { path: path.to_path_buf(), source })
+        let bytes = encode_parquet(&self.rows).map_err(|reason| JobError::Parquet { path: path.to_path_buf(), reason })?;
+        fsio::write_atomic(path, &bytes)
     }
 }
 
-fn write_parquet(rows: &[MetricsRow], path: &Path) -> Result<(), String> {
+fn encode_parquet(rows: &[MetricsRow]) -> Result<Vec<u8>, String> {
     use parquet::basic::{Repetition, Type as Physical};
     let extra_names: Vec<String> = {
         let mut names: Vec<String> = rows.iter().flat_map(|r| r.extra.keys().cloned()).collect();
@@ -126,10 +125,9 @@ fn write_parquet(rows: &[MetricsRow], path: &Path) -> Result<(), String> {
         .with_fields(fields)
         .build()
         .map_err(|e| e.to_string())?;
-    let file = File::create(path).map_err(|e| e.to_string())?;
     let props = Arc::new(WriterProperties::builder().build());
     let mut writer =
-        SerializedFileWriter::new(file, Arc::new(schema), props).map_err(|e| e.to_string())?;
+        SerializedFileWriter::new(Vec::new(), Arc::new(schema), props).map_err(|e| e.to_string())?;
     let mut rg = writer.next_row_group().map_err(|e| e.to_string())?;
 
     let ints: [Vec<i64>; 3] = [
@@ -150,7 +148,7 @@ fn write_parquet(rows: &[MetricsRow], path: &Path) -> Result<(), String> {
         rows.iter().map(|r| r.approx_kl).collect(),
         rows.iter().map(|r| r.clip_frac).collect(),
     ];
-    let write_optional = |rg: &mut parquet::file::writer::SerializedRowGroupWriter<'_, File>,
+    let write_optional = |rg: &mut parquet::file::writer::SerializedRowGroupWriter<'_, Vec<u8>>,
                           values: &[Option<f64>]|
      -> Result<(), String> {
         let defs: Vec<i16> = values.iter().map(|v| i16::from(v.is_some())).collect();
@@ -177,8 +175,7 @@ fn write_parquet(rows: &[MetricsRow], path: &Path) -> Result<(), String> {
         write_optional(&mut rg, &values)?;
     }
     rg.close().map_err(|e| e.to_string())?;
-    writer.close().map_err(|e| e.to_string())?;
-    Ok(())
+    writer.into_inner().map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -217,6 +214,23 @@ mod tests {
         for name in host {
             assert!(host_metrics::RESERVED.contains(&name), "`{name}` is not in host_metrics::RESERVED");
         }
+    }
+
+    /// Review (crash consistency, item 1): `metrics.parquet` had its own tmp-and-rename, which
+    /// neither fsynced nor removed its temporary file when the rename failed; it now goes
+    /// through `fsio::write_atomic`.
+    #[test]
+    fn a_failed_parquet_write_leaves_no_tmp() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = MetricsLog::create(dir.path()).unwrap();
+        log.push(row(1, Some(1.0))).unwrap();
+        let blocked = dir.path().join("metrics.parquet");
+        std::fs::create_dir(&blocked).unwrap();
+        std::fs::write(blocked.join("keep"), b"kept").unwrap();
+        log.write_parquet(&blocked).expect_err("a non-empty directory is in the way");
+        let mut names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        names.sort();
+        assert_eq!(names, ["metrics.jsonl", "metrics.parquet"]);
     }
 
     #[test]

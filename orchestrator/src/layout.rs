@@ -219,6 +219,11 @@ pub fn read_record<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T
 /// rename durable before the data, leaving an empty file under the final name; without the
 /// second, the rename itself can be lost. On failure no `.tmp` file is left behind. Errors are
 /// the bare `io::Error`; callers name the path.
+///
+/// `drover-job` keeps its own copy of this protocol (`jobs/src/fsio.rs`; the two crates share no
+/// dependency). Both follow the same rules, and a change to one is made to the other: the
+/// temporary file is `<name>.tmp` beside the target, it is removed when the write or the rename
+/// fails, and `EINVAL` from fsync on a directory is ignored ([`sync_parent_dir`]).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     write_replacing(path, bytes, true)
 }
@@ -349,6 +354,8 @@ mod tests {
     fn sync_parent_dir_of_a_bare_file_name_is_the_current_directory() {
         // A bare file name has an empty parent; the directory to sync is then `.`.
         assert_eq!(sync_parent_dir(Path::new("spec.json")).map_err(|e| e.kind()), Ok(()));
+        // procfs answers fsync of a directory with EINVAL, as FUSE and some network mounts do.
+        assert_eq!(sync_parent_dir(Path::new("/proc/self/x")).map_err(|e| e.kind()), Ok(()));
     }
 
     #[test]
