@@ -408,10 +408,18 @@ fn spawn(job_bin: &Path, run: &PendingRun, lease: Option<&GpuLease>) -> Result<s
         });
     }
     let child = cmd.spawn().map_err(|e| format!("cannot start `{}`: {e}", job_bin.display()))?;
-    lock.describe(&format!("pid {}\nstarted by drover run pid {parent}\n", child.id()));
+    lock.describe(&job_lock_text(child.id(), parent));
     // Our copy of the descriptor closes here; the child's keeps the lock for as long as it lives.
     drop(lock);
     Ok(child)
+}
+
+/// What the local backend writes into a launched run's `.job.lock` for the job it handed the
+/// lock to (the job adopts the descriptor and writes nothing itself): its pid and this host, as
+/// every holder does (`lock::holder_text`), so `drover status` on another machine of an NFS
+/// share does not take the pid for one of its own.
+fn job_lock_text(child: u32, parent: libc::pid_t) -> String {
+    crate::lock::holder_text(child, &[format!("started by drover run pid {parent}")])
 }
 
 /// `drover-job` itself for one rank; `mpirun -np N drover-job` for more. `DROVER_MPIRUN`
@@ -685,10 +693,23 @@ fn update_message(bar: &ProgressBar, running: &HashMap<usize, Running>, report: 
 
 #[cfg(test)]
 mod tests {
-    use super::{job_failure_reason, record_exit, says_disk_full, signal_reason, signal_reason_at, REPEAT_SIGNAL_WINDOW};
+    use super::{job_failure_reason, job_lock_text, record_exit, says_disk_full, signal_reason, signal_reason_at, REPEAT_SIGNAL_WINDOW};
     use crate::backend::{last_log_line, CancelReason, LaunchReport, PendingRun};
     use std::os::unix::process::ExitStatusExt;
     use std::time::{Duration, Instant};
+
+    /// Review (crash consistency, item 2): a local run's `.job.lock` named only `pid N` (the job
+    /// adopts the locked descriptor and writes nothing), so `drover status` on another machine
+    /// of an NFS share took the pid for one of its own. The text names the host, and the
+    /// lock module's parser reads it back.
+    #[test]
+    fn a_local_jobs_lock_text_names_pid_and_host() {
+        let text = job_lock_text(4242, 17);
+        let lines = crate::lock::HolderLines::parse(&text).expect("parses");
+        assert_eq!(lines.pid, 4242, "{text}");
+        assert!(lines.host.as_deref().is_some_and(|h| !h.is_empty()) && lines.on_this_host(), "{text}");
+        assert!(text.starts_with("pid 4242\nhost ") && text.ends_with("started by drover run pid 17\n"), "{text}");
+    }
 
     /// Review finding (research): `timeout -s INT` signals drover and its process group, so one
     /// stop arrived twice within microseconds and was taken for a second Ctrl-C, SIGKILLing
