@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::config::{RunId, RunSpec};
+pub use crate::error::RecordError;
 
 /// The format version of every JSON record written or understood here.
 pub const FORMAT_VERSION: u32 = 1;
@@ -195,20 +196,33 @@ impl ExitRecord {
     }
 }
 
-/// Reads a versioned JSON record; `Ok(None)` when the file does not exist.
+/// Reads a versioned JSON record; `Ok(None)` when the file does not exist, else the reason as
+/// text. [`read_record_typed`] tells a read fault from damaged content; prefer it wherever
+/// the two lead to different actions.
 pub fn read_record<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>, String> {
+    read_record_typed(path).map_err(|e| e.to_string())
+}
+
+/// Reads a versioned JSON record; `Ok(None)` when the file does not exist.
+///
+/// [`RecordError::Io`] is a fault reading a file that is there (`EACCES`, `EIO`, NFS's
+/// `ESTALE`): nothing is known of its content, so callers must not take it for a damaged or
+/// missing record (a completed run would be retrained).
+pub fn read_record_typed<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>, RecordError> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e.to_string()),
+        // Not UTF-8 is damaged content, not a read fault.
+        Err(e) if e.kind() == io::ErrorKind::InvalidData => return Err(RecordError::Parse(serde_json::Error::io(e))),
+        Err(e) => return Err(RecordError::Io(e)),
     };
-    let value: Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+    let value: Value = serde_json::from_str(&text).map_err(RecordError::Parse)?;
     match value.get("format_version").and_then(Value::as_u64) {
         Some(v) if v == u64::from(FORMAT_VERSION) => {}
-        Some(v) => return Err(format!("unknown format_version {v} (this drover reads {FORMAT_VERSION})")),
-        None => return Err("no format_version".into()),
+        Some(found) => return Err(RecordError::Version { found, known: FORMAT_VERSION }),
+        None => return Err(RecordError::NoVersion),
     }
-    serde_json::from_value(value).map(Some).map_err(|e| e.to_string())
+    serde_json::from_value(value).map(Some).map_err(RecordError::Parse)
 }
 
 /// Writes `bytes` to `path` crash-consistently: `<path>.tmp` is written and fsynced, renamed over
@@ -348,6 +362,32 @@ mod tests {
         write_atomic_unsynced(&path, b"third").expect("unsynced replace");
         assert_eq!(std::fs::read(&path).expect("read"), b"third");
         assert_eq!(names(dir.path()), [SPEC_JSON]);
+    }
+
+    /// Review (crash consistency, item 3): `read_record` flattened every failure to a string,
+    /// so its callers took a read fault (EACCES, EIO, ESTALE) for damaged content.
+    #[test]
+    fn read_record_typed_tells_a_read_fault_from_damaged_content() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(EXIT_JSON);
+        assert!(matches!(read_record_typed::<Value>(&path), Ok(None)), "missing is no error");
+        std::fs::create_dir(&path).expect("mkdir");
+        let err = read_record_typed::<Value>(&path).expect_err("a directory cannot be read");
+        assert!(matches!(err, RecordError::Io(_)) && !err.is_damaged_content(), "{err:?}");
+        std::fs::remove_dir(&path).expect("rmdir");
+        for (bytes, message) in [
+            (&b"{"[..], "EOF while parsing an object at line 1 column 1"),
+            (b"\xff\xfe", "stream did not contain valid UTF-8"),
+            (br#"{"format_version":99}"#, "unknown format_version 99 (this drover reads 1)"),
+            (br#"{"run_id":"x"}"#, "no format_version"),
+            (br#"{"format_version":1,"status":"bogus"}"#, "unknown variant `bogus`"),
+        ] {
+            std::fs::write(&path, bytes).expect("write");
+            let err = read_record_typed::<ExitRecord>(&path).expect_err(message);
+            assert!(err.is_damaged_content() && err.to_string().contains(message), "{err:?}");
+            // The old signature gives the same words.
+            assert_eq!(read_record::<ExitRecord>(&path).expect_err(message), err.to_string());
+        }
     }
 
     #[test]

@@ -417,7 +417,12 @@ fn dry_run_tally(states: &[&str], configs: usize, slurm: bool) -> String {
     };
     // `live` (queued or running, re-attached) is a Slurm sweep's word only.
     let words: &[&str] = if slurm { &["done", "live", "resume", "redo", "new"] } else { &["done", "resume", "redo", "new"] };
-    let counts: Vec<String> = words.iter().map(|s| format!("{} {s}", states.iter().filter(|x| *x == s).count())).collect();
+    let mut counts: Vec<String> = words.iter().map(|s| format!("{} {s}", states.iter().filter(|x| *x == s).count())).collect();
+    // A run whose files cannot be read (`drover run` would stop on it) is counted only when there is one.
+    let unreadable = states.iter().filter(|x| **x == "unreadable").count();
+    if unreadable > 0 {
+        counts.push(format!("{unreadable} unreadable"));
+    }
     format!("{runs}{shape}: {}", counts.join(", "))
 }
 

@@ -20,7 +20,7 @@ pub mod slurm_script;
 use std::path::PathBuf;
 
 pub use prepare::{
-    completed_files_problem, inspect_run, parquet_frame_problem, planned_action, prepare, prepare_waiting, run_state, PendingRun, PlannedAction,
+    completed_files_problem, inspect_run, parquet_frame_problem, planned_action, prepare, prepare_waiting, PendingRun, PlannedAction,
     Prepared, RunState, DEFAULT_BUSY_WAIT,
 };
 
