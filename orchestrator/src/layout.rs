@@ -178,15 +178,29 @@ pub struct ExitRecord {
     /// written by `drover-job`; absent otherwise, and in markers from before it was written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spent_budget: Option<String>,
+    /// Why a failed run failed, as `drover-job` says it (`disk_full`, `budget_max_timeouts`,
+    /// `budget_max_preemptions`, `error`; `drover_job::summary::cause`); absent in markers from
+    /// before it and in those drover writes itself, which are judged by their `reason` text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<String>,
 }
 
+/// The `cause` of a marker whose results disk was full (`drover_job::summary::cause::DISK_FULL`).
+pub const CAUSE_DISK_FULL: &str = "disk_full";
+/// The prefix of a `cause` naming a spent retry budget: `budget_max_timeouts`, `budget_max_preemptions`.
+pub const CAUSE_BUDGET_PREFIX: &str = "budget_";
+
 impl ExitRecord {
-    /// The retry budget whose spending failed the run: the marker's `spent_budget`, or for a
-    /// marker from before that field, the budget `drover-job` names in its reason (`... (max_timeouts
-    /// = 1) ...`), so a sweep that outlives an upgrade judges its old failures alike.
+    /// The retry budget whose spending failed the run: the marker's `cause` (`budget_<key>`) or
+    /// `spent_budget`, or for a marker from before both fields, the budget `drover-job` names in
+    /// its reason (`... (max_timeouts = 1) ...`), so a sweep that outlives an upgrade judges its
+    /// old failures alike.
     pub fn spent_budget(&self) -> Option<&str> {
         if self.status != ExitStatus::Failed {
             return None;
+        }
+        if let Some(cause) = self.cause.as_deref() {
+            return cause.strip_prefix(CAUSE_BUDGET_PREFIX);
         }
         if let Some(budget) = self.spent_budget.as_deref() {
             return Some(budget);
@@ -194,6 +208,25 @@ impl ExitRecord {
         let reason = self.reason.as_deref()?;
         ["max_timeouts", "max_preemptions"].into_iter().find(|b| reason.contains(&format!("({b} = ")))
     }
+
+    /// Whether the run failed because the results disk was full: the marker's `cause`, or for a
+    /// marker without one (written before it, or by drover itself), its reason ending in the OS
+    /// error of a full disk or quota (`(os error 28)`, `(os error 122)`: an `io::Error` printed
+    /// on Linux), since the job's error reached drover only as text.
+    pub fn disk_full(&self) -> bool {
+        if self.status != ExitStatus::Failed {
+            return false;
+        }
+        match self.cause.as_deref() {
+            Some(cause) => cause == CAUSE_DISK_FULL,
+            None => self.reason.as_deref().is_some_and(says_disk_full),
+        }
+    }
+}
+
+/// Whether a failure reason (an `anyhow` chain ending in an `io::Error`) names a full disk.
+pub(crate) fn says_disk_full(reason: &str) -> bool {
+    [libc::ENOSPC, libc::EDQUOT].iter().any(|code| reason.contains(&format!("(os error {code})")))
 }
 
 /// Reads a versioned JSON record; `Ok(None)` when the file does not exist, else the reason as
@@ -388,6 +421,34 @@ mod tests {
             // The old signature gives the same words.
             assert_eq!(read_record::<ExitRecord>(&path).expect_err(message), err.to_string());
         }
+    }
+
+    /// Review (crash consistency, item 5): a full disk was found by searching the job's reason
+    /// for `(os error 28)` and a spent budget for `(max_timeouts = `. The marker's `cause` is
+    /// read first; the text only for markers without one (older jobs, drover's own markers).
+    #[test]
+    fn the_markers_cause_decides_before_its_reason_text() {
+        let marker = |status: &str, reason: &str, cause: Option<&str>| -> ExitRecord {
+            let mut v = serde_json::json!({"format_version": 1, "run_id": "r", "status": status, "reason": reason, "finished_at": "1", "unknown_later_field": 3});
+            if let Some(c) = cause {
+                v["cause"] = c.into();
+            }
+            serde_json::from_value(v).expect("unknown fields are ignored")
+        };
+        let enospc = format!("cannot write `m`: {}", io::Error::from_raw_os_error(libc::ENOSPC));
+        // A typed cause wins over the words.
+        assert!(marker("failed", "plugin error", Some("disk_full")).disk_full());
+        assert!(!marker("failed", &enospc, Some("error")).disk_full(), "a plugin's own text naming os error 28 is not a full disk");
+        assert_eq!(marker("failed", "x", Some("budget_max_preemptions")).spent_budget(), Some("max_preemptions"));
+        assert_eq!(marker("failed", "reached the time limit 2 times (max_timeouts = 1)", Some("error")).spent_budget(), None);
+        // Old markers: the text.
+        assert!(marker("failed", &enospc, None).disk_full());
+        assert!(!marker("failed", "plugin error", None).disk_full());
+        assert_eq!(marker("failed", "reached the time limit 2 times (max_timeouts = 1)", None).spent_budget(), Some("max_timeouts"));
+        assert!(!marker("cancelled", &enospc, Some("disk_full")).disk_full(), "only a failure");
+        // Written back without the field when absent.
+        let text = serde_json::to_string(&marker("failed", "x", None)).expect("json");
+        assert!(!text.contains("cause"), "{text}");
     }
 
     #[test]
