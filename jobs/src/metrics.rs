@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use parquet::data_type::{DoubleType, Int64Type};
+use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
 use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::types::Type;
@@ -16,6 +17,12 @@ use serde::{Deserialize, Serialize};
 use drover_plugin_api::host_metrics;
 
 use crate::{fsio, JobError};
+
+/// The format of `metrics.parquet` (its columns: docs/design/results-layout.md), written into
+/// the file's key-value metadata under [`FORMAT_VERSION_KEY`] as JSON records carry theirs.
+pub const METRICS_FORMAT_VERSION: u32 = 1;
+/// The Parquet key-value metadata key of [`METRICS_FORMAT_VERSION`].
+pub const FORMAT_VERSION_KEY: &str = "drover.format_version";
 
 /// One training iteration's metrics (columns documented in docs/design/results-layout.md).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -125,7 +132,8 @@ fn encode_parquet(rows: &[MetricsRow]) -> Result<Vec<u8>, String> {
         .with_fields(fields)
         .build()
         .map_err(|e| e.to_string())?;
-    let props = Arc::new(WriterProperties::builder().build());
+    let version = KeyValue::new(FORMAT_VERSION_KEY.to_string(), METRICS_FORMAT_VERSION.to_string());
+    let props = Arc::new(WriterProperties::builder().set_key_value_metadata(Some(vec![version])).build());
     let mut writer =
         SerializedFileWriter::new(Vec::new(), Arc::new(schema), props).map_err(|e| e.to_string())?;
     let mut rg = writer.next_row_group().map_err(|e| e.to_string())?;
@@ -244,6 +252,10 @@ mod tests {
 
         let reader = SerializedFileReader::new(File::open(&path).unwrap()).unwrap();
         assert_eq!(reader.metadata().file_metadata().num_rows(), 2);
+        // Review (format versions, item 6): the file named no format version.
+        let kv = reader.metadata().file_metadata().key_value_metadata().cloned().unwrap_or_default();
+        let version = kv.iter().find(|kv| kv.key == FORMAT_VERSION_KEY).and_then(|kv| kv.value.clone());
+        assert_eq!(version.as_deref(), Some("1"), "{kv:?}");
         let rows: Vec<_> = reader.get_row_iter(None).unwrap().map(|r| r.unwrap().to_string()).collect();
         assert!(rows[0].contains("episodic_return_mean: null"), "{}", rows[0]);
         assert!(rows[1].contains("episodic_return_mean: 21.5"), "{}", rows[1]);
