@@ -30,9 +30,12 @@ use crate::{fsio, JobError};
 pub const CHECKPOINT_JSON: &str = "checkpoint.json";
 /// `interruptions.jsonl`: one line per checkpoint-and-stop, the retry budgets count them.
 pub const INTERRUPTIONS_JSONL: &str = "interruptions.jsonl";
-/// On-disk format of both files (2: `checkpoint.json` gained `next_group_sizes` and
-/// `plugin_state`; `interruptions.jsonl` lines are unchanged).
+/// On-disk format of `checkpoint.json` (2: it gained `next_group_sizes` and `plugin_state`).
 pub const CHECKPOINT_FORMAT_VERSION: u32 = 2;
+/// On-disk format of an `interruptions.jsonl` line. Its own number: it once borrowed
+/// [`CHECKPOINT_FORMAT_VERSION`], so the lines written since that became 2 say 2 (and older
+/// ones 1, the same fields); it changes only when the line does, not with the checkpoint.
+pub const INTERRUPTIONS_FORMAT_VERSION: u32 = 2;
 /// The older checkpoint format this drover-job still resumes from.
 const CHECKPOINT_FORMAT_V1: u32 = 1;
 
@@ -514,7 +517,7 @@ pub enum Interruption {
 /// One line of `interruptions.jsonl`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct InterruptionRecord {
-    /// Always [`CHECKPOINT_FORMAT_VERSION`].
+    /// Always [`INTERRUPTIONS_FORMAT_VERSION`].
     pub format_version: u32,
     /// What stopped the job.
     pub reason: Interruption,
@@ -530,7 +533,7 @@ pub struct InterruptionRecord {
 pub fn record_interruption(dir: &Path, reason: Interruption, iteration: u64) -> Result<(), JobError> {
     let path = dir.join(INTERRUPTIONS_JSONL);
     let record = InterruptionRecord {
-        format_version: CHECKPOINT_FORMAT_VERSION,
+        format_version: INTERRUPTIONS_FORMAT_VERSION,
         reason,
         iteration,
         slurm_job_id: std::env::var("SLURM_JOB_ID").ok(),
@@ -863,6 +866,23 @@ mod tests {
         assert_eq!(count_interruptions(dir.path(), Interruption::Terminated), 1);
     }
 
+    /// Review (format versions, item 6): an `interruptions.jsonl` line carried the checkpoint's
+    /// version, so a new checkpoint format would have renumbered lines that did not change. Its
+    /// own constant keeps the number lines written so far carry.
+    #[test]
+    fn interruption_lines_carry_their_own_format_version() {
+        let dir = tempfile::tempdir().unwrap();
+        record_interruption(dir.path(), Interruption::TimeLimit, 3).unwrap();
+        let text = std::fs::read_to_string(dir.path().join(INTERRUPTIONS_JSONL)).unwrap();
+        let line: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+        assert_eq!(line["format_version"], 2, "{line}");
+        assert_eq!(INTERRUPTIONS_FORMAT_VERSION, 2, "the number the lines written so far carry");
+        // Lines of every version written so far read back (the fields never changed).
+        let old = r#"{"format_version":1,"reason":"time_limit","iteration":1,"slurm_job_id":null,"at":"0"}"#;
+        std::fs::write(dir.path().join(INTERRUPTIONS_JSONL), format!("{old}\n{}", text)).unwrap();
+        assert_eq!(count_interruptions(dir.path(), Interruption::TimeLimit), 2);
+    }
+
     #[test]
     fn budgets_are_separate_for_time_limits_and_preemptions() {
         let dir = tempfile::tempdir().unwrap();
@@ -886,7 +906,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let budgets = Budgets { max_timeouts: 1, max_preemptions: 1 };
         let line = |job: Option<&str>, it: u64| {
-            let record = InterruptionRecord { format_version: CHECKPOINT_FORMAT_VERSION, reason: Interruption::Terminated, iteration: it, slurm_job_id: job.map(Into::into), at: "0".into() };
+            let record = InterruptionRecord { format_version: INTERRUPTIONS_FORMAT_VERSION, reason: Interruption::Terminated, iteration: it, slurm_job_id: job.map(Into::into), at: "0".into() };
             serde_json::to_string(&record).unwrap() + "\n"
         };
         let text = [line(Some("941"), 3), line(Some("952"), 6), line(Some("963"), 9)].concat();

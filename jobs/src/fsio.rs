@@ -4,30 +4,57 @@
 //! "Atomic" here includes durability: the file is fsynced before the rename and its directory
 //! after it, so after a power cut a marker is either absent or whole, and a marker written
 //! after [`sync_files`] never survives the files it vouches for.
+//!
+//! The orchestrator keeps its own copy of this protocol (`drover::layout::write_atomic`; the
+//! two crates share no dependency). Both follow the same rules, and a change to one is made to
+//! the other: the temporary file is `<name>.tmp` beside the target, it is removed when the
+//! write or the rename fails, and `EINVAL` from fsync on a directory is ignored.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::JobError;
 
-/// Writes `bytes` to `path` through `path.tmp` + fsync + rename + fsync of the directory.
+/// Writes `bytes` to `path` through `<path>.tmp` + fsync + rename + fsync of the directory.
+///
+/// On failure no `.tmp` file is left behind (a full disk must not also leave a stray partial
+/// file) and `path` keeps its old content.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), JobError> {
-    let tmp = path.with_extension(format!(
-        "{}.tmp",
-        path.extension().and_then(|e| e.to_str()).unwrap_or("")
-    ));
-    let io = |source| JobError::Io { path: path.to_path_buf(), source };
-    let mut f = std::fs::File::create(&tmp).map_err(io)?;
-    f.write_all(bytes).map_err(io)?;
-    f.sync_all().map_err(io)?;
-    drop(f);
-    std::fs::rename(&tmp, path).map_err(io)?;
-    sync_dir(path).map_err(io)
+    write_replacing(path, bytes).map_err(|source| JobError::Io { path: path.to_path_buf(), source })
 }
 
-/// Fsyncs the directory holding `path`, which makes a rename or creation in it durable.
-fn sync_dir(path: &Path) -> std::io::Result<()> {
-    std::fs::File::open(folder_of(path))?.sync_all()
+fn write_replacing(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = tmp_path(path);
+    let written = std::fs::File::create(&tmp).and_then(|mut file| {
+        file.write_all(bytes)?;
+        file.sync_all()
+    });
+    if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, path)) {
+        // A failed create left none; anything else did.
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    sync_dir(folder_of(path))
+}
+
+/// The temporary name [`write_atomic`] writes `path` under: `<file name>.tmp` beside it (the
+/// orchestrator's `layout::write_atomic` and the Slurm batch script use the same scheme).
+pub fn tmp_path(path: &Path) -> PathBuf {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    PathBuf::from(tmp)
+}
+
+/// Fsyncs the directory `dir`, which makes a rename or creation in it durable.
+///
+/// `EINVAL` is ignored: some filesystems (FUSE, some network mounts) cannot fsync a directory,
+/// and the rename is done all the same (PostgreSQL's `fsync_fname` makes the same exception).
+/// Failing there would fail every run at its last step, writing `exit.json`.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    match std::fs::File::open(dir).and_then(|d| d.sync_all()) {
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(()),
+        other => other,
+    }
 }
 
 /// The folder `path` is in: its parent, or `.` for a bare file name (whose parent is `""`,
@@ -52,7 +79,7 @@ pub fn sync_files(dir: &Path, names: &[&str]) -> Result<(), JobError> {
             Err(source) => return Err(JobError::Io { path, source }),
         }
     }
-    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|source| JobError::Io { path: dir.to_path_buf(), source })
+    sync_dir(dir).map_err(|source| JobError::Io { path: dir.to_path_buf(), source })
 }
 
 /// Serializes `value` as pretty JSON and writes it atomically.
@@ -96,5 +123,34 @@ mod tests {
         sync_files(dir.path(), &["summary.json", "absent.parquet"]).unwrap();
         let err = sync_files(&dir.path().join("no-such-dir"), &[]).unwrap_err();
         assert!(err.to_string().contains("no-such-dir"), "{err}");
+    }
+
+    /// Review (crash consistency, item 1): the orchestrator's copy ignored `EINVAL` from fsync
+    /// on a directory (FUSE, some network mounts), this one failed, so on such a filesystem
+    /// every run failed at its last step, writing `exit.json`. procfs answers `EINVAL` too.
+    #[test]
+    fn a_directory_that_cannot_be_fsynced_with_einval_is_no_error() {
+        let proc_dir = Path::new("/proc/self");
+        let raw = std::fs::File::open(proc_dir).and_then(|d| d.sync_all()).map_err(|e| e.raw_os_error());
+        assert_eq!(raw, Err(Some(libc::EINVAL)), "procfs refuses fsync with EINVAL");
+        sync_files(proc_dir, &[]).expect("EINVAL from the directory's fsync is ignored");
+        assert_eq!(sync_dir(proc_dir).map_err(|e| e.kind()), Ok(()));
+    }
+
+    /// Review (crash consistency, item 1): a failed write left its temporary file behind (and a
+    /// file without an extension got `name..tmp`); now it goes, as the orchestrator's does,
+    /// and the old content stays.
+    #[test]
+    fn a_failed_atomic_write_leaves_no_tmp_and_the_old_content_intact() {
+        let dir = tempfile::tempdir().unwrap();
+        let blocked = dir.path().join("blocked");
+        std::fs::create_dir(&blocked).unwrap();
+        std::fs::write(blocked.join("keep"), b"kept").unwrap();
+        write_atomic(&blocked, b"new").expect_err("cannot replace a directory");
+        assert_eq!(std::fs::read(blocked.join("keep")).unwrap(), b"kept");
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, ["blocked"]);
+        assert_eq!(tmp_path(Path::new("runs/a/exit.json")), Path::new("runs/a/exit.json.tmp"));
+        assert_eq!(tmp_path(Path::new("runs/a/noext")), Path::new("runs/a/noext.tmp"));
     }
 }

@@ -91,11 +91,17 @@ pub fn acquire(dir: &Path) -> Result<JobLock, JobLockError> {
         let holder = if holder.is_empty() { "a process that has not written its details yet".into() } else { holder };
         return Err(JobLockError::Busy { dir: dir.to_path_buf(), holder });
     }
-    // The host too: on a cluster the directory is read from other machines, where this pid
-    // means nothing (`drover status`/`analyze` check a pid only on its own host).
-    let text = format!("pid {}\nhost {}\n", std::process::id(), hostname());
+    let text = holder_text(std::process::id());
     file.set_len(0).and_then(|()| file.rewind()).and_then(|()| file.write_all(text.as_bytes())).map_err(io)?;
     Ok(JobLock { _file: file })
+}
+
+/// What a job writes into the lock file it took: `pid N` and `host H` lines. The host too: on a
+/// cluster the directory is read from other machines, where this pid means nothing (`drover
+/// status`/`analyze` check a pid only on its own host). The orchestrator writes and parses the
+/// same lines (`drover::lock::holder_text`, `HolderLines::parse`); the two must agree.
+pub fn holder_text(pid: u32) -> String {
+    format!("pid {pid}\nhost {}\n", hostname())
 }
 
 /// This machine's host name (`gethostname`), `unknown` when it cannot be read.

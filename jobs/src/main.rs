@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use drover_job::summary::{ExitMarker, ExitStatus};
+use drover_job::summary::{self, ExitMarker, ExitStatus};
 use drover_job::comm::{Communicator, Solo};
 use drover_job::checkpoint::{self, AfterStop};
 use drover_job::signals::StopCause;
@@ -232,7 +232,7 @@ fn main() -> ExitCode {
                     (ExitMarker::now(&spec.run_id, ExitStatus::Cancelled, Some(reason)), exit_codes::CANCELLED)
                 }
                 Ok(AfterStop::Failed(reason)) => (ExitMarker::budget_spent(&spec.run_id, "max_timeouts", reason), exit_codes::FAILED),
-                Err(e) => (ExitMarker::now(&spec.run_id, ExitStatus::Failed, Some(format!("{e:#}"))), exit_codes::FAILED),
+                Err(e) => (ExitMarker::failed(&spec.run_id, format!("{e:#}"), summary::failure_cause(&e)), exit_codes::FAILED),
             }
         }
         Ok(outcome) => (
@@ -240,12 +240,10 @@ fn main() -> ExitCode {
             exit_codes::CANCELLED,
         ),
         Err(e) => {
+            let cause = summary::failure_cause(&e);
             let reason = anyhow::Error::from(e);
             say!("drover-job: run {} failed on rank {}: {reason:#}", spec.run_id, comm.rank());
-            (
-                ExitMarker::now(&spec.run_id, ExitStatus::Failed, Some(format!("{reason:#}"))),
-                exit_codes::FAILED,
-            )
+            (ExitMarker::failed(&spec.run_id, format!("{reason:#}"), cause), exit_codes::FAILED)
         }
     };
     if rank0 {

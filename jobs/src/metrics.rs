@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use parquet::data_type::{DoubleType, Int64Type};
+use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
 use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::types::Type;
@@ -15,7 +16,13 @@ use serde::{Deserialize, Serialize};
 
 use drover_plugin_api::host_metrics;
 
-use crate::JobError;
+use crate::{fsio, JobError};
+
+/// The format of `metrics.parquet` (its columns: docs/design/results-layout.md), written into
+/// the file's key-value metadata under [`FORMAT_VERSION_KEY`] as JSON records carry theirs.
+pub const METRICS_FORMAT_VERSION: u32 = 1;
+/// The Parquet key-value metadata key of [`METRICS_FORMAT_VERSION`].
+pub const FORMAT_VERSION_KEY: &str = "drover.format_version";
 
 /// One training iteration's metrics (columns documented in docs/design/results-layout.md).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -84,16 +91,15 @@ impl MetricsLog {
         &self.rows
     }
 
-    /// Writes all rows to `path` as Parquet (tmp file + rename).
+    /// Writes all rows to `path` as Parquet, through [`fsio::write_atomic`] (encoded in memory:
+    /// a few hundred bytes per row).
     pub fn write_parquet(&self, path: &Path) -> Result<(), JobError> {
-        let tmp = path.with_extension("parquet.tmp");
-        write_parquet(&self.rows, &tmp)
-            .map_err(|reason| JobError::Parquet { path: path.to_path_buf(), reason })?;
-        std::fs::rename(&tmp, path).map_err(|source| JobError::Io { path: path.to_path_buf(), source })
+        let bytes = encode_parquet(&self.rows).map_err(|reason| JobError::Parquet { path: path.to_path_buf(), reason })?;
+        fsio::write_atomic(path, &bytes)
     }
 }
 
-fn write_parquet(rows: &[MetricsRow], path: &Path) -> Result<(), String> {
+fn encode_parquet(rows: &[MetricsRow]) -> Result<Vec<u8>, String> {
     use parquet::basic::{Repetition, Type as Physical};
     let extra_names: Vec<String> = {
         let mut names: Vec<String> = rows.iter().flat_map(|r| r.extra.keys().cloned()).collect();
@@ -126,10 +132,10 @@ fn write_parquet(rows: &[MetricsRow], path: &Path) -> Result<(), String> {
         .with_fields(fields)
         .build()
         .map_err(|e| e.to_string())?;
-    let file = File::create(path).map_err(|e| e.to_string())?;
-    let props = Arc::new(WriterProperties::builder().build());
+    let version = KeyValue::new(FORMAT_VERSION_KEY.to_string(), METRICS_FORMAT_VERSION.to_string());
+    let props = Arc::new(WriterProperties::builder().set_key_value_metadata(Some(vec![version])).build());
     let mut writer =
-        SerializedFileWriter::new(file, Arc::new(schema), props).map_err(|e| e.to_string())?;
+        SerializedFileWriter::new(Vec::new(), Arc::new(schema), props).map_err(|e| e.to_string())?;
     let mut rg = writer.next_row_group().map_err(|e| e.to_string())?;
 
     let ints: [Vec<i64>; 3] = [
@@ -150,7 +156,7 @@ fn write_parquet(rows: &[MetricsRow], path: &Path) -> Result<(), String> {
         rows.iter().map(|r| r.approx_kl).collect(),
         rows.iter().map(|r| r.clip_frac).collect(),
     ];
-    let write_optional = |rg: &mut parquet::file::writer::SerializedRowGroupWriter<'_, File>,
+    let write_optional = |rg: &mut parquet::file::writer::SerializedRowGroupWriter<'_, Vec<u8>>,
                           values: &[Option<f64>]|
      -> Result<(), String> {
         let defs: Vec<i16> = values.iter().map(|v| i16::from(v.is_some())).collect();
@@ -177,8 +183,7 @@ fn write_parquet(rows: &[MetricsRow], path: &Path) -> Result<(), String> {
         write_optional(&mut rg, &values)?;
     }
     rg.close().map_err(|e| e.to_string())?;
-    writer.close().map_err(|e| e.to_string())?;
-    Ok(())
+    writer.into_inner().map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -219,6 +224,23 @@ mod tests {
         }
     }
 
+    /// Review (crash consistency, item 1): `metrics.parquet` had its own tmp-and-rename, which
+    /// neither fsynced nor removed its temporary file when the rename failed; it now goes
+    /// through `fsio::write_atomic`.
+    #[test]
+    fn a_failed_parquet_write_leaves_no_tmp() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = MetricsLog::create(dir.path()).unwrap();
+        log.push(row(1, Some(1.0))).unwrap();
+        let blocked = dir.path().join("metrics.parquet");
+        std::fs::create_dir(&blocked).unwrap();
+        std::fs::write(blocked.join("keep"), b"kept").unwrap();
+        log.write_parquet(&blocked).expect_err("a non-empty directory is in the way");
+        let mut names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        names.sort();
+        assert_eq!(names, ["metrics.jsonl", "metrics.parquet"]);
+    }
+
     #[test]
     fn parquet_round_trip_keeps_rows_nulls_and_extra_columns() {
         let dir = tempfile::tempdir().unwrap();
@@ -230,6 +252,10 @@ mod tests {
 
         let reader = SerializedFileReader::new(File::open(&path).unwrap()).unwrap();
         assert_eq!(reader.metadata().file_metadata().num_rows(), 2);
+        // Review (format versions, item 6): the file named no format version.
+        let kv = reader.metadata().file_metadata().key_value_metadata().cloned().unwrap_or_default();
+        let version = kv.iter().find(|kv| kv.key == FORMAT_VERSION_KEY).and_then(|kv| kv.value.clone());
+        assert_eq!(version.as_deref(), Some("1"), "{kv:?}");
         let rows: Vec<_> = reader.get_row_iter(None).unwrap().map(|r| r.unwrap().to_string()).collect();
         assert!(rows[0].contains("episodic_return_mean: null"), "{}", rows[0]);
         assert!(rows[1].contains("episodic_return_mean: 21.5"), "{}", rows[1]);

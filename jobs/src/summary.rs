@@ -119,6 +119,38 @@ pub struct ExitMarker {
     /// the next `drover run` resumes it. Absent for every other ending.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub spent_budget: Option<&'static str>,
+    /// Why a failed run failed, as a word the orchestrator matches ([`cause`]); written on every
+    /// `failed` marker, absent on the others. Added within format version 1 (readers ignore
+    /// unknown fields and default it to absent; markers from before it fall back to searching
+    /// `reason`'s text).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cause: Option<&'static str>,
+}
+
+/// The values of `exit.json`'s `cause` (docs/design/results-layout.md); the orchestrator
+/// reads the same words (`drover::layout::ExitRecord`).
+pub mod cause {
+    /// The results disk is full (`ENOSPC`) or the quota spent (`EDQUOT`).
+    pub const DISK_FULL: &str = "disk_full";
+    /// Slurm time limits came more often than `--max-timeouts` allows.
+    pub const BUDGET_MAX_TIMEOUTS: &str = "budget_max_timeouts";
+    /// Preemptions came more often than `--max-preemptions` allows.
+    pub const BUDGET_MAX_PREEMPTIONS: &str = "budget_max_preemptions";
+    /// Any other failure (a plugin error, a bad spec, an I/O error other than a full disk).
+    pub const ERROR: &str = "error";
+}
+
+/// The `cause` of a failure from its error chain: [`cause::DISK_FULL`] when an `io::Error` in
+/// it is `ENOSPC` or `EDQUOT`, else [`cause::ERROR`].
+pub fn failure_cause(err: &(dyn std::error::Error + 'static)) -> &'static str {
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if e.downcast_ref::<std::io::Error>().and_then(std::io::Error::raw_os_error).is_some_and(|code| code == libc::ENOSPC || code == libc::EDQUOT) {
+            return cause::DISK_FULL;
+        }
+        next = e.source();
+    }
+    cause::ERROR
 }
 
 impl ExitMarker {
@@ -128,12 +160,22 @@ impl ExitMarker {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs())
             .to_string();
-        Self { format_version: SUMMARY_FORMAT_VERSION, run_id: run_id.to_string(), status, reason, finished_at, spent_budget: None }
+        Self { format_version: SUMMARY_FORMAT_VERSION, run_id: run_id.to_string(), status, reason, finished_at, spent_budget: None, cause: None }
+    }
+
+    /// A failed marker stamped now, with its `cause` ([`cause`], [`failure_cause`]).
+    pub fn failed(run_id: &str, reason: String, cause: &'static str) -> Self {
+        Self { cause: Some(cause), ..Self::now(run_id, ExitStatus::Failed, Some(reason)) }
     }
 
     /// A failed marker stamped now: the retry budget `budget` (its sweep key) is spent.
     pub fn budget_spent(run_id: &str, budget: &'static str, reason: String) -> Self {
-        Self { spent_budget: Some(budget), ..Self::now(run_id, ExitStatus::Failed, Some(reason)) }
+        let cause = match budget {
+            "max_timeouts" => cause::BUDGET_MAX_TIMEOUTS,
+            "max_preemptions" => cause::BUDGET_MAX_PREEMPTIONS,
+            _ => cause::ERROR,
+        };
+        Self { spent_budget: Some(budget), cause: Some(cause), ..Self::now(run_id, ExitStatus::Failed, Some(reason)) }
     }
 }
 
@@ -192,6 +234,25 @@ mod tests {
         let marker = serde_json::to_value(ExitMarker::now("r", ExitStatus::Completed, None)).expect("JSON");
         let at = marker["finished_at"].as_str().expect("a string");
         assert!(at.parse::<u64>().is_ok_and(|s| s > 1_600_000_000), "{marker}");
+    }
+
+    /// Review (crash consistency, item 5): the orchestrator found a full disk by searching the
+    /// reason's text for `(os error 28)`; a failed marker now says why in `cause`.
+    #[test]
+    fn failed_markers_carry_a_typed_cause() {
+        let enospc = crate::JobError::Io { path: "runs/x/metrics.jsonl".into(), source: std::io::Error::from_raw_os_error(libc::ENOSPC) };
+        let edquot = std::io::Error::from_raw_os_error(libc::EDQUOT);
+        let eacces = crate::JobError::Io { path: "x".into(), source: std::io::Error::from_raw_os_error(libc::EACCES) };
+        assert_eq!([failure_cause(&enospc), failure_cause(&edquot), failure_cause(&eacces)], [cause::DISK_FULL, cause::DISK_FULL, cause::ERROR]);
+        let marker = serde_json::to_value(ExitMarker::failed("r", enospc.to_string(), failure_cause(&enospc))).expect("JSON");
+        assert_eq!((marker["status"].as_str(), marker["cause"].as_str()), (Some("failed"), Some("disk_full")), "{marker}");
+        let spent = serde_json::to_value(ExitMarker::budget_spent("r", "max_timeouts", "spent".into())).expect("JSON");
+        assert_eq!((spent["spent_budget"].as_str(), spent["cause"].as_str()), (Some("max_timeouts"), Some("budget_max_timeouts")));
+        let spent = serde_json::to_value(ExitMarker::budget_spent("r", "max_preemptions", "spent".into())).expect("JSON");
+        assert_eq!(spent["cause"].as_str(), Some("budget_max_preemptions"));
+        // Only failed markers carry one.
+        let done = serde_json::to_value(ExitMarker::now("r", ExitStatus::Completed, None)).expect("JSON");
+        assert!(done.get("cause").is_none(), "{done}");
     }
 
     #[test]

@@ -286,6 +286,17 @@ pub enum RunError {
         /// What the `drover run` wrote about itself.
         holder: String,
     },
+    /// A file that decides what happens to a run (`exit.json`, `spec.json`, `summary.json`,
+    /// `metrics.parquet`) exists but cannot be read (`EACCES`, `EIO`, NFS's `ESTALE`): the run is
+    /// neither kept nor redone, since a completed run must not be retrained for a passing fault.
+    /// The OS error is part of the message, not a source, so the chain says it once, in place.
+    #[error("cannot read `{}`: {error}; not touching the run", path.display())]
+    UnreadableRun {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        error: io::Error,
+    },
     /// Serializing a record for the results directory failed (a bug rather than a user error).
     #[error("cannot serialize `{}`", path.display())]
     Serialize {
@@ -295,6 +306,38 @@ pub enum RunError {
         #[source]
         source: serde_json::Error,
     },
+}
+
+/// Why a versioned JSON record (`layout::read_record_typed`) was not read. A missing file is
+/// no error (`Ok(None)`); [`RecordError::Io`] is a fault reading a file that is there, the
+/// others are damaged or foreign content. The messages are those `read_record` always gave.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    /// The file exists but could not be read (`EACCES`, `EIO`, `ESTALE`, ...).
+    #[error("{0}")]
+    Io(io::Error),
+    /// Not JSON, or not the record expected.
+    #[error("{0}")]
+    Parse(serde_json::Error),
+    /// A `format_version` this drover does not read.
+    #[error("unknown format_version {found} (this drover reads {known})")]
+    Version {
+        /// The version in the file.
+        found: u64,
+        /// The version this drover reads.
+        known: u32,
+    },
+    /// No `format_version` at all.
+    #[error("no format_version")]
+    NoVersion,
+}
+
+impl RecordError {
+    /// The content is damaged or foreign (not a read fault): a reason to redo the run, where
+    /// [`RecordError::Io`] is a reason to leave it alone.
+    pub fn is_damaged_content(&self) -> bool {
+        !matches!(self, RecordError::Io(_))
+    }
 }
 
 /// A Slurm command (`sbatch`, `squeue`, `scontrol`, `scancel`) that did not do its job.

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::config::{RunId, RunSpec};
+pub use crate::error::RecordError;
 
 /// The format version of every JSON record written or understood here.
 pub const FORMAT_VERSION: u32 = 1;
@@ -177,15 +178,29 @@ pub struct ExitRecord {
     /// written by `drover-job`; absent otherwise, and in markers from before it was written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spent_budget: Option<String>,
+    /// Why a failed run failed, as `drover-job` says it (`disk_full`, `budget_max_timeouts`,
+    /// `budget_max_preemptions`, `error`; `drover_job::summary::cause`); absent in markers from
+    /// before it and in those drover writes itself, which are judged by their `reason` text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<String>,
 }
 
+/// The `cause` of a marker whose results disk was full (`drover_job::summary::cause::DISK_FULL`).
+pub const CAUSE_DISK_FULL: &str = "disk_full";
+/// The prefix of a `cause` naming a spent retry budget: `budget_max_timeouts`, `budget_max_preemptions`.
+pub const CAUSE_BUDGET_PREFIX: &str = "budget_";
+
 impl ExitRecord {
-    /// The retry budget whose spending failed the run: the marker's `spent_budget`, or for a
-    /// marker from before that field, the budget `drover-job` names in its reason (`... (max_timeouts
-    /// = 1) ...`), so a sweep that outlives an upgrade judges its old failures alike.
+    /// The retry budget whose spending failed the run: the marker's `cause` (`budget_<key>`) or
+    /// `spent_budget`, or for a marker from before both fields, the budget `drover-job` names in
+    /// its reason (`... (max_timeouts = 1) ...`), so a sweep that outlives an upgrade judges its
+    /// old failures alike.
     pub fn spent_budget(&self) -> Option<&str> {
         if self.status != ExitStatus::Failed {
             return None;
+        }
+        if let Some(cause) = self.cause.as_deref() {
+            return cause.strip_prefix(CAUSE_BUDGET_PREFIX);
         }
         if let Some(budget) = self.spent_budget.as_deref() {
             return Some(budget);
@@ -193,22 +208,54 @@ impl ExitRecord {
         let reason = self.reason.as_deref()?;
         ["max_timeouts", "max_preemptions"].into_iter().find(|b| reason.contains(&format!("({b} = ")))
     }
+
+    /// Whether the run failed because the results disk was full: the marker's `cause`, or for a
+    /// marker without one (written before it, or by drover itself), its reason ending in the OS
+    /// error of a full disk or quota (`(os error 28)`, `(os error 122)`: an `io::Error` printed
+    /// on Linux), since the job's error reached drover only as text.
+    pub fn disk_full(&self) -> bool {
+        if self.status != ExitStatus::Failed {
+            return false;
+        }
+        match self.cause.as_deref() {
+            Some(cause) => cause == CAUSE_DISK_FULL,
+            None => self.reason.as_deref().is_some_and(says_disk_full),
+        }
+    }
+}
+
+/// Whether a failure reason (an `anyhow` chain ending in an `io::Error`) names a full disk.
+pub(crate) fn says_disk_full(reason: &str) -> bool {
+    [libc::ENOSPC, libc::EDQUOT].iter().any(|code| reason.contains(&format!("(os error {code})")))
+}
+
+/// Reads a versioned JSON record; `Ok(None)` when the file does not exist, else the reason as
+/// text. [`read_record_typed`] tells a read fault from damaged content; prefer it wherever
+/// the two lead to different actions.
+pub fn read_record<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>, String> {
+    read_record_typed(path).map_err(|e| e.to_string())
 }
 
 /// Reads a versioned JSON record; `Ok(None)` when the file does not exist.
-pub fn read_record<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>, String> {
+///
+/// [`RecordError::Io`] is a fault reading a file that is there (`EACCES`, `EIO`, NFS's
+/// `ESTALE`): nothing is known of its content, so callers must not take it for a damaged or
+/// missing record (a completed run would be retrained).
+pub fn read_record_typed<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>, RecordError> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e.to_string()),
+        // Not UTF-8 is damaged content, not a read fault.
+        Err(e) if e.kind() == io::ErrorKind::InvalidData => return Err(RecordError::Parse(serde_json::Error::io(e))),
+        Err(e) => return Err(RecordError::Io(e)),
     };
-    let value: Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+    let value: Value = serde_json::from_str(&text).map_err(RecordError::Parse)?;
     match value.get("format_version").and_then(Value::as_u64) {
         Some(v) if v == u64::from(FORMAT_VERSION) => {}
-        Some(v) => return Err(format!("unknown format_version {v} (this drover reads {FORMAT_VERSION})")),
-        None => return Err("no format_version".into()),
+        Some(found) => return Err(RecordError::Version { found, known: FORMAT_VERSION }),
+        None => return Err(RecordError::NoVersion),
     }
-    serde_json::from_value(value).map(Some).map_err(|e| e.to_string())
+    serde_json::from_value(value).map(Some).map_err(RecordError::Parse)
 }
 
 /// Writes `bytes` to `path` crash-consistently: `<path>.tmp` is written and fsynced, renamed over
@@ -219,6 +266,11 @@ pub fn read_record<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T
 /// rename durable before the data, leaving an empty file under the final name; without the
 /// second, the rename itself can be lost. On failure no `.tmp` file is left behind. Errors are
 /// the bare `io::Error`; callers name the path.
+///
+/// `drover-job` keeps its own copy of this protocol (`jobs/src/fsio.rs`; the two crates share no
+/// dependency). Both follow the same rules, and a change to one is made to the other: the
+/// temporary file is `<name>.tmp` beside the target, it is removed when the write or the rename
+/// fails, and `EINVAL` from fsync on a directory is ignored ([`sync_parent_dir`]).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     write_replacing(path, bytes, true)
 }
@@ -345,10 +397,66 @@ mod tests {
         assert_eq!(names(dir.path()), [SPEC_JSON]);
     }
 
+    /// Review (crash consistency, item 3): `read_record` flattened every failure to a string,
+    /// so its callers took a read fault (EACCES, EIO, ESTALE) for damaged content.
+    #[test]
+    fn read_record_typed_tells_a_read_fault_from_damaged_content() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(EXIT_JSON);
+        assert!(matches!(read_record_typed::<Value>(&path), Ok(None)), "missing is no error");
+        std::fs::create_dir(&path).expect("mkdir");
+        let err = read_record_typed::<Value>(&path).expect_err("a directory cannot be read");
+        assert!(matches!(err, RecordError::Io(_)) && !err.is_damaged_content(), "{err:?}");
+        std::fs::remove_dir(&path).expect("rmdir");
+        for (bytes, message) in [
+            (&b"{"[..], "EOF while parsing an object at line 1 column 1"),
+            (b"\xff\xfe", "stream did not contain valid UTF-8"),
+            (br#"{"format_version":99}"#, "unknown format_version 99 (this drover reads 1)"),
+            (br#"{"run_id":"x"}"#, "no format_version"),
+            (br#"{"format_version":1,"status":"bogus"}"#, "unknown variant `bogus`"),
+        ] {
+            std::fs::write(&path, bytes).expect("write");
+            let err = read_record_typed::<ExitRecord>(&path).expect_err(message);
+            assert!(err.is_damaged_content() && err.to_string().contains(message), "{err:?}");
+            // The old signature gives the same words.
+            assert_eq!(read_record::<ExitRecord>(&path).expect_err(message), err.to_string());
+        }
+    }
+
+    /// Review (crash consistency, item 5): a full disk was found by searching the job's reason
+    /// for `(os error 28)` and a spent budget for `(max_timeouts = `. The marker's `cause` is
+    /// read first; the text only for markers without one (older jobs, drover's own markers).
+    #[test]
+    fn the_markers_cause_decides_before_its_reason_text() {
+        let marker = |status: &str, reason: &str, cause: Option<&str>| -> ExitRecord {
+            let mut v = serde_json::json!({"format_version": 1, "run_id": "r", "status": status, "reason": reason, "finished_at": "1", "unknown_later_field": 3});
+            if let Some(c) = cause {
+                v["cause"] = c.into();
+            }
+            serde_json::from_value(v).expect("unknown fields are ignored")
+        };
+        let enospc = format!("cannot write `m`: {}", io::Error::from_raw_os_error(libc::ENOSPC));
+        // A typed cause wins over the words.
+        assert!(marker("failed", "plugin error", Some("disk_full")).disk_full());
+        assert!(!marker("failed", &enospc, Some("error")).disk_full(), "a plugin's own text naming os error 28 is not a full disk");
+        assert_eq!(marker("failed", "x", Some("budget_max_preemptions")).spent_budget(), Some("max_preemptions"));
+        assert_eq!(marker("failed", "reached the time limit 2 times (max_timeouts = 1)", Some("error")).spent_budget(), None);
+        // Old markers: the text.
+        assert!(marker("failed", &enospc, None).disk_full());
+        assert!(!marker("failed", "plugin error", None).disk_full());
+        assert_eq!(marker("failed", "reached the time limit 2 times (max_timeouts = 1)", None).spent_budget(), Some("max_timeouts"));
+        assert!(!marker("cancelled", &enospc, Some("disk_full")).disk_full(), "only a failure");
+        // Written back without the field when absent.
+        let text = serde_json::to_string(&marker("failed", "x", None)).expect("json");
+        assert!(!text.contains("cause"), "{text}");
+    }
+
     #[test]
     fn sync_parent_dir_of_a_bare_file_name_is_the_current_directory() {
         // A bare file name has an empty parent; the directory to sync is then `.`.
         assert_eq!(sync_parent_dir(Path::new("spec.json")).map_err(|e| e.kind()), Ok(()));
+        // procfs answers fsync of a directory with EINVAL, as FUSE and some network mounts do.
+        assert_eq!(sync_parent_dir(Path::new("/proc/self/x")).map_err(|e| e.kind()), Ok(()));
     }
 
     #[test]

@@ -93,7 +93,7 @@ pub fn acquire(dir: &Path, command: &str) -> Result<RunLock, LockError> {
         }
     }
     let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let text = format!("pid {}\nhost {}\nsince {}\ncommand {command}\n", std::process::id(), hostname(), utc_text(since));
+    let text = holder_text(std::process::id(), &[format!("since {}", utc_text(since)), format!("command {command}")]);
     file.set_len(0).and_then(|()| file.rewind()).and_then(|()| file.write_all(text.as_bytes())).map_err(io)?;
     Ok(RunLock { _file: file, path })
 }
@@ -146,6 +146,43 @@ pub fn brief_exclusive(path: &Path, patience: std::time::Duration) -> Option<Bri
     }
 }
 
+/// The text a lock holder writes into its lock file (`.drover.lock`, a run's `.job.lock`):
+/// `pid N` and `host H` lines, then `extra` lines (`since ...`, `command ...`). The host is
+/// always there: a results directory on NFS is read from other machines, where the pid means
+/// nothing ([`live_holder`] checks a pid only on its own host). [`HolderLines::parse`] reads it
+/// back; `drover_job::lock` writes the same first two lines.
+pub fn holder_text(pid: u32, extra: &[String]) -> String {
+    let mut text = format!("pid {pid}\nhost {}\n", hostname());
+    for line in extra {
+        text.push_str(line);
+        text.push('\n');
+    }
+    text
+}
+
+/// The `pid` and `host` lines of a lock file's text ([`holder_text`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HolderLines {
+    /// The holder's process id.
+    pub pid: u32,
+    /// Its host; `None` in a text written before every holder named it (then this host).
+    pub host: Option<String>,
+}
+
+impl HolderLines {
+    /// Reads the `pid` line (required) and the `host` line of `text`.
+    pub fn parse(text: &str) -> Option<Self> {
+        let field = |key: &str| text.lines().find_map(|l| l.strip_prefix(key)).map(str::trim);
+        let pid = field("pid ")?.parse().ok()?;
+        Some(Self { pid, host: field("host ").map(str::to_string) })
+    }
+
+    /// Whether the holder runs on this host (a text without a host line is taken to).
+    pub fn on_this_host(&self) -> bool {
+        self.host.as_deref().is_none_or(|h| h == hostname())
+    }
+}
+
 /// The live holder of a lock file, as it described itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Holder {
@@ -164,10 +201,10 @@ pub struct Holder {
 /// ended (the kernel released the lock; the text stays behind).
 pub fn live_holder(path: &Path) -> Option<Holder> {
     let text = std::fs::read_to_string(path).ok()?;
-    let field = |key: &str| text.lines().find_map(|l| l.strip_prefix(key)).map(str::trim);
-    let pid: u32 = field("pid ")?.parse().ok()?;
+    let lines = HolderLines::parse(&text)?;
+    let pid = lines.pid;
     let description = text.lines().collect::<Vec<_>>().join(", ");
-    if field("host ").is_some_and(|h| h != hostname()) {
+    if !lines.on_this_host() {
         return Some(Holder { pid, this_host: false, description });
     }
     // A pid is reused once its process is gone; the command line tells a drover process apart.
@@ -300,5 +337,18 @@ mod tests {
         std::fs::write(&path, "pid 1\nhost some-other-node\n").expect("write");
         let elsewhere = live_holder(&path).expect("another host cannot be checked");
         assert_eq!((elsewhere.this_host, elsewhere.description.as_str()), (false, "pid 1, host some-other-node"));
+    }
+
+    #[test]
+    fn holder_text_names_pid_and_host_and_parses_back() {
+        let text = holder_text(42, &["since x".into(), "command drover run a.toml".into()]);
+        assert_eq!(text, format!("pid 42\nhost {}\nsince x\ncommand drover run a.toml\n", hostname()));
+        let lines = HolderLines::parse(&text).expect("parses");
+        assert_eq!(lines, HolderLines { pid: 42, host: Some(hostname()) });
+        assert!(lines.on_this_host());
+        let old = HolderLines::parse("pid 7\nstarted by drover run pid 3\n").expect("parses");
+        assert_eq!((old.host, HolderLines::parse("pid 7\n").map(|l| l.on_this_host())), (None, Some(true)));
+        assert!(!HolderLines::parse("pid 7\nhost some-other-node\n").expect("parses").on_this_host());
+        assert_eq!(HolderLines::parse("host h\n"), None, "no pid");
     }
 }

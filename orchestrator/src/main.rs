@@ -427,8 +427,8 @@ fn dry_run_tally(states: &[backend::DryRunAction], configs: usize, slurm: bool) 
     } else {
         String::new()
     };
-    use backend::DryRunAction::{Done, Live, New, Redo, Resume};
-    let (mut done, mut live, mut resume, mut redo, mut new) = (0, 0, 0, 0, 0);
+    use backend::DryRunAction::{Done, Live, New, Redo, Resume, Unreadable};
+    let (mut done, mut live, mut resume, mut redo, mut new, mut unreadable) = (0, 0, 0, 0, 0, 0);
     for state in states {
         match state {
             Done => done += 1,
@@ -436,12 +436,17 @@ fn dry_run_tally(states: &[backend::DryRunAction], configs: usize, slurm: bool) 
             Resume => resume += 1,
             Redo => redo += 1,
             New => new += 1,
+            Unreadable => unreadable += 1,
         }
     }
     // `live` (queued or running, re-attached) is a Slurm sweep's word only.
     let live = slurm.then_some((live, Live));
-    let counts: Vec<String> =
+    let mut counts: Vec<String> =
         [Some((done, Done)), live, Some((resume, Resume)), Some((redo, Redo)), Some((new, New))].into_iter().flatten().map(|(n, a)| format!("{n} {}", a.word())).collect();
+    // A run whose files cannot be read (`drover run` would stop on it) is counted only when there is one.
+    if unreadable > 0 {
+        counts.push(format!("{unreadable} {}", Unreadable.word()));
+    }
     format!("{runs}{shape}: {}", counts.join(", "))
 }
 

@@ -597,6 +597,7 @@ pub(crate) mod tests {
             reason: reason.map(str::to_string),
             finished_at: serde_json::Value::Null,
             spent_budget: None,
+            cause: None,
         }
     }
 

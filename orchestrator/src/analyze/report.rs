@@ -2,7 +2,6 @@
 //! the tables printed on the terminal (summary, entropy-performance law), and the frames → plot
 //! data conversions.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use polars::prelude::*;
@@ -51,25 +50,24 @@ pub fn with_intervals(summary: LazyFrame, intervals: DataFrame, improvement: Opt
 }
 
 /// Writes `df` as `<dir>/<stem>.{csv,parquet}` (and `.md` when `markdown` is given); returns the
-/// paths. The Parquet file is uncompressed (see the comment below). Each file goes through a temporary name and a rename, so an interrupted write leaves
-/// no torn table.
+/// paths. The Parquet file is uncompressed (see the comment below). Each file is encoded in
+/// memory and written by `layout::write_atomic`, so an interrupted write leaves no torn table
+/// and a failed one no temporary file.
 pub fn write_frame(dir: &Path, stem: &str, df: &mut DataFrame, markdown: Option<&str>) -> Result<Vec<PathBuf>, AnalyzeError> {
     std::fs::create_dir_all(dir).map_err(|source| AnalyzeError::Io { action: "create directory", path: dir.to_path_buf(), source })?;
     let mut written = Vec::new();
     for ext in ["csv", "parquet"] {
         let path = dir.join(format!("{stem}.{ext}"));
-        let tmp = dir.join(format!(".{stem}.{ext}.tmp"));
-        let io = |source| AnalyzeError::Io { action: "write", path: tmp.clone(), source };
-        let mut file = File::create(&tmp).map_err(io)?;
+        let mut bytes = Vec::new();
         let result = if ext == "csv" {
-            CsvWriter::new(&mut file).finish(df)
+            CsvWriter::new(&mut bytes).finish(df)
         } else {
             // Uncompressed: these tables are small, and every Parquet reader (pandas with either
             // engine, Python polars, DuckDB, arrow-rs without codec features) reads it.
-            ParquetWriter::new(&mut file).with_compression(ParquetCompression::Uncompressed).finish(df).map(|_| ())
+            ParquetWriter::new(&mut bytes).with_compression(ParquetCompression::Uncompressed).finish(df).map(|_| ())
         };
         result.map_err(polars_err(format!("writing `{}`", path.display())))?;
-        std::fs::rename(&tmp, &path).map_err(|source| AnalyzeError::Io { action: "write", path: path.clone(), source })?;
+        crate::layout::write_atomic(&path, &bytes).map_err(|source| AnalyzeError::Io { action: "write", path: path.clone(), source })?;
         written.push(path);
     }
     if let Some(md) = markdown {
@@ -338,4 +336,29 @@ pub fn law_scatter(points: &DataFrame, summary: &DataFrame, groups: &[String]) -
             Scatter { name: g.clone(), points: shown, curve }
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Review (crash consistency, item 1): tables had their own tmp-and-rename (`.<stem>.csv.tmp`),
+    /// which left its temporary file behind when the rename failed; they now go through
+    /// `layout::write_atomic`.
+    #[test]
+    fn a_table_that_cannot_be_written_leaves_no_tmp() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let blocked = tmp.path().join("summary.csv");
+        std::fs::create_dir(&blocked).expect("mkdir");
+        std::fs::write(blocked.join("keep"), b"kept").expect("write");
+        let mut df = df!("group" => ["a"], "x" => [1.0]).expect("frame");
+        write_frame(tmp.path(), "summary", &mut df, None).expect_err("a non-empty directory is in the way");
+        let names: Vec<_> = std::fs::read_dir(tmp.path()).expect("read").map(|e| e.expect("entry").file_name()).collect();
+        assert_eq!(names, ["summary.csv"]);
+        let written = write_frame(&tmp.path().join("tables"), "summary", &mut df, Some("| a |\n")).expect("written");
+        assert_eq!(written.len(), 3);
+        let mut names: Vec<_> = std::fs::read_dir(tmp.path().join("tables")).expect("read").map(|e| e.expect("entry").file_name()).collect();
+        names.sort();
+        assert_eq!(names, ["summary.csv", "summary.md", "summary.parquet"]);
+    }
 }

@@ -29,7 +29,8 @@ impl JobLock {
         self.file.as_raw_fd()
     }
 
-    /// Records who holds the lock now (shown to anyone refused it); best effort.
+    /// Records who holds the lock now (shown to anyone refused it, read by
+    /// `lock::live_holder`); best effort. `text` comes from `lock::holder_text`.
     pub fn describe(&mut self, text: &str) {
         let written = self.file.set_len(0).and_then(|()| self.file.rewind()).and_then(|()| self.file.write_all(text.as_bytes()));
         if let Err(e) = written {

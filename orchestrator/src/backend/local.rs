@@ -408,10 +408,18 @@ fn spawn(job_bin: &Path, run: &PendingRun, lease: Option<&GpuLease>) -> Result<s
         });
     }
     let child = cmd.spawn().map_err(|e| format!("cannot start `{}`: {e}", job_bin.display()))?;
-    lock.describe(&format!("pid {}\nstarted by drover run pid {parent}\n", child.id()));
+    lock.describe(&job_lock_text(child.id(), parent));
     // Our copy of the descriptor closes here; the child's keeps the lock for as long as it lives.
     drop(lock);
     Ok(child)
+}
+
+/// What the local backend writes into a launched run's `.job.lock` for the job it handed the
+/// lock to (the job adopts the descriptor and writes nothing itself): its pid and this host, as
+/// every holder does (`lock::holder_text`), so `drover status` on another machine of an NFS
+/// share does not take the pid for one of its own.
+fn job_lock_text(child: u32, parent: libc::pid_t) -> String {
+    crate::lock::holder_text(child, &[format!("started by drover run pid {parent}")])
 }
 
 /// `drover-job` itself for one rank; `mpirun -np N drover-job` for more. `DROVER_MPIRUN`
@@ -504,7 +512,7 @@ fn record_exit(report: &mut LaunchReport, run: &PendingRun, status: std::io::Res
             return None;
         }
         Ok(Some(record)) => {
-            disk_full = record.reason.as_deref().is_some_and(says_disk_full);
+            disk_full = record.disk_full();
             job_failure_reason(&record, &status_text)
         }
         Ok(None) => {
@@ -550,13 +558,6 @@ fn ended_by_the_stop(status: &std::io::Result<ExitStatus>) -> bool {
 /// may hold paths, whose case matters), else how its process ended.
 fn job_failure_reason(record: &ExitRecord, status_text: &str) -> String {
     record.reason.clone().unwrap_or_else(|| format!("{status_text}; exit.json says failed without a reason"))
-}
-
-/// Whether a job's own failure reason (an `anyhow` chain ending in an `io::Error`, as
-/// drover-job writes it in `exit.json`) is a full disk: the job's error reaches drover only as
-/// text, and `io::Error` prints the OS error number on Linux as `(os error N)`.
-fn says_disk_full(reason: &str) -> bool {
-    [libc::ENOSPC, libc::EDQUOT].iter().any(|code| reason.contains(&format!("(os error {code})")))
 }
 
 /// Stops launching because `dir` could not be written for lack of space (a spawn that could
@@ -606,6 +607,7 @@ fn write_marker(path: &Path, run_id: &str, status: RunExit, reason: &str) -> std
         reason: Some(reason.to_string()),
         finished_at: serde_json::Value::String(layout::unix_now()),
         spent_budget: None,
+        cause: None,
     };
     let written = serde_json::to_vec_pretty(&record).map_err(std::io::Error::other).and_then(|bytes| layout::write_atomic(path, &bytes));
     if let Err(e) = &written {
@@ -685,10 +687,23 @@ fn update_message(bar: &ProgressBar, running: &HashMap<usize, Running>, report: 
 
 #[cfg(test)]
 mod tests {
-    use super::{job_failure_reason, record_exit, says_disk_full, signal_reason, signal_reason_at, REPEAT_SIGNAL_WINDOW};
+    use super::{job_failure_reason, job_lock_text, record_exit, signal_reason, signal_reason_at, REPEAT_SIGNAL_WINDOW};
     use crate::backend::{last_log_line, CancelReason, LaunchReport, PendingRun};
     use std::os::unix::process::ExitStatusExt;
     use std::time::{Duration, Instant};
+
+    /// Review (crash consistency, item 2): a local run's `.job.lock` named only `pid N` (the job
+    /// adopts the locked descriptor and writes nothing), so `drover status` on another machine
+    /// of an NFS share took the pid for one of its own. The text names the host, and the
+    /// lock module's parser reads it back.
+    #[test]
+    fn a_local_jobs_lock_text_names_pid_and_host() {
+        let text = job_lock_text(4242, 17);
+        let lines = crate::lock::HolderLines::parse(&text).expect("parses");
+        assert_eq!(lines.pid, 4242, "{text}");
+        assert!(lines.host.as_deref().is_some_and(|h| !h.is_empty()) && lines.on_this_host(), "{text}");
+        assert!(text.starts_with("pid 4242\nhost ") && text.ends_with("started by drover run pid 17\n"), "{text}");
+    }
 
     /// Review finding (research): `timeout -s INT` signals drover and its process group, so one
     /// stop arrived twice within microseconds and was taken for a second Ctrl-C, SIGKILLing
@@ -767,6 +782,7 @@ mod tests {
             reason: reason.map(Into::into),
             finished_at: serde_json::Value::from(0),
             spent_budget: None,
+            cause: None,
         };
         let reason = "cannot read `/data/MyRuns/Ckpt.bin`: libcuda (the NVIDIA driver library) was not found";
         // Once lower-cased with a `failed: ` prefix: `failed: failed: ...` and a path that no longer exists.
@@ -776,6 +792,7 @@ mod tests {
 
     #[test]
     fn a_job_reason_ending_in_a_full_disk_is_recognised() {
+        use crate::layout::says_disk_full;
         let enospc = std::io::Error::from_raw_os_error(libc::ENOSPC);
         let edquot = std::io::Error::from_raw_os_error(libc::EDQUOT);
         assert!(says_disk_full(&format!("cannot write `runs/x/metrics.parquet`: {enospc}")), "{enospc}");

@@ -12,8 +12,8 @@ use crate::error::RunError;
 
 use crate::backend::job_lock::JOB_LOCK_FILE;
 use crate::backend::slurm::{attempt_logs, SweepDir};
-use crate::layout::{self, ExitRecord, JobSpec, EXIT_JSON, SPEC_JSON};
-use crate::status::{classify_local, Progress, RunStatus, StatusReport};
+use crate::layout::{self, ExitRecord, JobSpec, RecordError, EXIT_JSON, SPEC_JSON};
+use crate::status::{classify_local, Progress, RunState, RunStatus, StatusReport};
 
 /// The status of every run of the local sweep in `dir`.
 pub(crate) fn status(dir: &SweepDir) -> StatusReport {
@@ -23,7 +23,14 @@ pub(crate) fn status(dir: &SweepDir) -> StatusReport {
         .iter()
         .map(|run_id| {
             let run_dir = dir.run_dir(run_id);
-            let exit: Option<ExitRecord> = layout::read_record(&run_dir.join(EXIT_JSON)).ok().flatten();
+            let exit_path = run_dir.join(EXIT_JSON);
+            // A marker that is there but cannot be read (EACCES, EIO, NFS's ESTALE) says nothing
+            // of the run: reported as such, not taken for a missing one (unfinished).
+            let (exit, unreadable): (Option<ExitRecord>, _) = match layout::read_record_typed(&exit_path) {
+                Ok(exit) => (exit, None),
+                Err(RecordError::Io(e)) => (None, Some(format!("cannot read `{}`: {e}", exit_path.display()))),
+                Err(_) => (None, None),
+            };
             let spec: Option<JobSpec> = layout::read_record(&run_dir.join(SPEC_JSON)).ok().flatten();
             // Local jobs run on this host; a holder elsewhere (the directory shared with a
             // cluster) cannot be checked from here.
@@ -34,7 +41,10 @@ pub(crate) fn status(dir: &SweepDir) -> StatusReport {
                 .filter_map(|p| crate::backend::prepare::attempt_number(p.file_name()?.to_str()?))
                 .max()
                 .unwrap_or(0);
-            let (state, reason) = classify_local(exit.as_ref(), job_running, attempts > 0, driver.is_some());
+            let (state, reason) = match unreadable {
+                Some(why) if !job_running => (RunState::Unknown, Some(why)),
+                _ => classify_local(exit.as_ref(), job_running, attempts > 0, driver.is_some()),
+            };
             let run_key = |k: &str| spec.as_ref().and_then(|s| s.run.get(k)).and_then(serde_json::Value::as_u64);
             let (trained, seed) = (spec.as_ref().and_then(|s| crate::status::steps_to_train(&s.run)), run_key("seed"));
             RunStatus {
@@ -93,4 +103,42 @@ pub fn cancel(results: &Path, wait: Duration) -> Result<LocalCancel, RunError> {
         std::thread::sleep(Duration::from_millis(100));
     }
     Ok(LocalCancel::Stopping(holder.description))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layout::{SweepManifest, FORMAT_VERSION, SWEEP_JSON};
+
+    /// Review (crash consistency, item 3): an `exit.json` that is there but cannot be read was
+    /// taken for none, so a completed run read as unfinished ("the next `drover run` redoes
+    /// it"); it is now `unknown`, naming the file and the error.
+    #[test]
+    fn an_unreadable_marker_is_reported_not_taken_for_none() {
+        let tmp = tempfile::tempdir().unwrap();
+        let run_id = "0123456789abcdef";
+        let manifest = SweepManifest {
+            format_version: FORMAT_VERSION,
+            name: "s".into(),
+            source: "s.toml".into(),
+            runs: vec![run_id.into()],
+            created_at: "0".into(),
+            overrides: Vec::new(),
+        };
+        std::fs::write(tmp.path().join(SWEEP_JSON), serde_json::to_vec(&manifest).unwrap()).unwrap();
+        let run_dir = tmp.path().join("runs").join(run_id);
+        std::fs::create_dir_all(&run_dir).unwrap();
+        std::fs::write(run_dir.join("attempt-1.stderr.log"), "").unwrap();
+        // A directory in its place: reading fails with EISDIR, as with EACCES or EIO.
+        std::fs::create_dir(run_dir.join(EXIT_JSON)).unwrap();
+        let report = status(&SweepDir::open(tmp.path()).unwrap());
+        let run = &report.runs[0];
+        assert_eq!(run.state, RunState::Unknown, "{run:?}");
+        let reason = run.reason.clone().unwrap_or_default();
+        assert!(reason.starts_with("cannot read `") && reason.contains("exit.json`: "), "{reason}");
+        // Damaged content is still an unfinished run, as before.
+        std::fs::remove_dir(run_dir.join(EXIT_JSON)).unwrap();
+        std::fs::write(run_dir.join(EXIT_JSON), "{").unwrap();
+        assert_eq!(status(&SweepDir::open(tmp.path()).unwrap()).runs[0].state, RunState::Unfinished);
+    }
 }

@@ -20,7 +20,7 @@ pub mod slurm_script;
 use std::path::PathBuf;
 
 pub use prepare::{
-    completed_files_problem, inspect_run, parquet_frame_problem, planned_action, prepare, prepare_waiting, run_state, PendingRun, PlannedAction,
+    completed_files_problem, inspect_run, parquet_frame_problem, planned_action, prepare, prepare_waiting, PendingRun, PlannedAction,
     Prepared, RunState, DEFAULT_BUSY_WAIT,
 };
 
@@ -129,6 +129,8 @@ pub enum DryRunAction {
     Redo,
     /// Never started.
     New,
+    /// Its files cannot be read now (`drover run` stops on it rather than retrain it).
+    Unreadable,
 }
 
 impl DryRunAction {
@@ -140,6 +142,7 @@ impl DryRunAction {
             DryRunAction::Resume => PlannedAction::Resume(0).word(),
             DryRunAction::Redo => PlannedAction::Redo.word(),
             DryRunAction::New => PlannedAction::New.word(),
+            DryRunAction::Unreadable => PlannedAction::Unreadable.word(),
         }
     }
 
@@ -147,7 +150,7 @@ impl DryRunAction {
     /// skipped or re-attached.
     pub fn submits(self) -> bool {
         match self {
-            DryRunAction::Done | DryRunAction::Live => false,
+            DryRunAction::Done | DryRunAction::Live | DryRunAction::Unreadable => false,
             DryRunAction::Resume | DryRunAction::Redo | DryRunAction::New => true,
         }
     }
@@ -160,6 +163,7 @@ impl From<PlannedAction> for DryRunAction {
             PlannedAction::Resume(_) => DryRunAction::Resume,
             PlannedAction::Redo => DryRunAction::Redo,
             PlannedAction::New => DryRunAction::New,
+            PlannedAction::Unreadable => DryRunAction::Unreadable,
         }
     }
 }

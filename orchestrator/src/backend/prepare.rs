@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::RunError;
 use crate::layout::{
-    self, ExitRecord, ExitStatus, JobSpec, SweepManifest, EXIT_JSON, METRICS_PARQUET, SPEC_JSON, SUMMARY_JSON, SWEEP_JSON, SWEEP_TOML,
+    self, ExitRecord, ExitStatus, JobSpec, RecordError, SweepManifest, EXIT_JSON, METRICS_PARQUET, SPEC_JSON, SUMMARY_JSON, SWEEP_JSON, SWEEP_TOML,
 };
 use crate::plan::Plan;
 
@@ -71,59 +71,76 @@ pub enum RunState {
     New,
 }
 
-/// Reads (only) the state of one run directory against the spec it should have.
-pub fn run_state(dir: &Path, spec: &JobSpec) -> RunState {
-    inspect_run(dir, spec).0
-}
-
 /// The state of one run directory, and, when a completion claim was refused, why (naming the file).
 ///
 /// A run counts as completed only when `exit.json` says so *and* the files it vouches for are
 /// whole ([`completed_files_problem`]): a damaged marker or result is redone, never kept as done.
-pub fn inspect_run(dir: &Path, spec: &JobSpec) -> (RunState, Option<String>) {
+/// A file that is there but cannot be read (`EACCES`, `EIO`, NFS's `ESTALE`) decides nothing:
+/// [`RunError::UnreadableRun`], so a completed run is not retrained for a passing fault.
+pub fn inspect_run(dir: &Path, spec: &JobSpec) -> Result<(RunState, Option<String>), RunError> {
     if !dir.exists() {
-        return (RunState::New, None);
+        return Ok((RunState::New, None));
     }
     let exit_path = dir.join(EXIT_JSON);
-    let exit: Option<ExitRecord> = match layout::read_record(&exit_path) {
+    let exit: Option<ExitRecord> = match layout::read_record_typed(&exit_path) {
         Ok(exit) => exit,
-        Err(reason) => return (RunState::Unfinished, Some(format!("unreadable `{}`: {reason}", exit_path.display()))),
+        Err(RecordError::Io(error)) => return Err(RunError::UnreadableRun { path: exit_path, error }),
+        Err(reason) => return Ok((RunState::Unfinished, Some(format!("unreadable `{}`: {reason}", exit_path.display())))),
     };
-    let old: Option<JobSpec> = layout::read_record(&dir.join(SPEC_JSON)).ok().flatten();
-    match (exit, old) {
-        (Some(exit), Some(old)) if exit.status == ExitStatus::Completed && old.same_config(spec) => {
-            match completed_files_problem(dir, &spec.run_id) {
-                None => (RunState::Completed, None),
-                Some(problem) => (RunState::Unfinished, Some(problem)),
-            }
-        }
-        _ => (RunState::Unfinished, None),
+    // Only a completion claim needs the rest: anything else is unfinished whatever they hold.
+    if !exit.is_some_and(|e| e.status == ExitStatus::Completed) {
+        return Ok((RunState::Unfinished, None));
+    }
+    let spec_path = dir.join(SPEC_JSON);
+    let old: Option<JobSpec> = match layout::read_record_typed(&spec_path) {
+        Ok(old) => old,
+        Err(RecordError::Io(error)) => return Err(RunError::UnreadableRun { path: spec_path, error }),
+        Err(_) => None,
+    };
+    match old {
+        Some(old) if old.same_config(spec) => match completed_files_problem(dir, &spec.run_id)? {
+            None => Ok((RunState::Completed, None)),
+            Some(problem) => Ok((RunState::Unfinished, Some(problem))),
+        },
+        _ => Ok((RunState::Unfinished, None)),
     }
 }
 
 /// What is wrong with the files a `completed` marker in `dir` vouches for, or `None` when they
 /// are whole: `summary.json` must be a known-version record of `run_id`, and `metrics.parquet`
 /// must be a Parquet file with both magic numbers and a footer that fits in it (a truncated or
-/// overwritten file fails this; the check reads 12 bytes, not the data).
-pub fn completed_files_problem(dir: &Path, run_id: &str) -> Option<String> {
+/// overwritten file fails this; the check reads 12 bytes, not the data). A file that is there
+/// but cannot be read is [`RunError::UnreadableRun`], not a problem with the run.
+pub fn completed_files_problem(dir: &Path, run_id: &str) -> Result<Option<String>, RunError> {
     let summary_path = dir.join(SUMMARY_JSON);
-    match layout::read_record::<serde_json::Value>(&summary_path) {
+    match layout::read_record_typed::<serde_json::Value>(&summary_path) {
         Ok(Some(summary)) => {
             let id = summary.get("run_id").and_then(serde_json::Value::as_str);
             if id != Some(run_id) {
-                return Some(format!("bad `{}`: it is not the summary of run {run_id} (run_id {id:?})", summary_path.display()));
+                return Ok(Some(format!("bad `{}`: it is not the summary of run {run_id} (run_id {id:?})", summary_path.display())));
             }
         }
-        Ok(None) => return Some(format!("`{}` is missing although `exit.json` says completed", summary_path.display())),
-        Err(reason) => return Some(format!("bad `{}`: {reason}", summary_path.display())),
+        Ok(None) => return Ok(Some(format!("`{}` is missing although `exit.json` says completed", summary_path.display()))),
+        Err(RecordError::Io(error)) => return Err(RunError::UnreadableRun { path: summary_path, error }),
+        Err(reason) => return Ok(Some(format!("bad `{}`: {reason}", summary_path.display()))),
     }
     let metrics_path = dir.join(METRICS_PARQUET);
-    parquet_frame_problem(&metrics_path).map(|reason| format!("bad `{}`: {reason}", metrics_path.display()))
+    match parquet_frame_check(&metrics_path) {
+        Ok(problem) => Ok(problem.map(|reason| format!("bad `{}`: {reason}", metrics_path.display()))),
+        Err(error) => Err(RunError::UnreadableRun { path: metrics_path, error }),
+    }
 }
 
 /// What is wrong with the frame of a Parquet file, if anything: `PAR1` at both ends and a footer
 /// length that fits (12 bytes read; catches truncated and overwritten files, not damaged pages).
+/// A read fault is said as a problem (`cannot read it: ...`); [`completed_files_problem`]
+/// tells the two apart.
 pub fn parquet_frame_problem(path: &Path) -> Option<String> {
+    parquet_frame_check(path).unwrap_or_else(|e| Some(format!("cannot read it: {e}")))
+}
+
+/// [`parquet_frame_problem`], with a fault reading a file that is there as the error.
+fn parquet_frame_check(path: &Path) -> std::io::Result<Option<String>> {
     use std::io::{Read, Seek, SeekFrom};
     const MAGIC: &[u8; 4] = b"PAR1";
     let check = || -> std::io::Result<Option<String>> {
@@ -150,9 +167,10 @@ pub fn parquet_frame_problem(path: &Path) -> Option<String> {
         Ok(None)
     };
     match check() {
-        Ok(problem) => problem,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some("missing although `exit.json` says completed".into()),
-        Err(e) => Some(format!("cannot read it: {e}")),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Some("missing although `exit.json` says completed".into())),
+        // A file too short for its own footer claim reads as truncated, above.
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(Some(format!("cannot read it: {e}"))),
+        other => other,
     }
 }
 
@@ -251,7 +269,7 @@ pub fn prepare_waiting(plan: &Plan, busy_wait: std::time::Duration) -> Result<Pr
 /// An unfinished run is examined again once its lock is held: the job that held it a moment
 /// ago may have completed the run in between.
 fn claim(prepared: &mut Prepared, dir: PathBuf, spec: &JobSpec, ranks: u32) -> Result<bool, RunError> {
-    let (state, _) = inspect_run(&dir, spec);
+    let (state, _) = inspect_run(&dir, spec)?;
     // Held until the run's files are in place; the job takes it over when launched.
     let mut _lock = None;
     let attempt = match state {
@@ -268,7 +286,7 @@ fn claim(prepared: &mut Prepared, dir: PathBuf, spec: &JobSpec, ranks: u32) -> R
             let Some(lock) = super::job_lock::try_lock(&dir).map_err(io_err("lock", &lock_path))? else {
                 return Ok(false);
             };
-            let (state, problem) = inspect_run(&dir, spec);
+            let (state, problem) = inspect_run(&dir, spec)?;
             if state == RunState::Completed {
                 prepared.skipped.push(spec.run_id.clone());
                 return Ok(true);
@@ -309,6 +327,9 @@ pub enum PlannedAction {
     Redo,
     /// Never started (no directory, or one holding only what was prepared for it).
     New,
+    /// A file that decides it exists but cannot be read: `drover run` would stop, touching
+    /// nothing ([`RunError::UnreadableRun`]).
+    Unreadable,
 }
 
 impl PlannedAction {
@@ -319,6 +340,7 @@ impl PlannedAction {
             PlannedAction::Resume(_) => "resume",
             PlannedAction::Redo => "redo",
             PlannedAction::New => "new",
+            PlannedAction::Unreadable => "unreadable",
         }
     }
 }
@@ -326,9 +348,10 @@ impl PlannedAction {
 /// What `drover run` would do with the run in `dir` (see [`PlannedAction`]).
 pub fn planned_action(dir: &Path, spec: &JobSpec) -> PlannedAction {
     match inspect_run(dir, spec) {
-        (RunState::Completed, _) => PlannedAction::Done,
-        (RunState::New, _) => PlannedAction::New,
-        (RunState::Unfinished, problem) => match checkpoint_iteration(dir, &spec.run_id) {
+        Err(_) => PlannedAction::Unreadable,
+        Ok((RunState::Completed, _)) => PlannedAction::Done,
+        Ok((RunState::New, _)) => PlannedAction::New,
+        Ok((RunState::Unfinished, problem)) => match checkpoint_iteration(dir, &spec.run_id) {
             Some(iteration) if problem.is_none() => PlannedAction::Resume(iteration),
             _ if problem.is_none() && never_started(dir) => PlannedAction::New,
             _ => PlannedAction::Redo,
@@ -471,7 +494,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("r");
         completed(&dir, "r");
-        assert_eq!(inspect_run(&dir, &spec("r")), (RunState::Completed, None));
+        assert_eq!(inspect_run(&dir, &spec("r")).expect("readable"), (RunState::Completed, None));
 
         let damage: [(&str, &[u8], &str); 5] = [
             (EXIT_JSON, b"{\"format_version\":1,", "unreadable"),
@@ -483,13 +506,40 @@ mod tests {
         for (file, bytes, why) in damage {
             completed(&dir, "r");
             std::fs::write(dir.join(file), bytes).unwrap();
-            let (state, problem) = inspect_run(&dir, &spec("r"));
+            let (state, problem) = inspect_run(&dir, &spec("r")).expect("readable");
             assert_eq!(state, RunState::Unfinished, "{file}: {bytes:?}");
             let problem = problem.unwrap_or_default();
             assert!(problem.contains(file) && problem.contains(why), "{file}: {problem}");
         }
         completed(&dir, "r");
         std::fs::remove_file(dir.join(METRICS_PARQUET)).unwrap();
-        assert!(inspect_run(&dir, &spec("r")).1.is_some_and(|p| p.contains("missing")));
+        assert!(inspect_run(&dir, &spec("r")).expect("readable").1.is_some_and(|p| p.contains("missing")));
+    }
+
+    /// Review (crash consistency, item 3): any error reading `exit.json` (`EACCES`, `EIO`, NFS's
+    /// `ESTALE`) made a completed run unfinished, so `drover run` moved its files to
+    /// `attempt-<n>/` and trained it again. A file that is there but cannot be read now stops
+    /// the rerun naming it, and the run is left as it is; only damaged content is redone.
+    #[test]
+    fn a_completed_run_whose_files_cannot_be_read_is_not_touched() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("r");
+        // A directory in a file's place: reading it fails with EISDIR, an I/O error that is not
+        // NotFound, as EACCES or EIO would (permissions do not stop a test run as root).
+        for file in [EXIT_JSON, SPEC_JSON, SUMMARY_JSON, METRICS_PARQUET] {
+            completed(&dir, "r");
+            std::fs::remove_file(dir.join(file)).unwrap();
+            std::fs::create_dir(dir.join(file)).unwrap();
+            let err = inspect_run(&dir, &spec("r")).expect_err(file);
+            let msg = err.to_string();
+            assert!(matches!(err, RunError::UnreadableRun { .. }), "{file}: {err:?}");
+            assert!(msg.starts_with(&format!("cannot read `{}`: ", dir.join(file).display())) && msg.ends_with("; not touching the run"), "{msg}");
+            assert_eq!(planned_action(&dir, &spec("r")), PlannedAction::Unreadable, "{file}");
+            let mut prepared = Prepared::default();
+            claim(&mut prepared, dir.clone(), &spec("r"), 1).expect_err("the rerun stops");
+            assert!(prepared.pending.is_empty() && prepared.redone.is_empty() && prepared.skipped.is_empty());
+            assert!(!dir.join("attempt-1").exists() && dir.join(file).is_dir(), "{file}: nothing was moved");
+            std::fs::remove_dir(dir.join(file)).unwrap();
+        }
     }
 }

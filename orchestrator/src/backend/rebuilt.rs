@@ -66,13 +66,23 @@ pub fn trained_by_other_builds(plan: &Plan) -> Vec<OtherBuild> {
     let mut found: BTreeMap<PathBuf, OtherBuild> = BTreeMap::new();
     for run in &plan.runs {
         let path = plan.results.run_dir(run.run_id.as_str()).join(SUMMARY_JSON);
-        let Ok(Some(summary)) = layout::read_record::<SummaryPlugin>(&path) else { continue };
+        let summary = match layout::read_record_typed::<SummaryPlugin>(&path) {
+            Ok(Some(summary)) => summary,
+            // Missing or damaged: the run is not trusted as done and is redone anyway.
+            Ok(None) => continue,
+            Err(e) if e.is_damaged_content() => continue,
+            Err(e) => {
+                // Said rather than taken for a run to redo: `drover run` stops on it, naming it.
+                tracing::warn!("cannot read `{}`: {e}; not checking which build of its plugin trained the run", path.display());
+                continue;
+            }
+        };
         let PluginFile { path: plugin, sha256: recorded } = summary.plugin;
         let current = hashes.entry(plugin.clone()).or_insert_with(|| super::file_sha256(&plugin).ok());
         let Some(current) = current.as_ref().filter(|c| **c != recorded) else { continue };
         // Only runs the rerun keeps: one whose completion is not trusted is redone anyway.
         let spec = plan.job_spec(run);
-        if super::run_state(&plan.results.run_dir(&spec.run_id), &spec) != super::RunState::Completed {
+        if !matches!(super::inspect_run(&plan.results.run_dir(&spec.run_id), &spec), Ok((super::RunState::Completed, _))) {
             continue;
         }
         found

@@ -284,6 +284,51 @@ mod tests {
         assert!(runs.join("0123456789abcdef").join("attempts.jsonl").is_file());
     }
 
+    /// Review (crash consistency, item 4): the script told a completed or failed run by
+    /// grepping for `"status": "completed"`, serde's pretty spacing; the tests wrote that very
+    /// string, so no test read a marker as its writers write it, and the script's own compact
+    /// failure marker (`"status":"failed"`) never matched. Markers written by `drover-job`'s
+    /// own call (`serde_json::to_vec_pretty`, `fsio::write_json_atomic`), compactly, and with
+    /// other spacing are each read right.
+    #[test]
+    fn the_script_reads_markers_as_their_writers_write_them() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let (tasks, runs) = (tmp.path().join("array-0.tasks"), tmp.path().join("runs"));
+        let id = "0123456789abcdef";
+        let run = runs.join(id);
+        std::fs::create_dir_all(&run).expect("mkdir");
+        std::fs::write(&tasks, format!("{id}\t{{}}\n")).expect("tasks file");
+        let resources = Resources { options: vec![], extra: vec![] };
+        // `/bin/false`: a run the script does not recognise as done would be started, and fail.
+        let script = render(&ScriptParams { count: 1, runs_per_task: 1, throttle: None, tasks: &tasks, runs: &runs, job_bin: Path::new("/bin/false"), ..params(&resources) });
+        let env = [("SLURM_ARRAY_TASK_ID", "0"), ("SLURM_ARRAY_JOB_ID", "50"), ("SLURM_JOB_ID", "77")];
+        type Writer = fn(&serde_json::Value) -> Vec<u8>;
+        let writers: [(&str, Writer); 3] = [
+            // drover-job's `fsio::write_json_atomic` (and the local backend's `write_marker`).
+            ("pretty", |v| {
+                let mut text = serde_json::to_vec_pretty(v).expect("json");
+                text.push(b'\n');
+                text
+            }),
+            ("compact", |v| serde_json::to_vec(v).expect("json")),
+            ("other spacing", |v| serde_json::to_string(v).expect("json").replace("\":", "\"\t :  ").into_bytes()),
+        ];
+        for (how, write) in writers {
+            let marker = |status: &str| serde_json::json!({"format_version": 1, "run_id": id, "status": status, "reason": null, "finished_at": "1"});
+            std::fs::write(run.join("exit.json"), write(&marker("completed"))).expect("marker");
+            let out = run_script(tmp.path(), None, &script, &env);
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(out.status.success() && stdout.contains(&format!("run {id} already completed")), "{how}: {stdout} {}", String::from_utf8_lossy(&out.stderr));
+
+            std::fs::write(run.join("exit.json"), write(&marker("failed"))).expect("marker");
+            std::fs::write(run.join("attempts.jsonl"), "{\"slurm_job_id\":\"77\"}\n").expect("attempts");
+            let out = run_script(tmp.path(), None, &script, &env);
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(stdout.contains(&format!("run {id} failed in an earlier start of this job")), "{how}: {stdout} {}", String::from_utf8_lossy(&out.stderr));
+            std::fs::remove_file(run.join("attempts.jsonl")).expect("rm");
+        }
+    }
+
     /// A task of several runs (`runs_per_task = 3`, run by bash as Slurm would, with a
     /// stand-in `drover-job` whose behaviour each run's mode file sets and a stand-in
     /// `scontrol`): its runs train one after another, a failure or a crash does not stop the
