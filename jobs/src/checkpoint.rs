@@ -340,9 +340,9 @@ pub fn load(dir: &Path, run_id: &str) -> Result<Option<Checkpoint>, JobError> {
     let value: serde_json::Value = serde_json::from_slice(&text).map_err(|e| bad(e.to_string()))?;
     let version = value.get("format_version").and_then(serde_json::Value::as_u64);
     if ![CHECKPOINT_FORMAT_V1, CHECKPOINT_FORMAT_VERSION].iter().any(|&v| version == Some(u64::from(v))) {
-        return Err(bad(format!(
-            "format_version {version:?}, this drover-job reads {CHECKPOINT_FORMAT_V1} and {CHECKPOINT_FORMAT_VERSION}"
-        )));
+        // In words (`unknown format_version 9`, `no format_version`), not `Option`'s Debug.
+        let found = value.get("format_version").map_or_else(|| "no format_version".to_string(), |v| format!("unknown format_version {v}"));
+        return Err(bad(format!("{found} (this drover-job reads {CHECKPOINT_FORMAT_V1} and {CHECKPOINT_FORMAT_VERSION})")));
     }
     let checkpoint: Checkpoint = serde_json::from_value(value).map_err(|e| bad(e.to_string()))?;
     if checkpoint.run_id != run_id {
@@ -749,7 +749,10 @@ mod tests {
         let text = std::fs::read_to_string(dir.path().join(CHECKPOINT_JSON)).unwrap();
         std::fs::write(dir.path().join(CHECKPOINT_JSON), text.replace("\"format_version\":2", "\"format_version\":9")).unwrap();
         let err = load(dir.path(), "a").unwrap_err().to_string();
-        assert!(err.contains("format_version Some(9)"), "{err}");
+        assert!(err.ends_with("unknown format_version 9 (this drover-job reads 1 and 2)"), "{err}");
+        std::fs::write(dir.path().join(CHECKPOINT_JSON), text.replace("\"format_version\":2,", "")).unwrap();
+        let err = load(dir.path(), "a").unwrap_err().to_string();
+        assert!(err.ends_with(": no format_version (this drover-job reads 1 and 2)"), "{err}");
     }
 
     /// A checkpoint written by a format-1 drover-job (before plugin state): it still resumes,

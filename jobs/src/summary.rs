@@ -136,13 +136,23 @@ pub mod cause {
     pub const BUDGET_MAX_TIMEOUTS: &str = "budget_max_timeouts";
     /// Preemptions came more often than `--max-preemptions` allows.
     pub const BUDGET_MAX_PREEMPTIONS: &str = "budget_max_preemptions";
+    /// The run's `checkpoint.json` cannot be resumed from (damaged, of an unknown format, or
+    /// not fitting the run: [`crate::JobError::Checkpoint`]): resuming again would fail the same
+    /// way, so the orchestrator's next `drover run` starts the run over instead.
+    pub const CHECKPOINT: &str = "checkpoint";
     /// Any other failure (a plugin error, a bad spec, an I/O error other than a full disk).
     pub const ERROR: &str = "error";
 }
 
 /// The `cause` of a failure from its error chain: [`cause::DISK_FULL`] when an `io::Error` in
-/// it is `ENOSPC` or `EDQUOT`, else [`cause::ERROR`].
+/// it is `ENOSPC` or `EDQUOT`, [`cause::CHECKPOINT`] for a checkpoint that cannot be resumed
+/// from, else [`cause::ERROR`]. A checkpoint whose plugin state the plugin loaded now refuses
+/// ([`crate::JobError::PluginState`]) is an `error`: the checkpoint is good for the plugin that
+/// wrote it, and the message says how to go on.
 pub fn failure_cause(err: &(dyn std::error::Error + 'static)) -> &'static str {
+    if matches!(err.downcast_ref::<crate::JobError>(), Some(crate::JobError::Checkpoint { .. })) {
+        return cause::CHECKPOINT;
+    }
     let mut next = Some(err);
     while let Some(e) = next {
         if e.downcast_ref::<std::io::Error>().and_then(std::io::Error::raw_os_error).is_some_and(|code| code == libc::ENOSPC || code == libc::EDQUOT) {
@@ -250,6 +260,12 @@ mod tests {
         assert_eq!((spent["spent_budget"].as_str(), spent["cause"].as_str()), (Some("max_timeouts"), Some("budget_max_timeouts")));
         let spent = serde_json::to_value(ExitMarker::budget_spent("r", "max_preemptions", "spent".into())).expect("JSON");
         assert_eq!(spent["cause"].as_str(), Some("budget_max_preemptions"));
+        // A checkpoint that cannot be resumed from says so, so that the next `drover run`
+        // starts the run over rather than fail on it again (review, failure injection D4).
+        let refused = crate::JobError::Checkpoint { path: "runs/x/checkpoint.json".into(), reason: "buffer `params` has length 10".into() };
+        assert_eq!(failure_cause(&refused), cause::CHECKPOINT);
+        let plugin = crate::JobError::PluginState { run: "r".into(), path: "c".into(), plugin: "p".into(), reason: "no".into() };
+        assert_eq!(failure_cause(&plugin), cause::ERROR);
         // Only failed markers carry one.
         let done = serde_json::to_value(ExitMarker::now("r", ExitStatus::Completed, None)).expect("JSON");
         assert!(done.get("cause").is_none(), "{done}");

@@ -219,7 +219,11 @@ pub fn run(
             let failed = comm::count_ranks(comm, resumed.is_err());
             let found = comm::count_ranks(comm, matches!(resumed, Ok(true)));
             if resumed.is_ok() && failed > 0 {
-                return Err(JobError::Ranks(format!("{failed} of {size} ranks could not resume from the checkpoint (see their errors)")));
+                // A checkpoint error on this rank too, so that the marker's cause says so.
+                return Err(JobError::Checkpoint {
+                    path: out_dir.join(checkpoint::CHECKPOINT_JSON),
+                    reason: format!("{failed} of {size} ranks could not resume from it (see their errors)"),
+                });
             }
             if resumed.is_ok() && found != 0 && found != size {
                 return Err(JobError::Ranks(format!("{found} of {size} ranks found a checkpoint in {}", out_dir.display())));

@@ -178,7 +178,7 @@ pub struct ExitRecord {
     /// written by `drover-job`; absent otherwise, and in markers from before it was written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spent_budget: Option<String>,
-    /// Why a failed run failed, as `drover-job` says it (`disk_full`, `budget_max_timeouts`,
+    /// Why a failed run failed, as `drover-job` says it (`disk_full`, `checkpoint`, `budget_max_timeouts`,
     /// `budget_max_preemptions`, `error`; `drover_job::summary::cause`); absent in markers from
     /// before it and in those drover writes itself, which are judged by their `reason` text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -187,6 +187,9 @@ pub struct ExitRecord {
 
 /// The `cause` of a marker whose results disk was full (`drover_job::summary::cause::DISK_FULL`).
 pub const CAUSE_DISK_FULL: &str = "disk_full";
+/// The `cause` of a marker whose job could not resume from the run's checkpoint
+/// (`drover_job::summary::cause::CHECKPOINT`).
+pub const CAUSE_CHECKPOINT: &str = "checkpoint";
 /// The prefix of a `cause` naming a spent retry budget: `budget_max_timeouts`, `budget_max_preemptions`.
 pub const CAUSE_BUDGET_PREFIX: &str = "budget_";
 
@@ -207,6 +210,19 @@ impl ExitRecord {
         }
         let reason = self.reason.as_deref()?;
         ["max_timeouts", "max_preemptions"].into_iter().find(|b| reason.contains(&format!("({b} = ")))
+    }
+
+    /// Whether the run failed because its checkpoint could not be resumed from: the marker's
+    /// `cause`, or for a marker without one, its reason as `drover-job` words that failure
+    /// (`cannot resume from checkpoint `...`: ...`).
+    pub fn checkpoint_refused(&self) -> bool {
+        if self.status != ExitStatus::Failed {
+            return false;
+        }
+        match self.cause.as_deref() {
+            Some(cause) => cause == CAUSE_CHECKPOINT,
+            None => self.reason.as_deref().is_some_and(|r| r.starts_with("cannot resume from checkpoint `")),
+        }
     }
 
     /// Whether the run failed because the results disk was full: the marker's `cause`, or for a

@@ -368,7 +368,10 @@ fn run(args: RunArgs) -> anyhow::Result<u8> {
         eprintln!("  resume: {run_id}: from its checkpoint at iteration {iteration}");
     }
     for (run_id, why) in &prepared.redone {
-        eprintln!("  redo: {run_id}: marked completed but not trusted: {why}");
+        eprintln!("  redo: {run_id}: {why}");
+    }
+    for (run_id, why) in &prepared.repaired {
+        eprintln!("  repair: {run_id}: kept as completed (its exit.json, summary.json and metrics.parquet check out); {why}, so it was written again from the sweep");
     }
     for (run_id, holder) in &prepared.busy {
         eprintln!("  busy: {run_id}: still running elsewhere ({holder}); not relaunched: run again once it has ended");

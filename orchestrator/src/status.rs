@@ -33,8 +33,10 @@ pub enum RunState {
     /// Slurm did not answer, and the run's own markers do not settle where it stands (it may
     /// be queued, running, or have ended without a marker).
     Unknown,
-    /// Local: started, but no job holds it and it wrote no `exit.json` (its `drover run` was
-    /// killed); the next `drover run` redoes it.
+    /// Local: started, but no job holds it and it has no `exit.json` (its `drover run` was
+    /// killed, or the marker could not be written), or its files are damaged (a marker that
+    /// does not parse, a completion over damaged results: the reason names the file); the next
+    /// `drover run` redoes it.
     Unfinished,
     /// Completed: `exit.json` says so.
     Done,
@@ -309,7 +311,7 @@ pub fn classify_local(exit: Option<&ExitRecord>, job_running: bool, started: boo
         Some(e) => (RunState::Cancelled, e.reason.clone()),
         None if started => (
             RunState::Unfinished,
-            Some("no job holds it and it wrote no exit.json (its `drover run` was killed?); the next `drover run` redoes it".into()),
+            Some("it started, but no job holds it and it has no exit.json: its `drover run` was killed, or the job could not write the marker (a full results disk?); the next `drover run` redoes it".into()),
         ),
         None if driver_running => (RunState::Pending, None),
         None => (RunState::NotSubmitted, None),

@@ -790,3 +790,81 @@ fn a_job_stopped_from_outside_makes_drover_run_exit_as_if_a_run_failed() {
     assert!(err.contains("1 run was stopped by a signal from outside drover: "), "{err}");
     assert_eq!(read_json(&run_dirs(&results)[0].join("exit.json"))["status"], "cancelled");
 }
+
+/// Review (failure injection, D4): a checkpoint that parses but does not fit the run (here its
+/// parameters cut short) failed the resumed run, and every later `drover run` resumed from it
+/// again and failed the same way. The failure names the file, its marker's `cause` says
+/// `checkpoint`, and the next `drover run` starts the run over, keeping the files aside.
+#[test]
+fn a_run_whose_checkpoint_cannot_be_resumed_starts_over_on_the_next_run() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let sweep = resume_sweep(tmp.path());
+    let results = tmp.path().join("r");
+    let (run, _) = stop_part_way(&sweep, &results, None);
+    let id = run.file_name().and_then(|n| n.to_str()).expect("id").to_string();
+    let ck_path = run.join("checkpoint.json");
+    let mut ck = read_json(&ck_path);
+    let params = ck["engine"]["params"].as_array().expect("params")[..10].to_vec();
+    ck["engine"]["params"] = params.into();
+    std::fs::write(&ck_path, ck.to_string()).expect("write");
+
+    let out = drover_run(&sweep, &results, None).output().expect("run");
+    assert_eq!(out.status.code(), Some(4), "{}", String::from_utf8_lossy(&out.stderr));
+    let exit = read_json(&run.join("exit.json"));
+    assert_eq!((exit["status"].as_str(), exit["cause"].as_str()), (Some("failed"), Some("checkpoint")), "{exit}");
+    let refused = format!("cannot resume from checkpoint `{}`: ", ck_path.display());
+    assert!(exit["reason"].as_str().is_some_and(|r| r.starts_with(&refused)), "{exit}");
+    let status = String::from_utf8_lossy(&run_ok(drover().arg("status").arg(&results)).stdout).into_owned();
+    assert!(status.contains("failed") && status.contains("the next `drover run` starts it over"), "{status}");
+    let dry = run_ok(drover_run(&sweep, &results, None).arg("--dry-run"));
+    assert!(String::from_utf8_lossy(&dry.stdout).contains(": 0 done, 0 resume, 1 redo, 0 new"), "{}", String::from_utf8_lossy(&dry.stdout));
+
+    let again = run_ok(&mut drover_run(&sweep, &results, None));
+    let said = String::from_utf8_lossy(&again.stderr);
+    assert!(said.contains(&format!("  redo: {id}: its checkpoint could not be resumed: {refused}")), "{said}");
+    assert!(!said.contains("resume: "), "{said}");
+    assert_eq!(read_json(&run.join("exit.json"))["status"], "completed");
+    let archived = std::fs::read_dir(&run).expect("run dir").flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect::<Vec<_>>();
+    assert!(archived.iter().any(|d| d.join("checkpoint.json").is_file()), "the refused checkpoint is kept aside: {archived:?}");
+}
+
+/// Review (failure injection, D5 and D6): a completed run whose `spec.json` was damaged was
+/// trained again without a word, and `drover status` called it, and a run with a damaged
+/// `summary.json`, `done` while `drover run` redid them. Status now judges as the rerun does,
+/// naming the file; the rerun keeps the first run (its results check out) and writes its spec
+/// again, and redoes the second, each with a line saying why.
+#[test]
+fn damaged_runs_are_judged_alike_by_status_dry_run_and_run() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let sweep_file = write_sweep(tmp.path(), &sweep("[1, 2]"));
+    let results = tmp.path().join("results");
+    let run = || {
+        let mut cmd = drover_in(tmp.path());
+        cmd.arg("run").arg(&sweep_file).arg("--results").arg(&results);
+        cmd
+    };
+    run_ok(&mut run());
+    let dirs = run_dirs(&results);
+    let ids: Vec<String> = dirs.iter().map(|d| d.file_name().unwrap().to_string_lossy().into_owned()).collect();
+    std::fs::write(dirs[0].join("spec.json"), "x").expect("write");
+    std::fs::write(dirs[1].join("summary.json"), "garbage").expect("write");
+
+    let status = String::from_utf8_lossy(&run_ok(drover().arg("status").arg(&results)).stdout).into_owned();
+    let line = |id: &str| status.lines().find(|l| l.starts_with(id)).unwrap_or_else(|| panic!("{id} not listed:\n{status}")).to_string();
+    let kept = line(&ids[0]);
+    assert!(kept.contains(" done ") && kept.contains(&format!("unreadable `{}`", dirs[0].join("spec.json").display())), "{kept}");
+    let redone = line(&ids[1]);
+    assert!(redone.contains(" unfinished ") && redone.contains(&format!("damaged: marked completed but not trusted: bad `{}`", dirs[1].join("summary.json").display())), "{redone}");
+    let dry = run_ok(run().arg("--dry-run"));
+    assert!(String::from_utf8_lossy(&dry.stdout).contains(": 1 done, 0 resume, 1 redo, 0 new"), "{}", String::from_utf8_lossy(&dry.stdout));
+
+    let out = run_ok(&mut run());
+    let (_, said) = text(&out);
+    assert!(said.contains("2 runs, 1 already completed, launching 1"), "{said}");
+    assert!(said.contains(&format!("  repair: {}: kept as completed", ids[0])) && said.contains("spec.json"), "{said}");
+    assert!(said.contains(&format!("  redo: {}: marked completed but not trusted: bad `", ids[1])), "{said}");
+    assert!(!dirs[0].join("attempt-1").exists(), "the kept run was not moved aside");
+    assert_eq!(read_json(&dirs[0].join("spec.json"))["run_id"].as_str(), Some(ids[0].as_str()));
+    let status = String::from_utf8_lossy(&run_ok(drover().arg("status").arg(&results)).stdout).into_owned();
+    assert!(status.contains("2 done") || status.matches(" done ").count() == 2, "{status}");
+}

@@ -20,7 +20,7 @@ pub mod slurm_script;
 use std::path::PathBuf;
 
 pub use prepare::{
-    completed_files_problem, inspect_run, parquet_frame_problem, planned_action, prepare, prepare_waiting, PendingRun, PlannedAction,
+    completed_files_problem, inspect_run, on_disk, parquet_frame_problem, planned_action, prepare, prepare_waiting, OnDisk, PendingRun, PlannedAction,
     Prepared, RunState, DEFAULT_BUSY_WAIT,
 };
 

@@ -46,9 +46,13 @@ pub struct Prepared {
     pub pending: Vec<PendingRun>,
     /// Runs skipped because they already completed with the same config.
     pub skipped: Vec<String>,
-    /// Runs redone although something on disk claimed them done (a corrupted `exit.json`, or a
-    /// completion marker whose files are damaged), with the reason naming the file.
+    /// Runs redone from scratch although something on disk claimed them further along (a
+    /// corrupted `exit.json`, a completion marker whose files are damaged, a checkpoint that
+    /// cannot be resumed from), with the reason naming the file: `redo: <id>: <reason>`.
     pub redone: Vec<(String, String)>,
+    /// Completed runs kept whose damaged or missing `spec.json` was written again from the
+    /// plan, with what was wrong with it.
+    pub repaired: Vec<(String, String)>,
     /// Unfinished runs that go on from their checkpoint (a local run stopped part-way), with the
     /// iterations it holds.
     pub resumed: Vec<(String, u64)>,
@@ -71,39 +75,94 @@ pub enum RunState {
     New,
 }
 
-/// The state of one run directory, and, when a completion claim was refused, why (naming the file).
+/// The state of one run directory, and a reason naming the file: for an unfinished run, why a
+/// claim on disk was refused (a damaged marker, a completion over damaged files), printed as
+/// the rerun's `redo:` line; for a completed run, the damaged or missing `spec.json` that
+/// `drover run` rewrites from the plan (`repair:`).
 ///
-/// A run counts as completed only when `exit.json` says so *and* the files it vouches for are
-/// whole ([`completed_files_problem`]): a damaged marker or result is redone, never kept as done.
-/// A file that is there but cannot be read (`EACCES`, `EIO`, NFS's `ESTALE`) decides nothing:
-/// [`RunError::UnreadableRun`], so a completed run is not retrained for a passing fault.
+/// A run counts as completed only when `exit.json` (of this run) says so *and* the files it
+/// vouches for are whole ([`completed_files_problem`]): a damaged marker or result is redone,
+/// never kept as done. A file that is there but cannot be read (`EACCES`, `EIO`, NFS's `ESTALE`)
+/// decides nothing: [`RunError::UnreadableRun`], so a completed run is not retrained for a
+/// passing fault.
 pub fn inspect_run(dir: &Path, spec: &JobSpec) -> Result<(RunState, Option<String>), RunError> {
     if !dir.exists() {
         return Ok((RunState::New, None));
     }
+    match on_disk(dir, &spec.run_id)? {
+        OnDisk::NoMarker | OnDisk::Ended(_) => Ok((RunState::Unfinished, None)),
+        OnDisk::Damaged(why) => Ok((RunState::Unfinished, Some(why))),
+        OnDisk::Completed { spec: Ok(old) } if old.same_config(spec) => Ok((RunState::Completed, None)),
+        // The run id is a hash of the whole configuration, so a `spec.json` that parses but
+        // differs was edited, perhaps before the job read it: the results are not trusted.
+        OnDisk::Completed { spec: Ok(_) } => Ok((
+            RunState::Unfinished,
+            Some(format!(
+                "marked completed but not trusted: `{}` holds another configuration than run {}'s (edited?)",
+                dir.join(SPEC_JSON).display(),
+                spec.run_id
+            )),
+        )),
+        // The job read its spec at launch and made it durable before its marker, so the damage
+        // came later; the results (checked, and of this run id, which is a hash of the
+        // configuration) are kept and the plan's spec written again.
+        OnDisk::Completed { spec: Err(problem) } => Ok((RunState::Completed, Some(problem))),
+    }
+}
+
+/// What a run's own files say of it, judged as `drover run` judges them ([`inspect_run`]);
+/// `drover status` shows the same (`local_status.rs`), with no plan at hand.
+#[derive(Debug, Clone)]
+pub enum OnDisk {
+    /// No `exit.json`.
+    NoMarker,
+    /// A readable marker of this run that is not `completed` (failed, cancelled).
+    Ended(ExitRecord),
+    /// `completed`, and the files the marker vouches for check out; `spec` is its `spec.json`,
+    /// or what is wrong with it (damaged or missing), naming the file.
+    Completed {
+        /// The run's `spec.json`, or why there is none to use.
+        spec: Result<JobSpec, String>,
+    },
+    /// A damaged marker, or a completion over damaged files: the next `drover run` redoes the
+    /// run. The reason names the file and says what the marker was (`marked completed but not
+    /// trusted: ...` only when it said completed).
+    Damaged(String),
+}
+
+/// [`OnDisk`] of the run `run_id` in `dir`; a file that is there but cannot be read is
+/// [`RunError::UnreadableRun`].
+pub fn on_disk(dir: &Path, run_id: &str) -> Result<OnDisk, RunError> {
     let exit_path = dir.join(EXIT_JSON);
-    let exit: Option<ExitRecord> = match layout::read_record_typed(&exit_path) {
-        Ok(exit) => exit,
+    let exit: ExitRecord = match layout::read_record_typed(&exit_path) {
+        Ok(Some(exit)) => exit,
+        Ok(None) => return Ok(OnDisk::NoMarker),
         Err(RecordError::Io(error)) => return Err(RunError::UnreadableRun { path: exit_path, error }),
-        Err(reason) => return Ok((RunState::Unfinished, Some(format!("unreadable `{}`: {reason}", exit_path.display())))),
+        Err(reason) => return Ok(OnDisk::Damaged(format!("unreadable `{}`: {reason}", exit_path.display()))),
     };
-    // Only a completion claim needs the rest: anything else is unfinished whatever they hold.
-    if !exit.is_some_and(|e| e.status == ExitStatus::Completed) {
-        return Ok((RunState::Unfinished, None));
+    let completed = exit.status == ExitStatus::Completed;
+    let claim = if completed { "marked completed but not trusted: " } else { "" };
+    if exit.run_id != run_id {
+        return Ok(OnDisk::Damaged(format!(
+            "{claim}bad `{}`: it is not the marker of run {run_id} (run_id {:?})",
+            exit_path.display(),
+            exit.run_id
+        )));
+    }
+    if !completed {
+        return Ok(OnDisk::Ended(exit));
+    }
+    if let Some(problem) = completed_files_problem(dir, run_id)? {
+        return Ok(OnDisk::Damaged(format!("{claim}{problem}")));
     }
     let spec_path = dir.join(SPEC_JSON);
-    let old: Option<JobSpec> = match layout::read_record_typed(&spec_path) {
-        Ok(old) => old,
+    let spec = match layout::read_record_typed::<JobSpec>(&spec_path) {
+        Ok(Some(spec)) => Ok(spec),
+        Ok(None) => Err(format!("`{}` is missing", spec_path.display())),
         Err(RecordError::Io(error)) => return Err(RunError::UnreadableRun { path: spec_path, error }),
-        Err(_) => None,
+        Err(reason) => Err(format!("unreadable `{}`: {reason}", spec_path.display())),
     };
-    match old {
-        Some(old) if old.same_config(spec) => match completed_files_problem(dir, &spec.run_id)? {
-            None => Ok((RunState::Completed, None)),
-            Some(problem) => Ok((RunState::Unfinished, Some(problem))),
-        },
-        _ => Ok((RunState::Unfinished, None)),
-    }
+    Ok(OnDisk::Completed { spec })
 }
 
 /// What is wrong with the files a `completed` marker in `dir` vouches for, or `None` when they
@@ -269,11 +328,17 @@ pub fn prepare_waiting(plan: &Plan, busy_wait: std::time::Duration) -> Result<Pr
 /// An unfinished run is examined again once its lock is held: the job that held it a moment
 /// ago may have completed the run in between.
 fn claim(prepared: &mut Prepared, dir: PathBuf, spec: &JobSpec, ranks: u32) -> Result<bool, RunError> {
-    let (state, _) = inspect_run(&dir, spec)?;
+    let (state, repair) = inspect_run(&dir, spec)?;
     // Held until the run's files are in place; the job takes it over when launched.
     let mut _lock = None;
     let attempt = match state {
         RunState::Completed => {
+            if let Some(problem) = repair {
+                // Written whole in one step (no lock needed: no job writes a completed run).
+                let spec_path = dir.join(SPEC_JSON);
+                layout::write_atomic(&spec_path, &to_json(spec, &spec_path)?).map_err(io_err("write", &spec_path))?;
+                prepared.repaired.push((spec.run_id.clone(), problem));
+            }
             prepared.skipped.push(spec.run_id.clone());
             return Ok(true);
         }
@@ -288,22 +353,28 @@ fn claim(prepared: &mut Prepared, dir: PathBuf, spec: &JobSpec, ranks: u32) -> R
             };
             let (state, problem) = inspect_run(&dir, spec)?;
             if state == RunState::Completed {
+                // Completed meanwhile, by the job that held the lock: its spec is whole.
                 prepared.skipped.push(spec.run_id.clone());
                 return Ok(true);
             }
-            let trusted = problem.is_none();
-            if let Some(problem) = problem {
-                // Said once, by the caller's `redo:` line; this is for `RUST_LOG=debug` logs.
-                tracing::debug!(run = %spec.run_id, "not trusted as done, redoing it: {problem}");
-                prepared.redone.push((spec.run_id.clone(), problem));
-            }
+            let go_on = match problem {
+                Some(problem) => GoOn::Over(Some(problem)),
+                None => go_on(&dir, &spec.run_id)?,
+            };
             _lock = Some(lock);
-            match checkpoint_iteration(&dir, &spec.run_id) {
-                Some(iteration) if trusted => {
+            match go_on {
+                GoOn::Resume(iteration) => {
                     prepared.resumed.push((spec.run_id.clone(), iteration));
                     resume_in_place(&dir)?
                 }
-                _ => archive_partial(&dir)?,
+                GoOn::Over(why) => {
+                    if let Some(why) = why {
+                        // Said once, by the caller's `redo:` line; this is for `RUST_LOG=debug` logs.
+                        tracing::debug!(run = %spec.run_id, "redoing it from scratch: {why}");
+                        prepared.redone.push((spec.run_id.clone(), why));
+                    }
+                    archive_partial(&dir)?
+                }
             }
         }
     };
@@ -351,10 +422,12 @@ pub fn planned_action(dir: &Path, spec: &JobSpec) -> PlannedAction {
         Err(_) => PlannedAction::Unreadable,
         Ok((RunState::Completed, _)) => PlannedAction::Done,
         Ok((RunState::New, _)) => PlannedAction::New,
-        Ok((RunState::Unfinished, problem)) => match checkpoint_iteration(dir, &spec.run_id) {
-            Some(iteration) if problem.is_none() => PlannedAction::Resume(iteration),
-            _ if problem.is_none() && never_started(dir) => PlannedAction::New,
-            _ => PlannedAction::Redo,
+        Ok((RunState::Unfinished, Some(_))) => PlannedAction::Redo,
+        Ok((RunState::Unfinished, None)) => match go_on(dir, &spec.run_id) {
+            Err(_) => PlannedAction::Unreadable,
+            Ok(GoOn::Resume(iteration)) => PlannedAction::Resume(iteration),
+            Ok(GoOn::Over(None)) if never_started(dir) => PlannedAction::New,
+            Ok(GoOn::Over(_)) => PlannedAction::Redo,
         },
     }
 }
@@ -370,12 +443,47 @@ pub(crate) fn never_started(dir: &Path) -> bool {
     })
 }
 
-/// The iterations held by the run's own `checkpoint.json` (written by a job stopped part-way),
-/// if there is one; anything unreadable or of another run is not one, and the run starts over.
-fn checkpoint_iteration(dir: &Path, run_id: &str) -> Option<u64> {
-    let text = std::fs::read_to_string(dir.join(layout::CHECKPOINT_JSON)).ok()?;
-    let ck: serde_json::Value = serde_json::from_str(&text).ok()?;
-    (ck["run_id"] == run_id).then(|| ck["iteration"].as_u64()).flatten()
+/// How an unfinished run goes on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum GoOn {
+    /// From its own `checkpoint.json`, which holds this many iterations.
+    Resume(u64),
+    /// From scratch; with why, naming the file, when something on disk pointed elsewhere (a
+    /// checkpoint that cannot be resumed from, a damaged marker).
+    Over(Option<String>),
+}
+
+/// How the unfinished run `run_id` in `dir` goes on: from its own checkpoint (written by a job
+/// stopped part-way), or over, saying why when there was a checkpoint it cannot use: one that
+/// does not parse or is of another run, or one its last attempt failed to resume from (the
+/// marker's `cause` is `checkpoint`), which would fail the same way on every rerun. A
+/// checkpoint that is there but cannot be read is [`RunError::UnreadableRun`].
+fn go_on(dir: &Path, run_id: &str) -> Result<GoOn, RunError> {
+    let path = dir.join(layout::CHECKPOINT_JSON);
+    let text = match std::fs::read(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(GoOn::Over(None)),
+        Err(error) => return Err(RunError::UnreadableRun { path, error }),
+    };
+    // Read whole by `inspect_run` a moment ago (an unreadable one is redone before this).
+    if let Ok(Some(exit)) = layout::read_record_typed::<ExitRecord>(&dir.join(EXIT_JSON)) {
+        if exit.checkpoint_refused() {
+            let reason = exit.reason.unwrap_or_else(|| format!("`{}` (no reason recorded)", path.display()));
+            return Ok(GoOn::Over(Some(format!("its checkpoint could not be resumed: {reason}"))));
+        }
+    }
+    let unusable = |why: String| Ok(GoOn::Over(Some(format!("its checkpoint cannot be resumed from: bad `{}`: {why}", path.display()))));
+    let ck: serde_json::Value = match serde_json::from_slice(&text) {
+        Ok(ck) => ck,
+        Err(e) => return unusable(e.to_string()),
+    };
+    if ck["run_id"] != run_id {
+        return unusable(format!("it is not the checkpoint of run {run_id} (run_id {})", ck["run_id"]));
+    }
+    match ck["iteration"].as_u64() {
+        Some(iteration) => Ok(GoOn::Resume(iteration)),
+        None => unusable("no `iteration` in it".into()),
+    }
 }
 
 /// Readies a checkpointed run to go on where it stopped: its files stay (the job loads the
@@ -541,5 +649,136 @@ mod tests {
             assert!(!dir.join("attempt-1").exists() && dir.join(file).is_dir(), "{file}: nothing was moved");
             std::fs::remove_dir(dir.join(file)).unwrap();
         }
+    }
+    /// A run directory left by a job stopped part-way: `spec.json`, a log, a checkpoint at
+    /// iteration 315 and the marker `exit` (JSON).
+    fn stopped(dir: &Path, run_id: &str, exit: &serde_json::Value) {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(dir.join(SPEC_JSON), serde_json::to_vec(&spec(run_id)).unwrap()).unwrap();
+        std::fs::write(dir.join("attempt-1.stderr.log"), "").unwrap();
+        std::fs::write(dir.join(layout::CHECKPOINT_JSON), format!(r#"{{"format_version":2,"run_id":"{run_id}","iteration":315}}"#)).unwrap();
+        std::fs::write(dir.join(EXIT_JSON), exit.to_string()).unwrap();
+    }
+
+    /// What `claim` does with the run in `dir`: the prepared lists, one run's worth.
+    fn claimed(dir: &Path, run_id: &str) -> Prepared {
+        let mut prepared = Prepared::default();
+        assert!(claim(&mut prepared, dir.to_path_buf(), &spec(run_id), 1).expect("claimed"));
+        prepared
+    }
+
+    /// Review (failure injection, D4): a run whose job failed to resume from its checkpoint
+    /// (damaged, of an unknown format, not fitting the run) was resumed from it again on every
+    /// `drover run`, and failed the same way for ever. Its marker's `cause` now says so, and
+    /// the rerun starts it over, archiving its files and saying why.
+    #[test]
+    fn a_run_whose_resume_failed_on_its_checkpoint_starts_over() {
+        let tmp = tempfile::tempdir().unwrap();
+        let refused = "cannot resume from checkpoint `/r/checkpoint.json`: its engine state does not fit this run: buffer `params` has length 10, expected 9155";
+        let typed = serde_json::json!({"format_version": 1, "run_id": "r", "status": "failed", "reason": refused, "finished_at": "1", "cause": "checkpoint"});
+        // A marker from before `cause` was written for it says so in its reason alone.
+        let untyped = serde_json::json!({"format_version": 1, "run_id": "r", "status": "failed", "reason": refused, "finished_at": "1", "cause": null});
+        for marker in [typed, untyped] {
+            let dir = tmp.path().join(format!("r{}", marker["cause"].is_null()));
+            stopped(&dir, "r", &marker);
+            assert_eq!(planned_action(&dir, &spec("r")), PlannedAction::Redo, "{marker}");
+            let prepared = claimed(&dir, "r");
+            assert_eq!(prepared.redone, [("r".to_string(), format!("its checkpoint could not be resumed: {refused}"))]);
+            assert!(prepared.resumed.is_empty());
+            assert_eq!(prepared.pending[0].attempt, 2);
+            assert!(dir.join("attempt-1").join(layout::CHECKPOINT_JSON).is_file() && !dir.join(layout::CHECKPOINT_JSON).exists(), "kept aside");
+        }
+        // Any other failure keeps the checkpoint's work: the run resumes, as before.
+        let dir = tmp.path().join("other");
+        stopped(&dir, "r", &serde_json::json!({"format_version": 1, "run_id": "r", "status": "failed", "reason": "plugin `p`: NaN", "finished_at": "1", "cause": "error"}));
+        assert_eq!(planned_action(&dir, &spec("r")), PlannedAction::Resume(315));
+        assert_eq!(claimed(&dir, "r").resumed, [("r".to_string(), 315)]);
+    }
+
+    /// Review (failure injection, D5): a stopped run whose `checkpoint.json` was damaged or of
+    /// another run started over from iteration 0 without a word; it now says why, naming the
+    /// file. A checkpoint that is there but cannot be read stops the rerun, as other files do.
+    #[test]
+    fn a_checkpoint_that_cannot_be_used_is_redone_naming_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cancelled = serde_json::json!({"format_version": 1, "run_id": "r", "status": "cancelled", "reason": "stopped by SIGTERM", "finished_at": "1"});
+        let cases: [(&str, &[u8]); 3] = [
+            ("EOF while parsing", br#"{"format_version":2,"run_id":"r","iter"#),
+            ("it is not the checkpoint of run r (run_id \"other\")", br#"{"format_version":2,"run_id":"other","iteration":315}"#),
+            ("no `iteration` in it", br#"{"format_version":2,"run_id":"r"}"#),
+        ];
+        for (i, (why, bytes)) in cases.into_iter().enumerate() {
+            let dir = tmp.path().join(format!("r{i}"));
+            stopped(&dir, "r", &cancelled);
+            let checkpoint = dir.join(layout::CHECKPOINT_JSON);
+            std::fs::write(&checkpoint, bytes).unwrap();
+            assert_eq!(planned_action(&dir, &spec("r")), PlannedAction::Redo, "{why}");
+            let prepared = claimed(&dir, "r");
+            let said = &prepared.redone[0].1;
+            assert!(said.starts_with(&format!("its checkpoint cannot be resumed from: bad `{}`: ", checkpoint.display())) && said.contains(why), "{said}");
+        }
+        let dir = tmp.path().join("unreadable");
+        stopped(&dir, "r", &cancelled);
+        std::fs::remove_file(dir.join(layout::CHECKPOINT_JSON)).unwrap();
+        std::fs::create_dir(dir.join(layout::CHECKPOINT_JSON)).unwrap();
+        assert_eq!(planned_action(&dir, &spec("r")), PlannedAction::Unreadable);
+        claim(&mut Prepared::default(), dir.clone(), &spec("r"), 1).expect_err("the rerun stops");
+        assert!(!dir.join("attempt-1").exists(), "nothing was moved");
+    }
+
+    /// Review (failure injection, D5): a completed run whose `spec.json` was damaged or gone
+    /// was retrained without a word. Its results check out and are of its run id (a hash of the
+    /// configuration), so it is kept and its spec written again from the plan, said in
+    /// `repaired`; a spec that parses but holds another configuration is redone, saying so.
+    #[test]
+    fn a_completed_run_with_a_damaged_spec_is_kept_and_its_spec_rewritten() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("r");
+        let spec_path = dir.join(SPEC_JSON);
+        for (damage, why) in [(Some(&b"x"[..]), "unreadable `"), (None, "is missing")] {
+            completed(&dir, "r");
+            match damage {
+                Some(bytes) => std::fs::write(&spec_path, bytes).unwrap(),
+                None => std::fs::remove_file(&spec_path).unwrap(),
+            }
+            let (state, note) = inspect_run(&dir, &spec("r")).expect("readable");
+            assert_eq!(state, RunState::Completed);
+            assert!(note.as_deref().is_some_and(|n| n.contains(&spec_path.display().to_string()) && n.contains(why)), "{note:?}");
+            assert_eq!(planned_action(&dir, &spec("r")), PlannedAction::Done);
+            let prepared = claimed(&dir, "r");
+            assert_eq!((prepared.skipped.len(), prepared.repaired.len(), prepared.pending.len()), (1, 1, 0));
+            assert!(!dir.join("attempt-1").exists());
+            let back: JobSpec = layout::read_record(&spec_path).unwrap().expect("rewritten");
+            assert!(back.same_config(&spec("r")));
+            assert_eq!(inspect_run(&dir, &spec("r")).expect("readable"), (RunState::Completed, None));
+        }
+        completed(&dir, "r");
+        let mut edited = spec("r");
+        edited.run.insert("seed".into(), 2.into());
+        std::fs::write(&spec_path, serde_json::to_vec(&edited).unwrap()).unwrap();
+        let (state, why) = inspect_run(&dir, &spec("r")).expect("readable");
+        assert_eq!(state, RunState::Unfinished);
+        assert!(why.is_some_and(|w| w.starts_with("marked completed but not trusted: `") && w.contains("holds another configuration")));
+    }
+
+    /// Review (failure injection, D12): an `exit.json` of another run saying completed was
+    /// trusted (only `summary.json`'s run id was checked), and every damaged marker was called
+    /// "marked completed but not trusted", a cancelled run's too.
+    #[test]
+    fn a_marker_of_another_run_is_not_trusted_and_reasons_say_what_the_marker_was() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("r");
+        completed(&dir, "r");
+        std::fs::write(dir.join(EXIT_JSON), r#"{"format_version":1,"run_id":"other","status":"completed"}"#).unwrap();
+        let (state, why) = inspect_run(&dir, &spec("r")).expect("readable");
+        assert_eq!(state, RunState::Unfinished);
+        let why = why.unwrap_or_default();
+        assert!(why.starts_with("marked completed but not trusted: bad `") && why.contains("exit.json`: it is not the marker of run r (run_id \"other\")"), "{why}");
+        std::fs::write(dir.join(EXIT_JSON), r#"{"format_version":1,"run_id":"other","status":"cancelled"}"#).unwrap();
+        let why = inspect_run(&dir, &spec("r")).expect("readable").1.unwrap_or_default();
+        assert!(why.starts_with("bad `") && why.contains("not the marker of run r"), "{why}");
+        std::fs::write(dir.join(EXIT_JSON), "garbage").unwrap();
+        let why = inspect_run(&dir, &spec("r")).expect("readable").1.unwrap_or_default();
+        assert!(why.starts_with("unreadable `") && why.contains("exit.json`: "), "{why}");
     }
 }
