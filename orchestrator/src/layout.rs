@@ -260,9 +260,12 @@ pub fn read_record<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T
 pub fn read_record_typed<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>, RecordError> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        // Not UTF-8 is damaged content, not a read fault.
-        Err(e) if e.kind() == io::ErrorKind::InvalidData => return Err(RecordError::Parse(serde_json::Error::io(e))),
+        // A file in place of a folder on the way (`ENOTDIR`) leaves no record there either.
+        Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => return Ok(None),
+        // Not UTF-8, or a directory where the record belongs: damaged content, not a read fault.
+        Err(e) if matches!(e.kind(), io::ErrorKind::InvalidData | io::ErrorKind::IsADirectory) => {
+            return Err(RecordError::Parse(serde_json::Error::io(e)))
+        }
         Err(e) => return Err(RecordError::Io(e)),
     };
     let value: Value = serde_json::from_str(&text).map_err(RecordError::Parse)?;
@@ -420,10 +423,17 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join(EXIT_JSON);
         assert!(matches!(read_record_typed::<Value>(&path), Ok(None)), "missing is no error");
-        std::fs::create_dir(&path).expect("mkdir");
-        let err = read_record_typed::<Value>(&path).expect_err("a directory cannot be read");
+        // A read fault: /proc/self/mem at offset 0 answers EIO (address 0 is never mapped).
+        let err = read_record_typed::<Value>(Path::new("/proc/self/mem")).expect_err("EIO");
         assert!(matches!(err, RecordError::Io(_)) && !err.is_damaged_content(), "{err:?}");
+        // A directory where the record belongs is damaged, not a passing fault; a file on the
+        // way (ENOTDIR) leaves no record, as a missing one.
+        std::fs::create_dir(&path).expect("mkdir");
+        let err = read_record_typed::<Value>(&path).expect_err("a directory is no record");
+        assert!(err.is_damaged_content(), "{err:?}");
         std::fs::remove_dir(&path).expect("rmdir");
+        std::fs::write(dir.path().join("file"), b"x").expect("file");
+        assert!(matches!(read_record_typed::<Value>(&dir.path().join("file/exit.json")), Ok(None)));
         for (bytes, message) in [
             (&b"{"[..], "EOF while parsing an object at line 1 column 1"),
             (b"\xff\xfe", "stream did not contain valid UTF-8"),

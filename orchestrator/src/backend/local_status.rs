@@ -187,15 +187,15 @@ mod tests {
         let run_dir = tmp.path().join("runs").join(run_id);
         std::fs::create_dir_all(&run_dir).unwrap();
         std::fs::write(run_dir.join("attempt-1.stderr.log"), "").unwrap();
-        // A directory in its place: reading fails with EISDIR, as with EACCES or EIO.
-        std::fs::create_dir(run_dir.join(EXIT_JSON)).unwrap();
+        // A link to /proc/self/mem in its place: reading fails with EIO, as a failing disk would.
+        std::os::unix::fs::symlink("/proc/self/mem", run_dir.join(EXIT_JSON)).unwrap();
         let report = status(&SweepDir::open(tmp.path()).unwrap());
         let run = &report.runs[0];
         assert_eq!(run.state, RunState::Unknown, "{run:?}");
         let reason = run.reason.clone().unwrap_or_default();
         assert!(reason.starts_with("cannot read `") && reason.contains("exit.json`: "), "{reason}");
         // Damaged content is still an unfinished run, as before.
-        std::fs::remove_dir(run_dir.join(EXIT_JSON)).unwrap();
+        std::fs::remove_file(run_dir.join(EXIT_JSON)).unwrap();
         std::fs::write(run_dir.join(EXIT_JSON), "{").unwrap();
         assert_eq!(status(&SweepDir::open(tmp.path()).unwrap()).runs[0].state, RunState::Unfinished);
     }

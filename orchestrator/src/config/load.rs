@@ -384,11 +384,7 @@ impl Provider for EnvSnapshot {
     fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
         let mut dict = Dict::new();
         for (path, _, value) in env_entries(&self.0) {
-            // figment's own env value grammar: TOML-like scalars, arrays and tables, else a string.
-            let parsed: figment::value::Value = match value.parse() {
-                Ok(v) => v,
-                Err(never) => match never {},
-            };
+            let parsed = env_value(value);
             let mut nested = parsed;
             for segment in path.iter().rev() {
                 let mut d = Dict::new();
@@ -400,6 +396,21 @@ impl Provider for EnvSnapshot {
             }
         }
         Ok(Profile::Default.collect(dict))
+    }
+}
+
+/// An environment variable's value in figment's env grammar: TOML-like scalars, arrays and
+/// tables, else a string. figment 0.10's unescaping indexes bytes by character position and
+/// panics on a backslash after a non-ASCII character (`"é\n"`), so such a value is read by
+/// TOML's grammar instead, which reads it alike, and is a plain string when TOML cannot read it.
+fn env_value(value: &str) -> figment::value::Value {
+    if value.contains('\\') && !value.is_ascii() {
+        let as_toml = toml::from_str::<toml::Table>(&format!("v = {value}")).ok().and_then(|mut t| t.remove("v"));
+        return as_toml.and_then(|v| v.try_into().ok()).unwrap_or_else(|| value.to_string().into());
+    }
+    match value.parse() {
+        Ok(v) => v,
+        Err(never) => match never {},
     }
 }
 
@@ -597,6 +608,20 @@ mod tests {
         let runtime = ["DROVER_PLUGIN_PATH", "DROVER_JOB_BIN", "DROVER_ALLREDUCE", "DROVER_SIMD", "DROVER_CACHE_DIR", "DROVER_REQUIRE_GPU", "DROVER_REQUIRE_NCCL", "DROVER_NCCL_LIBRARY", "DROVER_SLURM_SKIP", "DROVER_KERNEL_CACHE", "DROVER_MPIRUN", "DROVER_PLUGIN_DIR", "DROVER_JOB_LOCK_FD", "DROVER_CHAOS_SEED", "DROVER_BUSY_WAIT_S", "DROVER_FAULT_KILL_RANK", "DROVER_BLESS_ABI_LAYOUT"];
         let env: Vec<(String, String)> = runtime.iter().map(|n| (n.to_string(), "1".to_string())).collect();
         load_str(f, text, &env, &[]).expect("the runtime's variables are not sweep settings");
+    }
+
+    /// A property test found it: `DROVER_RUN__ENV='"é\n"'` panicked inside figment (its
+    /// unescaping indexes bytes by character position). Such values are read as TOML reads them.
+    #[test]
+    fn an_escaped_value_after_a_non_ascii_character_is_read_not_a_panic() {
+        assert_eq!(env_value(r#""é\n""#), figment::value::Value::from("é\n".to_string()));
+        assert_eq!(env_value(r#"["é\t", "x"]"#), figment::value::Value::from(vec!["é\t".to_string(), "x".to_string()]));
+        assert_eq!(env_value(r#"é\"#), figment::value::Value::from(r#"é\"#.to_string()), "not TOML: the text itself");
+        assert_eq!(env_value("0.5"), figment::value::Value::from(0.5));
+        let f = Path::new("s.toml");
+        let text = "name = \"t\"\n[run]\nenv = \"CartPole-v1\"\nplugin = \"ppo\"\n";
+        let err = load_str(f, text, &[("DROVER_RUN__NUM_ENVS".into(), r#""é\n""#.into())], &[]).map(|_| ()).expect_err("not a count");
+        assert!(err.to_string().contains("DROVER_RUN__NUM_ENVS"), "{err}");
     }
 
     /// Failure-injection review D1: `drover run` panicked when any variable of the environment
