@@ -12,6 +12,13 @@
 //! descriptor down (its number in `DROVER_JOB_LOCK_FD`), so the lock is held from the moment
 //! the process exists, with no window in which a new `drover run` could see the run as free.
 //! A job started any other way (Slurm, by hand) takes the lock by path.
+//!
+//! Each rank of a multi-rank job (under `mpirun` or `srun`) holds a *shared* `flock` on
+//! `<run_dir>/.ranks.lock` for its whole life instead ([`acquire_ranks`]): the launcher that
+//! holds `.job.lock` can die before its ranks (OpenMPI puts each rank in a process group of its
+//! own, out of reach of a signal to the launcher's group), and the run must stay busy for as long
+//! as any rank can write there. The orchestrator treats a held `.ranks.lock` like a held
+//! `.job.lock` (`drover::backend::job_lock`).
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
@@ -21,6 +28,14 @@ use std::path::{Path, PathBuf};
 
 /// Name of the lock file inside a run directory (the orchestrator uses the same name).
 pub const JOB_LOCK_FILE: &str = ".job.lock";
+
+/// Name of the file every rank of a multi-rank job holds a shared lock on (the orchestrator
+/// uses the same name).
+pub const RANKS_LOCK_FILE: &str = ".ranks.lock";
+
+/// How long a starting rank waits for the shared lock: the orchestrator holds it exclusively
+/// only for a moment (a probe, or the launch of the job this rank belongs to).
+const RANKS_LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The environment variable through which the local backend passes the locked descriptor.
 pub const LOCK_FD_ENV: &str = "DROVER_JOB_LOCK_FD";
@@ -94,6 +109,36 @@ pub fn acquire(dir: &Path) -> Result<JobLock, JobLockError> {
     let text = holder_text(std::process::id());
     file.set_len(0).and_then(|()| file.rewind()).and_then(|()| file.write_all(text.as_bytes())).map_err(io)?;
     Ok(JobLock { _file: file })
+}
+
+/// Takes a shared lock on `<dir>/.ranks.lock` (created if missing) for this rank, held until the
+/// process ends. Every rank of the job shares it, so none is refused by another; an exclusive
+/// holder (the orchestrator probing whether ranks still live, or launching this very job) is
+/// waited for, as it holds the lock for a moment only. Still held after
+/// [`RANKS_LOCK_PATIENCE`], the run belongs to someone else: [`JobLockError::Busy`].
+pub fn acquire_ranks(dir: &Path) -> Result<JobLock, JobLockError> {
+    let path = dir.join(RANKS_LOCK_FILE);
+    let io = |source| JobLockError::Io { path: path.clone(), source };
+    let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(io)?;
+    let deadline = std::time::Instant::now() + RANKS_LOCK_PATIENCE;
+    loop {
+        // SAFETY: flock on a descriptor we own; no memory is passed.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) } == 0 {
+            return Ok(JobLock { _file: file });
+        }
+        let err = std::io::Error::last_os_error();
+        if locks_unsupported(&err) {
+            return Err(JobLockError::Unsupported { path, source: err });
+        }
+        if !matches!(err.raw_os_error(), Some(libc::EWOULDBLOCK | libc::EINTR)) {
+            return Err(io(err));
+        }
+        if std::time::Instant::now() >= deadline {
+            let holder = format!("`{RANKS_LOCK_FILE}` held exclusively for {} s", RANKS_LOCK_PATIENCE.as_secs());
+            return Err(JobLockError::Busy { dir: dir.to_path_buf(), holder });
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
 }
 
 /// What a job writes into the lock file it took: `pid N` and `host H` lines. The host too: on a
@@ -176,5 +221,33 @@ mod tests {
         assert!(msg.contains(&format!("host {}", hostname())) && hostname() != "unknown", "{msg}");
         drop(first);
         assert!(acquire(tmp.path()).is_ok(), "the lock is free once its holder is gone");
+    }
+
+    /// Review D1 (multi-rank runs): every rank holds `.ranks.lock` shared, so ranks do not
+    /// refuse each other, an exclusive probe sees them, and a rank starting during a probe
+    /// waits for it instead of failing.
+    #[test]
+    fn ranks_share_their_lock_and_wait_out_an_exclusive_probe() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join(RANKS_LOCK_FILE);
+        let probe = |op| {
+            let f = File::open(&path).unwrap();
+            // SAFETY: flock on a descriptor this test owns.
+            let rc = unsafe { libc::flock(f.as_raw_fd(), op) };
+            (rc == 0).then_some(f)
+        };
+        let first = acquire_ranks(tmp.path()).unwrap();
+        let second = acquire_ranks(tmp.path()).unwrap();
+        assert!(probe(libc::LOCK_EX | libc::LOCK_NB).is_none(), "the ranks are seen");
+        drop((first, second));
+        let held = probe(libc::LOCK_EX | libc::LOCK_NB).expect("free once every rank is gone");
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            drop(held);
+        });
+        let started = std::time::Instant::now();
+        let _rank = acquire_ranks(tmp.path()).expect("waits for the probe, then takes it");
+        assert!(started.elapsed() >= std::time::Duration::from_millis(90));
+        release.join().unwrap();
     }
 }

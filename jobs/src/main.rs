@@ -126,24 +126,22 @@ fn main() -> ExitCode {
         return ExitCode::from(exit_codes::USAGE);
     }
     // Taken before anything is written and held until the process ends: while it is held,
-    // `drover run` neither archives this run nor starts it again. Multi-rank jobs are covered
-    // by their launcher (`mpirun` holds the descriptor the local backend hands down).
-    let _job_lock = if spec.run.ranks <= 1 {
-        match drover_job::lock::acquire(&out) {
-            Ok(lock) => Some(lock),
-            // Refusing would fail every run of a sweep on such a filesystem, each retried in
-            // vain; under Slurm the array task already keeps a single writer per run.
-            Err(e @ drover_job::lock::JobLockError::Unsupported { .. }) => {
-                say!("drover-job: warning: {e}; running without the run lock, so keep one drover run per results directory");
-                None
-            }
-            Err(e) => {
-                say!("drover-job: {e}");
-                return ExitCode::from(exit_codes::USAGE);
-            }
+    // `drover run` neither archives this run nor starts it again. The ranks of a multi-rank job
+    // share `.ranks.lock` instead (their launcher holds `.job.lock`, the descriptor the local
+    // backend hands down, but may die before them).
+    let locked = if spec.run.ranks <= 1 { drover_job::lock::acquire(&out) } else { drover_job::lock::acquire_ranks(&out) };
+    let _job_lock = match locked {
+        Ok(lock) => Some(lock),
+        // Refusing would fail every run of a sweep on such a filesystem, each retried in
+        // vain; under Slurm the array task already keeps a single writer per run.
+        Err(e @ drover_job::lock::JobLockError::Unsupported { .. }) => {
+            say!("drover-job: warning: {e}; running without the run lock, so keep one drover run per results directory");
+            None
         }
-    } else {
-        None
+        Err(e) => {
+            say!("drover-job: {e}");
+            return ExitCode::from(exit_codes::USAGE);
+        }
     };
     let installed = match &args.checkpoint_signal {
         None => CancelFlag::install(),
@@ -163,6 +161,13 @@ fn main() -> ExitCode {
             return ExitCode::from(exit_codes::FAILED);
         }
     };
+    // A rank outliving its launcher would train on unwatched (and, after `drover run` was
+    // killed outright, `mpirun` goes first): it stops as on any SIGTERM instead.
+    if spec.run.ranks > 1 {
+        if let Err(e) = drover_job::signals::stop_when_parent_dies() {
+            say!("drover-job: warning: cannot ask to be stopped with the MPI launcher: {e}");
+        }
+    }
     // MPI is initialised only for multi-rank specs; the Universe lives here and drops last,
     // which finalizes MPI after every rank has written what it writes.
     #[cfg(feature = "mpi")]

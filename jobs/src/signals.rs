@@ -103,6 +103,26 @@ impl CancelFlag {
     }
 }
 
+/// Makes the death of this process's parent (a multi-rank job's launcher: `mpirun`, or Slurm's
+/// step daemon under `srun`) a SIGTERM to this process (`PR_SET_PDEATHSIG`), so a rank whose
+/// launcher died stops at the next iteration boundary (checkpointing under
+/// `--checkpoint-signal`) instead of training on where nobody waits for it. Call it once the
+/// handlers are installed: a parent that died between the two `getppid` calls around the
+/// `prctl` (the signal then never comes) is answered with the same SIGTERM at once.
+pub fn stop_when_parent_dies() -> std::io::Result<()> {
+    // SAFETY: getppid, prctl and raise take integer arguments only and touch no memory.
+    unsafe {
+        let parent = libc::getppid();
+        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong, 0, 0, 0) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if libc::getppid() != parent {
+            libc::raise(libc::SIGTERM);
+        }
+    }
+    Ok(())
+}
+
 /// The number of a signal named like Slurm's `--signal` (`USR1`, `SIGUSR2`, `10`); only signals
 /// that are safe to repurpose as a checkpoint request are accepted.
 pub fn checkpoint_signal_number(name: &str) -> Option<i32> {

@@ -504,7 +504,7 @@ fn read_dir_runs(dir: &Path, all_runs: bool, bad_metrics: &BTreeMap<PathBuf, Str
                 // lock, or it ran and stopped, or nothing ran there yet.
                 // A holder on another host (a Slurm node) cannot be checked from here: its run is
                 // not claimed to be running.
-                let kind = if crate::lock::live_holder(&run_dir.join(crate::backend::job_lock::JOB_LOCK_FILE)).is_some_and(|h| h.this_host) {
+                let kind = if crate::backend::job_lock::running_here(run_dir) {
                     Skip::Running
                 } else if crate::backend::never_started(run_dir) {
                     Skip::NotStarted

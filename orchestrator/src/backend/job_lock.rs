@@ -5,6 +5,13 @@
 //! job, launches it again) only while it holds the same lock itself, so it can never touch a run
 //! that a job, an orphan of a killed `drover run` included, is still writing. At launch the
 //! locked descriptor is handed to the child, so the run is never unlocked while a job lives.
+//!
+//! The ranks of a multi-rank job each hold a shared lock on `<run_dir>/.ranks.lock`
+//! (`drover_job::lock::acquire_ranks`): `mpirun`, which holds `.job.lock`, can die before its
+//! ranks, which OpenMPI puts in process groups of their own. A held `.ranks.lock` makes the run
+//! as busy as a held `.job.lock`: [`try_lock`] takes both (the second exclusively, so no rank
+//! starts while the orchestrator writes there; a starting rank waits for it), and
+//! [`running_here`] probes it.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
@@ -14,6 +21,9 @@ use std::path::Path;
 /// Name of the lock file inside a run directory (the same as `drover_job::lock::JOB_LOCK_FILE`).
 pub const JOB_LOCK_FILE: &str = ".job.lock";
 
+/// Name of the file the ranks of a multi-rank job share a lock on (`drover_job::lock::RANKS_LOCK_FILE`).
+pub const RANKS_LOCK_FILE: &str = ".ranks.lock";
+
 /// The environment variable naming the inherited locked descriptor (`drover_job::lock::LOCK_FD_ENV`).
 pub const LOCK_FD_ENV: &str = "DROVER_JOB_LOCK_FD";
 
@@ -21,6 +31,8 @@ pub const LOCK_FD_ENV: &str = "DROVER_JOB_LOCK_FD";
 #[derive(Debug)]
 pub struct JobLock {
     file: File,
+    /// `.ranks.lock`, held exclusively, when the run directory has one.
+    _ranks: Option<File>,
 }
 
 impl JobLock {
@@ -40,22 +52,86 @@ impl JobLock {
 }
 
 /// Tries to lock the run directory `dir` (which must exist) without waiting: `Ok(None)` when
-/// another process holds it (a job is still running there).
+/// another process holds it (a job is still running there, or ranks of one whose launcher died).
 pub fn try_lock(dir: &Path) -> std::io::Result<Option<JobLock>> {
     let path = dir.join(JOB_LOCK_FILE);
     let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path)?;
-    // SAFETY: flock on a descriptor this function owns; no memory is passed.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        let err = std::io::Error::last_os_error();
-        if crate::lock::locks_unsupported(&err) {
-            // No locks on this filesystem: no job can hold one either, so the run is free as far
-            // as anyone can tell (the results lock has warned that one `drover run` must be all).
-            tracing::debug!("`{}`: no file locks on this filesystem ({err})", path.display());
-            return Ok(Some(JobLock { file }));
-        }
-        return if err.raw_os_error() == Some(libc::EWOULDBLOCK) { Ok(None) } else { Err(err) };
+    if !flock_free(&file, &path)? {
+        return Ok(None);
     }
-    Ok(Some(JobLock { file }))
+    // Second: a rank only takes its lock while its launcher holds `.job.lock`, or waits.
+    let ranks = match open_ranks_lock(dir)? {
+        Some(ranks) if !flock_free(&ranks, &dir.join(RANKS_LOCK_FILE))? => return Ok(None),
+        ranks => ranks,
+    };
+    Ok(Some(JobLock { file, _ranks: ranks }))
+}
+
+/// [`try_lock`], trying again for up to `patience` while the run is busy: for a job that has
+/// just been reaped, whose ranks (killed with it) may not have released their lock yet.
+pub fn lock_within(dir: &Path, patience: std::time::Duration) -> std::io::Result<Option<JobLock>> {
+    let deadline = std::time::Instant::now() + patience;
+    loop {
+        match try_lock(dir)? {
+            None if std::time::Instant::now() < deadline => std::thread::sleep(std::time::Duration::from_millis(20)),
+            held => return Ok(held),
+        }
+    }
+}
+
+/// Whether ranks of a multi-rank job still hold `dir`'s `.ranks.lock`. Probes with an
+/// exclusive lock released at once, on a descriptor of its own; a rank starting at that
+/// moment waits for it (`drover_job::lock::acquire_ranks`). No file, an unreadable one, or a
+/// filesystem without locks: no ranks known to be running.
+pub fn ranks_running(dir: &Path) -> bool {
+    let Ok(Some(file)) = open_ranks_lock(dir) else { return false };
+    // SAFETY: flock on a descriptor this function owns; no memory is passed.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        return false;
+    }
+    std::io::Error::last_os_error().raw_os_error() == Some(libc::EWOULDBLOCK)
+}
+
+/// Whether a job runs in the run directory `dir` as far as this host can tell: the holder of
+/// its `.job.lock` is a live process here (`lock::live_holder`), or ranks hold its `.ranks.lock`.
+/// Read-only but for the probe of [`ranks_running`]: what `drover status` and `drover analyze` ask.
+pub fn running_here(dir: &Path) -> bool {
+    crate::lock::live_holder(&dir.join(JOB_LOCK_FILE)).is_some_and(|h| h.this_host) || ranks_running(dir)
+}
+
+/// Whether `name`, in a run directory, is one of its lock files (they stay where jobs look for them).
+pub fn is_lock_file(name: &std::ffi::OsStr) -> bool {
+    name == JOB_LOCK_FILE || name == RANKS_LOCK_FILE
+}
+
+/// `.ranks.lock`, opened for a lock of our own, if the run directory has one (only multi-rank
+/// jobs create it; the orchestrator never does).
+fn open_ranks_lock(dir: &Path) -> std::io::Result<Option<File>> {
+    match File::open(dir.join(RANKS_LOCK_FILE)) {
+        Ok(file) => Ok(Some(file)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Takes an exclusive lock on `file` without waiting: `false` when another holds it. A
+/// filesystem without locks counts as free: no job can hold one either (the results lock has
+/// warned that one `drover run` must be all).
+fn flock_free(file: &File, path: &Path) -> std::io::Result<bool> {
+    // SAFETY: flock on a descriptor the caller owns; no memory is passed.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        return Ok(true);
+    }
+    let err = std::io::Error::last_os_error();
+    if crate::lock::locks_unsupported(&err) {
+        tracing::debug!("`{}`: no file locks on this filesystem ({err})", path.display());
+        return Ok(true);
+    }
+    if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        Ok(false)
+    } else {
+        Err(err)
+    }
 }
 
 /// What the holder of `dir`'s lock wrote about itself ("pid 123"), for messages.
@@ -65,8 +141,10 @@ pub fn holder(dir: &Path) -> String {
         let _ = f.read_to_string(&mut text);
     }
     let text = text.lines().collect::<Vec<_>>().join(", ");
-    if text.is_empty() {
-        "a process that has not written its details".into()
+    let text = if text.is_empty() { "a process that has not written its details".into() } else { text };
+    if ranks_running(dir) {
+        // The launcher named above may be gone; its ranks are not.
+        format!("{text}; MPI ranks still hold `{RANKS_LOCK_FILE}`")
     } else {
         text
     }
@@ -85,5 +163,34 @@ mod tests {
         assert_eq!(holder(tmp.path()), "pid 42");
         drop(first);
         assert!(try_lock(tmp.path()).unwrap().is_some(), "released on drop");
+    }
+
+    /// Review D1 (multi-rank runs): ranks that outlive their launcher hold `.ranks.lock`
+    /// shared; the run is busy to every check until the last of them is gone, and the
+    /// orchestrator's own lock keeps new ranks out while it is held.
+    #[test]
+    fn ranks_holding_their_shared_lock_keep_the_run_busy() {
+        let tmp = tempfile::tempdir().unwrap();
+        assert!(!ranks_running(tmp.path()) && !running_here(tmp.path()), "no ranks file: free");
+        let path = tmp.path().join(RANKS_LOCK_FILE);
+        let rank = |op| {
+            let f = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).unwrap();
+            // SAFETY: flock on a descriptor this test owns.
+            let rc = unsafe { libc::flock(f.as_raw_fd(), op) };
+            (rc == 0).then_some(f)
+        };
+        let ranks = [rank(libc::LOCK_SH | libc::LOCK_NB).unwrap(), rank(libc::LOCK_SH | libc::LOCK_NB).unwrap()];
+        assert!(ranks_running(tmp.path()) && running_here(tmp.path()));
+        assert!(try_lock(tmp.path()).unwrap().is_none(), "busy while a rank lives");
+        assert!(holder(tmp.path()).contains(RANKS_LOCK_FILE), "{}", holder(tmp.path()));
+        let [first, second] = ranks;
+        drop(first);
+        assert!(ranks_running(tmp.path()), "one rank is enough");
+        drop(second);
+        assert!(!ranks_running(tmp.path()));
+        let held = try_lock(tmp.path()).unwrap().expect("free once the ranks are gone");
+        assert!(rank(libc::LOCK_SH | libc::LOCK_NB).is_none(), "no rank starts while drover holds the run");
+        drop(held);
+        assert!(rank(libc::LOCK_SH | libc::LOCK_NB).is_some());
     }
 }

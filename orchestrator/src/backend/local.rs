@@ -422,15 +422,18 @@ fn job_lock_text(child: u32, parent: libc::pid_t) -> String {
     crate::lock::holder_text(child, &[format!("started by drover run pid {parent}")])
 }
 
-/// `drover-job` itself for one rank; `mpirun -np N drover-job` for more. `DROVER_MPIRUN`
-/// overrides the launcher's path. Root needs `--allow-run-as-root`, and more ranks than cores
-/// need `--oversubscribe`; neither is passed where it is not needed.
+/// `drover-job` itself for one rank; `mpirun -np N --bind-to none drover-job` for more.
+/// `DROVER_MPIRUN` overrides the launcher's path. OpenMPI binds each rank to one core by default
+/// (`core` for 2 ranks, `socket` for more), which would put a rank's `run.threads` workers on
+/// that one core, and every concurrent job's ranks on the same first cores: the kernel places
+/// them instead. Root needs `--allow-run-as-root`, and more ranks than cores need
+/// `--oversubscribe`; neither is passed where it is not needed.
 fn job_command(job_bin: &Path, ranks: u32) -> Command {
     if ranks <= 1 {
         return Command::new(job_bin);
     }
     let mut cmd = Command::new(std::env::var_os("DROVER_MPIRUN").unwrap_or_else(|| "mpirun".into()));
-    cmd.arg("-np").arg(ranks.to_string());
+    cmd.arg("-np").arg(ranks.to_string()).args(["--bind-to", "none"]);
     // SAFETY: geteuid(2) has no preconditions and touches no memory.
     if unsafe { libc::geteuid() } == 0 {
         cmd.arg("--allow-run-as-root");
@@ -443,8 +446,15 @@ fn job_command(job_bin: &Path, ranks: u32) -> Command {
     cmd
 }
 
+/// Sends `signal` to every running job's process group. A SIGKILL also goes to the children of
+/// each group's leader, each to its own group: OpenMPI puts every rank in a process group of its
+/// own, out of reach of `mpirun`'s, and a rank that outlived a killed `mpirun` would train on.
+/// (A SIGTERM goes to `mpirun` alone, which passes it on: a rank that got two would exit at once
+/// without its checkpoint.)
 fn signal_all(running: &HashMap<usize, Running>, signal: i32) {
     for r in running.values() {
+        // Read before the leader dies: its orphans are then no longer listed as its children.
+        let children = if signal == libc::SIGKILL { children_of(r.pgid) } else { Vec::new() };
         // SAFETY: kill(2) with a negative pid signals a process group; no memory is involved.
         // The group is still ours: its leader has not been reported exited (not yet reaped or
         // just reaped), so the id cannot have been reused by an unrelated group in between.
@@ -452,7 +462,36 @@ fn signal_all(running: &HashMap<usize, Running>, signal: i32) {
         if rc != 0 {
             tracing::debug!(run = %r.run.run_id, "signal {signal} not delivered: {}", std::io::Error::last_os_error());
         }
+        for child in children {
+            // SAFETY: getpgid and kill take integers only. The child was listed a moment ago by
+            // its parent, which had not been reaped then (so neither had the child: its pid is
+            // not free to be reused); one in the job's group was signalled with it above.
+            unsafe {
+                match libc::getpgid(child) {
+                    pgid if pgid == r.pgid => {}
+                    pgid if pgid == child => {
+                        libc::kill(-child, signal);
+                    }
+                    _ => {
+                        libc::kill(child, signal);
+                    }
+                }
+            }
+        }
     }
+}
+
+/// The children of process `pid`, from `/proc/<pid>/task/*/children` (empty when unreadable).
+fn children_of(pid: i32) -> Vec<i32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return Vec::new() };
+    let mut children: Vec<i32> = tasks
+        .filter_map(Result::ok)
+        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+        .flat_map(|text| text.split_whitespace().filter_map(|p| p.parse().ok()).collect::<Vec<i32>>())
+        .collect();
+    children.sort_unstable();
+    children.dedup();
+    children
 }
 
 /// A failed attempt, as `record_exit` classified it.
@@ -491,13 +530,13 @@ fn record_exit(report: &mut LaunchReport, run: &PendingRun, status: std::io::Res
             report.cancelled.push(run.run_id.clone());
             return None;
         }
-        Ok(None) if report.cancel.is_some() && ended_by_the_stop(&status) => {
+        Ok(None) if report.cancel.is_some() && ended_by_the_stop(&status, run.ranks) => {
             // Counted as cancelled in drover's report, so marked so on disk: otherwise `drover
             // status` would find no marker and call the run unfinished, as after a crash of
             // drover itself. Only under the run's lock, as below, and only if the job (or a
             // process it left behind) has not written its own since the read above.
             let reason = format!("stopped by `drover run` ({}): {status_text}", report.cancel.map_or("", CancelReason::word));
-            if let Ok(Some(_lock)) = super::job_lock::try_lock(&run.dir) {
+            if let Ok(Some(_lock)) = super::job_lock::lock_within(&run.dir, RANKS_EXIT_PATIENCE) {
                 if matches!(layout::read_record::<ExitRecord>(&exit_path), Ok(None)) {
                     let _ = write_marker(&exit_path, &run.run_id, RunExit::Cancelled, &reason);
                 }
@@ -523,7 +562,7 @@ fn record_exit(report: &mut LaunchReport, run: &PendingRun, status: std::io::Res
                 reason.push_str(&format!("; its stderr ends: {line}"));
             }
             // Only under the run's lock: a process the job left behind may still write there.
-            let written = match super::job_lock::try_lock(&run.dir) {
+            let written = match super::job_lock::lock_within(&run.dir, RANKS_EXIT_PATIENCE) {
                 Ok(Some(_lock)) => write_marker(&exit_path, &run.run_id, RunExit::Failed, &reason),
                 Ok(None) => {
                     tracing::warn!(run = %run.run_id, "not writing `{}`: the run directory is still locked", exit_path.display());
@@ -549,10 +588,16 @@ fn record_exit(report: &mut LaunchReport, run: &PendingRun, status: std::io::Res
 
 /// Whether a job that left no `exit.json` ended as drover's stop ends jobs: by the SIGTERM it
 /// sends first, the SIGKILL after the grace period or a second signal, or the terminal's
-/// SIGINT that reached its process group.
-fn ended_by_the_stop(status: &std::io::Result<ExitStatus>) -> bool {
-    status.as_ref().is_ok_and(|s| matches!(s.signal(), Some(libc::SIGTERM | libc::SIGKILL | libc::SIGINT)))
+/// SIGINT that reached its process group. A multi-rank job is `mpirun`, which exits with a
+/// code of its own (1) when the stop ends its ranks, in MPI start-up before any rank could
+/// write a marker, say: during a stop, any end of it without a marker is the stop's.
+fn ended_by_the_stop(status: &std::io::Result<ExitStatus>, ranks: u32) -> bool {
+    status.as_ref().is_ok_and(|s| ranks > 1 || matches!(s.signal(), Some(libc::SIGTERM | libc::SIGKILL | libc::SIGINT)))
 }
+
+/// How long the marker of an ended job waits for the run's lock: `mpirun` is reaped before the
+/// ranks killed with it have released their `.ranks.lock`.
+const RANKS_EXIT_PATIENCE: Duration = Duration::from_secs(2);
 
 /// The reason of a run whose `exit.json` says `failed`: the job's own words, as written (they
 /// may hold paths, whose case matters), else how its process ended.
@@ -687,7 +732,7 @@ fn update_message(bar: &ProgressBar, running: &HashMap<usize, Running>, report: 
 
 #[cfg(test)]
 mod tests {
-    use super::{job_failure_reason, job_lock_text, record_exit, signal_reason, signal_reason_at, REPEAT_SIGNAL_WINDOW};
+    use super::{job_command, job_failure_reason, job_lock_text, record_exit, signal_reason, signal_reason_at, REPEAT_SIGNAL_WINDOW};
     use crate::backend::{last_log_line, CancelReason, LaunchReport, PendingRun};
     use std::os::unix::process::ExitStatusExt;
     use std::time::{Duration, Instant};
@@ -756,6 +801,54 @@ mod tests {
         let exit: ExitRecord = crate::layout::read_record(&dir.path().join("exit.json")).expect("readable").expect("written");
         assert_eq!(exit.status, ExitStatus::Failed);
         assert!(report.cancelled.is_empty());
+    }
+
+    /// Review D2 (multi-rank runs): a 2-rank run cancelled in MPI start-up was marked `failed`
+    /// ("exit code 1 without writing exit.json"): `mpirun` exits 1 when the stop ends its
+    /// ranks. During a stop, a multi-rank job that ends without a marker is cancelled; outside
+    /// one, the same exit is a failure.
+    #[test]
+    fn a_multi_rank_job_ended_by_the_stop_in_start_up_is_cancelled() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let run = PendingRun {
+            run_id: "0123456789abcdef".into(),
+            label: "base".into(),
+            dir: dir.path().to_path_buf(),
+            spec_path: dir.path().join("spec.json"),
+            attempt: 1,
+            ranks: 2,
+            gpu: false,
+        };
+        let mpirun_exit_1 = || Ok(std::process::ExitStatus::from_raw(1 << 8));
+        let mut report = LaunchReport { cancel: Some(CancelReason::Signal), ..LaunchReport::default() };
+        assert!(record_exit(&mut report, &run, mpirun_exit_1()).is_none(), "not a failure");
+        assert_eq!(report.cancelled, vec![run.run_id.clone()]);
+        let exit: ExitRecord = crate::layout::read_record(&dir.path().join("exit.json")).expect("readable").expect("written");
+        assert_eq!(exit.status, ExitStatus::Cancelled);
+        assert_eq!(exit.reason.as_deref(), Some("stopped by `drover run` (stop signal): exit code 1"));
+
+        std::fs::remove_file(dir.path().join("exit.json")).expect("rm");
+        let mut report = LaunchReport::default();
+        let failure = record_exit(&mut report, &run, mpirun_exit_1()).expect("no stop: a failure");
+        assert!(failure.failed.reason.starts_with("exit code 1 without writing exit.json"), "{}", failure.failed.reason);
+    }
+
+    /// Review D5 (multi-rank runs): OpenMPI's default binding put a rank and all its
+    /// `run.threads` workers on one core, and every concurrent job's ranks on the same cores.
+    /// Local `mpirun` binds nothing; a 1-rank job is `drover-job` itself.
+    #[test]
+    fn local_mpirun_binds_no_rank_to_a_core() {
+        let bin = std::path::Path::new("/x/drover-job");
+        let args = |ranks| {
+            let cmd = job_command(bin, ranks);
+            let mut all = vec![cmd.get_program().to_string_lossy().into_owned()];
+            all.extend(cmd.get_args().map(|a| a.to_string_lossy().into_owned()));
+            all
+        };
+        assert_eq!(args(1), ["/x/drover-job"]);
+        let two = args(2);
+        assert_eq!(two[1..5], ["-np", "2", "--bind-to", "none"], "{two:?}");
+        assert_eq!(two.last().map(String::as_str), Some("/x/drover-job"), "{two:?}");
     }
 
     #[test]

@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use crate::error::RunError;
 
-use crate::backend::job_lock::JOB_LOCK_FILE;
 use crate::backend::slurm::{attempt_logs, SweepDir};
 use crate::backend::OnDisk;
 use crate::layout::{self, ExitRecord, JobSpec, SPEC_JSON};
@@ -27,8 +26,8 @@ pub(crate) fn status(dir: &SweepDir) -> StatusReport {
             let (exit, judged) = judge(&run_dir, run_id.as_str());
             let spec = spec_or_summary(&run_dir);
             // Local jobs run on this host; a holder elsewhere (the directory shared with a
-            // cluster) cannot be checked from here.
-            let job_running = crate::lock::live_holder(&run_dir.join(JOB_LOCK_FILE)).is_some_and(|h| h.this_host);
+            // cluster) cannot be checked from here. Ranks that outlived their `mpirun` count.
+            let job_running = crate::backend::job_lock::running_here(&run_dir);
             let logs = attempt_logs(&run_dir);
             let attempts = logs
                 .iter()

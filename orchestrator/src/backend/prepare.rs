@@ -442,7 +442,7 @@ pub(crate) fn never_started(dir: &Path) -> bool {
     std::fs::read_dir(dir).is_ok_and(|entries| {
         entries.filter_map(Result::ok).all(|e| {
             let name = e.file_name();
-            name == SPEC_JSON || name == super::job_lock::JOB_LOCK_FILE
+            name == SPEC_JSON || super::job_lock::is_lock_file(&name)
         })
     })
 }
@@ -526,8 +526,8 @@ pub(crate) fn archive_partial(dir: &Path) -> Result<u32, RunError> {
     for entry in entries {
         let entry = entry.map_err(io_err("read directory", dir))?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        if name == super::job_lock::JOB_LOCK_FILE {
-            // The lock stays where jobs look for it (and may be held by our caller right now).
+        if super::job_lock::is_lock_file(std::ffi::OsStr::new(&name)) {
+            // The locks stay where jobs look for them (and may be held by our caller right now).
             continue;
         }
         match attempt_number(&name) {
