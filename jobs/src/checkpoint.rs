@@ -9,9 +9,16 @@
 //! metrics rows so far and the wall time used. Floats are stored as their bit patterns, so a
 //! resumed run continues bit for bit.
 //!
-//! Format 2 added `next_group_sizes` and `plugin_state`; a format-1 checkpoint (written before)
-//! still resumes, with the plugin started fresh and the run's `group_size` for the first
-//! resumed generation batch, as format 1 always did.
+//! The metrics rows are not copied (format 3): the checkpoint vouches for the first lines of
+//! `metrics.jsonl`, fsynced before it is written, by count, length and SHA-256, and lists the
+//! non-finite cells the file holds as `null` ([`crate::metrics::JsonlPrefix`]), so it no longer
+//! grows with the run. A resume reads those lines back ([`Checkpoint::metrics`]) and refuses
+//! the checkpoint when they are not what it recorded. The protocol: docs/design/results-layout.md,
+//! "Checkpoint format and resume".
+//!
+//! Formats 1 and 2 held the rows inline and still resume. Format 2 added `next_group_sizes` and
+//! `plugin_state`; a format-1 checkpoint still resumes with the plugin started fresh and the
+//! run's `group_size` for the first resumed generation batch, as format 1 always did.
 
 use std::io::Write;
 use std::path::Path;
@@ -22,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::comm::{self, Communicator};
-use crate::metrics::MetricsRow;
+use crate::metrics::{self, JsonlPrefix, MetricsLog, MetricsRow, Resumed};
 use crate::signals::StopCause;
 use crate::{fsio, JobError};
 
@@ -30,16 +37,19 @@ use crate::{fsio, JobError};
 pub const CHECKPOINT_JSON: &str = "checkpoint.json";
 /// `interruptions.jsonl`: one line per checkpoint-and-stop, the retry budgets count them.
 pub const INTERRUPTIONS_JSONL: &str = "interruptions.jsonl";
-/// On-disk format of `checkpoint.json` (2: it gained `next_group_sizes` and `plugin_state`).
-pub const CHECKPOINT_FORMAT_VERSION: u32 = 2;
+/// On-disk format of `checkpoint.json` (3: `metrics_jsonl` in place of the rows; 2:
+/// `next_group_sizes` and `plugin_state`).
+pub const CHECKPOINT_FORMAT_VERSION: u32 = 3;
 /// On-disk format of an `interruptions.jsonl` line. Its own number: it once borrowed
 /// [`CHECKPOINT_FORMAT_VERSION`], so the lines written since that became 2 say 2 (and older
 /// ones 1, the same fields); it changes only when the line does, not with the checkpoint.
 pub const INTERRUPTIONS_FORMAT_VERSION: u32 = 2;
-/// The older checkpoint format this drover-job still resumes from.
+/// The older checkpoint formats this drover-job still resumes from (rows inline).
 const CHECKPOINT_FORMAT_V1: u32 = 1;
+const CHECKPOINT_FORMAT_V2: u32 = 2;
 
-/// `checkpoint.json` (format_version 2; 1 reads with the format-2 fields empty).
+/// `checkpoint.json` (format_version 3; 1 and 2 read with their rows in `rows`, 1 with the
+/// format-2 fields empty).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Checkpoint {
     /// Always [`CHECKPOINT_FORMAT_VERSION`].
@@ -54,8 +64,13 @@ pub struct Checkpoint {
     pub engine: EngineRecord,
     /// The trainer's minibatch permutation.
     pub perm: Vec<u32>,
-    /// Metrics rows of iterations `1..=iteration`, floats as bit patterns (see `encode_row`).
+    /// Formats 1 and 2: the metrics rows of iterations `1..=iteration`, floats as bit patterns
+    /// (see `decode_row`). Format 3 writes none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rows: Vec<serde_json::Map<String, Value>>,
+    /// Format 3: what the checkpoint vouches for of `metrics.jsonl`, rows `1..=iteration`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_jsonl: Option<JsonlPrefix>,
     /// The group sizes the plugin's last `on_iteration` asked for the next generation batch
     /// (empty: the run's `group_size`). Format 2.
     #[serde(default)]
@@ -66,7 +81,7 @@ pub struct Checkpoint {
     /// What computed the run's floats up to here, as far as their bits depend on it:
     /// `cpu/avx512`, `cpu/avx2`, `cpu/neon`, `cpu/portable` or `cuda` ([`compute_of`]); a
     /// resume goes on the same way where it can ([`resume_level`]). Absent in checkpoints of
-    /// earlier drover-jobs, which older ones ignore, so the format stays 2.
+    /// earlier drover-jobs, which older ones ignore (it came within format 2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compute: Option<String>,
 }
@@ -177,17 +192,26 @@ pub struct RunState {
 }
 
 impl Checkpoint {
-    /// The metrics rows, exactly as they were.
-    pub fn metrics_rows(&self) -> Result<Vec<MetricsRow>, String> {
-        self.rows.iter().map(decode_row).collect()
+    /// The metrics rows, exactly as they were: read back from `dir/metrics.jsonl` (format 3),
+    /// or from `rows` (formats 1 and 2).
+    ///
+    /// # Errors
+    /// Why the rows cannot be had: `metrics.jsonl` does not hold what the checkpoint recorded,
+    /// or a row is malformed.
+    pub fn metrics(&self, dir: &Path) -> Result<Resumed, String> {
+        match &self.metrics_jsonl {
+            Some(prefix) => metrics::read_prefix(dir, prefix),
+            None => Ok(Resumed::rewrite(self.rows.iter().map(decode_row).collect::<Result<_, _>>()?)),
+        }
     }
 }
 
-/// A metrics row as JSON with every float as a `"0x<bits>"` string: serde_json's default float
+/// Formats 1 and 2 (kept to build their test fixtures): a metrics row as JSON with every float as a `"0x<bits>"` string: serde_json's default float
 /// parser may be off by one ulp, which would make a resumed run's metrics differ in the last digit.
 /// Written from the row's own fields, never through `serde_json::to_value` (which turns a NaN or
 /// an infinity into `null` first), so every f64 bit pattern survives: a plugin's NaN metric
 /// (the std of an empty selection) resumes as the same NaN. `None` is `null`, integers are numbers.
+#[cfg(test)]
 fn encode_row(row: &MetricsRow) -> Result<serde_json::Map<String, Value>, String> {
     let float = |x: f64| Value::String(format!("0x{:016x}", x.to_bits()));
     let optional = |x: Option<f64>| x.map_or(Value::Null, float);
@@ -215,7 +239,7 @@ fn encode_row(row: &MetricsRow) -> Result<serde_json::Map<String, Value>, String
     Ok(map)
 }
 
-/// The inverse of [`encode_row`]. A `null` plugin metric (what drover-job wrote for a
+/// The inverse of `encode_row`: reads the rows of format-1 and -2 checkpoints. A `null` plugin metric (what drover-job wrote for a
 /// non-finite one before [`encode_row`] kept the bits) reads as NaN, so such a checkpoint
 /// still resumes.
 fn decode_row(map: &serde_json::Map<String, Value>) -> Result<MetricsRow, String> {
@@ -339,32 +363,49 @@ pub fn load(dir: &Path, run_id: &str) -> Result<Option<Checkpoint>, JobError> {
     };
     let value: serde_json::Value = serde_json::from_slice(&text).map_err(|e| bad(e.to_string()))?;
     let version = value.get("format_version").and_then(serde_json::Value::as_u64);
-    if ![CHECKPOINT_FORMAT_V1, CHECKPOINT_FORMAT_VERSION].iter().any(|&v| version == Some(u64::from(v))) {
+    if ![CHECKPOINT_FORMAT_V1, CHECKPOINT_FORMAT_V2, CHECKPOINT_FORMAT_VERSION].iter().any(|&v| version == Some(u64::from(v))) {
         // In words (`unknown format_version 9`, `no format_version`), not `Option`'s Debug.
         let found = value.get("format_version").map_or_else(|| "no format_version".to_string(), |v| format!("unknown format_version {v}"));
-        return Err(bad(format!("{found} (this drover-job reads {CHECKPOINT_FORMAT_V1} and {CHECKPOINT_FORMAT_VERSION})")));
+        return Err(bad(format!(
+            "{found} (this drover-job reads {CHECKPOINT_FORMAT_V1}, {CHECKPOINT_FORMAT_V2} and {CHECKPOINT_FORMAT_VERSION})"
+        )));
     }
     let checkpoint: Checkpoint = serde_json::from_value(value).map_err(|e| bad(e.to_string()))?;
     if checkpoint.run_id != run_id {
         return Err(bad(format!("it belongs to run {}, not {run_id}", checkpoint.run_id)));
     }
-    if checkpoint.rows.len() as u64 != checkpoint.iteration {
-        return Err(bad(format!("{} metrics rows for {} iterations", checkpoint.rows.len(), checkpoint.iteration)));
+    let rows = match (&checkpoint.metrics_jsonl, checkpoint.format_version) {
+        (Some(prefix), CHECKPOINT_FORMAT_VERSION) if checkpoint.rows.is_empty() => prefix.rows,
+        (None, CHECKPOINT_FORMAT_VERSION) => return Err(bad("format 3 without `metrics_jsonl`".into())),
+        (Some(_), CHECKPOINT_FORMAT_VERSION) => return Err(bad("format 3 with both `metrics_jsonl` and `rows`".into())),
+        (Some(_), v) => return Err(bad(format!("format {v} with `metrics_jsonl`, which came with format 3"))),
+        (None, _) => checkpoint.rows.len() as u64,
+    };
+    if rows != checkpoint.iteration {
+        return Err(bad(format!("{rows} metrics rows for {} iterations", checkpoint.iteration)));
     }
     Ok(Some(checkpoint))
 }
 
 /// Saves a checkpoint after `iteration` completed iterations, with the job's whole engine
-/// state (every rank's environments, see [`job_engine_state`]).
+/// state (every rank's environments, see [`job_engine_state`]) and the rows `metrics` has
+/// written, which it makes durable first ([`MetricsLog::checkpoint_prefix`]).
 pub fn take(
     dir: &Path,
     run_id: &str,
     iteration: u64,
     engine_state: &EngineState,
     state: RunState,
-    rows: &[MetricsRow],
+    metrics: &mut MetricsLog,
     wall_time_s: f64,
 ) -> Result<(), JobError> {
+    let prefix = metrics.checkpoint_prefix()?;
+    if prefix.rows != iteration {
+        return Err(JobError::Checkpoint {
+            path: dir.join(CHECKPOINT_JSON),
+            reason: format!("{} metrics rows for {iteration} iterations", prefix.rows),
+        });
+    }
     let checkpoint = Checkpoint {
         format_version: CHECKPOINT_FORMAT_VERSION,
         run_id: run_id.to_string(),
@@ -375,10 +416,8 @@ pub fn take(
         next_group_sizes: state.next_group_sizes,
         plugin_state: state.plugin_state,
         compute: Some(state.compute),
-        rows: rows.iter().map(encode_row).collect::<Result<_, _>>().map_err(|reason| JobError::Checkpoint {
-            path: dir.join(CHECKPOINT_JSON),
-            reason,
-        })?,
+        rows: Vec::new(),
+        metrics_jsonl: Some(prefix),
     };
     save(dir, &checkpoint)?;
     tracing::info!(run = %run_id, iteration, "checkpoint saved");
@@ -631,6 +670,8 @@ pub fn preemption_budget_spent(dir: &Path, budgets: Budgets, current_job: Option
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
 
     #[test]
@@ -704,9 +745,10 @@ mod tests {
             extra: odd.iter().enumerate().map(|(i, &x)| (format!("m{i}"), x)).collect(),
         };
         let dir = tempfile::tempdir().unwrap();
-        let state = RunState { compute: "cpu/scalar".into(), ..RunState::default() };
-        take(dir.path(), "a", 1, &EngineState::default(), state, std::slice::from_ref(&row), 1.0).unwrap();
-        let back = load(dir.path(), "a").unwrap().unwrap().metrics_rows().unwrap().remove(0);
+        let mut log = MetricsLog::create(dir.path()).unwrap();
+        log.push(row.clone()).unwrap();
+        take_at(dir.path(), 1, &mut log);
+        let back = load(dir.path(), "a").unwrap().unwrap().metrics(dir.path()).unwrap().rows()[0].clone();
         let opt_bits = |x: Option<f64>| x.map(f64::to_bits);
         let fixed = |r: &MetricsRow| {
             [r.episodic_return_mean, r.policy_loss, r.value_loss, r.entropy, r.approx_kl, r.clip_frac]
@@ -719,16 +761,286 @@ mod tests {
         let extra_bits = |r: &MetricsRow| r.extra.iter().map(|(k, v)| (k.clone(), v.to_bits())).collect::<Vec<_>>();
         assert_eq!(extra_bits(&back), extra_bits(&row));
         assert_eq!((back.iteration, back.global_step, back.episodes), (3, 96, 0));
+        // The same through a format-2 checkpoint's inline rows.
+        let v2 = decode_row(&serde_json::from_str(&serde_json::to_string(&encode_row(&row).unwrap()).unwrap()).unwrap()).unwrap();
+        assert_eq!((fixed(&v2), extra_bits(&v2)), (fixed(&row), extra_bits(&row)));
         // A checkpoint written before this fix holds `null` for the NaN metric: it resumes.
         let mut old = encode_row(&row).unwrap();
         old.insert("m0".into(), Value::Null);
         assert!(decode_row(&old).unwrap().extra["m0"].is_nan());
     }
 
+    /// A checkpoint of run `a` after `iteration` iterations, with `log`'s rows.
+    fn take_at(dir: &Path, iteration: u64, log: &mut MetricsLog) {
+        let state = RunState { perm: vec![1, 0], compute: "cpu/portable".into(), ..RunState::default() };
+        take(dir, "a", iteration, &EngineState::default(), state, log, iteration as f64).unwrap();
+    }
+
+    /// xorshift64: test floats without a dependency.
+    fn next(state: &mut u64) -> u64 {
+        *state ^= *state << 13;
+        *state ^= *state >> 7;
+        *state ^= *state << 17;
+        *state
+    }
+
+    /// A finite f64 of random bits (any exponent: subnormals and 17-digit values included).
+    fn finite(state: &mut u64) -> f64 {
+        loop {
+            let x = f64::from_bits(next(state));
+            if x.is_finite() {
+                return x;
+            }
+        }
+    }
+
+    /// Row `i` of a run whose plugin reports NaN, ±inf and odd NaN payloads in some rows
+    /// (`std` every row, `ratio` now and then, a host column once), and random finite floats
+    /// everywhere else.
+    fn odd_row(i: i64, rng: &mut u64) -> MetricsRow {
+        let special = [f64::NAN, -f64::NAN, f64::INFINITY, f64::NEG_INFINITY, f64::from_bits(0x7ff0_0000_dead_beef)];
+        let mut extra = BTreeMap::from([
+            ("std".to_string(), f64::NAN),
+            ("grad_norm".to_string(), finite(rng)),
+            ("tiny".to_string(), [5e-324, -0.0, f64::MIN_POSITIVE, f64::MAX][i as usize % 4]),
+        ]);
+        if i % 3 == 0 {
+            extra.insert("ratio".into(), special[i as usize % special.len()]);
+        }
+        MetricsRow {
+            iteration: i,
+            global_step: i * 64,
+            episodic_return_mean: match i % 4 {
+                0 => None,
+                1 => Some(f64::NAN),
+                _ => Some(finite(rng)),
+            },
+            episodes: i % 4,
+            policy_loss: Some(finite(rng)),
+            value_loss: (i % 2 == 0).then(|| finite(rng)),
+            entropy: Some(0.1 + 0.2),
+            approx_kl: Some(if i == 7 { f64::INFINITY } else { finite(rng) }),
+            clip_frac: None,
+            lr: if i == 5 { f64::NEG_INFINITY } else { finite(rng) },
+            steps_per_sec: finite(rng),
+            wall_time_s: i as f64 * 0.1,
+            extra,
+        }
+    }
+
+    /// Every float of a row as its bits, `None` kept apart from a NaN.
+    fn row_bits(r: &MetricsRow) -> Vec<(String, Option<u64>)> {
+        let o = |x: Option<f64>| x.map(f64::to_bits);
+        let fixed = [
+            ("iteration", Some(r.iteration as u64)),
+            ("global_step", Some(r.global_step as u64)),
+            ("episodes", Some(r.episodes as u64)),
+            ("episodic_return_mean", o(r.episodic_return_mean)),
+            ("policy_loss", o(r.policy_loss)),
+            ("value_loss", o(r.value_loss)),
+            ("entropy", o(r.entropy)),
+            ("approx_kl", o(r.approx_kl)),
+            ("clip_frac", o(r.clip_frac)),
+            ("lr", Some(r.lr.to_bits())),
+            ("steps_per_sec", Some(r.steps_per_sec.to_bits())),
+            ("wall_time_s", Some(r.wall_time_s.to_bits())),
+        ];
+        fixed.into_iter().map(|(k, v)| (k.to_string(), v)).chain(r.extra.iter().map(|(k, v)| (k.clone(), Some(v.to_bits())))).collect()
+    }
+
+    /// Review (checkpoint size): the checkpoint held every metrics row since iteration 1
+    /// (718 KB after 1087 iterations) and was rewritten and fsynced whole at each checkpoint.
+    /// It now vouches for `metrics.jsonl` by hash: its size does not depend on the iteration,
+    /// even with a plugin metric that is NaN in every row.
+    #[test]
+    fn the_checkpoint_does_not_grow_with_the_iterations() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut rng = 7;
+        let mut log = MetricsLog::create(dir.path()).unwrap();
+        let size = |log: &mut MetricsLog, rng: &mut u64, upto: i64| {
+            while (log.rows().len() as i64) < upto {
+                // `std` is NaN in every row (one range); the other non-finite cells come
+                // before iteration 10 or, here, not at all.
+                let mut row = odd_row(log.rows().len() as i64 + 1, rng);
+                row.extra.remove("ratio");
+                row.episodic_return_mean = row.episodic_return_mean.map(|x| if x.is_nan() { 0.5 } else { x });
+                log.push(row).unwrap();
+            }
+            take_at(dir.path(), upto as u64, log);
+            let ck = std::fs::metadata(dir.path().join(CHECKPOINT_JSON)).unwrap().len();
+            (ck, std::fs::metadata(dir.path().join(metrics::METRICS_JSONL)).unwrap().len())
+        };
+        let (small, jsonl_small) = size(&mut log, &mut rng, 10);
+        let (large, jsonl_large) = size(&mut log, &mut rng, 2000);
+        assert!(jsonl_large > jsonl_small + 200_000, "the metrics grew: {jsonl_small} -> {jsonl_large}");
+        // A few more digits in `iteration`, `rows`, `bytes`, `wall_time_s` and the row ranges.
+        assert!(large <= small + 24, "checkpoint.json grew from {small} to {large} bytes");
+        let ck = load(dir.path(), "a").unwrap().unwrap();
+        assert_eq!(ck.metrics_jsonl.as_ref().map(|p| (p.rows, p.bytes)), Some((2000, jsonl_large)));
+        assert!(ck.rows.is_empty());
+    }
+
+    /// Every finite f64 written to `metrics.jsonl` (serde_json's shortest representation)
+    /// comes back with the same bits, which serde_json's own float parser does not promise.
+    #[test]
+    fn finite_floats_come_back_from_metrics_jsonl_bit_for_bit() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut rng = 0x9e37_79b9_7f4a_7c15;
+        let mut log = MetricsLog::create(dir.path()).unwrap();
+        for i in 1..=400 {
+            let mut row = odd_row(i, &mut rng);
+            row.extra = (0..8).map(|k| (format!("m{k}"), finite(&mut rng))).collect();
+            row.extra.insert("decimal".into(), [0.1, 1.0 / 3.0, 2.5e-4, 1e23, 9_007_199_254_740_993.0, 1e-7][i as usize % 6]);
+            log.push(row).unwrap();
+        }
+        take_at(dir.path(), 400, &mut log);
+        let back = load(dir.path(), "a").unwrap().unwrap().metrics(dir.path()).unwrap();
+        assert_eq!(back.rows().len(), 400);
+        for (a, b) in log.rows().iter().zip(back.rows()) {
+            assert_eq!(row_bits(a), row_bits(b), "row {}", a.iteration);
+        }
+    }
+
+    /// Review (checkpoint size): a run whose plugin reports NaN and ±inf, checkpointed and
+    /// killed (rows and half a line written after the checkpoint), resumes to the same
+    /// `metrics.jsonl` and `metrics.parquet` bytes and rows as the uninterrupted run, and its
+    /// next checkpoint, taken after the resume, holds too.
+    #[test]
+    fn nan_and_inf_plugin_metrics_resume_bit_exact() {
+        let rows: Vec<MetricsRow> = {
+            let mut rng = 42;
+            (1..=60).map(|i| odd_row(i, &mut rng)).collect()
+        };
+        let whole = tempfile::tempdir().unwrap();
+        let mut reference = MetricsLog::create(whole.path()).unwrap();
+        for row in &rows {
+            reference.push(row.clone()).unwrap();
+        }
+        reference.write_parquet(&whole.path().join("metrics.parquet")).unwrap();
+
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = MetricsLog::create(dir.path()).unwrap();
+        for row in &rows[..25] {
+            log.push(row.clone()).unwrap();
+        }
+        take_at(dir.path(), 25, &mut log);
+        for row in &rows[25..28] {
+            log.push(row.clone()).unwrap();
+        }
+        drop(log);
+        let jsonl = dir.path().join(metrics::METRICS_JSONL);
+        std::fs::OpenOptions::new().append(true).open(&jsonl).unwrap().write_all(b"{\"iteration\":29,\"glo").unwrap();
+
+        let ck = load(dir.path(), "a").unwrap().unwrap();
+        let resumed = ck.metrics(dir.path()).unwrap();
+        let got: Vec<_> = resumed.rows().iter().map(row_bits).collect();
+        assert_eq!(got, rows[..25].iter().map(row_bits).collect::<Vec<_>>());
+        let mut log = MetricsLog::resume(dir.path(), resumed).unwrap();
+        for row in &rows[25..40] {
+            log.push(row.clone()).unwrap();
+        }
+        take_at(dir.path(), 40, &mut log);
+        let again = load(dir.path(), "a").unwrap().unwrap().metrics(dir.path()).unwrap();
+        assert_eq!(again.rows().iter().map(row_bits).collect::<Vec<_>>(), rows[..40].iter().map(row_bits).collect::<Vec<_>>());
+        for row in &rows[40..] {
+            log.push(row.clone()).unwrap();
+        }
+        log.write_parquet(&dir.path().join("metrics.parquet")).unwrap();
+        for name in [metrics::METRICS_JSONL, "metrics.parquet"] {
+            let (a, b) = (std::fs::read(whole.path().join(name)).unwrap(), std::fs::read(dir.path().join(name)).unwrap());
+            assert!(a == b, "{name} differs from the uninterrupted run's");
+        }
+    }
+
+    /// A `metrics.jsonl` that is not what the checkpoint vouches for refuses the resume, saying
+    /// why; lines after the prefix do not matter.
+    #[test]
+    fn a_metrics_jsonl_unlike_the_checkpoint_refuses_the_resume() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut rng = 3;
+        let mut log = MetricsLog::create(dir.path()).unwrap();
+        for i in 1..=5 {
+            log.push(odd_row(i, &mut rng)).unwrap();
+        }
+        take_at(dir.path(), 5, &mut log);
+        drop(log);
+        let jsonl = dir.path().join(metrics::METRICS_JSONL);
+        let good = std::fs::read(&jsonl).unwrap();
+        let ck = load(dir.path(), "a").unwrap().unwrap();
+        let refusal = |bytes: Option<&[u8]>, ck: &Checkpoint| {
+            match bytes {
+                Some(b) => std::fs::write(&jsonl, b).unwrap(),
+                None => std::fs::remove_file(&jsonl).unwrap(),
+            }
+            ck.metrics(dir.path()).expect_err("refused")
+        };
+        let mut edited = good.clone();
+        let at = edited.iter().position(|&b| b.is_ascii_digit()).unwrap();
+        edited[at] = if edited[at] == b'9' { b'8' } else { edited[at] + 1 };
+        assert!(refusal(Some(&edited), &ck).contains("SHA-256"));
+        let e = refusal(Some(&good[..good.len() - 1]), &ck);
+        assert!(e.contains(&format!("holds {} bytes, the checkpoint vouches for its first {}", good.len() - 1, good.len())), "{e}");
+        assert!(refusal(None, &ck).contains("cannot read `metrics.jsonl`"));
+        // The non-finite cells the checkpoint lists are what tells a NaN from a `None`.
+        let mut forgot = ck.clone();
+        forgot.metrics_jsonl.as_mut().unwrap().non_finite.retain(|c| c.column != "std");
+        let e = refusal(Some(&good), &forgot);
+        assert!(e.contains("line 1: `std` is null and the checkpoint lists no non-finite value"), "{e}");
+        let mut longer = good.clone();
+        longer.extend_from_slice(b"{\"iteration\":6}\n{\"trunc");
+        let back = refusal_free(&jsonl, &longer, &ck, dir.path());
+        assert_eq!(back, 5);
+        let text = std::fs::read(&jsonl).unwrap();
+        assert_eq!(text, good, "the lines after the prefix are cut on resume");
+    }
+
+    fn refusal_free(jsonl: &Path, bytes: &[u8], ck: &Checkpoint, dir: &Path) -> usize {
+        std::fs::write(jsonl, bytes).unwrap();
+        let resumed = ck.metrics(dir).unwrap();
+        MetricsLog::resume(dir, resumed).unwrap().rows().len()
+    }
+
+    /// A format-2 checkpoint (rows inline, written by the format-2 writer's `encode_row`)
+    /// still resumes: the rows come from it, `metrics.jsonl` is rewritten from them, and the
+    /// next checkpoint is format 3.
+    #[test]
+    fn a_version_2_checkpoint_with_inline_rows_still_resumes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut rng = 11;
+        let rows: Vec<MetricsRow> = (1..=3).map(|i| odd_row(i, &mut rng)).collect();
+        let v2 = serde_json::json!({
+            "format_version": 2,
+            "run_id": "a",
+            "iteration": 3,
+            "wall_time_s": 2.5,
+            "engine": EngineRecord::from(&EngineState::default()),
+            "perm": [1, 0],
+            "rows": rows.iter().map(|r| encode_row(r).unwrap()).collect::<Vec<_>>(),
+            "next_group_sizes": [2, 2],
+            "plugin_state": PluginStateRecord::new("knapsack", "0.1.0", &[1, 2]),
+            "compute": "cpu/portable",
+        });
+        std::fs::write(dir.path().join(CHECKPOINT_JSON), v2.to_string()).unwrap();
+        std::fs::write(dir.path().join(metrics::METRICS_JSONL), "whatever the interrupted attempt left\n").unwrap();
+        let ck = load(dir.path(), "a").unwrap().expect("a format-2 checkpoint loads");
+        assert_eq!((ck.format_version, ck.next_group_sizes.clone(), ck.metrics_jsonl.clone()), (2, vec![2, 2], None));
+        let resumed = ck.metrics(dir.path()).unwrap();
+        assert_eq!(resumed.rows().iter().map(row_bits).collect::<Vec<_>>(), rows.iter().map(row_bits).collect::<Vec<_>>());
+        let mut log = MetricsLog::resume(dir.path(), resumed).unwrap();
+        let text = std::fs::read_to_string(dir.path().join(metrics::METRICS_JSONL)).unwrap();
+        let want: String = rows.iter().map(|r| serde_json::to_string(r).unwrap() + "\n").collect();
+        assert_eq!(text, want, "rewritten from the checkpoint's rows");
+        take_at(dir.path(), 3, &mut log);
+        let ck = load(dir.path(), "a").unwrap().unwrap();
+        assert_eq!((ck.format_version, ck.rows.len()), (CHECKPOINT_FORMAT_VERSION, 0));
+        assert_eq!(ck.metrics(dir.path()).unwrap().rows().iter().map(row_bits).collect::<Vec<_>>(), rows.iter().map(row_bits).collect::<Vec<_>>());
+    }
+
     #[test]
     fn checkpoint_of_another_run_or_version_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         assert!(load(dir.path(), "a").unwrap().is_none());
+        let metrics_jsonl = Some(MetricsLog::create(dir.path()).unwrap().checkpoint_prefix().unwrap());
         let ck = Checkpoint {
             format_version: CHECKPOINT_FORMAT_VERSION,
             run_id: "a".into(),
@@ -737,6 +1049,7 @@ mod tests {
             engine: EngineRecord::from(&EngineState::default()),
             perm: vec![1, 0],
             rows: Vec::new(),
+            metrics_jsonl,
             next_group_sizes: Vec::new(),
             plugin_state: None,
             compute: Some("cpu/avx2".into()),
@@ -747,12 +1060,12 @@ mod tests {
         let err = load(dir.path(), "b").unwrap_err().to_string();
         assert!(err.contains("belongs to run a, not b"), "{err}");
         let text = std::fs::read_to_string(dir.path().join(CHECKPOINT_JSON)).unwrap();
-        std::fs::write(dir.path().join(CHECKPOINT_JSON), text.replace("\"format_version\":2", "\"format_version\":9")).unwrap();
+        std::fs::write(dir.path().join(CHECKPOINT_JSON), text.replace("\"format_version\":3", "\"format_version\":9")).unwrap();
         let err = load(dir.path(), "a").unwrap_err().to_string();
-        assert!(err.ends_with("unknown format_version 9 (this drover-job reads 1 and 2)"), "{err}");
-        std::fs::write(dir.path().join(CHECKPOINT_JSON), text.replace("\"format_version\":2,", "")).unwrap();
+        assert!(err.ends_with("unknown format_version 9 (this drover-job reads 1, 2 and 3)"), "{err}");
+        std::fs::write(dir.path().join(CHECKPOINT_JSON), text.replace("\"format_version\":3,", "")).unwrap();
         let err = load(dir.path(), "a").unwrap_err().to_string();
-        assert!(err.ends_with(": no format_version (this drover-job reads 1 and 2)"), "{err}");
+        assert!(err.ends_with(": no format_version (this drover-job reads 1, 2 and 3)"), "{err}");
     }
 
     /// A checkpoint written by a format-1 drover-job (before plugin state): it still resumes,
@@ -790,7 +1103,7 @@ mod tests {
         assert_eq!((ck.format_version, ck.iteration, ck.perm.clone()), (1, 1, vec![2, 0, 1]));
         assert_eq!((ck.plugin_state.clone(), ck.compute.clone()), (None, None));
         assert!(ck.next_group_sizes.is_empty());
-        assert_eq!(ck.metrics_rows().unwrap()[0].lr, 0.1);
+        assert_eq!(ck.metrics(dir.path()).unwrap().rows()[0].lr, 0.1);
     }
 
     /// The level a resume takes: the checkpoint's where this CPU runs it and `DROVER_SIMD`
@@ -845,6 +1158,7 @@ mod tests {
             engine: EngineRecord::from(&EngineState::default()),
             perm: vec![0],
             rows: Vec::new(),
+            metrics_jsonl: Some(MetricsLog::create(dir.path()).unwrap().checkpoint_prefix().unwrap()),
             next_group_sizes: vec![3, 0, 5],
             plugin_state: Some(record.clone()),
             compute: None,

@@ -165,7 +165,8 @@ pub fn run(
     let (mut first, mut wall_offset, mut checkpoint) = (1, 0.0, None);
     // What the last `on_iteration` asked of the next generation batch (checkpointed with it).
     let mut next_group_sizes: Vec<u32> = Vec::new();
-    let mut restored_rows = Vec::new();
+    // Rank 0's metrics rows so far (it alone writes `metrics.jsonl`, the others need none).
+    let mut resumed_metrics = None;
     if checkpointing {
         // Every rank reads the one checkpoint and takes its own environments from it; the ranks
         // then agree, so that none trains on while another stopped.
@@ -198,10 +199,12 @@ pub fn run(
                 reason: format!("its engine state does not fit this run: {e}"),
             })?;
             trainer.perm.clone_from(&ck.perm);
-            restored_rows = ck.metrics_rows().map_err(|reason| JobError::Checkpoint {
-                path: out_dir.join(checkpoint::CHECKPOINT_JSON),
-                reason,
-            })?;
+            if rank == 0 {
+                resumed_metrics = Some(ck.metrics(out_dir).map_err(|reason| JobError::Checkpoint {
+                    path: out_dir.join(checkpoint::CHECKPOINT_JSON),
+                    reason,
+                })?);
+            }
             // The engine's step is restored, so these are the prompts the sizes were asked for.
             let next = trainer.next_prompts(engine.as_ref());
             trainer.set_group_sizes(next.as_ref(), &ck.next_group_sizes).map_err(|reason| JobError::Checkpoint {
@@ -231,14 +234,14 @@ pub fn run(
         }
         resumed?;
     }
-    // Rank 0 alone writes files; created after the checkpoint was accepted, so a refused one
-    // leaves the interrupted attempt's metrics file as it was.
-    let mut log = if rank == 0 { Some(MetricsLog::create(out_dir)?) } else { None };
-    if let Some(log) = log.as_mut() {
-        for row in restored_rows {
-            log.push(row)?;
-        }
-    }
+    // Rank 0 alone writes files; opened after the checkpoint was accepted, so a refused one
+    // leaves the interrupted attempt's metrics file as it was. A resumed log keeps the lines
+    // the checkpoint vouches for and drops those written after it.
+    let mut log = match (rank, resumed_metrics) {
+        (0, Some(resumed)) => Some(MetricsLog::resume(out_dir, resumed)?),
+        (0, None) => Some(MetricsLog::create(out_dir)?),
+        _ => None,
+    };
     let batch = r.num_envs * r.num_steps;
     let iterations = (r.total_steps / batch as u64).max(1);
     let (mut status, mut stop) = (ExitStatus::Completed, None);
@@ -261,9 +264,9 @@ pub fn run(
         if periodic || (checkpointing && stopping.is_some_and(|c| c != StopCause::Interrupt)) {
             // Collective: every rank's environments, gathered on every rank.
             if let Some(engine_state) = checkpoint::job_engine_state(engine.as_ref(), comm, trainer.num_envs, trainer.env_offset)? {
-                // Rank 0 alone writes it (the other ranks' trainer and plugin are the same).
-                let mut write = || -> Result<(), JobError> {
-                    let rows = log.as_ref().map_or(&[][..], MetricsLog::rows);
+                // Rank 0, which alone has the metrics log, writes it (the other ranks' trainer
+                // and plugin are the same).
+                let mut write = |log: &mut MetricsLog| -> Result<(), JobError> {
                     let wall = wall_offset + started.elapsed().as_secs_f64();
                     let plugin_state = match state_ext {
                         Some(ext) => Some(PluginStateRecord::new(&info.name, &info.version, &algo.save_state(ext)?)),
@@ -275,9 +278,9 @@ pub fn run(
                         plugin_state,
                         compute: checkpoint::compute_of(engine.as_ref()),
                     };
-                    checkpoint::take(out_dir, &spec.run_id, iteration - 1, &engine_state, state, rows, wall)
+                    checkpoint::take(out_dir, &spec.run_id, iteration - 1, &engine_state, state, log, wall)
                 };
-                let written = if rank == 0 { write() } else { Ok(()) };
+                let written = log.as_mut().map_or(Ok(()), &mut write);
                 let failed = if size > 1 { comm::count_ranks(comm, written.is_err()) } else { 0 };
                 written?;
                 if failed > 0 {

@@ -459,6 +459,33 @@ fn stop_part_way(sweep: &Path, results: &Path, simd: Option<&str>) -> (PathBuf, 
     (run, at)
 }
 
+/// Review (checkpoint size): a checkpoint no longer copies the metrics rows but vouches for
+/// the first lines of `metrics.jsonl` by hash; a file edited after the checkpoint refuses the
+/// resume as a damaged checkpoint does, naming both files and why, and leaves them as they were.
+#[test]
+fn a_metrics_file_changed_after_the_checkpoint_refuses_the_resume() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let sweep = resume_sweep(tmp.path());
+    let results = tmp.path().join("r");
+    let (run, at) = stop_part_way(&sweep, &results, None);
+    let ck = read_json(&run.join("checkpoint.json"));
+    assert_eq!((ck["format_version"].as_u64(), ck["metrics_jsonl"]["rows"].as_u64()), (Some(3), Some(at)), "{}", ck["metrics_jsonl"]);
+    assert!(ck.get("rows").is_none(), "no rows inline");
+    let jsonl = run.join("metrics.jsonl");
+    let edited = std::fs::read_to_string(&jsonl).expect("metrics").replacen("\"iteration\":1,", "\"iteration\":7,", 1);
+    std::fs::write(&jsonl, &edited).expect("edit");
+    let checkpoint_before = std::fs::read(run.join("checkpoint.json")).expect("checkpoint");
+    let out = drover_run(&sweep, &results, None).output().expect("rerun");
+    assert_ne!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let exit = read_json(&run.join("exit.json"));
+    let reason = exit["reason"].as_str().unwrap_or_default();
+    assert_eq!(exit["status"], "failed", "{exit}");
+    assert!(reason.contains("cannot resume from checkpoint `") && reason.contains("checkpoint.json"), "{reason}");
+    assert!(reason.contains("of `metrics.jsonl` have SHA-256") && reason.contains("the file changed after the checkpoint"), "{reason}");
+    assert_eq!(std::fs::read(run.join("checkpoint.json")).expect("kept"), checkpoint_before, "the checkpoint is untouched");
+    assert_eq!(std::fs::read_to_string(&jsonl).expect("kept"), edited, "so are the metrics");
+}
+
 /// A closed terminal (SIGHUP, the ssh session gone) stops a local sweep as Ctrl-C does: the
 /// running job checkpoints and `drover run` ends as interrupted, where before SIGHUP killed it
 /// outright and the job stopped only through its parent-death signal.

@@ -99,7 +99,7 @@ fn a_knapsack_run_resumed_from_its_checkpoint_matches_an_uninterrupted_one() {
             sizes.iter().any(|n| n != &sizes[0])
         })
         .expect("a checkpoint with uneven group sizes pending in 10 tries");
-    assert_eq!(ck["format_version"], 2);
+    assert_eq!(ck["format_version"], 3);
     let at = ck["iteration"].as_u64().expect("iteration");
     assert!((8..80).contains(&at), "checkpoint at iteration {at}");
     assert_eq!(ck["plugin_state"]["plugin"], "knapsack", "{}", ck["plugin_state"]);
