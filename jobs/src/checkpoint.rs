@@ -20,7 +20,6 @@
 //! `plugin_state`; a format-1 checkpoint still resumes with the plugin started fresh and the
 //! run's `group_size` for the first resumed generation batch, as format 1 always did.
 
-use std::io::Write;
 use std::path::Path;
 
 use drover_kernels::cpu::{SimdLevel, SIMD_ENV};
@@ -582,19 +581,16 @@ pub fn record_interruption(dir: &Path, reason: Interruption, iteration: u64) -> 
             .unwrap_or_default(),
     };
     let io = |source| JobError::Io { path: path.clone(), source };
-    let mut line = serde_json::to_vec(&record).map_err(|e| io(std::io::Error::other(e)))?;
-    line.push(b'\n');
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(io)?;
-    f.write_all(&line).map_err(io)?;
-    f.sync_all().map_err(io)
+    let line = serde_json::to_vec(&record).map_err(|e| io(std::io::Error::other(e)))?;
+    // A torn last line (a write cut short) is ended first: this stop gets a line of its own.
+    crate::jsonl::append_line(&path, &line).map_err(io)
 }
 
-/// The run's recorded interruptions of kind `reason`, oldest first (unreadable lines are
-/// skipped; no file is none).
+/// The run's recorded interruptions of kind `reason`, oldest first (no file is none; a line
+/// that cannot be read is skipped with a warning, a record fused after a torn one is kept).
 fn interruptions_of(dir: &Path, reason: Interruption) -> Vec<InterruptionRecord> {
-    let Ok(text) = std::fs::read_to_string(dir.join(INTERRUPTIONS_JSONL)) else { return Vec::new() };
-    text.lines()
-        .filter_map(|l| serde_json::from_str::<InterruptionRecord>(l).ok())
+    crate::jsonl::read_records::<InterruptionRecord>(&dir.join(INTERRUPTIONS_JSONL))
+        .into_iter()
         .filter(|r| r.reason == reason)
         .collect()
 }

@@ -9,6 +9,7 @@ pub mod devices_cmd;
 pub mod error;
 pub mod exit_codes;
 pub mod fsio;
+mod jsonl;
 pub mod lock;
 pub mod metrics;
 pub mod plugin_cmd;

@@ -284,6 +284,40 @@ mod tests {
         assert!(runs.join("0123456789abcdef").join("attempts.jsonl").is_file());
     }
 
+    /// A write to `attempts.jsonl` cut short (a full disk, a node crash) left a fragment without
+    /// its newline, and the next attempt's line was appended right after it: the script now
+    /// ends the fragment first, so the new attempt has a line of its own. A file that ends in a
+    /// newline, or is empty, gets no line added.
+    #[test]
+    fn an_attempt_after_a_torn_line_gets_a_line_of_its_own() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let (tasks, runs) = (tmp.path().join("array-0.tasks"), tmp.path().join("runs"));
+        let id = "0123456789abcdef";
+        let run = runs.join(id);
+        std::fs::create_dir_all(&run).expect("mkdir");
+        std::fs::write(&tasks, format!("{id}\t{{}}\n")).expect("tasks file");
+        let resources = Resources { options: vec![], extra: vec![] };
+        let script = render(&ScriptParams { count: 1, runs_per_task: 1, throttle: None, tasks: &tasks, runs: &runs, job_bin: Path::new("/bin/true"), ..params(&resources) });
+        let env = [("SLURM_ARRAY_TASK_ID", "0"), ("SLURM_ARRAY_JOB_ID", "50"), ("SLURM_JOB_ID", "77")];
+        let attempts = run.join("attempts.jsonl");
+        let torn = r#"{"format_version":1,"attempt":1,"slurm_job_id":"7"#;
+        for (before, lines) in [(torn, 2), ("", 1), ("{\"format_version\":1,\"attempt\":1}\n", 2)] {
+            std::fs::write(&attempts, before).expect("attempts");
+            for log in ["attempt-1.stdout.log", "attempt-1.stderr.log", "attempt-1.rc"] {
+                let _ = std::fs::remove_file(run.join(log));
+            }
+            let _ = std::fs::remove_file(run.join("exit.json"));
+            let out = run_script(tmp.path(), None, &script, &env);
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            let text = std::fs::read_to_string(&attempts).expect("attempts");
+            assert!(text.starts_with(before) && text.ends_with('\n'), "{text:?}");
+            let got: Vec<&str> = text.lines().collect();
+            assert_eq!(got.len(), lines, "{before:?}: {text:?}");
+            let last: serde_json::Value = serde_json::from_str(got[lines - 1]).expect("the new attempt is a whole line");
+            assert_eq!((&last["slurm_job_id"], &last["array_job_id"]), (&serde_json::json!("77"), &serde_json::json!("50")), "{text:?}");
+        }
+    }
+
     /// Review (crash consistency, item 4): the script told a completed or failed run by
     /// grepping for `"status": "completed"`, serde's pretty spacing; the tests wrote that very
     /// string, so no test read a marker as its writers write it, and the script's own compact

@@ -1,45 +1,32 @@
 //! Reading back what a job and its batch script write beside a run: `interruptions.jsonl`,
-//! `attempts.jsonl`, `attempt-<k>.rc` and the attempt logs, and the array's tasks file.
+//! `attempts.jsonl` (their lines typed in `job_records.rs`), `attempt-<k>.rc` and the attempt
+//! logs, and the array's tasks file.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::backend::prepare::attempt_number;
-use crate::layout::{CHECKPOINT_JSON, INTERRUPTIONS_JSONL};
+use crate::layout::CHECKPOINT_JSON;
 use crate::status::Progress;
 
 use super::SLURM_DIR;
-use super::jsonl::{JsonLine, jsonl_lines, parse_line, warn_torn};
+use super::job_records::{AttemptLine, InterruptionLine, StopReason, TaskSpecLine, read_records};
 
 /// The run's checkpointed stops from `interruptions.jsonl` (written by `drover-job`), oldest
 /// first; a missing file is none. A torn line (a write cut short) is skipped with a warning,
 /// keeping a record the job appended after it on the same line.
-pub(super) fn interruptions(run_dir: &Path) -> Vec<serde_json::Value> {
-    let path = run_dir.join(INTERRUPTIONS_JSONL);
-    let Ok(text) = std::fs::read_to_string(&path) else { return Vec::new() };
-    let mut stops = Vec::new();
-    for (i, line, ended) in jsonl_lines(&text) {
-        match parse_line::<serde_json::Value>(line) {
-            JsonLine::Record(stop) => stops.push(stop),
-            JsonLine::Fused(stop) => {
-                warn_torn(&path, i + 1, "the record after it on the same line is kept");
-                stops.push(stop);
-            }
-            JsonLine::Torn if ended => warn_torn(&path, i + 1, "skipped"),
-            JsonLine::Torn | JsonLine::Invalid { .. } => {}
-        }
-    }
-    stops
+pub(super) fn interruptions(run_dir: &Path) -> Vec<InterruptionLine> {
+    read_records(run_dir)
 }
 
 /// The run's interruption counts: (time limits, terminations).
 pub(super) fn interruption_counts(run_dir: &Path) -> (u32, u32) {
     let mut counts = (0, 0);
     for stop in interruptions(run_dir) {
-        match stop["reason"].as_str() {
-            Some("time_limit") => counts.0 += 1,
-            Some("terminated") => counts.1 += 1,
-            _ => {}
+        match stop.reason {
+            StopReason::TimeLimit => counts.0 += 1,
+            StopReason::Terminated => counts.1 += 1,
+            StopReason::Other => {}
         }
     }
     counts
@@ -77,25 +64,21 @@ pub(super) fn task_infos<'c>(root: &Path, n: u32, cache: &'c mut BTreeMap<u32, V
     cache.entry(n).or_insert_with(|| {
         let text = std::fs::read_to_string(root.join(SLURM_DIR).join(format!("array-{n}.tasks"))).unwrap_or_default();
         text.lines()
-            .map(|l| {
-                let spec = l.split_once('\t').map_or("", |(_, s)| s);
-                let Ok(v) = serde_json::from_str::<serde_json::Value>(spec) else { return TaskInfo::default() };
-                TaskInfo { label: v["label"].as_str().unwrap_or_default().to_string(), seed: v["run"]["seed"].as_u64() }
-            })
+            .map(TaskSpecLine::parse)
+            .map(|spec| TaskInfo { label: spec.label, seed: spec.run.seed })
             .collect()
     })
 }
 
 /// The last attempt the batch script recorded in the run's `attempts.jsonl`.
-pub(super) fn last_attempt(run_dir: &Path) -> Option<serde_json::Value> {
-    let text = std::fs::read_to_string(run_dir.join("attempts.jsonl")).ok()?;
-    text.lines().rev().find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+pub(super) fn last_attempt(run_dir: &Path) -> Option<AttemptLine> {
+    read_records(run_dir).pop()
 }
 
 /// The latest attempt (`attempts.jsonl`) and the exit code the batch script recorded for it in
 /// `attempt-<k>.rc` once it ended; `None` while it runs (or for a script from before the file).
 pub(super) fn ended_attempt(run_dir: &Path) -> Option<(u64, i32)> {
-    let attempt = last_attempt(run_dir)?["attempt"].as_u64()?;
+    let attempt = last_attempt(run_dir)?.attempt?;
     let code = std::fs::read_to_string(run_dir.join(format!("attempt-{attempt}.rc"))).ok()?.trim().parse().ok()?;
     Some((attempt, code))
 }
@@ -104,14 +87,12 @@ pub(super) fn ended_attempt(run_dir: &Path) -> Option<(u64, i32)> {
 /// script) ran as task `index` of array `job_id`: then a stop marker beside that task, queued
 /// again, means Slurm requeued it; after a resubmission the attempt belongs to another array.
 pub(super) fn last_attempt_ran_in(run_dir: &Path, job_id: &str, index: usize) -> bool {
-    let Some(last) = last_attempt(run_dir) else { return false };
-    last["array_job_id"].as_str() == Some(job_id) && last["array_task_id"].as_str() == Some(index.to_string().as_str())
+    last_attempt(run_dir).is_some_and(|last| last.ran_as(job_id, index))
 }
 
 /// Whether run `run_dir` had an attempt in array `job_id`, as its `attempts.jsonl` says.
 pub(super) fn ever_ran_in(run_dir: &Path, job_id: &str) -> bool {
-    let Ok(text) = std::fs::read_to_string(run_dir.join("attempts.jsonl")) else { return false };
-    text.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()).any(|a| a["array_job_id"].as_str() == Some(job_id))
+    read_records::<AttemptLine>(run_dir).iter().any(|a| a.ran_in(job_id))
 }
 
 /// Whether the run failed at a checkpointed stop: it kept its checkpoint and its last recorded
@@ -121,13 +102,14 @@ pub(super) fn failed_at_a_stop(run_dir: &Path) -> bool {
     if !run_dir.join(CHECKPOINT_JSON).exists() {
         return false;
     }
-    let last = interruptions(run_dir).iter().rev().find_map(|stop| stop["iteration"].as_u64());
+    let last = interruptions(run_dir).last().map(|stop| stop.iteration);
     last.is_some() && last == Progress::read(run_dir, None).map(|p| p.iteration)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::layout::INTERRUPTIONS_JSONL;
 
     /// Each attempt's stdout comes before its stderr, so the last log (the one `drover run`
     /// names after a run did not complete) is the latest stderr, where the job says why.
@@ -143,6 +125,26 @@ mod tests {
             names,
             ["attempt-1.stdout.log", "attempt-1.stderr.log", "attempt-2.stdout.log", "attempt-2.stderr.log", "attempt-10.stdout.log", "attempt-10.stderr.log"]
         );
+    }
+
+    /// `attempts.jsonl` read past a torn line: an attempt the batch script appended right after
+    /// a fragment (on the same line) is the latest one, whose `.rc` and array count; a line
+    /// without `format_version` or `attempt` (older scripts, test fixtures) still names its array.
+    #[test]
+    fn the_latest_attempt_is_read_past_a_torn_line() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let attempt = |n: u32, job: &str| {
+            format!(r#"{{"format_version":1,"attempt":{n},"slurm_job_id":"9{n}","array_job_id":"{job}","array_task_id":"0","restart_count":"0","host":"n1","machine":"x86_64","started_at":"1"}}"#)
+        };
+        let text = format!("{}\n{{\"format_version\":1,\"att{}\n", attempt(1, "77"), attempt(2, "78"));
+        std::fs::write(dir.path().join("attempts.jsonl"), text).expect("attempts");
+        std::fs::write(dir.path().join("attempt-2.rc"), "1\n").expect("rc");
+        assert_eq!(ended_attempt(dir.path()), Some((2, 1)));
+        assert!(last_attempt_ran_in(dir.path(), "78", 0) && !last_attempt_ran_in(dir.path(), "77", 0));
+        assert!(ever_ran_in(dir.path(), "77") && ever_ran_in(dir.path(), "78"));
+        std::fs::write(dir.path().join("attempts.jsonl"), "{\"array_job_id\":\"60\",\"array_task_id\":\"0\"}\n").expect("attempts");
+        assert!(last_attempt_ran_in(dir.path(), "60", 0) && ever_ran_in(dir.path(), "60"));
+        assert_eq!(ended_attempt(dir.path()), None, "no attempt number, no `.rc` to read");
     }
 
     /// `interruptions.jsonl` read past a torn line: the stops on either side still count.

@@ -58,10 +58,16 @@ pub(super) fn format_version(json: &str) -> Option<u64> {
 /// Warns, once per process for each file and line, that line `line` of `path` is a torn write
 /// (`what`: what became of it). A waiting `drover run` reads its files at every poll.
 pub(super) fn warn_torn(path: &Path, line: usize, what: &str) {
+    warn_line(path, line, &format!("is not JSON, a write cut short (a full disk or a crash): {what}"));
+}
+
+/// Warns, once per process for each file, line and message, that line `line` of `path`
+/// `message`.
+pub(super) fn warn_line(path: &Path, line: usize, message: &str) {
     use std::sync::Mutex;
-    static WARNED: Mutex<BTreeSet<(PathBuf, usize)>> = Mutex::new(BTreeSet::new());
-    let first = WARNED.lock().map_or(true, |mut warned| warned.insert((path.to_path_buf(), line)));
+    static WARNED: Mutex<BTreeSet<(PathBuf, usize, String)>> = Mutex::new(BTreeSet::new());
+    let first = WARNED.lock().map_or(true, |mut warned| warned.insert((path.to_path_buf(), line, message.to_string())));
     if first {
-        tracing::warn!("`{}`: line {line} is not JSON, a write cut short (a full disk or a crash): {what}", path.display());
+        tracing::warn!("`{}`: line {line} {message}", path.display());
     }
 }

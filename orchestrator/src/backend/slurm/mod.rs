@@ -9,7 +9,8 @@
 //!
 //! The modules, in the order a `drover run` meets them: `warnings` and `after` check the sweep
 //! before anything is submitted; `run` drives the sweep (`run_sweep`); `rerun` decides what
-//! each run needs from `status` (markers + one queue answer, over `job_files`); `plan` groups
+//! each run needs from `status` (markers + one queue answer, over `job_files`, whose records
+//! `job_records` types); `plan` groups
 //! runs into arrays and renders their scripts; `submit` submits them, recording each step in
 //! the `ledger` (read through `jsonl`) with its `provenance`; `throttle` shares the sweep's
 //! runs-at-once limit across its arrays as runs end.
@@ -20,6 +21,7 @@ use crate::error::RunError;
 
 mod after;
 mod job_files;
+mod job_records;
 mod jsonl;
 mod ledger;
 mod plan;

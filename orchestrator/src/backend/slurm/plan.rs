@@ -38,7 +38,6 @@ impl ArrayPlan {
     }
 }
 
-/// Groups runs by resources (first appearance order) and splits groups at `max_array`.
 /// A run's Slurm resources: the sweep's `[slurm]` settings with their overrides, plus one task
 /// per MPI rank (`run.ranks`), which the batch script launches with one `srun` step of the MPI
 /// type `slurm.mpi` names (`--mpi=pmix` unless set; none with `mpi = "default"`). Runs with

@@ -7,7 +7,7 @@ use std::path::Path;
 use crate::backend::slurm_cmd::{QueueEntry, Slurm};
 use crate::config::RunId;
 use crate::error::RunError;
-use crate::layout::{self, CHECKPOINT_JSON, EXIT_JSON, ExitRecord, JobSpec, SPEC_JSON};
+use crate::layout::{self, CHECKPOINT_JSON, EXIT_JSON, ExitRecord, JobSpec, RecordError, SPEC_JSON};
 use crate::status::{Progress, RunFacts, RunState, RunStatus, SlurmView, StatusReport, classify, resume_hint};
 
 use super::after::waits_for_user_job;
@@ -106,7 +106,14 @@ pub(super) fn statuses_reusing(
                 return st.clone();
             }
             let run_dir = dir.run_dir(run_id);
-            let exit: Option<ExitRecord> = layout::read_record(&run_dir.join(EXIT_JSON)).ok().flatten();
+            let exit_path = run_dir.join(EXIT_JSON);
+            // A marker that is there but cannot be read (EACCES, EIO, NFS's ESTALE) says nothing
+            // of the run: reported as such, not taken for a missing one (as `local_status`).
+            let (exit, unreadable): (Option<ExitRecord>, _) = match layout::read_record_typed(&exit_path) {
+                Ok(exit) => (exit, None),
+                Err(RecordError::Io(e)) => (None, Some(format!("cannot read `{}`: {e}", exit_path.display()))),
+                Err(_) => (None, None),
+            };
             let spec = layout::read_record::<JobSpec>(&run_dir.join(SPEC_JSON)).ok().flatten();
             let run_key = |k: &str| spec.as_ref().and_then(|s| s.run.get(k)).and_then(serde_json::Value::as_u64);
             let progress = Progress::read(&run_dir, spec.as_ref().and_then(|s| crate::status::steps_to_train(&s.run)));
@@ -180,7 +187,11 @@ pub(super) fn statuses_reusing(
                     view
                 }
             };
-            let (state, reason) = packed.unwrap_or_else(|| classify(exit.as_ref(), view, facts));
+            let (state, reason) = match (packed.unwrap_or_else(|| classify(exit.as_ref(), view, facts)), unreadable) {
+                // Slurm still runs (or queues) its task: that much is known.
+                ((state, _), Some(why)) if !state.is_live() => (RunState::Unknown, Some(why)),
+                (classified, _) => classified,
+            };
             // A job that stops before it can write exit.json (a refused spec, a library that
             // failed to load) said why on stderr: the reason shows it, not only a log path.
             let reason = match (state, reason, stderr_end) {
@@ -641,6 +652,37 @@ mod tests {
         let blind = statuses(&dir, &ledger, None);
         assert_eq!((blind[0].state, blind[1].state), (RunState::Unknown, RunState::Unknown));
         assert_eq!(blind[1].label, "lr=0.1", "the tasks file still names it");
+    }
+
+    /// An `exit.json` that is there but cannot be read (EACCES, EIO, NFS's ESTALE) says nothing
+    /// of the run: it is `unknown`, naming the file and the error, as a local sweep reports it,
+    /// not a run without a marker (which Slurm's forgetting it would call failed or cancelled,
+    /// and a rerun would redo). A task Slurm still runs stays live; damaged content is read as
+    /// no marker, as before.
+    #[test]
+    fn an_unreadable_marker_is_unknown_not_no_marker() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let root = tmp.path().canonicalize().expect("canonical");
+        let (ledger, dir, ids) = two_runs_in_array_77(&root);
+        let run = root.join("runs").join(ids[0]);
+        std::fs::create_dir_all(&run).expect("mkdir");
+        let attempt = r#"{"format_version":1,"attempt":1,"array_job_id":"77","array_task_id":"0"}"#;
+        std::fs::write(run.join("attempts.jsonl"), format!("{attempt}\n")).expect("attempts");
+        // A directory in its place: reading fails with EISDIR, as with EACCES or EIO.
+        std::fs::create_dir(run.join(EXIT_JSON)).expect("mkdir");
+        let now = statuses(&dir, &ledger, Some(&[]));
+        assert_eq!(now[0].state, RunState::Unknown, "{:?}", now[0]);
+        let reason = now[0].reason.clone().unwrap_or_default();
+        assert!(reason.starts_with(&format!("cannot read `{}`: ", run.join(EXIT_JSON).display())), "{reason}");
+        let running = tasks("77", 0, 1, "RUNNING", "None");
+        assert_eq!(statuses(&dir, &ledger, Some(&running))[0].state, RunState::Running, "Slurm says it runs");
+        std::fs::remove_dir(run.join(EXIT_JSON)).expect("rmdir");
+        std::fs::write(run.join(EXIT_JSON), "{").expect("damaged");
+        let damaged = statuses(&dir, &ledger, Some(&[]));
+        std::fs::remove_file(run.join(EXIT_JSON)).expect("rm");
+        let none = statuses(&dir, &ledger, Some(&[]));
+        assert_eq!((damaged[0].state, &damaged[0].reason), (none[0].state, &none[0].reason));
+        assert_eq!(none[0].state, RunState::Failed, "started, forgotten, no marker");
     }
 
     /// `squeue` asks for the submitter's jobs alone (the controller filters by user, where by
