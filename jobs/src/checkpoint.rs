@@ -667,6 +667,7 @@ pub fn preemption_budget_spent(dir: &Path, budgets: Budgets, current_job: Option
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
+    use std::io::Write;
 
     use super::*;
 

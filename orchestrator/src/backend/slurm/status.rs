@@ -668,15 +668,15 @@ mod tests {
         std::fs::create_dir_all(&run).expect("mkdir");
         let attempt = r#"{"format_version":1,"attempt":1,"array_job_id":"77","array_task_id":"0"}"#;
         std::fs::write(run.join("attempts.jsonl"), format!("{attempt}\n")).expect("attempts");
-        // A directory in its place: reading fails with EISDIR, as with EACCES or EIO.
-        std::fs::create_dir(run.join(EXIT_JSON)).expect("mkdir");
+        // A link to /proc/self/mem in its place: reading fails with EIO, as a failing disk would.
+        std::os::unix::fs::symlink("/proc/self/mem", run.join(EXIT_JSON)).expect("link");
         let now = statuses(&dir, &ledger, Some(&[]));
         assert_eq!(now[0].state, RunState::Unknown, "{:?}", now[0]);
         let reason = now[0].reason.clone().unwrap_or_default();
         assert!(reason.starts_with(&format!("cannot read `{}`: ", run.join(EXIT_JSON).display())), "{reason}");
         let running = tasks("77", 0, 1, "RUNNING", "None");
         assert_eq!(statuses(&dir, &ledger, Some(&running))[0].state, RunState::Running, "Slurm says it runs");
-        std::fs::remove_dir(run.join(EXIT_JSON)).expect("rmdir");
+        std::fs::remove_file(run.join(EXIT_JSON)).expect("rm link");
         std::fs::write(run.join(EXIT_JSON), "{").expect("damaged");
         let damaged = statuses(&dir, &ledger, Some(&[]));
         std::fs::remove_file(run.join(EXIT_JSON)).expect("rm");
