@@ -2,7 +2,7 @@
 //!
 //! Data flow: `config::load` (figment: TOML + `DROVER_*` env + `--set`) gives a `SweepFile`,
 //! `Sweep::validate` checks it, `Sweep::expand` gives `Vec<RunSpec>` (pure), `plan::Plan` adds the
-//! I/O-bound facts (plugin paths, results directory), a `backend::Backend` launches the runs, and
+//! I/O-bound facts (plugin paths, results directory), `backend::local` or `backend::slurm` launches the runs, and
 //! `analyze` reads the results directory back with Polars.
 
 pub mod analyze;

@@ -11,7 +11,7 @@ use drover::backend::local::LocalBackend;
 use drover::backend::local_config::MAX_LOCAL_RETRIES;
 use drover::backend::slurm_cmd::Slurm;
 use drover::backend::slurm_config::BackendKind;
-use drover::backend::{self, slurm, Backend};
+use drover::backend::{self, slurm};
 use drover::exit_codes;
 use drover::plan::{self, PlanOptions};
 use drover::{analyze, AnalyzeError, ConfigError};
@@ -355,13 +355,12 @@ fn run(args: RunArgs) -> anyhow::Result<u8> {
     let busy_wait = std::env::var("DROVER_BUSY_WAIT_S").ok().and_then(|s| s.parse().ok()).map_or(backend::DEFAULT_BUSY_WAIT, std::time::Duration::from_secs);
     let prepared = backend::prepare_waiting(&plan, busy_wait).context("cannot prepare the results directory")?;
     eprintln!(
-        "drover: sweep `{}`: {}, {} already completed, launching {} (up to {} at once, {} backend) -> {}",
+        "drover: sweep `{}`: {}, {} already completed, launching {} (up to {} at once, local backend) -> {}",
         plan.sweep.name,
         drover::words::count(plan.runs.len(), "run"),
         prepared.skipped.len(),
         prepared.pending.len(),
         plan.max_parallel,
-        backend.name(),
         plan.results.root().display()
     );
     for (run_id, iteration) in &prepared.resumed {

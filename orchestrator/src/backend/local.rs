@@ -19,7 +19,7 @@
 //! SIGTERM, so a `drover run` killed outright takes its jobs down with it (they stop cleanly),
 //! and whatever still runs keeps its run locked against the next `drover run`. The death signal
 //! fires when the *thread* that forked the child exits: jobs are spawned only from the thread
-//! running [`Backend::launch`], which returns after every job has ended.
+//! running [`LocalBackend::launch`], which returns after every job has ended.
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
@@ -33,7 +33,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use signal_hook::iterator::Signals;
 
 use crate::backend::gpus::{GpuLease, GpuPool};
-use crate::backend::{Backend, CancelReason, FailedRun, LaunchReport, PendingRun};
+use crate::backend::{CancelReason, FailedRun, LaunchReport, PendingRun};
 use crate::error::RunError;
 use crate::layout::{self, ExitRecord, ExitStatus as RunExit, EXIT_JSON};
 
@@ -116,12 +116,12 @@ struct Running {
     lease: Option<GpuLease>,
 }
 
-impl Backend for LocalBackend {
-    fn name(&self) -> &'static str {
-        "local"
-    }
-
-    fn launch(&mut self, pending: Vec<PendingRun>) -> Result<LaunchReport, RunError> {
+impl LocalBackend {
+    /// Launches `pending` (already prepared on disk) and waits for them or for cancellation.
+    ///
+    /// # Errors
+    /// Signal handling could not be set up, or a second call.
+    pub fn launch(&mut self, pending: Vec<PendingRun>) -> Result<LaunchReport, RunError> {
         let (tx, rx) = mpsc::channel::<Event>();
         let mut signals = self.signals.take().ok_or_else(|| RunError::Signals(std::io::Error::other("launch called twice")))?;
         let handle = signals.handle();

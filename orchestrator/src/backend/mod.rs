@@ -24,7 +24,6 @@ pub use prepare::{
     Prepared, RunState, DEFAULT_BUSY_WAIT,
 };
 
-use crate::error::RunError;
 
 /// The signals that stop a sweep: SIGINT, SIGTERM, and SIGHUP (the terminal or ssh session
 /// closed) unless SIGHUP is ignored, as `nohup` leaves it, since a handler would undo what the
@@ -231,15 +230,6 @@ pub struct LaunchReport {
     /// Set when a run failed because the results disk is full: the directory it could not
     /// write in. Nothing was launched (or retried) after that; running jobs were let finish.
     pub disk_full: Option<PathBuf>,
-}
-
-/// A way to run jobs. Small on purpose: the local backend and a future Slurm backend differ in how
-/// they launch and watch jobs, not in what they launch.
-pub trait Backend {
-    /// Short name for logs (`local`, `slurm`).
-    fn name(&self) -> &'static str;
-    /// Launches `pending` (already prepared on disk) and waits for them or for cancellation.
-    fn launch(&mut self, pending: Vec<PendingRun>) -> Result<LaunchReport, RunError>;
 }
 
 #[cfg(test)]
