@@ -154,8 +154,19 @@ mod tests {
     /// Runs the test `name` of this binary alone in a child process with [`CHILD_ENV`] set.
     fn in_child(name: &str) -> std::process::Output {
         let exe = std::env::current_exe().expect("test binary");
-        std::process::Command::new(exe)
-            .args([name, "--exact", "--nocapture", "--test-threads=1"])
+        // Under qemu-user (scripts/test-aarch64.sh), the kernel cannot start this binary
+        // itself: run it through the runner cargo was given, as cargo ran this process.
+        let runner = std::env::var("CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER").ok().filter(|_| cfg!(target_arch = "aarch64"));
+        let mut words = runner.as_deref().unwrap_or_default().split_whitespace();
+        let mut cmd = match words.next() {
+            Some(emulator) => {
+                let mut cmd = std::process::Command::new(emulator);
+                cmd.args(words).arg(exe);
+                cmd
+            }
+            None => std::process::Command::new(exe),
+        };
+        cmd.args([name, "--exact", "--nocapture", "--test-threads=1"])
             .env(CHILD_ENV, "1")
             .output()
             .expect("run the child")
