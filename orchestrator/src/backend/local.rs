@@ -767,21 +767,26 @@ mod tests {
         assert_eq!(signal_reason_at(first, (term, t0 + Duration::from_millis(10))), Some(CancelReason::SecondSignal), "SIGTERM after SIGINT is no repeat");
     }
 
+    /// A first attempt of a run of `ranks` ranks in `dir`.
+    fn pending_in(dir: &std::path::Path, ranks: u32) -> PendingRun {
+        PendingRun {
+            run_id: "0123456789abcdef".into(),
+            label: "base".into(),
+            dir: dir.to_path_buf(),
+            spec_path: dir.join("spec.json"),
+            attempt: 1,
+            ranks,
+            gpu: false,
+        }
+    }
+
     /// Review finding (research): after a second signal killed the jobs, `drover run` reported
     /// them cancelled while `drover status` called them unfinished (no marker, "its drover run
     /// was killed?"). A job drover killed is now marked cancelled, as it counted it.
     #[test]
     fn a_job_killed_by_the_stop_is_marked_cancelled_as_reported() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let run = PendingRun {
-            run_id: "0123456789abcdef".into(),
-            label: "base".into(),
-            dir: dir.path().to_path_buf(),
-            spec_path: dir.path().join("spec.json"),
-            attempt: 1,
-            ranks: 1,
-            gpu: false,
-        };
+        let run = pending_in(dir.path(), 1);
         let mut report = LaunchReport { cancel: Some(CancelReason::SecondSignal), ..LaunchReport::default() };
         let killed = Ok(std::process::ExitStatus::from_raw(libc::SIGKILL));
         assert!(record_exit(&mut report, &run, killed).is_none(), "not a failure");
@@ -810,15 +815,7 @@ mod tests {
     #[test]
     fn a_multi_rank_job_ended_by_the_stop_in_start_up_is_cancelled() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let run = PendingRun {
-            run_id: "0123456789abcdef".into(),
-            label: "base".into(),
-            dir: dir.path().to_path_buf(),
-            spec_path: dir.path().join("spec.json"),
-            attempt: 1,
-            ranks: 2,
-            gpu: false,
-        };
+        let run = pending_in(dir.path(), 2);
         let mpirun_exit_1 = || Ok(std::process::ExitStatus::from_raw(1 << 8));
         let mut report = LaunchReport { cancel: Some(CancelReason::Signal), ..LaunchReport::default() };
         assert!(record_exit(&mut report, &run, mpirun_exit_1()).is_none(), "not a failure");

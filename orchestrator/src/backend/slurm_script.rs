@@ -284,6 +284,25 @@ mod tests {
         assert!(runs.join("0123456789abcdef").join("attempts.jsonl").is_file());
     }
 
+    /// The batch script of a one-task array holding the run `0123456789abcdef` under `tmp`,
+    /// started as `job_bin`, and that run's folder.
+    fn one_run_task(tmp: &Path, job_bin: &Path) -> (String, PathBuf) {
+        let (tasks, runs) = (tmp.join("array-0.tasks"), tmp.join("runs"));
+        let id = ONE_RUN_TASK_ID;
+        let run = runs.join(id);
+        std::fs::create_dir_all(&run).expect("mkdir");
+        std::fs::write(&tasks, format!("{id}\t{{}}\n")).expect("tasks file");
+        let resources = Resources { options: vec![], extra: vec![] };
+        let script = render(&ScriptParams { count: 1, runs_per_task: 1, throttle: None, tasks: &tasks, runs: &runs, job_bin, ..params(&resources) });
+        (script, run)
+    }
+
+    /// The run of [`one_run_task`]'s task.
+    const ONE_RUN_TASK_ID: &str = "0123456789abcdef";
+
+    /// Slurm's environment for [`one_run_task`]'s task.
+    const ONE_RUN_TASK_ENV: [(&str, &str); 3] = [("SLURM_ARRAY_TASK_ID", "0"), ("SLURM_ARRAY_JOB_ID", "50"), ("SLURM_JOB_ID", "77")];
+
     /// A write to `attempts.jsonl` cut short (a full disk, a node crash) left a fragment without
     /// its newline, and the next attempt's line was appended right after it: the script now
     /// ends the fragment first, so the new attempt has a line of its own. A file that ends in a
@@ -291,14 +310,8 @@ mod tests {
     #[test]
     fn an_attempt_after_a_torn_line_gets_a_line_of_its_own() {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let (tasks, runs) = (tmp.path().join("array-0.tasks"), tmp.path().join("runs"));
-        let id = "0123456789abcdef";
-        let run = runs.join(id);
-        std::fs::create_dir_all(&run).expect("mkdir");
-        std::fs::write(&tasks, format!("{id}\t{{}}\n")).expect("tasks file");
-        let resources = Resources { options: vec![], extra: vec![] };
-        let script = render(&ScriptParams { count: 1, runs_per_task: 1, throttle: None, tasks: &tasks, runs: &runs, job_bin: Path::new("/bin/true"), ..params(&resources) });
-        let env = [("SLURM_ARRAY_TASK_ID", "0"), ("SLURM_ARRAY_JOB_ID", "50"), ("SLURM_JOB_ID", "77")];
+        let (script, run) = one_run_task(tmp.path(), Path::new("/bin/true"));
+        let env = ONE_RUN_TASK_ENV;
         let attempts = run.join("attempts.jsonl");
         let torn = r#"{"format_version":1,"attempt":1,"slurm_job_id":"7"#;
         for (before, lines) in [(torn, 2), ("", 1), ("{\"format_version\":1,\"attempt\":1}\n", 2)] {
@@ -327,15 +340,9 @@ mod tests {
     #[test]
     fn the_script_reads_markers_as_their_writers_write_them() {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let (tasks, runs) = (tmp.path().join("array-0.tasks"), tmp.path().join("runs"));
-        let id = "0123456789abcdef";
-        let run = runs.join(id);
-        std::fs::create_dir_all(&run).expect("mkdir");
-        std::fs::write(&tasks, format!("{id}\t{{}}\n")).expect("tasks file");
-        let resources = Resources { options: vec![], extra: vec![] };
         // `/bin/false`: a run the script does not recognise as done would be started, and fail.
-        let script = render(&ScriptParams { count: 1, runs_per_task: 1, throttle: None, tasks: &tasks, runs: &runs, job_bin: Path::new("/bin/false"), ..params(&resources) });
-        let env = [("SLURM_ARRAY_TASK_ID", "0"), ("SLURM_ARRAY_JOB_ID", "50"), ("SLURM_JOB_ID", "77")];
+        let (script, run) = one_run_task(tmp.path(), Path::new("/bin/false"));
+        let (env, id) = (ONE_RUN_TASK_ENV, ONE_RUN_TASK_ID);
         type Writer = fn(&serde_json::Value) -> Vec<u8>;
         let writers: [(&str, Writer); 3] = [
             // drover-job's `fsio::write_json_atomic` (and the local backend's `write_marker`).
