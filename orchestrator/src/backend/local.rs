@@ -147,7 +147,7 @@ impl LocalBackend {
         loop {
             while report.cancel.is_none() && report.disk_full.is_none() && running.len() < self.max_parallel {
                 let Some((run, lease)) = next_launchable(&mut queue, &mut self.gpus) else { break };
-                match spawn(&self.job_bin, &run, lease.as_ref()) {
+                match spawn(&self.job_bin, &run, lease.as_ref(), self.grace) {
                     Ok(mut child) => {
                         let pgid = child.id() as i32;
                         let slot = next_slot;
@@ -355,7 +355,7 @@ fn io_error(action: &str, path: &Path, e: &std::io::Error) -> SpawnError {
 
 /// Starts one job with its logs, in a new process group (so a terminal Ctrl-C reaches only
 /// drover, which then stops jobs in order, and so a job's own children are signalled with it).
-fn spawn(job_bin: &Path, run: &PendingRun, lease: Option<&GpuLease>) -> Result<std::process::Child, SpawnError> {
+fn spawn(job_bin: &Path, run: &PendingRun, lease: Option<&GpuLease>, grace: Duration) -> Result<std::process::Child, SpawnError> {
     let lock_path = run.dir.join(super::job_lock::JOB_LOCK_FILE);
     let mut lock = match super::job_lock::try_lock(&run.dir) {
         Ok(Some(lock)) => lock,
@@ -373,7 +373,7 @@ fn spawn(job_bin: &Path, run: &PendingRun, lease: Option<&GpuLease>) -> Result<s
     let parent = unsafe { libc::getpid() };
     let stdout = File::create(run.stdout_log()).map_err(|e| io_error("create", &run.stdout_log(), &e))?;
     let stderr = File::create(run.stderr_log()).map_err(|e| io_error("create", &run.stderr_log(), &e))?;
-    let mut cmd = job_command(job_bin, run.ranks);
+    let mut cmd = job_command(job_bin, run.ranks, grace);
     cmd.arg("--spec")
         .arg(&run.spec_path)
         .arg("--out")
@@ -428,12 +428,16 @@ fn job_lock_text(child: u32, parent: libc::pid_t) -> String {
 /// that one core, and every concurrent job's ranks on the same first cores: the kernel places
 /// them instead. Root needs `--allow-run-as-root`, and more ranks than cores need
 /// `--oversubscribe`; neither is passed where it is not needed.
-fn job_command(job_bin: &Path, ranks: u32) -> Command {
+fn job_command(job_bin: &Path, ranks: u32, grace: Duration) -> Command {
     if ranks <= 1 {
         return Command::new(job_bin);
     }
     let mut cmd = Command::new(std::env::var_os("DROVER_MPIRUN").unwrap_or_else(|| "mpirun".into()));
     cmd.arg("-np").arg(ranks.to_string()).args(["--bind-to", "none"]);
+    // OpenMPI's mpirun passes a SIGTERM on to the ranks and SIGKILLs them 1 s later
+    // (`odls_base_sigkill_timeout`), which cuts off a rank still checkpointing: give them the
+    // grace drover itself gives a job, after which it kills them anyway.
+    cmd.args(["--mca", "odls_base_sigkill_timeout"]).arg(grace.as_secs().max(1).to_string());
     // SAFETY: geteuid(2) has no preconditions and touches no memory.
     if unsafe { libc::geteuid() } == 0 {
         cmd.arg("--allow-run-as-root");
@@ -837,7 +841,7 @@ mod tests {
     fn local_mpirun_binds_no_rank_to_a_core() {
         let bin = std::path::Path::new("/x/drover-job");
         let args = |ranks| {
-            let cmd = job_command(bin, ranks);
+            let cmd = job_command(bin, ranks, Duration::from_secs(10));
             let mut all = vec![cmd.get_program().to_string_lossy().into_owned()];
             all.extend(cmd.get_args().map(|a| a.to_string_lossy().into_owned()));
             all
@@ -845,6 +849,8 @@ mod tests {
         assert_eq!(args(1), ["/x/drover-job"]);
         let two = args(2);
         assert_eq!(two[1..5], ["-np", "2", "--bind-to", "none"], "{two:?}");
+        // The grace, not OpenMPI's 1 s, before mpirun kills ranks still checkpointing.
+        assert_eq!(two[5..8], ["--mca", "odls_base_sigkill_timeout", "10"], "{two:?}");
         assert_eq!(two.last().map(String::as_str), Some("/x/drover-job"), "{two:?}");
     }
 
