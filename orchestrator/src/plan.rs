@@ -209,20 +209,15 @@ fn check_results_dir(results: &Path, name: &str, runs: &[RunSpec]) -> Result<(),
             ));
         }
     }
-    let manifest = match crate::layout::read_record::<SweepManifest>(&manifest_path) {
+    let manifest = match crate::layout::read_record_typed::<SweepManifest>(&manifest_path) {
         Ok(manifest) => manifest,
+        Err(why @ crate::error::RecordError::Version { found, known }) if found > u64::from(known) => {
+            return Err(format!(
+                "`{}` was written by a newer drover ({why}): run this sweep with that drover, or give it another results directory",
+                manifest_path.display()
+            ));
+        }
         Err(why) => {
-            let newer = std::fs::read(&manifest_path)
-                .ok()
-                .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
-                .and_then(|v| v.get("format_version").and_then(serde_json::Value::as_u64))
-                .filter(|&v| v > u64::from(crate::layout::FORMAT_VERSION));
-            if newer.is_some() {
-                return Err(format!(
-                    "`{}` was written by a newer drover ({why}): run this sweep with that drover, or give it another results directory",
-                    manifest_path.display()
-                ));
-            }
             let runs_dir = results.join(RUNS_DIR);
             if !runs.iter().any(|r| runs_dir.join(r.run_id.as_str()).exists()) {
                 return Err(format!(
