@@ -802,10 +802,9 @@ fn a_job_stopped_from_outside_makes_drover_run_exit_as_if_a_run_failed() {
     let job = loop {
         assert!(t0.elapsed() < std::time::Duration::from_secs(120), "no metrics after 120 s");
         assert!(child.try_wait().expect("wait").is_none(), "drover ended before its job was signalled");
-        let children = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", child.id())).unwrap_or_default();
         let started = results.join("runs").is_dir() && run_dirs(&results).first().is_some_and(|run| drover_tests::metrics_rows_so_far(run).len() >= 2);
-        match children.split_whitespace().next().and_then(|p| p.parse::<libc::pid_t>().ok()) {
-            Some(pid) if started => break pid,
+        match drover_tests::children(child.id()).first() {
+            Some(&pid) if started => break pid,
             _ => std::thread::sleep(std::time::Duration::from_millis(10)),
         }
     };

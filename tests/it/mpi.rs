@@ -320,19 +320,6 @@ fn signal(pid: i32, signal: i32) {
     unsafe { libc::kill(pid, signal) };
 }
 
-/// The children of `pid` (`/proc/<pid>/task/*/children`).
-fn children(pid: u32) -> Vec<i32> {
-    std::fs::read_dir(format!("/proc/{pid}/task"))
-        .map(|tasks| {
-            tasks
-                .filter_map(Result::ok)
-                .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
-                .flat_map(|text| text.split_whitespace().filter_map(|p| p.parse().ok()).collect::<Vec<i32>>())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// A 2-rank local sweep of 200 iterations, started in the background; returns drover, its
 /// `mpirun` and both ranks once the ranks have trained 10 iterations.
 fn two_ranks_training(tmp: &Path, results: &Path) -> (std::process::Child, i32, [i32; 2], std::path::PathBuf) {
@@ -355,7 +342,7 @@ fn two_ranks_training(tmp: &Path, results: &Path) -> (std::process::Child, i32, 
         }
         std::thread::sleep(std::time::Duration::from_millis(5));
     };
-    let mpirun = children(drover.id()).pop().expect("mpirun");
+    let mpirun = drover_tests::children(drover.id()).pop().expect("mpirun");
     let ranks = [rank_pid(&run, 0).expect("rank 0"), rank_pid(&run, 1).expect("rank 1")];
     (drover, mpirun, ranks, run)
 }

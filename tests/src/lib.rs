@@ -155,3 +155,16 @@ pub fn csv_rows(path: &Path) -> (Vec<String>, Vec<Vec<String>>) {
     let header = csv_fields(lines.next().expect("header"));
     (header, lines.map(csv_fields).collect())
 }
+
+/// The children of `pid` (`/proc/<pid>/task/*/children`).
+pub fn children(pid: u32) -> Vec<i32> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|tasks| {
+            tasks
+                .filter_map(Result::ok)
+                .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+                .flat_map(|text| text.split_whitespace().filter_map(|p| p.parse().ok()).collect::<Vec<i32>>())
+                .collect()
+        })
+        .unwrap_or_default()
+}
