@@ -8,7 +8,7 @@
 //! Slurm's commands.
 //!
 //! The modules, in the order a `drover run` meets them: `warnings` and `after` check the sweep
-//! before anything is submitted; `run` drives the sweep (`run_sweep`); `rerun` decides what
+//! before anything is submitted; `run` drives the sweep (`run_sweep`) and `wait` polls it to its end; `rerun` decides what
 //! each run needs from `status` (markers + one queue answer, over `job_files`, whose records
 //! `job_records` types); `plan` groups
 //! runs into arrays and renders their scripts; `submit` submits them, recording each step in
@@ -34,6 +34,7 @@ mod sweep_dir;
 #[cfg(test)]
 mod test_support;
 mod throttle;
+mod wait;
 mod warnings;
 
 pub use after::check_after_jobs;
