@@ -1503,3 +1503,30 @@ fn a_lift_keeps_the_users_dependency_while_its_job_runs() {
     assert!(!prep_live(), "the new run trained after the user's job");
     assert_eq!(states(&status_json(&results)), ["done"; 3], "{}", text(&out));
 }
+
+/// Review finding 1: Slurm expands `%` patterns over a task's whole output path, so a
+/// results path holding `%j` or `%%` named a log folder that does not exist and every task
+/// failed before it started. drover gives sbatch the absolute output path with the results
+/// path's own `%` doubled: such a sweep completes, its logs where they belong. A `\`, which
+/// Slurm cannot be given, is refused before anything is written.
+#[test]
+fn a_results_path_with_percent_signs_completes_and_a_backslash_is_refused_up_front() {
+    slurm_up();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let sweep = short_sweep(tmp.path(), "pct", "[1, 2]", "fail_fast = 1\nmax_retries = 0\n");
+    let results = tmp.path().join("exp_%j x%%y %A");
+    let out = run_ok(drover().arg("run").arg(&sweep).arg("--results").arg(&results));
+    assert!(text(&out).contains("2 submitted in"), "{}", text(&out));
+    assert_eq!(states(&status_json(&results)), vec!["done"; 2]);
+    let job = &submitted_jobs(&results)[0];
+    for task in 0..2 {
+        let log = results.join(format!("slurm/logs/{job}_{task}.out"));
+        assert!(log.is_file(), "Slurm's output of task {task} at {}", log.display());
+    }
+
+    let backslash = tmp.path().join("back\\slash res");
+    let out = drover().arg("run").arg(&sweep).arg("--results").arg(&backslash).output().expect("run");
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(text(&out).contains("key `results_dir`") && text(&out).contains("holds a `\\`"), "{}", text(&out));
+    assert!(!backslash.exists(), "nothing written: {}", text(&out));
+}

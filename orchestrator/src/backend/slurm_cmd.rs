@@ -287,10 +287,11 @@ impl Slurm {
         Ok(self.call("squeue", &args)?.lines().any(|l| !l.trim().is_empty()))
     }
 
-    /// Submits `script` (run from `cwd`), never twice: after a timeout the queue is searched
-    /// for `job_name` + `comment` before trying again. Returns the array's job id.
+    /// Submits `script` (run from `cwd`, the results directory's `slurm/`), never twice: after
+    /// a timeout the queue is searched for `job_name` + `comment` before trying again. Returns
+    /// the array's job id.
     pub fn submit(&self, script: &Path, cwd: &Path, job_name: &str, comment: &str) -> Result<String, SlurmError> {
-        let args = vec!["--parsable".to_string(), script.display().to_string()];
+        let args = vec!["--parsable".to_string(), output_option(cwd), script.display().to_string()];
         let line = Self::command_line("sbatch", &args);
         let mut wait = self.policy.backoff;
         let attempts = self.policy.attempts.max(1);
@@ -387,6 +388,19 @@ impl Slurm {
         }
         self.call("scancel", job_ids).map(|_| ())
     }
+}
+
+/// `--output=<slurm_dir>/logs/%A_%a.out` for drover's own `sbatch` call, with every `%` of
+/// `slurm_dir` doubled. Slurm expands its `%` patterns over the whole output path, and puts
+/// the job's working directory before a relative one: the script's relative
+/// `logs/%A_%a.out` under a results path holding `%j` or `%%` named a folder that does not
+/// exist, and every task failed before its first line. An absolute path whose own `%` are
+/// escaped is read back exactly; on the command line it also needs no quoting (spaces, quotes)
+/// and wins over `SBATCH_OUTPUT` and the script's `#SBATCH` line. A `\` turns Slurm's
+/// expansion off altogether (and is dropped), which no escape undoes: such a results path is
+/// refused before submission (`slurm::results_path_problem`).
+pub fn output_option(slurm_dir: &Path) -> String {
+    format!("--output={}/logs/%A_%a.out", slurm_dir.display().to_string().replace('%', "%%"))
 }
 
 /// `MaxArraySize             = 1001` → 1001.
@@ -639,6 +653,25 @@ mod tests {
         assert_eq!(refused.submit_limit().as_deref(), Some("AssocMaxSubmitJobLimit"));
         let timeout = SlurmError::Timeout { command: "sbatch x".into(), attempts: 1, timeout_s: 1.0 };
         assert_eq!(timeout.submit_limit(), None);
+    }
+
+    /// The output path sbatch is given is absolute, with the results path's own `%` doubled
+    /// so that Slurm's pattern expansion gives it back as it is; the task's patterns stay.
+    #[test]
+    fn sbatch_gets_an_absolute_output_path_with_its_percent_signs_escaped() {
+        assert_eq!(output_option(Path::new("/r/res/slurm")), "--output=/r/res/slurm/logs/%A_%a.out");
+        assert_eq!(output_option(Path::new("/r/exp_%j/slurm")), "--output=/r/exp_%%j/slurm/logs/%A_%a.out");
+        assert_eq!(output_option(Path::new("/s/lr=50%x/p %A q/x%%y/slurm")), "--output=/s/lr=50%%x/p %%A q/x%%%%y/slurm/logs/%A_%a.out");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let args = dir.path().join("args");
+        crate::subprocess::write_stand_in(&dir.path().join("sbatch"), &format!("printf '%s\\n' \"$@\" > '{}'; echo 42", args.display()));
+        let slurm = Slurm { bin_dir: Some(dir.path().to_path_buf()), policy: CallPolicy::default() };
+        let cwd = dir.path().join("r 100%j").join("slurm");
+        std::fs::create_dir_all(&cwd).expect("mkdir");
+        assert_eq!(slurm.submit(Path::new("array-0.sbatch"), &cwd, "n", "c").expect("submitted"), "42");
+        let given = std::fs::read_to_string(&args).expect("args");
+        let expect = format!("--parsable\n--output={}/r 100%%j/slurm/logs/%A_%a.out\narray-0.sbatch\n", dir.path().display());
+        assert_eq!(given, expect);
     }
 
     #[test]

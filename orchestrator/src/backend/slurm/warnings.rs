@@ -125,6 +125,35 @@ pub fn node_local_warning(paths: &[(&str, &Path)]) -> Option<String> {
     })
 }
 
+/// Why Slurm cannot be given the results directory `root`, or `None` when it can. Judged on
+/// the path the jobs get (symlinks resolved, as `drover run` resolves them; a part not created
+/// yet as written). Slurm expands `%` patterns over the task's output path and a `\\` anywhere
+/// in it turns that expansion off and is dropped, with no escape for it, so every task would
+/// fail to open its output file before its first line; drover escapes `%` itself
+/// (`slurm_cmd::output_option`). The batch script names its paths as text, so they must be UTF-8.
+pub fn results_path_problem(root: &Path) -> Option<String> {
+    let absolute = std::path::absolute(root).ok()?;
+    let existing = absolute.ancestors().find(|p| p.exists())?;
+    let resolved = match (existing.canonicalize(), absolute.strip_prefix(existing)) {
+        (Ok(canonical), Ok(rest)) => canonical.join(rest),
+        _ => absolute.clone(),
+    };
+    let through = if resolved == absolute { String::new() } else { format!(" (resolved: `{}`)", resolved.display()) };
+    let Some(text) = resolved.to_str() else {
+        return Some(format!(
+            "`{}`{through} is not valid UTF-8: the Slurm batch script names its files as text, so its tasks would not find them; use a path of UTF-8 characters",
+            root.display()
+        ));
+    };
+    text.contains('\\').then(|| {
+        format!(
+            "`{}`{through} holds a `\\`: Slurm drops every `\\` of a task's output path and stops expanding its `%A_%a` there, \
+             so every task would fail before it starts, and Slurm has no escape for it; use a path without `\\`",
+            root.display()
+        )
+    })
+}
+
 /// Whether `path` (or the nearest existing folder above it) is on tmpfs or ramfs.
 pub(super) fn in_memory_filesystem(path: &Path) -> bool {
     const TMPFS_MAGIC: i64 = 0x0102_1994;
@@ -310,6 +339,26 @@ pub fn throttle_warning(plan: &Plan) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A `\\` in the results path (or in the folder a symlink leads to) cannot be given to
+    /// Slurm; `%`, spaces and quotes can.
+    #[test]
+    fn a_results_path_slurm_cannot_be_given_is_named_with_the_reason() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        for fine in ["exp_%j", "lr 100%", "q'x\"y $HOME", "new/not yet"] {
+            assert_eq!(results_path_problem(&tmp.path().join(fine)), None, "{fine}");
+        }
+        let why = results_path_problem(&tmp.path().join("back\\slash res")).expect("refused");
+        assert!(why.contains("back\\slash res") && why.contains("holds a `\\`"), "{why}");
+        let target = tmp.path().join("a\\b");
+        std::fs::create_dir_all(&target).expect("mkdir");
+        std::os::unix::fs::symlink(&target, tmp.path().join("link")).expect("symlink");
+        let why = results_path_problem(&tmp.path().join("link").join("r")).expect("refused through the link");
+        assert!(why.contains("resolved: ") && why.contains("a\\b"), "{why}");
+        use std::os::unix::ffi::OsStrExt;
+        let odd = tmp.path().join(std::ffi::OsStr::from_bytes(b"np\xff"));
+        assert!(results_path_problem(&odd).expect("refused").contains("not valid UTF-8"));
+    }
     use crate::backend::slurm::test_support::sweep_plan;
 
     /// A sweep of more than 500 runs without a throttle is warned about, naming the file; a
