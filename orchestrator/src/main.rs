@@ -296,6 +296,8 @@ fn run(args: RunArgs) -> anyhow::Result<u8> {
     // so a refused sweep leaves no trace.
     if !use_slurm(backend, &plan) {
         plan::check_local_cuda(&plan, &opts, count_devices)?;
+    } else if let Some(why) = slurm::results_path_problem(plan.results.root()) {
+        return Err(plan::results_dir_error(&opts, why).into());
     }
 
     if dry_run {

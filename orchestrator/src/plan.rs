@@ -151,6 +151,22 @@ pub fn results_dir_error(opts: &PlanOptions, why: String) -> ConfigError {
     }
 }
 
+/// Why `results`, which is not there, cannot be created when the reason is a symlink on its
+/// way that leads nowhere (`results -> /scratch/...` after scratch was purged): creating it
+/// would fail with a bare "File exists". `None` otherwise (a symlink loop says so itself).
+fn dangling_link(results: &Path) -> Option<String> {
+    let link = results.ancestors().filter(|p| !p.as_os_str().is_empty()).find(|p| std::fs::symlink_metadata(p).is_ok())?;
+    if !std::fs::symlink_metadata(link).ok()?.file_type().is_symlink() || link.exists() {
+        return None;
+    }
+    let target = std::fs::read_link(link).ok()?;
+    Some(format!(
+        "`{}` is a symlink to `{}`, which does not exist (purged scratch?): create the target or remove the link",
+        link.display(),
+        target.display()
+    ))
+}
+
 /// Whether `runs` is drover's `runs/` folder: empty, or holding only run directories (16
 /// lowercase hex digits). A project's own `runs/` (TensorBoard's default log folder) is not.
 fn holds_drover_runs(runs: &Path) -> bool {
@@ -192,7 +208,7 @@ fn check_results_dir(results: &Path, name: &str, runs: &[RunSpec]) -> Result<(),
             return Err(format!("`{}` exists and is not a directory", results.display()));
         }
         Ok(_) => {}
-        Err(_) => return Ok(()),
+        Err(_) => return dangling_link(results).map_or(Ok(()), Err),
     }
     let manifest_path = results.join(SWEEP_JSON);
     if !manifest_path.exists() && !holds_drover_runs(&results.join(RUNS_DIR)) {
@@ -588,6 +604,25 @@ mod tests {
             let err = with(results).expect_err("refused").to_string();
             assert!(err.contains(expected), "{err}");
         }
+    }
+
+    /// Review finding 9: a results path that is (or lies under) a symlink to nothing, as after
+    /// a scratch purge, said only "File exists"; it names the link and its target.
+    #[test]
+    fn a_results_path_through_a_dangling_symlink_names_the_link_and_its_target() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let sweep_file = sweep_with_plugin_file(tmp.path());
+        let with = |results: &Path| plan(&PlanOptions { sweep_file: sweep_file.clone(), results: Some(results.into()), ..Default::default() });
+        let gone = tmp.path().join("purged");
+        let link = tmp.path().join("dangling");
+        std::os::unix::fs::symlink(&gone, &link).expect("symlink");
+        for results in [link.clone(), link.join("sweep1")] {
+            let err = with(&results).expect_err("refused").to_string();
+            let says = format!("key `results_dir` (from `--results`): invalid value: `{}` is a symlink to `{}`, which does not exist", link.display(), gone.display());
+            assert!(err.contains(&says), "{err}");
+        }
+        std::fs::create_dir(&gone).expect("the target again");
+        assert!(with(&link).is_ok(), "a link to a folder is fine");
     }
 
     /// A results directory that is a file, or another sweep's, is refused before anything is

@@ -1503,3 +1503,65 @@ fn a_lift_keeps_the_users_dependency_while_its_job_runs() {
     assert!(!prep_live(), "the new run trained after the user's job");
     assert_eq!(states(&status_json(&results)), ["done"; 3], "{}", text(&out));
 }
+
+/// Review finding 1: Slurm expands `%` patterns over a task's whole output path, so a
+/// results path holding `%j` or `%%` named a log folder that does not exist and every task
+/// failed before it started. drover gives sbatch the absolute output path with the results
+/// path's own `%` doubled: such a sweep completes, its logs where they belong. A `\`, which
+/// Slurm cannot be given, is refused before anything is written.
+#[test]
+fn a_results_path_with_percent_signs_completes_and_a_backslash_is_refused_up_front() {
+    slurm_up();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let sweep = short_sweep(tmp.path(), "pct", "[1, 2]", "fail_fast = 1\nmax_retries = 0\n");
+    let results = tmp.path().join("exp_%j x%%y %A");
+    let out = run_ok(drover().arg("run").arg(&sweep).arg("--results").arg(&results));
+    assert!(text(&out).contains("2 submitted in"), "{}", text(&out));
+    assert_eq!(states(&status_json(&results)), vec!["done"; 2]);
+    let job = &submitted_jobs(&results)[0];
+    for task in 0..2 {
+        let log = results.join(format!("slurm/logs/{job}_{task}.out"));
+        assert!(log.is_file(), "Slurm's output of task {task} at {}", log.display());
+    }
+
+    let backslash = tmp.path().join("back\\slash res");
+    let out = drover().arg("run").arg(&sweep).arg("--results").arg(&backslash).output().expect("run");
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(text(&out).contains("key `results_dir`") && text(&out).contains("holds a `\\`"), "{}", text(&out));
+    assert!(!backslash.exists(), "nothing written: {}", text(&out));
+}
+
+/// Review finding 2: Slurm ranks `SBATCH_*` above the batch script's `#SBATCH` lines and adds
+/// `SQUEUE_*`/`SCANCEL_*` to drover's questions. With `SBATCH_JOB_NAME` set drover lost its
+/// live jobs (reported cancelled, then they ran anyway), with `SQUEUE_PARTITION` a rerun
+/// submitted live runs twice, with `SCANCEL_STATE` `drover cancel` cancelled nothing. drover's
+/// Slurm commands now run without them, and say so once.
+#[test]
+fn slurms_input_variables_do_not_override_drovers_own_options() {
+    slurm_up();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let sweep = short_sweep(tmp.path(), "envvars", "[1, 2]", "");
+    let results = tmp.path().join("r");
+    let hostile = [("SBATCH_JOB_NAME", "interactive"), ("SBATCH_NO_REQUEUE", "1"), ("SQUEUE_PARTITION", "nopart"), ("SCANCEL_STATE", "RUNNING")];
+    let out = run_ok(drover().arg("run").arg(&sweep).arg("--results").arg(&results).envs(hostile));
+    assert!(text(&out).contains("2 submitted in"), "{}", text(&out));
+    assert_eq!(text(&out).matches("ignoring `SBATCH_JOB_NAME`, `SBATCH_NO_REQUEUE`").count(), 1, "warned once: {}", text(&out));
+    assert_eq!(states(&status_json(&results)), vec!["done"; 2]);
+    let intent = &ledger_kinds(&results, "intent")[0];
+    assert!(show_job(&submitted_jobs(&results)[0]).contains("Requeue=1"), "drover's --requeue holds");
+    assert_ne!(intent["job_name"], "interactive");
+
+    // Held jobs: `drover status` and a rerun see them with SQUEUE_PARTITION set, and
+    // `drover cancel` with SCANCEL_STATE set cancels them.
+    let held = tmp.path().join("held");
+    let hold = ["--set", "slurm.extra=[\"--hold\"]", "--no-wait"];
+    run_ok(drover().arg("run").arg(&sweep).arg("--results").arg(&held).args(hold).envs(hostile));
+    let status = run_ok(drover().arg("status").arg(&held).arg("--json").envs(hostile));
+    let status: Value = serde_json::from_slice(&status.stdout).expect("json");
+    assert_eq!(states(&status), vec!["pending"; 2], "{status}");
+    let again = run_ok(drover().arg("run").arg(&sweep).arg("--results").arg(&held).args(hold).envs(hostile));
+    assert!(text(&again).contains("2 re-attached, 0 submitted"), "{}", text(&again));
+    assert_eq!(ledger_kinds(&held, "intent").len(), 1, "nothing submitted twice");
+    run_ok(drover().arg("cancel").arg(&held).envs(hostile));
+    wait_until("the held runs cancelled", Duration::from_secs(60), || states(&status_json(&held)).iter().all(|s| s == "cancelled"));
+}

@@ -407,11 +407,27 @@ fn spawn(job_bin: &Path, run: &PendingRun, lease: Option<&GpuLease>, grace: Dura
             Ok(())
         });
     }
-    let child = cmd.spawn().map_err(|e| format!("cannot start `{}`: {e}", job_bin.display()))?;
+    let child = cmd.spawn().map_err(|e| cannot_start(cmd.get_program(), job_bin, std::env::var_os("DROVER_MPIRUN").as_deref(), &e))?;
     lock.describe(&job_lock_text(child.id(), parent));
     // Our copy of the descriptor closes here; the child's keeps the lock for as long as it lives.
     drop(lock);
     Ok(child)
+}
+
+/// Why a run's process did not start, naming the program that did not: `drover-job`, or for a
+/// multi-rank run the launcher, `mpirun` or what `DROVER_MPIRUN` (`mpirun_var`) names, which
+/// is one path, never a command line (a wrong one was reported as a missing `drover-job`).
+fn cannot_start(program: &std::ffi::OsStr, job_bin: &Path, mpirun_var: Option<&std::ffi::OsStr>, e: &std::io::Error) -> String {
+    let name = Path::new(program).display();
+    if program == job_bin.as_os_str() {
+        return format!("cannot start `{name}`: {e}");
+    }
+    match mpirun_var {
+        Some(_) => format!(
+            "cannot start the multi-rank launcher `{name}` (from DROVER_MPIRUN, which names one program, without arguments): {e}"
+        ),
+        None => format!("cannot start the multi-rank launcher `{name}` (found on PATH; DROVER_MPIRUN names another): {e}"),
+    }
 }
 
 /// What the local backend writes into a launched run's `.job.lock` for the job it handed the
@@ -736,6 +752,21 @@ fn update_message(bar: &ProgressBar, running: &HashMap<usize, Running>, report: 
 
 #[cfg(test)]
 mod tests {
+    /// Review finding 5: a `DROVER_MPIRUN` that cannot start was reported as a missing
+    /// `drover-job`; the launcher is named, and where it came from.
+    #[test]
+    fn a_launcher_that_cannot_start_is_named_not_drover_job() {
+        use std::ffi::OsStr;
+        let job = std::path::Path::new("/opt/drover/drover-job");
+        let missing = std::io::Error::from(std::io::ErrorKind::NotFound);
+        assert!(super::cannot_start(job.as_os_str(), job, None, &missing).starts_with("cannot start `/opt/drover/drover-job`: "));
+        let from_var = super::cannot_start(OsStr::new("mpirun --display-map"), job, Some(OsStr::new("mpirun --display-map")), &missing);
+        assert!(from_var.starts_with("cannot start the multi-rank launcher `mpirun --display-map` (from DROVER_MPIRUN, which names one program, without arguments): "), "{from_var}");
+        assert!(!from_var.contains("drover-job"), "{from_var}");
+        let default = super::cannot_start(OsStr::new("mpirun"), job, None, &missing);
+        assert!(default.starts_with("cannot start the multi-rank launcher `mpirun` (found on PATH"), "{default}");
+    }
+
     use super::{job_command, job_failure_reason, job_lock_text, record_exit, signal_reason, signal_reason_at, REPEAT_SIGNAL_WINDOW};
     use crate::backend::{last_log_line, CancelReason, LaunchReport, PendingRun};
     use std::os::unix::process::ExitStatusExt;

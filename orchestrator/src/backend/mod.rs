@@ -12,6 +12,7 @@ pub mod local_status;
 mod prepare;
 pub(crate) use prepare::never_started;
 pub mod rebuilt;
+pub mod sbatch_options;
 pub mod slurm;
 pub mod slurm_cmd;
 pub mod slurm_config;

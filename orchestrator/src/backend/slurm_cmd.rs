@@ -165,13 +165,17 @@ impl Slurm {
         line
     }
 
-    /// Runs `program args` once, killing it (and what it started) at the timeout.
-    fn attempt(&self, program: &str, args: &[String], cwd: Option<&Path>) -> Result<Attempt, SlurmError> {
+    /// Runs `program args` once, killing it (and what it started) at the timeout, without the
+    /// input variables that would override what drover asks ([`scrub_environment`]; for
+    /// sbatch, `script_options` are the options its batch script sets).
+    fn attempt(&self, program: &str, args: &[String], cwd: Option<&Path>, script_options: &[&str]) -> Result<Attempt, SlurmError> {
         let mut cmd = Command::new(self.program(program));
         cmd.args(args);
         if let Some(dir) = cwd {
             cmd.current_dir(dir);
         }
+        let present = std::env::vars_os().filter_map(|(k, _)| k.into_string().ok());
+        warn_once_removed(&scrub_environment(&mut cmd, script_options, present));
         let done = crate::subprocess::run(&mut cmd, None, self.policy.timeout)
             .map_err(|source| SlurmError::Spawn { command: Self::command_line(program, args), source })?;
         Ok(done.map_or(Attempt::TimedOut, Attempt::Done))
@@ -183,7 +187,7 @@ impl Slurm {
         let mut wait = self.policy.backoff;
         let attempts = self.policy.attempts.max(1);
         for n in 1..=attempts {
-            match self.attempt(program, args, None)? {
+            match self.attempt(program, args, None, &[])? {
                 Attempt::Done(f) if f.status.success() => return Ok(f.stdout),
                 Attempt::Done(f) => {
                     let transient = TRANSIENT.iter().any(|t| f.stderr.contains(t));
@@ -287,15 +291,19 @@ impl Slurm {
         Ok(self.call("squeue", &args)?.lines().any(|l| !l.trim().is_empty()))
     }
 
-    /// Submits `script` (run from `cwd`), never twice: after a timeout the queue is searched
-    /// for `job_name` + `comment` before trying again. Returns the array's job id.
+    /// Submits `script` (run from `cwd`, the results directory's `slurm/`), never twice: after
+    /// a timeout the queue is searched for `job_name` + `comment` before trying again. Returns
+    /// the array's job id.
     pub fn submit(&self, script: &Path, cwd: &Path, job_name: &str, comment: &str) -> Result<String, SlurmError> {
-        let args = vec!["--parsable".to_string(), script.display().to_string()];
+        let args = vec!["--parsable".to_string(), output_option(cwd), script.display().to_string()];
         let line = Self::command_line("sbatch", &args);
+        // An unreadable script fails sbatch itself, which says so.
+        let script_text = std::fs::read_to_string(cwd.join(script)).unwrap_or_default();
+        let script_options = crate::backend::sbatch_options::script_options(&script_text);
         let mut wait = self.policy.backoff;
         let attempts = self.policy.attempts.max(1);
         for n in 1..=attempts {
-            match self.attempt("sbatch", &args, Some(cwd))? {
+            match self.attempt("sbatch", &args, Some(cwd), &script_options)? {
                 Attempt::Done(f) if f.status.success() => {
                     // `--parsable` prints `<jobid>[;<cluster>]`.
                     let id = f.stdout.trim().split(';').next().unwrap_or_default().to_string();
@@ -387,6 +395,98 @@ impl Slurm {
         }
         self.call("scancel", job_ids).map(|_| ())
     }
+}
+
+/// Why drover's Slurm calls run without an input variable of the user's environment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Removed {
+    /// It would change how drover finds, maps, logs or requeues its jobs, or which cluster
+    /// answers: ignored always.
+    DroversOwn,
+    /// It sets an option (named) that the batch script sets from the sweep file, over which
+    /// Slurm would rank the variable: the file wins.
+    SweepSets(&'static str),
+}
+
+/// The sbatch variables of options drover sets on every array for its own bookkeeping (name,
+/// array, logs, requeue, signal) or that would make sbatch wait for the job to end.
+const DROVERS_SBATCH_VARIABLES: &[&str] = &[
+    "SBATCH_JOB_NAME",
+    "SBATCH_ARRAY_INX",
+    "SBATCH_OUTPUT",
+    "SBATCH_ERROR",
+    "SBATCH_OPEN_MODE",
+    "SBATCH_REQUEUE",
+    "SBATCH_NO_REQUEUE",
+    "SBATCH_SIGNAL",
+    "SBATCH_WAIT",
+    "SBATCH_CLUSTERS",
+];
+
+/// Why drover's Slurm calls run without the variable `name` ([`Removed`]), or `None` when it
+/// is passed on; `script_options` are the options the batch script sets (sbatch only).
+/// The rule (docs/design/slurm.md, "Slurm's input variables"): Slurm ranks `SBATCH_*` above
+/// the script's `#SBATCH` lines, and `SQUEUE_*`, `SCANCEL_*`, `SCONTROL_*` and `SINFO_*` add
+/// filters to the questions drover asks, so any of these could hide drover's own jobs from it
+/// or undo what it set. Every option drover needs it gives itself, so those commands' variables
+/// all go, as do `SLURM_CLUSTERS` (drover follows one cluster's queue) and `SLURM_BITSTR_LEN`
+/// (it shortens the task lists drover reads), and sbatch's for the options of drover's own
+/// bookkeeping. An sbatch variable of a resource (`SBATCH_ACCOUNT`, `SBATCH_PARTITION`,
+/// `SBATCH_QOS`, `SBATCH_TIMELIMIT`, ...) is the user's or the site's default and stays, unless
+/// the batch script sets that option (from `[slurm]` or `slurm.extra`), where the sweep file
+/// wins. Everything else (`SLURM_CONF`, `SBATCH_EXPORT`, ...) is passed on.
+pub fn removed_variable(name: &str, script_options: &[&str]) -> Option<Removed> {
+    let query = ["SQUEUE_", "SCANCEL_", "SCONTROL_", "SINFO_"].iter().any(|p| name.starts_with(p));
+    if query || matches!(name, "SLURM_CLUSTERS" | "SLURM_BITSTR_LEN") || DROVERS_SBATCH_VARIABLES.contains(&name) {
+        return Some(Removed::DroversOwn);
+    }
+    let (_, options) = crate::backend::sbatch_options::OPTION_VARIABLES.iter().find(|(var, _)| *var == name)?;
+    options.iter().find(|o| script_options.contains(o)).map(|o| Removed::SweepSets(o))
+}
+
+/// Removes from `cmd`'s environment each variable of `present` (the names set in drover's
+/// environment) that [`removed_variable`] names, and returns them with the reason.
+pub fn scrub_environment(cmd: &mut Command, script_options: &[&str], present: impl Iterator<Item = String>) -> Vec<(String, Removed)> {
+    let mut removed: Vec<(String, Removed)> = present.filter_map(|name| removed_variable(&name, script_options).map(|why| (name, why))).collect();
+    removed.sort_by(|a, b| a.0.cmp(&b.0));
+    for (name, _) in &removed {
+        cmd.env_remove(name);
+    }
+    removed
+}
+
+/// One warning per variable and process: a waiting `drover run` calls Slurm at every poll.
+fn warn_once_removed(removed: &[(String, Removed)]) {
+    static WARNED: std::sync::Mutex<BTreeSet<String>> = std::sync::Mutex::new(BTreeSet::new());
+    let Ok(mut warned) = WARNED.lock() else { return };
+    let fresh: Vec<&(String, Removed)> = removed.iter().filter(|(name, _)| warned.insert(name.clone())).collect();
+    let own: Vec<String> = fresh.iter().filter(|(_, why)| *why == Removed::DroversOwn).map(|(name, _)| format!("`{name}`")).collect();
+    if !own.is_empty() {
+        tracing::warn!(
+            "ignoring {} from the environment in drover's Slurm commands: Slurm would rank {} above the options drover gives them, \
+             and drover would lose track of its own jobs (docs/design/slurm.md, \"Slurm's input variables\")",
+            own.join(", "),
+            if own.len() == 1 { "it" } else { "them" }
+        );
+    }
+    for (name, why) in fresh {
+        if let Removed::SweepSets(option) = why {
+            tracing::warn!("ignoring `{name}` from the environment: the sweep file's [slurm] table sets `--{option}` for the batch script, and it wins");
+        }
+    }
+}
+
+/// `--output=<slurm_dir>/logs/%A_%a.out` for drover's own `sbatch` call, with every `%` of
+/// `slurm_dir` doubled. Slurm expands its `%` patterns over the whole output path, and puts
+/// the job's working directory before a relative one: the script's relative
+/// `logs/%A_%a.out` under a results path holding `%j` or `%%` named a folder that does not
+/// exist, and every task failed before its first line. An absolute path whose own `%` are
+/// escaped is read back exactly; on the command line it also needs no quoting (spaces, quotes)
+/// and wins over `SBATCH_OUTPUT` and the script's `#SBATCH` line. A `\` turns Slurm's
+/// expansion off altogether (and is dropped), which no escape undoes: such a results path is
+/// refused before submission (`slurm::results_path_problem`).
+pub fn output_option(slurm_dir: &Path) -> String {
+    format!("--output={}/logs/%A_%a.out", slurm_dir.display().to_string().replace('%', "%%"))
 }
 
 /// `MaxArraySize             = 1001` → 1001.
@@ -639,6 +739,69 @@ mod tests {
         assert_eq!(refused.submit_limit().as_deref(), Some("AssocMaxSubmitJobLimit"));
         let timeout = SlurmError::Timeout { command: "sbatch x".into(), attempts: 1, timeout_s: 1.0 };
         assert_eq!(timeout.submit_limit(), None);
+    }
+
+    /// Slurm ranks its input variables above the options drover writes into the batch script
+    /// and adds them to drover's questions: `SBATCH_JOB_NAME` or `SQUEUE_PARTITION` hid a
+    /// sweep's live jobs from it (reported cancelled, then submitted twice), `SCANCEL_STATE`
+    /// made `drover cancel` cancel nothing. Those go; a resource's variable stays as the user's
+    /// default unless the script sets that option from the sweep file; the rest stays.
+    #[test]
+    fn slurm_commands_run_without_the_variables_that_override_drover() {
+        let present = [
+            "SBATCH_JOB_NAME", "SBATCH_ARRAY_INX", "SBATCH_OUTPUT", "SBATCH_NO_REQUEUE", "SBATCH_SIGNAL", "SBATCH_WAIT", "SQUEUE_PARTITION",
+            "SQUEUE_STATES", "SQUEUE_NAMES", "SCANCEL_STATE", "SCONTROL_FEDERATION", "SINFO_PARTITION", "SLURM_CLUSTERS", "SLURM_BITSTR_LEN",
+            "SBATCH_PARTITION", "SBATCH_ACCOUNT", "SBATCH_QOS", "SBATCH_TIMELIMIT", "SBATCH_MEM_PER_CPU", "SBATCH_EXPORT", "SLURM_CONF",
+            "SBATCH_DEBUG", "HOME", "PATH",
+        ];
+        let present = || present.iter().map(|s| s.to_string());
+        let mut cmd = Command::new("sbatch");
+        let removed = scrub_environment(&mut cmd, &["job-name", "partition", "mem", "time"], present());
+        let names = |removed: &[(String, Removed)], why: fn(&Removed) -> bool| removed.iter().filter(|(_, w)| why(w)).map(|(n, _)| n.clone()).collect::<Vec<_>>();
+        assert_eq!(
+            names(&removed, |w| *w == Removed::DroversOwn),
+            [
+                "SBATCH_ARRAY_INX", "SBATCH_JOB_NAME", "SBATCH_NO_REQUEUE", "SBATCH_OUTPUT", "SBATCH_SIGNAL", "SBATCH_WAIT", "SCANCEL_STATE",
+                "SCONTROL_FEDERATION", "SINFO_PARTITION", "SLURM_BITSTR_LEN", "SLURM_CLUSTERS", "SQUEUE_NAMES", "SQUEUE_PARTITION", "SQUEUE_STATES"
+            ]
+        );
+        // The sweep sets partition, memory (by node: a per-CPU request is the same family) and time.
+        let swept: Vec<(String, Removed)> = removed.iter().filter(|(_, w)| matches!(w, Removed::SweepSets(_))).cloned().collect();
+        assert_eq!(
+            swept,
+            [
+                ("SBATCH_MEM_PER_CPU".to_string(), Removed::SweepSets("mem")),
+                ("SBATCH_PARTITION".to_string(), Removed::SweepSets("partition")),
+                ("SBATCH_TIMELIMIT".to_string(), Removed::SweepSets("time")),
+            ]
+        );
+        let gone: BTreeSet<String> = cmd.get_envs().filter(|(_, v)| v.is_none()).map(|(k, _)| k.to_string_lossy().into_owned()).collect();
+        assert_eq!(gone, removed.iter().map(|(n, _)| n.clone()).collect::<BTreeSet<_>>(), "each is removed from the child's environment");
+        // Without those options in the script, the user's defaults for them stay.
+        let plain = scrub_environment(&mut Command::new("sbatch"), &["job-name"], present());
+        assert!(plain.iter().all(|(_, w)| *w == Removed::DroversOwn), "{plain:?}");
+        for kept in ["SBATCH_ACCOUNT", "SBATCH_QOS", "SBATCH_EXPORT", "SLURM_CONF", "SBATCH_DEBUG", "HOME", "PATH", "SBATCH_PARTITION"] {
+            assert!(!plain.iter().any(|(n, _)| n == kept), "{kept} is passed on");
+        }
+    }
+
+    /// The output path sbatch is given is absolute, with the results path's own `%` doubled
+    /// so that Slurm's pattern expansion gives it back as it is; the task's patterns stay.
+    #[test]
+    fn sbatch_gets_an_absolute_output_path_with_its_percent_signs_escaped() {
+        assert_eq!(output_option(Path::new("/r/res/slurm")), "--output=/r/res/slurm/logs/%A_%a.out");
+        assert_eq!(output_option(Path::new("/r/exp_%j/slurm")), "--output=/r/exp_%%j/slurm/logs/%A_%a.out");
+        assert_eq!(output_option(Path::new("/s/lr=50%x/p %A q/x%%y/slurm")), "--output=/s/lr=50%%x/p %%A q/x%%%%y/slurm/logs/%A_%a.out");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let args = dir.path().join("args");
+        crate::subprocess::write_stand_in(&dir.path().join("sbatch"), &format!("printf '%s\\n' \"$@\" > '{}'; echo 42", args.display()));
+        let slurm = Slurm { bin_dir: Some(dir.path().to_path_buf()), policy: CallPolicy::default() };
+        let cwd = dir.path().join("r 100%j").join("slurm");
+        std::fs::create_dir_all(&cwd).expect("mkdir");
+        assert_eq!(slurm.submit(Path::new("array-0.sbatch"), &cwd, "n", "c").expect("submitted"), "42");
+        let given = std::fs::read_to_string(&args).expect("args");
+        let expect = format!("--parsable\n--output={}/r 100%%j/slurm/logs/%A_%a.out\narray-0.sbatch\n", dir.path().display());
+        assert_eq!(given, expect);
     }
 
     #[test]

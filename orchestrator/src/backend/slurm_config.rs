@@ -498,45 +498,46 @@ fn check_extra(key: &str, value: &str) -> Result<(), KeyError> {
     // maps array tasks to runs, reads the logs and requeues at the signal. Given again here
     // they would win (a later #SBATCH line does) and drover would lose its jobs, resubmitting
     // runs that are still running into the same directories.
-    // sbatch reads every option on a `#SBATCH` line, so each word that is an option counts.
-    let owned = value.split(' ').filter(|w| w.starts_with('-')).find_map(|word| {
-        let name = word.split('=').next().unwrap_or(word);
-        let name = if name.starts_with("--") { name } else { name.get(..2).unwrap_or(name) };
-        // sbatch takes a long option's unambiguous prefix too (`--job=x` is `--job-name=x`).
-        let abbreviates = |long: &str| name.starts_with("--") && name.len() > 3 && long.starts_with(name);
-        DROVER_SBATCH_OPTIONS.iter().find(|(long, short)| abbreviates(long) || short.is_some_and(|s| name == s))
-    });
-    match owned {
-        Some(("--dependency", _)) => Err(invalid(
-            key,
-            format!("`{value}`: drover sets `--dependency` itself (to share the throttle between a sweep's arrays); give your own as `slurm.after` (for example `after = \"afterok:4242\"`), which it keeps beside its own"),
-        )),
-        Some((long, _)) => Err(invalid(
-            key,
-            format!("`{value}`: `{long}` is drover's to set (it finds, maps and requeues its jobs by their name, comment, array, logs and signal, in one cluster's queue); leave it out of `extra`"),
-        )),
-        None => Ok(()),
+    // sbatch reads every option on a `#SBATCH` line, so each word that is an option counts,
+    // read as sbatch reads it: every letter of a short-option group (`-HJx` names the job) and
+    // a long option's unambiguous prefix (`--j=x` is `--job-name=x`).
+    use crate::backend::sbatch_options::{options_in, Named};
+    for named in value.split(' ').flat_map(options_in) {
+        match named {
+            Named::Option("dependency") => {
+                return Err(invalid(
+                    key,
+                    format!("`{value}`: drover sets `--dependency` itself (to share the throttle between a sweep's arrays); give your own as `slurm.after` (for example `after = \"afterok:4242\"`), which it keeps beside its own"),
+                ))
+            }
+            Named::Option(long) if DROVER_SBATCH_OPTIONS.contains(&long) => {
+                return Err(invalid(
+                    key,
+                    format!("`{value}`: `--{long}` is drover's to set (it finds, maps and requeues its jobs by their name, comment, array, logs and signal, in one cluster's queue); leave it out of `extra`"),
+                ))
+            }
+            // sbatch would refuse it, and a guess at what it meant could be one of drover's.
+            Named::Ambiguous(candidates) => {
+                return Err(invalid(
+                    key,
+                    format!(
+                        "`{value}`: an abbreviation sbatch cannot resolve, of {}; write the option in full",
+                        candidates.iter().map(|c| format!("`--{c}`")).collect::<Vec<_>>().join(", ")
+                    ),
+                ))
+            }
+            Named::Option(_) => {}
+        }
     }
+    Ok(())
 }
 
-/// The `#SBATCH` options of drover's batch script (`slurm_template.sbatch`) and of its own
-/// `sbatch` call, long and short spellings, which `extra` may not give.
-const DROVER_SBATCH_OPTIONS: [(&str, Option<&str>); 13] = [
-    // Another cluster's queue is one drover's `squeue` never reads.
-    ("--clusters", Some("-M")),
-    ("--job-name", Some("-J")),
-    ("--comment", None),
-    ("--array", Some("-a")),
-    ("--output", Some("-o")),
-    ("--error", Some("-e")),
-    ("--open-mode", None),
-    ("--requeue", None),
-    ("--no-requeue", None),
-    ("--signal", None),
-    ("--dependency", Some("-d")),
-    ("--chdir", Some("-D")),
-    ("--parsable", None),
-];
+/// The sbatch options of drover's batch script (`slurm_template.sbatch`) and of its own
+/// `sbatch` call (long names: `sbatch_options` reads the short and abbreviated spellings),
+/// which `extra` may not give. `clusters`: another cluster's queue is one drover's `squeue`
+/// never reads; `wait`: sbatch would wait for the array to end, past drover's timeout.
+const DROVER_SBATCH_OPTIONS: [&str; 14] =
+    ["clusters", "job-name", "comment", "array", "output", "error", "open-mode", "requeue", "no-requeue", "signal", "dependency", "chdir", "parsable", "wait"];
 
 /// `slurm.mpi`: a plugin type as `srun --mpi=list` prints it (`pmix`, `pmix_v4`, `pmi2`,
 /// `cray_shasta`, `none`), written into the batch script as `--mpi=<type>`, so only letters,
@@ -921,15 +922,25 @@ mod tests {
     /// running run read as lost and was submitted twice more into the same directory.
     #[test]
     fn extra_options_that_drover_sets_itself_are_refused() {
-        for extra in ["--job-name=foo", "-J foo", "-Jfoo", "--array=0-3", "-a 1", "--comment=x", "--output=o.log", "-o x", "--error=e", "--signal=B:USR2@60", "--no-requeue", "--dependency=afterok:1", "--chdir=/tmp", "--parsable", "--job=foo", "--arr=1", "--exclusive --job-name=mine", "-M other", "--clusters=b"] {
+        for extra in [
+            "--job-name=foo", "-J foo", "-Jfoo", "--array=0-3", "-a 1", "--comment=x", "--output=o.log", "-o x", "--error=e", "--signal=B:USR2@60", "--no-requeue",
+            "--dependency=afterok:1", "--chdir=/tmp", "--parsable", "--job=foo", "--arr=1", "--exclusive --job-name=mine", "-M other", "--clusters=b",
+            // Review finding 6: grouped short options and short prefixes (sbatch 22.05 takes each).
+            "-HJother", "-vJx", "-Ho/tmp/x", "-vvd afterok:1", "--j=other", "--jo=x", "--hold -HJx", "-W", "--wait",
+        ] {
             let text = format!("extra = [{extra:?}]");
             let err = SlurmSettings::validate(file(&text), &[]).expect_err(extra);
             assert_eq!(err.0, "slurm.extra[0]", "{extra}");
             assert!(err.1.to_string().contains("is drover's to set") || err.1.to_string().contains("drover sets `--dependency` itself"), "{extra}: {}", err.1);
         }
-        for extra in ["--exclusive", "--mail-type=END", "--exclude=node1", "-w node2", "--job-name-is-not-this"] {
+        for extra in ["--exclusive", "--mail-type=END", "--exclude=node1", "-w node2", "--job-name-is-not-this", "-H", "--hold", "-pJx", "-vH", "--part=debug", "--reservation=r"] {
             let text = format!("extra = [{extra:?}]");
             assert!(SlurmSettings::validate(file(&text), &[]).is_ok(), "{extra}");
+        }
+        // sbatch refuses an ambiguous abbreviation; so does the check, naming what it could be.
+        for (extra, candidates) in [("--o=x", "`--open-mode`, `--output`"), ("--co=x", "`--comment`, `--constraint`"), ("--wai", "`--wait`, `--wait-all-nodes`")] {
+            let err = SlurmSettings::validate(file(&format!("extra = [{extra:?}]")), &[]).expect_err(extra);
+            assert!(err.1.to_string().contains("an abbreviation sbatch cannot resolve") && err.1.to_string().contains(candidates), "{extra}: {}", err.1);
         }
     }
 

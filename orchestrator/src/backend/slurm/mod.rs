@@ -48,8 +48,8 @@ pub use status::{cancel, status};
 pub use sweep_dir::job_name;
 pub(crate) use sweep_dir::SweepDir;
 pub use warnings::{
-    gpu_request_warning, local_disk_warning, local_disk_warning_here, mpi_warning, node_local_warning, resource_warnings, throttle_warning,
-    unmatched_override_check, UNTHROTTLED_RUNS_WARNED,
+    gpu_request_warning, local_disk_warning, local_disk_warning_here, mpi_warning, node_local_warning, resource_warnings, results_path_problem,
+    throttle_warning, unmatched_override_check, UNTHROTTLED_RUNS_WARNED,
 };
 
 /// `slurm/` inside a results directory.

@@ -9,12 +9,41 @@ use crate::config::RunId;
 use crate::error::RunError;
 use crate::layout::{self, SWEEP_JSON, SweepManifest};
 
-/// `drover-<sweep>-<8 hex of the results path>`: one name for all of a sweep's jobs, so one
-/// `squeue --name` answers for the whole sweep, and two results directories never mix.
+/// The sweep's job name and the token of its submissions' comments (`drover:<token>:<n>`):
+/// the ones its ledger's first intent recorded, else [`new_job_name`]. One name for all of a
+/// sweep's jobs, so one `squeue --name` answers for the whole sweep. Read back rather than
+/// computed again, since the path it was made from is not the only one: the same folder
+/// reached through a bind mount, autofs or another login node's mount point canonicalizes
+/// to another path, whose name would find none of the sweep's live jobs (reported
+/// cancelled, then submitted again).
 pub fn job_name(sweep: &str, root: &Path) -> (String, String) {
+    recorded_job_name(root).unwrap_or_else(|| new_job_name(sweep, root))
+}
+
+/// `drover-<sweep>-<8 hex of the results path>`, for a sweep with no submission yet: two
+/// results directories never mix.
+pub fn new_job_name(sweep: &str, root: &Path) -> (String, String) {
     let digest = Sha256::digest(root.as_os_str().as_encoded_bytes());
     let token: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
     (format!("drover-{sweep}-{token}"), token)
+}
+
+/// The job name and comment token of the first intent in `root`'s ledger, when it has one
+/// that drover could have written (a name of plain characters, a hex token). Read quietly and
+/// line by line: [`Ledger::load`](super::ledger::Ledger::load) reports a damaged ledger.
+fn recorded_job_name(root: &Path) -> Option<(String, String)> {
+    let text = std::fs::read_to_string(root.join(super::SLURM_DIR).join(super::ledger::LEDGER)).ok()?;
+    text.lines().find_map(|line| {
+        let record: serde_json::Value = serde_json::from_str(line).ok()?;
+        if record["kind"] != "intent" {
+            return None;
+        }
+        let name = record["job_name"].as_str()?;
+        let token = record["comment"].as_str()?.strip_prefix("drover:")?.split(':').next()?;
+        let plain_name = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+        let hex_token = !token.is_empty() && token.chars().all(|c| c.is_ascii_hexdigit());
+        (plain_name && hex_token).then(|| (name.to_string(), token.to_string()))
+    })
 }
 
 /// The facts of a sweep's results directory that status, cancel and run all need.
@@ -50,5 +79,46 @@ impl SweepDir {
 
     pub(crate) fn run_dir(&self, run_id: &RunId) -> PathBuf {
         self.root.join("runs").join(run_id.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::slurm::ledger::{Ledger, LedgerEvent};
+    use crate::backend::slurm::test_support::intent;
+
+    /// Review finding 3: the same results directory reached through another path (a bind
+    /// mount, another login node's mount point) canonicalizes elsewhere; the job name the
+    /// ledger recorded is the one its jobs have, not one made from the path at hand.
+    #[test]
+    fn a_sweeps_job_name_is_the_one_its_ledger_recorded_whatever_the_path() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let root = tmp.path().canonicalize().expect("canonical");
+        std::fs::write(root.join(SWEEP_JSON), serde_json::json!({"format_version": 1, "name": "s", "source": "s.toml", "runs": [], "created_at": "0"}).to_string())
+            .expect("sweep.json");
+        let fresh = new_job_name("s", &root);
+        assert_eq!(job_name("s", &root), fresh, "no ledger: a new name from the path");
+        assert_eq!(SweepDir::open(&root).expect("open").job_name, fresh.0);
+
+        // Submitted from the other mount point: the name and comments carry that path's hash.
+        let (there, token) = new_job_name("s", Path::new("/gpfs/fs1/home/u/results"));
+        let mut ledger = Ledger::load(&root).expect("ledger");
+        for n in 0..2 {
+            let mut event = intent(n, vec![format!("{n:016x}")], None, None);
+            if let LedgerEvent::Intent { job_name, comment, .. } = &mut event {
+                (*job_name, *comment) = (there.clone(), format!("drover:{token}:{n}"));
+            }
+            ledger.append(event).expect("intent");
+        }
+        assert_ne!(fresh.0, there);
+        assert_eq!(job_name("s", &root), (there.clone(), token.clone()));
+        assert_eq!(SweepDir::open(&root).expect("open").job_name, there);
+
+        // A first intent that drover cannot have written is not trusted.
+        let ledger_path = root.join(crate::backend::slurm::SLURM_DIR).join(crate::backend::slurm::ledger::LEDGER);
+        let text = std::fs::read_to_string(&ledger_path).expect("ledger");
+        std::fs::write(&ledger_path, text.replacen(&there, "x;rm -rf", 1)).expect("tamper");
+        assert_eq!(job_name("s", &root).0, there, "the next intent's");
     }
 }

@@ -125,6 +125,35 @@ pub fn node_local_warning(paths: &[(&str, &Path)]) -> Option<String> {
     })
 }
 
+/// Why Slurm cannot be given the results directory `root`, or `None` when it can. Judged on
+/// the path the jobs get (symlinks resolved, as `drover run` resolves them; a part not created
+/// yet as written). Slurm expands `%` patterns over the task's output path and a `\\` anywhere
+/// in it turns that expansion off and is dropped, with no escape for it, so every task would
+/// fail to open its output file before its first line; drover escapes `%` itself
+/// (`slurm_cmd::output_option`). The batch script names its paths as text, so they must be UTF-8.
+pub fn results_path_problem(root: &Path) -> Option<String> {
+    let absolute = std::path::absolute(root).ok()?;
+    let existing = absolute.ancestors().find(|p| p.exists())?;
+    let resolved = match (existing.canonicalize(), absolute.strip_prefix(existing)) {
+        (Ok(canonical), Ok(rest)) => canonical.join(rest),
+        _ => absolute.clone(),
+    };
+    let through = if resolved == absolute { String::new() } else { format!(" (resolved: `{}`)", resolved.display()) };
+    let Some(text) = resolved.to_str() else {
+        return Some(format!(
+            "`{}`{through} is not valid UTF-8: the Slurm batch script names its files as text, so its tasks would not find them; use a path of UTF-8 characters",
+            root.display()
+        ));
+    };
+    text.contains('\\').then(|| {
+        format!(
+            "`{}`{through} holds a `\\`: Slurm drops every `\\` of a task's output path and stops expanding its `%A_%a` there, \
+             so every task would fail before it starts, and Slurm has no escape for it; use a path without `\\`",
+            root.display()
+        )
+    })
+}
+
 /// Whether `path` (or the nearest existing folder above it) is on tmpfs or ramfs.
 pub(super) fn in_memory_filesystem(path: &Path) -> bool {
     const TMPFS_MAGIC: i64 = 0x0102_1994;
@@ -198,12 +227,48 @@ pub fn local_disk_warning_here(paths: &[(&str, &Path)], slurm: &Slurm) -> Option
     }
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
     let others = slurm.node_hosts()?.iter().any(|(name, addr)| !is_this_machine(name, addr, &host));
-    let exports: Vec<PathBuf> = std::fs::read_to_string("/etc/exports")
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split_whitespace().next().filter(|w| w.starts_with('/')).map(PathBuf::from))
+    let exports: Vec<PathBuf> = export_paths(&std::fs::read_to_string("/etc/exports").unwrap_or_default())
+        .into_iter()
+        // `paths` are canonical; an export through a symlink is compared where it leads.
+        .map(|e| e.canonicalize().unwrap_or(e))
         .collect();
     local_disk_warning(&on_disk, others, &exports)
+}
+
+/// The exported directories of an `/etc/exports` text, as exportfs reads them (exports(5)):
+/// the first word of each line, or a double-quoted path (`"/srv/my share"`), with `\NNN` octal
+/// escapes (`/srv/my\040share`) decoded; comments and lines of no absolute path are skipped.
+/// A space in an export would otherwise end the path early, and the results directory under it
+/// got a false "local disk" warning.
+pub(super) fn export_paths(text: &str) -> Vec<PathBuf> {
+    use std::os::unix::ffi::OsStringExt;
+    text.lines()
+        .filter_map(|line| {
+            let line = line.trim_start();
+            let raw = match line.strip_prefix('"') {
+                Some(quoted) => quoted.split('"').next()?,
+                None => line.split_whitespace().next()?,
+            };
+            let bytes = raw.as_bytes();
+            let mut path = Vec::with_capacity(bytes.len());
+            let mut i = 0;
+            while i < bytes.len() {
+                let octal = bytes.get(i + 1..i + 4).filter(|d| d.iter().all(|b| (b'0'..=b'7').contains(b)));
+                match (bytes[i], octal) {
+                    (b'\\', Some(d)) => {
+                        path.push(d.iter().fold(0u32, |n, b| n * 8 + u32::from(b - b'0')) as u8);
+                        i += 4;
+                    }
+                    (b, _) => {
+                        path.push(b);
+                        i += 1;
+                    }
+                }
+            }
+            let path = PathBuf::from(std::ffi::OsString::from_vec(path));
+            path.is_absolute().then_some(path)
+        })
+        .collect()
 }
 
 /// Checks that each `[[slurm.overrides]]` applies to some run of the sweep. One whose `when`
@@ -310,6 +375,39 @@ pub fn throttle_warning(plan: &Plan) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Review finding 11: exports(5) quotes a path with spaces or escapes them in octal; both
+    /// are exports, as are plain ones, and comments are not.
+    #[test]
+    fn exports_are_read_quoted_or_escaped_as_exportfs_reads_them() {
+        let text = "# /not/this *(rw)\n/srv/plain *(rw)\n\"/srv/my share\" host(rw,sync)\n  /srv/my\\040other\\134x 10.0.0.0/8(ro)\n\nrelative *(rw)\n/srv/tab\\011\n";
+        let paths: Vec<PathBuf> = export_paths(text);
+        assert_eq!(paths, ["/srv/plain", "/srv/my share", "/srv/my other\\x", "/srv/tab\t"].map(PathBuf::from));
+        let under = |p: &str| !paths.iter().any(|e| Path::new(p).starts_with(e));
+        let warned = local_disk_warning(&[("the results directory", Path::new("/srv/my share/r"), "ext4")], true, &paths);
+        assert_eq!(warned, None, "under a quoted export: no warning");
+        assert!(under("/srv/my"), "a prefix of a quoted path is no export");
+    }
+
+    /// A `\\` in the results path (or in the folder a symlink leads to) cannot be given to
+    /// Slurm; `%`, spaces and quotes can.
+    #[test]
+    fn a_results_path_slurm_cannot_be_given_is_named_with_the_reason() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        for fine in ["exp_%j", "lr 100%", "q'x\"y $HOME", "new/not yet"] {
+            assert_eq!(results_path_problem(&tmp.path().join(fine)), None, "{fine}");
+        }
+        let why = results_path_problem(&tmp.path().join("back\\slash res")).expect("refused");
+        assert!(why.contains("back\\slash res") && why.contains("holds a `\\`"), "{why}");
+        let target = tmp.path().join("a\\b");
+        std::fs::create_dir_all(&target).expect("mkdir");
+        std::os::unix::fs::symlink(&target, tmp.path().join("link")).expect("symlink");
+        let why = results_path_problem(&tmp.path().join("link").join("r")).expect("refused through the link");
+        assert!(why.contains("resolved: ") && why.contains("a\\b"), "{why}");
+        use std::os::unix::ffi::OsStrExt;
+        let odd = tmp.path().join(std::ffi::OsStr::from_bytes(b"np\xff"));
+        assert!(results_path_problem(&odd).expect("refused").contains("not valid UTF-8"));
+    }
     use crate::backend::slurm::test_support::sweep_plan;
 
     /// A sweep of more than 500 runs without a throttle is warned about, naming the file; a
