@@ -107,6 +107,73 @@ fn median_sorted(sorted: &[f64]) -> f64 {
     if n % 2 == 1 { sorted[n / 2] } else { (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0 }
 }
 
+/// Weight of each run of `strata` (laid end to end in map order, as `strata_indices` lays them)
+/// in its group's statistics: every stratum weighs the same, so a run of a stratum of n runs
+/// weighs m/n, m being the largest stratum's count. A group's runs are unbalanced across its
+/// strata whenever a run failed, diverged, or was sliced away, and pooled statistics would then
+/// rank groups by which strata their runs come from (one failed run of a high stratum can
+/// reverse a ranking both strata agree on). rliable's runs × tasks matrix is rectangular, so
+/// its aggregates weigh tasks equally; these weights do the same. Scaled by m, they are exactly
+/// 1.0 when every stratum holds as many runs, so the weighted statistics below are then the
+/// plain ones bit for bit.
+pub(super) fn run_weights<T>(strata: &BTreeMap<String, Vec<T>>) -> Vec<f64> {
+    let m = strata.values().map(Vec::len).max().unwrap_or(0) as f64;
+    strata.values().flat_map(|s| std::iter::repeat_n(m / s.len() as f64, s.len())).collect()
+}
+
+/// Whether every stratum of `strata` holds as many runs (the weights of `run_weights` are all 1).
+pub(super) fn balanced<T>(strata: &BTreeMap<String, Vec<T>>) -> bool {
+    strata.values().map(Vec::len).collect::<std::collections::BTreeSet<_>>().len() <= 1
+}
+
+/// Weighted mean Σwx/Σw; with weights all 1 exactly `mean_of` (the same sum in the same order).
+pub fn weighted_mean(values: &[f64], weights: &[f64]) -> f64 {
+    values.iter().zip(weights).map(|(x, w)| x * w).sum::<f64>() / weights.iter().sum::<f64>()
+}
+
+/// Weighted IQM of values in ascending order: the weighted mean after cutting the fraction
+/// floor(n/4)/n of the total weight from each end, the runs at the two boundaries cut in part.
+/// With weights all 1 that cuts exactly floor(n/4) whole runs, and the sums are `iqm_sorted`'s
+/// (kept runs weigh exactly 1, cut ones are skipped, not added as 0), so the result is its bit
+/// for bit: `scipy.stats.trim_mean(x, 0.25)`.
+pub fn weighted_iqm_sorted(sorted: &[f64], weights: &[f64]) -> f64 {
+    let n = sorted.len();
+    let total: f64 = weights.iter().sum();
+    // `k·total/n`, not `total·(k/n)`: exact (k) when the weights are all 1.
+    let cut = (n / 4) as f64 * total / n as f64;
+    let (from, to) = (cut, total - cut);
+    // Each run's weight left inside [from, to] of the cumulative weight.
+    let kept = || {
+        let mut before = 0.0;
+        sorted.iter().zip(weights).filter_map(move |(&x, &w)| {
+            let part = (before + w).min(to) - f64::max(before, from);
+            before += w;
+            (part > 0.0).then_some((x, part))
+        })
+    };
+    kept().map(|(x, part)| x * part).sum::<f64>() / kept().map(|(_, part)| part).sum::<f64>()
+}
+
+/// Weighted median of values in ascending order: the value at which the cumulative weight
+/// passes half the total, the mean of two neighbours when a run's weight ends exactly there.
+/// With weights all 1 that is `median_sorted` (the middle value, or the mean of the two
+/// middle ones for even n).
+pub fn weighted_median_sorted(sorted: &[f64], weights: &[f64]) -> f64 {
+    let half = weights.iter().sum::<f64>() / 2.0;
+    let mut before = 0.0;
+    for (i, (&x, &w)) in sorted.iter().zip(weights).enumerate() {
+        let after = before + w;
+        if after > half {
+            return x;
+        }
+        if after == half && i + 1 < sorted.len() {
+            return (x + sorted[i + 1]) / 2.0;
+        }
+        before = after;
+    }
+    sorted.last().copied().unwrap_or(f64::NAN)
+}
+
 /// Resamples of one fixed set of values put in ascending order by counting, not by sorting.
 ///
 /// Every resample draws from the same n values, so their order is found once (`new`); a
@@ -122,6 +189,8 @@ pub(super) struct RankSort {
     rank: Vec<usize>,
     /// Draws per place of the current resample (all zero between calls).
     counts: Vec<u32>,
+    /// The weight of the value at each place (`run_weights`; all 1 unless given).
+    weight: Vec<f64>,
 }
 
 impl RankSort {
@@ -132,15 +201,25 @@ impl RankSort {
         for (place, &i) in order.iter().enumerate() {
             rank[i] = place;
         }
-        RankSort { sorted: order.iter().map(|&i| values[i]).collect(), rank, counts: vec![0; values.len()] }
+        RankSort { sorted: order.iter().map(|&i| values[i]).collect(), rank, counts: vec![0; values.len()], weight: vec![1.0; values.len()] }
     }
 
-    /// The values at the indices `idx` (repeats included) into `out`, in ascending order.
-    pub(super) fn sorted_sample(&mut self, idx: &[usize], out: &mut Vec<f64>) {
+    /// `new` for values with weights (`weights[i]` of `values[i]`), read back by `weights`.
+    pub(super) fn weighted(values: &[f64], weights: &[f64]) -> Self {
+        let mut ranks = RankSort::new(values);
+        for (i, &w) in weights.iter().enumerate() {
+            ranks.weight[ranks.rank[i]] = w;
+        }
+        ranks
+    }
+
+    /// The values at the indices `idx` (repeats included) into `out`, in ascending order, and
+    /// the weight of each into `weights`.
+    pub(super) fn sorted_sample_weighted(&mut self, idx: &[usize], out: &mut Vec<f64>, weights: &mut Vec<f64>) {
         for &i in idx {
             self.counts[self.rank[i]] += 1;
         }
-        self.read_counts(out);
+        self.read_counts(out, Some(weights));
     }
 
     /// One stratified resample of `strata` (indices into the values), drawn as
@@ -152,15 +231,22 @@ impl RankSort {
                 self.counts[self.rank[stratum[rng.below(stratum.len())]]] += 1;
             }
         }
-        self.read_counts(out);
+        self.read_counts(out, None);
     }
 
-    /// The counted values into `out` in ascending order, and the counts back to zero.
-    fn read_counts(&mut self, out: &mut Vec<f64>) {
+    /// The counted values into `out` in ascending order (their weights into `weights`, when
+    /// given), and the counts back to zero.
+    fn read_counts(&mut self, out: &mut Vec<f64>, mut weights: Option<&mut Vec<f64>>) {
         out.clear();
-        for (&value, count) in self.sorted.iter().zip(self.counts.iter_mut()) {
+        if let Some(w) = weights.as_deref_mut() {
+            w.clear();
+        }
+        for ((&value, &weight), count) in self.sorted.iter().zip(&self.weight).zip(self.counts.iter_mut()) {
             for _ in 0..*count {
                 out.push(value);
+            }
+            if let Some(w) = weights.as_deref_mut() {
+                w.extend(std::iter::repeat_n(weight, *count as usize));
             }
             *count = 0;
         }
@@ -327,48 +413,76 @@ fn group_strata(per_run: &DataFrame) -> Result<BTreeMap<String, Strata>, Analyze
 
 /// The statistics resampled for the aggregate intervals, in this order: IQM, mean and median
 /// of the final return, optimality gap (mean gap), mean AUC.
-const STATS: [&str; 5] = ["final_return_iqm", "final_return_mean", "final_return_median", "optimality_gap", "auc_mean"];
+pub(super) const STATS: [&str; 5] = ["final_return_iqm", "final_return_mean", "final_return_median", "optimality_gap", "auc_mean"];
 
-/// The `STATS` of the rows `all[i]` for each `i` of `idx`; `ranks` orders their final returns.
-fn statistics(all: &[[f64; 3]], idx: &[usize], ranks: &mut RankSort, rows: &mut Vec<[f64; 3]>, scratch: &mut Vec<f64>) -> [f64; 5] {
-    rows.clear();
-    rows.extend(idx.iter().map(|&i| all[i]));
-    // The mean sums in draw order, as it did before the sorted copy came from `ranks`.
-    scratch.clear();
-    scratch.extend(rows.iter().map(|r| r[0]));
-    let mean = mean_of(scratch);
-    ranks.sorted_sample(idx, scratch);
-    let (iqm, median) = (iqm_sorted(scratch), median_sorted(scratch));
-    let gap = mean_of(&rows.iter().map(|r| r[1]).collect::<Vec<_>>());
-    let auc = mean_of(&rows.iter().map(|r| r[2]).collect::<Vec<_>>());
+/// The `STATS` of the rows `all[i]` for each `i` of `idx`, run `i` weighing `weights[i]`
+/// (`run_weights`); `ranks` orders their final returns.
+fn statistics(all: &[[f64; 3]], weights: &[f64], idx: &[usize], ranks: &mut RankSort, scratch: &mut Scratch) -> [f64; 5] {
+    let Scratch { values, w, sorted, sorted_w } = scratch;
+    w.clear();
+    w.extend(idx.iter().map(|&i| weights[i]));
+    // The means sum in draw order, as they did before the sorted copy came from `ranks`.
+    let mut mean_of_column = |k: usize| {
+        values.clear();
+        values.extend(idx.iter().map(|&i| all[i][k]));
+        weighted_mean(values, w)
+    };
+    let (mean, gap, auc) = (mean_of_column(0), mean_of_column(1), mean_of_column(2));
+    ranks.sorted_sample_weighted(idx, sorted, sorted_w);
+    let (iqm, median) = (weighted_iqm_sorted(sorted, sorted_w), weighted_median_sorted(sorted, sorted_w));
     [iqm, mean, median, gap, auc]
+}
+
+/// Buffers `statistics` reuses from one resample to the next.
+#[derive(Default)]
+struct Scratch {
+    values: Vec<f64>,
+    w: Vec<f64>,
+    sorted: Vec<f64>,
+    sorted_w: Vec<f64>,
 }
 
 /// Stratified bootstrap intervals per group: columns `group` and `<stat>_lo`, `<stat>_hi` for
 /// `final_return_{iqm,mean,median}`, `optimality_gap`, `auc_mean`; null for a group with fewer
-/// than `MIN_STRATUM_RUNS` runs in a stratum (see there).
+/// than `MIN_STRATUM_RUNS` runs in a stratum (see there). Every statistic weighs each stratum of
+/// the group equally (`run_weights`), in the point and in every resample alike: the stratified
+/// resample keeps each stratum's count, so the weights stay those of the sample.
+///
+/// Also `<stat>_weighted`, the point estimate of a group whose strata hold different numbers
+/// of runs (null for the others): the summary's own (Polars) statistics are the plain ones over
+/// the runs, which are the weighted ones exactly when the group is balanced, and are kept there
+/// (their summation order, hence their last bits, stay as they were).
 pub fn intervals(per_run: &DataFrame, opts: &Bootstrap) -> Result<DataFrame, AnalyzeError> {
     let groups: Vec<(String, Strata)> = group_strata(per_run)?.into_iter().collect();
     // Groups are independent (each has its own generator): computed in parallel, the result
     // does not depend on the thread count. A sweep of hundreds of configurations spends most
     // of `drover analyze` here.
-    let per_group = par_map(&groups, |(name, strata)| -> [Option<f64>; 2 * STATS.len()] {
-        if !enough_runs(strata.values().map(Vec::len)) {
-            return [None; 2 * STATS.len()];
-        }
+    let per_group = par_map(&groups, |(name, strata)| -> [Option<f64>; 3 * STATS.len()] {
         let all: Vec<[f64; 3]> = strata.values().flatten().copied().collect();
+        let weights = run_weights(strata);
+        let idx: Vec<usize> = (0..all.len()).collect();
+        let mut ranks = RankSort::weighted(&all.iter().map(|r| r[0]).collect::<Vec<_>>(), &weights);
+        let mut scratch = Scratch::default();
+        let mut out = [None; 3 * STATS.len()];
+        if !balanced(strata) {
+            let point = statistics(&all, &weights, &idx, &mut ranks, &mut scratch);
+            for (k, v) in point.into_iter().enumerate() {
+                out[2 * STATS.len() + k] = Some(v).filter(|v| !v.is_nan());
+            }
+        }
+        if !enough_runs(strata.values().map(Vec::len)) {
+            return out;
+        }
         let strata_idx = strata_indices(strata);
-        let mut ranks = RankSort::new(&all.iter().map(|r| r[0]).collect::<Vec<_>>());
         let mut rng = Rng::new(opts.seed, name, "aggregate");
-        let (mut idx, mut rows, mut scratch) = (Vec::new(), Vec::new(), Vec::new());
+        let mut idx = Vec::new();
         let mut estimates: Vec<Vec<f64>> = vec![Vec::with_capacity(opts.reps); STATS.len()];
         for _ in 0..opts.reps {
             resample_indices(&strata_idx, &mut rng, &mut idx);
-            for (e, v) in estimates.iter_mut().zip(statistics(&all, &idx, &mut ranks, &mut rows, &mut scratch)) {
+            for (e, v) in estimates.iter_mut().zip(statistics(&all, &weights, &idx, &mut ranks, &mut scratch)) {
                 e.push(v);
             }
         }
-        let mut out = [None; 2 * STATS.len()];
         for (k, e) in estimates.iter_mut().enumerate() {
             let (lo, hi) = if e.is_empty() { (f64::NAN, f64::NAN) } else { percentile_interval(e, opts.confidence) };
             out[2 * k] = Some(lo).filter(|v| !v.is_nan());
@@ -377,21 +491,31 @@ pub fn intervals(per_run: &DataFrame, opts: &Bootstrap) -> Result<DataFrame, Ana
         out
     });
     let names: Vec<String> = groups.iter().map(|(name, _)| name.clone()).collect();
-    let mut bounds: Vec<Vec<Option<f64>>> = (0..2 * STATS.len()).map(|k| per_group.iter().map(|b| b[k]).collect()).collect();
+    let mut bounds: Vec<Vec<Option<f64>>> = (0..3 * STATS.len()).map(|k| per_group.iter().map(|b| b[k]).collect()).collect();
     let mut columns = vec![Column::new("group".into(), names)];
     for (k, stat) in STATS.iter().enumerate() {
         columns.push(Column::new(format!("{stat}_lo").into(), std::mem::take(&mut bounds[2 * k])));
         columns.push(Column::new(format!("{stat}_hi").into(), std::mem::take(&mut bounds[2 * k + 1])));
     }
+    for (k, stat) in STATS.iter().enumerate() {
+        columns.push(Column::new(format!("{stat}_weighted").into(), std::mem::take(&mut bounds[2 * STATS.len() + k])));
+    }
     DataFrame::new_infer_height(columns).map_err(polars_err("building the interval table"))
 }
 
-/// The group with the highest IQM of final returns (ties: the first by name), if any.
+/// The group with the highest IQM of final returns (each stratum weighing equally, as in
+/// `intervals`; ties: the first by name), if any.
 pub fn best_by_iqm(per_run: &DataFrame) -> Result<Option<String>, AnalyzeError> {
     let groups = group_strata(per_run)?;
     let mut best: Option<(String, f64)> = None;
     for (name, strata) in &groups {
-        let v = iqm_of(&mut strata.values().flatten().map(|r| r[0]).collect::<Vec<_>>());
+        let values: Vec<f64> = strata.values().flatten().map(|r| r[0]).collect();
+        let mut order: Vec<usize> = (0..values.len()).collect();
+        order.sort_unstable_by(|&a, &b| values[a].total_cmp(&values[b]));
+        let weights = run_weights(strata);
+        let sorted: Vec<f64> = order.iter().map(|&i| values[i]).collect();
+        let sorted_w: Vec<f64> = order.iter().map(|&i| weights[i]).collect();
+        let v = weighted_iqm_sorted(&sorted, &sorted_w);
         if best.as_ref().is_none_or(|(_, b)| v > *b) {
             best = Some((name.clone(), v));
         }

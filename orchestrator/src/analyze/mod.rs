@@ -18,7 +18,8 @@ mod stats;
 
 pub use bootstrap::{
     best_by_iqm, curves, enough_runs, improvement_over, intervals, iqm_of, mean_intervals, median_of, percentile_interval, prob_greater,
-    probability_of_improvement, profiles, quantile_sorted, Bootstrap, Rng, MIN_STRATUM_RUNS,
+    probability_of_improvement, profiles, quantile_sorted, weighted_iqm_sorted, weighted_mean, weighted_median_sorted, Bootstrap, Rng,
+    MIN_STRATUM_RUNS,
 };
 pub use load::{load_results, load_results_with, LeftOut, Loaded};
 pub use pipeline::{analyze, explain, left_out_lines, Best, Options, Outcome, DEFAULT_CURVES};

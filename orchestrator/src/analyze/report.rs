@@ -40,7 +40,13 @@ pub fn with_intervals(summary: LazyFrame, intervals: DataFrame, improvement: Opt
         "steps_to_threshold_mean",
         "reached",
     ] {
-        order.push(col(name));
+        // A group whose strata hold different numbers of runs takes the stratum-balanced point
+        // `bootstrap::intervals` computed; a balanced one keeps the summary's (the same value).
+        if super::bootstrap::STATS.contains(&name) {
+            order.push(coalesce(&[col(format!("{name}_weighted")), col(name)]).alias(name));
+        } else {
+            order.push(col(name));
+        }
     }
     if let Some(improvement) = improvement {
         frame = frame.left_join(improvement.lazy(), col("group"), col("group"));

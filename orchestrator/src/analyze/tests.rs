@@ -1490,15 +1490,19 @@ fn counting_and_selection_give_what_sorting_gives_bit_for_bit() {
     use super::bootstrap::{quantile_selected, resample_indices, strata_indices, RankSort};
     let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
     let values = [3.0, -0.0, 0.0, 1.5, f64::INFINITY, 1.5, -2.0, f64::NAN, 7.25, 3.0, f64::NEG_INFINITY, 1e-300];
-    let mut ranks = RankSort::new(&values);
+    // Each value's weight is its index, so the weights read back name the values drawn.
+    let weights: Vec<f64> = (0..values.len()).map(|i| i as f64).collect();
+    let mut ranks = RankSort::weighted(&values, &weights);
     let mut rng = Rng::new(1, "g", "t");
-    let (mut out, mut idx) = (Vec::new(), Vec::new());
+    let (mut out, mut idx, mut w) = (Vec::new(), Vec::new(), Vec::new());
     for n in [1, 5, values.len(), 40] {
         let idx: Vec<usize> = (0..n).map(|_| rng.below(values.len())).collect();
-        ranks.sorted_sample(&idx, &mut out);
+        ranks.sorted_sample_weighted(&idx, &mut out, &mut w);
         let mut want: Vec<f64> = idx.iter().map(|&i| values[i]).collect();
         want.sort_unstable_by(f64::total_cmp);
         assert_eq!(bits(&out), bits(&want), "{idx:?}");
+        let read: Vec<f64> = w.iter().map(|&i| values[i as usize]).collect();
+        assert_eq!(bits(&read), bits(&out), "the weights follow their values: {idx:?}");
     }
     // Strata laid end to end, as the bootstrap functions lay them out.
     let strata: std::collections::BTreeMap<String, Vec<f64>> =
@@ -1949,4 +1953,122 @@ fn where_says_what_it_drops_and_what_values_there_are() {
     assert!(outcome.left_out.iter().all(|r| !r.why.contains("duplicate")), "{:?}", outcome.left_out);
     assert_eq!(outcome.analyzed, 9);
     assert_eq!(outcome.notes, [format!("note: `{}` was given more than once; its runs are analyzed once", root.join("../r").display())]);
+}
+
+/// The statistics before they weighed strata equally, kept here to check that balanced groups
+/// (every stratum as many runs) give exactly what they gave then.
+mod pooled {
+    use super::super::bootstrap::{mean_of, percentile_interval, resample_indices, strata_indices, Rng};
+    use std::collections::BTreeMap;
+
+    pub fn iqm_sorted(sorted: &[f64]) -> f64 {
+        let k = sorted.len() / 4;
+        mean_of(&sorted[k..sorted.len() - k])
+    }
+
+    pub fn median_sorted(sorted: &[f64]) -> f64 {
+        let n = sorted.len();
+        if n % 2 == 1 { sorted[n / 2] } else { (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0 }
+    }
+
+    /// The old `intervals` of one group (`[score, gap, auc]` rows by stratum): each statistic's bounds.
+    pub fn intervals(name: &str, strata: &BTreeMap<String, Vec<[f64; 3]>>, seed: u64, reps: usize) -> Vec<(f64, f64)> {
+        let all: Vec<[f64; 3]> = strata.values().flatten().copied().collect();
+        let strata_idx = strata_indices(strata);
+        let mut rng = Rng::new(seed, name, "aggregate");
+        let mut idx = Vec::new();
+        let mut estimates = vec![Vec::new(); 5];
+        for _ in 0..reps {
+            resample_indices(&strata_idx, &mut rng, &mut idx);
+            let column = |k: usize| idx.iter().map(|&i| all[i][k]).collect::<Vec<f64>>();
+            let mut sorted = column(0);
+            sorted.sort_unstable_by(f64::total_cmp);
+            let v = [iqm_sorted(&sorted), mean_of(&column(0)), median_sorted(&sorted), mean_of(&column(1)), mean_of(&column(2))];
+            for (e, v) in estimates.iter_mut().zip(v) {
+                e.push(v);
+            }
+        }
+        estimates.iter_mut().map(|e| percentile_interval(e, 0.95)).collect()
+    }
+}
+
+/// Stratum-balanced statistics (review finding 1) must not move a single bit where the strata
+/// are balanced: weights all 1 give the plain IQM, median and mean, and the intervals of
+/// balanced groups are the old pooled ones, on random values of mixed magnitudes.
+#[test]
+fn weighted_statistics_of_balanced_strata_are_the_pooled_ones_bit_for_bit() {
+    let mut rng = Rng::new(5, "values", "t");
+    let mut value = || (rng.below(2001) as f64 - 1000.0) * 10f64.powi(rng.below(9) as i32 - 4) / 7.0;
+    for n in 1..40 {
+        let mut sorted: Vec<f64> = (0..n).map(|_| value()).collect();
+        sorted.sort_unstable_by(f64::total_cmp);
+        let ones = vec![1.0; n];
+        assert_eq!(weighted_iqm_sorted(&sorted, &ones).to_bits(), pooled::iqm_sorted(&sorted).to_bits(), "{sorted:?}");
+        assert_eq!(weighted_median_sorted(&sorted, &ones).to_bits(), pooled::median_sorted(&sorted).to_bits(), "{sorted:?}");
+        assert_eq!(weighted_mean(&sorted, &ones).to_bits(), super::bootstrap::mean_of(&sorted).to_bits(), "{sorted:?}");
+    }
+    // Three groups of 3 strata × 5, 7 and 6 runs, and one group with a single stratum.
+    let mut rows = Vec::new();
+    for (g, n) in [("g5", 5), ("g7", 7), ("g6", 6)] {
+        for s in ["a", "b", "c"] {
+            rows.extend((0..n).map(|_| (g, s, value())));
+        }
+    }
+    rows.extend((0..9).map(|_| ("one", "a", value())));
+    let frame = per_run_frame(&rows);
+    let opts = Bootstrap { reps: 500, band_reps: 10, seed: 3, confidence: 0.95 };
+    let ci = intervals(&frame, &opts).unwrap();
+    let stats = ["final_return_iqm", "final_return_mean", "final_return_median", "optimality_gap", "auc_mean"];
+    for (i, g) in ["g5", "g6", "g7", "one"].into_iter().enumerate() {
+        assert_eq!(ci.column("group").unwrap().str().unwrap().get(i), Some(g));
+        let mut strata: std::collections::BTreeMap<String, Vec<[f64; 3]>> = Default::default();
+        for &(_, s, r) in rows.iter().filter(|r| r.0 == g) {
+            strata.entry(s.to_string()).or_default().push([r, (30.0 - r).max(0.0), r / 2.0]);
+        }
+        let old = pooled::intervals(g, &strata, opts.seed, opts.reps);
+        for (stat, (lo, hi)) in stats.iter().zip(old) {
+            let got = (f(&ci, &format!("{stat}_lo"), i).unwrap(), f(&ci, &format!("{stat}_hi"), i).unwrap());
+            assert_eq!((got.0.to_bits(), got.1.to_bits()), (lo.to_bits(), hi.to_bits()), "{g} {stat}: {got:?} vs {:?}", (lo, hi));
+            // A balanced group keeps the summary's own point estimate.
+            assert_eq!(f(&ci, &format!("{stat}_weighted"), i), None, "{g} {stat}");
+        }
+    }
+}
+
+/// Review finding 1 (fixture H): x=1 beats x=2 in both strata (a: 11..15 vs 10..14; b: 101..105
+/// vs 100..104), but x=1 lost a run of the high stratum and x=2 one of the low stratum. Pooled,
+/// x=2 had the higher IQM, mean and median, was ranked first and named best, with disjoint
+/// intervals. With each stratum weighing equally x=1 comes first, and the mean is rliable's
+/// mean of the strata's means.
+#[test]
+fn unbalanced_strata_weigh_equally_so_a_lost_run_cannot_reverse_a_ranking() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("r");
+    for (x, y, base, lost) in [(1, "a", 11.0, None), (1, "b", 101.0, Some(4)), (2, "a", 10.0, Some(4)), (2, "b", 100.0, None)] {
+        for s in 0..5u64 {
+            let (id, config) = (format!("x{x}{y}{s}"), format!("c{x}{y}"));
+            let label = format!("params.x={x},params.y={y}");
+            write_run(&root, &id, &config, &label, s, base + s as f64, json!({"x": x, "y": y}), lost != Some(s));
+        }
+    }
+    let opts = Options { compare: Some("x".into()), ..options(vec![root], &tmp.path().join("out")) };
+    let outcome = analyze(&opts).unwrap();
+    let s = &outcome.summary;
+    assert_eq!(strings(s, "group"), ["params.x=1", "params.x=2"], "{s}");
+    assert_eq!(outcome.best, [Best { env: None, group: "params.x=1".into() }]);
+    // Means of the strata's means: x=1 (13 + 102.5)/2, x=2 (11.5 + 102)/2.
+    assert_eq!((f(s, "final_return_mean", 0), f(s, "final_return_mean", 1)), (Some(57.75), Some(56.75)));
+    // Weighted median: half the weight (5 of 10, b's runs weighing 5/4) ends after a's last run.
+    assert_eq!((f(s, "final_return_median", 0), f(s, "final_return_median", 1)), (Some((15.0 + 101.0) / 2.0), Some(56.5)));
+    // IQM of x=1: 9 runs, floor(9/4)/9 of the weight 10 cut from each end (2.2̅): 11, 12 and
+    // 0.2̅ of 13 at the bottom, 104 (1.25) and 0.97̅ of 103 at the top.
+    let kept = [(13.0, 7.0 / 9.0), (14.0, 1.0), (15.0, 1.0), (101.0, 1.25), (102.0, 1.25), (103.0, 1.25 - 35.0 / 36.0)];
+    let want = kept.iter().map(|(x, w)| x * w).sum::<f64>() / kept.iter().map(|(_, w)| w).sum::<f64>();
+    assert!(close(f(s, "final_return_iqm", 0), want), "{:?} vs {want}", f(s, "final_return_iqm", 0));
+    assert!(f(s, "final_return_iqm", 0) > f(s, "final_return_iqm", 1), "{s}");
+    // Gap to 30: a's runs 16..19 short on average... x=1: (mean gap a (19+18+17+16+15)/5 = 17, b 0) / 2.
+    assert_eq!(f(s, "optimality_gap", 0), Some(8.5));
+    // The interval lies around the point, not around the pooled value (49 then).
+    let (lo, hi) = (f(s, "final_return_iqm_lo", 0).unwrap(), f(s, "final_return_iqm_hi", 0).unwrap());
+    assert!(lo < want && want < hi && lo > 50.0, "[{lo}, {hi}]");
 }
