@@ -503,26 +503,6 @@ pub fn intervals(per_run: &DataFrame, opts: &Bootstrap) -> Result<DataFrame, Ana
     DataFrame::new_infer_height(columns).map_err(polars_err("building the interval table"))
 }
 
-/// The group with the highest IQM of final returns (each stratum weighing equally, as in
-/// `intervals`; ties: the first by name), if any.
-pub fn best_by_iqm(per_run: &DataFrame) -> Result<Option<String>, AnalyzeError> {
-    let groups = group_strata(per_run)?;
-    let mut best: Option<(String, f64)> = None;
-    for (name, strata) in &groups {
-        let values: Vec<f64> = strata.values().flatten().map(|r| r[0]).collect();
-        let mut order: Vec<usize> = (0..values.len()).collect();
-        order.sort_unstable_by(|&a, &b| values[a].total_cmp(&values[b]));
-        let weights = run_weights(strata);
-        let sorted: Vec<f64> = order.iter().map(|&i| values[i]).collect();
-        let sorted_w: Vec<f64> = order.iter().map(|&i| weights[i]).collect();
-        let v = weighted_iqm_sorted(&sorted, &sorted_w);
-        if best.as_ref().is_none_or(|(_, b)| v > *b) {
-            best = Some((name.clone(), v));
-        }
-    }
-    Ok(best.map(|(name, _)| name))
-}
-
 /// Probability that `best` improves on each group (rliable's average probability of
 /// improvement, with its `StratifiedIndependentBootstrap` interval: X and Y are resampled
 /// independently within each stratum). Only strata present in both groups count; a group that

@@ -17,7 +17,7 @@ mod report;
 mod stats;
 
 pub use bootstrap::{
-    best_by_iqm, curves, enough_runs, improvement_over, intervals, iqm_of, mean_intervals, median_of, percentile_interval, prob_greater,
+    curves, enough_runs, improvement_over, intervals, iqm_of, mean_intervals, median_of, percentile_interval, prob_greater,
     probability_of_improvement, profiles, quantile_sorted, weighted_iqm_sorted, weighted_mean, weighted_median_sorted, Bootstrap, Rng,
     MIN_STRATUM_RUNS,
 };
@@ -26,7 +26,7 @@ pub use pipeline::{analyze, explain, left_out_lines, Best, Options, Outcome, DEF
 pub use plot::{render, Bar, Chart, Line, LineChart, Scatter};
 pub use query::{parse_keys, parse_where, parse_where_with_labels, resolve_key};
 pub use report::{
-    bars, curve_lines, law_scatter, profile_lines, render_law_markdown, render_law_table, render_markdown, render_table, with_intervals,
+    bars, curve_lines, law_scatter, profile_lines, render_law_markdown, render_law_table, render_markdown, render_table, with_improvement, with_intervals,
     write_frame, LAW_STATS,
 };
 pub use stats::{

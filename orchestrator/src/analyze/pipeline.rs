@@ -842,17 +842,13 @@ fn section(p: &Plans, opts: &Options, metrics: &LazyFrame, runs: DataFrame, env:
         }
         _ => None,
     };
-    let best = if opts.compare.is_some() && groups > 1 { bootstrap::best_by_iqm(&runs)? } else { None };
-    let improvement = match &best {
-        Some(best) => Some(bootstrap::improvement_over(&runs, best, &opts.bootstrap)?),
-        None => None,
-    };
     let keys = p.grouping.key_columns();
-    let summary = report::with_intervals(stats::per_group(runs.clone().lazy(), &p.grouping), intervals, improvement, &keys);
-    let summary = if opts.compare.is_some() {
+    let compare = opts.compare.is_some();
+    let summary = report::with_intervals(stats::per_group(runs.clone().lazy(), &p.grouping), intervals, &keys);
+    let summary = if compare {
         summary
-            // Ties (CartPole configurations that all reach 500) by name, as `best_by_iqm` breaks
-            // them: rank 1 is the best reported, and the ranks do not change from run to run.
+            // Ties (CartPole configurations that all reach 500) by name: the ranks do not change
+            // from run to run.
             .sort(
                 ["final_return_iqm", "group"],
                 SortMultipleOptions::default().with_order_descending_multi([true, false]).with_nulls_last(true),
@@ -863,7 +859,15 @@ fn section(p: &Plans, opts: &Options, metrics: &LazyFrame, runs: DataFrame, env:
         summary.sort(stats::group_order(&p.grouping), SortMultipleOptions::default().with_nulls_last(true))
     };
     let summary = summary.collect().map_err(polars_err("computing the summary"))?;
-    let summary = if opts.compare.is_some() { summary } else { in_label_order(summary, &p.grouping)? };
+    // The best is rank 1 of that table, not an IQM computed a second time: two computations
+    // of one IQM can differ in the last bit (summation order), and then named different groups
+    // best and first (review finding 2). A group without an IQM (no scored run) is never best.
+    let best = if compare && groups > 1 { rank_one(&summary)? } else { None };
+    let summary = match &best {
+        Some(best) => report::with_improvement(summary, bootstrap::improvement_over(&runs, best, &opts.bootstrap)?)?,
+        None => summary,
+    };
+    let summary = if compare { summary } else { in_label_order(summary, &p.grouping)? };
 
     let points = stats::curve_points(metrics.clone(), runs.clone().lazy(), opts.bins)
         .collect()
@@ -894,6 +898,16 @@ fn section(p: &Plans, opts: &Options, metrics: &LazyFrame, runs: DataFrame, env:
     notes.extend(interval_note(&summary)?);
     notes.extend(unpaired_note(&summary, best.as_deref())?);
     Ok(Section { env, runs: runs.height(), summary, curves, profiles, metric_curves, law, best, notes })
+}
+
+/// The group of the ranked summary's first row, if it has an IQM.
+fn rank_one(summary: &DataFrame) -> Result<Option<String>, AnalyzeError> {
+    let iqm = summary.column("final_return_iqm").map_err(polars_err("reading column `final_return_iqm`"))?;
+    if summary.height() == 0 || iqm.get(0).is_ok_and(|v| v.is_null()) {
+        return Ok(None);
+    }
+    let groups = summary.column("group").and_then(|c| c.str().cloned()).map_err(polars_err("reading column `group`"))?;
+    Ok(groups.get(0).map(str::to_string))
 }
 
 /// A warning per environment whose runs have several `success_return` values (without

@@ -10,10 +10,9 @@ use super::load::polars_err;
 use super::plot::{Bar, Line, Scatter};
 use crate::error::AnalyzeError;
 
-/// The per-group summary with the bootstrap intervals (and, when given, the probability that
-/// the best group improves on each) joined on, columns in reading order.
-pub fn with_intervals(summary: LazyFrame, intervals: DataFrame, improvement: Option<DataFrame>, keys: &[String]) -> LazyFrame {
-    let mut frame = summary.left_join(intervals.lazy(), col("group"), col("group"));
+/// The per-group summary with the bootstrap intervals joined on, columns in reading order.
+pub fn with_intervals(summary: LazyFrame, intervals: DataFrame, keys: &[String]) -> LazyFrame {
+    let frame = summary.left_join(intervals.lazy(), col("group"), col("group"));
     let mut order: Vec<Expr> = keys.iter().map(|k| col(k.as_str())).collect();
     order.push(col("group"));
     for name in [
@@ -48,11 +47,22 @@ pub fn with_intervals(summary: LazyFrame, intervals: DataFrame, improvement: Opt
             order.push(col(name));
         }
     }
-    if let Some(improvement) = improvement {
-        frame = frame.left_join(improvement.lazy(), col("group"), col("group"));
-        order.extend([col("p_best_better"), col("p_best_better_lo"), col("p_best_better_hi")]);
-    }
     frame.select(order)
+}
+
+/// The collected summary with the probability that the best group improves on each
+/// (`bootstrap::improvement_over`) as its last columns, rows in the summary's order.
+pub fn with_improvement(summary: DataFrame, improvement: DataFrame) -> Result<DataFrame, AnalyzeError> {
+    let columns = ["p_best_better", "p_best_better_lo", "p_best_better_hi"];
+    summary
+        .lazy()
+        .with_row_index("__row", None)
+        .left_join(improvement.lazy().select([col("group"), cols(columns).as_expr()]), col("group"), col("group"))
+        // A left join need not keep the left order.
+        .sort(["__row"], SortMultipleOptions::default())
+        .drop(cols(["__row"]))
+        .collect()
+        .map_err(polars_err("joining the probability of improvement"))
 }
 
 /// Writes `df` as `<dir>/<stem>.{csv,parquet}` (and `.md` when `markdown` is given); returns the

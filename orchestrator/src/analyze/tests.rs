@@ -296,7 +296,6 @@ fn probability_of_improvement_pairs_strata_and_has_an_interval() {
     assert_eq!(name(2), Some("few".into()));
     assert!(close(f(&p, "p_best_better", 2), 2.0 / 3.0));
     assert_eq!((f(&p, "p_best_better_lo", 2), f(&p, "p_best_better_hi", 2)), (None, None));
-    assert_eq!(best_by_iqm(&runs).unwrap().as_deref(), Some("other"));
 }
 
 #[test]
@@ -2071,4 +2070,29 @@ fn unbalanced_strata_weigh_equally_so_a_lost_run_cannot_reverse_a_ranking() {
     // The interval lies around the point, not around the pooled value (49 then).
     let (lo, hi) = (f(s, "final_return_iqm_lo", 0).unwrap(), f(s, "final_return_iqm_hi", 0).unwrap());
     assert!(lo < want && want < hi && lo > 50.0, "[{lo}, {hi}]");
+}
+
+/// Review finding 2 (fixture E): two groups whose IQMs are mathematically equal, 0.7/4, summed
+/// from {0.1, 0.2, 0.2, 0.2} and from four × 0.7000000000000001/4. The ranking's (Polars) IQM
+/// and the best's (eager) one differed in the last bit, so rank 1 was `x=1` and the best `x=2`,
+/// and P(best > this) filled the rank-1 row. The best is now rank 1 of the table itself.
+#[test]
+fn the_best_group_is_rank_one_even_when_two_iqm_sums_differ_in_the_last_bit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("r");
+    let c = 0.7000000000000001 / 4.0;
+    for (x, values) in [(1, [0.0, 0.0, 0.1, 0.2, 0.2, 0.2, 1.0, 1.0]), (2, [0.0, 0.0, c, c, c, c, 1.0, 1.0])] {
+        for (s, r) in values.into_iter().enumerate() {
+            let id = format!("x{x}s{s}");
+            write_run(&root, &id, &format!("c{x}"), &format!("params.x={x}"), s as u64, 0.0, json!({"x": x}), true);
+            rewrite_metrics(&root, &id, &[r]);
+        }
+    }
+    let opts = Options { compare: Some("x".into()), ..options(vec![root], &tmp.path().join("out")) };
+    let outcome = analyze(&opts).unwrap();
+    let s = &outcome.summary;
+    let first = strings(s, "group")[0].clone();
+    assert_eq!(outcome.best, [Best { env: None, group: first.clone() }], "{s}");
+    assert_eq!((f(s, "rank", 0), f(s, "p_best_better", 0)), (Some(1.0), None), "the best is rank 1 and has no P: {s}");
+    assert!(f(s, "p_best_better", 1).is_some(), "{s}");
 }
