@@ -5,7 +5,8 @@
 //! Its inputs are frames collected at the CLI edge; its outputs are frames joined back lazily.
 //! Every random draw comes from a generator seeded by (`Bootstrap::seed`, the group's name, the
 //! statistic), so results are reproducible and a group's interval does not change when other
-//! groups are filtered out or added.
+//! groups are filtered out or added, nor when other results directories are analyzed alongside
+//! (the name without the `<sweep>:` prefix they add, `stream_names`).
 
 use std::collections::BTreeMap;
 
@@ -395,6 +396,35 @@ fn f64_col(df: &DataFrame, name: &str) -> Result<Float64Chunked, AnalyzeError> {
         .map_err(polars_err(format!("reading column `{name}`")))
 }
 
+/// The name each group's generators are seeded from: its name without the `<sweep>:` prefix
+/// that labels get when several sweeps are analyzed together (a row's name starting with its
+/// own `sweep` column and a colon). The same runs then draw the same resamples whether their
+/// results directory is analyzed alone or beside others. A frame without a `sweep` column (a
+/// hand-built one) seeds from the names as they are.
+fn stream_names(df: &DataFrame) -> Result<BTreeMap<String, String>, AnalyzeError> {
+    let group = str_col(df, "group")?;
+    let sweep = match df.column("sweep") {
+        Ok(c) => Some(c.cast(&DataType::String).map_err(polars_err("reading column `sweep`"))?),
+        Err(_) => None,
+    };
+    let sweep = sweep.as_ref().map(|c| c.str()).transpose().map_err(polars_err("reading column `sweep`"))?;
+    let mut out = BTreeMap::new();
+    for i in 0..df.height() {
+        let Some(g) = group.get(i) else { continue };
+        if out.contains_key(g) {
+            continue;
+        }
+        let bare = sweep.and_then(|s| s.get(i)).and_then(|s| g.strip_prefix(s)).and_then(|rest| rest.strip_prefix(':')).unwrap_or(g);
+        out.insert(g.to_string(), bare.to_string());
+    }
+    Ok(out)
+}
+
+/// `stream_names`' name of `group` (itself when the frame had no such row).
+fn stream_name<'a>(names: &'a BTreeMap<String, String>, group: &'a str) -> &'a str {
+    names.get(group).map_or(group, String::as_str)
+}
+
 /// Groups the per-run frame (`group`, `stratum`, `final_return`, `gap`, `auc`) by group and stratum.
 fn group_strata(per_run: &DataFrame) -> Result<BTreeMap<String, Strata>, AnalyzeError> {
     let (group, stratum) = (str_col(per_run, "group")?, str_col(per_run, "stratum")?);
@@ -454,6 +484,7 @@ struct Scratch {
 /// (their summation order, hence their last bits, stay as they were).
 pub fn intervals(per_run: &DataFrame, opts: &Bootstrap) -> Result<DataFrame, AnalyzeError> {
     let groups: Vec<(String, Strata)> = group_strata(per_run)?.into_iter().collect();
+    let streams = stream_names(per_run)?;
     // Groups are independent (each has its own generator): computed in parallel, the result
     // does not depend on the thread count. A sweep of hundreds of configurations spends most
     // of `drover analyze` here.
@@ -474,7 +505,7 @@ pub fn intervals(per_run: &DataFrame, opts: &Bootstrap) -> Result<DataFrame, Ana
             return out;
         }
         let strata_idx = strata_indices(strata);
-        let mut rng = Rng::new(opts.seed, name, "aggregate");
+        let mut rng = Rng::new(opts.seed, stream_name(&streams, name), "aggregate");
         let mut idx = Vec::new();
         let mut estimates: Vec<Vec<f64>> = vec![Vec::with_capacity(opts.reps); STATS.len()];
         for _ in 0..opts.reps {
@@ -510,6 +541,7 @@ pub fn intervals(per_run: &DataFrame, opts: &Bootstrap) -> Result<DataFrame, Ana
 /// `MIN_STRATUM_RUNS` runs of each group. Columns: `group`, `p_best_better`, `_lo`, `_hi`.
 pub fn improvement_over(per_run: &DataFrame, best: &str, opts: &Bootstrap) -> Result<DataFrame, AnalyzeError> {
     let groups = group_strata(per_run)?;
+    let streams = stream_names(per_run)?;
     let scores = |strata: &Strata, key: &str| -> Vec<f64> { strata.get(key).map(|rows| rows.iter().map(|r| r[0]).collect()).unwrap_or_default() };
     let empty = Strata::new();
     let best_strata = groups.get(best).unwrap_or(&empty);
@@ -524,7 +556,7 @@ pub fn improvement_over(per_run: &DataFrame, best: &str, opts: &Bootstrap) -> Re
         if name == best || pairs.is_empty() {
             return [None; 3];
         }
-        let mut rng = Rng::new(opts.seed, name, &format!("improvement over {best}"));
+        let mut rng = Rng::new(opts.seed, stream_name(&streams, name), &format!("improvement over {}", stream_name(&streams, best)));
         let mut estimates = Vec::with_capacity(opts.reps);
         let mut resampled = pairs.clone();
         for _ in 0..opts.reps {
@@ -573,6 +605,7 @@ pub fn curves(points: &DataFrame, opts: &Bootstrap) -> Result<DataFrame, Analyze
         cells.entry((g.to_string(), b as i64)).or_default().entry(s.to_string()).or_default().push((x, y));
     }
     let cells: Vec<_> = cells.into_iter().collect();
+    let streams = stream_names(points)?;
     // One cell is one band point; cells are independent (each has its own generator), so they
     // are computed in parallel and the result does not depend on the thread count.
     let rows = par_map(&cells, |((name, b), strata)| {
@@ -580,7 +613,7 @@ pub fn curves(points: &DataFrame, opts: &Bootstrap) -> Result<DataFrame, Analyze
         let steps: Vec<f64> = strata.values().flatten().map(|p| p.0).collect();
         let strata_idx = strata_indices(strata);
         let mut ranks = RankSort::new(&values);
-        let mut rng = Rng::new(opts.seed, name, &format!("curve bin {b}"));
+        let mut rng = Rng::new(opts.seed, stream_name(&streams, name), &format!("curve bin {b}"));
         let mut sample = Vec::new();
         let mut estimates = Vec::with_capacity(opts.band_reps);
         for _ in 0..opts.band_reps {
@@ -638,6 +671,7 @@ pub fn mean_intervals(per_run: &DataFrame, columns: &[&str], opts: &Bootstrap) -
         }
     }
     let names: Vec<String> = rows_of.keys().map(|g| g.to_string()).collect();
+    let streams = stream_names(per_run)?;
     let mut out: Vec<[Vec<Option<f64>>; 3]> = (0..columns.len()).map(|_| Default::default()).collect();
     let (mut idx, mut sample) = (Vec::new(), Vec::new());
     for (name, rows) in names.iter().zip(rows_of.values()) {
@@ -657,7 +691,7 @@ pub fn mean_intervals(per_run: &DataFrame, columns: &[&str], opts: &Bootstrap) -
                 continue;
             }
             let strata_idx = strata_indices(&strata);
-            let mut rng = Rng::new(opts.seed, name, &format!("mean of {column}"));
+            let mut rng = Rng::new(opts.seed, stream_name(&streams, name), &format!("mean of {column}"));
             let mut estimates = Vec::with_capacity(opts.reps);
             for _ in 0..opts.reps {
                 resample_indices(&strata_idx, &mut rng, &mut idx);
@@ -701,12 +735,13 @@ pub fn profiles(per_run: &DataFrame, points: usize, opts: &Bootstrap) -> Result<
     // Fraction of sorted values strictly above tau.
     let above = |sorted: &[f64], tau: f64| (sorted.len() - sorted.partition_point(|&v| v <= tau)) as f64 / sorted.len() as f64;
     let groups: Vec<(String, Strata)> = groups.into_iter().collect();
+    let streams = stream_names(per_run)?;
     // One group's band per task, each with its own generator (see `intervals`).
     let per_group = par_map(&groups, |(name, strata)| {
         let values: Vec<f64> = strata.values().flatten().map(|r| r[0]).collect();
         let strata_idx = strata_indices(strata);
         let mut ranks = RankSort::new(&values);
-        let mut rng = Rng::new(opts.seed, name, "profile");
+        let mut rng = Rng::new(opts.seed, stream_name(&streams, name), "profile");
         let mut sample = Vec::new();
         let mut estimates: Vec<Vec<f64>> = vec![Vec::with_capacity(opts.band_reps); taus.len()];
         for _ in 0..opts.band_reps {

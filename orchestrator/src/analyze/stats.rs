@@ -254,7 +254,7 @@ pub(crate) fn group_order(grouping: &Grouping) -> Vec<String> {
 
 /// Per run and learning-curve bin: the run's mean return over the iterations of that bin. The
 /// steps axis (the largest `global_step` of all runs) is cut into `bins` equal bins, so runs of
-/// different lengths share one axis. Columns: `group, stratum, run_id, bin, step, value` where
+/// different lengths share one axis. Columns: `group, stratum, run_id, bin, sweep, step, value` where
 /// `step` is the mean `global_step` of the bin's iterations.
 pub fn curve_points(metrics: LazyFrame, annotated: LazyFrame, bins: u32) -> LazyFrame {
     binned(metrics.filter(finished_episodes()), annotated, bins, col("episodic_return_mean"))
@@ -273,13 +273,14 @@ fn binned(rows: LazyFrame, annotated: LazyFrame, bins: u32, value: Expr) -> Lazy
     let bins = i64::from(bins.max(1));
     let raw = col("global_step") * lit(bins) / col("global_step").max();
     rows.join(
-        annotated.select([col("run_id"), col("group"), col("stratum")]),
+        // `sweep` names the generators of the bands (`bootstrap::stream_names`).
+        annotated.select([col("run_id"), col("group"), col("stratum"), col("sweep")]),
         [col("run_id")],
         [col("run_id")],
         JoinArgs::new(JoinType::Inner),
     )
     .with_column(when(raw.clone().gt_eq(lit(bins))).then(lit(bins - 1)).otherwise(raw).alias("bin"))
-    .group_by([col("group"), col("stratum"), col("run_id"), col("bin")])
+    .group_by([col("group"), col("stratum"), col("run_id"), col("bin"), col("sweep")])
     .agg([col("global_step").cast(DataType::Float64).mean().alias("step"), value.mean().alias("value")])
     .sort(["group", "bin", "run_id"], SortMultipleOptions::default())
 }
