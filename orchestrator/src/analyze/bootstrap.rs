@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use polars::prelude::*;
 
 use super::load::polars_err;
+use super::stats::OVERFLOW_SCALE;
 use crate::error::AnalyzeError;
 
 /// Settings of the resampling.
@@ -128,8 +129,15 @@ pub(super) fn balanced<T>(strata: &BTreeMap<String, Vec<T>>) -> bool {
 }
 
 /// Weighted mean Σwx/Σw; with weights all 1 exactly `mean_of` (the same sum in the same order).
+/// Finite values near `f64::MAX` whose sum overflows are summed again scaled by
+/// `stats::OVERFLOW_SCALE` (exact), so their mean is the finite number it is.
 pub fn weighted_mean(values: &[f64], weights: &[f64]) -> f64 {
-    values.iter().zip(weights).map(|(x, w)| x * w).sum::<f64>() / weights.iter().sum::<f64>()
+    let total: f64 = weights.iter().sum();
+    let mean = values.iter().zip(weights).map(|(x, w)| x * w).sum::<f64>() / total;
+    if mean.is_finite() {
+        return mean;
+    }
+    values.iter().zip(weights).map(|(x, w)| x * OVERFLOW_SCALE * w).sum::<f64>() / total / OVERFLOW_SCALE
 }
 
 /// Weighted IQM of values in ascending order: the weighted mean after cutting the fraction
@@ -152,7 +160,13 @@ pub fn weighted_iqm_sorted(sorted: &[f64], weights: &[f64]) -> f64 {
             (part > 0.0).then_some((x, part))
         })
     };
-    kept().map(|(x, part)| x * part).sum::<f64>() / kept().map(|(_, part)| part).sum::<f64>()
+    let weight: f64 = kept().map(|(_, part)| part).sum();
+    let iqm = kept().map(|(x, part)| x * part).sum::<f64>() / weight;
+    if iqm.is_finite() {
+        return iqm;
+    }
+    // Overflow of finite values (see `weighted_mean`).
+    kept().map(|(x, part)| x * OVERFLOW_SCALE * part).sum::<f64>() / weight / OVERFLOW_SCALE
 }
 
 /// Weighted median of values in ascending order: the value at which the cumulative weight
@@ -168,7 +182,9 @@ pub fn weighted_median_sorted(sorted: &[f64], weights: &[f64]) -> f64 {
             return x;
         }
         if after == half && i + 1 < sorted.len() {
-            return (x + sorted[i + 1]) / 2.0;
+            let middle = (x + sorted[i + 1]) / 2.0;
+            // Two finite values near `f64::MAX` overflow their sum, not their halves'.
+            return if middle.is_finite() { middle } else { x / 2.0 + sorted[i + 1] / 2.0 };
         }
         before = after;
     }
@@ -478,10 +494,11 @@ struct Scratch {
 /// the group equally (`run_weights`), in the point and in every resample alike: the stratified
 /// resample keeps each stratum's count, so the weights stay those of the sample.
 ///
-/// Also `<stat>_weighted`, the point estimate of a group whose strata hold different numbers
-/// of runs (null for the others): the summary's own (Polars) statistics are the plain ones over
+/// Also `<stat>_point`, each statistic's point estimate, and `balanced`, whether the group's
+/// strata hold equally many runs. The summary's own (Polars) statistics are the plain ones over
 /// the runs, which are the weighted ones exactly when the group is balanced, and are kept there
-/// (their summation order, hence their last bits, stay as they were).
+/// (their summation order, hence their last bits, stay as they were) unless they overflowed;
+/// the others take `<stat>_point` (`report::with_intervals`).
 pub fn intervals(per_run: &DataFrame, opts: &Bootstrap) -> Result<DataFrame, AnalyzeError> {
     let groups: Vec<(String, Strata)> = group_strata(per_run)?.into_iter().collect();
     let streams = stream_names(per_run)?;
@@ -495,11 +512,9 @@ pub fn intervals(per_run: &DataFrame, opts: &Bootstrap) -> Result<DataFrame, Ana
         let mut ranks = RankSort::weighted(&all.iter().map(|r| r[0]).collect::<Vec<_>>(), &weights);
         let mut scratch = Scratch::default();
         let mut out = [None; 3 * STATS.len()];
-        if !balanced(strata) {
-            let point = statistics(&all, &weights, &idx, &mut ranks, &mut scratch);
-            for (k, v) in point.into_iter().enumerate() {
-                out[2 * STATS.len() + k] = Some(v).filter(|v| !v.is_nan());
-            }
+        let point = statistics(&all, &weights, &idx, &mut ranks, &mut scratch);
+        for (k, v) in point.into_iter().enumerate() {
+            out[2 * STATS.len() + k] = Some(v).filter(|v| !v.is_nan());
         }
         if !enough_runs(strata.values().map(Vec::len)) {
             return out;
@@ -529,8 +544,9 @@ pub fn intervals(per_run: &DataFrame, opts: &Bootstrap) -> Result<DataFrame, Ana
         columns.push(Column::new(format!("{stat}_hi").into(), std::mem::take(&mut bounds[2 * k + 1])));
     }
     for (k, stat) in STATS.iter().enumerate() {
-        columns.push(Column::new(format!("{stat}_weighted").into(), std::mem::take(&mut bounds[2 * STATS.len() + k])));
+        columns.push(Column::new(format!("{stat}_point").into(), std::mem::take(&mut bounds[2 * STATS.len() + k])));
     }
+    columns.push(Column::new("balanced".into(), groups.iter().map(|(_, strata)| balanced(strata)).collect::<Vec<_>>()));
     DataFrame::new_infer_height(columns).map_err(polars_err("building the interval table"))
 }
 

@@ -30,7 +30,7 @@ pub use report::{
     write_frame, LAW_STATS,
 };
 pub use stats::{
-    annotate, auc, curve_points, iqm, label_order, law_fits, law_per_run, law_rows, metric_points, optimality_gap, per_group, per_run, shortfall, with_target, Grouping, ENV_COLUMN,
+    annotate, auc, curve_points, iqm, label_order, law_fits, law_per_run, law_rows, metric_points, optimality_gap, overflow_safe, per_group, per_run, shortfall, with_target, Grouping, ENV_COLUMN,
     FINAL_WINDOW, LAW_ENTROPY, LAW_MIN_POINTS, LAW_REWARD,
 };
 #[cfg(test)]

@@ -40,9 +40,12 @@ pub fn with_intervals(summary: LazyFrame, intervals: DataFrame, keys: &[String])
         "reached",
     ] {
         // A group whose strata hold different numbers of runs takes the stratum-balanced point
-        // `bootstrap::intervals` computed; a balanced one keeps the summary's (the same value).
+        // `bootstrap::intervals` computed; a balanced one keeps the summary's (the same value)
+        // unless that overflowed (finite returns near `f64::MAX`), where the eager point is
+        // computed overflow-safe.
         if super::bootstrap::STATS.contains(&name) {
-            order.push(coalesce(&[col(format!("{name}_weighted")), col(name)]).alias(name));
+            let keep = col("balanced").and(col(name).is_finite());
+            order.push(when(keep).then(col(name)).otherwise(coalesce(&[col(format!("{name}_point")), col(name)])).alias(name));
         } else {
             order.push(col(name));
         }
@@ -111,7 +114,10 @@ fn str_values(df: &DataFrame, name: &str) -> Result<Vec<String>, AnalyzeError> {
 
 /// The summary as rows of text cells, with the header first.
 fn cells(summary: &DataFrame) -> Result<Vec<Vec<String>>, AnalyzeError> {
-    let num = |v: Option<f64>, prec: usize| v.filter(|v| v.is_finite()).map_or("-".to_string(), |v| format!("{v:.prec$}"));
+    // Beyond 1e21 in scientific notation: 1.5e308 in full is a cell of 310 digits.
+    let num = |v: Option<f64>, prec: usize| {
+        v.filter(|v| v.is_finite()).map_or("-".to_string(), |v| if v.abs() < 1e21 { format!("{v:.prec$}") } else { format!("{v:.prec$e}") })
+    };
     // The table's decimals can round a spread away: an interval [39.01, 39.04] would print as
     // [39.0, 39.0] and a std of 0.02 as 0.0, both reading as "no spread at all". Such a cell
     // gets the few more decimals that show it (at most `MAX_DECIMALS`); only an interval that

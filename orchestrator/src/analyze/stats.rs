@@ -80,6 +80,19 @@ pub fn auc(step: Expr, value: Expr) -> Expr {
     when(span.clone().gt(lit(0.0))).then(area / span).otherwise(y.first())
 }
 
+/// 2^-128: finite returns near `f64::MAX` overflow a sum (1.5e308 twice is inf) though their
+/// mean is finite; a statistic that overflows is computed again on the values scaled by this,
+/// then scaled back. Scaling by a power of two is exact, so the result is the one the plain sum
+/// would have given had it not overflowed, and a value that did not overflow is not touched.
+pub const OVERFLOW_SCALE: f64 = 1.0 / 340_282_366_920_938_463_463_374_607_431_768_211_456.0;
+
+/// `stat(x)`, or where that is not a finite number (an overflow) `stat(x · OVERFLOW_SCALE)`
+/// scaled back. For statistics that scale with their input (mean, std, AUC); null stays null.
+pub fn overflow_safe(x: Expr, stat: impl Fn(Expr) -> Expr) -> Expr {
+    let plain = stat(x.clone());
+    when(plain.clone().is_finite()).then(plain).otherwise(stat(x * lit(OVERFLOW_SCALE)) / lit(OVERFLOW_SCALE))
+}
+
 /// An iteration counts for returns only if episodes finished in it (its return is NaN otherwise;
 /// NaN also compares greater than any number in Polars, so it must never reach a threshold test)
 /// and its return is a finite number: one infinite return would make the run's final return,
@@ -129,12 +142,11 @@ pub fn per_run(metrics: LazyFrame, runs: LazyFrame, target: Option<f64>) -> Lazy
         .join(targets.clone(), [col("run_id")], [col("run_id")], JoinArgs::new(JoinType::Inner))
         .group_by([col("run_id")])
         .agg([
-            col("episodic_return_mean")
-                .sort_by([col("iteration")], SortMultipleOptions::default())
-                .tail(Some(FINAL_WINDOW))
-                .mean()
-                .alias("final_return"),
-            auc(col("global_step"), col("episodic_return_mean")).alias("auc"),
+            overflow_safe(col("episodic_return_mean"), |r| {
+                r.sort_by([col("iteration")], SortMultipleOptions::default()).tail(Some(FINAL_WINDOW)).mean()
+            })
+            .alias("final_return"),
+            overflow_safe(col("episodic_return_mean"), |r| auc(col("global_step"), r)).alias("auc"),
             col("global_step")
                 .filter(col("episodic_return_mean").gt_eq(col("target")))
                 .min()
@@ -231,7 +243,7 @@ pub fn per_group(annotated: LazyFrame, grouping: &Grouping) -> LazyFrame {
         col("final_return").is_not_null().sum().cast(DataType::Int64).alias("scored"),
         col("stratum").n_unique().cast(DataType::Int64).alias("strata"),
         col("final_return").mean().alias("final_return_mean"),
-        col("final_return").std(1).alias("final_return_std"),
+        overflow_safe(col("final_return"), |x| x.std(1)).alias("final_return_std"),
         col("final_return").median().alias("final_return_median"),
         iqm(col("final_return")).alias("final_return_iqm"),
         optimality_gap(col("final_return"), col("target")).alias("optimality_gap"),
