@@ -2174,3 +2174,27 @@ fn finite_returns_near_the_largest_float_give_finite_statistics() {
     assert!(!outcome.table.contains("no 95% interval"), "{}", outcome.table);
     assert!(outcome.table.contains("1.5e308 [1.5e308, 1.5e308]"), "{}", outcome.table);
 }
+
+/// Review of odd paths, finding 4: the metrics files' footers were read with Polars' default
+/// scan settings, which take a path as a glob pattern. A results directory named `r[1]` matched
+/// no file (`[1]` is a character class: `r1`), so no run had metrics; one named `r*` matched a
+/// sibling's file too (here `r!`, a damaged one, read first).
+#[test]
+fn results_paths_with_glob_characters_are_read_as_they_are() {
+    for (name, sibling) in [("r[1]", "r1"), ("r*", "r!")] {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join(name);
+        for s in 0..2u64 {
+            write_run(&root, &format!("a{s}"), "c1", "params.x=1", s, 10.0 + s as f64, json!({"x": 1}), true);
+        }
+        // A sibling the pattern matches, holding damaged metrics under the same run ids.
+        for s in 0..2u64 {
+            let dir = tmp.path().join(sibling).join("runs").join(format!("a{s}"));
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("metrics.parquet"), b"PAR1 not a parquet file PAR1").unwrap();
+        }
+        let outcome = analyze(&options(vec![root.clone()], &tmp.path().join("out"))).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!((outcome.completed, outcome.analyzed), (2, 2), "{name}");
+        assert_eq!(f(&outcome.summary, "final_return_mean", 0), Some(10.5), "{name}");
+    }
+}
