@@ -2198,3 +2198,26 @@ fn results_paths_with_glob_characters_are_read_as_they_are() {
         assert_eq!(f(&outcome.summary, "final_return_mean", 0), Some(10.5), "{name}");
     }
 }
+
+/// Review of odd paths, finding 8: `--where 'label=...'` split the value at commas, trimmed the
+/// parts and joined them with `,`, so a label whose value holds ", " (a plugin path
+/// `/p/lib ppo, v2=1.so`) could only be matched quoted. The parts are tried as typed too.
+#[test]
+fn where_label_matches_a_label_whose_value_holds_a_comma_and_a_space() {
+    let labels: Vec<String> = ["run.plugin=/p/lib ppo, v2=1.so", "x=1,y=2", "z=3"].map(String::from).to_vec();
+    assert_eq!(query::label_values("run.plugin=/p/lib ppo, v2=1.so", &labels), ["run.plugin=/p/lib ppo, v2=1.so"]);
+    assert_eq!(query::label_values("run.plugin=/p/lib ppo, v2=1.so,z=3", &labels), ["run.plugin=/p/lib ppo, v2=1.so", "z=3"]);
+    // A label of several axes typed with spaces after its commas still matches as before.
+    assert_eq!(query::label_values("x=1, y=2, z=3", &labels), ["x=1,y=2", "z=3"]);
+
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("r");
+    for (i, label) in ["run.plugin=/p/lib ppo, v2=1.so", "run.plugin=/p/other.so"].into_iter().enumerate() {
+        for seed in 0..2u64 {
+            write_run(&root, &format!("p{i}s{seed}"), &format!("c{i}"), label, seed, 1.0 + i as f64, json!({"i": i}), true);
+        }
+    }
+    let opts = Options { filters: vec!["label=run.plugin=/p/lib ppo, v2=1.so".into()], ..options(vec![root], &tmp.path().join("out")) };
+    let outcome = analyze(&opts).unwrap();
+    assert_eq!(strings(&outcome.summary, "group"), ["run.plugin=/p/lib ppo, v2=1.so"]);
+}
