@@ -347,7 +347,10 @@ pub fn law_fits(rows: LazyFrame) -> LazyFrame {
     let fitted = too_few.clone().not().and(col("x_constant").not());
     let slope = col("sxy") / col("sxx");
     let null = || lit(NULL).cast(DataType::Float64);
-    let a = when(fitted.clone()).then(lit(0.0) - slope.clone()).otherwise(null());
+    // A flat fit (constant R) has slope ±0; `0 − slope` can come out as −0.0 (written `-0.0` in
+    // the tables), so a zero is written as +0.0.
+    let minus_slope = lit(0.0) - slope.clone();
+    let a = when(fitted.clone()).then(when(minus_slope.clone().eq(lit(0.0))).then(lit(0.0)).otherwise(minus_slope)).otherwise(null());
     let b = when(fitted.clone()).then(col("y_mean") - slope * col("x_mean")).otherwise(null());
     let r2 = when(fitted.and(col("y_constant").not()))
         .then(col("sxy") * col("sxy") / (col("sxx") * col("syy")))

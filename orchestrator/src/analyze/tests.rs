@@ -587,7 +587,9 @@ fn entropy_law_fit_of_degenerate_runs_gives_nulls_with_a_reason() {
     // A flat fit: a = 0, b = 0.5, nothing explained and nothing to explain.
     let (n, a, b, r2, ceiling, reason) = fitted[2].clone();
     assert_eq!((n, r2, reason), (3, None, Some("constant reward: R² undefined".into())));
-    assert!(close(a.map(f64::abs), 0.0) && close(b, 0.5) && close(ceiling, 0.5), "{:?}", fitted[2]);
+    assert!(close(b, 0.5) && close(ceiling, 0.5), "{:?}", fitted[2]);
+    // +0.0, not -0.0 (review finding 8: the tables wrote `-0.0`).
+    assert_eq!(a.map(f64::to_bits), Some(0.0f64.to_bits()), "{:?}", fitted[2]);
     let (n, a, b, r2, _, reason) = fitted[3].clone();
     assert_eq!((n, reason), (3, None));
     assert!(close(a, 0.2) && close(b, 1.0) && close(r2, 1.0), "{:?}", fitted[3]);
