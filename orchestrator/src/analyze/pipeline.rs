@@ -895,6 +895,7 @@ fn section(p: &Plans, opts: &Options, metrics: &LazyFrame, runs: DataFrame, env:
     let mut notes: Vec<String> = nothing_to_compare.into_iter().collect();
     notes.extend(threshold_notes(&runs, opts.target)?);
     notes.extend(unscored_note(&runs)?);
+    notes.extend(window_notes(&runs)?);
     notes.extend(interval_note(&summary)?);
     notes.extend(unpaired_note(&summary, best.as_deref())?);
     Ok(Section { env, runs: runs.height(), summary, curves, profiles, metric_curves, law, best, notes })
@@ -982,6 +983,50 @@ fn unscored_note(runs: &DataFrame) -> Result<Option<String>, AnalyzeError> {
         "note: {which} no final return (no iteration with a finished episode and a finite return: diverged, or an empty metrics file); {they} in `runs` (`unscored` in the table) but in no score, interval, curve or profile: {}",
         parts.join(", ")
     )))
+}
+
+/// Notes on the final-return window (`stats::FINAL_WINDOW` iterations, not steps) where it
+/// misleads: most scored runs have no more iterations than the window (their final return is
+/// their whole training's mean), or the groups' iterations differ in steps (`num_envs ×
+/// num_steps`) by a factor of 2 or more, so their final returns average different spans.
+fn window_notes(runs: &DataFrame) -> Result<Vec<String>, AnalyzeError> {
+    let window = stats::FINAL_WINDOW;
+    let (iterations, last_step) = (i64_values(runs, "iterations")?, i64_values(runs, "last_step")?);
+    let scored = runs.column("final_return").map_err(polars_err("reading column `final_return`"))?.is_not_null();
+    let group = runs.column("group").and_then(|c| c.str().cloned()).map_err(polars_err("reading column `group`"))?;
+    let rows: Vec<usize> = (0..runs.height()).filter(|&i| scored.get(i).unwrap_or(false)).collect();
+    let mut notes = Vec::new();
+    let short = rows.iter().filter(|&&i| iterations[i] <= window as i64).count();
+    if short * 2 > rows.len() {
+        notes.push(format!(
+            "note: {short} of {} runs have {window} iterations or fewer, so their final return (the mean of the last {window} iterations) is the mean of their whole training, not of its end",
+            rows.len()
+        ));
+    }
+    // Steps per iteration of each group: the median over its runs.
+    let mut per_group: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    for &i in &rows {
+        if let (Some(g), true) = (group.get(i), iterations[i] > 0) {
+            per_group.entry(g).or_default().push(last_step[i] as f64 / iterations[i] as f64);
+        }
+    }
+    let spans: Vec<(&str, f64)> = per_group
+        .iter_mut()
+        .map(|(g, v)| {
+            v.sort_by(f64::total_cmp);
+            (*g, v[v.len() / 2] * window as f64)
+        })
+        .collect();
+    let lowest = spans.iter().min_by(|a, b| a.1.total_cmp(&b.1));
+    let highest = spans.iter().max_by(|a, b| a.1.total_cmp(&b.1));
+    if let (Some(&(lg, lo)), Some(&(hg, hi))) = (lowest, highest) {
+        if lo > 0.0 && hi >= 2.0 * lo {
+            notes.push(format!(
+                "note: the final-return window ({window} iterations) spans from about {lo:.0} steps (`{lg}`) to {hi:.0} (`{hg}`): iterations differ in steps (`num_envs × num_steps`), so these groups' final returns average different spans of training"
+            ));
+        }
+    }
+    Ok(notes)
 }
 
 /// Most groups a note names before it says "and N more".

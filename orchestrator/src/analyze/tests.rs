@@ -2223,3 +2223,41 @@ fn where_label_matches_a_label_whose_value_holds_a_comma_and_a_space() {
     let outcome = analyze(&opts).unwrap();
     assert_eq!(strings(&outcome.summary, "group"), ["run.plugin=/p/lib ppo, v2=1.so"]);
 }
+
+/// Review finding 6: the final return is the mean of the last 10 *iterations*. Runs of 10
+/// iterations or fewer average their whole training, and groups whose iterations differ in
+/// steps average different spans; the analysis now says so under the table.
+#[test]
+fn the_final_return_window_is_noted_where_it_covers_whole_runs_or_differs_in_steps() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("r");
+    // x=1: 12 iterations of 1,000 steps; x=2: 12 iterations of 4,000 steps (more envs).
+    for x in [1, 2] {
+        for s in 0..2u64 {
+            let id = format!("x{x}s{s}");
+            write_run(&root, &id, &format!("c{x}"), &format!("params.x={x}"), s, 5.0, json!({"x": x}), true);
+            let iteration: Vec<i64> = (1..=12).collect();
+            let mut df = df!(
+                "iteration" => &iteration,
+                "global_step" => iteration.iter().map(|i| i * 1000 * if x == 2 { 4 } else { 1 }).collect::<Vec<_>>(),
+                "episodic_return_mean" => vec![5.0f64; 12],
+                "episodes" => vec![3i64; 12],
+            )
+            .unwrap();
+            ParquetWriter::new(std::fs::File::create(root.join("runs").join(&id).join("metrics.parquet")).unwrap()).finish(&mut df).unwrap();
+        }
+    }
+    let outcome = analyze(&options(vec![root.clone()], &tmp.path().join("out"))).unwrap();
+    let note = "note: the final-return window (10 iterations) spans from about 10000 steps (`params.x=1`) to 40000 (`params.x=2`)";
+    assert!(outcome.table.contains(note), "{}", outcome.table);
+    assert!(!outcome.table.contains("iterations or fewer"), "{}", outcome.table);
+    // Runs of 3 iterations: the window is their whole training.
+    for x in [1, 2] {
+        for s in 0..2u64 {
+            rewrite_metrics(&root, &format!("x{x}s{s}"), &[1.0, 2.0, 3.0]);
+        }
+    }
+    let outcome = analyze(&options(vec![root], &tmp.path().join("out"))).unwrap();
+    let note = "note: 4 of 4 runs have 10 iterations or fewer, so their final return (the mean of the last 10 iterations) is the mean of their whole training";
+    assert!(outcome.table.contains(note) && !outcome.table.contains("spans from"), "{}", outcome.table);
+}
