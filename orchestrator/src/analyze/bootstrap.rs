@@ -123,6 +123,24 @@ pub(super) fn run_weights<T>(strata: &BTreeMap<String, Vec<T>>) -> Vec<f64> {
     strata.values().flat_map(|s| std::iter::repeat_n(m / s.len() as f64, s.len())).collect()
 }
 
+/// `values` in ascending order (`total_cmp`) with their `weights` alongside.
+pub(super) fn sorted_with_weights(values: &[f64], weights: &[f64]) -> (Vec<f64>, Vec<f64>) {
+    let mut order: Vec<usize> = (0..values.len()).collect();
+    order.sort_unstable_by(|&a, &b| values[a].total_cmp(&values[b]));
+    (order.iter().map(|&i| values[i]).collect(), order.iter().map(|&i| weights[i]).collect())
+}
+
+/// `out[i]` = the weight of `weights[i..]` (one more entry, 0, at the end). Summed from the
+/// end: with weights all 1 every entry is an exact count, so a fraction of them is the plain
+/// count over n, bit for bit.
+pub(super) fn suffix_sums(weights: &[f64], out: &mut Vec<f64>) {
+    out.clear();
+    out.resize(weights.len() + 1, 0.0);
+    for i in (0..weights.len()).rev() {
+        out[i] = out[i + 1] + weights[i];
+    }
+}
+
 /// Whether every stratum of `strata` holds as many runs (the weights of `run_weights` are all 1).
 pub(super) fn balanced<T>(strata: &BTreeMap<String, Vec<T>>) -> bool {
     strata.values().map(Vec::len).collect::<std::collections::BTreeSet<_>>().len() <= 1
@@ -236,34 +254,31 @@ impl RankSort {
         for &i in idx {
             self.counts[self.rank[i]] += 1;
         }
-        self.read_counts(out, Some(weights));
+        self.read_counts(out, weights);
     }
 
     /// One stratified resample of `strata` (indices into the values), drawn as
-    /// `resample_indices` draws it, into `out` in ascending order: the same numbers from `rng`
-    /// in the same order, so the same resample, without the list of indices in between.
-    pub(super) fn resample_sorted(&mut self, strata: &[Vec<usize>], rng: &mut Rng, out: &mut Vec<f64>) {
+    /// `resample_indices` draws it, into `out` in ascending order (and each value's weight
+    /// into `weights`): the same numbers from `rng` in the same order, so the same resample,
+    /// without the list of indices in between.
+    pub(super) fn resample_sorted(&mut self, strata: &[Vec<usize>], rng: &mut Rng, out: &mut Vec<f64>, weights: &mut Vec<f64>) {
         for stratum in strata {
             for _ in 0..stratum.len() {
                 self.counts[self.rank[stratum[rng.below(stratum.len())]]] += 1;
             }
         }
-        self.read_counts(out, None);
+        self.read_counts(out, weights);
     }
 
-    /// The counted values into `out` in ascending order (their weights into `weights`, when
-    /// given), and the counts back to zero.
-    fn read_counts(&mut self, out: &mut Vec<f64>, mut weights: Option<&mut Vec<f64>>) {
+    /// The counted values into `out` in ascending order, their weights into `weights`, and
+    /// the counts back to zero.
+    fn read_counts(&mut self, out: &mut Vec<f64>, weights: &mut Vec<f64>) {
         out.clear();
-        if let Some(w) = weights.as_deref_mut() {
-            w.clear();
-        }
+        weights.clear();
         for ((&value, &weight), count) in self.sorted.iter().zip(&self.weight).zip(self.counts.iter_mut()) {
             for _ in 0..*count {
                 out.push(value);
-            }
-            if let Some(w) = weights.as_deref_mut() {
-                w.extend(std::iter::repeat_n(weight, *count as usize));
+                weights.push(weight);
             }
             *count = 0;
         }
@@ -628,17 +643,22 @@ pub fn curves(points: &DataFrame, opts: &Bootstrap) -> Result<DataFrame, Analyze
         let values: Vec<f64> = strata.values().flatten().map(|p| p.1).collect();
         let steps: Vec<f64> = strata.values().flatten().map(|p| p.0).collect();
         let strata_idx = strata_indices(strata);
-        let mut ranks = RankSort::new(&values);
+        // Each stratum weighs equally, as in `intervals`: late bins hold only the runs that
+        // got there, so a bin's strata are often unbalanced where the group's are not.
+        let weights = run_weights(strata);
+        let mut ranks = RankSort::weighted(&values, &weights);
         let mut rng = Rng::new(opts.seed, stream_name(&streams, name), &format!("curve bin {b}"));
-        let mut sample = Vec::new();
+        let (mut sample, mut sample_w) = (Vec::new(), Vec::new());
         let mut estimates = Vec::with_capacity(opts.band_reps);
         for _ in 0..opts.band_reps {
-            ranks.resample_sorted(&strata_idx, &mut rng, &mut sample);
-            estimates.push(iqm_sorted(&sample));
+            ranks.resample_sorted(&strata_idx, &mut rng, &mut sample, &mut sample_w);
+            estimates.push(weighted_iqm_sorted(&sample, &sample_w));
         }
         let (l, h) = percentile_interval(&mut estimates, opts.confidence);
         let band = enough_runs(strata.values().map(Vec::len));
-        (values.len() as i64, [mean_of(&steps), mean_of(&values), iqm_of(&mut values.clone())], [Some(l), Some(h)].map(|v| v.filter(|_| band)))
+        let (sorted, sorted_w) = sorted_with_weights(&values, &weights);
+        let points = [mean_of(&steps), weighted_mean(&values, &weights), weighted_iqm_sorted(&sorted, &sorted_w)];
+        (values.len() as i64, points, [Some(l), Some(h)].map(|v| v.filter(|_| band)))
     });
     let mut out: [Vec<f64>; 3] = Default::default();
     let mut bands: [Vec<Option<f64>>; 2] = Default::default();
@@ -748,33 +768,36 @@ pub fn profiles(per_run: &DataFrame, points: usize, opts: &Bootstrap) -> Result<
         let (lo, hi) = (min - pad, max + pad);
         (0..points).map(|i| lo + (hi - lo) * i as f64 / (points - 1) as f64).collect()
     };
-    // Fraction of sorted values strictly above tau.
-    let above = |sorted: &[f64], tau: f64| (sorted.len() - sorted.partition_point(|&v| v <= tau)) as f64 / sorted.len() as f64;
+    // Weight of the sorted values strictly above tau over their total weight (each stratum
+    // weighing equally, as in `intervals`); `suffix[i]` is the weight of `sorted[i..]`.
+    let above = |sorted: &[f64], suffix: &[f64], tau: f64| suffix[sorted.partition_point(|&v| v <= tau)] / suffix[0];
     let groups: Vec<(String, Strata)> = groups.into_iter().collect();
     let streams = stream_names(per_run)?;
     // One group's band per task, each with its own generator (see `intervals`).
     let per_group = par_map(&groups, |(name, strata)| {
         let values: Vec<f64> = strata.values().flatten().map(|r| r[0]).collect();
         let strata_idx = strata_indices(strata);
-        let mut ranks = RankSort::new(&values);
+        let weights = run_weights(strata);
+        let mut ranks = RankSort::weighted(&values, &weights);
         let mut rng = Rng::new(opts.seed, stream_name(&streams, name), "profile");
-        let mut sample = Vec::new();
+        let (mut sample, mut sample_w, mut suffix) = (Vec::new(), Vec::new(), Vec::new());
         let mut estimates: Vec<Vec<f64>> = vec![Vec::with_capacity(opts.band_reps); taus.len()];
         for _ in 0..opts.band_reps {
-            ranks.resample_sorted(&strata_idx, &mut rng, &mut sample);
+            ranks.resample_sorted(&strata_idx, &mut rng, &mut sample, &mut sample_w);
+            suffix_sums(&sample_w, &mut suffix);
             for (e, &tau) in estimates.iter_mut().zip(&taus) {
-                e.push(above(&sample, tau));
+                e.push(above(&sample, &suffix, tau));
             }
         }
-        let mut sorted = values.clone();
-        sorted.sort_unstable_by(f64::total_cmp);
+        let (sorted, sorted_w) = sorted_with_weights(&values, &weights);
+        suffix_sums(&sorted_w, &mut suffix);
         let band = enough_runs(strata.values().map(Vec::len));
         estimates
             .iter_mut()
             .zip(&taus)
             .map(|(e, &tau)| {
                 let (l, h) = percentile_interval(e, opts.confidence);
-                (tau, above(&sorted, tau), Some(l).filter(|_| band), Some(h).filter(|_| band))
+                (tau, above(&sorted, &suffix, tau), Some(l).filter(|_| band), Some(h).filter(|_| band))
             })
             .collect::<Vec<_>>()
     });

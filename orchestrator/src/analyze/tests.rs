@@ -1511,7 +1511,7 @@ fn counting_and_selection_give_what_sorting_gives_bit_for_bit() {
     let strata_idx = strata_indices(&strata);
     let (mut counted, mut drawn) = (Rng::new(9, "g", "t"), Rng::new(9, "g", "t"));
     for _ in 0..50 {
-        ranks.resample_sorted(&strata_idx, &mut counted, &mut out);
+        ranks.resample_sorted(&strata_idx, &mut counted, &mut out, &mut w);
         resample_indices(&strata_idx, &mut drawn, &mut idx);
         let mut want: Vec<f64> = idx.iter().map(|&i| values[i]).collect();
         want.sort_unstable_by(f64::total_cmp);
@@ -2260,4 +2260,34 @@ fn the_final_return_window_is_noted_where_it_covers_whole_runs_or_differs_in_ste
     let outcome = analyze(&options(vec![root], &tmp.path().join("out"))).unwrap();
     let note = "note: 4 of 4 runs have 10 iterations or fewer, so their final return (the mean of the last 10 iterations) is the mean of their whole training";
     assert!(outcome.table.contains(note) && !outcome.table.contains("spans from"), "{}", outcome.table);
+}
+
+/// The learning curves and profiles weigh each stratum equally too (review finding 1): a bin
+/// or a group with 4 runs of one stratum and 2 of another gives both strata half the weight.
+#[test]
+fn curves_and_profiles_weigh_each_stratum_equally() {
+    let opts = Bootstrap { reps: 100, band_reps: 200, seed: 1, confidence: 0.95 };
+    let (strata, values) = (["a", "a", "a", "a", "b", "b"], [1.0, 2.0, 3.0, 4.0, 100.0, 200.0]);
+    let points = df!(
+        "group" => ["g"; 6],
+        "stratum" => strata,
+        "run_id" => ["r1", "r2", "r3", "r4", "r5", "r6"],
+        "bin" => [0i64; 6],
+        "step" => [100.0; 6],
+        "value" => values,
+    )
+    .unwrap();
+    let c = curves(&points, &opts).unwrap();
+    // Mean of the strata's means (2.5 + 150) / 2, not 310 / 6. IQM: 6 runs, weights 1 (a) and
+    // 2 (b), total 8; cut 1/6 of it (4/3) from each end: 1 and a third of 2 at the bottom, 4/3
+    // of 200's weight 2 at the top.
+    assert_eq!(f(&c, "mean", 0), Some(76.25));
+    let kept = [(2.0, 2.0 / 3.0), (3.0, 1.0), (4.0, 1.0), (100.0, 2.0), (200.0, 2.0 / 3.0)];
+    let want = kept.iter().map(|(x, w)| x * w).sum::<f64>() / kept.iter().map(|(_, w)| w).sum::<f64>();
+    assert!(close(f(&c, "iqm", 0), want), "{:?} vs {want}", f(&c, "iqm", 0));
+    // The profile: above any τ between 4 and 100 lies stratum b, half the weight (2/6 pooled).
+    let runs = per_run_frame(&strata.iter().zip(values).map(|(s, v)| ("g", *s, v)).collect::<Vec<_>>());
+    let p = profiles(&runs, 11, &opts).unwrap();
+    let between: Vec<f64> = (0..p.height()).filter(|&i| (4.0..100.0).contains(&f(&p, "tau", i).unwrap())).map(|i| f(&p, "fraction", i).unwrap()).collect();
+    assert!(!between.is_empty() && between.iter().all(|&v| v == 0.5), "{p}");
 }
