@@ -190,12 +190,25 @@ impl ExitMarker {
 }
 
 /// Statistics over the metric rows: (final_return, best_return, steps_to_threshold).
+///
+/// Only iterations that finished episodes with a finite return count, as in `drover analyze`
+/// (`stats::finished_episodes`): one inf or NaN return among the last 10 would otherwise make
+/// `final_return` inf or NaN here while the analysis' runs table has a finite one, and an inf
+/// would be the best return and reach any threshold.
 pub fn return_stats(rows: &[MetricsRow], threshold: f64) -> (Option<f64>, Option<f64>, Option<i64>) {
-    let with_eps: Vec<(i64, f64)> =
-        rows.iter().filter_map(|r| r.episodic_return_mean.map(|v| (r.global_step, v))).collect();
+    let with_eps: Vec<(i64, f64)> = rows
+        .iter()
+        .filter(|r| r.episodes > 0)
+        .filter_map(|r| r.episodic_return_mean.filter(|v| v.is_finite()).map(|v| (r.global_step, v)))
+        .collect();
     let tail = &with_eps[with_eps.len().saturating_sub(10)..];
-    let final_return =
-        (!tail.is_empty()).then(|| tail.iter().map(|(_, v)| v).sum::<f64>() / tail.len() as f64);
+    let final_return = (!tail.is_empty()).then(|| {
+        let mean = tail.iter().map(|(_, v)| v).sum::<f64>() / tail.len() as f64;
+        // Finite returns near f64::MAX overflow the sum; scaled by 2^-128 (exact) they do not,
+        // as in the analysis.
+        let scale = f64::from_bits((1023 - 128) << 52);
+        if mean.is_finite() { mean } else { tail.iter().map(|(_, v)| v * scale).sum::<f64>() / tail.len() as f64 / scale }
+    });
     let best = with_eps.iter().map(|(_, v)| *v).reduce(f64::max);
     let reached = with_eps.iter().find(|(_, v)| *v >= threshold).map(|(s, _)| *s);
     (final_return, best, reached)
@@ -282,5 +295,23 @@ mod tests {
         assert_eq!(best, Some(120.0));
         assert_eq!(reached, Some(1000));
         assert_eq!(return_stats(&[row(1, None)], 1.0), (None, None, None));
+    }
+
+    /// Review finding 5: an inf or NaN return among the last 10 iterations made `final_return`
+    /// inf or NaN (and the best return inf, reaching any threshold) while `drover analyze`
+    /// skips non-finite returns; both now use the same iterations.
+    #[test]
+    fn return_stats_skip_non_finite_returns_and_iterations_without_episodes_like_the_analysis() {
+        let mut rows: Vec<_> = (1..=12).map(|i| row(i * 100, Some(10.0 * i as f64))).collect();
+        rows[5].episodic_return_mean = Some(f64::INFINITY);
+        rows[8].episodic_return_mean = Some(f64::NAN);
+        rows[10].episodes = 0;
+        // Finite, with episodes: 10..=50, 70, 80, 100, 120, nine iterations, all in the window.
+        let (fin, best, reached) = return_stats(&rows, 1e9);
+        assert_eq!(fin, Some(520.0 / 9.0));
+        assert_eq!((best, reached), (Some(120.0), None));
+        // Finite returns whose sum overflows.
+        let big: Vec<_> = (1..=4).map(|i| row(i, Some(1.5e308))).collect();
+        assert_eq!(return_stats(&big, 1e9).0, Some(1.5e308));
     }
 }

@@ -5,13 +5,15 @@
 //! Its inputs are frames collected at the CLI edge; its outputs are frames joined back lazily.
 //! Every random draw comes from a generator seeded by (`Bootstrap::seed`, the group's name, the
 //! statistic), so results are reproducible and a group's interval does not change when other
-//! groups are filtered out or added.
+//! groups are filtered out or added, nor when other results directories are analyzed alongside
+//! (the name without the `<sweep>:` prefix they add, `stream_names`).
 
 use std::collections::BTreeMap;
 
 use polars::prelude::*;
 
 use super::load::polars_err;
+use super::stats::OVERFLOW_SCALE;
 use crate::error::AnalyzeError;
 
 /// Settings of the resampling.
@@ -107,6 +109,106 @@ fn median_sorted(sorted: &[f64]) -> f64 {
     if n % 2 == 1 { sorted[n / 2] } else { (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0 }
 }
 
+/// Weight of each run of `strata` (laid end to end in map order, as `strata_indices` lays them)
+/// in its group's statistics: every stratum weighs the same, so a run of a stratum of n runs
+/// weighs m/n, m being the largest stratum's count. A group's runs are unbalanced across its
+/// strata whenever a run failed, diverged, or was sliced away, and pooled statistics would then
+/// rank groups by which strata their runs come from (one failed run of a high stratum can
+/// reverse a ranking both strata agree on). rliable's runs × tasks matrix is rectangular, so
+/// its aggregates weigh tasks equally; these weights do the same. Scaled by m, they are exactly
+/// 1.0 when every stratum holds as many runs, so the weighted statistics below are then the
+/// plain ones bit for bit.
+pub(super) fn run_weights<T>(strata: &BTreeMap<String, Vec<T>>) -> Vec<f64> {
+    let m = strata.values().map(Vec::len).max().unwrap_or(0) as f64;
+    strata.values().flat_map(|s| std::iter::repeat_n(m / s.len() as f64, s.len())).collect()
+}
+
+/// `values` in ascending order (`total_cmp`) with their `weights` alongside.
+pub(super) fn sorted_with_weights(values: &[f64], weights: &[f64]) -> (Vec<f64>, Vec<f64>) {
+    let mut order: Vec<usize> = (0..values.len()).collect();
+    order.sort_unstable_by(|&a, &b| values[a].total_cmp(&values[b]));
+    (order.iter().map(|&i| values[i]).collect(), order.iter().map(|&i| weights[i]).collect())
+}
+
+/// `out[i]` = the weight of `weights[i..]` (one more entry, 0, at the end). Summed from the
+/// end: with weights all 1 every entry is an exact count, so a fraction of them is the plain
+/// count over n, bit for bit.
+pub(super) fn suffix_sums(weights: &[f64], out: &mut Vec<f64>) {
+    out.clear();
+    out.resize(weights.len() + 1, 0.0);
+    for i in (0..weights.len()).rev() {
+        out[i] = out[i + 1] + weights[i];
+    }
+}
+
+/// Whether every stratum of `strata` holds as many runs (the weights of `run_weights` are all 1).
+pub(super) fn balanced<T>(strata: &BTreeMap<String, Vec<T>>) -> bool {
+    strata.values().map(Vec::len).collect::<std::collections::BTreeSet<_>>().len() <= 1
+}
+
+/// Weighted mean Σwx/Σw; with weights all 1 exactly `mean_of` (the same sum in the same order).
+/// Finite values near `f64::MAX` whose sum overflows are summed again scaled by
+/// `stats::OVERFLOW_SCALE` (exact), so their mean is the finite number it is.
+pub fn weighted_mean(values: &[f64], weights: &[f64]) -> f64 {
+    let total: f64 = weights.iter().sum();
+    let mean = values.iter().zip(weights).map(|(x, w)| x * w).sum::<f64>() / total;
+    if mean.is_finite() {
+        return mean;
+    }
+    values.iter().zip(weights).map(|(x, w)| x * OVERFLOW_SCALE * w).sum::<f64>() / total / OVERFLOW_SCALE
+}
+
+/// Weighted IQM of values in ascending order: the weighted mean after cutting the fraction
+/// floor(n/4)/n of the total weight from each end, the runs at the two boundaries cut in part.
+/// With weights all 1 that cuts exactly floor(n/4) whole runs, and the sums are `iqm_sorted`'s
+/// (kept runs weigh exactly 1, cut ones are skipped, not added as 0), so the result is its bit
+/// for bit: `scipy.stats.trim_mean(x, 0.25)`.
+pub fn weighted_iqm_sorted(sorted: &[f64], weights: &[f64]) -> f64 {
+    let n = sorted.len();
+    let total: f64 = weights.iter().sum();
+    // `k·total/n`, not `total·(k/n)`: exact (k) when the weights are all 1.
+    let cut = (n / 4) as f64 * total / n as f64;
+    let (from, to) = (cut, total - cut);
+    // Each run's weight left inside [from, to] of the cumulative weight.
+    let kept = || {
+        let mut before = 0.0;
+        sorted.iter().zip(weights).filter_map(move |(&x, &w)| {
+            let part = (before + w).min(to) - f64::max(before, from);
+            before += w;
+            (part > 0.0).then_some((x, part))
+        })
+    };
+    let weight: f64 = kept().map(|(_, part)| part).sum();
+    let iqm = kept().map(|(x, part)| x * part).sum::<f64>() / weight;
+    if iqm.is_finite() {
+        return iqm;
+    }
+    // Overflow of finite values (see `weighted_mean`).
+    kept().map(|(x, part)| x * OVERFLOW_SCALE * part).sum::<f64>() / weight / OVERFLOW_SCALE
+}
+
+/// Weighted median of values in ascending order: the value at which the cumulative weight
+/// passes half the total, the mean of two neighbours when a run's weight ends exactly there.
+/// With weights all 1 that is `median_sorted` (the middle value, or the mean of the two
+/// middle ones for even n).
+pub fn weighted_median_sorted(sorted: &[f64], weights: &[f64]) -> f64 {
+    let half = weights.iter().sum::<f64>() / 2.0;
+    let mut before = 0.0;
+    for (i, (&x, &w)) in sorted.iter().zip(weights).enumerate() {
+        let after = before + w;
+        if after > half {
+            return x;
+        }
+        if after == half && i + 1 < sorted.len() {
+            let middle = (x + sorted[i + 1]) / 2.0;
+            // Two finite values near `f64::MAX` overflow their sum, not their halves'.
+            return if middle.is_finite() { middle } else { x / 2.0 + sorted[i + 1] / 2.0 };
+        }
+        before = after;
+    }
+    sorted.last().copied().unwrap_or(f64::NAN)
+}
+
 /// Resamples of one fixed set of values put in ascending order by counting, not by sorting.
 ///
 /// Every resample draws from the same n values, so their order is found once (`new`); a
@@ -122,6 +224,8 @@ pub(super) struct RankSort {
     rank: Vec<usize>,
     /// Draws per place of the current resample (all zero between calls).
     counts: Vec<u32>,
+    /// The weight of the value at each place (`run_weights`; all 1 unless given).
+    weight: Vec<f64>,
 }
 
 impl RankSort {
@@ -132,35 +236,49 @@ impl RankSort {
         for (place, &i) in order.iter().enumerate() {
             rank[i] = place;
         }
-        RankSort { sorted: order.iter().map(|&i| values[i]).collect(), rank, counts: vec![0; values.len()] }
+        RankSort { sorted: order.iter().map(|&i| values[i]).collect(), rank, counts: vec![0; values.len()], weight: vec![1.0; values.len()] }
     }
 
-    /// The values at the indices `idx` (repeats included) into `out`, in ascending order.
-    pub(super) fn sorted_sample(&mut self, idx: &[usize], out: &mut Vec<f64>) {
+    /// `new` for values with weights (`weights[i]` of `values[i]`), read back by `weights`.
+    pub(super) fn weighted(values: &[f64], weights: &[f64]) -> Self {
+        let mut ranks = RankSort::new(values);
+        for (i, &w) in weights.iter().enumerate() {
+            ranks.weight[ranks.rank[i]] = w;
+        }
+        ranks
+    }
+
+    /// The values at the indices `idx` (repeats included) into `out`, in ascending order, and
+    /// the weight of each into `weights`.
+    pub(super) fn sorted_sample_weighted(&mut self, idx: &[usize], out: &mut Vec<f64>, weights: &mut Vec<f64>) {
         for &i in idx {
             self.counts[self.rank[i]] += 1;
         }
-        self.read_counts(out);
+        self.read_counts(out, weights);
     }
 
     /// One stratified resample of `strata` (indices into the values), drawn as
-    /// `resample_indices` draws it, into `out` in ascending order: the same numbers from `rng`
-    /// in the same order, so the same resample, without the list of indices in between.
-    pub(super) fn resample_sorted(&mut self, strata: &[Vec<usize>], rng: &mut Rng, out: &mut Vec<f64>) {
+    /// `resample_indices` draws it, into `out` in ascending order (and each value's weight
+    /// into `weights`): the same numbers from `rng` in the same order, so the same resample,
+    /// without the list of indices in between.
+    pub(super) fn resample_sorted(&mut self, strata: &[Vec<usize>], rng: &mut Rng, out: &mut Vec<f64>, weights: &mut Vec<f64>) {
         for stratum in strata {
             for _ in 0..stratum.len() {
                 self.counts[self.rank[stratum[rng.below(stratum.len())]]] += 1;
             }
         }
-        self.read_counts(out);
+        self.read_counts(out, weights);
     }
 
-    /// The counted values into `out` in ascending order, and the counts back to zero.
-    fn read_counts(&mut self, out: &mut Vec<f64>) {
+    /// The counted values into `out` in ascending order, their weights into `weights`, and
+    /// the counts back to zero.
+    fn read_counts(&mut self, out: &mut Vec<f64>, weights: &mut Vec<f64>) {
         out.clear();
-        for (&value, count) in self.sorted.iter().zip(self.counts.iter_mut()) {
+        weights.clear();
+        for ((&value, &weight), count) in self.sorted.iter().zip(&self.weight).zip(self.counts.iter_mut()) {
             for _ in 0..*count {
                 out.push(value);
+                weights.push(weight);
             }
             *count = 0;
         }
@@ -309,6 +427,35 @@ fn f64_col(df: &DataFrame, name: &str) -> Result<Float64Chunked, AnalyzeError> {
         .map_err(polars_err(format!("reading column `{name}`")))
 }
 
+/// The name each group's generators are seeded from: its name without the `<sweep>:` prefix
+/// that labels get when several sweeps are analyzed together (a row's name starting with its
+/// own `sweep` column and a colon). The same runs then draw the same resamples whether their
+/// results directory is analyzed alone or beside others. A frame without a `sweep` column (a
+/// hand-built one) seeds from the names as they are.
+fn stream_names(df: &DataFrame) -> Result<BTreeMap<String, String>, AnalyzeError> {
+    let group = str_col(df, "group")?;
+    let sweep = match df.column("sweep") {
+        Ok(c) => Some(c.cast(&DataType::String).map_err(polars_err("reading column `sweep`"))?),
+        Err(_) => None,
+    };
+    let sweep = sweep.as_ref().map(|c| c.str()).transpose().map_err(polars_err("reading column `sweep`"))?;
+    let mut out = BTreeMap::new();
+    for i in 0..df.height() {
+        let Some(g) = group.get(i) else { continue };
+        if out.contains_key(g) {
+            continue;
+        }
+        let bare = sweep.and_then(|s| s.get(i)).and_then(|s| g.strip_prefix(s)).and_then(|rest| rest.strip_prefix(':')).unwrap_or(g);
+        out.insert(g.to_string(), bare.to_string());
+    }
+    Ok(out)
+}
+
+/// `stream_names`' name of `group` (itself when the frame had no such row).
+fn stream_name<'a>(names: &'a BTreeMap<String, String>, group: &'a str) -> &'a str {
+    names.get(group).map_or(group, String::as_str)
+}
+
 /// Groups the per-run frame (`group`, `stratum`, `final_return`, `gap`, `auc`) by group and stratum.
 fn group_strata(per_run: &DataFrame) -> Result<BTreeMap<String, Strata>, AnalyzeError> {
     let (group, stratum) = (str_col(per_run, "group")?, str_col(per_run, "stratum")?);
@@ -327,48 +474,76 @@ fn group_strata(per_run: &DataFrame) -> Result<BTreeMap<String, Strata>, Analyze
 
 /// The statistics resampled for the aggregate intervals, in this order: IQM, mean and median
 /// of the final return, optimality gap (mean gap), mean AUC.
-const STATS: [&str; 5] = ["final_return_iqm", "final_return_mean", "final_return_median", "optimality_gap", "auc_mean"];
+pub(super) const STATS: [&str; 5] = ["final_return_iqm", "final_return_mean", "final_return_median", "optimality_gap", "auc_mean"];
 
-/// The `STATS` of the rows `all[i]` for each `i` of `idx`; `ranks` orders their final returns.
-fn statistics(all: &[[f64; 3]], idx: &[usize], ranks: &mut RankSort, rows: &mut Vec<[f64; 3]>, scratch: &mut Vec<f64>) -> [f64; 5] {
-    rows.clear();
-    rows.extend(idx.iter().map(|&i| all[i]));
-    // The mean sums in draw order, as it did before the sorted copy came from `ranks`.
-    scratch.clear();
-    scratch.extend(rows.iter().map(|r| r[0]));
-    let mean = mean_of(scratch);
-    ranks.sorted_sample(idx, scratch);
-    let (iqm, median) = (iqm_sorted(scratch), median_sorted(scratch));
-    let gap = mean_of(&rows.iter().map(|r| r[1]).collect::<Vec<_>>());
-    let auc = mean_of(&rows.iter().map(|r| r[2]).collect::<Vec<_>>());
+/// The `STATS` of the rows `all[i]` for each `i` of `idx`, run `i` weighing `weights[i]`
+/// (`run_weights`); `ranks` orders their final returns.
+fn statistics(all: &[[f64; 3]], weights: &[f64], idx: &[usize], ranks: &mut RankSort, scratch: &mut Scratch) -> [f64; 5] {
+    let Scratch { values, w, sorted, sorted_w } = scratch;
+    w.clear();
+    w.extend(idx.iter().map(|&i| weights[i]));
+    // The means sum in draw order, as they did before the sorted copy came from `ranks`.
+    let mut mean_of_column = |k: usize| {
+        values.clear();
+        values.extend(idx.iter().map(|&i| all[i][k]));
+        weighted_mean(values, w)
+    };
+    let (mean, gap, auc) = (mean_of_column(0), mean_of_column(1), mean_of_column(2));
+    ranks.sorted_sample_weighted(idx, sorted, sorted_w);
+    let (iqm, median) = (weighted_iqm_sorted(sorted, sorted_w), weighted_median_sorted(sorted, sorted_w));
     [iqm, mean, median, gap, auc]
+}
+
+/// Buffers `statistics` reuses from one resample to the next.
+#[derive(Default)]
+struct Scratch {
+    values: Vec<f64>,
+    w: Vec<f64>,
+    sorted: Vec<f64>,
+    sorted_w: Vec<f64>,
 }
 
 /// Stratified bootstrap intervals per group: columns `group` and `<stat>_lo`, `<stat>_hi` for
 /// `final_return_{iqm,mean,median}`, `optimality_gap`, `auc_mean`; null for a group with fewer
-/// than `MIN_STRATUM_RUNS` runs in a stratum (see there).
+/// than `MIN_STRATUM_RUNS` runs in a stratum (see there). Every statistic weighs each stratum of
+/// the group equally (`run_weights`), in the point and in every resample alike: the stratified
+/// resample keeps each stratum's count, so the weights stay those of the sample.
+///
+/// Also `<stat>_point`, each statistic's point estimate, and `balanced`, whether the group's
+/// strata hold equally many runs. The summary's own (Polars) statistics are the plain ones over
+/// the runs, which are the weighted ones exactly when the group is balanced, and are kept there
+/// (their summation order, hence their last bits, stay as they were) unless they overflowed;
+/// the others take `<stat>_point` (`report::with_intervals`).
 pub fn intervals(per_run: &DataFrame, opts: &Bootstrap) -> Result<DataFrame, AnalyzeError> {
     let groups: Vec<(String, Strata)> = group_strata(per_run)?.into_iter().collect();
+    let streams = stream_names(per_run)?;
     // Groups are independent (each has its own generator): computed in parallel, the result
     // does not depend on the thread count. A sweep of hundreds of configurations spends most
     // of `drover analyze` here.
-    let per_group = par_map(&groups, |(name, strata)| -> [Option<f64>; 2 * STATS.len()] {
-        if !enough_runs(strata.values().map(Vec::len)) {
-            return [None; 2 * STATS.len()];
-        }
+    let per_group = par_map(&groups, |(name, strata)| -> [Option<f64>; 3 * STATS.len()] {
         let all: Vec<[f64; 3]> = strata.values().flatten().copied().collect();
+        let weights = run_weights(strata);
+        let idx: Vec<usize> = (0..all.len()).collect();
+        let mut ranks = RankSort::weighted(&all.iter().map(|r| r[0]).collect::<Vec<_>>(), &weights);
+        let mut scratch = Scratch::default();
+        let mut out = [None; 3 * STATS.len()];
+        let point = statistics(&all, &weights, &idx, &mut ranks, &mut scratch);
+        for (k, v) in point.into_iter().enumerate() {
+            out[2 * STATS.len() + k] = Some(v).filter(|v| !v.is_nan());
+        }
+        if !enough_runs(strata.values().map(Vec::len)) {
+            return out;
+        }
         let strata_idx = strata_indices(strata);
-        let mut ranks = RankSort::new(&all.iter().map(|r| r[0]).collect::<Vec<_>>());
-        let mut rng = Rng::new(opts.seed, name, "aggregate");
-        let (mut idx, mut rows, mut scratch) = (Vec::new(), Vec::new(), Vec::new());
+        let mut rng = Rng::new(opts.seed, stream_name(&streams, name), "aggregate");
+        let mut idx = Vec::new();
         let mut estimates: Vec<Vec<f64>> = vec![Vec::with_capacity(opts.reps); STATS.len()];
         for _ in 0..opts.reps {
             resample_indices(&strata_idx, &mut rng, &mut idx);
-            for (e, v) in estimates.iter_mut().zip(statistics(&all, &idx, &mut ranks, &mut rows, &mut scratch)) {
+            for (e, v) in estimates.iter_mut().zip(statistics(&all, &weights, &idx, &mut ranks, &mut scratch)) {
                 e.push(v);
             }
         }
-        let mut out = [None; 2 * STATS.len()];
         for (k, e) in estimates.iter_mut().enumerate() {
             let (lo, hi) = if e.is_empty() { (f64::NAN, f64::NAN) } else { percentile_interval(e, opts.confidence) };
             out[2 * k] = Some(lo).filter(|v| !v.is_nan());
@@ -377,26 +552,17 @@ pub fn intervals(per_run: &DataFrame, opts: &Bootstrap) -> Result<DataFrame, Ana
         out
     });
     let names: Vec<String> = groups.iter().map(|(name, _)| name.clone()).collect();
-    let mut bounds: Vec<Vec<Option<f64>>> = (0..2 * STATS.len()).map(|k| per_group.iter().map(|b| b[k]).collect()).collect();
+    let mut bounds: Vec<Vec<Option<f64>>> = (0..3 * STATS.len()).map(|k| per_group.iter().map(|b| b[k]).collect()).collect();
     let mut columns = vec![Column::new("group".into(), names)];
     for (k, stat) in STATS.iter().enumerate() {
         columns.push(Column::new(format!("{stat}_lo").into(), std::mem::take(&mut bounds[2 * k])));
         columns.push(Column::new(format!("{stat}_hi").into(), std::mem::take(&mut bounds[2 * k + 1])));
     }
-    DataFrame::new_infer_height(columns).map_err(polars_err("building the interval table"))
-}
-
-/// The group with the highest IQM of final returns (ties: the first by name), if any.
-pub fn best_by_iqm(per_run: &DataFrame) -> Result<Option<String>, AnalyzeError> {
-    let groups = group_strata(per_run)?;
-    let mut best: Option<(String, f64)> = None;
-    for (name, strata) in &groups {
-        let v = iqm_of(&mut strata.values().flatten().map(|r| r[0]).collect::<Vec<_>>());
-        if best.as_ref().is_none_or(|(_, b)| v > *b) {
-            best = Some((name.clone(), v));
-        }
+    for (k, stat) in STATS.iter().enumerate() {
+        columns.push(Column::new(format!("{stat}_point").into(), std::mem::take(&mut bounds[2 * STATS.len() + k])));
     }
-    Ok(best.map(|(name, _)| name))
+    columns.push(Column::new("balanced".into(), groups.iter().map(|(_, strata)| balanced(strata)).collect::<Vec<_>>()));
+    DataFrame::new_infer_height(columns).map_err(polars_err("building the interval table"))
 }
 
 /// Probability that `best` improves on each group (rliable's average probability of
@@ -406,6 +572,7 @@ pub fn best_by_iqm(per_run: &DataFrame) -> Result<Option<String>, AnalyzeError> 
 /// `MIN_STRATUM_RUNS` runs of each group. Columns: `group`, `p_best_better`, `_lo`, `_hi`.
 pub fn improvement_over(per_run: &DataFrame, best: &str, opts: &Bootstrap) -> Result<DataFrame, AnalyzeError> {
     let groups = group_strata(per_run)?;
+    let streams = stream_names(per_run)?;
     let scores = |strata: &Strata, key: &str| -> Vec<f64> { strata.get(key).map(|rows| rows.iter().map(|r| r[0]).collect()).unwrap_or_default() };
     let empty = Strata::new();
     let best_strata = groups.get(best).unwrap_or(&empty);
@@ -420,7 +587,7 @@ pub fn improvement_over(per_run: &DataFrame, best: &str, opts: &Bootstrap) -> Re
         if name == best || pairs.is_empty() {
             return [None; 3];
         }
-        let mut rng = Rng::new(opts.seed, name, &format!("improvement over {best}"));
+        let mut rng = Rng::new(opts.seed, stream_name(&streams, name), &format!("improvement over {}", stream_name(&streams, best)));
         let mut estimates = Vec::with_capacity(opts.reps);
         let mut resampled = pairs.clone();
         for _ in 0..opts.reps {
@@ -469,23 +636,29 @@ pub fn curves(points: &DataFrame, opts: &Bootstrap) -> Result<DataFrame, Analyze
         cells.entry((g.to_string(), b as i64)).or_default().entry(s.to_string()).or_default().push((x, y));
     }
     let cells: Vec<_> = cells.into_iter().collect();
+    let streams = stream_names(points)?;
     // One cell is one band point; cells are independent (each has its own generator), so they
     // are computed in parallel and the result does not depend on the thread count.
     let rows = par_map(&cells, |((name, b), strata)| {
         let values: Vec<f64> = strata.values().flatten().map(|p| p.1).collect();
         let steps: Vec<f64> = strata.values().flatten().map(|p| p.0).collect();
         let strata_idx = strata_indices(strata);
-        let mut ranks = RankSort::new(&values);
-        let mut rng = Rng::new(opts.seed, name, &format!("curve bin {b}"));
-        let mut sample = Vec::new();
+        // Each stratum weighs equally, as in `intervals`: late bins hold only the runs that
+        // got there, so a bin's strata are often unbalanced where the group's are not.
+        let weights = run_weights(strata);
+        let mut ranks = RankSort::weighted(&values, &weights);
+        let mut rng = Rng::new(opts.seed, stream_name(&streams, name), &format!("curve bin {b}"));
+        let (mut sample, mut sample_w) = (Vec::new(), Vec::new());
         let mut estimates = Vec::with_capacity(opts.band_reps);
         for _ in 0..opts.band_reps {
-            ranks.resample_sorted(&strata_idx, &mut rng, &mut sample);
-            estimates.push(iqm_sorted(&sample));
+            ranks.resample_sorted(&strata_idx, &mut rng, &mut sample, &mut sample_w);
+            estimates.push(weighted_iqm_sorted(&sample, &sample_w));
         }
         let (l, h) = percentile_interval(&mut estimates, opts.confidence);
         let band = enough_runs(strata.values().map(Vec::len));
-        (values.len() as i64, [mean_of(&steps), mean_of(&values), iqm_of(&mut values.clone())], [Some(l), Some(h)].map(|v| v.filter(|_| band)))
+        let (sorted, sorted_w) = sorted_with_weights(&values, &weights);
+        let points = [mean_of(&steps), weighted_mean(&values, &weights), weighted_iqm_sorted(&sorted, &sorted_w)];
+        (values.len() as i64, points, [Some(l), Some(h)].map(|v| v.filter(|_| band)))
     });
     let mut out: [Vec<f64>; 3] = Default::default();
     let mut bands: [Vec<Option<f64>>; 2] = Default::default();
@@ -534,6 +707,7 @@ pub fn mean_intervals(per_run: &DataFrame, columns: &[&str], opts: &Bootstrap) -
         }
     }
     let names: Vec<String> = rows_of.keys().map(|g| g.to_string()).collect();
+    let streams = stream_names(per_run)?;
     let mut out: Vec<[Vec<Option<f64>>; 3]> = (0..columns.len()).map(|_| Default::default()).collect();
     let (mut idx, mut sample) = (Vec::new(), Vec::new());
     for (name, rows) in names.iter().zip(rows_of.values()) {
@@ -553,7 +727,7 @@ pub fn mean_intervals(per_run: &DataFrame, columns: &[&str], opts: &Bootstrap) -
                 continue;
             }
             let strata_idx = strata_indices(&strata);
-            let mut rng = Rng::new(opts.seed, name, &format!("mean of {column}"));
+            let mut rng = Rng::new(opts.seed, stream_name(&streams, name), &format!("mean of {column}"));
             let mut estimates = Vec::with_capacity(opts.reps);
             for _ in 0..opts.reps {
                 resample_indices(&strata_idx, &mut rng, &mut idx);
@@ -594,32 +768,36 @@ pub fn profiles(per_run: &DataFrame, points: usize, opts: &Bootstrap) -> Result<
         let (lo, hi) = (min - pad, max + pad);
         (0..points).map(|i| lo + (hi - lo) * i as f64 / (points - 1) as f64).collect()
     };
-    // Fraction of sorted values strictly above tau.
-    let above = |sorted: &[f64], tau: f64| (sorted.len() - sorted.partition_point(|&v| v <= tau)) as f64 / sorted.len() as f64;
+    // Weight of the sorted values strictly above tau over their total weight (each stratum
+    // weighing equally, as in `intervals`); `suffix[i]` is the weight of `sorted[i..]`.
+    let above = |sorted: &[f64], suffix: &[f64], tau: f64| suffix[sorted.partition_point(|&v| v <= tau)] / suffix[0];
     let groups: Vec<(String, Strata)> = groups.into_iter().collect();
+    let streams = stream_names(per_run)?;
     // One group's band per task, each with its own generator (see `intervals`).
     let per_group = par_map(&groups, |(name, strata)| {
         let values: Vec<f64> = strata.values().flatten().map(|r| r[0]).collect();
         let strata_idx = strata_indices(strata);
-        let mut ranks = RankSort::new(&values);
-        let mut rng = Rng::new(opts.seed, name, "profile");
-        let mut sample = Vec::new();
+        let weights = run_weights(strata);
+        let mut ranks = RankSort::weighted(&values, &weights);
+        let mut rng = Rng::new(opts.seed, stream_name(&streams, name), "profile");
+        let (mut sample, mut sample_w, mut suffix) = (Vec::new(), Vec::new(), Vec::new());
         let mut estimates: Vec<Vec<f64>> = vec![Vec::with_capacity(opts.band_reps); taus.len()];
         for _ in 0..opts.band_reps {
-            ranks.resample_sorted(&strata_idx, &mut rng, &mut sample);
+            ranks.resample_sorted(&strata_idx, &mut rng, &mut sample, &mut sample_w);
+            suffix_sums(&sample_w, &mut suffix);
             for (e, &tau) in estimates.iter_mut().zip(&taus) {
-                e.push(above(&sample, tau));
+                e.push(above(&sample, &suffix, tau));
             }
         }
-        let mut sorted = values.clone();
-        sorted.sort_unstable_by(f64::total_cmp);
+        let (sorted, sorted_w) = sorted_with_weights(&values, &weights);
+        suffix_sums(&sorted_w, &mut suffix);
         let band = enough_runs(strata.values().map(Vec::len));
         estimates
             .iter_mut()
             .zip(&taus)
             .map(|(e, &tau)| {
                 let (l, h) = percentile_interval(e, opts.confidence);
-                (tau, above(&sorted, tau), Some(l).filter(|_| band), Some(h).filter(|_| band))
+                (tau, above(&sorted, &suffix, tau), Some(l).filter(|_| band), Some(h).filter(|_| band))
             })
             .collect::<Vec<_>>()
     });

@@ -234,10 +234,17 @@ pub fn unreadable_metrics(files: &[PathBuf]) -> BTreeMap<PathBuf, String> {
         .iter()
         .filter_map(|path| {
             let path_str = path.to_string_lossy();
-            let read = LazyFrame::scan_parquet(PlRefPath::new(path_str.as_ref()), ScanArgsParquet::default()).and_then(LazyFrame::collect);
+            let read = LazyFrame::scan_parquet(PlRefPath::new(path_str.as_ref()), literal_path()).and_then(LazyFrame::collect);
             read.err().map(|e| (path.clone(), format!("cannot read its data: {e}")))
         })
         .collect()
+}
+
+/// Scan settings that read the path given and nothing else. Polars' default reads a path as a
+/// glob pattern: a results directory named `res [v2]` then matched no file (`[v2]` is a
+/// character class) or a sibling `res v`'s, and one with `*` could pull in a sibling's file.
+fn literal_path() -> ScanArgsParquet {
+    ScanArgsParquet { glob: false, ..ScanArgsParquet::default() }
 }
 
 /// The column of the metrics scan that holds each row's file path until it becomes a run id.
@@ -274,7 +281,7 @@ fn scan_metrics(records: &[RunRecord], extra: &[String]) -> Result<LazyFrame, An
     for SchemaGroup { schema, members } in &groups {
         let paths: Vec<String> = members.iter().map(|r| r.metrics_path.to_string_lossy().into_owned()).collect();
         let sources: Vec<PlRefPath> = paths.iter().map(|p| PlRefPath::new(p.as_str())).collect();
-        let args = ScanArgsParquet { include_file_paths: Some(PATH_COLUMN.into()), glob: false, ..ScanArgsParquet::default() };
+        let args = ScanArgsParquet { include_file_paths: Some(PATH_COLUMN.into()), ..literal_path() };
         let what = match paths.as_slice() {
             [one] => format!("scanning `{one}`"),
             [first, ..] => format!("scanning {} metrics files (`{first}`, ...)", paths.len()),
@@ -558,7 +565,7 @@ fn metrics_schema(path: &Path) -> Result<SchemaRef, String> {
         return Err(problem);
     }
     let path_str = path.to_string_lossy();
-    let schema = LazyFrame::scan_parquet(PlRefPath::new(path_str.as_ref()), ScanArgsParquet::default())
+    let schema = LazyFrame::scan_parquet(PlRefPath::new(path_str.as_ref()), literal_path())
         .and_then(|mut scan| scan.collect_schema())
         .map_err(|e| format!("cannot read its Parquet footer: {e}"))?;
     match FIXED_COLUMNS.iter().find(|c| schema.get(c).is_none()) {

@@ -17,19 +17,20 @@ mod report;
 mod stats;
 
 pub use bootstrap::{
-    best_by_iqm, curves, enough_runs, improvement_over, intervals, iqm_of, mean_intervals, median_of, percentile_interval, prob_greater,
-    probability_of_improvement, profiles, quantile_sorted, Bootstrap, Rng, MIN_STRATUM_RUNS,
+    curves, enough_runs, improvement_over, intervals, iqm_of, mean_intervals, median_of, percentile_interval, prob_greater,
+    probability_of_improvement, profiles, quantile_sorted, weighted_iqm_sorted, weighted_mean, weighted_median_sorted, Bootstrap, Rng,
+    MIN_STRATUM_RUNS,
 };
 pub use load::{load_results, load_results_with, LeftOut, Loaded};
 pub use pipeline::{analyze, explain, left_out_lines, Best, Options, Outcome, DEFAULT_CURVES};
 pub use plot::{render, Bar, Chart, Line, LineChart, Scatter};
 pub use query::{parse_keys, parse_where, parse_where_with_labels, resolve_key};
 pub use report::{
-    bars, curve_lines, law_scatter, profile_lines, render_law_markdown, render_law_table, render_markdown, render_table, with_intervals,
+    bars, curve_lines, law_scatter, profile_lines, render_law_markdown, render_law_table, render_markdown, render_table, with_improvement, with_intervals,
     write_frame, LAW_STATS,
 };
 pub use stats::{
-    annotate, auc, curve_points, iqm, label_order, law_fits, law_per_run, law_rows, metric_points, optimality_gap, per_group, per_run, shortfall, with_target, Grouping, ENV_COLUMN,
+    annotate, auc, curve_points, iqm, label_order, law_fits, law_per_run, law_rows, metric_points, optimality_gap, overflow_safe, per_group, per_run, shortfall, with_target, Grouping, ENV_COLUMN,
     FINAL_WINDOW, LAW_ENTROPY, LAW_MIN_POINTS, LAW_REWARD,
 };
 #[cfg(test)]

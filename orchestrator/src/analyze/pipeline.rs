@@ -842,17 +842,13 @@ fn section(p: &Plans, opts: &Options, metrics: &LazyFrame, runs: DataFrame, env:
         }
         _ => None,
     };
-    let best = if opts.compare.is_some() && groups > 1 { bootstrap::best_by_iqm(&runs)? } else { None };
-    let improvement = match &best {
-        Some(best) => Some(bootstrap::improvement_over(&runs, best, &opts.bootstrap)?),
-        None => None,
-    };
     let keys = p.grouping.key_columns();
-    let summary = report::with_intervals(stats::per_group(runs.clone().lazy(), &p.grouping), intervals, improvement, &keys);
-    let summary = if opts.compare.is_some() {
+    let compare = opts.compare.is_some();
+    let summary = report::with_intervals(stats::per_group(runs.clone().lazy(), &p.grouping), intervals, &keys);
+    let summary = if compare {
         summary
-            // Ties (CartPole configurations that all reach 500) by name, as `best_by_iqm` breaks
-            // them: rank 1 is the best reported, and the ranks do not change from run to run.
+            // Ties (CartPole configurations that all reach 500) by name: the ranks do not change
+            // from run to run.
             .sort(
                 ["final_return_iqm", "group"],
                 SortMultipleOptions::default().with_order_descending_multi([true, false]).with_nulls_last(true),
@@ -863,7 +859,15 @@ fn section(p: &Plans, opts: &Options, metrics: &LazyFrame, runs: DataFrame, env:
         summary.sort(stats::group_order(&p.grouping), SortMultipleOptions::default().with_nulls_last(true))
     };
     let summary = summary.collect().map_err(polars_err("computing the summary"))?;
-    let summary = if opts.compare.is_some() { summary } else { in_label_order(summary, &p.grouping)? };
+    // The best is rank 1 of that table, not an IQM computed a second time: two computations
+    // of one IQM can differ in the last bit (summation order), and then named different groups
+    // best and first (review finding 2). A group without an IQM (no scored run) is never best.
+    let best = if compare && groups > 1 { rank_one(&summary)? } else { None };
+    let summary = match &best {
+        Some(best) => report::with_improvement(summary, bootstrap::improvement_over(&runs, best, &opts.bootstrap)?)?,
+        None => summary,
+    };
+    let summary = if compare { summary } else { in_label_order(summary, &p.grouping)? };
 
     let points = stats::curve_points(metrics.clone(), runs.clone().lazy(), opts.bins)
         .collect()
@@ -891,9 +895,20 @@ fn section(p: &Plans, opts: &Options, metrics: &LazyFrame, runs: DataFrame, env:
     let mut notes: Vec<String> = nothing_to_compare.into_iter().collect();
     notes.extend(threshold_notes(&runs, opts.target)?);
     notes.extend(unscored_note(&runs)?);
+    notes.extend(window_notes(&runs)?);
     notes.extend(interval_note(&summary)?);
     notes.extend(unpaired_note(&summary, best.as_deref())?);
     Ok(Section { env, runs: runs.height(), summary, curves, profiles, metric_curves, law, best, notes })
+}
+
+/// The group of the ranked summary's first row, if it has an IQM.
+fn rank_one(summary: &DataFrame) -> Result<Option<String>, AnalyzeError> {
+    let iqm = summary.column("final_return_iqm").map_err(polars_err("reading column `final_return_iqm`"))?;
+    if summary.height() == 0 || iqm.get(0).is_ok_and(|v| v.is_null()) {
+        return Ok(None);
+    }
+    let groups = summary.column("group").and_then(|c| c.str().cloned()).map_err(polars_err("reading column `group`"))?;
+    Ok(groups.get(0).map(str::to_string))
 }
 
 /// A warning per environment whose runs have several `success_return` values (without
@@ -968,6 +983,50 @@ fn unscored_note(runs: &DataFrame) -> Result<Option<String>, AnalyzeError> {
         "note: {which} no final return (no iteration with a finished episode and a finite return: diverged, or an empty metrics file); {they} in `runs` (`unscored` in the table) but in no score, interval, curve or profile: {}",
         parts.join(", ")
     )))
+}
+
+/// Notes on the final-return window (`stats::FINAL_WINDOW` iterations, not steps) where it
+/// misleads: most scored runs have no more iterations than the window (their final return is
+/// their whole training's mean), or the groups' iterations differ in steps (`num_envs ×
+/// num_steps`) by a factor of 2 or more, so their final returns average different spans.
+fn window_notes(runs: &DataFrame) -> Result<Vec<String>, AnalyzeError> {
+    let window = stats::FINAL_WINDOW;
+    let (iterations, last_step) = (i64_values(runs, "iterations")?, i64_values(runs, "last_step")?);
+    let scored = runs.column("final_return").map_err(polars_err("reading column `final_return`"))?.is_not_null();
+    let group = runs.column("group").and_then(|c| c.str().cloned()).map_err(polars_err("reading column `group`"))?;
+    let rows: Vec<usize> = (0..runs.height()).filter(|&i| scored.get(i).unwrap_or(false)).collect();
+    let mut notes = Vec::new();
+    let short = rows.iter().filter(|&&i| iterations[i] <= window as i64).count();
+    if short * 2 > rows.len() {
+        notes.push(format!(
+            "note: {short} of {} runs have {window} iterations or fewer, so their final return (the mean of the last {window} iterations) is the mean of their whole training, not of its end",
+            rows.len()
+        ));
+    }
+    // Steps per iteration of each group: the median over its runs.
+    let mut per_group: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    for &i in &rows {
+        if let (Some(g), true) = (group.get(i), iterations[i] > 0) {
+            per_group.entry(g).or_default().push(last_step[i] as f64 / iterations[i] as f64);
+        }
+    }
+    let spans: Vec<(&str, f64)> = per_group
+        .iter_mut()
+        .map(|(g, v)| {
+            v.sort_by(f64::total_cmp);
+            (*g, v[v.len() / 2] * window as f64)
+        })
+        .collect();
+    let lowest = spans.iter().min_by(|a, b| a.1.total_cmp(&b.1));
+    let highest = spans.iter().max_by(|a, b| a.1.total_cmp(&b.1));
+    if let (Some(&(lg, lo)), Some(&(hg, hi))) = (lowest, highest) {
+        if lo > 0.0 && hi >= 2.0 * lo {
+            notes.push(format!(
+                "note: the final-return window ({window} iterations) spans from about {lo:.0} steps (`{lg}`) to {hi:.0} (`{hg}`): iterations differ in steps (`num_envs × num_steps`), so these groups' final returns average different spans of training"
+            ));
+        }
+    }
+    Ok(notes)
 }
 
 /// Most groups a note names before it says "and N more".

@@ -131,19 +131,24 @@ fn split(expr: &str) -> Result<(&str, Op, &str), AnalyzeError> {
 /// to a list value (`hidden=[64,64],[32,32]` is two values), so list-valued hyperparameters can
 /// be matched at all (`--where` value lists) and configuration labels split into their keys.
 pub(crate) fn split_list(value: &str) -> Vec<&str> {
+    split_ranges(value).into_iter().map(|r| value[r].trim()).collect()
+}
+
+/// `split_list`'s parts as byte ranges of `value`, untrimmed.
+fn split_ranges(value: &str) -> Vec<std::ops::Range<usize>> {
     let (mut parts, mut depth, mut start) = (Vec::new(), 0i32, 0);
     for (i, c) in value.char_indices() {
         match c {
             '[' | '{' => depth += 1,
             ']' | '}' => depth -= 1,
             ',' if depth == 0 => {
-                parts.push(value[start..i].trim());
+                parts.push(start..i);
                 start = i + 1;
             }
             _ => {}
         }
     }
-    parts.push(value[start..].trim());
+    parts.push(start..value.len());
     parts
 }
 
@@ -157,10 +162,19 @@ fn unquoted(value: &str) -> Option<&str> {
 /// into labels of `labels` where they make up a sequence of them, longest labels first
 /// (`params.x=1,params.y=2` is one label of two axes when that label exists); otherwise each
 /// part on its own, as for any other key.
+///
+/// A run of parts is tried as its text in `value` (`lib ppo, v2=1.so`: a value with ", " in it,
+/// as a plugin path can have), then as its trimmed parts joined by `,` (`x=1, y=2` for the
+/// label `x=1,y=2`); splitting and joining alone turned the first into `lib ppo,v2=1.so`.
 pub(crate) fn label_values(value: &str, labels: &[String]) -> Vec<String> {
+    let ranges = split_ranges(value);
     let parts = split_list(value);
     let n = parts.len();
-    let known = |from: usize, to: usize| labels.iter().any(|l| *l == parts[from..to].join(","));
+    let candidate = |from: usize, to: usize| -> Option<String> {
+        let text = value[ranges[from].start..ranges[to - 1].end].trim();
+        [text.to_string(), parts[from..to].join(",")].into_iter().find(|c| labels.contains(c))
+    };
+    let known = |from: usize, to: usize| candidate(from, to).is_some();
     // `ends[i]`: where the label starting at part i ends, when parts i.. split into labels.
     let mut ends: Vec<Option<usize>> = vec![None; n + 1];
     let mut tail_ok = vec![false; n + 1];
@@ -174,7 +188,7 @@ pub(crate) fn label_values(value: &str, labels: &[String]) -> Vec<String> {
     }
     let (mut out, mut i) = (Vec::new(), 0);
     while let Some(j) = ends[i] {
-        out.push(parts[i..j].join(","));
+        out.push(candidate(i, j).unwrap_or_else(|| parts[i..j].join(",")));
         i = j;
     }
     out

@@ -10,10 +10,9 @@ use super::load::polars_err;
 use super::plot::{Bar, Line, Scatter};
 use crate::error::AnalyzeError;
 
-/// The per-group summary with the bootstrap intervals (and, when given, the probability that
-/// the best group improves on each) joined on, columns in reading order.
-pub fn with_intervals(summary: LazyFrame, intervals: DataFrame, improvement: Option<DataFrame>, keys: &[String]) -> LazyFrame {
-    let mut frame = summary.left_join(intervals.lazy(), col("group"), col("group"));
+/// The per-group summary with the bootstrap intervals joined on, columns in reading order.
+pub fn with_intervals(summary: LazyFrame, intervals: DataFrame, keys: &[String]) -> LazyFrame {
+    let frame = summary.left_join(intervals.lazy(), col("group"), col("group"));
     let mut order: Vec<Expr> = keys.iter().map(|k| col(k.as_str())).collect();
     order.push(col("group"));
     for name in [
@@ -40,13 +39,33 @@ pub fn with_intervals(summary: LazyFrame, intervals: DataFrame, improvement: Opt
         "steps_to_threshold_mean",
         "reached",
     ] {
-        order.push(col(name));
-    }
-    if let Some(improvement) = improvement {
-        frame = frame.left_join(improvement.lazy(), col("group"), col("group"));
-        order.extend([col("p_best_better"), col("p_best_better_lo"), col("p_best_better_hi")]);
+        // A group whose strata hold different numbers of runs takes the stratum-balanced point
+        // `bootstrap::intervals` computed; a balanced one keeps the summary's (the same value)
+        // unless that overflowed (finite returns near `f64::MAX`), where the eager point is
+        // computed overflow-safe.
+        if super::bootstrap::STATS.contains(&name) {
+            let keep = col("balanced").and(col(name).is_finite());
+            order.push(when(keep).then(col(name)).otherwise(coalesce(&[col(format!("{name}_point")), col(name)])).alias(name));
+        } else {
+            order.push(col(name));
+        }
     }
     frame.select(order)
+}
+
+/// The collected summary with the probability that the best group improves on each
+/// (`bootstrap::improvement_over`) as its last columns, rows in the summary's order.
+pub fn with_improvement(summary: DataFrame, improvement: DataFrame) -> Result<DataFrame, AnalyzeError> {
+    let columns = ["p_best_better", "p_best_better_lo", "p_best_better_hi"];
+    summary
+        .lazy()
+        .with_row_index("__row", None)
+        .left_join(improvement.lazy().select([col("group"), cols(columns).as_expr()]), col("group"), col("group"))
+        // A left join need not keep the left order.
+        .sort(["__row"], SortMultipleOptions::default())
+        .drop(cols(["__row"]))
+        .collect()
+        .map_err(polars_err("joining the probability of improvement"))
 }
 
 /// Writes `df` as `<dir>/<stem>.{csv,parquet}` (and `.md` when `markdown` is given); returns the
@@ -95,7 +114,10 @@ fn str_values(df: &DataFrame, name: &str) -> Result<Vec<String>, AnalyzeError> {
 
 /// The summary as rows of text cells, with the header first.
 fn cells(summary: &DataFrame) -> Result<Vec<Vec<String>>, AnalyzeError> {
-    let num = |v: Option<f64>, prec: usize| v.filter(|v| v.is_finite()).map_or("-".to_string(), |v| format!("{v:.prec$}"));
+    // Beyond 1e21 in scientific notation: 1.5e308 in full is a cell of 310 digits.
+    let num = |v: Option<f64>, prec: usize| {
+        v.filter(|v| v.is_finite()).map_or("-".to_string(), |v| if v.abs() < 1e21 { format!("{v:.prec$}") } else { format!("{v:.prec$e}") })
+    };
     // The table's decimals can round a spread away: an interval [39.01, 39.04] would print as
     // [39.0, 39.0] and a std of 0.02 as 0.0, both reading as "no spread at all". Such a cell
     // gets the few more decimals that show it (at most `MAX_DECIMALS`); only an interval that

@@ -80,6 +80,19 @@ pub fn auc(step: Expr, value: Expr) -> Expr {
     when(span.clone().gt(lit(0.0))).then(area / span).otherwise(y.first())
 }
 
+/// 2^-128: finite returns near `f64::MAX` overflow a sum (1.5e308 twice is inf) though their
+/// mean is finite; a statistic that overflows is computed again on the values scaled by this,
+/// then scaled back. Scaling by a power of two is exact, so the result is the one the plain sum
+/// would have given had it not overflowed, and a value that did not overflow is not touched.
+pub const OVERFLOW_SCALE: f64 = 1.0 / 340_282_366_920_938_463_463_374_607_431_768_211_456.0;
+
+/// `stat(x)`, or where that is not a finite number (an overflow) `stat(x · OVERFLOW_SCALE)`
+/// scaled back. For statistics that scale with their input (mean, std, AUC); null stays null.
+pub fn overflow_safe(x: Expr, stat: impl Fn(Expr) -> Expr) -> Expr {
+    let plain = stat(x.clone());
+    when(plain.clone().is_finite()).then(plain).otherwise(stat(x * lit(OVERFLOW_SCALE)) / lit(OVERFLOW_SCALE))
+}
+
 /// An iteration counts for returns only if episodes finished in it (its return is NaN otherwise;
 /// NaN also compares greater than any number in Polars, so it must never reach a threshold test)
 /// and its return is a finite number: one infinite return would make the run's final return,
@@ -129,12 +142,11 @@ pub fn per_run(metrics: LazyFrame, runs: LazyFrame, target: Option<f64>) -> Lazy
         .join(targets.clone(), [col("run_id")], [col("run_id")], JoinArgs::new(JoinType::Inner))
         .group_by([col("run_id")])
         .agg([
-            col("episodic_return_mean")
-                .sort_by([col("iteration")], SortMultipleOptions::default())
-                .tail(Some(FINAL_WINDOW))
-                .mean()
-                .alias("final_return"),
-            auc(col("global_step"), col("episodic_return_mean")).alias("auc"),
+            overflow_safe(col("episodic_return_mean"), |r| {
+                r.sort_by([col("iteration")], SortMultipleOptions::default()).tail(Some(FINAL_WINDOW)).mean()
+            })
+            .alias("final_return"),
+            overflow_safe(col("episodic_return_mean"), |r| auc(col("global_step"), r)).alias("auc"),
             col("global_step")
                 .filter(col("episodic_return_mean").gt_eq(col("target")))
                 .min()
@@ -231,7 +243,7 @@ pub fn per_group(annotated: LazyFrame, grouping: &Grouping) -> LazyFrame {
         col("final_return").is_not_null().sum().cast(DataType::Int64).alias("scored"),
         col("stratum").n_unique().cast(DataType::Int64).alias("strata"),
         col("final_return").mean().alias("final_return_mean"),
-        col("final_return").std(1).alias("final_return_std"),
+        overflow_safe(col("final_return"), |x| x.std(1)).alias("final_return_std"),
         col("final_return").median().alias("final_return_median"),
         iqm(col("final_return")).alias("final_return_iqm"),
         optimality_gap(col("final_return"), col("target")).alias("optimality_gap"),
@@ -254,7 +266,7 @@ pub(crate) fn group_order(grouping: &Grouping) -> Vec<String> {
 
 /// Per run and learning-curve bin: the run's mean return over the iterations of that bin. The
 /// steps axis (the largest `global_step` of all runs) is cut into `bins` equal bins, so runs of
-/// different lengths share one axis. Columns: `group, stratum, run_id, bin, step, value` where
+/// different lengths share one axis. Columns: `group, stratum, run_id, bin, sweep, step, value` where
 /// `step` is the mean `global_step` of the bin's iterations.
 pub fn curve_points(metrics: LazyFrame, annotated: LazyFrame, bins: u32) -> LazyFrame {
     binned(metrics.filter(finished_episodes()), annotated, bins, col("episodic_return_mean"))
@@ -273,13 +285,14 @@ fn binned(rows: LazyFrame, annotated: LazyFrame, bins: u32, value: Expr) -> Lazy
     let bins = i64::from(bins.max(1));
     let raw = col("global_step") * lit(bins) / col("global_step").max();
     rows.join(
-        annotated.select([col("run_id"), col("group"), col("stratum")]),
+        // `sweep` names the generators of the bands (`bootstrap::stream_names`).
+        annotated.select([col("run_id"), col("group"), col("stratum"), col("sweep")]),
         [col("run_id")],
         [col("run_id")],
         JoinArgs::new(JoinType::Inner),
     )
     .with_column(when(raw.clone().gt_eq(lit(bins))).then(lit(bins - 1)).otherwise(raw).alias("bin"))
-    .group_by([col("group"), col("stratum"), col("run_id"), col("bin")])
+    .group_by([col("group"), col("stratum"), col("run_id"), col("bin"), col("sweep")])
     .agg([col("global_step").cast(DataType::Float64).mean().alias("step"), value.mean().alias("value")])
     .sort(["group", "bin", "run_id"], SortMultipleOptions::default())
 }
@@ -334,7 +347,10 @@ pub fn law_fits(rows: LazyFrame) -> LazyFrame {
     let fitted = too_few.clone().not().and(col("x_constant").not());
     let slope = col("sxy") / col("sxx");
     let null = || lit(NULL).cast(DataType::Float64);
-    let a = when(fitted.clone()).then(lit(0.0) - slope.clone()).otherwise(null());
+    // A flat fit (constant R) has slope ±0; `0 − slope` can come out as −0.0 (written `-0.0` in
+    // the tables), so a zero is written as +0.0.
+    let minus_slope = lit(0.0) - slope.clone();
+    let a = when(fitted.clone()).then(when(minus_slope.clone().eq(lit(0.0))).then(lit(0.0)).otherwise(minus_slope)).otherwise(null());
     let b = when(fitted.clone()).then(col("y_mean") - slope * col("x_mean")).otherwise(null());
     let r2 = when(fitted.and(col("y_constant").not()))
         .then(col("sxy") * col("sxy") / (col("sxx") * col("syy")))
