@@ -399,18 +399,21 @@ impl Provider for EnvSnapshot {
     }
 }
 
-/// An environment variable's value in figment's env grammar: TOML-like scalars, arrays and
-/// tables, else a string. figment 0.10's unescaping indexes bytes by character position and
-/// panics on a backslash after a non-ASCII character (`"é\n"`), so such a value is read by
-/// TOML's grammar instead, which reads it alike, and is a plain string when TOML cannot read it.
+/// An environment variable's value, read the way `--set` reads its value (`parse_set`): one TOML
+/// value (`1e-3`, `1E-3`, `1_000`, `true`, `[1, 2]`, `{ count = 3 }`, `"quoted"`), else the text
+/// itself. figment's own env grammar is not used: it reads exponents and `_` digit separators
+/// as strings (`DROVER_RUN__LR=1e-3` became the text "1e-3", refused as "found string"), and its
+/// unescaping indexes bytes by character position, which panicked on `"é\n"`. A value that TOML
+/// reads as a date stays text, as it was before: a variable is text, and no setting is a date.
 fn env_value(value: &str) -> figment::value::Value {
-    if value.contains('\\') && !value.is_ascii() {
-        let as_toml = toml::from_str::<toml::Table>(&format!("v = {value}")).ok().and_then(|mut t| t.remove("v"));
-        return as_toml.and_then(|v| v.try_into().ok()).unwrap_or_else(|| value.to_string().into());
-    }
-    match value.parse() {
-        Ok(v) => v,
-        Err(never) => match never {},
+    let text = || figment::value::Value::from(value.to_string());
+    let parsed = match format!("v = {value}").parse::<toml::Table>() {
+        Ok(mut table) if table.len() == 1 => table.remove("v"),
+        _ => None,
+    };
+    match parsed {
+        Some(toml::Value::Datetime(_)) | None => text(),
+        Some(v) => v.try_into().unwrap_or_else(|_| text()),
     }
 }
 
@@ -618,10 +621,45 @@ mod tests {
         assert_eq!(env_value(r#"["é\t", "x"]"#), figment::value::Value::from(vec!["é\t".to_string(), "x".to_string()]));
         assert_eq!(env_value(r#"é\"#), figment::value::Value::from(r#"é\"#.to_string()), "not TOML: the text itself");
         assert_eq!(env_value("0.5"), figment::value::Value::from(0.5));
+        assert_eq!(env_value("Acrobot-v1"), figment::value::Value::from("Acrobot-v1".to_string()), "a bare word is text");
         let f = Path::new("s.toml");
         let text = "name = \"t\"\n[run]\nenv = \"CartPole-v1\"\nplugin = \"ppo\"\n";
         let err = load_str(f, text, &[("DROVER_RUN__NUM_ENVS".into(), r#""é\n""#.into())], &[]).map(|_| ()).expect_err("not a count");
         assert!(err.to_string().contains("DROVER_RUN__NUM_ENVS"), "{err}");
+    }
+
+    /// Review finding F1: `DROVER_RUN__LR=1e-3` was the text "1e-3" (figment's env grammar reads
+    /// exponents and `_` separators as strings), refused as "found string" for `run.lr` and given
+    /// to the plugin as text for a `params.*` key. A variable's value reads as `--set`'s does.
+    #[test]
+    fn variable_values_parse_like_set_values() {
+        let f = Path::new("s.toml");
+        let text = "name = \"t\"\n[run]\nenv = \"CartPole-v1\"\nplugin = \"ppo\"\n";
+        let var = |name: &str, value: &str| load_str(f, text, &[(name.to_string(), value.to_string())], &[]);
+        let set = |raw: &str| load_str(f, text, &[], &[parse_set(raw, f).expect("parses")]);
+        let cases = [
+            ("DROVER_RUN__LR", "1e-3", "run.lr=1e-3"),
+            ("DROVER_RUN__LR", "1E-3", "run.lr=1E-3"),
+            ("DROVER_RUN__TOTAL_STEPS", "1_000", "run.total_steps=1_000"),
+            ("DROVER_RUN__ANNEAL_LR", "false", "run.anneal_lr=false"),
+            ("DROVER_RUN__HIDDEN", "[32, 32]", "run.hidden=[32,32]"),
+            ("DROVER_PARAMS__GAMMA", "9e-1", "params.gamma=9e-1"),
+            ("DROVER_SWEEP__SEEDS", "{ count = 2, start = 1_0 }", "sweep.seeds={count=2,start=10}"),
+            ("DROVER_RUN__ENV", "Acrobot-v1", "run.env=Acrobot-v1"),
+        ];
+        for (name, value, raw) in cases {
+            let from_var = var(name, value).unwrap_or_else(|e| panic!("{name}={value}: {e}"));
+            let from_set = set(raw).unwrap_or_else(|e| panic!("--set {raw}: {e}"));
+            assert_eq!(format!("{from_var:?}"), format!("{from_set:?}"), "{name}={value} vs --set {raw}");
+        }
+        assert_eq!(var("DROVER_RUN__LR", "1e-3").expect("loads").run.lr, 0.001);
+        assert_eq!(var("DROVER_PARAMS__GAMMA", "9e-1").expect("loads").params.get("gamma"), Some(&serde_json::json!(0.9)));
+        assert_eq!(var("DROVER_RUN__TOTAL_STEPS", "1_000").expect("loads").run.total_steps, 1000);
+        // Not finite: refused with the variable's name, as `--set params.gamma=+inf` is.
+        let err = var("DROVER_PARAMS__GAMMA", "+inf").map(|_| ()).expect_err("infinite").to_string();
+        assert!(err.contains("key `params.gamma` (from environment variable `DROVER_PARAMS__GAMMA`): invalid value: found `inf`"), "{err}");
+        // A date-like text stays text (no setting is a date; figment read it as text too).
+        assert_eq!(env_value("2024-01-01"), figment::value::Value::from("2024-01-01".to_string()));
     }
 
     /// Failure-injection review D1: `drover run` panicked when any variable of the environment

@@ -60,7 +60,8 @@
 //! 1. the TOML file;
 //! 2. environment variables `DROVER_<SECTION>__<KEY>`, the double underscore separating levels:
 //!    `DROVER_RUN__NUM_ENVS=16` sets `run.num_envs`, `DROVER_MAX_PARALLEL=4` sets `max_parallel`.
-//!    Values parse like TOML (`DROVER_SWEEP__SEEDS=[1,2]`). Only `DROVER_NAME`,
+//!    Values parse as `--set` values do, as one TOML value (`DROVER_RUN__LR=1e-3`,
+//!    `DROVER_SWEEP__SEEDS=[1,2]`), else as text (`DROVER_RUN__ENV=Acrobot-v1`). Only `DROVER_NAME`,
 //!    `DROVER_RESULTS_DIR`, `DROVER_MAX_PARALLEL`, `DROVER_BACKEND` and
 //!    `DROVER_{RUN,PARAMS,SWEEP,LOCAL,SLURM}__*` are read; other `DROVER_*` variables
 //!    (`DROVER_PLUGIN_PATH`, `DROVER_JOB_BIN`, ...) belong to the runtime.
