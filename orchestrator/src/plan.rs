@@ -9,7 +9,7 @@ use crate::config::{self, PluginSearch, RunSpec, Sweep};
 use crate::error::ConfigError;
 use crate::error::ConfigErrorKind;
 use crate::layout::{JobSpec, ResultsDir, SweepManifest, RUNS_DIR, SWEEP_JSON, SWEEP_TOML};
-use crate::plugin_cmd::{validate_params, PluginDescription, PluginProbe};
+use crate::plugin_cmd::{keys_at_default, retype_params, validate_params, PluginDescription, PluginProbe};
 
 /// Inputs of `plan` gathered by the CLI (kept explicit so tests need no process-global state).
 #[derive(Debug, Clone, Default)]
@@ -114,9 +114,12 @@ pub fn plan(opts: &PlanOptions) -> Result<Plan, ConfigError> {
             }
         }
     }
-    let runs = sweep.expand();
+    let mut runs = sweep.expand();
     if let Some(job_bin) = &opts.job_bin {
-        check_plugin_params(&PluginProbe::new(job_bin), &plugins, &runs, file).map_err(name_override)?;
+        let probe = PluginProbe::new(job_bin);
+        let described = describe_plugins(&probe, &plugins, file)?;
+        settle_params(&mut runs, &described, file).map_err(name_override)?;
+        check_plugin_params(&probe, &plugins, &described, &runs, file).map_err(name_override)?;
     }
 
     let results = opts
@@ -292,18 +295,9 @@ pub fn check_local_cuda(plan: &Plan, opts: &PlanOptions, count: impl FnOnce() ->
     })
 }
 
-/// Describes each distinct plugin once (in a `drover-job plugin info` subprocess) and checks
-/// every run's `[params]` against it, then has the plugin's constructor judge each distinct
-/// params object (one `info --try-params` subprocess per plugin), so nothing is launched with a
-/// parameter the plugin would refuse: a mode name it does not know or two keys that contradict
-/// would otherwise fail every job, on Slurm after its wait in the queue. The error names the
-/// sweep file, the `params.<key>`, the plugin and the reason.
-fn check_plugin_params(
-    probe: &PluginProbe,
-    plugins: &BTreeMap<String, PathBuf>,
-    runs: &[RunSpec],
-    file: &Path,
-) -> Result<(), ConfigError> {
+/// Describes each distinct plugin once (a `drover-job plugin info` subprocess each), refusing a
+/// library whose own name is not the one the sweep asked for. Keyed by `run.plugin` as written.
+fn describe_plugins(probe: &PluginProbe, plugins: &BTreeMap<String, PathBuf>, file: &Path) -> Result<BTreeMap<String, PluginDescription>, ConfigError> {
     let mut described = BTreeMap::new();
     for (name, path) in plugins {
         let desc = probe.info(path).map_err(|e| {
@@ -326,8 +320,24 @@ fn check_plugin_params(
             );
             return Err(ConfigError::new(file, "run.plugin", ConfigErrorKind::PluginUnusable { name: name.clone(), reason }));
         }
-        described.insert(name.as_str(), desc);
+        described.insert(name.clone(), desc);
     }
+    Ok(described)
+}
+
+/// Describes each distinct plugin once (in a `drover-job plugin info` subprocess) and checks
+/// every run's `[params]` against it, then has the plugin's constructor judge each distinct
+/// params object (one `info --try-params` subprocess per plugin), so nothing is launched with a
+/// parameter the plugin would refuse: a mode name it does not know or two keys that contradict
+/// would otherwise fail every job, on Slurm after its wait in the queue. The error names the
+/// sweep file, the `params.<key>`, the plugin and the reason.
+fn check_plugin_params(
+    probe: &PluginProbe,
+    plugins: &BTreeMap<String, PathBuf>,
+    described: &BTreeMap<String, PluginDescription>,
+    runs: &[RunSpec],
+    file: &Path,
+) -> Result<(), ConfigError> {
     // `key`: the params key blamed, `None` for the params object as a whole.
     let refused = |run: &RunSpec, desc: &PluginDescription, key: Option<&str>, reason: String| {
         let kind = ConfigErrorKind::PluginParam { plugin: desc.name.clone(), version: desc.version.clone(), reason };
@@ -373,6 +383,108 @@ fn check_plugin_params(
         }
     }
     Ok(())
+}
+
+/// What makes two configurations one training for the plugins that run them: the `[run]` table
+/// with the plugin named by its library (its SHA-256: `pf-ppo` and `pf_ppo` load one file), and
+/// the `[params]` (retyped) without the keys at their declared default. Run ids still hash the
+/// configuration as written, so that sweeps written before keep finding their runs; this form
+/// only tells when two of them are the same training (`refuse_the_same_training_twice`, and the
+/// completed runs of an earlier spelling, `stale_runs_like`).
+pub(crate) fn training_key(
+    run: &serde_json::Map<String, serde_json::Value>,
+    params: &serde_json::Map<String, serde_json::Value>,
+    desc: Option<&PluginDescription>,
+) -> String {
+    let mut run = run.clone();
+    run.remove("seed");
+    let mut params = params.clone();
+    if let Some(desc) = desc {
+        if let Some(retyped) = retype_params(desc, &params) {
+            params = retyped;
+        }
+        let at_default: Vec<String> = keys_at_default(desc, &params).into_iter().map(str::to_string).collect();
+        params.retain(|k, _| !at_default.contains(k));
+        let library = if desc.sha256.is_empty() { desc.name.replace('-', "_") } else { desc.sha256.clone() };
+        run.insert("plugin".into(), serde_json::Value::String(library));
+    }
+    config::canonical_json(&serde_json::json!({"run": run, "params": params}))
+}
+
+/// What the plugins' descriptions settle about the runs' `[params]`: ids hash each number in its
+/// parameter's declared type (`retype_params`: `clip_coef = 1` is the id of `1.0`), which only
+/// the description tells, while a number written in that type keeps its id; and no two
+/// configurations may be one training (`refuse_the_same_training_twice`).
+fn settle_params(runs: &mut [RunSpec], described: &BTreeMap<String, PluginDescription>, file: &Path) -> Result<(), ConfigError> {
+    config::replace_params(runs, |run| described.get(run.plugin()).and_then(|desc| retype_params(desc, &run.params)));
+    refuse_the_same_training_twice(runs, described, file)
+}
+
+/// Refuses a sweep two of whose configurations are one training once the plugins' declared
+/// parameters are applied: `clip_coef = [1, 1.0]` (the float 1.0 twice), cases `{}` and
+/// `{ "params.gamma" = 0.99 }` (ppo's default), cases naming `pf-ppo` and `pf_ppo`. Each would
+/// train twice under two ids (review F2). The error names the case or axis that repeats and why.
+fn refuse_the_same_training_twice(
+    runs: &[RunSpec],
+    described: &BTreeMap<String, PluginDescription>,
+    file: &Path,
+) -> Result<(), ConfigError> {
+    // Every configuration has each seed once: its run with the first seed stands for it.
+    let Some(first_seed) = runs.first().map(|r| r.seed) else { return Ok(()) };
+    let mut seen: std::collections::HashMap<String, &RunSpec> = std::collections::HashMap::new();
+    for run in runs.iter().filter(|r| r.seed == first_seed) {
+        let desc = described.get(run.plugin());
+        let key = training_key(&run.run, &run.params, desc);
+        let Some(earlier) = seen.insert(key, run) else { continue };
+        let why = same_training_reasons(earlier, run, described);
+        let (at, other) = if earlier.case != run.case {
+            (format!("sweep.cases[{}]", run.case), format!("`sweep.cases[{}]`", earlier.case))
+        } else {
+            let axis = run.axes.iter().find(|(k, v)| earlier.axes.get(*k) != Some(*v)).map(|(k, _)| k.clone()).unwrap_or_default();
+            (format!("sweep.grid.{axis}"), format!("another value of `{axis}`"))
+        };
+        let kind = ConfigErrorKind::Duplicate(format!(
+            "trains the same as {other} (runs `{}` and `{}`): {why}; write the configuration once",
+            earlier.label, run.label
+        ));
+        return Err(ConfigError::new(file, at.as_str(), kind));
+    }
+    Ok(())
+}
+
+/// Why runs `a` and `b`, equal by `training_key`, are one training: a parameter at its plugin's
+/// default in one of them, one value of a parameter's declared type, or one library.
+fn same_training_reasons(a: &RunSpec, b: &RunSpec, described: &BTreeMap<String, PluginDescription>) -> String {
+    let mut why = Vec::new();
+    if a.plugin() != b.plugin() {
+        let library = described.get(b.plugin()).map(|d| d.path.display().to_string()).unwrap_or_default();
+        why.push(format!("`{}` and `{}` are one plugin library (`{library}`)", a.plugin(), b.plugin()));
+    }
+    let desc = described.get(b.plugin());
+    let plugin = desc.map_or_else(|| b.plugin().to_string(), |d| d.name.clone());
+    let keys: std::collections::BTreeSet<&String> = a.params.keys().chain(b.params.keys()).collect();
+    for key in keys {
+        let declared = desc.and_then(|d| d.params.iter().find(|p| &p.name == key));
+        match (a.params.get(key), b.params.get(key), declared) {
+            (Some(x), None, Some(p)) | (None, Some(x), Some(p)) => {
+                why.push(format!("`params.{key} = {x}` is plugin `{plugin}`'s default ({})", p.default));
+            }
+            (Some(x), Some(y), Some(p)) if x == y => {
+                let axis = format!("params.{key}");
+                if let (Some(u), Some(v)) = (a.axes.get(&axis), b.axes.get(&axis)) {
+                    if u == v {
+                        continue;
+                    }
+                    why.push(format!("`{u}` and `{v}` are one value of plugin `{plugin}`'s {} parameter `{key}`", p.kind));
+                }
+            }
+            _ => {}
+        }
+    }
+    if why.is_empty() {
+        why.push("the plugins read the two alike".into());
+    }
+    why.join("; ")
 }
 
 #[cfg(test)]
@@ -464,6 +576,71 @@ mod tests {
 
     /// A value refused after loading (a count, an empty axis, a `[local]` setting) that came
     /// from `--set` or `DROVER_*` names that override; the file's own values are not blamed on one.
+    /// Review F2: `[params]` spellings one plugin reads alike trained twice under two ids.
+    /// Numbers take their declared type in the id (the natural spelling keeps its id), and two
+    /// configurations that are one training are refused, naming the case or axis and why.
+    #[test]
+    fn params_the_plugin_reads_alike_are_one_id_or_refused_as_duplicates() {
+        use crate::plugin_cmd::ParamDescription;
+        let param = |name: &str, kind: &str, default: serde_json::Value| ParamDescription {
+            name: name.into(),
+            kind: kind.into(),
+            default,
+            doc: String::new(),
+            min: None,
+            max: None,
+        };
+        let desc = PluginDescription {
+            path: "/p/libdrover_plugin_pf_ppo.so".into(),
+            name: "pf_ppo".into(),
+            version: "0.1.0".into(),
+            description: String::new(),
+            interface_version: "1.3".into(),
+            host_interface_version: "1.3".into(),
+            sha256: "ab".repeat(32),
+            params: vec![param("gamma", "float", 0.99.into()), param("clip_coef", "float", 0.2.into()), param("k", "int", 4.into())],
+        };
+        let described: BTreeMap<String, PluginDescription> = [("pf_ppo".to_string(), desc.clone()), ("pf-ppo".to_string(), desc)].into();
+        let file = Path::new("s.toml");
+        let head = "name = \"t\"\n[run]\nenv = \"CartPole-v1\"\nplugin = \"pf_ppo\"\n";
+        let settled = |tail: &str| {
+            let text = format!("{head}{tail}");
+            let parsed = config::load_str(file, &text, &[], &[]).expect("loads");
+            let mut runs = Sweep::validate(parsed, file).expect("valid").expand();
+            settle_params(&mut runs, &described, file).map(|()| runs).map_err(|e| e.to_string())
+        };
+        let ids = |tail: &str| settled(tail).expect("settles").iter().map(|r| r.run_id.to_string()).collect::<Vec<_>>();
+        let plain_ids = |tail: &str| {
+            let parsed = config::load_str(file, &format!("{head}{tail}"), &[], &[]).expect("loads");
+            Sweep::validate(parsed, file).expect("valid").expand().iter().map(|r| r.run_id.to_string()).collect::<Vec<_>>()
+        };
+        // The natural spellings keep the ids of the expansion alone (those of existing results).
+        for tail in ["[params]\nclip_coef = 0.1\nk = 5\n", "[params]\ngamma = 0.99\n", "[sweep.grid]\n\"params.clip_coef\" = [0.1, 0.3]\n"] {
+            assert_eq!(ids(tail), plain_ids(tail), "{tail}");
+        }
+        // The other spelling of a number is the id of the natural one.
+        assert_eq!(ids("[params]\nclip_coef = 1\nk = 5.0\n"), plain_ids("[params]\nclip_coef = 1.0\nk = 5\n"));
+        let at = "failed to load sweep file `s.toml`: key";
+        let cases = [
+            (
+                "[sweep.grid]\n\"params.clip_coef\" = [1, 1.0]\n",
+                format!("{at} `sweep.grid.params.clip_coef`: duplicate: trains the same as another value of `params.clip_coef` (runs `params.clip_coef=1` and `params.clip_coef=1.0`): `1` and `1.0` are one value of plugin `pf_ppo`'s float parameter `clip_coef`; write the configuration once"),
+            ),
+            (
+                "[[sweep.cases]]\n[[sweep.cases]]\n\"params.gamma\" = 0.99\n",
+                format!("{at} `sweep.cases[1]`: duplicate: trains the same as `sweep.cases[0]` (runs `base` and `params.gamma=0.99`): `params.gamma = 0.99` is plugin `pf_ppo`'s default (0.99); write the configuration once"),
+            ),
+            (
+                "[[sweep.cases]]\n\"run.plugin\" = \"pf_ppo\"\n[[sweep.cases]]\n\"run.plugin\" = \"pf-ppo\"\n",
+                format!("{at} `sweep.cases[1]`: duplicate: trains the same as `sweep.cases[0]` (runs `run.plugin=pf_ppo` and `run.plugin=pf-ppo`): `pf_ppo` and `pf-ppo` are one plugin library (`/p/libdrover_plugin_pf_ppo.so`); write the configuration once"),
+            ),
+        ];
+        for (tail, expected) in cases {
+            assert_eq!(settled(tail).map(|_| ()), Err(expected), "{tail}");
+        }
+        settled("[[sweep.cases]]\n[[sweep.cases]]\n\"params.gamma\" = 0.9\n").expect("another value is another training");
+    }
+
     #[test]
     fn values_refused_after_loading_name_the_override_that_set_them() {
         let tmp = tempfile::tempdir().expect("tempdir");

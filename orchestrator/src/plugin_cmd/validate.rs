@@ -41,6 +41,40 @@ pub fn validate_params(plugin: &PluginDescription, params: &Map<String, Value>) 
     Ok(())
 }
 
+/// `params` with each number in its parameter's declared type: a whole number for a `float`
+/// parameter becomes that float (`1` → `1.0`), a float with no fractional part for an `int`
+/// becomes that integer (`4.0` → `4`). The plugin reads both spellings as one value, so run ids
+/// hash this form (review F2: `clip_coef = [1, 1.0]` trained the same configuration twice, under
+/// two ids). A number already in its declared type, the form a user writes, is left as written,
+/// so the ids of such sweeps do not move. `None` when nothing changes.
+pub fn retype_params(plugin: &PluginDescription, params: &Map<String, Value>) -> Option<Map<String, Value>> {
+    let mut out = params.clone();
+    let mut changed = false;
+    for spec in &plugin.params {
+        let Some(value) = out.get_mut(&spec.name) else { continue };
+        let retyped = match spec.kind.as_str() {
+            "float" if value.is_i64() || value.is_u64() => value.as_f64().and_then(serde_json::Number::from_f64).map(Value::Number),
+            "int" if value.is_f64() => as_integer(value).map(Value::from),
+            _ => None,
+        };
+        if let Some(v) = retyped {
+            *value = v;
+            changed = true;
+        }
+    }
+    changed.then_some(out)
+}
+
+/// The keys of `params` (retyped, `retype_params`) that hold their parameter's declared default:
+/// a run without them is the same training.
+pub fn keys_at_default<'a>(plugin: &PluginDescription, params: &'a Map<String, Value>) -> Vec<&'a str> {
+    params
+        .iter()
+        .filter(|(key, value)| plugin.params.iter().any(|p| &p.name == *key && p.default == **value))
+        .map(|(key, _)| key.as_str())
+        .collect()
+}
+
 /// An integer, accepting floats with no fractional part (TOML → JSON may give `4.0`).
 fn as_integer(v: &Value) -> Option<i64> {
     v.as_i64().or_else(|| v.as_f64().filter(|x| x.fract() == 0.0 && x.abs() < 9.0e15).map(|x| x as i64))
@@ -127,5 +161,26 @@ mod tests {
         assert_eq!(check(serde_json::json!({"k": 1.5})).map_err(|e| e.0), Err("k".into()));
         assert_eq!(check(serde_json::json!({"flag": 1})).map_err(|e| e.0), Err("flag".into()));
         assert_eq!(check(serde_json::json!({"gamma": null})).map_err(|e| e.0), Err("gamma".into()));
+    }
+
+    /// Review F2: the spellings the plugin reads as one value are one form; the natural one is
+    /// kept as written (the ids of sweeps that write it do not move).
+    #[test]
+    fn numbers_take_their_declared_type_and_defaults_are_found() {
+        let retype = |json: Value| {
+            let Value::Object(map) = json else { panic!("object expected") };
+            retype_params(&plugin(), &map).map(Value::Object)
+        };
+        let cases = [
+            (serde_json::json!({"gamma": 1}), Some(serde_json::json!({"gamma": 1.0}))),
+            (serde_json::json!({"k": 4.0, "gamma": 0.5}), Some(serde_json::json!({"k": 4, "gamma": 0.5}))),
+            (serde_json::json!({"gamma": 0.5, "k": 4, "flag": true, "mode": "1"}), None),
+            (serde_json::json!({"k": 4.5, "other": 1}), None),
+        ];
+        for (params, expected) in cases {
+            assert_eq!(retype(params.clone()), expected, "{params}");
+        }
+        let Value::Object(map) = serde_json::json!({"gamma": 0.99, "k": 5, "mode": "a", "flag": false}) else { unreachable!() };
+        assert_eq!(keys_at_default(&plugin(), &map), ["gamma", "mode"]);
     }
 }
