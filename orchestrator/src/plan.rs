@@ -55,6 +55,9 @@ pub struct Plan {
     /// What the plan could do but the user may not mean, one line each (`drover run` prints
     /// them as warnings).
     pub warnings: Vec<String>,
+    /// Each plugin's description, by `run.plugin` as written (empty when `drover-job` was not
+    /// asked): what `backend::other_runs` compares the runs of an earlier version with.
+    pub described: BTreeMap<String, PluginDescription>,
 }
 
 impl Plan {
@@ -115,9 +118,10 @@ pub fn plan(opts: &PlanOptions) -> Result<Plan, ConfigError> {
         }
     }
     let mut runs = sweep.expand();
+    let mut described = BTreeMap::new();
     if let Some(job_bin) = &opts.job_bin {
         let probe = PluginProbe::new(job_bin);
-        let described = describe_plugins(&probe, &plugins, file)?;
+        described = describe_plugins(&probe, &plugins, file)?;
         settle_params(&mut runs, &described, file).map_err(name_override)?;
         check_plugin_params(&probe, &plugins, &described, &runs, file).map_err(name_override)?;
     }
@@ -140,7 +144,7 @@ pub fn plan(opts: &PlanOptions) -> Result<Plan, ConfigError> {
         .or_else(|| std::thread::available_parallelism().ok())
         .unwrap_or(NonZeroUsize::MIN);
     let overrides = config::override_list(&opts.env, &sets);
-    Ok(Plan { sweep, source_text, runs, plugins, results: ResultsDir::new(results), max_parallel, jobs: opts.jobs, overrides, warnings })
+    Ok(Plan { sweep, source_text, runs, plugins, results: ResultsDir::new(results), max_parallel, jobs: opts.jobs, overrides, warnings, described })
 }
 
 /// A results directory refused for `why`, named as the user gave it: `--results` or the sweep

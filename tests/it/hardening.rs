@@ -894,3 +894,35 @@ fn damaged_runs_are_judged_alike_by_status_dry_run_and_run() {
     let status = String::from_utf8_lossy(&run_ok(drover().arg("status").arg(&results)).stdout).into_owned();
     assert!(status.contains("2 done") || status.matches(" done ").count() == 2, "{status}");
 }
+
+/// Review F4: a sweep edited between two `drover run`s dropped its completed runs from
+/// `sweep.json`, `status` and `analyze` without a word. `--dry-run` and `run` now count them and
+/// say they are kept; a run of the same training written another way (here ppo's default
+/// `gamma = 0.99` spelled out, review F2) is pointed out; `drover status` counts them.
+#[test]
+fn runs_left_out_of_an_edited_sweep_are_counted_by_run_dry_run_and_status() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let sweep_file = write_sweep(tmp.path(), &sweep("[1, 2]"));
+    let results = tmp.path().join("results");
+    let run = |sets: &[&str]| {
+        let mut cmd = drover_in(tmp.path());
+        cmd.arg("run").arg(&sweep_file).arg("--results").arg(&results).args(["-j", "2"]);
+        for set in sets {
+            cmd.args(["--set", set]);
+        }
+        cmd
+    };
+    run_ok(&mut run(&[]));
+    let said = text(&run_ok(run(&["sweep.seeds=[1]"]).arg("--dry-run"))).1;
+    assert!(
+        said.contains(&format!("drover: note: 1 run directory in `{}` is not part of this sweep (1 completed; labels `base`): runs of an earlier version of it; they are kept", results.join("runs").display())),
+        "{said}"
+    );
+    assert!(!said.contains("same training"), "{said}");
+    let said = text(&run_ok(run(&["params.gamma=0.99"]).arg("--dry-run"))).1;
+    assert!(said.contains("drover: note: 2 run directories in"), "{said}");
+    assert!(said.contains("drover: warning: 2 completed runs of them are the same training as runs of this sweep under other ids"), "{said}");
+    run_ok(&mut run(&["sweep.seeds=[1]"]));
+    let status = text(&run_ok(drover_in(tmp.path()).arg("status").arg(&results))).0;
+    assert!(status.contains("1 other run directory in"), "{status}");
+}

@@ -472,6 +472,12 @@ pub(crate) fn canonical_run(run: &Map<String, Value>) -> Result<Map<String, Valu
     }
 }
 
+/// `canonical_run` of a `[run]` table read back from a run's `spec.json`, `None` when this drover
+/// cannot read it: the form ids are computed from now, to compare runs of an earlier version.
+pub(crate) fn canonical_run_table(run: &Map<String, Value>) -> Option<Map<String, Value>> {
+    canonical_run(run).ok()
+}
+
 /// The optional `[run]` keys whose absence the job reads as one value: that value written out
 /// is dropped, so it gives the id of leaving the key out. Every optional key with such a value
 /// belongs here (review F3: `expert_per_group = 0` was missing, so writing it changed every id);
