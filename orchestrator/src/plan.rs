@@ -122,6 +122,7 @@ pub fn plan(opts: &PlanOptions) -> Result<Plan, ConfigError> {
     if let Some(job_bin) = &opts.job_bin {
         let probe = PluginProbe::new(job_bin);
         described = describe_plugins(&probe, &plugins, file)?;
+        refuse_parameters_without_their_table(&opts.env, &described, file)?;
         settle_params(&mut runs, &described, file).map_err(name_override)?;
         check_plugin_params(&probe, &plugins, &described, &runs, file).map_err(name_override)?;
     }
@@ -415,6 +416,31 @@ pub(crate) fn training_key(
     config::canonical_json(&serde_json::json!({"run": run, "params": params}))
 }
 
+/// Refuses `DROVER_GAMMA=0.9`: a parameter of one of the sweep's plugins without its table,
+/// which nothing reads (review F7). Only the plugins' descriptions tell a parameter from the
+/// runtime's own variables, so `config::load` cannot judge it.
+fn refuse_parameters_without_their_table(
+    env: &[(String, String)],
+    described: &BTreeMap<String, PluginDescription>,
+    file: &Path,
+) -> Result<(), ConfigError> {
+    for (name, _) in env {
+        let Some(key) = name.strip_prefix("DROVER_").map(str::to_ascii_lowercase) else { continue };
+        if config::is_sweep_variable(&key) {
+            continue;
+        }
+        if let Some(desc) = described.values().find(|d| d.params.iter().any(|p| p.name == key)) {
+            let why = format!(
+                "`{key}` is a parameter of plugin `{}`, in the `[params]` table: did you mean `DROVER_PARAMS__{}`?",
+                desc.name,
+                key.to_ascii_uppercase()
+            );
+            return Err(ConfigError::whole_file(file, ConfigErrorKind::UnreadVariable(why)).with_origin(format!("environment variable `{name}`")));
+        }
+    }
+    Ok(())
+}
+
 /// What the plugins' descriptions settle about the runs' `[params]`: ids hash each number in its
 /// parameter's declared type (`retype_params`: `clip_coef = 1` is the id of `1.0`), which only
 /// the description tells, while a number written in that type keeps its id; and no two
@@ -643,6 +669,35 @@ mod tests {
             assert_eq!(settled(tail).map(|_| ()), Err(expected), "{tail}");
         }
         settled("[[sweep.cases]]\n[[sweep.cases]]\n\"params.gamma\" = 0.9\n").expect("another value is another training");
+    }
+
+    /// Review F7: `DROVER_GAMMA=0.9` was ignored without a word.
+    #[test]
+    fn a_plugin_parameter_without_its_table_is_refused() {
+        let desc = PluginDescription {
+            path: "/p/libdrover_plugin_ppo.so".into(),
+            name: "ppo".into(),
+            version: "0.1.0".into(),
+            description: String::new(),
+            interface_version: "1.3".into(),
+            host_interface_version: "1.3".into(),
+            sha256: String::new(),
+            params: vec![crate::plugin_cmd::ParamDescription {
+                name: "gamma".into(),
+                kind: "float".into(),
+                default: 0.99.into(),
+                doc: String::new(),
+                min: None,
+                max: None,
+            }],
+        };
+        let described: BTreeMap<String, PluginDescription> = [("ppo".to_string(), desc)].into();
+        let env = |name: &str| vec![(name.to_string(), "0.9".to_string())];
+        let err = refuse_parameters_without_their_table(&env("DROVER_GAMMA"), &described, Path::new("s.toml")).expect_err("unread").to_string();
+        assert_eq!(err, "failed to load sweep file `s.toml`: environment variable `DROVER_GAMMA`: not read as a sweep setting: `gamma` is a parameter of plugin `ppo`, in the `[params]` table: did you mean `DROVER_PARAMS__GAMMA`?");
+        for fine in ["DROVER_PARAMS__GAMMA", "DROVER_PLUGIN_PATH", "DROVER_JOB_BIN"] {
+            refuse_parameters_without_their_table(&env(fine), &described, Path::new("s.toml")).expect(fine);
+        }
     }
 
     #[test]

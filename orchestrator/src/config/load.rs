@@ -31,9 +31,21 @@ const ENV_TABLES: [&str; 5] = ["run", "params", "sweep", "local", "slurm"];
 
 /// Whether `key` (a `DROVER_*` name without the prefix, lowercased) configures the sweep: a
 /// top-level key, or `<table>__<key>` of one of `ENV_TABLES`. The others belong to the runtime.
-fn is_sweep_variable(key: &str) -> bool {
-    ENV_TOP_KEYS.contains(&key) || key.split_once("__").is_some_and(|(table, _)| ENV_TABLES.contains(&table))
+/// A table alone (`DROVER_PARAMS='{gamma = 0.9}'`) replaces it whole, as `--set 'params={..}'` does.
+pub(crate) fn is_sweep_variable(key: &str) -> bool {
+    ENV_TOP_KEYS.contains(&key)
+        || ENV_TABLES.contains(&key)
+        || key.split_once("__").is_some_and(|(table, _)| ENV_TABLES.contains(&table))
 }
+
+/// Names users reach for that mirror a command-line flag or a setting under another name:
+/// (the variable's key, lowercased; what to use instead).
+const ENV_ALIASES: [(&str, &str); 4] = [
+    ("results", "`DROVER_RESULTS_DIR` (or `drover run --results DIR`)"),
+    ("jobs", "`DROVER_MAX_PARALLEL` (or `drover run -j N`)"),
+    ("parallel", "`DROVER_MAX_PARALLEL` (or `drover run -j N`)"),
+    ("backend_kind", "`DROVER_BACKEND` (or `drover run --backend`)"),
+];
 
 /// Parses `key=value`; the value as TOML, or as a plain string when it is a bare word.
 ///
@@ -214,15 +226,27 @@ pub fn environment(file: &Path, vars: impl IntoIterator<Item = (OsString, OsStri
 /// the table), `DROVER_RUNS__NUM_ENVS` (no such table; only sweep settings use `__`),
 /// `DROVER_MAX_PARALEL`. The runtime's own variables (`DROVER_PLUGIN_PATH`, ...) match none of these.
 fn check_env_names(file: &Path, env: &[(String, String)]) -> Result<(), ConfigError> {
-    for (name, _) in env {
+    for (name, value) in env {
         let Some(rest) = name.strip_prefix("DROVER_") else { continue };
         let key = rest.to_ascii_lowercase();
-        if is_sweep_variable(&key) {
-            continue;
-        }
         let unread = |why: String| {
             Err(ConfigError::whole_file(file, ConfigErrorKind::UnreadVariable(why)).with_origin(format!("environment variable `{name}`")))
         };
+        // A grid axis is a dotted name (`params.gamma`), which a variable's name cannot hold:
+        // `DROVER_SWEEP__GRID__PARAMS__GAMMA` would be read as nested tables `params` > `gamma`,
+        // and the TOML advice to quote the axis name cannot be followed in a variable's name.
+        if let Some(axis) = key.strip_prefix("sweep__grid__") {
+            let axis = axis.replace("__", ".");
+            return unread(format!(
+                "grid axes are dotted names (`{axis}`), which a variable's name cannot hold: use `--set 'sweep.grid.{axis}={value}'` or `DROVER_SWEEP__GRID='{{\"{axis}\" = {value}}}'`"
+            ));
+        }
+        if is_sweep_variable(&key) {
+            continue;
+        }
+        if let Some((_, instead)) = ENV_ALIASES.iter().find(|(alias, _)| *alias == key) {
+            return unread(format!("did you mean {instead}?"));
+        }
         let upper = |table: &str, key: &str| format!("DROVER_{}__{}", table.to_ascii_uppercase(), key.to_ascii_uppercase());
         if let Some((table, key)) = key.split_once("__") {
             let meant = closest(table, ENV_TABLES).map_or(String::new(), |t| format!("; did you mean `{}`?", upper(t, key)));
@@ -369,12 +393,17 @@ impl Provider for EnvSnapshot {
         Metadata::named("environment variable").interpolater(move |_profile, keys| {
             // An error inside a variable's value (`DROVER_LOCAL__GPUS=[0,"x"]`, key `local.gpus.1`)
             // names that variable, not a `DROVER_LOCAL__GPUS__1` that does not exist.
-            let prefix_of_keys = |name: &&String| {
-                let Some(rest) = name.strip_prefix("DROVER_") else { return false };
-                let path: Vec<String> = rest.to_ascii_lowercase().split("__").map(str::to_string).collect();
-                keys.len() >= path.len() && keys[..path.len()] == path[..]
+            let path_of = |name: &String| -> Option<Vec<String>> {
+                Some(name.strip_prefix("DROVER_")?.to_ascii_lowercase().split("__").map(str::to_string).collect())
             };
+            let prefix_of_keys = |name: &&String| path_of(name).is_some_and(|path| keys.len() >= path.len() && keys[..path.len()] == path[..]);
             if let Some(name) = names.iter().find(prefix_of_keys) {
+                return format!("environment variable `{name}`");
+            }
+            // An error above the variable's own key (`DROVER_RUN__NUM__ENVS`: `run.num` is not a
+            // key) names that variable, not a `DROVER_RUN__NUM` that does not exist (review F8).
+            let below_keys = |name: &&String| path_of(name).is_some_and(|path| path.len() > keys.len() && path[..keys.len()] == keys[..]);
+            if let Some(name) = names.iter().find(below_keys) {
                 return format!("environment variable `{name}`");
             }
             let key = keys.iter().map(|k| k.to_ascii_uppercase()).collect::<Vec<_>>().join("__");
@@ -603,6 +632,12 @@ mod tests {
             ("DROVER_NUM_ENVS", format!("{at} `DROVER_NUM_ENVS`: not read as a sweep setting: a key of a table needs the table first; did you mean `DROVER_RUN__NUM_ENVS`?")),
             ("DROVER_LR", format!("{at} `DROVER_LR`: not read as a sweep setting: a key of a table needs the table first; did you mean `DROVER_RUN__LR`?")),
             ("DROVER_SEEDS", format!("{at} `DROVER_SEEDS`: not read as a sweep setting: a key of a table needs the table first; did you mean `DROVER_SWEEP__SEEDS`?")),
+            // Review F7: variables mirroring a flag were ignored without a word.
+            ("DROVER_RESULTS", format!("{at} `DROVER_RESULTS`: not read as a sweep setting: did you mean `DROVER_RESULTS_DIR` (or `drover run --results DIR`)?")),
+            ("DROVER_JOBS", format!("{at} `DROVER_JOBS`: not read as a sweep setting: did you mean `DROVER_MAX_PARALLEL` (or `drover run -j N`)?")),
+            ("DROVER_PARALLEL", format!("{at} `DROVER_PARALLEL`: not read as a sweep setting: did you mean `DROVER_MAX_PARALLEL` (or `drover run -j N`)?")),
+            // Review F8: a grid axis cannot be named in a variable's name, so TOML's "quote it" cannot help.
+            ("DROVER_SWEEP__GRID__PARAMS__GAMMA", format!("{at} `DROVER_SWEEP__GRID__PARAMS__GAMMA`: not read as a sweep setting: grid axes are dotted names (`params.gamma`), which a variable's name cannot hold: use `--set 'sweep.grid.params.gamma=1'` or `DROVER_SWEEP__GRID='{{\"params.gamma\" = 1}}'`")),
         ];
         for (name, expected) in cases {
             let err = load_str(f, text, &[(name.to_string(), "1".to_string())], &[]).expect_err(name).to_string();
@@ -611,6 +646,23 @@ mod tests {
         let runtime = ["DROVER_PLUGIN_PATH", "DROVER_JOB_BIN", "DROVER_ALLREDUCE", "DROVER_SIMD", "DROVER_CACHE_DIR", "DROVER_REQUIRE_GPU", "DROVER_REQUIRE_NCCL", "DROVER_NCCL_LIBRARY", "DROVER_SLURM_SKIP", "DROVER_KERNEL_CACHE", "DROVER_MPIRUN", "DROVER_PLUGIN_DIR", "DROVER_JOB_LOCK_FD", "DROVER_CHAOS_SEED", "DROVER_BUSY_WAIT_S", "DROVER_FAULT_KILL_RANK", "DROVER_BLESS_ABI_LAYOUT"];
         let env: Vec<(String, String)> = runtime.iter().map(|n| (n.to_string(), "1".to_string())).collect();
         load_str(f, text, &env, &[]).expect("the runtime's variables are not sweep settings");
+    }
+
+    /// Review F7: a whole table from a variable (`DROVER_PARAMS='{gamma = 0.9}'`) was ignored;
+    /// it replaces the table, as `--set 'params={..}'` does. Review F8: an error above a deeper
+    /// variable's key named a variable that does not exist (`DROVER_RUN__NUM`).
+    #[test]
+    fn whole_tables_and_deeper_paths_from_variables() {
+        let f = Path::new("s.toml");
+        let text = "name = \"t\"\n[run]\nenv = \"CartPole-v1\"\nplugin = \"ppo\"\n[params]\nclip_coef = 0.1\n";
+        let var = |name: &str, value: &str| load_str(f, text, &[(name.to_string(), value.to_string())], &[]);
+        let parsed = var("DROVER_PARAMS", "{gamma = 0.9}").expect("a whole table");
+        assert_eq!(serde_json::to_value(&parsed.params).expect("json"), serde_json::json!({"gamma": 0.9}), "replaced whole");
+        assert_eq!(var("DROVER_SWEEP", "{seeds = [5]}").expect("a whole table").sweep.seeds.map(|s| format!("{s:?}")), Some("List([5])".to_string()));
+        let run = var("DROVER_RUN", "{env = \"CartPole-v1\", plugin = \"ppo\", lr = 0.1}").expect("a whole table").run;
+        assert_eq!(run.lr, 0.1);
+        let err = var("DROVER_RUN__NUM__ENVS", "4").map(|_| ()).expect_err("no such key").to_string();
+        assert!(err.contains("key `run.num` (from environment variable `DROVER_RUN__NUM__ENVS`): unknown key"), "{err}");
     }
 
     /// A property test found it: `DROVER_RUN__ENV='"é\n"'` panicked inside figment (its
