@@ -83,7 +83,11 @@ pub fn plan(opts: &PlanOptions) -> Result<Plan, ConfigError> {
     let sweep = Sweep::validate(parsed, file).map_err(name_override)?;
 
     let env_plugin_path: Option<OsString> =
-        opts.env.iter().find(|(k, _)| k == "DROVER_PLUGIN_PATH").map(|(_, v)| OsString::from(v));
+        opts.env.iter().find(|(k, _)| k == "DROVER_PLUGIN_PATH").map(|(_, v)| OsString::from(v)).or_else(|| {
+            // `config::environment` leaves a value that is not UTF-8 out of the snapshot (only
+            // settings must be text): such a path is read from the process as it is.
+            std::env::var_os("DROVER_PLUGIN_PATH").filter(|v| v.to_str().is_none())
+        });
     let search = PluginSearch::new(&sweep.plugin_path, env_plugin_path.as_deref(), opts.exe_dir.as_deref());
     // Each spelling of `run.plugin` is resolved from where it was written (`config::PathBases`);
     // the runs name it as written, so one spelling must mean one library.

@@ -212,7 +212,11 @@ pub fn environment(file: &Path, vars: impl IntoIterator<Item = (OsString, OsStri
             (Ok(name), Ok(value)) => env.push((name, value)),
             (name, _) => {
                 let name = name.unwrap_or_else(|raw| raw.to_string_lossy().into_owned());
-                if name.starts_with("DROVER_") {
+                // Only a sweep setting must be text (it is parsed as a TOML value). The runtime's
+                // variables are paths (`DROVER_PLUGIN_PATH`, `DROVER_CACHE_DIR`), which a file
+                // system allows in any bytes and their readers take as `OsString` (review-paths 10).
+                let setting = name.strip_prefix("DROVER_").is_some_and(|key| is_sweep_variable(&key.to_ascii_lowercase()));
+                if setting || (name.starts_with("DROVER_") && !name.is_ascii()) {
                     return Err(ConfigError::whole_file(file, ConfigErrorKind::NotUtf8).with_origin(format!("environment variable `{name}`")));
                 }
             }
@@ -723,6 +727,14 @@ mod tests {
         let bad = || OsString::from_vec(vec![b'a', 0xff]);
         let vars = vec![(OsString::from("FOO"), bad()), (OsString::from("DROVER_RUN__LR"), OsString::from("0.1"))];
         assert_eq!(environment(f, vars).expect("FOO is not drover's"), vec![("DROVER_RUN__LR".to_string(), "0.1".to_string())]);
+        // Review-paths finding 10: the runtime's path variables may hold any bytes; only a
+        // setting (parsed as TOML) must be text. Their readers take them from the process.
+        for runtime in ["DROVER_PLUGIN_PATH", "DROVER_CACHE_DIR", "DROVER_JOB_BIN", "DROVER_X"] {
+            assert_eq!(environment(f, vec![(OsString::from(runtime), bad())]).expect(runtime), vec![], "{runtime}");
+        }
+        for setting in ["DROVER_PARAMS", "DROVER_MAX_PARALLEL", "DROVER_LOCAL__GPUS"] {
+            environment(f, vec![(OsString::from(setting), bad())]).expect_err(setting);
+        }
         let err = environment(f, vec![(OsString::from("DROVER_RUN__ENV"), bad())]).expect_err("drover's").to_string();
         assert_eq!(err, "failed to load sweep file `s.toml`: environment variable `DROVER_RUN__ENV`: not valid UTF-8");
         let err = environment(f, vec![(OsString::from_vec(b"DROVER_\xff".to_vec()), OsString::from("1"))]).expect_err("name").to_string();
