@@ -84,7 +84,7 @@ pub fn parse_set(raw: &str, file: &Path) -> Result<SetArg, ConfigError> {
         // A bare word such as `Acrobot-v1` is a string; anything with TOML punctuation that
         // failed to parse is a typo the user should see.
         Err(_) if is_bare_word(value) => toml::Value::String(value.to_string()),
-        Err(e) => return Err(bad(key, set_parse_message(value, &e))),
+        Err(e) => return Err(bad(key, set_parse_message(key, value, &e))),
     };
     Ok(SetArg { raw: raw.to_string(), path, value })
 }
@@ -109,17 +109,35 @@ fn key_segments(key: &str) -> Vec<String> {
 
 /// Why `value` is no TOML value, on one line and in the words of a value: `toml` parses it as
 /// `v = <value>`, so its "expected newline, `#`" means text after a whole value, such as the
-/// comma of `64,64`, which is a list without its brackets.
-fn set_parse_message(value: &str, e: &toml::de::Error) -> String {
+/// comma of `64,64`, which is a list without its brackets. Text (a path with a space, a comma or
+/// a parenthesis) is told the whole `--set` argument that gives it, quoted for TOML and then for
+/// the shell, so it can be pasted as it is (review-paths 7: the advice was `key='"..."'`, which
+/// named no key and broke on a quote inside the value).
+fn set_parse_message(key: &str, value: &str, e: &toml::de::Error) -> String {
     let what = e.message().trim().replace('\n', "; ");
-    let unbracketed_list = value.contains(',') && !value.starts_with(['[', '{', '"', '\'']);
+    // Each piece a TOML value of its own (`64,64`, `1, 2`): a list without its brackets. A path
+    // with a comma (`/x/lib ppo, v2.so`) is text.
+    let pieces_are_values = value.split(',').all(|piece| format!("v = {}", piece.trim()).parse::<toml::Table>().is_ok());
+    let unbracketed_list = value.contains(',') && !value.starts_with(['[', '{', '"', '\'']) && pieces_are_values;
     if unbracketed_list {
         return format!("cannot parse `{value}` as one TOML value: a list is written in brackets, `[{value}]`");
     }
+    // The text meant: the value itself, or inside the one pair of quotes the shell left around it.
+    let text = [('\'', '\''), ('"', '"')]
+        .iter()
+        .find_map(|(open, close)| value.strip_prefix(*open)?.strip_suffix(*close))
+        .unwrap_or(value);
+    let as_text = format!(
+        "`--set {}`",
+        crate::backend::slurm_script::shell_quote(&format!("{key}={}", toml::Value::String(text.to_string())))
+    );
     if what.starts_with("expected newline") {
-        return format!("cannot parse `{value}` as one TOML value: there is text after the value (quote text with spaces or punctuation: key='\"{value}\"')");
+        return format!("cannot parse `{value}` as one TOML value: there is text after the value; as text: {as_text}");
     }
-    format!("cannot parse `{value}` as a TOML value: {what}")
+    if value.starts_with(['[', '{']) {
+        return format!("cannot parse `{value}` as a TOML value: {what}");
+    }
+    format!("cannot parse `{value}` as a TOML value: {what}; as text: {as_text}")
 }
 
 fn is_bare_word(s: &str) -> bool {
@@ -607,13 +625,36 @@ mod tests {
         let cases = [
             ("run.hidden=64,64", "key `run.hidden` (from `--set run.hidden=64,64`): bad --set syntax: cannot parse `64,64` as one TOML value: a list is written in brackets, `[64,64]`"),
             ("sweep.seeds=1, 2", "cannot parse `1, 2` as one TOML value: a list is written in brackets, `[1, 2]`"),
-            ("run.lr=1e-3 3", "cannot parse `1e-3 3` as one TOML value: there is text after the value (quote text with spaces or punctuation: key='\"1e-3 3\"')"),
+            ("run.lr=1e-3 3", "cannot parse `1e-3 3` as one TOML value: there is text after the value; as text: `--set 'run.lr=\"1e-3 3\"'`"),
             ("sweep.seeds=[1, 2", "cannot parse `[1, 2` as a TOML value: invalid array; expected `]`"),
         ];
         for (raw, expected) in cases {
             let err = parse_set(raw, f).expect_err(raw).to_string();
             assert!(err.contains(expected), "{raw}:\n  got      {err}\n  expected {expected}");
             assert!(!err.contains('\n') && !err.contains("expected newline"), "{err}");
+        }
+    }
+
+    /// Review-paths finding 7: text with a space, a comma or quotes got advice that was wrong
+    /// (a list in brackets for a path) or not a command (`key='"..."'`). The advice is now the
+    /// whole argument, which the shell hands back as a `--set` giving that text.
+    #[test]
+    fn set_advice_for_text_is_a_command_that_gives_it() {
+        let f = Path::new("s.toml");
+        let cases = [
+            ("run.plugin=/tmp/a b/c.so", "/tmp/a b/c.so"),
+            ("run.plugin=/x/lib ppo, v2.so", "/x/lib ppo, v2.so"),
+            ("run.plugin=/x/lib(2).so x", "/x/lib(2).so x"),
+            ("run.plugin='/p/d 'x' \"q\"/a.so'", "/p/d 'x' \"q\"/a.so"),
+        ];
+        for (raw, meant) in cases {
+            let err = parse_set(raw, f).expect_err(raw).to_string();
+            assert!(!err.contains("brackets"), "{raw}: {err}");
+            let advice = err.split("as text: `--set ").nth(1).and_then(|rest| rest.strip_suffix('`')).unwrap_or_else(|| panic!("{raw}: {err}"));
+            let out = std::process::Command::new("sh").arg("-c").arg(format!("printf '%s' {advice}")).output().expect("sh");
+            let arg = String::from_utf8(out.stdout).expect("utf-8");
+            let set = parse_set(&arg, f).unwrap_or_else(|e| panic!("{raw}: the advice `{advice}` gives `{arg}`: {e}"));
+            assert_eq!((set.path.join("."), set.value), ("run.plugin".to_string(), toml::Value::String(meant.to_string())), "{raw}");
         }
     }
 
