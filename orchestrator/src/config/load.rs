@@ -211,6 +211,7 @@ pub fn load_str(file: &Path, text: &str, env: &[(String, String)], sets: &[SetAr
     for (i, set) in sets.iter().enumerate() {
         figment = figment.merge(Without::new(SetProvider(set), set_paths[i + 1..].to_vec()));
     }
+    check_tables_are_tables(file, &figment, env, sets)?;
     let mut parsed: SweepFile = figment.extract().map_err(|e| convert_figment_error(file, &figment, e))?;
     check_overrides_reach_a_run(file, &parsed, env, sets)?;
     parsed.bases = path_bases(file, &figment);
@@ -338,6 +339,30 @@ fn check_overrides_fit_the_file(file: &Path, table: &toml::Table, env: &[(String
             let origin = override_origin(&key, env, sets).unwrap_or_else(|| "an override".into());
             return Err(ConfigError::new(file, key.as_str(), ConfigErrorKind::Conflict(why)).with_origin(origin));
         }
+    }
+    Ok(())
+}
+
+/// The tables of the sweep file that must be tables. serde's derived `Deserialize` also takes a
+/// list for a struct, its fields by position, so `[[run]]` (a list of tables) was read as "`env`
+/// is this table" and refused in words about text, and `run = ["CartPole-v1", "ppo", 16]` was
+/// accepted as env, plugin and num_envs (review F5).
+const TABLES: [&str; 6] = ["run", "params", "sweep", "sweep.grid", "local", "slurm"];
+
+fn check_tables_are_tables(file: &Path, figment: &Figment, env: &[(String, String)], sets: &[SetArg]) -> Result<(), ConfigError> {
+    for key in TABLES {
+        let Ok(Value::Array(tag, items)) = figment.find_value(key) else { continue };
+        let header = if items.iter().all(|item| matches!(item, Value::Dict(..))) && !items.is_empty() {
+            format!("`[[{key}]]` makes a list of tables: write `[{key}]`")
+        } else {
+            format!("a list gives no key names: write `[{key}]` with `key = value` lines")
+        };
+        let err = ConfigError::new(file, key, ConfigErrorKind::WrongType(format!("found a list, expected a table ({header})")));
+        let from_override = figment.get_metadata(tag).is_some_and(|m| m.name != FILE_SOURCE);
+        return Err(match from_override.then(|| override_origin(key, env, sets)).flatten() {
+            Some(origin) => err.with_origin(origin),
+            None => err,
+        });
     }
     Ok(())
 }

@@ -504,6 +504,14 @@ fn issue12_bad_values_are_refused_with_their_key() {
             &[],
             "key `sweep.cases[1]`: duplicate: same configuration as `sweep.cases[0]`",
         ),
+        // Review F5: lists where a table belongs were read field by field, or accepted.
+        ("[[run]]", "name = \"t\"\n[[run]]\nenv = \"CartPole-v1\"\nplugin = \"ppo\"\n".into(), &[], "key `run`: wrong type: found a list, expected a table (`[[run]]` makes a list of tables: write `[run]`)"),
+        ("[[sweep]]", format!("{BASE}[[sweep]]\nseeds = [1, 2]\n"), &[], "key `sweep`: wrong type: found a list, expected a table (`[[sweep]]` makes a list of tables: write `[sweep]`)"),
+        ("[[local]]", format!("{BASE}[[local]]\nmax_retries = 1\n"), &[], "key `local`: wrong type: found a list, expected a table (`[[local]]` makes a list of tables: write `[local]`)"),
+        ("[[sweep.grid]]", format!("{BASE}[[sweep.grid]]\n\"params.a\" = [1]\n"), &[], "key `sweep.grid`: wrong type: found a list, expected a table (`[[sweep.grid]]` makes a list of tables: write `[sweep.grid]`)"),
+        ("positional run", "name = \"t\"\nrun = [\"CartPole-v1\", \"ppo\", 16]\n".into(), &[], "key `run`: wrong type: found a list, expected a table (a list gives no key names: write `[run]` with `key = value` lines)"),
+        ("positional sweep", BASE.replace("name = \"t\"", "name = \"t\"\nsweep = [[1, 2]]"), &[], "key `sweep`: wrong type: found a list, expected a table"),
+        ("positional --set", BASE.into(), &["params=[1]"], "key `params` (from `--set params=[1]`): wrong type: found a list, expected a table"),
         ("--set with a second key", BASE.into(), &["run.lr=1\nfoo = 2"], "key `run.lr` (from `--set run.lr=1\nfoo = 2`): bad --set syntax: `1\\nfoo = 2` is not one TOML value"),
         // Paths and names (issue 12, item 6).
         ("long name", BASE.replace("name = \"t\"", &format!("name = \"{long}\"")), &[], "key `name`: invalid value: 256 bytes long; a sweep name has at most 255"),
