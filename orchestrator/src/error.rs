@@ -61,6 +61,8 @@ impl fmt::Display for ConfigError {
         if let (ConfigErrorKind::UnknownKey { expected }, Some(key)) = (&*self.kind, &self.key) {
             if let Some(meant) = crate::config::suggest_key(key, expected) {
                 write!(f, "; did you mean `{meant}`?")?;
+            } else if let Some(hint) = crate::config::misplaced_key_hint(key) {
+                write!(f, "; {hint}")?;
             }
         }
         Ok(())

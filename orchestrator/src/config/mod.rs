@@ -125,5 +125,5 @@ pub(crate) use load::is_sweep_variable;
 pub use plugin::PluginSearch;
 pub(crate) use plugin::{file_names_of_plugin, search_folder_problem};
 pub use sweep::{AxisKey, PluginRef, Sweep, MAX_RUNS};
-pub(crate) use messages::{closest, suggest_key, unquoted_dotted_key};
+pub(crate) use messages::{closest, misplaced_key_hint, suggest_key, unquoted_dotted_key};
 pub(crate) use sweep::{canonical_run_table, check_path_text, is_plugin_path};

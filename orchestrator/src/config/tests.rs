@@ -504,6 +504,18 @@ fn issue12_bad_values_are_refused_with_their_key() {
             &[],
             "key `sweep.cases[1]`: duplicate: same configuration as `sweep.cases[0]`",
         ),
+        // Review F9: a key in the wrong table says where it belongs.
+        ("seeds under grid", format!("{BASE}[sweep.grid]\n\"params.a\" = [1]\nseeds = [1, 2]\n"), &[], "key `sweep.grid.seeds`: unknown key, expected one of: run.env, "),
+        ("seeds under grid, hint", format!("{BASE}[sweep.grid]\nseeds = [1, 2]\n"), &[], "; `seeds` is a key of `[sweep]`, and a key belongs to the table header above it: move it above `[sweep.grid]` and `[[sweep.cases]]`"),
+        ("max_parallel in run", BASE.replace("[params]", "max_parallel = 2\n[params]"), &[], "key `run.max_parallel`: unknown key, expected one of: env, plugin, num_envs, num_steps, total_steps, hidden, device, ranks, threads, seed, lr, anneal_lr, adam_eps, max_grad_norm, update_epochs, num_minibatches, success_return, stop_at_success, group_size, vocab, prompt_len, reference_policy, expert_per_group, dataset_size, max_gen_batches; `max_parallel` is a top-level key, and a key belongs to the table header above it: write it before the first table header"),
+        ("gamma in run", BASE.replace("[params]", "gamma = 0.9\n[params]"), &[], "key `run.gamma`: unknown key, expected one of: env, "),
+        ("gamma in run, hint", BASE.replace("[params]", "gamma = 0.9\n[params]"), &[], "; a parameter of the plugin goes in `[params]`: `gamma` there is `params.gamma`"),
+        ("axis lr without table", format!("{BASE}[sweep.grid]\n\"lr\" = [1e-3]\n"), &[], "key `sweep.grid.lr`: unknown key, expected one of: run.env, "),
+        ("axis lr, hint", format!("{BASE}[sweep.grid]\n\"lr\" = [1e-3]\n"), &[], "; an axis names its table: did you mean `run.lr`?"),
+        ("axis gamma, hint", format!("{BASE}[[sweep.cases]]\n\"gamma\" = 0.9\n"), &[], "key `sweep.cases[0].gamma`: unknown key, expected one of: run.env, "),
+        ("axis gamma in a case, hint", format!("{BASE}[[sweep.cases]]\n\"gamma\" = 0.9\n"), &[], "; an axis names its table: did you mean `params.gamma`?"),
+        ("axis under sweep", format!("{BASE}[sweep]\n\"run.lr\" = [1e-3]\n"), &[], "; `run.lr` is an axis: its values go under `[sweep.grid]` (a list) or in a `[[sweep.cases]]` entry (one value)"),
+        ("seeds at the top", BASE.replace("name = \"t\"", "name = \"t\"\nseeds = [1, 2]"), &[], "; `seeds` is a key of `[sweep]`, and a key belongs to the table header above it: write it under `[sweep]`"),
         // Review F5: lists where a table belongs were read field by field, or accepted.
         ("[[run]]", "name = \"t\"\n[[run]]\nenv = \"CartPole-v1\"\nplugin = \"ppo\"\n".into(), &[], "key `run`: wrong type: found a list, expected a table (`[[run]]` makes a list of tables: write `[run]`)"),
         ("[[sweep]]", format!("{BASE}[[sweep]]\nseeds = [1, 2]\n"), &[], "key `sweep`: wrong type: found a list, expected a table (`[[sweep]]` makes a list of tables: write `[sweep]`)"),

@@ -30,7 +30,14 @@ pub fn validate_params(plugin: &PluginDescription, params: &Map<String, Value>) 
     if let Some(unknown) = params.keys().find(|k| !plugin.params.iter().any(|p| &p.name == *k)) {
         let known: Vec<&str> = plugin.params.iter().map(|p| p.name.as_str()).collect();
         // The hint config's unknown keys get, so a typo reads as one rather than as a list to scan.
-        let meant = crate::config::closest(unknown, known.iter().copied()).map_or(String::new(), |k| format!("; did you mean `{k}`?"));
+        let meant = crate::config::closest(unknown, known.iter().copied()).map_or_else(
+            // Review F9: `lr` or `num_envs` in `[params]` is a `[run]` key in the wrong table.
+            || match crate::config::RunConfig::KEYS.contains(&unknown.as_str()) {
+                true => format!("; `{unknown}` is a key of `[run]`, and a key belongs to the table header above it: write it under `[run]`"),
+                false => String::new(),
+            },
+            |k| format!("; did you mean `{k}`?"),
+        );
         let known = if known.is_empty() { "it takes none".to_string() } else { format!("known: {}", known.join(", ")) };
         return Err(problem(unknown, format!("unknown parameter ({known}){meant}")));
     }
@@ -155,6 +162,11 @@ mod tests {
             Err(("learning_rate".into(), "unknown parameter (known: gamma, target_kl, k, flag, mode)".into()))
         );
         assert_eq!(check(serde_json::json!({"Target_KL": 0.1})).map_err(|e| e.1).unwrap_err().rsplit("; ").next(), Some("did you mean `target_kl`?"));
+        // Review F9: a `[run]` key in `[params]` says where it belongs.
+        assert_eq!(
+            check(serde_json::json!({"num_envs": 4})).map_err(|e| e.1),
+            Err("unknown parameter (known: gamma, target_kl, k, flag, mode); `num_envs` is a key of `[run]`, and a key belongs to the table header above it: write it under `[run]`".into())
+        );
         assert_eq!(check(serde_json::json!({"gamma": "x"})), Err(("gamma".into(), "expected float, got \"x\"".into())));
         assert_eq!(check(serde_json::json!({"gamma": 1.5})), Err(("gamma".into(), "must be at most 1, got 1.5".into())));
         assert_eq!(check(serde_json::json!({"k": 0})), Err(("k".into(), "must be at least 1, got 0".into())));
