@@ -23,6 +23,9 @@ use crate::error::{ConfigError, ConfigErrorKind};
 /// The most runs one sweep may expand to; more is almost surely a mistake in the grid.
 pub const MAX_RUNS: usize = 100_000;
 
+/// The largest seed: `drover analyze` holds seeds as `i64`.
+const MAX_SEED: u64 = i64::MAX as u64;
+
 /// The longest file name Linux allows (`NAME_MAX`), for names that become one path component.
 const MAX_NAME_BYTES: usize = 255;
 
@@ -198,6 +201,13 @@ impl Sweep {
                 list
             }
         };
+
+        // `drover analyze` reads seeds as signed 64-bit integers (Polars' Int64): a larger one
+        // trained, then showed an empty seed in `tables/runs.csv` without a word (review F6).
+        if let Some(big) = seeds.iter().find(|s| **s > MAX_SEED) {
+            let key = if file.sweep.seeds.is_some() { "sweep.seeds" } else { "run.seed" };
+            return Err(err(key, ConfigErrorKind::InvalidValue(format!("seed {big} is above the largest seed, {MAX_SEED} (2^63 - 1, what the analysis tables hold)"))));
+        }
 
         let mut grid = Vec::new();
         for (key, values) in &file.sweep.grid {

@@ -504,6 +504,8 @@ fn issue12_bad_values_are_refused_with_their_key() {
             &[],
             "key `sweep.cases[1]`: duplicate: same configuration as `sweep.cases[0]`",
         ),
+        // Review F6: seeds above i64::MAX trained, then lost their seed in the analysis tables.
+        ("seed range past i64", format!("{BASE}[sweep]\nseeds = {{ count = 2, start = 9223372036854775807 }}\n"), &[], "key `sweep.seeds`: invalid value: seed 9223372036854775808 is above the largest seed, 9223372036854775807 (2^63 - 1, what the analysis tables hold)"),
         // Review F9: a key in the wrong table says where it belongs.
         ("seeds under grid", format!("{BASE}[sweep.grid]\n\"params.a\" = [1]\nseeds = [1, 2]\n"), &[], "key `sweep.grid.seeds`: unknown key, expected one of: run.env, "),
         ("seeds under grid, hint", format!("{BASE}[sweep.grid]\nseeds = [1, 2]\n"), &[], "; `seeds` is a key of `[sweep]`, and a key belongs to the table header above it: move it above `[sweep.grid]` and `[[sweep.cases]]`"),
