@@ -200,6 +200,10 @@ pub fn load_str(file: &Path, text: &str, env: &[(String, String)], sets: &[SetAr
         Err(e) => return Err(ConfigError::whole_file(file, ConfigErrorKind::Syntax(syntax_message(text, &e)))),
     };
     check_env_names(file, env)?;
+    refuse_dates(file, &toml::Value::Table(table.clone()), &[], None)?;
+    for set in sets {
+        refuse_dates(file, &set.value, &set.path, Some(format!("`--set {}`", set.raw)))?;
+    }
     check_overrides_fit_the_file(file, &table, env, sets)?;
     // An override replaces the value at its key whole (`--set 'sweep.grid={}'` clears the grid),
     // where figment's merge would join two tables key by key: each source loses what a later
@@ -341,6 +345,28 @@ fn check_overrides_fit_the_file(file: &Path, table: &toml::Table, env: &[(String
         }
     }
     Ok(())
+}
+
+/// Refuses a TOML date or time anywhere in `value` (at key `path`): no setting is one, JSON has
+/// none, and figment passed it on as its private `{"$__toml_private_datetime": ..}` table, which a
+/// plugin then got as a parameter and a run id hashed, or which a typed key called "a table"
+/// (review F11). Keys are spelled as in other errors (`sweep.seeds[0]`).
+fn refuse_dates(file: &Path, value: &toml::Value, path: &[String], origin: Option<String>) -> Result<(), ConfigError> {
+    fn find(value: &toml::Value, key: String) -> Option<(String, String)> {
+        match value {
+            toml::Value::Datetime(date) => Some((key, date.to_string())),
+            toml::Value::Array(items) => items.iter().enumerate().find_map(|(i, v)| find(v, format!("{key}[{i}]"))),
+            toml::Value::Table(table) => table.iter().find_map(|(k, v)| find(v, if key.is_empty() { k.clone() } else { format!("{key}.{k}") })),
+            _ => None,
+        }
+    }
+    let Some((key, date)) = find(value, path.join(".")) else { return Ok(()) };
+    let why = format!("found a date, `{date}`: TOML dates and times are no value of a sweep (JSON has none); if it is text, quote it: \"{date}\"");
+    let err = ConfigError::new(file, key.as_str(), ConfigErrorKind::WrongType(why));
+    Err(match origin {
+        Some(origin) => err.with_origin(origin),
+        None => err,
+    })
 }
 
 /// The tables of the sweep file that must be tables. serde's derived `Deserialize` also takes a

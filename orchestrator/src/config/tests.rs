@@ -506,6 +506,12 @@ fn issue12_bad_values_are_refused_with_their_key() {
         ),
         // Review F6: seeds above i64::MAX trained, then lost their seed in the analysis tables.
         ("seed range past i64", format!("{BASE}[sweep]\nseeds = {{ count = 2, start = 9223372036854775807 }}\n"), &[], "key `sweep.seeds`: invalid value: seed 9223372036854775808 is above the largest seed, 9223372036854775807 (2^63 - 1, what the analysis tables hold)"),
+        // Review F11: dates leaked figment's private table or were called "a table".
+        ("date in params", BASE.replace("gamma = 0.99", "clip_coef = 2024-01-01"), &[], "key `params.clip_coef`: wrong type: found a date, `2024-01-01`: TOML dates and times are no value of a sweep (JSON has none); if it is text, quote it: \"2024-01-01\""),
+        ("date in run", BASE.replace("[params]", "lr = 2024-01-01\n[params]"), &[], "key `run.lr`: wrong type: found a date, `2024-01-01`"),
+        ("date in seeds", format!("{BASE}[sweep]\nseeds = [1, 2024-01-01T10:00:00Z]\n"), &[], "key `sweep.seeds[1]`: wrong type: found a date, `2024-01-01T10:00:00Z`"),
+        ("date in a grid", format!("{BASE}[sweep.grid]\n\"params.t\" = [10:30:00]\n"), &[], "key `sweep.grid.params.t[0]`: wrong type: found a date, `10:30:00`"),
+        ("date from --set", BASE.into(), &["params.day=2024-01-01"], "key `params.day` (from `--set params.day=2024-01-01`): wrong type: found a date"),
         // Review F9: a key in the wrong table says where it belongs.
         ("seeds under grid", format!("{BASE}[sweep.grid]\n\"params.a\" = [1]\nseeds = [1, 2]\n"), &[], "key `sweep.grid.seeds`: unknown key, expected one of: run.env, "),
         ("seeds under grid, hint", format!("{BASE}[sweep.grid]\nseeds = [1, 2]\n"), &[], "; `seeds` is a key of `[sweep]`, and a key belongs to the table header above it: move it above `[sweep.grid]` and `[[sweep.cases]]`"),
