@@ -75,6 +75,12 @@ pub fn parse_set(raw: &str, file: &Path) -> Result<SetArg, ConfigError> {
     if value.is_empty() {
         return Err(bad(key, "the value is empty (quote an empty string: key='')".into()));
     }
+    // `.001` is no TOML number, and as a bare word it became the text ".001" (review F13).
+    let digits = value.trim_start_matches(['+', '-']);
+    if digits.strip_prefix('.').is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit())) && value.parse::<f64>().is_ok() {
+        let sign = &value[..value.len() - digits.len()];
+        return Err(bad(key, format!("`{value}` is not a TOML number: write `{sign}0{digits}`")));
+    }
     let value = match format!("v = {value}").parse::<toml::Table>() {
         // `1\nfoo = 2` parses as a table with a second key: one `--set` is one value.
         Ok(mut table) => match table.remove("v") {
@@ -216,6 +222,20 @@ pub fn load_str(file: &Path, text: &str, env: &[(String, String)], sets: &[SetAr
         figment = figment.merge(Without::new(SetProvider(set), set_paths[i + 1..].to_vec()));
     }
     check_tables_are_tables(file, &figment, env, sets)?;
+    // The key is there with an empty value (`env = ""`, `DROVER_RUN__ENV=`): "required key is
+    // missing", what an absent one gets, sent the user looking for a key they wrote (review F13).
+    for key in ["run.env", "run.plugin"] {
+        if let Ok(Value::String(tag, text)) = figment.find_value(key) {
+            if text.is_empty() {
+                let err = ConfigError::new(file, key, ConfigErrorKind::InvalidValue("must not be empty".into()));
+                let from_override = figment.get_metadata(tag).is_some_and(|m| m.name != FILE_SOURCE);
+                return Err(match from_override.then(|| override_origin(key, env, sets)).flatten() {
+                    Some(origin) => err.with_origin(origin),
+                    None => err,
+                });
+            }
+        }
+    }
     let mut parsed: SweepFile = figment.extract().map_err(|e| convert_figment_error(file, &figment, e))?;
     check_overrides_reach_a_run(file, &parsed, env, sets)?;
     parsed.bases = path_bases(file, &figment);
@@ -631,6 +651,21 @@ fn convert_figment_error(file: &Path, figment: &Figment, e: figment::Error) -> C
     if let [table, name, ..] = key_path.as_slice() {
         if table == "run" && crate::config::sweep::AT_LEAST_ONE.contains(&name.as_str()) {
             kind = from_one(kind);
+        }
+    }
+    // `max_parallel = 0` is refused as "must be at least 1": its type error says the same range.
+    if key_path == ["max_parallel"] {
+        kind = from_one(kind);
+    }
+    // `seeds = 3`, the most common slip, gets the two forms that mean three seeds (review F13).
+    if key_path == ["sweep", "seeds"] {
+        let count = figment.find_value("sweep.seeds").ok().and_then(|v| v.to_i128().or_else(|| v.to_u128().and_then(|n| i128::try_from(n).ok()))).and_then(|n| u64::try_from(n).ok());
+        if let (Some(n), ConfigErrorKind::WrongType(why)) = (count.filter(|n| *n > 0), &kind) {
+            {
+                let list: Vec<String> = (1..=n.min(3)).map(|i| i.to_string()).collect();
+                let list = if n > 3 { format!("[{}, ..., {n}]", list.join(", ")) } else { format!("[{}]", list.join(", ")) };
+                kind = ConfigErrorKind::WrongType(format!("{why} (for {n} seeds: `{{ count = {n} }}`, seeds 0 to {}, or `{list}`)", n.saturating_sub(1)));
+            }
         }
     }
     let key = if key_path.is_empty() { None } else { Some(key_text(&key_path, |top| figment.find_value(top).ok())) };

@@ -147,7 +147,7 @@ impl Sweep {
             return Err(err(
                 "name",
                 ConfigErrorKind::InvalidValue(format!(
-                    "`{}`: a sweep name is non-empty, made of letters, digits, `.`, `_`, `-`, and does not start with `.`",
+                    "`{}`: a sweep name is non-empty, made of ASCII letters, digits, `.`, `_`, `-`, and does not start with `.`",
                     file.name.escape_debug()
                 )),
             ));
@@ -181,6 +181,14 @@ impl Sweep {
         };
         let base_params: Map<String, Value> = file.params.into_iter().collect();
 
+        // `run.seed` is used only without `sweep.seeds`: a seed written beside them would be
+        // ignored without a word (an override of it is refused alike, `config::load`).
+        if file.sweep.seeds.is_some() && file.run.seed != RunConfig::default().seed {
+            return Err(err(
+                "run.seed",
+                ConfigErrorKind::Conflict(format!("`sweep.seeds` gives every run its seed, so `run.seed = {}` would be ignored: put it in `sweep.seeds` or remove it", file.run.seed)),
+            ));
+        }
         let seeds = match &file.sweep.seeds {
             None => vec![file.run.seed],
             // A range is checked before it is materialized: `{ count = 1e15 }` must not allocate.
@@ -548,6 +556,7 @@ pub(crate) const AT_LEAST_ONE: [&str; 7] = ["num_envs", "num_steps", "threads", 
 /// Range checks of `[run]` values that serde's types cannot express; the error names the key.
 pub(super) fn check_run(run: &RunConfig) -> Result<(), (&'static str, ConfigErrorKind)> {
     let invalid = |key, why: &str| Err((key, ConfigErrorKind::InvalidValue(why.to_string())));
+    // Absent (serde's default is empty); a key written empty is refused by `config::load` first.
     if run.env.is_empty() {
         return Err(("env", ConfigErrorKind::Missing));
     }
@@ -684,7 +693,8 @@ fn check_env(run: &RunConfig) -> Result<(), (&'static str, ConfigErrorKind)> {
         );
     }
     if family == "add" && !prompt_len.is_multiple_of(2) {
-        return invalid("prompt_len", format!("`{}` adds two numbers of prompt_len / 2 digits: use an even length, got {prompt_len}", run.env));
+        let default = if run.prompt_len.is_none() { " (the default)" } else { "" };
+        return invalid("prompt_len", format!("`{}` adds two numbers of prompt_len / 2 digits: use an even length, got {prompt_len}{default}", run.env));
     }
     if !(run.num_envs / run.ranks).is_multiple_of(group) {
         return invalid(
