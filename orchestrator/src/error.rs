@@ -88,6 +88,9 @@ pub enum ConfigErrorKind {
     /// The file is not valid TOML.
     #[error("invalid TOML: {0}")]
     Syntax(String),
+    /// The file holds no key at all (empty, or comments only), and no override gives any.
+    #[error("the file has no settings (it is empty or only comments): a sweep needs at least `name` and a `[run]` table with `env` and `plugin`")]
+    EmptyFile,
     /// A key the schema does not know.
     #[error("unknown key{}", expected_list(.expected))]
     UnknownKey {

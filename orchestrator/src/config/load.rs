@@ -193,18 +193,38 @@ pub fn load(
     env: &[(String, String)],
     sets: &[SetArg],
 ) -> Result<(SweepFile, String), ConfigError> {
-    let text = std::fs::read_to_string(file).map_err(|e| ConfigError::whole_file(file, ConfigErrorKind::Read(e)))?;
+    let bytes = std::fs::read(file).map_err(|e| ConfigError::whole_file(file, ConfigErrorKind::Read(e)))?;
+    // Where the first byte that is not UTF-8 is (a Latin-1 `é`), rather than the reader's
+    // "stream did not contain valid UTF-8" with no line (review F12).
+    let text = String::from_utf8(bytes).map_err(|e| {
+        let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        let before = String::from_utf8_lossy(valid);
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        let byte = e.as_bytes()[valid.len()];
+        ConfigError::whole_file(
+            file,
+            ConfigErrorKind::Syntax(format!("line {line}, column {column}: byte 0x{byte:02x} is not UTF-8 (TOML files are UTF-8 text: save the file as UTF-8)")),
+        )
+    })?;
     let parsed = load_str(file, &text, env, sets)?;
     Ok((parsed, text))
 }
 
 /// `load` without the file read: `text` is the content of `file`.
 pub fn load_str(file: &Path, text: &str, env: &[(String, String)], sets: &[SetArg]) -> Result<SweepFile, ConfigError> {
+    // A byte-order mark is no part of the text: left in, it moved the columns of the first line
+    // one to the right and was quoted, invisible, in the line of a syntax error (review F12).
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     // Parse once with `toml` for a precise syntax message (line and column); figment would wrap it.
     let table = match text.parse::<toml::Table>() {
         Ok(table) => table,
         Err(e) => return Err(ConfigError::whole_file(file, ConfigErrorKind::Syntax(syntax_message(text, &e)))),
     };
+    // An empty or comment-only file got "key `name`: required key is missing".
+    if table.is_empty() && sets.is_empty() && env_entries(env).next().is_none() {
+        return Err(ConfigError::whole_file(file, ConfigErrorKind::EmptyFile));
+    }
     check_env_names(file, env)?;
     refuse_dates(file, &toml::Value::Table(table.clone()), &[], None)?;
     for set in sets {
@@ -926,6 +946,25 @@ mod tests {
         assert_eq!(err, "failed to load sweep file `s.toml`: invalid TOML: line 2, column 5: invalid table header; expected `.`, `]` (in `[run`)");
         let err = load_str(f, "name = \"x\"\nlr = 1e-\n", &[], &[]).expect_err("bad float").to_string();
         assert!(err.contains("invalid TOML: line 2, column ") && err.ends_with("(in `lr = 1e-`)") && !err.contains('|'), "{err}");
+    }
+
+    /// Review F12: a byte-order mark moved the first line's columns and was quoted; a byte that
+    /// is not UTF-8 got no line; an empty file was told its `name` is missing.
+    #[test]
+    fn bom_bad_bytes_and_empty_files_get_their_own_words() {
+        let f = Path::new("s.toml");
+        let err = load_str(f, "\u{feff}[run\n", &[], &[]).expect_err("bad header").to_string();
+        assert_eq!(err, "failed to load sweep file `s.toml`: invalid TOML: line 1, column 5: invalid table header; expected `.`, `]` (in `[run`)");
+        load_str(f, "\u{feff}name = \"t\"\n[run]\nenv = \"CartPole-v1\"\nplugin = \"ppo\"\n", &[], &[]).expect("a BOM file loads");
+        for empty in ["", "# only a comment\n\n"] {
+            let err = load_str(f, empty, &[], &[]).expect_err("empty").to_string();
+            assert_eq!(err, "failed to load sweep file `s.toml`: the file has no settings (it is empty or only comments): a sweep needs at least `name` and a `[run]` table with `env` and `plugin`");
+        }
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let latin1 = tmp.path().join("s.toml");
+        std::fs::write(&latin1, b"name = \"t\"\n# caf\xe9\n").expect("write");
+        let err = load(&latin1, &[], &[]).map(|_| ()).expect_err("not UTF-8").to_string();
+        assert!(err.ends_with("invalid TOML: line 2, column 6: byte 0xe9 is not UTF-8 (TOML files are UTF-8 text: save the file as UTF-8)"), "{err}");
     }
 
     /// The launch tables added after the first env grammar (`backend`, `[local]`, `[slurm]`) are
