@@ -76,7 +76,14 @@ pub fn plan(opts: &PlanOptions) -> Result<Plan, ConfigError> {
     // A value an override put there is named with its `--set`/variable, not blamed on the file.
     let name_override = |mut err: ConfigError| {
         if err.origin.is_none() {
-            err.origin = err.key.as_deref().and_then(|key| config::override_origin(key, &opts.env, &sets));
+            err.origin = err.key.as_deref().and_then(|key| {
+                config::override_origin(key, &opts.env, &sets).or_else(|| {
+                    // A case's key in conflict with a grid axis an override added is that
+                    // override's doing, not the file's (review F10).
+                    let axis = key.strip_prefix("sweep.cases[")?.split_once("].")?.1;
+                    config::override_origin(&format!("sweep.grid.{axis}"), &opts.env, &sets)
+                })
+            });
         }
         err
     };
@@ -128,7 +135,7 @@ pub fn plan(opts: &PlanOptions) -> Result<Plan, ConfigError> {
         described = describe_plugins(&probe, &plugins, file)?;
         refuse_parameters_without_their_table(&opts.env, &described, file)?;
         settle_params(&mut runs, &described, file).map_err(name_override)?;
-        check_plugin_params(&probe, &plugins, &described, &runs, file).map_err(name_override)?;
+        check_plugin_params(&probe, &plugins, &described, &sweep, &runs, file).map_err(name_override)?;
     }
 
     let results = opts
@@ -344,6 +351,7 @@ fn check_plugin_params(
     probe: &PluginProbe,
     plugins: &BTreeMap<String, PathBuf>,
     described: &BTreeMap<String, PluginDescription>,
+    sweep: &Sweep,
     runs: &[RunSpec],
     file: &Path,
 ) -> Result<(), ConfigError> {
@@ -353,12 +361,7 @@ fn check_plugin_params(
         let Some(key) = key else {
             return ConfigError::new(file, "params", kind).with_origin(format!("the params of run `{}`", run.label));
         };
-        let key = format!("params.{key}");
-        let mut err = ConfigError::new(file, key.as_str(), kind);
-        if run.axes.contains_key(&key) {
-            err = err.with_origin(format!("the sweep axis value of run `{}`", run.label));
-        }
-        err
+        refused_at(sweep, described, run, desc, key, kind, file)
     };
     // Each distinct params object per plugin, with its canonical JSON (the constructor
     // check's cache key), in run order.
@@ -392,6 +395,45 @@ fn check_plugin_params(
         }
     }
     Ok(())
+}
+
+/// A plugin's refusal of `params.<key>` of `run`, at the place that gave the value (review F10):
+/// the case (`sweep.cases[3].params.k`) or the grid axis (`sweep.grid.params.k`, which
+/// `name_override` then ties to the `--set` that added it), else `params.k`. A base value that
+/// every case receives and this case's plugin does not know, while another plugin of the sweep
+/// takes it, is told so, instead of a "did you mean" another key of this plugin.
+fn refused_at(
+    sweep: &Sweep,
+    described: &BTreeMap<String, PluginDescription>,
+    run: &RunSpec,
+    desc: &PluginDescription,
+    key: &str,
+    kind: ConfigErrorKind,
+    file: &Path,
+) -> ConfigError {
+    let axis = config::AxisKey::Params(key.to_string());
+    let axis_text = format!("params.{key}");
+    let in_case = sweep.cases.get(run.case).is_some_and(|case| case.iter().any(|(k, _)| *k == axis));
+    if in_case {
+        return ConfigError::new(file, format!("sweep.cases[{}].{axis_text}", run.case).as_str(), kind);
+    }
+    if sweep.grid.iter().any(|(k, _)| *k == axis) {
+        return ConfigError::new(file, format!("sweep.grid.{axis_text}").as_str(), kind);
+    }
+    let others: Vec<&str> = described.values().filter(|d| d.name != desc.name && d.params.iter().any(|p| p.name == key)).map(|d| d.name.as_str()).collect();
+    let unknown_here = !desc.params.iter().any(|p| p.name == key);
+    let kind = match kind {
+        ConfigErrorKind::PluginParam { plugin, version, .. } if unknown_here && !others.is_empty() && sweep.cases.len() > 1 => {
+            let reason = format!(
+                "unknown parameter; `[params]` gives it to every run, and `sweep.cases[{}]` runs plugin `{plugin}`, which has no `{key}` (plugin `{}` takes it): set it in the cases that use it, `\"{axis_text}\" = ..` in their `[[sweep.cases]]` entries",
+                run.case,
+                others.join("`, `"),
+            );
+            ConfigErrorKind::PluginParam { plugin, version, reason }
+        }
+        kind => kind,
+    };
+    ConfigError::new(file, axis_text.as_str(), kind)
 }
 
 /// What makes two configurations one training for the plugins that run them: the `[run]` table
