@@ -100,7 +100,9 @@ impl Sweep {
 /// Planning does this once the plugins have described their parameters (`plan`), which the
 /// pure expansion cannot know.
 pub fn replace_params(runs: &mut [RunSpec], mut retype: impl FnMut(&RunSpec) -> Option<Map<String, Value>>) {
-    let mut done: std::collections::HashMap<ConfigId, Option<(Arc<Map<String, Value>>, ConfigId, SeedIds)>> = Default::default();
+    /// A configuration's new params and ids, `None` when `retype` left it as it was.
+    type Retyped = Option<(Arc<Map<String, Value>>, ConfigId, SeedIds)>;
+    let mut done: std::collections::HashMap<ConfigId, Retyped> = Default::default();
     for run in runs.iter_mut() {
         let entry = done.entry(run.config_id.clone()).or_insert_with(|| {
             let params = retype(run)?;
