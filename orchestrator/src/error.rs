@@ -61,6 +61,8 @@ impl fmt::Display for ConfigError {
         if let (ConfigErrorKind::UnknownKey { expected }, Some(key)) = (&*self.kind, &self.key) {
             if let Some(meant) = crate::config::suggest_key(key, expected) {
                 write!(f, "; did you mean `{meant}`?")?;
+            } else if let Some(hint) = crate::config::misplaced_key_hint(key) {
+                write!(f, "; {hint}")?;
             }
         }
         Ok(())
@@ -86,6 +88,9 @@ pub enum ConfigErrorKind {
     /// The file is not valid TOML.
     #[error("invalid TOML: {0}")]
     Syntax(String),
+    /// The file holds no key at all (empty, or comments only), and no override gives any.
+    #[error("the file has no settings (it is empty or only comments): a sweep needs at least `name` and a `[run]` table with `env` and `plugin`")]
+    EmptyFile,
     /// A key the schema does not know.
     #[error("unknown key{}", expected_list(.expected))]
     UnknownKey {

@@ -292,6 +292,9 @@ fn run(args: RunArgs) -> anyhow::Result<u8> {
     for other in backend::rebuilt::trained_by_other_builds(&plan) {
         eprintln!("drover: warning: {}", other.warning());
     }
+    for line in backend::other_runs::lines(&backend::other_runs::other_runs(&plan), &plan.results.runs_dir()) {
+        eprintln!("drover: {line}");
+    }
     // Before the dry run too, which shows what the run would do, and before the lock file,
     // so a refused sweep leaves no trace.
     if !use_slurm(backend, &plan) {
@@ -699,7 +702,8 @@ fn slurm_run(plan: &plan::Plan, job_bin: PathBuf, wait: bool) -> anyhow::Result<
 
 fn status_cmd(results: &Path, json: bool) -> anyhow::Result<u8> {
     use std::io::Write;
-    let report = slurm::status(results, &Slurm::default())?;
+    let mut report = slurm::status(results, &Slurm::default())?;
+    report.count_other_run_dirs();
     let mut out = std::io::stdout().lock();
     if json {
         serde_json::to_writer_pretty(&mut out, &report)?;

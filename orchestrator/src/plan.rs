@@ -9,7 +9,7 @@ use crate::config::{self, PluginSearch, RunSpec, Sweep};
 use crate::error::ConfigError;
 use crate::error::ConfigErrorKind;
 use crate::layout::{JobSpec, ResultsDir, SweepManifest, RUNS_DIR, SWEEP_JSON, SWEEP_TOML};
-use crate::plugin_cmd::{validate_params, PluginDescription, PluginProbe};
+use crate::plugin_cmd::{keys_at_default, retype_params, validate_params, PluginDescription, PluginProbe};
 
 /// Inputs of `plan` gathered by the CLI (kept explicit so tests need no process-global state).
 #[derive(Debug, Clone, Default)]
@@ -55,6 +55,9 @@ pub struct Plan {
     /// What the plan could do but the user may not mean, one line each (`drover run` prints
     /// them as warnings).
     pub warnings: Vec<String>,
+    /// Each plugin's description, by `run.plugin` as written (empty when `drover-job` was not
+    /// asked): what `backend::other_runs` compares the runs of an earlier version with.
+    pub described: BTreeMap<String, PluginDescription>,
 }
 
 impl Plan {
@@ -73,14 +76,25 @@ pub fn plan(opts: &PlanOptions) -> Result<Plan, ConfigError> {
     // A value an override put there is named with its `--set`/variable, not blamed on the file.
     let name_override = |mut err: ConfigError| {
         if err.origin.is_none() {
-            err.origin = err.key.as_deref().and_then(|key| config::override_origin(key, &opts.env, &sets));
+            err.origin = err.key.as_deref().and_then(|key| {
+                config::override_origin(key, &opts.env, &sets).or_else(|| {
+                    // A case's key in conflict with a grid axis an override added is that
+                    // override's doing, not the file's (review F10).
+                    let axis = key.strip_prefix("sweep.cases[")?.split_once("].")?.1;
+                    config::override_origin(&format!("sweep.grid.{axis}"), &opts.env, &sets)
+                })
+            });
         }
         err
     };
     let sweep = Sweep::validate(parsed, file).map_err(name_override)?;
 
     let env_plugin_path: Option<OsString> =
-        opts.env.iter().find(|(k, _)| k == "DROVER_PLUGIN_PATH").map(|(_, v)| OsString::from(v));
+        opts.env.iter().find(|(k, _)| k == "DROVER_PLUGIN_PATH").map(|(_, v)| OsString::from(v)).or_else(|| {
+            // `config::environment` leaves a value that is not UTF-8 out of the snapshot (only
+            // settings must be text): such a path is read from the process as it is.
+            std::env::var_os("DROVER_PLUGIN_PATH").filter(|v| v.to_str().is_none())
+        });
     let search = PluginSearch::new(&sweep.plugin_path, env_plugin_path.as_deref(), opts.exe_dir.as_deref());
     // Each spelling of `run.plugin` is resolved from where it was written (`config::PathBases`);
     // the runs name it as written, so one spelling must mean one library.
@@ -114,9 +128,14 @@ pub fn plan(opts: &PlanOptions) -> Result<Plan, ConfigError> {
             }
         }
     }
-    let runs = sweep.expand();
+    let mut runs = sweep.expand();
+    let mut described = BTreeMap::new();
     if let Some(job_bin) = &opts.job_bin {
-        check_plugin_params(&PluginProbe::new(job_bin), &plugins, &runs, file).map_err(name_override)?;
+        let probe = PluginProbe::new(job_bin);
+        described = describe_plugins(&probe, &plugins, file)?;
+        refuse_parameters_without_their_table(&opts.env, &described, file)?;
+        settle_params(&mut runs, &described, file).map_err(name_override)?;
+        check_plugin_params(&probe, &plugins, &described, &sweep, &runs, file).map_err(name_override)?;
     }
 
     let results = opts
@@ -137,7 +156,7 @@ pub fn plan(opts: &PlanOptions) -> Result<Plan, ConfigError> {
         .or_else(|| std::thread::available_parallelism().ok())
         .unwrap_or(NonZeroUsize::MIN);
     let overrides = config::override_list(&opts.env, &sets);
-    Ok(Plan { sweep, source_text, runs, plugins, results: ResultsDir::new(results), max_parallel, jobs: opts.jobs, overrides, warnings })
+    Ok(Plan { sweep, source_text, runs, plugins, results: ResultsDir::new(results), max_parallel, jobs: opts.jobs, overrides, warnings, described })
 }
 
 /// A results directory refused for `why`, named as the user gave it: `--results` or the sweep
@@ -308,18 +327,9 @@ pub fn check_local_cuda(plan: &Plan, opts: &PlanOptions, count: impl FnOnce() ->
     })
 }
 
-/// Describes each distinct plugin once (in a `drover-job plugin info` subprocess) and checks
-/// every run's `[params]` against it, then has the plugin's constructor judge each distinct
-/// params object (one `info --try-params` subprocess per plugin), so nothing is launched with a
-/// parameter the plugin would refuse: a mode name it does not know or two keys that contradict
-/// would otherwise fail every job, on Slurm after its wait in the queue. The error names the
-/// sweep file, the `params.<key>`, the plugin and the reason.
-fn check_plugin_params(
-    probe: &PluginProbe,
-    plugins: &BTreeMap<String, PathBuf>,
-    runs: &[RunSpec],
-    file: &Path,
-) -> Result<(), ConfigError> {
+/// Describes each distinct plugin once (a `drover-job plugin info` subprocess each), refusing a
+/// library whose own name is not the one the sweep asked for. Keyed by `run.plugin` as written.
+fn describe_plugins(probe: &PluginProbe, plugins: &BTreeMap<String, PathBuf>, file: &Path) -> Result<BTreeMap<String, PluginDescription>, ConfigError> {
     let mut described = BTreeMap::new();
     for (name, path) in plugins {
         let desc = probe.info(path).map_err(|e| {
@@ -342,20 +352,32 @@ fn check_plugin_params(
             );
             return Err(ConfigError::new(file, "run.plugin", ConfigErrorKind::PluginUnusable { name: name.clone(), reason }));
         }
-        described.insert(name.as_str(), desc);
+        described.insert(name.clone(), desc);
     }
+    Ok(described)
+}
+
+/// Describes each distinct plugin once (in a `drover-job plugin info` subprocess) and checks
+/// every run's `[params]` against it, then has the plugin's constructor judge each distinct
+/// params object (one `info --try-params` subprocess per plugin), so nothing is launched with a
+/// parameter the plugin would refuse: a mode name it does not know or two keys that contradict
+/// would otherwise fail every job, on Slurm after its wait in the queue. The error names the
+/// sweep file, the `params.<key>`, the plugin and the reason.
+fn check_plugin_params(
+    probe: &PluginProbe,
+    plugins: &BTreeMap<String, PathBuf>,
+    described: &BTreeMap<String, PluginDescription>,
+    sweep: &Sweep,
+    runs: &[RunSpec],
+    file: &Path,
+) -> Result<(), ConfigError> {
     // `key`: the params key blamed, `None` for the params object as a whole.
     let refused = |run: &RunSpec, desc: &PluginDescription, key: Option<&str>, reason: String| {
         let kind = ConfigErrorKind::PluginParam { plugin: desc.name.clone(), version: desc.version.clone(), reason };
         let Some(key) = key else {
             return ConfigError::new(file, "params", kind).with_origin(format!("the params of run `{}`", run.label));
         };
-        let key = format!("params.{key}");
-        let mut err = ConfigError::new(file, key.as_str(), kind);
-        if run.axes.contains_key(&key) {
-            err = err.with_origin(format!("the sweep axis value of run `{}`", run.label));
-        }
-        err
+        refused_at(sweep, described, run, desc, key, kind, file)
     };
     // Each distinct params object per plugin, with its canonical JSON (the constructor
     // check's cache key), in run order.
@@ -389,6 +411,172 @@ fn check_plugin_params(
         }
     }
     Ok(())
+}
+
+/// A plugin's refusal of `params.<key>` of `run`, at the place that gave the value (review F10):
+/// the case (`sweep.cases[3].params.k`) or the grid axis (`sweep.grid.params.k`, which
+/// `name_override` then ties to the `--set` that added it), else `params.k`. A base value that
+/// every case receives and this case's plugin does not know, while another plugin of the sweep
+/// takes it, is told so, instead of a "did you mean" another key of this plugin.
+fn refused_at(
+    sweep: &Sweep,
+    described: &BTreeMap<String, PluginDescription>,
+    run: &RunSpec,
+    desc: &PluginDescription,
+    key: &str,
+    kind: ConfigErrorKind,
+    file: &Path,
+) -> ConfigError {
+    let axis = config::AxisKey::Params(key.to_string());
+    let axis_text = format!("params.{key}");
+    let in_case = sweep.cases.get(run.case).is_some_and(|case| case.iter().any(|(k, _)| *k == axis));
+    if in_case {
+        return ConfigError::new(file, format!("sweep.cases[{}].{axis_text}", run.case).as_str(), kind);
+    }
+    if sweep.grid.iter().any(|(k, _)| *k == axis) {
+        return ConfigError::new(file, format!("sweep.grid.{axis_text}").as_str(), kind);
+    }
+    let others: Vec<&str> = described.values().filter(|d| d.name != desc.name && d.params.iter().any(|p| p.name == key)).map(|d| d.name.as_str()).collect();
+    let unknown_here = !desc.params.iter().any(|p| p.name == key);
+    let kind = match kind {
+        ConfigErrorKind::PluginParam { plugin, version, .. } if unknown_here && !others.is_empty() && sweep.cases.len() > 1 => {
+            let reason = format!(
+                "unknown parameter; `[params]` gives it to every run, and `sweep.cases[{}]` runs plugin `{plugin}`, which has no `{key}` (plugin `{}` takes it): set it in the cases that use it, `\"{axis_text}\" = ..` in their `[[sweep.cases]]` entries",
+                run.case,
+                others.join("`, `"),
+            );
+            ConfigErrorKind::PluginParam { plugin, version, reason }
+        }
+        kind => kind,
+    };
+    ConfigError::new(file, axis_text.as_str(), kind)
+}
+
+/// What makes two configurations one training for the plugins that run them: the `[run]` table
+/// with the plugin named by its library (its SHA-256: `pf-ppo` and `pf_ppo` load one file), and
+/// the `[params]` (retyped) without the keys at their declared default. Run ids still hash the
+/// configuration as written, so that sweeps written before keep finding their runs; this form
+/// only tells when two of them are the same training (`refuse_the_same_training_twice`, and the
+/// completed runs of an earlier spelling, `stale_runs_like`).
+pub(crate) fn training_key(
+    run: &serde_json::Map<String, serde_json::Value>,
+    params: &serde_json::Map<String, serde_json::Value>,
+    desc: Option<&PluginDescription>,
+) -> String {
+    let mut run = run.clone();
+    run.remove("seed");
+    let mut params = params.clone();
+    if let Some(desc) = desc {
+        if let Some(retyped) = retype_params(desc, &params) {
+            params = retyped;
+        }
+        let at_default: Vec<String> = keys_at_default(desc, &params).into_iter().map(str::to_string).collect();
+        params.retain(|k, _| !at_default.contains(k));
+        let library = if desc.sha256.is_empty() { desc.name.replace('-', "_") } else { desc.sha256.clone() };
+        run.insert("plugin".into(), serde_json::Value::String(library));
+    }
+    config::canonical_json(&serde_json::json!({"run": run, "params": params}))
+}
+
+/// Refuses `DROVER_GAMMA=0.9`: a parameter of one of the sweep's plugins without its table,
+/// which nothing reads (review F7). Only the plugins' descriptions tell a parameter from the
+/// runtime's own variables, so `config::load` cannot judge it.
+fn refuse_parameters_without_their_table(
+    env: &[(String, String)],
+    described: &BTreeMap<String, PluginDescription>,
+    file: &Path,
+) -> Result<(), ConfigError> {
+    for (name, _) in env {
+        let Some(key) = name.strip_prefix("DROVER_").map(str::to_ascii_lowercase) else { continue };
+        if config::is_sweep_variable(&key) {
+            continue;
+        }
+        if let Some(desc) = described.values().find(|d| d.params.iter().any(|p| p.name == key)) {
+            let why = format!(
+                "`{key}` is a parameter of plugin `{}`, in the `[params]` table: did you mean `DROVER_PARAMS__{}`?",
+                desc.name,
+                key.to_ascii_uppercase()
+            );
+            return Err(ConfigError::whole_file(file, ConfigErrorKind::UnreadVariable(why)).with_origin(format!("environment variable `{name}`")));
+        }
+    }
+    Ok(())
+}
+
+/// What the plugins' descriptions settle about the runs' `[params]`: ids hash each number in its
+/// parameter's declared type (`retype_params`: `clip_coef = 1` is the id of `1.0`), which only
+/// the description tells, while a number written in that type keeps its id; and no two
+/// configurations may be one training (`refuse_the_same_training_twice`).
+fn settle_params(runs: &mut [RunSpec], described: &BTreeMap<String, PluginDescription>, file: &Path) -> Result<(), ConfigError> {
+    config::replace_params(runs, |run| described.get(run.plugin()).and_then(|desc| retype_params(desc, &run.params)));
+    refuse_the_same_training_twice(runs, described, file)
+}
+
+/// Refuses a sweep two of whose configurations are one training once the plugins' declared
+/// parameters are applied: `clip_coef = [1, 1.0]` (the float 1.0 twice), cases `{}` and
+/// `{ "params.gamma" = 0.99 }` (ppo's default), cases naming `pf-ppo` and `pf_ppo`. Each would
+/// train twice under two ids (review F2). The error names the case or axis that repeats and why.
+fn refuse_the_same_training_twice(
+    runs: &[RunSpec],
+    described: &BTreeMap<String, PluginDescription>,
+    file: &Path,
+) -> Result<(), ConfigError> {
+    // Every configuration has each seed once: its run with the first seed stands for it.
+    let Some(first_seed) = runs.first().map(|r| r.seed) else { return Ok(()) };
+    let mut seen: std::collections::HashMap<String, &RunSpec> = std::collections::HashMap::new();
+    for run in runs.iter().filter(|r| r.seed == first_seed) {
+        let desc = described.get(run.plugin());
+        let key = training_key(&run.run, &run.params, desc);
+        let Some(earlier) = seen.insert(key, run) else { continue };
+        let why = same_training_reasons(earlier, run, described);
+        let (at, other) = if earlier.case != run.case {
+            (format!("sweep.cases[{}]", run.case), format!("`sweep.cases[{}]`", earlier.case))
+        } else {
+            let axis = run.axes.iter().find(|(k, v)| earlier.axes.get(*k) != Some(*v)).map(|(k, _)| k.clone()).unwrap_or_default();
+            (format!("sweep.grid.{axis}"), format!("another value of `{axis}`"))
+        };
+        let kind = ConfigErrorKind::Duplicate(format!(
+            "trains the same as {other} (runs `{}` and `{}`): {why}; write the configuration once",
+            earlier.label, run.label
+        ));
+        return Err(ConfigError::new(file, at.as_str(), kind));
+    }
+    Ok(())
+}
+
+/// Why runs `a` and `b`, equal by `training_key`, are one training: a parameter at its plugin's
+/// default in one of them, one value of a parameter's declared type, or one library.
+fn same_training_reasons(a: &RunSpec, b: &RunSpec, described: &BTreeMap<String, PluginDescription>) -> String {
+    let mut why = Vec::new();
+    if a.plugin() != b.plugin() {
+        let library = described.get(b.plugin()).map(|d| d.path.display().to_string()).unwrap_or_default();
+        why.push(format!("`{}` and `{}` are one plugin library (`{library}`)", a.plugin(), b.plugin()));
+    }
+    let desc = described.get(b.plugin());
+    let plugin = desc.map_or_else(|| b.plugin().to_string(), |d| d.name.clone());
+    let keys: std::collections::BTreeSet<&String> = a.params.keys().chain(b.params.keys()).collect();
+    for key in keys {
+        let declared = desc.and_then(|d| d.params.iter().find(|p| &p.name == key));
+        match (a.params.get(key), b.params.get(key), declared) {
+            (Some(x), None, Some(p)) | (None, Some(x), Some(p)) => {
+                why.push(format!("`params.{key} = {x}` is plugin `{plugin}`'s default ({})", p.default));
+            }
+            (Some(x), Some(y), Some(p)) if x == y => {
+                let axis = format!("params.{key}");
+                if let (Some(u), Some(v)) = (a.axes.get(&axis), b.axes.get(&axis)) {
+                    if u == v {
+                        continue;
+                    }
+                    why.push(format!("`{u}` and `{v}` are one value of plugin `{plugin}`'s {} parameter `{key}`", p.kind));
+                }
+            }
+            _ => {}
+        }
+    }
+    if why.is_empty() {
+        why.push("the plugins read the two alike".into());
+    }
+    why.join("; ")
 }
 
 #[cfg(test)]
@@ -480,6 +668,100 @@ mod tests {
 
     /// A value refused after loading (a count, an empty axis, a `[local]` setting) that came
     /// from `--set` or `DROVER_*` names that override; the file's own values are not blamed on one.
+    /// Review F2: `[params]` spellings one plugin reads alike trained twice under two ids.
+    /// Numbers take their declared type in the id (the natural spelling keeps its id), and two
+    /// configurations that are one training are refused, naming the case or axis and why.
+    #[test]
+    fn params_the_plugin_reads_alike_are_one_id_or_refused_as_duplicates() {
+        use crate::plugin_cmd::ParamDescription;
+        let param = |name: &str, kind: &str, default: serde_json::Value| ParamDescription {
+            name: name.into(),
+            kind: kind.into(),
+            default,
+            doc: String::new(),
+            min: None,
+            max: None,
+        };
+        let desc = PluginDescription {
+            path: "/p/libdrover_plugin_pf_ppo.so".into(),
+            name: "pf_ppo".into(),
+            version: "0.1.0".into(),
+            description: String::new(),
+            interface_version: "1.3".into(),
+            host_interface_version: "1.3".into(),
+            sha256: "ab".repeat(32),
+            params: vec![param("gamma", "float", 0.99.into()), param("clip_coef", "float", 0.2.into()), param("k", "int", 4.into())],
+        };
+        let described: BTreeMap<String, PluginDescription> = [("pf_ppo".to_string(), desc.clone()), ("pf-ppo".to_string(), desc)].into();
+        let file = Path::new("s.toml");
+        let head = "name = \"t\"\n[run]\nenv = \"CartPole-v1\"\nplugin = \"pf_ppo\"\n";
+        let settled = |tail: &str| {
+            let text = format!("{head}{tail}");
+            let parsed = config::load_str(file, &text, &[], &[]).expect("loads");
+            let mut runs = Sweep::validate(parsed, file).expect("valid").expand();
+            settle_params(&mut runs, &described, file).map(|()| runs).map_err(|e| e.to_string())
+        };
+        let ids = |tail: &str| settled(tail).expect("settles").iter().map(|r| r.run_id.to_string()).collect::<Vec<_>>();
+        let plain_ids = |tail: &str| {
+            let parsed = config::load_str(file, &format!("{head}{tail}"), &[], &[]).expect("loads");
+            Sweep::validate(parsed, file).expect("valid").expand().iter().map(|r| r.run_id.to_string()).collect::<Vec<_>>()
+        };
+        // The natural spellings keep the ids of the expansion alone (those of existing results).
+        for tail in ["[params]\nclip_coef = 0.1\nk = 5\n", "[params]\ngamma = 0.99\n", "[sweep.grid]\n\"params.clip_coef\" = [0.1, 0.3]\n"] {
+            assert_eq!(ids(tail), plain_ids(tail), "{tail}");
+        }
+        // The other spelling of a number is the id of the natural one.
+        assert_eq!(ids("[params]\nclip_coef = 1\nk = 5.0\n"), plain_ids("[params]\nclip_coef = 1.0\nk = 5\n"));
+        let at = "failed to load sweep file `s.toml`: key";
+        let cases = [
+            (
+                "[sweep.grid]\n\"params.clip_coef\" = [1, 1.0]\n",
+                format!("{at} `sweep.grid.params.clip_coef`: duplicate: trains the same as another value of `params.clip_coef` (runs `params.clip_coef=1` and `params.clip_coef=1.0`): `1` and `1.0` are one value of plugin `pf_ppo`'s float parameter `clip_coef`; write the configuration once"),
+            ),
+            (
+                "[[sweep.cases]]\n[[sweep.cases]]\n\"params.gamma\" = 0.99\n",
+                format!("{at} `sweep.cases[1]`: duplicate: trains the same as `sweep.cases[0]` (runs `base` and `params.gamma=0.99`): `params.gamma = 0.99` is plugin `pf_ppo`'s default (0.99); write the configuration once"),
+            ),
+            (
+                "[[sweep.cases]]\n\"run.plugin\" = \"pf_ppo\"\n[[sweep.cases]]\n\"run.plugin\" = \"pf-ppo\"\n",
+                format!("{at} `sweep.cases[1]`: duplicate: trains the same as `sweep.cases[0]` (runs `run.plugin=pf_ppo` and `run.plugin=pf-ppo`): `pf_ppo` and `pf-ppo` are one plugin library (`/p/libdrover_plugin_pf_ppo.so`); write the configuration once"),
+            ),
+        ];
+        for (tail, expected) in cases {
+            assert_eq!(settled(tail).map(|_| ()), Err(expected), "{tail}");
+        }
+        settled("[[sweep.cases]]\n[[sweep.cases]]\n\"params.gamma\" = 0.9\n").expect("another value is another training");
+    }
+
+    /// Review F7: `DROVER_GAMMA=0.9` was ignored without a word.
+    #[test]
+    fn a_plugin_parameter_without_its_table_is_refused() {
+        let desc = PluginDescription {
+            path: "/p/libdrover_plugin_ppo.so".into(),
+            name: "ppo".into(),
+            version: "0.1.0".into(),
+            description: String::new(),
+            interface_version: "1.3".into(),
+            host_interface_version: "1.3".into(),
+            sha256: String::new(),
+            params: vec![crate::plugin_cmd::ParamDescription {
+                name: "gamma".into(),
+                kind: "float".into(),
+                default: 0.99.into(),
+                doc: String::new(),
+                min: None,
+                max: None,
+            }],
+        };
+        let described: BTreeMap<String, PluginDescription> = [("ppo".to_string(), desc)].into();
+        let env = |name: &str| vec![(name.to_string(), "0.9".to_string())];
+        let err = refuse_parameters_without_their_table(&env("DROVER_GAMMA"), &described, Path::new("s.toml")).expect_err("unread").to_string();
+        assert_eq!(err, "failed to load sweep file `s.toml`: environment variable `DROVER_GAMMA`: not read as a sweep setting: `gamma` is a parameter of plugin `ppo`, in the `[params]` table: did you mean `DROVER_PARAMS__GAMMA`?");
+        for fine in ["DROVER_PARAMS__GAMMA", "DROVER_PLUGIN_PATH", "DROVER_JOB_BIN"] {
+            refuse_parameters_without_their_table(&env(fine), &described, Path::new("s.toml")).expect(fine);
+        }
+    }
+
     #[test]
     fn values_refused_after_loading_name_the_override_that_set_them() {
         let tmp = tempfile::tempdir().expect("tempdir");

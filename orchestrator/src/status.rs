@@ -471,6 +471,14 @@ pub struct StatusReport {
     pub counts: BTreeMap<RunState, usize>,
     /// Every run of the sweep, in expansion order.
     pub runs: Vec<RunStatus>,
+    /// Run directories under `runs/` that the sweep's `sweep.json` does not list: the runs of an
+    /// earlier version of the sweep, kept there (`count_other_run_dirs`). Absent when none.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub other_run_dirs: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 impl StatusReport {
@@ -489,7 +497,15 @@ impl StatusReport {
             slurm_unanswered: None,
             counts,
             runs,
+            other_run_dirs: 0,
         }
+    }
+
+    /// Counts the run directories of `results/runs/` that are not this sweep's runs, which the
+    /// report does not list: `drover run` names them, and `drover analyze` points here for them.
+    pub fn count_other_run_dirs(&mut self) {
+        let ids: std::collections::HashSet<&str> = self.runs.iter().map(|r| r.run_id.as_str()).collect();
+        self.other_run_dirs = crate::backend::other_runs::run_dirs_not_in(&self.results.join(crate::layout::RUNS_DIR), &ids).len();
     }
 
     /// The human-readable table.
@@ -513,6 +529,14 @@ impl StatusReport {
         }
         if !stops.is_empty() {
             out.push_str(&format!("checkpointed stops: {}\n", stops.join("; ")));
+        }
+        if self.other_run_dirs > 0 {
+            out.push_str(&format!(
+                "{} in `{}` {} not part of this sweep (runs of an earlier version of it): kept, not listed here; `drover analyze --all-runs` includes them\n",
+                crate::words::count_as(self.other_run_dirs, "other run directory", "other run directories"),
+                self.results.join(crate::layout::RUNS_DIR).display(),
+                if self.other_run_dirs == 1 { "is" } else { "are" },
+            ));
         }
         if let Some(error) = &self.slurm_unanswered {
             let unknown = self.counts.get(&RunState::Unknown).copied().unwrap_or(0);
@@ -811,6 +835,25 @@ pub(crate) mod tests {
 
     /// Requeues do not show in a run's state (a requeued run is running again): the text view
     /// names each run's checkpointed stops, and sums them up under the header, only when nonzero.
+    /// Review F4: runs of an earlier version of the sweep, left under `runs/` and out of
+    /// `sweep.json`, were not mentioned at all, while `drover analyze` pointed at `status` for them.
+    #[test]
+    fn the_status_counts_run_directories_not_in_the_sweep() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        for id in ["0123456789abcdef", "1123456789abcdef", "2123456789abcdef"] {
+            std::fs::create_dir_all(tmp.path().join("runs").join(id)).expect("dir");
+        }
+        std::fs::create_dir_all(tmp.path().join("runs").join("not-a-run")).expect("dir");
+        let runs = vec![run_status("0123456789abcdef", RunState::Done)];
+        let mut report = StatusReport::new("s".into(), tmp.path().to_path_buf(), "local", None, runs);
+        assert!(!report.render().contains("not part of this sweep"));
+        report.count_other_run_dirs();
+        assert_eq!(report.other_run_dirs, 2);
+        let text = report.render();
+        assert!(text.contains(&format!("2 other run directories in `{}` are not part of this sweep (runs of an earlier version of it): kept, not listed here; `drover analyze --all-runs` includes them\n", tmp.path().join("runs").display())), "{text}");
+        assert_eq!(serde_json::to_value(&report).expect("json")["other_run_dirs"], 2);
+    }
+
     #[test]
     fn the_text_status_shows_requeues_and_sigterm_stops_only_when_nonzero() {
         let run = |id: &str, state, time_limit_requeues, preemptions| RunStatus {

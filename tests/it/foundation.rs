@@ -173,3 +173,37 @@ fn drover_bench_usage_errors_name_drover_bench() {
         assert!(said.starts_with("drover bench rollout: option `"), "{bad:?}: {said}");
     }
 }
+
+/// Run ids name existing run directories: the shipped configs must keep the ids they had before
+/// `[params]` were retyped through the plugins' descriptions (review F2) and `expert_per_group = 0`
+/// was dropped at its default (F3), or a rerun of those sweeps would retrain everything. Pinned
+/// from `drover run <config> --dry-run` before those changes. (`--backend slurm` so that the CUDA
+/// config plans on a machine without a GPU; a dry run submits nothing.)
+#[test]
+fn shipped_configs_keep_their_run_ids() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("repo root");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let pinned: [(&str, &str); 5] = [
+        ("cartpole-ppo-cuda", "8300dfaa7be682d9"),
+        ("cartpole-ppo-slurm", "a6e7a087b246ec2a 36bdb32d83c932c4 a09fe29530ed04ba 0957e369df7ad773 d25b62b7a01ae32b 29c18ee981b8bc64 4e87800fe39ddc82 0c4b779173c41ee3 072392672943c124 5fecdd1996c478f9 d199e875112921e0 e7cdd2f4e9f4630b"),
+        ("cartpole-ppo", "57e7069c35e39581 36041b629ad4f9c5 10a7855f78cca23b"),
+        ("entropy-mechanism", "193db46b1619cc9d 951a1c771c4bd9c4 6b66a40b0493542f 594f86cee54bab88 fb403bef5d34ee8a 6fd67f9f60d0ad01 f1d0af77d00c8815 b6126ede3d345931 48aa1a5e33e34c6d"),
+        ("llm-algorithms", "276330d711d6f71c 6204bc4ddb9d7ca4 03ae7aad6c4db25c 49ce158c9f492602 e0edbc4503d35b5b 33a3bf43f30dcd62 ebb305dd67bff997 7d6d7b90c8fac0f6 b20378986a0a6bfd 3a7fad3ec8fa0d78 700cf0aaa86ba197 abf59e5313e21b6b 09d6345b940bde35 a68b441f29f13ec9 7777cc17a8709391 a48ea5cb0ea7c801 9b861aa295cd6f8e c484edbafbf8d03e a8deefe3a4b25cad a32d858af4b6725d 69f2f0e330cb8555 0663fddfbcbf059d 1d6943729d9a88fc c0ea0ca2b87a2131 9162ded0ee100822 bb2366a6b26a310e 4d8dd2d4a4eb53b8 ade50ae7cf271b62 aae3374c6c3c61a2 0f5e2dbea73b02c1 c3302f2c9f32b4c2 89208fa735e9ccea 5cdee63dd89b54e5 ca58a7e371d5656f 5da84f264fee7f96 9309c6f209e0c18f c1870c2f330e8919 17a00f18744d9c2b 7dee3f8cdff96681"),
+    ];
+    for (name, ids) in pinned {
+        let out = run_ok(
+            drover()
+                .arg("run")
+                .arg(repo.join(format!("configs/{name}.toml")))
+                .args(["--dry-run", "--backend", "slurm", "--results"])
+                .arg(tmp.path().join(name)),
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let found: Vec<&str> = stdout
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|w| w.len() == 16 && w.bytes().all(|b| b.is_ascii_hexdigit()))
+            .collect();
+        assert_eq!(found.join(" "), ids, "{name}:\n{stdout}");
+    }
+}

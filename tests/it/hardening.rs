@@ -894,3 +894,67 @@ fn damaged_runs_are_judged_alike_by_status_dry_run_and_run() {
     let status = String::from_utf8_lossy(&run_ok(drover().arg("status").arg(&results)).stdout).into_owned();
     assert!(status.contains("2 done") || status.matches(" done ").count() == 2, "{status}");
 }
+
+/// Review F4: a sweep edited between two `drover run`s dropped its completed runs from
+/// `sweep.json`, `status` and `analyze` without a word. `--dry-run` and `run` now count them and
+/// say they are kept; a run of the same training written another way (here ppo's default
+/// `gamma = 0.99` spelled out, review F2) is pointed out; `drover status` counts them.
+#[test]
+fn runs_left_out_of_an_edited_sweep_are_counted_by_run_dry_run_and_status() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let sweep_file = write_sweep(tmp.path(), &sweep("[1, 2]"));
+    let results = tmp.path().join("results");
+    let run = |sets: &[&str]| {
+        let mut cmd = drover_in(tmp.path());
+        cmd.arg("run").arg(&sweep_file).arg("--results").arg(&results).args(["-j", "2"]);
+        for set in sets {
+            cmd.args(["--set", set]);
+        }
+        cmd
+    };
+    run_ok(&mut run(&[]));
+    let said = text(&run_ok(run(&["sweep.seeds=[1]"]).arg("--dry-run"))).1;
+    assert!(
+        said.contains(&format!("drover: note: 1 run directory in `{}` is not part of this sweep (1 completed; labels `base`): runs of an earlier version of it; they are kept", results.join("runs").display())),
+        "{said}"
+    );
+    assert!(!said.contains("same training"), "{said}");
+    let said = text(&run_ok(run(&["params.gamma=0.99"]).arg("--dry-run"))).1;
+    assert!(said.contains("drover: note: 2 run directories in"), "{said}");
+    assert!(said.contains("drover: warning: 2 completed runs of them are the same training as runs of this sweep under other ids"), "{said}");
+    run_ok(&mut run(&["sweep.seeds=[1]"]));
+    let status = text(&run_ok(drover_in(tmp.path()).arg("status").arg(&results))).0;
+    assert!(status.contains("1 other run directory in"), "{status}");
+}
+
+/// Review F10: a plugin's refusal named `params.<key>` whatever gave the value, and for a base
+/// value refused by one case's plugin suggested another key of that plugin. It now names the case,
+/// the grid axis and its `--set`, or says that `[params]` reaches every case.
+#[test]
+fn plugin_refusals_name_the_case_axis_or_override_that_gave_the_value() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("repo root");
+    let refused = |config: &str, set: &str| {
+        let out = drover_in(tmp.path())
+            .arg("run")
+            .arg(repo.join(config))
+            .args(["--dry-run", "--set", set, "--results"])
+            .arg(tmp.path().join("r"))
+            .output()
+            .expect("drover");
+        assert_eq!(out.status.code(), Some(3), "{set}: {}", text(&out).1);
+        text(&out).1
+    };
+    let base = refused("configs/entropy-mechanism.toml", "params.clip_cov_ratio=0.02");
+    assert!(base.contains("key `params.clip_cov_ratio` (from `--set params.clip_cov_ratio=0.02`): rejected by plugin `grpo`"), "{base}");
+    assert!(base.contains("unknown parameter; `[params]` gives it to every run, and `sweep.cases[0]` runs plugin `grpo`, which has no `clip_cov_ratio` (plugin `clip_cov` takes it): set it in the cases that use it"), "{base}");
+    assert!(!base.contains("did you mean"), "{base}");
+    let case = refused("configs/entropy-mechanism.toml", "sweep.cases=[{\"run.plugin\"=\"grpo\"},{\"run.plugin\"=\"grpo\",\"params.loss_agg_mode\"=\"bogus\"}]");
+    assert!(case.contains("key `sweep.cases[1].params.loss_agg_mode` (from `--set sweep.cases="), "{case}");
+    let axis = refused("configs/cartpole-ppo.toml", "sweep.grid.params.ent_cof=[0.1]");
+    assert!(axis.contains("key `sweep.grid.params.ent_cof` (from `--set sweep.grid.params.ent_cof=[0.1]`): rejected by plugin `ppo`"), "{axis}");
+    assert!(axis.contains("did you mean `ent_coef`?"), "{axis}");
+    let file = write_sweep(tmp.path(), "name = \"c\"\n[run]\nenv = \"CartPole-v1\"\nplugin = \"ppo\"\n[[sweep.cases]]\n\"run.lr\" = 0.1\n");
+    let out = drover_in(tmp.path()).arg("run").arg(&file).args(["--dry-run", "--set", "sweep.grid.run.lr=[1e-2]"]).output().expect("drover");
+    assert!(text(&out).1.contains("key `sweep.cases[0].run.lr` (from `--set sweep.grid.run.lr=[1e-2]`): conflict: `run.lr` is also a grid axis"), "{}", text(&out).1);
+}

@@ -9,6 +9,7 @@ pub mod job_lock;
 pub mod local;
 pub mod local_config;
 pub mod local_status;
+pub mod other_runs;
 mod prepare;
 pub(crate) use prepare::never_started;
 pub mod rebuilt;

@@ -29,6 +29,8 @@ pub struct RunSpec {
     pub run: Arc<Map<String, Value>>,
     /// The resolved `[params]` table.
     pub params: Arc<Map<String, Value>>,
+    /// Which entry of `sweep.cases` it comes from (0 when the sweep has none), for messages.
+    pub case: usize,
 }
 
 impl RunSpec {
@@ -49,7 +51,7 @@ impl Sweep {
     /// All runs, in order: for each case, for each grid point (axes alphabetical, last fastest), for each seed.
     pub fn expand(&self) -> Vec<RunSpec> {
         let mut runs = Vec::with_capacity(self.run_count());
-        for case in &self.cases {
+        for (case_index, case) in self.cases.iter().enumerate() {
             let mut index = vec![0usize; self.grid.len()];
             loop {
                 let point: Vec<(&AxisKey, &Value)> = case
@@ -57,7 +59,7 @@ impl Sweep {
                     .map(|(k, v)| (k, v))
                     .chain(self.grid.iter().zip(&index).map(|((k, values), &i)| (k, &values[i])))
                     .collect();
-                self.push_seeds(&point, &mut runs);
+                self.push_seeds(&point, case_index, &mut runs);
                 if !advance(&mut index, &self.grid) {
                     break;
                 }
@@ -66,7 +68,7 @@ impl Sweep {
         runs
     }
 
-    fn push_seeds(&self, point: &[(&AxisKey, &Value)], runs: &mut Vec<RunSpec>) {
+    fn push_seeds(&self, point: &[(&AxisKey, &Value)], case: usize, runs: &mut Vec<RunSpec>) {
         let (run, params) = apply(&self.base_run, &self.base_params, point.iter().copied());
         // `validate` checked this combination with the same function, so the fallback is unreachable.
         let mut run = canonical_run(&run).unwrap_or(run);
@@ -86,7 +88,33 @@ impl Sweep {
                 seed,
                 run: Arc::clone(&run),
                 params: Arc::clone(&params),
+                case,
             });
+        }
+    }
+}
+
+/// Gives the runs for which `retype` returns a new `[params]` table that table, and the ids it
+/// hashes to; `retype` is asked once per configuration (its seeds share the answer).
+///
+/// Planning does this once the plugins have described their parameters (`plan`), which the
+/// pure expansion cannot know.
+pub fn replace_params(runs: &mut [RunSpec], mut retype: impl FnMut(&RunSpec) -> Option<Map<String, Value>>) {
+    /// A configuration's new params and ids, `None` when `retype` left it as it was.
+    type Retyped = Option<(Arc<Map<String, Value>>, ConfigId, SeedIds)>;
+    let mut done: std::collections::HashMap<ConfigId, Retyped> = Default::default();
+    for run in runs.iter_mut() {
+        let entry = done.entry(run.config_id.clone()).or_insert_with(|| {
+            let params = retype(run)?;
+            let plugin = run.run.get("plugin").cloned().unwrap_or(Value::Null);
+            let config_id = ConfigId::of(&serde_json::json!({"run": *run.run, "params": params, "plugin": plugin}));
+            let ids = SeedIds::new(&run.run, &params, &plugin);
+            Some((Arc::new(params), config_id, ids))
+        });
+        if let Some((params, config_id, ids)) = entry {
+            run.params = Arc::clone(params);
+            run.config_id = config_id.clone();
+            run.run_id = ids.run_id(run.seed);
         }
     }
 }

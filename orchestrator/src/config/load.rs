@@ -31,9 +31,21 @@ const ENV_TABLES: [&str; 5] = ["run", "params", "sweep", "local", "slurm"];
 
 /// Whether `key` (a `DROVER_*` name without the prefix, lowercased) configures the sweep: a
 /// top-level key, or `<table>__<key>` of one of `ENV_TABLES`. The others belong to the runtime.
-fn is_sweep_variable(key: &str) -> bool {
-    ENV_TOP_KEYS.contains(&key) || key.split_once("__").is_some_and(|(table, _)| ENV_TABLES.contains(&table))
+/// A table alone (`DROVER_PARAMS='{gamma = 0.9}'`) replaces it whole, as `--set 'params={..}'` does.
+pub(crate) fn is_sweep_variable(key: &str) -> bool {
+    ENV_TOP_KEYS.contains(&key)
+        || ENV_TABLES.contains(&key)
+        || key.split_once("__").is_some_and(|(table, _)| ENV_TABLES.contains(&table))
 }
+
+/// Names users reach for that mirror a command-line flag or a setting under another name:
+/// (the variable's key, lowercased; what to use instead).
+const ENV_ALIASES: [(&str, &str); 4] = [
+    ("results", "`DROVER_RESULTS_DIR` (or `drover run --results DIR`)"),
+    ("jobs", "`DROVER_MAX_PARALLEL` (or `drover run -j N`)"),
+    ("parallel", "`DROVER_MAX_PARALLEL` (or `drover run -j N`)"),
+    ("backend_kind", "`DROVER_BACKEND` (or `drover run --backend`)"),
+];
 
 /// Parses `key=value`; the value as TOML, or as a plain string when it is a bare word.
 ///
@@ -63,6 +75,12 @@ pub fn parse_set(raw: &str, file: &Path) -> Result<SetArg, ConfigError> {
     if value.is_empty() {
         return Err(bad(key, "the value is empty (quote an empty string: key='')".into()));
     }
+    // `.001` is no TOML number, and as a bare word it became the text ".001" (review F13).
+    let digits = value.trim_start_matches(['+', '-']);
+    if digits.strip_prefix('.').is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit())) && value.parse::<f64>().is_ok() {
+        let sign = &value[..value.len() - digits.len()];
+        return Err(bad(key, format!("`{value}` is not a TOML number: write `{sign}0{digits}`")));
+    }
     let value = match format!("v = {value}").parse::<toml::Table>() {
         // `1\nfoo = 2` parses as a table with a second key: one `--set` is one value.
         Ok(mut table) => match table.remove("v") {
@@ -72,7 +90,7 @@ pub fn parse_set(raw: &str, file: &Path) -> Result<SetArg, ConfigError> {
         // A bare word such as `Acrobot-v1` is a string; anything with TOML punctuation that
         // failed to parse is a typo the user should see.
         Err(_) if is_bare_word(value) => toml::Value::String(value.to_string()),
-        Err(e) => return Err(bad(key, set_parse_message(value, &e))),
+        Err(e) => return Err(bad(key, set_parse_message(key, value, &e))),
     };
     Ok(SetArg { raw: raw.to_string(), path, value })
 }
@@ -97,17 +115,35 @@ fn key_segments(key: &str) -> Vec<String> {
 
 /// Why `value` is no TOML value, on one line and in the words of a value: `toml` parses it as
 /// `v = <value>`, so its "expected newline, `#`" means text after a whole value, such as the
-/// comma of `64,64`, which is a list without its brackets.
-fn set_parse_message(value: &str, e: &toml::de::Error) -> String {
+/// comma of `64,64`, which is a list without its brackets. Text (a path with a space, a comma or
+/// a parenthesis) is told the whole `--set` argument that gives it, quoted for TOML and then for
+/// the shell, so it can be pasted as it is (review-paths 7: the advice was `key='"..."'`, which
+/// named no key and broke on a quote inside the value).
+fn set_parse_message(key: &str, value: &str, e: &toml::de::Error) -> String {
     let what = e.message().trim().replace('\n', "; ");
-    let unbracketed_list = value.contains(',') && !value.starts_with(['[', '{', '"', '\'']);
+    // Each piece a TOML value of its own (`64,64`, `1, 2`): a list without its brackets. A path
+    // with a comma (`/x/lib ppo, v2.so`) is text.
+    let pieces_are_values = value.split(',').all(|piece| format!("v = {}", piece.trim()).parse::<toml::Table>().is_ok());
+    let unbracketed_list = value.contains(',') && !value.starts_with(['[', '{', '"', '\'']) && pieces_are_values;
     if unbracketed_list {
         return format!("cannot parse `{value}` as one TOML value: a list is written in brackets, `[{value}]`");
     }
+    // The text meant: the value itself, or inside the one pair of quotes the shell left around it.
+    let text = [('\'', '\''), ('"', '"')]
+        .iter()
+        .find_map(|(open, close)| value.strip_prefix(*open)?.strip_suffix(*close))
+        .unwrap_or(value);
+    let as_text = format!(
+        "`--set {}`",
+        crate::backend::slurm_script::shell_quote(&format!("{key}={}", toml::Value::String(text.to_string())))
+    );
     if what.starts_with("expected newline") {
-        return format!("cannot parse `{value}` as one TOML value: there is text after the value (quote text with spaces or punctuation: key='\"{value}\"')");
+        return format!("cannot parse `{value}` as one TOML value: there is text after the value; as text: {as_text}");
     }
-    format!("cannot parse `{value}` as a TOML value: {what}")
+    if value.starts_with(['[', '{']) {
+        return format!("cannot parse `{value}` as a TOML value: {what}");
+    }
+    format!("cannot parse `{value}` as a TOML value: {what}; as text: {as_text}")
 }
 
 fn is_bare_word(s: &str) -> bool {
@@ -157,19 +193,43 @@ pub fn load(
     env: &[(String, String)],
     sets: &[SetArg],
 ) -> Result<(SweepFile, String), ConfigError> {
-    let text = std::fs::read_to_string(file).map_err(|e| ConfigError::whole_file(file, ConfigErrorKind::Read(e)))?;
+    let bytes = std::fs::read(file).map_err(|e| ConfigError::whole_file(file, ConfigErrorKind::Read(e)))?;
+    // Where the first byte that is not UTF-8 is (a Latin-1 `é`), rather than the reader's
+    // "stream did not contain valid UTF-8" with no line (review F12).
+    let text = String::from_utf8(bytes).map_err(|e| {
+        let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        let before = String::from_utf8_lossy(valid);
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        let byte = e.as_bytes()[valid.len()];
+        ConfigError::whole_file(
+            file,
+            ConfigErrorKind::Syntax(format!("line {line}, column {column}: byte 0x{byte:02x} is not UTF-8 (TOML files are UTF-8 text: save the file as UTF-8)")),
+        )
+    })?;
     let parsed = load_str(file, &text, env, sets)?;
     Ok((parsed, text))
 }
 
 /// `load` without the file read: `text` is the content of `file`.
 pub fn load_str(file: &Path, text: &str, env: &[(String, String)], sets: &[SetArg]) -> Result<SweepFile, ConfigError> {
+    // A byte-order mark is no part of the text: left in, it moved the columns of the first line
+    // one to the right and was quoted, invisible, in the line of a syntax error (review F12).
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     // Parse once with `toml` for a precise syntax message (line and column); figment would wrap it.
     let table = match text.parse::<toml::Table>() {
         Ok(table) => table,
         Err(e) => return Err(ConfigError::whole_file(file, ConfigErrorKind::Syntax(syntax_message(text, &e)))),
     };
+    // An empty or comment-only file got "key `name`: required key is missing".
+    if table.is_empty() && sets.is_empty() && env_entries(env).next().is_none() {
+        return Err(ConfigError::whole_file(file, ConfigErrorKind::EmptyFile));
+    }
     check_env_names(file, env)?;
+    refuse_dates(file, &toml::Value::Table(table.clone()), &[], None)?;
+    for set in sets {
+        refuse_dates(file, &set.value, &set.path, Some(format!("`--set {}`", set.raw)))?;
+    }
     check_overrides_fit_the_file(file, &table, env, sets)?;
     // An override replaces the value at its key whole (`--set 'sweep.grid={}'` clears the grid),
     // where figment's merge would join two tables key by key: each source loses what a later
@@ -180,6 +240,21 @@ pub fn load_str(file: &Path, text: &str, env: &[(String, String)], sets: &[SetAr
         Figment::new().merge(Without::new(FileText(text), overridden)).merge(Without::new(EnvSnapshot(env.to_vec()), set_paths.clone()));
     for (i, set) in sets.iter().enumerate() {
         figment = figment.merge(Without::new(SetProvider(set), set_paths[i + 1..].to_vec()));
+    }
+    check_tables_are_tables(file, &figment, env, sets)?;
+    // The key is there with an empty value (`env = ""`, `DROVER_RUN__ENV=`): "required key is
+    // missing", what an absent one gets, sent the user looking for a key they wrote (review F13).
+    for key in ["run.env", "run.plugin"] {
+        if let Ok(Value::String(tag, text)) = figment.find_value(key) {
+            if text.is_empty() {
+                let err = ConfigError::new(file, key, ConfigErrorKind::InvalidValue("must not be empty".into()));
+                let from_override = figment.get_metadata(tag).is_some_and(|m| m.name != FILE_SOURCE);
+                return Err(match from_override.then(|| override_origin(key, env, sets)).flatten() {
+                    Some(origin) => err.with_origin(origin),
+                    None => err,
+                });
+            }
+        }
     }
     let mut parsed: SweepFile = figment.extract().map_err(|e| convert_figment_error(file, &figment, e))?;
     check_overrides_reach_a_run(file, &parsed, env, sets)?;
@@ -200,7 +275,11 @@ pub fn environment(file: &Path, vars: impl IntoIterator<Item = (OsString, OsStri
             (Ok(name), Ok(value)) => env.push((name, value)),
             (name, _) => {
                 let name = name.unwrap_or_else(|raw| raw.to_string_lossy().into_owned());
-                if name.starts_with("DROVER_") {
+                // Only a sweep setting must be text (it is parsed as a TOML value). The runtime's
+                // variables are paths (`DROVER_PLUGIN_PATH`, `DROVER_CACHE_DIR`), which a file
+                // system allows in any bytes and their readers take as `OsString` (review-paths 10).
+                let setting = name.strip_prefix("DROVER_").is_some_and(|key| is_sweep_variable(&key.to_ascii_lowercase()));
+                if setting || (name.starts_with("DROVER_") && !name.is_ascii()) {
                     return Err(ConfigError::whole_file(file, ConfigErrorKind::NotUtf8).with_origin(format!("environment variable `{name}`")));
                 }
             }
@@ -214,15 +293,27 @@ pub fn environment(file: &Path, vars: impl IntoIterator<Item = (OsString, OsStri
 /// the table), `DROVER_RUNS__NUM_ENVS` (no such table; only sweep settings use `__`),
 /// `DROVER_MAX_PARALEL`. The runtime's own variables (`DROVER_PLUGIN_PATH`, ...) match none of these.
 fn check_env_names(file: &Path, env: &[(String, String)]) -> Result<(), ConfigError> {
-    for (name, _) in env {
+    for (name, value) in env {
         let Some(rest) = name.strip_prefix("DROVER_") else { continue };
         let key = rest.to_ascii_lowercase();
-        if is_sweep_variable(&key) {
-            continue;
-        }
         let unread = |why: String| {
             Err(ConfigError::whole_file(file, ConfigErrorKind::UnreadVariable(why)).with_origin(format!("environment variable `{name}`")))
         };
+        // A grid axis is a dotted name (`params.gamma`), which a variable's name cannot hold:
+        // `DROVER_SWEEP__GRID__PARAMS__GAMMA` would be read as nested tables `params` > `gamma`,
+        // and the TOML advice to quote the axis name cannot be followed in a variable's name.
+        if let Some(axis) = key.strip_prefix("sweep__grid__") {
+            let axis = axis.replace("__", ".");
+            return unread(format!(
+                "grid axes are dotted names (`{axis}`), which a variable's name cannot hold: use `--set 'sweep.grid.{axis}={value}'` or `DROVER_SWEEP__GRID='{{\"{axis}\" = {value}}}'`"
+            ));
+        }
+        if is_sweep_variable(&key) {
+            continue;
+        }
+        if let Some((_, instead)) = ENV_ALIASES.iter().find(|(alias, _)| *alias == key) {
+            return unread(format!("did you mean {instead}?"));
+        }
         let upper = |table: &str, key: &str| format!("DROVER_{}__{}", table.to_ascii_uppercase(), key.to_ascii_uppercase());
         if let Some((table, key)) = key.split_once("__") {
             let meant = closest(table, ENV_TABLES).map_or(String::new(), |t| format!("; did you mean `{}`?", upper(t, key)));
@@ -292,6 +383,52 @@ fn check_overrides_fit_the_file(file: &Path, table: &toml::Table, env: &[(String
             let origin = override_origin(&key, env, sets).unwrap_or_else(|| "an override".into());
             return Err(ConfigError::new(file, key.as_str(), ConfigErrorKind::Conflict(why)).with_origin(origin));
         }
+    }
+    Ok(())
+}
+
+/// Refuses a TOML date or time anywhere in `value` (at key `path`): no setting is one, JSON has
+/// none, and figment passed it on as its private `{"$__toml_private_datetime": ..}` table, which a
+/// plugin then got as a parameter and a run id hashed, or which a typed key called "a table"
+/// (review F11). Keys are spelled as in other errors (`sweep.seeds[0]`).
+fn refuse_dates(file: &Path, value: &toml::Value, path: &[String], origin: Option<String>) -> Result<(), ConfigError> {
+    fn find(value: &toml::Value, key: String) -> Option<(String, String)> {
+        match value {
+            toml::Value::Datetime(date) => Some((key, date.to_string())),
+            toml::Value::Array(items) => items.iter().enumerate().find_map(|(i, v)| find(v, format!("{key}[{i}]"))),
+            toml::Value::Table(table) => table.iter().find_map(|(k, v)| find(v, if key.is_empty() { k.clone() } else { format!("{key}.{k}") })),
+            _ => None,
+        }
+    }
+    let Some((key, date)) = find(value, path.join(".")) else { return Ok(()) };
+    let why = format!("found a date, `{date}`: TOML dates and times are no value of a sweep (JSON has none); if it is text, quote it: \"{date}\"");
+    let err = ConfigError::new(file, key.as_str(), ConfigErrorKind::WrongType(why));
+    Err(match origin {
+        Some(origin) => err.with_origin(origin),
+        None => err,
+    })
+}
+
+/// The tables of the sweep file that must be tables. serde's derived `Deserialize` also takes a
+/// list for a struct, its fields by position, so `[[run]]` (a list of tables) was read as "`env`
+/// is this table" and refused in words about text, and `run = ["CartPole-v1", "ppo", 16]` was
+/// accepted as env, plugin and num_envs (review F5).
+const TABLES: [&str; 6] = ["run", "params", "sweep", "sweep.grid", "local", "slurm"];
+
+fn check_tables_are_tables(file: &Path, figment: &Figment, env: &[(String, String)], sets: &[SetArg]) -> Result<(), ConfigError> {
+    for key in TABLES {
+        let Ok(Value::Array(tag, items)) = figment.find_value(key) else { continue };
+        let header = if items.iter().all(|item| matches!(item, Value::Dict(..))) && !items.is_empty() {
+            format!("`[[{key}]]` makes a list of tables: write `[{key}]`")
+        } else {
+            format!("a list gives no key names: write `[{key}]` with `key = value` lines")
+        };
+        let err = ConfigError::new(file, key, ConfigErrorKind::WrongType(format!("found a list, expected a table ({header})")));
+        let from_override = figment.get_metadata(tag).is_some_and(|m| m.name != FILE_SOURCE);
+        return Err(match from_override.then(|| override_origin(key, env, sets)).flatten() {
+            Some(origin) => err.with_origin(origin),
+            None => err,
+        });
     }
     Ok(())
 }
@@ -369,12 +506,17 @@ impl Provider for EnvSnapshot {
         Metadata::named("environment variable").interpolater(move |_profile, keys| {
             // An error inside a variable's value (`DROVER_LOCAL__GPUS=[0,"x"]`, key `local.gpus.1`)
             // names that variable, not a `DROVER_LOCAL__GPUS__1` that does not exist.
-            let prefix_of_keys = |name: &&String| {
-                let Some(rest) = name.strip_prefix("DROVER_") else { return false };
-                let path: Vec<String> = rest.to_ascii_lowercase().split("__").map(str::to_string).collect();
-                keys.len() >= path.len() && keys[..path.len()] == path[..]
+            let path_of = |name: &String| -> Option<Vec<String>> {
+                Some(name.strip_prefix("DROVER_")?.to_ascii_lowercase().split("__").map(str::to_string).collect())
             };
+            let prefix_of_keys = |name: &&String| path_of(name).is_some_and(|path| keys.len() >= path.len() && keys[..path.len()] == path[..]);
             if let Some(name) = names.iter().find(prefix_of_keys) {
+                return format!("environment variable `{name}`");
+            }
+            // An error above the variable's own key (`DROVER_RUN__NUM__ENVS`: `run.num` is not a
+            // key) names that variable, not a `DROVER_RUN__NUM` that does not exist (review F8).
+            let below_keys = |name: &&String| path_of(name).is_some_and(|path| path.len() > keys.len() && path[..keys.len()] == keys[..]);
+            if let Some(name) = names.iter().find(below_keys) {
                 return format!("environment variable `{name}`");
             }
             let key = keys.iter().map(|k| k.to_ascii_uppercase()).collect::<Vec<_>>().join("__");
@@ -399,18 +541,21 @@ impl Provider for EnvSnapshot {
     }
 }
 
-/// An environment variable's value in figment's env grammar: TOML-like scalars, arrays and
-/// tables, else a string. figment 0.10's unescaping indexes bytes by character position and
-/// panics on a backslash after a non-ASCII character (`"é\n"`), so such a value is read by
-/// TOML's grammar instead, which reads it alike, and is a plain string when TOML cannot read it.
+/// An environment variable's value, read the way `--set` reads its value (`parse_set`): one TOML
+/// value (`1e-3`, `1E-3`, `1_000`, `true`, `[1, 2]`, `{ count = 3 }`, `"quoted"`), else the text
+/// itself. figment's own env grammar is not used: it reads exponents and `_` digit separators
+/// as strings (`DROVER_RUN__LR=1e-3` became the text "1e-3", refused as "found string"), and its
+/// unescaping indexes bytes by character position, which panicked on `"é\n"`. A value that TOML
+/// reads as a date stays text, as it was before: a variable is text, and no setting is a date.
 fn env_value(value: &str) -> figment::value::Value {
-    if value.contains('\\') && !value.is_ascii() {
-        let as_toml = toml::from_str::<toml::Table>(&format!("v = {value}")).ok().and_then(|mut t| t.remove("v"));
-        return as_toml.and_then(|v| v.try_into().ok()).unwrap_or_else(|| value.to_string().into());
-    }
-    match value.parse() {
-        Ok(v) => v,
-        Err(never) => match never {},
+    let text = || figment::value::Value::from(value.to_string());
+    let parsed = match format!("v = {value}").parse::<toml::Table>() {
+        Ok(mut table) if table.len() == 1 => table.remove("v"),
+        _ => None,
+    };
+    match parsed {
+        Some(toml::Value::Datetime(_)) | None => text(),
+        Some(v) => v.try_into().unwrap_or_else(|_| text()),
     }
 }
 
@@ -528,6 +673,21 @@ fn convert_figment_error(file: &Path, figment: &Figment, e: figment::Error) -> C
             kind = from_one(kind);
         }
     }
+    // `max_parallel = 0` is refused as "must be at least 1": its type error says the same range.
+    if key_path == ["max_parallel"] {
+        kind = from_one(kind);
+    }
+    // `seeds = 3`, the most common slip, gets the two forms that mean three seeds (review F13).
+    if key_path == ["sweep", "seeds"] {
+        let count = figment.find_value("sweep.seeds").ok().and_then(|v| v.to_i128().or_else(|| v.to_u128().and_then(|n| i128::try_from(n).ok()))).and_then(|n| u64::try_from(n).ok());
+        if let (Some(n), ConfigErrorKind::WrongType(why)) = (count.filter(|n| *n > 0), &kind) {
+            {
+                let list: Vec<String> = (1..=n.min(3)).map(|i| i.to_string()).collect();
+                let list = if n > 3 { format!("[{}, ..., {n}]", list.join(", ")) } else { format!("[{}]", list.join(", ")) };
+                kind = ConfigErrorKind::WrongType(format!("{why} (for {n} seeds: `{{ count = {n} }}`, seeds 0 to {}, or `{list}`)", n.saturating_sub(1)));
+            }
+        }
+    }
     let key = if key_path.is_empty() { None } else { Some(key_text(&key_path, |top| figment.find_value(top).ok())) };
     // The file is the default origin; name the env var or `--set` argument when it was one of them.
     let origin = e
@@ -571,13 +731,36 @@ mod tests {
         let cases = [
             ("run.hidden=64,64", "key `run.hidden` (from `--set run.hidden=64,64`): bad --set syntax: cannot parse `64,64` as one TOML value: a list is written in brackets, `[64,64]`"),
             ("sweep.seeds=1, 2", "cannot parse `1, 2` as one TOML value: a list is written in brackets, `[1, 2]`"),
-            ("run.lr=1e-3 3", "cannot parse `1e-3 3` as one TOML value: there is text after the value (quote text with spaces or punctuation: key='\"1e-3 3\"')"),
+            ("run.lr=1e-3 3", "cannot parse `1e-3 3` as one TOML value: there is text after the value; as text: `--set 'run.lr=\"1e-3 3\"'`"),
             ("sweep.seeds=[1, 2", "cannot parse `[1, 2` as a TOML value: invalid array; expected `]`"),
         ];
         for (raw, expected) in cases {
             let err = parse_set(raw, f).expect_err(raw).to_string();
             assert!(err.contains(expected), "{raw}:\n  got      {err}\n  expected {expected}");
             assert!(!err.contains('\n') && !err.contains("expected newline"), "{err}");
+        }
+    }
+
+    /// Review-paths finding 7: text with a space, a comma or quotes got advice that was wrong
+    /// (a list in brackets for a path) or not a command (`key='"..."'`). The advice is now the
+    /// whole argument, which the shell hands back as a `--set` giving that text.
+    #[test]
+    fn set_advice_for_text_is_a_command_that_gives_it() {
+        let f = Path::new("s.toml");
+        let cases = [
+            ("run.plugin=/tmp/a b/c.so", "/tmp/a b/c.so"),
+            ("run.plugin=/x/lib ppo, v2.so", "/x/lib ppo, v2.so"),
+            ("run.plugin=/x/lib(2).so x", "/x/lib(2).so x"),
+            ("run.plugin='/p/d 'x' \"q\"/a.so'", "/p/d 'x' \"q\"/a.so"),
+        ];
+        for (raw, meant) in cases {
+            let err = parse_set(raw, f).expect_err(raw).to_string();
+            assert!(!err.contains("brackets"), "{raw}: {err}");
+            let advice = err.split("as text: `--set ").nth(1).and_then(|rest| rest.strip_suffix('`')).unwrap_or_else(|| panic!("{raw}: {err}"));
+            let out = std::process::Command::new("sh").arg("-c").arg(format!("printf '%s' {advice}")).output().expect("sh");
+            let arg = String::from_utf8(out.stdout).expect("utf-8");
+            let set = parse_set(&arg, f).unwrap_or_else(|e| panic!("{raw}: the advice `{advice}` gives `{arg}`: {e}"));
+            assert_eq!((set.path.join("."), set.value), ("run.plugin".to_string(), toml::Value::String(meant.to_string())), "{raw}");
         }
     }
 
@@ -600,6 +783,12 @@ mod tests {
             ("DROVER_NUM_ENVS", format!("{at} `DROVER_NUM_ENVS`: not read as a sweep setting: a key of a table needs the table first; did you mean `DROVER_RUN__NUM_ENVS`?")),
             ("DROVER_LR", format!("{at} `DROVER_LR`: not read as a sweep setting: a key of a table needs the table first; did you mean `DROVER_RUN__LR`?")),
             ("DROVER_SEEDS", format!("{at} `DROVER_SEEDS`: not read as a sweep setting: a key of a table needs the table first; did you mean `DROVER_SWEEP__SEEDS`?")),
+            // Review F7: variables mirroring a flag were ignored without a word.
+            ("DROVER_RESULTS", format!("{at} `DROVER_RESULTS`: not read as a sweep setting: did you mean `DROVER_RESULTS_DIR` (or `drover run --results DIR`)?")),
+            ("DROVER_JOBS", format!("{at} `DROVER_JOBS`: not read as a sweep setting: did you mean `DROVER_MAX_PARALLEL` (or `drover run -j N`)?")),
+            ("DROVER_PARALLEL", format!("{at} `DROVER_PARALLEL`: not read as a sweep setting: did you mean `DROVER_MAX_PARALLEL` (or `drover run -j N`)?")),
+            // Review F8: a grid axis cannot be named in a variable's name, so TOML's "quote it" cannot help.
+            ("DROVER_SWEEP__GRID__PARAMS__GAMMA", format!("{at} `DROVER_SWEEP__GRID__PARAMS__GAMMA`: not read as a sweep setting: grid axes are dotted names (`params.gamma`), which a variable's name cannot hold: use `--set 'sweep.grid.params.gamma=1'` or `DROVER_SWEEP__GRID='{{\"params.gamma\" = 1}}'`")),
         ];
         for (name, expected) in cases {
             let err = load_str(f, text, &[(name.to_string(), "1".to_string())], &[]).expect_err(name).to_string();
@@ -610,6 +799,23 @@ mod tests {
         load_str(f, text, &env, &[]).expect("the runtime's variables are not sweep settings");
     }
 
+    /// Review F7: a whole table from a variable (`DROVER_PARAMS='{gamma = 0.9}'`) was ignored;
+    /// it replaces the table, as `--set 'params={..}'` does. Review F8: an error above a deeper
+    /// variable's key named a variable that does not exist (`DROVER_RUN__NUM`).
+    #[test]
+    fn whole_tables_and_deeper_paths_from_variables() {
+        let f = Path::new("s.toml");
+        let text = "name = \"t\"\n[run]\nenv = \"CartPole-v1\"\nplugin = \"ppo\"\n[params]\nclip_coef = 0.1\n";
+        let var = |name: &str, value: &str| load_str(f, text, &[(name.to_string(), value.to_string())], &[]);
+        let parsed = var("DROVER_PARAMS", "{gamma = 0.9}").expect("a whole table");
+        assert_eq!(serde_json::to_value(&parsed.params).expect("json"), serde_json::json!({"gamma": 0.9}), "replaced whole");
+        assert_eq!(var("DROVER_SWEEP", "{seeds = [5]}").expect("a whole table").sweep.seeds.map(|s| format!("{s:?}")), Some("List([5])".to_string()));
+        let run = var("DROVER_RUN", "{env = \"CartPole-v1\", plugin = \"ppo\", lr = 0.1}").expect("a whole table").run;
+        assert_eq!(run.lr, 0.1);
+        let err = var("DROVER_RUN__NUM__ENVS", "4").map(|_| ()).expect_err("no such key").to_string();
+        assert!(err.contains("key `run.num` (from environment variable `DROVER_RUN__NUM__ENVS`): unknown key"), "{err}");
+    }
+
     /// A property test found it: `DROVER_RUN__ENV='"é\n"'` panicked inside figment (its
     /// unescaping indexes bytes by character position). Such values are read as TOML reads them.
     #[test]
@@ -618,10 +824,45 @@ mod tests {
         assert_eq!(env_value(r#"["é\t", "x"]"#), figment::value::Value::from(vec!["é\t".to_string(), "x".to_string()]));
         assert_eq!(env_value(r#"é\"#), figment::value::Value::from(r#"é\"#.to_string()), "not TOML: the text itself");
         assert_eq!(env_value("0.5"), figment::value::Value::from(0.5));
+        assert_eq!(env_value("Acrobot-v1"), figment::value::Value::from("Acrobot-v1".to_string()), "a bare word is text");
         let f = Path::new("s.toml");
         let text = "name = \"t\"\n[run]\nenv = \"CartPole-v1\"\nplugin = \"ppo\"\n";
         let err = load_str(f, text, &[("DROVER_RUN__NUM_ENVS".into(), r#""é\n""#.into())], &[]).map(|_| ()).expect_err("not a count");
         assert!(err.to_string().contains("DROVER_RUN__NUM_ENVS"), "{err}");
+    }
+
+    /// Review finding F1: `DROVER_RUN__LR=1e-3` was the text "1e-3" (figment's env grammar reads
+    /// exponents and `_` separators as strings), refused as "found string" for `run.lr` and given
+    /// to the plugin as text for a `params.*` key. A variable's value reads as `--set`'s does.
+    #[test]
+    fn variable_values_parse_like_set_values() {
+        let f = Path::new("s.toml");
+        let text = "name = \"t\"\n[run]\nenv = \"CartPole-v1\"\nplugin = \"ppo\"\n";
+        let var = |name: &str, value: &str| load_str(f, text, &[(name.to_string(), value.to_string())], &[]);
+        let set = |raw: &str| load_str(f, text, &[], &[parse_set(raw, f).expect("parses")]);
+        let cases = [
+            ("DROVER_RUN__LR", "1e-3", "run.lr=1e-3"),
+            ("DROVER_RUN__LR", "1E-3", "run.lr=1E-3"),
+            ("DROVER_RUN__TOTAL_STEPS", "1_000", "run.total_steps=1_000"),
+            ("DROVER_RUN__ANNEAL_LR", "false", "run.anneal_lr=false"),
+            ("DROVER_RUN__HIDDEN", "[32, 32]", "run.hidden=[32,32]"),
+            ("DROVER_PARAMS__GAMMA", "9e-1", "params.gamma=9e-1"),
+            ("DROVER_SWEEP__SEEDS", "{ count = 2, start = 1_0 }", "sweep.seeds={count=2,start=10}"),
+            ("DROVER_RUN__ENV", "Acrobot-v1", "run.env=Acrobot-v1"),
+        ];
+        for (name, value, raw) in cases {
+            let from_var = var(name, value).unwrap_or_else(|e| panic!("{name}={value}: {e}"));
+            let from_set = set(raw).unwrap_or_else(|e| panic!("--set {raw}: {e}"));
+            assert_eq!(format!("{from_var:?}"), format!("{from_set:?}"), "{name}={value} vs --set {raw}");
+        }
+        assert_eq!(var("DROVER_RUN__LR", "1e-3").expect("loads").run.lr, 0.001);
+        assert_eq!(var("DROVER_PARAMS__GAMMA", "9e-1").expect("loads").params.get("gamma"), Some(&serde_json::json!(0.9)));
+        assert_eq!(var("DROVER_RUN__TOTAL_STEPS", "1_000").expect("loads").run.total_steps, 1000);
+        // Not finite: refused with the variable's name, as `--set params.gamma=+inf` is.
+        let err = var("DROVER_PARAMS__GAMMA", "+inf").map(|_| ()).expect_err("infinite").to_string();
+        assert!(err.contains("key `params.gamma` (from environment variable `DROVER_PARAMS__GAMMA`): invalid value: found `inf`"), "{err}");
+        // A date-like text stays text (no setting is a date; figment read it as text too).
+        assert_eq!(env_value("2024-01-01"), figment::value::Value::from("2024-01-01".to_string()));
     }
 
     /// Failure-injection review D1: `drover run` panicked when any variable of the environment
@@ -633,6 +874,14 @@ mod tests {
         let bad = || OsString::from_vec(vec![b'a', 0xff]);
         let vars = vec![(OsString::from("FOO"), bad()), (OsString::from("DROVER_RUN__LR"), OsString::from("0.1"))];
         assert_eq!(environment(f, vars).expect("FOO is not drover's"), vec![("DROVER_RUN__LR".to_string(), "0.1".to_string())]);
+        // Review-paths finding 10: the runtime's path variables may hold any bytes; only a
+        // setting (parsed as TOML) must be text. Their readers take them from the process.
+        for runtime in ["DROVER_PLUGIN_PATH", "DROVER_CACHE_DIR", "DROVER_JOB_BIN", "DROVER_X"] {
+            assert_eq!(environment(f, vec![(OsString::from(runtime), bad())]).expect(runtime), vec![], "{runtime}");
+        }
+        for setting in ["DROVER_PARAMS", "DROVER_MAX_PARALLEL", "DROVER_LOCAL__GPUS"] {
+            environment(f, vec![(OsString::from(setting), bad())]).expect_err(setting);
+        }
         let err = environment(f, vec![(OsString::from("DROVER_RUN__ENV"), bad())]).expect_err("drover's").to_string();
         assert_eq!(err, "failed to load sweep file `s.toml`: environment variable `DROVER_RUN__ENV`: not valid UTF-8");
         let err = environment(f, vec![(OsString::from_vec(b"DROVER_\xff".to_vec()), OsString::from("1"))]).expect_err("name").to_string();
@@ -697,6 +946,25 @@ mod tests {
         assert_eq!(err, "failed to load sweep file `s.toml`: invalid TOML: line 2, column 5: invalid table header; expected `.`, `]` (in `[run`)");
         let err = load_str(f, "name = \"x\"\nlr = 1e-\n", &[], &[]).expect_err("bad float").to_string();
         assert!(err.contains("invalid TOML: line 2, column ") && err.ends_with("(in `lr = 1e-`)") && !err.contains('|'), "{err}");
+    }
+
+    /// Review F12: a byte-order mark moved the first line's columns and was quoted; a byte that
+    /// is not UTF-8 got no line; an empty file was told its `name` is missing.
+    #[test]
+    fn bom_bad_bytes_and_empty_files_get_their_own_words() {
+        let f = Path::new("s.toml");
+        let err = load_str(f, "\u{feff}[run\n", &[], &[]).expect_err("bad header").to_string();
+        assert_eq!(err, "failed to load sweep file `s.toml`: invalid TOML: line 1, column 5: invalid table header; expected `.`, `]` (in `[run`)");
+        load_str(f, "\u{feff}name = \"t\"\n[run]\nenv = \"CartPole-v1\"\nplugin = \"ppo\"\n", &[], &[]).expect("a BOM file loads");
+        for empty in ["", "# only a comment\n\n"] {
+            let err = load_str(f, empty, &[], &[]).expect_err("empty").to_string();
+            assert_eq!(err, "failed to load sweep file `s.toml`: the file has no settings (it is empty or only comments): a sweep needs at least `name` and a `[run]` table with `env` and `plugin`");
+        }
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let latin1 = tmp.path().join("s.toml");
+        std::fs::write(&latin1, b"name = \"t\"\n# caf\xe9\n").expect("write");
+        let err = load(&latin1, &[], &[]).map(|_| ()).expect_err("not UTF-8").to_string();
+        assert!(err.ends_with("invalid TOML: line 2, column 6: byte 0xe9 is not UTF-8 (TOML files are UTF-8 text: save the file as UTF-8)"), "{err}");
     }
 
     /// The launch tables added after the first env grammar (`backend`, `[local]`, `[slurm]`) are

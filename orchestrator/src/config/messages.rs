@@ -143,6 +143,43 @@ pub(crate) fn suggest_key(key: &str, expected: &[String]) -> Option<String> {
     best.map(|(_, meant)| meant)
 }
 
+/// Where an unknown key belongs, when it is a known key of another place: TOML gives a key to
+/// the last table header above it, so `seeds` written after `[sweep.grid]`, `max_parallel` after
+/// `[run]` or `gamma` in `[run]` land in the wrong table, and an axis named without its table
+/// (`"lr"`) names none (review F9). `key` as errors spell it (`sweep.grid.seeds`, `run.gamma`).
+pub(crate) fn misplaced_key_hint(key: &str) -> Option<String> {
+    use crate::config::RunConfig;
+    const TOP: [&str; 5] = ["name", "results_dir", "max_parallel", "plugin_path", "backend"];
+    const SWEEP: [&str; 3] = ["seeds", "grid", "cases"];
+    let above = "a key belongs to the table header above it";
+    // An axis: the rest of the key after `sweep.grid.` or `sweep.cases[i].`.
+    let axis = key.strip_prefix("sweep.grid.").or_else(|| key.strip_prefix("sweep.cases[").and_then(|rest| rest.split_once("].")).map(|(_, axis)| axis));
+    if let Some(axis) = axis.filter(|a| !a.contains('.')) {
+        if SWEEP.contains(&axis) {
+            return Some(format!("`{axis}` is a key of `[sweep]`, and {above}: move it above `[sweep.grid]` and `[[sweep.cases]]`"));
+        }
+        let table = if RunConfig::KEYS.contains(&axis) { "run" } else { "params" };
+        return Some(format!("an axis names its table: did you mean `{table}.{axis}`?"));
+    }
+    let (place, name) = key.rsplit_once('.').unwrap_or(("", key));
+    if let Some(axis) = key.strip_prefix("sweep.").filter(|a| a.starts_with("run.") || a.starts_with("params.")) {
+        return Some(format!("`{axis}` is an axis: its values go under `[sweep.grid]` (a list) or in a `[[sweep.cases]]` entry (one value)"));
+    }
+    if TOP.contains(&name) && !place.is_empty() {
+        return Some(format!("`{name}` is a top-level key, and {above}: write it before the first table header"));
+    }
+    if SWEEP.contains(&name) && place != "sweep" {
+        return Some(format!("`{name}` is a key of `[sweep]`, and {above}: write it under `[sweep]`"));
+    }
+    if RunConfig::KEYS.contains(&name) && place != "run" {
+        return Some(format!("`{name}` is a key of `[run]`, and {above}: write it under `[run]`"));
+    }
+    if place == "run" {
+        return Some(format!("a parameter of the plugin goes in `[params]`: `{name}` there is `params.{name}`"));
+    }
+    None
+}
+
 /// Optimal string alignment distance: insertions, deletions, substitutions and swaps of two
 /// neighbours (`nmae` → `name` is one), each costing 1.
 pub(crate) fn edit_distance(a: &str, b: &str) -> usize {

@@ -60,11 +60,15 @@
 //! 1. the TOML file;
 //! 2. environment variables `DROVER_<SECTION>__<KEY>`, the double underscore separating levels:
 //!    `DROVER_RUN__NUM_ENVS=16` sets `run.num_envs`, `DROVER_MAX_PARALLEL=4` sets `max_parallel`.
-//!    Values parse like TOML (`DROVER_SWEEP__SEEDS=[1,2]`). Only `DROVER_NAME`,
+//!    Values parse as `--set` values do, as one TOML value (`DROVER_RUN__LR=1e-3`,
+//!    `DROVER_SWEEP__SEEDS=[1,2]`), else as text (`DROVER_RUN__ENV=Acrobot-v1`). Only `DROVER_NAME`,
 //!    `DROVER_RESULTS_DIR`, `DROVER_MAX_PARALLEL`, `DROVER_BACKEND` and
-//!    `DROVER_{RUN,PARAMS,SWEEP,LOCAL,SLURM}__*` are read; other `DROVER_*` variables
-//!    (`DROVER_PLUGIN_PATH`, `DROVER_JOB_BIN`, ...) belong to the runtime.
-//!    Grid axes have dots in their names, which env var names cannot hold: use `--set` for them;
+//!    `DROVER_{RUN,PARAMS,SWEEP,LOCAL,SLURM}__*` are read, and a table whole
+//!    (`DROVER_PARAMS='{gamma = 0.9}'`, as `--set 'params={..}'`); other `DROVER_*` variables
+//!    (`DROVER_PLUGIN_PATH`, `DROVER_JOB_BIN`, ...) belong to the runtime, and one spelled like a
+//!    setting that nothing reads (`DROVER_RUN_LR`, `DROVER_GAMMA`, `DROVER_JOBS`) is refused
+//!    with the name meant. Grid axes have dots in their names, which env var names cannot hold:
+//!    use `--set sweep.grid.params.x=[..]` or `DROVER_SWEEP__GRID='{"params.x" = [..]}'`;
 //! 3. `--set key=value`, the value parsed as TOML (`--set run.lr=1e-3`, `--set sweep.seeds=[1,2]`,
 //!    `--set 'sweep.grid.params.clip_coef=[0.1,0.3]'`); a bare word that is not TOML is taken as a
 //!    string (`--set run.env=Acrobot-v1`). After `sweep.grid.` the whole rest is the axis name.
@@ -113,12 +117,13 @@ mod sweep;
 #[cfg(test)]
 mod tests;
 
-pub use expand::RunSpec;
+pub use expand::{replace_params, RunSpec};
 pub use file::{Device, EnvKind, PathBases, ReferencePolicy, RunConfig, SeedsFile, SweepAxesFile, SweepFile};
 pub use ids::{canonical_json, ConfigId, RunId};
 pub use load::{environment, load, load_str, override_list, override_origin, parse_set, SetArg};
+pub(crate) use load::is_sweep_variable;
 pub use plugin::PluginSearch;
 pub(crate) use plugin::{file_names_of_plugin, search_folder_problem};
 pub use sweep::{AxisKey, PluginRef, Sweep, MAX_RUNS};
-pub(crate) use messages::{closest, suggest_key, unquoted_dotted_key};
-pub(crate) use sweep::{check_path_text, is_plugin_path};
+pub(crate) use messages::{closest, misplaced_key_hint, suggest_key, unquoted_dotted_key};
+pub(crate) use sweep::{canonical_run_table, check_path_text, is_plugin_path};

@@ -60,7 +60,7 @@ fn check_outcome(outcome: Outcome) -> Result<(), TestCaseError> {
             let msg = e.to_string();
             prop_assert_eq!(e.file.as_path(), Path::new(FILE));
             prop_assert!(msg.starts_with(&format!("failed to load sweep file `{FILE}`: ")), "{}", msg);
-            let whole_file = matches!(*e.kind, ConfigErrorKind::Syntax(_) | ConfigErrorKind::BadSet(_));
+            let whole_file = matches!(*e.kind, ConfigErrorKind::Syntax(_) | ConfigErrorKind::BadSet(_) | ConfigErrorKind::EmptyFile);
             prop_assert!(e.key.is_some() || whole_file, "no key in: {}", msg);
             if let Some(key) = &e.key {
                 prop_assert!(msg.contains(&format!("key `{key}`")), "{}", msg);

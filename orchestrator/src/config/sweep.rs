@@ -23,6 +23,9 @@ use crate::error::{ConfigError, ConfigErrorKind};
 /// The most runs one sweep may expand to; more is almost surely a mistake in the grid.
 pub const MAX_RUNS: usize = 100_000;
 
+/// The largest seed: `drover analyze` holds seeds as `i64`.
+const MAX_SEED: u64 = i64::MAX as u64;
+
 /// The longest file name Linux allows (`NAME_MAX`), for names that become one path component.
 const MAX_NAME_BYTES: usize = 255;
 
@@ -144,7 +147,7 @@ impl Sweep {
             return Err(err(
                 "name",
                 ConfigErrorKind::InvalidValue(format!(
-                    "`{}`: a sweep name is non-empty, made of letters, digits, `.`, `_`, `-`, and does not start with `.`",
+                    "`{}`: a sweep name is non-empty, made of ASCII letters, digits, `.`, `_`, `-`, and does not start with `.`",
                     file.name.escape_debug()
                 )),
             ));
@@ -178,6 +181,14 @@ impl Sweep {
         };
         let base_params: Map<String, Value> = file.params.into_iter().collect();
 
+        // `run.seed` is used only without `sweep.seeds`: a seed written beside them would be
+        // ignored without a word (an override of it is refused alike, `config::load`).
+        if file.sweep.seeds.is_some() && file.run.seed != RunConfig::default().seed {
+            return Err(err(
+                "run.seed",
+                ConfigErrorKind::Conflict(format!("`sweep.seeds` gives every run its seed, so `run.seed = {}` would be ignored: put it in `sweep.seeds` or remove it", file.run.seed)),
+            ));
+        }
         let seeds = match &file.sweep.seeds {
             None => vec![file.run.seed],
             // A range is checked before it is materialized: `{ count = 1e15 }` must not allocate.
@@ -198,6 +209,13 @@ impl Sweep {
                 list
             }
         };
+
+        // `drover analyze` reads seeds as signed 64-bit integers (Polars' Int64): a larger one
+        // trained, then showed an empty seed in `tables/runs.csv` without a word (review F6).
+        if let Some(big) = seeds.iter().find(|s| **s > MAX_SEED) {
+            let key = if file.sweep.seeds.is_some() { "sweep.seeds" } else { "run.seed" };
+            return Err(err(key, ConfigErrorKind::InvalidValue(format!("seed {big} is above the largest seed, {MAX_SEED} (2^63 - 1, what the analysis tables hold)"))));
+        }
 
         let mut grid = Vec::new();
         for (key, values) in &file.sweep.grid {
@@ -452,7 +470,8 @@ fn advance_refs(index: &mut [usize], grid: &[&(AxisKey, Vec<Value>)]) -> bool {
 /// The one form of a resolved `[run]` table that run ids are computed from, or the key at fault.
 ///
 /// A default that the job applies to an absent key is written out, and `reference_policy =
-/// "none"` and `max_gen_batches = 1` (the same as absent) are dropped, so spelling a default out
+/// "none"`, `max_gen_batches = 1` and `expert_per_group = 0` (the same as absent) are dropped
+/// (`drop_spelled_out_defaults`), so spelling a default out
 /// does not change the id. Sequence-task keys are filled only for sequence tasks, so CartPole ids
 /// are unchanged; keys added after sequence tasks shipped are dropped at their default rather than
 /// filled, so the ids of sequence runs from before them are unchanged too.
@@ -464,15 +483,33 @@ pub(crate) fn canonical_run(run: &Map<String, Value>) -> Result<Map<String, Valu
         typed.vocab.get_or_insert(DEFAULT_VOCAB);
         typed.prompt_len.get_or_insert(DEFAULT_PROMPT_LEN);
     }
+    drop_spelled_out_defaults(&mut typed);
+    match serde_json::to_value(&typed) {
+        Ok(Value::Object(map)) => Ok(map),
+        _ => Err(("run".to_string(), ConfigErrorKind::InvalidValue("cannot be represented as JSON".into()))),
+    }
+}
+
+/// `canonical_run` of a `[run]` table read back from a run's `spec.json`, `None` when this drover
+/// cannot read it: the form ids are computed from now, to compare runs of an earlier version.
+pub(crate) fn canonical_run_table(run: &Map<String, Value>) -> Option<Map<String, Value>> {
+    canonical_run(run).ok()
+}
+
+/// The optional `[run]` keys whose absence the job reads as one value: that value written out
+/// is dropped, so it gives the id of leaving the key out. Every optional key with such a value
+/// belongs here (review F3: `expert_per_group = 0` was missing, so writing it changed every id);
+/// `config::tests::every_spelled_out_default_keeps_the_id` tries each one.
+fn drop_spelled_out_defaults(typed: &mut RunConfig) {
     if typed.reference_policy == Some(ReferencePolicy::None) {
         typed.reference_policy = None;
     }
     if typed.max_gen_batches == Some(DEFAULT_MAX_GEN_BATCHES) {
         typed.max_gen_batches = None;
     }
-    match serde_json::to_value(&typed) {
-        Ok(Value::Object(map)) => Ok(map),
-        _ => Err(("run".to_string(), ConfigErrorKind::InvalidValue("cannot be represented as JSON".into()))),
+    // drover-job reads `Some(0)` as no experts, like absent (`jobs/src/spec.rs`).
+    if typed.expert_per_group == Some(0) {
+        typed.expert_per_group = None;
     }
 }
 
@@ -519,6 +556,7 @@ pub(crate) const AT_LEAST_ONE: [&str; 7] = ["num_envs", "num_steps", "threads", 
 /// Range checks of `[run]` values that serde's types cannot express; the error names the key.
 pub(super) fn check_run(run: &RunConfig) -> Result<(), (&'static str, ConfigErrorKind)> {
     let invalid = |key, why: &str| Err((key, ConfigErrorKind::InvalidValue(why.to_string())));
+    // Absent (serde's default is empty); a key written empty is refused by `config::load` first.
     if run.env.is_empty() {
         return Err(("env", ConfigErrorKind::Missing));
     }
@@ -655,7 +693,8 @@ fn check_env(run: &RunConfig) -> Result<(), (&'static str, ConfigErrorKind)> {
         );
     }
     if family == "add" && !prompt_len.is_multiple_of(2) {
-        return invalid("prompt_len", format!("`{}` adds two numbers of prompt_len / 2 digits: use an even length, got {prompt_len}", run.env));
+        let default = if run.prompt_len.is_none() { " (the default)" } else { "" };
+        return invalid("prompt_len", format!("`{}` adds two numbers of prompt_len / 2 digits: use an even length, got {prompt_len}{default}", run.env));
     }
     if !(run.num_envs / run.ranks).is_multiple_of(group) {
         return invalid(

@@ -504,6 +504,44 @@ fn issue12_bad_values_are_refused_with_their_key() {
             &[],
             "key `sweep.cases[1]`: duplicate: same configuration as `sweep.cases[0]`",
         ),
+        // Review F6: seeds above i64::MAX trained, then lost their seed in the analysis tables.
+        ("seed range past i64", format!("{BASE}[sweep]\nseeds = {{ count = 2, start = 9223372036854775807 }}\n"), &[], "key `sweep.seeds`: invalid value: seed 9223372036854775808 is above the largest seed, 9223372036854775807 (2^63 - 1, what the analysis tables hold)"),
+        // Review F11: dates leaked figment's private table or were called "a table".
+        ("date in params", BASE.replace("gamma = 0.99", "clip_coef = 2024-01-01"), &[], "key `params.clip_coef`: wrong type: found a date, `2024-01-01`: TOML dates and times are no value of a sweep (JSON has none); if it is text, quote it: \"2024-01-01\""),
+        ("date in run", BASE.replace("[params]", "lr = 2024-01-01\n[params]"), &[], "key `run.lr`: wrong type: found a date, `2024-01-01`"),
+        ("date in seeds", format!("{BASE}[sweep]\nseeds = [1, 2024-01-01T10:00:00Z]\n"), &[], "key `sweep.seeds[1]`: wrong type: found a date, `2024-01-01T10:00:00Z`"),
+        ("date in a grid", format!("{BASE}[sweep.grid]\n\"params.t\" = [10:30:00]\n"), &[], "key `sweep.grid.params.t[0]`: wrong type: found a date, `10:30:00`"),
+        ("date from --set", BASE.into(), &["params.day=2024-01-01"], "key `params.day` (from `--set params.day=2024-01-01`): wrong type: found a date"),
+        // Review F13: wording.
+        ("empty env", BASE.replace("env = \"CartPole-v1\"", "env = \"\""), &[], "key `run.env`: invalid value: must not be empty"),
+        ("empty plugin", BASE.into(), &["run.plugin=''"], "key `run.plugin` (from `--set run.plugin=''`): invalid value: must not be empty"),
+        ("max_parallel below 0", BASE.replace("name = \"t\"", "name = \"t\"\nmax_parallel = -1"), &[], "key `max_parallel`: invalid value: found `-1`, expected a whole number, 1 or more"),
+        (".001", BASE.into(), &["run.lr=.001"], "key `run.lr` (from `--set run.lr=.001`): bad --set syntax: `.001` is not a TOML number: write `0.001`"),
+        ("-.5", BASE.into(), &["params.x=-.5"], "`-.5` is not a TOML number: write `-0.5`"),
+        ("seeds = 3", format!("{BASE}[sweep]\nseeds = 3\n"), &[], "key `sweep.seeds`: wrong type: found `3`, expected a list of seeds like [1, 2, 3] or a table like { count = 3, start = 1 } (for 3 seeds: `{ count = 3 }`, seeds 0 to 2, or `[1, 2, 3]`)"),
+        ("run.seed beside seeds", BASE.replace("[params]", "seed = 5\n[params]") + "[sweep]\nseeds = [1]\n", &[], "key `run.seed`: conflict: `sweep.seeds` gives every run its seed, so `run.seed = 5` would be ignored: put it in `sweep.seeds` or remove it"),
+        ("non-ASCII name", BASE.replace("name = \"t\"", "name = \"ünï\""), &[], "made of ASCII letters, digits"),
+        ("odd default prompt_len", "name = \"c\"\n[run]\nenv = \"SeqAdd-v0\"\nplugin = \"grpo\"\n".into(), &[], "use an even length, got 3 (the default)"),
+        // Review F9: a key in the wrong table says where it belongs.
+        ("seeds under grid", format!("{BASE}[sweep.grid]\n\"params.a\" = [1]\nseeds = [1, 2]\n"), &[], "key `sweep.grid.seeds`: unknown key, expected one of: run.env, "),
+        ("seeds under grid, hint", format!("{BASE}[sweep.grid]\nseeds = [1, 2]\n"), &[], "; `seeds` is a key of `[sweep]`, and a key belongs to the table header above it: move it above `[sweep.grid]` and `[[sweep.cases]]`"),
+        ("max_parallel in run", BASE.replace("[params]", "max_parallel = 2\n[params]"), &[], "key `run.max_parallel`: unknown key, expected one of: env, plugin, num_envs, num_steps, total_steps, hidden, device, ranks, threads, seed, lr, anneal_lr, adam_eps, max_grad_norm, update_epochs, num_minibatches, success_return, stop_at_success, group_size, vocab, prompt_len, reference_policy, expert_per_group, dataset_size, max_gen_batches; `max_parallel` is a top-level key, and a key belongs to the table header above it: write it before the first table header"),
+        ("gamma in run", BASE.replace("[params]", "gamma = 0.9\n[params]"), &[], "key `run.gamma`: unknown key, expected one of: env, "),
+        ("gamma in run, hint", BASE.replace("[params]", "gamma = 0.9\n[params]"), &[], "; a parameter of the plugin goes in `[params]`: `gamma` there is `params.gamma`"),
+        ("axis lr without table", format!("{BASE}[sweep.grid]\n\"lr\" = [1e-3]\n"), &[], "key `sweep.grid.lr`: unknown key, expected one of: run.env, "),
+        ("axis lr, hint", format!("{BASE}[sweep.grid]\n\"lr\" = [1e-3]\n"), &[], "; an axis names its table: did you mean `run.lr`?"),
+        ("axis gamma, hint", format!("{BASE}[[sweep.cases]]\n\"gamma\" = 0.9\n"), &[], "key `sweep.cases[0].gamma`: unknown key, expected one of: run.env, "),
+        ("axis gamma in a case, hint", format!("{BASE}[[sweep.cases]]\n\"gamma\" = 0.9\n"), &[], "; an axis names its table: did you mean `params.gamma`?"),
+        ("axis under sweep", format!("{BASE}[sweep]\n\"run.lr\" = [1e-3]\n"), &[], "; `run.lr` is an axis: its values go under `[sweep.grid]` (a list) or in a `[[sweep.cases]]` entry (one value)"),
+        ("seeds at the top", BASE.replace("name = \"t\"", "name = \"t\"\nseeds = [1, 2]"), &[], "; `seeds` is a key of `[sweep]`, and a key belongs to the table header above it: write it under `[sweep]`"),
+        // Review F5: lists where a table belongs were read field by field, or accepted.
+        ("[[run]]", "name = \"t\"\n[[run]]\nenv = \"CartPole-v1\"\nplugin = \"ppo\"\n".into(), &[], "key `run`: wrong type: found a list, expected a table (`[[run]]` makes a list of tables: write `[run]`)"),
+        ("[[sweep]]", format!("{BASE}[[sweep]]\nseeds = [1, 2]\n"), &[], "key `sweep`: wrong type: found a list, expected a table (`[[sweep]]` makes a list of tables: write `[sweep]`)"),
+        ("[[local]]", format!("{BASE}[[local]]\nmax_retries = 1\n"), &[], "key `local`: wrong type: found a list, expected a table (`[[local]]` makes a list of tables: write `[local]`)"),
+        ("[[sweep.grid]]", format!("{BASE}[[sweep.grid]]\n\"params.a\" = [1]\n"), &[], "key `sweep.grid`: wrong type: found a list, expected a table (`[[sweep.grid]]` makes a list of tables: write `[sweep.grid]`)"),
+        ("positional run", "name = \"t\"\nrun = [\"CartPole-v1\", \"ppo\", 16]\n".into(), &[], "key `run`: wrong type: found a list, expected a table (a list gives no key names: write `[run]` with `key = value` lines)"),
+        ("positional sweep", BASE.replace("name = \"t\"", "name = \"t\"\nsweep = [[1, 2]]"), &[], "key `sweep`: wrong type: found a list, expected a table"),
+        ("positional --set", BASE.into(), &["params=[1]"], "key `params` (from `--set params=[1]`): wrong type: found a list, expected a table"),
         ("--set with a second key", BASE.into(), &["run.lr=1\nfoo = 2"], "key `run.lr` (from `--set run.lr=1\nfoo = 2`): bad --set syntax: `1\\nfoo = 2` is not one TOML value"),
         // Paths and names (issue 12, item 6).
         ("long name", BASE.replace("name = \"t\"", &format!("name = \"{long}\"")), &[], "key `name`: invalid value: 256 bytes long; a sweep name has at most 255"),
@@ -544,6 +582,25 @@ fn issue12_axes_are_judged_together_and_defaults_do_not_change_ids() {
     // Sequence runs carry their task settings explicitly; CartPole runs still carry none.
     let run = &sweep(seq, &[], &[]).expect("valid").expand()[0].run;
     assert_eq!((run["group_size"].as_u64(), run["vocab"].as_u64(), run["prompt_len"].as_u64()), (Some(8), Some(8), Some(3)));
+}
+
+/// Review F3: `expert_per_group = 0` (the job's reading of absent) changed the run id, and two
+/// cases differing only by it trained twice. Every optional `[run]` key written at the value
+/// its absence means keeps the id of leaving it out.
+#[test]
+fn every_spelled_out_default_keeps_the_id() {
+    let seq = "name = \"c\"\n[run]\nenv = \"SeqSort-v0\"\nplugin = \"grpo\"\nnum_envs = 8\nnum_steps = 3\n";
+    let ids = |text: &str| sweep(text, &[], &[]).unwrap_or_else(|e| panic!("{e}")).expand().into_iter().map(|r| r.run_id).collect::<Vec<_>>();
+    let defaults = ["group_size = 8", "vocab = 8", "prompt_len = 3", "reference_policy = \"none\"", "max_gen_batches = 1", "expert_per_group = 0"];
+    for line in defaults {
+        assert_eq!(ids(seq), ids(&format!("{seq}{line}\n")), "{line}");
+    }
+    assert_ne!(ids(seq), ids(&format!("{seq}expert_per_group = 1\n")));
+    let dup = format!("{seq}[[sweep.cases]]\n[[sweep.cases]]\n\"run.expert_per_group\" = 0\n");
+    assert_eq!(
+        sweep(&dup, &[], &[]).map(|_| ()),
+        Err("failed to load sweep file `configs/x.toml`: key `sweep.cases[1]`: duplicate: same configuration as `sweep.cases[0]`".to_string())
+    );
 }
 
 /// Issue 12, item 6: axis values (and so labels) never name a path; a run's directory is
@@ -699,7 +756,7 @@ fn keys_use_brackets_and_messages_use_plain_words() {
         ("u32", with_run("num_envs = 8.5"), &[], &[], "key `run.num_envs`: wrong type: found `8.5`, expected a whole number from 1 to 4294967295\n"),
         ("u32 below 0", with_run("num_envs = -1"), &[], &[], "key `run.num_envs`: invalid value: found `-1`, expected a whole number from 1 to 4294967295\n"),
         ("u64", with_run("total_steps = \"lots\""), &[], &[], "key `run.total_steps`: wrong type: found string \"lots\", expected a whole number, 1 or more\n"),
-        ("usize", format!("max_parallel = \"4\"\n{BASE}"), &[], &[], "key `max_parallel`: wrong type: found string \"4\", expected a whole number, 0 or more\n"),
+        ("usize", format!("max_parallel = \"4\"\n{BASE}"), &[], &[], "key `max_parallel`: wrong type: found string \"4\", expected a whole number, 1 or more\n"),
         ("f64", with_run("lr = \"fast\""), &[], &[], "key `run.lr`: wrong type: found string \"fast\", expected a number\n"),
         ("bool", with_run("anneal_lr = \"yes\""), &[], &[], "key `run.anneal_lr`: wrong type: found string \"yes\", expected true or false\n"),
         ("string", BASE.into(), &[], &["run.env=3"], "key `run.env` (from `--set run.env=3`): wrong type: found `3`, expected text\n"),

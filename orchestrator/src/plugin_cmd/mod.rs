@@ -15,4 +15,4 @@ pub use probe::{
     CheckRecord, CheckResult, ParamDescription, ParamsRefusal, PluginDescription, PluginProbe, PLUGIN_REPORT_FORMAT_VERSION,
 };
 pub use template::{create_project, ApiDependency, NewPluginSpec};
-pub use validate::{validate_params, ParamProblem};
+pub use validate::{keys_at_default, retype_params, validate_params, ParamProblem};

@@ -30,7 +30,14 @@ pub fn validate_params(plugin: &PluginDescription, params: &Map<String, Value>) 
     if let Some(unknown) = params.keys().find(|k| !plugin.params.iter().any(|p| &p.name == *k)) {
         let known: Vec<&str> = plugin.params.iter().map(|p| p.name.as_str()).collect();
         // The hint config's unknown keys get, so a typo reads as one rather than as a list to scan.
-        let meant = crate::config::closest(unknown, known.iter().copied()).map_or(String::new(), |k| format!("; did you mean `{k}`?"));
+        let meant = crate::config::closest(unknown, known.iter().copied()).map_or_else(
+            // Review F9: `lr` or `num_envs` in `[params]` is a `[run]` key in the wrong table.
+            || match crate::config::RunConfig::KEYS.contains(&unknown.as_str()) {
+                true => format!("; `{unknown}` is a key of `[run]`, and a key belongs to the table header above it: write it under `[run]`"),
+                false => String::new(),
+            },
+            |k| format!("; did you mean `{k}`?"),
+        );
         let known = if known.is_empty() { "it takes none".to_string() } else { format!("known: {}", known.join(", ")) };
         return Err(problem(unknown, format!("unknown parameter ({known}){meant}")));
     }
@@ -39,6 +46,40 @@ pub fn validate_params(plugin: &PluginDescription, params: &Map<String, Value>) 
         check_value(spec, value)?;
     }
     Ok(())
+}
+
+/// `params` with each number in its parameter's declared type: a whole number for a `float`
+/// parameter becomes that float (`1` → `1.0`), a float with no fractional part for an `int`
+/// becomes that integer (`4.0` → `4`). The plugin reads both spellings as one value, so run ids
+/// hash this form (review F2: `clip_coef = [1, 1.0]` trained the same configuration twice, under
+/// two ids). A number already in its declared type, the form a user writes, is left as written,
+/// so the ids of such sweeps do not move. `None` when nothing changes.
+pub fn retype_params(plugin: &PluginDescription, params: &Map<String, Value>) -> Option<Map<String, Value>> {
+    let mut out = params.clone();
+    let mut changed = false;
+    for spec in &plugin.params {
+        let Some(value) = out.get_mut(&spec.name) else { continue };
+        let retyped = match spec.kind.as_str() {
+            "float" if value.is_i64() || value.is_u64() => value.as_f64().and_then(serde_json::Number::from_f64).map(Value::Number),
+            "int" if value.is_f64() => as_integer(value).map(Value::from),
+            _ => None,
+        };
+        if let Some(v) = retyped {
+            *value = v;
+            changed = true;
+        }
+    }
+    changed.then_some(out)
+}
+
+/// The keys of `params` (retyped, `retype_params`) that hold their parameter's declared default:
+/// a run without them is the same training.
+pub fn keys_at_default<'a>(plugin: &PluginDescription, params: &'a Map<String, Value>) -> Vec<&'a str> {
+    params
+        .iter()
+        .filter(|(key, value)| plugin.params.iter().any(|p| &p.name == *key && p.default == **value))
+        .map(|(key, _)| key.as_str())
+        .collect()
 }
 
 /// An integer, accepting floats with no fractional part (TOML → JSON may give `4.0`).
@@ -121,11 +162,37 @@ mod tests {
             Err(("learning_rate".into(), "unknown parameter (known: gamma, target_kl, k, flag, mode)".into()))
         );
         assert_eq!(check(serde_json::json!({"Target_KL": 0.1})).map_err(|e| e.1).unwrap_err().rsplit("; ").next(), Some("did you mean `target_kl`?"));
+        // Review F9: a `[run]` key in `[params]` says where it belongs.
+        assert_eq!(
+            check(serde_json::json!({"num_envs": 4})).map_err(|e| e.1),
+            Err("unknown parameter (known: gamma, target_kl, k, flag, mode); `num_envs` is a key of `[run]`, and a key belongs to the table header above it: write it under `[run]`".into())
+        );
         assert_eq!(check(serde_json::json!({"gamma": "x"})), Err(("gamma".into(), "expected float, got \"x\"".into())));
         assert_eq!(check(serde_json::json!({"gamma": 1.5})), Err(("gamma".into(), "must be at most 1, got 1.5".into())));
         assert_eq!(check(serde_json::json!({"k": 0})), Err(("k".into(), "must be at least 1, got 0".into())));
         assert_eq!(check(serde_json::json!({"k": 1.5})).map_err(|e| e.0), Err("k".into()));
         assert_eq!(check(serde_json::json!({"flag": 1})).map_err(|e| e.0), Err("flag".into()));
         assert_eq!(check(serde_json::json!({"gamma": null})).map_err(|e| e.0), Err("gamma".into()));
+    }
+
+    /// Review F2: the spellings the plugin reads as one value are one form; the natural one is
+    /// kept as written (the ids of sweeps that write it do not move).
+    #[test]
+    fn numbers_take_their_declared_type_and_defaults_are_found() {
+        let retype = |json: Value| {
+            let Value::Object(map) = json else { panic!("object expected") };
+            retype_params(&plugin(), &map).map(Value::Object)
+        };
+        let cases = [
+            (serde_json::json!({"gamma": 1}), Some(serde_json::json!({"gamma": 1.0}))),
+            (serde_json::json!({"k": 4.0, "gamma": 0.5}), Some(serde_json::json!({"k": 4, "gamma": 0.5}))),
+            (serde_json::json!({"gamma": 0.5, "k": 4, "flag": true, "mode": "1"}), None),
+            (serde_json::json!({"k": 4.5, "other": 1}), None),
+        ];
+        for (params, expected) in cases {
+            assert_eq!(retype(params.clone()), expected, "{params}");
+        }
+        let Value::Object(map) = serde_json::json!({"gamma": 0.99, "k": 5, "mode": "a", "flag": false}) else { unreachable!() };
+        assert_eq!(keys_at_default(&plugin(), &map), ["gamma", "mode"]);
     }
 }
