@@ -582,7 +582,7 @@ fn analyze_cmd(args: AnalyzeArgs) -> anyhow::Result<u8> {
     let outcome = analyze::analyze(&opts)?;
     // A command to paste: the one directory quoted for the shell, else a placeholder for each.
     let results = match opts.dirs.as_slice() {
-        [one] => drover::backend::slurm_script::shell_quote(&one.display().to_string()),
+        [one] => drover::words::shell_quote(&one.display().to_string()),
         _ => "<each results directory>".to_string(),
     };
     for line in analyze::left_out_lines(&outcome.left_out, &results) {

@@ -1,5 +1,14 @@
 //! Small helpers for the words in messages a person reads.
 
+/// Quotes `s` for a POSIX shell (batch scripts, and commands a message suggests): `'...'`, with each `'` written as `'\''`. Strings made only of
+/// characters no shell treats specially are returned as they are.
+pub fn shell_quote(s: &str) -> String {
+    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,%@+".contains(c)) {
+        return s.to_string();
+    }
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
 /// `n` and `noun`, plural unless `n` is 1: `count(1, "run")` is "1 run", `count(3, "run")` "3 runs".
 pub fn count(n: usize, noun: &str) -> String {
     count_as(n, noun, &format!("{noun}s"))

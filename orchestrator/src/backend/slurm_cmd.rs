@@ -160,7 +160,7 @@ impl Slurm {
         let mut line = program.to_string();
         for a in args {
             line.push(' ');
-            line.push_str(&crate::backend::slurm_script::shell_quote(a));
+            line.push_str(&crate::words::shell_quote(a));
         }
         line
     }

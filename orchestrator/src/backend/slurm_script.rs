@@ -10,18 +10,10 @@ use std::path::{Path, PathBuf};
 
 use crate::backend::arch::{case_pattern, covers, JOB_BIN_NAME};
 use crate::backend::slurm_config::Resources;
+use crate::words::shell_quote;
 
 /// The template, compiled in so the binary needs no data files.
 pub const TEMPLATE: &str = include_str!("slurm_template.sbatch");
-
-/// Quotes `s` for a POSIX shell: `'...'`, with each `'` written as `'\''`. Strings made only of
-/// characters no shell treats specially are returned as they are.
-pub fn shell_quote(s: &str) -> String {
-    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,%@+".contains(c)) {
-        return s.to_string();
-    }
-    format!("'{}'", s.replace('\'', r"'\''"))
-}
 
 /// `s` as it may appear on a comment or `#SBATCH` line: one line, control characters escaped.
 ///

@@ -135,7 +135,7 @@ fn set_parse_message(key: &str, value: &str, e: &toml::de::Error) -> String {
         .unwrap_or(value);
     let as_text = format!(
         "`--set {}`",
-        crate::backend::slurm_script::shell_quote(&format!("{key}={}", toml::Value::String(text.to_string())))
+        crate::words::shell_quote(&format!("{key}={}", toml::Value::String(text.to_string())))
     );
     if what.starts_with("expected newline") {
         return format!("cannot parse `{value}` as one TOML value: there is text after the value; as text: {as_text}");
