@@ -355,7 +355,9 @@ fn run(args: RunArgs) -> anyhow::Result<u8> {
     let show_progress = std::io::stderr().is_terminal() && std::env::var_os("CI").is_none_or(|v| v == "false");
     let max_retries = plan.sweep.local.effective_max_retries(max_retries);
     // Signal handlers go in before anything is written, so Ctrl-C is always handled in order.
-    let mut backend = LocalBackend::new(job_bin.clone(), plan.max_parallel.get(), show_progress)?.with_max_retries(max_retries);
+    let mut backend = LocalBackend::new(job_bin.clone(), plan.max_parallel.get(), show_progress)?
+        .with_max_retries(max_retries)
+        .with_grace(plan.sweep.local.grace);
     // DROVER_BUSY_WAIT_S: how long to wait for jobs still running from a killed `drover run`.
     let busy_wait = std::env::var("DROVER_BUSY_WAIT_S").ok().and_then(|s| s.parse().ok()).map_or(backend::DEFAULT_BUSY_WAIT, std::time::Duration::from_secs);
     let prepared = backend::prepare_waiting(&plan, busy_wait).context("cannot prepare the results directory")?;

@@ -206,7 +206,7 @@ impl LocalBackend {
                                 eprintln!(
                                     "drover: stopping: no new runs; asking {} running job(s) to stop (SIGKILL in {}s, or press Ctrl-C again)",
                                     running.len(),
-                                    self.grace.as_secs()
+                                    self.grace.as_secs_f64()
                                 )
                             });
                         }
@@ -453,7 +453,8 @@ fn job_command(job_bin: &Path, ranks: u32, grace: Duration) -> Command {
     // OpenMPI's mpirun passes a SIGTERM on to the ranks and SIGKILLs them 1 s later
     // (`odls_base_sigkill_timeout`), which cuts off a rank still checkpointing: give them the
     // grace drover itself gives a job, after which it kills them anyway.
-    cmd.args(["--mca", "odls_base_sigkill_timeout"]).arg(grace.as_secs().max(1).to_string());
+    // Whole seconds, rounded up: mpirun must not kill before drover's own grace is over.
+    cmd.args(["--mca", "odls_base_sigkill_timeout"]).arg((grace.as_secs_f64().ceil() as u64).max(1).to_string());
     // SAFETY: geteuid(2) has no preconditions and touches no memory.
     if unsafe { libc::geteuid() } == 0 {
         cmd.arg("--allow-run-as-root");
@@ -883,6 +884,10 @@ mod tests {
         // The grace, not OpenMPI's 1 s, before mpirun kills ranks still checkpointing.
         assert_eq!(two[5..8], ["--mca", "odls_base_sigkill_timeout", "10"], "{two:?}");
         assert_eq!(two.last().map(String::as_str), Some("/x/drover-job"), "{two:?}");
+        // A fractional `local.grace_seconds` rounds up: mpirun never kills before drover does.
+        let cmd = job_command(bin, 2, Duration::from_secs_f64(10.2));
+        let timeout: Vec<_> = cmd.get_args().skip(4).take(3).map(|a| a.to_string_lossy().into_owned()).collect();
+        assert_eq!(timeout, ["--mca", "odls_base_sigkill_timeout", "11"]);
     }
 
     #[test]

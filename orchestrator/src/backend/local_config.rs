@@ -5,6 +5,7 @@
 //! max_retries = 2                   # a failed run is relaunched this often (`--max-retries` wins)
 //! gpus = [0, 1]                     # GPUs to share among runs (default: CUDA_VISIBLE_DEVICES, else all)
 //! runs_per_gpu = 1                  # runs that may hold one GPU at once
+//! grace_seconds = 10                # a stop's SIGTERM → SIGKILL wait (iterations longer than this need more)
 //! ```
 //!
 //! Like `[slurm]`, these are launch settings: they never enter a run's configuration, so they
@@ -30,10 +31,15 @@ pub struct LocalFile {
     pub gpus: Option<Vec<i64>>,
     /// Runs one GPU takes at once.
     pub runs_per_gpu: Option<i64>,
+    /// Seconds between a stop's SIGTERM and the SIGKILL of jobs still running.
+    pub grace_seconds: Option<f64>,
 }
 
 /// The most runs one GPU may take at once: beyond this a typo, not a plan.
 pub const MAX_RUNS_PER_GPU: u32 = 64;
+
+/// The longest `local.grace_seconds`: beyond an hour a stop that waits is a typo, not a plan.
+pub const MAX_GRACE_SECONDS: f64 = 3600.0;
 
 /// The validated `[local]` settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,11 +50,16 @@ pub struct LocalSettings {
     pub gpus: Option<Vec<u32>>,
     /// Runs one GPU takes at once (default 1).
     pub runs_per_gpu: u32,
+    /// How long a stop waits for its jobs after SIGTERM before it SIGKILLs them (default
+    /// [`DEFAULT_GRACE`](crate::backend::local::DEFAULT_GRACE)). A job checkpoints at the end of
+    /// the iteration it is in, so a sweep whose iterations take longer needs more, or its stopped
+    /// runs start over instead of resuming.
+    pub grace: std::time::Duration,
 }
 
 impl Default for LocalSettings {
     fn default() -> Self {
-        LocalSettings { max_retries: 0, gpus: None, runs_per_gpu: 1 }
+        LocalSettings { max_retries: 0, gpus: None, runs_per_gpu: 1, grace: crate::backend::local::DEFAULT_GRACE }
     }
 }
 
@@ -92,7 +103,17 @@ impl LocalSettings {
                 )
             })?,
         };
-        Ok(LocalSettings { max_retries, gpus, runs_per_gpu })
+        let grace = match file.grace_seconds {
+            None => crate::backend::local::DEFAULT_GRACE,
+            Some(s) if s.is_finite() && s > 0.0 && s <= MAX_GRACE_SECONDS => std::time::Duration::from_secs_f64(s),
+            Some(s) => {
+                return Err((
+                    "local.grace_seconds".to_string(),
+                    ConfigErrorKind::InvalidValue(format!("must be more than 0 and at most {MAX_GRACE_SECONDS} seconds, got {s}")),
+                ))
+            }
+        };
+        Ok(LocalSettings { max_retries, gpus, runs_per_gpu, grace })
     }
 
     /// The retry budget of a local sweep: `drover run --max-retries` when given, else the
@@ -117,6 +138,21 @@ mod tests {
         let sets = sets.iter().map(|s| parse_set(s, file)).collect::<Result<Vec<_>, _>>().map_err(|e| e.to_string())?;
         let parsed = load_str(file, text, &[], &sets).map_err(|e| e.to_string())?;
         Sweep::validate(parsed, file).map_err(|e| e.to_string())
+    }
+
+    /// A stop waited a fixed 10 s before SIGKILL, so a sweep whose iterations take longer had
+    /// every stopped run killed mid-iteration (redone, not resumed): `local.grace_seconds`.
+    #[test]
+    fn local_grace_seconds_sets_the_stops_sigkill_wait_within_bounds() {
+        assert_eq!(sweep(BASE, &[]).expect("valid").local.grace, crate::backend::local::DEFAULT_GRACE);
+        let set = sweep(&format!("{BASE}[local]\ngrace_seconds = 120\n"), &[]).expect("valid");
+        assert_eq!(set.local.grace, std::time::Duration::from_secs(120));
+        let half = sweep(BASE, &["local.grace_seconds=0.5"]).expect("--set reaches it");
+        assert_eq!(half.local.grace, std::time::Duration::from_millis(500));
+        for bad in ["0", "-1", "3601", "inf", "nan"] {
+            let err = sweep(BASE, &[&format!("local.grace_seconds={bad}")]).expect_err(bad);
+            assert!(err.contains("local.grace_seconds") && err.contains("must be more than 0 and at most 3600 seconds"), "{bad}: {err}");
+        }
     }
 
     #[test]
