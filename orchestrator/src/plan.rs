@@ -128,13 +128,16 @@ pub fn plan(opts: &PlanOptions) -> Result<Plan, ConfigError> {
             }
         }
     }
-    let mut runs = sweep.expand();
+    let runs = sweep.expand();
     let mut described = BTreeMap::new();
     if let Some(job_bin) = &opts.job_bin {
         let probe = PluginProbe::new(job_bin);
         described = describe_plugins(&probe, &plugins, file)?;
         refuse_parameters_without_their_table(&opts.env, &described, file)?;
-        settle_params(&mut runs, &described, file).map_err(name_override)?;
+        // Ids keep hashing `[params]` as written: retyping them (`ent_coef = 0` as `0.0`) would
+        // give every results directory written before new ids, so its completed runs would
+        // train again. The plugins' descriptions only judge which configurations are one training.
+        refuse_the_same_training_twice(&runs, &described, file).map_err(name_override)?;
         check_plugin_params(&probe, &plugins, &described, &sweep, &runs, file).map_err(name_override)?;
     }
 
@@ -465,6 +468,11 @@ pub(crate) fn training_key(
 ) -> String {
     let mut run = run.clone();
     run.remove("seed");
+    // Absent and 0 are both no experts to drover-job; the id keeps an explicit 0 as written, so
+    // that sweeps which wrote it keep their runs.
+    if run.get("expert_per_group").and_then(serde_json::Value::as_u64) == Some(0) {
+        run.remove("expert_per_group");
+    }
     let mut params = params.clone();
     if let Some(desc) = desc {
         if let Some(retyped) = retype_params(desc, &params) {
@@ -501,15 +509,6 @@ fn refuse_parameters_without_their_table(
         }
     }
     Ok(())
-}
-
-/// What the plugins' descriptions settle about the runs' `[params]`: ids hash each number in its
-/// parameter's declared type (`retype_params`: `clip_coef = 1` is the id of `1.0`), which only
-/// the description tells, while a number written in that type keeps its id; and no two
-/// configurations may be one training (`refuse_the_same_training_twice`).
-fn settle_params(runs: &mut [RunSpec], described: &BTreeMap<String, PluginDescription>, file: &Path) -> Result<(), ConfigError> {
-    config::replace_params(runs, |run| described.get(run.plugin()).and_then(|desc| retype_params(desc, &run.params)));
-    refuse_the_same_training_twice(runs, described, file)
 }
 
 /// Refuses a sweep two of whose configurations are one training once the plugins' declared
@@ -561,17 +560,14 @@ fn same_training_reasons(a: &RunSpec, b: &RunSpec, described: &BTreeMap<String, 
             (Some(x), None, Some(p)) | (None, Some(x), Some(p)) => {
                 why.push(format!("`params.{key} = {x}` is plugin `{plugin}`'s default ({})", p.default));
             }
-            (Some(x), Some(y), Some(p)) if x == y => {
-                let axis = format!("params.{key}");
-                if let (Some(u), Some(v)) = (a.axes.get(&axis), b.axes.get(&axis)) {
-                    if u == v {
-                        continue;
-                    }
-                    why.push(format!("`{u}` and `{v}` are one value of plugin `{plugin}`'s {} parameter `{key}`", p.kind));
-                }
+            (Some(x), Some(y), Some(p)) if x != y => {
+                why.push(format!("`{x}` and `{y}` are one value of plugin `{plugin}`'s {} parameter `{key}`", p.kind));
             }
             _ => {}
         }
+    }
+    if a.run.get("expert_per_group") != b.run.get("expert_per_group") {
+        why.push("`run.expert_per_group = 0` is no experts, the same as leaving it out".into());
     }
     if why.is_empty() {
         why.push("the plugins read the two alike".into());
@@ -666,10 +662,9 @@ mod tests {
         assert!(!tmp.path().join("r").exists(), "nothing written");
     }
 
-    /// A value refused after loading (a count, an empty axis, a `[local]` setting) that came
-    /// from `--set` or `DROVER_*` names that override; the file's own values are not blamed on one.
-    /// Review F2: `[params]` spellings one plugin reads alike trained twice under two ids.
-    /// Numbers take their declared type in the id (the natural spelling keeps its id), and two
+    /// Review F2: `[params]` spellings one plugin reads alike trained twice under two ids. Ids
+    /// keep hashing `[params]` as written (a results directory written before keeps its runs:
+    /// `ent_coef = 0` was once retyped to `0.0`, and every such run trained again), and two
     /// configurations that are one training are refused, naming the case or axis and why.
     #[test]
     fn params_the_plugin_reads_alike_are_one_id_or_refused_as_duplicates() {
@@ -698,20 +693,20 @@ mod tests {
         let settled = |tail: &str| {
             let text = format!("{head}{tail}");
             let parsed = config::load_str(file, &text, &[], &[]).expect("loads");
-            let mut runs = Sweep::validate(parsed, file).expect("valid").expand();
-            settle_params(&mut runs, &described, file).map(|()| runs).map_err(|e| e.to_string())
+            let runs = Sweep::validate(parsed, file).expect("valid").expand();
+            refuse_the_same_training_twice(&runs, &described, file).map(|()| runs).map_err(|e| e.to_string())
         };
         let ids = |tail: &str| settled(tail).expect("settles").iter().map(|r| r.run_id.to_string()).collect::<Vec<_>>();
         let plain_ids = |tail: &str| {
             let parsed = config::load_str(file, &format!("{head}{tail}"), &[], &[]).expect("loads");
             Sweep::validate(parsed, file).expect("valid").expand().iter().map(|r| r.run_id.to_string()).collect::<Vec<_>>()
         };
-        // The natural spellings keep the ids of the expansion alone (those of existing results).
-        for tail in ["[params]\nclip_coef = 0.1\nk = 5\n", "[params]\ngamma = 0.99\n", "[sweep.grid]\n\"params.clip_coef\" = [0.1, 0.3]\n"] {
+        // Every spelling keeps the id of the expansion alone (those of existing results), a
+        // number in another type than its parameter's too.
+        for tail in ["[params]\nclip_coef = 0.1\nk = 5\n", "[params]\ngamma = 0.99\n", "[sweep.grid]\n\"params.clip_coef\" = [0.1, 0.3]\n", "[params]\nclip_coef = 1\nk = 5.0\n"] {
             assert_eq!(ids(tail), plain_ids(tail), "{tail}");
         }
-        // The other spelling of a number is the id of the natural one.
-        assert_eq!(ids("[params]\nclip_coef = 1\nk = 5.0\n"), plain_ids("[params]\nclip_coef = 1.0\nk = 5\n"));
+        assert_ne!(ids("[params]\nclip_coef = 1\n"), ids("[params]\nclip_coef = 1.0\n"), "hashed as written");
         let at = "failed to load sweep file `s.toml`: key";
         let cases = [
             (
@@ -731,6 +726,12 @@ mod tests {
             assert_eq!(settled(tail).map(|_| ()), Err(expected), "{tail}");
         }
         settled("[[sweep.cases]]\n[[sweep.cases]]\n\"params.gamma\" = 0.9\n").expect("another value is another training");
+        // `expert_per_group = 0` is no experts, as absent: one training, refused (review F3).
+        let seq = "name = \"t\"\n[run]\nenv = \"SeqSort-v0\"\nplugin = \"pf_ppo\"\nnum_envs = 8\nnum_steps = 3\n";
+        let parsed = config::load_str(file, &format!("{seq}[[sweep.cases]]\n[[sweep.cases]]\n\"run.expert_per_group\" = 0\n"), &[], &[]).expect("loads");
+        let runs = Sweep::validate(parsed, file).expect("valid").expand();
+        let err = refuse_the_same_training_twice(&runs, &described, file).expect_err("one training").to_string();
+        assert!(err.contains("`sweep.cases[1]`: duplicate: trains the same as `sweep.cases[0]`"), "{err}");
     }
 
     /// Review F7: `DROVER_GAMMA=0.9` was ignored without a word.
@@ -762,6 +763,8 @@ mod tests {
         }
     }
 
+    /// A value refused after loading (a count, an empty axis, a `[local]` setting) that came
+    /// from `--set` or `DROVER_*` names that override; the file's own values are not blamed on one.
     #[test]
     fn values_refused_after_loading_name_the_override_that_set_them() {
         let tmp = tempfile::tempdir().expect("tempdir");

@@ -174,10 +174,10 @@ fn drover_bench_usage_errors_name_drover_bench() {
     }
 }
 
-/// Run ids name existing run directories: the shipped configs must keep the ids they had before
-/// `[params]` were retyped through the plugins' descriptions (review F2) and `expert_per_group = 0`
-/// was dropped at its default (F3), or a rerun of those sweeps would retrain everything. Pinned
-/// from `drover run <config> --dry-run` before those changes. (`--backend slurm` so that the CUDA
+/// Run ids name existing run directories: the shipped configs must keep their ids whatever the
+/// plugins' descriptions settle (review F2/F3: twins are refused, not given new ids), or a rerun
+/// of those sweeps would retrain everything. Pinned from `drover run <config> --dry-run` before
+/// those changes. (`--backend slurm` so that the CUDA
 /// config plans on a machine without a GPU; a dry run submits nothing.)
 #[test]
 fn shipped_configs_keep_their_run_ids() {

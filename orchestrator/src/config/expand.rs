@@ -94,31 +94,6 @@ impl Sweep {
     }
 }
 
-/// Gives the runs for which `retype` returns a new `[params]` table that table, and the ids it
-/// hashes to; `retype` is asked once per configuration (its seeds share the answer).
-///
-/// Planning does this once the plugins have described their parameters (`plan`), which the
-/// pure expansion cannot know.
-pub fn replace_params(runs: &mut [RunSpec], mut retype: impl FnMut(&RunSpec) -> Option<Map<String, Value>>) {
-    /// A configuration's new params and ids, `None` when `retype` left it as it was.
-    type Retyped = Option<(Arc<Map<String, Value>>, ConfigId, SeedIds)>;
-    let mut done: std::collections::HashMap<ConfigId, Retyped> = Default::default();
-    for run in runs.iter_mut() {
-        let entry = done.entry(run.config_id.clone()).or_insert_with(|| {
-            let params = retype(run)?;
-            let plugin = run.run.get("plugin").cloned().unwrap_or(Value::Null);
-            let config_id = ConfigId::of(&serde_json::json!({"run": *run.run, "params": params, "plugin": plugin}));
-            let ids = SeedIds::new(&run.run, &params, &plugin);
-            Some((Arc::new(params), config_id, ids))
-        });
-        if let Some((params, config_id, ids)) = entry {
-            run.params = Arc::clone(params);
-            run.config_id = config_id.clone();
-            run.run_id = ids.run_id(run.seed);
-        }
-    }
-}
-
 /// The run ids of one configuration's seeds: the canonical JSON of `{"params", "plugin", "run"}`
 /// with `run.seed` left out, split where the seed's value goes (keys are sorted, so its place
 /// is fixed). Each seed then costs one format and one hash instead of cloning and serializing

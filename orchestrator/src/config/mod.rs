@@ -117,7 +117,7 @@ mod sweep;
 #[cfg(test)]
 mod tests;
 
-pub use expand::{replace_params, RunSpec};
+pub use expand::RunSpec;
 pub use file::{Device, EnvKind, PathBases, ReferencePolicy, RunConfig, SeedsFile, SweepAxesFile, SweepFile};
 pub use ids::{canonical_json, ConfigId, RunId};
 pub use load::{environment, load, load_str, override_list, override_origin, parse_set, SetArg};

@@ -470,7 +470,7 @@ fn advance_refs(index: &mut [usize], grid: &[&(AxisKey, Vec<Value>)]) -> bool {
 /// The one form of a resolved `[run]` table that run ids are computed from, or the key at fault.
 ///
 /// A default that the job applies to an absent key is written out, and `reference_policy =
-/// "none"`, `max_gen_batches = 1` and `expert_per_group = 0` (the same as absent) are dropped
+/// "none"` and `max_gen_batches = 1` (the same as absent) are dropped
 /// (`drop_spelled_out_defaults`), so spelling a default out
 /// does not change the id. Sequence-task keys are filled only for sequence tasks, so CartPole ids
 /// are unchanged; keys added after sequence tasks shipped are dropped at their default rather than
@@ -497,19 +497,17 @@ pub(crate) fn canonical_run_table(run: &Map<String, Value>) -> Option<Map<String
 }
 
 /// The optional `[run]` keys whose absence the job reads as one value: that value written out
-/// is dropped, so it gives the id of leaving the key out. Every optional key with such a value
-/// belongs here (review F3: `expert_per_group = 0` was missing, so writing it changed every id);
-/// `config::tests::every_spelled_out_default_keeps_the_id` tries each one.
+/// is dropped, so it gives the id of leaving the key out; `config::tests::
+/// every_spelled_out_default_keeps_the_id` tries each one. `expert_per_group = 0` is not among
+/// them: ids hashed it as written before it could be, and dropping it now would give the runs of
+/// sweeps that wrote it new ids; `plan::training_key` tells it from absent instead, so two cases
+/// differing only by it are refused as one training.
 fn drop_spelled_out_defaults(typed: &mut RunConfig) {
     if typed.reference_policy == Some(ReferencePolicy::None) {
         typed.reference_policy = None;
     }
     if typed.max_gen_batches == Some(DEFAULT_MAX_GEN_BATCHES) {
         typed.max_gen_batches = None;
-    }
-    // drover-job reads `Some(0)` as no experts, like absent (`jobs/src/spec.rs`).
-    if typed.expert_per_group == Some(0) {
-        typed.expert_per_group = None;
     }
 }
 
