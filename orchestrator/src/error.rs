@@ -388,6 +388,17 @@ pub enum SlurmError {
         /// What was wrong.
         reason: String,
     },
+    /// `SLURM_CLUSTERS` or `SBATCH_CLUSTERS` asks Slurm's commands for another cluster.
+    #[error(
+        "`{name}={value}` in the environment sends Slurm's commands to another cluster, and drover follows one cluster's queue: \
+         unset it (`env -u {name} drover ...`) and run drover on a login node of the cluster the sweep is for"
+    )]
+    OtherCluster {
+        /// The variable.
+        name: String,
+        /// Its value.
+        value: String,
+    },
 }
 
 /// `AnalyzeError::NoCompletedRuns`' message: one line for one directory given, else a line

@@ -169,6 +169,9 @@ impl Slurm {
     /// input variables that would override what drover asks ([`scrub_environment`]; for
     /// sbatch, `script_options` are the options its batch script sets).
     fn attempt(&self, program: &str, args: &[String], cwd: Option<&Path>, script_options: &[&str]) -> Result<Attempt, SlurmError> {
+        if let Some((name, value)) = other_cluster() {
+            return Err(SlurmError::OtherCluster { name, value });
+        }
         let mut cmd = Command::new(self.program(program));
         cmd.args(args);
         if let Some(dir) = cwd {
@@ -397,12 +400,40 @@ impl Slurm {
     }
 }
 
+/// The variables that send Slurm's commands to other clusters.
+const CLUSTER_VARIABLES: [&str; 2] = ["SLURM_CLUSTERS", "SBATCH_CLUSTERS"];
+
+/// The first of [`CLUSTER_VARIABLES`] set to a value, with it. Environment modules on
+/// multi-cluster sites set them to reach, say, the GPU cluster from a shared login node; without
+/// them drover would submit to and watch the login node's own cluster, where the partition may
+/// exist on other hardware, and with them its `squeue` answers change shape. So drover refuses
+/// rather than redirect the sweep.
+fn other_cluster() -> Option<(String, String)> {
+    other_cluster_in(|name| std::env::var_os(name))
+}
+
+/// [`other_cluster`] over the variables `var` gives.
+fn other_cluster_in(var: impl Fn(&str) -> Option<std::ffi::OsString>) -> Option<(String, String)> {
+    CLUSTER_VARIABLES.iter().find_map(|name| {
+        let value = var(name)?;
+        (!value.is_empty()).then(|| (name.to_string(), value.to_string_lossy().into_owned()))
+    })
+}
+
+/// The query variables that only shape what drover's own command-line options set again
+/// (`--format`, `--states`, `--array`, `--noheader`) or sort its answers: removed without a
+/// word, since many users set them in their dotfiles and they never changed what drover read.
+const RESHAPING_VARIABLES: &[&str] =
+    &["SQUEUE_FORMAT", "SQUEUE_FORMAT2", "SQUEUE_SORT", "SQUEUE_STATES", "SQUEUE_ARRAY", "SINFO_FORMAT", "SINFO_SORT"];
+
 /// Why drover's Slurm calls run without an input variable of the user's environment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Removed {
-    /// It would change how drover finds, maps, logs or requeues its jobs, or which cluster
-    /// answers: ignored always.
+    /// It would change how drover finds, maps, logs or requeues its jobs: ignored always.
     DroversOwn,
+    /// It reshapes an answer in a way drover's own options undo ([`RESHAPING_VARIABLES`]):
+    /// ignored always, and not worth a warning.
+    Reshaping,
     /// It sets an option (named) that the batch script sets from the sweep file, over which
     /// Slurm would rank the variable: the file wins.
     SweepSets(&'static str),
@@ -420,7 +451,6 @@ const DROVERS_SBATCH_VARIABLES: &[&str] = &[
     "SBATCH_NO_REQUEUE",
     "SBATCH_SIGNAL",
     "SBATCH_WAIT",
-    "SBATCH_CLUSTERS",
 ];
 
 /// Why drover's Slurm calls run without the variable `name` ([`Removed`]), or `None` when it
@@ -429,15 +459,21 @@ const DROVERS_SBATCH_VARIABLES: &[&str] = &[
 /// the script's `#SBATCH` lines, and `SQUEUE_*`, `SCANCEL_*`, `SCONTROL_*` and `SINFO_*` add
 /// filters to the questions drover asks, so any of these could hide drover's own jobs from it
 /// or undo what it set. Every option drover needs it gives itself, so those commands' variables
-/// all go, as do `SLURM_CLUSTERS` (drover follows one cluster's queue) and `SLURM_BITSTR_LEN`
-/// (it shortens the task lists drover reads), and sbatch's for the options of drover's own
+/// all go (the ones drover's own options undo anyway, [`RESHAPING_VARIABLES`], silently), as
+/// does `SLURM_BITSTR_LEN` (it shortens the task lists drover reads), and sbatch's for the
+/// options of drover's own
 /// bookkeeping. An sbatch variable of a resource (`SBATCH_ACCOUNT`, `SBATCH_PARTITION`,
 /// `SBATCH_QOS`, `SBATCH_TIMELIMIT`, ...) is the user's or the site's default and stays, unless
 /// the batch script sets that option (from `[slurm]` or `slurm.extra`), where the sweep file
 /// wins. Everything else (`SLURM_CONF`, `SBATCH_EXPORT`, ...) is passed on.
+/// The cluster variables ([`CLUSTER_VARIABLES`]) are not removed: drover refuses to run Slurm's
+/// commands while one is set.
 pub fn removed_variable(name: &str, script_options: &[&str]) -> Option<Removed> {
+    if RESHAPING_VARIABLES.contains(&name) {
+        return Some(Removed::Reshaping);
+    }
     let query = ["SQUEUE_", "SCANCEL_", "SCONTROL_", "SINFO_"].iter().any(|p| name.starts_with(p));
-    if query || matches!(name, "SLURM_CLUSTERS" | "SLURM_BITSTR_LEN") || DROVERS_SBATCH_VARIABLES.contains(&name) {
+    if query || name == "SLURM_BITSTR_LEN" || DROVERS_SBATCH_VARIABLES.contains(&name) {
         return Some(Removed::DroversOwn);
     }
     let (_, options) = crate::backend::sbatch_options::OPTION_VARIABLES.iter().find(|(var, _)| *var == name)?;
@@ -463,10 +499,10 @@ fn warn_once_removed(removed: &[(String, Removed)]) {
     let own: Vec<String> = fresh.iter().filter(|(_, why)| *why == Removed::DroversOwn).map(|(name, _)| format!("`{name}`")).collect();
     if !own.is_empty() {
         tracing::warn!(
-            "ignoring {} from the environment in drover's Slurm commands: Slurm would rank {} above the options drover gives them, \
-             and drover would lose track of its own jobs (docs/design/slurm.md, \"Slurm's input variables\")",
+            "ignoring {} from the environment in drover's Slurm commands: {} would narrow drover's questions to Slurm or undo \
+             the options drover sets on its jobs, and drover would lose track of them (docs/design/slurm.md, \"Slurm's input variables\")",
             own.join(", "),
-            if own.len() == 1 { "it" } else { "them" }
+            if own.len() == 1 { "it" } else { "they" }
         );
     }
     for (name, why) in fresh {
@@ -750,7 +786,8 @@ mod tests {
     fn slurm_commands_run_without_the_variables_that_override_drover() {
         let present = [
             "SBATCH_JOB_NAME", "SBATCH_ARRAY_INX", "SBATCH_OUTPUT", "SBATCH_NO_REQUEUE", "SBATCH_SIGNAL", "SBATCH_WAIT", "SQUEUE_PARTITION",
-            "SQUEUE_STATES", "SQUEUE_NAMES", "SCANCEL_STATE", "SCONTROL_FEDERATION", "SINFO_PARTITION", "SLURM_CLUSTERS", "SLURM_BITSTR_LEN",
+            "SQUEUE_STATES", "SQUEUE_NAMES", "SCANCEL_STATE", "SCONTROL_FEDERATION", "SINFO_PARTITION", "SLURM_BITSTR_LEN", "SQUEUE_FORMAT",
+            "SINFO_SORT",
             "SBATCH_PARTITION", "SBATCH_ACCOUNT", "SBATCH_QOS", "SBATCH_TIMELIMIT", "SBATCH_MEM_PER_CPU", "SBATCH_EXPORT", "SLURM_CONF",
             "SBATCH_DEBUG", "HOME", "PATH",
         ];
@@ -762,9 +799,12 @@ mod tests {
             names(&removed, |w| *w == Removed::DroversOwn),
             [
                 "SBATCH_ARRAY_INX", "SBATCH_JOB_NAME", "SBATCH_NO_REQUEUE", "SBATCH_OUTPUT", "SBATCH_SIGNAL", "SBATCH_WAIT", "SCANCEL_STATE",
-                "SCONTROL_FEDERATION", "SINFO_PARTITION", "SLURM_BITSTR_LEN", "SLURM_CLUSTERS", "SQUEUE_NAMES", "SQUEUE_PARTITION", "SQUEUE_STATES"
+                "SCONTROL_FEDERATION", "SINFO_PARTITION", "SLURM_BITSTR_LEN", "SQUEUE_NAMES", "SQUEUE_PARTITION"
             ]
         );
+        // Those drover's own options undo go without a warning (review: every `drover status`
+        // warned about a `SQUEUE_FORMAT` from a dotfile).
+        assert_eq!(names(&removed, |w| *w == Removed::Reshaping), ["SINFO_SORT", "SQUEUE_FORMAT", "SQUEUE_STATES"]);
         // The sweep sets partition, memory (by node: a per-CPU request is the same family) and time.
         let swept: Vec<(String, Removed)> = removed.iter().filter(|(_, w)| matches!(w, Removed::SweepSets(_))).cloned().collect();
         assert_eq!(
@@ -779,10 +819,24 @@ mod tests {
         assert_eq!(gone, removed.iter().map(|(n, _)| n.clone()).collect::<BTreeSet<_>>(), "each is removed from the child's environment");
         // Without those options in the script, the user's defaults for them stay.
         let plain = scrub_environment(&mut Command::new("sbatch"), &["job-name"], present());
-        assert!(plain.iter().all(|(_, w)| *w == Removed::DroversOwn), "{plain:?}");
+        assert!(plain.iter().all(|(_, w)| matches!(w, Removed::DroversOwn | Removed::Reshaping)), "{plain:?}");
         for kept in ["SBATCH_ACCOUNT", "SBATCH_QOS", "SBATCH_EXPORT", "SLURM_CONF", "SBATCH_DEBUG", "HOME", "PATH", "SBATCH_PARTITION"] {
             assert!(!plain.iter().any(|(n, _)| n == kept), "{kept} is passed on");
         }
+    }
+
+    /// Review: drover stripped `SLURM_CLUSTERS`, so a sweep meant for the cluster a module
+    /// named went to the login node's own. A cluster variable with a value now refuses every
+    /// Slurm command, naming it; unset or empty, it is no cluster.
+    #[test]
+    fn a_cluster_variable_refuses_slurm_commands_instead_of_redirecting_them() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| move |name: &str| pairs.iter().find(|(n, _)| *n == name).map(|(_, v)| std::ffi::OsString::from(v));
+        assert_eq!(other_cluster_in(env(&[("SLURM_CONF", "/etc/slurm.conf")])), None);
+        assert_eq!(other_cluster_in(env(&[("SLURM_CLUSTERS", "")])), None, "empty is unset");
+        assert_eq!(other_cluster_in(env(&[("SBATCH_CLUSTERS", "gpu")])), Some(("SBATCH_CLUSTERS".to_string(), "gpu".to_string())));
+        let err = SlurmError::OtherCluster { name: "SLURM_CLUSTERS".into(), value: "gpu".into() }.to_string();
+        assert!(err.starts_with("`SLURM_CLUSTERS=gpu` in the environment sends Slurm's commands to another cluster") && err.contains("env -u SLURM_CLUSTERS"), "{err}");
+        assert_eq!(removed_variable("SLURM_CLUSTERS", &[]), None, "refused, not removed");
     }
 
     /// The output path sbatch is given is absolute, with the results path's own `%` doubled
