@@ -20,10 +20,18 @@ pub fn job_name(sweep: &str, root: &Path) -> (String, String) {
     recorded_job_name(root).unwrap_or_else(|| new_job_name(sweep, root))
 }
 
-/// `drover-<sweep>-<8 hex of the results path>`, for a sweep with no submission yet: two
-/// results directories never mix.
+/// `drover-<sweep>-<8 hex>`, for a sweep with no submission yet: a hash of the results path,
+/// the time and this process, so that two results directories never mix, not even a new
+/// sweep made at the path of one moved away (whose ledger keeps its own name: a dangling
+/// submission of it must not adopt the new sweep's array by its comment). The first intent
+/// records it, and [`job_name`] reads it back from then on.
 pub fn new_job_name(sweep: &str, root: &Path) -> (String, String) {
-    let digest = Sha256::digest(root.as_os_str().as_encoded_bytes());
+    let mut hasher = Sha256::new();
+    hasher.update(root.as_os_str().as_encoded_bytes());
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    hasher.update(now.as_nanos().to_le_bytes());
+    hasher.update(std::process::id().to_le_bytes());
+    let digest = hasher.finalize();
     let token: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
     (format!("drover-{sweep}-{token}"), token)
 }
@@ -98,8 +106,10 @@ mod tests {
         std::fs::write(root.join(SWEEP_JSON), serde_json::json!({"format_version": 1, "name": "s", "source": "s.toml", "runs": [], "created_at": "0"}).to_string())
             .expect("sweep.json");
         let fresh = new_job_name("s", &root);
-        assert_eq!(job_name("s", &root), fresh, "no ledger: a new name from the path");
-        assert_eq!(SweepDir::open(&root).expect("open").job_name, fresh.0);
+        assert!(fresh.0.starts_with("drover-s-") && fresh.1.len() == 8, "{fresh:?}");
+        // Review: a sweep made anew at the path of one moved away shared its name and comment
+        // token, so a dangling submission of the moved one could adopt the new one's array.
+        assert_ne!(new_job_name("s", &root), fresh, "not a function of the path alone");
 
         // Submitted from the other mount point: the name and comments carry that path's hash.
         let (there, token) = new_job_name("s", Path::new("/gpfs/fs1/home/u/results"));
