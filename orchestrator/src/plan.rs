@@ -496,7 +496,7 @@ fn refuse_parameters_without_their_table(
 ) -> Result<(), ConfigError> {
     for (name, _) in env {
         let Some(key) = name.strip_prefix("DROVER_").map(str::to_ascii_lowercase) else { continue };
-        if config::is_sweep_variable(&key) {
+        if config::is_sweep_variable(&key) || config::RUNTIME_VARIABLES.contains(&name.as_str()) {
             continue;
         }
         if let Some(desc) = described.values().find(|d| d.params.iter().any(|p| p.name == key)) {
@@ -761,6 +761,15 @@ mod tests {
         for fine in ["DROVER_PARAMS__GAMMA", "DROVER_PLUGIN_PATH", "DROVER_JOB_BIN"] {
             refuse_parameters_without_their_table(&env(fine), &described, Path::new("s.toml")).expect(fine);
         }
+        // Review: a plugin parameter named like a runtime variable (`simd`) made an exported
+        // `DROVER_SIMD` refuse every sweep of that plugin.
+        let mut with_simd = described.clone();
+        if let Some(desc) = with_simd.get_mut("ppo") {
+            let mut simd = desc.params[0].clone();
+            simd.name = "simd".into();
+            desc.params.push(simd);
+        }
+        refuse_parameters_without_their_table(&env("DROVER_SIMD"), &with_simd, Path::new("s.toml")).expect("the runtime's variable");
     }
 
     /// A value refused after loading (a count, an empty axis, a `[local]` setting) that came

@@ -29,6 +29,36 @@ const ENV_TOP_KEYS: &[&str] = &["name", "results_dir", "max_parallel", "backend"
 /// The tables a `DROVER_<TABLE>__<KEY>` variable sets a key of.
 const ENV_TABLES: [&str; 5] = ["run", "params", "sweep", "local", "slurm"];
 
+/// The runtime's own `DROVER_*` variables (ARCHITECTURE.md, "Environment variables"): read by
+/// drover, drover-job or the tests, never sweep settings, so a plugin parameter of the same name
+/// (`simd`) does not make them a `[params]` key written without its table.
+pub(crate) const RUNTIME_VARIABLES: &[&str] = &[
+    "DROVER_ALLREDUCE",
+    "DROVER_BENCH_AS",
+    "DROVER_BLESS_ABI_LAYOUT",
+    "DROVER_BUSY_WAIT_S",
+    "DROVER_CACHE_DIR",
+    "DROVER_CHAOS_SEED",
+    "DROVER_CROSS_DIGEST",
+    "DROVER_FAULT_KILL_RANK",
+    "DROVER_JOB_BIN",
+    "DROVER_JOB_LOCK_FD",
+    "DROVER_KERNEL_CACHE",
+    "DROVER_MIXED_ARCH_BUILDS",
+    "DROVER_MPIRUN",
+    "DROVER_NCCL_LIBRARY",
+    "DROVER_PLUGIN_DIR",
+    "DROVER_PLUGIN_PATH",
+    "DROVER_REQUIRE_GPU",
+    "DROVER_REQUIRE_NCCL",
+    "DROVER_SIGNALS_TEST_CHILD",
+    "DROVER_SIMD",
+    "DROVER_SLURM_GROUP_WAIT_S",
+    "DROVER_SLURM_OUTAGE_S",
+    "DROVER_SLURM_SKIP",
+    "DROVER_STAND_IN_PROBE",
+];
+
 /// Whether `key` (a `DROVER_*` name without the prefix, lowercased) configures the sweep: a
 /// top-level key, or `<table>__<key>` of one of `ENV_TABLES`. The others belong to the runtime.
 /// A table alone (`DROVER_PARAMS='{gamma = 0.9}'`) replaces it whole, as `--set 'params={..}'` does.
@@ -84,6 +114,9 @@ pub fn parse_set(raw: &str, file: &Path) -> Result<SetArg, ConfigError> {
     let value = match format!("v = {value}").parse::<toml::Table>() {
         // `1\nfoo = 2` parses as a table with a second key: one `--set` is one value.
         Ok(mut table) => match table.remove("v") {
+            // No setting is a date: `slurm.time=01:00:00` is the text typed, as the same value
+            // of a `DROVER_*` variable is (the quotes the refusal would ask for, the shell eats).
+            Some(toml::Value::Datetime(_)) if table.is_empty() => toml::Value::String(value.to_string()),
             Some(v) if table.is_empty() => v,
             _ => return Err(bad(key, format!("`{}` is not one TOML value", value.escape_debug()))),
         },
@@ -794,8 +827,7 @@ mod tests {
             let err = load_str(f, text, &[(name.to_string(), "1".to_string())], &[]).expect_err(name).to_string();
             assert_eq!(err, expected, "{name}");
         }
-        let runtime = ["DROVER_PLUGIN_PATH", "DROVER_JOB_BIN", "DROVER_ALLREDUCE", "DROVER_SIMD", "DROVER_CACHE_DIR", "DROVER_REQUIRE_GPU", "DROVER_REQUIRE_NCCL", "DROVER_NCCL_LIBRARY", "DROVER_SLURM_SKIP", "DROVER_KERNEL_CACHE", "DROVER_MPIRUN", "DROVER_PLUGIN_DIR", "DROVER_JOB_LOCK_FD", "DROVER_CHAOS_SEED", "DROVER_BUSY_WAIT_S", "DROVER_FAULT_KILL_RANK", "DROVER_BLESS_ABI_LAYOUT"];
-        let env: Vec<(String, String)> = runtime.iter().map(|n| (n.to_string(), "1".to_string())).collect();
+        let env: Vec<(String, String)> = RUNTIME_VARIABLES.iter().map(|n| (n.to_string(), "1".to_string())).collect();
         load_str(f, text, &env, &[]).expect("the runtime's variables are not sweep settings");
     }
 

@@ -121,7 +121,7 @@ pub use expand::RunSpec;
 pub use file::{Device, EnvKind, PathBases, ReferencePolicy, RunConfig, SeedsFile, SweepAxesFile, SweepFile};
 pub use ids::{canonical_json, ConfigId, RunId};
 pub use load::{environment, load, load_str, override_list, override_origin, parse_set, SetArg};
-pub(crate) use load::is_sweep_variable;
+pub(crate) use load::{is_sweep_variable, RUNTIME_VARIABLES};
 pub use plugin::PluginSearch;
 pub(crate) use plugin::{file_names_of_plugin, search_folder_problem};
 pub use sweep::{AxisKey, PluginRef, Sweep, MAX_RUNS};

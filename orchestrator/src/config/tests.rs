@@ -30,6 +30,17 @@ fn sweep(text: &str, env_pairs: &[(&str, &str)], sets: &[&str]) -> Result<Sweep,
 /// One bad-input case: what it shows, the sweep text, env vars, `--set` arguments, the expected message.
 type ErrorCase<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)], &'a [&'a str], &'a str);
 
+/// Review: `--set slurm.time=01:00:00` (Slurm's usual time format) was refused as a TOML time,
+/// with advice to quote it that the shell then strips, while `DROVER_SLURM__TIME=01:00:00` was
+/// read as the text. Both are the text typed; no setting is a date.
+#[test]
+fn a_time_given_by_set_or_variable_is_the_text_typed() {
+    let by_set = sweep(BASE, &[], &["slurm.time=01:00:00"]).expect("--set");
+    let by_env = sweep(BASE, &[("DROVER_SLURM__TIME", "01:00:00")], &[]).expect("variable");
+    assert_eq!(by_set.slurm.base.time.as_deref(), Some("01:00:00"));
+    assert_eq!(by_env.slurm.base.time, by_set.slurm.base.time);
+}
+
 #[test]
 fn errors_name_file_key_and_reason() {
     let cases: &[ErrorCase<'_>] = &[
@@ -511,7 +522,7 @@ fn issue12_bad_values_are_refused_with_their_key() {
         ("date in run", BASE.replace("[params]", "lr = 2024-01-01\n[params]"), &[], "key `run.lr`: wrong type: found a date, `2024-01-01`"),
         ("date in seeds", format!("{BASE}[sweep]\nseeds = [1, 2024-01-01T10:00:00Z]\n"), &[], "key `sweep.seeds[1]`: wrong type: found a date, `2024-01-01T10:00:00Z`"),
         ("date in a grid", format!("{BASE}[sweep.grid]\n\"params.t\" = [10:30:00]\n"), &[], "key `sweep.grid.params.t[0]`: wrong type: found a date, `10:30:00`"),
-        ("date from --set", BASE.into(), &["params.day=2024-01-01"], "key `params.day` (from `--set params.day=2024-01-01`): wrong type: found a date"),
+        ("date in a list from --set", BASE.into(), &["params.days=[2024-01-01]"], "key `params.days[0]` (from `--set params.days=[2024-01-01]`): wrong type: found a date"),
         // Review F13: wording.
         ("empty env", BASE.replace("env = \"CartPole-v1\"", "env = \"\""), &[], "key `run.env`: invalid value: must not be empty"),
         ("empty plugin", BASE.into(), &["run.plugin=''"], "key `run.plugin` (from `--set run.plugin=''`): invalid value: must not be empty"),
