@@ -456,7 +456,7 @@ fn refused_at(
 }
 
 /// What makes two configurations one training for the plugins that run them: the `[run]` table
-/// with the plugin named by its library (its SHA-256: `pf-ppo` and `pf_ppo` load one file), and
+/// with the plugin named by its library file (`pf-ppo` and `pf_ppo` resolve to one file), and
 /// the `[params]` (retyped) without the keys at their declared default. Run ids still hash the
 /// configuration as written, so that sweeps written before keep finding their runs; this form
 /// only tells when two of them are the same training (`refuse_the_same_training_twice`, and the
@@ -480,7 +480,9 @@ pub(crate) fn training_key(
         }
         let at_default: Vec<String> = keys_at_default(desc, &params).into_iter().map(str::to_string).collect();
         params.retain(|k, _| !at_default.contains(k));
-        let library = if desc.sha256.is_empty() { desc.name.replace('-', "_") } else { desc.sha256.clone() };
+        // The resolved file, not its bytes: `pf-ppo` and `pf_ppo` find one file, while two
+        // copies of a library at two paths are two plugins the user chose to name apart.
+        let library = if desc.path.as_os_str().is_empty() { desc.name.replace('-', "_") } else { desc.path.display().to_string() };
         run.insert("plugin".into(), serde_json::Value::String(library));
     }
     config::canonical_json(&serde_json::json!({"run": run, "params": params}))

@@ -147,7 +147,8 @@ fn parameters_are_checked_against_the_plugin_before_anything_starts() {
         ("[params]\ngamma = \"high\"\n", "key `params.gamma`: rejected by plugin `ppo` 0.1.0: expected float, got \"high\""),
         (
             "[sweep.grid]\n\"params.clip_coef\" = [0.1, -1.0]\n",
-            "key `params.clip_coef` (from the sweep axis value of run `params.clip_coef=-1.0`): rejected by plugin `ppo` 0.1.0: must be at least 0, got -1",
+            // The grid axis that brought the value (review F10), and the plugin's words with it.
+            "key `sweep.grid.params.clip_coef`: rejected by plugin `ppo` 0.1.0: must be at least 0, got -1",
         ),
     ];
     for (params, expected) in cases {
@@ -183,8 +184,7 @@ fn values_the_plugin_constructor_refuses_are_found_before_anything_starts() {
         (
             format!("{grpo}[sweep.grid]\n\"params.loss_agg_mode\" = [\"token-mean\", \"seq-mean\"]\n"),
             format!(
-                "key `params.loss_agg_mode` (from the sweep axis value of run `params.loss_agg_mode=seq-mean`): \
-                 rejected by plugin `grpo` 0.1.0: unknown aggregation mode `seq-mean` {modes}"
+                "key `sweep.grid.params.loss_agg_mode`: rejected by plugin `grpo` 0.1.0: unknown aggregation mode `seq-mean` {modes}"
             ),
         ),
         (
