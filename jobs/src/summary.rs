@@ -64,6 +64,12 @@ pub struct Summary {
     /// absent from older summaries, whose readers then fall back to `spec.json`'s `params`.
     #[serde(skip_serializing_if = "serde_json::Map::is_empty")]
     pub params: serde_json::Map<String, serde_json::Value>,
+    /// Where the run computed at the end (`cpu/avx512`, `cpu/avx2`, `cpu/neon`, `cpu/portable`
+    /// or `cuda`: `checkpoint::compute_of`): its bits repeat only at the same CPU level, and
+    /// `checkpoint.json`, which also records it, is removed when the run completes. Added
+    /// within format 1: absent from older summaries.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compute: Option<String>,
 }
 
 /// `given` (a run's `params` as its sweep set them) with the default of every parameter it

@@ -402,6 +402,7 @@ pub fn run(
         param_hash: format!("{param_hash:016x}"),
         plugin: record,
         params: crate::summary::resolved_params(&spec.params, info.params.iter().map(|p| (p.name.as_str(), p.default.as_str()))),
+        compute: Some(checkpoint::compute_of(engine.as_ref())),
     };
     fsio::write_json_atomic(&out_dir.join("summary.json"), &summary)?;
     checkpoint::remove(out_dir);

@@ -38,6 +38,8 @@ fn small_sweep_runs_resumes_and_analyzes() {
         assert_eq!(summary["iterations"], 16, "8192 steps / (4 envs x 128 steps)");
         assert_eq!(summary["plugin"]["name"], "ppo");
         assert_eq!(summary["plugin"]["sha256"].as_str().map(str::len), Some(64));
+        // Where it computed, since the bits repeat only at one CPU level (docs review A3).
+        assert!(summary["compute"].as_str().is_some_and(|c| c.starts_with("cpu/")), "{summary}");
         let jsonl = std::fs::read_to_string(run.join("metrics.jsonl")).expect("metrics.jsonl");
         let steps: Vec<i64> = jsonl
             .lines()
