@@ -211,7 +211,8 @@ pub fn return_stats(rows: &[MetricsRow], threshold: f64) -> (Option<f64>, Option
     let final_return = (!tail.is_empty()).then(|| {
         let mean = tail.iter().map(|(_, v)| v).sum::<f64>() / tail.len() as f64;
         // Finite returns near f64::MAX overflow the sum; scaled by 2^-128 (exact) they do not,
-        // as in the analysis.
+        // as in the analysis (`drover::analyze::stats::OVERFLOW_SCALE`, the same 2^-128: the
+        // crates share no dependency, so the constant is written in each).
         let scale = f64::from_bits((1023 - 128) << 52);
         if mean.is_finite() { mean } else { tail.iter().map(|(_, v)| v * scale).sum::<f64>() / tail.len() as f64 / scale }
     });

@@ -833,8 +833,6 @@ pub(crate) mod tests {
         assert_eq!(json["runs"][0]["slurm_reason"], "JobArrayTaskLimit");
     }
 
-    /// Requeues do not show in a run's state (a requeued run is running again): the text view
-    /// names each run's checkpointed stops, and sums them up under the header, only when nonzero.
     /// Review F4: runs of an earlier version of the sweep, left under `runs/` and out of
     /// `sweep.json`, were not mentioned at all, while `drover analyze` pointed at `status` for them.
     #[test]
@@ -854,6 +852,8 @@ pub(crate) mod tests {
         assert_eq!(serde_json::to_value(&report).expect("json")["other_run_dirs"], 2);
     }
 
+    /// Requeues do not show in a run's state (a requeued run is running again): the text view
+    /// names each run's checkpointed stops, and sums them up under the header, only when nonzero.
     #[test]
     fn the_text_status_shows_requeues_and_sigterm_stops_only_when_nonzero() {
         let run = |id: &str, state, time_limit_requeues, preemptions| RunStatus {

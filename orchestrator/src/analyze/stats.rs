@@ -84,6 +84,7 @@ pub fn auc(step: Expr, value: Expr) -> Expr {
 /// mean is finite; a statistic that overflows is computed again on the values scaled by this,
 /// then scaled back. Scaling by a power of two is exact, so the result is the one the plain sum
 /// would have given had it not overflowed, and a value that did not overflow is not touched.
+/// `jobs/src/summary.rs` scales `summary.json`'s final return by the same 2^-128.
 pub const OVERFLOW_SCALE: f64 = 1.0 / 340_282_366_920_938_463_463_374_607_431_768_211_456.0;
 
 /// `stat(x)`, or where that is not a finite number (an overflow) `stat(x · OVERFLOW_SCALE)`

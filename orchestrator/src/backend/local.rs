@@ -753,6 +753,11 @@ fn update_message(bar: &ProgressBar, running: &HashMap<usize, Running>, report: 
 
 #[cfg(test)]
 mod tests {
+    use super::{job_command, job_failure_reason, job_lock_text, record_exit, signal_reason, signal_reason_at, REPEAT_SIGNAL_WINDOW};
+    use crate::backend::{last_log_line, CancelReason, LaunchReport, PendingRun};
+    use std::os::unix::process::ExitStatusExt;
+    use std::time::{Duration, Instant};
+
     /// Review finding 5: a `DROVER_MPIRUN` that cannot start was reported as a missing
     /// `drover-job`; the launcher is named, and where it came from.
     #[test]
@@ -767,11 +772,6 @@ mod tests {
         let default = super::cannot_start(OsStr::new("mpirun"), job, None, &missing);
         assert!(default.starts_with("cannot start the multi-rank launcher `mpirun` (found on PATH"), "{default}");
     }
-
-    use super::{job_command, job_failure_reason, job_lock_text, record_exit, signal_reason, signal_reason_at, REPEAT_SIGNAL_WINDOW};
-    use crate::backend::{last_log_line, CancelReason, LaunchReport, PendingRun};
-    use std::os::unix::process::ExitStatusExt;
-    use std::time::{Duration, Instant};
 
     /// Review (crash consistency, item 2): a local run's `.job.lock` named only `pid N` (the job
     /// adopts the locked descriptor and writes nothing), so `drover status` on another machine

@@ -714,11 +714,9 @@ fn convert_figment_error(file: &Path, figment: &Figment, e: figment::Error) -> C
     if key_path == ["sweep", "seeds"] {
         let count = figment.find_value("sweep.seeds").ok().and_then(|v| v.to_i128().or_else(|| v.to_u128().and_then(|n| i128::try_from(n).ok()))).and_then(|n| u64::try_from(n).ok());
         if let (Some(n), ConfigErrorKind::WrongType(why)) = (count.filter(|n| *n > 0), &kind) {
-            {
-                let list: Vec<String> = (1..=n.min(3)).map(|i| i.to_string()).collect();
-                let list = if n > 3 { format!("[{}, ..., {n}]", list.join(", ")) } else { format!("[{}]", list.join(", ")) };
-                kind = ConfigErrorKind::WrongType(format!("{why} (for {n} seeds: `{{ count = {n} }}`, seeds 0 to {}, or `{list}`)", n.saturating_sub(1)));
-            }
+            let list: Vec<String> = (1..=n.min(3)).map(|i| i.to_string()).collect();
+            let list = if n > 3 { format!("[{}, ..., {n}]", list.join(", ")) } else { format!("[{}]", list.join(", ")) };
+            kind = ConfigErrorKind::WrongType(format!("{why} (for {n} seeds: `{{ count = {n} }}`, seeds 0 to {}, or `{list}`)", n.saturating_sub(1)));
         }
     }
     let key = if key_path.is_empty() { None } else { Some(key_text(&key_path, |top| figment.find_value(top).ok())) };

@@ -118,8 +118,9 @@ impl<'a> Waiter<'a> {
         }
     }
 
-    /// Polls until every run has ended (or a stop signal ends the waiting): each poll does at
-    /// most one of the steps that submit or cancel, then looks at the queue again.
+    /// Polls until every run has ended (or a stop signal ends the waiting). A poll that stops
+    /// the sweep, submits held-back runs or resubmits failed ones looks at the queue again at
+    /// once rather than settling on what it saw before.
     pub(super) fn wait(mut self) -> Result<SlurmReport, RunError> {
         loop {
             let t0 = Instant::now();
@@ -171,7 +172,9 @@ impl<'a> Waiter<'a> {
         self.report
     }
 
-    /// Sleeps in `step`s until `wait` has passed since `t0`: `true` when a stop signal came.
+    /// Sleeps in `step`s until `wait` has passed since `t0`: `true` when a stop signal came,
+    /// checked once more after the last sleep (the loop this came from went on to a whole poll
+    /// after the outage back-off, submitting after a Ctrl-C of its last 50 ms).
     fn stopped_within(&self, t0: Instant, wait: Duration, step: Duration) -> bool {
         while t0.elapsed() < wait {
             if self.stop.load(Ordering::Relaxed) {

@@ -375,6 +375,7 @@ pub fn throttle_warning(plan: &Plan) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::slurm::test_support::sweep_plan;
 
     /// Review finding 11: exports(5) quotes a path with spaces or escapes them in octal; both
     /// are exports, as are plain ones, and comments are not.
@@ -408,7 +409,6 @@ mod tests {
         let odd = tmp.path().join(std::ffi::OsStr::from_bytes(b"np\xff"));
         assert!(results_path_problem(&odd).expect("refused").contains("not valid UTF-8"));
     }
-    use crate::backend::slurm::test_support::sweep_plan;
 
     /// A sweep of more than 500 runs without a throttle is warned about, naming the file; a
     /// throttle, `max_parallel` or a smaller sweep is not. So are threads beyond a task's CPUs
