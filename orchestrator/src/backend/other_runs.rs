@@ -9,7 +9,8 @@ use std::path::Path;
 
 use crate::config::RunId;
 use crate::layout::{self, JobSpec, SPEC_JSON};
-use crate::plan::{training_key, Plan};
+use crate::plan::Plan;
+use crate::plugin_cmd::training_key;
 use crate::plugin_cmd::PluginDescription;
 
 /// One run directory under `runs/` that is not a run of the plan.
@@ -22,7 +23,7 @@ pub struct OtherRun {
     /// Whether it completed (its markers check out as `drover run` judges them).
     pub completed: bool,
     /// The run of this plan that trains the same (same seed, same training once the plugin's
-    /// declared parameters apply: `plan::training_key`), written another way, if one does.
+    /// declared parameters apply: `plugin_cmd::training_key`), written another way, if one does.
     pub same_as: Option<String>,
 }
 

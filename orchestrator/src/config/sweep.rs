@@ -500,7 +500,7 @@ pub(crate) fn canonical_run_table(run: &Map<String, Value>) -> Option<Map<String
 /// is dropped, so it gives the id of leaving the key out; `config::tests::
 /// every_spelled_out_default_keeps_the_id` tries each one. `expert_per_group = 0` is not among
 /// them: ids hashed it as written before it could be, and dropping it now would give the runs of
-/// sweeps that wrote it new ids; `plan::training_key` tells it from absent instead, so two cases
+/// sweeps that wrote it new ids; `plugin_cmd::training_key` tells it from absent instead, so two cases
 /// differing only by it are refused as one training.
 fn drop_spelled_out_defaults(typed: &mut RunConfig) {
     if typed.reference_policy == Some(ReferencePolicy::None) {
