@@ -179,6 +179,15 @@ pub fn script_options(script: &str) -> Vec<&'static str> {
     set
 }
 
+/// The sbatch options of drover's batch script (`slurm_template.sbatch`) and of its own
+/// `sbatch` call (long names: `sbatch_options` reads the short and abbreviated spellings),
+/// which `extra` may not give. `clusters`: another cluster's queue is one drover's `squeue`
+/// never reads; `wait`: sbatch would wait for the array to end, past drover's timeout.
+/// `slurm_cmd` runs sbatch without the input variables of these, and `slurm_config` refuses
+/// them in `slurm.extra`: one list for both.
+pub const DROVERS_OWN: [&str; 14] =
+    ["clusters", "job-name", "comment", "array", "output", "error", "open-mode", "requeue", "no-requeue", "signal", "dependency", "chdir", "parsable", "wait"];
+
 /// sbatch's input variables that set an option (22.05's INPUT ENVIRONMENT VARIABLES), with
 /// the options each stands for. The memory and GPU-count ones are listed with every option of
 /// their family: given beside the script's `--mem`, an `SBATCH_MEM_PER_CPU` would replace the

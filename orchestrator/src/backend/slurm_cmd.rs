@@ -439,20 +439,6 @@ pub enum Removed {
     SweepSets(&'static str),
 }
 
-/// The sbatch variables of options drover sets on every array for its own bookkeeping (name,
-/// array, logs, requeue, signal) or that would make sbatch wait for the job to end.
-const DROVERS_SBATCH_VARIABLES: &[&str] = &[
-    "SBATCH_JOB_NAME",
-    "SBATCH_ARRAY_INX",
-    "SBATCH_OUTPUT",
-    "SBATCH_ERROR",
-    "SBATCH_OPEN_MODE",
-    "SBATCH_REQUEUE",
-    "SBATCH_NO_REQUEUE",
-    "SBATCH_SIGNAL",
-    "SBATCH_WAIT",
-];
-
 /// Why drover's Slurm calls run without the variable `name` ([`Removed`]), or `None` when it
 /// is passed on; `script_options` are the options the batch script sets (sbatch only).
 /// The rule (docs/design/slurm.md, "Slurm's input variables"): Slurm ranks `SBATCH_*` above
@@ -469,14 +455,23 @@ const DROVERS_SBATCH_VARIABLES: &[&str] = &[
 /// The cluster variables ([`CLUSTER_VARIABLES`]) are not removed: drover refuses to run Slurm's
 /// commands while one is set.
 pub fn removed_variable(name: &str, script_options: &[&str]) -> Option<Removed> {
+    if CLUSTER_VARIABLES.contains(&name) {
+        return None;
+    }
     if RESHAPING_VARIABLES.contains(&name) {
         return Some(Removed::Reshaping);
     }
     let query = ["SQUEUE_", "SCANCEL_", "SCONTROL_", "SINFO_"].iter().any(|p| name.starts_with(p));
-    if query || name == "SLURM_BITSTR_LEN" || DROVERS_SBATCH_VARIABLES.contains(&name) {
+    if query || name == "SLURM_BITSTR_LEN" {
         return Some(Removed::DroversOwn);
     }
     let (_, options) = crate::backend::sbatch_options::OPTION_VARIABLES.iter().find(|(var, _)| *var == name)?;
+    // The variables of the options drover sets for its own bookkeeping (name, array, logs,
+    // requeue, signal, dependency) or that would make sbatch wait for the job to end: the same
+    // list `slurm.extra` is refused by.
+    if options.iter().any(|o| crate::backend::sbatch_options::DROVERS_OWN.contains(o)) {
+        return Some(Removed::DroversOwn);
+    }
     options.iter().find(|o| script_options.contains(o)).map(|o| Removed::SweepSets(o))
 }
 

@@ -510,7 +510,7 @@ fn check_extra(key: &str, value: &str) -> Result<(), KeyError> {
                     format!("`{value}`: drover sets `--dependency` itself (to share the throttle between a sweep's arrays); give your own as `slurm.after` (for example `after = \"afterok:4242\"`), which it keeps beside its own"),
                 ))
             }
-            Named::Option(long) if DROVER_SBATCH_OPTIONS.contains(&long) => {
+            Named::Option(long) if crate::backend::sbatch_options::DROVERS_OWN.contains(&long) => {
                 return Err(invalid(
                     key,
                     format!("`{value}`: `--{long}` is drover's to set (it finds, maps and requeues its jobs by their name, comment, array, logs and signal, in one cluster's queue); leave it out of `extra`"),
@@ -532,12 +532,6 @@ fn check_extra(key: &str, value: &str) -> Result<(), KeyError> {
     Ok(())
 }
 
-/// The sbatch options of drover's batch script (`slurm_template.sbatch`) and of its own
-/// `sbatch` call (long names: `sbatch_options` reads the short and abbreviated spellings),
-/// which `extra` may not give. `clusters`: another cluster's queue is one drover's `squeue`
-/// never reads; `wait`: sbatch would wait for the array to end, past drover's timeout.
-const DROVER_SBATCH_OPTIONS: [&str; 14] =
-    ["clusters", "job-name", "comment", "array", "output", "error", "open-mode", "requeue", "no-requeue", "signal", "dependency", "chdir", "parsable", "wait"];
 
 /// `slurm.mpi`: a plugin type as `srun --mpi=list` prints it (`pmix`, `pmix_v4`, `pmi2`,
 /// `cray_shasta`, `none`), written into the batch script as `--mpi=<type>`, so only letters,
