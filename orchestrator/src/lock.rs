@@ -11,6 +11,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 /// Name of the lock file inside a results directory.
@@ -71,7 +72,7 @@ pub fn acquire(dir: &Path, command: &str) -> Result<RunLock, LockError> {
     let path = dir.join(LOCK_FILE);
     let io = |source| LockError::Io { path: path.clone(), source };
     std::fs::create_dir_all(dir).map_err(|source| LockError::CreateDir { dir: dir.to_path_buf(), source })?;
-    let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(io)?;
+    let mut file = open_lock_file(&path, true).map_err(io)?;
     // SAFETY: flock on a descriptor this function owns; no memory is passed.
     if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
         let err = std::io::Error::last_os_error();
@@ -98,6 +99,71 @@ pub fn acquire(dir: &Path, command: &str) -> Result<RunLock, LockError> {
     Ok(RunLock { _file: file, path })
 }
 
+/// Opens the lock file `path` for reading and writing (created when `create`), the one way
+/// drover opens a lock file of a results directory: never through a symbolic link
+/// (`O_NOFOLLOW`) and only a regular file. Whoever can write a results directory could plant a
+/// link there to a file of the owner's, which drover would truncate and overwrite with its
+/// holder text, or a FIFO, whose read would hang `drover status`; both are errors naming the
+/// file ([`open_regular`]).
+pub fn open_lock_file(path: &Path, create: bool) -> std::io::Result<File> {
+    open_regular(path, OpenOptions::new().read(true).write(true).create(create).truncate(false))
+}
+
+/// Opens `path` with `options` plus `O_NOFOLLOW` and `O_NONBLOCK` (so a FIFO never blocks the
+/// open), then refuses anything but a regular file. Errors name the file and say why: a
+/// symbolic link (`ELOOP` under `O_NOFOLLOW`), a FIFO, socket or device. `O_NONBLOCK` does
+/// nothing to reads and writes of a regular file.
+pub fn open_regular(path: &Path, options: &mut OpenOptions) -> std::io::Result<File> {
+    let file = options.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path).map_err(|e| not_regular(path, e))?;
+    let meta = file.metadata()?;
+    if !meta.file_type().is_file() {
+        return Err(not_regular_error(path, &meta.file_type()));
+    }
+    Ok(file)
+}
+
+/// The error of an open of `path` that failed with `err`: worded for a symbolic link or a file
+/// that is not regular (a write-only open of a FIFO fails with `ENXIO`), else `err` itself.
+fn not_regular(path: &Path, err: std::io::Error) -> std::io::Error {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_symlink() => std::io::Error::other(format!(
+            "`{}` is a symbolic link; drover does not write through links in a results directory (remove it)",
+            path.display()
+        )),
+        Ok(meta) if !meta.file_type().is_file() && !meta.file_type().is_dir() => not_regular_error(path, &meta.file_type()),
+        _ => err,
+    }
+}
+
+fn not_regular_error(path: &Path, kind: &std::fs::FileType) -> std::io::Error {
+    let what = if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_socket() {
+        "a socket"
+    } else if kind.is_dir() {
+        "a directory"
+    } else {
+        "a device or other special file"
+    };
+    std::io::Error::other(format!(
+        "`{}` is not a regular file but {what}; drover only uses regular files there (remove it)",
+        path.display()
+    ))
+}
+
+/// Refuses a file drover is about to truncate that has other hard links: a link planted to a
+/// file elsewhere would be clobbered through it (a temporary file is never linked otherwise).
+pub fn refuse_hard_links(path: &Path, file: &File) -> std::io::Result<()> {
+    let links = file.metadata()?.nlink();
+    if links > 1 {
+        return Err(std::io::Error::other(format!(
+            "`{}` has other hard links ({links} names); drover does not write through links in a results directory (remove it)",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
 /// Whether `flock` failed because the filesystem does not do locks at all (Lustre mounted
 /// `noflock`, NFS mounted `nolock`: `ENOSYS`, `ENOLCK`, `EOPNOTSUPP`), rather than because the
 /// lock is taken.
@@ -118,7 +184,7 @@ pub struct BriefLock {
 /// that keeps it past `patience` (stopped in a debugger), the caller goes on unlocked with a
 /// warning where that could matter.
 pub fn brief_exclusive(path: &Path, patience: std::time::Duration) -> Option<BriefLock> {
-    let file = match OpenOptions::new().write(true).create(true).truncate(false).open(path) {
+    let file = match open_regular(path, OpenOptions::new().write(true).create(true).truncate(false)) {
         Ok(file) => file,
         Err(e) => {
             tracing::debug!("cannot open the lock file `{}` ({e}); going on unlocked", path.display());
@@ -200,7 +266,8 @@ pub struct Holder {
 /// whose processes this one cannot see. `None` when the file is missing or its process has
 /// ended (the kernel released the lock; the text stays behind).
 pub fn live_holder(path: &Path) -> Option<Holder> {
-    let text = std::fs::read_to_string(path).ok()?;
+    let mut text = String::new();
+    open_regular(path, OpenOptions::new().read(true)).ok()?.read_to_string(&mut text).ok()?;
     let lines = HolderLines::parse(&text)?;
     let pid = lines.pid;
     let description = text.lines().collect::<Vec<_>>().join(", ");
@@ -337,6 +404,39 @@ mod tests {
         std::fs::write(&path, "pid 1\nhost some-other-node\n").expect("write");
         let elsewhere = live_holder(&path).expect("another host cannot be checked");
         assert_eq!((elsewhere.this_host, elsewhere.description.as_str()), (false, "pid 1, host some-other-node"));
+    }
+
+    /// Security review F1: `.drover.lock` was opened through a symbolic link and truncated, so a
+    /// link planted in a results directory clobbered any file the owner could write; a FIFO in
+    /// its place made `drover status` hang reading it. Both are refused now, naming the file.
+    #[test]
+    fn a_planted_link_or_fifo_at_the_lock_is_refused_not_written_through() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let canary = tmp.path().join("canary.txt");
+        std::fs::write(&canary, b"precious").expect("canary");
+        let dir = tmp.path().join("results");
+        std::fs::create_dir(&dir).expect("results");
+        std::os::unix::fs::symlink(&canary, dir.join(LOCK_FILE)).expect("link");
+        let err = acquire(&dir, "drover run s.toml").expect_err("a link is refused");
+        let chain = format!("{err}: {}", std::error::Error::source(&err).map(ToString::to_string).unwrap_or_default());
+        assert!(chain.contains("is a symbolic link; drover does not write through links in a results directory"), "{chain}");
+        assert!(chain.contains(&dir.join(LOCK_FILE).display().to_string()), "{chain}");
+        assert_eq!(std::fs::read(&canary).expect("read"), b"precious", "nothing written through the link");
+        assert_eq!(live_holder(&dir.join(LOCK_FILE)), None);
+
+        std::fs::remove_file(dir.join(LOCK_FILE)).expect("unlink");
+        let fifo = std::ffi::CString::new(dir.join(LOCK_FILE).into_os_string().into_encoded_bytes()).expect("path");
+        // SAFETY: mkfifo reads the NUL-terminated path only.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        let err = acquire(&dir, "drover run s.toml").expect_err("a FIFO is refused");
+        let chain = format!("{err}: {}", std::error::Error::source(&err).map(ToString::to_string).unwrap_or_default());
+        assert!(chain.contains("is not a regular file"), "{chain}");
+        // Read on a thread: before the fix this open blocked for ever.
+        let path = dir.join(LOCK_FILE);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(live_holder(&path)));
+        let read = rx.recv_timeout(std::time::Duration::from_secs(5)).expect("`status` must not hang on a FIFO");
+        assert_eq!(read, None);
     }
 
     #[test]

@@ -55,7 +55,7 @@ impl JobLock {
 /// another process holds it (a job is still running there, or ranks of one whose launcher died).
 pub fn try_lock(dir: &Path) -> std::io::Result<Option<JobLock>> {
     let path = dir.join(JOB_LOCK_FILE);
-    let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path)?;
+    let file = crate::lock::open_lock_file(&path, true)?;
     if !flock_free(&file, &path)? {
         return Ok(None);
     }
@@ -107,7 +107,7 @@ pub fn is_lock_file(name: &std::ffi::OsStr) -> bool {
 /// `.ranks.lock`, opened for a lock of our own, if the run directory has one (only multi-rank
 /// jobs create it; the orchestrator never does).
 fn open_ranks_lock(dir: &Path) -> std::io::Result<Option<File>> {
-    match File::open(dir.join(RANKS_LOCK_FILE)) {
+    match crate::lock::open_regular(&dir.join(RANKS_LOCK_FILE), OpenOptions::new().read(true)) {
         Ok(file) => Ok(Some(file)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
@@ -137,7 +137,7 @@ fn flock_free(file: &File, path: &Path) -> std::io::Result<bool> {
 /// What the holder of `dir`'s lock wrote about itself ("pid 123"), for messages.
 pub fn holder(dir: &Path) -> String {
     let mut text = String::new();
-    if let Ok(mut f) = File::open(dir.join(JOB_LOCK_FILE)) {
+    if let Ok(mut f) = crate::lock::open_regular(&dir.join(JOB_LOCK_FILE), OpenOptions::new().read(true)) {
         let _ = f.read_to_string(&mut text);
     }
     let text = text.lines().collect::<Vec<_>>().join(", ");
@@ -163,6 +163,26 @@ mod tests {
         assert_eq!(holder(tmp.path()), "pid 42");
         drop(first);
         assert!(try_lock(tmp.path()).unwrap().is_some(), "released on drop");
+    }
+
+    /// Security review F1: `.job.lock` (and `.ranks.lock`) were opened through a planted
+    /// symbolic link and truncated; now the link is an error naming the file.
+    #[test]
+    fn a_planted_link_at_a_run_lock_is_refused_not_written_through() {
+        let tmp = tempfile::tempdir().unwrap();
+        let canary = tmp.path().join("canary.txt");
+        std::fs::write(&canary, b"precious").unwrap();
+        let run = tmp.path().join("run");
+        std::fs::create_dir(&run).unwrap();
+        std::os::unix::fs::symlink(&canary, run.join(JOB_LOCK_FILE)).unwrap();
+        let err = try_lock(&run).map(|l| l.is_some()).expect_err("a link is refused").to_string();
+        assert!(err.contains("is a symbolic link; drover does not write through links in a results directory"), "{err}");
+        assert!(err.contains(JOB_LOCK_FILE), "{err}");
+        std::fs::remove_file(run.join(JOB_LOCK_FILE)).unwrap();
+        std::os::unix::fs::symlink(&canary, run.join(RANKS_LOCK_FILE)).unwrap();
+        let err = try_lock(&run).map(|l| l.is_some()).expect_err("a link is refused").to_string();
+        assert!(err.contains("is a symbolic link") && err.contains(RANKS_LOCK_FILE), "{err}");
+        assert_eq!(std::fs::read(&canary).unwrap(), b"precious");
     }
 
     /// Review D1 (multi-rank runs): ranks that outlive their launcher hold `.ranks.lock`
