@@ -262,21 +262,61 @@ pub struct Holder {
 
 /// Who holds the lock file `path`, read without taking it (taking it, even for a moment, could
 /// make a `drover run` starting at that instant refuse its results or a run): the holder when
-/// its `pid` line names a live drover process on this host, or when it names another host,
-/// whose processes this one cannot see. `None` when the file is missing or its process has
-/// ended (the kernel released the lock; the text stays behind).
+/// its `pid` line names a live drover process on this host that holds the lock, or when it
+/// names another host, whose processes this one cannot see. `None` when the file is missing or
+/// not a regular file, or its process has ended (the kernel released the lock; the text stays
+/// behind).
+///
+/// A pid read from the text is trusted only as far as it can be checked, because `drover
+/// cancel` signals it and a stale text outlives every run: the kernel's `/proc/locks` must
+/// list an `flock` on this very file (its inode; device numbers can differ there on overlay
+/// filesystems) by that pid, or by the `drover run` that took a job's lock and handed it down
+/// (`started by drover run pid P`: the kernel records who took a lock, not who inherited it);
+/// the process must be the caller's (unless the caller is root) and name drover in its
+/// command line. Without a readable `/proc/locks` only the last two checks are made.
 pub fn live_holder(path: &Path) -> Option<Holder> {
+    // SAFETY: geteuid has no preconditions.
+    live_holder_as(path, unsafe { libc::geteuid() })
+}
+
+/// [`live_holder`] as the user `caller_uid` sees it.
+fn live_holder_as(path: &Path, caller_uid: u32) -> Option<Holder> {
+    let mut file = open_regular(path, OpenOptions::new().read(true)).ok()?;
     let mut text = String::new();
-    open_regular(path, OpenOptions::new().read(true)).ok()?.read_to_string(&mut text).ok()?;
+    file.read_to_string(&mut text).ok()?;
     let lines = HolderLines::parse(&text)?;
     let pid = lines.pid;
     let description = text.lines().collect::<Vec<_>>().join(", ");
     if !lines.on_this_host() {
         return Some(Holder { pid, this_host: false, description });
     }
+    if let Ok(locks) = std::fs::read_to_string("/proc/locks") {
+        let holders = flock_pids(&locks, file.metadata().ok()?.ino());
+        let launcher = text.lines().find_map(|l| l.strip_prefix("started by drover run pid ")).and_then(|p| p.trim().parse().ok());
+        if !holders.iter().any(|&h| h == pid || Some(h) == launcher) {
+            return None;
+        }
+    }
+    if caller_uid != 0 && std::fs::metadata(format!("/proc/{pid}")).ok()?.uid() != caller_uid {
+        return None;
+    }
     // A pid is reused once its process is gone; the command line tells a drover process apart.
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
     String::from_utf8_lossy(&cmdline).contains("drover").then_some(Holder { pid, this_host: true, description })
+}
+
+/// The pids that hold an `flock` on the inode `ino` in the text of `/proc/locks`
+/// (`1: FLOCK  ADVISORY  WRITE <pid> <major>:<minor>:<inode> 0 EOF`); waiters (`->`) hold nothing.
+fn flock_pids(locks: &str, ino: u64) -> Vec<u32> {
+    locks
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (kind, pid, file) = (fields.get(1)?, fields.get(4)?, fields.get(5)?);
+            let on_ino = file.rsplit(':').next()?.parse::<u64>().ok()? == ino;
+            (*kind == "FLOCK" && on_ino).then(|| pid.parse().ok()).flatten()
+        })
+        .collect()
 }
 
 /// `2026-11-29 06:40:12 UTC` for unix seconds `secs` (the proleptic Gregorian calendar, by
@@ -322,7 +362,7 @@ fn hostname() -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     /// Review finding (research): `--results /proc/xx` printed the OS error twice (in the
     /// message and again as its source). A directory that cannot be created has its own error,
     /// and each message leaves the OS error to the chain.
@@ -388,13 +428,15 @@ mod tests {
         let tmp = tempfile::tempdir().expect("tempdir");
         let path = tmp.path().join(LOCK_FILE);
         assert_eq!(live_holder(&path), None, "no file");
-        // This test process is a live process whose command line names drover (`drover-...`).
+        // This test process holds the lock, and its command line names drover (`drover-...`).
         let me = std::process::id();
-        std::fs::write(&path, format!("pid {me}\nhost {}\ncommand drover run a.toml\n", hostname())).expect("write");
+        let held = acquire(tmp.path(), "drover run a.toml").expect("lock");
         let holder = live_holder(&path).expect("held by a live drover process");
         assert_eq!((holder.pid, holder.this_host), (me, true));
         let text = holder.description;
         assert!(text.starts_with(&format!("pid {me}, host ")) && text.ends_with("command drover run a.toml"), "{text}");
+        drop(held);
+        assert_eq!(live_holder(&path), None, "a released lock leaves its text behind, naming a live process");
         // A pid that is not running (pid_max is below 2^22 on Linux).
         std::fs::write(&path, format!("pid {}\nhost {}\n", 1 << 23, hostname())).expect("write");
         assert_eq!(live_holder(&path), None, "an ended holder leaves its text behind");
@@ -404,6 +446,50 @@ mod tests {
         std::fs::write(&path, "pid 1\nhost some-other-node\n").expect("write");
         let elsewhere = live_holder(&path).expect("another host cannot be checked");
         assert_eq!((elsewhere.this_host, elsewhere.description.as_str()), (false, "pid 1, host some-other-node"));
+    }
+
+    /// A live process that has nothing to do with the lock but whose command line says
+    /// "drover" (what a reused pid looks like), started in a process group of its own.
+    pub(crate) fn unrelated_drover_process() -> std::process::Child {
+        use std::os::unix::process::CommandExt;
+        std::process::Command::new("sh").args(["-c", "sleep 30", "drover-stale"]).process_group(0).spawn().expect("sh")
+    }
+
+    /// Security review F2: a stale `.drover.lock` (left by every `drover run`) whose pid was
+    /// reused by another of the user's processes mentioning "drover" was taken for the holder:
+    /// `status` said "running locally" and `cancel` SIGTERMed that process. The pid must now
+    /// hold the lock (`/proc/locks`), and its process belong to the caller.
+    #[test]
+    fn a_stale_lock_naming_a_live_unrelated_process_has_no_holder() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let path = tmp.path().join(LOCK_FILE);
+        let mut other = unrelated_drover_process();
+        std::fs::write(&path, holder_text(other.id(), &["command drover run a.toml".into()])).expect("write");
+        let found = live_holder(&path);
+        let _ = other.kill();
+        let _ = other.wait();
+        assert_eq!(found, None, "not holding the lock, so not the holder");
+
+        // A real holder whose process belongs to another user is not this caller's to report.
+        let _held = acquire(tmp.path(), "drover run a.toml").expect("lock");
+        assert!(live_holder(&path).is_some());
+        let owner = std::fs::metadata(format!("/proc/{}", std::process::id())).expect("proc").uid();
+        assert!(live_holder_as(&path, owner).is_some());
+        assert_eq!(live_holder_as(&path, owner + 1), None, "another user's process");
+        assert!(live_holder_as(&path, 0).is_some(), "root may see everyone's");
+    }
+
+    #[test]
+    fn proc_locks_lines_give_the_pids_holding_an_inode() {
+        let text = "1: FLOCK  ADVISORY  WRITE 14265 fe:00:10011307 0 EOF\n\
+                    2: FLOCK  ADVISORY  READ 13970 00:2f:10011307 0 EOF\n\
+                    2: -> FLOCK  ADVISORY  WRITE 777 fe:00:10011307 0 EOF\n\
+                    3: POSIX  ADVISORY  WRITE 888 fe:00:10011307 0 EOF\n\
+                    4: FLOCK  ADVISORY  WRITE 999 fe:00:5 0 EOF\n\
+                    garbage\n";
+        assert_eq!(flock_pids(text, 10_011_307), [14265, 13970], "any device; not a waiter, not a POSIX lock");
+        assert_eq!(flock_pids(text, 5), [999]);
+        assert!(flock_pids(text, 6).is_empty());
     }
 
     /// Security review F1: `.drover.lock` was opened through a symbolic link and truncated, so a

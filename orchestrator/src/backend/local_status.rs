@@ -305,4 +305,30 @@ pub(crate) mod tests {
         let reason = run.reason.clone().unwrap_or_default();
         assert!(reason.contains(".ranks.lock") && reason.contains("unknown"), "{reason}");
     }
+
+    /// Security review F2: `drover cancel` SIGTERMed whatever process had the pid of a stale
+    /// `.drover.lock` if its command line mentioned drover, and `status` called the sweep
+    /// running; a pid that does not hold the lock is neither signalled nor reported now.
+    #[test]
+    fn cancel_and_status_leave_a_live_process_named_by_a_stale_lock_alone() {
+        let tmp = tempfile::tempdir().unwrap();
+        let run_id = "0123456789abcdef";
+        sweep_of(tmp.path(), &[run_id]);
+        let run_dir = tmp.path().join("runs").join(run_id);
+        std::fs::create_dir_all(&run_dir).unwrap();
+        std::fs::write(run_dir.join("attempt-1.stderr.log"), "").unwrap();
+        let mut other = crate::lock::tests::unrelated_drover_process();
+        let text = crate::lock::holder_text(other.id(), &["command drover run s.toml".into()]);
+        std::fs::write(tmp.path().join(crate::lock::LOCK_FILE), &text).unwrap();
+        std::fs::write(run_dir.join(crate::backend::job_lock::JOB_LOCK_FILE), &text).unwrap();
+        let report = status(&SweepDir::open(tmp.path()).unwrap());
+        let cancelled = cancel(tmp.path(), Duration::from_millis(300));
+        let alive = other.try_wait().unwrap().is_none();
+        let _ = other.kill();
+        let _ = other.wait();
+        assert!(alive, "the unrelated process was signalled");
+        assert!(matches!(cancelled, Ok(LocalCancel::NothingRunning)), "{cancelled:?}");
+        assert_eq!(report.driver, None, "not running");
+        assert_eq!(report.runs[0].state, RunState::Unfinished, "{:?}", report.runs[0]);
+    }
 }
