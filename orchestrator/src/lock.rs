@@ -41,6 +41,14 @@ pub enum LockError {
         #[source]
         source: std::io::Error,
     },
+    /// The results directory, or its `runs/` or `slurm/` folder, belongs to another user.
+    #[error("{why}")]
+    NotOwned {
+        /// The folder another user owns.
+        path: PathBuf,
+        /// Whose it is and why that is refused, one sentence.
+        why: String,
+    },
     /// The lock file could not be created, locked or written.
     #[error("cannot lock `{}`", path.display())]
     Io {
@@ -68,10 +76,30 @@ impl RunLock {
 
 /// Takes the lock of the results directory `dir` (created if missing), describing the holder
 /// as `command`; refuses at once, without waiting, when another process holds it.
+///
+/// First, before anything is written: a results directory (or its `runs/` or `slurm/`) that
+/// another user owns is refused ([`LockError::NotOwned`]), and one that every user can write
+/// is warned about ([`writable_by_others`]), once.
 pub fn acquire(dir: &Path, command: &str) -> Result<RunLock, LockError> {
+    // SAFETY: geteuid has no preconditions.
+    acquire_as(dir, command, unsafe { libc::geteuid() })
+}
+
+/// [`acquire`] for the user `euid`.
+fn acquire_as(dir: &Path, command: &str, euid: u32) -> Result<RunLock, LockError> {
     let path = dir.join(LOCK_FILE);
     let io = |source| LockError::Io { path: path.clone(), source };
+    if let Some((owned, why)) = owner_problem(dir, euid) {
+        return Err(LockError::NotOwned { path: owned, why });
+    }
     std::fs::create_dir_all(dir).map_err(|source| LockError::CreateDir { dir: dir.to_path_buf(), source })?;
+    let open = writable_by_others(dir);
+    if !open.is_empty() {
+        let named = open.iter().map(|(p, mode)| format!("`{}` (mode {:o})", p.display(), mode & 0o7777)).collect::<Vec<_>>().join(", ");
+        tracing::warn!(
+            "{named} can be written by every user: another user could replace the results directory or files in it, and with them the plugin library your jobs load; remove that permission (`chmod o-w`) or use a results directory elsewhere"
+        );
+    }
     let mut file = open_lock_file(&path, true).map_err(io)?;
     // SAFETY: flock on a descriptor this function owns; no memory is passed.
     if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
@@ -97,6 +125,69 @@ pub fn acquire(dir: &Path, command: &str) -> Result<RunLock, LockError> {
     let text = holder_text(std::process::id(), &[format!("since {}", utc_text(since)), format!("command {command}")]);
     file.set_len(0).and_then(|()| file.rewind()).and_then(|()| file.write_all(text.as_bytes())).map_err(io)?;
     Ok(RunLock { _file: file, path })
+}
+
+/// Whether the results directory `dir`, when it exists, or its `runs/` or `slurm/` folder
+/// belongs to a user other than `euid`: that folder and why drover refuses it. Whoever can
+/// write a results directory chooses what drover's jobs run: each run's `spec.json` names the
+/// plugin library `drover-job` loads, read back from disk when the job starts (hours later
+/// under Slurm). The owner of a folder can always write it (`chmod` is theirs), so another
+/// user's folder is refused outright, like ssh's `StrictModes` and git's `safe.directory`.
+/// Group-writable folders are not refused: a lab's shared folder with user private groups is
+/// normal, and the group is a choice the owner made.
+pub fn owner_problem(dir: &Path, euid: u32) -> Option<(PathBuf, String)> {
+    for folder in [dir.to_path_buf(), dir.join(crate::layout::RUNS_DIR), dir.join("slurm")] {
+        let Ok(meta) = std::fs::metadata(&folder) else { continue };
+        if meta.uid() != euid {
+            let why = format!(
+                "`{}` belongs to {} (uid {}), not to you ({}, uid {euid}): drover writes only results directories you own, because whoever can write one chooses the plugin library your jobs load (each run's `spec.json` names it) and so runs code as you; give the sweep a results directory of your own (`--results`), or have its owner run it",
+                folder.display(),
+                user_name(meta.uid()).map_or_else(|| "another user".to_string(), |n| format!("user `{n}`")),
+                meta.uid(),
+                user_name(euid).map_or_else(|| "this user".to_string(), |n| format!("`{n}`")),
+            );
+            return Some((folder, why));
+        }
+    }
+    None
+}
+
+/// The folders from `dir` up that every user may write (`o+w`) without the sticky bit, with
+/// their modes: any of them lets another user rename `dir`, or what is in it, and put their
+/// own in its place. The walk ends at the first folder that is sticky (`/tmp`, a scratch root)
+/// or that root owns (`/`, `/home`) when the caller is not root: above it nobody else can swap
+/// what lies below.
+pub fn writable_by_others(dir: &Path) -> Vec<(PathBuf, u32)> {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    let Ok(dir) = std::fs::canonicalize(dir) else { return Vec::new() };
+    let mut open = Vec::new();
+    for folder in dir.ancestors() {
+        let Ok(meta) = std::fs::metadata(folder) else { break };
+        let sticky = meta.mode() & 0o1000 != 0;
+        if meta.mode() & 0o002 != 0 && !sticky {
+            open.push((folder.to_path_buf(), meta.mode()));
+        }
+        if sticky || (meta.uid() == 0 && euid != 0) {
+            break;
+        }
+    }
+    open
+}
+
+/// The login name of `uid`, for messages; `None` when it has none.
+fn user_name(uid: u32) -> Option<String> {
+    let mut buf = vec![0 as libc::c_char; 4096];
+    // SAFETY: getpwuid_r writes into `pwd` and `buf` (of the length passed) and sets `result`
+    // to `&pwd` or null; `pw_name` points into `buf`, read before `buf` is dropped.
+    unsafe {
+        let mut pwd: libc::passwd = std::mem::zeroed();
+        let mut result: *mut libc::passwd = std::ptr::null_mut();
+        if libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut result) != 0 || result.is_null() || pwd.pw_name.is_null() {
+            return None;
+        }
+        Some(std::ffi::CStr::from_ptr(pwd.pw_name).to_string_lossy().into_owned())
+    }
 }
 
 /// Opens the lock file `path` for reading and writing (created when `create`), the one way
@@ -523,6 +614,51 @@ pub(crate) mod tests {
         std::thread::spawn(move || tx.send(live_holder(&path)));
         let read = rx.recv_timeout(std::time::Duration::from_secs(5)).expect("`status` must not hang on a FIFO");
         assert_eq!(read, None);
+    }
+
+    /// Security review F1: drover wrote into a results directory whoever owned it, so another
+    /// user who had made it (or its `runs/`) could choose the plugin the jobs load. A folder of
+    /// another user's is refused before anything is written, naming it, its owner and why.
+    #[test]
+    fn a_results_directory_another_user_owns_is_refused_before_anything_is_written() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("results");
+        std::fs::create_dir(&dir).expect("results");
+        let owner = std::fs::metadata(&dir).expect("meta").uid();
+        let err = acquire_as(&dir, "drover run s.toml", owner + 1).expect_err("not the caller's");
+        let msg = err.to_string();
+        assert!(matches!(&err, LockError::NotOwned { path, .. } if *path == dir), "{err:?}");
+        assert!(msg.starts_with(&format!("`{}` belongs to ", dir.display())) && msg.contains(&format!("(uid {owner}), not to you")), "{msg}");
+        assert!(msg.contains("chooses the plugin library your jobs load"), "{msg}");
+        assert!(!dir.join(LOCK_FILE).exists(), "nothing written");
+        acquire_as(&dir, "drover run s.toml", owner).expect("the owner's own");
+        if owner == 0 {
+            // As root, a `runs/` of another user's can be made: it is refused as well.
+            std::fs::create_dir(dir.join("runs")).expect("runs");
+            std::os::unix::fs::chown(dir.join("runs"), Some(65_534), None).expect("chown");
+            let err = acquire_as(&dir, "drover run s.toml", 0).expect_err("runs/ is not root's").to_string();
+            assert!(err.starts_with(&format!("`{}` belongs to ", dir.join("runs").display())) && err.contains("(uid 65534)"), "{err}");
+        }
+    }
+
+    /// Security review F1: a results directory or a folder above it that every user can
+    /// write (not sticky) lets another user swap it; such folders are named in a warning. The
+    /// walk stops at a sticky or root-owned folder (here the temporary folder's parent).
+    #[test]
+    fn folders_every_user_can_write_are_found_up_to_a_sticky_or_roots_folder() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let shared = tmp.path().join("shared");
+        let results = shared.join("results");
+        std::fs::create_dir_all(&results).expect("mkdir");
+        assert!(writable_by_others(&results).is_empty(), "{:?}", writable_by_others(&results));
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+        let found = writable_by_others(&results);
+        assert_eq!(found.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>(), [std::fs::canonicalize(&shared).expect("canon")]);
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).expect("chmod");
+        assert!(writable_by_others(&results).is_empty(), "sticky, like /tmp");
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o775)).expect("chmod");
+        assert!(writable_by_others(&results).is_empty(), "group-writable is not warned about");
     }
 
     #[test]
