@@ -10,7 +10,9 @@
 //! the other: the temporary file is `<name>.tmp` beside the target, it is removed when the
 //! write or the rename fails, and `EINVAL` from fsync on a directory is ignored.
 
+use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::JobError;
@@ -25,16 +27,73 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), JobError> {
 
 fn write_replacing(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = tmp_path(path);
-    let written = std::fs::File::create(&tmp).and_then(|mut file| {
+    // Never through a link planted at the temporary name (it would truncate the link's target),
+    // and never into a file with other names: opened without `O_TRUNC`, checked, then emptied.
+    let written = open_regular(&tmp, OpenOptions::new().write(true).create(true).truncate(false)).and_then(|mut file| {
+        refuse_hard_links(&tmp, &file)?;
+        file.set_len(0)?;
         file.write_all(bytes)?;
         file.sync_all()
     });
     if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, path)) {
-        // A failed create left none; anything else did.
-        let _ = std::fs::remove_file(&tmp);
+        // A failed create left none; anything else did. A link or special file that was
+        // refused is left for the user to see and remove.
+        if std::fs::symlink_metadata(&tmp).is_ok_and(|m| m.file_type().is_file() && m.nlink() == 1) {
+            let _ = std::fs::remove_file(&tmp);
+        }
         return Err(e);
     }
     sync_dir(folder_of(path))
+}
+
+/// Opens `path` with `options` plus `O_NOFOLLOW` and `O_NONBLOCK` (a FIFO never blocks the
+/// open), then refuses anything but a regular file, naming the file and why. Whoever can
+/// write a run directory could plant a link there to a file of the job owner's, which a
+/// write would truncate. The orchestrator keeps the same rule (`drover::lock::open_regular`).
+pub fn open_regular(path: &Path, options: &mut OpenOptions) -> std::io::Result<File> {
+    let file = options.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path).map_err(|e| not_regular(path, e))?;
+    let meta = file.metadata()?;
+    if !meta.file_type().is_file() {
+        return Err(not_regular_error(path, &meta.file_type()));
+    }
+    Ok(file)
+}
+
+fn not_regular(path: &Path, err: std::io::Error) -> std::io::Error {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_symlink() => std::io::Error::other(format!(
+            "`{}` is a symbolic link; drover does not write through links in a results directory (remove it)",
+            path.display()
+        )),
+        Ok(meta) if !meta.file_type().is_file() && !meta.file_type().is_dir() => not_regular_error(path, &meta.file_type()),
+        _ => err,
+    }
+}
+
+fn not_regular_error(path: &Path, kind: &std::fs::FileType) -> std::io::Error {
+    let what = if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_socket() {
+        "a socket"
+    } else if kind.is_dir() {
+        "a directory"
+    } else {
+        "a device or other special file"
+    };
+    std::io::Error::other(format!("`{}` is not a regular file but {what}; drover only uses regular files there (remove it)", path.display()))
+}
+
+/// Refuses a file about to be truncated that has other hard links: a link planted to a file
+/// elsewhere would be clobbered through it (a temporary file is never linked otherwise).
+fn refuse_hard_links(path: &Path, file: &File) -> std::io::Result<()> {
+    let links = file.metadata()?.nlink();
+    if links > 1 {
+        return Err(std::io::Error::other(format!(
+            "`{}` has other hard links ({links} names); drover does not write through links in a results directory (remove it)",
+            path.display()
+        )));
+    }
+    Ok(())
 }
 
 /// The temporary name [`write_atomic`] writes `path` under: `<file name>.tmp` beside it (the
@@ -114,6 +173,25 @@ mod tests {
         assert_eq!(std::fs::read(&p).unwrap(), b"two");
         let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names.len(), 1, "{names:?}");
+    }
+
+    /// Security review F1: the temporary file was created with `File::create`, which follows a
+    /// symbolic link planted at `<name>.tmp` and truncates its target.
+    #[test]
+    fn write_atomic_never_writes_through_a_planted_link_at_its_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let canary = dir.path().join("canary.txt");
+        std::fs::write(&canary, b"precious").unwrap();
+        let p = dir.path().join("exit.json");
+        std::os::unix::fs::symlink(&canary, tmp_path(&p)).unwrap();
+        let err = write_atomic(&p, b"{}").unwrap_err().to_string();
+        assert!(err.contains("exit.json.tmp` is a symbolic link; drover does not write through links in a results directory"), "{err}");
+        assert_eq!(std::fs::read(&canary).unwrap(), b"precious");
+        std::fs::remove_file(tmp_path(&p)).unwrap();
+        std::fs::hard_link(&canary, tmp_path(&p)).unwrap();
+        let err = write_atomic(&p, b"{}").unwrap_err().to_string();
+        assert!(err.contains("has other hard links"), "{err}");
+        assert_eq!(std::fs::read(&canary).unwrap(), b"precious");
     }
 
     #[test]

@@ -92,7 +92,7 @@ pub fn acquire(dir: &Path) -> Result<JobLock, JobLockError> {
         }
     }
     let io = |source| JobLockError::Io { path: path.clone(), source };
-    let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(io)?;
+    let mut file = open_lock_file(&path).map_err(io)?;
     if let Err(err) = flock_exclusive(&file) {
         if locks_unsupported(&err) {
             return Err(JobLockError::Unsupported { path, source: err });
@@ -119,7 +119,7 @@ pub fn acquire(dir: &Path) -> Result<JobLock, JobLockError> {
 pub fn acquire_ranks(dir: &Path) -> Result<JobLock, JobLockError> {
     let path = dir.join(RANKS_LOCK_FILE);
     let io = |source| JobLockError::Io { path: path.clone(), source };
-    let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(io)?;
+    let file = open_lock_file(&path).map_err(io)?;
     let deadline = std::time::Instant::now() + RANKS_LOCK_PATIENCE;
     loop {
         // SAFETY: flock on a descriptor we own; no memory is passed.
@@ -139,6 +139,13 @@ pub fn acquire_ranks(dir: &Path) -> Result<JobLock, JobLockError> {
         }
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
+}
+
+/// Opens (creating) a lock file of the run directory for reading and writing, never through a
+/// symbolic link and only a regular file (`fsio::open_regular`): a link planted there would
+/// have the job truncate and overwrite its target with the holder text.
+fn open_lock_file(path: &Path) -> std::io::Result<File> {
+    crate::fsio::open_regular(path, OpenOptions::new().read(true).write(true).create(true).truncate(false))
 }
 
 /// What a job writes into the lock file it took: `pid N` and `host H` lines. The host too: on a
@@ -169,7 +176,8 @@ fn inherited(path: &Path) -> Option<File> {
     if fd < 3 {
         return None;
     }
-    let on_disk = std::fs::metadata(path).ok()?;
+    // Not through a link: the file itself, as `acquire` would open it.
+    let on_disk = std::fs::symlink_metadata(path).ok()?;
     // SAFETY: fstat writes into the zeroed struct we pass and reads nothing else; a closed or
     // invalid descriptor makes it fail, which we check.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
@@ -221,6 +229,25 @@ mod tests {
         assert!(msg.contains(&format!("host {}", hostname())) && hostname() != "unknown", "{msg}");
         drop(first);
         assert!(acquire(tmp.path()).is_ok(), "the lock is free once its holder is gone");
+    }
+
+    /// Security review F1: a job opened `.job.lock` and `.ranks.lock` through a planted symbolic
+    /// link and truncated its target; now the link is an error naming the file.
+    #[test]
+    fn a_planted_link_at_a_run_lock_is_refused_not_written_through() {
+        let tmp = tempfile::tempdir().unwrap();
+        let canary = tmp.path().join("canary.txt");
+        std::fs::write(&canary, b"precious").unwrap();
+        let run = tmp.path().join("run");
+        std::fs::create_dir(&run).unwrap();
+        for name in [JOB_LOCK_FILE, RANKS_LOCK_FILE] {
+            std::os::unix::fs::symlink(&canary, run.join(name)).unwrap();
+        }
+        let err = acquire(&run).unwrap_err().to_string();
+        assert!(err.contains("is a symbolic link; drover does not write through links in a results directory") && err.contains(JOB_LOCK_FILE), "{err}");
+        let err = acquire_ranks(&run).unwrap_err().to_string();
+        assert!(err.contains("is a symbolic link") && err.contains(RANKS_LOCK_FILE), "{err}");
+        assert_eq!(std::fs::read(&canary).unwrap(), b"precious");
     }
 
     /// Review D1 (multi-rank runs): every rank holds `.ranks.lock` shared, so ranks do not

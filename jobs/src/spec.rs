@@ -161,8 +161,27 @@ fn success_return() -> f64 {
 impl JobSpec {
     /// Reads and checks a spec file.
     pub fn load(path: &Path) -> Result<Self, JobError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| JobError::Spec { path: path.to_path_buf(), reason: e.to_string() })?;
+        // SAFETY: geteuid has no preconditions.
+        Self::load_as(path, unsafe { libc::geteuid() })
+    }
+
+    /// [`JobSpec::load`] for the user `euid`. The spec names the plugin library this job loads
+    /// and runs: a spec another user owns (a results directory they can write) would let them
+    /// run code as this job's user, so it is refused. Root's files are trusted (root can do
+    /// anything anyway).
+    fn load_as(path: &Path, euid: u32) -> Result<Self, JobError> {
+        use std::io::Read;
+        use std::os::unix::fs::MetadataExt;
+        let spec_error = |reason: String| JobError::Spec { path: path.to_path_buf(), reason };
+        let mut file = std::fs::File::open(path).map_err(|e| spec_error(e.to_string()))?;
+        let owner = file.metadata().map_err(|e| spec_error(e.to_string()))?.uid();
+        if owner != euid && owner != 0 {
+            return Err(spec_error(format!(
+                "it belongs to uid {owner}, not to this job's user (uid {euid}): whoever owns a spec chooses the plugin library the job loads and so runs code as you; drover-job runs only specs of your own (use a results directory only you can write)"
+            )));
+        }
+        let mut text = String::new();
+        file.read_to_string(&mut text).map_err(|e| spec_error(e.to_string()))?;
         let spec: JobSpec = serde_json::from_str(&text)
             .map_err(|e| JobError::Spec { path: path.to_path_buf(), reason: e.to_string() })?;
         spec.check(path)?;
@@ -275,6 +294,26 @@ impl JobSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Security review F1: `drover-job` loaded whatever plugin a `spec.json` named, whoever
+    /// wrote it; one that another user owns is refused now, before it is read.
+    #[test]
+    fn a_spec_another_user_owns_is_refused() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("spec.json");
+        std::fs::write(&path, "not even json").unwrap();
+        let mut owner = std::fs::metadata(&path).unwrap().uid();
+        if owner == 0 {
+            // Root's files are trusted: as root, give this one to `nobody`.
+            std::os::unix::fs::chown(&path, Some(65_534), None).unwrap();
+            owner = 65_534;
+        }
+        let err = JobSpec::load_as(&path, owner + 1).unwrap_err().to_string();
+        assert!(err.contains("spec.json") && err.contains(&format!("belongs to uid {owner}")) && err.contains("plugin library"), "{err}");
+        let mine = JobSpec::load_as(&path, owner).unwrap_err().to_string();
+        assert!(!mine.contains("belongs to"), "its own spec is read (and this one is not JSON): {mine}");
+    }
 
     fn spec(run_extra: &str, env: &str) -> JobSpec {
         let text = format!(

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::io;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -308,7 +309,12 @@ fn write_replacing(path: &Path, bytes: &[u8], durable: bool) -> io::Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
-    let written = std::fs::File::create(&tmp).and_then(|mut file| {
+    // Never through a link planted at the temporary name (it would truncate the link's target),
+    // and never into a file with other names: opened without `O_TRUNC`, checked, then emptied.
+    let opened = crate::lock::open_regular(&tmp, std::fs::OpenOptions::new().write(true).create(true).truncate(false));
+    let written = opened.and_then(|mut file| {
+        crate::lock::refuse_hard_links(&tmp, &file)?;
+        file.set_len(0)?;
         file.write_all(bytes)?;
         if durable {
             file.sync_all()?;
@@ -316,8 +322,11 @@ fn write_replacing(path: &Path, bytes: &[u8], durable: bool) -> io::Result<()> {
         Ok(())
     });
     if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, path)) {
-        // A full disk must not also leave a stray partial file; a failed create left none.
-        let _ = std::fs::remove_file(&tmp);
+        // A full disk must not also leave a stray partial file; a failed create left none. A
+        // link or special file that was refused is left for the user to see and remove.
+        if std::fs::symlink_metadata(&tmp).is_ok_and(|m| m.file_type().is_file() && m.nlink() == 1) {
+            let _ = std::fs::remove_file(&tmp);
+        }
         return Err(e);
     }
     if durable {
@@ -414,6 +423,29 @@ mod tests {
         write_atomic_unsynced(&path, b"third").expect("unsynced replace");
         assert_eq!(std::fs::read(&path).expect("read"), b"third");
         assert_eq!(names(dir.path()), [SPEC_JSON]);
+    }
+
+    /// Security review F1: the temporary file was created with `File::create`, which follows a
+    /// symbolic link planted at `<name>.tmp` and truncates its target.
+    #[test]
+    fn write_atomic_never_writes_through_a_planted_link_at_its_temporary_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let canary = dir.path().join("canary.txt");
+        std::fs::write(&canary, b"precious").expect("canary");
+        let path = dir.path().join(SPEC_JSON);
+        std::os::unix::fs::symlink(&canary, dir.path().join("spec.json.tmp")).expect("link");
+        for write in [write_atomic, write_atomic_unsynced] {
+            let err = write(&path, b"{}").expect_err("a link is refused").to_string();
+            assert!(err.contains("spec.json.tmp` is a symbolic link; drover does not write through links in a results directory"), "{err}");
+            assert_eq!(std::fs::read(&canary).expect("read"), b"precious");
+            assert!(!path.exists());
+        }
+        // A hard link to a file elsewhere is refused too: truncating it would clobber that file.
+        std::fs::remove_file(dir.path().join("spec.json.tmp")).expect("unlink");
+        std::fs::hard_link(&canary, dir.path().join("spec.json.tmp")).expect("hard link");
+        let err = write_atomic(&path, b"{}").expect_err("a hard link is refused").to_string();
+        assert!(err.contains("has other hard links"), "{err}");
+        assert_eq!(std::fs::read(&canary).expect("read"), b"precious");
     }
 
     /// Review (crash consistency, item 3): `read_record` flattened every failure to a string,

@@ -11,6 +11,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 /// Name of the lock file inside a results directory.
@@ -40,6 +41,14 @@ pub enum LockError {
         #[source]
         source: std::io::Error,
     },
+    /// The results directory, or its `runs/` or `slurm/` folder, belongs to another user.
+    #[error("{why}")]
+    NotOwned {
+        /// The folder another user owns.
+        path: PathBuf,
+        /// Whose it is and why that is refused, one sentence.
+        why: String,
+    },
     /// The lock file could not be created, locked or written.
     #[error("cannot lock `{}`", path.display())]
     Io {
@@ -67,11 +76,31 @@ impl RunLock {
 
 /// Takes the lock of the results directory `dir` (created if missing), describing the holder
 /// as `command`; refuses at once, without waiting, when another process holds it.
+///
+/// First, before anything is written: a results directory (or its `runs/` or `slurm/`) that
+/// another user owns is refused ([`LockError::NotOwned`]), and one that every user can write
+/// is warned about ([`writable_by_others`]), once.
 pub fn acquire(dir: &Path, command: &str) -> Result<RunLock, LockError> {
+    // SAFETY: geteuid has no preconditions.
+    acquire_as(dir, command, unsafe { libc::geteuid() })
+}
+
+/// [`acquire`] for the user `euid`.
+fn acquire_as(dir: &Path, command: &str, euid: u32) -> Result<RunLock, LockError> {
     let path = dir.join(LOCK_FILE);
     let io = |source| LockError::Io { path: path.clone(), source };
+    if let Some((owned, why)) = owner_problem(dir, euid) {
+        return Err(LockError::NotOwned { path: owned, why });
+    }
     std::fs::create_dir_all(dir).map_err(|source| LockError::CreateDir { dir: dir.to_path_buf(), source })?;
-    let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(io)?;
+    let open = writable_by_others(dir);
+    if !open.is_empty() {
+        let named = open.iter().map(|(p, mode)| format!("`{}` (mode {:o})", p.display(), mode & 0o7777)).collect::<Vec<_>>().join(", ");
+        tracing::warn!(
+            "{named} can be written by every user: another user could replace the results directory or files in it, and with them the plugin library your jobs load; remove that permission (`chmod o-w`) or use a results directory elsewhere"
+        );
+    }
+    let mut file = open_lock_file(&path, true).map_err(io)?;
     // SAFETY: flock on a descriptor this function owns; no memory is passed.
     if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
         let err = std::io::Error::last_os_error();
@@ -98,6 +127,134 @@ pub fn acquire(dir: &Path, command: &str) -> Result<RunLock, LockError> {
     Ok(RunLock { _file: file, path })
 }
 
+/// Whether the results directory `dir`, when it exists, or its `runs/` or `slurm/` folder
+/// belongs to a user other than `euid`: that folder and why drover refuses it. Whoever can
+/// write a results directory chooses what drover's jobs run: each run's `spec.json` names the
+/// plugin library `drover-job` loads, read back from disk when the job starts (hours later
+/// under Slurm). The owner of a folder can always write it (`chmod` is theirs), so another
+/// user's folder is refused outright, like ssh's `StrictModes` and git's `safe.directory`.
+/// Group-writable folders are not refused: a lab's shared folder with user private groups is
+/// normal, and the group is a choice the owner made.
+pub fn owner_problem(dir: &Path, euid: u32) -> Option<(PathBuf, String)> {
+    for folder in [dir.to_path_buf(), dir.join(crate::layout::RUNS_DIR), dir.join("slurm")] {
+        let Ok(meta) = std::fs::metadata(&folder) else { continue };
+        if meta.uid() != euid {
+            let why = format!(
+                "`{}` belongs to {} (uid {}), not to you ({}, uid {euid}): drover writes only results directories you own, because whoever can write one chooses the plugin library your jobs load (each run's `spec.json` names it) and so runs code as you; give the sweep a results directory of your own (`--results`), or have its owner run it",
+                folder.display(),
+                user_name(meta.uid()).map_or_else(|| "another user".to_string(), |n| format!("user `{n}`")),
+                meta.uid(),
+                user_name(euid).map_or_else(|| "this user".to_string(), |n| format!("`{n}`")),
+            );
+            return Some((folder, why));
+        }
+    }
+    None
+}
+
+/// The folders from `dir` up that every user may write (`o+w`) without the sticky bit, with
+/// their modes: any of them lets another user rename `dir`, or what is in it, and put their
+/// own in its place. The walk ends at the first folder that is sticky (`/tmp`, a scratch root)
+/// or that root owns (`/`, `/home`) when the caller is not root: above it nobody else can swap
+/// what lies below.
+pub fn writable_by_others(dir: &Path) -> Vec<(PathBuf, u32)> {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    let Ok(dir) = std::fs::canonicalize(dir) else { return Vec::new() };
+    let mut open = Vec::new();
+    for folder in dir.ancestors() {
+        let Ok(meta) = std::fs::metadata(folder) else { break };
+        let sticky = meta.mode() & 0o1000 != 0;
+        if meta.mode() & 0o002 != 0 && !sticky {
+            open.push((folder.to_path_buf(), meta.mode()));
+        }
+        if sticky || (meta.uid() == 0 && euid != 0) {
+            break;
+        }
+    }
+    open
+}
+
+/// The login name of `uid`, for messages; `None` when it has none.
+fn user_name(uid: u32) -> Option<String> {
+    let mut buf = vec![0 as libc::c_char; 4096];
+    // SAFETY: getpwuid_r writes into `pwd` and `buf` (of the length passed) and sets `result`
+    // to `&pwd` or null; `pw_name` points into `buf`, read before `buf` is dropped.
+    unsafe {
+        let mut pwd: libc::passwd = std::mem::zeroed();
+        let mut result: *mut libc::passwd = std::ptr::null_mut();
+        if libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut result) != 0 || result.is_null() || pwd.pw_name.is_null() {
+            return None;
+        }
+        Some(std::ffi::CStr::from_ptr(pwd.pw_name).to_string_lossy().into_owned())
+    }
+}
+
+/// Opens the lock file `path` for reading and writing (created when `create`), the one way
+/// drover opens a lock file of a results directory: never through a symbolic link
+/// (`O_NOFOLLOW`) and only a regular file. Whoever can write a results directory could plant a
+/// link there to a file of the owner's, which drover would truncate and overwrite with its
+/// holder text, or a FIFO, whose read would hang `drover status`; both are errors naming the
+/// file ([`open_regular`]).
+pub fn open_lock_file(path: &Path, create: bool) -> std::io::Result<File> {
+    open_regular(path, OpenOptions::new().read(true).write(true).create(create).truncate(false))
+}
+
+/// Opens `path` with `options` plus `O_NOFOLLOW` and `O_NONBLOCK` (so a FIFO never blocks the
+/// open), then refuses anything but a regular file. Errors name the file and say why: a
+/// symbolic link (`ELOOP` under `O_NOFOLLOW`), a FIFO, socket or device. `O_NONBLOCK` does
+/// nothing to reads and writes of a regular file.
+pub fn open_regular(path: &Path, options: &mut OpenOptions) -> std::io::Result<File> {
+    let file = options.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path).map_err(|e| not_regular(path, e))?;
+    let meta = file.metadata()?;
+    if !meta.file_type().is_file() {
+        return Err(not_regular_error(path, &meta.file_type()));
+    }
+    Ok(file)
+}
+
+/// The error of an open of `path` that failed with `err`: worded for a symbolic link or a file
+/// that is not regular (a write-only open of a FIFO fails with `ENXIO`), else `err` itself.
+fn not_regular(path: &Path, err: std::io::Error) -> std::io::Error {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_symlink() => std::io::Error::other(format!(
+            "`{}` is a symbolic link; drover does not write through links in a results directory (remove it)",
+            path.display()
+        )),
+        Ok(meta) if !meta.file_type().is_file() && !meta.file_type().is_dir() => not_regular_error(path, &meta.file_type()),
+        _ => err,
+    }
+}
+
+fn not_regular_error(path: &Path, kind: &std::fs::FileType) -> std::io::Error {
+    let what = if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_socket() {
+        "a socket"
+    } else if kind.is_dir() {
+        "a directory"
+    } else {
+        "a device or other special file"
+    };
+    std::io::Error::other(format!(
+        "`{}` is not a regular file but {what}; drover only uses regular files there (remove it)",
+        path.display()
+    ))
+}
+
+/// Refuses a file drover is about to truncate that has other hard links: a link planted to a
+/// file elsewhere would be clobbered through it (a temporary file is never linked otherwise).
+pub fn refuse_hard_links(path: &Path, file: &File) -> std::io::Result<()> {
+    let links = file.metadata()?.nlink();
+    if links > 1 {
+        return Err(std::io::Error::other(format!(
+            "`{}` has other hard links ({links} names); drover does not write through links in a results directory (remove it)",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
 /// Whether `flock` failed because the filesystem does not do locks at all (Lustre mounted
 /// `noflock`, NFS mounted `nolock`: `ENOSYS`, `ENOLCK`, `EOPNOTSUPP`), rather than because the
 /// lock is taken.
@@ -118,7 +275,7 @@ pub struct BriefLock {
 /// that keeps it past `patience` (stopped in a debugger), the caller goes on unlocked with a
 /// warning where that could matter.
 pub fn brief_exclusive(path: &Path, patience: std::time::Duration) -> Option<BriefLock> {
-    let file = match OpenOptions::new().write(true).create(true).truncate(false).open(path) {
+    let file = match open_regular(path, OpenOptions::new().write(true).create(true).truncate(false)) {
         Ok(file) => file,
         Err(e) => {
             tracing::debug!("cannot open the lock file `{}` ({e}); going on unlocked", path.display());
@@ -196,20 +353,61 @@ pub struct Holder {
 
 /// Who holds the lock file `path`, read without taking it (taking it, even for a moment, could
 /// make a `drover run` starting at that instant refuse its results or a run): the holder when
-/// its `pid` line names a live drover process on this host, or when it names another host,
-/// whose processes this one cannot see. `None` when the file is missing or its process has
-/// ended (the kernel released the lock; the text stays behind).
+/// its `pid` line names a live drover process on this host that holds the lock, or when it
+/// names another host, whose processes this one cannot see. `None` when the file is missing or
+/// not a regular file, or its process has ended (the kernel released the lock; the text stays
+/// behind).
+///
+/// A pid read from the text is trusted only as far as it can be checked, because `drover
+/// cancel` signals it and a stale text outlives every run: the kernel's `/proc/locks` must
+/// list an `flock` on this very file (its inode; device numbers can differ there on overlay
+/// filesystems) by that pid, or by the `drover run` that took a job's lock and handed it down
+/// (`started by drover run pid P`: the kernel records who took a lock, not who inherited it);
+/// the process must be the caller's (unless the caller is root) and name drover in its
+/// command line. Without a readable `/proc/locks` only the last two checks are made.
 pub fn live_holder(path: &Path) -> Option<Holder> {
-    let text = std::fs::read_to_string(path).ok()?;
+    // SAFETY: geteuid has no preconditions.
+    live_holder_as(path, unsafe { libc::geteuid() })
+}
+
+/// [`live_holder`] as the user `caller_uid` sees it.
+fn live_holder_as(path: &Path, caller_uid: u32) -> Option<Holder> {
+    let mut file = open_regular(path, OpenOptions::new().read(true)).ok()?;
+    let mut text = String::new();
+    file.read_to_string(&mut text).ok()?;
     let lines = HolderLines::parse(&text)?;
     let pid = lines.pid;
     let description = text.lines().collect::<Vec<_>>().join(", ");
     if !lines.on_this_host() {
         return Some(Holder { pid, this_host: false, description });
     }
+    if let Ok(locks) = std::fs::read_to_string("/proc/locks") {
+        let holders = flock_pids(&locks, file.metadata().ok()?.ino());
+        let launcher = text.lines().find_map(|l| l.strip_prefix("started by drover run pid ")).and_then(|p| p.trim().parse().ok());
+        if !holders.iter().any(|&h| h == pid || Some(h) == launcher) {
+            return None;
+        }
+    }
+    if caller_uid != 0 && std::fs::metadata(format!("/proc/{pid}")).ok()?.uid() != caller_uid {
+        return None;
+    }
     // A pid is reused once its process is gone; the command line tells a drover process apart.
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
     String::from_utf8_lossy(&cmdline).contains("drover").then_some(Holder { pid, this_host: true, description })
+}
+
+/// The pids that hold an `flock` on the inode `ino` in the text of `/proc/locks`
+/// (`1: FLOCK  ADVISORY  WRITE <pid> <major>:<minor>:<inode> 0 EOF`); waiters (`->`) hold nothing.
+fn flock_pids(locks: &str, ino: u64) -> Vec<u32> {
+    locks
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (kind, pid, file) = (fields.get(1)?, fields.get(4)?, fields.get(5)?);
+            let on_ino = file.rsplit(':').next()?.parse::<u64>().ok()? == ino;
+            (*kind == "FLOCK" && on_ino).then(|| pid.parse().ok()).flatten()
+        })
+        .collect()
 }
 
 /// `2026-11-29 06:40:12 UTC` for unix seconds `secs` (the proleptic Gregorian calendar, by
@@ -255,7 +453,7 @@ fn hostname() -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     /// Review finding (research): `--results /proc/xx` printed the OS error twice (in the
     /// message and again as its source). A directory that cannot be created has its own error,
     /// and each message leaves the OS error to the chain.
@@ -321,13 +519,15 @@ mod tests {
         let tmp = tempfile::tempdir().expect("tempdir");
         let path = tmp.path().join(LOCK_FILE);
         assert_eq!(live_holder(&path), None, "no file");
-        // This test process is a live process whose command line names drover (`drover-...`).
+        // This test process holds the lock, and its command line names drover (`drover-...`).
         let me = std::process::id();
-        std::fs::write(&path, format!("pid {me}\nhost {}\ncommand drover run a.toml\n", hostname())).expect("write");
+        let held = acquire(tmp.path(), "drover run a.toml").expect("lock");
         let holder = live_holder(&path).expect("held by a live drover process");
         assert_eq!((holder.pid, holder.this_host), (me, true));
         let text = holder.description;
         assert!(text.starts_with(&format!("pid {me}, host ")) && text.ends_with("command drover run a.toml"), "{text}");
+        drop(held);
+        assert_eq!(live_holder(&path), None, "a released lock leaves its text behind, naming a live process");
         // A pid that is not running (pid_max is below 2^22 on Linux).
         std::fs::write(&path, format!("pid {}\nhost {}\n", 1 << 23, hostname())).expect("write");
         assert_eq!(live_holder(&path), None, "an ended holder leaves its text behind");
@@ -337,6 +537,128 @@ mod tests {
         std::fs::write(&path, "pid 1\nhost some-other-node\n").expect("write");
         let elsewhere = live_holder(&path).expect("another host cannot be checked");
         assert_eq!((elsewhere.this_host, elsewhere.description.as_str()), (false, "pid 1, host some-other-node"));
+    }
+
+    /// A live process that has nothing to do with the lock but whose command line says
+    /// "drover" (what a reused pid looks like), started in a process group of its own.
+    pub(crate) fn unrelated_drover_process() -> std::process::Child {
+        use std::os::unix::process::CommandExt;
+        std::process::Command::new("sh").args(["-c", "sleep 30", "drover-stale"]).process_group(0).spawn().expect("sh")
+    }
+
+    /// Security review F2: a stale `.drover.lock` (left by every `drover run`) whose pid was
+    /// reused by another of the user's processes mentioning "drover" was taken for the holder:
+    /// `status` said "running locally" and `cancel` SIGTERMed that process. The pid must now
+    /// hold the lock (`/proc/locks`), and its process belong to the caller.
+    #[test]
+    fn a_stale_lock_naming_a_live_unrelated_process_has_no_holder() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let path = tmp.path().join(LOCK_FILE);
+        let mut other = unrelated_drover_process();
+        std::fs::write(&path, holder_text(other.id(), &["command drover run a.toml".into()])).expect("write");
+        let found = live_holder(&path);
+        let _ = other.kill();
+        let _ = other.wait();
+        assert_eq!(found, None, "not holding the lock, so not the holder");
+
+        // A real holder whose process belongs to another user is not this caller's to report.
+        let _held = acquire(tmp.path(), "drover run a.toml").expect("lock");
+        assert!(live_holder(&path).is_some());
+        let owner = std::fs::metadata(format!("/proc/{}", std::process::id())).expect("proc").uid();
+        assert!(live_holder_as(&path, owner).is_some());
+        assert_eq!(live_holder_as(&path, owner + 1), None, "another user's process");
+        assert!(live_holder_as(&path, 0).is_some(), "root may see everyone's");
+    }
+
+    #[test]
+    fn proc_locks_lines_give_the_pids_holding_an_inode() {
+        let text = "1: FLOCK  ADVISORY  WRITE 14265 fe:00:10011307 0 EOF\n\
+                    2: FLOCK  ADVISORY  READ 13970 00:2f:10011307 0 EOF\n\
+                    2: -> FLOCK  ADVISORY  WRITE 777 fe:00:10011307 0 EOF\n\
+                    3: POSIX  ADVISORY  WRITE 888 fe:00:10011307 0 EOF\n\
+                    4: FLOCK  ADVISORY  WRITE 999 fe:00:5 0 EOF\n\
+                    garbage\n";
+        assert_eq!(flock_pids(text, 10_011_307), [14265, 13970], "any device; not a waiter, not a POSIX lock");
+        assert_eq!(flock_pids(text, 5), [999]);
+        assert!(flock_pids(text, 6).is_empty());
+    }
+
+    /// Security review F1: `.drover.lock` was opened through a symbolic link and truncated, so a
+    /// link planted in a results directory clobbered any file the owner could write; a FIFO in
+    /// its place made `drover status` hang reading it. Both are refused now, naming the file.
+    #[test]
+    fn a_planted_link_or_fifo_at_the_lock_is_refused_not_written_through() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let canary = tmp.path().join("canary.txt");
+        std::fs::write(&canary, b"precious").expect("canary");
+        let dir = tmp.path().join("results");
+        std::fs::create_dir(&dir).expect("results");
+        std::os::unix::fs::symlink(&canary, dir.join(LOCK_FILE)).expect("link");
+        let err = acquire(&dir, "drover run s.toml").expect_err("a link is refused");
+        let chain = format!("{err}: {}", std::error::Error::source(&err).map(ToString::to_string).unwrap_or_default());
+        assert!(chain.contains("is a symbolic link; drover does not write through links in a results directory"), "{chain}");
+        assert!(chain.contains(&dir.join(LOCK_FILE).display().to_string()), "{chain}");
+        assert_eq!(std::fs::read(&canary).expect("read"), b"precious", "nothing written through the link");
+        assert_eq!(live_holder(&dir.join(LOCK_FILE)), None);
+
+        std::fs::remove_file(dir.join(LOCK_FILE)).expect("unlink");
+        let fifo = std::ffi::CString::new(dir.join(LOCK_FILE).into_os_string().into_encoded_bytes()).expect("path");
+        // SAFETY: mkfifo reads the NUL-terminated path only.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        let err = acquire(&dir, "drover run s.toml").expect_err("a FIFO is refused");
+        let chain = format!("{err}: {}", std::error::Error::source(&err).map(ToString::to_string).unwrap_or_default());
+        assert!(chain.contains("is not a regular file"), "{chain}");
+        // Read on a thread: before the fix this open blocked for ever.
+        let path = dir.join(LOCK_FILE);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(live_holder(&path)));
+        let read = rx.recv_timeout(std::time::Duration::from_secs(5)).expect("`status` must not hang on a FIFO");
+        assert_eq!(read, None);
+    }
+
+    /// Security review F1: drover wrote into a results directory whoever owned it, so another
+    /// user who had made it (or its `runs/`) could choose the plugin the jobs load. A folder of
+    /// another user's is refused before anything is written, naming it, its owner and why.
+    #[test]
+    fn a_results_directory_another_user_owns_is_refused_before_anything_is_written() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("results");
+        std::fs::create_dir(&dir).expect("results");
+        let owner = std::fs::metadata(&dir).expect("meta").uid();
+        let err = acquire_as(&dir, "drover run s.toml", owner + 1).expect_err("not the caller's");
+        let msg = err.to_string();
+        assert!(matches!(&err, LockError::NotOwned { path, .. } if *path == dir), "{err:?}");
+        assert!(msg.starts_with(&format!("`{}` belongs to ", dir.display())) && msg.contains(&format!("(uid {owner}), not to you")), "{msg}");
+        assert!(msg.contains("chooses the plugin library your jobs load"), "{msg}");
+        assert!(!dir.join(LOCK_FILE).exists(), "nothing written");
+        acquire_as(&dir, "drover run s.toml", owner).expect("the owner's own");
+        if owner == 0 {
+            // As root, a `runs/` of another user's can be made: it is refused as well.
+            std::fs::create_dir(dir.join("runs")).expect("runs");
+            std::os::unix::fs::chown(dir.join("runs"), Some(65_534), None).expect("chown");
+            let err = acquire_as(&dir, "drover run s.toml", 0).expect_err("runs/ is not root's").to_string();
+            assert!(err.starts_with(&format!("`{}` belongs to ", dir.join("runs").display())) && err.contains("(uid 65534)"), "{err}");
+        }
+    }
+
+    /// Security review F1: a results directory or a folder above it that every user can
+    /// write (not sticky) lets another user swap it; such folders are named in a warning. The
+    /// walk stops at a sticky or root-owned folder (here the temporary folder's parent).
+    #[test]
+    fn folders_every_user_can_write_are_found_up_to_a_sticky_or_roots_folder() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let shared = tmp.path().join("shared");
+        let results = shared.join("results");
+        std::fs::create_dir_all(&results).expect("mkdir");
+        assert!(writable_by_others(&results).is_empty(), "{:?}", writable_by_others(&results));
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+        let found = writable_by_others(&results);
+        assert_eq!(found.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>(), [std::fs::canonicalize(&shared).expect("canon")]);
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).expect("chmod");
+        assert!(writable_by_others(&results).is_empty(), "sticky, like /tmp");
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o775)).expect("chmod");
+        assert!(writable_by_others(&results).is_empty(), "group-writable is not warned about");
     }
 
     #[test]

@@ -342,6 +342,8 @@ fn run(args: RunArgs) -> anyhow::Result<u8> {
         Err(drover::lock::LockError::CreateDir { dir, source }) => {
             return Err(plan::results_dir_error(&opts, format!("cannot create `{}`: {source}", dir.display())).into());
         }
+        // Another user's results directory: a setting to correct too.
+        Err(drover::lock::LockError::NotOwned { why, .. }) => return Err(plan::results_dir_error(&opts, why).into()),
         other => other?,
     };
     if use_slurm(backend, &plan) {

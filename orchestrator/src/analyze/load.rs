@@ -511,12 +511,15 @@ fn read_dir_runs(dir: &Path, all_runs: bool, bad_metrics: &BTreeMap<PathBuf, Str
                 // lock, or it ran and stopped, or nothing ran there yet.
                 // A holder on another host (a Slurm node) cannot be checked from here: its run is
                 // not claimed to be running.
-                let kind = if crate::backend::job_lock::running_here(run_dir) {
-                    Skip::Running
-                } else if crate::backend::never_started(run_dir) {
-                    Skip::NotStarted
-                } else {
-                    Skip::Unfinished
+                let kind = match crate::backend::job_lock::running_here(run_dir) {
+                    Ok(true) => Skip::Running,
+                    // Left out either way; counted as unfinished, saying why it may be running.
+                    Err(why) => {
+                        left_out.push((name, format!("{}: {why}", Skip::Unfinished.words()), Skip::Unfinished));
+                        continue;
+                    }
+                    Ok(false) if crate::backend::never_started(run_dir) => Skip::NotStarted,
+                    Ok(false) => Skip::Unfinished,
                 };
                 left_out.push((name, kind.words().into(), kind));
                 continue;

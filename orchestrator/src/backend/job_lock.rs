@@ -55,13 +55,15 @@ impl JobLock {
 /// another process holds it (a job is still running there, or ranks of one whose launcher died).
 pub fn try_lock(dir: &Path) -> std::io::Result<Option<JobLock>> {
     let path = dir.join(JOB_LOCK_FILE);
-    let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path)?;
+    let file = crate::lock::open_lock_file(&path, true)?;
     if !flock_free(&file, &path)? {
         return Ok(None);
     }
     // Second: a rank only takes its lock while its launcher holds `.job.lock`, or waits.
-    let ranks = match open_ranks_lock(dir)? {
-        Some(ranks) if !flock_free(&ranks, &dir.join(RANKS_LOCK_FILE))? => return Ok(None),
+    // Any answer but "free" or "held" leaves the run alone: ranks may be writing there.
+    let ranks_path = dir.join(RANKS_LOCK_FILE);
+    let ranks = match open_ranks_lock(dir).map_err(|e| ranks_unknown(&ranks_path, &e))? {
+        Some(ranks) if !flock_free(&ranks, &ranks_path).map_err(|e| ranks_unknown(&ranks_path, &e))? => return Ok(None),
         ranks => ranks,
     };
     Ok(Some(JobLock { file, _ranks: ranks }))
@@ -79,24 +81,36 @@ pub fn lock_within(dir: &Path, patience: std::time::Duration) -> std::io::Result
     }
 }
 
-/// Whether ranks of a multi-rank job still hold `dir`'s `.ranks.lock`. Probes with an
-/// exclusive lock released at once, on a descriptor of its own; a rank starting at that
-/// moment waits for it (`drover_job::lock::acquire_ranks`). No file, an unreadable one, or a
-/// filesystem without locks: no ranks known to be running.
-pub fn ranks_running(dir: &Path) -> bool {
-    let Ok(Some(file)) = open_ranks_lock(dir) else { return false };
-    // SAFETY: flock on a descriptor this function owns; no memory is passed.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-        return false;
-    }
-    std::io::Error::last_os_error().raw_os_error() == Some(libc::EWOULDBLOCK)
+/// Whether ranks of a multi-rank job still hold `dir`'s `.ranks.lock`: `Ok(false)` when there
+/// is no such file or nothing holds it, `Err` (why, naming the file) when the probe cannot tell,
+/// which callers report as unknown, never as "no ranks" (an `EBADF` on NFS, a file that is not
+/// a regular file). Probes with an exclusive lock released at once, on a descriptor of its
+/// own; a rank starting at that moment waits for it (`drover_job::lock::acquire_ranks`). A
+/// filesystem without locks: no ranks known to be running (no rank could hold one either).
+pub fn ranks_running(dir: &Path) -> Result<bool, String> {
+    let path = dir.join(RANKS_LOCK_FILE);
+    let Some(file) = open_ranks_lock(dir).map_err(|e| ranks_unknown(&path, &e).to_string())? else { return Ok(false) };
+    // Dropped at once: the probe holds the lock for no longer than this call.
+    flock_free(&file, &path).map(|free| !free).map_err(|e| ranks_unknown(&path, &e).to_string())
+}
+
+/// The error of a `.ranks.lock` at `path` whose state `err` kept from being known.
+fn ranks_unknown(path: &Path, err: &std::io::Error) -> std::io::Error {
+    std::io::Error::new(
+        err.kind(),
+        format!("cannot tell whether MPI ranks still hold `{}` ({err}): unknown, so taken as neither running nor ended", path.display()),
+    )
 }
 
 /// Whether a job runs in the run directory `dir` as far as this host can tell: the holder of
-/// its `.job.lock` is a live process here (`lock::live_holder`), or ranks hold its `.ranks.lock`.
-/// Read-only but for the probe of [`ranks_running`]: what `drover status` and `drover analyze` ask.
-pub fn running_here(dir: &Path) -> bool {
-    crate::lock::live_holder(&dir.join(JOB_LOCK_FILE)).is_some_and(|h| h.this_host) || ranks_running(dir)
+/// its `.job.lock` is a live process here (`lock::live_holder`), or ranks hold its `.ranks.lock`;
+/// `Err` when the ranks' lock cannot be probed ([`ranks_running`]), so the run's state is
+/// unknown. Read-only but for that probe: what `drover status` and `drover analyze` ask.
+pub fn running_here(dir: &Path) -> Result<bool, String> {
+    if crate::lock::live_holder(&dir.join(JOB_LOCK_FILE)).is_some_and(|h| h.this_host) {
+        return Ok(true);
+    }
+    ranks_running(dir)
 }
 
 /// Whether `name`, in a run directory, is one of its lock files (they stay where jobs look for them).
@@ -105,9 +119,19 @@ pub fn is_lock_file(name: &std::ffi::OsStr) -> bool {
 }
 
 /// `.ranks.lock`, opened for a lock of our own, if the run directory has one (only multi-rank
-/// jobs create it; the orchestrator never does).
+/// jobs create it; the orchestrator never does). Read-write, as the ranks open it: over NFS,
+/// `flock` is emulated with a byte-range lock, and an exclusive one on a read-only descriptor
+/// fails with `EBADF` (flock(2)). A reader who may not write it (a colleague's `drover status`,
+/// a read-only mount) falls back to read-only, which still answers on a local filesystem.
 fn open_ranks_lock(dir: &Path) -> std::io::Result<Option<File>> {
-    match File::open(dir.join(RANKS_LOCK_FILE)) {
+    let path = dir.join(RANKS_LOCK_FILE);
+    let opened = match crate::lock::open_lock_file(&path, false) {
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EACCES | libc::EPERM | libc::EROFS)) => {
+            crate::lock::open_regular(&path, OpenOptions::new().read(true))
+        }
+        other => other,
+    };
+    match opened {
         Ok(file) => Ok(Some(file)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
@@ -137,16 +161,16 @@ fn flock_free(file: &File, path: &Path) -> std::io::Result<bool> {
 /// What the holder of `dir`'s lock wrote about itself ("pid 123"), for messages.
 pub fn holder(dir: &Path) -> String {
     let mut text = String::new();
-    if let Ok(mut f) = File::open(dir.join(JOB_LOCK_FILE)) {
+    if let Ok(mut f) = crate::lock::open_regular(&dir.join(JOB_LOCK_FILE), OpenOptions::new().read(true)) {
         let _ = f.read_to_string(&mut text);
     }
     let text = text.lines().collect::<Vec<_>>().join(", ");
     let text = if text.is_empty() { "a process that has not written its details".into() } else { text };
-    if ranks_running(dir) {
+    match ranks_running(dir) {
         // The launcher named above may be gone; its ranks are not.
-        format!("{text}; MPI ranks still hold `{RANKS_LOCK_FILE}`")
-    } else {
-        text
+        Ok(true) => format!("{text}; MPI ranks still hold `{RANKS_LOCK_FILE}`"),
+        Ok(false) => text,
+        Err(why) => format!("{text}; {why}"),
     }
 }
 
@@ -165,13 +189,45 @@ mod tests {
         assert!(try_lock(tmp.path()).unwrap().is_some(), "released on drop");
     }
 
+    /// Security review F3: an error probing `.ranks.lock` other than "held" is "unknown": a
+    /// writer refuses the run naming that file and saying so, rather than the `.job.lock` path
+    /// and a bare OS error.
+    #[test]
+    fn a_ranks_lock_that_cannot_be_probed_is_refused_as_unknown() {
+        let tmp = tempfile::tempdir().unwrap();
+        crate::backend::local_status::tests::mkfifo(&tmp.path().join(RANKS_LOCK_FILE));
+        let err = try_lock(tmp.path()).map(|l| l.is_some()).expect_err("unknown is not free").to_string();
+        assert!(err.contains(&tmp.path().join(RANKS_LOCK_FILE).display().to_string()) && err.contains("cannot tell whether MPI ranks"), "{err}");
+        assert!(holder(tmp.path()).contains("cannot tell whether MPI ranks"), "{}", holder(tmp.path()));
+    }
+
+    /// Security review F1: `.job.lock` (and `.ranks.lock`) were opened through a planted
+    /// symbolic link and truncated; now the link is an error naming the file.
+    #[test]
+    fn a_planted_link_at_a_run_lock_is_refused_not_written_through() {
+        let tmp = tempfile::tempdir().unwrap();
+        let canary = tmp.path().join("canary.txt");
+        std::fs::write(&canary, b"precious").unwrap();
+        let run = tmp.path().join("run");
+        std::fs::create_dir(&run).unwrap();
+        std::os::unix::fs::symlink(&canary, run.join(JOB_LOCK_FILE)).unwrap();
+        let err = try_lock(&run).map(|l| l.is_some()).expect_err("a link is refused").to_string();
+        assert!(err.contains("is a symbolic link; drover does not write through links in a results directory"), "{err}");
+        assert!(err.contains(JOB_LOCK_FILE), "{err}");
+        std::fs::remove_file(run.join(JOB_LOCK_FILE)).unwrap();
+        std::os::unix::fs::symlink(&canary, run.join(RANKS_LOCK_FILE)).unwrap();
+        let err = try_lock(&run).map(|l| l.is_some()).expect_err("a link is refused").to_string();
+        assert!(err.contains("is a symbolic link") && err.contains(RANKS_LOCK_FILE), "{err}");
+        assert_eq!(std::fs::read(&canary).unwrap(), b"precious");
+    }
+
     /// Review D1 (multi-rank runs): ranks that outlive their launcher hold `.ranks.lock`
     /// shared; the run is busy to every check until the last of them is gone, and the
     /// orchestrator's own lock keeps new ranks out while it is held.
     #[test]
     fn ranks_holding_their_shared_lock_keep_the_run_busy() {
         let tmp = tempfile::tempdir().unwrap();
-        assert!(!ranks_running(tmp.path()) && !running_here(tmp.path()), "no ranks file: free");
+        assert!(!ranks_running(tmp.path()).unwrap() && !running_here(tmp.path()).unwrap(), "no ranks file: free");
         let path = tmp.path().join(RANKS_LOCK_FILE);
         let rank = |op| {
             let f = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).unwrap();
@@ -180,14 +236,14 @@ mod tests {
             (rc == 0).then_some(f)
         };
         let ranks = [rank(libc::LOCK_SH | libc::LOCK_NB).unwrap(), rank(libc::LOCK_SH | libc::LOCK_NB).unwrap()];
-        assert!(ranks_running(tmp.path()) && running_here(tmp.path()));
+        assert!(ranks_running(tmp.path()).unwrap() && running_here(tmp.path()).unwrap());
         assert!(try_lock(tmp.path()).unwrap().is_none(), "busy while a rank lives");
         assert!(holder(tmp.path()).contains(RANKS_LOCK_FILE), "{}", holder(tmp.path()));
         let [first, second] = ranks;
         drop(first);
-        assert!(ranks_running(tmp.path()), "one rank is enough");
+        assert!(ranks_running(tmp.path()).unwrap(), "one rank is enough");
         drop(second);
-        assert!(!ranks_running(tmp.path()));
+        assert!(!ranks_running(tmp.path()).unwrap());
         let held = try_lock(tmp.path()).unwrap().expect("free once the ranks are gone");
         assert!(rank(libc::LOCK_SH | libc::LOCK_NB).is_none(), "no rank starts while drover holds the run");
         drop(held);

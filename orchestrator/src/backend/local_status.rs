@@ -27,7 +27,10 @@ pub(crate) fn status(dir: &SweepDir) -> StatusReport {
             let spec = spec_or_summary(&run_dir);
             // Local jobs run on this host; a holder elsewhere (the directory shared with a
             // cluster) cannot be checked from here. Ranks that outlived their `mpirun` count.
-            let job_running = crate::backend::job_lock::running_here(&run_dir);
+            // Whether ranks still run cannot always be told (a probe error over NFS): then the
+            // run is `unknown`, not taken for ended, unless its marker settles it.
+            let probed = crate::backend::job_lock::running_here(&run_dir);
+            let job_running = probed.as_ref().is_ok_and(|running| *running);
             let logs = attempt_logs(&run_dir);
             let attempts = logs
                 .iter()
@@ -37,6 +40,10 @@ pub(crate) fn status(dir: &SweepDir) -> StatusReport {
             let (state, reason) = match judged {
                 Some(Judged { state, reason, always }) if always || !job_running => (state, reason),
                 _ => classify_local(exit.as_ref(), job_running, attempts > 0, driver.is_some()),
+            };
+            let (state, reason) = match probed {
+                Err(why) if state != RunState::Done => (RunState::Unknown, Some(why)),
+                _ => (state, reason),
             };
             let reason = match state {
                 RunState::Unfinished if exit.is_none() => disk_full_reason(&logs).or(reason),
@@ -163,7 +170,7 @@ pub fn cancel(results: &Path, wait: Duration) -> Result<LocalCancel, RunError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::layout::{SweepManifest, EXIT_JSON, FORMAT_VERSION, SWEEP_JSON};
 
@@ -270,5 +277,58 @@ mod tests {
         let (state, reason) = run(6);
         assert_eq!(state, RunState::Unfinished);
         assert!(reason.contains("the results disk was full") && reason.contains("attempt-1.stderr.log"), "{reason}");
+    }
+
+    /// A FIFO at `path` (a file whose lock no `flock` probe can answer).
+    pub(crate) fn mkfifo(path: &Path) {
+        let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: mkfifo reads the NUL-terminated path only.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    }
+
+    /// Security review F3: a `.ranks.lock` whose probe failed for any reason but "held" (EBADF
+    /// on NFS, where the orchestrator's read-only descriptor cannot take the exclusive lock)
+    /// read as "no ranks running", so a run whose ranks were alive showed as unfinished. It is
+    /// `unknown` now, saying why.
+    #[test]
+    fn a_ranks_lock_that_cannot_be_probed_makes_the_run_unknown_not_ended() {
+        let tmp = tempfile::tempdir().unwrap();
+        let run_id = "0123456789abcdef";
+        sweep_of(tmp.path(), &[run_id]);
+        let run_dir = tmp.path().join("runs").join(run_id);
+        std::fs::create_dir_all(&run_dir).unwrap();
+        std::fs::write(run_dir.join("attempt-1.stderr.log"), "").unwrap();
+        mkfifo(&run_dir.join(crate::backend::job_lock::RANKS_LOCK_FILE));
+        let report = status(&SweepDir::open(tmp.path()).unwrap());
+        let run = &report.runs[0];
+        assert_eq!(run.state, RunState::Unknown, "{run:?}");
+        let reason = run.reason.clone().unwrap_or_default();
+        assert!(reason.contains(".ranks.lock") && reason.contains("unknown"), "{reason}");
+    }
+
+    /// Security review F2: `drover cancel` SIGTERMed whatever process had the pid of a stale
+    /// `.drover.lock` if its command line mentioned drover, and `status` called the sweep
+    /// running; a pid that does not hold the lock is neither signalled nor reported now.
+    #[test]
+    fn cancel_and_status_leave_a_live_process_named_by_a_stale_lock_alone() {
+        let tmp = tempfile::tempdir().unwrap();
+        let run_id = "0123456789abcdef";
+        sweep_of(tmp.path(), &[run_id]);
+        let run_dir = tmp.path().join("runs").join(run_id);
+        std::fs::create_dir_all(&run_dir).unwrap();
+        std::fs::write(run_dir.join("attempt-1.stderr.log"), "").unwrap();
+        let mut other = crate::lock::tests::unrelated_drover_process();
+        let text = crate::lock::holder_text(other.id(), &["command drover run s.toml".into()]);
+        std::fs::write(tmp.path().join(crate::lock::LOCK_FILE), &text).unwrap();
+        std::fs::write(run_dir.join(crate::backend::job_lock::JOB_LOCK_FILE), &text).unwrap();
+        let report = status(&SweepDir::open(tmp.path()).unwrap());
+        let cancelled = cancel(tmp.path(), Duration::from_millis(300));
+        let alive = other.try_wait().unwrap().is_none();
+        let _ = other.kill();
+        let _ = other.wait();
+        assert!(alive, "the unrelated process was signalled");
+        assert!(matches!(cancelled, Ok(LocalCancel::NothingRunning)), "{cancelled:?}");
+        assert_eq!(report.driver, None, "not running");
+        assert_eq!(report.runs[0].state, RunState::Unfinished, "{:?}", report.runs[0]);
     }
 }

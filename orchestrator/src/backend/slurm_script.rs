@@ -529,6 +529,43 @@ mod tests {
         assert!(calls_now.lines().last().unwrap_or_default().starts_with("arm --spec "), "{calls_now}");
     }
 
+    /// Security review F8: the script ran in the results directory's `slurm/` folder (its
+    /// submit folder) and called its tools through PATH, so a PATH holding `.` ran a planted
+    /// `hostname` from there. It now works from `/`, and drover-job starts there too.
+    #[test]
+    fn the_script_works_from_root_not_its_submit_folder() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let (tasks, runs, bin) = (tmp.path().join("array-0.tasks"), tmp.path().join("runs"), tmp.path().join("bin"));
+        for dir in [&runs, &bin] {
+            std::fs::create_dir_all(dir).expect("mkdir");
+        }
+        let executable = |path: &Path, body: String| {
+            std::fs::write(path, body).expect("write");
+            std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+        };
+        let cwd = tmp.path().join("cwd");
+        let job_bin = bin.join("drover-job");
+        executable(&job_bin, format!("#!/bin/sh
+pwd > '{}'
+", cwd.display()));
+        let pwned = tmp.path().join("pwned");
+        executable(&tmp.path().join("hostname"), format!("#!/bin/sh
+touch '{}'
+echo planted
+", pwned.display()));
+        std::fs::write(&tasks, "000000000000000a	{}
+").expect("tasks file");
+        let resources = Resources { options: vec![], extra: vec![] };
+        let script = render(&ScriptParams { tasks: &tasks, runs: &runs, job_bin: &job_bin, job_bin_machine: None, arch: &NO_ARCH, ..params(&resources) });
+        let mut cmd = std::process::Command::new("bash");
+        cmd.arg("-c").arg(&script).env("SLURM_ARRAY_TASK_ID", "0").current_dir(tmp.path());
+        cmd.env("PATH", format!(".:{}", std::env::var("PATH").unwrap_or_default()));
+        let out = cmd.output().expect("bash");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(!pwned.exists(), "a `hostname` in the submit folder ran");
+        assert_eq!(std::fs::read_to_string(&cwd).expect("drover-job ran"), "/\n");
+    }
+
     /// `slurm.mpi` reaches a multi-rank run's `srun` as `--mpi=<type>`, and `None` (`mpi =
     /// "default"`) leaves `--mpi` out so srun takes the cluster's `MpiDefault`: the rendered
     /// text, and the script run by bash with `SLURM_NTASKS=2` and a stand-in `srun` on PATH.
