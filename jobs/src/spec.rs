@@ -175,7 +175,9 @@ impl JobSpec {
         let spec_error = |reason: String| JobError::Spec { path: path.to_path_buf(), reason };
         let mut file = std::fs::File::open(path).map_err(|e| spec_error(e.to_string()))?;
         let owner = file.metadata().map_err(|e| spec_error(e.to_string()))?.uid();
-        if owner != euid && owner != 0 {
+        // Root runs any spec, as `drover run` lets root use another user's results directory
+        // (a container running as root over the host user's bind mount).
+        if owner != euid && owner != 0 && euid != 0 {
             return Err(spec_error(format!(
                 "it belongs to uid {owner}, not to this job's user (uid {euid}): whoever owns a spec chooses the plugin library the job loads and so runs code as you; drover-job runs only specs of your own (use a results directory only you can write)"
             )));
@@ -313,6 +315,8 @@ mod tests {
         assert!(err.contains("spec.json") && err.contains(&format!("belongs to uid {owner}")) && err.contains("plugin library"), "{err}");
         let mine = JobSpec::load_as(&path, owner).unwrap_err().to_string();
         assert!(!mine.contains("belongs to"), "its own spec is read (and this one is not JSON): {mine}");
+        let as_root = JobSpec::load_as(&path, 0).unwrap_err().to_string();
+        assert!(!as_root.contains("belongs to"), "root reads any spec (a container over a bind mount): {as_root}");
     }
 
     fn spec(run_extra: &str, env: &str) -> JobSpec {

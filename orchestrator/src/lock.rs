@@ -90,7 +90,13 @@ fn acquire_as(dir: &Path, command: &str, euid: u32) -> Result<RunLock, LockError
     let path = dir.join(LOCK_FILE);
     let io = |source| LockError::Io { path: path.clone(), source };
     if let Some((owned, why)) = owner_problem(dir, euid) {
-        return Err(LockError::NotOwned { path: owned, why });
+        // Root is not refused: a container running as root over a bind-mounted folder of the
+        // host's user is the common case, and root could take the folder over anyway. It is
+        // told that the folder's owner chooses what it runs.
+        if euid != 0 {
+            return Err(LockError::NotOwned { path: owned, why });
+        }
+        tracing::warn!("running as root: {why}");
     }
     std::fs::create_dir_all(dir).map_err(|source| LockError::CreateDir { dir: dir.to_path_buf(), source })?;
     let open = writable_by_others(dir);
@@ -632,12 +638,17 @@ pub(crate) mod tests {
         assert!(msg.contains("chooses the plugin library your jobs load"), "{msg}");
         assert!(!dir.join(LOCK_FILE).exists(), "nothing written");
         acquire_as(&dir, "drover run s.toml", owner).expect("the owner's own");
+        // Another user's `runs/` is refused as well; root is only warned (a container running
+        // as root over the host user's bind mount).
+        std::fs::create_dir(dir.join("runs")).expect("runs");
         if owner == 0 {
-            // As root, a `runs/` of another user's can be made: it is refused as well.
-            std::fs::create_dir(dir.join("runs")).expect("runs");
             std::os::unix::fs::chown(dir.join("runs"), Some(65_534), None).expect("chown");
-            let err = acquire_as(&dir, "drover run s.toml", 0).expect_err("runs/ is not root's").to_string();
-            assert!(err.starts_with(&format!("`{}` belongs to ", dir.join("runs").display())) && err.contains("(uid 65534)"), "{err}");
+            let (path, why) = owner_problem(&dir, 0).expect("runs/ is not root's");
+            assert_eq!(path, dir.join("runs"));
+            assert!(why.starts_with(&format!("`{}` belongs to ", dir.join("runs").display())) && why.contains("(uid 65534)"), "{why}");
+            drop(acquire_as(&dir, "drover run s.toml", 0).expect("root is warned, not refused"));
+            let err = acquire_as(&dir, "drover run s.toml", 65_533).expect_err("another user's runs/").to_string();
+            assert!(err.contains("(uid 65534)") || err.contains(&format!("(uid {owner})")), "{err}");
         }
     }
 
