@@ -177,7 +177,10 @@ impl JobSpec {
         let owner = file.metadata().map_err(|e| spec_error(e.to_string()))?.uid();
         // Root runs any spec, as `drover run` lets root use another user's results directory
         // (a container running as root over the host user's bind mount).
-        if owner != euid && owner != 0 && euid != 0 {
+        // Nor does a spec the kernel shows as the unmapped user's (an NFSv4 id it cannot map,
+        // an `all_squash` export) stop the job: its real owner is unknown, likely this user.
+        let unmapped = std::fs::read_to_string("/proc/sys/fs/overflowuid").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(65_534);
+        if owner != euid && owner != 0 && euid != 0 && owner != unmapped {
             return Err(spec_error(format!(
                 "it belongs to uid {owner}, not to this job's user (uid {euid}): whoever owns a spec chooses the plugin library the job loads and so runs code as you; drover-job runs only specs of your own (use a results directory only you can write)"
             )));
@@ -307,9 +310,9 @@ mod tests {
         std::fs::write(&path, "not even json").unwrap();
         let mut owner = std::fs::metadata(&path).unwrap().uid();
         if owner == 0 {
-            // Root's files are trusted: as root, give this one to `nobody`.
-            std::os::unix::fs::chown(&path, Some(65_534), None).unwrap();
-            owner = 65_534;
+            // Root's files are trusted: as root, give this one to an ordinary user.
+            std::os::unix::fs::chown(&path, Some(4_242), None).unwrap();
+            owner = 4_242;
         }
         let err = JobSpec::load_as(&path, owner + 1).unwrap_err().to_string();
         assert!(err.contains("spec.json") && err.contains(&format!("belongs to uid {owner}")) && err.contains("plugin library"), "{err}");
@@ -317,6 +320,13 @@ mod tests {
         assert!(!mine.contains("belongs to"), "its own spec is read (and this one is not JSON): {mine}");
         let as_root = JobSpec::load_as(&path, 0).unwrap_err().to_string();
         assert!(!as_root.contains("belongs to"), "root reads any spec (a container over a bind mount): {as_root}");
+        if std::fs::metadata(dir.path()).unwrap().uid() == 0 {
+            // Review: a spec the kernel shows as the unmapped user's (NFSv4 idmap, all_squash)
+            // has an unknown owner, likely this user: it is read.
+            std::os::unix::fs::chown(&path, Some(65_534), None).unwrap();
+            let unmapped = JobSpec::load_as(&path, 4_243).unwrap_err().to_string();
+            assert!(!unmapped.contains("belongs to"), "{unmapped}");
+        }
     }
 
     fn spec(run_extra: &str, env: &str) -> JobSpec {

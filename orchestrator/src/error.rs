@@ -390,8 +390,8 @@ pub enum SlurmError {
     },
     /// `SLURM_CLUSTERS` or `SBATCH_CLUSTERS` asks Slurm's commands for another cluster.
     #[error(
-        "`{name}={value}` in the environment sends Slurm's commands to another cluster, and drover follows one cluster's queue: \
-         unset it (`env -u {name} drover ...`) and run drover on a login node of the cluster the sweep is for"
+        "`{name}={value}` in the environment sends Slurm's commands to the cluster(s) it names, and drover follows the queue of \
+         the cluster it runs on: unset it (`env -u {name} drover ...`) and run drover on a login node of the cluster the sweep is for"
     )]
     OtherCluster {
         /// The variable.

@@ -91,12 +91,15 @@ fn acquire_as(dir: &Path, command: &str, euid: u32) -> Result<RunLock, LockError
     let io = |source| LockError::Io { path: path.clone(), source };
     if let Some((owned, why)) = owner_problem(dir, euid) {
         // Root is not refused: a container running as root over a bind-mounted folder of the
-        // host's user is the common case, and root could take the folder over anyway. It is
-        // told that the folder's owner chooses what it runs.
-        if euid != 0 {
+        // host's user is the common case, and root could take the folder over anyway. Nor is
+        // a folder the kernel shows as the unmapped user's (an NFSv4 id it cannot map, an
+        // `all_squash` export): its real owner is unknown, likely the caller. Both are told.
+        let unmapped = std::fs::metadata(&owned).is_ok_and(|m| m.uid() == unmapped_uid());
+        if euid != 0 && !unmapped {
             return Err(LockError::NotOwned { path: owned, why });
         }
-        tracing::warn!("running as root: {why}");
+        let who = if unmapped { "owned by the unmapped user (an NFS id mapping or squash?)" } else { "running as root" };
+        tracing::warn!("{who}: {why}");
     }
     std::fs::create_dir_all(dir).map_err(|source| LockError::CreateDir { dir: dir.to_path_buf(), source })?;
     let open = writable_by_others(dir);
@@ -141,10 +144,13 @@ fn acquire_as(dir: &Path, command: &str, euid: u32) -> Result<RunLock, LockError
 /// user's folder is refused outright, like ssh's `StrictModes` and git's `safe.directory`.
 /// Group-writable folders are not refused: a lab's shared folder with user private groups is
 /// normal, and the group is a choice the owner made.
+///
+/// A folder root owns is trusted (a CIFS or `vboxsf` mount shows every file as root's; root
+/// could do anything anyway), as `drover-job` trusts a root-owned `spec.json`.
 pub fn owner_problem(dir: &Path, euid: u32) -> Option<(PathBuf, String)> {
     for folder in [dir.to_path_buf(), dir.join(crate::layout::RUNS_DIR), dir.join("slurm")] {
         let Ok(meta) = std::fs::metadata(&folder) else { continue };
-        if meta.uid() != euid {
+        if meta.uid() != euid && meta.uid() != 0 {
             let why = format!(
                 "`{}` belongs to {} (uid {}), not to you ({}, uid {euid}): drover writes only results directories you own, because whoever can write one chooses the plugin library your jobs load (each run's `spec.json` names it) and so runs code as you; give the sweep a results directory of your own (`--results`), or have its owner run it",
                 folder.display(),
@@ -156,6 +162,12 @@ pub fn owner_problem(dir: &Path, euid: u32) -> Option<(PathBuf, String)> {
         }
     }
     None
+}
+
+/// The uid the kernel shows for an owner it cannot map (`/proc/sys/fs/overflowuid`, 65534 by
+/// default): an NFSv4 id without an idmap entry, an `all_squash` export's anonymous user.
+pub fn unmapped_uid() -> u32 {
+    std::fs::read_to_string("/proc/sys/fs/overflowuid").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(65_534)
 }
 
 /// The folders from `dir` up that every user may write (`o+w`) without the sticky bit, with
@@ -365,41 +377,66 @@ pub struct Holder {
 /// behind).
 ///
 /// A pid read from the text is trusted only as far as it can be checked, because `drover
-/// cancel` signals it and a stale text outlives every run: the kernel's `/proc/locks` must
-/// list an `flock` on this very file (its inode; device numbers can differ there on overlay
+/// cancel` signals it and a stale text outlives every run: the process must be alive, name
+/// drover in its command line, and be shown to hold this very file: the kernel's
+/// `/proc/locks` lists an `flock` on its inode (device numbers can differ there on overlay
 /// filesystems) by that pid, or by the `drover run` that took a job's lock and handed it down
 /// (`started by drover run pid P`: the kernel records who took a lock, not who inherited it);
-/// the process must be the caller's (unless the caller is root) and name drover in its
-/// command line. Without a readable `/proc/locks` only the last two checks are made.
+/// or, where `/proc/locks` shows no lock of it (a filesystem without flock, a FUSE filesystem
+/// that keeps its locks itself), the process has the file open. What cannot be checked (no
+/// readable `/proc/locks`, another user's descriptors) is taken on trust, as before.
 pub fn live_holder(path: &Path) -> Option<Holder> {
-    // SAFETY: geteuid has no preconditions.
-    live_holder_as(path, unsafe { libc::geteuid() })
+    live_holder_as(path, None)
 }
 
-/// [`live_holder`] as the user `caller_uid` sees it.
-fn live_holder_as(path: &Path, caller_uid: u32) -> Option<Holder> {
+/// [`live_holder`] for `drover cancel`, which signals it: only a process of the caller's own
+/// (any, for root). A report (`drover status`) names another user's holder too: a PI looking at
+/// a student's sweep must not read it as killed.
+pub fn holder_to_signal(path: &Path) -> Option<Holder> {
+    // SAFETY: geteuid has no preconditions.
+    live_holder_as(path, Some(unsafe { libc::geteuid() }))
+}
+
+/// [`live_holder`], limited to the processes of `caller_uid` (root: all) when given.
+fn live_holder_as(path: &Path, caller_uid: Option<u32>) -> Option<Holder> {
     let mut file = open_regular(path, OpenOptions::new().read(true)).ok()?;
     let mut text = String::new();
     file.read_to_string(&mut text).ok()?;
+    let meta = file.metadata().ok()?;
+    // Closed before the holder's descriptors are looked at, so that this one is not among them.
+    drop(file);
     let lines = HolderLines::parse(&text)?;
     let pid = lines.pid;
     let description = text.lines().collect::<Vec<_>>().join(", ");
     if !lines.on_this_host() {
         return Some(Holder { pid, this_host: false, description });
     }
-    if let Ok(locks) = std::fs::read_to_string("/proc/locks") {
-        let holders = flock_pids(&locks, file.metadata().ok()?.ino());
-        let launcher = text.lines().find_map(|l| l.strip_prefix("started by drover run pid ")).and_then(|p| p.trim().parse().ok());
-        if !holders.iter().any(|&h| h == pid || Some(h) == launcher) {
-            return None;
-        }
-    }
-    if caller_uid != 0 && std::fs::metadata(format!("/proc/{pid}")).ok()?.uid() != caller_uid {
+    // The cheap checks first: most lock files a `drover status` meets are of ended processes.
+    let owner = std::fs::metadata(format!("/proc/{pid}")).ok()?.uid();
+    if caller_uid.is_some_and(|uid| uid != 0 && uid != owner) {
         return None;
     }
     // A pid is reused once its process is gone; the command line tells a drover process apart.
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    String::from_utf8_lossy(&cmdline).contains("drover").then_some(Holder { pid, this_host: true, description })
+    if !String::from_utf8_lossy(&cmdline).contains("drover") {
+        return None;
+    }
+    if let Ok(locks) = std::fs::read_to_string("/proc/locks") {
+        let holders = flock_pids(&locks, meta.ino());
+        let launcher = text.lines().find_map(|l| l.strip_prefix("started by drover run pid ")).and_then(|p| p.trim().parse().ok());
+        let held = holders.iter().any(|&h| h == pid || Some(h) == launcher);
+        if !held && (!holders.is_empty() || has_open(pid, meta.dev(), meta.ino()) == Some(false)) {
+            return None;
+        }
+    }
+    Some(Holder { pid, this_host: true, description })
+}
+
+/// Whether process `pid` has the file `(dev, ino)` open, from its `/proc/<pid>/fd` links:
+/// `None` when they cannot be read (another user's process).
+fn has_open(pid: u32, dev: u64, ino: u64) -> Option<bool> {
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
+    Some(fds.flatten().any(|fd| std::fs::metadata(fd.path()).is_ok_and(|m| m.dev() == dev && m.ino() == ino)))
 }
 
 /// The pids that hold an `flock` on the inode `ino` in the text of `/proc/locks`
@@ -567,13 +604,36 @@ pub(crate) mod tests {
         let _ = other.wait();
         assert_eq!(found, None, "not holding the lock, so not the holder");
 
-        // A real holder whose process belongs to another user is not this caller's to report.
+        // A real holder whose process belongs to another user is reported, but not this
+        // caller's to signal.
         let _held = acquire(tmp.path(), "drover run a.toml").expect("lock");
         assert!(live_holder(&path).is_some());
+        assert!(holder_to_signal(&path).is_some(), "the caller's own");
         let owner = std::fs::metadata(format!("/proc/{}", std::process::id())).expect("proc").uid();
-        assert!(live_holder_as(&path, owner).is_some());
-        assert_eq!(live_holder_as(&path, owner + 1), None, "another user's process");
-        assert!(live_holder_as(&path, 0).is_some(), "root may see everyone's");
+        assert!(live_holder_as(&path, Some(owner)).is_some());
+        assert_eq!(live_holder_as(&path, Some(owner + 1)), None, "another user's process");
+        assert!(live_holder_as(&path, Some(0)).is_some(), "root may signal everyone's");
+    }
+
+    /// Review: where `/proc/locks` shows no lock of a file (a filesystem without flock, which
+    /// drover runs on with a warning), a real holder was taken for a stale one: `status` said
+    /// its runs were unfinished and `cancel` found nothing. A holder that has the file open is
+    /// one; a live drover process that does not is not.
+    #[test]
+    fn a_holder_that_has_the_lock_file_open_counts_where_no_flock_shows() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let path = tmp.path().join(LOCK_FILE);
+        std::fs::write(&path, holder_text(std::process::id(), &["command drover run a.toml".into()])).expect("write");
+        let meta = std::fs::metadata(&path).expect("meta");
+        let me = std::process::id();
+        assert_eq!(has_open(me, meta.dev(), meta.ino()), Some(false));
+        let open = std::fs::File::open(&path).expect("open");
+        assert_eq!(has_open(me, meta.dev(), meta.ino()), Some(true));
+        // This test process is the holder named (its command line is the test binary's, which
+        // names drover), has the file open, and no flock of it shows in /proc/locks.
+        assert!(live_holder(&path).is_some(), "open, no flock anywhere: the holder");
+        drop(open);
+        assert_eq!(live_holder(&path), None, "neither flock nor open: stale");
     }
 
     #[test]
@@ -630,26 +690,38 @@ pub(crate) mod tests {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path().join("results");
         std::fs::create_dir(&dir).expect("results");
-        let owner = std::fs::metadata(&dir).expect("meta").uid();
-        let err = acquire_as(&dir, "drover run s.toml", owner + 1).expect_err("not the caller's");
+        let mut owner = std::fs::metadata(&dir).expect("meta").uid();
+        if owner == 0 {
+            // Root's folders are trusted: as root, give this one to an ordinary user.
+            std::os::unix::fs::chown(&dir, Some(4_242), None).expect("chown");
+            owner = 4_242;
+        }
+        let other = owner + 1;
+        let err = acquire_as(&dir, "drover run s.toml", other).expect_err("not the caller's");
         let msg = err.to_string();
         assert!(matches!(&err, LockError::NotOwned { path, .. } if *path == dir), "{err:?}");
         assert!(msg.starts_with(&format!("`{}` belongs to ", dir.display())) && msg.contains(&format!("(uid {owner}), not to you")), "{msg}");
         assert!(msg.contains("chooses the plugin library your jobs load"), "{msg}");
         assert!(!dir.join(LOCK_FILE).exists(), "nothing written");
-        acquire_as(&dir, "drover run s.toml", owner).expect("the owner's own");
-        // Another user's `runs/` is refused as well; root is only warned (a container running
-        // as root over the host user's bind mount).
-        std::fs::create_dir(dir.join("runs")).expect("runs");
-        if owner == 0 {
-            std::os::unix::fs::chown(dir.join("runs"), Some(65_534), None).expect("chown");
-            let (path, why) = owner_problem(&dir, 0).expect("runs/ is not root's");
-            assert_eq!(path, dir.join("runs"));
-            assert!(why.starts_with(&format!("`{}` belongs to ", dir.join("runs").display())) && why.contains("(uid 65534)"), "{why}");
-            drop(acquire_as(&dir, "drover run s.toml", 0).expect("root is warned, not refused"));
-            let err = acquire_as(&dir, "drover run s.toml", 65_533).expect_err("another user's runs/").to_string();
-            assert!(err.contains("(uid 65534)") || err.contains(&format!("(uid {owner})")), "{err}");
+        if std::fs::metadata(tmp.path()).expect("meta").uid() != 0 {
+            return; // the rest needs root's chown
         }
+        drop(acquire_as(&dir, "drover run s.toml", owner).expect("the owner's own"));
+        // Root is warned, not refused (a container running as root over the host user's bind
+        // mount); another user's `runs/` is refused as well.
+        drop(acquire_as(&dir, "drover run s.toml", 0).expect("root is warned"));
+        std::fs::create_dir(dir.join("runs")).expect("runs");
+        std::os::unix::fs::chown(dir.join("runs"), Some(other), None).expect("chown");
+        let (path, why) = owner_problem(&dir, owner).expect("runs/ is not the owner's");
+        assert_eq!(path, dir.join("runs"));
+        assert!(why.contains(&format!("(uid {other})")), "{why}");
+        // Review: folders root owns (a CIFS or vboxsf mount shows all as root's) are trusted, and
+        // one the kernel shows as the unmapped user's (NFSv4 idmap, all_squash) is warned about.
+        std::os::unix::fs::chown(dir.join("runs"), Some(0), None).expect("chown");
+        assert_eq!(owner_problem(&dir, owner), None, "root's runs/");
+        std::os::unix::fs::chown(&dir, Some(unmapped_uid()), None).expect("chown");
+        assert!(owner_problem(&dir, owner).is_some(), "not the caller's...");
+        drop(acquire_as(&dir, "drover run s.toml", owner).expect("...but its owner is unknown: warned"));
     }
 
     /// Security review F1: a results directory or a folder above it that every user can

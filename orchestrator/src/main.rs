@@ -295,6 +295,10 @@ fn run(args: RunArgs) -> anyhow::Result<u8> {
     for line in backend::other_runs::lines(&backend::other_runs::other_runs(&plan), &plan.results.runs_dir()) {
         eprintln!("drover: {line}");
     }
+    if use_slurm(backend, &plan) {
+        // Before the results directory and its lock are made: every Slurm command would refuse.
+        drover::backend::slurm_cmd::refuse_other_cluster()?;
+    }
     // Before the dry run too, which shows what the run would do, and before the lock file,
     // so a refused sweep leaves no trace.
     if !use_slurm(backend, &plan) {
@@ -640,6 +644,8 @@ fn use_slurm(arg: Option<BackendArg>, plan: &plan::Plan) -> bool {
 /// list (warnings), `[[slurm.overrides]]` that apply to no run (refused, or a warning when an
 /// override of the file shapes the grid), and the `[slurm.arch]` folders' builds.
 fn slurm_preflight(plan: &plan::Plan, job_bin: &Path) -> anyhow::Result<()> {
+    // Before anything is written: every Slurm command would refuse anyway.
+    drover::backend::slurm_cmd::refuse_other_cluster()?;
     let unmatched = slurm::unmatched_override_check(plan)?;
     let mut paths = vec![("the results directory", plan.results.root()), ("drover-job", job_bin)];
     paths.extend(plan.plugins.values().map(|p| ("a plugin", p.as_path())));

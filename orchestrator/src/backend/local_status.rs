@@ -148,7 +148,7 @@ pub enum LocalCancel {
 pub fn cancel(results: &Path, wait: Duration) -> Result<LocalCancel, RunError> {
     let dir = SweepDir::open(results)?;
     let lock = dir.root.join(crate::lock::LOCK_FILE);
-    let Some(holder) = crate::lock::live_holder(&lock) else { return Ok(LocalCancel::NothingRunning) };
+    let Some(holder) = crate::lock::holder_to_signal(&lock) else { return Ok(LocalCancel::NothingRunning) };
     if !holder.this_host {
         return Err(RunError::CancelElsewhere { dir: dir.root, holder: holder.description });
     }

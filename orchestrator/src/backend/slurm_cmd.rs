@@ -169,9 +169,7 @@ impl Slurm {
     /// input variables that would override what drover asks ([`scrub_environment`]; for
     /// sbatch, `script_options` are the options its batch script sets).
     fn attempt(&self, program: &str, args: &[String], cwd: Option<&Path>, script_options: &[&str]) -> Result<Attempt, SlurmError> {
-        if let Some((name, value)) = other_cluster() {
-            return Err(SlurmError::OtherCluster { name, value });
-        }
+        refuse_other_cluster()?;
         let mut cmd = Command::new(self.program(program));
         cmd.args(args);
         if let Some(dir) = cwd {
@@ -410,6 +408,15 @@ const CLUSTER_VARIABLES: [&str; 2] = ["SLURM_CLUSTERS", "SBATCH_CLUSTERS"];
 /// rather than redirect the sweep.
 fn other_cluster() -> Option<(String, String)> {
     other_cluster_in(|name| std::env::var_os(name))
+}
+
+/// Refuses to go on while a cluster variable has a value ([`other_cluster`]): `drover run`
+/// asks before it writes anything, and every Slurm command drover runs asks again.
+pub fn refuse_other_cluster() -> Result<(), SlurmError> {
+    match other_cluster() {
+        Some((name, value)) => Err(SlurmError::OtherCluster { name, value }),
+        None => Ok(()),
+    }
 }
 
 /// [`other_cluster`] over the variables `var` gives.
@@ -830,7 +837,7 @@ mod tests {
         assert_eq!(other_cluster_in(env(&[("SLURM_CLUSTERS", "")])), None, "empty is unset");
         assert_eq!(other_cluster_in(env(&[("SBATCH_CLUSTERS", "gpu")])), Some(("SBATCH_CLUSTERS".to_string(), "gpu".to_string())));
         let err = SlurmError::OtherCluster { name: "SLURM_CLUSTERS".into(), value: "gpu".into() }.to_string();
-        assert!(err.starts_with("`SLURM_CLUSTERS=gpu` in the environment sends Slurm's commands to another cluster") && err.contains("env -u SLURM_CLUSTERS"), "{err}");
+        assert!(err.starts_with("`SLURM_CLUSTERS=gpu` in the environment sends Slurm's commands to the cluster(s) it names") && err.contains("env -u SLURM_CLUSTERS"), "{err}");
         assert_eq!(removed_variable("SLURM_CLUSTERS", &[]), None, "refused, not removed");
     }
 
