@@ -286,6 +286,17 @@ pub(crate) mod tests {
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
     }
 
+    /// A local sweep of one run in `root` that has started (its first attempt's log) and has
+    /// no marker: its directory.
+    fn one_started_run(root: &Path) -> std::path::PathBuf {
+        let run_id = "0123456789abcdef";
+        sweep_of(root, &[run_id]);
+        let run_dir = root.join("runs").join(run_id);
+        std::fs::create_dir_all(&run_dir).unwrap();
+        std::fs::write(run_dir.join("attempt-1.stderr.log"), "").unwrap();
+        run_dir
+    }
+
     /// Security review F3: a `.ranks.lock` whose probe failed for any reason but "held" (EBADF
     /// on NFS, where the orchestrator's read-only descriptor cannot take the exclusive lock)
     /// read as "no ranks running", so a run whose ranks were alive showed as unfinished. It is
@@ -293,11 +304,7 @@ pub(crate) mod tests {
     #[test]
     fn a_ranks_lock_that_cannot_be_probed_makes_the_run_unknown_not_ended() {
         let tmp = tempfile::tempdir().unwrap();
-        let run_id = "0123456789abcdef";
-        sweep_of(tmp.path(), &[run_id]);
-        let run_dir = tmp.path().join("runs").join(run_id);
-        std::fs::create_dir_all(&run_dir).unwrap();
-        std::fs::write(run_dir.join("attempt-1.stderr.log"), "").unwrap();
+        let run_dir = one_started_run(tmp.path());
         mkfifo(&run_dir.join(crate::backend::job_lock::RANKS_LOCK_FILE));
         let report = status(&SweepDir::open(tmp.path()).unwrap());
         let run = &report.runs[0];
@@ -312,11 +319,7 @@ pub(crate) mod tests {
     #[test]
     fn cancel_and_status_leave_a_live_process_named_by_a_stale_lock_alone() {
         let tmp = tempfile::tempdir().unwrap();
-        let run_id = "0123456789abcdef";
-        sweep_of(tmp.path(), &[run_id]);
-        let run_dir = tmp.path().join("runs").join(run_id);
-        std::fs::create_dir_all(&run_dir).unwrap();
-        std::fs::write(run_dir.join("attempt-1.stderr.log"), "").unwrap();
+        let run_dir = one_started_run(tmp.path());
         let mut other = crate::lock::tests::unrelated_drover_process();
         let text = crate::lock::holder_text(other.id(), &["command drover run s.toml".into()]);
         std::fs::write(tmp.path().join(crate::lock::LOCK_FILE), &text).unwrap();
