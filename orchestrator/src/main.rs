@@ -728,8 +728,9 @@ fn cancel_cmd(results: &Path) -> anyhow::Result<u8> {
     use drover::backend::local_status::{self, LocalCancel};
     let ids = match slurm::cancel(results, &Slurm::default()) {
         Err(drover::RunError::NotSlurm { .. }) => {
-            // A local sweep: ask its `drover run` to stop, as Ctrl-C would; its grace period
-            // (SIGKILL after DEFAULT_GRACE) bounds the wait.
+            // A local sweep: ask its `drover run` to stop, as Ctrl-C would; the default grace
+            // period (SIGKILL after DEFAULT_GRACE) bounds the wait. A sweep given a longer
+            // `local.grace_seconds` may still be stopping then, and the answer says so.
             let wait = drover::backend::local::DEFAULT_GRACE + std::time::Duration::from_secs(5);
             match local_status::cancel(results, wait)? {
                 LocalCancel::NothingRunning => eprintln!("drover: no `drover run` is running this sweep; nothing to cancel"),
