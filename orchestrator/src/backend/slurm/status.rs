@@ -314,14 +314,25 @@ pub fn status(results: &Path, slurm: &Slurm) -> Result<StatusReport, RunError> {
         }
         Err(e) => return Err(e.into()),
     };
-    // Not found: its sbatch may still be in flight, so it is left for `drover run` to judge.
-    find_dangling_as_reader(&dir, &mut ledger, &queue);
-    // Also where a `--no-wait` sweep's lowered throttle catches up, and its waiting array
-    // starts, once older runs end.
-    let lifted = share_free_slots_remembered(&dir.root, &mut ledger, &queue, slurm, &mut throttles_set(&dir.root));
-    mark_lifted(&mut queue, &lifted);
+    // Another user looking (a PI or an account coordinator at a student's sweep, whom Slurm
+    // would let change its jobs) only reads: the submitter's own `drover status` or
+    // `drover run` records and lifts.
+    if submitted_by_caller(&ledger) {
+        // Not found: its sbatch may still be in flight, so it is left for `drover run` to judge.
+        find_dangling_as_reader(&dir, &mut ledger, &queue);
+        // Also where a `--no-wait` sweep's lowered throttle catches up, and its waiting array
+        // starts, once older runs end.
+        let lifted = share_free_slots_remembered(&dir.root, &mut ledger, &queue, slurm, &mut throttles_set(&dir.root));
+        mark_lifted(&mut queue, &lifted);
+    }
     let runs = statuses(&dir, &ledger, Some(&queue));
     Ok(status_report(&dir, runs))
+}
+
+/// Whether the caller submitted the sweep (or its ledger does not say who did): only then does
+/// `drover status` change anything, in the ledger or in Slurm.
+fn submitted_by_caller(ledger: &Ledger) -> bool {
+    ledger.submitter().is_none_or(|uid| uid == crate::backend::slurm_cmd::current_uid())
 }
 
 /// `drover cancel <dir>`: cancels the sweep's live arrays (one `scancel`) and records which,
@@ -787,6 +798,43 @@ mod tests {
         assert_eq!((now[0].time_limit_requeues, now[0].spent_budget.as_deref()), (2, None), "both stops were requeues");
     }
 
+    /// Security review F7: `drover status` by another user (a PI or an account coordinator,
+    /// whom Slurm lets change a student's jobs) recorded in the student's ledger and updated
+    /// throttles. Only the submitter's status changes anything; another user's only reads.
+    #[test]
+    fn status_by_another_user_than_the_submitter_changes_nothing() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let root = tmp.path().canonicalize().expect("canonical");
+        let bin = root.join("bin");
+        std::fs::create_dir_all(&bin).expect("mkdir");
+        // The queue lists the array of a submission whose sbatch outcome was never recorded.
+        crate::subprocess::write_stand_in(&bin.join("squeue"), "echo '99|0|RUNNING|None|drover:abcdef12:0|(null)'");
+        let run = format!("{:016x}", 0);
+        let manifest = serde_json::json!({"format_version": 1, "name": "s", "source": "s.toml", "runs": [run], "created_at": "0"});
+        std::fs::write(root.join(SWEEP_JSON), manifest.to_string()).expect("sweep.json");
+        let me = crate::backend::slurm_cmd::current_uid();
+        let slurm = Slurm { bin_dir: Some(bin), ..Slurm::default() };
+        for (submitter, records) in [(me.wrapping_add(1), false), (me, true)] {
+            let _ = std::fs::remove_dir_all(root.join(SLURM_DIR));
+            let mut ledger = Ledger::load(&root).expect("empty");
+            ledger
+                .append(LedgerEvent::Intent {
+                    submission: 0,
+                    job_name: "drover-s-abcdef12".into(),
+                    comment: "drover:abcdef12:0".into(),
+                    script: "array-0.sbatch".into(),
+                    runs: vec![run.clone()],
+                    provenance: Box::new(Provenance { submit_uid: Some(submitter), ..Provenance::default() }),
+                    throttle: None,
+                    raise_to: None,
+                })
+                .expect("intent");
+            status(&root, &slurm).expect("status");
+            let text = std::fs::read_to_string(root.join(SLURM_DIR).join(LEDGER)).expect("ledger");
+            assert_eq!(text.contains(r#""kind":"submitted""#), records, "submitter {submitter}, caller {me}: {text}");
+        }
+    }
+
     /// `drover cancel` marks only the arrays it cancelled: a run of an array that had already
     /// ended (a crash Slurm has forgotten) still reads as failed; a ledger written before the
     /// job ids were recorded keeps its meaning; with nothing live, the request is recorded with
@@ -819,8 +867,7 @@ mod tests {
         // waiting `drover run` whose runs all wait for room must stop), with no array named.
         let bin = root.join("bin");
         std::fs::create_dir_all(&bin).expect("mkdir");
-        std::fs::write(bin.join("squeue"), "#!/bin/sh\nexit 0\n").expect("fake squeue");
-        std::fs::set_permissions(bin.join("squeue"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+        crate::subprocess::write_stand_in(&bin.join("squeue"), "exit 0");
         let manifest = serde_json::json!({
             "format_version": 1, "name": "s", "source": "s.toml", "runs": [format!("{:016x}", 0), format!("{:016x}", 1)], "created_at": "0"
         });
