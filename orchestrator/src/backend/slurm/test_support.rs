@@ -62,8 +62,9 @@ pub(super) fn submit_limited(dir: &Path, limit: usize, user_jobs: usize) -> Slur
     );
     let squeue = format!("#!/bin/sh\ni=0\nwhile [ $i -lt {user_jobs} ]; do echo $((500 + i)); i=$((i + 1)); done\n");
     for (name, body) in [("sbatch", sbatch), ("squeue", squeue)] {
-        std::fs::write(bin.join(name), body).expect("stand-in");
-        std::fs::set_permissions(bin.join(name), std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+        // Through `write_stand_in`, which waits until no other test's fork still holds the file
+        // open for writing: a plain write here failed now and then with ETXTBSY under load.
+        crate::subprocess::write_stand_in(&bin.join(name), body.strip_prefix("#!/bin/sh\n").unwrap_or(&body));
     }
     Slurm { bin_dir: Some(bin), policy: crate::backend::slurm_cmd::CallPolicy { attempts: 1, ..Default::default() } }
 }

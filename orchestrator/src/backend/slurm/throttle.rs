@@ -408,8 +408,7 @@ mod tests {
         let root = tmp.path();
         let (bin, calls) = (root.join("bin"), root.join("calls"));
         std::fs::create_dir_all(&bin).expect("mkdir");
-        std::fs::write(bin.join("scontrol"), format!("#!/bin/sh\necho \"$*\" >> '{}'\nexit 0\n", calls.display())).expect("fake scontrol");
-        std::fs::set_permissions(bin.join("scontrol"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+        crate::subprocess::write_stand_in(&bin.join("scontrol"), &format!("echo \"$*\" >> '{}'\nexit 0", calls.display()));
         let slurm = Slurm { bin_dir: Some(bin), policy: crate::backend::slurm_cmd::CallPolicy { attempts: 1, ..Default::default() } };
         let mut ledger = Ledger::load(root).expect("empty");
         // Array 42 started at %1 below the sweep's 3 while array 41 ran; 41 has ended.
