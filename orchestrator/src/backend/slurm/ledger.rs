@@ -398,6 +398,19 @@ impl Ledger {
         uids.all(|u| u == Some(first)).then_some(first)
     }
 
+    /// The job name and comment token of the first intent (`drover:<token>:<n>`) that drover
+    /// could have written (a name of plain characters, a hex token): the sweep's name ever
+    /// since (`sweep_dir::job_name`).
+    pub fn recorded_job_name(&self) -> Option<(String, String)> {
+        self.submissions.values().find_map(|s| {
+            let token = s.comment.strip_prefix("drover:")?.split(':').next()?;
+            let name = &s.job_name;
+            let plain_name = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+            let hex_token = !token.is_empty() && token.chars().all(|c| c.is_ascii_hexdigit());
+            (plain_name && hex_token).then(|| (name.clone(), token.to_string()))
+        })
+    }
+
     /// Submissions whose `sbatch` outcome was never recorded (drover died, or sbatch timed out).
     pub(super) fn dangling(&self) -> Vec<u32> {
         self.submissions.iter().filter(|(_, s)| s.job_id.is_none() && s.refused.is_none()).map(|(n, _)| *n).collect()

@@ -115,7 +115,7 @@ pub fn dry_run_scripts(plan: &Plan, opts: &SlurmOptions, actions: &[DryRunAction
         .filter(|(_, action)| action.submits())
         .map(|(r, _)| (r.run_id.to_string(), run_resources(settings, r)))
         .collect();
-    let (name, token) = job_name(&plan.sweep.name, &root);
+    let (name, token) = job_name(&plan.sweep.name, &root, &ledger);
     let mut out = Vec::new();
     let arrays = plan_arrays(&runs, max, settings.runs_per_task as usize);
     let sizes: Vec<usize> = arrays.iter().map(ArrayPlan::tasks).collect();

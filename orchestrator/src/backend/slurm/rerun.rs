@@ -38,7 +38,7 @@ pub fn dry_run_actions(plan: &Plan, opts: &SlurmOptions) -> Vec<DryRunAction> {
     let local = || plan.runs.iter().map(|r| DryRunAction::from(crate::backend::planned_action(&plan.results.run_dir(r.run_id.as_str()), &plan.job_spec(r)))).collect();
     let Ok(root) = dry_run_root(plan) else { return local() };
     let Ok(mut ledger) = Ledger::load(&root) else { return local() };
-    let (job_name, token) = job_name(&plan.sweep.name, &root);
+    let (job_name, token) = job_name(&plan.sweep.name, &root, &ledger);
     let queue = if ledger.submissions.is_empty() {
         Vec::new()
     } else {

@@ -77,9 +77,9 @@ pub fn run_sweep(plan: &Plan, opts: &SlurmOptions) -> Result<SlurmReport, RunErr
     let plan = &Plan { results: layout::ResultsDir::new(&root), ..plan.clone() };
     crate::backend::prepare::write_sweep_files(plan, &root)?;
     let settings = &plan.sweep.slurm;
-    let (job_name, token) = job_name(&plan.sweep.name, &root);
-    let dir = SweepDir { root: root.clone(), name: plan.sweep.name.clone(), runs: plan.runs.iter().map(|r| r.run_id.clone()).collect(), job_name: job_name.clone() };
     let mut ledger = Ledger::load(&root)?;
+    let (job_name, token) = job_name(&plan.sweep.name, &root, &ledger);
+    let dir = SweepDir { root: root.clone(), name: plan.sweep.name.clone(), runs: plan.runs.iter().map(|r| r.run_id.clone()).collect(), job_name: job_name.clone() };
     // Submissions whose sbatch outcome was never recorded: find them in the queue by comment.
     if !ledger.dangling().is_empty() {
         let queue = opts.slurm.queue(&job_name, ledger.submitter())?;

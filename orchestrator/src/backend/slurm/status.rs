@@ -288,7 +288,8 @@ pub(super) fn find_dangling_as_reader(dir: &SweepDir, ledger: &mut Ledger, queue
             *ledger = fresh;
         }
     }
-    ledger.find_dangling(queue, &job_name(&dir.name, &dir.root).1, records);
+    let token = job_name(&dir.name, &dir.root, ledger).1;
+    ledger.find_dangling(queue, &token, records);
 }
 
 pub(super) fn status_report(dir: &SweepDir, runs: Vec<RunStatus>) -> StatusReport {
@@ -459,7 +460,7 @@ mod tests {
         stale.append(intent(0, vec!["0123456789abcdef".into()], None, None)).expect("intent");
         let mut run = Ledger::load(&root).expect("ledger");
         run.append(LedgerEvent::Submitted { submission: 0, job_id: "77".into() }).expect("submitted");
-        let queue = [QueueEntry { comment: format!("drover:{}:0", job_name("s", &root).1), ..tasks("77", 0, 1, "RUNNING", "None")[0].clone() }];
+        let queue = [QueueEntry { comment: format!("drover:{}:0", job_name("s", &root, &stale).1), ..tasks("77", 0, 1, "RUNNING", "None")[0].clone() }];
         find_dangling_as_reader(&dir, &mut stale, &queue);
         let text = std::fs::read_to_string(root.join(SLURM_DIR).join(LEDGER)).expect("ledger");
         assert_eq!(text.matches(r#""kind":"submitted""#).count(), 1, "{text}");

@@ -9,15 +9,17 @@ use crate::config::RunId;
 use crate::error::RunError;
 use crate::layout::{self, SWEEP_JSON, SweepManifest};
 
+use super::ledger::Ledger;
+
 /// The sweep's job name and the token of its submissions' comments (`drover:<token>:<n>`):
-/// the ones its ledger's first intent recorded, else [`new_job_name`]. One name for all of a
-/// sweep's jobs, so one `squeue --name` answers for the whole sweep. Read back rather than
-/// computed again, since the path it was made from is not the only one: the same folder
-/// reached through a bind mount, autofs or another login node's mount point canonicalizes
-/// to another path, whose name would find none of the sweep's live jobs (reported
-/// cancelled, then submitted again).
-pub fn job_name(sweep: &str, root: &Path) -> (String, String) {
-    recorded_job_name(root).unwrap_or_else(|| new_job_name(sweep, root))
+/// the ones its `ledger`'s first intent recorded ([`Ledger::recorded_job_name`]), else
+/// [`new_job_name`]. One name for all of a sweep's jobs, so one `squeue --name` answers for the
+/// whole sweep. Read back rather than computed again, since the path it was made from is not
+/// the only one: the same folder reached through a bind mount, autofs or another login node's
+/// mount point canonicalizes to another path, whose name would find none of the sweep's live
+/// jobs (reported cancelled, then submitted again).
+pub fn job_name(sweep: &str, root: &Path, ledger: &Ledger) -> (String, String) {
+    ledger.recorded_job_name().unwrap_or_else(|| new_job_name(sweep, root))
 }
 
 /// `drover-<sweep>-<8 hex>`, for a sweep with no submission yet: a hash of the results path,
@@ -34,24 +36,6 @@ pub fn new_job_name(sweep: &str, root: &Path) -> (String, String) {
     let digest = hasher.finalize();
     let token: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
     (format!("drover-{sweep}-{token}"), token)
-}
-
-/// The job name and comment token of the first intent in `root`'s ledger, when it has one
-/// that drover could have written (a name of plain characters, a hex token). Read quietly and
-/// line by line: [`Ledger::load`](super::ledger::Ledger::load) reports a damaged ledger.
-fn recorded_job_name(root: &Path) -> Option<(String, String)> {
-    let text = std::fs::read_to_string(root.join(super::SLURM_DIR).join(super::ledger::LEDGER)).ok()?;
-    text.lines().find_map(|line| {
-        let record: serde_json::Value = serde_json::from_str(line).ok()?;
-        if record["kind"] != "intent" {
-            return None;
-        }
-        let name = record["job_name"].as_str()?;
-        let token = record["comment"].as_str()?.strip_prefix("drover:")?.split(':').next()?;
-        let plain_name = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
-        let hex_token = !token.is_empty() && token.chars().all(|c| c.is_ascii_hexdigit());
-        (plain_name && hex_token).then(|| (name.to_string(), token.to_string()))
-    })
 }
 
 /// The facts of a sweep's results directory that status, cancel and run all need.
@@ -81,7 +65,9 @@ impl SweepDir {
             path: manifest_path.clone(),
             reason: format!("{reason}; `drover run` on the sweep file writes it again"),
         })?;
-        let (job_name, _) = job_name(&manifest.name, &root);
+        // A ledger that cannot be read names no job: `status` and `cancel` report it as they
+        // load it themselves.
+        let (job_name, _) = job_name(&manifest.name, &root, &Ledger::load(&root).unwrap_or_default());
         Ok(SweepDir { root, name: manifest.name, runs, job_name })
     }
 
@@ -122,13 +108,13 @@ mod tests {
             ledger.append(event).expect("intent");
         }
         assert_ne!(fresh.0, there);
-        assert_eq!(job_name("s", &root), (there.clone(), token.clone()));
+        assert_eq!(job_name("s", &root, &Ledger::load(&root).expect("ledger")), (there.clone(), token.clone()));
         assert_eq!(SweepDir::open(&root).expect("open").job_name, there);
 
         // A first intent that drover cannot have written is not trusted.
         let ledger_path = root.join(crate::backend::slurm::SLURM_DIR).join(crate::backend::slurm::ledger::LEDGER);
         let text = std::fs::read_to_string(&ledger_path).expect("ledger");
         std::fs::write(&ledger_path, text.replacen(&there, "x;rm -rf", 1)).expect("tamper");
-        assert_eq!(job_name("s", &root).0, there, "the next intent's");
+        assert_eq!(job_name("s", &root, &Ledger::load(&root).expect("ledger")).0, there, "the next intent's");
     }
 }
