@@ -82,11 +82,19 @@ impl RunLock {
 /// is warned about ([`writable_by_others`]), once.
 pub fn acquire(dir: &Path, command: &str) -> Result<RunLock, LockError> {
     // SAFETY: geteuid has no preconditions.
-    acquire_as(dir, command, unsafe { libc::geteuid() })
+    acquire_as(dir, command, None, unsafe { libc::geteuid() })
+}
+
+/// [`acquire`] for a local `drover run`, whose stop waits `grace` before SIGKILL: the lock
+/// says so (a `grace_seconds` line, [`Holder::stop_grace`]), so that `drover cancel` waits as
+/// long as the stop it asks for takes.
+pub fn acquire_local(dir: &Path, command: &str, grace: std::time::Duration) -> Result<RunLock, LockError> {
+    // SAFETY: geteuid has no preconditions.
+    acquire_as(dir, command, Some(grace), unsafe { libc::geteuid() })
 }
 
 /// [`acquire`] for the user `euid`.
-fn acquire_as(dir: &Path, command: &str, euid: u32) -> Result<RunLock, LockError> {
+fn acquire_as(dir: &Path, command: &str, grace: Option<std::time::Duration>, euid: u32) -> Result<RunLock, LockError> {
     let path = dir.join(LOCK_FILE);
     let io = |source| LockError::Io { path: path.clone(), source };
     if let Some((owned, why)) = owner_problem(dir, euid) {
@@ -131,7 +139,9 @@ fn acquire_as(dir: &Path, command: &str, euid: u32) -> Result<RunLock, LockError
         }
     }
     let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let text = holder_text(std::process::id(), &[format!("since {}", utc_text(since)), format!("command {command}")]);
+    let mut extra = vec![format!("since {}", utc_text(since)), format!("command {command}")];
+    extra.extend(grace.map(|g| format!("{GRACE_LINE}{}", g.as_secs_f64())));
+    let text = holder_text(std::process::id(), &extra);
     file.set_len(0).and_then(|()| file.rewind()).and_then(|()| file.write_all(text.as_bytes())).map_err(io)?;
     Ok(RunLock { _file: file, path })
 }
@@ -335,21 +345,29 @@ pub fn holder_text(pid: u32, extra: &[String]) -> String {
     text
 }
 
-/// The `pid` and `host` lines of a lock file's text ([`holder_text`]).
+/// The line of a local `drover run`'s lock text that gives its stop's grace period in seconds.
+const GRACE_LINE: &str = "grace_seconds ";
+
+/// The `pid` and `host` lines of a lock file's text ([`holder_text`]), and a local `drover
+/// run`'s `grace_seconds` line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HolderLines {
     /// The holder's process id.
     pub pid: u32,
     /// Its host; `None` in a text written before every holder named it (then this host).
     pub host: Option<String>,
+    /// How long its stop waits before SIGKILL; `None` when the text does not say (a Slurm
+    /// sweep's `drover run`, a job's lock, a text written before the line existed).
+    pub grace: Option<std::time::Duration>,
 }
 
 impl HolderLines {
-    /// Reads the `pid` line (required) and the `host` line of `text`.
+    /// Reads the `pid` line (required), the `host` line and the `grace_seconds` line of `text`.
     pub fn parse(text: &str) -> Option<Self> {
         let field = |key: &str| text.lines().find_map(|l| l.strip_prefix(key)).map(str::trim);
         let pid = field("pid ")?.parse().ok()?;
-        Some(Self { pid, host: field("host ").map(str::to_string) })
+        let grace = field(GRACE_LINE).and_then(|s| s.parse::<f64>().ok()).and_then(|s| std::time::Duration::try_from_secs_f64(s).ok());
+        Some(Self { pid, host: field("host ").map(str::to_string), grace })
     }
 
     /// Whether the holder runs on this host (a text without a host line is taken to).
@@ -367,6 +385,9 @@ pub struct Holder {
     pub this_host: bool,
     /// Its description, one line (`pid 12, host n1, since ..., command ...`).
     pub description: String,
+    /// How long a stop it is asked for waits before SIGKILL, when its lock says
+    /// ([`HolderLines::grace`]).
+    pub stop_grace: Option<std::time::Duration>,
 }
 
 /// Who holds the lock file `path`, read without taking it (taking it, even for a moment, could
@@ -409,7 +430,7 @@ fn live_holder_as(path: &Path, caller_uid: Option<u32>) -> Option<Holder> {
     let pid = lines.pid;
     let description = text.lines().collect::<Vec<_>>().join(", ");
     if !lines.on_this_host() {
-        return Some(Holder { pid, this_host: false, description });
+        return Some(Holder { pid, this_host: false, description, stop_grace: lines.grace });
     }
     // The cheap checks first: most lock files a `drover status` meets are of ended processes.
     let owner = std::fs::metadata(format!("/proc/{pid}")).ok()?.uid();
@@ -429,7 +450,7 @@ fn live_holder_as(path: &Path, caller_uid: Option<u32>) -> Option<Holder> {
             return None;
         }
     }
-    Some(Holder { pid, this_host: true, description })
+    Some(Holder { pid, this_host: true, description, stop_grace: lines.grace })
 }
 
 /// Whether process `pid` has the file `(dev, ino)` open, from its `/proc/<pid>/fd` links:
@@ -697,7 +718,7 @@ pub(crate) mod tests {
             owner = 4_242;
         }
         let other = owner + 1;
-        let err = acquire_as(&dir, "drover run s.toml", other).expect_err("not the caller's");
+        let err = acquire_as(&dir, "drover run s.toml", None, other).expect_err("not the caller's");
         let msg = err.to_string();
         assert!(matches!(&err, LockError::NotOwned { path, .. } if *path == dir), "{err:?}");
         assert!(msg.starts_with(&format!("`{}` belongs to ", dir.display())) && msg.contains(&format!("(uid {owner}), not to you")), "{msg}");
@@ -706,10 +727,10 @@ pub(crate) mod tests {
         if std::fs::metadata(tmp.path()).expect("meta").uid() != 0 {
             return; // the rest needs root's chown
         }
-        drop(acquire_as(&dir, "drover run s.toml", owner).expect("the owner's own"));
+        drop(acquire_as(&dir, "drover run s.toml", None, owner).expect("the owner's own"));
         // Root is warned, not refused (a container running as root over the host user's bind
         // mount); another user's `runs/` is refused as well.
-        drop(acquire_as(&dir, "drover run s.toml", 0).expect("root is warned"));
+        drop(acquire_as(&dir, "drover run s.toml", None, 0).expect("root is warned"));
         std::fs::create_dir(dir.join("runs")).expect("runs");
         std::os::unix::fs::chown(dir.join("runs"), Some(other), None).expect("chown");
         let (path, why) = owner_problem(&dir, owner).expect("runs/ is not the owner's");
@@ -721,7 +742,7 @@ pub(crate) mod tests {
         assert_eq!(owner_problem(&dir, owner), None, "root's runs/");
         std::os::unix::fs::chown(&dir, Some(unmapped_uid()), None).expect("chown");
         assert!(owner_problem(&dir, owner).is_some(), "not the caller's...");
-        drop(acquire_as(&dir, "drover run s.toml", owner).expect("...but its owner is unknown: warned"));
+        drop(acquire_as(&dir, "drover run s.toml", None, owner).expect("...but its owner is unknown: warned"));
     }
 
     /// Security review F1: a results directory or a folder above it that every user can
@@ -749,11 +770,32 @@ pub(crate) mod tests {
         let text = holder_text(42, &["since x".into(), "command drover run a.toml".into()]);
         assert_eq!(text, format!("pid 42\nhost {}\nsince x\ncommand drover run a.toml\n", hostname()));
         let lines = HolderLines::parse(&text).expect("parses");
-        assert_eq!(lines, HolderLines { pid: 42, host: Some(hostname()) });
+        assert_eq!(lines, HolderLines { pid: 42, host: Some(hostname()), grace: None });
         assert!(lines.on_this_host());
         let old = HolderLines::parse("pid 7\nstarted by drover run pid 3\n").expect("parses");
         assert_eq!((old.host, HolderLines::parse("pid 7\n").map(|l| l.on_this_host())), (None, Some(true)));
         assert!(!HolderLines::parse("pid 7\nhost some-other-node\n").expect("parses").on_this_host());
         assert_eq!(HolderLines::parse("host h\n"), None, "no pid");
+    }
+
+    /// Follow-up (sixteenth session): `drover cancel` waited the default 10 s grace (+5 s) on
+    /// a local sweep whatever its `local.grace_seconds`, and answered "still stopping" for a
+    /// sweep given longer. A local `drover run`'s lock says its grace, and the holder carries it.
+    #[test]
+    fn a_local_runs_lock_says_its_stop_grace() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let _held = acquire_local(tmp.path(), "drover run s.toml", std::time::Duration::from_millis(90_500)).expect("lock");
+        let text = std::fs::read_to_string(tmp.path().join(LOCK_FILE)).expect("text");
+        assert!(text.ends_with("command drover run s.toml\ngrace_seconds 90.5\n"), "{text}");
+        let lines = HolderLines::parse(&text).expect("parses");
+        assert_eq!(lines.grace, Some(std::time::Duration::from_millis(90_500)));
+        let holder = live_holder(&tmp.path().join(LOCK_FILE)).expect("this process holds it");
+        assert_eq!(holder.stop_grace, Some(std::time::Duration::from_millis(90_500)));
+        drop(_held);
+        let _slurm = acquire(tmp.path(), "drover run s.toml").expect("lock");
+        assert_eq!(live_holder(&tmp.path().join(LOCK_FILE)).expect("held").stop_grace, None, "a Slurm sweep's run says none");
+        for bad in ["grace_seconds x", "grace_seconds -1", "grace_seconds inf"] {
+            assert_eq!(HolderLines::parse(&format!("pid 1\n{bad}\n")).expect("parses").grace, None, "{bad}");
+        }
     }
 }

@@ -341,7 +341,14 @@ fn run(args: RunArgs) -> anyhow::Result<u8> {
         return Ok(exit_codes::SUCCESS);
     }
     // Held until this function returns: a second `drover run` on these results is refused.
-    let _lock = match drover::lock::acquire(plan.results.root(), &drover::lock::command_line()) {
+    // A local sweep's lock says how long its stop waits, for `drover cancel` to wait as long.
+    let command = drover::lock::command_line();
+    let locked = if use_slurm(backend, &plan) {
+        drover::lock::acquire(plan.results.root(), &command)
+    } else {
+        drover::lock::acquire_local(plan.results.root(), &command, plan.sweep.local.grace)
+    };
+    let _lock = match locked {
         // A directory that cannot be created is a setting to correct (exit 3), named as given.
         Err(drover::lock::LockError::CreateDir { dir, source }) => {
             return Err(plan::results_dir_error(&opts, format!("cannot create `{}`: {source}", dir.display())).into());
@@ -728,11 +735,9 @@ fn cancel_cmd(results: &Path) -> anyhow::Result<u8> {
     use drover::backend::local_status::{self, LocalCancel};
     let ids = match slurm::cancel(results, &Slurm::default()) {
         Err(drover::RunError::NotSlurm { .. }) => {
-            // A local sweep: ask its `drover run` to stop, as Ctrl-C would; the default grace
-            // period (SIGKILL after DEFAULT_GRACE) bounds the wait. A sweep given a longer
-            // `local.grace_seconds` may still be stopping then, and the answer says so.
-            let wait = drover::backend::local::DEFAULT_GRACE + std::time::Duration::from_secs(5);
-            match local_status::cancel(results, wait)? {
+            // A local sweep: ask its `drover run` to stop, as Ctrl-C would, and wait as long as
+            // that stop takes: its grace period (SIGKILL after it) and a little more.
+            match local_status::cancel(results, std::time::Duration::from_secs(5))? {
                 LocalCancel::NothingRunning => eprintln!("drover: no `drover run` is running this sweep; nothing to cancel"),
                 LocalCancel::Stopped(who) => {
                     eprintln!("drover: stopped `drover run` ({who}); finished runs are kept, stopped ones are marked cancelled")

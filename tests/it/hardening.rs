@@ -398,6 +398,52 @@ fn local_status_shows_progress_and_cancel_stops_the_drover_run() {
     assert!(!wrong.status.success() && said.contains("is not a drover results directory (no `sweep.json`)"), "{said}");
 }
 
+/// Follow-up (sixteenth session): `drover cancel` waited the default grace (10 s, +5 s) for a
+/// local sweep whatever its `local.grace_seconds`, so a sweep whose jobs take longer to stop
+/// was answered "still stopping" while its stop went on as asked. Here a job takes about 17 s
+/// to stop and the sweep allows 30: cancel waits for the `drover run` to end.
+#[test]
+fn local_cancel_waits_the_sweeps_grace_period() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let results = tmp.path().join("results");
+    let sweep = write_sweep(
+        tmp.path(),
+        "name = \"slow-stop\"\n[run]\nenv = \"CartPole-v1\"\nplugin = \"ppo\"\nnum_envs = 8\nnum_steps = 64\n\
+         total_steps = 50000000\n[sweep]\nseeds = [1]\n[local]\ngrace_seconds = 30\n",
+    );
+    // A job that takes 17 s to stop on SIGTERM; plugin probes go to the real runtime.
+    let job = tmp.path().join("slow-stop-job.sh");
+    let script = format!(
+        "#!/bin/sh\nif [ \"$1\" = --spec ]; then trap 'sleep 17; exit 143' TERM; touch \"{}\"; while :; do sleep 1; done; fi\nexec {} \"$@\"\n",
+        tmp.path().join("started").display(),
+        artifact("drover-job").display()
+    );
+    std::fs::write(&job, script).expect("write script");
+    std::fs::set_permissions(&job, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let mut driver = drover()
+        .env("DROVER_JOB_BIN", &job)
+        .arg("run")
+        .arg(&sweep)
+        .arg("--results")
+        .arg(&results)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn drover run");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !tmp.path().join("started").exists() {
+        assert!(std::time::Instant::now() < deadline, "the job never started");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let lock = std::fs::read_to_string(results.join(".drover.lock")).expect("lock text");
+    assert!(lock.ends_with("grace_seconds 30\n"), "{lock}");
+    let began = std::time::Instant::now();
+    let cancel = run_ok(drover().arg("cancel").arg(&results));
+    let said = String::from_utf8_lossy(&cancel.stderr);
+    assert!(said.contains("drover: stopped `drover run` (pid"), "{said}");
+    assert!(began.elapsed() >= std::time::Duration::from_secs(15), "the job took 17 s to stop: {:?}", began.elapsed());
+    assert_eq!(driver.wait().expect("wait for drover run").code(), Some(130));
+}
+
 /// The sweep of the resume tests: 400 iterations of 512 steps, a few seconds, long enough to
 /// stop in the middle.
 fn resume_sweep(dir: &Path) -> PathBuf {

@@ -139,12 +139,14 @@ pub enum LocalCancel {
     NothingRunning,
     /// The `drover run` (its description) was asked to stop and has exited.
     Stopped(String),
-    /// It was asked to stop and is still stopping its jobs after `waited`.
+    /// It was asked to stop and is still stopping its jobs after the wait.
     Stopping(String),
 }
 
 /// Asks the `drover run` working through the local sweep in `results` to stop (SIGTERM), and
-/// waits up to `wait` for it to exit. Refused, naming the host, when it runs on another host.
+/// waits for it to exit as long as its stop can take, its grace period (its lock's
+/// `grace_seconds`, else the default), and `wait` more. Refused, naming the host, when it runs
+/// on another host.
 pub fn cancel(results: &Path, wait: Duration) -> Result<LocalCancel, RunError> {
     let dir = SweepDir::open(results)?;
     let lock = dir.root.join(crate::lock::LOCK_FILE);
@@ -159,7 +161,8 @@ pub fn cancel(results: &Path, wait: Duration) -> Result<LocalCancel, RunError> {
         let source = std::io::Error::last_os_error();
         return Err(RunError::Io { action: "signal the `drover run` holding", path: lock, source });
     }
-    let until = Instant::now() + wait;
+    // The holder's own grace when its lock says it (older locks: the default).
+    let until = Instant::now() + holder.stop_grace.unwrap_or(crate::backend::local::DEFAULT_GRACE) + wait;
     while Instant::now() < until {
         if crate::lock::live_holder(&lock).is_none_or(|h| h.pid != holder.pid) {
             return Ok(LocalCancel::Stopped(holder.description));
