@@ -207,7 +207,31 @@ pub fn log_softmax(logits: &[f32]) -> Vec<f32> {
 
 /// `-sum p[a] logp[a]` with `p = exp(logp)`.
 pub fn entropy(logp: &[f32]) -> f32 {
-    -logp.iter().map(|&lp| lp.exp() * lp).sum::<f32>()
+    // `p_logp`: an action of probability 0 adds nothing, though its logp is -inf.
+    -logp.iter().map(|&lp| p_logp(lp.exp(), lp)).sum::<f32>()
+}
+
+/// `p * logp`, the entropy's term of one action: 0 where `p` is 0. An action pushed out of reach
+/// has `logp = -inf` once its logit gap overflows f32, and `0 * -inf` would make the entropy,
+/// and through it every gradient, NaN; a NaN `p` (a NaN logit) still propagates.
+#[inline]
+pub fn p_logp(p: f32, lp: f32) -> f32 {
+    if p == 0.0 {
+        0.0
+    } else {
+        p * lp
+    }
+}
+
+/// `d_entropy * p * (lp + h)`, the entropy's part of dL/dlogit of one action: 0 where `p` is 0,
+/// for the reason of [`p_logp`].
+#[inline]
+pub fn d_entropy_term(d_entropy: f32, p: f32, lp: f32, h: f32) -> f32 {
+    if p == 0.0 {
+        0.0
+    } else {
+        d_entropy * p * (lp + h)
+    }
 }
 
 /// The smallest action `a` with `u < sum_{b<=a} exp(logp[b])` (the last one if rounding leaves
@@ -266,7 +290,7 @@ pub fn d_logits(logp: &[f32], action: u32, d_logp: f32, d_entropy: f32) -> Vec<f
         .map(|(i, &lp)| {
             let p = lp.exp();
             let onehot = if i as u32 == action { 1.0 } else { 0.0 };
-            d_logp * (onehot - p) - d_entropy * p * (lp + h)
+            d_logp * (onehot - p) - d_entropy_term(d_entropy, p, lp, h)
         })
         .collect()
 }

@@ -137,7 +137,7 @@ impl NetCache {
             let mut s = 0.0f32;
             for (pv, &l) in p.iter_mut().zip(lp) {
                 *pv = l.exp();
-                s += *pv * l;
+                s += crate::reference::p_logp(*pv, l);
             }
             *h = -s;
         }
@@ -178,7 +178,7 @@ impl NetCache {
                     0.0
                 };
                 // `reference::d_logits`, with the entropy and `exp(logp)` of `head_stats`.
-                *d = d_logp[r] * (onehot - p) - d_entropy[r] * p * (lp + self.entropy[r]);
+                *d = d_logp[r] * (onehot - p) - crate::reference::d_entropy_term(d_entropy[r], p, lp, self.entropy[r]);
             }
             col[rows..].fill(0.0);
         }
@@ -242,7 +242,7 @@ pub(crate) fn log_softmax(logits: &[f32], logp: &mut [f32]) {
 pub(crate) fn entropy(logp: &[f32]) -> f32 {
     let mut s = 0.0f32;
     for &lp in logp {
-        s += lp.exp() * lp;
+        s += crate::reference::p_logp(lp.exp(), lp);
     }
     -s
 }

@@ -237,10 +237,13 @@ __device__ __forceinline__ void log_softmax(const float* l, float* lp) {
     for (int a = 0; a < N_ACT; ++a) lp[a] = l[a] - lse;
 }
 
+// reference.rs::p_logp: an action of probability 0 adds 0 (its logp may be -inf); NaN propagates.
+__device__ __forceinline__ float p_logp(float p, float lp) { return p == 0.0f ? 0.0f : p * lp; }
+
 __device__ __forceinline__ float entropy_of(const float* lp) {
     float s = 0.0f;
 #pragma unroll
-    for (int a = 0; a < N_ACT; ++a) s += expf(lp[a]) * lp[a];
+    for (int a = 0; a < N_ACT; ++a) s += p_logp(expf(lp[a]), lp[a]);
     return -s;
 }
 

@@ -105,7 +105,8 @@ backward_deltas(const float* __restrict__ params, int bp, float* cache, const u6
     for (int a = 0; a < N_ACT; ++a) {
         const float p = expf(lp[a]);
         const float onehot = (u32)a == act ? 1.0f : 0.0f;
-        const float d = dlp * (onehot - p) - dent * p * (lp[a] + h);
+        // reference.rs::d_entropy_term: 0 where p is 0 (logp may be -inf there).
+        const float d = dlp * (onehot - p) - (p == 0.0f ? 0.0f : dent * p * (lp[a] + h));
         buf_a[a * 32 + lane] = d;
         gda[a * (long long)bp + n] = d;
     }

@@ -147,6 +147,19 @@ fn forward_of_one_hidden_unit_by_hand() {
     assert_eq!(sample(&[-10.0, -10.0], 0.5), 1);
 }
 
+/// Hand case: an action of probability 0 (`logp = -inf`, a logit gap beyond f32) adds 0 to
+/// the entropy and to dL/dlogit; a NaN logp still propagates.
+#[test]
+fn an_action_of_probability_zero_adds_nothing_to_the_entropy() {
+    let lp = [0.0, f32::NEG_INFINITY];
+    assert_eq!(entropy(&lp), 0.0);
+    assert_eq!(d_logits(&lp, 0, 1.0, -0.01), vec![0.0, 0.0]);
+    assert_eq!(d_logits(&lp, 1, 1.0, -0.01), vec![-1.0, 1.0], "the taken action's d_logp term stays");
+    assert!(entropy(&[f32::NAN, -1.0]).is_nan());
+    // An ordinary case is unchanged: -(0.5 ln 0.5) * 2 = ln 2.
+    assert!((entropy(&[0.5f32.ln(), 0.5f32.ln()]) - std::f32::consts::LN_2).abs() < 1e-7);
+}
+
 /// Independent f64 forward + loss `d_logp*logp[a] + d_value*V + d_entropy*H`, with libm tanh.
 fn loss_f64(l: &ParamLayout, p: &[f64], obs: &[f64], a: usize, d: (f64, f64, f64)) -> f64 {
     let run = |layers: &[LayerLayout]| {

@@ -333,3 +333,44 @@ fn portable_level_rollout_equals_reference_exactly() {
         }
     }
 }
+
+/// Review (kernel numerics): once a logit gap overflows f32 (±3e38 biases), the pushed-out
+/// action's `logp` is `-inf` and `p * logp = 0 * -inf` made the entropy NaN, and through
+/// `p * (logp + H)` the whole actor gradient NaN, even with `d_entropy = 0`. As PyTorch's
+/// `Categorical`, an action of probability 0 adds nothing: entropy 0, gradients finite, on the
+/// reference and at every CPU level alike.
+#[test]
+fn a_saturated_head_has_zero_entropy_and_finite_gradients() {
+    let cfg = config(4, 3, 8, 7, 1);
+    let layout = ParamLayout::new(&cfg.shape).expect("layout");
+    let out = *layout.actor.last().expect("an actor output layer");
+    let mut engines: Vec<(String, Box<dyn Engine>)> = vec![("reference".into(), Box::new(ReferenceEngine::new(cfg.clone()).expect("reference engine")))];
+    for simd in levels() {
+        let mut cpu = CpuEngine::new(cfg.clone()).expect("cpu engine");
+        cpu.set_simd_level(simd).expect("a supported level");
+        engines.push((simd.name().to_string(), Box::new(cpu)));
+    }
+    for (name, engine) in &mut engines {
+        let mut p = engine.params().expect("params");
+        p[out.weight..out.bias].iter_mut().for_each(|w| *w = 0.0);
+        (p[out.bias], p[out.bias + 1]) = (3e38, -3e38);
+        engine.set_params(&p).expect("set params");
+        let mut ro = Rollout::default();
+        engine.rollout(&mut ro).expect("rollout");
+        assert!(ro.actions.iter().all(|&a| a == 0), "{name}: action 1 has probability 0");
+        assert!(ro.entropy.iter().all(|&h| h == 0.0), "{name}: rollout entropy {:?}", ro.entropy);
+        let samples: Vec<u32> = (0..12).collect();
+        let mut ev = MinibatchEval::default();
+        engine.evaluate(&samples, &mut ev).expect("evaluate");
+        assert!(ev.entropy.iter().chain(&ev.logp).all(|&x| x == 0.0), "{name}: {:?} {:?}", ev.entropy, ev.logp);
+        for d_entropy in [0.0, -0.01] {
+            engine.evaluate(&samples, &mut ev).expect("evaluate");
+            engine.accumulate_grad(&[1.0; 12], &[0.5; 12], &[d_entropy; 12]).expect("backward");
+            let mut g = Vec::new();
+            engine.reduce_grads(&mut |x| g = x.to_vec()).expect("reduce");
+            let bad = g.iter().filter(|x| !x.is_finite()).count();
+            assert_eq!(bad, 0, "{name}, d_entropy {d_entropy}: {bad} of {} gradients not finite", g.len());
+            assert!(g.iter().any(|&x| x != 0.0), "{name}: the critic still learns");
+        }
+    }
+}
