@@ -363,11 +363,15 @@ pub fn load(dir: &Path, run_id: &str) -> Result<Option<Checkpoint>, JobError> {
     let value: serde_json::Value = serde_json::from_slice(&text).map_err(|e| bad(e.to_string()))?;
     let version = value.get("format_version").and_then(serde_json::Value::as_u64);
     if ![CHECKPOINT_FORMAT_V1, CHECKPOINT_FORMAT_V2, CHECKPOINT_FORMAT_VERSION].iter().any(|&v| version == Some(u64::from(v))) {
-        // In words (`unknown format_version 9`, `no format_version`), not `Option`'s Debug.
+        let reads = format!("{CHECKPOINT_FORMAT_V1}, {CHECKPOINT_FORMAT_V2} and {CHECKPOINT_FORMAT_VERSION}");
+        // A later format is another release's checkpoint, not damage: the orchestrator must not
+        // start the run over for it (`cause::CHECKPOINT_FORMAT`).
+        if let Some(found) = version.filter(|&v| v > u64::from(CHECKPOINT_FORMAT_VERSION)) {
+            return Err(JobError::CheckpointFormat { path, found, reads });
+        }
+        // In words (`unknown format_version 0`, `no format_version`), not `Option`'s Debug.
         let found = value.get("format_version").map_or_else(|| "no format_version".to_string(), |v| format!("unknown format_version {v}"));
-        return Err(bad(format!(
-            "{found} (this drover-job reads {CHECKPOINT_FORMAT_V1}, {CHECKPOINT_FORMAT_V2} and {CHECKPOINT_FORMAT_VERSION})"
-        )));
+        return Err(bad(format!("{found} (this drover-job reads {reads})")));
     }
     let checkpoint: Checkpoint = serde_json::from_value(value).map_err(|e| bad(e.to_string()))?;
     if checkpoint.run_id != run_id {
@@ -1059,10 +1063,16 @@ mod tests {
         let text = std::fs::read_to_string(dir.path().join(CHECKPOINT_JSON)).unwrap();
         std::fs::write(dir.path().join(CHECKPOINT_JSON), text.replace("\"format_version\":3", "\"format_version\":9")).unwrap();
         let err = load(dir.path(), "a").unwrap_err().to_string();
-        assert!(err.ends_with("unknown format_version 9 (this drover-job reads 1, 2 and 3)"), "{err}");
+        assert!(err.contains(": unknown format_version 9 (this drover-job reads 1, 2 and 3): another release of drover-job wrote it"), "{err}");
+        let e = load(dir.path(), "a").expect_err("a later format");
+        assert!(matches!(e, JobError::CheckpointFormat { found: 9, .. }), "{e:?}");
+        assert_eq!(crate::summary::failure_cause(&e), crate::summary::cause::CHECKPOINT_FORMAT);
         std::fs::write(dir.path().join(CHECKPOINT_JSON), text.replace("\"format_version\":3,", "")).unwrap();
         let err = load(dir.path(), "a").unwrap_err().to_string();
         assert!(err.ends_with(": no format_version (this drover-job reads 1, 2 and 3)"), "{err}");
+        // No version, or one below every format: damage, not another release's checkpoint.
+        let e = load(dir.path(), "a").expect_err("no version");
+        assert_eq!(crate::summary::failure_cause(&e), crate::summary::cause::CHECKPOINT);
     }
 
     /// A checkpoint written by a format-1 drover-job (before plugin state): it still resumes,

@@ -75,6 +75,20 @@ pub enum JobError {
         /// Why it was refused.
         reason: String,
     },
+    /// The checkpoint is of a format this drover-job does not read, though it is one: another
+    /// (newer) release of drover-job wrote it. Not damage: that release can resume it.
+    #[error(
+        "cannot resume from checkpoint `{path}`: unknown format_version {found} (this drover-job reads {reads}): \
+         another release of drover-job wrote it; resume the run with that release (the checkpoint is kept)"
+    )]
+    CheckpointFormat {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// The format version it declares.
+        found: u64,
+        /// The versions this drover-job reads, in words (`1, 2 and 3`).
+        reads: String,
+    },
     /// The checkpoint holds plugin state (interface 1.3) that the plugin loaded now cannot take
     /// back: resuming without it would diverge from the interrupted run, so the run stops and
     /// the checkpoint is left as it is.

@@ -146,6 +146,11 @@ pub mod cause {
     /// not fitting the run: [`crate::JobError::Checkpoint`]): resuming again would fail the same
     /// way, so the orchestrator's next `drover run` starts the run over instead.
     pub const CHECKPOINT: &str = "checkpoint";
+    /// The run's `checkpoint.json` is of a later format than this drover-job reads
+    /// ([`crate::JobError::CheckpointFormat`]): another release wrote it and can resume it, so
+    /// the orchestrator keeps it and resumes again (review: an older drover-job's refusal made
+    /// the next `drover run` throw away a good checkpoint).
+    pub const CHECKPOINT_FORMAT: &str = "checkpoint_format";
     /// Any other failure (a plugin error, a bad spec, an I/O error other than a full disk).
     pub const ERROR: &str = "error";
 }
@@ -156,8 +161,10 @@ pub mod cause {
 /// ([`crate::JobError::PluginState`]) is an `error`: the checkpoint is good for the plugin that
 /// wrote it, and the message says how to go on.
 pub fn failure_cause(err: &(dyn std::error::Error + 'static)) -> &'static str {
-    if matches!(err.downcast_ref::<crate::JobError>(), Some(crate::JobError::Checkpoint { .. })) {
-        return cause::CHECKPOINT;
+    match err.downcast_ref::<crate::JobError>() {
+        Some(crate::JobError::Checkpoint { .. }) => return cause::CHECKPOINT,
+        Some(crate::JobError::CheckpointFormat { .. }) => return cause::CHECKPOINT_FORMAT,
+        _ => {}
     }
     let mut next = Some(err);
     while let Some(e) = next {

@@ -191,6 +191,9 @@ pub const CAUSE_DISK_FULL: &str = "disk_full";
 /// The `cause` of a marker whose job could not resume from the run's checkpoint
 /// (`drover_job::summary::cause::CHECKPOINT`).
 pub const CAUSE_CHECKPOINT: &str = "checkpoint";
+/// The `cause` of a marker whose job did not read the checkpoint's (later) format: another
+/// release wrote it (`drover_job::summary::cause::CHECKPOINT_FORMAT`).
+pub const CAUSE_CHECKPOINT_FORMAT: &str = "checkpoint_format";
 /// The prefix of a `cause` naming a spent retry budget: `budget_max_timeouts`, `budget_max_preemptions`.
 pub const CAUSE_BUDGET_PREFIX: &str = "budget_";
 
@@ -213,16 +216,41 @@ impl ExitRecord {
         ["max_timeouts", "max_preemptions"].into_iter().find(|b| reason.contains(&format!("({b} = ")))
     }
 
-    /// Whether the run failed because its checkpoint could not be resumed from: the marker's
-    /// `cause`, or for a marker without one, its reason as `drover-job` words that failure
-    /// (`cannot resume from checkpoint `...`: ...`).
+    /// Whether the run failed because its checkpoint could not be resumed from, for good (damaged,
+    /// of another run): the marker's `cause`, or for a marker without one, its reason as
+    /// `drover-job` words that failure (`cannot resume from checkpoint `...`: ...`). Not when the
+    /// job only did not know the checkpoint's format ([`Self::checkpoint_of_another_release`]).
     pub fn checkpoint_refused(&self) -> bool {
-        if self.status != ExitStatus::Failed {
+        if self.status != ExitStatus::Failed || self.checkpoint_of_another_release() {
             return false;
         }
         match self.cause.as_deref() {
             Some(cause) => cause == CAUSE_CHECKPOINT,
             None => self.reason.as_deref().is_some_and(|r| r.starts_with("cannot resume from checkpoint `")),
+        }
+    }
+
+    /// Whether the run failed because its job did not read the checkpoint's format version: a
+    /// drover-job of another release (an older one on some nodes, a rollback) met a checkpoint
+    /// a newer one wrote. That checkpoint is good, so the next `drover run` resumes from it
+    /// rather than starting over. The marker's `cause` (`checkpoint_format`), or for markers
+    /// that drover-jobs before it wrote (`cause` `checkpoint` or none), its reason naming a
+    /// numeric version it did not read (`unknown format_version 4 (...)`, older
+    /// `format_version Some(3), this drover-job reads 1 and 2`). Damage read this way costs one
+    /// more attempt, whose job then says `checkpoint`.
+    pub fn checkpoint_of_another_release(&self) -> bool {
+        if self.status != ExitStatus::Failed {
+            return false;
+        }
+        match self.cause.as_deref() {
+            Some(CAUSE_CHECKPOINT_FORMAT) => true,
+            Some(CAUSE_CHECKPOINT) | None => self.reason.as_deref().is_some_and(|r| {
+                r.starts_with("cannot resume from checkpoint `")
+                    && ["unknown format_version ", "format_version Some("].iter().any(|key| {
+                        r.split(key).nth(1).is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
+                    })
+            }),
+            Some(_) => false,
         }
     }
 

@@ -97,6 +97,13 @@ fn judge(run_dir: &Path, run_id: &str) -> (Option<ExitRecord>, Option<Judged>) {
         Ok(OnDisk::Completed { spec: Err(problem) }) => {
             (None, judged(RunState::Done, format!("{problem}; the next `drover run` writes it again from the sweep"), true))
         }
+        Ok(OnDisk::Ended(exit)) if exit.checkpoint_of_another_release() => {
+            let reason = format!(
+                "{}; the next `drover run` resumes it from that checkpoint again, which needs a drover-job that reads its format",
+                exit.reason.as_deref().unwrap_or("its checkpoint's format was not read")
+            );
+            (Some(exit), judged(RunState::Failed, reason, false))
+        }
         Ok(OnDisk::Ended(exit)) if exit.checkpoint_refused() => {
             let reason = format!("{}; the next `drover run` starts it over", exit.reason.as_deref().unwrap_or("its checkpoint could not be resumed"));
             (Some(exit), judged(RunState::Failed, reason, false))

@@ -701,6 +701,38 @@ mod tests {
         assert_eq!(claimed(&dir, "r").resumed, [("r".to_string(), 315)]);
     }
 
+    /// Review (version compatibility, 1): a checkpoint a newer drover-job wrote, met by an older
+    /// one (mixed installs, a rollback), failed with `cause: checkpoint`, and the next `drover
+    /// run` threw the good checkpoint away and retrained the run from iteration 1. A refusal of
+    /// the format version alone (`checkpoint_format`, or the reason of a job from before it)
+    /// resumes instead.
+    #[test]
+    fn a_checkpoint_of_another_release_is_resumed_not_thrown_away() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = "cannot resume from checkpoint `/r/checkpoint.json`: ";
+        let markers = [
+            (Some("checkpoint_format"), format!("{path}unknown format_version 4 (this drover-job reads 1, 2 and 3): another release of drover-job wrote it; ...")),
+            (Some("checkpoint"), format!("{path}unknown format_version 4 (this drover-job reads 1, 2 and 3)")),
+            (Some("checkpoint"), format!("{path}format_version Some(3), this drover-job reads 1 and 2")),
+            (None, format!("{path}format_version Some(3), this drover-job reads 1 and 2")),
+        ];
+        for (i, (cause, reason)) in markers.iter().enumerate() {
+            let dir = tmp.path().join(format!("r{i}"));
+            stopped(&dir, "r", &serde_json::json!({"format_version": 1, "run_id": "r", "status": "failed", "reason": reason, "finished_at": "1", "cause": cause}));
+            assert_eq!(planned_action(&dir, &spec("r")), PlannedAction::Resume(315), "{cause:?}: {reason}");
+            let prepared = claimed(&dir, "r");
+            assert_eq!((prepared.resumed, prepared.redone.len()), (vec![("r".to_string(), 315)], 0), "{reason}");
+            assert!(dir.join(layout::CHECKPOINT_JSON).is_file(), "kept in place");
+        }
+        // Damage stays final: no version, or a version that is not a number.
+        for reason in [format!("{path}no format_version (this drover-job reads 1, 2 and 3)"), format!("{path}unknown format_version \"x\" (this drover-job reads 1, 2 and 3)")] {
+            let dir = tmp.path().join("damaged");
+            let _ = std::fs::remove_dir_all(&dir);
+            stopped(&dir, "r", &serde_json::json!({"format_version": 1, "run_id": "r", "status": "failed", "reason": reason, "finished_at": "1", "cause": "checkpoint"}));
+            assert_eq!(planned_action(&dir, &spec("r")), PlannedAction::Redo, "{reason}");
+        }
+    }
+
     /// Review (failure injection, D5): a stopped run whose `checkpoint.json` was damaged or of
     /// another run started over from iteration 0 without a word; it now says why, naming the
     /// file. A checkpoint that is there but cannot be read stops the rerun, as other files do.
