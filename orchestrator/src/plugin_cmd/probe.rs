@@ -247,6 +247,15 @@ impl PluginProbe {
         if let Some(signal) = std::os::unix::process::ExitStatusExt::signal(&out.status) {
             return Err(self.bad(command, path, crash_reason(command, extra, signal), stderr));
         }
+        // clap's usage error: a drover-job of another release, which lacks a command or option
+        // this drover asks for; the plugin was not even looked at.
+        if out.status.code() == Some(2) && ["unexpected argument", "unrecognized subcommand"].iter().any(|s| stderr.contains(s)) {
+            let why = format!(
+                "this drover-job does not know `plugin {command}{}`: it is of another release than this drover; use the drover-job built with it (beside `drover`, or `DROVER_JOB_BIN`)",
+                extra.iter().map(|a| format!(" {a}")).collect::<String>()
+            );
+            return Err(self.bad(command, path, why, stderr));
+        }
         let report: Report = serde_json::from_str(&out.stdout).map_err(|e| {
             // `ExitStatus`'s Display already says "exit status: 1"; a signal was handled above.
             let status = out.status.code().map_or_else(|| out.status.to_string(), |code| format!("exit code {code}"));
@@ -478,5 +487,24 @@ exit 1
         assert!(err.contains("gave no usable report: exit code 1, stdout is not a report ("), "{err}");
         assert!(!err.contains("exit status exit status"), "{err}");
         assert!(err.ends_with("its stderr: it went wrong"), "{err}");
+    }
+
+    /// Review (version compatibility, 3): a drover-job of an older release, without `plugin
+    /// info --try-params`, answered with clap's usage error, and drover blamed the plugin
+    /// ("gave no usable report: exit code 2 ..."); it now says the runtime is of another release.
+    #[test]
+    fn a_runtime_of_another_release_is_named_not_the_plugin() {
+        let tmp = tempfile::tempdir().unwrap();
+        let job = tmp.path().join("old-job.sh");
+        let clap = "error: unexpected argument --try-params found\n\nUsage: drover-job plugin info <PATH>\n";
+        std::fs::write(&job, format!("#!/bin/sh\nprintf '{clap}' >&2\nexit 2\n")).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&job, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let so = tmp.path().join("libdrover_plugin_fake.so");
+        std::fs::write(&so, b"x").unwrap();
+        let err = PluginProbe::new(&job).try_params(&so, &["{}"]).unwrap_err().to_string();
+        assert!(err.contains("this drover-job does not know `plugin info --try-params`"), "{err}");
+        assert!(err.contains("it is of another release than this drover; use the drover-job built with it"), "{err}");
+        assert!(err.contains("its stderr: error: unexpected argument --try-params found"), "{err}");
     }
 }
