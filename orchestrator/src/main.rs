@@ -124,11 +124,12 @@ fn main() -> ExitCode {
         // Asked for logs: timestamps, levels and modules, as a log reader wants them.
         Some(filter) => tracing_subscriber::fmt()
             .with_env_filter(filter)
-            .with_writer(std::io::stderr)
+            // Never a panic on a closed stderr, and above the progress bar (`drover::stderr`).
+            .with_writer(|| drover::stderr::LossyStderr)
             // Colour codes only on a terminal: job logs are files the user greps.
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .init(),
-        None => tracing_subscriber::util::SubscriberInitExt::init(user_subscriber(std::io::stderr)),
+        None => tracing_subscriber::util::SubscriberInitExt::init(user_subscriber(|| drover::stderr::LossyStderr)),
     }
     let result = match cli.command {
         Command::Run(args) => run(args),
@@ -145,7 +146,7 @@ fn main() -> ExitCode {
             if e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)) {
                 return ExitCode::from(exit_codes::SUCCESS);
             }
-            eprintln!("error: {e:#}");
+            drover::say!("error: {e:#}");
             let code = if e.downcast_ref::<ConfigError>().is_some() {
                 exit_codes::CONFIG_INVALID
             } else if matches!(e.downcast_ref::<AnalyzeError>(), Some(AnalyzeError::NoCompletedRuns { .. })) {
@@ -287,13 +288,13 @@ fn run(args: RunArgs) -> anyhow::Result<u8> {
     };
     let plan = plan::plan(&opts)?;
     for warning in &plan.warnings {
-        eprintln!("drover: warning: {warning}");
+        drover::say!("drover: warning: {warning}");
     }
     for other in backend::rebuilt::trained_by_other_builds(&plan) {
-        eprintln!("drover: warning: {}", other.warning());
+        drover::say!("drover: warning: {}", other.warning());
     }
     for line in backend::other_runs::lines(&backend::other_runs::other_runs(&plan), &plan.results.runs_dir()) {
-        eprintln!("drover: {line}");
+        drover::say!("drover: {line}");
     }
     if use_slurm(backend, &plan) {
         // Before the results directory and its lock are made: every Slurm command would refuse.
@@ -359,7 +360,7 @@ fn run(args: RunArgs) -> anyhow::Result<u8> {
     };
     if use_slurm(backend, &plan) {
         if let Some(n) = max_retries {
-            eprintln!("drover: warning: --max-retries {n} is the local backend's; on Slurm the budget is `slurm.max_retries` (`--set slurm.max_retries={n}`)");
+            drover::say!("drover: warning: --max-retries {n} is the local backend's; on Slurm the budget is `slurm.max_retries` (`--set slurm.max_retries={n}`)");
         }
         slurm_preflight(&plan, &job_bin)?;
         return slurm_run(&plan, job_bin, !no_wait);
@@ -374,7 +375,7 @@ fn run(args: RunArgs) -> anyhow::Result<u8> {
     // DROVER_BUSY_WAIT_S: how long to wait for jobs still running from a killed `drover run`.
     let busy_wait = std::env::var("DROVER_BUSY_WAIT_S").ok().and_then(|s| s.parse().ok()).map_or(backend::DEFAULT_BUSY_WAIT, std::time::Duration::from_secs);
     let prepared = backend::prepare_waiting(&plan, busy_wait).context("cannot prepare the results directory")?;
-    eprintln!(
+    drover::say!(
         "drover: sweep `{}`: {}, {} already completed, launching {} (up to {} at once, local backend) -> {}",
         plan.sweep.name,
         drover::words::count(plan.runs.len(), "run"),
@@ -384,23 +385,23 @@ fn run(args: RunArgs) -> anyhow::Result<u8> {
         plan.results.root().display()
     );
     for (run_id, iteration) in &prepared.resumed {
-        eprintln!("  resume: {run_id}: from its checkpoint at iteration {iteration}");
+        drover::say!("  resume: {run_id}: from its checkpoint at iteration {iteration}");
     }
     for (run_id, why) in &prepared.redone {
-        eprintln!("  redo: {run_id}: {why}");
+        drover::say!("  redo: {run_id}: {why}");
     }
     for (run_id, why) in &prepared.repaired {
-        eprintln!("  repair: {run_id}: kept as completed (its exit.json, summary.json and metrics.parquet check out); {why}, so it was written again from the sweep");
+        drover::say!("  repair: {run_id}: kept as completed (its exit.json, summary.json and metrics.parquet check out); {why}, so it was written again from the sweep");
     }
     for (run_id, holder) in &prepared.busy {
-        eprintln!("  busy: {run_id}: still running elsewhere ({holder}); not relaunched: run again once it has ended");
+        drover::say!("  busy: {run_id}: still running elsewhere ({holder}); not relaunched: run again once it has ended");
     }
     if prepared.pending.iter().any(|r| r.gpu) {
         backend = backend.with_gpus(local_gpus(&plan.sweep.local, count_devices));
     }
     let report = backend.launch(prepared.pending)?;
 
-    eprintln!(
+    drover::say!(
         "drover: {} completed, {} skipped (already completed), {} retried, {} failed, {} cancelled, {} not started",
         report.completed.len(),
         prepared.skipped.len(),
@@ -410,23 +411,23 @@ fn run(args: RunArgs) -> anyhow::Result<u8> {
         report.not_started
     );
     for failed in &report.failed {
-        eprintln!("  failed: {} ({}): {}; stderr: {}", failed.run_id, failed.label, failed.reason, failed.stderr_log.display());
+        drover::say!("  failed: {} ({}): {}; stderr: {}", failed.run_id, failed.label, failed.reason, failed.stderr_log.display());
     }
     if let Some(dir) = &report.disk_full {
-        eprintln!(
+        drover::say!(
             "drover: stopped launching: the results disk is full (cannot write in `{}`), so {} run(s) were not started; free space on that disk and run the same command again: finished runs are kept, the failed and not-started ones run then",
             dir.display(),
             report.not_started
         );
     }
     if let Some(reason) = report.cancel {
-        eprintln!("drover: interrupted {}; finished runs are kept, rerun the same command to continue", reason.describe());
+        drover::say!("drover: interrupted {}; finished runs are kept, rerun the same command to continue", reason.describe());
         return Ok(exit_codes::INTERRUPTED);
     }
     if !report.cancelled.is_empty() {
         // Stopped by a signal drover did not send (an administrator, a wrapper's `timeout`, a
         // killed MPI rank): not completed, so `drover run x && drover analyze x` must not go on.
-        eprintln!(
+        drover::say!(
             "drover: {} stopped by a signal from outside drover: {}; rerun the same command to resume {}",
             drover::words::count_as(report.cancelled.len(), "run was", "runs were"),
             report.cancelled.join(", "),
@@ -478,11 +479,11 @@ fn local_gpus(local: &drover::backend::local_config::LocalSettings, count_device
     let visible = std::env::var("CUDA_VISIBLE_DEVICES").ok();
     let found = gpus::detect(local.gpus.as_deref(), visible.as_deref(), count_devices);
     if let Some(note) = no_cuda_note(local.gpus.is_some() || visible.is_some(), &found) {
-        eprintln!("drover: {note}");
+        drover::say!("drover: {note}");
     } else if found.ids.is_empty() {
         tracing::info!("no GPUs to share among local runs ({})", found.source);
     } else {
-        eprintln!(
+        drover::say!(
             "drover: sharing GPUs {} ({}) among the runs that may use CUDA, {} run(s) per GPU at a time",
             found.ids.join(","),
             found.source,
@@ -603,9 +604,9 @@ fn analyze_cmd(args: AnalyzeArgs) -> anyhow::Result<u8> {
     for line in analyze::left_out_lines(&outcome.left_out, &results) {
         // Indented lines belong to the line above them.
         if line.starts_with(' ') {
-            eprintln!("{line}");
+            drover::say!("{line}");
         } else {
-            eprintln!("drover: {line}");
+            drover::say!("drover: {line}");
         }
     }
     print!("{}", outcome.table);
@@ -667,7 +668,7 @@ fn slurm_preflight(plan: &plan::Plan, job_bin: &Path) -> anyhow::Result<()> {
         .into_iter()
         .flatten();
     for warning in warnings.chain(slurm::resource_warnings(plan)).chain(unmatched) {
-        eprintln!("drover: warning: {warning}");
+        drover::say!("drover: warning: {warning}");
     }
     drover::backend::arch::check_builds(&plan.sweep.slurm.arch, &plan.plugins, &plan.sweep.source)?;
     Ok(())
@@ -685,7 +686,7 @@ fn slurm_run(plan: &plan::Plan, job_bin: PathBuf, wait: bool) -> anyhow::Result<
     }
     slurm::check_after_jobs(plan, &Slurm::default())?;
     let report = slurm::run_sweep(plan, &slurm_options(job_bin, wait))?;
-    eprintln!(
+    drover::say!(
         "drover: {} skipped (completed), {} re-attached, {} submitted in {:.3} s{}",
         report.skipped,
         report.attached,
@@ -694,13 +695,13 @@ fn slurm_run(plan: &plan::Plan, job_bin: PathBuf, wait: bool) -> anyhow::Result<
         if report.job_ids.is_empty() { String::new() } else { format!(" (jobs {})", report.job_ids.join(", ")) }
     );
     if report.deferred > 0 {
-        eprintln!(
+        drover::say!(
             "drover: {} not submitted: Slurm's submit limit keeps them out until jobs of yours end; `drover run` again submits them",
             drover::words::count(report.deferred, "run")
         );
     }
     if report.interrupted {
-        eprintln!("drover: stopped waiting; the jobs go on (`drover status` follows them, `drover cancel` stops them)");
+        drover::say!("drover: stopped waiting; the jobs go on (`drover status` follows them, `drover cancel` stops them)");
         return Ok(exit_codes::INTERRUPTED);
     }
     if report.deferred > 0 && report.status.is_none() {
@@ -709,9 +710,9 @@ fn slurm_run(plan: &plan::Plan, job_bin: PathBuf, wait: bool) -> anyhow::Result<
     let Some(status) = report.status else { return Ok(exit_codes::SUCCESS) };
     let failed: Vec<_> = status.runs.iter().filter(|r| r.state != drover::status::RunState::Done).collect();
     for r in &failed {
-        eprintln!("  {} {} ({}): {}", r.state.as_str(), r.run_id, r.label, r.reason.as_deref().unwrap_or("-"));
+        drover::say!("  {} {} ({}): {}", r.state.as_str(), r.run_id, r.label, r.reason.as_deref().unwrap_or("-"));
         if let Some(log) = r.logs.last() {
-            eprintln!("    log: {}", log.display());
+            drover::say!("    log: {}", log.display());
         }
     }
     Ok(if failed.is_empty() { exit_codes::SUCCESS } else { exit_codes::RUNS_FAILED })
@@ -738,20 +739,20 @@ fn cancel_cmd(results: &Path) -> anyhow::Result<u8> {
             // A local sweep: ask its `drover run` to stop, as Ctrl-C would, and wait as long as
             // that stop takes: its grace period (SIGKILL after it) and a little more.
             match local_status::cancel(results, std::time::Duration::from_secs(5))? {
-                LocalCancel::NothingRunning => eprintln!("drover: no `drover run` is running this sweep; nothing to cancel"),
+                LocalCancel::NothingRunning => drover::say!("drover: no `drover run` is running this sweep; nothing to cancel"),
                 LocalCancel::Stopped(who) => {
-                    eprintln!("drover: stopped `drover run` ({who}); finished runs are kept, stopped ones are marked cancelled")
+                    drover::say!("drover: stopped `drover run` ({who}); finished runs are kept, stopped ones are marked cancelled")
                 }
-                LocalCancel::Stopping(who) => eprintln!("drover: asked `drover run` ({who}) to stop; it is still stopping its jobs"),
+                LocalCancel::Stopping(who) => drover::say!("drover: asked `drover run` ({who}) to stop; it is still stopping its jobs"),
             }
             return Ok(exit_codes::SUCCESS);
         }
         other => other?,
     };
     if ids.is_empty() {
-        eprintln!("drover: nothing queued or running; nothing to cancel");
+        drover::say!("drover: nothing queued or running; nothing to cancel");
     } else {
-        eprintln!("drover: cancelled job(s) {}; unfinished runs are marked cancelled", ids.join(", "));
+        drover::say!("drover: cancelled job(s) {}; unfinished runs are marked cancelled", ids.join(", "));
     }
     Ok(exit_codes::SUCCESS)
 }

@@ -135,6 +135,8 @@ impl LocalBackend {
         });
 
         let bar = progress_bar(pending.len() as u64, self.progress);
+        // drover's lines and tracing's go above the bar, not over it.
+        let shown = crate::stderr::show_bar(&bar);
         let mut report = LaunchReport::default();
         let mut queue: VecDeque<PendingRun> = pending.into();
         let mut running: HashMap<usize, Running> = HashMap::new();
@@ -167,10 +169,10 @@ impl LocalBackend {
                             self.gpus.give_back(lease);
                         }
                         bar.inc(1);
-                        bar.suspend(|| eprintln!("drover: run {} ({}) could not start: {reason}", run.run_id, run.label));
+                        crate::say!("drover: run {} ({}) could not start: {reason}", run.run_id, run.label);
                         report.failed.push(FailedRun { run_id: run.run_id.clone(), label: run.label.clone(), reason, stderr_log: run.stderr_log() });
                         if disk_full {
-                            stop_launching_disk_full(&mut report, &bar, &run.dir, running.len());
+                            stop_launching_disk_full(&mut report, &run.dir, running.len());
                         }
                     }
                 }
@@ -187,12 +189,10 @@ impl LocalBackend {
             match rx.recv_timeout(timeout) {
                 Ok(Event::Signal { signo, at }) => {
                     let Some(reason) = signal_reason_at(first_signal, (signo, at)) else {
-                        bar.suspend(|| {
-                            eprintln!(
-                                "drover: the stop signal again within {} ms: taken as the same stop (once more kills the jobs)",
-                                REPEAT_SIGNAL_WINDOW.as_millis()
-                            )
-                        });
+                        crate::say!(
+                            "drover: the stop signal again within {} ms: taken as the same stop (once more kills the jobs)",
+                            REPEAT_SIGNAL_WINDOW.as_millis()
+                        );
                         continue;
                     };
                     first_signal = first_signal.or(Some((signo, at)));
@@ -202,17 +202,15 @@ impl LocalBackend {
                         CancelReason::Signal => {
                             signal_all(&running, libc::SIGTERM);
                             kill_at = Some(Instant::now() + self.grace);
-                            bar.suspend(|| {
-                                eprintln!(
-                                    "drover: stopping: no new runs; asking {} running job(s) to stop (SIGKILL in {}s, or press Ctrl-C again)",
-                                    running.len(),
-                                    self.grace.as_secs_f64()
-                                )
-                            });
+                            crate::say!(
+                                "drover: stopping: no new runs; asking {} running job(s) to stop (SIGKILL in {}s, or press Ctrl-C again)",
+                                running.len(),
+                                self.grace.as_secs_f64()
+                            );
                         }
                         _ => {
                             signal_all(&running, libc::SIGKILL);
-                            bar.suspend(|| eprintln!("drover: second signal: killing {} job(s)", running.len()));
+                            crate::say!("drover: second signal: killing {} job(s)", running.len());
                             kill_at = None;
                         }
                     }
@@ -235,17 +233,15 @@ impl LocalBackend {
                             match retry {
                                 Ok(Some(attempt)) => {
                                     *used += 1;
-                                    bar.suspend(|| {
-                                        eprintln!(
-                                            "drover: run {} ({}) failed: {} (see {}); retrying as attempt {attempt} (retry {} of {})",
-                                            failed.run_id,
-                                            failed.label,
-                                            failed.reason,
-                                            failed.stderr_log.display(),
-                                            used,
-                                            self.max_retries
-                                        )
-                                    });
+                                    crate::say!(
+                                        "drover: run {} ({}) failed: {} (see {}); retrying as attempt {attempt} (retry {} of {})",
+                                        failed.run_id,
+                                        failed.label,
+                                        failed.reason,
+                                        failed.stderr_log.display(),
+                                        used,
+                                        self.max_retries
+                                    );
                                     report.retried.push((failed.run_id.clone(), failed.reason.clone()));
                                     queue.push_back(PendingRun { attempt, ..done.run });
                                     continue;
@@ -253,18 +249,16 @@ impl LocalBackend {
                                 Ok(None) => {}
                                 Err(e) => tracing::warn!(run = %failed.run_id, "cannot retry: {e}"),
                             }
-                            bar.suspend(|| {
-                                eprintln!(
-                                    "drover: run {} ({}) failed: {} (see {})",
-                                    failed.run_id,
-                                    failed.label,
-                                    failed.reason,
-                                    failed.stderr_log.display()
-                                )
-                            });
+                            crate::say!(
+                                "drover: run {} ({}) failed: {} (see {})",
+                                failed.run_id,
+                                failed.label,
+                                failed.reason,
+                                failed.stderr_log.display()
+                            );
                             report.failed.push(failed);
                             if newly_full {
-                                announce_disk_full(&bar, running.len());
+                                announce_disk_full(running.len());
                             }
                         }
                         bar.inc(1);
@@ -272,7 +266,7 @@ impl LocalBackend {
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {
                     if kill_at.is_some_and(|at| Instant::now() >= at) {
-                        bar.suspend(|| eprintln!("drover: grace period over: killing {} job(s)", running.len()));
+                        crate::say!("drover: grace period over: killing {} job(s)", running.len());
                         report.cancel = report.cancel.max(Some(CancelReason::GraceExpired));
                         signal_all(&running, libc::SIGKILL);
                         kill_at = None;
@@ -283,6 +277,7 @@ impl LocalBackend {
             update_message(&bar, &running, &report);
         }
         report.not_started = queue.len();
+        drop(shown);
         bar.finish_and_clear();
         handle.close();
         let _ = signal_thread.join();
@@ -628,17 +623,17 @@ fn job_failure_reason(record: &ExitRecord, status_text: &str) -> String {
 
 /// Stops launching because `dir` could not be written for lack of space (a spawn that could
 /// not create its logs); the first such failure only.
-fn stop_launching_disk_full(report: &mut LaunchReport, bar: &ProgressBar, dir: &Path, running: usize) {
+fn stop_launching_disk_full(report: &mut LaunchReport, dir: &Path, running: usize) {
     if report.disk_full.is_none() {
         report.disk_full = Some(dir.to_path_buf());
-        announce_disk_full(bar, running);
+        announce_disk_full(running);
     }
 }
 
 /// Says, once, that nothing new is launched; what to do is said with the final counts.
-fn announce_disk_full(bar: &ProgressBar, running: usize) {
+fn announce_disk_full(running: usize) {
     let waiting = if running == 0 { String::new() } else { format!("; letting {running} running job(s) finish") };
-    bar.suspend(|| eprintln!("drover: the results disk is full: launching no new runs{waiting}"));
+    crate::say!("drover: the results disk is full: launching no new runs{waiting}");
 }
 
 /// Moves a failed attempt's files aside as `prepare` does and puts `spec.json` back; returns

@@ -300,13 +300,13 @@ pub fn prepare_waiting(plan: &Plan, busy_wait: std::time::Duration) -> Result<Pr
     if busy.is_empty() {
         return Ok(prepared);
     }
-    eprintln!(
+    crate::say!(
         "drover: {} unfinished run(s) are still being written by a job this command did not start          (left running by an earlier `drover run` that was killed?); waiting up to {} s for them to end:",
         busy.len(),
         busy_wait.as_secs()
     );
     for (dir, spec, _) in &busy {
-        eprintln!("  running elsewhere: {} ({}): {}", spec.run_id, spec.label, super::job_lock::holder(dir));
+        crate::say!("  running elsewhere: {} ({}): {}", spec.run_id, spec.label, super::job_lock::holder(dir));
     }
     let deadline = std::time::Instant::now() + busy_wait;
     loop {

@@ -282,3 +282,29 @@ fn a_slurm_dry_run_shows_the_mpi_type_and_warns_when_srun_lacks_it() {
     assert!(!err.contains("slurm.mpi"), "{err}");
     assert!(!fx.results().join("slurm").exists(), "a dry run writes nothing");
 }
+
+/// Review finding (CLI contract 1): `drover run` panicked (exit code 101) on the first line it
+/// could not write to stderr, a full one (`2>/dev/full`) or a pipe closed by its reader
+/// (`2>&1 >/dev/null | head -1`), so the sweep stopped with its runs not started; tracing's log
+/// lines (`RUST_LOG=info`) did the same through the subscriber's own error report. A line that
+/// cannot be written is dropped: the sweep runs to its end and exits as it would have.
+#[test]
+fn a_full_or_closed_stderr_does_not_stop_the_sweep() {
+    for (closed_pipe, rust_log) in [(false, ""), (false, "info"), (true, "info")] {
+        let fx = Fixture::new("[1, 2, 3]");
+        let mut cmd = fx.command(&["-j", "1"]);
+        cmd.env("RUST_LOG", rust_log).stdout(Stdio::null());
+        let status = if closed_pipe {
+            let mut child = cmd.stderr(Stdio::piped()).spawn().unwrap();
+            // Closed at once: every line drover writes after this fails with EPIPE.
+            drop(child.stderr.take());
+            child.wait().unwrap()
+        } else {
+            let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+            cmd.stderr(full).status().unwrap()
+        };
+        let case = format!("closed pipe {closed_pipe}, RUST_LOG={rust_log:?}");
+        assert_eq!(status.code(), Some(0), "{case}");
+        assert_eq!((fx.launches(), fx.completed().len()), (3, 3), "{case}");
+    }
+}
