@@ -591,11 +591,16 @@ fn analyze_cmd(args: AnalyzeArgs) -> anyhow::Result<u8> {
         curves: args.curves,
         all_runs: args.all_runs,
     };
+    // Written, not printed: `print!` panics on a closed pipe (`drover analyze r | head`), where
+    // an error ends the command quietly (main's broken-pipe rule).
+    use std::io::Write;
     if args.explain {
-        print!("{}", analyze::explain(&opts)?);
+        let plans = analyze::explain(&opts)?;
+        write!(std::io::stdout().lock(), "{plans}")?;
         return Ok(exit_codes::SUCCESS);
     }
     let outcome = analyze::analyze(&opts)?;
+    let mut out = std::io::stdout().lock();
     // A command to paste: the one directory quoted for the shell, else a placeholder for each.
     let results = match opts.dirs.as_slice() {
         [one] => drover::words::shell_quote(&one.display().to_string()),
@@ -609,23 +614,23 @@ fn analyze_cmd(args: AnalyzeArgs) -> anyhow::Result<u8> {
             drover::say!("drover: {line}");
         }
     }
-    print!("{}", outcome.table);
+    write!(out, "{}", outcome.table)?;
     if let Some(law) = &outcome.law_table {
-        println!("\nentropy-performance law R = -a*exp(H) + b, fitted per run (H = {}, R = {}); mean over runs:", analyze::LAW_ENTROPY, analyze::LAW_REWARD);
-        print!("{law}");
+        writeln!(out, "\nentropy-performance law R = -a*exp(H) + b, fitted per run (H = {}, R = {}); mean over runs:", analyze::LAW_ENTROPY, analyze::LAW_REWARD)?;
+        write!(out, "{law}")?;
     }
-    println!("{}", outcome.count_line());
+    writeln!(out, "{}", outcome.count_line())?;
     for best in &outcome.best {
-        println!("{best}");
+        writeln!(out, "{best}")?;
     }
     for path in outcome.written {
-        println!("wrote {}", path.display());
+        writeln!(out, "wrote {}", path.display())?;
     }
     for path in outcome.removed {
-        println!("removed {} (written by an earlier analysis into the same place, not by this one)", path.display());
+        writeln!(out, "removed {} (written by an earlier analysis into the same place, not by this one)", path.display())?;
     }
     for note in outcome.kept {
-        println!("{note}");
+        writeln!(out, "{note}")?;
     }
     Ok(exit_codes::SUCCESS)
 }
@@ -724,8 +729,11 @@ fn status_cmd(results: &Path, json: bool) -> anyhow::Result<u8> {
     report.count_other_run_dirs();
     let mut out = std::io::stdout().lock();
     if json {
-        serde_json::to_writer_pretty(&mut out, &report)?;
-        writeln!(out)?;
+        // Encoded first: `to_writer` would wrap a closed pipe's error in a `serde_json::Error`,
+        // which main's broken-pipe rule does not see through (`drover status r --json | true`
+        // then said "error: Broken pipe", exit code 1).
+        let text = serde_json::to_string_pretty(&report)?;
+        writeln!(out, "{text}")?;
     } else {
         write!(out, "{}", report.render())?;
     }

@@ -295,10 +295,10 @@ fn a_full_or_closed_stderr_does_not_stop_the_sweep() {
         let mut cmd = fx.command(&["-j", "1"]);
         cmd.env("RUST_LOG", rust_log).stdout(Stdio::null());
         let status = if closed_pipe {
-            let mut child = cmd.stderr(Stdio::piped()).spawn().unwrap();
-            // Closed at once: every line drover writes after this fails with EPIPE.
-            drop(child.stderr.take());
-            child.wait().unwrap()
+            // Closed before drover starts: every line it writes fails with EPIPE.
+            let (reader, writer) = std::io::pipe().unwrap();
+            drop(reader);
+            cmd.stderr(writer).status().unwrap()
         } else {
             let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
             cmd.stderr(full).status().unwrap()
@@ -306,5 +306,27 @@ fn a_full_or_closed_stderr_does_not_stop_the_sweep() {
         let case = format!("closed pipe {closed_pipe}, RUST_LOG={rust_log:?}");
         assert_eq!(status.code(), Some(0), "{case}");
         assert_eq!((fx.launches(), fx.completed().len()), (3, 3), "{case}");
+    }
+}
+
+/// Review finding (CLI contract 3): `drover status DIR --json | true` said "error: Broken pipe"
+/// and exited 1: `serde_json::to_writer` wrapped the closed pipe's error, which main's
+/// broken-pipe rule did not see through. Both outputs end quietly, exit code 0.
+#[test]
+fn status_to_a_closed_pipe_ends_quietly() {
+    let fx = Fixture::new("[1, 2]");
+    let out = fx.command(&[]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    for json in [true, false] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let mut status = Command::new(env!("CARGO_BIN_EXE_drover"));
+        status.arg("status").arg(fx.results()).stdout(writer);
+        if json {
+            status.arg("--json");
+        }
+        let out = status.output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "--json {json}: {}", stderr(&out));
+        assert_eq!(stderr(&out), "", "--json {json}");
     }
 }
