@@ -341,6 +341,8 @@ fn run(args: RunArgs) -> anyhow::Result<u8> {
         }
         return Ok(exit_codes::SUCCESS);
     }
+    // Read before anything is written, so a bad value changes nothing.
+    let busy_wait = if use_slurm(backend, &plan) { backend::DEFAULT_BUSY_WAIT } else { parse_busy_wait(std::env::var_os(BUSY_WAIT_VAR))? };
     // Held until this function returns: a second `drover run` on these results is refused.
     // A local sweep's lock says how long its stop waits, for `drover cancel` to wait as long.
     let command = drover::lock::command_line();
@@ -372,9 +374,15 @@ fn run(args: RunArgs) -> anyhow::Result<u8> {
     let mut backend = LocalBackend::new(job_bin.clone(), plan.max_parallel.get(), show_progress)?
         .with_max_retries(max_retries)
         .with_grace(plan.sweep.local.grace);
-    // DROVER_BUSY_WAIT_S: how long to wait for jobs still running from a killed `drover run`.
-    let busy_wait = std::env::var("DROVER_BUSY_WAIT_S").ok().and_then(|s| s.parse().ok()).map_or(backend::DEFAULT_BUSY_WAIT, std::time::Duration::from_secs);
-    let prepared = backend::prepare_waiting(&plan, busy_wait).context("cannot prepare the results directory")?;
+    // Ctrl-C during the wait for jobs a killed `drover run` left running stops it at once.
+    let prepared = backend::prepare_waiting(&plan, busy_wait, &mut || backend.stop_requested()).context("cannot prepare the results directory")?;
+    if prepared.interrupted {
+        drover::say!(
+            "drover: interrupted while waiting for {} still running elsewhere; nothing was launched, finished runs are kept: rerun the same command to continue",
+            drover::words::count(prepared.busy.len(), "run")
+        );
+        return Ok(exit_codes::INTERRUPTED);
+    }
     drover::say!(
         "drover: sweep `{}`: {}, {} already completed, launching {} (up to {} at once, local backend) -> {}",
         plan.sweep.name,
@@ -436,6 +444,26 @@ fn run(args: RunArgs) -> anyhow::Result<u8> {
     }
     let all_done = report.failed.is_empty() && report.cancelled.is_empty() && prepared.busy.is_empty() && report.disk_full.is_none();
     Ok(if all_done { exit_codes::SUCCESS } else { exit_codes::RUNS_FAILED })
+}
+
+/// How long a local `drover run` waits for jobs that a killed `drover run` left running, in
+/// whole seconds.
+const BUSY_WAIT_VAR: &str = "DROVER_BUSY_WAIT_S";
+
+/// [`BUSY_WAIT_VAR`]'s value: the default when it is unset or empty, else whole seconds. Any
+/// other value is refused rather than read as the default: `5m` would wait 30 s, not 5 minutes.
+fn parse_busy_wait(value: Option<std::ffi::OsString>) -> Result<std::time::Duration, UsageError> {
+    let Some(value) = value else { return Ok(backend::DEFAULT_BUSY_WAIT) };
+    let text = value.to_string_lossy();
+    if text.trim().is_empty() {
+        return Ok(backend::DEFAULT_BUSY_WAIT);
+    }
+    text.trim().parse().map(std::time::Duration::from_secs).map_err(|_| {
+        UsageError(format!(
+            "environment variable `{BUSY_WAIT_VAR}` = `{text}`: expected a whole number of seconds (how long to wait for jobs a killed `drover run` left running; default {})",
+            backend::DEFAULT_BUSY_WAIT.as_secs()
+        ))
+    })
 }
 
 /// Above this many runs, `--dry-run` repeats its counts below the list.
@@ -863,6 +891,21 @@ mod tests {
         ] {
             let (err, usage) = parse(extra).err().unwrap_or_else(|| panic!("{extra:?} accepted"));
             assert!(err.contains(message) && usage, "{extra:?}: {err}");
+        }
+    }
+
+    /// Review finding (CLI contract 10): a `DROVER_BUSY_WAIT_S` that is not a number was read
+    /// as the default without a word.
+    #[test]
+    fn a_busy_wait_that_is_not_whole_seconds_is_refused_naming_the_variable() {
+        use std::time::Duration;
+        assert_eq!(super::parse_busy_wait(None).ok(), Some(Duration::from_secs(30)));
+        assert_eq!(super::parse_busy_wait(Some(" ".into())).ok(), Some(Duration::from_secs(30)), "empty is unset");
+        assert_eq!(super::parse_busy_wait(Some("0".into())).ok(), Some(Duration::ZERO));
+        assert_eq!(super::parse_busy_wait(Some("90 ".into())).ok(), Some(Duration::from_secs(90)));
+        for bad in ["5m", "-1", "1.5", "abc"] {
+            let err = super::parse_busy_wait(Some(bad.into())).expect_err(bad).to_string();
+            assert!(err.starts_with(&format!("environment variable `DROVER_BUSY_WAIT_S` = `{bad}`: expected a whole number of seconds")), "{err}");
         }
     }
 

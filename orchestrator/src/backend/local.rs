@@ -48,6 +48,9 @@ pub struct LocalBackend {
     max_retries: u32,
     progress: bool,
     signals: Option<Signals>,
+    /// A stop signal [`LocalBackend::stop_requested`] took before `launch` (number and time),
+    /// which `launch` then acts on as if it had come during it.
+    early_stop: Option<(i32, Instant)>,
     gpus: GpuPool,
 }
 
@@ -70,8 +73,22 @@ impl LocalBackend {
             max_retries: 0,
             progress,
             signals: Some(signals),
+            early_stop: None,
             gpus: GpuPool::new(Vec::new(), 1),
         })
+    }
+
+    /// Whether a stop signal (SIGINT, SIGTERM, SIGHUP) has come since the handlers went in:
+    /// for waits before the launch (`prepare_waiting`'s, for jobs a killed `drover run` left
+    /// running), which the event loop of [`LocalBackend::launch`] does not watch yet. The
+    /// signal is kept: a `launch` after it stops at once, launching nothing.
+    pub fn stop_requested(&mut self) -> bool {
+        if self.early_stop.is_none() {
+            if let Some(signo) = self.signals.as_mut().and_then(|s| s.pending().next()) {
+                self.early_stop = Some((signo, Instant::now()));
+            }
+        }
+        self.early_stop.is_some()
     }
 
     /// Relaunches a failed run (as a new attempt, its files moved aside) up to `max_retries`
@@ -145,6 +162,11 @@ impl LocalBackend {
         // The first stop signal, number and time (`signal_reason_at`).
         let mut first_signal: Option<(i32, Instant)> = None;
         let mut retries: HashMap<String, u32> = HashMap::new();
+        if let Some(early) = self.early_stop {
+            // Stopped before the launch: nothing starts, and a second signal still escalates.
+            first_signal = Some(early);
+            report.cancel = Some(CancelReason::Signal);
+        }
 
         loop {
             while report.cancel.is_none() && report.disk_full.is_none() && running.len() < self.max_parallel {

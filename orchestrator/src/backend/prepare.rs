@@ -59,6 +59,9 @@ pub struct Prepared {
     /// Unfinished runs left alone because a job still holds their lock (`.job.lock`) after the
     /// wait ran out, with what the holder wrote about itself ("pid 123"): running elsewhere.
     pub busy: Vec<(String, String)>,
+    /// A stop (Ctrl-C, SIGTERM) cut the wait for busy runs short: nothing is to be launched,
+    /// and `busy` holds the runs still running elsewhere then.
+    pub interrupted: bool,
 }
 
 /// How long `prepare` waits, by default, for jobs that still hold their run's lock.
@@ -268,7 +271,7 @@ pub(crate) fn write_sweep_files(plan: &Plan, root: &Path) -> Result<(), RunError
 /// `attempt-<n>/` first, so nothing from an earlier attempt is lost. Waits up to
 /// [`DEFAULT_BUSY_WAIT`] for runs still running elsewhere (see [`prepare_waiting`]).
 pub fn prepare(plan: &Plan) -> Result<Prepared, RunError> {
-    prepare_waiting(plan, DEFAULT_BUSY_WAIT)
+    prepare_waiting(plan, DEFAULT_BUSY_WAIT, &mut || false)
 }
 
 /// [`prepare`], waiting up to `busy_wait` for unfinished runs whose job lock is still held.
@@ -277,8 +280,9 @@ pub fn prepare(plan: &Plan) -> Result<Prepared, RunError> {
 /// orphan of a `drover run` killed with SIGKILL): archiving it or launching it again would put
 /// two writers in one directory. It is re-examined when its lock is released (it may have
 /// completed meanwhile); when the wait runs out it is left alone and listed in
-/// [`Prepared::busy`].
-pub fn prepare_waiting(plan: &Plan, busy_wait: std::time::Duration) -> Result<Prepared, RunError> {
+/// [`Prepared::busy`]. `stop` is asked between looks: once it says a stop was asked for
+/// (Ctrl-C, `drover cancel`), the wait ends at once with [`Prepared::interrupted`] set.
+pub fn prepare_waiting(plan: &Plan, busy_wait: std::time::Duration, stop: &mut dyn FnMut() -> bool) -> Result<Prepared, RunError> {
     let runs_dir = plan.results.runs_dir();
     std::fs::create_dir_all(&runs_dir).map_err(io_err("create directory", &runs_dir))?;
     // Absolute paths, so the job and its logs do not depend on the working directory.
@@ -301,9 +305,10 @@ pub fn prepare_waiting(plan: &Plan, busy_wait: std::time::Duration) -> Result<Pr
         return Ok(prepared);
     }
     crate::say!(
-        "drover: {} unfinished run(s) are still being written by a job this command did not start          (left running by an earlier `drover run` that was killed?); waiting up to {} s for them to end:",
-        busy.len(),
-        busy_wait.as_secs()
+        "drover: {} still being written by a job this command did not start (left running by an earlier `drover run` that was killed?); waiting up to {} s for {} to end (Ctrl-C stops the wait):",
+        crate::words::count_as(busy.len(), "unfinished run is", "unfinished runs are"),
+        busy_wait.as_secs(),
+        if busy.len() == 1 { "it" } else { "them" }
     );
     for (dir, spec, _) in &busy {
         crate::say!("  running elsewhere: {} ({}): {}", spec.run_id, spec.label, super::job_lock::holder(dir));
@@ -318,6 +323,10 @@ pub fn prepare_waiting(plan: &Plan, busy_wait: std::time::Duration) -> Result<Pr
         }
         busy = still;
         if busy.is_empty() || std::time::Instant::now() >= deadline {
+            break;
+        }
+        if stop() {
+            prepared.interrupted = true;
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(200));

@@ -330,3 +330,48 @@ fn status_to_a_closed_pipe_ends_quietly() {
         assert_eq!(stderr(&out), "", "--json {json}");
     }
 }
+
+/// Review finding (CLI contract 4): while `drover run` waited for a job a killed `drover run`
+/// left running (`DROVER_BUSY_WAIT_S`), Ctrl-C was not looked at: the wait ran to its end and
+/// the run exited 4, or 0. The wait now stops within a moment, exit code 130, nothing launched;
+/// and its message reads without the run of spaces a string continuation left in it.
+#[test]
+fn ctrl_c_stops_the_wait_for_a_run_left_running_elsewhere() {
+    use std::os::fd::AsRawFd;
+    let fx = Fixture::new("[1]");
+    let out = fx.command(&[]).env("FAKE_FAIL_SEED", "1").output().unwrap();
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    // The failed run's lock held as an orphaned job would hold it.
+    let dir = run_dirs(&fx.results()).pop().unwrap();
+    let lock = std::fs::OpenOptions::new().read(true).write(true).open(dir.join(".job.lock")).unwrap();
+    // SAFETY: flock on a descriptor this test owns.
+    assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) }, 0);
+    let log = fx.root.join("stderr.log");
+    let child = fx.command(&[]).env("DROVER_BUSY_WAIT_S", "60").stderr(std::fs::File::create(&log).unwrap()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&log).unwrap().contains("Ctrl-C stops the wait") {
+        assert!(Instant::now() < deadline, "no wait: {}", std::fs::read_to_string(&log).unwrap());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let sent = Instant::now();
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let out = child.wait_with_output().unwrap();
+    let err = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(sent.elapsed() < Duration::from_secs(5), "the wait went on: {err}");
+    assert!(err.contains("drover: 1 unfinished run is still being written by a job this command did not start (left running by"), "{err}");
+    assert!(err.contains("drover: interrupted while waiting for 1 run still running elsewhere; nothing was launched"), "{err}");
+    assert_eq!(fx.launches(), 1, "nothing launched");
+}
+
+/// Review finding (CLI contract 10): `DROVER_BUSY_WAIT_S=5m` was read as the default 30 s
+/// without a word; it is refused before anything is written, naming the variable.
+#[test]
+fn a_busy_wait_that_is_not_a_number_is_refused() {
+    let fx = Fixture::new("[1]");
+    let out = fx.command(&[]).env("DROVER_BUSY_WAIT_S", "5m").output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("environment variable `DROVER_BUSY_WAIT_S` = `5m`: expected a whole number of seconds"), "{}", stderr(&out));
+    assert!(!fx.results().exists() && fx.launches() == 0);
+}
