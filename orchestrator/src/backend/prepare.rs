@@ -528,6 +528,11 @@ pub(crate) fn attempt_number(name: &str) -> Option<u32> {
 }
 
 /// Moves every file of the last attempt into `attempt-<n>/`; returns the next attempt's number.
+///
+/// A `spec.json` alone is no attempt: it was prepared for a launch that never came (a sweep
+/// stopped before the run's turn), so it stays, and the attempt it was written for is the
+/// next one still. Archiving it made an `attempt-<n>/` of nothing on every rerun, and made
+/// `--dry-run` call a run that never ran `redo`.
 pub(crate) fn archive_partial(dir: &Path) -> Result<u32, RunError> {
     let entries = std::fs::read_dir(dir).map_err(io_err("read directory", dir))?;
     let mut last = 0;
@@ -544,7 +549,7 @@ pub(crate) fn archive_partial(dir: &Path) -> Result<u32, RunError> {
             None => partial.push(entry.path()),
         }
     }
-    if partial.is_empty() {
+    if partial.is_empty() || (partial.len() == 1 && partial[0].file_name() == Some(std::ffi::OsStr::new(SPEC_JSON))) {
         return Ok(last + 1);
     }
     // The files belong to attempt `last` (whose logs are beside them); if that folder already
@@ -608,6 +613,33 @@ mod tests {
         completed(&dir, "r");
         assert_eq!(planned_action(&dir, &spec("r")), PlannedAction::Done);
         assert_eq!([PlannedAction::Done, PlannedAction::Resume(1), PlannedAction::Redo, PlannedAction::New].map(PlannedAction::word), ["done", "resume", "redo", "new"]);
+    }
+
+    /// Review finding (CLI contract 6): a run that a stopped sweep prepared but never launched
+    /// (its folder holds only `spec.json`) had that file moved to a new `attempt-<n>/` on every
+    /// rerun, and `--dry-run` then called it `redo`, never launched as it was. Its folder is
+    /// left as it is, it launches as the attempt it was prepared for, and it stays `new`.
+    #[test]
+    fn a_run_prepared_but_never_launched_is_not_archived() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("r");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(SPEC_JSON), serde_json::to_vec(&spec("r")).unwrap()).unwrap();
+        for _ in 0..2 {
+            let prepared = claimed(&dir, "r");
+            assert_eq!((prepared.pending[0].attempt, prepared.redone.len()), (1, 0));
+            assert!(!dir.join("attempt-1").exists(), "nothing archived");
+            assert_eq!(planned_action(&dir, &spec("r")), PlannedAction::New, "the lock file left by the claim changes nothing");
+        }
+        // Launched once and failed: that attempt is archived; prepared again and not launched,
+        // the run keeps the attempt number it was prepared for, with no folder of nothing.
+        std::fs::write(dir.join("attempt-1.stderr.log"), "boom").unwrap();
+        std::fs::write(dir.join(EXIT_JSON), r#"{"format_version":1,"run_id":"r","status":"failed","reason":"boom","finished_at":"1"}"#).unwrap();
+        assert_eq!(claimed(&dir, "r").pending[0].attempt, 2);
+        assert!(dir.join("attempt-1").join(EXIT_JSON).is_file() && dir.join("attempt-1").join(SPEC_JSON).is_file());
+        assert_eq!(claimed(&dir, "r").pending[0].attempt, 2);
+        assert!(!dir.join("attempt-2").exists(), "a spec.json alone is not an attempt");
+        assert_eq!(planned_action(&dir, &spec("r")), PlannedAction::Redo, "it ran before");
     }
 
     #[test]
