@@ -310,6 +310,14 @@ fn run(args: RunArgs) -> anyhow::Result<u8> {
 
     if dry_run {
         use std::io::Write;
+        // What the list cannot say: a `drover run` now would be refused.
+        if let Some(holder) = drover::lock::live_holder(&plan.results.root().join(drover::lock::LOCK_FILE)) {
+            drover::say!(
+                "drover: note: `{}` is in use by another `drover run` ({}): running this sweep now would be refused until it ends; the runs its jobs are training are listed as `live`",
+                plan.results.root().display(),
+                holder.description
+            );
+        }
         let mut out = std::io::stdout().lock();
         let slurm = use_slurm(backend, &plan);
         let states: Vec<backend::DryRunAction> = if slurm {
@@ -490,8 +498,9 @@ fn dry_run_tally(states: &[backend::DryRunAction], configs: usize, slurm: bool) 
             Unreadable => unreadable += 1,
         }
     }
-    // `live` (queued or running, re-attached) is a Slurm sweep's word only.
-    let live = slurm.then_some((live, Live));
+    // `live`: a Slurm sweep's queued or running runs, re-attached; a local sweep's runs whose
+    // jobs are running now (another `drover run`'s), counted only when there are some.
+    let live = (slurm || live > 0).then_some((live, Live));
     let mut counts: Vec<String> =
         [Some((done, Done)), live, Some((resume, Resume)), Some((redo, Redo)), Some((new, New))].into_iter().flatten().map(|(n, a)| format!("{n} {}", a.word())).collect();
     // A run whose files cannot be read (`drover run` would stop on it) is counted only when there is one.
@@ -848,6 +857,7 @@ mod tests {
         assert_eq!(dry_run_tally(&states[..1], 1, false), "1 run: 1 done, 0 resume, 0 redo, 0 new", "one seed per configuration: no shape");
         assert_eq!(dry_run_tally(&[], 0, false), "0 runs: 0 done, 0 resume, 0 redo, 0 new");
         assert_eq!(dry_run_tally(&[Live, Done], 2, true), "2 runs: 1 done, 1 live, 0 resume, 0 redo, 0 new");
+        assert_eq!(dry_run_tally(&[Live, New], 2, false), "2 runs: 0 done, 1 live, 0 resume, 0 redo, 1 new", "a local run being trained");
     }
 
     #[test]

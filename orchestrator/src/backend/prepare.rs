@@ -411,6 +411,10 @@ pub enum PlannedAction {
     Redo,
     /// Never started (no directory, or one holding only what was prepared for it).
     New,
+    /// Unfinished, and a job on this host holds its lock now (`.job.lock`, or MPI ranks'
+    /// `.ranks.lock`): it is running, under the `drover run` working on the directory or left
+    /// by a killed one. A `drover run` now would wait for it, then judge the run again.
+    Live,
     /// A file that decides it exists but cannot be read: `drover run` would stop, touching
     /// nothing ([`RunError::UnreadableRun`]).
     Unreadable,
@@ -424,24 +428,36 @@ impl PlannedAction {
             PlannedAction::Resume(_) => "resume",
             PlannedAction::Redo => "redo",
             PlannedAction::New => "new",
+            PlannedAction::Live => "live",
             PlannedAction::Unreadable => "unreadable",
         }
     }
 }
 
-/// What `drover run` would do with the run in `dir` (see [`PlannedAction`]).
+/// What `drover run` would do with the run in `dir` (see [`PlannedAction`]). Whether a job
+/// holds the run is read without taking its lock (`job_lock::running_here`): a dry run must
+/// never make a `drover run` launching that run at the same moment find it taken.
 pub fn planned_action(dir: &Path, spec: &JobSpec) -> PlannedAction {
-    match inspect_run(dir, spec) {
+    let problem = match inspect_run(dir, spec) {
+        Err(_) => return PlannedAction::Unreadable,
+        Ok((RunState::Completed, _)) => return PlannedAction::Done,
+        Ok((RunState::New, _)) => return PlannedAction::New,
+        Ok((RunState::Unfinished, problem)) => problem,
+    };
+    match super::job_lock::running_here(dir) {
+        Ok(true) => return PlannedAction::Live,
+        // `drover run` stops on a ranks' lock whose state cannot be told (`job_lock::try_lock`).
+        Err(_) => return PlannedAction::Unreadable,
+        Ok(false) => {}
+    }
+    if problem.is_some() {
+        return PlannedAction::Redo;
+    }
+    match go_on(dir, &spec.run_id) {
         Err(_) => PlannedAction::Unreadable,
-        Ok((RunState::Completed, _)) => PlannedAction::Done,
-        Ok((RunState::New, _)) => PlannedAction::New,
-        Ok((RunState::Unfinished, Some(_))) => PlannedAction::Redo,
-        Ok((RunState::Unfinished, None)) => match go_on(dir, &spec.run_id) {
-            Err(_) => PlannedAction::Unreadable,
-            Ok(GoOn::Resume(iteration)) => PlannedAction::Resume(iteration),
-            Ok(GoOn::Over(None)) if never_started(dir) => PlannedAction::New,
-            Ok(GoOn::Over(_)) => PlannedAction::Redo,
-        },
+        Ok(GoOn::Resume(iteration)) => PlannedAction::Resume(iteration),
+        Ok(GoOn::Over(None)) if never_started(dir) => PlannedAction::New,
+        Ok(GoOn::Over(_)) => PlannedAction::Redo,
     }
 }
 
@@ -612,7 +628,34 @@ mod tests {
         assert_eq!(planned_action(&dir, &spec("r")), PlannedAction::Redo, "another run's checkpoint is none");
         completed(&dir, "r");
         assert_eq!(planned_action(&dir, &spec("r")), PlannedAction::Done);
-        assert_eq!([PlannedAction::Done, PlannedAction::Resume(1), PlannedAction::Redo, PlannedAction::New].map(PlannedAction::word), ["done", "resume", "redo", "new"]);
+        assert_eq!(
+            [PlannedAction::Done, PlannedAction::Resume(1), PlannedAction::Redo, PlannedAction::New, PlannedAction::Live].map(PlannedAction::word),
+            ["done", "resume", "redo", "new", "live"]
+        );
+    }
+
+    /// Review finding (CLI contract 5): during a `drover run`, `--dry-run` called the runs
+    /// its jobs were training `redo` or `new`. A run whose job holds its lock is `live`, read
+    /// without taking the lock; a completed one stays `done`.
+    #[test]
+    fn a_run_whose_job_holds_its_lock_is_live() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("r");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(SPEC_JSON), serde_json::to_vec(&spec("r")).unwrap()).unwrap();
+        std::fs::write(dir.join("attempt-1.stderr.log"), "").unwrap();
+        assert_eq!(planned_action(&dir, &spec("r")), PlannedAction::Redo);
+        // Held as a job holds it: a live process of this host whose command line names drover
+        // (this test binary's does) and that holds the flock.
+        let mut held = super::super::job_lock::try_lock(&dir).unwrap().expect("free");
+        held.describe(&crate::lock::holder_text(std::process::id(), &[]));
+        assert_eq!(planned_action(&dir, &spec("r")), PlannedAction::Live);
+        assert!(super::super::job_lock::try_lock(&dir).unwrap().is_none(), "the dry run did not take it");
+        drop(held);
+        assert_eq!(planned_action(&dir, &spec("r")), PlannedAction::Redo, "the holder is gone");
+        completed(&dir, "r");
+        let _held = super::super::job_lock::try_lock(&dir).unwrap().expect("free");
+        assert_eq!(planned_action(&dir, &spec("r")), PlannedAction::Done);
     }
 
     /// Review finding (CLI contract 6): a run that a stopped sweep prepared but never launched

@@ -53,7 +53,7 @@ impl Fixture {
     fn new(seeds: &str) -> Fixture {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().to_path_buf();
-        let job = root.join("fake-job.sh");
+        let job = root.join("fake-drover-job.sh");
         std::fs::write(&job, FAKE_JOB).unwrap();
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&job, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -78,7 +78,7 @@ impl Fixture {
             .arg("--results")
             .arg(self.results())
             .args(args)
-            .env("DROVER_JOB_BIN", self.root.join("fake-job.sh"))
+            .env("DROVER_JOB_BIN", self.root.join("fake-drover-job.sh"))
             .env("FAKE_LOG", self.root.join("launches.log"))
             .env_remove("FAKE_SLEEP_SEED")
             .env_remove("FAKE_FAIL_SEED")
@@ -374,4 +374,31 @@ fn a_busy_wait_that_is_not_a_number_is_refused() {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("environment variable `DROVER_BUSY_WAIT_S` = `5m`: expected a whole number of seconds"), "{}", stderr(&out));
     assert!(!fx.results().exists() && fx.launches() == 0);
+}
+
+/// Review finding (CLI contract 5): `--dry-run` beside a running `drover run` printed `redo` or
+/// `new` for the runs its jobs were training, and nothing said the directory was taken. It now
+/// names the `drover run` holding it and lists those runs as `live`.
+#[test]
+fn a_dry_run_beside_a_running_sweep_names_it_and_lists_its_runs_live() {
+    let fx = Fixture::new("[1, 2]");
+    let child = fx.command(&["-j", "1"]).env("FAKE_SLEEP_SEED", "1").stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while fx.launches() < 1 {
+        assert!(Instant::now() < deadline, "the run did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let dry = fx.command(&["--dry-run"]).output().unwrap();
+    let pid = child.id();
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGINT) }, 0);
+    let stopped = child.wait_with_output().unwrap();
+    assert_eq!(stopped.status.code(), Some(130));
+    let (listing, err) = (String::from_utf8_lossy(&dry.stdout), stderr(&dry));
+    assert_eq!(dry.status.code(), Some(0), "{err}");
+    let note = format!("drover: note: `{}` is in use by another `drover run` (pid {pid}, host ", fx.results().display());
+    assert!(err.contains(&note) && err.contains("running this sweep now would be refused until it ends"), "{err}");
+    assert!(listing.lines().next().is_some_and(|l| l.contains(": 0 done, 1 live, 0 resume, 0 redo, 1 new")), "{listing}");
+    let words: Vec<&str> = listing.lines().skip(1).filter_map(|l| l.split_whitespace().nth(1)).collect();
+    assert_eq!(words, ["live", "new"], "{listing}");
 }
