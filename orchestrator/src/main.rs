@@ -71,7 +71,38 @@ run resumes). Ctrl-C, or `drover cancel DIR` from another terminal, stops cleanl
 
 Exit codes: 0 all runs completed; 1 error; 2 bad command line; 3 invalid sweep file or \
 override (nothing launched); 4 some runs failed (listed); 6 Slurm's submit limit kept runs out \
-(`--no-wait`; run again to submit them); 130 interrupted (finished runs kept).";
+(`--no-wait`; run again to submit them); 75 the results directory is in use by another \
+`drover run` (nothing written; run again once it has ended); 130 interrupted (finished runs \
+kept).";
+
+/// What `drover status --help` ends with.
+const STATUS_HELP_TAIL: &str = "\
+Exit codes: 0 the report was printed, whatever state the runs are in (read them from it, or \
+from `--json`); 1 error (not a results directory, unreadable files, Slurm not answering); 2 bad \
+command line.";
+
+/// What `drover cancel --help` ends with.
+const CANCEL_HELP_TAIL: &str = "\
+Exit codes: 0 cancelled (or, locally, asked to stop and still stopping), or nothing was \
+running: stderr says which; 1 error (not a results directory, Slurm refused, the `drover run` of \
+a local sweep runs on another host); 2 bad command line.";
+
+/// What `drover analyze --help` ends with.
+const ANALYZE_HELP_TAIL: &str = "\
+Exit codes: 0 tables (and plots) written; 1 error (a file that cannot be written, a failed \
+computation); 2 bad command line, bad `--where`/`--group-by`/`--compare`/`--curves`, or several \
+results directories without `--out` (nothing written); 5 no completed run with metrics in a \
+results directory given (nothing written).";
+
+/// What `drover plugin --help` ends with.
+const PLUGIN_HELP_TAIL: &str = "\
+Exit codes: 0 done (`check`: every check passed); 1 error, or a failed check (`check` lists \
+them); 2 bad command line.";
+
+/// What `drover bench --help` ends with.
+const BENCH_HELP_TAIL: &str = "\
+Exit codes: those of `drover-job bench`: 0 measured; 1 the benchmark failed (no CUDA device for \
+`--device cuda`, ...) or `drover-job` could not be started; 2 bad arguments.";
 
 #[derive(Debug, Subcommand)]
 enum Command {
@@ -79,6 +110,7 @@ enum Command {
     Run(RunArgs),
     /// Where each run of a sweep stands, with its progress: on Slurm one `squeue` call plus the
     /// runs' markers; locally the markers and locks alone (safe beside a running `drover run`).
+    #[command(after_long_help = STATUS_HELP_TAIL)]
     Status {
         /// The results directory of the sweep.
         results: PathBuf,
@@ -88,11 +120,13 @@ enum Command {
     },
     /// Cancel a sweep; finished runs are kept. Slurm: cancel its queued and running jobs. Local:
     /// stop the `drover run` working through it, as Ctrl-C in its terminal would.
+    #[command(after_long_help = CANCEL_HELP_TAIL)]
     Cancel {
         /// The results directory of the sweep.
         results: PathBuf,
     },
     /// Algorithm plugins: create one, list those on the search path, check a built one.
+    #[command(after_long_help = PLUGIN_HELP_TAIL)]
     Plugin {
         #[command(subcommand)]
         command: drover::plugin_cmd::PluginCommand,
@@ -103,6 +137,7 @@ enum Command {
     /// Kernel throughput on this machine: `drover bench rollout [--device cpu|cuda]
     /// [--simd L] [--envs 1024,4096,...] [--threads N] [--json]`, `drover bench allreduce`
     /// (runs `drover-job bench`, which links the kernels).
+    #[command(after_long_help = BENCH_HELP_TAIL)]
     Bench {
         /// Arguments passed to `drover-job bench` (`rollout --help` lists them).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "ARGS")]
@@ -151,6 +186,8 @@ fn main() -> ExitCode {
                 exit_codes::CONFIG_INVALID
             } else if matches!(e.downcast_ref::<AnalyzeError>(), Some(AnalyzeError::NoCompletedRuns { .. })) {
                 exit_codes::NO_RESULTS
+            } else if matches!(e.downcast_ref::<drover::lock::LockError>(), Some(drover::lock::LockError::Busy { .. })) {
+                exit_codes::BUSY
             } else if matches!(e.downcast_ref::<AnalyzeError>(), Some(AnalyzeError::Query { .. } | AnalyzeError::Flag { .. }))
                 || e.downcast_ref::<UsageError>().is_some()
             {
@@ -313,7 +350,7 @@ fn run(args: RunArgs) -> anyhow::Result<u8> {
         // What the list cannot say: a `drover run` now would be refused.
         if let Some(holder) = drover::lock::live_holder(&plan.results.root().join(drover::lock::LOCK_FILE)) {
             drover::say!(
-                "drover: note: `{}` is in use by another `drover run` ({}): running this sweep now would be refused until it ends; the runs its jobs are training are listed as `live`",
+                "drover: note: `{}` is in use by another `drover run` ({}): running this sweep now would be refused until it ends (exit code 75); the runs its jobs are training are listed as `live`",
                 plan.results.root().display(),
                 holder.description
             );
@@ -563,6 +600,7 @@ fn bench_cmd(args: Vec<std::ffi::OsString>) -> anyhow::Result<u8> {
 
 /// Arguments of `drover analyze`; the slice syntax is in `docs/analysis.md`.
 #[derive(Debug, clap::Args)]
+#[command(after_long_help = ANALYZE_HELP_TAIL)]
 struct AnalyzeArgs {
     /// Results directories (one per sweep; several are analyzed together).
     #[arg(required = true, value_name = "RESULTS_DIR")]
@@ -863,15 +901,44 @@ mod tests {
     #[test]
     fn run_help_tells_the_env_overrides_and_exit_codes() {
         let help = Cli::try_parse_from(["drover", "run", "--help"]).expect_err("help is an early exit").to_string();
-        for needle in ["DROVER_RUN__NUM_ENVS=16", "then `--set`", "3 invalid sweep file", "4 some runs failed", "6 Slurm's submit limit", "130 interrupted"] {
+        for needle in [
+            "DROVER_RUN__NUM_ENVS=16",
+            "then `--set`",
+            "3 invalid sweep file",
+            "4 some runs failed",
+            "6 Slurm's submit limit",
+            "75 the results directory is in use",
+            "130 interrupted",
+        ] {
             assert!(help.contains(needle), "`{needle}` missing from:\n{help}");
         }
         use drover::exit_codes::*;
         assert_eq!(
-            (SUCCESS, FAILURE, USAGE, CONFIG_INVALID, RUNS_FAILED, NOT_ALL_SUBMITTED, INTERRUPTED),
-            (0, 1, 2, 3, 4, 6, 130),
-            "the help text lists these"
+            (SUCCESS, FAILURE, USAGE, CONFIG_INVALID, RUNS_FAILED, NO_RESULTS, NOT_ALL_SUBMITTED, BUSY, INTERRUPTED),
+            (0, 1, 2, 3, 4, 5, 6, 75, 130),
+            "the help texts list these"
         );
+    }
+
+    /// Review finding (CLI contract 7): only `drover run --help` said what its exit codes
+    /// mean; every command's `--help` now does (scripts branch on them).
+    #[test]
+    fn every_commands_help_tells_its_exit_codes() {
+        for (command, needles) in [
+            (&["status"][..], &["Exit codes: 0 the report was printed", "2 bad command line"][..]),
+            (&["cancel"], &["Exit codes: 0 cancelled (or, locally, asked to stop", "or nothing was running", "1 error"]),
+            (&["analyze"], &["Exit codes: 0 tables", "5 no completed run with metrics"]),
+            (&["plugin"], &["Exit codes: 0 done", "1 error, or a failed check"]),
+            (&["bench"], &["Exit codes: those of `drover-job bench`", "2 bad arguments"]),
+        ] {
+            let mut args = vec!["drover"];
+            args.extend(command);
+            args.push("--help");
+            let help = Cli::try_parse_from(&args).expect_err("help is an early exit").to_string();
+            for needle in needles {
+                assert!(help.contains(needle), "{command:?}: `{needle}` missing from:\n{help}");
+            }
+        }
     }
 
     /// Review finding 10: `--target -5` was taken for an option, `--target nan` and `--bins 0`

@@ -402,3 +402,19 @@ fn a_dry_run_beside_a_running_sweep_names_it_and_lists_its_runs_live() {
     let words: Vec<&str> = listing.lines().skip(1).filter_map(|l| l.split_whitespace().nth(1)).collect();
     assert_eq!(words, ["live", "new"], "{listing}");
 }
+
+/// Review finding (CLI contract 7): a results directory held by another `drover run` exited
+/// with the generic 1; it has its own code, 75 (EX_TEMPFAIL: try again later), nothing written.
+#[test]
+fn a_results_directory_in_use_exits_busy() {
+    use std::os::fd::AsRawFd;
+    let fx = Fixture::new("[1]");
+    std::fs::create_dir_all(fx.results()).unwrap();
+    let lock = std::fs::File::create(fx.results().join(".drover.lock")).unwrap();
+    // SAFETY: flock on a descriptor this test owns.
+    assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) }, 0);
+    let out = fx.command(&[]).output().unwrap();
+    assert_eq!(out.status.code(), Some(75), "{}", stderr(&out));
+    assert!(stderr(&out).contains("is in use by another `drover run`"), "{}", stderr(&out));
+    assert!(!fx.results().join("sweep.json").exists() && fx.launches() == 0);
+}
