@@ -161,8 +161,7 @@ fn main() -> ExitCode {
             .with_env_filter(filter)
             // Never a panic on a closed stderr, and above the progress bar (`drover::stderr`).
             .with_writer(|| drover::stderr::LossyStderr)
-            // Colour codes only on a terminal: job logs are files the user greps.
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_ansi(ansi_logs(std::io::IsTerminal::is_terminal(&std::io::stderr()), std::env::var_os("NO_COLOR").as_deref()))
             .init(),
         None => tracing_subscriber::util::SubscriberInitExt::init(user_subscriber(|| drover::stderr::LossyStderr)),
     }
@@ -198,6 +197,12 @@ fn main() -> ExitCode {
             ExitCode::from(code)
         }
     }
+}
+
+/// Whether log lines get colour codes: only on a terminal (logs piped to a file are grepped),
+/// and not when `NO_COLOR` is set to anything but the empty string (no-color.org).
+fn ansi_logs(terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    terminal && no_color.is_none_or(std::ffi::OsStr::is_empty)
 }
 
 /// The subscriber when `RUST_LOG` asks for no logs: only warnings and errors reach the user,
@@ -884,6 +889,17 @@ mod tests {
         });
         let text = String::from_utf8(out.lock().map(|b| b.clone()).unwrap_or_default()).unwrap_or_default();
         assert_eq!(text, "drover: warning: cannot retry: disk full run=\"0123456789abcdef\"\n");
+    }
+
+    /// Review finding (CLI contract 8): `NO_COLOR` was not honoured; a non-empty value turns
+    /// colour off, an empty one does not (no-color.org), and a pipe never gets colour.
+    #[test]
+    fn no_color_turns_colour_off_on_a_terminal() {
+        use std::ffi::OsStr;
+        assert!(super::ansi_logs(true, None));
+        assert!(super::ansi_logs(true, Some(OsStr::new(""))), "empty is unset");
+        assert!(!super::ansi_logs(true, Some(OsStr::new("1"))));
+        assert!(!super::ansi_logs(false, None));
     }
 
     /// The dry run's header says how much is left to do, and the sweep's shape.
