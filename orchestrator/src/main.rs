@@ -50,7 +50,8 @@ struct RunArgs {
     /// file's `backend`, else local.
     #[arg(long, value_enum, value_name = "BACKEND")]
     backend: Option<BackendArg>,
-    /// Slurm: return once submitted instead of waiting for the runs (`drover status` follows them).
+    /// Slurm: return once submitted instead of waiting for the runs (`drover status` follows
+    /// them); the local backend always waits (a warning says so).
     #[arg(long)]
     no_wait: bool,
     /// Local backend: relaunch a failed run (a crash, a signal, out of memory) up to N times;
@@ -418,6 +419,11 @@ fn run(args: RunArgs) -> anyhow::Result<u8> {
         return slurm_run(&plan, job_bin, !no_wait);
     }
 
+    if no_wait {
+        drover::say!(
+            "drover: warning: --no-wait is the Slurm backend's; a local sweep's jobs are children of this `drover run`, which waits for them (run it under tmux or nohup to leave it, or use `--backend slurm`)"
+        );
+    }
     let show_progress = std::io::stderr().is_terminal() && std::env::var_os("CI").is_none_or(|v| v == "false");
     let max_retries = plan.sweep.local.effective_max_retries(max_retries);
     // Signal handlers go in before anything is written, so Ctrl-C is always handled in order.

@@ -418,3 +418,16 @@ fn a_results_directory_in_use_exits_busy() {
     assert!(stderr(&out).contains("is in use by another `drover run`"), "{}", stderr(&out));
     assert!(!fx.results().join("sweep.json").exists() && fx.launches() == 0);
 }
+
+/// Review finding (CLI contract 10): `--no-wait` with the local backend was ignored without a
+/// word (`--max-retries` on Slurm is warned about); it is warned about, and the sweep runs.
+#[test]
+fn no_wait_on_the_local_backend_is_warned_about() {
+    let fx = Fixture::new("[1]");
+    let out = fx.command(&["--no-wait"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("drover: warning: --no-wait is the Slurm backend's; a local sweep's jobs are children of this `drover run`, which waits for them"), "{}", stderr(&out));
+    assert_eq!(fx.completed().len(), 1);
+    let out = fx.command(&[]).output().unwrap();
+    assert!(!stderr(&out).contains("--no-wait"), "{}", stderr(&out));
+}
