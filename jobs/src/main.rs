@@ -37,6 +37,12 @@ impl std::io::Write for LossyStderr {
     }
 }
 
+/// Whether log lines get colour codes: only on a terminal (job logs are files the user greps),
+/// and not when `NO_COLOR` is set to anything but the empty string (no-color.org).
+fn ansi_logs(terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    terminal && no_color.is_none_or(std::ffi::OsStr::is_empty)
+}
+
 /// Runs one drover run: the orchestrator starts one of these per run (per MPI rank).
 #[derive(Parser, Debug)]
 #[command(name = "drover-job", version, about)]
@@ -82,8 +88,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(|| LossyStderr)
-        // Colour codes only on a terminal: job logs are files the user greps.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_ansi(ansi_logs(std::io::IsTerminal::is_terminal(&std::io::stderr()), std::env::var_os("NO_COLOR").as_deref()))
         .init();
     // Keeps the version marker in the binary: nothing else reads it.
     std::hint::black_box(drover_job::BUILD_MARKER.as_ptr());
@@ -265,4 +270,18 @@ fn main() -> ExitCode {
         comm.abort(i32::from(code));
     }
     ExitCode::from(code)
+}
+
+#[cfg(test)]
+mod tests {
+    /// Review finding (CLI contract 8): `NO_COLOR` was not honoured; a non-empty value turns
+    /// colour off, an empty one does not (no-color.org), and a log file never gets colour.
+    #[test]
+    fn no_color_turns_colour_off_on_a_terminal() {
+        use std::ffi::OsStr;
+        assert!(super::ansi_logs(true, None));
+        assert!(super::ansi_logs(true, Some(OsStr::new(""))), "empty is unset");
+        assert!(!super::ansi_logs(true, Some(OsStr::new("1"))));
+        assert!(!super::ansi_logs(false, None));
+    }
 }

@@ -15,5 +15,8 @@ pub const NO_RESULTS: u8 = 5;
 /// `drover run --no-wait` submitted only part of the sweep: Slurm's submit limit (the
 /// user's, account's or QOS's `MaxSubmitJobs`) refused the rest; `drover run` again submits it.
 pub const NOT_ALL_SUBMITTED: u8 = 6;
+/// `drover run`: another `drover run` holds the results directory (its lock); nothing was
+/// written, and the same command succeeds once that one has ended (EX_TEMPFAIL of sysexits.h).
+pub const BUSY: u8 = 75;
 /// Stopped by Ctrl-C / SIGTERM; finished runs were kept (128 + SIGINT, the shell convention).
 pub const INTERRUPTED: u8 = 130;

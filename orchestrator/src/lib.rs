@@ -15,6 +15,7 @@ pub mod lock;
 pub mod plan;
 pub mod plugin_cmd;
 pub mod status;
+pub mod stderr;
 pub mod subprocess;
 pub mod words;
 

@@ -50,7 +50,8 @@ struct RunArgs {
     /// file's `backend`, else local.
     #[arg(long, value_enum, value_name = "BACKEND")]
     backend: Option<BackendArg>,
-    /// Slurm: return once submitted instead of waiting for the runs (`drover status` follows them).
+    /// Slurm: return once submitted instead of waiting for the runs (`drover status` follows
+    /// them); the local backend always waits (a warning says so).
     #[arg(long)]
     no_wait: bool,
     /// Local backend: relaunch a failed run (a crash, a signal, out of memory) up to N times;
@@ -71,7 +72,38 @@ run resumes). Ctrl-C, or `drover cancel DIR` from another terminal, stops cleanl
 
 Exit codes: 0 all runs completed; 1 error; 2 bad command line; 3 invalid sweep file or \
 override (nothing launched); 4 some runs failed (listed); 6 Slurm's submit limit kept runs out \
-(`--no-wait`; run again to submit them); 130 interrupted (finished runs kept).";
+(`--no-wait`; run again to submit them); 75 the results directory is in use by another \
+`drover run` (nothing written; run again once it has ended); 130 interrupted (finished runs \
+kept).";
+
+/// What `drover status --help` ends with.
+const STATUS_HELP_TAIL: &str = "\
+Exit codes: 0 the report was printed, whatever state the runs are in (read them from it, or \
+from `--json`); 1 error (not a results directory, unreadable files, Slurm not answering); 2 bad \
+command line.";
+
+/// What `drover cancel --help` ends with.
+const CANCEL_HELP_TAIL: &str = "\
+Exit codes: 0 cancelled (or, locally, asked to stop and still stopping), or nothing was \
+running: stderr says which; 1 error (not a results directory, Slurm refused, the `drover run` of \
+a local sweep runs on another host); 2 bad command line.";
+
+/// What `drover analyze --help` ends with.
+const ANALYZE_HELP_TAIL: &str = "\
+Exit codes: 0 tables (and plots) written; 1 error (a file that cannot be written, a failed \
+computation); 2 bad command line, bad `--where`/`--group-by`/`--compare`/`--curves`, or several \
+results directories without `--out` (nothing written); 5 no completed run with metrics in a \
+results directory given (nothing written).";
+
+/// What `drover plugin --help` ends with.
+const PLUGIN_HELP_TAIL: &str = "\
+Exit codes: 0 done (`check`: every check passed); 1 error, or a failed check (`check` lists \
+them); 2 bad command line.";
+
+/// What `drover bench --help` ends with.
+const BENCH_HELP_TAIL: &str = "\
+Exit codes: those of `drover-job bench`: 0 measured; 1 the benchmark failed (no CUDA device for \
+`--device cuda`, ...) or `drover-job` could not be started; 2 bad arguments.";
 
 #[derive(Debug, Subcommand)]
 enum Command {
@@ -79,6 +111,7 @@ enum Command {
     Run(RunArgs),
     /// Where each run of a sweep stands, with its progress: on Slurm one `squeue` call plus the
     /// runs' markers; locally the markers and locks alone (safe beside a running `drover run`).
+    #[command(after_long_help = STATUS_HELP_TAIL)]
     Status {
         /// The results directory of the sweep.
         results: PathBuf,
@@ -88,11 +121,13 @@ enum Command {
     },
     /// Cancel a sweep; finished runs are kept. Slurm: cancel its queued and running jobs. Local:
     /// stop the `drover run` working through it, as Ctrl-C in its terminal would.
+    #[command(after_long_help = CANCEL_HELP_TAIL)]
     Cancel {
         /// The results directory of the sweep.
         results: PathBuf,
     },
     /// Algorithm plugins: create one, list those on the search path, check a built one.
+    #[command(after_long_help = PLUGIN_HELP_TAIL)]
     Plugin {
         #[command(subcommand)]
         command: drover::plugin_cmd::PluginCommand,
@@ -103,6 +138,7 @@ enum Command {
     /// Kernel throughput on this machine: `drover bench rollout [--device cpu|cuda]
     /// [--simd L] [--envs 1024,4096,...] [--threads N] [--json]`, `drover bench allreduce`
     /// (runs `drover-job bench`, which links the kernels).
+    #[command(after_long_help = BENCH_HELP_TAIL)]
     Bench {
         /// Arguments passed to `drover-job bench` (`rollout --help` lists them).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "ARGS")]
@@ -124,11 +160,11 @@ fn main() -> ExitCode {
         // Asked for logs: timestamps, levels and modules, as a log reader wants them.
         Some(filter) => tracing_subscriber::fmt()
             .with_env_filter(filter)
-            .with_writer(std::io::stderr)
-            // Colour codes only on a terminal: job logs are files the user greps.
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            // Never a panic on a closed stderr, and above the progress bar (`drover::stderr`).
+            .with_writer(|| drover::stderr::LossyStderr)
+            .with_ansi(ansi_logs(std::io::IsTerminal::is_terminal(&std::io::stderr()), std::env::var_os("NO_COLOR").as_deref()))
             .init(),
-        None => tracing_subscriber::util::SubscriberInitExt::init(user_subscriber(std::io::stderr)),
+        None => tracing_subscriber::util::SubscriberInitExt::init(user_subscriber(|| drover::stderr::LossyStderr)),
     }
     let result = match cli.command {
         Command::Run(args) => run(args),
@@ -145,11 +181,13 @@ fn main() -> ExitCode {
             if e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)) {
                 return ExitCode::from(exit_codes::SUCCESS);
             }
-            eprintln!("error: {e:#}");
+            drover::say!("error: {e:#}");
             let code = if e.downcast_ref::<ConfigError>().is_some() {
                 exit_codes::CONFIG_INVALID
             } else if matches!(e.downcast_ref::<AnalyzeError>(), Some(AnalyzeError::NoCompletedRuns { .. })) {
                 exit_codes::NO_RESULTS
+            } else if matches!(e.downcast_ref::<drover::lock::LockError>(), Some(drover::lock::LockError::Busy { .. })) {
+                exit_codes::BUSY
             } else if matches!(e.downcast_ref::<AnalyzeError>(), Some(AnalyzeError::Query { .. } | AnalyzeError::Flag { .. }))
                 || e.downcast_ref::<UsageError>().is_some()
             {
@@ -160,6 +198,12 @@ fn main() -> ExitCode {
             ExitCode::from(code)
         }
     }
+}
+
+/// Whether log lines get colour codes: only on a terminal (logs piped to a file are grepped),
+/// and not when `NO_COLOR` is set to anything but the empty string (no-color.org).
+fn ansi_logs(terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    terminal && no_color.is_none_or(std::ffi::OsStr::is_empty)
 }
 
 /// The subscriber when `RUST_LOG` asks for no logs: only warnings and errors reach the user,
@@ -287,13 +331,13 @@ fn run(args: RunArgs) -> anyhow::Result<u8> {
     };
     let plan = plan::plan(&opts)?;
     for warning in &plan.warnings {
-        eprintln!("drover: warning: {warning}");
+        drover::say!("drover: warning: {warning}");
     }
     for other in backend::rebuilt::trained_by_other_builds(&plan) {
-        eprintln!("drover: warning: {}", other.warning());
+        drover::say!("drover: warning: {}", other.warning());
     }
     for line in backend::other_runs::lines(&backend::other_runs::other_runs(&plan), &plan.results.runs_dir()) {
-        eprintln!("drover: {line}");
+        drover::say!("drover: {line}");
     }
     if use_slurm(backend, &plan) {
         // Before the results directory and its lock are made: every Slurm command would refuse.
@@ -309,6 +353,14 @@ fn run(args: RunArgs) -> anyhow::Result<u8> {
 
     if dry_run {
         use std::io::Write;
+        // What the list cannot say: a `drover run` now would be refused.
+        if let Some(holder) = drover::lock::live_holder(&plan.results.root().join(drover::lock::LOCK_FILE)) {
+            drover::say!(
+                "drover: note: `{}` is in use by another `drover run` ({}): running this sweep now would be refused until it ends (exit code 75); the runs its jobs are training are listed as `live`",
+                plan.results.root().display(),
+                holder.description
+            );
+        }
         let mut out = std::io::stdout().lock();
         let slurm = use_slurm(backend, &plan);
         let states: Vec<backend::DryRunAction> = if slurm {
@@ -340,6 +392,8 @@ fn run(args: RunArgs) -> anyhow::Result<u8> {
         }
         return Ok(exit_codes::SUCCESS);
     }
+    // Read before anything is written, so a bad value changes nothing.
+    let busy_wait = if use_slurm(backend, &plan) { backend::DEFAULT_BUSY_WAIT } else { parse_busy_wait(std::env::var_os(BUSY_WAIT_VAR))? };
     // Held until this function returns: a second `drover run` on these results is refused.
     // A local sweep's lock says how long its stop waits, for `drover cancel` to wait as long.
     let command = drover::lock::command_line();
@@ -359,22 +413,33 @@ fn run(args: RunArgs) -> anyhow::Result<u8> {
     };
     if use_slurm(backend, &plan) {
         if let Some(n) = max_retries {
-            eprintln!("drover: warning: --max-retries {n} is the local backend's; on Slurm the budget is `slurm.max_retries` (`--set slurm.max_retries={n}`)");
+            drover::say!("drover: warning: --max-retries {n} is the local backend's; on Slurm the budget is `slurm.max_retries` (`--set slurm.max_retries={n}`)");
         }
         slurm_preflight(&plan, &job_bin)?;
         return slurm_run(&plan, job_bin, !no_wait);
     }
 
+    if no_wait {
+        drover::say!(
+            "drover: warning: --no-wait is the Slurm backend's; a local sweep's jobs are children of this `drover run`, which waits for them (run it under tmux or nohup to leave it, or use `--backend slurm`)"
+        );
+    }
     let show_progress = std::io::stderr().is_terminal() && std::env::var_os("CI").is_none_or(|v| v == "false");
     let max_retries = plan.sweep.local.effective_max_retries(max_retries);
     // Signal handlers go in before anything is written, so Ctrl-C is always handled in order.
     let mut backend = LocalBackend::new(job_bin.clone(), plan.max_parallel.get(), show_progress)?
         .with_max_retries(max_retries)
         .with_grace(plan.sweep.local.grace);
-    // DROVER_BUSY_WAIT_S: how long to wait for jobs still running from a killed `drover run`.
-    let busy_wait = std::env::var("DROVER_BUSY_WAIT_S").ok().and_then(|s| s.parse().ok()).map_or(backend::DEFAULT_BUSY_WAIT, std::time::Duration::from_secs);
-    let prepared = backend::prepare_waiting(&plan, busy_wait).context("cannot prepare the results directory")?;
-    eprintln!(
+    // Ctrl-C during the wait for jobs a killed `drover run` left running stops it at once.
+    let prepared = backend::prepare_waiting(&plan, busy_wait, &mut || backend.stop_requested()).context("cannot prepare the results directory")?;
+    if prepared.interrupted {
+        drover::say!(
+            "drover: interrupted while waiting for {} still running elsewhere; nothing was launched, finished runs are kept: rerun the same command to continue",
+            drover::words::count(prepared.busy.len(), "run")
+        );
+        return Ok(exit_codes::INTERRUPTED);
+    }
+    drover::say!(
         "drover: sweep `{}`: {}, {} already completed, launching {} (up to {} at once, local backend) -> {}",
         plan.sweep.name,
         drover::words::count(plan.runs.len(), "run"),
@@ -384,23 +449,23 @@ fn run(args: RunArgs) -> anyhow::Result<u8> {
         plan.results.root().display()
     );
     for (run_id, iteration) in &prepared.resumed {
-        eprintln!("  resume: {run_id}: from its checkpoint at iteration {iteration}");
+        drover::say!("  resume: {run_id}: from its checkpoint at iteration {iteration}");
     }
     for (run_id, why) in &prepared.redone {
-        eprintln!("  redo: {run_id}: {why}");
+        drover::say!("  redo: {run_id}: {why}");
     }
     for (run_id, why) in &prepared.repaired {
-        eprintln!("  repair: {run_id}: kept as completed (its exit.json, summary.json and metrics.parquet check out); {why}, so it was written again from the sweep");
+        drover::say!("  repair: {run_id}: kept as completed (its exit.json, summary.json and metrics.parquet check out); {why}, so it was written again from the sweep");
     }
     for (run_id, holder) in &prepared.busy {
-        eprintln!("  busy: {run_id}: still running elsewhere ({holder}); not relaunched: run again once it has ended");
+        drover::say!("  busy: {run_id}: still running elsewhere ({holder}); not relaunched: run again once it has ended");
     }
     if prepared.pending.iter().any(|r| r.gpu) {
         backend = backend.with_gpus(local_gpus(&plan.sweep.local, count_devices));
     }
     let report = backend.launch(prepared.pending)?;
 
-    eprintln!(
+    drover::say!(
         "drover: {} completed, {} skipped (already completed), {} retried, {} failed, {} cancelled, {} not started",
         report.completed.len(),
         prepared.skipped.len(),
@@ -410,23 +475,23 @@ fn run(args: RunArgs) -> anyhow::Result<u8> {
         report.not_started
     );
     for failed in &report.failed {
-        eprintln!("  failed: {} ({}): {}; stderr: {}", failed.run_id, failed.label, failed.reason, failed.stderr_log.display());
+        drover::say!("  failed: {} ({}): {}; stderr: {}", failed.run_id, failed.label, failed.reason, failed.stderr_log.display());
     }
     if let Some(dir) = &report.disk_full {
-        eprintln!(
+        drover::say!(
             "drover: stopped launching: the results disk is full (cannot write in `{}`), so {} run(s) were not started; free space on that disk and run the same command again: finished runs are kept, the failed and not-started ones run then",
             dir.display(),
             report.not_started
         );
     }
     if let Some(reason) = report.cancel {
-        eprintln!("drover: interrupted {}; finished runs are kept, rerun the same command to continue", reason.describe());
+        drover::say!("drover: interrupted {}; finished runs are kept, rerun the same command to continue", reason.describe());
         return Ok(exit_codes::INTERRUPTED);
     }
     if !report.cancelled.is_empty() {
         // Stopped by a signal drover did not send (an administrator, a wrapper's `timeout`, a
         // killed MPI rank): not completed, so `drover run x && drover analyze x` must not go on.
-        eprintln!(
+        drover::say!(
             "drover: {} stopped by a signal from outside drover: {}; rerun the same command to resume {}",
             drover::words::count_as(report.cancelled.len(), "run was", "runs were"),
             report.cancelled.join(", "),
@@ -435,6 +500,26 @@ fn run(args: RunArgs) -> anyhow::Result<u8> {
     }
     let all_done = report.failed.is_empty() && report.cancelled.is_empty() && prepared.busy.is_empty() && report.disk_full.is_none();
     Ok(if all_done { exit_codes::SUCCESS } else { exit_codes::RUNS_FAILED })
+}
+
+/// How long a local `drover run` waits for jobs that a killed `drover run` left running, in
+/// whole seconds.
+const BUSY_WAIT_VAR: &str = "DROVER_BUSY_WAIT_S";
+
+/// [`BUSY_WAIT_VAR`]'s value: the default when it is unset or empty, else whole seconds. Any
+/// other value is refused rather than read as the default: `5m` would wait 30 s, not 5 minutes.
+fn parse_busy_wait(value: Option<std::ffi::OsString>) -> Result<std::time::Duration, UsageError> {
+    let Some(value) = value else { return Ok(backend::DEFAULT_BUSY_WAIT) };
+    let text = value.to_string_lossy();
+    if text.trim().is_empty() {
+        return Ok(backend::DEFAULT_BUSY_WAIT);
+    }
+    text.trim().parse().map(std::time::Duration::from_secs).map_err(|_| {
+        UsageError(format!(
+            "environment variable `{BUSY_WAIT_VAR}` = `{text}`: expected a whole number of seconds (how long to wait for jobs a killed `drover run` left running; default {})",
+            backend::DEFAULT_BUSY_WAIT.as_secs()
+        ))
+    })
 }
 
 /// Above this many runs, `--dry-run` repeats its counts below the list.
@@ -461,8 +546,9 @@ fn dry_run_tally(states: &[backend::DryRunAction], configs: usize, slurm: bool) 
             Unreadable => unreadable += 1,
         }
     }
-    // `live` (queued or running, re-attached) is a Slurm sweep's word only.
-    let live = slurm.then_some((live, Live));
+    // `live`: a Slurm sweep's queued or running runs, re-attached; a local sweep's runs whose
+    // jobs are running now (another `drover run`'s), counted only when there are some.
+    let live = (slurm || live > 0).then_some((live, Live));
     let mut counts: Vec<String> =
         [Some((done, Done)), live, Some((resume, Resume)), Some((redo, Redo)), Some((new, New))].into_iter().flatten().map(|(n, a)| format!("{n} {}", a.word())).collect();
     // A run whose files cannot be read (`drover run` would stop on it) is counted only when there is one.
@@ -478,11 +564,11 @@ fn local_gpus(local: &drover::backend::local_config::LocalSettings, count_device
     let visible = std::env::var("CUDA_VISIBLE_DEVICES").ok();
     let found = gpus::detect(local.gpus.as_deref(), visible.as_deref(), count_devices);
     if let Some(note) = no_cuda_note(local.gpus.is_some() || visible.is_some(), &found) {
-        eprintln!("drover: {note}");
+        drover::say!("drover: {note}");
     } else if found.ids.is_empty() {
         tracing::info!("no GPUs to share among local runs ({})", found.source);
     } else {
-        eprintln!(
+        drover::say!(
             "drover: sharing GPUs {} ({}) among the runs that may use CUDA, {} run(s) per GPU at a time",
             found.ids.join(","),
             found.source,
@@ -525,6 +611,7 @@ fn bench_cmd(args: Vec<std::ffi::OsString>) -> anyhow::Result<u8> {
 
 /// Arguments of `drover analyze`; the slice syntax is in `docs/analysis.md`.
 #[derive(Debug, clap::Args)]
+#[command(after_long_help = ANALYZE_HELP_TAIL)]
 struct AnalyzeArgs {
     /// Results directories (one per sweep; several are analyzed together).
     #[arg(required = true, value_name = "RESULTS_DIR")]
@@ -590,11 +677,16 @@ fn analyze_cmd(args: AnalyzeArgs) -> anyhow::Result<u8> {
         curves: args.curves,
         all_runs: args.all_runs,
     };
+    // Written, not printed: `print!` panics on a closed pipe (`drover analyze r | head`), where
+    // an error ends the command quietly (main's broken-pipe rule).
+    use std::io::Write;
     if args.explain {
-        print!("{}", analyze::explain(&opts)?);
+        let plans = analyze::explain(&opts)?;
+        write!(std::io::stdout().lock(), "{plans}")?;
         return Ok(exit_codes::SUCCESS);
     }
     let outcome = analyze::analyze(&opts)?;
+    let mut out = std::io::stdout().lock();
     // A command to paste: the one directory quoted for the shell, else a placeholder for each.
     let results = match opts.dirs.as_slice() {
         [one] => drover::words::shell_quote(&one.display().to_string()),
@@ -603,28 +695,28 @@ fn analyze_cmd(args: AnalyzeArgs) -> anyhow::Result<u8> {
     for line in analyze::left_out_lines(&outcome.left_out, &results) {
         // Indented lines belong to the line above them.
         if line.starts_with(' ') {
-            eprintln!("{line}");
+            drover::say!("{line}");
         } else {
-            eprintln!("drover: {line}");
+            drover::say!("drover: {line}");
         }
     }
-    print!("{}", outcome.table);
+    write!(out, "{}", outcome.table)?;
     if let Some(law) = &outcome.law_table {
-        println!("\nentropy-performance law R = -a*exp(H) + b, fitted per run (H = {}, R = {}); mean over runs:", analyze::LAW_ENTROPY, analyze::LAW_REWARD);
-        print!("{law}");
+        writeln!(out, "\nentropy-performance law R = -a*exp(H) + b, fitted per run (H = {}, R = {}); mean over runs:", analyze::LAW_ENTROPY, analyze::LAW_REWARD)?;
+        write!(out, "{law}")?;
     }
-    println!("{}", outcome.count_line());
+    writeln!(out, "{}", outcome.count_line())?;
     for best in &outcome.best {
-        println!("{best}");
+        writeln!(out, "{best}")?;
     }
     for path in outcome.written {
-        println!("wrote {}", path.display());
+        writeln!(out, "wrote {}", path.display())?;
     }
     for path in outcome.removed {
-        println!("removed {} (written by an earlier analysis into the same place, not by this one)", path.display());
+        writeln!(out, "removed {} (written by an earlier analysis into the same place, not by this one)", path.display())?;
     }
     for note in outcome.kept {
-        println!("{note}");
+        writeln!(out, "{note}")?;
     }
     Ok(exit_codes::SUCCESS)
 }
@@ -667,7 +759,7 @@ fn slurm_preflight(plan: &plan::Plan, job_bin: &Path) -> anyhow::Result<()> {
         .into_iter()
         .flatten();
     for warning in warnings.chain(slurm::resource_warnings(plan)).chain(unmatched) {
-        eprintln!("drover: warning: {warning}");
+        drover::say!("drover: warning: {warning}");
     }
     drover::backend::arch::check_builds(&plan.sweep.slurm.arch, &plan.plugins, &plan.sweep.source)?;
     Ok(())
@@ -685,7 +777,7 @@ fn slurm_run(plan: &plan::Plan, job_bin: PathBuf, wait: bool) -> anyhow::Result<
     }
     slurm::check_after_jobs(plan, &Slurm::default())?;
     let report = slurm::run_sweep(plan, &slurm_options(job_bin, wait))?;
-    eprintln!(
+    drover::say!(
         "drover: {} skipped (completed), {} re-attached, {} submitted in {:.3} s{}",
         report.skipped,
         report.attached,
@@ -694,13 +786,13 @@ fn slurm_run(plan: &plan::Plan, job_bin: PathBuf, wait: bool) -> anyhow::Result<
         if report.job_ids.is_empty() { String::new() } else { format!(" (jobs {})", report.job_ids.join(", ")) }
     );
     if report.deferred > 0 {
-        eprintln!(
+        drover::say!(
             "drover: {} not submitted: Slurm's submit limit keeps them out until jobs of yours end; `drover run` again submits them",
             drover::words::count(report.deferred, "run")
         );
     }
     if report.interrupted {
-        eprintln!("drover: stopped waiting; the jobs go on (`drover status` follows them, `drover cancel` stops them)");
+        drover::say!("drover: stopped waiting; the jobs go on (`drover status` follows them, `drover cancel` stops them)");
         return Ok(exit_codes::INTERRUPTED);
     }
     if report.deferred > 0 && report.status.is_none() {
@@ -709,9 +801,9 @@ fn slurm_run(plan: &plan::Plan, job_bin: PathBuf, wait: bool) -> anyhow::Result<
     let Some(status) = report.status else { return Ok(exit_codes::SUCCESS) };
     let failed: Vec<_> = status.runs.iter().filter(|r| r.state != drover::status::RunState::Done).collect();
     for r in &failed {
-        eprintln!("  {} {} ({}): {}", r.state.as_str(), r.run_id, r.label, r.reason.as_deref().unwrap_or("-"));
+        drover::say!("  {} {} ({}): {}", r.state.as_str(), r.run_id, r.label, r.reason.as_deref().unwrap_or("-"));
         if let Some(log) = r.logs.last() {
-            eprintln!("    log: {}", log.display());
+            drover::say!("    log: {}", log.display());
         }
     }
     Ok(if failed.is_empty() { exit_codes::SUCCESS } else { exit_codes::RUNS_FAILED })
@@ -723,8 +815,11 @@ fn status_cmd(results: &Path, json: bool) -> anyhow::Result<u8> {
     report.count_other_run_dirs();
     let mut out = std::io::stdout().lock();
     if json {
-        serde_json::to_writer_pretty(&mut out, &report)?;
-        writeln!(out)?;
+        // Encoded first: `to_writer` would wrap a closed pipe's error in a `serde_json::Error`,
+        // which main's broken-pipe rule does not see through (`drover status r --json | true`
+        // then said "error: Broken pipe", exit code 1).
+        let text = serde_json::to_string_pretty(&report)?;
+        writeln!(out, "{text}")?;
     } else {
         write!(out, "{}", report.render())?;
     }
@@ -738,20 +833,20 @@ fn cancel_cmd(results: &Path) -> anyhow::Result<u8> {
             // A local sweep: ask its `drover run` to stop, as Ctrl-C would, and wait as long as
             // that stop takes: its grace period (SIGKILL after it) and a little more.
             match local_status::cancel(results, std::time::Duration::from_secs(5))? {
-                LocalCancel::NothingRunning => eprintln!("drover: no `drover run` is running this sweep; nothing to cancel"),
+                LocalCancel::NothingRunning => drover::say!("drover: no `drover run` is running this sweep; nothing to cancel"),
                 LocalCancel::Stopped(who) => {
-                    eprintln!("drover: stopped `drover run` ({who}); finished runs are kept, stopped ones are marked cancelled")
+                    drover::say!("drover: stopped `drover run` ({who}); finished runs are kept, stopped ones are marked cancelled")
                 }
-                LocalCancel::Stopping(who) => eprintln!("drover: asked `drover run` ({who}) to stop; it is still stopping its jobs"),
+                LocalCancel::Stopping(who) => drover::say!("drover: asked `drover run` ({who}) to stop; it is still stopping its jobs"),
             }
             return Ok(exit_codes::SUCCESS);
         }
         other => other?,
     };
     if ids.is_empty() {
-        eprintln!("drover: nothing queued or running; nothing to cancel");
+        drover::say!("drover: nothing queued or running; nothing to cancel");
     } else {
-        eprintln!("drover: cancelled job(s) {}; unfinished runs are marked cancelled", ids.join(", "));
+        drover::say!("drover: cancelled job(s) {}; unfinished runs are marked cancelled", ids.join(", "));
     }
     Ok(exit_codes::SUCCESS)
 }
@@ -802,6 +897,17 @@ mod tests {
         assert_eq!(text, "drover: warning: cannot retry: disk full run=\"0123456789abcdef\"\n");
     }
 
+    /// Review finding (CLI contract 8): `NO_COLOR` was not honoured; a non-empty value turns
+    /// colour off, an empty one does not (no-color.org), and a pipe never gets colour.
+    #[test]
+    fn no_color_turns_colour_off_on_a_terminal() {
+        use std::ffi::OsStr;
+        assert!(super::ansi_logs(true, None));
+        assert!(super::ansi_logs(true, Some(OsStr::new(""))), "empty is unset");
+        assert!(!super::ansi_logs(true, Some(OsStr::new("1"))));
+        assert!(!super::ansi_logs(false, None));
+    }
+
     /// The dry run's header says how much is left to do, and the sweep's shape.
     #[test]
     fn a_dry_run_counts_its_runs_by_state() {
@@ -811,20 +917,50 @@ mod tests {
         assert_eq!(dry_run_tally(&states[..1], 1, false), "1 run: 1 done, 0 resume, 0 redo, 0 new", "one seed per configuration: no shape");
         assert_eq!(dry_run_tally(&[], 0, false), "0 runs: 0 done, 0 resume, 0 redo, 0 new");
         assert_eq!(dry_run_tally(&[Live, Done], 2, true), "2 runs: 1 done, 1 live, 0 resume, 0 redo, 0 new");
+        assert_eq!(dry_run_tally(&[Live, New], 2, false), "2 runs: 0 done, 1 live, 0 resume, 0 redo, 1 new", "a local run being trained");
     }
 
     #[test]
     fn run_help_tells_the_env_overrides_and_exit_codes() {
         let help = Cli::try_parse_from(["drover", "run", "--help"]).expect_err("help is an early exit").to_string();
-        for needle in ["DROVER_RUN__NUM_ENVS=16", "then `--set`", "3 invalid sweep file", "4 some runs failed", "6 Slurm's submit limit", "130 interrupted"] {
+        for needle in [
+            "DROVER_RUN__NUM_ENVS=16",
+            "then `--set`",
+            "3 invalid sweep file",
+            "4 some runs failed",
+            "6 Slurm's submit limit",
+            "75 the results directory is in use",
+            "130 interrupted",
+        ] {
             assert!(help.contains(needle), "`{needle}` missing from:\n{help}");
         }
         use drover::exit_codes::*;
         assert_eq!(
-            (SUCCESS, FAILURE, USAGE, CONFIG_INVALID, RUNS_FAILED, NOT_ALL_SUBMITTED, INTERRUPTED),
-            (0, 1, 2, 3, 4, 6, 130),
-            "the help text lists these"
+            (SUCCESS, FAILURE, USAGE, CONFIG_INVALID, RUNS_FAILED, NO_RESULTS, NOT_ALL_SUBMITTED, BUSY, INTERRUPTED),
+            (0, 1, 2, 3, 4, 5, 6, 75, 130),
+            "the help texts list these"
         );
+    }
+
+    /// Review finding (CLI contract 7): only `drover run --help` said what its exit codes
+    /// mean; every command's `--help` now does (scripts branch on them).
+    #[test]
+    fn every_commands_help_tells_its_exit_codes() {
+        for (command, needles) in [
+            (&["status"][..], &["Exit codes: 0 the report was printed", "2 bad command line"][..]),
+            (&["cancel"], &["Exit codes: 0 cancelled (or, locally, asked to stop", "or nothing was running", "1 error"]),
+            (&["analyze"], &["Exit codes: 0 tables", "5 no completed run with metrics"]),
+            (&["plugin"], &["Exit codes: 0 done", "1 error, or a failed check"]),
+            (&["bench"], &["Exit codes: those of `drover-job bench`", "2 bad arguments"]),
+        ] {
+            let mut args = vec!["drover"];
+            args.extend(command);
+            args.push("--help");
+            let help = Cli::try_parse_from(&args).expect_err("help is an early exit").to_string();
+            for needle in needles {
+                assert!(help.contains(needle), "{command:?}: `{needle}` missing from:\n{help}");
+            }
+        }
     }
 
     /// Review finding 10: `--target -5` was taken for an option, `--target nan` and `--bins 0`
@@ -854,6 +990,21 @@ mod tests {
         ] {
             let (err, usage) = parse(extra).err().unwrap_or_else(|| panic!("{extra:?} accepted"));
             assert!(err.contains(message) && usage, "{extra:?}: {err}");
+        }
+    }
+
+    /// Review finding (CLI contract 10): a `DROVER_BUSY_WAIT_S` that is not a number was read
+    /// as the default without a word.
+    #[test]
+    fn a_busy_wait_that_is_not_whole_seconds_is_refused_naming_the_variable() {
+        use std::time::Duration;
+        assert_eq!(super::parse_busy_wait(None).ok(), Some(Duration::from_secs(30)));
+        assert_eq!(super::parse_busy_wait(Some(" ".into())).ok(), Some(Duration::from_secs(30)), "empty is unset");
+        assert_eq!(super::parse_busy_wait(Some("0".into())).ok(), Some(Duration::ZERO));
+        assert_eq!(super::parse_busy_wait(Some("90 ".into())).ok(), Some(Duration::from_secs(90)));
+        for bad in ["5m", "-1", "1.5", "abc"] {
+            let err = super::parse_busy_wait(Some(bad.into())).expect_err(bad).to_string();
+            assert!(err.starts_with(&format!("environment variable `DROVER_BUSY_WAIT_S` = `{bad}`: expected a whole number of seconds")), "{err}");
         }
     }
 

@@ -134,6 +134,18 @@ fn bad_slice_expressions_are_usage_errors_naming_the_expression() {
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     let out = drover().arg("analyze").arg(&results).args(["--no-plots", "--reps", "1"]).output().expect("spawn");
     assert_eq!(out.status.code(), Some(2), "{out:?}");
+
+    // Review finding (CLI contract 2): a reader that stops early (`drover analyze r | true`,
+    // `| head`) made the table's `print!` panic, exit code 101; it ends quietly, exit code 0,
+    // `--explain` too.
+    for extra in [&["--reps", "100", "--band-reps", "100"][..], &["--explain"]] {
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop(reader);
+        let out = drover().arg("analyze").arg(&results).arg("--no-plots").args(extra).stdout(writer).output().expect("spawn");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{extra:?}: {stderr}");
+        assert!(!stderr.contains("panicked") && !stderr.contains("error"), "{extra:?}: {stderr}");
+    }
 }
 
 /// Two sequence-task algorithms, two seeds each, small.

@@ -473,7 +473,7 @@ pub(crate) fn lock_output(out: &std::path::Path) -> Result<std::fs::File, Analyz
         Ok(()) => {}
         Err(e) if crate::lock::locks_unsupported(&e) => {}
         Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => {
-            eprintln!("drover: waiting for another `drover analyze` writing into `{}`", out.display());
+            crate::say!("drover: waiting for another `drover analyze` writing into `{}`", out.display());
             lock(libc::LOCK_EX).map_err(io)?;
         }
         Err(e) => return Err(io(e)),

@@ -48,6 +48,9 @@ pub struct LocalBackend {
     max_retries: u32,
     progress: bool,
     signals: Option<Signals>,
+    /// A stop signal [`LocalBackend::stop_requested`] took before `launch` (number and time),
+    /// which `launch` then acts on as if it had come during it.
+    early_stop: Option<(i32, Instant)>,
     gpus: GpuPool,
 }
 
@@ -70,8 +73,22 @@ impl LocalBackend {
             max_retries: 0,
             progress,
             signals: Some(signals),
+            early_stop: None,
             gpus: GpuPool::new(Vec::new(), 1),
         })
+    }
+
+    /// Whether a stop signal (SIGINT, SIGTERM, SIGHUP) has come since the handlers went in:
+    /// for waits before the launch (`prepare_waiting`'s, for jobs a killed `drover run` left
+    /// running), which the event loop of [`LocalBackend::launch`] does not watch yet. The
+    /// signal is kept: a `launch` after it stops at once, launching nothing.
+    pub fn stop_requested(&mut self) -> bool {
+        if self.early_stop.is_none() {
+            if let Some(signo) = self.signals.as_mut().and_then(|s| s.pending().next()) {
+                self.early_stop = Some((signo, Instant::now()));
+            }
+        }
+        self.early_stop.is_some()
     }
 
     /// Relaunches a failed run (as a new attempt, its files moved aside) up to `max_retries`
@@ -135,6 +152,8 @@ impl LocalBackend {
         });
 
         let bar = progress_bar(pending.len() as u64, self.progress);
+        // drover's lines and tracing's go above the bar, not over it.
+        let shown = crate::stderr::show_bar(&bar);
         let mut report = LaunchReport::default();
         let mut queue: VecDeque<PendingRun> = pending.into();
         let mut running: HashMap<usize, Running> = HashMap::new();
@@ -143,6 +162,11 @@ impl LocalBackend {
         // The first stop signal, number and time (`signal_reason_at`).
         let mut first_signal: Option<(i32, Instant)> = None;
         let mut retries: HashMap<String, u32> = HashMap::new();
+        if let Some(early) = self.early_stop {
+            // Stopped before the launch: nothing starts, and a second signal still escalates.
+            first_signal = Some(early);
+            report.cancel = Some(CancelReason::Signal);
+        }
 
         loop {
             while report.cancel.is_none() && report.disk_full.is_none() && running.len() < self.max_parallel {
@@ -167,10 +191,10 @@ impl LocalBackend {
                             self.gpus.give_back(lease);
                         }
                         bar.inc(1);
-                        bar.suspend(|| eprintln!("drover: run {} ({}) could not start: {reason}", run.run_id, run.label));
+                        crate::say!("drover: run {} ({}) could not start: {reason}", run.run_id, run.label);
                         report.failed.push(FailedRun { run_id: run.run_id.clone(), label: run.label.clone(), reason, stderr_log: run.stderr_log() });
                         if disk_full {
-                            stop_launching_disk_full(&mut report, &bar, &run.dir, running.len());
+                            stop_launching_disk_full(&mut report, &run.dir, running.len());
                         }
                     }
                 }
@@ -187,12 +211,10 @@ impl LocalBackend {
             match rx.recv_timeout(timeout) {
                 Ok(Event::Signal { signo, at }) => {
                     let Some(reason) = signal_reason_at(first_signal, (signo, at)) else {
-                        bar.suspend(|| {
-                            eprintln!(
-                                "drover: the stop signal again within {} ms: taken as the same stop (once more kills the jobs)",
-                                REPEAT_SIGNAL_WINDOW.as_millis()
-                            )
-                        });
+                        crate::say!(
+                            "drover: the stop signal again within {} ms: taken as the same stop (once more kills the jobs)",
+                            REPEAT_SIGNAL_WINDOW.as_millis()
+                        );
                         continue;
                     };
                     first_signal = first_signal.or(Some((signo, at)));
@@ -202,17 +224,15 @@ impl LocalBackend {
                         CancelReason::Signal => {
                             signal_all(&running, libc::SIGTERM);
                             kill_at = Some(Instant::now() + self.grace);
-                            bar.suspend(|| {
-                                eprintln!(
-                                    "drover: stopping: no new runs; asking {} running job(s) to stop (SIGKILL in {}s, or press Ctrl-C again)",
-                                    running.len(),
-                                    self.grace.as_secs_f64()
-                                )
-                            });
+                            crate::say!(
+                                "drover: stopping: no new runs; asking {} running job(s) to stop (SIGKILL in {}s, or press Ctrl-C again)",
+                                running.len(),
+                                self.grace.as_secs_f64()
+                            );
                         }
                         _ => {
                             signal_all(&running, libc::SIGKILL);
-                            bar.suspend(|| eprintln!("drover: second signal: killing {} job(s)", running.len()));
+                            crate::say!("drover: second signal: killing {} job(s)", running.len());
                             kill_at = None;
                         }
                     }
@@ -235,17 +255,15 @@ impl LocalBackend {
                             match retry {
                                 Ok(Some(attempt)) => {
                                     *used += 1;
-                                    bar.suspend(|| {
-                                        eprintln!(
-                                            "drover: run {} ({}) failed: {} (see {}); retrying as attempt {attempt} (retry {} of {})",
-                                            failed.run_id,
-                                            failed.label,
-                                            failed.reason,
-                                            failed.stderr_log.display(),
-                                            used,
-                                            self.max_retries
-                                        )
-                                    });
+                                    crate::say!(
+                                        "drover: run {} ({}) failed: {} (see {}); retrying as attempt {attempt} (retry {} of {})",
+                                        failed.run_id,
+                                        failed.label,
+                                        failed.reason,
+                                        failed.stderr_log.display(),
+                                        used,
+                                        self.max_retries
+                                    );
                                     report.retried.push((failed.run_id.clone(), failed.reason.clone()));
                                     queue.push_back(PendingRun { attempt, ..done.run });
                                     continue;
@@ -253,18 +271,16 @@ impl LocalBackend {
                                 Ok(None) => {}
                                 Err(e) => tracing::warn!(run = %failed.run_id, "cannot retry: {e}"),
                             }
-                            bar.suspend(|| {
-                                eprintln!(
-                                    "drover: run {} ({}) failed: {} (see {})",
-                                    failed.run_id,
-                                    failed.label,
-                                    failed.reason,
-                                    failed.stderr_log.display()
-                                )
-                            });
+                            crate::say!(
+                                "drover: run {} ({}) failed: {} (see {})",
+                                failed.run_id,
+                                failed.label,
+                                failed.reason,
+                                failed.stderr_log.display()
+                            );
                             report.failed.push(failed);
                             if newly_full {
-                                announce_disk_full(&bar, running.len());
+                                announce_disk_full(running.len());
                             }
                         }
                         bar.inc(1);
@@ -272,7 +288,7 @@ impl LocalBackend {
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {
                     if kill_at.is_some_and(|at| Instant::now() >= at) {
-                        bar.suspend(|| eprintln!("drover: grace period over: killing {} job(s)", running.len()));
+                        crate::say!("drover: grace period over: killing {} job(s)", running.len());
                         report.cancel = report.cancel.max(Some(CancelReason::GraceExpired));
                         signal_all(&running, libc::SIGKILL);
                         kill_at = None;
@@ -283,6 +299,7 @@ impl LocalBackend {
             update_message(&bar, &running, &report);
         }
         report.not_started = queue.len();
+        drop(shown);
         bar.finish_and_clear();
         handle.close();
         let _ = signal_thread.join();
@@ -628,17 +645,17 @@ fn job_failure_reason(record: &ExitRecord, status_text: &str) -> String {
 
 /// Stops launching because `dir` could not be written for lack of space (a spawn that could
 /// not create its logs); the first such failure only.
-fn stop_launching_disk_full(report: &mut LaunchReport, bar: &ProgressBar, dir: &Path, running: usize) {
+fn stop_launching_disk_full(report: &mut LaunchReport, dir: &Path, running: usize) {
     if report.disk_full.is_none() {
         report.disk_full = Some(dir.to_path_buf());
-        announce_disk_full(bar, running);
+        announce_disk_full(running);
     }
 }
 
 /// Says, once, that nothing new is launched; what to do is said with the final counts.
-fn announce_disk_full(bar: &ProgressBar, running: usize) {
+fn announce_disk_full(running: usize) {
     let waiting = if running == 0 { String::new() } else { format!("; letting {running} running job(s) finish") };
-    bar.suspend(|| eprintln!("drover: the results disk is full: launching no new runs{waiting}"));
+    crate::say!("drover: the results disk is full: launching no new runs{waiting}");
 }
 
 /// Moves a failed attempt's files aside as `prepare` does and puts `spec.json` back; returns

@@ -116,13 +116,15 @@ pub(crate) fn last_log_line(path: &std::path::Path) -> Option<String> {
 }
 
 /// What `drover run` would do with one run, as `--dry-run` lists it: a local [`PlannedAction`]
-/// (without a resumed run's iteration, which only the local plan reads), or, for a Slurm sweep,
-/// `Live`: queued or running, re-attached rather than submitted.
+/// (without a resumed run's iteration, which only the local plan reads), `Live` for a run a
+/// job is training now (locally: it holds the run's lock; on Slurm: queued or running,
+/// re-attached rather than submitted).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum DryRunAction {
     /// Completed: skipped.
     Done,
-    /// Queued or running under Slurm: re-attached (a Slurm sweep's word only).
+    /// Running now: queued or running under Slurm (re-attached), or, locally, a job holds its
+    /// lock (a `drover run` now would wait for it).
     Live,
     /// Stopped part-way with a checkpoint: goes on from it.
     Resume,
@@ -164,6 +166,7 @@ impl From<PlannedAction> for DryRunAction {
             PlannedAction::Resume(_) => DryRunAction::Resume,
             PlannedAction::Redo => DryRunAction::Redo,
             PlannedAction::New => DryRunAction::New,
+            PlannedAction::Live => DryRunAction::Live,
             PlannedAction::Unreadable => DryRunAction::Unreadable,
         }
     }

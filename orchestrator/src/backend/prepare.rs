@@ -59,6 +59,9 @@ pub struct Prepared {
     /// Unfinished runs left alone because a job still holds their lock (`.job.lock`) after the
     /// wait ran out, with what the holder wrote about itself ("pid 123"): running elsewhere.
     pub busy: Vec<(String, String)>,
+    /// A stop (Ctrl-C, SIGTERM) cut the wait for busy runs short: nothing is to be launched,
+    /// and `busy` holds the runs still running elsewhere then.
+    pub interrupted: bool,
 }
 
 /// How long `prepare` waits, by default, for jobs that still hold their run's lock.
@@ -268,7 +271,7 @@ pub(crate) fn write_sweep_files(plan: &Plan, root: &Path) -> Result<(), RunError
 /// `attempt-<n>/` first, so nothing from an earlier attempt is lost. Waits up to
 /// [`DEFAULT_BUSY_WAIT`] for runs still running elsewhere (see [`prepare_waiting`]).
 pub fn prepare(plan: &Plan) -> Result<Prepared, RunError> {
-    prepare_waiting(plan, DEFAULT_BUSY_WAIT)
+    prepare_waiting(plan, DEFAULT_BUSY_WAIT, &mut || false)
 }
 
 /// [`prepare`], waiting up to `busy_wait` for unfinished runs whose job lock is still held.
@@ -277,8 +280,9 @@ pub fn prepare(plan: &Plan) -> Result<Prepared, RunError> {
 /// orphan of a `drover run` killed with SIGKILL): archiving it or launching it again would put
 /// two writers in one directory. It is re-examined when its lock is released (it may have
 /// completed meanwhile); when the wait runs out it is left alone and listed in
-/// [`Prepared::busy`].
-pub fn prepare_waiting(plan: &Plan, busy_wait: std::time::Duration) -> Result<Prepared, RunError> {
+/// [`Prepared::busy`]. `stop` is asked between looks: once it says a stop was asked for
+/// (Ctrl-C, `drover cancel`), the wait ends at once with [`Prepared::interrupted`] set.
+pub fn prepare_waiting(plan: &Plan, busy_wait: std::time::Duration, stop: &mut dyn FnMut() -> bool) -> Result<Prepared, RunError> {
     let runs_dir = plan.results.runs_dir();
     std::fs::create_dir_all(&runs_dir).map_err(io_err("create directory", &runs_dir))?;
     // Absolute paths, so the job and its logs do not depend on the working directory.
@@ -300,13 +304,14 @@ pub fn prepare_waiting(plan: &Plan, busy_wait: std::time::Duration) -> Result<Pr
     if busy.is_empty() {
         return Ok(prepared);
     }
-    eprintln!(
-        "drover: {} unfinished run(s) are still being written by a job this command did not start          (left running by an earlier `drover run` that was killed?); waiting up to {} s for them to end:",
-        busy.len(),
-        busy_wait.as_secs()
+    crate::say!(
+        "drover: {} still being written by a job this command did not start (left running by an earlier `drover run` that was killed?); waiting up to {} s for {} to end (Ctrl-C stops the wait):",
+        crate::words::count_as(busy.len(), "unfinished run is", "unfinished runs are"),
+        busy_wait.as_secs(),
+        if busy.len() == 1 { "it" } else { "them" }
     );
     for (dir, spec, _) in &busy {
-        eprintln!("  running elsewhere: {} ({}): {}", spec.run_id, spec.label, super::job_lock::holder(dir));
+        crate::say!("  running elsewhere: {} ({}): {}", spec.run_id, spec.label, super::job_lock::holder(dir));
     }
     let deadline = std::time::Instant::now() + busy_wait;
     loop {
@@ -318,6 +323,10 @@ pub fn prepare_waiting(plan: &Plan, busy_wait: std::time::Duration) -> Result<Pr
         }
         busy = still;
         if busy.is_empty() || std::time::Instant::now() >= deadline {
+            break;
+        }
+        if stop() {
+            prepared.interrupted = true;
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(200));
@@ -402,6 +411,10 @@ pub enum PlannedAction {
     Redo,
     /// Never started (no directory, or one holding only what was prepared for it).
     New,
+    /// Unfinished, and a job on this host holds its lock now (`.job.lock`, or MPI ranks'
+    /// `.ranks.lock`): it is running, under the `drover run` working on the directory or left
+    /// by a killed one. A `drover run` now would wait for it, then judge the run again.
+    Live,
     /// A file that decides it exists but cannot be read: `drover run` would stop, touching
     /// nothing ([`RunError::UnreadableRun`]).
     Unreadable,
@@ -415,24 +428,36 @@ impl PlannedAction {
             PlannedAction::Resume(_) => "resume",
             PlannedAction::Redo => "redo",
             PlannedAction::New => "new",
+            PlannedAction::Live => "live",
             PlannedAction::Unreadable => "unreadable",
         }
     }
 }
 
-/// What `drover run` would do with the run in `dir` (see [`PlannedAction`]).
+/// What `drover run` would do with the run in `dir` (see [`PlannedAction`]). Whether a job
+/// holds the run is read without taking its lock (`job_lock::running_here`): a dry run must
+/// never make a `drover run` launching that run at the same moment find it taken.
 pub fn planned_action(dir: &Path, spec: &JobSpec) -> PlannedAction {
-    match inspect_run(dir, spec) {
+    let problem = match inspect_run(dir, spec) {
+        Err(_) => return PlannedAction::Unreadable,
+        Ok((RunState::Completed, _)) => return PlannedAction::Done,
+        Ok((RunState::New, _)) => return PlannedAction::New,
+        Ok((RunState::Unfinished, problem)) => problem,
+    };
+    match super::job_lock::running_here(dir) {
+        Ok(true) => return PlannedAction::Live,
+        // `drover run` stops on a ranks' lock whose state cannot be told (`job_lock::try_lock`).
+        Err(_) => return PlannedAction::Unreadable,
+        Ok(false) => {}
+    }
+    if problem.is_some() {
+        return PlannedAction::Redo;
+    }
+    match go_on(dir, &spec.run_id) {
         Err(_) => PlannedAction::Unreadable,
-        Ok((RunState::Completed, _)) => PlannedAction::Done,
-        Ok((RunState::New, _)) => PlannedAction::New,
-        Ok((RunState::Unfinished, Some(_))) => PlannedAction::Redo,
-        Ok((RunState::Unfinished, None)) => match go_on(dir, &spec.run_id) {
-            Err(_) => PlannedAction::Unreadable,
-            Ok(GoOn::Resume(iteration)) => PlannedAction::Resume(iteration),
-            Ok(GoOn::Over(None)) if never_started(dir) => PlannedAction::New,
-            Ok(GoOn::Over(_)) => PlannedAction::Redo,
-        },
+        Ok(GoOn::Resume(iteration)) => PlannedAction::Resume(iteration),
+        Ok(GoOn::Over(None)) if never_started(dir) => PlannedAction::New,
+        Ok(GoOn::Over(_)) => PlannedAction::Redo,
     }
 }
 
@@ -519,6 +544,11 @@ pub(crate) fn attempt_number(name: &str) -> Option<u32> {
 }
 
 /// Moves every file of the last attempt into `attempt-<n>/`; returns the next attempt's number.
+///
+/// A `spec.json` alone is no attempt: it was prepared for a launch that never came (a sweep
+/// stopped before the run's turn), so it stays, and the attempt it was written for is the
+/// next one still. Archiving it made an `attempt-<n>/` of nothing on every rerun, and made
+/// `--dry-run` call a run that never ran `redo`.
 pub(crate) fn archive_partial(dir: &Path) -> Result<u32, RunError> {
     let entries = std::fs::read_dir(dir).map_err(io_err("read directory", dir))?;
     let mut last = 0;
@@ -535,7 +565,7 @@ pub(crate) fn archive_partial(dir: &Path) -> Result<u32, RunError> {
             None => partial.push(entry.path()),
         }
     }
-    if partial.is_empty() {
+    if partial.is_empty() || (partial.len() == 1 && partial[0].file_name() == Some(std::ffi::OsStr::new(SPEC_JSON))) {
         return Ok(last + 1);
     }
     // The files belong to attempt `last` (whose logs are beside them); if that folder already
@@ -598,7 +628,61 @@ mod tests {
         assert_eq!(planned_action(&dir, &spec("r")), PlannedAction::Redo, "another run's checkpoint is none");
         completed(&dir, "r");
         assert_eq!(planned_action(&dir, &spec("r")), PlannedAction::Done);
-        assert_eq!([PlannedAction::Done, PlannedAction::Resume(1), PlannedAction::Redo, PlannedAction::New].map(PlannedAction::word), ["done", "resume", "redo", "new"]);
+        assert_eq!(
+            [PlannedAction::Done, PlannedAction::Resume(1), PlannedAction::Redo, PlannedAction::New, PlannedAction::Live].map(PlannedAction::word),
+            ["done", "resume", "redo", "new", "live"]
+        );
+    }
+
+    /// Review finding (CLI contract 5): during a `drover run`, `--dry-run` called the runs
+    /// its jobs were training `redo` or `new`. A run whose job holds its lock is `live`, read
+    /// without taking the lock; a completed one stays `done`.
+    #[test]
+    fn a_run_whose_job_holds_its_lock_is_live() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("r");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(SPEC_JSON), serde_json::to_vec(&spec("r")).unwrap()).unwrap();
+        std::fs::write(dir.join("attempt-1.stderr.log"), "").unwrap();
+        assert_eq!(planned_action(&dir, &spec("r")), PlannedAction::Redo);
+        // Held as a job holds it: a live process of this host whose command line names drover
+        // (this test binary's does) and that holds the flock.
+        let mut held = super::super::job_lock::try_lock(&dir).unwrap().expect("free");
+        held.describe(&crate::lock::holder_text(std::process::id(), &[]));
+        assert_eq!(planned_action(&dir, &spec("r")), PlannedAction::Live);
+        assert!(super::super::job_lock::try_lock(&dir).unwrap().is_none(), "the dry run did not take it");
+        drop(held);
+        assert_eq!(planned_action(&dir, &spec("r")), PlannedAction::Redo, "the holder is gone");
+        completed(&dir, "r");
+        let _held = super::super::job_lock::try_lock(&dir).unwrap().expect("free");
+        assert_eq!(planned_action(&dir, &spec("r")), PlannedAction::Done);
+    }
+
+    /// Review finding (CLI contract 6): a run that a stopped sweep prepared but never launched
+    /// (its folder holds only `spec.json`) had that file moved to a new `attempt-<n>/` on every
+    /// rerun, and `--dry-run` then called it `redo`, never launched as it was. Its folder is
+    /// left as it is, it launches as the attempt it was prepared for, and it stays `new`.
+    #[test]
+    fn a_run_prepared_but_never_launched_is_not_archived() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("r");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(SPEC_JSON), serde_json::to_vec(&spec("r")).unwrap()).unwrap();
+        for _ in 0..2 {
+            let prepared = claimed(&dir, "r");
+            assert_eq!((prepared.pending[0].attempt, prepared.redone.len()), (1, 0));
+            assert!(!dir.join("attempt-1").exists(), "nothing archived");
+            assert_eq!(planned_action(&dir, &spec("r")), PlannedAction::New, "the lock file left by the claim changes nothing");
+        }
+        // Launched once and failed: that attempt is archived; prepared again and not launched,
+        // the run keeps the attempt number it was prepared for, with no folder of nothing.
+        std::fs::write(dir.join("attempt-1.stderr.log"), "boom").unwrap();
+        std::fs::write(dir.join(EXIT_JSON), r#"{"format_version":1,"run_id":"r","status":"failed","reason":"boom","finished_at":"1"}"#).unwrap();
+        assert_eq!(claimed(&dir, "r").pending[0].attempt, 2);
+        assert!(dir.join("attempt-1").join(EXIT_JSON).is_file() && dir.join("attempt-1").join(SPEC_JSON).is_file());
+        assert_eq!(claimed(&dir, "r").pending[0].attempt, 2);
+        assert!(!dir.join("attempt-2").exists(), "a spec.json alone is not an attempt");
+        assert_eq!(planned_action(&dir, &spec("r")), PlannedAction::Redo, "it ran before");
     }
 
     #[test]

@@ -53,7 +53,7 @@ impl Fixture {
     fn new(seeds: &str) -> Fixture {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().to_path_buf();
-        let job = root.join("fake-job.sh");
+        let job = root.join("fake-drover-job.sh");
         std::fs::write(&job, FAKE_JOB).unwrap();
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&job, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -78,7 +78,7 @@ impl Fixture {
             .arg("--results")
             .arg(self.results())
             .args(args)
-            .env("DROVER_JOB_BIN", self.root.join("fake-job.sh"))
+            .env("DROVER_JOB_BIN", self.root.join("fake-drover-job.sh"))
             .env("FAKE_LOG", self.root.join("launches.log"))
             .env_remove("FAKE_SLEEP_SEED")
             .env_remove("FAKE_FAIL_SEED")
@@ -281,4 +281,153 @@ fn a_slurm_dry_run_shows_the_mpi_type_and_warns_when_srun_lacks_it() {
     assert!(script.contains("launcher=(srun --kill-on-bad-exit=1 ") && !script.contains("--mpi"), "{script}");
     assert!(!err.contains("slurm.mpi"), "{err}");
     assert!(!fx.results().join("slurm").exists(), "a dry run writes nothing");
+}
+
+/// Review finding (CLI contract 1): `drover run` panicked (exit code 101) on the first line it
+/// could not write to stderr, a full one (`2>/dev/full`) or a pipe closed by its reader
+/// (`2>&1 >/dev/null | head -1`), so the sweep stopped with its runs not started; tracing's log
+/// lines (`RUST_LOG=info`) did the same through the subscriber's own error report. A line that
+/// cannot be written is dropped: the sweep runs to its end and exits as it would have.
+#[test]
+fn a_full_or_closed_stderr_does_not_stop_the_sweep() {
+    for (closed_pipe, rust_log) in [(false, ""), (false, "info"), (true, "info")] {
+        let fx = Fixture::new("[1, 2, 3]");
+        let mut cmd = fx.command(&["-j", "1"]);
+        cmd.env("RUST_LOG", rust_log).stdout(Stdio::null());
+        let status = if closed_pipe {
+            // Closed before drover starts: every line it writes fails with EPIPE.
+            let (reader, writer) = std::io::pipe().unwrap();
+            drop(reader);
+            cmd.stderr(writer).status().unwrap()
+        } else {
+            let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+            cmd.stderr(full).status().unwrap()
+        };
+        let case = format!("closed pipe {closed_pipe}, RUST_LOG={rust_log:?}");
+        assert_eq!(status.code(), Some(0), "{case}");
+        assert_eq!((fx.launches(), fx.completed().len()), (3, 3), "{case}");
+    }
+}
+
+/// Review finding (CLI contract 3): `drover status DIR --json | true` said "error: Broken pipe"
+/// and exited 1: `serde_json::to_writer` wrapped the closed pipe's error, which main's
+/// broken-pipe rule did not see through. Both outputs end quietly, exit code 0.
+#[test]
+fn status_to_a_closed_pipe_ends_quietly() {
+    let fx = Fixture::new("[1, 2]");
+    let out = fx.command(&[]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    for json in [true, false] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let mut status = Command::new(env!("CARGO_BIN_EXE_drover"));
+        status.arg("status").arg(fx.results()).stdout(writer);
+        if json {
+            status.arg("--json");
+        }
+        let out = status.output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "--json {json}: {}", stderr(&out));
+        assert_eq!(stderr(&out), "", "--json {json}");
+    }
+}
+
+/// Review finding (CLI contract 4): while `drover run` waited for a job a killed `drover run`
+/// left running (`DROVER_BUSY_WAIT_S`), Ctrl-C was not looked at: the wait ran to its end and
+/// the run exited 4, or 0. The wait now stops within a moment, exit code 130, nothing launched;
+/// and its message reads without the run of spaces a string continuation left in it.
+#[test]
+fn ctrl_c_stops_the_wait_for_a_run_left_running_elsewhere() {
+    use std::os::fd::AsRawFd;
+    let fx = Fixture::new("[1]");
+    let out = fx.command(&[]).env("FAKE_FAIL_SEED", "1").output().unwrap();
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    // The failed run's lock held as an orphaned job would hold it.
+    let dir = run_dirs(&fx.results()).pop().unwrap();
+    let lock = std::fs::OpenOptions::new().read(true).write(true).open(dir.join(".job.lock")).unwrap();
+    // SAFETY: flock on a descriptor this test owns.
+    assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) }, 0);
+    let log = fx.root.join("stderr.log");
+    let child = fx.command(&[]).env("DROVER_BUSY_WAIT_S", "60").stderr(std::fs::File::create(&log).unwrap()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&log).unwrap().contains("Ctrl-C stops the wait") {
+        assert!(Instant::now() < deadline, "no wait: {}", std::fs::read_to_string(&log).unwrap());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let sent = Instant::now();
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let out = child.wait_with_output().unwrap();
+    let err = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(sent.elapsed() < Duration::from_secs(5), "the wait went on: {err}");
+    assert!(err.contains("drover: 1 unfinished run is still being written by a job this command did not start (left running by"), "{err}");
+    assert!(err.contains("drover: interrupted while waiting for 1 run still running elsewhere; nothing was launched"), "{err}");
+    assert_eq!(fx.launches(), 1, "nothing launched");
+}
+
+/// Review finding (CLI contract 10): `DROVER_BUSY_WAIT_S=5m` was read as the default 30 s
+/// without a word; it is refused before anything is written, naming the variable.
+#[test]
+fn a_busy_wait_that_is_not_a_number_is_refused() {
+    let fx = Fixture::new("[1]");
+    let out = fx.command(&[]).env("DROVER_BUSY_WAIT_S", "5m").output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("environment variable `DROVER_BUSY_WAIT_S` = `5m`: expected a whole number of seconds"), "{}", stderr(&out));
+    assert!(!fx.results().exists() && fx.launches() == 0);
+}
+
+/// Review finding (CLI contract 5): `--dry-run` beside a running `drover run` printed `redo` or
+/// `new` for the runs its jobs were training, and nothing said the directory was taken. It now
+/// names the `drover run` holding it and lists those runs as `live`.
+#[test]
+fn a_dry_run_beside_a_running_sweep_names_it_and_lists_its_runs_live() {
+    let fx = Fixture::new("[1, 2]");
+    let child = fx.command(&["-j", "1"]).env("FAKE_SLEEP_SEED", "1").stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while fx.launches() < 1 {
+        assert!(Instant::now() < deadline, "the run did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let dry = fx.command(&["--dry-run"]).output().unwrap();
+    let pid = child.id();
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGINT) }, 0);
+    let stopped = child.wait_with_output().unwrap();
+    assert_eq!(stopped.status.code(), Some(130));
+    let (listing, err) = (String::from_utf8_lossy(&dry.stdout), stderr(&dry));
+    assert_eq!(dry.status.code(), Some(0), "{err}");
+    let note = format!("drover: note: `{}` is in use by another `drover run` (pid {pid}, host ", fx.results().display());
+    assert!(err.contains(&note) && err.contains("running this sweep now would be refused until it ends"), "{err}");
+    assert!(listing.lines().next().is_some_and(|l| l.contains(": 0 done, 1 live, 0 resume, 0 redo, 1 new")), "{listing}");
+    let words: Vec<&str> = listing.lines().skip(1).filter_map(|l| l.split_whitespace().nth(1)).collect();
+    assert_eq!(words, ["live", "new"], "{listing}");
+}
+
+/// Review finding (CLI contract 7): a results directory held by another `drover run` exited
+/// with the generic 1; it has its own code, 75 (EX_TEMPFAIL: try again later), nothing written.
+#[test]
+fn a_results_directory_in_use_exits_busy() {
+    use std::os::fd::AsRawFd;
+    let fx = Fixture::new("[1]");
+    std::fs::create_dir_all(fx.results()).unwrap();
+    let lock = std::fs::File::create(fx.results().join(".drover.lock")).unwrap();
+    // SAFETY: flock on a descriptor this test owns.
+    assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) }, 0);
+    let out = fx.command(&[]).output().unwrap();
+    assert_eq!(out.status.code(), Some(75), "{}", stderr(&out));
+    assert!(stderr(&out).contains("is in use by another `drover run`"), "{}", stderr(&out));
+    assert!(!fx.results().join("sweep.json").exists() && fx.launches() == 0);
+}
+
+/// Review finding (CLI contract 10): `--no-wait` with the local backend was ignored without a
+/// word (`--max-retries` on Slurm is warned about); it is warned about, and the sweep runs.
+#[test]
+fn no_wait_on_the_local_backend_is_warned_about() {
+    let fx = Fixture::new("[1]");
+    let out = fx.command(&["--no-wait"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("drover: warning: --no-wait is the Slurm backend's; a local sweep's jobs are children of this `drover run`, which waits for them"), "{}", stderr(&out));
+    assert_eq!(fx.completed().len(), 1);
+    let out = fx.command(&[]).output().unwrap();
+    assert!(!stderr(&out).contains("--no-wait"), "{}", stderr(&out));
 }

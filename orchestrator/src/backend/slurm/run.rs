@@ -106,7 +106,7 @@ pub fn run_sweep(plan: &Plan, opts: &SlurmOptions) -> Result<SlurmReport, RunErr
     share_free_slots_remembered(&root, &mut ledger, &queue, &opts.slurm, &mut raised);
     let older = live_per_array(&ledger, &queue);
     if let Some(warning) = changed_after_warning(&ledger, &queue, &settings.after).filter(|_| !opts.quiet) {
-        eprintln!("drover: warning: {warning}");
+        crate::say!("drover: warning: {warning}");
     }
     tracing::debug!(elapsed = ?started.elapsed(), "run directories ready");
     let specs = plan.runs.iter().map(|r| (r.run_id.to_string(), plan.job_spec(r))).collect();
@@ -125,7 +125,7 @@ pub fn run_sweep(plan: &Plan, opts: &SlurmOptions) -> Result<SlurmReport, RunErr
     let mut report = SlurmReport { skipped, attached, ..SlurmReport::default() };
     if !opts.quiet {
         // Whether stopped runs start over is the first thing a user rerunning a sweep asks.
-        eprintln!(
+        crate::say!(
             "drover: sweep `{}`: {}: {} completed, {} queued or running (re-attached), {} -> {}",
             plan.sweep.name,
             crate::words::count(plan.runs.len(), "run"),
@@ -140,7 +140,7 @@ pub fn run_sweep(plan: &Plan, opts: &SlurmOptions) -> Result<SlurmReport, RunErr
     report.submit_seconds = started.elapsed().as_secs_f64();
     if let (false, Some(n)) = (opts.quiet, sweep_throttle(plan)) {
         for line in sharing_words(n, older.values().sum(), &round.arrays, opts.wait) {
-            eprintln!("drover: {line}");
+            crate::say!("drover: {line}");
         }
     }
     let live_then = older.values().sum::<usize>();
@@ -153,7 +153,7 @@ pub fn run_sweep(plan: &Plan, opts: &SlurmOptions) -> Result<SlurmReport, RunErr
             } else {
                 "are not submitted: `drover run` again (without --no-wait it waits and submits them as jobs end)"
             };
-            eprintln!(
+            crate::say!(
                 "drover: warning: Slurm's submit limit ({limit}) took {} of {}; the other {} {rest}",
                 report.submitted,
                 crate::words::count(to_submit.len(), "run"),

@@ -398,7 +398,7 @@ pub(super) fn stop_sweep(ledger: &mut Ledger, queue: &[QueueEntry], slurm: &Slur
         return Ok(0);
     }
     if let Err(e) = slurm.cancel_pending(&pending) {
-        eprintln!("drover: warning: could not cancel the queued tasks ({e}); `drover cancel` stops them");
+        crate::say!("drover: warning: could not cancel the queued tasks ({e}); `drover cancel` stops them");
     }
     Ok(queued.len())
 }

@@ -195,7 +195,7 @@ impl<'a> Waiter<'a> {
                 self.unanswered = 0;
                 if let Some(since) = self.outage.take() {
                     if !self.quiet() {
-                        eprintln!("drover: Slurm answers again after {:.0} s", since.elapsed().as_secs_f64());
+                        crate::say!("drover: Slurm answers again after {:.0} s", since.elapsed().as_secs_f64());
                     }
                 }
                 Ok(Look::Queue(queue))
@@ -205,12 +205,12 @@ impl<'a> Waiter<'a> {
                 let quiet = self.quiet();
                 let since = *self.outage.get_or_insert_with(|| {
                     if !quiet {
-                        eprintln!("drover: warning: Slurm does not answer ({e}); the jobs go on, and this waits up to {} s for it", tolerance.as_secs());
+                        crate::say!("drover: warning: Slurm does not answer ({e}); the jobs go on, and this waits up to {} s for it", tolerance.as_secs());
                     }
                     Instant::now()
                 });
                 if since.elapsed() >= tolerance {
-                    eprintln!("drover: Slurm did not answer for {} s; the jobs go on: `drover status` follows them and `drover run` re-attaches", tolerance.as_secs());
+                    crate::say!("drover: Slurm did not answer for {} s; the jobs go on: `drover status` follows them and `drover run` re-attaches", tolerance.as_secs());
                     return Err(e.into());
                 }
                 self.unanswered += 1;
@@ -231,14 +231,14 @@ impl<'a> Waiter<'a> {
         self.waiting_room = WaitingRoom::default();
         self.report.deferred = 0;
         if !self.quiet() {
-            eprintln!("drover: the sweep was cancelled (`drover cancel`): nothing more is submitted or retried; waiting for its jobs to end");
+            crate::say!("drover: the sweep was cancelled (`drover cancel`): nothing more is submitted or retried; waiting for its jobs to end");
         }
         let upto = self.ledger.cancelled_upto_latest.unwrap_or(u32::MAX);
         let late: Vec<String> = self.ledger.submissions.range(upto.saturating_add(1)..).filter_map(|(_, s)| s.job_id.clone()).collect();
         if let Some(&last) = self.ledger.submissions.keys().next_back().filter(|_| !late.is_empty()) {
             self.ledger.append(LedgerEvent::Cancelled { upto_submission: last, job_ids: Some(late.clone()), reason: None })?;
             if let Err(e) = self.submitter.opts.slurm.cancel(&late) {
-                eprintln!("drover: warning: could not cancel arrays {} ({e}); `drover cancel` stops them", late.join(", "));
+                crate::say!("drover: warning: could not cancel arrays {} ({e}); `drover cancel` stops them", late.join(", "));
             }
         }
         Ok(())
@@ -255,7 +255,7 @@ impl<'a> Waiter<'a> {
         self.breaker.why = Some(why.clone());
         let cancelled = stop_sweep(&mut self.ledger, queue, &self.submitter.opts.slurm, &why, &arrays)?;
         if !self.quiet() {
-            eprintln!(
+            crate::say!(
                 "drover: stopping the sweep: {why}; cancelled {}, the running ones go on. \
                  Name a job that can hold in `slurm.after` (or leave it out) and run `drover run` again: the cancelled runs are submitted again",
                 crate::words::count(cancelled, "queued task")
@@ -278,7 +278,7 @@ impl<'a> Waiter<'a> {
             return Ok(false);
         }
         if !self.quiet() {
-            eprintln!(
+            crate::say!(
                 "drover: submitted {} as room freed under Slurm's submit limit ({} still wait)",
                 crate::words::count(self.report.submitted - before, "more run"),
                 self.waiting_room.runs.len()
@@ -296,7 +296,7 @@ impl<'a> Waiter<'a> {
         self.report.deferred = 0;
         let cancelled = stop_failing_sweep(&mut self.ledger, queue, &self.submitter.opts.slurm, &why)?;
         if !self.quiet() {
-            eprintln!(
+            crate::say!(
                 "drover: stopping the sweep: {why}; cancelled {}, the running ones go on. \
                  Fix the cause and run `drover run` again (or set `slurm.fail_fast = 0` to let every run try)",
                 crate::words::count(cancelled, "queued task")
@@ -320,7 +320,7 @@ impl<'a> Waiter<'a> {
             if let Some(reason) = waits {
                 // Said once per run: the next polls find it the same.
                 if !quiet && self.stuck.insert(st.run_id.clone()) {
-                    eprintln!(
+                    crate::say!(
                         "drover: warning: run {} ({}) {}; this `drover run` waits on (Ctrl-C stops waiting, the jobs go on)",
                         st.run_id,
                         st.label,
@@ -338,7 +338,7 @@ impl<'a> Waiter<'a> {
                 } else if let Some(run) = self.runs.get(&st.run_id) {
                     ready_run_dir(plan, run, true)?;
                     if !quiet {
-                        eprintln!("drover: run {} ({}) was not reached by its array task; submitting it again", st.run_id, st.label);
+                        crate::say!("drover: run {} ({}) was not reached by its array task; submitting it again", st.run_id, st.label);
                     }
                     retry.push((st.run_id.clone(), run_resources(settings, run)));
                 }
@@ -351,7 +351,7 @@ impl<'a> Waiter<'a> {
                     } else {
                         "a larger `slurm.max_preemptions`"
                     };
-                    eprintln!(
+                    crate::say!(
                         "drover: run {} ({}) failed: {}; not resubmitted, since it would stop the same way \
                          (with {remedy}, `drover run` again resumes it from its checkpoint)",
                         st.run_id,
@@ -389,7 +389,7 @@ impl<'a> Waiter<'a> {
                 let resumes = ready_run_dir(plan, run, keeps)?;
                 if !quiet {
                     let how = if resumes { "resuming from its checkpoint" } else { "starting over" };
-                    eprintln!(
+                    crate::say!(
                         "drover: run {} ({}) {}: {reason}; resubmitting, {how} ({} retry {nth} of {budget}, `slurm.{}`)",
                         st.run_id,
                         st.label,
@@ -411,7 +411,7 @@ impl<'a> Waiter<'a> {
         let counts: Vec<String> = status.counts.iter().map(|(s, n)| format!("{n} {}", s.as_str())).collect();
         let counts = counts.join(", ");
         if !self.quiet() && counts != self.last_counts {
-            eprintln!("drover: {counts}");
+            crate::say!("drover: {counts}");
             self.last_counts = counts;
         }
         // A retry held back for want of a slot keeps the loop going: the slot may be held only
