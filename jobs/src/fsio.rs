@@ -22,20 +22,25 @@ use crate::JobError;
 /// On failure no `.tmp` file is left behind (a full disk must not also leave a stray partial
 /// file) and `path` keeps its old content.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), JobError> {
-    write_replacing(path, bytes).map_err(|source| JobError::Io { path: path.to_path_buf(), source })
+    write_atomic_with(path, |file| file.write_all(bytes).map_err(|source| JobError::Io { path: path.to_path_buf(), source }))
 }
 
-fn write_replacing(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+/// [`write_atomic`] for a file written a piece at a time: `fill` writes the content into the
+/// empty temporary file (so it never has to be whole in memory, as `metrics.parquet` at a
+/// million rows would be), and the same fsync, rename, fsync of the directory and clean-up
+/// follow. An error of `fill` is returned as it is, after the temporary file is removed.
+pub fn write_atomic_with(path: &Path, fill: impl FnOnce(&mut File) -> Result<(), JobError>) -> Result<(), JobError> {
+    let io = |source| JobError::Io { path: path.to_path_buf(), source };
     let tmp = tmp_path(path);
     // Never through a link planted at the temporary name (it would truncate the link's target),
     // and never into a file with other names: opened without `O_TRUNC`, checked, then emptied.
-    let written = open_regular(&tmp, OpenOptions::new().write(true).create(true).truncate(false)).and_then(|mut file| {
-        refuse_hard_links(&tmp, &file)?;
-        file.set_len(0)?;
-        file.write_all(bytes)?;
-        file.sync_all()
+    let written = open_regular(&tmp, OpenOptions::new().write(true).create(true).truncate(false)).map_err(io).and_then(|mut file| {
+        refuse_hard_links(&tmp, &file).map_err(io)?;
+        file.set_len(0).map_err(io)?;
+        fill(&mut file)?;
+        file.sync_all().map_err(io)
     });
-    if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, path)) {
+    if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, path).map_err(io)) {
         // A failed create left none; anything else did. A link or special file that was
         // refused is left for the user to see and remove.
         if std::fs::symlink_metadata(&tmp).is_ok_and(|m| m.file_type().is_file() && m.nlink() == 1) {
@@ -43,7 +48,7 @@ fn write_replacing(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         }
         return Err(e);
     }
-    sync_dir(folder_of(path))
+    sync_dir(folder_of(path)).map_err(io)
 }
 
 /// Opens `path` with `options` plus `O_NOFOLLOW` and `O_NONBLOCK` (a FIFO never blocks the

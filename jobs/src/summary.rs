@@ -202,30 +202,75 @@ impl ExitMarker {
     }
 }
 
-/// Statistics over the metric rows: (final_return, best_return, steps_to_threshold).
-///
-/// Only iterations that finished episodes with a finite return count, as in `drover analyze`
-/// (`stats::finished_episodes`): one inf or NaN return among the last 10 would otherwise make
-/// `final_return` inf or NaN here while the analysis' runs table has a finite one, and an inf
-/// would be the best return and reach any threshold.
+/// Statistics over the metric rows: (final_return, best_return, steps_to_threshold)
+/// ([`RowStats`] over `rows`).
 pub fn return_stats(rows: &[MetricsRow], threshold: f64) -> (Option<f64>, Option<f64>, Option<i64>) {
-    let with_eps: Vec<(i64, f64)> = rows
-        .iter()
-        .filter(|r| r.episodes > 0)
-        .filter_map(|r| r.episodic_return_mean.filter(|v| v.is_finite()).map(|v| (r.global_step, v)))
-        .collect();
-    let tail = &with_eps[with_eps.len().saturating_sub(10)..];
-    let final_return = (!tail.is_empty()).then(|| {
-        let mean = tail.iter().map(|(_, v)| v).sum::<f64>() / tail.len() as f64;
-        // Finite returns near f64::MAX overflow the sum; scaled by 2^-128 (exact) they do not,
-        // as in the analysis (`drover::analyze::stats::OVERFLOW_SCALE`, the same 2^-128: the
-        // crates share no dependency, so the constant is written in each).
-        let scale = f64::from_bits((1023 - 128) << 52);
-        if mean.is_finite() { mean } else { tail.iter().map(|(_, v)| v * scale).sum::<f64>() / tail.len() as f64 / scale }
-    });
-    let best = with_eps.iter().map(|(_, v)| *v).reduce(f64::max);
-    let reached = with_eps.iter().find(|(_, v)| *v >= threshold).map(|(s, _)| *s);
-    (final_return, best, reached)
+    let mut stats = RowStats::new(threshold);
+    for row in rows {
+        stats.add(row);
+    }
+    stats.return_stats()
+}
+
+/// Iterations whose returns make up `final_return`.
+const FINAL_WINDOW: usize = 10;
+
+/// The summary's figures over the metrics rows, taken a row at a time in order (the job reads
+/// them back from `metrics.jsonl` at the end, keeping none): a fixed size however long the run.
+///
+/// Only iterations that finished episodes with a finite return count for the returns, as in
+/// `drover analyze` (`stats::finished_episodes`): one inf or NaN return among the last 10 would
+/// otherwise make `final_return` inf or NaN here while the analysis' runs table has a finite
+/// one, and an inf would be the best return and reach any threshold.
+#[derive(Debug, Clone)]
+pub struct RowStats {
+    threshold: f64,
+    /// Rows seen.
+    pub iterations: i64,
+    /// The last row's `global_step` (0 before any).
+    pub total_steps: i64,
+    /// The last [`FINAL_WINDOW`] counted returns, oldest first.
+    tail: std::collections::VecDeque<f64>,
+    best: Option<f64>,
+    reached: Option<i64>,
+}
+
+impl RowStats {
+    /// No rows yet; `threshold` is the run's `success_return`.
+    pub fn new(threshold: f64) -> Self {
+        Self { threshold, iterations: 0, total_steps: 0, tail: std::collections::VecDeque::with_capacity(FINAL_WINDOW), best: None, reached: None }
+    }
+
+    /// Takes the next row.
+    pub fn add(&mut self, row: &MetricsRow) {
+        self.iterations += 1;
+        self.total_steps = row.global_step;
+        let Some(v) = row.episodic_return_mean.filter(|v| row.episodes > 0 && v.is_finite()) else {
+            return;
+        };
+        if self.tail.len() == FINAL_WINDOW {
+            self.tail.pop_front();
+        }
+        self.tail.push_back(v);
+        self.best = Some(self.best.map_or(v, |b| b.max(v)));
+        if self.reached.is_none() && v >= self.threshold {
+            self.reached = Some(row.global_step);
+        }
+    }
+
+    /// (final_return, best_return, steps_to_threshold) of the rows so far.
+    pub fn return_stats(&self) -> (Option<f64>, Option<f64>, Option<i64>) {
+        let tail = &self.tail;
+        let final_return = (!tail.is_empty()).then(|| {
+            let mean = tail.iter().sum::<f64>() / tail.len() as f64;
+            // Finite returns near f64::MAX overflow the sum; scaled by 2^-128 (exact) they do not,
+            // as in the analysis (`drover::analyze::stats::OVERFLOW_SCALE`, the same 2^-128: the
+            // crates share no dependency, so the constant is written in each).
+            let scale = f64::from_bits((1023 - 128) << 52);
+            if mean.is_finite() { mean } else { tail.iter().map(|v| v * scale).sum::<f64>() / tail.len() as f64 / scale }
+        });
+        (final_return, self.best, self.reached)
+    }
 }
 
 #[cfg(test)]
@@ -327,5 +372,62 @@ mod tests {
         // Finite returns whose sum overflows.
         let big: Vec<_> = (1..=4).map(|i| row(i, Some(1.5e308))).collect();
         assert_eq!(return_stats(&big, 1e9).0, Some(1.5e308));
+    }
+
+    /// The whole-slice statistics drover-job computed before it streamed the rows, verbatim.
+    fn old_return_stats(rows: &[MetricsRow], threshold: f64) -> (Option<f64>, Option<f64>, Option<i64>) {
+        let with_eps: Vec<(i64, f64)> = rows
+            .iter()
+            .filter(|r| r.episodes > 0)
+            .filter_map(|r| r.episodic_return_mean.filter(|v| v.is_finite()).map(|v| (r.global_step, v)))
+            .collect();
+        let tail = &with_eps[with_eps.len().saturating_sub(10)..];
+        let final_return = (!tail.is_empty()).then(|| {
+            let mean = tail.iter().map(|(_, v)| v).sum::<f64>() / tail.len() as f64;
+            let scale = f64::from_bits((1023 - 128) << 52);
+            if mean.is_finite() { mean } else { tail.iter().map(|(_, v)| v * scale).sum::<f64>() / tail.len() as f64 / scale }
+        });
+        let best = with_eps.iter().map(|(_, v)| *v).reduce(f64::max);
+        let reached = with_eps.iter().find(|(_, v)| *v >= threshold).map(|(s, _)| *s);
+        (final_return, best, reached)
+    }
+
+    /// Scale review: the summary's statistics were computed over every row held in memory;
+    /// they are now taken a row at a time with a window of the last 10 returns, and give the
+    /// same bits as before over runs of any length, with NaN, inf, huge returns and
+    /// iterations without episodes among them.
+    #[test]
+    fn row_stats_taken_a_row_at_a_time_equal_the_whole_slice_ones() {
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for len in [0, 1, 9, 10, 11, 57, 1000] {
+            let rows: Vec<MetricsRow> = (1..=len)
+                .map(|i| {
+                    let pick = next();
+                    let ret = match pick % 9 {
+                        0 => None,
+                        1 => Some(f64::NAN),
+                        2 => Some(f64::INFINITY),
+                        3 => Some(1.7e308),
+                        _ => Some((pick >> 11) as f64 / (1u64 << 40) as f64 - 100.0),
+                    };
+                    let mut r = row(i * 64, ret);
+                    r.episodes = i64::from(pick % 7 != 0);
+                    r
+                })
+                .collect();
+            let bits = |(a, b, c): (Option<f64>, Option<f64>, Option<i64>)| (a.map(f64::to_bits), b.map(f64::to_bits), c);
+            for threshold in [f64::NEG_INFINITY, 0.0, 1e300] {
+                let mut stats = RowStats::new(threshold);
+                rows.iter().for_each(|r| stats.add(r));
+                assert_eq!(bits(stats.return_stats()), bits(old_return_stats(&rows, threshold)), "{len} rows, threshold {threshold}");
+                assert_eq!((stats.iterations, stats.total_steps), (len, rows.last().map_or(0, |r| r.global_step)));
+            }
+        }
     }
 }

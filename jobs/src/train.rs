@@ -34,7 +34,7 @@ use crate::metrics::{MetricsLog, MetricsRow};
 use crate::checkpoint::{self, Checkpoint, PluginStateRecord, RunState};
 use crate::signals::{CancelFlag, StopCause};
 use crate::spec::JobSpec;
-use crate::summary::{return_stats, ExitStatus, PluginRecord, Summary, SUMMARY_FORMAT_VERSION};
+use crate::summary::{ExitStatus, PluginRecord, RowStats, Summary, SUMMARY_FORMAT_VERSION};
 use crate::{fsio, JobError};
 
 /// CartPole-v1 observation size and action count.
@@ -376,23 +376,25 @@ pub fn run(
     }
 
     let param_hash = check_params_agree(engine.as_ref(), comm)?;
-    let Some(log) = log else {
+    let Some(mut log) = log else {
         return Ok(TrainOutcome { status, checkpoint, summary: None, stop });
     };
-    log.write_parquet(&out_dir.join("metrics.parquet"))?;
+    // The summary's figures come from the same pass over `metrics.jsonl` that writes the
+    // Parquet file: no row is held in memory (docs/design/results-layout.md, "Memory").
+    let mut totals = RowStats::new(r.success_return);
+    log.write_parquet(&out_dir.join("metrics.parquet"), |row| totals.add(row))?;
     if status != ExitStatus::Completed {
         return Ok(TrainOutcome { status, checkpoint, summary: None, stop });
     }
-    let rows = log.rows();
-    let (final_return, best_return, steps_to_threshold) = return_stats(rows, r.success_return);
+    let (final_return, best_return, steps_to_threshold) = totals.return_stats();
     let summary = Summary {
         format_version: SUMMARY_FORMAT_VERSION,
         run_id: spec.run_id.clone(),
         config_id: spec.config_id.clone(),
         label: spec.label.clone(),
         seed: r.seed,
-        total_steps: rows.last().map_or(0, |row| row.global_step),
-        iterations: rows.len() as i64,
+        total_steps: totals.total_steps,
+        iterations: totals.iterations,
         wall_time_s: wall_offset + started.elapsed().as_secs_f64(),
         final_return,
         best_return,
