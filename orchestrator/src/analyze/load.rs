@@ -16,10 +16,10 @@ use crate::layout::{
 #[must_use]
 pub struct Loaded {
     /// One row per completed run: `run_id, config_id, sweep, label, seed, success_return,
-    /// results`, then one column per hyperparameter (see `hyperparameters`).
+    /// results`, then one column per hyperparameter (see `hyperparameters`), then [`RUN_KEY`].
     pub runs: LazyFrame,
     /// All metrics rows of completed runs (the columns the statistics need, then `extra`) with
-    /// their run_id.
+    /// their run's [`RUN_KEY`].
     pub metrics: LazyFrame,
     /// The columns asked for by `load_results`' `extra` that at least one run's metrics have, in
     /// the order asked; each is a Float64 column of `metrics`, null in the rows of runs without it.
@@ -195,6 +195,7 @@ pub fn load_results_excluding(
         let values: Vec<Option<&Value>> = flat.iter().map(|row| row.get(name).filter(|v| !v.is_null())).collect();
         columns.push(typed_column(name, &values));
     }
+    columns.push(Column::new(RUN_KEY.into(), run_keys(records.len())?));
     let runs = DataFrame::new(records.len(), columns).map_err(polars_err("building the runs table"))?.lazy();
 
     let extra: Vec<&String> = extra.iter().filter(|c| !FIXED_COLUMNS.contains(&c.as_str())).collect();
@@ -247,8 +248,25 @@ fn literal_path() -> ScanArgsParquet {
     ScanArgsParquet { glob: false, ..ScanArgsParquet::default() }
 }
 
-/// The column of the metrics scan that holds each row's file path until it becomes a run id.
+/// The column of the metrics scan that holds each row's file path until it becomes a run key.
 const PATH_COLUMN: &str = "__drover_metrics_path";
+
+/// A copy of the run key that the rows of several scans are put in order by (`scan_metrics`).
+const RECORD_COLUMN: &str = "__drover_record";
+
+/// The column that ties a metrics row to its run: the run's place among the loaded runs
+/// (UInt32), in both `Loaded::runs` and `Loaded::metrics`. Metrics rows carry this number
+/// rather than the run id: a text id per row (there are runs × iterations of them) took about
+/// 64 bytes each in memory and made every join and grouping over the rows hash text. It is no
+/// column of the written tables (`pipeline` drops it from the runs table before writing).
+pub const RUN_KEY: &str = "__drover_run";
+
+/// The run keys of `n` runs, `0..n`.
+fn run_keys(n: usize) -> Result<Vec<u32>, AnalyzeError> {
+    (0..n)
+        .map(|i| u32::try_from(i).map_err(|_| polars_err("numbering the runs")(PolarsError::ComputeError(format!("{n} runs, more than 2^32").into()))))
+        .collect()
+}
 
 /// Runs whose metrics files have one schema, read by one scan (`scan_metrics`).
 struct SchemaGroup<'a> {
@@ -259,12 +277,13 @@ struct SchemaGroup<'a> {
 
 /// One lazy frame over the metrics files of `records`: the `FIXED_COLUMNS` with their types
 /// made uniform, each `extra` column as Float64 (null in the rows of runs without it), and
-/// `run_id`; rows in the order of `records`, each file's rows in file order.
+/// [`RUN_KEY`] (the record's place in `records`); rows in the order of `records`, each file's
+/// rows in file order.
 ///
 /// Files with the same schema (all of them, in a plain sweep) are read by one multi-file scan
 /// rather than one scan each: a union of 3,000 single-file scans took twice as long to read
 /// (release build, 3,000 runs: 1.3 s, against 0.6 s; `docs/analysis.md`, "Scale"). The path the
-/// scan adds to each row gives its run id. Files of different schemas (a sequence task beside CartPole, a column
+/// scan adds to each row gives its run key. Files of different schemas (a sequence task beside CartPole, a column
 /// stored as Int32 here and Int64 there) go to separate scans, since one scan wants one schema.
 fn scan_metrics(records: &[RunRecord], extra: &[String]) -> Result<LazyFrame, AnalyzeError> {
     // Schemas compared as ordered (name, type) lists: files that match exactly, column order
@@ -305,22 +324,25 @@ fn scan_metrics(records: &[RunRecord], extra: &[String]) -> Result<LazyFrame, An
         Some(only) if scans.is_empty() => only,
         last => concat(scans.into_iter().chain(last).collect::<Vec<_>>(), UnionArgs::default()).map_err(polars_err("combining metrics files"))?,
     };
-    let ids = DataFrame::new(
+    let keys = DataFrame::new(
         records.len(),
         vec![
             Column::new(PATH_COLUMN.into(), records.iter().map(|r| r.metrics_path.to_string_lossy().into_owned()).collect::<Vec<_>>()),
-            Column::new("run_id".into(), records.iter().map(|r| r.spec.run_id.as_str()).collect::<Vec<_>>()),
+            Column::new(RUN_KEY.into(), run_keys(records.len())?),
         ],
     )
     .map_err(polars_err("building the table of metrics files"))?;
     // Groups of files come one after the other; sorting by the file's place among the records
     // puts the rows back in the order of `records`. Sums over runs follow the row order, so in
-    // this order the tables are those of one scan per file, to the last bit.
+    // this order the tables are those of one scan per file, to the last bit. The sort is by a
+    // copy of the run key: sorted by the key itself, the key column would be marked sorted, and
+    // Polars then groups by it in slices rather than by row indices, which sums a group's values
+    // in another order (the last bits of a law fit change).
     let order = JoinArgs { maintain_order: MaintainOrderJoin::Left, ..JoinArgs::new(JoinType::Inner) };
-    let ids = ids.lazy().with_row_index("__drover_record", None);
-    let metrics = metrics.join(ids, [col(PATH_COLUMN)], [col(PATH_COLUMN)], order);
-    let metrics = if groups.len() > 1 { metrics.sort(["__drover_record"], SortMultipleOptions::default().with_maintain_order(true)) } else { metrics };
-    Ok(metrics.drop(cols([PATH_COLUMN, "__drover_record"])))
+    let keys = keys.lazy().with_column(col(RUN_KEY).alias(RECORD_COLUMN));
+    let metrics = metrics.join(keys, [col(PATH_COLUMN)], [col(PATH_COLUMN)], order);
+    let metrics = if groups.len() > 1 { metrics.sort([RECORD_COLUMN], SortMultipleOptions::default().with_maintain_order(true)) } else { metrics };
+    Ok(metrics.drop(cols([PATH_COLUMN, RECORD_COLUMN])))
 }
 
 /// The metrics columns every analysis loads; `extra` columns are loaded besides them.

@@ -21,7 +21,7 @@ pub use bootstrap::{
     probability_of_improvement, profiles, quantile_sorted, weighted_iqm_sorted, weighted_mean, weighted_median_sorted, Bootstrap, Rng,
     MIN_STRATUM_RUNS,
 };
-pub use load::{load_results, load_results_with, LeftOut, Loaded};
+pub use load::{load_results, load_results_with, LeftOut, Loaded, RUN_KEY};
 pub use pipeline::{analyze, explain, left_out_lines, Best, Options, Outcome, DEFAULT_CURVES};
 pub use plot::{render, Bar, Chart, Line, LineChart, Scatter};
 pub use query::{parse_keys, parse_where, parse_where_with_labels, resolve_key};

@@ -492,8 +492,12 @@ pub fn analyze(opts: &Options) -> Result<Outcome, AnalyzeError> {
     let phase = |what: &str| tracing::debug!(elapsed_s = start.elapsed().as_secs_f64(), "analyze: {what}");
     let mut p = plans(opts)?;
     phase("planned");
-    // Both the per-run table and the curve bins read the metrics: read the files once.
-    let metrics = match p.metrics.clone().collect() {
+    // Both the per-run table and the curve bins read the metrics: read the files once. Read by
+    // the streaming engine, each batch of rows has its file path turned into its run key as it
+    // is read: collected whole first, the paths (a text a row) and the join that numbers them
+    // held several times the memory of the metrics frame itself (`docs/analysis.md`, "Scale").
+    let read = |p: &Plans| p.metrics.clone().collect_with_engine(Engine::Streaming).map(|r| r.unwrap_single());
+    let metrics = match read(&p) {
         Ok(metrics) => metrics,
         Err(e) => {
             // A damaged data page of one file: leave that run out, as a damaged frame is.
@@ -502,12 +506,12 @@ pub fn analyze(opts: &Options) -> Result<Outcome, AnalyzeError> {
                 return Err(polars_err("reading the metrics files")(e));
             }
             p = plans_excluding(opts, &unreadable)?;
-            p.metrics.clone().collect().map_err(polars_err("reading the metrics files"))?
+            read(&p).map_err(polars_err("reading the metrics files"))?
         }
     }
     .lazy();
     phase("metrics read");
-    let mut runs = p.per_run(metrics.clone(), opts).collect().map_err(polars_err("computing the per-run table"))?;
+    let runs = p.per_run(metrics.clone(), opts).collect().map_err(polars_err("computing the per-run table"))?;
     phase("per-run table collected");
     if runs.height() == 0 {
         return Err(AnalyzeError::Query {
@@ -562,7 +566,9 @@ pub fn analyze(opts: &Options) -> Result<Outcome, AnalyzeError> {
     let _writing = lock_output(&opts.out)?;
     let mut summary = stacked(&|s| Some(s.summary.clone()))?.unwrap_or_default();
     let mut written = report::write_frame(&tables, &stem, &mut summary, Some(&markdown))?;
-    written.extend(report::write_frame(&tables, "runs", &mut runs, None)?);
+    // The run key ties metrics rows to runs within this analysis only: no column of the table.
+    let mut runs_table = runs.drop(load::RUN_KEY).map_err(polars_err("dropping the run key"))?;
+    written.extend(report::write_frame(&tables, "runs", &mut runs_table, None)?);
     let mut curves = stacked(&|s| Some(s.curves.clone()))?.unwrap_or_default();
     written.extend(report::write_frame(&tables, &format!("curves{tag}"), &mut curves, None)?);
     let mut profiles = stacked(&|s| Some(s.profiles.clone()))?.unwrap_or_default();
@@ -1191,7 +1197,7 @@ fn law(metrics: LazyFrame, runs: &DataFrame, grouping: &Grouping, opts: &Options
         .map_err(polars_err("summarizing the entropy-performance law"))?;
     let summary = in_label_order(summary, grouping)?;
     let points = rows
-        .join(runs.clone().lazy().select([col("run_id"), col("group")]), [col("run_id")], [col("run_id")], JoinArgs::new(JoinType::Inner))
+        .join(runs.clone().lazy().select([col(load::RUN_KEY), col("group")]), [col(load::RUN_KEY)], [col(load::RUN_KEY)], JoinArgs::new(JoinType::Inner))
         .select([col("group"), col("h"), col("r")])
         .collect()
         .map_err(polars_err("collecting the entropy-performance points"))?;

@@ -4,6 +4,8 @@
 
 use polars::prelude::*;
 
+use super::load::RUN_KEY;
+
 /// How many of a run's last iterations with finished episodes make its final return.
 pub const FINAL_WINDOW: usize = 10;
 
@@ -131,17 +133,18 @@ pub fn with_target(runs: LazyFrame, target: Option<f64>) -> LazyFrame {
 /// One row per run: `runs`' columns plus `final_return`, `auc`, `steps_to_threshold` (first
 /// `global_step` whose return reaches `target`; null: never), `iterations`, `last_step`,
 /// `target` (see `with_target`) and `gap` (`max(target - final_return, 0)`; null without a
-/// final return or a target).
+/// final return or a target). `metrics` rows belong to the run of the same [`RUN_KEY`].
 pub fn per_run(metrics: LazyFrame, runs: LazyFrame, target: Option<f64>) -> LazyFrame {
-    let targets = with_target(runs.clone(), target).select([col("run_id"), col("target")]);
-    let progress = metrics.clone().group_by([col("run_id")]).agg([
+    let key = || col(RUN_KEY);
+    let targets = with_target(runs.clone(), target).select([key(), col("target")]);
+    let progress = metrics.clone().group_by([key()]).agg([
         col("iteration").max().alias("iterations"),
         col("global_step").max().alias("last_step"),
     ]);
     let returns = metrics
         .filter(finished_episodes())
-        .join(targets.clone(), [col("run_id")], [col("run_id")], JoinArgs::new(JoinType::Inner))
-        .group_by([col("run_id")])
+        .join(targets.clone(), [key()], [key()], JoinArgs::new(JoinType::Inner))
+        .group_by([key()])
         .agg([
             overflow_safe(col("episodic_return_mean"), |r| {
                 r.sort_by([col("iteration")], SortMultipleOptions::default()).tail(Some(FINAL_WINDOW)).mean()
@@ -153,9 +156,9 @@ pub fn per_run(metrics: LazyFrame, runs: LazyFrame, target: Option<f64>) -> Lazy
                 .min()
                 .alias("steps_to_threshold"),
         ]);
-    runs.left_join(returns, col("run_id"), col("run_id"))
-        .left_join(progress, col("run_id"), col("run_id"))
-        .left_join(targets, col("run_id"), col("run_id"))
+    runs.left_join(returns, key(), key())
+        .left_join(progress, key(), key())
+        .left_join(targets, key(), key())
         .with_column(shortfall(col("target"), col("final_return")).alias("gap"))
         .sort(["label", "seed"], SortMultipleOptions::default())
 }
@@ -268,7 +271,8 @@ pub(crate) fn group_order(grouping: &Grouping) -> Vec<String> {
 /// Per run and learning-curve bin: the run's mean return over the iterations of that bin. The
 /// steps axis (the largest `global_step` of all runs) is cut into `bins` equal bins, so runs of
 /// different lengths share one axis. Columns: `group, stratum, run_id, bin, sweep, step, value` where
-/// `step` is the mean `global_step` of the bin's iterations.
+/// `step` is the mean `global_step` of the bin's iterations. `annotated` (the per-run table) and
+/// `metrics` share [`RUN_KEY`].
 pub fn curve_points(metrics: LazyFrame, annotated: LazyFrame, bins: u32) -> LazyFrame {
     binned(metrics.filter(finished_episodes()), annotated, bins, col("episodic_return_mean"))
 }
@@ -284,18 +288,28 @@ pub fn metric_points(metrics: LazyFrame, annotated: LazyFrame, bins: u32, column
 
 fn binned(rows: LazyFrame, annotated: LazyFrame, bins: u32, value: Expr) -> LazyFrame {
     let bins = i64::from(bins.max(1));
+    let key = || col(RUN_KEY);
     let raw = col("global_step") * lit(bins) / col("global_step").max();
-    rows.join(
-        // `sweep` names the generators of the bands (`bootstrap::stream_names`).
-        annotated.select([col("run_id"), col("group"), col("stratum"), col("sweep")]),
-        [col("run_id")],
-        [col("run_id")],
-        JoinArgs::new(JoinType::Inner),
-    )
-    .with_column(when(raw.clone().gt_eq(lit(bins))).then(lit(bins - 1)).otherwise(raw).alias("bin"))
-    .group_by([col("group"), col("stratum"), col("run_id"), col("bin"), col("sweep")])
-    .agg([col("global_step").cast(DataType::Float64).mean().alias("step"), value.mean().alias("value")])
-    .sort(["group", "bin", "run_id"], SortMultipleOptions::default())
+    // The rows are binned by run key alone and the run's names joined onto the bins: joined onto
+    // every row first, four texts a row (group, stratum, run id, sweep) were copied and hashed
+    // for runs × iterations rows, the largest memory of an analysis. The inner join with the keys
+    // alone keeps the rows of `annotated`'s runs (one environment's, say), whose largest step
+    // sets the axis. The bin is computed in the `group_by` itself: Polars splits a grouping by
+    // one or two plain columns into partial sums over parts of the rows, which adds a bin's
+    // values in another order than one pass over its rows (and changed a band's last bits).
+    let bin = when(raw.clone().gt_eq(lit(bins))).then(lit(bins - 1)).otherwise(raw).alias("bin");
+    rows.join(annotated.clone().select([key()]), [key()], [key()], JoinArgs::new(JoinType::Inner))
+        .group_by([key(), bin])
+        .agg([col("global_step").cast(DataType::Float64).mean().alias("step"), value.mean().alias("value")])
+        .join(
+            // `sweep` names the generators of the bands (`bootstrap::stream_names`).
+            annotated.select([key(), col("group"), col("stratum"), col("run_id"), col("sweep")]),
+            [key()],
+            [key()],
+            JoinArgs::new(JoinType::Inner),
+        )
+        .select([col("group"), col("stratum"), col("run_id"), col("bin"), col("sweep"), col("step"), col("value")])
+        .sort(["group", "bin", "run_id"], SortMultipleOptions::default())
 }
 
 /// Metrics column of the policy entropy the entropy-performance law is fitted on (H, nats).
@@ -307,20 +321,20 @@ pub const LAW_REWARD: &str = "accuracy";
 pub const LAW_MIN_POINTS: i64 = 3;
 
 /// The rows of the law's points: `metrics` rows where both `entropy` and `reward` are present
-/// (not null), with `h` and `r` as Float64 columns. A run whose metrics lack either column has
-/// no rows here and no fit.
+/// (not null), with [`RUN_KEY`], `iteration`, and `h` and `r` as Float64 columns. A run whose
+/// metrics lack either column has no rows here and no fit.
 pub fn law_rows(metrics: LazyFrame, entropy: &str, reward: &str) -> LazyFrame {
     let (h, r) = (col(entropy).cast(DataType::Float64), col(reward).cast(DataType::Float64));
     metrics
         .filter(h.clone().is_not_null().and(r.clone().is_not_null()))
-        .select([col("run_id"), col("iteration"), h.alias("h"), r.alias("r")])
+        .select([col(RUN_KEY), col("iteration"), h.alias("h"), r.alias("r")])
 }
 
 /// The entropy-performance law `R = −a·exp(H) + b` (Cui et al. 2025, "The Entropy Mechanism of
 /// Reinforcement Learning for Reasoning Language Models") fitted per run by ordinary least
 /// squares of R on x = e^H, over `law_rows`' points where H and R are finite numbers.
 ///
-/// Columns: `run_id, points` (the finite points used), `a, b, r2, ceiling` (= R(H=0) = b − a)
+/// Columns: [`RUN_KEY`], `points` (the finite points used), `a, b, r2, ceiling` (= R(H=0) = b − a)
 /// and `reason`. With fewer than `LAW_MIN_POINTS` points or a constant H (no slope can be
 /// fitted) `a, b, r2, ceiling` are null and `reason` says why; with a constant R the fit is flat
 /// (a = 0, b = R) and only `r2` is null (0/0). Otherwise `reason` is null.
@@ -332,7 +346,7 @@ pub fn law_fits(rows: LazyFrame) -> LazyFrame {
     // when H barely moves, which is exactly the collapsed-entropy regime this law is about.
     let dx = x.clone() - x.clone().mean();
     let dy = y.clone() - y.clone().mean();
-    let sums = rows.group_by([col("run_id")]).agg([
+    let sums = rows.group_by([col(RUN_KEY)]).agg([
         ok.sum().cast(DataType::Int64).alias("points"),
         x.clone().mean().alias("x_mean"),
         y.clone().mean().alias("y_mean"),
@@ -364,7 +378,7 @@ pub fn law_fits(rows: LazyFrame) -> LazyFrame {
         .then(lit("constant reward: R² undefined"))
         .otherwise(lit(NULL).cast(DataType::String));
     sums.select([
-        col("run_id"),
+        col(RUN_KEY),
         col("points"),
         a.alias("a"),
         b.alias("b"),
@@ -372,21 +386,24 @@ pub fn law_fits(rows: LazyFrame) -> LazyFrame {
         reason.alias("reason"),
     ])
     .with_column((col("b") - col("a")).alias("ceiling"))
-    .select([col("run_id"), col("points"), col("a"), col("b"), col("r2"), col("ceiling"), col("reason")])
+    .select([col(RUN_KEY), col("points"), col("a"), col("b"), col("r2"), col("ceiling"), col("reason")])
 }
 
 /// One row per run with a law fit: the run's identity (`run_id, config_id, sweep, label`, the
-/// grouping's `keys` not among them, `group, stratum, seed`) then `law_fits`' columns.
+/// grouping's `keys` not among them, `group, stratum, seed`) then `law_fits`' columns after the
+/// run key.
 pub fn law_per_run(annotated: LazyFrame, fits: LazyFrame, keys: &[String]) -> LazyFrame {
     const FIXED: [&str; 4] = ["run_id", "config_id", "sweep", "label"];
     let mut identity: Vec<Expr> = FIXED.map(col).to_vec();
     // A key that is already an identity column (`--compare sweep`, `--group-by seed`) appears
     // once: a second projection of the same name is an error in Polars.
     let own = ["group", "stratum", "seed"];
-    identity.extend(keys.iter().filter(|k| !FIXED.contains(&k.as_str()) && !own.contains(&k.as_str())).map(|k| col(k.as_str())));
+    identity.extend(keys.iter().filter(|k| !FIXED.contains(&k.as_str()) && !own.contains(&k.as_str()) && k.as_str() != RUN_KEY).map(|k| col(k.as_str())));
     identity.extend(own.map(col));
+    identity.push(col(RUN_KEY));
     annotated
         .select(identity)
-        .join(fits, [col("run_id")], [col("run_id")], JoinArgs::new(JoinType::Inner))
+        .join(fits, [col(RUN_KEY)], [col(RUN_KEY)], JoinArgs::new(JoinType::Inner))
+        .drop(cols([RUN_KEY]))
         .sort(["group", "label", "seed", "run_id"], SortMultipleOptions::default())
 }

@@ -503,12 +503,16 @@ fn write_seq_run(root: &Path, run_id: &str, config_id: &str, label: &str, seed: 
 type Fit = (i64, Option<f64>, Option<f64>, Option<f64>, Option<f64>, Option<String>);
 
 fn fits(runs: &[(&str, Vec<(f64, f64)>)]) -> Vec<Fit> {
-    let ids: Vec<&str> = runs.iter().flat_map(|(id, p)| std::iter::repeat_n(*id, p.len())).collect();
+    // Each run's key is its id's place among the ids in order, so the fits come in id order.
+    let mut sorted: Vec<&str> = runs.iter().map(|(id, _)| *id).collect();
+    sorted.sort_unstable();
+    let key = |id: &str| u32::try_from(sorted.iter().position(|s| *s == id).unwrap()).unwrap();
+    let keys: Vec<u32> = runs.iter().flat_map(|(id, p)| std::iter::repeat_n(key(id), p.len())).collect();
     let h: Vec<f64> = runs.iter().flat_map(|(_, p)| p.iter().map(|q| q.0)).collect();
     let r: Vec<f64> = runs.iter().flat_map(|(_, p)| p.iter().map(|q| q.1)).collect();
-    let frame = df!("run_id" => ids, "h" => h, "r" => r).unwrap();
-    let out = law_fits(frame.lazy()).sort(["run_id"], Default::default()).collect().unwrap();
-    assert_eq!(column_names(&out), ["run_id", "points", "a", "b", "r2", "ceiling", "reason"]);
+    let frame = df!(RUN_KEY => keys, "h" => h, "r" => r).unwrap();
+    let out = law_fits(frame.lazy()).sort([RUN_KEY], Default::default()).collect().unwrap();
+    assert_eq!(column_names(&out), [RUN_KEY, "points", "a", "b", "r2", "ceiling", "reason"]);
     let reason = out.column("reason").unwrap().str().unwrap().clone();
     (0..out.height())
         .map(|i| {
@@ -1437,8 +1441,8 @@ fn interval_columns_keep_float64_in_the_written_csv_and_parquet() {
 }
 
 /// Follow-up (analysis at scale): the metrics files are read by one scan per schema, and the
-/// result is what one scan per file gave: rows in run order and file order, each with its run
-/// id, the fixed columns as Int64/Float64 whatever a file stored them as, an `extra` column
+/// result is what one scan per file gave: rows in run order and file order, each with its run's
+/// key (the run's row of the runs table), the fixed columns as Int64/Float64 whatever a file stored them as, an `extra` column
 /// null in the rows of runs without it, and the other metrics columns of any file left out.
 #[test]
 fn metrics_of_runs_with_different_schemas_load_in_run_order_with_their_ids() {
@@ -1463,15 +1467,22 @@ fn metrics_of_runs_with_different_schemas_load_in_run_order_with_their_ids() {
     let loaded = load_results(&[root], &["token_entropy".to_string()]).unwrap();
     assert_eq!(loaded.extra, ["token_entropy"]);
     let metrics = loaded.metrics.collect().unwrap();
-    assert_eq!(column_names(&metrics), ["iteration", "global_step", "episodic_return_mean", "episodes", "token_entropy", "run_id"]);
-    let ids = strings(&metrics, "run_id");
+    assert_eq!(column_names(&metrics), ["iteration", "global_step", "episodic_return_mean", "episodes", "token_entropy", RUN_KEY]);
+    // Each row's key names its run's row of the runs table.
+    let runs = loaded.runs.collect().unwrap();
+    let run_keys: Vec<u32> = runs.column(RUN_KEY).unwrap().u32().unwrap().into_no_null_iter().collect();
+    assert_eq!(run_keys, [0, 1, 2, 3]);
+    let run_ids = strings(&runs, "run_id");
+    let ids: Vec<String> =
+        metrics.column(RUN_KEY).unwrap().u32().unwrap().into_no_null_iter().map(|k| run_ids[k as usize].clone()).collect();
     let mut want: Vec<String> = Vec::new();
     for (id, rows) in [("a-cart", 12), ("b-seq", 20), ("c-cart", 12), ("d-int32", 3)] {
         want.extend(std::iter::repeat_n(id.to_string(), rows));
     }
     assert_eq!(ids, want);
+    // No text column: a run id on every row cost about 64 bytes a row (runs × iterations rows).
     let dtypes: Vec<&DataType> = metrics.columns().iter().map(|c| c.dtype()).collect();
-    assert_eq!(dtypes, [&DataType::Int64, &DataType::Int64, &DataType::Float64, &DataType::Int64, &DataType::Float64, &DataType::String]);
+    assert_eq!(dtypes, [&DataType::Int64, &DataType::Int64, &DataType::Float64, &DataType::Int64, &DataType::Float64, &DataType::UInt32]);
     // Each run's own rows, in its file's order: iterations 1..=12, 1..=20, 1..=12, 1..=3.
     let iteration = metrics.column("iteration").unwrap().i64().unwrap().clone();
     let iterations: Vec<i64> = iteration.into_no_null_iter().collect();
