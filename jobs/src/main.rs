@@ -38,7 +38,8 @@ impl std::io::Write for LossyStderr {
 }
 
 /// Whether log lines get colour codes: only on a terminal (job logs are files the user greps),
-/// and not when `NO_COLOR` is set to anything but the empty string (no-color.org).
+/// and not when `NO_COLOR` is set to anything but the empty string (no-color.org). A twin of
+/// `drover`'s (orchestrator/src/main.rs): the two binaries share no crate; keep them alike.
 fn ansi_logs(terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
     terminal && no_color.is_none_or(std::ffi::OsStr::is_empty)
 }

@@ -235,21 +235,16 @@ impl ExitRecord {
     /// a newer one wrote. That checkpoint is good, so the next `drover run` resumes from it
     /// rather than starting over. The marker's `cause` (`checkpoint_format`), or for markers
     /// that drover-jobs before it wrote (`cause` `checkpoint` or none), its reason naming a
-    /// numeric version it did not read (`unknown format_version 4 (...)`, older
-    /// `format_version Some(3), this drover-job reads 1 and 2`). Damage read this way costs one
-    /// more attempt, whose job then says `checkpoint`.
+    /// version above every one the job said it reads (`unknown format_version 4 (this
+    /// drover-job reads 1, 2 and 3)`, older `format_version Some(3), this drover-job reads 1
+    /// and 2`); a version below them, or not a whole number, is damage.
     pub fn checkpoint_of_another_release(&self) -> bool {
         if self.status != ExitStatus::Failed {
             return false;
         }
         match self.cause.as_deref() {
             Some(CAUSE_CHECKPOINT_FORMAT) => true,
-            Some(CAUSE_CHECKPOINT) | None => self.reason.as_deref().is_some_and(|r| {
-                r.starts_with("cannot resume from checkpoint `")
-                    && ["unknown format_version ", "format_version Some("].iter().any(|key| {
-                        r.split(key).nth(1).is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
-                    })
-            }),
+            Some(CAUSE_CHECKPOINT) | None => self.reason.as_deref().is_some_and(later_format_refused),
             Some(_) => false,
         }
     }
@@ -267,6 +262,28 @@ impl ExitRecord {
             None => self.reason.as_deref().is_some_and(says_disk_full),
         }
     }
+}
+
+/// Whether a checkpoint refusal's reason, as drover-jobs from before `checkpoint_format` word
+/// it, names a format version above every one that job reads: `cannot resume from checkpoint
+/// `...`: unknown format_version 4 (this drover-job reads 1, 2 and 3)`, or the older
+/// `... format_version Some(3), this drover-job reads 1 and 2`.
+fn later_format_refused(reason: &str) -> bool {
+    let Some(rest) = reason.strip_prefix("cannot resume from checkpoint `") else { return false };
+    let leading_number = |s: &str| -> Option<u64> {
+        let digits: String = s.chars().take_while(char::is_ascii_digit).collect();
+        // `2.5`: not a whole number, so not a version any release writes.
+        if s[digits.len()..].starts_with('.') {
+            return None;
+        }
+        digits.parse().ok()
+    };
+    let found = ["unknown format_version ", "format_version Some("].iter().find_map(|key| rest.split(key).nth(1).and_then(leading_number));
+    let reads = rest.split("this drover-job reads ").nth(1).map(|list| {
+        let list = list.split([')', ';']).next().unwrap_or_default();
+        list.split([',', ' ']).filter_map(|w| w.parse::<u64>().ok()).max()
+    });
+    matches!((found, reads), (Some(found), Some(Some(newest))) if found > newest)
 }
 
 /// Whether a failure reason (an `anyhow` chain ending in an `io::Error`) names a full disk.

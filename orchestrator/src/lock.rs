@@ -86,7 +86,7 @@ pub fn acquire(dir: &Path, command: &str) -> Result<RunLock, LockError> {
 }
 
 /// [`acquire`] for a local `drover run`, whose stop waits `grace` before SIGKILL: the lock
-/// says so (a `grace_seconds` line, [`Holder::stop_grace`]), so that `drover cancel` waits as
+/// says so (a `grace_seconds` line, [`Holder::grace`]), so that `drover cancel` waits as
 /// long as the stop it asks for takes.
 pub fn acquire_local(dir: &Path, command: &str, grace: std::time::Duration) -> Result<RunLock, LockError> {
     // SAFETY: geteuid has no preconditions.
@@ -366,7 +366,12 @@ impl HolderLines {
     pub fn parse(text: &str) -> Option<Self> {
         let field = |key: &str| text.lines().find_map(|l| l.strip_prefix(key)).map(str::trim);
         let pid = field("pid ")?.parse().ok()?;
-        let grace = field(GRACE_LINE).and_then(|s| s.parse::<f64>().ok()).and_then(|s| std::time::Duration::try_from_secs_f64(s).ok());
+        // Bounded as the setting is (`local.grace_seconds` ≤ 3600 s): a hand-edited text must not
+        // make `drover cancel` wait for ever, or overflow its deadline.
+        let grace = field(GRACE_LINE)
+            .and_then(|s| s.parse::<f64>().ok())
+            .and_then(|s| std::time::Duration::try_from_secs_f64(s).ok())
+            .map(|g| g.min(std::time::Duration::from_secs_f64(crate::backend::local_config::MAX_GRACE_SECONDS)));
         Some(Self { pid, host: field("host ").map(str::to_string), grace })
     }
 
@@ -387,7 +392,7 @@ pub struct Holder {
     pub description: String,
     /// How long a stop it is asked for waits before SIGKILL, when its lock says
     /// ([`HolderLines::grace`]).
-    pub stop_grace: Option<std::time::Duration>,
+    pub grace: Option<std::time::Duration>,
 }
 
 /// Who holds the lock file `path`, read without taking it (taking it, even for a moment, could
@@ -430,7 +435,7 @@ fn live_holder_as(path: &Path, caller_uid: Option<u32>) -> Option<Holder> {
     let pid = lines.pid;
     let description = text.lines().collect::<Vec<_>>().join(", ");
     if !lines.on_this_host() {
-        return Some(Holder { pid, this_host: false, description, stop_grace: lines.grace });
+        return Some(Holder { pid, this_host: false, description, grace: lines.grace });
     }
     // The cheap checks first: most lock files a `drover status` meets are of ended processes.
     let owner = std::fs::metadata(format!("/proc/{pid}")).ok()?.uid();
@@ -450,7 +455,7 @@ fn live_holder_as(path: &Path, caller_uid: Option<u32>) -> Option<Holder> {
             return None;
         }
     }
-    Some(Holder { pid, this_host: true, description, stop_grace: lines.grace })
+    Some(Holder { pid, this_host: true, description, grace: lines.grace })
 }
 
 /// Whether process `pid` has the file `(dev, ino)` open, from its `/proc/<pid>/fd` links:
@@ -790,10 +795,12 @@ pub(crate) mod tests {
         let lines = HolderLines::parse(&text).expect("parses");
         assert_eq!(lines.grace, Some(std::time::Duration::from_millis(90_500)));
         let holder = live_holder(&tmp.path().join(LOCK_FILE)).expect("this process holds it");
-        assert_eq!(holder.stop_grace, Some(std::time::Duration::from_millis(90_500)));
+        assert_eq!(holder.grace, Some(std::time::Duration::from_millis(90_500)));
         drop(_held);
         let _slurm = acquire(tmp.path(), "drover run s.toml").expect("lock");
-        assert_eq!(live_holder(&tmp.path().join(LOCK_FILE)).expect("held").stop_grace, None, "a Slurm sweep's run says none");
+        assert_eq!(live_holder(&tmp.path().join(LOCK_FILE)).expect("held").grace, None, "a Slurm sweep's run says none");
+        let huge = HolderLines::parse("pid 1\ngrace_seconds 1.8e19\n").expect("parses").grace;
+        assert_eq!(huge, Some(std::time::Duration::from_secs(3600)), "bounded as the setting is");
         for bad in ["grace_seconds x", "grace_seconds -1", "grace_seconds inf"] {
             assert_eq!(HolderLines::parse(&format!("pid 1\n{bad}\n")).expect("parses").grace, None, "{bad}");
         }

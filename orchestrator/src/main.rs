@@ -201,7 +201,8 @@ fn main() -> ExitCode {
 }
 
 /// Whether log lines get colour codes: only on a terminal (logs piped to a file are grepped),
-/// and not when `NO_COLOR` is set to anything but the empty string (no-color.org).
+/// and not when `NO_COLOR` is set to anything but the empty string (no-color.org). A twin of
+/// `drover-job`'s (jobs/src/main.rs): the two binaries share no crate; keep them alike.
 fn ansi_logs(terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
     terminal && no_color.is_none_or(std::ffi::OsStr::is_empty)
 }

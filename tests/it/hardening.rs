@@ -532,6 +532,39 @@ fn a_metrics_file_changed_after_the_checkpoint_refuses_the_resume() {
     assert_eq!(std::fs::read_to_string(&jsonl).expect("kept"), edited, "so are the metrics");
 }
 
+/// Review (version compatibility, 1, and the code review after it): a checkpoint of a later
+/// format than the job reads (another release wrote it) was thrown away: a local retry
+/// archived it and trained from iteration 1, and the next `drover run` started the run over.
+/// Now the job says `checkpoint_format`, no retry touches it, and a `drover-job` that reads the
+/// format resumes it where it stopped.
+#[test]
+fn a_checkpoint_of_a_later_format_is_kept_for_a_release_that_reads_it() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let sweep = resume_sweep(tmp.path());
+    let results = tmp.path().join("r");
+    let (run, at) = stop_part_way(&sweep, &results, None);
+    let ck_path = run.join("checkpoint.json");
+    let original = std::fs::read_to_string(&ck_path).expect("checkpoint");
+    let later = original.replacen("\"format_version\":3", "\"format_version\":9", 1);
+    assert_ne!(later, original, "the checkpoint names its format");
+    std::fs::write(&ck_path, &later).expect("a later format");
+    let out = drover_run(&sweep, &results, None).args(["--max-retries", "2"]).output().expect("rerun");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert!(!stderr.contains("retrying"), "a retry would archive the checkpoint: {stderr}");
+    let exit = read_json(&run.join("exit.json"));
+    assert_eq!((exit["status"].as_str(), exit["cause"].as_str()), (Some("failed"), Some("checkpoint_format")), "{exit}");
+    assert_eq!(std::fs::read_to_string(&ck_path).expect("kept in place"), later);
+    let dry = drover_run(&sweep, &results, None).arg("--dry-run").output().expect("dry run");
+    assert!(String::from_utf8_lossy(&dry.stdout).contains("resume"), "{}", String::from_utf8_lossy(&dry.stdout));
+    // The release that reads it (here: the format put back) resumes where the run stopped.
+    std::fs::write(&ck_path, &original).expect("restore");
+    let out = run_ok(&mut drover_run(&sweep, &results, None));
+    let (_, stderr) = text(&out);
+    assert!(stderr.contains(&format!("from its checkpoint at iteration {at}")), "{stderr}");
+    assert_eq!(read_json(&run.join("exit.json"))["status"], "completed");
+}
+
 /// A closed terminal (SIGHUP, the ssh session gone) stops a local sweep as Ctrl-C does: the
 /// running job checkpoints and `drover run` ends as interrupted, where before SIGHUP killed it
 /// outright and the job stopped only through its parent-death signal.

@@ -242,14 +242,16 @@ impl LocalBackend {
                         if let Some(lease) = &done.lease {
                             self.gpus.give_back(lease);
                         }
-                        if let Some(Failure { failed, disk_full }) = record_exit(&mut report, &done.run, status) {
+                        if let Some(Failure { failed, disk_full, keeps_checkpoint }) = record_exit(&mut report, &done.run, status) {
                             // Set before the retry decision: a retry on a full disk fails the same way.
                             let newly_full = disk_full && report.disk_full.is_none();
                             if newly_full {
                                 report.disk_full = Some(done.run.dir.clone());
                             }
                             let used = retries.entry(failed.run_id.clone()).or_insert(0);
-                            let retry = (*used < self.max_retries && report.cancel.is_none() && report.disk_full.is_none())
+                            // A checkpoint another release wrote: a retry would archive it and
+                            // start over; the next `drover run` resumes it instead.
+                            let retry = (*used < self.max_retries && report.cancel.is_none() && report.disk_full.is_none() && !keeps_checkpoint)
                                 .then(|| rearm(&done.run))
                                 .transpose();
                             match retry {
@@ -538,6 +540,9 @@ struct Failure {
     failed: FailedRun,
     /// It failed because the results disk is full.
     disk_full: bool,
+    /// Its job did not read its checkpoint's (later) format: a retry would set the good
+    /// checkpoint aside and train from iteration 1 (`ExitRecord::checkpoint_of_another_release`).
+    keeps_checkpoint: bool,
 }
 
 /// Classifies a finished child by its `exit.json` (the job's word wins over the exit status);
@@ -557,7 +562,7 @@ fn record_exit(report: &mut LaunchReport, run: &PendingRun, status: std::io::Res
         },
         Err(e) => format!("wait failed: {e}"),
     };
-    let mut disk_full = false;
+    let (mut disk_full, mut keeps_checkpoint) = (false, false);
     let reason = match exit {
         Ok(Some(record)) if record.status == RunExit::Completed => {
             tracing::info!(run = %run.run_id, "completed");
@@ -590,6 +595,7 @@ fn record_exit(report: &mut LaunchReport, run: &PendingRun, status: std::io::Res
         }
         Ok(Some(record)) => {
             disk_full = record.disk_full();
+            keeps_checkpoint = record.checkpoint_of_another_release();
             job_failure_reason(&record, &status_text)
         }
         Ok(None) => {
@@ -620,7 +626,8 @@ fn record_exit(report: &mut LaunchReport, run: &PendingRun, status: std::io::Res
         }
         Err(e) => format!("{status_text}; unreadable exit.json: {e}"),
     };
-    Some(Failure { failed: FailedRun { run_id: run.run_id.clone(), label: run.label.clone(), reason, stderr_log: run.stderr_log() }, disk_full })
+    let failed = FailedRun { run_id: run.run_id.clone(), label: run.label.clone(), reason, stderr_log: run.stderr_log() };
+    Some(Failure { failed, disk_full, keeps_checkpoint })
 }
 
 

@@ -169,7 +169,7 @@ pub fn cancel(results: &Path, wait: Duration) -> Result<LocalCancel, RunError> {
         return Err(RunError::Io { action: "signal the `drover run` holding", path: lock, source });
     }
     // The holder's own grace when its lock says it (older locks: the default).
-    let until = Instant::now() + holder.stop_grace.unwrap_or(crate::backend::local::DEFAULT_GRACE) + wait;
+    let until = Instant::now() + holder.grace.unwrap_or(crate::backend::local::DEFAULT_GRACE) + wait;
     while Instant::now() < until {
         if crate::lock::live_holder(&lock).is_none_or(|h| h.pid != holder.pid) {
             return Ok(LocalCancel::Stopped(holder.description));
@@ -251,7 +251,7 @@ pub(crate) mod tests {
     #[test]
     fn status_judges_damaged_runs_as_drover_run_does() {
         let tmp = tempfile::tempdir().unwrap();
-        let ids = ["000000000000000a", "000000000000000b", "000000000000000c", "000000000000000d", "000000000000000e", "000000000000000f", "0000000000000010"];
+        let ids = ["000000000000000a", "000000000000000b", "000000000000000c", "000000000000000d", "000000000000000e", "000000000000000f", "0000000000000010", "0000000000000011"];
         sweep_of(tmp.path(), &ids);
         let dir = |i: usize| tmp.path().join("runs").join(ids[i]);
         for (i, id) in ids.iter().enumerate() {
@@ -266,6 +266,10 @@ pub(crate) mod tests {
         std::fs::write(dir(5).join(EXIT_JSON), failed.to_string()).unwrap();
         std::fs::remove_file(dir(6).join(EXIT_JSON)).unwrap();
         std::fs::write(dir(6).join("attempt-1.stderr.log"), "drover-job: failed to write `x`: No space left on device (os error 28)\n").unwrap();
+        // Code review: a later format's refusal is kept for a release that reads it, not started over.
+        let later = "cannot resume from checkpoint `c`: unknown format_version 9 (this drover-job reads 1, 2 and 3): another release ...";
+        let kept = serde_json::json!({"format_version": 1, "run_id": ids[7], "status": "failed", "reason": later, "cause": "checkpoint_format"});
+        std::fs::write(dir(7).join(EXIT_JSON), kept.to_string()).unwrap();
 
         let report = status(&SweepDir::open(tmp.path()).unwrap());
         let run = |i: usize| (report.runs[i].state, report.runs[i].reason.clone().unwrap_or_default());
@@ -287,6 +291,10 @@ pub(crate) mod tests {
         let (state, reason) = run(6);
         assert_eq!(state, RunState::Unfinished);
         assert!(reason.contains("the results disk was full") && reason.contains("attempt-1.stderr.log"), "{reason}");
+        assert_eq!(
+            run(7),
+            (RunState::Failed, format!("{later}; the next `drover run` resumes it from that checkpoint again, which needs a drover-job that reads its format"))
+        );
     }
 
     /// A FIFO at `path` (a file whose lock no `flock` probe can answer).

@@ -435,8 +435,10 @@ impl PlannedAction {
 }
 
 /// What `drover run` would do with the run in `dir` (see [`PlannedAction`]). Whether a job
-/// holds the run is read without taking its lock (`job_lock::running_here`): a dry run must
-/// never make a `drover run` launching that run at the same moment find it taken.
+/// holds the run is read without taking its `.job.lock` (`job_lock::running_here`): a dry run
+/// must never make a `drover run` launching that run at the same moment find it taken. Only a
+/// multi-rank run's `.ranks.lock` is probed with a lock released at once, as `drover status`
+/// does (`job_lock::ranks_running`: ranks starting then wait for it).
 pub fn planned_action(dir: &Path, spec: &JobSpec) -> PlannedAction {
     let problem = match inspect_run(dir, spec) {
         Err(_) => return PlannedAction::Unreadable,
@@ -808,8 +810,16 @@ mod tests {
             assert_eq!((prepared.resumed, prepared.redone.len()), (vec![("r".to_string(), 315)], 0), "{reason}");
             assert!(dir.join(layout::CHECKPOINT_JSON).is_file(), "kept in place");
         }
-        // Damage stays final: no version, or a version that is not a number.
-        for reason in [format!("{path}no format_version (this drover-job reads 1, 2 and 3)"), format!("{path}unknown format_version \"x\" (this drover-job reads 1, 2 and 3)")] {
+        // Damage stays final: no version, one that is not a whole number, or one below those the
+        // job reads (code review: `format_version 0` was resumed on every rerun).
+        let damaged = [
+            format!("{path}no format_version (this drover-job reads 1, 2 and 3)"),
+            format!("{path}unknown format_version \"x\" (this drover-job reads 1, 2 and 3)"),
+            format!("{path}unknown format_version 0 (this drover-job reads 1, 2 and 3)"),
+            format!("{path}unknown format_version 2.5 (this drover-job reads 1, 2 and 3)"),
+            format!("{path}format_version Some(0), this drover-job reads 1 and 2"),
+        ];
+        for reason in damaged {
             let dir = tmp.path().join("damaged");
             let _ = std::fs::remove_dir_all(&dir);
             stopped(&dir, "r", &serde_json::json!({"format_version": 1, "run_id": "r", "status": "failed", "reason": reason, "finished_at": "1", "cause": "checkpoint"}));

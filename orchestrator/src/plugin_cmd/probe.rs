@@ -250,9 +250,12 @@ impl PluginProbe {
         // clap's usage error: a drover-job of another release, which lacks a command or option
         // this drover asks for; the plugin was not even looked at.
         if out.status.code() == Some(2) && ["unexpected argument", "unrecognized subcommand"].iter().any(|s| stderr.contains(s)) {
+            // The argument clap names (`error: unexpected argument '--try-params' found`), not
+            // all of `extra`, which for `check` holds the whole parameter object.
+            let quoted = stderr.lines().next().and_then(|l| l.split('\'').nth(1)).filter(|a| *a != command);
+            let named = quoted.map_or_else(|| format!("plugin {command}"), |a| format!("plugin {command} {a}"));
             let why = format!(
-                "this drover-job does not know `plugin {command}{}`: it is of another release than this drover; use the drover-job built with it (beside `drover`, or `DROVER_JOB_BIN`)",
-                extra.iter().map(|a| format!(" {a}")).collect::<String>()
+                "this drover-job does not know `{named}`: it is of another release than this drover; use the drover-job built with it (beside `drover`, or `DROVER_JOB_BIN`)"
             );
             return Err(self.bad(command, path, why, stderr));
         }
@@ -496,8 +499,8 @@ exit 1
     fn a_runtime_of_another_release_is_named_not_the_plugin() {
         let tmp = tempfile::tempdir().unwrap();
         let job = tmp.path().join("old-job.sh");
-        let clap = "error: unexpected argument --try-params found\n\nUsage: drover-job plugin info <PATH>\n";
-        std::fs::write(&job, format!("#!/bin/sh\nprintf '{clap}' >&2\nexit 2\n")).unwrap();
+        let clap = "error: unexpected argument '--try-params' found\n\nUsage: drover-job plugin info <PATH>\n";
+        std::fs::write(&job, format!("#!/bin/sh\ncat >&2 <<'EOF'\n{clap}EOF\nexit 2\n")).unwrap();
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&job, std::fs::Permissions::from_mode(0o755)).unwrap();
         let so = tmp.path().join("libdrover_plugin_fake.so");
@@ -505,6 +508,13 @@ exit 1
         let err = PluginProbe::new(&job).try_params(&so, &["{}"]).unwrap_err().to_string();
         assert!(err.contains("this drover-job does not know `plugin info --try-params`"), "{err}");
         assert!(err.contains("it is of another release than this drover; use the drover-job built with it"), "{err}");
-        assert!(err.contains("its stderr: error: unexpected argument --try-params found"), "{err}");
+        assert!(err.contains("its stderr: error: unexpected argument '--try-params' found"), "{err}");
+        // `check` passes the whole parameter object: only the argument clap names is quoted.
+        std::fs::write(&job, "#!/bin/sh\ncat >&2 <<'EOF'\nerror: unexpected argument '--experts' found\nEOF\nexit 2\n").unwrap();
+        let err = PluginProbe::new(&job).check(&so, r#"{"lr": 0.1}"#, true).unwrap_err().to_string();
+        assert!(err.contains("this drover-job does not know `plugin check --experts`: it is of another release"), "{err}");
+        std::fs::write(&job, "#!/bin/sh\ncat >&2 <<'EOF'\nerror: unrecognized subcommand 'check'\nEOF\nexit 2\n").unwrap();
+        let err = PluginProbe::new(&job).check(&so, r#"{"lr": 0.1}"#, false).unwrap_err().to_string();
+        assert!(err.contains("this drover-job does not know `plugin check`: it is of another release"), "{err}");
     }
 }
