@@ -157,7 +157,7 @@ pub fn run_sweep(plan: &Plan, opts: &SlurmOptions) -> Result<SlurmReport, RunErr
                 "drover: warning: Slurm's submit limit ({limit}) took {} of {}; the other {} {rest}",
                 report.submitted,
                 crate::words::count(to_submit.len(), "run"),
-                waiting_room.runs.len()
+                waiting_room.runs().len()
             );
         }
     }

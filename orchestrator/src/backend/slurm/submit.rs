@@ -253,7 +253,11 @@ pub(super) const ROOM_RETRY: Duration = Duration::from_secs(60);
 /// poll).
 #[derive(Default)]
 pub(super) struct WaitingRoom {
-    pub(super) runs: Vec<(String, Resources)>,
+    /// The runs waiting, in the order they are tried again ([`WaitingRoom::runs`]).
+    runs: Vec<(String, Resources)>,
+    /// Their ids: [`WaitingRoom::holds`] is asked for every run at every poll, and a scan of
+    /// `runs` made that runs × waiting runs.
+    held: std::collections::HashSet<String>,
     /// The limit that refused them last.
     pub(super) limit: Option<String>,
     /// When the limit last refused, and how many of the sweep's tasks were live then.
@@ -285,6 +289,7 @@ impl WaitingRoom {
         let tried: BTreeSet<&str> = tried.iter().map(|(id, _)| id.as_str()).collect();
         self.runs.retain(|(id, _)| !tried.contains(id.as_str()));
         self.runs.extend(round.deferred);
+        self.held = self.runs.iter().map(|(id, _)| id.clone()).collect();
         if let Some((limit, error)) = round.limit {
             let idle = accepted == 0 && nothing_queued(slurm, live_before);
             if idle && !counts_others(&limit) {
@@ -313,7 +318,12 @@ impl WaitingRoom {
 
     /// Whether run `id` waits here.
     pub(super) fn holds(&self, id: &str) -> bool {
-        self.runs.iter().any(|(r, _)| r == id)
+        self.held.contains(id)
+    }
+
+    /// The runs waiting here, in the order they are tried again.
+    pub(super) fn runs(&self) -> &[(String, Resources)] {
+        &self.runs
     }
 }
 
@@ -494,7 +504,7 @@ mod tests {
         assert_eq!((room.runs.len(), report.deferred, room.limit.as_deref()), (1, 1, Some("AssocMaxSubmitJobLimit")));
         assert!(room.holds("a") && !room.may_try(2) && room.may_try(1), "tried again once a task of the sweep ends");
         room.took(&mut report, &tried, Round::default(), 1, &nobody).expect("in");
-        assert!(room.runs.is_empty() && room.limit.is_none() && !room.may_try(0));
+        assert!(room.runs.is_empty() && !room.holds("a") && room.limit.is_none() && !room.may_try(0));
 
         // A group's limit counts colleagues' jobs, which this user cannot see end: waited out,
         // for a while (a limit of 0, a blocked account, would refuse for ever).
