@@ -253,9 +253,8 @@ pub(super) fn held_back_since(ledger: &Ledger, last_listed: Option<(u32, usize)>
 pub(super) fn kept_out_by(ledger: &Ledger, n: u32) -> Option<String> {
     let refused = ledger.submissions.get(&n)?.refused.as_deref()?;
     if let Some(limit) = crate::backend::slurm_cmd::submit_limit_reason(refused) {
-        return Some(format!(
-            "Slurm's submit limit ({limit}) keeps it out until jobs of yours end: a waiting `drover run` submits it then, or run `drover run` again"
-        ));
+        let (limit, until) = crate::backend::slurm_cmd::submit_limit_words(&limit);
+        return Some(format!("{limit} keeps it out until {until}: a waiting `drover run` submits it then, or run `drover run` again"));
     }
     // A submission found missing after its `drover run` died was never refused by Slurm.
     // The first of sbatch's error lines is the specific one ("invalid partition specified:
