@@ -337,6 +337,14 @@ pub enum RecordError {
     NoVersion,
 }
 
+/// `; it printed: <stderr>` for a command killed after printing something, else nothing.
+fn printed_before(stderr: &str) -> String {
+    match stderr.trim() {
+        "" => String::new(),
+        said => format!("; it had printed: {said}"),
+    }
+}
+
 impl RecordError {
     /// The content is damaged or foreign (not a read fault): a reason to redo the run, where
     /// [`RecordError::Io`] is a reason to leave it alone.
@@ -361,7 +369,7 @@ pub enum SlurmError {
         source: io::Error,
     },
     /// The command ran past its timeout (a busy or stalled controller) on every attempt.
-    #[error("`{command}` timed out after {attempts} attempt(s) of {timeout_s} s each")]
+    #[error("`{command}` timed out after {attempts} attempt(s) of {timeout_s} s each{}", printed_before(stderr))]
     Timeout {
         /// The command line.
         command: String,
@@ -369,6 +377,9 @@ pub enum SlurmError {
         attempts: u32,
         /// Seconds allowed per attempt.
         timeout_s: f64,
+        /// What the last attempt had printed on stderr when it was killed (`sbatch` says why
+        /// it waits: "Slurm temporarily unable to accept job, sleeping and retrying").
+        stderr: String,
     },
     /// Slurm refused (nonzero exit); `stderr` is Slurm's own message.
     #[error("`{command}` failed ({status}): {}", stderr.trim())]

@@ -787,10 +787,9 @@ fn slurm_run(plan: &plan::Plan, job_bin: PathBuf, wait: bool) -> anyhow::Result<
         if report.job_ids.is_empty() { String::new() } else { format!(" (jobs {})", report.job_ids.join(", ")) }
     );
     if report.deferred > 0 {
-        drover::say!(
-            "drover: {} not submitted: Slurm's submit limit keeps them out until jobs of yours end; `drover run` again submits them",
-            drover::words::count(report.deferred, "run")
-        );
+        let (limit, until) = drover::backend::slurm_cmd::submit_limit_words(report.limit.as_deref().unwrap_or_default());
+        let limit = if report.limit.is_some() { limit } else { "Slurm's submit limit".to_string() };
+        drover::say!("drover: {} not submitted: {limit} keeps them out until {until}; `drover run` again submits them", drover::words::count(report.deferred, "run"));
     }
     if report.interrupted {
         drover::say!("drover: stopped waiting; the jobs go on (`drover status` follows them, `drover cancel` stops them)");

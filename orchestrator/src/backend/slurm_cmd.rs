@@ -15,7 +15,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::error::SlurmError;
-use crate::subprocess::Finished;
+use crate::subprocess::{Finished, Ran};
 
 /// Timeouts and retries of Slurm calls.
 #[derive(Debug, Clone)]
@@ -63,13 +63,30 @@ impl crate::error::SlurmError {
 /// "Job violates accounting/QOS policy (job submit limit, user's size and/or time limits)",
 /// which also covers size and time limits: a named reason decides, and only without one does
 /// the generic message count as a submit limit (older Slurm, or a site's job_submit plugin).
+///
+/// `sbatch`'s "Slurm temporarily unable to accept job" ([`SBATCH_RETRYING`]) is the cluster's
+/// `MaxJobCount` ([`JOB_COUNT_LIMIT`]): back-pressure too, which jobs ending (and Slurm
+/// forgetting them, `MinJobAge` later) relieve.
 pub fn submit_limit_reason(stderr: &str) -> Option<String> {
+    if SBATCH_RETRYING.iter().any(|said| stderr.contains(said)) {
+        return Some(JOB_COUNT_LIMIT.to_string());
+    }
     let words = || stderr.split(|c: char| !c.is_ascii_alphanumeric()).filter(|w| w.starts_with("QOS") || w.starts_with("Assoc"));
     if let Some(w) = words().find(|w| w.contains("SubmitJob")) {
         return Some(w.to_string());
     }
     let named_other = words().any(|w| w.ends_with("Limit") || w.starts_with("QOSMin") || w.starts_with("QOSMax"));
     (!named_other && stderr.contains("job submit limit")).then(|| "job submit limit".to_string())
+}
+
+/// How messages name the submit limit `limit` (a [`submit_limit_reason`]), and what makes
+/// room under it: (`Slurm's submit limit (QOSMaxSubmitJobPerUserLimit)`, `jobs of yours end`).
+pub fn submit_limit_words(limit: &str) -> (String, &'static str) {
+    if limit == JOB_COUNT_LIMIT {
+        ("Slurm's MaxJobCount (the jobs the whole cluster holds at once)".to_string(), "jobs end and Slurm forgets them")
+    } else {
+        (format!("Slurm's submit limit ({limit})"), "jobs of yours end")
+    }
 }
 
 /// The `[slurm]` setting an `sbatch` refusal names, by Slurm's wording (22.05 and later), for
@@ -145,8 +162,21 @@ pub struct QueueEntry {
 /// Outcome of a single attempt.
 enum Attempt {
     Done(Finished),
-    TimedOut,
+    /// Killed at the timeout, with what it had printed on stderr.
+    TimedOut(String),
+    /// Killed as it said it would sleep and retry ([`SBATCH_RETRYING`]), with its stderr.
+    Retrying(String),
 }
+
+/// What `sbatch` prints when the controller refuses a job for now (`EAGAIN`: most often the
+/// cluster holds `MaxJobCount` jobs already, every array task counting one) or its job table
+/// is full, before it sleeps and asks again, up to 15 times over two minutes (Slurm 22.05
+/// `sbatch.c`). drover stops it there: the refusal is back-pressure it waits out itself
+/// ([`submit_limit_reason`]), rather than a stalled `sbatch` that times out without a word.
+pub const SBATCH_RETRYING: [&str; 2] = ["Slurm temporarily unable to accept job", "Slurm job queue full"];
+
+/// The name drover gives the limit behind an [`SBATCH_RETRYING`] refusal.
+pub const JOB_COUNT_LIMIT: &str = "MaxJobCount";
 
 impl Slurm {
     fn program(&self, name: &str) -> PathBuf {
@@ -168,7 +198,8 @@ impl Slurm {
     /// Runs `program args` once, killing it (and what it started) at the timeout, without the
     /// input variables that would override what drover asks ([`scrub_environment`]; for
     /// sbatch, `script_options` are the options its batch script sets).
-    fn attempt(&self, program: &str, args: &[String], cwd: Option<&Path>, script_options: &[&str]) -> Result<Attempt, SlurmError> {
+    /// A program that prints one of `stop_on` on stderr is killed there ([`Attempt::Retrying`]).
+    fn attempt(&self, program: &str, args: &[String], cwd: Option<&Path>, script_options: &[&str], stop_on: &[&str]) -> Result<Attempt, SlurmError> {
         refuse_other_cluster()?;
         let mut cmd = Command::new(self.program(program));
         cmd.args(args);
@@ -177,9 +208,13 @@ impl Slurm {
         }
         let present = std::env::vars_os().filter_map(|(k, _)| k.into_string().ok());
         warn_once_removed(&scrub_environment(&mut cmd, script_options, present));
-        let done = crate::subprocess::run(&mut cmd, None, self.policy.timeout)
+        let ran = crate::subprocess::run_watched(&mut cmd, None, self.policy.timeout, stop_on)
             .map_err(|source| SlurmError::Spawn { command: Self::command_line(program, args), source })?;
-        Ok(done.map_or(Attempt::TimedOut, Attempt::Done))
+        Ok(match ran {
+            Ran::Finished(done) => Attempt::Done(done),
+            Ran::TimedOut(printed) => Attempt::TimedOut(printed.stderr),
+            Ran::Stopped(printed) => Attempt::Retrying(printed.stderr),
+        })
     }
 
     /// Runs a read-only or idempotent command with timeout and retries; stdout on success.
@@ -188,7 +223,7 @@ impl Slurm {
         let mut wait = self.policy.backoff;
         let attempts = self.policy.attempts.max(1);
         for n in 1..=attempts {
-            match self.attempt(program, args, None, &[])? {
+            match self.attempt(program, args, None, &[], &[])? {
                 Attempt::Done(f) if f.status.success() => return Ok(f.stdout),
                 Attempt::Done(f) => {
                     let transient = TRANSIENT.iter().any(|t| f.stderr.contains(t));
@@ -197,10 +232,11 @@ impl Slurm {
                     }
                     tracing::warn!(command = %line, "Slurm is busy ({}); retrying in {:?}", f.stderr.trim(), wait);
                 }
-                Attempt::TimedOut if n == attempts => {
-                    return Err(SlurmError::Timeout { command: line, attempts, timeout_s: self.policy.timeout.as_secs_f64() });
+                // Not watched for: a call's stop phrases are none.
+                Attempt::TimedOut(stderr) | Attempt::Retrying(stderr) if n == attempts => {
+                    return Err(SlurmError::Timeout { command: line, attempts, timeout_s: self.policy.timeout.as_secs_f64(), stderr });
                 }
-                Attempt::TimedOut => tracing::warn!(command = %line, "timed out; retrying in {:?}", wait),
+                Attempt::TimedOut(_) | Attempt::Retrying(_) => tracing::warn!(command = %line, "timed out; retrying in {:?}", wait),
             }
             std::thread::sleep(wait);
             wait *= 2;
@@ -208,11 +244,11 @@ impl Slurm {
         unreachable!("the last attempt returns")
     }
 
-    /// `MaxArraySize` from `scontrol show config` (arrays may use indices `0..MaxArraySize-1`).
-    pub fn max_array_size(&self) -> Result<u32, SlurmError> {
+    /// The cluster's limits on submissions, from `scontrol show config` ([`ClusterLimits`]).
+    pub fn cluster_limits(&self) -> Result<ClusterLimits, SlurmError> {
         let args = vec!["show".to_string(), "config".to_string()];
         let out = self.call("scontrol", &args)?;
-        parse_max_array_size(&out).ok_or_else(|| SlurmError::Parse {
+        parse_cluster_limits(&out).ok_or_else(|| SlurmError::Parse {
             command: Self::command_line("scontrol", &args),
             reason: "no `MaxArraySize = <n>` line".into(),
         })
@@ -304,7 +340,7 @@ impl Slurm {
         let mut wait = self.policy.backoff;
         let attempts = self.policy.attempts.max(1);
         for n in 1..=attempts {
-            match self.attempt("sbatch", &args, Some(cwd), &script_options)? {
+            match self.attempt("sbatch", &args, Some(cwd), &script_options, &SBATCH_RETRYING)? {
                 Attempt::Done(f) if f.status.success() => {
                     // `--parsable` prints `<jobid>[;<cluster>]`.
                     let id = f.stdout.trim().split(';').next().unwrap_or_default().to_string();
@@ -320,14 +356,19 @@ impl Slurm {
                     }
                     tracing::warn!(command = %line, "Slurm is busy ({}); retrying in {:?}", f.stderr.trim(), wait);
                 }
-                Attempt::TimedOut => {
+                // sbatch prints it after the controller said no and before it sleeps to ask
+                // again, so the job was not submitted: a refusal, not a lost answer.
+                Attempt::Retrying(stderr) => {
+                    return Err(SlurmError::Refused { command: line, status: "stopped by drover as it began to retry".into(), stderr });
+                }
+                Attempt::TimedOut(stderr) => {
                     // The controller may have accepted it: look before submitting again.
                     if let Some(id) = self.find_submitted(job_name, comment)? {
                         tracing::warn!(command = %line, job = %id, "sbatch timed out but the job was submitted");
                         return Ok(id);
                     }
                     if n == attempts {
-                        return Err(SlurmError::Timeout { command: line, attempts, timeout_s: self.policy.timeout.as_secs_f64() });
+                        return Err(SlurmError::Timeout { command: line, attempts, timeout_s: self.policy.timeout.as_secs_f64(), stderr });
                     }
                     tracing::warn!(command = %line, "sbatch timed out and the job is not queued; retrying in {:?}", wait);
                 }
@@ -527,11 +568,43 @@ pub fn output_option(slurm_dir: &Path) -> String {
     format!("--output={}/logs/%A_%a.out", slurm_dir.display().to_string().replace('%', "%%"))
 }
 
-/// `MaxArraySize             = 1001` → 1001.
-pub fn parse_max_array_size(config: &str) -> Option<u32> {
-    config.lines().find_map(|l| {
-        let (k, v) = l.split_once('=')?;
-        (k.trim() == "MaxArraySize").then(|| v.trim().parse().ok()).flatten()
+/// What `scontrol show config` says of the cluster's limits on submissions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClusterLimits {
+    /// `MaxArraySize`: array indices run `0..MaxArraySize-1`.
+    pub max_array_size: u32,
+    /// `SchedulerParameters=max_array_tasks=<n>`: at most n tasks in one array, a cap lower
+    /// than `MaxArraySize` that leaves the indices alone.
+    pub max_array_tasks: Option<u32>,
+    /// `MaxJobCount`: how many jobs the controller holds at once, every user's together, each
+    /// array task counting one and an ended job until Slurm forgets it (`MinJobAge` later);
+    /// past it `sbatch` is refused ([`SBATCH_RETRYING`]).
+    pub max_job_count: Option<u32>,
+}
+
+impl ClusterLimits {
+    /// The most tasks one array may have.
+    pub fn array_tasks(&self) -> u32 {
+        self.max_array_tasks.map_or(self.max_array_size, |n| n.min(self.max_array_size))
+    }
+}
+
+/// The [`ClusterLimits`] in `scontrol show config` output (`MaxArraySize             = 1001`,
+/// `MaxJobCount             = 10000`, `SchedulerParameters     = bf_interval=2,max_array_tasks=500`);
+/// `None` without a `MaxArraySize` line.
+pub fn parse_cluster_limits(config: &str) -> Option<ClusterLimits> {
+    let value = |key: &str| {
+        config.lines().find_map(|l| {
+            let (k, v) = l.split_once('=')?;
+            (k.trim() == key).then(|| v.trim())
+        })
+    };
+    let max_array_tasks = value("SchedulerParameters")
+        .and_then(|params| params.split(',').find_map(|p| p.trim().strip_prefix("max_array_tasks=")?.trim().parse().ok()));
+    Some(ClusterLimits {
+        max_array_size: value("MaxArraySize")?.parse().ok()?,
+        max_array_tasks,
+        max_job_count: value("MaxJobCount").and_then(|v| v.parse().ok()),
     })
 }
 
@@ -604,7 +677,7 @@ mod tests {
     #[test]
     fn unavailable_means_timed_out_busy_or_unreachable() {
         let refused = |stderr: &str| SlurmError::Refused { command: "squeue".into(), status: "exit status: 1".into(), stderr: stderr.into() };
-        assert!(SlurmError::Timeout { command: "squeue".into(), attempts: 4, timeout_s: 30.0 }.is_unavailable());
+        assert!(SlurmError::Timeout { command: "squeue".into(), attempts: 4, timeout_s: 30.0, stderr: String::new() }.is_unavailable());
         assert!(refused("slurm_load_jobs error: Unable to contact slurm controller (connect failure)").is_unavailable());
         assert!(refused("Socket timed out on send/recv operation").is_unavailable());
         assert!(!refused("squeue: error: Invalid user: nobody").is_unavailable());
@@ -615,8 +688,10 @@ mod tests {
     #[test]
     fn parses_scontrol_and_squeue_output() {
         let config = "Configuration data as of 2026-01-01\nMaxArraySize            = 1001\nMaxJobCount = 10000\n";
-        assert_eq!(parse_max_array_size(config), Some(1001));
-        assert_eq!(parse_max_array_size("nothing"), None);
+        let limits = parse_cluster_limits(config).expect("limits");
+        assert_eq!(limits, ClusterLimits { max_array_size: 1001, max_array_tasks: None, max_job_count: Some(10000) });
+        assert_eq!(limits.array_tasks(), 1001);
+        assert_eq!(parse_cluster_limits("nothing"), None);
         let e = parse_queue_line("123|4|PENDING|JobArrayTaskLimit|drover:ab12:0").expect("entry");
         assert_eq!(
             e,
@@ -634,6 +709,30 @@ mod tests {
         let waiting = parse_queue_line("78|3|PENDING|Dependency|drover:ab12:1|afterok:99(unfulfilled),afterany:77_*(unfulfilled)").expect("entry");
         assert_eq!((waiting.comment.as_str(), waiting.dependency.as_deref()), ("drover:ab12:1", Some("afterok:99(unfulfilled),afterany:77_*(unfulfilled)")));
         assert_eq!(parse_queue_line("garbage"), None);
+    }
+
+    /// Slurm 22.05's `scontrol show config` as it reads on a cluster that caps arrays below
+    /// `MaxArraySize` (`max_array_tasks`, among other scheduler parameters) and one that sets
+    /// no scheduler parameters; a `MaxArraySize` line is the one that must be there.
+    #[test]
+    fn cluster_limits_come_from_scontrol_show_config() {
+        let config = "Configuration data as of 2026-12-01T10:00:00\n\
+                      AccountingStorageBackupHost = (null)\n\
+                      MaxArraySize            = 100001\n\
+                      MaxDBDMsgs              = 20004\n\
+                      MaxJobCount             = 250000\n\
+                      MaxJobId                = 67043328\n\
+                      MinJobAge               = 300 sec\n\
+                      SchedulerParameters     = bf_interval=30,default_queue_depth=400,max_array_tasks=1000,bf_max_job_test=500\n\
+                      SchedulerTimeSlice      = 30 sec\n";
+        let limits = parse_cluster_limits(config).expect("limits");
+        assert_eq!(limits, ClusterLimits { max_array_size: 100001, max_array_tasks: Some(1000), max_job_count: Some(250000) });
+        assert_eq!(limits.array_tasks(), 1000, "max_array_tasks caps arrays below MaxArraySize");
+        let higher = config.replace("max_array_tasks=1000", "max_array_tasks=200000");
+        assert_eq!(parse_cluster_limits(&higher).expect("limits").array_tasks(), 100001, "never above MaxArraySize");
+        let plain = "MaxArraySize            = 1001\nMaxJobCount             = 10000\nSchedulerParameters     = (null)\n";
+        assert_eq!(parse_cluster_limits(plain).expect("limits"), ClusterLimits { max_array_size: 1001, max_array_tasks: None, max_job_count: Some(10000) });
+        assert_eq!(parse_cluster_limits("MaxJobCount = 10000\nSchedulerParameters = max_array_tasks=5\n"), None);
     }
 
     /// The setting an sbatch refusal names, by Slurm's words; none for a submit limit, whose
@@ -775,7 +874,7 @@ mod tests {
         assert_eq!(submit_limit_reason("sbatch: error: invalid partition specified: gpu"), None);
         let refused = SlurmError::Refused { command: "sbatch x".into(), status: "exit status: 1".into(), stderr: format!("sbatch: error: AssocMaxSubmitJobLimit\n{generic}") };
         assert_eq!(refused.submit_limit().as_deref(), Some("AssocMaxSubmitJobLimit"));
-        let timeout = SlurmError::Timeout { command: "sbatch x".into(), attempts: 1, timeout_s: 1.0 };
+        let timeout = SlurmError::Timeout { command: "sbatch x".into(), attempts: 1, timeout_s: 1.0, stderr: String::new() };
         assert_eq!(timeout.submit_limit(), None);
     }
 
@@ -858,6 +957,37 @@ mod tests {
         let given = std::fs::read_to_string(&args).expect("args");
         let expect = format!("--parsable\n--output={}/r 100%%j/slurm/logs/%A_%a.out\narray-0.sbatch\n", dir.path().display());
         assert_eq!(given, expect);
+    }
+
+    /// Review: an sbatch killed at the timeout lost what it had printed, so the error never
+    /// said why it waited. The timeout keeps it; and sbatch's own "sleeping and retrying"
+    /// after the controller refused (`MaxJobCount`) stops it at once as a refusal (tried once,
+    /// no squeue needed: it submitted nothing), not after four timeouts.
+    #[test]
+    fn a_timed_out_or_retrying_sbatch_keeps_what_it_printed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let calls = dir.path().join("calls");
+        let slurm = Slurm {
+            bin_dir: Some(dir.path().to_path_buf()),
+            policy: CallPolicy { timeout: Duration::from_millis(300), attempts: 2, backoff: Duration::from_millis(10) },
+        };
+        crate::subprocess::write_stand_in(&dir.path().join("squeue"), "exit 0");
+        crate::subprocess::write_stand_in(&dir.path().join("sbatch"), &format!("echo x >> '{}'; echo 'sbatch: error: slurm_receive_msg: stalled' >&2; sleep 5", calls.display()));
+        let err = slurm.submit(Path::new("a.sbatch"), dir.path(), "n", "c").expect_err("times out");
+        assert!(matches!(err, SlurmError::Timeout { .. }) && err.to_string().ends_with("timed out after 2 attempt(s) of 0.3 s each; it had printed: sbatch: error: slurm_receive_msg: stalled"), "{err}");
+
+        std::fs::remove_file(&calls).expect("calls");
+        let retrying = "sbatch: error: Slurm temporarily unable to accept job, sleeping and retrying";
+        crate::subprocess::write_stand_in(&dir.path().join("sbatch"), &format!("echo x >> '{}'; echo '{retrying}' >&2; sleep 5; exit 1", calls.display()));
+        let patient = Slurm { policy: CallPolicy { timeout: Duration::from_secs(60), ..slurm.policy.clone() }, ..slurm.clone() };
+        let t0 = Instant::now();
+        let err = patient.submit(Path::new("a.sbatch"), dir.path(), "n", "c").expect_err("refused");
+        assert!(t0.elapsed() < Duration::from_secs(4), "stopped at its retry line, not at the end of its sleep: {:?}", t0.elapsed());
+        assert!(err.to_string().ends_with(&format!("failed (stopped by drover as it began to retry): {retrying}")), "{err}");
+        assert_eq!(err.submit_limit().as_deref(), Some("MaxJobCount"));
+        assert!(!err.is_unavailable(), "a refusal to wait out as a submit limit, not an outage");
+        assert_eq!(std::fs::read_to_string(&calls).expect("calls").lines().count(), 1, "tried once");
+        assert_eq!(submit_limit_reason("sbatch: error: Slurm job queue full, sleeping and retrying").as_deref(), Some("MaxJobCount"));
     }
 
     #[test]

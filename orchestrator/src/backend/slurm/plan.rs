@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::backend::slurm_cmd::Slurm;
+use crate::backend::slurm_cmd::{ClusterLimits, Slurm};
 use crate::backend::DryRunAction;
 use crate::backend::slurm_config::{Resources, SlurmSettings};
 use crate::backend::slurm_script::{self, ScriptParams};
@@ -77,14 +77,17 @@ pub fn plan_arrays(runs: &[(String, Resources)], max_tasks: usize, runs_per_task
         .collect()
 }
 
-/// The largest array to submit: the cluster's `MaxArraySize` (indices `0..MaxArraySize-1`),
-/// capped by `slurm.max_array_size`.
+/// The largest array to submit, asking Slurm for its limits ([`largest_array`]).
 pub(super) fn max_array(settings: &SlurmSettings, slurm: &Slurm) -> Result<usize, RunError> {
-    let cluster = slurm.max_array_size()?;
-    Ok(match settings.max_array_size {
-        Some(cap) => cap.min(cluster),
-        None => cluster,
-    } as usize)
+    Ok(largest_array(settings, &slurm.cluster_limits()?))
+}
+
+/// The largest array to submit: the cluster's `MaxArraySize` (indices `0..MaxArraySize-1`), or
+/// its lower `SchedulerParameters=max_array_tasks` (a larger array is refused), capped by
+/// `slurm.max_array_size`.
+pub(super) fn largest_array(settings: &SlurmSettings, cluster: &ClusterLimits) -> usize {
+    let cluster = cluster.array_tasks();
+    settings.max_array_size.map_or(cluster, |cap| cap.min(cluster)) as usize
 }
 
 /// The results directory as `run_sweep` names it once it exists (symlinks resolved: the job
@@ -210,6 +213,29 @@ mod tests {
         let packed = plan_arrays(&runs, 2, 3);
         let shape: Vec<(usize, usize)> = packed.iter().map(|a| (a.runs.len(), a.tasks())).collect();
         assert_eq!(shape, [(6, 2), (3, 1), (3, 1)]);
+    }
+
+    /// A cluster whose `SchedulerParameters` hold `max_array_tasks=3` refuses an array of more
+    /// tasks whatever its `MaxArraySize`: the sweep is split at 3, or at `slurm.max_array_size`
+    /// where that is lower.
+    #[test]
+    fn arrays_split_at_the_schedulers_max_array_tasks() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let bin = tmp.path().join("bin");
+        std::fs::create_dir_all(&bin).expect("mkdir");
+        crate::subprocess::write_stand_in(
+            &bin.join("scontrol"),
+            "printf 'MaxArraySize            = 1001\\nMaxJobCount             = 10000\\nSchedulerParameters     = bf_interval=2,max_array_tasks=3\\n'",
+        );
+        let plan = seeds_plan(tmp.path(), 7, 7);
+        let opts = SlurmOptions { job_bin: tmp.path().join("drover-job"), wait: false, slurm: Slurm { bin_dir: Some(bin), ..Slurm::default() }, quiet: true };
+        let scripts = dry_run_scripts(&plan, &opts, &[DryRunAction::New; 7]).expect("scripts");
+        let arrays: Vec<&str> =
+            scripts.iter().filter_map(|(_, text)| text.lines().find_map(|l| l.strip_prefix("#SBATCH --array="))).map(|a| a.split('%').next().unwrap_or(a)).collect();
+        assert_eq!(arrays, ["0-2", "0-2", "0-0"], "{scripts:?}");
+        let limits = ClusterLimits { max_array_size: 1001, max_array_tasks: Some(3), max_job_count: None };
+        let lower = SlurmSettings { max_array_size: Some(2), ..SlurmSettings::default() };
+        assert_eq!((largest_array(&SlurmSettings::default(), &limits), largest_array(&lower, &limits)), (3, 2));
     }
 
     /// `-j N` is the sweep's runs-at-once limit on Slurm too, over `slurm.throttle` (review

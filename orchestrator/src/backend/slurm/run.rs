@@ -15,12 +15,13 @@ use crate::status::StatusReport;
 use super::io_err;
 use super::after::changed_after_warning;
 use super::ledger::{Ledger, LedgerEvent};
-use super::plan::{max_array, sweep_throttle};
+use super::plan::{ArrayPlan, largest_array, plan_arrays, sweep_throttle};
 use super::provenance::provenance;
 use super::rerun::{PreparedRuns, prepare_runs, submitting_words};
 use super::submit::{Submitter, WaitingRoom};
 use super::sweep_dir::{SweepDir, job_name};
 use super::throttle::{live_per_array, share_free_slots_remembered, sharing_words, throttles_set};
+use super::warnings::job_count_warning;
 use super::wait::{FirstRound, Waiter};
 
 /// Options of `drover run --backend slurm`.
@@ -54,6 +55,8 @@ pub struct SlurmReport {
     /// Runs not submitted (yet) because Slurm's submit limit refused them: a waiting
     /// `drover run` submits them as jobs end; after `--no-wait` or Ctrl-C, `drover run` again.
     pub deferred: usize,
+    /// The limit that held the `deferred` runs back ([`crate::backend::slurm_cmd::submit_limit_reason`]).
+    pub limit: Option<String>,
     /// Seconds from the start of `run_sweep` until the last array of the first round was
     /// accepted (run directories, specs, scripts, ledger, Slurm calls): what the submission
     /// benchmark compares.
@@ -89,17 +92,19 @@ pub fn run_sweep(plan: &Plan, opts: &SlurmOptions) -> Result<SlurmReport, RunErr
     }
     // Subprocess waits (git, scontrol, squeue) overlap with each other and with preparing the
     // run directories.
-    let (provenance, max_array, prepared) = std::thread::scope(|scope| {
+    let (provenance, cluster, prepared) = std::thread::scope(|scope| {
         let provenance = scope.spawn(|| provenance(plan));
-        let max_array = scope.spawn(|| max_array(settings, &opts.slurm));
+        let cluster = scope.spawn(|| opts.slurm.cluster_limits().map_err(RunError::from));
         let prepared = (|| {
             // A sweep with no submission yet has nothing in the queue to ask about.
             let queue = if ledger.submissions.is_empty() { Vec::new() } else { opts.slurm.queue(&job_name, ledger.submitter())? };
             prepare_runs(plan, &dir, &ledger, &queue, settings).map(|prepared| (prepared, queue))
         })();
         let panicked = || RunError::Io { action: "ask Slurm for MaxArraySize", path: root.clone(), source: std::io::Error::other("thread panicked") };
-        (provenance.join().unwrap_or_default(), max_array.join().unwrap_or_else(|_| Err(panicked())), prepared)
+        (provenance.join().unwrap_or_default(), cluster.join().unwrap_or_else(|_| Err(panicked())), prepared)
     });
+    let cluster = cluster?;
+    let max_array = largest_array(settings, &cluster);
     let (PreparedRuns { to_submit, skipped, attached, resumed, redone }, queue) = prepared?;
     // Runs of earlier `drover run`s still live share the sweep's throttle with the new arrays.
     let mut raised = throttles_set(&root);
@@ -117,7 +122,7 @@ pub fn run_sweep(plan: &Plan, opts: &SlurmOptions) -> Result<SlurmReport, RunErr
         token,
         opts,
         provenance,
-        max_array: max_array?,
+        max_array,
         specs,
         room: std::cell::Cell::new(None),
     };
@@ -136,6 +141,11 @@ pub fn run_sweep(plan: &Plan, opts: &SlurmOptions) -> Result<SlurmReport, RunErr
         );
     }
     let packed = settings.runs_per_task as usize;
+    // Every entry Slurm lists for the sweep, ended ones too, counts against `MaxJobCount`.
+    let tasks = plan_arrays(&to_submit, max_array, packed).iter().map(ArrayPlan::tasks).sum();
+    if let Some(warning) = job_count_warning(cluster.max_job_count, tasks, queue.len(), opts.wait).filter(|_| !opts.quiet) {
+        crate::say!("drover: warning: {warning}");
+    }
     let round = submitter.submit(&mut ledger, &to_submit, packed, sweep_throttle(plan), &older)?;
     report.submit_seconds = started.elapsed().as_secs_f64();
     if let (false, Some(n)) = (opts.quiet, sweep_throttle(plan)) {
@@ -146,18 +156,20 @@ pub fn run_sweep(plan: &Plan, opts: &SlurmOptions) -> Result<SlurmReport, RunErr
     let live_then = older.values().sum::<usize>();
     let mut waiting_room = WaitingRoom::default();
     waiting_room.took(&mut report, &to_submit, round, live_then, &opts.slurm)?;
+    report.limit = waiting_room.limit.clone();
     if !opts.quiet {
         if let Some(limit) = &waiting_room.limit {
+            let (limit, _) = crate::backend::slurm_cmd::submit_limit_words(limit);
             let rest = if opts.wait {
                 "wait for room, and this `drover run` submits them as jobs end"
             } else {
                 "are not submitted: `drover run` again (without --no-wait it waits and submits them as jobs end)"
             };
             crate::say!(
-                "drover: warning: Slurm's submit limit ({limit}) took {} of {}; the other {} {rest}",
+                "drover: warning: {limit} took {} of {}; the other {} {rest}",
                 report.submitted,
                 crate::words::count(to_submit.len(), "run"),
-                waiting_room.runs.len()
+                waiting_room.runs().len()
             );
         }
     }

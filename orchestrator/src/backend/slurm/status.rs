@@ -253,9 +253,8 @@ pub(super) fn held_back_since(ledger: &Ledger, last_listed: Option<(u32, usize)>
 pub(super) fn kept_out_by(ledger: &Ledger, n: u32) -> Option<String> {
     let refused = ledger.submissions.get(&n)?.refused.as_deref()?;
     if let Some(limit) = crate::backend::slurm_cmd::submit_limit_reason(refused) {
-        return Some(format!(
-            "Slurm's submit limit ({limit}) keeps it out until jobs of yours end: a waiting `drover run` submits it then, or run `drover run` again"
-        ));
+        let (limit, until) = crate::backend::slurm_cmd::submit_limit_words(&limit);
+        return Some(format!("{limit} keeps it out until {until}: a waiting `drover run` submits it then, or run `drover run` again"));
     }
     // A submission found missing after its `drover run` died was never refused by Slurm.
     // The first of sbatch's error lines is the specific one ("invalid partition specified:
@@ -354,13 +353,21 @@ pub fn cancel(results: &Path, slurm: &Slurm) -> Result<Vec<String>, RunError> {
         .filter(|e| is_live_entry(e))
         .map(|e| e.array_job_id.clone())
         .collect();
-    let ids: Vec<String> = live.into_iter().collect();
+    let mut ids: Vec<String> = live.into_iter().collect();
+    ids.sort_by(|a, b| job_id_order(a, b));
     // Recorded first: a run that ends while scancel runs must still read as cancelled. Recorded
     // with nothing live too: a waiting `drover run` whose runs all wait for room under a submit
     // limit must learn of it, and cancels what it submits after `upto`.
     ledger.append(LedgerEvent::Cancelled { upto_submission: upto, job_ids: Some(ids.clone()), reason: None })?;
     slurm.cancel(&ids)?;
     Ok(ids)
+}
+
+/// Job ids in Slurm's order, numerically (`9` before `10`, `123_4` after `123`); a part that
+/// is not a number (a federation's or a stand-in's id) sorts after the numbers, as text.
+fn job_id_order(a: &str, b: &str) -> std::cmp::Ordering {
+    let key = |id: &str| id.split('_').map(|part| part.parse::<u64>().map_err(|_| part.to_string())).collect::<Vec<_>>();
+    key(a).cmp(&key(b)).then_with(|| a.cmp(b))
 }
 
 /// Whether Slurm may still run the task (queued, requeued or running).
@@ -382,6 +389,15 @@ mod tests {
     use crate::backend::slurm::rerun::{retry_kind, task_live};
     use crate::backend::slurm::test_support::{intent, tasks, two_runs_in_array_77};
     use crate::layout::{INTERRUPTIONS_JSONL, SWEEP_JSON};
+
+    /// Review: `drover cancel` printed `cancelled job(s) 10, 11, 12, 13, 14, 6, 7, 8, 9`
+    /// (ids sorted as text).
+    #[test]
+    fn job_ids_sort_numerically() {
+        let mut ids = vec!["10", "9", "123_4", "x7", "123", "14", "123_10", "6", "abc"];
+        ids.sort_by(|a, b| job_id_order(a, b));
+        assert_eq!(ids, ["6", "9", "10", "14", "123", "123_4", "123_10", "abc", "x7"]);
+    }
 
     /// `drover status`/`cancel` on a path that is missing or a file say it is no results
     /// directory; a garbled `sweep.json` is named without calling it a Slurm file (local sweeps

@@ -253,7 +253,11 @@ pub(super) const ROOM_RETRY: Duration = Duration::from_secs(60);
 /// poll).
 #[derive(Default)]
 pub(super) struct WaitingRoom {
-    pub(super) runs: Vec<(String, Resources)>,
+    /// The runs waiting, in the order they are tried again ([`WaitingRoom::runs`]).
+    runs: Vec<(String, Resources)>,
+    /// Their ids: [`WaitingRoom::holds`] is asked for every run at every poll, and a scan of
+    /// `runs` made that runs × waiting runs.
+    held: std::collections::HashSet<String>,
     /// The limit that refused them last.
     pub(super) limit: Option<String>,
     /// When the limit last refused, and how many of the sweep's tasks were live then.
@@ -285,6 +289,7 @@ impl WaitingRoom {
         let tried: BTreeSet<&str> = tried.iter().map(|(id, _)| id.as_str()).collect();
         self.runs.retain(|(id, _)| !tried.contains(id.as_str()));
         self.runs.extend(round.deferred);
+        self.held = self.runs.iter().map(|(id, _)| id.clone()).collect();
         if let Some((limit, error)) = round.limit {
             let idle = accepted == 0 && nothing_queued(slurm, live_before);
             if idle && !counts_others(&limit) {
@@ -313,7 +318,12 @@ impl WaitingRoom {
 
     /// Whether run `id` waits here.
     pub(super) fn holds(&self, id: &str) -> bool {
-        self.runs.iter().any(|(r, _)| r == id)
+        self.held.contains(id)
+    }
+
+    /// The runs waiting here, in the order they are tried again.
+    pub(super) fn runs(&self) -> &[(String, Resources)] {
+        &self.runs
     }
 }
 
@@ -411,17 +421,17 @@ pub(super) fn nothing_queued(slurm: &Slurm, live: usize) -> bool {
 }
 
 /// Whether a submit limit counts other users' jobs too (a group's or an account's:
-/// `GrpSubmitJobs`, `MaxSubmitJobsPerAccount`), whose end this user cannot see: waited out a
-/// while even with nothing of the user's queued.
+/// `GrpSubmitJobs`, `MaxSubmitJobsPerAccount`; the cluster's `MaxJobCount`), whose end this
+/// user cannot see: waited out a while even with nothing of the user's queued.
 pub(super) fn counts_others(limit: &str) -> bool {
-    limit.contains("Grp") || limit.contains("PerAccount")
+    limit.contains("Grp") || limit.contains("PerAccount") || limit == crate::backend::slurm_cmd::JOB_COUNT_LIMIT
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::backend::slurm::plan::run_resources;
-    use crate::backend::slurm::test_support::{seeds_plan, submit_limited};
+    use crate::backend::slurm::test_support::{job_count_limited, seeds_plan, submit_limited};
     use crate::status::Progress;
 
     /// Under a submit limit a refused array is tried at half its size, an accepted one lets
@@ -469,6 +479,48 @@ mod tests {
         assert_eq!((again.accepted(), again.deferred.len(), ledger.submissions.len() - before), (0, 2, 1));
     }
 
+    /// Review: a 10,000-run sweep reached the cluster's `MaxJobCount`, and the tenth array's
+    /// `sbatch`, which sleeps and retries such a refusal itself for two minutes, timed out four
+    /// times and ended `drover run` without a word of why. sbatch is now stopped at its "Slurm
+    /// temporarily unable to accept job" line, and the refusal is back-pressure like a submit
+    /// limit: halved, what does not fit deferred, named in the ledger and in `drover status`.
+    #[test]
+    fn a_full_controller_holds_runs_back_as_a_submit_limit_does() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let plan = seeds_plan(tmp.path(), 7, 7);
+        let root = plan.results.root().to_path_buf();
+        std::fs::create_dir_all(root.join(SLURM_DIR)).expect("mkdir");
+        let opts = SlurmOptions { job_bin: tmp.path().join("drover-job"), wait: true, slurm: job_count_limited(tmp.path(), 6), quiet: true };
+        let submitter = Submitter {
+            plan: &plan,
+            root: root.clone(),
+            job_name: "drover-limited".into(),
+            token: "t".into(),
+            opts: &opts,
+            provenance: Provenance::default(),
+            max_array: 1000,
+            specs: plan.runs.iter().map(|r| (r.run_id.to_string(), plan.job_spec(r))).collect(),
+            room: std::cell::Cell::new(None),
+        };
+        let runs: Vec<(String, Resources)> = plan.runs.iter().map(|r| (r.run_id.to_string(), run_resources(&plan.sweep.slurm, r))).collect();
+        let mut ledger = Ledger::load(&root).expect("ledger");
+        let round = submitter.submit(&mut ledger, &runs, 1, None, &BTreeMap::new()).expect("a full controller is no error");
+        // 7 refused, 3 in; room 6: 4 refused, 2 in; room 4: 2 refused, 1 refused (6 of 6).
+        let sizes: Vec<(usize, bool)> = ledger.submissions.values().map(|s| (s.runs.len(), s.job_id.is_some())).collect();
+        assert_eq!(sizes, [(7, false), (3, true), (4, false), (2, true), (2, false), (1, false)]);
+        assert_eq!((round.accepted(), round.deferred.len()), (5, 2));
+        assert_eq!(round.limit.as_ref().map(|(l, _)| l.as_str()), Some("MaxJobCount"));
+        let said = ledger.submissions[&5].refused.clone().unwrap_or_default();
+        assert!(said.contains("(stopped by drover as it began to retry): sbatch: error: Slurm temporarily unable to accept job"), "{said}");
+        let why = crate::backend::slurm::status::kept_out_by(&ledger, 5).unwrap_or_default();
+        assert!(why.starts_with("Slurm's MaxJobCount (the jobs the whole cluster holds at once) keeps it out until jobs end and Slurm forgets them"), "{why}");
+        // Every user's jobs count: with nothing of this user's queued it is waited out, not the error.
+        let mut room = WaitingRoom::default();
+        let deferred = Round { arrays: Vec::new(), deferred: round.deferred, limit: round.limit };
+        room.took(&mut SlurmReport::default(), &runs[5..], deferred, 0, &opts.slurm).expect("waited out");
+        assert!(room.holds(&runs[6].0) && room.limit.as_deref() == Some("MaxJobCount"));
+    }
+
     /// A limit that refuses a one-task array is waited out while jobs of the sweep or of the
     /// user are queued, and is the error (naming the sweep file) when none is: no job's end
     /// would ever make room. Runs wait once, and are tried again when the sweep's live tasks
@@ -494,7 +546,7 @@ mod tests {
         assert_eq!((room.runs.len(), report.deferred, room.limit.as_deref()), (1, 1, Some("AssocMaxSubmitJobLimit")));
         assert!(room.holds("a") && !room.may_try(2) && room.may_try(1), "tried again once a task of the sweep ends");
         room.took(&mut report, &tried, Round::default(), 1, &nobody).expect("in");
-        assert!(room.runs.is_empty() && room.limit.is_none() && !room.may_try(0));
+        assert!(room.runs.is_empty() && !room.holds("a") && room.limit.is_none() && !room.may_try(0));
 
         // A group's limit counts colleagues' jobs, which this user cannot see end: waited out,
         // for a while (a limit of 0, a blocked account, would refuse for ever).

@@ -49,6 +49,20 @@ pub(super) fn two_runs_in_array_77(root: &Path) -> (Ledger, SweepDir, [&'static 
 /// array's fit in `limit` (a QOS `MaxSubmitJobsPerUser`), refusing with Slurm's words, and
 /// whose `squeue` lists `user_jobs` lines; returns the `Slurm` that calls them.
 pub(super) fn submit_limited(dir: &Path, limit: usize, user_jobs: usize) -> Slurm {
+    limited(dir, &format!("-gt {limit}"), "echo 'sbatch: error: QOSMaxSubmitJobPerUserLimit' >&2; exit 1", user_jobs)
+}
+
+/// [`submit_limited`] by a cluster's `MaxJobCount` of `limit`, as Slurm 22.05 enforces it: a
+/// job that would take the count to `limit` is refused, and `sbatch` says so, then sleeps to
+/// retry (for two minutes, here for a minute); `squeue` lists nothing.
+pub(super) fn job_count_limited(dir: &Path, limit: usize) -> Slurm {
+    let retrying = "echo 'sbatch: error: Slurm temporarily unable to accept job, sleeping and retrying' >&2; sleep 60; exit 1";
+    limited(dir, &format!("-ge {limit}"), retrying, 0)
+}
+
+/// The stand-ins of [`submit_limited`]: `sbatch` runs `refuse` when the tasks so far plus the
+/// array's are `over` (a `test` comparison).
+fn limited(dir: &Path, over: &str, refuse: &str, user_jobs: usize) -> Slurm {
     let bin = dir.join("bin");
     std::fs::create_dir_all(&bin).expect("mkdir");
     let count = dir.join("accepted-tasks");
@@ -56,7 +70,7 @@ pub(super) fn submit_limited(dir: &Path, limit: usize, user_jobs: usize) -> Slur
         "#!/bin/sh\nfor a in \"$@\"; do script=\"$a\"; done\n\
          last=$(sed -n 's/^#SBATCH --array=0-\\([0-9]*\\).*/\\1/p' \"$script\")\n\
          n=$(cat '{count}' 2>/dev/null || echo 0)\n\
-         if [ $((n + last + 1)) -gt {limit} ]; then echo 'sbatch: error: QOSMaxSubmitJobPerUserLimit' >&2; exit 1; fi\n\
+         if [ $((n + last + 1)) {over} ]; then {refuse}; fi\n\
          echo $((n + last + 1)) > '{count}'\necho $((100 + n))\n",
         count = count.display()
     );

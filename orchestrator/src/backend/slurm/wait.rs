@@ -270,7 +270,7 @@ impl<'a> Waiter<'a> {
             return Ok(false);
         }
         let before = self.report.submitted;
-        let tried = self.waiting_room.runs.clone();
+        let tried = self.waiting_room.runs().to_vec();
         let packed = self.submitter.plan.sweep.slurm.runs_per_task as usize;
         let round = self.submitter.submit(&mut self.ledger, &tried, packed, throttle, live)?;
         self.waiting_room.took(&mut self.report, &tried, round, live_now, &self.submitter.opts.slurm)?;
@@ -281,7 +281,7 @@ impl<'a> Waiter<'a> {
             crate::say!(
                 "drover: submitted {} as room freed under Slurm's submit limit ({} still wait)",
                 crate::words::count(self.report.submitted - before, "more run"),
-                self.waiting_room.runs.len()
+                self.waiting_room.runs().len()
             );
         }
         Ok(true)
@@ -420,7 +420,7 @@ impl<'a> Waiter<'a> {
         // A stopped sweep leaves its held-back runs unsubmitted.
         let stopped = self.breaker.why.is_some() || self.cancel_seen;
         let settled = |r: &RunStatus| !r.state.is_live() && (r.state != RunState::NotSubmitted || stopped);
-        let finished = !held_back && self.waiting_room.runs.is_empty() && status.runs.iter().all(settled);
+        let finished = !held_back && self.waiting_room.runs().is_empty() && status.runs.iter().all(settled);
         self.report.status = Some(status);
         finished
     }

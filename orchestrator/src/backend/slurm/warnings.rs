@@ -372,10 +372,49 @@ pub fn throttle_warning(plan: &Plan) -> Option<String> {
     })
 }
 
+/// A warning for a round whose `tasks` array tasks, with the `held` entries Slurm still lists
+/// for the sweep (ended ones too), reach the cluster's `MaxJobCount`: the controller refuses a
+/// job that would take it to that many, every user's jobs together, so the arrays past it wait
+/// for room (`submit_limit_reason`); said before submitting, since the wait may be long.
+/// `wait`: whether this `drover run` goes on to submit them.
+pub(super) fn job_count_warning(max_job_count: Option<u32>, tasks: usize, held: usize, wait: bool) -> Option<String> {
+    let max = max_job_count? as usize;
+    if tasks == 0 || held.saturating_add(tasks) < max {
+        return None;
+    }
+    let beside = if held == 0 { String::new() } else { format!(", beside the {held} of the sweep's Slurm still holds,") };
+    let then = if wait { "this `drover run` submits the rest as room frees" } else { "the rest are not submitted: `drover run` again once jobs have ended" };
+    Some(format!(
+        "{}{beside} reach the cluster's MaxJobCount ({max}): Slurm holds fewer jobs than that at once, every user's together \
+         (each array task counts one, an ended job until Slurm forgets it), and refuses arrays past it; {then}. \
+         Fewer runs, or several runs per task (`slurm.runs_per_task`), fit; a throttle does not (queued tasks count too)",
+        crate::words::count(tasks, "array task")
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::backend::slurm::test_support::sweep_plan;
+
+    /// Review: a 10,000-run sweep on a cluster of `MaxJobCount = 10000` ended with an sbatch
+    /// timeout and no word of the limit. Warned before submitting when the round, with what
+    /// the sweep still has in Slurm, reaches it (Slurm refuses a job that would make the
+    /// count equal to it).
+    #[test]
+    fn a_round_that_reaches_max_job_count_is_warned_about() {
+        let warning = job_count_warning(Some(10_000), 10_000, 0, true).expect("warned");
+        assert!(
+            warning.starts_with("10000 array tasks reach the cluster's MaxJobCount (10000): ") && warning.contains("this `drover run` submits the rest as room frees"),
+            "{warning}"
+        );
+        assert!(warning.contains("`slurm.runs_per_task`"), "{warning}");
+        let rerun = job_count_warning(Some(10_000), 1_000, 9_000, false).expect("warned");
+        assert!(rerun.starts_with("1000 array tasks, beside the 9000 of the sweep's Slurm still holds, reach") && rerun.contains("`drover run` again"), "{rerun}");
+        assert_eq!(job_count_warning(Some(10_000), 999, 9_000, true), None, "9,999 fit");
+        assert_eq!(job_count_warning(None, 1_000_000, 0, true), None, "no MaxJobCount line: nothing to say");
+        assert_eq!(job_count_warning(Some(10), 0, 50, true), None, "nothing to submit");
+    }
 
     /// Review finding 11: exports(5) quotes a path with spaces or escapes them in octal; both
     /// are exports, as are plain ones, and comments are not.
