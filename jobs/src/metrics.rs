@@ -1,5 +1,6 @@
 //! Per-iteration metrics: streamed to `metrics.jsonl` as training goes (crash-safe, one flushed
-//! line per iteration) and written once as `metrics.parquet` at the end.
+//! line per iteration) and written once as `metrics.parquet` when the run completes (a stop
+//! writes none: `train::completed_metrics`).
 //!
 //! A checkpoint (format 3) does not copy the rows: it vouches for the first lines of
 //! `metrics.jsonl` ([`JsonlPrefix`]: their count, length and SHA-256, and the non-finite cells the

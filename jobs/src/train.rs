@@ -57,8 +57,8 @@ pub struct TrainOutcome {
     pub stop: Option<StopCause>,
 }
 
-/// Runs one job: trains, and writes `metrics.jsonl`, `metrics.parquet` and `summary.json` in
-/// `out_dir` (the caller writes `exit.json`).
+/// Runs one job: trains, and writes `metrics.jsonl` in `out_dir`, and `metrics.parquet` and
+/// `summary.json` when the run completes (the caller writes `exit.json`).
 pub fn run(
     spec: &JobSpec,
     out_dir: &Path,
@@ -242,6 +242,9 @@ pub fn run(
         (0, None) => Some(MetricsLog::create(out_dir)?),
         _ => None,
     };
+    if log.is_some() {
+        remove_stale_parquet(out_dir);
+    }
     let batch = r.num_envs * r.num_steps;
     let iterations = (r.total_steps / batch as u64).max(1);
     let (mut status, mut stop) = (ExitStatus::Completed, None);
@@ -379,13 +382,9 @@ pub fn run(
     let Some(mut log) = log else {
         return Ok(TrainOutcome { status, checkpoint, summary: None, stop });
     };
-    // The summary's figures come from the same pass over `metrics.jsonl` that writes the
-    // Parquet file: no row is held in memory (docs/design/results-layout.md, "Memory").
-    let mut totals = RowStats::new(r.success_return);
-    log.write_parquet(&out_dir.join("metrics.parquet"), |row| totals.add(row))?;
-    if status != ExitStatus::Completed {
+    let Some(totals) = completed_metrics(&mut log, out_dir, status, r.success_return)? else {
         return Ok(TrainOutcome { status, checkpoint, summary: None, stop });
-    }
+    };
     let (final_return, best_return, steps_to_threshold) = totals.return_stats();
     let summary = Summary {
         format_version: SUMMARY_FORMAT_VERSION,
@@ -410,6 +409,48 @@ pub fn run(
     checkpoint::remove(out_dir);
     tracing::info!(run = %spec.run_id, ?final_return, ?steps_to_threshold, "training done");
     Ok(TrainOutcome { status, checkpoint, summary: Some(summary), stop })
+}
+
+/// `metrics.parquet` in the run directory.
+const METRICS_PARQUET: &str = "metrics.parquet";
+
+/// Writes `metrics.parquet` of a completed run and returns the summary's figures, which come
+/// from the same pass over `metrics.jsonl` (no row is held in memory: docs/design/results-layout.md,
+/// "Memory"). A stopped run (`status` not completed) writes nothing and returns `None`: the pass
+/// reads every row back (about 2 s per 100,000), which a stop cannot afford inside its grace
+/// period or Slurm's `KillWait` (a SIGKILL mid-write left `metrics.parquet.tmp` and no
+/// `exit.json`), and no reader wants the file of a stopped run (`drover status` counts the lines
+/// of `metrics.jsonl`, `drover analyze` and a rerun's checks read completed runs only, and a
+/// stopped run writes no `summary.json`).
+fn completed_metrics(
+    log: &mut MetricsLog,
+    out_dir: &Path,
+    status: ExitStatus,
+    success_return: f64,
+) -> Result<Option<RowStats>, JobError> {
+    if status != ExitStatus::Completed {
+        return Ok(None);
+    }
+    let mut totals = RowStats::new(success_return);
+    log.write_parquet(&out_dir.join(METRICS_PARQUET), |row| totals.add(row))?;
+    Ok(Some(totals))
+}
+
+/// Removes the `metrics.parquet` (and a temporary file of it) an earlier attempt of the run left
+/// when rank 0 starts writing metrics: this attempt rewrites `metrics.jsonl` from the checkpoint
+/// or from scratch, so that file no longer holds the run's rows, and a stop writes none
+/// ([`completed_metrics`]; older drover-jobs wrote one at every stop). The file is then
+/// there only once the run completed. A file that cannot be removed is only a warning: the
+/// completed run replaces it by rename anyway.
+fn remove_stale_parquet(out_dir: &Path) {
+    let parquet = out_dir.join(METRICS_PARQUET);
+    for path in [fsio::tmp_path(&parquet), parquet] {
+        match std::fs::remove_file(&path) {
+            Ok(()) => tracing::debug!(path = %path.display(), "removed an earlier attempt's metrics file"),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!(path = %path.display(), "cannot remove an earlier attempt's metrics file: {e}"),
+        }
+    }
 }
 
 /// Gives a resumed run's fresh plugin instance the state the checkpoint holds (interface 1.3).
@@ -1263,6 +1304,65 @@ fn transpose<S: Copy>(src: &[S], n: usize, t_len: usize, dst: &mut Vec<f32>, f: 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn row(iteration: i64) -> MetricsRow {
+        MetricsRow {
+            iteration,
+            global_step: iteration * 64,
+            episodic_return_mean: Some(iteration as f64),
+            episodes: 1,
+            policy_loss: None,
+            value_loss: None,
+            entropy: None,
+            approx_kl: None,
+            clip_frac: None,
+            lr: 2.5e-4,
+            steps_per_sec: 1.0,
+            wall_time_s: 0.0,
+            extra: BTreeMap::new(),
+        }
+    }
+
+    /// Review (stop cost): every stop (cancel, Slurm requeue, preemption) wrote
+    /// `metrics.parquet`, reading all of `metrics.jsonl` back (about 2 s per 100,000 rows), so
+    /// a long run's stop overran its grace period and was SIGKILLed mid-write. A stopped run now
+    /// reads nothing back and writes no Parquet file; a completed one writes it and gets its
+    /// summary's figures from that pass.
+    #[test]
+    fn only_a_completed_run_writes_metrics_parquet() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut log = MetricsLog::create(dir.path()).expect("log");
+        for i in 1..=3 {
+            log.push(row(i)).expect("push");
+        }
+        let parquet = dir.path().join(METRICS_PARQUET);
+        // A metrics file changed under the job fails a read-back: a stop must not do one.
+        let jsonl = dir.path().join(crate::metrics::METRICS_JSONL);
+        let rows = std::fs::read(&jsonl).expect("jsonl");
+        std::fs::write(&jsonl, b"not the rows the job wrote\n").expect("edit");
+        let stopped = completed_metrics(&mut log, dir.path(), ExitStatus::Cancelled, 2.0);
+        assert!(matches!(stopped, Ok(None)), "{stopped:?}");
+        assert!(!parquet.exists() && !fsio::tmp_path(&parquet).exists(), "a stop writes no metrics.parquet");
+
+        std::fs::write(&jsonl, rows).expect("restore");
+        let totals = completed_metrics(&mut log, dir.path(), ExitStatus::Completed, 2.0).expect("write").expect("completed");
+        assert_eq!((totals.iterations, totals.total_steps), (3, 192));
+        assert_eq!(totals.return_stats().2, Some(128), "the threshold first reached at iteration 2");
+        assert!(parquet.metadata().expect("metrics.parquet").len() > 0);
+    }
+
+    /// A new attempt removes the `metrics.parquet` (and temporary file) an earlier attempt left,
+    /// which no longer holds the run's rows, so a run stopped again is not left with it.
+    #[test]
+    fn an_earlier_attempts_metrics_parquet_is_removed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let parquet = dir.path().join(METRICS_PARQUET);
+        std::fs::write(&parquet, b"PAR1 of an earlier attempt PAR1").expect("write");
+        std::fs::write(fsio::tmp_path(&parquet), b"PAR1 half").expect("write");
+        remove_stale_parquet(dir.path());
+        assert!(!parquet.exists() && !fsio::tmp_path(&parquet).exists());
+        remove_stale_parquet(dir.path());
+    }
 
     #[test]
     fn transpose_moves_time_major_to_sequence_major() {

@@ -90,7 +90,27 @@ fn close(a: f32, b: f32, abs: f32, rel: f32) -> bool {
     (a - b).abs() <= abs + rel * b.abs()
 }
 
-fn rollout_check(bin: &str, hidden: Vec<usize>, n_act: usize, n: usize, t: usize, warps: i32) -> usize {
+/// Saturates the actor's head: output weights 0, biases +3e38 for action 0 and -3e38 for the
+/// others, so their logit gap overflows f32: their logp is -inf and their probability 0, where
+/// `p * logp = 0 * -inf` would be NaN without the kernels' guard (policy.cu `p_logp`, train.cu;
+/// reference.rs `p_logp`, `d_entropy_term`).
+fn saturate(shape: &NetShape, p: &mut [f32]) {
+    let layout = ParamLayout::new(shape).unwrap();
+    let out = *layout.actor.last().expect("an actor output layer");
+    p[out.weight..out.bias].iter_mut().for_each(|w| *w = 0.0);
+    for a in 0..shape.n_actions {
+        p[out.bias + a] = if a == 0 { 3e38 } else { -3e38 };
+    }
+}
+
+/// Entries that are not exactly 0 (NaN included; -0 is 0): a saturated head's entropies.
+fn not_zero(v: &[f32]) -> usize {
+    v.iter().filter(|&&x| x != 0.0).count()
+}
+
+/// Emulated rollout vs the reference's; `saturated`: with [`saturate`]d parameters, where every
+/// action must be 0 and every entropy exactly 0 (emulated and reference alike).
+fn rollout_check(bin: &str, hidden: Vec<usize>, n_act: usize, n: usize, t: usize, warps: i32, saturated: bool) -> usize {
     let shape = NetShape {
         obs_dim: 4,
         hidden,
@@ -107,7 +127,11 @@ fn rollout_check(bin: &str, hidden: Vec<usize>, n_act: usize, n: usize, t: usize
         cuda_ordinal: 0,
     };
     let mut re = ReferenceEngine::new(cfg.clone()).unwrap();
-    let params = re.params().unwrap();
+    let mut params = re.params().unwrap();
+    if saturated {
+        saturate(&shape, &mut params);
+        re.set_params(&params).unwrap();
+    }
     let key = rng::run_key(5);
     let mut inp = Vec::new();
     w(
@@ -179,7 +203,16 @@ fn rollout_check(bin: &str, hidden: Vec<usize>, n_act: usize, n: usize, t: usize
             ro.finished_returns.len()
         );
     }
-    println!("rollout {:?} n={n} t={t} warps={warps}: {} episodes, worst rel {worst:e}, mismatches {bad}", shape.hidden, rets.len());
+    if saturated {
+        let (emu_h, ref_h) = (not_zero(&en), not_zero(&ro.entropy));
+        let moved = act.iter().filter(|&&a| a != 0).count();
+        if emu_h + ref_h + moved > 0 {
+            bad += emu_h + ref_h + moved;
+            println!("  saturated head: entropies not exactly 0: {emu_h} emulated (first {:?}), {ref_h} reference; actions of probability 0 taken: {moved}", en.iter().find(|&&x| x != 0.0));
+        }
+    }
+    let head = if saturated { " saturated head" } else { "" };
+    println!("rollout {:?}{head} n={n} t={t} warps={warps}: {} episodes, worst rel {worst:e}, mismatches {bad}", shape.hidden, rets.len());
     // trajectory bit-identity: replay reference env with emulated actions
     let mut st: Vec<[f32; 4]> = (0..n)
         .map(|e| reference::cartpole_reset(key, 7 + e as u32, 0))
@@ -205,7 +238,10 @@ fn rollout_check(bin: &str, hidden: Vec<usize>, n_act: usize, n: usize, t: usize
     bad + obad
 }
 
-fn train_check(bin: &str, hidden: Vec<usize>, n_act: usize, b: usize, warps: i32) -> usize {
+/// Emulated evaluate + backward vs the reference's; `saturated`: with [`saturate`]d parameters
+/// (the random actions include ones of probability 0, logp -inf on both sides), where every
+/// entropy must be exactly 0 and every gradient finite and equal to the reference's.
+fn train_check(bin: &str, hidden: Vec<usize>, n_act: usize, b: usize, warps: i32, saturated: bool) -> usize {
     let shape = NetShape {
         obs_dim: 4,
         hidden,
@@ -216,6 +252,9 @@ fn train_check(bin: &str, hidden: Vec<usize>, n_act: usize, b: usize, warps: i32
     let mut p = reference::init_params(&layout, key);
     for (i, v) in p.iter_mut().enumerate() {
         *v += 0.3 * (uniform(key, 9, 0, i as u32) - 0.5);
+    }
+    if saturated {
+        saturate(&shape, &mut p);
     }
     let tn = 300usize;
     let obs: Vec<[f32; 4]> = (0..tn)
@@ -255,7 +294,8 @@ fn train_check(bin: &str, hidden: Vec<usize>, n_act: usize, b: usize, warps: i32
             ("ent", oen[i], reference::entropy(&lp)),
             ("value", ov[i], v),
         ] {
-            if !close(a, bb, 1e-5, 1e-5) {
+            // Equal infinities (the logp of an action of probability 0) match.
+            if a != bb && !close(a, bb, 1e-5, 1e-5) {
                 bad += 1;
                 if bad < 10 {
                     println!("{name} {i}: {a} vs {bb}");
@@ -278,7 +318,13 @@ fn train_check(bin: &str, hidden: Vec<usize>, n_act: usize, b: usize, warps: i32
             }
         }
     }
-    println!("train {:?} n_act={n_act} b={b} warps={warps}: grad scale {scale:e}, worst mixed err {worst:e}, mismatches {bad}", shape.hidden);
+    if saturated {
+        let (nonzero, infinite) = (not_zero(&oen), olp.iter().filter(|x| x.is_infinite()).count());
+        bad += nonzero + usize::from(infinite == 0);
+        println!("  saturated head: {nonzero} entropies not exactly 0, {infinite} samples of an action of probability 0 (logp -inf)");
+    }
+    let head = if saturated { " saturated head" } else { "" };
+    println!("train {:?}{head} n_act={n_act} b={b} warps={warps}: grad scale {scale:e}, worst mixed err {worst:e}, mismatches {bad}", shape.hidden);
     bad
 }
 fn draw_act(key: u32, i: usize, n: usize) -> u32 {
@@ -600,14 +646,20 @@ fn main() {
     );
     bad += truncation_check(&emu("emu64"));
     let _ = std::io::stdout().flush();
-    bad += rollout_check(&emu("emu64"), vec![64, 64], 2, 80, 40, 2);
-    bad += rollout_check(&emu("emu52"), vec![5, 3], 2, 40, 30, 1);
-    bad += train_check(&emu("emu53"), vec![5, 3], 3, 70, 2);
-    bad += train_check(&emu("emu64"), vec![64, 64], 2, 70, 1);
-    bad += rollout_check(&emu("emu7216"), vec![72, 16], 2, 50, 20, 2);
-    bad += train_check(&emu("emu7216"), vec![72, 16], 2, 45, 2);
-    bad += rollout_check(&emu("emulin"), vec![], 2, 33, 20, 1);
-    bad += train_check(&emu("emulin"), vec![], 2, 33, 1);
+    bad += rollout_check(&emu("emu64"), vec![64, 64], 2, 80, 40, 2, false);
+    bad += rollout_check(&emu("emu52"), vec![5, 3], 2, 40, 30, 1, false);
+    bad += train_check(&emu("emu53"), vec![5, 3], 3, 70, 2, false);
+    bad += train_check(&emu("emu64"), vec![64, 64], 2, 70, 1, false);
+    bad += rollout_check(&emu("emu7216"), vec![72, 16], 2, 50, 20, 2, false);
+    bad += train_check(&emu("emu7216"), vec![72, 16], 2, 45, 2, false);
+    bad += rollout_check(&emu("emulin"), vec![], 2, 33, 20, 1, false);
+    bad += train_check(&emu("emulin"), vec![], 2, 33, 1, false);
+    // A saturated head (an action of probability 0, logp -inf): entropy exactly 0 and finite
+    // gradients equal to the reference's, where `0 * -inf` made both NaN before the guard.
+    bad += rollout_check(&emu("emu52"), vec![5, 3], 2, 40, 30, 1, true);
+    bad += rollout_check(&emu("emu7216"), vec![72, 16], 2, 40, 10, 2, true);
+    bad += train_check(&emu("emu53"), vec![5, 3], 3, 70, 2, true);
+    bad += train_check(&emu("emu64"), vec![64, 64], 2, 70, 1, true);
     // A mismatch anywhere fails the run, so CI (scripts/test.sh) catches a .cu regression.
     if bad > 0 {
         eprintln!("emulated CUDA kernels: {bad} mismatches against the reference");
