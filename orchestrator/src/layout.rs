@@ -29,7 +29,7 @@ pub const SPEC_JSON: &str = "spec.json";
 pub const EXIT_JSON: &str = "exit.json";
 /// `summary.json`: the job's final summary.
 pub const SUMMARY_JSON: &str = "summary.json";
-/// `metrics.parquet`: all metrics rows, written at the end of the job.
+/// `metrics.parquet`: all metrics rows, written when the run completes (a stopped run has none).
 pub const METRICS_PARQUET: &str = "metrics.parquet";
 /// `checkpoint.json`: the job's state at a stop part-way, which the next attempt resumes.
 pub const CHECKPOINT_JSON: &str = "checkpoint.json";
