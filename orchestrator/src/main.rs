@@ -787,8 +787,10 @@ fn slurm_run(plan: &plan::Plan, job_bin: PathBuf, wait: bool) -> anyhow::Result<
         if report.job_ids.is_empty() { String::new() } else { format!(" (jobs {})", report.job_ids.join(", ")) }
     );
     if report.deferred > 0 {
-        let (limit, until) = drover::backend::slurm_cmd::submit_limit_words(report.limit.as_deref().unwrap_or_default());
-        let limit = if report.limit.is_some() { limit } else { "Slurm's submit limit".to_string() };
+        let (limit, until) = match report.limit.as_deref() {
+            Some(limit) => drover::backend::slurm_cmd::submit_limit_words(limit),
+            None => ("Slurm's submit limit".to_string(), "jobs of yours end"),
+        };
         drover::say!("drover: {} not submitted: {limit} keeps them out until {until}; `drover run` again submits them", drover::words::count(report.deferred, "run"));
     }
     if report.interrupted {

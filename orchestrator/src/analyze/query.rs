@@ -52,7 +52,9 @@ pub fn resolve_key(key: &str, expr: &str, schema: &Schema) -> Result<String, Ana
         "env" => "run.env",
         other => other,
     };
-    if schema.contains(alias) {
+    // The analysis's own columns (`load::RUN_KEY`) are not the user's to group or filter by:
+    // they never reach a table, and the entropy law's frames have none.
+    if schema.contains(alias) && !alias.starts_with("__drover") {
         return Ok(alias.to_string());
     }
     let hyper = || schema.iter_names().filter(|n| n.starts_with("run.") || n.starts_with("params."));

@@ -379,6 +379,12 @@ fn where_and_group_by_expressions() {
     assert!(err("lr_x=1").ends_with("env (run.env)"), "nothing close: {}", err("lr_x=1"));
     let flag = parse_keys("nope", &schema).map_err(crate::analyze::query::for_flag("--group-by")).err().unwrap().to_string();
     assert!(flag.starts_with("`--group-by nope`: unknown key `nope`; known keys: sweep, label"), "{flag}");
+    // Code review: the runs table's own run key was accepted (`--compare __drover_run` failed
+    // in the entropy law, `--group-by` wrote it into a table): it is no key of the user's.
+    let keyed = df.clone().lazy().with_column(lit(0u32).alias(crate::analyze::load::RUN_KEY)).collect().unwrap();
+    let keyed_schema = keyed.schema().clone();
+    let refused = resolve_key(crate::analyze::load::RUN_KEY, "__drover_run<3", &keyed_schema).err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(refused.contains("unknown key `__drover_run`"), "{refused}");
 }
 
 #[test]

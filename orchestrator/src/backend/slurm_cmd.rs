@@ -356,9 +356,16 @@ impl Slurm {
                     }
                     tracing::warn!(command = %line, "Slurm is busy ({}); retrying in {:?}", f.stderr.trim(), wait);
                 }
-                // sbatch prints it after the controller said no and before it sleeps to ask
-                // again, so the job was not submitted: a refusal, not a lost answer.
+                // sbatch prints it after the controller said no and before it sleeps (1 s) to ask
+                // again, so the job was normally not submitted: a refusal. But a drover stalled
+                // for that second (an overloaded login node) kills an sbatch whose retry may
+                // have been accepted; a refusal recorded then would hide a live array from
+                // status and cancel and submit its runs twice: look first, as after a timeout.
                 Attempt::Retrying(stderr) => {
+                    if let Some(id) = self.find_submitted(job_name, comment)? {
+                        tracing::warn!(command = %line, job = %id, "sbatch was stopped as it retried, but its retry was submitted");
+                        return Ok(id);
+                    }
                     return Err(SlurmError::Refused { command: line, status: "stopped by drover as it began to retry".into(), stderr });
                 }
                 Attempt::TimedOut(stderr) => {
@@ -988,6 +995,13 @@ mod tests {
         assert!(!err.is_unavailable(), "a refusal to wait out as a submit limit, not an outage");
         assert_eq!(std::fs::read_to_string(&calls).expect("calls").lines().count(), 1, "tried once");
         assert_eq!(submit_limit_reason("sbatch: error: Slurm job queue full, sleeping and retrying").as_deref(), Some("MaxJobCount"));
+
+        // Code review: a drover stalled past sbatch's 1-s sleep may stop an sbatch whose retry
+        // was accepted; the queue is asked first, and the live array is the answer, not a
+        // refusal (which would submit its runs again).
+        crate::subprocess::write_stand_in(&dir.path().join("squeue"), "echo '4242|0|PENDING|None|c|(null)'");
+        let found = patient.submit(Path::new("a.sbatch"), dir.path(), "n", "c").expect("the accepted retry");
+        assert_eq!(found, "4242");
     }
 
     #[test]

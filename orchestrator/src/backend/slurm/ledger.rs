@@ -202,7 +202,7 @@ pub struct Ledger {
     pub(super) path: PathBuf,
     /// Submissions by number. Changed only through [`Ledger::apply`], which keeps
     /// `accepted_per_run` in step with it.
-    pub submissions: BTreeMap<u32, Submission>,
+    pub(super) submissions: BTreeMap<u32, Submission>,
     /// Accepted submissions per run id, kept by [`Ledger::apply`]: `drover status` and every
     /// poll of a waiting `drover run` ask it for each run, and counting them from
     /// `submissions` each time cost runs × submissions (88 s of CPU for 100,000 runs in 100

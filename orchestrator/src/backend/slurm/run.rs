@@ -156,7 +156,6 @@ pub fn run_sweep(plan: &Plan, opts: &SlurmOptions) -> Result<SlurmReport, RunErr
     let live_then = older.values().sum::<usize>();
     let mut waiting_room = WaitingRoom::default();
     waiting_room.took(&mut report, &to_submit, round, live_then, &opts.slurm)?;
-    report.limit = waiting_room.limit.clone();
     if !opts.quiet {
         if let Some(limit) = &waiting_room.limit {
             let (limit, _) = crate::backend::slurm_cmd::submit_limit_words(limit);

@@ -306,7 +306,9 @@ impl WaitingRoom {
         } else if self.runs.is_empty() {
             (self.limit, self.refused) = (None, None);
         }
+        // Kept with `deferred`, so a report after later rounds names the limit now in force.
         report.deferred = self.runs.len();
+        report.limit = self.limit.clone();
         Ok(())
     }
 

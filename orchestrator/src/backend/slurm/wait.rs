@@ -278,8 +278,9 @@ impl<'a> Waiter<'a> {
             return Ok(false);
         }
         if !self.quiet() {
+            let limit = self.report.limit.as_deref().map_or_else(|| "Slurm's submit limit".to_string(), |l| crate::backend::slurm_cmd::submit_limit_words(l).0);
             crate::say!(
-                "drover: submitted {} as room freed under Slurm's submit limit ({} still wait)",
+                "drover: submitted {} as room freed under {limit} ({} still wait)",
                 crate::words::count(self.report.submitted - before, "more run"),
                 self.waiting_room.runs().len()
             );
