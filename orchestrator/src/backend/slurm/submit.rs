@@ -436,6 +436,21 @@ mod tests {
     use crate::backend::slurm::test_support::{job_count_limited, seeds_plan, submit_limited};
     use crate::status::Progress;
 
+    /// A submitter of `plan`'s sweep (job name `drover-limited`) through `opts`' stand-in Slurm.
+    fn limited_submitter<'a>(plan: &'a Plan, opts: &'a SlurmOptions) -> Submitter<'a> {
+        Submitter {
+            plan,
+            root: plan.results.root().to_path_buf(),
+            job_name: "drover-limited".into(),
+            token: "t".into(),
+            opts,
+            provenance: Provenance::default(),
+            max_array: 1000,
+            specs: plan.runs.iter().map(|r| (r.run_id.to_string(), plan.job_spec(r))).collect(),
+            room: std::cell::Cell::new(None),
+        }
+    }
+
     /// Under a submit limit a refused array is tried at half its size, an accepted one lets
     /// the next try twice as many, and what no one-task array got in is deferred with the
     /// limit's name; the pieces share the sweep's throttle as one round would (a piece with no
@@ -448,17 +463,7 @@ mod tests {
         let root = plan.results.root().to_path_buf();
         std::fs::create_dir_all(root.join(SLURM_DIR)).expect("mkdir");
         let opts = SlurmOptions { job_bin: tmp.path().join("drover-job"), wait: true, slurm: submit_limited(tmp.path(), 5, 0), quiet: true };
-        let submitter = Submitter {
-            plan: &plan,
-            root: root.clone(),
-            job_name: "drover-limited".into(),
-            token: "t".into(),
-            opts: &opts,
-            provenance: Provenance::default(),
-            max_array: 1000,
-            specs: plan.runs.iter().map(|r| (r.run_id.to_string(), plan.job_spec(r))).collect(),
-            room: std::cell::Cell::new(None),
-        };
+        let submitter = limited_submitter(&plan, &opts);
         let runs: Vec<(String, Resources)> = plan.runs.iter().map(|r| (r.run_id.to_string(), run_resources(&plan.sweep.slurm, r))).collect();
         let mut ledger = Ledger::load(&root).expect("ledger");
         let round = submitter.submit(&mut ledger, &runs, 1, Some(2), &BTreeMap::new()).expect("a limit is no error");
@@ -493,17 +498,7 @@ mod tests {
         let root = plan.results.root().to_path_buf();
         std::fs::create_dir_all(root.join(SLURM_DIR)).expect("mkdir");
         let opts = SlurmOptions { job_bin: tmp.path().join("drover-job"), wait: true, slurm: job_count_limited(tmp.path(), 6), quiet: true };
-        let submitter = Submitter {
-            plan: &plan,
-            root: root.clone(),
-            job_name: "drover-limited".into(),
-            token: "t".into(),
-            opts: &opts,
-            provenance: Provenance::default(),
-            max_array: 1000,
-            specs: plan.runs.iter().map(|r| (r.run_id.to_string(), plan.job_spec(r))).collect(),
-            room: std::cell::Cell::new(None),
-        };
+        let submitter = limited_submitter(&plan, &opts);
         let runs: Vec<(String, Resources)> = plan.runs.iter().map(|r| (r.run_id.to_string(), run_resources(&plan.sweep.slurm, r))).collect();
         let mut ledger = Ledger::load(&root).expect("ledger");
         let round = submitter.submit(&mut ledger, &runs, 1, None, &BTreeMap::new()).expect("a full controller is no error");
