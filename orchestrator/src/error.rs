@@ -337,19 +337,20 @@ pub enum RecordError {
     NoVersion,
 }
 
-/// `; it printed: <stderr>` for a command killed after printing something, else nothing.
-fn printed_before(stderr: &str) -> String {
-    match stderr.trim() {
-        "" => String::new(),
-        said => format!("; it had printed: {said}"),
-    }
-}
-
 impl RecordError {
     /// The content is damaged or foreign (not a read fault): a reason to redo the run, where
     /// [`RecordError::Io`] is a reason to leave it alone.
     pub fn is_damaged_content(&self) -> bool {
         !matches!(self, RecordError::Io(_))
+    }
+}
+
+/// `; it had printed: <stderr>` for a command killed after printing something, else nothing
+/// ([`SlurmError::Timeout`]).
+fn printed_before(stderr: &str) -> String {
+    match stderr.trim() {
+        "" => String::new(),
+        said => format!("; it had printed: {said}"),
     }
 }
 
