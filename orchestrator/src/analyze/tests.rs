@@ -2331,7 +2331,7 @@ fn groups_pooling_compute_levels_or_plugin_builds_are_noted_and_the_runs_table_s
     write("b0", json!({"format_version": 1, "compute": "cpu/avx512", "plugin": {"sha256": "aa"}}));
     write("b1", json!({"format_version": 1, "compute": "cpu/avx2", "computes": ["cpu/avx512", "cpu/avx2"], "plugin": {"sha256": "aa"}}));
 
-    let loaded = load_results(&[root.clone()], &[]).unwrap();
+    let loaded = load_results(std::slice::from_ref(&root), &[]).unwrap();
     let runs = loaded.runs.sort(["run_id"], Default::default()).collect().unwrap();
     let column = |name: &str| -> Vec<Option<String>> {
         let values = runs.column(name).unwrap().str().unwrap().clone();
