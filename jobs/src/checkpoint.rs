@@ -83,6 +83,67 @@ pub struct Checkpoint {
     /// earlier drover-jobs, which older ones ignore (it came within format 2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compute: Option<String>,
+    /// Every [`Checkpoint::compute`] the run's attempts so far computed at, in order of first
+    /// use ([`Provenance`]): a resume at another level would otherwise leave only the last one
+    /// on record. Added within format 3; absent in older checkpoints, which seed it from
+    /// `compute`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub computes: Vec<String>,
+    /// The SHA-256 of the plugin `.so` that wrote this checkpoint; a resume with another build
+    /// is warned of ([`plugin_build_changed`]). Added within format 3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugin_sha256: Option<String>,
+    /// Every plugin `.so` SHA-256 the run's attempts so far loaded, in order of first use.
+    /// Added within format 3; absent in older checkpoints, which recorded no build.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub plugin_sha256s: Vec<String>,
+}
+
+/// Every compute level and plugin build a run has used across its attempts, each in order of
+/// first use: carried by the checkpoint from attempt to attempt (`checkpoint.json` is removed
+/// when the run completes) and written to `summary.json` when a run mixed them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Provenance {
+    /// [`Checkpoint::computes`].
+    pub computes: Vec<String>,
+    /// [`Checkpoint::plugin_sha256s`].
+    pub plugin_sha256s: Vec<String>,
+}
+
+impl Provenance {
+    /// What the attempts that wrote `ck` used; a checkpoint from before the lists gives its
+    /// `compute` alone and no plugin build (it recorded none).
+    pub fn of_checkpoint(ck: &Checkpoint) -> Self {
+        let computes = if ck.computes.is_empty() { ck.compute.iter().cloned().collect() } else { ck.computes.clone() };
+        Self { computes, plugin_sha256s: ck.plugin_sha256s.clone() }
+    }
+
+    /// Adds this attempt's level and plugin build where they are new.
+    pub fn note(&mut self, compute: &str, plugin_sha256: &str) {
+        for (list, value) in [(&mut self.computes, compute), (&mut self.plugin_sha256s, plugin_sha256)] {
+            if !list.iter().any(|v| v == value) {
+                list.push(value.to_string());
+            }
+        }
+    }
+
+    /// The lists as `summary.json` carries them: each only when it holds more than one value
+    /// (a run of one level and one build has `compute` and `plugin.sha256` say it all).
+    pub fn mixed(&self) -> (Vec<String>, Vec<String>) {
+        let mixed = |list: &Vec<String>| if list.len() > 1 { list.clone() } else { Vec::new() };
+        (mixed(&self.computes), mixed(&self.plugin_sha256s))
+    }
+}
+
+/// The warning for a resume whose plugin `.so` (SHA-256 `current`) is not the build that wrote
+/// the checkpoint (`recorded`; `None` from a checkpoint that did not record it): the run goes
+/// on, as at another compute level, but its bits may differ from an uninterrupted run's.
+pub fn plugin_build_changed(recorded: Option<&str>, current: &str) -> Option<String> {
+    let recorded = recorded.filter(|r| *r != current)?;
+    Some(format!(
+        "the checkpoint was written by the plugin build with SHA-256 {recorded}, this attempt loads {current}: the run goes on, \
+         but not bit for bit as it would have uninterrupted"
+    ))
 }
 
 /// The [`Checkpoint::compute`] of `engine`.
@@ -188,6 +249,10 @@ pub struct RunState {
     pub plugin_state: Option<PluginStateRecord>,
     /// [`Checkpoint::compute`] ([`compute_of`] the job's engine).
     pub compute: String,
+    /// [`Checkpoint::plugin_sha256`]: the plugin `.so` this attempt loaded.
+    pub plugin_sha256: String,
+    /// The levels and plugin builds of the run's attempts so far, this one's included.
+    pub provenance: Provenance,
 }
 
 impl Checkpoint {
@@ -419,6 +484,9 @@ pub fn take(
         next_group_sizes: state.next_group_sizes,
         plugin_state: state.plugin_state,
         compute: Some(state.compute),
+        computes: state.provenance.computes,
+        plugin_sha256: Some(state.plugin_sha256),
+        plugin_sha256s: state.provenance.plugin_sha256s,
         rows: Vec::new(),
         metrics_jsonl: Some(prefix),
     };
@@ -789,6 +857,58 @@ mod tests {
         take(dir, "a", iteration, &EngineState::default(), state, log, iteration as f64).unwrap();
     }
 
+    /// Provenance review, item 1: a run stopped at `cpu/avx512` with one plugin build and
+    /// resumed at `cpu/avx2` with another recorded only the last attempt's level and build.
+    /// The checkpoint now carries every one used so far, and the summary gets the lists.
+    #[test]
+    fn a_resume_at_another_level_and_build_keeps_both_on_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = MetricsLog::create(dir.path()).unwrap();
+        let mut first = Provenance::default();
+        first.note("cpu/avx512", "aaaa");
+        assert_eq!(first.mixed(), (Vec::new(), Vec::new()), "one level and one build: no lists");
+        let state = |compute: &str, sha: &str, provenance: &Provenance| RunState {
+            perm: vec![1, 0],
+            compute: compute.into(),
+            plugin_sha256: sha.into(),
+            provenance: provenance.clone(),
+            ..RunState::default()
+        };
+        take(dir.path(), "a", 0, &EngineState::default(), state("cpu/avx512", "aaaa", &first), &mut log, 0.0).unwrap();
+
+        // The second attempt: DROVER_SIMD=avx2 and a rebuilt plugin.
+        let ck = load(dir.path(), "a").unwrap().unwrap();
+        let why = plugin_build_changed(ck.plugin_sha256.as_deref(), "bbbb").expect("another build is warned of");
+        assert!(why.contains("SHA-256 aaaa") && why.contains("loads bbbb") && why.contains("not bit for bit"), "{why}");
+        assert_eq!(plugin_build_changed(ck.plugin_sha256.as_deref(), "aaaa"), None);
+        assert_eq!(plugin_build_changed(None, "bbbb"), None, "nothing recorded, nothing to compare");
+        let mut second = Provenance::of_checkpoint(&ck);
+        second.note("cpu/avx2", "bbbb");
+        let both = (vec!["cpu/avx512".to_string(), "cpu/avx2".to_string()], vec!["aaaa".to_string(), "bbbb".to_string()]);
+        assert_eq!(second.mixed(), both);
+
+        // A third attempt back at the first build and level adds nothing: order of first use.
+        take(dir.path(), "a", 0, &EngineState::default(), state("cpu/avx2", "bbbb", &second), &mut log, 0.0).unwrap();
+        let ck = load(dir.path(), "a").unwrap().unwrap();
+        let mut third = Provenance::of_checkpoint(&ck);
+        third.note("cpu/avx512", "aaaa");
+        assert_eq!(third.mixed(), both);
+
+        // A format-3 checkpoint from before the lists: seeded from `compute`, no build known.
+        let text = std::fs::read_to_string(dir.path().join(CHECKPOINT_JSON)).unwrap();
+        let mut old: Value = serde_json::from_str(&text).unwrap();
+        for key in ["computes", "plugin_sha256", "plugin_sha256s"] {
+            old.as_object_mut().unwrap().remove(key).expect(key);
+        }
+        std::fs::write(dir.path().join(CHECKPOINT_JSON), old.to_string()).unwrap();
+        let ck = load(dir.path(), "a").unwrap().expect("an older format-3 checkpoint still resumes");
+        assert_eq!(plugin_build_changed(ck.plugin_sha256.as_deref(), "cccc"), None);
+        let mut seeded = Provenance::of_checkpoint(&ck);
+        assert_eq!(seeded.computes, ["cpu/avx2"]);
+        seeded.note("cpu/portable", "cccc");
+        assert_eq!(seeded.mixed(), (vec!["cpu/avx2".to_string(), "cpu/portable".to_string()], Vec::new()));
+    }
+
     /// xorshift64: test floats without a dependency.
     fn next(state: &mut u64) -> u64 {
         *state ^= *state << 13;
@@ -1068,6 +1188,9 @@ mod tests {
             next_group_sizes: Vec::new(),
             plugin_state: None,
             compute: Some("cpu/avx2".into()),
+            computes: Vec::new(),
+            plugin_sha256: None,
+            plugin_sha256s: Vec::new(),
         };
         save(dir.path(), &ck).unwrap();
         let back = load(dir.path(), "a").unwrap().unwrap();
@@ -1184,6 +1307,9 @@ mod tests {
             next_group_sizes: vec![3, 0, 5],
             plugin_state: Some(record.clone()),
             compute: None,
+            computes: Vec::new(),
+            plugin_sha256: None,
+            plugin_sha256s: Vec::new(),
         };
         save(dir.path(), &ck).unwrap();
         let back = load(dir.path(), "a").unwrap().unwrap();

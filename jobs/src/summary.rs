@@ -70,6 +70,16 @@ pub struct Summary {
     /// within format 1: absent from older summaries.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub compute: Option<String>,
+    /// Every level the run computed at, in order of first use, when its attempts (a stop and
+    /// a resume) used more than one; absent otherwise, `compute` then saying it all. `compute`
+    /// stays the last attempt's, for readers that know only it. Added within format 1.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub computes: Vec<String>,
+    /// Every plugin `.so` SHA-256 the run's attempts loaded, in order of first use, when they
+    /// loaded more than one build; absent otherwise (`plugin.sha256`, the last attempt's, then
+    /// says it all). Added within format 1.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub plugin_sha256s: Vec<String>,
 }
 
 /// `given` (a run's `params` as its sweep set them) with the default of every parameter it

@@ -163,6 +163,8 @@ pub fn run(
     // Looked up only when checkpointing, so a plugin's state table matters to no other run.
     let state_ext = if checkpointing { plugin.plugin_state()? } else { None };
     let (mut first, mut wall_offset, mut checkpoint) = (1, 0.0, None);
+    // The levels and plugin builds of the attempts before this one (from the checkpoint).
+    let mut provenance = checkpoint::Provenance::default();
     // What the last `on_iteration` asked of the next generation batch (checkpointed with it).
     let mut next_group_sizes: Vec<u32> = Vec::new();
     // Rank 0's metrics rows so far (it alone writes `metrics.jsonl`, the others need none).
@@ -192,6 +194,10 @@ pub fn run(
                 }
                 checkpoint::ResumeLevel::Differs(why) => tracing::warn!(run = %spec.run_id, rank, "{why}"),
             }
+            if let Some(why) = checkpoint::plugin_build_changed(ck.plugin_sha256.as_deref(), plugin.sha256()) {
+                tracing::warn!(run = %spec.run_id, rank, "{why}");
+            }
+            provenance = checkpoint::Provenance::of_checkpoint(&ck);
             // A checkpoint that parses but does not fit the engine (damaged, or edited): name the
             // file, not only the buffer the engine found wrong.
             engine.load_state(&own).map_err(|e| JobError::Checkpoint {
@@ -234,6 +240,8 @@ pub fn run(
         }
         resumed?;
     }
+    // After a resume's level switch: the level this attempt computes at from here on.
+    provenance.note(&checkpoint::compute_of(engine.as_ref()), plugin.sha256());
     // Rank 0 alone writes files; opened after the checkpoint was accepted, so a refused one
     // leaves the interrupted attempt's metrics file as it was. A resumed log keeps the lines
     // the checkpoint vouches for and drops those written after it.
@@ -280,6 +288,8 @@ pub fn run(
                         next_group_sizes: next_group_sizes.clone(),
                         plugin_state,
                         compute: checkpoint::compute_of(engine.as_ref()),
+                        plugin_sha256: plugin.sha256().to_string(),
+                        provenance: provenance.clone(),
                     };
                     checkpoint::take(out_dir, &spec.run_id, iteration - 1, &engine_state, state, log, wall)
                 };
@@ -404,6 +414,8 @@ pub fn run(
         plugin: record,
         params: crate::summary::resolved_params(&spec.params, info.params.iter().map(|p| (p.name.as_str(), p.default.as_str()))),
         compute: Some(checkpoint::compute_of(engine.as_ref())),
+        computes: provenance.mixed().0,
+        plugin_sha256s: provenance.mixed().1,
     };
     fsio::write_json_atomic(&out_dir.join("summary.json"), &summary)?;
     checkpoint::remove(out_dir);

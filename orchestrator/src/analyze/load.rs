@@ -12,11 +12,18 @@ use crate::layout::{
     self, ExitRecord, ExitStatus, JobSpec, ResultsDir, SweepManifest, EXIT_JSON, METRICS_PARQUET, SPEC_JSON, SUMMARY_JSON, SWEEP_JSON,
 };
 
+/// The runs table's column of what computed each run (`summary.json`'s `compute`, or its
+/// `computes` joined by `+`).
+pub const COMPUTE: &str = "compute";
+/// The runs table's column of each run's plugin build (`summary.json`'s `plugin.sha256`, or
+/// its `plugin_sha256s` joined by `+`).
+pub const PLUGIN_SHA256: &str = "plugin.sha256";
+
 /// The inputs of the statistics, still lazy.
 #[must_use]
 pub struct Loaded {
     /// One row per completed run: `run_id, config_id, sweep, label, seed, success_return,
-    /// results`, then one column per hyperparameter (see `hyperparameters`), then [`RUN_KEY`].
+    /// results, compute, plugin.sha256`, then one column per hyperparameter (see `hyperparameters`), then [`RUN_KEY`].
     pub runs: LazyFrame,
     /// All metrics rows of completed runs (the columns the statistics need, then `extra`) with
     /// their run's [`RUN_KEY`].
@@ -68,6 +75,11 @@ struct RunRecord {
     /// them, `spec.json`'s as the sweep set them.
     params: serde_json::Map<String, Value>,
     results: String,
+    /// What computed the run ([`provenance`]): `summary.json`'s `compute`, or its `computes`
+    /// joined by `+` when the run's attempts used several; `None` from older summaries.
+    compute: Option<String>,
+    /// The plugin build(s), as `compute`: `plugin.sha256`, or `plugin_sha256s` joined by `+`.
+    plugin_sha256: Option<String>,
     metrics_path: PathBuf,
     /// The metrics file's schema, read from its footer once, when it was checked.
     schema: SchemaRef,
@@ -190,6 +202,8 @@ pub fn load_results_excluding(
             records.iter().map(|r| r.spec.run.get("success_return").and_then(Value::as_f64)).collect::<Vec<_>>(),
         ),
         Column::new("results".into(), records.iter().map(|r| r.results.as_str()).collect::<Vec<_>>()),
+        Column::new(COMPUTE.into(), records.iter().map(|r| r.compute.as_deref()).collect::<Vec<_>>()),
+        Column::new(PLUGIN_SHA256.into(), records.iter().map(|r| r.plugin_sha256.as_deref()).collect::<Vec<_>>()),
     ];
     for name in &hyperparameters {
         let values: Vec<Option<&Value>> = flat.iter().map(|row| row.get(name).filter(|v| !v.is_null())).collect();
@@ -555,11 +569,15 @@ fn read_dir_runs(dir: &Path, all_runs: bool, bad_metrics: &BTreeMap<PathBuf, Str
         // whole: the run is not trusted (absent is fine, so results written by hand or by older
         // tools still load). Of it the analysis reads the parameters the run trained with.
         let summary_path = run_dir.join(SUMMARY_JSON);
-        let params = match layout::read_record::<Value>(&summary_path) {
-            Ok(summary) => match summary.and_then(|mut s| s.get_mut("params").map(Value::take)) {
-                Some(Value::Object(params)) => params,
-                _ => spec.params.clone(),
-            },
+        let (params, compute, plugin_sha256) = match layout::read_record::<Value>(&summary_path) {
+            Ok(summary) => {
+                let (compute, plugin_sha256) = summary.as_ref().map_or((None, None), provenance);
+                let params = match summary.and_then(|mut s| s.get_mut("params").map(Value::take)) {
+                    Some(Value::Object(params)) => params,
+                    _ => spec.params.clone(),
+                };
+                (params, compute, plugin_sha256)
+            }
             Err(reason) => {
                 left_out.push((name, unreadable(&summary_path, reason), Skip::Damaged));
                 continue;
@@ -573,9 +591,21 @@ fn read_dir_runs(dir: &Path, all_runs: bool, bad_metrics: &BTreeMap<PathBuf, Str
                 continue;
             }
         };
-        completed.push(RunRecord { spec, params, results: dir.display().to_string(), metrics_path, schema });
+        completed.push(RunRecord { spec, params, results: dir.display().to_string(), compute, plugin_sha256, metrics_path, schema });
     }
     Ok(DirRuns { completed, left_out, found: entries.len(), stale, all_runs, bad_manifest })
+}
+
+/// A summary's (`compute`, plugin build) as the runs table shows them: the list a run of
+/// several levels or builds has (`computes`, `plugin_sha256s`) joined by `+`, so that such a
+/// run is a value of its own, else the single `compute` / `plugin.sha256`; `None` where the
+/// summary predates them.
+fn provenance(summary: &Value) -> (Option<String>, Option<String>) {
+    let one = |list: &str, single: Option<&Value>| {
+        let joined = summary.get(list).and_then(Value::as_array).map(|l| l.iter().filter_map(Value::as_str).collect::<Vec<_>>().join("+"));
+        joined.filter(|j| !j.is_empty()).or_else(|| single.and_then(Value::as_str).map(str::to_string))
+    };
+    (one("computes", summary.get("compute")), one("plugin_sha256s", summary.pointer("/plugin/sha256")))
 }
 
 /// The schema of a completed run's metrics file, or why it cannot be analyzed: missing, not a

@@ -902,9 +902,39 @@ fn section(p: &Plans, opts: &Options, metrics: &LazyFrame, runs: DataFrame, env:
     notes.extend(threshold_notes(&runs, opts.target)?);
     notes.extend(unscored_note(&runs)?);
     notes.extend(window_notes(&runs)?);
+    notes.extend(provenance_notes(&runs)?);
     notes.extend(interval_note(&summary)?);
     notes.extend(unpaired_note(&summary, best.as_deref())?);
     Ok(Section { env, runs: runs.height(), summary, curves, profiles, metric_curves, law, best, notes })
+}
+
+/// A note per group whose runs were computed at more than one level or by more than one plugin
+/// build (`load::COMPUTE`, `load::PLUGIN_SHA256`; a run that mixed them itself is a value of
+/// its own): their bits need not agree, so the group's spread may be partly the hardware's or
+/// the build's. Runs whose summaries predate the columns (null) are not counted.
+fn provenance_notes(runs: &DataFrame) -> Result<Vec<String>, AnalyzeError> {
+    let mut notes = Vec::new();
+    let group = runs.column("group").and_then(|c| c.str().cloned()).map_err(polars_err("reading column `group`"))?;
+    for (column, what) in [(load::COMPUTE, "compute levels"), (load::PLUGIN_SHA256, "plugin builds")] {
+        // A runs table without the column (built by hand in a test) has nothing to say.
+        let Ok(values) = runs.column(column) else { continue };
+        let values = values.str().cloned().map_err(polars_err(format!("reading column `{column}`")))?;
+        let mut by_group: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+        for i in 0..runs.height() {
+            if let (Some(g), Some(v)) = (group.get(i), values.get(i)) {
+                by_group.entry(g).or_default().insert(v);
+            }
+        }
+        for (g, set) in by_group.iter().filter(|(_, set)| set.len() > 1) {
+            let list: Vec<&str> = set.iter().copied().collect();
+            notes.push(format!(
+                "note: group `{g}` pools runs of {} {what} (`{column}`: {}): their results need not agree bit for bit, and the group's spread may be partly theirs",
+                set.len(),
+                list.join(", ")
+            ));
+        }
+    }
+    Ok(notes)
 }
 
 /// The group of the ranked summary's first row, if it has an IQM.

@@ -2311,3 +2311,42 @@ fn curves_and_profiles_weigh_each_stratum_equally() {
     let between: Vec<f64> = (0..p.height()).filter(|&i| (4.0..100.0).contains(&f(&p, "tau", i).unwrap())).map(|i| f(&p, "fraction", i).unwrap()).collect();
     assert!(!between.is_empty() && between.iter().all(|&v| v == 0.5), "{p}");
 }
+
+/// Provenance review, item 2: runs of different compute levels or plugin builds were pooled in
+/// one group without a word, and the runs table had no column to tell them apart. A run that
+/// mixed levels itself (a resume at another one) is a value of its own; an old summary, null.
+#[test]
+fn groups_pooling_compute_levels_or_plugin_builds_are_noted_and_the_runs_table_shows_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("r");
+    two_configs(&root);
+    let summary = |v: serde_json::Value| v.to_string();
+    let write = |id: &str, v: serde_json::Value| std::fs::write(root.join("runs").join(id).join("summary.json"), summary(v)).unwrap();
+    // Config A: one level, two plugin builds (a1 resumed with another build), one old summary.
+    write("a0", json!({"format_version": 1, "compute": "cpu/avx2", "plugin": {"sha256": "aa"}}));
+    write("a1", json!({"format_version": 1, "compute": "cpu/avx2", "plugin": {"sha256": "bb"}, "plugin_sha256s": ["aa", "bb"]}));
+    write("a2", json!({"format_version": 1, "compute": "cpu/avx2", "plugin": {"sha256": "aa"}}));
+    write("a3", json!({"format_version": 1}));
+    // Config B: b1 was resumed at another level; b2 has no summary at all.
+    write("b0", json!({"format_version": 1, "compute": "cpu/avx512", "plugin": {"sha256": "aa"}}));
+    write("b1", json!({"format_version": 1, "compute": "cpu/avx2", "computes": ["cpu/avx512", "cpu/avx2"], "plugin": {"sha256": "aa"}}));
+
+    let loaded = load_results(std::slice::from_ref(&root), &[]).unwrap();
+    let runs = loaded.runs.sort(["run_id"], Default::default()).collect().unwrap();
+    let column = |name: &str| -> Vec<Option<String>> {
+        let values = runs.column(name).unwrap().str().unwrap().clone();
+        (0..runs.height()).map(|i| values.get(i).map(str::to_string)).collect()
+    };
+    let some = |v: &[Option<&str>]| v.iter().map(|s| s.map(str::to_string)).collect::<Vec<_>>();
+    assert_eq!(column("compute"), some(&[Some("cpu/avx2"), Some("cpu/avx2"), Some("cpu/avx2"), None, Some("cpu/avx512"), Some("cpu/avx512+cpu/avx2"), None]));
+    assert_eq!(column("plugin.sha256"), some(&[Some("aa"), Some("aa+bb"), Some("aa"), None, Some("aa"), Some("aa"), None]));
+    // The new columns come right after `results`; the others keep their order.
+    let names: Vec<&str> = runs.get_column_names().iter().map(|n| n.as_str()).collect();
+    assert_eq!(names[..9], ["run_id", "config_id", "sweep", "label", "seed", "success_return", "results", "compute", "plugin.sha256"]);
+
+    let outcome = analyze(&options(vec![root], &tmp.path().join("out"))).unwrap();
+    let a = "note: group `params.x=1` pools runs of 2 plugin builds (`plugin.sha256`: aa, aa+bb)";
+    let b = "note: group `params.x=2` pools runs of 2 compute levels (`compute`: cpu/avx512, cpu/avx512+cpu/avx2)";
+    assert!(outcome.table.contains(a) && outcome.table.contains(b), "{}", outcome.table);
+    assert!(!outcome.table.contains("`params.x=1` pools runs of 2 compute") && !outcome.table.contains("`params.x=2` pools runs of 2 plugin"), "{}", outcome.table);
+}
