@@ -6,8 +6,8 @@
 //! `metrics.jsonl` ([`JsonlPrefix`]: their count, length and SHA-256, and the non-finite cells the
 //! file holds as `null`), and a resumed job reads them back bit for bit ([`read_prefix`]).
 //!
-//! No row is kept in memory: the file is the only copy. A resume and the final Parquet file
-//! read it back a line at a time ([`read_rows`]), and `metrics.parquet` is written a row group
+//! No row is kept in memory: the file is the only copy. A resume ([`read_prefix`]) and the final
+//! Parquet file ([`MetricsLog::write_parquet`]) read it back a line at a time, and `metrics.parquet` is written a row group
 //! ([`ROW_GROUP_ROWS`] rows) at a time, so a run of a million iterations needs no more memory
 //! for its metrics than one of a thousand (docs/design/results-layout.md, "Memory").
 
@@ -37,6 +37,8 @@ pub const METRICS_FORMAT_VERSION: u32 = 1;
 pub const FORMAT_VERSION_KEY: &str = "drover.format_version";
 /// `metrics.jsonl` in the run directory.
 pub const METRICS_JSONL: &str = "metrics.jsonl";
+/// `metrics.parquet` in the run directory, written when the run completes.
+pub const METRICS_PARQUET: &str = "metrics.parquet";
 /// Rows per row group of `metrics.parquet`: the rows the final pass holds at once, as columns
 /// (about 16 bytes a cell, some 5 MB with 20 columns). A run of fewer rows is one row group,
 /// the file drover-job wrote before it streamed.
@@ -328,21 +330,17 @@ fn note_non_finite(map: &mut NonFiniteMap, index: u64, row: &MetricsRow) {
     }
 }
 
-/// Adds the plugin metric names of a row to `names` (a name already there costs nothing more).
+/// Adds the plugin metric names of a row to `names`.
 fn note_names(names: &mut BTreeSet<String>, extra: BTreeMap<String, f64>) {
-    for name in extra.into_keys() {
-        if !names.contains(&name) {
-            names.insert(name);
-        }
-    }
+    names.extend(extra.into_keys());
 }
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Reads back the rows `prefix` vouches for from `dir/metrics.jsonl` as [`read_rows`] does,
-/// keeping none of them: only what the resumed [`MetricsLog`] needs (the running hash, the
+/// Reads back the rows `prefix` vouches for from `dir/metrics.jsonl` and checks them as the
+/// Parquet pass does (`scan`), keeping none of them: only what the resumed [`MetricsLog`] needs (the running hash, the
 /// non-finite cells, the plugin metric names). Lines after the prefix (written after the
 /// checkpoint) are not read.
 ///
@@ -361,13 +359,14 @@ pub fn read_prefix(dir: &Path, prefix: &JsonlPrefix) -> Result<Resumed, String> 
 }
 
 /// Reads back the rows `prefix` vouches for from `dir/metrics.jsonl`, one at a time and in
-/// order, exactly as the job held them: it checks the length, the hash and the line count,
+/// order, exactly as the job held them (the tests' view of what a resume reads): it checks the length, the hash and the line count,
 /// puts the non-finite cells back and checks that each row writes the very line it was read
 /// from. `each` may see rows before a later check fails: what it built is then to be dropped.
 ///
 /// # Errors
 /// Why the file does not hold what the checkpoint says, naming `metrics.jsonl`.
-pub fn read_rows(dir: &Path, prefix: &JsonlPrefix, mut each: impl FnMut(MetricsRow)) -> Result<(), String> {
+#[cfg(test)]
+pub(crate) fn read_rows(dir: &Path, prefix: &JsonlPrefix, mut each: impl FnMut(MetricsRow)) -> Result<(), String> {
     scan(&dir.join(METRICS_JSONL), prefix, Voucher::Checkpoint, |row| {
         each(row);
         Ok::<(), std::convert::Infallible>(())

@@ -213,8 +213,9 @@ impl ExitMarker {
 }
 
 /// Statistics over the metric rows: (final_return, best_return, steps_to_threshold)
-/// ([`RowStats`] over `rows`).
-pub fn return_stats(rows: &[MetricsRow], threshold: f64) -> (Option<f64>, Option<f64>, Option<i64>) {
+/// ([`RowStats`] over `rows`; the tests' whole-slice view, the job streams).
+#[cfg(test)]
+pub(crate) fn return_stats(rows: &[MetricsRow], threshold: f64) -> (Option<f64>, Option<f64>, Option<i64>) {
     let mut stats = RowStats::new(threshold);
     for row in rows {
         stats.add(row);

@@ -30,7 +30,7 @@ use drover_plugin_api::{host_metrics, metadata as meta};
 
 use crate::comm::{self, Communicator};
 use crate::sampling::{self, GroupSpec, PromptSchedule};
-use crate::metrics::{MetricsLog, MetricsRow};
+use crate::metrics::{MetricsLog, MetricsRow, METRICS_PARQUET};
 use crate::checkpoint::{self, Checkpoint, PluginStateRecord, RunState};
 use crate::signals::{CancelFlag, StopCause};
 use crate::spec::JobSpec;
@@ -395,6 +395,7 @@ pub fn run(
     let Some(totals) = completed_metrics(&mut log, out_dir, status, r.success_return)? else {
         return Ok(TrainOutcome { status, checkpoint, summary: None, stop });
     };
+    let (computes, plugin_sha256s) = provenance.mixed();
     let (final_return, best_return, steps_to_threshold) = totals.return_stats();
     let summary = Summary {
         format_version: SUMMARY_FORMAT_VERSION,
@@ -414,17 +415,14 @@ pub fn run(
         plugin: record,
         params: crate::summary::resolved_params(&spec.params, info.params.iter().map(|p| (p.name.as_str(), p.default.as_str()))),
         compute: Some(checkpoint::compute_of(engine.as_ref())),
-        computes: provenance.mixed().0,
-        plugin_sha256s: provenance.mixed().1,
+        computes,
+        plugin_sha256s,
     };
     fsio::write_json_atomic(&out_dir.join("summary.json"), &summary)?;
     checkpoint::remove(out_dir);
     tracing::info!(run = %spec.run_id, ?final_return, ?steps_to_threshold, "training done");
     Ok(TrainOutcome { status, checkpoint, summary: Some(summary), stop })
 }
-
-/// `metrics.parquet` in the run directory.
-const METRICS_PARQUET: &str = "metrics.parquet";
 
 /// Writes `metrics.parquet` of a completed run and returns the summary's figures, which come
 /// from the same pass over `metrics.jsonl` (no row is held in memory: docs/design/results-layout.md,
